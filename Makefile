@@ -1,0 +1,112 @@
+# gatehouse top-level Makefile.
+#
+#   make            build objs/gatehouse (runs ./configure first if needed)
+#   make check      install missing Debian packages (as root), build, run
+#                   the unit tests and the integration tests
+#   make run        install, build, start gatehouse in the foreground on
+#                   the demo config conf/gatehouse.conf (port 8080)
+#   make fuzz       build the libFuzzer targets with clang (objs/fuzz/)
+#   make install    install under the configured prefix
+#
+# Object files live under objs/; dependencies on headers are tracked with
+# -MMD so that rebuilds are incremental.
+
+-include objs/Makefile.conf
+
+MAKEFLAGS += --no-builtin-rules
+NPROC := $(shell nproc 2>/dev/null || echo 2)
+PYTHON ?= /usr/bin/python3
+
+SRC := $(sort $(wildcard src/*/*.cc src/http/modules/*.cc))
+MAIN_SRC := src/process/main.cc
+LIB_SRC := $(filter-out $(MAIN_SRC),$(SRC))
+LIB_OBJ := $(patsubst %.cc,objs/%.o,$(LIB_SRC)) objs/modules.o
+MAIN_OBJ := objs/src/process/main.o
+TEST_SRC := $(sort $(wildcard tests/unit/*.cc tests/unit/*/*.cc))
+TEST_OBJ := $(patsubst %.cc,objs/%.o,$(TEST_SRC))
+FUZZ_SRC := $(sort $(wildcard tests/fuzz/*_fuzz.cc))
+
+.PHONY: all check unit integration run deps install fuzz clean lint
+
+all: objs/gatehouse
+
+objs/Makefile.conf:
+	./configure
+
+objs/gatehouse: $(LIB_OBJ) $(MAIN_OBJ)
+	$(CXX) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+objs/%.o: %.cc objs/Makefile.conf
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -MMD -MP -c -o $@ $<
+
+objs/modules.o: objs/modules.cc objs/Makefile.conf
+	$(CXX) $(CXXFLAGS) -MMD -MP -c -o $@ $<
+
+objs/unit_tests: $(LIB_OBJ) $(TEST_OBJ)
+	$(CXX) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+# Unit tests may use exceptions (doctest's CHECK_THROWS) and RTTI.
+$(TEST_OBJ): CXXFLAGS += -fexceptions -frtti -Itests/unit
+
+deps:
+	@sh contrib/install-deps.sh
+
+unit: objs/unit_tests
+	./objs/unit_tests
+
+integration: objs/gatehouse
+	GATEHOUSE_BIN=$(CURDIR)/objs/gatehouse $(PYTHON) -m pytest -q tests/integration
+
+# The README's test command. Dependencies first, then configure if this
+# tree has never been configured, then a parallel build and every test.
+check: deps
+	@test -f objs/Makefile.conf || ./configure
+	$(MAKE) -j$(NPROC) objs/gatehouse objs/unit_tests
+	$(MAKE) lint
+	./objs/unit_tests
+	GATEHOUSE_BIN=$(CURDIR)/objs/gatehouse $(PYTHON) -m pytest -q tests/integration
+
+lint:
+	@sh contrib/lint.sh
+
+RUN_PREFIX := $(CURDIR)/objs/run/
+run: deps
+	@test -f objs/Makefile.conf || ./configure
+	$(MAKE) -j$(NPROC) objs/gatehouse
+	@mkdir -p $(RUN_PREFIX)logs
+	@ln -sfn $(CURDIR)/html $(RUN_PREFIX)html
+	@ln -sfn $(CURDIR)/conf $(RUN_PREFIX)conf
+	./objs/gatehouse -p $(RUN_PREFIX) -c conf/gatehouse.conf -g 'daemon off;'
+
+FUZZ_CXX ?= clang++
+FUZZ_FLAGS := -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-exceptions \
+	-Isrc -I. -DPCRE2_CODE_UNIT_WIDTH=8 -include src/core/banned.h
+FUZZ_LIB_SRC := $(filter-out src/process/%,$(LIB_SRC))
+fuzz: objs/Makefile.conf
+	@mkdir -p objs/fuzz
+	@for f in $(FUZZ_SRC); do \
+	    n=$$(basename $$f .cc); \
+	    echo "building objs/fuzz/$$n"; \
+	    $(FUZZ_CXX) $(FUZZ_FLAGS) -o objs/fuzz/$$n $$f $(FUZZ_LIB_SRC) objs/modules.cc \
+	        $$(pkg-config --cflags --libs openssl libpcre2-8 zlib) || exit 1; \
+	done
+
+install: objs/gatehouse
+	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/conf \
+	    $(DESTDIR)$(PREFIX)/logs $(DESTDIR)$(PREFIX)/html \
+	    $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/man/man5
+	install -m 755 objs/gatehouse $(DESTDIR)$(PREFIX)/sbin/gatehouse
+	for f in conf/*; do \
+	    t=$(DESTDIR)$(PREFIX)/conf/$$(basename $$f); \
+	    install -m 644 $$f $$t.default; \
+	    test -f $$t || install -m 644 $$f $$t; \
+	done
+	install -m 644 html/* $(DESTDIR)$(PREFIX)/html/
+	install -m 644 man/gatehouse.8 $(DESTDIR)$(PREFIX)/share/man/man8/gatehouse.8
+	install -m 644 man/gatehouse.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/gatehouse.conf.5
+
+clean:
+	rm -rf objs
+
+-include $(shell find objs -name '*.d' 2>/dev/null)

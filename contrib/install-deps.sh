@@ -1,0 +1,21 @@
+#!/bin/sh
+# Installs the Debian packages that building and testing gatehouse need,
+# when they are missing. As root it runs apt-get; otherwise it only names
+# what is missing. Used by "make check", "make run" and .ci/run.
+set -u
+PKGS="g++ make pkg-config libssl-dev libpcre2-dev zlib1g-dev libjemalloc-dev
+      doctest-dev python3 python3-pytest curl openssl man-db groff-base"
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: missing Debian packages:$missing (run as root, or: sudo apt-get install$missing)" >&2
+    exit 0
+fi
+echo "install-deps: installing$missing"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq || exit 1
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $missing || exit 1

@@ -1,0 +1,243 @@
+// Modules and their directives: a module is data (STYLE.md, section 2).
+//
+// A module declares its directives (name, contexts, argument count, the
+// handler that turns arguments into typed configuration) and the conf
+// structs it keeps at each level. The core parses, checks context and arity
+// and prints "[emerg] ... in file:line"; the module only declares.
+//
+// Levels follow nginx's: a struct per module at the main ("core") level,
+// in the events block, and in http at three levels (main, server,
+// location). Entering "server {" makes fresh Srv and Loc structs; entering
+// "location {" a fresh Loc struct; after the http block each child is
+// merged with its parent, so a location sees the inherited value of every
+// directive it did not set.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <type_traits>
+
+#include "conf/fwd.h"
+#include "conf/parser.h"
+#include "conf/values.h"
+#include "core/arena.h"
+#include "core/result.h"
+
+namespace gatehouse {
+namespace http {
+struct ModuleHooks;  // phases and filters of an HTTP module (src/http)
+}
+
+namespace conf {
+
+// Where a directive may appear. One bit per kind of block.
+enum Context : uint32_t {
+    kMain = 1u << 0,
+    kEvents = 1u << 1,
+    kHttp = 1u << 2,
+    kServer = 1u << 3,
+    kLocation = 1u << 4,
+    kUpstream = 1u << 5,
+    kServerIf = 1u << 6,    // "if" in a server block
+    kIf = 1u << 7,          // "if" in a location
+    kLimitExcept = 1u << 8,
+    kTypes = 1u << 9,       // inside "types { }": not directives, see http
+    kMap = 1u << 10,        // inside "map { }"
+};
+constexpr uint32_t kHttpSrvLoc = kHttp | kServer | kLocation;
+constexpr uint32_t kAnyHttp = kHttpSrvLoc | kServerIf | kIf | kLimitExcept;
+
+std::string_view context_name(uint32_t single_context);
+
+// How many arguments a directive takes, and whether it opens a block.
+struct Arity {
+    uint8_t min = 0;
+    uint8_t max = 0;
+    bool block = false;
+};
+inline constexpr Arity Take0{0, 0, false};
+inline constexpr Arity Take1{1, 1, false};
+inline constexpr Arity Take2{2, 2, false};
+inline constexpr Arity Take3{3, 3, false};
+inline constexpr Arity Take12{1, 2, false};
+inline constexpr Arity Take13{1, 3, false};
+inline constexpr Arity Take23{2, 3, false};
+inline constexpr Arity Take1More{1, 255, false};
+inline constexpr Arity Take2More{2, 255, false};
+inline constexpr Arity Block{0, 0, true};
+inline constexpr Arity Block1{1, 1, true};
+inline constexpr Arity Block12{1, 2, true};
+
+// The type tag of a conf struct: lets a setter find the struct it writes
+// among a module's levels without RTTI.
+template <typename T>
+struct TypeTag {
+    static constexpr char tag = 0;
+};
+template <typename T>
+constexpr const void* tag_of() {
+    return &TypeTag<T>::tag;
+}
+
+// The handler of a directive: `conf` is the module's struct of the level
+// whose tag matches `tag`, in the current block (null when tag is null).
+struct Setter {
+    Status (*fn)(Ctx& cx, const Node& n, void* conf) = nullptr;
+    const void* tag = nullptr;
+};
+
+struct Directive {
+    std::string_view name;
+    uint32_t contexts = 0;
+    Arity args;
+    Setter set;
+};
+
+enum class Level : uint8_t { Core, Events, Main, Srv, Loc };
+inline constexpr int kLevels = 5;
+
+struct LevelOps {
+    const void* tag = nullptr;
+    void* (*create)(Arena& a) = nullptr;
+    // Fills what `child` did not set from `parent` (the enclosing block).
+    void (*merge)(const void* parent, void* child) = nullptr;
+    explicit operator bool() const { return create != nullptr; }
+};
+
+template <typename T, void (*Merge)(const T&, T&) = nullptr>
+constexpr LevelOps level() {
+    LevelOps ops;
+    ops.tag = tag_of<T>();
+    ops.create = [](Arena& a) -> void* { return a.make<T>(); };
+    if constexpr (Merge != nullptr)
+        ops.merge = [](const void* p, void* c) {
+            Merge(*static_cast<const T*>(p), *static_cast<T*>(c));
+        };
+    return ops;
+}
+
+struct Module {
+    std::string_view name;
+    std::span<const Directive> directives;
+    LevelOps core, events, main, srv, loc;
+    // Runs after the whole configuration has been read and merged, in
+    // module order: build lookup tables, check cross-directive rules.
+    Status (*postconfiguration)(Ctx& cx) = nullptr;
+    // Phase handlers and filters, for HTTP modules.
+    const http::ModuleHooks* http = nullptr;
+    // Position in the module list; assigned once by init_modules().
+    mutable uint16_t index = 0xffff;
+
+    const LevelOps& ops(Level l) const {
+        switch (l) {
+            case Level::Core: return core;
+            case Level::Events: return events;
+            case Level::Main: return main;
+            case Level::Srv: return srv;
+            default: return loc;
+        }
+    }
+};
+
+// ---- typed setters --------------------------------------------------------
+
+template <typename M>
+struct MemberTraits;
+template <typename C, typename V>
+struct MemberTraits<V C::*> {
+    using Class = C;
+    using Value = V;
+};
+
+// A setter that reports a duplicate when the field is already set and
+// otherwise stores parse(arg).
+Status set_failed(Ctx& cx, const Node& n, const Error& e);
+Status set_duplicate(Ctx& cx, const Node& n);
+
+template <auto Member, auto Parse>
+constexpr Setter typed() {
+    using C = typename MemberTraits<decltype(Member)>::Class;
+    return Setter{[](Ctx& cx, const Node& n, void* p) -> Status {
+                      C& c = *static_cast<C*>(p);
+                      if ((c.*Member).has_value()) return set_duplicate(cx, n);
+                      auto v = Parse(n.args[0].text);
+                      if (!v) return set_failed(cx, n, v.error());
+                      c.*Member = *v;
+                      return {};
+                  },
+                  tag_of<C>()};
+}
+
+inline Result<std::string> parse_string(std::string_view s) { return std::string(s); }
+inline Result<uint64_t> parse_count(std::string_view s) { return parse_number(s); }
+
+template <auto Member>
+constexpr Setter duration() {
+    return typed<Member, parse_duration>();
+}
+template <auto Member>
+constexpr Setter size() {
+    return typed<Member, parse_size>();
+}
+template <auto Member>
+constexpr Setter flag() {
+    return typed<Member, parse_flag>();
+}
+template <auto Member>
+constexpr Setter number() {
+    return typed<Member, parse_count>();
+}
+template <auto Member>
+constexpr Setter string() {
+    return typed<Member, parse_string>();
+}
+
+// A handler written by hand: Status f(Ctx&, const Node&, T& conf), or
+// Status f(Ctx&, const Node&) for directives that need no conf struct
+// (block openers).
+template <typename F>
+struct HandlerTraits;
+template <typename T>
+struct HandlerTraits<Status (*)(Ctx&, const Node&, T&)> {
+    using Conf = T;
+};
+template <>
+struct HandlerTraits<Status (*)(Ctx&, const Node&)> {
+    using Conf = void;
+};
+
+template <auto F>
+constexpr Setter custom() {
+    using T = typename HandlerTraits<decltype(F)>::Conf;
+    if constexpr (std::is_void_v<T>) {
+        return Setter{[](Ctx& cx, const Node& n, void*) -> Status { return F(cx, n); }, nullptr};
+    } else {
+        return Setter{[](Ctx& cx, const Node& n, void* p) -> Status {
+                          return F(cx, n, *static_cast<T*>(p));
+                      },
+                      tag_of<T>()};
+    }
+}
+
+// Fills `c` from `parent` when unset, else from `def`.
+template <typename V, typename D>
+void inherit(std::optional<V>& c, const std::optional<V>& parent, D def) {
+    if (!c) c = parent ? *parent : static_cast<V>(def);
+}
+template <typename V>
+void inherit(std::optional<V>& c, const std::optional<V>& parent) {
+    if (!c && parent) c = parent;
+}
+
+}  // namespace conf
+
+// The module list written by ./configure (objs/modules.cc), in execution
+// order, and the one-time assignment of Module::index.
+using conf::Module;
+extern const std::span<const Module* const> modules;
+void init_modules();
+
+}  // namespace gatehouse

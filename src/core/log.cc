@@ -1,0 +1,147 @@
+#include "core/log.h"
+
+#include <fcntl.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdarg>
+#include <cstring>
+#include <ctime>
+
+namespace gatehouse {
+
+void check_failed(const char* expr, const char* file, int line) {
+    char buf[512];
+    int n = snprintf(buf, sizeof buf, "gatehouse: check failed: %s at %s:%d\n", expr, file, line);
+    if (n > 0) {
+        ssize_t w = ::write(2, buf, static_cast<size_t>(n) < sizeof buf ? n : sizeof buf - 1);
+        (void)w;
+    }
+    abort();
+}
+
+namespace log {
+
+namespace {
+constexpr std::string_view kNames[] = {"",     "emerg",  "alert", "crit", "error",
+                                       "warn", "notice", "info",  "debug"};
+
+ErrorLog& startup_log() {
+    static ErrorLog* l = [] {
+        static ErrorLog s;
+        s.add("stderr", Level::Notice);
+        s.set_startup_form(true);
+        return &s;
+    }();
+    return *l;
+}
+
+ErrorLog* g_current = nullptr;
+
+void write_all(int fd, std::string_view s) {
+    while (!s.empty()) {
+        ssize_t n = ::write(fd, s.data(), s.size());
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return;  // a log that cannot be written loses the message
+        }
+        s.remove_prefix(static_cast<size_t>(n));
+    }
+}
+}  // namespace
+
+std::string_view level_name(Level l) { return kNames[static_cast<int>(l)]; }
+
+Result<Level> parse_level(std::string_view s) {
+    for (int i = 1; i <= 8; ++i)
+        if (kNames[i] == s) return static_cast<Level>(i);
+    return make_error("invalid log level \"" + std::string(s) + "\"");
+}
+
+ErrorLog::~ErrorLog() {
+    for (auto& s : sinks_)
+        if (s.fd > 2) ::close(s.fd);
+}
+
+void ErrorLog::add(std::string path, Level level) {
+    Sink s;
+    s.path = std::move(path);
+    s.level = level;
+    if (s.path == "stderr") s.fd = 2;
+    if (level > max_) max_ = level;
+    sinks_.push_back(std::move(s));
+}
+
+Status ErrorLog::open() {
+    for (auto& s : sinks_) {
+        if (s.fd >= 0) continue;
+        int fd = ::open(s.path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+        if (fd < 0) {
+            int e = errno;
+            return make_error("open() \"" + s.path + "\" failed (" + std::to_string(e) + ": " +
+                              strerror(e) + ")");
+        }
+        s.fd = fd;
+    }
+    return {};
+}
+
+void ErrorLog::reopen() {
+    for (auto& s : sinks_) {
+        if (s.fd <= 2) continue;
+        int fd = ::open(s.path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+        if (fd < 0) {
+            int e = errno;
+            emit(Level::Alert, e, "reopen() \"%s\" failed", s.path.c_str());
+            continue;
+        }
+        ::dup2(fd, s.fd);
+        ::close(fd);
+    }
+}
+
+void ErrorLog::write(Level l, std::string_view msg) const {
+    char head[96];
+    int hn;
+    if (startup_form_) {
+        hn = snprintf(head, sizeof head, "gatehouse: [%s] ", level_name(l).data());
+    } else {
+        time_t now = ::time(nullptr);
+        struct tm tm;
+        localtime_r(&now, &tm);
+        hn = snprintf(head, sizeof head, "%04d/%02d/%02d %02d:%02d:%02d [%s] %d#0: ",
+                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                      tm.tm_sec, level_name(l).data(), static_cast<int>(::getpid()));
+    }
+    if (hn < 0) return;
+    std::string line;
+    line.reserve(static_cast<size_t>(hn) + msg.size() + 1);
+    line.append(head, static_cast<size_t>(hn));
+    line.append(msg);
+    line.push_back('\n');
+    for (const auto& s : sinks_)
+        if (l <= s.level && s.fd >= 0) write_all(s.fd, line);
+}
+
+ErrorLog& current() { return g_current ? *g_current : startup_log(); }
+
+void set_error_log(ErrorLog* l) { g_current = l; }
+
+void emit(Level l, int err, const char* fmt, ...) {
+    char buf[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (n < 0) return;
+    size_t len = static_cast<size_t>(n) < sizeof buf ? static_cast<size_t>(n) : sizeof buf - 1;
+    if (err != 0 && len < sizeof buf - 1) {
+        int m = snprintf(buf + len, sizeof buf - len, " (%d: %s)", err, strerror(err));
+        if (m > 0) len = std::min(sizeof buf - 1, len + static_cast<size_t>(m));
+    }
+    current().write(l, std::string_view(buf, len));
+}
+
+}  // namespace log
+}  // namespace gatehouse

@@ -1,0 +1,99 @@
+// Error log: levels as nginx (emerg .. debug), one or more sinks.
+//
+// Before a configuration is loaded, messages go to the startup sink
+// (stderr, or the file named by -e) in the form
+//     gatehouse: [emerg] unknown directive "x" in /etc/g.conf:3
+// Afterwards they go to every "error_log" sink of the running generation
+// whose level admits them, in nginx's form
+//     2026/12/01 10:00:00 [error] 1234#0: message
+// The current ErrorLog is per process; it is owned by the generation (or by
+// main() before one exists) and set with set_error_log().
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/result.h"
+
+namespace gatehouse::log {
+
+enum class Level : uint8_t {
+    Emerg = 1,
+    Alert,
+    Crit,
+    Error,
+    Warn,
+    Notice,
+    Info,
+    Debug,
+};
+
+std::string_view level_name(Level l);
+Result<Level> parse_level(std::string_view s);
+
+struct Sink {
+    std::string path;      // "stderr" or an absolute path
+    Level level = Level::Error;
+    int fd = -1;           // owned unless it is 2 (stderr)
+};
+
+class ErrorLog {
+public:
+    ErrorLog() = default;
+    ErrorLog(const ErrorLog&) = delete;
+    ErrorLog& operator=(const ErrorLog&) = delete;
+    ~ErrorLog();
+
+    void add(std::string path, Level level);
+    // Opens every file sink (O_APPEND|O_CREAT, 0644). The error names the
+    // path and errno.
+    Status open();
+    // USR1: reopen files in place so that rotated logs are released.
+    void reopen();
+    // The startup form ("gatehouse: [level] msg") rather than the
+    // timestamped one: used before a configuration exists.
+    void set_startup_form(bool on) { startup_form_ = on; }
+
+    Level max_level() const { return max_; }
+    bool enabled(Level l) const { return l <= max_; }
+    void write(Level l, std::string_view msg) const;
+    const std::vector<Sink>& sinks() const { return sinks_; }
+
+private:
+    std::vector<Sink> sinks_;
+    Level max_ = Level::Emerg;
+    bool startup_form_ = false;
+};
+
+// The process-wide current log. Never null: a stderr log at level notice
+// is current until set_error_log() is called.
+ErrorLog& current();
+void set_error_log(ErrorLog* l);
+
+// Used by the log macros; formats printf-style and writes.
+void emit(Level l, int err, const char* fmt, ...) __attribute__((format(printf, 3, 4)));
+
+}  // namespace gatehouse::log
+
+// GH_LOG(Warn, "upstream \"%s\" is down", name): checks the level before
+// formatting. GH_LOG_ERRNO appends " (errno: strerror)" as nginx does.
+#define GH_LOG(lvl, ...)                                                     \
+    do {                                                                     \
+        if (::gatehouse::log::current().enabled(::gatehouse::log::Level::lvl)) \
+            ::gatehouse::log::emit(::gatehouse::log::Level::lvl, 0, __VA_ARGS__); \
+    } while (0)
+
+#define GH_LOG_ERRNO(lvl, err, ...)                                          \
+    do {                                                                     \
+        if (::gatehouse::log::current().enabled(::gatehouse::log::Level::lvl)) \
+            ::gatehouse::log::emit(::gatehouse::log::Level::lvl, (err), __VA_ARGS__); \
+    } while (0)
+
+// Debug messages exist only in --with-debug builds.
+#if GH_DEBUG
+#define GH_DEBUG_LOG(...) GH_LOG(Debug, __VA_ARGS__)
+#else
+#define GH_DEBUG_LOG(...) ((void)0)
+#endif

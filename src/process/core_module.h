@@ -1,0 +1,36 @@
+// The main-context directives that run the process: workers, daemon, pid
+// file, error logs, privileges and limits.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "conf/module.h"
+#include "core/log.h"
+
+namespace gatehouse::process {
+
+struct ErrorLogSpec {
+    std::string path;  // "stderr" or absolute
+    log::Level level = log::Level::Error;
+};
+
+struct CoreConf {
+    std::optional<bool> daemon;                   // "daemon"
+    std::optional<bool> master_process;           // "master_process"
+    std::optional<uint64_t> worker_processes;     // "worker_processes"; 0: auto
+    std::optional<std::string> pid;               // "pid", absolute after merge
+    std::vector<ErrorLogSpec> error_logs;         // "error_log", several allowed
+    std::optional<std::string> user, group;       // "user"
+    std::optional<uint64_t> worker_rlimit_nofile; // "worker_rlimit_nofile"
+    std::optional<conf::Duration> worker_shutdown_timeout;  // "worker_shutdown_timeout"
+    std::optional<int> worker_priority;           // "worker_priority"
+};
+
+extern const conf::Module core_module;
+
+// After the walk: defaults applied, paths made absolute.
+void finish_core_conf(CoreConf& c, const std::string& prefix);
+
+}  // namespace gatehouse::process

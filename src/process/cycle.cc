@@ -1,0 +1,47 @@
+#include "process/cycle.h"
+
+#include "event/events_module.h"
+
+namespace gatehouse::process {
+
+Result<std::unique_ptr<Cycle>> load_cycle(const LoadOptions& o) {
+    auto c = std::make_unique<Cycle>();
+    c->prefix = o.prefix;
+    c->conf_file = o.conf_file;
+    size_t slash = o.conf_file.rfind('/');
+    c->conf_dir = slash == std::string::npos ? o.prefix : o.conf_file.substr(0, slash + 1);
+
+    conf::ParseOptions po;
+    po.conf_dir = c->conf_dir;
+    if (!o.globals.empty()) {
+        if (auto s = conf::parse_text("command line", o.globals, po, c->globals); !s)
+            return s.error();
+    }
+    auto tree = conf::parse_file(o.conf_file, po);
+    if (!tree) return tree.error();
+    c->tree = std::move(*tree);
+
+    conf::Ctx cx(c->arena, c->prefix, c->conf_dir);
+    conf::ConfArray core = cx.create_level(conf::Level::Core);
+    cx.install_level(conf::Level::Core, core);
+    // As nginx does, "-g" directives come first: the file may not repeat them.
+    if (auto s = cx.walk(c->globals.nodes, conf::kMain); !s) return s.error();
+    if (auto s = cx.walk(c->tree.nodes, conf::kMain); !s) return s.error();
+    if (!cx.level(conf::Level::Events))
+        return make_error("no \"events\" section in configuration");
+    for (int l = 0; l < conf::kLevels; ++l) c->roots[l] = cx.level(static_cast<conf::Level>(l));
+    for (const conf::Module* m : modules)
+        if (m->postconfiguration)
+            if (auto s = m->postconfiguration(cx); !s) return s.error();
+
+    CoreConf& cc = c->core();
+    finish_core_conf(cc, c->prefix);
+    auto* ev = c->conf<event::EventsConf>(event::events_module, conf::Level::Events);
+    if (!ev->worker_connections) ev->worker_connections = event::kDefaultWorkerConnections;
+    for (const auto& spec : cc.error_logs) c->error_log.add(spec.path, spec.level);
+    return c;
+}
+
+Status open_logs(Cycle& c) { return c.error_log.open(); }
+
+}  // namespace gatehouse::process

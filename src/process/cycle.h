@@ -1,0 +1,59 @@
+// A configuration generation ("cycle" in nginx): everything one reading of
+// the config produced. It owns the parsed tree, the arena holding every
+// module's conf structs, and the error log sinks. A reload builds a whole
+// new Cycle; if that fails, the running one is untouched.
+#pragma once
+
+#include <array>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "conf/parser.h"
+#include "conf/registry.h"
+#include "core/arena.h"
+#include "core/log.h"
+#include "process/core_module.h"
+
+namespace gatehouse::process {
+
+struct LoadOptions {
+    std::string prefix;     // with a trailing slash
+    std::string conf_file;  // absolute
+    std::string globals;    // "-g" directives
+};
+
+class Cycle {
+public:
+    Cycle() = default;
+    Cycle(const Cycle&) = delete;
+    Cycle& operator=(const Cycle&) = delete;
+
+    std::string prefix;
+    std::string conf_file;
+    std::string conf_dir;
+    conf::Tree tree;     // the files, main first
+    conf::Tree globals;  // "-g"
+    Arena arena{16384};
+    // The root struct arrays of each level (Core, Events, http Main/Srv/Loc).
+    std::array<conf::ConfArray, conf::kLevels> roots{};
+    log::ErrorLog error_log;
+
+    CoreConf& core() const {
+        return *static_cast<CoreConf*>(roots[0][core_module.index]);
+    }
+    template <typename T>
+    T* conf(const conf::Module& m, conf::Level l) const {
+        conf::ConfArray a = roots[static_cast<int>(l)];
+        return a ? static_cast<T*>(a[m.index]) : nullptr;
+    }
+};
+
+// Reads, parses and applies the configuration. Nothing is opened or bound:
+// the caller opens the logs (open_logs) and the listening sockets.
+Result<std::unique_ptr<Cycle>> load_cycle(const LoadOptions& o);
+
+// Opens the "error_log" files of the cycle.
+Status open_logs(Cycle& c);
+
+}  // namespace gatehouse::process
