@@ -22,7 +22,11 @@ void append_escape(std::string& out, char c) {
 }
 
 std::string quote_char(char c) {
-    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) return "\\x" + std::to_string(c);
+    auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) {
+        static constexpr char kHex[] = "0123456789abcdef";
+        return std::string{'\\', 'x', kHex[u >> 4], kHex[u & 0xf]};
+    }
     return std::string(1, c);
 }
 
@@ -30,6 +34,9 @@ std::string quote_char(char c) {
 
 Token Lexer::error(uint32_t line, std::string msg) {
     pos_ = src_.size();
+    failed_ = true;
+    error_line_ = line;
+    error_ = msg;
     Token t;
     t.kind = Tok::Error;
     t.line = line;
@@ -38,6 +45,13 @@ Token Lexer::error(uint32_t line, std::string msg) {
 }
 
 Token Lexer::next() {
+    if (failed_) {
+        Token t;
+        t.kind = Tok::Error;
+        t.line = error_line_;
+        t.text = error_;
+        return t;
+    }
     // Skip blanks and comments.
     for (;;) {
         while (pos_ < src_.size() && is_space(src_[pos_])) {

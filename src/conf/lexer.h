@@ -36,6 +36,10 @@ private:
     std::string_view src_;
     size_t pos_ = 0;
     uint32_t line_ = 1;
+    // Set by error(): later calls return it again rather than Eof.
+    bool failed_ = false;
+    uint32_t error_line_ = 0;
+    std::string error_;
 };
 
 }  // namespace gatehouse::conf

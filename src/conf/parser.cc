@@ -18,13 +18,24 @@ std::string errno_text(int e) { return std::to_string(e) + ": " + strerror(e); }
 
 bool has_glob(std::string_view s) { return s.find_first_of("*?[") != std::string_view::npos; }
 
+// glob()'s error callback. A directory on the pattern's way that does not
+// exist only matches nothing, as in nginx ("include sites/*.conf" with no
+// "sites"); one that cannot be read stops the walk, and its errno is kept
+// for the message (config loading is single-threaded).
+int g_glob_errno = 0;
+int glob_error(const char*, int e) {
+    if (e == ENOENT || e == ENOTDIR) return 0;
+    g_glob_errno = e;
+    return 1;
+}
+
 class Parser {
 public:
     Parser(const ParseOptions& o, Tree& t) : opts_(o), tree_(t) {}
 
     Status parse_source(SourceFile* f, std::vector<Node>& out, int depth) {
         Lexer lx(f->content);
-        return parse_block(lx, f, out, depth, /*inside=*/false, 0);
+        return parse_block(lx, f, out, depth, 0, /*inside=*/false, 0);
     }
 
 private:
@@ -32,8 +43,10 @@ private:
         return " in " + f->path + ":" + std::to_string(line);
     }
 
-    Status parse_block(Lexer& lx, SourceFile* f, std::vector<Node>& out, int depth, bool inside,
-                       uint32_t open_line) {
+    // `depth` counts nested includes, `blocks` the "{" enclosing this
+    // block, across included files too.
+    Status parse_block(Lexer& lx, SourceFile* f, std::vector<Node>& out, int depth, int blocks,
+                       bool inside, uint32_t open_line) {
         for (;;) {
             Token t = lx.next();
             switch (t.kind) {
@@ -68,8 +81,14 @@ private:
                 if (a.kind == Tok::Error) return make_error(a.text + at(f, a.line));
                 if (a.kind == Tok::Semicolon) break;
                 if (a.kind == Tok::BlockOpen) {
+                    if (blocks + 1 > opts_.max_block_depth)
+                        return make_error("blocks are nested deeper than " +
+                                          std::to_string(opts_.max_block_depth) + " levels" +
+                                          at(f, a.line));
                     n.block = true;
-                    if (auto s = parse_block(lx, f, n.children, depth, true, a.line); !s) return s;
+                    if (auto s = parse_block(lx, f, n.children, depth, blocks + 1, true, a.line);
+                        !s)
+                        return s;
                     break;
                 }
                 if (a.kind == Tok::BlockClose)
@@ -77,15 +96,19 @@ private:
                 return make_error("unexpected end of file, expecting \";\" or \"}\"" +
                                   at(f, a.line));
             }
-            if (n.name == "include" && !n.block) {
-                if (auto s = include(n, out, depth); !s) return s;
+            if (n.name == "include") {
+                // As nginx, whose "include" takes one argument and no block.
+                if (n.block)
+                    return make_error("directive \"include\" is not terminated by \";\"" +
+                                      at(f, n.line));
+                if (auto s = include(n, out, depth, blocks); !s) return s;
                 continue;
             }
             out.push_back(std::move(n));
         }
     }
 
-    Status include(const Node& n, std::vector<Node>& out, int depth) {
+    Status include(const Node& n, std::vector<Node>& out, int depth, int blocks) {
         if (n.args.size() != 1)
             return make_error("invalid number of arguments in \"include\" directive in " +
                               n.where());
@@ -100,12 +123,14 @@ private:
         std::vector<std::string> paths;
         if (has_glob(path)) {
             glob_t g{};
-            int rc = ::glob(path.c_str(), GLOB_ERR, nullptr, &g);
+            g_glob_errno = 0;
+            int rc = ::glob(path.c_str(), 0, glob_error, &g);
             if (rc == 0) {
                 for (size_t i = 0; i < g.gl_pathc; ++i) paths.emplace_back(g.gl_pathv[i]);
             } else if (rc != GLOB_NOMATCH) {
                 globfree(&g);
-                return make_error("glob() \"" + path + "\" failed in " + n.where());
+                std::string why = g_glob_errno ? " (" + errno_text(g_glob_errno) + ")" : "";
+                return make_error("glob() \"" + path + "\" failed" + why + " in " + n.where());
             }
             globfree(&g);  // a pattern matching nothing is not an error, as in nginx
         } else {
@@ -120,7 +145,7 @@ private:
             SourceFile* fp = f.get();
             tree_.files.push_back(std::move(f));
             Lexer lx(fp->content);
-            if (auto s = parse_block(lx, fp, out, depth + 1, false, 0); !s) return s;
+            if (auto s = parse_block(lx, fp, out, depth + 1, blocks, false, 0); !s) return s;
         }
         return {};
     }

@@ -48,6 +48,9 @@ struct ParseOptions {
     // directory, with a trailing slash).
     std::string conf_dir;
     int max_include_depth = 32;
+    // Blocks nested deeper than this are refused: the parser, the registry
+    // walk and the tree's destructor all recurse once per level.
+    int max_block_depth = 64;
     size_t max_file_size = 64u << 20;
 };
 

@@ -145,6 +145,9 @@ Result<Address> parse_address(std::string_view s, const AddressRules& rules) {
         return make_error(std::string(why) + " in address " + quoted(s));
     };
     if (s.empty()) return make_error("empty address");
+    // inet_pton() and sun_path stop at a NUL: "127.0.0.1\0junk" must not
+    // pass for 127.0.0.1.
+    if (s.find('\0') != std::string_view::npos) return bad("invalid character");
     if (s.substr(0, 5) == "unix:") {
         if (!rules.unix_path) return bad("unix sockets are not allowed");
         std::string_view p = s.substr(5);

@@ -102,26 +102,34 @@ void ErrorLog::reopen() {
 }
 
 void ErrorLog::write(Level l, std::string_view msg) const {
-    char head[96];
-    int hn;
-    if (startup_form_) {
-        hn = snprintf(head, sizeof head, "gatehouse: [%s] ", level_name(l).data());
-    } else {
-        time_t now = ::time(nullptr);
-        struct tm tm;
-        localtime_r(&now, &tm);
-        hn = snprintf(head, sizeof head, "%04d/%02d/%02d %02d:%02d:%02d [%s] %d#0: ",
-                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                      tm.tm_sec, level_name(l).data(), static_cast<int>(::getpid()));
+    // The startup form is for a terminal; files always get the timestamped
+    // form, as nginx writes its -e log, so that they read as one log.
+    std::string brief, full;
+    for (const auto& s : sinks_) {
+        if (l > s.level || s.fd < 0) continue;
+        bool short_form = startup_form_ && s.fd == 2;
+        std::string& line = short_form ? brief : full;
+        if (line.empty()) {
+            char head[96];
+            int hn;
+            if (short_form) {
+                hn = snprintf(head, sizeof head, "gatehouse: [%s] ", level_name(l).data());
+            } else {
+                time_t now = ::time(nullptr);
+                struct tm tm;
+                localtime_r(&now, &tm);
+                hn = snprintf(head, sizeof head, "%04d/%02d/%02d %02d:%02d:%02d [%s] %d#0: ",
+                              tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                              tm.tm_sec, level_name(l).data(), static_cast<int>(::getpid()));
+            }
+            if (hn < 0) return;
+            line.reserve(static_cast<size_t>(hn) + msg.size() + 1);
+            line.append(head, static_cast<size_t>(hn));
+            line.append(msg);
+            line.push_back('\n');
+        }
+        write_all(s.fd, line);
     }
-    if (hn < 0) return;
-    std::string line;
-    line.reserve(static_cast<size_t>(hn) + msg.size() + 1);
-    line.append(head, static_cast<size_t>(hn));
-    line.append(msg);
-    line.push_back('\n');
-    for (const auto& s : sinks_)
-        if (l <= s.level && s.fd >= 0) write_all(s.fd, line);
 }
 
 ErrorLog& current() { return g_current ? *g_current : startup_log(); }

@@ -1,10 +1,10 @@
 // Error log: levels as nginx (emerg .. debug), one or more sinks.
 //
-// Before a configuration is loaded, messages go to the startup sink
-// (stderr, or the file named by -e) in the form
+// Before a configuration is loaded, messages go to the startup sinks
+// (stderr, and the file named by -e), on stderr in the form
 //     gatehouse: [emerg] unknown directive "x" in /etc/g.conf:3
 // Afterwards they go to every "error_log" sink of the running generation
-// whose level admits them, in nginx's form
+// whose level admits them; files always get nginx's form
 //     2026/12/01 10:00:00 [error] 1234#0: message
 // The current ErrorLog is per process; it is owned by the generation (or by
 // main() before one exists) and set with set_error_log().
@@ -53,7 +53,8 @@ public:
     // USR1: reopen files in place so that rotated logs are released.
     void reopen();
     // The startup form ("gatehouse: [level] msg") rather than the
-    // timestamped one: used before a configuration exists.
+    // timestamped one on stderr: used before a configuration exists. File
+    // sinks always get the timestamped form.
     void set_startup_form(bool on) { startup_form_ = on; }
 
     Level max_level() const { return max_; }

@@ -1,6 +1,15 @@
 #include "http/core_module.h"
 
+#include <algorithm>
+#include <charconv>
+
+#include "core/log.h"
+#include "http/phases.h"
+
 namespace gatehouse::http {
+
+extern const VariableDef kCoreVariables[];  // variables.cc
+extern const size_t kCoreVariablesCount;
 
 namespace {
 
@@ -26,6 +35,8 @@ void merge_locations(LocConf& parent) {
     }
 }
 
+LocConf& core_loc(ConfArray a) { return *static_cast<LocConf*>(a[http_core_module.index]); }
+
 Status open_http(Ctx& cx, const Node& n) {
     if (cx.level(Level::Main)) return cx.duplicate(n);
     ConfArray main = cx.create_level(Level::Main);
@@ -36,7 +47,8 @@ Status open_http(Ctx& cx, const Node& n) {
     m->main_confs = main;
     m->srv_confs = srv;
     m->loc_confs = loc;
-    static_cast<LocConf*>(loc[http_core_module.index])->loc_confs = loc;
+    m->vars.load_modules();
+    core_loc(loc).loc_confs = loc;
     {
         Ctx::LevelScope s1(cx, Level::Srv, srv);
         Ctx::LevelScope s2(cx, Level::Loc, loc);
@@ -45,7 +57,7 @@ Status open_http(Ctx& cx, const Node& n) {
     for (SrvConf* s : m->servers) {
         merge_level(Level::Srv, srv, s->srv_confs);
         merge_level(Level::Loc, loc, s->loc_confs);
-        merge_locations(*static_cast<LocConf*>(s->loc_confs[http_core_module.index]));
+        merge_locations(core_loc(s->loc_confs));
     }
     return {};
 }
@@ -58,7 +70,7 @@ Status open_server(Ctx& cx, const Node& n) {
     sc->srv_confs = srv;
     sc->loc_confs = loc;
     sc->where = n.where();
-    static_cast<LocConf*>(loc[http_core_module.index])->loc_confs = loc;
+    core_loc(loc).loc_confs = loc;
     m->servers.push_back(sc);
     Ctx::LevelScope s1(cx, Level::Srv, srv);
     Ctx::LevelScope s2(cx, Level::Loc, loc);
@@ -67,13 +79,15 @@ Status open_server(Ctx& cx, const Node& n) {
 
 Status open_location(Ctx& cx, const Node& n) {
     auto* parent = cx.conf<LocConf>(http_core_module, Level::Loc);
+    auto* sc = cx.conf<SrvConf>(http_core_module, Level::Srv);
     ConfArray loc = cx.create_level(Level::Loc);
     auto* lc = static_cast<LocConf*>(loc[http_core_module.index]);
     lc->loc_confs = loc;
     lc->where = n.where();
-    std::string_view mod, uri;
+    lc->is_location = true;
+    std::string_view uri;
     if (n.args.size() == 2) {
-        mod = n.args[0].text;
+        std::string_view mod = n.args[0].text;
         uri = n.args[1].text;
         if (mod == "=") lc->match = LocMatch::Exact;
         else if (mod == "~") lc->match = LocMatch::Regex;
@@ -82,26 +96,44 @@ Status open_location(Ctx& cx, const Node& n) {
         else return cx.error(n, "invalid location modifier \"" + std::string(mod) + "\"");
     } else {
         uri = n.args[0].text;
-        if (!uri.empty() && uri[0] == '@') lc->match = LocMatch::Named;
+        // "location =/x" and "location ~^/x" written without a space.
+        if (uri.size() > 1 && uri[0] == '=') { lc->match = LocMatch::Exact; uri.remove_prefix(1); }
+        else if (uri.size() > 2 && uri.substr(0, 2) == "~*") { lc->match = LocMatch::RegexCaseless; uri.remove_prefix(2); }
+        else if (uri.size() > 2 && uri.substr(0, 2) == "^~") { lc->match = LocMatch::PrefixNoRegex; uri.remove_prefix(2); }
+        else if (uri.size() > 1 && uri[0] == '~') { lc->match = LocMatch::Regex; uri.remove_prefix(1); }
+        else if (!uri.empty() && uri[0] == '@') lc->match = LocMatch::Named;
     }
     if (uri.empty()) return cx.error(n, "empty location name");
     lc->name = std::string(uri);
-    if (parent->parent == nullptr && parent->match == LocMatch::Named)
-        return cx.error(n, "location \"" + lc->name + "\" cannot be inside the named location \"" +
-                               parent->name + "\"");
-    if (lc->match == LocMatch::Named && parent->parent != nullptr)
-        return cx.error(n, "named location \"" + lc->name + "\" can be on the server level only");
-    if (parent->match == LocMatch::Exact && parent->parent != nullptr)
-        return cx.error(n, "location \"" + lc->name + "\" cannot be inside the exact location \"" +
-                               parent->name + "\"");
-    // Only locations chosen by URI nest; the top ones have parent null.
-    bool at_server = cx.context() == conf::kServer;
-    lc->parent = at_server ? nullptr : parent;
-    if (!at_server && lc->match != LocMatch::Regex && lc->match != LocMatch::RegexCaseless &&
-        lc->name.compare(0, parent->name.size(), parent->name) != 0 &&
-        parent->match != LocMatch::Regex && parent->match != LocMatch::RegexCaseless)
-        return cx.error(n, "location \"" + lc->name + "\" is outside location \"" + parent->name + "\"");
-    parent->locations.push_back(lc);
+    bool nested = parent->is_location;
+    if (nested) {
+        if (parent->match == LocMatch::Exact)
+            return cx.error(n, "location \"" + lc->name + "\" cannot be inside the exact location \"" + parent->name + "\"");
+        if (parent->match == LocMatch::Named)
+            return cx.error(n, "location \"" + lc->name + "\" cannot be inside the named location \"" + parent->name + "\"");
+        if (lc->match == LocMatch::Named)
+            return cx.error(n, "named location \"" + lc->name + "\" can be on the server level only");
+        bool regexes = lc->match == LocMatch::Regex || lc->match == LocMatch::RegexCaseless ||
+                       parent->match == LocMatch::Regex || parent->match == LocMatch::RegexCaseless;
+        if (!regexes && lc->name.compare(0, parent->name.size(), parent->name) != 0)
+            return cx.error(n, "location \"" + lc->name + "\" is outside location \"" + parent->name + "\"");
+    }
+    if (lc->match == LocMatch::Regex || lc->match == LocMatch::RegexCaseless) {
+        auto re = Regex::compile(lc->name, lc->match == LocMatch::RegexCaseless);
+        if (!re) return cx.error(n, re.message());
+        lc->regex = std::make_unique<Regex>(std::move(*re));
+    }
+    for (const LocConf* o : parent->locations)
+        if (o->match == lc->match && o->name == lc->name)
+            return cx.error(n, "duplicate location \"" + lc->name + "\"");
+    lc->parent = nested ? parent : nullptr;
+    if (lc->match == LocMatch::Named) {
+        for (const LocConf* o : sc->named)
+            if (o->name == lc->name) return cx.error(n, "duplicate location \"" + lc->name + "\"");
+        sc->named.push_back(lc);
+    } else {
+        parent->locations.push_back(lc);
+    }
     Ctx::LevelScope s(cx, Level::Loc, loc);
     return cx.walk(n.children, conf::kLocation);
 }
@@ -113,6 +145,7 @@ Status set_listen(Ctx& cx, const Node& n, SrvConf& sc) {
     rules.port_only = true;
     rules.wildcard = true;
     rules.names = false;
+    rules.unix_path = true;
     auto a = conf::parse_address(n.args[0].text, rules);
     if (!a) return cx.invalid(n, a.error());
     l.addr = std::move(*a);
@@ -122,12 +155,16 @@ Status set_listen(Ctx& cx, const Node& n, SrvConf& sc) {
         else if (p == "reuseport") l.reuseport = true;
         else if (p == "deferred") l.deferred = true;
         else if (p == "ssl") l.ssl = true;
+        else if (p == "bind") continue;
         else if (p.substr(0, 8) == "backlog=") {
             std::string_view v = p.substr(8);
-            bool neg = v == "-1";
-            auto b = conf::parse_number(v, 65535);
-            if (!neg && !b) return cx.error(n, "invalid backlog \"" + std::string(v) + "\"");
-            l.backlog = neg ? -1 : static_cast<int>(*b);
+            if (v == "-1") {
+                l.backlog = -1;
+                continue;
+            }
+            auto b = conf::parse_number(v, 1u << 20);
+            if (!b) return cx.error(n, "invalid backlog \"" + std::string(v) + "\"");
+            l.backlog = static_cast<int>(*b);
         } else if (p.substr(0, 9) == "ipv6only=") {
             auto f = conf::parse_flag(p.substr(9));
             if (!f) return cx.invalid(n, f.error());
@@ -140,6 +177,7 @@ Status set_listen(Ctx& cx, const Node& n, SrvConf& sc) {
             return cx.error(n, "invalid parameter \"" + std::string(p) + "\"");
         }
     }
+    if (l.ssl) return cx.error(n, "the \"ssl\" parameter needs TLS support, which is not built yet");
     for (const auto& o : sc.listens)
         if (o.addr.text() == l.addr.text())
             return cx.error(n, "duplicate listen " + l.addr.text());
@@ -149,15 +187,247 @@ Status set_listen(Ctx& cx, const Node& n, SrvConf& sc) {
 
 Status set_server_name(Ctx& cx, const Node& n, SrvConf& sc) {
     for (const auto& a : n.args) {
-        if (a.text.empty() && n.args.size() > 1) continue;
-        if (a.text.find('/') != std::string::npos && a.text[0] != '~')
-            return cx.error(n, "server name \"" + a.text + "\" has suspicious symbols");
-        sc.server_names.push_back(a.text);
+        ServerName s;
+        s.name = a.text;
+        if (!s.name.empty() && s.name[0] == '~') {
+            auto re = Regex::compile(std::string_view(s.name).substr(1), true);
+            if (!re) return cx.error(n, re.message());
+            s.regex = std::make_unique<Regex>(std::move(*re));
+        } else {
+            if (s.name.find_first_of("/\\ ") != std::string::npos)
+                return cx.error(n, "server name \"" + s.name + "\" has suspicious symbols");
+            std::transform(s.name.begin(), s.name.end(), s.name.begin(),
+                           [](unsigned char c) { return static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c); });
+            size_t stars = std::count(s.name.begin(), s.name.end(), '*');
+            bool head = s.name.size() > 2 && s.name.compare(0, 2, "*.") == 0;
+            bool tail = s.name.size() > 2 && s.name.compare(s.name.size() - 2, 2, ".*") == 0;
+            if (stars > 1 || (stars == 1 && !head && !tail))
+                return cx.error(n, "invalid server name or wildcard \"" + s.name + "\"");
+        }
+        sc.server_names.push_back(std::move(s));
     }
     return {};
 }
 
-void merge_loc(const LocConf& up, LocConf& c) { conf::inherit(c.root, up.root, "html"); }
+Status set_large_buffers(Ctx& cx, const Node& n, SrvConf& sc) {
+    if (sc.large_header_buffers_num) return cx.duplicate(n);
+    auto num = conf::parse_number(n.args[0].text, 1024);
+    if (!num || *num == 0) return cx.invalid(n, make_error("invalid value \"" + n.args[0].text + "\""));
+    auto size = conf::parse_size(n.args[1].text);
+    if (!size) return cx.invalid(n, size.error());
+    if (*size < 128 || *size > (1u << 20))
+        return cx.error(n, "the \"large_client_header_buffers\" size must be from 128 to 1m");
+    sc.large_header_buffers_num = *num;
+    sc.large_header_buffer_size = *size;
+    return {};
+}
+
+Status set_keepalive_timeout(Ctx& cx, const Node& n, LocConf& lc) {
+    if (lc.keepalive_timeout) return cx.duplicate(n);
+    auto t = conf::parse_duration(n.args[0].text);
+    if (!t) return cx.invalid(n, t.error());
+    lc.keepalive_timeout = *t;  // the optional second argument (header) is accepted and ignored
+    return {};
+}
+
+Status set_lingering_close(Ctx& cx, const Node& n, LocConf& lc) {
+    if (lc.lingering_close) return cx.duplicate(n);
+    const std::string& v = n.args[0].text;
+    if (v == "off") lc.lingering_close = 0;
+    else if (v == "on") lc.lingering_close = 1;
+    else if (v == "always") lc.lingering_close = 2;
+    else return cx.invalid(n, make_error("invalid value \"" + v + "\", it must be \"off\", \"on\" or \"always\""));
+    return {};
+}
+
+Status set_internal(Ctx& cx, const Node& n, LocConf& lc) {
+    if (lc.internal) return cx.duplicate(n);
+    lc.internal = true;
+    return {};
+}
+
+Status set_error_page(Ctx& cx, const Node& n, LocConf& lc) {
+    // error_page code ... [=[response]] uri;
+    size_t last = n.args.size() - 1;
+    int overwrite = -1;
+    size_t codes_end = last;
+    const std::string& maybe = n.args[last - 1].text;
+    if (!maybe.empty() && maybe[0] == '=') {
+        codes_end = last - 1;
+        if (maybe.size() == 1) {
+            overwrite = 0;
+        } else {
+            auto v = conf::parse_number(std::string_view(maybe).substr(1), 999);
+            if (!v) return cx.error(n, "invalid value \"" + maybe + "\"");
+            overwrite = static_cast<int>(*v);
+        }
+    }
+    if (codes_end == 0) return cx.error(n, "invalid number of arguments in \"error_page\" directive");
+    auto uri = ComplexValue::compile(cx, n, n.args[last].text);
+    if (!uri) return uri.error();
+    for (size_t i = 0; i < codes_end; ++i) {
+        auto code = conf::parse_number(n.args[i].text, 999);
+        if (!code) return cx.error(n, "invalid value \"" + n.args[i].text + "\"");
+        if (*code < 300 || *code > 599) return cx.error(n, "value \"" + n.args[i].text + "\" must be between 300 and 599");
+        ErrorPage ep;
+        ep.status = static_cast<int>(*code);
+        ep.overwrite = overwrite;
+        ep.uri = *uri;
+        lc.error_pages.push_back(std::move(ep));
+    }
+    lc.error_pages_set = true;
+    return {};
+}
+
+void merge_srv(const SrvConf& up, SrvConf& c) {
+    conf::inherit(c.client_header_buffer_size, up.client_header_buffer_size, 1024);
+    conf::inherit(c.large_header_buffers_num, up.large_header_buffers_num, 4);
+    conf::inherit(c.large_header_buffer_size, up.large_header_buffer_size, 8192);
+    conf::inherit(c.client_header_timeout, up.client_header_timeout, std::chrono::seconds(60));
+    conf::inherit(c.underscores_in_headers, up.underscores_in_headers, false);
+    conf::inherit(c.ignore_invalid_headers, up.ignore_invalid_headers, true);
+    conf::inherit(c.merge_slashes, up.merge_slashes, true);
+}
+
+void merge_loc(const LocConf& up, LocConf& c) {
+    using namespace std::chrono_literals;
+    conf::inherit(c.internal, std::optional<bool>(false), false);
+    conf::inherit(c.client_max_body_size, up.client_max_body_size, 1u << 20);
+    conf::inherit(c.client_body_buffer_size, up.client_body_buffer_size, 16384);
+    conf::inherit(c.client_body_timeout, up.client_body_timeout, 60s);
+    conf::inherit(c.keepalive_timeout, up.keepalive_timeout, 75s);
+    conf::inherit(c.keepalive_requests, up.keepalive_requests, 1000);
+    conf::inherit(c.send_timeout, up.send_timeout, 60s);
+    conf::inherit(c.lingering_close, up.lingering_close, 1);
+    conf::inherit(c.lingering_time, up.lingering_time, 30s);
+    conf::inherit(c.lingering_timeout, up.lingering_timeout, 5s);
+    conf::inherit(c.server_tokens, up.server_tokens, true);
+    conf::inherit(c.tcp_nodelay, up.tcp_nodelay, true);
+    conf::inherit(c.chunked_transfer_encoding, up.chunked_transfer_encoding, true);
+    conf::inherit(c.absolute_redirect, up.absolute_redirect, true);
+    conf::inherit(c.port_in_redirect, up.port_in_redirect, true);
+    conf::inherit(c.server_name_in_redirect, up.server_name_in_redirect, false);
+    conf::inherit(c.log_not_found, up.log_not_found, true);
+    conf::inherit(c.reset_timedout_connection, up.reset_timedout_connection, false);
+    conf::inherit(c.recursive_error_pages, up.recursive_error_pages, false);
+    if (!c.error_pages_set) c.error_pages = up.error_pages;
+}
+
+// ---- after the http block: listening ports, name tables, phase arrays ----
+
+bool same_sockaddr(const conf::Address& a, const conf::Address& b) { return a.text() == b.text(); }
+
+bool is_wildcard(const conf::Address& a) {
+    return (a.kind == conf::Address::Kind::Inet && (a.host == "*" || a.host == "0.0.0.0")) ||
+           (a.kind == conf::Address::Kind::Inet6 && a.host == "::");
+}
+
+Status add_names(AddrServers& as, SrvConf* s) {
+    for (const ServerName& n : s->server_names) {
+        if (n.regex) {
+            as.regex.emplace_back(n.regex.get(), s);
+        } else if (n.name.compare(0, 2, "*.") == 0) {
+            as.wild_head.emplace_back(n.name.substr(1), s);
+        } else if (n.name.size() > 2 && n.name.compare(n.name.size() - 2, 2, ".*") == 0) {
+            as.wild_tail.emplace_back(n.name.substr(0, n.name.size() - 1), s);
+        } else if (!n.name.empty() && n.name[0] == '.') {
+            // ".example.com": the name itself and every subdomain.
+            as.exact.emplace(n.name.substr(1), s);
+            as.wild_head.emplace_back(n.name, s);
+        } else {
+            auto [it, fresh] = as.exact.emplace(n.name, s);
+            if (!fresh && it->second != s)
+                GH_LOG(Warn, "conflicting server name \"%s\" on %s, ignored", n.name.c_str(),
+                       as.addr.text().c_str());
+        }
+    }
+    return {};
+}
+
+Status build_ports(HttpMainConf& m) {
+    // Each distinct address, with its servers in config order.
+    for (SrvConf* s : m.servers) {
+        if (s->listens.empty()) {
+            ListenConf l;
+            auto a = conf::parse_address(getuid() == 0 ? "*:80" : "*:8000",
+                                         conf::AddressRules{.port_only = true, .wildcard = true});
+            l.addr = std::move(*a);
+            l.where = s->where;
+            s->listens.push_back(std::move(l));
+        }
+        for (const ListenConf& l : s->listens) {
+            ListenPort* port = nullptr;
+            for (auto& p : m.ports)
+                if (p.bind.addr.port == l.addr.port && p.bind.addr.kind == l.addr.kind &&
+                    (l.addr.kind == conf::Address::Kind::Unix ? p.bind.addr.path == l.addr.path : true)) {
+                    // Same port and family: shared if one side is a wildcard
+                    // or both are the same address.
+                    if (p.wildcard || is_wildcard(l.addr) || same_sockaddr(p.bind.addr, l.addr)) port = &p;
+                }
+            if (!port) {
+                m.ports.emplace_back();
+                port = &m.ports.back();
+                port->bind = l;
+                port->wildcard = is_wildcard(l.addr);
+                port->main_confs = m.main_confs;
+            } else if (is_wildcard(l.addr) && !port->wildcard) {
+                // A wildcard covers what was bound to one address: bind it instead.
+                ListenConf keep = l;
+                port->bind = keep;
+                port->wildcard = true;
+            }
+            AddrServers* as = nullptr;
+            for (auto& a : port->addrs)
+                if (same_sockaddr(a.addr, l.addr)) as = &a;
+            if (!as) {
+                port->addrs.emplace_back();
+                as = &port->addrs.back();
+                as->addr = l.addr;
+            }
+            if (l.default_server) {
+                if (as->default_server && as->default_server != s)
+                    return make_error("a duplicate default server for " + l.addr.text() + " in " + l.where);
+                as->default_server = s;
+            }
+        }
+    }
+    for (auto& p : m.ports) {
+        // Specific addresses first: a connection's local address is looked
+        // up in order, the wildcard catching the rest.
+        std::stable_sort(p.addrs.begin(), p.addrs.end(), [](const AddrServers& a, const AddrServers& b) {
+            return !is_wildcard(a.addr) && is_wildcard(b.addr);
+        });
+        for (auto& as : p.addrs) {
+            for (SrvConf* s : m.servers)
+                for (const ListenConf& l : s->listens)
+                    if (same_sockaddr(l.addr, as.addr) ||
+                        (is_wildcard(l.addr) && l.addr.port == as.addr.port && is_wildcard(as.addr))) {
+                        if (!as.default_server) as.default_server = s;
+                        if (auto st = add_names(as, s); !st) return st;
+                        break;
+                    }
+            // Longest suffix or prefix first: the most specific wildcard wins.
+            auto longer = [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); };
+            std::stable_sort(as.wild_head.begin(), as.wild_head.end(), longer);
+            std::stable_sort(as.wild_tail.begin(), as.wild_tail.end(), longer);
+        }
+    }
+    return {};
+}
+
+Status postconfiguration(Ctx& cx) {
+    HttpMainConf* m = cx.conf<HttpMainConf>(http_core_module, Level::Main);
+    if (!m) return {};
+    if (auto s = m->vars.check(); !s) return s;
+    if (auto s = build_ports(*m); !s) return s;
+    build_phase_engine(*m);
+    for (const Module* mod : modules) {
+        if (!mod->http) continue;
+        if (mod->http->header_filter) m->header_filters.push_back(mod->http->header_filter);
+        if (mod->http->body_filter) m->body_filters.push_back(mod->http->body_filter);
+    }
+    return {};
+}
 
 constexpr conf::Directive kDirectives[] = {
     {"http", conf::kMain, conf::Block, conf::custom<open_http>()},
@@ -165,17 +435,63 @@ constexpr conf::Directive kDirectives[] = {
     {"location", conf::kServer | conf::kLocation, conf::Block12, conf::custom<open_location>()},
     {"listen", conf::kServer, conf::Take1More, conf::custom<set_listen>()},
     {"server_name", conf::kServer, conf::Take1More, conf::custom<set_server_name>()},
-    {"root", conf::kHttpSrvLoc | conf::kIf, conf::Take1, conf::string<&LocConf::root>()},
+    {"client_header_buffer_size", conf::kHttp | conf::kServer, conf::Take1,
+     conf::size<&SrvConf::client_header_buffer_size>()},
+    {"large_client_header_buffers", conf::kHttp | conf::kServer, conf::Take2,
+     conf::custom<set_large_buffers>()},
+    {"client_header_timeout", conf::kHttp | conf::kServer, conf::Take1,
+     conf::duration<&SrvConf::client_header_timeout>()},
+    {"underscores_in_headers", conf::kHttp | conf::kServer, conf::Take1,
+     conf::flag<&SrvConf::underscores_in_headers>()},
+    {"ignore_invalid_headers", conf::kHttp | conf::kServer, conf::Take1,
+     conf::flag<&SrvConf::ignore_invalid_headers>()},
+    {"merge_slashes", conf::kHttp | conf::kServer, conf::Take1, conf::flag<&SrvConf::merge_slashes>()},
+    {"internal", conf::kLocation, conf::Take0, conf::custom<set_internal>()},
+    {"client_max_body_size", conf::kHttpSrvLoc, conf::Take1, conf::size<&LocConf::client_max_body_size>()},
+    {"client_body_buffer_size", conf::kHttpSrvLoc, conf::Take1,
+     conf::size<&LocConf::client_body_buffer_size>()},
+    {"client_body_timeout", conf::kHttpSrvLoc, conf::Take1,
+     conf::duration<&LocConf::client_body_timeout>()},
+    {"keepalive_timeout", conf::kHttpSrvLoc, conf::Take12, conf::custom<set_keepalive_timeout>()},
+    {"keepalive_requests", conf::kHttpSrvLoc, conf::Take1, conf::number<&LocConf::keepalive_requests>()},
+    {"send_timeout", conf::kHttpSrvLoc, conf::Take1, conf::duration<&LocConf::send_timeout>()},
+    {"lingering_close", conf::kHttpSrvLoc, conf::Take1, conf::custom<set_lingering_close>()},
+    {"lingering_time", conf::kHttpSrvLoc, conf::Take1, conf::duration<&LocConf::lingering_time>()},
+    {"lingering_timeout", conf::kHttpSrvLoc, conf::Take1, conf::duration<&LocConf::lingering_timeout>()},
+    {"server_tokens", conf::kHttpSrvLoc, conf::Take1, conf::flag<&LocConf::server_tokens>()},
+    {"tcp_nodelay", conf::kHttpSrvLoc, conf::Take1, conf::flag<&LocConf::tcp_nodelay>()},
+    {"chunked_transfer_encoding", conf::kHttpSrvLoc, conf::Take1,
+     conf::flag<&LocConf::chunked_transfer_encoding>()},
+    {"absolute_redirect", conf::kHttpSrvLoc, conf::Take1, conf::flag<&LocConf::absolute_redirect>()},
+    {"port_in_redirect", conf::kHttpSrvLoc, conf::Take1, conf::flag<&LocConf::port_in_redirect>()},
+    {"server_name_in_redirect", conf::kHttpSrvLoc, conf::Take1,
+     conf::flag<&LocConf::server_name_in_redirect>()},
+    {"log_not_found", conf::kHttpSrvLoc, conf::Take1, conf::flag<&LocConf::log_not_found>()},
+    {"reset_timedout_connection", conf::kHttpSrvLoc, conf::Take1,
+     conf::flag<&LocConf::reset_timedout_connection>()},
+    {"recursive_error_pages", conf::kHttpSrvLoc, conf::Take1,
+     conf::flag<&LocConf::recursive_error_pages>()},
+    {"error_page", conf::kHttpSrvLoc | conf::kIf, conf::Take2More, conf::custom<set_error_page>()},
+};
+
+extern const ModuleHooks kCoreHooks{
+    .variables = std::span<const VariableDef>(kCoreVariables, kCoreVariablesCount),
 };
 
 }  // namespace
+
+HttpMainConf* http_main(const conf::ConfArray main_confs) {
+    return main_confs ? static_cast<HttpMainConf*>(main_confs[http_core_module.index]) : nullptr;
+}
 
 extern const conf::Module http_core_module{
     .name = "http_core",
     .directives = kDirectives,
     .main = conf::level<HttpMainConf>(),
-    .srv = conf::level<SrvConf>(),
+    .srv = conf::level<SrvConf, merge_srv>(),
     .loc = conf::level<LocConf, merge_loc>(),
+    .postconfiguration = postconfiguration,
+    .http = &kCoreHooks,
 };
 
 }  // namespace gatehouse::http

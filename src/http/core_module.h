@@ -1,5 +1,5 @@
 // The http core: the "http", "server" and "location" blocks and the
-// directives every request needs (listen, server_name, root, limits).
+// directives every request needs (listen, server_name, limits, timeouts).
 //
 // Conf tree, as nginx's: the http block has one struct per module at each
 // of three levels (main, server, location); a server block has fresh server
@@ -13,10 +13,14 @@
 
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "conf/module.h"
 #include "conf/registry.h"
+#include "core/regex.h"
+#include "http/fwd.h"
+#include "http/variables.h"
 
 namespace gatehouse::http {
 
@@ -36,13 +40,33 @@ enum class LocMatch : uint8_t { Prefix, Exact, PrefixNoRegex, Regex, RegexCasele
 
 struct LocConf;
 
+struct ServerName {
+    std::string name;                // lower case; "*.x", "x.*", "~re"
+    std::unique_ptr<Regex> regex;    // for "~" names
+};
+
 // http_core_module's server-level struct.
 struct SrvConf {
-    std::vector<ListenConf> listens;           // "listen"
-    std::vector<std::string> server_names;     // "server_name"
-    conf::ConfArray srv_confs = nullptr;       // owner: the generation arena
-    conf::ConfArray loc_confs = nullptr;       // the server's location level
+    std::vector<ListenConf> listens;          // "listen"
+    std::vector<ServerName> server_names;     // "server_name"
+    conf::ConfArray srv_confs = nullptr;      // owner: the generation arena
+    conf::ConfArray loc_confs = nullptr;      // the server's location level
+    std::vector<LocConf*> named;              // "@name" locations
     std::string where;
+
+    std::optional<uint64_t> client_header_buffer_size;      // "client_header_buffer_size"
+    std::optional<uint64_t> large_header_buffers_num;        // "large_client_header_buffers"
+    std::optional<uint64_t> large_header_buffer_size;
+    std::optional<conf::Duration> client_header_timeout;    // "client_header_timeout"
+    std::optional<bool> underscores_in_headers;             // "underscores_in_headers"
+    std::optional<bool> ignore_invalid_headers;             // "ignore_invalid_headers"
+    std::optional<bool> merge_slashes;                      // "merge_slashes"
+};
+
+struct ErrorPage {
+    int status = 0;
+    int overwrite = -1;          // "=code": -1 keep, 0 "=" (the target's), else code
+    ComplexValue uri;            // "/50x.html", "@fallback", or a URL
 };
 
 // http_core_module's location-level struct. One exists for the http block
@@ -50,12 +74,54 @@ struct SrvConf {
 struct LocConf {
     LocMatch match = LocMatch::Prefix;
     std::string name;                      // the URI, regex or @name
+    std::unique_ptr<Regex> regex;          // for ~ and ~*
     conf::ConfArray loc_confs = nullptr;   // owner: the generation arena
     std::vector<LocConf*> locations;       // nested, in config order
     LocConf* parent = nullptr;             // null for http and server level
+    bool is_location = false;              // false for the http and server levels
     std::string where;
 
-    std::optional<std::string> root;       // "root"
+    std::optional<bool> internal;                       // "internal"
+    std::optional<uint64_t> client_max_body_size;       // "client_max_body_size"
+    std::optional<uint64_t> client_body_buffer_size;    // "client_body_buffer_size"
+    std::optional<conf::Duration> client_body_timeout;  // "client_body_timeout"
+    std::optional<conf::Duration> keepalive_timeout;    // "keepalive_timeout"
+    std::optional<uint64_t> keepalive_requests;         // "keepalive_requests"
+    std::optional<conf::Duration> send_timeout;         // "send_timeout"
+    std::optional<uint8_t> lingering_close;             // "lingering_close": 0 off, 1 on, 2 always
+    std::optional<conf::Duration> lingering_time;       // "lingering_time"
+    std::optional<conf::Duration> lingering_timeout;    // "lingering_timeout"
+    std::optional<bool> server_tokens;                  // "server_tokens"
+    std::optional<bool> tcp_nodelay;                    // "tcp_nodelay"
+    std::optional<bool> chunked_transfer_encoding;      // "chunked_transfer_encoding"
+    std::optional<bool> absolute_redirect;              // "absolute_redirect"
+    std::optional<bool> port_in_redirect;               // "port_in_redirect"
+    std::optional<bool> server_name_in_redirect;        // "server_name_in_redirect"
+    std::optional<bool> log_not_found;                  // "log_not_found"
+    std::optional<bool> reset_timedout_connection;      // "reset_timedout_connection"
+    std::optional<bool> recursive_error_pages;          // "recursive_error_pages"
+    std::vector<ErrorPage> error_pages;                 // "error_page"
+    bool error_pages_set = false;
+};
+
+// The servers reachable through one local address.
+struct AddrServers {
+    conf::Address addr;
+    SrvConf* default_server = nullptr;
+    std::unordered_map<std::string, SrvConf*> exact;
+    std::vector<std::pair<std::string, SrvConf*>> wild_head;  // "*.x": ".x" suffix
+    std::vector<std::pair<std::string, SrvConf*>> wild_tail;  // "x.*": "x." prefix
+    std::vector<std::pair<const Regex*, SrvConf*>> regex;
+};
+
+// A socket to bind: one per port when a wildcard address covers it, else
+// one per address [nginx]. Connections to it find their AddrServers by
+// their local address.
+struct ListenPort {
+    ListenConf bind;                 // what to bind, with the options
+    std::vector<AddrServers> addrs;  // the wildcard last
+    bool wildcard = false;
+    conf::ConfArray main_confs = nullptr;  // the generation's http block
 };
 
 // http_core_module's main-level struct.
@@ -64,8 +130,29 @@ struct HttpMainConf {
     conf::ConfArray main_confs = nullptr;
     conf::ConfArray srv_confs = nullptr;    // the http block's own levels
     conf::ConfArray loc_confs = nullptr;
+    VarTable vars;                          // every variable the config uses
+    std::vector<ListenPort> ports;          // built after the http block
+
+    // Phase handlers, flat, with the engine's own steps (find the
+    // location, re-find it after a rewrite, 404 when no content handler
+    // answered) in between; see build_phase_engine().
+    struct Step {
+        PhaseFn fn;
+        uint16_t next;  // where Proceed goes: the first step of the next phase
+    };
+    std::vector<Step> steps;
+    uint16_t server_rewrite_step = 0;  // internal redirects restart here
+    uint16_t find_config_step = 0;
+    uint16_t rewrite_step = 0;         // named locations start here
+    std::vector<PhaseFn> handlers;     // the Log phase, run after the response
+    uint16_t phase_start[kPhases + 1] = {};
+    std::vector<HeaderFilter> header_filters;  // module order
+    std::vector<BodyFilter> body_filters;
 };
 
 extern const conf::Module http_core_module;
+
+// The http main conf of a generation, or null without an http block.
+HttpMainConf* http_main(const conf::ConfArray main_confs);
 
 }  // namespace gatehouse::http

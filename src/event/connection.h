@@ -1,0 +1,204 @@
+// Connections: the worker's fixed table of worker_connections slots, the
+// socket I/O that keeps edge-triggered readiness right, and the Listener
+// that fills slots from a shared listening socket.
+//
+// Protocol-agnostic: a Connection is an fd with addresses, readiness,
+// timers and one opaque pointer for whatever speaks over it (HTTP/1, TLS,
+// an upstream, a health check). Everything here runs on the worker's loop
+// thread.
+#pragma once
+
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "core/result.h"
+#include "event/fwd.h"
+#include "event/loop.h"
+#include "event/timer.h"
+
+namespace gatehouse::event {
+
+// What a socket read or write did.
+struct IoResult {
+    enum Kind : uint8_t {
+        Ok,     // `bytes` > 0 moved
+        Again,  // would block: the readiness flag is cleared, the handler
+                // runs again when epoll says so
+        Eof,    // recv only: the peer closed its side
+        Error,  // `err` is errno; the connection is unusable
+    };
+    Kind kind = Ok;
+    size_t bytes = 0;
+    int err = 0;
+};
+
+// A slot of the ConnectionTable. Owned by the table; lent to its user
+// between ConnectionTable::open() and close(), and still readable (closed,
+// fd -1) until the end of the iteration that closed it.
+class Connection {
+public:
+    Connection() = default;
+    Connection(const Connection&) = delete;
+    Connection& operator=(const Connection&) = delete;
+
+    // fd, readiness and handlers; register it with loop.add(c.io,
+    // Interest::ReadWrite). The table closes the fd.
+    Watcher io;
+    // Timeouts of the two directions, cancelled by close(). Their
+    // callbacks, like io's, are set by the protocol layer.
+    Timer read_timer;
+    Timer write_timer;
+    // The protocol layer's state. Owner: that layer, which must free it
+    // (with Loop::defer) when it closes the connection; never touched here.
+    void* data = nullptr;
+
+    sockaddr_storage peer{};  // from accept4(), or set by the connector
+    socklen_t peer_len = 0;
+    // The serial number nginx logs as $connection: unique in the worker,
+    // across workers too when the table was given a shared counter.
+    uint64_t number = 0;
+    // Requests served, for keepalive_requests and $connection_requests.
+    uint32_t requests = 0;
+
+    int fd() const { return io.fd(); }
+    bool is_open() const { return open_; }
+
+    // The local address, asked of the kernel once (getsockname()) and
+    // cached: with a wildcard listener only the kernel knows it, and most
+    // requests never need it. Null if getsockname() failed (logged).
+    const sockaddr* local_address();
+    socklen_t local_len() const { return local_len_; }
+
+    // Socket I/O keeping io's readiness right: a short read or write
+    // (fewer bytes than asked) or EAGAIN clears the flag, since with edge
+    // triggering nothing more is to be had until epoll says so; a short
+    // read after EPOLLRDHUP does not, so the EOF is still read. EINTR is
+    // retried. Writes use MSG_NOSIGNAL: a closed peer is an Error (EPIPE),
+    // not a SIGPIPE. buf must not be empty.
+    IoResult recv(std::span<char> buf);
+    IoResult send(std::span<const char> buf);
+    IoResult writev(std::span<const iovec> iov);
+
+private:
+    friend class ConnectionTable;
+
+    sockaddr_storage local_{};
+    socklen_t local_len_ = 0;  // 0 until local_address() succeeds
+    bool open_ = false;
+    bool releasing_ = false;   // closed; back on the free list after the iteration
+    Connection* next_free_ = nullptr;
+    ConnectionTable* table_ = nullptr;
+};
+
+// The fixed table of one worker: all slots are allocated up front, so the
+// number of connections (client and upstream together, as nginx counts)
+// is bounded by worker_connections and the worker never allocates per
+// connection for them. Owned by the worker; outlives its connections and
+// is outlived by the Loop.
+class ConnectionTable {
+public:
+    // `counter` numbers connections; the process layer may pass one in
+    // shared memory so numbers are unique across workers (nginx's
+    // ngx_connection_counter). Null: a counter of this table. It must
+    // outlive the table.
+    ConnectionTable(Loop& loop, uint32_t size, std::atomic<uint64_t>* counter = nullptr);
+    ConnectionTable(const ConnectionTable&) = delete;
+    ConnectionTable& operator=(const ConnectionTable&) = delete;
+    // Closes what is still open, then runs the loop's deferred callbacks
+    // (Loop::run_deferred) so none is left pointing into the slots: destroy
+    // it outside the loop's callbacks, at worker exit.
+    ~ConnectionTable();
+
+    // A slot for fd, which becomes the table's to close. Null when every
+    // slot is taken: logged at alert ("N worker_connections are not
+    // enough") and fd is still the caller's, which closes it.
+    Connection* open(int fd);
+    // Cancels the slot's timers, closes the fd (see Loop::close) and puts
+    // the slot back on the free list at the end of the iteration, so that
+    // pointers held elsewhere in this iteration see a closed connection,
+    // not a new one. Closing a closed connection is a no-op. Deferred
+    // callbacks run in order: a protocol layer whose destructor still
+    // reads the Connection defers its destruction before calling this.
+    void close(Connection& c);
+
+    uint32_t size() const { return size_; }
+    // Slots neither open nor waiting for the end of the iteration.
+    uint32_t free_count() const { return free_n_; }
+    // Every slot, open or not (see Connection::is_open()): for shutdown,
+    // which closes idle connections [nginx ngx_close_idle_connections].
+    std::span<Connection> slots() { return {slots_.get(), size_}; }
+
+private:
+    static void release(void* c);
+
+    Loop& loop_;
+    uint32_t size_;
+    uint32_t free_n_;
+    std::unique_ptr<Connection[]> slots_;
+    Connection* free_ = nullptr;
+    std::atomic<uint64_t> own_counter_{0};
+    std::atomic<uint64_t>* counter_;
+};
+
+struct ListenerOptions {
+    // accept4() calls per wakeup: 1 is nginx's "multi_accept off"; "on"
+    // maps to a larger bound (kMultiAccept) rather than "until EAGAIN", so
+    // a connection storm cannot starve established connections.
+    uint32_t accept_batch = 1;
+    // How long to stop accepting after running out of fds (EMFILE,
+    // ENFILE), memory (ENOBUFS, ENOMEM) or connection slots, as nginx's
+    // accept_mutex_delay. Other workers take the connections meanwhile.
+    std::chrono::milliseconds retry_delay{500};
+};
+inline constexpr uint32_t kMultiAccept = 64;
+
+// Accepts from one listening socket into a ConnectionTable. The listening
+// fd is owned by the process layer (opened by the master, inherited by
+// every worker) and never closed here; the Listener is owned by the
+// worker, with the table and loop outliving it.
+class Listener {
+public:
+    // Called once per accepted connection with the slot already open (fd,
+    // peer, number set; not registered with the loop). The callee
+    // registers c.io and sets handlers, or closes it with table.close().
+    // data: the callee's (e.g. the listen configuration), not owned.
+    using AcceptFn = void (*)(void* data, Connection& c);
+
+    Listener(Loop& loop, ConnectionTable& table, int fd, AcceptFn fn, void* data,
+             ListenerOptions opts = {});
+    Listener(const Listener&) = delete;
+    Listener& operator=(const Listener&) = delete;
+    ~Listener() { stop(); }
+
+    // Registers the socket (Interest::Accept). The error names epoll_ctl().
+    Status start();
+    // Stops accepting (graceful shutdown): deregisters, cancels the retry.
+    void stop();
+    // Registered, or paused by a retry that is pending.
+    bool started() const { return started_; }
+    // Registered now: false while paused after EMFILE and the like.
+    bool accepting() const { return io_.registered(); }
+    int fd() const { return io_.fd(); }
+
+private:
+    void on_readable();
+    void on_retry();
+    void pause();
+
+    Loop& loop_;
+    ConnectionTable& table_;
+    AcceptFn fn_;
+    void* data_;
+    ListenerOptions opts_;
+    Watcher io_;
+    Timer retry_;
+    bool started_ = false;
+};
+
+}  // namespace gatehouse::event

@@ -1,0 +1,255 @@
+#include "event/loop.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <string>
+
+#include "core/log.h"
+
+namespace gatehouse::event {
+
+namespace {
+
+Error sys_error(const char* call, int err) {
+    return make_error(std::string(call) + " failed (" + std::to_string(err) + ": " +
+                      strerror(err) + ")");
+}
+
+uint32_t epoll_mask(Interest i) {
+    switch (i) {
+        case Interest::ReadWrite: return EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+        case Interest::Read: return EPOLLIN | EPOLLRDHUP | EPOLLET;
+        case Interest::Write: return EPOLLOUT | EPOLLET;
+        case Interest::Accept: return EPOLLIN | EPOLLEXCLUSIVE;
+    }
+    return 0;
+}
+
+}  // namespace
+
+Watcher::~Watcher() {
+    if (loop_) loop_->remove(*this);
+}
+
+void Watcher::set_fd(int fd) {
+    GH_CHECK(!registered());
+    fd_ = fd;
+}
+
+Result<std::unique_ptr<Loop>> Loop::create(const Clock& clock, LoopOptions opts) {
+    int epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (epfd < 0) return sys_error("epoll_create1()", errno);
+    if (opts.max_events == 0) opts.max_events = 1;
+    return std::make_unique<Loop>(Private{}, clock, epfd, opts);
+}
+
+Loop::Loop(Private, const Clock& clock, int epfd, LoopOptions opts)
+    : time_(clock), epfd_(epfd), events_(opts.max_events), gens_(opts.max_events) {
+    posted_.prev = posted_.next = &posted_;
+    sigemptyset(&wait_mask_);
+}
+
+Loop::~Loop() {
+    // Owners destroyed by deferred callbacks may still cancel timers and
+    // unpost events: run them while the queues exist.
+    run_deferred();
+    while (has_posted()) static_cast<Event*>(posted_.next)->unlink();
+    GH_ASSERT(registered_ == 0);
+    ::close(epfd_);
+}
+
+// --- I/O ------------------------------------------------------------------
+
+Status Loop::add(Watcher& w, Interest interest) {
+    GH_CHECK(!w.registered() && w.fd_ >= 0);
+    epoll_event ev{};
+    ev.events = epoll_mask(interest);
+    ev.data.ptr = &w;
+    if (epoll_ctl(epfd_, EPOLL_CTL_ADD, w.fd_, &ev) < 0)
+        return sys_error("epoll_ctl(EPOLL_CTL_ADD)", errno);
+    w.loop_ = this;
+    w.events_ = ev.events;
+    w.reset_flags();
+    ++registered_;
+    return {};
+}
+
+Status Loop::modify(Watcher& w, Interest interest) {
+    GH_CHECK(w.loop_ == this);
+    GH_CHECK(interest != Interest::Accept && !(w.events_ & EPOLLEXCLUSIVE));
+    epoll_event ev{};
+    ev.events = epoll_mask(interest);
+    ev.data.ptr = &w;
+    if (epoll_ctl(epfd_, EPOLL_CTL_MOD, w.fd_, &ev) < 0)
+        return sys_error("epoll_ctl(EPOLL_CTL_MOD)", errno);
+    w.events_ = ev.events;
+    return {};
+}
+
+void Loop::remove(Watcher& w) {
+    if (!w.loop_) return;
+    GH_CHECK(w.loop_ == this);
+    // Only a bug gets here (EBADF: the owner closed the fd behind our
+    // back); the registration is gone either way.
+    if (epoll_ctl(epfd_, EPOLL_CTL_DEL, w.fd_, nullptr) < 0)
+        GH_LOG_ERRNO(Alert, errno, "epoll_ctl(EPOLL_CTL_DEL, %d) failed", w.fd_);
+    w.loop_ = nullptr;
+    w.events_ = 0;
+    ++w.gen_;
+    --registered_;
+}
+
+void Loop::close(Watcher& w) {
+    if (w.loop_) {
+        GH_CHECK(w.loop_ == this);
+        w.loop_ = nullptr;
+        w.events_ = 0;
+        ++w.gen_;
+        --registered_;
+    }
+    if (w.fd_ >= 0 && ::close(w.fd_) < 0) {
+        // Linux releases the fd even on EINTR: never retry, it may already
+        // be someone else's.
+        GH_LOG_ERRNO(Alert, errno, "close() socket %d failed", w.fd_);
+    }
+    w.fd_ = -1;
+    w.reset_flags();
+}
+
+// --- timers, posted ---------------------------------------------------------
+
+void Loop::arm(Timer& t, std::chrono::milliseconds delay) {
+    Msec d = delay.count() > 0 ? static_cast<Msec>(delay.count()) : 0;
+    timers_.arm_at(t, now() + d);
+}
+
+void Loop::post(Event& e) {
+    if (e.posted()) return;
+    e.prev = posted_.prev;
+    e.next = &posted_;
+    posted_.prev->next = &e;
+    posted_.prev = &e;
+}
+
+void Loop::run_posted() {
+    if (!has_posted()) return;
+    // Detach the queue onto a local sentinel: what these events post goes
+    // to the next iteration (after another look at I/O), so an event that
+    // re-posts itself cannot spin here. unlink() needs no head, so unpost
+    // still works on the detached ones.
+    detail::Link batch;
+    batch.next = posted_.next;
+    batch.prev = posted_.prev;
+    batch.next->prev = &batch;
+    batch.prev->next = &batch;
+    posted_.prev = posted_.next = &posted_;
+    while (batch.next != &batch) {
+        Event* e = static_cast<Event*>(batch.next);
+        e->unlink();
+        e->cb();
+    }
+}
+
+void Loop::run_deferred() {
+    GH_CHECK(!in_deferred_);
+    in_deferred_ = true;
+    while (!deferred_.empty()) {
+        // Swap, so callbacks may defer more while we iterate; both vectors
+        // keep their capacity, so steady state allocates nothing.
+        deferred_running_.swap(deferred_);
+        for (const Callback& cb : deferred_running_) cb();
+        deferred_running_.clear();
+    }
+    in_deferred_ = false;
+}
+
+// --- running ----------------------------------------------------------------
+
+void Loop::set_wait_sigmask(const sigset_t* mask) {
+    has_wait_mask_ = mask != nullptr;
+    if (mask) wait_mask_ = *mask;
+}
+
+int Loop::wait_timeout(Msec max_wait) const {
+    if (stop_ || has_posted() || !deferred_.empty()) return 0;
+    Msec wait = max_wait;
+    if (auto next = timers_.next_deadline()) {
+        Msec t = *next > now() ? *next - now() : 0;
+        if (t < wait) wait = t;
+    }
+    if (wait == kForever) return -1;
+    return wait > static_cast<Msec>(INT_MAX) ? INT_MAX : static_cast<int>(wait);
+}
+
+Wake Loop::run_once(Msec max_wait) {
+    int timeout = wait_timeout(max_wait);
+    int cap = static_cast<int>(events_.size());
+    int n = has_wait_mask_ ? epoll_pwait(epfd_, events_.data(), cap, timeout, &wait_mask_)
+                           : epoll_wait(epfd_, events_.data(), cap, timeout);
+    int err = errno;
+    time_.update();
+
+    Wake wake = Wake::Events;
+    if (n < 0) {
+        // Only EINTR is possible with a valid epoll fd and buffer.
+        if (err != EINTR) {
+            GH_LOG_ERRNO(Alert, err, "epoll_wait() failed");
+            GH_CHECK(err == EINTR);
+        }
+        wake = Wake::Signal;
+        n = 0;
+    }
+    dispatch(n);
+    timers_.run_expired(now());
+    run_posted();
+    run_deferred();
+    return wake;
+}
+
+void Loop::run(Callback after_each) {
+    while (!stop_) {
+        run_once();
+        if (after_each) after_each();
+    }
+}
+
+void Loop::dispatch(int n) {
+    // A handler may close or re-register another Watcher whose event is
+    // still ahead in this batch (its memory stays valid: destruction is
+    // deferred). Snapshot the generations first; a changed one means the
+    // event belongs to a registration that is gone [nginx's "instance" bit,
+    // exact].
+    for (int i = 0; i < n; ++i) gens_[i] = static_cast<Watcher*>(events_[i].data.ptr)->gen_;
+
+    for (int i = 0; i < n; ++i) {
+        auto* w = static_cast<Watcher*>(events_[i].data.ptr);
+        const uint32_t gen = gens_[i];
+        if (w->gen_ != gen) continue;
+        uint32_t ev = events_[i].events;
+
+        if (ev & (EPOLLERR | EPOLLHUP)) {
+            // Let whichever handler runs find the error through its own
+            // read or write: both directions report it.
+            if (ev & EPOLLERR) w->error_ = true;
+            ev |= (EPOLLIN | EPOLLOUT) & w->events_;
+        }
+        if (ev & (EPOLLRDHUP | EPOLLHUP)) {
+            w->peer_closed_ = true;
+            ev |= EPOLLIN & w->events_;
+        }
+        if (ev & EPOLLIN) {
+            w->readable_ = true;
+            if (w->on_read) w->on_read();
+            if (w->gen_ != gen) continue;
+        }
+        if (ev & EPOLLOUT) {
+            w->writable_ = true;
+            if (w->on_write) w->on_write();
+        }
+    }
+}
+
+}  // namespace gatehouse::event

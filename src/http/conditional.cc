@@ -1,0 +1,188 @@
+#include "http/conditional.h"
+
+#include <cstdint>
+
+namespace gatehouse::http {
+
+namespace {
+
+bool is_digit(char c) { return c >= '0' && c <= '9'; }
+bool is_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+
+class DateScanner {
+public:
+    explicit DateScanner(std::string_view s) : s_(s) {}
+    bool lit(char c) {
+        if (i_ < s_.size() && s_[i_] == c) {
+            ++i_;
+            return true;
+        }
+        return false;
+    }
+    bool lit(std::string_view w) {
+        if (s_.substr(i_, w.size()) != w) return false;
+        i_ += w.size();
+        return true;
+    }
+    // Exactly n digits.
+    bool digits(int n, int& v) {
+        v = 0;
+        for (int k = 0; k < n; ++k) {
+            if (i_ >= s_.size() || !is_digit(s_[i_])) return false;
+            v = v * 10 + (s_[i_++] - '0');
+        }
+        return true;
+    }
+    void skip_alpha() {
+        while (i_ < s_.size() && is_alpha(s_[i_])) ++i_;
+    }
+    bool month(int& m) {
+        static constexpr std::string_view kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                                       "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+        for (int k = 0; k < 12; ++k)
+            if (lit(kMonths[k])) {
+                m = k + 1;
+                return true;
+            }
+        return false;
+    }
+    // "08:49:37"
+    bool time_of_day(int& h, int& mi, int& sec) {
+        return digits(2, h) && lit(':') && digits(2, mi) && lit(':') && digits(2, sec);
+    }
+    bool peek_digit() const { return i_ < s_.size() && is_digit(s_[i_]); }
+
+private:
+    std::string_view s_;
+    size_t i_ = 0;
+};
+
+bool leap(int y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
+
+int days_in_month(int y, int m) {
+    static constexpr int kDays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    return m == 2 && leap(y) ? 29 : kDays[m - 1];
+}
+
+// Days from 1970-01-01 to y-m-d in the proleptic Gregorian calendar.
+int64_t days_from_epoch(int y, int m, int d) {
+    // Count years from March, so that the leap day ends a year.
+    int64_t yy = m <= 2 ? y - 1 : y;
+    int64_t era = yy / 400;
+    int64_t yoe = yy - era * 400;
+    int64_t mp = (m + 9) % 12;
+    int64_t doy = (153 * mp + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+time_t make_time(int y, int mo, int d, int h, int mi, int s) {
+    if (y < 1970 || y > 9999 || mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo) || h > 23 ||
+        mi > 59 || s > 60)
+        return -1;
+    // A leap second is read as the second after it, as timegm() would.
+    return static_cast<time_t>(days_from_epoch(y, mo, d) * 86400 + h * 3600 + mi * 60 + s);
+}
+
+std::string_view trim(std::string_view s) {
+    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+    return s;
+}
+
+bool is_weak(std::string_view tag) { return tag.size() >= 2 && tag[0] == 'W' && tag[1] == '/'; }
+
+}  // namespace
+
+time_t parse_http_date(std::string_view s) {
+    s = trim(s);
+    DateScanner sc(s);
+    int y = 0, mo = 0, d = 0, h = 0, mi = 0, sec = 0;
+    sc.skip_alpha();  // the day name: not checked against the date
+    if (sc.lit(',')) {
+        if (!sc.lit(' ') || !sc.digits(2, d)) return -1;
+        if (sc.lit(' ')) {
+            // IMF-fixdate: "06 Nov 1994 08:49:37 GMT"
+            if (!sc.month(mo) || !sc.lit(' ') || !sc.digits(4, y)) return -1;
+        } else if (sc.lit('-')) {
+            // RFC 850: "06-Nov-94 08:49:37 GMT". Two-digit years up to 69
+            // are this century's (RFC 9110 5.6.7 allows any sane pivot).
+            if (!sc.month(mo) || !sc.lit('-') || !sc.digits(2, y)) return -1;
+            y += y < 70 ? 2000 : 1900;
+        } else {
+            return -1;
+        }
+        if (!sc.lit(' ') || !sc.time_of_day(h, mi, sec) || !sc.lit(" GMT")) return -1;
+    } else {
+        // asctime: "Nov  6 08:49:37 1994"
+        if (!sc.lit(' ') || !sc.month(mo) || !sc.lit(' ')) return -1;
+        if (sc.lit(' ')) {
+            if (!sc.digits(1, d)) return -1;
+        } else if (!sc.digits(2, d)) {
+            return -1;
+        }
+        if (!sc.lit(' ') || !sc.time_of_day(h, mi, sec) || !sc.lit(' ') || !sc.digits(4, y)) return -1;
+    }
+    return make_time(y, mo, d, h, mi, sec);
+}
+
+bool etag_list_matches(std::string_view field, std::string_view etag, TagMatch how) {
+    if (etag.empty()) return false;
+    if (is_weak(etag)) {
+        if (how == TagMatch::Strong) return false;
+        etag.remove_prefix(2);
+    }
+    size_t i = 0;
+    while (i < field.size()) {
+        char c = field[i];
+        if (c == ' ' || c == '\t' || c == ',') {
+            ++i;
+            continue;
+        }
+        bool weak = false;
+        if (field.substr(i, 2) == "W/") {
+            weak = true;
+            i += 2;
+        }
+        // entity-tag = [ "W/" ] DQUOTE *etagc DQUOTE (RFC 9110 8.8.3):
+        // no quote inside, so the next quote closes it.
+        if (i >= field.size() || field[i] != '"') return false;
+        size_t close = field.find('"', i + 1);
+        if (close == std::string_view::npos) return false;
+        std::string_view tag = field.substr(i, close + 1 - i);
+        if (tag == etag && (how == TagMatch::Weak || !weak)) return true;
+        i = close + 1;
+    }
+    return false;
+}
+
+PreconditionResult evaluate_preconditions(const Preconditions& p, time_t last_modified,
+                                          std::string_view etag, bool safe_method,
+                                          IfModifiedSince ims_mode) {
+    // RFC 9110 13.2.2, steps 1 to 4.
+    if (p.if_match) {
+        std::string_view v = trim(*p.if_match);
+        if (v != "*" && !etag_list_matches(v, etag, TagMatch::Strong)) return PreconditionResult::Failed;
+    } else if (p.if_unmodified_since && last_modified != -1) {
+        time_t t = parse_http_date(*p.if_unmodified_since);
+        if (t != -1 && last_modified > t) return PreconditionResult::Failed;
+    }
+
+    if (p.if_none_match) {
+        std::string_view v = trim(*p.if_none_match);
+        if (v == "*" || etag_list_matches(v, etag, TagMatch::Weak))
+            return safe_method ? PreconditionResult::NotModified : PreconditionResult::Failed;
+        return PreconditionResult::Proceed;
+    }
+
+    if (p.if_modified_since && safe_method && ims_mode != IfModifiedSince::Off && last_modified != -1) {
+        time_t t = parse_http_date(*p.if_modified_since);
+        if (t != -1) {
+            bool same = ims_mode == IfModifiedSince::Exact ? last_modified == t : last_modified <= t;
+            if (same) return PreconditionResult::NotModified;
+        }
+    }
+    return PreconditionResult::Proceed;
+}
+
+}  // namespace gatehouse::http

@@ -1,0 +1,663 @@
+#include "http/connection.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/sendfile.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "core/log.h"
+#include "event/loop.h"
+#include "http/phases.h"
+#include "http/uri.h"
+#include "http/worker_ctx.h"
+
+namespace gatehouse::http {
+
+namespace {
+
+event::Loop* g_loop = nullptr;
+event::ConnectionTable* g_table = nullptr;
+HttpConnection* g_conns = nullptr;  // every live HttpConnection of the worker
+
+void addr_text(const sockaddr* sa, char* out, size_t len, uint16_t* port) {
+    out[0] = '\0';
+    *port = 0;
+    if (!sa) return;
+    if (sa->sa_family == AF_INET) {
+        auto* in = reinterpret_cast<const sockaddr_in*>(sa);
+        inet_ntop(AF_INET, &in->sin_addr, out, static_cast<socklen_t>(len));
+        *port = ntohs(in->sin_port);
+    } else if (sa->sa_family == AF_INET6) {
+        auto* in6 = reinterpret_cast<const sockaddr_in6*>(sa);
+        inet_ntop(AF_INET6, &in6->sin6_addr, out, static_cast<socklen_t>(len));
+        *port = ntohs(in6->sin6_port);
+    } else if (sa->sa_family == AF_UNIX) {
+        snprintf(out, len, "unix:");
+    }
+}
+
+bool sockaddr_matches(const sockaddr* sa, const conf::Address& a) {
+    if (!sa) return false;
+    if (sa->sa_family == AF_INET && a.kind == conf::Address::Kind::Inet) {
+        auto* in = reinterpret_cast<const sockaddr_in*>(sa);
+        auto* want = reinterpret_cast<const sockaddr_in*>(&a.sa);
+        return in->sin_addr.s_addr == want->sin_addr.s_addr;
+    }
+    if (sa->sa_family == AF_INET6 && a.kind == conf::Address::Kind::Inet6) {
+        auto* in6 = reinterpret_cast<const sockaddr_in6*>(sa);
+        auto* want = reinterpret_cast<const sockaddr_in6*>(&a.sa);
+        return memcmp(&in6->sin6_addr, &want->sin6_addr, sizeof(in6_addr)) == 0;
+    }
+    return sa->sa_family == AF_UNIX && a.kind == conf::Address::Kind::Unix;
+}
+
+bool is_wild(const conf::Address& a) {
+    return (a.kind == conf::Address::Kind::Inet && (a.host == "*" || a.host == "0.0.0.0")) ||
+           (a.kind == conf::Address::Kind::Inet6 && a.host == "::");
+}
+
+}  // namespace
+
+event::Loop& worker_loop() { return *g_loop; }
+event::ConnectionTable& worker_connections() { return *g_table; }
+void set_worker(event::Loop* loop, event::ConnectionTable* table) {
+    g_loop = loop;
+    g_table = table;
+}
+
+void on_accept(void* port, event::Connection& c) {
+    // Owned by the connection slot from now on: close() frees it.
+    std::make_unique<HttpConnection>(c, *static_cast<const ListenPort*>(port)).release();
+}
+
+void close_idle_connections() {
+    for (HttpConnection* h = g_conns; h;) {
+        HttpConnection* next = h->next_;
+        if (h->state_ == HttpConnection::State::Keepalive ||
+            (h->state_ == HttpConnection::State::Head && h->rlen_ == h->rpos_))
+            h->close();
+        h = next;
+    }
+}
+
+HttpConnection::HttpConnection(event::Connection& c, const ListenPort& port)
+    : c_(c), port_(port), resume_ev_(event::Callback::to<&HttpConnection::resume>(this)) {
+    c_.data = this;
+    next_ = g_conns;
+    if (g_conns) g_conns->prev_ = this;
+    g_conns = this;
+    addr_text(reinterpret_cast<const sockaddr*>(&c_.peer), peer_text_, sizeof peer_text_, &peer_port_);
+    // The default server of the address sets the limits that apply before
+    // the Host header is known [nginx].
+    if (port_.addrs.size() == 1) addr_ = &port_.addrs[0];
+    default_srv_ = addr_servers().default_server;
+    c_.io.on_read = event::Callback::to<&HttpConnection::on_read>(this);
+    c_.io.on_write = event::Callback::to<&HttpConnection::on_write>(this);
+    c_.read_timer.cb = event::Callback::to<&HttpConnection::on_read_timeout>(this);
+    c_.write_timer.cb = event::Callback::to<&HttpConnection::on_write_timeout>(this);
+    if (c_.peer.ss_family != AF_UNIX) {
+        int one = 1;
+        setsockopt(c_.fd(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    if (auto s = worker_loop().add(c_.io, event::Interest::ReadWrite); !s) {
+        GH_LOG(Alert, "%s", s.message().c_str());
+        close();
+        return;
+    }
+    worker_loop().arm(c_.read_timer, *default_srv_->client_header_timeout);
+}
+
+HttpConnection::~HttpConnection() {
+    if (prev_) prev_->next_ = next_;
+    else if (g_conns == this) g_conns = next_;
+    if (next_) next_->prev_ = prev_;
+}
+
+const AddrServers& HttpConnection::addr_servers() {
+    if (addr_) return *addr_;
+    const sockaddr* local = c_.local_address();
+    for (const auto& a : port_.addrs)
+        if (is_wild(a.addr) || sockaddr_matches(local, a.addr)) {
+            addr_ = &a;
+            return a;
+        }
+    addr_ = &port_.addrs.back();
+    return *addr_;
+}
+
+std::string_view HttpConnection::local_addr() {
+    if (!local_known_) {
+        addr_text(c_.local_address(), local_text_, sizeof local_text_, &local_port_);
+        local_known_ = true;
+    }
+    return local_text_;
+}
+
+uint16_t HttpConnection::local_port() {
+    local_addr();
+    return local_port_;
+}
+
+void HttpConnection::close() {
+    if (state_ == State::Closed) return;
+    state_ = State::Closed;
+    closing_ = true;
+    worker_loop().unpost(resume_ev_);
+    if (req_) {
+        // A request cut short still gets its log line.
+        Request& r = *req_;
+        auto* m = http_main(r.main_confs);
+        if (m && r.loc_confs)
+            for (uint16_t i = m->phase_start[static_cast<int>(Phase::Log)];
+                 i < m->phase_start[static_cast<int>(Phase::Log) + 1]; ++i)
+                m->handlers[i](r);
+    }
+    worker_connections().close(c_);
+    worker_loop().defer({[](void* p) { std::unique_ptr<HttpConnection>(static_cast<HttpConnection*>(p)); }, this});
+}
+
+void HttpConnection::abort() {
+    if (req_ && req_->loc_confs && !req_->header_sent) req_->status = req_->status ? req_->status : 499;
+    close();
+}
+
+// ---- reading the head --------------------------------------------------
+
+void HttpConnection::on_read() {
+    switch (state_) {
+        case State::Head:
+        case State::Keepalive:
+            read_head();
+            break;
+        case State::Lingering:
+            lingering_read();
+            break;
+        case State::Processing:
+            // Input during a response: pipelined requests wait in the
+            // kernel buffer; a closed peer is found when writing.
+            break;
+        case State::Closed:
+            break;
+    }
+}
+
+void HttpConnection::read_head() {
+    SrvConf& s = *default_srv_;
+    const size_t small = *s.client_header_buffer_size;
+    const size_t large = *s.large_header_buffer_size;
+    const size_t max_head = large * *s.large_header_buffers_num;
+    if (!rbuf_) {
+        rbuf_ = SlabRef::adopt(Slab::make(small));
+        rcap_ = small;
+        rpos_ = rlen_ = 0;
+    }
+    if (!head_) {
+        Limits lim;
+        lim.max_start_line = large;
+        lim.max_header_line = large;
+        lim.max_head = max_head;
+        lim.max_headers = kMaxHeaders;
+        head_ = std::make_unique<HeadState>(lim);
+    }
+    RequestParser* parser_ = &head_->parser;
+    for (;;) {
+        // Parse what is buffered first: pipelined requests need no read.
+        if (rlen_ > rpos_) {
+            std::string_view data(rbuf_.get()->data() + rpos_, rlen_ - rpos_);
+            ParseResult pr = parser_->parse(data);
+            if (pr.state == ParseState::Done) {
+                start_request(pr.consumed);
+                return;
+            }
+            if (pr.state == ParseState::Error) {
+                reject(pr.status, pr.reason);
+                return;
+            }
+        }
+        if (rlen_ == rcap_) {
+            size_t pending = rlen_ - rpos_;
+            if (rpos_ > 0) {
+                // Move a pipelined request's bytes to the front.
+                memmove(rbuf_.get()->data(), rbuf_.get()->data() + rpos_, pending);
+                rpos_ = 0;
+                rlen_ = pending;
+                parser_->reset();
+                continue;
+            }
+            if (rcap_ >= max_head) {
+                reject(431, "client sent too large request header");
+                return;
+            }
+            // Grow to the large size (then the whole large allowance): the
+            // limits, not the buffer, decide 414 and 431.
+            size_t cap = rcap_ < large ? large : max_head;
+            SlabRef nb = SlabRef::adopt(Slab::make(cap));
+            memcpy(nb.get()->data(), rbuf_.get()->data(), rlen_);
+            rbuf_ = std::move(nb);
+            rcap_ = cap;
+        }
+        event::IoResult io = c_.recv({rbuf_.get()->data() + rlen_, rcap_ - rlen_});
+        if (io.kind == event::IoResult::Ok) {
+            if (state_ == State::Keepalive) {
+                // The first byte of the next request: header timeout from now.
+                state_ = State::Head;
+                worker_loop().arm(c_.read_timer, *default_srv_->client_header_timeout);
+            }
+            rlen_ += io.bytes;
+            continue;
+        }
+        if (io.kind == event::IoResult::Again) return;
+        if (io.kind == event::IoResult::Eof) {
+            if (rlen_ > rpos_)
+                GH_LOG(Info, "client %s closed connection while reading client request headers",
+                       peer_text_);
+            close();
+            return;
+        }
+        if (io.err != ECONNRESET)
+            GH_LOG_ERRNO(Info, io.err, "recv() failed while reading client request headers, client: %s",
+                         peer_text_);
+        close();
+        return;
+    }
+}
+
+void HttpConnection::reject(int status, std::string_view reason, bool log_info) {
+    // The head could not be parsed: answer with the status page and close,
+    // lingering so the client reads the answer rather than a reset.
+    if (log_info)
+        GH_LOG(Info, "%.*s while reading client request headers, client: %s",
+               static_cast<int>(reason.size()), reason.data(), peer_text_);
+    worker_loop().cancel(c_.read_timer);
+    state_ = State::Processing;
+    SrvConf* srv = addr_servers().default_server;
+    req_ = std::make_unique<Request>(*this, port_.main_confs, srv->srv_confs);
+    Request& r = *req_;
+    r.srv = srv;
+    r.loc_confs = srv->loc_confs;
+    r.keepalive = false;
+    r.discard_body = false;
+    r.err_reason = reason;
+    r.counters.start_msec = worker_loop().now();
+    auto w = worker_loop().wall();
+    r.counters.start_sec = w.sec;
+    r.counters.start_ms = w.msec;
+    r.counters.request_length = rlen_ - rpos_;
+    // The request line, when it was read, is still useful in the log.
+    std::string_view data(rbuf_ ? rbuf_.get()->data() + rpos_ : nullptr, rlen_ - rpos_);
+    size_t eol = data.find('\n');
+    if (eol != std::string_view::npos) {
+        std::string_view line = data.substr(0, eol);
+        if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+        r.request_line = line;
+    }
+    respond_status(r, status, reason);
+    finalize_response(r);
+}
+
+// ---- running a request ---------------------------------------------------
+
+void HttpConnection::start_request(size_t head_len) {
+    worker_loop().cancel(c_.read_timer);
+    state_ = State::Processing;
+    const RequestHead& h = head_->parser.head();
+    SrvConf* srv = addr_servers().default_server;
+    req_ = std::make_unique<Request>(*this, port_.main_confs, srv->srv_confs);
+    Request& r = *req_;
+    r.srv = srv;
+    r.loc_confs = srv->loc_confs;
+    r.in = h;
+    r.counters.start_msec = worker_loop().now();
+    auto w = worker_loop().wall();
+    r.counters.start_sec = w.sec;
+    r.counters.start_ms = w.msec;
+    r.counters.request_length = head_len;
+    ++c_.requests;
+
+    std::string_view head(rbuf_.get()->data() + rpos_, head_len);
+    rpos_ += head_len;
+    r.method = h.method_name;
+    r.http_version = h.version_major * 10 + h.version_minor;
+    r.head_only = h.method == Method::Head;
+    r.expect_continue = h.expect_100_continue;
+    r.content_length = h.framing.content_length;
+    r.chunked = h.framing.chunked;
+    // The request line as sent, for $request and the log.
+    size_t eol = head.find('\n');
+    std::string_view line = head.substr(0, eol);
+    // Leading empty lines are allowed before a request (RFC 9112 2.2).
+    while (line.empty() || line == "\r") {
+        head.remove_prefix(eol + 1);
+        eol = head.find('\n');
+        line = head.substr(0, eol);
+    }
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    r.request_line = line;
+    r.unparsed_uri = h.form == TargetForm::Absolute ? h.path : h.target;
+    if (h.form == TargetForm::Asterisk) r.unparsed_uri = "*";
+
+    // Keepalive as the client asked and the limits allow.
+    r.keepalive = h.keep_alive();
+
+    // Host: lower case, no port, no trailing dot.
+    if (!h.host.empty()) {
+        char* buf = static_cast<char*>(r.arena().alloc(h.host.size() + 1, 1));
+        r.host = normalize_host(h.host, std::span<char>(buf, h.host.size() + 1));
+    }
+    select_server(r);
+
+    if (h.form == TargetForm::Asterisk || h.form == TargetForm::Authority) {
+        // OPTIONS * and CONNECT are not served by this server.
+        respond_status(r, h.form == TargetForm::Authority ? 405 : 400,
+                       "client sent a request-target this server does not serve");
+        finalize_response(r);
+        return;
+    }
+    PathQuery pq = split_path_query(r.unparsed_uri);
+    r.args = pq.query;
+    char* out = static_cast<char*>(r.arena().alloc(pq.path.size() + 1, 1));
+    auto clean = clean_path(pq.path, std::span<char>(out, pq.path.size() + 1));
+    if (!clean) {
+        r.keepalive = false;
+        GH_LOG(Info, "client sent invalid request URI \"%.*s\" (%s), client: %s",
+               static_cast<int>(r.unparsed_uri.size()), r.unparsed_uri.data(), clean.message().c_str(),
+               peer_text_);
+        respond_status(r, 400, "client sent invalid request URI");
+        finalize_response(r);
+        return;
+    }
+    r.uri = *clean;
+    r.set_exten();
+
+    // The body: this layer discards it; modules that read bodies (proxy)
+    // take over discarding by clearing r.discard_body.
+    if (r.content_length.value_or(0) > 0 || r.chunked) {
+        r.discard_body = true;
+        body_left_ = r.content_length.value_or(0);
+        body_chunked_ = r.chunked;
+    }
+    if (r.keepalive && c_.requests >= *r.loc_conf<LocConf>(http_core_module).keepalive_requests)
+        r.keepalive = false;
+    r.phase_index = 0;
+    run_phases(r);
+}
+
+void HttpConnection::post_resume() { worker_loop().post(resume_ev_); }
+
+void HttpConnection::resume() {
+    if (req_ && state_ == State::Processing) run_phases(*req_);
+}
+
+// ---- output ----------------------------------------------------------------
+
+void HttpConnection::queue(Chain& c) {
+    if (!req_) return;
+    if (!out_) {
+        out_ = req_->arena().make<std::pmr::vector<Buf>>(req_->mem());
+        out_head_ = 0;
+    }
+    for (Buf& b : c) {
+        if (b.last_buf) out_last_ = true;
+        if (!b.empty()) out_->push_back(std::move(b));
+    }
+    c.clear();
+}
+
+void HttpConnection::flush() {
+    if (state_ == State::Closed || !req_) return;
+    Request& r = *req_;
+    auto& lc = r.loc_conf<LocConf>(http_core_module);
+    while (out_ && out_head_ < out_->size()) {
+        Buf& b = (*out_)[out_head_];
+        if (b.in_file()) {
+            off_t off = b.file_pos;
+            size_t want = std::min<size_t>(b.size(), 1u << 30);
+            ssize_t n = ::sendfile(c_.fd(), b.fd, &off, want);
+            if (n < 0) {
+                if (errno == EAGAIN) {
+                    c_.io.clear_writable();
+                    break;
+                }
+                if (errno == EINTR) continue;
+                GH_LOG_ERRNO(Info, errno, "sendfile() failed while sending response to client, client: %s",
+                             peer_text_);
+                abort();
+                return;
+            }
+            if (n == 0) {
+                // The file shrank under us: the promised length cannot be sent.
+                GH_LOG(Error, "file was truncated while sending response, client: %s", peer_text_);
+                abort();
+                return;
+            }
+            r.counters.bytes_sent += static_cast<uint64_t>(n);
+            b.file_pos += n;
+            if (b.file_pos == b.file_last) ++out_head_;
+            continue;
+        }
+        iovec iov[64];
+        size_t n = 0;
+        for (size_t i = out_head_; i < out_->size() && n < std::size(iov); ++i) {
+            Buf& m = (*out_)[i];
+            if (m.in_file()) break;
+            iov[n].iov_base = const_cast<char*>(m.pos);
+            iov[n].iov_len = m.size();
+            ++n;
+        }
+        event::IoResult io = c_.writev({iov, n});
+        if (io.kind == event::IoResult::Again) break;
+        if (io.kind == event::IoResult::Error) {
+            if (io.err != EPIPE && io.err != ECONNRESET)
+                GH_LOG_ERRNO(Info, io.err, "writev() failed while sending response to client, client: %s",
+                             peer_text_);
+            else
+                GH_LOG(Info, "client %s closed connection while sending response", peer_text_);
+            abort();
+            return;
+        }
+        size_t sent = io.bytes;
+        r.counters.bytes_sent += sent;
+        while (sent > 0) {
+            Buf& m = (*out_)[out_head_];
+            size_t take = std::min(sent, m.size());
+            m.pos += take;
+            sent -= take;
+            if (m.pos == m.last) ++out_head_;
+        }
+    }
+    bool pending = out_ && out_head_ < out_->size();
+    if (pending) {
+        worker_loop().arm(c_.write_timer, *lc.send_timeout);
+        return;
+    }
+    worker_loop().cancel(c_.write_timer);
+    if (out_last_) finish_request();
+}
+
+void HttpConnection::on_write() {
+    if (state_ == State::Processing && out_ && out_head_ < out_->size()) flush();
+}
+
+void HttpConnection::on_write_timeout() {
+    GH_LOG(Info, "client timed out (110: Connection timed out) while sending response to client, client: %s",
+           peer_text_);
+    if (req_) req_->status = req_->status ? req_->status : 408;
+    close();
+}
+
+void HttpConnection::on_read_timeout() {
+    if (state_ == State::Keepalive) {
+        close();
+        return;
+    }
+    if (state_ == State::Lingering) {
+        close();
+        return;
+    }
+    if (state_ == State::Head) {
+        GH_LOG(Info, "client timed out (110: Connection timed out) while reading client request headers, client: %s",
+               peer_text_);
+        if (rlen_ > rpos_) {
+            // nginx logs a 408 for this and sends nothing.
+            reject(408, "client timed out", false);
+            return;
+        }
+        close();
+        return;
+    }
+    if (state_ == State::Processing && req_) {
+        GH_LOG(Info, "client timed out (110: Connection timed out) while reading client request body, client: %s",
+               peer_text_);
+        req_->keepalive = false;
+        close();
+    }
+}
+
+// Reads and drops the rest of a request body that nobody consumed, from
+// the buffer and then the socket. True when it is all gone; false when
+// more must be read (the caller waits) or the connection failed.
+bool HttpConnection::discard_body() {
+    Request& r = *req_;
+    auto drop_buffered = [&]() -> int {
+        std::string_view data(rbuf_.get()->data() + rpos_, rlen_ - rpos_);
+        if (body_chunked_) {
+            if (!chunked_) chunked_ = std::make_unique<ChunkedDecoder>();
+            ChunkResult cr = chunked_->decode(data);
+            while (cr.state == ChunkState::More && cr.consumed > 0 && cr.consumed < data.size()) {
+                rpos_ += cr.consumed;
+                r.counters.request_length += cr.consumed;
+                data.remove_prefix(cr.consumed);
+                cr = chunked_->decode(data);
+            }
+            rpos_ += cr.consumed;
+            r.counters.request_length += cr.consumed;
+            if (cr.state == ChunkState::Error) return -1;
+            return cr.state == ChunkState::Done ? 1 : 0;
+        }
+        size_t take = std::min<uint64_t>(body_left_, data.size());
+        rpos_ += take;
+        body_left_ -= take;
+        r.counters.request_length += take;
+        return body_left_ == 0 ? 1 : 0;
+    };
+    for (;;) {
+        int st = drop_buffered();
+        if (st < 0) return false;
+        if (st > 0) {
+            r.discard_body = false;
+            chunked_.reset();
+            return true;
+        }
+        rpos_ = rlen_ = 0;
+        event::IoResult io = c_.recv({rbuf_.get()->data(), rcap_});
+        if (io.kind == event::IoResult::Ok) {
+            rlen_ = io.bytes;
+            continue;
+        }
+        return false;
+    }
+}
+
+void HttpConnection::finish_request() {
+    if (!req_) return;
+    Request& r = *req_;
+    r.done = true;
+    // Log phase.
+    if (auto* m = http_main(r.main_confs); m && r.loc_confs)
+        for (uint16_t i = m->phase_start[static_cast<int>(Phase::Log)];
+             i < m->phase_start[static_cast<int>(Phase::Log) + 1]; ++i)
+            m->handlers[i](r);
+    bool keep = r.keepalive && !closing_;
+    bool linger = false;
+    if (r.discard_body) {
+        // Drop what is already here; a large unread rest means closing.
+        if (!discard_body()) {
+            keep = false;
+            linger = true;
+        }
+    }
+    if (r.status == 444) {
+        keep = false;
+        linger = false;
+    }
+    out_ = nullptr;
+    out_head_ = 0;
+    out_last_ = false;
+    req_.reset();
+    if (!keep) {
+        if (linger) {
+            lingering_close();
+        } else {
+            close();
+        }
+        return;
+    }
+    keepalive_or_close();
+}
+
+void HttpConnection::keepalive_or_close() {
+    head_->parser.reset();
+    auto& lc = *static_cast<LocConf*>(default_srv_->loc_confs[http_core_module.index]);
+    if (rlen_ > rpos_) {
+        // A pipelined request is already here.
+        state_ = State::Head;
+        worker_loop().arm(c_.read_timer, *default_srv_->client_header_timeout);
+        read_head();
+        return;
+    }
+    rpos_ = rlen_ = 0;
+    // Idle: give the buffers back, as nginx does; an idle connection costs
+    // its slot and this object only.
+    rbuf_ = SlabRef();
+    rcap_ = 0;
+    head_.reset();
+    state_ = State::Keepalive;
+    worker_loop().arm(c_.read_timer, *lc.keepalive_timeout);
+    if (c_.io.readable()) read_head();
+}
+
+void HttpConnection::lingering_close() {
+    // Stop sending, keep reading for a while: closing with unread input
+    // would send a reset that can destroy the response in flight.
+    auto& lc = *static_cast<LocConf*>(default_srv_->loc_confs[http_core_module.index]);
+    if (*lc.lingering_close == 0) {
+        close();
+        return;
+    }
+    if (::shutdown(c_.fd(), SHUT_WR) != 0) {
+        close();
+        return;
+    }
+    state_ = State::Lingering;
+    linger_until_ = worker_loop().now() + static_cast<event::Msec>(lc.lingering_time->count());
+    worker_loop().arm(c_.read_timer, *lc.lingering_timeout);
+    lingering_read();
+}
+
+void HttpConnection::lingering_read() {
+    char sink[4096];
+    for (;;) {
+        event::IoResult io = c_.recv({sink, sizeof sink});
+        if (io.kind == event::IoResult::Ok) continue;
+        if (io.kind == event::IoResult::Again) break;
+        close();
+        return;
+    }
+    auto& lc = *static_cast<LocConf*>(default_srv_->loc_confs[http_core_module.index]);
+    event::Msec now = worker_loop().now();
+    if (now >= linger_until_) {
+        close();
+        return;
+    }
+    event::Msec left = linger_until_ - now;
+    event::Msec t = std::min<event::Msec>(left, static_cast<event::Msec>(lc.lingering_timeout->count()));
+    worker_loop().arm(c_.read_timer, std::chrono::milliseconds(t));
+}
+
+}  // namespace gatehouse::http

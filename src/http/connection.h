@@ -1,0 +1,133 @@
+// An HTTP/1.1 client connection: reads request heads into a bounded
+// buffer, runs each request, writes responses in order, keeps the
+// connection alive or closes it (lingering when input was left unread).
+//
+// Ownership: made by on_accept() for a slot of the worker's
+// ConnectionTable and stored in Connection::data; it frees itself (through
+// Loop::defer) when it closes the slot. It holds the Request it is
+// serving, one at a time: pipelined requests wait in the read buffer, so
+// responses go out in order.
+#pragma once
+
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <memory>
+#include <string_view>
+
+#include "core/buf.h"
+#include "event/connection.h"
+#include "http/core_module.h"
+#include "http/fwd.h"
+#include "http/chunked.h"
+#include "http/h1_parser.h"
+#include "http/request.h"
+
+namespace gatehouse::http {
+
+// The Listener's accept callback; data is the ListenPort.
+void on_accept(void* port, event::Connection& c);
+
+// Graceful shutdown: closes connections that wait for a request; the
+// others close after their current response.
+void close_idle_connections();
+
+class HttpConnection {
+public:
+    HttpConnection(event::Connection& c, const ListenPort& port);
+    HttpConnection(const HttpConnection&) = delete;
+    HttpConnection& operator=(const HttpConnection&) = delete;
+    ~HttpConnection();
+
+    event::Connection& conn() { return c_; }
+    const ListenPort& port() const { return port_; }
+    // The servers of the local address this connection came to.
+    const AddrServers& addr_servers();
+    std::string_view peer_addr() const { return peer_text_; }
+    uint16_t peer_port() const { return peer_port_; }
+    std::string_view local_addr();
+    uint16_t local_port();
+
+    // ---- for the response path (phases.cc) ----
+    // Queues bytes to send; they must stay valid until sent (arena, slab
+    // or file). Returns false if the connection failed.
+    void queue(Chain& c);
+    // Tries to write what is queued; when all is written and the response
+    // ended, finishes the request.
+    void flush();
+    // The request ended abnormally: close without a proper end.
+    void abort();
+    bool closing() const { return closing_; }
+    // Called once the response is complete (all written).
+    void finish_request();
+    // Resume r's phases from a posted event (internal redirects and
+    // handlers that finished without I/O).
+    void post_resume();
+
+    bool idle() const { return state_ == State::Keepalive || state_ == State::Head; }
+
+private:
+    enum class State : uint8_t { Head, Processing, Keepalive, Lingering, Closed };
+
+    void on_read();
+    void on_write();
+    void on_read_timeout();
+    void on_write_timeout();
+    void read_head();
+    void start_request(size_t head_len);
+    void reject(int status, std::string_view reason, bool log_info = true);
+    void keepalive_or_close();
+    void lingering_close();
+    void lingering_read();
+    void close();
+    bool discard_body();
+    void resume();
+    // Chooses r.srv by the Host header among the address's servers.
+    void select_server(Request& r);
+
+    event::Connection& c_;
+    const ListenPort& port_;
+    const AddrServers* addr_ = nullptr;
+    SrvConf* default_srv_ = nullptr;
+    State state_ = State::Head;
+    bool closing_ = false;
+
+    // Read buffer: [0, rlen_) holds bytes read; [rpos_, rlen_) is not yet
+    // consumed (the next pipelined request).
+    SlabRef rbuf_;
+    size_t rpos_ = 0;
+    size_t rlen_ = 0;
+    size_t rcap_ = 0;
+    // Parser state and header views, from the first byte of a request to
+    // the end of its response; freed while the connection idles.
+    static constexpr size_t kMaxHeaders = 100;
+    struct HeadState {
+        explicit HeadState(const Limits& l) : parser(l, std::span<HeaderField>(fields)) {}
+        HeaderField fields[kMaxHeaders];
+        RequestParser parser;
+    };
+    std::unique_ptr<HeadState> head_;
+
+    std::unique_ptr<Request> req_;
+    // Output: bufs queued by the response path, written in order.
+    std::pmr::vector<Buf>* out_ = nullptr;  // in the request arena
+    size_t out_head_ = 0;                   // first unsent buf
+    bool out_last_ = false;                 // the last buf of the body is queued
+    uint64_t body_left_ = 0;                // request body bytes to discard
+    bool body_chunked_ = false;
+    std::unique_ptr<ChunkedDecoder> chunked_;
+    event::Msec linger_until_ = 0;
+    event::Event resume_ev_;
+
+    char peer_text_[64] = {};
+    uint16_t peer_port_ = 0;
+    char local_text_[64] = {};
+    uint16_t local_port_ = 0;
+    bool local_known_ = false;
+
+    friend void close_idle_connections();
+    HttpConnection* prev_ = nullptr;  // the worker's list of connections
+    HttpConnection* next_ = nullptr;
+};
+
+}  // namespace gatehouse::http

@@ -1,0 +1,511 @@
+// static_module: files from "root" or "alias", and "try_files".
+//
+// Content phase (serve_file): GET and HEAD get the file (POST 405, as
+// nginx); a directory without a trailing slash is redirected (301) to the
+// URI with one; a URI ending in "/" that the index module did not resolve
+// is 403. Open failures: not found 404, permission 403, the rest 500, each
+// logged with the call and errno. The body is a file buffer sent as it is;
+// conditional requests and ranges are filters of their own
+// (not_modified_filter.cc, range_filter.cc).
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "core/log.h"
+#include "http/connection.h"
+#include "http/core_module.h"
+#include "http/mime.h"
+#include "http/phases.h"
+#include "http/request.h"
+#include "http/static_module.h"
+
+namespace gatehouse::http {
+
+// ---- pure helpers -----------------------------------------------------------
+
+std::optional<std::string_view> path_tail(RootKind kind, size_t alias_len, std::string_view uri) {
+    switch (kind) {
+        case RootKind::Root: return uri;
+        case RootKind::Alias:
+            if (uri.size() < alias_len) return std::nullopt;
+            return uri.substr(alias_len);
+        case RootKind::RegexAlias: return std::string_view();
+    }
+    return std::nullopt;
+}
+
+bool join_path(std::string_view base, std::string_view tail, std::pmr::string& out) {
+    if (tail.find('\0') != std::string_view::npos) return false;
+    out.clear();
+    out.reserve(base.size() + tail.size() + 1);
+    out.append(base);
+    out.append(tail);
+    // Check every segment from the one the junction falls in: "/data/" +
+    // "../x" and "/data/" + ".." must not pass; "/data/img" + "../x" is
+    // the harmless "img..". Segments of the base alone are the operator's.
+    size_t seg = base.empty() ? 0 : out.rfind('/', base.size() - 1);
+    seg = seg == std::string::npos ? 0 : seg + 1;
+    while (seg <= out.size()) {
+        size_t end = out.find('/', seg);
+        if (end == std::string::npos) end = out.size();
+        std::string_view s(out.data() + seg, end - seg);
+        if (s == "." || s == "..") return false;
+        seg = end + 1;
+    }
+    return true;
+}
+
+std::string_view format_etag(time_t mtime, off_t size, std::span<char, kEtagMax> out) {
+    int n = snprintf(out.data(), out.size(), "\"%llx-%llx\"", static_cast<unsigned long long>(mtime),
+                     static_cast<unsigned long long>(size));
+    return {out.data(), static_cast<size_t>(n)};
+}
+
+void append_escaped_path(std::string_view path, std::pmr::string& out) {
+    static constexpr char kHex[] = "0123456789ABCDEF";
+    for (char ch : path) {
+        auto c = static_cast<unsigned char>(ch);
+        bool raw = c > 0x20 && c < 0x7f && c != '"' && c != '#' && c != '%' && c != '?' && c != '<' &&
+                   c != '>' && c != '\\' && c != '^' && c != '`' && c != '{' && c != '|' && c != '}';
+        if (raw) {
+            out.push_back(ch);
+        } else {
+            out.push_back('%');
+            out.push_back(kHex[c >> 4]);
+            out.push_back(kHex[c & 15]);
+        }
+    }
+}
+
+// ---- request helpers ----------------------------------------------------------
+
+namespace {
+
+// try_files found a file for an alias in a regex location: from then on
+// that location's file is the alias followed by the URI (nginx's
+// add_uri_to_alias). Tied to the URI and root it was made for, so that an
+// internal redirect elsewhere does not inherit it.
+struct StaticCtx {
+    std::string_view uri;
+    const DocRoot* root = nullptr;
+};
+
+std::string_view arena_cstr(Arena& a, std::string_view s) {
+    char* p = static_cast<char*>(a.alloc(s.size() + 1, 1));
+    if (!s.empty()) std::memcpy(p, s.data(), s.size());
+    p[s.size()] = '\0';
+    return {p, s.size()};
+}
+
+// The root or alias value for r, absolute.
+std::string_view eval_base(Request& r, const DocRoot* root) {
+    if (!root) return r.main_conf<StaticMainConf>(static_module).default_root;
+    std::string_view base = root->path.eval(r);
+    if (!root->path.literal() && (base.empty() || base[0] != '/')) {
+        std::pmr::string full(r.mem());
+        full.append(root->prefix);
+        full.append(base);
+        base = arena_cstr(r.arena(), full);
+    }
+    return base;
+}
+
+const StaticConf* static_conf(Request& r) {
+    return r.loc_confs ? &r.loc_conf<StaticConf>(static_module) : nullptr;
+}
+
+bool log_not_found(Request& r) {
+    return r.loc_confs ? r.loc_conf<LocConf>(http_core_module).log_not_found.value_or(true) : true;
+}
+
+}  // namespace
+
+void log_for_request(Request& r, log::Level l, int err, std::string_view msg) {
+    if (!log::current().enabled(l)) return;
+    std::string_view peer = r.conn().peer_addr();
+    if (err != 0)
+        log::emit(l, 0, "%.*s (%d: %s), client: %.*s, request: \"%.*s\"", static_cast<int>(msg.size()),
+                  msg.data(), err, strerror(err), static_cast<int>(peer.size()), peer.data(),
+                  static_cast<int>(r.request_line.size()), r.request_line.data());
+    else
+        log::emit(l, 0, "%.*s, client: %.*s, request: \"%.*s\"", static_cast<int>(msg.size()), msg.data(),
+                  static_cast<int>(peer.size()), peer.data(), static_cast<int>(r.request_line.size()),
+                  r.request_line.data());
+}
+
+std::string_view map_uri_to_path(Request& r, std::string_view uri, size_t* root_len) {
+    const StaticConf* c = static_conf(r);
+    if (!c) return {};
+    const DocRoot* root = c->root;
+    std::string_view base = eval_base(r, root);
+    std::optional<std::string_view> tail;
+    if (root == nullptr) {
+        tail = uri;
+    } else {
+        tail = path_tail(root->kind, root->alias_len, uri);
+        auto* sc = r.ctx<StaticCtx>(static_module);
+        if (root->kind == RootKind::RegexAlias && sc && sc->root == root && sc->uri.data() == uri.data() &&
+            sc->uri.size() == uri.size())
+            tail = uri;
+    }
+    if (!tail) return {};
+    std::pmr::string path(r.mem());
+    if (!join_path(base, *tail, path)) return {};
+    if (root_len) *root_len = base.size();
+    return arena_cstr(r.arena(), path);
+}
+
+std::string_view content_type_for(Request& r, std::string_view exten) {
+    const StaticConf* c = static_conf(r);
+    if (!c) return "text/plain";
+    std::string_view t = c->types ? c->types->find(exten) : builtin_mime_type(exten);
+    if (!t.empty()) return t;
+    return c->default_type ? std::string_view(*c->default_type) : std::string_view("text/plain");
+}
+
+bool sendfile_enabled(Request& r) {
+    const StaticConf* c = static_conf(r);
+    return c && c->sendfile.value_or(false);
+}
+
+namespace {
+
+std::string quoted(std::string_view s) { return "\"" + std::string(s) + "\""; }
+
+// ---- Content: serve a file -----------------------------------------------
+
+Next redirect_to_dir(Request& r) {
+    // nginx sends the URI as processed, plus "/", plus the arguments.
+    std::pmr::string loc(r.mem());
+    append_escaped_path(r.uri, loc);
+    loc.push_back('/');
+    if (!r.args.empty()) {
+        loc.push_back('?');
+        loc.append(r.args);
+    }
+    r.out.location = r.arena().dup(loc);
+    return respond_status(r, 301);
+}
+
+Next serve_file(Request& r) {
+    Method m = r.in.method;
+    if (m != Method::Get && m != Method::Head && m != Method::Post) return respond_status(r, 405);
+
+    std::string_view path = map_uri_to_path(r, r.uri);
+    if (!r.uri.empty() && r.uri.back() == '/') {
+        // The index module found no index file in this directory.
+        log_for_request(r, log::Level::Error, 0,
+                        "directory index of " + quoted(path.empty() ? r.uri : path) + " is forbidden");
+        return respond_status(r, 403);
+    }
+    if (path.empty()) return respond_status(r, 404, "the URI does not map to a file under the root");
+
+    int fd = ::open(path.data(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        int err = errno;
+        int status = 500;
+        log::Level level = log::Level::Crit;
+        if (err == ENOENT || err == ENOTDIR || err == ENAMETOOLONG) {
+            status = 404;
+            level = log::Level::Error;
+            if (!log_not_found(r)) return respond_status(r, 404);
+        } else if (err == EACCES) {
+            status = 403;
+            level = log::Level::Error;
+        }
+        log_for_request(r, level, err, "open() " + quoted(path) + " failed");
+        return respond_status(r, status);
+    }
+    r.add_fd(fd);
+    struct stat st;
+    if (::fstat(fd, &st) != 0) {
+        log_for_request(r, log::Level::Crit, errno, "fstat() " + quoted(path) + " failed");
+        return respond_status(r, 500);
+    }
+    if (S_ISDIR(st.st_mode)) return redirect_to_dir(r);
+    if (!S_ISREG(st.st_mode)) {
+        log_for_request(r, log::Level::Crit, 0, quoted(path) + " is not a regular file");
+        return respond_status(r, 404);
+    }
+    if (m == Method::Post) return respond_status(r, 405);
+
+    const StaticConf& c = r.loc_conf<StaticConf>(static_module);
+    r.status = 200;
+    r.out.status = 200;
+    r.out.content_length = static_cast<uint64_t>(st.st_size);
+    r.out.last_modified = st.st_mtime;
+    if (c.etag.value_or(true)) {
+        char buf[kEtagMax];
+        r.out.etag = r.arena().dup(format_etag(st.st_mtime, st.st_size, buf));
+    }
+    r.out.content_type = content_type_for(r, r.exten);
+    r.out.accept_ranges = true;  // the range filter may cut this body
+
+    Buf b = st.st_size > 0 ? Buf::file(fd, 0, st.st_size) : Buf();
+    b.last_buf = true;
+    r.body.push(std::move(b));
+    return Next::Respond;
+}
+
+// ---- Precontent: try_files ---------------------------------------------
+
+enum class Probe : uint8_t { Found, Missing };
+
+Probe probe(Request& r, std::string_view path, bool want_dir) {
+    struct stat st;
+    if (::stat(path.data(), &st) != 0) {
+        int err = errno;
+        if (err != ENOENT && err != ENOTDIR && err != ENAMETOOLONG)
+            log_for_request(r, log::Level::Crit, err, "stat() " + quoted(path) + " failed");
+        return Probe::Missing;
+    }
+    return S_ISDIR(st.st_mode) == want_dir ? Probe::Found : Probe::Missing;
+}
+
+Next run_try_files(Request& r) {
+    const StaticConf* c = static_conf(r);
+    if (!c || !c->try_files) return Next::Decline;
+    const TryFiles& tf = *c->try_files;
+    const DocRoot* root = c->root;
+    RootKind kind = root ? root->kind : RootKind::Root;
+    // The location prefix an alias replaces, as it appears in the URI.
+    std::string_view prefix = kind == RootKind::Alias ? r.uri.substr(0, std::min(root->alias_len, r.uri.size()))
+                                                      : std::string_view();
+
+    for (const ComplexValue& f : tf.files) {
+        std::string_view name = f.eval(r);
+        bool want_dir = !name.empty() && name.back() == '/';
+        // A name under the location prefix loses it for "alias", as the URI
+        // would; other names are taken below the alias as they are.
+        std::string_view tail = name;
+        if (kind == RootKind::Alias && name.substr(0, prefix.size()) == prefix) tail = name.substr(prefix.size());
+        std::pmr::string path(r.mem());
+        if (!join_path(eval_base(r, root), tail, path)) continue;
+        std::string_view p = arena_cstr(r.arena(), path);
+        if (probe(r, p, want_dir) != Probe::Found) continue;
+
+        // Found: the request goes on in this location with this URI.
+        if (kind == RootKind::Alias) {
+            std::pmr::string uri(r.mem());
+            uri.append(prefix);
+            uri.append(tail);
+            r.uri = r.arena().dup(uri);
+        } else if (kind == RootKind::RegexAlias) {
+            if (!want_dir) {
+                r.uri = r.arena().dup(name);
+                auto* sc = r.arena().make<StaticCtx>();
+                sc->uri = r.uri;
+                sc->root = root;
+                r.set_ctx(static_module, sc);
+            }
+        } else {
+            r.uri = r.arena().dup(name);
+        }
+        r.set_exten();
+        return Next::Proceed;
+    }
+
+    if (tf.code != 0) return respond_status(r, tf.code);
+    std::string_view target = tf.fallback.eval(r);
+    if (!target.empty() && target[0] == '@') return named_redirect(r, target);
+    // "uri?args" replaces the arguments; a URI without "?" keeps them.
+    size_t q = target.find('?');
+    if (q == std::string_view::npos) return internal_redirect(r, target, r.args);
+    return internal_redirect(r, target.substr(0, q), target.substr(q + 1));
+}
+
+// ---- variables ----------------------------------------------------------
+
+void var_document_root(Request& r, VarValue& v, uintptr_t) {
+    const StaticConf* c = static_conf(r);
+    if (!c) {
+        v.not_found = true;
+        return;
+    }
+    v.s = eval_base(r, c->root);
+    v.valid = true;
+}
+
+void var_realpath_root(Request& r, VarValue& v, uintptr_t) {
+    const StaticConf* c = static_conf(r);
+    if (!c) {
+        v.not_found = true;
+        return;
+    }
+    std::string_view base = arena_cstr(r.arena(), eval_base(r, c->root));
+    char buf[PATH_MAX];
+    if (::realpath(base.data(), buf) == nullptr) {
+        log_for_request(r, log::Level::Crit, errno, "realpath() " + quoted(base) + " failed");
+        v.not_found = true;
+        return;
+    }
+    v.s = r.arena().dup(buf);
+    v.valid = true;
+}
+
+void var_request_filename(Request& r, VarValue& v, uintptr_t) {
+    std::string_view p = map_uri_to_path(r, r.uri);
+    if (p.empty()) {
+        v.not_found = true;
+        return;
+    }
+    v.s = p;
+    v.valid = true;
+}
+
+// ---- configuration -------------------------------------------------------
+
+using conf::Ctx;
+using conf::Node;
+
+Status set_root(Ctx& cx, const Node& n, StaticConf& c) {
+    bool alias = n.name == "alias";
+    if (c.root) {
+        bool was_alias = c.root->kind != RootKind::Root;
+        if (was_alias == alias) return cx.duplicate(n);
+        return cx.error(n, "\"" + n.name + "\" directive is duplicate, \"" +
+                               std::string(was_alias ? "alias" : "root") + "\" directive was specified earlier");
+    }
+    std::string_view text = n.args[0].text;
+    if (text.find("$document_root") != std::string_view::npos ||
+        text.find("$realpath_root") != std::string_view::npos)
+        return cx.error(n, "the $document_root and $realpath_root variables cannot be used in the \"" + n.name +
+                               "\" directive");
+    const auto* lc = cx.conf<LocConf>(http_core_module, conf::Level::Loc);
+    if (alias && lc && lc->match == LocMatch::Named)
+        return cx.error(n, "the \"alias\" directive cannot be used inside the named location");
+
+    std::string path(text);
+    // "root /data/" + "/x" would read "/data//x": same file, uglier logs.
+    if (!alias && path.size() > 1 && path.back() == '/') path.pop_back();
+    if (!path.empty() && path[0] != '/' && path[0] != '$') path = cx.full_path(path);
+    auto cv = ComplexValue::compile(cx, n, path);
+    if (!cv) return cv.error();
+
+    auto* d = cx.arena().make<DocRoot>();
+    d->kind = RootKind::Root;
+    if (alias) {
+        bool regex = lc && (lc->match == LocMatch::Regex || lc->match == LocMatch::RegexCaseless);
+        d->kind = regex ? RootKind::RegexAlias : RootKind::Alias;
+        d->alias_len = lc ? lc->name.size() : 0;
+    }
+    d->path = std::move(*cv);
+    if (!d->path.literal()) d->prefix = cx.prefix();
+    c.root = d;
+    return {};
+}
+
+// "types { text/html html htm; ... }": each line is a type and its
+// extensions, not a directive, so the block is read here, not walked.
+Status set_types(Ctx& cx, const Node& n, StaticConf& c) {
+    // A second block at the same level adds to the first, as in nginx.
+    if (!c.types) c.types = cx.arena().make<MimeTypes>();
+    for (const Node& line : n.children) {
+        if (line.block) return cx.error(line, "unexpected \"{\"");
+        for (const conf::Arg& ext : line.args) {
+            if (auto old = c.types->add(ext.text, line.name))
+                GH_LOG(Warn, "duplicate extension \"%s\", content type: \"%s\", previous content type: \"%s\" in %s",
+                       ext.text.c_str(), line.name.c_str(), old->c_str(), line.where().c_str());
+        }
+    }
+    return {};
+}
+
+Status set_if_modified_since(Ctx& cx, const Node& n, StaticConf& c) {
+    if (c.if_modified_since) return cx.duplicate(n);
+    std::string_view v = n.args[0].text;
+    if (v == "off") c.if_modified_since = IfModifiedSince::Off;
+    else if (v == "exact") c.if_modified_since = IfModifiedSince::Exact;
+    else if (v == "before") c.if_modified_since = IfModifiedSince::Before;
+    else
+        return cx.error(n, "invalid value \"" + std::string(v) +
+                               "\" in \"if_modified_since\" directive, it must be \"off\", \"exact\" or \"before\"");
+    return {};
+}
+
+Status set_try_files(Ctx& cx, const Node& n, StaticConf& c) {
+    if (c.try_files) return cx.duplicate(n);
+    auto* tf = cx.arena().make<TryFiles>();
+    for (size_t i = 0; i + 1 < n.args.size(); ++i) {
+        auto cv = ComplexValue::compile(cx, n, n.args[i].text);
+        if (!cv) return cv.error();
+        tf->files.push_back(std::move(*cv));
+    }
+    const std::string& last = n.args.back().text;
+    if (!last.empty() && last[0] == '=') {
+        auto code = conf::parse_number(std::string_view(last).substr(1), 999);
+        if (!code || *code < 100) return cx.error(n, "invalid code \"" + last + "\"");
+        tf->code = static_cast<int>(*code);
+    } else {
+        auto cv = ComplexValue::compile(cx, n, last);
+        if (!cv) return cv.error();
+        tf->fallback = std::move(*cv);
+    }
+    c.try_files = tf;
+    return {};
+}
+
+void merge(const StaticConf& up, StaticConf& c) {
+    if (!c.root) c.root = up.root;
+    if (!c.types) c.types = up.types;
+    conf::inherit(c.default_type, up.default_type, "text/plain");
+    conf::inherit(c.sendfile, up.sendfile, false);
+    conf::inherit(c.etag, up.etag, true);
+    conf::inherit(c.if_modified_since, up.if_modified_since, IfModifiedSince::Exact);
+    conf::inherit(c.max_ranges, up.max_ranges);
+    conf::inherit(c.types_hash_max_size, up.types_hash_max_size, 1024);
+    conf::inherit(c.types_hash_bucket_size, up.types_hash_bucket_size, 64);
+}
+
+Status postconfiguration(Ctx& cx) {
+    auto* mc = cx.conf<StaticMainConf>(static_module, conf::Level::Main);
+    if (mc) mc->default_root = cx.full_path("html");
+    return {};
+}
+
+constexpr conf::Directive kDirectives[] = {
+    {"root", conf::kHttpSrvLoc | conf::kIf, conf::Take1, conf::custom<set_root>()},
+    {"alias", conf::kLocation, conf::Take1, conf::custom<set_root>()},
+    {"types", conf::kHttpSrvLoc, conf::Block, conf::custom<set_types>()},
+    {"default_type", conf::kHttpSrvLoc, conf::Take1, conf::string<&StaticConf::default_type>()},
+    {"sendfile", conf::kHttpSrvLoc | conf::kIf, conf::Take1, conf::flag<&StaticConf::sendfile>()},
+    {"etag", conf::kHttpSrvLoc, conf::Take1, conf::flag<&StaticConf::etag>()},
+    {"if_modified_since", conf::kHttpSrvLoc, conf::Take1, conf::custom<set_if_modified_since>()},
+    {"max_ranges", conf::kHttpSrvLoc, conf::Take1, conf::number<&StaticConf::max_ranges>()},
+    {"types_hash_max_size", conf::kHttpSrvLoc, conf::Take1, conf::size<&StaticConf::types_hash_max_size>()},
+    {"types_hash_bucket_size", conf::kHttpSrvLoc, conf::Take1,
+     conf::size<&StaticConf::types_hash_bucket_size>()},
+    {"try_files", conf::kServer | conf::kLocation, conf::Take2More, conf::custom<set_try_files>()},
+};
+
+constexpr PhaseHandler kPhases[] = {
+    {Phase::Precontent, run_try_files},
+    {Phase::Content, serve_file},
+};
+
+constexpr VariableDef kVariables[] = {
+    {"document_root", var_document_root, 0, kVarNoCache},
+    {"realpath_root", var_realpath_root, 0, kVarNoCache},
+    {"request_filename", var_request_filename, 0, kVarNoCache},
+};
+
+constexpr ModuleHooks kHooks{.phases = kPhases, .variables = kVariables};
+
+}  // namespace
+
+extern const conf::Module static_module{
+    .name = "static",
+    .directives = kDirectives,
+    .main = conf::level<StaticMainConf>(),
+    .loc = conf::level<StaticConf, merge>(),
+    .postconfiguration = postconfiguration,
+    .http = &kHooks,
+};
+
+}  // namespace gatehouse::http

@@ -1,0 +1,149 @@
+#include "http/range.h"
+
+#include <strings.h>
+
+#include <cstdio>
+
+namespace gatehouse::http {
+
+namespace {
+
+class Scanner {
+public:
+    explicit Scanner(std::string_view s) : s_(s) {}
+    bool at_end() const { return i_ == s_.size(); }
+    bool peek(char c) const { return i_ < s_.size() && s_[i_] == c; }
+    void advance() { ++i_; }
+    void skip_space() {
+        while (i_ < s_.size() && (s_[i_] == ' ' || s_[i_] == '\t')) ++i_;
+    }
+    // One or more digits; false when there is none or the value overflows.
+    bool number(uint64_t& v) {
+        size_t from = i_;
+        v = 0;
+        while (i_ < s_.size() && s_[i_] >= '0' && s_[i_] <= '9') {
+            uint64_t d = static_cast<uint64_t>(s_[i_] - '0');
+            if (v > (UINT64_MAX - d) / 10) return false;
+            v = v * 10 + d;
+            ++i_;
+        }
+        return i_ > from;
+    }
+
+private:
+    std::string_view s_;
+    size_t i_ = 0;
+};
+
+RangeRequest verdict(RangeVerdict v) {
+    RangeRequest r;
+    r.verdict = v;
+    return r;
+}
+
+}  // namespace
+
+RangeRequest parse_range(std::string_view field, uint64_t length, uint64_t max_ranges) {
+    constexpr std::string_view kUnit = "bytes=";
+    if (field.size() <= kUnit.size() || strncasecmp(field.data(), kUnit.data(), kUnit.size()) != 0)
+        return verdict(RangeVerdict::Ignore);
+    Scanner sc(field.substr(kUnit.size()));
+    RangeRequest out;
+    uint64_t total = 0;
+    for (;;) {
+        sc.skip_space();
+        uint64_t start = 0, last = 0;
+        bool suffix = false, open = false;
+        if (sc.peek('-')) {
+            // "-N": the last N bytes.
+            suffix = true;
+            sc.advance();
+        } else {
+            if (!sc.number(start)) return verdict(RangeVerdict::Unsatisfiable);
+            sc.skip_space();
+            if (!sc.peek('-')) return verdict(RangeVerdict::Unsatisfiable);
+            sc.advance();
+            sc.skip_space();
+            open = sc.at_end() || sc.peek(',');  // "N-": from N to the end
+        }
+        if (!open) {
+            if (!sc.number(last)) return verdict(RangeVerdict::Unsatisfiable);
+            sc.skip_space();
+            if (!sc.at_end() && !sc.peek(',')) return verdict(RangeVerdict::Unsatisfiable);
+        }
+
+        // To a half-open interval clipped to the representation.
+        uint64_t end;
+        if (suffix) {
+            start = last < length ? length - last : 0;
+            end = length;
+        } else if (open) {
+            end = length;
+        } else {
+            end = last >= length ? length : last + 1;
+        }
+
+        if (start < end) {
+            if (++out.count > max_ranges) return verdict(RangeVerdict::Ignore);
+            if (out.count == 1) out.first = {start, end};
+            total += end - start;
+        } else if (start == 0) {
+            // Only an empty representation gets here: nothing to cut.
+            return verdict(RangeVerdict::Ignore);
+        }
+
+        if (sc.at_end()) break;
+        sc.advance();  // ','
+    }
+    if (out.count == 0) return verdict(RangeVerdict::Unsatisfiable);
+    if (total > length) return verdict(RangeVerdict::Ignore);
+    out.verdict = RangeVerdict::Satisfiable;
+    return out;
+}
+
+std::string_view format_content_range(ByteRange r, uint64_t length, std::span<char, kContentRangeMax> out) {
+    int n = snprintf(out.data(), out.size(), "bytes %llu-%llu/%llu", static_cast<unsigned long long>(r.start),
+                     static_cast<unsigned long long>(r.end - 1), static_cast<unsigned long long>(length));
+    return {out.data(), static_cast<size_t>(n)};
+}
+
+std::string_view format_unsatisfied_range(uint64_t length, std::span<char, kContentRangeMax> out) {
+    int n = snprintf(out.data(), out.size(), "bytes */%llu", static_cast<unsigned long long>(length));
+    return {out.data(), static_cast<size_t>(n)};
+}
+
+void RangeSlicer::run(Chain& in, Chain& out) {
+    for (Buf& b : in) {
+        if (done_) break;
+        uint64_t from = offset_;
+        uint64_t to = offset_ + b.size();
+        offset_ = to;
+        if (to <= range_.start || from >= range_.end) {
+            // Wholly outside the range. A body shorter than announced
+            // still has to end.
+            if (b.last_buf) {
+                Buf end;
+                end.last_buf = true;
+                out.push(std::move(end));
+                done_ = true;
+            }
+            continue;
+        }
+        uint64_t skip = range_.start > from ? range_.start - from : 0;
+        uint64_t cut = to > range_.end ? to - range_.end : 0;
+        if (b.in_file()) {
+            b.file_pos += static_cast<off_t>(skip);
+            b.file_last -= static_cast<off_t>(cut);
+        } else {
+            b.pos += skip;
+            b.last -= cut;
+        }
+        // The range ends here, or the body does (shorter than announced).
+        if (to >= range_.end) b.last_buf = true;
+        done_ = b.last_buf;
+        out.push(std::move(b));
+    }
+    in.clear();
+}
+
+}  // namespace gatehouse::http

@@ -1,0 +1,482 @@
+#include "http/variables.h"
+
+#include <strings.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <ctime>
+
+#include "conf/registry.h"
+#include "event/loop.h"
+#include "http/connection.h"
+#include "http/core_module.h"
+#include "http/worker_ctx.h"
+
+namespace gatehouse::http {
+
+// ---- the table -------------------------------------------------------------
+
+void VarTable::load_modules() {
+    defs_.clear();
+    for (const Module* m : modules)
+        if (m->http)
+            for (const VariableDef& d : m->http->variables) defs_.push_back(&d);
+}
+
+const VariableDef* VarTable::find_def(std::string_view name, std::string_view* suffix) const {
+    for (const VariableDef* d : defs_)
+        if (!(d->flags & kVarPrefix) && d->name == name) return d;
+    const VariableDef* best = nullptr;
+    for (const VariableDef* d : defs_)
+        if ((d->flags & kVarPrefix) && name.size() > d->name.size() &&
+            name.compare(0, d->name.size(), d->name) == 0 &&
+            (!best || d->name.size() > best->name.size()))
+            best = d;
+    if (best && suffix) *suffix = name.substr(best->name.size());
+    return best;
+}
+
+int VarTable::index(std::string_view name, const conf::Node& where) {
+    for (size_t i = 0; i < vars_.size(); ++i)
+        if (vars_[i].name == name) return static_cast<int>(i);
+    Var v;
+    v.name = std::string(name);
+    v.first_use = where.where();
+    std::string_view suffix;
+    if (const VariableDef* d = find_def(name, &suffix)) {
+        v.get = d->get;
+        v.arg = d->arg;
+        v.flags = d->flags;
+        if (d->flags & kVarPrefix) {
+            suffix_text_.push_back(std::make_unique<std::string>(suffix));
+            suffixes_.push_back(std::make_unique<std::string_view>(*suffix_text_.back()));
+            v.suffix = suffixes_.back().get();
+            v.arg = reinterpret_cast<uintptr_t>(v.suffix);
+        }
+    }
+    vars_.push_back(std::move(v));
+    return static_cast<int>(vars_.size() - 1);
+}
+
+int VarTable::define_user(std::string_view name) {
+    for (size_t i = 0; i < vars_.size(); ++i)
+        if (vars_[i].name == name) {
+            if (!vars_[i].get) vars_[i].user = true;
+            return static_cast<int>(i);
+        }
+    Var v;
+    v.name = std::string(name);
+    std::string_view suffix;
+    if (const VariableDef* d = find_def(name, &suffix); d && !(d->flags & kVarPrefix)) {
+        v.get = d->get;
+        v.arg = d->arg;
+        v.flags = d->flags;
+    } else {
+        v.user = true;
+    }
+    vars_.push_back(std::move(v));
+    return static_cast<int>(vars_.size() - 1);
+}
+
+Status VarTable::check() const {
+    for (const Var& v : vars_)
+        if (!v.get && !v.user) return make_error("unknown \"" + v.name + "\" variable in " + v.first_use);
+    return {};
+}
+
+const VarValue& get_var(Request& r, int index) {
+    static const VarValue kNotFound{{}, true, true};
+    HttpMainConf* m = http_main(r.main_confs);
+    if (!m || !r.vars || index < 0 || static_cast<size_t>(index) >= m->vars.size()) return kNotFound;
+    VarValue& v = r.vars[index];
+    const VarTable::Var& def = m->vars.var(index);
+    if (v.valid && !(def.flags & kVarNoCache)) return v;
+    if (def.user) {
+        // "set" stores the value directly; unset user variables are empty.
+        if (!v.valid) {
+            v.valid = true;
+            v.not_found = true;
+        }
+        return v;
+    }
+    v = VarValue{};
+    def.get(r, v, def.arg);
+    v.valid = true;
+    return v;
+}
+
+// ---- complex values ----------------------------------------------------------
+
+size_t parse_var_ref(std::string_view s, std::string_view* name) {
+    if (s.size() < 2 || s[0] != '$') return 0;
+    auto word = [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+    };
+    if (s[1] == '{') {
+        size_t close = s.find('}', 2);
+        if (close == std::string_view::npos || close == 2) return 0;
+        for (size_t i = 2; i < close; ++i)
+            if (!word(s[i])) return 0;
+        *name = s.substr(2, close - 2);
+        return close + 1;
+    }
+    size_t i = 1;
+    if (s[1] >= '0' && s[1] <= '9') {
+        *name = s.substr(1, 1);  // $1: a single digit, as nginx reads it
+        return 2;
+    }
+    while (i < s.size() && word(s[i])) ++i;
+    if (i == 1) return 0;
+    *name = s.substr(1, i - 1);
+    return i;
+}
+
+Result<ComplexValue> ComplexValue::compile(conf::Ctx& cx, const conf::Node& n, std::string_view text) {
+    ComplexValue cv;
+    cv.text_ = std::string(text);
+    HttpMainConf* m = cx.conf<HttpMainConf>(http_core_module, conf::Level::Main);
+    std::string_view s = cv.text_;
+    size_t lit_start = 0;
+    size_t i = 0;
+    while (i < s.size()) {
+        if (s[i] != '$') {
+            ++i;
+            continue;
+        }
+        std::string_view name;
+        size_t len = parse_var_ref(s.substr(i), &name);
+        if (len == 0) {
+            if (i + 1 < s.size() && s[i + 1] == '{')
+                return cx.error(n, "invalid variable name in \"" + std::string(text) + "\"");
+            ++i;  // a lone "$" is literal
+            continue;
+        }
+        if (i > lit_start) cv.segs_.push_back({lit_start, i - lit_start, -1, -1});
+        Seg seg;
+        if (name.size() == 1 && name[0] >= '0' && name[0] <= '9') {
+            seg.capture = name[0] - '0';
+            cv.captures_ = true;
+        } else {
+            if (!m) return cx.error(n, "variables are not allowed here");
+            seg.var = m->vars.index(name, n);
+        }
+        cv.segs_.push_back(seg);
+        i += len;
+        lit_start = i;
+    }
+    if (lit_start < s.size()) cv.segs_.push_back({lit_start, s.size() - lit_start, -1, -1});
+    return cv;
+}
+
+std::string_view ComplexValue::eval(Request& r) const {
+    if (segs_.empty()) return {};
+    if (segs_.size() == 1 && segs_[0].var < 0 && segs_[0].capture < 0)
+        return std::string_view(text_).substr(segs_[0].lit_pos, segs_[0].lit_len);
+    // Two passes: sizes, then bytes, into the request arena.
+    auto piece = [&](const Seg& g) -> std::string_view {
+        if (g.var >= 0) {
+            const VarValue& v = get_var(r, g.var);
+            return v.not_found ? std::string_view() : v.s;
+        }
+        if (g.capture >= 0) {
+            if (g.capture >= r.ncaptures || r.captures[2 * g.capture] < 0) return {};
+            int a = r.captures[2 * g.capture], b = r.captures[2 * g.capture + 1];
+            return r.capture_subject.substr(static_cast<size_t>(a), static_cast<size_t>(b - a));
+        }
+        return std::string_view(text_).substr(g.lit_pos, g.lit_len);
+    };
+    size_t total = 0;
+    for (const Seg& g : segs_) total += piece(g).size();
+    char* out = static_cast<char*>(r.arena().alloc(total ? total : 1, 1));
+    size_t pos = 0;
+    for (const Seg& g : segs_) {
+        std::string_view p = piece(g);
+        if (pos + p.size() > total) break;  // a NoCache variable grew between passes
+        memcpy(out + pos, p.data(), p.size());
+        pos += p.size();
+    }
+    return {out, pos};
+}
+
+// ---- the core variables ------------------------------------------------------
+
+namespace {
+
+void set(VarValue& v, std::string_view s) { v.s = s; }
+
+std::string_view num(Request& r, uint64_t n) {
+    char b[24];
+    int len = snprintf(b, sizeof b, "%llu", static_cast<unsigned long long>(n));
+    return r.arena().dup({b, static_cast<size_t>(len)});
+}
+
+const HeaderField* find_in(Request& r, std::string_view name) {
+    for (const HeaderField& h : r.in.headers)
+        if (h.name.size() == name.size() && strncasecmp(h.name.data(), name.data(), name.size()) == 0) return &h;
+    return nullptr;
+}
+
+// $http_user_agent: "user_agent" matches "User-Agent".
+bool header_matches(std::string_view header, std::string_view var) {
+    if (header.size() != var.size()) return false;
+    for (size_t i = 0; i < var.size(); ++i) {
+        char h = header[i], v = var[i];
+        if (h >= 'A' && h <= 'Z') h = static_cast<char>(h + 32);
+        if (h == '-') h = '_';
+        if (v >= 'A' && v <= 'Z') v = static_cast<char>(v + 32);
+        if (h != v) return false;
+    }
+    return true;
+}
+
+void v_http(Request& r, VarValue& v, uintptr_t arg) {
+    auto name = *reinterpret_cast<const std::string_view*>(arg);
+    const HeaderField* first = nullptr;
+    size_t count = 0, total = 0;
+    bool cookie = header_matches("cookie", name);
+    for (const HeaderField& h : r.in.headers)
+        if (header_matches(h.name, name)) {
+            if (!first) first = &h;
+            ++count;
+            total += h.value.size();
+        }
+    if (!first) {
+        v.not_found = true;
+        return;
+    }
+    if (count == 1) {
+        set(v, first->value);
+        return;
+    }
+    // Repeated headers join with ", " ("; " for Cookie), as nginx does.
+    std::string_view sep = cookie ? "; " : ", ";
+    char* out = static_cast<char*>(r.arena().alloc(total + sep.size() * count, 1));
+    size_t pos = 0;
+    for (const HeaderField& h : r.in.headers)
+        if (header_matches(h.name, name)) {
+            if (pos) {
+                memcpy(out + pos, sep.data(), sep.size());
+                pos += sep.size();
+            }
+            memcpy(out + pos, h.value.data(), h.value.size());
+            pos += h.value.size();
+        }
+    set(v, {out, pos});
+}
+
+void v_sent_http(Request& r, VarValue& v, uintptr_t arg) {
+    auto name = *reinterpret_cast<const std::string_view*>(arg);
+    if (header_matches("content_type", name) && !r.out.content_type.empty()) return set(v, r.out.content_type);
+    if (header_matches("content_length", name) && r.out.content_length) return set(v, num(r, *r.out.content_length));
+    if (header_matches("location", name) && !r.out.location.empty()) return set(v, r.out.location);
+    for (const Header& h : r.out.headers)
+        if (header_matches(h.name, name)) return set(v, h.value);
+    v.not_found = true;
+}
+
+void v_arg(Request& r, VarValue& v, uintptr_t arg) {
+    auto name = *reinterpret_cast<const std::string_view*>(arg);
+    std::string_view a = r.args;
+    while (!a.empty()) {
+        size_t amp = a.find('&');
+        std::string_view kv = a.substr(0, amp);
+        size_t eq = kv.find('=');
+        std::string_view k = kv.substr(0, eq);
+        if (k.size() == name.size() && strncasecmp(k.data(), name.data(), k.size()) == 0) {
+            set(v, eq == std::string_view::npos ? std::string_view() : kv.substr(eq + 1));
+            return;
+        }
+        if (amp == std::string_view::npos) break;
+        a.remove_prefix(amp + 1);
+    }
+    v.not_found = true;
+}
+
+void v_cookie(Request& r, VarValue& v, uintptr_t arg) {
+    auto name = *reinterpret_cast<const std::string_view*>(arg);
+    for (const HeaderField& h : r.in.headers) {
+        if (h.name.size() != 6 || strncasecmp(h.name.data(), "cookie", 6) != 0) continue;
+        std::string_view c = h.value;
+        while (!c.empty()) {
+            while (!c.empty() && (c[0] == ' ' || c[0] == ';')) c.remove_prefix(1);
+            size_t semi = c.find(';');
+            std::string_view kv = c.substr(0, semi);
+            size_t eq = kv.find('=');
+            if (eq != std::string_view::npos && kv.substr(0, eq) == name) {
+                set(v, kv.substr(eq + 1));
+                return;
+            }
+            if (semi == std::string_view::npos) break;
+            c.remove_prefix(semi + 1);
+        }
+    }
+    v.not_found = true;
+}
+
+void v_remote_addr(Request& r, VarValue& v, uintptr_t) { set(v, r.conn().peer_addr()); }
+void v_remote_port(Request& r, VarValue& v, uintptr_t) {
+    if (r.conn().peer_port() == 0) return set(v, "");
+    set(v, num(r, r.conn().peer_port()));
+}
+void v_server_addr(Request& r, VarValue& v, uintptr_t) { set(v, r.arena().dup(r.conn().local_addr())); }
+void v_server_port(Request& r, VarValue& v, uintptr_t) { set(v, num(r, r.conn().local_port())); }
+void v_server_name(Request& r, VarValue& v, uintptr_t) {
+    if (r.srv && !r.srv->server_names.empty()) return set(v, r.srv->server_names[0].name);
+    set(v, "");
+}
+void v_host(Request& r, VarValue& v, uintptr_t) {
+    if (!r.host.empty()) return set(v, r.host);
+    if (r.srv && !r.srv->server_names.empty()) return set(v, r.srv->server_names[0].name);
+    set(v, "");
+}
+void v_request(Request& r, VarValue& v, uintptr_t) { set(v, r.request_line); }
+void v_request_uri(Request& r, VarValue& v, uintptr_t) { set(v, r.unparsed_uri); }
+void v_uri(Request& r, VarValue& v, uintptr_t) { set(v, r.uri); }
+void v_args(Request& r, VarValue& v, uintptr_t) { set(v, r.args); }
+void v_is_args(Request& r, VarValue& v, uintptr_t) { set(v, r.args.empty() ? "" : "?"); }
+void v_scheme(Request&, VarValue& v, uintptr_t) { set(v, "http"); }
+void v_https(Request&, VarValue& v, uintptr_t) { set(v, ""); }
+void v_method(Request& r, VarValue& v, uintptr_t) { set(v, r.method); }
+void v_protocol(Request& r, VarValue& v, uintptr_t) {
+    set(v, r.http_version == 10 ? "HTTP/1.0" : r.http_version == 11 ? "HTTP/1.1" : "HTTP/0.9");
+}
+void v_status(Request& r, VarValue& v, uintptr_t) {
+    int s = r.status ? r.status : r.out.status;
+    if (s == 0) return set(v, "000");
+    char b[8];
+    int n = snprintf(b, sizeof b, "%03d", s);
+    set(v, r.arena().dup({b, static_cast<size_t>(n)}));
+}
+void v_body_bytes_sent(Request& r, VarValue& v, uintptr_t) {
+    // Bytes of the body sent: what went out minus the head, as nginx counts.
+    set(v, num(r, r.counters.body_bytes_sent));
+}
+void v_bytes_sent(Request& r, VarValue& v, uintptr_t) { set(v, num(r, r.counters.bytes_sent)); }
+void v_request_length(Request& r, VarValue& v, uintptr_t) { set(v, num(r, r.counters.request_length)); }
+void v_request_time(Request& r, VarValue& v, uintptr_t) {
+    event::Msec now = worker_loop().now();
+    event::Msec d = now > r.counters.start_msec ? now - r.counters.start_msec : 0;
+    char b[32];
+    int n = snprintf(b, sizeof b, "%llu.%03llu", static_cast<unsigned long long>(d / 1000),
+                     static_cast<unsigned long long>(d % 1000));
+    set(v, r.arena().dup({b, static_cast<size_t>(n)}));
+}
+void v_time_local(Request& r, VarValue& v, uintptr_t) {
+    static const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                    "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    time_t t = static_cast<time_t>(worker_loop().wall().sec);
+    struct tm tm;
+    localtime_r(&t, &tm);
+    long off = tm.tm_gmtoff / 60;
+    char sign = off < 0 ? '-' : '+';
+    if (off < 0) off = -off;
+    char b[64];
+    int n = snprintf(b, sizeof b, "%02d/%s/%04d:%02d:%02d:%02d %c%02ld%02ld", tm.tm_mday, kMonths[tm.tm_mon],
+                     tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec, sign, off / 60, off % 60);
+    set(v, r.arena().dup({b, static_cast<size_t>(n)}));
+}
+void v_time_iso8601(Request& r, VarValue& v, uintptr_t) {
+    time_t t = static_cast<time_t>(worker_loop().wall().sec);
+    struct tm tm;
+    localtime_r(&t, &tm);
+    long off = tm.tm_gmtoff / 60;
+    char sign = off < 0 ? '-' : '+';
+    if (off < 0) off = -off;
+    char b[64];
+    int n = snprintf(b, sizeof b, "%04d-%02d-%02dT%02d:%02d:%02d%c%02ld:%02ld", tm.tm_year + 1900, tm.tm_mon + 1,
+                     tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, sign, off / 60, off % 60);
+    set(v, r.arena().dup({b, static_cast<size_t>(n)}));
+}
+void v_msec(Request& r, VarValue& v, uintptr_t) {
+    auto w = worker_loop().wall();
+    char b[32];
+    int n = snprintf(b, sizeof b, "%lld.%03u", static_cast<long long>(w.sec), w.msec);
+    set(v, r.arena().dup({b, static_cast<size_t>(n)}));
+}
+void v_request_id(Request& r, VarValue& v, uintptr_t) {
+    // 16 random bytes in hex, from a generator seeded once per worker.
+    static uint64_t s0 = 0, s1 = 0;
+    if (s0 == 0 && s1 == 0) {
+        uint64_t seed[2] = {0, 0};
+        if (getrandom(seed, sizeof seed, 0) != sizeof seed) seed[0] = static_cast<uint64_t>(getpid()) ^ 0x9e3779b97f4a7c15ull;
+        s0 = seed[0] | 1;
+        s1 = seed[1] ^ 0xbf58476d1ce4e5b9ull;
+    }
+    auto next = [&] {
+        uint64_t a = s0, b = s1;
+        s0 = b;
+        a ^= a << 23;
+        s1 = a ^ b ^ (a >> 17) ^ (b >> 26);
+        return s1 + b;
+    };
+    char b[33];
+    snprintf(b, sizeof b, "%016llx%016llx", static_cast<unsigned long long>(next()),
+             static_cast<unsigned long long>(next()));
+    set(v, r.arena().dup({b, 32}));
+}
+void v_connection(Request& r, VarValue& v, uintptr_t) { set(v, num(r, r.conn().conn().number)); }
+void v_connection_requests(Request& r, VarValue& v, uintptr_t) { set(v, num(r, r.conn().conn().requests)); }
+void v_hostname(Request&, VarValue& v, uintptr_t) {
+    static char name[256] = {};
+    if (!name[0] && gethostname(name, sizeof name - 1) != 0) name[0] = '\0';
+    set(v, name);
+}
+void v_pid(Request& r, VarValue& v, uintptr_t) { set(v, num(r, static_cast<uint64_t>(getpid()))); }
+void v_content_length(Request& r, VarValue& v, uintptr_t) {
+    if (!r.content_length) {
+        v.not_found = true;
+        return;
+    }
+    set(v, num(r, *r.content_length));
+}
+void v_content_type(Request& r, VarValue& v, uintptr_t) {
+    if (const HeaderField* h = find_in(r, "content-type")) return set(v, h->value);
+    v.not_found = true;
+}
+void v_remote_user(Request&, VarValue& v, uintptr_t) { v.not_found = true; }
+
+}  // namespace
+
+extern const VariableDef kCoreVariables[] = {
+    {"http_", v_http, 0, kVarPrefix},
+    {"sent_http_", v_sent_http, 0, kVarPrefix | kVarNoCache},
+    {"arg_", v_arg, 0, kVarPrefix | kVarNoCache},
+    {"cookie_", v_cookie, 0, kVarPrefix},
+    {"remote_addr", v_remote_addr},
+    {"remote_port", v_remote_port},
+    {"server_addr", v_server_addr},
+    {"server_port", v_server_port},
+    {"server_name", v_server_name},
+    {"host", v_host},
+    {"request", v_request},
+    {"request_uri", v_request_uri},
+    {"uri", v_uri, 0, kVarNoCache},
+    {"document_uri", v_uri, 0, kVarNoCache},
+    {"args", v_args, 0, kVarNoCache | kVarSettable},
+    {"query_string", v_args, 0, kVarNoCache},
+    {"is_args", v_is_args, 0, kVarNoCache},
+    {"scheme", v_scheme},
+    {"https", v_https},
+    {"request_method", v_method, 0, kVarNoCache},
+    {"server_protocol", v_protocol},
+    {"status", v_status, 0, kVarNoCache},
+    {"body_bytes_sent", v_body_bytes_sent, 0, kVarNoCache},
+    {"bytes_sent", v_bytes_sent, 0, kVarNoCache},
+    {"request_length", v_request_length, 0, kVarNoCache},
+    {"request_time", v_request_time, 0, kVarNoCache},
+    {"time_local", v_time_local, 0, kVarNoCache},
+    {"time_iso8601", v_time_iso8601, 0, kVarNoCache},
+    {"msec", v_msec, 0, kVarNoCache},
+    {"request_id", v_request_id},
+    {"connection", v_connection},
+    {"connection_requests", v_connection_requests},
+    {"hostname", v_hostname},
+    {"pid", v_pid},
+    {"content_length", v_content_length},
+    {"content_type", v_content_type},
+    {"remote_user", v_remote_user},
+};
+extern const size_t kCoreVariablesCount = std::size(kCoreVariables);
+
+}  // namespace gatehouse::http

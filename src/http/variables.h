@@ -1,0 +1,112 @@
+// Variables: named values computed lazily per request [nginx variables].
+//
+// Every module may declare variables (ModuleHooks::variables). A variable
+// used anywhere in the config gets an index at config time; a request keeps
+// one VarValue per index (Request::vars), computed on first use and cached
+// for the rest of the request unless the variable is NoCache. Prefix
+// variables ("http_", "arg_", "cookie_", "sent_http_") match any name that
+// starts with the prefix; the rest of the name reaches the getter.
+//
+// Strings with variables ("$scheme://$host$request_uri", "${a}b", "$1")
+// are compiled once into a ComplexValue. A variable that no module
+// declares and no "set" defines is a config error naming file:line.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "conf/fwd.h"
+#include "core/result.h"
+#include "http/fwd.h"
+#include "http/request.h"
+
+namespace gatehouse::http {
+
+// Fills v for request r. `arg` is the VariableDef's data, or, for prefix
+// variables, a pointer to a std::string_view holding the rest of the name.
+using VarGetter = void (*)(Request& r, VarValue& v, uintptr_t arg);
+
+enum VarFlags : uint8_t {
+    kVarPrefix = 1,   // name is a prefix ("http_")
+    kVarNoCache = 2,  // recompute at each use ($msec, $request_time, $status)
+    kVarSettable = 4, // "set" may assign it
+};
+
+struct VariableDef {
+    std::string_view name;
+    VarGetter get = nullptr;
+    uintptr_t arg = 0;
+    uint8_t flags = 0;
+};
+
+// The variables of one configuration generation. Kept in HttpMainConf.
+class VarTable {
+public:
+    // Loads every module's declarations; called when "http {" opens.
+    void load_modules();
+    // The index for `name` (without "$"), adding it on first use. Defining
+    // it is checked at the end of the config by check().
+    int index(std::string_view name, const conf::Node& where);
+    // "set $name": a user variable stored in Request::vars.
+    int define_user(std::string_view name);
+    // Every used variable is declared or set; else the error names where
+    // it was first used.
+    Status check() const;
+    size_t size() const { return vars_.size(); }
+
+    struct Var {
+        std::string name;
+        VarGetter get = nullptr;
+        uintptr_t arg = 0;
+        uint8_t flags = 0;
+        bool user = false;          // defined by "set"
+        std::string first_use;      // file:line
+        std::string_view* suffix = nullptr;  // for prefix variables
+    };
+    const Var& var(int i) const { return vars_[static_cast<size_t>(i)]; }
+
+private:
+    const VariableDef* find_def(std::string_view name, std::string_view* suffix) const;
+    std::vector<const VariableDef*> defs_;
+    std::vector<Var> vars_;
+    std::vector<std::unique_ptr<std::string_view>> suffixes_;  // stable addresses
+    std::vector<std::unique_ptr<std::string>> suffix_text_;
+};
+
+// The value of variable `index` for r; computed on first use.
+const VarValue& get_var(Request& r, int index);
+
+// A string compiled from config text. Literal parts are views into the
+// ComplexValue's own copy; it belongs to the generation.
+class ComplexValue {
+public:
+    bool literal() const { return segs_.size() <= 1 && (segs_.empty() || segs_[0].var < 0); }
+    bool empty() const { return text_.empty(); }
+    const std::string& text() const { return text_; }
+    // The value for r, in r's arena (or the literal itself).
+    std::string_view eval(Request& r) const;
+    // Does the string use regex captures ($1, $name from a regex)?
+    bool uses_captures() const { return captures_; }
+
+    // Compiles `text` written at node n. Variables are looked up in the
+    // generation's table (HttpMainConf).
+    static Result<ComplexValue> compile(conf::Ctx& cx, const conf::Node& n, std::string_view text);
+
+private:
+    struct Seg {
+        size_t lit_pos = 0, lit_len = 0;
+        int var = -1;       // variable index
+        int capture = -1;   // $0..$9
+    };
+    std::string text_;
+    std::vector<Seg> segs_;
+    bool captures_ = false;
+};
+
+// Writes "$name" or "${name}" parsing into name; returns the length consumed
+// (0 if s does not start a valid variable reference).
+size_t parse_var_ref(std::string_view s, std::string_view* name);
+
+}  // namespace gatehouse::http

@@ -1,0 +1,166 @@
+#include "process/worker.h"
+
+#include <grp.h>
+#include <pwd.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <memory>
+
+#include "core/log.h"
+#include "event/connection.h"
+#include "event/events_module.h"
+#include "event/loop.h"
+#include "http/connection.h"
+#include "http/worker_ctx.h"
+
+namespace gatehouse::process {
+
+namespace {
+
+volatile sig_atomic_t w_terminate = 0;
+volatile sig_atomic_t w_quit = 0;
+volatile sig_atomic_t w_reopen = 0;
+
+void on_worker_signal(int sig) {
+    switch (sig) {
+        case SIGTERM: case SIGINT: w_terminate = 1; break;
+        case SIGQUIT: w_quit = 1; break;
+        case SIGUSR1: w_reopen = 1; break;
+        default: break;
+    }
+}
+
+struct WorkerState {
+    event::Loop* loop = nullptr;
+    event::ConnectionTable* table = nullptr;
+    std::vector<std::unique_ptr<event::Listener>>* listeners = nullptr;
+    const Cycle* cycle = nullptr;
+    bool exiting = false;
+    event::Timer shutdown_timer;
+};
+
+bool live_connections(event::ConnectionTable& t) { return t.free_count() != t.size(); }
+
+void after_iteration(WorkerState* st) {
+    if (w_terminate) {
+        st->loop->stop();
+        return;
+    }
+    if (w_reopen) {
+        w_reopen = 0;
+        const_cast<Cycle*>(st->cycle)->error_log.reopen();
+    }
+    if (w_quit && !st->exiting) {
+        // Graceful: stop accepting, close idle connections, let the busy
+        // ones finish (up to worker_shutdown_timeout).
+        st->exiting = true;
+        GH_LOG(Notice, "gracefully shutting down");
+        for (auto& l : *st->listeners) l->stop();
+        const auto& cc = st->cycle->core();
+        if (cc.worker_shutdown_timeout)
+            st->loop->arm(st->shutdown_timer, *cc.worker_shutdown_timeout);
+    }
+    if (st->exiting) {
+        http::close_idle_connections();
+        if (!live_connections(*st->table)) st->loop->stop();
+    }
+}
+
+Status drop_privileges(const CoreConf& cc) {
+    if (::geteuid() != 0 || !cc.user) return {};
+    const passwd* pw = ::getpwnam(cc.user->c_str());
+    if (!pw) return make_error("getpwnam(\"" + *cc.user + "\") failed");
+    gid_t gid = pw->pw_gid;
+    if (cc.group && *cc.group != *cc.user) {
+        const group* gr = ::getgrnam(cc.group->c_str());
+        if (!gr) return make_error("getgrnam(\"" + *cc.group + "\") failed");
+        gid = gr->gr_gid;
+    }
+    if (::setgid(gid) != 0) return make_error(std::string("setgid() failed (") + strerror(errno) + ")");
+    if (::initgroups(cc.user->c_str(), gid) != 0)
+        return make_error(std::string("initgroups() failed (") + strerror(errno) + ")");
+    if (::setuid(pw->pw_uid) != 0) return make_error(std::string("setuid() failed (") + strerror(errno) + ")");
+    return {};
+}
+
+}  // namespace
+
+int worker_main(const Cycle& cycle, const std::vector<Listening>& ls, int slot) {
+    (void)slot;
+    struct sigaction sa {};
+    sa.sa_handler = on_worker_signal;
+    sigemptyset(&sa.sa_mask);
+    for (int s : {SIGTERM, SIGINT, SIGQUIT, SIGUSR1}) sigaction(s, &sa, nullptr);
+    signal(SIGHUP, SIG_IGN);
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGCHLD, SIG_DFL);
+
+    const CoreConf& cc = cycle.core();
+    if (cc.worker_rlimit_nofile) {
+        rlimit rl{static_cast<rlim_t>(*cc.worker_rlimit_nofile), static_cast<rlim_t>(*cc.worker_rlimit_nofile)};
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            GH_LOG_ERRNO(Alert, errno, "setrlimit(RLIMIT_NOFILE, %llu) failed",
+                         static_cast<unsigned long long>(*cc.worker_rlimit_nofile));
+    }
+    if (cc.worker_priority && setpriority(PRIO_PROCESS, 0, *cc.worker_priority) != 0)
+        GH_LOG_ERRNO(Alert, errno, "setpriority(%d) failed", *cc.worker_priority);
+    if (auto s = drop_privileges(cc); !s) {
+        GH_LOG(Emerg, "%s", s.message().c_str());
+        return 2;
+    }
+
+    auto loop = event::Loop::create(event::system_clock());
+    if (!loop) {
+        GH_LOG(Emerg, "%s", loop.message().c_str());
+        return 2;
+    }
+    auto* ev = cycle.conf<event::EventsConf>(event::events_module, conf::Level::Events);
+    event::ConnectionTable table(**loop, static_cast<uint32_t>(*ev->worker_connections));
+    http::set_worker(loop->get(), &table);
+
+    event::ListenerOptions lo;
+    lo.accept_batch = ev->multi_accept.value_or(false) ? event::kMultiAccept : 1;
+    std::vector<std::unique_ptr<event::Listener>> listeners;
+    for (const Listening& l : ls) {
+        auto li = std::make_unique<event::Listener>(**loop, table, l.fd, http::on_accept,
+                                                    const_cast<http::ListenPort*>(l.port), lo);
+        if (auto s = li->start(); !s) {
+            GH_LOG(Emerg, "%s", s.message().c_str());
+            return 2;
+        }
+        listeners.push_back(std::move(li));
+    }
+
+    // Signals are blocked except while waiting, so a flag set by a
+    // handler is always seen by after_iteration before the next wait.
+    sigset_t block, wait_mask;
+    sigemptyset(&block);
+    for (int s : {SIGTERM, SIGINT, SIGQUIT, SIGUSR1}) sigaddset(&block, s);
+    sigprocmask(SIG_BLOCK, &block, &wait_mask);
+    for (int s : {SIGTERM, SIGINT, SIGQUIT, SIGUSR1}) sigdelset(&wait_mask, s);
+    (*loop)->set_wait_sigmask(&wait_mask);
+
+    WorkerState st;
+    st.loop = loop->get();
+    st.table = &table;
+    st.listeners = &listeners;
+    st.cycle = &cycle;
+    st.shutdown_timer.cb = {[](void* p) { static_cast<WorkerState*>(p)->loop->stop(); }, &st};
+    (*loop)->run(event::Callback::to<&after_iteration>(&st));
+
+    listeners.clear();
+    // Whatever is still open is closed now; their objects free themselves
+    // in the loop's deferred step, run by one last iteration.
+    for (event::Connection& c : table.slots())
+        if (c.is_open() && c.data) {
+            table.close(c);
+        }
+    (*loop)->run_once(0);
+    return 0;
+}
+
+}  // namespace gatehouse::process

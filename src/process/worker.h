@@ -1,0 +1,16 @@
+// A worker process: one event loop serving the listening sockets it
+// inherited, until told to stop.
+#pragma once
+
+#include <vector>
+
+#include "process/cycle.h"
+#include "process/listening.h"
+
+namespace gatehouse::process {
+
+// Runs the worker loop; returns the exit code. `slot` numbers the worker
+// (0..worker_processes-1). In single-process mode the master calls it.
+int worker_main(const Cycle& cycle, const std::vector<Listening>& ls, int slot);
+
+}  // namespace gatehouse::process
