@@ -85,7 +85,8 @@ run: deps
 FUZZ_CXX ?= clang++
 FUZZ_FLAGS := -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-exceptions \
 	-Isrc -I. -DPCRE2_CODE_UNIT_WIDTH=8 -include src/core/banned.h
-FUZZ_LIB_SRC := $(filter-out src/process/%,$(LIB_SRC))
+# Everything but main(): objs/modules.cc names process::core_module.
+FUZZ_LIB_SRC := $(LIB_SRC)
 fuzz: objs/Makefile.conf
 	@mkdir -p objs/fuzz
 	@for f in $(FUZZ_SRC); do \

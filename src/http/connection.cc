@@ -21,6 +21,9 @@ namespace gatehouse::http {
 
 namespace {
 
+// With "sendfile off", files go out through memory in pieces this big.
+constexpr size_t kReadChunk = 32768;
+
 event::Loop* g_loop = nullptr;
 event::ConnectionTable* g_table = nullptr;
 HttpConnection* g_conns = nullptr;  // every live HttpConnection of the worker
@@ -381,6 +384,11 @@ void HttpConnection::start_request(size_t head_len) {
         r.discard_body = true;
         body_left_ = r.content_length.value_or(0);
         body_chunked_ = r.chunked;
+        // The client waits for "100 Continue" before sending the body. No
+        // module here reads bodies yet, so it gets the final answer and
+        // the connection closes: the unsent body is never needed (RFC 9110
+        // 10.1.1 lets a server answer without reading it).
+        if (r.expect_continue && rlen_ == rpos_) r.keepalive = false;
     }
     if (r.keepalive && c_.requests >= *r.loc_conf<LocConf>(http_core_module).keepalive_requests)
         r.keepalive = false;
@@ -415,6 +423,33 @@ void HttpConnection::flush() {
     auto& lc = r.loc_conf<LocConf>(http_core_module);
     while (out_ && out_head_ < out_->size()) {
         Buf& b = (*out_)[out_head_];
+        if (b.in_file() && !r.use_sendfile) {
+            // "sendfile off": read a piece into memory and send that. The
+            // piece goes in front of the rest of the file range.
+            size_t want = std::min<size_t>(b.size(), kReadChunk);
+            SlabRef slab = SlabRef::adopt(Slab::make(want));
+            ssize_t n = ::pread(b.fd, slab.get()->data(), want, b.file_pos);
+            if (n <= 0) {
+                if (n < 0 && errno == EINTR) continue;
+                if (n < 0)
+                    GH_LOG_ERRNO(Crit, errno, "pread() failed while sending response to client, client: %s",
+                                 peer_text_);
+                else
+                    GH_LOG(Error, "file was truncated while sending response, client: %s", peer_text_);
+                abort();
+                return;
+            }
+            Buf m;
+            m.pos = slab.get()->data();
+            m.last = m.pos + n;
+            m.slab = std::move(slab);
+            b.file_pos += n;
+            if (b.file_pos == b.file_last)
+                (*out_)[out_head_] = std::move(m);
+            else
+                out_->insert(out_->begin() + static_cast<ptrdiff_t>(out_head_), std::move(m));
+            continue;
+        }
         if (b.in_file()) {
             off_t off = b.file_pos;
             size_t want = std::min<size_t>(b.size(), 1u << 30);

@@ -79,6 +79,7 @@ struct LocConf {
     std::vector<LocConf*> locations;       // nested, in config order
     LocConf* parent = nullptr;             // null for http and server level
     bool is_location = false;              // false for the http and server levels
+    PhaseFn content_handler = nullptr;     // answers this location alone (proxy_pass)
     std::string where;
 
     std::optional<bool> internal;                       // "internal"

@@ -409,7 +409,10 @@ std::optional<Authority> parse_authority(std::string_view s) {
 
 std::string_view normalize_host(std::string_view host, std::span<char> out) {
     GH_CHECK(out.size() >= host.size());
-    size_t n = host.size();
+    // In a validated authority a ':' after the last ']' starts the port.
+    const size_t bracket = host.rfind(']');
+    const size_t colon = host.find(':', bracket == std::string_view::npos ? 0 : bracket);
+    size_t n = colon == std::string_view::npos ? host.size() : colon;
     if (n > 1 && host[n - 1] == '.') --n;
     for (size_t i = 0; i < n; ++i) out[i] = lower(host[i]);
     return {out.data(), n};

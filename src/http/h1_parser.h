@@ -225,8 +225,9 @@ struct Authority {
 };
 std::optional<Authority> parse_authority(std::string_view s);
 
-// The host as a name to compare and log, like nginx's $host: lowercased
-// and without one trailing '.'. `host` is Authority::host; `out` needs
+// The host as a name to compare and log, like nginx's $host: without the
+// port, lowercased, without one trailing '.'. `host` is a validated
+// authority (RequestHead::host) or its Authority::host; `out` needs
 // host.size() bytes; returns the part of `out` written.
 std::string_view normalize_host(std::string_view host, std::span<char> out);
 

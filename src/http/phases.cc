@@ -104,6 +104,18 @@ Next post_rewrite(Request& r) {
     return Next::Decline;
 }
 
+Next no_content(Request& r);
+
+// A location with a handler of its own ("proxy_pass" and the like) is
+// answered by it alone, as nginx's per-location content handler.
+Next location_content(Request& r) {
+    PhaseFn h = r.loc ? r.loc->content_handler : nullptr;
+    if (!h) return Next::Decline;
+    Next n = h(r);
+    if (n == Next::Decline || n == Next::Proceed) return no_content(r);
+    return n;
+}
+
 Next no_content(Request& r) {
     // Nothing answered: nginx's static module would have said 404 (or 405
     // for methods it cannot serve).
@@ -175,6 +187,8 @@ struct Out {
     }
 };
 
+}  // namespace
+
 std::string_view status_page(Request& r, int status) {
     std::string_view reason = reason_phrase(status);
     std::string_view tokens = server_header(r);
@@ -194,6 +208,8 @@ std::string_view status_page(Request& r, int status) {
     o.put("</center>\r\n</body>\r\n</html>\r\n");
     return {b, static_cast<size_t>(o.p - b)};
 }
+
+namespace {
 
 Next apply_error_page(Request& r, const ErrorPage& ep) {
     std::string_view target = ep.uri.eval(r);
@@ -268,6 +284,7 @@ void build_phase_engine(HttpMainConf& m) {
     add_phase(Phase::Preaccess);
     add_phase(Phase::Access);
     add_phase(Phase::Precontent);
+    add_step(location_content);
     add_phase(Phase::Content);
     add_step(no_content);
 }

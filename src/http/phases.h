@@ -44,6 +44,9 @@ Flow send_header(Request& r);
 // Runs the body filters over c and queues what comes out.
 Flow send_body(Request& r, Chain& c);
 
+// nginx's HTML page for a status, in r's arena.
+std::string_view status_page(Request& r, int status);
+
 // The standard reason phrase, "Not Found"; empty for an unknown code.
 std::string_view reason_phrase(int status);
 

@@ -155,6 +155,7 @@ public:
     int err_status = 0;         // an error_page redirect: the status to send
     bool no_error_page = false; // answering a malformed request: no error_page
     bool chunked_out = false;   // the writer frames the body as chunked
+    bool use_sendfile = false;  // file buffers go out with sendfile() ("sendfile on")
     std::string_view err_reason;  // why a 4xx/5xx was produced, for the info log
 
     RequestCounters counters;

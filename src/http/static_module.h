@@ -91,9 +91,11 @@ extern const conf::Module static_module;
 // location name (it cannot have matched that location).
 std::optional<std::string_view> path_tail(RootKind kind, size_t alias_len, std::string_view uri);
 
-// out = base + tail, unless the tail would leave base: a "." or ".."
-// segment at or after the junction, or a NUL byte. Returns false then.
-bool join_path(std::string_view base, std::string_view tail, std::pmr::string& out);
+// base + tail written to `out` and NUL-terminated (out needs base.size() +
+// tail.size() + 1 bytes), unless the tail would leave base: a "." or ".."
+// segment at or after the junction, or a NUL byte in the tail. Returns the
+// joined path without its NUL, or nullopt.
+std::optional<std::string_view> join_path(std::string_view base, std::string_view tail, std::span<char> out);
 
 // nginx's ETag for a file: "\"<mtime hex>-<size hex>\"", e.g. "\"5f3b2a1c-1a4\"".
 inline constexpr size_t kEtagMax = 40;

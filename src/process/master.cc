@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/log.h"
+#include "http/log_module.h"
 #include "process/listening.h"
 #include "process/signals.h"
 #include "process/worker.h"
@@ -272,6 +273,7 @@ int run(const Options& o, std::unique_ptr<Cycle> cycle) {
             g_reopen = 0;
             GH_LOG(Notice, "reopening logs");
             m.cycle->error_log.reopen();
+            http::reopen_access_logs();
             signal_workers(m, SIGUSR1);
         }
         if (g_reconfigure) {

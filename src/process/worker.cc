@@ -15,6 +15,7 @@
 #include "event/events_module.h"
 #include "event/loop.h"
 #include "http/connection.h"
+#include "http/log_module.h"
 #include "http/worker_ctx.h"
 
 namespace gatehouse::process {
@@ -53,6 +54,7 @@ void after_iteration(WorkerState* st) {
     if (w_reopen) {
         w_reopen = 0;
         const_cast<Cycle*>(st->cycle)->error_log.reopen();
+        http::reopen_access_logs();
     }
     if (w_quit && !st->exiting) {
         // Graceful: stop accepting, close idle connections, let the busy
@@ -160,6 +162,8 @@ int worker_main(const Cycle& cycle, const std::vector<Listening>& ls, int slot) 
             table.close(c);
         }
     (*loop)->run_once(0);
+    // Buffered access log lines (buffer=) must not be lost at exit.
+    http::flush_access_logs();
     return 0;
 }
 

@@ -238,9 +238,10 @@ struct LogLocConf {
     std::vector<AccessLog> logs;  // "access_log" on this level
     bool set = false;             // "access_log" written on this level
     bool off = false;             // "access_log off": cancels every log of this level
-    // The enclosing level, set by merge. A level without "access_log"
-    // logs as its nearest ancestor that has one, followed at log time so
-    // that the order in which levels are merged does not matter.
+    // The enclosing level, set by merge; owner: the generation arena. A
+    // level without "access_log" logs as its nearest ancestor that has
+    // one, found at log time so that the order in which levels are merged
+    // does not matter.
     const LogLocConf* parent = nullptr;
     bool cache_set = false;       // "open_log_file_cache", accepted and unused
 };

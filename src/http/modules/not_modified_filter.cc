@@ -1,6 +1,91 @@
-// Placeholder: being written.
-#include "conf/module.h"
+// not_modified_filter_module: conditional requests on 200 responses
+// [nginx not_modified filter].
+//
+// The header filter evaluates If-Match, If-Unmodified-Since,
+// If-None-Match and If-Modified-Since against the response's ETag and
+// Last-Modified (conditional.h says in which order and where this differs
+// from nginx). 304 keeps ETag and Last-Modified and drops the
+// representation's metadata (Content-Type, Content-Length,
+// Content-Encoding, Accept-Ranges); 412 drops all of it and has an empty
+// body. The body filter then swallows the body, passing on only its end.
+// Any 200 is eligible, proxied ones included, as in nginx.
+#include "http/conditional.h"
+#include "http/h1_parser.h"
+#include "http/request.h"
+#include "http/static_module.h"
 
 namespace gatehouse::http {
-extern const conf::Module not_modified_filter_module{.name = "not_modified_filter"};
+
+extern const conf::Module not_modified_filter_module;
+
+namespace {
+
+// Set on a request whose body this filter drops.
+struct DropBody {};
+
+std::optional<std::string_view> field(const Request& r, std::string_view name) {
+    if (const HeaderField* f = r.in.find(name)) return f->value;
+    return std::nullopt;
+}
+
+Flow header_filter(Request& r, ResponseHead& h) {
+    if (h.status != 200 || !r.loc_confs) return Flow::Pass;
+    Preconditions p;
+    p.if_match = field(r, "If-Match");
+    p.if_unmodified_since = field(r, "If-Unmodified-Since");
+    p.if_none_match = field(r, "If-None-Match");
+    p.if_modified_since = field(r, "If-Modified-Since");
+    if (!p.if_match && !p.if_unmodified_since && !p.if_none_match && !p.if_modified_since) return Flow::Pass;
+
+    const auto& sc = r.loc_conf<StaticConf>(static_module);
+    bool safe = r.in.method == Method::Get || r.in.method == Method::Head;
+    PreconditionResult res = evaluate_preconditions(p, h.last_modified, h.etag, safe,
+                                                    sc.if_modified_since.value_or(IfModifiedSince::Exact));
+    if (res == PreconditionResult::Proceed) return Flow::Pass;
+
+    h.reason = {};
+    h.content_type = {};
+    h.charset = {};
+    h.accept_ranges = false;
+    h.remove("Content-Encoding");
+    if (res == PreconditionResult::NotModified) {
+        // RFC 9110 15.4.5: a 304 carries the validators but no Content-Length
+        // of its own (one would have to be the 200's).
+        h.status = 304;
+        h.content_length.reset();
+    } else {
+        h.status = 412;
+        h.content_length = 0;
+        h.last_modified = -1;
+        h.etag = {};
+    }
+    r.status = h.status;
+    r.set_ctx(not_modified_filter_module, r.arena().make<DropBody>());
+    return Flow::Pass;
+}
+
+Flow body_filter(Request& r, Chain& in, Chain& out) {
+    if (!r.ctx<DropBody>(not_modified_filter_module)) {
+        out.append(in);
+        return Flow::Pass;
+    }
+    bool last = in.last();
+    in.clear();
+    if (last) {
+        Buf end;
+        end.last_buf = true;
+        out.push(std::move(end));
+    }
+    return Flow::Pass;
+}
+
+constexpr ModuleHooks kHooks{.header_filter = header_filter, .body_filter = body_filter};
+
+}  // namespace
+
+extern const conf::Module not_modified_filter_module{
+    .name = "not_modified_filter",
+    .http = &kHooks,
+};
+
 }  // namespace gatehouse::http

@@ -19,8 +19,10 @@
 
 #include <sys/stat.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstring>
+#include <initializer_list>
 #include <memory_resource>
 #include <optional>
 #include <string>
@@ -29,10 +31,10 @@
 
 #include "conf/registry.h"
 #include "core/log.h"
-#include "http/connection.h"
 #include "http/core_module.h"
 #include "http/phases.h"
 #include "http/request.h"
+#include "http/static_module.h"
 #include "http/variables.h"
 
 namespace gatehouse::http {
@@ -47,6 +49,15 @@ constexpr int kMatchPairs = 64;
 // $0..$9, what Request::captures holds.
 constexpr int kRequestPairs = 10;
 
+// The index of a variable that "set" or a named capture may assign: a user
+// variable, or a module's settable one ($args); -1 for the others ($host),
+// as nginx refuses to change them.
+int assignable_var(VarTable& vars, std::string_view name) {
+    int idx = vars.define_user(name);
+    const VarTable::Var& v = vars.var(idx);
+    return v.user || (v.flags & kVarSettable) ? idx : -1;
+}
+
 }  // namespace
 
 Result<CaptureRegex> CaptureRegex::compile(conf::Ctx& cx, const conf::Node& n,
@@ -59,7 +70,7 @@ Result<CaptureRegex> CaptureRegex::compile(conf::Ctx& cx, const conf::Node& n,
         HttpMainConf* m = cx.conf<HttpMainConf>(http_core_module, conf::Level::Main);
         GH_CHECK(m != nullptr);  // rewrite, if and map exist only inside "http"
         for (const Regex::Named& nm : c.re.names()) {
-            int idx = m->vars.define_user(nm.name);
+            int idx = assignable_var(m->vars, nm.name);
             if (idx < 0) return cx.error(n, "the duplicate \"" + nm.name + "\" variable");
             c.named.emplace_back(nm.number, idx);
         }
@@ -295,15 +306,6 @@ std::string_view redirect_location(Arena& a, std::string_view url, bool has_args
     return concat(a, {url, has_args ? "&" : "?", old_args});
 }
 
-std::string_view exten_of(std::string_view uri) {
-    // A leading dot names a hidden file, not an extension.
-    for (size_t i = uri.size(); i-- > 1;) {
-        if (uri[i] == '/') return {};
-        if (uri[i] == '.' && uri[i - 1] != '/') return uri.substr(i + 1);
-    }
-    return {};
-}
-
 Result<ReturnSpec> parse_return(std::span<const std::string_view> args) {
     ReturnSpec s;
     auto invalid = [&] { return make_error("invalid return code \"" + std::string(args[0]) + "\""); };
@@ -495,7 +497,7 @@ Status set_set(Ctx& cx, const Node& n, RewriteLocConf& c) {
         return cx.error(n, "invalid variable name \"" + std::string(name) + "\"");
     name.remove_prefix(1);
     SetOp op;
-    op.var = http_conf(cx).vars.define_user(name);
+    op.var = assignable_var(http_conf(cx).vars, name);
     if (op.var < 0) return cx.error(n, "the duplicate \"" + std::string(name) + "\" variable");
     op.args = name == "args";
     auto cv = ComplexValue::compile(cx, n, n.args[1].text);
@@ -571,43 +573,10 @@ Status open_if(Ctx& cx, const Node& n, RewriteLocConf& c) {
     return {};
 }
 
-Status postconfiguration(Ctx& cx) {
-    auto* m = cx.conf<RewriteMainConf>(rewrite_module, Level::Main);
-    if (!m) return {};
-    // Enclosing blocks are merged by now; "if" cannot nest, so one pass.
-    for (const auto& b : m->ifs)
-        for (const Module* mod : modules) {
-            const conf::LevelOps& ops = mod->ops(Level::Loc);
-            if (ops.merge && b.parent[mod->index] && b.block[mod->index])
-                ops.merge(b.parent[mod->index], b.block[mod->index]);
-        }
-    return {};
-}
-
 // ---- running -----------------------------------------------------------------------
 
-// " while ..., client: ..., server: ..." as nginx adds to request messages.
-std::string log_context(Request& r) {
-    std::string s = ", client: ";
-    s += r.conn().peer_addr();
-    s += ", server: ";
-    if (r.srv && !r.srv->server_names.empty()) s += r.srv->server_names[0].name;
-    s += ", request: \"";
-    s += r.request_line;
-    s += '"';
-    if (!r.host.empty()) {
-        s += ", host: \"";
-        s += r.host;
-        s += '"';
-    }
-    return s;
-}
-
-void notice(Request& r, const std::string& msg) {
-    if (!log::current().enabled(log::Level::Notice)) return;
-    std::string line = msg + log_context(r);
-    GH_LOG(Notice, "%s", line.c_str());
-}
+// rewrite_log lines, at notice as nginx writes them.
+void notice(Request& r, const std::string& msg) { log_for_request(r, log::Level::Notice, 0, msg); }
 
 std::string quoted(std::string_view a) { return "\"" + std::string(a) + "\""; }
 
@@ -676,12 +645,12 @@ Step run_rewrite(Request& r, const RewriteOp& op, bool log, Next& result) {
     r.args = rewrite::rewritten_args(r.arena(), op.has_args, own_args, op.add_args, r.args);
     if (log) notice(r, "rewritten data: " + quoted(uri) + ", args: " + quoted(r.args));
     if (uri.empty()) {
-        GH_LOG(Error, "the rewritten URI has a zero length%s", log_context(r).c_str());
+        log_for_request(r, log::Level::Error, 0, "the rewritten URI has a zero length");
         result = respond_status(r, 500);
         return Step::Respond;
     }
     r.uri = uri;
-    r.exten = rewrite::exten_of(uri);
+    r.set_exten();
     // "break" keeps the location even after earlier rewrites without a
     // flag; anything else has the location looked up again.
     r.uri_changed = !op.break_cycle;
@@ -706,9 +675,8 @@ Next run_return(Request& r, const ReturnOp& op) {
     }
     r.status = op.code;
     r.out.status = op.code;
-    // TODO(rewrite): the type of the URI's extension and "default_type"
-    // once the static module exposes them; text/plain is nginx's default.
-    r.out.content_type = "text/plain";
+    // As nginx: the type of the URI's extension, else "default_type".
+    r.out.content_type = content_type_for(r, r.exten);
     r.out.content_length = text.size();
     Buf b = Buf::memory(text);
     b.last_buf = true;
@@ -724,7 +692,7 @@ bool test_file(Request& r, const Condition& c) {
     struct stat st;
     bool found = ::stat(z, &st) == 0;
     if (!found && errno != ENOENT && errno != ENOTDIR && errno != ENAMETOOLONG)
-        GH_LOG_ERRNO(Crit, errno, "stat() \"%s\" failed", z);
+        log_for_request(r, log::Level::Crit, errno, "stat() \"" + std::string(path) + "\" failed");
     bool yes = false;
     if (found) {
         switch (c.file) {
@@ -806,7 +774,12 @@ Next server_rewrite(Request& r) {
         r.loc_confs = loc;
         r.loc = static_cast<LocConf*>(loc[http_core_module.index]);
     }
-    return run(r, *c.prog, c);
+    Next n = run(r, *c.prog, c);
+    // The location is looked up next whatever happened here; a rewrite at
+    // this level must not count as one more redirection after the
+    // location's own directives [nginx clears it in find_config].
+    r.uri_changed = false;
+    return n;
 }
 
 Next location_rewrite(Request& r) {
@@ -815,6 +788,45 @@ Next location_rewrite(Request& r) {
     const auto& c = r.loc_conf<RewriteLocConf>(rewrite_module);
     if (!c.prog) return Next::Decline;
     return run(r, *c.prog, c);
+}
+
+// ---- after the configuration is read ------------------------------------------
+
+// A user variable read before any "set" assigned it in this request: empty,
+// with a warning unless "uninitialized_variable_warn off" [nginx
+// ngx_http_rewrite_var]. The value is then cached: one warning a request.
+void uninitialized(Request& r, VarValue& v, uintptr_t index) {
+    v = VarValue{{}, true, false};
+    if (r.loc_confs && !*r.loc_conf<RewriteLocConf>(rewrite_module).uninitialized_variable_warn)
+        return;
+    if (!log::current().enabled(log::Level::Warn)) return;
+    const HttpMainConf* m = http_main(r.main_confs);
+    log_for_request(r, log::Level::Warn, 0,
+                    "using uninitialized \"" + m->vars.var(static_cast<int>(index)).name + "\" variable");
+}
+
+// The requested VarTable hook (see the report of this module): the getter
+// of user variables not assigned yet. Until VarTable has it they read as
+// not found, without a warning.
+// TODO(rewrite): call vars.set_uninitialized_getter() directly once it exists.
+template <typename T>
+void install_uninitialized(T& vars) {
+    if constexpr (requires { vars.set_uninitialized_getter(uninitialized); })
+        vars.set_uninitialized_getter(uninitialized);
+}
+
+Status postconfiguration(Ctx& cx) {
+    auto* m = cx.conf<RewriteMainConf>(rewrite_module, Level::Main);
+    if (!m) return {};
+    install_uninitialized(http_conf(cx).vars);
+    // Enclosing blocks are merged by now; "if" cannot nest, so one pass.
+    for (const auto& b : m->ifs)
+        for (const Module* mod : modules) {
+            const conf::LevelOps& ops = mod->ops(Level::Loc);
+            if (ops.merge && b.parent[mod->index] && b.block[mod->index])
+                ops.merge(b.parent[mod->index], b.block[mod->index]);
+        }
+    return {};
 }
 
 constexpr uint32_t kScript = conf::kServer | conf::kLocation | conf::kServerIf | conf::kIf;

@@ -115,12 +115,10 @@ bool path_was_encoded(std::string_view unparsed_uri);
 std::string_view rewritten_args(Arena& a, bool has_args, std::string_view new_args,
                                 bool add_args, std::string_view old_args);
 // The Location of a rewrite redirect: the replacement, then the request's
-// args after "?" (or "&" when it has a query already) when kept.
-std::string_view redirect_location(Arena& a, std::string_view url, bool add_args,
+// args when kept, after "&" if the replacement has a "?" of its own
+// (has_args), else after "?".
+std::string_view redirect_location(Arena& a, std::string_view url, bool has_args, bool add_args,
                                    std::string_view old_args);
-
-// The extension of a URI's last segment ("html" of "/a/b.html"), or empty.
-std::string_view exten_of(std::string_view uri);
 
 // ---- "return" ---------------------------------------------------------------
 

@@ -40,25 +40,32 @@ std::optional<std::string_view> path_tail(RootKind kind, size_t alias_len, std::
     return std::nullopt;
 }
 
-bool join_path(std::string_view base, std::string_view tail, std::pmr::string& out) {
-    if (tail.find('\0') != std::string_view::npos) return false;
-    out.clear();
-    out.reserve(base.size() + tail.size() + 1);
-    out.append(base);
-    out.append(tail);
+std::optional<std::string_view> join_path(std::string_view base, std::string_view tail, std::span<char> out) {
+    GH_CHECK(out.size() > base.size() + tail.size());
+    if (tail.find('\0') != std::string_view::npos) return std::nullopt;
+    base.copy(out.data(), base.size());
+    tail.copy(out.data() + base.size(), tail.size());
+    size_t len = base.size() + tail.size();
+    out[len] = '\0';
+    std::string_view path(out.data(), len);
     // Check every segment from the one the junction falls in: "/data/" +
     // "../x" and "/data/" + ".." must not pass; "/data/img" + "../x" is
-    // the harmless "img..". Segments of the base alone are the operator's.
-    size_t seg = base.empty() ? 0 : out.rfind('/', base.size() - 1);
-    seg = seg == std::string::npos ? 0 : seg + 1;
-    while (seg <= out.size()) {
-        size_t end = out.find('/', seg);
-        if (end == std::string::npos) end = out.size();
-        std::string_view s(out.data() + seg, end - seg);
-        if (s == "." || s == "..") return false;
+    // the harmless "img..". Whole segments of the base are the operator's,
+    // except the last when nothing follows: an alias in a regex location
+    // may end in a capture ("/data/$1" with $1 "..").
+    size_t seg = base.size();
+    if (tail.empty() || (!base.empty() && base.back() != '/' && tail.front() != '/')) {
+        size_t slash = base.empty() ? std::string_view::npos : path.rfind('/', base.size() - 1);
+        seg = slash == std::string_view::npos ? 0 : slash + 1;
+    }
+    while (seg <= len) {
+        size_t end = path.find('/', seg);
+        if (end == std::string_view::npos) end = len;
+        std::string_view s = path.substr(seg, end - seg);
+        if (s == "." || s == "..") return std::nullopt;
         seg = end + 1;
     }
-    return true;
+    return path;
 }
 
 std::string_view format_etag(time_t mtime, off_t size, std::span<char, kEtagMax> out) {
@@ -96,23 +103,27 @@ struct StaticCtx {
     const DocRoot* root = nullptr;
 };
 
-std::string_view arena_cstr(Arena& a, std::string_view s) {
-    char* p = static_cast<char*>(a.alloc(s.size() + 1, 1));
-    if (!s.empty()) std::memcpy(p, s.data(), s.size());
-    p[s.size()] = '\0';
-    return {p, s.size()};
+// a + b, NUL-terminated, in the arena.
+std::string_view arena_concat(Arena& arena, std::string_view a, std::string_view b = {}) {
+    char* p = static_cast<char*>(arena.alloc(a.size() + b.size() + 1, 1));
+    a.copy(p, a.size());
+    b.copy(p + a.size(), b.size());
+    p[a.size() + b.size()] = '\0';
+    return {p, a.size() + b.size()};
+}
+
+// join_path() into r's arena.
+std::optional<std::string_view> join_in_arena(Request& r, std::string_view base, std::string_view tail) {
+    size_t n = base.size() + tail.size() + 1;
+    return join_path(base, tail, {static_cast<char*>(r.arena().alloc(n, 1)), n});
 }
 
 // The root or alias value for r, absolute.
 std::string_view eval_base(Request& r, const DocRoot* root) {
     if (!root) return r.main_conf<StaticMainConf>(static_module).default_root;
     std::string_view base = root->path.eval(r);
-    if (!root->path.literal() && (base.empty() || base[0] != '/')) {
-        std::pmr::string full(r.mem());
-        full.append(root->prefix);
-        full.append(base);
-        base = arena_cstr(r.arena(), full);
-    }
+    if (!root->path.literal() && (base.empty() || base[0] != '/'))
+        base = arena_concat(r.arena(), root->prefix, base);
     return base;
 }
 
@@ -155,10 +166,10 @@ std::string_view map_uri_to_path(Request& r, std::string_view uri, size_t* root_
             tail = uri;
     }
     if (!tail) return {};
-    std::pmr::string path(r.mem());
-    if (!join_path(base, *tail, path)) return {};
+    auto path = join_in_arena(r, base, *tail);
+    if (!path) return {};
     if (root_len) *root_len = base.size();
-    return arena_cstr(r.arena(), path);
+    return *path;
 }
 
 std::string_view content_type_for(Request& r, std::string_view exten) {
@@ -222,18 +233,22 @@ Next serve_file(Request& r) {
         log_for_request(r, level, err, "open() " + quoted(path) + " failed");
         return respond_status(r, status);
     }
-    r.add_fd(fd);
     struct stat st;
     if (::fstat(fd, &st) != 0) {
         log_for_request(r, log::Level::Crit, errno, "fstat() " + quoted(path) + " failed");
+        ::close(fd);
         return respond_status(r, 500);
     }
+    // Only a file that is sent stays open: the others close now, so that
+    // error_page chains through directories cannot pile descriptors up.
+    if (!S_ISREG(st.st_mode) || m == Method::Post) ::close(fd);
     if (S_ISDIR(st.st_mode)) return redirect_to_dir(r);
     if (!S_ISREG(st.st_mode)) {
         log_for_request(r, log::Level::Crit, 0, quoted(path) + " is not a regular file");
         return respond_status(r, 404);
     }
     if (m == Method::Post) return respond_status(r, 405);
+    r.add_fd(fd);
 
     const StaticConf& c = r.loc_conf<StaticConf>(static_module);
     r.status = 200;
@@ -249,6 +264,7 @@ Next serve_file(Request& r) {
 
     Buf b = st.st_size > 0 ? Buf::file(fd, 0, st.st_size) : Buf();
     b.last_buf = true;
+    r.use_sendfile = sendfile_enabled(r);
     r.body.push(std::move(b));
     return Next::Respond;
 }
@@ -275,8 +291,8 @@ Next run_try_files(Request& r) {
     const DocRoot* root = c->root;
     RootKind kind = root ? root->kind : RootKind::Root;
     // The location prefix an alias replaces, as it appears in the URI.
-    std::string_view prefix = kind == RootKind::Alias ? r.uri.substr(0, std::min(root->alias_len, r.uri.size()))
-                                                      : std::string_view();
+    std::string_view prefix;
+    if (kind == RootKind::Alias) prefix = r.uri.substr(0, std::min(root->alias_len, r.uri.size()));
 
     for (const ComplexValue& f : tf.files) {
         std::string_view name = f.eval(r);
@@ -284,11 +300,10 @@ Next run_try_files(Request& r) {
         // A name under the location prefix loses it for "alias", as the URI
         // would; other names are taken below the alias as they are.
         std::string_view tail = name;
-        if (kind == RootKind::Alias && name.substr(0, prefix.size()) == prefix) tail = name.substr(prefix.size());
-        std::pmr::string path(r.mem());
-        if (!join_path(eval_base(r, root), tail, path)) continue;
-        std::string_view p = arena_cstr(r.arena(), path);
-        if (probe(r, p, want_dir) != Probe::Found) continue;
+        if (kind == RootKind::Alias && name.substr(0, prefix.size()) == prefix)
+            tail = name.substr(prefix.size());
+        auto path = join_in_arena(r, eval_base(r, root), tail);
+        if (!path || probe(r, *path, want_dir) != Probe::Found) continue;
 
         // Found: the request goes on in this location with this URI.
         if (kind == RootKind::Alias) {
@@ -338,7 +353,7 @@ void var_realpath_root(Request& r, VarValue& v, uintptr_t) {
         v.not_found = true;
         return;
     }
-    std::string_view base = arena_cstr(r.arena(), eval_base(r, c->root));
+    std::string_view base = arena_concat(r.arena(), eval_base(r, c->root));
     char buf[PATH_MAX];
     if (::realpath(base.data(), buf) == nullptr) {
         log_for_request(r, log::Level::Crit, errno, "realpath() " + quoted(base) + " failed");
@@ -369,14 +384,15 @@ Status set_root(Ctx& cx, const Node& n, StaticConf& c) {
     if (c.root) {
         bool was_alias = c.root->kind != RootKind::Root;
         if (was_alias == alias) return cx.duplicate(n);
-        return cx.error(n, "\"" + n.name + "\" directive is duplicate, \"" +
-                               std::string(was_alias ? "alias" : "root") + "\" directive was specified earlier");
+        std::string earlier = was_alias ? "alias" : "root";
+        return cx.error(n, "\"" + n.name + "\" directive is duplicate, \"" + earlier +
+                               "\" directive was specified earlier");
     }
     std::string_view text = n.args[0].text;
     if (text.find("$document_root") != std::string_view::npos ||
         text.find("$realpath_root") != std::string_view::npos)
-        return cx.error(n, "the $document_root and $realpath_root variables cannot be used in the \"" + n.name +
-                               "\" directive");
+        return cx.error(n, "the $document_root and $realpath_root variables cannot be used in the \"" +
+                               n.name + "\" directive");
     const auto* lc = cx.conf<LocConf>(http_core_module, conf::Level::Loc);
     if (alias && lc && lc->match == LocMatch::Named)
         return cx.error(n, "the \"alias\" directive cannot be used inside the named location");
@@ -410,7 +426,9 @@ Status set_types(Ctx& cx, const Node& n, StaticConf& c) {
         if (line.block) return cx.error(line, "unexpected \"{\"");
         for (const conf::Arg& ext : line.args) {
             if (auto old = c.types->add(ext.text, line.name))
-                GH_LOG(Warn, "duplicate extension \"%s\", content type: \"%s\", previous content type: \"%s\" in %s",
+                GH_LOG(Warn,
+                       "duplicate extension \"%s\", content type: \"%s\", "
+                       "previous content type: \"%s\" in %s",
                        ext.text.c_str(), line.name.c_str(), old->c_str(), line.where().c_str());
         }
     }
@@ -425,7 +443,8 @@ Status set_if_modified_since(Ctx& cx, const Node& n, StaticConf& c) {
     else if (v == "before") c.if_modified_since = IfModifiedSince::Before;
     else
         return cx.error(n, "invalid value \"" + std::string(v) +
-                               "\" in \"if_modified_since\" directive, it must be \"off\", \"exact\" or \"before\"");
+                               "\" in \"if_modified_since\" directive, "
+                               "it must be \"off\", \"exact\" or \"before\"");
     return {};
 }
 

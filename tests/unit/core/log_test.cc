@@ -1,0 +1,277 @@
+// Tests of src/core/log.h: levels, sinks, the two line forms, reopen and
+// the macros.
+#include "core/log.h"
+
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <regex>
+#include <string>
+
+#include "temp_dir.h"
+
+using gatehouse::log::ErrorLog;
+using gatehouse::log::Level;
+using gatehouse::test::TempDir;
+namespace ghlog = gatehouse::log;
+
+namespace {
+
+// Makes `l` the current log for the life of the guard.
+struct CurrentLog {
+    explicit CurrentLog(ErrorLog* l) { ghlog::set_error_log(l); }
+    ~CurrentLog() { ghlog::set_error_log(nullptr); }
+};
+
+// Sends fd 2 to a file for the life of the object.
+class StderrCapture {
+public:
+    StderrCapture() : path_(dir_ / "stderr") {
+        fflush(stderr);
+        saved_ = ::dup(2);
+        int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        REQUIRE(fd >= 0);
+        ::dup2(fd, 2);
+        ::close(fd);
+    }
+    ~StderrCapture() { restore(); }
+    // Restores stderr and returns what was written to it.
+    std::string text() {
+        restore();
+        return dir_.read(path_);
+    }
+
+private:
+    void restore() {
+        if (saved_ < 0) return;
+        fflush(stderr);
+        ::dup2(saved_, 2);
+        ::close(saved_);
+        saved_ = -1;
+    }
+    TempDir dir_;
+    std::string path_;
+    int saved_ = -1;
+};
+
+// "2026/12/01 10:00:00 [error] 1234#0: msg", this process's pid.
+std::regex full_line(std::string_view level, std::string_view msg) {
+    return std::regex(R"(\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2} \[)" + std::string(level) + R"(\] )" +
+                      std::to_string(::getpid()) + "#0: " + std::string(msg) + "\n");
+}
+
+bool fd_open(int fd) { return ::fcntl(fd, F_GETFD) != -1; }
+
+}  // namespace
+
+TEST_CASE("core/log: level names") {
+    CHECK(ghlog::level_name(Level::Emerg) == "emerg");
+    CHECK(ghlog::level_name(Level::Alert) == "alert");
+    CHECK(ghlog::level_name(Level::Crit) == "crit");
+    CHECK(ghlog::level_name(Level::Error) == "error");
+    CHECK(ghlog::level_name(Level::Warn) == "warn");
+    CHECK(ghlog::level_name(Level::Notice) == "notice");
+    CHECK(ghlog::level_name(Level::Info) == "info");
+    CHECK(ghlog::level_name(Level::Debug) == "debug");
+}
+
+TEST_CASE("core/log: parse_level") {
+    CHECK(ghlog::parse_level("emerg").value() == Level::Emerg);
+    CHECK(ghlog::parse_level("alert").value() == Level::Alert);
+    CHECK(ghlog::parse_level("crit").value() == Level::Crit);
+    CHECK(ghlog::parse_level("error").value() == Level::Error);
+    CHECK(ghlog::parse_level("warn").value() == Level::Warn);
+    CHECK(ghlog::parse_level("notice").value() == Level::Notice);
+    CHECK(ghlog::parse_level("info").value() == Level::Info);
+    CHECK(ghlog::parse_level("debug").value() == Level::Debug);
+    CHECK(ghlog::parse_level("loud").message() == "invalid log level \"loud\"");
+    CHECK(ghlog::parse_level("").message() == "invalid log level \"\"");
+    CHECK(ghlog::parse_level("ERROR").message() == "invalid log level \"ERROR\"");
+    CHECK(ghlog::parse_level("warning").message() == "invalid log level \"warning\"");
+}
+
+TEST_CASE("core/log: the maximum level is the most verbose sink's") {
+    ErrorLog l;
+    CHECK(l.max_level() == Level::Emerg);
+    l.add("stderr", Level::Warn);
+    CHECK(l.max_level() == Level::Warn);
+    l.add("stderr", Level::Crit);
+    CHECK(l.max_level() == Level::Warn);
+    l.add("stderr", Level::Info);
+    CHECK(l.max_level() == Level::Info);
+    CHECK(l.enabled(Level::Emerg));
+    CHECK(l.enabled(Level::Info));
+    CHECK_FALSE(l.enabled(Level::Debug));
+    REQUIRE(l.sinks().size() == 3);
+    CHECK(l.sinks()[0].fd == 2);
+}
+
+TEST_CASE("core/log: each sink gets what its level admits, in nginx's form") {
+    TempDir d;
+    ErrorLog l;
+    l.add(d / "error.log", Level::Error);
+    l.add(d / "info.log", Level::Info);
+    REQUIRE(l.open().ok());
+    l.write(Level::Error, "disk full");
+    l.write(Level::Notice, "started");
+    l.write(Level::Debug, "noise");
+    std::string err = d.read("error.log"), info = d.read("info.log");
+    CHECK(std::regex_match(err, full_line("error", "disk full")));
+    CHECK(std::regex_match(info, std::regex(R"((.*\n){2})")));
+    CHECK(std::regex_search(info, full_line("error", "disk full")));
+    CHECK(std::regex_search(info, full_line("notice", "started")));
+    CHECK(info.find("noise") == std::string::npos);
+}
+
+TEST_CASE("core/log: files are appended to, never truncated") {
+    TempDir d;
+    std::string p = d.write("a.log", "old line\n");
+    {
+        ErrorLog l;
+        l.add(p, Level::Error);
+        REQUIRE(l.open().ok());
+        l.write(Level::Error, "new");
+    }
+    std::string text = d.read(p);
+    CHECK(text.rfind("old line\n", 0) == 0);
+    CHECK(text.find("[error]") != std::string::npos);
+    CHECK(text.find("new\n") != std::string::npos);
+}
+
+TEST_CASE("core/log: the startup form on stderr, the full form in files") {
+    TempDir d;
+    ErrorLog l;
+    l.add("stderr", Level::Notice);
+    l.add(d / "e.log", Level::Notice);
+    l.set_startup_form(true);
+    REQUIRE(l.open().ok());
+    StderrCapture cap;
+    l.write(Level::Emerg, "unknown directive \"x\" in /g.conf:3");
+    CHECK(cap.text() == "gatehouse: [emerg] unknown directive \"x\" in /g.conf:3\n");
+    CHECK(std::regex_match(d.read("e.log"),
+                           full_line("emerg", R"(unknown directive "x" in /g\.conf:3)")));
+}
+
+TEST_CASE("core/log: error_log stderr gets the full form once configured") {
+    ErrorLog l;
+    l.add("stderr", Level::Info);
+    StderrCapture cap;
+    l.write(Level::Info, "hello");
+    CHECK(std::regex_match(cap.text(), full_line("info", "hello")));
+}
+
+TEST_CASE("core/log: error: open names the path and errno") {
+    ErrorLog l;
+    l.add("/nonexistent/dir/e.log", Level::Error);
+    auto s = l.open();
+    REQUIRE_FALSE(s.ok());
+    CHECK(s.message() == "open() \"/nonexistent/dir/e.log\" failed (2: No such file or directory)");
+    TempDir d;
+    ErrorLog dir;
+    dir.add(d.path(), Level::Error);
+    CHECK(dir.open().message() == "open() \"" + d.path() + "\" failed (21: Is a directory)");
+}
+
+TEST_CASE("core/log: a sink that failed to open is skipped") {
+    TempDir d;
+    ErrorLog l;
+    l.add(d / "ok.log", Level::Error);
+    l.add("/nonexistent/x.log", Level::Error);
+    CHECK_FALSE(l.open().ok());
+    l.write(Level::Error, "still written");
+    CHECK(d.read("ok.log").find("still written") != std::string::npos);
+}
+
+TEST_CASE("core/log: reopen releases a rotated file") {
+    TempDir d;
+    ErrorLog l;
+    l.add(d / "e.log", Level::Error);
+    REQUIRE(l.open().ok());
+    int fd = l.sinks()[0].fd;
+    l.write(Level::Error, "before");
+    REQUIRE(::rename((d / "e.log").c_str(), (d / "e.log.1").c_str()) == 0);
+    l.write(Level::Error, "rotated");
+    l.reopen();
+    CHECK(l.sinks()[0].fd == fd);  // the same descriptor, now on the new file
+    l.write(Level::Error, "after");
+    std::string old = d.read("e.log.1"), now = d.read("e.log");
+    CHECK(old.find("before") != std::string::npos);
+    CHECK(old.find("rotated") != std::string::npos);
+    CHECK(old.find("after") == std::string::npos);
+    CHECK(std::regex_match(now, full_line("error", "after")));
+}
+
+TEST_CASE("core/log: the destructor closes files, not stderr") {
+    TempDir d;
+    int fd;
+    {
+        ErrorLog l;
+        l.add("stderr", Level::Error);
+        l.add(d / "e.log", Level::Error);
+        REQUIRE(l.open().ok());
+        fd = l.sinks()[1].fd;
+        CHECK(fd > 2);
+        CHECK(fd_open(fd));
+    }
+    CHECK_FALSE(fd_open(fd));
+    CHECK(fd_open(2));
+}
+
+TEST_CASE("core/log: current() is a stderr notice log until one is set") {
+    ghlog::set_error_log(nullptr);
+    ErrorLog& def = ghlog::current();
+    REQUIRE(def.sinks().size() == 1);
+    CHECK(def.sinks()[0].path == "stderr");
+    CHECK(def.max_level() == Level::Notice);
+    StderrCapture cap;
+    GH_LOG(Warn, "a %s b", "x");
+    GH_LOG(Info, "not shown");
+    CHECK(cap.text() == "gatehouse: [warn] a x b\n");
+}
+
+TEST_CASE("core/log: GH_LOG formats, and checks the level first") {
+    TempDir d;
+    ErrorLog l;
+    l.add(d / "e.log", Level::Warn);
+    REQUIRE(l.open().ok());
+    CurrentLog cur(&l);
+    int evaluated = 0;
+    GH_LOG(Info, "%d", ++evaluated);
+    CHECK(evaluated == 0);
+    GH_LOG(Warn, "upstream \"%s\" is down, %d tries", "b1", 3);
+    CHECK(std::regex_match(d.read("e.log"), full_line("warn", R"(upstream "b1" is down, 3 tries)")));
+}
+
+TEST_CASE("core/log: GH_LOG_ERRNO appends errno as nginx does") {
+    TempDir d;
+    ErrorLog l;
+    l.add(d / "e.log", Level::Error);
+    REQUIRE(l.open().ok());
+    CurrentLog cur(&l);
+    GH_LOG_ERRNO(Error, ENOENT, "open() \"%s\" failed", "/x");
+    GH_LOG_ERRNO(Crit, 0, "no errno");
+    std::string text = d.read("e.log");
+    CHECK(std::regex_search(text, full_line("error", R"(open\(\) "/x" failed \(2: No such file or directory\))")));
+    CHECK(std::regex_search(text, full_line("crit", "no errno")));
+}
+
+TEST_CASE("core/log: a long message is cut, not overflowed") {
+    TempDir d;
+    ErrorLog l;
+    l.add(d / "e.log", Level::Error);
+    REQUIRE(l.open().ok());
+    CurrentLog cur(&l);
+    std::string big(5000, 'x');
+    GH_LOG(Error, "%s", big.c_str());
+    GH_LOG_ERRNO(Error, EACCES, "%s", big.c_str());
+    std::string text = d.read("e.log");
+    size_t first = text.find('\n');
+    REQUIRE(first != std::string::npos);
+    std::string line = text.substr(0, first);
+    CHECK(line.size() < 2200);
+    CHECK(line.substr(line.size() - 100) == std::string(100, 'x'));
+    CHECK(text.find('\n', first + 1) == text.size() - 1);  // exactly two lines
+}
