@@ -196,6 +196,18 @@ void Listener::pause() {
 void Listener::on_retry() {
     if (!started_) return;
     if (table_.free_count() == 0) {
+        // Still full: refuse what waits in the backlog rather than let
+        // those clients hang until a slot frees. Bounded, so a storm costs
+        // a few accept/close pairs per retry_delay.
+        int refused = 0;
+        for (int i = 0; i < 64; ++i) {
+            int fd = ::accept4(io_.fd(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            if (fd < 0) break;
+            ::close(fd);
+            ++refused;
+        }
+        if (refused)
+            GH_LOG(Alert, "%u worker_connections are not enough, %d connections refused", table_.size(), refused);
         loop_.arm(retry_, opts_.retry_delay);
         return;
     }

@@ -119,9 +119,9 @@ Status open_location(Ctx& cx, const Node& n) {
             return cx.error(n, "location \"" + lc->name + "\" is outside location \"" + parent->name + "\"");
     }
     if (lc->match == LocMatch::Regex || lc->match == LocMatch::RegexCaseless) {
-        auto re = Regex::compile(lc->name, lc->match == LocMatch::RegexCaseless);
-        if (!re) return cx.error(n, re.message());
-        lc->regex = std::make_unique<Regex>(std::move(*re));
+        auto re = CaptureRegex::compile(cx, n, lc->name, lc->match == LocMatch::RegexCaseless);
+        if (!re) return re.error();
+        lc->regex = std::make_unique<CaptureRegex>(std::move(*re));
     }
     for (const LocConf* o : parent->locations)
         if (o->match == lc->match && o->name == lc->name)
@@ -190,9 +190,9 @@ Status set_server_name(Ctx& cx, const Node& n, SrvConf& sc) {
         ServerName s;
         s.name = a.text;
         if (!s.name.empty() && s.name[0] == '~') {
-            auto re = Regex::compile(std::string_view(s.name).substr(1), true);
-            if (!re) return cx.error(n, re.message());
-            s.regex = std::make_unique<Regex>(std::move(*re));
+            auto re = CaptureRegex::compile(cx, n, std::string_view(s.name).substr(1), true);
+            if (!re) return re.error();
+            s.regex = std::make_unique<CaptureRegex>(std::move(*re));
         } else {
             if (s.name.find_first_of("/\\ ") != std::string::npos)
                 return cx.error(n, "server name \"" + s.name + "\" has suspicious symbols");

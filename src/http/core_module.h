@@ -42,7 +42,7 @@ struct LocConf;
 
 struct ServerName {
     std::string name;                // lower case; "*.x", "x.*", "~re"
-    std::unique_ptr<Regex> regex;    // for "~" names
+    std::unique_ptr<CaptureRegex> regex;  // for "~" names; named groups are variables
 };
 
 // http_core_module's server-level struct.
@@ -74,7 +74,7 @@ struct ErrorPage {
 struct LocConf {
     LocMatch match = LocMatch::Prefix;
     std::string name;                      // the URI, regex or @name
-    std::unique_ptr<Regex> regex;          // for ~ and ~*
+    std::unique_ptr<CaptureRegex> regex;   // for ~ and ~*; named groups are variables
     conf::ConfArray loc_confs = nullptr;   // owner: the generation arena
     std::vector<LocConf*> locations;       // nested, in config order
     LocConf* parent = nullptr;             // null for http and server level
@@ -112,7 +112,7 @@ struct AddrServers {
     std::unordered_map<std::string, SrvConf*> exact;
     std::vector<std::pair<std::string, SrvConf*>> wild_head;  // "*.x": ".x" suffix
     std::vector<std::pair<std::string, SrvConf*>> wild_tail;  // "x.*": "x." prefix
-    std::vector<std::pair<const Regex*, SrvConf*>> regex;
+    std::vector<std::pair<const CaptureRegex*, SrvConf*>> regex;
 };
 
 // A socket to bind: one per port when a wildcard address covers it, else

@@ -54,10 +54,7 @@ Found find_in(Request& r, const LocConf& level, LocConf** best) {
     }
     for (LocConf* l : level.locations) {
         if (!is_regex(l)) continue;
-        int pairs = 0;
-        if (l->regex->match(r.uri, r.captures, 10, &pairs)) {
-            r.capture_subject = r.uri;
-            r.ncaptures = pairs;
+        if (l->regex->exec(r, r.uri)) {
             *best = l;
             LocConf* inner = nullptr;
             Found g = find_in(r, *l, &inner);
@@ -74,6 +71,8 @@ void set_location(Request& r, LocConf* l) {
 }
 
 Next find_config(Request& r) {
+    // A server-level rewrite already changed the URI the search uses.
+    r.uri_changed = false;
     LocConf& server_level = *static_cast<LocConf*>(r.srv->loc_confs[http_core_module.index]);
     LocConf* best = nullptr;
     find_in(r, server_level, &best);
@@ -591,10 +590,7 @@ void HttpConnection::select_server(Request& r) {
                 }
         if (!found)
             for (const auto& [re, s] : as.regex) {
-                int pairs = 0;
-                if (re->match(host, r.captures, 10, &pairs)) {
-                    r.capture_subject = host;
-                    r.ncaptures = pairs;
+                if (re->exec(r, host)) {
                     found = s;
                     break;
                 }

@@ -52,7 +52,8 @@ void Request::set_exten() {
     for (size_t i = uri.size(); i-- > 0;) {
         if (uri[i] == '/') return;
         if (uri[i] == '.') {
-            exten = uri.substr(i + 1);
+            // A leading dot (/.htaccess) is a name, not an extension [nginx].
+            if (i > 0 && uri[i - 1] != '/') exten = uri.substr(i + 1);
             return;
         }
     }

@@ -79,6 +79,35 @@ int VarTable::define_user(std::string_view name) {
     return static_cast<int>(vars_.size() - 1);
 }
 
+int VarTable::define(std::string_view name, VarGetter get, uintptr_t arg, uint8_t flags) {
+    std::string_view suffix;
+    const VariableDef* d = find_def(name, &suffix);
+    if (d && !(d->flags & kVarPrefix) && !(d->flags & kVarSettable)) return -1;
+    for (size_t i = 0; i < vars_.size(); ++i)
+        if (vars_[i].name == name) {
+            Var& v = vars_[i];
+            if (v.user) return -1;  // "set" owns it
+            v.get = get;
+            v.arg = arg;
+            v.flags = flags;
+            v.suffix = nullptr;
+            return static_cast<int>(i);
+        }
+    Var v;
+    v.name = std::string(name);
+    v.get = get;
+    v.arg = arg;
+    v.flags = flags;
+    vars_.push_back(std::move(v));
+    return static_cast<int>(vars_.size() - 1);
+}
+
+int VarTable::assignable(std::string_view name) {
+    int idx = define_user(name);
+    const Var& v = var(idx);
+    return v.user || (v.flags & kVarSettable) ? idx : -1;
+}
+
 Status VarTable::check() const {
     for (const Var& v : vars_)
         if (!v.get && !v.user) return make_error("unknown \"" + v.name + "\" variable in " + v.first_use);
@@ -93,10 +122,16 @@ const VarValue& get_var(Request& r, int index) {
     const VarTable::Var& def = m->vars.var(index);
     if (v.valid && !(def.flags & kVarNoCache)) return v;
     if (def.user) {
-        // "set" stores the value directly; unset user variables are empty.
+        // "set" stores the value directly; an unset one is empty (and may
+        // be reported by the uninitialized getter).
         if (!v.valid) {
+            if (VarGetter g = m->vars.uninitialized_getter()) {
+                v = VarValue{};
+                g(r, v, static_cast<uintptr_t>(index));
+            } else {
+                v.not_found = true;
+            }
             v.valid = true;
-            v.not_found = true;
         }
         return v;
     }
@@ -197,6 +232,56 @@ std::string_view ComplexValue::eval(Request& r) const {
         pos += p.size();
     }
     return {out, pos};
+}
+
+// ---- regexes with named captures ----------------------------------------------
+
+namespace {
+
+// Groups read back from one match: enough for any sane pattern; a named
+// group numbered beyond this is set empty.
+constexpr int kMatchPairs = 64;
+// $0..$9, what Request::captures holds.
+constexpr int kRequestPairs = 10;
+
+}  // namespace
+
+Result<CaptureRegex> CaptureRegex::compile(conf::Ctx& cx, const conf::Node& n,
+                                           std::string_view pattern, bool caseless) {
+    auto re = Regex::compile(pattern, caseless);
+    if (!re) return cx.error(n, re.message());
+    CaptureRegex c;
+    c.re = std::move(*re);
+    if (!c.re.names().empty()) {
+        HttpMainConf* m = cx.conf<HttpMainConf>(http_core_module, conf::Level::Main);
+        GH_CHECK(m != nullptr);  // rewrite, if and map exist only inside "http"
+        for (const Regex::Named& nm : c.re.names()) {
+            int idx = m->vars.assignable(nm.name);
+            if (idx < 0) return cx.error(n, "the duplicate \"" + nm.name + "\" variable");
+            c.named.emplace_back(nm.number, idx);
+        }
+    }
+    return c;
+}
+
+bool CaptureRegex::exec(Request& r, std::string_view s) const {
+    if (re.captures() == 0) return re.match(s);
+    int ovec[2 * kMatchPairs];
+    int pairs = 0;
+    if (!re.match(s, ovec, kMatchPairs, &pairs)) return false;
+    int keep = pairs < kRequestPairs ? pairs : kRequestPairs;
+    for (int i = 0; i < 2 * keep; ++i) r.captures[i] = ovec[i];
+    r.ncaptures = keep;
+    r.capture_subject = s;
+    for (auto [group, var] : named) {
+        VarValue& v = r.vars[var];
+        v = VarValue{};
+        if (group < pairs && ovec[2 * group] >= 0)
+            v.s = s.substr(static_cast<size_t>(ovec[2 * group]),
+                           static_cast<size_t>(ovec[2 * group + 1] - ovec[2 * group]));
+        v.valid = true;
+    }
+    return true;
 }
 
 // ---- the core variables ------------------------------------------------------

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "conf/fwd.h"
+#include "core/regex.h"
 #include "core/result.h"
 #include "http/fwd.h"
 #include "http/request.h"
@@ -51,6 +52,19 @@ public:
     int index(std::string_view name, const conf::Node& where);
     // "set $name": a user variable stored in Request::vars.
     int define_user(std::string_view name);
+    // The index of a variable "set" or a named capture may assign: a user
+    // variable or a settable one ($args); -1 for the others ($host), which
+    // nginx refuses to change.
+    int assignable(std::string_view name);
+    // A variable computed by `get` ("map"): defines it, or fills in one
+    // already referenced with index(). -1 when a module already declares
+    // the name and it is not settable.
+    int define(std::string_view name, VarGetter get, uintptr_t arg, uint8_t flags);
+    // Called (arg: the variable's index) for a user variable read before
+    // any "set" gave it a value; its result is cached. Rewrite installs
+    // one that warns, as nginx's uninitialized_variable_warn.
+    void set_uninitialized_getter(VarGetter g) { uninitialized_ = g; }
+    VarGetter uninitialized_getter() const { return uninitialized_; }
     // Every used variable is declared or set; else the error names where
     // it was first used.
     Status check() const;
@@ -73,6 +87,24 @@ private:
     std::vector<Var> vars_;
     std::vector<std::unique_ptr<std::string_view>> suffixes_;  // stable addresses
     std::vector<std::unique_ptr<std::string>> suffix_text_;
+    VarGetter uninitialized_ = nullptr;
+};
+
+// A regex whose named groups are variables ($name), as nginx makes them
+// for location, server_name, rewrite, if and map regexes.
+struct CaptureRegex {
+    Regex re;
+    std::vector<std::pair<int, int>> named;  // group number, variable index
+
+    // Compiles `pattern` written at n; each named group becomes a variable
+    // of the generation's table. The error names the pattern and file:line.
+    static Result<CaptureRegex> compile(conf::Ctx& cx, const conf::Node& n,
+                                        std::string_view pattern, bool caseless);
+
+    // Matches s. On a match, $0..$9 refer to s (when the regex has groups;
+    // a regex without any leaves the previous captures, as nginx does) and
+    // each named group's variable is set. s must live as long as r.
+    bool exec(Request& r, std::string_view s) const;
 };
 
 // The value of variable `index` for r; computed on first use.

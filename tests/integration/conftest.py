@@ -61,6 +61,15 @@ def port_open(port, host="127.0.0.1"):
         return False
 
 
+def process_state(pid):
+    """The state letter of /proc/PID/stat ("R", "S", "Z"...), or "" if gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat[stat.rindex(")") + 2:][:1]
+
+
 class Prefix:
     """A gatehouse prefix directory: conf/ for configs, logs/ for logs."""
 
@@ -178,27 +187,55 @@ class Gatehouse:
             pytest.fail(f"gatehouse exited with {self.proc.returncode} while waiting for "
                         f"{what}; stderr:\n{self.stderr()}")
 
-    def wait_ready(self, ports=(), pid_file=None, timeout=DEFAULT_TIMEOUT):
+    def wait_ready(self, ports=(), pid_file=None, workers=None, timeout=DEFAULT_TIMEOUT):
         """Polls until every port in `ports` accepts connections, or, when
         none is given, until `pid_file` (default logs/gatehouse.pid) holds
-        this process's pid. Fails early if the process exits."""
+        this process's pid; then, if `workers` is given, until the master
+        has that many children, all idle (see wait_workers). Fails early if
+        the process exits."""
         if ports:
             for port in ports:
                 def up(port=port):
                     self._alive_or_fail(f"port {port}")
                     return port_open(port)
                 wait_for(up, timeout, what=f"gatehouse to listen on port {port}")
-            return self
-        path = Path(pid_file) if pid_file else self.prefix.pid_file
+        else:
+            path = Path(pid_file) if pid_file else self.prefix.pid_file
 
-        def pid_written():
-            self._alive_or_fail(f"pid file {path}")
-            try:
-                return path.read_text().strip() == str(self.pid)
-            except OSError:
-                return False
-        wait_for(pid_written, timeout, what=f"pid {self.pid} in {path}")
+            def pid_written():
+                self._alive_or_fail(f"pid file {path}")
+                try:
+                    return path.read_text().strip() == str(self.pid)
+                except OSError:
+                    return False
+            wait_for(pid_written, timeout, what=f"pid {self.pid} in {path}")
+        if workers is not None:
+            self.wait_workers(workers, timeout)
         return self
+
+    def children(self):
+        """The pids of the master's child processes (its workers)."""
+        pids = []
+        try:
+            for task in Path(f"/proc/{self.pid}/task").iterdir():
+                pids += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            pass
+        return pids
+
+    def wait_workers(self, count, timeout=DEFAULT_TIMEOUT):
+        """Polls until the master has `count` children and each one sleeps,
+        that is, has finished starting and waits in its event loop.
+
+        The pid file is written before the workers are forked; a test that
+        signals the master right after it would race the workers' start.
+        """
+        def idle():
+            self._alive_or_fail(f"{count} idle workers")
+            kids = self.children()
+            return len(kids) == count and all(process_state(k) == "S" for k in kids)
+        wait_for(idle, timeout, what=f"{count} idle worker processes of {self.pid}")
+        return self.children()
 
     def wait_exit(self, timeout=DEFAULT_TIMEOUT):
         """Waits for the process to exit by itself; returns its exit code."""
@@ -239,7 +276,7 @@ class GatehouseFactory:
         self.started = []
 
     def start(self, conf_text=None, conf="conf/gatehouse.conf", args=(),
-              globals_="daemon off;", ports=(), pid_file=None, wait=True):
+              globals_="daemon off;", ports=(), pid_file=None, workers=None, wait=True):
         """Writes `conf_text` to `conf` if given, starts the master and, with
         `wait`, waits until it is ready (see Gatehouse.wait_ready)."""
         if conf_text is not None:
@@ -247,7 +284,7 @@ class GatehouseFactory:
         g = Gatehouse(self.binary, self.prefix, conf=conf, args=args, globals_=globals_)
         self.started.append(g)
         if wait:
-            g.wait_ready(ports=ports, pid_file=pid_file)
+            g.wait_ready(ports=ports, pid_file=pid_file, workers=workers)
         return g
 
     def stop_all(self):

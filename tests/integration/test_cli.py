@@ -415,7 +415,7 @@ def test_g_errors(cli, prefix, globals_, message):
 def test_g_applies_to_a_running_master(gatehouse, prefix):
     prefix.write_conf(MINIMAL)
     g = gatehouse.start(globals_="daemon off; pid logs/other.pid; error_log logs/g.log notice;",
-                        pid_file=prefix / "logs/other.pid")
+                        pid_file=prefix / "logs/other.pid", workers=1)
     wait_for(lambda: re.search(r"\[notice\] \d+#\d+: gatehouse/\S+ started", prefix.read("logs/g.log")),
              what="the started notice in logs/g.log")
     assert not prefix.pid_file.exists()
@@ -566,7 +566,7 @@ def test_s_invalid_signal(cli):
 @pytest.mark.parametrize("sig", ["stop", "quit"])
 def test_s_stops_a_running_master(gatehouse, cli, prefix, sig):
     prefix.write_conf("error_log logs/error.log notice;\n" + MINIMAL)
-    g = gatehouse.start()
+    g = gatehouse.start(workers=1)
     r = cli.run("-s", sig)
     assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
     assert g.wait_exit() == 0
@@ -576,7 +576,7 @@ def test_s_stops_a_running_master(gatehouse, cli, prefix, sig):
 
 def test_s_reopen_creates_the_log_again(gatehouse, cli, prefix):
     prefix.write_conf("error_log logs/error.log notice;\n" + MINIMAL)
-    g = gatehouse.start()
+    g = gatehouse.start(workers=1)
     log = prefix / "logs/error.log"
     wait_for(lambda: "started" in prefix.read("logs/error.log"), what="the started notice")
     log.rename(prefix / "logs/error.log.1")
@@ -589,7 +589,7 @@ def test_s_reopen_creates_the_log_again(gatehouse, cli, prefix):
 
 def test_running_master_writes_its_pid(gatehouse, prefix):
     prefix.write_conf(MINIMAL)
-    g = gatehouse.start()
+    g = gatehouse.start(workers=1)
     assert prefix.pid_file.read_text() == f"{g.pid}\n"
     g.signal(signal.SIGTERM)
     assert g.wait_exit() == 0
@@ -627,7 +627,7 @@ def test_several_error_logs_get_what_their_level_admits(gatehouse, prefix):
                       "error_log logs/info.log info;\n"
                       "error_log stderr notice;\n"
                       + MINIMAL)
-    g = gatehouse.start()
+    g = gatehouse.start(workers=1)
     started = re.compile(r"^" + TIMESTAMP + r" \[notice\] " + str(g.pid)
                          + r"#\d+: gatehouse/\d+\.\d+\.\d+ started$", re.M)
     wait_for(lambda: started.search(prefix.read("logs/notice.log")),

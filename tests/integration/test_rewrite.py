@@ -10,26 +10,10 @@ not followed: the Location header is what is checked.
 
 import pytest
 
-from gh_server import Server, require_binary
+from gh_server import Server, server  # noqa: F401
 
 
-@pytest.fixture
-def rw_server(tmp_path):
-    """rw_server(http_block, files={...}, start=True) -> a started Server."""
-    require_binary()
-    made = []
-
-    def make(http, files=None, start=True):
-        s = Server(tmp_path / str(len(made)), http, files)
-        made.append(s)
-        return s.start() if start else s
-
-    yield make
-    for s in made:
-        s.stop()
-
-
-def rw_server_block(body):
+def server_block(body):
     return "server {\n listen 127.0.0.1:PORT;\n server_name localhost;\n" + body + "\n}\n"
 
 
@@ -42,8 +26,8 @@ def get(s, path, headers=None, host="localhost"):
 # ---- return -------------------------------------------------------------------
 
 
-def test_return_codes_and_text(rw_server):
-    s = rw_server(rw_server_block("""
+def test_return_codes_and_text(server):
+    s = server(server_block("""
         location = /text { return 200 "hello $uri"; }
         location = /empty { return 200; }
         location = /gone { return 410; }
@@ -66,8 +50,8 @@ def test_return_codes_and_text(rw_server):
     assert get(s, "/nocontent")[0] == 204
 
 
-def test_return_redirects(rw_server):
-    s = rw_server(rw_server_block("""
+def test_return_redirects(server):
+    s = server(server_block("""
         location = /moved { return 301 /elsewhere; }
         location = /url { return http://example.com/x; }
         location = /see { return 303 https://example.org/$arg_to; }
@@ -88,8 +72,8 @@ def test_return_redirects(rw_server):
     assert (st, h["location"]) == (307, "http://example.net/temp?a=1")
 
 
-def test_return_444_closes_without_response(rw_server):
-    s = rw_server(rw_server_block("location /close { return 444; }"))
+def test_return_444_closes_without_response(server):
+    s = server(server_block("location /close { return 444; }"))
     assert s.raw(Server.request_bytes("/close")) == b""
     # The connection is closed, not the server: the next one is served.
     assert get(s, "/other")[0] == 404
@@ -98,8 +82,8 @@ def test_return_444_closes_without_response(rw_server):
 # ---- rewrite ------------------------------------------------------------------
 
 
-def test_rewrite_flags(rw_server):
-    s = rw_server(rw_server_block("""
+def test_rewrite_flags(server):
+    s = server(server_block("""
         location /last/ { rewrite ^/last/(.*)$ /b/$1 last; }
         location /brk/ {
             rewrite ^/brk/(.*)$ /b/$1 break;
@@ -128,8 +112,8 @@ def test_rewrite_flags(rw_server):
     assert get(s, "/chain/a")[0::2] == (200, "in b\n")
 
 
-def test_rewrite_args_appended_or_dropped(rw_server):
-    s = rw_server(rw_server_block("""
+def test_rewrite_args_appended_or_dropped(server):
+    s = server(server_block("""
         location /keep/ { rewrite ^/keep/(.*)$ /show?user=$1 last; }
         location /drop/ { rewrite ^/drop/(.*)$ /show?user=$1? last; }
         location /plain/ { rewrite ^/plain/(.*)$ /show last; }
@@ -149,31 +133,31 @@ def test_rewrite_args_appended_or_dropped(rw_server):
     assert get(s, "/rdrop/joe?z=9")[1]["location"].endswith("/new/joe")
 
 
-def test_rewrite_escapes_captures_of_an_encoded_path(rw_server):
-    s = rw_server(rw_server_block("""
+def test_rewrite_escapes_captures_of_an_encoded_path(server):
+    s = server(server_block("""
         location /enc/ { rewrite ^/enc/(.*)$ /dst/$1 redirect; }
     """))
     st, h, _ = get(s, "/enc/a%20b")
     assert st == 302 and h["location"].endswith("/dst/a%20b")
 
 
-def test_rewrite_named_captures_are_variables(rw_server):
-    s = rw_server(rw_server_block("""
+def test_rewrite_named_captures_are_variables(server):
+    s = server(server_block("""
         location /user/ { rewrite ^/user/(?<who>[a-z]+)/(\\d+)$ /hello?n=$2 last; }
         location = /hello { return 200 "who=$who n=$arg_n"; }
     """))
     assert get(s, "/user/bob/42")[0::2] == (200, "who=bob n=42")
 
 
-def test_rewrite_cycle_is_500_after_10_redirections(rw_server):
-    s = rw_server(rw_server_block("location /loop { rewrite ^(.*)$ $1 last; }"))
+def test_rewrite_cycle_is_500_after_10_redirections(server):
+    s = server(server_block("location /loop { rewrite ^(.*)$ $1 last; }"))
     st, _, body = get(s, "/loop")
     assert st == 500
     assert "rewrite or internal redirection cycle" in s.error_log()
 
 
-def test_rewrite_log(rw_server):
-    s = rw_server(rw_server_block("""
+def test_rewrite_log(server):
+    s = server(server_block("""
         rewrite_log on;
         location /a { rewrite ^/a(.*)$ /b$1?k=v; rewrite ^/zz /y; return 200 "uri=$uri"; }
     """))
@@ -185,14 +169,14 @@ def test_rewrite_log(rw_server):
     assert '"^/zz" does not match "/bx"' in log
 
 
-def test_rewrite_log_off_by_default(rw_server):
-    s = rw_server(rw_server_block('location /a { rewrite ^/a(.*)$ /b$1; return 200 "$uri"; }'))
+def test_rewrite_log_off_by_default(server):
+    s = server(server_block('location /a { rewrite ^/a(.*)$ /b$1; return 200 "$uri"; }'))
     assert get(s, "/ax")[2] == "/bx"
     assert "matches" not in s.error_log()
 
 
-def test_server_level_directives(rw_server):
-    s = rw_server(rw_server_block("""
+def test_server_level_directives(server):
+    s = server(server_block("""
         if ($http_x_block) { return 403; }
         rewrite ^/old/(.*)$ /new/$1;
         set $tag "srv";
@@ -205,8 +189,8 @@ def test_server_level_directives(rw_server):
 # ---- break, set ---------------------------------------------------------------
 
 
-def test_break_stops_the_directives(rw_server):
-    s = rw_server(rw_server_block("""
+def test_break_stops_the_directives(server):
+    s = server(server_block("""
         location /b {
             set $x "one";
             break;
@@ -220,8 +204,8 @@ def test_break_stops_the_directives(rw_server):
     assert get(s, "/c?stop=1")[0] == 404
 
 
-def test_set_and_variables_in_text(rw_server):
-    s = rw_server(rw_server_block("""
+def test_set_and_variables_in_text(server):
+    s = server(server_block("""
         location /s {
             set $name "$arg_first-$arg_last";
             set $greeting "hello, $name";
@@ -233,8 +217,8 @@ def test_set_and_variables_in_text(rw_server):
     assert get(s, "/args?z=2")[2] == "a=1|1"
 
 
-def test_uninitialized_variable_reads_empty(rw_server):
-    s = rw_server(rw_server_block("""
+def test_uninitialized_variable_reads_empty(server):
+    s = server(server_block("""
         location /w { if ($arg_s) { set $v "set"; } return 200 "v=$v"; }
         location /q {
             uninitialized_variable_warn off;
@@ -250,9 +234,8 @@ def test_uninitialized_variable_reads_empty(rw_server):
 
 # TODO(rewrite): drop the marker once VarTable::set_uninitialized_getter()
 # is in the engine (requested); the module installs it when it exists.
-@pytest.mark.xfail(reason="needs VarTable::set_uninitialized_getter()", strict=False)
-def test_uninitialized_variable_warn(rw_server):
-    s = rw_server(rw_server_block(
+def test_uninitialized_variable_warn(server):
+    s = server(server_block(
         'location /w { if ($arg_s) { set $v "set"; } return 200 "v=$v"; }'))
     assert get(s, "/w")[2] == "v="
     assert 'using uninitialized "v" variable' in s.error_log()
@@ -261,8 +244,8 @@ def test_uninitialized_variable_warn(rw_server):
 # ---- if -----------------------------------------------------------------------
 
 
-def test_if_conditions(rw_server):
-    s = rw_server(rw_server_block("""
+def test_if_conditions(server):
+    s = server(server_block("""
         location /var { if ($arg_v) { return 200 "true"; } return 200 "false"; }
         location /eq { if ($arg_v = yes) { return 200 "eq"; } return 200 "no"; }
         location /ne { if ($arg_v != yes) { return 200 "ne"; } return 200 "no"; }
@@ -316,11 +299,11 @@ def test_if_conditions(rw_server):
     assert body("/nx?p=file") == "nx"
 
 
-def test_if_block_switches_the_location_conf(rw_server, tmp_path):
+def test_if_block_switches_the_location_conf(server, tmp_path):
     alt = tmp_path / "alt"
     (alt / "sw").mkdir(parents=True)
     (alt / "sw" / "f.txt").write_text("alt\n")
-    s = rw_server(rw_server_block("""
+    s = server(server_block("""
         location /sw/ {
             add_header X-Loc yes;
             if ($arg_alt) {
@@ -336,8 +319,8 @@ def test_if_block_switches_the_location_conf(rw_server, tmp_path):
     assert (st, body, h.get("x-loc"), h.get("x-if")) == (200, "alt\n", None, "yes")
 
 
-def test_if_with_rewrite_inside(rw_server):
-    s = rw_server(rw_server_block("""
+def test_if_with_rewrite_inside(server):
+    s = server(server_block("""
         location / {
             if ($http_user_agent ~ MSIE) { rewrite ^(.*)$ /msie$1 break; }
             return 200 "uri=$uri";
@@ -364,8 +347,8 @@ def test_if_with_rewrite_inside(rw_server):
     ('if ($a) { root /x; }', '"root" directive is not allowed here'),
     ('location / { if ($uri) { if ($uri) { } } }', '"if" directive is not allowed here'),
 ])
-def test_config_errors(rw_server, body, message):
-    s = rw_server(rw_server_block(body), start=False)
+def test_config_errors(server, body, message):
+    s = server(server_block(body), start=False)
     rc, out = s.test_config()
     assert rc != 0
     assert message in out
@@ -399,21 +382,19 @@ map $arg_n $vol {
 """
 
 
-def rw_map_server(rw_server):
-    s = rw_server(MAP_CONF + rw_server_block("""
+def map_server(server):
+    s = server(MAP_CONF + server_block("""
         location /map { return 200 "$devname"; }
         location /site { return 200 "$site"; }
         location /vol { return 200 "$vol"; }
     """), start=False)
     rc, out = s.test_config()
-    if rc != 0 and "VarTable::define" in out:
-        pytest.skip("map waits for VarTable::define() in the engine")
     assert rc == 0, out
     return s.start()
 
 
-def test_map_exact_regex_default(rw_server):
-    s = rw_map_server(rw_server)
+def test_map_exact_regex_default(server):
+    s = map_server(server)
 
     def dev(value):
         return get(s, "/map", headers={"X-Dev": value} if value is not None else {})[2]
@@ -430,8 +411,8 @@ def test_map_exact_regex_default(rw_server):
     assert dev(None) == "other"
 
 
-def test_map_hostnames(rw_server):
-    s = rw_map_server(rw_server)
+def test_map_hostnames(server):
+    s = map_server(server)
 
     def site(host):
         return get(s, "/site", host=host)[2]
@@ -446,6 +427,6 @@ def test_map_hostnames(rw_server):
     assert site("nothing.net") == "none"
 
 
-def test_map_volatile(rw_server):
-    s = rw_map_server(rw_server)
+def test_map_volatile(server):
+    s = map_server(server)
     assert get(s, "/vol?n=3")[2] == "v-3"

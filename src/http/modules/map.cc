@@ -133,13 +133,8 @@ KeyKind classify(std::string_view k, bool hostnames, std::string* part, bool* ba
 // The requested VarTable API (see the report of this module): a variable
 // computed by a getter that the configuration defines. Until VarTable has
 // it, "map" is refused with a message rather than failing the build.
-// TODO(map): call vars.define() directly once it exists.
-template <typename T>
-int define_computed(T& vars, std::string_view name, VarGetter get, uintptr_t arg, uint8_t flags) {
-    if constexpr (requires { vars.define(name, get, arg, flags); })
-        return vars.define(name, get, arg, flags);
-    else
-        return -2;
+int define_computed(VarTable& vars, std::string_view name, VarGetter get, uintptr_t arg, uint8_t flags) {
+    return vars.define(name, get, arg, flags);
 }
 
 Status add_entry(Ctx& cx, const Node& e, Map& m) {
@@ -226,7 +221,6 @@ Status open_map(Ctx& cx, const Node& n) {
     // A map variable may be changed by "set", as in nginx.
     uint8_t flags = kVarSettable | (is_volatile ? kVarNoCache : 0);
     int idx = define_computed(hm->vars, name, get_map, reinterpret_cast<uintptr_t>(m), flags);
-    if (idx == -2) return cx.error(n, "\"map\" needs VarTable::define(), not in this build yet");
     if (idx < 0) return cx.error(n, "the duplicate \"" + std::string(name) + "\" variable");
     return {};
 }

@@ -39,65 +39,6 @@
 
 namespace gatehouse::http {
 
-// ---- CaptureRegex ------------------------------------------------------------
-
-namespace {
-
-// Groups read back from one match: enough for any sane pattern; a named
-// group numbered beyond this is set empty.
-constexpr int kMatchPairs = 64;
-// $0..$9, what Request::captures holds.
-constexpr int kRequestPairs = 10;
-
-// The index of a variable that "set" or a named capture may assign: a user
-// variable, or a module's settable one ($args); -1 for the others ($host),
-// as nginx refuses to change them.
-int assignable_var(VarTable& vars, std::string_view name) {
-    int idx = vars.define_user(name);
-    const VarTable::Var& v = vars.var(idx);
-    return v.user || (v.flags & kVarSettable) ? idx : -1;
-}
-
-}  // namespace
-
-Result<CaptureRegex> CaptureRegex::compile(conf::Ctx& cx, const conf::Node& n,
-                                           std::string_view pattern, bool caseless) {
-    auto re = Regex::compile(pattern, caseless);
-    if (!re) return cx.error(n, re.message());
-    CaptureRegex c;
-    c.re = std::move(*re);
-    if (!c.re.names().empty()) {
-        HttpMainConf* m = cx.conf<HttpMainConf>(http_core_module, conf::Level::Main);
-        GH_CHECK(m != nullptr);  // rewrite, if and map exist only inside "http"
-        for (const Regex::Named& nm : c.re.names()) {
-            int idx = assignable_var(m->vars, nm.name);
-            if (idx < 0) return cx.error(n, "the duplicate \"" + nm.name + "\" variable");
-            c.named.emplace_back(nm.number, idx);
-        }
-    }
-    return c;
-}
-
-bool CaptureRegex::exec(Request& r, std::string_view s) const {
-    if (re.captures() == 0) return re.match(s);
-    int ovec[2 * kMatchPairs];
-    int pairs = 0;
-    if (!re.match(s, ovec, kMatchPairs, &pairs)) return false;
-    int keep = pairs < kRequestPairs ? pairs : kRequestPairs;
-    for (int i = 0; i < 2 * keep; ++i) r.captures[i] = ovec[i];
-    r.ncaptures = keep;
-    r.capture_subject = s;
-    for (auto [group, var] : named) {
-        VarValue& v = r.vars[var];
-        v = VarValue{};
-        if (group < pairs && ovec[2 * group] >= 0)
-            v.s = s.substr(static_cast<size_t>(ovec[2 * group]),
-                           static_cast<size_t>(ovec[2 * group + 1] - ovec[2 * group]));
-        v.valid = true;
-    }
-    return true;
-}
-
 // ---- pure pieces ---------------------------------------------------------------
 
 namespace rewrite {
@@ -497,7 +438,7 @@ Status set_set(Ctx& cx, const Node& n, RewriteLocConf& c) {
         return cx.error(n, "invalid variable name \"" + std::string(name) + "\"");
     name.remove_prefix(1);
     SetOp op;
-    op.var = assignable_var(http_conf(cx).vars, name);
+    op.var = http_conf(cx).vars.assignable(name);
     if (op.var < 0) return cx.error(n, "the duplicate \"" + std::string(name) + "\" variable");
     op.args = name == "args";
     auto cv = ComplexValue::compile(cx, n, n.args[1].text);
@@ -691,8 +632,10 @@ bool test_file(Request& r, const Condition& c) {
     z[path.size()] = '\0';
     struct stat st;
     bool found = ::stat(z, &st) == 0;
-    if (!found && errno != ENOENT && errno != ENOTDIR && errno != ENAMETOOLONG)
-        log_for_request(r, log::Level::Crit, errno, "stat() \"" + std::string(path) + "\" failed");
+    int err = found ? 0 : errno;
+    // A missing file is an answer; anything else is worth a line.
+    if (err != 0 && err != ENOENT && err != ENOTDIR && err != ENAMETOOLONG)
+        log_for_request(r, log::Level::Crit, err, "stat() \"" + std::string(path) + "\" failed");
     bool yes = false;
     if (found) {
         switch (c.file) {
@@ -808,12 +751,7 @@ void uninitialized(Request& r, VarValue& v, uintptr_t index) {
 // The requested VarTable hook (see the report of this module): the getter
 // of user variables not assigned yet. Until VarTable has it they read as
 // not found, without a warning.
-// TODO(rewrite): call vars.set_uninitialized_getter() directly once it exists.
-template <typename T>
-void install_uninitialized(T& vars) {
-    if constexpr (requires { vars.set_uninitialized_getter(uninitialized); })
-        vars.set_uninitialized_getter(uninitialized);
-}
+void install_uninitialized(VarTable& vars) { vars.set_uninitialized_getter(uninitialized); }
 
 Status postconfiguration(Ctx& cx) {
     auto* m = cx.conf<RewriteMainConf>(rewrite_module, Level::Main);

@@ -27,20 +27,7 @@ extern const conf::Module rewrite_module;
 // A regex whose named groups are variables: after a match of
 // "(?<id>\d+)", "$id" holds the group [nginx ngx_http_regex_compile].
 // Owned by the configuration generation.
-struct CaptureRegex {
-    Regex re;
-    std::vector<std::pair<int, int>> named;  // group number, variable index
-
-    // Compiles `pattern` written at n; each named group becomes a variable
-    // of the generation's table. The error names the pattern and file:line.
-    static Result<CaptureRegex> compile(conf::Ctx& cx, const conf::Node& n,
-                                        std::string_view pattern, bool caseless);
-
-    // Matches s. On a match, $0..$9 refer to s (when the regex has groups;
-    // a regex without any leaves the previous captures, as nginx does) and
-    // each named group's variable is set. s must live as long as r.
-    bool exec(Request& r, std::string_view s) const;
-};
+// CaptureRegex: see http/variables.h.
 
 namespace rewrite {
 

@@ -364,22 +364,26 @@ TEST_CASE("event/connection: a full table refuses and pauses the listener") {
     char b;
     CHECK(::read(c2, &b, 1) == 0);  // refused: closed at once
 
-    // Still full when the retry comes: stay paused, other workers accept.
+    // Still full when the retry comes: stay paused, and refuse what waits
+    // in the backlog rather than leave it hanging.
     int c3 = lst.connect_client();
     clock.advance(500);
     loop->run_once(0);
     CHECK_FALSE(l.accepting());
     CHECK(srv.accepted.size() == 1);
+    CHECK(::read(c3, &b, 1) == 0);
+    CHECK(cap.text().find("1 connections refused") != std::string::npos);
 
     table.close(*srv.accepted[0]);
     loop->run_once(0);
     clock.advance(500);
     loop->run_once(0);  // the retry re-registers
     CHECK(l.accepting());
+    int c4 = lst.connect_client();
     loop->run_once(1000);
     CHECK(srv.accepted.size() == 2);
     table.close(*srv.accepted[1]);
-    for (int c : {c1, c2, c3}) ::close(c);
+    for (int c : {c1, c2, c3, c4}) ::close(c);
 }
 
 TEST_CASE("event/connection: EMFILE pauses accepting, then it resumes") {
