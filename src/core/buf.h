@@ -116,6 +116,7 @@ class Chain {
 public:
     explicit Chain(std::pmr::memory_resource* r = std::pmr::get_default_resource()) : bufs_(r) {}
     void push(Buf b) { bufs_.push_back(std::move(b)); }
+    void reserve(size_t n) { bufs_.reserve(n); }
     void append(Chain& other) {
         for (auto& b : other.bufs_) bufs_.push_back(std::move(b));
         other.bufs_.clear();

@@ -408,6 +408,7 @@ void HttpConnection::queue(Chain& c) {
     if (!req_) return;
     if (!out_) {
         out_ = req_->arena().make<std::pmr::vector<Buf>>(req_->mem());
+        out_->reserve(8);
         out_head_ = 0;
     }
     for (Buf& b : c) {

@@ -3,6 +3,8 @@
 #include <strings.h>
 
 #include <algorithm>
+#include <array>
+#include <charconv>
 #include <cstring>
 #include <ctime>
 
@@ -123,23 +125,28 @@ Next no_content(Request& r) {
     return respond_status(r, 404);
 }
 
-constexpr std::string_view kReasons[][2] = {
-    {"100", "Continue"}, {"101", "Switching Protocols"}, {"200", "OK"}, {"201", "Created"},
-    {"202", "Accepted"}, {"204", "No Content"}, {"206", "Partial Content"},
-    {"301", "Moved Permanently"}, {"302", "Moved Temporarily"}, {"303", "See Other"},
-    {"304", "Not Modified"}, {"307", "Temporary Redirect"}, {"308", "Permanent Redirect"},
-    {"400", "Bad Request"}, {"401", "Unauthorized"}, {"402", "Payment Required"},
-    {"403", "Forbidden"}, {"404", "Not Found"}, {"405", "Not Allowed"},
-    {"406", "Not Acceptable"}, {"408", "Request Time-out"}, {"409", "Conflict"},
-    {"410", "Gone"}, {"411", "Length Required"}, {"412", "Precondition Failed"},
-    {"413", "Request Entity Too Large"}, {"414", "Request-URI Too Large"},
-    {"415", "Unsupported Media Type"}, {"416", "Requested Range Not Satisfiable"},
-    {"421", "Misdirected Request"}, {"429", "Too Many Requests"},
-    {"431", "Request Header Fields Too Large"}, {"494", "Request Header Too Large"},
-    {"500", "Internal Server Error"}, {"501", "Not Implemented"}, {"502", "Bad Gateway"},
-    {"503", "Service Temporarily Unavailable"}, {"504", "Gateway Time-out"},
-    {"505", "HTTP Version Not Supported"}, {"507", "Insufficient Storage"},
-};
+// Reason phrases as nginx sends them, indexed by status - 100.
+constexpr std::array<std::string_view, 500> make_reasons() {
+    std::array<std::string_view, 500> t{};
+    auto set = [&](int code, std::string_view r) { t[static_cast<size_t>(code - 100)] = r; };
+    set(100, "Continue"), set(101, "Switching Protocols"), set(200, "OK"), set(201, "Created");
+    set(202, "Accepted"), set(204, "No Content"), set(206, "Partial Content");
+    set(301, "Moved Permanently"), set(302, "Moved Temporarily"), set(303, "See Other");
+    set(304, "Not Modified"), set(307, "Temporary Redirect"), set(308, "Permanent Redirect");
+    set(400, "Bad Request"), set(401, "Unauthorized"), set(402, "Payment Required");
+    set(403, "Forbidden"), set(404, "Not Found"), set(405, "Not Allowed");
+    set(406, "Not Acceptable"), set(408, "Request Time-out"), set(409, "Conflict");
+    set(410, "Gone"), set(411, "Length Required"), set(412, "Precondition Failed");
+    set(413, "Request Entity Too Large"), set(414, "Request-URI Too Large");
+    set(415, "Unsupported Media Type"), set(416, "Requested Range Not Satisfiable");
+    set(421, "Misdirected Request"), set(429, "Too Many Requests");
+    set(431, "Request Header Fields Too Large"), set(494, "Request Header Too Large");
+    set(500, "Internal Server Error"), set(501, "Not Implemented"), set(502, "Bad Gateway");
+    set(503, "Service Temporarily Unavailable"), set(504, "Gateway Time-out");
+    set(505, "HTTP Version Not Supported"), set(507, "Insufficient Storage");
+    return t;
+}
+constexpr auto kReasons = make_reasons();
 
 std::string_view server_header(Request& r) {
     return *r.loc_conf<LocConf>(http_core_module).server_tokens ? "gatehouse/" GH_VERSION : "gatehouse";
@@ -181,8 +188,9 @@ struct Out {
     }
     void num(uint64_t v) {
         char b[24];
-        int n = snprintf(b, sizeof b, "%llu", static_cast<unsigned long long>(v));
-        put({b, static_cast<size_t>(n)});
+        auto [end, ec] = std::to_chars(b, b + sizeof b, v);
+        (void)ec;
+        put({b, static_cast<size_t>(end - b)});
     }
 };
 
@@ -242,11 +250,8 @@ Next apply_error_page(Request& r, const ErrorPage& ep) {
 }  // namespace
 
 std::string_view reason_phrase(int status) {
-    char code[4];
-    snprintf(code, sizeof code, "%03d", status);
-    for (const auto& e : kReasons)
-        if (e[0] == std::string_view(code, 3)) return e[1];
-    return {};
+    if (status < 100 || status > 599) return {};
+    return kReasons[static_cast<size_t>(status - 100)];
 }
 
 void build_phase_engine(HttpMainConf& m) {
@@ -526,6 +531,8 @@ Flow send_header(Request& r) {
 Flow send_body(Request& r, Chain& in) {
     HttpMainConf& m = *http_main(r.main_confs);
     Chain a(r.mem()), b(r.mem());
+    a.reserve(in.size() + 2);
+    b.reserve(in.size() + 2);
     a.append(in);
     for (BodyFilter f : m.body_filters) {
         Flow fl = f(r, a, b);
@@ -537,6 +544,7 @@ Flow send_body(Request& r, Chain& in) {
     bool last = a.last();
     uint64_t bytes = a.bytes();
     Chain out(r.mem());
+    out.reserve(a.size() + 3);
     if (r.head_only) {
         if (last) {
             Buf e;

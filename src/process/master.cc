@@ -113,7 +113,9 @@ bool spawn(Master& m, int slot) {
         return false;
     }
     if (pid == 0) {
-        sigprocmask(SIG_SETMASK, &m.unblocked, nullptr);
+        // Signals stay blocked: the worker installs its handlers and lets
+        // them in only while waiting (epoll_pwait), so a QUIT arriving now
+        // is seen at its first wait rather than lost.
         int rc = worker_main(*m.cycle, m.listening, slot);
         ::_exit(rc);
     }
