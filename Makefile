@@ -46,11 +46,12 @@ objs/modules.o: objs/modules.cc objs/Makefile.conf
 objs/unit_tests: $(LIB_OBJ) $(TEST_OBJ)
 	$(CXX) $(LDFLAGS) -o $@ $^ $(LIBS)
 
-# Unit tests may use exceptions (doctest's CHECK_THROWS) and RTTI. They
+# Unit tests may use exceptions (doctest's CHECK_THROWS); no RTTI, like src/ (a
+# class with virtuals would otherwise need typeinfo that src/ never emits). They
 # are built without src/core/banned.h: doctest's implementation (in
 # tests/unit/main.cc) calls atoi(), which that header poisons.
 $(TEST_OBJ): CXXFLAGS := $(filter-out -include src/core/banned.h,$(CXXFLAGS)) \
-	-fexceptions -frtti -Itests/unit
+	-fexceptions -Itests/unit
 
 deps:
 	@sh contrib/install-deps.sh

@@ -90,7 +90,11 @@ void close_idle_connections() {
 }
 
 HttpConnection::HttpConnection(event::Connection& c, const ListenPort& port)
-    : c_(c), port_(port), resume_ev_(event::Callback::to<&HttpConnection::resume>(this)) {
+    : c_(c),
+      port_(port),
+      drain_ev_(event::Callback::to<&HttpConnection::on_drained>(this)),
+      finish_ev_(event::Callback::to<&HttpConnection::finish_request>(this)),
+      resume_ev_(event::Callback::to<&HttpConnection::resume>(this)) {
     c_.data = this;
     next_ = g_conns;
     if (g_conns) g_conns->prev_ = this;
@@ -152,6 +156,8 @@ void HttpConnection::close() {
     state_ = State::Closed;
     closing_ = true;
     worker_loop().unpost(resume_ev_);
+    worker_loop().unpost(drain_ev_);
+    worker_loop().unpost(finish_ev_);
     if (req_) {
         // A request cut short still gets its log line.
         Request& r = *req_;
@@ -182,9 +188,12 @@ void HttpConnection::on_read() {
             lingering_read();
             break;
         case State::Processing:
-            // Input during a response: pipelined requests wait in the
-            // kernel buffer; a closed peer is found when writing.
+            // A body being read goes on; otherwise input waits in the
+            // kernel buffer (pipelining) and a closed peer is found when
+            // writing.
+            if (body_started_ && !body_done_ && !body_paused_) pump_body();
             break;
+        case State::Tunnel:
         case State::Closed:
             break;
     }
@@ -384,11 +393,6 @@ void HttpConnection::start_request(size_t head_len) {
         r.discard_body = true;
         body_left_ = r.content_length.value_or(0);
         body_chunked_ = r.chunked;
-        // The client waits for "100 Continue" before sending the body. No
-        // module here reads bodies yet, so it gets the final answer and
-        // the connection closes: the unsent body is never needed (RFC 9110
-        // 10.1.1 lets a server answer without reading it).
-        if (r.expect_continue && rlen_ == rpos_) r.keepalive = false;
     }
     if (r.keepalive && c_.requests >= *r.loc_conf<LocConf>(http_core_module).keepalive_requests)
         r.keepalive = false;
@@ -513,11 +517,208 @@ void HttpConnection::flush() {
         return;
     }
     worker_loop().cancel(c_.write_timer);
-    if (out_last_) finish_request();
+    if (out_) {
+        // Everything written: drop the sent Bufs so a long stream does
+        // not grow the queue.
+        out_->clear();
+        out_head_ = 0;
+    }
+    if (out_last_) {
+        worker_loop().post(finish_ev_);
+        return;
+    }
+    if (drain_fn_) worker_loop().post(drain_ev_);
 }
 
 void HttpConnection::on_write() {
     if (state_ == State::Processing && out_ && out_head_ < out_->size()) flush();
+}
+
+void HttpConnection::on_drained() {
+    if (state_ == State::Processing && req_ && drain_fn_ && output_pending() == 0) drain_fn_(*req_);
+}
+
+size_t HttpConnection::output_pending() const {
+    if (!out_) return 0;
+    size_t n = 0;
+    for (size_t i = out_head_; i < out_->size(); ++i) n += (*out_)[i].size();
+    return n;
+}
+
+void HttpConnection::become_tunnel(event::Callback on_read, event::Callback on_write, std::string_view* leftover) {
+    state_ = State::Tunnel;
+    worker_loop().cancel(c_.read_timer);
+    worker_loop().cancel(c_.write_timer);
+    c_.io.on_read = on_read;
+    c_.io.on_write = on_write;
+    if (leftover) *leftover = rbuf_ ? std::string_view(rbuf_.get()->data() + rpos_, rlen_ - rpos_) : std::string_view();
+    rpos_ = rlen_;
+}
+
+// ---- the request body for handlers ---------------------------------------------
+
+void HttpConnection::start_body(BodySink sink) {
+    Request& r = *req_;
+    sink_ = sink;
+    r.discard_body = false;
+    body_started_ = true;
+    body_done_ = false;
+    body_paused_ = false;
+    body_received_ = 0;
+    if (!r.chunked && r.content_length.value_or(0) == 0) {
+        body_done_ = true;
+        Chain c(r.mem());
+        Buf end;
+        end.last_buf = true;
+        c.push(std::move(end));
+        sink_(r, c);
+        return;
+    }
+    body_left_ = r.content_length.value_or(0);
+    body_chunked_ = r.chunked;
+    if (r.expect_continue && rlen_ == rpos_) {
+        // The client waits for this before it sends the body (RFC 9110 10.1.1).
+        static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+        Chain c(r.mem());
+        c.push(Buf::memory(kContinue));
+        queue(c);
+        flush();
+    }
+    pump_body();
+}
+
+void HttpConnection::resume_body() {
+    if (!body_started_ || body_done_ || !body_paused_) return;
+    body_paused_ = false;
+    pump_body();
+}
+
+void HttpConnection::body_failed(int status, const char* why) {
+    Request& r = *req_;
+    body_done_ = true;
+    r.keepalive = false;
+    GH_LOG(Info, "%s, client: %s", why, peer_text_);
+    worker_loop().cancel(c_.read_timer);
+    if (r.header_sent) {
+        abort();
+        return;
+    }
+    r.no_error_page = status == 400 || status == 408;
+    respond_status(r, status);
+    finalize_response(r);
+}
+
+void HttpConnection::pump_body() {
+    if (in_pump_ || !req_) return;
+    in_pump_ = true;
+    Request& r = *req_;
+    auto& lc = r.loc_conf<LocConf>(http_core_module);
+    const uint64_t max_body = *lc.client_max_body_size;
+    const size_t cap = std::max<size_t>(*lc.client_body_buffer_size, 1024);
+    for (;;) {
+        if (state_ != State::Processing || body_done_ || body_paused_) break;
+        // Input already here: the rest of the head buffer first, then the
+        // current body slab.
+        std::string_view avail;
+        SlabRef* owner = nullptr;
+        size_t* pos = nullptr;
+        if (rlen_ > rpos_) {
+            avail = {rbuf_.get()->data() + rpos_, rlen_ - rpos_};
+            owner = &rbuf_;
+            pos = &rpos_;
+        } else if (body_slab_ && body_len_ > body_pos_) {
+            avail = {body_slab_.get()->data() + body_pos_, body_len_ - body_pos_};
+            owner = &body_slab_;
+            pos = &body_pos_;
+        }
+        if (!avail.empty()) {
+            Chain piece(r.mem());
+            bool last = false;
+            auto add = [&](std::string_view d) {
+                Buf b = Buf::memory(d);
+                b.slab = *owner;
+                piece.push(std::move(b));
+            };
+            if (body_chunked_) {
+                if (!chunked_) {
+                    ChunkedLimits lim;
+                    if (max_body) lim.max_body = max_body;
+                    chunked_ = std::make_unique<ChunkedDecoder>(lim);
+                }
+                size_t used = 0;
+                for (;;) {
+                    ChunkResult cr = chunked_->decode(avail.substr(used));
+                    if (!cr.data.empty()) add(cr.data);
+                    used += cr.consumed;
+                    if (cr.state == ChunkState::Error) {
+                        in_pump_ = false;
+                        body_failed(cr.status ? cr.status : 400, cr.status == 413
+                                        ? "client intended to send too large chunked body"
+                                        : "client sent invalid chunked body");
+                        return;
+                    }
+                    if (cr.state == ChunkState::Done) {
+                        last = true;
+                        break;
+                    }
+                    if (cr.consumed == 0 || used == avail.size()) break;
+                }
+                *pos += used;
+                body_received_ += used;
+                r.counters.request_length += used;
+                if (last && owner == &body_slab_ && body_len_ > body_pos_) {
+                    // Bytes after the body: the next pipelined request.
+                    stash_.assign(body_slab_.get()->data() + body_pos_, body_len_ - body_pos_);
+                    body_pos_ = body_len_;
+                }
+            } else {
+                size_t take = std::min<uint64_t>(body_left_, avail.size());
+                add(avail.substr(0, take));
+                *pos += take;
+                body_left_ -= take;
+                body_received_ += take;
+                r.counters.request_length += take;
+                last = body_left_ == 0;
+            }
+            if (last) {
+                body_done_ = true;
+                chunked_.reset();
+                if (piece.empty()) piece.push(Buf());
+                piece.back().last_buf = true;
+                worker_loop().cancel(c_.read_timer);
+            }
+            if (!piece.empty()) {
+                bool more = sink_(r, piece);
+                if (!more && !body_done_) body_paused_ = true;
+            }
+            continue;
+        }
+        // Nothing buffered: read. A slab the consumer still holds is left
+        // to it; reading goes on into a fresh one.
+        if (!body_slab_ || body_slab_.get()->refs() > 1 || body_slab_.get()->capacity() < cap) {
+            body_slab_ = SlabRef::adopt(Slab::make(cap));
+        }
+        size_t want = cap;
+        // Never read past a Content-Length body: what follows is the next
+        // request and stays in the socket for the head parser.
+        if (!body_chunked_) want = std::min<uint64_t>(want, body_left_);
+        body_pos_ = body_len_ = 0;
+        event::IoResult io = c_.recv({body_slab_.get()->data(), want});
+        if (io.kind == event::IoResult::Ok) {
+            body_len_ = io.bytes;
+            worker_loop().arm(c_.read_timer, *lc.client_body_timeout);
+            continue;
+        }
+        if (io.kind == event::IoResult::Again) {
+            worker_loop().arm(c_.read_timer, *lc.client_body_timeout);
+            break;
+        }
+        in_pump_ = false;
+        body_failed(400, io.kind == event::IoResult::Eof ? "client prematurely closed connection while reading client request body"
+                                                          : "recv() failed while reading client request body");
+        return;
+    }
+    in_pump_ = false;
 }
 
 void HttpConnection::on_write_timeout() {
@@ -547,11 +748,9 @@ void HttpConnection::on_read_timeout() {
         close();
         return;
     }
-    if (state_ == State::Processing && req_) {
-        GH_LOG(Info, "client timed out (110: Connection timed out) while reading client request body, client: %s",
-               peer_text_);
-        req_->keepalive = false;
-        close();
+    if (state_ == State::Processing && req_ && body_started_ && !body_done_) {
+        body_failed(408, "client timed out (110: Connection timed out) while reading client request body");
+        return;
     }
 }
 
@@ -601,7 +800,7 @@ bool HttpConnection::discard_body() {
 }
 
 void HttpConnection::finish_request() {
-    if (!req_) return;
+    if (!req_ || state_ != State::Processing) return;
     Request& r = *req_;
     r.done = true;
     // Log phase.
@@ -611,7 +810,16 @@ void HttpConnection::finish_request() {
             m->handlers[i](r);
     bool keep = r.keepalive && !closing_;
     bool linger = false;
-    if (r.discard_body) {
+    if (body_started_ && !body_done_) {
+        // A handler answered before the body was all read (an origin's
+        // early error): the rest is not worth reading.
+        keep = false;
+        linger = true;
+    } else if (r.discard_body && r.expect_continue && rlen_ == rpos_) {
+        // The client still waits for "100 Continue": it has sent no body,
+        // and closing spares it sending one (RFC 9110 10.1.1).
+        keep = false;
+    } else if (r.discard_body) {
         // Drop what is already here; a large unread rest means closing.
         if (!discard_body()) {
             keep = false;
@@ -625,6 +833,12 @@ void HttpConnection::finish_request() {
     out_ = nullptr;
     out_head_ = 0;
     out_last_ = false;
+    drain_fn_ = nullptr;
+    worker_loop().unpost(drain_ev_);
+    sink_ = nullptr;
+    body_started_ = body_done_ = body_paused_ = false;
+    body_slab_ = SlabRef();
+    body_pos_ = body_len_ = 0;
     req_.reset();
     if (!keep) {
         if (linger) {
@@ -639,6 +853,19 @@ void HttpConnection::finish_request() {
 
 void HttpConnection::keepalive_or_close() {
     head_->parser.reset();
+    if (!stash_.empty()) {
+        // The next request arrived behind a chunked body: it becomes the
+        // start of the head buffer.
+        rpos_ = rlen_ = 0;
+        size_t need = std::max<size_t>(stash_.size(), *default_srv_->client_header_buffer_size);
+        if (!rbuf_ || rcap_ < need) {
+            rbuf_ = SlabRef::adopt(Slab::make(need));
+            rcap_ = need;
+        }
+        memcpy(rbuf_.get()->data(), stash_.data(), stash_.size());
+        rlen_ = stash_.size();
+        stash_.clear();
+    }
     auto& lc = *static_cast<LocConf*>(default_srv_->loc_confs[http_core_module.index]);
     if (rlen_ > rpos_) {
         // A pipelined request is already here.
@@ -695,5 +922,17 @@ void HttpConnection::lingering_read() {
     event::Msec t = std::min<event::Msec>(left, static_cast<event::Msec>(lc.lingering_timeout->count()));
     worker_loop().arm(c_.read_timer, std::chrono::milliseconds(t));
 }
+
+}  // namespace gatehouse::http
+
+namespace gatehouse::http {
+
+void read_body(Request& r, BodySink sink) { r.conn().start_body(sink); }
+void resume_body(Request& r) { r.conn().resume_body(); }
+bool body_pending(const Request& r) {
+    return const_cast<Request&>(r).conn().body_incomplete() || r.discard_body;
+}
+size_t output_pending(Request& r) { return r.conn().output_pending(); }
+void on_output_drained(Request& r, void (*fn)(Request& r)) { r.conn().set_drain_handler(fn); }
 
 }  // namespace gatehouse::http

@@ -18,6 +18,7 @@
 #include "core/buf.h"
 #include "event/connection.h"
 #include "http/core_module.h"
+#include "http/body.h"
 #include "http/fwd.h"
 #include "http/chunked.h"
 #include "http/h1_parser.h"
@@ -60,14 +61,28 @@ public:
     bool closing() const { return closing_; }
     // Called once the response is complete (all written).
     void finish_request();
+
+    // ---- request body (body.h) ----
+    void start_body(BodySink sink);
+    void resume_body();
+    bool body_incomplete() const { return body_started_ && !body_done_; }
+    size_t output_pending() const;
+    void set_drain_handler(void (*fn)(Request&)) { drain_fn_ = fn; }
     // Resume r's phases from a posted event (internal redirects and
     // handlers that finished without I/O).
     void post_resume();
 
     bool idle() const { return state_ == State::Keepalive || state_ == State::Head; }
 
+    // After a 101 response (queued and flushed): the connection stops
+    // speaking HTTP and its socket events go to the given callbacks (a
+    // tunnel). `leftover` receives bytes the client sent after the request
+    // head, already read into the buffer; they stay valid until close.
+    // The tunnel ends with abort().
+    void become_tunnel(event::Callback on_read, event::Callback on_write, std::string_view* leftover);
+
 private:
-    enum class State : uint8_t { Head, Processing, Keepalive, Lingering, Closed };
+    enum class State : uint8_t { Head, Processing, Keepalive, Lingering, Tunnel, Closed };
 
     void on_read();
     void on_write();
@@ -82,6 +97,9 @@ private:
     void close();
     bool discard_body();
     void resume();
+    void pump_body();
+    void body_failed(int status, const char* why);
+    void on_drained();
     // Chooses r.srv by the Host header among the address's servers.
     void select_server(Request& r);
 
@@ -116,6 +134,22 @@ private:
     uint64_t body_left_ = 0;                // request body bytes to discard
     bool body_chunked_ = false;
     std::unique_ptr<ChunkedDecoder> chunked_;
+    // Reading the body for a handler: pieces go to sink_; bytes read into
+    // body slabs of client_body_buffer_size.
+    BodySink sink_ = nullptr;
+    bool body_started_ = false;
+    bool body_done_ = false;
+    bool body_paused_ = false;
+    bool in_pump_ = false;
+    uint64_t body_received_ = 0;
+    SlabRef body_slab_;
+    size_t body_pos_ = 0, body_len_ = 0;  // unconsumed [pos, len) of body_slab_
+    std::string stash_;                   // bytes after a chunked body: the next request
+    void (*drain_fn_)(Request&) = nullptr;
+    event::Event drain_ev_;
+    // The response is out: finish the request from a posted event, never
+    // under the frames of the filters and handlers that sent it.
+    event::Event finish_ev_;
     event::Msec linger_until_ = 0;
     event::Event resume_ev_;
 

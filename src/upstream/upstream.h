@@ -1,0 +1,134 @@
+// Upstream groups: "upstream name { server ...; keepalive N; }" blocks,
+// the implicit group a "proxy_pass http://host:port" makes, peer choice,
+// outgoing connections and the per-worker keepalive pool.
+//
+// Ownership: UpstreamConf, Server and Peer belong to the configuration
+// generation (its arena or vectors in structs it owns). Runtime counters
+// in Peer are per worker for now; they move to a shared-memory zone
+// (issue: load balancing) without changing this interface. Pooled
+// connections belong to the worker's ConnectionTable; the pool only lists
+// them.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "conf/module.h"
+#include "conf/registry.h"
+#include "conf/values.h"
+#include "core/result.h"
+#include "event/fwd.h"
+
+namespace gatehouse::upstream {
+
+// One "server" line. A host name resolves to one Peer per address.
+struct Server {
+    std::string name;        // as written: "backend1.local:8080", "unix:/run/app.sock"
+    uint32_t weight = 1;     // weight=
+    uint32_t max_fails = 1;  // max_fails=
+    conf::Duration fail_timeout{std::chrono::seconds(10)};  // fail_timeout=
+    uint32_t max_conns = 0;  // max_conns= (0: no limit)
+    bool backup = false;     // backup
+    bool down = false;       // down
+    std::string where;       // file:line
+};
+
+// One address to connect to.
+struct Peer {
+    const Server* server = nullptr;
+    sockaddr_storage sa{};
+    socklen_t sa_len = 0;
+    std::string text;        // "127.0.0.1:8080", "[::1]:80", "unix:/p": $upstream_addr
+    // Runtime state (per worker for now).
+    int64_t current_weight = 0;
+    int64_t effective_weight = 1;
+    uint32_t conns = 0;      // active connections (least_conn, max_conns)
+    uint32_t fails = 0;      // within fail_timeout
+    event::Msec accessed = 0;   // last failure time
+    event::Msec checked = 0;
+};
+
+struct UpstreamConf {
+    std::string name;              // "backend", or "127.0.0.1:8080" when implicit
+    std::vector<Server> servers;
+    std::vector<Peer> peers;       // primaries first, then backups
+    size_t backup_start = 0;       // peers[backup_start..] are backups
+    bool implicit = false;         // made by proxy_pass, not an upstream block
+    std::string host;              // for $proxy_host: "backend", "127.0.0.1:8080"
+    std::string where;
+    // "keepalive N": idle connections kept per worker (0: no pool).
+    uint32_t keepalive = 0;
+    conf::Duration keepalive_timeout{std::chrono::seconds(60)};  // "keepalive_timeout"
+    uint64_t keepalive_requests = 1000;                           // "keepalive_requests"
+};
+
+struct UpstreamMainConf {
+    std::vector<UpstreamConf*> upstreams;  // owner: the generation arena
+};
+
+extern const conf::Module upstream_module;
+
+// ---- config time -------------------------------------------------------------
+
+// The group a "proxy_pass" target names: an upstream block called `name`
+// (which may be defined later in the file: resolved by resolve_pending()),
+// or, for "host:port" / "unix:/path", an implicit group whose host name is
+// resolved now (getaddrinfo in the master; a name that does not resolve is
+// an error naming file:line). `default_port` applies when none is given.
+Result<UpstreamConf*> find_or_add(conf::Ctx& cx, const conf::Node& n, std::string_view target,
+                                  uint16_t default_port);
+
+// ---- run time (worker) ----------------------------------------------------------
+
+// Peer choice for one request: smooth weighted round robin over the
+// primaries (nginx's sequence for the same weights), skipping down peers,
+// peers over max_conns and peers that failed max_fails times within
+// fail_timeout; backups only when no primary is usable. Each try excludes
+// the peers already tried.
+class PeerPicker {
+public:
+    PeerPicker(UpstreamConf& u, event::Msec now);
+    // The next peer to try, or null when none is left (the caller answers
+    // 502). Counts a connection on it.
+    Peer* next();
+    // The try on p ended. failed: a connect error, timeout or invalid
+    // response counted against max_fails (proxy_next_upstream decides).
+    void done(Peer* p, bool failed, event::Msec now);
+    size_t tried() const { return tried_count_; }
+
+private:
+    UpstreamConf& u_;
+    event::Msec now_;
+    std::vector<bool> tried_;
+    size_t tried_count_ = 0;
+};
+
+// Starts a non-blocking connect() to p. The Connection comes from the
+// worker's table (it counts against worker_connections), is registered
+// with the loop for read and write, and is writable once connected; the
+// caller checks SO_ERROR then (see connect_result). The error names
+// socket()/connect(), the peer and errno.
+Result<event::Connection*> open_connection(const Peer& p);
+// 0 when the connect succeeded, else the errno (ECONNREFUSED...).
+int connect_result(event::Connection& c);
+
+// The keepalive pool of one worker. An idle connection is watched: if the
+// origin closes it or sends anything, or keepalive_timeout passes, it is
+// closed and dropped from the pool.
+// A connection to p's address, ready for a request, or null. The caller
+// owns it again (its handlers must be set anew).
+event::Connection* take_idle(UpstreamConf& u, const Peer& p);
+// Gives c (which completed a response that allows reuse, with
+// `requests` served on it) back to the pool; closes it instead when the
+// pool is full (the oldest idle one is closed to make room) or
+// keepalive_requests is reached.
+void keep_idle(UpstreamConf& u, const Peer& p, event::Connection& c, uint64_t requests);
+// Closes every pooled connection (worker exit).
+void close_idle();
+
+}  // namespace gatehouse::upstream
