@@ -309,6 +309,9 @@ void HttpConnection::reject(int status, std::string_view reason, bool log_info) 
         if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
         r.request_line = line;
     }
+    // The head is unusable: the standard page, no error_page redirect.
+    r.no_error_page = true;
+    linger_next_ = true;
     respond_status(r, status, reason);
     finalize_response(r);
 }
@@ -335,7 +338,8 @@ void HttpConnection::start_request(size_t head_len) {
     std::string_view head(rbuf_.get()->data() + rpos_, head_len);
     rpos_ += head_len;
     r.method = h.method_name;
-    r.http_version = h.version_major * 10 + h.version_minor;
+    // HTTP/1.2..1.9 are served as 1.1 (RFC 9110 2.5).
+    r.http_version = h.version_minor == 0 ? 10 : 11;
     r.head_only = h.method == Method::Head;
     r.expect_continue = h.expect_100_continue;
     r.content_length = h.framing.content_length;
@@ -366,6 +370,7 @@ void HttpConnection::start_request(size_t head_len) {
 
     if (h.form == TargetForm::Asterisk || h.form == TargetForm::Authority) {
         // OPTIONS * and CONNECT are not served by this server.
+        r.no_error_page = true;
         respond_status(r, h.form == TargetForm::Authority ? 405 : 400,
                        "client sent a request-target this server does not serve");
         finalize_response(r);
@@ -380,6 +385,7 @@ void HttpConnection::start_request(size_t head_len) {
         GH_LOG(Info, "client sent invalid request URI \"%.*s\" (%s), client: %s",
                static_cast<int>(r.unparsed_uri.size()), r.unparsed_uri.data(), clean.message().c_str(),
                peer_text_);
+        r.no_error_page = true;
         respond_status(r, 400, "client sent invalid request URI");
         finalize_response(r);
         return;
@@ -394,8 +400,11 @@ void HttpConnection::start_request(size_t head_len) {
         body_left_ = r.content_length.value_or(0);
         body_chunked_ = r.chunked;
     }
-    if (r.keepalive && c_.requests >= *r.loc_conf<LocConf>(http_core_module).keepalive_requests)
-        r.keepalive = false;
+    {
+        auto& lc = r.loc_conf<LocConf>(http_core_module);
+        if (r.keepalive && (c_.requests >= *lc.keepalive_requests || lc.keepalive_timeout->count() == 0))
+            r.keepalive = false;
+    }
     r.phase_index = 0;
     run_phases(r);
 }
@@ -741,7 +750,8 @@ void HttpConnection::on_read_timeout() {
         GH_LOG(Info, "client timed out (110: Connection timed out) while reading client request headers, client: %s",
                peer_text_);
         if (rlen_ > rpos_) {
-            // nginx logs a 408 for this and sends nothing.
+            // nginx logs a 408 and sends nothing; we send the 408 page,
+            // which tells a slow but honest client what happened.
             reject(408, "client timed out", false);
             return;
         }
@@ -829,7 +839,18 @@ void HttpConnection::finish_request() {
     if (r.status == 444) {
         keep = false;
         linger = false;
+    } else if (!keep && linger_next_) {
+        // A rejected request may be followed by input we never read:
+        // closing now could reset the connection before the client reads
+        // the error page.
+        linger = true;
     }
+    linger_next_ = false;
+    // The timeouts of the location that served the request apply to what
+    // follows it, as in nginx.
+    const LocConf& done_lc = r.loc_conf<LocConf>(http_core_module);
+    keepalive_timeout_ = *done_lc.keepalive_timeout;
+    lingering_ = {*done_lc.lingering_close, *done_lc.lingering_time, *done_lc.lingering_timeout};
     out_ = nullptr;
     out_head_ = 0;
     out_last_ = false;
@@ -866,7 +887,6 @@ void HttpConnection::keepalive_or_close() {
         rlen_ = stash_.size();
         stash_.clear();
     }
-    auto& lc = *static_cast<LocConf*>(default_srv_->loc_confs[http_core_module.index]);
     if (rlen_ > rpos_) {
         // A pipelined request is already here.
         state_ = State::Head;
@@ -881,15 +901,14 @@ void HttpConnection::keepalive_or_close() {
     rcap_ = 0;
     head_.reset();
     state_ = State::Keepalive;
-    worker_loop().arm(c_.read_timer, *lc.keepalive_timeout);
+    worker_loop().arm(c_.read_timer, keepalive_timeout_);
     if (c_.io.readable()) read_head();
 }
 
 void HttpConnection::lingering_close() {
     // Stop sending, keep reading for a while: closing with unread input
     // would send a reset that can destroy the response in flight.
-    auto& lc = *static_cast<LocConf*>(default_srv_->loc_confs[http_core_module.index]);
-    if (*lc.lingering_close == 0) {
+    if (lingering_.mode == 0) {
         close();
         return;
     }
@@ -898,8 +917,8 @@ void HttpConnection::lingering_close() {
         return;
     }
     state_ = State::Lingering;
-    linger_until_ = worker_loop().now() + static_cast<event::Msec>(lc.lingering_time->count());
-    worker_loop().arm(c_.read_timer, *lc.lingering_timeout);
+    linger_until_ = worker_loop().now() + static_cast<event::Msec>(lingering_.time.count());
+    worker_loop().arm(c_.read_timer, lingering_.timeout);
     lingering_read();
 }
 
@@ -912,14 +931,13 @@ void HttpConnection::lingering_read() {
         close();
         return;
     }
-    auto& lc = *static_cast<LocConf*>(default_srv_->loc_confs[http_core_module.index]);
     event::Msec now = worker_loop().now();
     if (now >= linger_until_) {
         close();
         return;
     }
     event::Msec left = linger_until_ - now;
-    event::Msec t = std::min<event::Msec>(left, static_cast<event::Msec>(lc.lingering_timeout->count()));
+    event::Msec t = std::min<event::Msec>(left, static_cast<event::Msec>(lingering_.timeout.count()));
     worker_loop().arm(c_.read_timer, std::chrono::milliseconds(t));
 }
 

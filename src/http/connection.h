@@ -151,6 +151,14 @@ private:
     // under the frames of the filters and handlers that sent it.
     event::Event finish_ev_;
     event::Msec linger_until_ = 0;
+    bool linger_next_ = false;  // close the current request's connection lingering
+    // From the location of the last request: what applies after it.
+    conf::Duration keepalive_timeout_{std::chrono::seconds(75)};
+    struct Lingering {
+        uint8_t mode = 1;
+        conf::Duration time{std::chrono::seconds(30)};
+        conf::Duration timeout{std::chrono::seconds(5)};
+    } lingering_;
     event::Event resume_ev_;
 
     char peer_text_[64] = {};

@@ -453,7 +453,14 @@ Flow send_header(Request& r) {
         std::string_view host = r.host;
         if (*lc.server_name_in_redirect && !r.srv->server_names.empty() && !r.srv->server_names[0].regex)
             host = r.srv->server_names[0].name;
-        if (host.empty()) host = r.conn().local_addr();
+        std::string local;
+        if (host.empty()) {
+            host = r.conn().local_addr();
+            if (host.find(':') != std::string_view::npos) {
+                local = "[" + std::string(host) + "]";  // IPv6
+                host = local;
+            }
+        }
         abs += host;
         uint16_t port = r.conn().local_port();
         if (*lc.port_in_redirect && port != 80 && port != 0) {

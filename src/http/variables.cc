@@ -228,6 +228,7 @@ std::string_view ComplexValue::eval(Request& r) const {
     for (const Seg& g : segs_) {
         std::string_view p = piece(g);
         if (pos + p.size() > total) break;  // a NoCache variable grew between passes
+        if (p.empty()) continue;             // may have no data pointer at all
         memcpy(out + pos, p.data(), p.size());
         pos += p.size();
     }

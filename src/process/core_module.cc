@@ -1,5 +1,8 @@
 #include "process/core_module.h"
 
+#include <grp.h>
+#include <pwd.h>
+
 #include <charconv>
 
 #include "conf/registry.h"
@@ -53,6 +56,10 @@ Status set_user(Ctx& cx, const Node& n, CoreConf& c) {
     if (c.user) return cx.duplicate(n);
     c.user = n.args[0].text;
     c.group = n.args.size() == 2 ? n.args[1].text : n.args[0].text;
+    // Checked now, in the master, so that a typo fails "-t" rather than
+    // every worker at start.
+    if (!::getpwnam(c.user->c_str())) return cx.error(n, "getpwnam(\"" + *c.user + "\") failed");
+    if (!::getgrnam(c.group->c_str())) return cx.error(n, "getgrnam(\"" + *c.group + "\") failed");
     return {};
 }
 
@@ -83,12 +90,14 @@ constexpr conf::Directive kDirectives[] = {
 
 }  // namespace
 
-void finish_core_conf(CoreConf& c, const std::string& prefix) {
+void finish_core_conf(CoreConf& c, const std::string& prefix, const std::string& default_error_log) {
     if (!c.daemon) c.daemon = true;
     if (!c.master_process) c.master_process = true;
     if (!c.worker_processes) c.worker_processes = 1;
     if (!c.pid) c.pid = prefix + GH_PID_PATH;
-    if (c.error_logs.empty()) c.error_logs.push_back({prefix + GH_ERROR_LOG_PATH, log::Level::Error});
+    if (c.error_logs.empty())
+        c.error_logs.push_back({default_error_log.empty() ? prefix + GH_ERROR_LOG_PATH : default_error_log,
+                                log::Level::Error});
 }
 
 extern const conf::Module core_module{

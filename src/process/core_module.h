@@ -30,7 +30,8 @@ struct CoreConf {
 
 extern const conf::Module core_module;
 
-// After the walk: defaults applied, paths made absolute.
-void finish_core_conf(CoreConf& c, const std::string& prefix);
+// After the walk: defaults applied, paths made absolute. Without any
+// "error_log", the log goes to default_error_log (-e) or logs/error.log.
+void finish_core_conf(CoreConf& c, const std::string& prefix, const std::string& default_error_log);
 
 }  // namespace gatehouse::process

@@ -35,7 +35,7 @@ Result<std::unique_ptr<Cycle>> load_cycle(const LoadOptions& o) {
             if (auto s = m->postconfiguration(cx); !s) return s.error();
 
     CoreConf& cc = c->core();
-    finish_core_conf(cc, c->prefix);
+    finish_core_conf(cc, c->prefix, o.error_log);
     auto* ev = c->conf<event::EventsConf>(event::events_module, conf::Level::Events);
     if (!ev->worker_connections) ev->worker_connections = event::kDefaultWorkerConnections;
     for (const auto& spec : cc.error_logs) c->error_log.add(spec.path, spec.level);

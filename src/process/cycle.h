@@ -21,6 +21,7 @@ struct LoadOptions {
     std::string prefix;     // with a trailing slash
     std::string conf_file;  // absolute
     std::string globals;    // "-g" directives
+    std::string error_log;  // "-e": the default error log ("stderr" or a path)
 };
 
 class Cycle {

@@ -126,7 +126,7 @@ int main(int argc, char** argv) {
     }
     log::set_error_log(&startup);
 
-    process::LoadOptions lo{o.prefix, o.conf_file, o.globals};
+    process::LoadOptions lo{o.prefix, o.conf_file, o.globals, o.error_log};
     auto cycle = process::load_cycle(lo);
     if (!cycle) {
         GH_LOG(Emerg, "%s", cycle.message().c_str());

@@ -169,7 +169,7 @@ void reap(Master& m) {
 
 void reconfigure(Master& m, const Options& o) {
     GH_LOG(Notice, "signal 1 (SIGHUP) received, reconfiguring");
-    LoadOptions lo{o.prefix, o.conf_file, o.globals};
+    LoadOptions lo{o.prefix, o.conf_file, o.globals, o.error_log};
     auto next = load_cycle(lo);
     if (!next) {
         // The running generation keeps serving, untouched.

@@ -507,13 +507,24 @@ def test_e_absolute_path(cli, prefix, tmp_path):
     assert "[emerg] " in path.read_text()
 
 
-def test_e_unopenable_is_reported_and_not_fatal(cli, prefix):
-    conf = prefix.write_conf(MINIMAL)
+def test_e_unopenable_is_reported(cli, prefix):
+    # As nginx: -e replaces the default error log, so a config without
+    # "error_log" cannot open its log and fails the test.
+    prefix.write_conf(MINIMAL)
     r = cli.run("-e", "/nonexistent/dir/e.log", "-t")
-    assert r.returncode == 0
-    assert r.stderr == (
+    assert r.returncode == 1
+    assert r.stderr.startswith(
         'gatehouse: [alert] could not open error log file: open() "/nonexistent/dir/e.log" '
-        "failed (2: No such file or directory)\n" + ok_lines(conf))
+        "failed (2: No such file or directory)\n")
+    assert 'open() "/nonexistent/dir/e.log" failed' in r.stderr.splitlines()[1]
+
+
+def test_e_is_the_default_error_log(cli, prefix, tmp_path):
+    prefix.write_conf(MINIMAL)
+    path = tmp_path / "default.log"
+    r = cli.run("-e", str(path), "-t")
+    assert r.returncode == 0, r.stderr
+    assert path.exists()
 
 
 # ---- -s ---------------------------------------------------------------------

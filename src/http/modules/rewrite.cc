@@ -595,6 +595,7 @@ Step run_rewrite(Request& r, const RewriteOp& op, bool log, Next& result) {
     // "break" keeps the location even after earlier rewrites without a
     // flag; anything else has the location looked up again.
     r.uri_changed = !op.break_cycle;
+    if (op.break_cycle) r.valid_location = false;
     return op.stop ? Step::Stop : Step::Next;
 }
 

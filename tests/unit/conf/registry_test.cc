@@ -92,7 +92,7 @@ TEST_CASE("conf/registry: a walk fills the conf structs") {
                   "error_log logs/a.log;\n"
                   "error_log stderr info;\n"
                   "error_log /var/log/b.log warn;\n"
-                  "user www data;\n"
+                  "user root root;\n"
                   "worker_rlimit_nofile 4096;\n"
                   "worker_shutdown_timeout \"1m 30s\";\n"
                   "worker_priority -5;\n"
@@ -110,8 +110,8 @@ TEST_CASE("conf/registry: a walk fills the conf structs") {
     CHECK(c.error_logs[1].level == ghlog::Level::Info);
     CHECK(c.error_logs[2].path == "/var/log/b.log");
     CHECK(c.error_logs[2].level == ghlog::Level::Warn);
-    CHECK(c.user == "www");
-    CHECK(c.group == "data");
+    CHECK(c.user == "root");
+    CHECK(c.group == "root");
     CHECK(c.worker_rlimit_nofile == 4096u);
     CHECK(c.worker_shutdown_timeout == conf::Duration(90s));
     CHECK(c.worker_priority == -5);
@@ -123,10 +123,10 @@ TEST_CASE("conf/registry: a walk fills the conf structs") {
 
 TEST_CASE("conf/registry: core directives' special values") {
     Walk w;
-    REQUIRE(w.run("worker_processes auto; pid off; user nobody;").ok());
+    REQUIRE(w.run("worker_processes auto; pid off; user root;").ok());
     CHECK(w.core().worker_processes == 0u);
     CHECK(w.core().pid == "");
-    CHECK(w.core().group == "nobody");
+    CHECK(w.core().group == "root");
     CHECK(w.events() == nullptr);
 }
 
@@ -213,7 +213,7 @@ TEST_CASE("conf/registry: error: duplicate directive") {
     CHECK(error_of("pid a;\npid b;") == "\"pid\" directive is duplicate in t.conf:2");
     CHECK(error_of("worker_processes 1;\nworker_processes 2;") ==
           "\"worker_processes\" directive is duplicate in t.conf:2");
-    CHECK(error_of("user a;\nuser b;") == "\"user\" directive is duplicate in t.conf:2");
+    CHECK(error_of("user root;\nuser root;") == "\"user\" directive is duplicate in t.conf:2");
     CHECK(error_of("worker_priority 1;\nworker_priority 1;") ==
           "\"worker_priority\" directive is duplicate in t.conf:2");
     CHECK(error_of("worker_shutdown_timeout 1s;\nworker_shutdown_timeout 1s;") ==
