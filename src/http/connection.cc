@@ -733,7 +733,15 @@ void HttpConnection::pump_body() {
 void HttpConnection::on_write_timeout() {
     GH_LOG(Info, "client timed out (110: Connection timed out) while sending response to client, client: %s",
            peer_text_);
-    if (req_) req_->status = req_->status ? req_->status : 408;
+    if (req_) {
+        req_->status = req_->status ? req_->status : 408;
+        if (*req_->loc_conf<LocConf>(http_core_module).reset_timedout_connection) {
+            // Drop what the kernel still holds for this client at once
+            // (a reset), instead of letting it trickle out after close.
+            linger l{1, 0};
+            setsockopt(c_.fd(), SOL_SOCKET, SO_LINGER, &l, sizeof l);
+        }
+    }
     close();
 }
 

@@ -495,3 +495,31 @@ def test_server_tokens_off_hides_the_version(server):
     s = server(BASIC.replace("server {", "server_tokens off;\n    server {"))
     r = s.get("/a")
     assert r.header("Server") == "gatehouse"
+
+
+def test_send_timeout_closes_a_client_that_stops_reading(server):
+    s = server("""
+    send_timeout 1s;
+    reset_timedout_connection on;
+    server {
+        listen 127.0.0.1:PORT;
+        root html;
+        sendfile on;
+    }
+""", files={"big.bin": b"x" * (32 << 20)})
+    with socket.create_connection(("127.0.0.1", s.port), timeout=15) as c:
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        c.sendall(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        # Read nothing: the server's socket buffer fills, and after
+        # send_timeout without progress the server gives up.
+        assert poll(lambda: "while sending response to client" in s.error_log(), timeout=15), s.error_log()
+        got = 0
+        try:
+            while True:
+                d = c.recv(1 << 20)
+                if not d:
+                    break
+                got += len(d)
+        except ConnectionResetError:
+            pass
+    assert got < (32 << 20)  # the response was cut short, not completed
