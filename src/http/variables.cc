@@ -448,31 +448,37 @@ void v_request_time(Request& r, VarValue& v, uintptr_t) {
                      static_cast<unsigned long long>(d % 1000));
     set(v, r.arena().dup({b, static_cast<size_t>(n)}));
 }
+// The local time now and its UTC offset in minutes, for the log formats.
+struct LocalNow {
+    struct tm tm;
+    char sign;
+    long off;  // minutes, absolute
+};
+LocalNow local_now() {
+    LocalNow n;
+    time_t t = static_cast<time_t>(worker_loop().wall().sec);
+    localtime_r(&t, &n.tm);
+    long off = n.tm.tm_gmtoff / 60;
+    n.sign = off < 0 ? '-' : '+';
+    n.off = off < 0 ? -off : off;
+    return n;
+}
+
 void v_time_local(Request& r, VarValue& v, uintptr_t) {
     static const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                     "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-    time_t t = static_cast<time_t>(worker_loop().wall().sec);
-    struct tm tm;
-    localtime_r(&t, &tm);
-    long off = tm.tm_gmtoff / 60;
-    char sign = off < 0 ? '-' : '+';
-    if (off < 0) off = -off;
+    LocalNow n = local_now();
     char b[64];
-    int n = snprintf(b, sizeof b, "%02d/%s/%04d:%02d:%02d:%02d %c%02ld%02ld", tm.tm_mday, kMonths[tm.tm_mon],
-                     tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec, sign, off / 60, off % 60);
-    set(v, r.arena().dup({b, static_cast<size_t>(n)}));
+    int len = snprintf(b, sizeof b, "%02d/%s/%04d:%02d:%02d:%02d %c%02ld%02ld", n.tm.tm_mday, kMonths[n.tm.tm_mon],
+                       n.tm.tm_year + 1900, n.tm.tm_hour, n.tm.tm_min, n.tm.tm_sec, n.sign, n.off / 60, n.off % 60);
+    set(v, r.arena().dup({b, static_cast<size_t>(len)}));
 }
 void v_time_iso8601(Request& r, VarValue& v, uintptr_t) {
-    time_t t = static_cast<time_t>(worker_loop().wall().sec);
-    struct tm tm;
-    localtime_r(&t, &tm);
-    long off = tm.tm_gmtoff / 60;
-    char sign = off < 0 ? '-' : '+';
-    if (off < 0) off = -off;
+    LocalNow n = local_now();
     char b[64];
-    int n = snprintf(b, sizeof b, "%04d-%02d-%02dT%02d:%02d:%02d%c%02ld:%02ld", tm.tm_year + 1900, tm.tm_mon + 1,
-                     tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, sign, off / 60, off % 60);
-    set(v, r.arena().dup({b, static_cast<size_t>(n)}));
+    int len = snprintf(b, sizeof b, "%04d-%02d-%02dT%02d:%02d:%02d%c%02ld:%02ld", n.tm.tm_year + 1900, n.tm.tm_mon + 1,
+                       n.tm.tm_mday, n.tm.tm_hour, n.tm.tm_min, n.tm.tm_sec, n.sign, n.off / 60, n.off % 60);
+    set(v, r.arena().dup({b, static_cast<size_t>(len)}));
 }
 void v_msec(Request& r, VarValue& v, uintptr_t) {
     auto w = worker_loop().wall();
