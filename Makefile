@@ -110,6 +110,11 @@ install: objs/gatehouse
 	install -m 644 html/* $(DESTDIR)$(PREFIX)/html/
 	install -m 644 man/gatehouse.8 $(DESTDIR)$(PREFIX)/share/man/man8/gatehouse.8
 	install -m 644 man/gatehouse.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/gatehouse.conf.5
+	install -d $(DESTDIR)$(PREFIX)/share/gatehouse
+	for f in gatehouse.service logrotate; do \
+	    sed 's|/usr/local/gatehouse|$(PREFIX)|g' contrib/$$f > $(DESTDIR)$(PREFIX)/share/gatehouse/$$f && \
+	    chmod 644 $(DESTDIR)$(PREFIX)/share/gatehouse/$$f || exit 1; \
+	done
 
 clean:
 	rm -rf objs

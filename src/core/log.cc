@@ -96,7 +96,9 @@ void ErrorLog::reopen() {
             emit(Level::Alert, e, "reopen() \"%s\" failed", s.path.c_str());
             continue;
         }
-        ::dup2(fd, s.fd);
+        // dup3, not dup2: the descriptor must stay close-on-exec, or a
+        // binary upgrade after a reopen hands it to the new master.
+        ::dup3(fd, s.fd, O_CLOEXEC);
         ::close(fd);
     }
 }

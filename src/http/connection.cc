@@ -3,6 +3,8 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/sendfile.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -27,6 +29,7 @@ constexpr size_t kReadChunk = 32768;
 event::Loop* g_loop = nullptr;
 event::ConnectionTable* g_table = nullptr;
 HttpConnection* g_conns = nullptr;  // every live HttpConnection of the worker
+bool g_retiring = false;            // retire_connections() was called
 
 void addr_text(const sockaddr* sa, char* out, size_t len, uint16_t* port) {
     out[0] = '\0';
@@ -79,14 +82,87 @@ void on_accept(void* port, event::Connection& c) {
     std::make_unique<HttpConnection>(c, *static_cast<const ListenPort*>(port)).release();
 }
 
-void close_idle_connections() {
-    for (HttpConnection* h = g_conns; h;) {
-        HttpConnection* next = h->next_;
-        if (h->state_ == HttpConnection::State::Keepalive ||
-            (h->state_ == HttpConnection::State::Head && h->rlen_ == h->rpos_))
-            h->close();
-        h = next;
+// Retiring a worker without losing a request.
+//
+// nginx closes idle keep-alive connections the moment a worker is told to
+// quit. A client that sent its next request on one just then (on the wire,
+// or in our socket buffer unread) gets an EOF or a reset instead of an
+// answer, and a client may only retry that silently when the request is
+// idempotent (RFC 9112 9.3.1). Under steady keep-alive traffic every reload
+// costs a few requests that way. A retiring worker here instead:
+//
+//  - answers every request that starts from now on with "Connection:
+//    close" and closes after the response: the client reconnects and the
+//    listening socket, which the retiring worker no longer polls, hands
+//    the new connection to a new worker;
+//  - gives a response whose head is not sent yet "Connection: close" too
+//    (r.keepalive is read when the head is written); a response whose head
+//    already said keep-alive completes, then the connection is idle;
+//  - keeps an idle connection (keep-alive, or accepted with no byte read
+//    yet) open for kRetireGrace, or less if its own keepalive or header
+//    timeout comes first: a request arriving meanwhile is served as above.
+//    At the end of the grace (retire_idle) a request already in the
+//    socket is still read; a client still receiving the last response
+//    (bytes unacknowledged in our send queue) gets the grace again, as it
+//    cannot have sent its next request yet; otherwise the connection is
+//    closed. Nothing is unread then, so the close is a FIN, not a reset;
+//  - lets a connection in the middle of a head, a body, a response, a
+//    lingering close or a tunnel run its course, bounded by its own
+//    timeouts and by worker_shutdown_timeout.
+//
+// Why 1s: a client whose next request was coming was about to send it -
+// request loops, pages fetching their resources and pooled API clients
+// send within milliseconds - and is answered. A client idle for a second
+// is typically idle far longer; its next request could come at any time,
+// so waiting longer barely lowers the chance of crossing our close (the
+// same small chance as at every keepalive_timeout, which HTTP clients
+// already handle), while each old worker, its connections and its
+// configuration generation would live that much longer after every
+// reload.
+void retire_connections() {
+    if (g_retiring) return;
+    g_retiring = true;
+    const event::Msec now = worker_loop().now();
+    const event::Msec grace_end = now + static_cast<event::Msec>(kRetireGrace.count());
+    for (HttpConnection* h = g_conns; h; h = h->next_) {
+        using State = HttpConnection::State;
+        event::Timer& t = h->c_.read_timer;
+        if (h->state_ == State::Keepalive || (h->state_ == State::Head && h->rlen_ == h->rpos_)) {
+            if (!t.armed() || t.deadline() > grace_end) worker_loop().arm_at(t, grace_end);
+        } else if (h->state_ == State::Processing && h->req_ && !h->req_->header_sent) {
+            h->req_->keepalive = false;
+        }
     }
+}
+
+bool HttpConnection::input_waiting() {
+    char b;
+    return ::recv(c_.fd(), &b, 1, MSG_PEEK | MSG_DONTWAIT) == 1;
+}
+
+void HttpConnection::retire_idle() {
+    // The request may be in the socket already, its readiness not yet
+    // reported by epoll: read it rather than closing over it.
+    if (input_waiting()) {
+        if (state_ == State::Keepalive) {
+            state_ = State::Head;
+            worker_loop().arm(c_.read_timer, *default_srv_->client_header_timeout);
+        }
+        read_head();
+        return;
+    }
+    // The client has not received all of the last response yet (a slow
+    // reader of a large file: the kernel still holds, unacknowledged, what
+    // we wrote): it has not been idle at all. The grace starts again, up to
+    // the connection's own timeout.
+    int unacked = 0;
+    const event::Msec now = worker_loop().now();
+    if (::ioctl(c_.fd(), SIOCOUTQ, &unacked) == 0 && unacked > 0 && now < idle_until_) {
+        event::Msec grace = std::min<event::Msec>(static_cast<event::Msec>(kRetireGrace.count()), idle_until_ - now);
+        worker_loop().arm(c_.read_timer, std::chrono::milliseconds(grace));
+        return;
+    }
+    close();
 }
 
 HttpConnection::HttpConnection(event::Connection& c, const ListenPort& port)
@@ -118,6 +194,7 @@ HttpConnection::HttpConnection(event::Connection& c, const ListenPort& port)
         return;
     }
     worker_loop().arm(c_.read_timer, *default_srv_->client_header_timeout);
+    idle_until_ = c_.read_timer.deadline();
 }
 
 HttpConnection::~HttpConnection() {
@@ -358,8 +435,9 @@ void HttpConnection::start_request(size_t head_len) {
     r.unparsed_uri = h.form == TargetForm::Absolute ? h.path : h.target;
     if (h.form == TargetForm::Asterisk) r.unparsed_uri = "*";
 
-    // Keepalive as the client asked and the limits allow.
-    r.keepalive = h.keep_alive();
+    // Keepalive as the client asked and the limits allow; a retiring
+    // worker closes after this response.
+    r.keepalive = h.keep_alive() && !g_retiring;
 
     // Host: lower case, no port, no trailing dot.
     if (!h.host.empty()) {
@@ -746,6 +824,10 @@ void HttpConnection::on_write_timeout() {
 }
 
 void HttpConnection::on_read_timeout() {
+    if (g_retiring && (state_ == State::Keepalive || (state_ == State::Head && rlen_ == rpos_))) {
+        retire_idle();
+        return;
+    }
     if (state_ == State::Keepalive) {
         close();
         return;
@@ -852,6 +934,11 @@ void HttpConnection::finish_request() {
         // closing now could reset the connection before the client reads
         // the error page.
         linger = true;
+    } else if (!keep && g_retiring && (rlen_ > rpos_ || !stash_.empty() || input_waiting())) {
+        // Retiring: the client pipelined its next request before reading
+        // our "Connection: close"; closing over it would reset the
+        // connection and could destroy this response. Linger instead.
+        linger = true;
     }
     linger_next_ = false;
     // The timeouts of the location that served the request apply to what
@@ -909,7 +996,10 @@ void HttpConnection::keepalive_or_close() {
     rcap_ = 0;
     head_.reset();
     state_ = State::Keepalive;
-    worker_loop().arm(c_.read_timer, keepalive_timeout_);
+    // A retiring worker waits for one more request for kRetireGrace only.
+    idle_until_ = worker_loop().now() + static_cast<event::Msec>(keepalive_timeout_.count());
+    worker_loop().arm(c_.read_timer, g_retiring ? std::min(keepalive_timeout_, kRetireGrace)
+                                                : keepalive_timeout_);
     if (c_.io.readable()) read_head();
 }
 

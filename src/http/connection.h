@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include <chrono>
 #include <memory>
 #include <string_view>
 
@@ -29,9 +30,15 @@ namespace gatehouse::http {
 // The Listener's accept callback; data is the ListenPort.
 void on_accept(void* port, event::Connection& c);
 
-// Graceful shutdown: closes connections that wait for a request; the
-// others close after their current response.
-void close_idle_connections();
+// Graceful shutdown of the worker (QUIT: a reload, a binary upgrade, a
+// shutdown), once the listeners are stopped: from now on every response
+// says "Connection: close" and idle connections are closed without losing
+// a request (see the design note above retire_connections() in
+// connection.cc). The worker exits when no connection is left.
+void retire_connections();
+// How long a retiring worker keeps an idle connection open for one more
+// request (at most its keepalive or header timeout).
+inline constexpr std::chrono::milliseconds kRetireGrace{1000};
 
 class HttpConnection {
 public:
@@ -154,6 +161,10 @@ private:
     bool linger_next_ = false;  // close the current request's connection lingering
     // From the location of the last request: what applies after it.
     conf::Duration keepalive_timeout_{std::chrono::seconds(75)};
+    // While idle (keepalive, or accepted with no byte yet): when its
+    // keepalive or header timeout would close it. Bounds the retirement
+    // grace, which retire_idle() extends while the client still reads.
+    event::Msec idle_until_ = 0;
     struct Lingering {
         uint8_t mode = 1;
         conf::Duration time{std::chrono::seconds(30)};
@@ -167,7 +178,12 @@ private:
     uint16_t local_port_ = 0;
     bool local_known_ = false;
 
-    friend void close_idle_connections();
+    friend void retire_connections();
+    // Retiring: close an idle connection unless its next request is
+    // already in the socket (then read it).
+    void retire_idle();
+    // Bytes from the client wait in the socket (MSG_PEEK).
+    bool input_waiting();
     HttpConnection* prev_ = nullptr;  // the worker's list of connections
     HttpConnection* next_ = nullptr;
 };

@@ -483,11 +483,19 @@ Flow send_header(Request& r) {
         o.put(" ");
         o.put(reason);
     }
-    o.put("\r\nServer: ");
-    o.put(server_header(r));
-    o.put("\r\nDate: ");
-    o.put(cached_date());
     o.put("\r\n");
+    // A proxied response may carry the origin's own ("proxy_pass_header
+    // Server"): it replaces ours, as in nginx.
+    if (!h.find("Server")) {
+        o.put("Server: ");
+        o.put(server_header(r));
+        o.put("\r\n");
+    }
+    if (!h.find("Date")) {
+        o.put("Date: ");
+        o.put(cached_date());
+        o.put("\r\n");
+    }
     if (!h.content_type.empty()) {
         o.put("Content-Type: ");
         o.put(h.content_type);
@@ -514,7 +522,12 @@ Flow send_header(Request& r) {
         o.put(location);
         o.put("\r\n");
     }
-    o.put(r.keepalive ? "Connection: keep-alive\r\n" : "Connection: close\r\n");
+    // 101: the connection becomes what the Upgrade field says (RFC 9110
+    // 15.2.2); the proxy passes that field.
+    if (h.status == 101)
+        o.put("Connection: upgrade\r\n");
+    else
+        o.put(r.keepalive ? "Connection: keep-alive\r\n" : "Connection: close\r\n");
     if (!h.etag.empty()) {
         o.put("ETag: ");
         o.put(h.etag);
@@ -537,7 +550,12 @@ Flow send_header(Request& r) {
 
 Flow send_body(Request& r, Chain& in) {
     HttpMainConf& m = *http_main(r.main_confs);
-    Chain a(r.mem()), b(r.mem());
+    // The chains of one call live on the stack (the heap past that): a
+    // stream calls this for every piece, and the request arena, freed only
+    // with the request, would grow with the length of the body.
+    alignas(std::max_align_t) char scratch[2048];
+    std::pmr::monotonic_buffer_resource mem(scratch, sizeof scratch, std::pmr::new_delete_resource());
+    Chain a(&mem), b(&mem);
     a.reserve(in.size() + 2);
     b.reserve(in.size() + 2);
     a.append(in);
@@ -550,7 +568,7 @@ Flow send_body(Request& r, Chain& in) {
     }
     bool last = a.last();
     uint64_t bytes = a.bytes();
-    Chain out(r.mem());
+    Chain out(&mem);
     out.reserve(a.size() + 3);
     if (r.head_only) {
         if (last) {
@@ -560,9 +578,13 @@ Flow send_body(Request& r, Chain& in) {
         }
     } else if (r.chunked_out) {
         if (bytes > 0) {
-            char* hdr = static_cast<char*>(r.arena().alloc(kMaxChunkHeader, 1));
+            // In a slab of its own, freed once sent (see above).
+            SlabRef slab = SlabRef::adopt(Slab::make(kMaxChunkHeader));
+            char* hdr = slab.get()->data();
             size_t n = write_chunk_header(bytes, std::span<char, kMaxChunkHeader>(hdr, kMaxChunkHeader));
-            out.push(Buf::memory({hdr, n}));
+            Buf hb = Buf::memory({hdr, n});
+            hb.slab = std::move(slab);
+            out.push(std::move(hb));
             for (Buf& x : a)
                 if (!x.empty()) out.push(std::move(x));
             out.push(Buf::memory(kChunkEnd));

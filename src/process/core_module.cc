@@ -3,6 +3,7 @@
 #include <grp.h>
 #include <pwd.h>
 
+#include <algorithm>
 #include <charconv>
 
 #include "conf/registry.h"
@@ -74,6 +75,41 @@ Status set_priority(Ctx& cx, const Node& n, CoreConf& c) {
     return {};
 }
 
+// A mask is written as nginx's: binary, CPU 0 rightmost ("0101" is CPUs 0
+// and 2), at most CPU_SETSIZE digits.
+Status set_cpu_affinity(Ctx& cx, const Node& n, CoreConf& c) {
+    if (c.worker_cpu_affinity) return cx.duplicate(n);
+    CpuAffinity a;
+    size_t first = 0;
+    if (n.args[0].text == "auto") {
+        a.automatic = true;
+        first = 1;
+        if (n.args.size() > 2)
+            return cx.error(n, "invalid number of arguments in \"worker_cpu_affinity\" directive");
+    }
+    for (size_t i = first; i < n.args.size(); ++i) {
+        const std::string& m = n.args[i].text;
+        if (m.size() > CPU_SETSIZE)
+            return cx.error(n, "\"worker_cpu_affinity\" supports up to " + std::to_string(CPU_SETSIZE) +
+                                   " CPUs only");
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        for (size_t k = 0; k < m.size(); ++k) {
+            char ch = m[m.size() - 1 - k];
+            if (ch == '1')
+                CPU_SET(k, &set);
+            else if (ch != '0')
+                return cx.error(n, std::string("invalid character \"") + ch + "\" in \"worker_cpu_affinity\"");
+        }
+        // sched_setaffinity() refuses an empty set: a worker would run unbound.
+        if (CPU_COUNT(&set) == 0)
+            return cx.error(n, "mask \"" + m + "\" of \"worker_cpu_affinity\" selects no CPU");
+        a.masks.push_back(set);
+    }
+    c.worker_cpu_affinity = std::move(a);
+    return {};
+}
+
 constexpr conf::Directive kDirectives[] = {
     {"daemon", conf::kMain, conf::Take1, conf::flag<&CoreConf::daemon>()},
     {"master_process", conf::kMain, conf::Take1, conf::flag<&CoreConf::master_process>()},
@@ -86,9 +122,37 @@ constexpr conf::Directive kDirectives[] = {
     {"worker_shutdown_timeout", conf::kMain, conf::Take1,
      conf::duration<&CoreConf::worker_shutdown_timeout>()},
     {"worker_priority", conf::kMain, conf::Take1, conf::custom<set_priority>()},
+    {"worker_cpu_affinity", conf::kMain, conf::Take1More, conf::custom<set_cpu_affinity>()},
 };
 
 }  // namespace
+
+std::optional<cpu_set_t> cpu_set_for(const CpuAffinity& a, int slot, const cpu_set_t& allowed) {
+    if (!a.automatic) {
+        if (a.masks.empty()) return std::nullopt;
+        size_t i = std::min(static_cast<size_t>(slot), a.masks.size() - 1);
+        return a.masks[i];
+    }
+    // "auto": the CPUs of the mask the process may use, one per worker.
+    cpu_set_t pool;
+    if (a.masks.empty())
+        pool = allowed;
+    else
+        CPU_AND(&pool, &a.masks[0], &allowed);
+    int n = CPU_COUNT(&pool);
+    if (n == 0) return std::nullopt;
+    int want = slot % n;
+    for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+        if (!CPU_ISSET(cpu, &pool)) continue;
+        if (want-- == 0) {
+            cpu_set_t one;
+            CPU_ZERO(&one);
+            CPU_SET(cpu, &one);
+            return one;
+        }
+    }
+    return std::nullopt;
+}
 
 void finish_core_conf(CoreConf& c, const std::string& prefix, const std::string& default_error_log) {
     if (!c.daemon) c.daemon = true;

@@ -2,6 +2,8 @@
 // file, error logs, privileges and limits.
 #pragma once
 
+#include <sched.h>
+
 #include <optional>
 #include <string>
 #include <vector>
@@ -16,6 +18,21 @@ struct ErrorLogSpec {
     log::Level level = log::Level::Error;
 };
 
+// "worker_cpu_affinity": which CPUs each worker may run on.
+struct CpuAffinity {
+    // "auto": worker i runs on the i-th CPU of masks[0] (every CPU the
+    // master may use when no mask is given), round robin.
+    bool automatic = false;
+    // Otherwise masks[i] binds worker i; workers beyond the last mask get
+    // the last mask, as in nginx.
+    std::vector<cpu_set_t> masks;
+};
+
+// The CPUs of worker `slot` under `a`; `allowed` is the set the process may
+// run on (sched_getaffinity), which "auto" draws from. nullopt: the worker
+// is not bound (an "auto" mask with no allowed CPU).
+std::optional<cpu_set_t> cpu_set_for(const CpuAffinity& a, int slot, const cpu_set_t& allowed);
+
 struct CoreConf {
     std::optional<bool> daemon;                   // "daemon"
     std::optional<bool> master_process;           // "master_process"
@@ -26,6 +43,7 @@ struct CoreConf {
     std::optional<uint64_t> worker_rlimit_nofile; // "worker_rlimit_nofile"
     std::optional<conf::Duration> worker_shutdown_timeout;  // "worker_shutdown_timeout"
     std::optional<int> worker_priority;           // "worker_priority"
+    std::optional<CpuAffinity> worker_cpu_affinity;  // "worker_cpu_affinity"
 };
 
 extern const conf::Module core_module;

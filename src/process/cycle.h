@@ -13,6 +13,7 @@
 #include "conf/registry.h"
 #include "core/arena.h"
 #include "core/log.h"
+#include "core/shm.h"
 #include "process/core_module.h"
 
 namespace gatehouse::process {
@@ -39,6 +40,11 @@ public:
     // The root struct arrays of each level (Core, Events, http Main/Srv/Loc).
     std::array<conf::ConfArray, conf::kLevels> roots{};
     log::ErrorLog error_log;
+    // The shared memory zones this generation declared, mapped before the
+    // workers fork; kept or unmapped with the generation (see core/shm.h).
+    // No module declares one yet: a module that needs a zone will reach
+    // this set through its conf::Ctx.
+    shm::ZoneSet zones{shm::registry()};
 
     CoreConf& core() const {
         return *static_cast<CoreConf*>(roots[0][core_module.index]);

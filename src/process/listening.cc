@@ -1,12 +1,16 @@
 #include "process/listening.h"
 
+#include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 
 #include "core/log.h"
@@ -20,7 +24,88 @@ Error sys_error(const char* call, const std::string& addr) {
     return make_error(std::string(call) + " to " + addr + " failed (" + std::to_string(e) + ": " + strerror(e) + ")");
 }
 
+bool same_address(const Listening& l, const conf::Address& a) {
+    const sockaddr_storage& have = l.addr;
+    const sockaddr_storage& want = a.sa;
+    if (l.addr_len == 0 || have.ss_family != want.ss_family) return false;
+    if (have.ss_family == AF_INET) {
+        auto* h = reinterpret_cast<const sockaddr_in*>(&have);
+        auto* w = reinterpret_cast<const sockaddr_in*>(&want);
+        return h->sin_port == w->sin_port && h->sin_addr.s_addr == w->sin_addr.s_addr;
+    }
+    if (have.ss_family == AF_INET6) {
+        auto* h = reinterpret_cast<const sockaddr_in6*>(&have);
+        auto* w = reinterpret_cast<const sockaddr_in6*>(&want);
+        return h->sin6_port == w->sin6_port && memcmp(&h->sin6_addr, &w->sin6_addr, sizeof(in6_addr)) == 0;
+    }
+    if (have.ss_family == AF_UNIX) {
+        auto* h = reinterpret_cast<const sockaddr_un*>(&have);
+        auto* w = reinterpret_cast<const sockaddr_un*>(&want);
+        return strncmp(h->sun_path, w->sun_path, sizeof h->sun_path) == 0;
+    }
+    return false;
+}
+
+// The address a socket is bound to, and its text for messages.
+bool local_address(Listening& l) {
+    l.addr_len = sizeof l.addr;
+    if (::getsockname(l.fd, reinterpret_cast<sockaddr*>(&l.addr), &l.addr_len) != 0) {
+        l.addr_len = 0;
+        return false;
+    }
+    if (l.text.empty()) {
+        char host[INET6_ADDRSTRLEN] = {};
+        if (l.addr.ss_family == AF_INET) {
+            auto* in = reinterpret_cast<const sockaddr_in*>(&l.addr);
+            inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+            l.text = std::string(host) + ":" + std::to_string(ntohs(in->sin_port));
+        } else if (l.addr.ss_family == AF_INET6) {
+            auto* in6 = reinterpret_cast<const sockaddr_in6*>(&l.addr);
+            inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+            l.text = "[" + std::string(host) + "]:" + std::to_string(ntohs(in6->sin6_port));
+        } else if (l.addr.ss_family == AF_UNIX) {
+            l.text = std::string("unix:") + reinterpret_cast<const sockaddr_un*>(&l.addr)->sun_path;
+        }
+    }
+    return true;
+}
+
 }  // namespace
+
+std::string listening_env(const std::vector<Listening>& ls) {
+    std::string s;
+    for (const Listening& l : ls) s += std::to_string(l.fd) + ";";
+    return s;
+}
+
+std::vector<Listening> inherit_listening(std::string_view env) {
+    std::vector<Listening> out;
+    while (!env.empty()) {
+        size_t semi = env.find(';');
+        std::string_view num = env.substr(0, semi);
+        int fd = -1;
+        auto [p, ec] = std::from_chars(num.data(), num.data() + num.size(), fd);
+        if (ec != std::errc() || p != num.data() + num.size() || fd < 0) {
+            GH_LOG(Emerg, "invalid socket number \"%.*s\" in %s environment variable, ignoring the rest of the variable",
+                   static_cast<int>(num.size()), num.data(), kInheritEnv);
+            break;
+        }
+        env.remove_prefix(semi == std::string_view::npos ? env.size() : semi + 1);
+        Listening l;
+        l.fd = fd;
+        int type = 0, listening = 0;
+        socklen_t len = sizeof type;
+        if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM ||
+            (len = sizeof listening, ::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len)) != 0 ||
+            !listening || !local_address(l)) {
+            GH_LOG(Crit, "inherited fd %d is not a listening stream socket, ignored", fd);
+            continue;
+        }
+        ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+        out.push_back(std::move(l));
+    }
+    return out;
+}
 
 Result<std::vector<Listening>> open_listening(const http::HttpMainConf* m, std::vector<Listening>* reuse) {
     std::vector<Listening> out;
@@ -32,8 +117,10 @@ Result<std::vector<Listening>> open_listening(const http::HttpMainConf* m, std::
         li.port = &p;
         if (reuse) {
             for (auto it = reuse->begin(); it != reuse->end(); ++it)
-                if (it->text == li.text) {
+                if (same_address(*it, l.addr)) {
                     li.fd = it->fd;
+                    li.addr = it->addr;
+                    li.addr_len = it->addr_len;
                     reuse->erase(it);
                     break;
                 }
@@ -80,6 +167,7 @@ Result<std::vector<Listening>> open_listening(const http::HttpMainConf* m, std::
             setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof secs);
         }
         li.fd = fd;
+        local_address(li);
         out.push_back(std::move(li));
     }
     return out;

@@ -26,6 +26,7 @@ const char* usage_text() {
 
 Result<Options> parse_options(int argc, const char* const* argv) {
     Options o;
+    o.argv.assign(argv, argv + argc);
     for (int i = 1; i < argc; ++i) {
         const char* p = argv[i];
         if (*p++ != '-' || *p == '\0')

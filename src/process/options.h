@@ -2,6 +2,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "core/result.h"
 
@@ -19,6 +20,9 @@ struct Options {
     std::string error_log;    // -e: "stderr" or a path
     std::string globals;      // -g
     std::string signal;       // -s stop|quit|reopen|reload
+    // The command line as given, argv[0] first: a binary upgrade (USR2)
+    // runs it again.
+    std::vector<std::string> argv;
 };
 
 // Parses argv. Options may be grouped ("-tq") and take their value either

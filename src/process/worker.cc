@@ -2,6 +2,7 @@
 
 #include <grp.h>
 #include <pwd.h>
+#include <sched.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -9,6 +10,7 @@
 #include <csignal>
 #include <cstring>
 #include <memory>
+#include <string>
 
 #include "core/log.h"
 #include "event/connection.h"
@@ -16,6 +18,7 @@
 #include "event/loop.h"
 #include "http/connection.h"
 #include "http/log_module.h"
+#include "upstream/upstream.h"
 #include "http/worker_ctx.h"
 
 namespace gatehouse::process {
@@ -39,6 +42,8 @@ struct WorkerState {
     event::Loop* loop = nullptr;
     event::ConnectionTable* table = nullptr;
     std::vector<std::unique_ptr<event::Listener>>* listeners = nullptr;
+    const std::vector<Listening>* listening = nullptr;
+    bool close_listening = false;  // forked: the sockets are our copies
     const Cycle* cycle = nullptr;
     bool exiting = false;
     event::Timer shutdown_timer;
@@ -57,19 +62,54 @@ void after_iteration(WorkerState* st) {
         http::reopen_access_logs();
     }
     if (w_quit && !st->exiting) {
-        // Graceful: stop accepting, close idle connections, let the busy
-        // ones finish (up to worker_shutdown_timeout).
+        // Graceful: stop accepting (the listening sockets stay open in the
+        // master and the new workers, which take the queued connections),
+        // retire the connections without losing a request (see
+        // http::retire_connections), exit when none is left or at
+        // worker_shutdown_timeout.
         st->exiting = true;
         GH_LOG(Notice, "gracefully shutting down");
         for (auto& l : *st->listeners) l->stop();
+        // Our copies of the listening sockets go too: an address a reload
+        // removed is then really closed (and can be bound again by a later
+        // reload) once the master's copy is, without waiting for our exit.
+        // In single-process mode they are the master's own: kept.
+        if (st->close_listening)
+            for (const Listening& l : *st->listening) ::close(l.fd);
+        http::retire_connections();
+        // Idle pooled origin connections would keep the worker alive
+        // until keepalive_timeout: nginx closes them at shutdown too.
+        upstream::close_idle();
         const auto& cc = st->cycle->core();
         if (cc.worker_shutdown_timeout)
             st->loop->arm(st->shutdown_timer, *cc.worker_shutdown_timeout);
     }
-    if (st->exiting) {
-        http::close_idle_connections();
-        if (!live_connections(*st->table)) st->loop->stop();
+    if (st->exiting && !live_connections(*st->table)) st->loop->stop();
+}
+
+// "worker_cpu_affinity": binds this worker to its CPUs, drawn from those
+// the master may run on. A failure is logged and the worker runs unbound.
+void set_cpu_affinity(const CoreConf& cc, int slot) {
+    if (!cc.worker_cpu_affinity) return;
+    cpu_set_t allowed;
+    CPU_ZERO(&allowed);
+    if (sched_getaffinity(0, sizeof allowed, &allowed) != 0) {
+        GH_LOG_ERRNO(Alert, errno, "sched_getaffinity() failed");
+        return;
     }
+    auto set = cpu_set_for(*cc.worker_cpu_affinity, slot, allowed);
+    if (!set) {
+        GH_LOG(Alert, "\"worker_cpu_affinity\" leaves worker %d no CPU it may use, not bound", slot);
+        return;
+    }
+    std::string cpus;
+    for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu)
+        if (CPU_ISSET(cpu, &*set)) cpus += (cpus.empty() ? "" : ",") + std::to_string(cpu);
+    if (sched_setaffinity(0, sizeof *set, &*set) != 0) {
+        GH_LOG_ERRNO(Alert, errno, "sched_setaffinity(%s) failed", cpus.c_str());
+        return;
+    }
+    GH_LOG(Notice, "sched_setaffinity(): using cpu #%s", cpus.c_str());
 }
 
 Status drop_privileges(const CoreConf& cc) {
@@ -91,8 +131,7 @@ Status drop_privileges(const CoreConf& cc) {
 
 }  // namespace
 
-int worker_main(const Cycle& cycle, const std::vector<Listening>& ls, int slot) {
-    (void)slot;
+int worker_main(const Cycle& cycle, const std::vector<Listening>& ls, int slot, bool forked) {
     struct sigaction sa {};
     sa.sa_handler = on_worker_signal;
     sigemptyset(&sa.sa_mask);
@@ -110,6 +149,7 @@ int worker_main(const Cycle& cycle, const std::vector<Listening>& ls, int slot) 
     }
     if (cc.worker_priority && setpriority(PRIO_PROCESS, 0, *cc.worker_priority) != 0)
         GH_LOG_ERRNO(Alert, errno, "setpriority(%d) failed", *cc.worker_priority);
+    set_cpu_affinity(cc, slot);
     if (auto s = drop_privileges(cc); !s) {
         GH_LOG(Emerg, "%s", s.message().c_str());
         return 2;
@@ -150,11 +190,14 @@ int worker_main(const Cycle& cycle, const std::vector<Listening>& ls, int slot) 
     st.loop = loop->get();
     st.table = &table;
     st.listeners = &listeners;
+    st.listening = &ls;
+    st.close_listening = forked;
     st.cycle = &cycle;
     st.shutdown_timer.cb = {[](void* p) { static_cast<WorkerState*>(p)->loop->stop(); }, &st};
     (*loop)->run(event::Callback::to<&after_iteration>(&st));
 
     listeners.clear();
+    upstream::close_idle();
     // Whatever is still open is closed now; their objects free themselves
     // in the loop's deferred step, run by one last iteration.
     for (event::Connection& c : table.slots())

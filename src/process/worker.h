@@ -10,7 +10,9 @@
 namespace gatehouse::process {
 
 // Runs the worker loop; returns the exit code. `slot` numbers the worker
-// (0..worker_processes-1). In single-process mode the master calls it.
-int worker_main(const Cycle& cycle, const std::vector<Listening>& ls, int slot);
+// (0..worker_processes-1). `forked`: a child of the master, whose copies
+// of the listening sockets it may close when it retires; false in
+// single-process mode, where the master itself calls it.
+int worker_main(const Cycle& cycle, const std::vector<Listening>& ls, int slot, bool forked);
 
 }  // namespace gatehouse::process

@@ -26,6 +26,8 @@
 
 namespace gatehouse::upstream {
 
+struct IdlePool;  // pool.cc
+
 // One "server" line. A host name resolves to one Peer per address.
 struct Server {
     std::string name;        // as written: "backend1.local:8080", "unix:/run/app.sock"
@@ -36,6 +38,11 @@ struct Server {
     bool backup = false;     // backup
     bool down = false;       // down
     std::string where;       // file:line
+    // How many Peers it made: the addresses its name resolved to (1 for an
+    // IP literal or a Unix socket). They sit together in
+    // UpstreamConf::peers, in the order getaddrinfo() gave them, IPv4
+    // first.
+    size_t naddrs = 0;
 };
 
 // One address to connect to.
@@ -65,10 +72,35 @@ struct UpstreamConf {
     uint32_t keepalive = 0;
     conf::Duration keepalive_timeout{std::chrono::seconds(60)};  // "keepalive_timeout"
     uint64_t keepalive_requests = 1000;                           // "keepalive_requests"
+
+    // ---- config-time bookkeeping (nothing reads these at run time) ----
+    // Implicit groups: the port the target gave ("host:8080"), 0 when it
+    // gave none ("backend": maybe an upstream block defined later) or is a
+    // Unix socket; default_port is the scheme's, for resolving a name.
+    uint16_t port = 0;
+    uint16_t default_port = 80;
+    // A name without a port not yet matched to a block nor resolved: done
+    // by upstream_module's postconfiguration.
+    bool pending = false;
+    // Which of "keepalive", "keepalive_timeout", "keepalive_requests" the
+    // block set (bits private to upstream.cc), for "is duplicate".
+    uint8_t directives_set = 0;
+
+    // ---- run time --------------------------------------------------------
+    // The worker's keepalive pool of this group, made by the first
+    // keep_idle(). Owner: pool.cc (close_idle() frees it and resets this).
+    IdlePool* idle = nullptr;
+
+    // Primary peers only, one of them: nginx ignores max_fails and
+    // fail_timeout then (the peer is never considered unavailable).
+    bool single() const { return backup_start == 1 && peers.size() == 1; }
 };
 
 struct UpstreamMainConf {
     std::vector<UpstreamConf*> upstreams;  // owner: the generation arena
+    // The block whose directives are being read: set by the "upstream"
+    // handler for the walk of its children, null elsewhere.
+    UpstreamConf* current = nullptr;
 };
 
 extern const conf::Module upstream_module;
@@ -76,12 +108,38 @@ extern const conf::Module upstream_module;
 // ---- config time -------------------------------------------------------------
 
 // The group a "proxy_pass" target names: an upstream block called `name`
-// (which may be defined later in the file: resolved by resolve_pending()),
-// or, for "host:port" / "unix:/path", an implicit group whose host name is
-// resolved now (getaddrinfo in the master; a name that does not resolve is
-// an error naming file:line). `default_port` applies when none is given.
+// (which may be defined later in the file: settled by upstream_module's
+// postconfiguration), or, for "host:port" / "unix:/path", an implicit
+// group whose host name is resolved now (getaddrinfo in the master; a name
+// that does not resolve is an error naming file:line). `default_port`
+// applies when none is given.
 Result<UpstreamConf*> find_or_add(conf::Ctx& cx, const conf::Node& n, std::string_view target,
                                   uint16_t default_port);
+//
+// Details for the caller (the proxy module):
+//  - `target` is the authority only, without scheme or URI: "backend",
+//    "127.0.0.1:8080", "[::1]:8080", "example.com", "unix:/run/app.sock"
+//    (for "unix:/path:/uri", everything from the ':' after the path is
+//    ignored). Names compare case-insensitively, as nginx.
+//  - The pointer is stable and final for the life of the generation: a
+//    name referring to an upstream block defined later is the very
+//    UpstreamConf that block fills when it is read (no alias, nothing to
+//    follow). Its servers and peers are complete only after
+//    upstream_module's postconfiguration, which comes before the proxy's
+//    in the module list; don't read them earlier.
+//  - The same target with the same port (or, without one, the same
+//    default_port) gives the same group, so its peers' state is shared.
+//  - Errors, as nginx: "upstream \"backend\" may not have port 8080"
+//    (a block of that name exists), host not found (for a target with a
+//    port or a Unix socket: now, naming this node; for a bare name that no
+//    block claims: in postconfiguration, naming the first reference).
+
+// The addresses of "host[:port]", "[v6]:port", an IP literal or
+// "unix:/path": one Peer each (server null, weights not set), IPv4 first.
+// Uses getaddrinfo() (AF_UNSPEC, SOCK_STREAM): config time, master only,
+// never in a worker. Errors read "host not found in upstream \"x\"" with
+// x as `address` (the caller adds " in file:line").
+Result<std::vector<Peer>> resolve(std::string_view address, uint16_t default_port);
 
 // ---- run time (worker) ----------------------------------------------------------
 
@@ -96,6 +154,12 @@ public:
     // The next peer to try, or null when none is left (the caller answers
     // 502). Counts a connection on it.
     Peer* next();
+    // The same, at time `now` (a retry after a timeout happens well after
+    // the picker was made; availability is judged at `now`).
+    Peer* next(event::Msec now) {
+        now_ = now;
+        return next();
+    }
     // The try on p ended. failed: a connect error, timeout or invalid
     // response counted against max_fails (proxy_next_upstream decides).
     void done(Peer* p, bool failed, event::Msec now);
@@ -106,6 +170,10 @@ private:
     event::Msec now_;
     std::vector<bool> tried_;
     size_t tried_count_ = 0;
+    bool backup_ = false;  // primaries all unusable: only backups from now on
+
+    Peer* pick(size_t begin, size_t end);
+    Peer* take(Peer* p);
 };
 
 // Starts a non-blocking connect() to p. The Connection comes from the
@@ -128,7 +196,26 @@ event::Connection* take_idle(UpstreamConf& u, const Peer& p);
 // pool is full (the oldest idle one is closed to make room) or
 // keepalive_requests is reached.
 void keep_idle(UpstreamConf& u, const Peer& p, event::Connection& c, uint64_t requests);
-// Closes every pooled connection (worker exit).
+//
+// Details for the caller:
+//  - keep_idle() takes c over whatever happens (kept or closed): the
+//    caller must not touch it again and must free its own state without
+//    going through c (c.data is reset to null, the handlers and timer
+//    callbacks are replaced, both timers cancelled). A c the caller closed
+//    already is ignored.
+//  - take_idle() returns the most recently kept connection to p's address
+//    with io.on_read/on_write and the timer callbacks empty, no timer
+//    armed, c.data null and c.requests the `requests` given to keep_idle,
+//    so the caller can count on toward keepalive_requests. It still
+//    counts in p.conns only if the caller got p from PeerPicker::next().
+//  - A kept connection the origin closes may still be handed out if the
+//    FIN arrives after take_idle(): the first write or read then fails,
+//    and the caller retries (idempotent requests, RFC 9110, 9.2.2).
+//  - Worker time only: uses http::worker_loop() and worker_connections().
+
+// Closes every pooled connection (worker exit). The pools point at the
+// UpstreamConf they serve: call it before that generation is freed, and
+// before the ConnectionTable goes.
 void close_idle();
 
 }  // namespace gatehouse::upstream

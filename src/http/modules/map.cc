@@ -71,6 +71,10 @@ std::string lower(std::string_view s) {
 }
 
 const ComplexValue* Map::find(Request& r, std::string_view s) const {
+    // '' is a key like any other: "map $http_upgrade $c { '' close; }" is
+    // how nginx configurations tell a request without the field.
+    if (any_string_key && s.empty())
+        if (auto it = exact.find(std::string_view{}); it != exact.end()) return it->second;
     if (any_string_key && !s.empty()) {
         char* low = static_cast<char*>(r.arena().alloc(s.size(), 1));
         for (size_t i = 0; i < s.size(); ++i)

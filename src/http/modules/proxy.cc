@@ -1,0 +1,774 @@
+// proxy_module: directives, their merge, the variables, the content
+// handler, and the pure helpers of proxy.h. The exchange with the origin
+// is in proxy_exchange.cc and proxy_response.cc.
+#include "http/modules/proxy.h"
+
+#include <strings.h>
+
+#include <algorithm>
+#include <cstring>
+#include <initializer_list>
+
+#include "conf/registry.h"
+#include "core/log.h"
+#include "event/loop.h"
+#include "http/connection.h"
+#include "http/core_module.h"
+#include "http/modules/proxy_exchange.h"
+#include "http/phases.h"
+#include "http/request.h"
+#include "http/worker_ctx.h"
+#include "upstream/upstream.h"
+
+namespace gatehouse::http {
+
+namespace proxy {
+
+namespace {
+
+bool iequals(std::string_view a, std::string_view b) {
+    return a.size() == b.size() && (a.empty() || strncasecmp(a.data(), b.data(), a.size()) == 0);
+}
+
+bool istarts(std::string_view s, std::string_view prefix) {
+    return s.size() >= prefix.size() && iequals(s.substr(0, prefix.size()), prefix);
+}
+
+std::string_view concat(Arena& a, std::initializer_list<std::string_view> parts) {
+    size_t n = 0;
+    for (std::string_view p : parts) n += p.size();
+    if (n == 0) return {};
+    char* out = static_cast<char*>(a.alloc(n, 1));
+    char* p = out;
+    for (std::string_view s : parts) {
+        if (!s.empty()) std::memcpy(p, s.data(), s.size());
+        p += s.size();
+    }
+    return {out, n};
+}
+
+bool needs_escape(unsigned char c) {
+    return c <= 0x20 || c >= 0x7f || c == '"' || c == '#' || c == '%' || c == '?';
+}
+
+}  // namespace
+
+Result<Url> parse_url(std::string_view s) {
+    if (istarts(s, "https://")) return make_error("https protocol requires SSL support");
+    if (!istarts(s, "http://")) return make_error("invalid URL prefix in \"" + std::string(s) + "\"");
+    std::string_view rest = s.substr(7);
+    Url u;
+    if (istarts(rest, "unix:")) {
+        // "unix:/path", then ":" and the URI, if any.
+        size_t colon = rest.find(':', 5);
+        std::string_view path = rest.substr(5, colon == std::string_view::npos ? std::string_view::npos : colon - 5);
+        if (path.empty() || path[0] != '/')
+            return make_error("no path in the unix domain socket in \"" + std::string(s) + "\"");
+        u.target = rest.substr(0, 5 + path.size());
+        u.unix_socket = true;
+        u.host_header = "localhost";
+        if (colon != std::string_view::npos && colon + 1 < rest.size()) {
+            u.uri = rest.substr(colon + 1);
+            u.has_uri = true;
+        }
+        return u;
+    }
+    size_t end = rest.find_first_of("/?");
+    std::string_view auth = rest.substr(0, end);
+    if (auth.empty()) return make_error("no host in \"" + std::string(s) + "\"");
+    std::string_view port;
+    bool has_port = false;
+    if (auth[0] == '[') {
+        size_t close = auth.find(']');
+        if (close == std::string_view::npos) return make_error("invalid host in \"" + std::string(s) + "\"");
+        if (close + 1 < auth.size()) {
+            if (auth[close + 1] != ':') return make_error("invalid host in \"" + std::string(s) + "\"");
+            port = auth.substr(close + 2);
+            has_port = true;
+        }
+    } else if (size_t colon = auth.rfind(':'); colon != std::string_view::npos) {
+        port = auth.substr(colon + 1);
+        has_port = true;
+        if (colon == 0) return make_error("no host in \"" + std::string(s) + "\"");
+    }
+    if (has_port) {
+        auto v = conf::parse_number(port, 65535);
+        if (!v || *v == 0) return make_error("invalid port in \"" + std::string(s) + "\"");
+    }
+    u.target = auth;
+    u.host_header = auth;
+    u.port = has_port ? port : std::string_view("80");
+    if (end != std::string_view::npos) {
+        u.uri = rest.substr(end);
+        u.has_uri = true;
+    }
+    return u;
+}
+
+size_t escaped_uri_size(std::string_view in) {
+    size_t n = in.size();
+    for (char c : in)
+        if (needs_escape(static_cast<unsigned char>(c))) n += 2;
+    return n;
+}
+
+size_t escape_uri(std::string_view in, char* out) {
+    static constexpr char kHex[] = "0123456789ABCDEF";
+    char* p = out;
+    for (char ch : in) {
+        auto c = static_cast<unsigned char>(ch);
+        if (needs_escape(c)) {
+            *p++ = '%';
+            *p++ = kHex[c >> 4];
+            *p++ = kHex[c & 0xf];
+        } else {
+            *p++ = ch;
+        }
+    }
+    return static_cast<size_t>(p - out);
+}
+
+std::string_view origin_uri(Arena& a, const UriParts& p) {
+    // With variables, a URI part is the whole URI, as written [nginx].
+    if (p.vars && p.has_uri) return p.pass_uri.empty() ? std::string_view("/") : p.pass_uri;
+    if (!p.has_uri && p.unparsed_valid) return p.unparsed_uri.empty() ? std::string_view("/") : p.unparsed_uri;
+    // The decoded URI, with the location's prefix replaced by the URI part
+    // when both still apply.
+    std::string_view prefix;
+    std::string_view tail = p.uri;
+    if (p.has_uri && p.location_valid) {
+        prefix = p.pass_uri;
+        if (!p.location.empty() && tail.substr(0, p.location.size()) == p.location)
+            tail.remove_prefix(p.location.size());
+    }
+    size_t esc = escaped_uri_size(tail);
+    size_t n = prefix.size() + esc + (p.args.empty() ? 0 : 1 + p.args.size());
+    if (n == 0) return "/";
+    char* out = static_cast<char*>(a.alloc(n, 1));
+    char* w = out;
+    if (!prefix.empty()) std::memcpy(w, prefix.data(), prefix.size());
+    w += prefix.size();
+    w += escape_uri(tail, w);
+    if (!p.args.empty()) {
+        *w++ = '?';
+        std::memcpy(w, p.args.data(), p.args.size());
+        w += p.args.size();
+    }
+    return {out, static_cast<size_t>(w - out)};
+}
+
+bool is_hop_by_hop_request(std::string_view n) {
+    return iequals(n, "Connection") || iequals(n, "Keep-Alive") || iequals(n, "TE") || iequals(n, "Trailer") ||
+           iequals(n, "Upgrade") || iequals(n, "Content-Length") || iequals(n, "Transfer-Encoding") ||
+           iequals(n, "Expect") || istarts(n, "Proxy-");
+}
+
+bool is_hop_by_hop_response(std::string_view n) {
+    return iequals(n, "Connection") || iequals(n, "Keep-Alive") || iequals(n, "TE") || iequals(n, "Trailer") ||
+           iequals(n, "Upgrade") || iequals(n, "Content-Length") || iequals(n, "Transfer-Encoding") ||
+           iequals(n, "Proxy-Connection");
+}
+
+bool is_hidden_by_default(std::string_view n) {
+    return iequals(n, "Date") || iequals(n, "Server") || iequals(n, "X-Pad") || istarts(n, "X-Accel-");
+}
+
+bool connection_lists(std::string_view v, std::string_view name) {
+    while (!v.empty()) {
+        size_t comma = v.find(',');
+        std::string_view t = v.substr(0, comma);
+        while (!t.empty() && (t.front() == ' ' || t.front() == '\t')) t.remove_prefix(1);
+        while (!t.empty() && (t.back() == ' ' || t.back() == '\t')) t.remove_suffix(1);
+        if (iequals(t, name)) return true;
+        if (comma == std::string_view::npos) break;
+        v.remove_prefix(comma + 1);
+    }
+    return false;
+}
+
+std::optional<std::string_view> rewrite_prefix(Arena& a, std::string_view value, std::string_view redirect,
+                                               std::string_view replacement) {
+    if (redirect.empty() || value.substr(0, redirect.size()) != redirect) return std::nullopt;
+    return concat(a, {replacement, value.substr(redirect.size())});
+}
+
+size_t refresh_url_offset(std::string_view v) {
+    for (size_t i = 0; i + 4 <= v.size(); ++i)
+        if (iequals(v.substr(i, 4), "url=")) return i + 4;
+    return std::string_view::npos;
+}
+
+bool is_idempotent(std::string_view m) {
+    return m == "GET" || m == "HEAD" || m == "OPTIONS" || m == "TRACE" || m == "PUT" || m == "DELETE";
+}
+
+}  // namespace proxy
+
+// ---- configuration ------------------------------------------------------------------
+
+namespace {
+
+using conf::Ctx;
+using conf::Level;
+using conf::Node;
+using proxy::Pass;
+
+Next run_proxy(Request& r);
+
+bool has_variables(std::string_view s) {
+    for (size_t i = 0; i < s.size(); ++i) {
+        std::string_view name;
+        if (s[i] == '$' && parse_var_ref(s.substr(i), &name) > 0) return true;
+    }
+    return false;
+}
+
+Status set_pass(Ctx& cx, const Node& n, ProxyConf& pc) {
+    if (pc.pass) return cx.duplicate(n);
+    auto* lc = cx.conf<LocConf>(http_core_module, Level::Loc);
+    GH_CHECK(lc != nullptr);  // a location or "if" directive
+    if (lc->content_handler) return cx.error(n, "\"proxy_pass\" conflicts with another content handler here");
+    const std::string& text = n.args[0].text;
+    auto* p = cx.arena().make<Pass>();
+    p->url = text;
+    bool regexish = lc->match == LocMatch::Regex || lc->match == LocMatch::RegexCaseless ||
+                    lc->match == LocMatch::Named || cx.context() == conf::kIf;
+    if (has_variables(text)) {
+        // Resolved per request: an upstream block by name, or an address
+        // (no resolver: host names are looked up at config load only).
+        // Only the scheme can be checked now, when it is written out.
+        if (strncasecmp(text.c_str(), "https://", 8) == 0)
+            return cx.error(n, "https protocol requires SSL support");
+        if (text[0] != '$' && strncasecmp(text.c_str(), "http://", 7) != 0)
+            return cx.error(n, "invalid URL prefix in \"" + text + "\"");
+        auto cv = ComplexValue::compile(cx, n, text);
+        if (!cv) return cv.error();
+        p->url_value = std::move(*cv);
+    } else {
+        auto url = proxy::parse_url(text);
+        if (!url) return cx.error(n, url.message());
+        if (url->has_uri && regexish)
+            return cx.error(n,
+                            "\"proxy_pass\" cannot have URI part in location given by regular expression, "
+                            "or inside named location, or inside \"if\" statement, or inside "
+                            "\"limit_except\" block");
+        auto up = upstream::find_or_add(cx, n, url->target, 80);
+        if (!up) return up.error();
+        p->upstream = *up;
+        p->uri = std::string(url->uri);
+        p->has_uri = url->has_uri;
+        p->host_header = std::string(url->host_header);
+        p->port = std::string(url->port);
+    }
+    if (!regexish) p->location = lc->name;
+    pc.pass = p;
+    pc.pass_loc = lc;
+    lc->content_handler = run_proxy;
+    return {};
+}
+
+Status set_http_version(Ctx& cx, const Node& n, ProxyConf& pc) {
+    if (pc.http_version) return cx.duplicate(n);
+    const std::string& v = n.args[0].text;
+    if (v == "1.0") pc.http_version = 10;
+    else if (v == "1.1") pc.http_version = 11;
+    else return cx.error(n, "invalid value \"" + v + "\", it must be \"1.0\" or \"1.1\"");
+    return {};
+}
+
+Status set_header(Ctx& cx, const Node& n, ProxyConf& pc) {
+    const std::string& name = n.args[0].text;
+    const std::string& value = n.args[1].text;
+    if (name.empty()) return cx.error(n, "empty header name");
+    // The proxy frames the body itself; a value of its own here could make
+    // the origin read the body differently (smuggling). An empty one, which
+    // nginx configurations use to drop the field, is what happens anyway.
+    if ((strcasecmp(name.c_str(), "Content-Length") == 0 || strcasecmp(name.c_str(), "Transfer-Encoding") == 0) &&
+        !value.empty())
+        return cx.error(n, "\"proxy_set_header\" cannot set \"" + name + "\": the proxy frames the body itself");
+    auto cv = ComplexValue::compile(cx, n, value);
+    if (!cv) return cv.error();
+    if (!pc.set_headers) pc.set_headers = cx.arena().make<std::vector<proxy::SetHeader>>();
+    pc.set_headers->push_back({name, std::move(*cv)});
+    return {};
+}
+
+Status set_method(Ctx& cx, const Node& n, ProxyConf& pc) {
+    if (pc.method) return cx.duplicate(n);
+    auto cv = ComplexValue::compile(cx, n, n.args[0].text);
+    if (!cv) return cv.error();
+    pc.method = cx.arena().make<ComplexValue>(std::move(*cv));
+    return {};
+}
+
+Status add_name(Ctx& cx, const Node& n, std::vector<std::string>*& list) {
+    if (!list) list = cx.arena().make<std::vector<std::string>>();
+    list->push_back(n.args[0].text);
+    return {};
+}
+
+Status set_hide_header(Ctx& cx, const Node& n, ProxyConf& pc) { return add_name(cx, n, pc.hide_headers); }
+Status set_pass_header(Ctx& cx, const Node& n, ProxyConf& pc) { return add_name(cx, n, pc.pass_headers); }
+
+Status set_redirect(Ctx& cx, const Node& n, ProxyConf& pc) {
+    const std::string& a0 = n.args[0].text;
+    if (n.args.size() == 1) {
+        if (a0 == "off") {
+            pc.redirect_off = true;
+            pc.redirects = nullptr;
+            return {};
+        }
+        if (a0 != "default") return cx.error(n, "invalid parameter \"" + a0 + "\"");
+    }
+    // nginx: rules after "off" on the same level are ignored.
+    if (pc.redirect_off.value_or(false)) return {};
+    pc.redirect_off = false;
+    if (!pc.redirects) pc.redirects = cx.arena().make<std::vector<const proxy::Redirect*>>();
+    auto* rd = cx.arena().make<proxy::Redirect>();
+    if (n.args.size() == 1) {
+        if (pc.pass && pc.pass->url_value)
+            return cx.error(n, "\"proxy_redirect default\" cannot be used with \"proxy_pass\" directive with variables");
+        rd->kind = proxy::Redirect::Kind::Default;
+    } else {
+        if (a0.size() > 1 && a0[0] == '~') {
+            bool caseless = a0.size() > 2 && a0[1] == '*';
+            std::string_view pattern = std::string_view(a0).substr(caseless ? 2 : 1);
+            auto re = CaptureRegex::compile(cx, n, pattern, caseless);
+            if (!re) return re.error();
+            rd->kind = proxy::Redirect::Kind::Regex;
+            rd->regex = std::make_unique<CaptureRegex>(std::move(*re));
+        } else {
+            auto cv = ComplexValue::compile(cx, n, a0);
+            if (!cv) return cv.error();
+            rd->redirect = std::move(*cv);
+        }
+        auto rep = ComplexValue::compile(cx, n, n.args[1].text);
+        if (!rep) return rep.error();
+        rd->replacement = std::move(*rep);
+    }
+    pc.redirects->push_back(rd);
+    return {};
+}
+
+Status set_buffers(Ctx& cx, const Node& n, ProxyConf& pc) {
+    if (pc.buffers_num) return cx.duplicate(n);
+    auto num = conf::parse_number(n.args[0].text, 1u << 16);
+    if (!num) return cx.invalid(n, num.error());
+    if (*num < 2) return cx.error(n, "there must be at least 2 \"proxy_buffers\"");
+    auto size = conf::parse_size(n.args[1].text);
+    if (!size) return cx.invalid(n, size.error());
+    if (*size == 0) return cx.error(n, "invalid value \"" + n.args[1].text + "\"");
+    pc.buffers_num = *num;
+    pc.buffers_size = *size;
+    return {};
+}
+
+Status set_nonzero_size(Ctx& cx, const Node& n, std::optional<uint64_t>& field) {
+    if (field) return cx.duplicate(n);
+    auto size = conf::parse_size(n.args[0].text);
+    if (!size) return cx.invalid(n, size.error());
+    if (*size == 0) return cx.error(n, "invalid value \"" + n.args[0].text + "\"");
+    field = *size;
+    return {};
+}
+
+Status set_buffer_size(Ctx& cx, const Node& n, ProxyConf& pc) { return set_nonzero_size(cx, n, pc.buffer_size); }
+Status set_busy_size(Ctx& cx, const Node& n, ProxyConf& pc) {
+    return set_nonzero_size(cx, n, pc.busy_buffers_size);
+}
+Status set_write_size(Ctx& cx, const Node& n, ProxyConf& pc) {
+    return set_nonzero_size(cx, n, pc.temp_file_write_size);
+}
+
+// "path [level1 [level2 [level3]]]": the levels are accepted for nginx
+// configurations; temp files here are never named, so they have no use.
+Status set_temp_path(Ctx& cx, const Node& n, std::optional<std::string>& field) {
+    if (field) return cx.duplicate(n);
+    for (size_t i = 1; i < n.args.size(); ++i) {
+        const std::string& l = n.args[i].text;
+        if (l != "1" && l != "2") return cx.error(n, "invalid value \"" + l + "\"");
+    }
+    field = cx.full_path(n.args[0].text);
+    while (field->size() > 1 && field->back() == '/') field->pop_back();
+    return {};
+}
+
+Status set_proxy_temp(Ctx& cx, const Node& n, ProxyConf& pc) { return set_temp_path(cx, n, pc.temp_path); }
+Status set_body_temp(Ctx& cx, const Node& n, ProxyConf& pc) {
+    return set_temp_path(cx, n, pc.client_body_temp_path);
+}
+
+Status set_next_upstream(Ctx& cx, const Node& n, ProxyConf& pc) {
+    if (pc.next_upstream) return cx.duplicate(n);
+    static constexpr std::pair<std::string_view, uint16_t> kNames[] = {
+        {"error", proxy::kNextError},        {"timeout", proxy::kNextTimeout},
+        {"invalid_header", proxy::kNextInvalidHeader}, {"http_500", proxy::kNextHttp500},
+        {"http_502", proxy::kNextHttp502},   {"http_503", proxy::kNextHttp503},
+        {"http_504", proxy::kNextHttp504},   {"http_403", proxy::kNextHttp403},
+        {"http_404", proxy::kNextHttp404},   {"http_429", proxy::kNextHttp429},
+        {"non_idempotent", proxy::kNextNonIdempotent}, {"off", proxy::kNextOff},
+    };
+    uint16_t mask = 0;
+    for (const conf::Arg& a : n.args) {
+        bool found = false;
+        for (const auto& [name, bit] : kNames)
+            if (a.text == name) {
+                mask |= bit;
+                found = true;
+            }
+        if (!found) return cx.error(n, "invalid value \"" + a.text + "\"");
+    }
+    if ((mask & proxy::kNextOff) && mask != proxy::kNextOff)
+        return cx.error(n, "\"off\" cannot be combined with other values");
+    pc.next_upstream = mask;
+    return {};
+}
+
+Status set_ignore_headers(Ctx& cx, const Node& n, ProxyConf& pc) {
+    if (pc.ignore_headers) return cx.duplicate(n);
+    static constexpr std::string_view kKnown[] = {"X-Accel-Redirect", "X-Accel-Expires", "X-Accel-Limit-Rate",
+                                                  "X-Accel-Buffering", "X-Accel-Charset", "Expires",
+                                                  "Cache-Control", "Set-Cookie", "Vary"};
+    uint8_t mask = 0;
+    for (const conf::Arg& a : n.args) {
+        bool known = false;
+        for (std::string_view k : kKnown)
+            if (strcasecmp(a.text.c_str(), std::string(k).c_str()) == 0) known = true;
+        if (!known) return cx.error(n, "invalid value \"" + a.text + "\"");
+        // The others concern caching and X-Accel-Redirect, which this proxy
+        // does not act on: ignoring them changes nothing.
+        if (strcasecmp(a.text.c_str(), "X-Accel-Buffering") == 0) mask |= proxy::kIgnoreXAccelBuffering;
+    }
+    pc.ignore_headers = mask;
+    return {};
+}
+
+void merge(const ProxyConf& up, ProxyConf& c) {
+    using namespace std::chrono_literals;
+    // Kept for "if" blocks (see if_content); run_proxy runs only where
+    // proxy_pass set the location's content handler.
+    if (!c.pass) {
+        c.pass = up.pass;
+        c.pass_loc = up.pass_loc;
+    }
+    conf::inherit(c.http_version, up.http_version, 11);
+    if (!c.set_headers) c.set_headers = up.set_headers;
+    conf::inherit(c.pass_request_headers, up.pass_request_headers, true);
+    conf::inherit(c.pass_request_body, up.pass_request_body, true);
+    if (!c.method) c.method = up.method;
+    if (!c.hide_headers) c.hide_headers = up.hide_headers;
+    if (!c.pass_headers) c.pass_headers = up.pass_headers;
+    if (!c.redirect_off) {
+        c.redirect_off = up.redirect_off;
+        c.redirects = up.redirects;
+    }
+    conf::inherit(c.intercept_errors, up.intercept_errors, false);
+    conf::inherit(c.buffering, up.buffering, true);
+    conf::inherit(c.request_buffering, up.request_buffering, true);
+    conf::inherit(c.buffer_size, up.buffer_size, 4096);
+    if (!c.buffers_num) {
+        c.buffers_num = up.buffers_num ? *up.buffers_num : 8;
+        c.buffers_size = up.buffers_size ? *up.buffers_size : 4096;
+    }
+    uint64_t larger = std::max(*c.buffer_size, *c.buffers_size);
+    conf::inherit(c.busy_buffers_size, up.busy_buffers_size, 2 * larger);
+    conf::inherit(c.max_temp_file_size, up.max_temp_file_size, uint64_t{1} << 30);
+    conf::inherit(c.temp_file_write_size, up.temp_file_write_size, 2 * larger);
+    conf::inherit(c.temp_path, up.temp_path);
+    conf::inherit(c.client_body_temp_path, up.client_body_temp_path);
+    conf::inherit(c.connect_timeout, up.connect_timeout, 60s);
+    conf::inherit(c.send_timeout, up.send_timeout, 60s);
+    conf::inherit(c.read_timeout, up.read_timeout, 60s);
+    conf::inherit(c.next_upstream, up.next_upstream, proxy::kNextError | proxy::kNextTimeout);
+    conf::inherit(c.next_upstream_tries, up.next_upstream_tries, 0);
+    conf::inherit(c.next_upstream_timeout, up.next_upstream_timeout, 0ms);
+    conf::inherit(c.ignore_headers, up.ignore_headers, 0);
+    conf::inherit(c.socket_keepalive, up.socket_keepalive, false);
+}
+
+Status postconfiguration(Ctx& cx) {
+    if (auto* m = cx.conf<ProxyMainConf>(proxy_module, Level::Main)) m->prefix = cx.prefix();
+    return {};
+}
+
+// ---- the content handler -----------------------------------------------------------
+
+proxy::UpstreamLog& upstream_log(Request& r) {
+    if (auto* prev = r.ctx<proxy::Exchange>(proxy_module)) return prev->log();
+    return *r.arena().make<proxy::UpstreamLog>(r.mem());
+}
+
+void log_error(Request& r, std::string_view msg) {
+    std::string_view peer = r.conn().peer_addr();
+    GH_LOG(Error, "%.*s, client: %.*s, request: \"%.*s\"", static_cast<int>(msg.size()), msg.data(),
+           static_cast<int>(peer.size()), peer.data(), static_cast<int>(r.request_line.size()),
+           r.request_line.data());
+}
+
+// proxy_pass with variables: an upstream block by that name, else an
+// address made into a group of one for this request. Host names would
+// need a resolver, which the worker does not have (it never blocks).
+upstream::UpstreamConf* runtime_upstream(Request& r, const proxy::Url& url) {
+    void* umc = upstream::upstream_module.index < modules.size() ? r.main_confs[upstream::upstream_module.index]
+                                                                 : nullptr;
+    if (umc) {
+        std::string_view host = url.target.substr(0, url.target.rfind(':'));
+        for (upstream::UpstreamConf* u : static_cast<upstream::UpstreamMainConf*>(umc)->upstreams)
+            if (!u->implicit && (u->name == url.target || u->name == host)) return u;
+    }
+    conf::AddressRules rules;
+    rules.names = false;
+    auto a = conf::parse_address(url.target, rules);
+    if (!a || a->kind == conf::Address::Kind::Name) {
+        log_error(r, "no resolver defined to resolve \"" + std::string(url.target) + "\"");
+        return nullptr;
+    }
+    auto* u = r.arena().make<upstream::UpstreamConf>();
+    u->name = a->text();
+    u->host = std::string(url.host_header);
+    u->implicit = true;
+    upstream::Server s;
+    s.name = u->name;
+    u->servers.push_back(std::move(s));
+    upstream::Peer p;
+    p.server = &u->servers[0];
+    p.sa = a->sa;
+    p.sa_len = a->sa_len;
+    p.text = u->name;
+    u->peers.push_back(std::move(p));
+    u->backup_start = u->peers.size();
+    return u;
+}
+
+Next run_proxy(Request& r) {
+    const auto& pc = r.loc_conf<ProxyConf>(proxy_module);
+    if (!pc.pass) return Next::Decline;
+    const Pass& pass = *pc.pass;
+    proxy::UpstreamLog& log = upstream_log(r);
+    proxy::Url url;
+    upstream::UpstreamConf* u = pass.upstream;
+    if (u) {
+        url.uri = pass.uri;
+        url.has_uri = pass.has_uri;
+        url.host_header = pass.host_header;
+        url.port = pass.port;
+    } else {
+        std::string_view text = pass.url_value->eval(r);
+        auto parsed = proxy::parse_url(text);
+        if (!parsed) {
+            log_error(r, parsed.message());
+            return respond_status(r, 500);
+        }
+        url = *parsed;
+        u = runtime_upstream(r, url);
+        if (!u) return respond_status(r, 502);
+    }
+    auto* ex = r.arena().make<proxy::Exchange>(r, pc, pass, *u, log, url);
+    r.set_ctx(proxy_module, ex);
+    return ex->start();
+}
+
+// An "if" block of a proxied location proxies too, as in nginx, when it
+// has no content handler of its own: its conf inherited proxy_pass, but
+// the engine looks only at the block's LocConf::content_handler. A nested
+// location also inherits the field and must not proxy: an "if" block is
+// told apart by carrying its location's name and kind.
+Next if_content(Request& r) {
+    if (!r.loc || !r.loc_confs || r.loc->content_handler) return Next::Decline;
+    const auto& pc = r.loc_conf<ProxyConf>(proxy_module);
+    const LocConf* owner = pc.pass_loc;
+    if (!pc.pass || !owner || owner == r.loc || !r.loc->is_location) return Next::Decline;
+    if (r.loc->match != owner->match || r.loc->name != owner->name || !r.loc->locations.empty())
+        return Next::Decline;
+    return run_proxy(r);
+}
+
+// ---- variables ---------------------------------------------------------------------------
+
+proxy::Exchange* exchange(Request& r) { return r.ctx<proxy::Exchange>(proxy_module); }
+
+void v_proxy_host(Request& r, VarValue& v, uintptr_t) {
+    if (auto* ex = exchange(r)) {
+        v.s = ex->proxy_host();
+        return;
+    }
+    const auto* pc = r.loc_confs ? &r.loc_conf<ProxyConf>(proxy_module) : nullptr;
+    if (pc && pc->pass && pc->pass->upstream) {
+        v.s = pc->pass->host_header;
+        return;
+    }
+    v.not_found = true;
+}
+
+void v_proxy_port(Request& r, VarValue& v, uintptr_t) {
+    if (auto* ex = exchange(r)) {
+        v.s = ex->proxy_port();
+        return;
+    }
+    const auto* pc = r.loc_confs ? &r.loc_conf<ProxyConf>(proxy_module) : nullptr;
+    if (pc && pc->pass && pc->pass->upstream) {
+        v.s = pc->pass->port;
+        return;
+    }
+    v.not_found = true;
+}
+
+bool is_xff(std::string_view name) {
+    return name.size() == 15 && strncasecmp(name.data(), "X-Forwarded-For", 15) == 0;
+}
+
+void v_add_xff(Request& r, VarValue& v, uintptr_t) {
+    std::string_view addr = r.conn().peer_addr();
+    size_t total = 0, count = 0;
+    for (const HeaderField& h : r.in.headers)
+        if (is_xff(h.name)) {
+            total += h.value.size() + 2;
+            ++count;
+        }
+    if (count == 0) {
+        v.s = addr;
+        return;
+    }
+    char* out = static_cast<char*>(r.arena().alloc(total + addr.size(), 1));
+    char* p = out;
+    for (const HeaderField& h : r.in.headers)
+        if (is_xff(h.name)) {
+            std::memcpy(p, h.value.data(), h.value.size());
+            p += h.value.size();
+            *p++ = ',';
+            *p++ = ' ';
+        }
+    std::memcpy(p, addr.data(), addr.size());
+    p += addr.size();
+    v.s = {out, static_cast<size_t>(p - out)};
+}
+
+enum class TryField : uint8_t { Addr, Status, ResponseTime, ConnectTime, HeaderTime, Bytes };
+
+// "a, b": one value per try, as nginx lists them.
+void v_tries(Request& r, VarValue& v, uintptr_t arg) {
+    auto* ex = exchange(r);
+    if (!ex || ex->log().tries.empty()) {
+        v.not_found = true;
+        return;
+    }
+    std::pmr::string s(r.mem());
+    auto ms = [&](int64_t t) {
+        if (t < 0) {
+            s += '-';
+            return;
+        }
+        char b[32];
+        int n = snprintf(b, sizeof b, "%lld.%03lld", static_cast<long long>(t / 1000),
+                         static_cast<long long>(t % 1000));
+        s.append(b, static_cast<size_t>(n));
+    };
+    bool first = true;
+    for (const proxy::TryRecord& t : ex->log().tries) {
+        if (!first) s += ", ";
+        first = false;
+        switch (static_cast<TryField>(arg)) {
+            case TryField::Addr: s += t.addr; break;
+            case TryField::Status:
+                if (t.status == 0) s += '-';
+                else s += std::to_string(t.status);
+                break;
+            case TryField::ResponseTime: ms(t.response_ms); break;
+            case TryField::ConnectTime: ms(t.connect_ms); break;
+            case TryField::HeaderTime: ms(t.header_ms); break;
+            case TryField::Bytes: s += std::to_string(t.bytes); break;
+        }
+    }
+    v.s = r.arena().dup(s);
+}
+
+bool header_matches(std::string_view header, std::string_view var) {
+    if (header.size() != var.size()) return false;
+    for (size_t i = 0; i < var.size(); ++i) {
+        char h = header[i], c = var[i];
+        if (h >= 'A' && h <= 'Z') h = static_cast<char>(h + 32);
+        if (h == '-') h = '_';
+        if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
+        if (h != c) return false;
+    }
+    return true;
+}
+
+void v_upstream_http(Request& r, VarValue& v, uintptr_t arg) {
+    auto name = *reinterpret_cast<const std::string_view*>(arg);
+    if (auto* ex = exchange(r))
+        for (const Header& h : ex->log().headers)
+            if (header_matches(h.name, name)) {
+                v.s = h.value;
+                return;
+            }
+    v.not_found = true;
+}
+
+constexpr uint8_t kNoCache = kVarNoCache;
+
+constexpr VariableDef kVariables[] = {
+    {"proxy_host", v_proxy_host, 0, kNoCache},
+    {"proxy_port", v_proxy_port, 0, kNoCache},
+    {"proxy_add_x_forwarded_for", v_add_xff},
+    {"upstream_addr", v_tries, static_cast<uintptr_t>(TryField::Addr), kNoCache},
+    {"upstream_status", v_tries, static_cast<uintptr_t>(TryField::Status), kNoCache},
+    {"upstream_response_time", v_tries, static_cast<uintptr_t>(TryField::ResponseTime), kNoCache},
+    {"upstream_connect_time", v_tries, static_cast<uintptr_t>(TryField::ConnectTime), kNoCache},
+    {"upstream_header_time", v_tries, static_cast<uintptr_t>(TryField::HeaderTime), kNoCache},
+    {"upstream_bytes_received", v_tries, static_cast<uintptr_t>(TryField::Bytes), kNoCache},
+    {"upstream_http_", v_upstream_http, 0, kVarPrefix | kNoCache},
+};
+
+// ---- the module ------------------------------------------------------------------------------
+
+constexpr uint32_t kLoc = conf::kHttpSrvLoc;
+
+constexpr conf::Directive kDirectives[] = {
+    {"proxy_pass", conf::kLocation | conf::kIf, conf::Take1, conf::custom<set_pass>()},
+    {"proxy_http_version", kLoc, conf::Take1, conf::custom<set_http_version>()},
+    {"proxy_set_header", kLoc, conf::Take2, conf::custom<set_header>()},
+    {"proxy_pass_request_headers", kLoc, conf::Take1, conf::flag<&ProxyConf::pass_request_headers>()},
+    {"proxy_pass_request_body", kLoc, conf::Take1, conf::flag<&ProxyConf::pass_request_body>()},
+    {"proxy_method", kLoc, conf::Take1, conf::custom<set_method>()},
+    {"proxy_hide_header", kLoc, conf::Take1, conf::custom<set_hide_header>()},
+    {"proxy_pass_header", kLoc, conf::Take1, conf::custom<set_pass_header>()},
+    {"proxy_redirect", kLoc, conf::Take12, conf::custom<set_redirect>()},
+    {"proxy_intercept_errors", kLoc, conf::Take1, conf::flag<&ProxyConf::intercept_errors>()},
+    {"proxy_buffering", kLoc, conf::Take1, conf::flag<&ProxyConf::buffering>()},
+    {"proxy_request_buffering", kLoc, conf::Take1, conf::flag<&ProxyConf::request_buffering>()},
+    {"proxy_buffer_size", kLoc, conf::Take1, conf::custom<set_buffer_size>()},
+    {"proxy_buffers", kLoc, conf::Take2, conf::custom<set_buffers>()},
+    {"proxy_busy_buffers_size", kLoc, conf::Take1, conf::custom<set_busy_size>()},
+    {"proxy_max_temp_file_size", kLoc, conf::Take1, conf::size<&ProxyConf::max_temp_file_size>()},
+    {"proxy_temp_file_write_size", kLoc, conf::Take1, conf::custom<set_write_size>()},
+    {"proxy_temp_path", kLoc, conf::Arity{1, 4, false}, conf::custom<set_proxy_temp>()},
+    {"client_body_temp_path", kLoc, conf::Arity{1, 4, false}, conf::custom<set_body_temp>()},
+    {"proxy_connect_timeout", kLoc, conf::Take1, conf::duration<&ProxyConf::connect_timeout>()},
+    {"proxy_send_timeout", kLoc, conf::Take1, conf::duration<&ProxyConf::send_timeout>()},
+    {"proxy_read_timeout", kLoc, conf::Take1, conf::duration<&ProxyConf::read_timeout>()},
+    {"proxy_next_upstream", kLoc, conf::Take1More, conf::custom<set_next_upstream>()},
+    {"proxy_next_upstream_tries", kLoc, conf::Take1, conf::number<&ProxyConf::next_upstream_tries>()},
+    {"proxy_next_upstream_timeout", kLoc, conf::Take1, conf::duration<&ProxyConf::next_upstream_timeout>()},
+    {"proxy_ignore_headers", kLoc, conf::Take1More, conf::custom<set_ignore_headers>()},
+    {"proxy_socket_keepalive", kLoc, conf::Take1, conf::flag<&ProxyConf::socket_keepalive>()},
+};
+
+constexpr PhaseHandler kPhases[] = {
+    {Phase::Content, if_content},
+};
+
+constexpr ModuleHooks kHooks{.phases = kPhases, .variables = kVariables};
+
+}  // namespace
+
+extern const conf::Module proxy_module{
+    .name = "proxy",
+    .directives = kDirectives,
+    .main = conf::level<ProxyMainConf>(),
+    .loc = conf::level<ProxyConf, merge>(),
+    .postconfiguration = postconfiguration,
+    .http = &kHooks,
+};
+
+}  // namespace gatehouse::http

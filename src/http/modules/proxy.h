@@ -1,0 +1,228 @@
+// proxy_module: "proxy_pass" and the directives around it
+// [nginx ngx_http_proxy_module], the HTTP/1.x reverse proxy.
+//
+// Configuration (proxy.cc): "proxy_pass" sets the location's content
+// handler (LocConf::content_handler), which the engine runs alone for that
+// location. Everything else is a ProxyConf field, merged down the
+// location tree as nginx merges it.
+//
+// One request (proxy_exchange.cc, proxy_response.cc) is an Exchange, made
+// in the request arena by the content handler, which returns
+// Next::Suspend; from then on loop callbacks drive it:
+//
+//   client body   buffered: read whole (memory, then client_body_temp_path)
+//                 before connecting; unbuffered: forwarded piece by piece
+//                 once connected, the client paused while the origin's
+//                 socket is full
+//   connect       a peer from upstream::PeerPicker, a pooled connection
+//                 first (keepalive), proxy_connect_timeout
+//   request       the head built once, then the body; proxy_send_timeout
+//   response head parsed by http::ResponseParser into proxy_buffer_size;
+//                 failures before it is sent to the client go through
+//                 proxy_next_upstream (another peer) or answer 502/504
+//   response body streamed through send_body(); memory is bounded by
+//                 proxy_buffer_size + proxy_buffers, a slow client makes the
+//                 rest go to a proxy_temp_path file (proxy_buffering on)
+//   101           the client connection becomes a tunnel
+//
+// Everything the Exchange holds dies with the request: its destructor
+// closes the origin connection and temp files (the request is destroyed
+// when its client connection closes).
+//
+// The pure pieces below have unit tests (tests/unit/http/proxy_test.cc).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "conf/module.h"
+#include "conf/values.h"
+#include "core/arena.h"
+#include "core/result.h"
+#include "http/fwd.h"
+#include "http/variables.h"
+
+namespace gatehouse::upstream {
+struct UpstreamConf;
+}
+
+namespace gatehouse::http {
+
+extern const conf::Module proxy_module;
+
+namespace proxy {
+
+// ---- pure helpers --------------------------------------------------------------
+
+// A "proxy_pass" URL: "http://host[:port][/uri]", "http://unix:/path[:/uri]",
+// or "http://name[/uri]" naming an upstream block. Views point into the
+// input.
+struct Url {
+    std::string_view target;       // for upstream::find_or_add: "host:port", "name", "unix:/p"
+    std::string_view uri;          // "/two/", empty when there is none
+    bool has_uri = false;          // a URI part was written (even "/")
+    std::string_view host_header;  // $proxy_host: the authority as written; "localhost" for unix
+    std::string_view port;         // $proxy_port: as written, "80" when omitted, empty for unix
+    bool unix_socket = false;
+};
+// Errors: invalid URL prefix in "x", https protocol requires SSL support,
+// no host in "x", invalid port in "x".
+Result<Url> parse_url(std::string_view url);
+
+// What the request line to the origin carries, by nginx's rules:
+//   - the URL has a URI part and the location is a prefix one still valid
+//     for the request (no "rewrite ... break" in it): the location's prefix
+//     of the (normalised, decoded) URI is replaced by that part;
+//   - the URL has none: the client's request-target as sent, unless the URI
+//     was changed (rewrite, internal redirect), then the changed one;
+//   - a "rewrite ... break" in the location: the changed URI, whole.
+// Decoded URIs are escaped again (escape_uri) and args appended after "?".
+struct UriParts {
+    std::string_view pass_uri;       // Url::uri
+    bool has_uri = false;            // Url::has_uri
+    bool vars = false;               // proxy_pass had variables: pass_uri is used as is
+    std::string_view location;       // the prefix the URI part replaces
+    bool location_valid = true;      // Request::valid_location
+    bool unparsed_valid = true;      // the URI was not changed: !Request::internal
+    std::string_view unparsed_uri;   // $request_uri
+    std::string_view uri;            // $uri
+    std::string_view args;           // $args
+};
+std::string_view origin_uri(Arena& a, const UriParts& p);
+
+// Percent-encodes what a decoded path cannot carry raw in a request line:
+// controls, space, '"', '#', '%', '?', and bytes >= 0x7f. out needs
+// escaped_uri_size(in) bytes; returns the bytes written.
+size_t escaped_uri_size(std::string_view in);
+size_t escape_uri(std::string_view in, char* out);
+
+// Request header fields never passed from the client: hop-by-hop ones
+// (RFC 9110 7.6.1: Connection, Keep-Alive, TE, Trailer, Upgrade, and the
+// Proxy-* family, "Proxy-Connection" above all), the framing the proxy
+// redoes (Content-Length, Transfer-Encoding) and Expect, which the proxy
+// answers itself.
+bool is_hop_by_hop_request(std::string_view name);
+// Response fields never passed to the client: hop-by-hop ones and the
+// framing the writer redoes.
+bool is_hop_by_hop_response(std::string_view name);
+// Fields nginx hides from the client unless "proxy_pass_header" lets them
+// through: Date, Server, X-Pad, X-Accel-*.
+bool is_hidden_by_default(std::string_view name);
+// Whether a Connection field value names `name` (a comma-separated token
+// list, ASCII case-insensitive).
+bool connection_lists(std::string_view connection_value, std::string_view name);
+
+// "proxy_redirect redirect replacement" with a literal redirect: when
+// `value` starts with `redirect` (case-sensitive, as nginx), the
+// replacement followed by the rest of value; else nullopt.
+std::optional<std::string_view> rewrite_prefix(Arena& a, std::string_view value, std::string_view redirect,
+                                               std::string_view replacement);
+// In a Refresh field ("5; url=http://x/"): where the URL starts, or npos.
+size_t refresh_url_offset(std::string_view value);
+
+// RFC 9110 9.2.2: GET, HEAD, OPTIONS, TRACE, PUT, DELETE.
+bool is_idempotent(std::string_view method);
+
+// ---- configuration -----------------------------------------------------------------
+
+// One "proxy_pass". Owner: the generation arena.
+struct Pass {
+    std::string url;          // as written, for messages and "proxy_redirect default"
+    // Null when the URL has variables: it is evaluated per request and
+    // names an upstream block or an address.
+    upstream::UpstreamConf* upstream = nullptr;
+    std::optional<ComplexValue> url_value;  // with variables
+    std::string uri;          // Url::uri
+    bool has_uri = false;
+    std::string location;     // the prefix it replaces: the location's name
+    std::string host_header;  // $proxy_host
+    std::string port;         // $proxy_port
+};
+
+struct SetHeader {
+    std::string name;
+    ComplexValue value;  // an empty value: the field is not sent
+};
+
+struct Redirect {
+    enum class Kind : uint8_t { Default, Literal, Regex };
+    Kind kind = Kind::Literal;
+    ComplexValue redirect;                // Literal
+    std::unique_ptr<CaptureRegex> regex;  // Regex
+    ComplexValue replacement;
+};
+
+// "proxy_next_upstream" conditions.
+enum NextUpstream : uint16_t {
+    kNextError = 1 << 0,
+    kNextTimeout = 1 << 1,
+    kNextInvalidHeader = 1 << 2,
+    kNextHttp500 = 1 << 3,
+    kNextHttp502 = 1 << 4,
+    kNextHttp503 = 1 << 5,
+    kNextHttp504 = 1 << 6,
+    kNextHttp403 = 1 << 7,
+    kNextHttp404 = 1 << 8,
+    kNextHttp429 = 1 << 9,
+    kNextNonIdempotent = 1 << 10,
+    kNextOff = 1 << 11,
+};
+
+// "proxy_ignore_headers" fields this proxy acts on.
+enum IgnoreHeaders : uint8_t {
+    kIgnoreXAccelBuffering = 1 << 0,
+};
+
+}  // namespace proxy
+
+// proxy_module's location-level struct. Lists are built at the level that
+// writes them and shared by the levels that inherit them (owner: the
+// generation arena), as nginx inherits them: whole, and only when the level
+// has none of its own.
+struct ProxyConf {
+    // "proxy_pass": not inherited into nested locations; inherited into an
+    // "if" block, which nginx treats as part of its location.
+    const proxy::Pass* pass = nullptr;
+    const LocConf* pass_loc = nullptr;  // the location (or "if") that has it
+
+    std::optional<int> http_version;                       // "proxy_http_version": 10 or 11
+    std::vector<proxy::SetHeader>* set_headers = nullptr;  // "proxy_set_header"
+    std::optional<bool> pass_request_headers;              // "proxy_pass_request_headers"
+    std::optional<bool> pass_request_body;                 // "proxy_pass_request_body"
+    const ComplexValue* method = nullptr;                  // "proxy_method"
+    std::vector<std::string>* hide_headers = nullptr;  // "proxy_hide_header"
+    std::vector<std::string>* pass_headers = nullptr;  // "proxy_pass_header"
+    // "proxy_redirect": null and !redirect_off means "default".
+    std::vector<const proxy::Redirect*>* redirects = nullptr;
+    std::optional<bool> redirect_off;                      // "proxy_redirect off" (or a list)
+    std::optional<bool> intercept_errors;                  // "proxy_intercept_errors"
+    std::optional<bool> buffering;                         // "proxy_buffering"
+    std::optional<bool> request_buffering;                 // "proxy_request_buffering"
+    std::optional<uint64_t> buffer_size;                   // "proxy_buffer_size"
+    std::optional<uint64_t> buffers_num;                   // "proxy_buffers"
+    std::optional<uint64_t> buffers_size;
+    std::optional<uint64_t> busy_buffers_size;             // "proxy_busy_buffers_size"
+    std::optional<uint64_t> max_temp_file_size;            // "proxy_max_temp_file_size"
+    std::optional<uint64_t> temp_file_write_size;          // "proxy_temp_file_write_size"
+    std::optional<std::string> temp_path;                  // "proxy_temp_path", absolute
+    std::optional<std::string> client_body_temp_path;      // "client_body_temp_path", absolute
+    std::optional<conf::Duration> connect_timeout;         // "proxy_connect_timeout"
+    std::optional<conf::Duration> send_timeout;            // "proxy_send_timeout"
+    std::optional<conf::Duration> read_timeout;            // "proxy_read_timeout"
+    std::optional<uint16_t> next_upstream;                 // "proxy_next_upstream"
+    std::optional<uint64_t> next_upstream_tries;           // "proxy_next_upstream_tries"
+    std::optional<conf::Duration> next_upstream_timeout;   // "proxy_next_upstream_timeout"
+    std::optional<uint8_t> ignore_headers;                 // "proxy_ignore_headers"
+    std::optional<bool> socket_keepalive;                  // "proxy_socket_keepalive"
+};
+
+// proxy_module's main-level struct.
+struct ProxyMainConf {
+    std::string prefix;  // the generation's prefix, for the default temp paths
+};
+
+}  // namespace gatehouse::http

@@ -1,0 +1,182 @@
+// The keepalive pool of one worker: per upstream group, at most
+// "keepalive N" idle connections, most recently kept first [nginx
+// ngx_http_upstream_keepalive_module].
+//
+// A pool's entries are made as connections are first kept, reused after,
+// and never move: a pooled Connection's read handler and timer point at
+// its entry. An idle connection is watched for two things:
+// readiness to read (the origin closed it, or sent bytes no request asked
+// for: either way it cannot carry another request) and keepalive_timeout.
+// Both close it and give the entry back.
+#include "upstream/upstream.h"
+
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+#include <deque>
+#include <memory>
+#include <vector>
+
+#include "core/log.h"
+#include "event/connection.h"
+#include "event/loop.h"
+#include "http/worker_ctx.h"
+
+namespace gatehouse::upstream {
+
+struct IdleEntry {
+    // In the pool's idle list (most recent first) or its free list.
+    IdleEntry* prev = nullptr;
+    IdleEntry* next = nullptr;
+    IdlePool* pool = nullptr;
+    event::Connection* c = nullptr;  // owner: the worker's ConnectionTable
+    sockaddr_storage sa{};           // the peer's address, to match take_idle
+    socklen_t sa_len = 0;
+};
+
+struct IdlePool {
+    explicit IdlePool(UpstreamConf& u) : u(u) { idle.prev = idle.next = &idle; }
+
+    UpstreamConf& u;              // owner: the generation
+    // Made as needed, up to u.keepalive (a deque never moves them): a
+    // large "keepalive" costs nothing until connections fill it, and they
+    // are bounded by worker_connections.
+    std::deque<IdleEntry> entries;
+    IdleEntry idle;               // sentinel: idle.next is the newest
+    IdleEntry* free = nullptr;    // singly linked through next
+    uint32_t count = 0;           // in the idle list
+};
+
+namespace {
+
+// Every pool this worker made, for close_idle().
+std::vector<std::unique_ptr<IdlePool>>& pools() {
+    static std::vector<std::unique_ptr<IdlePool>> p;
+    return p;
+}
+
+IdlePool& pool_of(UpstreamConf& u) {
+    if (!u.idle) {
+        pools().push_back(std::make_unique<IdlePool>(u));
+        u.idle = pools().back().get();
+    }
+    return *u.idle;
+}
+
+bool same_address(const IdleEntry& e, const Peer& p) {
+    return e.sa_len == p.sa_len && std::memcmp(&e.sa, &p.sa, p.sa_len) == 0;
+}
+
+void unlink(IdleEntry& e) {
+    e.prev->next = e.next;
+    e.next->prev = e.prev;
+    IdlePool& pool = *e.pool;
+    --pool.count;
+    e.prev = nullptr;
+    e.next = pool.free;
+    pool.free = &e;
+}
+
+// Takes c out of the pool's hands: its handlers no longer point at e.
+event::Connection& release(IdleEntry& e) {
+    event::Connection& c = *e.c;
+    http::worker_loop().cancel(c.read_timer);
+    c.io.on_read = {};
+    c.io.on_write = {};
+    c.read_timer.cb = {};
+    c.write_timer.cb = {};
+    e.c = nullptr;
+    unlink(e);
+    return c;
+}
+
+void drop(IdleEntry& e) { http::worker_connections().close(release(e)); }
+
+void on_idle_timeout(IdleEntry* e) { drop(*e); }
+
+void on_idle_read(IdleEntry* e) {
+    event::Connection& c = *e->c;
+    char b;
+    for (;;) {
+        ssize_t n = ::recv(c.fd(), &b, 1, MSG_PEEK);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EAGAIN) {
+            // Nothing there after all (the flag was left from the
+            // response): keep it, and wait for the next edge.
+            c.io.clear_readable();
+            return;
+        }
+        break;
+    }
+    // EOF: the origin closed it; data: a response nobody asked for (or
+    // the rest of one the caller misjudged); error: unusable.
+    drop(*e);
+}
+
+}  // namespace
+
+event::Connection* take_idle(UpstreamConf& u, const Peer& p) {
+    if (!u.idle) return nullptr;
+    IdlePool& pool = *u.idle;
+    for (IdleEntry* e = pool.idle.next; e != &pool.idle; e = e->next) {
+        if (!same_address(*e, p)) continue;
+        return &release(*e);
+    }
+    return nullptr;
+}
+
+void keep_idle(UpstreamConf& u, const Peer& p, event::Connection& c, uint64_t requests) {
+    if (!c.is_open()) return;
+    event::Loop& loop = http::worker_loop();
+    loop.cancel(c.read_timer);
+    loop.cancel(c.write_timer);
+    c.data = nullptr;
+    c.io.on_read = {};
+    c.io.on_write = {};
+    c.read_timer.cb = {};
+    c.write_timer.cb = {};
+    c.requests = requests > UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(requests);
+    if (u.keepalive == 0 || requests >= u.keepalive_requests || c.io.error() ||
+        c.io.peer_closed()) {
+        http::worker_connections().close(c);
+        return;
+    }
+    IdlePool& pool = pool_of(u);
+    if (pool.count >= u.keepalive) {
+        GH_DEBUG_LOG("upstream \"%s\": keepalive pool full, closing the oldest", u.name.c_str());
+        drop(*pool.idle.prev);
+    }
+    if (!pool.free) {
+        pool.entries.emplace_back().pool = &pool;
+        pool.free = &pool.entries.back();
+        pool.free->next = nullptr;
+    }
+    IdleEntry& e = *pool.free;
+    pool.free = e.next;
+    e.c = &c;
+    std::memcpy(&e.sa, &p.sa, p.sa_len);
+    e.sa_len = p.sa_len;
+    e.prev = &pool.idle;
+    e.next = pool.idle.next;
+    pool.idle.next->prev = &e;
+    pool.idle.next = &e;
+    ++pool.count;
+
+    c.io.on_read = event::Callback::to<&on_idle_read>(&e);
+    c.read_timer.cb = event::Callback::to<&on_idle_timeout>(&e);
+    loop.arm(c.read_timer, u.keepalive_timeout);
+    // The flag is left set when the last read was not short: no new edge
+    // will come for what may already be there, so look now.
+    if (c.io.readable()) on_idle_read(&e);
+}
+
+void close_idle() {
+    for (auto& pool : pools()) {
+        while (pool->idle.next != &pool->idle) drop(*pool->idle.next);
+        pool->u.idle = nullptr;
+    }
+    pools().clear();
+}
+
+}  // namespace gatehouse::upstream

@@ -1,0 +1,405 @@
+// upstream_module: the "upstream" block and its directives, the groups
+// proxy_pass names (find_or_add), and resolving names to peers.
+//
+// Every group of a generation, block or implicit, is one UpstreamConf in
+// the generation arena, listed in UpstreamMainConf::upstreams. A bare name
+// used before its block ("proxy_pass http://backend;" above "upstream
+// backend {") gets its UpstreamConf at once, marked pending; the block,
+// when read, fills that same object, so the pointer the proxy keeps never
+// changes. Whatever is still pending after the whole file was read is a
+// host name, resolved by postconfiguration [nginx ngx_http_upstream_add].
+#include "upstream/upstream.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <strings.h>
+#include <sys/un.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/log.h"
+
+namespace gatehouse::upstream {
+
+namespace {
+
+using conf::Ctx;
+using conf::Level;
+using conf::Node;
+
+constexpr uint8_t kSetKeepalive = 1;
+constexpr uint8_t kSetKeepaliveTimeout = 2;
+constexpr uint8_t kSetKeepaliveRequests = 4;
+
+bool same_name(std::string_view a, std::string_view b) {
+    return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
+}
+
+std::string quoted(std::string_view s) { return "\"" + std::string(s) + "\""; }
+
+// parse_address() says `... in address "x"`; nginx says `... in upstream "x"`.
+Error in_upstream(const Error& e, std::string_view shown) {
+    std::string m = e.message;
+    size_t at = m.rfind(" in address \"");
+    if (at != std::string::npos) m.resize(at);
+    else if (size_t q = m.find(" in \""); q != std::string::npos) m.resize(q);
+    return make_error(m + " in upstream " + quoted(shown));
+}
+
+std::string sockaddr_text(const sockaddr* sa) {
+    char buf[INET6_ADDRSTRLEN] = {};
+    if (sa->sa_family == AF_INET) {
+        const auto* in = reinterpret_cast<const sockaddr_in*>(sa);
+        inet_ntop(AF_INET, &in->sin_addr, buf, sizeof buf);
+        return std::string(buf) + ":" + std::to_string(ntohs(in->sin_port));
+    }
+    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(sa);
+    inet_ntop(AF_INET6, &in6->sin6_addr, buf, sizeof buf);
+    return "[" + std::string(buf) + "]:" + std::to_string(ntohs(in6->sin6_port));
+}
+
+Peer peer_of(const conf::Address& a) {
+    Peer p;
+    std::memcpy(&p.sa, &a.sa, a.sa_len);
+    p.sa_len = a.sa_len;
+    p.text = a.kind == conf::Address::Kind::Unix
+                 ? a.text()
+                 : sockaddr_text(reinterpret_cast<const sockaddr*>(&p.sa));
+    return p;
+}
+
+// "unix:/path:/uri" names the socket "/path" [nginx ngx_parse_unix_domain_url].
+std::string_view strip_unix_uri(std::string_view t) {
+    if (t.substr(0, 5) != "unix:") return t;
+    size_t colon = t.find(':', 5);
+    return colon == std::string_view::npos ? t : t.substr(0, colon);
+}
+
+Result<std::vector<Peer>> resolve_as(std::string_view address, uint16_t default_port,
+                                     std::string_view shown) {
+    conf::AddressRules rules;
+    rules.default_port = default_port;
+    auto a = conf::parse_address(address, rules);
+    if (!a) return in_upstream(a.error(), shown);
+    std::vector<Peer> out;
+    if (a->kind != conf::Address::Kind::Name) {
+        out.push_back(peer_of(*a));
+        return out;
+    }
+    // Config time, in the master: a blocking lookup is allowed here and
+    // nowhere else (STYLE.md, section 5).
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_ADDRCONFIG;
+    addrinfo* res = nullptr;
+    std::string port = std::to_string(a->port);
+    if (getaddrinfo(a->host.c_str(), port.c_str(), &hints, &res) != 0 || !res)
+        return make_error("host not found in upstream " + quoted(shown));
+    // IPv4 first, then IPv6, each in the resolver's order [nginx].
+    for (int family : {AF_INET, AF_INET6}) {
+        for (addrinfo* r = res; r; r = r->ai_next) {
+            if (r->ai_family != family || r->ai_addrlen > sizeof(sockaddr_storage)) continue;
+            Peer p;
+            std::memcpy(&p.sa, r->ai_addr, r->ai_addrlen);
+            p.sa_len = r->ai_addrlen;
+            p.text = sockaddr_text(r->ai_addr);
+            out.push_back(std::move(p));
+        }
+    }
+    freeaddrinfo(res);
+    if (out.empty()) return make_error("host not found in upstream " + quoted(shown));
+    return out;
+}
+
+// Orders `flat` (the peers of each server in server order, as the server
+// lines made them) primaries first, then backups, and points each at its
+// Server. Weights start at the server's [nginx: effective = weight].
+void place_peers(UpstreamConf& u, std::vector<Peer> flat) {
+    std::vector<size_t> first(u.servers.size());
+    for (size_t i = 0, at = 0; i < u.servers.size(); ++i) {
+        first[i] = at;
+        at += u.servers[i].naddrs;
+    }
+    u.peers.clear();
+    u.peers.reserve(flat.size());
+    for (bool backup : {false, true}) {
+        if (backup) u.backup_start = u.peers.size();
+        for (size_t i = 0; i < u.servers.size(); ++i) {
+            const Server& s = u.servers[i];
+            if (s.backup != backup) continue;
+            for (size_t j = 0; j < s.naddrs; ++j) {
+                Peer p = std::move(flat[first[i] + j]);
+                p.server = &s;
+                p.effective_weight = s.weight;
+                p.current_weight = 0;
+                u.peers.push_back(std::move(p));
+            }
+        }
+    }
+}
+
+// An implicit group's one server, from its resolved addresses.
+void set_implicit_peers(UpstreamConf& u, std::vector<Peer> addrs) {
+    Server s;
+    s.name = u.name;
+    s.where = u.where;
+    s.naddrs = addrs.size();
+    u.servers.clear();
+    u.servers.push_back(std::move(s));
+    place_peers(u, std::move(addrs));
+}
+
+UpstreamMainConf& main_conf(Ctx& cx) {
+    auto* m = cx.conf<UpstreamMainConf>(upstream_module, Level::Main);
+    // Every caller runs inside the http block, which made it.
+    GH_CHECK(m != nullptr);
+    return *m;
+}
+
+// ---- directives ------------------------------------------------------------
+
+// The block being read: these directives exist only in kUpstream, which
+// only open_upstream's walk sets.
+UpstreamConf& current(UpstreamMainConf& m) {
+    GH_CHECK(m.current != nullptr);
+    return *m.current;
+}
+
+Status open_upstream(Ctx& cx, const Node& n, UpstreamMainConf& m) {
+    const std::string& name = n.args[0].text;
+    UpstreamConf* u = nullptr;
+    for (UpstreamConf* o : m.upstreams) {
+        // An implicit group with a port is named "host:port".
+        std::string_view host = o->port ? std::string_view(o->name).substr(0, o->name.rfind(':'))
+                                        : std::string_view(o->name);
+        if (!same_name(host, name)) continue;
+        if (!o->implicit) return cx.error(n, "duplicate upstream " + quoted(name));
+        // "proxy_pass http://backend:8080" above "upstream backend": a
+        // block's name takes no port [nginx].
+        if (o->port)
+            return make_error("upstream " + quoted(name) + " may not have port " +
+                              std::to_string(o->port) + " in " + o->where);
+        if (o->pending && !u) u = o;  // named before its block: fill that one
+    }
+    if (!u) {
+        u = cx.arena().make<UpstreamConf>();
+        m.upstreams.push_back(u);
+    }
+    u->name = name;
+    u->host = name;
+    u->implicit = false;
+    u->pending = false;
+    u->port = 0;
+    u->where = n.where();
+
+    m.current = u;
+    struct Reset {
+        UpstreamMainConf& m;
+        ~Reset() { m.current = nullptr; }
+    } reset{m};
+    if (auto s = cx.walk(n.children, conf::kUpstream); !s) return s;
+    // nginx checks this when the block ends, used or not.
+    if (u->servers.empty()) return cx.error(n, "no servers are inside upstream");
+    if (std::all_of(u->servers.begin(), u->servers.end(), [](const Server& s) { return s.backup; }))
+        return cx.error(n, "no servers in upstream " + quoted(name));
+    // The server lines parked their addresses in u->peers in server
+    // order; now they take their final order.
+    std::vector<Peer> flat = std::move(u->peers);
+    place_peers(*u, std::move(flat));
+    return {};
+}
+
+Status set_server(Ctx& cx, const Node& n, UpstreamMainConf& m) {
+    UpstreamConf& u = current(m);
+    Server s;
+    s.name = n.args[0].text;
+    s.where = n.where();
+    for (size_t i = 1; i < n.args.size(); ++i) {
+        std::string_view p = n.args[i].text;
+        auto invalid = [&] { return cx.error(n, "invalid parameter " + quoted(p)); };
+        auto number = [&](size_t skip, uint64_t max) { return conf::parse_number(p.substr(skip), max); };
+        if (p.substr(0, 7) == "weight=") {
+            auto v = number(7, 1000000);
+            if (!v || *v == 0) return invalid();
+            s.weight = static_cast<uint32_t>(*v);
+        } else if (p.substr(0, 10) == "max_fails=") {
+            auto v = number(10, UINT32_MAX);
+            if (!v) return invalid();
+            s.max_fails = static_cast<uint32_t>(*v);
+        } else if (p.substr(0, 10) == "max_conns=") {
+            auto v = number(10, UINT32_MAX);
+            if (!v) return invalid();
+            s.max_conns = static_cast<uint32_t>(*v);
+        } else if (p.substr(0, 13) == "fail_timeout=") {
+            auto v = conf::parse_duration(p.substr(13));
+            if (!v) return invalid();
+            s.fail_timeout = *v;
+        } else if (p == "backup") {
+            s.backup = true;
+        } else if (p == "down") {
+            s.down = true;
+        } else {
+            return invalid();
+        }
+    }
+    // nginx resolves a server's name when it reads the line.
+    auto addrs = resolve_as(s.name, 80, s.name);
+    if (!addrs) return cx.error(n, addrs.message());
+    s.naddrs = addrs->size();
+    u.servers.push_back(std::move(s));
+    for (Peer& p : *addrs) u.peers.push_back(std::move(p));
+    return {};
+}
+
+Status set_once(Ctx& cx, const Node& n, UpstreamConf& u, uint8_t bit) {
+    if (u.directives_set & bit) return cx.duplicate(n);
+    u.directives_set |= bit;
+    return {};
+}
+
+Status set_keepalive(Ctx& cx, const Node& n, UpstreamMainConf& m) {
+    UpstreamConf& u = current(m);
+    if (auto s = set_once(cx, n, u, kSetKeepalive); !s) return s;
+    auto v = conf::parse_number(n.args[0].text, UINT32_MAX);
+    if (!v || *v == 0) return cx.invalid(n, make_error("invalid value " + quoted(n.args[0].text)));
+    u.keepalive = static_cast<uint32_t>(*v);
+    return {};
+}
+
+Status set_keepalive_timeout(Ctx& cx, const Node& n, UpstreamMainConf& m) {
+    UpstreamConf& u = current(m);
+    if (auto s = set_once(cx, n, u, kSetKeepaliveTimeout); !s) return s;
+    auto v = conf::parse_duration(n.args[0].text);
+    if (!v) return cx.invalid(n, v.error());
+    u.keepalive_timeout = *v;
+    return {};
+}
+
+Status set_keepalive_requests(Ctx& cx, const Node& n, UpstreamMainConf& m) {
+    UpstreamConf& u = current(m);
+    if (auto s = set_once(cx, n, u, kSetKeepaliveRequests); !s) return s;
+    auto v = conf::parse_number(n.args[0].text);
+    if (!v) return cx.invalid(n, v.error());
+    u.keepalive_requests = *v;
+    return {};
+}
+
+// ---- after the whole configuration ------------------------------------------
+
+Status postconfiguration(Ctx& cx) {
+    auto* m = cx.conf<UpstreamMainConf>(upstream_module, Level::Main);
+    if (!m) return {};
+    for (UpstreamConf* u : m->upstreams) {
+        if (!u->pending) continue;
+        u->pending = false;
+        // "proxy_pass http://backend" and "https://backend" above the
+        // block are two references (default ports differ); the block took
+        // the first. The second gets a copy of the block's servers, with
+        // run-time state of its own.
+        const UpstreamConf* block = nullptr;
+        for (const UpstreamConf* o : m->upstreams)
+            if (!o->implicit && same_name(o->name, u->name)) block = o;
+        if (block) {
+            u->servers = block->servers;
+            u->keepalive = block->keepalive;
+            u->keepalive_timeout = block->keepalive_timeout;
+            u->keepalive_requests = block->keepalive_requests;
+            u->implicit = false;
+            std::vector<Peer> flat;
+            for (const Server& s : block->servers)
+                for (const Peer& p : block->peers)
+                    if (p.server == &s) flat.push_back(p);
+            place_peers(*u, std::move(flat));
+            continue;
+        }
+        // No block of that name: a host [nginx: "host not found in
+        // upstream \"backend\" in file:line" of the first reference].
+        auto addrs = resolve_as(u->name, u->default_port, u->name);
+        if (!addrs) return make_error(addrs.message() + " in " + u->where);
+        set_implicit_peers(*u, std::move(*addrs));
+    }
+    return {};
+}
+
+constexpr conf::Directive kDirectives[] = {
+    {"upstream", conf::kHttp, conf::Block1, conf::custom<open_upstream>()},
+    {"server", conf::kUpstream, conf::Take1More, conf::custom<set_server>()},
+    {"keepalive", conf::kUpstream, conf::Take1, conf::custom<set_keepalive>()},
+    {"keepalive_timeout", conf::kUpstream, conf::Take1, conf::custom<set_keepalive_timeout>()},
+    {"keepalive_requests", conf::kUpstream, conf::Take1, conf::custom<set_keepalive_requests>()},
+};
+
+}  // namespace
+
+Result<std::vector<Peer>> resolve(std::string_view address, uint16_t default_port) {
+    return resolve_as(address, default_port, address);
+}
+
+Result<UpstreamConf*> find_or_add(Ctx& cx, const Node& n, std::string_view target,
+                                  uint16_t default_port) {
+    UpstreamMainConf& m = main_conf(cx);
+    target = strip_unix_uri(target);
+    conf::AddressRules rules;
+    rules.default_port = default_port;
+    auto a = conf::parse_address(target, rules);
+    if (!a) return cx.error(n, in_upstream(a.error(), target).message);
+    const bool is_unix = a->kind == conf::Address::Kind::Unix;
+    const bool bare = !is_unix && !a->port_given;
+    std::string host = a->kind == conf::Address::Kind::Inet6 ? "[" + a->host + "]" : a->host;
+
+    if (bare) {
+        // Maybe an upstream block, maybe defined below: decided at the end.
+        for (UpstreamConf* u : m.upstreams) {
+            if (!same_name(u->name, target)) continue;
+            if (!u->implicit) return u;
+            if (u->pending && u->default_port == default_port) return u;
+        }
+        auto* u = cx.arena().make<UpstreamConf>();
+        u->name = std::string(target);
+        u->host = u->name;
+        u->implicit = true;
+        u->pending = true;
+        u->default_port = default_port;
+        u->where = n.where();
+        m.upstreams.push_back(u);
+        return u;
+    }
+
+    std::string name = is_unix ? a->text() : host + ":" + std::to_string(a->port);
+    for (UpstreamConf* u : m.upstreams) {
+        if (!is_unix && !u->implicit && same_name(u->name, host))
+            return cx.error(n, "upstream " + quoted(host) + " may not have port " +
+                                   std::to_string(a->port));
+        if (u->implicit && !u->pending && u->default_port == default_port &&
+            same_name(u->name, name))
+            return u;
+    }
+    // nginx names the host alone in this message for a proxy_pass target.
+    auto addrs = resolve_as(target, default_port, is_unix ? target : std::string_view(host));
+    if (!addrs) return cx.error(n, addrs.message());
+    auto* u = cx.arena().make<UpstreamConf>();
+    u->name = std::move(name);
+    // $proxy_host: the port only when it is not the scheme's; "localhost"
+    // for a Unix socket [nginx ngx_http_proxy_set_vars].
+    u->host = is_unix ? "localhost"
+                      : (a->port == default_port ? host : host + ":" + std::to_string(a->port));
+    u->implicit = true;
+    u->port = is_unix ? 0 : a->port;
+    u->default_port = default_port;
+    u->where = n.where();
+    set_implicit_peers(*u, std::move(*addrs));
+    m.upstreams.push_back(u);
+    return u;
+}
+
+extern const conf::Module upstream_module{
+    .name = "upstream",
+    .directives = kDirectives,
+    .main = conf::level<UpstreamMainConf>(),
+    .postconfiguration = postconfiguration,
+};
+
+}  // namespace gatehouse::upstream

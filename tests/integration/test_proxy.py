@@ -1,0 +1,1199 @@
+"""proxy_pass: what a client and an origin see through the reverse proxy.
+
+Origins are Python threads on raw sockets (origins.py): each test asserts
+what the origin received (request line, fields, body bytes, connections)
+and what the client got (status, fields, body, and whether the body was
+complete). Every socket has a timeout and every origin is stopped at
+teardown.
+"""
+
+import base64
+import hashlib
+import os
+import re
+import socket
+import struct
+import threading
+import time
+
+import pytest
+
+from gh_server import Server, poll, require_binary, server  # noqa: F401
+from origins import Origin, closed_port, ok_handler, read_request, Reader, response
+
+
+@pytest.fixture
+def origin():
+    made = []
+
+    def make(handler=ok_handler, **kw):
+        o = Origin(handler, **kw)
+        made.append(o)
+        return o
+
+    yield make
+    for o in made:
+        o.stop()
+
+
+def need_proxy(s):
+    """Skips when the binary has no proxy module."""
+    code, err = s.test_config()
+    if 'unknown directive "proxy_pass"' in err:
+        pytest.skip("proxy module not built")
+    assert code == 0, err
+
+
+def start(server, http, files=None):
+    s = server(http, files, start=False)
+    need_proxy(s)
+    return s.start()
+
+
+# ---- a client that tells a complete body from a cut one ------------------------------
+
+
+class Reply:
+    def __init__(self):
+        self.status = 0
+        self.reason = ""
+        self.headers = []
+        self.body = b""
+        self.complete = False  # the framing said the body ended
+        self.closed = False  # the server closed the connection after it
+
+    def header(self, name):
+        for n, v in self.headers:
+            if n.lower() == name.lower():
+                return v
+        return None
+
+    def all(self, name):
+        return [v for n, v in self.headers if n.lower() == name.lower()]
+
+
+def read_reply(sock, head_request=False, sink=None):
+    """Reads one response. sink(bytes) receives the body instead of
+    keeping it (for large bodies)."""
+    r = Reply()
+    reader = Reader(sock)
+    try:
+        line = reader.line().decode("latin-1")
+    except Exception:
+        r.closed = True
+        return r
+    parts = line.split(" ", 2)
+    r.status = int(parts[1])
+    r.reason = parts[2] if len(parts) > 2 else ""
+    while True:
+        h = reader.line()
+        if not h:
+            break
+        n, _, v = h.decode("latin-1").partition(":")
+        r.headers.append((n, v.strip()))
+    body = []
+
+    def put(data):
+        if sink:
+            sink(data)
+        else:
+            body.append(data)
+
+    te = (r.header("Transfer-Encoding") or "").lower()
+    cl = r.header("Content-Length")
+    try:
+        if head_request or r.status in (204, 304) or r.status < 200:
+            r.complete = True
+        elif "chunked" in te:
+            while True:
+                size = int(reader.line().split(b";")[0], 16)
+                if size == 0:
+                    while reader.line():
+                        pass
+                    r.complete = True
+                    break
+                put(reader.exactly(size, keep_raw=False))
+                reader.line()
+        elif cl is not None:
+            left = int(cl)
+            while left:
+                if not reader.buf:
+                    reader._fill()
+                chunk, reader.buf = reader.buf[:left], reader.buf[left:]
+                left -= len(chunk)
+                put(chunk)
+            r.complete = True
+        else:
+            while True:
+                if reader.buf:
+                    put(reader.buf)
+                    reader.buf = b""
+                d = sock.recv(1 << 20)
+                if not d:
+                    break
+                put(d)
+            r.complete = True
+            r.closed = True
+    except Exception:
+        if reader.buf:
+            put(reader.buf)
+        r.closed = True
+    r.body = b"".join(body)
+    r.rest = reader.buf
+    return r
+
+
+def request(port, path="/", method="GET", headers=(), body=None, host="localhost", close=True,
+            timeout=10.0, chunked=False):
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(request_bytes(path, method, headers, body, host, close, chunked))
+        r = read_reply(s, head_request=method == "HEAD")
+        if close and not r.closed:
+            try:
+                r.closed = s.recv(1) == b""
+            except OSError:
+                r.closed = True
+        return r
+
+
+def request_bytes(path="/", method="GET", headers=(), body=None, host="localhost", close=True, chunked=False):
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}"]
+    lines += [f"{n}: {v}" for n, v in headers]
+    if close:
+        lines.append("Connection: close")
+    if body is not None and not chunked:
+        lines.append(f"Content-Length: {len(body)}")
+    if chunked:
+        lines.append("Transfer-Encoding: chunked")
+    data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    if body is not None:
+        if chunked:
+            for i in range(0, len(body), 7):
+                piece = body[i:i + 7]
+                data += b"%x\r\n" % len(piece) + piece + b"\r\n"
+            data += b"0\r\n\r\n"
+        else:
+            data += body
+    return data
+
+
+def error_lines(s, pattern, timeout=5.0):
+    """Lines of the error log matching the regex (waited for)."""
+    def found():
+        return [line for line in s.error_log().splitlines() if re.search(pattern, line)]
+    return poll(found, timeout) or []
+
+
+# ---- proxy_pass and the URI sent ---------------------------------------------------------
+
+
+URI_CASES = [
+    # location, proxy_pass suffix (after the origin address), request, origin sees
+    ("location / {}", "", "/a/b?x=1", "/a/b?x=1"),
+    ("location /one/ {}", "/two/", "/one/x?y=2", "/two/x?y=2"),
+    ("location /o2/ {}", "/", "/o2/x", "/x"),
+    ("location /p {}", "/q", "/p/x", "/q/x"),
+    # Without a URI part the request-target goes as the client sent it.
+    ("location /raw/ {}", "", "/raw/a%20b/%2e%2e/c?q=%41", "/raw/a%20b/%2e%2e/c?q=%41"),
+    # With one, the normalised URI is escaped again.
+    ("location /enc/ {}", "/dec/", "/enc/a%20b/./c", "/dec/a%20b/c"),
+    ("location ~ ^/re/ {}", "", "/re/x?a=1", "/re/x?a=1"),
+    ("location = /exact {}", "/other", "/exact?k=v", "/other?k=v"),
+]
+
+
+def test_uri_rules(server, origin):
+    o = origin()
+    locations = "\n".join(
+        loc.replace("{}", "{ proxy_pass http://%s%s; }" % (o.addr, suffix)) for loc, suffix, _, _ in URI_CASES)
+    s = start(server, f"""
+        server {{
+            listen 127.0.0.1:PORT;
+            {locations}
+            location /rw/ {{
+                rewrite ^/rw/(.*)$ /new/$1 break;
+                proxy_pass http://{o.addr}/ignored/;
+            }}
+            location /old/ {{ rewrite ^/old/(.*)$ /one/$1 last; }}
+            location /v/ {{ proxy_pass http://{o.addr}/fixed$is_args$args; }}
+            location /vv/ {{ proxy_pass http://$arg_to; }}
+        }}
+    """)
+    expected = []
+    for _, _, path, seen in URI_CASES:
+        r = request(s.port, path)
+        assert r.status == 200, (path, r.status, s.error_log())
+        expected.append(seen)
+    # "rewrite ... break": the changed URI goes whole, the URI part ignored.
+    assert request(s.port, "/rw/z?q=1").status == 200
+    expected.append("/new/z?q=1")
+    # "rewrite ... last" into a location with a URI part: replaced there.
+    assert request(s.port, "/old/k").status == 200
+    expected.append("/two/k")
+    # With variables, a URI part is the whole URI.
+    assert request(s.port, "/v/anything?a=b").status == 200
+    expected.append("/fixed?a=b")
+    # An address from a variable: no resolver needed.
+    assert request(s.port, f"/vv/p?to={o.addr}").status == 200
+    expected.append(f"/vv/p?to={o.addr}")
+    assert [q.target for q in o.wait_requests(len(expected))] == expected
+
+
+def test_host_name_needs_a_resolver_at_run_time(server):
+    s = start(server, """
+        server { listen 127.0.0.1:PORT; location / { proxy_pass http://$arg_to; } }
+    """)
+    assert request(s.port, "/?to=no-such-host.invalid").status == 502
+    assert error_lines(s, r'no resolver defined to resolve "no-such-host.invalid"')
+
+
+def test_unix_socket_origin(server, origin, tmp_path):
+    path = tmp_path / "o.sock"
+    o = origin(unix_path=path)
+    s = start(server, f"""
+        server {{ listen 127.0.0.1:PORT;
+            location /u/ {{ proxy_pass http://unix:{path}:/in/; }}
+            location / {{ proxy_pass http://unix:{path}; }}
+        }}
+    """)
+    r = request(s.port, "/u/x")
+    assert r.status == 200 and r.body == b"GET /in/x\n"
+    assert request(s.port, "/plain").body == b"GET /plain\n"
+    assert o.requests[0].header("Host") == "localhost"
+
+
+@pytest.mark.parametrize("conf,message", [
+    ("location ~ ^/x { proxy_pass http://127.0.0.1:1/uri; }",
+     '"proxy_pass" cannot have URI part in location given by regular expression'),
+    ("location / { proxy_pass ftp://127.0.0.1; }", 'invalid URL prefix in "ftp://127.0.0.1"'),
+    ("location / { proxy_pass https://127.0.0.1; }", "https protocol requires SSL support"),
+    ("location / { proxy_pass http://127.0.0.1:99999; }", "invalid port"),
+    ("location / { proxy_pass http://no-such-host.invalid; }", "no-such-host.invalid"),
+    ("location / { proxy_pass http://127.0.0.1:1; proxy_pass http://127.0.0.1:2; }", "is duplicate"),
+    ("location / { proxy_set_header Content-Length 5; proxy_pass http://127.0.0.1:1; }",
+     'cannot set "Content-Length"'),
+    ("location / { proxy_next_upstream error bogus; proxy_pass http://127.0.0.1:1; }", 'invalid value "bogus"'),
+    ("location / { proxy_buffers 1 4k; proxy_pass http://127.0.0.1:1; }", "at least 2"),
+    ("location / { proxy_http_version 2; proxy_pass http://127.0.0.1:1; }", 'invalid value "2"'),
+])
+def test_config_errors_name_file_and_line(server, conf, message):
+    s = server("server {\n listen 127.0.0.1:PORT;\n" + conf + "\n}\n", start=False)
+    code, err = s.test_config()
+    if 'unknown directive "proxy_pass"' in err:
+        pytest.skip("proxy module not built")
+    assert code != 0
+    assert message in err, err
+    assert re.search(r"gatehouse\.conf:\d+", err), err
+
+
+# ---- the request to the origin -------------------------------------------------------------
+
+
+def test_fields_sent_to_origin(server, origin):
+    o = origin()
+    s = start(server, f"""
+        server {{
+            listen 127.0.0.1:PORT;
+            proxy_set_header X-Server-Level yes;
+            location / {{
+                proxy_pass http://{o.addr};
+                proxy_set_header X-Real-IP $remote_addr;
+                proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+                proxy_set_header Accept-Encoding "";
+                proxy_set_header X-Proxy "$proxy_host|$proxy_port";
+            }}
+            location /host/ {{
+                proxy_pass http://{o.addr};
+                proxy_set_header Host $host:8080;
+                proxy_http_version 1.0;
+                proxy_method POST;
+            }}
+            location /nohdr/ {{
+                proxy_pass http://{o.addr};
+                proxy_pass_request_headers off;
+            }}
+        }}
+    """)
+    r = request(s.port, "/a", headers=[
+        ("User-Agent", "ua/1"), ("X-Forwarded-For", "10.0.0.1"), ("Accept-Encoding", "gzip"),
+        ("Keep-Alive", "300"), ("TE", "trailers"), ("Upgrade", "h2c"), ("Proxy-Connection", "keep-alive"),
+        ("Proxy-Authorization", "Basic eA=="), ("Trailer", "X-T"), ("X-Hop", "1"),
+        ("Connection", "X-Hop"), ("X-Keep", "kept"), ("Expect", "something")])
+    assert r.status == 200
+    q = o.wait_requests(1)[0]
+    assert q.version == "HTTP/1.1"
+    assert q.header("Host") == o.addr
+    assert q.all("Connection") == ["close"]
+    assert q.header("X-Real-IP") == "127.0.0.1"
+    assert q.header("X-Forwarded-For") == "10.0.0.1, 127.0.0.1"
+    assert q.header("X-Proxy") == f"{o.addr}|{o.port}"
+    assert q.header("User-Agent") == "ua/1" and q.header("X-Keep") == "kept"
+    for name in ("accept-encoding", "keep-alive", "te", "upgrade", "proxy-connection", "proxy-authorization",
+                 "trailer", "x-hop", "expect", "x-server-level"):
+        assert name not in q.names(), (name, q.headers)
+
+    assert request(s.port, "/host/x", headers=[("X-C", "c")]).status == 200
+    q = o.wait_requests(2)[1]
+    assert (q.method, q.version) == ("POST", "HTTP/1.0")
+    assert q.header("Host") == "localhost:8080"
+    # A level with proxy_set_header of its own inherits none.
+    assert q.header("X-Server-Level") is None
+
+    assert request(s.port, "/nohdr/", headers=[("X-C", "c")]).status == 200
+    q = o.wait_requests(3)[2]
+    # No proxy_set_header here: the server level's are inherited.
+    assert q.names() == ["x-server-level", "host", "connection"]
+
+
+def test_request_body_forwarded_exactly(server, origin):
+    o = origin()
+    s = start(server, f"""
+        server {{
+            listen 127.0.0.1:PORT;
+            client_max_body_size 10m;
+            client_body_buffer_size 16k;
+            location / {{ proxy_pass http://{o.addr}; }}
+            location /stream/ {{ proxy_pass http://{o.addr}; proxy_request_buffering off; }}
+            location /nobody/ {{ proxy_pass http://{o.addr}; proxy_pass_request_body off; }}
+        }}
+    """)
+    body = bytes(range(256)) * 40  # 10 KiB: in memory
+    big = os.urandom(300 * 1024)  # over client_body_buffer_size: a temp file
+    cases = [
+        ("/", body, False, ("Content-Length", str(len(body)))),
+        ("/", big, False, ("Content-Length", str(len(big)))),
+        # Buffered chunked bodies are sent with their length.
+        ("/", body, True, ("Content-Length", str(len(body)))),
+        ("/", big, True, ("Content-Length", str(len(big)))),
+        ("/stream/", body, False, ("Content-Length", str(len(body)))),
+        # Unbuffered with no length: re-chunked.
+        ("/stream/", big, True, ("Transfer-Encoding", "chunked")),
+        ("/", b"", False, ("Content-Length", "0")),
+    ]
+    for i, (path, data, chunked, framing) in enumerate(cases):
+        r = request(s.port, path, method="POST", body=data, chunked=chunked)
+        assert r.status == 200, (i, r.status, s.error_log())
+        q = o.wait_requests(i + 1)[i]
+        assert q.body == data, i
+        assert q.header(framing[0]) == framing[1], (i, q.headers)
+        other = "Transfer-Encoding" if framing[0] == "Content-Length" else "Content-Length"
+        assert q.header(other) is None, (i, q.headers)
+
+    r = request(s.port, "/nobody/", method="POST", body=b"secret")
+    assert r.status == 200
+    q = o.wait_requests(len(cases) + 1)[-1]
+    assert q.body == b"" and q.header("Content-Length") is None
+
+
+def test_never_more_than_the_client_sent(server, origin):
+    """A pipelined request after a body is a request, not body bytes."""
+    o = origin()
+    s = start(server, f"server {{ listen 127.0.0.1:PORT; location / {{ proxy_pass http://{o.addr}; }} }}")
+    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+        c.sendall(request_bytes("/first", "POST", body=b"hello", close=False) +
+                  b"GET /second HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc")
+        r1 = read_reply(c)
+        assert (r1.status, r1.body) == (200, b"POST /first\n")
+        r2 = read_reply_from(c, r1.rest, None)
+        assert (r2.status, r2.body) == (200, b"GET /second\n")
+    reqs = o.wait_requests(2)
+    assert reqs[0].body == b"hello" and reqs[0].header("Content-Length") == "5"
+    assert reqs[1].target == "/second" and reqs[1].body == b"abc"
+
+
+# ---- the response from the origin -------------------------------------------------------------
+
+
+def raw_handler(data, wait_close=True):
+    """Sends `data` as the whole response, then waits until the proxy
+    drops the connection (or a timeout); records whether it did."""
+    def handler(conn, req):
+        conn.sendall(data)
+        if wait_close:
+            conn.settimeout(5)
+            try:
+                handler.dropped.append(conn.recv(1) == b"")
+            except OSError:
+                handler.dropped.append(True)
+        return False
+    handler.dropped = []
+    return handler
+
+
+@pytest.mark.parametrize("data,reason", [
+    (b"HTTP/1.1 2OO OK\r\nContent-Length: 0\r\n\r\n", "upstream sent invalid status line"),
+    (b"garbage\r\n\r\n", "upstream sent invalid status line"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+     'upstream sent duplicate "Content-Length" header'),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+     'upstream sent "Content-Length" and "Transfer-Encoding" headers'),
+    (b"HTTP/1.1 200 OK\r\nBad Header: x\r\n\r\n", "upstream sent invalid header line"),
+    (b"HTTP/1.1 200 OK\r\nX: " + b"a" * 8000 + b"\r\n\r\n", "upstream sent too big header"),
+])
+def test_malformed_response_is_502_and_dropped(server, origin, data, reason):
+    h = raw_handler(data)
+    o = origin(h)
+    s = start(server, f"server {{ listen 127.0.0.1:PORT; location / {{ proxy_pass http://{o.addr}; }} }}")
+    r = request(s.port, "/")
+    assert r.status == 502
+    assert poll(lambda: h.dropped, 5) == [True]
+    assert error_lines(s, re.escape(reason) + r".* while reading response header from upstream")
+
+
+def test_origin_headers_filtered(server, origin):
+    def handler(conn, req):
+        conn.sendall(response(200, b"hi", [
+            ("Server", "Origin/9.9"), ("Date", "Mon, 01 Jan 2001 00:00:00 GMT"), ("X-Pad", "p"),
+            ("X-Accel-Anything", "a"), ("X-Powered-By", "php"), ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2"),
+            ("Keep-Alive", "timeout=5"), ("X-Listed", "1"), ("Connection", "X-Listed"),
+            ("Content-Type", "text/x-origin"), ("ETag", '"e1"'),
+            ("Last-Modified", "Tue, 02 Jan 2001 00:00:00 GMT"), ("X-Secret", "s")]))
+        return False
+    o = origin(handler)
+    s = start(server, f"""
+        server {{ listen 127.0.0.1:PORT;
+            location / {{ proxy_pass http://{o.addr}; proxy_hide_header X-Secret; }}
+            location /off/ {{ proxy_pass http://{o.addr}; server_tokens off; }}
+            location /pass/ {{ proxy_pass http://{o.addr}; proxy_pass_header Server; proxy_pass_header X-Pad; }}
+        }}
+    """)
+    r = request(s.port, "/")
+    assert r.status == 200 and r.body == b"hi"
+    assert r.all("Server") == ["gatehouse/0.1.0"] or r.header("Server").startswith("gatehouse/")
+    assert len(r.all("Server")) == 1 and len(r.all("Date")) == 1
+    assert "2001" not in r.header("Date")
+    for name in ("X-Pad", "X-Accel-Anything", "Keep-Alive", "X-Listed", "X-Secret"):
+        assert r.header(name) is None, name
+    assert r.header("X-Powered-By") == "php"
+    assert r.all("Set-Cookie") == ["a=1", "b=2"]
+    assert r.header("Content-Type") == "text/x-origin"
+    assert r.header("ETag") == '"e1"'
+    assert r.header("Last-Modified") == "Tue, 02 Jan 2001 00:00:00 GMT"
+    assert r.header("Connection") == "close"
+
+    assert request(s.port, "/off/").all("Server") == ["gatehouse"]
+    r = request(s.port, "/pass/")
+    assert r.all("Server") == ["Origin/9.9"] and r.header("X-Pad") == "p"
+
+
+def test_status_line_reason_passes(server, origin):
+    def handler(conn, req):
+        conn.sendall(b"HTTP/1.1 299 Custom Thing\r\nContent-Length: 0\r\n\r\n")
+        return False
+    o = origin(handler)
+    s = start(server, f"server {{ listen 127.0.0.1:PORT; location / {{ proxy_pass http://{o.addr}; }} }}")
+    r = request(s.port, "/")
+    assert (r.status, r.reason) == (299, "Custom Thing")
+
+
+def test_interim_responses_are_skipped(server, origin):
+    def handler(conn, req):
+        conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" +
+                     response(200, b"final"))
+        return False
+    o = origin(handler)
+    s = start(server, f"server {{ listen 127.0.0.1:PORT; location / {{ proxy_pass http://{o.addr}; }} }}")
+    r = request(s.port, "/")
+    assert (r.status, r.body) == (200, b"final")
+
+
+def test_head_and_no_body_statuses(server, origin):
+    def handler(conn, req):
+        if req.target == "/204":
+            conn.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+        elif req.target == "/304":
+            conn.sendall(b"HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n")
+        else:
+            # HEAD: a length, no body.
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n")
+        return True
+    o = origin(handler)
+    s = start(server, f"server {{ listen 127.0.0.1:PORT; location / {{ proxy_pass http://{o.addr}; }} }}")
+    r = request(s.port, "/h", method="HEAD")
+    assert r.status == 200 and r.header("Content-Length") == "1234" and r.body == b""
+    assert request(s.port, "/204").status == 204
+    r = request(s.port, "/304")
+    assert r.status == 304 and r.header("ETag") == '"x"'
+
+
+def test_proxy_redirect(server, origin):
+    def handler(conn, req):
+        loc = req.target.split("loc=", 1)[1] if "loc=" in req.target else "/"
+        conn.sendall(response(302, b"", [("Location", loc), ("Refresh", "5; url=" + loc)]))
+        return False
+    o = origin(handler)
+    base = f"http://{o.addr}"
+    s = start(server, f"""
+        server {{ listen 127.0.0.1:PORT; server_name localhost;
+            location /one/ {{ proxy_pass {base}/two/; }}
+            location /plain/ {{ proxy_pass {base}; }}
+            location /off/ {{ proxy_pass {base}/two/; proxy_redirect off; }}
+            location /pair/ {{ proxy_pass {base}/; proxy_redirect http://elsewhere/old/ http://frontend/new/; }}
+            location /re/ {{ proxy_pass {base}/; proxy_redirect ~^http://[^/]+/user/(\\w+)$ http://$1.example.com/; }}
+            location /many/ {{
+                proxy_pass {base}/two/;
+                proxy_redirect http://nomatch/ /x/;
+                proxy_redirect default;
+            }}
+        }}
+    """)
+    host = f"http://localhost:{s.port}"
+    cases = [
+        ("/one/a?loc=" + base + "/two/x/y", host + "/one/x/y"),
+        ("/plain/b?loc=" + base + "/p/q", host + "/p/q"),
+        ("/off/c?loc=" + base + "/two/x", base + "/two/x"),
+        ("/pair/d?loc=http://elsewhere/old/z", "http://frontend/new/z"),
+        ("/re/e?loc=http://origin/user/bob", "http://bob.example.com/"),
+        ("/many/f?loc=" + base + "/two/m", host + "/many/m"),
+        ("/one/g?loc=http://unrelated/x", "http://unrelated/x"),
+    ]
+    for path, want in cases:
+        r = request(s.port, path)
+        assert r.status == 302
+        assert r.header("Location") == want, (path, r.headers)
+    r = request(s.port, "/one/a?loc=" + base + "/two/r")
+    assert r.header("Refresh") == "5; url=/one/r"
+
+
+def test_intercept_errors(server, origin, tmp_path):
+    def handler(conn, req):
+        conn.sendall(response(404, b"origin says no", [("X-Origin", "1")]))
+        return False
+    o = origin(handler)
+    s = start(server, f"""
+        log_format up '$status $upstream_status $upstream_addr';
+        access_log logs/up.log up;
+        server {{ listen 127.0.0.1:PORT;
+            error_page 404 /err.html;
+            location = /err.html {{ root html; }}
+            location /i/ {{ proxy_pass http://{o.addr}; proxy_intercept_errors on; }}
+            location /p/ {{ proxy_pass http://{o.addr}; }}
+        }}
+    """, files={"err.html": "local error page\n"})
+    r = request(s.port, "/i/x")
+    assert r.status == 404 and r.body == b"local error page\n" and r.header("X-Origin") is None
+    r = request(s.port, "/p/x")
+    assert r.status == 404 and r.body == b"origin says no" and r.header("X-Origin") == "1"
+    lines = s.wait_lines("up.log", 2)
+    assert lines[0].decode().strip() == f"404 404 {o.addr}"
+
+
+# ---- streaming and memory --------------------------------------------------------------------------
+
+
+MIB = 1 << 20
+PATTERN = bytes(range(256)) * 4096  # 1 MiB
+
+
+def worker_pid(s):
+    master = s.master_pid()
+
+    def find():
+        try:
+            kids = open(f"/proc/{master}/task/{master}/children").read().split()
+        except OSError:
+            return None
+        return int(kids[0]) if kids else None
+    pid = poll(find, 5)
+    assert pid, "no worker process"
+    return pid
+
+
+def sanitized():
+    """An AddressSanitizer build keeps freed memory in quarantine: RSS
+    says nothing about what the worker holds there."""
+    import subprocess
+    from gh_server import BIN
+    out = subprocess.run([str(BIN), "-V"], capture_output=True, text=True, timeout=10)
+    return "AddressSanitizer" in out.stdout + out.stderr
+
+
+def assert_rss_bound(grown_kib, what):
+    if sanitized():
+        return
+    assert grown_kib < 8 * 1024, f"worker RSS grew by {grown_kib} KiB {what}"
+
+
+def rss_kib(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def big_handler(size, chunked=False):
+    """Sends `size` bytes of PATTERN; the request says which size if it
+    has "?n=" (bytes)."""
+    def handler(conn, req):
+        n = size
+        m = re.search(r"n=(\d+)", req.target)
+        if m:
+            n = int(m.group(1))
+        if chunked:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        else:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % n)
+        left = n
+        while left:
+            piece = PATTERN[:min(left, len(PATTERN))]
+            conn.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n" if chunked else piece)
+            left -= len(piece)
+        if chunked:
+            conn.sendall(b"0\r\n\r\n")
+        handler.sent.set()
+        return False
+    handler.sent = threading.Event()
+    return handler
+
+
+class Checker:
+    """Counts body bytes and checks them against PATTERN."""
+
+    def __init__(self):
+        self.n = 0
+        self.bad = False
+
+    def __call__(self, data):
+        off = self.n % len(PATTERN)
+        want = (PATTERN[off:] + PATTERN * (1 + len(data) // len(PATTERN)))[:len(data)]
+        if data != want:
+            self.bad = True
+        self.n += len(data)
+
+
+def download(port, path, timeout=60):
+    check = Checker()
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as c:
+        c.sendall(request_bytes(path))
+        r = read_reply(c, sink=check)
+    return r, check
+
+
+@pytest.mark.parametrize("mode", ["buffering", "temp-off", "unbuffered", "chunked"])
+def test_slow_client_keeps_memory_bounded(server, origin, mode):
+    size = 64 * MIB
+    h = big_handler(size, chunked=mode == "chunked")
+    o = origin(h, timeout=60)
+    extra = {"buffering": "", "chunked": "", "temp-off": "proxy_max_temp_file_size 0;",
+             "unbuffered": "proxy_buffering off;"}[mode]
+    s = start(server, f"""
+        server {{ listen 127.0.0.1:PORT; send_timeout 60s;
+            location / {{ proxy_pass http://{o.addr}; proxy_buffers 8 16k; {extra} }}
+        }}
+    """)
+    pid = worker_pid(s)
+    r, check = download(s.port, "/warm?n=1000000")
+    assert r.complete and check.n == 1000000
+    h.sent.clear()
+    before = rss_kib(pid)
+    check = Checker()
+    with socket.create_connection(("127.0.0.1", s.port), timeout=60) as c:
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        c.sendall(request_bytes("/big"))
+        # Read a little, then stop: the origin keeps sending.
+        first = c.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200")
+        time.sleep(2.0)
+        during = rss_kib(pid)
+        # With a temp file the origin is done meanwhile; without one it
+        # waits for the client.
+        assert h.sent.is_set() == (mode in ("buffering", "chunked")), mode
+        rest = first.partition(b"\r\n\r\n")[2]
+        c.settimeout(60)
+        r = read_reply_from(c, first, check)
+    assert r.complete and check.n == size and not check.bad
+    assert_rss_bound(during - before, "while the client did not read")
+
+
+def read_reply_from(sock, first, sink):
+    """read_reply() for a socket whose first bytes were already read."""
+    class Pre:
+        def __init__(self, s, data):
+            self.s = s
+            self.data = data
+
+        def recv(self, n):
+            if self.data:
+                d, self.data = self.data, b""
+                return d
+            return self.s.recv(n)
+    return read_reply(Pre(sock, first), sink=sink)
+
+
+def stream_sizes():
+    sizes = [64 * MIB]
+    # One pass of 1 GiB each way: 1-3 s each where measured (a 4-core VM);
+    # GH_SKIP_BIG=1 leaves them out.
+    if not os.environ.get("GH_SKIP_BIG"):
+        sizes.append(1 << 30)
+    return sizes
+
+
+@pytest.mark.parametrize("size", stream_sizes(), ids=lambda n: f"{n // MIB}MiB")
+def test_large_download_rss_flat(server, origin, size):
+    o = origin(big_handler(size), timeout=120)
+    s = start(server, f"server {{ listen 127.0.0.1:PORT; location / {{ proxy_pass http://{o.addr}; }} }}")
+    pid = worker_pid(s)
+    download(s.port, "/warm?n=100000")
+    before = rss_kib(pid)
+    peak = [before]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_kib(pid))
+            time.sleep(0.05)
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    try:
+        r, check = download(s.port, "/big", timeout=120)
+    finally:
+        done.set()
+        t.join(5)
+    assert r.complete and check.n == size and not check.bad
+    assert_rss_bound(peak[0] - before, "during the download")
+
+
+UPLOADS = [(64 * MIB, "on"), (64 * MIB, "off")] + [(n, "off") for n in stream_sizes() if n > 64 * MIB]
+
+
+# Buffered uploads go to a temp file past client_body_buffer_size: 64 MiB
+# of disk is enough to show it; the 1 GiB pass streams.
+@pytest.mark.parametrize("size,buffering", UPLOADS, ids=lambda v: f"{v // MIB}MiB" if isinstance(v, int) else v)
+def test_large_upload_rss_flat(server, origin, size, buffering):
+    received = []
+
+    def handler(conn, req):
+        received.append(getattr(req, "body_len", len(req.body)))
+        conn.sendall(response(200, b"got it"))
+        return False
+    o = origin(handler, keep_body=False, timeout=120)
+    s = start(server, f"""
+        server {{ listen 127.0.0.1:PORT; client_max_body_size 0; client_body_timeout 60s;
+            location / {{ proxy_pass http://{o.addr}; proxy_request_buffering {buffering}; }}
+        }}
+    """)
+    pid = worker_pid(s)
+    assert request(s.port, "/warm", method="POST", body=b"x" * 100000).status == 200
+    before = rss_kib(pid)
+    peak = [before]
+    with socket.create_connection(("127.0.0.1", s.port), timeout=120) as c:
+        c.sendall(f"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n".encode())
+        sent = 0
+        while sent < size:
+            c.sendall(PATTERN)
+            sent += len(PATTERN)
+            if sent % (16 * MIB) == 0:
+                peak[0] = max(peak[0], rss_kib(pid))
+        r = read_reply(c)
+    assert r.status == 200 and r.body == b"got it"
+    assert received[-1] == size
+    assert_rss_bound(peak[0] - before, "during the upload")
+
+
+def test_x_accel_buffering_no_streams_at_once(server, origin):
+    release = threading.Event()
+
+    def handler(conn, req):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Accel-Buffering: no\r\n\r\n"
+                     b"5\r\nfirst\r\n")
+        release.wait(5)
+        conn.sendall(b"4\r\nlast\r\n0\r\n\r\n")
+        return False
+    o = origin(handler)
+    s = start(server, f"server {{ listen 127.0.0.1:PORT; location / {{ proxy_pass http://{o.addr}; }} }}")
+    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+        c.sendall(request_bytes("/"))
+        got = b""
+        while b"first" not in got:
+            d = c.recv(4096)
+            assert d, got
+            got += d
+        assert b"X-Accel-Buffering" not in got
+        release.set()
+        r = read_reply_from(c, got, None)
+    assert r.complete and r.body == b"firstlast"
+
+
+# ---- failures ----------------------------------------------------------------------------------------
+
+
+def test_connect_refused_is_502_with_nginx_log_line(server):
+    port = closed_port()
+    s = start(server, f"""
+        server {{ listen 127.0.0.1:PORT; server_name example;
+            location / {{ proxy_pass http://127.0.0.1:{port}; }} }}
+    """)
+    r = request(s.port, "/x?y", host="h.test")
+    assert r.status == 502
+    lines = error_lines(s, r"\[error\]")
+    assert lines, s.error_log()
+    line = lines[0]
+    assert "(111: Connection refused) while connecting to upstream, client: 127.0.0.1, server: example, " \
+           'request: "GET /x?y HTTP/1.1", upstream: "http://127.0.0.1:%d/x?y", host: "h.test"' % port in line, line
+    assert "connect()" in line
+
+
+def test_origin_stalls_is_504(server, origin):
+    def handler(conn, req):
+        time.sleep(3)
+        return False
+    o = origin(handler)
+    s = start(server, f"""
+        server {{ listen 127.0.0.1:PORT;
+            location / {{ proxy_pass http://{o.addr}; proxy_read_timeout 500ms; }} }}
+    """)
+    t0 = time.monotonic()
+    r = request(s.port, "/")
+    assert r.status == 504
+    assert time.monotonic() - t0 < 2.5
+    assert error_lines(s, r"upstream timed out \(110: Connection timed out\) while reading response header "
+                          r"from upstream")
+
+
+def test_origin_stops_reading_body_is_504(server, origin):
+    def handler(conn, req):
+        time.sleep(4)
+        return False
+
+    # The origin never reads its socket: the body fills the kernel buffers.
+    def acceptor():
+        pass
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(8)
+    port = lsock.getsockname()[1]
+    try:
+        s = start(server, f"""
+            server {{ listen 127.0.0.1:PORT; client_max_body_size 0;
+                location / {{ proxy_pass http://127.0.0.1:{port}; proxy_send_timeout 500ms; }} }}
+        """)
+        r = request(s.port, "/", method="POST", body=b"z" * (16 * MIB), timeout=20)
+        assert r.status == 504
+        assert error_lines(s, r"upstream timed out .* while sending request to upstream")
+    finally:
+        lsock.close()
+
+
+@pytest.mark.parametrize("how", ["close", "reset"])
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+def test_origin_dies_mid_body_truncates(server, origin, how, framing):
+    def handler(conn, req):
+        if framing == "length":
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"a" * 5000)
+        else:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1388\r\n" + b"a" * 5000 + b"\r\n")
+        time.sleep(0.3)
+        if how == "reset":
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        return False
+    o = origin(handler)
+    s = start(server, f"server {{ listen 127.0.0.1:PORT; location / {{ proxy_pass http://{o.addr}; }} }}")
+    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+        c.sendall(request_bytes("/", close=False))
+        r = read_reply(c)
+    assert r.status == 200
+    assert not r.complete and r.closed
+    assert r.body == b"a" * 5000
+    if framing == "chunked":
+        assert r.header("Transfer-Encoding") == "chunked"
+    assert error_lines(s, r"while reading upstream")
+
+
+# ---- keepalive --------------------------------------------------------------------------------------
+
+
+def keepalive_handler(conn, req):
+    conn.sendall(response(200, f"{req.method} {req.target}".encode()))
+    return True
+
+
+def test_keepalive_reuses_connections(server, origin):
+    o = origin(keepalive_handler)
+    s = start(server, f"""
+        upstream backend {{ server {o.addr}; keepalive 4; }}
+        server {{ listen 127.0.0.1:PORT; location / {{ proxy_pass http://backend; }} }}
+    """)
+    for i in range(5):
+        r = request(s.port, f"/{i}")
+        assert (r.status, r.body) == (200, f"GET /{i}".encode())
+    assert o.connections == 1
+    assert all(q.header("Connection") is None for q in o.requests)
+    assert o.requests[0].header("Host") == "backend"
+
+
+def test_no_keepalive_without_pool(server, origin):
+    o = origin(keepalive_handler)
+    s = start(server, f"server {{ listen 127.0.0.1:PORT; location / {{ proxy_pass http://{o.addr}; }} }}")
+    for i in range(3):
+        assert request(s.port, f"/{i}").status == 200
+    assert o.connections == 3
+
+
+def test_pooled_connection_closed_by_origin(server, origin):
+    """The origin closes a kept connection as the next request arrives: a
+    GET is sent again on a new connection, a POST is not."""
+    state = {"n": 0}
+
+    def handler(conn, req):
+        state["n"] += 1
+        if req.target.startswith("/first"):
+            conn.sendall(response(200, b"one"))
+            return True
+        # Any later request on a kept connection: drop it unanswered.
+        if req.header("X-Conn-Seen") is None and getattr(conn, "_seen", False):
+            return False
+        conn.sendall(response(200, b"fresh"))
+        return False
+
+    seen = set()
+
+    def wrapper(conn, req):
+        first_on_conn = id(conn) not in seen
+        seen.add(id(conn))
+        if req.target.startswith("/first") or first_on_conn:
+            conn.sendall(response(200, b"one" if req.target.startswith("/first") else b"fresh"))
+            return req.target.startswith("/first")
+        return False
+    o = origin(wrapper)
+    s = start(server, f"""
+        upstream backend {{ server {o.addr}; keepalive 4; }}
+        server {{ listen 127.0.0.1:PORT; location / {{ proxy_pass http://backend; }} }}
+    """)
+    assert request(s.port, "/first").body == b"one"
+    r = request(s.port, "/get")
+    assert (r.status, r.body) == (200, b"fresh")
+    assert [q.target for q in o.requests] == ["/first", "/get", "/get"]
+    assert o.connections == 2
+
+    assert request(s.port, "/first").body == b"one"
+    r = request(s.port, "/post", method="POST", body=b"data")
+    assert r.status == 502
+    time.sleep(0.2)
+    assert [q.target for q in o.requests].count("/post") == 1
+
+
+# ---- WebSocket ----------------------------------------------------------------------------------------
+
+
+def ws_frame(payload, opcode=1, mask=True):
+    head = bytes([0x80 | opcode])
+    n = len(payload)
+    m = 0x80 if mask else 0
+    if n < 126:
+        head += bytes([m | n])
+    elif n < 65536:
+        head += bytes([m | 126]) + struct.pack("!H", n)
+    else:
+        head += bytes([m | 127]) + struct.pack("!Q", n)
+    if mask:
+        key = os.urandom(4)
+        payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+        head += key
+    return head + payload
+
+
+def ws_read(reader):
+    b0, b1 = reader.exactly(2)
+    n = b1 & 0x7f
+    if n == 126:
+        n = struct.unpack("!H", reader.exactly(2))[0]
+    elif n == 127:
+        n = struct.unpack("!Q", reader.exactly(8))[0]
+    key = reader.exactly(4) if b1 & 0x80 else None
+    data = reader.exactly(n)
+    if key:
+        data = bytes(b ^ key[i % 4] for i, b in enumerate(data))
+    return b0 & 0x0f, data
+
+
+def ws_origin_handler(conn, req):
+    key = req.header("Sec-WebSocket-Key")
+    if (req.header("Upgrade") or "").lower() != "websocket" or not key:
+        conn.sendall(response(400, b"not a websocket"))
+        return False
+    accept = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest())
+    conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n" + ws_frame(b"welcome", mask=False))
+    reader = Reader(conn)
+    while True:
+        op, data = ws_read(reader)
+        if op == 8:
+            conn.sendall(ws_frame(data, opcode=8, mask=False))
+            return False
+        conn.sendall(ws_frame(data, opcode=op, mask=False))
+
+
+WS_CONF = """
+    map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
+    server {{ listen 127.0.0.1:PORT;
+        location / {{
+            proxy_pass http://{addr};
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_read_timeout {timeout};
+        }}
+    }}
+"""
+
+
+def ws_connect(port):
+    c = socket.create_connection(("127.0.0.1", port), timeout=10)
+    key = base64.b64encode(os.urandom(16)).decode()
+    c.sendall((f"GET /chat HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    reader = Reader(c)
+    status = reader.line()
+    headers = {}
+    while True:
+        h = reader.line()
+        if not h:
+            break
+        n, _, v = h.decode().partition(":")
+        headers[n.lower()] = v.strip()
+    return c, reader, status, headers
+
+
+def test_websocket_echo(server, origin):
+    o = origin(ws_origin_handler)
+    s = start(server, WS_CONF.format(addr=o.addr, timeout="5s"))
+    c, reader, status, headers = ws_connect(s.port)
+    with c:
+        assert status.startswith(b"HTTP/1.1 101"), status
+        assert headers.get("upgrade") == "websocket"
+        assert headers.get("connection", "").lower() == "upgrade"
+        assert ws_read(reader) == (1, b"welcome")
+        for msg in (b"hello", b"x" * 70000):
+            c.sendall(ws_frame(msg))
+            assert ws_read(reader) == (1, msg)
+        c.sendall(ws_frame(b"\x03\xe8", opcode=8))
+        assert ws_read(reader) == (8, b"\x03\xe8")
+        c.settimeout(5)
+        assert c.recv(1) == b""
+    q = o.requests[0]
+    assert q.header("Upgrade") == "websocket" and q.header("Connection") == "upgrade"
+
+
+def test_websocket_idle_timeout(server, origin):
+    o = origin(ws_origin_handler)
+    s = start(server, WS_CONF.format(addr=o.addr, timeout="700ms"))
+    c, reader, status, headers = ws_connect(s.port)
+    with c:
+        assert status.startswith(b"HTTP/1.1 101")
+        assert ws_read(reader) == (1, b"welcome")
+        t0 = time.monotonic()
+        c.settimeout(5)
+        assert c.recv(1) == b""
+        assert time.monotonic() - t0 < 3
+    assert error_lines(s, r"upstream timed out .* while proxying upgraded connection")
+
+
+def test_plain_request_without_upgrade_to_ws_location(server, origin):
+    o = origin()
+    s = start(server, WS_CONF.format(addr=o.addr, timeout="5s"))
+    r = request(s.port, "/")
+    assert r.status == 200
+    assert o.requests[0].header("Connection") == "close"
+    assert o.requests[0].header("Upgrade") is None
+
+
+# ---- variables and next upstream ------------------------------------------------------------------------
+
+
+def test_upstream_variables_in_log(server, origin):
+    def handler(conn, req):
+        conn.sendall(response(201, b"12345", [("X-Test", "tv")]))
+        return False
+    o = origin(handler)
+    s = start(server, f"""
+        log_format up '$upstream_addr|$upstream_status|$upstream_response_time|$upstream_connect_time|'
+                      '$upstream_header_time|$upstream_bytes_received|$upstream_http_x_test|'
+                      '$proxy_host|$proxy_port|$status';
+        access_log logs/up.log up;
+        server {{ listen 127.0.0.1:PORT;
+            location / {{ proxy_pass http://{o.addr}; }}
+            location /static {{ return 200 "x"; }}
+        }}
+    """)
+    assert request(s.port, "/").status == 201
+    assert request(s.port, "/static").status == 200
+    lines = [line.decode().strip() for line in s.wait_lines("up.log", 2)]
+    f = lines[0].split("|")
+    assert f[0] == o.addr and f[1] == "201"
+    for t in f[2:5]:
+        assert re.fullmatch(r"\d+\.\d{3}", t), f
+    assert int(f[5]) > 5 and f[6] == "tv" and f[7] == o.addr and f[8] == str(o.port) and f[9] == "201"
+    assert lines[1] == "-|-|-|-|-|-|-|-|-|200"
+
+
+def test_next_upstream_to_second_origin(server, origin):
+    bad = origin(lambda conn, req: conn.sendall(response(503, b"busy")) or False)
+    good = origin()
+    dead = closed_port()
+    s = start(server, f"""
+        log_format up '$request_uri $upstream_addr $upstream_status';
+        access_log logs/up.log up;
+        upstream refused {{ server 127.0.0.1:{dead}; server {good.addr}; }}
+        upstream busy {{ server {bad.addr}; server {good.addr}; }}
+        server {{ listen 127.0.0.1:PORT;
+            location /r/ {{ proxy_pass http://refused; }}
+            location /b/ {{ proxy_pass http://busy; proxy_next_upstream error timeout http_503; }}
+            location /n/ {{ proxy_pass http://busy; proxy_next_upstream error http_503 non_idempotent; }}
+            location /off/ {{ proxy_pass http://refused; proxy_next_upstream off; }}
+            location /tries/ {{ proxy_pass http://busy; proxy_next_upstream http_503; proxy_next_upstream_tries 1; }}
+        }}
+    """)
+    # Round robin starts with the first server for the first request of
+    # each group in this worker.
+    r = request(s.port, "/r/a")
+    assert (r.status, r.body) == (200, b"GET /r/a\n")
+    r = request(s.port, "/b/a")
+    assert (r.status, r.body) == (200, b"GET /b/a\n")
+    # A POST reached the busy origin: not sent again...
+    r = request(s.port, "/b/p", method="POST", body=b"x")
+    assert r.status in (503, 200)
+    # ...unless non_idempotent says so.
+    statuses = set()
+    for _ in range(2):
+        statuses.add(request(s.port, "/n/p", method="POST", body=b"x").status)
+    assert statuses == {200}
+    lines = [line.decode().split() for line in s.wait_lines("up.log", 5)]
+    assert lines[0] == ["/r/a", f"127.0.0.1:{dead},", good.addr, "502,", "200"]
+    assert lines[1] == ["/b/a", f"{bad.addr},", good.addr, "503,", "200"]
+    if lines[2][-1] == "503":
+        assert lines[2] == ["/b/p", bad.addr, "503"]
+
+
+def test_next_upstream_off_and_tries(server, origin):
+    good = origin()
+    dead = closed_port()
+    # max_fails=0: the refused server keeps its turn in the round robin.
+    s = start(server, f"""
+        upstream a {{ server 127.0.0.1:{dead} max_fails=0; server {good.addr}; }}
+        upstream b {{ server 127.0.0.1:{dead} max_fails=0; server {good.addr}; }}
+        server {{ listen 127.0.0.1:PORT;
+            location /off/ {{ proxy_pass http://a; proxy_next_upstream off; }}
+            location /one/ {{ proxy_pass http://b; proxy_next_upstream_tries 1; }}
+        }}
+    """)
+    # Whichever peer comes first: with retries off, a refused one is final.
+    statuses = [request(s.port, f"/off/{i}").status for i in range(4)]
+    assert 502 in statuses and 200 in statuses
+    statuses = [request(s.port, f"/one/{i}").status for i in range(4)]
+    assert 502 in statuses and 200 in statuses
+
+
+def test_if_block_in_proxied_location_still_proxies(server, origin):
+    o = origin()
+    s = start(server, f"""
+        server {{ listen 127.0.0.1:PORT;
+            location / {{
+                if ($arg_x) {{ add_header X-If yes; }}
+                proxy_pass http://{o.addr};
+            }}
+        }}
+    """)
+    r = request(s.port, "/p?x=1")
+    assert r.status == 200 and r.body == b"GET /p?x=1\n" and r.header("X-If") == "yes"
+    r = request(s.port, "/q")
+    assert r.status == 200 and r.body == b"GET /q\n"

@@ -1,0 +1,138 @@
+// Tests of src/process/core_module.h: "worker_cpu_affinity" (masks, auto,
+// one row per error message) and cpu_set_for(), which picks each worker's
+// CPUs.
+#include "process/core_module.h"
+
+#include <doctest/doctest.h>
+
+#include <string>
+
+#include "conf/parser.h"
+#include "conf/registry.h"
+
+using gatehouse::Arena;
+using gatehouse::Status;
+using gatehouse::process::CoreConf;
+using gatehouse::process::CpuAffinity;
+using gatehouse::process::cpu_set_for;
+namespace conf = gatehouse::conf;
+
+namespace {
+
+struct Walk {
+    Arena arena;
+    conf::Tree tree;
+    conf::Ctx cx{arena, "/p/", "/p/conf/"};
+
+    Walk() { gatehouse::init_modules(); }
+
+    Status run(std::string text) {
+        conf::ParseOptions po;
+        po.conf_dir = cx.conf_dir();
+        if (auto s = conf::parse_text("t.conf", std::move(text), po, tree); !s) return s;
+        cx.install_level(conf::Level::Core, cx.create_level(conf::Level::Core));
+        return cx.walk(tree.nodes, conf::kMain);
+    }
+    const CoreConf& core() const { return *cx.conf<CoreConf>(gatehouse::process::core_module, conf::Level::Core); }
+};
+
+std::string error_of(std::string text) {
+    Walk w;
+    auto s = w.run(std::move(text));
+    REQUIRE_FALSE(s.ok());
+    return s.message();
+}
+
+cpu_set_t cpus(std::initializer_list<int> list) {
+    cpu_set_t s;
+    CPU_ZERO(&s);
+    for (int c : list) CPU_SET(c, &s);
+    return s;
+}
+
+std::string text(const std::optional<cpu_set_t>& s) {
+    if (!s) return "none";
+    std::string out;
+    for (int c = 0; c < CPU_SETSIZE; ++c)
+        if (CPU_ISSET(c, &*s)) out += (out.empty() ? "" : ",") + std::to_string(c);
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("process/core_module: worker_cpu_affinity masks, CPU 0 rightmost") {
+    Walk w;
+    REQUIRE(w.run("worker_cpu_affinity 0001 0010 0101 1000000000000000000000000000000000000000000000000000000000000000000000;").ok());
+    const auto& a = w.core().worker_cpu_affinity;
+    REQUIRE(a.has_value());
+    CHECK_FALSE(a->automatic);
+    REQUIRE(a->masks.size() == 4);
+    CHECK(text(a->masks[0]) == "0");
+    CHECK(text(a->masks[1]) == "1");
+    CHECK(text(a->masks[2]) == "0,2");
+    CHECK(text(a->masks[3]) == "69");
+}
+
+TEST_CASE("process/core_module: worker_cpu_affinity auto, with and without a mask") {
+    Walk w;
+    REQUIRE(w.run("worker_cpu_affinity auto;").ok());
+    CHECK(w.core().worker_cpu_affinity->automatic);
+    CHECK(w.core().worker_cpu_affinity->masks.empty());
+    Walk m;
+    REQUIRE(m.run("worker_cpu_affinity auto 1010;").ok());
+    CHECK(m.core().worker_cpu_affinity->automatic);
+    REQUIRE(m.core().worker_cpu_affinity->masks.size() == 1);
+    CHECK(text(m.core().worker_cpu_affinity->masks[0]) == "1,3");
+    Walk none;
+    REQUIRE(none.run("worker_processes 2;").ok());
+    CHECK_FALSE(none.core().worker_cpu_affinity.has_value());
+}
+
+TEST_CASE("process/core_module: worker_cpu_affinity errors") {
+    CHECK(error_of("worker_cpu_affinity 01x1;") == "invalid character \"x\" in \"worker_cpu_affinity\" in t.conf:1");
+    CHECK(error_of("worker_cpu_affinity 0000;") ==
+          "mask \"0000\" of \"worker_cpu_affinity\" selects no CPU in t.conf:1");
+    CHECK(error_of("worker_cpu_affinity auto 01 10;") ==
+          "invalid number of arguments in \"worker_cpu_affinity\" directive in t.conf:1");
+    CHECK(error_of("worker_cpu_affinity auto auto;") ==
+          "invalid character \"o\" in \"worker_cpu_affinity\" in t.conf:1");
+    CHECK(error_of("worker_cpu_affinity " + std::string(CPU_SETSIZE + 1, '1') + ";") ==
+          "\"worker_cpu_affinity\" supports up to " + std::to_string(CPU_SETSIZE) + " CPUs only in t.conf:1");
+    CHECK(error_of("worker_cpu_affinity 1;\nworker_cpu_affinity 1;") ==
+          "\"worker_cpu_affinity\" directive is duplicate in t.conf:2");
+    CHECK(error_of("worker_cpu_affinity;") ==
+          "invalid number of arguments in \"worker_cpu_affinity\" directive in t.conf:1");
+    CHECK(error_of("events { worker_cpu_affinity 1; }") ==
+          "\"worker_cpu_affinity\" directive is not allowed here in t.conf:1");
+}
+
+TEST_CASE("process/core_module: cpu_set_for, masks: one per worker, the last for the rest") {
+    CpuAffinity a;
+    a.masks = {cpus({0}), cpus({1, 3})};
+    const cpu_set_t all = cpus({0, 1, 2, 3});
+    CHECK(text(cpu_set_for(a, 0, all)) == "0");
+    CHECK(text(cpu_set_for(a, 1, all)) == "1,3");
+    CHECK(text(cpu_set_for(a, 2, all)) == "1,3");
+    CHECK(text(cpu_set_for(a, 7, all)) == "1,3");
+    // Masks are applied as written: the kernel refuses CPUs not allowed.
+    CHECK(text(cpu_set_for(a, 0, cpus({2}))) == "0");
+}
+
+TEST_CASE("process/core_module: cpu_set_for, auto: one allowed CPU each, round robin") {
+    CpuAffinity a;
+    a.automatic = true;
+    const cpu_set_t allowed = cpus({1, 2, 5});  // e.g. a container's cpuset
+    CHECK(text(cpu_set_for(a, 0, allowed)) == "1");
+    CHECK(text(cpu_set_for(a, 1, allowed)) == "2");
+    CHECK(text(cpu_set_for(a, 2, allowed)) == "5");
+    CHECK(text(cpu_set_for(a, 3, allowed)) == "1");
+    // With a mask: its CPUs that are allowed.
+    a.masks = {cpus({0, 2, 4, 5})};
+    CHECK(text(cpu_set_for(a, 0, allowed)) == "2");
+    CHECK(text(cpu_set_for(a, 1, allowed)) == "5");
+    CHECK(text(cpu_set_for(a, 2, allowed)) == "2");
+    // None allowed: the worker stays unbound.
+    CHECK(text(cpu_set_for(a, 0, cpus({1, 3}))) == "none");
+    CpuAffinity empty;
+    CHECK(text(cpu_set_for(empty, 0, allowed)) == "none");
+}

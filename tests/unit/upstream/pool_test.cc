@@ -1,0 +1,222 @@
+// Tests of the keepalive pool (src/upstream/pool.cc): what is kept and
+// what closed, most recent first, least recently used evicted, and an
+// idle connection closed when the origin closes it, sends anything, or
+// keepalive_timeout passes.
+#include <doctest/doctest.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <string>
+
+#include "upstream/upstream.h"
+#include "worker_fixture.h"
+
+using namespace std::chrono_literals;
+using namespace gatehouse;
+using gatehouse::test::Worker;
+using upstream::Peer;
+using upstream::UpstreamConf;
+
+namespace {
+
+Peer peer(const char* address) {
+    auto r = upstream::resolve(address, 80);
+    REQUIRE(r.ok());
+    return (*r)[0];
+}
+
+// Whether the origin's end sees the connection closed.
+bool closed_by_us(int other) {
+    char b;
+    return ::recv(other, &b, 1, MSG_DONTWAIT) == 0;
+}
+
+}  // namespace
+
+TEST_CASE("upstream/pool: a kept connection comes back for the same address") {
+    Worker w;
+    UpstreamConf& u = w.group(4);
+    Peer a = peer("127.0.0.1:8001"), b = peer("127.0.0.1:8002");
+    int other;
+    event::Connection& c = w.connected(other);
+    c.data = &u;  // the caller's state, which the pool must not keep
+    upstream::keep_idle(u, a, c, 3);
+    CHECK(c.is_open());
+    CHECK(c.data == nullptr);
+    CHECK(c.read_timer.armed());
+    CHECK(upstream::take_idle(u, b) == nullptr);
+    event::Connection* back = upstream::take_idle(u, a);
+    REQUIRE(back == &c);
+    CHECK(c.requests == 3);
+    CHECK_FALSE(c.read_timer.armed());
+    CHECK_FALSE(c.io.on_read);
+    CHECK_FALSE(c.io.on_write);
+    CHECK_FALSE(c.read_timer.cb);
+    // Taken: no longer in the pool.
+    CHECK(upstream::take_idle(u, a) == nullptr);
+    w.table->close(c);
+}
+
+TEST_CASE("upstream/pool: the most recently kept first") {
+    Worker w;
+    UpstreamConf& u = w.group(4);
+    Peer a = peer("127.0.0.1:8001");
+    int o1, o2;
+    event::Connection& c1 = w.connected(o1);
+    event::Connection& c2 = w.connected(o2);
+    upstream::keep_idle(u, a, c1, 1);
+    upstream::keep_idle(u, a, c2, 1);
+    CHECK(upstream::take_idle(u, a) == &c2);
+    CHECK(upstream::take_idle(u, a) == &c1);
+    w.table->close(c1);
+    w.table->close(c2);
+}
+
+TEST_CASE("upstream/pool: full: the least recently used is closed") {
+    Worker w;
+    UpstreamConf& u = w.group(2);
+    Peer a = peer("127.0.0.1:8001"), b = peer("127.0.0.1:8002");
+    int o1, o2, o3;
+    event::Connection& c1 = w.connected(o1);
+    event::Connection& c2 = w.connected(o2);
+    event::Connection& c3 = w.connected(o3);
+    upstream::keep_idle(u, a, c1, 1);
+    upstream::keep_idle(u, b, c2, 1);
+    upstream::keep_idle(u, b, c3, 1);
+    CHECK_FALSE(c1.is_open());
+    CHECK(closed_by_us(o1));
+    CHECK(upstream::take_idle(u, a) == nullptr);
+    CHECK(upstream::take_idle(u, b) == &c3);
+    CHECK(upstream::take_idle(u, b) == &c2);
+    w.table->close(c2);
+    w.table->close(c3);
+}
+
+TEST_CASE("upstream/pool: what is closed instead of kept") {
+    Worker w;
+    Peer a = peer("127.0.0.1:8001");
+    int other;
+    SUBCASE("no keepalive in the group") {
+        UpstreamConf& u = w.group(0);
+        event::Connection& c = w.connected(other);
+        upstream::keep_idle(u, a, c, 1);
+        CHECK_FALSE(c.is_open());
+        CHECK(upstream::take_idle(u, a) == nullptr);
+    }
+    SUBCASE("keepalive_requests reached") {
+        UpstreamConf& u = w.group(4);
+        u.keepalive_requests = 5;
+        event::Connection& c = w.connected(other);
+        upstream::keep_idle(u, a, c, 4);
+        CHECK(c.is_open());
+        REQUIRE(upstream::take_idle(u, a) == &c);
+        upstream::keep_idle(u, a, c, 5);
+        CHECK_FALSE(c.is_open());
+        CHECK(upstream::take_idle(u, a) == nullptr);
+    }
+    SUBCASE("the origin already closed it") {
+        UpstreamConf& u = w.group(4);
+        event::Connection& c = w.connected(other);
+        ::shutdown(other, SHUT_WR);
+        w.turn();  // the loop sees it (EPOLLRDHUP)
+        upstream::keep_idle(u, a, c, 1);
+        CHECK_FALSE(c.is_open());
+    }
+    SUBCASE("a connection the caller closed is ignored") {
+        UpstreamConf& u = w.group(4);
+        event::Connection& c = w.connected(other);
+        w.table->close(c);
+        upstream::keep_idle(u, a, c, 1);
+        CHECK(upstream::take_idle(u, a) == nullptr);
+    }
+}
+
+TEST_CASE("upstream/pool: an idle connection is watched") {
+    Worker w;
+    UpstreamConf& u = w.group(4);
+    u.keepalive_timeout = 30s;
+    Peer a = peer("127.0.0.1:8001");
+    int other;
+    event::Connection& c = w.connected(other);
+    upstream::keep_idle(u, a, c, 1);
+    REQUIRE(c.is_open());
+
+    SUBCASE("the origin closes it") {
+        ::close(other);
+        w.others.pop_back();
+        w.turn();
+        CHECK_FALSE(c.is_open());
+        CHECK(upstream::take_idle(u, a) == nullptr);
+    }
+    SUBCASE("the origin sends something") {
+        REQUIRE(::send(other, "HTTP/1.1 408", 12, 0) == 12);
+        w.turn();
+        CHECK_FALSE(c.is_open());
+        CHECK(upstream::take_idle(u, a) == nullptr);
+    }
+    SUBCASE("keepalive_timeout passes") {
+        w.clock.advance(29'999);
+        w.turn();
+        CHECK(c.is_open());
+        w.clock.advance(1);
+        w.turn();
+        CHECK_FALSE(c.is_open());
+        CHECK(closed_by_us(other));
+        CHECK(upstream::take_idle(u, a) == nullptr);
+    }
+    SUBCASE("quiet: stays, and its slot is usable again") {
+        w.turn();
+        w.turn();
+        CHECK(upstream::take_idle(u, a) == &c);
+        w.table->close(c);
+    }
+}
+
+TEST_CASE("upstream/pool: a stale readable flag is checked, not trusted") {
+    Worker w;
+    UpstreamConf& u = w.group(4);
+    Peer a = peer("127.0.0.1:8001");
+    int other;
+    event::Connection& c = w.connected(other);
+    // The last response was read exactly, without the short read that
+    // clears the flag: it stays set with nothing to read.
+    REQUIRE(::send(other, "ok", 2, 0) == 2);
+    w.turn();
+    REQUIRE(c.io.readable());
+    char buf[2];
+    REQUIRE(::recv(c.fd(), buf, 2, 0) == 2);
+    upstream::keep_idle(u, a, c, 1);
+    CHECK(c.is_open());
+    CHECK_FALSE(c.io.readable());
+    // And data arriving later still closes it: the edge was re-armed.
+    REQUIRE(::send(other, "x", 1, 0) == 1);
+    w.turn();
+    CHECK_FALSE(c.is_open());
+}
+
+TEST_CASE("upstream/pool: close_idle closes every pooled connection") {
+    Worker w;
+    UpstreamConf& u1 = w.group(2);
+    UpstreamConf& u2 = w.group(2);
+    Peer a = peer("127.0.0.1:8001");
+    int o1, o2;
+    event::Connection& c1 = w.connected(o1);
+    event::Connection& c2 = w.connected(o2);
+    upstream::keep_idle(u1, a, c1, 1);
+    upstream::keep_idle(u2, a, c2, 1);
+    REQUIRE(u1.idle != nullptr);
+    upstream::close_idle();
+    CHECK_FALSE(c1.is_open());
+    CHECK_FALSE(c2.is_open());
+    CHECK(u1.idle == nullptr);
+    CHECK(u2.idle == nullptr);
+    CHECK(upstream::take_idle(u1, a) == nullptr);
+    // The pool comes back on demand.
+    w.turn();
+    int o3;
+    event::Connection& c3 = w.connected(o3);
+    upstream::keep_idle(u1, a, c3, 1);
+    CHECK(upstream::take_idle(u1, a) == &c3);
+    w.table->close(c3);
+}
