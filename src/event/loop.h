@@ -215,8 +215,9 @@ public:
 
     // --- posted events ---------------------------------------------------
     // Queues e to run in step 5 of this iteration (or the next one, when
-    // called from step 5 or outside run_once). Posting a posted event does
-    // nothing: it runs once, in its first place.
+    // called outside run_once, or from step 5 more than 4 rounds deep: an
+    // event posted by a posted event runs in the next round of step 5).
+    // Posting a posted event does nothing: it runs once, in its first place.
     void post(Event& e);
     // No-op when e is not posted.
     void unpost(Event& e) { e.unlink(); }
