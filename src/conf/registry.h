@@ -15,6 +15,10 @@
 #include "conf/parser.h"
 #include "core/arena.h"
 
+namespace gatehouse::shm {
+class ZoneSet;
+}
+
 namespace gatehouse::conf {
 
 // One array per level, indexed by Module::index; null where a module keeps
@@ -34,6 +38,13 @@ public:
     std::string full_path(std::string_view p) const;
 
     uint32_t context() const { return context_; }
+
+    // The shared memory zones of the generation being loaded, where a
+    // directive declares its zone (ZoneSet::add, see core/shm.h). Set by
+    // load_cycle; null where no generation is being built (unit tests
+    // that do not set one), and a directive needing a zone says so.
+    shm::ZoneSet* zones() const { return zones_; }
+    void set_zones(shm::ZoneSet* z) { zones_ = z; }
 
     // Applies the directives of a block in context `c`.
     Status walk(const std::vector<Node>& nodes, uint32_t c);
@@ -80,6 +91,7 @@ private:
     std::string conf_dir_;
     uint32_t context_ = kMain;
     std::array<ConfArray, kLevels> levels_{};
+    shm::ZoneSet* zones_ = nullptr;  // owner: the generation (process::Cycle)
 };
 
 // The directive with `name` allowed in `context`, if any; for tests and -T.

@@ -26,6 +26,7 @@ const sockaddr* Connection::local_address() {
 
 IoResult Connection::recv(std::span<char> buf) {
     GH_ASSERT(!buf.empty());
+    if (transport) return transport->recv(*this, buf);
     for (;;) {
         ssize_t n = ::recv(fd(), buf.data(), buf.size(), 0);
         if (n > 0) {
@@ -65,6 +66,10 @@ IoResult sent(Watcher& io, ssize_t n, size_t want, int err) {
 
 IoResult Connection::send(std::span<const char> buf) {
     GH_ASSERT(!buf.empty());
+    if (transport) {
+        iovec one{const_cast<char*>(buf.data()), buf.size()};
+        return transport->writev(*this, {&one, 1});
+    }
     ssize_t n;
     do {
         n = ::send(fd(), buf.data(), buf.size(), MSG_NOSIGNAL);
@@ -74,6 +79,7 @@ IoResult Connection::send(std::span<const char> buf) {
 
 IoResult Connection::writev(std::span<const iovec> iov) {
     GH_ASSERT(!iov.empty());
+    if (transport) return transport->writev(*this, iov);
     // The kernel takes at most IOV_MAX; the rest is the caller's next call,
     // and "short" is judged against what was offered.
     size_t count = iov.size() < IOV_MAX ? iov.size() : IOV_MAX;
@@ -151,6 +157,7 @@ void ConnectionTable::release(void* p) {
     c->read_timer.cb = {};
     c->write_timer.cb = {};
     c->data = nullptr;
+    c->transport = nullptr;
     c->peer_len = 0;
     c->local_len_ = 0;
     c->number = 0;

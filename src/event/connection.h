@@ -38,6 +38,21 @@ struct IoResult {
     int err = 0;
 };
 
+// A layer between a Connection and its socket, such as TLS: while one is
+// set (Connection::transport), recv(), send() and writev() go through it
+// and it keeps the readiness flags right itself, with the same contract
+// (IoResult, flags cleared only when nothing more can be had until epoll
+// says so). Owner: the protocol layer that sets it, which also frees it;
+// the table forgets it when the slot is released.
+class Transport {
+public:
+    virtual IoResult recv(Connection& c, std::span<char> buf) = 0;
+    virtual IoResult writev(Connection& c, std::span<const iovec> iov) = 0;
+
+protected:
+    ~Transport() = default;
+};
+
 // A slot of the ConnectionTable. Owned by the table; lent to its user
 // between ConnectionTable::open() and close(), and still readable (closed,
 // fd -1) until the end of the iteration that closed it.
@@ -57,6 +72,8 @@ public:
     // The protocol layer's state. Owner: that layer, which must free it
     // (with Loop::defer) when it closes the connection; never touched here.
     void* data = nullptr;
+    // Null: the socket is read and written directly.
+    Transport* transport = nullptr;
 
     sockaddr_storage peer{};  // from accept4(), or set by the connector
     socklen_t peer_len = 0;
@@ -80,7 +97,7 @@ public:
     // triggering nothing more is to be had until epoll says so; a short
     // read after EPOLLRDHUP does not, so the EOF is still read. EINTR is
     // retried. Writes use MSG_NOSIGNAL: a closed peer is an Error (EPIPE),
-    // not a SIGPIPE. buf must not be empty.
+    // not a SIGPIPE. buf must not be empty. With a transport, its own.
     IoResult recv(std::span<char> buf);
     IoResult send(std::span<const char> buf);
     IoResult writev(std::span<const iovec> iov);

@@ -21,6 +21,7 @@ class Event;
 class Watcher;
 class Loop;
 class Connection;
+class Transport;
 class ConnectionTable;
 class Listener;
 struct IoResult;

@@ -16,8 +16,10 @@
 #include "core/log.h"
 #include "event/loop.h"
 #include "http/phases.h"
+#include "http/ssl_module.h"
 #include "http/uri.h"
 #include "http/worker_ctx.h"
+#include "tls/session.h"
 
 namespace gatehouse::http {
 
@@ -180,6 +182,15 @@ HttpConnection::HttpConnection(event::Connection& c, const ListenPort& port)
     // the Host header is known [nginx].
     if (port_.addrs.size() == 1) addr_ = &port_.addrs[0];
     default_srv_ = addr_servers().default_server;
+    if (port_.bind.ssl) {
+        // The handshake comes first, with the default server's certificate
+        // until SNI names another server (ssl_module).
+        const tls::Context* ctx = ssl_context(*default_srv_);
+        GH_CHECK(ctx != nullptr);  // ssl_module refuses a TLS address without one
+        tls_ = std::make_unique<tls::Session>(*ctx, c_.fd(), peer_text_);
+        tls_->user = this;
+        c_.transport = tls_.get();
+    }
     c_.io.on_read = event::Callback::to<&HttpConnection::on_read>(this);
     c_.io.on_write = event::Callback::to<&HttpConnection::on_write>(this);
     c_.read_timer.cb = event::Callback::to<&HttpConnection::on_read_timeout>(this);
@@ -244,6 +255,7 @@ void HttpConnection::close() {
                  i < m->phase_start[static_cast<int>(Phase::Log) + 1]; ++i)
                 m->handlers[i](r);
     }
+    if (tls_) tls_->shutdown();  // close_notify, when the handshake was done
     worker_connections().close(c_);
     worker_loop().defer({[](void* p) { std::unique_ptr<HttpConnection>(static_cast<HttpConnection*>(p)); }, this});
 }
@@ -277,6 +289,10 @@ void HttpConnection::on_read() {
 }
 
 void HttpConnection::read_head() {
+    if (tls_ && !tls_->established()) {
+        tls_handshake();
+        return;
+    }
     SrvConf& s = *default_srv_;
     const size_t small = *s.client_header_buffer_size;
     const size_t large = *s.large_header_buffer_size;
@@ -354,6 +370,46 @@ void HttpConnection::read_head() {
                          peer_text_);
         close();
         return;
+    }
+}
+
+void HttpConnection::tls_handshake() {
+    if (!tls_sniffed_) {
+        // A TLS connection starts with a handshake record (0x16), or an
+        // SSLv2-framed hello (high bit set); anything else is taken for
+        // plain HTTP, answered with nginx's 497 page once its head is in.
+        char b = 0;
+        ssize_t n;
+        do {
+            n = ::recv(c_.fd(), &b, 1, MSG_PEEK);
+        } while (n < 0 && errno == EINTR);
+        if (n < 0 && errno == EAGAIN) {
+            c_.io.clear_readable();
+            return;
+        }
+        if (n <= 0) {
+            close();
+            return;
+        }
+        if (b != 0x16 && !(b & 0x80)) {
+            c_.transport = nullptr;
+            tls_.reset();
+            plain_on_tls_ = true;
+            read_head();
+            return;
+        }
+        tls_sniffed_ = true;
+    }
+    switch (tls_->handshake(c_)) {
+        case tls::Session::Step::Done:
+            read_head();
+            return;
+        case tls::Session::Step::Again:
+            return;
+        case tls::Session::Step::Fail:
+            GH_LOG(Info, "%s while SSL handshaking, client: %s", tls_->error().c_str(), peer_text_);
+            close();
+            return;
     }
 }
 
@@ -483,6 +539,16 @@ void HttpConnection::start_request(size_t head_len) {
         if (r.keepalive && (c_.requests >= *lc.keepalive_requests || lc.keepalive_timeout->count() == 0))
             r.keepalive = false;
     }
+    if (port_.bind.ssl) {
+        // A plain request to the TLS port, a bad or missing client
+        // certificate: answered now that the server is known, so that its
+        // error_page applies (and $request_uri is set), as nginx does.
+        if (int st = ssl_check_request(r, plain_on_tls_)) {
+            respond_status(r, st);
+            finalize_response(r);
+            return;
+        }
+    }
     r.phase_index = 0;
     run_phases(r);
 }
@@ -515,7 +581,8 @@ void HttpConnection::flush() {
     auto& lc = r.loc_conf<LocConf>(http_core_module);
     while (out_ && out_head_ < out_->size()) {
         Buf& b = (*out_)[out_head_];
-        if (b.in_file() && !r.use_sendfile) {
+        // sendfile() cannot encrypt: over TLS, files go through memory.
+        if (b.in_file() && (!r.use_sendfile || tls_)) {
             // "sendfile off": read a piece into memory and send that. The
             // piece goes in front of the rest of the file range.
             size_t want = std::min<size_t>(b.size(), kReadChunk);
@@ -618,6 +685,12 @@ void HttpConnection::flush() {
 }
 
 void HttpConnection::on_write() {
+    if (tls_ && !tls_->established()) {
+        if (state_ == State::Head) tls_handshake();
+        return;
+    }
+    // OpenSSL had to write before it could read on (a TLS 1.3 key update).
+    if (tls_ && tls_->read_wants_write()) on_read();
     if (state_ == State::Processing && out_ && out_head_ < out_->size()) flush();
 }
 
@@ -836,6 +909,11 @@ void HttpConnection::on_read_timeout() {
         close();
         return;
     }
+    if (state_ == State::Head && tls_ && !tls_->established()) {
+        GH_LOG(Info, "client timed out (110: Connection timed out) while SSL handshaking, client: %s", peer_text_);
+        close();
+        return;
+    }
     if (state_ == State::Head) {
         GH_LOG(Info, "client timed out (110: Connection timed out) while reading client request headers, client: %s",
                peer_text_);
@@ -1010,6 +1088,7 @@ void HttpConnection::lingering_close() {
         close();
         return;
     }
+    if (tls_) tls_->shutdown();  // close_notify before the FIN
     if (::shutdown(c_.fd(), SHUT_WR) != 0) {
         close();
         return;

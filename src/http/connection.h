@@ -25,6 +25,10 @@
 #include "http/h1_parser.h"
 #include "http/request.h"
 
+namespace gatehouse::tls {
+class Session;
+}
+
 namespace gatehouse::http {
 
 // The Listener's accept callback; data is the ListenPort.
@@ -55,6 +59,10 @@ public:
     uint16_t peer_port() const { return peer_port_; }
     std::string_view local_addr();
     uint16_t local_port();
+    // The TLS session of a connection to a "listen ... ssl" port; null for
+    // plain HTTP (and for a plain request sent to a TLS port). Reads and
+    // writes go through it (event::Connection::transport).
+    tls::Session* tls() const { return tls_.get(); }
 
     // ---- for the response path (phases.cc) ----
     // Queues bytes to send; they must stay valid until sent (arena, slab
@@ -109,9 +117,15 @@ private:
     void on_drained();
     // Chooses r.srv by the Host header among the address's servers.
     void select_server(Request& r);
+    // TLS ports: tells TLS from plain HTTP, then drives the handshake;
+    // read_head() once it is done.
+    void tls_handshake();
 
     event::Connection& c_;
     const ListenPort& port_;
+    std::unique_ptr<tls::Session> tls_;  // TLS ports only
+    bool tls_sniffed_ = false;           // the first byte said TLS
+    bool plain_on_tls_ = false;          // the first byte said plain HTTP: answer 497
     const AddrServers* addr_ = nullptr;
     SrvConf* default_srv_ = nullptr;
     State state_ = State::Head;

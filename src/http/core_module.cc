@@ -177,7 +177,6 @@ Status set_listen(Ctx& cx, const Node& n, SrvConf& sc) {
             return cx.error(n, "invalid parameter \"" + std::string(p) + "\"");
         }
     }
-    if (l.ssl) return cx.error(n, "the \"ssl\" parameter needs TLS support, which is not built yet");
     for (const auto& o : sc.listens)
         if (o.addr.text() == l.addr.text())
             return cx.error(n, "duplicate listen " + l.addr.text());
@@ -372,10 +371,15 @@ Status build_ports(HttpMainConf& m) {
                 port->main_confs = m.main_confs;
             } else if (is_wildcard(l.addr) && !port->wildcard) {
                 // A wildcard covers what was bound to one address: bind it instead.
+                bool ssl = port->bind.ssl;
                 ListenConf keep = l;
                 port->bind = keep;
+                port->bind.ssl = ssl;
                 port->wildcard = true;
             }
+            // "ssl" is a property of the socket: one server saying it makes
+            // the port speak TLS for all of them, as in nginx.
+            if (l.ssl) port->bind.ssl = true;
             AddrServers* as = nullptr;
             for (auto& a : port->addrs)
                 if (same_sockaddr(a.addr, l.addr)) as = &a;

@@ -153,6 +153,12 @@ struct HttpMainConf {
 
 extern const conf::Module http_core_module;
 
+// The server of `as` named `host` (lower case, no port, no trailing dot):
+// exact name, longest "*.x", longest "x.*", then regexes in order; the
+// default server when none matches. With `r`, a regex's captures become
+// its variables. Used for the Host header and for TLS SNI.
+SrvConf* find_server(const AddrServers& as, std::string_view host, Request* r);
+
 // The http main conf of a generation, or null without an http block.
 HttpMainConf* http_main(const conf::ConfArray main_confs);
 

@@ -141,12 +141,17 @@ constexpr std::array<std::string_view, 500> make_reasons() {
     set(415, "Unsupported Media Type"), set(416, "Requested Range Not Satisfiable");
     set(421, "Misdirected Request"), set(429, "Too Many Requests");
     set(431, "Request Header Fields Too Large"), set(494, "Request Header Too Large");
+    // nginx's own codes for TLS trouble, sent as 400 (see status_page).
+    set(495, "The SSL certificate error"), set(496, "No required SSL certificate was sent");
+    set(497, "The plain HTTP request was sent to HTTPS port");
     set(500, "Internal Server Error"), set(501, "Not Implemented"), set(502, "Bad Gateway");
     set(503, "Service Temporarily Unavailable"), set(504, "Gateway Time-out");
     set(505, "HTTP Version Not Supported"), set(507, "Insufficient Storage");
     return t;
 }
 constexpr auto kReasons = make_reasons();
+
+bool is_tls_400(int status) { return status >= 495 && status <= 497; }
 
 std::string_view server_header(Request& r) {
     return *r.loc_conf<LocConf>(http_core_module).server_tokens ? "gatehouse/" GH_VERSION : "gatehouse";
@@ -199,18 +204,26 @@ struct Out {
 std::string_view status_page(Request& r, int status) {
     std::string_view reason = reason_phrase(status);
     std::string_view tokens = server_header(r);
-    size_t cap = 256 + reason.size() * 2 + tokens.size();
+    // 495-497 are 400s whose page says which TLS trouble it was [nginx].
+    const bool tls_400 = is_tls_400(status);
+    size_t cap = 320 + reason.size() * 3 + tokens.size();
     char* b = static_cast<char*>(r.arena().alloc(cap, 1));
     Out o{b, b + cap, b};
     o.put("<html>\r\n<head><title>");
-    o.num(static_cast<uint64_t>(status));
+    o.num(static_cast<uint64_t>(tls_400 ? 400 : status));
     o.put(" ");
     o.put(reason);
     o.put("</title></head>\r\n<body>\r\n<center><h1>");
-    o.num(static_cast<uint64_t>(status));
+    o.num(static_cast<uint64_t>(tls_400 ? 400 : status));
     o.put(" ");
-    o.put(reason);
-    o.put("</h1></center>\r\n<hr><center>");
+    o.put(tls_400 ? reason_phrase(400) : reason);
+    o.put("</h1></center>\r\n");
+    if (tls_400) {
+        o.put("<center>");
+        o.put(reason);
+        o.put("</center>\r\n");
+    }
+    o.put("<hr><center>");
     o.put(tokens);
     o.put("</center>\r\n</body>\r\n</html>\r\n");
     return {b, static_cast<size_t>(o.p - b)};
@@ -394,6 +407,7 @@ void finalize_response(Request& r) {
     int st = r.out.status;
     if (st >= 300 && r.body.empty() && st != 304 && st != 204) {
         std::string_view page = status_page(r, st);
+        if (is_tls_400(st)) r.out.status = st = 400;
         r.out.content_type = "text/html";
         r.out.content_length = page.size();
         r.out.headers.clear();
@@ -449,7 +463,8 @@ Flow send_header(Request& r) {
     std::string_view location = h.location;
     std::string abs;
     if (!location.empty() && location[0] == '/' && *lc.absolute_redirect) {
-        abs = "http://";
+        const bool https = r.conn().tls() != nullptr;
+        abs = https ? "https://" : "http://";
         std::string_view host = r.host;
         if (*lc.server_name_in_redirect && !r.srv->server_names.empty() && !r.srv->server_names[0].regex)
             host = r.srv->server_names[0].name;
@@ -463,7 +478,7 @@ Flow send_header(Request& r) {
         }
         abs += host;
         uint16_t port = r.conn().local_port();
-        if (*lc.port_in_redirect && port != 80 && port != 0) {
+        if (*lc.port_in_redirect && port != (https ? 443 : 80) && port != 0) {
             abs += ':';
             abs += std::to_string(port);
         }
@@ -606,37 +621,25 @@ Flow send_body(Request& r, Chain& in) {
 
 // ---- server selection ------------------------------------------------------
 
-void HttpConnection::select_server(Request& r) {
-    const AddrServers& as = addr_servers();
-    SrvConf* found = nullptr;
-    std::string_view host = r.host;
-    if (!host.empty()) {
-        auto it = as.exact.find(std::string(host));
-        if (it != as.exact.end()) found = it->second;
-        if (!found)
-            for (const auto& [suffix, s] : as.wild_head)
-                if (host.size() > suffix.size() && host.compare(host.size() - suffix.size(), suffix.size(), suffix) == 0) {
-                    found = s;
-                    break;
-                }
-        if (!found)
-            for (const auto& [prefix, s] : as.wild_tail)
-                if (host.size() > prefix.size() && host.compare(0, prefix.size(), prefix) == 0) {
-                    found = s;
-                    break;
-                }
-        if (!found)
-            for (const auto& [re, s] : as.regex) {
-                if (re->exec(r, host)) {
-                    found = s;
-                    break;
-                }
-            }
-    } else {
+SrvConf* find_server(const AddrServers& as, std::string_view host, Request* r) {
+    if (host.empty()) {
         auto it = as.exact.find(std::string());
-        if (it != as.exact.end()) found = it->second;
+        return it != as.exact.end() ? it->second : as.default_server;
     }
-    if (!found) found = as.default_server;
+    auto it = as.exact.find(std::string(host));
+    if (it != as.exact.end()) return it->second;
+    for (const auto& [suffix, s] : as.wild_head)
+        if (host.size() > suffix.size() && host.compare(host.size() - suffix.size(), suffix.size(), suffix) == 0)
+            return s;
+    for (const auto& [prefix, s] : as.wild_tail)
+        if (host.size() > prefix.size() && host.compare(0, prefix.size(), prefix) == 0) return s;
+    for (const auto& [re, s] : as.regex)
+        if (r ? re->exec(*r, host) : re->re.match(host)) return s;
+    return as.default_server;
+}
+
+void HttpConnection::select_server(Request& r) {
+    SrvConf* found = find_server(addr_servers(), r.host, &r);
     r.srv = found;
     r.srv_confs = found->srv_confs;
     r.loc_confs = found->loc_confs;

@@ -421,8 +421,8 @@ void v_request_uri(Request& r, VarValue& v, uintptr_t) { set(v, r.unparsed_uri);
 void v_uri(Request& r, VarValue& v, uintptr_t) { set(v, r.uri); }
 void v_args(Request& r, VarValue& v, uintptr_t) { set(v, r.args); }
 void v_is_args(Request& r, VarValue& v, uintptr_t) { set(v, r.args.empty() ? "" : "?"); }
-void v_scheme(Request&, VarValue& v, uintptr_t) { set(v, "http"); }
-void v_https(Request&, VarValue& v, uintptr_t) { set(v, ""); }
+void v_scheme(Request& r, VarValue& v, uintptr_t) { set(v, r.conn().tls() ? "https" : "http"); }
+void v_https(Request& r, VarValue& v, uintptr_t) { set(v, r.conn().tls() ? "on" : ""); }
 void v_method(Request& r, VarValue& v, uintptr_t) { set(v, r.method); }
 void v_protocol(Request& r, VarValue& v, uintptr_t) {
     set(v, r.http_version == 10 ? "HTTP/1.0" : r.http_version == 11 ? "HTTP/1.1" : "HTTP/0.9");

@@ -22,6 +22,7 @@ Result<std::unique_ptr<Cycle>> load_cycle(const LoadOptions& o) {
     c->tree = std::move(*tree);
 
     conf::Ctx cx(c->arena, c->prefix, c->conf_dir);
+    cx.set_zones(&c->zones);
     conf::ConfArray core = cx.create_level(conf::Level::Core);
     cx.install_level(conf::Level::Core, core);
     // As nginx does, "-g" directives come first: the file may not repeat them.

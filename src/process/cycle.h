@@ -42,8 +42,8 @@ public:
     log::ErrorLog error_log;
     // The shared memory zones this generation declared, mapped before the
     // workers fork; kept or unmapped with the generation (see core/shm.h).
-    // No module declares one yet: a module that needs a zone will reach
-    // this set through its conf::Ctx.
+    // Modules declare theirs through conf::Ctx::zones() (the upstream
+    // "zone" directive).
     shm::ZoneSet zones{shm::registry()};
 
     CoreConf& core() const {

@@ -142,6 +142,11 @@ bool spawn(Master& m, int slot) {
         return false;
     }
     if (pid == 0) {
+        // Older generations, kept by the master for their own workers, are
+        // not this worker's to inherit: their log files are closed and
+        // their zones unmapped here, not held for its whole life [nginx
+        // closes them in the master at the reload].
+        m.old_cycles.clear();
         // Signals stay blocked: the worker installs its handlers and lets
         // them in only while waiting (epoll_pwait), so a QUIT arriving now
         // is seen at its first wait rather than lost.

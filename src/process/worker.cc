@@ -78,8 +78,11 @@ void after_iteration(WorkerState* st) {
             for (const Listening& l : *st->listening) ::close(l.fd);
         http::retire_connections();
         // Idle pooled origin connections would keep the worker alive
-        // until keepalive_timeout: nginx closes them at shutdown too.
-        upstream::close_idle();
+        // until keepalive_timeout: nginx closes them at shutdown too. The
+        // health checks stop here too: the new generation's worker 0 takes
+        // over the probing.
+        upstream::retire_idle();
+        upstream::stop_health_checks();
         const auto& cc = st->cycle->core();
         if (cc.worker_shutdown_timeout)
             st->loop->arm(st->shutdown_timer, *cc.worker_shutdown_timeout);
@@ -163,6 +166,9 @@ int worker_main(const Cycle& cycle, const std::vector<Listening>& ls, int slot, 
     auto* ev = cycle.conf<event::EventsConf>(event::events_module, conf::Level::Events);
     event::ConnectionTable table(**loop, static_cast<uint32_t>(*ev->worker_connections));
     http::set_worker(loop->get(), &table);
+    // Worker 0 alone runs the active health checks (see upstream/health.cc).
+    upstream::start_health_checks(
+        cycle.conf<upstream::UpstreamMainConf>(upstream::upstream_module, conf::Level::Main), slot);
 
     event::ListenerOptions lo;
     lo.accept_batch = ev->multi_accept.value_or(false) ? event::kMultiAccept : 1;
@@ -197,6 +203,7 @@ int worker_main(const Cycle& cycle, const std::vector<Listening>& ls, int slot, 
     (*loop)->run(event::Callback::to<&after_iteration>(&st));
 
     listeners.clear();
+    upstream::stop_health_checks();
     upstream::close_idle();
     // Whatever is still open is closed now; their objects free themselves
     // in the loop's deferred step, run by one last iteration.

@@ -56,6 +56,10 @@ std::vector<std::unique_ptr<IdlePool>>& pools() {
     return p;
 }
 
+// Set by retire_idle(): the worker is shutting down gracefully, and a
+// connection kept now would hold it up until keepalive_timeout.
+bool g_retired = false;
+
 IdlePool& pool_of(UpstreamConf& u) {
     if (!u.idle) {
         pools().push_back(std::make_unique<IdlePool>(u));
@@ -138,7 +142,7 @@ void keep_idle(UpstreamConf& u, const Peer& p, event::Connection& c, uint64_t re
     c.write_timer.cb = {};
     c.requests = requests > UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(requests);
     if (u.keepalive == 0 || requests >= u.keepalive_requests || c.io.error() ||
-        c.io.peer_closed()) {
+        c.io.peer_closed() || g_retired) {
         http::worker_connections().close(c);
         return;
     }
@@ -177,6 +181,13 @@ void close_idle() {
         pool->u.idle = nullptr;
     }
     pools().clear();
+    // A fresh start (a worker's exit, a test's end): pooling allowed again.
+    g_retired = false;
+}
+
+void retire_idle() {
+    close_idle();
+    g_retired = true;
 }
 
 }  // namespace gatehouse::upstream

@@ -1,5 +1,6 @@
-// PeerPicker: nginx's smooth weighted round robin [nginx
-// ngx_http_upstream_round_robin.c].
+// PeerPicker: availability, passive health (max_fails, fail_timeout),
+// the dispatch to the group's method, and nginx's smooth weighted round
+// robin [nginx ngx_http_upstream_round_robin.c].
 //
 // Each pick adds every usable peer's effective weight to its current
 // weight, takes the peer with the largest current weight (the first one on
@@ -9,23 +10,26 @@
 // weight / max_fails; each pick then raises it by one back toward the
 // weight, so a peer that failed recovers its share gradually.
 //
-// The counters live in the Peer, per worker for now (each worker balances
-// on its own, as nginx without a "zone"); they move to a shared-memory
-// zone later without changing this interface.
-#include "upstream/upstream.h"
-
+// The counters are in PeerState: the zone's when the group has one (all
+// workers pick from one sequence, under the group's lock, as nginx with a
+// zone), else the worker's own.
 #include <cstdint>
+#include <cstring>
 
 #include "core/log.h"
+#include "upstream/balancer.h"
+#include "upstream/upstream.h"
 
 namespace gatehouse::upstream {
 
 namespace {
 
+constexpr auto kRelaxed = std::memory_order_relaxed;
+
 // Signed: a picker made at `now` may look at a peer another request
 // marked failed a moment later (checked > now), which must count as
 // recent, not as long ago.
-int64_t since(event::Msec now, event::Msec then) {
+int64_t since(event::Msec now, uint64_t then) {
     return static_cast<int64_t>(now) - static_cast<int64_t>(then);
 }
 
@@ -33,86 +37,219 @@ int64_t since(event::Msec now, event::Msec then) {
 // until fail_timeout has passed since it was last checked.
 bool failed_recently(const Peer& p, event::Msec now) {
     const Server& s = *p.server;
-    return s.max_fails && p.fails >= s.max_fails && since(now, p.checked) <= s.fail_timeout.count();
+    const PeerState& st = p.st();
+    return s.max_fails && st.fails.load(kRelaxed) >= s.max_fails &&
+           since(now, st.checked.load(kRelaxed)) <= s.fail_timeout.count();
+}
+
+// Round robin, ip_hash's fallback and the ties of least_conn and
+// least_time may use backups; hash, ip_hash and random have none (nginx
+// refuses "backup" with them).
+bool backups_allowed(Method m) {
+    return m == Method::RoundRobin || m == Method::LeastConn || m == Method::LeastTime;
 }
 
 }  // namespace
 
+PeerState& PeerState::operator=(const PeerState& o) {
+    current_weight.store(o.current_weight.load(kRelaxed), kRelaxed);
+    effective_weight.store(o.effective_weight.load(kRelaxed), kRelaxed);
+    conns.store(o.conns.load(kRelaxed), kRelaxed);
+    fails.store(o.fails.load(kRelaxed), kRelaxed);
+    accessed.store(o.accessed.load(kRelaxed), kRelaxed);
+    checked.store(o.checked.load(kRelaxed), kRelaxed);
+    slow_start_from.store(o.slow_start_from.load(kRelaxed), kRelaxed);
+    health.store(o.health.load(kRelaxed), kRelaxed);
+    hc_fails.store(o.hc_fails.load(kRelaxed), kRelaxed);
+    hc_passes.store(o.hc_passes.load(kRelaxed), kRelaxed);
+    ewma_us.store(o.ewma_us.load(kRelaxed), kRelaxed);
+    ewma_at.store(o.ewma_at.load(kRelaxed), kRelaxed);
+    picks.store(o.picks.load(kRelaxed), kRelaxed);
+    return *this;
+}
+
+bool usable(const UpstreamConf& u, const Peer& p, event::Msec now, bool unchecked) {
+    const Server& s = *p.server;
+    if (s.down) return false;
+    const PeerState& st = p.st();
+    if (u.health) {
+        auto h = static_cast<Health>(st.health.load(kRelaxed));
+        if (h == Health::Down) return false;
+        if (h == Health::Unchecked && (!unchecked || u.health->mandatory)) return false;
+    }
+    // A group of one is never considered unavailable: max_fails does not
+    // apply [nginx].
+    if (!u.single() && failed_recently(p, now)) return false;
+    if (s.max_conns && st.conns.load(kRelaxed) >= s.max_conns) return false;
+    return true;
+}
+
+bool ramp_admits(const UpstreamConf& u, const Peer& p, event::Msec now) {
+    const PeerState& st = p.st();
+    const uint64_t from = st.slow_start_from.load(kRelaxed);
+    if (from == 0) return true;
+    const int64_t span = p.server->slow_start.count();
+    const int64_t in = since(now, from);
+    if (span <= 0 || in >= span || u.single()) {
+        const_cast<PeerState&>(st).slow_start_from.store(0, kRelaxed);
+        return true;
+    }
+    if (in <= 0) return false;
+    return random_unit() * static_cast<double>(span) < static_cast<double>(in);
+}
+
+bool Balancers::eligible(PeerPicker& pk, size_t i, Filter f) {
+    if (pk.tried_[i]) return false;
+    const Peer& p = pk.u_.peers[i];
+    if (!usable(pk.u_, p, pk.now_, f.unchecked)) return false;
+    if (f.ramp && !ramp_admits(pk.u_, p, pk.now_)) {
+        pk.ramp_refused_ = true;
+        return false;
+    }
+    return true;
+}
+
+Peer* Balancers::round_robin(PeerPicker& pk, size_t begin, size_t end, Filter f,
+                             const std::vector<bool>* among) {
+    UpstreamConf& u = pk.u_;
+    Peer* best = nullptr;
+    int64_t total = 0;
+    int64_t best_cw = 0;
+    for (size_t i = begin; i < end; ++i) {
+        if (among ? !(*among)[i] : !eligible(pk, i, f)) continue;
+        Peer& p = u.peers[i];
+        PeerState& st = p.st();
+        const int64_t ew = st.effective_weight.load(kRelaxed);
+        const int64_t cw = st.current_weight.load(kRelaxed) + ew;
+        st.current_weight.store(cw, kRelaxed);
+        total += ew;
+        if (ew < static_cast<int64_t>(p.server->weight)) st.effective_weight.store(ew + 1, kRelaxed);
+        if (!best || cw > best_cw) {
+            best = &p;
+            best_cw = cw;
+        }
+    }
+    if (!best) return nullptr;
+    best->st().current_weight.store(best_cw - total, kRelaxed);
+    return best;
+}
+
 PeerPicker::PeerPicker(UpstreamConf& u, event::Msec now)
     : u_(u), now_(now), tried_(u.peers.size(), false) {}
+
+void PeerPicker::set_key(std::string_view key) {
+    if (u_.method != Method::Hash) return;
+    hash_ = hash_bytes(key);
+    have_hash_ = true;
+}
+
+void PeerPicker::set_client(const sockaddr* sa) {
+    if (u_.method != Method::IpHash || !sa) return;
+    have_hash_ = ip_hash_of(sa, &hash_);
+}
+
+void PeerPicker::header_received(Peer* p, event::Msec now) {
+    if (!p || u_.method != Method::LeastTime || !u_.least_time_header || sampled_) return;
+    Balancers::sample(*this, *p, now);
+    sampled_ = true;
+}
 
 Peer* PeerPicker::take(Peer* p) {
     tried_[static_cast<size_t>(p - u_.peers.data())] = true;
     ++tried_count_;
-    ++p->conns;
-    return p;
-}
-
-Peer* PeerPicker::pick(size_t begin, size_t end) {
-    Peer* best = nullptr;
-    int64_t total = 0;
-    for (size_t i = begin; i < end; ++i) {
-        Peer& p = u_.peers[i];
-        const Server& s = *p.server;
-        if (tried_[i] || s.down || failed_recently(p, now_)) continue;
-        if (s.max_conns && p.conns >= s.max_conns) continue;
-        p.current_weight += p.effective_weight;
-        total += p.effective_weight;
-        if (p.effective_weight < static_cast<int64_t>(s.weight)) ++p.effective_weight;
-        if (!best || p.current_weight > best->current_weight) best = &p;
-    }
-    if (!best) return nullptr;
-    best->current_weight -= total;
+    PeerState& st = p->st();
+    st.conns.fetch_add(1, kRelaxed);
+    st.picks.fetch_add(1, kRelaxed);
     // Picked after its fail_timeout: this request probes it. Moving
     // `checked` keeps other requests off it until the probe ends or
     // fail_timeout passes again; success then clears its failures (done).
-    if (since(now_, best->checked) > best->server->fail_timeout.count()) best->checked = now_;
-    return best;
+    if (since(now_, st.checked.load(kRelaxed)) > p->server->fail_timeout.count())
+        st.checked.store(now_, kRelaxed);
+    picked_at_ = now_;
+    sampled_ = false;
+    return p;
+}
+
+Peer* PeerPicker::choose(size_t begin, size_t end, bool unchecked) {
+    if (begin == end) return nullptr;
+    Filter f;
+    f.unchecked = unchecked;
+    for (;;) {
+        ramp_refused_ = false;
+        Peer* p = nullptr;
+        switch (u_.method) {
+            case Method::RoundRobin: p = Balancers::round_robin(*this, begin, end, f); break;
+            case Method::LeastConn: p = Balancers::least_conn(*this, begin, end, f); break;
+            case Method::IpHash:
+            case Method::Hash: p = Balancers::hashed(*this, begin, end, f); break;
+            case Method::Random: p = Balancers::random(*this, begin, end, f); break;
+            case Method::LeastTime: p = Balancers::least_time(*this, begin, end, f); break;
+        }
+        // Every candidate was ramping and lost its draw: better a ramping
+        // peer than none.
+        if (p || !ramp_refused_ || !f.ramp) return p;
+        f.ramp = false;
+    }
 }
 
 Peer* PeerPicker::next() {
     if (u_.peers.empty()) return nullptr;
-    if (u_.single()) {
-        // One primary and no backup: never considered unavailable, so
-        // max_fails does not apply; still down and max_conns do [nginx].
-        Peer& p = u_.peers[0];
-        const Server& s = *p.server;
-        if (tried_[0] || s.down || (s.max_conns && p.conns >= s.max_conns)) return nullptr;
-        return take(&p);
-    }
+    GroupLock lock(u_);
+    // With health checks, peers not judged yet come second (and never
+    // with "mandatory", where usable() refuses them on both passes).
+    const int passes = u_.health && !u_.health->mandatory ? 2 : 1;
     if (!backup_) {
-        if (Peer* p = pick(0, u_.backup_start)) return take(p);
-        if (u_.backup_start == u_.peers.size()) return nullptr;
+        for (int pass = 0; pass < passes; ++pass)
+            if (Peer* p = choose(0, u_.backup_start, pass == 1)) return take(p);
+        if (u_.backup_start == u_.peers.size() || !backups_allowed(u_.method)) return nullptr;
         // No usable primary: this request goes on with the backups only.
         backup_ = true;
     }
-    Peer* p = pick(u_.backup_start, u_.peers.size());
-    return p ? take(p) : nullptr;
+    for (int pass = 0; pass < passes; ++pass)
+        if (Peer* p = choose(u_.backup_start, u_.peers.size(), pass == 1)) return take(p);
+    return nullptr;
 }
 
 void PeerPicker::done(Peer* p, bool failed, event::Msec now) {
     if (!p) return;
-    if (p->conns) --p->conns;
+    PeerState& st = p->st();
+    // Never below zero, even if a zone was started anew under an old
+    // generation's connections.
+    uint32_t c = st.conns.load(kRelaxed);
+    while (c > 0 && !st.conns.compare_exchange_weak(c, c - 1, kRelaxed)) {
+    }
+    if (u_.method == Method::LeastTime && !failed && !sampled_) Balancers::sample(*this, *p, now);
+    sampled_ = false;
     if (u_.single()) return;
     const Server& s = *p->server;
     if (!failed) {
         // A success after a probe (checked moved past the last failure)
         // makes the peer fully available again.
-        if (p->accessed < p->checked) p->fails = 0;
+        if (st.accessed.load(kRelaxed) < st.checked.load(kRelaxed)) {
+            const uint32_t had = st.fails.exchange(0, kRelaxed);
+            if (s.max_fails && had >= s.max_fails) {
+                if (s.slow_start.count() > 0) st.slow_start_from.store(now ? now : 1, kRelaxed);
+                GH_LOG(Warn, "upstream server \"%s\" of upstream \"%s\" is available again: a request succeeded after fail_timeout%s",
+                       p->text.c_str(), u_.name.c_str(), s.slow_start.count() > 0 ? ", slow start begins" : "");
+            }
+        }
         return;
     }
-    ++p->fails;
-    p->accessed = now;
-    p->checked = now;
+    GroupLock lock(u_);
+    const uint32_t fails = st.fails.fetch_add(1, kRelaxed) + 1;
+    st.accessed.store(now, kRelaxed);
+    st.checked.store(now, kRelaxed);
+    int64_t ew = st.effective_weight.load(kRelaxed);
     if (s.max_fails) {
-        p->effective_weight -= s.weight / s.max_fails;
-        if (p->fails >= s.max_fails)
+        ew -= s.weight / s.max_fails;
+        if (fails >= s.max_fails)
             GH_LOG(Warn,
                    "upstream server temporarily disabled while connecting to upstream, "
-                   "upstream: \"%s\"",
-                   p->text.c_str());
+                   "upstream: \"%s\", reason: %u failure%s within fail_timeout %lldms",
+                   p->text.c_str(), fails, fails == 1 ? "" : "s",
+                   static_cast<long long>(s.fail_timeout.count()));
     }
-    if (p->effective_weight < 0) p->effective_weight = 0;
+    st.effective_weight.store(ew < 0 ? 0 : ew, kRelaxed);
 }
 
 }  // namespace gatehouse::upstream

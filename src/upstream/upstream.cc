@@ -20,6 +20,8 @@
 #include <cstring>
 
 #include "core/log.h"
+#include "core/shm.h"
+#include "upstream/balancer.h"
 
 namespace gatehouse::upstream {
 
@@ -32,6 +34,27 @@ using conf::Node;
 constexpr uint8_t kSetKeepalive = 1;
 constexpr uint8_t kSetKeepaliveTimeout = 2;
 constexpr uint8_t kSetKeepaliveRequests = 4;
+constexpr uint8_t kSetMethod = 8;
+constexpr uint8_t kSetZone = 16;
+constexpr uint8_t kSetHealth = 32;
+
+const char* method_name(Method m) {
+    switch (m) {
+        case Method::RoundRobin: return "round robin";
+        case Method::LeastConn: return "least_conn";
+        case Method::IpHash: return "ip_hash";
+        case Method::Hash: return "hash";
+        case Method::Random: return "random";
+        case Method::LeastTime: return "least_time";
+    }
+    return "?";
+}
+
+// nginx refuses "backup" with the methods that map a request to a fixed
+// peer (or draw one): there is no "when the primaries are unavailable".
+bool takes_backup(Method m) {
+    return m == Method::RoundRobin || m == Method::LeastConn || m == Method::LeastTime;
+}
 
 bool same_name(std::string_view a, std::string_view b) {
     return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
@@ -133,8 +156,9 @@ void place_peers(UpstreamConf& u, std::vector<Peer> flat) {
             for (size_t j = 0; j < s.naddrs; ++j) {
                 Peer p = std::move(flat[first[i] + j]);
                 p.server = &s;
-                p.effective_weight = s.weight;
-                p.current_weight = 0;
+                p.local = PeerState();
+                p.local.effective_weight.store(s.weight, std::memory_order_relaxed);
+                p.shared = nullptr;
                 u.peers.push_back(std::move(p));
             }
         }
@@ -205,6 +229,16 @@ Status open_upstream(Ctx& cx, const Node& n, UpstreamMainConf& m) {
     if (u->servers.empty()) return cx.error(n, "no servers are inside upstream");
     if (std::all_of(u->servers.begin(), u->servers.end(), [](const Server& s) { return s.backup; }))
         return cx.error(n, "no servers in upstream " + quoted(name));
+    // A method named after the "backup" servers (nginx reports it at the
+    // server line when the method comes first, see set_server).
+    if (!takes_backup(u->method))
+        for (const Server& s : u->servers)
+            if (s.backup)
+                return make_error("invalid parameter \"backup\" with \"" + std::string(method_name(u->method)) +
+                                  "\" in " + s.where);
+    if (u->health && u->zone_name.empty())
+        return make_error("\"health_check\" requires \"zone\" in upstream " + quoted(name) + " in " +
+                          u->health->where);
     // The server lines parked their addresses in u->peers in server
     // order; now they take their final order.
     std::vector<Peer> flat = std::move(u->peers);
@@ -237,7 +271,12 @@ Status set_server(Ctx& cx, const Node& n, UpstreamMainConf& m) {
             auto v = conf::parse_duration(p.substr(13));
             if (!v) return invalid();
             s.fail_timeout = *v;
+        } else if (p.substr(0, 11) == "slow_start=") {
+            auto v = conf::parse_duration(p.substr(11));
+            if (!v) return invalid();
+            s.slow_start = *v;
         } else if (p == "backup") {
+            if (!takes_backup(u.method)) return invalid();
             s.backup = true;
         } else if (p == "down") {
             s.down = true;
@@ -287,6 +326,118 @@ Status set_keepalive_requests(Ctx& cx, const Node& n, UpstreamMainConf& m) {
     return {};
 }
 
+// The balancing method directives. A second one replaces the first with a
+// warning, as nginx does.
+Status set_method(Ctx&, const Node& n, UpstreamConf& u, Method m) {
+    if (u.directives_set & kSetMethod)
+        GH_LOG(Warn, "load balancing method redefined in %s", n.where().c_str());
+    u.directives_set |= kSetMethod;
+    u.method = m;
+    u.consistent = false;
+    u.random_two = false;
+    u.hash_key.clear();
+    u.hash_node = nullptr;
+    u.hash_value = nullptr;
+    return {};
+}
+
+Status set_least_conn(Ctx& cx, const Node& n, UpstreamMainConf& m) {
+    return set_method(cx, n, current(m), Method::LeastConn);
+}
+
+Status set_ip_hash(Ctx& cx, const Node& n, UpstreamMainConf& m) {
+    return set_method(cx, n, current(m), Method::IpHash);
+}
+
+Status set_hash(Ctx& cx, const Node& n, UpstreamMainConf& m) {
+    UpstreamConf& u = current(m);
+    if (n.args.size() == 2 && n.args[1].text != "consistent")
+        return cx.error(n, "invalid parameter " + quoted(n.args[1].text));
+    if (n.args[0].text.empty()) return cx.error(n, "invalid key \"\"");
+    if (auto s = set_method(cx, n, u, Method::Hash); !s) return s;
+    u.hash_key = n.args[0].text;
+    u.hash_node = &n;
+    u.consistent = n.args.size() == 2;
+    return {};
+}
+
+Status set_random(Ctx& cx, const Node& n, UpstreamMainConf& m) {
+    UpstreamConf& u = current(m);
+    if (n.args.size() >= 1 && n.args[0].text != "two")
+        return cx.error(n, "invalid parameter " + quoted(n.args[0].text));
+    if (n.args.size() == 2 && n.args[1].text != "least_conn")
+        return cx.error(n, "invalid parameter " + quoted(n.args[1].text));
+    if (auto s = set_method(cx, n, u, Method::Random); !s) return s;
+    u.random_two = !n.args.empty();
+    return {};
+}
+
+Status set_least_time(Ctx& cx, const Node& n, UpstreamMainConf& m) {
+    UpstreamConf& u = current(m);
+    const std::string& a = n.args[0].text;
+    if (a != "header" && a != "last_byte") return cx.error(n, "invalid parameter " + quoted(a));
+    if (auto s = set_method(cx, n, u, Method::LeastTime); !s) return s;
+    u.least_time_header = a == "header";
+    return {};
+}
+
+// "zone name [size]": without a size, the zone must be declared with one
+// by another upstream block (several groups may share a zone).
+Status set_zone(Ctx& cx, const Node& n, UpstreamMainConf& m) {
+    UpstreamConf& u = current(m);
+    if (auto s = set_once(cx, n, u, kSetZone); !s) return s;
+    size_t size = 0;
+    if (n.args.size() == 2) {
+        auto v = conf::parse_size(n.args[1].text);
+        if (!v) return cx.invalid(n, v.error());
+        // A page at least: the header and a record of a few peers.
+        if (*v < 4096) return cx.error(n, "zone " + quoted(n.args[0].text) + " is too small");
+        size = static_cast<size_t>(*v);
+    }
+    if (!cx.zones()) return cx.error(n, "shared memory zones are not available here");
+    auto z = cx.zones()->add(n.args[0].text, size, &upstream_module);
+    if (!z) return cx.error(n, z.message());
+    u.zone_name = n.args[0].text;
+    u.zone_size = size;
+    u.zone = z->zone;
+    return {};
+}
+
+Status set_health_check(Ctx& cx, const Node& n, UpstreamMainConf& m) {
+    UpstreamConf& u = current(m);
+    if (auto s = set_once(cx, n, u, kSetHealth); !s) return s;
+    auto* hc = cx.arena().make<HealthCheck>();
+    if (auto s = parse_health_check(cx, n, *hc); !s) return s;
+    u.health = hc;
+    return {};
+}
+
+Status set_match(Ctx& cx, const Node& n) {
+    UpstreamMainConf& m = main_conf(cx);
+    for (const Match* o : m.matches)
+        if (o->name == n.args[0].text) return cx.error(n, "duplicate match " + quoted(n.args[0].text));
+    auto* mt = cx.arena().make<Match>();
+    if (auto s = parse_match(cx, n, *mt); !s) return s;
+    m.matches.push_back(mt);
+    return {};
+}
+
+// What a group needs once its peers are final: the match block of its
+// checks, the ring of "hash ... consistent", its place in the zone.
+Status finish_group(UpstreamMainConf& m, UpstreamConf& u) {
+    if (u.health && !u.health->match_name.empty() && !u.health->match) {
+        for (const Match* mt : m.matches)
+            if (mt->name == u.health->match_name) u.health->match = mt;
+        if (!u.health->match)
+            return make_error("match " + quoted(u.health->match_name) + " not found in " + u.health->where);
+    }
+    if (u.method == Method::Hash && u.consistent) build_ring(u);
+    if (u.zone) {
+        if (auto s = attach_zone(u, *u.zone); !s) return make_error(s.message() + " in " + u.where);
+    }
+    return {};
+}
+
 // ---- after the whole configuration ------------------------------------------
 
 Status postconfiguration(Ctx& cx) {
@@ -307,6 +458,15 @@ Status postconfiguration(Ctx& cx) {
             u->keepalive = block->keepalive;
             u->keepalive_timeout = block->keepalive_timeout;
             u->keepalive_requests = block->keepalive_requests;
+            u->method = block->method;
+            u->hash_key = block->hash_key;
+            u->hash_node = block->hash_node;
+            u->consistent = block->consistent;
+            u->random_two = block->random_two;
+            u->least_time_header = block->least_time_header;
+            u->zone_name = block->zone_name;
+            u->zone = block->zone;
+            u->health = block->health;
             u->implicit = false;
             std::vector<Peer> flat;
             for (const Server& s : block->servers)
@@ -321,6 +481,8 @@ Status postconfiguration(Ctx& cx) {
         if (!addrs) return make_error(addrs.message() + " in " + u->where);
         set_implicit_peers(*u, std::move(*addrs));
     }
+    for (UpstreamConf* u : m->upstreams)
+        if (auto s = finish_group(*m, *u); !s) return s;
     return {};
 }
 
@@ -330,6 +492,14 @@ constexpr conf::Directive kDirectives[] = {
     {"keepalive", conf::kUpstream, conf::Take1, conf::custom<set_keepalive>()},
     {"keepalive_timeout", conf::kUpstream, conf::Take1, conf::custom<set_keepalive_timeout>()},
     {"keepalive_requests", conf::kUpstream, conf::Take1, conf::custom<set_keepalive_requests>()},
+    {"least_conn", conf::kUpstream, conf::Take0, conf::custom<set_least_conn>()},
+    {"ip_hash", conf::kUpstream, conf::Take0, conf::custom<set_ip_hash>()},
+    {"hash", conf::kUpstream, conf::Take12, conf::custom<set_hash>()},
+    {"random", conf::kUpstream, conf::Arity{0, 2, false}, conf::custom<set_random>()},
+    {"least_time", conf::kUpstream, conf::Take1, conf::custom<set_least_time>()},
+    {"zone", conf::kUpstream, conf::Take12, conf::custom<set_zone>()},
+    {"health_check", conf::kUpstream, conf::Arity{0, 255, false}, conf::custom<set_health_check>()},
+    {"match", conf::kHttp, conf::Block1, conf::custom<set_match>()},
 };
 
 }  // namespace

@@ -1,17 +1,27 @@
 // Upstream groups: "upstream name { server ...; keepalive N; }" blocks,
-// the implicit group a "proxy_pass http://host:port" makes, peer choice,
-// outgoing connections and the per-worker keepalive pool.
+// the implicit group a "proxy_pass http://host:port" makes, peer choice
+// (the balancing methods), outgoing connections, the per-worker keepalive
+// pool and the active health checks.
 //
 // Ownership: UpstreamConf, Server and Peer belong to the configuration
-// generation (its arena or vectors in structs it owns). Runtime counters
-// in Peer are per worker for now; they move to a shared-memory zone
-// (issue: load balancing) without changing this interface. Pooled
+// generation (its arena or vectors in structs it owns). The run-time
+// state of a peer (PeerState) is in the group's shared-memory zone when
+// the block says "zone", so that every worker sees the same counters and
+// they survive a reload that leaves the group unchanged; without a zone
+// each worker keeps its own copy in the Peer, as nginx does. Pooled
 // connections belong to the worker's ConnectionTable; the pool only lists
 // them.
+//
+// Files: upstream.cc (directives), round_robin.cc (PeerPicker, smooth
+// weighted round robin, availability, passive health), least_conn.cc,
+// hash.cc (ip_hash, hash, hash consistent), random.cc, least_time.cc,
+// zone.cc, health.cc (active checks), pool.cc, connect.cc. balancer.h has
+// what those files share, for them and the unit tests.
 #pragma once
 
 #include <sys/socket.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -24,9 +34,16 @@
 #include "core/result.h"
 #include "event/fwd.h"
 
+namespace gatehouse::shm {
+class Zone;
+}
+
 namespace gatehouse::upstream {
 
-struct IdlePool;  // pool.cc
+struct IdlePool;     // pool.cc
+struct ZoneGroup;    // zone.cc: a group's record in its zone
+struct HealthCheck;  // health.cc
+struct Match;        // health.cc: a "match" block
 
 // One "server" line. A host name resolves to one Peer per address.
 struct Server {
@@ -37,6 +54,7 @@ struct Server {
     uint32_t max_conns = 0;  // max_conns= (0: no limit)
     bool backup = false;     // backup
     bool down = false;       // down
+    conf::Duration slow_start{0};  // slow_start= (0: none)
     std::string where;       // file:line
     // How many Peers it made: the addresses its name resolved to (1 for an
     // IP literal or a Unix socket). They sit together in
@@ -45,19 +63,62 @@ struct Server {
     size_t naddrs = 0;
 };
 
+// Health as the active checks see it (health_check). Without checks a
+// peer stays Unchecked, which counts as healthy.
+enum class Health : uint32_t { Unchecked = 0, Up = 1, Down = 2 };
+
+// The run-time state of one peer. Every field is a lock-free (so
+// address-free) atomic: in a zone, all workers read and write it. The
+// fields the smooth weighted round robin reads together change under the
+// group's lock (GroupLock, balancer.h); the others are single counters.
+// Copying (config time only) copies the values.
+struct PeerState {
+    std::atomic<int64_t> current_weight{0};
+    std::atomic<int64_t> effective_weight{1};
+    std::atomic<uint32_t> conns{0};      // connections in use (least_conn, max_conns)
+    std::atomic<uint32_t> fails{0};      // within fail_timeout
+    std::atomic<uint64_t> accessed{0};   // event::Msec of the last failure
+    std::atomic<uint64_t> checked{0};    // event::Msec of the last failure or probe
+    // Since when the peer is back after being unavailable (slow_start),
+    // 0 when it is not ramping up.
+    std::atomic<uint64_t> slow_start_from{0};
+    std::atomic<uint32_t> health{0};     // Health
+    std::atomic<uint32_t> hc_fails{0};   // consecutive failed checks
+    std::atomic<uint32_t> hc_passes{0};  // consecutive passed checks
+    // least_time: the peak-EWMA response time in microseconds and when it
+    // was last updated (event::Msec); 0 samples: ewma_at 0.
+    std::atomic<int64_t> ewma_us{0};
+    std::atomic<uint64_t> ewma_at{0};
+    std::atomic<uint64_t> picks{0};      // tries sent to it, every worker's
+
+    PeerState() = default;
+    PeerState(const PeerState& o) { *this = o; }
+    PeerState& operator=(const PeerState& o);
+};
+
 // One address to connect to.
 struct Peer {
     const Server* server = nullptr;
     sockaddr_storage sa{};
     socklen_t sa_len = 0;
     std::string text;        // "127.0.0.1:8080", "[::1]:80", "unix:/p": $upstream_addr
-    // Runtime state (per worker for now).
-    int64_t current_weight = 0;
-    int64_t effective_weight = 1;
-    uint32_t conns = 0;      // active connections (least_conn, max_conns)
-    uint32_t fails = 0;      // within fail_timeout
-    event::Msec accessed = 0;   // last failure time
-    event::Msec checked = 0;
+    // Run-time state: st() is the zone's copy when the group has a zone
+    // (`shared`, owner: the zone, mapped for the generation's life), else
+    // `local`, this worker's own.
+    PeerState local;
+    PeerState* shared = nullptr;
+    PeerState& st() { return shared ? *shared : local; }
+    const PeerState& st() const { return shared ? *shared : local; }
+};
+
+// The balancing method of a group: the block's "least_conn", "ip_hash",
+// "hash", "random" or "least_time" directive; round robin by default.
+enum class Method : uint8_t { RoundRobin, LeastConn, IpHash, Hash, Random, LeastTime };
+
+// A point of the consistent hash ring ("hash ... consistent").
+struct RingPoint {
+    uint32_t hash = 0;
+    uint32_t peer = 0;  // index in UpstreamConf::peers
 };
 
 struct UpstreamConf {
@@ -72,6 +133,30 @@ struct UpstreamConf {
     uint32_t keepalive = 0;
     conf::Duration keepalive_timeout{std::chrono::seconds(60)};  // "keepalive_timeout"
     uint64_t keepalive_requests = 1000;                           // "keepalive_requests"
+
+    // The balancing method and its parameters.
+    Method method = Method::RoundRobin;
+    // "hash key [consistent]": the key as written. The upstream layer
+    // cannot evaluate variables (http is above it): the proxy compiles
+    // the key from hash_node (owner: the generation's tree) into
+    // hash_value (an http::ComplexValue in the generation arena) at config
+    // time, and passes its value per request with PeerPicker::set_key().
+    std::string hash_key;
+    const conf::Node* hash_node = nullptr;
+    const void* hash_value = nullptr;
+    bool consistent = false;
+    std::vector<RingPoint> ring;    // consistent: sorted by hash (hash.cc)
+    bool random_two = false;        // "random two [least_conn]"
+    bool least_time_header = true;  // "least_time header" (false: last_byte)
+
+    // "zone name [size]": the shared-memory zone of the peers' state.
+    std::string zone_name;
+    size_t zone_size = 0;           // 0: declared with a size elsewhere
+    shm::Zone* zone = nullptr;        // owner: the registry, for the generation's life
+    ZoneGroup* zone_group = nullptr;  // in the zone (zone.cc)
+
+    // "health_check": the active checks (owner: the generation arena).
+    HealthCheck* health = nullptr;
 
     // ---- config-time bookkeeping (nothing reads these at run time) ----
     // Implicit groups: the port the target gave ("host:8080"), 0 when it
@@ -98,6 +183,8 @@ struct UpstreamConf {
 
 struct UpstreamMainConf {
     std::vector<UpstreamConf*> upstreams;  // owner: the generation arena
+    // "match" blocks, for health_check match= (owner: the generation arena).
+    std::vector<Match*> matches;
     // The block whose directives are being read: set by the "upstream"
     // handler for the walk of its children, null elsewhere.
     UpstreamConf* current = nullptr;
@@ -143,11 +230,22 @@ Result<std::vector<Peer>> resolve(std::string_view address, uint16_t default_por
 
 // ---- run time (worker) ----------------------------------------------------------
 
-// Peer choice for one request: smooth weighted round robin over the
-// primaries (nginx's sequence for the same weights), skipping down peers,
-// peers over max_conns and peers that failed max_fails times within
-// fail_timeout; backups only when no primary is usable. Each try excludes
-// the peers already tried.
+// Peer choice for one request, by the group's method:
+//   round robin   nginx's smooth weighted round robin (the same sequence)
+//   least_conn    fewest connections per weight; ties by round robin
+//   ip_hash       the client's /24 (IPv4) or address (IPv6), weighted
+//   hash          the key, weighted; "consistent": a ketama ring of 160
+//                 points per weight unit
+//   random        weighted; "two": the better of two by connections
+//   least_time    the lowest peak-EWMA response time x (connections + 1)
+//                 per weight; ties by round robin
+// Every method skips down peers, peers over max_conns, peers that failed
+// max_fails times within fail_timeout and peers the health checks found
+// failing; peers in slow_start are offered in proportion to how far
+// their ramp is. Backups (round robin, least_conn, least_time) only when
+// no primary is usable. The hashing methods fall back to round robin
+// when 20 tries found nothing usable, as nginx. Each try excludes the
+// peers already tried.
 class PeerPicker {
 public:
     PeerPicker(UpstreamConf& u, event::Msec now);
@@ -162,8 +260,22 @@ public:
     }
     // The try on p ended. failed: a connect error, timeout or invalid
     // response counted against max_fails (proxy_next_upstream decides).
+    // least_time last_byte (and header, when header_received() was not
+    // called) takes the time since next() gave p as a sample.
     void done(Peer* p, bool failed, event::Msec now);
     size_t tried() const { return tried_count_; }
+
+    // ---- what the caller (the proxy) tells before the first next() -----
+    // "hash": the key's value for this request (the group's hash_key
+    // evaluated). Without it the key is empty: every request maps to the
+    // same peer. Copied.
+    void set_key(std::string_view key);
+    // ip_hash: the client's address. Without it (or for a Unix-socket
+    // client) ip_hash falls back to round robin, as nginx. Copied.
+    void set_client(const sockaddr* sa);
+    // least_time header: the response head of the try on p arrived at
+    // `now` (the sample is the time since next() gave p).
+    void header_received(Peer* p, event::Msec now);
 
 private:
     UpstreamConf& u_;
@@ -171,9 +283,16 @@ private:
     std::vector<bool> tried_;
     size_t tried_count_ = 0;
     bool backup_ = false;  // primaries all unusable: only backups from now on
+    bool have_hash_ = false;
+    uint32_t hash_ = 0;          // of the key or the client address
+    event::Msec picked_at_ = 0;  // when next() gave the current peer
+    bool sampled_ = false;       // header_received() took this try's sample
 
-    Peer* pick(size_t begin, size_t end);
+    bool ramp_refused_ = false;  // a peer was refused by slow_start's draw
+
+    Peer* choose(size_t begin, size_t end, bool unchecked);
     Peer* take(Peer* p);
+    friend struct Balancers;  // the methods' files (balancer.h)
 };
 
 // Starts a non-blocking connect() to p. The Connection comes from the
@@ -213,9 +332,26 @@ void keep_idle(UpstreamConf& u, const Peer& p, event::Connection& c, uint64_t re
 //    and the caller retries (idempotent requests, RFC 9110, 9.2.2).
 //  - Worker time only: uses http::worker_loop() and worker_connections().
 
+// ---- health checks (health.cc) ---------------------------------------------------
+
+// Starts the active checks of every group with "health_check", in the
+// worker numbered `slot` only when it is 0: one prober for all workers,
+// the results shared through the zones. `m` may be null (no http block).
+// Worker time, after http::set_worker().
+void start_health_checks(UpstreamMainConf* m, int slot);
+// Stops them: closes the probes' connections and cancels their timers
+// (graceful shutdown, worker exit; before the ConnectionTable goes).
+void stop_health_checks();
+
 // Closes every pooled connection (worker exit). The pools point at the
 // UpstreamConf they serve: call it before that generation is freed, and
 // before the ConnectionTable goes.
 void close_idle();
+// The same at graceful shutdown, and from then on keep_idle() closes what
+// it is given instead of keeping it: requests the retiring worker still
+// finishes must not leave pooled connections that hold it up until
+// keepalive_timeout [nginx: no caching when ngx_exiting]. close_idle()
+// allows keeping again.
+void retire_idle();
 
 }  // namespace gatehouse::upstream

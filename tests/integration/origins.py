@@ -149,7 +149,7 @@ def ok_handler(conn, req):
 
 
 class Origin:
-    def __init__(self, handler=ok_handler, keep_body=True, timeout=10.0, unix_path=None):
+    def __init__(self, handler=ok_handler, keep_body=True, timeout=10.0, unix_path=None, port=0):
         self.handler = handler
         self.keep_body = keep_body
         self.timeout = timeout
@@ -165,7 +165,8 @@ class Origin:
         else:
             self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.sock.bind(("127.0.0.1", 0))
+            # port: a given one, to start an origin again where it was.
+            self.sock.bind(("127.0.0.1", port))
             self.port = self.sock.getsockname()[1]
             self.addr = f"127.0.0.1:{self.port}"
         self.sock.listen(128)

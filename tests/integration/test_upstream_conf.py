@@ -79,8 +79,21 @@ def test_an_included_upstream(cli, prefix, need_upstream):
 
 ERRORS = {
     "unknown parameter": (
-        "    upstream b {\n        server 127.0.0.1:8081 slow_start=10s;\n    }\n",
-        'invalid parameter "slow_start=10s" in {conf}:4'),
+        "    upstream b {\n        server 127.0.0.1:8081 resolve;\n    }\n",
+        'invalid parameter "resolve" in {conf}:4'),
+    "bad slow_start": (
+        "    upstream b {\n        server 127.0.0.1:8081 slow_start=gradually;\n    }\n",
+        'invalid parameter "slow_start=gradually" in {conf}:4'),
+    "backup with hash": (
+        "    upstream b {\n        hash $uri;\n        server 127.0.0.1:8081 backup;\n    }\n",
+        'invalid parameter "backup" in {conf}:5'),
+    "health_check without zone": (
+        "    upstream b {\n        server 127.0.0.1:8081;\n        health_check;\n    }\n",
+        '"health_check" requires "zone" in upstream "b" in {conf}:5'),
+    "unknown match": (
+        "    upstream b {\n        server 127.0.0.1:8081;\n        zone b 64k;\n"
+        "        health_check match=nosuch;\n    }\n",
+        'match "nosuch" not found in {conf}:6'),
     "misspelt flag": (
         "    upstream b {\n        server 127.0.0.1:8081 backups;\n    }\n",
         'invalid parameter "backups" in {conf}:4'),

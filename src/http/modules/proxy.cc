@@ -488,6 +488,18 @@ void merge(const ProxyConf& up, ProxyConf& c) {
 
 Status postconfiguration(Ctx& cx) {
     if (auto* m = cx.conf<ProxyMainConf>(proxy_module, Level::Main)) m->prefix = cx.prefix();
+    // "hash key": the upstream layer sits below http and cannot compile
+    // variables; the key is compiled here, once per group.
+    if (auto* umc = cx.conf<upstream::UpstreamMainConf>(upstream::upstream_module, Level::Main))
+        for (upstream::UpstreamConf* u : umc->upstreams) {
+            if (u->method != upstream::Method::Hash || u->hash_value || !u->hash_node) continue;
+            auto cv = ComplexValue::compile(cx, *u->hash_node, u->hash_key);
+            if (!cv) return cv.error();
+            u->hash_value = cx.arena().make<ComplexValue>(std::move(*cv));
+            // Variables first used here were not in the core's check.
+            if (auto* hm = cx.conf<HttpMainConf>(http_core_module, Level::Main))
+                if (auto st = hm->vars.check(); !st) return st;
+        }
     return {};
 }
 

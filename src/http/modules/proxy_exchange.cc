@@ -160,6 +160,9 @@ Next Exchange::start() {
         }
     }
     picker_.emplace(u_, first_start_);
+    // ip_hash hashes the client address; "hash key" the key's value.
+    picker_->set_client(reinterpret_cast<const sockaddr*>(&r_.conn().conn().peer));
+    if (u_.hash_value) picker_->set_key(static_cast<const ComplexValue*>(u_.hash_value)->eval(r_));
     // The work starts from the loop: whatever happens, the phase engine that
     // called us has returned by then.
     schedule(&Exchange::begin);

@@ -121,6 +121,7 @@ void Exchange::process_head(size_t consumed) {
     status_ = h.status;
     cur_try().status = status_;
     cur_try().header_ms = elapsed();
+    if (picker_ && peer_) picker_->header_received(peer_, worker_loop().now());  // least_time header
     if (status_ == 101) {
         if (!upgrade_sent_) {
             fail(Failure::InvalidHeader, 502, 0, "upstream sent unexpected \"101 Switching Protocols\"");

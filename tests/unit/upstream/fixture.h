@@ -16,6 +16,7 @@
 
 #include "core/log.h"
 #include "conf/registry.h"
+#include "core/shm.h"
 #include "http/core_module.h"
 #include "upstream/upstream.h"
 
@@ -52,8 +53,11 @@ struct CapturedLog {
 
 class HttpConf {
 public:
-    HttpConf() : cx_(arena_, "/p/", "/p/conf/") {
+    // `zones`: where "zone" declares its zone, as a generation's ZoneSet
+    // (null: "zone" is refused).
+    explicit HttpConf(shm::ZoneSet* zones = nullptr) : cx_(arena_, "/p/", "/p/conf/") {
         init_modules();
+        cx_.set_zones(zones);
         cx_.install_level(conf::Level::Core, cx_.create_level(conf::Level::Core));
         REQUIRE(walk_main("main.conf", "http { }\n").ok());
         // What the http block's walk had: its server and location levels,
@@ -126,7 +130,9 @@ private:
 // of `params` (its parameters, "" for none), ready for a PeerPicker.
 class Group {
 public:
-    explicit Group(const std::vector<std::string>& params, std::string extra = "") {
+    explicit Group(const std::vector<std::string>& params, std::string extra = "",
+                   shm::ZoneSet* zones = nullptr)
+        : conf_(zones) {
         std::string text = "upstream u {\n";
         for (size_t i = 0; i < params.size(); ++i)
             text += "  server 127.0.0.1:" + std::to_string(8001 + i) + " " + params[i] + ";\n";
@@ -139,6 +145,7 @@ public:
     }
 
     upstream::UpstreamConf& u() { return *u_; }
+    HttpConf& conf() { return conf_; }
     // 'a' for the peer of the first server line, 'b' for the second...
     char letter(const upstream::Peer* p) const {
         if (!p) return '-';

@@ -220,3 +220,28 @@ TEST_CASE("upstream/pool: close_idle closes every pooled connection") {
     CHECK(upstream::take_idle(u1, a) == &c3);
     w.table->close(c3);
 }
+
+TEST_CASE("upstream/pool: a retiring worker keeps nothing") {
+    Worker w;
+    UpstreamConf& u = w.group(4);
+    Peer a = peer("127.0.0.1:8001");
+    int o1, o2;
+    event::Connection& c1 = w.connected(o1);
+    upstream::keep_idle(u, a, c1, 1);
+    upstream::retire_idle();
+    // What was kept is closed...
+    CHECK_FALSE(c1.is_open());
+    CHECK(closed_by_us(o1));
+    // ...and what the requests still running give back is closed too.
+    event::Connection& c2 = w.connected(o2);
+    upstream::keep_idle(u, a, c2, 1);
+    CHECK_FALSE(c2.is_open());
+    CHECK(upstream::take_idle(u, a) == nullptr);
+    // close_idle() (the end of a worker) allows keeping again.
+    upstream::close_idle();
+    int o3;
+    event::Connection& c3 = w.connected(o3);
+    upstream::keep_idle(u, a, c3, 1);
+    CHECK(upstream::take_idle(u, a) == &c3);
+    w.table->close(c3);
+}

@@ -163,12 +163,12 @@ TEST_CASE("upstream/round_robin: max_fails within fail_timeout") {
     auto& a = g.u().peers[0];
     // One failure of two: still in the rotation.
     CHECK(fail_once(g, kT0) == 'a');
-    CHECK(a.fails == 1);
+    CHECK(a.st().fails == 1);
     CHECK(sequence(g, 3, kT0 + 1) == "bab");
     CHECK(log.text().find("temporarily disabled") == std::string::npos);
     // The second failure within fail_timeout disables it.
     CHECK(fail_once(g, kT0 + 3) == 'a');
-    CHECK(a.fails == 2);
+    CHECK(a.st().fails == 2);
     CHECK(log.text().find("[warn]") != std::string::npos);
     CHECK(log.text().find("upstream server temporarily disabled while connecting to upstream, "
                           "upstream: \"127.0.0.1:8001\"") != std::string::npos);
@@ -186,12 +186,12 @@ TEST_CASE("upstream/round_robin: max_fails within fail_timeout") {
     CHECK(sequence(g, 3, later + 1) == "bbb");
     SUBCASE("the probe succeeds: available again, failures forgotten") {
         probe.done(p, false, later + 2);
-        CHECK(a.fails == 0);
+        CHECK(a.st().fails == 0);
         CHECK(sequence(g, 4, later + 3).find('a') != std::string::npos);
     }
     SUBCASE("the probe fails: disabled for another fail_timeout") {
         probe.done(p, true, later + 2);
-        CHECK(a.fails == 3);
+        CHECK(a.st().fails == 3);
         CHECK(sequence(g, 3, later + 2 + 10000) == "bbb");
         CHECK(sequence(g, 2, later + 2 + 10001).find('a') != std::string::npos);
     }
@@ -202,16 +202,16 @@ TEST_CASE("upstream/round_robin: a failure costs weight / max_fails, regained on
     Group g({"weight=4 max_fails=2", "weight=4"});
     auto& a = g.u().peers[0];
     CHECK(fail_once(g, kT0) == 'a');
-    CHECK(a.effective_weight == 2);
+    CHECK(a.st().effective_weight == 2);
     PeerPicker pk(g.u(), kT0);
     pk.done(pk.next(), false, kT0);
-    CHECK(a.effective_weight == 3);
+    CHECK(a.st().effective_weight == 3);
     PeerPicker pk2(g.u(), kT0);
     pk2.done(pk2.next(), false, kT0);
-    CHECK(a.effective_weight == 4);
+    CHECK(a.st().effective_weight == 4);
     PeerPicker pk3(g.u(), kT0);
     pk3.done(pk3.next(), false, kT0);
-    CHECK(a.effective_weight == 4);  // never above the weight
+    CHECK(a.st().effective_weight == 4);  // never above the weight
 }
 
 TEST_CASE("upstream/round_robin: max_fails=0 never disables") {
@@ -226,7 +226,7 @@ TEST_CASE("upstream/round_robin: max_fails=0 never disables") {
         pk.done(p, is_a, kT0);  // a fails every time
     }
     CHECK(a_picks == 3);
-    CHECK(g.u().peers[0].fails == 3);
+    CHECK(g.u().peers[0].st().fails == 3);
     CHECK(sequence(g, 4, kT0 + 1).find('a') != std::string::npos);
 }
 
@@ -238,21 +238,21 @@ TEST_CASE("upstream/round_robin: max_conns counts connections in use") {
     Peer* x2 = p2.next();  // b
     Peer* x3 = p3.next();  // a: its second connection
     CHECK(std::string{g.letter(x1), g.letter(x2), g.letter(x3)} == "aba");
-    CHECK(a.conns == 2);
+    CHECK(a.st().conns == 2);
     Peer* x4 = p4.next();  // a is full
     CHECK(g.letter(x4) == 'b');
     p1.done(x1, false, kT0);
-    CHECK(a.conns == 1);
+    CHECK(a.st().conns == 1);
     // Room again: a is back in the rotation (b's turn first, by weight).
     PeerPicker p5(g.u(), kT0), p6(g.u(), kT0);
     Peer* x5 = p5.next();
     Peer* x6 = p6.next();
     CHECK(std::string{g.letter(x5), g.letter(x6)} == "ba");
-    CHECK(a.conns == 2);
+    CHECK(a.st().conns == 2);
     for (auto [pk, p] : {std::pair{&p2, x2}, {&p3, x3}, {&p4, x4}, {&p5, x5}, {&p6, x6}})
         pk->done(p, false, kT0);
-    CHECK(a.conns == 0);
-    CHECK(g.u().peers[1].conns == 0);
+    CHECK(a.st().conns == 0);
+    CHECK(g.u().peers[1].st().conns == 0);
 
     SUBCASE("every peer full: none") {
         Group full({"max_conns=1"}, "");

@@ -83,8 +83,8 @@ TEST_CASE("upstream/conf: a block with every parameter") {
     CHECK(u->backup_start == 2);
     CHECK(u->peers[0].text == "127.0.0.1:8001");
     CHECK(u->peers[0].server == &u->servers[0]);
-    CHECK(u->peers[0].effective_weight == 5);
-    CHECK(u->peers[0].current_weight == 0);
+    CHECK(u->peers[0].st().effective_weight == 5);
+    CHECK(u->peers[0].st().current_weight == 0);
     CHECK(u->peers[1].text == "unix:/run/app.sock");
     CHECK(u->peers[1].server == &u->servers[2]);
     CHECK(u->peers[2].text == "127.0.0.2:80");
@@ -117,7 +117,7 @@ TEST_CASE("upstream/conf: errors name the file and line") {
         {"upstream b {\n server 127.0.0.1 max_fails=-1;\n}", "invalid parameter \"max_fails=-1\" in t.conf:2"},
         {"upstream b {\n server 127.0.0.1 max_conns=many;\n}", "invalid parameter \"max_conns=many\" in t.conf:2"},
         {"upstream b {\n server 127.0.0.1 fail_timeout=soon;\n}", "invalid parameter \"fail_timeout=soon\" in t.conf:2"},
-        {"upstream b {\n server 127.0.0.1 slow_start=10s;\n}", "invalid parameter \"slow_start=10s\" in t.conf:2"},
+        {"upstream b {\n server 127.0.0.1 slow_start=soon;\n}", "invalid parameter \"slow_start=soon\" in t.conf:2"},
         {"upstream b {\n server 127.0.0.1 backups;\n}", "invalid parameter \"backups\" in t.conf:2"},
         {"upstream b {\n server 127.0.0.1 resolve;\n}", "invalid parameter \"resolve\" in t.conf:2"},
         {"upstream b {\n server nosuch.invalid:80;\n}", "host not found in upstream \"nosuch.invalid:80\" in t.conf:2"},
@@ -196,7 +196,7 @@ TEST_CASE("upstream/find_or_add: a block defined later fills the same object") {
     CHECK(early->keepalive == 8);
     REQUIRE(early->peers.size() == 2);
     CHECK(early->peers[0].text == "127.0.0.1:8001");
-    CHECK(early->peers[0].effective_weight == 2);
+    CHECK(early->peers[0].st().effective_weight == 2);
     CHECK(early->peers[0].server == &early->servers[0]);
 }
 

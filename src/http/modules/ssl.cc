@@ -1,0 +1,519 @@
+// ssl_module: the ssl_* directives, the TLS contexts built from them, the
+// SNI choice of a server, the checks of requests on TLS ports and the
+// $ssl_* variables [nginx ngx_http_ssl_module].
+//
+// Contexts are built after the http block, in the master: one per server
+// that a TLS port reaches and that has a certificate. A connection starts
+// its handshake with the context of its address's default server; the
+// SNI callback moves it to the context of the server named (found as the
+// Host header would find it), keeping the default one for unknown names
+// and clients without SNI. Protocol versions and ciphers are the default
+// server's, as nginx's (they are chosen before SNI is looked at).
+#include "http/ssl_module.h"
+
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include <algorithm>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "conf/module.h"
+#include "conf/parser.h"
+#include "conf/registry.h"
+#include "core/log.h"
+#include "core/shm.h"
+#include "http/connection.h"
+#include "http/core_module.h"
+#include "http/request.h"
+#include "http/variables.h"
+#include "tls/context.h"
+#include "tls/params.h"
+#include "tls/session.h"
+#include "tls/session_cache.h"
+#include "tls/ticket_keys.h"
+
+namespace gatehouse::http {
+
+namespace {
+
+using conf::Ctx;
+using conf::Node;
+
+// A value read from one directive, with where it was written: what the
+// directive means is only known to fail when the context is built.
+struct Located {
+    std::string value;
+    std::string where;
+};
+
+struct SslSrvConf {
+    std::vector<Located> certificates;                // "ssl_certificate"
+    std::vector<Located> keys;                        // "ssl_certificate_key"
+    std::optional<std::vector<std::string>> passwords;  // "ssl_password_file"
+    std::optional<uint8_t> protocols;                 // "ssl_protocols"
+    std::optional<Located> ciphers;                   // "ssl_ciphers"
+    std::vector<std::pair<std::string, std::string>> conf_commands;  // "ssl_conf_command"
+    std::string conf_commands_where;                  // the first one's, empty: none here
+    std::optional<bool> prefer_server_ciphers;        // "ssl_prefer_server_ciphers"
+    std::optional<Located> ecdh_curve;                // "ssl_ecdh_curve"
+    std::optional<Located> dhparam;                   // "ssl_dhparam"
+    std::optional<tls::SessionCache> session_cache;   // "ssl_session_cache"
+    std::string session_cache_where;
+    std::optional<conf::Duration> session_timeout;    // "ssl_session_timeout"
+    std::optional<bool> session_tickets;              // "ssl_session_tickets"
+    std::vector<tls::TicketKey> ticket_keys;          // "ssl_session_ticket_key"
+    bool ticket_keys_set = false;
+    std::optional<Located> client_certificate;        // "ssl_client_certificate"
+    std::optional<Located> trusted_certificate;       // "ssl_trusted_certificate"
+    std::optional<Located> crl;                       // "ssl_crl"
+    std::optional<tls::VerifyClient> verify_client;   // "ssl_verify_client"
+    std::string verify_client_where;
+    std::optional<uint64_t> verify_depth;             // "ssl_verify_depth"
+    std::optional<bool> stapling;                     // "ssl_stapling"
+    std::optional<Located> stapling_file;             // "ssl_stapling_file"
+    std::optional<bool> stapling_verify;              // "ssl_stapling_verify"
+    std::string stapling_where;
+
+    tls::Context* ctx = nullptr;  // owner: the generation's arena; null without a certificate
+};
+
+SslSrvConf& ssl_conf(const SrvConf& s) { return *static_cast<SslSrvConf*>(s.srv_confs[ssl_module.index]); }
+
+void merge(const SslSrvConf& up, SslSrvConf& c) {
+    if (c.certificates.empty() && c.keys.empty()) {
+        c.certificates = up.certificates;
+        c.keys = up.keys;
+    }
+    conf::inherit(c.passwords, up.passwords);
+    conf::inherit(c.protocols, up.protocols, tls::kDefaultProtocols);
+    if (!c.ciphers) c.ciphers = up.ciphers ? *up.ciphers : Located{"HIGH:!aNULL:!MD5", {}};
+    if (c.conf_commands_where.empty()) {
+        c.conf_commands = up.conf_commands;
+        c.conf_commands_where = up.conf_commands_where;
+    }
+    conf::inherit(c.prefer_server_ciphers, up.prefer_server_ciphers, false);
+    if (!c.ecdh_curve) c.ecdh_curve = up.ecdh_curve ? *up.ecdh_curve : Located{"auto", {}};
+    if (!c.dhparam) c.dhparam = up.dhparam;
+    if (!c.session_cache) {
+        c.session_cache = up.session_cache ? *up.session_cache : tls::SessionCache{};
+        c.session_cache_where = up.session_cache_where;
+    }
+    conf::inherit(c.session_timeout, up.session_timeout, std::chrono::minutes(5));
+    conf::inherit(c.session_tickets, up.session_tickets, true);
+    if (!c.ticket_keys_set) c.ticket_keys = up.ticket_keys;
+    if (!c.client_certificate) c.client_certificate = up.client_certificate;
+    if (!c.trusted_certificate) c.trusted_certificate = up.trusted_certificate;
+    if (!c.crl) c.crl = up.crl;
+    if (!c.verify_client) {
+        c.verify_client = up.verify_client ? *up.verify_client : tls::VerifyClient::Off;
+        c.verify_client_where = up.verify_client_where;
+    }
+    conf::inherit(c.verify_depth, up.verify_depth, 1);
+    if (!c.stapling) c.stapling_where = up.stapling_where;
+    conf::inherit(c.stapling, up.stapling, false);
+    if (!c.stapling_file) c.stapling_file = up.stapling_file;
+    conf::inherit(c.stapling_verify, up.stapling_verify, false);
+}
+
+// Files named by ssl_* directives are relative to the configuration
+// file's directory, as nginx's.
+std::string conf_path(const Ctx& cx, std::string_view p) {
+    if (!p.empty() && p[0] == '/') return std::string(p);
+    return cx.conf_dir() + std::string(p);
+}
+
+// ---- directives ------------------------------------------------------------
+
+Status set_certificate(Ctx& cx, const Node& n, SslSrvConf& c) {
+    c.certificates.push_back({conf_path(cx, n.args[0].text), n.where()});
+    return {};
+}
+
+Status set_certificate_key(Ctx& cx, const Node& n, SslSrvConf& c) {
+    c.keys.push_back({conf_path(cx, n.args[0].text), n.where()});
+    return {};
+}
+
+template <std::optional<Located> SslSrvConf::*Member, bool Path>
+Status set_located(Ctx& cx, const Node& n, SslSrvConf& c) {
+    if (c.*Member) return cx.duplicate(n);
+    c.*Member = Located{Path ? conf_path(cx, n.args[0].text) : n.args[0].text, n.where()};
+    return {};
+}
+
+Status set_password_file(Ctx& cx, const Node& n, SslSrvConf& c) {
+    if (c.passwords) return cx.duplicate(n);
+    std::string path = conf_path(cx, n.args[0].text);
+    auto text = conf::read_file(path, 1u << 20);
+    if (!text) return cx.invalid(n, text.error());
+    std::vector<std::string> pw;
+    std::string_view s = *text;
+    while (!s.empty()) {
+        size_t nl = s.find('\n');
+        std::string_view line = s.substr(0, nl);
+        if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+        if (!line.empty()) pw.emplace_back(line);
+        if (nl == std::string_view::npos) break;
+        s.remove_prefix(nl + 1);
+    }
+    if (pw.empty()) return cx.error(n, "no passwords in \"" + path + "\"");
+    c.passwords = std::move(pw);
+    return {};
+}
+
+std::vector<std::string_view> words(const Node& n) {
+    std::vector<std::string_view> w;
+    for (const auto& a : n.args) w.push_back(a.text);
+    return w;
+}
+
+Status set_protocols(Ctx& cx, const Node& n, SslSrvConf& c) {
+    if (c.protocols) return cx.duplicate(n);
+    auto w = words(n);
+    auto p = tls::parse_protocols(w);
+    if (!p) return cx.invalid(n, p.error());
+    c.protocols = *p;
+    return {};
+}
+
+Status set_conf_command(Ctx&, const Node& n, SslSrvConf& c) {
+    if (c.conf_commands_where.empty()) c.conf_commands_where = n.where();
+    c.conf_commands.emplace_back(n.args[0].text, n.args[1].text);
+    return {};
+}
+
+Status set_session_cache(Ctx& cx, const Node& n, SslSrvConf& c) {
+    if (c.session_cache) return cx.duplicate(n);
+    auto w = words(n);
+    auto sc = tls::parse_session_cache(w);
+    if (!sc) return cx.invalid(n, sc.error());
+    c.session_cache = std::move(*sc);
+    c.session_cache_where = n.where();
+    return {};
+}
+
+Status set_ticket_key(Ctx& cx, const Node& n, SslSrvConf& c) {
+    auto k = tls::read_ticket_key(conf_path(cx, n.args[0].text));
+    if (!k) return cx.invalid(n, k.error());
+    c.ticket_keys.push_back(*k);
+    c.ticket_keys_set = true;
+    return {};
+}
+
+Status set_verify_client(Ctx& cx, const Node& n, SslSrvConf& c) {
+    if (c.verify_client) return cx.duplicate(n);
+    auto v = tls::parse_verify_client(n.args[0].text);
+    if (!v) return cx.invalid(n, v.error());
+    c.verify_client = *v;
+    c.verify_client_where = n.where();
+    return {};
+}
+
+Status set_stapling(Ctx& cx, const Node& n, SslSrvConf& c) {
+    if (c.stapling) return cx.duplicate(n);
+    auto f = conf::parse_flag(n.args[0].text);
+    if (!f) return cx.invalid(n, f.error());
+    c.stapling = *f;
+    c.stapling_where = n.where();
+    return {};
+}
+
+// ---- contexts ----------------------------------------------------------------
+
+Error at(const Error& e, const std::string& where) {
+    return where.empty() ? e : make_error(e.message + " in " + where);
+}
+
+// SNI: the server the name selects on the connection's address, as the
+// Host header would; its context, or null to keep the default's.
+const tls::Context* select_by_name(SSL* ssl, std::string_view name) {
+    tls::Session* s = tls::session_of(ssl);
+    if (!s || !s->user || name.empty() || name.size() > 255) return nullptr;
+    auto* hc = static_cast<HttpConnection*>(s->user);
+    // Lower case without one trailing dot; a name with other bytes than a
+    // host name's matches nothing but the default server.
+    char buf[256];
+    size_t len = 0;
+    for (char ch : name) {
+        if (ch >= 'A' && ch <= 'Z') ch = static_cast<char>(ch + 32);
+        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' || ch == '_';
+        if (!ok) return nullptr;
+        buf[len++] = ch;
+    }
+    if (len > 0 && buf[len - 1] == '.') --len;
+    SrvConf* srv = find_server(hc->addr_servers(), {buf, len}, nullptr);
+    if (!srv) return nullptr;
+    s->sni_choice = srv;
+    return ssl_conf(*srv).ctx;
+}
+
+Status build_context(Ctx& cx, SslSrvConf& c) {
+    static const std::string_view kHttp11[] = {"http/1.1"};
+    auto* ctx = cx.arena().make<tls::Context>();
+    c.ctx = ctx;
+    if (c.keys.size() < c.certificates.size())
+        return make_error("no \"ssl_certificate_key\" is defined for certificate \"" +
+                          c.certificates[c.keys.size()].value + "\" in " + c.certificates[c.keys.size()].where);
+    if (c.keys.size() > c.certificates.size())
+        return make_error("no \"ssl_certificate\" is defined for key \"" + c.keys[c.certificates.size()].value +
+                          "\" in " + c.keys[c.certificates.size()].where);
+    std::span<const std::string> pw;
+    if (c.passwords) pw = *c.passwords;
+    for (size_t i = 0; i < c.certificates.size(); ++i) {
+        bool key_fault = false;
+        if (auto s = ctx->add_certificate(c.certificates[i].value, c.keys[i].value, pw, &key_fault); !s)
+            return at(s.error(), key_fault ? c.keys[i].where : c.certificates[i].where);
+    }
+    if (auto s = ctx->set_protocols(*c.protocols); !s) return s;
+    if (auto s = ctx->set_ciphers(c.ciphers->value, *c.prefer_server_ciphers); !s) return at(s.error(), c.ciphers->where);
+    if (auto s = ctx->set_ecdh_curve(c.ecdh_curve->value); !s) return at(s.error(), c.ecdh_curve->where);
+    if (c.dhparam)
+        if (auto s = ctx->set_dhparam(c.dhparam->value); !s) return at(s.error(), c.dhparam->where);
+
+    const tls::SessionCache& sc = *c.session_cache;
+    tls::SharedSessionCache* shared = nullptr;
+    if (sc.shared) {
+        shm::ZoneSet* zones = cx.zones();
+        if (!zones) return make_error("shared memory is not available here in " + c.session_cache_where);
+        auto z = zones->add(sc.shared_name, sc.shared_size, &ssl_module);
+        if (!z) return at(z.error(), c.session_cache_where);
+        shared = tls::SharedSessionCache::attach(z->zone->addr(), z->zone->size());
+        if (!shared) return make_error("session cache \"" + sc.shared_name + "\" is too small in " + c.session_cache_where);
+    }
+    auto timeout = std::chrono::duration_cast<std::chrono::seconds>(*c.session_timeout);
+    if (auto s = ctx->set_session_cache(sc, timeout, shared); !s) return at(s.error(), c.session_cache_where);
+    ctx->set_tickets(*c.session_tickets, c.ticket_keys);
+
+    tls::VerifyClient v = *c.verify_client;
+    if ((v == tls::VerifyClient::On || v == tls::VerifyClient::Optional) && !c.client_certificate &&
+        !c.trusted_certificate)
+        return make_error("no ssl_client_certificate or ssl_trusted_certificate for ssl_verify_client in " +
+                          c.verify_client_where);
+    // OpenSSL takes an int; no chain is longer than 100.
+    ctx->set_verify(v, static_cast<int>(std::min<uint64_t>(*c.verify_depth, 100)));
+    if (c.client_certificate)
+        if (auto s = ctx->add_client_ca(c.client_certificate->value); !s) return at(s.error(), c.client_certificate->where);
+    if (c.trusted_certificate)
+        if (auto s = ctx->add_trusted(c.trusted_certificate->value); !s) return at(s.error(), c.trusted_certificate->where);
+    if (c.crl)
+        if (auto s = ctx->add_crl(c.crl->value); !s) return at(s.error(), c.crl->where);
+    if (*c.stapling) {
+        if (!c.stapling_file) {
+            // Fetching responses from the OCSP responder is not built: only
+            // files made by "openssl ocsp" are stapled.
+            GH_LOG(Warn, "\"ssl_stapling\" ignored, no \"ssl_stapling_file\" in %s", c.stapling_where.c_str());
+        } else if (auto s = ctx->set_stapling(c.stapling_file->value, *c.stapling_verify); !s) {
+            return at(s.error(), c.stapling_file->where);
+        }
+    }
+    ctx->set_alpn(*tls::alpn_wire(kHttp11));
+    ctx->on_server_name(select_by_name);
+    if (auto s = ctx->conf_commands(c.conf_commands); !s) return at(s.error(), c.conf_commands_where);
+    return ctx->finish();
+}
+
+Status postconfiguration(Ctx& cx) {
+    HttpMainConf* m = cx.conf<HttpMainConf>(http_core_module, conf::Level::Main);
+    if (!m) return {};
+    auto own_ssl_listen = [](const SrvConf& s) -> const ListenConf* {
+        for (const ListenConf& l : s.listens)
+            if (l.ssl) return &l;
+        return nullptr;
+    };
+    // Every server a TLS port reaches, once each.
+    std::vector<SrvConf*> servers;
+    for (const ListenPort& p : m->ports) {
+        if (!p.bind.ssl) continue;
+        for (const AddrServers& as : p.addrs) {
+            auto add = [&](SrvConf* s) {
+                if (s && std::find(servers.begin(), servers.end(), s) == servers.end()) servers.push_back(s);
+            };
+            add(as.default_server);
+            for (const auto& [name, s] : as.exact) add(s);
+            for (const auto& [name, s] : as.wild_head) add(s);
+            for (const auto& [name, s] : as.wild_tail) add(s);
+            for (const auto& [re, s] : as.regex) add(s);
+        }
+    }
+    for (SrvConf* s : servers) {
+        SslSrvConf& c = ssl_conf(*s);
+        if (c.certificates.empty() && c.keys.empty()) {
+            if (const ListenConf* l = own_ssl_listen(*s))
+                return make_error("no \"ssl_certificate\" is defined for the \"listen ... ssl\" directive in " +
+                                  l->where);
+            continue;  // reached by SNI or Host only: the default server's certificate
+        }
+        if (auto st = build_context(cx, c); !st) return st;
+    }
+    for (const ListenPort& p : m->ports) {
+        if (!p.bind.ssl) continue;
+        for (const AddrServers& as : p.addrs)
+            if (!ssl_conf(*as.default_server).ctx)
+                return make_error("no \"ssl_certificate\" is defined for the default server of " + as.addr.text() +
+                                  ", which listens with \"ssl\", in " + as.default_server->where);
+    }
+    return {};
+}
+
+// ---- variables ------------------------------------------------------------------
+
+tls::Session* session(Request& r) { return r.conn().tls(); }
+
+void keep(Request& r, VarValue& v, std::string_view s) { v.s = r.arena().dup(s); }
+
+void v_protocol(Request& r, VarValue& v, uintptr_t) {
+    if (auto* s = session(r)) return keep(r, v, s->protocol());
+    v.not_found = true;
+}
+void v_cipher(Request& r, VarValue& v, uintptr_t) {
+    if (auto* s = session(r)) return keep(r, v, s->cipher());
+    v.not_found = true;
+}
+void v_server_name(Request& r, VarValue& v, uintptr_t) {
+    if (auto* s = session(r)) return keep(r, v, s->server_name());
+    v.not_found = true;
+}
+void v_alpn(Request& r, VarValue& v, uintptr_t) {
+    if (auto* s = session(r)) return keep(r, v, s->alpn());
+    v.not_found = true;
+}
+void v_session_reused(Request& r, VarValue& v, uintptr_t) {
+    if (auto* s = session(r)) {
+        v.s = s->reused() ? "r" : ".";
+        return;
+    }
+    v.not_found = true;
+}
+void v_session_id(Request& r, VarValue& v, uintptr_t) {
+    if (auto* s = session(r)) {
+        unsigned len = 0;
+        SSL_SESSION* sess = SSL_get_session(s->ssl());
+        const unsigned char* id = sess ? SSL_SESSION_get_id(sess, &len) : nullptr;
+        char* out = static_cast<char*>(r.arena().alloc(2 * len + 1, 1));
+        static constexpr char kHex[] = "0123456789abcdef";
+        for (unsigned i = 0; i < len; ++i) {
+            out[2 * i] = kHex[id[i] >> 4];
+            out[2 * i + 1] = kHex[id[i] & 15];
+        }
+        v.s = {out, 2 * static_cast<size_t>(len)};
+        return;
+    }
+    v.not_found = true;
+}
+void v_client_verify(Request& r, VarValue& v, uintptr_t) {
+    if (auto* s = session(r)) return keep(r, v, s->client_verify());
+    v.not_found = true;
+}
+void v_client_s_dn(Request& r, VarValue& v, uintptr_t) {
+    if (auto* s = session(r)) return keep(r, v, s->client_subject());
+    v.not_found = true;
+}
+void v_client_i_dn(Request& r, VarValue& v, uintptr_t) {
+    if (auto* s = session(r)) return keep(r, v, s->client_issuer());
+    v.not_found = true;
+}
+
+constexpr conf::Directive kDirectives[] = {
+    {"ssl_certificate", conf::kHttp | conf::kServer, conf::Take1, conf::custom<set_certificate>()},
+    {"ssl_certificate_key", conf::kHttp | conf::kServer, conf::Take1, conf::custom<set_certificate_key>()},
+    {"ssl_password_file", conf::kHttp | conf::kServer, conf::Take1, conf::custom<set_password_file>()},
+    {"ssl_protocols", conf::kHttp | conf::kServer, conf::Take1More, conf::custom<set_protocols>()},
+    {"ssl_ciphers", conf::kHttp | conf::kServer, conf::Take1,
+     conf::custom<set_located<&SslSrvConf::ciphers, false>>()},
+    {"ssl_conf_command", conf::kHttp | conf::kServer, conf::Take2, conf::custom<set_conf_command>()},
+    {"ssl_prefer_server_ciphers", conf::kHttp | conf::kServer, conf::Take1,
+     conf::flag<&SslSrvConf::prefer_server_ciphers>()},
+    {"ssl_ecdh_curve", conf::kHttp | conf::kServer, conf::Take1,
+     conf::custom<set_located<&SslSrvConf::ecdh_curve, false>>()},
+    {"ssl_dhparam", conf::kHttp | conf::kServer, conf::Take1,
+     conf::custom<set_located<&SslSrvConf::dhparam, true>>()},
+    {"ssl_session_cache", conf::kHttp | conf::kServer, conf::Take12, conf::custom<set_session_cache>()},
+    {"ssl_session_timeout", conf::kHttp | conf::kServer, conf::Take1,
+     conf::duration<&SslSrvConf::session_timeout>()},
+    {"ssl_session_tickets", conf::kHttp | conf::kServer, conf::Take1, conf::flag<&SslSrvConf::session_tickets>()},
+    {"ssl_session_ticket_key", conf::kHttp | conf::kServer, conf::Take1, conf::custom<set_ticket_key>()},
+    {"ssl_client_certificate", conf::kHttp | conf::kServer, conf::Take1,
+     conf::custom<set_located<&SslSrvConf::client_certificate, true>>()},
+    {"ssl_trusted_certificate", conf::kHttp | conf::kServer, conf::Take1,
+     conf::custom<set_located<&SslSrvConf::trusted_certificate, true>>()},
+    {"ssl_crl", conf::kHttp | conf::kServer, conf::Take1, conf::custom<set_located<&SslSrvConf::crl, true>>()},
+    {"ssl_verify_client", conf::kHttp | conf::kServer, conf::Take1, conf::custom<set_verify_client>()},
+    {"ssl_verify_depth", conf::kHttp | conf::kServer, conf::Take1, conf::number<&SslSrvConf::verify_depth>()},
+    {"ssl_stapling", conf::kHttp | conf::kServer, conf::Take1, conf::custom<set_stapling>()},
+    {"ssl_stapling_file", conf::kHttp | conf::kServer, conf::Take1,
+     conf::custom<set_located<&SslSrvConf::stapling_file, true>>()},
+    {"ssl_stapling_verify", conf::kHttp | conf::kServer, conf::Take1, conf::flag<&SslSrvConf::stapling_verify>()},
+};
+
+constexpr VariableDef kVariables[] = {
+    {"ssl_protocol", v_protocol},
+    {"ssl_cipher", v_cipher},
+    {"ssl_server_name", v_server_name},
+    {"ssl_alpn_protocol", v_alpn},
+    {"ssl_session_reused", v_session_reused},
+    {"ssl_session_id", v_session_id},
+    {"ssl_client_verify", v_client_verify},
+    {"ssl_client_s_dn", v_client_s_dn},
+    {"ssl_client_i_dn", v_client_i_dn},
+};
+
+constexpr ModuleHooks kHooks{.variables = kVariables};
+
+}  // namespace
+
+const tls::Context* ssl_context(const SrvConf& srv) { return ssl_conf(srv).ctx; }
+
+int ssl_check_request(Request& r, bool plain) {
+    const char* peer = r.conn().peer_addr().data();
+    if (plain) {
+        GH_LOG(Info, "client sent plain HTTP request to HTTPS port while reading client request headers, client: %s",
+               peer);
+        return 497;
+    }
+    tls::Session* s = r.conn().tls();
+    if (!s || !r.srv) return 0;
+    const SslSrvConf& c = ssl_conf(*r.srv);
+    tls::VerifyClient v = c.verify_client.value_or(tls::VerifyClient::Off);
+    if (v == tls::VerifyClient::Off) return 0;
+    // The handshake asked for (or skipped) a client certificate as the
+    // SNI server wanted; a Host naming another server that verifies
+    // clients would get around that (RFC 9110 15.5.20).
+    if (s->sni_choice && s->sni_choice != r.srv) {
+        GH_LOG(Info, "client attempted to request the server name different from the one that was negotiated "
+                     "while reading client request headers, client: %s", peer);
+        return 421;
+    }
+    long rc = s->verify_result();
+    if (rc != X509_V_OK) {
+        // "optional_no_ca": a certificate nobody here can vouch for is
+        // still passed on ($ssl_client_verify tells the rest).
+        bool untrusted_ok = v == tls::VerifyClient::OptionalNoCa &&
+                            (rc == X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT || rc == X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN ||
+                             rc == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT ||
+                             rc == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY ||
+                             rc == X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE || rc == X509_V_ERR_CERT_UNTRUSTED);
+        if (!untrusted_ok) {
+            GH_LOG(Info, "client SSL certificate verify error: (%ld:%s) while reading client request headers, client: %s",
+                   rc, X509_verify_cert_error_string(rc), peer);
+            return 495;
+        }
+    }
+    if (v == tls::VerifyClient::On && !s->has_client_cert()) {
+        GH_LOG(Info, "client sent no required SSL certificate while reading client request headers, client: %s", peer);
+        return 496;
+    }
+    return 0;
+}
+
+extern const conf::Module ssl_module{
+    .name = "ssl",
+    .directives = kDirectives,
+    .srv = conf::level<SslSrvConf, merge>(),
+    .postconfiguration = postconfiguration,
+    .http = &kHooks,
+};
+
+}  // namespace gatehouse::http

@@ -1,0 +1,549 @@
+#include "tls/context.h"
+
+#include <openssl/core_names.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/ocsp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include <cstring>
+#include <ctime>
+
+#include "conf/parser.h"
+#include "core/log.h"
+#include "tls/session.h"
+#include "tls/session_cache.h"
+
+namespace gatehouse::tls {
+
+std::string ssl_errors() {
+    std::string out;
+    const char* data = nullptr;
+    int flags = 0;
+    while (unsigned long e = ERR_get_error_all(nullptr, nullptr, nullptr, &data, &flags)) {
+        char buf[256];
+        ERR_error_string_n(e, buf, sizeof buf);
+        out += out.empty() ? " (SSL: " : " ";
+        out += buf;
+        if (data && (flags & ERR_TXT_STRING) && *data) {
+            out += ':';
+            out += data;
+        }
+    }
+    if (!out.empty()) out += ')';
+    return out;
+}
+
+namespace {
+
+Error ssl_error(std::string what) { return make_error(what + ssl_errors()); }
+
+// Key passwords come from "ssl_password_file"; without one, an encrypted
+// key fails to load rather than prompting on a terminal nobody watches.
+int password_cb(char* buf, int size, int, void* u) {
+    if (!u) return 0;
+    const auto* pw = static_cast<const std::string*>(u);
+    if (pw->size() > static_cast<size_t>(size)) return 0;
+    memcpy(buf, pw->data(), pw->size());
+    return static_cast<int>(pw->size());
+}
+
+// Client certificates are judged after the request head is read (400
+// with nginx's pages, or $ssl_client_verify for "optional"): the
+// handshake goes on whatever the verdict.
+int accept_any_cert(int, X509_STORE_CTX*) { return 1; }
+
+struct Bio {
+    BIO* b = nullptr;
+    explicit Bio(const std::string& path) : b(BIO_new_file(path.c_str(), "r")) {}
+    ~Bio() { BIO_free(b); }
+};
+
+}  // namespace
+
+// OpenSSL's callbacks, with access to the Context.
+struct ContextCallbacks {
+    static int server_name(SSL* ssl, int*, void* arg) {
+        const auto* ctx = static_cast<const Context*>(arg);
+        const char* name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+        if (!name || !ctx->server_name_) return SSL_TLSEXT_ERR_NOACK;
+        const Context* to = ctx->server_name_(ssl, name);
+        if (to && to->get() != SSL_get_SSL_CTX(ssl)) to->adopt(ssl);
+        return SSL_TLSEXT_ERR_OK;
+    }
+
+    static int alpn(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
+                    unsigned inlen, void* arg) {
+        const auto* ctx = static_cast<const Context*>(arg);
+        unsigned char* sel = nullptr;
+        int rc = SSL_select_next_proto(&sel, outlen, reinterpret_cast<const unsigned char*>(ctx->alpn_.data()),
+                                       static_cast<unsigned>(ctx->alpn_.size()), in, inlen);
+        if (rc != OPENSSL_NPN_NEGOTIATED) return SSL_TLSEXT_ERR_ALERT_FATAL;
+        *out = sel;
+        return SSL_TLSEXT_ERR_OK;
+    }
+
+    // The keys are those of the context a session started with (the
+    // address's default server): OpenSSL takes this callback from there.
+    static const std::vector<TicketKey>& keys_of(SSL* ssl) {
+        static const std::vector<TicketKey> kNone;
+        if (Session* s = session_of(ssl)) return s->initial_context().ticket_keys_;
+        return kNone;
+    }
+
+    static int ticket(SSL* ssl, unsigned char* name, unsigned char* iv, EVP_CIPHER_CTX* cctx, EVP_MAC_CTX* hctx,
+                      int enc) {
+        const std::vector<TicketKey>& keys = keys_of(ssl);
+        if (keys.empty()) return enc ? -1 : 0;
+        auto mac = [&](const TicketKey& k) {
+            char digest[] = "SHA256";
+            OSSL_PARAM p[] = {
+                OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, const_cast<uint8_t*>(k.hmac_key),
+                                                  k.hmac_len()),
+                OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+                OSSL_PARAM_construct_end(),
+            };
+            return EVP_MAC_CTX_set_params(hctx, p) == 1;
+        };
+        auto cipher = [](const TicketKey& k) { return k.size == 48 ? EVP_aes_128_cbc() : EVP_aes_256_cbc(); };
+        if (enc) {
+            const TicketKey& k = keys[0];
+            const EVP_CIPHER* c = cipher(k);
+            if (RAND_bytes(iv, EVP_CIPHER_get_iv_length(c)) != 1) return -1;
+            if (EVP_EncryptInit_ex(cctx, c, nullptr, k.aes_key, iv) != 1 || !mac(k)) return -1;
+            memcpy(name, k.name, 16);
+            return 1;
+        }
+        for (size_t i = 0; i < keys.size(); ++i) {
+            const TicketKey& k = keys[i];
+            if (memcmp(name, k.name, 16) != 0) continue;
+            if (!mac(k) || EVP_DecryptInit_ex(cctx, cipher(k), nullptr, k.aes_key, iv) != 1) return -1;
+            // Made with an older key: accept it and issue a fresh ticket.
+            return i == 0 ? 1 : 2;
+        }
+        return 0;  // unknown key: a full handshake
+    }
+
+    static int status(SSL* ssl, void* arg) {
+        const auto* ctx = static_cast<const Context*>(arg);
+        X509* cert = SSL_get_certificate(ssl);
+        for (const auto& [x, der] : ctx->staples_) {
+            if (x != cert) continue;
+            // OpenSSL frees what it is given.
+            auto* p = static_cast<unsigned char*>(OPENSSL_malloc(der.size()));
+            if (!p) return SSL_TLSEXT_ERR_NOACK;
+            memcpy(p, der.data(), der.size());
+            SSL_set_tlsext_status_ocsp_resp(ssl, p, static_cast<long>(der.size()));
+            return SSL_TLSEXT_ERR_OK;
+        }
+        return SSL_TLSEXT_ERR_NOACK;
+    }
+
+    // The shared cache of the context the session started with.
+    static SharedSessionCache* cache_of(SSL* ssl) {
+        Session* s = session_of(ssl);
+        return s ? s->initial_context().shared_ : nullptr;
+    }
+
+    static int new_session(SSL* ssl, SSL_SESSION* sess) {
+        SharedSessionCache* cache = cache_of(ssl);
+        if (!cache) return 0;
+        int len = i2d_SSL_SESSION(sess, nullptr);
+        if (len <= 0 || static_cast<size_t>(len) > SharedSessionCache::kMaxSession) return 0;
+        uint8_t buf[SharedSessionCache::kMaxSession];
+        uint8_t* p = buf;
+        i2d_SSL_SESSION(sess, &p);
+        unsigned id_len = 0;
+        const unsigned char* id = SSL_SESSION_get_id(sess, &id_len);
+        time_t expires = static_cast<time_t>(SSL_SESSION_get_time(sess) + SSL_SESSION_get_timeout(sess));
+        cache->store({id, id_len}, {buf, static_cast<size_t>(len)}, expires, time(nullptr));
+        return 0;  // no reference kept
+    }
+
+    static SSL_SESSION* get_session(SSL* ssl, const unsigned char* id, int len, int* copy) {
+        *copy = 0;
+        SharedSessionCache* cache = cache_of(ssl);
+        if (!cache || len <= 0) return nullptr;
+        uint8_t buf[SharedSessionCache::kMaxSession];
+        size_t n = cache->find({id, static_cast<size_t>(len)}, buf, time(nullptr));
+        if (n == 0) return nullptr;
+        const unsigned char* p = buf;
+        return d2i_SSL_SESSION(nullptr, &p, static_cast<long>(n));
+    }
+
+    static void remove_session(SSL_CTX* c, SSL_SESSION* sess) {
+        const auto* ctx = static_cast<const Context*>(SSL_CTX_get_app_data(c));
+        if (!ctx || !ctx->shared_) return;
+        unsigned id_len = 0;
+        const unsigned char* id = SSL_SESSION_get_id(sess, &id_len);
+        ctx->shared_->remove({id, id_len});
+    }
+};
+
+Context::Context() {
+    ctx_ = SSL_CTX_new(TLS_server_method());
+    GH_CHECK(ctx_ != nullptr);  // out of memory
+    SSL_CTX_set_app_data(ctx_, this);
+    // Renegotiation is a DoS lever and HTTP/1.1 over TLS 1.2 never needs
+    // it; an EOF without close_notify is common and HTTP framing already
+    // tells a cut message (nginx sets the same).
+    SSL_CTX_set_options(ctx_, SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_COMPRESSION);
+    // Partial writes and a moving buffer let Session::writev gather small
+    // buffers anew on each retry; released buffers save 34 KiB per idle
+    // connection.
+    SSL_CTX_set_mode(ctx_, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                               SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_read_ahead(ctx_, 0);
+}
+
+Context::~Context() {
+    // The shared cache's zone may go before the generation's arena: no
+    // callback may reach it while OpenSSL empties the internal cache.
+    SSL_CTX_sess_set_remove_cb(ctx_, nullptr);
+    SSL_CTX_free(ctx_);
+    for (X509* x : certs_) X509_free(x);
+    for (auto* ch : chains_) sk_X509_pop_free(ch, X509_free);
+}
+
+Status Context::add_certificate(const std::string& cert, const std::string& key,
+                                std::span<const std::string> passwords, bool* key_fault) {
+    ERR_clear_error();
+    bool ignored;
+    if (!key_fault) key_fault = &ignored;
+    *key_fault = false;
+    Bio cb(cert);
+    if (!cb.b) return ssl_error("cannot load certificate \"" + cert + "\": BIO_new_file() failed");
+    X509* x = PEM_read_bio_X509_AUX(cb.b, nullptr, nullptr, nullptr);
+    if (!x) return ssl_error("cannot load certificate \"" + cert + "\": PEM_read_bio_X509_AUX() failed");
+    STACK_OF(X509)* chain = sk_X509_new_null();
+    GH_CHECK(chain != nullptr);
+    // Keep both until the end; a failure frees them here.
+    certs_.push_back(x);
+    chains_.push_back(chain);
+    for (;;) {
+        X509* c = PEM_read_bio_X509(cb.b, nullptr, nullptr, nullptr);
+        if (!c) break;
+        sk_X509_push(chain, c);
+    }
+    unsigned long last = ERR_peek_last_error();
+    if (ERR_GET_LIB(last) == ERR_LIB_PEM && ERR_GET_REASON(last) == PEM_R_NO_START_LINE) {
+        ERR_clear_error();  // the end of the file
+    } else if (last) {
+        return ssl_error("cannot load certificate chain \"" + cert + "\": PEM_read_bio_X509() failed");
+    }
+
+    *key_fault = true;
+    EVP_PKEY* pkey = nullptr;
+    size_t tries = passwords.empty() ? 1 : passwords.size();
+    for (size_t i = 0; i < tries && !pkey; ++i) {
+        Bio kb(key);
+        if (!kb.b) return ssl_error("cannot load certificate key \"" + key + "\": BIO_new_file() failed");
+        const std::string* pw = passwords.empty() ? nullptr : &passwords[i];
+        pkey = PEM_read_bio_PrivateKey(kb.b, nullptr, password_cb, const_cast<std::string*>(pw));
+        if (!pkey && i + 1 < tries) ERR_clear_error();
+    }
+    if (!pkey) return ssl_error("cannot load certificate key \"" + key + "\": PEM_read_bio_PrivateKey() failed");
+    struct KeyGuard {
+        EVP_PKEY* k;
+        ~KeyGuard() { EVP_PKEY_free(k); }
+    } guard{pkey};
+    if (X509_check_private_key(x, pkey) != 1)
+        return ssl_error("certificate \"" + cert + "\" and key \"" + key + "\" do not match");
+    // OpenSSL keeps one certificate per key type; a second would quietly
+    // replace the first.
+    int type = EVP_PKEY_get_base_id(pkey);
+    for (size_t i = 0; i + 1 < certs_.size(); ++i)
+        if (EVP_PKEY_get_base_id(X509_get0_pubkey(certs_[i])) == type)
+            return make_error("certificate \"" + cert + "\" has the key type of an earlier certificate; "
+                              "only one per type (RSA, ECDSA...) is used");
+    *key_fault = false;
+    if (SSL_CTX_use_certificate(ctx_, x) != 1)
+        return ssl_error("SSL_CTX_use_certificate(\"" + cert + "\") failed");
+    if (SSL_CTX_set1_chain(ctx_, chain) != 1) return ssl_error("SSL_CTX_set1_chain(\"" + cert + "\") failed");
+    if (SSL_CTX_use_PrivateKey(ctx_, pkey) != 1)
+        return ssl_error("SSL_CTX_use_PrivateKey(\"" + key + "\") failed");
+    return {};
+}
+
+Status Context::set_protocols(uint8_t p) {
+    uint64_t off = SSL_OP_NO_SSLv3;
+    if (!(p & kTLSv1)) off |= SSL_OP_NO_TLSv1;
+    if (!(p & kTLSv1_1)) off |= SSL_OP_NO_TLSv1_1;
+    if (!(p & kTLSv1_2)) off |= SSL_OP_NO_TLSv1_2;
+    if (!(p & kTLSv1_3)) off |= SSL_OP_NO_TLSv1_3;
+    SSL_CTX_clear_options(ctx_, SSL_OP_NO_TLSv1 | SSL_OP_NO_TLSv1_1 | SSL_OP_NO_TLSv1_2 | SSL_OP_NO_TLSv1_3);
+    SSL_CTX_set_options(ctx_, off);
+    return {};
+}
+
+Status Context::set_ciphers(const std::string& list, bool prefer_server) {
+    ERR_clear_error();
+    if (SSL_CTX_set_cipher_list(ctx_, list.c_str()) != 1)
+        return ssl_error("SSL_CTX_set_cipher_list(\"" + list + "\") failed");
+    if (prefer_server)
+        SSL_CTX_set_options(ctx_, SSL_OP_CIPHER_SERVER_PREFERENCE);
+    else
+        SSL_CTX_clear_options(ctx_, SSL_OP_CIPHER_SERVER_PREFERENCE);
+    return {};
+}
+
+Status Context::set_ecdh_curve(const std::string& curves) {
+    if (curves == "auto") return {};
+    ERR_clear_error();
+    if (SSL_CTX_set1_groups_list(ctx_, curves.c_str()) != 1)
+        return ssl_error("SSL_CTX_set1_groups_list(\"" + curves + "\") failed");
+    return {};
+}
+
+Status Context::set_dhparam(const std::string& path) {
+    ERR_clear_error();
+    Bio b(path);
+    if (!b.b) return ssl_error("BIO_new_file(\"" + path + "\") failed");
+    EVP_PKEY* dh = PEM_read_bio_Parameters(b.b, nullptr);
+    if (!dh) return ssl_error("PEM_read_bio_Parameters(\"" + path + "\") failed");
+    if (EVP_PKEY_get_base_id(dh) != EVP_PKEY_DH) {
+        EVP_PKEY_free(dh);
+        return make_error("\"" + path + "\" holds no DH parameters");
+    }
+    if (SSL_CTX_set0_tmp_dh_pkey(ctx_, dh) != 1) {
+        EVP_PKEY_free(dh);
+        return ssl_error("SSL_CTX_set0_tmp_dh_pkey(\"" + path + "\") failed");
+    }
+    return {};
+}
+
+Status Context::conf_commands(std::span<const std::pair<std::string, std::string>> cmds) {
+    if (cmds.empty()) return {};
+    ERR_clear_error();
+    SSL_CONF_CTX* cc = SSL_CONF_CTX_new();
+    GH_CHECK(cc != nullptr);
+    SSL_CONF_CTX_set_flags(cc, SSL_CONF_FLAG_FILE | SSL_CONF_FLAG_SERVER | SSL_CONF_FLAG_CERTIFICATE |
+                                   SSL_CONF_FLAG_SHOW_ERRORS);
+    SSL_CONF_CTX_set_ssl_ctx(cc, ctx_);
+    Status st;
+    for (const auto& [name, value] : cmds)
+        if (SSL_CONF_cmd(cc, name.c_str(), value.c_str()) <= 0) {
+            st = ssl_error("SSL_CONF_cmd(\"" + name + "\", \"" + value + "\") failed");
+            break;
+        }
+    if (st && SSL_CONF_CTX_finish(cc) != 1) st = ssl_error("SSL_CONF_CTX_finish() failed");
+    SSL_CONF_CTX_free(cc);
+    return st;
+}
+
+Status Context::set_session_cache(const SessionCache& c, std::chrono::seconds timeout, SharedSessionCache* shared) {
+    SSL_CTX_set_timeout(ctx_, static_cast<long>(timeout.count()));
+    switch (c.mode) {
+        case SessionCache::Mode::Off:
+            SSL_CTX_set_session_cache_mode(ctx_, SSL_SESS_CACHE_OFF);
+            return {};
+        case SessionCache::Mode::None:
+            SSL_CTX_set_session_cache_mode(ctx_, SSL_SESS_CACHE_SERVER | SSL_SESS_CACHE_NO_INTERNAL);
+            return {};
+        case SessionCache::Mode::Store:
+            break;
+    }
+    long mode = SSL_SESS_CACHE_SERVER;
+    if (c.builtin)
+        SSL_CTX_sess_set_cache_size(ctx_, static_cast<long>(c.builtin_sessions));
+    else
+        mode |= SSL_SESS_CACHE_NO_INTERNAL;
+    SSL_CTX_set_session_cache_mode(ctx_, mode);
+    if (c.shared && shared) {
+        shared_ = shared;
+        SSL_CTX_sess_set_new_cb(ctx_, ContextCallbacks::new_session);
+        SSL_CTX_sess_set_get_cb(ctx_, ContextCallbacks::get_session);
+        SSL_CTX_sess_set_remove_cb(ctx_, ContextCallbacks::remove_session);
+    }
+    return {};
+}
+
+void Context::set_tickets(bool on, std::vector<TicketKey> keys) {
+    if (!on) {
+        SSL_CTX_set_options(ctx_, SSL_OP_NO_TICKET);
+        return;
+    }
+    SSL_CTX_clear_options(ctx_, SSL_OP_NO_TICKET);
+    ticket_keys_ = std::move(keys);
+    if (ticket_keys_.empty()) ticket_keys_.push_back(process_ticket_key());
+    SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx_, ContextCallbacks::ticket);
+}
+
+void Context::set_verify(VerifyClient mode, int depth) {
+    verify_ = mode;
+    if (mode == VerifyClient::Off) return;
+    SSL_CTX_set_verify(ctx_, SSL_VERIFY_PEER, accept_any_cert);
+    SSL_CTX_set_verify_depth(ctx_, depth);
+}
+
+Status Context::add_client_ca(const std::string& file) {
+    if (auto s = add_trusted(file); !s) return s;
+    STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(file.c_str());
+    if (!names) return ssl_error("SSL_load_client_CA_file(\"" + file + "\") failed");
+    SSL_CTX_set_client_CA_list(ctx_, names);
+    return {};
+}
+
+Status Context::add_trusted(const std::string& file) {
+    ERR_clear_error();
+    if (SSL_CTX_load_verify_locations(ctx_, file.c_str(), nullptr) != 1)
+        return ssl_error("SSL_CTX_load_verify_locations(\"" + file + "\") failed");
+    return {};
+}
+
+Status Context::add_crl(const std::string& file) {
+    ERR_clear_error();
+    X509_STORE* store = SSL_CTX_get_cert_store(ctx_);
+    X509_LOOKUP* lookup = X509_STORE_add_lookup(store, X509_LOOKUP_file());
+    if (!lookup) return ssl_error("X509_STORE_add_lookup() failed");
+    if (X509_load_crl_file(lookup, file.c_str(), X509_FILETYPE_PEM) <= 0)
+        return ssl_error("X509_load_crl_file(\"" + file + "\") failed");
+    X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
+    return {};
+}
+
+Status Context::set_stapling(const std::string& file, bool verify) {
+    auto der = conf::read_file(file, 1u << 20);
+    if (!der) return der.error();
+    ERR_clear_error();
+    const auto* p = reinterpret_cast<const unsigned char*>(der->data());
+    OCSP_RESPONSE* resp = d2i_OCSP_RESPONSE(nullptr, &p, static_cast<long>(der->size()));
+    if (!resp) return ssl_error("d2i_OCSP_RESPONSE(\"" + file + "\") failed");
+    struct Guard {
+        OCSP_RESPONSE* r;
+        OCSP_BASICRESP* b = nullptr;
+        ~Guard() {
+            OCSP_BASICRESP_free(b);
+            OCSP_RESPONSE_free(r);
+        }
+    } g{resp};
+    if (OCSP_response_status(resp) != OCSP_RESPONSE_STATUS_SUCCESSFUL)
+        return make_error("OCSP response in \"" + file + "\" has status \"" +
+                          OCSP_response_status_str(OCSP_response_status(resp)) + "\"");
+    g.b = OCSP_response_get1_basic(resp);
+    if (!g.b) return ssl_error("OCSP_response_get1_basic(\"" + file + "\") failed");
+
+    X509_STORE* store = SSL_CTX_get_cert_store(ctx_);
+    staples_.clear();
+    std::string why;
+    for (size_t i = 0; i < certs_.size(); ++i) {
+        X509* cert = certs_[i];
+        // The issuer: in the certificate's chain, else among the trusted.
+        X509* issuer = nullptr;
+        for (int j = 0; j < sk_X509_num(chains_[i]) && !issuer; ++j) {
+            X509* c = sk_X509_value(chains_[i], j);
+            if (X509_check_issued(c, cert) == X509_V_OK) issuer = c;
+        }
+        X509* owned = nullptr;
+        if (!issuer) {
+            X509_STORE_CTX* sc = X509_STORE_CTX_new();
+            GH_CHECK(sc != nullptr);
+            if (X509_STORE_CTX_init(sc, store, cert, nullptr) == 1 && X509_STORE_CTX_get1_issuer(&owned, sc, cert) == 1)
+                issuer = owned;
+            X509_STORE_CTX_free(sc);
+            ERR_clear_error();
+        }
+        if (!issuer) {
+            // Without its issuer nothing ties the response to this
+            // certificate: staple it unchecked, as nginx does with a file.
+            if (!verify) staples_.emplace_back(cert, *der);
+            why = "no issuer certificate of \"ssl_certificate\" is known (add it to the chain or to "
+                  "\"ssl_trusted_certificate\")";
+            continue;
+        }
+        OCSP_CERTID* id = OCSP_cert_to_id(nullptr, cert, issuer);
+        int status = -1, reason = 0;
+        ASN1_GENERALIZEDTIME *rev = nullptr, *this_upd = nullptr, *next_upd = nullptr;
+        bool found = id && OCSP_resp_find_status(g.b, id, &status, &reason, &rev, &this_upd, &next_upd) == 1;
+        OCSP_CERTID_free(id);
+        if (!found) {
+            X509_free(owned);
+            why = "the response is not about the certificate";
+            continue;
+        }
+        if (verify) {
+            STACK_OF(X509)* untrusted = chains_[i];
+            if (OCSP_basic_verify(g.b, untrusted, store, 0) != 1) {
+                X509_free(owned);
+                why = "OCSP_basic_verify() failed" + ssl_errors();
+                continue;
+            }
+            if (status != V_OCSP_CERTSTATUS_GOOD) {
+                X509_free(owned);
+                why = std::string("certificate status \"") + OCSP_cert_status_str(status) + "\"";
+                continue;
+            }
+            // Five minutes of clock skew, as OpenSSL's ocsp command allows.
+            if (OCSP_check_validity(this_upd, next_upd, 300, -1) != 1) {
+                X509_free(owned);
+                why = "the response is not current" + ssl_errors();
+                continue;
+            }
+        }
+        X509_free(owned);
+        staples_.emplace_back(cert, *der);
+    }
+    ERR_clear_error();
+    if (staples_.empty())
+        return make_error("cannot staple the OCSP response in \"" + file + "\": " +
+                          (why.empty() ? std::string("no certificate") : why));
+    SSL_CTX_set_tlsext_status_cb(ctx_, ContextCallbacks::status);
+    SSL_CTX_set_tlsext_status_arg(ctx_, this);
+    return {};
+}
+
+void Context::set_alpn(std::string wire) {
+    alpn_ = std::move(wire);
+    SSL_CTX_set_alpn_select_cb(ctx_, ContextCallbacks::alpn, this);
+}
+
+void Context::on_server_name(ServerNameFn fn) {
+    server_name_ = fn;
+    SSL_CTX_set_tlsext_servername_callback(ctx_, ContextCallbacks::server_name);
+    SSL_CTX_set_tlsext_servername_arg(ctx_, this);
+}
+
+Status Context::finish() {
+    // The session id context: a session resumes only under the same
+    // client verification (a session made without a client certificate
+    // must not pass where one is required). It is the hash of the
+    // verification settings and of the CAs clients may be asked for.
+    EVP_MD_CTX* md = EVP_MD_CTX_new();
+    GH_CHECK(md != nullptr);
+    EVP_DigestInit_ex(md, EVP_sha256(), nullptr);
+    int mode = SSL_CTX_get_verify_mode(ctx_), depth = SSL_CTX_get_verify_depth(ctx_);
+    EVP_DigestUpdate(md, &mode, sizeof mode);
+    EVP_DigestUpdate(md, &depth, sizeof depth);
+    uint8_t v = static_cast<uint8_t>(verify_);
+    EVP_DigestUpdate(md, &v, 1);
+    if (STACK_OF(X509_NAME)* names = SSL_CTX_get_client_CA_list(ctx_))
+        for (int i = 0; i < sk_X509_NAME_num(names); ++i) {
+            unsigned char* der = nullptr;
+            int len = i2d_X509_NAME(sk_X509_NAME_value(names, i), &der);
+            if (len > 0) EVP_DigestUpdate(md, der, static_cast<size_t>(len));
+            OPENSSL_free(der);
+        }
+    unsigned char sid[EVP_MAX_MD_SIZE];
+    unsigned len = 0;
+    EVP_DigestFinal_ex(md, sid, &len);
+    EVP_MD_CTX_free(md);
+    if (len > SSL_MAX_SID_CTX_LENGTH) len = SSL_MAX_SID_CTX_LENGTH;
+    ERR_clear_error();
+    if (SSL_CTX_set_session_id_context(ctx_, sid, len) != 1)
+        return ssl_error("SSL_CTX_set_session_id_context() failed");
+    return {};
+}
+
+void Context::adopt(SSL* ssl) const {
+    SSL_set_SSL_CTX(ssl, ctx_);
+    SSL_set_verify(ssl, SSL_CTX_get_verify_mode(ctx_), SSL_CTX_get_verify_callback(ctx_));
+    SSL_set_verify_depth(ssl, SSL_CTX_get_verify_depth(ctx_));
+    SSL_clear_options(ssl, SSL_get_options(ssl) & ~SSL_CTX_get_options(ctx_));
+    SSL_set_options(ssl, SSL_CTX_get_options(ctx_));
+}
+
+}  // namespace gatehouse::tls

@@ -1,0 +1,122 @@
+// A server's TLS settings as an OpenSSL context (SSL_CTX): certificates
+// and keys, protocols, ciphers, session resumption, client verification,
+// OCSP stapling and ALPN.
+//
+// Ownership and threads: a Context is made in a configuration
+// generation's arena while the master loads the configuration, so every
+// worker inherits it through fork(); it is freed with its generation. The
+// setters run in the master only; the callbacks OpenSSL makes during a
+// handshake (SNI, ALPN, tickets, OCSP status) run in a worker and only
+// read it. Setters return errors that name the file and the failed call
+// with OpenSSL's reasons; the caller adds the directive's file:line.
+#pragma once
+
+#include <openssl/types.h>
+#include <openssl/x509.h>
+
+#include <chrono>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "core/result.h"
+#include "tls/params.h"
+#include "tls/ticket_keys.h"
+
+namespace gatehouse::tls {
+
+class SharedSessionCache;
+
+class Context {
+public:
+    Context();  // an empty server context: no certificate yet
+    Context(const Context&) = delete;
+    Context& operator=(const Context&) = delete;
+    ~Context();
+
+    SSL_CTX* get() const { return ctx_; }
+
+    // Loads a certificate (PEM, followed by its chain) and its key (PEM,
+    // maybe in the same file). An encrypted key is tried with each of
+    // `passwords` in turn; without any it fails rather than prompting.
+    // One certificate per key type: an RSA and an ECDSA one are both
+    // served, each to the clients that can use it.
+    // `key_fault`, on error: the key file is to blame, not the certificate.
+    Status add_certificate(const std::string& cert, const std::string& key,
+                           std::span<const std::string> passwords, bool* key_fault = nullptr);
+    size_t certificates() const { return certs_.size(); }
+
+    Status set_protocols(uint8_t protocols);  // params.h bits
+    Status set_ciphers(const std::string& list, bool prefer_server);
+    Status set_ecdh_curve(const std::string& curves);  // "auto": OpenSSL's list
+    Status set_dhparam(const std::string& path);
+    // "ssl_conf_command" pairs; applied last, so they override the rest.
+    Status conf_commands(std::span<const std::pair<std::string, std::string>> cmds);
+
+    // Session resumption. `shared`, when given, must outlive the context
+    // (it lives in a shared memory zone of the same generation).
+    Status set_session_cache(const SessionCache& c, std::chrono::seconds timeout,
+                             SharedSessionCache* shared);
+    // Tickets on with these keys (the first encrypts, all decrypt; none:
+    // process_ticket_key()), or off.
+    void set_tickets(bool on, std::vector<TicketKey> keys);
+
+    // Client certificates. The handshake never fails on a bad or missing
+    // one: the verdict waits in the session for the HTTP layer (a 400
+    // page, or $ssl_client_verify with "optional").
+    void set_verify(VerifyClient mode, int depth);
+    // CAs that are trusted and named to clients ("ssl_client_certificate"),
+    // trusted only ("ssl_trusted_certificate"), revocation lists ("ssl_crl").
+    Status add_client_ca(const std::string& file);
+    Status add_trusted(const std::string& file);
+    Status add_crl(const std::string& file);
+    VerifyClient verify() const { return verify_; }
+
+    // OCSP stapling from a DER file made by "openssl ocsp -respout". With
+    // `verify`, the response must be signed by a trusted responder (CAs
+    // from set_verify's files and the certificate chains), be current and
+    // say "good" for one of the certificates; otherwise an error.
+    // Call after add_certificate and set_verify.
+    Status set_stapling(const std::string& file, bool verify);
+
+    // ALPN: the protocols this server speaks, in wire format (alpn_wire),
+    // in order of preference. A client offering none of them is refused
+    // with the no_application_protocol alert (RFC 7301 3.2).
+    void set_alpn(std::string wire);
+
+    // SNI: `fn` receives the name the client asked for (as sent) and
+    // returns the context of the server to use, or null to stay. It runs
+    // in the handshake, in a worker; `ssl`'s app data is the caller's.
+    using ServerNameFn = const Context* (*)(SSL* ssl, std::string_view name);
+    void on_server_name(ServerNameFn fn);
+
+    // Derives the session id context from the verification settings; call
+    // once everything else is set.
+    Status finish();
+
+    // Switches `ssl`, in the middle of its handshake, to this context:
+    // certificates, client verification and options. Protocol versions
+    // and ciphers stay the first context's (they are chosen by then), as
+    // in nginx.
+    void adopt(SSL* ssl) const;
+
+private:
+    friend struct ContextCallbacks;
+
+    SSL_CTX* ctx_ = nullptr;
+    VerifyClient verify_ = VerifyClient::Off;
+    std::vector<X509*> certs_;            // owned references, leaf certificates
+    std::vector<STACK_OF(X509)*> chains_; // owned, one per certificate (maybe empty)
+    std::vector<std::pair<X509*, std::string>> staples_;  // certificate, DER response
+    std::vector<TicketKey> ticket_keys_;
+    std::string alpn_;
+    ServerNameFn server_name_ = nullptr;
+    SharedSessionCache* shared_ = nullptr;
+};
+
+// OpenSSL's error queue as " (SSL: error:...)", emptied; "" when empty.
+std::string ssl_errors();
+
+}  // namespace gatehouse::tls

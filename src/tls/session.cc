@@ -1,0 +1,237 @@
+#include "tls/session.h"
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+
+#include "core/log.h"
+#include "tls/context.h"
+
+namespace gatehouse::tls {
+
+namespace {
+
+// What one SSL_write carries when it gathers several buffers: one full
+// TLS record (RFC 8446 5.1), as nginx's default ssl_buffer_size.
+constexpr size_t kRecord = 16384;
+
+std::string name_text(X509_NAME* n) {
+    if (!n) return {};
+    BIO* b = BIO_new(BIO_s_mem());
+    GH_CHECK(b != nullptr);
+    X509_NAME_print_ex(b, n, 0, XN_FLAG_RFC2253);
+    char* p = nullptr;
+    long len = BIO_get_mem_data(b, &p);
+    std::string s(p, len > 0 ? static_cast<size_t>(len) : 0);
+    BIO_free(b);
+    return s;
+}
+
+}  // namespace
+
+Session* session_of(const SSL* ssl) { return static_cast<Session*>(SSL_get_app_data(ssl)); }
+
+Session::Session(const Context& ctx, int fd, std::string_view peer) : initial_(ctx), peer_(peer) {
+    ssl_ = SSL_new(ctx.get());
+    // Out of memory aborts (STYLE.md 4); nothing else fails here.
+    GH_CHECK(ssl_ != nullptr);
+    GH_CHECK(SSL_set_fd(ssl_, fd) == 1);
+    SSL_set_accept_state(ssl_);
+    SSL_set_app_data(ssl_, this);
+}
+
+Session::~Session() { SSL_free(ssl_); }
+
+Session::Step Session::handshake(event::Connection& c) {
+    ERR_clear_error();
+    int rc = SSL_do_handshake(ssl_);
+    if (rc == 1) {
+        established_ = true;
+        return Step::Done;
+    }
+    int err = SSL_get_error(ssl_, rc);
+    if (err == SSL_ERROR_WANT_READ) {
+        c.io.clear_readable();
+        return Step::Again;
+    }
+    if (err == SSL_ERROR_WANT_WRITE) {
+        c.io.clear_writable();
+        return Step::Again;
+    }
+    broken_ = true;
+    int e = errno;
+    if (err == SSL_ERROR_ZERO_RETURN || (err == SSL_ERROR_SYSCALL && e == 0 && ERR_peek_error() == 0)) {
+        error_ = "peer closed connection in SSL handshake";
+    } else if (err == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) {
+        error_ = std::string("SSL_do_handshake() failed (") + std::to_string(e) + ": " + strerror(e) + ")";
+    } else {
+        error_ = "SSL_do_handshake() failed" + ssl_errors();
+    }
+    ERR_clear_error();
+    return Step::Fail;
+}
+
+event::IoResult Session::failed(const char* call, int rc, int err) {
+    int e = errno;
+    broken_ = true;
+    if (err == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) {
+        ERR_clear_error();
+        if (rc == 0 || e == 0) return {event::IoResult::Error, 0, ECONNRESET};
+        return {event::IoResult::Error, 0, e};
+    }
+    GH_LOG(Info, "%s failed%s, client: %.*s", call, ssl_errors().c_str(), static_cast<int>(peer_.size()),
+           peer_.data());
+    return {event::IoResult::Error, 0, EPROTO};
+}
+
+event::IoResult Session::recv(event::Connection& c, std::span<char> buf) {
+    read_wants_write_ = false;
+    ERR_clear_error();
+    int n = SSL_read(ssl_, buf.data(), static_cast<int>(std::min<size_t>(buf.size(), INT_MAX)));
+    if (n > 0) return {event::IoResult::Ok, static_cast<size_t>(n), 0};
+    int err = SSL_get_error(ssl_, n);
+    switch (err) {
+        case SSL_ERROR_WANT_READ:
+            c.io.clear_readable();
+            return {event::IoResult::Again, 0, 0};
+        case SSL_ERROR_WANT_WRITE:
+            c.io.clear_writable();
+            read_wants_write_ = true;
+            return {event::IoResult::Again, 0, 0};
+        case SSL_ERROR_ZERO_RETURN:
+            // close_notify, or (SSL_OP_IGNORE_UNEXPECTED_EOF) a plain EOF:
+            // HTTP framing, not TLS, tells a truncated message.
+            c.io.clear_readable();
+            return {event::IoResult::Eof, 0, 0};
+        default:
+            c.io.clear_readable();
+            return failed("SSL_read()", n, err);
+    }
+}
+
+event::IoResult Session::writev(event::Connection& c, std::span<const iovec> iov) {
+    size_t total = 0;
+    size_t idx = 0, skip = 0;  // the next unsent byte: iov[idx] + skip
+    char gather[kRecord];
+    while (idx < iov.size()) {
+        if (skip == iov[idx].iov_len) {
+            ++idx;
+            skip = 0;
+            continue;
+        }
+        const char* p = static_cast<const char*>(iov[idx].iov_base) + skip;
+        size_t first = iov[idx].iov_len - skip;
+        size_t len;
+        if (pending_write_ ? first >= pending_write_ : (first >= kRecord || idx + 1 == iov.size())) {
+            // One buffer holds the whole write: no copy.
+            len = pending_write_ ? pending_write_ : std::min<size_t>(first, INT_MAX);
+        } else {
+            // Small buffers: gather one record's worth (or exactly the
+            // pending write's bytes: the same ones, as OpenSSL requires).
+            size_t want = pending_write_ ? pending_write_ : kRecord;
+            len = 0;
+            size_t i = idx, s = skip;
+            while (len < want && i < iov.size()) {
+                size_t take = std::min(want - len, iov[i].iov_len - s);
+                memcpy(gather + len, static_cast<const char*>(iov[i].iov_base) + s, take);
+                len += take;
+                s += take;
+                if (s == iov[i].iov_len) {
+                    ++i;
+                    s = 0;
+                }
+            }
+            // The caller offered fewer bytes than the write to retry: it
+            // broke its promise; failing beats sending other bytes.
+            if (len < want && pending_write_) return {event::IoResult::Error, 0, EINVAL};
+            p = gather;
+        }
+        ERR_clear_error();
+        int n = SSL_write(ssl_, p, static_cast<int>(len));
+        if (n <= 0) {
+            int err = SSL_get_error(ssl_, n);
+            if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ) {
+                pending_write_ = len;
+                if (err == SSL_ERROR_WANT_WRITE) c.io.clear_writable();
+                break;
+            }
+            if (total > 0) return {event::IoResult::Ok, total, 0};
+            return failed("SSL_write()", n, err);
+        }
+        pending_write_ = 0;
+        total += static_cast<size_t>(n);
+        // Advance over the n bytes written.
+        size_t left = static_cast<size_t>(n);
+        while (left > 0) {
+            size_t take = std::min(left, iov[idx].iov_len - skip);
+            skip += take;
+            left -= take;
+            if (skip == iov[idx].iov_len && left > 0) {
+                ++idx;
+                skip = 0;
+            }
+        }
+    }
+    if (total == 0) return {event::IoResult::Again, 0, 0};
+    return {event::IoResult::Ok, total, 0};
+}
+
+void Session::shutdown() {
+    if (broken_ || !established_) return;
+    broken_ = true;  // once
+    // Quiet about the peer's close_notify: we do not wait for it. A full
+    // socket loses ours, which only costs the peer a warning.
+    ERR_clear_error();
+    SSL_set_quiet_shutdown(ssl_, 0);
+    SSL_shutdown(ssl_);
+    ERR_clear_error();
+}
+
+std::string_view Session::protocol() const { return SSL_get_version(ssl_); }
+
+std::string_view Session::cipher() const {
+    const char* n = SSL_get_cipher_name(ssl_);
+    return n ? n : "";
+}
+
+std::string_view Session::server_name() const {
+    const char* n = SSL_get_servername(ssl_, TLSEXT_NAMETYPE_host_name);
+    return n ? n : "";
+}
+
+std::string_view Session::alpn() const {
+    const unsigned char* p = nullptr;
+    unsigned len = 0;
+    SSL_get0_alpn_selected(ssl_, &p, &len);
+    return p ? std::string_view(reinterpret_cast<const char*>(p), len) : std::string_view();
+}
+
+bool Session::reused() const { return SSL_session_reused(ssl_) == 1; }
+
+bool Session::has_client_cert() const { return SSL_get0_peer_certificate(ssl_) != nullptr; }
+
+long Session::verify_result() const { return SSL_get_verify_result(ssl_); }
+
+std::string Session::client_verify() const {
+    if (!has_client_cert()) return "NONE";
+    long rc = verify_result();
+    if (rc == X509_V_OK) return "SUCCESS";
+    return std::string("FAILED:") + X509_verify_cert_error_string(rc);
+}
+
+std::string Session::client_subject() const {
+    X509* x = SSL_get0_peer_certificate(ssl_);
+    return x ? name_text(X509_get_subject_name(x)) : std::string();
+}
+
+std::string Session::client_issuer() const {
+    X509* x = SSL_get0_peer_certificate(ssl_);
+    return x ? name_text(X509_get_issuer_name(x)) : std::string();
+}
+
+}  // namespace gatehouse::tls

@@ -1,0 +1,101 @@
+// One TLS connection on a non-blocking socket: the handshake, then
+// reads and writes through OpenSSL, as an event::Transport.
+//
+// Readiness (edge-triggered): a read or write that OpenSSL could not
+// finish for want of socket input clears the readable flag, for want of
+// output room the writable one; the owner calls again on the next event.
+// A short SSL_read does not clear readable: OpenSSL may still hold
+// decrypted bytes, which no epoll edge would announce. A write that could
+// not finish (SSL_ERROR_WANT_WRITE) is retried with the same bytes, as
+// OpenSSL requires: the caller keeps offering its unsent data from the
+// same first byte, which HttpConnection's queue does by construction.
+//
+// Ownership: made by the protocol layer for one connection and freed by
+// it (SSL_free never closes the socket). The Context it starts with must
+// outlive it (the generation outlives its connections).
+#pragma once
+
+#include <openssl/types.h>
+
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "event/connection.h"
+
+namespace gatehouse::tls {
+
+class Context;
+
+class Session final : public event::Transport {
+public:
+    // A server-side session on `fd`, starting with `ctx` (the default
+    // server's; SNI may switch it). `peer` names the client in log lines
+    // and must outlive the session.
+    Session(const Context& ctx, int fd, std::string_view peer);
+    Session(const Session&) = delete;
+    Session& operator=(const Session&) = delete;
+    ~Session();
+
+    enum class Step : uint8_t {
+        Done,   // established
+        Again,  // waiting for the socket (a readiness flag was cleared)
+        Fail,   // error() says why; close without shutdown()
+    };
+    Step handshake(event::Connection& c);
+    bool established() const { return established_; }
+    // Why the handshake failed: "SSL_do_handshake() failed (SSL: ...)".
+    const std::string& error() const { return error_; }
+
+    event::IoResult recv(event::Connection& c, std::span<char> buf) override;
+    event::IoResult writev(event::Connection& c, std::span<const iovec> iov) override;
+    // A read stopped because OpenSSL had to write first (a TLS 1.3 key
+    // update): retry the read when the socket becomes writable.
+    bool read_wants_write() const { return read_wants_write_; }
+
+    // Sends close_notify once, without waiting for the socket or the
+    // peer's; nothing after a failure.
+    void shutdown();
+
+    // What the owner keeps with the session (HttpConnection): reached
+    // from OpenSSL callbacks through session_of().
+    void* user = nullptr;
+    // What the SNI callback chose, for the owner (a server); null: none.
+    const void* sni_choice = nullptr;
+
+    SSL* ssl() const { return ssl_; }
+    const Context& initial_context() const { return initial_; }
+
+    std::string_view protocol() const;     // "TLSv1.3"
+    std::string_view cipher() const;       // "TLS_AES_256_GCM_SHA384"
+    std::string_view server_name() const;  // SNI as sent; empty without
+    std::string_view alpn() const;         // "http/1.1"; empty without
+    bool reused() const;
+
+    // The client certificate's verification: "SUCCESS", "NONE" or
+    // "FAILED:reason" ($ssl_client_verify).
+    std::string client_verify() const;
+    // Its subject and issuer, RFC 2253 ($ssl_client_s_dn): empty without.
+    std::string client_subject() const;
+    std::string client_issuer() const;
+    bool has_client_cert() const;
+    // X509_V_OK, or why the client certificate was refused.
+    long verify_result() const;
+
+private:
+    event::IoResult failed(const char* call, int rc, int err);
+
+    SSL* ssl_ = nullptr;
+    const Context& initial_;
+    std::string_view peer_;
+    std::string error_;
+    bool established_ = false;
+    bool broken_ = false;           // a fatal error: no shutdown
+    bool read_wants_write_ = false;
+    size_t pending_write_ = 0;      // bytes of an SSL_write to retry as is
+};
+
+// The Session an SSL belongs to (its app data).
+Session* session_of(const SSL* ssl);
+
+}  // namespace gatehouse::tls

@@ -1,0 +1,214 @@
+// What the balancing methods, the zone and the health checks share: the
+// availability rules, hashing, the random source, the EWMA, the group lock,
+// the zone layout and the health check's configuration. Internal to
+// src/upstream (and its unit tests); the proxy only needs upstream.h.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "core/regex.h"
+#include "core/result.h"
+#include "upstream/upstream.h"
+
+namespace gatehouse::shm {
+class Zone;
+}
+
+namespace gatehouse::upstream {
+
+// ---- availability (round_robin.cc) ------------------------------------------------
+
+// Whether p may take a try now: not "down", not failed max_fails times
+// within fail_timeout (ignored for a group of one), not over max_conns,
+// not found failing by the health checks. `unchecked`: whether a peer the
+// checks have not judged yet counts (the second pass, when no checked
+// peer is usable; never with "mandatory").
+bool usable(const UpstreamConf& u, const Peer& p, event::Msec now, bool unchecked);
+// slow_start: a peer `f` of the way through its ramp is admitted with
+// probability f (a random draw); always for a peer not ramping. Ends the
+// ramp once it is over.
+bool ramp_admits(const UpstreamConf& u, const Peer& p, event::Msec now);
+
+// Which peers a method may offer on this pass.
+struct Filter {
+    bool unchecked = false;  // see usable()
+    bool ramp = true;        // apply slow_start's draw (a second pass drops it)
+};
+
+// The methods. Each looks at peers[begin, end) (primaries or backups),
+// offers only eligible() ones and returns its choice (not yet taken) or
+// null. Called under the group's lock.
+struct Balancers {
+    // `among`: the candidates (by peer index), decided by the caller;
+    // null: every eligible() peer.
+    static Peer* round_robin(PeerPicker& pk, size_t begin, size_t end, Filter f,
+                             const std::vector<bool>* among = nullptr);
+    static Peer* least_conn(PeerPicker& pk, size_t begin, size_t end, Filter f);
+    static Peer* hashed(PeerPicker& pk, size_t begin, size_t end, Filter f);
+    static Peer* random(PeerPicker& pk, size_t begin, size_t end, Filter f);
+    static Peer* least_time(PeerPicker& pk, size_t begin, size_t end, Filter f);
+    // least_time: a response time sample for p, taken at `now`.
+    static void sample(PeerPicker& pk, Peer& p, event::Msec now);
+
+    // Not tried by this request, usable(), admitted by the ramp. The draw
+    // is made once per call: call it once per peer and pass.
+    static bool eligible(PeerPicker& pk, size_t i, Filter f);
+    static event::Msec now(const PeerPicker& pk) { return pk.now_; }
+    static bool has_hash(const PeerPicker& pk) { return pk.have_hash_; }
+    static uint32_t hash(const PeerPicker& pk) { return pk.hash_; }
+    static UpstreamConf& group(PeerPicker& pk) { return pk.u_; }
+};
+
+// ---- hashing (hash.cc) --------------------------------------------------------------
+
+// A 32-bit hash of s, well mixed in every bit (FNV-1a, then a finalizer),
+// for keys and ring points.
+uint32_t hash_bytes(std::string_view s);
+// ip_hash's key: the first three octets of an IPv4 address (an IPv4-mapped
+// IPv6 address counts as IPv4), the whole of an IPv6 one. False for other
+// families (Unix sockets).
+bool ip_hash_of(const sockaddr* sa, uint32_t* out);
+// The consistent hash ring: 160 points per weight unit for each primary
+// peer, placed by hashing its address and the point's number, so that a
+// peer's points do not depend on the other peers.
+void build_ring(UpstreamConf& u);
+constexpr uint32_t kRingPointsPerWeight = 160;
+// The index of the first point at or after h, wrapping to 0.
+size_t ring_find(std::span<const RingPoint> ring, uint32_t h);
+
+// ---- the random source (random.cc) ------------------------------------------------------
+
+// Per process (each worker seeds its own at first use), not for secrets.
+uint64_t random_u64();
+// [0, 1).
+double random_unit();
+// Tests: a fixed sequence from here on.
+void seed_random(uint64_t seed);
+
+// ---- least_time (least_time.cc) -----------------------------------------------------------
+
+// The peak-EWMA: a sample above the average replaces it at once (a slow
+// origin is noticed on its first slow answer); below, it is blended in
+// with a weight that grows with the time since the last update. Between
+// samples the average decays toward zero with the same time constant and,
+// once older than it, counts as no sample: a peer that was slow gets
+// tried again and its average follows it back down.
+constexpr double kEwmaDecayMs = 10000.0;
+// The average after `sample_us` at `now`; old_at 0 means no sample yet.
+int64_t ewma_update(int64_t old_us, event::Msec old_at, int64_t sample_us, event::Msec now);
+// The average as seen at `now` (decayed since old_at; 0 once older than
+// kEwmaDecayMs).
+double ewma_at(int64_t old_us, event::Msec old_at, event::Msec now);
+
+// ---- the group lock and the zone (zone.cc) -----------------------------------------------------
+
+// A group's record in its zone: its name, a signature of its servers (to
+// know whether a reloaded group is the same), the lock and the peers'
+// states, which follow the record.
+struct ZoneGroup {
+    char name[96];
+    uint64_t signature = 0;
+    uint32_t npeers = 0;
+    uint32_t size = 0;                 // bytes of the record and its states
+    std::atomic<int32_t> lock{0};      // the holder's pid, 0 when free
+    std::atomic<int32_t> prober{0};    // pid of the worker running the checks
+    PeerState* peers() { return reinterpret_cast<PeerState*>(this + 1); }
+};
+
+// Holds the group's lock for its lifetime (no-op without a zone). The
+// lock word holds the holder's pid: a worker that died holding it (a
+// crash) is detected after a while of spinning and the lock taken over.
+class GroupLock {
+public:
+    explicit GroupLock(UpstreamConf& u);
+    ~GroupLock();
+    GroupLock(const GroupLock&) = delete;
+    GroupLock& operator=(const GroupLock&) = delete;
+
+private:
+    std::atomic<int32_t>* word_ = nullptr;
+};
+
+// The zone bytes a group of n peers takes.
+size_t zone_group_bytes(size_t npeers);
+// Finds u's record in z (a zone reused from the previous generation, the
+// group unchanged: its state goes on) or lays out a new one, and points
+// every peer's `shared` at its state. A reused zone without room for a
+// changed group is started anew (logged at warn: the old generation's
+// workers then write into states the new one uses until they exit).
+// Errors: the zone is too small for the group even when empty.
+Status attach_zone(UpstreamConf& u, shm::Zone& z);
+// The signature attach_zone() compares: the peers' addresses and every
+// server parameter.
+uint64_t group_signature(const UpstreamConf& u);
+
+// ---- active health checks (health.cc) ----------------------------------------------------------
+
+// One test of a "match" block.
+struct MatchHeader {
+    enum class Op : uint8_t { Present, Absent, Equal, NotEqual, Regex, NotRegex };
+    std::string name;
+    Op op = Op::Present;
+    std::string value;
+    std::unique_ptr<Regex> re;
+};
+
+// "match name { status ...; header ...; body ...; }": every test must pass.
+struct Match {
+    std::string name;
+    std::string where;  // file:line
+    // "status [!] code|lo-hi ...": any of the ranges (none of them with
+    // "!"); no status test: 2xx and 3xx pass.
+    std::vector<std::pair<uint16_t, uint16_t>> status;
+    bool status_not = false;
+    std::vector<MatchHeader> headers;
+    // "body [!]~ regex": the first 256 KiB of the body.
+    std::unique_ptr<Regex> body;
+    bool body_not = false;
+};
+constexpr size_t kMatchBodyMax = 256 * 1024;
+
+// "health_check [interval=T] [fails=N] [passes=N] [uri=/path] [port=N]
+// [match=name] [timeout=T] [mandatory]" in an upstream block with a zone.
+struct HealthCheck {
+    conf::Duration interval{std::chrono::seconds(5)};
+    conf::Duration timeout{std::chrono::seconds(5)};  // connect to verdict
+    uint32_t fails = 1;
+    uint32_t passes = 1;
+    std::string uri = "/";
+    uint16_t port = 0;          // 0: the server's
+    bool mandatory = false;     // unchecked peers take no request
+    std::string match_name;     // resolved in postconfiguration
+    const Match* match = nullptr;
+    std::string where;
+};
+
+// The verdict on a health check's response: empty when it passes, else
+// why not ("status 500", "header \"X\" is missing", "body does not match
+// \"re\""). `m` null: status 2xx or 3xx. `find` gives a header's value or
+// null.
+using HeaderLookup = const std::string_view* (*)(const void* ctx, std::string_view name);
+std::string check_response(const Match* m, int status, HeaderLookup find, const void* ctx,
+                           std::string_view body);
+// Whether the verdict needs the body (a "body" test).
+inline bool needs_body(const Match* m) { return m && m->body; }
+
+// Parses a "match" block's children into m; the error names file:line.
+Status parse_match(conf::Ctx& cx, const conf::Node& n, Match& m);
+// Parses "health_check" parameters.
+Status parse_health_check(conf::Ctx& cx, const conf::Node& n, HealthCheck& hc);
+
+// The state changes of a checked peer, applied by the prober: logs them
+// at warn and starts slow_start when a peer comes back.
+void record_check(UpstreamConf& u, Peer& p, bool passed, std::string_view why, event::Msec now);
+
+}  // namespace gatehouse::upstream

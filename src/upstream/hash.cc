@@ -1,0 +1,134 @@
+// ip_hash and "hash key [consistent]": a request's key picks its peer, so
+// the same client (ip_hash) or the same key goes to the same server while
+// the group stays the same.
+//
+// Plain hashing maps the key's hash onto the primaries' weights laid end
+// to end (a peer of weight 3 owns three slots), over every primary,
+// usable or not, so that a peer going down moves only its own keys; an
+// unusable choice is hashed again, up to 20 times, then round robin takes
+// over [nginx ngx_http_upstream_hash_module.c, ip_hash's 20 tries].
+//
+// "consistent" places 160 points per weight unit of each primary on a ring
+// of 32-bit hashes (ketama); a key goes to the owner of the first point at
+// or after its hash, or, that owner unusable, to the next point's. A
+// server's points hash its own address, so removing one of N servers
+// moves only the keys it owned, about 1/N of them.
+#include <netinet/in.h>
+
+#include <algorithm>
+#include <string>
+
+#include "upstream/balancer.h"
+
+namespace gatehouse::upstream {
+
+namespace {
+
+constexpr int kHashTries = 20;
+
+uint32_t mix(uint64_t h) {
+    // A 64-bit finalizer (MurmurHash3's fmix64 constants), folded to 32.
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+    return static_cast<uint32_t>(h ^ (h >> 32));
+}
+
+}  // namespace
+
+uint32_t hash_bytes(std::string_view s) {
+    uint64_t h = 0xcbf29ce484222325ULL;  // FNV-1a 64
+    for (unsigned char c : s) {
+        h ^= c;
+        h *= 0x100000001b3ULL;
+    }
+    return mix(h);
+}
+
+bool ip_hash_of(const sockaddr* sa, uint32_t* out) {
+    if (sa->sa_family == AF_INET) {
+        const auto* in = reinterpret_cast<const sockaddr_in*>(sa);
+        const auto* b = reinterpret_cast<const char*>(&in->sin_addr);
+        *out = hash_bytes(std::string_view(b, 3));
+        return true;
+    }
+    if (sa->sa_family == AF_INET6) {
+        const auto* in6 = reinterpret_cast<const sockaddr_in6*>(sa);
+        const auto* b = reinterpret_cast<const char*>(&in6->sin6_addr);
+        if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
+            *out = hash_bytes(std::string_view(b + 12, 3));
+            return true;
+        }
+        *out = hash_bytes(std::string_view(b, 16));
+        return true;
+    }
+    return false;
+}
+
+void build_ring(UpstreamConf& u) {
+    u.ring.clear();
+    for (size_t i = 0; i < u.backup_start; ++i) {
+        const Peer& p = u.peers[i];
+        const uint32_t n = kRingPointsPerWeight * p.server->weight;
+        std::string name = p.text + "-";
+        const size_t base = name.size();
+        for (uint32_t k = 0; k < n; ++k) {
+            name.resize(base);
+            name += std::to_string(k);
+            u.ring.push_back(RingPoint{hash_bytes(name), static_cast<uint32_t>(i)});
+        }
+    }
+    // Equal hashes (rare) keep a stable order: by peer.
+    std::sort(u.ring.begin(), u.ring.end(), [](const RingPoint& a, const RingPoint& b) {
+        return a.hash != b.hash ? a.hash < b.hash : a.peer < b.peer;
+    });
+}
+
+size_t ring_find(std::span<const RingPoint> ring, uint32_t h) {
+    auto it = std::lower_bound(ring.begin(), ring.end(), h,
+                               [](const RingPoint& p, uint32_t v) { return p.hash < v; });
+    return it == ring.end() ? 0 : static_cast<size_t>(it - ring.begin());
+}
+
+Peer* Balancers::hashed(PeerPicker& pk, size_t begin, size_t end, Filter f) {
+    UpstreamConf& u = group(pk);
+    // ip_hash without an IP client (a Unix socket, or the caller did not
+    // say): round robin, as nginx.
+    if (!has_hash(pk) && u.method == Method::IpHash) return round_robin(pk, begin, end, f);
+    const uint32_t h = hash(pk);
+    if (u.method == Method::Hash && u.consistent && !u.ring.empty()) {
+        const size_t n = u.ring.size();
+        const size_t start = ring_find(u.ring, h);
+        // Each peer is judged once: its first point decides.
+        std::vector<bool> seen(u.peers.size(), false);
+        size_t judged = 0;
+        for (size_t k = 0; k < n && judged < end - begin; ++k) {
+            const size_t i = u.ring[(start + k) % n].peer;
+            if (i < begin || i >= end || seen[i]) continue;
+            seen[i] = true;
+            ++judged;
+            if (eligible(pk, i, f)) return &u.peers[i];
+        }
+        return nullptr;
+    }
+    uint64_t total = 0;
+    for (size_t i = begin; i < end; ++i) total += u.peers[i].server->weight;
+    if (total == 0) return nullptr;
+    uint32_t x = h;
+    for (int t = 0; t < kHashTries; ++t) {
+        uint64_t w = x % total;
+        size_t i = begin;
+        while (w >= u.peers[i].server->weight) {
+            w -= u.peers[i].server->weight;
+            ++i;
+        }
+        if (eligible(pk, i, f)) return &u.peers[i];
+        // Hash again: the same key always tries the same sequence.
+        x = mix((static_cast<uint64_t>(x) << 32) | static_cast<uint64_t>(t + 1));
+    }
+    return round_robin(pk, begin, end, f);
+}
+
+}  // namespace gatehouse::upstream

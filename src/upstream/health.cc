@@ -1,0 +1,415 @@
+// Active health checks: "health_check" in an upstream block with a zone,
+// and the "match" blocks that say what a passing answer is.
+//
+// One worker probes (slot 0; the others only read the verdicts in the
+// zone): for each peer a GET of the check's URI every interval, on a
+// connection of its own, with a minimal HTTP/1.0 client on the worker's
+// loop (never blocking). HTTP/1.0 with "Connection: close" keeps the
+// client small: the answer is never chunked and ends with the connection.
+// A verdict is pass or fail; `fails` consecutive failures take a healthy
+// peer out of every method's choice before a client request finds it
+// broken, `passes` consecutive passes bring it back (with slow_start, its
+// share ramps up). Every change is logged at warn.
+#include <netinet/in.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/log.h"
+#include "event/connection.h"
+#include "event/loop.h"
+#include "http/h1_parser.h"
+#include "http/worker_ctx.h"
+#include "upstream/balancer.h"
+
+namespace gatehouse::upstream {
+
+namespace {
+
+constexpr auto kRelaxed = std::memory_order_relaxed;
+
+std::string quoted(std::string_view s) { return "\"" + std::string(s) + "\""; }
+
+// ---- one peer's probe ------------------------------------------------------------
+
+class Probe {
+public:
+    Probe(UpstreamConf& u, size_t index) : u_(u), index_(index) {
+        const Peer& p = u.peers[index];
+        target_.server = p.server;
+        target_.sa = p.sa;
+        target_.sa_len = p.sa_len;
+        target_.text = p.text;
+        const uint16_t port = u.health->port;
+        if (port && p.sa.ss_family == AF_INET)
+            reinterpret_cast<sockaddr_in*>(&target_.sa)->sin_port = htons(port);
+        else if (port && p.sa.ss_family == AF_INET6)
+            reinterpret_cast<sockaddr_in6*>(&target_.sa)->sin6_port = htons(port);
+        request_ = "GET " + u.health->uri + " HTTP/1.0\r\nHost: " + u.host +
+                   "\r\nUser-Agent: gatehouse health check\r\nConnection: close\r\n\r\n";
+        timer_.cb = event::Callback::to<&Probe::start>(this);
+    }
+    Probe(const Probe&) = delete;
+    Probe& operator=(const Probe&) = delete;
+    ~Probe() { stop(); }
+
+    void schedule(std::chrono::milliseconds delay) { http::worker_loop().arm(timer_, delay); }
+
+    void stop() {
+        if (c_) close();
+        http::worker_loop().cancel(timer_);
+    }
+
+private:
+    void start() {
+        started_ = http::worker_loop().now();
+        in_.clear();
+        sent_ = 0;
+        head_ = false;
+        parser_.reset();
+        auto c = open_connection(target_);
+        if (!c) {
+            finish(false, c.message());
+            return;
+        }
+        c_ = *c;
+        c_->data = this;
+        c_->io.on_read = event::Callback::to<&Probe::on_read>(this);
+        c_->io.on_write = event::Callback::to<&Probe::on_write>(this);
+        c_->read_timer.cb = event::Callback::to<&Probe::on_timeout>(this);
+        connecting_ = true;
+        http::worker_loop().arm(c_->read_timer, u_.health->timeout);
+    }
+
+    void on_write() {
+        if (!c_) return;
+        if (connecting_) {
+            if (int err = connect_result(*c_)) {
+                finish(false, "connect() failed (" + std::to_string(err) + ": " + strerror(err) + ")");
+                return;
+            }
+            connecting_ = false;
+        }
+        while (sent_ < request_.size()) {
+            event::IoResult r = c_->send({request_.data() + sent_, request_.size() - sent_});
+            if (r.kind == event::IoResult::Again) return;
+            if (r.kind == event::IoResult::Error) {
+                finish(false, "send() failed (" + std::to_string(r.err) + ": " + strerror(r.err) + ")");
+                return;
+            }
+            sent_ += r.bytes;
+        }
+        if (c_->io.readable()) on_read();
+    }
+
+    void on_read() {
+        if (!c_ || connecting_) return;
+        char buf[16384];
+        for (;;) {
+            event::IoResult r = c_->recv(buf);
+            if (r.kind == event::IoResult::Again) return;
+            if (r.kind == event::IoResult::Error) {
+                finish(false, "recv() failed (" + std::to_string(r.err) + ": " + strerror(r.err) + ")");
+                return;
+            }
+            if (r.kind == event::IoResult::Eof) {
+                if (!head_) finish(false, "the server closed the connection before the response head");
+                else verdict();
+                return;
+            }
+            in_.append(buf, r.bytes);
+            if (!head_) {
+                http::ParseResult pr = parser_.parse(in_);
+                if (pr.state == http::ParseState::Error) {
+                    finish(false, "invalid response: " + std::string(pr.reason));
+                    return;
+                }
+                if (pr.state == http::ParseState::NeedMore) continue;
+                head_ = true;
+                body_at_ = pr.consumed;
+                if (!needs_body(u_.health->match)) {
+                    verdict();
+                    return;
+                }
+            }
+            const auto& cl = parser_.head().framing.content_length;
+            const size_t body = in_.size() - body_at_;
+            if ((cl && body >= *cl) || body >= kMatchBodyMax) {
+                verdict();
+                return;
+            }
+        }
+    }
+
+    void on_timeout() { finish(false, "timed out"); }
+
+    void verdict() {
+        const http::StatusHead& h = parser_.head();
+        std::string_view body = std::string_view(in_).substr(body_at_);
+        if (const auto& cl = h.framing.content_length; cl && body.size() > *cl) body = body.substr(0, *cl);
+        if (body.size() > kMatchBodyMax) body = body.substr(0, kMatchBodyMax);
+        HeaderLookup find = [](const void* ctx, std::string_view name) -> const std::string_view* {
+            const http::HeaderField* f = static_cast<const http::StatusHead*>(ctx)->find(name);
+            return f ? &f->value : nullptr;
+        };
+        std::string why = check_response(u_.health->match, h.status, find, &h, body);
+        finish(why.empty(), why);
+    }
+
+    void close() {
+        event::Connection* c = c_;
+        c_ = nullptr;
+        c->data = nullptr;
+        http::worker_connections().close(*c);
+    }
+
+    void finish(bool passed, std::string_view why) {
+        if (c_) close();
+        const event::Msec now = http::worker_loop().now();
+        record_check(u_, u_.peers[index_], passed, why, now);
+        // Start to start: a slow answer does not stretch the interval.
+        const int64_t next = static_cast<int64_t>(started_) + u_.health->interval.count() - static_cast<int64_t>(now);
+        schedule(std::chrono::milliseconds(next > 0 ? next : 0));
+    }
+
+    UpstreamConf& u_;
+    size_t index_;
+    Peer target_;  // the peer's address, with port= applied
+    std::string request_;
+    event::Timer timer_;  // the next probe
+    event::Connection* c_ = nullptr;
+    bool connecting_ = false;
+    size_t sent_ = 0;
+    std::string in_;
+    bool head_ = false;
+    size_t body_at_ = 0;
+    event::Msec started_ = 0;
+    http::HeaderField fields_[100];
+    http::ResponseParser parser_{http::Limits{}, fields_};
+};
+
+std::vector<std::unique_ptr<Probe>>& probes() {
+    static std::vector<std::unique_ptr<Probe>> p;
+    return p;
+}
+
+// ---- "match" ----------------------------------------------------------------------
+
+Result<uint16_t> status_code(std::string_view s) {
+    auto v = conf::parse_number(s, 999);
+    if (!v || *v < 100) return make_error("invalid status " + quoted(s));
+    return static_cast<uint16_t>(*v);
+}
+
+Status parse_status(conf::Ctx& cx, const conf::Node& c, Match& m) {
+    size_t i = 0;
+    if (c.args.size() > 1 && c.args[0].text == "!") {
+        m.status_not = true;
+        i = 1;
+    }
+    if (!m.status.empty()) return cx.duplicate(c);
+    if (i >= c.args.size()) return cx.error(c, "invalid number of arguments in \"status\"");
+    for (; i < c.args.size(); ++i) {
+        std::string_view a = c.args[i].text;
+        size_t dash = a.find('-');
+        auto lo = status_code(a.substr(0, dash));
+        auto hi = dash == std::string_view::npos ? lo : status_code(a.substr(dash + 1));
+        if (!lo || !hi || *hi < *lo) return cx.error(c, "invalid status " + quoted(a));
+        m.status.emplace_back(*lo, *hi);
+    }
+    return {};
+}
+
+Result<std::unique_ptr<Regex>> regex(conf::Ctx& cx, const conf::Node& c, std::string_view pattern) {
+    auto re = Regex::compile(pattern, false);
+    if (!re) return cx.error(c, re.message());
+    return std::make_unique<Regex>(std::move(*re));
+}
+
+Status parse_header(conf::Ctx& cx, const conf::Node& c, Match& m) {
+    using Op = MatchHeader::Op;
+    MatchHeader h;
+    const auto& a = c.args;
+    if (a.size() == 1) {
+        h.name = a[0].text;
+    } else if (a.size() == 2 && a[0].text == "!") {
+        h.op = Op::Absent;
+        h.name = a[1].text;
+    } else if (a.size() == 3) {
+        h.name = a[0].text;
+        std::string_view op = a[1].text;
+        h.value = a[2].text;
+        if (op == "=") h.op = Op::Equal;
+        else if (op == "!=") h.op = Op::NotEqual;
+        else if (op == "~") h.op = Op::Regex;
+        else if (op == "!~") h.op = Op::NotRegex;
+        else return cx.error(c, "invalid operator " + quoted(op) + " in \"header\"");
+        if (h.op == Op::Regex || h.op == Op::NotRegex) {
+            auto re = regex(cx, c, h.value);
+            if (!re) return re.error();
+            h.re = std::move(*re);
+        }
+    } else {
+        return cx.error(c, "invalid number of arguments in \"header\"");
+    }
+    m.headers.push_back(std::move(h));
+    return {};
+}
+
+Status parse_body(conf::Ctx& cx, const conf::Node& c, Match& m) {
+    if (c.args.size() != 2 || (c.args[0].text != "~" && c.args[0].text != "!~"))
+        return cx.error(c, "invalid arguments in \"body\": use \"body ~ regex\" or \"body !~ regex\"");
+    if (m.body) return cx.duplicate(c);
+    auto re = regex(cx, c, c.args[1].text);
+    if (!re) return re.error();
+    m.body = std::move(*re);
+    m.body_not = c.args[0].text == "!~";
+    return {};
+}
+
+}  // namespace
+
+Status parse_match(conf::Ctx& cx, const conf::Node& n, Match& m) {
+    m.name = n.args[0].text;
+    m.where = n.where();
+    for (const conf::Node& c : n.children) {
+        if (c.block) return cx.error(c, "\"" + c.name + "\" takes no block in \"match\"");
+        Status s;
+        if (c.name == "status") s = parse_status(cx, c, m);
+        else if (c.name == "header") s = parse_header(cx, c, m);
+        else if (c.name == "body") s = parse_body(cx, c, m);
+        else return cx.error(c, "unknown test " + quoted(c.name) + " in \"match\"");
+        if (!s) return s;
+    }
+    return {};
+}
+
+Status parse_health_check(conf::Ctx& cx, const conf::Node& n, HealthCheck& hc) {
+    hc.where = n.where();
+    for (const conf::Arg& arg : n.args) {
+        std::string_view p = arg.text;
+        auto invalid = [&] { return cx.error(n, "invalid parameter " + quoted(p)); };
+        auto after = [&](std::string_view key) { return p.substr(key.size()); };
+        if (p.starts_with("interval=") || p.starts_with("timeout=")) {
+            auto v = conf::parse_duration(after(p[0] == 'i' ? "interval=" : "timeout="));
+            if (!v || v->count() <= 0) return invalid();
+            (p[0] == 'i' ? hc.interval : hc.timeout) = *v;
+        } else if (p.starts_with("fails=") || p.starts_with("passes=")) {
+            auto v = conf::parse_number(after(p[0] == 'f' ? "fails=" : "passes="), UINT32_MAX);
+            if (!v || *v == 0) return invalid();
+            (p[0] == 'f' ? hc.fails : hc.passes) = static_cast<uint32_t>(*v);
+        } else if (p.starts_with("uri=")) {
+            hc.uri = std::string(after("uri="));
+            if (hc.uri.empty() || hc.uri[0] != '/') return invalid();
+            for (char ch : hc.uri)
+                if (static_cast<unsigned char>(ch) <= ' ' || ch == 0x7f) return invalid();
+        } else if (p.starts_with("port=")) {
+            auto v = conf::parse_number(after("port="), 65535);
+            if (!v || *v == 0) return invalid();
+            hc.port = static_cast<uint16_t>(*v);
+        } else if (p.starts_with("match=")) {
+            hc.match_name = std::string(after("match="));
+            if (hc.match_name.empty()) return invalid();
+        } else if (p == "mandatory") {
+            hc.mandatory = true;
+        } else {
+            return invalid();
+        }
+    }
+    return {};
+}
+
+std::string check_response(const Match* m, int status, HeaderLookup find, const void* ctx, std::string_view body) {
+    if (!m || m->status.empty()) {
+        if (status < 200 || status > 399) return "status " + std::to_string(status);
+    } else {
+        bool in = false;
+        for (auto [lo, hi] : m->status) in = in || (status >= lo && status <= hi);
+        if (in == m->status_not) return "status " + std::to_string(status);
+    }
+    if (!m) return {};
+    using Op = MatchHeader::Op;
+    for (const MatchHeader& h : m->headers) {
+        const std::string_view* v = find(ctx, h.name);
+        switch (h.op) {
+            case Op::Present:
+                if (!v) return "header " + quoted(h.name) + " is missing";
+                break;
+            case Op::Absent:
+                if (v) return "header " + quoted(h.name) + " is present";
+                break;
+            case Op::Equal:
+            case Op::NotEqual:
+                // A missing field fails both: the test is about its value.
+                if (!v) return "header " + quoted(h.name) + " is missing";
+                if ((*v == h.value) != (h.op == Op::Equal))
+                    return "header " + quoted(h.name) + " is " + quoted(*v);
+                break;
+            case Op::Regex:
+            case Op::NotRegex:
+                if (!v) return "header " + quoted(h.name) + " is missing";
+                if (h.re->match(*v) != (h.op == Op::Regex)) return "header " + quoted(h.name) + " is " + quoted(*v);
+                break;
+        }
+    }
+    if (m->body && m->body->match(body) == m->body_not)
+        return std::string("body ") + (m->body_not ? "matches " : "does not match ") + quoted(m->body->pattern());
+    return {};
+}
+
+void record_check(UpstreamConf& u, Peer& p, bool passed, std::string_view why, event::Msec now) {
+    PeerState& st = p.st();
+    const HealthCheck& hc = *u.health;
+    const auto h = static_cast<Health>(st.health.load(kRelaxed));
+    if (passed) {
+        st.hc_fails.store(0, kRelaxed);
+        const uint32_t n = st.hc_passes.fetch_add(1, kRelaxed) + 1;
+        if (h == Health::Unchecked) {
+            st.health.store(static_cast<uint32_t>(Health::Up), kRelaxed);
+            GH_LOG(Info, "upstream server \"%s\" of upstream \"%s\" passed its first health check", p.text.c_str(),
+                   u.name.c_str());
+        } else if (h == Health::Down && n >= hc.passes) {
+            // Passive failures from before do not count against it now.
+            st.fails.store(0, kRelaxed);
+            if (p.server->slow_start.count() > 0) st.slow_start_from.store(now ? now : 1, kRelaxed);
+            st.health.store(static_cast<uint32_t>(Health::Up), kRelaxed);
+            GH_LOG(Warn, "upstream server \"%s\" of upstream \"%s\" is healthy again: %u health check%s passed%s",
+                   p.text.c_str(), u.name.c_str(), n, n == 1 ? "" : "s",
+                   p.server->slow_start.count() > 0 ? ", slow start begins" : "");
+        }
+        return;
+    }
+    st.hc_passes.store(0, kRelaxed);
+    const uint32_t n = st.hc_fails.fetch_add(1, kRelaxed) + 1;
+    if (h == Health::Unchecked || (h == Health::Up && n >= hc.fails)) {
+        st.health.store(static_cast<uint32_t>(Health::Down), kRelaxed);
+        st.slow_start_from.store(0, kRelaxed);
+        GH_LOG(Warn, "upstream server \"%s\" of upstream \"%s\" is unhealthy: health check of \"%s\" failed: %.*s",
+               p.text.c_str(), u.name.c_str(), hc.uri.c_str(), static_cast<int>(why.size()), why.data());
+    }
+}
+
+void start_health_checks(UpstreamMainConf* m, int slot) {
+    if (!m || slot != 0) return;
+    for (UpstreamConf* u : m->upstreams) {
+        if (!u->health) continue;
+        if (u->zone_group) u->zone_group->prober.store(static_cast<int32_t>(::getpid()), kRelaxed);
+        for (size_t i = 0; i < u->peers.size(); ++i) {
+            if (u->peers[i].server->down) continue;
+            probes().push_back(std::make_unique<Probe>(*u, i));
+            // At once: "mandatory" peers take no request until checked.
+            probes().back()->schedule(std::chrono::milliseconds(0));
+        }
+    }
+}
+
+void stop_health_checks() {
+    for (auto& p : probes()) p->stop();
+    probes().clear();
+}
+
+}  // namespace gatehouse::upstream
