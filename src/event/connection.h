@@ -48,6 +48,13 @@ class Transport {
 public:
     virtual IoResult recv(Connection& c, std::span<char> buf) = 0;
     virtual IoResult writev(Connection& c, std::span<const iovec> iov) = 0;
+    // For a transport whose owner handed it over with the connection (the
+    // keepalive pool holds upstream TLS connections): ends the protocol
+    // (TLS close_notify) and frees the transport. The holder calls it
+    // once, just before closing c, after resetting c.transport. The
+    // default frees nothing: a transport never handed over stays with
+    // its owner.
+    virtual void dispose(Connection& c) { (void)c; }
 
 protected:
     ~Transport() = default;

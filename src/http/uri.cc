@@ -96,4 +96,27 @@ Result<std::string_view> clean_path(std::string_view raw, std::span<char> out) {
     return normalize_path(*decoded, out);
 }
 
+size_t escaped_size(std::string_view in, EscapeSet needs) {
+    size_t n = in.size();
+    for (char c : in)
+        if (needs(static_cast<unsigned char>(c))) n += 2;
+    return n;
+}
+
+size_t escape(std::string_view in, char* out, EscapeSet needs) {
+    static constexpr char kHex[] = "0123456789ABCDEF";
+    char* p = out;
+    for (char ch : in) {
+        auto c = static_cast<unsigned char>(ch);
+        if (needs(c)) {
+            *p++ = '%';
+            *p++ = kHex[c >> 4];
+            *p++ = kHex[c & 0xf];
+        } else {
+            *p++ = ch;
+        }
+    }
+    return static_cast<size_t>(p - out);
+}
+
 }  // namespace gatehouse::http

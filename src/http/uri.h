@@ -39,4 +39,10 @@ Result<std::string_view> normalize_path(std::string_view path, std::span<char> o
 // `out`.
 Result<std::string_view> clean_path(std::string_view raw, std::span<char> out);
 
+// Percent-encodes ("%2F", upper-case hex) each byte `needs` selects;
+// escaped_size() is the length escape() writes into out.
+using EscapeSet = bool (*)(unsigned char);
+size_t escaped_size(std::string_view in, EscapeSet needs);
+size_t escape(std::string_view in, char* out, EscapeSet needs);
+
 }  // namespace gatehouse::http

@@ -175,6 +175,17 @@ struct ContextCallbacks {
         return d2i_SSL_SESSION(nullptr, &p, static_cast<long>(n));
     }
 
+    // A client context: the origin issued a session (a TLS 1.2 one at the
+    // end of the handshake, TLS 1.3 tickets after it, during reads). It
+    // replaces the peer's previous one; the reference is kept.
+    static int client_session(SSL* ssl, SSL_SESSION* sess) {
+        Session* s = session_of(ssl);
+        if (!s || !s->save_session) return 0;
+        if (*s->save_session) SSL_SESSION_free(*s->save_session);
+        *s->save_session = sess;
+        return 1;
+    }
+
     static void remove_session(SSL_CTX* c, SSL_SESSION* sess) {
         const auto* ctx = static_cast<const Context*>(SSL_CTX_get_app_data(c));
         if (!ctx || !ctx->shared_) return;
@@ -184,8 +195,8 @@ struct ContextCallbacks {
     }
 };
 
-Context::Context() {
-    ctx_ = SSL_CTX_new(TLS_server_method());
+Context::Context(Side side) : side_(side) {
+    ctx_ = SSL_CTX_new(side == Side::Client ? TLS_client_method() : TLS_server_method());
     GH_CHECK(ctx_ != nullptr);  // out of memory
     SSL_CTX_set_app_data(ctx_, this);
     // Renegotiation is a DoS lever and HTTP/1.1 over TLS 1.2 never needs
@@ -378,6 +389,16 @@ void Context::set_verify(VerifyClient mode, int depth) {
     if (mode == VerifyClient::Off) return;
     SSL_CTX_set_verify(ctx_, SSL_VERIFY_PEER, accept_any_cert);
     SSL_CTX_set_verify_depth(ctx_, depth);
+}
+
+void Context::verify_peer(bool on, int depth) {
+    SSL_CTX_set_verify(ctx_, on ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, nullptr);
+    if (on) SSL_CTX_set_verify_depth(ctx_, depth);
+}
+
+void Context::keep_client_sessions() {
+    SSL_CTX_set_session_cache_mode(ctx_, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(ctx_, ContextCallbacks::client_session);
 }
 
 Status Context::add_client_ca(const std::string& file) {

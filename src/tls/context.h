@@ -31,12 +31,18 @@ class SharedSessionCache;
 
 class Context {
 public:
-    Context();  // an empty server context: no certificate yet
+    enum class Side : uint8_t {
+        Server,  // accepts: the ssl_* directives
+        Client,  // connects to origins: the proxy_ssl_* directives
+    };
+    // An empty context: no certificate yet.
+    explicit Context(Side side = Side::Server);
     Context(const Context&) = delete;
     Context& operator=(const Context&) = delete;
     ~Context();
 
     SSL_CTX* get() const { return ctx_; }
+    bool client() const { return side_ == Side::Client; }
 
     // Loads a certificate (PEM, followed by its chain) and its key (PEM,
     // maybe in the same file). An encrypted key is tried with each of
@@ -74,6 +80,15 @@ public:
     Status add_crl(const std::string& file);
     VerifyClient verify() const { return verify_; }
 
+    // Client contexts: the origin's certificate chain is checked against
+    // add_trusted()'s CAs, at most `depth` deep ("proxy_ssl_verify"); the
+    // name is set per connection (Session::set_verify_name). Off: any
+    // certificate is accepted.
+    void verify_peer(bool on, int depth);
+    // Client contexts: sessions the origins give are handed to
+    // Session::save_session rather than kept in OpenSSL's cache.
+    void keep_client_sessions();
+
     // OCSP stapling from a DER file made by "openssl ocsp -respout". With
     // `verify`, the response must be signed by a trusted responder (CAs
     // from set_verify's files and the certificate chains), be current and
@@ -106,6 +121,7 @@ private:
     friend struct ContextCallbacks;
 
     SSL_CTX* ctx_ = nullptr;
+    Side side_ = Side::Server;
     VerifyClient verify_ = VerifyClient::Off;
     std::vector<X509*> certs_;            // owned references, leaf certificates
     std::vector<STACK_OF(X509)*> chains_; // owned, one per certificate (maybe empty)

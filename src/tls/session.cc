@@ -3,11 +3,13 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstring>
+#include <memory>
 
 #include "core/log.h"
 #include "tls/context.h"
@@ -41,11 +43,41 @@ Session::Session(const Context& ctx, int fd, std::string_view peer) : initial_(c
     // Out of memory aborts (STYLE.md 4); nothing else fails here.
     GH_CHECK(ssl_ != nullptr);
     GH_CHECK(SSL_set_fd(ssl_, fd) == 1);
-    SSL_set_accept_state(ssl_);
+    client_ = ctx.client();
+    if (client_)
+        SSL_set_connect_state(ssl_);
+    else
+        SSL_set_accept_state(ssl_);
     SSL_set_app_data(ssl_, this);
 }
 
 Session::~Session() { SSL_free(ssl_); }
+
+void Session::set_server_name(const std::string& name) {
+    // Fails only for a name longer than 255 bytes: then none is sent.
+    if (SSL_set_tlsext_host_name(ssl_, name.c_str()) != 1) ERR_clear_error();
+}
+
+void Session::set_verify_name(const std::string& name) {
+    X509_VERIFY_PARAM* param = SSL_get0_param(ssl_);
+    // An IP literal is matched against the iPAddress names, not the DNS
+    // ones (RFC 6125 6.2.1); X509_VERIFY_PARAM_set1_ip_asc refuses names.
+    if (X509_VERIFY_PARAM_set1_ip_asc(param, name.c_str()) == 1) return;
+    ERR_clear_error();
+    X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    if (SSL_set1_host(ssl_, name.c_str()) != 1) ERR_clear_error();
+}
+
+void Session::resume(SSL_SESSION* s) {
+    if (s && SSL_set_session(ssl_, s) != 1) ERR_clear_error();
+}
+
+void Session::dispose(event::Connection&) {
+    shutdown();
+    // Made by std::make_unique and released to the pool: the pool's
+    // holder is the last owner.
+    std::unique_ptr<Session> self(this);
+}
 
 Session::Step Session::handshake(event::Connection& c) {
     ERR_clear_error();
@@ -84,8 +116,8 @@ event::IoResult Session::failed(const char* call, int rc, int err) {
         if (rc == 0 || e == 0) return {event::IoResult::Error, 0, ECONNRESET};
         return {event::IoResult::Error, 0, e};
     }
-    GH_LOG(Info, "%s failed%s, client: %.*s", call, ssl_errors().c_str(), static_cast<int>(peer_.size()),
-           peer_.data());
+    GH_LOG(Info, "%s failed%s, %s: %.*s", call, ssl_errors().c_str(), client_ ? "upstream" : "client",
+           static_cast<int>(peer_.size()), peer_.data());
     return {event::IoResult::Error, 0, EPROTO};
 }
 

@@ -17,6 +17,9 @@
 
 #include <openssl/types.h>
 
+// <openssl/ssl.h>'s declaration, without the rest of that header.
+using SSL_SESSION = struct ssl_session_st;
+
 #include <span>
 #include <string>
 #include <string_view>
@@ -29,9 +32,11 @@ class Context;
 
 class Session final : public event::Transport {
 public:
-    // A server-side session on `fd`, starting with `ctx` (the default
-    // server's; SNI may switch it). `peer` names the client in log lines
-    // and must outlive the session.
+    // A session on `fd`, starting with `ctx`. A server context makes a
+    // server-side session (the default server's context; SNI may switch
+    // it); a client one (Context::Side::Client) a client-side session to
+    // an origin. `peer` names the other end in log lines and must outlive
+    // the session.
     Session(const Context& ctx, int fd, std::string_view peer);
     Session(const Session&) = delete;
     Session& operator=(const Session&) = delete;
@@ -47,7 +52,18 @@ public:
     // Why the handshake failed: "SSL_do_handshake() failed (SSL: ...)".
     const std::string& error() const { return error_; }
 
+    // Client side, before the handshake: the name sent as SNI, the name
+    // the origin's certificate must carry (a host name or an IP literal;
+    // checked only when the context verifies), and a session to resume
+    // (OpenSSL takes its own reference).
+    void set_server_name(const std::string& name);
+    void set_verify_name(const std::string& name);
+    void resume(SSL_SESSION* s);
+
     event::IoResult recv(event::Connection& c, std::span<char> buf) override;
+    // Handed over with a pooled connection (made with std::make_unique
+    // and released by its first owner): close_notify, then frees itself.
+    void dispose(event::Connection& c) override;
     event::IoResult writev(event::Connection& c, std::span<const iovec> iov) override;
     // A read stopped because OpenSSL had to write first (a TLS 1.3 key
     // update): retry the read when the socket becomes writable.
@@ -62,6 +78,11 @@ public:
     void* user = nullptr;
     // What the SNI callback chose, for the owner (a server); null: none.
     const void* sni_choice = nullptr;
+    // Client side: where sessions the origin issues are kept, replacing
+    // the slot's previous one (Context::keep_client_sessions); null: not
+    // kept. Owner: the proxy's per-peer table, which lives as long as
+    // the configuration generation, so longer than this session.
+    SSL_SESSION** save_session = nullptr;
 
     SSL* ssl() const { return ssl_; }
     const Context& initial_context() const { return initial_; }
@@ -90,6 +111,7 @@ private:
     std::string_view peer_;
     std::string error_;
     bool established_ = false;
+    bool client_ = false;           // connects to an origin
     bool broken_ = false;           // a fatal error: no shutdown
     bool read_wants_write_ = false;
     size_t pending_write_ = 0;      // bytes of an SSL_write to retry as is

@@ -16,6 +16,7 @@
 #include <cstring>
 #include <deque>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "core/log.h"
@@ -33,6 +34,7 @@ struct IdleEntry {
     event::Connection* c = nullptr;  // owner: the worker's ConnectionTable
     sockaddr_storage sa{};           // the peer's address, to match take_idle
     socklen_t sa_len = 0;
+    const void* tag = nullptr;       // keep_idle's: what else must match
 };
 
 struct IdlePool {
@@ -95,7 +97,14 @@ event::Connection& release(IdleEntry& e) {
     return c;
 }
 
-void drop(IdleEntry& e) { http::worker_connections().close(release(e)); }
+// Closes c, disposing of a transport its owner handed over with it (TLS
+// to the origin: close_notify, then the session is freed).
+void close_conn(event::Connection& c) {
+    if (event::Transport* t = std::exchange(c.transport, nullptr)) t->dispose(c);
+    http::worker_connections().close(c);
+}
+
+void drop(IdleEntry& e) { close_conn(release(e)); }
 
 void on_idle_timeout(IdleEntry* e) { drop(*e); }
 
@@ -120,17 +129,17 @@ void on_idle_read(IdleEntry* e) {
 
 }  // namespace
 
-event::Connection* take_idle(UpstreamConf& u, const Peer& p) {
+event::Connection* take_idle(UpstreamConf& u, const Peer& p, const void* tag) {
     if (!u.idle) return nullptr;
     IdlePool& pool = *u.idle;
     for (IdleEntry* e = pool.idle.next; e != &pool.idle; e = e->next) {
-        if (!same_address(*e, p)) continue;
+        if (!same_address(*e, p) || e->tag != tag) continue;
         return &release(*e);
     }
     return nullptr;
 }
 
-void keep_idle(UpstreamConf& u, const Peer& p, event::Connection& c, uint64_t requests) {
+void keep_idle(UpstreamConf& u, const Peer& p, event::Connection& c, uint64_t requests, const void* tag) {
     if (!c.is_open()) return;
     event::Loop& loop = http::worker_loop();
     loop.cancel(c.read_timer);
@@ -143,7 +152,7 @@ void keep_idle(UpstreamConf& u, const Peer& p, event::Connection& c, uint64_t re
     c.requests = requests > UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(requests);
     if (u.keepalive == 0 || requests >= u.keepalive_requests || c.io.error() ||
         c.io.peer_closed() || g_retired) {
-        http::worker_connections().close(c);
+        close_conn(c);
         return;
     }
     IdlePool& pool = pool_of(u);
@@ -161,6 +170,7 @@ void keep_idle(UpstreamConf& u, const Peer& p, event::Connection& c, uint64_t re
     e.c = &c;
     std::memcpy(&e.sa, &p.sa, p.sa_len);
     e.sa_len = p.sa_len;
+    e.tag = tag;
     e.prev = &pool.idle;
     e.next = pool.idle.next;
     pool.idle.next->prev = &e;

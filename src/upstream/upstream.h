@@ -309,12 +309,13 @@ int connect_result(event::Connection& c);
 // closed and dropped from the pool.
 // A connection to p's address, ready for a request, or null. The caller
 // owns it again (its handlers must be set anew).
-event::Connection* take_idle(UpstreamConf& u, const Peer& p);
+event::Connection* take_idle(UpstreamConf& u, const Peer& p, const void* tag = nullptr);
 // Gives c (which completed a response that allows reuse, with
 // `requests` served on it) back to the pool; closes it instead when the
 // pool is full (the oldest idle one is closed to make room) or
 // keepalive_requests is reached.
-void keep_idle(UpstreamConf& u, const Peer& p, event::Connection& c, uint64_t requests);
+void keep_idle(UpstreamConf& u, const Peer& p, event::Connection& c, uint64_t requests,
+               const void* tag = nullptr);
 //
 // Details for the caller:
 //  - keep_idle() takes c over whatever happens (kept or closed): the
@@ -330,6 +331,13 @@ void keep_idle(UpstreamConf& u, const Peer& p, event::Connection& c, uint64_t re
 //  - A kept connection the origin closes may still be handed out if the
 //    FIN arrives after take_idle(): the first write or read then fails,
 //    and the caller retries (idempotent requests, RFC 9110, 9.2.2).
+//  - `tag` tells connections to the same address apart: take_idle()
+//    only returns one kept with the same tag. The proxy passes its TLS
+//    settings (null: plain TCP), so a pooled TLS connection goes back
+//    only to a request that would have made the same one. A connection
+//    kept with c.transport set keeps it: take_idle() returns it with the
+//    transport intact, and the pool disposes of it
+//    (event::Transport::dispose) when it closes the connection itself.
 //  - Worker time only: uses http::worker_loop() and worker_connections().
 
 // ---- health checks (health.cc) ---------------------------------------------------

@@ -14,10 +14,12 @@
 #include "event/loop.h"
 #include "http/connection.h"
 #include "http/core_module.h"
+#include "http/uri.h"
 #include "http/modules/proxy_exchange.h"
 #include "http/phases.h"
 #include "http/request.h"
 #include "http/worker_ctx.h"
+#include "tls/params.h"
 #include "upstream/upstream.h"
 
 namespace gatehouse::http {
@@ -53,11 +55,13 @@ bool needs_escape(unsigned char c) {
 
 }  // namespace
 
-Result<Url> parse_url(std::string_view s) {
-    if (istarts(s, "https://")) return make_error("https protocol requires SSL support");
-    if (!istarts(s, "http://")) return make_error("invalid URL prefix in \"" + std::string(s) + "\"");
-    std::string_view rest = s.substr(7);
+Result<Url> parse_url(std::string_view s, bool allow_https) {
+    bool ssl = istarts(s, "https://");
+    if (ssl && !allow_https) return make_error("https protocol requires SSL support");
+    if (!ssl && !istarts(s, "http://")) return make_error("invalid URL prefix in \"" + std::string(s) + "\"");
+    std::string_view rest = s.substr(ssl ? 8 : 7);
     Url u;
+    u.ssl = ssl;
     if (istarts(rest, "unix:")) {
         // "unix:/path", then ":" and the URI, if any.
         size_t colon = rest.find(':', 5);
@@ -97,7 +101,7 @@ Result<Url> parse_url(std::string_view s) {
     }
     u.target = auth;
     u.host_header = auth;
-    u.port = has_port ? port : std::string_view("80");
+    u.port = has_port ? port : std::string_view(ssl ? "443" : "80");
     if (end != std::string_view::npos) {
         u.uri = rest.substr(end);
         u.has_uri = true;
@@ -105,28 +109,9 @@ Result<Url> parse_url(std::string_view s) {
     return u;
 }
 
-size_t escaped_uri_size(std::string_view in) {
-    size_t n = in.size();
-    for (char c : in)
-        if (needs_escape(static_cast<unsigned char>(c))) n += 2;
-    return n;
-}
+size_t escaped_uri_size(std::string_view in) { return escaped_size(in, needs_escape); }
 
-size_t escape_uri(std::string_view in, char* out) {
-    static constexpr char kHex[] = "0123456789ABCDEF";
-    char* p = out;
-    for (char ch : in) {
-        auto c = static_cast<unsigned char>(ch);
-        if (needs_escape(c)) {
-            *p++ = '%';
-            *p++ = kHex[c >> 4];
-            *p++ = kHex[c & 0xf];
-        } else {
-            *p++ = ch;
-        }
-    }
-    return static_cast<size_t>(p - out);
-}
+size_t escape_uri(std::string_view in, char* out) { return escape(in, out, needs_escape); }
 
 std::string_view origin_uri(Arena& a, const UriParts& p) {
     // With variables, a URI part is the whole URI, as written [nginx].
@@ -252,8 +237,16 @@ Status set_pass(Ctx& cx, const Node& n, ProxyConf& pc) {
                             "\"proxy_pass\" cannot have URI part in location given by regular expression, "
                             "or inside named location, or inside \"if\" statement, or inside "
                             "\"limit_except\" block");
-        auto up = upstream::find_or_add(cx, n, url->target, 80);
+        auto up = upstream::find_or_add(cx, n, url->target, url->ssl ? 443 : 80);
         if (!up) return up.error();
+        if (url->ssl && url->unix_socket) return cx.error(n, "https over a unix domain socket is not supported");
+        p->ssl = url->ssl;
+        p->node = &n;
+        if (url->ssl) {
+            auto* m = cx.conf<ProxyMainConf>(proxy_module, Level::Main);
+            GH_CHECK(m != nullptr);
+            m->https_passes.emplace_back(&pc, p);
+        }
         p->upstream = *up;
         p->uri = std::string(url->uri);
         p->has_uri = url->has_uri;
@@ -265,6 +258,42 @@ Status set_pass(Ctx& cx, const Node& n, ProxyConf& pc) {
     pc.pass_loc = lc;
     lc->content_handler = run_proxy;
     return {};
+}
+
+Status set_ssl_name(Ctx& cx, const Node& n, ProxyConf& pc) {
+    if (pc.ssl_name) return cx.duplicate(n);
+    auto cv = ComplexValue::compile(cx, n, n.args[0].text);
+    if (!cv) return cv.error();
+    pc.ssl_name = cx.arena().make<ComplexValue>(std::move(*cv));
+    return {};
+}
+
+Status set_ssl_protocols(Ctx& cx, const Node& n, ProxyConf& pc) {
+    if (pc.ssl_protocols) return cx.duplicate(n);
+    std::vector<std::string_view> w;
+    for (const auto& a : n.args) w.push_back(a.text);
+    auto p = tls::parse_protocols(w);
+    if (!p) return cx.invalid(n, p.error());
+    pc.ssl_protocols = *p;
+    return {};
+}
+
+// Files are relative to the configuration file's directory, as nginx's.
+Status set_ssl_path(Ctx& cx, const Node& n, std::optional<std::string>& field) {
+    if (field) return cx.duplicate(n);
+    const std::string& v = n.args[0].text;
+    field = !v.empty() && v[0] == '/' ? v : cx.conf_dir() + v;
+    return {};
+}
+
+Status set_ssl_trusted(Ctx& cx, const Node& n, ProxyConf& pc) {
+    return set_ssl_path(cx, n, pc.ssl_trusted_certificate);
+}
+Status set_ssl_certificate(Ctx& cx, const Node& n, ProxyConf& pc) {
+    return set_ssl_path(cx, n, pc.ssl_certificate);
+}
+Status set_ssl_certificate_key(Ctx& cx, const Node& n, ProxyConf& pc) {
+    return set_ssl_path(cx, n, pc.ssl_certificate_key);
 }
 
 Status set_http_version(Ctx& cx, const Node& n, ProxyConf& pc) {
@@ -484,10 +513,26 @@ void merge(const ProxyConf& up, ProxyConf& c) {
     conf::inherit(c.next_upstream_timeout, up.next_upstream_timeout, 0ms);
     conf::inherit(c.ignore_headers, up.ignore_headers, 0);
     conf::inherit(c.socket_keepalive, up.socket_keepalive, false);
+    conf::inherit(c.ssl_server_name, up.ssl_server_name, false);
+    if (!c.ssl_name) c.ssl_name = up.ssl_name;
+    conf::inherit(c.ssl_verify, up.ssl_verify, false);
+    conf::inherit(c.ssl_verify_depth, up.ssl_verify_depth, 1);
+    conf::inherit(c.ssl_trusted_certificate, up.ssl_trusted_certificate);
+    // A certificate and its key go together: both from the same level.
+    if (!c.ssl_certificate && !c.ssl_certificate_key) {
+        c.ssl_certificate = up.ssl_certificate;
+        c.ssl_certificate_key = up.ssl_certificate_key;
+    }
+    conf::inherit(c.ssl_protocols, up.ssl_protocols, tls::kDefaultProtocols);
+    conf::inherit(c.ssl_ciphers, up.ssl_ciphers, std::string("DEFAULT"));
+    conf::inherit(c.ssl_session_reuse, up.ssl_session_reuse, true);
 }
 
 Status postconfiguration(Ctx& cx) {
-    if (auto* m = cx.conf<ProxyMainConf>(proxy_module, Level::Main)) m->prefix = cx.prefix();
+    if (auto* m = cx.conf<ProxyMainConf>(proxy_module, Level::Main)) {
+        m->prefix = cx.prefix();
+        if (auto st = proxy::build_upstream_tls(cx, *m); !st) return st;
+    }
     // "hash key": the upstream layer sits below http and cannot compile
     // variables; the key is compiled here, once per group.
     if (auto* umc = cx.conf<upstream::UpstreamMainConf>(upstream::upstream_module, Level::Main))
@@ -566,7 +611,9 @@ Next run_proxy(Request& r) {
         url.port = pass.port;
     } else {
         std::string_view text = pass.url_value->eval(r);
-        auto parsed = proxy::parse_url(text);
+        // TLS settings are built at config time for literal https URLs
+        // only.
+        auto parsed = proxy::parse_url(text, false);
         if (!parsed) {
             log_error(r, parsed.message());
             return respond_status(r, 500);
@@ -764,6 +811,16 @@ constexpr conf::Directive kDirectives[] = {
     {"proxy_next_upstream_timeout", kLoc, conf::Take1, conf::duration<&ProxyConf::next_upstream_timeout>()},
     {"proxy_ignore_headers", kLoc, conf::Take1More, conf::custom<set_ignore_headers>()},
     {"proxy_socket_keepalive", kLoc, conf::Take1, conf::flag<&ProxyConf::socket_keepalive>()},
+    {"proxy_ssl_server_name", kLoc, conf::Take1, conf::flag<&ProxyConf::ssl_server_name>()},
+    {"proxy_ssl_name", kLoc, conf::Take1, conf::custom<set_ssl_name>()},
+    {"proxy_ssl_verify", kLoc, conf::Take1, conf::flag<&ProxyConf::ssl_verify>()},
+    {"proxy_ssl_verify_depth", kLoc, conf::Take1, conf::number<&ProxyConf::ssl_verify_depth>()},
+    {"proxy_ssl_trusted_certificate", kLoc, conf::Take1, conf::custom<set_ssl_trusted>()},
+    {"proxy_ssl_certificate", kLoc, conf::Take1, conf::custom<set_ssl_certificate>()},
+    {"proxy_ssl_certificate_key", kLoc, conf::Take1, conf::custom<set_ssl_certificate_key>()},
+    {"proxy_ssl_protocols", kLoc, conf::Take1More, conf::custom<set_ssl_protocols>()},
+    {"proxy_ssl_ciphers", kLoc, conf::Take1, conf::string<&ProxyConf::ssl_ciphers>()},
+    {"proxy_ssl_session_reuse", kLoc, conf::Take1, conf::flag<&ProxyConf::ssl_session_reuse>()},
 };
 
 constexpr PhaseHandler kPhases[] = {

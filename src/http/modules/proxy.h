@@ -32,11 +32,18 @@
 // The pure pieces below have unit tests (tests/unit/http/proxy_test.cc).
 #pragma once
 
+#include <openssl/types.h>
+
+// <openssl/ssl.h>'s declaration, without the rest of that header.
+using SSL_SESSION = struct ssl_session_st;
+
 #include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "conf/module.h"
@@ -49,6 +56,9 @@
 namespace gatehouse::upstream {
 struct UpstreamConf;
 }
+namespace gatehouse::tls {
+class Context;
+}
 
 namespace gatehouse::http {
 
@@ -59,8 +69,8 @@ namespace proxy {
 // ---- pure helpers --------------------------------------------------------------
 
 // A "proxy_pass" URL: "http://host[:port][/uri]", "http://unix:/path[:/uri]",
-// or "http://name[/uri]" naming an upstream block. Views point into the
-// input.
+// or "http://name[/uri]" naming an upstream block; "https://" the same
+// over TLS. Views point into the input.
 struct Url {
     std::string_view target;       // for upstream::find_or_add: "host:port", "name", "unix:/p"
     std::string_view uri;          // "/two/", empty when there is none
@@ -68,10 +78,16 @@ struct Url {
     std::string_view host_header;  // $proxy_host: the authority as written; "localhost" for unix
     std::string_view port;         // $proxy_port: as written, "80" when omitted, empty for unix
     bool unix_socket = false;
+    bool ssl = false;              // https://: port 443 when omitted
 };
-// Errors: invalid URL prefix in "x", https protocol requires SSL support,
-// no host in "x", invalid port in "x".
-Result<Url> parse_url(std::string_view url);
+// Errors: invalid URL prefix in "x", no host in "x", invalid port in "x".
+// `allow_https` false: "https protocol requires SSL support" (proxy_pass
+// with variables, whose TLS settings are not built).
+Result<Url> parse_url(std::string_view url, bool allow_https = true);
+
+// The name TLS to an origin uses by default (SNI, certificate check):
+// $proxy_host without its port, "[::1]:8443" giving "::1".
+std::string_view ssl_host(std::string_view proxy_host);
 
 // What the request line to the origin carries, by nginx's rules:
 //   - the URL has a URI part and the location is a prefix one still valid
@@ -129,6 +145,28 @@ bool is_idempotent(std::string_view method);
 
 // ---- configuration -----------------------------------------------------------------
 
+// TLS to origins ("proxy_pass https://"): the client context of one set
+// of proxy_ssl_* settings, shared by every location that has the same.
+// Owner: the generation arena (made in postconfiguration).
+struct UpstreamTls {
+    UpstreamTls() = default;
+    UpstreamTls(const UpstreamTls&) = delete;
+    UpstreamTls& operator=(const UpstreamTls&) = delete;
+    ~UpstreamTls();
+
+    tls::Context* ctx = nullptr;         // owner: the generation arena
+    std::string key;                     // the settings, to find an equal set
+    bool server_name = false;            // "proxy_ssl_server_name"
+    bool verify = false;                 // "proxy_ssl_verify"
+    bool session_reuse = true;           // "proxy_ssl_session_reuse"
+    const ComplexValue* name = nullptr;  // "proxy_ssl_name"; null: ssl_host($proxy_host)
+    // The last session each peer (upstream::Peer*) gave, to resume the
+    // next connection with. Filled at run time, in each worker for
+    // itself (after fork()); node addresses are stable, so a
+    // tls::Session keeps a pointer to its slot (save_session).
+    mutable std::unordered_map<const void*, SSL_SESSION*> sessions;
+};
+
 // One "proxy_pass". Owner: the generation arena.
 struct Pass {
     std::string url;          // as written, for messages and "proxy_redirect default"
@@ -141,6 +179,11 @@ struct Pass {
     std::string location;     // the prefix it replaces: the location's name
     std::string host_header;  // $proxy_host
     std::string port;         // $proxy_port
+    bool ssl = false;         // https://
+    const conf::Node* node = nullptr;  // the directive (owner: the generation's tree), for errors
+    // The TLS settings of the location that has this proxy_pass: set by
+    // postconfiguration for https (owner: the generation arena).
+    const UpstreamTls* tls = nullptr;
 };
 
 struct SetHeader {
@@ -218,11 +261,37 @@ struct ProxyConf {
     std::optional<conf::Duration> next_upstream_timeout;   // "proxy_next_upstream_timeout"
     std::optional<uint8_t> ignore_headers;                 // "proxy_ignore_headers"
     std::optional<bool> socket_keepalive;                  // "proxy_socket_keepalive"
+
+    // TLS to origins, for "proxy_pass https://".
+    std::optional<bool> ssl_server_name;                   // "proxy_ssl_server_name"
+    const ComplexValue* ssl_name = nullptr;                // "proxy_ssl_name"
+    std::optional<bool> ssl_verify;                        // "proxy_ssl_verify"
+    std::optional<uint64_t> ssl_verify_depth;              // "proxy_ssl_verify_depth"
+    std::optional<std::string> ssl_trusted_certificate;    // "proxy_ssl_trusted_certificate", absolute
+    std::optional<std::string> ssl_certificate;            // "proxy_ssl_certificate", absolute
+    std::optional<std::string> ssl_certificate_key;        // "proxy_ssl_certificate_key", absolute
+    std::optional<uint8_t> ssl_protocols;                  // "proxy_ssl_protocols"
+    std::optional<std::string> ssl_ciphers;                // "proxy_ssl_ciphers"
+    std::optional<bool> ssl_session_reuse;                 // "proxy_ssl_session_reuse"
 };
 
 // proxy_module's main-level struct.
 struct ProxyMainConf {
     std::string prefix;  // the generation's prefix, for the default temp paths
+    // Every "proxy_pass https://" with its location's conf, for
+    // postconfiguration to build the TLS contexts after the merge, and
+    // the contexts it made (owner: the generation arena).
+    std::vector<std::pair<const ProxyConf*, proxy::Pass*>> https_passes;
+    std::vector<proxy::UpstreamTls*> tls;
 };
+
+namespace proxy {
+// Builds the client TLS context of every https proxy_pass in
+// `m.https_passes` from its location's merged proxy_ssl_* settings,
+// sharing one between locations whose settings are equal
+// (proxy_ssl.cc). Config time, from postconfiguration; errors name the
+// proxy_pass's file:line.
+Status build_upstream_tls(conf::Ctx& cx, ProxyMainConf& m);
+}  // namespace proxy
 
 }  // namespace gatehouse::http

@@ -3,6 +3,7 @@
 // (proxy_next_upstream). The response side is proxy_response.cc.
 #include "http/modules/proxy_exchange.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -11,6 +12,8 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <openssl/ssl.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -107,7 +110,9 @@ Exchange::Exchange(Request& r, const ProxyConf& pc, const Pass& pass, upstream::
       drain_ev_(event::Callback::to<&Exchange::on_drain_event>(this)),
       sendq_(r.mem()),
       pool_(r.mem()),
-      out_(r.mem()) {}
+      out_(r.mem()) {
+    tls_ = pass.tls;
+}
 
 Exchange::~Exchange() {
     // The request is going away (its arena with it): nothing may call back
@@ -405,8 +410,14 @@ void Exchange::connect_peer() {
     head_read_ = false;
     reused_ = false;
     if (u_.keepalive > 0 && !cached_retried_) {
-        up_ = upstream::take_idle(u_, *peer_);
+        up_ = upstream::take_idle(u_, *peer_, tls_);
         reused_ = up_ != nullptr;
+        if (up_ && tls_) {
+            // Kept with our tag, so with its TLS session as transport
+            // (release_upstream): ours again.
+            GH_CHECK(up_->transport != nullptr);
+            up_tls_.reset(static_cast<tls::Session*>(up_->transport));
+        }
     }
     if (!up_) {
         auto c = upstream::open_connection(*peer_);
@@ -429,6 +440,45 @@ void Exchange::connect_peer() {
     }
     stage_ = Stage::Connecting;
     worker_loop().arm(up_->write_timer, *pc_.connect_timeout);
+}
+
+// TCP is up: the TLS handshake, under the connect timeout still armed.
+void Exchange::start_tls() {
+    stage_ = Stage::Handshaking;
+    up_tls_ = std::make_unique<tls::Session>(*tls_->ctx, up_->fd(), peer_->text);
+    std::string name(tls_->name ? tls_->name->eval(r_) : ssl_host(host_header_));
+    // No SNI for an IP literal (RFC 6066 3), as nginx.
+    in6_addr ip;
+    bool literal = inet_pton(AF_INET, name.c_str(), &ip) == 1 || inet_pton(AF_INET6, name.c_str(), &ip) == 1;
+    if (tls_->server_name && !literal && !name.empty()) up_tls_->set_server_name(name);
+    if (tls_->verify) up_tls_->set_verify_name(name);
+    if (tls_->session_reuse) {
+        SSL_SESSION*& slot = tls_->sessions[peer_];
+        up_tls_->save_session = &slot;
+        up_tls_->resume(slot);
+    }
+    up_->transport = up_tls_.get();
+    handshake();
+}
+
+void Exchange::handshake() {
+    switch (up_tls_->handshake(*up_)) {
+        case tls::Session::Step::Done:
+            // $upstream_connect_time includes the handshake, as nginx's.
+            cur_try().connect_ms = elapsed();
+            on_connected();
+            return;
+        case tls::Session::Step::Again: return;
+        case tls::Session::Step::Fail:
+            // A session the origin no longer takes must not fail the next
+            // connection too: start the next one afresh.
+            if (up_tls_->save_session && *up_tls_->save_session) {
+                SSL_SESSION_free(*up_tls_->save_session);
+                *up_tls_->save_session = nullptr;
+            }
+            fail(Failure::Error, 502, 0, up_tls_->error());
+            return;
+    }
 }
 
 void Exchange::on_connected() {
@@ -478,6 +528,33 @@ bool Exchange::write_queue() {
         Buf& b = sendq_[sendq_pos_];
         if (b.empty()) {
             ++sendq_pos_;
+            continue;
+        }
+        if (b.in_file() && up_tls_) {
+            // TLS: the bytes must go through OpenSSL, so no sendfile().
+            // A retried SSL_write needs the same bytes again: they are
+            // read anew from the same file position, the same length.
+            char piece[16384];
+            size_t want = std::min<size_t>(b.size(), sizeof piece);
+            ssize_t n = ::pread(b.fd, piece, want, b.file_pos);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) {
+                int err = n < 0 ? errno : 0;
+                fail(Failure::Error, 502, err, n < 0 ? "pread() failed" : "client body file was truncated");
+                return false;
+            }
+            iovec one{piece, static_cast<size_t>(n)};
+            event::IoResult io = up_->writev({&one, 1});
+            if (io.kind == event::IoResult::Again) {
+                worker_loop().arm(up_->write_timer, *pc_.send_timeout);
+                return true;
+            }
+            if (io.kind == event::IoResult::Error) {
+                fail(Failure::Error, 502, io.err, "SSL_write() failed");
+                return false;
+            }
+            request_sent_ = true;
+            b.file_pos += static_cast<off_t>(io.bytes);
             continue;
         }
         if (b.in_file()) {
@@ -548,13 +625,25 @@ void Exchange::on_up_write() {
                 fail(Failure::Error, 502, err, "connect() failed");
                 return;
             }
+            if (tls_) {
+                start_tls();
+                return;
+            }
             cur_try().connect_ms = elapsed();
             on_connected();
             return;
         }
+        case Stage::Handshaking:
+            handshake();
+            return;
         case Stage::Active:
         case Stage::Body: {
-            if (sendq_pos_ == sendq_.size()) return;
+            if (sendq_pos_ == sendq_.size()) {
+                // A TLS read stopped to write first (a key update): it can
+                // go on now.
+                if (up_tls_ && up_tls_->read_wants_write()) on_up_read();
+                return;
+            }
             if (!write_queue()) return;
             if (sendq_pos_ < sendq_.size()) return;
             if (body_paused_) {
@@ -577,6 +666,7 @@ void Exchange::on_up_write() {
 void Exchange::on_up_read() {
     if (client_gone() || !up_) return;
     switch (stage_) {
+        case Stage::Handshaking: handshake(); return;
         case Stage::Active: read_head(); return;
         case Stage::Body:
             if (!paused_) read_response_body();
@@ -591,7 +681,7 @@ void Exchange::on_up_read() {
 
 void Exchange::on_up_write_timeout() {
     if (client_gone() || !up_) return;
-    if (stage_ == Stage::Connecting || stage_ == Stage::Active) {
+    if (stage_ == Stage::Connecting || stage_ == Stage::Handshaking || stage_ == Stage::Active) {
         fail(Failure::Timeout, 504, ETIMEDOUT, "upstream timed out");
         return;
     }
@@ -616,6 +706,7 @@ void Exchange::on_up_read_timeout() {
 std::string_view Exchange::action() const {
     switch (stage_) {
         case Stage::Connecting: return "connecting to upstream";
+        case Stage::Handshaking: return "SSL handshaking to upstream";
         case Stage::Active: return request_done_ ? "reading response header from upstream" : "sending request to upstream";
         case Stage::Body: return "reading upstream";
         case Stage::Upgrading:
@@ -638,7 +729,7 @@ void Exchange::error_log(log::Level l, int err, std::string_view what, std::stri
     m += r_.request_line;
     m += '"';
     if (peer_) {
-        m += ", upstream: \"http://";
+        m += pass_.ssl ? ", upstream: \"https://" : ", upstream: \"http://";
         m += peer_->text;
         if (peer_->text.starts_with("unix:")) m += ':';
         m += uri_;
@@ -665,6 +756,11 @@ void Exchange::close_upstream() {
     event::Connection* c = up_;
     up_ = nullptr;
     c->data = nullptr;
+    if (up_tls_) {
+        up_tls_->shutdown();  // close_notify, unless the session failed
+        c->transport = nullptr;
+        up_tls_.reset();
+    }
     worker_connections().close(*c);
 }
 
@@ -683,7 +779,10 @@ void Exchange::release_upstream(bool reusable) {
     c->read_timer.cb = {};
     c->write_timer.cb = {};
     c->data = nullptr;
-    upstream::keep_idle(u_, *peer_, *c, c->requests);
+    // The TLS session stays c's transport and goes with it: the pool
+    // disposes of it if it closes c, take_idle() gives it back otherwise.
+    if (up_tls_) static_cast<void>(up_tls_.release());
+    upstream::keep_idle(u_, *peer_, *c, c->requests, tls_);
 }
 
 bool Exchange::may_retry(Failure f, int status) const {

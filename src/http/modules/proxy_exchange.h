@@ -18,6 +18,7 @@
 // request.
 #pragma once
 
+#include <memory>
 #include <optional>
 #include <string_view>
 
@@ -29,6 +30,7 @@
 #include "http/h1_parser.h"
 #include "http/modules/proxy.h"
 #include "http/request.h"
+#include "tls/session.h"
 #include "upstream/upstream.h"
 
 namespace gatehouse::http::proxy {
@@ -77,6 +79,7 @@ private:
         Start,
         ReadingBody,  // buffered: the client body, before connecting
         Connecting,
+        Handshaking,  // TLS to the origin (https), within proxy_connect_timeout
         Active,       // request going out, response head coming in
         Body,         // streaming the response body
         Upgrading,    // 101 sent, waiting for it to leave
@@ -103,6 +106,8 @@ private:
     void connect();
     void connect_peer();
     void on_connected();
+    void start_tls();
+    void handshake();
     void queue_request();
     void on_up_read();
     void on_up_write();
@@ -197,6 +202,11 @@ private:
     upstream::Peer* peer_ = nullptr;
     event::Connection* up_ = nullptr;
     bool reused_ = false;         // from the keepalive pool
+    // https: the settings (owner: the generation) and the TLS session of
+    // up_, which is up_->transport. The session goes to the keepalive
+    // pool with the connection (release_upstream) and comes back with it.
+    const UpstreamTls* tls_ = nullptr;
+    std::unique_ptr<tls::Session> up_tls_;
     bool cached_retried_ = false;
     bool try_open_ = false;       // picker_->done() is owed for peer_
     event::Msec first_start_ = 0;

@@ -35,6 +35,7 @@
 #include "http/phases.h"
 #include "http/request.h"
 #include "http/static_module.h"
+#include "http/uri.h"
 #include "http/variables.h"
 
 namespace gatehouse::http {
@@ -189,28 +190,9 @@ bool needs_escape(unsigned char c) {
 
 }  // namespace
 
-size_t escaped_args_size(std::string_view in) {
-    size_t n = in.size();
-    for (char c : in)
-        if (needs_escape(static_cast<unsigned char>(c))) n += 2;
-    return n;
-}
+size_t escaped_args_size(std::string_view in) { return escaped_size(in, needs_escape); }
 
-size_t escape_args(std::string_view in, char* out) {
-    static constexpr char kHex[] = "0123456789ABCDEF";
-    char* p = out;
-    for (char ch : in) {
-        auto c = static_cast<unsigned char>(ch);
-        if (needs_escape(c)) {
-            *p++ = '%';
-            *p++ = kHex[c >> 4];
-            *p++ = kHex[c & 0xf];
-        } else {
-            *p++ = ch;
-        }
-    }
-    return static_cast<size_t>(p - out);
-}
+size_t escape_args(std::string_view in, char* out) { return escape(in, out, needs_escape); }
 
 bool path_was_encoded(std::string_view unparsed_uri) {
     std::string_view path = unparsed_uri.substr(0, unparsed_uri.find('?'));

@@ -60,10 +60,32 @@ TEST_CASE("proxy: parse_url takes nginx's forms") {
     CHECK(u->uri == "/api/");
 }
 
+TEST_CASE("proxy: parse_url takes https, port 443 by default") {
+    auto u = parse_url("https://example.com/api/");
+    REQUIRE(u);
+    CHECK(u->ssl);
+    CHECK(u->target == "example.com");
+    CHECK(u->port == "443");
+    CHECK(u->uri == "/api/");
+    u = parse_url("HTTPS://[::1]:8443");
+    REQUIRE(u);
+    CHECK(u->ssl);
+    CHECK(u->port == "8443");
+    CHECK_FALSE(parse_url("http://x")->ssl);
+}
+
+TEST_CASE("proxy: ssl_host drops the port of $proxy_host") {
+    CHECK(ssl_host("example.com:8443") == "example.com");
+    CHECK(ssl_host("example.com") == "example.com");
+    CHECK(ssl_host("[::1]:8443") == "::1");
+    CHECK(ssl_host("[::1]") == "::1");
+    CHECK(ssl_host("backend") == "backend");
+}
+
 TEST_CASE("proxy: parse_url errors") {
     CHECK(url_error("ftp://x") == "invalid URL prefix in \"ftp://x\"");
     CHECK(url_error("backend") == "invalid URL prefix in \"backend\"");
-    CHECK(url_error("https://x") == "https protocol requires SSL support");
+    CHECK(parse_url("https://x", false).message() == "https protocol requires SSL support");
     CHECK(url_error("http://") == "no host in \"http://\"");
     CHECK(url_error("http:///x") == "no host in \"http:///x\"");
     CHECK(url_error("http://x:0") == "invalid port in \"http://x:0\"");

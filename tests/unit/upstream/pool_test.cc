@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <span>
 #include <string>
 
 #include "upstream/upstream.h"
@@ -244,4 +245,46 @@ TEST_CASE("upstream/pool: a retiring worker keeps nothing") {
     upstream::keep_idle(u, a, c3, 1);
     CHECK(upstream::take_idle(u, a) == &c3);
     w.table->close(c3);
+}
+
+namespace {
+
+// A transport the pool is handed with its connection, recording dispose().
+struct FakeTransport final : event::Transport {
+    int disposed = 0;
+    event::IoResult recv(event::Connection&, std::span<char>) override { return {event::IoResult::Again}; }
+    event::IoResult writev(event::Connection&, std::span<const iovec>) override {
+        return {event::IoResult::Again};
+    }
+    void dispose(event::Connection& c) override {
+        CHECK(c.transport == nullptr);  // reset before, as the contract says
+        ++disposed;
+    }
+};
+
+}  // namespace
+
+TEST_CASE("upstream/pool: the tag must match, and the transport stays or is disposed of") {
+    Worker w;
+    UpstreamConf& u = w.group(4);
+    Peer a = peer("127.0.0.1:8001");
+    int tls_tag = 0;
+    FakeTransport t;
+    int other;
+    event::Connection& c = w.connected(other);
+    c.transport = &t;
+    upstream::keep_idle(u, a, c, 1, &tls_tag);
+    // Plain TCP requests do not get a TLS connection.
+    CHECK(upstream::take_idle(u, a) == nullptr);
+    REQUIRE(upstream::take_idle(u, a, &tls_tag) == &c);
+    CHECK(c.transport == &t);
+    CHECK(t.disposed == 0);
+
+    // Closed by the pool (the origin closed it): the transport is disposed of.
+    upstream::keep_idle(u, a, c, 1, &tls_tag);
+    ::close(other);
+    w.others.pop_back();
+    w.turn();
+    CHECK(t.disposed == 1);
+    CHECK_FALSE(c.is_open());
 }

@@ -1,0 +1,101 @@
+// proxy_module: TLS to origins, "proxy_pass https://" and the proxy_ssl_*
+// directives [nginx ngx_http_proxy_module, ngx_http_upstream_ssl_*]. The
+// client contexts are built here at config time; the handshake itself is
+// driven by the Exchange (proxy_exchange.cc).
+#include <openssl/ssl.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+
+#include "conf/registry.h"
+#include "http/modules/proxy.h"
+#include "tls/context.h"
+
+namespace gatehouse::http::proxy {
+
+UpstreamTls::~UpstreamTls() {
+    for (auto& [peer, s] : sessions)
+        if (s) SSL_SESSION_free(s);
+}
+
+std::string_view ssl_host(std::string_view h) {
+    if (!h.empty() && h[0] == '[') {
+        size_t close = h.find(']');
+        return close == std::string_view::npos ? h : h.substr(1, close - 1);
+    }
+    size_t colon = h.rfind(':');
+    return colon == std::string_view::npos ? h : h.substr(0, colon);
+}
+
+namespace {
+
+// What makes two locations' contexts (and their resumable sessions) the
+// same: every setting, and the proxy_ssl_name declaration itself.
+std::string settings_key(const ProxyConf& pc) {
+    std::string k;
+    auto add = [&](std::string_view v) {
+        k += v;
+        k += '\0';
+    };
+    add(*pc.ssl_server_name ? "1" : "0");
+    add(*pc.ssl_verify ? "1" : "0");
+    add(std::to_string(*pc.ssl_verify_depth));
+    add(pc.ssl_trusted_certificate ? *pc.ssl_trusted_certificate : "");
+    add(pc.ssl_certificate ? *pc.ssl_certificate : "");
+    add(pc.ssl_certificate_key ? *pc.ssl_certificate_key : "");
+    add(std::to_string(*pc.ssl_protocols));
+    add(*pc.ssl_ciphers);
+    add(*pc.ssl_session_reuse ? "1" : "0");
+    add(std::to_string(reinterpret_cast<uintptr_t>(pc.ssl_name)));
+    return k;
+}
+
+Result<UpstreamTls*> make_tls(conf::Ctx& cx, const conf::Node& n, const ProxyConf& pc, std::string key) {
+    auto* t = cx.arena().make<UpstreamTls>();
+    t->key = std::move(key);
+    t->server_name = *pc.ssl_server_name;
+    t->verify = *pc.ssl_verify;
+    t->session_reuse = *pc.ssl_session_reuse;
+    t->name = pc.ssl_name;
+    auto* ctx = cx.arena().make<tls::Context>(tls::Context::Side::Client);
+    t->ctx = ctx;
+    if (pc.ssl_certificate && !pc.ssl_certificate_key)
+        return cx.error(n, "no \"proxy_ssl_certificate_key\" is defined for certificate \"" +
+                               *pc.ssl_certificate + "\"");
+    if (pc.ssl_certificate)
+        if (auto s = ctx->add_certificate(*pc.ssl_certificate, *pc.ssl_certificate_key, {}); !s)
+            return cx.error(n, s.message());
+    if (auto s = ctx->set_protocols(*pc.ssl_protocols); !s) return cx.error(n, s.message());
+    if (auto s = ctx->set_ciphers(*pc.ssl_ciphers, false); !s) return cx.error(n, s.message());
+    if (*pc.ssl_verify) {
+        if (!pc.ssl_trusted_certificate)
+            return cx.error(n, "no proxy_ssl_trusted_certificate for proxy_ssl_verify");
+        if (auto s = ctx->add_trusted(*pc.ssl_trusted_certificate); !s) return cx.error(n, s.message());
+    }
+    // OpenSSL takes an int; no chain is longer than 100.
+    ctx->verify_peer(*pc.ssl_verify, static_cast<int>(std::min<uint64_t>(*pc.ssl_verify_depth, 100)));
+    if (*pc.ssl_session_reuse) ctx->keep_client_sessions();
+    return t;
+}
+
+}  // namespace
+
+Status build_upstream_tls(conf::Ctx& cx, ProxyMainConf& m) {
+    for (auto& [pc, pass] : m.https_passes) {
+        std::string key = settings_key(*pc);
+        UpstreamTls* found = nullptr;
+        for (UpstreamTls* t : m.tls)
+            if (t->key == key) found = t;
+        if (!found) {
+            auto t = make_tls(cx, *pass->node, *pc, std::move(key));
+            if (!t) return t.error();
+            found = *t;
+            m.tls.push_back(found);
+        }
+        pass->tls = found;
+    }
+    return {};
+}
+
+}  // namespace gatehouse::http::proxy

@@ -1,0 +1,395 @@
+"""proxy_pass https://: TLS from the proxy to origins.
+
+The origin is a Python TLS server (the ssl module) with a certificate made
+by the openssl command for the test: it records, per connection, the SNI
+name the proxy sent, whether the session was resumed and the client
+certificate, then answers HTTP like origins.py's ok_handler (with the body
+length and digest of what it received). Every socket has a timeout.
+"""
+
+import hashlib
+import re
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from gh_server import poll, server  # noqa: F401  (server: the fixture)
+from origins import Closed, Reader, read_request, response
+from test_proxy import error_lines, request, start
+
+OPENSSL = shutil.which("openssl")
+pytestmark = pytest.mark.skipif(OPENSSL is None, reason="the openssl command is not installed")
+
+
+def openssl(*args, cwd):
+    r = subprocess.run([OPENSSL, *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, f"openssl {' '.join(args)}: {r.stderr}"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pki")
+    o = lambda *a: openssl(*a, cwd=d)  # noqa: E731
+    for ca, cn in (("ca", "Gatehouse Origin CA"), ("other", "Some Other CA")):
+        o("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+          "-keyout", f"{ca}.key", "-out", f"{ca}.crt", "-subj", f"/CN={cn}", "-days", "30",
+          "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+
+    def leaf(name, cn, san=None):
+        o("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", f"{name}.key",
+          "-out", f"{name}.csr", "-subj", f"/CN={cn}")
+        args = ["x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                "-days", "30", "-out", f"{name}.crt"]
+        if san:
+            (d / f"{name}.ext").write_text(f"subjectAltName={san}\n")
+            args += ["-extfile", f"{name}.ext"]
+        o(*args)
+
+    leaf("origin", "origin.test", "DNS:origin.test,IP:127.0.0.1")
+    leaf("client", "client1")
+    return Path(d)
+
+
+class Conn:
+    """What the origin saw of one TLS connection."""
+
+    def __init__(self):
+        self.sni = None
+        self.reused = None
+        self.peer_cn = None
+
+
+class TlsOrigin:
+    def __init__(self, pki, client_ca=False, timeout=10.0):
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(str(pki / "origin.crt"), str(pki / "origin.key"))
+        if client_ca:
+            self.ctx.verify_mode = ssl.CERT_REQUIRED
+            self.ctx.load_verify_locations(str(pki / "ca.crt"))
+        self.ctx.sni_callback = self._sni
+        self.timeout = timeout
+        self.conns = []  # Conn, for each completed handshake
+        self.handshakes_failed = 0
+        self.requests = []
+        self.lock = threading.Lock()
+        self._snis = {}
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.sock.listen(64)
+        self.stopping = False
+        self.socks = []
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
+
+    def _sni(self, sslobj, name, ctx):
+        with self.lock:
+            self._snis[id(sslobj)] = name
+
+    def _accept(self):
+        while not self.stopping:
+            try:
+                raw, _ = self.sock.accept()
+            except OSError:
+                return
+            raw.settimeout(self.timeout)
+            with self.lock:
+                self.socks.append(raw)
+            t = threading.Thread(target=self._serve, args=(raw,), daemon=True)
+            t.start()
+            with self.lock:
+                self.threads.append(t)
+
+    def _serve(self, raw):
+        try:
+            s = self.ctx.wrap_socket(raw, server_side=True)
+        except (OSError, ssl.SSLError):
+            with self.lock:
+                self.handshakes_failed += 1
+            raw.close()
+            return
+        with self.lock:
+            self.socks.append(s)  # raw is detached now: stop() needs this one
+        c = Conn()
+        c.reused = s.session_reused
+        cert = s.getpeercert()
+        if cert:
+            c.peer_cn = dict(x[0] for x in cert["subject"]).get("commonName")
+        with self.lock:
+            # The callback is given the SSLSocket being handshaken.
+            c.sni = self._snis.pop(id(s), None)
+            self.conns.append(c)
+        reader = Reader(s)
+        try:
+            while not self.stopping:
+                req = read_request(reader)
+                if req is None:
+                    break
+                with self.lock:
+                    self.requests.append(req)
+                body = (f"{req.method} {req.target} {len(req.body)} "
+                        f"{hashlib.sha256(req.body).hexdigest()}\n").encode()
+                close = (req.header("Connection") or "").lower() == "close"
+                s.sendall(response(200, body, close=close))
+                if close:
+                    break
+        except (Closed, OSError, ssl.SSLError, ValueError):
+            pass
+        finally:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def stop(self):
+        self.stopping = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes accept()
+        except OSError:
+            pass
+        self.sock.close()
+        with self.lock:
+            socks = list(self.socks)
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+        for t in list(self.threads):
+            t.join(5)
+
+
+@pytest.fixture
+def tls_origin(pki):
+    made = []
+
+    def make(**kw):
+        o = TlsOrigin(pki, **kw)
+        made.append(o)
+        return o
+
+    yield make
+    for o in made:
+        o.stop()
+
+
+def proxied(server, location, pki, extra=""):
+    """A server on PORT whose "location /" has `location`; paths in it may
+    say PKI for the certificates' directory."""
+    return start(server, f"""
+    server {{
+        listen 127.0.0.1:PORT;
+        location / {{
+            {location.replace("PKI", str(pki))}
+        }}
+    }}
+    {extra}
+    """)
+
+
+def test_get_and_post_through_tls(server, tls_origin, pki):
+    o = tls_origin()
+    s = proxied(server, f"proxy_pass https://127.0.0.1:{o.port};", pki)
+    r = request(s.port, "/a?x=1")
+    assert r.status == 200
+    assert r.body.startswith(b"GET /a?x=1 0 ")
+    # A body larger than client_body_buffer_size goes from a temp file.
+    for body in (b"hello", bytes(range(256)) * 1000):
+        r = request(s.port, "/up", method="POST", body=body)
+        assert r.status == 200, s.error_log()
+        digest = hashlib.sha256(body).hexdigest()
+        assert r.body == f"POST /up {len(body)} {digest}\n".encode()
+    assert o.requests[0].header("Host") == f"127.0.0.1:{o.port}"
+
+
+def test_sni_only_when_proxy_ssl_server_name_on(server, tls_origin, pki):
+    o = tls_origin()
+    s = proxied(server, f"proxy_pass https://127.0.0.1:{o.port};", pki, extra=f"""
+    server {{
+        listen 127.0.0.1:PORT;
+        server_name sni.test;
+        location / {{
+            proxy_ssl_server_name on;
+            proxy_ssl_name origin.test;
+            proxy_pass https://127.0.0.1:{o.port};
+        }}
+    }}""")
+    assert request(s.port, "/off").status == 200
+    assert request(s.port, "/on", host="sni.test").status == 200
+    assert poll(lambda: len(o.conns) == 2)
+    assert [c.sni for c in o.conns] == [None, "origin.test"]
+
+
+def test_default_sni_is_the_proxy_host_without_port(server, tls_origin, pki):
+    o = tls_origin()
+    s = proxied(server, "proxy_ssl_server_name on; proxy_pass https://origin/;", pki, extra=f"""
+    upstream origin {{ server 127.0.0.1:{o.port}; }}""")
+    assert request(s.port, "/x").status == 200
+    assert poll(lambda: len(o.conns) == 1)
+    assert o.conns[0].sni == "origin"
+
+
+def test_verify_with_the_right_ca_and_name(server, tls_origin, pki):
+    o = tls_origin()
+    s = proxied(server, f"""
+        proxy_ssl_verify on;
+        proxy_ssl_trusted_certificate PKI/ca.crt;
+        proxy_ssl_name origin.test;
+        proxy_pass https://127.0.0.1:{o.port};""", pki)
+    assert request(s.port, "/v").status == 200
+    # The IP literal of $proxy_host is checked against the IP names.
+    s2 = proxied(server, f"""
+        proxy_ssl_verify on;
+        proxy_ssl_trusted_certificate PKI/ca.crt;
+        proxy_pass https://127.0.0.1:{o.port};""", pki)
+    assert request(s2.port, "/v").status == 200
+
+
+@pytest.mark.parametrize("settings", [
+    "proxy_ssl_trusted_certificate PKI/ca.crt; proxy_ssl_name wrong.test;",
+    "proxy_ssl_trusted_certificate PKI/other.crt; proxy_ssl_name origin.test;",
+])
+def test_verify_failure_is_a_502_with_the_reason(server, tls_origin, pki, settings):
+    o = tls_origin()
+    s = proxied(server, f"proxy_ssl_verify on; {settings} proxy_pass https://127.0.0.1:{o.port};", pki)
+    r = request(s.port, "/v")
+    assert r.status == 502
+    lines = error_lines(s, r"SSL_do_handshake\(\) failed")
+    assert lines, s.error_log()
+    assert re.search(r"\[error\].*SSL_do_handshake\(\) failed \(SSL: .*certificate verify failed.*\) "
+                     r"while SSL handshaking to upstream, .*upstream: \"https://127\.0\.0\.1:%d/v\"" % o.port,
+                     lines[0]), lines[0]
+    assert not o.requests
+
+
+class PlainOrigin:
+    """Answers every connection with plain HTTP at once: a TLS handshake
+    with it fails."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.addr = "127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                c.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+            except OSError:
+                pass
+            c.close()
+
+    def stop(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        self.thread.join(5)
+
+
+def test_handshake_failure_goes_to_the_next_upstream(server, tls_origin, pki):
+    plain = PlainOrigin()
+    try:
+        o = tls_origin()
+        s = proxied(server, "proxy_pass https://both;", pki, extra=f"""
+        upstream both {{ server {plain.addr}; server 127.0.0.1:{o.port}; }}
+        log_format up "$upstream_addr $upstream_status";
+        access_log logs/up.log up;""")
+        r = request(s.port, "/n")
+        assert r.status == 200
+        assert r.body.startswith(b"GET /n ")
+        line = s.wait_lines("up.log", 1)[0].decode()
+        assert line.strip() == f"{plain.addr}, 127.0.0.1:{o.port} 502, 200"
+        assert error_lines(s, r"while SSL handshaking to upstream"), s.error_log()
+    finally:
+        plain.stop()
+
+
+def test_client_certificate(server, tls_origin, pki):
+    o = tls_origin(client_ca=True)
+    s = proxied(server, f"""
+        proxy_ssl_certificate PKI/client.crt;
+        proxy_ssl_certificate_key PKI/client.key;
+        proxy_pass https://127.0.0.1:{o.port};""", pki)
+    assert request(s.port, "/c").status == 200
+    assert o.conns[0].peer_cn == "client1"
+    # Without one, the origin refuses.
+    s2 = proxied(server, f"proxy_pass https://127.0.0.1:{o.port};", pki)
+    assert request(s2.port, "/c").status == 502
+    assert len(o.requests) == 1
+
+
+def test_sessions_are_resumed_on_new_connections(server, tls_origin, pki):
+    o = tls_origin()
+    s = proxied(server, f"proxy_pass https://127.0.0.1:{o.port};", pki)
+    for i in range(3):
+        assert request(s.port, f"/{i}").status == 200
+    assert poll(lambda: len(o.conns) == 3)
+    assert [c.reused for c in o.conns] == [False, True, True]
+
+
+def test_session_reuse_off(server, tls_origin, pki):
+    o = tls_origin()
+    s = proxied(server, f"proxy_ssl_session_reuse off; proxy_pass https://127.0.0.1:{o.port};", pki)
+    for i in range(2):
+        assert request(s.port, f"/{i}").status == 200
+    assert poll(lambda: len(o.conns) == 2)
+    assert [c.reused for c in o.conns] == [False, False]
+
+
+def test_keepalive_pools_the_tls_connection(server, tls_origin, pki):
+    o = tls_origin()
+    s = proxied(server, """
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_pass https://pooled;""", pki, extra=f"""
+    upstream pooled {{ server 127.0.0.1:{o.port}; keepalive 4; }}""")
+    for i in range(4):
+        r = request(s.port, f"/{i}")
+        assert r.status == 200
+        assert r.body.startswith(f"GET /{i} ".encode())
+    assert len(o.conns) == 1
+    assert len(o.requests) == 4
+
+
+def test_protocols_and_ciphers(server, tls_origin, pki):
+    o = tls_origin()
+    s = proxied(server, f"""
+        proxy_ssl_protocols TLSv1.2;
+        proxy_ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256;
+        proxy_pass https://127.0.0.1:{o.port};""", pki)
+    assert request(s.port, "/p").status == 200
+
+
+@pytest.mark.parametrize("conf,message", [
+    ("proxy_ssl_verify on; proxy_pass https://127.0.0.1:1;",
+     "no proxy_ssl_trusted_certificate for proxy_ssl_verify"),
+    ("proxy_ssl_certificate PKI/client.crt; proxy_pass https://127.0.0.1:1;",
+     'no "proxy_ssl_certificate_key" is defined'),
+    ("proxy_ssl_protocols TLSv1.4; proxy_pass https://127.0.0.1:1;", 'invalid value "TLSv1.4"'),
+    ("proxy_ssl_ciphers NO-SUCH-CIPHER; proxy_pass https://127.0.0.1:1;", "SSL_CTX_set_cipher_list"),
+    ("proxy_ssl_verify on; proxy_ssl_trusted_certificate PKI/none.crt; proxy_pass https://127.0.0.1:1;",
+     "none.crt"),
+])
+def test_config_errors(server, pki, conf, message):
+    s = server("server {\n listen 127.0.0.1:PORT;\n location / {\n" + conf.replace("PKI", str(pki)) + "\n}\n}\n",
+               start=False)
+    code, err = s.test_config()
+    assert code != 0
+    assert message in err, err
+    assert re.search(r"gatehouse\.conf:\d+", err), err
