@@ -4,7 +4,8 @@
 #   make check      install missing Debian packages (as root), build, run
 #                   the unit tests and the integration tests
 #   make run        install, build, start gatehouse in the foreground on
-#                   the demo config conf/gatehouse.conf (port 8080)
+#                   the demo config conf/gatehouse.conf (port 8080, and
+#                   8443 with a self-signed certificate made if absent)
 #   make fuzz       build the libFuzzer targets with clang (objs/fuzz/)
 #   make install    install under the configured prefix
 #
@@ -26,7 +27,7 @@ TEST_SRC := $(sort $(wildcard tests/unit/*.cc tests/unit/*/*.cc))
 TEST_OBJ := $(patsubst %.cc,objs/%.o,$(TEST_SRC))
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/*_fuzz.cc))
 
-.PHONY: all check unit integration run deps install fuzz clean lint
+.PHONY: all check unit integration run demo-cert deps install fuzz clean lint
 
 all: objs/gatehouse
 
@@ -81,7 +82,17 @@ run: deps
 	@mkdir -p $(RUN_PREFIX)logs
 	@ln -sfn $(CURDIR)/html $(RUN_PREFIX)html
 	@ln -sfn $(CURDIR)/conf $(RUN_PREFIX)conf
+	@test -f conf/demo.crt -a -f conf/demo.key || $(MAKE) demo-cert
 	./objs/gatehouse -p $(RUN_PREFIX) -c conf/gatehouse.conf -g 'daemon off;'
+
+# The demo's TLS certificate: self-signed ECDSA P-256 for localhost, made
+# here and never committed (.gitignore) nor installed.
+demo-cert:
+	@umask 077 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+	    -keyout conf/demo.key -out conf/demo.crt -days 365 -subj /CN=localhost \
+	    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null
+	@chmod 644 conf/demo.crt
+	@echo "made conf/demo.crt and conf/demo.key (self-signed, localhost)"
 
 FUZZ_CXX ?= clang++
 FUZZ_FLAGS := -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-exceptions \
@@ -103,6 +114,7 @@ install: objs/gatehouse
 	    $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/man/man5
 	install -m 755 objs/gatehouse $(DESTDIR)$(PREFIX)/sbin/gatehouse
 	for f in conf/*; do \
+	    case $$f in conf/demo.crt|conf/demo.key) continue;; esac; \
 	    t=$(DESTDIR)$(PREFIX)/conf/$$(basename $$f); \
 	    install -m 644 $$f $$t.default; \
 	    test -f $$t || install -m 644 $$f $$t; \

@@ -89,15 +89,19 @@ struct ContextCallbacks {
 
     // The keys are those of the context a session started with (the
     // address's default server): OpenSSL takes this callback from there.
-    static const std::vector<TicketKey>& keys_of(SSL* ssl) {
-        static const std::vector<TicketKey> kNone;
-        if (Session* s = session_of(ssl)) return s->initial_context().ticket_keys_;
-        return kNone;
+    // A ring's are copied to `buf`, after rotating them if due.
+    static std::span<const TicketKey> keys_of(SSL* ssl, std::span<TicketKey, TicketRing::kKeys> buf) {
+        Session* s = session_of(ssl);
+        if (!s) return {};
+        const Context& c = s->initial_context();
+        if (c.ticket_ring_) return buf.first(c.ticket_ring_->keys(time(nullptr), c.ticket_period_, buf));
+        return c.ticket_keys_;
     }
 
     static int ticket(SSL* ssl, unsigned char* name, unsigned char* iv, EVP_CIPHER_CTX* cctx, EVP_MAC_CTX* hctx,
                       int enc) {
-        const std::vector<TicketKey>& keys = keys_of(ssl);
+        TicketKey buf[TicketRing::kKeys];
+        std::span<const TicketKey> keys = keys_of(ssl, buf);
         if (keys.empty()) return enc ? -1 : 0;
         auto mac = [&](const TicketKey& k) {
             char digest[] = "SHA256";
@@ -373,14 +377,18 @@ Status Context::set_session_cache(const SessionCache& c, std::chrono::seconds ti
     return {};
 }
 
-void Context::set_tickets(bool on, std::vector<TicketKey> keys) {
+void Context::set_tickets(bool on, std::vector<TicketKey> keys, TicketRing* ring) {
     if (!on) {
         SSL_CTX_set_options(ctx_, SSL_OP_NO_TICKET);
         return;
     }
     SSL_CTX_clear_options(ctx_, SSL_OP_NO_TICKET);
     ticket_keys_ = std::move(keys);
-    if (ticket_keys_.empty()) ticket_keys_.push_back(process_ticket_key());
+    if (ticket_keys_.empty() && ring) {
+        ticket_ring_ = ring;
+        ticket_period_ = static_cast<time_t>(SSL_CTX_get_timeout(ctx_));
+    }
+    if (ticket_keys_.empty() && !ticket_ring_) ticket_keys_.push_back(process_ticket_key());
     SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx_, ContextCallbacks::ticket);
 }
 

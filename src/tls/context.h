@@ -65,9 +65,12 @@ public:
     // (it lives in a shared memory zone of the same generation).
     Status set_session_cache(const SessionCache& c, std::chrono::seconds timeout,
                              SharedSessionCache* shared);
-    // Tickets on with these keys (the first encrypts, all decrypt; none:
-    // process_ticket_key()), or off.
-    void set_tickets(bool on, std::vector<TicketKey> keys);
+    // Tickets on with these keys (the first encrypts, all decrypt), or
+    // off. No keys: `ring`'s, rotated every session timeout (call after
+    // set_session_cache); without a ring either, process_ticket_key().
+    // `ring` lives in a shared memory zone of the same generation, so it
+    // outlives the context.
+    void set_tickets(bool on, std::vector<TicketKey> keys, TicketRing* ring = nullptr);
 
     // Client certificates. The handshake never fails on a bad or missing
     // one: the verdict waits in the session for the HTTP layer (a 400
@@ -127,6 +130,8 @@ private:
     std::vector<STACK_OF(X509)*> chains_; // owned, one per certificate (maybe empty)
     std::vector<std::pair<X509*, std::string>> staples_;  // certificate, DER response
     std::vector<TicketKey> ticket_keys_;
+    TicketRing* ticket_ring_ = nullptr;  // in a zone; replaces ticket_keys_
+    time_t ticket_period_ = 0;           // seconds between rotations
     std::string alpn_;
     ServerNameFn server_name_ = nullptr;
     SharedSessionCache* shared_ = nullptr;

@@ -2,7 +2,10 @@
 
 #include <openssl/rand.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <cstring>
+#include <new>
 
 #include "conf/parser.h"
 
@@ -34,15 +37,67 @@ Result<TicketKey> read_ticket_key(const std::string& path) {
     return k;
 }
 
+namespace {
+
+TicketKey random_key() {
+    uint8_t raw[80];
+    // RAND_bytes fails only without an entropy source, which OpenSSL
+    // cannot work without anyway; OpenSSL 3 reseeds after fork().
+    GH_CHECK(RAND_bytes(raw, sizeof raw) == 1);
+    return *parse_ticket_key(raw);
+}
+
+constexpr uint64_t kRingMagic = 0x67682d746b722d31ull;  // "gh-tkr-1"
+
+}  // namespace
+
 const TicketKey& process_ticket_key() {
-    static const TicketKey key = [] {
-        uint8_t raw[80];
-        // RAND_bytes fails only without an entropy source, which OpenSSL
-        // cannot work without anyway.
-        GH_CHECK(RAND_bytes(raw, sizeof raw) == 1);
-        return *parse_ticket_key(raw);
-    }();
+    static const TicketKey key = random_key();
     return key;
+}
+
+TicketRing* TicketRing::attach(void* addr, size_t size, time_t now) {
+    if (size < sizeof(TicketRing)) return nullptr;
+    auto* r = static_cast<TicketRing*>(addr);
+    if (r->magic_ == kRingMagic) return r;
+    // A fresh (zeroed) zone: the master lays it out before any worker
+    // maps it, so nobody holds the lock.
+    r = ::new (addr) TicketRing();
+    pthread_mutexattr_t a;
+    pthread_mutexattr_init(&a);
+    pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+    pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+    pthread_mutex_init(&r->mutex_, &a);
+    pthread_mutexattr_destroy(&a);
+    r->keys_[0] = random_key();
+    r->count_ = 1;
+    r->made_ = now;
+    r->magic_ = kRingMagic;
+    return r;
+}
+
+void TicketRing::lock() {
+    // EOWNERDEAD: a worker died mid-rotation; the keys are whole (a
+    // shift copies whole keys), at worst one is there twice.
+    if (pthread_mutex_lock(&mutex_) == EOWNERDEAD) pthread_mutex_consistent(&mutex_);
+}
+
+size_t TicketRing::keys(time_t now, time_t period, std::span<TicketKey, kKeys> out) {
+    lock();
+    if (period > 0 && now >= made_ + period) {
+        // Idle for several periods: as many new keys, at most a full ring.
+        int64_t due = std::min<int64_t>((now - made_) / period, kKeys);
+        for (int64_t i = 0; i < due; ++i) {
+            for (size_t j = kKeys - 1; j > 0; --j) keys_[j] = keys_[j - 1];
+            keys_[0] = random_key();
+            if (count_ < kKeys) ++count_;
+        }
+        made_ = now;
+    }
+    size_t n = count_;
+    for (size_t i = 0; i < n; ++i) out[i] = keys_[i];
+    pthread_mutex_unlock(&mutex_);
+    return n;
 }
 
 }  // namespace gatehouse::tls

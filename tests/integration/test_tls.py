@@ -17,6 +17,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -409,6 +410,125 @@ def test_handshake_timeout_is_client_header_timeout(gatehouse, pki):
              what="the timeout logged")
 
 
+def raw_exchange(port, data, wait_close=True):
+    """Sends `data` on a plain TCP connection; reads until the server
+    closes it, or closes it at once (a client giving up)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=DEFAULT_TIMEOUT) as s:
+        s.sendall(data)
+        if not wait_close:
+            return
+        try:
+            while s.recv(4096):
+                pass
+        except ConnectionResetError:
+            pass
+
+
+# What scanners and broken clients do to a TLS port, and the reason each
+# must be logged with.
+HANDSHAKE_FAILURES = [
+    ("garbage record", lambda port, pki: raw_exchange(port, b"\x16\x03\x01\x00\x20" + b"Z" * 32),
+     "(SSL: error:0A0000F4:SSL routines::unexpected message) while SSL handshaking"),
+    ("garbage sslv2", lambda port, pki: raw_exchange(port, b"\x80\x80garbage-garbage-garbage"),
+     "SSL routines::wrong version number) while SSL handshaking"),
+    ("abort", lambda port, pki: raw_exchange(port, b"\x16\x03\x01\x02\x00\x01", wait_close=False),
+     "peer closed connection in SSL handshake while SSL handshaking"),
+    ("version", lambda port, pki: get(port, client_ctx(version="1.3")),
+     "SSL routines::unsupported protocol) while SSL handshaking"),
+    ("cipher", lambda port, pki: get(port, client_ctx(version="1.2", ciphers="ECDHE-ECDSA-AES256-GCM-SHA384")),
+     "SSL routines::no shared cipher) while SSL handshaking"),
+    # The client refuses our certificate: its alert is the reason.
+    ("alert", lambda port, pki: get(port, ssl.create_default_context()),
+     "SSL routines::tlsv1 alert unknown ca:SSL alert number 48) while SSL handshaking"),
+    ("stall", lambda port, pki: raw_exchange(port, b"\x16\x03\x01"),
+     "client timed out (110: Connection timed out) while SSL handshaking"),
+]
+
+
+@pytest.mark.parametrize("level", ["info", "error"])
+def test_handshake_failures_are_info_with_client_and_reason(gatehouse, pki, level):
+    port = free_port()
+    extra = "ssl_protocols TLSv1.2; ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256; client_header_timeout 300ms;"
+    text = conf(two_servers(pki, port, http_extra=extra)).replace("error_log logs/error.log info;",
+                                                                   f"error_log logs/error.log {level};")
+    g = start(gatehouse, text, port)
+    for name, act, _ in HANDSHAKE_FAILURES:
+        if name in ("version", "cipher", "alert"):
+            with pytest.raises(ssl.SSLError):
+                act(port, pki)
+        else:
+            act(port, pki)
+    log = g.prefix.path / "logs" / "error.log"
+    if level == "info":
+        for name, _, reason in HANDSHAKE_FAILURES:
+            line = wait_for(lambda: next((ln for ln in log.read_text().splitlines() if reason in ln), None),
+                            what=f"the {name} failure logged")
+            assert " [info] " in line and line.endswith(", client: 127.0.0.1"), line
+    else:
+        # The stall comes last and the server closed it: every failure
+        # before it has been logged, or skipped, by now.
+        text = log.read_text()
+        assert "client: " not in text and "SSL" not in text, text
+
+
+def test_renewed_certificate_takes_effect_on_hup_without_failed_handshakes(gatehouse, pki, tmp_path):
+    o = lambda *a: openssl(*a, cwd=tmp_path)  # noqa: E731
+
+    def issue(name, serial):
+        o("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", f"{name}.key")
+        o("req", "-new", "-key", f"{name}.key", "-out", f"{name}.csr", "-subj", "/CN=a.test")
+        o("x509", "-req", "-in", f"{name}.csr", "-CA", pki.ca_crt, "-CAkey", pki.ca_key,
+          "-set_serial", str(serial), "-days", "30", "-out", f"{name}.crt")
+
+    issue("site", 0x2001)
+    issue("renewed", 0x2002)  # a new key too, as a renewal usually has
+    crt, key = tmp_path / "site.crt", tmp_path / "site.key"
+    port = free_port()
+    g = start(gatehouse, conf(f"""
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {crt};
+        ssl_certificate_key {key};
+        ssl_session_cache off;
+        ssl_session_tickets off;
+        location / {{ return 200 "ok"; }}
+    }}""", workers=2), port, workers=2)
+    ctx = client_ctx(pki)
+    serials, failures, stop = [], [], threading.Event()
+
+    def load():
+        # Full handshakes only: nothing is resumed.
+        while not stop.is_set():
+            try:
+                serials.append(get(port, ctx).tls["cert"]["serialNumber"])
+            except (OSError, ssl.SSLError) as e:
+                failures.append(repr(e))
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        wait_for(lambda: len(serials) >= 20, what="handshakes before the renewal")
+        before = set(g.children())
+        # Key first, then the certificate, each replaced atomically; the
+        # master reads both only on HUP.
+        os.replace(tmp_path / "renewed.key", key)
+        os.replace(tmp_path / "renewed.crt", crt)
+        g.signal(signal.SIGHUP)
+        wait_for(lambda: (lambda now: len(now) == 2 and not (now & before))(set(g.children())),
+                 what="new workers after HUP")
+        mark = len(serials)
+        wait_for(lambda: len(serials) >= mark + 20, what="handshakes after the renewal")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(DEFAULT_TIMEOUT)
+    assert failures == []
+    assert "2001" in serials[:20]
+    assert serials[-20:] == ["2002"] * 20
+    assert get(port, ctx).tls["cert"]["serialNumber"] == "2002"
+
+
 # ---- plain HTTP on a TLS port ----------------------------------------------------------
 
 def test_plain_http_to_tls_port_gets_400(gatehouse, pki):
@@ -568,6 +688,30 @@ def test_random_ticket_key_is_kept_across_workers_and_reloads(gatehouse, pki):
     g.stop()
     start(gatehouse, None, port, workers=2)
     assert not get(port, ctx, session=first.tls["session"]).tls["reused"]
+
+
+@pytest.mark.parametrize("version", ["1.2", "1.3"])
+def test_random_ticket_keys_rotate_and_older_tickets_still_resume(gatehouse, pki, version):
+    # Keys rotate every ssl_session_timeout (2s): over 5s, tickets 0.75s
+    # old are resumed across two or more rotations, on either worker. A
+    # single key replaced at each rotation would fail about a third of
+    # them. (Dropping keys older than the ring is the unit tests' part:
+    # such tickets have expired anyway.)
+    port = free_port()
+    http = two_servers(pki, port, http_extra="ssl_session_cache off; ssl_session_timeout 2s;")
+    start(gatehouse, conf(http, workers=2), port, workers=2)
+    ctx = client_ctx(pki, version=version)
+    made, refused = [], []
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        made.append(get(port, ctx).tls["session"])
+        if len(made) > 3:
+            r = get(port, ctx, session=made[-4])
+            if not (r.tls["reused"] and r.var(6) == "r"):
+                refused.append(len(made))
+        time.sleep(0.25)
+    assert len(made) >= 15
+    assert refused == []
 
 
 def test_tickets_off(gatehouse, pki):

@@ -15,6 +15,7 @@
 #include <openssl/x509.h>
 
 #include <algorithm>
+#include <ctime>
 #include <optional>
 #include <string>
 #include <utility>
@@ -285,7 +286,18 @@ Status build_context(Ctx& cx, SslSrvConf& c) {
     }
     auto timeout = std::chrono::duration_cast<std::chrono::seconds>(*c.session_timeout);
     if (auto s = ctx->set_session_cache(sc, timeout, shared); !s) return at(s.error(), c.session_cache_where);
-    ctx->set_tickets(*c.session_tickets, c.ticket_keys);
+    // Without key files: a shared ring per session timeout (its rotation
+    // period), found again by name on reload so the keys survive it.
+    tls::TicketRing* ring = nullptr;
+    if (*c.session_tickets && c.ticket_keys.empty())
+        if (shm::ZoneSet* zones = cx.zones()) {
+            std::string name = "ssl ticket keys " + std::to_string(timeout.count()) + "s";
+            auto z = zones->add(name, tls::TicketRing::kZoneSize, &ssl_module);
+            if (!z) return z.error();
+            ring = tls::TicketRing::attach(z->zone->addr(), z->zone->size(), time(nullptr));
+            GH_CHECK(ring != nullptr);  // kZoneSize fits it
+        }
+    ctx->set_tickets(*c.session_tickets, c.ticket_keys, ring);
 
     tls::VerifyClient v = *c.verify_client;
     if ((v == tls::VerifyClient::On || v == tls::VerifyClient::Optional) && !c.client_certificate &&

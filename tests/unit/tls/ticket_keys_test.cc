@@ -77,3 +77,70 @@ TEST_CASE("tls/ticket_keys: the process key is made once") {
     static const uint8_t zero[16] = {};
     CHECK(memcmp(a.name, zero, 16) != 0);
 }
+
+namespace {
+
+// A zeroed, suitably aligned stand-in for a fresh shared memory zone.
+struct FakeZone {
+    alignas(64) uint8_t bytes[TicketRing::kZoneSize] = {};
+};
+
+std::string name_of(const TicketKey& k) { return std::string(reinterpret_cast<const char*>(k.name), 16); }
+
+}  // namespace
+
+TEST_CASE("tls/ticket_keys: a ring starts with one key and is found again") {
+    static FakeZone z;
+    TicketRing* r = TicketRing::attach(z.bytes, sizeof z.bytes, 1000);
+    REQUIRE(r != nullptr);
+    TicketKey out[TicketRing::kKeys];
+    REQUIRE(r->keys(1000, 300, out) == 1);
+    std::string first = name_of(out[0]);
+    // A reused zone (a reload) keeps its keys.
+    CHECK(TicketRing::attach(z.bytes, sizeof z.bytes, 2000) == r);
+    REQUIRE(r->keys(1299, 300, out) == 1);
+    CHECK(name_of(out[0]) == first);
+    CHECK(TicketRing::attach(z.bytes, 16, 1000) == nullptr);
+}
+
+TEST_CASE("tls/ticket_keys: a ring rotates every period and keeps three keys") {
+    static FakeZone z;
+    TicketRing* r = TicketRing::attach(z.bytes, sizeof z.bytes, 0);
+    TicketKey out[TicketRing::kKeys];
+    r->keys(0, 300, out);
+    std::string k0 = name_of(out[0]);
+    // One period later: a new key encrypts, the old one still decrypts.
+    REQUIRE(r->keys(300, 300, out) == 2);
+    std::string k1 = name_of(out[0]);
+    CHECK(k1 != k0);
+    CHECK(name_of(out[1]) == k0);
+    REQUIRE(r->keys(600, 300, out) == 3);
+    CHECK(name_of(out[2]) == k0);
+    // A third rotation drops the first key.
+    REQUIRE(r->keys(900, 300, out) == 3);
+    for (const TicketKey& k : out) CHECK(name_of(k) != k0);
+    CHECK(name_of(out[2]) == k1);
+    // Not due: nothing changes; a clock going back changes nothing.
+    std::string newest = name_of(out[0]);
+    r->keys(1199, 300, out);
+    CHECK(name_of(out[0]) == newest);
+    r->keys(5, 300, out);
+    CHECK(name_of(out[0]) == newest);
+}
+
+TEST_CASE("tls/ticket_keys: an idle ring replaces every key at once") {
+    static FakeZone z;
+    TicketRing* r = TicketRing::attach(z.bytes, sizeof z.bytes, 0);
+    TicketKey out[TicketRing::kKeys];
+    r->keys(300, 300, out);
+    std::string a = name_of(out[0]), b = name_of(out[1]);
+    REQUIRE(r->keys(100000, 300, out) == 3);
+    for (const TicketKey& k : out) {
+        CHECK(name_of(k) != a);
+        CHECK(name_of(k) != b);
+    }
+    // The next rotation is one period after the catch-up, not before.
+    std::string newest = name_of(out[0]);
+    r->keys(100299, 300, out);
+    CHECK(name_of(out[0]) == newest);
+}
