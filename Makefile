@@ -119,6 +119,13 @@ install: objs/gatehouse
 	    install -m 644 $$f $$t.default; \
 	    test -f $$t || install -m 644 $$f $$t; \
 	done
+	@# The demo configuration serves HTTPS too: an installation gets its
+	@# own self-signed certificate (never the build tree's), made once.
+	@test -f $(DESTDIR)$(PREFIX)/conf/demo.crt || { \
+	    umask 077 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+	        -keyout $(DESTDIR)$(PREFIX)/conf/demo.key -out $(DESTDIR)$(PREFIX)/conf/demo.crt \
+	        -days 365 -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+	        2>/dev/null && chmod 644 $(DESTDIR)$(PREFIX)/conf/demo.crt; }
 	install -m 644 html/* $(DESTDIR)$(PREFIX)/html/
 	install -m 644 man/gatehouse.8 $(DESTDIR)$(PREFIX)/share/man/man8/gatehouse.8
 	install -m 644 man/gatehouse.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/gatehouse.conf.5
