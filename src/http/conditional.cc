@@ -1,6 +1,8 @@
 #include "http/conditional.h"
 
 #include <cstdint>
+#include <cstdio>
+#include <ctime>
 
 namespace gatehouse::http {
 
@@ -93,6 +95,17 @@ std::string_view trim(std::string_view s) {
 bool is_weak(std::string_view tag) { return tag.size() >= 2 && tag[0] == 'W' && tag[1] == '/'; }
 
 }  // namespace
+
+std::string_view format_http_date(time_t t, char* out) {
+    static constexpr const char* kDays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static constexpr const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                              "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    struct tm tm;
+    if (!gmtime_r(&t, &tm)) return {};
+    int n = snprintf(out, kHttpDateMax, "%s, %02d %s %04d %02d:%02d:%02d GMT", kDays[tm.tm_wday], tm.tm_mday,
+                     kMonths[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    return {out, n > 0 ? static_cast<size_t>(n) : 0};
+}
 
 time_t parse_http_date(std::string_view s) {
     s = trim(s);

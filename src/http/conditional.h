@@ -28,6 +28,11 @@ namespace gatehouse::http {
 // browsers append "; length=N") is ignored. -1 when invalid or before 1970.
 time_t parse_http_date(std::string_view s);
 
+// Formats t as an IMF-fixdate ("Tue, 01 Dec 2026 10:00:00 GMT") into out,
+// which needs kHttpDateMax bytes; empty for a time gmtime_r() cannot take.
+inline constexpr size_t kHttpDateMax = 40;
+std::string_view format_http_date(time_t t, char* out);
+
 enum class TagMatch : uint8_t {
     Strong,  // If-Match, If-Range: weak tags never match
     Weak,    // If-None-Match: "W/" is ignored on both sides

@@ -419,20 +419,10 @@ void HttpConnection::reject(int status, std::string_view reason, bool log_info) 
     if (log_info)
         GH_LOG(Info, "%.*s while reading client request headers, client: %s",
                static_cast<int>(reason.size()), reason.data(), peer_text_);
-    worker_loop().cancel(c_.read_timer);
-    state_ = State::Processing;
-    SrvConf* srv = addr_servers().default_server;
-    req_ = std::make_unique<Request>(*this, port_.main_confs, srv->srv_confs);
-    Request& r = *req_;
-    r.srv = srv;
-    r.loc_confs = srv->loc_confs;
+    Request& r = new_request();
     r.keepalive = false;
     r.discard_body = false;
     r.err_reason = reason;
-    r.counters.start_msec = worker_loop().now();
-    auto w = worker_loop().wall();
-    r.counters.start_sec = w.sec;
-    r.counters.start_ms = w.msec;
     r.counters.request_length = rlen_ - rpos_;
     // The request line, when it was read, is still useful in the log.
     std::string_view data(rbuf_ ? rbuf_.get()->data() + rpos_ : nullptr, rlen_ - rpos_);
@@ -451,20 +441,27 @@ void HttpConnection::reject(int status, std::string_view reason, bool log_info) 
 
 // ---- running a request ---------------------------------------------------
 
-void HttpConnection::start_request(size_t head_len) {
+// A request on the default server of the address, its clock started;
+// the Host header may choose another server later.
+Request& HttpConnection::new_request() {
     worker_loop().cancel(c_.read_timer);
     state_ = State::Processing;
-    const RequestHead& h = head_->parser.head();
     SrvConf* srv = addr_servers().default_server;
     req_ = std::make_unique<Request>(*this, port_.main_confs, srv->srv_confs);
     Request& r = *req_;
     r.srv = srv;
     r.loc_confs = srv->loc_confs;
-    r.in = h;
     r.counters.start_msec = worker_loop().now();
     auto w = worker_loop().wall();
     r.counters.start_sec = w.sec;
     r.counters.start_ms = w.msec;
+    return r;
+}
+
+void HttpConnection::start_request(size_t head_len) {
+    const RequestHead& h = head_->parser.head();
+    Request& r = new_request();
+    r.in = h;
     r.counters.request_length = head_len;
     ++c_.requests;
 

@@ -105,6 +105,7 @@ private:
     void on_write_timeout();
     void read_head();
     void start_request(size_t head_len);
+    Request& new_request();
     void reject(int status, std::string_view reason, bool log_info = true);
     void keepalive_or_close();
     void lingering_close();

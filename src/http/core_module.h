@@ -18,6 +18,7 @@
 
 #include "conf/module.h"
 #include "conf/registry.h"
+#include "core/hash.h"
 #include "core/regex.h"
 #include "http/fwd.h"
 #include "http/variables.h"
@@ -109,7 +110,7 @@ struct LocConf {
 struct AddrServers {
     conf::Address addr;
     SrvConf* default_server = nullptr;
-    std::unordered_map<std::string, SrvConf*> exact;
+    std::unordered_map<std::string, SrvConf*, StringHash, std::equal_to<>> exact;
     std::vector<std::pair<std::string, SrvConf*>> wild_head;  // "*.x": ".x" suffix
     std::vector<std::pair<std::string, SrvConf*>> wild_tail;  // "x.*": "x." prefix
     std::vector<std::pair<const CaptureRegex*, SrvConf*>> regex;

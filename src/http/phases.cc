@@ -10,6 +10,7 @@
 
 #include "core/log.h"
 #include "event/loop.h"
+#include "http/conditional.h"
 #include "http/connection.h"
 #include "http/core_module.h"
 #include "http/worker_ctx.h"
@@ -158,25 +159,14 @@ std::string_view server_header(Request& r) {
 }
 
 // "Tue, 01 Dec 2026 10:00:00 GMT", cached per second.
-std::string_view http_date(time_t t, char* buf) {
-    static const char* kDays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-    static const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                    "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    int n = snprintf(buf, 40, "%s, %02d %s %04d %02d:%02d:%02d GMT", kDays[tm.tm_wday], tm.tm_mday,
-                     kMonths[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
-    return {buf, n > 0 ? static_cast<size_t>(n) : 0};
-}
-
 std::string_view cached_date() {
     static time_t last = -1;
-    static char buf[40];
+    static char buf[kHttpDateMax];
     static std::string_view v;
     time_t now = static_cast<time_t>(worker_loop().wall().sec);
     if (now != last) {
         last = now;
-        v = http_date(now, buf);
+        v = format_http_date(now, buf);
     }
     return v;
 }
@@ -526,9 +516,9 @@ Flow send_header(Request& r) {
         o.put("\r\n");
     }
     if (h.last_modified >= 0) {
-        char d[40];
+        char d[kHttpDateMax];
         o.put("Last-Modified: ");
-        o.put(http_date(h.last_modified, d));
+        o.put(format_http_date(h.last_modified, d));
         o.put("\r\n");
     }
     if (r.chunked_out) o.put("Transfer-Encoding: chunked\r\n");
@@ -623,10 +613,10 @@ Flow send_body(Request& r, Chain& in) {
 
 SrvConf* find_server(const AddrServers& as, std::string_view host, Request* r) {
     if (host.empty()) {
-        auto it = as.exact.find(std::string());
+        auto it = as.exact.find(std::string_view());
         return it != as.exact.end() ? it->second : as.default_server;
     }
-    auto it = as.exact.find(std::string(host));
+    auto it = as.exact.find(host);
     if (it != as.exact.end()) return it->second;
     for (const auto& [suffix, s] : as.wild_head)
         if (host.size() > suffix.size() && host.compare(host.size() - suffix.size(), suffix.size(), suffix) == 0)

@@ -17,6 +17,7 @@
 #include "conf/registry.h"
 #include "core/log.h"
 #include "event/loop.h"
+#include "http/conditional.h"
 #include "http/core_module.h"
 #include "http/request.h"
 #include "http/variables.h"
@@ -153,15 +154,8 @@ bool safe_status(int s) {
 
 // "Thu, 01 Jan 1970 00:00:01 GMT" (IMF-fixdate, RFC 9110 5.6.7), in r's arena.
 std::string_view http_date(Request& r, time_t t) {
-    static constexpr const char* kDays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-    static constexpr const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                              "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-    struct tm tm;
-    if (!gmtime_r(&t, &tm)) return {};
-    char b[64];
-    int n = snprintf(b, sizeof b, "%s, %02d %s %04d %02d:%02d:%02d GMT", kDays[tm.tm_wday], tm.tm_mday,
-                     kMonths[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
-    return r.arena().dup({b, n > 0 ? static_cast<size_t>(n) : 0});
+    char b[kHttpDateMax];
+    return r.arena().dup(format_http_date(t, b));
 }
 
 // The next time the clock shows `tod` seconds after local midnight.

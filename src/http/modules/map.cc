@@ -23,6 +23,7 @@
 
 #include "conf/module.h"
 #include "conf/registry.h"
+#include "core/hash.h"
 #include "http/core_module.h"
 #include "http/modules/rewrite.h"
 #include "http/request.h"
@@ -36,11 +37,6 @@ namespace {
 
 using conf::Ctx;
 using conf::Node;
-
-struct StringHash {
-    using is_transparent = void;
-    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
-};
 
 struct Wildcard {
     std::string part;  // ".example.com" (head) or "mail." (tail), lower case
