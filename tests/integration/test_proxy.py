@@ -20,6 +20,7 @@ import pytest
 
 from gh_server import poll, server  # noqa: F401  (server: the fixture)
 from origins import Origin, Reader, closed_port, ok_handler, response
+from process_helpers import ws_frame, ws_read
 
 
 @pytest.fixture
@@ -959,37 +960,6 @@ def test_pooled_connection_closed_by_origin(server, origin):
 
 
 # ---- WebSocket ----------------------------------------------------------------------------------------
-
-
-def ws_frame(payload, opcode=1, mask=True):
-    head = bytes([0x80 | opcode])
-    n = len(payload)
-    m = 0x80 if mask else 0
-    if n < 126:
-        head += bytes([m | n])
-    elif n < 65536:
-        head += bytes([m | 126]) + struct.pack("!H", n)
-    else:
-        head += bytes([m | 127]) + struct.pack("!Q", n)
-    if mask:
-        key = os.urandom(4)
-        payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-        head += key
-    return head + payload
-
-
-def ws_read(reader):
-    b0, b1 = reader.exactly(2)
-    n = b1 & 0x7f
-    if n == 126:
-        n = struct.unpack("!H", reader.exactly(2))[0]
-    elif n == 127:
-        n = struct.unpack("!Q", reader.exactly(8))[0]
-    key = reader.exactly(4) if b1 & 0x80 else None
-    data = reader.exactly(n)
-    if key:
-        data = bytes(b ^ key[i % 4] for i, b in enumerate(data))
-    return b0 & 0x0f, data
 
 
 def ws_origin_handler(conn, req):
