@@ -95,10 +95,12 @@ Token Lexer::next() {
             t.text.push_back(d);
         }
         t.quoted = true;
-        // As in nginx, a quoted word must end where it closes: "a"b is an error.
+        // As in nginx, a quoted word must end where it closes: "a"b is an
+        // error. A ")" may follow at once, and starts the next word: it
+        // closes an "if" condition, as in if ($arg_x = "1").
         if (pos_ < src_.size()) {
             char d = src_[pos_];
-            if (!is_space(d) && d != ';' && d != '{' && d != '}')
+            if (!is_space(d) && d != ';' && d != '{' && d != '}' && d != ')')
                 return error(line_, "unexpected \"" + quote_char(d) + "\" after quoted string");
         }
         return t;

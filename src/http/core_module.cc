@@ -58,6 +58,9 @@ Status open_http(Ctx& cx, const Node& n) {
         merge_level(Level::Srv, srv, s->srv_confs);
         merge_level(Level::Loc, loc, s->loc_confs);
         merge_locations(core_loc(s->loc_confs));
+        // Named locations are not in the tree the search walks, but they
+        // inherit from their server all the same [nginx].
+        for (LocConf* l : s->named) merge_level(Level::Loc, s->loc_confs, l->loc_confs);
     }
     return {};
 }

@@ -1152,3 +1152,47 @@ def test_if_block_in_proxied_location_still_proxies(server, origin):
     assert r.status == 200 and r.body == b"GET /p?x=1\n" and r.header("X-If") == "yes"
     r = request(s.port, "/q")
     assert r.status == 200 and r.body == b"GET /q\n"
+
+
+# ---- named locations inherit from their server --------------------------------------------
+
+
+def test_named_location_inherits_server_and_http_settings(server, origin):
+    # Named locations used to miss the merge with their server and the
+    # http block: proxy_pass there ran with unset timeouts and versions,
+    # client_max_body_size, add_header and the access log did not apply,
+    # and "error_page 502 = @fallback" re-sent a POST as HTTP/1.0 without
+    # its body.
+    o = origin()
+    dead = closed_port()
+    s = start(server, f"""
+        client_max_body_size 100;
+        log_format named "$uri $status $request_length";
+        server {{ listen 127.0.0.1:PORT;
+            add_header X-Srv yes always;
+            access_log logs/named.log named;
+            location /t/ {{ client_max_body_size 0; try_files $uri @app; }}
+            location @app {{ proxy_pass http://{o.addr}; }}
+            location /e/ {{
+                proxy_pass http://127.0.0.1:{dead};
+                error_page 502 = @fallback;
+            }}
+            location @fallback {{ proxy_pass http://{o.addr}; }}
+        }}
+    """)
+    r = request(s.port, "/t/x?a=1")
+    assert (r.status, r.body, r.header("X-Srv")) == (200, b"GET /t/x?a=1\n", "yes")
+    got = o.wait_requests(1)[0]
+    assert (got.version, got.header("Host")) == ("HTTP/1.1", o.addr)
+
+    # client_max_body_size of the http block applies to a body read in
+    # @app (a chunked one: a Content-Length is checked when the location
+    # is found, as nginx does, and a named location is not searched for).
+    r = request(s.port, "/t/big", method="POST", body=b"x" * 101, chunked=True)
+    assert (r.status, r.header("X-Srv")) == (413, "yes")
+    r = request(s.port, "/t/fits", method="POST", body=b"y" * 100, chunked=True)
+    assert r.status == 200
+    assert o.wait_requests(2)[1].body == b"y" * 100
+
+    lines = s.wait_lines("named.log", 3)
+    assert [l.split()[:2] for l in lines] == [[b"/t/x", b"200"], [b"/t/big", b"413"], [b"/t/fits", b"200"]]

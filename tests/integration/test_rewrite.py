@@ -299,6 +299,19 @@ def test_if_conditions(server):
     assert body("/nx?p=file") == "nx"
 
 
+def test_if_quoted_operand_closed_by_parenthesis(server):
+    # nginx accepts a quoted operand with ")" right after it; the config
+    # lexer used to refuse it ("unexpected ")" after quoted string").
+    s = server(server_block("""
+        location /q { if ($arg_x = "1") { return 200 "one"; } return 200 "other"; }
+        location /qre { if ($arg_x ~ '^a(b+)$') { return 200 "a $1"; } return 200 "other"; }
+    """))
+    assert get(s, "/q?x=1")[0::2] == (200, "one")
+    assert get(s, "/q?x=2")[0::2] == (200, "other")
+    assert get(s, "/qre?x=abb")[2] == "a bb"
+    assert get(s, "/qre?x=ba")[2] == "other"
+
+
 def test_if_block_switches_the_location_conf(server, tmp_path):
     alt = tmp_path / "alt"
     (alt / "sw").mkdir(parents=True)

@@ -243,6 +243,13 @@ TEST_CASE("conf/lexer: error: text right after a closing quote") {
     CHECK(error_of("\"b\"#").text == "unexpected \"#\" after quoted string");
 }
 
+TEST_CASE("conf/lexer: a closing parenthesis may follow a quoted string") {
+    // nginx accepts if ($arg_x = "1"): the ")" starts the next word.
+    CHECK(texts("if ($arg_x = \"1\") {") == V{"if", "($arg_x", "=", "1", ")", "{"});
+    CHECK(texts("if ($a = '1'))x;") == V{"if", "($a", "=", "1", "))x", ";"});
+    CHECK(texts("\"a b\")") == V{"a b", ")"});
+}
+
 TEST_CASE("conf/lexer: control characters in messages are shown in hex") {
     CHECK(error_of("\"b\"\x01").text == "unexpected \"\\x01\" after quoted string");
     CHECK(error_of("\"b\"\x1f").text == "unexpected \"\\x1f\" after quoted string");
