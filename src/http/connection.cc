@@ -15,10 +15,10 @@
 
 #include "core/log.h"
 #include "event/loop.h"
+#include "event/worker.h"
 #include "http/phases.h"
 #include "http/ssl_module.h"
 #include "http/uri.h"
-#include "http/worker_ctx.h"
 #include "tls/session.h"
 
 namespace gatehouse::http {
@@ -28,8 +28,6 @@ namespace {
 // With "sendfile off", files go out through memory in pieces this big.
 constexpr size_t kReadChunk = 32768;
 
-event::Loop* g_loop = nullptr;
-event::ConnectionTable* g_table = nullptr;
 HttpConnection* g_conns = nullptr;  // every live HttpConnection of the worker
 bool g_retiring = false;            // retire_connections() was called
 
@@ -72,12 +70,6 @@ bool is_wild(const conf::Address& a) {
 
 }  // namespace
 
-event::Loop& worker_loop() { return *g_loop; }
-event::ConnectionTable& worker_connections() { return *g_table; }
-void set_worker(event::Loop* loop, event::ConnectionTable* table) {
-    g_loop = loop;
-    g_table = table;
-}
 
 void on_accept(void* port, event::Connection& c) {
     // Owned by the connection slot from now on: close() frees it.
@@ -124,13 +116,13 @@ void on_accept(void* port, event::Connection& c) {
 void retire_connections() {
     if (g_retiring) return;
     g_retiring = true;
-    const event::Msec now = worker_loop().now();
+    const event::Msec now = event::worker_loop().now();
     const event::Msec grace_end = now + static_cast<event::Msec>(kRetireGrace.count());
     for (HttpConnection* h = g_conns; h; h = h->next_) {
         using State = HttpConnection::State;
         event::Timer& t = h->c_.read_timer;
         if (h->state_ == State::Keepalive || (h->state_ == State::Head && h->rlen_ == h->rpos_)) {
-            if (!t.armed() || t.deadline() > grace_end) worker_loop().arm_at(t, grace_end);
+            if (!t.armed() || t.deadline() > grace_end) event::worker_loop().arm_at(t, grace_end);
         } else if (h->state_ == State::Processing && h->req_ && !h->req_->header_sent) {
             h->req_->keepalive = false;
         }
@@ -148,7 +140,7 @@ void HttpConnection::retire_idle() {
     if (input_waiting()) {
         if (state_ == State::Keepalive) {
             state_ = State::Head;
-            worker_loop().arm(c_.read_timer, *default_srv_->client_header_timeout);
+            event::worker_loop().arm(c_.read_timer, *default_srv_->client_header_timeout);
         }
         read_head();
         return;
@@ -158,10 +150,10 @@ void HttpConnection::retire_idle() {
     // we wrote): it has not been idle at all. The grace starts again, up to
     // the connection's own timeout.
     int unacked = 0;
-    const event::Msec now = worker_loop().now();
+    const event::Msec now = event::worker_loop().now();
     if (::ioctl(c_.fd(), SIOCOUTQ, &unacked) == 0 && unacked > 0 && now < idle_until_) {
         event::Msec grace = std::min<event::Msec>(static_cast<event::Msec>(kRetireGrace.count()), idle_until_ - now);
-        worker_loop().arm(c_.read_timer, std::chrono::milliseconds(grace));
+        event::worker_loop().arm(c_.read_timer, std::chrono::milliseconds(grace));
         return;
     }
     close();
@@ -199,12 +191,12 @@ HttpConnection::HttpConnection(event::Connection& c, const ListenPort& port)
         int one = 1;
         setsockopt(c_.fd(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
-    if (auto s = worker_loop().add(c_.io, event::Interest::ReadWrite); !s) {
+    if (auto s = event::worker_loop().add(c_.io, event::Interest::ReadWrite); !s) {
         GH_LOG(Alert, "%s", s.message().c_str());
         close();
         return;
     }
-    worker_loop().arm(c_.read_timer, *default_srv_->client_header_timeout);
+    event::worker_loop().arm(c_.read_timer, *default_srv_->client_header_timeout);
     idle_until_ = c_.read_timer.deadline();
 }
 
@@ -243,9 +235,9 @@ void HttpConnection::close() {
     if (state_ == State::Closed) return;
     state_ = State::Closed;
     closing_ = true;
-    worker_loop().unpost(resume_ev_);
-    worker_loop().unpost(drain_ev_);
-    worker_loop().unpost(finish_ev_);
+    event::worker_loop().unpost(resume_ev_);
+    event::worker_loop().unpost(drain_ev_);
+    event::worker_loop().unpost(finish_ev_);
     if (req_) {
         // A request cut short still gets its log line.
         Request& r = *req_;
@@ -256,8 +248,8 @@ void HttpConnection::close() {
                 m->handlers[i](r);
     }
     if (tls_) tls_->shutdown();  // close_notify, when the handshake was done
-    worker_connections().close(c_);
-    worker_loop().defer({[](void* p) { std::unique_ptr<HttpConnection>(static_cast<HttpConnection*>(p)); }, this});
+    event::worker_connections().close(c_);
+    event::worker_loop().defer({[](void* p) { std::unique_ptr<HttpConnection>(static_cast<HttpConnection*>(p)); }, this});
 }
 
 void HttpConnection::abort() {
@@ -352,7 +344,7 @@ void HttpConnection::read_head() {
             if (state_ == State::Keepalive) {
                 // The first byte of the next request: header timeout from now.
                 state_ = State::Head;
-                worker_loop().arm(c_.read_timer, *default_srv_->client_header_timeout);
+                event::worker_loop().arm(c_.read_timer, *default_srv_->client_header_timeout);
             }
             rlen_ += io.bytes;
             continue;
@@ -444,15 +436,15 @@ void HttpConnection::reject(int status, std::string_view reason, bool log_info) 
 // A request on the default server of the address, its clock started;
 // the Host header may choose another server later.
 Request& HttpConnection::new_request() {
-    worker_loop().cancel(c_.read_timer);
+    event::worker_loop().cancel(c_.read_timer);
     state_ = State::Processing;
     SrvConf* srv = addr_servers().default_server;
     req_ = std::make_unique<Request>(*this, port_.main_confs, srv->srv_confs);
     Request& r = *req_;
     r.srv = srv;
     r.loc_confs = srv->loc_confs;
-    r.counters.start_msec = worker_loop().now();
-    auto w = worker_loop().wall();
+    r.counters.start_msec = event::worker_loop().now();
+    auto w = event::worker_loop().wall();
     r.counters.start_sec = w.sec;
     r.counters.start_ms = w.msec;
     return r;
@@ -550,7 +542,7 @@ void HttpConnection::start_request(size_t head_len) {
     run_phases(r);
 }
 
-void HttpConnection::post_resume() { worker_loop().post(resume_ev_); }
+void HttpConnection::post_resume() { event::worker_loop().post(resume_ev_); }
 
 void HttpConnection::resume() {
     if (req_ && state_ == State::Processing) run_phases(*req_);
@@ -664,10 +656,10 @@ void HttpConnection::flush() {
     }
     bool pending = out_ && out_head_ < out_->size();
     if (pending) {
-        worker_loop().arm(c_.write_timer, *lc.send_timeout);
+        event::worker_loop().arm(c_.write_timer, *lc.send_timeout);
         return;
     }
-    worker_loop().cancel(c_.write_timer);
+    event::worker_loop().cancel(c_.write_timer);
     if (out_) {
         // Everything written: drop the sent Bufs so a long stream does
         // not grow the queue.
@@ -675,10 +667,10 @@ void HttpConnection::flush() {
         out_head_ = 0;
     }
     if (out_last_) {
-        worker_loop().post(finish_ev_);
+        event::worker_loop().post(finish_ev_);
         return;
     }
-    if (drain_fn_) worker_loop().post(drain_ev_);
+    if (drain_fn_) event::worker_loop().post(drain_ev_);
 }
 
 void HttpConnection::on_write() {
@@ -704,8 +696,8 @@ size_t HttpConnection::output_pending() const {
 
 void HttpConnection::become_tunnel(event::Callback on_read, event::Callback on_write, std::string_view* leftover) {
     state_ = State::Tunnel;
-    worker_loop().cancel(c_.read_timer);
-    worker_loop().cancel(c_.write_timer);
+    event::worker_loop().cancel(c_.read_timer);
+    event::worker_loop().cancel(c_.write_timer);
     c_.io.on_read = on_read;
     c_.io.on_write = on_write;
     if (leftover) *leftover = rbuf_ ? std::string_view(rbuf_.get()->data() + rpos_, rlen_ - rpos_) : std::string_view();
@@ -755,7 +747,7 @@ void HttpConnection::body_failed(int status, const char* why) {
     body_done_ = true;
     r.keepalive = false;
     GH_LOG(Info, "%s, client: %s", why, peer_text_);
-    worker_loop().cancel(c_.read_timer);
+    event::worker_loop().cancel(c_.read_timer);
     if (r.header_sent) {
         abort();
         return;
@@ -842,7 +834,7 @@ void HttpConnection::pump_body() {
                 chunked_.reset();
                 if (piece.empty()) piece.push(Buf());
                 piece.back().last_buf = true;
-                worker_loop().cancel(c_.read_timer);
+                event::worker_loop().cancel(c_.read_timer);
             }
             if (!piece.empty()) {
                 bool more = sink_(r, piece);
@@ -863,11 +855,11 @@ void HttpConnection::pump_body() {
         event::IoResult io = c_.recv({body_slab_.get()->data(), want});
         if (io.kind == event::IoResult::Ok) {
             body_len_ = io.bytes;
-            worker_loop().arm(c_.read_timer, *lc.client_body_timeout);
+            event::worker_loop().arm(c_.read_timer, *lc.client_body_timeout);
             continue;
         }
         if (io.kind == event::IoResult::Again) {
-            worker_loop().arm(c_.read_timer, *lc.client_body_timeout);
+            event::worker_loop().arm(c_.read_timer, *lc.client_body_timeout);
             break;
         }
         in_pump_ = false;
@@ -1025,7 +1017,7 @@ void HttpConnection::finish_request() {
     out_head_ = 0;
     out_last_ = false;
     drain_fn_ = nullptr;
-    worker_loop().unpost(drain_ev_);
+    event::worker_loop().unpost(drain_ev_);
     sink_ = nullptr;
     body_started_ = body_done_ = body_paused_ = false;
     body_slab_ = SlabRef();
@@ -1060,7 +1052,7 @@ void HttpConnection::keepalive_or_close() {
     if (rlen_ > rpos_) {
         // A pipelined request is already here.
         state_ = State::Head;
-        worker_loop().arm(c_.read_timer, *default_srv_->client_header_timeout);
+        event::worker_loop().arm(c_.read_timer, *default_srv_->client_header_timeout);
         read_head();
         return;
     }
@@ -1072,8 +1064,8 @@ void HttpConnection::keepalive_or_close() {
     head_.reset();
     state_ = State::Keepalive;
     // A retiring worker waits for one more request for kRetireGrace only.
-    idle_until_ = worker_loop().now() + static_cast<event::Msec>(keepalive_timeout_.count());
-    worker_loop().arm(c_.read_timer, g_retiring ? std::min(keepalive_timeout_, kRetireGrace)
+    idle_until_ = event::worker_loop().now() + static_cast<event::Msec>(keepalive_timeout_.count());
+    event::worker_loop().arm(c_.read_timer, g_retiring ? std::min(keepalive_timeout_, kRetireGrace)
                                                 : keepalive_timeout_);
     if (c_.io.readable()) read_head();
 }
@@ -1091,8 +1083,8 @@ void HttpConnection::lingering_close() {
         return;
     }
     state_ = State::Lingering;
-    linger_until_ = worker_loop().now() + static_cast<event::Msec>(lingering_.time.count());
-    worker_loop().arm(c_.read_timer, lingering_.timeout);
+    linger_until_ = event::worker_loop().now() + static_cast<event::Msec>(lingering_.time.count());
+    event::worker_loop().arm(c_.read_timer, lingering_.timeout);
     lingering_read();
 }
 
@@ -1105,14 +1097,14 @@ void HttpConnection::lingering_read() {
         close();
         return;
     }
-    event::Msec now = worker_loop().now();
+    event::Msec now = event::worker_loop().now();
     if (now >= linger_until_) {
         close();
         return;
     }
     event::Msec left = linger_until_ - now;
     event::Msec t = std::min<event::Msec>(left, static_cast<event::Msec>(lingering_.timeout.count()));
-    worker_loop().arm(c_.read_timer, std::chrono::milliseconds(t));
+    event::worker_loop().arm(c_.read_timer, std::chrono::milliseconds(t));
 }
 
 }  // namespace gatehouse::http

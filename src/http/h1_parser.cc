@@ -6,6 +6,7 @@
 #include <type_traits>
 
 #include "core/assert.h"
+#include "core/str.h"
 
 namespace gatehouse::http {
 
@@ -137,14 +138,7 @@ constexpr std::array<uint8_t, 256> kClass = [] {
 
 inline uint8_t cls(char c) { return kClass[static_cast<unsigned char>(c)]; }
 inline bool is_ows(char c) { return c == ' ' || c == '\t'; }
-inline char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
 
-bool iequals(std::string_view a, std::string_view b) {
-    if (a.size() != b.size()) return false;
-    for (size_t i = 0; i < a.size(); ++i)
-        if (lower(a[i]) != lower(b[i])) return false;
-    return true;
-}
 
 // Word-at-a-time pre-check: a word none of whose bytes is below `lo`, DEL
 // or `extra` holds only acceptable bytes and is skipped whole; a flagged
@@ -414,7 +408,7 @@ std::string_view normalize_host(std::string_view host, std::span<char> out) {
     const size_t colon = host.find(':', bracket == std::string_view::npos ? 0 : bracket);
     size_t n = colon == std::string_view::npos ? host.size() : colon;
     if (n > 1 && host[n - 1] == '.') --n;
-    for (size_t i = 0; i < n; ++i) out[i] = lower(host[i]);
+    for (size_t i = 0; i < n; ++i) out[i] = ascii_lower(host[i]);
     return {out.data(), n};
 }
 

@@ -1,18 +1,14 @@
 #include "http/mime.h"
 
-#include <strings.h>
-
 #include <cstdint>
+
+#include "core/str.h"
 
 namespace gatehouse::http {
 
 namespace {
 
-char lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
 
-bool iequal(std::string_view a, std::string_view b) {
-    return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
-}
 
 }  // namespace
 
@@ -20,14 +16,14 @@ size_t MimeTypes::CaseHash::operator()(std::string_view s) const {
     // FNV-1a over the lower-cased bytes: equal under CaseEq, equal hash.
     uint64_t h = 14695981039346656037ull;
     for (char c : s) {
-        h ^= static_cast<unsigned char>(lower(c));
+        h ^= static_cast<unsigned char>(ascii_lower(c));
         h *= 1099511628211ull;
     }
     return static_cast<size_t>(h);
 }
 
 bool MimeTypes::CaseEq::operator()(std::string_view a, std::string_view b) const {
-    return iequal(a, b);
+    return iequals(a, b);
 }
 
 std::optional<std::string> MimeTypes::add(std::string_view ext, std::string_view type) {
@@ -48,9 +44,9 @@ std::string_view MimeTypes::find(std::string_view ext) const {
 }
 
 std::string_view builtin_mime_type(std::string_view ext) {
-    if (iequal(ext, "html")) return "text/html";
-    if (iequal(ext, "gif")) return "image/gif";
-    if (iequal(ext, "jpg")) return "image/jpeg";
+    if (iequals(ext, "html")) return "text/html";
+    if (iequals(ext, "gif")) return "image/gif";
+    if (iequals(ext, "jpg")) return "image/jpeg";
     return {};
 }
 

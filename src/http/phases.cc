@@ -1,6 +1,5 @@
 #include "http/phases.h"
 
-#include <strings.h>
 
 #include <algorithm>
 #include <array>
@@ -10,10 +9,10 @@
 
 #include "core/log.h"
 #include "event/loop.h"
+#include "event/worker.h"
 #include "http/conditional.h"
 #include "http/connection.h"
 #include "http/core_module.h"
-#include "http/worker_ctx.h"
 
 namespace gatehouse::http {
 
@@ -163,7 +162,7 @@ std::string_view cached_date() {
     static time_t last = -1;
     static char buf[kHttpDateMax];
     static std::string_view v;
-    time_t now = static_cast<time_t>(worker_loop().wall().sec);
+    time_t now = static_cast<time_t>(event::worker_loop().wall().sec);
     if (now != last) {
         last = now;
         v = format_http_date(now, buf);

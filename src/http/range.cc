@@ -1,8 +1,8 @@
 #include "http/range.h"
 
-#include <strings.h>
-
 #include <cstdio>
+
+#include "core/str.h"
 
 namespace gatehouse::http {
 
@@ -45,7 +45,7 @@ RangeRequest verdict(RangeVerdict v) {
 
 RangeRequest parse_range(std::string_view field, uint64_t length, uint64_t max_ranges) {
     constexpr std::string_view kUnit = "bytes=";
-    if (field.size() <= kUnit.size() || strncasecmp(field.data(), kUnit.data(), kUnit.size()) != 0)
+    if (field.size() <= kUnit.size() || !istarts_with(field, kUnit))
         return verdict(RangeVerdict::Ignore);
     Scanner sc(field.substr(kUnit.size()));
     RangeRequest out;

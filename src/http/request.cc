@@ -1,8 +1,8 @@
 #include "http/request.h"
 
-#include <strings.h>
 #include <unistd.h>
 
+#include "core/str.h"
 #include "http/core_module.h"
 #include "http/variables.h"
 
@@ -10,14 +10,13 @@ namespace gatehouse::http {
 
 Header* ResponseHead::find(std::string_view name) {
     for (auto& h : headers)
-        if (h.name.size() == name.size() && strncasecmp(h.name.data(), name.data(), name.size()) == 0)
-            return &h;
+        if (iequals(h.name, name)) return &h;
     return nullptr;
 }
 
 void ResponseHead::remove(std::string_view name) {
     std::erase_if(headers, [&](const Header& h) {
-        return h.name.size() == name.size() && strncasecmp(h.name.data(), name.data(), name.size()) == 0;
+        return iequals(h.name, name);
     });
 }
 

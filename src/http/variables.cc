@@ -1,6 +1,5 @@
 #include "http/variables.h"
 
-#include <strings.h>
 #include <sys/random.h>
 #include <unistd.h>
 
@@ -8,10 +7,11 @@
 #include <ctime>
 
 #include "conf/registry.h"
+#include "core/str.h"
 #include "event/loop.h"
+#include "event/worker.h"
 #include "http/connection.h"
 #include "http/core_module.h"
-#include "http/worker_ctx.h"
 
 namespace gatehouse::http {
 
@@ -299,7 +299,7 @@ std::string_view num(Request& r, uint64_t n) {
 
 const HeaderField* find_in(Request& r, std::string_view name) {
     for (const HeaderField& h : r.in.headers)
-        if (h.name.size() == name.size() && strncasecmp(h.name.data(), name.data(), name.size()) == 0) return &h;
+        if (iequals(h.name, name)) return &h;
     return nullptr;
 }
 
@@ -369,7 +369,7 @@ void v_arg(Request& r, VarValue& v, uintptr_t arg) {
         std::string_view kv = a.substr(0, amp);
         size_t eq = kv.find('=');
         std::string_view k = kv.substr(0, eq);
-        if (k.size() == name.size() && strncasecmp(k.data(), name.data(), k.size()) == 0) {
+        if (iequals(k, name)) {
             set(v, eq == std::string_view::npos ? std::string_view() : kv.substr(eq + 1));
             return;
         }
@@ -382,7 +382,7 @@ void v_arg(Request& r, VarValue& v, uintptr_t arg) {
 void v_cookie(Request& r, VarValue& v, uintptr_t arg) {
     auto name = *reinterpret_cast<const std::string_view*>(arg);
     for (const HeaderField& h : r.in.headers) {
-        if (h.name.size() != 6 || strncasecmp(h.name.data(), "cookie", 6) != 0) continue;
+        if (!iequals(h.name, "cookie")) continue;
         std::string_view c = h.value;
         while (!c.empty()) {
             while (!c.empty() && (c[0] == ' ' || c[0] == ';')) c.remove_prefix(1);
@@ -441,7 +441,7 @@ void v_body_bytes_sent(Request& r, VarValue& v, uintptr_t) {
 void v_bytes_sent(Request& r, VarValue& v, uintptr_t) { set(v, num(r, r.counters.bytes_sent)); }
 void v_request_length(Request& r, VarValue& v, uintptr_t) { set(v, num(r, r.counters.request_length)); }
 void v_request_time(Request& r, VarValue& v, uintptr_t) {
-    event::Msec now = worker_loop().now();
+    event::Msec now = event::worker_loop().now();
     event::Msec d = now > r.counters.start_msec ? now - r.counters.start_msec : 0;
     char b[32];
     int n = snprintf(b, sizeof b, "%llu.%03llu", static_cast<unsigned long long>(d / 1000),
@@ -456,7 +456,7 @@ struct LocalNow {
 };
 LocalNow local_now() {
     LocalNow n;
-    time_t t = static_cast<time_t>(worker_loop().wall().sec);
+    time_t t = static_cast<time_t>(event::worker_loop().wall().sec);
     localtime_r(&t, &n.tm);
     long off = n.tm.tm_gmtoff / 60;
     n.sign = off < 0 ? '-' : '+';
@@ -481,7 +481,7 @@ void v_time_iso8601(Request& r, VarValue& v, uintptr_t) {
     set(v, r.arena().dup({b, static_cast<size_t>(len)}));
 }
 void v_msec(Request& r, VarValue& v, uintptr_t) {
-    auto w = worker_loop().wall();
+    auto w = event::worker_loop().wall();
     char b[32];
     int n = snprintf(b, sizeof b, "%lld.%03u", static_cast<long long>(w.sec), w.msec);
     set(v, r.arena().dup({b, static_cast<size_t>(n)}));

@@ -16,10 +16,10 @@
 #include "event/connection.h"
 #include "event/events_module.h"
 #include "event/loop.h"
+#include "event/worker.h"
 #include "http/connection.h"
 #include "http/log_module.h"
 #include "upstream/upstream.h"
-#include "http/worker_ctx.h"
 
 namespace gatehouse::process {
 
@@ -165,7 +165,7 @@ int worker_main(const Cycle& cycle, const std::vector<Listening>& ls, int slot, 
     }
     auto* ev = cycle.conf<event::EventsConf>(event::events_module, conf::Level::Events);
     event::ConnectionTable table(**loop, static_cast<uint32_t>(*ev->worker_connections));
-    http::set_worker(loop->get(), &table);
+    event::set_worker(loop->get(), &table);
     // Worker 0 alone runs the active health checks (see upstream/health.cc).
     upstream::start_health_checks(
         cycle.conf<upstream::UpstreamMainConf>(upstream::upstream_module, conf::Level::Main), slot);

@@ -14,7 +14,7 @@
 #include "core/log.h"
 #include "event/connection.h"
 #include "event/loop.h"
-#include "http/worker_ctx.h"
+#include "event/worker.h"
 
 namespace gatehouse::upstream {
 
@@ -38,7 +38,7 @@ Result<event::Connection*> open_connection(const Peer& p) {
         if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on) < 0)
             GH_LOG_ERRNO(Alert, errno, "setsockopt(TCP_NODELAY) for %s failed", p.text.c_str());
     }
-    event::ConnectionTable& table = http::worker_connections();
+    event::ConnectionTable& table = event::worker_connections();
     event::Connection* c = table.open(fd);
     if (!c) {
         // The table logged "N worker_connections are not enough"; the fd
@@ -61,7 +61,7 @@ Result<event::Connection*> open_connection(const Peer& p) {
         table.close(*c);
         return failed("connect()", "to", p, err);
     }
-    if (auto s = http::worker_loop().add(c->io, event::Interest::ReadWrite); !s) {
+    if (auto s = event::worker_loop().add(c->io, event::Interest::ReadWrite); !s) {
         table.close(*c);
         return s.error();
     }

@@ -22,8 +22,8 @@
 #include "core/log.h"
 #include "event/connection.h"
 #include "event/loop.h"
+#include "event/worker.h"
 #include "http/h1_parser.h"
-#include "http/worker_ctx.h"
 #include "upstream/balancer.h"
 
 namespace gatehouse::upstream {
@@ -57,16 +57,16 @@ public:
     Probe& operator=(const Probe&) = delete;
     ~Probe() { stop(); }
 
-    void schedule(std::chrono::milliseconds delay) { http::worker_loop().arm(timer_, delay); }
+    void schedule(std::chrono::milliseconds delay) { event::worker_loop().arm(timer_, delay); }
 
     void stop() {
         if (c_) close();
-        http::worker_loop().cancel(timer_);
+        event::worker_loop().cancel(timer_);
     }
 
 private:
     void start() {
-        started_ = http::worker_loop().now();
+        started_ = event::worker_loop().now();
         in_.clear();
         sent_ = 0;
         head_ = false;
@@ -82,7 +82,7 @@ private:
         c_->io.on_write = event::Callback::to<&Probe::on_write>(this);
         c_->read_timer.cb = event::Callback::to<&Probe::on_timeout>(this);
         connecting_ = true;
-        http::worker_loop().arm(c_->read_timer, u_.health->timeout);
+        event::worker_loop().arm(c_->read_timer, u_.health->timeout);
     }
 
     void on_write() {
@@ -164,12 +164,12 @@ private:
         event::Connection* c = c_;
         c_ = nullptr;
         c->data = nullptr;
-        http::worker_connections().close(*c);
+        event::worker_connections().close(*c);
     }
 
     void finish(bool passed, std::string_view why) {
         if (c_) close();
-        const event::Msec now = http::worker_loop().now();
+        const event::Msec now = event::worker_loop().now();
         record_check(u_, u_.peers[index_], passed, why, now);
         // Start to start: a slow answer does not stretch the interval.
         const int64_t next = static_cast<int64_t>(started_) + u_.health->interval.count() - static_cast<int64_t>(now);

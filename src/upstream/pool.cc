@@ -22,7 +22,7 @@
 #include "core/log.h"
 #include "event/connection.h"
 #include "event/loop.h"
-#include "http/worker_ctx.h"
+#include "event/worker.h"
 
 namespace gatehouse::upstream {
 
@@ -87,7 +87,7 @@ void unlink(IdleEntry& e) {
 // Takes c out of the pool's hands: its handlers no longer point at e.
 event::Connection& release(IdleEntry& e) {
     event::Connection& c = *e.c;
-    http::worker_loop().cancel(c.read_timer);
+    event::worker_loop().cancel(c.read_timer);
     c.io.on_read = {};
     c.io.on_write = {};
     c.read_timer.cb = {};
@@ -101,7 +101,7 @@ event::Connection& release(IdleEntry& e) {
 // to the origin: close_notify, then the session is freed).
 void close_conn(event::Connection& c) {
     if (event::Transport* t = std::exchange(c.transport, nullptr)) t->dispose(c);
-    http::worker_connections().close(c);
+    event::worker_connections().close(c);
 }
 
 void drop(IdleEntry& e) { close_conn(release(e)); }
@@ -141,7 +141,7 @@ event::Connection* take_idle(UpstreamConf& u, const Peer& p, const void* tag) {
 
 void keep_idle(UpstreamConf& u, const Peer& p, event::Connection& c, uint64_t requests, const void* tag) {
     if (!c.is_open()) return;
-    event::Loop& loop = http::worker_loop();
+    event::Loop& loop = event::worker_loop();
     loop.cancel(c.read_timer);
     loop.cancel(c.write_timer);
     c.data = nullptr;

@@ -13,7 +13,6 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <strings.h>
 #include <sys/un.h>
 
 #include <algorithm>
@@ -21,6 +20,7 @@
 
 #include "core/log.h"
 #include "core/shm.h"
+#include "core/str.h"
 #include "upstream/balancer.h"
 
 namespace gatehouse::upstream {
@@ -56,9 +56,6 @@ bool takes_backup(Method m) {
     return m == Method::RoundRobin || m == Method::LeastConn || m == Method::LeastTime;
 }
 
-bool same_name(std::string_view a, std::string_view b) {
-    return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
-}
 
 std::string quoted(std::string_view s) { return "\"" + std::string(s) + "\""; }
 
@@ -199,7 +196,7 @@ Status open_upstream(Ctx& cx, const Node& n, UpstreamMainConf& m) {
         // An implicit group with a port is named "host:port".
         std::string_view host = o->port ? std::string_view(o->name).substr(0, o->name.rfind(':'))
                                         : std::string_view(o->name);
-        if (!same_name(host, name)) continue;
+        if (!iequals(host, name)) continue;
         if (!o->implicit) return cx.error(n, "duplicate upstream " + quoted(name));
         // "proxy_pass http://backend:8080" above "upstream backend": a
         // block's name takes no port [nginx].
@@ -452,7 +449,7 @@ Status postconfiguration(Ctx& cx) {
         // run-time state of its own.
         const UpstreamConf* block = nullptr;
         for (const UpstreamConf* o : m->upstreams)
-            if (!o->implicit && same_name(o->name, u->name)) block = o;
+            if (!o->implicit && iequals(o->name, u->name)) block = o;
         if (block) {
             u->servers = block->servers;
             u->keepalive = block->keepalive;
@@ -523,7 +520,7 @@ Result<UpstreamConf*> find_or_add(Ctx& cx, const Node& n, std::string_view targe
     if (bare) {
         // Maybe an upstream block, maybe defined below: decided at the end.
         for (UpstreamConf* u : m.upstreams) {
-            if (!same_name(u->name, target)) continue;
+            if (!iequals(u->name, target)) continue;
             if (!u->implicit) return u;
             if (u->pending && u->default_port == default_port) return u;
         }
@@ -540,11 +537,11 @@ Result<UpstreamConf*> find_or_add(Ctx& cx, const Node& n, std::string_view targe
 
     std::string name = is_unix ? a->text() : host + ":" + std::to_string(a->port);
     for (UpstreamConf* u : m.upstreams) {
-        if (!is_unix && !u->implicit && same_name(u->name, host))
+        if (!is_unix && !u->implicit && iequals(u->name, host))
             return cx.error(n, "upstream " + quoted(host) + " may not have port " +
                                    std::to_string(a->port));
         if (u->implicit && !u->pending && u->default_port == default_port &&
-            same_name(u->name, name))
+            iequals(u->name, name))
             return u;
     }
     // nginx names the host alone in this message for a proxy_pass target.

@@ -338,14 +338,14 @@ void keep_idle(UpstreamConf& u, const Peer& p, event::Connection& c, uint64_t re
 //    kept with c.transport set keeps it: take_idle() returns it with the
 //    transport intact, and the pool disposes of it
 //    (event::Transport::dispose) when it closes the connection itself.
-//  - Worker time only: uses http::worker_loop() and worker_connections().
+//  - Worker time only: uses event::worker_loop() and event::worker_connections().
 
 // ---- health checks (health.cc) ---------------------------------------------------
 
 // Starts the active checks of every group with "health_check", in the
 // worker numbered `slot` only when it is 0: one prober for all workers,
 // the results shared through the zones. `m` may be null (no http block).
-// Worker time, after http::set_worker().
+// Worker time, after event::set_worker().
 void start_health_checks(UpstreamMainConf* m, int slot);
 // Stops them: closes the probes' connections and cancels their timers
 // (graceful shutdown, worker exit; before the ConnectionTable goes).

@@ -5,7 +5,6 @@
 // "expires" says, then appends every "add_header" of the location; an
 // "add_header ... always" is appended whatever the status. A level with
 // any "add_header" does not inherit those of the levels above it.
-#include <strings.h>
 
 #include <cstring>
 #include <ctime>
@@ -16,12 +15,13 @@
 #include "conf/module.h"
 #include "conf/registry.h"
 #include "core/log.h"
+#include "core/str.h"
 #include "event/loop.h"
+#include "event/worker.h"
 #include "http/conditional.h"
 #include "http/core_module.h"
 #include "http/request.h"
 #include "http/variables.h"
-#include "http/worker_ctx.h"
 
 namespace gatehouse::http {
 
@@ -69,9 +69,6 @@ void merge(const HeadersLocConf& up, HeadersLocConf& c) {
     if (!c.expires) c.expires = up.expires;
 }
 
-bool iequals(std::string_view a, std::string_view b) {
-    return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
-}
 
 // The value of "expires", or of the variable it names [nginx's rules]:
 // "epoch", "max", "off"; "@15h30m" (not with "modified", below 24h);
@@ -197,7 +194,7 @@ void apply_expires(Request& r, ResponseHead& h, const Expires& e) {
         expires = "Thu, 31 Dec 2037 23:55:55 GMT";
         cc = "max-age=315360000";  // 10 years
     } else {
-        time_t now = static_cast<time_t>(worker_loop().wall().sec);
+        time_t now = static_cast<time_t>(event::worker_loop().wall().sec);
         if (e.time == 0 && e.type != ExpiresType::Daily) {
             expires = http_date(r, now);
             cc = "max-age=0";

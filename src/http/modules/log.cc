@@ -23,12 +23,12 @@
 #include "core/log.h"
 #include "event/loop.h"
 #include "event/timer.h"
+#include "event/worker.h"
 #include "http/core_module.h"
 #include "http/log_escape.h"
 #include "http/log_module.h"
 #include "http/request.h"
 #include "http/variables.h"
-#include "http/worker_ctx.h"
 
 namespace gatehouse::http {
 
@@ -177,12 +177,12 @@ void LogFile::commit(size_t n) {
     bool was_empty = used_ == 0;
     used_ += n;
     // nginx's "flush=": no line waits longer than that once buffered.
-    if (was_empty && flush_.count() > 0 && !timer_.armed()) worker_loop().arm(timer_, flush_);
+    if (was_empty && flush_.count() > 0 && !timer_.armed()) event::worker_loop().arm(timer_, flush_);
 }
 
 void LogFile::flush() {
     // An armed timer means a worker loop exists (a dying loop disarms).
-    if (timer_.armed()) worker_loop().cancel(timer_);
+    if (timer_.armed()) event::worker_loop().cancel(timer_);
     if (used_ == 0) return;
     write_out(buf_.get(), used_);
     used_ = 0;

@@ -3,7 +3,6 @@
 // is in proxy_exchange.cc and proxy_response.cc.
 #include "http/modules/proxy.h"
 
-#include <strings.h>
 
 #include <algorithm>
 #include <cstring>
@@ -11,14 +10,15 @@
 
 #include "conf/registry.h"
 #include "core/log.h"
+#include "core/str.h"
 #include "event/loop.h"
+#include "event/worker.h"
 #include "http/connection.h"
 #include "http/core_module.h"
-#include "http/uri.h"
 #include "http/modules/proxy_exchange.h"
 #include "http/phases.h"
 #include "http/request.h"
-#include "http/worker_ctx.h"
+#include "http/uri.h"
 #include "tls/params.h"
 #include "upstream/upstream.h"
 
@@ -28,13 +28,6 @@ namespace proxy {
 
 namespace {
 
-bool iequals(std::string_view a, std::string_view b) {
-    return a.size() == b.size() && (a.empty() || strncasecmp(a.data(), b.data(), a.size()) == 0);
-}
-
-bool istarts(std::string_view s, std::string_view prefix) {
-    return s.size() >= prefix.size() && iequals(s.substr(0, prefix.size()), prefix);
-}
 
 std::string_view concat(Arena& a, std::initializer_list<std::string_view> parts) {
     size_t n = 0;
@@ -56,13 +49,13 @@ bool needs_escape(unsigned char c) {
 }  // namespace
 
 Result<Url> parse_url(std::string_view s, bool allow_https) {
-    bool ssl = istarts(s, "https://");
+    bool ssl = istarts_with(s, "https://");
     if (ssl && !allow_https) return make_error("https protocol requires SSL support");
-    if (!ssl && !istarts(s, "http://")) return make_error("invalid URL prefix in \"" + std::string(s) + "\"");
+    if (!ssl && !istarts_with(s, "http://")) return make_error("invalid URL prefix in \"" + std::string(s) + "\"");
     std::string_view rest = s.substr(ssl ? 8 : 7);
     Url u;
     u.ssl = ssl;
-    if (istarts(rest, "unix:")) {
+    if (istarts_with(rest, "unix:")) {
         // "unix:/path", then ":" and the URI, if any.
         size_t colon = rest.find(':', 5);
         std::string_view path = rest.substr(5, colon == std::string_view::npos ? std::string_view::npos : colon - 5);
@@ -145,7 +138,7 @@ std::string_view origin_uri(Arena& a, const UriParts& p) {
 bool is_hop_by_hop_request(std::string_view n) {
     return iequals(n, "Connection") || iequals(n, "Keep-Alive") || iequals(n, "TE") || iequals(n, "Trailer") ||
            iequals(n, "Upgrade") || iequals(n, "Content-Length") || iequals(n, "Transfer-Encoding") ||
-           iequals(n, "Expect") || istarts(n, "Proxy-");
+           iequals(n, "Expect") || istarts_with(n, "Proxy-");
 }
 
 bool is_hop_by_hop_response(std::string_view n) {
@@ -155,7 +148,7 @@ bool is_hop_by_hop_response(std::string_view n) {
 }
 
 bool is_hidden_by_default(std::string_view n) {
-    return iequals(n, "Date") || iequals(n, "Server") || iequals(n, "X-Pad") || istarts(n, "X-Accel-");
+    return iequals(n, "Date") || iequals(n, "Server") || iequals(n, "X-Pad") || istarts_with(n, "X-Accel-");
 }
 
 bool connection_lists(std::string_view v, std::string_view name) {
@@ -222,9 +215,9 @@ Status set_pass(Ctx& cx, const Node& n, ProxyConf& pc) {
         // Resolved per request: an upstream block by name, or an address
         // (no resolver: host names are looked up at config load only).
         // Only the scheme can be checked now, when it is written out.
-        if (strncasecmp(text.c_str(), "https://", 8) == 0)
+        if (istarts_with(text, "https://"))
             return cx.error(n, "https protocol requires SSL support");
-        if (text[0] != '$' && strncasecmp(text.c_str(), "http://", 7) != 0)
+        if (text[0] != '$' && !istarts_with(text, "http://"))
             return cx.error(n, "invalid URL prefix in \"" + text + "\"");
         auto cv = ComplexValue::compile(cx, n, text);
         if (!cv) return cv.error();
@@ -312,7 +305,7 @@ Status set_header(Ctx& cx, const Node& n, ProxyConf& pc) {
     // The proxy frames the body itself; a value of its own here could make
     // the origin read the body differently (smuggling). An empty one, which
     // nginx configurations use to drop the field, is what happens anyway.
-    if ((strcasecmp(name.c_str(), "Content-Length") == 0 || strcasecmp(name.c_str(), "Transfer-Encoding") == 0) &&
+    if ((iequals(name, "Content-Length") || iequals(name, "Transfer-Encoding")) &&
         !value.empty())
         return cx.error(n, "\"proxy_set_header\" cannot set \"" + name + "\": the proxy frames the body itself");
     auto cv = ComplexValue::compile(cx, n, value);
@@ -462,11 +455,11 @@ Status set_ignore_headers(Ctx& cx, const Node& n, ProxyConf& pc) {
     for (const conf::Arg& a : n.args) {
         bool known = false;
         for (std::string_view k : kKnown)
-            if (strcasecmp(a.text.c_str(), std::string(k).c_str()) == 0) known = true;
+            if (iequals(a.text, k)) known = true;
         if (!known) return cx.error(n, "invalid value \"" + a.text + "\"");
         // The others concern caching and X-Accel-Redirect, which this proxy
         // does not act on: ignoring them changes nothing.
-        if (strcasecmp(a.text.c_str(), "X-Accel-Buffering") == 0) mask |= proxy::kIgnoreXAccelBuffering;
+        if (iequals(a.text, "X-Accel-Buffering")) mask |= proxy::kIgnoreXAccelBuffering;
     }
     pc.ignore_headers = mask;
     return {};
@@ -673,7 +666,7 @@ void v_proxy_port(Request& r, VarValue& v, uintptr_t) {
 }
 
 bool is_xff(std::string_view name) {
-    return name.size() == 15 && strncasecmp(name.data(), "X-Forwarded-For", 15) == 0;
+    return iequals(name, "X-Forwarded-For");
 }
 
 void v_add_xff(Request& r, VarValue& v, uintptr_t) {

@@ -7,7 +7,6 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <strings.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -21,19 +20,17 @@
 #include <string>
 
 #include "core/log.h"
+#include "core/str.h"
+#include "event/worker.h"
 #include "http/body.h"
 #include "http/connection.h"
 #include "http/core_module.h"
 #include "http/phases.h"
-#include "http/worker_ctx.h"
 
 namespace gatehouse::http::proxy {
 
 namespace {
 
-bool iequals(std::string_view a, std::string_view b) {
-    return a.size() == b.size() && (a.empty() || strncasecmp(a.data(), b.data(), a.size()) == 0);
-}
 
 // Writes all of `data` at `off`; the errno on failure.
 int pwrite_all(int fd, const char* data, size_t n, uint64_t off) {
@@ -119,14 +116,14 @@ Exchange::~Exchange() {
     // into this object. Closing the connection cancels its timers and
     // drops its events.
     close_upstream();
-    if (try_open_ && picker_) picker_->done(peer_, false, worker_loop().now());
+    if (try_open_ && picker_) picker_->done(peer_, false, event::worker_loop().now());
     if (tmp_fd_ >= 0) ::close(tmp_fd_);
     if (body_fd_ >= 0) ::close(body_fd_);
 }
 
 void Exchange::schedule(void (Exchange::*step)()) {
     step_ = step;
-    worker_loop().post(kick_);
+    event::worker_loop().post(kick_);
 }
 
 void Exchange::on_kick() {
@@ -144,13 +141,13 @@ bool Exchange::client_gone() {
 }
 
 int64_t Exchange::elapsed() const {
-    event::Msec now = worker_loop().now();
+    event::Msec now = event::worker_loop().now();
     const TryRecord& t = log_.tries.back();
     return now > t.start ? static_cast<int64_t>(now - t.start) : 0;
 }
 
 Next Exchange::start() {
-    first_start_ = worker_loop().now();
+    first_start_ = event::worker_loop().now();
     method_ = pc_.method ? pc_.method->eval(r_) : r_.method;
     head_method_ = method_ == "HEAD";
     bool has_body = *pc_.pass_request_body && (r_.chunked || r_.content_length.value_or(0) > 0);
@@ -387,12 +384,12 @@ std::string_view Exchange::build_head() {
 
 void Exchange::connect() {
     if (head_.empty()) head_ = build_head();
-    peer_ = picker_->next(worker_loop().now());
+    peer_ = picker_->next(event::worker_loop().now());
     if (!peer_) {
         // Every server is down, failed or busy (max_conns). After failed
         // tries the last failure's status stands.
         error_log(log::Level::Error, 0, "no live upstreams", "connecting to upstream");
-        if (picker_->tried() == 0) log_.tries.push_back(TryRecord{u_.name, 502, worker_loop().now()});
+        if (picker_->tried() == 0) log_.tries.push_back(TryRecord{u_.name, 502, event::worker_loop().now()});
         if (err_status_ == 0) err_status_ = 502;
         stage_ = Stage::Done;
         schedule(&Exchange::respond_error);
@@ -406,7 +403,7 @@ void Exchange::connect() {
 // A connection to peer_: a pooled one when there is one (and this is not
 // the retry of a pooled one that failed), else a new one.
 void Exchange::connect_peer() {
-    log_.tries.push_back(TryRecord{peer_->text, 0, worker_loop().now()});
+    log_.tries.push_back(TryRecord{peer_->text, 0, event::worker_loop().now()});
     head_read_ = false;
     reused_ = false;
     if (u_.keepalive > 0 && !cached_retried_) {
@@ -439,7 +436,7 @@ void Exchange::connect_peer() {
         return;
     }
     stage_ = Stage::Connecting;
-    worker_loop().arm(up_->write_timer, *pc_.connect_timeout);
+    event::worker_loop().arm(up_->write_timer, *pc_.connect_timeout);
 }
 
 // TCP is up: the TLS handshake, under the connect timeout still armed.
@@ -482,7 +479,7 @@ void Exchange::handshake() {
 }
 
 void Exchange::on_connected() {
-    worker_loop().cancel(up_->write_timer);
+    event::worker_loop().cancel(up_->write_timer);
     if (*pc_.socket_keepalive) {
         int one = 1;
         setsockopt(up_->fd(), SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
@@ -546,7 +543,7 @@ bool Exchange::write_queue() {
             iovec one{piece, static_cast<size_t>(n)};
             event::IoResult io = up_->writev({&one, 1});
             if (io.kind == event::IoResult::Again) {
-                worker_loop().arm(up_->write_timer, *pc_.send_timeout);
+                event::worker_loop().arm(up_->write_timer, *pc_.send_timeout);
                 return true;
             }
             if (io.kind == event::IoResult::Error) {
@@ -563,7 +560,7 @@ bool Exchange::write_queue() {
             if (n < 0 && errno == EINTR) continue;
             if (n < 0 && errno == EAGAIN) {
                 up_->io.clear_writable();
-                worker_loop().arm(up_->write_timer, *pc_.send_timeout);
+                event::worker_loop().arm(up_->write_timer, *pc_.send_timeout);
                 return true;
             }
             if (n <= 0) {
@@ -587,7 +584,7 @@ bool Exchange::write_queue() {
         }
         event::IoResult io = up_->writev({iov, cnt});
         if (io.kind == event::IoResult::Again) {
-            worker_loop().arm(up_->write_timer, *pc_.send_timeout);
+            event::worker_loop().arm(up_->write_timer, *pc_.send_timeout);
             return true;
         }
         if (io.kind == event::IoResult::Error) {
@@ -604,7 +601,7 @@ bool Exchange::write_queue() {
             if (m.pos == m.last) ++sendq_pos_;
         }
     }
-    worker_loop().cancel(up_->write_timer);
+    event::worker_loop().cancel(up_->write_timer);
     // Drop the Bufs (and the slabs they hold) of what went out.
     sendq_.clear();
     sendq_pos_ = 0;
@@ -614,7 +611,7 @@ bool Exchange::write_queue() {
 void Exchange::request_sent_fully() {
     request_done_ = true;
     // proxy_read_timeout runs from the end of the request, between reads.
-    if (stage_ == Stage::Active) worker_loop().arm(up_->read_timer, *pc_.read_timeout);
+    if (stage_ == Stage::Active) event::worker_loop().arm(up_->read_timer, *pc_.read_timeout);
 }
 
 void Exchange::on_up_write() {
@@ -746,7 +743,7 @@ void Exchange::error_log(log::Level l, int err, std::string_view what, std::stri
 void Exchange::end_try(bool failed) {
     if (!log_.tries.empty() && cur_try().response_ms < 0) cur_try().response_ms = elapsed();
     if (try_open_) {
-        picker_->done(peer_, failed, worker_loop().now());
+        picker_->done(peer_, failed, event::worker_loop().now());
         try_open_ = false;
     }
 }
@@ -761,7 +758,7 @@ void Exchange::close_upstream() {
         c->transport = nullptr;
         up_tls_.reset();
     }
-    worker_connections().close(*c);
+    event::worker_connections().close(*c);
 }
 
 void Exchange::release_upstream(bool reusable) {
@@ -772,8 +769,8 @@ void Exchange::release_upstream(bool reusable) {
     }
     event::Connection* c = up_;
     up_ = nullptr;
-    worker_loop().cancel(c->read_timer);
-    worker_loop().cancel(c->write_timer);
+    event::worker_loop().cancel(c->read_timer);
+    event::worker_loop().cancel(c->write_timer);
     c->io.on_read = {};
     c->io.on_write = {};
     c->read_timer.cb = {};
@@ -815,7 +812,7 @@ bool Exchange::may_retry(Failure f, int status) const {
     if (body_mode_ == BodyMode::Streamed && body_started_) return false;
     if (*pc_.next_upstream_tries && picker_->tried() >= *pc_.next_upstream_tries) return false;
     if (pc_.next_upstream_timeout->count() > 0 &&
-        worker_loop().now() - first_start_ >= static_cast<event::Msec>(pc_.next_upstream_timeout->count()))
+        event::worker_loop().now() - first_start_ >= static_cast<event::Msec>(pc_.next_upstream_timeout->count()))
         return false;
     return picker_->tried() < u_.peers.size();
 }

@@ -13,7 +13,6 @@
 // client as one file range each time the client's queue empties, so the
 // order of the stream never changes; once all of the file has been sent
 // it is emptied and reused.
-#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -22,6 +21,8 @@
 #include <cstring>
 
 #include "core/log.h"
+#include "core/str.h"
+#include "event/worker.h"
 #include "http/body.h"
 #include "http/conditional.h"
 #include "http/connection.h"
@@ -29,7 +30,6 @@
 #include "http/modules/proxy_exchange.h"
 #include "http/phases.h"
 #include "http/static_module.h"
-#include "http/worker_ctx.h"
 
 namespace gatehouse::http::proxy {
 
@@ -38,9 +38,6 @@ std::string temp_dir(Request& r, const std::optional<std::string>& path, std::st
 
 namespace {
 
-bool iequals(std::string_view a, std::string_view b) {
-    return a.size() == b.size() && (a.empty() || strncasecmp(a.data(), b.data(), a.size()) == 0);
-}
 
 bool listed(const std::vector<std::string>* names, std::string_view name) {
     if (!names) return false;
@@ -75,7 +72,7 @@ void Exchange::read_head() {
         }
         event::IoResult io = up_->recv({data + head_len_, cap - head_len_});
         if (io.kind == event::IoResult::Again) {
-            if (request_done_) worker_loop().arm(up_->read_timer, *pc_.read_timeout);
+            if (request_done_) event::worker_loop().arm(up_->read_timer, *pc_.read_timeout);
             return;
         }
         if (io.kind == event::IoResult::Eof) {
@@ -109,7 +106,7 @@ void Exchange::read_head() {
                 parser_->reset();
                 continue;
             }
-            worker_loop().cancel(up_->read_timer);
+            event::worker_loop().cancel(up_->read_timer);
             process_head(end);
             return;
         }
@@ -121,7 +118,7 @@ void Exchange::process_head(size_t consumed) {
     status_ = h.status;
     cur_try().status = status_;
     cur_try().header_ms = elapsed();
-    if (picker_ && peer_) picker_->header_received(peer_, worker_loop().now());  // least_time header
+    if (picker_ && peer_) picker_->header_received(peer_, event::worker_loop().now());  // least_time header
     if (status_ == 101) {
         if (!upgrade_sent_) {
             fail(Failure::InvalidHeader, 502, 0, "upstream sent unexpected \"101 Switching Protocols\"");
@@ -405,7 +402,7 @@ void Exchange::read_response_body() {
             }
             // Every buffer is waiting for the client: on_drained resumes.
             paused_ = true;
-            worker_loop().cancel(up_->read_timer);
+            event::worker_loop().cancel(up_->read_timer);
             return;
         }
         event::IoResult io = up_->recv({p, n});
@@ -413,7 +410,7 @@ void Exchange::read_response_body() {
             push_out();
             if (client_gone()) return;
             if (output_pending(r_) == 0) queue_file_piece();
-            worker_loop().arm(up_->read_timer, *pc_.read_timeout);
+            event::worker_loop().arm(up_->read_timer, *pc_.read_timeout);
             return;
         }
         if (io.kind == event::IoResult::Eof) {
@@ -567,7 +564,7 @@ void Exchange::body_truncated(int err, std::string_view what) {
 
 void Exchange::drained_cb(Request& r) {
     // Called from inside the writer: continue from the loop instead.
-    if (auto* ex = r.ctx<Exchange>(proxy_module)) worker_loop().post(ex->drain_ev_);
+    if (auto* ex = r.ctx<Exchange>(proxy_module)) event::worker_loop().post(ex->drain_ev_);
 }
 
 void Exchange::on_drain_event() {
@@ -614,8 +611,8 @@ void Exchange::start_tunnel() {
     stage_ = Stage::Upgrading;
     r_.keepalive = false;
     r_.out.content_length.reset();
-    worker_loop().cancel(up_->write_timer);
-    worker_loop().cancel(up_->read_timer);
+    event::worker_loop().cancel(up_->write_timer);
+    event::worker_loop().cancel(up_->read_timer);
     if (send_header(r_) == Flow::Fail) {
         close_upstream();
         r_.conn().abort();
@@ -638,14 +635,14 @@ void Exchange::begin_tunnel() {
     std::string_view leftover;
     r_.conn().become_tunnel({tunnel_client_read, this}, {tunnel_client_write, this}, &leftover);
     event::Connection& cc = r_.conn().conn();
-    worker_loop().cancel(cc.read_timer);
-    worker_loop().cancel(cc.write_timer);
+    event::worker_loop().cancel(cc.read_timer);
+    event::worker_loop().cancel(cc.write_timer);
     const size_t cap = std::max<size_t>(*pc_.buffer_size, leftover.size());
     c2u_.buf = SlabRef::adopt(Slab::make(cap));
     if (!leftover.empty()) std::memcpy(c2u_.buf.get()->data(), leftover.data(), leftover.size());
     c2u_.pos = 0;
     c2u_.len = leftover.size();
-    worker_loop().arm(up_->read_timer, *pc_.read_timeout);
+    event::worker_loop().arm(up_->read_timer, *pc_.read_timeout);
     pump();
 }
 
@@ -708,7 +705,7 @@ void Exchange::pump() {
         end_tunnel();
         return;
     }
-    if (moved) worker_loop().arm(up_->read_timer, *pc_.read_timeout);
+    if (moved) event::worker_loop().arm(up_->read_timer, *pc_.read_timeout);
 }
 
 void Exchange::end_tunnel() {

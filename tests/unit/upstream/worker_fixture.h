@@ -1,5 +1,5 @@
 // A worker's loop (on a fake clock) and connection table, installed as
-// http::worker_loop() / worker_connections() for the test's lifetime, as
+// event::worker_loop() / event::worker_connections() for the test's lifetime, as
 // the worker process does before it serves.
 #pragma once
 
@@ -14,7 +14,7 @@
 #include "event/clock.h"
 #include "event/connection.h"
 #include "event/loop.h"
-#include "http/worker_ctx.h"
+#include "event/worker.h"
 #include "upstream/upstream.h"
 
 namespace gatehouse::test {
@@ -26,12 +26,12 @@ public:
         REQUIRE(l.ok());
         loop = std::move(l).value();
         table = std::make_unique<event::ConnectionTable>(*loop, connections);
-        http::set_worker(loop.get(), table.get());
+        event::set_worker(loop.get(), table.get());
     }
     ~Worker() {
         upstream::close_idle();
         table.reset();  // runs the loop's deferred releases
-        http::set_worker(nullptr, nullptr);
+        event::set_worker(nullptr, nullptr);
         for (int f : others) ::close(f);
     }
     Worker(const Worker&) = delete;

@@ -1,0 +1,24 @@
+// ASCII case-insensitive comparison, for the protocol tokens HTTP compares
+// that way (field names, codings, "close", schemes). Locale-free on
+// purpose: strcasecmp() follows LC_CTYPE, and a protocol element must not
+// compare differently because of the environment a process inherited.
+#pragma once
+
+#include <string_view>
+
+namespace gatehouse {
+
+constexpr char ascii_lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + ('a' - 'A')) : c; }
+
+constexpr bool iequals(std::string_view a, std::string_view b) {
+    if (a.size() != b.size()) return false;
+    for (size_t i = 0; i < a.size(); ++i)
+        if (ascii_lower(a[i]) != ascii_lower(b[i])) return false;
+    return true;
+}
+
+constexpr bool istarts_with(std::string_view s, std::string_view prefix) {
+    return s.size() >= prefix.size() && iequals(s.substr(0, prefix.size()), prefix);
+}
+
+}  // namespace gatehouse
