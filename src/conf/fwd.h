@@ -7,6 +7,10 @@ struct Tree;
 struct SourceFile;
 class Ctx;
 struct Directive;
+
+// One array per level, indexed by Module::index; null where a module keeps
+// nothing at that level or the walk is outside such a block.
+using ConfArray = void**;
 }  // namespace gatehouse::conf
 namespace gatehouse {
 namespace conf {

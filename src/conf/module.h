@@ -13,12 +13,14 @@
 // directive it did not set.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <vector>
 
 #include "conf/fwd.h"
 #include "conf/parser.h"
@@ -29,6 +31,9 @@
 namespace gatehouse {
 namespace http {
 struct ModuleHooks;  // phases and filters of an HTTP module (src/http)
+}
+namespace event {
+struct ListenSpec;  // a listening socket a module asks for (event/listen_spec.h)
 }
 
 namespace conf {
@@ -99,6 +104,11 @@ struct Directive {
 enum class Level : uint8_t { Core, Events, Main, Srv, Loc };
 inline constexpr int kLevels = 5;
 
+// The root struct arrays of one configuration generation, one per level
+// (process::Cycle::roots): what the lifecycle hooks below are given. An
+// array is null when its block is absent (no "http" block, say).
+using Roots = std::array<ConfArray, kLevels>;
+
 struct LevelOps {
     const void* tag = nullptr;
     void* (*create)(Arena& a) = nullptr;
@@ -128,6 +138,37 @@ struct Module {
     Status (*postconfiguration)(Ctx& cx) = nullptr;
     // Phase handlers and filters, for HTTP modules.
     const http::ModuleHooks* http = nullptr;
+
+    // ---- lifecycle --------------------------------------------------------
+    // The process layer (src/process) calls these through the module list,
+    // in module order, and names no module (STYLE.md section 1). Each may
+    // be null. `g` is the generation being started or served.
+    //
+    // Master, while it loads a generation: the listening sockets it needs
+    // (appended to `out`, owner of each spec's data: the generation). The
+    // master binds them (or takes them over from the running generation
+    // or an old binary) and every worker accepts on them.
+    void (*listens)(const Roots& g, std::vector<event::ListenSpec>& out) = nullptr;
+    // Master, once a generation has loaded and before its workers fork:
+    // what must exist before any worker runs (directories, files). An
+    // error is logged at emerg; the generation is refused as if its
+    // configuration were invalid.
+    Status (*init_master)(const Roots& g) = nullptr;
+    // Worker (worker number `slot`, 0-based), once event::worker_loop()
+    // and worker_connections() are set and before it accepts. An error
+    // ends the worker (logged at emerg).
+    Status (*init_worker)(const Roots& g, int slot) = nullptr;
+    // Worker, graceful shutdown (QUIT: a reload, an upgrade, a stop), once
+    // the listeners are stopped: start nothing new, let what runs finish,
+    // close what only waits (idle connections, pools, probes). The worker
+    // exits when no connection is left or at worker_shutdown_timeout.
+    void (*quit_worker)() = nullptr;
+    // Worker, after its loop stopped and its client connections were
+    // closed, before the connection table goes: release what is left
+    // (pooled connections, timers) and flush buffers.
+    void (*exit_worker)() = nullptr;
+    // Any process, on USR1: reopen the module's log files.
+    void (*reopen_logs)() = nullptr;
     // Position in the module list; assigned once by init_modules().
     mutable uint16_t index = 0xffff;
 

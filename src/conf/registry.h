@@ -21,10 +21,6 @@ class ZoneSet;
 
 namespace gatehouse::conf {
 
-// One array per level, indexed by Module::index; null where a module keeps
-// nothing at that level or the walk is outside such a block.
-using ConfArray = void**;
-
 class Ctx {
 public:
     Ctx(Arena& arena, std::string prefix, std::string conf_dir)

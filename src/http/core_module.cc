@@ -4,6 +4,8 @@
 #include <charconv>
 
 #include "core/log.h"
+#include "event/listen_spec.h"
+#include "http/connection.h"
 #include "http/phases.h"
 
 namespace gatehouse::http {
@@ -485,6 +487,26 @@ extern const ModuleHooks kCoreHooks{
     .variables = std::span<const VariableDef>(kCoreVariables, kCoreVariablesCount),
 };
 
+// A socket per ListenPort; every connection accepted on it starts as
+// HTTP/1 (TLS first on an "ssl" port).
+void listens(const conf::Roots& g, std::vector<event::ListenSpec>& out) {
+    HttpMainConf* m = http_main(g[static_cast<int>(Level::Main)]);
+    if (!m) return;
+    for (ListenPort& p : m->ports) {
+        const ListenConf& l = p.bind;
+        event::ListenSpec s;
+        s.addr = l.addr;
+        s.backlog = l.backlog;
+        s.reuseport = l.reuseport;
+        s.deferred = l.deferred;
+        s.ipv6only = l.ipv6only;
+        s.so_keepalive = l.so_keepalive;
+        s.accept = on_accept;
+        s.data = &p;
+        out.push_back(std::move(s));
+    }
+}
+
 }  // namespace
 
 HttpMainConf* http_main(const conf::ConfArray main_confs) {
@@ -499,6 +521,8 @@ extern const conf::Module http_core_module{
     .loc = conf::level<LocConf, merge_loc>(),
     .postconfiguration = postconfiguration,
     .http = &kCoreHooks,
+    .listens = listens,
+    .quit_worker = retire_connections,
 };
 
 }  // namespace gatehouse::http

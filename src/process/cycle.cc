@@ -40,9 +40,40 @@ Result<std::unique_ptr<Cycle>> load_cycle(const LoadOptions& o) {
     auto* ev = c->conf<event::EventsConf>(event::events_module, conf::Level::Events);
     if (!ev->worker_connections) ev->worker_connections = event::kDefaultWorkerConnections;
     for (const auto& spec : cc.error_logs) c->error_log.add(spec.path, spec.level);
+    for (const conf::Module* m : modules)
+        if (m->listens) m->listens(c->roots, c->listens);
     return c;
 }
 
 Status open_logs(Cycle& c) { return c.error_log.open(); }
+
+Status init_master(const Cycle& c) {
+    for (const conf::Module* m : modules)
+        if (m->init_master)
+            if (auto s = m->init_master(c.roots); !s) return s;
+    return {};
+}
+
+void reopen_module_logs() {
+    for (const conf::Module* m : modules)
+        if (m->reopen_logs) m->reopen_logs();
+}
+
+Status init_worker(const Cycle& c, int slot) {
+    for (const conf::Module* m : modules)
+        if (m->init_worker)
+            if (auto s = m->init_worker(c.roots, slot); !s) return s;
+    return {};
+}
+
+void quit_worker() {
+    for (const conf::Module* m : modules)
+        if (m->quit_worker) m->quit_worker();
+}
+
+void exit_worker() {
+    for (const conf::Module* m : modules)
+        if (m->exit_worker) m->exit_worker();
+}
 
 }  // namespace gatehouse::process

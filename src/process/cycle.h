@@ -14,6 +14,7 @@
 #include "core/arena.h"
 #include "core/log.h"
 #include "core/shm.h"
+#include "event/listen_spec.h"
 #include "process/core_module.h"
 
 namespace gatehouse::process {
@@ -38,7 +39,9 @@ public:
     conf::Tree globals;  // "-g"
     Arena arena{16384};
     // The root struct arrays of each level (Core, Events, http Main/Srv/Loc).
-    std::array<conf::ConfArray, conf::kLevels> roots{};
+    conf::Roots roots{};
+    // The listening sockets the modules asked for (conf::Module::listens).
+    std::vector<event::ListenSpec> listens;
     log::ErrorLog error_log;
     // The shared memory zones this generation declared, mapped before the
     // workers fork; kept or unmapped with the generation (see core/shm.h).
@@ -62,5 +65,15 @@ Result<std::unique_ptr<Cycle>> load_cycle(const LoadOptions& o);
 
 // Opens the "error_log" files of the cycle.
 Status open_logs(Cycle& c);
+
+// The modules' lifecycle hooks (conf::Module), run in module order:
+// init_master for a generation about to serve (the first error stops),
+// reopen_logs on USR1 in this process, and, in a worker, init_worker,
+// quit_worker and exit_worker.
+Status init_master(const Cycle& c);
+void reopen_module_logs();
+Status init_worker(const Cycle& c, int slot);
+void quit_worker();
+void exit_worker();
 
 }  // namespace gatehouse::process

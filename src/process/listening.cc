@@ -107,14 +107,13 @@ std::vector<Listening> inherit_listening(std::string_view env) {
     return out;
 }
 
-Result<std::vector<Listening>> open_listening(const http::HttpMainConf* m, std::vector<Listening>* reuse) {
+Result<std::vector<Listening>> open_listening(const std::vector<event::ListenSpec>& specs,
+                                             std::vector<Listening>* reuse) {
     std::vector<Listening> out;
-    if (!m) return out;
-    for (const http::ListenPort& p : m->ports) {
-        const http::ListenConf& l = p.bind;
+    for (const event::ListenSpec& l : specs) {
         Listening li;
         li.text = l.addr.text();
-        li.port = &p;
+        li.spec = &l;
         if (reuse) {
             for (auto it = reuse->begin(); it != reuse->end(); ++it)
                 if (same_address(*it, l.addr)) {

@@ -8,25 +8,26 @@
 #include <vector>
 
 #include "core/result.h"
-#include "http/core_module.h"
+#include "event/listen_spec.h"
 
 namespace gatehouse::process {
 
 struct Listening {
     int fd = -1;                       // owned: closed by close_listening()
     std::string text;                  // "127.0.0.1:8080", for messages
-    const http::ListenPort* port = nullptr;  // owner: the generation; null when inherited
+    const event::ListenSpec* spec = nullptr;  // owner: the generation; null when inherited
     sockaddr_storage addr{};           // getsockname(): what the socket is bound to
     socklen_t addr_len = 0;
 };
 
-// Binds every ListenPort of the http block. A socket of `reuse` bound to
+// Binds every socket the modules asked for. A socket of `reuse` bound to
 // the configured address (by getsockname(), not by how the address is
 // written) is taken over rather than bound again, so that a reload or a
 // binary upgrade never refuses a connection; it is removed from `reuse`,
 // where the caller finds the sockets no longer configured. The error names
 // the call, the address and errno.
-Result<std::vector<Listening>> open_listening(const http::HttpMainConf* m, std::vector<Listening>* reuse);
+Result<std::vector<Listening>> open_listening(const std::vector<event::ListenSpec>& specs,
+                                             std::vector<Listening>* reuse);
 void close_listening(std::vector<Listening>& ls);
 
 // The environment variable that hands listening sockets to a new binary

@@ -14,7 +14,6 @@
 #include <vector>
 
 #include "core/log.h"
-#include "http/log_module.h"
 #include "process/listening.h"
 #include "process/signals.h"
 #include "process/worker.h"
@@ -238,8 +237,12 @@ bool reconfigure(Master& m, const Options& o) {
         GH_LOG(Emerg, "%s", s.message().c_str());
         return false;
     }
+    if (auto s = init_master(**next); !s) {
+        GH_LOG(Emerg, "%s", s.message().c_str());
+        return false;
+    }
     std::vector<Listening> old = m.listening;
-    auto ls = open_listening(http::http_main((*next)->roots[static_cast<int>(conf::Level::Main)]), &old);
+    auto ls = open_listening((*next)->listens, &old);
     if (!ls) {
         GH_LOG(Emerg, "%s", ls.message().c_str());
         return false;
@@ -335,6 +338,10 @@ int run(const Options& o, std::unique_ptr<Cycle> cycle) {
         GH_LOG(Emerg, "%s", s.message().c_str());
         return 1;
     }
+    if (auto s = init_master(*cycle); !s) {
+        GH_LOG(Emerg, "%s", s.message().c_str());
+        return 1;
+    }
     Master m;
     // A binary upgrade: the old master passed its listening sockets.
     std::vector<Listening> inherited;
@@ -346,8 +353,7 @@ int run(const Options& o, std::unique_ptr<Cycle> cycle) {
         ::unsetenv(kInheritEnv);
         m.old_master = ::getppid();
     }
-    auto ls = open_listening(http::http_main(cycle->roots[static_cast<int>(conf::Level::Main)]),
-                             upgraded ? &inherited : nullptr);
+    auto ls = open_listening(cycle->listens, upgraded ? &inherited : nullptr);
     if (!ls) {
         GH_LOG(Emerg, "%s", ls.message().c_str());
         return 1;
@@ -427,7 +433,7 @@ int run(const Options& o, std::unique_ptr<Cycle> cycle) {
             g_reopen = 0;
             GH_LOG(Notice, "reopening logs");
             m.cycle->error_log.reopen();
-            http::reopen_access_logs();
+            reopen_module_logs();
             signal_workers(m, SIGUSR1);
         }
         if (g_reconfigure) {

@@ -17,9 +17,6 @@
 #include "event/events_module.h"
 #include "event/loop.h"
 #include "event/worker.h"
-#include "http/connection.h"
-#include "http/log_module.h"
-#include "upstream/upstream.h"
 
 namespace gatehouse::process {
 
@@ -59,14 +56,14 @@ void after_iteration(WorkerState* st) {
     if (w_reopen) {
         w_reopen = 0;
         const_cast<Cycle*>(st->cycle)->error_log.reopen();
-        http::reopen_access_logs();
+        reopen_module_logs();
     }
     if (w_quit && !st->exiting) {
         // Graceful: stop accepting (the listening sockets stay open in the
         // master and the new workers, which take the queued connections),
-        // retire the connections without losing a request (see
-        // http::retire_connections), exit when none is left or at
-        // worker_shutdown_timeout.
+        // let the modules retire their connections without losing a
+        // request (http: see retire_connections in http/v1/connection.cc),
+        // exit when none is left or at worker_shutdown_timeout.
         st->exiting = true;
         GH_LOG(Notice, "gracefully shutting down");
         for (auto& l : *st->listeners) l->stop();
@@ -76,13 +73,7 @@ void after_iteration(WorkerState* st) {
         // In single-process mode they are the master's own: kept.
         if (st->close_listening)
             for (const Listening& l : *st->listening) ::close(l.fd);
-        http::retire_connections();
-        // Idle pooled origin connections would keep the worker alive
-        // until keepalive_timeout: nginx closes them at shutdown too. The
-        // health checks stop here too: the new generation's worker 0 takes
-        // over the probing.
-        upstream::retire_idle();
-        upstream::stop_health_checks();
+        quit_worker();
         const auto& cc = st->cycle->core();
         if (cc.worker_shutdown_timeout)
             st->loop->arm(st->shutdown_timer, *cc.worker_shutdown_timeout);
@@ -166,18 +157,20 @@ int worker_main(const Cycle& cycle, const std::vector<Listening>& ls, int slot, 
     auto* ev = cycle.conf<event::EventsConf>(event::events_module, conf::Level::Events);
     event::ConnectionTable table(**loop, static_cast<uint32_t>(*ev->worker_connections));
     event::set_worker(loop->get(), &table);
-    // Worker 0 alone runs the active health checks (see upstream/health.cc).
-    upstream::start_health_checks(
-        cycle.conf<upstream::UpstreamMainConf>(upstream::upstream_module, conf::Level::Main), slot);
+    if (auto s = init_worker(cycle, slot); !s) {
+        GH_LOG(Emerg, "%s", s.message().c_str());
+        exit_worker();
+        return 2;
+    }
 
     event::ListenerOptions lo;
     lo.accept_batch = ev->multi_accept.value_or(false) ? event::kMultiAccept : 1;
     std::vector<std::unique_ptr<event::Listener>> listeners;
     for (const Listening& l : ls) {
-        auto li = std::make_unique<event::Listener>(**loop, table, l.fd, http::on_accept,
-                                                    const_cast<http::ListenPort*>(l.port), lo);
+        auto li = std::make_unique<event::Listener>(**loop, table, l.fd, l.spec->accept, l.spec->data, lo);
         if (auto s = li->start(); !s) {
             GH_LOG(Emerg, "%s", s.message().c_str());
+            exit_worker();
             return 2;
         }
         listeners.push_back(std::move(li));
@@ -203,17 +196,16 @@ int worker_main(const Cycle& cycle, const std::vector<Listening>& ls, int slot, 
     (*loop)->run(event::Callback::to<&after_iteration>(&st));
 
     listeners.clear();
-    upstream::stop_health_checks();
-    upstream::close_idle();
-    // Whatever is still open is closed now; their objects free themselves
-    // in the loop's deferred step, run by one last iteration.
+    // Whatever is still open is closed now; the objects of the protocol
+    // layers free themselves in the loop's deferred step (and log what
+    // they were doing), run by one more iteration. Then the modules let
+    // go of what is theirs (pooled connections, probes) and flush their
+    // buffers (access_log buffer=), before the table goes.
     for (event::Connection& c : table.slots())
-        if (c.is_open() && c.data) {
-            table.close(c);
-        }
+        if (c.is_open() && c.data) table.close(c);
     (*loop)->run_once(0);
-    // Buffered access log lines (buffer=) must not be lost at exit.
-    http::flush_access_logs();
+    exit_worker();
+    (*loop)->run_once(0);
     return 0;
 }
 

@@ -562,11 +562,39 @@ Result<UpstreamConf*> find_or_add(Ctx& cx, const Node& n, std::string_view targe
     return u;
 }
 
+namespace {
+
+// Worker 0 alone runs the active health checks (health.cc): one prober
+// for all workers, the verdicts shared through the zones.
+Status init_worker(const conf::Roots& g, int slot) {
+    conf::ConfArray main = g[static_cast<int>(conf::Level::Main)];
+    start_health_checks(main ? static_cast<UpstreamMainConf*>(main[upstream_module.index]) : nullptr, slot);
+    return {};
+}
+
+// Idle pooled origin connections would keep a retiring worker alive until
+// keepalive_timeout: nginx closes them at shutdown too. The probes stop
+// as well: the new generation's worker 0 takes over the checks.
+void quit_worker() {
+    retire_idle();
+    stop_health_checks();
+}
+
+void exit_worker() {
+    stop_health_checks();
+    close_idle();
+}
+
+}  // namespace
+
 extern const conf::Module upstream_module{
     .name = "upstream",
     .directives = kDirectives,
     .main = conf::level<UpstreamMainConf>(),
     .postconfiguration = postconfiguration,
+    .init_worker = init_worker,
+    .quit_worker = quit_worker,
+    .exit_worker = exit_worker,
 };
 
 }  // namespace gatehouse::upstream

@@ -26,7 +26,6 @@
 #include "event/worker.h"
 #include "http/core_module.h"
 #include "http/log_escape.h"
-#include "http/log_module.h"
 #include "http/request.h"
 #include "http/variables.h"
 
@@ -498,15 +497,24 @@ constexpr conf::Directive kDirectives[] = {
      conf::custom<set_open_log_file_cache>()},
 };
 
-}  // namespace
-
+// USR1: writes what the buffers hold to the old files, then reopens every
+// access log path of every live generation in this process in place: the
+// descriptor number stays the same, so nothing holding it needs telling.
+// A path that cannot be opened keeps writing to its old file; the error is
+// logged at alert, naming the call, the path and errno. Each process
+// (master, every worker) holds its own copies of the descriptors and its
+// own "buffer=" memory, so each does this for itself.
 void reopen_access_logs() {
     for (LogFile* f = LogFile::first(); f; f = f->next()) f->reopen();
 }
 
+// A worker that exits writes what every "buffer=" holds (nginx flushes on
+// shutdown too). Destroying a generation does it as well.
 void flush_access_logs() {
     for (LogFile* f = LogFile::first(); f; f = f->next()) f->flush();
 }
+
+}  // namespace
 
 extern const conf::Module log_module{
     .name = "log",
@@ -515,6 +523,8 @@ extern const conf::Module log_module{
     .loc = conf::level<LogLocConf, merge_loc>(),
     .postconfiguration = postconfiguration,
     .http = &kHooks,
+    .exit_worker = flush_access_logs,
+    .reopen_logs = reopen_access_logs,
 };
 
 }  // namespace gatehouse::http

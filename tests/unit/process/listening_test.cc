@@ -62,7 +62,7 @@ TEST_CASE("process/listening: inherited sockets are adopted with their address")
     CHECK(ls[0].fd == a);
     CHECK(ls[0].text == "127.0.0.1:" + std::to_string(p1));
     CHECK(ls[1].text == "127.0.0.1:" + std::to_string(p2));
-    CHECK(ls[0].port == nullptr);
+    CHECK(ls[0].spec == nullptr);
     auto* sin = reinterpret_cast<const sockaddr_in*>(&ls[0].addr);
     CHECK(ls[0].addr.ss_family == AF_INET);
     CHECK(ntohs(sin->sin_port) == p1);
@@ -91,4 +91,36 @@ TEST_CASE("process/listening: what is not a listening socket is skipped") {
     ::close(unbound);
     ::close(pipefd[0]);
     ::close(pipefd[1]);
+}
+
+TEST_CASE("process/listening: open_listening binds each spec, or takes over a socket of `reuse`") {
+    QuietLog quiet;
+    // A port that was free a moment ago.
+    uint16_t free_port = 0;
+    ::close(listener(&free_port));
+    std::vector<gatehouse::event::ListenSpec> specs(1);
+    auto a = gatehouse::conf::parse_address("127.0.0.1:" + std::to_string(free_port), {});
+    REQUIRE(a);
+    specs[0].addr = *a;
+    auto ls = gatehouse::process::open_listening(specs, nullptr);
+    REQUIRE(ls);
+    REQUIRE(ls->size() == 1);
+    CHECK((*ls)[0].spec == &specs[0]);
+    CHECK((*ls)[0].fd >= 0);
+    uint16_t port = ntohs(reinterpret_cast<const sockaddr_in*>(&(*ls)[0].addr)->sin_port);
+    CHECK(port == free_port);
+
+    // A reload asking for the same address keeps the very socket.
+    auto b = gatehouse::conf::parse_address("127.0.0.1:" + std::to_string(port), {});
+    REQUIRE(b);
+    std::vector<gatehouse::event::ListenSpec> next(1);
+    next[0].addr = *b;
+    std::vector<Listening> reuse = *ls;
+    auto again = gatehouse::process::open_listening(next, &reuse);
+    REQUIRE(again);
+    REQUIRE(again->size() == 1);
+    CHECK((*again)[0].fd == (*ls)[0].fd);
+    CHECK((*again)[0].spec == &next[0]);
+    CHECK(reuse.empty());
+    gatehouse::process::close_listening(*again);
 }
