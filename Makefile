@@ -18,7 +18,7 @@ MAKEFLAGS += --no-builtin-rules
 NPROC := $(shell nproc 2>/dev/null || echo 2)
 PYTHON ?= /usr/bin/python3
 
-SRC := $(sort $(wildcard src/*/*.cc src/http/modules/*.cc))
+SRC := $(sort $(wildcard src/*/*.cc src/http/modules/*.cc src/http/v1/*.cc))
 MAIN_SRC := src/process/main.cc
 LIB_SRC := $(filter-out $(MAIN_SRC),$(SRC))
 LIB_OBJ := $(patsubst %.cc,objs/%.o,$(LIB_SRC)) objs/modules.o

@@ -1,40 +1,55 @@
-// The client's request body, read on demand, and the response writer's
-// back-pressure, for handlers that stream (proxy).
+// The client's request body, for handlers (proxy, and later auth and
+// mirror subrequests), on any protocol.
 //
-// Bodies are read only when a handler asks: until then (and for handlers
-// that never ask) the connection discards the body after the response.
-// read_body() decodes Content-Length or chunked framing and hands the
-// bytes over in pieces, as fast as the consumer takes them: at most one
-// client_body_buffer_size of input is held in memory. client_max_body_size
-// (413), client_body_timeout (408, the connection closes) and malformed
-// chunks (400) end the request through respond_status; "Expect:
-// 100-continue" is answered when reading starts.
+// Bodies are read only when a handler asks; until then (and for handlers
+// that never ask) the stream discards the body after the response.
+// Two ways to read one:
+//   - streamed: read_body() hands the bytes over in pieces, as fast as the
+//     consumer takes them (see BodySink in stream.h): at most one
+//     client_body_buffer_size of input is held in memory, whatever the
+//     framing (a million one-byte chunks included). The body is gone once
+//     handed over.
+//   - whole: read_whole_body() keeps it, in memory up to
+//     client_body_buffer_size, else in a temp file under
+//     client_body_temp_path, as r.body_kept; a handler after an internal
+//     redirect (error_page, try_files) finds it there and sends it again.
+// client_max_body_size (413), client_body_timeout (408, the connection
+// closes) and malformed chunks (400) end the request through the
+// response path; "Expect: 100-continue" is answered when reading starts.
 #pragma once
 
+#include <optional>
+#include <string>
+
 #include "core/buf.h"
+#include "core/result.h"
 #include "http/fwd.h"
+#include "http/stream.h"
 
 namespace gatehouse::http {
 
-// Called with the next piece of the body: memory Bufs valid until the
-// next call or the end of the request (they point into slabs the Bufs
-// keep alive, so a consumer may hold them longer by keeping the Bufs).
-// The last piece has last_buf set (a body of 0 bytes is one empty last
-// Buf). Return true to keep reading, false to pause until resume_body().
-using BodySink = bool (*)(Request& r, Chain& piece);
-
-// Starts reading r's body. A request without a body gets one empty last
-// piece at once. Errors answer the client (see above) and the sink is not
-// called again.
-void read_body(Request& r, BodySink sink);
+// Starts streaming r's body to `sink` (see Stream::read_body). False when
+// an earlier reader took the body in pieces already: it cannot be read
+// again.
+bool read_body(Request& r, BodySink sink);
 void resume_body(Request& r);
-// The request has a body that was not (fully) read by a handler.
+// The request has body bytes no handler has read.
 bool body_pending(const Request& r);
 
-// Bytes queued for the client and not yet written.
-size_t output_pending(Request& r);
-// Called (from the loop) each time the output queue empties after being
-// non-empty, until reset with nullptr: the producer may send more.
-void on_output_drained(Request& r, void (*fn)(Request& r));
+// Reads r's body whole (or finds it already read) and calls done(r) once
+// it is in r.body_kept: at once when it already is, else from the loop.
+// On a read error the stream answers the client and done is not called;
+// a temp file that cannot be written answers 500. False when an earlier
+// reader streamed the body away.
+bool read_whole_body(Request& r, void (*done)(Request& r));
+
+// A temp file in `dir`, unlinked from the start (O_TMPFILE, or a name
+// removed at once where the file system lacks it): nothing is left behind
+// when the worker dies. The directory is made on first use. The error
+// names the call, the path and errno.
+Result<int> open_temp_file(const std::string& dir);
+// The directory for a kind of temp file: `path` when configured (a
+// "*_temp_path" directive), else `def` under the prefix.
+std::string temp_dir(Request& r, const std::optional<std::string>& path, std::string_view def);
 
 }  // namespace gatehouse::http

@@ -5,8 +5,8 @@
 
 #include "core/log.h"
 #include "event/listen_spec.h"
-#include "http/connection.h"
 #include "http/phases.h"
+#include "http/v1/connection.h"
 
 namespace gatehouse::http {
 
@@ -46,6 +46,7 @@ Status open_http(Ctx& cx, const Node& n) {
     ConfArray loc = cx.create_level(Level::Loc);
     cx.install_level(Level::Main, main);
     auto* m = cx.conf<HttpMainConf>(http_core_module, Level::Main);
+    m->prefix = cx.prefix();
     m->main_confs = main;
     m->srv_confs = srv;
     m->loc_confs = loc;
@@ -314,8 +315,11 @@ void merge_loc(const LocConf& up, LocConf& c) {
     conf::inherit(c.log_not_found, up.log_not_found, true);
     conf::inherit(c.reset_timedout_connection, up.reset_timedout_connection, false);
     conf::inherit(c.recursive_error_pages, up.recursive_error_pages, false);
+    conf::inherit(c.client_body_temp_path, up.client_body_temp_path);
     if (!c.error_pages_set) c.error_pages = up.error_pages;
 }
+
+Status set_body_temp(Ctx& cx, const Node& n, LocConf& lc) { return set_temp_path(cx, n, lc.client_body_temp_path); }
 
 // ---- after the http block: listening ports, name tables, phase arrays ----
 
@@ -481,6 +485,7 @@ constexpr conf::Directive kDirectives[] = {
     {"recursive_error_pages", conf::kHttpSrvLoc, conf::Take1,
      conf::flag<&LocConf::recursive_error_pages>()},
     {"error_page", conf::kHttpSrvLoc | conf::kIf, conf::Take2More, conf::custom<set_error_page>()},
+    {"client_body_temp_path", conf::kHttpSrvLoc, conf::Arity{1, 4, false}, conf::custom<set_body_temp>()},
 };
 
 extern const ModuleHooks kCoreHooks{
@@ -501,13 +506,24 @@ void listens(const conf::Roots& g, std::vector<event::ListenSpec>& out) {
         s.deferred = l.deferred;
         s.ipv6only = l.ipv6only;
         s.so_keepalive = l.so_keepalive;
-        s.accept = on_accept;
+        s.accept = v1::on_accept;
         s.data = &p;
         out.push_back(std::move(s));
     }
 }
 
 }  // namespace
+
+Status set_temp_path(Ctx& cx, const Node& n, std::optional<std::string>& field) {
+    if (field) return cx.duplicate(n);
+    for (size_t i = 1; i < n.args.size(); ++i) {
+        const std::string& l = n.args[i].text;
+        if (l != "1" && l != "2") return cx.error(n, "invalid value \"" + l + "\"");
+    }
+    field = cx.full_path(n.args[0].text);
+    while (field->size() > 1 && field->back() == '/') field->pop_back();
+    return {};
+}
 
 HttpMainConf* http_main(const conf::ConfArray main_confs) {
     return main_confs ? static_cast<HttpMainConf*>(main_confs[http_core_module.index]) : nullptr;
@@ -522,7 +538,7 @@ extern const conf::Module http_core_module{
     .postconfiguration = postconfiguration,
     .http = &kCoreHooks,
     .listens = listens,
-    .quit_worker = retire_connections,
+    .quit_worker = v1::retire_connections,
 };
 
 }  // namespace gatehouse::http

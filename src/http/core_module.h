@@ -102,6 +102,7 @@ struct LocConf {
     std::optional<bool> log_not_found;                  // "log_not_found"
     std::optional<bool> reset_timedout_connection;      // "reset_timedout_connection"
     std::optional<bool> recursive_error_pages;          // "recursive_error_pages"
+    std::optional<std::string> client_body_temp_path;   // "client_body_temp_path", absolute
     std::vector<ErrorPage> error_pages;                 // "error_page"
     bool error_pages_set = false;
 };
@@ -128,6 +129,7 @@ struct ListenPort {
 
 // http_core_module's main-level struct.
 struct HttpMainConf {
+    std::string prefix;                     // the generation's, for default temp paths
     std::vector<SrvConf*> servers;          // owner: the generation arena
     conf::ConfArray main_confs = nullptr;
     conf::ConfArray srv_confs = nullptr;    // the http block's own levels
@@ -162,5 +164,11 @@ SrvConf* find_server(const AddrServers& as, std::string_view host, Request* r);
 
 // The http main conf of a generation, or null without an http block.
 HttpMainConf* http_main(const conf::ConfArray main_confs);
+
+// A "*_temp_path path [level1 [level2 [level3]]]" directive, stored as an
+// absolute path without a trailing slash. The levels are accepted for
+// nginx configurations; temp files here are never named (see
+// open_temp_file, body.h), so they have no use.
+Status set_temp_path(conf::Ctx& cx, const conf::Node& n, std::optional<std::string>& field);
 
 }  // namespace gatehouse::http

@@ -1,19 +1,40 @@
 // The HTTP layer's vocabulary: phases, handler results, filters, and the
 // hooks an HTTP module declares (Module::http).
 //
-// Request path (see README in this directory): the connection parses a
-// request head, picks the server and location, then runs the phase
-// handlers, flat and in module order within each phase. A handler answers:
-//   Decline  not mine: the next handler of this phase runs
-//   Proceed  this phase is done: the next phase runs
-//   Suspend  waiting for I/O or a timer; whoever resumes calls run_phases()
-//   Respond  r.status (and maybe a body) is set: go to the response
-// The response passes header filters once and body filters for each chain,
-// in module order, then the writer. A filter returns a Flow and never
-// calls its successor:
-//   Pass  go on with what it put in `out`
-//   Hold  it keeps the data for now and will resume the request later
-//   Fail  the response cannot continue: the connection is closed
+// Request path (see README in this directory): a protocol front-end (the
+// HTTP/1.1 connection, src/http/v1) parses a request head into a Request
+// on its Stream (stream.h) and starts it (start_request, phases.h): the
+// server and location are chosen and the phase handlers run, flat and in
+// module order within each phase. A handler answers:
+//   Decline   not mine: the next handler of this phase runs
+//   Proceed   this phase is done: the next phase runs
+//   Suspend   waiting for I/O or a timer; whoever resumes calls
+//             run_phases() (or post_resume())
+//   Respond   r.out.status (and maybe r.body) is set: go to the response
+//   Redirect  an internal redirect (internal_redirect, named_redirect, an
+//             error_page) chose where the engine goes on: it continues
+//             there, from the rewrite phases
+//
+// The response passes the header filters once and the body filters for
+// each chain, in module order, then the Stream. A filter never calls its
+// successor; the engine (output.cc) does. A filter returns a Flow:
+//   Pass  it took everything from `in` and appended its output to `out`
+//         (maybe nothing yet: a compressor that waits for more input)
+//   Hold  it cannot go on now. What it left in `in` stays queued for it;
+//         what it appended to `out` goes on. It is called again (with the
+//         rest of `in`, after any new input) when the stream has written
+//         what was pending (back-pressure), or when the filter itself
+//         calls resume_output(r) because its own work is ready (a timer,
+//         a cache write, a compressor's output). A header filter that
+//         holds is called again with the same head the same ways; body
+//         chains wait for it.
+//   Fail  the response cannot continue: the stream is aborted
+// Appending, never replacing: `out` may still hold what the next filter
+// has not taken. A filter that produces much from little input (a
+// decompressor, a file reader) checks output_busy(r) and holds rather
+// than queueing more, and bounds its work per call, so that neither a
+// slow client nor a large body makes one loop turn unbounded. Example:
+// the throttling filter of tests/unit/http/filters_test.cc.
 #pragma once
 
 #include <cstdint>
@@ -27,8 +48,8 @@ class Chain;
 namespace gatehouse::http {
 
 class Request;
+class Stream;
 struct ResponseHead;
-class HttpConnection;
 struct SrvConf;
 struct LocConf;
 
@@ -44,7 +65,7 @@ enum class Phase : uint8_t {
 };
 inline constexpr int kPhases = 8;
 
-enum class Next : uint8_t { Decline, Proceed, Suspend, Respond };
+enum class Next : uint8_t { Decline, Proceed, Suspend, Respond, Redirect };
 enum class Flow : uint8_t { Pass, Hold, Fail };
 
 using PhaseFn = Next (*)(Request& r);

@@ -139,7 +139,6 @@ constexpr std::array<uint8_t, 256> kClass = [] {
 inline uint8_t cls(char c) { return kClass[static_cast<unsigned char>(c)]; }
 inline bool is_ows(char c) { return c == ' ' || c == '\t'; }
 
-
 // Word-at-a-time pre-check: a word none of whose bytes is below `lo`, DEL
 // or `extra` holds only acceptable bytes and is skipped whole; a flagged
 // word is checked byte by byte (flags may be false positives, never false

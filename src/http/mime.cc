@@ -8,8 +8,6 @@ namespace gatehouse::http {
 
 namespace {
 
-
-
 }  // namespace
 
 size_t MimeTypes::CaseHash::operator()(std::string_view s) const {

@@ -1,18 +1,15 @@
+// The phase engine: the neutral start of a request, server and location
+// choice, the handler steps, redirects and the Log phase.
 #include "http/phases.h"
 
-
-#include <algorithm>
-#include <array>
-#include <charconv>
 #include <cstring>
-#include <ctime>
+#include <span>
 
 #include "core/log.h"
-#include "event/loop.h"
 #include "event/worker.h"
-#include "http/conditional.h"
-#include "http/connection.h"
 #include "http/core_module.h"
+#include "http/request.h"
+#include "http/uri.h"
 
 namespace gatehouse::http {
 
@@ -72,6 +69,10 @@ void set_location(Request& r, LocConf* l) {
     r.loc_confs = l->loc_confs;
 }
 
+void clear_module_contexts(Request& r) {
+    for (size_t i = 0; i < modules.size(); ++i) r.set_ctx(*modules[i], nullptr);
+}
+
 Next find_config(Request& r) {
     // A server-level rewrite already changed the URI the search uses.
     r.uri_changed = false;
@@ -83,9 +84,10 @@ Next find_config(Request& r) {
     if (*lc.internal && !r.internal) return respond_status(r, 404);
     if (r.content_length && *r.content_length > *lc.client_max_body_size && *lc.client_max_body_size != 0) {
         GH_LOG(Error, "client intended to send too large body: %llu bytes, client: %.*s",
-               static_cast<unsigned long long>(*r.content_length),
-               static_cast<int>(r.conn().peer_addr().size()), r.conn().peer_addr().data());
-        r.keepalive = false;
+               static_cast<unsigned long long>(*r.content_length), static_cast<int>(r.remote_addr.size()),
+               r.remote_addr.data());
+        // The body stays unread: the connection cannot serve another request.
+        r.stream().close_after();
         return respond_status(r, 413);
     }
     return Next::Decline;
@@ -101,8 +103,7 @@ Next post_rewrite(Request& r) {
     }
     r.set_exten();
     r.phase_index = http_main(r.main_confs)->find_config_step;
-    r.restart = true;
-    return Next::Decline;
+    return Next::Redirect;
 }
 
 Next no_content(Request& r);
@@ -125,104 +126,9 @@ Next no_content(Request& r) {
     return respond_status(r, 404);
 }
 
-// Reason phrases as nginx sends them, indexed by status - 100.
-constexpr std::array<std::string_view, 500> make_reasons() {
-    std::array<std::string_view, 500> t{};
-    auto set = [&](int code, std::string_view r) { t[static_cast<size_t>(code - 100)] = r; };
-    set(100, "Continue"), set(101, "Switching Protocols"), set(200, "OK"), set(201, "Created");
-    set(202, "Accepted"), set(204, "No Content"), set(206, "Partial Content");
-    set(301, "Moved Permanently"), set(302, "Moved Temporarily"), set(303, "See Other");
-    set(304, "Not Modified"), set(307, "Temporary Redirect"), set(308, "Permanent Redirect");
-    set(400, "Bad Request"), set(401, "Unauthorized"), set(402, "Payment Required");
-    set(403, "Forbidden"), set(404, "Not Found"), set(405, "Not Allowed");
-    set(406, "Not Acceptable"), set(408, "Request Time-out"), set(409, "Conflict");
-    set(410, "Gone"), set(411, "Length Required"), set(412, "Precondition Failed");
-    set(413, "Request Entity Too Large"), set(414, "Request-URI Too Large");
-    set(415, "Unsupported Media Type"), set(416, "Requested Range Not Satisfiable");
-    set(421, "Misdirected Request"), set(429, "Too Many Requests");
-    set(431, "Request Header Fields Too Large"), set(494, "Request Header Too Large");
-    // nginx's own codes for TLS trouble, sent as 400 (see status_page).
-    set(495, "The SSL certificate error"), set(496, "No required SSL certificate was sent");
-    set(497, "The plain HTTP request was sent to HTTPS port");
-    set(500, "Internal Server Error"), set(501, "Not Implemented"), set(502, "Bad Gateway");
-    set(503, "Service Temporarily Unavailable"), set(504, "Gateway Time-out");
-    set(505, "HTTP Version Not Supported"), set(507, "Insufficient Storage");
-    return t;
-}
-constexpr auto kReasons = make_reasons();
-
-bool is_tls_400(int status) { return status >= 495 && status <= 497; }
-
-std::string_view server_header(Request& r) {
-    return *r.loc_conf<LocConf>(http_core_module).server_tokens ? "gatehouse/" GH_VERSION : "gatehouse";
-}
-
-// "Tue, 01 Dec 2026 10:00:00 GMT", cached per second.
-std::string_view cached_date() {
-    static time_t last = -1;
-    static char buf[kHttpDateMax];
-    static std::string_view v;
-    time_t now = static_cast<time_t>(event::worker_loop().wall().sec);
-    if (now != last) {
-        last = now;
-        v = format_http_date(now, buf);
-    }
-    return v;
-}
-
-// A small appending writer over arena memory.
-struct Out {
-    char* p;
-    char* end;
-    char* start;
-    void put(std::string_view s) {
-        size_t n = std::min<size_t>(s.size(), static_cast<size_t>(end - p));
-        memcpy(p, s.data(), n);
-        p += n;
-    }
-    void num(uint64_t v) {
-        char b[24];
-        auto [end, ec] = std::to_chars(b, b + sizeof b, v);
-        (void)ec;
-        put({b, static_cast<size_t>(end - b)});
-    }
-};
-
-}  // namespace
-
-std::string_view status_page(Request& r, int status) {
-    std::string_view reason = reason_phrase(status);
-    std::string_view tokens = server_header(r);
-    // 495-497 are 400s whose page says which TLS trouble it was [nginx].
-    const bool tls_400 = is_tls_400(status);
-    size_t cap = 320 + reason.size() * 3 + tokens.size();
-    char* b = static_cast<char*>(r.arena().alloc(cap, 1));
-    Out o{b, b + cap, b};
-    o.put("<html>\r\n<head><title>");
-    o.num(static_cast<uint64_t>(tls_400 ? 400 : status));
-    o.put(" ");
-    o.put(reason);
-    o.put("</title></head>\r\n<body>\r\n<center><h1>");
-    o.num(static_cast<uint64_t>(tls_400 ? 400 : status));
-    o.put(" ");
-    o.put(tls_400 ? reason_phrase(400) : reason);
-    o.put("</h1></center>\r\n");
-    if (tls_400) {
-        o.put("<center>");
-        o.put(reason);
-        o.put("</center>\r\n");
-    }
-    o.put("<hr><center>");
-    o.put(tokens);
-    o.put("</center>\r\n</body>\r\n</html>\r\n");
-    return {b, static_cast<size_t>(o.p - b)};
-}
-
-namespace {
-
 Next apply_error_page(Request& r, const ErrorPage& ep) {
     std::string_view target = ep.uri.eval(r);
-    r.err_status = ep.overwrite < 0 ? r.out.status : ep.overwrite;
+    r.error_page_status = ep.overwrite < 0 ? r.out.status : ep.overwrite;
     if (!target.empty() && target[0] == '@') {
         r.out.status = 0;
         return named_redirect(r, target);
@@ -242,7 +148,7 @@ Next apply_error_page(Request& r, const ErrorPage& ep) {
     // A URL: redirect the client there.
     int code = ep.overwrite;
     if (code != 301 && code != 302 && code != 303 && code != 307 && code != 308) code = 302;
-    r.err_status = 0;
+    r.error_page_status = 0;
     r.out.status = code;
     r.out.location = target;
     r.body.clear();
@@ -250,11 +156,6 @@ Next apply_error_page(Request& r, const ErrorPage& ep) {
 }
 
 }  // namespace
-
-std::string_view reason_phrase(int status) {
-    if (status < 100 || status > 599) return {};
-    return kReasons[static_cast<size_t>(status - 100)];
-}
 
 void build_phase_engine(HttpMainConf& m) {
     m.handlers.clear();
@@ -295,9 +196,60 @@ void build_phase_engine(HttpMainConf& m) {
     add_step(no_content);
 }
 
+// ---- starting a request ---------------------------------------------------------
+
+void start_request(Request& r) {
+    const RequestHead& h = r.in;
+    // Host: lower case, no port, no trailing dot.
+    if (!h.host.empty()) {
+        char* buf = static_cast<char*>(r.arena().alloc(h.host.size() + 1, 1));
+        r.host = normalize_host(h.host, std::span<char>(buf, h.host.size() + 1));
+    }
+    SrvConf* found = find_server(r.stream().servers(), r.host, &r);
+    r.srv = found;
+    r.srv_confs = found->srv_confs;
+    r.loc_confs = found->loc_confs;
+
+    if (h.form == TargetForm::Asterisk || h.form == TargetForm::Authority) {
+        // OPTIONS * and CONNECT are not served by this server.
+        r.no_error_page = true;
+        continue_request(r, respond_status(r, h.form == TargetForm::Authority ? 405 : 400,
+                                           "client sent a request-target this server does not serve"));
+        return;
+    }
+    PathQuery pq = split_path_query(r.unparsed_uri);
+    r.args = pq.query;
+    char* out = static_cast<char*>(r.arena().alloc(pq.path.size() + 1, 1));
+    auto clean = clean_path(pq.path, std::span<char>(out, pq.path.size() + 1));
+    if (!clean) {
+        GH_LOG(Info, "client sent invalid request URI \"%.*s\" (%s), client: %.*s",
+               static_cast<int>(r.unparsed_uri.size()), r.unparsed_uri.data(), clean.message().c_str(),
+               static_cast<int>(r.remote_addr.size()), r.remote_addr.data());
+        r.no_error_page = true;
+        r.stream().close_after();
+        continue_request(r, respond_status(r, 400, "client sent invalid request URI"));
+        return;
+    }
+    r.uri = *clean;
+    r.set_exten();
+    r.phase_index = 0;
+    run_phases(r);
+}
+
+void reject_request(Request& r, int status, std::string_view reason) {
+    // The head is unusable: the standard page, no error_page redirect, and
+    // the connection goes after it.
+    r.err_reason = reason;
+    r.no_error_page = true;
+    r.stream().close_after();
+    continue_request(r, respond_status(r, status, reason));
+}
+
+// ---- running the steps -------------------------------------------------------------
+
 void run_phases(Request& r) {
     HttpMainConf& m = *http_main(r.main_confs);
-    while (!r.conn().closing()) {
+    while (!r.stream().closed()) {
         if (r.phase_index >= m.steps.size()) {
             // no_content always responds; reaching here is a bug.
             respond_status(r, 500);
@@ -305,33 +257,39 @@ void run_phases(Request& r) {
             return;
         }
         const auto& step = m.steps[r.phase_index];
-        Next n = step.fn(r);
-        if (r.restart) {
-            r.restart = false;
-            if (n == Next::Respond) {
-                finalize_response(r);
-                return;
-            }
-            continue;
-        }
-        switch (n) {
+        switch (step.fn(r)) {
             case Next::Decline: ++r.phase_index; break;
             case Next::Proceed: r.phase_index = step.next; break;
+            case Next::Redirect: break;  // phase_index says where
             case Next::Suspend: return;
             case Next::Respond: finalize_response(r); return;
         }
     }
 }
 
+void post_resume(Request& r) { event::worker_loop().post(r.resume_ev); }
+
+void continue_request(Request& r, Next n) {
+    switch (n) {
+        case Next::Respond: finalize_response(r); return;
+        case Next::Redirect: post_resume(r); return;
+        case Next::Suspend: return;
+        case Next::Decline:
+        case Next::Proceed:
+            // Not an outcome for code outside the engine's loop.
+            GH_ASSERT(false);
+            return;
+    }
+}
+
 Next respond_status(Request& r, int status, std::string_view reason) {
     r.out.status = status;
-    r.status = status;
     if (!reason.empty()) r.err_reason = reason;
     r.body.clear();
     if (status == 444 || status == 499) return Next::Respond;
     if (!r.no_error_page && r.loc_confs && r.uri_changes > 1) {
         auto& lc = r.loc_conf<LocConf>(http_core_module);
-        bool allowed = r.err_status == 0 || *lc.recursive_error_pages;
+        bool allowed = r.error_page_status == 0 || *lc.recursive_error_pages;
         if (allowed)
             for (const ErrorPage& ep : lc.error_pages)
                 if (ep.status == status) return apply_error_page(r, ep);
@@ -343,8 +301,7 @@ Next internal_redirect(Request& r, std::string_view uri, std::string_view args) 
     if (--r.uri_changes == 0) {
         GH_LOG(Error, "rewrite or internal redirection cycle while internally redirecting to \"%.*s\"",
                static_cast<int>(uri.size()), uri.data());
-        r.restart = false;
-        r.err_status = 0;
+        r.error_page_status = 0;
         r.no_error_page = true;
         return respond_status(r, 500);
     }
@@ -354,10 +311,9 @@ Next internal_redirect(Request& r, std::string_view uri, std::string_view args) 
     r.internal = true;
     r.loc_confs = r.srv->loc_confs;
     r.loc = nullptr;
-    for (size_t i = 0; i < modules.size(); ++i) r.set_ctx(*modules[i], nullptr);
+    clear_module_contexts(r);
     r.phase_index = http_main(r.main_confs)->server_rewrite_step;
-    r.restart = true;
-    return Next::Decline;
+    return Next::Redirect;
 }
 
 Next named_redirect(Request& r, std::string_view name) {
@@ -369,243 +325,21 @@ Next named_redirect(Request& r, std::string_view name) {
             }
             r.internal = true;
             set_location(r, l);
-            for (size_t i = 0; i < modules.size(); ++i) r.set_ctx(*modules[i], nullptr);
+            clear_module_contexts(r);
             r.phase_index = http_main(r.main_confs)->rewrite_step;
-            r.restart = true;
-            return Next::Decline;
+            return Next::Redirect;
         }
     GH_LOG(Error, "could not find named location \"%.*s\"", static_cast<int>(name.size()), name.data());
     r.no_error_page = true;
     return respond_status(r, 500);
 }
 
-void finalize_response(Request& r) {
-    if (r.header_sent) {
-        // A streaming handler failed after the head went out: the client
-        // must not take a truncated body for a whole one.
-        r.conn().abort();
-        return;
-    }
-    if (r.out.status == 444) {
-        r.status = 444;
-        r.keepalive = false;
-        r.conn().abort();
-        return;
-    }
-    if (r.out.status == 0) r.out.status = 200;
-    int st = r.out.status;
-    if (st >= 300 && r.body.empty() && st != 304 && st != 204) {
-        std::string_view page = status_page(r, st);
-        if (is_tls_400(st)) r.out.status = st = 400;
-        r.out.content_type = "text/html";
-        r.out.content_length = page.size();
-        r.out.headers.clear();
-        Buf b = Buf::memory(page);
-        b.last_buf = true;
-        r.body.push(std::move(b));
-        if (st >= 400) {
-            // A 4xx/5xx may leave a body unread or a broken stream behind.
-            if (st == 400 || st == 408 || st == 413 || st == 414 || st == 431 || st == 500 || st == 501 || st == 505)
-                r.keepalive = false;
-        }
-    }
-    if (r.body.empty() || !r.body.last()) {
-        Buf end;
-        end.last_buf = true;
-        r.body.push(std::move(end));
-    }
-    if (send_header(r) == Flow::Fail) {
-        r.conn().abort();
-        return;
-    }
-    Chain c(r.mem());
-    c.append(r.body);
-    if (send_body(r, c) == Flow::Fail) r.conn().abort();
-}
-
-Flow send_header(Request& r) {
-    HttpMainConf& m = *http_main(r.main_confs);
-    ResponseHead& h = r.out;
-    if (r.err_status && h.status == 200) h.status = r.err_status;
-    if (h.status == 0) h.status = 200;
-    for (HeaderFilter f : m.header_filters) {
-        Flow fl = f(r, h);
-        if (fl != Flow::Pass) return fl;
-    }
-    r.status = h.status;
-    r.header_sent = true;
-    auto& lc = r.loc_conf<LocConf>(http_core_module);
-    bool no_body = h.status == 304 || h.status == 204 || h.status < 200;
-    if (no_body) {
-        r.head_only = true;
-        h.content_length.reset();
-    }
-    if (!h.content_length && !no_body && !r.head_only) {
-        if (r.http_version >= 11 && *lc.chunked_transfer_encoding)
-            r.chunked_out = true;
-        else
-            r.keepalive = false;  // the end of the body is the end of the connection
-    }
-    if (!h.content_length && !no_body && r.head_only && r.http_version < 11) r.keepalive = false;
-
-    // Location: absolute unless absolute_redirect is off.
-    std::string_view location = h.location;
-    std::string abs;
-    if (!location.empty() && location[0] == '/' && *lc.absolute_redirect) {
-        const bool https = r.conn().tls() != nullptr;
-        abs = https ? "https://" : "http://";
-        std::string_view host = r.host;
-        if (*lc.server_name_in_redirect && !r.srv->server_names.empty() && !r.srv->server_names[0].regex)
-            host = r.srv->server_names[0].name;
-        std::string local;
-        if (host.empty()) {
-            host = r.conn().local_addr();
-            if (host.find(':') != std::string_view::npos) {
-                local = "[" + std::string(host) + "]";  // IPv6
-                host = local;
-            }
-        }
-        abs += host;
-        uint16_t port = r.conn().local_port();
-        if (*lc.port_in_redirect && port != (https ? 443 : 80) && port != 0) {
-            abs += ':';
-            abs += std::to_string(port);
-        }
-        abs += location;
-        location = abs;
-    }
-
-    std::string_view reason = h.reason.empty() ? reason_phrase(h.status) : h.reason;
-    size_t cap = 512 + reason.size() + h.content_type.size() + h.charset.size() + location.size() +
-                 h.etag.size();
-    for (const Header& x : h.headers) cap += x.name.size() + x.value.size() + 4;
-    char* b = static_cast<char*>(r.arena().alloc(cap, 1));
-    Out o{b, b + cap, b};
-    o.put("HTTP/1.1 ");
-    o.num(static_cast<uint64_t>(h.status));
-    if (!reason.empty()) {
-        o.put(" ");
-        o.put(reason);
-    }
-    o.put("\r\n");
-    // A proxied response may carry the origin's own ("proxy_pass_header
-    // Server"): it replaces ours, as in nginx.
-    if (!h.find("Server")) {
-        o.put("Server: ");
-        o.put(server_header(r));
-        o.put("\r\n");
-    }
-    if (!h.find("Date")) {
-        o.put("Date: ");
-        o.put(cached_date());
-        o.put("\r\n");
-    }
-    if (!h.content_type.empty()) {
-        o.put("Content-Type: ");
-        o.put(h.content_type);
-        if (!h.charset.empty()) {
-            o.put("; charset=");
-            o.put(h.charset);
-        }
-        o.put("\r\n");
-    }
-    if (h.content_length) {
-        o.put("Content-Length: ");
-        o.num(*h.content_length);
-        o.put("\r\n");
-    }
-    if (h.last_modified >= 0) {
-        char d[kHttpDateMax];
-        o.put("Last-Modified: ");
-        o.put(format_http_date(h.last_modified, d));
-        o.put("\r\n");
-    }
-    if (r.chunked_out) o.put("Transfer-Encoding: chunked\r\n");
-    if (!location.empty()) {
-        o.put("Location: ");
-        o.put(location);
-        o.put("\r\n");
-    }
-    // 101: the connection becomes what the Upgrade field says (RFC 9110
-    // 15.2.2); the proxy passes that field.
-    if (h.status == 101)
-        o.put("Connection: upgrade\r\n");
-    else
-        o.put(r.keepalive ? "Connection: keep-alive\r\n" : "Connection: close\r\n");
-    if (!h.etag.empty()) {
-        o.put("ETag: ");
-        o.put(h.etag);
-        o.put("\r\n");
-    }
-    if (h.accept_ranges) o.put("Accept-Ranges: bytes\r\n");
-    for (const Header& x : h.headers) {
-        if (x.name.empty()) continue;
-        o.put(x.name);
-        o.put(": ");
-        o.put(x.value);
-        o.put("\r\n");
-    }
-    o.put("\r\n");
-    Chain c(r.mem());
-    c.push(Buf::memory({b, static_cast<size_t>(o.p - b)}));
-    r.conn().queue(c);
-    return Flow::Pass;
-}
-
-Flow send_body(Request& r, Chain& in) {
-    HttpMainConf& m = *http_main(r.main_confs);
-    // The chains of one call live on the stack (the heap past that): a
-    // stream calls this for every piece, and the request arena, freed only
-    // with the request, would grow with the length of the body.
-    alignas(std::max_align_t) char scratch[2048];
-    std::pmr::monotonic_buffer_resource mem(scratch, sizeof scratch, std::pmr::new_delete_resource());
-    Chain a(&mem), b(&mem);
-    a.reserve(in.size() + 2);
-    b.reserve(in.size() + 2);
-    a.append(in);
-    for (BodyFilter f : m.body_filters) {
-        Flow fl = f(r, a, b);
-        if (fl == Flow::Fail) return fl;
-        if (fl == Flow::Hold && b.empty()) return Flow::Hold;
-        a.clear();
-        a.append(b);
-    }
-    bool last = a.last();
-    uint64_t bytes = a.bytes();
-    Chain out(&mem);
-    out.reserve(a.size() + 3);
-    if (r.head_only) {
-        if (last) {
-            Buf e;
-            e.last_buf = true;
-            out.push(std::move(e));
-        }
-    } else if (r.chunked_out) {
-        if (bytes > 0) {
-            // In a slab of its own, freed once sent (see above).
-            SlabRef slab = SlabRef::adopt(Slab::make(kMaxChunkHeader));
-            char* hdr = slab.get()->data();
-            size_t n = write_chunk_header(bytes, std::span<char, kMaxChunkHeader>(hdr, kMaxChunkHeader));
-            Buf hb = Buf::memory({hdr, n});
-            hb.slab = std::move(slab);
-            out.push(std::move(hb));
-            for (Buf& x : a)
-                if (!x.empty()) out.push(std::move(x));
-            out.push(Buf::memory(kChunkEnd));
-        }
-        if (last) {
-            Buf e = Buf::memory(kLastChunk);
-            e.last_buf = true;
-            out.push(std::move(e));
-        }
-        r.counters.body_bytes_sent += bytes;
-    } else {
-        out.append(a);
-        r.counters.body_bytes_sent += bytes;
-    }
-    r.conn().queue(out);
-    r.conn().flush();
-    return Flow::Pass;
+void run_log_phase(Request& r) {
+    HttpMainConf* m = http_main(r.main_confs);
+    if (!m || !r.loc_confs) return;
+    for (uint16_t i = m->phase_start[static_cast<int>(Phase::Log)];
+         i < m->phase_start[static_cast<int>(Phase::Log) + 1]; ++i)
+        m->handlers[i](r);
 }
 
 // ---- server selection ------------------------------------------------------
@@ -625,13 +359,6 @@ SrvConf* find_server(const AddrServers& as, std::string_view host, Request* r) {
     for (const auto& [re, s] : as.regex)
         if (r ? re->exec(*r, host) : re->re.match(host)) return s;
     return as.default_server;
-}
-
-void HttpConnection::select_server(Request& r) {
-    SrvConf* found = find_server(addr_servers(), r.host, &r);
-    r.srv = found;
-    r.srv_confs = found->srv_confs;
-    r.loc_confs = found->loc_confs;
 }
 
 }  // namespace gatehouse::http

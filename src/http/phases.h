@@ -1,19 +1,16 @@
-// The phase engine and the response path (see fwd.h for the contract).
+// The phase engine: from a request head to a response (see fwd.h for the
+// handler contract, output.h for the response path).
 //
-// Content handlers produce a response in one of two ways:
-//   * at once: set r.out (status, headers, content_length...) and r.body,
-//     mark the last buffer last_buf, return Next::Respond;
-//   * streaming (proxy): call send_header(r) once, then send_body(r, c)
-//     for each piece, the last one ending with a last_buf; return
-//     Next::Suspend meanwhile.
-// A handler that returns Respond with status >= 300 and an empty body gets
-// the standard page for that status, or the "error_page" configured for it.
+// A protocol front-end fills a Request's head (r.in, r.headers, r.method,
+// r.request_line, r.unparsed_uri, r.http_version, the body's length) and
+// calls start_request(); everything after that is protocol-neutral.
 #pragma once
 
 #include <string_view>
 
 #include "core/buf.h"
 #include "http/fwd.h"
+#include "http/output.h"
 
 namespace gatehouse::http {
 
@@ -21,33 +18,43 @@ struct HttpMainConf;
 // Builds the flat handler array of a generation (after the http block).
 void build_phase_engine(HttpMainConf& m);
 
+// The neutral half of a request's start: the Host (lower case, no port),
+// the server it names, the request-target's form, the path (decoded and
+// normalised: ".." never escapes the root), the extension; then the
+// phases. A target this server does not serve (OPTIONS *, CONNECT) or a
+// path that cannot be normalised is answered 405/400.
+void start_request(Request& r);
+// A request whose head could not be parsed: the standard page for
+// `status` (no error_page, the connection closes after it); `reason` is
+// logged at info by the caller.
+void reject_request(Request& r, int status, std::string_view reason);
+
 // Runs handlers from r.phase_index until one suspends or responds.
 void run_phases(Request& r);
+// The same from the loop (r.resume_ev), never under the caller's frame.
+void post_resume(Request& r);
 
-// Sends the status page (or error_page) for `status`; `reason` is logged
-// at info for 4xx produced by validation.
+// Sends the status page (or error_page) for `status`: Respond, or Redirect
+// when an error_page sends the request elsewhere; `reason` is logged at
+// info for 4xx produced by validation.
 Next respond_status(Request& r, int status, std::string_view reason = {});
 
 // Restarts processing of r with a new URI (error_page, try_files, index):
 // location lookup, then the rewrite phases again. args may be empty.
-// Counts against the limit of 10 redirections (then 500).
+// Counts against the limit of 10 redirections (then 500). Returns
+// Redirect (or Respond for the 500), for the handler to return.
 Next internal_redirect(Request& r, std::string_view uri, std::string_view args);
 // Continues in the named location "@name" of r's server.
 Next named_redirect(Request& r, std::string_view name);
 
-// Sends what r.out and r.body hold (after a Respond): the status page when
-// there is no body, then the header and body filters.
-void finalize_response(Request& r);
+// For code outside the engine's loop (a handler resumed by I/O) that got a
+// Next from respond_status() or a redirect: Respond finalizes the
+// response, Redirect continues the phases from the loop, Suspend waits.
+void continue_request(Request& r, Next n);
 
-// Runs the header filters and queues the head. Once per response.
-Flow send_header(Request& r);
-// Runs the body filters over c and queues what comes out.
-Flow send_body(Request& r, Chain& c);
-
-// nginx's HTML page for a status, in r's arena.
-std::string_view status_page(Request& r, int status);
-
-// The standard reason phrase, "Not Found"; empty for an unknown code.
-std::string_view reason_phrase(int status);
+// The Log phase: every module's handler, once the response is complete or
+// the request was cut short. The stream calls it before it lets the
+// request go.
+void run_log_phase(Request& r);
 
 }  // namespace gatehouse::http

@@ -2,8 +2,12 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "core/str.h"
+#include "event/worker.h"
 #include "http/core_module.h"
+#include "http/phases.h"
 #include "http/variables.h"
 
 namespace gatehouse::http {
@@ -15,13 +19,73 @@ Header* ResponseHead::find(std::string_view name) {
 }
 
 void ResponseHead::remove(std::string_view name) {
-    std::erase_if(headers, [&](const Header& h) {
-        return iequals(h.name, name);
-    });
+    std::erase_if(headers, [&](const Header& h) { return iequals(h.name, name); });
 }
 
-Request::Request(HttpConnection& hc, const conf::ConfArray main, const conf::ConfArray srv)
-    : conn_(hc), main_confs(main), srv_confs(srv), out(arena_.resource()), body(arena_.resource()) {
+// ---- HeaderList ---------------------------------------------------------------------
+
+void HeaderList::reset(std::span<const HeaderField> fields) {
+    base_ = fields;
+    if (own_) own_->clear();
+    own_ = nullptr;
+}
+
+std::pmr::vector<HeaderField>& HeaderList::own() {
+    if (!own_) {
+        // The arena outlives the list (both belong to the request); the
+        // vector's storage is the arena's too.
+        void* p = mem_->allocate(sizeof(std::pmr::vector<HeaderField>), alignof(std::pmr::vector<HeaderField>));
+        own_ = ::new (p) std::pmr::vector<HeaderField>(mem_);
+        own_->reserve(base_.size() + 4);
+        own_->assign(base_.begin(), base_.end());
+    }
+    return *own_;
+}
+
+const HeaderField* HeaderList::find(std::string_view name) const {
+    for (const HeaderField& f : all())
+        if (iequals(f.name, name)) return &f;
+    return nullptr;
+}
+
+void HeaderList::add(std::string_view name, std::string_view value) { own().push_back({name, value}); }
+
+void HeaderList::set(std::string_view name, std::string_view value) {
+    auto& v = own();
+    auto it = std::find_if(v.begin(), v.end(), [&](const HeaderField& f) { return iequals(f.name, name); });
+    if (it == v.end()) {
+        v.push_back({name, value});
+        return;
+    }
+    it->value = value;
+    std::erase_if(v, [&](const HeaderField& f) { return &f != &*it && iequals(f.name, name); });
+}
+
+size_t HeaderList::remove(std::string_view name) {
+    if (!find(name)) return 0;
+    return std::erase_if(own(), [&](const HeaderField& f) { return iequals(f.name, name); });
+}
+
+// ---- Request --------------------------------------------------------------------------
+
+namespace {
+
+void resume_phases(Request* r) {
+    if (!r->stream().closed() && !r->done) run_phases(*r);
+}
+
+}  // namespace
+
+Request::Request(Stream& s, const conf::ConfArray main, SrvConf* server)
+    : stream_(s),
+      headers(arena_.resource()),
+      srv(server),
+      main_confs(main),
+      srv_confs(server->srv_confs),
+      loc_confs(server->loc_confs),
+      resume_ev(event::Callback::to<&resume_phases>(this)),
+      out(arena_.resource()),
+      body(arena_.resource()) {
     ctx_ = static_cast<void**>(arena_.alloc(sizeof(void*) * modules.size(), alignof(void*)));
     for (size_t i = 0; i < modules.size(); ++i) ctx_[i] = nullptr;
     if (HttpMainConf* m = http_main(main)) {
@@ -29,6 +93,14 @@ Request::Request(HttpConnection& hc, const conf::ConfArray main, const conf::Con
         vars = static_cast<VarValue*>(arena_.alloc(sizeof(VarValue) * (n ? n : 1), alignof(VarValue)));
         for (size_t i = 0; i < n; ++i) new (&vars[i]) VarValue();
     }
+    remote_addr = s.peer_text();
+    remote_port = s.peer_port();
+    remote_sockaddr = s.peer_sockaddr();
+    event::Loop& loop = event::worker_loop();
+    counters.start_msec = loop.now();
+    auto w = loop.wall();
+    counters.start_sec = w.sec;
+    counters.start_ms = w.msec;
 }
 
 Request::~Request() {

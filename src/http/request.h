@@ -1,19 +1,24 @@
-// One HTTP request, from its head to its access-log line.
+// One HTTP request, from its head to its access-log line, whatever the
+// protocol under it.
 //
-// Ownership: a Request belongs to its HttpConnection and lives until the
-// response is written (or the connection dies); its Arena frees everything
-// it allocated at once. String views in `in` point into the connection's
-// read buffer, which is kept still for the life of the request, or into the
+// Ownership: a Request belongs to the protocol front-end that made it
+// (src/http/v1/connection.h for HTTP/1.1) and lives until the response is
+// written or its Stream is aborted; its Arena frees everything it
+// allocated at once. It reaches the client only through its Stream
+// (stream.h). String views in `in` and in the header fields point into the
+// front-end's buffers, kept still for the life of the request, or into the
 // arena. Conf pointers belong to the configuration generation, which
 // outlives every request it served (a reload keeps the old generation
 // until its last connection closes).
 #pragma once
 
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include <ctime>
 #include <memory_resource>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -21,9 +26,10 @@
 #include "conf/registry.h"
 #include "core/arena.h"
 #include "core/buf.h"
-#include "event/fwd.h"
+#include "event/loop.h"
 #include "http/fwd.h"
 #include "http/h1_parser.h"
+#include "http/stream.h"
 
 namespace gatehouse::http {
 
@@ -37,6 +43,8 @@ struct Header {
 // storage.
 struct ResponseHead {
     explicit ResponseHead(std::pmr::memory_resource* r) : headers(r) {}
+    // The one status of the response: $status, the status line, what the
+    // phases and filters test. 0 until a handler sets it.
     int status = 0;
     std::string_view reason;           // empty: the standard reason phrase
     std::pmr::vector<Header> headers;  // in order, sent as is
@@ -45,12 +53,51 @@ struct ResponseHead {
     std::string_view charset;
     time_t last_modified = -1;         // -1: no Last-Modified
     std::string_view etag;             // with quotes, as sent
-    std::string_view location;         // Location, made absolute by the writer
+    std::string_view location;         // Location, as the handler set it ($sent_http_location)
+    // What the stream sends as Location: `location`, made absolute by
+    // send_header() when it is a path and absolute_redirect is on.
+    std::string_view sent_location;
     bool accept_ranges = false;
 
     // The first header named `name` (case-insensitive), or null.
     Header* find(std::string_view name);
     void remove(std::string_view name);
+};
+
+// The request's header fields: the front-end's view (the HTTP/1 parser's
+// array) until a module changes one; from then on a copy in the request
+// arena, which every reader sees. Values added must live as long as the
+// request (the arena, the configuration, static storage).
+class HeaderList {
+public:
+    explicit HeaderList(std::pmr::memory_resource* mem) : mem_(mem) {}
+    HeaderList(const HeaderList&) = delete;
+    HeaderList& operator=(const HeaderList&) = delete;
+
+    // The front-end's fields, as received.
+    void reset(std::span<const HeaderField> fields);
+
+    std::span<const HeaderField> all() const { return own_ ? std::span<const HeaderField>(*own_) : base_; }
+    auto begin() const { return all().begin(); }
+    auto end() const { return all().end(); }
+    size_t size() const { return all().size(); }
+
+    // The first field called `name` (ASCII case-insensitive), or null.
+    const HeaderField* find(std::string_view name) const;
+    // Appends a field (a repeated name stays repeated).
+    void add(std::string_view name, std::string_view value);
+    // The first field called `name` gets `value`, the others go; added
+    // when there is none.
+    void set(std::string_view name, std::string_view value);
+    // Removes every field called `name`; how many there were.
+    size_t remove(std::string_view name);
+
+private:
+    std::pmr::vector<HeaderField>& own();
+
+    std::pmr::memory_resource* mem_;
+    std::span<const HeaderField> base_;
+    std::pmr::vector<HeaderField>* own_ = nullptr;  // in the arena, once changed
 };
 
 // Values the phase engine and logging need, kept small and flat.
@@ -70,23 +117,57 @@ struct VarValue {
     bool not_found = false;  // the variable has no value here ("-" in logs)
 };
 
+// A request body read whole and kept for the rest of the request
+// (read_whole_body, body.h): in memory up to client_body_buffer_size,
+// else in a temp file. Handlers after an internal redirect find it here.
+struct RequestBody {
+    explicit RequestBody(std::pmr::memory_resource* m) : bufs(m) {}
+    Chain bufs;         // once complete: one memory Buf or one file Buf; none for 0 bytes
+    uint64_t size = 0;
+    int fd = -1;        // the temp file (owned by the request: add_fd)
+    bool complete = false;
+
+    // The reader's (request_body.cc): what it collects, and whom it tells.
+    SlabRef mem;
+    size_t mem_len = 0;
+    bool failed = false;            // a temp file write failed: 500
+    void (*done)(Request& r) = nullptr;
+    event::Event ev;                // done (or the 500) from the loop
+};
+
+// The state of the response path (output.cc) for one request.
+struct OutputState {
+    Chain* pending = nullptr;      // [body filters + 1]: input waiting for filter i; [n] for the stream
+    uint64_t held = 0;             // bit i: body filter i returned Hold
+    uint8_t header_next = 0;       // a held header filter, run again first
+    bool head_started = false;     // send_header ran (maybe held)
+    bool running = false;          // the body filters are on the stack
+    bool again = false;            // ...and must run once more
+    void (*drain_fn)(Request& r) = nullptr;  // on_output_drained()
+    event::Event resume_ev;        // resume_output()
+};
+
 class Request {
     // First: every arena-backed member below is built from it.
-    HttpConnection& conn_;
+    Stream& stream_;
     Arena arena_{4096};
 
 public:
-    Request(HttpConnection& hc, const conf::ConfArray main_confs, const conf::ConfArray srv_confs);
+    // A request on `srv` (the default server of the address until the
+    // Host header chooses another), its clock started.
+    Request(Stream& s, const conf::ConfArray main_confs, SrvConf* srv);
     Request(const Request&) = delete;
     Request& operator=(const Request&) = delete;
     ~Request();
 
     Arena& arena() { return arena_; }
-    HttpConnection& conn() { return conn_; }
+    Stream& stream() { return stream_; }
+    const Stream& stream() const { return stream_; }
     std::pmr::memory_resource* mem() { return arena_.resource(); }
 
-    // ---- the request as received -----------------------------------------
-    RequestHead in;              // parsed head; views into the read buffer
+    // ---- the request as received (set by the front-end) ------------------
+    RequestHead in;              // method, target, version, host; `in.headers` is the front-end's view
+    HeaderList headers;          // the header fields, mutable (see HeaderList)
     std::string_view method;     // "GET"
     std::string_view request_line;
     std::string_view unparsed_uri;  // $request_uri: as sent, with args
@@ -94,11 +175,16 @@ public:
     std::string_view args;          // $args, without "?"
     std::string_view exten;         // extension of uri, for types
     std::string_view host;          // lower case, no port, no trailing dot
-    int http_version = 11;          // 10 or 11
-    bool head_only = false;         // HEAD: the writer sends no body
-    bool keepalive = false;         // the connection may serve another request
+    int http_version = 11;          // 10, 11 (20 for HTTP/2)
+    bool head_only = false;         // HEAD (or a status without body): no body goes out
     bool internal = false;          // reached by an internal redirect
-    bool expect_continue = false;
+
+    // ---- the client --------------------------------------------------------
+    // From the stream; a module may replace them (the address behind a
+    // trusted proxy). Views into the stream or the arena.
+    std::string_view remote_addr;
+    uint16_t remote_port = 0;
+    const sockaddr* remote_sockaddr = nullptr;
 
     // ---- routing -----------------------------------------------------------
     SrvConf* srv = nullptr;
@@ -134,7 +220,7 @@ public:
     // False after "rewrite ... break": the URI no longer maps onto the
     // location's prefix, so proxy_pass sends it whole [nginx valid_location].
     bool valid_location = true;
-    const std::string_view* named_location = nullptr;
+    event::Event resume_ev;        // post_resume(): run_phases() from the loop
 
     // ---- regex captures of the last match ($1..$9, named) ---------------
     std::string_view capture_subject;
@@ -145,27 +231,27 @@ public:
     VarValue* vars = nullptr;  // indexed by variable index, in the arena
 
     // ---- request body -------------------------------------------------------
-    std::optional<uint64_t> content_length;
-    bool chunked = false;
-    bool discard_body = false;  // read and drop what remains before the next request
+    std::optional<uint64_t> content_length;  // unset with has_body: length unknown (chunked)
+    bool has_body = false;
+    RequestBody* body_kept = nullptr;  // read_whole_body(): in the arena
 
     // ---- response -----------------------------------------------------------
     ResponseHead out;
     Chain body;                 // what a content handler wants sent
-    bool header_sent = false;   // header filters ran and the head was queued
-    bool done = false;          // the last buffer went to the writer
-    int status = 0;             // mirrors out.status once set; $status
-    int err_status = 0;         // an error_page redirect: the status to send
+    bool header_sent = false;   // the head went to the stream
+    bool done = false;          // the response is complete; the Log phase ran or runs now
+    // "error_page 404 =200 /x", "error_page 404 /x": the status the
+    // response of the redirected request goes out with when it is 200
+    // (the error's own, or the "=code"); 0 when no error page is running.
+    int error_page_status = 0;
     bool no_error_page = false; // answering a malformed request: no error_page
-    bool chunked_out = false;   // the writer frames the body as chunked
     bool use_sendfile = false;  // file buffers go out with sendfile() ("sendfile on")
     std::string_view err_reason;  // why a 4xx/5xx was produced, for the info log
+    OutputState output;
 
     RequestCounters counters;
     // Sets exten from uri: what follows the last "." of the last segment.
     void set_exten();
-    // Restart the phase loop at phase_index (set by internal redirects).
-    bool restart = false;
     // Files the response reads from; closed with the request.
     void add_fd(int fd);
 

@@ -10,7 +10,6 @@
 #include "core/str.h"
 #include "event/loop.h"
 #include "event/worker.h"
-#include "http/connection.h"
 #include "http/core_module.h"
 
 namespace gatehouse::http {
@@ -298,7 +297,7 @@ std::string_view num(Request& r, uint64_t n) {
 }
 
 const HeaderField* find_in(Request& r, std::string_view name) {
-    for (const HeaderField& h : r.in.headers)
+    for (const HeaderField& h : r.headers)
         if (iequals(h.name, name)) return &h;
     return nullptr;
 }
@@ -321,7 +320,7 @@ void v_http(Request& r, VarValue& v, uintptr_t arg) {
     const HeaderField* first = nullptr;
     size_t count = 0, total = 0;
     bool cookie = header_matches("cookie", name);
-    for (const HeaderField& h : r.in.headers)
+    for (const HeaderField& h : r.headers)
         if (header_matches(h.name, name)) {
             if (!first) first = &h;
             ++count;
@@ -339,7 +338,7 @@ void v_http(Request& r, VarValue& v, uintptr_t arg) {
     std::string_view sep = cookie ? "; " : ", ";
     char* out = static_cast<char*>(r.arena().alloc(total + sep.size() * count, 1));
     size_t pos = 0;
-    for (const HeaderField& h : r.in.headers)
+    for (const HeaderField& h : r.headers)
         if (header_matches(h.name, name)) {
             if (pos) {
                 memcpy(out + pos, sep.data(), sep.size());
@@ -381,7 +380,7 @@ void v_arg(Request& r, VarValue& v, uintptr_t arg) {
 
 void v_cookie(Request& r, VarValue& v, uintptr_t arg) {
     auto name = *reinterpret_cast<const std::string_view*>(arg);
-    for (const HeaderField& h : r.in.headers) {
+    for (const HeaderField& h : r.headers) {
         if (!iequals(h.name, "cookie")) continue;
         std::string_view c = h.value;
         while (!c.empty()) {
@@ -400,13 +399,13 @@ void v_cookie(Request& r, VarValue& v, uintptr_t arg) {
     v.not_found = true;
 }
 
-void v_remote_addr(Request& r, VarValue& v, uintptr_t) { set(v, r.conn().peer_addr()); }
+void v_remote_addr(Request& r, VarValue& v, uintptr_t) { set(v, r.remote_addr); }
 void v_remote_port(Request& r, VarValue& v, uintptr_t) {
-    if (r.conn().peer_port() == 0) return set(v, "");
-    set(v, num(r, r.conn().peer_port()));
+    if (r.remote_port == 0) return set(v, "");
+    set(v, num(r, r.remote_port));
 }
-void v_server_addr(Request& r, VarValue& v, uintptr_t) { set(v, r.arena().dup(r.conn().local_addr())); }
-void v_server_port(Request& r, VarValue& v, uintptr_t) { set(v, num(r, r.conn().local_port())); }
+void v_server_addr(Request& r, VarValue& v, uintptr_t) { set(v, r.arena().dup(r.stream().local_text())); }
+void v_server_port(Request& r, VarValue& v, uintptr_t) { set(v, num(r, r.stream().local_port())); }
 void v_server_name(Request& r, VarValue& v, uintptr_t) {
     if (r.srv && !r.srv->server_names.empty()) return set(v, r.srv->server_names[0].name);
     set(v, "");
@@ -421,14 +420,14 @@ void v_request_uri(Request& r, VarValue& v, uintptr_t) { set(v, r.unparsed_uri);
 void v_uri(Request& r, VarValue& v, uintptr_t) { set(v, r.uri); }
 void v_args(Request& r, VarValue& v, uintptr_t) { set(v, r.args); }
 void v_is_args(Request& r, VarValue& v, uintptr_t) { set(v, r.args.empty() ? "" : "?"); }
-void v_scheme(Request& r, VarValue& v, uintptr_t) { set(v, r.conn().tls() ? "https" : "http"); }
-void v_https(Request& r, VarValue& v, uintptr_t) { set(v, r.conn().tls() ? "on" : ""); }
+void v_scheme(Request& r, VarValue& v, uintptr_t) { set(v, r.stream().tls() ? "https" : "http"); }
+void v_https(Request& r, VarValue& v, uintptr_t) { set(v, r.stream().tls() ? "on" : ""); }
 void v_method(Request& r, VarValue& v, uintptr_t) { set(v, r.method); }
 void v_protocol(Request& r, VarValue& v, uintptr_t) {
     set(v, r.http_version == 10 ? "HTTP/1.0" : r.http_version == 11 ? "HTTP/1.1" : "HTTP/0.9");
 }
 void v_status(Request& r, VarValue& v, uintptr_t) {
-    int s = r.status ? r.status : r.out.status;
+    int s = r.out.status;
     if (s == 0) return set(v, "000");
     char b[8];
     int n = snprintf(b, sizeof b, "%03d", s);
@@ -507,8 +506,10 @@ void v_request_id(Request& r, VarValue& v, uintptr_t) {
              static_cast<unsigned long long>(next()));
     set(v, r.arena().dup({b, 32}));
 }
-void v_connection(Request& r, VarValue& v, uintptr_t) { set(v, num(r, r.conn().conn().number)); }
-void v_connection_requests(Request& r, VarValue& v, uintptr_t) { set(v, num(r, r.conn().conn().requests)); }
+void v_connection(Request& r, VarValue& v, uintptr_t) { set(v, num(r, r.stream().connection_number())); }
+void v_connection_requests(Request& r, VarValue& v, uintptr_t) {
+    set(v, num(r, r.stream().connection_requests()));
+}
 void v_hostname(Request&, VarValue& v, uintptr_t) {
     static char name[256] = {};
     if (!name[0] && gethostname(name, sizeof name - 1) != 0) name[0] = '\0';

@@ -8,7 +8,7 @@
 // decrypted bytes, which no epoll edge would announce. A write that could
 // not finish (SSL_ERROR_WANT_WRITE) is retried with the same bytes, as
 // OpenSSL requires: the caller keeps offering its unsent data from the
-// same first byte, which HttpConnection's queue does by construction.
+// same first byte, which event::ChainWriter does by construction.
 //
 // Ownership: made by the protocol layer for one connection and freed by
 // it (SSL_free never closes the socket). The Context it starts with must
@@ -73,8 +73,8 @@ public:
     // peer's; nothing after a failure.
     void shutdown();
 
-    // What the owner keeps with the session (HttpConnection): reached
-    // from OpenSSL callbacks through session_of().
+    // What the owner keeps with the session (the HTTP front-end: its
+    // http::Stream): reached from OpenSSL callbacks through session_of().
     void* user = nullptr;
     // What the SNI callback chose, for the owner (a server); null: none.
     const void* sni_choice = nullptr;

@@ -56,7 +56,6 @@ bool takes_backup(Method m) {
     return m == Method::RoundRobin || m == Method::LeastConn || m == Method::LeastTime;
 }
 
-
 std::string quoted(std::string_view s) { return "\"" + std::string(s) + "\""; }
 
 // parse_address() says `... in address "x"`; nginx says `... in upstream "x"`.

@@ -793,6 +793,47 @@ def test_large_upload_rss_flat(server, origin, size, buffering):
     assert_rss_bound(peak[0] - before, "during the upload")
 
 
+@pytest.mark.parametrize("buffering", ["on", "off"])
+def test_million_one_byte_chunks_bounded(server, origin, buffering):
+    # A body of a million one-byte chunks used to cost one buffer per chunk
+    # in the request arena: about 124 MB per connection. Memory is that of
+    # the configured buffers now, whatever the chunk sizes.
+    received = []
+
+    def handler(conn, req):
+        received.append(req.body)
+        conn.sendall(response(200, b"got it"))
+        return False
+    o = origin(handler, timeout=120)
+    s = start(server, f"""
+        server {{ listen 127.0.0.1:PORT; client_max_body_size 0; client_body_timeout 60s;
+            location / {{ proxy_pass http://{o.addr}; proxy_request_buffering {buffering}; }}
+        }}
+    """)
+    pid = worker_pid(s)
+    assert request(s.port, "/warm", method="POST", body=b"x" * 1000, chunked=True).status == 200
+    before = rss_kib(pid)
+    peak = [before]
+    n = 1_000_000
+    body = bytes(ord("a") + i % 26 for i in range(26))
+    with socket.create_connection(("127.0.0.1", s.port), timeout=120) as c:
+        c.sendall(b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+        block = b"".join(b"1\r\n" + body[i % 26:i % 26 + 1] + b"\r\n" for i in range(26 * 1000))
+        sent = 0
+        while sent < n:
+            c.sendall(block)
+            sent += 26 * 1000
+            if sent % (26 * 20000) == 0:
+                peak[0] = max(peak[0], rss_kib(pid))
+        c.sendall(b"0\r\n\r\n")
+        r = read_reply(c)
+    peak[0] = max(peak[0], rss_kib(pid))
+    assert r.status == 200 and r.body == b"got it"
+    assert len(received[-1]) == sent
+    assert received[-1] == body * (sent // 26)
+    assert_rss_bound(peak[0] - before, "while reading a million one-byte chunks")
+
+
 def test_x_accel_buffering_no_streams_at_once(server, origin):
     release = threading.Event()
 
@@ -1194,5 +1235,12 @@ def test_named_location_inherits_server_and_http_settings(server, origin):
     assert r.status == 200
     assert o.wait_requests(2)[1].body == b"y" * 100
 
-    lines = s.wait_lines("named.log", 3)
-    assert [l.split()[:2] for l in lines] == [[b"/t/x", b"200"], [b"/t/big", b"413"], [b"/t/fits", b"200"]]
+    # The POST reaches @fallback whole, over HTTP/1.1.
+    r = request(s.port, "/e/post", method="POST", body=b"payload")
+    assert (r.status, r.body) == (200, b"POST /e/post\n")
+    got = o.wait_requests(3)[2]
+    assert (got.method, got.version, got.body) == ("POST", "HTTP/1.1", b"payload")
+
+    lines = s.wait_lines("named.log", 4)
+    assert [l.split()[:2] for l in lines] == [
+        [b"/t/x", b"200"], [b"/t/big", b"413"], [b"/t/fits", b"200"], [b"/e/post", b"200"]]

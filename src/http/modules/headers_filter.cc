@@ -69,7 +69,6 @@ void merge(const HeadersLocConf& up, HeadersLocConf& c) {
     if (!c.expires) c.expires = up.expires;
 }
 
-
 // The value of "expires", or of the variable it names [nginx's rules]:
 // "epoch", "max", "off"; "@15h30m" (not with "modified", below 24h);
 // "[+|-]time" in seconds, with nginx's time units except "ms".

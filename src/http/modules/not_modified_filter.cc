@@ -24,7 +24,7 @@ namespace {
 struct DropBody {};
 
 std::optional<std::string_view> field(const Request& r, std::string_view name) {
-    if (const HeaderField* f = r.in.find(name)) return f->value;
+    if (const HeaderField* f = r.headers.find(name)) return f->value;
     return std::nullopt;
 }
 
@@ -59,7 +59,6 @@ Flow header_filter(Request& r, ResponseHead& h) {
         h.last_modified = -1;
         h.etag = {};
     }
-    r.status = h.status;
     r.set_ctx(not_modified_filter_module, r.arena().make<DropBody>());
     return Flow::Pass;
 }

@@ -3,7 +3,6 @@
 // is in proxy_exchange.cc and proxy_response.cc.
 #include "http/modules/proxy.h"
 
-
 #include <algorithm>
 #include <cstring>
 #include <initializer_list>
@@ -13,7 +12,6 @@
 #include "core/str.h"
 #include "event/loop.h"
 #include "event/worker.h"
-#include "http/connection.h"
 #include "http/core_module.h"
 #include "http/modules/proxy_exchange.h"
 #include "http/phases.h"
@@ -27,7 +25,6 @@ namespace gatehouse::http {
 namespace proxy {
 
 namespace {
-
 
 std::string_view concat(Arena& a, std::initializer_list<std::string_view> parts) {
     size_t n = 0;
@@ -402,23 +399,7 @@ Status set_write_size(Ctx& cx, const Node& n, ProxyConf& pc) {
     return set_nonzero_size(cx, n, pc.temp_file_write_size);
 }
 
-// "path [level1 [level2 [level3]]]": the levels are accepted for nginx
-// configurations; temp files here are never named, so they have no use.
-Status set_temp_path(Ctx& cx, const Node& n, std::optional<std::string>& field) {
-    if (field) return cx.duplicate(n);
-    for (size_t i = 1; i < n.args.size(); ++i) {
-        const std::string& l = n.args[i].text;
-        if (l != "1" && l != "2") return cx.error(n, "invalid value \"" + l + "\"");
-    }
-    field = cx.full_path(n.args[0].text);
-    while (field->size() > 1 && field->back() == '/') field->pop_back();
-    return {};
-}
-
 Status set_proxy_temp(Ctx& cx, const Node& n, ProxyConf& pc) { return set_temp_path(cx, n, pc.temp_path); }
-Status set_body_temp(Ctx& cx, const Node& n, ProxyConf& pc) {
-    return set_temp_path(cx, n, pc.client_body_temp_path);
-}
 
 Status set_next_upstream(Ctx& cx, const Node& n, ProxyConf& pc) {
     if (pc.next_upstream) return cx.duplicate(n);
@@ -497,7 +478,6 @@ void merge(const ProxyConf& up, ProxyConf& c) {
     conf::inherit(c.max_temp_file_size, up.max_temp_file_size, uint64_t{1} << 30);
     conf::inherit(c.temp_file_write_size, up.temp_file_write_size, 2 * larger);
     conf::inherit(c.temp_path, up.temp_path);
-    conf::inherit(c.client_body_temp_path, up.client_body_temp_path);
     conf::inherit(c.connect_timeout, up.connect_timeout, 60s);
     conf::inherit(c.send_timeout, up.send_timeout, 60s);
     conf::inherit(c.read_timeout, up.read_timeout, 60s);
@@ -549,7 +529,7 @@ proxy::UpstreamLog& upstream_log(Request& r) {
 }
 
 void log_error(Request& r, std::string_view msg) {
-    std::string_view peer = r.conn().peer_addr();
+    std::string_view peer = r.remote_addr;
     GH_LOG(Error, "%.*s, client: %.*s, request: \"%.*s\"", static_cast<int>(msg.size()), msg.data(),
            static_cast<int>(peer.size()), peer.data(), static_cast<int>(r.request_line.size()),
            r.request_line.data());
@@ -670,9 +650,9 @@ bool is_xff(std::string_view name) {
 }
 
 void v_add_xff(Request& r, VarValue& v, uintptr_t) {
-    std::string_view addr = r.conn().peer_addr();
+    std::string_view addr = r.remote_addr;
     size_t total = 0, count = 0;
-    for (const HeaderField& h : r.in.headers)
+    for (const HeaderField& h : r.headers)
         if (is_xff(h.name)) {
             total += h.value.size() + 2;
             ++count;
@@ -683,7 +663,7 @@ void v_add_xff(Request& r, VarValue& v, uintptr_t) {
     }
     char* out = static_cast<char*>(r.arena().alloc(total + addr.size(), 1));
     char* p = out;
-    for (const HeaderField& h : r.in.headers)
+    for (const HeaderField& h : r.headers)
         if (is_xff(h.name)) {
             std::memcpy(p, h.value.data(), h.value.size());
             p += h.value.size();
@@ -795,7 +775,6 @@ constexpr conf::Directive kDirectives[] = {
     {"proxy_max_temp_file_size", kLoc, conf::Take1, conf::size<&ProxyConf::max_temp_file_size>()},
     {"proxy_temp_file_write_size", kLoc, conf::Take1, conf::custom<set_write_size>()},
     {"proxy_temp_path", kLoc, conf::Arity{1, 4, false}, conf::custom<set_proxy_temp>()},
-    {"client_body_temp_path", kLoc, conf::Arity{1, 4, false}, conf::custom<set_body_temp>()},
     {"proxy_connect_timeout", kLoc, conf::Take1, conf::duration<&ProxyConf::connect_timeout>()},
     {"proxy_send_timeout", kLoc, conf::Take1, conf::duration<&ProxyConf::send_timeout>()},
     {"proxy_read_timeout", kLoc, conf::Take1, conf::duration<&ProxyConf::read_timeout>()},

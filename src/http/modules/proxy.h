@@ -252,7 +252,6 @@ struct ProxyConf {
     std::optional<uint64_t> max_temp_file_size;            // "proxy_max_temp_file_size"
     std::optional<uint64_t> temp_file_write_size;          // "proxy_temp_file_write_size"
     std::optional<std::string> temp_path;                  // "proxy_temp_path", absolute
-    std::optional<std::string> client_body_temp_path;      // "client_body_temp_path", absolute
     std::optional<conf::Duration> connect_timeout;         // "proxy_connect_timeout"
     std::optional<conf::Duration> send_timeout;            // "proxy_send_timeout"
     std::optional<conf::Duration> read_timeout;            // "proxy_read_timeout"

@@ -23,72 +23,11 @@
 #include "core/str.h"
 #include "event/worker.h"
 #include "http/body.h"
-#include "http/connection.h"
+#include "http/output.h"
 #include "http/core_module.h"
 #include "http/phases.h"
 
 namespace gatehouse::http::proxy {
-
-namespace {
-
-
-// Writes all of `data` at `off`; the errno on failure.
-int pwrite_all(int fd, const char* data, size_t n, uint64_t off) {
-    while (n > 0) {
-        ssize_t w = ::pwrite(fd, data, n, static_cast<off_t>(off));
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            return errno;
-        }
-        data += w;
-        n -= static_cast<size_t>(w);
-        off += static_cast<uint64_t>(w);
-    }
-    return 0;
-}
-
-}  // namespace
-
-// A temp file in `dir`, unlinked from the start (O_TMPFILE, or a name
-// removed at once where the file system lacks it): nothing is left behind
-// when the worker dies. The directory is made on first use.
-Result<int> open_temp_file(const std::string& dir) {
-    for (int attempt = 0; attempt < 2; ++attempt) {
-        int fd = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-        if (fd >= 0) return fd;
-        int err = errno;
-        if (err == ENOENT && attempt == 0) {
-            if (::mkdir(dir.c_str(), 0700) == 0 || errno == EEXIST) continue;
-            err = errno;
-            return make_error("mkdir() \"" + dir + "\" failed (" + std::to_string(err) + ": " + strerror(err) + ")");
-        }
-        if (err != EOPNOTSUPP && err != EISDIR && err != EINVAL)
-            return make_error("open() \"" + dir + "\" failed (" + std::to_string(err) + ": " + strerror(err) + ")");
-        // No O_TMPFILE here: a unique name, unlinked at once.
-        static uint32_t seq = 0;
-        for (int i = 0; i < 100; ++i) {
-            std::string path = dir + "/" + std::to_string(getpid()) + "." + std::to_string(++seq);
-            fd = ::open(path.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
-            if (fd >= 0) {
-                ::unlink(path.c_str());
-                return fd;
-            }
-            if (errno != EEXIST) {
-                err = errno;
-                return make_error("open() \"" + path + "\" failed (" + std::to_string(err) + ": " + strerror(err) +
-                                  ")");
-            }
-        }
-        return make_error("open() in \"" + dir + "\" failed: no free name");
-    }
-    return make_error("open() \"" + dir + "\" failed");
-}
-
-std::string temp_dir(Request& r, const std::optional<std::string>& path, std::string_view def) {
-    if (path) return *path;
-    const auto& m = r.main_conf<ProxyMainConf>(proxy_module);
-    return m.prefix + std::string(def);
-}
 
 // ---- lifetime and steps ---------------------------------------------------------------
 
@@ -118,7 +57,6 @@ Exchange::~Exchange() {
     close_upstream();
     if (try_open_ && picker_) picker_->done(peer_, false, event::worker_loop().now());
     if (tmp_fd_ >= 0) ::close(tmp_fd_);
-    if (body_fd_ >= 0) ::close(body_fd_);
 }
 
 void Exchange::schedule(void (Exchange::*step)()) {
@@ -134,7 +72,7 @@ void Exchange::on_kick() {
 }
 
 bool Exchange::client_gone() {
-    if (!r_.conn().closing()) return false;
+    if (!r_.stream().closed()) return false;
     close_upstream();
     stage_ = Stage::Done;
     return true;
@@ -150,11 +88,12 @@ Next Exchange::start() {
     first_start_ = event::worker_loop().now();
     method_ = pc_.method ? pc_.method->eval(r_) : r_.method;
     head_method_ = method_ == "HEAD";
-    bool has_body = *pc_.pass_request_body && (r_.chunked || r_.content_length.value_or(0) > 0);
+    const bool chunked = r_.has_body && !r_.content_length;
+    bool has_body = *pc_.pass_request_body && r_.has_body;
     if (has_body) {
         // HTTP/1.0 has no chunked framing: a body of unknown length is read
         // whole first, to send its length [nginx].
-        if (*pc_.request_buffering || (r_.chunked && *pc_.http_version == 10)) {
+        if (*pc_.request_buffering || (chunked && *pc_.http_version == 10)) {
             body_mode_ = BodyMode::Buffered;
         } else {
             body_mode_ = BodyMode::Streamed;
@@ -163,7 +102,7 @@ Next Exchange::start() {
     }
     picker_.emplace(u_, first_start_);
     // ip_hash hashes the client address; "hash key" the key's value.
-    picker_->set_client(reinterpret_cast<const sockaddr*>(&r_.conn().conn().peer));
+    picker_->set_client(r_.remote_sockaddr);
     if (u_.hash_value) picker_->set_key(static_cast<const ComplexValue*>(u_.hash_value)->eval(r_));
     // The work starts from the loop: whatever happens, the phase engine that
     // called us has returned by then.
@@ -174,7 +113,7 @@ Next Exchange::start() {
 void Exchange::begin() {
     if (body_mode_ == BodyMode::Buffered) {
         stage_ = Stage::ReadingBody;
-        http::read_body(r_, buffered_sink);
+        if (!read_whole_body(r_, body_read)) body_gone();
         return;
     }
     connect();
@@ -182,70 +121,15 @@ void Exchange::begin() {
 
 // ---- the client body ----------------------------------------------------------------------
 
-bool Exchange::buffered_sink(Request& r, Chain& piece) {
+// Buffered: the body is read whole first (memory, then
+// client_body_temp_path), and kept for the request: an error_page that
+// proxies elsewhere sends it again.
+void Exchange::body_read(Request& r) {
     auto* ex = r.ctx<Exchange>(proxy_module);
-    if (!ex || ex->stage_ != Stage::ReadingBody) return false;
-    return ex->buffer_piece(piece);
-}
-
-Status Exchange::open_body_file() {
-    auto fd = open_temp_file(temp_dir(r_, pc_.client_body_temp_path, "client_body_temp"));
-    if (!fd) return fd.error();
-    body_fd_ = *fd;
-    if (body_mem_len_ > 0) {
-        if (int err = pwrite_all(body_fd_, body_mem_.get()->data(), body_mem_len_, 0))
-            return make_error("pwrite() to a temporary file failed (" + std::to_string(err) + ": " + strerror(err) +
-                              ")");
-    }
-    body_mem_ = SlabRef();
-    body_mem_len_ = 0;
-    return {};
-}
-
-// Buffered: memory up to client_body_buffer_size, then all of it in a
-// temp file, as nginx keeps request bodies.
-bool Exchange::buffer_piece(Chain& piece) {
-    const uint64_t limit = *r_.loc_conf<LocConf>(http_core_module).client_body_buffer_size;
-    for (Buf& b : piece) {
-        if (b.empty()) continue;
-        if (b.in_file()) {
-            // The reader hands memory; a file piece would be a contract change.
-            GH_LOG(Alert, "unexpected file buffer in a request body");
-            err_status_ = 500;
-            schedule(&Exchange::respond_error);
-            return false;
-        }
-        std::string_view d = b.view();
-        bool fits = body_fd_ < 0 && body_mem_len_ + d.size() <= limit &&
-                    (!r_.content_length || *r_.content_length <= limit);
-        if (fits) {
-            if (!body_mem_) {
-                size_t cap = r_.content_length ? static_cast<size_t>(*r_.content_length) : static_cast<size_t>(limit);
-                body_mem_ = SlabRef::adopt(Slab::make(std::max<size_t>(cap, 1)));
-            }
-            std::memcpy(body_mem_.get()->data() + body_mem_len_, d.data(), d.size());
-            body_mem_len_ += d.size();
-        } else {
-            Status s = body_fd_ < 0 ? open_body_file() : Status{};
-            int err = 0;
-            if (s) err = pwrite_all(body_fd_, d.data(), d.size(), body_size_);
-            if (!s || err) {
-                std::string msg = s ? "pwrite() to a client body temporary file failed (" + std::to_string(err) +
-                                          ": " + strerror(err) + ")"
-                                    : s.message();
-                GH_LOG(Crit, "%s, client: %s", msg.c_str(), std::string(r_.conn().peer_addr()).c_str());
-                err_status_ = 500;
-                schedule(&Exchange::respond_error);
-                return false;
-            }
-        }
-        body_size_ += d.size();
-    }
-    if (piece.last()) {
-        body_done_ = true;
-        schedule(&Exchange::connect);
-    }
-    return true;
+    if (!ex || ex->stage_ != Stage::ReadingBody) return;
+    ex->body_done_ = true;
+    ex->body_size_ = r.body_kept->size;
+    ex->schedule(&Exchange::connect);
 }
 
 bool Exchange::streamed_sink(Request& r, Chain& piece) {
@@ -302,7 +186,7 @@ std::string_view Exchange::build_head() {
     const auto* set = pc_.set_headers;
     std::pmr::string h(r_.mem());
     size_t estimate = 256 + method_.size() + uri_.size() + host_header_.size();
-    for (const HeaderField& f : r_.in.headers) estimate += f.name.size() + f.value.size() + 4;
+    for (const HeaderField& f : r_.headers) estimate += f.name.size() + f.value.size() + 4;
     h.reserve(estimate);
     auto field = [&](std::string_view n, std::string_view v) {
         h += n;
@@ -342,7 +226,7 @@ std::string_view Exchange::build_head() {
         case BodyMode::None:
             // A "Content-Length: 0" the client sent is kept: some origins
             // want a length on every POST.
-            if (*pc_.pass_request_body && r_.content_length && !r_.chunked) field("Content-Length", "0");
+            if (*pc_.pass_request_body && r_.content_length && !r_.has_body) field("Content-Length", "0");
             break;
         case BodyMode::Buffered:
             field("Content-Length", {num, static_cast<size_t>(snprintf(num, sizeof num, "%llu",
@@ -362,11 +246,11 @@ std::string_view Exchange::build_head() {
         // Fields the client's Connection names are hop-by-hop too (RFC 9110
         // 7.6.1).
         auto named_by_connection = [&](std::string_view name) {
-            for (const HeaderField& f : r_.in.headers)
+            for (const HeaderField& f : r_.headers)
                 if (iequals(f.name, "Connection") && connection_lists(f.value, name)) return true;
             return false;
         };
-        for (const HeaderField& f : r_.in.headers) {
+        for (const HeaderField& f : r_.headers) {
             if (is_hop_by_hop_request(f.name) || iequals(f.name, "Host")) continue;
             bool replaced = false;
             if (set)
@@ -494,7 +378,7 @@ void Exchange::on_connected() {
     if (body_mode_ == BodyMode::Streamed && !body_started_) {
         // The reader may hand pieces (and the stream_piece may fail) at once.
         body_started_ = true;
-        http::read_body(r_, streamed_sink);
+        if (!http::read_body(r_, streamed_sink)) body_gone();
         return;
     }
     if (sendq_pos_ == sendq_.size() && (body_mode_ != BodyMode::Streamed || body_done_) && !request_done_)
@@ -505,17 +389,9 @@ void Exchange::queue_request() {
     sendq_.clear();
     sendq_pos_ = 0;
     sendq_.push(Buf::memory(head_));
-    if (body_mode_ == BodyMode::Buffered) {
-        if (body_fd_ >= 0) {
-            sendq_.push(Buf::file(body_fd_, 0, static_cast<off_t>(body_size_)));
-        } else if (body_mem_len_ > 0) {
-            Buf b;
-            b.pos = body_mem_.get()->data();
-            b.last = b.pos + body_mem_len_;
-            b.slab = body_mem_;
-            sendq_.push(std::move(b));
-        }
-    }
+    if (body_mode_ == BodyMode::Buffered)
+        // Copies: the body stays kept for another try or another location.
+        for (Buf& b : r_.body_kept->bufs) sendq_.push(b);
 }
 
 // ---- I/O with the origin -----------------------------------------------------------------------
@@ -719,7 +595,7 @@ void Exchange::error_log(log::Level l, int err, std::string_view what, std::stri
     m += " while ";
     m += act;
     m += ", client: ";
-    m += r_.conn().peer_addr();
+    m += r_.remote_addr;
     m += ", server: ";
     if (r_.srv && !r_.srv->server_names.empty()) m += r_.srv->server_names[0].name;
     m += ", request: \"";
@@ -855,17 +731,25 @@ void Exchange::respond_error() {
     end_try(false);
     stage_ = Stage::Done;
     Request& r = r_;
-    respond_status(r, err_status_);
+    Next n = respond_status(r, err_status_);
     // An error_page redirect cleared every module's context: keep ours, so
     // that $upstream_* still tell what happened.
     r.set_ctx(proxy_module, this);
-    if (r.restart) {
-        r.restart = false;
-        r.conn().post_resume();
-        return;
-    }
-    // May end the request, and this object with it.
-    finalize_response(r);
+    continue_request(r, n);
+}
+
+}  // namespace gatehouse::http::proxy
+
+namespace gatehouse::http::proxy {
+
+// A streamed body was handed to an earlier reader (a location before an
+// internal redirect): it cannot be sent again.
+void Exchange::body_gone() {
+    GH_LOG(Error, "client request body was already read and cannot be sent again, client: %.*s",
+           static_cast<int>(r_.remote_addr.size()), r_.remote_addr.data());
+    err_status_ = 500;
+    stage_ = Stage::Done;
+    schedule(&Exchange::respond_error);
 }
 
 }  // namespace gatehouse::http::proxy

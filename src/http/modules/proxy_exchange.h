@@ -97,11 +97,10 @@ private:
 
     std::string_view build_head();
     void begin();
-    static bool buffered_sink(Request& r, Chain& piece);
-    bool buffer_piece(Chain& piece);
+    static void body_read(Request& r);
+    void body_gone();
     static bool streamed_sink(Request& r, Chain& piece);
     bool stream_piece(Chain& piece);
-    Status open_body_file();
 
     void connect();
     void connect_peer();
@@ -154,8 +153,7 @@ private:
 
     void start_tunnel();
     void begin_tunnel();  // a step, or on_drained
-    static void tunnel_client_read(void* ex);
-    static void tunnel_client_write(void* ex);
+    static void tunnel_client_ready(void* ex);
     void pump();  // also a step: after a turn of transfers
     void end_tunnel();
 
@@ -189,10 +187,7 @@ private:
     bool body_paused_ = false;    // Streamed: the client waits for the origin
     bool request_sent_ = false;   // a byte of this try went out
     bool request_done_ = false;   // all of it went out
-    SlabRef body_mem_;            // Buffered: in memory...
-    size_t body_mem_len_ = 0;
-    int body_fd_ = -1;            // ...or in a file
-    uint64_t body_size_ = 0;
+    uint64_t body_size_ = 0;      // Buffered: r.body_kept's
     Chain sendq_;                 // what goes to the origin, in order
     size_t sendq_pos_ = 0;
     char chunk_hdr_[kMaxChunkHeader] = {};
@@ -258,6 +253,7 @@ private:
     };
     Pipe c2u_;
     Pipe u2c_;
+    Duplex* client_ = nullptr;  // the client side of the tunnel (the stream's)
 };
 
 }  // namespace gatehouse::http::proxy

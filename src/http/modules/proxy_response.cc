@@ -24,8 +24,8 @@
 #include "core/str.h"
 #include "event/worker.h"
 #include "http/body.h"
+#include "http/output.h"
 #include "http/conditional.h"
-#include "http/connection.h"
 #include "http/core_module.h"
 #include "http/modules/proxy_exchange.h"
 #include "http/phases.h"
@@ -33,11 +33,8 @@
 
 namespace gatehouse::http::proxy {
 
-Result<int> open_temp_file(const std::string& dir);                                          // proxy_exchange.cc
-std::string temp_dir(Request& r, const std::optional<std::string>& path, std::string_view def);  // proxy_exchange.cc
 
 namespace {
-
 
 bool listed(const std::vector<std::string>* names, std::string_view name) {
     if (!names) return false;
@@ -48,6 +45,10 @@ bool listed(const std::vector<std::string>* names, std::string_view name) {
 
 // Reads per callback before letting other connections run.
 constexpr int kReadsPerTurn = 32;
+
+// The tunnel's half close, on either side.
+void shut(event::Connection& c) { ::shutdown(c.fd(), SHUT_WR); }
+void shut(Duplex& d) { d.shutdown_send(); }
 
 }  // namespace
 
@@ -298,14 +299,14 @@ void Exchange::start_body(size_t consumed) {
 
     if (send_header(r_) == Flow::Fail) {
         close_upstream();
-        r_.conn().abort();
+        r_.stream().abort();
         return;
     }
     if (client_gone()) return;
     on_output_drained(r_, drained_cb);
     if (head_len_ > consumed) take(first.get()->data() + consumed, head_len_ - consumed, first);
     if (framing_ == BodyFraming::None) origin_done_ = true;
-    if (out_.empty()) r_.conn().flush();  // the head goes out now, not with the first body bytes
+    if (out_.empty()) flush_output(r_);  // the head goes out now, not with the first body bytes
     else push_out();
     if (client_gone() || truncated_) return;
     if (origin_done_) {
@@ -482,7 +483,7 @@ void Exchange::emit(const char* data, size_t n, SlabRef& slab) {
     if (truncated_) return;
     if (spilling_) {
         if (Status s = spill(data, n); !s) {
-            GH_LOG(Crit, "%s, client: %s", s.message().c_str(), std::string(r_.conn().peer_addr()).c_str());
+            GH_LOG(Crit, "%s, client: %s", s.message().c_str(), std::string(r_.remote_addr).c_str());
             body_truncated(0, "cannot buffer the response");
         }
         return;
@@ -496,7 +497,7 @@ void Exchange::emit(const char* data, size_t n, SlabRef& slab) {
 
 void Exchange::push_out() {
     if (out_.empty()) return;
-    if (send_body(r_, out_) == Flow::Fail) r_.conn().abort();
+    if (send_body(r_, out_) == Flow::Fail) r_.stream().abort();
     out_.clear();
 }
 
@@ -554,10 +555,10 @@ void Exchange::body_truncated(int err, std::string_view what) {
     close_upstream();
     stage_ = Stage::Done;
     push_out();  // what came before the failure
-    if (r_.conn().closing()) return;
+    if (r_.stream().closed()) return;
     if (output_pending(r_) == 0 && !queue_file_piece()) {
         on_output_drained(r_, nullptr);
-        r_.conn().abort();
+        r_.stream().abort();
     }
     // Else on_drained() goes on with the file, then aborts.
 }
@@ -581,7 +582,7 @@ void Exchange::on_drained() {
     if (truncated_) {
         if (!queue_file_piece()) {
             on_output_drained(r_, nullptr);
-            r_.conn().abort();
+            r_.stream().abort();
         }
         return;
     }
@@ -609,16 +610,15 @@ void Exchange::on_drained() {
 
 void Exchange::start_tunnel() {
     stage_ = Stage::Upgrading;
-    r_.keepalive = false;
     r_.out.content_length.reset();
     event::worker_loop().cancel(up_->write_timer);
     event::worker_loop().cancel(up_->read_timer);
     if (send_header(r_) == Flow::Fail) {
         close_upstream();
-        r_.conn().abort();
+        r_.stream().abort();
         return;
     }
-    r_.conn().flush();
+    flush_output(r_);
     if (client_gone()) return;
     // The client must have the whole 101 before the first frame.
     if (output_pending(r_) == 0) {
@@ -633,10 +633,7 @@ void Exchange::begin_tunnel() {
     on_output_drained(r_, nullptr);
     stage_ = Stage::Tunnel;
     std::string_view leftover;
-    r_.conn().become_tunnel({tunnel_client_read, this}, {tunnel_client_write, this}, &leftover);
-    event::Connection& cc = r_.conn().conn();
-    event::worker_loop().cancel(cc.read_timer);
-    event::worker_loop().cancel(cc.write_timer);
+    client_ = &r_.stream().open_tunnel({tunnel_client_ready, this}, &leftover);
     const size_t cap = std::max<size_t>(*pc_.buffer_size, leftover.size());
     c2u_.buf = SlabRef::adopt(Slab::make(cap));
     if (!leftover.empty()) std::memcpy(c2u_.buf.get()->data(), leftover.data(), leftover.size());
@@ -646,12 +643,7 @@ void Exchange::begin_tunnel() {
     pump();
 }
 
-void Exchange::tunnel_client_read(void* p) {
-    auto* ex = static_cast<Exchange*>(p);
-    if (ex->stage_ == Stage::Tunnel) ex->pump();
-}
-
-void Exchange::tunnel_client_write(void* p) {
+void Exchange::tunnel_client_ready(void* p) {
     auto* ex = static_cast<Exchange*>(p);
     if (ex->stage_ == Stage::Tunnel) ex->pump();
 }
@@ -661,10 +653,9 @@ void Exchange::tunnel_client_write(void* p) {
 // tunnel ends when both directions are closed, on an error, or after
 // proxy_read_timeout without traffic.
 void Exchange::pump() {
-    if (stage_ != Stage::Tunnel || !up_) return;
-    event::Connection& cc = r_.conn().conn();
+    if (stage_ != Stage::Tunnel || !up_ || !client_) return;
     bool moved = false;
-    auto run = [&](Pipe& pipe, event::Connection& src, event::Connection& dst) -> bool {
+    auto run = [&](Pipe& pipe, auto& src, auto& dst, bool from_origin) -> bool {
         for (int turn = 0; turn < kReadsPerTurn; ++turn) {
             if (pipe.len > pipe.pos) {
                 event::IoResult io = dst.send({pipe.buf.get()->data() + pipe.pos, pipe.len - pipe.pos});
@@ -677,7 +668,7 @@ void Exchange::pump() {
             pipe.pos = pipe.len = 0;
             if (pipe.eof) {
                 if (!pipe.shut) {
-                    ::shutdown(dst.fd(), SHUT_WR);
+                    shut(dst);
                     pipe.shut = true;
                 }
                 return true;
@@ -689,7 +680,7 @@ void Exchange::pump() {
                 continue;
             }
             if (io.kind != event::IoResult::Ok) return false;
-            if (&src == up_) cur_try().bytes += io.bytes;
+            if (from_origin) cur_try().bytes += io.bytes;
             pipe.len = io.bytes;
             moved = true;
         }
@@ -697,7 +688,7 @@ void Exchange::pump() {
         schedule(&Exchange::pump);
         return true;
     };
-    if (!run(u2c_, *up_, cc) || !run(c2u_, cc, *up_)) {
+    if (!run(u2c_, *up_, *client_, true) || !run(c2u_, *client_, *up_, false)) {
         end_tunnel();
         return;
     }
@@ -715,7 +706,7 @@ void Exchange::end_tunnel() {
     close_upstream();
     // Ends the request: the connection and this object go at the end of
     // the loop iteration.
-    r_.conn().abort();
+    client_->close();
 }
 
 }  // namespace gatehouse::http::proxy

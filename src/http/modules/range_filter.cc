@@ -49,9 +49,9 @@ Flow header_filter(Request& r, ResponseHead& h) {
         h.accept_ranges = false;
         return Flow::Pass;
     }
-    const HeaderField* range = r.in.find("Range");
+    const HeaderField* range = r.headers.find("Range");
     if (!range) return Flow::Pass;
-    if (const HeaderField* ir = r.in.find("If-Range"); ir && !if_range_holds(ir->value, h)) return Flow::Pass;
+    if (const HeaderField* ir = r.headers.find("If-Range"); ir && !if_range_holds(ir->value, h)) return Flow::Pass;
 
     uint64_t length = *h.content_length;
     RangeRequest rr = parse_range(range->value, length, sc.max_ranges.value_or(UINT64_MAX));
@@ -76,7 +76,6 @@ Flow header_filter(Request& r, ResponseHead& h) {
         h.headers.push_back({"Content-Range", r.arena().dup(format_content_range(rr.first, length, buf))});
         h.content_length = rr.first.size();
     }
-    r.status = h.status;
     r.set_ctx(range_filter_module, st);
     return Flow::Pass;
 }

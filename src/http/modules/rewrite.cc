@@ -584,9 +584,7 @@ Step run_rewrite(Request& r, const RewriteOp& op, bool log, Next& result) {
 Next run_return(Request& r, const ReturnOp& op) {
     if (op.code == 444) {
         // Close without a response [nginx]: the engine honours status 444.
-        r.status = 444;
         r.out.status = 444;
-        r.keepalive = false;
         return Next::Respond;
     }
     // A code below 400, or any code with a text, is answered here; a bare
@@ -597,7 +595,6 @@ Next run_return(Request& r, const ReturnOp& op) {
         if (!text.empty()) r.out.location = text;
         return respond_status(r, op.code);
     }
-    r.status = op.code;
     r.out.status = op.code;
     // As nginx: the type of the URI's extension, else "default_type".
     r.out.content_type = content_type_for(r, r.exten);

@@ -26,8 +26,8 @@
 #include "conf/registry.h"
 #include "core/log.h"
 #include "core/shm.h"
-#include "http/connection.h"
 #include "http/core_module.h"
+#include "http/phases.h"
 #include "http/request.h"
 #include "http/variables.h"
 #include "tls/context.h"
@@ -233,7 +233,8 @@ Error at(const Error& e, const std::string& where) {
 const tls::Context* select_by_name(SSL* ssl, std::string_view name) {
     tls::Session* s = tls::session_of(ssl);
     if (!s || !s->user || name.empty() || name.size() > 255) return nullptr;
-    auto* hc = static_cast<HttpConnection*>(s->user);
+    // The front-end set `user` to its Stream (v1/connection.cc).
+    auto* stream = static_cast<Stream*>(s->user);
     // Lower case without one trailing dot; a name with other bytes than a
     // host name's matches nothing but the default server.
     char buf[256];
@@ -245,7 +246,7 @@ const tls::Context* select_by_name(SSL* ssl, std::string_view name) {
         buf[len++] = ch;
     }
     if (len > 0 && buf[len - 1] == '.') --len;
-    SrvConf* srv = find_server(hc->addr_servers(), {buf, len}, nullptr);
+    SrvConf* srv = find_server(stream->servers(), {buf, len}, nullptr);
     if (!srv) return nullptr;
     s->sni_choice = srv;
     return ssl_conf(*srv).ctx;
@@ -372,7 +373,7 @@ Status postconfiguration(Ctx& cx) {
 
 // ---- variables ------------------------------------------------------------------
 
-tls::Session* session(Request& r) { return r.conn().tls(); }
+tls::Session* session(Request& r) { return r.stream().tls(); }
 
 void keep(Request& r, VarValue& v, std::string_view s) { v.s = r.arena().dup(s); }
 
@@ -472,20 +473,23 @@ constexpr VariableDef kVariables[] = {
     {"ssl_client_i_dn", v_client_i_dn},
 };
 
-constexpr ModuleHooks kHooks{.variables = kVariables};
-
-}  // namespace
-
-const tls::Context* ssl_context(const SrvConf& srv) { return ssl_conf(srv).ctx; }
-
-int ssl_check_request(Request& r, bool plain) {
-    const char* peer = r.conn().peer_addr().data();
+// Checks a request whose head came over a TLS port, once its server is
+// chosen: 0 to go on, or the status to answer, with the reason logged
+// at info:
+//   497  `plain`: an HTTP request sent to the TLS port unencrypted
+//   421  SNI chose another server and this one verifies clients
+//   495  the client certificate failed verification
+//   496  "ssl_verify_client on" and no client certificate
+// 495-497 go out as 400 with nginx's pages; "error_page 497" and the
+// others may redirect them.
+int check_request(Request& r, bool plain) {
+    const char* peer = r.stream().peer_text().data();
     if (plain) {
         GH_LOG(Info, "client sent plain HTTP request to HTTPS port while reading client request headers, client: %s",
                peer);
         return 497;
     }
-    tls::Session* s = r.conn().tls();
+    tls::Session* s = r.stream().tls();
     if (!s || !r.srv) return 0;
     const SslSrvConf& c = ssl_conf(*r.srv);
     tls::VerifyClient v = c.verify_client.value_or(tls::VerifyClient::Off);
@@ -519,6 +523,23 @@ int ssl_check_request(Request& r, bool plain) {
     }
     return 0;
 }
+
+// Right after the head, before any rewrite: what the handshake allows.
+// Answered once the server is known, so that its error_page applies (and
+// $request_uri is set), as nginx does.
+Next post_read(Request& r) {
+    Stream& st = r.stream();
+    if (!st.tls() && !st.plain_on_tls_port()) return Next::Decline;
+    if (int status = check_request(r, st.plain_on_tls_port())) return respond_status(r, status);
+    return Next::Decline;
+}
+
+constexpr PhaseHandler kPhases[] = {{Phase::PostRead, post_read}};
+constexpr ModuleHooks kHooks{.phases = kPhases, .variables = kVariables};
+
+}  // namespace
+
+const tls::Context* ssl_context(const SrvConf& srv) { return ssl_conf(srv).ctx; }
 
 extern const conf::Module ssl_module{
     .name = "ssl",

@@ -18,7 +18,6 @@
 #include <cstring>
 
 #include "core/log.h"
-#include "http/connection.h"
 #include "http/core_module.h"
 #include "http/mime.h"
 #include "http/phases.h"
@@ -139,7 +138,7 @@ bool log_not_found(Request& r) {
 
 void log_for_request(Request& r, log::Level l, int err, std::string_view msg) {
     if (!log::current().enabled(l)) return;
-    std::string_view peer = r.conn().peer_addr();
+    std::string_view peer = r.remote_addr;
     if (err != 0)
         log::emit(l, 0, "%.*s (%d: %s), client: %.*s, request: \"%.*s\"", static_cast<int>(msg.size()),
                   msg.data(), err, strerror(err), static_cast<int>(peer.size()), peer.data(),
@@ -251,7 +250,6 @@ Next serve_file(Request& r) {
     r.add_fd(fd);
 
     const StaticConf& c = r.loc_conf<StaticConf>(static_module);
-    r.status = 200;
     r.out.status = 200;
     r.out.content_length = static_cast<uint64_t>(st.st_size);
     r.out.last_modified = st.st_mtime;

@@ -1,35 +1,34 @@
-#include "http/connection.h"
+#include "http/v1/connection.h"
 
 #include <arpa/inet.h>
+#include <linux/sockios.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <linux/sockios.h>
 #include <sys/ioctl.h>
-#include <sys/sendfile.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <memory_resource>
 
 #include "core/log.h"
+#include "core/str.h"
 #include "event/loop.h"
 #include "event/worker.h"
+#include "http/conditional.h"
+#include "http/output.h"
 #include "http/phases.h"
 #include "http/ssl_module.h"
-#include "http/uri.h"
 #include "tls/session.h"
 
-namespace gatehouse::http {
+namespace gatehouse::http::v1 {
 
 namespace {
 
-// With "sendfile off", files go out through memory in pieces this big.
-constexpr size_t kReadChunk = 32768;
-
-HttpConnection* g_conns = nullptr;  // every live HttpConnection of the worker
-bool g_retiring = false;            // retire_connections() was called
+Connection* g_conns = nullptr;  // every live Connection of the worker
+bool g_retiring = false;        // retire_connections() was called
 
 void addr_text(const sockaddr* sa, char* out, size_t len, uint16_t* port) {
     out[0] = '\0';
@@ -68,12 +67,27 @@ bool is_wild(const conf::Address& a) {
            (a.kind == conf::Address::Kind::Inet6 && a.host == "::");
 }
 
+// A small appending writer over arena memory.
+struct Out {
+    char* p;
+    char* end;
+    void put(std::string_view s) {
+        size_t n = std::min<size_t>(s.size(), static_cast<size_t>(end - p));
+        memcpy(p, s.data(), n);
+        p += n;
+    }
+    void num(uint64_t v) {
+        char b[24];
+        int n = snprintf(b, sizeof b, "%llu", static_cast<unsigned long long>(v));
+        put({b, static_cast<size_t>(n)});
+    }
+};
+
 }  // namespace
 
-
 void on_accept(void* port, event::Connection& c) {
-    // Owned by the connection slot from now on: close() frees it.
-    std::make_unique<HttpConnection>(c, *static_cast<const ListenPort*>(port)).release();
+    // Owned by the connection slot from now on: close_connection() frees it.
+    std::make_unique<Connection>(c, *static_cast<const ListenPort*>(port)).release();
 }
 
 // Retiring a worker without losing a request.
@@ -90,7 +104,7 @@ void on_accept(void* port, event::Connection& c) {
 //    listening socket, which the retiring worker no longer polls, hands
 //    the new connection to a new worker;
 //  - gives a response whose head is not sent yet "Connection: close" too
-//    (r.keepalive is read when the head is written); a response whose head
+//    (keepalive_ is read when the head is written); a response whose head
 //    already said keep-alive completes, then the connection is idle;
 //  - keeps an idle connection (keep-alive, or accepted with no byte read
 //    yet) open for kRetireGrace, or less if its own keepalive or header
@@ -118,23 +132,23 @@ void retire_connections() {
     g_retiring = true;
     const event::Msec now = event::worker_loop().now();
     const event::Msec grace_end = now + static_cast<event::Msec>(kRetireGrace.count());
-    for (HttpConnection* h = g_conns; h; h = h->next_) {
-        using State = HttpConnection::State;
+    for (Connection* h = g_conns; h; h = h->next_) {
+        using State = Connection::State;
         event::Timer& t = h->c_.read_timer;
         if (h->state_ == State::Keepalive || (h->state_ == State::Head && h->rlen_ == h->rpos_)) {
             if (!t.armed() || t.deadline() > grace_end) event::worker_loop().arm_at(t, grace_end);
         } else if (h->state_ == State::Processing && h->req_ && !h->req_->header_sent) {
-            h->req_->keepalive = false;
+            h->keepalive_ = false;
         }
     }
 }
 
-bool HttpConnection::input_waiting() {
+bool Connection::input_waiting() {
     char b;
     return ::recv(c_.fd(), &b, 1, MSG_PEEK | MSG_DONTWAIT) == 1;
 }
 
-void HttpConnection::retire_idle() {
+void Connection::retire_idle() {
     // The request may be in the socket already, its readiness not yet
     // reported by epoll: read it rather than closing over it.
     if (input_waiting()) {
@@ -156,15 +170,14 @@ void HttpConnection::retire_idle() {
         event::worker_loop().arm(c_.read_timer, std::chrono::milliseconds(grace));
         return;
     }
-    close();
+    close_connection();
 }
 
-HttpConnection::HttpConnection(event::Connection& c, const ListenPort& port)
+Connection::Connection(event::Connection& c, const ListenPort& port)
     : c_(c),
       port_(port),
-      drain_ev_(event::Callback::to<&HttpConnection::on_drained>(this)),
-      finish_ev_(event::Callback::to<&HttpConnection::finish_request>(this)),
-      resume_ev_(event::Callback::to<&HttpConnection::resume>(this)) {
+      drain_ev_(event::Callback::to<&Connection::on_drained>(this)),
+      finish_ev_(event::Callback::to<&Connection::finish_request>(this)) {
     c_.data = this;
     next_ = g_conns;
     if (g_conns) g_conns->prev_ = this;
@@ -173,40 +186,43 @@ HttpConnection::HttpConnection(event::Connection& c, const ListenPort& port)
     // The default server of the address sets the limits that apply before
     // the Host header is known [nginx].
     if (port_.addrs.size() == 1) addr_ = &port_.addrs[0];
-    default_srv_ = addr_servers().default_server;
+    default_srv_ = servers().default_server;
     if (port_.bind.ssl) {
         // The handshake comes first, with the default server's certificate
         // until SNI names another server (ssl_module).
         const tls::Context* ctx = ssl_context(*default_srv_);
         GH_CHECK(ctx != nullptr);  // ssl_module refuses a TLS address without one
         tls_ = std::make_unique<tls::Session>(*ctx, c_.fd(), peer_text_);
-        tls_->user = this;
+        tls_->user = static_cast<Stream*>(this);  // for SNI (ssl_module)
         c_.transport = tls_.get();
     }
-    c_.io.on_read = event::Callback::to<&HttpConnection::on_read>(this);
-    c_.io.on_write = event::Callback::to<&HttpConnection::on_write>(this);
-    c_.read_timer.cb = event::Callback::to<&HttpConnection::on_read_timeout>(this);
-    c_.write_timer.cb = event::Callback::to<&HttpConnection::on_write_timeout>(this);
+    c_.io.on_read = event::Callback::to<&Connection::on_read>(this);
+    c_.io.on_write = event::Callback::to<&Connection::on_write>(this);
+    c_.read_timer.cb = event::Callback::to<&Connection::on_read_timeout>(this);
+    c_.write_timer.cb = event::Callback::to<&Connection::on_write_timeout>(this);
     if (c_.peer.ss_family != AF_UNIX) {
         int one = 1;
         setsockopt(c_.fd(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
     if (auto s = event::worker_loop().add(c_.io, event::Interest::ReadWrite); !s) {
         GH_LOG(Alert, "%s", s.message().c_str());
-        close();
+        close_connection();
         return;
     }
     event::worker_loop().arm(c_.read_timer, *default_srv_->client_header_timeout);
     idle_until_ = c_.read_timer.deadline();
 }
 
-HttpConnection::~HttpConnection() {
+Connection::~Connection() {
+    // The request (its arena, its module state) goes before the rest of
+    // the connection it may still point at.
+    req_.reset();
     if (prev_) prev_->next_ = next_;
     else if (g_conns == this) g_conns = next_;
     if (next_) next_->prev_ = prev_;
 }
 
-const AddrServers& HttpConnection::addr_servers() {
+const AddrServers& Connection::servers() {
     if (addr_) return *addr_;
     const sockaddr* local = c_.local_address();
     for (const auto& a : port_.addrs)
@@ -218,7 +234,7 @@ const AddrServers& HttpConnection::addr_servers() {
     return *addr_;
 }
 
-std::string_view HttpConnection::local_addr() {
+std::string_view Connection::local_text() {
     if (!local_known_) {
         addr_text(c_.local_address(), local_text_, sizeof local_text_, &local_port_);
         local_known_ = true;
@@ -226,40 +242,34 @@ std::string_view HttpConnection::local_addr() {
     return local_text_;
 }
 
-uint16_t HttpConnection::local_port() {
-    local_addr();
+uint16_t Connection::local_port() {
+    local_text();
     return local_port_;
 }
 
-void HttpConnection::close() {
+void Connection::close_connection() {
     if (state_ == State::Closed) return;
     state_ = State::Closed;
     closing_ = true;
-    event::worker_loop().unpost(resume_ev_);
     event::worker_loop().unpost(drain_ev_);
     event::worker_loop().unpost(finish_ev_);
-    if (req_) {
-        // A request cut short still gets its log line.
-        Request& r = *req_;
-        auto* m = http_main(r.main_confs);
-        if (m && r.loc_confs)
-            for (uint16_t i = m->phase_start[static_cast<int>(Phase::Log)];
-                 i < m->phase_start[static_cast<int>(Phase::Log) + 1]; ++i)
-                m->handlers[i](r);
-    }
+    // A request cut short still gets its log line.
+    if (req_) run_log_phase(*req_);
     if (tls_) tls_->shutdown();  // close_notify, when the handshake was done
     event::worker_connections().close(c_);
-    event::worker_loop().defer({[](void* p) { std::unique_ptr<HttpConnection>(static_cast<HttpConnection*>(p)); }, this});
+    event::worker_loop().defer({[](void* p) { std::unique_ptr<Connection>(static_cast<Connection*>(p)); }, this});
 }
 
-void HttpConnection::abort() {
-    if (req_ && req_->loc_confs && !req_->header_sent) req_->status = req_->status ? req_->status : 499;
-    close();
+void Connection::abort() {
+    // The client went away (or the response cannot be finished) before a
+    // head was sent: nginx logs 499.
+    if (req_ && req_->loc_confs && !req_->header_sent && req_->out.status == 0) req_->out.status = 499;
+    close_connection();
 }
 
 // ---- reading the head --------------------------------------------------
 
-void HttpConnection::on_read() {
+void Connection::on_read() {
     switch (state_) {
         case State::Head:
         case State::Keepalive:
@@ -280,7 +290,7 @@ void HttpConnection::on_read() {
     }
 }
 
-void HttpConnection::read_head() {
+void Connection::read_head() {
     if (tls_ && !tls_->established()) {
         tls_handshake();
         return;
@@ -302,12 +312,12 @@ void HttpConnection::read_head() {
         lim.max_headers = kMaxHeaders;
         head_ = std::make_unique<HeadState>(lim);
     }
-    RequestParser* parser_ = &head_->parser;
+    RequestParser* parser = &head_->parser;
     for (;;) {
         // Parse what is buffered first: pipelined requests need no read.
         if (rlen_ > rpos_) {
             std::string_view data(rbuf_.get()->data() + rpos_, rlen_ - rpos_);
-            ParseResult pr = parser_->parse(data);
+            ParseResult pr = parser->parse(data);
             if (pr.state == ParseState::Done) {
                 start_request(pr.consumed);
                 return;
@@ -324,7 +334,7 @@ void HttpConnection::read_head() {
                 memmove(rbuf_.get()->data(), rbuf_.get()->data() + rpos_, pending);
                 rpos_ = 0;
                 rlen_ = pending;
-                parser_->reset();
+                parser->reset();
                 continue;
             }
             if (rcap_ >= max_head) {
@@ -352,20 +362,19 @@ void HttpConnection::read_head() {
         if (io.kind == event::IoResult::Again) return;
         if (io.kind == event::IoResult::Eof) {
             if (rlen_ > rpos_)
-                GH_LOG(Info, "client %s closed connection while reading client request headers",
-                       peer_text_);
-            close();
+                GH_LOG(Info, "client %s closed connection while reading client request headers", peer_text_);
+            close_connection();
             return;
         }
         if (io.err != ECONNRESET)
             GH_LOG_ERRNO(Info, io.err, "recv() failed while reading client request headers, client: %s",
                          peer_text_);
-        close();
+        close_connection();
         return;
     }
 }
 
-void HttpConnection::tls_handshake() {
+void Connection::tls_handshake() {
     if (!tls_sniffed_) {
         // A TLS connection starts with a handshake record (0x16), or an
         // SSLv2-framed hello (high bit set); anything else is taken for
@@ -380,7 +389,7 @@ void HttpConnection::tls_handshake() {
             return;
         }
         if (n <= 0) {
-            close();
+            close_connection();
             return;
         }
         if (b != 0x16 && !(b & 0x80)) {
@@ -400,21 +409,18 @@ void HttpConnection::tls_handshake() {
             return;
         case tls::Session::Step::Fail:
             GH_LOG(Info, "%s while SSL handshaking, client: %s", tls_->error().c_str(), peer_text_);
-            close();
+            close_connection();
             return;
     }
 }
 
-void HttpConnection::reject(int status, std::string_view reason, bool log_info) {
+void Connection::reject(int status, std::string_view reason, bool log_info) {
     // The head could not be parsed: answer with the status page and close,
     // lingering so the client reads the answer rather than a reset.
     if (log_info)
-        GH_LOG(Info, "%.*s while reading client request headers, client: %s",
-               static_cast<int>(reason.size()), reason.data(), peer_text_);
+        GH_LOG(Info, "%.*s while reading client request headers, client: %s", static_cast<int>(reason.size()),
+               reason.data(), peer_text_);
     Request& r = new_request();
-    r.keepalive = false;
-    r.discard_body = false;
-    r.err_reason = reason;
     r.counters.request_length = rlen_ - rpos_;
     // The request line, when it was read, is still useful in the log.
     std::string_view data(rbuf_ ? rbuf_.get()->data() + rpos_ : nullptr, rlen_ - rpos_);
@@ -424,36 +430,34 @@ void HttpConnection::reject(int status, std::string_view reason, bool log_info) 
         if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
         r.request_line = line;
     }
-    // The head is unusable: the standard page, no error_page redirect.
-    r.no_error_page = true;
     linger_next_ = true;
-    respond_status(r, status, reason);
-    finalize_response(r);
+    reject_request(r, status, reason);
 }
 
 // ---- running a request ---------------------------------------------------
 
-// A request on the default server of the address, its clock started;
-// the Host header may choose another server later.
-Request& HttpConnection::new_request() {
+// A request on the default server of the address; the Host header may
+// choose another server later.
+Request& Connection::new_request() {
     event::worker_loop().cancel(c_.read_timer);
     state_ = State::Processing;
-    SrvConf* srv = addr_servers().default_server;
-    req_ = std::make_unique<Request>(*this, port_.main_confs, srv->srv_confs);
-    Request& r = *req_;
-    r.srv = srv;
-    r.loc_confs = srv->loc_confs;
-    r.counters.start_msec = event::worker_loop().now();
-    auto w = event::worker_loop().wall();
-    r.counters.start_sec = w.sec;
-    r.counters.start_ms = w.msec;
-    return r;
+    keepalive_ = false;
+    expect_continue_ = false;
+    chunked_out_ = false;
+    head_only_ = false;
+    out_ = nullptr;
+    out_last_ = false;
+    body_left_ = 0;
+    body_chunked_ = false;
+    req_ = std::make_unique<Request>(*this, port_.main_confs, servers().default_server);
+    return *req_;
 }
 
-void HttpConnection::start_request(size_t head_len) {
+void Connection::start_request(size_t head_len) {
     const RequestHead& h = head_->parser.head();
     Request& r = new_request();
     r.in = h;
+    r.headers.reset(h.headers);
     r.counters.request_length = head_len;
     ++c_.requests;
 
@@ -463,9 +467,13 @@ void HttpConnection::start_request(size_t head_len) {
     // HTTP/1.2..1.9 are served as 1.1 (RFC 9110 2.5).
     r.http_version = h.version_minor == 0 ? 10 : 11;
     r.head_only = h.method == Method::Head;
-    r.expect_continue = h.expect_100_continue;
+    expect_continue_ = h.expect_100_continue;
     r.content_length = h.framing.content_length;
-    r.chunked = h.framing.chunked;
+    r.has_body = h.framing.chunked || r.content_length.value_or(0) > 0;
+    if (r.has_body) {
+        body_left_ = r.content_length.value_or(0);
+        body_chunked_ = h.framing.chunked;
+    }
     // The request line as sent, for $request and the log.
     size_t eol = head.find('\n');
     std::string_view line = head.substr(0, eol);
@@ -480,272 +488,255 @@ void HttpConnection::start_request(size_t head_len) {
     r.unparsed_uri = h.form == TargetForm::Absolute ? h.path : h.target;
     if (h.form == TargetForm::Asterisk) r.unparsed_uri = "*";
 
-    // Keepalive as the client asked and the limits allow; a retiring
-    // worker closes after this response.
-    r.keepalive = h.keep_alive() && !g_retiring;
-
-    // Host: lower case, no port, no trailing dot.
-    if (!h.host.empty()) {
-        char* buf = static_cast<char*>(r.arena().alloc(h.host.size() + 1, 1));
-        r.host = normalize_host(h.host, std::span<char>(buf, h.host.size() + 1));
-    }
-    select_server(r);
-
-    if (h.form == TargetForm::Asterisk || h.form == TargetForm::Authority) {
-        // OPTIONS * and CONNECT are not served by this server.
-        r.no_error_page = true;
-        respond_status(r, h.form == TargetForm::Authority ? 405 : 400,
-                       "client sent a request-target this server does not serve");
-        finalize_response(r);
-        return;
-    }
-    PathQuery pq = split_path_query(r.unparsed_uri);
-    r.args = pq.query;
-    char* out = static_cast<char*>(r.arena().alloc(pq.path.size() + 1, 1));
-    auto clean = clean_path(pq.path, std::span<char>(out, pq.path.size() + 1));
-    if (!clean) {
-        r.keepalive = false;
-        GH_LOG(Info, "client sent invalid request URI \"%.*s\" (%s), client: %s",
-               static_cast<int>(r.unparsed_uri.size()), r.unparsed_uri.data(), clean.message().c_str(),
-               peer_text_);
-        r.no_error_page = true;
-        respond_status(r, 400, "client sent invalid request URI");
-        finalize_response(r);
-        return;
-    }
-    r.uri = *clean;
-    r.set_exten();
-
-    // The body: this layer discards it; modules that read bodies (proxy)
-    // take over discarding by clearing r.discard_body.
-    if (r.content_length.value_or(0) > 0 || r.chunked) {
-        r.discard_body = true;
-        body_left_ = r.content_length.value_or(0);
-        body_chunked_ = r.chunked;
-    }
-    {
-        auto& lc = r.loc_conf<LocConf>(http_core_module);
-        if (r.keepalive && (c_.requests >= *lc.keepalive_requests || lc.keepalive_timeout->count() == 0))
-            r.keepalive = false;
-    }
-    if (port_.bind.ssl) {
-        // A plain request to the TLS port, a bad or missing client
-        // certificate: answered now that the server is known, so that its
-        // error_page applies (and $request_uri is set), as nginx does.
-        if (int st = ssl_check_request(r, plain_on_tls_)) {
-            respond_status(r, st);
-            finalize_response(r);
-            return;
-        }
-    }
-    r.phase_index = 0;
-    run_phases(r);
-}
-
-void HttpConnection::post_resume() { event::worker_loop().post(resume_ev_); }
-
-void HttpConnection::resume() {
-    if (req_ && state_ == State::Processing) run_phases(*req_);
+    // Keepalive as the client asked; a retiring worker closes after this
+    // response. The location's limits apply when the head is written.
+    keepalive_ = h.keep_alive() && !g_retiring;
+    http::start_request(r);
 }
 
 // ---- output ----------------------------------------------------------------
 
-void HttpConnection::queue(Chain& c) {
-    if (!req_) return;
-    if (!out_) {
-        out_ = req_->arena().make<std::pmr::vector<Buf>>(req_->mem());
-        out_->reserve(8);
-        out_head_ = 0;
+Flow Connection::send_head(Request& r, const ResponseHead& h) {
+    if (state_ != State::Processing) return Flow::Fail;
+    auto& lc = r.loc_conf<LocConf>(http_core_module);
+    const bool no_body = h.status == 304 || h.status == 204 || h.status < 200;
+    head_only_ = r.head_only;
+    chunked_out_ = false;
+    if (!h.content_length && !no_body && !r.head_only) {
+        if (r.http_version >= 11 && *lc.chunked_transfer_encoding)
+            chunked_out_ = true;
+        else
+            keepalive_ = false;  // the end of the body is the end of the connection
     }
-    for (Buf& b : c) {
-        if (b.last_buf) out_last_ = true;
-        if (!b.empty()) out_->push_back(std::move(b));
+    if (!h.content_length && !no_body && r.head_only && r.http_version < 11) keepalive_ = false;
+    // The limits of the location that answers [nginx
+    // ngx_http_update_location_config]; a retiring worker closes.
+    if (keepalive_ && (c_.requests >= *lc.keepalive_requests || lc.keepalive_timeout->count() == 0 || g_retiring))
+        keepalive_ = false;
+
+    std::string_view reason = h.reason.empty() ? reason_phrase(h.status) : h.reason;
+    std::string_view location = h.sent_location;
+    size_t cap = 512 + reason.size() + h.content_type.size() + h.charset.size() + location.size() + h.etag.size();
+    for (const Header& x : h.headers) cap += x.name.size() + x.value.size() + 4;
+    char* b = static_cast<char*>(r.arena().alloc(cap, 1));
+    Out o{b, b + cap};
+    o.put("HTTP/1.1 ");
+    o.num(static_cast<uint64_t>(h.status));
+    if (!reason.empty()) {
+        o.put(" ");
+        o.put(reason);
     }
-    c.clear();
+    o.put("\r\n");
+    // A proxied response may carry the origin's own ("proxy_pass_header
+    // Server"): it replaces ours, as in nginx.
+    auto has = [&](std::string_view name) {
+        for (const Header& x : h.headers)
+            if (iequals(x.name, name)) return true;
+        return false;
+    };
+    if (!has("Server")) {
+        o.put("Server: ");
+        o.put(server_token(r));
+        o.put("\r\n");
+    }
+    if (!has("Date")) {
+        o.put("Date: ");
+        o.put(http_date_now());
+        o.put("\r\n");
+    }
+    if (!h.content_type.empty()) {
+        o.put("Content-Type: ");
+        o.put(h.content_type);
+        if (!h.charset.empty()) {
+            o.put("; charset=");
+            o.put(h.charset);
+        }
+        o.put("\r\n");
+    }
+    if (h.content_length) {
+        o.put("Content-Length: ");
+        o.num(*h.content_length);
+        o.put("\r\n");
+    }
+    if (h.last_modified >= 0) {
+        char d[kHttpDateMax];
+        o.put("Last-Modified: ");
+        o.put(format_http_date(h.last_modified, d));
+        o.put("\r\n");
+    }
+    if (chunked_out_) o.put("Transfer-Encoding: chunked\r\n");
+    if (!location.empty()) {
+        o.put("Location: ");
+        o.put(location);
+        o.put("\r\n");
+    }
+    // 101: the connection becomes what the Upgrade field says (RFC 9110
+    // 15.2.2); the proxy passes that field. It serves no other request.
+    if (h.status == 101) {
+        keepalive_ = false;
+        o.put("Connection: upgrade\r\n");
+    } else {
+        o.put(keepalive_ ? "Connection: keep-alive\r\n" : "Connection: close\r\n");
+    }
+    if (!h.etag.empty()) {
+        o.put("ETag: ");
+        o.put(h.etag);
+        o.put("\r\n");
+    }
+    if (h.accept_ranges) o.put("Accept-Ranges: bytes\r\n");
+    for (const Header& x : h.headers) {
+        if (x.name.empty()) continue;
+        o.put(x.name);
+        o.put(": ");
+        o.put(x.value);
+        o.put("\r\n");
+    }
+    o.put("\r\n");
+    if (!out_) out_ = r.arena().make<event::ChainWriter>(r.mem());
+    out_->push(Buf::memory({b, static_cast<size_t>(o.p - b)}));
+    return Flow::Pass;
 }
 
-void HttpConnection::flush() {
-    if (state_ == State::Closed || !req_) return;
-    Request& r = *req_;
-    auto& lc = r.loc_conf<LocConf>(http_core_module);
-    while (out_ && out_head_ < out_->size()) {
-        Buf& b = (*out_)[out_head_];
-        // sendfile() cannot encrypt: over TLS, files go through memory.
-        if (b.in_file() && (!r.use_sendfile || tls_)) {
-            // "sendfile off": read a piece into memory and send that. The
-            // piece goes in front of the rest of the file range.
-            size_t want = std::min<size_t>(b.size(), kReadChunk);
-            SlabRef slab = SlabRef::adopt(Slab::make(want));
-            ssize_t n = ::pread(b.fd, slab.get()->data(), want, b.file_pos);
-            if (n <= 0) {
-                if (n < 0 && errno == EINTR) continue;
-                if (n < 0)
-                    GH_LOG_ERRNO(Crit, errno, "pread() failed while sending response to client, client: %s",
-                                 peer_text_);
-                else
-                    GH_LOG(Error, "file was truncated while sending response, client: %s", peer_text_);
-                abort();
-                return;
-            }
-            Buf m;
-            m.pos = slab.get()->data();
-            m.last = m.pos + n;
-            m.slab = std::move(slab);
-            b.file_pos += n;
-            if (b.file_pos == b.file_last)
-                (*out_)[out_head_] = std::move(m);
-            else
-                out_->insert(out_->begin() + static_cast<ptrdiff_t>(out_head_), std::move(m));
-            continue;
+Flow Connection::send_body(Request& r, Chain& in) {
+    if (state_ != State::Processing) return Flow::Fail;
+    if (!out_) out_ = r.arena().make<event::ChainWriter>(r.mem());
+    const bool last = in.last();
+    const uint64_t bytes = in.bytes();
+    if (chunked_out_ && !head_only_) {
+        if (bytes > 0) {
+            // In a slab of its own, freed once sent: the request arena,
+            // freed only with the request, must not grow with the length
+            // of a stream.
+            SlabRef slab = SlabRef::adopt(Slab::make(kMaxChunkHeader));
+            char* hdr = slab.get()->data();
+            size_t n = write_chunk_header(bytes, std::span<char, kMaxChunkHeader>(hdr, kMaxChunkHeader));
+            Buf hb = Buf::memory({hdr, n});
+            hb.slab = std::move(slab);
+            out_->push(std::move(hb));
+            out_->push(in);
+            out_->push(Buf::memory(kChunkEnd));
         }
-        if (b.in_file()) {
-            off_t off = b.file_pos;
-            size_t want = std::min<size_t>(b.size(), 1u << 30);
-            ssize_t n = ::sendfile(c_.fd(), b.fd, &off, want);
-            if (n < 0) {
-                if (errno == EAGAIN) {
-                    c_.io.clear_writable();
-                    break;
-                }
-                if (errno == EINTR) continue;
-                GH_LOG_ERRNO(Info, errno, "sendfile() failed while sending response to client, client: %s",
-                             peer_text_);
-                abort();
-                return;
-            }
-            if (n == 0) {
-                // The file shrank under us: the promised length cannot be sent.
-                GH_LOG(Error, "file was truncated while sending response, client: %s", peer_text_);
-                abort();
-                return;
-            }
-            r.counters.bytes_sent += static_cast<uint64_t>(n);
-            b.file_pos += n;
-            if (b.file_pos == b.file_last) ++out_head_;
-            continue;
-        }
-        iovec iov[64];
-        size_t n = 0;
-        for (size_t i = out_head_; i < out_->size() && n < std::size(iov); ++i) {
-            Buf& m = (*out_)[i];
-            if (m.in_file()) break;
-            iov[n].iov_base = const_cast<char*>(m.pos);
-            iov[n].iov_len = m.size();
-            ++n;
-        }
-        event::IoResult io = c_.writev({iov, n});
-        if (io.kind == event::IoResult::Again) break;
-        if (io.kind == event::IoResult::Error) {
-            if (io.err != EPIPE && io.err != ECONNRESET)
-                GH_LOG_ERRNO(Info, io.err, "writev() failed while sending response to client, client: %s",
-                             peer_text_);
-            else
-                GH_LOG(Info, "client %s closed connection while sending response", peer_text_);
-            abort();
-            return;
-        }
-        size_t sent = io.bytes;
-        r.counters.bytes_sent += sent;
-        while (sent > 0) {
-            Buf& m = (*out_)[out_head_];
-            size_t take = std::min(sent, m.size());
-            m.pos += take;
-            sent -= take;
-            if (m.pos == m.last) ++out_head_;
-        }
+        if (last) out_->push(Buf::memory(kLastChunk));
+    } else {
+        out_->push(in);
     }
-    bool pending = out_ && out_head_ < out_->size();
-    if (pending) {
-        event::worker_loop().arm(c_.write_timer, *lc.send_timeout);
+    in.clear();
+    if (last) out_last_ = true;
+    flush();
+    return closing_ ? Flow::Fail : Flow::Pass;
+}
+
+void Connection::write_failed(const event::ChainWriter::Result& w) {
+    if (w.err == 0) {
+        // The file shrank under us: the promised length cannot be sent.
+        GH_LOG(Error, "file was truncated while sending response, client: %s", peer_text_);
+    } else if (std::string_view(w.call) == "pread()") {
+        GH_LOG_ERRNO(Crit, w.err, "pread() failed while sending response to client, client: %s", peer_text_);
+    } else if (w.err == EPIPE || w.err == ECONNRESET) {
+        GH_LOG(Info, "client %s closed connection while sending response", peer_text_);
+    } else {
+        GH_LOG_ERRNO(Info, w.err, "%s failed while sending response to client, client: %s", w.call, peer_text_);
+    }
+    abort();
+}
+
+void Connection::flush() {
+    if (state_ != State::Processing || !req_ || !out_) return;
+    Request& r = *req_;
+    event::ChainWriter::Result w = out_->write(c_, r.use_sendfile);
+    r.counters.bytes_sent += w.bytes;
+    if (w.kind == event::ChainWriter::Result::Error) {
+        write_failed(w);
+        return;
+    }
+    if (w.kind == event::ChainWriter::Result::Again) {
+        event::worker_loop().arm(c_.write_timer, *r.loc_conf<LocConf>(http_core_module).send_timeout);
         return;
     }
     event::worker_loop().cancel(c_.write_timer);
-    if (out_) {
-        // Everything written: drop the sent Bufs so a long stream does
-        // not grow the queue.
-        out_->clear();
-        out_head_ = 0;
-    }
     if (out_last_) {
         event::worker_loop().post(finish_ev_);
         return;
     }
-    if (drain_fn_) event::worker_loop().post(drain_ev_);
+    // Everything written: whoever waits for room (a held filter, a
+    // producer) goes on from the loop.
+    if (r.output.drain_fn || r.output.held) event::worker_loop().post(drain_ev_);
 }
 
-void HttpConnection::on_write() {
+void Connection::on_write() {
     if (tls_ && !tls_->established()) {
         if (state_ == State::Head) tls_handshake();
         return;
     }
     // OpenSSL had to write before it could read on (a TLS 1.3 key update).
     if (tls_ && tls_->read_wants_write()) on_read();
-    if (state_ == State::Processing && out_ && out_head_ < out_->size()) flush();
+    if (state_ == State::Processing && out_ && !out_->empty()) flush();
 }
 
-void HttpConnection::on_drained() {
-    if (state_ == State::Processing && req_ && drain_fn_ && output_pending() == 0) drain_fn_(*req_);
+void Connection::on_drained() {
+    if (state_ == State::Processing && req_ && output_pending() == 0) output_drained(*req_);
 }
 
-size_t HttpConnection::output_pending() const {
-    if (!out_) return 0;
-    size_t n = 0;
-    for (size_t i = out_head_; i < out_->size(); ++i) n += (*out_)[i].size();
-    return n;
-}
+size_t Connection::output_pending() const { return out_ ? out_->pending() : 0; }
 
-void HttpConnection::become_tunnel(event::Callback on_read, event::Callback on_write, std::string_view* leftover) {
+Duplex& Connection::open_tunnel(event::Callback on_ready, std::string_view* leftover) {
     state_ = State::Tunnel;
     event::worker_loop().cancel(c_.read_timer);
     event::worker_loop().cancel(c_.write_timer);
-    c_.io.on_read = on_read;
-    c_.io.on_write = on_write;
-    if (leftover) *leftover = rbuf_ ? std::string_view(rbuf_.get()->data() + rpos_, rlen_ - rpos_) : std::string_view();
+    tunnel_ready_ = on_ready;
+    c_.io.on_read = on_ready;
+    c_.io.on_write = on_ready;
+    if (leftover)
+        *leftover = rbuf_ ? std::string_view(rbuf_.get()->data() + rpos_, rlen_ - rpos_) : std::string_view();
     rpos_ = rlen_;
+    return *this;
 }
+
+void Connection::shutdown_send() { ::shutdown(c_.fd(), SHUT_WR); }
 
 // ---- the request body for handlers ---------------------------------------------
 
-void HttpConnection::start_body(BodySink sink) {
-    Request& r = *req_;
+bool Connection::read_body(Request& r, BodySink sink) {
+    if (body_started_) return false;  // an earlier reader took it
     sink_ = sink;
-    r.discard_body = false;
     body_started_ = true;
     body_done_ = false;
     body_paused_ = false;
-    body_received_ = 0;
-    if (!r.chunked && r.content_length.value_or(0) == 0) {
+    if (!r.has_body) {
         body_done_ = true;
         Chain c(r.mem());
         Buf end;
         end.last_buf = true;
         c.push(std::move(end));
         sink_(r, c);
-        return;
+        return true;
     }
     body_left_ = r.content_length.value_or(0);
-    body_chunked_ = r.chunked;
-    if (r.expect_continue && rlen_ == rpos_) {
+    body_chunked_ = !r.content_length;
+    if (expect_continue_ && rlen_ == rpos_) {
         // The client waits for this before it sends the body (RFC 9110 10.1.1).
         static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
-        Chain c(r.mem());
-        c.push(Buf::memory(kContinue));
-        queue(c);
+        if (!out_) out_ = r.arena().make<event::ChainWriter>(r.mem());
+        out_->push(Buf::memory(kContinue));
         flush();
+        if (closing_) return true;
     }
     pump_body();
+    return true;
 }
 
-void HttpConnection::resume_body() {
+void Connection::resume_body() {
     if (!body_started_ || body_done_ || !body_paused_) return;
     body_paused_ = false;
     pump_body();
 }
 
-void HttpConnection::body_failed(int status, const char* why) {
+bool Connection::body_unread() const { return req_ && req_->has_body && !(body_started_ && body_done_); }
+
+void Connection::body_failed(int status, const char* why) {
     Request& r = *req_;
     body_done_ = true;
-    r.keepalive = false;
+    keepalive_ = false;
     GH_LOG(Info, "%s, client: %s", why, peer_text_);
     event::worker_loop().cancel(c_.read_timer);
     if (r.header_sent) {
@@ -753,11 +744,16 @@ void HttpConnection::body_failed(int status, const char* why) {
         return;
     }
     r.no_error_page = status == 400 || status == 408;
-    respond_status(r, status);
-    finalize_response(r);
+    continue_request(r, respond_status(r, status));
 }
 
-void HttpConnection::pump_body() {
+// Hands the body to the sink as it arrives, one piece per buffer of input.
+// A chunked body is decoded in place: the data of every chunk in a buffer
+// is moved to the front of what the buffer held (the framing between
+// them is dropped), so a piece is one Buf however small the chunks are,
+// and memory stays that of the buffers (a million one-byte chunks cost
+// what one megabyte of body does).
+void Connection::pump_body() {
     if (in_pump_ || !req_) return;
     in_pump_ = true;
     Request& r = *req_;
@@ -768,26 +764,29 @@ void HttpConnection::pump_body() {
         if (state_ != State::Processing || body_done_ || body_paused_) break;
         // Input already here: the rest of the head buffer first, then the
         // current body slab.
-        std::string_view avail;
+        char* data = nullptr;
+        size_t avail = 0;
         SlabRef* owner = nullptr;
         size_t* pos = nullptr;
         if (rlen_ > rpos_) {
-            avail = {rbuf_.get()->data() + rpos_, rlen_ - rpos_};
+            data = rbuf_.get()->data() + rpos_;
+            avail = rlen_ - rpos_;
             owner = &rbuf_;
             pos = &rpos_;
         } else if (body_slab_ && body_len_ > body_pos_) {
-            avail = {body_slab_.get()->data() + body_pos_, body_len_ - body_pos_};
+            data = body_slab_.get()->data() + body_pos_;
+            avail = body_len_ - body_pos_;
             owner = &body_slab_;
             pos = &body_pos_;
         }
-        if (!avail.empty()) {
-            Chain piece(r.mem());
+        if (avail > 0) {
+            // The piece lives on this frame: the sink moves out the Bufs
+            // it keeps, and the request arena does not grow per piece.
+            alignas(std::max_align_t) char scratch[256];
+            std::pmr::monotonic_buffer_resource mem(scratch, sizeof scratch);
+            Chain piece(&mem);
             bool last = false;
-            auto add = [&](std::string_view d) {
-                Buf b = Buf::memory(d);
-                b.slab = *owner;
-                piece.push(std::move(b));
-            };
+            size_t body_bytes = 0;
             if (body_chunked_) {
                 if (!chunked_) {
                     ChunkedLimits lim;
@@ -796,24 +795,28 @@ void HttpConnection::pump_body() {
                 }
                 size_t used = 0;
                 for (;;) {
-                    ChunkResult cr = chunked_->decode(avail.substr(used));
-                    if (!cr.data.empty()) add(cr.data);
+                    ChunkResult cr = chunked_->decode({data + used, avail - used});
+                    if (!cr.data.empty()) {
+                        // Never forward: the write offset trails the read
+                        // offset by the framing dropped so far.
+                        std::memmove(data + body_bytes, cr.data.data(), cr.data.size());
+                        body_bytes += cr.data.size();
+                    }
                     used += cr.consumed;
                     if (cr.state == ChunkState::Error) {
                         in_pump_ = false;
                         body_failed(cr.status ? cr.status : 400, cr.status == 413
-                                        ? "client intended to send too large chunked body"
-                                        : "client sent invalid chunked body");
+                                                                     ? "client intended to send too large chunked body"
+                                                                     : "client sent invalid chunked body");
                         return;
                     }
                     if (cr.state == ChunkState::Done) {
                         last = true;
                         break;
                     }
-                    if (cr.consumed == 0 || used == avail.size()) break;
+                    if (cr.consumed == 0 || used == avail) break;
                 }
                 *pos += used;
-                body_received_ += used;
                 r.counters.request_length += used;
                 if (last && owner == &body_slab_ && body_len_ > body_pos_) {
                     // Bytes after the body: the next pipelined request.
@@ -821,13 +824,16 @@ void HttpConnection::pump_body() {
                     body_pos_ = body_len_;
                 }
             } else {
-                size_t take = std::min<uint64_t>(body_left_, avail.size());
-                add(avail.substr(0, take));
-                *pos += take;
-                body_left_ -= take;
-                body_received_ += take;
-                r.counters.request_length += take;
+                body_bytes = static_cast<size_t>(std::min<uint64_t>(body_left_, avail));
+                *pos += body_bytes;
+                body_left_ -= body_bytes;
+                r.counters.request_length += body_bytes;
                 last = body_left_ == 0;
+            }
+            if (body_bytes > 0) {
+                Buf b = Buf::memory({data, body_bytes});
+                b.slab = *owner;
+                piece.push(std::move(b));
             }
             if (last) {
                 body_done_ = true;
@@ -850,7 +856,7 @@ void HttpConnection::pump_body() {
         size_t want = cap;
         // Never read past a Content-Length body: what follows is the next
         // request and stays in the socket for the head parser.
-        if (!body_chunked_) want = std::min<uint64_t>(want, body_left_);
+        if (!body_chunked_) want = static_cast<size_t>(std::min<uint64_t>(want, body_left_));
         body_pos_ = body_len_ = 0;
         event::IoResult io = c_.recv({body_slab_.get()->data(), want});
         if (io.kind == event::IoResult::Ok) {
@@ -863,44 +869,41 @@ void HttpConnection::pump_body() {
             break;
         }
         in_pump_ = false;
-        body_failed(400, io.kind == event::IoResult::Eof ? "client prematurely closed connection while reading client request body"
-                                                          : "recv() failed while reading client request body");
+        body_failed(400, io.kind == event::IoResult::Eof
+                             ? "client prematurely closed connection while reading client request body"
+                             : "recv() failed while reading client request body");
         return;
     }
     in_pump_ = false;
 }
 
-void HttpConnection::on_write_timeout() {
+void Connection::on_write_timeout() {
     GH_LOG(Info, "client timed out (110: Connection timed out) while sending response to client, client: %s",
            peer_text_);
     if (req_) {
-        req_->status = req_->status ? req_->status : 408;
-        if (*req_->loc_conf<LocConf>(http_core_module).reset_timedout_connection) {
+        if (req_->out.status == 0) req_->out.status = 408;
+        if (req_->loc_confs && *req_->loc_conf<LocConf>(http_core_module).reset_timedout_connection) {
             // Drop what the kernel still holds for this client at once
             // (a reset), instead of letting it trickle out after close.
             linger l{1, 0};
             setsockopt(c_.fd(), SOL_SOCKET, SO_LINGER, &l, sizeof l);
         }
     }
-    close();
+    close_connection();
 }
 
-void HttpConnection::on_read_timeout() {
+void Connection::on_read_timeout() {
     if (g_retiring && (state_ == State::Keepalive || (state_ == State::Head && rlen_ == rpos_))) {
         retire_idle();
         return;
     }
-    if (state_ == State::Keepalive) {
-        close();
-        return;
-    }
-    if (state_ == State::Lingering) {
-        close();
+    if (state_ == State::Keepalive || state_ == State::Lingering) {
+        close_connection();
         return;
     }
     if (state_ == State::Head && tls_ && !tls_->established()) {
         GH_LOG(Info, "client timed out (110: Connection timed out) while SSL handshaking, client: %s", peer_text_);
-        close();
+        close_connection();
         return;
     }
     if (state_ == State::Head) {
@@ -912,7 +915,7 @@ void HttpConnection::on_read_timeout() {
             reject(408, "client timed out", false);
             return;
         }
-        close();
+        close_connection();
         return;
     }
     if (state_ == State::Processing && req_ && body_started_ && !body_done_) {
@@ -924,7 +927,7 @@ void HttpConnection::on_read_timeout() {
 // Reads and drops the rest of a request body that nobody consumed, from
 // the buffer and then the socket. True when it is all gone; false when
 // more must be read (the caller waits) or the connection failed.
-bool HttpConnection::discard_body() {
+bool Connection::discard_body() {
     Request& r = *req_;
     auto drop_buffered = [&]() -> int {
         std::string_view data(rbuf_.get()->data() + rpos_, rlen_ - rpos_);
@@ -942,7 +945,7 @@ bool HttpConnection::discard_body() {
             if (cr.state == ChunkState::Error) return -1;
             return cr.state == ChunkState::Done ? 1 : 0;
         }
-        size_t take = std::min<uint64_t>(body_left_, data.size());
+        size_t take = static_cast<size_t>(std::min<uint64_t>(body_left_, data.size()));
         rpos_ += take;
         body_left_ -= take;
         r.counters.request_length += take;
@@ -952,7 +955,6 @@ bool HttpConnection::discard_body() {
         int st = drop_buffered();
         if (st < 0) return false;
         if (st > 0) {
-            r.discard_body = false;
             chunked_.reset();
             return true;
         }
@@ -966,37 +968,30 @@ bool HttpConnection::discard_body() {
     }
 }
 
-void HttpConnection::finish_request() {
+void Connection::finish_request() {
     if (!req_ || state_ != State::Processing) return;
     Request& r = *req_;
     r.done = true;
-    // Log phase.
-    if (auto* m = http_main(r.main_confs); m && r.loc_confs)
-        for (uint16_t i = m->phase_start[static_cast<int>(Phase::Log)];
-             i < m->phase_start[static_cast<int>(Phase::Log) + 1]; ++i)
-            m->handlers[i](r);
-    bool keep = r.keepalive && !closing_;
+    run_log_phase(r);
+    bool keep = keepalive_ && !closing_;
     bool linger = false;
     if (body_started_ && !body_done_) {
         // A handler answered before the body was all read (an origin's
         // early error): the rest is not worth reading.
         keep = false;
         linger = true;
-    } else if (r.discard_body && r.expect_continue && rlen_ == rpos_) {
+    } else if (!body_started_ && r.has_body && expect_continue_ && rlen_ == rpos_) {
         // The client still waits for "100 Continue": it has sent no body,
         // and closing spares it sending one (RFC 9110 10.1.1).
         keep = false;
-    } else if (r.discard_body) {
+    } else if (!body_started_ && r.has_body) {
         // Drop what is already here; a large unread rest means closing.
         if (!discard_body()) {
             keep = false;
             linger = true;
         }
     }
-    if (r.status == 444) {
-        keep = false;
-        linger = false;
-    } else if (!keep && linger_next_) {
+    if (!keep && linger_next_) {
         // A rejected request may be followed by input we never read:
         // closing now could reset the connection before the client reads
         // the error page.
@@ -1014,9 +1009,7 @@ void HttpConnection::finish_request() {
     keepalive_timeout_ = *done_lc.keepalive_timeout;
     lingering_ = {*done_lc.lingering_close, *done_lc.lingering_time, *done_lc.lingering_timeout};
     out_ = nullptr;
-    out_head_ = 0;
     out_last_ = false;
-    drain_fn_ = nullptr;
     event::worker_loop().unpost(drain_ev_);
     sink_ = nullptr;
     body_started_ = body_done_ = body_paused_ = false;
@@ -1027,14 +1020,14 @@ void HttpConnection::finish_request() {
         if (linger) {
             lingering_close();
         } else {
-            close();
+            close_connection();
         }
         return;
     }
     keepalive_or_close();
 }
 
-void HttpConnection::keepalive_or_close() {
+void Connection::keepalive_or_close() {
     head_->parser.reset();
     if (!stash_.empty()) {
         // The next request arrived behind a chunked body: it becomes the
@@ -1066,20 +1059,20 @@ void HttpConnection::keepalive_or_close() {
     // A retiring worker waits for one more request for kRetireGrace only.
     idle_until_ = event::worker_loop().now() + static_cast<event::Msec>(keepalive_timeout_.count());
     event::worker_loop().arm(c_.read_timer, g_retiring ? std::min(keepalive_timeout_, kRetireGrace)
-                                                : keepalive_timeout_);
+                                                       : keepalive_timeout_);
     if (c_.io.readable()) read_head();
 }
 
-void HttpConnection::lingering_close() {
+void Connection::lingering_close() {
     // Stop sending, keep reading for a while: closing with unread input
     // would send a reset that can destroy the response in flight.
     if (lingering_.mode == 0) {
-        close();
+        close_connection();
         return;
     }
     if (tls_) tls_->shutdown();  // close_notify before the FIN
     if (::shutdown(c_.fd(), SHUT_WR) != 0) {
-        close();
+        close_connection();
         return;
     }
     state_ = State::Lingering;
@@ -1088,18 +1081,18 @@ void HttpConnection::lingering_close() {
     lingering_read();
 }
 
-void HttpConnection::lingering_read() {
+void Connection::lingering_read() {
     char sink[4096];
     for (;;) {
         event::IoResult io = c_.recv({sink, sizeof sink});
         if (io.kind == event::IoResult::Ok) continue;
         if (io.kind == event::IoResult::Again) break;
-        close();
+        close_connection();
         return;
     }
     event::Msec now = event::worker_loop().now();
     if (now >= linger_until_) {
-        close();
+        close_connection();
         return;
     }
     event::Msec left = linger_until_ - now;
@@ -1107,16 +1100,4 @@ void HttpConnection::lingering_read() {
     event::worker_loop().arm(c_.read_timer, std::chrono::milliseconds(t));
 }
 
-}  // namespace gatehouse::http
-
-namespace gatehouse::http {
-
-void read_body(Request& r, BodySink sink) { r.conn().start_body(sink); }
-void resume_body(Request& r) { r.conn().resume_body(); }
-bool body_pending(const Request& r) {
-    return const_cast<Request&>(r).conn().body_incomplete() || r.discard_body;
-}
-size_t output_pending(Request& r) { return r.conn().output_pending(); }
-void on_output_drained(Request& r, void (*fn)(Request& r)) { r.conn().set_drain_handler(fn); }
-
-}  // namespace gatehouse::http
+}  // namespace gatehouse::http::v1

@@ -1,37 +1,43 @@
-// An HTTP/1.1 client connection: reads request heads into a bounded
-// buffer, runs each request, writes responses in order, keeps the
+// The HTTP/1.1 front-end: a client connection that reads request heads
+// into a bounded buffer, runs each request on the protocol-neutral path
+// as its Stream, frames and writes the responses in order, keeps the
 // connection alive or closes it (lingering when input was left unread).
+// Everything HTTP/1-specific lives here and nowhere else: the status line
+// and Connection field, chunked framing both ways, 100-continue,
+// pipelining, keepalive, lingering close, the tunnel after 101.
 //
-// Ownership: made by on_accept() for a slot of the worker's
-// ConnectionTable and stored in Connection::data; it frees itself (through
-// Loop::defer) when it closes the slot. It holds the Request it is
-// serving, one at a time: pipelined requests wait in the read buffer, so
-// responses go out in order.
+// Ownership: made by on_accept() (http_core's listening sockets) for a
+// slot of the worker's ConnectionTable and stored in
+// event::Connection::data; it frees itself (through Loop::defer) when it
+// closes the slot. It owns the Request it is serving, one at a time:
+// pipelined requests wait in the read buffer, so responses go out in
+// order.
 #pragma once
 
 #include <sys/socket.h>
-#include <sys/uio.h>
 
 #include <chrono>
 #include <memory>
+#include <string>
 #include <string_view>
 
 #include "core/buf.h"
+#include "event/chain_writer.h"
 #include "event/connection.h"
-#include "http/core_module.h"
-#include "http/body.h"
-#include "http/fwd.h"
 #include "http/chunked.h"
+#include "http/core_module.h"
 #include "http/h1_parser.h"
 #include "http/request.h"
+#include "http/stream.h"
 
 namespace gatehouse::tls {
 class Session;
 }
 
-namespace gatehouse::http {
+namespace gatehouse::http::v1 {
 
-// The Listener's accept callback; data is the ListenPort.
+// The accept callback of http_core's listening sockets; data is the
+// ListenPort.
 void on_accept(void* port, event::Connection& c);
 
 // Graceful shutdown of the worker (QUIT: a reload, a binary upgrade, a
@@ -44,57 +50,41 @@ void retire_connections();
 // request (at most its keepalive or header timeout).
 inline constexpr std::chrono::milliseconds kRetireGrace{1000};
 
-class HttpConnection {
+class Connection final : public Stream, public Duplex {
 public:
-    HttpConnection(event::Connection& c, const ListenPort& port);
-    HttpConnection(const HttpConnection&) = delete;
-    HttpConnection& operator=(const HttpConnection&) = delete;
-    ~HttpConnection();
+    Connection(event::Connection& c, const ListenPort& port);
+    Connection(const Connection&) = delete;
+    Connection& operator=(const Connection&) = delete;
+    ~Connection();
 
-    event::Connection& conn() { return c_; }
-    const ListenPort& port() const { return port_; }
-    // The servers of the local address this connection came to.
-    const AddrServers& addr_servers();
-    std::string_view peer_addr() const { return peer_text_; }
-    uint16_t peer_port() const { return peer_port_; }
-    std::string_view local_addr();
-    uint16_t local_port();
-    // The TLS session of a connection to a "listen ... ssl" port; null for
-    // plain HTTP (and for a plain request sent to a TLS port). Reads and
-    // writes go through it (event::Connection::transport).
-    tls::Session* tls() const { return tls_.get(); }
+    // ---- Stream ----
+    const sockaddr* peer_sockaddr() const override { return reinterpret_cast<const sockaddr*>(&c_.peer); }
+    std::string_view peer_text() const override { return peer_text_; }
+    uint16_t peer_port() const override { return peer_port_; }
+    std::string_view local_text() override;
+    uint16_t local_port() override;
+    tls::Session* tls() const override { return tls_.get(); }
+    bool plain_on_tls_port() const override { return plain_on_tls_; }
+    uint64_t connection_number() const override { return c_.number; }
+    uint32_t connection_requests() const override { return c_.requests; }
+    const AddrServers& servers() override;
+    Flow send_head(Request& r, const ResponseHead& h) override;
+    Flow send_body(Request& r, Chain& in) override;
+    void flush() override;
+    size_t output_pending() const override;
+    void close_after() override { keepalive_ = false; }
+    void abort() override;
+    bool closed() const override { return closing_; }
+    bool read_body(Request& r, BodySink sink) override;
+    void resume_body() override;
+    bool body_unread() const override;
+    Duplex& open_tunnel(event::Callback on_ready, std::string_view* leftover) override;
 
-    // ---- for the response path (phases.cc) ----
-    // Queues bytes to send; they must stay valid until sent (arena, slab
-    // or file). Returns false if the connection failed.
-    void queue(Chain& c);
-    // Tries to write what is queued; when all is written and the response
-    // ended, finishes the request.
-    void flush();
-    // The request ended abnormally: close without a proper end.
-    void abort();
-    bool closing() const { return closing_; }
-    // Called once the response is complete (all written).
-    void finish_request();
-
-    // ---- request body (body.h) ----
-    void start_body(BodySink sink);
-    void resume_body();
-    bool body_incomplete() const { return body_started_ && !body_done_; }
-    size_t output_pending() const;
-    void set_drain_handler(void (*fn)(Request&)) { drain_fn_ = fn; }
-    // Resume r's phases from a posted event (internal redirects and
-    // handlers that finished without I/O).
-    void post_resume();
-
-    bool idle() const { return state_ == State::Keepalive || state_ == State::Head; }
-
-    // After a 101 response (queued and flushed): the connection stops
-    // speaking HTTP and its socket events go to the given callbacks (a
-    // tunnel). `leftover` receives bytes the client sent after the request
-    // head, already read into the buffer; they stay valid until close.
-    // The tunnel ends with abort().
-    void become_tunnel(event::Callback on_read, event::Callback on_write, std::string_view* leftover);
+    // ---- Duplex (after 101) ----
+    event::IoResult recv(std::span<char> buf) override { return c_.recv(buf); }
+    event::IoResult send(std::span<const char> buf) override { return c_.send(buf); }
+    void shutdown_send() override;
+    void close() override { abort(); }
 
 private:
     enum class State : uint8_t { Head, Processing, Keepalive, Lingering, Tunnel, Closed };
@@ -110,17 +100,23 @@ private:
     void keepalive_or_close();
     void lingering_close();
     void lingering_read();
-    void close();
+    void close_connection();
     bool discard_body();
-    void resume();
     void pump_body();
     void body_failed(int status, const char* why);
     void on_drained();
-    // Chooses r.srv by the Host header among the address's servers.
-    void select_server(Request& r);
+    void finish_request();
+    void write_failed(const event::ChainWriter::Result& w);
     // TLS ports: tells TLS from plain HTTP, then drives the handshake;
     // read_head() once it is done.
     void tls_handshake();
+    // Retiring: close an idle connection unless its next request is
+    // already in the socket (then read it).
+    void retire_idle();
+    // Bytes from the client wait in the socket (MSG_PEEK).
+    bool input_waiting();
+
+    friend void retire_connections();
 
     event::Connection& c_;
     const ListenPort& port_;
@@ -148,30 +144,36 @@ private:
     };
     std::unique_ptr<HeadState> head_;
 
+    // ---- the current request and its response ----
     std::unique_ptr<Request> req_;
-    // Output: bufs queued by the response path, written in order.
-    std::pmr::vector<Buf>* out_ = nullptr;  // in the request arena
-    size_t out_head_ = 0;                   // first unsent buf
-    bool out_last_ = false;                 // the last buf of the body is queued
-    uint64_t body_left_ = 0;                // request body bytes to discard
+    bool keepalive_ = false;       // the connection may serve another request
+    bool expect_continue_ = false; // the client waits for "100 Continue"
+    bool chunked_out_ = false;     // the response body is framed as chunked
+    bool head_only_ = false;       // no body bytes go out (HEAD, 204, 304)
+    // What goes to the client, written in order (in the request arena).
+    event::ChainWriter* out_ = nullptr;
+    bool out_last_ = false;        // the last buf of the body is queued
+
+    // ---- the request body ----
+    uint64_t body_left_ = 0;       // Content-Length bytes not yet read
     bool body_chunked_ = false;
     std::unique_ptr<ChunkedDecoder> chunked_;
     // Reading the body for a handler: pieces go to sink_; bytes read into
     // body slabs of client_body_buffer_size.
     BodySink sink_ = nullptr;
-    bool body_started_ = false;
+    bool body_started_ = false;    // a reader took it (read_body)
     bool body_done_ = false;
     bool body_paused_ = false;
     bool in_pump_ = false;
-    uint64_t body_received_ = 0;
     SlabRef body_slab_;
     size_t body_pos_ = 0, body_len_ = 0;  // unconsumed [pos, len) of body_slab_
     std::string stash_;                   // bytes after a chunked body: the next request
-    void (*drain_fn_)(Request&) = nullptr;
+
     event::Event drain_ev_;
     // The response is out: finish the request from a posted event, never
     // under the frames of the filters and handlers that sent it.
     event::Event finish_ev_;
+    event::Callback tunnel_ready_;
     event::Msec linger_until_ = 0;
     bool linger_next_ = false;  // close the current request's connection lingering
     // From the location of the last request: what applies after it.
@@ -185,7 +187,6 @@ private:
         conf::Duration time{std::chrono::seconds(30)};
         conf::Duration timeout{std::chrono::seconds(5)};
     } lingering_;
-    event::Event resume_ev_;
 
     char peer_text_[64] = {};
     uint16_t peer_port_ = 0;
@@ -193,14 +194,8 @@ private:
     uint16_t local_port_ = 0;
     bool local_known_ = false;
 
-    friend void retire_connections();
-    // Retiring: close an idle connection unless its next request is
-    // already in the socket (then read it).
-    void retire_idle();
-    // Bytes from the client wait in the socket (MSG_PEEK).
-    bool input_waiting();
-    HttpConnection* prev_ = nullptr;  // the worker's list of connections
-    HttpConnection* next_ = nullptr;
+    Connection* prev_ = nullptr;  // the worker's list of connections
+    Connection* next_ = nullptr;
 };
 
-}  // namespace gatehouse::http
+}  // namespace gatehouse::http::v1

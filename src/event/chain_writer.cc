@@ -1,0 +1,132 @@
+#include "event/chain_writer.h"
+
+#include <sys/sendfile.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <iterator>
+
+#include "event/connection.h"
+
+namespace gatehouse::event {
+
+void ChainWriter::push(Chain& c) {
+    for (Buf& b : c)
+        if (!b.empty()) q_.push_back(std::move(b));
+    c.clear();
+}
+
+void ChainWriter::push(Buf b) {
+    if (!b.empty()) q_.push_back(std::move(b));
+}
+
+uint64_t ChainWriter::pending() const {
+    uint64_t n = 0;
+    for (size_t i = head_; i < q_.size(); ++i) n += q_[i].size();
+    return n;
+}
+
+void ChainWriter::clear() {
+    q_.clear();
+    head_ = 0;
+}
+
+// Written Bufs release their slabs now, and the vector does not grow with
+// the length of a stream that never quite drains.
+void ChainWriter::drop_written() {
+    if (head_ == q_.size()) {
+        clear();
+        return;
+    }
+    if (head_ >= 16 && head_ * 2 >= q_.size()) {
+        q_.erase(q_.begin(), q_.begin() + static_cast<ptrdiff_t>(head_));
+        head_ = 0;
+    }
+}
+
+ChainWriter::Result ChainWriter::write(Connection& c, bool use_sendfile) {
+    Result res;
+    const bool direct = use_sendfile && c.transport == nullptr;
+    while (head_ < q_.size()) {
+        Buf& b = q_[head_];
+        if (b.in_file() && !direct) {
+            // Through memory: a piece in front of the rest of the range.
+            size_t want = std::min<size_t>(b.size(), kFileReadPiece);
+            SlabRef slab = SlabRef::adopt(Slab::make(want));
+            ssize_t n = ::pread(b.fd, slab.get()->data(), want, b.file_pos);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) {
+                res.kind = Result::Error;
+                res.err = n < 0 ? errno : 0;
+                res.call = "pread()";
+                break;
+            }
+            Buf m;
+            m.pos = slab.get()->data();
+            m.last = m.pos + n;
+            m.slab = std::move(slab);
+            b.file_pos += n;
+            if (b.file_pos == b.file_last)
+                q_[head_] = std::move(m);
+            else
+                q_.insert(q_.begin() + static_cast<ptrdiff_t>(head_), std::move(m));
+            continue;
+        }
+        if (b.in_file()) {
+            off_t off = b.file_pos;
+            ssize_t n = ::sendfile(c.fd(), b.fd, &off, std::min<size_t>(b.size(), 1u << 30));
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0 && errno == EAGAIN) {
+                c.io.clear_writable();
+                res.kind = Result::Again;
+                break;
+            }
+            if (n <= 0) {
+                // n == 0: the file shrank under us, the range cannot be sent.
+                res.kind = Result::Error;
+                res.err = n < 0 ? errno : 0;
+                res.call = "sendfile()";
+                break;
+            }
+            res.bytes += static_cast<uint64_t>(n);
+            b.file_pos += n;
+            if (b.file_pos == b.file_last) ++head_;
+            continue;
+        }
+        iovec iov[64];
+        size_t cnt = 0;
+        for (size_t i = head_; i < q_.size() && cnt < std::size(iov); ++i) {
+            Buf& m = q_[i];
+            if (m.in_file()) break;
+            iov[cnt].iov_base = const_cast<char*>(m.pos);
+            iov[cnt].iov_len = m.size();
+            ++cnt;
+        }
+        IoResult io = c.writev({iov, cnt});
+        if (io.kind == IoResult::Again) {
+            res.kind = Result::Again;
+            break;
+        }
+        if (io.kind == IoResult::Error) {
+            res.kind = Result::Error;
+            res.err = io.err;
+            res.call = "writev()";
+            break;
+        }
+        res.bytes += io.bytes;
+        size_t sent = io.bytes;
+        while (sent > 0) {
+            Buf& m = q_[head_];
+            size_t take = std::min(sent, m.size());
+            m.pos += take;
+            sent -= take;
+            if (m.pos == m.last) ++head_;
+        }
+    }
+    drop_written();
+    return res;
+}
+
+}  // namespace gatehouse::event

@@ -1,0 +1,363 @@
+// The response path: finalizing a handler's response, the filter engine
+// (filters that may hold, resumed by back-pressure or by themselves), and
+// the status pages. Protocol framing is the Stream's (stream.h).
+#include "http/output.h"
+
+#include <algorithm>
+#include <array>
+#include <charconv>
+#include <cstring>
+#include <ctime>
+
+#include "core/log.h"
+#include "event/worker.h"
+#include "http/conditional.h"
+#include "http/core_module.h"
+#include "http/phases.h"
+#include "http/request.h"
+
+namespace gatehouse::http {
+
+namespace {
+
+// Reason phrases as nginx sends them, indexed by status - 100.
+constexpr std::array<std::string_view, 500> make_reasons() {
+    std::array<std::string_view, 500> t{};
+    auto set = [&](int code, std::string_view r) { t[static_cast<size_t>(code - 100)] = r; };
+    set(100, "Continue"), set(101, "Switching Protocols"), set(200, "OK"), set(201, "Created");
+    set(202, "Accepted"), set(204, "No Content"), set(206, "Partial Content");
+    set(301, "Moved Permanently"), set(302, "Moved Temporarily"), set(303, "See Other");
+    set(304, "Not Modified"), set(307, "Temporary Redirect"), set(308, "Permanent Redirect");
+    set(400, "Bad Request"), set(401, "Unauthorized"), set(402, "Payment Required");
+    set(403, "Forbidden"), set(404, "Not Found"), set(405, "Not Allowed");
+    set(406, "Not Acceptable"), set(408, "Request Time-out"), set(409, "Conflict");
+    set(410, "Gone"), set(411, "Length Required"), set(412, "Precondition Failed");
+    set(413, "Request Entity Too Large"), set(414, "Request-URI Too Large");
+    set(415, "Unsupported Media Type"), set(416, "Requested Range Not Satisfiable");
+    set(421, "Misdirected Request"), set(429, "Too Many Requests");
+    set(431, "Request Header Fields Too Large"), set(494, "Request Header Too Large");
+    // nginx's own codes for TLS trouble, sent as 400 (see status_page).
+    set(495, "The SSL certificate error"), set(496, "No required SSL certificate was sent");
+    set(497, "The plain HTTP request was sent to HTTPS port");
+    set(500, "Internal Server Error"), set(501, "Not Implemented"), set(502, "Bad Gateway");
+    set(503, "Service Temporarily Unavailable"), set(504, "Gateway Time-out");
+    set(505, "HTTP Version Not Supported"), set(507, "Insufficient Storage");
+    return t;
+}
+constexpr auto kReasons = make_reasons();
+
+// A small appending writer over arena memory.
+struct Out {
+    char* p;
+    char* end;
+    void put(std::string_view s) {
+        size_t n = std::min<size_t>(s.size(), static_cast<size_t>(end - p));
+        memcpy(p, s.data(), n);
+        p += n;
+    }
+    void num(uint64_t v) {
+        char b[24];
+        auto [e, ec] = std::to_chars(b, b + sizeof b, v);
+        (void)ec;
+        put({b, static_cast<size_t>(e - b)});
+    }
+};
+
+size_t nfilters(const Request& r) { return http_main(r.main_confs)->body_filters.size(); }
+
+// The chains between the filters, made on the first body chain: they
+// live (with the Bufs they hold) as long as the request.
+void ensure_pending(Request& r) {
+    if (r.output.pending) return;
+    const size_t n = nfilters(r) + 1;
+    auto* a = static_cast<Chain*>(r.arena().alloc(sizeof(Chain) * n, alignof(Chain)));
+    for (size_t i = 0; i < n; ++i) ::new (&a[i]) Chain(r.mem());
+    // Destroyed with the arena: their Bufs release their slabs.
+    struct Release {
+        Chain* a;
+        size_t n;
+        ~Release() {
+            for (size_t i = 0; i < n; ++i) a[i].~Chain();
+        }
+    };
+    r.arena().make<Release>(Release{a, n});
+    r.output.pending = a;
+}
+
+// Runs the body filters over what waits for them, then hands what came
+// out to the stream. Re-entrant calls (a filter's work ends in the
+// stream, whose write drains and calls back) are folded into one more
+// pass of the outer call.
+Flow run_body_filters(Request& r) {
+    OutputState& o = r.output;
+    if (!r.header_sent || !o.pending) return Flow::Pass;
+    if (o.running) {
+        o.again = true;
+        return Flow::Pass;
+    }
+    const HttpMainConf& m = *http_main(r.main_confs);
+    const size_t n = m.body_filters.size();
+    o.running = true;
+    Flow result = Flow::Pass;
+    do {
+        o.again = false;
+        for (size_t i = 0; i < n; ++i) {
+            Chain& in = o.pending[i];
+            const uint64_t bit = uint64_t{1} << i;
+            if (in.empty() && !(o.held & bit)) continue;
+            Flow fl = m.body_filters[i](r, in, o.pending[i + 1]);
+            if (fl == Flow::Fail) {
+                result = Flow::Fail;
+                break;
+            }
+            if (fl == Flow::Hold) {
+                o.held |= bit;
+            } else {
+                o.held &= ~bit;
+                // Pass takes all of `in` (fwd.h): a filter that left some
+                // would see it again, out of order with new input.
+                GH_ASSERT(in.empty());
+                in.clear();
+            }
+        }
+        if (result == Flow::Fail) break;
+        Chain& last = o.pending[n];
+        if (!last.empty()) {
+            if (r.head_only) {
+                // HEAD, 204, 304: no body bytes, only the end.
+                bool end = last.last();
+                last.clear();
+                if (end) {
+                    Buf e;
+                    e.last_buf = true;
+                    last.push(std::move(e));
+                }
+            } else {
+                r.counters.body_bytes_sent += last.bytes();
+            }
+            if (!last.empty() && r.stream().send_body(r, last) == Flow::Fail) {
+                result = Flow::Fail;
+                break;
+            }
+            last.clear();
+        }
+        if (r.stream().closed()) break;
+    } while (o.again);
+    o.running = false;
+    return result;
+}
+
+// The head and body chains of a held header filter or a held body
+// filter go on (resume_output), then the producer is told, as on a drain.
+void continue_output(Request* rp) {
+    Request& r = *rp;
+    if (r.stream().closed()) return;
+    if (r.output.head_started && !r.header_sent) {
+        Flow fl = send_header(r);
+        if (fl == Flow::Fail) {
+            r.stream().abort();
+            return;
+        }
+        if (fl == Flow::Hold) return;
+    }
+    output_drained(r);
+}
+
+}  // namespace
+
+std::string_view reason_phrase(int status) {
+    if (status < 100 || status > 599) return {};
+    return kReasons[static_cast<size_t>(status - 100)];
+}
+
+std::string_view server_token(const Request& r) {
+    return *r.loc_conf<LocConf>(http_core_module).server_tokens ? "gatehouse/" GH_VERSION : "gatehouse";
+}
+
+std::string_view http_date_now() {
+    static time_t last = -1;
+    static char buf[kHttpDateMax];
+    static std::string_view v;
+    time_t now = static_cast<time_t>(event::worker_loop().wall().sec);
+    if (now != last) {
+        last = now;
+        v = format_http_date(now, buf);
+    }
+    return v;
+}
+
+std::string_view status_page(Request& r, int status) {
+    std::string_view reason = reason_phrase(status);
+    std::string_view tokens = server_token(r);
+    // 495-497 are 400s whose page says which TLS trouble it was [nginx].
+    const bool tls_400 = is_tls_400(status);
+    size_t cap = 320 + reason.size() * 3 + tokens.size();
+    char* b = static_cast<char*>(r.arena().alloc(cap, 1));
+    Out o{b, b + cap};
+    o.put("<html>\r\n<head><title>");
+    o.num(static_cast<uint64_t>(tls_400 ? 400 : status));
+    o.put(" ");
+    o.put(reason);
+    o.put("</title></head>\r\n<body>\r\n<center><h1>");
+    o.num(static_cast<uint64_t>(tls_400 ? 400 : status));
+    o.put(" ");
+    o.put(tls_400 ? reason_phrase(400) : reason);
+    o.put("</h1></center>\r\n");
+    if (tls_400) {
+        o.put("<center>");
+        o.put(reason);
+        o.put("</center>\r\n");
+    }
+    o.put("<hr><center>");
+    o.put(tokens);
+    o.put("</center>\r\n</body>\r\n</html>\r\n");
+    return {b, static_cast<size_t>(o.p - b)};
+}
+
+void finalize_response(Request& r) {
+    Stream& s = r.stream();
+    if (s.closed()) return;
+    if (r.header_sent || r.output.head_started) {
+        // A streaming handler failed after the head went out: the client
+        // must not take a truncated body for a whole one.
+        s.abort();
+        return;
+    }
+    if (r.out.status == 444) {
+        // "return 444": close without a response [nginx]; $status says 444.
+        s.abort();
+        return;
+    }
+    if (r.out.status == 0) r.out.status = 200;
+    int st = r.out.status;
+    if (st >= 300 && r.body.empty() && st != 304 && st != 204) {
+        std::string_view page = status_page(r, st);
+        if (is_tls_400(st)) r.out.status = st = 400;
+        r.out.content_type = "text/html";
+        r.out.content_length = page.size();
+        r.out.headers.clear();
+        Buf b = Buf::memory(page);
+        b.last_buf = true;
+        r.body.push(std::move(b));
+        // Our own error page: the request may have left a body unread or
+        // a broken stream behind.
+        if (st == 400 || st == 408 || st == 413 || st == 414 || st == 431 || st == 500 || st == 501 || st == 505)
+            s.close_after();
+    }
+    if (r.body.empty() || !r.body.last()) {
+        Buf end;
+        end.last_buf = true;
+        r.body.push(std::move(end));
+    }
+    if (send_header(r) == Flow::Fail) {
+        s.abort();
+        return;
+    }
+    Chain c(r.mem());
+    c.append(r.body);
+    if (send_body(r, c) == Flow::Fail) s.abort();
+}
+
+Flow send_header(Request& r) {
+    HttpMainConf& m = *http_main(r.main_confs);
+    ResponseHead& h = r.out;
+    OutputState& o = r.output;
+    if (r.header_sent) return Flow::Pass;
+    if (!o.head_started) {
+        o.head_started = true;
+        o.header_next = 0;
+        if (r.error_page_status && h.status == 200) h.status = r.error_page_status;
+        if (h.status == 0) h.status = 200;
+    }
+    for (size_t i = o.header_next; i < m.header_filters.size(); ++i) {
+        Flow fl = m.header_filters[i](r, h);
+        if (fl == Flow::Hold) {
+            o.header_next = static_cast<uint8_t>(i);
+            return Flow::Hold;
+        }
+        if (fl == Flow::Fail) return Flow::Fail;
+    }
+    o.header_next = static_cast<uint8_t>(m.header_filters.size());
+    // RFC 9110 6.4.1: no content after 1xx, 204 and 304.
+    if (h.status == 304 || h.status == 204 || h.status < 200) {
+        r.head_only = true;
+        h.content_length.reset();
+    }
+
+    // Location: absolute unless absolute_redirect is off (nginx keeps
+    // $sent_http_location as the handler set it).
+    auto& lc = r.loc_conf<LocConf>(http_core_module);
+    h.sent_location = h.location;
+    if (!h.location.empty() && h.location[0] == '/' && *lc.absolute_redirect) {
+        Stream& s = r.stream();
+        const bool https = s.tls() != nullptr;
+        std::string_view host = r.host;
+        if (*lc.server_name_in_redirect && !r.srv->server_names.empty() && !r.srv->server_names[0].regex)
+            host = r.srv->server_names[0].name;
+        bool v6 = false;
+        if (host.empty()) {
+            host = s.local_text();
+            v6 = host.find(':') != std::string_view::npos;
+        }
+        const uint16_t port = s.local_port();
+        const bool with_port = *lc.port_in_redirect && port != (https ? 443 : 80) && port != 0;
+        size_t cap = 8 + 2 + host.size() + 6 + h.location.size();
+        char* b = static_cast<char*>(r.arena().alloc(cap, 1));
+        Out w{b, b + cap};
+        w.put(https ? "https://" : "http://");
+        if (v6) w.put("[");
+        w.put(host);
+        if (v6) w.put("]");
+        if (with_port) {
+            w.put(":");
+            w.num(port);
+        }
+        w.put(h.location);
+        h.sent_location = {b, static_cast<size_t>(w.p - b)};
+    }
+    r.header_sent = true;
+    if (r.stream().send_head(r, h) == Flow::Fail) return Flow::Fail;
+    return run_body_filters(r);
+}
+
+Flow send_body(Request& r, Chain& c) {
+    if (r.stream().closed()) return Flow::Fail;
+    ensure_pending(r);
+    r.output.pending[0].append(c);
+    return run_body_filters(r);
+}
+
+void flush_output(Request& r) {
+    if (!r.stream().closed()) r.stream().flush();
+}
+
+size_t output_pending(const Request& r) {
+    size_t n = r.stream().output_pending();
+    if (r.output.pending)
+        for (size_t i = 0; i <= nfilters(r); ++i) n += r.output.pending[i].bytes();
+    return n;
+}
+
+bool output_busy(const Request& r) { return r.stream().output_pending() >= kOutputBusy; }
+
+void on_output_drained(Request& r, void (*fn)(Request& r)) { r.output.drain_fn = fn; }
+
+void resume_output(Request& r) {
+    if (!r.output.resume_ev.cb) r.output.resume_ev.cb = event::Callback::to<&continue_output>(&r);
+    event::worker_loop().post(r.output.resume_ev);
+}
+
+void output_drained(Request& r) {
+    OutputState& o = r.output;
+    if (r.stream().closed()) return;
+    if (o.held || (o.pending && !o.pending[0].empty())) {
+        if (run_body_filters(r) == Flow::Fail) {
+            r.stream().abort();
+            return;
+        }
+        if (r.stream().closed()) return;
+    }
+    if (o.drain_fn && output_pending(r) == 0) o.drain_fn(r);
+}
+
+}  // namespace gatehouse::http

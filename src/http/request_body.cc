@@ -1,0 +1,187 @@
+// The request body for handlers (body.h): streaming through the Stream,
+// reading whole into memory or a temp file, and the temp files.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "core/log.h"
+#include "event/worker.h"
+#include "http/body.h"
+#include "http/core_module.h"
+#include "http/output.h"
+#include "http/phases.h"
+#include "http/request.h"
+
+namespace gatehouse::http {
+
+bool read_body(Request& r, BodySink sink) { return r.stream().read_body(r, sink); }
+void resume_body(Request& r) { r.stream().resume_body(); }
+bool body_pending(const Request& r) { return r.stream().body_unread(); }
+
+// ---- temp files ---------------------------------------------------------------------------
+
+Result<int> open_temp_file(const std::string& dir) {
+    for (int attempt = 0; attempt < 2; ++attempt) {
+        int fd = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+        if (fd >= 0) return fd;
+        int err = errno;
+        if (err == ENOENT && attempt == 0) {
+            if (::mkdir(dir.c_str(), 0700) == 0 || errno == EEXIST) continue;
+            err = errno;
+            return make_error("mkdir() \"" + dir + "\" failed (" + std::to_string(err) + ": " + strerror(err) + ")");
+        }
+        if (err != EOPNOTSUPP && err != EISDIR && err != EINVAL)
+            return make_error("open() \"" + dir + "\" failed (" + std::to_string(err) + ": " + strerror(err) + ")");
+        // No O_TMPFILE here: a unique name, unlinked at once.
+        static uint32_t seq = 0;
+        for (int i = 0; i < 100; ++i) {
+            std::string path = dir + "/" + std::to_string(getpid()) + "." + std::to_string(++seq);
+            fd = ::open(path.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+            if (fd >= 0) {
+                ::unlink(path.c_str());
+                return fd;
+            }
+            if (errno != EEXIST) {
+                err = errno;
+                return make_error("open() \"" + path + "\" failed (" + std::to_string(err) + ": " + strerror(err) +
+                                  ")");
+            }
+        }
+        return make_error("open() in \"" + dir + "\" failed: no free name");
+    }
+    return make_error("open() \"" + dir + "\" failed");
+}
+
+std::string temp_dir(Request& r, const std::optional<std::string>& path, std::string_view def) {
+    if (path) return *path;
+    const HttpMainConf* m = http_main(r.main_confs);
+    return (m ? m->prefix : std::string()) + std::string(def);
+}
+
+// ---- reading a body whole -----------------------------------------------------------------
+
+namespace {
+
+// Writes all of `data` at `off`; the errno on failure.
+int pwrite_all(int fd, const char* data, size_t n, uint64_t off) {
+    while (n > 0) {
+        ssize_t w = ::pwrite(fd, data, n, static_cast<off_t>(off));
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return errno;
+        }
+        data += w;
+        n -= static_cast<size_t>(w);
+        off += static_cast<uint64_t>(w);
+    }
+    return 0;
+}
+
+// From the loop, never under the stream's frame: the reader is told, or
+// the client gets the 500 of a failed temp file.
+void body_ready(Request* rp) {
+    Request& r = *rp;
+    RequestBody& b = *r.body_kept;
+    if (r.stream().closed()) return;
+    if (b.failed) {
+        continue_request(r, respond_status(r, 500));
+        return;
+    }
+    if (b.done) b.done(r);
+}
+
+Status to_file(Request& r, RequestBody& b) {
+    const auto& lc = r.loc_conf<LocConf>(http_core_module);
+    auto fd = open_temp_file(temp_dir(r, lc.client_body_temp_path, "client_body_temp"));
+    if (!fd) return fd.error();
+    b.fd = *fd;
+    r.add_fd(b.fd);
+    if (b.mem_len > 0) {
+        if (int err = pwrite_all(b.fd, b.mem.get()->data(), b.mem_len, 0))
+            return make_error("pwrite() to a client body temporary file failed (" + std::to_string(err) + ": " +
+                              strerror(err) + ")");
+    }
+    b.mem = SlabRef();
+    b.mem_len = 0;
+    return {};
+}
+
+// Memory up to client_body_buffer_size, then all of it in a temp file, as
+// nginx keeps request bodies.
+bool whole_sink(Request& r, Chain& piece) {
+    RequestBody& b = *r.body_kept;
+    if (b.failed) return false;
+    const uint64_t limit = *r.loc_conf<LocConf>(http_core_module).client_body_buffer_size;
+    for (Buf& x : piece) {
+        if (x.empty()) continue;
+        std::string_view d = x.view();
+        bool fits = b.fd < 0 && b.mem_len + d.size() <= limit && (!r.content_length || *r.content_length <= limit);
+        if (fits) {
+            if (!b.mem) {
+                size_t cap = r.content_length ? static_cast<size_t>(*r.content_length) : static_cast<size_t>(limit);
+                b.mem = SlabRef::adopt(Slab::make(std::max<size_t>(cap, 1)));
+            }
+            std::memcpy(b.mem.get()->data() + b.mem_len, d.data(), d.size());
+            b.mem_len += d.size();
+        } else {
+            Status s = b.fd < 0 ? to_file(r, b) : Status{};
+            int err = s ? pwrite_all(b.fd, d.data(), d.size(), b.size) : 0;
+            if (!s || err) {
+                std::string msg = s ? "pwrite() to a client body temporary file failed (" + std::to_string(err) +
+                                          ": " + strerror(err) + ")"
+                                    : s.message();
+                GH_LOG(Crit, "%s, client: %.*s", msg.c_str(), static_cast<int>(r.remote_addr.size()),
+                       r.remote_addr.data());
+                b.failed = true;
+                event::worker_loop().post(b.ev);
+                return false;
+            }
+        }
+        b.size += d.size();
+    }
+    if (piece.last()) {
+        b.complete = true;
+        if (b.fd >= 0) {
+            b.bufs.push(Buf::file(b.fd, 0, static_cast<off_t>(b.size)));
+        } else if (b.mem_len > 0) {
+            Buf m;
+            m.pos = b.mem.get()->data();
+            m.last = m.pos + b.mem_len;
+            m.slab = b.mem;
+            b.bufs.push(std::move(m));
+        }
+        event::worker_loop().post(b.ev);
+        return false;
+    }
+    return true;
+}
+
+}  // namespace
+
+bool read_whole_body(Request& r, void (*done)(Request& r)) {
+    if (r.body_kept) {
+        r.body_kept->done = done;
+        if (r.body_kept->complete) done(r);
+        // Else the first reader's read goes on and tells `done`.
+        return true;
+    }
+    auto* b = r.arena().make<RequestBody>(r.mem());
+    b->ev.cb = event::Callback::to<&body_ready>(&r);
+    b->done = done;
+    r.body_kept = b;
+    if (!r.has_body) {
+        b->complete = true;
+        done(r);
+        return true;
+    }
+    if (!read_body(r, whole_sink)) {
+        r.body_kept = nullptr;
+        return false;
+    }
+    return true;
+}
+
+}  // namespace gatehouse::http
