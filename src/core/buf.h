@@ -128,6 +128,8 @@ public:
     Buf& back() { return bufs_.back(); }
     auto begin() { return bufs_.begin(); }
     auto end() { return bufs_.end(); }
+    auto begin() const { return bufs_.begin(); }
+    auto end() const { return bufs_.end(); }
     void erase_front(size_t n) { bufs_.erase(bufs_.begin(), bufs_.begin() + static_cast<ptrdiff_t>(n)); }
     void clear() { bufs_.clear(); }
     // The body ends in this chain.

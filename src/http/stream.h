@@ -29,8 +29,8 @@
 //    the connection is closed. Errors (413, 400, 408) are answered by the
 //    stream through the response path; the sink is not called again.
 //  - Tunnels. After a 101 response has left (output_pending() == 0),
-//    open_tunnel() turns the stream into a byte pipe (a Duplex) until the
-//    Duplex is closed, which ends the request.
+//    open_tunnel() turns the stream into a byte pipe (an event::Duplex)
+//    until the Duplex is closed, which ends the request.
 #pragma once
 
 #include <sys/socket.h>
@@ -40,6 +40,7 @@
 #include <string_view>
 
 #include "core/buf.h"
+#include "event/duplex.h"
 #include "event/fwd.h"
 #include "http/fwd.h"
 
@@ -56,23 +57,6 @@ struct AddrServers;
 // last piece has last_buf set (an empty body is one empty last Buf).
 // Return true to keep reading, false to pause until Stream::resume_body().
 using BodySink = bool (*)(Request& r, Chain& piece);
-
-// The client side of a tunnel (after "101 Switching Protocols"): bytes
-// both ways, with the event layer's I/O contract (IoResult; Again clears
-// readiness, the on_ready callback given to open_tunnel() runs when the
-// client side may have become readable or writable).
-class Duplex {
-public:
-    virtual event::IoResult recv(std::span<char> buf) = 0;
-    virtual event::IoResult send(std::span<const char> buf) = 0;
-    // No more bytes to the client (passes on the origin's EOF).
-    virtual void shutdown_send() = 0;
-    // Ends the tunnel and the request.
-    virtual void close() = 0;
-
-protected:
-    ~Duplex() = default;
-};
 
 class Stream {
 public:
@@ -128,7 +112,7 @@ public:
     // ---- tunnels ---------------------------------------------------------------------------
     // See the contract above. `leftover` receives the bytes the client
     // sent after the request, already read (valid until the tunnel ends).
-    virtual Duplex& open_tunnel(event::Callback on_ready, std::string_view* leftover) = 0;
+    virtual event::Duplex& open_tunnel(event::Callback on_ready, std::string_view* leftover) = 0;
 
 protected:
     ~Stream() = default;

@@ -404,12 +404,12 @@ Status set_proxy_temp(Ctx& cx, const Node& n, ProxyConf& pc) { return set_temp_p
 Status set_next_upstream(Ctx& cx, const Node& n, ProxyConf& pc) {
     if (pc.next_upstream) return cx.duplicate(n);
     static constexpr std::pair<std::string_view, uint16_t> kNames[] = {
-        {"error", proxy::kNextError},        {"timeout", proxy::kNextTimeout},
-        {"invalid_header", proxy::kNextInvalidHeader}, {"http_500", proxy::kNextHttp500},
-        {"http_502", proxy::kNextHttp502},   {"http_503", proxy::kNextHttp503},
-        {"http_504", proxy::kNextHttp504},   {"http_403", proxy::kNextHttp403},
-        {"http_404", proxy::kNextHttp404},   {"http_429", proxy::kNextHttp429},
-        {"non_idempotent", proxy::kNextNonIdempotent}, {"off", proxy::kNextOff},
+        {"error", upstream::kNextError},        {"timeout", upstream::kNextTimeout},
+        {"invalid_header", upstream::kNextInvalidHeader}, {"http_500", upstream::kNextHttp500},
+        {"http_502", upstream::kNextHttp502},   {"http_503", upstream::kNextHttp503},
+        {"http_504", upstream::kNextHttp504},   {"http_403", upstream::kNextHttp403},
+        {"http_404", upstream::kNextHttp404},   {"http_429", upstream::kNextHttp429},
+        {"non_idempotent", upstream::kNextNonIdempotent}, {"off", upstream::kNextOff},
     };
     uint16_t mask = 0;
     for (const conf::Arg& a : n.args) {
@@ -421,7 +421,7 @@ Status set_next_upstream(Ctx& cx, const Node& n, ProxyConf& pc) {
             }
         if (!found) return cx.error(n, "invalid value \"" + a.text + "\"");
     }
-    if ((mask & proxy::kNextOff) && mask != proxy::kNextOff)
+    if ((mask & upstream::kNextOff) && mask != upstream::kNextOff)
         return cx.error(n, "\"off\" cannot be combined with other values");
     pc.next_upstream = mask;
     return {};
@@ -481,7 +481,7 @@ void merge(const ProxyConf& up, ProxyConf& c) {
     conf::inherit(c.connect_timeout, up.connect_timeout, 60s);
     conf::inherit(c.send_timeout, up.send_timeout, 60s);
     conf::inherit(c.read_timeout, up.read_timeout, 60s);
-    conf::inherit(c.next_upstream, up.next_upstream, proxy::kNextError | proxy::kNextTimeout);
+    conf::inherit(c.next_upstream, up.next_upstream, upstream::kNextError | upstream::kNextTimeout);
     conf::inherit(c.next_upstream_tries, up.next_upstream_tries, 0);
     conf::inherit(c.next_upstream_timeout, up.next_upstream_timeout, 0ms);
     conf::inherit(c.ignore_headers, up.ignore_headers, 0);
@@ -523,9 +523,9 @@ Status postconfiguration(Ctx& cx) {
 
 // ---- the content handler -----------------------------------------------------------
 
-proxy::UpstreamLog& upstream_log(Request& r) {
+upstream::TryLog& upstream_log(Request& r) {
     if (auto* prev = r.ctx<proxy::Exchange>(proxy_module)) return prev->log();
-    return *r.arena().make<proxy::UpstreamLog>(r.mem());
+    return *r.arena().make<upstream::TryLog>(r.mem());
 }
 
 void log_error(Request& r, std::string_view msg) {
@@ -574,7 +574,7 @@ Next run_proxy(Request& r) {
     const auto& pc = r.loc_conf<ProxyConf>(proxy_module);
     if (!pc.pass) return Next::Decline;
     const Pass& pass = *pc.pass;
-    proxy::UpstreamLog& log = upstream_log(r);
+    upstream::TryLog& log = upstream_log(r);
     proxy::Url url;
     upstream::UpstreamConf* u = pass.upstream;
     if (u) {
@@ -696,7 +696,7 @@ void v_tries(Request& r, VarValue& v, uintptr_t arg) {
         s.append(b, static_cast<size_t>(n));
     };
     bool first = true;
-    for (const proxy::TryRecord& t : ex->log().tries) {
+    for (const upstream::TryRecord& t : ex->log().tries) {
         if (!first) s += ", ";
         first = false;
         switch (static_cast<TryField>(arg)) {
@@ -729,7 +729,7 @@ bool header_matches(std::string_view header, std::string_view var) {
 void v_upstream_http(Request& r, VarValue& v, uintptr_t arg) {
     auto name = *reinterpret_cast<const std::string_view*>(arg);
     if (auto* ex = exchange(r))
-        for (const Header& h : ex->log().headers)
+        for (const auto& h : ex->log().headers)
             if (header_matches(h.name, name)) {
                 v.s = h.value;
                 return;

@@ -6,43 +6,34 @@
 // location. Everything else is a ProxyConf field, merged down the
 // location tree as nginx merges it.
 //
-// One request (proxy_exchange.cc, proxy_response.cc) is an Exchange, made
-// in the request arena by the content handler, which returns
-// Next::Suspend; from then on loop callbacks drive it:
+// One request is an Exchange (proxy_exchange.h), made in the request
+// arena by the content handler, which returns Next::Suspend. The
+// Exchange is the proxy's policy around an upstream::Client, which does
+// the HTTP/1.x work with the origin (src/upstream/client.h: peers,
+// connections, pooling, TLS, framing, buffering, retries, the tunnel):
 //
-//   client body   buffered: read whole (memory, then client_body_temp_path)
-//                 before connecting; unbuffered: forwarded piece by piece
-//                 once connected, the client paused while the origin's
-//                 socket is full
-//   connect       a peer from upstream::PeerPicker, a pooled connection
-//                 first (keepalive), proxy_connect_timeout
-//   request       the head built once, then the body; proxy_send_timeout
-//   response head parsed by http::ResponseParser into proxy_buffer_size;
-//                 failures before it is sent to the client go through
-//                 proxy_next_upstream (another peer) or answer 502/504
-//   response body streamed through send_body(); memory is bounded by
-//                 proxy_buffer_size + proxy_buffers, a slow client makes the
-//                 rest go to a proxy_temp_path file (proxy_buffering on)
-//   101           the client connection becomes a tunnel
+//   client body   buffered: read whole (read_whole_body: memory, then
+//                 client_body_temp_path) before connecting, and sent again
+//                 on a retry or after an error_page; unbuffered: forwarded
+//                 piece by piece once connected
+//   request head  build_request_head(), nginx's rules (below)
+//   response head copy_response_head(): what the client gets of the
+//                 origin's fields (below); proxy_intercept_errors hands a
+//                 listed status to its error_page instead
+//   response body the Client's chains through send_body(), paced by the
+//                 client's output (on_output_drained)
+//   failures      the status (502, 504) or its error_page
 //
-// Everything the Exchange holds dies with the request: its destructor
-// closes the origin connection and temp files (the request is destroyed
-// when its client connection closes).
-//
-// The pure pieces below have unit tests (tests/unit/http/proxy_test.cc).
+// The pure pieces below have unit tests (tests/unit/http/proxy_test.cc,
+// and, through a test stream, tests/unit/http/proxy_head_test.cc).
 #pragma once
-
-#include <openssl/types.h>
-
-// <openssl/ssl.h>'s declaration, without the rest of that header.
-using SSL_SESSION = struct ssl_session_st;
 
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -51,14 +42,9 @@ using SSL_SESSION = struct ssl_session_st;
 #include "core/arena.h"
 #include "core/result.h"
 #include "http/fwd.h"
+#include "http/h1_parser.h"
 #include "http/variables.h"
-
-namespace gatehouse::upstream {
-struct UpstreamConf;
-}
-namespace gatehouse::tls {
-class Context;
-}
+#include "upstream/client.h"
 
 namespace gatehouse::http {
 
@@ -149,22 +135,9 @@ bool is_idempotent(std::string_view method);
 // of proxy_ssl_* settings, shared by every location that has the same.
 // Owner: the generation arena (made in postconfiguration).
 struct UpstreamTls {
-    UpstreamTls() = default;
-    UpstreamTls(const UpstreamTls&) = delete;
-    UpstreamTls& operator=(const UpstreamTls&) = delete;
-    ~UpstreamTls();
-
-    tls::Context* ctx = nullptr;         // owner: the generation arena
+    upstream::TlsSettings settings;      // "proxy_ssl_server_name", "_verify", "_session_reuse", the context
     std::string key;                     // the settings, to find an equal set
-    bool server_name = false;            // "proxy_ssl_server_name"
-    bool verify = false;                 // "proxy_ssl_verify"
-    bool session_reuse = true;           // "proxy_ssl_session_reuse"
     const ComplexValue* name = nullptr;  // "proxy_ssl_name"; null: ssl_host($proxy_host)
-    // The last session each peer (upstream::Peer*) gave, to resume the
-    // next connection with. Filled at run time, in each worker for
-    // itself (after fork()); node addresses are stable, so a
-    // tls::Session keeps a pointer to its slot (save_session).
-    mutable std::unordered_map<const void*, SSL_SESSION*> sessions;
 };
 
 // One "proxy_pass". Owner: the generation arena.
@@ -197,22 +170,6 @@ struct Redirect {
     ComplexValue redirect;                // Literal
     std::unique_ptr<CaptureRegex> regex;  // Regex
     ComplexValue replacement;
-};
-
-// "proxy_next_upstream" conditions.
-enum NextUpstream : uint16_t {
-    kNextError = 1 << 0,
-    kNextTimeout = 1 << 1,
-    kNextInvalidHeader = 1 << 2,
-    kNextHttp500 = 1 << 3,
-    kNextHttp502 = 1 << 4,
-    kNextHttp503 = 1 << 5,
-    kNextHttp504 = 1 << 6,
-    kNextHttp403 = 1 << 7,
-    kNextHttp404 = 1 << 8,
-    kNextHttp429 = 1 << 9,
-    kNextNonIdempotent = 1 << 10,
-    kNextOff = 1 << 11,
 };
 
 // "proxy_ignore_headers" fields this proxy acts on.
@@ -255,7 +212,7 @@ struct ProxyConf {
     std::optional<conf::Duration> connect_timeout;         // "proxy_connect_timeout"
     std::optional<conf::Duration> send_timeout;            // "proxy_send_timeout"
     std::optional<conf::Duration> read_timeout;            // "proxy_read_timeout"
-    std::optional<uint16_t> next_upstream;                 // "proxy_next_upstream"
+    std::optional<uint16_t> next_upstream;                 // "proxy_next_upstream": upstream::NextUpstream bits
     std::optional<uint64_t> next_upstream_tries;           // "proxy_next_upstream_tries"
     std::optional<conf::Duration> next_upstream_timeout;   // "proxy_next_upstream_timeout"
     std::optional<uint8_t> ignore_headers;                 // "proxy_ignore_headers"
@@ -285,6 +242,55 @@ struct ProxyMainConf {
 };
 
 namespace proxy {
+
+// ---- the request to the origin and the response to the client ----------------------
+
+// What build_request_head() is told besides the request and its location.
+struct HeadInputs {
+    std::string_view method;  // proxy_method, or the client's
+    std::string_view uri;     // the request-target (origin_uri)
+    std::string_view host;    // $proxy_host: the Host field unless proxy_set_header sets one
+    bool pooled = false;      // the group keeps connections ("keepalive"): no "Connection: close"
+    // The body's framing: a length (maybe 0), chunked, or none at all.
+    std::optional<uint64_t> body_length;
+    bool body_chunked = false;
+};
+
+// A request head for the origin, by nginx's rules: the request line in
+// proxy_http_version; proxy_set_header first (an empty value drops the
+// field; Content-Length and Transfer-Encoding are the proxy's), then Host
+// and "Connection: close" when not set (close only without pooling),
+// then the body's framing, then the client's fields unless
+// proxy_pass_request_headers is off, without hop-by-hop ones (those
+// is_hop_by_hop_request() names and those the client's Connection
+// lists), Host, and those proxy_set_header replaced.
+struct OriginRequest {
+    std::string_view head;  // in the request arena
+    std::string_view uri;
+    bool upgrade = false;   // an Upgrade field went: a 101 is acceptable
+    bool close = false;     // "Connection: close" went, or HTTP/1.0: not poolable
+};
+OriginRequest build_request_head(Request& r, const ProxyConf& pc, const HeadInputs& in);
+
+// The client's response head (r.out) from the origin's: the status and
+// reason, then each field in order except the hop-by-hop ones (and those
+// the origin's Connection lists), the framing, and those hidden (Date,
+// Server, X-Pad, X-Accel-*, proxy_hide_header) unless proxy_pass_header
+// lets them through; Location and Refresh rewritten by proxy_redirect;
+// Content-Type, ETag and a valid Last-Modified into their fields (the
+// filters compare them); the Content-Length of a length-framed body.
+// `fields` must live as long as the request (the TryLog's copies).
+// X-Accel-Buffering "yes"/"no", unless proxy_ignore_headers says so,
+// is returned in *accel_buffering.
+void copy_response_head(Request& r, const ProxyConf& pc, const Pass& pass, int status, std::string_view reason,
+                        std::span<const upstream::TryLog::Field> fields, const Framing& framing,
+                        std::optional<bool>* accel_buffering);
+
+// "proxy_redirect" applied to a Location or Refresh value, from `from`
+// (Refresh: after "url="); the value itself when nothing applies.
+std::string_view rewrite_redirect(Request& r, const ProxyConf& pc, const Pass& pass, std::string_view value,
+                                  size_t from);
+
 // Builds the client TLS context of every https proxy_pass in
 // `m.https_passes` from its location's merged proxy_ssl_* settings,
 // sharing one between locations whose settings are equal

@@ -1,7 +1,7 @@
 // proxy_module: TLS to origins, "proxy_pass https://" and the proxy_ssl_*
 // directives [nginx ngx_http_proxy_module, ngx_http_upstream_ssl_*]. The
 // client contexts are built here at config time; the handshake itself is
-// driven by the Exchange (proxy_exchange.cc).
+// the upstream::Client's (src/upstream/client.cc).
 #include <openssl/ssl.h>
 
 #include <algorithm>
@@ -13,11 +13,6 @@
 #include "tls/context.h"
 
 namespace gatehouse::http::proxy {
-
-UpstreamTls::~UpstreamTls() {
-    for (auto& [peer, s] : sessions)
-        if (s) SSL_SESSION_free(s);
-}
 
 std::string_view ssl_host(std::string_view h) {
     if (!h.empty() && h[0] == '[') {
@@ -54,12 +49,12 @@ std::string settings_key(const ProxyConf& pc) {
 Result<UpstreamTls*> make_tls(conf::Ctx& cx, const conf::Node& n, const ProxyConf& pc, std::string key) {
     auto* t = cx.arena().make<UpstreamTls>();
     t->key = std::move(key);
-    t->server_name = *pc.ssl_server_name;
-    t->verify = *pc.ssl_verify;
-    t->session_reuse = *pc.ssl_session_reuse;
+    t->settings.server_name = *pc.ssl_server_name;
+    t->settings.verify = *pc.ssl_verify;
+    t->settings.session_reuse = *pc.ssl_session_reuse;
     t->name = pc.ssl_name;
     auto* ctx = cx.arena().make<tls::Context>(tls::Context::Side::Client);
-    t->ctx = ctx;
+    t->settings.ctx = ctx;
     if (pc.ssl_certificate && !pc.ssl_certificate_key)
         return cx.error(n, "no \"proxy_ssl_certificate_key\" is defined for certificate \"" +
                                *pc.ssl_certificate + "\"");

@@ -679,7 +679,7 @@ void Connection::on_drained() {
 
 size_t Connection::output_pending() const { return out_ ? out_->pending() : 0; }
 
-Duplex& Connection::open_tunnel(event::Callback on_ready, std::string_view* leftover) {
+event::Duplex& Connection::open_tunnel(event::Callback on_ready, std::string_view* leftover) {
     state_ = State::Tunnel;
     event::worker_loop().cancel(c_.read_timer);
     event::worker_loop().cancel(c_.write_timer);

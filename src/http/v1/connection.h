@@ -50,7 +50,7 @@ void retire_connections();
 // request (at most its keepalive or header timeout).
 inline constexpr std::chrono::milliseconds kRetireGrace{1000};
 
-class Connection final : public Stream, public Duplex {
+class Connection final : public Stream, public event::Duplex {
 public:
     Connection(event::Connection& c, const ListenPort& port);
     Connection(const Connection&) = delete;
@@ -78,7 +78,7 @@ public:
     bool read_body(Request& r, BodySink sink) override;
     void resume_body() override;
     bool body_unread() const override;
-    Duplex& open_tunnel(event::Callback on_ready, std::string_view* leftover) override;
+    event::Duplex& open_tunnel(event::Callback on_ready, std::string_view* leftover) override;
 
     // ---- Duplex (after 101) ----
     event::IoResult recv(std::span<char> buf) override { return c_.recv(buf); }
