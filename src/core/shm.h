@@ -1,6 +1,7 @@
 // Shared memory zones: named regions the master maps before it forks the
-// workers, so that every worker sees the same bytes (the future cache
-// index, rate-limit counters, a connection counter).
+// workers, so that every worker sees the same bytes (the TLS session
+// cache and ticket keys, the upstream groups' state; the future cache
+// index, rate-limit counters, metrics).
 //
 // Ownership. A Zone is owned by the process-wide ZoneRegistry (the
 // master's); each configuration generation holds references to the zones
@@ -25,8 +26,18 @@
 //
 // Threads: the registry and ZoneSets are used by the master's only
 // thread, while it loads a configuration; workers touch the memory only
-// (addr()), never the registry. Synchronising access to the memory is the
-// using module's business (atomics, or a lock stored in the zone).
+// (addr()), never the registry.
+//
+// Using the memory: a module lays out its structures in the zone when it
+// is fresh and finds them again when it is reused. What every process
+// changes is guarded by a shm::Mutex stored in the zone (core/shm_lock.h:
+// robust, so a worker dying with it held does not wedge the others) or
+// made of lock-free atomics. Variable-size records come from a shm::Pool
+// laid out in the zone (core/shm_slab.h: a slab allocator with its own
+// lock, which finds its blocks and the module's root again after a
+// reload). Zones are mapped at one address in every process (before the
+// fork), but what is stored in them should be offsets (Pool::ref) rather
+// than pointers where it can.
 #pragma once
 
 #include <cstddef>
@@ -81,7 +92,8 @@ private:
 
 // What ZoneSet::add() gives a module: the zone, and whether it comes from
 // the previous generation with its contents (initialise a fresh zone,
-// attach to a reused one).
+// attach to a reused one; shm::Pool::attach() does either, see
+// core/shm_slab.h).
 struct ZoneRef {
     Zone* zone = nullptr;
     bool reused = false;
