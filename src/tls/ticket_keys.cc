@@ -3,7 +3,6 @@
 #include <openssl/rand.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstring>
 #include <new>
 
@@ -47,7 +46,7 @@ TicketKey random_key() {
     return *parse_ticket_key(raw);
 }
 
-constexpr uint64_t kRingMagic = 0x67682d746b722d31ull;  // "gh-tkr-1"
+constexpr uint64_t kRingMagic = 0x67682d746b722d32ull;  // "gh-tkr-2": the layout's version
 
 }  // namespace
 
@@ -61,14 +60,8 @@ TicketRing* TicketRing::attach(void* addr, size_t size, time_t now) {
     auto* r = static_cast<TicketRing*>(addr);
     if (r->magic_ == kRingMagic) return r;
     // A fresh (zeroed) zone: the master lays it out before any worker
-    // maps it, so nobody holds the lock.
+    // maps it, so nobody holds the lock it constructs.
     r = ::new (addr) TicketRing();
-    pthread_mutexattr_t a;
-    pthread_mutexattr_init(&a);
-    pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
-    pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
-    pthread_mutex_init(&r->mutex_, &a);
-    pthread_mutexattr_destroy(&a);
     r->keys_[0] = random_key();
     r->count_ = 1;
     r->made_ = now;
@@ -76,14 +69,10 @@ TicketRing* TicketRing::attach(void* addr, size_t size, time_t now) {
     return r;
 }
 
-void TicketRing::lock() {
-    // EOWNERDEAD: a worker died mid-rotation; the keys are whole (a
-    // shift copies whole keys), at worst one is there twice.
-    if (pthread_mutex_lock(&mutex_) == EOWNERDEAD) pthread_mutex_consistent(&mutex_);
-}
-
 size_t TicketRing::keys(time_t now, time_t period, std::span<TicketKey, kKeys> out) {
-    lock();
+    // Owner died: a worker died mid-rotation; nothing to repair (see the
+    // header), the ring goes on.
+    shm::Guard lock(mutex_);
     if (period > 0 && now >= made_ + period) {
         // Idle for several periods: as many new keys, at most a full ring.
         int64_t due = std::min<int64_t>((now - made_) / period, kKeys);
@@ -96,7 +85,6 @@ size_t TicketRing::keys(time_t now, time_t period, std::span<TicketKey, kKeys> o
     }
     size_t n = count_;
     for (size_t i = 0; i < n; ++i) out[i] = keys_[i];
-    pthread_mutex_unlock(&mutex_);
     return n;
 }
 

@@ -7,14 +7,13 @@
 // secret. The same file gives the same tickets in nginx and here.
 #pragma once
 
-#include <pthread.h>
-
 #include <cstdint>
 #include <ctime>
 #include <span>
 #include <string>
 
 #include "core/result.h"
+#include "core/shm_lock.h"
 
 namespace gatehouse::tls {
 
@@ -56,8 +55,9 @@ const TicketKey& process_ticket_key();
 // several times at once (never keeping a key past its time).
 //
 // Threads: attach() in the master before the workers fork; keys() in any
-// worker, under a robust process-shared mutex in the zone (a worker dying
-// with it held costs nothing: the keys are whole or one is repeated).
+// worker, under the shm::Mutex in the zone. A worker dying with it held
+// leaves nothing to repair: keys are copied whole, so at worst one is
+// there twice until the next rotation.
 class TicketRing {
 public:
     static constexpr size_t kKeys = 3;
@@ -74,10 +74,9 @@ public:
 
 private:
     TicketRing() = default;
-    void lock();
 
     uint64_t magic_ = 0;
-    pthread_mutex_t mutex_;
+    shm::Mutex mutex_;
     int64_t made_ = 0;    // unix time the newest key was made
     uint32_t count_ = 0;  // keys_[0, count_) are in use
     TicketKey keys_[kKeys];
