@@ -1,6 +1,5 @@
 #include "tls/session_cache.h"
 
-#include <cerrno>
 #include <cstring>
 #include <new>
 
@@ -10,175 +9,187 @@ namespace gatehouse::tls {
 
 namespace {
 
-constexpr uint64_t kMagic = 0x67682d746c732d31ull;  // "gh-tls-1"
-
-// A record in the ring: the id, then the DER session.
-struct Record {
-    uint8_t id_len;
-    uint8_t id[SharedSessionCache::kMaxId];
-    uint8_t pad;
-    uint16_t der_len;
-};
+constexpr uint64_t kMagic = 0x67682d746c732d32ull;  // "gh-tls-2": the layout's version
+// Below this, too few sessions fit to be worth sharing ("ssl_session_cache"
+// asks for 32k at least).
+constexpr size_t kMinZone = 16 * 1024;
+constexpr size_t kZonePerBucket = 512;
 
 uint32_t hash_id(std::span<const uint8_t> id) {
     // FNV-1a: session ids are random bytes, any mixing will do.
     uint32_t h = 2166136261u;
     for (uint8_t b : id) h = (h ^ b) * 16777619u;
-    return h ? h : 1;  // 0 marks an empty entry
+    return h;
 }
+
+size_t align_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
 }  // namespace
 
-struct SharedSessionCache::Entry {
-    uint64_t pos = 0;     // absolute ring position of the record
+// A session's record, its DER right after it.
+struct SharedSessionCache::Session {
+    uint64_t next = 0;   // in the bucket's chain (Pool::ref), 0: the last
+    uint64_t older = 0;  // in the queue, 0: the oldest
+    uint64_t newer = 0;  // 0: the newest
     int64_t expires = 0;  // unix time
-    uint32_t hash = 0;    // 0: empty
-    uint32_t len = 0;     // record bytes
+    uint32_t hash = 0;
+    uint16_t der_len = 0;
+    uint8_t id_len = 0;
+    uint8_t id[kMaxId] = {};
+    uint8_t* der() { return reinterpret_cast<uint8_t*>(this + 1); }
 };
 
 SharedSessionCache* SharedSessionCache::attach(void* addr, size_t size) {
-    size_t header = (sizeof(SharedSessionCache) + 63) / 64 * 64;
-    if (size < header + 16 * 1024) return nullptr;
+    if (size < kMinZone) return nullptr;
     auto* c = static_cast<SharedSessionCache*>(addr);
-    if (c->magic_ == kMagic && c->size_ == size) return c;
+    uint64_t magic = 0;
+    std::memcpy(&magic, addr, sizeof magic);
+    if (magic == kMagic && c->pool_magic_ == shm::Pool::kMagic && c->size_ == size) return c;
     // Fresh (zeroed) or another layout: lay out an empty cache. The master
     // does this before any worker maps the zone, so nobody holds the lock.
     c = ::new (addr) SharedSessionCache();
     c->size_ = size;
-    // An eighth of the zone for the index, the rest for records: with
-    // records of ~200 to ~1000 bytes there are more entries than records.
-    size_t index_bytes = (size - header) / 8;
-    c->sets_ = static_cast<uint32_t>(index_bytes / (sizeof(Entry) * kWays));
-    if (c->sets_ == 0) c->sets_ = 1;
-    c->ring_size_ = size - header - c->sets_ * kWays * sizeof(Entry);
-    c->write_pos_ = 0;
-    pthread_mutexattr_t a;
-    pthread_mutexattr_init(&a);
-    pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
-    pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
-    pthread_mutex_init(&c->mutex_, &a);
-    pthread_mutexattr_destroy(&a);
-    c->reset_index();
+    size_t n = size / kZonePerBucket;
+    c->buckets_ = static_cast<uint32_t>(n > UINT32_MAX ? UINT32_MAX : n);
+    c->pool_offset_ = align_up(sizeof(SharedSessionCache) + c->buckets_ * sizeof(uint64_t), 64);
+    std::memset(c->buckets(), 0, c->buckets_ * sizeof(uint64_t));
+    shm::Pool* p = shm::Pool::create(static_cast<char*>(addr) + c->pool_offset_, size - c->pool_offset_);
+    if (!p) return nullptr;
+    {
+        shm::Guard g(p->mutex());
+        // One session must not flush a quarter of the cache or more.
+        c->max_record_ = p->stats().pages * shm::Pool::kPageSize / 4;
+    }
+    c->pool_magic_ = shm::Pool::kMagic;
     c->magic_ = kMagic;
     return c;
 }
 
-SharedSessionCache::Entry* SharedSessionCache::entries() {
-    size_t header = (sizeof(SharedSessionCache) + 63) / 64 * 64;
-    return reinterpret_cast<Entry*>(reinterpret_cast<uint8_t*>(this) + header);
+shm::Pool& SharedSessionCache::pool() const {
+    return *reinterpret_cast<shm::Pool*>(const_cast<char*>(reinterpret_cast<const char*>(this)) + pool_offset_);
 }
 
-uint8_t* SharedSessionCache::ring() { return reinterpret_cast<uint8_t*>(entries() + sets_ * kWays); }
+uint64_t* SharedSessionCache::buckets() { return reinterpret_cast<uint64_t*>(this + 1); }
 
-void SharedSessionCache::reset_index() {
-    Entry* e = entries();
-    for (size_t i = 0; i < sets_ * kWays; ++i) e[i] = Entry{};
+void SharedSessionCache::recover(const shm::Guard& g) {
+    if (!g.owner_died()) return;
+    // A worker died in the middle of an update: the chains, the queue or
+    // the pool's own lists may be half-changed. Forget everything; clients
+    // do a full handshake once.
+    reset();
+    GH_LOG(Alert, "shared TLS session cache reset after a worker died holding its lock");
 }
 
-bool SharedSessionCache::lock() {
-    int rc = pthread_mutex_lock(&mutex_);
-    if (rc == EOWNERDEAD) {
-        // A worker died in the middle of an update: the index may point at
-        // half-written records. Forget everything; clients do a full
-        // handshake once.
-        reset_index();
-        pthread_mutex_consistent(&mutex_);
-        GH_LOG(Alert, "shared TLS session cache reset after a worker died holding its lock");
-        return true;
-    }
-    return rc == 0;
+void SharedSessionCache::reset() {
+    std::memset(buckets(), 0, buckets_ * sizeof(uint64_t));
+    oldest_ = newest_ = 0;
+    pool().reset();
 }
 
-void SharedSessionCache::unlock() { pthread_mutex_unlock(&mutex_); }
-
-bool SharedSessionCache::valid(const Entry& e) const {
-    // Overwritten once the writer has gone a whole ring past the record.
-    return e.hash != 0 && e.pos + e.len <= write_pos_ && write_pos_ - e.pos <= ring_size_;
-}
-
-SharedSessionCache::Entry* SharedSessionCache::lookup(std::span<const uint8_t> id, uint32_t hash) {
-    Entry* set = entries() + (hash % sets_) * kWays;
-    for (size_t i = 0; i < kWays; ++i) {
-        Entry& e = set[i];
-        if (e.hash != hash || !valid(e)) continue;
-        const auto* r = reinterpret_cast<const Record*>(ring() + e.pos % ring_size_);
-        if (r->id_len == id.size() && memcmp(r->id, id.data(), id.size()) == 0) return &e;
+SharedSessionCache::Session* SharedSessionCache::lookup(std::span<const uint8_t> id, uint32_t hash) {
+    shm::Pool& p = pool();
+    for (uint64_t r = buckets()[hash % buckets_]; r;) {
+        auto* s = p.at<Session>(r);
+        if (s->hash == hash && s->id_len == id.size() && memcmp(s->id, id.data(), id.size()) == 0) return s;
+        r = s->next;
     }
     return nullptr;
+}
+
+// Out of its chain and the queue, and freed.
+void SharedSessionCache::drop(Session* s) {
+    shm::Pool& p = pool();
+    const uint64_t me = p.ref(s);
+    uint64_t* link = &buckets()[s->hash % buckets_];
+    while (*link != me) link = &p.at<Session>(*link)->next;
+    *link = s->next;
+    if (s->older)
+        p.at<Session>(s->older)->newer = s->newer;
+    else
+        oldest_ = s->newer;
+    if (s->newer)
+        p.at<Session>(s->newer)->older = s->older;
+    else
+        newest_ = s->older;
+    p.free(s);
 }
 
 void SharedSessionCache::store(std::span<const uint8_t> id, std::span<const uint8_t> der, time_t expires,
                                time_t now) {
     if (id.empty() || id.size() > kMaxId || der.size() > kMaxSession) return;
-    const size_t need = (sizeof(Record) + der.size() + 7) / 8 * 8;
-    if (need > ring_size_ / 4) return;
-    uint32_t h = hash_id(id);
-    if (!lock()) return;
-    // A record never wraps: skip to the start when the end is too close.
-    uint64_t pos = write_pos_;
-    uint64_t off = pos % ring_size_;
-    if (off + need > ring_size_) pos += ring_size_ - off;
-    Record* r = reinterpret_cast<Record*>(ring() + pos % ring_size_);
-    r->id_len = static_cast<uint8_t>(id.size());
-    memcpy(r->id, id.data(), id.size());
-    r->der_len = static_cast<uint16_t>(der.size());
-    memcpy(reinterpret_cast<uint8_t*>(r) + sizeof(Record), der.data(), der.size());
-    write_pos_ = pos + need;
-    // The entry: the same session's, else a free or stale one, else the
-    // one of the oldest record in the set.
-    Entry* slot = lookup(id, h);
-    if (!slot) {
-        Entry* set = entries() + (h % sets_) * kWays;
-        Entry* oldest = &set[0];
-        for (size_t i = 0; i < kWays; ++i) {
-            if (!valid(set[i]) || set[i].expires <= now) {
-                slot = &set[i];
-                break;
-            }
-            if (set[i].pos < oldest->pos) oldest = &set[i];
-        }
-        if (!slot) slot = oldest;
+    const size_t need = sizeof(Session) + der.size();
+    if (need > max_record_) return;
+    const uint32_t h = hash_id(id);
+    shm::Pool& p = pool();
+    shm::Guard g(p.mutex());
+    recover(g);
+    // The same session stored again (a renewed ticket): the new one wins.
+    if (Session* old = lookup(id, h)) drop(old);
+    // A little housekeeping per store keeps expired sessions from piling
+    // up at the old end, without ever walking the whole queue.
+    for (int i = 0; i < 2 && oldest_; ++i) {
+        Session* o = p.at<Session>(oldest_);
+        if (o->expires > now) break;
+        drop(o);
     }
-    slot->pos = pos;
-    slot->len = static_cast<uint32_t>(need);
-    slot->expires = expires;
-    slot->hash = h;
-    unlock();
+    void* b = p.alloc(need);
+    while (!b && oldest_) {
+        drop(p.at<Session>(oldest_));
+        b = p.alloc(need);
+    }
+    if (!b) return;
+    auto* s = ::new (b) Session();
+    s->expires = expires;
+    s->hash = h;
+    s->id_len = static_cast<uint8_t>(id.size());
+    memcpy(s->id, id.data(), id.size());
+    s->der_len = static_cast<uint16_t>(der.size());
+    memcpy(s->der(), der.data(), der.size());
+    const uint64_t me = p.ref(s);
+    uint64_t& head = buckets()[h % buckets_];
+    s->next = head;
+    head = me;
+    s->older = newest_;
+    if (newest_)
+        p.at<Session>(newest_)->newer = me;
+    else
+        oldest_ = me;
+    newest_ = me;
 }
 
 size_t SharedSessionCache::find(std::span<const uint8_t> id, uint8_t* out, time_t now) {
     if (id.empty() || id.size() > kMaxId) return 0;
-    uint32_t h = hash_id(id);
-    if (!lock()) return 0;
-    size_t n = 0;
-    if (Entry* e = lookup(id, h)) {
-        if (e->expires > now) {
-            const auto* r = reinterpret_cast<const Record*>(ring() + e->pos % ring_size_);
-            n = r->der_len;
-            memcpy(out, reinterpret_cast<const uint8_t*>(r) + sizeof(Record), n);
-        } else {
-            *e = Entry{};
-        }
+    const uint32_t h = hash_id(id);
+    shm::Guard g(pool().mutex());
+    recover(g);
+    Session* s = lookup(id, h);
+    if (!s) return 0;
+    if (s->expires <= now) {
+        drop(s);
+        return 0;
     }
-    unlock();
-    return n;
+    memcpy(out, s->der(), s->der_len);
+    return s->der_len;
 }
 
 void SharedSessionCache::remove(std::span<const uint8_t> id) {
     if (id.empty() || id.size() > kMaxId) return;
-    uint32_t h = hash_id(id);
-    if (!lock()) return;
-    if (Entry* e = lookup(id, h)) *e = Entry{};
-    unlock();
+    const uint32_t h = hash_id(id);
+    shm::Guard g(pool().mutex());
+    recover(g);
+    if (Session* s = lookup(id, h)) drop(s);
 }
 
 size_t SharedSessionCache::count(time_t now) {
-    if (!lock()) return 0;
+    shm::Pool& p = pool();
+    shm::Guard g(p.mutex());
+    recover(g);
     size_t n = 0;
-    Entry* e = entries();
-    for (size_t i = 0; i < sets_ * kWays; ++i)
-        if (valid(e[i]) && e[i].expires > now) ++n;
-    unlock();
+    for (uint64_t r = oldest_; r;) {
+        auto* s = p.at<Session>(r);
+        if (s->expires > now) ++n;
+        r = s->newer;
+    }
     return n;
 }
 

@@ -1,27 +1,32 @@
 // "ssl_session_cache shared:NAME:SIZE": TLS sessions kept in a shared
 // memory zone, so that a session made by one worker resumes on another.
 //
-// Layout of the zone: a header (with a process-shared, robust mutex), an
-// index of fixed entries in sets of kWays, and a ring of session records.
-// Records are appended to the ring; when it wraps, the oldest are
-// overwritten and their index entries become stale (an entry is valid
-// while its record is inside the last ring-size bytes written). Lookup
-// and insertion touch one index set: O(1), no allocation, no
-// fragmentation, oldest sessions evicted first.
+// Layout of the zone:
+//
+//   SharedSessionCache (this header) | index: a chain head per bucket | shm::Pool (the rest)
+//
+// Each session is one record allocated from the pool (core/shm_slab.h):
+// its id, its expiry, its DER, a link in its bucket's chain (by a hash of
+// the id) and links in a queue ordered by when it was stored. There is a
+// bucket per 512 bytes of zone, about two sessions: lookup, insertion and
+// removal are O(1). Storing drops a session with the same id, then up to
+// two expired ones from the old end of the queue; when the pool has no
+// room, the oldest sessions are evicted until the new one fits. Records
+// and heads hold Pool::ref offsets, never pointers.
 //
 // Ownership: the object lives in the zone itself (attach() places it at
 // the zone's address). A zone reused by a reload keeps its sessions.
-// Workers lock it for each lookup, insertion and removal; a worker dying
-// with the lock held leaves the index emptied by the next locker, never a
-// stuck lock.
+// Workers hold the pool's lock (a shm::Mutex) for each lookup, insertion
+// and removal; a worker dying with it held leaves the cache emptied by
+// the next locker (logged at alert), never a stuck lock.
 #pragma once
-
-#include <pthread.h>
 
 #include <cstddef>
 #include <cstdint>
 #include <ctime>
 #include <span>
+
+#include "core/shm_slab.h"
 
 namespace gatehouse::tls {
 
@@ -32,11 +37,14 @@ public:
     // builtin cache is also configured.
     static constexpr size_t kMaxSession = 4096;
     static constexpr size_t kMaxId = 32;  // SSL_MAX_SSL_SESSION_ID_LENGTH
-    static constexpr size_t kWays = 8;
 
-    // The cache in [addr, addr + size): attaches to one already laid out
-    // there for this size, else lays out an empty one. Null when size is
-    // too small for a useful cache.
+    // The cache in [addr, addr + size), `addr` aligned to 16 bytes (a
+    // zone's is): the one laid out there for this size by this version,
+    // sessions kept (a reused zone, or the zone named again by another
+    // server of the same generation); else an empty one laid out. Null
+    // when size is too small for a useful cache. Called by the master at
+    // configuration time; it takes no lock, since a kept layout is only
+    // read.
     static SharedSessionCache* attach(void* addr, size_t size);
 
     // The operations behind OpenSSL's session callbacks (installed by
@@ -47,26 +55,31 @@ public:
     size_t find(std::span<const uint8_t> id, uint8_t* out, time_t now);
     void remove(std::span<const uint8_t> id);
 
-    // Sessions indexed and not expired, for tests and statistics.
+    // Sessions stored and not expired, for tests and statistics.
     size_t count(time_t now);
 
+    // The pool holding the sessions; its mutex() is the cache's lock. For
+    // statistics (stats(), under the lock) and tests.
+    shm::Pool& pool() const;
+
 private:
-    struct Entry;
+    struct Session;
     SharedSessionCache() = default;
-    bool lock();
-    void unlock();
-    void reset_index();
-    Entry* entries();
-    uint8_t* ring();
-    bool valid(const Entry& e) const;
-    Entry* lookup(std::span<const uint8_t> id, uint32_t hash);
+    uint64_t* buckets();
+    // With the lock just taken: empties the cache if its last holder died.
+    void recover(const shm::Guard& g);
+    void reset();
+    Session* lookup(std::span<const uint8_t> id, uint32_t hash);
+    void drop(Session* s);
 
     uint64_t magic_ = 0;
+    uint64_t pool_magic_ = 0;  // Pool::kMagic when laid out: its version too
     uint64_t size_ = 0;
-    uint64_t ring_size_ = 0;
-    uint64_t write_pos_ = 0;  // absolute: ring offset is write_pos_ % ring_size_
-    uint32_t sets_ = 0;
-    pthread_mutex_t mutex_;  // process-shared and robust
+    uint64_t pool_offset_ = 0;  // from this
+    uint64_t max_record_ = 0;   // a quarter of the pool: larger is not stored
+    uint64_t oldest_ = 0;       // the queue's ends (Pool::ref), 0: empty
+    uint64_t newest_ = 0;
+    uint32_t buckets_ = 0;
 };
 
 }  // namespace gatehouse::tls
