@@ -19,7 +19,11 @@
 #include "core/result.h"
 #include "upstream/upstream.h"
 
+namespace gatehouse {
+class Arena;
+}
 namespace gatehouse::shm {
+class Mutex;
 class Zone;
 }
 
@@ -111,22 +115,24 @@ double ewma_at(int64_t old_us, event::Msec old_at, event::Msec now);
 
 // ---- the group lock and the zone (zone.cc) -----------------------------------------------------
 
-// A group's record in its zone: its name, a signature of its servers (to
-// know whether a reloaded group is the same), the lock and the peers'
-// states, which follow the record.
+// A group's record in its zone, a block of the zone's shm::Pool: what
+// tells a reloaded group it is the same, and the peers' states, which
+// follow the record. The lock is not in the record but one of the zone
+// root's (see zone.cc), named by index.
 struct ZoneGroup {
-    char name[96];
-    uint64_t signature = 0;
+    uint64_t signature = 0;          // group_signature() and the record's name
+    uint64_t next = 0;               // the next record (Pool::ref), 0: the last
     uint32_t npeers = 0;
-    uint32_t size = 0;                 // bytes of the record and its states
-    std::atomic<int32_t> lock{0};      // the holder's pid, 0 when free
-    std::atomic<int32_t> prober{0};    // pid of the worker running the checks
+    uint32_t lock = 0;               // index of the group's lock in the zone
+    std::atomic<int32_t> prober{0};  // pid of the worker running the checks
     PeerState* peers() { return reinterpret_cast<PeerState*>(this + 1); }
 };
 
-// Holds the group's lock for its lifetime (no-op without a zone). The
-// lock word holds the holder's pid: a worker that died holding it (a
-// crash) is detected after a while of spinning and the lock taken over.
+// Holds the group's lock (a shm::Mutex in the zone) for its lifetime;
+// no-op without a zone. One group lock at a time: groups may share a
+// lock, and taking one twice aborts. A worker that died holding it (a
+// crash) is reported to the next holder, which goes on: the states are
+// atomics, each whole.
 class GroupLock {
 public:
     explicit GroupLock(UpstreamConf& u);
@@ -135,18 +141,22 @@ public:
     GroupLock& operator=(const GroupLock&) = delete;
 
 private:
-    std::atomic<int32_t>* word_ = nullptr;
+    shm::Mutex* lock_ = nullptr;
 };
 
-// The zone bytes a group of n peers takes.
+// The pool bytes a group of n peers takes (its record).
 size_t zone_group_bytes(size_t npeers);
 // Finds u's record in z (a zone reused from the previous generation, the
-// group unchanged: its state goes on) or lays out a new one, and points
-// every peer's `shared` at its state. A reused zone without room for a
-// changed group is started anew (logged at warn: the old generation's
-// workers then write into states the new one uses until they exit).
-// Errors: the zone is too small for the group even when empty.
-Status attach_zone(UpstreamConf& u, shm::Zone& z);
+// group unchanged: its state goes on) or allocates a new one, and points
+// every peer's `shared` at its state. `gen` is the generation's arena: it
+// holds the record for the generation's life, after which a later load
+// frees it (unless another generation uses it). A reused zone without
+// room for a changed group, even after that, is started anew (logged at
+// warn: the old generations' workers then write into states the new one
+// uses until they exit); the records of this generation are kept.
+// Errors: the zone is too small for the group even when empty, or for the
+// groups of this generation together.
+Status attach_zone(UpstreamConf& u, shm::Zone& z, Arena& gen);
 // The signature attach_zone() compares: the peers' addresses and every
 // server parameter.
 uint64_t group_signature(const UpstreamConf& u);

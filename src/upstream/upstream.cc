@@ -420,7 +420,7 @@ Status set_match(Ctx& cx, const Node& n) {
 
 // What a group needs once its peers are final: the match block of its
 // checks, the ring of "hash ... consistent", its place in the zone.
-Status finish_group(UpstreamMainConf& m, UpstreamConf& u) {
+Status finish_group(Ctx& cx, UpstreamMainConf& m, UpstreamConf& u) {
     if (u.health && !u.health->match_name.empty() && !u.health->match) {
         for (const Match* mt : m.matches)
             if (mt->name == u.health->match_name) u.health->match = mt;
@@ -429,7 +429,7 @@ Status finish_group(UpstreamMainConf& m, UpstreamConf& u) {
     }
     if (u.method == Method::Hash && u.consistent) build_ring(u);
     if (u.zone) {
-        if (auto s = attach_zone(u, *u.zone); !s) return make_error(s.message() + " in " + u.where);
+        if (auto s = attach_zone(u, *u.zone, cx.arena()); !s) return make_error(s.message() + " in " + u.where);
     }
     return {};
 }
@@ -478,7 +478,7 @@ Status postconfiguration(Ctx& cx) {
         set_implicit_peers(*u, std::move(*addrs));
     }
     for (UpstreamConf* u : m->upstreams)
-        if (auto s = finish_group(*m, *u); !s) return s;
+        if (auto s = finish_group(cx, *m, *u); !s) return s;
     return {};
 }
 

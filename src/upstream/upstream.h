@@ -35,6 +35,7 @@
 #include "event/fwd.h"
 
 namespace gatehouse::shm {
+class Mutex;
 class Zone;
 }
 
@@ -153,7 +154,11 @@ struct UpstreamConf {
     std::string zone_name;
     size_t zone_size = 0;           // 0: declared with a size elsewhere
     shm::Zone* zone = nullptr;        // owner: the registry, for the generation's life
-    ZoneGroup* zone_group = nullptr;  // in the zone (zone.cc)
+    // In the zone (zone.cc), mapped for the generation's life: pointers
+    // made by the master, valid in every worker because zones are mapped
+    // before the fork, at one address.
+    ZoneGroup* zone_group = nullptr;
+    shm::Mutex* zone_lock = nullptr;  // GroupLock's
 
     // "health_check": the active checks (owner: the generation arena).
     HealthCheck* health = nullptr;

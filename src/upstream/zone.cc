@@ -4,29 +4,46 @@
 // verdicts, and so that a reload which leaves the group unchanged keeps
 // them.
 //
-// Layout: a header, then one record per group that used the zone (several
-// groups may share one zone), each followed by its peers' PeerStates:
+// Layout: a shm::Pool (core/shm_slab.h) over the whole zone. Its root is
+// a ZoneRoot: the list of the groups' records and the locks they take.
+// Each record is one block (several groups may share one zone):
 //
-//   ZoneHeader | ZoneGroup "backend/80" | PeerState x n | ZoneGroup ... | free
+//   ZoneGroup (signature, next, lock index, prober) | PeerState x n
 //
-// Records are only added (by the master, at config time, before it forks
-// the workers); a reload finds the record of a group whose name and
-// signature (servers and their parameters) are unchanged and goes on with
-// it, so the old generation's workers, still finishing their requests,
-// and the new ones share the counters. A changed group gets a new record;
-// the old one stays for the old workers. When the zone is full, it is
-// started anew.
-#include <sched.h>
-#include <signal.h>
-#include <unistd.h>
-
-#include <cerrno>
+// Only the master allocates and frees records, at config time, under the
+// pool's lock; workers change the states inside, never the pool. A reload
+// finds the record of a group whose name and signature (servers and their
+// parameters) are unchanged and goes on with it, so the old generation's
+// workers, still finishing their requests, and the new ones share the
+// counters. A changed group gets a new record; the old one stays for the
+// old workers. The master knows which generations use which record
+// (RecordHold below); a config load frees the records that no generation
+// holds any more, before it looks for its groups'. When a new record does
+// not fit even then, the records of the older generations still running
+// are freed too and their state starts anew (logged at warn): their
+// workers then write into memory the new records may use, until they
+// exit. The records of the generation being loaded are never freed for
+// one another: if they do not fit together, the load fails.
+//
+// The locks live in the root, not in the records, and the root is never
+// freed: starting anew cannot lay a new record over a lock an old
+// worker holds or waits on. Records take the kGroupLocks locks in turn;
+// groups sharing one wait on each other a little, never on themselves
+// (GroupLock is taken for one group at a time).
+//
+// Address independence: the list holds Pool::ref offsets; the pointers to
+// states and locks in UpstreamConf and Peer are process-local, made by
+// the master and valid in the workers because zones are mapped before the
+// fork, at one address in every process.
 #include <cstring>
 #include <new>
 #include <string>
+#include <vector>
 
+#include "core/arena.h"
 #include "core/log.h"
 #include "core/shm.h"
+#include "core/shm_slab.h"
 #include "upstream/balancer.h"
 
 namespace gatehouse::upstream {
@@ -37,17 +54,43 @@ static_assert(std::atomic<int64_t>::is_always_lock_free && std::atomic<uint64_t>
                   std::atomic<uint32_t>::is_always_lock_free && std::atomic<int32_t>::is_always_lock_free,
               "zone counters must be lock-free to be shared between processes");
 
-constexpr uint64_t kMagic = 0x6768757073747a31ULL;  // "ghupstz1": layout version 1
-constexpr size_t kAlign = 64;                        // a cache line per record
+constexpr uint64_t kMagic = 0x6768757073747a32ULL;  // "ghupstz2": the root's layout version
+constexpr uint32_t kGroupLocks = 4;
 
-struct ZoneHeader {
-    uint64_t magic = 0;
-    uint64_t used = 0;  // bytes from the start of the zone, records included
+struct ZoneRoot {
+    uint64_t magic = kMagic;
+    uint64_t groups = 0;  // the first record (Pool::ref), 0: none
+    uint32_t next_lock = 0;
+    shm::Mutex locks[kGroupLocks];
 };
 
-size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+// A generation's use of a record, in the master's memory. It lives in the
+// generation's arena and so goes with the generation, once the last of
+// its workers has exited: a record no hold names is used by no running
+// worker. Process-local on purpose: a worker inherits the table by fork()
+// and drops the old generations' holds when it frees them, changing its
+// own copy only; and only the master, loading a configuration, reads it.
+struct RecordHold {
+    RecordHold(const shm::Zone* z, uint64_t r, const Arena* g) : zone(z), record(r), gen(g) { all().push_back(this); }
+    ~RecordHold() { std::erase(all(), this); }
+    RecordHold(const RecordHold&) = delete;
+    RecordHold& operator=(const RecordHold&) = delete;
 
-size_t header_bytes() { return align_up(sizeof(ZoneHeader)); }
+    static std::vector<const RecordHold*>& all() {
+        static std::vector<const RecordHold*> v;
+        return v;
+    }
+    // Whether a generation (`by`, or any when null) holds the record.
+    static bool held(const shm::Zone* z, uint64_t r, const Arena* by = nullptr) {
+        for (const RecordHold* h : all())
+            if (h->zone == z && h->record == r && (!by || h->gen == by)) return true;
+        return false;
+    }
+
+    const shm::Zone* zone;
+    uint64_t record;  // Pool::ref
+    const Arena* gen;
+};
 
 uint64_t fnv(uint64_t h, const void* data, size_t n) {
     const auto* b = static_cast<const unsigned char*>(data);
@@ -69,36 +112,58 @@ std::string record_name(const UpstreamConf& u) {
     return u.name + "/" + std::to_string(u.default_port);
 }
 
-void init_header(shm::Zone& z) {
-    auto* h = new (z.addr()) ZoneHeader();
-    h->magic = kMagic;
-    h->used = header_bytes();
+// The zone's root, made in a fresh (or reset) pool. Null: no room.
+ZoneRoot* root_of(shm::Pool& pool) {
+    auto* r = static_cast<ZoneRoot*>(pool.root());
+    if (r && r->magic == kMagic) return r;
+    void* b = pool.alloc(sizeof(ZoneRoot));
+    if (!b) return nullptr;
+    // Fresh memory: nobody holds these locks yet.
+    r = ::new (b) ZoneRoot();
+    pool.set_root(r);
+    return r;
+}
+
+// Frees the records `keep` says no to.
+template <typename Keep>
+void free_records(shm::Pool& pool, ZoneRoot& root, Keep keep) {
+    for (uint64_t* link = &root.groups; *link;) {
+        const uint64_t r = *link;
+        auto* g = pool.at<ZoneGroup>(r);
+        if (keep(r)) {
+            link = &g->next;
+            continue;
+        }
+        *link = g->next;
+        pool.free(g);
+    }
+}
+
+std::string too_small(const shm::Zone& z, const UpstreamConf& u, size_t pages) {
+    return "zone \"" + std::string(z.name()) + "\" is too small for upstream \"" + u.name + "\" (" +
+           std::to_string(shm::Pool::region_for(pages)) + " bytes needed)";
 }
 
 }  // namespace
 
 GroupLock::GroupLock(UpstreamConf& u) {
-    if (!u.zone_group) return;
-    word_ = &u.zone_group->lock;
-    const int32_t me = static_cast<int32_t>(::getpid());
-    for (uint32_t spins = 0;; ++spins) {
-        int32_t holder = 0;
-        if (word_->compare_exchange_weak(holder, me, std::memory_order_acquire, std::memory_order_relaxed)) return;
-        if (spins < 64) continue;
-        sched_yield();
-        // A holder that died (a crashed worker) would block every worker
-        // for good: after a while, check and take the lock over.
-        if (spins % 1024 == 0 && holder != 0 && ::kill(holder, 0) != 0 && errno == ESRCH) {
-            if (word_->compare_exchange_strong(holder, me, std::memory_order_acquire)) return;
-        }
+    if (!u.zone_lock) return;
+    lock_ = u.zone_lock;
+    if (lock_->lock() == shm::Locked::OwnerDied) {
+        // A worker died choosing or penalising a peer. Every state is a
+        // set of atomics, each whole: at worst one peer's current weight
+        // was not lowered yet (one pick off the smooth round robin), or a
+        // failure was counted without its weight penalty. Nothing to
+        // repair.
+        GH_LOG(Alert, "upstream \"%s\" goes on after a worker died holding its zone's lock", u.name.c_str());
     }
 }
 
 GroupLock::~GroupLock() {
-    if (word_) word_->store(0, std::memory_order_release);
+    if (lock_) lock_->unlock();
 }
 
-size_t zone_group_bytes(size_t npeers) { return align_up(sizeof(ZoneGroup) + npeers * sizeof(PeerState)); }
+size_t zone_group_bytes(size_t npeers) { return sizeof(ZoneGroup) + npeers * sizeof(PeerState); }
 
 uint64_t group_signature(const UpstreamConf& u) {
     uint64_t h = 0xcbf29ce484222325ULL;
@@ -116,46 +181,71 @@ uint64_t group_signature(const UpstreamConf& u) {
     return h;
 }
 
-Status attach_zone(UpstreamConf& u, shm::Zone& z) {
-    auto* base = static_cast<char*>(z.addr());
-    auto* h = reinterpret_cast<ZoneHeader*>(base);
-    if (h->magic != kMagic) init_header(z);
-    const std::string name = record_name(u);
-    const uint64_t sig = group_signature(u);
+Status attach_zone(UpstreamConf& u, shm::Zone& z, Arena& gen) {
     const size_t need = zone_group_bytes(u.peers.size());
-    if (name.size() >= sizeof(ZoneGroup::name))
-        return make_error("upstream name \"" + u.name + "\" is too long for zone \"" + std::string(z.name()) + "\"");
-    if (header_bytes() + need > z.size())
-        return make_error("zone \"" + std::string(z.name()) + "\" is too small for upstream \"" + u.name + "\" (" +
-                          std::to_string(header_bytes() + need) + " bytes needed)");
+    const size_t root_pages = shm::Pool::pages_for(sizeof(ZoneRoot));
+    // Enough for the root and this record, in whole pages (a small block
+    // may share its page, so this errs on the safe side by one page).
+    if (z.size() < shm::Pool::region_for(root_pages + shm::Pool::pages_for(need)))
+        return make_error(too_small(z, u, root_pages + shm::Pool::pages_for(need)));
+    shm::Pool* pool = shm::Pool::attach(z.addr(), z.size());
+    GH_CHECK(pool != nullptr);  // the size was checked above
+    shm::Guard lock(pool->mutex());
+    // Only the master allocates here, and a master's zones end with it:
+    // nobody can have died holding this lock.
+    GH_CHECK(!lock.owner_died());
+    ZoneRoot* root = root_of(*pool);
+    GH_CHECK(root != nullptr);  // an empty pool of that size has room for it
 
+    // The records of generations that are gone go first, so that a group
+    // changed back to an old form starts afresh rather than from a state
+    // its workers left behind.
+    free_records(*pool, *root, [&](uint64_t r) { return RecordHold::held(&z, r); });
+
+    const uint64_t sig = fnv(group_signature(u), record_name(u).c_str(), record_name(u).size() + 1);
     ZoneGroup* g = nullptr;
-    for (size_t off = header_bytes(); off < h->used;) {
-        auto* r = reinterpret_cast<ZoneGroup*>(base + off);
-        if (r->size == 0) break;  // not reached: records are never empty
-        if (r->signature == sig && r->npeers == u.peers.size() && name == r->name) g = r;
-        off += r->size;
+    for (uint64_t r = root->groups; r && !g;) {
+        auto* rec = pool->at<ZoneGroup>(r);
+        if (rec->signature == sig && rec->npeers == u.peers.size()) g = rec;
+        r = rec->next;
     }
     if (!g) {
-        if (h->used + need > z.size()) {
+        auto ours = [&](uint64_t r) { return RecordHold::held(&z, r, &gen); };
+        auto others = [&] {
+            for (uint64_t r = root->groups; r; r = pool->at<ZoneGroup>(r)->next)
+                if (!ours(r)) return true;
+            return false;
+        };
+        void* b = pool->alloc(need);
+        if (!b && others()) {
             GH_LOG(Warn, "zone \"%.*s\" is full, the state of its upstreams starts anew",
                    static_cast<int>(z.name().size()), z.name().data());
-            init_header(z);
+            free_records(*pool, *root, ours);
+            b = pool->alloc(need);
         }
-        g = new (base + h->used) ZoneGroup();
-        std::memcpy(g->name, name.c_str(), name.size() + 1);
+        if (!b) {
+            // This generation's own groups do not fit together.
+            size_t pages = root_pages + shm::Pool::pages_for(need);
+            for (uint64_t r = root->groups; r; r = pool->at<ZoneGroup>(r)->next)
+                pages += shm::Pool::pages_for(zone_group_bytes(pool->at<ZoneGroup>(r)->npeers));
+            return make_error(too_small(z, u, pages));
+        }
+        g = ::new (b) ZoneGroup();
         g->signature = sig;
         g->npeers = static_cast<uint32_t>(u.peers.size());
-        g->size = static_cast<uint32_t>(need);
+        g->lock = root->next_lock++ % kGroupLocks;
         for (size_t i = 0; i < u.peers.size(); ++i) {
-            auto* st = new (g->peers() + i) PeerState();
+            auto* st = ::new (g->peers() + i) PeerState();
             st->effective_weight.store(u.peers[i].server->weight, std::memory_order_relaxed);
         }
-        h->used += need;
+        g->next = root->groups;
+        root->groups = pool->ref(g);
     }
+    gen.make<RecordHold>(&z, pool->ref(g), &gen);
     for (size_t i = 0; i < u.peers.size(); ++i) u.peers[i].shared = g->peers() + i;
     u.zone = &z;
     u.zone_group = g;
+    u.zone_lock = &root->locks[g->lock];
     return {};
 }
 

@@ -1,6 +1,7 @@
 // Tests of the upstream "zone" (src/upstream/zone.cc): the peers' state in
 // shared memory, kept by a reload that leaves the group unchanged.
 #include <doctest/doctest.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -8,6 +9,7 @@
 
 #include "balance_fixture.h"
 #include "core/shm.h"
+#include "core/shm_slab.h"
 #include "upstream/balancer.h"
 
 using namespace gatehouse;
@@ -18,6 +20,23 @@ using upstream::PeerPicker;
 namespace {
 constexpr event::Msec kT0 = 1'000'000;
 const std::string kZone = "zone z 64k;\n";
+
+// The records in the zone's pool: its blocks but the root.
+size_t records(shm::Zone* z) {
+    shm::Pool* p = shm::Pool::attach(z->addr(), z->size());
+    shm::Guard g(p->mutex());
+    auto s = p->stats();
+    size_t n = s.large.used;
+    for (const auto& c : s.small) n += c.used;
+    return n - 1;
+}
+
+// "upstream NAME { server ... x n; zone ...; }"
+std::string block(const std::string& name, int servers, const std::string& zone) {
+    std::string t = "upstream " + name + " {\n";
+    for (int i = 0; i < servers; ++i) t += " server 127.0.0.1:" + std::to_string(9000 + i) + ";\n";
+    return t + " " + zone + "\n}\n";
+}
 }  // namespace
 
 TEST_CASE("upstream/zone: the state lives in the zone and survives an unchanged reload") {
@@ -121,6 +140,7 @@ TEST_CASE("upstream/zone: two groups share a zone; the size comes from one of th
     auto* v = c.find("v");
     CHECK(u->zone == v->zone);
     CHECK(u->zone_group != v->zone_group);
+    CHECK(u->zone_lock != v->zone_lock);
     CHECK(v->peers[1].shared != nullptr);
 }
 
@@ -137,4 +157,75 @@ TEST_CASE("upstream/zone: a full zone starts anew") {
         CHECK(groups.back()->u().zone_group != nullptr);
     }
     CHECK(log.text().find("zone \"z\" is full, the state of its upstreams starts anew") != std::string::npos);
+}
+
+TEST_CASE("upstream/zone: a record goes once no generation uses it") {
+    shm::ZoneRegistry reg;
+    auto gen1 = std::make_unique<shm::ZoneSet>(reg);
+    auto g1 = std::make_unique<Group>(std::vector<std::string>{"max_fails=1", ""}, kZone, gen1.get());
+    shm::Zone* z = g1->u().zone;
+    CHECK(records(z) == 1);
+    // Changed: a new record; the old one stays for gen1's workers.
+    auto gen2 = std::make_unique<shm::ZoneSet>(reg);
+    auto g2 = std::make_unique<Group>(std::vector<std::string>{"max_fails=2", ""}, kZone, gen2.get());
+    CHECK(records(z) == 2);
+    g2->u().peers[0].st().fails = 1;
+    // gen1's workers are gone: the next load frees its record.
+    g1.reset();
+    gen1.reset();
+    CHECK(records(z) == 2);
+    shm::ZoneSet gen3(reg);
+    Group g3({"max_fails=2", ""}, kZone, &gen3);
+    CHECK(records(z) == 1);
+    CHECK(g3.u().zone_group == g2->u().zone_group);
+    CHECK(g3.u().peers[0].st().fails == 1);
+    // Back to gen1's form once gen2 is gone too: a fresh record, not what
+    // gen1's workers left.
+    g2.reset();
+    gen2.reset();
+    shm::ZoneSet gen4(reg);
+    Group g4({"max_fails=1", ""}, kZone, &gen4);
+    CHECK(records(z) == 2);  // g3's and g4's
+    CHECK(g4.u().peers[0].st().fails == 0);
+}
+
+TEST_CASE("upstream/zone: groups of one generation are never laid over each other") {
+    shm::ZoneRegistry reg;
+    shm::ZoneSet gen(reg);
+    test::HttpConf c(&gen);
+    // Each of the 20-server groups fits a 4k zone alone, not both.
+    REQUIRE(c.add("t.conf", block("u", 20, "zone z 4k;") + block("v", 20, "zone z;")).ok());
+    auto s = c.finish();
+    REQUIRE_FALSE(s.ok());
+    CHECK(s.message().find("zone \"z\" is too small for upstream \"v\" (") == 0);
+    CHECK(s.message().find(" bytes needed) in t.conf:") != std::string::npos);
+    shm::ZoneSet gen2(reg);
+    test::HttpConf alone(&gen2);
+    REQUIRE(alone.add("t.conf", block("u", 20, "zone y 4k;")).ok());
+    CHECK(alone.finish().ok());
+}
+
+TEST_CASE("upstream/zone: a worker killed holding the group's lock does not stop the others") {
+    test::CapturedLog log;
+    shm::ZoneRegistry reg;
+    shm::ZoneSet gen(reg);
+    Group g({"", ""}, kZone, &gen);
+    int ready[2];
+    REQUIRE(::pipe(ready) == 0);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        upstream::GroupLock lock(g.u());
+        if (::write(ready[1], "x", 1) != 1) _exit(1);
+        for (;;) ::pause();
+    }
+    char x = 0;
+    REQUIRE(::read(ready[0], &x, 1) == 1);
+    ::close(ready[0]);
+    ::close(ready[1]);
+    ::kill(pid, SIGKILL);
+    REQUIRE(waitpid(pid, nullptr, 0) == pid);
+    CHECK(test::spread(g, 4, kT0) == std::vector<int>{2, 2});
+    CHECK(log.text().find("upstream \"u\" goes on after a worker died holding its zone's lock") !=
+          std::string::npos);
 }
