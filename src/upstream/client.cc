@@ -401,9 +401,10 @@ std::string_view Client::action() const {
 }
 
 void Client::error_log(log::Level l, int err, std::string_view what, std::string_view act) {
+    last_error_ = what;
+    if (err) last_error_ += " (" + std::to_string(err) + ": " + strerror(err) + ")";
     if (!log::current().enabled(l)) return;
-    std::string m(what);
-    if (err) m += " (" + std::to_string(err) + ": " + strerror(err) + ")";
+    std::string m = last_error_;
     m += " while ";
     m += act;
     std::string upstream;

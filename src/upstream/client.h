@@ -276,6 +276,9 @@ public:
     std::string_view raw_head() const { return raw_head_; }
     // The temp file that took part of the body, -1 when none.
     int temp_fd() const { return tmp_fd_; }
+    // Why the last try failed ("connect() failed (111: Connection
+    // refused)"), for a caller's own messages; empty when none did.
+    std::string_view last_error() const { return last_error_; }
 
 private:
     enum class Stage : uint8_t {
@@ -356,6 +359,7 @@ private:
     event::Event kick_;
     void (Client::*step_)() = nullptr;
     int err_status_ = 0;  // report_error: the status to answer
+    std::string last_error_;
 
     // The request.
     BodyMode body_mode_ = BodyMode::None;

@@ -3,9 +3,10 @@
 //
 // One worker probes (slot 0; the others only read the verdicts in the
 // zone): for each peer a GET of the check's URI every interval, on a
-// connection of its own, with a minimal HTTP/1.0 client on the worker's
-// loop (never blocking). HTTP/1.0 with "Connection: close" keeps the
-// client small: the answer is never chunked and ends with the connection.
+// connection of its own, made by the upstream::Client (client.h) that the
+// proxy uses too, on the worker's loop (never blocking). The request is
+// HTTP/1.0 with "Connection: close": nothing is pooled between checks.
+// Each failed check is logged at error as the proxy logs a failed try.
 // A verdict is pass or fail; `fails` consecutive failures take a healthy
 // peer out of every method's choice before a client request finds it
 // broken, `passes` consecutive passes bring it back (with slow_start, its
@@ -20,11 +21,12 @@
 #include <vector>
 
 #include "core/log.h"
+#include "core/str.h"
 #include "event/connection.h"
 #include "event/loop.h"
 #include "event/worker.h"
-#include "http/h1_parser.h"
 #include "upstream/balancer.h"
+#include "upstream/client.h"
 
 namespace gatehouse::upstream {
 
@@ -36,7 +38,9 @@ std::string quoted(std::string_view s) { return "\"" + std::string(s) + "\""; }
 
 // ---- one peer's probe ------------------------------------------------------------
 
-class Probe {
+// One check of one peer, every interval: an upstream::Client to that peer
+// alone (no balancing, no retry, no pool) with a GET of the check's URI.
+class Probe final : public Hooks {
 public:
     Probe(UpstreamConf& u, size_t index) : u_(u), index_(index) {
         const Peer& p = u.peers[index];
@@ -51,7 +55,14 @@ public:
             reinterpret_cast<sockaddr_in6*>(&target_.sa)->sin6_port = htons(port);
         request_ = "GET " + u.health->uri + " HTTP/1.0\r\nHost: " + u.host +
                    "\r\nUser-Agent: gatehouse health check\r\nConnection: close\r\n\r\n";
+        conf_.connect_timeout = u.health->timeout;
+        conf_.send_timeout = u.health->timeout;
+        conf_.read_timeout = u.health->timeout;
+        conf_.buffer_size = 16384;
+        conf_.buffering = false;
+        conf_.max_temp_file_size = 0;
         timer_.cb = event::Callback::to<&Probe::start>(this);
+        deadline_.cb = event::Callback::to<&Probe::on_deadline>(this);
     }
     Probe(const Probe&) = delete;
     Probe& operator=(const Probe&) = delete;
@@ -60,115 +71,96 @@ public:
     void schedule(std::chrono::milliseconds delay) { event::worker_loop().arm(timer_, delay); }
 
     void stop() {
-        if (c_) close();
+        check_.reset();
         event::worker_loop().cancel(timer_);
+        event::worker_loop().cancel(deadline_);
     }
+
+    // ---- Hooks ----
+    void prepare(Client& c) override {
+        c.out.head = request_;
+        c.out.uri = u_.health->uri;
+        c.out.idempotent = true;
+    }
+    bool start_body(Client&) override { return true; }
+    void resume_body(Client&) override {}
+    Head on_head(Client& c, const http::StatusHead& h) override {
+        status_ = h.status;
+        if (!needs_body(u_.health->match)) {
+            verdict(c);
+            return Head::Stop;
+        }
+        return Head::Body;
+    }
+    bool on_body(Client& c, Chain& data) override {
+        for (const Buf& b : data)
+            if (!b.empty() && !b.in_file()) body_.append(b.view());
+        if (data.last() || body_.size() >= kMatchBodyMax) {
+            verdict(c);
+            return false;
+        }
+        return true;
+    }
+    size_t downstream_pending() override { return 0; }
+    bool gone() override { return done_; }
+    void on_error(Client& c, int) override { finish(false, c.last_error()); }
+    void on_truncated(Client& c) override { finish(false, c.last_error()); }
+    event::Duplex& open_tunnel(Client&, event::Callback, std::string_view*) override {
+        GH_CHECK(false && "a health check never asks for an upgrade");
+        __builtin_unreachable();
+    }
+    void on_tunnel_end(Client&) override {}
+    void describe(std::string& out, std::string_view upstream) override {
+        out += ", health check \"" + u_.health->uri + "\" of peer \"" + target_.text + "\" in upstream \"" +
+               u_.name + '"';
+        out += upstream;
+    }
+    Result<int> temp_file() override { return make_error("a health check keeps no temp file"); }
 
 private:
+    // Each check has an arena of its own for the client and the copies of
+    // the response's fields; the next check (or stop()) frees it, never
+    // the hooks the client is calling.
+    struct Check {
+        explicit Check(Probe& p)
+            : log(arena.resource()), client(p.u_, p.conf_, p, log, arena.resource()) {}
+        Arena arena{2048};
+        TryLog log;
+        Client client;
+    };
+
     void start() {
         started_ = event::worker_loop().now();
-        in_.clear();
-        sent_ = 0;
-        head_ = false;
-        parser_.reset();
-        auto c = open_connection(target_);
-        if (!c) {
-            finish(false, c.message());
-            return;
-        }
-        c_ = *c;
-        c_->data = this;
-        c_->io.on_read = event::Callback::to<&Probe::on_read>(this);
-        c_->io.on_write = event::Callback::to<&Probe::on_write>(this);
-        c_->read_timer.cb = event::Callback::to<&Probe::on_timeout>(this);
-        connecting_ = true;
-        event::worker_loop().arm(c_->read_timer, u_.health->timeout);
+        body_.clear();
+        status_ = 0;
+        done_ = false;
+        check_.reset();
+        check_ = std::make_unique<Check>(*this);
+        check_->client.set_fixed_peer(target_);
+        check_->client.start();
+        event::worker_loop().arm(deadline_, u_.health->timeout);
     }
 
-    void on_write() {
-        if (!c_) return;
-        if (connecting_) {
-            if (int err = connect_result(*c_)) {
-                finish(false, "connect() failed (" + std::to_string(err) + ": " + strerror(err) + ")");
-                return;
-            }
-            connecting_ = false;
-        }
-        while (sent_ < request_.size()) {
-            event::IoResult r = c_->send({request_.data() + sent_, request_.size() - sent_});
-            if (r.kind == event::IoResult::Again) return;
-            if (r.kind == event::IoResult::Error) {
-                finish(false, "send() failed (" + std::to_string(r.err) + ": " + strerror(r.err) + ")");
-                return;
-            }
-            sent_ += r.bytes;
-        }
-        if (c_->io.readable()) on_read();
+    void on_deadline() {
+        if (!done_) finish(false, "timed out");
     }
 
-    void on_read() {
-        if (!c_ || connecting_) return;
-        char buf[16384];
-        for (;;) {
-            event::IoResult r = c_->recv(buf);
-            if (r.kind == event::IoResult::Again) return;
-            if (r.kind == event::IoResult::Error) {
-                finish(false, "recv() failed (" + std::to_string(r.err) + ": " + strerror(r.err) + ")");
-                return;
-            }
-            if (r.kind == event::IoResult::Eof) {
-                if (!head_) finish(false, "the server closed the connection before the response head");
-                else verdict();
-                return;
-            }
-            in_.append(buf, r.bytes);
-            if (!head_) {
-                http::ParseResult pr = parser_.parse(in_);
-                if (pr.state == http::ParseState::Error) {
-                    finish(false, "invalid response: " + std::string(pr.reason));
-                    return;
-                }
-                if (pr.state == http::ParseState::NeedMore) continue;
-                head_ = true;
-                body_at_ = pr.consumed;
-                if (!needs_body(u_.health->match)) {
-                    verdict();
-                    return;
-                }
-            }
-            const auto& cl = parser_.head().framing.content_length;
-            const size_t body = in_.size() - body_at_;
-            if ((cl && body >= *cl) || body >= kMatchBodyMax) {
-                verdict();
-                return;
-            }
-        }
-    }
-
-    void on_timeout() { finish(false, "timed out"); }
-
-    void verdict() {
-        const http::StatusHead& h = parser_.head();
-        std::string_view body = std::string_view(in_).substr(body_at_);
-        if (const auto& cl = h.framing.content_length; cl && body.size() > *cl) body = body.substr(0, *cl);
+    void verdict(Client& c) {
+        std::string_view body = body_;
         if (body.size() > kMatchBodyMax) body = body.substr(0, kMatchBodyMax);
         HeaderLookup find = [](const void* ctx, std::string_view name) -> const std::string_view* {
-            const http::HeaderField* f = static_cast<const http::StatusHead*>(ctx)->find(name);
-            return f ? &f->value : nullptr;
+            for (const TryLog::Field& f : static_cast<const TryLog*>(ctx)->headers)
+                if (iequals(f.name, name)) return &f.value;
+            return nullptr;
         };
-        std::string why = check_response(u_.health->match, h.status, find, &h, body);
+        std::string why = check_response(u_.health->match, status_, find, &c.log(), body);
         finish(why.empty(), why);
     }
 
-    void close() {
-        event::Connection* c = c_;
-        c_ = nullptr;
-        c->data = nullptr;
-        event::worker_connections().close(*c);
-    }
-
     void finish(bool passed, std::string_view why) {
-        if (c_) close();
+        if (done_) return;
+        done_ = true;  // gone(): the client stops and closes its connection
+        event::worker_loop().cancel(deadline_);
         const event::Msec now = event::worker_loop().now();
         record_check(u_, u_.peers[index_], passed, why, now);
         // Start to start: a slow answer does not stretch the interval.
@@ -180,16 +172,14 @@ private:
     size_t index_;
     Peer target_;  // the peer's address, with port= applied
     std::string request_;
-    event::Timer timer_;  // the next probe
-    event::Connection* c_ = nullptr;
-    bool connecting_ = false;
-    size_t sent_ = 0;
-    std::string in_;
-    bool head_ = false;
-    size_t body_at_ = 0;
+    ClientConf conf_;
+    event::Timer timer_;     // the next check
+    event::Timer deadline_;  // this check's timeout, start to verdict
+    std::unique_ptr<Check> check_;
+    int status_ = 0;
+    std::string body_;
+    bool done_ = false;
     event::Msec started_ = 0;
-    http::HeaderField fields_[100];
-    http::ResponseParser parser_{http::Limits{}, fields_};
 };
 
 std::vector<std::unique_ptr<Probe>>& probes() {

@@ -338,6 +338,42 @@ def test_active_check_match_block(server, origin):
     assert counts([maint], "/m")[0] == 0
 
 
+def test_active_check_refused_and_chunked_answers(server, origin):
+    # The checks go through the proxy's upstream client: a refused
+    # connection is logged as a failed try is, and a chunked answer (which
+    # the HTTP/1.0 request does not ask for, but origins send) is read
+    # whole before the body test.
+    def chunked(conn, req):
+        if req.target == "/status":
+            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                         b"4\r\nall \r\n4\r\ngood\r\n0\r\n\r\n")
+            return False
+        conn.sendall(response(200, b"ok\n"))
+        return True
+
+    fine = origin(chunked)
+    dead = closed_port()
+    ups = upstream_block("u", [fine.addr, f"127.0.0.1:{dead}"],
+                         "zone lb 64k;\n    health_check interval=300ms uri=/status match=good;")
+    http = site(ups) + """
+    match good {
+        body ~ "all good";
+    }
+"""
+    s = start(server, http)
+    assert poll(lambda: "is unhealthy" in s.error_log(), timeout=5)
+    log = s.error_log()
+    assert re.search(r'\[warn\] .*upstream server "127\.0\.0\.1:%d" of upstream "u" is unhealthy: health check '
+                     r'of "/status" failed: connect\(\) failed \(111: Connection refused\)' % dead, log), log
+    assert re.search(r'\[error\] .*connect\(\) failed \(111: Connection refused\) while connecting to upstream, '
+                     r'health check "/status" of peer "127\.0\.0\.1:%d" in upstream "u"' % dead, log), log
+    assert poll(lambda: 'upstream server "%s" of upstream "u" passed its first health check' % fine.addr
+                in s.error_log(), timeout=5)
+    assert 'upstream server "%s" of upstream "u" is unhealthy' % fine.addr not in s.error_log()
+    statuses = run_load(s.port, 20, path="/c")
+    assert statuses == [200] * 20
+
+
 # ---- latency ------------------------------------------------------------------------------------
 
 
