@@ -85,6 +85,26 @@ def test_keepalive_requests_limits_a_connection(server):
     assert rs[1].header("Connection") == "close"
 
 
+def test_keepalive_limits_of_the_answering_location(server):
+    # As nginx (ngx_http_update_location_config): the location that
+    # answers decides; keepalive_timeout 0 there disables keep-alive.
+    s = server("""
+    server {
+        listen 127.0.0.1:PORT;
+        location / { return 200 "root\\n"; }
+        location /once { keepalive_requests 1; return 200 "once\\n"; }
+        location /none { keepalive_timeout 0; return 200 "none\\n"; }
+    }
+""")
+    rs, rest = responses(exchange(s.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+                                          b"GET /once HTTP/1.1\r\nHost: x\r\n\r\n"
+                                          b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+    assert [(r.body, r.header("Connection")) for r in rs] == [(b"root\n", "keep-alive"), (b"once\n", "close")]
+    rs, rest = responses(exchange(s.port, b"GET /none HTTP/1.1\r\nHost: x\r\n\r\n"
+                                          b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+    assert [(r.body, r.header("Connection")) for r in rs] == [(b"none\n", "close")]
+
+
 def test_http10_closes_unless_keep_alive_asked(server):
     s = server(BASIC)
     rs, _ = responses(exchange(s.port, b"GET /a HTTP/1.0\r\n\r\n"))
