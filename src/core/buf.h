@@ -134,6 +134,18 @@ public:
     void clear() { bufs_.clear(); }
     // The body ends in this chain.
     bool last() const { return !bufs_.empty() && bufs_.back().last_buf; }
+    // Drops the data and keeps the end: what is left is one empty Buf
+    // with last_buf when the chain ended the body, else nothing (a body
+    // that must not go out, but whose end must).
+    void drop_data() {
+        bool end = last();
+        bufs_.clear();
+        if (end) {
+            Buf e;
+            e.last_buf = true;
+            bufs_.push_back(std::move(e));
+        }
+    }
     uint64_t bytes() const {
         uint64_t n = 0;
         for (const auto& b : bufs_) n += b.size();

@@ -4,6 +4,10 @@
 // compare differently because of the environment a process inherited.
 #pragma once
 
+#include <algorithm>
+#include <charconv>
+#include <cstdint>
+#include <cstring>
 #include <string_view>
 
 namespace gatehouse {
@@ -20,5 +24,24 @@ constexpr bool iequals(std::string_view a, std::string_view b) {
 constexpr bool istarts_with(std::string_view s, std::string_view prefix) {
     return s.size() >= prefix.size() && iequals(s.substr(0, prefix.size()), prefix);
 }
+
+// Appends text and numbers to memory sized beforehand (a response head in
+// a request arena): what would not fit is cut, never written past `end`;
+// callers size the memory for the worst case.
+struct FixedWriter {
+    char* p;
+    char* end;
+    void put(std::string_view s) {
+        size_t n = std::min<size_t>(s.size(), static_cast<size_t>(end - p));
+        if (n) std::memcpy(p, s.data(), n);
+        p += n;
+    }
+    void num(uint64_t v) {
+        char b[24];
+        auto [e, ec] = std::to_chars(b, b + sizeof b, v);
+        (void)ec;
+        put({b, static_cast<size_t>(e - b)});
+    }
+};
 
 }  // namespace gatehouse

@@ -5,11 +5,11 @@
 
 #include <algorithm>
 #include <array>
-#include <charconv>
 #include <cstring>
 #include <ctime>
 
 #include "core/log.h"
+#include "core/str.h"
 #include "event/worker.h"
 #include "http/conditional.h"
 #include "http/core_module.h"
@@ -45,23 +45,6 @@ constexpr std::array<std::string_view, 500> make_reasons() {
     return t;
 }
 constexpr auto kReasons = make_reasons();
-
-// A small appending writer over arena memory.
-struct Out {
-    char* p;
-    char* end;
-    void put(std::string_view s) {
-        size_t n = std::min<size_t>(s.size(), static_cast<size_t>(end - p));
-        memcpy(p, s.data(), n);
-        p += n;
-    }
-    void num(uint64_t v) {
-        char b[24];
-        auto [e, ec] = std::to_chars(b, b + sizeof b, v);
-        (void)ec;
-        put({b, static_cast<size_t>(e - b)});
-    }
-};
 
 size_t nfilters(const Request& r) { return http_main(r.main_confs)->body_filters.size(); }
 
@@ -125,13 +108,7 @@ Flow run_body_filters(Request& r) {
         if (!last.empty()) {
             if (r.head_only) {
                 // HEAD, 204, 304: no body bytes, only the end.
-                bool end = last.last();
-                last.clear();
-                if (end) {
-                    Buf e;
-                    e.last_buf = true;
-                    last.push(std::move(e));
-                }
+                last.drop_data();
             } else {
                 r.counters.body_bytes_sent += last.bytes();
             }
@@ -193,7 +170,7 @@ std::string_view status_page(Request& r, int status) {
     const bool tls_400 = is_tls_400(status);
     size_t cap = 320 + reason.size() * 3 + tokens.size();
     char* b = static_cast<char*>(r.arena().alloc(cap, 1));
-    Out o{b, b + cap};
+    FixedWriter o{b, b + cap};
     o.put("<html>\r\n<head><title>");
     o.num(static_cast<uint64_t>(tls_400 ? 400 : status));
     o.put(" ");
@@ -303,7 +280,7 @@ Flow send_header(Request& r) {
         const bool with_port = *lc.port_in_redirect && port != (https ? 443 : 80) && port != 0;
         size_t cap = 8 + 2 + host.size() + 6 + h.location.size();
         char* b = static_cast<char*>(r.arena().alloc(cap, 1));
-        Out w{b, b + cap};
+        FixedWriter w{b, b + cap};
         w.put(https ? "https://" : "http://");
         if (v6) w.put("[");
         w.put(host);

@@ -68,13 +68,8 @@ Flow body_filter(Request& r, Chain& in, Chain& out) {
         out.append(in);
         return Flow::Pass;
     }
-    bool last = in.last();
-    in.clear();
-    if (last) {
-        Buf end;
-        end.last_buf = true;
-        out.push(std::move(end));
-    }
+    in.drop_data();
+    out.append(in);
     return Flow::Pass;
 }
 

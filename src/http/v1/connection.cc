@@ -67,22 +67,6 @@ bool is_wild(const conf::Address& a) {
            (a.kind == conf::Address::Kind::Inet6 && a.host == "::");
 }
 
-// A small appending writer over arena memory.
-struct Out {
-    char* p;
-    char* end;
-    void put(std::string_view s) {
-        size_t n = std::min<size_t>(s.size(), static_cast<size_t>(end - p));
-        memcpy(p, s.data(), n);
-        p += n;
-    }
-    void num(uint64_t v) {
-        char b[24];
-        int n = snprintf(b, sizeof b, "%llu", static_cast<unsigned long long>(v));
-        put({b, static_cast<size_t>(n)});
-    }
-};
-
 }  // namespace
 
 void on_accept(void* port, event::Connection& c) {
@@ -519,7 +503,7 @@ Flow Connection::send_head(Request& r, const ResponseHead& h) {
     size_t cap = 512 + reason.size() + h.content_type.size() + h.charset.size() + location.size() + h.etag.size();
     for (const Header& x : h.headers) cap += x.name.size() + x.value.size() + 4;
     char* b = static_cast<char*>(r.arena().alloc(cap, 1));
-    Out o{b, b + cap};
+    FixedWriter o{b, b + cap};
     o.put("HTTP/1.1 ");
     o.num(static_cast<uint64_t>(h.status));
     if (!reason.empty()) {

@@ -15,6 +15,7 @@
 #include <new>
 
 #include "core/shm.h"
+#include "forked.h"
 
 using gatehouse::shm::Guard;
 using gatehouse::shm::Locked;
@@ -152,25 +153,13 @@ TEST_CASE("core/shm_lock: a locker dying while it repairs passes the news on") {
 
 TEST_CASE("core/shm_lock: locking it twice aborts instead of waiting forever") {
     Fixture f;
-    pid_t pid = ::fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-        // doctest's crash handler would report the abort as this test's
-        // failure; the parent judges it. The check's message goes to
-        // stderr: not into the test output.
-        ::signal(SIGABRT, SIG_DFL);
-        int null = ::open("/dev/null", O_WRONLY);
-        if (null >= 0) ::dup2(null, 2);
+    int sig = gatehouse::test::dies_with([&] {
         // Were it to wait, SIGALRM ends the child and the check below fails.
         ::alarm(10);
         (void)f.s->mutex.lock();
         (void)f.s->mutex.lock();
-        ::_exit(0);
-    }
-    int status = 0;
-    REQUIRE(::waitpid(pid, &status, 0) == pid);
-    REQUIRE(WIFSIGNALED(status));
-    CHECK(WTERMSIG(status) == SIGABRT);
+    });
+    CHECK(sig == SIGABRT);
     // The abort released it, as any death does.
     Guard g(f.s->mutex);
     CHECK(g.owner_died());

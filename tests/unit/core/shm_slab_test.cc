@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "core/shm.h"
+#include "forked.h"
 
 using gatehouse::shm::Guard;
 using gatehouse::shm::Pool;
@@ -42,24 +43,6 @@ struct Region {
 
 uintptr_t offset_in(const Pool* p, const void* b) {
     return reinterpret_cast<uintptr_t>(b) - reinterpret_cast<uintptr_t>(p);
-}
-
-// Runs fn in a forked child with doctest's crash handler off and stderr
-// closed; returns the signal that ended it (0: it exited).
-template <typename Fn>
-int dies_with(Fn fn) {
-    pid_t pid = ::fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-        ::signal(SIGABRT, SIG_DFL);
-        int null = ::open("/dev/null", O_WRONLY);
-        if (null >= 0) ::dup2(null, 2);
-        fn();
-        ::_exit(0);
-    }
-    int status = 0;
-    REQUIRE(::waitpid(pid, &status, 0) == pid);
-    return WIFSIGNALED(status) ? WTERMSIG(status) : 0;
 }
 
 }  // namespace
@@ -358,7 +341,7 @@ TEST_CASE("core/shm_slab: freeing what is not a block in use aborts") {
         large = static_cast<char*>(p->alloc(2000));
     }
     auto free_in_child = [p](void* b, bool twice) {
-        return dies_with([=] {
+        return gatehouse::test::dies_with([=] {
             Guard g(p->mutex());
             p->free(b);
             if (twice) p->free(b);
@@ -413,23 +396,11 @@ TEST_CASE("core/shm_slab: after a holder died, reset gives a usable pool") {
     auto z = gen.add("slab", 64 * 1024, &kTag);
     REQUIRE(z.ok());
     Pool* p = Pool::attach(z->zone->addr(), z->zone->size());
-    int ready[2];
-    REQUIRE(::pipe(ready) == 0);
-    pid_t pid = ::fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-        // Killed in the middle of its work, the lock held.
+    // Killed in the middle of its work, the lock held.
+    gatehouse::test::killed_after([&] {
         (void)p->mutex().lock();
         p->alloc(100);
-        if (::write(ready[1], "x", 1) != 1) ::_exit(1);
-        for (;;) ::pause();
-    }
-    char c = 0;
-    REQUIRE(::read(ready[0], &c, 1) == 1);
-    ::close(ready[0]);
-    ::close(ready[1]);
-    ::kill(pid, SIGKILL);
-    REQUIRE(::waitpid(pid, nullptr, 0) == pid);
+    });
     Guard g(p->mutex());
     REQUIRE(g.owner_died());
     p->reset();

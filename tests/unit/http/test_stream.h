@@ -32,6 +32,7 @@
 #include "event/clock.h"
 #include "event/connection.h"
 #include "event/loop.h"
+#include "core/log.h"
 #include "core/str.h"
 #include "event/worker.h"
 #include "http/core_module.h"
@@ -49,6 +50,9 @@ namespace gatehouse::test {
 class Site {
 public:
     explicit Site(std::string http, std::string main = {}) {
+        // The request path logs (a file not found...): into a log with no
+        // file, not into the test output.
+        log::set_error_log(&quiet);
         init_modules();
         dir.mkdir("conf");
         dir.mkdir("logs");
@@ -68,6 +72,7 @@ public:
     ~Site() {
         table.reset();
         event::set_worker(nullptr, nullptr);
+        log::set_error_log(nullptr);
     }
     Site(const Site&) = delete;
     Site& operator=(const Site&) = delete;
@@ -87,6 +92,7 @@ public:
         settle();
     }
 
+    log::ErrorLog quiet;
     TempDir dir;
     process::LoadOptions lo;
     std::unique_ptr<process::Cycle> cycle;

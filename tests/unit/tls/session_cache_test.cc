@@ -18,6 +18,7 @@
 
 #include "core/log.h"
 #include "core/shm.h"
+#include "forked.h"
 #include "temp_dir.h"
 
 using gatehouse::tls::SharedSessionCache;
@@ -197,21 +198,7 @@ TEST_CASE("tls/session_cache: a worker dying with the lock held leaves an empty,
     SharedSessionCache* c = SharedSessionCache::attach(zone->zone->addr(), zone->zone->size());
     REQUIRE(c != nullptr);
     c->store(id(1), der(1), 500, 100);
-    int ready[2];
-    REQUIRE(::pipe(ready) == 0);
-    pid_t pid = ::fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-        (void)c->pool().mutex().lock();
-        if (::write(ready[1], "x", 1) != 1) ::_exit(1);
-        for (;;) ::pause();
-    }
-    char x = 0;
-    REQUIRE(::read(ready[0], &x, 1) == 1);
-    ::close(ready[0]);
-    ::close(ready[1]);
-    ::kill(pid, SIGKILL);
-    REQUIRE(::waitpid(pid, nullptr, 0) == pid);
+    gatehouse::test::killed_after([&] { (void)c->pool().mutex().lock(); });
     uint8_t out[SharedSessionCache::kMaxSession];
     CHECK(c->find(id(1), out, 101) == 0);
     CHECK(log.text().find("shared TLS session cache reset after a worker died holding its lock") !=

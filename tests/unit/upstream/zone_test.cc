@@ -5,9 +5,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <optional>
 #include <string>
 
 #include "balance_fixture.h"
+#include "forked.h"
 #include "core/shm.h"
 #include "core/shm_slab.h"
 #include "upstream/balancer.h"
@@ -210,21 +212,11 @@ TEST_CASE("upstream/zone: a worker killed holding the group's lock does not stop
     shm::ZoneRegistry reg;
     shm::ZoneSet gen(reg);
     Group g({"", ""}, kZone, &gen);
-    int ready[2];
-    REQUIRE(::pipe(ready) == 0);
-    pid_t pid = fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-        upstream::GroupLock lock(g.u());
-        if (::write(ready[1], "x", 1) != 1) _exit(1);
-        for (;;) ::pause();
-    }
-    char x = 0;
-    REQUIRE(::read(ready[0], &x, 1) == 1);
-    ::close(ready[0]);
-    ::close(ready[1]);
-    ::kill(pid, SIGKILL);
-    REQUIRE(waitpid(pid, nullptr, 0) == pid);
+    // The lock outlives the lambda: the child dies holding it.
+    gatehouse::test::killed_after([&] {
+        static std::optional<upstream::GroupLock> held;
+        held.emplace(g.u());
+    });
     CHECK(test::spread(g, 4, kT0) == std::vector<int>{2, 2});
     CHECK(log.text().find("upstream \"u\" goes on after a worker died holding its zone's lock") !=
           std::string::npos);
