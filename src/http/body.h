@@ -33,8 +33,6 @@ namespace gatehouse::http {
 // again.
 bool read_body(Request& r, BodySink sink);
 void resume_body(Request& r);
-// The request has body bytes no handler has read.
-bool body_pending(const Request& r);
 
 // Reads r's body whole (or finds it already read) and calls done(r) once
 // it is in r.body_kept: at once when it already is, else from the loop.

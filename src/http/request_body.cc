@@ -19,7 +19,6 @@ namespace gatehouse::http {
 
 bool read_body(Request& r, BodySink sink) { return r.stream().read_body(r, sink); }
 void resume_body(Request& r) { r.stream().resume_body(); }
-bool body_pending(const Request& r) { return r.stream().body_unread(); }
 
 // ---- temp files ---------------------------------------------------------------------------
 

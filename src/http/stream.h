@@ -105,9 +105,6 @@ public:
     // case nothing is called.
     virtual bool read_body(Request& r, BodySink sink) = 0;
     virtual void resume_body() = 0;
-    // Body bytes the client sent that no reader has taken yet (they will
-    // be discarded after the response).
-    virtual bool body_unread() const = 0;
 
     // ---- tunnels ---------------------------------------------------------------------------
     // See the contract above. `leftover` receives the bytes the client

@@ -424,7 +424,8 @@ void v_scheme(Request& r, VarValue& v, uintptr_t) { set(v, r.stream().tls() ? "h
 void v_https(Request& r, VarValue& v, uintptr_t) { set(v, r.stream().tls() ? "on" : ""); }
 void v_method(Request& r, VarValue& v, uintptr_t) { set(v, r.method); }
 void v_protocol(Request& r, VarValue& v, uintptr_t) {
-    set(v, r.http_version == 10 ? "HTTP/1.0" : r.http_version == 11 ? "HTTP/1.1" : "HTTP/0.9");
+    // HTTP/1.2..1.9 are served as 1.1 (RFC 9110 2.5); 20 is HTTP/2.
+    set(v, r.http_version == 10 ? "HTTP/1.0" : r.http_version == 20 ? "HTTP/2.0" : "HTTP/1.1");
 }
 void v_status(Request& r, VarValue& v, uintptr_t) {
     int s = r.out.status;

@@ -94,8 +94,17 @@ OriginRequest build_request_head(Request& r, const ProxyConf& pc, const HeadInpu
 
     if (*pc.pass_request_headers) {
         // Fields the client's Connection names are hop-by-hop too (RFC 9110
-        // 7.6.1).
+        // 7.6.1); most requests have one Connection field or none.
+        std::string_view conn_value;
+        bool several = false;
+        for (const HeaderField& f : r.headers)
+            if (iequals(f.name, "Connection")) {
+                several = !conn_value.empty();
+                conn_value = f.value;
+            }
         auto named_by_connection = [&](std::string_view name) {
+            if (conn_value.empty()) return false;
+            if (!several) return connection_lists(conn_value, name);
             for (const HeaderField& f : r.headers)
                 if (iequals(f.name, "Connection") && connection_lists(f.value, name)) return true;
             return false;

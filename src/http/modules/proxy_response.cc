@@ -71,8 +71,18 @@ void copy_response_head(Request& r, const ProxyConf& pc, const Pass& pass, int s
     ResponseHead& out = r.out;
     out.status = status;
     if (!reason.empty()) out.reason = r.arena().dup(reason);
-    // Fields the origin's Connection names are hop-by-hop (RFC 9110 7.6.1).
+    // Fields the origin's Connection names are hop-by-hop (RFC 9110 7.6.1);
+    // most responses have one Connection field or none.
+    std::string_view conn_value;
+    bool several = false;
+    for (const auto& f : fields)
+        if (iequals(f.name, "Connection")) {
+            several = !conn_value.empty();
+            conn_value = f.value;
+        }
     auto named_by_connection = [&](std::string_view name) {
+        if (conn_value.empty()) return false;
+        if (!several) return connection_lists(conn_value, name);
         for (const auto& f : fields)
             if (iequals(f.name, "Connection") && connection_lists(f.value, name)) return true;
         return false;

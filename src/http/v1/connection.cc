@@ -715,8 +715,6 @@ void Connection::resume_body() {
     pump_body();
 }
 
-bool Connection::body_unread() const { return req_ && req_->has_body && !(body_started_ && body_done_); }
-
 void Connection::body_failed(int status, const char* why) {
     Request& r = *req_;
     body_done_ = true;

@@ -77,7 +77,6 @@ public:
     bool closed() const override { return closing_; }
     bool read_body(Request& r, BodySink sink) override;
     void resume_body() override;
-    bool body_unread() const override;
     event::Duplex& open_tunnel(event::Callback on_ready, std::string_view* leftover) override;
 
     // ---- Duplex (after 101) ----

@@ -222,7 +222,6 @@ public:
         return true;
     }
     void resume_body() override {}
-    bool body_unread() const override { return req && req->has_body && !body_taken_; }
     event::Duplex& open_tunnel(event::Callback, std::string_view*) override {
         FAIL("no tunnels in the test stream");
         __builtin_unreachable();
