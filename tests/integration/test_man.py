@@ -211,6 +211,30 @@ def test_every_directive_entry_says_default_and_context():
     assert not missing, "directives without a full entry (syntax, Default:, Context:): " + ", ".join(missing)
 
 
+def test_every_entry_is_a_registered_directive():
+    """The other way round: the page documents no directive that the
+    source does not register (a removed or renamed directive, or one
+    documented before it exists)."""
+    entries = directive_entries(page_text("gatehouse.conf.5"))
+    registered = registered_directives()
+    stale = sorted(name for name in entries if name not in registered)
+    assert not stale, "entries in man/gatehouse.conf.5 for directives no module registers: " + ", ".join(stale)
+
+
+def test_every_listed_variable_is_declared():
+    """Every $name the VARIABLES section lists exists (a prefix one ends
+    in "_", as $http_)."""
+    text = page_text("gatehouse.conf.5")
+    variables = text[text.index("\n.SH VARIABLES\n"):text.index("\n.SH ERROR RESPONSES\n")]
+    # The tag lines of the list: the line after each ".TP".
+    tags = re.findall(r"^\.TP[^\n]*\n([^\n]+)", variables, re.M)
+    listed = {name for tag in tags for name in re.findall(r"\$([a-z_][a-z_0-9]*)", tag)}
+    assert len(listed) > 20, listed
+    declared = declared_variables()
+    unknown = sorted(name for name in listed if name not in declared)
+    assert not unknown, "variables listed in man/gatehouse.conf.5 that nothing declares: " + ", ".join(unknown)
+
+
 def test_every_variable_is_listed():
     text = page_text("gatehouse.conf.5")
     variables = text[text.index("\n.SH VARIABLES\n"):text.index("\n.SH ERROR RESPONSES\n")]
