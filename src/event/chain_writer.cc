@@ -46,14 +46,16 @@ void ChainWriter::drop_written() {
     }
 }
 
-ChainWriter::Result ChainWriter::write(Connection& c, bool use_sendfile) {
+ChainWriter::Result ChainWriter::write(Connection& c, bool use_sendfile, const Limits& limits) {
     Result res;
     const bool direct = use_sendfile && c.transport == nullptr;
+    uint64_t sent_by_sendfile = 0;
     while (head_ < q_.size()) {
         Buf& b = q_[head_];
         if (b.in_file() && !direct) {
-            // Through memory: a piece in front of the rest of the range.
-            size_t want = std::min<size_t>(b.size(), kFileReadPiece);
+            // Through memory: a piece in front of the rest of the range
+            // (with "sendfile off" or over TLS; "output_buffers" sizes it).
+            size_t want = std::min<size_t>(b.size(), std::max<size_t>(limits.file_piece, 1));
             SlabRef slab = SlabRef::adopt(Slab::make(want));
             ssize_t n = ::pread(b.fd, slab.get()->data(), want, b.file_pos);
             if (n < 0 && errno == EINTR) continue;
@@ -75,8 +77,17 @@ ChainWriter::Result ChainWriter::write(Connection& c, bool use_sendfile) {
             continue;
         }
         if (b.in_file()) {
+            if (limits.sendfile_max_chunk && sent_by_sendfile >= limits.sendfile_max_chunk) {
+                // One fast client must not keep the worker to itself
+                // ("sendfile_max_chunk"): the rest from the loop.
+                res.kind = Result::Yield;
+                break;
+            }
+            size_t cap = 1u << 30;
+            if (limits.sendfile_max_chunk)
+                cap = static_cast<size_t>(std::min<uint64_t>(cap, limits.sendfile_max_chunk - sent_by_sendfile));
             off_t off = b.file_pos;
-            ssize_t n = ::sendfile(c.fd(), b.fd, &off, std::min<size_t>(b.size(), 1u << 30));
+            ssize_t n = ::sendfile(c.fd(), b.fd, &off, std::min<size_t>(b.size(), cap));
             if (n < 0 && errno == EINTR) continue;
             if (n < 0 && errno == EAGAIN) {
                 c.io.clear_writable();
@@ -91,6 +102,7 @@ ChainWriter::Result ChainWriter::write(Connection& c, bool use_sendfile) {
                 break;
             }
             res.bytes += static_cast<uint64_t>(n);
+            sent_by_sendfile += static_cast<uint64_t>(n);
             b.file_pos += n;
             if (b.file_pos == b.file_last) ++head_;
             continue;

@@ -39,6 +39,8 @@ public:
         enum Kind : uint8_t {
             Done,   // everything was written
             Again,  // the socket is full: wait for writability
+            Yield,  // Limits::sendfile_max_chunk was sent: go on from the
+                    // loop (a posted event), the socket is still writable
             Error,  // the connection failed, or a file: see below
         };
         Kind kind = Done;
@@ -46,10 +48,16 @@ public:
         int err = 0;               // errno; 0 with Error: a file was shorter than its range
         const char* call = "";     // "writev()", "sendfile()", "pread()"
     };
+    // How files go out ("sendfile_max_chunk", "output_buffers").
+    struct Limits {
+        uint64_t sendfile_max_chunk = 0;  // per call; 0: no limit
+        size_t file_piece = 32768;        // read into memory at a time
+    };
     // Writes until the queue is empty or the connection would block.
     // `use_sendfile`: file ranges may go with sendfile() (never through a
     // transport such as TLS, whatever this says).
-    Result write(Connection& c, bool use_sendfile);
+    Result write(Connection& c, bool use_sendfile, const Limits& limits);
+    Result write(Connection& c, bool use_sendfile) { return write(c, use_sendfile, Limits{}); }
 
 private:
     void drop_written();
@@ -57,9 +65,5 @@ private:
     std::pmr::vector<Buf> q_;
     size_t head_ = 0;  // first unwritten Buf
 };
-
-// With "sendfile off" or over TLS, files go out through memory in pieces
-// this big.
-inline constexpr size_t kFileReadPiece = 32768;
 
 }  // namespace gatehouse::event

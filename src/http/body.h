@@ -43,9 +43,11 @@ bool read_whole_body(Request& r, void (*done)(Request& r));
 
 // A temp file in `dir`, unlinked from the start (O_TMPFILE, or a name
 // removed at once where the file system lacks it): nothing is left behind
-// when the worker dies. The directory is made on first use. The error
-// names the call, the path and errno.
-Result<int> open_temp_file(const std::string& dir);
+// when the worker dies. With `keep`, a named file that stays after the
+// request ("client_body_in_file_only on", for debugging as in nginx).
+// The directory is made on first use. The error names the call, the path
+// and errno.
+Result<int> open_temp_file(const std::string& dir, bool keep = false);
 // The directory for a kind of temp file: `path` when configured (a
 // "*_temp_path" directive), else `def` under the prefix.
 std::string temp_dir(Request& r, const std::optional<std::string>& path, std::string_view def);

@@ -65,6 +65,8 @@ Status open_http(Ctx& cx, const Node& n) {
         // inherit from their server all the same [nginx].
         for (LocConf* l : s->named) merge_level(Level::Loc, s->loc_confs, l->loc_confs);
     }
+    // A limit_except block inherits from its location, merged by now.
+    for (auto& [parent, block] : m->limit_excepts) merge_level(Level::Loc, parent, block);
     return {};
 }
 
@@ -245,6 +247,35 @@ Status set_lingering_close(Ctx& cx, const Node& n, LocConf& lc) {
     return {};
 }
 
+// limit_except METHOD ... { ... }: the block's directives apply to the
+// requests with another method [nginx].
+Status open_limit_except(Ctx& cx, const Node& n) {
+    auto* lc = cx.conf<LocConf>(http_core_module, Level::Loc);
+    auto* m = cx.conf<HttpMainConf>(http_core_module, Level::Main);
+    GH_CHECK(lc && m);
+    if (lc->limit_except_confs) return cx.duplicate(n);
+    uint32_t allowed = 0;
+    for (const conf::Arg& a : n.args) {
+        uint32_t bit = method_bit(a.text);
+        if (!bit) return cx.error(n, "invalid method \"" + a.text + "\"");
+        allowed |= bit;
+        if (a.text == "GET") allowed |= method_bit("HEAD");
+    }
+    ConfArray parent = cx.level(Level::Loc);
+    ConfArray block = cx.create_level(Level::Loc);
+    auto& bl = core_loc(block);
+    bl.loc_confs = block;
+    bl.match = lc->match;
+    bl.name = lc->name;
+    bl.is_location = lc->is_location;
+    bl.where = n.where();
+    lc->limit_except = allowed;
+    lc->limit_except_confs = block;
+    m->limit_excepts.emplace_back(parent, block);
+    Ctx::LevelScope scope(cx, Level::Loc, block);
+    return cx.walk(n.children, conf::kLimitExcept);
+}
+
 Status set_internal(Ctx& cx, const Node& n, LocConf& lc) {
     if (lc.internal) return cx.duplicate(n);
     lc.internal = true;
@@ -292,6 +323,8 @@ void merge_srv(const SrvConf& up, SrvConf& c) {
     conf::inherit(c.underscores_in_headers, up.underscores_in_headers, false);
     conf::inherit(c.ignore_invalid_headers, up.ignore_invalid_headers, true);
     conf::inherit(c.merge_slashes, up.merge_slashes, true);
+    conf::inherit(c.request_pool_size, up.request_pool_size, 4096);
+    conf::inherit(c.connection_pool_size, up.connection_pool_size, 512);
 }
 
 void merge_loc(const LocConf& up, LocConf& c) {
@@ -316,7 +349,53 @@ void merge_loc(const LocConf& up, LocConf& c) {
     conf::inherit(c.reset_timedout_connection, up.reset_timedout_connection, false);
     conf::inherit(c.recursive_error_pages, up.recursive_error_pages, false);
     conf::inherit(c.client_body_temp_path, up.client_body_temp_path);
+    conf::inherit(c.client_body_in_file_only, up.client_body_in_file_only, 0);
+    conf::inherit(c.client_body_in_single_buffer, up.client_body_in_single_buffer, false);
+    conf::inherit(c.keepalive_time, up.keepalive_time, std::chrono::hours(1));
+    conf::inherit(c.tcp_nopush, up.tcp_nopush, false);
+    conf::inherit(c.sendfile_max_chunk, up.sendfile_max_chunk, 2u << 20);
+    if (!c.output_buffers_num) {
+        c.output_buffers_num = up.output_buffers_num ? *up.output_buffers_num : 2;
+        c.output_buffers_size = up.output_buffers_size ? *up.output_buffers_size : 32768;
+    }
+    conf::inherit(c.postpone_output, up.postpone_output, 1460);
+    conf::inherit(c.msie_padding, up.msie_padding, true);
+    conf::inherit(c.msie_refresh, up.msie_refresh, false);
     if (!c.error_pages_set) c.error_pages = up.error_pages;
+}
+
+Status set_in_file_only(Ctx& cx, const Node& n, LocConf& lc) {
+    if (lc.client_body_in_file_only) return cx.duplicate(n);
+    const std::string& v = n.args[0].text;
+    if (v == "off") lc.client_body_in_file_only = 0;
+    else if (v == "on") lc.client_body_in_file_only = 1;
+    else if (v == "clean") lc.client_body_in_file_only = 2;
+    else return cx.invalid(n, make_error("invalid value \"" + v + "\", it must be \"on\", \"clean\" or \"off\""));
+    return {};
+}
+
+Status set_output_buffers(Ctx& cx, const Node& n, LocConf& lc) {
+    if (lc.output_buffers_num) return cx.duplicate(n);
+    auto num = conf::parse_number(n.args[0].text, 1024);
+    if (!num || *num == 0) return cx.invalid(n, make_error("invalid value \"" + n.args[0].text + "\""));
+    auto size = conf::parse_size(n.args[1].text);
+    if (!size) return cx.invalid(n, size.error());
+    if (*size == 0) return cx.invalid(n, make_error("invalid value \"" + n.args[1].text + "\""));
+    lc.output_buffers_num = *num;
+    lc.output_buffers_size = *size;
+    return {};
+}
+
+// The *_hash_* sizes: a positive size, as nginx checks them; nothing
+// else reads them.
+template <auto Member>
+Status set_hash_size(Ctx& cx, const Node& n, HttpMainConf& m) {
+    if ((m.*Member).has_value()) return cx.duplicate(n);
+    auto v = conf::parse_size(n.args[0].text);
+    if (!v) return cx.invalid(n, v.error());
+    if (*v == 0) return cx.invalid(n, make_error("invalid value \"" + n.args[0].text + "\""));
+    m.*Member = *v;
+    return {};
 }
 
 Status set_body_temp(Ctx& cx, const Node& n, LocConf& lc) { return set_temp_path(cx, n, lc.client_body_temp_path); }
@@ -460,6 +539,7 @@ constexpr conf::Directive kDirectives[] = {
      conf::flag<&SrvConf::ignore_invalid_headers>()},
     {"merge_slashes", conf::kHttp | conf::kServer, conf::Take1, conf::flag<&SrvConf::merge_slashes>()},
     {"internal", conf::kLocation, conf::Take0, conf::custom<set_internal>()},
+    {"limit_except", conf::kLocation, conf::Arity{1, 255, true}, conf::custom<open_limit_except>()},
     {"client_max_body_size", conf::kHttpSrvLoc, conf::Take1, conf::size<&LocConf::client_max_body_size>()},
     {"client_body_buffer_size", conf::kHttpSrvLoc, conf::Take1,
      conf::size<&LocConf::client_body_buffer_size>()},
@@ -486,6 +566,27 @@ constexpr conf::Directive kDirectives[] = {
      conf::flag<&LocConf::recursive_error_pages>()},
     {"error_page", conf::kHttpSrvLoc | conf::kIf, conf::Take2More, conf::custom<set_error_page>()},
     {"client_body_temp_path", conf::kHttpSrvLoc, conf::Arity{1, 4, false}, conf::custom<set_body_temp>()},
+    {"client_body_in_file_only", conf::kHttpSrvLoc, conf::Take1, conf::custom<set_in_file_only>()},
+    {"client_body_in_single_buffer", conf::kHttpSrvLoc, conf::Take1,
+     conf::flag<&LocConf::client_body_in_single_buffer>()},
+    {"keepalive_time", conf::kHttpSrvLoc, conf::Take1, conf::duration<&LocConf::keepalive_time>()},
+    {"tcp_nopush", conf::kHttpSrvLoc, conf::Take1, conf::flag<&LocConf::tcp_nopush>()},
+    {"sendfile_max_chunk", conf::kHttpSrvLoc, conf::Take1, conf::size<&LocConf::sendfile_max_chunk>()},
+    {"output_buffers", conf::kHttpSrvLoc, conf::Take2, conf::custom<set_output_buffers>()},
+    {"postpone_output", conf::kHttpSrvLoc, conf::Take1, conf::size<&LocConf::postpone_output>()},
+    {"msie_padding", conf::kHttpSrvLoc, conf::Take1, conf::flag<&LocConf::msie_padding>()},
+    {"msie_refresh", conf::kHttpSrvLoc, conf::Take1, conf::flag<&LocConf::msie_refresh>()},
+    {"request_pool_size", conf::kHttp | conf::kServer, conf::Take1, conf::size<&SrvConf::request_pool_size>()},
+    {"connection_pool_size", conf::kHttp | conf::kServer, conf::Take1,
+     conf::size<&SrvConf::connection_pool_size>()},
+    {"server_names_hash_max_size", conf::kHttp, conf::Take1,
+     conf::custom<set_hash_size<&HttpMainConf::server_names_hash_max_size>>()},
+    {"server_names_hash_bucket_size", conf::kHttp, conf::Take1,
+     conf::custom<set_hash_size<&HttpMainConf::server_names_hash_bucket_size>>()},
+    {"variables_hash_max_size", conf::kHttp, conf::Take1,
+     conf::custom<set_hash_size<&HttpMainConf::variables_hash_max_size>>()},
+    {"variables_hash_bucket_size", conf::kHttp, conf::Take1,
+     conf::custom<set_hash_size<&HttpMainConf::variables_hash_bucket_size>>()},
 };
 
 extern const ModuleHooks kCoreHooks{
@@ -523,6 +624,15 @@ Status set_temp_path(Ctx& cx, const Node& n, std::optional<std::string>& field) 
     field = cx.full_path(n.args[0].text);
     while (field->size() > 1 && field->back() == '/') field->pop_back();
     return {};
+}
+
+uint32_t method_bit(std::string_view m) {
+    static constexpr std::string_view kNames[] = {"GET",  "HEAD",     "POST",      "PUT",  "DELETE",
+                                                  "MKCOL", "COPY",    "MOVE",      "OPTIONS", "PROPFIND",
+                                                  "PROPPATCH", "LOCK", "UNLOCK", "PATCH"};
+    for (size_t i = 0; i < std::size(kNames); ++i)
+        if (m == kNames[i]) return 1u << i;
+    return 0;
 }
 
 HttpMainConf* http_main(const conf::ConfArray main_confs) {

@@ -62,6 +62,8 @@ struct SrvConf {
     std::optional<bool> underscores_in_headers;             // "underscores_in_headers"
     std::optional<bool> ignore_invalid_headers;             // "ignore_invalid_headers"
     std::optional<bool> merge_slashes;                      // "merge_slashes"
+    std::optional<uint64_t> request_pool_size;              // "request_pool_size": a request arena's first block
+    std::optional<uint64_t> connection_pool_size;           // "connection_pool_size": accepted, unused
 };
 
 struct ErrorPage {
@@ -82,6 +84,11 @@ struct LocConf {
     bool is_location = false;              // false for the http and server levels
     PhaseFn content_handler = nullptr;     // answers this location alone (proxy_pass)
     std::string where;
+    // "limit_except": the methods it lets through as the location says
+    // (kMethod* bits); a request with another method gets the block's
+    // structs instead (limit_except_confs, owner: the generation arena).
+    uint32_t limit_except = 0;
+    conf::ConfArray limit_except_confs = nullptr;
 
     std::optional<bool> internal;                       // "internal"
     std::optional<uint64_t> client_max_body_size;       // "client_max_body_size"
@@ -103,6 +110,16 @@ struct LocConf {
     std::optional<bool> reset_timedout_connection;      // "reset_timedout_connection"
     std::optional<bool> recursive_error_pages;          // "recursive_error_pages"
     std::optional<std::string> client_body_temp_path;   // "client_body_temp_path", absolute
+    std::optional<uint8_t> client_body_in_file_only;    // "client_body_in_file_only": 0 off, 1 on, 2 clean
+    std::optional<bool> client_body_in_single_buffer;   // "client_body_in_single_buffer"
+    std::optional<conf::Duration> keepalive_time;       // "keepalive_time"
+    std::optional<bool> tcp_nopush;                     // "tcp_nopush"
+    std::optional<uint64_t> sendfile_max_chunk;         // "sendfile_max_chunk" (0: no limit)
+    std::optional<uint64_t> output_buffers_num;         // "output_buffers"
+    std::optional<uint64_t> output_buffers_size;
+    std::optional<uint64_t> postpone_output;            // "postpone_output": accepted, unused
+    std::optional<bool> msie_padding;                   // "msie_padding"
+    std::optional<bool> msie_refresh;                   // "msie_refresh"
     std::vector<ErrorPage> error_pages;                 // "error_page"
     bool error_pages_set = false;
 };
@@ -130,6 +147,15 @@ struct ListenPort {
 // http_core_module's main-level struct.
 struct HttpMainConf {
     std::string prefix;                     // the generation's, for default temp paths
+    // Every "limit_except" block with its location's structs, merged after
+    // the http block.
+    std::vector<std::pair<conf::ConfArray, conf::ConfArray>> limit_excepts;
+    // Accepted and checked for nginx configurations; the tables they size
+    // are not hash tables here (see gatehouse.conf(5)).
+    std::optional<uint64_t> server_names_hash_max_size;     // "server_names_hash_max_size"
+    std::optional<uint64_t> server_names_hash_bucket_size;  // "server_names_hash_bucket_size"
+    std::optional<uint64_t> variables_hash_max_size;        // "variables_hash_max_size"
+    std::optional<uint64_t> variables_hash_bucket_size;     // "variables_hash_bucket_size"
     std::vector<SrvConf*> servers;          // owner: the generation arena
     conf::ConfArray main_confs = nullptr;
     conf::ConfArray srv_confs = nullptr;    // the http block's own levels
@@ -161,6 +187,11 @@ extern const conf::Module http_core_module;
 // default server when none matches. With `r`, a regex's captures become
 // its variables. Used for the Host header and for TLS SNI.
 SrvConf* find_server(const AddrServers& as, std::string_view host, Request* r);
+
+// "limit_except" method names, as bits: GET (which lets HEAD through too),
+// HEAD, POST, PUT, DELETE, MKCOL, COPY, MOVE, OPTIONS, PROPFIND,
+// PROPPATCH, LOCK, UNLOCK, PATCH [nginx]. 0 for any other name.
+uint32_t method_bit(std::string_view method);
 
 // The http main conf of a generation, or null without an http block.
 HttpMainConf* http_main(const conf::ConfArray main_confs);

@@ -48,6 +48,41 @@ constexpr auto kReasons = make_reasons();
 
 size_t nfilters(const Request& r) { return http_main(r.main_confs)->body_filters.size(); }
 
+// Internet Explorer, which nginx's msie_padding and msie_refresh are for:
+// "MSIE " in User-Agent, Opera's imitation aside.
+bool is_msie(const Request& r) {
+    const HeaderField* ua = r.headers.find("User-Agent");
+    return ua && ua->value.find("MSIE ") != std::string_view::npos &&
+           ua->value.find("Opera") == std::string_view::npos;
+}
+
+// IE replaces an error page shorter than 512 bytes with one of its own
+// ("friendly" pages): this comment makes every page longer.
+constexpr std::string_view kMsiePadding =
+    "<!-- padding: Internet Explorer shows its own page instead of an     -->\r\n"
+    "<!-- error page shorter than 512 bytes; these lines make it longer.  -->\r\n"
+    "<!-- padding: Internet Explorer shows its own page instead of an     -->\r\n"
+    "<!-- error page shorter than 512 bytes; these lines make it longer.  -->\r\n"
+    "<!-- padding: Internet Explorer shows its own page instead of an     -->\r\n"
+    "<!-- error page shorter than 512 bytes; these lines make it longer.  -->\r\n";
+
+// "msie_refresh": IE gets a page that refreshes to the target instead of
+// a redirect [nginx]. The target is escaped for the attribute.
+std::string_view refresh_page(Request& r, std::string_view target) {
+    std::pmr::string page(r.mem());
+    page += "<html><head><meta http-equiv=\"Refresh\" content=\"0; URL=";
+    for (char c : target) {
+        switch (c) {
+            case '"': page += "%22"; break;
+            case '<': page += "%3C"; break;
+            case '>': page += "%3E"; break;
+            default: page += c;
+        }
+    }
+    page += "\"></head><body></body></html>\r\n";
+    return r.arena().dup(page);
+}
+
 // The chains between the filters, made on the first body chain: they
 // live (with the Bufs they hold) as long as the request.
 void ensure_pending(Request& r) {
@@ -188,7 +223,13 @@ std::string_view status_page(Request& r, int status) {
     o.put("<hr><center>");
     o.put(tokens);
     o.put("</center>\r\n</body>\r\n</html>\r\n");
-    return {b, static_cast<size_t>(o.p - b)};
+    std::string_view page{b, static_cast<size_t>(o.p - b)};
+    if (status >= 400 && r.loc_confs && *r.loc_conf<LocConf>(http_core_module).msie_padding && is_msie(r)) {
+        std::pmr::string padded(page, r.mem());
+        padded += kMsiePadding;
+        return r.arena().dup(padded);
+    }
+    return page;
 }
 
 void finalize_response(Request& r) {
@@ -207,6 +248,17 @@ void finalize_response(Request& r) {
     }
     if (r.out.status == 0) r.out.status = 200;
     int st = r.out.status;
+    if ((st == 301 || st == 302) && r.body.empty() && !r.out.location.empty() && r.loc_confs &&
+        *r.loc_conf<LocConf>(http_core_module).msie_refresh && is_msie(r)) {
+        std::string_view page = refresh_page(r, r.out.location);
+        r.out.status = st = 200;
+        r.out.location = {};
+        r.out.content_type = "text/html";
+        r.out.content_length = page.size();
+        Buf b = Buf::memory(page);
+        b.last_buf = true;
+        r.body.push(std::move(b));
+    }
     if (st >= 300 && r.body.empty() && st != 304 && st != 204) {
         std::string_view page = status_page(r, st);
         if (is_tls_400(st)) r.out.status = st = 400;

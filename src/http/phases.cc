@@ -82,6 +82,9 @@ Next find_config(Request& r) {
     set_location(r, best ? best : &server_level);
     LocConf& lc = *r.loc;
     if (*lc.internal && !r.internal) return respond_status(r, 404);
+    // A method "limit_except" does not let through gets the block's
+    // settings (its access rules, its logs) [nginx].
+    if (lc.limit_except_confs && !(method_bit(r.method) & lc.limit_except)) r.loc_confs = lc.limit_except_confs;
     if (r.content_length && *r.content_length > *lc.client_max_body_size && *lc.client_max_body_size != 0) {
         GH_LOG(Error, "client intended to send too large body: %llu bytes, client: %.*s",
                static_cast<unsigned long long>(*r.content_length), static_cast<int>(r.remote_addr.size()),

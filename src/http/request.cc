@@ -78,6 +78,8 @@ void resume_phases(Request* r) {
 
 Request::Request(Stream& s, const conf::ConfArray main, SrvConf* server)
     : stream_(s),
+      // "request_pool_size" of the server the request starts on [nginx].
+      arena_(static_cast<size_t>(server->request_pool_size.value_or(4096))),
       headers(arena_.resource()),
       srv(server),
       main_confs(main),

@@ -42,7 +42,7 @@ struct Header {
 // rest are in `headers`. Views point into the arena, the config, or static
 // storage.
 struct ResponseHead {
-    explicit ResponseHead(std::pmr::memory_resource* r) : headers(r) {}
+    explicit ResponseHead(std::pmr::memory_resource* r) : headers(r), trailers(r) {}
     // The one status of the response: $status, the status line, what the
     // phases and filters test. 0 until a handler sets it.
     int status = 0;
@@ -58,6 +58,12 @@ struct ResponseHead {
     // send_header() when it is a path and absolute_redirect is on.
     std::string_view sent_location;
     bool accept_ranges = false;
+    // Trailer fields will follow the body ("add_trailer"): a front-end
+    // frames the body so that it can send them (HTTP/1.1: chunked), and
+    // sends `trailers` as they are when the body ends (a filter fills
+    // them then). Ignored where trailers cannot be sent (HTTP/1.0).
+    bool expect_trailers = false;
+    std::pmr::vector<Header> trailers;
 
     // The first header named `name` (case-insensitive), or null.
     Header* find(std::string_view name);
@@ -178,6 +184,7 @@ public:
     int http_version = 11;          // 10, 11 (20 for HTTP/2)
     bool head_only = false;         // HEAD (or a status without body): no body goes out
     bool internal = false;          // reached by an internal redirect
+    bool pipelined = false;         // sent before the previous response ended ($pipe)
 
     // ---- the client --------------------------------------------------------
     // From the stream; a module may replace them (the address behind a

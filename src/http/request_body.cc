@@ -22,34 +22,51 @@ void resume_body(Request& r) { r.stream().resume_body(); }
 
 // ---- temp files ---------------------------------------------------------------------------
 
-Result<int> open_temp_file(const std::string& dir) {
-    for (int attempt = 0; attempt < 2; ++attempt) {
-        int fd = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+namespace {
+
+Error sys_error(const char* call, const std::string& path, int err) {
+    return make_error(std::string(call) + " \"" + path + "\" failed (" + std::to_string(err) + ": " + strerror(err) +
+                      ")");
+}
+
+// A new file with a name of its own in `dir`; errno when none could be
+// made (ENOENT: no such directory).
+int open_named(const std::string& dir, std::string* path) {
+    static uint32_t seq = 0;
+    for (int i = 0; i < 100; ++i) {
+        *path = dir + "/" + std::to_string(getpid()) + "." + std::to_string(++seq);
+        int fd = ::open(path->c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
         if (fd >= 0) return fd;
-        int err = errno;
-        if (err == ENOENT && attempt == 0) {
-            if (::mkdir(dir.c_str(), 0700) == 0 || errno == EEXIST) continue;
+        if (errno != EEXIST) return -errno;
+    }
+    return -EEXIST;
+}
+
+}  // namespace
+
+Result<int> open_temp_file(const std::string& dir, bool keep) {
+    for (int attempt = 0; attempt < 2; ++attempt) {
+        int err = 0;
+        if (!keep) {
+            int fd = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+            if (fd >= 0) return fd;
             err = errno;
-            return make_error("mkdir() \"" + dir + "\" failed (" + std::to_string(err) + ": " + strerror(err) + ")");
         }
-        if (err != EOPNOTSUPP && err != EISDIR && err != EINVAL)
-            return make_error("open() \"" + dir + "\" failed (" + std::to_string(err) + ": " + strerror(err) + ")");
-        // No O_TMPFILE here: a unique name, unlinked at once.
-        static uint32_t seq = 0;
-        for (int i = 0; i < 100; ++i) {
-            std::string path = dir + "/" + std::to_string(getpid()) + "." + std::to_string(++seq);
-            fd = ::open(path.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+        // No O_TMPFILE here (or a file to keep): a unique name, unlinked
+        // at once unless kept.
+        if (keep || err == EOPNOTSUPP || err == EISDIR || err == EINVAL) {
+            std::string path;
+            int fd = open_named(dir, &path);
             if (fd >= 0) {
-                ::unlink(path.c_str());
+                if (!keep) ::unlink(path.c_str());
                 return fd;
             }
-            if (errno != EEXIST) {
-                err = errno;
-                return make_error("open() \"" + path + "\" failed (" + std::to_string(err) + ": " + strerror(err) +
-                                  ")");
-            }
+            err = -fd;
+            if (err != ENOENT) return sys_error("open()", path, err);
         }
-        return make_error("open() in \"" + dir + "\" failed: no free name");
+        if (err != ENOENT || attempt > 0) return sys_error("open()", dir, err);
+        // The directory is made on first use.
+        if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return sys_error("mkdir()", dir, errno);
     }
     return make_error("open() \"" + dir + "\" failed");
 }
@@ -94,7 +111,8 @@ void body_ready(Request* rp) {
 
 Status to_file(Request& r, RequestBody& b) {
     const auto& lc = r.loc_conf<LocConf>(http_core_module);
-    auto fd = open_temp_file(temp_dir(r, lc.client_body_temp_path, "client_body_temp"));
+    auto fd = open_temp_file(temp_dir(r, lc.client_body_temp_path, "client_body_temp"),
+                             *lc.client_body_in_file_only == 1);
     if (!fd) return fd.error();
     b.fd = *fd;
     r.add_fd(b.fd);
@@ -113,11 +131,15 @@ Status to_file(Request& r, RequestBody& b) {
 bool whole_sink(Request& r, Chain& piece) {
     RequestBody& b = *r.body_kept;
     if (b.failed) return false;
-    const uint64_t limit = *r.loc_conf<LocConf>(http_core_module).client_body_buffer_size;
+    const auto& lc = r.loc_conf<LocConf>(http_core_module);
+    const uint64_t limit = *lc.client_body_buffer_size;
+    // "client_body_in_file_only": always a file, even for a small body.
+    const bool file_only = *lc.client_body_in_file_only != 0;
     for (Buf& x : piece) {
         if (x.empty()) continue;
         std::string_view d = x.view();
-        bool fits = b.fd < 0 && b.mem_len + d.size() <= limit && (!r.content_length || *r.content_length <= limit);
+        bool fits = !file_only && b.fd < 0 && b.mem_len + d.size() <= limit &&
+                    (!r.content_length || *r.content_length <= limit);
         if (fits) {
             if (!b.mem) {
                 size_t cap = r.content_length ? static_cast<size_t>(*r.content_length) : static_cast<size_t>(limit);

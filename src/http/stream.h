@@ -72,9 +72,10 @@ public:
     virtual tls::Session* tls() const = 0;
     // A plain HTTP request arrived on a TLS port (nginx's 497).
     virtual bool plain_on_tls_port() const = 0;
-    // $connection and $connection_requests.
+    // $connection, $connection_requests and $connection_time.
     virtual uint64_t connection_number() const = 0;
     virtual uint32_t connection_requests() const = 0;
+    virtual event::Msec connection_start() const = 0;  // the loop's clock
     // The servers of the local address the connection came to.
     virtual const AddrServers& servers() = 0;
 

@@ -1,6 +1,8 @@
 #include "http/variables.h"
 
+#include <netinet/in.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -11,6 +13,7 @@
 #include "event/loop.h"
 #include "event/worker.h"
 #include "http/core_module.h"
+#include "http/request.h"
 
 namespace gatehouse::http {
 
@@ -367,9 +370,9 @@ void v_arg(Request& r, VarValue& v, uintptr_t arg) {
         size_t amp = a.find('&');
         std::string_view kv = a.substr(0, amp);
         size_t eq = kv.find('=');
-        std::string_view k = kv.substr(0, eq);
-        if (iequals(k, name)) {
-            set(v, eq == std::string_view::npos ? std::string_view() : kv.substr(eq + 1));
+        // As nginx: the name must be followed by "=" ("?a&b=1" has no $arg_a).
+        if (eq != std::string_view::npos && iequals(kv.substr(0, eq), name)) {
+            set(v, kv.substr(eq + 1));
             return;
         }
         if (amp == std::string_view::npos) break;
@@ -388,7 +391,8 @@ void v_cookie(Request& r, VarValue& v, uintptr_t arg) {
             size_t semi = c.find(';');
             std::string_view kv = c.substr(0, semi);
             size_t eq = kv.find('=');
-            if (eq != std::string_view::npos && kv.substr(0, eq) == name) {
+            // Cookie names compare without case, as variable names do [nginx].
+            if (eq != std::string_view::npos && iequals(kv.substr(0, eq), name)) {
                 set(v, kv.substr(eq + 1));
                 return;
             }
@@ -440,14 +444,45 @@ void v_body_bytes_sent(Request& r, VarValue& v, uintptr_t) {
 }
 void v_bytes_sent(Request& r, VarValue& v, uintptr_t) { set(v, num(r, r.counters.bytes_sent)); }
 void v_request_length(Request& r, VarValue& v, uintptr_t) { set(v, num(r, r.counters.request_length)); }
-void v_request_time(Request& r, VarValue& v, uintptr_t) {
+// "1.234": seconds with milliseconds since `from`.
+void since(Request& r, VarValue& v, event::Msec from) {
     event::Msec now = event::worker_loop().now();
-    event::Msec d = now > r.counters.start_msec ? now - r.counters.start_msec : 0;
+    event::Msec d = now > from ? now - from : 0;
     char b[32];
     int n = snprintf(b, sizeof b, "%llu.%03llu", static_cast<unsigned long long>(d / 1000),
                      static_cast<unsigned long long>(d % 1000));
     set(v, r.arena().dup({b, static_cast<size_t>(n)}));
 }
+void v_request_time(Request& r, VarValue& v, uintptr_t) { since(r, v, r.counters.start_msec); }
+void v_connection_time(Request& r, VarValue& v, uintptr_t) { since(r, v, r.stream().connection_start()); }
+
+// The client's address in 4 or 16 bytes (a key for limits and maps);
+// empty for a Unix-socket client.
+void v_binary_remote_addr(Request& r, VarValue& v, uintptr_t) {
+    const sockaddr* sa = r.remote_sockaddr;
+    if (sa && sa->sa_family == AF_INET) {
+        auto* in = reinterpret_cast<const sockaddr_in*>(sa);
+        return set(v, r.arena().dup({reinterpret_cast<const char*>(&in->sin_addr), 4}));
+    }
+    if (sa && sa->sa_family == AF_INET6) {
+        auto* in6 = reinterpret_cast<const sockaddr_in6*>(sa);
+        return set(v, r.arena().dup({reinterpret_cast<const char*>(&in6->sin6_addr), 16}));
+    }
+    set(v, "");
+}
+
+// The request body when a handler read it whole into memory; not found
+// when it went to a file or was not read whole [nginx].
+void v_request_body(Request& r, VarValue& v, uintptr_t) {
+    const RequestBody* b = r.body_kept;
+    if (!b || !b->complete || b->fd >= 0) {
+        v.not_found = true;
+        return;
+    }
+    set(v, b->bufs.empty() ? std::string_view() : b->bufs.begin()->view());
+}
+
+void v_pipe(Request& r, VarValue& v, uintptr_t) { set(v, r.pipelined ? "p" : "."); }
 // The local time now and its UTC offset in minutes, for the log formats.
 struct LocalNow {
     struct tm tm;
@@ -565,6 +600,10 @@ extern const VariableDef kCoreVariables[] = {
     {"request_id", v_request_id},
     {"connection", v_connection},
     {"connection_requests", v_connection_requests},
+    {"connection_time", v_connection_time, 0, kVarNoCache},
+    {"binary_remote_addr", v_binary_remote_addr},
+    {"request_body", v_request_body, 0, kVarNoCache},
+    {"pipe", v_pipe},
     {"hostname", v_hostname},
     {"pid", v_pid},
     {"content_length", v_content_length},

@@ -47,6 +47,36 @@ Status set_error_log(Ctx& cx, const Node& n, CoreConf& c) {
     return {};
 }
 
+// "load_module modules/ngx_http_NAME_module.so": gatehouse has no
+// loadable modules. The error says whether NAME is built in (the line can
+// go) or missing, rather than calling the directive unknown.
+Status set_load_module(Ctx& cx, const Node& n) {
+    std::string_view path = n.args[0].text;
+    std::string_view base = path.substr(path.rfind('/') == std::string_view::npos ? 0 : path.rfind('/') + 1);
+    std::string_view name = base;
+    if (name.ends_with(".so")) name.remove_suffix(3);
+    if (name.starts_with("ngx_")) name.remove_prefix(4);
+    if (name.ends_with("_module")) name.remove_suffix(7);
+    if (name == "stream" || name == "mail")
+        return cx.error(n, "\"load_module\": the " + std::string(name) +
+                               " modules of nginx are not available in gatehouse (\"" + std::string(path) + "\")");
+    for (std::string_view kind : {"http_", "stream_", "mail_"})
+        if (name.starts_with(kind)) {
+            if (kind != "http_")
+                return cx.error(n, "\"load_module\": the " + std::string(kind.substr(0, kind.size() - 1)) +
+                                       " modules of nginx are not available in gatehouse (\"" + std::string(path) +
+                                       "\")");
+            name.remove_prefix(kind.size());
+        }
+    for (const conf::Module* m : modules)
+        if (m->name == name)
+            return cx.error(n, "\"load_module\": the \"" + std::string(name) +
+                                   "\" module is built into gatehouse: remove the directive");
+    return cx.error(n, "\"load_module\": the \"" + std::string(name) +
+                           "\" module is not available in gatehouse (gatehouse loads no modules, \"" +
+                           std::string(path) + "\")");
+}
+
 Status set_pid(Ctx& cx, const Node& n, CoreConf& c) {
     if (c.pid) return cx.duplicate(n);
     c.pid = n.args[0].text == "off" ? std::string() : cx.full_path(n.args[0].text);
@@ -112,6 +142,7 @@ Status set_cpu_affinity(Ctx& cx, const Node& n, CoreConf& c) {
 
 constexpr conf::Directive kDirectives[] = {
     {"daemon", conf::kMain, conf::Take1, conf::flag<&CoreConf::daemon>()},
+    {"load_module", conf::kMain, conf::Take1, conf::custom<set_load_module>()},
     {"master_process", conf::kMain, conf::Take1, conf::flag<&CoreConf::master_process>()},
     {"worker_processes", conf::kMain, conf::Take1, conf::custom<set_worker_processes>()},
     {"pid", conf::kMain, conf::Take1, conf::custom<set_pid>()},

@@ -67,12 +67,19 @@ struct Bio {
 
 // OpenSSL's callbacks, with access to the Context.
 struct ContextCallbacks {
-    static int server_name(SSL* ssl, int*, void* arg) {
+    static int server_name(SSL* ssl, int* alert, void* arg) {
         const auto* ctx = static_cast<const Context*>(arg);
+        if (!ctx->server_name_) return SSL_TLSEXT_ERR_NOACK;
+        // Called without a name too: the default server may refuse
+        // handshakes that name no server of its own.
         const char* name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-        if (!name || !ctx->server_name_) return SSL_TLSEXT_ERR_NOACK;
-        const Context* to = ctx->server_name_(ssl, name);
-        if (to && to->get() != SSL_get_SSL_CTX(ssl)) to->adopt(ssl);
+        Context::NameChoice to = ctx->server_name_(ssl, name ? name : "");
+        if (to.reject) {
+            *alert = SSL_AD_UNRECOGNIZED_NAME;
+            return SSL_TLSEXT_ERR_ALERT_FATAL;
+        }
+        if (!name) return SSL_TLSEXT_ERR_NOACK;
+        if (to.ctx && to.ctx->get() != SSL_get_SSL_CTX(ssl)) to.ctx->adopt(ssl);
         return SSL_TLSEXT_ERR_OK;
     }
 
@@ -336,8 +343,8 @@ Status Context::conf_commands(std::span<const std::pair<std::string, std::string
     ERR_clear_error();
     SSL_CONF_CTX* cc = SSL_CONF_CTX_new();
     GH_CHECK(cc != nullptr);
-    SSL_CONF_CTX_set_flags(cc, SSL_CONF_FLAG_FILE | SSL_CONF_FLAG_SERVER | SSL_CONF_FLAG_CERTIFICATE |
-                                   SSL_CONF_FLAG_SHOW_ERRORS);
+    SSL_CONF_CTX_set_flags(cc, SSL_CONF_FLAG_FILE | (client() ? SSL_CONF_FLAG_CLIENT : SSL_CONF_FLAG_SERVER) |
+                                   SSL_CONF_FLAG_CERTIFICATE | SSL_CONF_FLAG_SHOW_ERRORS);
     SSL_CONF_CTX_set_ssl_ctx(cc, ctx_);
     Status st;
     for (const auto& [name, value] : cmds)

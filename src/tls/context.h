@@ -104,10 +104,16 @@ public:
     // with the no_application_protocol alert (RFC 7301 3.2).
     void set_alpn(std::string wire);
 
-    // SNI: `fn` receives the name the client asked for (as sent) and
-    // returns the context of the server to use, or null to stay. It runs
-    // in the handshake, in a worker; `ssl`'s app data is the caller's.
-    using ServerNameFn = const Context* (*)(SSL* ssl, std::string_view name);
+    // SNI: `fn` receives the name the client asked for (as sent; empty
+    // when it sent none) and says which server's context to use: `ctx`,
+    // or null to stay; or to refuse the handshake with the
+    // unrecognized_name alert ("ssl_reject_handshake"). It runs in the
+    // handshake, in a worker; `ssl`'s app data is the caller's.
+    struct NameChoice {
+        const Context* ctx = nullptr;
+        bool reject = false;
+    };
+    using ServerNameFn = NameChoice (*)(SSL* ssl, std::string_view name);
     void on_server_name(ServerNameFn fn);
 
     // Derives the session id context from the verification settings; call

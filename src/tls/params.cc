@@ -89,4 +89,18 @@ Result<std::string> alpn_wire(std::span<const std::string_view> names) {
     return out;
 }
 
+Result<std::vector<std::string>> parse_passwords(std::string_view s) {
+    std::vector<std::string> pw;
+    while (!s.empty()) {
+        size_t nl = s.find('\n');
+        std::string_view line = s.substr(0, nl);
+        if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+        if (!line.empty()) pw.emplace_back(line);
+        if (nl == std::string_view::npos) break;
+        s.remove_prefix(nl + 1);
+    }
+    if (pw.empty()) return make_error("no passwords");
+    return pw;
+}
+
 }  // namespace gatehouse::tls

@@ -8,6 +8,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "core/result.h"
 
@@ -28,6 +29,12 @@ inline constexpr uint8_t kDefaultProtocols = kTLSv1_2 | kTLSv1_3;
 // invalid value "TLSv1.4"; invalid value "SSLv3" (with no TLS protocol
 // left, nothing could be negotiated: "no TLS protocol in \"SSLv3\"").
 Result<uint8_t> parse_protocols(std::span<const std::string_view> words);
+
+// The passphrases of a "ssl_password_file" (server keys) or
+// "proxy_ssl_password_file" (the client key to origins): one per line,
+// empty lines skipped, a CR before the LF dropped. Error: no passwords in
+// the text.
+Result<std::vector<std::string>> parse_passwords(std::string_view text);
 
 // "ssl_session_cache off | none | [builtin[:size]] [shared:name:size]".
 struct SessionCache {

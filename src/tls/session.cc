@@ -103,6 +103,12 @@ Session::Step Session::handshake(event::Connection& c) {
         error_ = std::string("SSL_do_handshake() failed (") + std::to_string(e) + ": " + strerror(e) + ")";
     } else {
         error_ = "SSL_do_handshake() failed" + ssl_errors();
+        // An origin's certificate refused: which check it failed
+        // (expired, revoked, wrong CA...), as nginx logs it.
+        long v = client_ ? SSL_get_verify_result(ssl_) : X509_V_OK;
+        if (v != X509_V_OK)
+            error_ += ", upstream SSL certificate verify error: (" + std::to_string(v) + ":" +
+                      X509_verify_cert_error_string(v) + ")";
     }
     ERR_clear_error();
     return Step::Fail;

@@ -275,12 +275,16 @@ void Client::queue_request() {
 
 bool Client::write_queue() {
     event::ChainWriter::Result w = sendq_.write(*up_, true);
-    if (w.bytes > 0) request_sent_ = true;
+    if (w.bytes > 0) {
+        request_sent_ = true;
+        cur_try().sent += w.bytes;
+    }
     switch (w.kind) {
         case event::ChainWriter::Result::Done:
             event::worker_loop().cancel(up_->write_timer);
             return true;
         case event::ChainWriter::Result::Again:
+        case event::ChainWriter::Result::Yield:  // no sendfile_max_chunk here: never
             event::worker_loop().arm(up_->write_timer, conf_.send_timeout);
             return true;
         case event::ChainWriter::Result::Error:

@@ -117,6 +117,8 @@ struct TryRecord {
     int64_t header_ms = -1;     // -1: no response head
     int64_t response_ms = -1;   // until the try ended
     uint64_t bytes = 0;         // read from the origin
+    uint64_t sent = 0;          // written to the origin
+    uint64_t body = 0;          // of the response body, framing removed
 };
 
 // The tries of an exchange, and the last response head's fields (copies),

@@ -371,6 +371,7 @@ void Client::take(const char* data, size_t n, SlabRef& slab) {
 
 void Client::emit(const char* data, size_t n, SlabRef& slab) {
     if (truncated_) return;
+    cur_try().body += n;
     if (spilling_) {
         if (Status s = spill(data, n); !s) {
             error_log(log::Level::Crit, 0, s.message(), action());

@@ -62,6 +62,7 @@ class Conn:
         self.sni = None
         self.reused = None
         self.peer_cn = None
+        self.cipher = None
 
 
 class TlsOrigin:
@@ -118,6 +119,7 @@ class TlsOrigin:
             self.socks.append(s)  # raw is detached now: stop() needs this one
         c = Conn()
         c.reused = s.session_reused
+        c.cipher = s.cipher()[0]
         cert = s.getpeercert()
         if cert:
             c.peer_cn = dict(x[0] for x in cert["subject"]).get("commonName")
@@ -393,3 +395,56 @@ def test_config_errors(server, pki, conf, message):
     assert code != 0
     assert message in err, err
     assert re.search(r"gatehouse\.conf:\d+", err), err
+
+
+# ---- more proxy_ssl_* (nginx compatibility) -------------------------------------------------
+
+
+def crl(pki, name, revoked_serial=None):
+    """A CRL of the origin CA, revoking the certificate with that serial."""
+    line = f"R\t301231000000Z\t240101000000Z\t{revoked_serial}\tunknown\t/CN=x\n" if revoked_serial else ""
+    (pki / f"{name}.idx").write_text(line)
+    (pki / f"{name}.cnf").write_text(f"[ca]\ndefault_ca = d\n[d]\ndatabase = {name}.idx\ndefault_md = sha256\n"
+                                     "default_crl_days = 30\n")
+    openssl("ca", "-gencrl", "-config", f"{name}.cnf", "-keyfile", "ca.key", "-cert", "ca.crt",
+            "-out", f"{name}.crl", cwd=pki)
+    return pki / f"{name}.crl"
+
+
+def test_crl_refuses_a_revoked_origin(server, tls_origin, pki):
+    o = tls_origin()
+    serial = subprocess.run([OPENSSL, "x509", "-in", str(pki / "origin.crt"), "-noout", "-serial"],
+                            capture_output=True, text=True, check=True).stdout.strip().split("=")[1]
+    revoking, clean = crl(pki, "revoking", serial), crl(pki, "clean")
+    base = f"""proxy_ssl_verify on; proxy_ssl_trusted_certificate PKI/ca.crt; proxy_ssl_name origin.test;
+        proxy_pass https://127.0.0.1:{o.port};"""
+    s = proxied(server, base + f" proxy_ssl_crl {clean};", pki)
+    assert request(s.port, "/ok").status == 200
+    s2 = proxied(server, base + f" proxy_ssl_crl {revoking};", pki)
+    r = request(s2.port, "/revoked")
+    assert r.status == 502
+    assert error_lines(s2, r"certificate revoked")
+
+
+def test_encrypted_client_key_with_a_password_file(server, tls_origin, pki):
+    o = tls_origin(client_ca=True)
+    openssl("pkey", "-in", "client.key", "-aes256", "-passout", "pass:p4ss", "-out", "client_enc.key", cwd=pki)
+    (pki / "client.pass").write_text("nope\np4ss\n")
+    s = proxied(server, f"""
+        proxy_ssl_certificate PKI/client.crt;
+        proxy_ssl_certificate_key PKI/client_enc.key;
+        proxy_ssl_password_file PKI/client.pass;
+        proxy_pass https://127.0.0.1:{o.port};""", pki)
+    assert request(s.port, "/c").status == 200
+    assert o.conns[0].peer_cn == "client1"
+
+
+def test_conf_command_to_origins(server, tls_origin, pki):
+    o = tls_origin()
+    s = proxied(server, f"""
+        proxy_ssl_protocols TLSv1.3;
+        proxy_ssl_conf_command Ciphersuites TLS_CHACHA20_POLY1305_SHA256;
+        proxy_pass https://127.0.0.1:{o.port};""", pki)
+    assert request(s.port, "/c").status == 200
+    assert poll(lambda: o.conns)
+    assert o.conns[0].cipher == "TLS_CHACHA20_POLY1305_SHA256"

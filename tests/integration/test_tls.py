@@ -926,3 +926,64 @@ def test_ticket_key_file_size(cli, pki):
     assert r.returncode != 0
     assert "has 20 bytes, it must be 80 or 48" in r.stderr
     assert f"gatehouse.conf:{line_of(text, 'ticket_short')}" in r.stderr
+
+
+# ---- refused handshakes and more variables (nginx compatibility) ------------------------------
+
+
+def handshake_error(port, sni):
+    """The SSLError a handshake with `sni` gets (None when it succeeds)."""
+    ctx = client_ctx()
+    with socket.create_connection(("127.0.0.1", port), timeout=DEFAULT_TIMEOUT) as raw:
+        try:
+            with ctx.wrap_socket(raw, server_hostname=sni):
+                return None
+        except ssl.SSLError as e:
+            return str(e)
+
+
+def test_reject_handshake(gatehouse, pki):
+    # As nginx's ssl_reject_handshake.t: a default server without a
+    # certificate refuses unknown names and clients without SNI; a named
+    # server with a certificate is reached; a named server can refuse too.
+    port1, port2 = free_port(), free_port()
+    http = f"""
+    server {{ listen 127.0.0.1:{port1} ssl; server_name a.test; ssl_reject_handshake on; }}
+    server {{ listen 127.0.0.1:{port1}; server_name b.test;
+        ssl_certificate {pki.b_crt}; ssl_certificate_key {pki.b_key};
+        location / {{ return 200 "b|$ssl_server_name"; }} }}
+    server {{ listen 127.0.0.1:{port2} ssl; server_name a.test;
+        ssl_certificate {pki.a_ec_crt}; ssl_certificate_key {pki.a_ec_key};
+        location / {{ return 200 "a|$ssl_server_name"; }} }}
+    server {{ listen 127.0.0.1:{port2}; server_name c.test; ssl_reject_handshake on; }}
+"""
+    gatehouse.start(conf(http), ports=(port1, port2))
+    assert "UNRECOGNIZED_NAME" in (handshake_error(port1, "a.test") or "")
+    assert "UNRECOGNIZED_NAME" in (handshake_error(port1, None) or "")
+    assert "UNRECOGNIZED_NAME" in (handshake_error(port1, "unknown.test") or "")
+    assert get(port1, client_ctx(), sni="b.test").text == "b|b.test"
+    assert get(port2, client_ctx(), sni="a.test").text == "a|a.test"
+    assert get(port2, client_ctx(), sni=None, host="a.test").text == "a|"
+    assert "UNRECOGNIZED_NAME" in (handshake_error(port2, "c.test") or "")
+
+
+def test_client_certificate_and_offer_variables(gatehouse, pki):
+    port = free_port()
+    vars_ = "[$ssl_client_raw_cert]|[$ssl_client_cert]|$ssl_ciphers|$ssl_curves"
+    http = two_servers(pki, port, extra_a=f"ssl_verify_client optional; ssl_client_certificate {pki.ca_crt};")
+    http = http.replace('location / { return 200 "a|', 'location /v { return 200 "' + vars_ + '"; }\n'
+                        '        location / { return 200 "a|', 1)
+    start(gatehouse, conf(http), port)
+    ctx = client_ctx(pki, version="1.2", ciphers="ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384",
+                     cert=(pki.client_crt, pki.client_key))
+    ctx.set_ecdh_curve("prime256v1")
+    r = get(port, ctx, path="/v")
+    raw, tabbed, ciphers, curves = r.text.split("|")
+    pem = Path(pki.client_crt).read_text().strip()
+    assert raw == f"[{pem}]"
+    assert tabbed == "[" + pem.replace("\n", "\n\t") + "]"
+    assert ciphers.split(":")[:2] == ["ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384"]
+    assert "prime256v1" in curves.split(":")
+    # Without a client certificate the certificate variables are empty.
+    r = get(port, client_ctx(pki), path="/v")
+    assert r.text.startswith("[]|[]|")

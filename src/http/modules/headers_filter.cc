@@ -1,10 +1,17 @@
-// headers_filter_module: "add_header" and "expires" [nginx headers module].
+// headers_filter_module: "add_header", "add_trailer" and "expires" [nginx
+// headers module].
 //
 // A header filter: for responses whose status is one of 200, 201, 204,
 // 206, 301, 302, 303, 304, 307, 308 it sets Expires and Cache-Control as
 // "expires" says, then appends every "add_header" of the location; an
 // "add_header ... always" is appended whatever the status. A level with
 // any "add_header" does not inherit those of the levels above it.
+//
+// "add_trailer" fields (for 200, 201, 206, 301, 302, 303, 307, 308, or any
+// status with "always") are evaluated when the body ends, by a body
+// filter, so that they may say what only the end knows
+// ($upstream_response_time, $body_bytes_sent); the header filter marks
+// the response so that its framing can carry them.
 
 #include <cstring>
 #include <ctime>
@@ -61,11 +68,14 @@ struct ExpiresConf {
 struct HeadersLocConf {
     std::vector<AddHeader> headers;      // "add_header"
     bool headers_set = false;            // this level has its own
+    std::vector<AddHeader> trailers;     // "add_trailer"
+    bool trailers_set = false;
     std::optional<ExpiresConf> expires;  // "expires"
 };
 
 void merge(const HeadersLocConf& up, HeadersLocConf& c) {
     if (!c.headers_set) c.headers = up.headers;
+    if (!c.trailers_set) c.trailers = up.trailers;
     if (!c.expires) c.expires = up.expires;
 }
 
@@ -120,8 +130,7 @@ Status set_expires(Ctx& cx, const Node& n, HeadersLocConf& c) {
     return {};
 }
 
-// add_header name value [always];
-Status set_add_header(Ctx& cx, const Node& n, HeadersLocConf& c) {
+Result<AddHeader> parse_field(Ctx& cx, const Node& n) {
     AddHeader h;
     h.name = n.args[0].text;
     auto cv = ComplexValue::compile(cx, n, n.args[1].text);
@@ -131,8 +140,24 @@ Status set_add_header(Ctx& cx, const Node& n, HeadersLocConf& c) {
         if (n.args[2].text != "always") return cx.error(n, "invalid parameter \"" + n.args[2].text + "\"");
         h.always = true;
     }
+    return h;
+}
+
+// add_header name value [always];
+Status set_add_header(Ctx& cx, const Node& n, HeadersLocConf& c) {
+    auto h = parse_field(cx, n);
+    if (!h) return h.error();
     c.headers_set = true;  // merge inherits nothing now
-    c.headers.push_back(std::move(h));
+    c.headers.push_back(std::move(*h));
+    return {};
+}
+
+// add_trailer name value [always];
+Status set_add_trailer(Ctx& cx, const Node& n, HeadersLocConf& c) {
+    auto h = parse_field(cx, n);
+    if (!h) return h.error();
+    c.trailers_set = true;
+    c.trailers.push_back(std::move(*h));
     return {};
 }
 
@@ -147,6 +172,10 @@ bool safe_status(int s) {
             return false;
     }
 }
+
+// The statuses add_trailer applies to without "always" [nginx]: those of
+// add_header but 204 and 304, which have no body to follow.
+bool trailer_status(int s) { return safe_status(s) && s != 204 && s != 304; }
 
 // "Thu, 01 Jan 1970 00:00:01 GMT" (IMF-fixdate, RFC 9110 5.6.7), in r's arena.
 std::string_view http_date(Request& r, time_t t) {
@@ -240,11 +269,18 @@ void add_header(ResponseHead& h, std::string_view name, std::string_view value) 
     if (!value.empty()) h.headers.push_back(Header{name, value});
 }
 
-Flow headers_filter(Request& r, ResponseHead& h) {
+const HeadersLocConf* headers_conf(Request& r) {
     conf::ConfArray locs = r.loc_confs;
     if (!locs && r.srv_confs) locs = static_cast<SrvConf*>(r.srv_confs[http_core_module.index])->loc_confs;
-    if (!locs) return Flow::Pass;
-    const auto& c = *static_cast<const HeadersLocConf*>(locs[headers_filter_module.index]);
+    return locs ? static_cast<const HeadersLocConf*>(locs[headers_filter_module.index]) : nullptr;
+}
+
+Flow headers_filter(Request& r, ResponseHead& h) {
+    const HeadersLocConf* conf = headers_conf(r);
+    if (!conf) return Flow::Pass;
+    const auto& c = *conf;
+    for (const AddHeader& a : c.trailers)
+        if (a.always || trailer_status(h.status)) h.expect_trailers = true;
     const bool safe = safe_status(h.status);
     if (safe && c.expires) {
         Expires e = c.expires->fixed;
@@ -264,10 +300,47 @@ Flow headers_filter(Request& r, ResponseHead& h) {
     return Flow::Pass;
 }
 
-constexpr ModuleHooks kHooks{.header_filter = headers_filter};
+// At the end of the body: the trailers, evaluated now.
+Flow trailers_filter(Request& r, Chain& in, Chain& out) {
+    if (r.out.expect_trailers && in.last()) {
+        if (const HeadersLocConf* c = headers_conf(r))
+            for (const AddHeader& a : c->trailers) {
+                if (!a.always && !trailer_status(r.out.status)) continue;
+                std::string_view v = a.value.eval(r);
+                if (!v.empty()) r.out.trailers.push_back({a.name, v});
+            }
+    }
+    out.append(in);
+    return Flow::Pass;
+}
+
+// $sent_trailer_NAME: a trailer field sent (known once the body ended).
+void v_sent_trailer(Request& r, VarValue& v, uintptr_t arg) {
+    auto name = *reinterpret_cast<const std::string_view*>(arg);
+    for (const Header& h : r.out.trailers) {
+        if (h.name.size() != name.size()) continue;
+        bool same = true;
+        for (size_t i = 0; i < name.size() && same; ++i) {
+            char c = ascii_lower(h.name[i]);
+            same = (c == '-' ? '_' : c) == ascii_lower(name[i]);
+        }
+        if (same) {
+            v.s = h.value;
+            return;
+        }
+    }
+    v.not_found = true;
+}
+
+constexpr VariableDef kVariables[] = {
+    {"sent_trailer_", v_sent_trailer, 0, kVarPrefix | kVarNoCache},
+};
+
+constexpr ModuleHooks kHooks{.header_filter = headers_filter, .body_filter = trailers_filter, .variables = kVariables};
 
 constexpr conf::Directive kDirectives[] = {
     {"add_header", conf::kHttpSrvLoc | conf::kIf, conf::Take23, conf::custom<set_add_header>()},
+    {"add_trailer", conf::kHttpSrvLoc | conf::kIf, conf::Take23, conf::custom<set_add_trailer>()},
     {"expires", conf::kHttpSrvLoc | conf::kIf, conf::Take12, conf::custom<set_expires>()},
 };
 

@@ -285,6 +285,36 @@ Status set_ssl_certificate(Ctx& cx, const Node& n, ProxyConf& pc) {
 Status set_ssl_certificate_key(Ctx& cx, const Node& n, ProxyConf& pc) {
     return set_ssl_path(cx, n, pc.ssl_certificate_key);
 }
+Status set_ssl_crl(Ctx& cx, const Node& n, ProxyConf& pc) { return set_ssl_path(cx, n, pc.ssl_crl); }
+
+Status set_ssl_password_file(Ctx& cx, const Node& n, ProxyConf& pc) {
+    if (pc.ssl_passwords) return cx.duplicate(n);
+    const std::string& v = n.args[0].text;
+    std::string path = !v.empty() && v[0] == '/' ? v : cx.conf_dir() + v;
+    auto text = conf::read_file(path, 1u << 20);
+    if (!text) return cx.invalid(n, text.error());
+    auto pw = tls::parse_passwords(*text);
+    if (!pw) return cx.error(n, "no passwords in \"" + path + "\"");
+    pc.ssl_passwords = std::move(*pw);
+    return {};
+}
+
+Status set_ssl_conf_command(Ctx&, const Node& n, ProxyConf& pc) {
+    if (!pc.ssl_conf_commands) pc.ssl_conf_commands.emplace();
+    pc.ssl_conf_commands->emplace_back(n.args[0].text, n.args[1].text);
+    return {};
+}
+
+// "proxy_headers_hash_*": a positive size, as nginx checks it.
+template <auto Member>
+Status set_hash_size(Ctx& cx, const Node& n, ProxyConf& pc) {
+    if ((pc.*Member).has_value()) return cx.duplicate(n);
+    auto v = conf::parse_size(n.args[0].text);
+    if (!v) return cx.invalid(n, v.error());
+    if (*v == 0) return cx.invalid(n, make_error("invalid value \"" + n.args[0].text + "\""));
+    pc.*Member = *v;
+    return {};
+}
 
 Status set_http_version(Ctx& cx, const Node& n, ProxyConf& pc) {
     if (pc.http_version) return cx.duplicate(n);
@@ -499,6 +529,11 @@ void merge(const ProxyConf& up, ProxyConf& c) {
     conf::inherit(c.ssl_protocols, up.ssl_protocols, tls::kDefaultProtocols);
     conf::inherit(c.ssl_ciphers, up.ssl_ciphers, std::string("DEFAULT"));
     conf::inherit(c.ssl_session_reuse, up.ssl_session_reuse, true);
+    conf::inherit(c.ssl_passwords, up.ssl_passwords);
+    conf::inherit(c.ssl_crl, up.ssl_crl);
+    conf::inherit(c.ssl_conf_commands, up.ssl_conf_commands);
+    conf::inherit(c.headers_hash_max_size, up.headers_hash_max_size, 512);
+    conf::inherit(c.headers_hash_bucket_size, up.headers_hash_bucket_size, 64);
 }
 
 Status postconfiguration(Ctx& cx) {
@@ -675,7 +710,7 @@ void v_add_xff(Request& r, VarValue& v, uintptr_t) {
     v.s = {out, static_cast<size_t>(p - out)};
 }
 
-enum class TryField : uint8_t { Addr, Status, ResponseTime, ConnectTime, HeaderTime, Bytes };
+enum class TryField : uint8_t { Addr, Status, ResponseTime, ConnectTime, HeaderTime, Bytes, Sent, Length };
 
 // "a, b": one value per try, as nginx lists them.
 void v_tries(Request& r, VarValue& v, uintptr_t arg) {
@@ -709,6 +744,8 @@ void v_tries(Request& r, VarValue& v, uintptr_t arg) {
             case TryField::ConnectTime: ms(t.connect_ms); break;
             case TryField::HeaderTime: ms(t.header_ms); break;
             case TryField::Bytes: s += std::to_string(t.bytes); break;
+            case TryField::Sent: s += std::to_string(t.sent); break;
+            case TryField::Length: s += std::to_string(t.body); break;
         }
     }
     v.s = r.arena().dup(s);
@@ -749,6 +786,8 @@ constexpr VariableDef kVariables[] = {
     {"upstream_connect_time", v_tries, static_cast<uintptr_t>(TryField::ConnectTime), kNoCache},
     {"upstream_header_time", v_tries, static_cast<uintptr_t>(TryField::HeaderTime), kNoCache},
     {"upstream_bytes_received", v_tries, static_cast<uintptr_t>(TryField::Bytes), kNoCache},
+    {"upstream_bytes_sent", v_tries, static_cast<uintptr_t>(TryField::Sent), kNoCache},
+    {"upstream_response_length", v_tries, static_cast<uintptr_t>(TryField::Length), kNoCache},
     {"upstream_http_", v_upstream_http, 0, kVarPrefix | kNoCache},
 };
 
@@ -793,6 +832,13 @@ constexpr conf::Directive kDirectives[] = {
     {"proxy_ssl_protocols", kLoc, conf::Take1More, conf::custom<set_ssl_protocols>()},
     {"proxy_ssl_ciphers", kLoc, conf::Take1, conf::string<&ProxyConf::ssl_ciphers>()},
     {"proxy_ssl_session_reuse", kLoc, conf::Take1, conf::flag<&ProxyConf::ssl_session_reuse>()},
+    {"proxy_ssl_password_file", kLoc, conf::Take1, conf::custom<set_ssl_password_file>()},
+    {"proxy_ssl_crl", kLoc, conf::Take1, conf::custom<set_ssl_crl>()},
+    {"proxy_ssl_conf_command", kLoc, conf::Take2, conf::custom<set_ssl_conf_command>()},
+    {"proxy_headers_hash_max_size", kLoc, conf::Take1,
+     conf::custom<set_hash_size<&ProxyConf::headers_hash_max_size>>()},
+    {"proxy_headers_hash_bucket_size", kLoc, conf::Take1,
+     conf::custom<set_hash_size<&ProxyConf::headers_hash_bucket_size>>()},
 };
 
 constexpr PhaseHandler kPhases[] = {

@@ -229,6 +229,12 @@ struct ProxyConf {
     std::optional<uint8_t> ssl_protocols;                  // "proxy_ssl_protocols"
     std::optional<std::string> ssl_ciphers;                // "proxy_ssl_ciphers"
     std::optional<bool> ssl_session_reuse;                 // "proxy_ssl_session_reuse"
+    std::optional<std::vector<std::string>> ssl_passwords; // "proxy_ssl_password_file"
+    std::optional<std::string> ssl_crl;                    // "proxy_ssl_crl", absolute
+    // "proxy_ssl_conf_command": the list of the level that has one, whole.
+    std::optional<std::vector<std::pair<std::string, std::string>>> ssl_conf_commands;
+    std::optional<uint64_t> headers_hash_max_size;         // "proxy_headers_hash_max_size": accepted, unused
+    std::optional<uint64_t> headers_hash_bucket_size;      // "proxy_headers_hash_bucket_size": accepted, unused
 };
 
 // proxy_module's main-level struct.

@@ -42,6 +42,15 @@ std::string settings_key(const ProxyConf& pc) {
     add(std::to_string(*pc.ssl_protocols));
     add(*pc.ssl_ciphers);
     add(*pc.ssl_session_reuse ? "1" : "0");
+    add(pc.ssl_crl ? *pc.ssl_crl : "");
+    if (pc.ssl_passwords)
+        for (const std::string& p : *pc.ssl_passwords) add(p);
+    add("|");
+    if (pc.ssl_conf_commands)
+        for (const auto& [k, v] : *pc.ssl_conf_commands) {
+            add(k);
+            add(v);
+        }
     add(std::to_string(reinterpret_cast<uintptr_t>(pc.ssl_name)));
     return k;
 }
@@ -58,9 +67,12 @@ Result<UpstreamTls*> make_tls(conf::Ctx& cx, const conf::Node& n, const ProxyCon
     if (pc.ssl_certificate && !pc.ssl_certificate_key)
         return cx.error(n, "no \"proxy_ssl_certificate_key\" is defined for certificate \"" +
                                *pc.ssl_certificate + "\"");
-    if (pc.ssl_certificate)
-        if (auto s = ctx->add_certificate(*pc.ssl_certificate, *pc.ssl_certificate_key, {}); !s)
+    if (pc.ssl_certificate) {
+        std::span<const std::string> passwords;
+        if (pc.ssl_passwords) passwords = *pc.ssl_passwords;
+        if (auto s = ctx->add_certificate(*pc.ssl_certificate, *pc.ssl_certificate_key, passwords); !s)
             return cx.error(n, s.message());
+    }
     if (auto s = ctx->set_protocols(*pc.ssl_protocols); !s) return cx.error(n, s.message());
     if (auto s = ctx->set_ciphers(*pc.ssl_ciphers, false); !s) return cx.error(n, s.message());
     if (*pc.ssl_verify) {
@@ -68,8 +80,14 @@ Result<UpstreamTls*> make_tls(conf::Ctx& cx, const conf::Node& n, const ProxyCon
             return cx.error(n, "no proxy_ssl_trusted_certificate for proxy_ssl_verify");
         if (auto s = ctx->add_trusted(*pc.ssl_trusted_certificate); !s) return cx.error(n, s.message());
     }
+    if (pc.ssl_crl) {
+        // A revocation list only means something with verification on.
+        if (auto s = ctx->add_crl(*pc.ssl_crl); !s) return cx.error(n, s.message());
+    }
     // OpenSSL takes an int; no chain is longer than 100.
     ctx->verify_peer(*pc.ssl_verify, static_cast<int>(std::min<uint64_t>(*pc.ssl_verify_depth, 100)));
+    if (pc.ssl_conf_commands)
+        if (auto s = ctx->conf_commands(*pc.ssl_conf_commands); !s) return cx.error(n, s.message());
     if (*pc.ssl_session_reuse) ctx->keep_client_sessions();
     return t;
 }

@@ -11,6 +11,8 @@
 // server's, as nginx's (they are chosen before SNI is looked at).
 #include "http/ssl_module.h"
 
+#include <openssl/objects.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
@@ -77,6 +79,7 @@ struct SslSrvConf {
     std::optional<Located> stapling_file;             // "ssl_stapling_file"
     std::optional<bool> stapling_verify;              // "ssl_stapling_verify"
     std::string stapling_where;
+    std::optional<bool> reject_handshake;             // "ssl_reject_handshake"
 
     tls::Context* ctx = nullptr;  // owner: the generation's arena; null without a certificate
 };
@@ -117,6 +120,7 @@ void merge(const SslSrvConf& up, SslSrvConf& c) {
     conf::inherit(c.stapling, up.stapling, false);
     if (!c.stapling_file) c.stapling_file = up.stapling_file;
     conf::inherit(c.stapling_verify, up.stapling_verify, false);
+    conf::inherit(c.reject_handshake, up.reject_handshake, false);
 }
 
 // Files named by ssl_* directives are relative to the configuration
@@ -150,18 +154,9 @@ Status set_password_file(Ctx& cx, const Node& n, SslSrvConf& c) {
     std::string path = conf_path(cx, n.args[0].text);
     auto text = conf::read_file(path, 1u << 20);
     if (!text) return cx.invalid(n, text.error());
-    std::vector<std::string> pw;
-    std::string_view s = *text;
-    while (!s.empty()) {
-        size_t nl = s.find('\n');
-        std::string_view line = s.substr(0, nl);
-        if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-        if (!line.empty()) pw.emplace_back(line);
-        if (nl == std::string_view::npos) break;
-        s.remove_prefix(nl + 1);
-    }
-    if (pw.empty()) return cx.error(n, "no passwords in \"" + path + "\"");
-    c.passwords = std::move(pw);
+    auto pw = tls::parse_passwords(*text);
+    if (!pw) return cx.error(n, "no passwords in \"" + path + "\"");
+    c.passwords = std::move(*pw);
     return {};
 }
 
@@ -230,26 +225,37 @@ Error at(const Error& e, const std::string& where) {
 
 // SNI: the server the name selects on the connection's address, as the
 // Host header would; its context, or null to keep the default's.
-const tls::Context* select_by_name(SSL* ssl, std::string_view name) {
+tls::Context::NameChoice select_by_name(SSL* ssl, std::string_view name) {
     tls::Session* s = tls::session_of(ssl);
-    if (!s || !s->user || name.empty() || name.size() > 255) return nullptr;
+    if (!s || !s->user) return {};
     // The front-end set `user` to its Stream (v1/connection.cc).
     auto* stream = static_cast<Stream*>(s->user);
-    // Lower case without one trailing dot; a name with other bytes than a
-    // host name's matches nothing but the default server.
+    const AddrServers& servers = stream->servers();
+    // Lower case without one trailing dot; no name, or one with other
+    // bytes than a host name's, means the default server.
+    SrvConf* srv = servers.default_server;
     char buf[256];
     size_t len = 0;
-    for (char ch : name) {
+    bool valid = !name.empty() && name.size() <= 255;
+    for (char ch : valid ? name : std::string_view()) {
         if (ch >= 'A' && ch <= 'Z') ch = static_cast<char>(ch + 32);
-        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' || ch == '_';
-        if (!ok) return nullptr;
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' || ch == '_')) {
+            valid = false;
+            break;
+        }
         buf[len++] = ch;
     }
-    if (len > 0 && buf[len - 1] == '.') --len;
-    SrvConf* srv = find_server(stream->servers(), {buf, len}, nullptr);
-    if (!srv) return nullptr;
+    if (valid) {
+        if (len > 0 && buf[len - 1] == '.') --len;
+        if (SrvConf* found = find_server(servers, {buf, len}, nullptr)) srv = found;
+    }
+    const SslSrvConf& c = ssl_conf(*srv);
+    // "ssl_reject_handshake on": a name this server answers (or none, for
+    // a default server) ends the handshake with unrecognized_name.
+    if (*c.reject_handshake) return {nullptr, true};
+    if (!valid) return {};
     s->sni_choice = srv;
-    return ssl_conf(*srv).ctx;
+    return {c.ctx, false};
 }
 
 Status build_context(Ctx& cx, SslSrvConf& c) {
@@ -353,6 +359,12 @@ Status postconfiguration(Ctx& cx) {
     }
     for (SrvConf* s : servers) {
         SslSrvConf& c = ssl_conf(*s);
+        if (c.certificates.empty() && c.keys.empty() && *c.reject_handshake) {
+            // Refuses every handshake it would answer: a context without a
+            // certificate to start them with, for a default server.
+            if (auto st = build_context(cx, c); !st) return st;
+            continue;
+        }
         if (c.certificates.empty() && c.keys.empty()) {
             if (const ListenConf* l = own_ssl_listen(*s))
                 return make_error("no \"ssl_certificate\" is defined for the \"listen ... ssl\" directive in " +
@@ -429,10 +441,83 @@ void v_client_i_dn(Request& r, VarValue& v, uintptr_t) {
     v.not_found = true;
 }
 
+// The client certificate in PEM; `tabbed`: every line but the first
+// starts with a tab, so that it can go in a header field (nginx's
+// deprecated $ssl_client_cert).
+void client_cert(Request& r, VarValue& v, bool tabbed) {
+    tls::Session* s = session(r);
+    X509* cert = s ? SSL_get1_peer_certificate(s->ssl()) : nullptr;
+    if (!cert) {
+        v.s = {};
+        return;
+    }
+    BIO* bio = BIO_new(BIO_s_mem());
+    GH_CHECK(bio != nullptr);
+    std::pmr::string out(r.mem());
+    if (PEM_write_bio_X509(bio, cert) == 1) {
+        char* data = nullptr;
+        long n = BIO_get_mem_data(bio, &data);
+        std::string_view pem(data, n > 0 ? static_cast<size_t>(n) : 0);
+        if (!pem.empty() && pem.back() == '\n') pem.remove_suffix(1);
+        for (char c : pem) {
+            out += c;
+            if (c == '\n' && tabbed) out += '\t';
+        }
+    }
+    BIO_free(bio);
+    X509_free(cert);
+    v.s = r.arena().dup(out);
+}
+void v_client_cert(Request& r, VarValue& v, uintptr_t) { client_cert(r, v, true); }
+void v_client_raw_cert(Request& r, VarValue& v, uintptr_t) { client_cert(r, v, false); }
+
+// The ciphers the client offered, by name, ':' between them.
+void v_ciphers(Request& r, VarValue& v, uintptr_t) {
+    tls::Session* s = session(r);
+    STACK_OF(SSL_CIPHER)* list = s ? SSL_get_client_ciphers(s->ssl()) : nullptr;
+    if (!list) {
+        v.not_found = true;
+        return;
+    }
+    std::pmr::string out(r.mem());
+    for (int i = 0; i < sk_SSL_CIPHER_num(list); ++i) {
+        if (!out.empty()) out += ':';
+        out += SSL_CIPHER_get_name(sk_SSL_CIPHER_value(list, i));
+    }
+    v.s = r.arena().dup(out);
+}
+
+// The groups (curves) the client offered: names, or 0x%04x for those
+// OpenSSL does not know [nginx].
+void v_curves(Request& r, VarValue& v, uintptr_t) {
+    tls::Session* s = session(r);
+    int n = s ? SSL_get1_curves(s->ssl(), nullptr) : 0;
+    if (n <= 0) {
+        v.not_found = true;
+        return;
+    }
+    std::vector<int> ids(static_cast<size_t>(n));
+    SSL_get1_curves(s->ssl(), ids.data());
+    std::pmr::string out(r.mem());
+    for (int id : ids) {
+        if (!out.empty()) out += ':';
+        const char* name = (id & TLSEXT_nid_unknown) ? nullptr : OBJ_nid2sn(id);
+        if (name) {
+            out += name;
+        } else {
+            char b[16];
+            snprintf(b, sizeof b, "0x%04x", id & 0xffff);
+            out += b;
+        }
+    }
+    v.s = r.arena().dup(out);
+}
+
 constexpr conf::Directive kDirectives[] = {
     {"ssl_certificate", conf::kHttp | conf::kServer, conf::Take1, conf::custom<set_certificate>()},
     {"ssl_certificate_key", conf::kHttp | conf::kServer, conf::Take1, conf::custom<set_certificate_key>()},
     {"ssl_password_file", conf::kHttp | conf::kServer, conf::Take1, conf::custom<set_password_file>()},
+    {"ssl_reject_handshake", conf::kHttp | conf::kServer, conf::Take1, conf::flag<&SslSrvConf::reject_handshake>()},
     {"ssl_protocols", conf::kHttp | conf::kServer, conf::Take1More, conf::custom<set_protocols>()},
     {"ssl_ciphers", conf::kHttp | conf::kServer, conf::Take1,
      conf::custom<set_located<&SslSrvConf::ciphers, false>>()},
@@ -471,6 +556,10 @@ constexpr VariableDef kVariables[] = {
     {"ssl_client_verify", v_client_verify},
     {"ssl_client_s_dn", v_client_s_dn},
     {"ssl_client_i_dn", v_client_i_dn},
+    {"ssl_client_cert", v_client_cert},
+    {"ssl_client_raw_cert", v_client_raw_cert},
+    {"ssl_ciphers", v_ciphers},
+    {"ssl_curves", v_curves},
 };
 
 // Checks a request whose head came over a TLS port, once its server is

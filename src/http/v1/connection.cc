@@ -161,7 +161,9 @@ Connection::Connection(event::Connection& c, const ListenPort& port)
     : c_(c),
       port_(port),
       drain_ev_(event::Callback::to<&Connection::on_drained>(this)),
-      finish_ev_(event::Callback::to<&Connection::finish_request>(this)) {
+      finish_ev_(event::Callback::to<&Connection::finish_request>(this)),
+      flush_ev_(event::Callback::to<&Connection::flush>(this)) {
+    started_ = event::worker_loop().now();
     c_.data = this;
     next_ = g_conns;
     if (g_conns) g_conns->prev_ = this;
@@ -237,6 +239,7 @@ void Connection::close_connection() {
     closing_ = true;
     event::worker_loop().unpost(drain_ev_);
     event::worker_loop().unpost(finish_ev_);
+    event::worker_loop().unpost(flush_ev_);
     // A request cut short still gets its log line.
     if (req_) run_log_phase(*req_);
     if (tls_) tls_->shutdown();  // close_notify, when the handshake was done
@@ -428,6 +431,7 @@ Request& Connection::new_request() {
     keepalive_ = false;
     expect_continue_ = false;
     chunked_out_ = false;
+    trailers_ = false;
     head_only_ = false;
     out_ = nullptr;
     out_last_ = false;
@@ -443,6 +447,7 @@ void Connection::start_request(size_t head_len) {
     r.in = h;
     r.headers.reset(h.headers);
     r.counters.request_length = head_len;
+    r.pipelined = std::exchange(pipelined_, false);
     ++c_.requests;
 
     std::string_view head(rbuf_.get()->data() + rpos_, head_len);
@@ -486,7 +491,13 @@ Flow Connection::send_head(Request& r, const ResponseHead& h) {
     const bool no_body = h.status == 304 || h.status == 204 || h.status < 200;
     head_only_ = r.head_only;
     chunked_out_ = false;
-    if (!h.content_length && !no_body && !r.head_only) {
+    // Trailers to come need chunked framing, even for a known length
+    // [nginx]; HTTP/1.0 gets neither.
+    bool length = h.content_length.has_value();
+    if (h.expect_trailers && r.http_version >= 11 && !no_body && !r.head_only && *lc.chunked_transfer_encoding)
+        length = false;
+    trailers_ = !length && h.expect_trailers && r.http_version >= 11;
+    if (!length && !no_body && !r.head_only) {
         if (r.http_version >= 11 && *lc.chunked_transfer_encoding)
             chunked_out_ = true;
         else
@@ -497,6 +508,14 @@ Flow Connection::send_head(Request& r, const ResponseHead& h) {
     // ngx_http_update_location_config]; a retiring worker closes.
     if (keepalive_ && (c_.requests >= *lc.keepalive_requests || lc.keepalive_timeout->count() == 0 || g_retiring))
         keepalive_ = false;
+    if (keepalive_ && event::worker_loop().now() - started_ > static_cast<event::Msec>(lc.keepalive_time->count()))
+        keepalive_ = false;
+    // "tcp_nopush": with sendfile, the head and the file's first bytes go
+    // in full packets (TCP_CORK) until the response is out [nginx].
+    if (*lc.tcp_nopush && r.use_sendfile && !tls_ && !corked_ && c_.peer.ss_family != AF_UNIX) {
+        int one = 1;
+        if (::setsockopt(c_.fd(), IPPROTO_TCP, TCP_CORK, &one, sizeof one) == 0) corked_ = true;
+    }
 
     std::string_view reason = h.reason.empty() ? reason_phrase(h.status) : h.reason;
     std::string_view location = h.sent_location;
@@ -537,7 +556,7 @@ Flow Connection::send_head(Request& r, const ResponseHead& h) {
         }
         o.put("\r\n");
     }
-    if (h.content_length) {
+    if (h.content_length && length) {
         o.put("Content-Length: ");
         o.num(*h.content_length);
         o.put("\r\n");
@@ -600,7 +619,26 @@ Flow Connection::send_body(Request& r, Chain& in) {
             out_->push(in);
             out_->push(Buf::memory(kChunkEnd));
         }
-        if (last) out_->push(Buf::memory(kLastChunk));
+        if (last) {
+            if (trailers_ && !r.out.trailers.empty()) {
+                // The last chunk with the trailer fields (RFC 9112 7.1.2).
+                size_t cap = 8;
+                for (const Header& t : r.out.trailers) cap += t.name.size() + t.value.size() + 4;
+                char* b = static_cast<char*>(r.arena().alloc(cap, 1));
+                FixedWriter w{b, b + cap};
+                w.put("0\r\n");
+                for (const Header& t : r.out.trailers) {
+                    w.put(t.name);
+                    w.put(": ");
+                    w.put(t.value);
+                    w.put("\r\n");
+                }
+                w.put("\r\n");
+                out_->push(Buf::memory({b, static_cast<size_t>(w.p - b)}));
+            } else {
+                out_->push(Buf::memory(kLastChunk));
+            }
+        }
     } else {
         out_->push(in);
     }
@@ -627,24 +665,42 @@ void Connection::write_failed(const event::ChainWriter::Result& w) {
 void Connection::flush() {
     if (state_ != State::Processing || !req_ || !out_) return;
     Request& r = *req_;
-    event::ChainWriter::Result w = out_->write(c_, r.use_sendfile);
+    const auto& lc = r.loc_conf<LocConf>(http_core_module);
+    event::ChainWriter::Limits limits;
+    limits.sendfile_max_chunk = *lc.sendfile_max_chunk;
+    limits.file_piece = static_cast<size_t>(*lc.output_buffers_size);
+    event::ChainWriter::Result w = out_->write(c_, r.use_sendfile, limits);
     r.counters.bytes_sent += w.bytes;
     if (w.kind == event::ChainWriter::Result::Error) {
         write_failed(w);
         return;
     }
+    if (w.kind == event::ChainWriter::Result::Yield) {
+        event::worker_loop().arm(c_.write_timer, *lc.send_timeout);
+        event::worker_loop().post(flush_ev_);
+        return;
+    }
     if (w.kind == event::ChainWriter::Result::Again) {
-        event::worker_loop().arm(c_.write_timer, *r.loc_conf<LocConf>(http_core_module).send_timeout);
+        event::worker_loop().arm(c_.write_timer, *lc.send_timeout);
         return;
     }
     event::worker_loop().cancel(c_.write_timer);
     if (out_last_) {
+        uncork();
         event::worker_loop().post(finish_ev_);
         return;
     }
     // Everything written: whoever waits for room (a held filter, a
     // producer) goes on from the loop.
     if (r.output.drain_fn || r.output.held) event::worker_loop().post(drain_ev_);
+}
+
+// The response is out: what TCP_CORK held goes now.
+void Connection::uncork() {
+    if (!corked_) return;
+    int zero = 0;
+    ::setsockopt(c_.fd(), IPPROTO_TCP, TCP_CORK, &zero, sizeof zero);
+    corked_ = false;
 }
 
 void Connection::on_write() {
@@ -1026,6 +1082,7 @@ void Connection::keepalive_or_close() {
     }
     if (rlen_ > rpos_) {
         // A pipelined request is already here.
+        pipelined_ = true;
         state_ = State::Head;
         event::worker_loop().arm(c_.read_timer, *default_srv_->client_header_timeout);
         read_head();

@@ -67,6 +67,7 @@ public:
     bool plain_on_tls_port() const override { return plain_on_tls_; }
     uint64_t connection_number() const override { return c_.number; }
     uint32_t connection_requests() const override { return c_.requests; }
+    event::Msec connection_start() const override { return started_; }
     const AddrServers& servers() override;
     Flow send_head(Request& r, const ResponseHead& h) override;
     Flow send_body(Request& r, Chain& in) override;
@@ -106,6 +107,7 @@ private:
     void on_drained();
     void finish_request();
     void write_failed(const event::ChainWriter::Result& w);
+    void uncork();
     // TLS ports: tells TLS from plain HTTP, then drives the handshake;
     // read_head() once it is done.
     void tls_handshake();
@@ -148,6 +150,7 @@ private:
     bool keepalive_ = false;       // the connection may serve another request
     bool expect_continue_ = false; // the client waits for "100 Continue"
     bool chunked_out_ = false;     // the response body is framed as chunked
+    bool trailers_ = false;        // the last chunk carries trailer fields
     bool head_only_ = false;       // no body bytes go out (HEAD, 204, 304)
     // What goes to the client, written in order (in the request arena).
     event::ChainWriter* out_ = nullptr;
@@ -172,9 +175,14 @@ private:
     // The response is out: finish the request from a posted event, never
     // under the frames of the filters and handlers that sent it.
     event::Event finish_ev_;
+    // A write that stopped at sendfile_max_chunk goes on from the loop.
+    event::Event flush_ev_;
+    event::Msec started_ = 0;      // accepted: "keepalive_time" counts from here
+    bool corked_ = false;          // TCP_CORK is on ("tcp_nopush")
     event::Callback tunnel_ready_;
     event::Msec linger_until_ = 0;
     bool linger_next_ = false;  // close the current request's connection lingering
+    bool pipelined_ = false;    // the next head was in the buffer already ($pipe)
     // From the location of the last request: what applies after it.
     conf::Duration keepalive_timeout_{std::chrono::seconds(75)};
     // While idle (keepalive, or accepted with no byte yet): when its

@@ -163,6 +163,7 @@ public:
     bool plain_on_tls_port() const override { return false; }
     uint64_t connection_number() const override { return 42; }
     uint32_t connection_requests() const override { return 1; }
+    event::Msec connection_start() const override { return 1000; }
     const http::AddrServers& servers() override { return site_.servers(); }
 
     http::Flow send_head(http::Request&, const http::ResponseHead& h) override {
