@@ -132,7 +132,7 @@ bool Client::send_body(Chain& piece) {
 
 void Client::connect() {
     if (fixed_) {
-        // One peer, one try (may_retry says no): a health check's probe.
+        // One peer, one try, no retry (may_retry says no): a health check's probe.
         peer_ = const_cast<Peer*>(fixed_);
         connect_peer();
         return;

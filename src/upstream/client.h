@@ -10,7 +10,7 @@
 //              connect_timeout; TLS to the origin (SNI, verification,
 //              session reuse) under the same timeout
 //   request    Hooks::prepare() fills `out` (the head and what it implies)
-//              before each try; the body goes after the head: none, a
+//              before each try, and the body goes after the head: none, a
 //              buffered Chain sent again on every try, or streamed by the
 //              caller (send_body()) with chunked framing when its length
 //              is unknown; send_timeout between writes
@@ -249,7 +249,7 @@ public:
     // Only this peer, once (health checks): no balancing, no retry.
     void set_fixed_peer(const Peer& p) { fixed_ = &p; }
     // The body after the head: Buffered sends `*buffered` (copies of its
-    // Bufs; the caller keeps them) on every try; Streamed takes pieces
+    // Bufs; the caller keeps them) on every try, and Streamed takes pieces
     // from send_body(), `chunked` when the length is unknown.
     void set_body(BodyMode m, const Chain* buffered = nullptr, bool chunked = false);
     // Starts the first try from a posted event.
