@@ -1,7 +1,9 @@
 #include "event/connection.h"
 
+#include <poll.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstring>
@@ -134,12 +136,66 @@ Connection* ConnectionTable::open(int fd) {
     c->open_ = true;
     c->io.set_fd(fd);
     c->number = counter_->fetch_add(1, std::memory_order_relaxed);
+    check_saturation();
     return c;
+}
+
+void ConnectionTable::watch_saturation(Callback cb) { watchers_.push_back(cb); }
+
+void ConnectionTable::unwatch_saturation(Callback cb) {
+    std::erase_if(watchers_, [&](const Callback& w) { return w.fn == cb.fn && w.data == cb.data; });
+}
+
+void ConnectionTable::check_saturation() {
+    if (saturated() == saturated_) return;
+    saturated_ = saturated();
+    if (saturated_)
+        GH_LOG(Alert, "%u worker_connections are not enough, not accepting until one is free", size_);
+    // A copy: a watcher may unwatch.
+    for (Callback w : std::vector<Callback>(watchers_)) w();
+}
+
+void ConnectionTable::set_reusable(Connection& c, bool reusable) {
+    GH_ASSERT(c.table_ == this);
+    if (c.reusable_) {
+        (c.reuse_prev_ ? c.reuse_prev_->reuse_next_ : reuse_head_) = c.reuse_next_;
+        (c.reuse_next_ ? c.reuse_next_->reuse_prev_ : reuse_tail_) = c.reuse_prev_;
+        c.reuse_prev_ = c.reuse_next_ = nullptr;
+        c.reusable_ = false;
+        --reusable_n_;
+    }
+    if (reusable && c.open_) {
+        GH_ASSERT(c.reclaim);
+        c.reuse_prev_ = reuse_tail_;
+        (reuse_tail_ ? reuse_tail_->reuse_next_ : reuse_head_) = &c;
+        reuse_tail_ = &c;
+        c.reusable_ = true;
+        ++reusable_n_;
+    }
+    check_saturation();
+}
+
+uint32_t ConnectionTable::reclaim(uint32_t max) {
+    uint32_t n = 0;
+    while (n < max && reuse_head_) {
+        Connection* c = reuse_head_;
+        Callback cb = c->reclaim;
+        cb();
+        // The callback must have closed it; if not, unmark it so that
+        // this loop ends.
+        if (c->reusable_) {
+            GH_ASSERT(!"a reclaim callback left its connection open");
+            set_reusable(*c, false);
+        }
+        ++n;
+    }
+    return n;
 }
 
 void ConnectionTable::close(Connection& c) {
     if (!c.open_) return;
     GH_CHECK(c.table_ == this);
+    set_reusable(c, false);
     loop_.cancel(c.read_timer);
     loop_.cancel(c.write_timer);
     loop_.close(c.io);
@@ -162,10 +218,12 @@ void ConnectionTable::release(void* p) {
     c->local_len_ = 0;
     c->number = 0;
     c->requests = 0;
+    c->reclaim = {};
     c->releasing_ = false;
     c->next_free_ = t->free_;
     t->free_ = c;
     ++t->free_n_;
+    t->check_saturation();
 }
 
 // --- Listener ---------------------------------------------------------------
@@ -177,56 +235,83 @@ Listener::Listener(Loop& loop, ConnectionTable& table, int fd, AcceptFn fn, void
     io_.set_fd(fd);
     io_.on_read = Callback::to<&Listener::on_readable>(this);
     retry_.cb = Callback::to<&Listener::on_retry>(this);
+    table_.watch_saturation(Callback::to<&Listener::update>(this));
+}
+
+Listener::~Listener() {
+    stop();
+    table_.unwatch_saturation(Callback::to<&Listener::update>(this));
 }
 
 Status Listener::start() {
     if (started_) return {};
-    Status st = loop_.add(io_, Interest::Accept);
-    if (st) started_ = true;
+    started_ = true;
+    Status st = register_now();
+    if (!st) started_ = false;
     return st;
 }
 
 void Listener::stop() {
     started_ = false;
-    loop_.remove(io_);
+    backing_off_ = false;
     loop_.cancel(retry_);
+    update();
+}
+
+Status Listener::register_now() {
+    const bool want = started_ && !backing_off_ && !table_.saturated();
+    if (want == io_.registered()) return {};
+    if (!want) {
+        loop_.remove(io_);
+        return {};
+    }
+    return loop_.add(io_, Interest::Accept);
+}
+
+void Listener::update() {
+    if (Status st = register_now(); !st) {
+        GH_LOG(Alert, "%s", st.message().c_str());
+        pause();
+    }
 }
 
 void Listener::pause() {
     // Level-triggered: staying registered would wake us for the same
     // backlog at once, and EPOLLEXCLUSIVE would keep sending this worker
     // connections others could take.
+    backing_off_ = true;
     loop_.remove(io_);
     loop_.arm(retry_, opts_.retry_delay);
 }
 
 void Listener::on_retry() {
-    if (!started_) return;
-    if (table_.free_count() == 0) {
-        // Still full: refuse what waits in the backlog rather than let
-        // those clients hang until a slot frees. Bounded, so a storm costs
-        // a few accept/close pairs per retry_delay.
-        int refused = 0;
-        for (int i = 0; i < 64; ++i) {
-            int fd = ::accept4(io_.fd(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-            if (fd < 0) break;
-            ::close(fd);
-            ++refused;
-        }
-        if (refused)
-            GH_LOG(Alert, "%u worker_connections are not enough, %d connections refused", table_.size(), refused);
-        loop_.arm(retry_, opts_.retry_delay);
-        return;
+    backing_off_ = false;
+    update();
+}
+
+bool Listener::make_room() {
+    if (table_.free_count() > 0) return true;
+    // Full, with idle connections (a full table with none is saturated,
+    // and unregistered). Only for a client that is there: the batch may
+    // have emptied the backlog, or another worker taken it (rare, and one
+    // poll()).
+    pollfd p{io_.fd(), POLLIN, 0};
+    if (::poll(&p, 1, 0) != 1) return false;
+    // Idle connections give their slots back [nginx
+    // ngx_drain_connections: an eighth of them, 1 to 32 at a time]; the
+    // slots come free at the end of this iteration, and the backlog,
+    // level-triggered, wakes us again then.
+    const uint32_t idle = table_.reusable_count();
+    if (idle > 0) {
+        GH_LOG(Warn, "%u worker_connections are not enough, reusing connections", table_.size());
+        table_.reclaim(std::clamp<uint32_t>(idle / 8, 1, 32));
     }
-    Status st = loop_.add(io_, Interest::Accept);
-    if (!st) {
-        GH_LOG(Alert, "%s", st.message().c_str());
-        loop_.arm(retry_, opts_.retry_delay);
-    }
+    return false;
 }
 
 void Listener::on_readable() {
     for (uint32_t i = 0; i < opts_.accept_batch; ++i) {
+        if (!make_room()) return;
         sockaddr_storage ss;
         socklen_t len = sizeof ss;
         int fd = ::accept4(io_.fd(), reinterpret_cast<sockaddr*>(&ss), &len,
@@ -267,11 +352,7 @@ void Listener::on_readable() {
             }
         }
         Connection* c = table_.open(fd);
-        if (!c) {
-            ::close(fd);
-            pause();
-            return;
-        }
+        GH_CHECK(c != nullptr);  // make_room() saw a free slot
         std::memcpy(&c->peer, &ss, len);
         c->peer_len = len;
         fn_(data_, *c);

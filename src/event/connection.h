@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <vector>
 
 #include "core/result.h"
 #include "event/fwd.h"
@@ -89,6 +90,10 @@ public:
     uint64_t number = 0;
     // Requests served, for keepalive_requests and $connection_requests.
     uint32_t requests = 0;
+    // Closes the connection when the table needs its slot back; called
+    // only while the protocol layer has it marked reusable
+    // (ConnectionTable::set_reusable).
+    Callback reclaim;
 
     int fd() const { return io.fd(); }
     bool is_open() const { return open_; }
@@ -116,7 +121,10 @@ private:
     socklen_t local_len_ = 0;  // 0 until local_address() succeeds
     bool open_ = false;
     bool releasing_ = false;   // closed; back on the free list after the iteration
+    bool reusable_ = false;    // on the table's reusable list
     Connection* next_free_ = nullptr;
+    Connection* reuse_prev_ = nullptr;  // the reusable list, oldest first
+    Connection* reuse_next_ = nullptr;
     ConnectionTable* table_ = nullptr;
 };
 
@@ -154,6 +162,29 @@ public:
     uint32_t size() const { return size_; }
     // Slots neither open nor waiting for the end of the iteration.
     uint32_t free_count() const { return free_n_; }
+
+    // Idle connections a full table may take back [nginx
+    // ngx_reusable_connection]: the protocol layer marks a connection
+    // reusable while closing it loses nothing but a client's wait (HTTP/1:
+    // keep-alive, a head not complete yet, a lingering close) and unmarks
+    // it when work starts. Marking moves it to the end of the list, so the
+    // one idle longest goes first. close() unmarks.
+    void set_reusable(Connection& c, bool reusable);
+    uint32_t reusable_count() const { return reusable_n_; }
+    // Closes, through their `reclaim` callbacks, up to `max` reusable
+    // connections, oldest first; returns how many. Their slots come free
+    // at the end of the iteration, as any closed slot does.
+    uint32_t reclaim(uint32_t max);
+
+    // Every slot taken and none reusable: nothing to accept a client
+    // into. Listeners watch this and stop polling their socket meanwhile,
+    // so that with EPOLLEXCLUSIVE the kernel wakes a worker with room
+    // instead, and the client never lands where it cannot be served.
+    bool saturated() const { return free_n_ == 0 && reusable_n_ == 0; }
+    // `cb` runs whenever saturated() changes. Listeners only; unwatch
+    // before the callback's object goes.
+    void watch_saturation(Callback cb);
+    void unwatch_saturation(Callback cb);
     // Every slot, open or not (see Connection::is_open()): for shutdown,
     // which closes idle connections [nginx ngx_close_idle_connections].
     std::span<Connection> slots() { return {slots_.get(), size_}; }
@@ -166,6 +197,13 @@ private:
     uint32_t free_n_;
     std::unique_ptr<Connection[]> slots_;
     Connection* free_ = nullptr;
+    Connection* reuse_head_ = nullptr;  // idle longest
+    Connection* reuse_tail_ = nullptr;
+    uint32_t reusable_n_ = 0;
+    bool saturated_ = false;
+    std::vector<Callback> watchers_;
+
+    void check_saturation();
     std::atomic<uint64_t> own_counter_{0};
     std::atomic<uint64_t>* counter_;
 };
@@ -176,8 +214,9 @@ struct ListenerOptions {
     // a connection storm cannot starve established connections.
     uint32_t accept_batch = 1;
     // How long to stop accepting after running out of fds (EMFILE,
-    // ENFILE), memory (ENOBUFS, ENOMEM) or connection slots, as nginx's
-    // accept_mutex_delay. Other workers take the connections meanwhile.
+    // ENFILE), memory (ENOBUFS, ENOMEM) or connection slots with none to
+    // reclaim, as nginx's accept_mutex_delay. Other workers take the
+    // connections meanwhile; with none, they wait in the backlog.
     std::chrono::milliseconds retry_delay{500};
 };
 inline constexpr uint32_t kMultiAccept = 64;
@@ -198,7 +237,7 @@ public:
              ListenerOptions opts = {});
     Listener(const Listener&) = delete;
     Listener& operator=(const Listener&) = delete;
-    ~Listener() { stop(); }
+    ~Listener();
 
     // Registers the socket (Interest::Accept). The error names epoll_ctl().
     Status start();
@@ -206,7 +245,8 @@ public:
     void stop();
     // Registered, or paused by a retry that is pending.
     bool started() const { return started_; }
-    // Registered now: false while paused after EMFILE and the like.
+    // Registered now: false while paused after EMFILE and the like, or
+    // while the table is saturated.
     bool accepting() const { return io_.registered(); }
     int fd() const { return io_.fd(); }
 
@@ -214,6 +254,9 @@ private:
     void on_readable();
     void on_retry();
     void pause();
+    bool make_room();
+    void update();  // registered iff started, not backing off, table not saturated
+    Status register_now();
 
     Loop& loop_;
     ConnectionTable& table_;
@@ -223,6 +266,7 @@ private:
     Watcher io_;
     Timer retry_;
     bool started_ = false;
+    bool backing_off_ = false;  // after EMFILE and the like, until retry_
 };
 
 }  // namespace gatehouse::event

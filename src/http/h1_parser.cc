@@ -109,7 +109,16 @@ ErrorInfo error_info(Err e) {
 
 // Character classes: tchar (RFC 9110 5.6.2); what a request-target may
 // hold; field-value bytes (RFC 9110 5.5); reg-name (RFC 3986 3.2.2).
-enum : uint8_t { kTchar = 1, kTargetChar = 2, kValueChar = 4, kRegChar = 8, kHex = 16 };
+// kPlainName: what nginx calls a valid field name byte (letters, digits,
+// '-'), see Limits::ignore_invalid_names.
+enum : uint8_t {
+    kTchar = 1,
+    kTargetChar = 2,
+    kValueChar = 4,
+    kRegChar = 8,
+    kHex = 16,
+    kPlainName = 32,
+};
 
 constexpr std::array<uint8_t, 256> kClass = [] {
     std::array<uint8_t, 256> t{};
@@ -131,6 +140,7 @@ constexpr std::array<uint8_t, 256> kClass = [] {
         if (alpha || digit || (c != 0 && reg_punct.find(ch) != std::string_view::npos))
             v |= kRegChar;
         if (digit || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')) v |= kHex;
+        if (alpha || digit || c == '-') v |= kPlainName;
         t[static_cast<size_t>(c)] = v;
     }
     return t;
@@ -229,7 +239,8 @@ void move_view(std::string_view& v, uintptr_t was, const char* now) {
 }
 
 void move_views(RequestHead& h, uintptr_t was, const char* now) {
-    for (std::string_view* v : {&h.method_name, &h.target, &h.authority, &h.path, &h.host})
+    for (std::string_view* v :
+         {&h.method_name, &h.target, &h.authority, &h.path, &h.host, &h.first_ignored})
         move_view(*v, was, now);
 }
 void move_views(StatusHead& h, uintptr_t was, const char* now) { move_view(h.reason, was, now); }
@@ -413,8 +424,15 @@ std::string_view normalize_host(std::string_view host, std::span<char> out) {
 
 template <class Head>
 HeadParser<Head>::HeadParser(const Limits& limits, std::span<HeaderField> storage)
-    : limits_(limits), storage_(storage) {
-    GH_CHECK(storage.size() >= limits.max_headers);
+    : limits_(limits), storage_(storage) {}
+
+template <class Head>
+void HeadParser<Head>::grow() {
+    const size_t cap = std::max<size_t>(storage_.size() * 2, 16);
+    auto table = std::make_unique<HeaderField[]>(cap);
+    std::copy_n(storage_.data(), nfields_, table.get());
+    spill_ = std::move(table);
+    storage_ = {spill_.get(), cap};
 }
 
 template <class Head>
@@ -569,15 +587,30 @@ Err HeadParser<Head>::field_line(std::string_view line) {
     // forwarded in any form another parser could read differently.
     if (is_ows(s[0])) return Err::ObsFold;
     size_t i = 0;
-    while (i < n && (cls(s[i]) & kTchar)) ++i;
-    // RFC 9112 5.1: no whitespace between the name and the colon.
-    if (i == 0 || i == n || s[i] != ':') return Err::HeaderLine;
+    bool plain = true;  // see Limits::ignore_invalid_names
+    for (; i < n && s[i] != ':'; ++i) {
+        const unsigned char c = static_cast<unsigned char>(s[i]);
+        if (cls(s[i]) & kPlainName) continue;
+        if (c == '_' && limits_.underscores) continue;
+        // RFC 9112 5.1: no whitespace between the name and the colon.
+        if (c <= 0x20 || c == 0x7f) return Err::HeaderLine;
+        if (!limits_.ignore_invalid_names && !(cls(s[i]) & kTchar)) return Err::HeaderLine;
+        plain = false;
+    }
+    if (i == 0 || i == n) return Err::HeaderLine;
     size_t v = i + 1;
     while (v < n && is_ows(s[v])) ++v;
     if (v + value_span(s + v, n - v) != n) return Err::HeaderLine;
+    if (!plain && limits_.ignore_invalid_names) {
+        if constexpr (std::is_same_v<Head, RequestHead>) {
+            if (head_.ignored_fields++ == 0) head_.first_ignored = line;
+        }
+        return Err::None;
+    }
     size_t e = n;
     while (e > v && is_ows(s[e - 1])) --e;
     if (nfields_ == limits_.max_headers) return Err::TooManyHeaders;
+    if (nfields_ == storage_.size()) grow();
     const std::string_view name(s, i), value(s + v, e - v);
     storage_[nfields_++] = {name, value};
     return on_field(name, value);

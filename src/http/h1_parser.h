@@ -4,7 +4,7 @@
 //
 // Use (one parser per connection, reset between messages):
 //
-//     HeaderField fields[100];
+//     HeaderField fields[32];
 //     RequestParser p(limits, fields);
 //     for (;;) {                                  // called from the read loop
 //         ParseResult r = p.parse(buffered);      // all bytes read so far
@@ -43,10 +43,21 @@
 //   leaves one interpretation for every hop (nginx does the same).
 // - HTTP/1.x with x > 1 is processed as HTTP/1.1 (RFC 9110 2.5);
 //   version_minor keeps the number received.
+// - Field names are tokens (RFC 9110 5.1); anything else is 400. With
+//   Limits::ignore_invalid_names (nginx's ignore_invalid_headers, on by
+//   default there) a name holding anything but letters, digits and '-'
+//   ('_' too with Limits::underscores) is left out of the head instead,
+//   as nginx does, so that "X_Forwarded_For" can never be read as
+//   X-Forwarded-For by a CGI-style origin. A name with a control
+//   character, a space or a leading ':' is 400 either way. Where nginx
+//   passes a name that is not a token (such as "a<b") when the option is
+//   off, gatehouse answers 400: it never forwards a field another parser
+//   would frame differently.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string_view>
@@ -86,11 +97,14 @@ struct Limits {
     // Every byte of the head: leading empty lines, the start line, the
     // fields and the final empty line (-> 431).
     size_t max_head = 32768;
-    // Field lines (-> 431). The storage given to a parser must hold as
-    // many.
-    size_t max_headers = 100;
+    // Field lines (-> 431). Unlimited by default: max_head bounds them,
+    // as nginx's header buffers do; the field table grows to fit.
+    size_t max_headers = SIZE_MAX;
     // Reject a line ended by LF alone (-> 400); see the file comment.
     bool reject_bare_lf = false;
+    // Leave out fields whose names are not plain (see the file comment).
+    bool ignore_invalid_names = false;
+    bool underscores = true;  // with ignore_invalid_names: '_' is plain
 };
 
 // What Content-Length, Transfer-Encoding and Connection say. A request
@@ -136,6 +150,10 @@ struct RequestHead : MessageHead {
     // Validated, case as received, maybe with a port: see normalize_host().
     std::string_view host;
     bool expect_100_continue = false;  // HTTP/1.1 only (RFC 9110 10.1.1)
+    // Limits::ignore_invalid_names: how many field lines were left out,
+    // and the first of them (for the log).
+    size_t ignored_fields = 0;
+    std::string_view first_ignored;
 };
 
 // (Named StatusHead, not ResponseHead: that name is the response filters' view
@@ -170,8 +188,10 @@ struct ParseResult {
 template <class Head>
 class HeadParser {
 public:
-    // `storage` holds the field views; it must have room for
-    // limits.max_headers fields and outlive the parser's heads.
+    // `storage` holds the field views of the usual head and must outlive
+    // the parser's heads; a head with more fields moves them to a table
+    // on the heap, doubled as needed and kept until the parser goes (the
+    // only allocation; max_head bounds it).
     HeadParser(const Limits& limits, std::span<HeaderField> storage);
 
     ParseResult parse(std::string_view buffered);
@@ -189,10 +209,12 @@ private:
     Err field_line(std::string_view line);
     Err on_field(std::string_view name, std::string_view value);
     Err finish();
+    void grow();
     void rebase(const char* data);
 
     Limits limits_;
     std::span<HeaderField> storage_;
+    std::unique_ptr<HeaderField[]> spill_;  // storage_ once it outgrew the caller's
     Head head_;
     ParseResult result_;  // once Done or Error
     uintptr_t base_ = 0;  // buffered.data() of the last call

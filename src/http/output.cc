@@ -13,12 +13,34 @@
 #include "event/worker.h"
 #include "http/conditional.h"
 #include "http/core_module.h"
+#include "http/head_text.h"
 #include "http/phases.h"
 #include "http/request.h"
 
 namespace gatehouse::http {
 
 namespace {
+
+// A value bound for the head, with CR, LF and NUL percent-encoded
+// (head_text.h); logged when that changed it.
+std::string_view field_text(Request& r, std::string_view name, std::string_view v) {
+    bool changed = false;
+    std::string_view out = encode_breaking<breaks_field>(v, r.arena(), &changed);
+    if (changed)
+        GH_LOG(Info, "value of \"%.*s\" has CR, LF or NUL bytes, sent percent-encoded, client: %.*s, request: \"%.*s\"",
+               static_cast<int>(name.size()), name.data(), static_cast<int>(r.remote_addr.size()),
+               r.remote_addr.data(), static_cast<int>(r.request_line.size()), r.request_line.data());
+    return out;
+}
+
+void make_head_text_safe(Request& r, ResponseHead& h) {
+    for (Header& x : h.headers) x.value = field_text(r, x.name, x.value);
+    h.sent_location = field_text(r, "Location", h.sent_location);
+    h.content_type = field_text(r, "Content-Type", h.content_type);
+    h.charset = field_text(r, "Content-Type", h.charset);
+    h.etag = field_text(r, "ETag", h.etag);
+    h.reason = field_text(r, "status line", h.reason);
+}
 
 // Reason phrases as nginx sends them, indexed by status - 100.
 constexpr std::array<std::string_view, 500> make_reasons() {
@@ -147,6 +169,8 @@ Flow run_body_filters(Request& r) {
             } else {
                 r.counters.body_bytes_sent += last.bytes();
             }
+            if (last.last() && !r.out.trailers.empty())
+                for (Header& t : r.out.trailers) t.value = field_text(r, t.name, t.value);
             if (!last.empty() && r.stream().send_body(r, last) == Flow::Fail) {
                 result = Flow::Fail;
                 break;
@@ -344,6 +368,7 @@ Flow send_header(Request& r) {
         w.put(h.location);
         h.sent_location = {b, static_cast<size_t>(w.p - b)};
     }
+    make_head_text_safe(r, h);
     r.header_sent = true;
     if (r.stream().send_head(r, h) == Flow::Fail) return Flow::Fail;
     return run_body_filters(r);

@@ -390,8 +390,8 @@ private:
     event::Msec first_start_ = 0;
 
     // The response.
-    static constexpr size_t kMaxFields = 100;
-    http::HeaderField fields_[kMaxFields];
+    // The usual head's fields; more move to the parser's own table.
+    http::HeaderField fields_[32];
     std::optional<http::ResponseParser> parser_;
     SlabRef head_buf_;
     size_t head_len_ = 0;    // bytes in head_buf_

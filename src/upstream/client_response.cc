@@ -34,7 +34,6 @@ void Client::read_head() {
         lim.max_start_line = cap;
         lim.max_header_line = cap;
         lim.max_head = cap;
-        lim.max_headers = kMaxFields;
         parser_.emplace(lim, std::span<http::HeaderField>(fields_));
     }
     char* data = head_buf_.get()->data();

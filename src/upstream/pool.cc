@@ -92,6 +92,8 @@ event::Connection& release(IdleEntry& e) {
     c.io.on_write = {};
     c.read_timer.cb = {};
     c.write_timer.cb = {};
+    event::worker_connections().set_reusable(c, false);
+    c.reclaim = {};
     e.c = nullptr;
     unlink(e);
     return c;
@@ -179,6 +181,9 @@ void keep_idle(UpstreamConf& u, const Peer& p, event::Connection& c, uint64_t re
 
     c.io.on_read = event::Callback::to<&on_idle_read>(&e);
     c.read_timer.cb = event::Callback::to<&on_idle_timeout>(&e);
+    // Idle like a client's keep-alive: a full worker may take the slot.
+    c.reclaim = event::Callback::to<&on_idle_timeout>(&e);
+    event::worker_connections().set_reusable(c, true);
     loop.arm(c.read_timer, u.keepalive_timeout);
     // The flag is left set when the last read was not short: no new edge
     // will come for what may already be there, so look now.

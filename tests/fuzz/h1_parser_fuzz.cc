@@ -140,7 +140,8 @@ void check_result(const ParseResult& r, const HeadParser<Head>& p, std::string_v
 template <class Head>
 void run(std::string_view in, const Limits& l, uint8_t seed) {
     using Parser = HeadParser<Head>;
-    std::vector<HeaderField> s1(l.max_headers), s2(l.max_headers), s3(l.max_headers);
+    // Small storage, so that the field table's growth is exercised too.
+    std::vector<HeaderField> s1(2), s2(2), s3(2);
 
     // Whole.
     Parser whole(l, s1);
@@ -218,6 +219,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         l.max_headers = size_t{1} + (lim >> 6);
     }
     l.reject_bare_lf = opt & 2;
+    l.ignore_invalid_names = opt & 8;
+    l.underscores = opt & 16;
     if (opt & 4)
         run<StatusHead>(in, l, seed);
     else

@@ -290,42 +290,6 @@ def test_client_header_timeout_closes_a_slow_client(server):
     assert poll(lambda: "client timed out" in s.error_log())
 
 
-def test_worker_connections_refuses_cleanly_when_full(server):
-    s = server(BASIC)
-    conf = s.conf.read_text().replace("worker_connections 128", "worker_connections 4")
-    s.stop()
-    s.conf.write_text(conf)
-    s.start()
-    held = []
-    try:
-        for _ in range(4):
-            c = socket.create_connection(("127.0.0.1", s.port), timeout=10)
-            held.append(c)
-        # One of the held ones may be the startup probe's leftover slot;
-        # all slots are taken now: the next connections are closed at once.
-        refused = 0
-        for _ in range(3):
-            with socket.create_connection(("127.0.0.1", s.port), timeout=10) as extra:
-                extra.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
-                try:
-                    if extra.recv(4096) == b"":
-                        refused += 1
-                except ConnectionResetError:
-                    refused += 1
-        assert refused >= 1
-        assert poll(lambda: "worker_connections are not enough" in s.error_log())
-    finally:
-        for c in held:
-            c.close()
-    # Once they are gone, the server serves again.
-    def ok():
-        try:
-            return exchange(s.port, b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").startswith(b"HTTP/1.1 200")
-        except OSError:
-            return False
-    assert poll(ok)
-
-
 # ---- locations -------------------------------------------------------------------
 
 LOCATIONS = """

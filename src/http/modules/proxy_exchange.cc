@@ -3,6 +3,7 @@
 // upstream::Client hands over the origin's answer (see proxy_exchange.h).
 #include "http/modules/proxy_exchange.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <string>
 
@@ -11,6 +12,7 @@
 #include "event/worker.h"
 #include "http/body.h"
 #include "http/core_module.h"
+#include "http/head_text.h"
 #include "http/output.h"
 #include "http/phases.h"
 #include "http/static_module.h"
@@ -44,22 +46,33 @@ upstream::ClientConf client_conf(const ProxyConf& pc, const Pass& pass) {
 
 OriginRequest build_request_head(Request& r, const ProxyConf& pc, const HeadInputs& in) {
     OriginRequest o;
-    o.uri = in.uri;
     const int version = *pc.http_version;
     const auto* set = pc.set_headers;
     std::pmr::string h(r.mem());
     size_t estimate = 256 + in.method.size() + in.uri.size() + in.host.size();
     for (const HeaderField& f : r.headers) estimate += f.name.size() + f.value.size() + 4;
     h.reserve(estimate);
+    // Values from variables may hold any byte: encoded (head_text.h).
+    auto safe = [&](std::string_view what, std::string_view v, auto encode) {
+        bool changed = false;
+        std::string_view out = encode(v, r.arena(), &changed);
+        if (changed)
+            GH_LOG(Info, "%.*s for the upstream has CR, LF, NUL or other control bytes, sent percent-encoded, "
+                   "client: %.*s, request: \"%.*s\"",
+                   static_cast<int>(what.size()), what.data(), static_cast<int>(r.remote_addr.size()),
+                   r.remote_addr.data(), static_cast<int>(r.request_line.size()), r.request_line.data());
+        return out;
+    };
     auto field = [&](std::string_view n, std::string_view v) {
         h += n;
         h += ": ";
-        h += v;
+        h += safe(n, v, encode_breaking<breaks_field>);
         h += "\r\n";
     };
+    o.uri = safe("request URI", in.uri, encode_breaking<breaks_target>);
     h += in.method;
     h += ' ';
-    h += in.uri;
+    h += o.uri;
     h += version == 11 ? " HTTP/1.1\r\n" : " HTTP/1.0\r\n";
 
     // proxy_set_header first, then the defaults it did not replace: Host
@@ -143,6 +156,15 @@ Exchange::Exchange(Request& r, const ProxyConf& pc, const Pass& pass, upstream::
 
 Next Exchange::start() {
     method_ = pc_.method ? pc_.method->eval(r_) : r_.method;
+    if (!is_token(method_)) {
+        // "proxy_method $arg_m" must not write a request line of the
+        // client's choosing (head_text.h).
+        GH_LOG(Error, "proxy_method value \"%.*s\" is not a method, client: %.*s, request: \"%.*s\"",
+               static_cast<int>(std::min<size_t>(method_.size(), 64)), method_.data(),
+               static_cast<int>(r_.remote_addr.size()), r_.remote_addr.data(),
+               static_cast<int>(r_.request_line.size()), r_.request_line.data());
+        return respond_status(r_, 500);
+    }
     const bool chunked = r_.has_body && !r_.content_length;
     if (*pc_.pass_request_body && r_.has_body) {
         // HTTP/1.0 has no chunked framing: a body of unknown length is read

@@ -197,6 +197,9 @@ Connection::Connection(event::Connection& c, const ListenPort& port)
     }
     event::worker_loop().arm(c_.read_timer, *default_srv_->client_header_timeout);
     idle_until_ = c_.read_timer.deadline();
+    // Until a request starts, a full worker may take the slot back.
+    c_.reclaim = event::Callback::to<&Connection::close_connection>(this);
+    event::worker_connections().set_reusable(c_, true);
 }
 
 Connection::~Connection() {
@@ -296,7 +299,10 @@ void Connection::read_head() {
         lim.max_start_line = large;
         lim.max_header_line = large;
         lim.max_head = max_head;
-        lim.max_headers = kMaxHeaders;
+        // nginx reads these from the default server too, until Host
+        // names another.
+        lim.ignore_invalid_names = *s.ignore_invalid_headers;
+        lim.underscores = *s.underscores_in_headers;
         head_ = std::make_unique<HeadState>(lim);
     }
     RequestParser* parser = &head_->parser;
@@ -426,6 +432,7 @@ void Connection::reject(int status, std::string_view reason, bool log_info) {
 // A request on the default server of the address; the Host header may
 // choose another server later.
 Request& Connection::new_request() {
+    event::worker_connections().set_reusable(c_, false);
     event::worker_loop().cancel(c_.read_timer);
     state_ = State::Processing;
     keepalive_ = false;
@@ -443,6 +450,26 @@ Request& Connection::new_request() {
 
 void Connection::start_request(size_t head_len) {
     const RequestHead& h = head_->parser.head();
+    if (h.framing.chunked && rlen_ > rpos_ + head_len) {
+        // A chunked body whose framing is already broken in what arrived
+        // with the head is the request's error: 400 and close, whatever
+        // the location would have done. nginx finds it the same way when
+        // it discards the body before answering ("return", a file) or
+        // reads it (proxy_pass); answering the location's response and
+        // then closing would tell the client its body was taken.
+        ChunkedDecoder check;
+        std::string_view rest(rbuf_.get()->data() + rpos_ + head_len, rlen_ - rpos_ - head_len);
+        ChunkResult cr;
+        do {
+            cr = check.decode(rest);
+            rest.remove_prefix(cr.consumed);
+        } while (cr.state == ChunkState::More && cr.consumed > 0 && !rest.empty());
+        if (cr.state == ChunkState::Error && cr.status == 400) {
+            GH_LOG(Info, "%.*s, client: %s", static_cast<int>(cr.reason.size()), cr.reason.data(), peer_text_);
+            reject(400, cr.reason, false);
+            return;
+        }
+    }
     Request& r = new_request();
     r.in = h;
     r.headers.reset(h.headers);
@@ -476,6 +503,17 @@ void Connection::start_request(size_t head_len) {
     r.request_line = line;
     r.unparsed_uri = h.form == TargetForm::Absolute ? h.path : h.target;
     if (h.form == TargetForm::Asterisk) r.unparsed_uri = "*";
+    // "GET http://host HTTP/1.1" and "http://host?q" ask for "/"
+    // (RFC 9112 3.2.2, RFC 3986 6.2.3).
+    if (h.form == TargetForm::Absolute && (h.path.empty() || h.path[0] == '?')) {
+        std::string u = "/";
+        u += h.path;
+        r.unparsed_uri = r.arena().dup(u);
+    }
+    if (h.ignored_fields > 0)
+        GH_LOG(Info, "client sent invalid header line: \"%.*s\"%s, client: %s",
+               static_cast<int>(std::min<size_t>(h.first_ignored.size(), 256)), h.first_ignored.data(),
+               h.ignored_fields > 1 ? " and more" : "", peer_text_);
 
     // Keepalive as the client asked; a retiring worker closes after this
     // response. The location's limits apply when the head is written.
@@ -1095,6 +1133,8 @@ void Connection::keepalive_or_close() {
     rcap_ = 0;
     head_.reset();
     state_ = State::Keepalive;
+    // Idle longest, reclaimed first when the worker is full [nginx].
+    event::worker_connections().set_reusable(c_, true);
     // A retiring worker waits for one more request for kRetireGrace only.
     idle_until_ = event::worker_loop().now() + static_cast<event::Msec>(keepalive_timeout_.count());
     event::worker_loop().arm(c_.read_timer, g_retiring ? std::min(keepalive_timeout_, kRetireGrace)
@@ -1115,6 +1155,7 @@ void Connection::lingering_close() {
         return;
     }
     state_ = State::Lingering;
+    event::worker_connections().set_reusable(c_, true);
     linger_until_ = event::worker_loop().now() + static_cast<event::Msec>(lingering_.time.count());
     event::worker_loop().arm(c_.read_timer, lingering_.timeout);
     lingering_read();

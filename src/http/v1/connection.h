@@ -137,10 +137,9 @@ private:
     size_t rcap_ = 0;
     // Parser state and header views, from the first byte of a request to
     // the end of its response; freed while the connection idles.
-    static constexpr size_t kMaxHeaders = 100;
     struct HeadState {
         explicit HeadState(const Limits& l) : parser(l, std::span<HeaderField>(fields)) {}
-        HeaderField fields[kMaxHeaders];
+        HeaderField fields[32];  // the usual head's; more move to the parser's table
         RequestParser parser;
     };
     std::unique_ptr<HeadState> head_;

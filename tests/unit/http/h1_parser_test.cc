@@ -306,6 +306,78 @@ TEST_CASE("http/h1_parser: header line syntax") {
     CHECK(f.p.head().find("z")->value.empty());
 }
 
+TEST_CASE("http/h1_parser: names that are not plain, as ignore_invalid_headers wants") {
+    Limits ignore;
+    ignore.ignore_invalid_names = true;
+    ignore.underscores = false;
+    const std::string msg =
+        "GET / HTTP/1.1\r\nHost: a\r\nX_Forwarded_For: 1\r\nx.foo: 2\r\nA<b: 3\r\n"
+        "\xc3\xa9: 4\r\nX-Ok: 5\r\n\r\n";
+    SUBCASE("left out, counted, the first kept for the log") {
+        Req f(ignore);
+        REQUIRE(f.whole(msg).state == ParseState::Done);
+        const RequestHead& h = f.p.head();
+        REQUIRE(h.headers.size() == 2);
+        CHECK(h.headers[0].name == "Host");
+        CHECK(h.headers[1].name == "X-Ok");
+        CHECK(h.find("x-forwarded-for") == nullptr);
+        CHECK(h.ignored_fields == 4);
+        CHECK(h.first_ignored == "X_Forwarded_For: 1");
+    }
+    SUBCASE("underscores allowed") {
+        ignore.underscores = true;
+        Req f(ignore);
+        REQUIRE(f.whole(msg).state == ParseState::Done);
+        CHECK(f.p.head().find("x_forwarded_for")->value == "1");
+        CHECK(f.p.head().ignored_fields == 3);
+    }
+    SUBCASE("off: tokens pass, anything else is 400") {
+        check_status(msg, 400, "client sent invalid header line");
+        Req f;
+        REQUIRE(f.whole("GET / HTTP/1.1\r\nHost: a\r\nx_foo: 1\r\n.foo: 2\r\n\r\n").state ==
+                ParseState::Done);
+        CHECK(f.p.head().headers.size() == 3);
+        CHECK(f.p.head().ignored_fields == 0);
+    }
+    SUBCASE("never left out: a control byte, a space, a leading colon") {
+        check_status("GET / HTTP/1.1\r\nHost: a\r\nfoo\x02: 1\r\n\r\n", 400,
+                     "client sent invalid header line", ignore);
+        check_status("GET / HTTP/1.1\r\nHost: a\r\n:foo: 1\r\n\r\n", 400,
+                     "client sent invalid header line", ignore);
+        check_status("GET / HTTP/1.1\r\nHost: a\r\nfoo bar: 1\r\n\r\n", 400,
+                     "client sent invalid header line", ignore);
+        check_status("GET / HTTP/1.1\r\nHost: a\r\n foo: 1\r\n\r\n", 400,
+                     "client sent folded header line", ignore);
+    }
+    SUBCASE("the first left-out line moves with the buffer") {
+        RequestParser p(ignore, std::span<HeaderField>());
+        std::unique_ptr<std::string> keep;
+        REQUIRE(bytewise(p, msg, true, keep).state == ParseState::Done);
+        CHECK(p.head().first_ignored == "X_Forwarded_For: 1");
+    }
+}
+
+TEST_CASE("http/h1_parser: many fields outgrow the caller's storage") {
+    // No count limit by default: max_head bounds the fields, and the table
+    // grows past the caller's array, views and all, even while the buffer
+    // moves.
+    std::string msg = "GET / HTTP/1.1\r\nHost: a\r\n";
+    for (int i = 0; i < 1000; ++i) msg += "X" + std::to_string(i) + ": v" + std::to_string(i) + "\r\n";
+    msg += "\r\n";
+    std::array<HeaderField, 4> small{};
+    RequestParser p({}, small);
+    std::unique_ptr<std::string> keep;
+    REQUIRE(bytewise(p, msg, true, keep).state == ParseState::Done);
+    REQUIRE(p.head().headers.size() == 1001);
+    CHECK(p.head().headers[1000].name == "X999");
+    CHECK(p.head().headers[1000].value == "v999");
+    CHECK(p.head().find("x500")->value == "v500");
+    // The next message reuses the grown table.
+    p.reset();
+    REQUIRE(p.parse(kGet).state == ParseState::Done);
+    CHECK(p.head().headers.size() == 1);
+}
+
 TEST_CASE("http/h1_parser: obs-fold is 400") {
     check_status("GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n", 400,
                  "client sent folded header line");

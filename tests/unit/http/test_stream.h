@@ -295,7 +295,7 @@ public:
 
 private:
     std::string raw_;
-    http::HeaderField fields_[100];
+    http::HeaderField fields_[32];
     std::unique_ptr<http::RequestParser> parser_;
 };
 

@@ -1,0 +1,64 @@
+// Text built from variables on its way into a message head.
+//
+// A variable may hold any byte: $uri is percent-decoded, so "%0d%0a" in a
+// request is a CR LF in $uri, and "%20" a space. Written as it is into a
+// field value ("add_header X $uri", "proxy_set_header", the Location of
+// "return 302 ...$uri") such text ends the field line early and starts a
+// field of the client's choosing; in a request line ("proxy_pass
+// http://b$uri") it smuggles a second request to the origin. nginx writes
+// it as it is; gatehouse writes those bytes percent-encoded instead, so
+// the field keeps its meaning as far as it can, and logs that it did.
+//
+// Every head gatehouse writes goes through these, at the one place where
+// it is final: the response head and trailers in output.cc, the request
+// to an origin in the proxy (build_request_head).
+#pragma once
+
+#include <string_view>
+
+#include "core/arena.h"
+
+namespace gatehouse::http {
+
+// CR and LF end a field line; NUL cuts it for many parsers.
+inline bool breaks_field(unsigned char c) { return c == '\r' || c == '\n' || c == '\0'; }
+// A request-target also ends at a space; other controls and DEL are not
+// allowed in it either (RFC 9112 3.2).
+inline bool breaks_target(unsigned char c) { return c <= 0x20 || c == 0x7f; }
+
+// A token (RFC 9110 5.6.2): what a method or a field name must be.
+inline bool is_token(std::string_view s) {
+    constexpr std::string_view punct = "!#$%&'*+-.^_`|~";
+    if (s.empty()) return false;
+    for (char c : s) {
+        const bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+        if (!alnum && punct.find(c) == std::string_view::npos) return false;
+    }
+    return true;
+}
+
+// `s` with each byte that `bad` says as "%XX"; `s` itself when there is
+// none (the usual case, no copy). `changed`, if given, tells which.
+template <bool (*bad)(unsigned char)>
+std::string_view encode_breaking(std::string_view s, Arena& a, bool* changed = nullptr) {
+    size_t n = 0;
+    for (char c : s) n += bad(static_cast<unsigned char>(c));
+    if (changed) *changed = n > 0;
+    if (n == 0) return s;
+    char* out = static_cast<char*>(a.alloc(s.size() + 2 * n, 1));
+    char* w = out;
+    constexpr char kHex[] = "0123456789ABCDEF";
+    for (char c : s) {
+        const auto u = static_cast<unsigned char>(c);
+        if (bad(u)) {
+            *w++ = '%';
+            *w++ = kHex[u >> 4];
+            *w++ = kHex[u & 15];
+        } else {
+            *w++ = c;
+        }
+    }
+    return {out, s.size() + 2 * n};
+}
+
+}  // namespace gatehouse::http
