@@ -103,7 +103,7 @@ void ErrorLog::reopen() {
     }
 }
 
-void ErrorLog::write(Level l, std::string_view msg) const {
+void ErrorLog::write(Level l, std::string_view msg, uint64_t connection) const {
     // The startup form is for a terminal; files always get the timestamped
     // form, as nginx writes its -e log, so that they read as one log.
     std::string brief, full;
@@ -123,6 +123,11 @@ void ErrorLog::write(Level l, std::string_view msg) const {
                 hn = snprintf(head, sizeof head, "%04d/%02d/%02d %02d:%02d:%02d [%s] %d#0: ",
                               tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
                               tm.tm_sec, level_name(l).data(), static_cast<int>(::getpid()));
+                if (hn > 0 && connection != 0 && static_cast<size_t>(hn) < sizeof head) {
+                    int cn = snprintf(head + hn, sizeof head - static_cast<size_t>(hn), "*%llu ",
+                                      static_cast<unsigned long long>(connection));
+                    if (cn > 0) hn += cn;
+                }
             }
             if (hn < 0) return;
             line.reserve(static_cast<size_t>(hn) + msg.size() + 1);
@@ -150,7 +155,13 @@ void emit(Level l, int err, const char* fmt, ...) {
         int m = snprintf(buf + len, sizeof buf - len, " (%d: %s)", err, strerror(err));
         if (m > 0) len = std::min(sizeof buf - 1, len + static_cast<size_t>(m));
     }
-    current().write(l, std::string_view(buf, len));
+    const Context* cx = context();
+    if (cx && cx->describe && l != Level::Debug) {
+        FixedWriter w{buf + len, buf + sizeof buf};
+        cx->describe(cx->self, w);
+        len = static_cast<size_t>(w.p - buf);
+    }
+    current().write(l, std::string_view(buf, len), cx ? cx->connection : 0);
 }
 
 }  // namespace log

@@ -5,9 +5,11 @@
 //     gatehouse: [emerg] unknown directive "x" in /etc/g.conf:3
 // Afterwards they go to every "error_log" sink of the running generation
 // whose level admits them; files always get nginx's form
-//     2026/12/01 10:00:00 [error] 1234#0: message
-// The current ErrorLog is per process; it is owned by the generation (or by
-// main() before one exists) and set with set_error_log().
+//     2026/12/01 10:00:00 [error] 1234#0: *7 message, client: 192.0.2.1, ...
+// where "*7" and what follows the message come from the Context in scope
+// (see below). The current ErrorLog is per process; it is owned by the
+// generation (or by main() before one exists) and set with
+// set_error_log().
 #pragma once
 
 #include <cstdint>
@@ -16,6 +18,7 @@
 #include <vector>
 
 #include "core/result.h"
+#include "core/str.h"
 
 namespace gatehouse::log {
 
@@ -59,7 +62,9 @@ public:
 
     Level max_level() const { return max_; }
     bool enabled(Level l) const { return l <= max_; }
-    void write(Level l, std::string_view msg) const;
+    // One line to every sink whose level admits `l`; `connection`, when
+    // not 0, is shown as "*N" before the message (not in the startup form).
+    void write(Level l, std::string_view msg, uint64_t connection = 0) const;
     const std::vector<Sink>& sinks() const { return sinks_; }
 
 private:
@@ -68,12 +73,52 @@ private:
     bool startup_form_ = false;
 };
 
+// What a message is about, as nginx's log->connection and log->handler:
+// the number of the connection ("*N" after the pid, the number $connection
+// shows) and a function appending the rest of the context to the message
+// (", client: 192.0.2.1, server: example.com, request: \"GET / HTTP/1.1\"").
+// The code working on a connection puts its Context in scope at each entry
+// from the event loop (its I/O callbacks, timers, posted events), so that
+// whatever is logged meanwhile carries it and no call site formats it.
+// describe() runs only for a line some sink writes, and never for debug
+// lines (nginx's choice: there are many, and the lines around them say
+// what they are about).
+struct Context {
+    uint64_t connection = 0;  // 0: none
+    // Appends to `out`, which cuts what does not fit. `self` is the
+    // owner's, who keeps it valid while the Context is in scope.
+    void (*describe)(const void* self, FixedWriter& out) = nullptr;
+    const void* self = nullptr;
+};
+
+namespace detail {
+inline const Context* g_context = nullptr;  // per process: one thread logs
+}  // namespace detail
+
+// The Context in scope; null when none.
+inline const Context* context() { return detail::g_context; }
+
+// Puts `c` (null: none) in scope until the end of the block, then restores
+// the one before: scopes nest, as when an upstream callback runs inside a
+// client connection's. Two pointer moves; `c` must outlive the Scope.
+class Scope {
+public:
+    explicit Scope(const Context* c) : prev_(detail::g_context) { detail::g_context = c; }
+    Scope(const Scope&) = delete;
+    Scope& operator=(const Scope&) = delete;
+    ~Scope() { detail::g_context = prev_; }
+
+private:
+    const Context* prev_;
+};
+
 // The process-wide current log. Never null: a stderr log at level notice
 // is current until set_error_log() is called.
 ErrorLog& current();
 void set_error_log(ErrorLog* l);
 
-// Used by the log macros; formats printf-style and writes.
+// Used by the log macros; formats printf-style, appends the context in
+// scope and writes.
 void emit(Level l, int err, const char* fmt, ...) __attribute__((format(printf, 3, 4)));
 
 }  // namespace gatehouse::log

@@ -299,3 +299,129 @@ TEST_CASE("core/log: a long message is cut, not overflowed") {
     CHECK(line.substr(line.size() - 100) == std::string(100, 'x'));
     CHECK(text.find('\n', first + 1) == text.size() - 1);  // exactly two lines
 }
+
+// ---- the context of a line (nginx's log->connection and log->handler) --------
+
+namespace {
+
+struct Described {
+    std::string tail;
+    mutable int calls = 0;
+};
+
+void describe_test(const void* self, gatehouse::FixedWriter& out) {
+    auto* d = static_cast<const Described*>(self);
+    ++d->calls;
+    out.put(d->tail);
+}
+
+}  // namespace
+
+TEST_CASE("core/log: a Context in scope gives \"*N\" and its tail") {
+    TempDir d;
+    ErrorLog l;
+    l.add(d / "e.log", Level::Info);
+    REQUIRE(l.open().ok());
+    CurrentLog cur(&l);
+    Described what{", client: 192.0.2.1, server: localhost"};
+    ghlog::Context cx{7, describe_test, &what};
+    {
+        ghlog::Scope s(&cx);
+        GH_LOG_ERRNO(Error, ENOENT, "open() \"%s\" failed", "/x");
+    }
+    GH_LOG(Error, "after the scope");
+    std::string text = d.read("e.log");
+    CHECK(has_full_line(text, "error",
+                        "*7 open() \"/x\" failed (2: No such file or directory), client: 192.0.2.1, server: localhost"));
+    CHECK(has_full_line(text, "error", "after the scope"));
+    CHECK(what.calls == 1);
+}
+
+TEST_CASE("core/log: the tail is formatted only for lines that are written") {
+    TempDir d;
+    ErrorLog l;
+    l.add(d / "e.log", Level::Error);
+    REQUIRE(l.open().ok());
+    CurrentLog cur(&l);
+    Described what{", client: x"};
+    ghlog::Context cx{3, describe_test, &what};
+    ghlog::Scope s(&cx);
+    GH_LOG(Info, "not written");
+    CHECK(what.calls == 0);
+    GH_LOG(Crit, "written");
+    CHECK(what.calls == 1);
+    CHECK(is_full_line(d.read("e.log"), "crit", "*3 written, client: x"));
+}
+
+TEST_CASE("core/log: debug lines get \"*N\" and no tail, as nginx's") {
+    TempDir d;
+    ErrorLog l;
+    l.add(d / "e.log", Level::Debug);
+    REQUIRE(l.open().ok());
+    CurrentLog cur(&l);
+    Described what{", client: x"};
+    ghlog::Context cx{5, describe_test, &what};
+    ghlog::Scope s(&cx);
+    ghlog::emit(Level::Debug, 0, "event %d", 1);
+    CHECK(what.calls == 0);
+    CHECK(is_full_line(d.read("e.log"), "debug", "*5 event 1"));
+}
+
+TEST_CASE("core/log: scopes nest and restore; a null scope hides the outer one") {
+    Described a{", a"}, b{", b"};
+    ghlog::Context ca{1, describe_test, &a}, cb{2, describe_test, &b};
+    CHECK(ghlog::context() == nullptr);
+    {
+        ghlog::Scope sa(&ca);
+        CHECK(ghlog::context() == &ca);
+        {
+            ghlog::Scope sb(&cb);
+            CHECK(ghlog::context() == &cb);
+            {
+                ghlog::Scope none(nullptr);
+                CHECK(ghlog::context() == nullptr);
+            }
+            CHECK(ghlog::context() == &cb);
+        }
+        CHECK(ghlog::context() == &ca);
+    }
+    CHECK(ghlog::context() == nullptr);
+}
+
+TEST_CASE("core/log: a context without a describer gives \"*N\" alone") {
+    TempDir d;
+    ErrorLog l;
+    l.add(d / "e.log", Level::Error);
+    REQUIRE(l.open().ok());
+    CurrentLog cur(&l);
+    ghlog::Context cx{12};
+    ghlog::Scope s(&cx);
+    GH_LOG(Error, "accepted");
+    CHECK(is_full_line(d.read("e.log"), "error", "*12 accepted"));
+}
+
+TEST_CASE("core/log: the startup form shows no \"*N\"") {
+    ErrorLog l;
+    l.add("stderr", Level::Notice);
+    l.set_startup_form(true);
+    StderrCapture cap;
+    l.write(Level::Emerg, "x", 9);
+    CHECK(cap.text() == "gatehouse: [emerg] x\n");
+}
+
+TEST_CASE("core/log: a long tail is cut with the line, never overflowed") {
+    TempDir d;
+    ErrorLog l;
+    l.add(d / "e.log", Level::Error);
+    REQUIRE(l.open().ok());
+    CurrentLog cur(&l);
+    Described what{", request: \"" + std::string(5000, 'r') + "\""};
+    ghlog::Context cx{1, describe_test, &what};
+    ghlog::Scope s(&cx);
+    GH_LOG(Error, "%s", std::string(1000, 'm').c_str());
+    std::string text = d.read("e.log");
+    CHECK(text.size() < 2200);
+    CHECK(text.find(std::string(1000, 'm') + ", request: \"rrr") != std::string::npos);
+    CHECK(text.back() == '\n');
+    CHECK(lines(text) == 1);
+}
