@@ -355,6 +355,10 @@ void Listener::on_readable() {
         GH_CHECK(c != nullptr);  // make_room() saw a free slot
         std::memcpy(&c->peer, &ss, len);
         c->peer_len = len;
+        // Lines about the new connection carry its number ("*N") until the
+        // protocol layer puts its own context in scope.
+        log::Context cx{c->number};
+        log::Scope scope(&cx);
         fn_(data_, *c);
         // The callback may have stopped us (shutdown, or its own error).
         if (!io_.registered()) return;

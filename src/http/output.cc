@@ -187,6 +187,7 @@ Flow run_body_filters(Request& r) {
 // filter go on (resume_output), then the producer is told, as on a drain.
 void continue_output(Request* rp) {
     Request& r = *rp;
+    log::Scope scope(&r.log_ctx);
     if (r.stream().closed()) return;
     if (r.output.head_started && !r.header_sent) {
         Flow fl = send_header(r);

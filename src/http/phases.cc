@@ -86,9 +86,8 @@ Next find_config(Request& r) {
     // settings (its access rules, its logs) [nginx].
     if (lc.limit_except_confs && !(method_bit(r.method) & lc.limit_except)) r.loc_confs = lc.limit_except_confs;
     if (r.content_length && *r.content_length > *lc.client_max_body_size && *lc.client_max_body_size != 0) {
-        GH_LOG(Error, "client intended to send too large body: %llu bytes, client: %.*s",
-               static_cast<unsigned long long>(*r.content_length), static_cast<int>(r.remote_addr.size()),
-               r.remote_addr.data());
+        GH_LOG(Error, "client intended to send too large body: %llu bytes",
+               static_cast<unsigned long long>(*r.content_length));
         // The body stays unread: the connection cannot serve another request.
         r.stream().close_after();
         return respond_status(r, 413);
@@ -225,9 +224,8 @@ void start_request(Request& r) {
     char* out = static_cast<char*>(r.arena().alloc(pq.path.size() + 1, 1));
     auto clean = clean_path(pq.path, std::span<char>(out, pq.path.size() + 1));
     if (!clean) {
-        GH_LOG(Info, "client sent invalid request URI \"%.*s\" (%s), client: %.*s",
-               static_cast<int>(r.unparsed_uri.size()), r.unparsed_uri.data(), clean.message().c_str(),
-               static_cast<int>(r.remote_addr.size()), r.remote_addr.data());
+        GH_LOG(Info, "client sent invalid request URI \"%.*s\" (%s)", static_cast<int>(r.unparsed_uri.size()),
+               r.unparsed_uri.data(), clean.message().c_str());
         r.no_error_page = true;
         r.stream().close_after();
         continue_request(r, respond_status(r, 400, "client sent invalid request URI"));

@@ -9,6 +9,7 @@
 #include "http/core_module.h"
 #include "http/phases.h"
 #include "http/variables.h"
+#include "upstream/client.h"
 
 namespace gatehouse::http {
 
@@ -71,10 +72,37 @@ size_t HeaderList::remove(std::string_view name) {
 namespace {
 
 void resume_phases(Request* r) {
+    log::Scope scope(&r->log_ctx);
     if (!r->stream().closed() && !r->done) run_phases(*r);
 }
 
+void describe_thunk(const void* r, FixedWriter& out) { describe_request(*static_cast<const Request*>(r), out); }
+
 }  // namespace
+
+void describe_request(const Request& r, FixedWriter& out) {
+    out.put(", client: ");
+    out.put(r.remote_addr);
+    // The server's first name, "" when it has none [nginx].
+    out.put(", server: ");
+    if (r.srv && !r.srv->server_names.empty()) out.put(r.srv->server_names[0].name);
+    if (!r.request_line.empty()) {
+        out.put(", request: \"");
+        out.put(r.request_line);
+        out.put("\"");
+    }
+    if (r.upstream) r.upstream->describe_peer(out);
+    if (!r.in.host.empty()) {
+        out.put(", host: \"");
+        out.put(r.in.host);
+        out.put("\"");
+    }
+    if (const HeaderField* ref = r.headers.find("Referer")) {
+        out.put(", referrer: \"");
+        out.put(ref->value);
+        out.put("\"");
+    }
+}
 
 Request::Request(Stream& s, const conf::ConfArray main, SrvConf* server)
     : stream_(s),
@@ -95,6 +123,7 @@ Request::Request(Stream& s, const conf::ConfArray main, SrvConf* server)
         vars = static_cast<VarValue*>(arena_.alloc(sizeof(VarValue) * (n ? n : 1), alignof(VarValue)));
         for (size_t i = 0; i < n; ++i) new (&vars[i]) VarValue();
     }
+    log_ctx = {s.connection_number(), describe_thunk, this};
     remote_addr = s.peer_text();
     remote_port = s.peer_port();
     remote_sockaddr = s.peer_sockaddr();

@@ -26,10 +26,15 @@
 #include "conf/registry.h"
 #include "core/arena.h"
 #include "core/buf.h"
+#include "core/log.h"
 #include "event/loop.h"
 #include "http/fwd.h"
 #include "http/h1_parser.h"
 #include "http/stream.h"
+
+namespace gatehouse::upstream {
+class Client;
+}
 
 namespace gatehouse::http {
 
@@ -257,6 +262,17 @@ public:
     OutputState output;
 
     RequestCounters counters;
+
+    // ---- the error log -------------------------------------------------------
+    // What lines about this request carry (core/log.h): its connection's
+    // number and describe_request()'s tail. The front-end's callbacks put
+    // the same in scope; code entering the request from the loop on its
+    // own (a posted event, a timer of a module) does: log::Scope s(&r.log_ctx).
+    log::Context log_ctx;
+    // The upstream exchange, for the ", upstream: \"...\"" of those lines;
+    // owner: the module that proxies (its state, in the arena).
+    const upstream::Client* upstream = nullptr;
+
     // Sets exten from uri: what follows the last "." of the last segment.
     void set_exten();
     // Files the response reads from; closed with the request.
@@ -266,5 +282,10 @@ private:
     void** ctx_ = nullptr;
     int fds_[4] = {-1, -1, -1, -1};
 };
+
+// Appends nginx's context of a line about r: ", client: <address>,
+// server: <name>, request: \"<request line>\"", then, when there are,
+// ", upstream: \"<url>\"", ", host: \"<Host>\"", ", referrer: \"<Referer>\"".
+void describe_request(const Request& r, FixedWriter& out);
 
 }  // namespace gatehouse::http

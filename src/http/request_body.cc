@@ -100,6 +100,7 @@ int pwrite_all(int fd, const char* data, size_t n, uint64_t off) {
 // the client gets the 500 of a failed temp file.
 void body_ready(Request* rp) {
     Request& r = *rp;
+    log::Scope scope(&r.log_ctx);
     RequestBody& b = *r.body_kept;
     if (r.stream().closed()) return;
     if (b.failed) {
@@ -154,8 +155,7 @@ bool whole_sink(Request& r, Chain& piece) {
                 std::string msg = s ? "pwrite() to a client body temporary file failed (" + std::to_string(err) +
                                           ": " + strerror(err) + ")"
                                     : s.message();
-                GH_LOG(Crit, "%s, client: %.*s", msg.c_str(), static_cast<int>(r.remote_addr.size()),
-                       r.remote_addr.data());
+                GH_LOG(Crit, "%s", msg.c_str());
                 b.failed = true;
                 event::worker_loop().post(b.ev);
                 return false;

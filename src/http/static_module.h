@@ -122,7 +122,8 @@ std::string_view content_type_for(Request& r, std::string_view exten);
 bool sendfile_enabled(Request& r);
 
 // Logs `msg` about r in nginx's form: the message, " (errno: text)" when
-// err is not 0, then ", client: <address>, request: \"<request line>\"".
+// err is not 0, then r's context (describe_request: ", client: ...,
+// server: ..., request: \"...\"", ...), whoever called.
 void log_for_request(Request& r, log::Level l, int err, std::string_view msg);
 
 }  // namespace gatehouse::http

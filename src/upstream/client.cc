@@ -67,6 +67,7 @@ void Client::schedule(void (Client::*step)()) {
 }
 
 void Client::on_kick() {
+    log::Scope scope(hooks_.log_context());
     auto step = std::exchange(step_, nullptr);
     if (!step || consumer_gone()) return;
     (this->*step)();
@@ -307,6 +308,7 @@ void Client::request_sent_fully() {
 }
 
 void Client::on_up_write() {
+    log::Scope scope(hooks_.log_context());
     if (consumer_gone() || !up_) return;
     switch (stage_) {
         case Stage::Connecting: {
@@ -353,6 +355,7 @@ void Client::on_up_write() {
 }
 
 void Client::on_up_read() {
+    log::Scope scope(hooks_.log_context());
     if (consumer_gone() || !up_) return;
     switch (stage_) {
         case Stage::Handshaking: handshake(); return;
@@ -369,6 +372,7 @@ void Client::on_up_read() {
 }
 
 void Client::on_up_write_timeout() {
+    log::Scope scope(hooks_.log_context());
     if (consumer_gone() || !up_) return;
     if (stage_ == Stage::Connecting || stage_ == Stage::Handshaking || stage_ == Stage::Active) {
         fail(Failure::Timeout, 504, ETIMEDOUT, "upstream timed out");
@@ -378,6 +382,7 @@ void Client::on_up_write_timeout() {
 }
 
 void Client::on_up_read_timeout() {
+    log::Scope scope(hooks_.log_context());
     if (consumer_gone() || !up_) return;
     switch (stage_) {
         case Stage::Active: fail(Failure::Timeout, 504, ETIMEDOUT, "upstream timed out"); return;
@@ -404,23 +409,23 @@ std::string_view Client::action() const {
     }
 }
 
+// The context in scope (a callback's, or the caller's when it called in)
+// adds the client, the request and the origin.
 void Client::error_log(log::Level l, int err, std::string_view what, std::string_view act) {
     last_error_ = what;
     if (err) last_error_ += " (" + std::to_string(err) + ": " + strerror(err) + ")";
     if (!log::current().enabled(l)) return;
-    std::string m = last_error_;
-    m += " while ";
-    m += act;
-    std::string upstream;
-    if (peer_) {
-        upstream = conf_.tls ? ", upstream: \"https://" : ", upstream: \"http://";
-        upstream += peer_->text;
-        if (peer_->text.starts_with("unix:")) upstream += ':';
-        upstream += out.uri;
-        upstream += '"';
-    }
-    hooks_.describe(m, upstream);
-    log::emit(l, 0, "%s", m.c_str());
+    log::emit(l, 0, "%s while %.*s", last_error_.c_str(), static_cast<int>(act.size()), act.data());
+}
+
+void Client::describe_peer(FixedWriter& o) const {
+    if (!peer_) return;
+    o.put(conf_.tls ? ", upstream: \"https://" : ", upstream: \"http://");
+    o.put(peer_->text);
+    // "unix:/path" then the URI: nginx puts a ':' between them.
+    if (peer_->text.starts_with("unix:")) o.put(":");
+    o.put(out.uri);
+    o.put("\"");
 }
 
 void Client::end_try(bool failed) {

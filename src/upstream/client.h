@@ -36,7 +36,9 @@
 //              connection back to the group's keepalive pool
 //
 // Error log lines are nginx's: "connect() failed (111: Connection refused)
-// while connecting to upstream" followed by Hooks::describe().
+// while connecting to upstream", followed by the context of the owner
+// (Hooks::log_context(), in scope in every callback of the Client), which
+// names the origin with describe_peer().
 //
 // Response body memory, in detail: a read goes into the tail of the
 // current slab, or into a slab the consumer no longer holds (only our
@@ -223,10 +225,11 @@ public:
     // The tunnel: the other side, and its end.
     virtual event::Duplex& open_tunnel(Client& c, event::Callback on_ready, std::string_view* leftover) = 0;
     virtual void on_tunnel_end(Client& c) = 0;
-    // Appends the context of a log line: ", client: ..., server: ...,
-    // request: \"...\"", then `upstream` (", upstream: \"...\"", maybe
-    // empty), then ", host: \"...\"".
-    virtual void describe(std::string& out, std::string_view upstream) = 0;
+    // What the Client's log lines are about (core/log.h): put in scope in
+    // each of its callbacks, so that they, and whatever the hooks log from
+    // them, carry it. Valid as long as the Client; its tail should name the
+    // origin with Client::describe_peer().
+    virtual const log::Context* log_context() = 0;
     // A temp file for the response body (proxy_temp_path).
     virtual Result<int> temp_file() = 0;
 
@@ -281,6 +284,10 @@ public:
     // Why the last try failed ("connect() failed (111: Connection
     // refused)"), for a caller's own messages; empty when none did.
     std::string_view last_error() const { return last_error_; }
+    // Appends ", upstream: \"http://192.0.2.1:80/uri\"" for the peer of
+    // the current (or last) try, as nginx's log lines show it; nothing
+    // before a peer was chosen.
+    void describe_peer(FixedWriter& out) const;
 
 private:
     enum class Stage : uint8_t {

@@ -523,6 +523,7 @@ void Client::begin_tunnel() {
 
 void Client::tunnel_ready(void* p) {
     auto* c = static_cast<Client*>(p);
+    log::Scope scope(c->hooks_.log_context());
     if (c->stage_ == Stage::Tunnel) c->pump();
 }
 

@@ -63,6 +63,8 @@ public:
         conf_.max_temp_file_size = 0;
         timer_.cb = event::Callback::to<&Probe::start>(this);
         deadline_.cb = event::Callback::to<&Probe::on_deadline>(this);
+        log_ctx_.describe = describe;
+        log_ctx_.self = this;
     }
     Probe(const Probe&) = delete;
     Probe& operator=(const Probe&) = delete;
@@ -110,11 +112,7 @@ public:
         __builtin_unreachable();
     }
     void on_tunnel_end(Client&) override {}
-    void describe(std::string& out, std::string_view upstream) override {
-        out += ", health check \"" + u_.health->uri + "\" of peer \"" + target_.text + "\" in upstream \"" +
-               u_.name + '"';
-        out += upstream;
-    }
+    const log::Context* log_context() override { return &log_ctx_; }
     Result<int> temp_file() override { return make_error("a health check keeps no temp file"); }
 
 private:
@@ -145,6 +143,20 @@ private:
         if (!done_) finish(false, "timed out");
     }
 
+    // The tail of the client's lines about a check: which check of which
+    // peer, then the origin as the proxy's lines name it.
+    static void describe(const void* self, FixedWriter& out) {
+        auto* p = static_cast<const Probe*>(self);
+        out.put(", health check \"");
+        out.put(p->u_.health->uri);
+        out.put("\" of peer \"");
+        out.put(p->target_.text);
+        out.put("\" in upstream \"");
+        out.put(p->u_.name);
+        out.put("\"");
+        if (p->check_) p->check_->client.describe_peer(out);
+    }
+
     void verdict(Client& c) {
         std::string_view body = body_;
         if (body.size() > kMatchBodyMax) body = body.substr(0, kMatchBodyMax);
@@ -161,6 +173,8 @@ private:
         if (done_) return;
         done_ = true;  // gone(): the client stops and closes its connection
         event::worker_loop().cancel(deadline_);
+        // The verdict's lines name the peer themselves: not the check's tail.
+        log::Scope no_context(nullptr);
         const event::Msec now = event::worker_loop().now();
         record_check(u_, u_.peers[index_], passed, why, now);
         // Start to start: a slow answer does not stretch the interval.
@@ -180,6 +194,7 @@ private:
     std::string body_;
     bool done_ = false;
     event::Msec started_ = 0;
+    log::Context log_ctx_;  // no connection of a client: no "*N"
 };
 
 std::vector<std::unique_ptr<Probe>>& probes() {

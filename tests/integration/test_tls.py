@@ -463,7 +463,9 @@ def test_handshake_failures_are_info_with_client_and_reason(gatehouse, pki, leve
         for name, _, reason in HANDSHAKE_FAILURES:
             line = wait_for(lambda: next((ln for ln in log.read_text().splitlines() if reason in ln), None),
                             what=f"the {name} failure logged")
-            assert " [info] " in line and line.endswith(", client: 127.0.0.1"), line
+            # nginx's context of a connection without a request yet: the
+            # client and the listening address.
+            assert " [info] " in line and line.endswith(f", client: 127.0.0.1, server: 127.0.0.1:{port}"), line
     else:
         # The stall comes last and the server closed it: every failure
         # before it has been logged, or skipped, by now.

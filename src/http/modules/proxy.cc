@@ -16,6 +16,7 @@
 #include "http/modules/proxy_exchange.h"
 #include "http/phases.h"
 #include "http/request.h"
+#include "http/static_module.h"
 #include "http/uri.h"
 #include "tls/params.h"
 #include "upstream/upstream.h"
@@ -563,12 +564,7 @@ upstream::TryLog& upstream_log(Request& r) {
     return *r.arena().make<upstream::TryLog>(r.mem());
 }
 
-void log_error(Request& r, std::string_view msg) {
-    std::string_view peer = r.remote_addr;
-    GH_LOG(Error, "%.*s, client: %.*s, request: \"%.*s\"", static_cast<int>(msg.size()), msg.data(),
-           static_cast<int>(peer.size()), peer.data(), static_cast<int>(r.request_line.size()),
-           r.request_line.data());
-}
+void log_error(Request& r, std::string_view msg) { log_for_request(r, log::Level::Error, 0, msg); }
 
 // proxy_pass with variables: an upstream block by that name, else an
 // address made into a group of one for this request. Host names would

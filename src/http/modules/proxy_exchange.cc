@@ -155,6 +155,8 @@ Exchange::Exchange(Request& r, const ProxyConf& pc, const Pass& pass, upstream::
       kick_(event::Callback::to<&Exchange::respond_error>(this)) {}
 
 Next Exchange::start() {
+    // Lines about the request name the origin from now on, as nginx's.
+    r_.upstream = &client_;
     method_ = pc_.method ? pc_.method->eval(r_) : r_.method;
     if (!is_token(method_)) {
         // "proxy_method $arg_m" must not write a request line of the
@@ -183,8 +185,7 @@ Next Exchange::start() {
         // Kept for the request: a retry or an error_page that proxies
         // elsewhere sends it again.
         if (!read_whole_body(r_, body_read)) {
-            GH_LOG(Error, "client request body was already read and cannot be sent again, client: %.*s",
-                   static_cast<int>(r_.remote_addr.size()), r_.remote_addr.data());
+            GH_LOG(Error, "client request body was already read and cannot be sent again");
             err_status_ = 500;
             event::worker_loop().post(kick_);
         }
@@ -215,6 +216,7 @@ void Exchange::drained_cb(Request& r) {
 // From kick_, or at once from on_error (a Client step): the status, or
 // its error_page.
 void Exchange::respond_error() {
+    log::Scope scope(&r_.log_ctx);
     on_output_drained(r_, nullptr);
     Next n = respond_status(r_, err_status_);
     // An error_page redirect cleared every module's context: keep ours, so
@@ -333,22 +335,6 @@ event::Duplex& Exchange::open_tunnel(upstream::Client&, event::Callback on_ready
 // Ends the request: the stream and this object go at the end of the
 // loop iteration.
 void Exchange::on_tunnel_end(upstream::Client&) { r_.stream().abort(); }
-
-void Exchange::describe(std::string& m, std::string_view upstream) {
-    m += ", client: ";
-    m += r_.remote_addr;
-    m += ", server: ";
-    if (r_.srv && !r_.srv->server_names.empty()) m += r_.srv->server_names[0].name;
-    m += ", request: \"";
-    m += r_.request_line;
-    m += '"';
-    m += upstream;
-    if (!r_.in.host.empty()) {
-        m += ", host: \"";
-        m += r_.in.host;
-        m += '"';
-    }
-}
 
 Result<int> Exchange::temp_file() {
     auto fd = open_temp_file(temp_dir(r_, pc_.temp_path, "proxy_temp"));

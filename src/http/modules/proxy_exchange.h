@@ -52,7 +52,7 @@ public:
     void on_truncated(upstream::Client& c) override;
     event::Duplex& open_tunnel(upstream::Client& c, event::Callback on_ready, std::string_view* leftover) override;
     void on_tunnel_end(upstream::Client& c) override;
-    void describe(std::string& out, std::string_view upstream) override;
+    const log::Context* log_context() override { return &r_.log_ctx; }
     Result<int> temp_file() override;
 
 private:

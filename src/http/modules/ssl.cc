@@ -572,10 +572,8 @@ constexpr VariableDef kVariables[] = {
 // 495-497 go out as 400 with nginx's pages; "error_page 497" and the
 // others may redirect them.
 int check_request(Request& r, bool plain) {
-    const char* peer = r.stream().peer_text().data();
     if (plain) {
-        GH_LOG(Info, "client sent plain HTTP request to HTTPS port while reading client request headers, client: %s",
-               peer);
+        GH_LOG(Info, "client sent plain HTTP request to HTTPS port while reading client request headers");
         return 497;
     }
     tls::Session* s = r.stream().tls();
@@ -588,7 +586,7 @@ int check_request(Request& r, bool plain) {
     // clients would get around that (RFC 9110 15.5.20).
     if (s->sni_choice && s->sni_choice != r.srv) {
         GH_LOG(Info, "client attempted to request the server name different from the one that was negotiated "
-                     "while reading client request headers, client: %s", peer);
+                     "while reading client request headers");
         return 421;
     }
     long rc = s->verify_result();
@@ -601,13 +599,13 @@ int check_request(Request& r, bool plain) {
                              rc == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY ||
                              rc == X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE || rc == X509_V_ERR_CERT_UNTRUSTED);
         if (!untrusted_ok) {
-            GH_LOG(Info, "client SSL certificate verify error: (%ld:%s) while reading client request headers, client: %s",
-                   rc, X509_verify_cert_error_string(rc), peer);
+            GH_LOG(Info, "client SSL certificate verify error: (%ld:%s) while reading client request headers", rc,
+                   X509_verify_cert_error_string(rc));
             return 495;
         }
     }
     if (v == tls::VerifyClient::On && !s->has_client_cert()) {
-        GH_LOG(Info, "client sent no required SSL certificate while reading client request headers, client: %s", peer);
+        GH_LOG(Info, "client sent no required SSL certificate while reading client request headers");
         return 496;
     }
     return 0;

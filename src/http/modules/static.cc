@@ -138,15 +138,8 @@ bool log_not_found(Request& r) {
 
 void log_for_request(Request& r, log::Level l, int err, std::string_view msg) {
     if (!log::current().enabled(l)) return;
-    std::string_view peer = r.remote_addr;
-    if (err != 0)
-        log::emit(l, 0, "%.*s (%d: %s), client: %.*s, request: \"%.*s\"", static_cast<int>(msg.size()),
-                  msg.data(), err, strerror(err), static_cast<int>(peer.size()), peer.data(),
-                  static_cast<int>(r.request_line.size()), r.request_line.data());
-    else
-        log::emit(l, 0, "%.*s, client: %.*s, request: \"%.*s\"", static_cast<int>(msg.size()), msg.data(),
-                  static_cast<int>(peer.size()), peer.data(), static_cast<int>(r.request_line.size()),
-                  r.request_line.data());
+    log::Scope scope(&r.log_ctx);
+    log::emit(l, err, "%.*s", static_cast<int>(msg.size()), msg.data());
 }
 
 std::string_view map_uri_to_path(Request& r, std::string_view uri, size_t* root_len) {

@@ -162,7 +162,9 @@ Connection::Connection(event::Connection& c, const ListenPort& port)
       port_(port),
       drain_ev_(event::Callback::to<&Connection::on_drained>(this)),
       finish_ev_(event::Callback::to<&Connection::finish_request>(this)),
-      flush_ev_(event::Callback::to<&Connection::flush>(this)) {
+      flush_ev_(event::Callback::to<&Connection::flush>(this)),
+      log_ctx_{c.number, describe_for_log, this} {
+    log::Scope scope(&log_ctx_);
     started_ = event::worker_loop().now();
     c_.data = this;
     next_ = g_conns;
@@ -200,6 +202,26 @@ Connection::Connection(event::Connection& c, const ListenPort& port)
     // Until a request starts, a full worker may take the slot back.
     c_.reclaim = event::Callback::to<&Connection::close_connection>(this);
     event::worker_connections().set_reusable(c_, true);
+}
+
+// nginx's context of a line about the connection: its request's while it
+// serves one, else the client and the listening address.
+void Connection::describe_for_log(const void* self, FixedWriter& out) {
+    auto* h = static_cast<const Connection*>(self);
+    if (h->req_) {
+        describe_request(*h->req_, out);
+        return;
+    }
+    out.put(", client: ");
+    out.put(h->peer_text_);
+    out.put(", server: ");
+    const conf::Address& a = h->port_.bind.addr;
+    if (a.kind == conf::Address::Kind::Inet && a.host == "*") {
+        out.put("0.0.0.0:");
+        out.num(a.port);
+    } else {
+        out.put(a.text());
+    }
 }
 
 Connection::~Connection() {
@@ -260,6 +282,7 @@ void Connection::abort() {
 // ---- reading the head --------------------------------------------------
 
 void Connection::on_read() {
+    log::Scope scope(&log_ctx_);
     switch (state_) {
         case State::Head:
         case State::Keepalive:
@@ -359,9 +382,7 @@ void Connection::read_head() {
             close_connection();
             return;
         }
-        if (io.err != ECONNRESET)
-            GH_LOG_ERRNO(Info, io.err, "recv() failed while reading client request headers, client: %s",
-                         peer_text_);
+        if (io.err != ECONNRESET) GH_LOG_ERRNO(Info, io.err, "recv() failed while reading client request headers");
         close_connection();
         return;
     }
@@ -401,7 +422,7 @@ void Connection::tls_handshake() {
         case tls::Session::Step::Again:
             return;
         case tls::Session::Step::Fail:
-            GH_LOG(Info, "%s while SSL handshaking, client: %s", tls_->error().c_str(), peer_text_);
+            GH_LOG(Info, "%s while SSL handshaking", tls_->error().c_str());
             close_connection();
             return;
     }
@@ -410,9 +431,6 @@ void Connection::tls_handshake() {
 void Connection::reject(int status, std::string_view reason, bool log_info) {
     // The head could not be parsed: answer with the status page and close,
     // lingering so the client reads the answer rather than a reset.
-    if (log_info)
-        GH_LOG(Info, "%.*s while reading client request headers, client: %s", static_cast<int>(reason.size()),
-               reason.data(), peer_text_);
     Request& r = new_request();
     r.counters.request_length = rlen_ - rpos_;
     // The request line, when it was read, is still useful in the log.
@@ -423,6 +441,9 @@ void Connection::reject(int status, std::string_view reason, bool log_info) {
         if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
         r.request_line = line;
     }
+    // Logged with the request made: the line names its server and request.
+    if (log_info)
+        GH_LOG(Info, "%.*s while reading client request headers", static_cast<int>(reason.size()), reason.data());
     linger_next_ = true;
     reject_request(r, status, reason);
 }
@@ -689,18 +710,19 @@ Flow Connection::send_body(Request& r, Chain& in) {
 void Connection::write_failed(const event::ChainWriter::Result& w) {
     if (w.err == 0) {
         // The file shrank under us: the promised length cannot be sent.
-        GH_LOG(Error, "file was truncated while sending response, client: %s", peer_text_);
+        GH_LOG(Error, "file was truncated while sending response");
     } else if (std::string_view(w.call) == "pread()") {
-        GH_LOG_ERRNO(Crit, w.err, "pread() failed while sending response to client, client: %s", peer_text_);
+        GH_LOG_ERRNO(Crit, w.err, "pread() failed while sending response to client");
     } else if (w.err == EPIPE || w.err == ECONNRESET) {
         GH_LOG(Info, "client %s closed connection while sending response", peer_text_);
     } else {
-        GH_LOG_ERRNO(Info, w.err, "%s failed while sending response to client, client: %s", w.call, peer_text_);
+        GH_LOG_ERRNO(Info, w.err, "%s failed while sending response to client", w.call);
     }
     abort();
 }
 
 void Connection::flush() {
+    log::Scope scope(&log_ctx_);  // also flush_ev_'s callback
     if (state_ != State::Processing || !req_ || !out_) return;
     Request& r = *req_;
     const auto& lc = r.loc_conf<LocConf>(http_core_module);
@@ -742,6 +764,7 @@ void Connection::uncork() {
 }
 
 void Connection::on_write() {
+    log::Scope scope(&log_ctx_);
     if (tls_ && !tls_->established()) {
         if (state_ == State::Head) tls_handshake();
         return;
@@ -752,6 +775,7 @@ void Connection::on_write() {
 }
 
 void Connection::on_drained() {
+    log::Scope scope(&log_ctx_);
     if (state_ == State::Processing && req_ && output_pending() == 0) output_drained(*req_);
 }
 
@@ -813,7 +837,7 @@ void Connection::body_failed(int status, const char* why) {
     Request& r = *req_;
     body_done_ = true;
     keepalive_ = false;
-    GH_LOG(Info, "%s, client: %s", why, peer_text_);
+    GH_LOG(Info, "%s", why);
     event::worker_loop().cancel(c_.read_timer);
     if (r.header_sent) {
         abort();
@@ -954,8 +978,8 @@ void Connection::pump_body() {
 }
 
 void Connection::on_write_timeout() {
-    GH_LOG(Info, "client timed out (110: Connection timed out) while sending response to client, client: %s",
-           peer_text_);
+    log::Scope scope(&log_ctx_);
+    GH_LOG(Info, "client timed out (110: Connection timed out) while sending response to client");
     if (req_) {
         if (req_->out.status == 0) req_->out.status = 408;
         if (req_->loc_confs && *req_->loc_conf<LocConf>(http_core_module).reset_timedout_connection) {
@@ -969,6 +993,7 @@ void Connection::on_write_timeout() {
 }
 
 void Connection::on_read_timeout() {
+    log::Scope scope(&log_ctx_);
     if (g_retiring && (state_ == State::Keepalive || (state_ == State::Head && rlen_ == rpos_))) {
         retire_idle();
         return;
@@ -978,13 +1003,12 @@ void Connection::on_read_timeout() {
         return;
     }
     if (state_ == State::Head && tls_ && !tls_->established()) {
-        GH_LOG(Info, "client timed out (110: Connection timed out) while SSL handshaking, client: %s", peer_text_);
+        GH_LOG(Info, "client timed out (110: Connection timed out) while SSL handshaking");
         close_connection();
         return;
     }
     if (state_ == State::Head) {
-        GH_LOG(Info, "client timed out (110: Connection timed out) while reading client request headers, client: %s",
-               peer_text_);
+        GH_LOG(Info, "client timed out (110: Connection timed out) while reading client request headers");
         if (rlen_ > rpos_) {
             // nginx logs a 408 and sends nothing; we send the 408 page,
             // which tells a slow but honest client what happened.
@@ -1045,6 +1069,7 @@ bool Connection::discard_body() {
 }
 
 void Connection::finish_request() {
+    log::Scope scope(&log_ctx_);
     if (!req_ || state_ != State::Processing) return;
     Request& r = *req_;
     r.done = true;

@@ -116,6 +116,8 @@ private:
     void retire_idle();
     // Bytes from the client wait in the socket (MSG_PEEK).
     bool input_waiting();
+    // The tail of this connection's error log lines (log::Context).
+    static void describe_for_log(const void* self, FixedWriter& out);
 
     friend void retire_connections();
 
@@ -202,6 +204,8 @@ private:
 
     Connection* prev_ = nullptr;  // the worker's list of connections
     Connection* next_ = nullptr;
+    // In scope in every callback: lines carry "*N" and the context.
+    log::Context log_ctx_;
 };
 
 }  // namespace gatehouse::http::v1
