@@ -8,6 +8,7 @@
 #include <cstdarg>
 #include <cstring>
 #include <ctime>
+#include <iterator>
 
 namespace gatehouse {
 
@@ -38,6 +39,9 @@ ErrorLog& startup_log() {
 }
 
 ErrorLog* g_current = nullptr;
+// Writing the line that reports a syslog failure: a failure meanwhile is
+// only counted (the report may go to the same server).
+bool g_reporting = false;
 
 void write_all(int fd, std::string_view s) {
     while (!s.empty()) {
@@ -64,6 +68,15 @@ ErrorLog::~ErrorLog() {
         if (s.fd > 2) ::close(s.fd);
 }
 
+void ErrorLog::add_syslog(SyslogTarget target, Level level) {
+    Sink s;
+    s.path = "syslog:" + target.server;
+    s.level = level;
+    s.syslog = std::make_unique<SyslogPeer>(std::move(target));
+    if (level > max_) max_ = level;
+    sinks_.push_back(std::move(s));
+}
+
 void ErrorLog::add(std::string path, Level level) {
     Sink s;
     s.path = std::move(path);
@@ -75,7 +88,8 @@ void ErrorLog::add(std::string path, Level level) {
 
 Status ErrorLog::open() {
     for (auto& s : sinks_) {
-        if (s.fd >= 0) continue;
+        // A syslog socket is opened by the process that sends first.
+        if (s.fd >= 0 || s.syslog) continue;
         int fd = ::open(s.path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
         if (fd < 0) {
             int e = errno;
@@ -107,8 +121,12 @@ void ErrorLog::write(Level l, std::string_view msg, uint64_t connection) const {
     // The startup form is for a terminal; files always get the timestamped
     // form, as nginx writes its -e log, so that they read as one log.
     std::string brief, full;
+    // Syslog servers that did not take the line, reported after it (more
+    // than a few at once are counted all the same).
+    SyslogPeer* failed[4];
+    size_t nfailed = 0;
     for (const auto& s : sinks_) {
-        if (l > s.level || s.fd < 0) continue;
+        if (l > s.level || (s.fd < 0 && !s.syslog)) continue;
         bool short_form = startup_form_ && s.fd == 2;
         std::string& line = short_form ? brief : full;
         if (line.empty()) {
@@ -135,7 +153,21 @@ void ErrorLog::write(Level l, std::string_view msg, uint64_t connection) const {
             line.append(msg);
             line.push_back('\n');
         }
-        write_all(s.fd, line);
+        if (!s.syslog) {
+            write_all(s.fd, line);
+            continue;
+        }
+        // The whole line but its newline, at the line's own severity
+        // (emerg is 0) [nginx].
+        std::string_view body(line.data(), line.size() - 1);
+        if (!s.syslog->send(static_cast<int>(l) - 1, body) && !g_reporting && nfailed < std::size(failed))
+            failed[nfailed++] = s.syslog.get();
+    }
+    for (size_t i = 0; i < nfailed; ++i) {
+        if (!failed[i]->report_due(::time(nullptr))) continue;
+        g_reporting = true;
+        write(Level::Alert, failed[i]->failure());
+        g_reporting = false;
     }
 }
 

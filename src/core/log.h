@@ -4,7 +4,8 @@
 // (stderr, and the file named by -e), on stderr in the form
 //     gatehouse: [emerg] unknown directive "x" in /etc/g.conf:3
 // Afterwards they go to every "error_log" sink of the running generation
-// whose level admits them; files always get nginx's form
+// whose level admits them; files (and syslog servers, after the syslog
+// header: core/syslog.h) always get nginx's form
 //     2026/12/01 10:00:00 [error] 1234#0: *7 message, client: 192.0.2.1, ...
 // where "*7" and what follows the message come from the Context in scope
 // (see below). The current ErrorLog is per process; it is owned by the
@@ -13,12 +14,14 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "core/result.h"
 #include "core/str.h"
+#include "core/syslog.h"
 
 namespace gatehouse::log {
 
@@ -37,9 +40,10 @@ std::string_view level_name(Level l);
 Result<Level> parse_level(std::string_view s);
 
 struct Sink {
-    std::string path;      // "stderr" or an absolute path
+    std::string path;      // "stderr", an absolute path, or "syslog:<server>"
     Level level = Level::Error;
-    int fd = -1;           // owned unless it is 2 (stderr)
+    int fd = -1;           // owned unless it is 2 (stderr); -1 for syslog
+    std::unique_ptr<SyslogPeer> syslog;  // "error_log syslog:..."
 };
 
 class ErrorLog {
@@ -50,6 +54,9 @@ public:
     ~ErrorLog();
 
     void add(std::string path, Level level);
+    // A syslog server: each line goes as one datagram, its severity the
+    // line's level (the target's severity is for access logs only).
+    void add_syslog(SyslogTarget target, Level level);
     // Opens every file sink (O_APPEND|O_CREAT, 0644). The error names the
     // path and errno.
     Status open();
@@ -64,6 +71,8 @@ public:
     bool enabled(Level l) const { return l <= max_; }
     // One line to every sink whose level admits `l`; `connection`, when
     // not 0, is shown as "*N" before the message (not in the startup form).
+    // A syslog server that does not take it loses it: the failure is
+    // logged to the other sinks, once a minute at most.
     void write(Level l, std::string_view msg, uint64_t connection = 0) const;
     const std::vector<Sink>& sinks() const { return sinks_; }
 

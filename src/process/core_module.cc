@@ -7,6 +7,7 @@
 #include <charconv>
 
 #include "conf/registry.h"
+#include "conf/syslog.h"
 
 namespace gatehouse::process {
 
@@ -33,7 +34,18 @@ Status set_error_log(Ctx& cx, const Node& n, CoreConf& c) {
     ErrorLogSpec s;
     const std::string& p = n.args[0].text;
     if (p.empty()) return cx.error(n, "empty path in \"error_log\" directive");
-    s.path = p == "stderr" ? p : cx.full_path(p);
+    if (p.compare(0, 7, "memory:") == 0) {
+        // nginx's cyclic buffer, read with a debugger: not a file named so.
+        return cx.error(n, "the memory buffer error log is not supported");
+    }
+    if (conf::is_syslog(p)) {
+        auto t = conf::parse_syslog(p);
+        if (!t) return cx.error(n, t.message());
+        s.syslog = std::move(*t);
+        s.path = p;
+    } else {
+        s.path = p == "stderr" ? p : cx.full_path(p);
+    }
     if (n.args.size() == 2) {
         auto l = log::parse_level(n.args[1].text);
         if (!l) return cx.invalid(n, l.error());

@@ -14,8 +14,9 @@
 namespace gatehouse::process {
 
 struct ErrorLogSpec {
-    std::string path;  // "stderr" or absolute
+    std::string path;  // "stderr" or absolute; "syslog:..." as written
     log::Level level = log::Level::Error;
+    std::optional<log::SyslogTarget> syslog;  // "error_log syslog:..."
 };
 
 // "worker_cpu_affinity": which CPUs each worker may run on.

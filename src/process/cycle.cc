@@ -39,7 +39,12 @@ Result<std::unique_ptr<Cycle>> load_cycle(const LoadOptions& o) {
     finish_core_conf(cc, c->prefix, o.error_log);
     auto* ev = c->conf<event::EventsConf>(event::events_module, conf::Level::Events);
     if (!ev->worker_connections) ev->worker_connections = event::kDefaultWorkerConnections;
-    for (const auto& spec : cc.error_logs) c->error_log.add(spec.path, spec.level);
+    for (const auto& spec : cc.error_logs) {
+        if (spec.syslog)
+            c->error_log.add_syslog(*spec.syslog, spec.level);
+        else
+            c->error_log.add(spec.path, spec.level);
+    }
     for (const conf::Module* m : modules)
         if (m->listens) m->listens(c->roots, c->listens);
     return c;

@@ -141,3 +141,12 @@ def test_a_bad_request_line_is_logged_with_its_request(server):
     assert re.match(HEAD, line).group(1) == b"info"
     assert line.endswith(b' while reading client request headers, client: 127.0.0.1, server: localhost, '
                          b'request: "GET /x HTTP/1.1"'), line
+
+
+def test_the_memory_buffer_is_refused_not_taken_for_a_file(server):
+    s = server(LOGGED.replace("CLOSED", "1"), start=False)
+    s.conf.write_text("error_log memory:32m debug;\n" + s.conf.read_text())
+    rc, err = s.test_config()
+    assert rc == 1
+    assert f"gatehouse: [emerg] the memory buffer error log is not supported in {s.conf}:1" in err, err
+    assert not [p for p in s.prefix.rglob("*") if "memory" in p.name]

@@ -6,7 +6,9 @@
 // has no value, nothing with escape=json) and the line is written with one
 // write(2), or appended to the file's "buffer=", which goes out when the
 // next line does not fit, when "flush=" time has passed since its first
-// line, on reopen (USR1) and when the generation or the worker ends.
+// line, on reopen (USR1) and when the generation or the worker ends. A
+// "syslog:" destination gets each line as one datagram (core/syslog.h),
+// unbuffered as in nginx.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -20,7 +22,9 @@
 
 #include "conf/module.h"
 #include "conf/registry.h"
+#include "conf/syslog.h"
 #include "core/log.h"
+#include "core/syslog.h"
 #include "event/loop.h"
 #include "event/timer.h"
 #include "event/worker.h"
@@ -219,7 +223,8 @@ void LogFile::reopen() {
 // ---- configuration --------------------------------------------------------------
 
 struct AccessLog {
-    LogFile* file = nullptr;            // owner: the generation's LogMainConf
+    LogFile* file = nullptr;            // owner: the generation's LogMainConf; null for syslog
+    log::SyslogPeer* syslog = nullptr;  // "syslog:..."; owner: the generation's LogMainConf
     const LogFormat* format = nullptr;  // owner: the generation's LogMainConf
     std::optional<ComplexValue> cond;   // "if=": no line when "" or "0"
 };
@@ -230,6 +235,8 @@ struct LogMainConf {
     // logs point at its values.
     std::map<std::string, LogFormat, std::less<>> formats;
     std::vector<std::unique_ptr<LogFile>> files;  // each path once
+    // One per "access_log syslog:..." (nginx's peers are not shared either).
+    std::vector<std::unique_ptr<log::SyslogPeer>> syslog_peers;
 };
 
 // Location level (also in "if" and "limit_except" blocks).
@@ -308,9 +315,14 @@ Status set_access_log(Ctx& cx, const Node& n, LogLocConf& lc) {
         lc.off = true;
         return {};
     }
-    if (path.compare(0, 7, "syslog:") == 0) return cx.error(n, "logging to syslog is not supported");
-    if (path.find('$') != std::string::npos)
+    std::optional<log::SyslogTarget> syslog;
+    if (conf::is_syslog(path)) {
+        auto t = conf::parse_syslog(path);
+        if (!t) return cx.error(n, t.message());
+        syslog = std::move(*t);
+    } else if (path.find('$') != std::string::npos) {
         return cx.error(n, "variables in the \"access_log\" path are not supported");
+    }
     auto format = find_format(cx, n, n.args.size() > 1 ? std::string_view(n.args[1].text) : kCombinedName);
     if (!format) return format.error();
     AccessLog al;
@@ -339,6 +351,14 @@ Status set_access_log(Ctx& cx, const Node& n, LogLocConf& lc) {
         }
     }
     if (flush && buffer == 0) return cx.error(n, "no buffer is defined for access_log \"" + path + "\"");
+    if (syslog) {
+        if (buffer) return cx.error(n, "logs to syslog cannot be buffered");
+        auto& peers = main_conf(cx).syslog_peers;
+        peers.push_back(std::make_unique<log::SyslogPeer>(std::move(*syslog)));
+        al.syslog = peers.back().get();
+        lc.logs.push_back(std::move(al));
+        return {};
+    }
     auto file = open_file(main_conf(cx), cx.full_path(path));
     if (!file) return file.error();
     LogFile& f = **file;
@@ -450,19 +470,32 @@ void write_entry(Request& r, const AccessLog& al) {
         vals[k++] = s;
         len += escaped_size(f.escape, s);
     }
+    // The line (len bytes with its newline) into `line`.
+    auto print = [&](char* line) {
+        char* p = line;
+        size_t i = 0;
+        for (const LogOp& op : f.ops) {
+            if (op.var < 0) {
+                std::memcpy(p, f.text.data() + op.pos, op.len);
+                p += op.len;
+            } else {
+                p = escape_to(f.escape, vals[i++], p);
+            }
+        }
+        *p = '\n';
+    };
+    if (al.syslog) {
+        // One datagram, without the newline; the header goes in front.
+        char* line = static_cast<char*>(r.arena().alloc(len, 1));
+        print(line);
+        log::SyslogPeer& peer = *al.syslog;
+        if (!peer.send(peer.target().severity, {line, len - 1}) && peer.report_due(::time(nullptr)))
+            GH_LOG(Alert, "%s", peer.failure().c_str());
+        return;
+    }
     char* in_buffer = al.file->reserve(len);
     char* line = in_buffer ? in_buffer : static_cast<char*>(r.arena().alloc(len, 1));
-    char* p = line;
-    k = 0;
-    for (const LogOp& op : f.ops) {
-        if (op.var < 0) {
-            std::memcpy(p, f.text.data() + op.pos, op.len);
-            p += op.len;
-        } else {
-            p = escape_to(f.escape, vals[k++], p);
-        }
-    }
-    *p = '\n';
+    print(line);
     if (in_buffer) al.file->commit(len);
     else al.file->write({line, len});
 }

@@ -4,6 +4,8 @@
 
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -424,4 +426,88 @@ TEST_CASE("core/log: a long tail is cut with the line, never overflowed") {
     CHECK(text.find(std::string(1000, 'm') + ", request: \"rrr") != std::string::npos);
     CHECK(text.back() == '\n');
     CHECK(lines(text) == 1);
+}
+
+// ---- syslog sinks -----------------------------------------------------------
+
+namespace {
+
+// A unix datagram socket in `d`, and the target naming it.
+struct SyslogServer {
+    int fd = -1;
+    gatehouse::log::SyslogTarget target;
+    explicit SyslogServer(const TempDir& d) {
+        std::string path = d / "syslog.sock";
+        fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        REQUIRE(fd >= 0);
+        auto* un = reinterpret_cast<sockaddr_un*>(&target.addr);
+        un->sun_family = AF_UNIX;
+        std::memcpy(un->sun_path, path.data(), path.size());
+        target.addr_len = sizeof(sockaddr_un);
+        target.server = "unix:" + path;
+        target.nohostname = true;
+        REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(un), sizeof(sockaddr_un)) == 0);
+    }
+    ~SyslogServer() { ::close(fd); }
+    std::string recv() const {
+        char b[8192];
+        ssize_t n = ::recv(fd, b, sizeof b, 0);
+        return n < 0 ? std::string() : std::string(b, static_cast<size_t>(n));
+    }
+};
+
+}  // namespace
+
+TEST_CASE("core/log: a syslog sink gets the whole line, at the line's severity") {
+    TempDir d;
+    SyslogServer srv(d);
+    ErrorLog l;
+    l.add_syslog(srv.target, Level::Warn);
+    CHECK(l.max_level() == Level::Warn);
+    CHECK(l.sinks()[0].path == "syslog:" + srv.target.server);
+    REQUIRE(l.open().ok());
+    CurrentLog cur(&l);
+    Described what{", client: 192.0.2.1"};
+    ghlog::Context cx{4, describe_test, &what};
+    {
+        ghlog::Scope s(&cx);
+        GH_LOG(Error, "open() failed");
+    }
+    GH_LOG(Info, "not sent");
+    GH_LOG(Emerg, "bad");
+    std::string m = srv.recv();
+    // "<187>Mmm dd hh:mm:ss nginx: " then the file form without its newline.
+    REQUIRE(m.rfind("<187>", 0) == 0);
+    REQUIRE(m.size() > 21);
+    CHECK(m.substr(20, 7) == " nginx:");
+    CHECK(is_full_line(m.substr(28) + "\n", "error", "*4 open() failed, client: 192.0.2.1"));
+    m = srv.recv();
+    REQUIRE(m.rfind("<184>", 0) == 0);
+    CHECK(is_full_line(m.substr(28) + "\n", "emerg", "bad"));
+    CHECK(srv.recv().empty());
+}
+
+TEST_CASE("core/log: a syslog server that is away costs one alert a minute in the other sinks") {
+    TempDir d;
+    gatehouse::log::SyslogTarget t;
+    {
+        SyslogServer srv(d);
+        t = srv.target;
+    }
+    ::unlink((d / "syslog.sock").c_str());
+    ErrorLog l;
+    l.add(d / "e.log", Level::Error);
+    l.add_syslog(t, Level::Error);
+    REQUIRE(l.open().ok());
+    CurrentLog cur(&l);
+    GH_LOG(Error, "one");
+    GH_LOG(Error, "two");
+    std::string text = d.read("e.log");
+    CHECK(lines(text) == 3);
+    CHECK(has_full_line(text, "error", "one"));
+    CHECK(has_full_line(text, "error", "two"));
+    // The report itself failed too: counted, not reported again.
+    CHECK(has_full_line(text, "alert", "connect() to syslog server \"" + t.server +
+                                           "\" failed (2: No such file or directory), lines dropped so far: 1"));
+    CHECK(l.sinks()[1].syslog->dropped() == 3);
 }

@@ -136,3 +136,35 @@ TEST_CASE("process/core_module: cpu_set_for, auto: one allowed CPU each, round r
     CpuAffinity empty;
     CHECK(text(cpu_set_for(empty, 0, allowed)) == "none");
 }
+
+TEST_CASE("process/core_module: error_log to files, stderr and syslog") {
+    Walk w;
+    REQUIRE(w.run("error_log logs/e.log; error_log stderr warn;\n"
+                  "error_log syslog:server=127.0.0.1:5514,facility=user,tag=gh info;")
+                .ok());
+    const auto& logs = w.core().error_logs;
+    REQUIRE(logs.size() == 3);
+    CHECK(logs[0].path == "/p/logs/e.log");
+    CHECK(logs[0].level == gatehouse::log::Level::Error);
+    CHECK_FALSE(logs[0].syslog);
+    CHECK(logs[1].path == "stderr");
+    CHECK(logs[1].level == gatehouse::log::Level::Warn);
+    REQUIRE(logs[2].syslog);
+    CHECK(logs[2].path == "syslog:server=127.0.0.1:5514,facility=user,tag=gh");
+    CHECK(logs[2].level == gatehouse::log::Level::Info);
+    CHECK(logs[2].syslog->server == "127.0.0.1:5514");
+    CHECK(logs[2].syslog->facility == 1);
+    CHECK(logs[2].syslog->tag == "gh");
+}
+
+TEST_CASE("process/core_module: error: error_log") {
+    CHECK(error_of("error_log \"\";") == "empty path in \"error_log\" directive in t.conf:1");
+    CHECK(error_of("error_log logs/e.log loud;") ==
+          "invalid log level \"loud\" in \"error_log\" directive in t.conf:1");
+    CHECK(error_of("error_log memory:32m debug;") == "the memory buffer error log is not supported in t.conf:1");
+    CHECK(error_of("error_log syslog:server=127.0.0.1,facility=x;") ==
+          "unknown syslog facility \"x\" in t.conf:1");
+    CHECK(error_of("\nerror_log syslog:tag=x;") == "no syslog server specified in t.conf:2");
+    CHECK(error_of("error_log syslog:server=127.0.0.1:99999;") ==
+          "invalid port in syslog server \"127.0.0.1:99999\" in t.conf:1");
+}
