@@ -26,6 +26,7 @@
 #include "process/cycle.h"
 #include "process/master.h"
 #include "process/options.h"
+#include "process/proctitle.h"
 #include "process/signals.h"
 
 using namespace gatehouse;
@@ -104,6 +105,9 @@ int main(int argc, char** argv) {
         return 1;
     }
     process::Options o = std::move(*parsed);
+    // Options has its own copy of the command line: the memory of argv
+    // (and of the environment after it) may now hold process titles.
+    process::init_proctitle(argc, argv);
     if (o.version) print_version(o.build_info);
     if (o.help) {
         if (!o.version) fputs("gatehouse version: gatehouse/" GH_VERSION "\n", stderr);

@@ -15,6 +15,7 @@
 
 #include "core/log.h"
 #include "process/listening.h"
+#include "process/proctitle.h"
 #include "process/signals.h"
 #include "process/worker.h"
 
@@ -146,6 +147,7 @@ bool spawn(Master& m, int slot) {
         // their zones unmapped here, not held for its whole life [nginx
         // closes them in the master at the reload].
         m.old_cycles.clear();
+        set_proctitle("worker process");
         // Signals stay blocked: the worker installs its handlers and lets
         // them in only while waiting (epoll_pwait), so a QUIT arriving now
         // is seen at its first wait rather than lost.
@@ -399,6 +401,11 @@ int run(const Options& o, std::unique_ptr<Cycle> cycle) {
     for (int s : kSignals) sigaddset(&block, s);
     sigprocmask(SIG_BLOCK, &block, &m.unblocked);
     GH_LOG(Notice, "gatehouse/" GH_VERSION " started");
+    // "gatehouse: master process /usr/sbin/gatehouse -c ...": the command
+    // line as given, as nginx shows it (ps, /proc/PID/cmdline).
+    std::string title = "master process";
+    for (const std::string& a : o.argv) title += " " + a;
+    set_proctitle(title);
     start_workers(m);
 
     sigset_t empty;

@@ -17,6 +17,7 @@
 #include "event/events_module.h"
 #include "event/loop.h"
 #include "event/worker.h"
+#include "process/proctitle.h"
 
 namespace gatehouse::process {
 
@@ -66,6 +67,9 @@ void after_iteration(WorkerState* st) {
         // exit when none is left or at worker_shutdown_timeout.
         st->exiting = true;
         GH_LOG(Notice, "gracefully shutting down");
+        // A forked worker (with "master_process off" the one process keeps
+        // its command line, as nginx's).
+        if (st->close_listening) set_proctitle("worker process is shutting down");
         for (auto& l : *st->listeners) l->stop();
         // Our copies of the listening sockets go too: an address a reload
         // removed is then really closed (and can be bound again by a later
