@@ -201,9 +201,15 @@ void reap(Master& m) {
             if (m.workers[i].pid != pid) continue;
             Worker w = m.workers[i];
             m.workers.erase(m.workers.begin() + static_cast<ptrdiff_t>(i));
+            // Code 0 is a clean exit, told or not: at shutdown a signal to
+            // the whole process group (Ctrl-C, systemd's stop) reaches the
+            // workers before the master marks them exiting. A signal is a
+            // crash or a kill [nginx logs both so]; another code, a worker
+            // that failed (nginx says notice; an operator wants to know).
             if (WIFSIGNALED(status))
-                GH_LOG(Alert, "worker process %d exited on signal %d", static_cast<int>(pid), WTERMSIG(status));
-            else if (WEXITSTATUS(status) != 0 || !w.exiting)
+                GH_LOG(Alert, "worker process %d exited on signal %d%s", static_cast<int>(pid), WTERMSIG(status),
+                       WCOREDUMP(status) ? " (core dumped)" : "");
+            else if (WEXITSTATUS(status) != 0)
                 GH_LOG(Alert, "worker process %d exited with code %d", static_cast<int>(pid), WEXITSTATUS(status));
             else
                 GH_LOG(Notice, "worker process %d exited with code 0", static_cast<int>(pid));
