@@ -27,9 +27,8 @@ std::string_view field_text(Request& r, std::string_view name, std::string_view 
     bool changed = false;
     std::string_view out = encode_breaking<breaks_field>(v, r.arena(), &changed);
     if (changed)
-        GH_LOG(Info, "value of \"%.*s\" has CR, LF or NUL bytes, sent percent-encoded, client: %.*s, request: \"%.*s\"",
-               static_cast<int>(name.size()), name.data(), static_cast<int>(r.remote_addr.size()),
-               r.remote_addr.data(), static_cast<int>(r.request_line.size()), r.request_line.data());
+        GH_LOG(Info, "value of \"%.*s\" has CR, LF or NUL bytes, sent percent-encoded",
+               static_cast<int>(name.size()), name.data());
     return out;
 }
 

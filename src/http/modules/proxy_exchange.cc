@@ -57,10 +57,8 @@ OriginRequest build_request_head(Request& r, const ProxyConf& pc, const HeadInpu
         bool changed = false;
         std::string_view out = encode(v, r.arena(), &changed);
         if (changed)
-            GH_LOG(Info, "%.*s for the upstream has CR, LF, NUL or other control bytes, sent percent-encoded, "
-                   "client: %.*s, request: \"%.*s\"",
-                   static_cast<int>(what.size()), what.data(), static_cast<int>(r.remote_addr.size()),
-                   r.remote_addr.data(), static_cast<int>(r.request_line.size()), r.request_line.data());
+            GH_LOG(Info, "%.*s for the upstream has CR, LF, NUL or other control bytes, sent percent-encoded",
+                   static_cast<int>(what.size()), what.data());
         return out;
     };
     auto field = [&](std::string_view n, std::string_view v) {
@@ -155,18 +153,16 @@ Exchange::Exchange(Request& r, const ProxyConf& pc, const Pass& pass, upstream::
       kick_(event::Callback::to<&Exchange::respond_error>(this)) {}
 
 Next Exchange::start() {
-    // Lines about the request name the origin from now on, as nginx's.
-    r_.upstream = &client_;
     method_ = pc_.method ? pc_.method->eval(r_) : r_.method;
     if (!is_token(method_)) {
         // "proxy_method $arg_m" must not write a request line of the
         // client's choosing (head_text.h).
-        GH_LOG(Error, "proxy_method value \"%.*s\" is not a method, client: %.*s, request: \"%.*s\"",
-               static_cast<int>(std::min<size_t>(method_.size(), 64)), method_.data(),
-               static_cast<int>(r_.remote_addr.size()), r_.remote_addr.data(),
-               static_cast<int>(r_.request_line.size()), r_.request_line.data());
+        GH_LOG(Error, "proxy_method value \"%.*s\" is not a method",
+               static_cast<int>(std::min<size_t>(method_.size(), 64)), method_.data());
         return respond_status(r_, 500);
     }
+    // Lines about the request name the origin from now on, as nginx's.
+    r_.upstream = &client_;
     const bool chunked = r_.has_body && !r_.content_length;
     if (*pc_.pass_request_body && r_.has_body) {
         // HTTP/1.0 has no chunked framing: a body of unknown length is read

@@ -428,7 +428,7 @@ void Connection::tls_handshake() {
     }
 }
 
-void Connection::reject(int status, std::string_view reason, bool log_info) {
+void Connection::reject(int status, std::string_view reason, const char* where) {
     // The head could not be parsed: answer with the status page and close,
     // lingering so the client reads the answer rather than a reset.
     Request& r = new_request();
@@ -442,8 +442,7 @@ void Connection::reject(int status, std::string_view reason, bool log_info) {
         r.request_line = line;
     }
     // Logged with the request made: the line names its server and request.
-    if (log_info)
-        GH_LOG(Info, "%.*s while reading client request headers", static_cast<int>(reason.size()), reason.data());
+    if (where) GH_LOG(Info, "%.*s%s", static_cast<int>(reason.size()), reason.data(), where);
     linger_next_ = true;
     reject_request(r, status, reason);
 }
@@ -486,8 +485,7 @@ void Connection::start_request(size_t head_len) {
             rest.remove_prefix(cr.consumed);
         } while (cr.state == ChunkState::More && cr.consumed > 0 && !rest.empty());
         if (cr.state == ChunkState::Error && cr.status == 400) {
-            GH_LOG(Info, "%.*s, client: %s", static_cast<int>(cr.reason.size()), cr.reason.data(), peer_text_);
-            reject(400, cr.reason, false);
+            reject(400, cr.reason, " while reading client request body");
             return;
         }
     }
@@ -532,9 +530,9 @@ void Connection::start_request(size_t head_len) {
         r.unparsed_uri = r.arena().dup(u);
     }
     if (h.ignored_fields > 0)
-        GH_LOG(Info, "client sent invalid header line: \"%.*s\"%s, client: %s",
+        GH_LOG(Info, "client sent invalid header line: \"%.*s\"%s",
                static_cast<int>(std::min<size_t>(h.first_ignored.size(), 256)), h.first_ignored.data(),
-               h.ignored_fields > 1 ? " and more" : "", peer_text_);
+               h.ignored_fields > 1 ? " and more" : "");
 
     // Keepalive as the client asked; a retiring worker closes after this
     // response. The location's limits apply when the head is written.
@@ -1012,7 +1010,7 @@ void Connection::on_read_timeout() {
         if (rlen_ > rpos_) {
             // nginx logs a 408 and sends nothing; we send the 408 page,
             // which tells a slow but honest client what happened.
-            reject(408, "client timed out", false);
+            reject(408, "client timed out", nullptr);
             return;
         }
         close_connection();

@@ -96,7 +96,9 @@ private:
     void read_head();
     void start_request(size_t head_len);
     Request& new_request();
-    void reject(int status, std::string_view reason, bool log_info = true);
+    // `where`: what the info line adds to `reason`; null: no line.
+    void reject(int status, std::string_view reason,
+                const char* where = " while reading client request headers");
     void keepalive_or_close();
     void lingering_close();
     void lingering_read();
