@@ -305,18 +305,6 @@ const HeaderField* find_in(Request& r, std::string_view name) {
     return nullptr;
 }
 
-// $http_user_agent: "user_agent" matches "User-Agent".
-bool header_matches(std::string_view header, std::string_view var) {
-    if (header.size() != var.size()) return false;
-    for (size_t i = 0; i < var.size(); ++i) {
-        char h = header[i], v = var[i];
-        if (h >= 'A' && h <= 'Z') h = static_cast<char>(h + 32);
-        if (h == '-') h = '_';
-        if (v >= 'A' && v <= 'Z') v = static_cast<char>(v + 32);
-        if (h != v) return false;
-    }
-    return true;
-}
 
 void v_http(Request& r, VarValue& v, uintptr_t arg) {
     auto name = *reinterpret_cast<const std::string_view*>(arg);
@@ -566,6 +554,18 @@ void v_content_type(Request& r, VarValue& v, uintptr_t) {
 void v_remote_user(Request&, VarValue& v, uintptr_t) { v.not_found = true; }
 
 }  // namespace
+
+bool header_matches(std::string_view header, std::string_view var) {
+    if (header.size() != var.size()) return false;
+    for (size_t i = 0; i < var.size(); ++i) {
+        char h = header[i], v = var[i];
+        if (h >= 'A' && h <= 'Z') h = static_cast<char>(h + 32);
+        if (h == '-') h = '_';
+        if (v >= 'A' && v <= 'Z') v = static_cast<char>(v + 32);
+        if (h != v) return false;
+    }
+    return true;
+}
 
 extern const VariableDef kCoreVariables[] = {
     {"http_", v_http, 0, kVarPrefix},

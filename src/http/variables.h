@@ -137,6 +137,11 @@ private:
     bool captures_ = false;
 };
 
+// Whether a header called `header` is the one a "$http_NAME"-style
+// variable names: `var` ("user_agent") matches "User-Agent", case aside,
+// '_' in the name standing for '-' or '_'.
+bool header_matches(std::string_view header, std::string_view var);
+
 // Writes "$name" or "${name}" parsing into name; returns the length consumed
 // (0 if s does not start a valid variable reference).
 size_t parse_var_ref(std::string_view s, std::string_view* name);

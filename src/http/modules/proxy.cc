@@ -747,18 +747,6 @@ void v_tries(Request& r, VarValue& v, uintptr_t arg) {
     v.s = r.arena().dup(s);
 }
 
-bool header_matches(std::string_view header, std::string_view var) {
-    if (header.size() != var.size()) return false;
-    for (size_t i = 0; i < var.size(); ++i) {
-        char h = header[i], c = var[i];
-        if (h >= 'A' && h <= 'Z') h = static_cast<char>(h + 32);
-        if (h == '-') h = '_';
-        if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
-        if (h != c) return false;
-    }
-    return true;
-}
-
 void v_upstream_http(Request& r, VarValue& v, uintptr_t arg) {
     auto name = *reinterpret_cast<const std::string_view*>(arg);
     if (auto* ex = exchange(r))
