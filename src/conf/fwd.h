@@ -7,6 +7,7 @@ struct Tree;
 struct SourceFile;
 class Ctx;
 struct Directive;
+struct WorkerUser;
 
 // One array per level, indexed by Module::index; null where a module keeps
 // nothing at that level or the walk is outside such a block.

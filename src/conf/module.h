@@ -13,6 +13,8 @@
 // directive it did not set.
 #pragma once
 
+#include <sys/types.h>
+
 #include <array>
 #include <cstdint>
 #include <optional>
@@ -104,6 +106,16 @@ struct Directive {
 enum class Level : uint8_t { Core, Events, Main, Srv, Loc };
 inline constexpr int kLevels = 5;
 
+// Who the worker processes run as, when the master runs as root ("user",
+// or ./configure's --user and --group): what the master makes for them
+// (temp directories, log files it reopens) must be theirs. Unset when the
+// master is not root: the workers are then the master's user, as is all
+// it makes.
+struct WorkerUser {
+    uid_t uid = 0;
+    gid_t gid = 0;
+};
+
 // The root struct arrays of one configuration generation, one per level
 // (process::Cycle::roots): what the lifecycle hooks below are given. An
 // array is null when its block is absent (no "http" block, say).
@@ -150,10 +162,11 @@ struct Module {
     // or an old binary) and every worker accepts on them.
     void (*listens)(const Roots& g, std::vector<event::ListenSpec>& out) = nullptr;
     // Master, once a generation has loaded and before its workers fork:
-    // what must exist before any worker runs (directories, files). An
-    // error is logged at emerg; the generation is refused as if its
-    // configuration were invalid.
-    Status (*init_master)(const Roots& g) = nullptr;
+    // what must exist before any worker runs (directories, files), owned
+    // by `workers` when set, so that they can write there. An error is
+    // logged at emerg; the generation is refused as if its configuration
+    // were invalid.
+    Status (*init_master)(const Roots& g, const std::optional<WorkerUser>& workers) = nullptr;
     // Worker (worker number `slot`, 0-based), once event::worker_loop()
     // and worker_connections() are set and before it accepts. An error
     // ends the worker (logged at emerg).
@@ -167,8 +180,11 @@ struct Module {
     // closed, before the connection table goes: release what is left
     // (pooled connections, timers) and flush buffers.
     void (*exit_worker)() = nullptr;
-    // Any process, on USR1: reopen the module's log files.
-    void (*reopen_logs)() = nullptr;
+    // Any process, on USR1: reopen the module's log files. The master,
+    // which reopens first, gives a file it creates to `workers` (set when
+    // it runs as root), so that they can open it after it [nginx]; a
+    // worker passes nothing.
+    void (*reopen_logs)(const std::optional<WorkerUser>& workers) = nullptr;
     // Position in the module list; assigned once by init_modules().
     mutable uint16_t index = 0xffff;
 

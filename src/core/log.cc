@@ -1,6 +1,7 @@
 #include "core/log.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -86,11 +87,23 @@ void ErrorLog::add(std::string path, Level level) {
     sinks_.push_back(std::move(s));
 }
 
+int open_log_file(const std::string& path, std::optional<uid_t> owner) {
+    int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0 || !owner) return fd;
+    struct stat st;
+    if (::fstat(fd, &st) != 0) return fd;
+    if (st.st_uid != *owner && ::fchown(fd, *owner, static_cast<gid_t>(-1)) != 0)
+        emit(Level::Alert, errno, "fchown() \"%s\" to uid %u failed", path.c_str(), static_cast<unsigned>(*owner));
+    if ((st.st_mode & (S_IRUSR | S_IWUSR)) != (S_IRUSR | S_IWUSR) && ::fchmod(fd, st.st_mode | S_IRUSR | S_IWUSR) != 0)
+        emit(Level::Alert, errno, "fchmod() \"%s\" failed", path.c_str());
+    return fd;
+}
+
 Status ErrorLog::open() {
     for (auto& s : sinks_) {
         // A syslog socket is opened by the process that sends first.
         if (s.fd >= 0 || s.syslog) continue;
-        int fd = ::open(s.path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+        int fd = open_log_file(s.path);
         if (fd < 0) {
             int e = errno;
             return make_error("open() \"" + s.path + "\" failed (" + std::to_string(e) + ": " +
@@ -101,10 +114,10 @@ Status ErrorLog::open() {
     return {};
 }
 
-void ErrorLog::reopen() {
+void ErrorLog::reopen(std::optional<uid_t> owner) {
     for (auto& s : sinks_) {
         if (s.fd <= 2) continue;
-        int fd = ::open(s.path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+        int fd = open_log_file(s.path, owner);
         if (fd < 0) {
             int e = errno;
             emit(Level::Alert, e, "reopen() \"%s\" failed", s.path.c_str());

@@ -13,8 +13,11 @@
 // set_error_log().
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -61,7 +64,8 @@ public:
     // path and errno.
     Status open();
     // USR1: reopen files in place so that rotated logs are released.
-    void reopen();
+    // `owner`: see open_log_file().
+    void reopen(std::optional<uid_t> owner = std::nullopt);
     // The startup form ("gatehouse: [level] msg") rather than the
     // timestamped one on stderr: used before a configuration exists. File
     // sinks always get the timestamped form.
@@ -120,6 +124,13 @@ public:
 private:
     const Context* prev_;
 };
+
+// Opens `path` to append lines to (O_APPEND|O_CREAT, 0644, close-on-exec);
+// -1 and errno on failure. With `owner` (a master running as root, on
+// USR1), the file becomes that user's and writable by them: the workers,
+// no longer root, reopen it after the master, which may just have created
+// it [nginx ngx_reopen_files]. A failed fchown() is logged at alert.
+int open_log_file(const std::string& path, std::optional<uid_t> owner = std::nullopt);
 
 // The process-wide current log. Never null: a stderr log at level notice
 // is current until set_error_log() is called.

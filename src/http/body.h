@@ -20,7 +20,9 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 
+#include "conf/fwd.h"
 #include "core/buf.h"
 #include "core/result.h"
 #include "http/fwd.h"
@@ -40,6 +42,18 @@ void resume_body(Request& r);
 // a temp file that cannot be written answers 500. False when an earlier
 // reader streamed the body away.
 bool read_whole_body(Request& r, void (*done)(Request& r));
+
+// Where temp files go without a "*_temp_path" directive, under the prefix.
+inline constexpr std::string_view kClientBodyTempDir = "client_body_temp";
+inline constexpr std::string_view kProxyTempDir = "proxy_temp";
+
+// Makes the temp directory `dir` (mode 0700) unless it exists; with
+// `owner` (the master runs as root), gives it to that user, so that the
+// workers can create their temp files in it [nginx ngx_create_paths].
+// The master does this for every temp directory of a configuration before
+// its workers start (http_core_module's init_master). The error names the
+// call, the path and errno.
+Status make_temp_dir(const std::string& dir, const std::optional<conf::WorkerUser>& owner);
 
 // A temp file in `dir`, unlinked from the start (O_TMPFILE, or a name
 // removed at once where the file system lacks it): nothing is left behind

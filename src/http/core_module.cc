@@ -5,6 +5,7 @@
 
 #include "core/log.h"
 #include "event/listen_spec.h"
+#include "http/body.h"
 #include "http/phases.h"
 #include "http/v1/connection.h"
 
@@ -513,11 +514,23 @@ Status postconfiguration(Ctx& cx) {
     if (auto s = m->vars.check(); !s) return s;
     if (auto s = build_ports(*m); !s) return s;
     build_phase_engine(*m);
+    add_temp_dir(cx, m->prefix + std::string(kClientBodyTempDir));
     for (const Module* mod : modules) {
         if (!mod->http) continue;
         if (mod->http->header_filter) m->header_filters.push_back(mod->http->header_filter);
         if (mod->http->body_filter) m->body_filters.push_back(mod->http->body_filter);
     }
+    return {};
+}
+
+// The temp directories are made by the master, not on first use by a
+// worker: a worker that is no longer root could not make them under a
+// prefix that root owns.
+Status init_master(const conf::Roots& g, const std::optional<conf::WorkerUser>& workers) {
+    HttpMainConf* m = http_main(g[static_cast<int>(Level::Main)]);
+    if (!m) return {};
+    for (const std::string& dir : m->temp_dirs)
+        if (auto s = make_temp_dir(dir, workers); !s) return s;
     return {};
 }
 
@@ -623,6 +636,7 @@ Status set_temp_path(Ctx& cx, const Node& n, std::optional<std::string>& field) 
     }
     field = cx.full_path(n.args[0].text);
     while (field->size() > 1 && field->back() == '/') field->pop_back();
+    add_temp_dir(cx, *field);
     return {};
 }
 
@@ -633,6 +647,12 @@ uint32_t method_bit(std::string_view m) {
     for (size_t i = 0; i < std::size(kNames); ++i)
         if (m == kNames[i]) return 1u << i;
     return 0;
+}
+
+void add_temp_dir(Ctx& cx, std::string dir) {
+    HttpMainConf* m = cx.conf<HttpMainConf>(http_core_module, Level::Main);
+    if (!m || std::find(m->temp_dirs.begin(), m->temp_dirs.end(), dir) != m->temp_dirs.end()) return;
+    m->temp_dirs.push_back(std::move(dir));
 }
 
 HttpMainConf* http_main(const conf::ConfArray main_confs) {
@@ -648,6 +668,7 @@ extern const conf::Module http_core_module{
     .postconfiguration = postconfiguration,
     .http = &kCoreHooks,
     .listens = listens,
+    .init_master = init_master,
     .quit_worker = v1::retire_connections,
 };
 

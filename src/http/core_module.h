@@ -156,6 +156,10 @@ struct HttpMainConf {
     std::optional<uint64_t> server_names_hash_bucket_size;  // "server_names_hash_bucket_size"
     std::optional<uint64_t> variables_hash_max_size;        // "variables_hash_max_size"
     std::optional<uint64_t> variables_hash_bucket_size;     // "variables_hash_bucket_size"
+    // Every temp directory of the configuration (each "*_temp_path" and
+    // the modules' defaults under the prefix), once: the master makes them
+    // for the workers before they start (see add_temp_dir).
+    std::vector<std::string> temp_dirs;
     std::vector<SrvConf*> servers;          // owner: the generation arena
     conf::ConfArray main_confs = nullptr;
     conf::ConfArray srv_confs = nullptr;    // the http block's own levels
@@ -201,5 +205,10 @@ HttpMainConf* http_main(const conf::ConfArray main_confs);
 // nginx configurations; temp files here are never named (see
 // open_temp_file, body.h), so they have no use.
 Status set_temp_path(conf::Ctx& cx, const conf::Node& n, std::optional<std::string>& field);
+
+// Adds `dir` (absolute) to the temp directories of the http block being
+// read (HttpMainConf::temp_dirs), for a module's default temp path;
+// set_temp_path adds what it sets.
+void add_temp_dir(conf::Ctx& cx, std::string dir);
 
 }  // namespace gatehouse::http

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "conf/module.h"
 #include "core/log.h"
 #include "event/worker.h"
 #include "http/body.h"
@@ -71,6 +72,28 @@ Result<int> open_temp_file(const std::string& dir, bool keep) {
     return make_error("open() \"" + dir + "\" failed");
 }
 
+Status make_temp_dir(const std::string& dir, const std::optional<conf::WorkerUser>& owner) {
+    auto failed = [&](const char* call) {
+        int e = errno;
+        return make_error(std::string(call) + " \"" + dir + "\" failed (" + std::to_string(e) + ": " + strerror(e) +
+                          ")");
+    };
+    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return failed("mkdir()");
+    struct stat st;
+    if (::stat(dir.c_str(), &st) != 0) return failed("stat()");
+    if (!S_ISDIR(st.st_mode)) return make_error("temp path \"" + dir + "\" is not a directory");
+    // Someone else's directory is left as it is when we are not root: it
+    // may well be writable for us through its group.
+    const uid_t uid = owner ? owner->uid : ::geteuid();
+    if (st.st_uid != uid) {
+        if (!owner) return {};
+        if (::chown(dir.c_str(), uid, static_cast<gid_t>(-1)) != 0) return failed("chown()");
+    }
+    if ((st.st_mode & S_IRWXU) != S_IRWXU && ::chmod(dir.c_str(), (st.st_mode & 07777) | S_IRWXU) != 0)
+        return failed("chmod()");
+    return {};
+}
+
 std::string temp_dir(Request& r, const std::optional<std::string>& path, std::string_view def) {
     if (path) return *path;
     const HttpMainConf* m = http_main(r.main_confs);
@@ -112,7 +135,7 @@ void body_ready(Request* rp) {
 
 Status to_file(Request& r, RequestBody& b) {
     const auto& lc = r.loc_conf<LocConf>(http_core_module);
-    auto fd = open_temp_file(temp_dir(r, lc.client_body_temp_path, "client_body_temp"),
+    auto fd = open_temp_file(temp_dir(r, lc.client_body_temp_path, kClientBodyTempDir),
                              *lc.client_body_in_file_only == 1);
     if (!fd) return fd.error();
     b.fd = *fd;

@@ -197,7 +197,8 @@ std::optional<cpu_set_t> cpu_set_for(const CpuAffinity& a, int slot, const cpu_s
     return std::nullopt;
 }
 
-void finish_core_conf(CoreConf& c, const std::string& prefix, const std::string& default_error_log) {
+Status finish_core_conf(CoreConf& c, const std::string& prefix, const std::string& default_error_log,
+                        bool privileged, const CoreDefaults& d) {
     if (!c.daemon) c.daemon = true;
     if (!c.master_process) c.master_process = true;
     if (!c.worker_processes) c.worker_processes = 1;
@@ -205,6 +206,20 @@ void finish_core_conf(CoreConf& c, const std::string& prefix, const std::string&
     if (c.error_logs.empty())
         c.error_logs.push_back({default_error_log.empty() ? prefix + GH_ERROR_LOG_PATH : default_error_log,
                                 log::Level::Error});
+    if (!privileged) return {};
+    // As root, workers never keep root: without "user" they run as the
+    // configured default, which must then exist here, as with nginx.
+    const std::string user = c.user ? *c.user : std::string(d.user);
+    const std::string grp = c.user ? *c.group : std::string(d.group);
+    const char* why = c.user ? "" : " (the default of \"user\", from ./configure --user and --group)";
+    const passwd* pw = ::getpwnam(user.c_str());
+    if (!pw) return make_error("getpwnam(\"" + user + "\") failed" + why);
+    uid_t uid = pw->pw_uid;
+    const group* gr = ::getgrnam(grp.c_str());
+    if (!gr) return make_error("getgrnam(\"" + grp + "\") failed" + why);
+    c.worker_user = conf::WorkerUser{uid, gr->gr_gid};
+    c.worker_user_name = user;
+    return {};
 }
 
 extern const conf::Module core_module{

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "objs/gh_config.h"
+
 #include "conf/module.h"
 #include "core/log.h"
 
@@ -41,6 +43,12 @@ struct CoreConf {
     std::optional<std::string> pid;               // "pid", absolute after merge
     std::vector<ErrorLogSpec> error_logs;         // "error_log", several allowed
     std::optional<std::string> user, group;       // "user"
+    // For a master running as root, the workers' user and group ("user",
+    // else ./configure's --user and --group), looked up when the
+    // configuration is read; unset otherwise: the workers then run as the
+    // master's user, and "user" has no effect.
+    std::optional<conf::WorkerUser> worker_user;
+    std::string worker_user_name;                 // for initgroups()
     std::optional<uint64_t> worker_rlimit_nofile; // "worker_rlimit_nofile"
     std::optional<conf::Duration> worker_shutdown_timeout;  // "worker_shutdown_timeout"
     std::optional<int> worker_priority;           // "worker_priority"
@@ -49,8 +57,19 @@ struct CoreConf {
 
 extern const conf::Module core_module;
 
+// What a configuration without "user" gets: the user and group given to
+// ./configure (objs/gh_config.h).
+struct CoreDefaults {
+    std::string_view user = GH_USER;    // --user
+    std::string_view group = GH_GROUP;  // --group
+};
+
 // After the walk: defaults applied, paths made absolute. Without any
 // "error_log", the log goes to default_error_log (-e) or logs/error.log.
-void finish_core_conf(CoreConf& c, const std::string& prefix, const std::string& default_error_log);
+// With `privileged` (the master runs as root), the workers' user and
+// group, those of "user" or else d.user and d.group, are looked up into
+// worker_user: the error names the one that does not exist [nginx].
+Status finish_core_conf(CoreConf& c, const std::string& prefix, const std::string& default_error_log,
+                        bool privileged, const CoreDefaults& d = {});
 
 }  // namespace gatehouse::process

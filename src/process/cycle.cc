@@ -1,5 +1,7 @@
 #include "process/cycle.h"
 
+#include <unistd.h>
+
 #include "event/events_module.h"
 
 namespace gatehouse::process {
@@ -36,7 +38,7 @@ Result<std::unique_ptr<Cycle>> load_cycle(const LoadOptions& o) {
             if (auto s = m->postconfiguration(cx); !s) return s.error();
 
     CoreConf& cc = c->core();
-    finish_core_conf(cc, c->prefix, o.error_log);
+    if (auto s = finish_core_conf(cc, c->prefix, o.error_log, ::geteuid() == 0); !s) return s.error();
     auto* ev = c->conf<event::EventsConf>(event::events_module, conf::Level::Events);
     if (!ev->worker_connections) ev->worker_connections = event::kDefaultWorkerConnections;
     for (const auto& spec : cc.error_logs) {
@@ -55,13 +57,18 @@ Status open_logs(Cycle& c) { return c.error_log.open(); }
 Status init_master(const Cycle& c) {
     for (const conf::Module* m : modules)
         if (m->init_master)
-            if (auto s = m->init_master(c.roots); !s) return s;
+            if (auto s = m->init_master(c.roots, c.core().worker_user); !s) return s;
     return {};
 }
 
-void reopen_module_logs() {
+void reopen_logs(Cycle& c, bool master) {
+    std::optional<conf::WorkerUser> workers;
+    if (master) workers = c.core().worker_user;
+    std::optional<uid_t> owner;
+    if (workers) owner = workers->uid;
+    c.error_log.reopen(owner);
     for (const conf::Module* m : modules)
-        if (m->reopen_logs) m->reopen_logs();
+        if (m->reopen_logs) m->reopen_logs(workers);
 }
 
 Status init_worker(const Cycle& c, int slot) {

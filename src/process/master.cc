@@ -445,8 +445,7 @@ int run(const Options& o, std::unique_ptr<Cycle> cycle) {
         if (g_reopen) {
             g_reopen = 0;
             GH_LOG(Notice, "reopening logs");
-            m.cycle->error_log.reopen();
-            reopen_module_logs();
+            reopen_logs(*m.cycle, true);
             signal_workers(m, SIGUSR1);
         }
         if (g_reconfigure) {

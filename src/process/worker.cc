@@ -1,7 +1,6 @@
 #include "process/worker.h"
 
 #include <grp.h>
-#include <pwd.h>
 #include <sched.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -56,8 +55,7 @@ void after_iteration(WorkerState* st) {
     }
     if (w_reopen) {
         w_reopen = 0;
-        const_cast<Cycle*>(st->cycle)->error_log.reopen();
-        reopen_module_logs();
+        reopen_logs(*const_cast<Cycle*>(st->cycle), false);
     }
     if (w_quit && !st->exiting) {
         // Graceful: stop accepting (the listening sockets stay open in the
@@ -110,20 +108,21 @@ void set_cpu_affinity(const CoreConf& cc, int slot) {
     GH_LOG(Notice, "sched_setaffinity(): using cpu #%s", cpus.c_str());
 }
 
-Status drop_privileges(const CoreConf& cc) {
-    if (::geteuid() != 0 || !cc.user) return {};
-    const passwd* pw = ::getpwnam(cc.user->c_str());
-    if (!pw) return make_error("getpwnam(\"" + *cc.user + "\") failed");
-    gid_t gid = pw->pw_gid;
-    if (cc.group && *cc.group != *cc.user) {
-        const group* gr = ::getgrnam(cc.group->c_str());
-        if (!gr) return make_error("getgrnam(\"" + *cc.group + "\") failed");
-        gid = gr->gr_gid;
-    }
-    if (::setgid(gid) != 0) return make_error(std::string("setgid() failed (") + strerror(errno) + ")");
-    if (::initgroups(cc.user->c_str(), gid) != 0)
-        return make_error(std::string("initgroups() failed (") + strerror(errno) + ")");
-    if (::setuid(pw->pw_uid) != 0) return make_error(std::string("setuid() failed (") + strerror(errno) + ")");
+// A worker of a master running as root becomes the workers' user
+// (CoreConf::worker_user). The single process of "master_process off" is
+// the master itself: as nginx's, it keeps its user unless "user" says
+// otherwise.
+Status drop_privileges(const CoreConf& cc, bool forked) {
+    if (!cc.worker_user || (!forked && !cc.user)) return {};
+    const conf::WorkerUser& u = *cc.worker_user;
+    auto failed = [](std::string call) {
+        int e = errno;
+        return make_error(call + " failed (" + std::to_string(e) + ": " + strerror(e) + ")");
+    };
+    if (::setgid(u.gid) != 0) return failed("setgid(" + std::to_string(u.gid) + ")");
+    if (::initgroups(cc.worker_user_name.c_str(), u.gid) != 0)
+        return failed("initgroups(" + cc.worker_user_name + ", " + std::to_string(u.gid) + ")");
+    if (::setuid(u.uid) != 0) return failed("setuid(" + std::to_string(u.uid) + ")");
     return {};
 }
 
@@ -148,7 +147,7 @@ int worker_main(const Cycle& cycle, const std::vector<Listening>& ls, int slot, 
     if (cc.worker_priority && setpriority(PRIO_PROCESS, 0, *cc.worker_priority) != 0)
         GH_LOG_ERRNO(Alert, errno, "setpriority(%d) failed", *cc.worker_priority);
     set_cpu_affinity(cc, slot);
-    if (auto s = drop_privileges(cc); !s) {
+    if (auto s = drop_privileges(cc, forked); !s) {
         GH_LOG(Emerg, "%s", s.message().c_str());
         return 2;
     }

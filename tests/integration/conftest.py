@@ -16,9 +16,11 @@ by its pid (TERM, then KILL after a bounded wait).
 """
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -302,6 +304,22 @@ def gatehouse_bin():
     if not os.access(p, os.X_OK):
         pytest.fail(f"gatehouse binary not found at {p}: run make, or set GATEHOUSE_BIN")
     return p
+
+
+@pytest.fixture
+def tmp_path(tmp_path):
+    """pytest's tmp_path, unless the tests run as root: the workers then
+    run as nobody (gatehouse's default, as nginx's), and pytest's temporary
+    directories (mode 0700 under /tmp/pytest-of-root) are closed to them.
+    As root, a test gets a directory of its own that others may traverse,
+    as a real document root must be, removed after the test."""
+    if os.geteuid() != 0:
+        yield tmp_path
+        return
+    d = Path(tempfile.mkdtemp(prefix="gatehouse-test-"))
+    d.chmod(0o711)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture

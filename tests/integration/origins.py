@@ -12,6 +12,7 @@ Everything is bounded in time: sockets have timeouts, stop() closes the
 listening socket and every connection and joins the threads.
 """
 
+import os
 import socket
 import threading
 import time
@@ -160,6 +161,10 @@ class Origin:
         if unix_path:
             self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             self.sock.bind(str(unix_path))
+            # Connecting takes write permission on the socket: the workers
+            # may be another user (nobody, when the tests run as root), as
+            # for a real application server's socket.
+            os.chmod(unix_path, 0o666)
             self.port = None
             self.addr = f"unix:{unix_path}"
         else:

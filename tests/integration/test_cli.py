@@ -238,6 +238,12 @@ ERRORS = {
          "sites/a.conf": "server {\n  listen 8080;\n}\n",
          "sites/b.conf": "server {\n  listen 8081;\n  lisen 8082;\n}\n"},
         'unknown directive "lisen" in {dir}sites/b.conf:3 (did you mean "listen"?)'),
+    "unknown user": (
+        {"gatehouse.conf": "events { }\nuser no-such-user-gh;\n"},
+        'getpwnam("no-such-user-gh") failed in {conf}:2'),
+    "unknown group": (
+        {"gatehouse.conf": "events { }\nuser root no-such-group-gh;\n"},
+        'getgrnam("no-such-group-gh") failed in {conf}:2'),
     "no events section": (
         {"gatehouse.conf": "worker_processes 1;\n"},
         'no "events" section in configuration'),

@@ -29,6 +29,9 @@ class Receiver:
             self.path = str(tmp_path / "syslog.sock")
             self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             self.sock.bind(self.path)
+            # The workers may run as another user (nobody, when the tests
+            # run as root).
+            os.chmod(self.path, 0o666)
             self.server = "unix:" + self.path
         self.got = []
 

@@ -52,8 +52,6 @@ constexpr std::string_view kCombined =
 // The default of "access_log", under the prefix.
 constexpr std::string_view kDefaultPath = "logs/access.log";
 
-constexpr int kOpenFlags = O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC;
-
 std::string errno_text(int e) { return std::to_string(e) + ": " + strerror(e); }
 
 // ---- formats ----------------------------------------------------------------
@@ -130,7 +128,8 @@ public:
     // One write(2) of a whole line.
     void write(std::string_view line) { write_out(line.data(), line.size()); }
     void flush();
-    void reopen();
+    // `owner`: see log::open_log_file().
+    void reopen(std::optional<uid_t> owner);
 
     static LogFile* first() { return head_; }
     LogFile* next() const { return next_; }
@@ -206,9 +205,9 @@ void LogFile::write_out(const char* p, size_t n) {
     }
 }
 
-void LogFile::reopen() {
+void LogFile::reopen(std::optional<uid_t> owner) {
     flush();
-    int fd = ::open(path_.c_str(), kOpenFlags, 0644);
+    int fd = log::open_log_file(path_, owner);
     if (fd < 0) {
         GH_LOG_ERRNO(Alert, errno, "open() \"%s\" failed", path_.c_str());
         return;
@@ -278,7 +277,7 @@ Result<const LogFormat*> find_format(Ctx& cx, const Node& n, std::string_view na
 Result<LogFile*> open_file(LogMainConf& mc, std::string path) {
     for (const auto& f : mc.files)
         if (f->path() == path) return f.get();
-    int fd = ::open(path.c_str(), kOpenFlags, 0644);
+    int fd = log::open_log_file(path);
     if (fd < 0) return make_error("open() \"" + path + "\" failed (" + errno_text(errno) + ")");
     mc.files.push_back(std::make_unique<LogFile>(std::move(path), fd));
     return mc.files.back().get();
@@ -537,8 +536,10 @@ constexpr conf::Directive kDirectives[] = {
 // logged at alert, naming the call, the path and errno. Each process
 // (master, every worker) holds its own copies of the descriptors and its
 // own "buffer=" memory, so each does this for itself.
-void reopen_access_logs() {
-    for (LogFile* f = LogFile::first(); f; f = f->next()) f->reopen();
+void reopen_access_logs(const std::optional<conf::WorkerUser>& workers) {
+    std::optional<uid_t> owner;
+    if (workers) owner = workers->uid;
+    for (LogFile* f = LogFile::first(); f; f = f->next()) f->reopen(owner);
 }
 
 // A worker that exits writes what every "buffer=" holds (nginx flushes on

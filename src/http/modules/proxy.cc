@@ -12,6 +12,7 @@
 #include "core/str.h"
 #include "event/loop.h"
 #include "event/worker.h"
+#include "http/body.h"
 #include "http/core_module.h"
 #include "http/modules/proxy_exchange.h"
 #include "http/phases.h"
@@ -540,6 +541,7 @@ void merge(const ProxyConf& up, ProxyConf& c) {
 Status postconfiguration(Ctx& cx) {
     if (auto* m = cx.conf<ProxyMainConf>(proxy_module, Level::Main)) {
         m->prefix = cx.prefix();
+        add_temp_dir(cx, m->prefix + std::string(kProxyTempDir));
         if (auto st = proxy::build_upstream_tls(cx, *m); !st) return st;
     }
     // "hash key": the upstream layer sits below http and cannot compile

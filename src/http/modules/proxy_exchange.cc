@@ -333,7 +333,7 @@ event::Duplex& Exchange::open_tunnel(upstream::Client&, event::Callback on_ready
 void Exchange::on_tunnel_end(upstream::Client&) { r_.stream().abort(); }
 
 Result<int> Exchange::temp_file() {
-    auto fd = open_temp_file(temp_dir(r_, pc_.temp_path, "proxy_temp"));
+    auto fd = open_temp_file(temp_dir(r_, pc_.temp_path, kProxyTempDir));
     if (fd) r_.use_sendfile = sendfile_enabled(r_);
     return fd;
 }

@@ -168,3 +168,52 @@ TEST_CASE("process/core_module: error: error_log") {
     CHECK(error_of("error_log syslog:server=127.0.0.1:99999;") ==
           "invalid port in syslog server \"127.0.0.1:99999\" in t.conf:1");
 }
+
+namespace {
+
+gatehouse::process::CoreDefaults defaults(std::string_view user, std::string_view group) {
+    gatehouse::process::CoreDefaults d;
+    d.user = user;
+    d.group = group;
+    return d;
+}
+
+}  // namespace
+
+TEST_CASE("process/core_module: the workers' user, looked up for a master running as root only") {
+    using gatehouse::process::finish_core_conf;
+    // Not root: "user" changes nothing, and the default is not looked up.
+    CoreConf plain;
+    REQUIRE(finish_core_conf(plain, "/p/", "", false, defaults("no-such-user-gh", "x")).ok());
+    CHECK_FALSE(plain.worker_user.has_value());
+
+    // Root without "user": ./configure's user and group.
+    CoreConf dflt;
+    REQUIRE(finish_core_conf(dflt, "/p/", "", true, defaults("root", "root")).ok());
+    REQUIRE(dflt.worker_user.has_value());
+    CHECK(dflt.worker_user->uid == 0);
+    CHECK(dflt.worker_user->gid == 0);
+    CHECK(dflt.worker_user_name == "root");
+    CHECK_FALSE(dflt.user.has_value());
+
+    // The default must exist where the binary runs, as with nginx.
+    CoreConf nouser;
+    auto s = finish_core_conf(nouser, "/p/", "", true, defaults("no-such-user-gh", "root"));
+    REQUIRE_FALSE(s.ok());
+    CHECK(s.message() ==
+          "getpwnam(\"no-such-user-gh\") failed (the default of \"user\", from ./configure --user and --group)");
+    CoreConf nogroup;
+    s = finish_core_conf(nogroup, "/p/", "", true, defaults("root", "no-such-group-gh"));
+    REQUIRE_FALSE(s.ok());
+    CHECK(s.message() ==
+          "getgrnam(\"no-such-group-gh\") failed (the default of \"user\", from ./configure --user and --group)");
+
+    // "user" wins over the default; one name is also the group's.
+    Walk w;
+    REQUIRE(w.run("user root;").ok());
+    CoreConf& given = *w.cx.conf<CoreConf>(gatehouse::process::core_module, conf::Level::Core);
+    REQUIRE(finish_core_conf(given, "/p/", "", true, defaults("no-such-user-gh", "x")).ok());
+    REQUIRE(given.worker_user.has_value());
+    CHECK(given.worker_user->uid == 0);
+    CHECK(given.worker_user_name == "root");
+}
