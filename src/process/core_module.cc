@@ -199,12 +199,15 @@ std::optional<cpu_set_t> cpu_set_for(const CpuAffinity& a, int slot, const cpu_s
 
 Status finish_core_conf(CoreConf& c, const std::string& prefix, const std::string& default_error_log,
                         bool privileged, const CoreDefaults& d) {
+    auto under_prefix = [&](std::string_view p) {
+        return !p.empty() && p[0] == '/' ? std::string(p) : prefix + std::string(p);
+    };
     if (!c.daemon) c.daemon = true;
     if (!c.master_process) c.master_process = true;
     if (!c.worker_processes) c.worker_processes = 1;
-    if (!c.pid) c.pid = prefix + GH_PID_PATH;
+    if (!c.pid) c.pid = under_prefix(d.pid);
     if (c.error_logs.empty())
-        c.error_logs.push_back({default_error_log.empty() ? prefix + GH_ERROR_LOG_PATH : default_error_log,
+        c.error_logs.push_back({default_error_log.empty() ? under_prefix(d.error_log) : default_error_log,
                                 log::Level::Error});
     if (!privileged) return {};
     // As root, workers never keep root: without "user" they run as the

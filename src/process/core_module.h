@@ -57,15 +57,18 @@ struct CoreConf {
 
 extern const conf::Module core_module;
 
-// What a configuration without "user" gets: the user and group given to
-// ./configure (objs/gh_config.h).
+// What a configuration that does not say gets: the paths and the user
+// given to ./configure (objs/gh_config.h). A relative path is under the
+// prefix.
 struct CoreDefaults {
-    std::string_view user = GH_USER;    // --user
-    std::string_view group = GH_GROUP;  // --group
+    std::string_view pid = GH_PID_PATH;              // --pid-path
+    std::string_view error_log = GH_ERROR_LOG_PATH;  // --error-log-path
+    std::string_view user = GH_USER;                 // --user
+    std::string_view group = GH_GROUP;               // --group
 };
 
 // After the walk: defaults applied, paths made absolute. Without any
-// "error_log", the log goes to default_error_log (-e) or logs/error.log.
+// "error_log", the log goes to default_error_log (-e) or d.error_log.
 // With `privileged` (the master runs as root), the workers' user and
 // group, those of "user" or else d.user and d.group, are looked up into
 // worker_user: the error names the one that does not exist [nginx].

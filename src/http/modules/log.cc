@@ -20,6 +20,8 @@
 #include <string>
 #include <vector>
 
+#include "objs/gh_config.h"
+
 #include "conf/module.h"
 #include "conf/registry.h"
 #include "conf/syslog.h"
@@ -49,8 +51,9 @@ constexpr std::string_view kCombinedName = "combined";
 constexpr std::string_view kCombined =
     "$remote_addr - $remote_user [$time_local] \"$request\" $status $body_bytes_sent "
     "\"$http_referer\" \"$http_user_agent\"";
-// The default of "access_log", under the prefix.
-constexpr std::string_view kDefaultPath = "logs/access.log";
+// The default of "access_log": ./configure --http-log-path, relative to
+// the prefix unless absolute.
+constexpr std::string_view kDefaultPath = GH_HTTP_LOG_PATH;
 
 std::string errno_text(int e) { return std::to_string(e) + ": " + strerror(e); }
 

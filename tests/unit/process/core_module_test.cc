@@ -171,8 +171,11 @@ TEST_CASE("process/core_module: error: error_log") {
 
 namespace {
 
-gatehouse::process::CoreDefaults defaults(std::string_view user, std::string_view group) {
+gatehouse::process::CoreDefaults defaults(std::string_view pid, std::string_view error_log, std::string_view user,
+                                          std::string_view group) {
     gatehouse::process::CoreDefaults d;
+    d.pid = pid;
+    d.error_log = error_log;
     d.user = user;
     d.group = group;
     return d;
@@ -180,16 +183,43 @@ gatehouse::process::CoreDefaults defaults(std::string_view user, std::string_vie
 
 }  // namespace
 
+TEST_CASE("process/core_module: the paths of ./configure are the defaults, relative ones under the prefix") {
+    using gatehouse::process::finish_core_conf;
+    CoreConf c;
+    REQUIRE(finish_core_conf(c, "/p/", "", false, defaults("/run/g.pid", "var/e.log", "nobody", "nogroup")).ok());
+    CHECK(*c.pid == "/run/g.pid");
+    REQUIRE(c.error_logs.size() == 1);
+    CHECK(c.error_logs[0].path == "/p/var/e.log");
+    CHECK(c.error_logs[0].level == gatehouse::log::Level::Error);
+
+    CoreConf rel;
+    REQUIRE(finish_core_conf(rel, "/p/", "", false, defaults("logs/g.pid", "/var/log/e.log", "x", "x")).ok());
+    CHECK(*rel.pid == "/p/logs/g.pid");
+    CHECK(rel.error_logs[0].path == "/var/log/e.log");
+
+    // -e replaces the default error log; the configuration's win over both.
+    CoreConf e;
+    REQUIRE(finish_core_conf(e, "/p/", "/tmp/startup.log", false, defaults("a", "b", "x", "x")).ok());
+    CHECK(e.error_logs[0].path == "/tmp/startup.log");
+    Walk w;
+    REQUIRE(w.run("pid /run/mine.pid; error_log logs/mine.log info;").ok());
+    CoreConf& given = *w.cx.conf<CoreConf>(gatehouse::process::core_module, conf::Level::Core);
+    REQUIRE(finish_core_conf(given, "/p/", "/tmp/startup.log", false, defaults("a", "b", "x", "x")).ok());
+    CHECK(*given.pid == "/run/mine.pid");
+    REQUIRE(given.error_logs.size() == 1);
+    CHECK(given.error_logs[0].path == "/p/logs/mine.log");
+}
+
 TEST_CASE("process/core_module: the workers' user, looked up for a master running as root only") {
     using gatehouse::process::finish_core_conf;
     // Not root: "user" changes nothing, and the default is not looked up.
     CoreConf plain;
-    REQUIRE(finish_core_conf(plain, "/p/", "", false, defaults("no-such-user-gh", "x")).ok());
+    REQUIRE(finish_core_conf(plain, "/p/", "", false, defaults("a", "b", "no-such-user-gh", "x")).ok());
     CHECK_FALSE(plain.worker_user.has_value());
 
     // Root without "user": ./configure's user and group.
     CoreConf dflt;
-    REQUIRE(finish_core_conf(dflt, "/p/", "", true, defaults("root", "root")).ok());
+    REQUIRE(finish_core_conf(dflt, "/p/", "", true, defaults("a", "b", "root", "root")).ok());
     REQUIRE(dflt.worker_user.has_value());
     CHECK(dflt.worker_user->uid == 0);
     CHECK(dflt.worker_user->gid == 0);
@@ -198,12 +228,12 @@ TEST_CASE("process/core_module: the workers' user, looked up for a master runnin
 
     // The default must exist where the binary runs, as with nginx.
     CoreConf nouser;
-    auto s = finish_core_conf(nouser, "/p/", "", true, defaults("no-such-user-gh", "root"));
+    auto s = finish_core_conf(nouser, "/p/", "", true, defaults("a", "b", "no-such-user-gh", "root"));
     REQUIRE_FALSE(s.ok());
     CHECK(s.message() ==
           "getpwnam(\"no-such-user-gh\") failed (the default of \"user\", from ./configure --user and --group)");
     CoreConf nogroup;
-    s = finish_core_conf(nogroup, "/p/", "", true, defaults("root", "no-such-group-gh"));
+    s = finish_core_conf(nogroup, "/p/", "", true, defaults("a", "b", "root", "no-such-group-gh"));
     REQUIRE_FALSE(s.ok());
     CHECK(s.message() ==
           "getgrnam(\"no-such-group-gh\") failed (the default of \"user\", from ./configure --user and --group)");
@@ -212,7 +242,7 @@ TEST_CASE("process/core_module: the workers' user, looked up for a master runnin
     Walk w;
     REQUIRE(w.run("user root;").ok());
     CoreConf& given = *w.cx.conf<CoreConf>(gatehouse::process::core_module, conf::Level::Core);
-    REQUIRE(finish_core_conf(given, "/p/", "", true, defaults("no-such-user-gh", "x")).ok());
+    REQUIRE(finish_core_conf(given, "/p/", "", true, defaults("a", "b", "no-such-user-gh", "x")).ok());
     REQUIRE(given.worker_user.has_value());
     CHECK(given.worker_user->uid == 0);
     CHECK(given.worker_user_name == "root");
