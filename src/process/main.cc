@@ -113,7 +113,8 @@ int main(int argc, char** argv) {
         if (!o.version) fputs("gatehouse version: gatehouse/" GH_VERSION "\n", stderr);
         fputs(process::usage_text(), stderr);
     }
-    if (o.version || o.help) return 0;
+    // As nginx's: with -t or -T too, the test follows the version.
+    if ((o.version || o.help) && !o.test) return 0;
     process::resolve_paths(o);
 
     // Until a configuration is loaded, messages go to stderr and, with -e,

@@ -94,6 +94,46 @@ def test_build_info_configure_arguments(cli, gatehouse_bin):
     assert r.stderr.splitlines()[-1] == f"configure arguments: {m.group(1)}"
 
 
+@pytest.mark.parametrize("flags", [["-vt"], ["-tv"], ["-v", "-t"], ["-Vt"], ["-ht"], ["-vtq"]])
+def test_version_then_test(cli, prefix, flags):
+    """As nginx's: -v, -V or -h with -t print what they print, then the
+    configuration is tested (-q: silently)."""
+    conf = prefix.write_conf(MINIMAL)
+    r = cli.run(*flags)
+    assert r.returncode == 0, r
+    assert re.match(VERSION_RE, r.stderr), r.stderr
+    if "-h" in flags[0]:
+        assert USAGE_HEAD in r.stderr
+    if "V" in flags[0]:
+        assert "\nconfigure arguments:" in r.stderr
+    tail = "" if "q" in flags[0] else ok_lines(conf)
+    assert r.stderr.endswith(("\n" if tail else "") + tail)
+    assert r.stdout == ""
+
+
+def test_version_then_failed_test(cli, prefix):
+    conf = prefix.write_conf("events {\n")
+    r = cli.run("-vt")
+    assert r.returncode == 1
+    assert re.match(VERSION_RE, r.stderr), r.stderr
+    assert r.stderr.endswith(failed(conf, f'unexpected end of file, expecting "}}" in {conf}:2 '
+                                         f'(block opened at line 1)'))
+
+
+def test_version_then_dump(cli, prefix):
+    conf = prefix.write_conf(MINIMAL)
+    r = cli.run("-vT")
+    assert (r.returncode, r.stdout) == (0, f"# configuration file {conf}:\n{MINIMAL}\n")
+    assert re.match(VERSION_RE + re.escape(ok_lines(conf)), r.stderr), r.stderr
+
+
+def test_version_with_signal_only_prints(cli, prefix):
+    """-v with -s sends nothing: the version is all, as with nginx."""
+    r = cli.run("-v", "-s", "reload")
+    assert (r.returncode, r.stdout) == (0, "")
+    assert re.fullmatch(VERSION_RE, r.stderr), r.stderr
+
+
 # ---- -t ---------------------------------------------------------------------
 
 def test_t_ok(cli, prefix):
