@@ -4,8 +4,8 @@
 #   make check      install missing Debian packages (as root), build, run
 #                   the unit tests and the integration tests
 #   make run        install, build, start gatehouse in the foreground on
-#                   the demo config conf/gatehouse.conf (port 8080, and
-#                   8443 with a self-signed certificate made if absent)
+#                   the demo config conf/demo.conf (port 8080, and 8443
+#                   with a self-signed certificate made if absent)
 #   make fuzz       build the libFuzzer targets with clang (objs/fuzz/)
 #   make install    install under the configured prefix
 #
@@ -75,7 +75,11 @@ check: deps
 lint:
 	@sh contrib/lint.sh
 
+# The demo serves the files of this tree, which the default worker user
+# (nobody) may not be allowed to read (a clone under /root): started as
+# root, its workers stay root ("user root;"); otherwise they are you.
 RUN_PREFIX := $(CURDIR)/objs/run/
+RUN_USER = $(shell test "$$(id -u)" = 0 && echo ' user root;')
 run: deps
 	@test -f objs/Makefile.conf || ./configure
 	$(MAKE) -j$(NPROC) objs/gatehouse
@@ -83,7 +87,7 @@ run: deps
 	@ln -sfn $(CURDIR)/html $(RUN_PREFIX)html
 	@ln -sfn $(CURDIR)/conf $(RUN_PREFIX)conf
 	@test -f conf/demo.crt -a -f conf/demo.key || $(MAKE) demo-cert
-	./objs/gatehouse -p $(RUN_PREFIX) -c conf/gatehouse.conf -g 'daemon off;'
+	./objs/gatehouse -p $(RUN_PREFIX) -c conf/demo.conf -g 'daemon off;$(RUN_USER)'
 
 # The demo's TLS certificate: self-signed ECDSA P-256 for localhost, made
 # here and never committed (.gitignore) nor installed.
