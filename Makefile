@@ -7,7 +7,7 @@
 #                   the demo config conf/demo.conf (port 8080, and 8443
 #                   with a self-signed certificate made if absent)
 #   make fuzz       build the libFuzzer targets with clang (objs/fuzz/)
-#   make install    install under the configured prefix
+#   make install    install in the configured paths (see ./configure --help)
 #
 # Object files live under objs/; dependencies on headers are tracked with
 # -MMD so that rebuilds are incremental.
@@ -27,7 +27,7 @@ TEST_SRC := $(sort $(wildcard tests/unit/*.cc tests/unit/*/*.cc))
 TEST_OBJ := $(patsubst %.cc,objs/%.o,$(TEST_SRC))
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/*_fuzz.cc))
 
-.PHONY: all check unit integration run demo-cert deps install fuzz clean lint
+.PHONY: all check unit integration run demo-cert deps install fuzz clean lint strip
 
 all: objs/gatehouse
 
@@ -46,6 +46,18 @@ objs/modules.o: objs/modules.cc objs/Makefile.conf
 
 objs/unit_tests: $(LIB_OBJ) $(TEST_OBJ)
 	$(CXX) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+# What make install installs: the binary without its symbols and debug
+# information, which stay apart in objs/gatehouse.debug (gdb finds them
+# through the .gnu_debuglink section when they are put next to the binary
+# or under /usr/lib/debug).
+objs/gatehouse.debug: objs/gatehouse
+	objcopy --only-keep-debug objs/gatehouse $@
+
+objs/gatehouse.stripped: objs/gatehouse objs/gatehouse.debug
+	objcopy --strip-all --add-gnu-debuglink=objs/gatehouse.debug objs/gatehouse $@
+
+strip: objs/gatehouse.stripped
 
 # Unit tests may use exceptions (doctest's CHECK_THROWS); no RTTI, like src/ (a
 # class with virtuals would otherwise need typeinfo that src/ never emits). They
@@ -112,31 +124,50 @@ fuzz: objs/Makefile.conf
 	        $$(pkg-config --cflags --libs openssl libpcre2-8 zlib) || exit 1; \
 	done
 
-install: objs/gatehouse
-	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/conf \
-	    $(DESTDIR)$(PREFIX)/logs $(DESTDIR)$(PREFIX)/html \
-	    $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/man/man5
-	install -m 755 objs/gatehouse $(DESTDIR)$(PREFIX)/sbin/gatehouse
+# The installation, in the paths of ./configure (objs/Makefile.conf, all
+# absolute), under $(DESTDIR) when set, as nginx's: the binary, the
+# configuration files (each also as NAME.default; a file already there is
+# kept), the welcome page, the log directories, the man pages, and in
+# $(PREFIX)/share/gatehouse the systemd unit and the logrotate
+# configuration with the configured paths written in.
+CONF_DIR = $(patsubst %/,%,$(dir $(CONF_PATH)))
+LOG_DIRS = $(sort $(patsubst %/,%,$(dir $(ERROR_LOG_PATH) $(HTTP_LOG_PATH))))
+SHARE_DIR = $(PREFIX)/share/gatehouse
+SUBST = sed -e 's|@SBIN_PATH@|$(SBIN_PATH)|g' -e 's|@CONF_PATH@|$(CONF_PATH)|g' \
+	    -e 's|@PID_PATH@|$(PID_PATH)|g' -e 's|@LOG_FILES@|$(addsuffix /*.log,$(LOG_DIRS))|g'
+
+install: objs/gatehouse.stripped
+	install -d $(DESTDIR)$(dir $(SBIN_PATH)) $(DESTDIR)$(CONF_DIR)/conf.d \
+	    $(addprefix $(DESTDIR),$(LOG_DIRS)) $(DESTDIR)$(dir $(PID_PATH)) $(DESTDIR)$(PREFIX)/html \
+	    $(DESTDIR)$(MAN_PATH)/man8 $(DESTDIR)$(MAN_PATH)/man5 $(DESTDIR)$(SHARE_DIR)
+	@# A new file renamed over the old one: a running binary cannot be
+	@# written to (ETXTBSY), and keeps running from the old file.
+	install -m 755 objs/gatehouse.stripped $(DESTDIR)$(SBIN_PATH).new
+	mv -f $(DESTDIR)$(SBIN_PATH).new $(DESTDIR)$(SBIN_PATH)
 	for f in conf/*; do \
-	    case $$f in conf/demo.crt|conf/demo.key) continue;; esac; \
-	    t=$(DESTDIR)$(PREFIX)/conf/$$(basename $$f); \
+	    case $$f in \
+	        conf/demo.crt|conf/demo.key) continue;; \
+	        conf/gatehouse.conf) t=$(DESTDIR)$(CONF_PATH);; \
+	        *) t=$(DESTDIR)$(CONF_DIR)/$$(basename $$f);; \
+	    esac; \
 	    install -m 644 $$f $$t.default; \
 	    test -f $$t || install -m 644 $$f $$t; \
 	done
 	@# The demo configuration serves HTTPS too: an installation gets its
 	@# own self-signed certificate (never the build tree's), made once.
-	@test -f $(DESTDIR)$(PREFIX)/conf/demo.crt || { \
+	@test -f $(DESTDIR)$(CONF_DIR)/demo.crt || { \
 	    umask 077 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-	        -keyout $(DESTDIR)$(PREFIX)/conf/demo.key -out $(DESTDIR)$(PREFIX)/conf/demo.crt \
+	        -keyout $(DESTDIR)$(CONF_DIR)/demo.key -out $(DESTDIR)$(CONF_DIR)/demo.crt \
 	        -days 365 -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
-	        2>/dev/null && chmod 644 $(DESTDIR)$(PREFIX)/conf/demo.crt; }
-	install -m 644 html/* $(DESTDIR)$(PREFIX)/html/
-	install -m 644 man/gatehouse.8 $(DESTDIR)$(PREFIX)/share/man/man8/gatehouse.8
-	install -m 644 man/gatehouse.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/gatehouse.conf.5
-	install -d $(DESTDIR)$(PREFIX)/share/gatehouse
+	        2>/dev/null && chmod 644 $(DESTDIR)$(CONF_DIR)/demo.crt; }
+	for f in html/*; do \
+	    t=$(DESTDIR)$(PREFIX)/$$f; test -f $$t || install -m 644 $$f $$t || exit 1; \
+	done
+	install -m 644 man/gatehouse.8 $(DESTDIR)$(MAN_PATH)/man8/gatehouse.8
+	install -m 644 man/gatehouse.conf.5 $(DESTDIR)$(MAN_PATH)/man5/gatehouse.conf.5
 	for f in gatehouse.service logrotate; do \
-	    sed 's|/usr/local/gatehouse|$(PREFIX)|g' contrib/$$f > $(DESTDIR)$(PREFIX)/share/gatehouse/$$f && \
-	    chmod 644 $(DESTDIR)$(PREFIX)/share/gatehouse/$$f || exit 1; \
+	    $(SUBST) contrib/$$f > $(DESTDIR)$(SHARE_DIR)/$$f && \
+	    chmod 644 $(DESTDIR)$(SHARE_DIR)/$$f || exit 1; \
 	done
 
 clean:

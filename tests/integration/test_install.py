@@ -1,19 +1,26 @@
-"""Building as a packager does: ./configure's paths and user
-(--conf-path, --error-log-path, --http-log-path, --pid-path, --sbin-path,
---man-path, --user, --group, as nginx's configure takes them) become the
-binary's defaults and make install's paths.
+"""Building and installing as a packager does: ./configure's paths and
+user (--conf-path, --error-log-path, --http-log-path, --pid-path,
+--sbin-path, --man-path, --user, --group, as nginx's configure takes them)
+become the binary's defaults and make install's layout; "make install
+DESTDIR=..." installs a stripped binary, the man pages where man(1) finds
+them, and the contrib files with the configured paths written in.
 
 Nothing here rebuilds the project: configure runs in a scratch directory
-(it writes objs/ where it runs).
+(it writes objs/ where it runs), and make install runs only when the
+binary under test is this tree's objs/gatehouse and is up to date.
 """
 
+import os
+import pwd
 import re
 import shutil
 import subprocess
+import urllib.request
+from pathlib import Path
 
 import pytest
 
-from conftest import DEFAULT_TIMEOUT, REPO_ROOT
+from conftest import DEFAULT_TIMEOUT, REPO_ROOT, free_port, run_binary, wait_for
 
 PATHS = {
     "--prefix": "/opt/gh",
@@ -156,3 +163,153 @@ def test_default_paths_follow_the_configured_ones(cli, prefix, gatehouse_bin):
     assert f"configuration file {conf} test is successful" in r.stderr
     assert (prefix / h["GH_ERROR_LOG_PATH"]).exists()
     assert (prefix / h["GH_HTTP_LOG_PATH"]).exists()
+
+
+# ---- make install ---------------------------------------------------------------------------------
+
+def make_env():
+    """The environment for a make of this tree: not the jobserver of a
+    make that may be running the tests."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    return env
+
+
+@pytest.fixture
+def installable(gatehouse_bin):
+    """Skips unless `make install` would install the binary under test
+    without building anything."""
+    if not shutil.which("make") or not shutil.which("objcopy"):
+        pytest.skip("make or objcopy is not installed")
+    if gatehouse_bin.resolve() != (REPO_ROOT / "objs" / "gatehouse").resolve():
+        pytest.skip("the binary under test is not this tree's objs/gatehouse")
+    r = subprocess.run(["make", "-q", "objs/gatehouse"], cwd=REPO_ROOT, env=make_env(),
+                       capture_output=True, timeout=DEFAULT_TIMEOUT)
+    if r.returncode != 0:
+        pytest.skip("objs/gatehouse is not up to date: the tests do not build")
+
+
+def make_install(destdir, *overrides):
+    r = subprocess.run(["make", "-s", "install", f"DESTDIR={destdir}", *overrides], cwd=REPO_ROOT,
+                       env=make_env(), capture_output=True, text=True, timeout=DEFAULT_TIMEOUT)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r
+
+
+def sections(binary):
+    r = subprocess.run(["readelf", "-S", "-W", str(binary)], capture_output=True, text=True,
+                       timeout=DEFAULT_TIMEOUT)
+    assert r.returncode == 0, r.stderr
+    return re.findall(r"\]\s+(\.\S+)", r.stdout)
+
+
+def installed_prefix(gatehouse_bin):
+    h = config_h(gatehouse_bin)
+    return h["GH_PREFIX"].rstrip("/") or "/"
+
+
+def test_install_layout(installable, tmp_path, gatehouse_bin):
+    make_install(tmp_path)
+    root = tmp_path / installed_prefix(gatehouse_bin).lstrip("/")
+    binary = root / "sbin" / "gatehouse"
+    assert os.access(binary, os.X_OK)
+    # Stripped: no symbols, no debug information; those stay apart, in
+    # objs/gatehouse.debug, which the binary names.
+    names = sections(binary)
+    assert not [n for n in names if n.startswith(".debug") or n in (".symtab", ".strtab")], names
+    assert ".gnu_debuglink" in names
+    assert any(n.startswith(".debug_info") for n in sections(REPO_ROOT / "objs" / "gatehouse.debug"))
+    r = run_binary(binary, ["-v"])
+    assert r.returncode == 0 and "gatehouse version: gatehouse/" in r.stderr
+    # The configuration files, each with its pristine copy, and conf.d/.
+    for name in ("gatehouse.conf", "mime.types", "demo.conf", "site.conf"):
+        assert (root / "conf" / name).read_bytes() == (REPO_ROOT / "conf" / name).read_bytes()
+        assert (root / "conf" / (name + ".default")).exists()
+    assert (root / "conf" / "conf.d").is_dir()
+    assert (root / "html" / "index.html").exists()
+    assert (root / "logs").is_dir()
+    # The man pages, where man(1) finds them once the binary's directory
+    # is on PATH (man-db looks in ../share/man of each PATH entry).
+    for page in ("man8/gatehouse.8", "man5/gatehouse.conf.5"):
+        assert (root / "share" / "man" / page).read_bytes() == (REPO_ROOT / "man" / page.split("/")[1]).read_bytes()
+    if shutil.which("man"):
+        env = dict(os.environ, PATH=f"{root / 'sbin'}:{os.environ.get('PATH', '/usr/bin:/bin')}")
+        env.pop("MANPATH", None)
+        r = subprocess.run(["man", "-w", "gatehouse"], env=env, capture_output=True, text=True,
+                           timeout=DEFAULT_TIMEOUT)
+        assert r.stdout.strip() == str(root / "share" / "man" / "man8" / "gatehouse.8"), r
+    # The contrib files, with the paths of the installation (not DESTDIR).
+    prefix = installed_prefix(gatehouse_bin)
+    unit = (root / "share" / "gatehouse" / "gatehouse.service").read_text()
+    assert "@" not in unit.split("[Unit]")[1]
+    assert f"ExecStart={prefix}/sbin/gatehouse\n" in unit
+    assert f"PIDFile={prefix}/logs/gatehouse.pid\n" in unit
+    rotate = (root / "share" / "gatehouse" / "logrotate").read_text()
+    assert f"\n{prefix}/logs/*.log {{\n" in rotate
+    assert "@" not in rotate and str(tmp_path) not in unit + rotate
+
+
+def test_install_keeps_an_edited_configuration(installable, tmp_path, gatehouse_bin):
+    make_install(tmp_path)
+    conf = tmp_path / installed_prefix(gatehouse_bin).lstrip("/") / "conf" / "gatehouse.conf"
+    conf.write_text("# mine\n")
+    make_install(tmp_path)
+    assert conf.read_text() == "# mine\n"
+    assert conf.with_name("gatehouse.conf.default").read_bytes() == (REPO_ROOT / "conf" / "gatehouse.conf").read_bytes()
+
+
+def test_install_in_configured_paths(installable, tmp_path):
+    """A packager's layout (the paths of ./configure, given here to make
+    directly, as objs/Makefile.conf would): everything where it says, the
+    configuration file under its configured name."""
+    paths = {"PREFIX": "/usr/share/gatehouse", "SBIN_PATH": "/usr/sbin/gatehouse",
+             "CONF_PATH": "/etc/gatehouse/main.conf", "ERROR_LOG_PATH": "/var/log/gatehouse/error.log",
+             "HTTP_LOG_PATH": "/var/log/gatehouse-web/access.log", "PID_PATH": "/run/gatehouse.pid",
+             "MAN_PATH": "/usr/share/man"}
+    make_install(tmp_path, *[f"{k}={v}" for k, v in paths.items()])
+    d = tmp_path
+    assert os.access(d / "usr/sbin/gatehouse", os.X_OK)
+    assert (d / "etc/gatehouse/main.conf").read_bytes() == (REPO_ROOT / "conf/gatehouse.conf").read_bytes()
+    assert (d / "etc/gatehouse/mime.types").exists() and (d / "etc/gatehouse/conf.d").is_dir()
+    assert (d / "var/log/gatehouse").is_dir() and (d / "var/log/gatehouse-web").is_dir()
+    assert (d / "usr/share/gatehouse/html/index.html").exists()
+    assert (d / "usr/share/man/man8/gatehouse.8").exists()
+    unit = (d / "usr/share/gatehouse/share/gatehouse/gatehouse.service").read_text()
+    assert "ExecStart=/usr/sbin/gatehouse\n" in unit and "PIDFile=/run/gatehouse.pid\n" in unit
+    rotate = (d / "usr/share/gatehouse/share/gatehouse/logrotate").read_text()
+    assert "\n/var/log/gatehouse/*.log /var/log/gatehouse-web/*.log {\n" in rotate
+    assert "/usr/sbin/gatehouse -s reopen" in rotate and 'cat /run/gatehouse.pid' in rotate
+
+
+def test_installed_default_configuration_serves_the_welcome_page(installable, tmp_path, gatehouse_bin):
+    """The installed configuration passes -t, and, moved to a free port,
+    serves html/ (by workers that are nobody when the tests run as root)."""
+    make_install(tmp_path)
+    root = tmp_path / installed_prefix(gatehouse_bin).lstrip("/")
+    binary = root / "sbin" / "gatehouse"
+    r = run_binary(binary, ["-p", root, "-t"])
+    assert r.returncode == 0, r
+    assert f"configuration file {root}/conf/gatehouse.conf test is successful" in r.stderr
+    conf = root / "conf" / "gatehouse.conf"
+    port = free_port()
+    conf.write_text(conf.read_text().replace("listen 80;", f"listen 127.0.0.1:{port};"))
+    p = subprocess.Popen([str(binary), "-p", str(root), "-g", "daemon off;"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         start_new_session=True)
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no http_proxy
+    try:
+        def page():
+            if p.poll() is not None:
+                pytest.fail(f"gatehouse exited: {p.stderr.read().decode()}")
+            try:
+                with direct.open(f"http://127.0.0.1:{port}/", timeout=2) as resp:
+                    return resp.status, resp.read()
+            except OSError:
+                return None
+        status, body = wait_for(page, what="the welcome page")
+        assert status == 200 and b"Welcome to gatehouse" in body
+        if os.geteuid() == 0:
+            nobody = pwd.getpwnam(config_h(gatehouse_bin)["GH_USER"]).pw_uid
+            assert (root / "client_body_temp").stat().st_uid == nobody
+    finally:
+        p.terminate()
+        p.wait(timeout=DEFAULT_TIMEOUT)

@@ -904,10 +904,12 @@ def test_second_usr2_is_ignored(served):
 # ---- log rotation --------------------------------------------------------------------
 
 def postrotate_script(prefix):
-    """The postrotate commands of contrib/logrotate, for this prefix."""
+    """The postrotate commands of contrib/logrotate, with the paths "make
+    install" writes in for this prefix (the default layout)."""
     text = (Path(__file__).resolve().parents[2] / "contrib" / "logrotate").read_text()
     script = text[text.index("postrotate") + len("postrotate"):text.index("endscript")]
-    return script.replace("/usr/local/gatehouse", str(prefix))
+    return (script.replace("@SBIN_PATH@", str(prefix / "sbin" / "gatehouse"))
+            .replace("@PID_PATH@", str(prefix / "logs" / "gatehouse.pid")))
 
 
 def test_reopen_after_rename_under_load(served):
