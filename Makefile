@@ -9,10 +9,24 @@
 #   make fuzz       build the libFuzzer targets with clang (objs/fuzz/)
 #   make install    install in the configured paths (see ./configure --help)
 #
-# Object files live under objs/; dependencies on headers are tracked with
-# -MMD so that rebuilds are incremental.
+# On a machine without make, ./dev does what "make check" and "make run"
+# do: it installs make too. Object files live under objs/; dependencies on
+# headers are tracked with -MMD so that rebuilds are incremental.
 
+# deps, check and run install the compiler before they configure: for them
+# the configuration is read only if it exists, never made first (make would
+# run ./configure before anything else, which fails without g++).
+NO_CONFIGURE_GOALS := deps check run lint clean demo-cert
+ifneq ($(MAKECMDGOALS),)
+ifeq ($(filter-out $(NO_CONFIGURE_GOALS),$(MAKECMDGOALS)),)
+CONFIGURE_LATER := yes
+endif
+endif
+ifeq ($(CONFIGURE_LATER),yes)
+include $(wildcard objs/Makefile.conf)
+else
 -include objs/Makefile.conf
+endif
 
 MAKEFLAGS += --no-builtin-rules
 NPROC := $(shell nproc 2>/dev/null || echo 2)

@@ -1,8 +1,8 @@
 #!/bin/sh
 # Installs the Debian packages that building and testing gatehouse need,
 # when they are missing. As root it runs apt-get; otherwise it only names
-# what is missing. Used by "make check", "make run" and .ci/run. binutils:
-# objcopy, for the stripped binary of make install.
+# what is missing. Used by ./dev (before make exists), "make check" and
+# "make run". binutils: objcopy, for the stripped binary of make install.
 set -u
 PKGS="g++ make binutils pkg-config libssl-dev libpcre2-dev zlib1g-dev libjemalloc-dev
       doctest-dev python3 python3-pytest curl openssl man-db groff-base"
