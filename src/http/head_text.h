@@ -14,6 +14,8 @@
 // to an origin in the proxy (build_request_head).
 #pragma once
 
+#include <cstdint>
+#include <cstring>
 #include <string_view>
 
 #include "core/arena.h"
@@ -39,8 +41,29 @@ inline bool is_token(std::string_view s) {
 
 // `s` with each byte that `bad` says as "%XX"; `s` itself when there is
 // none (the usual case, no copy). `changed`, if given, tells which.
+// Whether s may hold a control byte (below 0x20, or DEL): a word at a
+// time, for the usual value that has none. False positives are fine.
+inline bool may_have_controls(std::string_view s) {
+    constexpr uint64_t kOnes = 0x0101010101010101ull, kHighs = 0x8080808080808080ull;
+    size_t i = 0;
+    for (; i + 8 <= s.size(); i += 8) {
+        uint64_t w;
+        std::memcpy(&w, s.data() + i, 8);
+        const uint64_t del = w ^ (kOnes * 0x7f);
+        if (((w - kOnes * 0x20) & ~w & kHighs) | ((del - kOnes) & ~del & kHighs)) return true;
+    }
+    for (; i < s.size(); ++i) {
+        const auto c = static_cast<unsigned char>(s[i]);
+        if (c < 0x20 || c == 0x7f) return true;
+    }
+    return false;
+}
+
 template <bool (*bad)(unsigned char)>
 std::string_view encode_breaking(std::string_view s, Arena& a, bool* changed = nullptr) {
+    if (changed) *changed = false;
+    // Every byte `bad` names is a control byte (or, for targets, SP).
+    if (!may_have_controls(s) && (bad(' ') == false || s.find(' ') == std::string_view::npos)) return s;
     size_t n = 0;
     for (char c : s) n += bad(static_cast<unsigned char>(c));
     if (changed) *changed = n > 0;
