@@ -1,0 +1,329 @@
+#include "cache/index.h"
+
+#include <cstring>
+#include <new>
+
+#include "core/assert.h"
+#include "core/log.h"
+#include "core/shm.h"
+#include "core/shm_slab.h"
+
+namespace gatehouse::cache {
+
+namespace {
+
+constexpr uint64_t kMagic = 0x6768636163686931ULL;  // "ghcachi1": the root's layout version
+
+// One entry. Refs (shm::Pool::ref), not pointers, link them.
+struct Node {
+    Hash key;
+    uint64_t bucket_next = 0;
+    uint64_t lru_prev = 0;
+    uint64_t lru_next = 0;
+    int64_t valid_until = 0;
+    int64_t expire = 0;       // inactive after this
+    int64_t fill_until = 0;
+    int64_t update_until = 0;
+    uint64_t fs_size = 0;
+    uint32_t uses = 0;
+    uint32_t swr = 0;
+    uint32_t sie = 0;
+    uint16_t status = 0;
+    uint8_t exists = 0;
+    uint8_t revalidate_always = 0;
+};
+static_assert(sizeof(Node) <= 128, "a node fits the pool's 128-byte class");
+
+}  // namespace
+
+struct Index::Root {
+    uint64_t magic = kMagic;
+    uint64_t buckets = 0;   // ref of uint64_t[nbuckets]
+    uint64_t nbuckets = 0;  // a power of two
+    uint64_t lru_head = 0;  // least recently used
+    uint64_t lru_tail = 0;
+    uint64_t nodes = 0;
+    uint64_t entries = 0;
+    uint64_t size = 0;
+    uint8_t loaded = 0;
+};
+
+size_t Index::capacity(size_t zone_size) {
+    // A node takes a 128-byte block, the table 4 bytes a node on average.
+    const size_t pages = zone_size / shm::Pool::kPageSize;
+    return pages > 4 ? (pages - 4) * shm::Pool::kPageSize / 132 : 0;
+}
+
+namespace {
+
+uint64_t* table(shm::Pool& p, Index::Root& r) { return p.at<uint64_t>(r.buckets); }
+
+Node* node(shm::Pool& p, uint64_t ref) { return p.at<Node>(ref); }
+
+uint64_t& bucket(shm::Pool& p, Index::Root& r, const Hash& h) {
+    return table(p, r)[h.head() & (r.nbuckets - 1)];
+}
+
+Node* find(shm::Pool& p, Index::Root& r, const Hash& h) {
+    for (uint64_t ref = bucket(p, r, h); ref; ref = node(p, ref)->bucket_next) {
+        Node* n = node(p, ref);
+        if (n->key == h) return n;
+    }
+    return nullptr;
+}
+
+void lru_unlink(shm::Pool& p, Index::Root& r, Node* n) {
+    const uint64_t self = p.ref(n);
+    (n->lru_prev ? node(p, n->lru_prev)->lru_next : r.lru_head) = n->lru_next;
+    (n->lru_next ? node(p, n->lru_next)->lru_prev : r.lru_tail) = n->lru_prev;
+    n->lru_prev = n->lru_next = 0;
+    (void)self;
+}
+
+void lru_append(shm::Pool& p, Index::Root& r, Node* n) {
+    const uint64_t self = p.ref(n);
+    n->lru_prev = r.lru_tail;
+    n->lru_next = 0;
+    (r.lru_tail ? node(p, r.lru_tail)->lru_next : r.lru_head) = self;
+    r.lru_tail = self;
+}
+
+void drop(shm::Pool& p, Index::Root& r, Node* n) {
+    uint64_t* link = &bucket(p, r, n->key);
+    const uint64_t self = p.ref(n);
+    while (*link != self) link = &node(p, *link)->bucket_next;
+    *link = n->bucket_next;
+    lru_unlink(p, r, n);
+    if (n->exists) {
+        --r.entries;
+        r.size -= n->fs_size;
+    }
+    --r.nodes;
+    p.free(n);
+}
+
+// Room for one node: the least recently used ones nobody fills go.
+Node* make(shm::Pool& p, Index::Root& r, const Hash& h, time_t now, std::vector<Hash>& evicted) {
+    void* b = p.alloc(sizeof(Node));
+    for (uint64_t ref = r.lru_head; !b && ref;) {
+        Node* victim = node(p, ref);
+        ref = victim->lru_next;
+        if (victim->fill_until > now || victim->update_until > now) continue;
+        if (victim->exists) evicted.push_back(victim->key);
+        drop(p, r, victim);
+        b = p.alloc(sizeof(Node));
+    }
+    if (!b) return nullptr;
+    Node* n = new (b) Node;
+    n->key = h;
+    uint64_t& head = bucket(p, r, h);
+    n->bucket_next = head;
+    head = p.ref(n);
+    lru_append(p, r, n);
+    ++r.nodes;
+    return n;
+}
+
+NodeInfo info(const Node* n) {
+    NodeInfo i;
+    if (!n) return i;
+    i.known = true;
+    i.exists = n->exists;
+    i.revalidate_always = n->revalidate_always;
+    i.status = n->status;
+    i.uses = n->uses;
+    i.stale_while_revalidate = n->swr;
+    i.stale_if_error = n->sie;
+    i.valid_until = n->valid_until;
+    i.fill_until = n->fill_until;
+    i.update_until = n->update_until;
+    i.fs_size = n->fs_size;
+    return i;
+}
+
+void set_stored(Index::Root& r, Node* n, const Stored& s) {
+    if (n->exists) r.size -= n->fs_size;
+    else ++r.entries;
+    n->exists = 1;
+    n->fs_size = s.fs_size;
+    r.size += s.fs_size;
+    n->valid_until = s.valid_until;
+    n->swr = s.stale_while_revalidate;
+    n->sie = s.stale_if_error;
+    n->status = s.status;
+    n->revalidate_always = s.revalidate_always;
+}
+
+// The root in a fresh or reset pool: the table sized for the zone.
+Index::Root* build(shm::Pool& p, size_t zone_size) {
+    void* b = p.alloc(sizeof(Index::Root));
+    if (!b) return nullptr;
+    auto* r = new (b) Index::Root;
+    uint64_t n = 16;
+    while (n < Index::capacity(zone_size) / 2) n <<= 1;
+    void* t = p.alloc(n * sizeof(uint64_t));
+    if (!t) {
+        p.free(b);
+        return nullptr;
+    }
+    std::memset(t, 0, n * sizeof(uint64_t));
+    r->buckets = p.ref(t);
+    r->nbuckets = n;
+    p.set_root(r);
+    return r;
+}
+
+}  // namespace
+
+// Takes the lock; repairs an index a dead process left in doubt.
+Index::Root& Index::locked(shm::Guard& g) {
+    if (g.owner_died()) {
+        GH_LOG(Alert, "a process died holding the lock of cache zone \"%.*s\": its index starts empty, "
+                      "entries are found again on disk",
+               static_cast<int>(zone_->name().size()), zone_->name().data());
+        pool_->reset();
+        root_ = build(*pool_, zone_->size());
+        // A fresh pool of the zone's size has room for an empty index:
+        // attach() checked.
+        GH_CHECK(root_ != nullptr);
+    }
+    return *root_;
+}
+
+Result<Index> Index::attach(shm::Zone& z) {
+    shm::Pool* pool = shm::Pool::attach(z.addr(), z.size());
+    if (!pool) return make_error("cache zone \"" + std::string(z.name()) + "\" is too small");
+    shm::Guard g(pool->mutex());
+    auto* r = static_cast<Root*>(pool->root());
+    if (g.owner_died() || !r || r->magic != kMagic) {
+        pool->reset();
+        r = build(*pool, z.size());
+        if (!r) return make_error("cache zone \"" + std::string(z.name()) + "\" is too small");
+    }
+    return Index(&z, pool, r);
+}
+
+NodeInfo Index::lookup(const Hash& h, time_t now, time_t inactive, std::vector<Hash>& evicted) {
+    shm::Guard g(pool_->mutex());
+    Root& r = locked(g);
+    shm::Pool& p = *pool_;
+    Node* n = find(p, r, h);
+    if (!n) {
+        n = make(p, r, h, now, evicted);
+        if (!n) return {};
+    } else {
+        lru_unlink(p, r, n);
+        lru_append(p, r, n);
+    }
+    if (n->uses < UINT32_MAX) ++n->uses;
+    n->expire = now + inactive;
+    return info(n);
+}
+
+NodeInfo Index::peek(const Hash& h) {
+    shm::Guard g(pool_->mutex());
+    Root& r = locked(g);
+    return info(find(*pool_, r, h));
+}
+
+bool Index::claim_fill(const Hash& h, time_t now, time_t until) {
+    shm::Guard g(pool_->mutex());
+    Root& r = locked(g);
+    Node* n = find(*pool_, r, h);
+    // No node (evicted since the lookup): nobody can be filling it.
+    if (!n) return true;
+    if (n->fill_until > now) return false;
+    n->fill_until = until;
+    return true;
+}
+
+bool Index::claim_update(const Hash& h, time_t now, time_t until) {
+    shm::Guard g(pool_->mutex());
+    Root& r = locked(g);
+    Node* n = find(*pool_, r, h);
+    if (!n) return true;
+    if (n->update_until > now) return false;
+    n->update_until = until;
+    return true;
+}
+
+void Index::stored(const Hash& h, const Stored& s, time_t now, time_t inactive, std::vector<Hash>& evicted) {
+    shm::Guard g(pool_->mutex());
+    Root& r = locked(g);
+    shm::Pool& p = *pool_;
+    Node* n = find(p, r, h);
+    if (!n && !(n = make(p, r, h, now, evicted))) return;
+    set_stored(r, n, s);
+    n->fill_until = n->update_until = 0;
+    n->expire = now + inactive;
+}
+
+void Index::release(const Hash& h) {
+    shm::Guard g(pool_->mutex());
+    Root& r = locked(g);
+    if (Node* n = find(*pool_, r, h)) n->fill_until = n->update_until = 0;
+}
+
+bool Index::forget(const Hash& h) {
+    shm::Guard g(pool_->mutex());
+    Root& r = locked(g);
+    Node* n = find(*pool_, r, h);
+    if (!n) return false;
+    const bool had = n->exists;
+    if (n->exists) {
+        --r.entries;
+        r.size -= n->fs_size;
+        n->exists = 0;
+        n->fs_size = 0;
+    }
+    n->valid_until = 0;
+    return had;
+}
+
+void Index::evict(time_t now, uint64_t max_size, size_t max, std::vector<Hash>& victims) {
+    shm::Guard g(pool_->mutex());
+    Root& r = locked(g);
+    shm::Pool& p = *pool_;
+    for (uint64_t ref = r.lru_head; ref && victims.size() < max;) {
+        Node* n = node(p, ref);
+        ref = n->lru_next;
+        if (n->fill_until > now || n->update_until > now) continue;
+        const bool inactive = n->expire <= now;
+        if (!inactive && r.size <= max_size) {
+            // The list is in order of use: what follows is more recent,
+            // so nothing further is inactive.
+            break;
+        }
+        if (n->exists) victims.push_back(n->key);
+        drop(p, r, n);
+    }
+}
+
+void Index::loaded(const Hash& h, const Stored& s, time_t now, time_t inactive, std::vector<Hash>& evicted) {
+    shm::Guard g(pool_->mutex());
+    Root& r = locked(g);
+    shm::Pool& p = *pool_;
+    Node* n = find(p, r, h);
+    if (n && n->exists) return;  // a request found it first
+    if (!n && !(n = make(p, r, h, now, evicted))) return;
+    set_stored(r, n, s);
+    n->expire = now + inactive;
+}
+
+void Index::set_loaded() {
+    shm::Guard g(pool_->mutex());
+    locked(g).loaded = 1;
+}
+
+IndexStats Index::stats() {
+    shm::Guard g(pool_->mutex());
+    Root& r = locked(g);
+    IndexStats s;
+    s.entries = r.entries;
+    s.nodes = r.nodes;
+    s.size = r.size;
+    s.loaded = r.loaded;
+    return s;
+}
+
+}  // namespace gatehouse::cache

@@ -1,0 +1,134 @@
+// The index of one cache ("proxy_cache_path ... keys_zone=name:size"):
+// what every worker knows of each entry, in a shared memory zone, so that
+// all of them serve, fill and evict one cache [nginx's cache nodes].
+//
+// An entry is known by the MD5 of its key (cache/key.h); its node holds
+// what decides a request without touching the disk: whether a complete
+// file exists, until when it is fresh, how long it may be served stale,
+// how many requests asked for it (proxy_cache_min_uses), whether a request
+// is filling it now (proxy_cache_lock) or refreshing it (updating), and
+// its size on disk. The key itself and the response are in the file.
+//
+// Nodes live in a shm::Pool laid out over the zone, in a hash table of
+// Pool refs and one LRU list (least recently used first). A reload with
+// the same zone keeps the index (the pool and its root are found again);
+// a resized zone starts empty and the cache loader fills it from disk.
+// When the pool has no room for a new node, the least recently used nodes
+// that nobody is filling are dropped to make room, and their hashes are
+// handed back so that the caller removes their files [nginx: "could not
+// allocate node", forced expiry].
+//
+// Locking: one shm::Mutex, the pool's, held by each call for a few
+// pointer moves, never during I/O. A process that died holding it leaves
+// the index in doubt: the next caller resets it to empty (the files stay;
+// the loader is not run again, so entries come back as they are asked
+// for and found on disk, see Index::lookup).
+//
+// Time: Unix seconds, passed in by the caller (the workers' cached clock).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <ctime>
+#include <vector>
+
+#include "cache/key.h"
+#include "core/result.h"
+
+namespace gatehouse::shm {
+class Guard;
+class Pool;
+class Zone;
+}  // namespace gatehouse::shm
+
+namespace gatehouse::cache {
+
+// What a node says (a copy: the node may change once the lock is gone).
+struct NodeInfo {
+    bool known = false;       // the index has a node (maybe without a file)
+    bool exists = false;      // a complete file is on disk
+    bool revalidate_always = false;
+    uint16_t status = 0;
+    uint32_t uses = 0;        // requests since the node was made
+    uint32_t stale_while_revalidate = 0;
+    uint32_t stale_if_error = 0;
+    time_t valid_until = 0;
+    time_t fill_until = 0;    // a request fills the entry until then (0: none)
+    time_t update_until = 0;  // a request refreshes it until then (0: none)
+    uint64_t fs_size = 0;     // bytes on disk
+};
+
+// What a completed (or revalidated) file says, for its node.
+struct Stored {
+    time_t valid_until = 0;
+    uint32_t stale_while_revalidate = 0;
+    uint32_t stale_if_error = 0;
+    uint16_t status = 0;
+    bool revalidate_always = false;
+    uint64_t fs_size = 0;
+};
+
+struct IndexStats {
+    uint64_t entries = 0;   // nodes with a file
+    uint64_t nodes = 0;
+    uint64_t size = 0;      // bytes on disk, as recorded
+    bool loaded = false;    // the loader went through the directory
+};
+
+class Index {
+public:
+    // The index in zone `z`, made empty or found again (see the top).
+    // The error says the zone cannot hold even an empty index.
+    static Result<Index> attach(shm::Zone& z);
+
+    // How many nodes a zone of `size` bytes holds, about (for the docs
+    // and the checks at configuration time).
+    static size_t capacity(size_t zone_size);
+
+    // A request for `h` at `now`: counts the use, moves it to the recent
+    // end, pushes its inactivity deadline to now + inactive. Makes the
+    // node when there is none (so that min_uses counts), evicting as
+    // said at the top; `evicted` receives the hashes whose files must go.
+    NodeInfo lookup(const Hash& h, time_t now, time_t inactive, std::vector<Hash>& evicted);
+    // The node as it is, changing nothing.
+    NodeInfo peek(const Hash& h);
+
+    // proxy_cache_lock: the right to fill `h` until `until`. False when
+    // another request holds it (and `until` of theirs has not passed).
+    bool claim_fill(const Hash& h, time_t now, time_t until);
+    // Updating a stale entry: one request refreshes it, until `until`.
+    bool claim_update(const Hash& h, time_t now, time_t until);
+    // The file is complete (or was revalidated): the node says so; the
+    // fill and update claims end. `evicted` as for lookup().
+    void stored(const Hash& h, const Stored& s, time_t now, time_t inactive, std::vector<Hash>& evicted);
+    // The fill or update ended without a new file: the claims end, the
+    // node is otherwise unchanged.
+    void release(const Hash& h);
+    // The file is gone or unusable: the node forgets it (purge, a file
+    // that did not parse). True when there was a file.
+    bool forget(const Hash& h);
+
+    // The cache manager: nodes inactive since `now`, then the least
+    // recently used while the recorded size exceeds `max_size`, up to
+    // `max` of them; never a node being filled. Their hashes go to
+    // `victims` (the manager removes the files).
+    void evict(time_t now, uint64_t max_size, size_t max, std::vector<Hash>& victims);
+    // The cache loader: a file found on disk. Keeps a node that requests
+    // made meanwhile.
+    void loaded(const Hash& h, const Stored& s, time_t now, time_t inactive, std::vector<Hash>& evicted);
+    void set_loaded();
+
+    IndexStats stats();
+
+    struct Root;  // in the pool; see index.cc
+
+private:
+    Index(shm::Zone* z, shm::Pool* pool, Root* root) : zone_(z), pool_(pool), root_(root) {}
+    Root& locked(shm::Guard& g);
+
+    shm::Zone* zone_;  // owner: the zone registry; outlives every worker
+    shm::Pool* pool_;
+    Root* root_;
+};
+
+}  // namespace gatehouse::cache
