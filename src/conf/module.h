@@ -26,6 +26,7 @@
 
 #include "conf/fwd.h"
 #include "conf/parser.h"
+#include "conf/process_spec.h"
 #include "conf/values.h"
 #include "core/arena.h"
 #include "core/result.h"
@@ -161,6 +162,10 @@ struct Module {
     // master binds them (or takes them over from the running generation
     // or an old binary) and every worker accepts on them.
     void (*listens)(const Roots& g, std::vector<event::ListenSpec>& out) = nullptr;
+    // Master, while it loads a generation: the processes it needs besides
+    // the workers (appended to `out`; see conf/process_spec.h), started
+    // after the workers, with their user.
+    void (*processes)(const Roots& g, std::vector<ProcessSpec>& out) = nullptr;
     // Master, once a generation has loaded and before its workers fork:
     // what must exist before any worker runs (directories, files), owned
     // by `workers` when set, so that they can write there. An error is

@@ -47,8 +47,10 @@ Result<std::unique_ptr<Cycle>> load_cycle(const LoadOptions& o) {
         else
             c->error_log.add(spec.path, spec.level);
     }
-    for (const conf::Module* m : modules)
+    for (const conf::Module* m : modules) {
         if (m->listens) m->listens(c->roots, c->listens);
+        if (m->processes) m->processes(c->roots, c->processes);
+    }
     return c;
 }
 

@@ -42,6 +42,8 @@ public:
     conf::Roots roots{};
     // The listening sockets the modules asked for (conf::Module::listens).
     std::vector<event::ListenSpec> listens;
+    // The processes besides the workers (conf::Module::processes).
+    std::vector<conf::ProcessSpec> processes;
     log::ErrorLog error_log;
     // The shared memory zones this generation declared, mapped before the
     // workers fork; kept or unmapped with the generation (see core/shm.h).

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/log.h"
+#include "process/helper.h"
 #include "process/listening.h"
 #include "process/proctitle.h"
 #include "process/signals.h"
@@ -91,7 +92,13 @@ struct Worker {
     int slot = 0;
     bool exiting = false;  // told to quit: not respawned
     const Cycle* cycle = nullptr;
+    int helper = -1;       // not a worker: cycle->processes[helper]
 };
+
+// "worker process", or the helper's title, for log lines.
+std::string_view title_of(const Worker& w) {
+    return w.helper >= 0 ? w.cycle->processes[static_cast<size_t>(w.helper)].title : "worker process";
+}
 
 // The master's view of what runs: the current generation, its sockets,
 // and every worker alive (old generations' workers finishing too).
@@ -124,8 +131,10 @@ int worker_count(const Cycle& c) {
 }
 
 bool spawn(Master& m, int slot);
+bool spawn_helper(Master& m, int index);
 
-// A whole set of workers for the current generation.
+// A whole set of workers for the current generation, then the processes
+// its modules asked for.
 void start_workers(Master& m) {
     const int n = worker_count(*m.cycle);
     const auto& aff = m.cycle->core().worker_cpu_affinity;
@@ -133,6 +142,25 @@ void start_workers(Master& m) {
         GH_LOG(Warn, "the number of \"worker_processes\" is not equal to the number of \"worker_cpu_affinity\" "
                      "masks, using last mask for remaining worker processes");
     for (int i = 0; i < n; ++i) spawn(m, i);
+    for (size_t i = 0; i < m.cycle->processes.size(); ++i) spawn_helper(m, static_cast<int>(i));
+}
+
+bool spawn_helper(Master& m, int index) {
+    const conf::ProcessSpec& p = m.cycle->processes[static_cast<size_t>(index)];
+    pid_t pid = ::fork();
+    if (pid < 0) {
+        GH_LOG_ERRNO(Alert, errno, "fork() failed while spawning \"%.*s\"", static_cast<int>(p.title.size()),
+                     p.title.data());
+        return false;
+    }
+    if (pid == 0) {
+        m.old_cycles.clear();
+        set_proctitle(std::string(p.title));
+        ::_exit(helper_main(*m.cycle, p));
+    }
+    GH_LOG(Notice, "start %.*s %d", static_cast<int>(p.title.size()), p.title.data(), static_cast<int>(pid));
+    m.workers.push_back({pid, -1, false, m.cycle.get(), index});
+    return true;
 }
 
 bool spawn(Master& m, int slot) {
@@ -206,13 +234,31 @@ void reap(Master& m) {
             // workers before the master marks them exiting. A signal is a
             // crash or a kill [nginx logs both so]; another code, a worker
             // that failed (nginx says notice; an operator wants to know).
+            const std::string_view title = title_of(w);
+            const int tl = static_cast<int>(title.size());
             if (WIFSIGNALED(status))
-                GH_LOG(Alert, "worker process %d exited on signal %d%s", static_cast<int>(pid), WTERMSIG(status),
-                       WCOREDUMP(status) ? " (core dumped)" : "");
+                GH_LOG(Alert, "%.*s %d exited on signal %d%s", tl, title.data(), static_cast<int>(pid),
+                       WTERMSIG(status), WCOREDUMP(status) ? " (core dumped)" : "");
             else if (WEXITSTATUS(status) != 0)
-                GH_LOG(Alert, "worker process %d exited with code %d", static_cast<int>(pid), WEXITSTATUS(status));
+                GH_LOG(Alert, "%.*s %d exited with code %d", tl, title.data(), static_cast<int>(pid),
+                       WEXITSTATUS(status));
             else
-                GH_LOG(Notice, "worker process %d exited with code 0", static_cast<int>(pid));
+                GH_LOG(Notice, "%.*s %d exited with code 0", tl, title.data(), static_cast<int>(pid));
+            if (w.helper >= 0) {
+                // A helper that is done (code 0) stays done; one that
+                // died is replaced, as a worker is.
+                const bool died = WIFSIGNALED(status) || WEXITSTATUS(status) != 0;
+                const auto& spec = w.cycle->processes[static_cast<size_t>(w.helper)];
+                if (died && spec.respawn && !w.exiting && w.cycle == m.cycle.get() && !g_terminate && !g_quit &&
+                    !m.stopping) {
+                    if (WIFEXITED(status) && WEXITSTATUS(status) == 2)
+                        GH_LOG(Alert, "%.*s %d could not start, not respawning", tl, title.data(),
+                               static_cast<int>(pid));
+                    else
+                        spawn_helper(m, w.helper);
+                }
+                break;
+            }
             // A worker of the current generation that died unasked is
             // replaced at once; exit code 2 means it could not start at all.
             if (!w.exiting && w.cycle == m.cycle.get() && !g_terminate && !g_quit && !m.noaccepting && !m.stopping) {

@@ -108,6 +108,8 @@ void set_cpu_affinity(const CoreConf& cc, int slot) {
     GH_LOG(Notice, "sched_setaffinity(): using cpu #%s", cpus.c_str());
 }
 
+}  // namespace
+
 // A worker of a master running as root becomes the workers' user
 // (CoreConf::worker_user). The single process of "master_process off" is
 // the master itself: as nginx's, it keeps its user unless "user" says
@@ -125,8 +127,6 @@ Status drop_privileges(const CoreConf& cc, bool forked) {
     if (::setuid(u.uid) != 0) return failed("setuid(" + std::to_string(u.uid) + ")");
     return {};
 }
-
-}  // namespace
 
 int worker_main(const Cycle& cycle, const std::vector<Listening>& ls, int slot, bool forked) {
     struct sigaction sa {};

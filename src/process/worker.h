@@ -15,4 +15,9 @@ namespace gatehouse::process {
 // single-process mode, where the master itself calls it.
 int worker_main(const Cycle& cycle, const std::vector<Listening>& ls, int slot, bool forked);
 
+// A forked process of a master running as root becomes the workers' user
+// and group (CoreConf::worker_user); `forked` false (single-process mode)
+// keeps the master's unless "user" was given. The error names the call.
+Status drop_privileges(const CoreConf& cc, bool forked);
+
 }  // namespace gatehouse::process
