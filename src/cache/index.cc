@@ -210,20 +210,28 @@ NodeInfo Index::lookup(const Hash& h, time_t now, time_t inactive, std::vector<H
     Node* n = find(p, r, h);
     if (!n) {
         n = make(p, r, h, now, evicted);
-        if (!n) return {};
+        if (!n) {
+            NodeInfo none;
+            none.cold = !r.loaded;
+            return none;
+        }
     } else {
         lru_unlink(p, r, n);
         lru_append(p, r, n);
     }
     if (n->uses < UINT32_MAX) ++n->uses;
     n->expire = now + inactive;
-    return info(n);
+    NodeInfo i = info(n);
+    i.cold = !r.loaded;
+    return i;
 }
 
 NodeInfo Index::peek(const Hash& h) {
     shm::Guard g(pool_->mutex());
     Root& r = locked(g);
-    return info(find(*pool_, r, h));
+    NodeInfo i = info(find(*pool_, r, h));
+    i.cold = !r.loaded;
+    return i;
 }
 
 bool Index::claim_fill(const Hash& h, time_t now, time_t until) {

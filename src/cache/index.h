@@ -47,6 +47,9 @@ namespace gatehouse::cache {
 struct NodeInfo {
     bool known = false;       // the index has a node (maybe without a file)
     bool exists = false;      // a complete file is on disk
+    // The index may not know every file yet (the loader has not finished,
+    // or the index was reset): a node without a file may still have one.
+    bool cold = false;
     bool revalidate_always = false;
     uint16_t status = 0;
     uint32_t uses = 0;        // requests since the node was made

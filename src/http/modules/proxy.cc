@@ -470,9 +470,14 @@ Status set_ignore_headers(Ctx& cx, const Node& n, ProxyConf& pc) {
         for (std::string_view k : kKnown)
             if (iequals(a.text, k)) known = true;
         if (!known) return cx.error(n, "invalid value \"" + a.text + "\"");
-        // The others concern caching and X-Accel-Redirect, which this proxy
-        // does not act on: ignoring them changes nothing.
-        if (iequals(a.text, "X-Accel-Buffering")) mask |= proxy::kIgnoreXAccelBuffering;
+        // X-Accel-Redirect, -Limit-Rate and -Charset are not acted on:
+        // ignoring them changes nothing.
+        static constexpr std::pair<std::string_view, uint8_t> kBits[] = {
+            {"X-Accel-Buffering", proxy::kIgnoreXAccelBuffering}, {"X-Accel-Expires", proxy::kIgnoreXAccelExpires},
+            {"Expires", proxy::kIgnoreExpires},       {"Cache-Control", proxy::kIgnoreCacheControl},
+            {"Set-Cookie", proxy::kIgnoreSetCookie},  {"Vary", proxy::kIgnoreVary}};
+        for (const auto& [name, bit] : kBits)
+            if (iequals(a.text, name)) mask |= bit;
     }
     pc.ignore_headers = mask;
     return {};

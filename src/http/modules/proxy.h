@@ -175,6 +175,12 @@ struct Redirect {
 // "proxy_ignore_headers" fields this proxy acts on.
 enum IgnoreHeaders : uint8_t {
     kIgnoreXAccelBuffering = 1 << 0,
+    // The cache's (proxy_cache.cc hands them to cache_policy.h).
+    kIgnoreXAccelExpires = 1 << 1,
+    kIgnoreExpires = 1 << 2,
+    kIgnoreCacheControl = 1 << 3,
+    kIgnoreSetCookie = 1 << 4,
+    kIgnoreVary = 1 << 5,
 };
 
 }  // namespace proxy
@@ -260,6 +266,12 @@ struct HeadInputs {
     // The body's framing: a length (maybe 0), chunked, or none at all.
     std::optional<uint64_t> body_length;
     bool body_chunked = false;
+    // A cached location wants the whole current response: the client's
+    // conditionals and Range stay out (they apply to what the cache
+    // answers), and a revalidation sends the entry's validators.
+    bool drop_conditionals = false;
+    std::string_view if_none_match;
+    std::string_view if_modified_since;
 };
 
 // A request head for the origin, by nginx's rules: the request line in
@@ -269,7 +281,8 @@ struct HeadInputs {
 // then the body's framing, then the client's fields unless
 // proxy_pass_request_headers is off, without hop-by-hop ones (those
 // is_hop_by_hop_request() names and those the client's Connection
-// lists), Host, and those proxy_set_header replaced.
+// lists), Host, and those proxy_set_header replaced (and the
+// conditionals and Range when HeadInputs says so), then the validators.
 struct OriginRequest {
     std::string_view head;  // in the request arena
     std::string_view uri;

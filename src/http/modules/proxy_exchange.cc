@@ -13,6 +13,7 @@
 #include "http/body.h"
 #include "http/core_module.h"
 #include "http/head_text.h"
+#include "http/modules/proxy_cache.h"
 #include "http/output.h"
 #include "http/phases.h"
 #include "http/static_module.h"
@@ -38,6 +39,13 @@ upstream::ClientConf client_conf(const ProxyConf& pc, const Pass& pass) {
     c.next_upstream_timeout = *pc.next_upstream_timeout;
     c.tls = pass.tls ? &pass.tls->settings : nullptr;
     return c;
+}
+
+// What a cached location keeps from the origin [nginx's cache headers].
+bool is_conditional(std::string_view name) {
+    return iequals(name, "If-Modified-Since") || iequals(name, "If-Unmodified-Since") ||
+           iequals(name, "If-None-Match") || iequals(name, "If-Match") || iequals(name, "Range") ||
+           iequals(name, "If-Range");
 }
 
 }  // namespace
@@ -127,9 +135,12 @@ OriginRequest build_request_head(Request& r, const ProxyConf& pc, const HeadInpu
                 for (const SetHeader& s : *set)
                     if (iequals(s.name, f.name)) replaced = true;
             if (replaced || named_by_connection(f.name)) continue;
+            if (in.drop_conditionals && is_conditional(f.name)) continue;
             field(f.name, f.value);
         }
     }
+    if (!in.if_none_match.empty()) field("If-None-Match", in.if_none_match);
+    if (!in.if_modified_since.empty()) field("If-Modified-Since", in.if_modified_since);
     h += "\r\n";
     o.head = r.arena().dup(h);
     return o;
@@ -150,7 +161,8 @@ Exchange::Exchange(Request& r, const ProxyConf& pc, const Pass& pass, upstream::
       has_uri_(url.has_uri),
       cc_(client_conf(pc, pass)),
       client_(u, cc_, *this, log, r.mem()),
-      kick_(event::Callback::to<&Exchange::respond_error>(this)) {}
+      kick_(event::Callback::to<&Exchange::respond_error>(this)),
+      served_(event::Callback::to<&Exchange::respond_cached>(this)) {}
 
 Next Exchange::start() {
     method_ = pc_.method ? pc_.method->eval(r_) : r_.method;
@@ -161,6 +173,33 @@ Next Exchange::start() {
                static_cast<int>(std::min<size_t>(method_.size(), 64)), method_.data());
         return respond_status(r_, 500);
     }
+    if (Next n = proxy_cache::Front::begin(r_, pc_, pass_, host_header_, cache_resume, &cache_);
+        n != Next::Decline && n != Next::Proceed)
+        return n;
+    if (cache_) method_ = cache_->method(method_);
+    return go_origin();
+}
+
+// proxy_cache_lock: the request that waited for another's fill goes on.
+void Exchange::cache_resume(Request& r, Next n) {
+    auto* ex = r.ctx<Exchange>(proxy_module);
+    if (!ex) return;
+    if (n == Next::Proceed) {
+        if (ex->cache_) ex->method_ = ex->cache_->method(ex->method_);
+        n = ex->go_origin();
+    }
+    continue_request(r, n);
+}
+
+// The cache answered instead of the origin (stale, revalidated): from
+// served_, out of the Client's step.
+void Exchange::respond_cached() {
+    log::Scope scope(&r_.log_ctx);
+    on_output_drained(r_, nullptr);
+    continue_request(r_, Next::Respond);
+}
+
+Next Exchange::go_origin() {
     // Lines about the request name the origin from now on, as nginx's.
     r_.upstream = &client_;
     const bool chunked = r_.has_body && !r_.content_length;
@@ -252,6 +291,11 @@ void Exchange::prepare(upstream::Client& c) {
                 else in.body_length = r_.content_length;
                 break;
         }
+        if (cache_) {
+            in.drop_conditionals = true;
+            in.if_none_match = cache_->if_none_match();
+            in.if_modified_since = cache_->if_modified_since();
+        }
         request_ = build_request_head(r_, pc_, in);
     }
     c.out.head = request_.head;
@@ -269,6 +313,14 @@ void Exchange::resume_body(upstream::Client&) { http::resume_body(r_); }
 
 upstream::Hooks::Head Exchange::on_head(upstream::Client& c, const StatusHead& h) {
     const int status = h.status;
+    if (cache_ && status != 101) {
+        proxy_cache::OriginHead oh{status, h.reason, log_.headers};
+        if (cache_->on_head(oh) != proxy_cache::Front::Verdict::Pass) {
+            // r.out and r.body are the entry's.
+            event::worker_loop().post(served_);
+            return Head::Stop;
+        }
+    }
     if (status >= 300 && status != 101 && *pc_.intercept_errors) {
         const auto& lc = r_.loc_conf<LocConf>(http_core_module);
         for (const ErrorPage& ep : lc.error_pages)
@@ -283,6 +335,7 @@ upstream::Hooks::Head Exchange::on_head(upstream::Client& c, const StatusHead& h
     }
     std::optional<bool> accel;
     copy_response_head(r_, pc_, pass_, status, h.reason, log_.headers, h.framing, &accel);
+    if (cache_) cache_->after_head();
     if (accel) c.set_buffering(*accel);
     on_output_drained(r_, drained_cb);
     if (status == 101) r_.out.content_length.reset();
@@ -299,6 +352,7 @@ upstream::Hooks::Head Exchange::on_head(upstream::Client& c, const StatusHead& h
 }
 
 bool Exchange::on_body(upstream::Client&, Chain& data) {
+    if (cache_) cache_->on_body(data);
     if (send_body(r_, data) == Flow::Fail) {
         r_.stream().abort();
         return false;
@@ -311,6 +365,10 @@ size_t Exchange::downstream_pending() { return output_pending(r_); }
 bool Exchange::gone() { return r_.stream().closed(); }
 
 void Exchange::on_error(upstream::Client&, int status) {
+    if (cache_ && cache_->on_error(status, status == 504)) {
+        respond_cached();
+        return;
+    }
     err_status_ = status;
     respond_error();
 }
@@ -319,6 +377,7 @@ void Exchange::on_error(upstream::Client&, int status) {
 // body's proper end (no last chunk, fewer bytes than Content-Length), so
 // the client cannot take it for complete.
 void Exchange::on_truncated(upstream::Client&) {
+    if (cache_) cache_->on_truncated();
     on_output_drained(r_, nullptr);
     r_.stream().abort();
 }

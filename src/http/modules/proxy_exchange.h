@@ -22,6 +22,10 @@
 #include "http/request.h"
 #include "upstream/client.h"
 
+namespace gatehouse::http::proxy_cache {
+class Front;
+}
+
 namespace gatehouse::http::proxy {
 
 class Exchange final : public upstream::Hooks {
@@ -59,7 +63,10 @@ private:
     static void body_read(Request& r);
     static bool streamed_sink(Request& r, Chain& piece);
     static void drained_cb(Request& r);
+    static void cache_resume(Request& r, Next n);
+    Next go_origin();      // the body (when buffered), then the Client
     void respond_error();  // from kick_: err_status_ or its error_page
+    void respond_cached(); // from served_: the cache's answer
 
     Request& r_;
     const ProxyConf& pc_;
@@ -74,7 +81,11 @@ private:
     upstream::ClientConf cc_;
     upstream::Client client_;
     event::Event kick_;
+    event::Event served_;
     int err_status_ = 0;
+    // proxy_cache: the cache's part, when the location caches this
+    // request (owner: the request arena).
+    proxy_cache::Front* cache_ = nullptr;
 
     std::string_view method_;
     upstream::BodyMode body_mode_ = upstream::BodyMode::None;

@@ -1,0 +1,1327 @@
+#include "http/modules/proxy_cache.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <string>
+
+#include "cache/entry.h"
+#include "core/log.h"
+#include "core/shm.h"
+#include "core/str.h"
+#include "event/worker.h"
+#include "http/conditional.h"
+#include "http/body.h"
+#include "http/core_module.h"
+#include "http/modules/proxy.h"
+#include "http/output.h"
+#include "http/phases.h"
+#include "http/request.h"
+#include "http/static_module.h"
+
+namespace gatehouse::http {
+
+using conf::Ctx;
+using conf::Node;
+
+namespace proxy_cache {
+
+std::string_view status_name(CacheStatus s) {
+    switch (s) {
+        case CacheStatus::None: return {};
+        case CacheStatus::Miss: return "MISS";
+        case CacheStatus::Bypass: return "BYPASS";
+        case CacheStatus::Expired: return "EXPIRED";
+        case CacheStatus::Stale: return "STALE";
+        case CacheStatus::Updating: return "UPDATING";
+        case CacheStatus::Revalidated: return "REVALIDATED";
+        case CacheStatus::Hit: return "HIT";
+    }
+    return {};
+}
+
+namespace {
+
+// How often a request waiting for another's fill looks at the index:
+// short, as the wait is for one response; nginx looks every 500 ms.
+constexpr std::chrono::milliseconds kLockPoll{20};
+// What a header read takes first: most entries' heads fit.
+constexpr size_t kFirstRead = 4096;
+
+time_t wall_now() { return static_cast<time_t>(event::worker_loop().wall().sec); }
+
+// proxy_cache_bypass, proxy_no_cache, proxy_cache_purge: any value that
+// is neither empty nor "0" says yes.
+bool any_set(Request& r, const std::vector<ComplexValue>* list) {
+    if (!list) return false;
+    for (const ComplexValue& v : *list) {
+        std::string_view s = v.eval(r);
+        if (!s.empty() && s != "0") return true;
+    }
+    return false;
+}
+
+void remove_files(CachePath& cp, const std::vector<cache::Hash>& hs) {
+    for (const cache::Hash& h : hs) {
+        std::string p = cache::entry_path(cp.path, cp.levels, h);
+        if (::unlink(p.c_str()) != 0 && errno != ENOENT)
+            GH_LOG_ERRNO(Crit, errno, "unlink() \"%s\" failed", p.c_str());
+    }
+}
+
+bool is_stored_hop(std::string_view name) {
+    // The framing is redone from the body's length when served; the
+    // hop-by-hop fields were the origin connection's.
+    return proxy::is_hop_by_hop_response(name);
+}
+
+// The head an entry keeps: the status line and the origin's fields, in
+// order, CRLF-separated.
+std::string stored_head(const OriginHead& h) {
+    std::string out = "HTTP/1.1 " + std::to_string(h.status);
+    out += ' ';
+    out += h.reason.empty() ? reason_phrase(h.status) : h.reason;
+    out += "\r\n";
+    for (const auto& f : h.fields) {
+        if (is_stored_hop(f.name)) continue;
+        out += f.name;
+        out += ": ";
+        out += f.value;
+        out += "\r\n";
+    }
+    out += "\r\n";
+    return out;
+}
+
+std::string_view find_field(std::span<const upstream::TryLog::Field> fields, std::string_view name) {
+    for (const auto& f : fields)
+        if (iequals(f.name, name)) return f.value;
+    return {};
+}
+
+bool status_listed(uint16_t use_stale, int status) {
+    switch (status) {
+        case 500: return use_stale & kStaleHttp500;
+        case 502: return use_stale & kStaleHttp502;
+        case 503: return use_stale & kStaleHttp503;
+        case 504: return use_stale & kStaleHttp504;
+        case 403: return use_stale & kStaleHttp403;
+        case 404: return use_stale & kStaleHttp404;
+        case 429: return use_stale & kStaleHttp429;
+        default: return false;
+    }
+}
+
+uint8_t cache_ignore_bits(const ProxyConf& pc) {
+    const uint8_t p = pc.ignore_headers.value_or(0);
+    uint8_t out = 0;
+    if (p & proxy::kIgnoreXAccelExpires) out |= kIgnoreXAccelExpires;
+    if (p & proxy::kIgnoreExpires) out |= kIgnoreExpires;
+    if (p & proxy::kIgnoreCacheControl) out |= kIgnoreCacheControl;
+    if (p & proxy::kIgnoreSetCookie) out |= kIgnoreSetCookie;
+    if (p & proxy::kIgnoreVary) out |= kIgnoreVary;
+    return out;
+}
+
+// The header of the entry file `fd` of `size` bytes, read into `buf`.
+Result<cache::Entry> read_header(int fd, uint64_t size, std::string& buf) {
+    buf.resize(std::min<size_t>(kFirstRead, static_cast<size_t>(size)));
+    ssize_t n = ::pread(fd, buf.data(), buf.size(), 0);
+    if (n <= 0) return make_error("cache file is cut short");
+    std::span<const char> got(buf.data(), static_cast<size_t>(n));
+    auto need = cache::header_length(got);
+    if (need && *need > got.size() && *need <= size) {
+        buf.resize(*need);
+        n = ::pread(fd, buf.data(), buf.size(), 0);
+        got = std::span<const char>(buf.data(), n < 0 ? 0 : static_cast<size_t>(n));
+    }
+    return cache::parse_header(got, size);
+}
+
+int open_read(const std::string& path) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOATIME);
+    // O_NOATIME is refused for another user's file.
+    if (fd < 0 && errno == EPERM) fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    return fd;
+}
+
+// Every entry of the cache whose key starts with `prefix` is removed:
+// true when there was one. It reads the header of every file in the
+// directory, in this worker, once per such purge.
+bool purge_prefix(CachePath& cp, std::string_view prefix) {
+    bool any = false;
+    std::vector<std::string> dirs{cp.path};
+    std::string buf;
+    while (!dirs.empty()) {
+        std::string d = std::move(dirs.back());
+        dirs.pop_back();
+        DIR* dir = ::opendir(d.c_str());
+        if (!dir) continue;
+        while (dirent* de = ::readdir(dir)) {
+            std::string_view name = de->d_name;
+            if (name == "." || name == "..") continue;
+            std::string p = d + "/" + std::string(name);
+            if (de->d_type == DT_DIR) {
+                dirs.push_back(std::move(p));
+                continue;
+            }
+            cache::Hash h;
+            if (!cache::parse_hex(name, h)) continue;
+            int fd = open_read(p);
+            if (fd < 0) continue;
+            struct stat st;
+            Result<cache::Entry> e = make_error("");
+            if (::fstat(fd, &st) == 0) e = read_header(fd, static_cast<uint64_t>(st.st_size), buf);
+            ::close(fd);
+            if (!e || e->key.substr(0, prefix.size()) != prefix) continue;
+            if (::unlink(p.c_str()) == 0) any = true;
+            cp.index->forget(h);
+        }
+        ::closedir(dir);
+    }
+    return any;
+}
+
+std::string_view trim(std::string_view s) {
+    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+    return s;
+}
+
+std::string_view request_field(const Request& r, std::string_view name) {
+    for (const HeaderField& f : r.headers)
+        if (iequals(f.name, name)) return f.value;
+    return {};
+}
+
+// The request's values of the fields a Vary value names, as one hash: the
+// variant a response with that Vary was stored for (names are compared
+// without case; a field the request lacks counts as empty).
+cache::Hash variant_of(const Request& r, std::string_view vary) {
+    std::string text;
+    size_t i = 0;
+    while (i < vary.size()) {
+        size_t comma = vary.find(',', i);
+        if (comma == std::string_view::npos) comma = vary.size();
+        std::string_view name = trim(vary.substr(i, comma - i));
+        i = comma + 1;
+        if (name.empty()) continue;
+        for (char c : name) text += static_cast<char>(ascii_lower(c));
+        text += ':';
+        bool first = true;
+        for (const HeaderField& f : r.headers)
+            if (iequals(f.name, name)) {
+                if (!first) text += ',';
+                text += f.value;
+                first = false;
+            }
+        text += '\n';
+    }
+    return cache::hash_key(text);
+}
+
+}  // namespace
+
+// ---- the steps ---------------------------------------------------------------------------
+
+struct Front::Impl {
+    // Opens and checks the entry's file; on success the entry is the
+    // Front's (fd_, meta_...). A file that is not a valid entry of this
+    // key is removed and forgotten.
+    static bool open_entry(Front& f) {
+        std::string path = cache::entry_path(f.cp_.path, f.cp_.levels, f.hash_);
+        int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOATIME);
+        if (fd < 0 && errno == EPERM) fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            if (errno != ENOENT)
+                log_for_request(f.r_, log::Level::Crit, errno, "open() \"" + path + "\" failed");
+            f.cp_.index->forget(f.hash_);
+            return false;
+        }
+        struct stat st;
+        if (::fstat(fd, &st) != 0) {
+            ::close(fd);
+            return false;
+        }
+        Arena& a = f.r_.arena();
+        size_t want = std::min<size_t>(kFirstRead, static_cast<size_t>(st.st_size));
+        char* buf = static_cast<char*>(a.alloc(std::max<size_t>(want, 1), 1));
+        ssize_t n = ::pread(fd, buf, want, 0);
+        Result<cache::Entry> e = make_error("cache file is cut short");
+        if (n >= 0) {
+            std::span<const char> got(buf, static_cast<size_t>(n));
+            auto need = cache::header_length(got);
+            if (need && *need > got.size() && *need <= static_cast<size_t>(st.st_size)) {
+                buf = static_cast<char*>(a.alloc(*need, 1));
+                n = ::pread(fd, buf, *need, 0);
+                got = std::span<const char>(buf, n < 0 ? 0 : static_cast<size_t>(n));
+            }
+            e = cache::parse_header(got, static_cast<uint64_t>(st.st_size));
+        }
+        if (!e || e->key != f.key_) {
+            // Another key with the same hash (a collision) is a miss; a bad
+            // file goes.
+            if (!e) {
+                log_for_request(f.r_, log::Level::Crit, 0, e.error().message + " \"" + path + "\"");
+                ::unlink(path.c_str());
+            }
+            ::close(fd);
+            f.cp_.index->forget(f.hash_);
+            return false;
+        }
+        if (!e->vary.empty() && !(cache_ignore_bits(*f.pc_) & kIgnoreVary)) {
+            const cache::Hash v = variant_of(f.r_, e->vary);
+            if (v != e->meta.variant) {
+                // Another variant. The first entry of a key is found at the
+                // key's hash; the others at the hash of the key and their
+                // variant [nginx's secondary keys].
+                ::close(fd);
+                if (f.secondary_) return false;
+                f.secondary_ = true;
+                const auto x = cache::hex(v);
+                f.key_ = f.r_.arena().dup(std::string(f.key_) + "\n" + std::string(x.data(), x.size()));
+                f.hash_ = cache::hash_key(f.key_);
+                std::vector<cache::Hash> ev;
+                cache::NodeInfo n = f.cp_.index->lookup(f.hash_, f.now_, f.cp_.inactive, ev);
+                remove_files(f.cp_, ev);
+                return (n.exists || n.cold || !n.known) && open_entry(f);
+            }
+        }
+        f.fd_ = fd;
+        f.r_.add_fd(fd);  // closed with the request, whatever happens
+        f.file_size_ = static_cast<uint64_t>(st.st_size);
+        f.have_entry_ = true;
+        f.meta_ = e->meta;
+        f.entry_head_ = e->head;
+        f.entry_etag_ = e->etag;
+        f.entry_vary_ = e->vary;
+        f.body_start_ = e->body_start;
+        // A node the loader has not reached yet (or reset) learns of it.
+        cache::Stored s;
+        s.valid_until = e->meta.valid_until;
+        s.stale_while_revalidate = e->meta.stale_while_revalidate;
+        s.stale_if_error = e->meta.stale_if_error;
+        s.status = static_cast<uint16_t>(e->meta.status);
+        s.revalidate_always = e->meta.flags & cache::kRevalidateAlways;
+        s.fs_size = f.file_size_;
+        std::vector<cache::Hash> ev;
+        f.cp_.index->loaded(f.hash_, s, f.now_, f.cp_.inactive, ev);
+        remove_files(f.cp_, ev);
+        return true;
+    }
+
+    // r.out and r.body from the entry, with `s` as $upstream_cache_status.
+    // False when the stored head does not parse (the entry is removed).
+    static bool serve(Front& f, CacheStatus s) {
+        Request& r = f.r_;
+        HeaderField small[32];
+        Limits lim;
+        lim.max_start_line = lim.max_header_line = lim.max_head = cache::kMaxHead;
+        ResponseParser p(lim, small);
+        ParseResult pr = p.parse(f.entry_head_);
+        if (pr.state != ParseState::Done) {
+            log_for_request(r, log::Level::Crit, 0, "cache file of key \"" + std::string(f.key_) +
+                                                        "\" has an invalid head: removed");
+            drop_entry(f);
+            return false;
+        }
+        const StatusHead& h = p.head();
+        auto* fields = r.arena().make<std::pmr::vector<upstream::TryLog::Field>>(r.mem());
+        fields->reserve(h.headers.size());
+        for (const HeaderField& x : h.headers) fields->push_back({x.name, x.value});
+        Framing fr;
+        fr.content_length = f.meta_.body_len;
+        std::optional<bool> accel;
+        proxy::copy_response_head(r, *f.pc_, *f.pass_, h.status, h.reason, *fields, fr, &accel);
+        r.out.content_length = f.meta_.body_len;
+        // Age: the time in the cache, and the origin's own (RFC 9111 4.2.3).
+        const int64_t age = std::max<int64_t>(0, f.now_ - f.meta_.stored_at) + f.meta_.age;
+        r.out.remove("Age");
+        r.out.headers.push_back({"Age", r.arena().dup(std::to_string(age))});
+        if (h.status == 200) r.out.accept_ranges = true;
+        Buf b;
+        if (f.meta_.body_len > 0)
+            b = Buf::file(f.fd_, static_cast<off_t>(f.body_start_),
+                          static_cast<off_t>(f.body_start_ + f.meta_.body_len));
+        b.last_buf = true;
+        r.use_sendfile = sendfile_enabled(r);
+        r.body.clear();
+        r.body.push(std::move(b));
+        f.status_ = s;
+        return true;
+    }
+
+    // proxy_cache_purge: the entry of the key goes (every entry whose key
+    // starts with it, for a key ending in "*"); 204, or 404 when there
+    // was none.
+    static Next purge(Front& f) {
+        bool found;
+        if (!f.key_.empty() && f.key_.back() == '*') {
+            found = purge_prefix(f.cp_, f.key_.substr(0, f.key_.size() - 1));
+        } else {
+            std::string path = cache::entry_path(f.cp_.path, f.cp_.levels, f.hash_);
+            found = ::unlink(path.c_str()) == 0;
+            f.cp_.index->forget(f.hash_);
+        }
+        return respond_status(f.r_, found ? 204 : 404);
+    }
+
+    static void drop_entry(Front& f) {
+        std::string path = cache::entry_path(f.cp_.path, f.cp_.levels, f.hash_);
+        ::unlink(path.c_str());
+        f.cp_.index->forget(f.hash_);
+        f.have_entry_ = false;
+    }
+
+    // The body of the origin's response goes to a temp file in the cache
+    // directory (the same file system: the rename that makes it the entry
+    // is atomic).
+    static void start_fill(Front& f, const OriginHead& h, const CacheVerdict& v) {
+        static uint64_t counter = 0;
+        const auto x = cache::hex(f.hash_);
+        f.tmp_path_ = f.cp_.path + "/" + std::string(x.data(), x.size()) + "." + std::to_string(::getpid()) + "." +
+                      std::to_string(++counter) + ".tmp";
+        int fd = ::open(f.tmp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0) {
+            log_for_request(f.r_, log::Level::Crit, errno, "open() \"" + f.tmp_path_ + "\" failed");
+            return;
+        }
+        cache::EntryMeta m;
+        m.valid_until = v.valid_until;
+        m.stored_at = f.now_;
+        m.age = v.age;
+        m.stale_while_revalidate = v.stale_while_revalidate;
+        m.stale_if_error = v.stale_if_error;
+        m.flags = v.revalidate_always ? uint32_t{cache::kRevalidateAlways} : 0;
+        m.status = static_cast<int16_t>(h.status);
+        std::string_view lm = find_field(h.fields, "Last-Modified");
+        m.last_modified = lm.empty() ? -1 : parse_http_date(lm);
+        std::string_view etag = find_field(h.fields, "ETag");
+        if (etag.size() > cache::kMaxEtag) etag = {};
+        std::string head = stored_head(h);
+        if (head.size() > cache::kMaxHead || f.key_.size() > cache::kMaxKey) {
+            ::close(fd);
+            ::unlink(f.tmp_path_.c_str());
+            return;
+        }
+        std::string_view vary;
+        if (!(cache_ignore_bits(*f.pc_) & kIgnoreVary)) vary = find_field(h.fields, "Vary");
+        if (vary.size() > cache::kMaxVary) {
+            ::close(fd);
+            ::unlink(f.tmp_path_.c_str());
+            return;
+        }
+        if (!vary.empty()) m.variant = variant_of(f.r_, vary);
+        std::string bytes = cache::serialize_header(m, f.key_, vary, etag, head);
+        if (!write_all(f, fd, bytes.data(), bytes.size())) return;
+        f.tmp_fd_ = fd;
+        f.body_written_ = 0;
+        f.pending_.valid_until = m.valid_until;
+        f.pending_.stale_while_revalidate = m.stale_while_revalidate;
+        f.pending_.stale_if_error = m.stale_if_error;
+        f.pending_.status = static_cast<uint16_t>(h.status);
+        f.pending_.revalidate_always = v.revalidate_always;
+        f.pending_.fs_size = bytes.size();
+    }
+
+    // Writes all of it, or drops the fill (a full disk only means the
+    // response is not stored).
+    static bool write_all(Front& f, int fd, const char* p, size_t n) {
+        while (n > 0) {
+            ssize_t w = ::write(fd, p, n);
+            if (w < 0 && errno == EINTR) continue;
+            if (w <= 0) {
+                log_for_request(f.r_, log::Level::Crit, errno, "write() \"" + f.tmp_path_ + "\" failed");
+                ::close(fd);
+                ::unlink(f.tmp_path_.c_str());
+                f.tmp_fd_ = -1;
+                return false;
+            }
+            p += w;
+            n -= static_cast<size_t>(w);
+        }
+        return true;
+    }
+
+    // A piece of the proxy's temp file into the fill: copy_file_range()
+    // where the kernel can (same file system), else through a buffer.
+    static bool copy_range(Front& f, int from, off_t pos, off_t last) {
+        bool plain = false;
+        char buf[16384];
+        while (pos < last) {
+            ssize_t n;
+            if (!plain) {
+                n = ::copy_file_range(from, &pos, f.tmp_fd_, nullptr, static_cast<size_t>(last - pos), 0);
+                if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)) {
+                    plain = true;
+                    continue;
+                }
+            } else {
+                n = ::pread(from, buf, std::min<size_t>(sizeof buf, static_cast<size_t>(last - pos)), pos);
+                if (n > 0) {
+                    if (!write_all(f, f.tmp_fd_, buf, static_cast<size_t>(n))) return false;
+                    pos += n;
+                }
+            }
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) {
+                log_for_request(f.r_, log::Level::Crit, n < 0 ? errno : 0,
+                                "copy to \"" + f.tmp_path_ + "\" failed");
+                drop_fill(f);
+                return false;
+            }
+        }
+        return true;
+    }
+
+    static void drop_fill(Front& f) {
+        if (f.tmp_fd_ >= 0) {
+            ::close(f.tmp_fd_);
+            ::unlink(f.tmp_path_.c_str());
+            f.tmp_fd_ = -1;
+        }
+    }
+
+    // The body is complete: its length into the header, then the rename
+    // makes the file the entry, at once for every worker.
+    static void finish_fill(Front& f) {
+        char len[8];
+        cache::encode_u64(f.body_written_, len);
+        if (::pwrite(f.tmp_fd_, len, 8, cache::kBodyLenOffset) != 8) {
+            log_for_request(f.r_, log::Level::Crit, errno, "pwrite() \"" + f.tmp_path_ + "\" failed");
+            drop_fill(f);
+            return;
+        }
+        ::close(f.tmp_fd_);
+        f.tmp_fd_ = -1;
+        std::string path = cache::entry_path(f.cp_.path, f.cp_.levels, f.hash_);
+        if (::rename(f.tmp_path_.c_str(), path.c_str()) != 0) {
+            if (errno == ENOENT && make_level_dirs(f)) {
+                if (::rename(f.tmp_path_.c_str(), path.c_str()) == 0) return stored(f);
+            }
+            log_for_request(f.r_, log::Level::Crit, errno,
+                            "rename() \"" + f.tmp_path_ + "\" to \"" + path + "\" failed");
+            ::unlink(f.tmp_path_.c_str());
+            return;
+        }
+        stored(f);
+    }
+
+    static bool make_level_dirs(Front& f) {
+        std::string dirs = cache::level_dirs(f.cp_.levels, f.hash_);
+        std::string p = f.cp_.path;
+        size_t i = 0;
+        while (i <= dirs.size()) {
+            size_t slash = dirs.find('/', i);
+            if (slash == std::string::npos) slash = dirs.size();
+            p += '/';
+            p.append(dirs, i, slash - i);
+            if (::mkdir(p.c_str(), 0700) != 0 && errno != EEXIST) return false;
+            i = slash + 1;
+        }
+        return true;
+    }
+
+    static void stored(Front& f) {
+        f.pending_.fs_size += f.body_written_;
+        std::vector<cache::Hash> ev;
+        f.cp_.index->stored(f.hash_, f.pending_, f.now_, f.cp_.inactive, ev);
+        f.fill_claimed_ = f.update_claimed_ = false;
+        remove_files(f.cp_, ev);
+    }
+
+    // proxy_cache_lock: another request fills the entry. Looks at the
+    // index until its file is there (served), the claim is gone or
+    // lapsed (this request goes to the origin; it may store if it can
+    // claim the fill), or proxy_cache_lock_timeout passed (to the origin,
+    // not stored) [nginx].
+    static void wait_tick(Front* fp) {
+        Front& f = *fp;
+        Request& r = f.r_;
+        log::Scope scope(&r.log_ctx);
+        f.now_ = wall_now();
+        cache::NodeInfo n = f.cp_.index->peek(f.hash_);
+        if (n.exists && open_entry(f)) {
+            if (f.now_ < f.meta_.valid_until && !(f.meta_.flags & cache::kRevalidateAlways) && serve(f, CacheStatus::Hit)) {
+                f.resume_(r, Next::Respond);
+                return;
+            }
+            f.have_entry_ = false;
+        }
+        const int64_t now_ms = event::worker_loop().now();
+        if (!n.known || n.fill_until <= f.now_) {
+            const time_t age = static_cast<time_t>(f.cl_.lock_age->count() / 1000);
+            f.fill_claimed_ = f.cp_.index->claim_fill(f.hash_, f.now_, f.now_ + std::max<time_t>(age, 1));
+            if (!f.fill_claimed_) f.store_allowed_ = false;
+            f.resume_(r, Next::Proceed);
+            return;
+        }
+        if (now_ms >= f.wait_until_) {
+            f.store_allowed_ = false;
+            f.resume_(r, Next::Proceed);
+            return;
+        }
+        event::worker_loop().arm(f.wait_timer_, kLockPoll);
+    }
+};
+
+Front::~Front() {
+    event::worker_loop().cancel(wait_timer_);
+    Impl::drop_fill(*this);
+    if (fill_claimed_ || update_claimed_) cp_.index->release(hash_);
+}
+
+// ---- begin -------------------------------------------------------------------------------
+
+namespace {
+
+CachePath* path_for(Request& r, const CacheLocConf& cl) {
+    if (!cl.path_value) return cl.path;
+    std::string_view name = cl.path_value->eval(r);
+    if (name.empty() || name == "off") return nullptr;
+    const auto& mc = r.main_conf<CacheMainConf>(proxy_cache_module);
+    for (CachePath* p : mc.paths)
+        if (p->zone_name == name) return p;
+    log_for_request(r, log::Level::Error, 0, "cache \"" + std::string(name) + "\" not found");
+    return nullptr;
+}
+
+std::string_view default_key(Request& r, std::string_view proxy_host) {
+    // $scheme$proxy_host$request_uri
+    std::pmr::string k(r.mem());
+    k += r.stream().tls() ? "https" : "http";
+    k += proxy_host;
+    k += r.unparsed_uri;
+    return r.arena().dup(k);
+}
+
+}  // namespace
+
+Next Front::begin(Request& r, const ProxyConf& pc, const proxy::Pass& pass, std::string_view proxy_host,
+                  void (*resume)(Request&, Next), Front** out) {
+    const auto& cl = r.loc_conf<CacheLocConf>(proxy_cache_module);
+    *out = nullptr;
+    if (!cl.enabled.value_or(false)) return Next::Decline;
+    CachePath* cp = path_for(r, cl);
+    if (!cp || !cp->index) return Next::Decline;
+    const bool purge = cl.purge && [&] {
+        std::string_view v = cl.purge->eval(r);
+        return !v.empty() && v != "0";
+    }();
+    const uint32_t bit = method_bit(r.method);
+    if (!purge && (!bit || !(*cl.methods & bit))) return Next::Decline;
+    if (!purge && *cl.max_range_offset != UINT64_MAX) {
+        // A range far into the response is not worth the whole of it
+        // first: proxied as asked, without the cache.
+        std::string_view range = request_field(r, "Range");
+        if (range.size() > 6 && range.substr(0, 6) == "bytes=") {
+            auto off = conf::parse_number(trim(range.substr(6, range.find('-') - 6)));
+            if (off && *off > *cl.max_range_offset) return Next::Decline;
+        }
+    }
+
+    Front* f = r.arena().make<Front>(r, *cp, cl);
+    f->pc_ = &pc;
+    f->pass_ = &pass;
+    f->resume_ = resume;
+    f->wait_timer_.cb = event::Callback::to<&Impl::wait_tick>(f);
+    f->now_ = wall_now();
+    f->key_ = cl.key ? cl.key->eval(r) : default_key(r, proxy_host);
+    f->hash_ = cache::hash_key(f->key_);
+    f->store_allowed_ = !any_set(r, cl.no_cache);
+    f->convert_head_ = *cl.convert_head && r.method == "HEAD";
+    *out = f;
+    r.set_ctx(proxy_cache_module, f);
+    if (purge) return Impl::purge(*f);
+
+    if (any_set(r, cl.bypass)) {
+        f->status_ = CacheStatus::Bypass;
+        return Next::Proceed;
+    }
+    std::vector<cache::Hash> evicted;
+    cache::NodeInfo n = cp->index->lookup(f->hash_, f->now_, cp->inactive, evicted);
+    remove_files(*cp, evicted);
+    if ((n.exists || n.cold || !n.known) && Impl::open_entry(*f)) {
+        const bool fresh = f->now_ < f->meta_.valid_until && !(f->meta_.flags & cache::kRevalidateAlways);
+        if (fresh && Impl::serve(*f, CacheStatus::Hit)) return Next::Respond;
+        if (f->have_entry_) {
+            // Stale. While another request refreshes it, serve it as it
+            // is when allowed: "updating", or the origin's
+            // stale-while-revalidate.
+            const bool swr = f->now_ < f->meta_.valid_until + static_cast<time_t>(f->meta_.stale_while_revalidate);
+            const bool may_serve_updating = (*cl.use_stale & kStaleUpdating) || swr;
+            const time_t until = f->now_ + std::max<time_t>(static_cast<time_t>(cl.lock_age->count() / 1000), 1);
+            f->update_claimed_ = cp->index->claim_update(f->hash_, f->now_, until);
+            if (!f->update_claimed_ && may_serve_updating && Impl::serve(*f, CacheStatus::Updating))
+                return Next::Respond;
+            f->status_ = CacheStatus::Expired;
+            if (*cl.revalidate && (!f->entry_etag_.empty() || f->meta_.last_modified >= 0)) f->revalidating_ = true;
+            return Next::Proceed;
+        }
+    }
+    f->status_ = CacheStatus::Miss;
+    if (n.uses < *cl.min_uses) {
+        f->store_allowed_ = false;
+        return Next::Proceed;
+    }
+    if (!*cl.lock) return Next::Proceed;
+    const time_t age = std::max<time_t>(static_cast<time_t>(cl.lock_age->count() / 1000), 1);
+    f->fill_claimed_ = cp->index->claim_fill(f->hash_, f->now_, f->now_ + age);
+    if (f->fill_claimed_) return Next::Proceed;
+    f->wait_until_ = event::worker_loop().now() + static_cast<int64_t>(cl.lock_timeout->count());
+    event::worker_loop().arm(f->wait_timer_, kLockPoll);
+    return Next::Suspend;
+}
+
+std::string_view Front::method(std::string_view m) const { return convert_head_ ? std::string_view("GET") : m; }
+
+bool Front::drops(std::string_view name) const {
+    // The cache wants the whole current response, whatever the client
+    // asked [nginx's proxy cache headers]; the client's conditionals and
+    // Range apply to what the cache then answers.
+    if (status_ == CacheStatus::Bypass && !store_allowed_) return false;
+    return iequals(name, "If-Modified-Since") || iequals(name, "If-Unmodified-Since") ||
+           iequals(name, "If-None-Match") || iequals(name, "If-Match") || iequals(name, "Range") ||
+           iequals(name, "If-Range");
+}
+
+std::string_view Front::if_none_match() const { return revalidating_ ? entry_etag_ : std::string_view(); }
+
+std::string_view Front::if_modified_since() const {
+    if (!revalidating_ || meta_.last_modified < 0) return {};
+    char buf[kHttpDateMax];
+    return r_.arena().dup(format_http_date(meta_.last_modified, buf));
+}
+
+Front::Verdict Front::on_head(const OriginHead& h) {
+    now_ = wall_now();
+    if (revalidating_ && h.status == 304 && have_entry_) {
+        // Still valid: the 304's freshness fields renew the entry's
+        // (RFC 9111 4.3.4); the stored head and body are served.
+        std::pmr::vector<CacheField> fields(r_.mem());
+        for (const auto& x : h.fields) fields.push_back({x.name, x.value});
+        const auto& cl = cl_;
+        CacheInput in;
+        in.status = meta_.status;
+        in.headers = fields;
+        in.now = now_;
+        in.ignore = cache_ignore_bits(*pc_);
+        if (cl.valid) in.valid = *cl.valid;
+        in.can_revalidate = true;
+        CacheVerdict v = cache_verdict(in);
+        if (v.store) {
+            meta_.valid_until = v.valid_until;
+            meta_.stored_at = now_;
+            meta_.age = v.age;
+            meta_.stale_while_revalidate = v.stale_while_revalidate;
+            meta_.stale_if_error = v.stale_if_error;
+            meta_.flags = v.revalidate_always ? uint32_t{cache::kRevalidateAlways} : 0;
+            refresh_meta();
+        }
+        if (Impl::serve(*this, CacheStatus::Revalidated)) return Verdict::FromCache;
+        return Verdict::Pass;
+    }
+    if (have_entry_ && status_listed(*cl_.use_stale, h.status) && Impl::serve(*this, CacheStatus::Stale))
+        return Verdict::Stale;
+    if (!store_allowed_ || h.status == 304) return Verdict::Pass;
+    std::pmr::vector<CacheField> fields(r_.mem());
+    for (const auto& x : h.fields) fields.push_back({x.name, x.value});
+    CacheInput in;
+    in.status = h.status;
+    in.headers = fields;
+    in.now = now_;
+    in.ignore = cache_ignore_bits(*pc_);
+    if (cl_.valid) in.valid = *cl_.valid;
+    in.can_revalidate = *cl_.revalidate;
+    CacheVerdict v = cache_verdict(in);
+    if (v.store) Impl::start_fill(*this, h, v);
+    return Verdict::Pass;
+}
+
+void Front::refresh_meta() {
+    // In place: the header's fixed part, the lengths unchanged.
+    std::string path = cache::entry_path(cp_.path, cp_.levels, hash_);
+    int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    std::string h = cache::serialize_header(meta_, key_, entry_vary_, entry_etag_, entry_head_);
+    // Only the fixed part: the rest is what the file has.
+    if (::pwrite(fd, h.data(), cache::kHeaderSize, 0) != static_cast<ssize_t>(cache::kHeaderSize))
+        log_for_request(r_, log::Level::Crit, errno, "pwrite() \"" + path + "\" failed");
+    ::close(fd);
+    cache::Stored s;
+    s.valid_until = meta_.valid_until;
+    s.stale_while_revalidate = meta_.stale_while_revalidate;
+    s.stale_if_error = meta_.stale_if_error;
+    s.status = static_cast<uint16_t>(meta_.status);
+    s.revalidate_always = meta_.flags & cache::kRevalidateAlways;
+    s.fs_size = file_size_;
+    std::vector<cache::Hash> ev;
+    cp_.index->stored(hash_, s, now_, cp_.inactive, ev);
+    fill_claimed_ = update_claimed_ = false;
+    remove_files(cp_, ev);
+}
+
+void Front::after_head() {
+    // A response the cache keeps may be cut into ranges, as a stored one.
+    if (tmp_fd_ >= 0 && r_.out.status == 200 && r_.out.content_length) r_.out.accept_ranges = true;
+    // With a length the fill is complete with its last byte: the client's
+    // answer (a range) may be over before the origin's end is seen.
+    expected_ = r_.out.content_length;
+}
+
+void Front::on_body(const Chain& data) {
+    if (tmp_fd_ < 0) return;
+    for (const Buf& b : data) {
+        if (b.empty()) continue;
+        if (b.in_file()) {
+            if (!Impl::copy_range(*this, b.fd, b.file_pos, b.file_last)) return;
+        } else if (!Impl::write_all(*this, tmp_fd_, b.pos, b.size())) {
+            return;
+        }
+        body_written_ += b.size();
+    }
+    if (data.last() || (expected_ && body_written_ == *expected_)) Impl::finish_fill(*this);
+}
+
+bool Front::on_error(int status, bool timeout) {
+    (void)status;
+    Impl::drop_fill(*this);
+    if (!have_entry_) return false;
+    const uint16_t us = *cl_.use_stale;
+    const bool listed = timeout ? (us & kStaleTimeout) : (us & (kStaleError | kStaleInvalidHeader));
+    // stale-if-error: the origin allows it for that long past freshness.
+    const bool sie = now_ < meta_.valid_until + static_cast<time_t>(meta_.stale_if_error);
+    if (!listed && !sie && !status_listed(us, status)) return false;
+    return Impl::serve(*this, CacheStatus::Stale);
+}
+
+void Front::on_truncated() { Impl::drop_fill(*this); }
+
+void Front::end() {
+    Impl::drop_fill(*this);
+    event::worker_loop().cancel(wait_timer_);
+    if (fill_claimed_ || update_claimed_) {
+        cp_.index->release(hash_);
+        fill_claimed_ = update_claimed_ = false;
+    }
+}
+
+}  // namespace proxy_cache
+}  // namespace gatehouse::http
+
+// ---- configuration ---------------------------------------------------------------------
+
+namespace gatehouse::http {
+namespace {
+
+using namespace proxy_cache;
+using conf::Level;
+
+CacheMainConf& main_of(Ctx& cx) {
+    auto* m = cx.conf<CacheMainConf>(proxy_cache_module, Level::Main);
+    GH_CHECK(m != nullptr);
+    return *m;
+}
+
+// "name=value" of proxy_cache_path: the value when `a` has that name.
+std::optional<std::string_view> param(std::string_view a, std::string_view name) {
+    if (a.size() <= name.size() || a.substr(0, name.size()) != name || a[name.size()] != '=') return std::nullopt;
+    return a.substr(name.size() + 1);
+}
+
+// proxy_cache_path path [levels=1:2] keys_zone=name:size [inactive=10m]
+//   [max_size=N] [min_free=N] [use_temp_path=on|off] [manager_files=N]
+//   [manager_threshold=T] [manager_sleep=T] [loader_files=N]
+//   [loader_threshold=T] [loader_sleep=T]
+Status set_cache_path(Ctx& cx, const Node& n, CacheMainConf& m) {
+    auto* cp = cx.arena().make<CachePath>();
+    cp->node = &n;
+    cp->path = cx.full_path(n.args[0].text);
+    while (cp->path.size() > 1 && cp->path.back() == '/') cp->path.pop_back();
+    uint64_t zone_size = 0;
+    auto bad = [&](std::string_view a) { return cx.error(n, "invalid parameter \"" + std::string(a) + "\""); };
+    auto duration = [&](std::string_view a, std::string_view v, std::chrono::milliseconds& out) -> Status {
+        auto d = conf::parse_duration(v);
+        if (!d) return bad(a);
+        out = *d;
+        return {};
+    };
+    auto count = [&](std::string_view a, std::string_view v, uint64_t& out) -> Status {
+        auto x = conf::parse_number(v);
+        if (!x || *x == 0) return bad(a);
+        out = *x;
+        return {};
+    };
+    for (size_t i = 1; i < n.args.size(); ++i) {
+        std::string_view a = n.args[i].text;
+        if (auto v = param(a, "levels")) {
+            auto l = cache::parse_levels(*v);
+            if (!l) return bad(a);
+            cp->levels = *l;
+        } else if (auto v = param(a, "keys_zone")) {
+            size_t colon = v->rfind(':');
+            if (colon == std::string_view::npos || colon == 0) return bad(a);
+            cp->zone_name = std::string(v->substr(0, colon));
+            auto s = conf::parse_size(v->substr(colon + 1));
+            if (!s) return bad(a);
+            if (*s < 8192) return cx.error(n, "zone \"" + cp->zone_name + "\" is too small");
+            zone_size = *s;
+        } else if (auto v = param(a, "inactive")) {
+            auto d = conf::parse_duration(*v);
+            if (!d) return bad(a);
+            cp->inactive = std::max<int64_t>(1, d->count() / 1000);
+        } else if (auto v = param(a, "max_size")) {
+            auto s = conf::parse_size(*v);
+            if (!s) return bad(a);
+            cp->max_size = *s;
+        } else if (auto v = param(a, "min_free")) {
+            auto s = conf::parse_size(*v);
+            if (!s) return bad(a);
+            cp->min_free = *s;
+        } else if (auto v = param(a, "use_temp_path")) {
+            auto f = conf::parse_flag(*v);
+            if (!f) return bad(a);
+            cp->use_temp_path = *f;
+        } else if (auto v = param(a, "manager_files")) {
+            if (auto s = count(a, *v, cp->manager_files); !s) return s;
+        } else if (auto v = param(a, "manager_threshold")) {
+            if (auto s = duration(a, *v, cp->manager_threshold); !s) return s;
+        } else if (auto v = param(a, "manager_sleep")) {
+            if (auto s = duration(a, *v, cp->manager_sleep); !s) return s;
+        } else if (auto v = param(a, "loader_files")) {
+            if (auto s = count(a, *v, cp->loader_files); !s) return s;
+        } else if (auto v = param(a, "loader_threshold")) {
+            if (auto s = duration(a, *v, cp->loader_threshold); !s) return s;
+        } else if (auto v = param(a, "loader_sleep")) {
+            if (auto s = duration(a, *v, cp->loader_sleep); !s) return s;
+        } else {
+            return bad(a);
+        }
+    }
+    if (cp->zone_name.empty()) return cx.error(n, "\"proxy_cache_path\" must have \"keys_zone\" parameter");
+    for (const CachePath* o : m.paths) {
+        if (o->zone_name == cp->zone_name)
+            return cx.error(n, "duplicate zone \"" + cp->zone_name + "\"");
+        if (o->path == cp->path) return cx.error(n, "duplicate path \"" + cp->path + "\"");
+    }
+    if (!cx.zones()) return cx.error(n, "shared memory zones are not available here");
+    auto z = cx.zones()->add(cp->zone_name, static_cast<size_t>(zone_size), &proxy_cache_module);
+    if (!z) return cx.error(n, z.message());
+    cp->zone = z->zone;
+    auto idx = cache::Index::attach(*cp->zone);
+    if (!idx) return cx.error(n, idx.message());
+    cp->index.emplace(std::move(*idx));
+    m.paths.push_back(cp);
+    return {};
+}
+
+bool has_variables(std::string_view s) { return s.find('$') != std::string_view::npos; }
+
+Status set_cache(Ctx& cx, const Node& n, CacheLocConf& cl) {
+    if (cl.enabled) return cx.duplicate(n);
+    std::string_view v = n.args[0].text;
+    if (v == "off") {
+        cl.enabled = false;
+        return {};
+    }
+    cl.enabled = true;
+    if (has_variables(v)) {
+        auto cv = ComplexValue::compile(cx, n, v);
+        if (!cv) return cv.error();
+        cl.path_value = cx.arena().make<ComplexValue>(std::move(*cv));
+        return {};
+    }
+    // The zone may be declared further down: looked up once the http
+    // block is read (postconfiguration).
+    main_of(cx).pending.push_back({&cl, &n});
+    return {};
+}
+
+Status set_key(Ctx& cx, const Node& n, CacheLocConf& cl) {
+    if (cl.key) return cx.duplicate(n);
+    auto cv = ComplexValue::compile(cx, n, n.args[0].text);
+    if (!cv) return cv.error();
+    cl.key = cx.arena().make<ComplexValue>(std::move(*cv));
+    return {};
+}
+
+// proxy_cache_valid [code ...] time: a time alone is for 200, 301, 302.
+Status set_valid(Ctx& cx, const Node& n, CacheLocConf& cl) {
+    auto d = conf::parse_duration(n.args.back().text);
+    if (!d) return cx.error(n, "invalid time value \"" + n.args.back().text + "\"");
+    if (!cl.valid) cl.valid = cx.arena().make<std::vector<CacheValid>>();
+    const int64_t secs = d->count() / 1000;
+    if (n.args.size() == 1) {
+        for (uint16_t s : {200, 301, 302}) cl.valid->push_back({s, secs});
+        return {};
+    }
+    for (size_t i = 0; i + 1 < n.args.size(); ++i) {
+        std::string_view a = n.args[i].text;
+        if (a == "any") {
+            cl.valid->push_back({0, secs});
+            continue;
+        }
+        auto code = conf::parse_number(a, 599);
+        if (!code || *code < 100) return cx.error(n, "invalid status \"" + std::string(a) + "\"");
+        cl.valid->push_back({static_cast<uint16_t>(*code), secs});
+    }
+    return {};
+}
+
+Status set_methods(Ctx& cx, const Node& n, CacheLocConf& cl) {
+    if (cl.methods) return cx.duplicate(n);
+    uint32_t bits = method_bit("GET") | method_bit("HEAD");
+    for (const conf::Arg& a : n.args) {
+        const uint32_t b = method_bit(a.text);
+        if (!b) return cx.error(n, "invalid value \"" + a.text + "\"");
+        bits |= b;
+    }
+    cl.methods = bits;
+    return {};
+}
+
+Status add_values(Ctx& cx, const Node& n, std::vector<ComplexValue>*& list) {
+    if (!list) list = cx.arena().make<std::vector<ComplexValue>>();
+    for (const conf::Arg& a : n.args) {
+        auto cv = ComplexValue::compile(cx, n, a.text);
+        if (!cv) return cv.error();
+        list->push_back(std::move(*cv));
+    }
+    return {};
+}
+Status set_bypass(Ctx& cx, const Node& n, CacheLocConf& cl) { return add_values(cx, n, cl.bypass); }
+Status set_no_cache(Ctx& cx, const Node& n, CacheLocConf& cl) { return add_values(cx, n, cl.no_cache); }
+
+Status set_purge(Ctx& cx, const Node& n, CacheLocConf& cl) {
+    if (cl.purge) return cx.duplicate(n);
+    auto cv = ComplexValue::compile(cx, n, n.args[0].text);
+    if (!cv) return cv.error();
+    cl.purge = cx.arena().make<ComplexValue>(std::move(*cv));
+    return {};
+}
+
+Status set_use_stale(Ctx& cx, const Node& n, CacheLocConf& cl) {
+    if (cl.use_stale) return cx.duplicate(n);
+    static constexpr std::pair<std::string_view, uint16_t> kNames[] = {
+        {"error", kStaleError},     {"timeout", kStaleTimeout}, {"invalid_header", kStaleInvalidHeader},
+        {"updating", kStaleUpdating}, {"http_500", kStaleHttp500}, {"http_502", kStaleHttp502},
+        {"http_503", kStaleHttp503}, {"http_504", kStaleHttp504}, {"http_403", kStaleHttp403},
+        {"http_404", kStaleHttp404}, {"http_429", kStaleHttp429}};
+    uint16_t bits = 0;
+    bool off = false;
+    for (const conf::Arg& a : n.args) {
+        if (a.text == "off") {
+            off = true;
+            continue;
+        }
+        bool found = false;
+        for (const auto& [name, bit] : kNames)
+            if (a.text == name) {
+                bits |= bit;
+                found = true;
+            }
+        if (!found) return cx.error(n, "invalid value \"" + a.text + "\"");
+    }
+    if (off && n.args.size() > 1) return cx.error(n, "\"off\" cannot be combined with other values");
+    cl.use_stale = bits;
+    return {};
+}
+
+Status postconfiguration(Ctx& cx) {
+    auto* m = cx.conf<CacheMainConf>(proxy_cache_module, Level::Main);
+    if (!m) return {};
+    for (auto& [cl, n] : m->pending) {
+        std::string_view name = n->args[0].text;
+        for (CachePath* p : m->paths)
+            if (p->zone_name == name) cl->path = p;
+        if (!cl->path) return cx.error(*n, "\"proxy_cache\" zone \"" + std::string(name) + "\" is unknown");
+    }
+    m->pending.clear();
+    return {};
+}
+
+void merge(const CacheLocConf& up, CacheLocConf& c) {
+    using namespace std::chrono_literals;
+    if (!c.enabled) {
+        c.enabled = up.enabled;
+        c.path = up.path;
+        c.path_value = up.path_value;
+    }
+    if (!c.key) c.key = up.key;
+    if (!c.valid) c.valid = up.valid;
+    conf::inherit(c.methods, up.methods, method_bit("GET") | method_bit("HEAD"));
+    conf::inherit(c.min_uses, up.min_uses, 1);
+    if (!c.bypass) c.bypass = up.bypass;
+    if (!c.no_cache) c.no_cache = up.no_cache;
+    conf::inherit(c.lock, up.lock, false);
+    conf::inherit(c.lock_timeout, up.lock_timeout, 5s);
+    conf::inherit(c.lock_age, up.lock_age, 5s);
+    conf::inherit(c.use_stale, up.use_stale, 0);
+    conf::inherit(c.background_update, up.background_update, false);
+    conf::inherit(c.revalidate, up.revalidate, false);
+    conf::inherit(c.convert_head, up.convert_head, true);
+    conf::inherit(c.max_range_offset, up.max_range_offset, UINT64_MAX);
+    if (!c.purge) c.purge = up.purge;
+}
+
+// ---- the master: directories, the manager and the loader -----------------------------
+
+CacheMainConf* main_of(const conf::Roots& g) {
+    conf::ConfArray a = g[static_cast<int>(Level::Main)];
+    return a ? static_cast<CacheMainConf*>(a[proxy_cache_module.index]) : nullptr;
+}
+
+// The cache directory and its parents, made by the master (a worker that
+// is no longer root could not); the directory itself the workers'.
+Status init_master(const conf::Roots& g, const std::optional<conf::WorkerUser>& workers) {
+    CacheMainConf* m = main_of(g);
+    if (!m) return {};
+    for (CachePath* cp : m->paths) {
+        for (size_t i = 1; i < cp->path.size(); ++i)
+            if (cp->path[i] == '/') {
+                std::string parent = cp->path.substr(0, i);
+                if (::mkdir(parent.c_str(), 0755) != 0 && errno != EEXIST)
+                    return make_error("mkdir() \"" + parent + "\" failed (" + std::to_string(errno) + ": " +
+                                      strerror(errno) + ")");
+            }
+        if (auto s = make_temp_dir(cp->path, workers); !s) return s;
+    }
+    return {};
+}
+
+int64_t mono_ms() {
+    timespec ts;
+    ::clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+// The cache manager [nginx's]: in each step, for each cache, removes the
+// entries unused for "inactive", then the least recently used while the
+// cache is over max_size or its file system has less than min_free, at
+// most manager_files at a time and for at most manager_threshold; rests
+// manager_sleep when there is more to do, a second otherwise.
+std::chrono::milliseconds manager_step(void* data) {
+    auto& m = *static_cast<CacheMainConf*>(data);
+    bool more = false;
+    std::chrono::milliseconds rest{1000};
+    const time_t now = ::time(nullptr);
+    for (CachePath* cp : m.paths) {
+        const int64_t until = mono_ms() + cp->manager_threshold.count();
+        for (;;) {
+            uint64_t limit = cp->max_size;
+            if (cp->min_free) {
+                struct statvfs fs;
+                if (::statvfs(cp->path.c_str(), &fs) == 0) {
+                    const uint64_t avail = static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize;
+                    if (avail < cp->min_free) {
+                        const uint64_t size = cp->index->stats().size;
+                        const uint64_t need = cp->min_free - avail;
+                        limit = std::min(limit, size > need ? size - need : 0);
+                    }
+                }
+            }
+            std::vector<cache::Hash> victims;
+            cp->index->evict(now, limit, static_cast<size_t>(cp->manager_files), victims);
+            remove_files(*cp, victims);
+            if (victims.size() < cp->manager_files) break;
+            if (mono_ms() >= until) {
+                more = true;
+                rest = std::min(rest, cp->manager_sleep);
+                break;
+            }
+        }
+    }
+    (void)more;
+    return rest;
+}
+
+// The cache loader: walks each cache directory once, telling the index of
+// every entry file it finds (its header read, not its body) and removing
+// what is not an entry: temp files their writer left (the writer's pid
+// is in the name: one still alive is left alone) and files that do not
+// parse. loader_files files per step, for at most loader_threshold, then
+// loader_sleep of rest. An index that a previous generation already
+// loaded (a reload) is left as it is.
+}  // namespace
+
+struct proxy_cache::LoaderState {
+    size_t path = 0;
+    std::vector<std::pair<DIR*, std::string>> dirs;  // the walk's stack
+    bool started = false;
+};
+
+namespace {
+
+bool writer_alive(std::string_view name) {
+    // <hash>.<pid>.<n>.tmp
+    size_t a = name.find('.');
+    size_t b = a == std::string_view::npos ? a : name.find('.', a + 1);
+    if (b == std::string_view::npos) return false;
+    auto pid = conf::parse_number(name.substr(a + 1, b - a - 1), INT32_MAX);
+    if (!pid || *pid == 0) return false;
+    return ::kill(static_cast<pid_t>(*pid), 0) == 0 || errno == EPERM;
+}
+
+void load_file(CachePath& cp, const std::string& path, std::string_view name, time_t now) {
+    if (name.size() > 4 && name.substr(name.size() - 4) == ".tmp") {
+        if (!writer_alive(name)) ::unlink(path.c_str());
+        return;
+    }
+    cache::Hash h;
+    if (!cache::parse_hex(name, h)) return;  // not ours: left alone
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOATIME);
+    if (fd < 0 && errno == EPERM) fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    struct stat st;
+    std::string buf(kFirstRead, '\0');
+    Result<cache::Entry> e = make_error("cache file is cut short");
+    if (::fstat(fd, &st) == 0) {
+        ssize_t n = ::pread(fd, buf.data(), buf.size(), 0);
+        if (n > 0) {
+            std::span<const char> got(buf.data(), static_cast<size_t>(n));
+            auto need = cache::header_length(got);
+            if (need && *need > got.size() && *need <= static_cast<size_t>(st.st_size)) {
+                buf.resize(*need);
+                n = ::pread(fd, buf.data(), buf.size(), 0);
+                got = std::span<const char>(buf.data(), n < 0 ? 0 : static_cast<size_t>(n));
+            }
+            e = cache::parse_header(got, static_cast<uint64_t>(st.st_size));
+        }
+    }
+    ::close(fd);
+    if (!e || cache::hash_key(e->key) != h) {
+        GH_LOG(Crit, "%s in cache file \"%s\": removed", e ? "another key" : e.error().message.c_str(),
+               path.c_str());
+        ::unlink(path.c_str());
+        return;
+    }
+    cache::Stored s;
+    s.valid_until = e->meta.valid_until;
+    s.stale_while_revalidate = e->meta.stale_while_revalidate;
+    s.stale_if_error = e->meta.stale_if_error;
+    s.status = static_cast<uint16_t>(e->meta.status);
+    s.revalidate_always = e->meta.flags & cache::kRevalidateAlways;
+    s.fs_size = static_cast<uint64_t>(st.st_size);
+    std::vector<cache::Hash> ev;
+    cp.index->loaded(h, s, now, cp.inactive, ev);
+    remove_files(cp, ev);
+}
+
+std::chrono::milliseconds loader_step(void* data) {
+    auto& m = *static_cast<CacheMainConf*>(data);
+    auto& st = *m.loader;
+    while (st.path < m.paths.size()) {
+        CachePath& cp = *m.paths[st.path];
+        if (!st.started) {
+            st.started = true;
+            if (cp.index->stats().loaded) {
+                ++st.path;
+                st.started = false;
+                continue;
+            }
+            DIR* d = ::opendir(cp.path.c_str());
+            if (d) st.dirs.emplace_back(d, cp.path);
+        }
+        const int64_t until = mono_ms() + cp.loader_threshold.count();
+        const time_t now = ::time(nullptr);
+        uint64_t files = 0;
+        while (!st.dirs.empty()) {
+            auto& [dir, dpath] = st.dirs.back();
+            errno = 0;
+            dirent* de = ::readdir(dir);
+            if (!de) {
+                ::closedir(dir);
+                st.dirs.pop_back();
+                continue;
+            }
+            std::string_view name = de->d_name;
+            if (name == "." || name == "..") continue;
+            std::string p = dpath + "/" + std::string(name);
+            if (de->d_type == DT_DIR) {
+                DIR* sub = ::opendir(p.c_str());
+                if (sub) st.dirs.emplace_back(sub, std::move(p));
+                continue;
+            }
+            load_file(cp, p, name, now);
+            if (++files >= cp.loader_files || mono_ms() >= until) return cp.loader_sleep;
+        }
+        cp.index->set_loaded();
+        auto stats = cp.index->stats();
+        GH_LOG(Notice, "http file cache: %s %.3fM, bsize: 4096", cp.path.c_str(),
+               static_cast<double>(stats.size) / 1048576.0);
+        ++st.path;
+        st.started = false;
+    }
+    GH_LOG(Notice, "cache loader done");
+    return std::chrono::milliseconds(-1);
+}
+
+void processes(const conf::Roots& g, std::vector<conf::ProcessSpec>& out) {
+    CacheMainConf* m = main_of(g);
+    if (!m || m->paths.empty()) return;
+    if (!m->loader) m->loader = std::make_shared<LoaderState>();
+    out.push_back({"cache manager process", manager_step, m, true});
+    out.push_back({"cache loader process", loader_step, m, true});
+}
+
+// ---- variables --------------------------------------------------------------------
+
+void v_cache_status(Request& r, VarValue& v, uintptr_t) {
+    auto* f = r.ctx<Front>(proxy_cache_module);
+    std::string_view s = f ? status_name(f->status()) : std::string_view();
+    if (s.empty()) {
+        v.not_found = true;
+        return;
+    }
+    v.s = s;
+}
+
+constexpr VariableDef kVariables[] = {
+    {"upstream_cache_status", v_cache_status, 0, kVarNoCache},
+};
+
+constexpr uint32_t kLoc = conf::kHttpSrvLoc;
+
+constexpr conf::Directive kDirectives[] = {
+    {"proxy_cache_path", conf::kHttp, conf::Arity{2, 255, false}, conf::custom<set_cache_path>()},
+    {"proxy_cache", kLoc, conf::Take1, conf::custom<set_cache>()},
+    {"proxy_cache_key", kLoc, conf::Take1, conf::custom<set_key>()},
+    {"proxy_cache_valid", kLoc, conf::Take1More, conf::custom<set_valid>()},
+    {"proxy_cache_methods", kLoc, conf::Take1More, conf::custom<set_methods>()},
+    {"proxy_cache_min_uses", kLoc, conf::Take1, conf::number<&CacheLocConf::min_uses>()},
+    {"proxy_cache_bypass", kLoc, conf::Take1More, conf::custom<set_bypass>()},
+    {"proxy_no_cache", kLoc, conf::Take1More, conf::custom<set_no_cache>()},
+    {"proxy_cache_lock", kLoc, conf::Take1, conf::flag<&CacheLocConf::lock>()},
+    {"proxy_cache_lock_timeout", kLoc, conf::Take1, conf::duration<&CacheLocConf::lock_timeout>()},
+    {"proxy_cache_lock_age", kLoc, conf::Take1, conf::duration<&CacheLocConf::lock_age>()},
+    {"proxy_cache_use_stale", kLoc, conf::Take1More, conf::custom<set_use_stale>()},
+    {"proxy_cache_background_update", kLoc, conf::Take1, conf::flag<&CacheLocConf::background_update>()},
+    {"proxy_cache_revalidate", kLoc, conf::Take1, conf::flag<&CacheLocConf::revalidate>()},
+    {"proxy_cache_convert_head", kLoc, conf::Take1, conf::flag<&CacheLocConf::convert_head>()},
+    {"proxy_cache_max_range_offset", kLoc, conf::Take1, conf::size<&CacheLocConf::max_range_offset>()},
+    {"proxy_cache_purge", kLoc, conf::Take1, conf::custom<set_purge>()},
+};
+
+constexpr ModuleHooks kHooks{.variables = kVariables};
+
+}  // namespace
+
+extern const conf::Module proxy_cache_module{
+    .name = "proxy_cache",
+    .directives = kDirectives,
+    .main = conf::level<CacheMainConf>(),
+    .loc = conf::level<CacheLocConf, merge>(),
+    .postconfiguration = postconfiguration,
+    .http = &kHooks,
+    .processes = processes,
+    .init_master = init_master,
+};
+
+}  // namespace gatehouse::http

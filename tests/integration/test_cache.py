@@ -1,0 +1,539 @@
+"""proxy_cache: what clients and origins see through the shared cache.
+
+Every test runs two workers against a real origin (origins.py: Python
+threads on raw sockets) that records each request, so that a test asserts
+how many requests reached the origin and what they carried. The cache's
+verdict is in an X-Cache field (add_header X-Cache $upstream_cache_status).
+"""
+
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from gh_server import Response, Server, poll, require_binary
+from origins import Origin, response
+
+
+# ---- fixtures ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def origin():
+    made = []
+
+    def make(handler, **kw):
+        o = Origin(handler, **kw)
+        made.append(o)
+        return o
+
+    yield make
+    for o in made:
+        o.stop()
+
+
+@pytest.fixture
+def cache_server(tmp_path):
+    """cache_server(http) starts a master with two workers; CACHE in the
+    http block is the cache directory, PORT the listening port."""
+    require_binary()
+    started = []
+
+    def make(http, start=True):
+        base = tmp_path / f"s{len(started)}"
+        cache_dir = base / "cache"
+        s = Server(base, http.replace("CACHE", str(cache_dir)))
+        s.conf.write_text(s.conf.read_text().replace("worker_processes 1;", "worker_processes 2;"))
+        s.cache_dir = cache_dir
+        started.append(s)
+        return s.start() if start else s
+
+    yield make
+    for s in started:
+        s.stop()
+
+
+def counting(body_of=None, headers_of=None, status_of=None, delay=0.0):
+    """A handler answering every path with a body that names the path and
+    the count of requests for it so far (so a test sees which response it
+    got), the fields headers_of(req) gives, and status_of(req) (200)."""
+    counts = {}
+    lock = threading.Lock()
+
+    def handler(conn, req):
+        with lock:
+            counts[req.target] = counts.get(req.target, 0) + 1
+            n = counts[req.target]
+        if delay:
+            time.sleep(delay)
+        body = body_of(req, n) if body_of else f"{req.target} #{n}\n".encode()
+        hdrs = headers_of(req) if headers_of else [("Cache-Control", "max-age=60")]
+        status = status_of(req) if status_of else 200
+        if req.method == "HEAD":
+            head = response(status, body, hdrs)
+            conn.sendall(head[: head.index(b"\r\n\r\n") + 4])
+            return True
+        conn.sendall(response(status, body, hdrs))
+        return True
+
+    return handler
+
+
+def conf(o, extra="", loc_extra="", path_params="levels=1:2 keys_zone=one:1m"):
+    return f"""
+    proxy_cache_path CACHE {path_params};
+    {extra}
+    server {{
+        listen 127.0.0.1:PORT;
+        location / {{
+            proxy_pass http://{o.addr};
+            proxy_cache one;
+            add_header X-Cache $upstream_cache_status always;
+            {loc_extra}
+        }}
+    }}
+    """
+
+
+def hits(o, target):
+    return sum(1 for r in o.requests if r.target == target)
+
+
+def entry_files(s):
+    return sorted(p for p in pathlib.Path(s.cache_dir).rglob("*") if p.is_file() and not p.name.endswith(".tmp"))
+
+
+# ---- storing and serving ------------------------------------------------------------------
+
+
+def test_a_response_is_fetched_once_and_served_from_the_cache_by_every_worker(cache_server, origin):
+    o = origin(counting())
+    s = cache_server(conf(o))
+    first = s.get("/a")
+    assert first.status == 200 and first.header("X-Cache") == "MISS" and first.body == b"/a #1\n"
+    # New connections spread over both workers: all of them hit.
+    for _ in range(20):
+        r = s.get("/a")
+        assert (r.status, r.header("X-Cache"), r.body) == (200, "HIT", b"/a #1\n")
+        assert r.header("Age") is not None and int(r.header("Age")) >= 0
+    assert hits(o, "/a") == 1
+    # nginx's levels=1:2 layout: the last character of the key's MD5, then
+    # the two before it.
+    files = entry_files(s)
+    assert len(files) == 1
+    name = files[0].name
+    assert files[0].parent.name == name[-3:-1] and files[0].parent.parent.name == name[-1]
+
+
+def test_the_key_separates_entries_and_proxy_cache_key_sets_it(cache_server, origin):
+    o = origin(counting())
+    s = cache_server(conf(o, loc_extra="proxy_cache_key $uri;"))
+    assert s.get("/k?x=1").header("X-Cache") == "MISS"
+    # The arguments are not in this key: the same entry.
+    r = s.get("/k?x=2")
+    assert r.header("X-Cache") == "HIT" and r.body == b"/k?x=1 #1\n"
+    assert s.get("/other").header("X-Cache") == "MISS"
+
+
+@pytest.mark.parametrize("fields,stored", [
+    ([("Cache-Control", "max-age=60")], True),
+    ([("Cache-Control", "no-store")], False),
+    ([("Cache-Control", "private, max-age=60")], False),
+    ([("Cache-Control", "max-age=60"), ("Set-Cookie", "a=b")], False),
+    ([("Cache-Control", "max-age=60"), ("Vary", "*")], False),
+    ([("X-Accel-Expires", "0"), ("Cache-Control", "max-age=60")], False),
+    ([("Expires", "Thu, 01 Jan 2099 00:00:00 GMT")], True),
+    ([], False),  # no lifetime and no proxy_cache_valid
+])
+def test_what_the_origin_allows_is_stored(cache_server, origin, fields, stored):
+    o = origin(counting(headers_of=lambda req: fields))
+    s = cache_server(conf(o))
+    s.get("/p")
+    r = s.get("/p")
+    assert r.header("X-Cache") == ("HIT" if stored else "MISS")
+    assert hits(o, "/p") == (1 if stored else 2)
+
+
+def test_proxy_ignore_headers_and_proxy_cache_valid(cache_server, origin):
+    o = origin(counting(headers_of=lambda req: [("Set-Cookie", "a=b"), ("Cache-Control", "no-cache")]))
+    s = cache_server(conf(o, loc_extra="proxy_ignore_headers Set-Cookie Cache-Control; proxy_cache_valid 1m;"))
+    s.get("/v")
+    r = s.get("/v")
+    assert r.header("X-Cache") == "HIT" and hits(o, "/v") == 1
+    # proxy_cache_valid with a time alone is for 200, 301 and 302: a 404
+    # is not stored.
+    o404 = origin(counting(headers_of=lambda req: [], status_of=lambda req: 404))
+    s2 = cache_server(conf(o404, loc_extra="proxy_cache_valid 1m;"))
+    s2.get("/n")
+    assert s2.get("/n").header("X-Cache") == "MISS"
+    s3 = cache_server(conf(o404, loc_extra="proxy_cache_valid 404 1m;"))
+    s3.get("/n3")
+    assert s3.get("/n3").header("X-Cache") == "HIT"
+
+
+def test_expired_entries_are_fetched_again(cache_server, origin):
+    o = origin(counting(headers_of=lambda req: [("Cache-Control", "max-age=1")]))
+    s = cache_server(conf(o))
+    s.get("/e")
+    assert s.get("/e").header("X-Cache") == "HIT"
+    r = poll(lambda: (lambda x: x if x.header("X-Cache") == "EXPIRED" else None)(s.get("/e")), timeout=5)
+    assert r is not None and r.body == b"/e #2\n"
+
+
+def test_revalidation_with_a_304_refreshes_the_entry(cache_server, origin):
+    seen = []
+
+    def handler(conn, req):
+        seen.append((req.header("If-None-Match"), req.header("If-Modified-Since")))
+        if req.header("If-None-Match") == '"v1"':
+            conn.sendall(response(304, b"", [("Cache-Control", "max-age=60"), ("ETag", '"v1"')], length=False))
+            return True
+        conn.sendall(response(200, b"original", [("Cache-Control", "max-age=1"), ("ETag", '"v1"'),
+                                                 ("Last-Modified", "Mon, 01 Jan 2024 00:00:00 GMT")]))
+        return True
+
+    o = origin(handler)
+    s = cache_server(conf(o, loc_extra="proxy_cache_revalidate on;"))
+    assert s.get("/r").body == b"original"
+    r = poll(lambda: (lambda x: x if x.header("X-Cache") == "REVALIDATED" else None)(s.get("/r")), timeout=5)
+    assert r is not None and r.status == 200 and r.body == b"original"
+    assert seen[-1] == ('"v1"', "Mon, 01 Jan 2024 00:00:00 GMT")
+    # The 304's max-age=60 renewed the entry: a hit now.
+    n = len(o.requests)
+    assert s.get("/r").header("X-Cache") == "HIT" and len(o.requests) == n
+
+
+def test_the_clients_conditionals_and_range_never_reach_the_origin_and_apply_to_the_answer(cache_server, origin):
+    o = origin(counting(body_of=lambda req, n: b"0123456789",
+                        headers_of=lambda req: [("Cache-Control", "max-age=60"), ("ETag", '"t"')]))
+    s = cache_server(conf(o))
+    r = s.get("/c", headers=[("Range", "bytes=2-4"), ("If-None-Match", '"x"')])
+    assert r.status == 206 and r.body == b"234"
+    assert o.requests[0].header("Range") is None and o.requests[0].header("If-None-Match") is None
+    r = s.get("/c", headers=[("Range", "bytes=5-")])
+    assert (r.status, r.header("X-Cache"), r.body) == (206, "HIT", b"56789")
+    assert s.get("/c", headers=[("If-None-Match", '"t"')]).status == 304
+    assert hits(o, "/c") == 1
+
+
+def test_head_is_fetched_as_get_and_answered_from_the_entry(cache_server, origin):
+    o = origin(counting())
+    s = cache_server(conf(o))
+    r = s.get("/h", method="HEAD")
+    assert r.status == 200 and r.body == b"" and r.header("Content-Length") == "6"
+    assert o.requests[0].method == "GET"
+    r = s.get("/h")
+    assert (r.header("X-Cache"), r.body) == ("HIT", b"/h #1\n")
+    o2 = origin(counting())
+    s2 = cache_server(conf(o2, loc_extra="proxy_cache_convert_head off;"))
+    s2.get("/h2", method="HEAD")
+    assert o2.requests[0].method == "HEAD"
+
+
+def test_vary_keeps_one_variant_per_value(cache_server, origin):
+    o = origin(counting(body_of=lambda req, n: f"{req.header('Accept-Language')} #{n}".encode(),
+                        headers_of=lambda req: [("Cache-Control", "max-age=60"), ("Vary", "Accept-Language")]))
+    s = cache_server(conf(o))
+    for n, lang in enumerate(("en", "fr", "de"), 1):
+        r = s.get("/v", headers=[("Accept-Language", lang)])
+        assert (r.header("X-Cache"), r.body) == ("MISS", f"{lang} #{n}".encode())
+    for _ in range(2):
+        for lang in ("en", "fr", "de"):
+            r = s.get("/v", headers=[("Accept-Language", lang)])
+            assert r.header("X-Cache") == "HIT" and r.body.split()[0] == lang.encode()
+    assert hits(o, "/v") == 3
+
+
+def test_bypass_and_no_cache(cache_server, origin):
+    o = origin(counting())
+    s = cache_server(conf(o, loc_extra="proxy_cache_bypass $http_x_bypass; proxy_no_cache $http_x_nostore;"))
+    s.get("/b")
+    r = s.get("/b", headers=[("X-Bypass", "1")])
+    assert r.header("X-Cache") == "BYPASS" and r.body == b"/b #2\n"
+    # A bypassed response is stored: the next plain request hits it.
+    assert s.get("/b").body == b"/b #2\n"
+    s.get("/n", headers=[("X-Nostore", "yes")])
+    assert s.get("/n").header("X-Cache") == "MISS"
+    # "0" and empty mean no.
+    s.get("/z", headers=[("X-Nostore", "0")])
+    assert s.get("/z").header("X-Cache") == "HIT"
+
+
+def test_min_uses(cache_server, origin):
+    o = origin(counting())
+    s = cache_server(conf(o, loc_extra="proxy_cache_min_uses 3;"))
+    for _ in range(3):
+        assert s.get("/m").header("X-Cache") == "MISS"
+    assert s.get("/m").header("X-Cache") == "HIT"
+    assert hits(o, "/m") == 3
+
+
+def test_methods_other_than_get_and_head_are_not_cached_by_default(cache_server, origin):
+    o = origin(counting())
+    s = cache_server(conf(o))
+    for _ in range(2):
+        r = s.get("/post", method="POST")
+        assert r.status == 200 and r.header("X-Cache") is None
+    assert hits(o, "/post") == 2
+
+
+# ---- collapsing and stale answers ------------------------------------------------------------
+
+
+def test_the_lock_collapses_concurrent_misses_into_one_origin_request(cache_server, origin):
+    o = origin(counting(delay=0.5))
+    s = cache_server(conf(o, loc_extra="proxy_cache_lock on; proxy_cache_lock_timeout 10s;"))
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(s.get("/lock"))) for _ in range(100)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(results) == 100
+    assert all(r.status == 200 and r.body == b"/lock #1\n" for r in results)
+    assert hits(o, "/lock") == 1
+    assert sum(1 for r in results if r.header("X-Cache") == "MISS") == 1
+
+
+def test_without_the_lock_concurrent_misses_all_reach_the_origin(cache_server, origin):
+    o = origin(counting(delay=0.3))
+    s = cache_server(conf(o))
+    threads = [threading.Thread(target=lambda: s.get("/nolock")) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert hits(o, "/nolock") == 5
+
+
+def test_stale_is_served_when_the_origin_is_down_or_fails(cache_server, origin):
+    o = origin(counting(headers_of=lambda req: [("Cache-Control", "max-age=1")]))
+    s = cache_server(conf(o, loc_extra="proxy_cache_use_stale error timeout http_500;"))
+    assert s.get("/s").body == b"/s #1\n"
+    o.stop()
+    r = poll(lambda: (lambda x: x if x.header("X-Cache") == "STALE" else None)(s.get("/s")), timeout=5)
+    assert r is not None and r.status == 200 and r.body == b"/s #1\n"
+    # An origin answering 500 is listed too.
+    o500 = origin(counting(headers_of=lambda req: [("Cache-Control", "max-age=1")],
+                           status_of=lambda req: 200 if "ok" in req.target else 500))
+    s2 = cache_server(conf(o500, loc_extra="proxy_cache_use_stale http_500; proxy_cache_key /x;"))
+    s2.get("/ok")
+    r = poll(lambda: (lambda x: x if x.header("X-Cache") == "STALE" else None)(s2.get("/bad")), timeout=5)
+    assert r is not None and r.body == b"/ok #1\n"
+
+
+def test_no_stale_without_use_stale(cache_server, origin):
+    o = origin(counting(headers_of=lambda req: [("Cache-Control", "max-age=1")]))
+    s = cache_server(conf(o))
+    s.get("/d")
+    o.stop()
+    r = poll(lambda: (lambda x: x if x.status != 200 else None)(s.get("/d")), timeout=5)
+    assert r is not None and r.status == 502
+
+
+def test_stale_if_error_from_the_origin(cache_server, origin):
+    o = origin(counting(headers_of=lambda req: [("Cache-Control", "max-age=1, stale-if-error=60")]))
+    s = cache_server(conf(o))
+    s.get("/sie")
+    o.stop()
+    r = poll(lambda: (lambda x: x if x.header("X-Cache") == "STALE" else None)(s.get("/sie")), timeout=5)
+    assert r is not None and r.body == b"/sie #1\n"
+
+
+def test_updating_serves_stale_while_one_request_refreshes(cache_server, origin):
+    slow = {"on": False}
+
+    def body_of(req, n):
+        if slow["on"]:
+            time.sleep(1.0)
+        return f"v{n}".encode()
+
+    o = origin(counting(body_of=body_of, headers_of=lambda req: [("Cache-Control", "max-age=1")]))
+    s = cache_server(conf(o, loc_extra="proxy_cache_use_stale updating;"))
+    assert s.get("/u").body == b"v1"
+    assert poll(lambda: s.get("/u").header("X-Cache") == "EXPIRED" or None, timeout=5)
+    # Now v2 is stored with max-age=1; let it expire, then refresh slowly.
+    time.sleep(1.1)
+    slow["on"] = True
+    refresher = []
+    t = threading.Thread(target=lambda: refresher.append(s.get("/u")))
+    t.start()
+    assert poll(lambda: len(o.requests) >= 3 or None, timeout=5)
+    r = s.get("/u")
+    assert r.header("X-Cache") == "UPDATING" and r.body == b"v2"
+    t.join(10)
+    assert refresher[0].header("X-Cache") == "EXPIRED" and refresher[0].body == b"v3"
+
+
+# ---- purge ------------------------------------------------------------------------------------
+
+
+def test_purge(cache_server, origin):
+    o = origin(counting())
+    s = cache_server(conf(o, extra="map $request_method $purge { PURGE 1; default 0; }",
+                          loc_extra="proxy_cache_purge $purge;"))
+    for p in ("/p/a", "/p/b", "/q"):
+        s.get(p)
+        assert s.get(p).header("X-Cache") == "HIT"
+    assert s.get("/p/a", method="PURGE").status == 204
+    assert s.get("/p/a", method="PURGE").status == 404
+    assert s.get("/p/a").header("X-Cache") == "MISS"
+    # A trailing "*": every key with that prefix.
+    assert s.get("/p/*", method="PURGE").status == 204
+    assert s.get("/p/b").header("X-Cache") == "MISS"
+    assert s.get("/q").header("X-Cache") == "HIT"
+    assert s.get("/nothing*", method="PURGE").status == 404
+
+
+# ---- processes, reloads, restarts, failures ------------------------------------------------------
+
+
+def test_reload_keeps_the_cache_warm(cache_server, origin):
+    o = origin(counting())
+    s = cache_server(conf(o))
+    for i in range(10):
+        s.get(f"/w{i}")
+    s.proc.send_signal(signal.SIGHUP)
+    assert poll(lambda: "reconfiguring" in s.error_log() or None, timeout=5)
+    for _ in range(3):
+        for i in range(10):
+            r = s.get(f"/w{i}")
+            assert (r.status, r.header("X-Cache"), r.body) == (200, "HIT", f"/w{i} #1\n".encode())
+    assert len(o.requests) == 10
+
+
+def test_restart_rebuilds_the_index_from_disk(cache_server, origin):
+    o = origin(counting())
+    http = conf(o)
+    s = cache_server(http)
+    for i in range(20):
+        s.get(f"/r{i}")
+    s.stop()
+    # A temp file a dead writer left and a file that is not an entry.
+    some = entry_files(s)[0]
+    leftover = some.parent / (some.name + ".999999999.1.tmp")
+    leftover.write_bytes(b"partial")
+    bogus = some.parent / ("0" * 32)
+    bogus.write_bytes(b"not an entry")
+    s.start()
+    assert poll(lambda: "cache loader done" in s.error_log() or None, timeout=10)
+    for i in range(20):
+        assert s.get(f"/r{i}").header("X-Cache") == "HIT"
+    assert len(o.requests) == 20
+    assert not leftover.exists() and not bogus.exists()
+
+
+def test_the_cache_manager_removes_inactive_entries_and_is_respawned(cache_server, origin):
+    o = origin(counting(headers_of=lambda req: [("Cache-Control", "max-age=600")]))
+    s = cache_server(conf(o, path_params="keys_zone=one:1m inactive=1s"))
+    s.get("/i")
+    assert len(entry_files(s)) == 1
+    assert poll(lambda: not entry_files(s) or None, timeout=10)
+    assert s.get("/i").header("X-Cache") == "MISS"
+    pids = subprocess.run(["pgrep", "-f", "gatehouse: cache manager", "-P", str(s.master_pid())],
+                          capture_output=True, text=True).stdout.split()
+    assert len(pids) == 1
+    os.kill(int(pids[0]), signal.SIGKILL)
+
+    def respawned():
+        p = subprocess.run(["pgrep", "-f", "gatehouse: cache manager", "-P", str(s.master_pid())],
+                           capture_output=True, text=True).stdout.split()
+        return p if p and p != pids else None
+
+    assert poll(respawned, timeout=5)
+
+
+def test_max_size_keeps_the_cache_under_its_size(cache_server, origin):
+    o = origin(counting(body_of=lambda req, n: b"x" * 20000))
+    s = cache_server(conf(o, path_params="keys_zone=one:1m max_size=100k"))
+    for i in range(20):
+        s.get(f"/big{i}")
+
+    def small():
+        total = sum(p.stat().st_size for p in entry_files(s))
+        return total if total <= 100 * 1024 else None
+
+    assert poll(small, timeout=10)
+    # The most recent ones stay.
+    assert s.get("/big19").header("X-Cache") == "HIT"
+
+
+def test_a_worker_killed_during_a_fill_leaves_no_partial_entry(cache_server, origin):
+    started = threading.Event()
+
+    def handler(conn, req):
+        if req.target == "/slow" and not started.is_set():
+            started.set()
+            conn.sendall(response(200, b"", [("Cache-Control", "max-age=60"), ("Content-Length", "100000")],
+                                  length=False))
+            conn.sendall(b"a" * 50000)
+            time.sleep(5)
+            return False
+        conn.sendall(response(200, b"b" * 100000, [("Cache-Control", "max-age=60")]))
+        return True
+
+    o = origin(handler)
+    s = cache_server(conf(o))
+    sock = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+    sock.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert sock.recv(100)
+    assert started.wait(5)
+    # The worker serving it: the one with an established connection to the
+    # origin.
+    out = subprocess.run(["ss", "-tnpH", "state", "established", f"dst 127.0.0.1:{o.port}"],
+                         capture_output=True, text=True).stdout
+    pid = int(out.split("pid=")[1].split(",")[0])
+    os.kill(pid, signal.SIGKILL)
+    sock.close()
+    assert entry_files(s) == []
+    r = s.get("/slow")
+    assert r.status == 200 and r.body == b"b" * 100000 and r.header("X-Cache") in ("MISS", "EXPIRED")
+    r = s.get("/slow")
+    assert r.header("X-Cache") == "HIT" and r.body == b"b" * 100000
+
+
+def test_a_full_disk_only_means_not_stored(tmp_path, cache_server, origin):
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        o = origin(counting(body_of=lambda req, n: b"y" * 600000))
+        http = conf(o).replace("proxy_cache_path CACHE", f"proxy_cache_path {mnt}/c")
+        s = cache_server(http)
+        for i in range(3):
+            r = s.get(f"/f{i}")
+            assert r.status == 200 and r.body == b"y" * 600000
+        # One fits; the others did not, and left nothing behind.
+        files = [p for p in (mnt / "c").rglob("*") if p.is_file()]
+        assert len(files) == 1 and not files[0].name.endswith(".tmp")
+        assert s.get("/f0").header("X-Cache") == "HIT"
+        assert s.get("/f1").header("X-Cache") == "MISS"
+        s.stop()
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)])
+
+
+# ---- configuration ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("http,message", [
+    ("proxy_cache_path CACHE levels=1:2;", '"proxy_cache_path" must have "keys_zone" parameter'),
+    ("proxy_cache_path CACHE keys_zone=z:1m levels=3;", 'invalid parameter "levels=3"'),
+    ("proxy_cache_path CACHE keys_zone=z:1m bogus=1;", 'invalid parameter "bogus=1"'),
+    ("server { listen 127.0.0.1:PORT; location / { proxy_cache nope; } }", '"proxy_cache" zone "nope" is unknown'),
+    ("proxy_cache_path CACHE keys_zone=z:1m; proxy_cache_use_stale off error;",
+     '"off" cannot be combined with other values'),
+    ("proxy_cache_path CACHE keys_zone=z:1m; proxy_cache_valid 99 1m;", 'invalid status "99"'),
+])
+def test_config_errors_name_the_file_and_line(cache_server, http, message):
+    s = cache_server(http, start=False)
+    code, err = s.test_config()
+    assert code != 0
+    assert "[emerg]" in err and message in err and "gatehouse.conf:" in err
