@@ -29,6 +29,7 @@ struct Node {
     uint32_t swr = 0;
     uint32_t sie = 0;
     uint16_t status = 0;
+    uint16_t error = 0;  // an intercepted error status is cached (no file)
     uint8_t exists = 0;
     uint8_t revalidate_always = 0;
 };
@@ -138,6 +139,7 @@ NodeInfo info(const Node* n) {
     i.fill_until = n->fill_until;
     i.update_until = n->update_until;
     i.fs_size = n->fs_size;
+    i.error = n->error;
     return i;
 }
 
@@ -145,6 +147,7 @@ void set_stored(Index::Root& r, Node* n, const Stored& s) {
     if (n->exists) r.size -= n->fs_size;
     else ++r.entries;
     n->exists = 1;
+    n->error = 0;
     n->fs_size = s.fs_size;
     r.size += s.fs_size;
     n->valid_until = s.valid_until;
@@ -272,11 +275,33 @@ void Index::release(const Hash& h) {
     if (Node* n = find(*pool_, r, h)) n->fill_until = n->update_until = 0;
 }
 
+void Index::stored_error(const Hash& h, uint16_t status, time_t valid_until, time_t now, time_t inactive,
+                         std::vector<Hash>& evicted) {
+    shm::Guard g(pool_->mutex());
+    Root& r = locked(g);
+    shm::Pool& p = *pool_;
+    Node* n = find(p, r, h);
+    if (!n && !(n = make(p, r, h, now, evicted))) return;
+    if (n->exists) {
+        evicted.push_back(n->key);
+        --r.entries;
+        r.size -= n->fs_size;
+        n->exists = 0;
+        n->fs_size = 0;
+    }
+    n->error = status;
+    n->status = status;
+    n->valid_until = valid_until;
+    n->fill_until = n->update_until = 0;
+    n->expire = now + inactive;
+}
+
 bool Index::forget(const Hash& h) {
     shm::Guard g(pool_->mutex());
     Root& r = locked(g);
     Node* n = find(*pool_, r, h);
     if (!n) return false;
+    n->error = 0;
     const bool had = n->exists;
     if (n->exists) {
         --r.entries;

@@ -59,6 +59,9 @@ struct NodeInfo {
     time_t fill_until = 0;    // a request fills the entry until then (0: none)
     time_t update_until = 0;  // a request refreshes it until then (0: none)
     uint64_t fs_size = 0;     // bytes on disk
+    // An error status the proxy intercepted (error_page) is cached:
+    // answered with that status until valid_until, without a file.
+    uint16_t error = 0;
 };
 
 // What a completed (or revalidated) file says, for its node.
@@ -104,6 +107,10 @@ public:
     // The file is complete (or was revalidated): the node says so; the
     // fill and update claims end. `evicted` as for lookup().
     void stored(const Hash& h, const Stored& s, time_t now, time_t inactive, std::vector<Hash>& evicted);
+    // An intercepted error: the node answers `status` until
+    // `valid_until`; a file it had goes (its hash to `evicted`).
+    void stored_error(const Hash& h, uint16_t status, time_t valid_until, time_t now, time_t inactive,
+                      std::vector<Hash>& evicted);
     // The fill or update ended without a new file: the claims end, the
     // node is otherwise unchanged.
     void release(const Hash& h);

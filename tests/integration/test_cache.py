@@ -537,3 +537,82 @@ def test_config_errors_name_the_file_and_line(cache_server, http, message):
     code, err = s.test_config()
     assert code != 0
     assert "[emerg]" in err and message in err and "gatehouse.conf:" in err
+
+
+# ---- nginx's finer points ------------------------------------------------------------------
+
+
+def test_proxy_cache_at_server_level_is_inherited_and_the_zone_may_come_later(cache_server, origin):
+    o = origin(counting())
+    s = cache_server(f"""
+    server {{
+        listen 127.0.0.1:PORT;
+        proxy_cache later;
+        add_header X-Cache $upstream_cache_status;
+        location / {{ proxy_pass http://{o.addr}; }}
+        location /off {{ proxy_pass http://{o.addr}; proxy_cache off; }}
+    }}
+    proxy_cache_path CACHE keys_zone=later:1m;
+    """)
+    s.get("/in")
+    r = s.get("/in")
+    assert r.header("X-Cache") == "HIT"
+    # One "Accept-Ranges", the origin's or ours.
+    assert len(r.all("Accept-Ranges")) <= 1
+    s.get("/off")
+    assert s.get("/off").header("X-Cache") is None and hits(o, "/off") == 2
+
+
+def test_an_intercepted_error_is_cached_and_its_error_page_served_again(cache_server, origin):
+    o = origin(counting(headers_of=lambda req: [], status_of=lambda req: 404))
+    s = cache_server(f"""
+    proxy_cache_path CACHE keys_zone=one:1m;
+    server {{
+        listen 127.0.0.1:PORT;
+        location / {{
+            proxy_pass http://{o.addr};
+            proxy_cache one;
+            proxy_cache_valid any 1m;
+            proxy_intercept_errors on;
+            error_page 404 = @fallback;
+        }}
+        location @fallback {{ return 403; }}
+    }}
+    """)
+    assert s.get("/gone").status == 403
+    assert s.get("/gone").status == 403
+    assert hits(o, "/gone") == 1
+
+
+def test_a_cache_named_by_a_variable_that_names_none_is_a_500(cache_server, origin):
+    o = origin(counting())
+    s = cache_server(conf(o).replace("proxy_cache one;", "proxy_cache $arg_c;"))
+    assert s.get("/x?c=nope").status == 500
+    assert s.get("/x?c=one").header("X-Cache") == "MISS"
+    assert s.get("/x?c=one").header("X-Cache") == "HIT"
+    # Empty: no cache.
+    assert s.get("/x").header("X-Cache") is None
+
+
+def test_only_a_stored_200_is_revalidated(cache_server, origin):
+    seen = []
+
+    def handler(conn, req):
+        seen.append(req.header("If-Modified-Since"))
+        conn.sendall(response(201, b"", [("Cache-Control", "max-age=1"),
+                                         ("Last-Modified", "Mon, 02 Mar 2015 17:20:58 GMT")]))
+        return True
+
+    o = origin(handler)
+    s = cache_server(conf(o, loc_extra="proxy_cache_revalidate on;"))
+    s.get("/201")
+    assert poll(lambda: s.get("/201").header("X-Cache") == "EXPIRED" or None, timeout=5)
+    assert seen and all(v is None for v in seen)
+
+
+def test_several_proxy_ignore_headers_add_up(cache_server, origin):
+    o = origin(counting(headers_of=lambda req: [("Cache-Control", "no-store"), ("X-Accel-Expires", "0")]))
+    s = cache_server(conf(o, loc_extra="proxy_ignore_headers Cache-Control; proxy_ignore_headers X-Accel-Expires;"
+                                       " proxy_cache_valid 1m;"))
+    s.get("/two")
+    assert s.get("/two").header("X-Cache") == "HIT"

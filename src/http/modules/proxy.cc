@@ -459,8 +459,8 @@ Status set_next_upstream(Ctx& cx, const Node& n, ProxyConf& pc) {
     return {};
 }
 
+// Several directives add up, as nginx's bit masks do.
 Status set_ignore_headers(Ctx& cx, const Node& n, ProxyConf& pc) {
-    if (pc.ignore_headers) return cx.duplicate(n);
     static constexpr std::string_view kKnown[] = {"X-Accel-Redirect", "X-Accel-Expires", "X-Accel-Limit-Rate",
                                                   "X-Accel-Buffering", "X-Accel-Charset", "Expires",
                                                   "Cache-Control", "Set-Cookie", "Vary"};
@@ -479,7 +479,7 @@ Status set_ignore_headers(Ctx& cx, const Node& n, ProxyConf& pc) {
         for (const auto& [name, bit] : kBits)
             if (iequals(a.text, name)) mask |= bit;
     }
-    pc.ignore_headers = mask;
+    pc.ignore_headers = pc.ignore_headers.value_or(0) | mask;
     return {};
 }
 

@@ -201,6 +201,13 @@ std::string_view request_field(const Request& r, std::string_view name) {
     return {};
 }
 
+// The range filter may cut the answer; it announces "Accept-Ranges:
+// bytes" itself (the origin's would be a second one).
+void allow_ranges(Request& r) {
+    r.out.remove("Accept-Ranges");
+    r.out.accept_ranges = true;
+}
+
 // The request's values of the fields a Vary value names, as one hash: the
 // variant a response with that Vary was stored for (names are compared
 // without case; a field the request lacks counts as empty).
@@ -345,7 +352,7 @@ struct Front::Impl {
         const int64_t age = std::max<int64_t>(0, f.now_ - f.meta_.stored_at) + f.meta_.age;
         r.out.remove("Age");
         r.out.headers.push_back({"Age", r.arena().dup(std::to_string(age))});
-        if (h.status == 200) r.out.accept_ranges = true;
+        if (h.status == 200) allow_ranges(r);
         Buf b;
         if (f.meta_.body_len > 0)
             b = Buf::file(f.fd_, static_cast<off_t>(f.body_start_),
@@ -582,10 +589,12 @@ Front::~Front() {
 
 namespace {
 
-CachePath* path_for(Request& r, const CacheLocConf& cl) {
-    if (!cl.path_value) return cl.path;
+// The cache of the request; `unknown` when a variable named none.
+CachePath* path_for(Request& r, const CacheLocConf& cl, bool* unknown) {
+    if (!cl.path_value) return cl.path ? *cl.path : nullptr;
     std::string_view name = cl.path_value->eval(r);
     if (name.empty() || name == "off") return nullptr;
+    *unknown = true;
     const auto& mc = r.main_conf<CacheMainConf>(proxy_cache_module);
     for (CachePath* p : mc.paths)
         if (p->zone_name == name) return p;
@@ -609,7 +618,9 @@ Next Front::begin(Request& r, const ProxyConf& pc, const proxy::Pass& pass, std:
     const auto& cl = r.loc_conf<CacheLocConf>(proxy_cache_module);
     *out = nullptr;
     if (!cl.enabled.value_or(false)) return Next::Decline;
-    CachePath* cp = path_for(r, cl);
+    bool unknown = false;
+    CachePath* cp = path_for(r, cl, &unknown);
+    if (!cp && unknown) return respond_status(r, 500);
     if (!cp || !cp->index) return Next::Decline;
     const bool purge = cl.purge && [&] {
         std::string_view v = cl.purge->eval(r);
@@ -648,6 +659,11 @@ Next Front::begin(Request& r, const ProxyConf& pc, const proxy::Pass& pass, std:
     std::vector<cache::Hash> evicted;
     cache::NodeInfo n = cp->index->lookup(f->hash_, f->now_, cp->inactive, evicted);
     remove_files(*cp, evicted);
+    if (n.error && f->now_ < n.valid_until) {
+        // A cached intercepted error: its error_page again.
+        f->status_ = CacheStatus::Hit;
+        return respond_status(r, n.error);
+    }
     if ((n.exists || n.cold || !n.known) && Impl::open_entry(*f)) {
         const bool fresh = f->now_ < f->meta_.valid_until && !(f->meta_.flags & cache::kRevalidateAlways);
         if (fresh && Impl::serve(*f, CacheStatus::Hit)) return Next::Respond;
@@ -662,7 +678,9 @@ Next Front::begin(Request& r, const ProxyConf& pc, const proxy::Pass& pass, std:
             if (!f->update_claimed_ && may_serve_updating && Impl::serve(*f, CacheStatus::Updating))
                 return Next::Respond;
             f->status_ = CacheStatus::Expired;
-            if (*cl.revalidate && (!f->entry_etag_.empty() || f->meta_.last_modified >= 0)) f->revalidating_ = true;
+            // Conditional requests only for a stored 200 [nginx].
+            if (*cl.revalidate && f->meta_.status == 200 && (!f->entry_etag_.empty() || f->meta_.last_modified >= 0))
+                f->revalidating_ = true;
             return Next::Proceed;
         }
     }
@@ -768,9 +786,28 @@ void Front::refresh_meta() {
     remove_files(cp_, ev);
 }
 
+void Front::on_intercept(const OriginHead& h) {
+    now_ = wall_now();
+    if (!store_allowed_) return;
+    std::pmr::vector<CacheField> fields(r_.mem());
+    for (const auto& x : h.fields) fields.push_back({x.name, x.value});
+    CacheInput in;
+    in.status = h.status;
+    in.headers = fields;
+    in.now = now_;
+    in.ignore = cache_ignore_bits(*pc_);
+    if (cl_.valid) in.valid = *cl_.valid;
+    CacheVerdict v = cache_verdict(in);
+    if (!v.store || v.revalidate_always) return;
+    std::vector<cache::Hash> ev;
+    cp_.index->stored_error(hash_, static_cast<uint16_t>(h.status), v.valid_until, now_, cp_.inactive, ev);
+    fill_claimed_ = update_claimed_ = false;
+    remove_files(cp_, ev);
+}
+
 void Front::after_head() {
     // A response the cache keeps may be cut into ranges, as a stored one.
-    if (tmp_fd_ >= 0 && r_.out.status == 200 && r_.out.content_length) r_.out.accept_ranges = true;
+    if (tmp_fd_ >= 0 && r_.out.status == 200 && r_.out.content_length) allow_ranges(r_);
     // With a length the fill is complete with its last byte: the client's
     // answer (a range) may be over before the origin's end is seen.
     expected_ = r_.out.content_length;
@@ -940,7 +977,8 @@ Status set_cache(Ctx& cx, const Node& n, CacheLocConf& cl) {
     }
     // The zone may be declared further down: looked up once the http
     // block is read (postconfiguration).
-    main_of(cx).pending.push_back({&cl, &n});
+    cl.path = cx.arena().make<CachePath*>(nullptr);
+    main_of(cx).pending.push_back({cl.path, &n});
     return {};
 }
 
@@ -1037,11 +1075,11 @@ Status set_use_stale(Ctx& cx, const Node& n, CacheLocConf& cl) {
 Status postconfiguration(Ctx& cx) {
     auto* m = cx.conf<CacheMainConf>(proxy_cache_module, Level::Main);
     if (!m) return {};
-    for (auto& [cl, n] : m->pending) {
+    for (auto& [slot, n] : m->pending) {
         std::string_view name = n->args[0].text;
         for (CachePath* p : m->paths)
-            if (p->zone_name == name) cl->path = p;
-        if (!cl->path) return cx.error(*n, "\"proxy_cache\" zone \"" + std::string(name) + "\" is unknown");
+            if (p->zone_name == name) *slot = p;
+        if (!*slot) return cx.error(*n, "\"proxy_cache\" zone \"" + std::string(name) + "\" is unknown");
     }
     m->pending.clear();
     return {};

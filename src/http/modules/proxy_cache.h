@@ -113,7 +113,9 @@ class Front;
 struct CacheLocConf {
     // "proxy_cache": a zone, a variable naming one, or off.
     std::optional<bool> enabled;
-    proxy_cache::CachePath* path = nullptr;
+    // The zone named: a slot shared by every level that inherits it,
+    // filled once every proxy_cache_path is read (postconfiguration).
+    proxy_cache::CachePath** path = nullptr;
     const ComplexValue* path_value = nullptr;
     const ComplexValue* key = nullptr;                      // "proxy_cache_key"
     std::vector<CacheValid>* valid = nullptr;               // "proxy_cache_valid"
@@ -140,7 +142,7 @@ struct CacheMainConf {
     std::vector<proxy_cache::CachePath*> paths;  // owner: the generation arena
     // "proxy_cache NAME" read before its proxy_cache_path: resolved by
     // postconfiguration.
-    std::vector<std::pair<CacheLocConf*, const conf::Node*>> pending;
+    std::vector<std::pair<proxy_cache::CachePath**, const conf::Node*>> pending;
     // The cache loader's walk, in the loader process.
     std::shared_ptr<proxy_cache::LoaderState> loader;
 };
@@ -183,6 +185,9 @@ public:
     // r.out and r.body are set, the Exchange stops the origin and
     // finalizes with Next::Respond.
     Verdict on_head(const OriginHead& h);
+    // The Exchange hands the origin's error to its error_page
+    // (proxy_intercept_errors): the status is cached when it may be.
+    void on_intercept(const OriginHead& h);
     // After copy_response_head: what the cache adds to r.out (ranges are
     // allowed for a stored 200).
     void after_head();

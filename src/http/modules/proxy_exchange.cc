@@ -328,6 +328,7 @@ upstream::Hooks::Head Exchange::on_head(upstream::Client& c, const StatusHead& h
                 // The origin's answer is dropped for the error_page [nginx
                 // proxy_intercept_errors]; $upstream_http_* still tell what
                 // it was.
+                if (cache_) cache_->on_intercept({status, h.reason, log_.headers});
                 err_status_ = status;
                 event::worker_loop().post(kick_);
                 return Head::Stop;
