@@ -3,6 +3,7 @@
 #include <cstring>
 #include <new>
 
+#include "core/arena.h"
 #include "core/assert.h"
 #include "core/log.h"
 #include "core/shm.h"
@@ -29,6 +30,9 @@ struct Node {
     uint32_t swr = 0;
     uint32_t sie = 0;
     uint16_t status = 0;
+    uint64_t mem_ref = 0;   // the memory tier's copy of the file (mem pool ref)
+    uint32_t mem_len = 0;
+    uint32_t mem_gen = 0;   // valid while equal to Root::mem_gen
     uint16_t error = 0;  // an intercepted error status is cached (no file)
     uint8_t exists = 0;
     uint8_t revalidate_always = 0;
@@ -47,6 +51,11 @@ struct Index::Root {
     uint64_t entries = 0;
     uint64_t size = 0;
     uint8_t loaded = 0;
+    // Bumped when the memory tier's pool is reset (a process died holding
+    // its lock): every node's copy is forgotten at once.
+    uint32_t mem_gen = 1;
+    uint64_t mem_objects = 0;
+    uint64_t mem_bytes = 0;
 };
 
 size_t Index::capacity(size_t zone_size) {
@@ -89,7 +98,39 @@ void lru_append(shm::Pool& p, Index::Root& r, Node* n) {
     r.lru_tail = self;
 }
 
-void drop(shm::Pool& p, Index::Root& r, Node* n) {
+bool has_mem(const Index::Root& r, const Node* n) { return n->mem_ref && n->mem_gen == r.mem_gen; }
+
+// The memory tier's lock, taken inside the index's (always in that
+// order). A process that died holding it leaves the pool in doubt: it
+// starts empty and every node's copy is forgotten (Root::mem_gen).
+class MemGuard {
+public:
+    MemGuard(shm::Pool& mem, Index::Root& r) : g_(mem.mutex()) {
+        if (g_.owner_died()) {
+            mem.reset();
+            ++r.mem_gen;
+            r.mem_objects = r.mem_bytes = 0;
+        }
+    }
+
+private:
+    shm::Guard g_;
+};
+
+void free_mem(shm::Pool* mem, Index::Root& r, Node* n) {
+    if (!mem || !n->mem_ref) return;
+    MemGuard mg(*mem, r);
+    if (has_mem(r, n)) {
+        mem->free(mem->at(n->mem_ref));
+        --r.mem_objects;
+        r.mem_bytes -= n->mem_len;
+    }
+    n->mem_ref = 0;
+    n->mem_len = 0;
+}
+
+void drop(shm::Pool& p, Index::Root& r, Node* n, shm::Pool* mem) {
+    free_mem(mem, r, n);
     uint64_t* link = &bucket(p, r, n->key);
     const uint64_t self = p.ref(n);
     while (*link != self) link = &node(p, *link)->bucket_next;
@@ -104,14 +145,14 @@ void drop(shm::Pool& p, Index::Root& r, Node* n) {
 }
 
 // Room for one node: the least recently used ones nobody fills go.
-Node* make(shm::Pool& p, Index::Root& r, const Hash& h, time_t now, std::vector<Hash>& evicted) {
+Node* make(shm::Pool& p, Index::Root& r, const Hash& h, time_t now, std::vector<Hash>& evicted, shm::Pool* mem) {
     void* b = p.alloc(sizeof(Node));
     for (uint64_t ref = r.lru_head; !b && ref;) {
         Node* victim = node(p, ref);
         ref = victim->lru_next;
         if (victim->fill_until > now || victim->update_until > now) continue;
         if (victim->exists) evicted.push_back(victim->key);
-        drop(p, r, victim);
+        drop(p, r, victim, mem);
         b = p.alloc(sizeof(Node));
     }
     if (!b) return nullptr;
@@ -143,7 +184,15 @@ NodeInfo info(const Node* n) {
     return i;
 }
 
-void set_stored(Index::Root& r, Node* n, const Stored& s) {
+NodeInfo info(const Index::Root& r, const Node* n) {
+    NodeInfo i = info(n);
+    if (n) i.in_memory = has_mem(r, n);
+    i.cold = !r.loaded;
+    return i;
+}
+
+void set_stored(Index::Root& r, Node* n, const Stored& s, shm::Pool* mem) {
+    free_mem(mem, r, n);  // the copy of the file this one replaces
     if (n->exists) r.size -= n->fs_size;
     else ++r.entries;
     n->exists = 1;
@@ -186,6 +235,12 @@ Index::Root& Index::locked(shm::Guard& g) {
                static_cast<int>(zone_->name().size()), zone_->name().data());
         pool_->reset();
         root_ = build(*pool_, zone_->size());
+        if (mem_) {
+            // The nodes that held the memory tier's copies are gone.
+            shm::Guard mg(mem_->mutex());
+            mem_->reset();
+            mem_->set_root(mem_->alloc(1));
+        }
         // A fresh pool of the zone's size has room for an empty index:
         // attach() checked.
         GH_CHECK(root_ != nullptr);
@@ -193,7 +248,7 @@ Index::Root& Index::locked(shm::Guard& g) {
     return *root_;
 }
 
-Result<Index> Index::attach(shm::Zone& z) {
+Result<Index> Index::attach(shm::Zone& z, shm::Zone* memory) {
     shm::Pool* pool = shm::Pool::attach(z.addr(), z.size());
     if (!pool) return make_error("cache zone \"" + std::string(z.name()) + "\" is too small");
     shm::Guard g(pool->mutex());
@@ -203,7 +258,72 @@ Result<Index> Index::attach(shm::Zone& z) {
         r = build(*pool, z.size());
         if (!r) return make_error("cache zone \"" + std::string(z.name()) + "\" is too small");
     }
-    return Index(&z, pool, r);
+    shm::Pool* mem = nullptr;
+    if (memory) {
+        // Its pool is found again with the index (a reload), or laid out
+        // empty, and then so are the nodes' copies.
+        mem = shm::Pool::attach(memory->addr(), memory->size());
+        if (!mem) return make_error("cache memory zone \"" + std::string(memory->name()) + "\" is too small");
+        shm::Guard mg(mem->mutex());
+        if (mg.owner_died() || mem->root() == nullptr) {
+            mem->reset();
+            void* marker = mem->alloc(1);
+            if (!marker) return make_error("cache memory zone \"" + std::string(memory->name()) + "\" is too small");
+            mem->set_root(marker);
+            ++r->mem_gen;
+            r->mem_objects = r->mem_bytes = 0;
+        }
+    }
+    return Index(&z, pool, r, mem, memory ? memory->size() : 0);
+}
+
+bool Index::put_memory(const Hash& h, std::string_view bytes) {
+    // More than half the tier could only fit by emptying it: refused
+    // before anything is dropped for it.
+    if (!mem_ || bytes.empty() || bytes.size() > mem_size_ / 2) return false;
+    shm::Guard g(pool_->mutex());
+    Root& r = locked(g);
+    shm::Pool& p = *pool_;
+    Node* n = find(p, r, h);
+    if (!n || !n->exists) return false;
+    free_mem(mem_, r, n);
+    MemGuard mg(*mem_, r);
+    void* b = mem_->alloc(bytes.size());
+    // No room: the least recently used copies go first (their nodes and
+    // files stay), never this node's, at most a bounded number of them.
+    size_t tries = 0;
+    for (uint64_t ref = r.lru_head; !b && ref && tries < 1024; ++tries) {
+        Node* victim = node(p, ref);
+        ref = victim->lru_next;
+        if (victim == n || !has_mem(r, victim)) continue;
+        mem_->free(mem_->at(victim->mem_ref));
+        --r.mem_objects;
+        r.mem_bytes -= victim->mem_len;
+        victim->mem_ref = 0;
+        victim->mem_len = 0;
+        b = mem_->alloc(bytes.size());
+    }
+    if (!b) return false;
+    std::memcpy(b, bytes.data(), bytes.size());
+    n->mem_ref = mem_->ref(b);
+    n->mem_len = static_cast<uint32_t>(bytes.size());
+    n->mem_gen = r.mem_gen;
+    ++r.mem_objects;
+    r.mem_bytes += bytes.size();
+    return true;
+}
+
+std::string_view Index::copy_memory(const Hash& h, Arena& a) {
+    if (!mem_) return {};
+    shm::Guard g(pool_->mutex());
+    Root& r = locked(g);
+    Node* n = find(*pool_, r, h);
+    if (!n || !has_mem(r, n)) return {};
+    MemGuard mg(*mem_, r);
+    if (!has_mem(r, n)) return {};
+    char* out = static_cast<char*>(a.alloc(n->mem_len, 16));
+    std::memcpy(out, mem_->at(n->mem_ref), n->mem_len);
+    return {out, n->mem_len};
 }
 
 NodeInfo Index::lookup(const Hash& h, time_t now, time_t inactive, std::vector<Hash>& evicted) {
@@ -212,7 +332,7 @@ NodeInfo Index::lookup(const Hash& h, time_t now, time_t inactive, std::vector<H
     shm::Pool& p = *pool_;
     Node* n = find(p, r, h);
     if (!n) {
-        n = make(p, r, h, now, evicted);
+        n = make(p, r, h, now, evicted, mem_);
         if (!n) {
             NodeInfo none;
             none.cold = !r.loaded;
@@ -224,17 +344,13 @@ NodeInfo Index::lookup(const Hash& h, time_t now, time_t inactive, std::vector<H
     }
     if (n->uses < UINT32_MAX) ++n->uses;
     n->expire = now + inactive;
-    NodeInfo i = info(n);
-    i.cold = !r.loaded;
-    return i;
+    return info(r, n);
 }
 
 NodeInfo Index::peek(const Hash& h) {
     shm::Guard g(pool_->mutex());
     Root& r = locked(g);
-    NodeInfo i = info(find(*pool_, r, h));
-    i.cold = !r.loaded;
-    return i;
+    return info(r, find(*pool_, r, h));
 }
 
 bool Index::claim_fill(const Hash& h, time_t now, time_t until) {
@@ -263,8 +379,8 @@ void Index::stored(const Hash& h, const Stored& s, time_t now, time_t inactive, 
     Root& r = locked(g);
     shm::Pool& p = *pool_;
     Node* n = find(p, r, h);
-    if (!n && !(n = make(p, r, h, now, evicted))) return;
-    set_stored(r, n, s);
+    if (!n && !(n = make(p, r, h, now, evicted, mem_))) return;
+    set_stored(r, n, s, mem_);
     n->fill_until = n->update_until = 0;
     n->expire = now + inactive;
 }
@@ -281,7 +397,8 @@ void Index::stored_error(const Hash& h, uint16_t status, time_t valid_until, tim
     Root& r = locked(g);
     shm::Pool& p = *pool_;
     Node* n = find(p, r, h);
-    if (!n && !(n = make(p, r, h, now, evicted))) return;
+    if (!n && !(n = make(p, r, h, now, evicted, mem_))) return;
+    free_mem(mem_, r, n);
     if (n->exists) {
         evicted.push_back(n->key);
         --r.entries;
@@ -302,6 +419,7 @@ bool Index::forget(const Hash& h) {
     Node* n = find(*pool_, r, h);
     if (!n) return false;
     n->error = 0;
+    free_mem(mem_, r, n);
     const bool had = n->exists;
     if (n->exists) {
         --r.entries;
@@ -328,7 +446,7 @@ void Index::evict(time_t now, uint64_t max_size, size_t max, std::vector<Hash>& 
             break;
         }
         if (n->exists) victims.push_back(n->key);
-        drop(p, r, n);
+        drop(p, r, n, mem_);
     }
 }
 
@@ -338,8 +456,8 @@ void Index::loaded(const Hash& h, const Stored& s, time_t now, time_t inactive, 
     shm::Pool& p = *pool_;
     Node* n = find(p, r, h);
     if (n && n->exists) return;  // a request found it first
-    if (!n && !(n = make(p, r, h, now, evicted))) return;
-    set_stored(r, n, s);
+    if (!n && !(n = make(p, r, h, now, evicted, mem_))) return;
+    set_stored(r, n, s, mem_);
     n->expire = now + inactive;
 }
 
@@ -356,6 +474,8 @@ IndexStats Index::stats() {
     s.nodes = r.nodes;
     s.size = r.size;
     s.loaded = r.loaded;
+    s.memory_objects = r.mem_objects;
+    s.memory_bytes = r.mem_bytes;
     return s;
 }
 

@@ -30,10 +30,15 @@
 #include <cstddef>
 #include <cstdint>
 #include <ctime>
+#include <string_view>
 #include <vector>
 
 #include "cache/key.h"
 #include "core/result.h"
+
+namespace gatehouse {
+class Arena;
+}
 
 namespace gatehouse::shm {
 class Guard;
@@ -50,6 +55,7 @@ struct NodeInfo {
     // The index may not know every file yet (the loader has not finished,
     // or the index was reset): a node without a file may still have one.
     bool cold = false;
+    bool in_memory = false;   // the memory tier has a copy of the file
     bool revalidate_always = false;
     uint16_t status = 0;
     uint32_t uses = 0;        // requests since the node was made
@@ -79,13 +85,16 @@ struct IndexStats {
     uint64_t nodes = 0;
     uint64_t size = 0;      // bytes on disk, as recorded
     bool loaded = false;    // the loader went through the directory
+    uint64_t memory_objects = 0;  // copies in the memory tier
+    uint64_t memory_bytes = 0;
 };
 
 class Index {
 public:
-    // The index in zone `z`, made empty or found again (see the top).
-    // The error says the zone cannot hold even an empty index.
-    static Result<Index> attach(shm::Zone& z);
+    // The index in zone `z`, made empty or found again (see the top),
+    // with its memory tier in `memory` when there is one. The error says
+    // a zone cannot hold even an empty index.
+    static Result<Index> attach(shm::Zone& z, shm::Zone* memory = nullptr);
 
     // How many nodes a zone of `size` bytes holds, about (for the docs
     // and the checks at configuration time).
@@ -130,15 +139,28 @@ public:
 
     IndexStats stats();
 
+    // ---- the memory tier ("proxy_cache_path ... memory=") ----
+    // A copy of the file of `h` (whole: header, head, body) kept in shared
+    // memory and served without touching the disk. The disk stays the
+    // source of truth: a copy goes when its node changes (a new file, a
+    // revalidation, purge, eviction) and after a restart. When the tier is
+    // full, the least recently used copies go. False when it has no room.
+    bool put_memory(const Hash& h, std::string_view bytes);
+    // The copy, into `a`; empty when there is none.
+    std::string_view copy_memory(const Hash& h, Arena& a);
+
     struct Root;  // in the pool; see index.cc
 
 private:
-    Index(shm::Zone* z, shm::Pool* pool, Root* root) : zone_(z), pool_(pool), root_(root) {}
+    Index(shm::Zone* z, shm::Pool* pool, Root* root, shm::Pool* mem, size_t mem_size)
+        : zone_(z), pool_(pool), root_(root), mem_(mem), mem_size_(mem_size) {}
     Root& locked(shm::Guard& g);
 
     shm::Zone* zone_;  // owner: the zone registry; outlives every worker
     shm::Pool* pool_;
     Root* root_;
+    shm::Pool* mem_;  // the memory tier, or null
+    size_t mem_size_;
 };
 
 }  // namespace gatehouse::cache

@@ -242,10 +242,32 @@ struct Front::Impl {
     // Opens and checks the entry's file; on success the entry is the
     // Front's (fd_, meta_...). A file that is not a valid entry of this
     // key is removed and forgotten.
-    static bool open_entry(Front& f) {
+    // The entry of the node `n` describes: its copy in the memory tier, or
+    // its file. On success the entry is the Front's (meta_, the head...,
+    // and mem_ or fd_ for the body). A file that is not a valid entry of
+    // this key is removed and forgotten; another variant of the key (Vary)
+    // sends the lookup to that variant's own entry.
+    static bool open_entry(Front& f, const cache::NodeInfo& n) {
+        if (n.in_memory) {
+            std::string_view bytes = f.cp_.index->copy_memory(f.hash_, f.r_.arena());
+            if (!bytes.empty()) {
+                std::span<const char> got(bytes.data(), bytes.size());
+                Result<cache::Entry> e = cache::parse_header(got, bytes.size());
+                if (e && e->key == f.key_) {
+                    switch (check_variant(f, *e)) {
+                        case Variant::Same: break;
+                        case Variant::Moved: return open_moved(f);
+                        case Variant::Other: return false;
+                    }
+                    f.mem_ = bytes;
+                    take(f, *e, bytes.size());
+                    return true;
+                }
+            }
+            // Gone meanwhile, or not this key: the file decides.
+        }
         std::string path = cache::entry_path(f.cp_.path, f.cp_.levels, f.hash_);
-        int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOATIME);
-        if (fd < 0 && errno == EPERM) fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+        int fd = open_read(path);
         if (fd < 0) {
             if (errno != ENOENT)
                 log_for_request(f.r_, log::Level::Crit, errno, "open() \"" + path + "\" failed");
@@ -257,20 +279,24 @@ struct Front::Impl {
             ::close(fd);
             return false;
         }
+        const uint64_t size = static_cast<uint64_t>(st.st_size);
+        // A file the memory tier may keep is read whole at once: the body
+        // is then served from memory, and kept for the next requests.
+        const bool promote = f.cp_.memory_max_object && size <= f.cp_.memory_max_object && size > 0;
         Arena& a = f.r_.arena();
-        size_t want = std::min<size_t>(kFirstRead, static_cast<size_t>(st.st_size));
-        char* buf = static_cast<char*>(a.alloc(std::max<size_t>(want, 1), 1));
-        ssize_t n = ::pread(fd, buf, want, 0);
+        const size_t want = promote ? static_cast<size_t>(size) : std::min<size_t>(kFirstRead, size);
+        char* buf = static_cast<char*>(a.alloc(std::max<size_t>(want, 1), 16));
+        ssize_t got_n = ::pread(fd, buf, want, 0);
         Result<cache::Entry> e = make_error("cache file is cut short");
-        if (n >= 0) {
-            std::span<const char> got(buf, static_cast<size_t>(n));
+        if (got_n >= 0) {
+            std::span<const char> got(buf, static_cast<size_t>(got_n));
             auto need = cache::header_length(got);
-            if (need && *need > got.size() && *need <= static_cast<size_t>(st.st_size)) {
+            if (need && *need > got.size() && *need <= size) {
                 buf = static_cast<char*>(a.alloc(*need, 1));
-                n = ::pread(fd, buf, *need, 0);
-                got = std::span<const char>(buf, n < 0 ? 0 : static_cast<size_t>(n));
+                got_n = ::pread(fd, buf, *need, 0);
+                got = std::span<const char>(buf, got_n < 0 ? 0 : static_cast<size_t>(got_n));
             }
-            e = cache::parse_header(got, static_cast<uint64_t>(st.st_size));
+            e = cache::parse_header(got, size);
         }
         if (!e || e->key != f.key_) {
             // Another key with the same hash (a collision) is a miss; a bad
@@ -283,33 +309,12 @@ struct Front::Impl {
             f.cp_.index->forget(f.hash_);
             return false;
         }
-        if (!e->vary.empty() && !(cache_ignore_bits(*f.pc_) & kIgnoreVary)) {
-            const cache::Hash v = variant_of(f.r_, e->vary);
-            if (v != e->meta.variant) {
-                // Another variant. The first entry of a key is found at the
-                // key's hash; the others at the hash of the key and their
-                // variant [nginx's secondary keys].
-                ::close(fd);
-                if (f.secondary_) return false;
-                f.secondary_ = true;
-                const auto x = cache::hex(v);
-                f.key_ = f.r_.arena().dup(std::string(f.key_) + "\n" + std::string(x.data(), x.size()));
-                f.hash_ = cache::hash_key(f.key_);
-                std::vector<cache::Hash> ev;
-                cache::NodeInfo n = f.cp_.index->lookup(f.hash_, f.now_, f.cp_.inactive, ev);
-                remove_files(f.cp_, ev);
-                return (n.exists || n.cold || !n.known) && open_entry(f);
-            }
+        switch (check_variant(f, *e)) {
+            case Variant::Same: break;
+            case Variant::Moved: ::close(fd); return open_moved(f);
+            case Variant::Other: ::close(fd); return false;
         }
-        f.fd_ = fd;
-        f.r_.add_fd(fd);  // closed with the request, whatever happens
-        f.file_size_ = static_cast<uint64_t>(st.st_size);
-        f.have_entry_ = true;
-        f.meta_ = e->meta;
-        f.entry_head_ = e->head;
-        f.entry_etag_ = e->etag;
-        f.entry_vary_ = e->vary;
-        f.body_start_ = e->body_start;
+        take(f, *e, size);
         // A node the loader has not reached yet (or reset) learns of it.
         cache::Stored s;
         s.valid_until = e->meta.valid_until;
@@ -317,11 +322,53 @@ struct Front::Impl {
         s.stale_if_error = e->meta.stale_if_error;
         s.status = static_cast<uint16_t>(e->meta.status);
         s.revalidate_always = e->meta.flags & cache::kRevalidateAlways;
-        s.fs_size = f.file_size_;
+        s.fs_size = size;
         std::vector<cache::Hash> ev;
         f.cp_.index->loaded(f.hash_, s, f.now_, f.cp_.inactive, ev);
         remove_files(f.cp_, ev);
+        if (promote && static_cast<uint64_t>(got_n) == size) {
+            ::close(fd);
+            f.mem_ = {buf, static_cast<size_t>(size)};
+            f.cp_.index->put_memory(f.hash_, f.mem_);
+            return true;
+        }
+        f.fd_ = fd;
+        f.r_.add_fd(fd);  // closed with the request, whatever happens
         return true;
+    }
+
+    static void take(Front& f, const cache::Entry& e, uint64_t size) {
+        f.file_size_ = size;
+        f.have_entry_ = true;
+        f.meta_ = e.meta;
+        f.entry_head_ = e.head;
+        f.entry_etag_ = e.etag;
+        f.entry_vary_ = e.vary;
+        f.body_start_ = e.body_start;
+    }
+
+    enum class Variant : uint8_t { Same, Moved, Other };
+    // Whether the entry is the request's variant. The first entry of a key
+    // is found at the key's hash; the others at the hash of the key and
+    // their variant [nginx's secondary keys]: Moved when the lookup goes
+    // there now (key_ and hash_ changed), Other when already there.
+    static Variant check_variant(Front& f, const cache::Entry& e) {
+        if (e.vary.empty() || (cache_ignore_bits(*f.pc_) & kIgnoreVary)) return Variant::Same;
+        const cache::Hash v = variant_of(f.r_, e.vary);
+        if (v == e.meta.variant) return Variant::Same;
+        if (f.secondary_) return Variant::Other;
+        f.secondary_ = true;
+        const auto x = cache::hex(v);
+        f.key_ = f.r_.arena().dup(std::string(f.key_) + "\n" + std::string(x.data(), x.size()));
+        f.hash_ = cache::hash_key(f.key_);
+        return Variant::Moved;
+    }
+
+    static bool open_moved(Front& f) {
+        std::vector<cache::Hash> ev;
+        cache::NodeInfo n = f.cp_.index->lookup(f.hash_, f.now_, f.cp_.inactive, ev);
+        remove_files(f.cp_, ev);
+        return (n.exists || n.cold || !n.known) && open_entry(f, n);
     }
 
     // r.out and r.body from the entry, with `s` as $upstream_cache_status.
@@ -354,9 +401,14 @@ struct Front::Impl {
         r.out.headers.push_back({"Age", r.arena().dup(std::to_string(age))});
         if (h.status == 200) allow_ranges(r);
         Buf b;
-        if (f.meta_.body_len > 0)
+        if (f.meta_.body_len > 0 && !f.mem_.empty()) {
+            // From memory (the request's copy of the tier's, or of the file).
+            b.pos = f.mem_.data() + f.body_start_;
+            b.last = b.pos + f.meta_.body_len;
+        } else if (f.meta_.body_len > 0) {
             b = Buf::file(f.fd_, static_cast<off_t>(f.body_start_),
                           static_cast<off_t>(f.body_start_ + f.meta_.body_len));
+        }
         b.last_buf = true;
         r.use_sendfile = sendfile_enabled(r);
         r.body.clear();
@@ -429,6 +481,8 @@ struct Front::Impl {
         std::string bytes = cache::serialize_header(m, f.key_, vary, etag, head);
         if (!write_all(f, fd, bytes.data(), bytes.size())) return;
         f.tmp_fd_ = fd;
+        f.mem_fill_ = f.cp_.memory_max_object && bytes.size() <= f.cp_.memory_max_object;
+        if (f.mem_fill_) f.mem_copy_ = std::move(bytes);
         f.body_written_ = 0;
         f.pending_.valid_until = m.valid_until;
         f.pending_.stale_while_revalidate = m.stale_while_revalidate;
@@ -489,6 +543,7 @@ struct Front::Impl {
     }
 
     static void drop_fill(Front& f) {
+        f.mem_fill_ = false;
         if (f.tmp_fd_ >= 0) {
             ::close(f.tmp_fd_);
             ::unlink(f.tmp_path_.c_str());
@@ -540,6 +595,13 @@ struct Front::Impl {
         f.pending_.fs_size += f.body_written_;
         std::vector<cache::Hash> ev;
         f.cp_.index->stored(f.hash_, f.pending_, f.now_, f.cp_.inactive, ev);
+        if (f.mem_fill_) {
+            // The same bytes as the file, its body length included.
+            cache::encode_u64(f.body_written_, f.mem_copy_.data() + cache::kBodyLenOffset);
+            f.cp_.index->put_memory(f.hash_, f.mem_copy_);
+            f.mem_fill_ = false;
+            std::string().swap(f.mem_copy_);
+        }
         f.fill_claimed_ = f.update_claimed_ = false;
         remove_files(f.cp_, ev);
     }
@@ -555,7 +617,7 @@ struct Front::Impl {
         log::Scope scope(&r.log_ctx);
         f.now_ = wall_now();
         cache::NodeInfo n = f.cp_.index->peek(f.hash_);
-        if (n.exists && open_entry(f)) {
+        if (n.exists && open_entry(f, n)) {
             if (f.now_ < f.meta_.valid_until && !(f.meta_.flags & cache::kRevalidateAlways) && serve(f, CacheStatus::Hit)) {
                 f.resume_(r, Next::Respond);
                 return;
@@ -664,7 +726,7 @@ Next Front::begin(Request& r, const ProxyConf& pc, const proxy::Pass& pass, std:
         f->status_ = CacheStatus::Hit;
         return respond_status(r, n.error);
     }
-    if ((n.exists || n.cold || !n.known) && Impl::open_entry(*f)) {
+    if ((n.exists || n.cold || !n.known) && Impl::open_entry(*f, n)) {
         const bool fresh = f->now_ < f->meta_.valid_until && !(f->meta_.flags & cache::kRevalidateAlways);
         if (fresh && Impl::serve(*f, CacheStatus::Hit)) return Next::Respond;
         if (f->have_entry_) {
@@ -823,6 +885,22 @@ void Front::on_body(const Chain& data) {
             return;
         }
         body_written_ += b.size();
+        if (mem_fill_) {
+            // Small enough for the memory tier so far: kept as it goes.
+            if (mem_copy_.size() + b.size() > cp_.memory_max_object) {
+                mem_fill_ = false;
+                std::string().swap(mem_copy_);
+            } else if (b.in_file()) {
+                const size_t at = mem_copy_.size();
+                mem_copy_.resize(at + b.size());
+                if (::pread(b.fd, mem_copy_.data() + at, b.size(), b.file_pos) != static_cast<ssize_t>(b.size())) {
+                    mem_fill_ = false;
+                    std::string().swap(mem_copy_);
+                }
+            } else {
+                mem_copy_.append(b.pos, b.size());
+            }
+        }
     }
     if (data.last() || (expected_ && body_written_ == *expected_)) Impl::finish_fill(*this);
 }
@@ -922,6 +1000,14 @@ Status set_cache_path(Ctx& cx, const Node& n, CacheMainConf& m) {
             auto s = conf::parse_size(*v);
             if (!s) return bad(a);
             cp->min_free = *s;
+        } else if (auto v = param(a, "memory")) {
+            auto sz = conf::parse_size(*v);
+            if (!sz || *sz < 8192) return bad(a);
+            cp->memory = *sz;
+        } else if (auto v = param(a, "memory_max_object")) {
+            auto sz = conf::parse_size(*v);
+            if (!sz || *sz == 0) return bad(a);
+            cp->memory_max_object = *sz;
         } else if (auto v = param(a, "use_temp_path")) {
             auto f = conf::parse_flag(*v);
             if (!f) return bad(a);
@@ -952,7 +1038,19 @@ Status set_cache_path(Ctx& cx, const Node& n, CacheMainConf& m) {
     auto z = cx.zones()->add(cp->zone_name, static_cast<size_t>(zone_size), &proxy_cache_module);
     if (!z) return cx.error(n, z.message());
     cp->zone = z->zone;
-    auto idx = cache::Index::attach(*cp->zone);
+    shm::Zone* mem = nullptr;
+    if (cp->memory) {
+        // A zone of its own, "NAME@memory", kept across reloads as the
+        // index's is.
+        auto mz = cx.zones()->add(cp->zone_name + "@memory", static_cast<size_t>(cp->memory), &proxy_cache_module);
+        if (!mz) return cx.error(n, mz.message());
+        mem = mz->zone;
+        // An object takes at most an eighth of the tier by default.
+        if (!cp->memory_max_object) cp->memory_max_object = std::min<uint64_t>(cp->memory / 8, 1 << 20);
+    } else if (cp->memory_max_object) {
+        return cx.error(n, "\"memory_max_object\" needs \"memory\"");
+    }
+    auto idx = cache::Index::attach(*cp->zone, mem);
     if (!idx) return cx.error(n, idx.message());
     cp->index.emplace(std::move(*idx));
     m.paths.push_back(cp);

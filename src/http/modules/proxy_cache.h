@@ -73,6 +73,9 @@ struct CachePath {
     std::string zone_name;
     shm::Zone* zone = nullptr;  // owner: the zone registry
     std::optional<cache::Index> index;
+    // The memory tier ("memory=", "memory_max_object="): 0 when none.
+    uint64_t memory = 0;
+    uint64_t memory_max_object = 0;
     int64_t inactive = 600;              // seconds
     uint64_t max_size = UINT64_MAX;
     uint64_t min_free = 0;
@@ -230,6 +233,7 @@ private:
     bool revalidating_ = false;   // the validators of the entry went
     // The entry found (served stale, or revalidated): its open file.
     int fd_ = -1;
+    std::string_view mem_;        // or the whole entry in memory (request arena)
     uint64_t file_size_ = 0;
     bool have_entry_ = false;
     cache::EntryMeta meta_;
@@ -242,6 +246,8 @@ private:
     int tmp_fd_ = -1;
     std::string tmp_path_;
     uint64_t body_written_ = 0;
+    std::string mem_copy_;        // the fill, for the memory tier, while small enough
+    bool mem_fill_ = false;
     std::optional<uint64_t> expected_;  // the origin's Content-Length
     cache::Stored pending_;
     const ProxyConf* pc_ = nullptr;

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "core/arena.h"
 #include "core/shm.h"
 #include "core/shm_slab.h"
 #include "forked.h"
@@ -193,4 +194,49 @@ TEST_CASE("cache/index: kept by a reload; shared with a forked worker; reset aft
     CHECK_FALSE(ix2->stats().loaded);
     ix2->lookup(key(3), kNow, kInactive, f.evicted);
     CHECK(ix2->peek(key(3)).known);
+}
+
+TEST_CASE("cache/index: the memory tier keeps copies of stored entries and drops them with the node's file") {
+    Fixture f;
+    auto mz = f.gen->add("c@memory", 16 * 1024, &kTag);
+    REQUIRE(mz.ok());
+    auto made = Index::attach(*f.zone, mz->zone);
+    REQUIRE(made.ok());
+    Index ix = *made;
+    Arena a;
+    // Only an entry with a file may have a copy.
+    ix.lookup(key(1), kNow, kInactive, f.evicted);
+    CHECK_FALSE(ix.put_memory(key(1), "bytes"));
+    ix.stored(key(1), stored(100), kNow, kInactive, f.evicted);
+    CHECK(ix.put_memory(key(1), std::string(3000, 'x')));
+    CHECK(ix.peek(key(1)).in_memory);
+    CHECK(ix.copy_memory(key(1), a) == std::string(3000, 'x'));
+    CHECK(ix.stats().memory_objects == 1);
+    // A new file replaces the copy; so does forgetting it.
+    ix.stored(key(1), stored(100), kNow, kInactive, f.evicted);
+    CHECK_FALSE(ix.peek(key(1)).in_memory);
+    CHECK(ix.copy_memory(key(1), a).empty());
+    CHECK(ix.put_memory(key(1), "again"));
+    ix.forget(key(1));
+    CHECK(ix.copy_memory(key(1), a).empty());
+    CHECK(ix.stats().memory_objects == 0);
+    CHECK(ix.stats().memory_bytes == 0);
+    // Full: the least recently used copies make room.
+    for (int i = 2; i < 12; ++i) {
+        ix.lookup(key(i), kNow, kInactive, f.evicted);
+        ix.stored(key(i), stored(100), kNow, kInactive, f.evicted);
+        CHECK(ix.put_memory(key(i), std::string(3000, static_cast<char>('a' + i))));
+    }
+    CHECK_FALSE(ix.peek(key(2)).in_memory);
+    CHECK(ix.peek(key(11)).in_memory);
+    CHECK(ix.copy_memory(key(11), a) == std::string(3000, static_cast<char>('a' + 11)));
+    CHECK(ix.stats().memory_bytes <= 16 * 1024);
+    // Too large for the whole tier: refused, nothing else lost.
+    const uint64_t before = ix.stats().memory_objects;
+    CHECK_FALSE(ix.put_memory(key(11), std::string(64 * 1024, 'z')));
+    CHECK(ix.stats().memory_objects <= before);
+    // A reload finds the copies again.
+    auto again = Index::attach(*f.zone, mz->zone);
+    REQUIRE(again.ok());
+    CHECK(again->peek(key(10)).in_memory);
 }
