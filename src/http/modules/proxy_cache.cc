@@ -54,6 +54,8 @@ namespace {
 constexpr std::chrono::milliseconds kLockPoll{20};
 // What a header read takes first: most entries' heads fit.
 constexpr size_t kFirstRead = 4096;
+// Files up to this size are read whole (see open_entry).
+constexpr size_t kWholeRead = 16384;
 
 time_t wall_now() { return static_cast<time_t>(event::worker_loop().wall().sec); }
 
@@ -280,11 +282,14 @@ struct Front::Impl {
             return false;
         }
         const uint64_t size = static_cast<uint64_t>(st.st_size);
-        // A file the memory tier may keep is read whole at once: the body
-        // is then served from memory, and kept for the next requests.
+        // A small file is read whole at once and its body served from
+        // memory: one read instead of two, and the head and body leave in
+        // one write. One the memory tier may keep is read whole too, and
+        // kept there for the next requests.
         const bool promote = f.cp_.memory_max_object && size <= f.cp_.memory_max_object && size > 0;
+        const bool whole = promote || size <= kWholeRead;
         Arena& a = f.r_.arena();
-        const size_t want = promote ? static_cast<size_t>(size) : std::min<size_t>(kFirstRead, size);
+        const size_t want = whole ? static_cast<size_t>(size) : std::min<size_t>(kFirstRead, size);
         char* buf = static_cast<char*>(a.alloc(std::max<size_t>(want, 1), 16));
         ssize_t got_n = ::pread(fd, buf, want, 0);
         Result<cache::Entry> e = make_error("cache file is cut short");
@@ -326,10 +331,10 @@ struct Front::Impl {
         std::vector<cache::Hash> ev;
         f.cp_.index->loaded(f.hash_, s, f.now_, f.cp_.inactive, ev);
         remove_files(f.cp_, ev);
-        if (promote && static_cast<uint64_t>(got_n) == size) {
+        if (whole && static_cast<uint64_t>(got_n) == size) {
             ::close(fd);
             f.mem_ = {buf, static_cast<size_t>(size)};
-            f.cp_.index->put_memory(f.hash_, f.mem_);
+            if (promote) f.cp_.index->put_memory(f.hash_, f.mem_);
             return true;
         }
         f.fd_ = fd;
