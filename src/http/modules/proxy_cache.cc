@@ -238,6 +238,195 @@ cache::Hash variant_of(const Request& r, std::string_view vary) {
 
 }  // namespace
 
+// ---- a fill --------------------------------------------------------------------------------
+
+// The body of the origin's response goes to a temp file in the cache
+// directory (the same file system: the rename that makes it the entry is
+// atomic).
+bool Fill::begin(CachePath& cp, const cache::Hash& hash, std::string_view key, time_t now, const OriginHead& h,
+                 const CacheVerdict& v, std::string_view vary, const cache::Hash& variant) {
+    static uint64_t counter = 0;
+    drop();
+    cp_ = &cp;
+    hash_ = hash;
+    now_ = now;
+    const auto x = cache::hex(hash);
+    tmp_path_ = cp.path + "/" + std::string(x.data(), x.size()) + "." + std::to_string(::getpid()) + "." +
+                std::to_string(++counter) + ".tmp";
+    cache::EntryMeta m;
+    m.valid_until = v.valid_until;
+    m.stored_at = now;
+    m.age = v.age;
+    m.stale_while_revalidate = v.stale_while_revalidate;
+    m.stale_if_error = v.stale_if_error;
+    m.flags = v.revalidate_always ? uint32_t{cache::kRevalidateAlways} : 0;
+    m.status = static_cast<int16_t>(h.status);
+    std::string_view lm = find_field(h.fields, "Last-Modified");
+    m.last_modified = lm.empty() ? -1 : parse_http_date(lm);
+    std::string_view etag = find_field(h.fields, "ETag");
+    if (etag.size() > cache::kMaxEtag) etag = {};
+    std::string head = stored_head(h);
+    if (head.size() > cache::kMaxHead || key.size() > cache::kMaxKey || vary.size() > cache::kMaxVary) return false;
+    if (!vary.empty()) m.variant = variant;
+    std::string bytes = cache::serialize_header(m, key, vary, etag, head);
+    int fd = ::open(tmp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        GH_LOG_ERRNO(Crit, errno, "open() \"%s\" failed", tmp_path_.c_str());
+        return false;
+    }
+    fd_ = fd;
+    if (!write_all(bytes.data(), bytes.size())) return false;
+    mem_fill_ = cp.memory_max_object && bytes.size() <= cp.memory_max_object;
+    if (mem_fill_) mem_copy_ = std::move(bytes);
+    written_ = 0;
+    pending_ = {};
+    pending_.valid_until = m.valid_until;
+    pending_.stale_while_revalidate = m.stale_while_revalidate;
+    pending_.stale_if_error = m.stale_if_error;
+    pending_.status = static_cast<uint16_t>(h.status);
+    pending_.revalidate_always = v.revalidate_always;
+    pending_.fs_size = mem_fill_ ? mem_copy_.size() : bytes.size();
+    return true;
+}
+
+// Writes all of it, or drops the fill (a full disk only means the
+// response is not stored).
+bool Fill::write_all(const char* p, size_t n) {
+    while (n > 0) {
+        ssize_t w = ::write(fd_, p, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            GH_LOG_ERRNO(Crit, errno, "write() \"%s\" failed", tmp_path_.c_str());
+            drop();
+            return false;
+        }
+        p += w;
+        n -= static_cast<size_t>(w);
+    }
+    return true;
+}
+
+// A piece of the proxy's temp file into the fill: copy_file_range()
+// where the kernel can (same file system), else through a buffer.
+bool Fill::copy_range(int from, off_t pos, off_t last) {
+    bool plain = false;
+    char buf[16384];
+    while (pos < last) {
+        ssize_t n;
+        if (!plain) {
+            n = ::copy_file_range(from, &pos, fd_, nullptr, static_cast<size_t>(last - pos), 0);
+            if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)) {
+                plain = true;
+                continue;
+            }
+        } else {
+            n = ::pread(from, buf, std::min<size_t>(sizeof buf, static_cast<size_t>(last - pos)), pos);
+            if (n > 0) {
+                if (!write_all(buf, static_cast<size_t>(n))) return false;
+                pos += n;
+            }
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            GH_LOG_ERRNO(Crit, n < 0 ? errno : 0, "copy to \"%s\" failed", tmp_path_.c_str());
+            drop();
+            return false;
+        }
+    }
+    return true;
+}
+
+Fill::Step Fill::body(const Chain& data) {
+    if (fd_ < 0) return Step::Off;
+    for (const Buf& b : data) {
+        if (b.empty()) continue;
+        if (b.in_file()) {
+            if (!copy_range(b.fd, b.file_pos, b.file_last)) return Step::Off;
+        } else if (!write_all(b.pos, b.size())) {
+            return Step::Off;
+        }
+        written_ += b.size();
+        if (mem_fill_) {
+            // Small enough for the memory tier so far: kept as it goes.
+            if (mem_copy_.size() + b.size() > cp_->memory_max_object) {
+                mem_fill_ = false;
+                std::string().swap(mem_copy_);
+            } else if (b.in_file()) {
+                const size_t at = mem_copy_.size();
+                mem_copy_.resize(at + b.size());
+                if (::pread(b.fd, mem_copy_.data() + at, b.size(), b.file_pos) != static_cast<ssize_t>(b.size())) {
+                    mem_fill_ = false;
+                    std::string().swap(mem_copy_);
+                }
+            } else {
+                mem_copy_.append(b.pos, b.size());
+            }
+        }
+    }
+    if (data.last() || (expected && written_ == *expected)) return finish() ? Step::Stored : Step::Off;
+    return Step::Going;
+}
+
+void Fill::drop() {
+    mem_fill_ = false;
+    std::string().swap(mem_copy_);
+    if (fd_ >= 0) {
+        ::close(fd_);
+        ::unlink(tmp_path_.c_str());
+        fd_ = -1;
+    }
+}
+
+// The body is complete: its length into the header, then the rename
+// makes the file the entry, at once for every worker.
+bool Fill::finish() {
+    char len[8];
+    cache::encode_u64(written_, len);
+    if (::pwrite(fd_, len, 8, cache::kBodyLenOffset) != 8) {
+        GH_LOG_ERRNO(Crit, errno, "pwrite() \"%s\" failed", tmp_path_.c_str());
+        drop();
+        return false;
+    }
+    ::close(fd_);
+    fd_ = -1;
+    std::string path = cache::entry_path(cp_->path, cp_->levels, hash_);
+    if (::rename(tmp_path_.c_str(), path.c_str()) != 0) {
+        if (errno != ENOENT || !make_level_dirs() || ::rename(tmp_path_.c_str(), path.c_str()) != 0) {
+            GH_LOG_ERRNO(Crit, errno, "rename() \"%s\" to \"%s\" failed", tmp_path_.c_str(), path.c_str());
+            ::unlink(tmp_path_.c_str());
+            mem_fill_ = false;
+            return false;
+        }
+    }
+    pending_.fs_size += written_;
+    std::vector<cache::Hash> ev;
+    cp_->index->stored(hash_, pending_, now_, cp_->inactive, ev);
+    if (mem_fill_) {
+        // The same bytes as the file, its body length included.
+        cache::encode_u64(written_, mem_copy_.data() + cache::kBodyLenOffset);
+        cp_->index->put_memory(hash_, mem_copy_);
+    }
+    mem_fill_ = false;
+    std::string().swap(mem_copy_);
+    remove_files(*cp_, ev);
+    return true;
+}
+
+bool Fill::make_level_dirs() {
+    std::string dirs = cache::level_dirs(cp_->levels, hash_);
+    std::string p = cp_->path;
+    size_t i = 0;
+    while (i <= dirs.size()) {
+        size_t slash = dirs.find('/', i);
+        if (slash == std::string::npos) slash = dirs.size();
+        p += '/';
+        p.append(dirs, i, slash - i);
+        if (::mkdir(p.c_str(), 0700) != 0 && errno != EEXIST) return false;
+        i = slash + 1;
+    }
+    return true;
+}
+
 // ---- the steps ---------------------------------------------------------------------------
 
 struct Front::Impl {
@@ -444,173 +633,6 @@ struct Front::Impl {
         f.have_entry_ = false;
     }
 
-    // The body of the origin's response goes to a temp file in the cache
-    // directory (the same file system: the rename that makes it the entry
-    // is atomic).
-    static void start_fill(Front& f, const OriginHead& h, const CacheVerdict& v) {
-        static uint64_t counter = 0;
-        const auto x = cache::hex(f.hash_);
-        f.tmp_path_ = f.cp_.path + "/" + std::string(x.data(), x.size()) + "." + std::to_string(::getpid()) + "." +
-                      std::to_string(++counter) + ".tmp";
-        int fd = ::open(f.tmp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        if (fd < 0) {
-            log_for_request(f.r_, log::Level::Crit, errno, "open() \"" + f.tmp_path_ + "\" failed");
-            return;
-        }
-        cache::EntryMeta m;
-        m.valid_until = v.valid_until;
-        m.stored_at = f.now_;
-        m.age = v.age;
-        m.stale_while_revalidate = v.stale_while_revalidate;
-        m.stale_if_error = v.stale_if_error;
-        m.flags = v.revalidate_always ? uint32_t{cache::kRevalidateAlways} : 0;
-        m.status = static_cast<int16_t>(h.status);
-        std::string_view lm = find_field(h.fields, "Last-Modified");
-        m.last_modified = lm.empty() ? -1 : parse_http_date(lm);
-        std::string_view etag = find_field(h.fields, "ETag");
-        if (etag.size() > cache::kMaxEtag) etag = {};
-        std::string head = stored_head(h);
-        if (head.size() > cache::kMaxHead || f.key_.size() > cache::kMaxKey) {
-            ::close(fd);
-            ::unlink(f.tmp_path_.c_str());
-            return;
-        }
-        std::string_view vary;
-        if (!(cache_ignore_bits(*f.pc_) & kIgnoreVary)) vary = find_field(h.fields, "Vary");
-        if (vary.size() > cache::kMaxVary) {
-            ::close(fd);
-            ::unlink(f.tmp_path_.c_str());
-            return;
-        }
-        if (!vary.empty()) m.variant = variant_of(f.r_, vary);
-        std::string bytes = cache::serialize_header(m, f.key_, vary, etag, head);
-        if (!write_all(f, fd, bytes.data(), bytes.size())) return;
-        f.tmp_fd_ = fd;
-        f.mem_fill_ = f.cp_.memory_max_object && bytes.size() <= f.cp_.memory_max_object;
-        if (f.mem_fill_) f.mem_copy_ = std::move(bytes);
-        f.body_written_ = 0;
-        f.pending_.valid_until = m.valid_until;
-        f.pending_.stale_while_revalidate = m.stale_while_revalidate;
-        f.pending_.stale_if_error = m.stale_if_error;
-        f.pending_.status = static_cast<uint16_t>(h.status);
-        f.pending_.revalidate_always = v.revalidate_always;
-        f.pending_.fs_size = bytes.size();
-    }
-
-    // Writes all of it, or drops the fill (a full disk only means the
-    // response is not stored).
-    static bool write_all(Front& f, int fd, const char* p, size_t n) {
-        while (n > 0) {
-            ssize_t w = ::write(fd, p, n);
-            if (w < 0 && errno == EINTR) continue;
-            if (w <= 0) {
-                log_for_request(f.r_, log::Level::Crit, errno, "write() \"" + f.tmp_path_ + "\" failed");
-                ::close(fd);
-                ::unlink(f.tmp_path_.c_str());
-                f.tmp_fd_ = -1;
-                return false;
-            }
-            p += w;
-            n -= static_cast<size_t>(w);
-        }
-        return true;
-    }
-
-    // A piece of the proxy's temp file into the fill: copy_file_range()
-    // where the kernel can (same file system), else through a buffer.
-    static bool copy_range(Front& f, int from, off_t pos, off_t last) {
-        bool plain = false;
-        char buf[16384];
-        while (pos < last) {
-            ssize_t n;
-            if (!plain) {
-                n = ::copy_file_range(from, &pos, f.tmp_fd_, nullptr, static_cast<size_t>(last - pos), 0);
-                if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)) {
-                    plain = true;
-                    continue;
-                }
-            } else {
-                n = ::pread(from, buf, std::min<size_t>(sizeof buf, static_cast<size_t>(last - pos)), pos);
-                if (n > 0) {
-                    if (!write_all(f, f.tmp_fd_, buf, static_cast<size_t>(n))) return false;
-                    pos += n;
-                }
-            }
-            if (n < 0 && errno == EINTR) continue;
-            if (n <= 0) {
-                log_for_request(f.r_, log::Level::Crit, n < 0 ? errno : 0,
-                                "copy to \"" + f.tmp_path_ + "\" failed");
-                drop_fill(f);
-                return false;
-            }
-        }
-        return true;
-    }
-
-    static void drop_fill(Front& f) {
-        f.mem_fill_ = false;
-        if (f.tmp_fd_ >= 0) {
-            ::close(f.tmp_fd_);
-            ::unlink(f.tmp_path_.c_str());
-            f.tmp_fd_ = -1;
-        }
-    }
-
-    // The body is complete: its length into the header, then the rename
-    // makes the file the entry, at once for every worker.
-    static void finish_fill(Front& f) {
-        char len[8];
-        cache::encode_u64(f.body_written_, len);
-        if (::pwrite(f.tmp_fd_, len, 8, cache::kBodyLenOffset) != 8) {
-            log_for_request(f.r_, log::Level::Crit, errno, "pwrite() \"" + f.tmp_path_ + "\" failed");
-            drop_fill(f);
-            return;
-        }
-        ::close(f.tmp_fd_);
-        f.tmp_fd_ = -1;
-        std::string path = cache::entry_path(f.cp_.path, f.cp_.levels, f.hash_);
-        if (::rename(f.tmp_path_.c_str(), path.c_str()) != 0) {
-            if (errno == ENOENT && make_level_dirs(f)) {
-                if (::rename(f.tmp_path_.c_str(), path.c_str()) == 0) return stored(f);
-            }
-            log_for_request(f.r_, log::Level::Crit, errno,
-                            "rename() \"" + f.tmp_path_ + "\" to \"" + path + "\" failed");
-            ::unlink(f.tmp_path_.c_str());
-            return;
-        }
-        stored(f);
-    }
-
-    static bool make_level_dirs(Front& f) {
-        std::string dirs = cache::level_dirs(f.cp_.levels, f.hash_);
-        std::string p = f.cp_.path;
-        size_t i = 0;
-        while (i <= dirs.size()) {
-            size_t slash = dirs.find('/', i);
-            if (slash == std::string::npos) slash = dirs.size();
-            p += '/';
-            p.append(dirs, i, slash - i);
-            if (::mkdir(p.c_str(), 0700) != 0 && errno != EEXIST) return false;
-            i = slash + 1;
-        }
-        return true;
-    }
-
-    static void stored(Front& f) {
-        f.pending_.fs_size += f.body_written_;
-        std::vector<cache::Hash> ev;
-        f.cp_.index->stored(f.hash_, f.pending_, f.now_, f.cp_.inactive, ev);
-        if (f.mem_fill_) {
-            // The same bytes as the file, its body length included.
-            cache::encode_u64(f.body_written_, f.mem_copy_.data() + cache::kBodyLenOffset);
-            f.cp_.index->put_memory(f.hash_, f.mem_copy_);
-            f.mem_fill_ = false;
-            std::string().swap(f.mem_copy_);
-        }
-        f.fill_claimed_ = f.update_claimed_ = false;
-        remove_files(f.cp_, ev);
-    }
-
     // proxy_cache_lock: another request fills the entry. Looks at the
     // index until its file is there (served), the claim is gone or
     // lapsed (this request goes to the origin; it may store if it can
@@ -648,7 +670,7 @@ struct Front::Impl {
 
 Front::~Front() {
     event::worker_loop().cancel(wait_timer_);
-    Impl::drop_fill(*this);
+    fill_.drop();
     if (fill_claimed_ || update_claimed_) cp_.index->release(hash_);
 }
 
@@ -826,7 +848,7 @@ Front::Verdict Front::on_head(const OriginHead& h) {
     if (cl_.valid) in.valid = *cl_.valid;
     in.can_revalidate = *cl_.revalidate;
     CacheVerdict v = cache_verdict(in);
-    if (v.store) Impl::start_fill(*this, h, v);
+    if (v.store) start_fill(h, v);
     return Verdict::Pass;
 }
 
@@ -874,45 +896,25 @@ void Front::on_intercept(const OriginHead& h) {
 
 void Front::after_head() {
     // A response the cache keeps may be cut into ranges, as a stored one.
-    if (tmp_fd_ >= 0 && r_.out.status == 200 && r_.out.content_length) allow_ranges(r_);
+    if (fill_.active() && r_.out.status == 200 && r_.out.content_length) allow_ranges(r_);
     // With a length the fill is complete with its last byte: the client's
     // answer (a range) may be over before the origin's end is seen.
-    expected_ = r_.out.content_length;
+    fill_.expected = r_.out.content_length;
 }
 
 void Front::on_body(const Chain& data) {
-    if (tmp_fd_ < 0) return;
-    for (const Buf& b : data) {
-        if (b.empty()) continue;
-        if (b.in_file()) {
-            if (!Impl::copy_range(*this, b.fd, b.file_pos, b.file_last)) return;
-        } else if (!Impl::write_all(*this, tmp_fd_, b.pos, b.size())) {
-            return;
-        }
-        body_written_ += b.size();
-        if (mem_fill_) {
-            // Small enough for the memory tier so far: kept as it goes.
-            if (mem_copy_.size() + b.size() > cp_.memory_max_object) {
-                mem_fill_ = false;
-                std::string().swap(mem_copy_);
-            } else if (b.in_file()) {
-                const size_t at = mem_copy_.size();
-                mem_copy_.resize(at + b.size());
-                if (::pread(b.fd, mem_copy_.data() + at, b.size(), b.file_pos) != static_cast<ssize_t>(b.size())) {
-                    mem_fill_ = false;
-                    std::string().swap(mem_copy_);
-                }
-            } else {
-                mem_copy_.append(b.pos, b.size());
-            }
-        }
-    }
-    if (data.last() || (expected_ && body_written_ == *expected_)) Impl::finish_fill(*this);
+    if (fill_.body(data) == Fill::Step::Stored) fill_claimed_ = update_claimed_ = false;
+}
+
+void Front::start_fill(const OriginHead& h, const CacheVerdict& v) {
+    std::string_view vary;
+    if (!(cache_ignore_bits(*pc_) & kIgnoreVary)) vary = find_field(h.fields, "Vary");
+    const cache::Hash variant = vary.empty() ? cache::Hash{} : variant_of(r_, vary);
+    fill_.begin(cp_, hash_, key_, now_, h, v, vary, variant);
 }
 
 bool Front::on_error(int status, bool timeout) {
-    (void)status;
-    Impl::drop_fill(*this);
+    fill_.drop();
     if (!have_entry_) return false;
     const uint16_t us = *cl_.use_stale;
     const bool listed = timeout ? (us & kStaleTimeout) : (us & (kStaleError | kStaleInvalidHeader));
@@ -922,10 +924,10 @@ bool Front::on_error(int status, bool timeout) {
     return Impl::serve(*this, CacheStatus::Stale);
 }
 
-void Front::on_truncated() { Impl::drop_fill(*this); }
+void Front::on_truncated() { fill_.drop(); }
 
 void Front::end() {
-    Impl::drop_fill(*this);
+    fill_.drop();
     event::worker_loop().cancel(wait_timer_);
     if (fill_claimed_ || update_claimed_) {
         cp_.index->release(hash_);

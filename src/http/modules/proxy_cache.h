@@ -159,6 +159,49 @@ struct OriginHead {
     std::span<const upstream::TryLog::Field> fields;
 };
 
+// A response on its way into the cache: a temp file in the cache
+// directory, renamed into place (and told to the index, and copied into
+// the memory tier when small) once complete. Not tied to a request: the
+// Front's and a background update's. Logs in the caller's log scope.
+class Fill {
+public:
+    Fill() = default;
+    Fill(const Fill&) = delete;
+    Fill& operator=(const Fill&) = delete;
+    ~Fill() { drop(); }
+
+    // Starts the file with the entry's header (`vary`: the response's Vary
+    // value, `variant` the request's values for it). False when it is not
+    // stored (too large a head, the disk).
+    bool begin(CachePath& cp, const cache::Hash& hash, std::string_view key, time_t now, const OriginHead& h,
+               const CacheVerdict& v, std::string_view vary, const cache::Hash& variant);
+    enum class Step : uint8_t { Off, Going, Stored };
+    // Body bytes, in order; the last chain (or the `expected` length)
+    // completes the entry.
+    Step body(const Chain& data);
+    // Nothing is stored; the temp file goes.
+    void drop();
+    bool active() const { return fd_ >= 0; }
+
+    std::optional<uint64_t> expected;  // the origin's Content-Length
+
+private:
+    bool write_all(const char* p, size_t n);
+    bool copy_range(int from, off_t pos, off_t last);
+    bool finish();
+    bool make_level_dirs();
+
+    CachePath* cp_ = nullptr;
+    cache::Hash hash_{};
+    time_t now_ = 0;
+    int fd_ = -1;
+    std::string tmp_path_;
+    uint64_t written_ = 0;
+    cache::Stored pending_;
+    std::string mem_copy_;  // for the memory tier, while small enough
+    bool mem_fill_ = false;
+};
+
 // The cache's part of one proxied request. Made by begin() in the
 // request arena; the Exchange keeps a pointer and calls it as described
 // at the top. Every method is called from the Exchange's own callbacks.
@@ -218,6 +261,7 @@ private:
     friend struct Impl;
     // A revalidated entry's new freshness, into its file and node.
     void refresh_meta();
+    void start_fill(const OriginHead& h, const CacheVerdict& v);
 
     Request& r_;
     CachePath& cp_;
@@ -242,14 +286,7 @@ private:
     std::string_view entry_vary_;
     bool secondary_ = false;      // key_ and hash_ are a variant's (Vary)
     uint64_t body_start_ = 0;
-    // The fill: the temp file the body goes to.
-    int tmp_fd_ = -1;
-    std::string tmp_path_;
-    uint64_t body_written_ = 0;
-    std::string mem_copy_;        // the fill, for the memory tier, while small enough
-    bool mem_fill_ = false;
-    std::optional<uint64_t> expected_;  // the origin's Content-Length
-    cache::Stored pending_;
+    Fill fill_;                   // the response on its way into the cache
     const ProxyConf* pc_ = nullptr;
     const proxy::Pass* pass_ = nullptr;
     // Waiting for another request's fill (proxy_cache_lock).
