@@ -628,6 +628,13 @@ void listens(const conf::Roots& g, std::vector<event::ListenSpec>& out) {
 
 }  // namespace
 
+std::string_view primary_server_name(const SrvConf& s) {
+    if (s.server_names.empty()) return {};
+    std::string_view n = s.server_names[0].name;
+    if (n.size() > 1 && n[0] == '.') n.remove_prefix(1);
+    return n;
+}
+
 Status set_temp_path(Ctx& cx, const Node& n, std::optional<std::string>& field) {
     if (field) return cx.duplicate(n);
     for (size_t i = 1; i < n.args.size(); ++i) {

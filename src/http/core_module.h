@@ -192,6 +192,11 @@ extern const conf::Module http_core_module;
 // its variables. Used for the Host header and for TLS SNI.
 SrvConf* find_server(const AddrServers& as, std::string_view host, Request* r);
 
+// The server's name ($server_name, the log's "server:", redirects): its
+// first server_name, without the leading '.' of ".example.com" [nginx];
+// empty without one.
+std::string_view primary_server_name(const SrvConf& s);
+
 // "limit_except" method names, as bits: GET (which lets HEAD through too),
 // HEAD, POST, PUT, DELETE, MKCOL, COPY, MOVE, OPTIONS, PROPFIND,
 // PROPPATCH, LOCK, UNLOCK, PATCH [nginx]. 0 for any other name.

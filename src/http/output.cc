@@ -346,7 +346,7 @@ Flow send_header(Request& r) {
         const bool https = s.tls() != nullptr;
         std::string_view host = r.host;
         if (*lc.server_name_in_redirect && !r.srv->server_names.empty() && !r.srv->server_names[0].regex)
-            host = r.srv->server_names[0].name;
+            host = primary_server_name(*r.srv);
         bool v6 = false;
         if (host.empty()) {
             host = s.local_text();

@@ -398,14 +398,10 @@ void v_remote_port(Request& r, VarValue& v, uintptr_t) {
 }
 void v_server_addr(Request& r, VarValue& v, uintptr_t) { set(v, r.arena().dup(r.stream().local_text())); }
 void v_server_port(Request& r, VarValue& v, uintptr_t) { set(v, num(r, r.stream().local_port())); }
-void v_server_name(Request& r, VarValue& v, uintptr_t) {
-    if (r.srv && !r.srv->server_names.empty()) return set(v, r.srv->server_names[0].name);
-    set(v, "");
-}
+void v_server_name(Request& r, VarValue& v, uintptr_t) { set(v, r.srv ? primary_server_name(*r.srv) : ""); }
 void v_host(Request& r, VarValue& v, uintptr_t) {
     if (!r.host.empty()) return set(v, r.host);
-    if (r.srv && !r.srv->server_names.empty()) return set(v, r.srv->server_names[0].name);
-    set(v, "");
+    set(v, r.srv ? primary_server_name(*r.srv) : "");
 }
 void v_request(Request& r, VarValue& v, uintptr_t) { set(v, r.request_line); }
 void v_request_uri(Request& r, VarValue& v, uintptr_t) { set(v, r.unparsed_uri); }
