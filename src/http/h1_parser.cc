@@ -371,18 +371,32 @@ std::optional<Authority> parse_authority(std::string_view s) {
     Authority a;
     size_t i = 0;
     if (!s.empty() && s[0] == '[') {
-        // IP-literal; IPvFuture and zone identifiers are not accepted.
+        // IP-literal (RFC 3986 3.2.2): an IPv6 address, or IPvFuture
+        // ("v" 1*HEXDIG "." 1*( unreserved / sub-delims / ":" )). Zone
+        // identifiers are not accepted (RFC 6874 keeps them out of Host).
         const size_t close = s.find(']');
         if (close == std::string_view::npos || close < 3) return std::nullopt;
-        bool colon = false;
-        for (size_t k = 1; k < close; ++k) {
-            const char c = s[k];
-            if (c == ':')
-                colon = true;
-            else if (!(cls(c) & kHex) && c != '.')
-                return std::nullopt;
+        const std::string_view lit = s.substr(1, close - 1);
+        if (lit[0] == 'v' || lit[0] == 'V') {
+            size_t k = 1;
+            while (k < lit.size() && (cls(lit[k]) & kHex)) ++k;
+            if (k == 1 || k + 1 >= lit.size() || lit[k] != '.') return std::nullopt;
+            // unreserved and sub-delims are the reg-name bytes but '%'.
+            for (++k; k < lit.size(); ++k) {
+                const char c = lit[k];
+                if (c != ':' && (c == '%' || !(cls(c) & kRegChar))) return std::nullopt;
+            }
+        } else {
+            bool colon = false;
+            for (char c : lit) {
+                if (c == ':')
+                    colon = true;
+                else if (!(cls(c) & kHex) && c != '.')
+                    return std::nullopt;
+            }
+            // ".." would let $host climb directories, as for names.
+            if (!colon || lit.find("..") != std::string_view::npos) return std::nullopt;
         }
-        if (!colon) return std::nullopt;
         i = close + 1;
     } else {
         while (i < s.size() && (cls(s[i]) & kRegChar)) {

@@ -238,8 +238,9 @@ extern template class HeadParser<StatusHead>;
 
 // An authority (RFC 3986 3.2) as HTTP accepts it: host [":" port] with no
 // userinfo. host is a reg-name, an IPv4 address or a bracketed IPv6
-// address; a reg-name must not start with '.' nor contain "..", since
-// $host may end up in a file path (nginx refuses them too).
+// address or IPvFuture; neither may contain "..", nor a reg-name start
+// with '.', since $host may end up in a file path (nginx refuses them
+// too).
 struct Authority {
     std::string_view host;  // brackets kept for IPv6
     std::string_view port;  // digits, maybe empty

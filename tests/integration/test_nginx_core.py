@@ -22,3 +22,13 @@ def test_server_name_with_leading_dot_is_named_without_it(server):
     for host in ("dot.example.com", "www.dot.example.com"):
         r = request(s.port, "/", host=host)
         assert (r.status, r.body) == (200, b"dot.example.com"), host
+
+
+def test_host_takes_ipvfuture_and_refuses_dots_in_ipv6(server):
+    s = server(site('location / { return 200 "$host"; }'))
+    r = request(s.port, "/", host="[v1.Fe:x]:80")
+    assert (r.status, r.body) == (200, b"[v1.fe:x]")
+    assert request(s.port, "/", host="[::1]").body == b"[::1]"
+    # ".." could let $host climb directories in a root or alias path.
+    for host in ("[ab..cd::1]", "[v1.]", "[v.x]", "[fe80::1%25eth0]"):
+        assert request(s.port, "/", host=host).status == 400, host
