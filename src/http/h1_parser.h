@@ -229,6 +229,7 @@ private:
     bool te_chunked_last_ = false;
     bool te_chunked_seen_ = false;
     bool te_other_ = false;
+    uint16_t unique_seen_ = 0;  // requests: bits of kUniqueFields (h1_parser.cc)
 };
 
 using RequestParser = HeadParser<RequestHead>;

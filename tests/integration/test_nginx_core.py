@@ -32,3 +32,13 @@ def test_host_takes_ipvfuture_and_refuses_dots_in_ipv6(server):
     # ".." could let $host climb directories in a root or alias path.
     for host in ("[ab..cd::1]", "[v1.]", "[v.x]", "[fe80::1%25eth0]"):
         assert request(s.port, "/", host=host).status == 400, host
+
+
+def test_fields_a_request_may_carry_once(server):
+    s = server(site('location / { return 200 "ok"; }'))
+    for name in ("If-None-Match", "Authorization", "Expect", "Content-Range"):
+        r = request(s.port, "/", headers=[(name, "a"), (name, "b")])
+        assert (r.status, r.closed) == (400, True), name
+    assert "client sent duplicate header line" in s.error_log()
+    # Others may repeat.
+    assert request(s.port, "/", headers=[("Via", "a"), ("Via", "b")]).status == 200

@@ -278,6 +278,23 @@ TEST_CASE("http/h1_parser: parse_authority and normalize_host") {
     CHECK(normalize_host("[vA.B:C]:80", buf) == "[va.b:c]");
 }
 
+TEST_CASE("http/h1_parser: fields a request may carry once") {
+    const char* names[] = {"If-Modified-Since", "If-Unmodified-Since", "If-Match", "If-None-Match",
+                           "If-Range",          "Content-Range",       "Expect",   "Authorization"};
+    for (const char* name : names) {
+        CAPTURE(name);
+        check_status(std::string("GET / HTTP/1.1\r\nHost: a\r\n") + name + ": x\r\n" + name + ": x\r\n\r\n",
+                     400, "client sent duplicate header line");
+        Req f;
+        REQUIRE(f.whole(std::string("GET / HTTP/1.1\r\nHost: a\r\n") + name + ": x\r\n\r\n").state ==
+                ParseState::Done);
+    }
+    // Others may repeat; so may these in a response.
+    Req f;
+    CHECK(f.whole("GET / HTTP/1.1\r\nHost: a\r\nVia: a\r\nVia: b\r\nCookie: a\r\nCookie: b\r\n\r\n").state ==
+          ParseState::Done);
+}
+
 TEST_CASE("http/h1_parser: header line syntax") {
     check_status("GET / HTTP/1.1\r\nHost: a\r\nX : y\r\n\r\n", 400,
                  "client sent invalid header line");
