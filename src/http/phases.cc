@@ -219,6 +219,16 @@ void start_request(Request& r) {
                                            "client sent a request-target this server does not serve"));
         return;
     }
+    if (h.method == Method::Trace) {
+        // TRACE would echo the request, cookies and credentials included,
+        // to whatever script asks (cross-site tracing); nginx refuses it
+        // wherever it is sent, and closes the connection after, as for
+        // other requests refused from their head.
+        r.no_error_page = true;
+        r.stream().close_after();
+        continue_request(r, respond_status(r, 405, "client sent TRACE method"));
+        return;
+    }
     PathQuery pq = split_path_query(r.unparsed_uri);
     r.args = pq.query;
     char* out = static_cast<char*>(r.arena().alloc(pq.path.size() + 1, 1));

@@ -42,3 +42,11 @@ def test_fields_a_request_may_carry_once(server):
     assert "client sent duplicate header line" in s.error_log()
     # Others may repeat.
     assert request(s.port, "/", headers=[("Via", "a"), ("Via", "b")]).status == 200
+
+
+def test_trace_is_refused_and_the_connection_closed(server):
+    s = server(site('location / { return 200 "ok"; }'))
+    # Without "Connection: close": the server closes after the 405.
+    raw = exchange(s.port, b"TRACE / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.1 405 Not Allowed\r\n")
+    assert b"Connection: close\r\n" in raw
