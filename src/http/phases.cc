@@ -232,7 +232,7 @@ void start_request(Request& r) {
     PathQuery pq = split_path_query(r.unparsed_uri);
     r.args = pq.query;
     char* out = static_cast<char*>(r.arena().alloc(pq.path.size() + 1, 1));
-    auto clean = clean_path(pq.path, std::span<char>(out, pq.path.size() + 1));
+    auto clean = clean_path(pq.path, std::span<char>(out, pq.path.size() + 1), *r.srv->merge_slashes);
     if (!clean) {
         GH_LOG(Info, "client sent invalid request URI \"%.*s\" (%s)", static_cast<int>(r.unparsed_uri.size()),
                r.unparsed_uri.data(), clean.message().c_str());

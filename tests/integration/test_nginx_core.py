@@ -50,3 +50,14 @@ def test_trace_is_refused_and_the_connection_closed(server):
     raw = exchange(s.port, b"TRACE / HTTP/1.1\r\nHost: localhost\r\n\r\n")
     assert raw.startswith(b"HTTP/1.1 405 Not Allowed\r\n")
     assert b"Connection: close\r\n" in raw
+
+
+def test_merge_slashes_off_keeps_empty_segments(server):
+    s = server(site('merge_slashes off;\nlocation / { return 200 "$uri"; }')
+               + site('location / { return 200 "$uri"; }', name="merged"))
+    for path, want in (("/foo//../bar", b"/foo/bar"), ("/foo///../bar", b"/foo//bar"),
+                       ("//a//b", b"//a//b"), ("/a%2F%2Fb", b"/a//b")):
+        assert request(s.port, path).body == want, path
+    # The default merges.
+    assert request(s.port, "/foo//../bar", host="merged").body == b"/bar"
+    assert request(s.port, "//a//b", host="merged").body == b"/a/b"
