@@ -83,6 +83,9 @@ struct LocConf {
     LocConf* parent = nullptr;             // null for http and server level
     bool is_location = false;              // false for the http and server levels
     PhaseFn content_handler = nullptr;     // answers this location alone (proxy_pass)
+    // Set by such a handler's directive: a prefix location ending in '/'
+    // redirects its name without that '/' there (301) [nginx].
+    bool auto_redirect = false;
     std::string where;
     // "limit_except": the methods it lets through as the location says
     // (kMethod* bits); a request with another method gets the block's

@@ -61,3 +61,27 @@ def test_merge_slashes_off_keeps_empty_segments(server):
     # The default merges.
     assert request(s.port, "/foo//../bar", host="merged").body == b"/bar"
     assert request(s.port, "//a//b", host="merged").body == b"/a/b"
+
+
+def test_proxy_location_redirects_its_name_without_the_slash(server):
+    o = Origin()
+    try:
+        s = server(site(f"""
+            location /app/ {{ proxy_pass http://{o.addr}; }}
+            location "/a b/" {{ proxy_pass http://{o.addr}; }}
+            location /static/ {{ return 200 "static"; }}
+            location /both/ {{ proxy_pass http://{o.addr}; }}
+            location /both {{ return 200 "both"; }}
+            location ~ ^/rx {{ return 200 "regex"; }}
+            location /rx/ {{ proxy_pass http://{o.addr}; }}"""))
+        r = request(s.port, "/app?a=b")
+        assert (r.status, r.header("Location")) == (301, f"http://localhost:{s.port}/app/?a=b")
+        assert request(s.port, "/a%20b").header("Location") == f"http://localhost:{s.port}/a%20b/"
+        # Not for other content; not when a location is named so; and
+        # before the regular expressions, as nginx.
+        assert request(s.port, "/static").status == 404
+        assert request(s.port, "/both").body == b"both"
+        assert request(s.port, "/rx").status == 301
+        assert request(s.port, "/app/x").status == 200
+    finally:
+        o.stop()

@@ -249,6 +249,7 @@ Status set_pass(Ctx& cx, const Node& n, ProxyConf& pc) {
     pc.pass = p;
     pc.pass_loc = lc;
     lc->content_handler = run_proxy;
+    lc->auto_redirect = true;
     return {};
 }
 
