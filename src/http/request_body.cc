@@ -217,6 +217,10 @@ bool read_whole_body(Request& r, void (*done)(Request& r)) {
     b->done = done;
     r.body_kept = b;
     if (!r.has_body) {
+        // Nothing to read, but the stream has its part: "100 Continue" for
+        // a client that awaits it even before an empty body.
+        read_body(r, [](Request&, Chain&) { return true; });
+        if (r.stream().closed()) return true;
         b->complete = true;
         done(r);
         return true;

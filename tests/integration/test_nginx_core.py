@@ -85,3 +85,18 @@ def test_proxy_location_redirects_its_name_without_the_slash(server):
         assert request(s.port, "/app/x").status == 200
     finally:
         o.stop()
+
+
+def test_100_continue_before_an_empty_body(server):
+    o = Origin()
+    try:
+        s = server(site(f"location / {{ proxy_pass http://{o.addr}; }}"))
+        for value in ("100-continue", "100-Continue"):
+            raw = exchange(s.port, b"POST / HTTP/1.1\r\nHost: localhost\r\nExpect: " + value.encode()
+                           + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            assert raw.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"), raw
+        # Never to HTTP/1.0.
+        raw = exchange(s.port, b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n")
+        assert raw.startswith(b"HTTP/1.1 200 OK\r\n")
+    finally:
+        o.stop()

@@ -802,6 +802,16 @@ bool Connection::read_body(Request& r, BodySink sink) {
     body_started_ = true;
     body_done_ = false;
     body_paused_ = false;
+    if (expect_continue_ && rlen_ == rpos_) {
+        // The client waits for this before it sends the body (RFC 9110
+        // 10.1.1); sent for "Content-Length: 0" too, as nginx does, for a
+        // client that waits whatever the length.
+        static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+        if (!out_) out_ = r.arena().make<event::ChainWriter>(r.mem());
+        out_->push(Buf::memory(kContinue));
+        flush();
+        if (closing_) return true;
+    }
     if (!r.has_body) {
         body_done_ = true;
         Chain c(r.mem());
@@ -813,14 +823,6 @@ bool Connection::read_body(Request& r, BodySink sink) {
     }
     body_left_ = r.content_length.value_or(0);
     body_chunked_ = !r.content_length;
-    if (expect_continue_ && rlen_ == rpos_) {
-        // The client waits for this before it sends the body (RFC 9110 10.1.1).
-        static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
-        if (!out_) out_ = r.arena().make<event::ChainWriter>(r.mem());
-        out_->push(Buf::memory(kContinue));
-        flush();
-        if (closing_) return true;
-    }
     pump_body();
     return true;
 }
