@@ -234,7 +234,32 @@ Status set_keepalive_timeout(Ctx& cx, const Node& n, LocConf& lc) {
     if (lc.keepalive_timeout) return cx.duplicate(n);
     auto t = conf::parse_duration(n.args[0].text);
     if (!t) return cx.invalid(n, t.error());
-    lc.keepalive_timeout = *t;  // the optional second argument (header) is accepted and ignored
+    lc.keepalive_timeout = *t;
+    // The second value is for "Keep-Alive: timeout=N" (whole seconds); it
+    // inherits apart from the first, as nginx's does.
+    if (n.args.size() == 2) {
+        auto h = conf::parse_duration(n.args[1].text);
+        if (!h) return cx.invalid(n, h.error());
+        lc.keepalive_header = std::chrono::duration_cast<std::chrono::seconds>(*h);
+    }
+    return {};
+}
+
+Status set_keepalive_disable(Ctx& cx, const Node& n, LocConf& lc) {
+    if (lc.keepalive_disable) return cx.duplicate(n);
+    uint8_t bits = 0;
+    for (const auto& a : n.args) {
+        if (a.text == "none") {
+            if (n.args.size() > 1) return cx.error(n, "invalid value \"none\" together with other browsers");
+        } else if (a.text == "msie6") {
+            bits |= kKeepaliveDisableMsie6;
+        } else if (a.text == "safari") {
+            bits |= kKeepaliveDisableSafari;
+        } else {
+            return cx.error(n, "invalid value \"" + a.text + "\"");
+        }
+    }
+    lc.keepalive_disable = bits;
     return {};
 }
 
@@ -353,6 +378,8 @@ void merge_loc(const LocConf& up, LocConf& c) {
     conf::inherit(c.client_body_in_file_only, up.client_body_in_file_only, 0);
     conf::inherit(c.client_body_in_single_buffer, up.client_body_in_single_buffer, false);
     conf::inherit(c.keepalive_time, up.keepalive_time, std::chrono::hours(1));
+    conf::inherit(c.keepalive_header, up.keepalive_header, std::chrono::seconds(0));
+    conf::inherit(c.keepalive_disable, up.keepalive_disable, kKeepaliveDisableMsie6);
     conf::inherit(c.tcp_nopush, up.tcp_nopush, false);
     conf::inherit(c.sendfile_max_chunk, up.sendfile_max_chunk, 2u << 20);
     if (!c.output_buffers_num) {
@@ -583,6 +610,7 @@ constexpr conf::Directive kDirectives[] = {
     {"client_body_in_single_buffer", conf::kHttpSrvLoc, conf::Take1,
      conf::flag<&LocConf::client_body_in_single_buffer>()},
     {"keepalive_time", conf::kHttpSrvLoc, conf::Take1, conf::duration<&LocConf::keepalive_time>()},
+    {"keepalive_disable", conf::kHttpSrvLoc, conf::Take1More, conf::custom<set_keepalive_disable>()},
     {"tcp_nopush", conf::kHttpSrvLoc, conf::Take1, conf::flag<&LocConf::tcp_nopush>()},
     {"sendfile_max_chunk", conf::kHttpSrvLoc, conf::Take1, conf::size<&LocConf::sendfile_max_chunk>()},
     {"output_buffers", conf::kHttpSrvLoc, conf::Take2, conf::custom<set_output_buffers>()},
@@ -633,6 +661,28 @@ std::string_view primary_server_name(const SrvConf& s) {
     std::string_view n = s.server_names[0].name;
     if (n.size() > 1 && n[0] == '.') n.remove_prefix(1);
     return n;
+}
+
+bool keepalive_disabled(const Request& r, const LocConf& lc) {
+    const uint8_t bits = *lc.keepalive_disable;
+    if (bits == 0) return false;
+    const HeaderField* h = r.headers.find("User-Agent");
+    if (!h) return false;
+    const std::string_view ua = h->value;
+    auto has = [&](std::string_view s) { return ua.find(s) != std::string_view::npos; };
+    // Opera said "MSIE" to get IE's pages.
+    if (has("Opera")) return false;
+    const size_t msie = ua.find("MSIE ");
+    if (msie != std::string_view::npos) {
+        // "MSIE 4." to "MSIE 6.", except 6 with SP2's fixes ("SV1").
+        if (!(bits & kKeepaliveDisableMsie6) || r.in.method != Method::Post) return false;
+        const std::string_view v = ua.substr(msie + 5);
+        if (v.size() < 2 || v[1] != '.' || v[0] < '4' || v[0] > '6') return false;
+        return v[0] != '6' || v.find("SV1") == std::string_view::npos;
+    }
+    // Safari on macOS, but not the Gecko and Chrome that name it too.
+    return (bits & kKeepaliveDisableSafari) && !has("Gecko/") && !has("Chrome/") && has("Safari/") &&
+           has("Mac OS X");
 }
 
 Status set_temp_path(Ctx& cx, const Node& n, std::optional<std::string>& field) {

@@ -116,6 +116,8 @@ struct LocConf {
     std::optional<uint8_t> client_body_in_file_only;    // "client_body_in_file_only": 0 off, 1 on, 2 clean
     std::optional<bool> client_body_in_single_buffer;   // "client_body_in_single_buffer"
     std::optional<conf::Duration> keepalive_time;       // "keepalive_time"
+    std::optional<conf::Duration> keepalive_header;     // "keepalive_timeout"'s second: 0 sends none
+    std::optional<uint8_t> keepalive_disable;           // "keepalive_disable": kKeepaliveDisable* bits
     std::optional<bool> tcp_nopush;                     // "tcp_nopush"
     std::optional<uint64_t> sendfile_max_chunk;         // "sendfile_max_chunk" (0: no limit)
     std::optional<uint64_t> output_buffers_num;         // "output_buffers"
@@ -199,6 +201,14 @@ SrvConf* find_server(const AddrServers& as, std::string_view host, Request* r);
 // first server_name, without the leading '.' of ".example.com" [nginx];
 // empty without one.
 std::string_view primary_server_name(const SrvConf& s);
+
+// "keepalive_disable" bits: POST requests of MSIE 6 and older, any
+// request of Safari on macOS (browsers whose keep-alive was broken).
+inline constexpr uint8_t kKeepaliveDisableMsie6 = 1;
+inline constexpr uint8_t kKeepaliveDisableSafari = 2;
+// Whether the location's keepalive_disable rules out keep-alive for r's
+// browser (its User-Agent), as nginx tells them apart.
+bool keepalive_disabled(const Request& r, const LocConf& lc);
 
 // "limit_except" method names, as bits: GET (which lets HEAD through too),
 // HEAD, POST, PUT, DELETE, MKCOL, COPY, MOVE, OPTIONS, PROPFIND,

@@ -100,3 +100,56 @@ def test_100_continue_before_an_empty_body(server):
         assert raw.startswith(b"HTTP/1.1 200 OK\r\n")
     finally:
         o.stop()
+
+
+def test_keepalive_timeout_header(server):
+    s = server(site('keepalive_timeout 60s 30s;\nlocation / { return 200 "x"; }\n'
+                    'location /in/ { keepalive_timeout 50s; return 200 "x"; }\n'
+                    'location /none/ { keepalive_timeout 60s 0; return 200 "x"; }'))
+    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+        c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        r = read_reply(c)
+        assert (r.header("Connection"), r.header("Keep-Alive")) == ("keep-alive", "timeout=30")
+        # The second value inherits on its own, as nginx's.
+        c.sendall(b"GET /in/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_reply(c).header("Keep-Alive") == "timeout=30"
+        c.sendall(b"GET /none/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_reply(c).header("Keep-Alive") is None
+    # Not on a response that closes.
+    assert request(s.port, "/").header("Keep-Alive") is None
+
+
+MSIE6 = "Mozilla/4.0 (compatible; MSIE 6.0; Windows NT 5.1)"
+SAFARI = ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+          "Version/17.0 Safari/605.1.15")
+CHROME = ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) "
+          "Chrome/120.0 Safari/537.36")
+
+
+def connection_header(port, path, ua, method="GET"):
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        body = b"Content-Length: 0\r\n" if method == "POST" else b""
+        c.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nUser-Agent: {ua}\r\n".encode() + body + b"\r\n")
+        return read_reply(c).header("Connection")
+
+
+def test_keepalive_disable(server):
+    s = server(site('location / { return 200 "x"; }\n'
+                    'location /safari/ { keepalive_disable safari; return 200 "x"; }\n'
+                    'location /none/ { keepalive_disable none; return 200 "x"; }'))
+    # The default, msie6: POST requests of MSIE 6 and older only.
+    assert connection_header(s.port, "/", MSIE6, "POST") == "close"
+    assert connection_header(s.port, "/", MSIE6) == "keep-alive"
+    assert connection_header(s.port, "/", MSIE6.replace("5.1)", "5.1; SV1)"), "POST") == "keep-alive"
+    assert connection_header(s.port, "/none/", MSIE6, "POST") == "keep-alive"
+    assert connection_header(s.port, "/", SAFARI) == "keep-alive"
+    assert connection_header(s.port, "/safari/", SAFARI) == "close"
+    assert connection_header(s.port, "/safari/", CHROME) == "keep-alive"
+
+
+def test_keepalive_disable_values_are_checked(cli):
+    for line, message in (("keepalive_disable opera;", 'invalid value "opera"'),
+                          ("keepalive_disable none safari;", 'invalid value "none"')):
+        r = cli.test_conf("events { }\nhttp {\n " + line + "\n}\n")
+        assert r.returncode == 1
+        assert message in r.stderr and "gatehouse.conf:3" in r.stderr, r.stderr

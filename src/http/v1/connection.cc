@@ -567,6 +567,7 @@ Flow Connection::send_head(Request& r, const ResponseHead& h) {
         keepalive_ = false;
     if (keepalive_ && event::worker_loop().now() - started_ > static_cast<event::Msec>(lc.keepalive_time->count()))
         keepalive_ = false;
+    if (keepalive_ && keepalive_disabled(r, lc)) keepalive_ = false;
     // "tcp_nopush": with sendfile, the head and the file's first bytes go
     // in full packets (TCP_CORK) until the response is out [nginx].
     if (*lc.tcp_nopush && r.use_sendfile && !tls_ && !corked_ && c_.peer.ss_family != AF_UNIX) {
@@ -637,6 +638,12 @@ Flow Connection::send_head(Request& r, const ResponseHead& h) {
         o.put("Connection: upgrade\r\n");
     } else {
         o.put(keepalive_ ? "Connection: keep-alive\r\n" : "Connection: close\r\n");
+        const auto header_timeout = std::chrono::duration_cast<std::chrono::seconds>(*lc.keepalive_header);
+        if (keepalive_ && header_timeout.count() > 0) {
+            o.put("Keep-Alive: timeout=");
+            o.num(static_cast<uint64_t>(header_timeout.count()));
+            o.put("\r\n");
+        }
     }
     if (!h.etag.empty()) {
         o.put("ETag: ");
