@@ -31,7 +31,8 @@ const VariableDef* VarTable::find_def(std::string_view name, std::string_view* s
         if (!(d->flags & kVarPrefix) && d->name == name) return d;
     const VariableDef* best = nullptr;
     for (const VariableDef* d : defs_)
-        if ((d->flags & kVarPrefix) && name.size() > d->name.size() &&
+        // The bare prefix ("$arg_") is a name too, of nothing [nginx].
+        if ((d->flags & kVarPrefix) && name.size() >= d->name.size() &&
             name.compare(0, d->name.size(), d->name) == 0 &&
             (!best || d->name.size() > best->name.size()))
             best = d;

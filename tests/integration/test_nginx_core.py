@@ -153,3 +153,8 @@ def test_keepalive_disable_values_are_checked(cli):
         r = cli.test_conf("events { }\nhttp {\n " + line + "\n}\n")
         assert r.returncode == 1
         assert message in r.stderr and "gatehouse.conf:3" in r.stderr, r.stderr
+
+
+def test_bare_arg_prefix_is_a_variable_of_nothing(server):
+    s = server(site('location / { return 200 "[$arg_][$arg_a]"; }'))
+    assert request(s.port, "/?a=1&b=2").body == b"[][1]"
