@@ -307,14 +307,15 @@ const HeaderField* find_in(Request& r, std::string_view name) {
 }
 
 
-void v_http(Request& r, VarValue& v, uintptr_t arg) {
-    auto name = *reinterpret_cast<const std::string_view*>(arg);
-    const HeaderField* first = nullptr;
+// The values of the fields `name` names ($http_NAME style), joined with
+// `sep` when there are several, as nginx does; not found when none.
+template <class Fields>
+void join_fields(Request& r, VarValue& v, const Fields& fields, std::string_view name, std::string_view sep) {
+    const std::string_view* first = nullptr;
     size_t count = 0, total = 0;
-    bool cookie = header_matches("cookie", name);
-    for (const HeaderField& h : r.headers)
-        if (header_matches(h.name, name)) {
-            if (!first) first = &h;
+    for (const auto& h : fields)
+        if (!h.name.empty() && header_matches(h.name, name)) {
+            if (!first) first = &h.value;
             ++count;
             total += h.value.size();
         }
@@ -323,15 +324,13 @@ void v_http(Request& r, VarValue& v, uintptr_t arg) {
         return;
     }
     if (count == 1) {
-        set(v, first->value);
+        set(v, *first);
         return;
     }
-    // Repeated headers join with ", " ("; " for Cookie), as nginx does.
-    std::string_view sep = cookie ? "; " : ", ";
     char* out = static_cast<char*>(r.arena().alloc(total + sep.size() * count, 1));
     size_t pos = 0;
-    for (const HeaderField& h : r.headers)
-        if (header_matches(h.name, name)) {
+    for (const auto& h : fields)
+        if (!h.name.empty() && header_matches(h.name, name)) {
             if (pos) {
                 memcpy(out + pos, sep.data(), sep.size());
                 pos += sep.size();
@@ -342,14 +341,18 @@ void v_http(Request& r, VarValue& v, uintptr_t arg) {
     set(v, {out, pos});
 }
 
+void v_http(Request& r, VarValue& v, uintptr_t arg) {
+    auto name = *reinterpret_cast<const std::string_view*>(arg);
+    // Repeated headers join with ", " ("; " for Cookie), as nginx does.
+    join_fields(r, v, r.headers, name, header_matches("cookie", name) ? "; " : ", ");
+}
+
 void v_sent_http(Request& r, VarValue& v, uintptr_t arg) {
     auto name = *reinterpret_cast<const std::string_view*>(arg);
     if (header_matches("content_type", name) && !r.out.content_type.empty()) return set(v, r.out.content_type);
     if (header_matches("content_length", name) && r.out.content_length) return set(v, num(r, *r.out.content_length));
     if (header_matches("location", name) && !r.out.location.empty()) return set(v, r.out.location);
-    for (const Header& h : r.out.headers)
-        if (header_matches(h.name, name)) return set(v, h.value);
-    v.not_found = true;
+    join_fields(r, v, r.out.headers, name, ", ");
 }
 
 void v_arg(Request& r, VarValue& v, uintptr_t arg) {

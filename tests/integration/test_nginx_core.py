@@ -158,3 +158,19 @@ def test_keepalive_disable_values_are_checked(cli):
 def test_bare_arg_prefix_is_a_variable_of_nothing(server):
     s = server(site('location / { return 200 "[$arg_][$arg_a]"; }'))
     assert request(s.port, "/?a=1&b=2").body == b"[][1]"
+
+
+def test_sent_http_joins_repeated_fields(server):
+    def two(conn, req):
+        conn.sendall(response(200, b"x", [("X-Multi", "a"), ("X-Multi", "b"), ("X-One", "c")], close=True))
+        return False
+
+    o = Origin(two)
+    try:
+        s = server(site(f"location / {{ proxy_pass http://{o.addr}; }}",
+                        'log_format m "$sent_http_x_multi|$sent_http_x_one|$sent_http_x_none";\n'
+                        "access_log logs/m.log m;"))
+        assert request(s.port, "/").all("X-Multi") == ["a", "b"]
+        assert s.wait_lines("m.log", 1) == [b"a, b|c|-\n"]
+    finally:
+        o.stop()
