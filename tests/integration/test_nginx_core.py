@@ -174,3 +174,17 @@ def test_sent_http_joins_repeated_fields(server):
         assert s.wait_lines("m.log", 1) == [b"a, b|c|-\n"]
     finally:
         o.stop()
+
+
+def test_remote_user_from_basic_credentials(server):
+    s = server(site('location / { return 200 "[$remote_user]"; }'))
+    def user(value):
+        return request(s.port, "/", headers=[("Authorization", value)] if value else []).body
+
+    assert user("Basic " + base64.b64encode(b"alice:secret").decode()) == b"[alice]"
+    assert user("basic " + base64.b64encode(b"bob:").decode().rstrip("=")) == b"[bob]"
+    # Not found: no header, another scheme, bad base64, no colon.
+    assert user(None) == b"[]"
+    assert user("Bearer abc") == b"[]"
+    assert user("Basic !!!") == b"[]"
+    assert user("Basic " + base64.b64encode(b"nocolon").decode()) == b"[]"
