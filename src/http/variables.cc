@@ -112,6 +112,12 @@ int VarTable::assignable(std::string_view name) {
     return v.user || (v.flags & kVarSettable) ? idx : -1;
 }
 
+int VarTable::find(std::string_view name) const {
+    for (size_t i = 0; i < vars_.size(); ++i)
+        if (vars_[i].name == name) return static_cast<int>(i);
+    return -1;
+}
+
 Status VarTable::check() const {
     for (const Var& v : vars_)
         if (!v.get && !v.user) return make_error("unknown \"" + v.name + "\" variable in " + v.first_use);
@@ -471,6 +477,17 @@ void v_request_body(Request& r, VarValue& v, uintptr_t) {
     set(v, b->bufs.empty() ? std::string_view() : b->bufs.begin()->view());
 }
 
+// The name of the temp file holding the request body, when it went to
+// one with a name (body.h: open_temp_file).
+void v_request_body_file(Request& r, VarValue& v, uintptr_t) {
+    const RequestBody* b = r.body_kept;
+    if (!b || b->path.empty()) {
+        v.not_found = true;
+        return;
+    }
+    set(v, b->path);
+}
+
 void v_pipe(Request& r, VarValue& v, uintptr_t) { set(v, r.pipelined ? "p" : "."); }
 // The local time now and its UTC offset in minutes, for the log formats.
 struct LocalNow {
@@ -623,6 +640,7 @@ extern const VariableDef kCoreVariables[] = {
     {"connection_time", v_connection_time, 0, kVarNoCache},
     {"binary_remote_addr", v_binary_remote_addr},
     {"request_body", v_request_body, 0, kVarNoCache},
+    {"request_body_file", v_request_body_file, 0, kVarNoCache},
     {"pipe", v_pipe},
     {"hostname", v_hostname},
     {"pid", v_pid},

@@ -65,6 +65,8 @@ public:
     // one that warns, as nginx's uninitialized_variable_warn.
     void set_uninitialized_getter(VarGetter g) { uninitialized_ = g; }
     VarGetter uninitialized_getter() const { return uninitialized_; }
+    // The index of `name` when the configuration uses it, else -1.
+    int find(std::string_view name) const;
     // Every used variable is declared or set; else the error names where
     // it was first used.
     Status check() const;

@@ -188,3 +188,23 @@ def test_remote_user_from_basic_credentials(server):
     assert user("Bearer abc") == b"[]"
     assert user("Basic !!!") == b"[]"
     assert user("Basic " + base64.b64encode(b"nocolon").decode()) == b"[]"
+
+
+def test_request_body_file(server, tmp_path):
+    o = Origin()
+    try:
+        temp = tmp_path / "body"
+        s = server(site(f"""
+            client_body_temp_path {temp};
+            client_body_buffer_size 1k;
+            location / {{ proxy_set_header X-File $request_body_file; proxy_pass http://{o.addr}; }}"""))
+        assert request(s.port, "/", method="POST", body=b"x" * 5000).status == 200
+        assert request(s.port, "/", method="POST", body=b"small").status == 200
+        big, small = o.wait_requests(2)
+        # The file that held the body, removed once the request ended; a
+        # body in memory has none.
+        assert big.header("X-File").startswith(str(temp) + "/") and big.body == b"x" * 5000
+        assert small.header("X-File") is None
+        assert list(temp.iterdir()) == []
+    finally:
+        o.stop()
