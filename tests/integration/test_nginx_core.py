@@ -208,3 +208,20 @@ def test_request_body_file(server, tmp_path):
         assert list(temp.iterdir()) == []
     finally:
         o.stop()
+
+
+def test_upstream_cookie(server):
+    def cookies(conn, req):
+        conn.sendall(response(204, b"", [("Set-Cookie", "foo=1; Path=/"), ("Set-Cookie", "Bar = 2 ;HttpOnly")],
+                              close=True))
+        return False
+
+    o = Origin(cookies)
+    try:
+        s = server(site(f"""location / {{ proxy_pass http://{o.addr};
+            add_header X-Foo "[$upstream_cookie_foo]"; add_header X-Bar "[$upstream_cookie_bar]";
+            add_header X-None "[$upstream_cookie_none]"; }}"""))
+        r = request(s.port, "/")
+        assert (r.header("X-Foo"), r.header("X-Bar"), r.header("X-None")) == ("[1]", "[2]", "[]")
+    finally:
+        o.stop()

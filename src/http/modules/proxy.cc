@@ -761,6 +761,31 @@ void v_upstream_http(Request& r, VarValue& v, uintptr_t arg) {
     v.not_found = true;
 }
 
+// $upstream_cookie_NAME: the value of the cookie NAME (compared ignoring
+// case, as $cookie_NAME) that the origin set with Set-Cookie.
+void v_upstream_cookie(Request& r, VarValue& v, uintptr_t arg) {
+    auto name = *reinterpret_cast<const std::string_view*>(arg);
+    v.not_found = true;
+    auto* ex = exchange(r);
+    if (!ex) return;
+    for (const auto& h : ex->log().headers) {
+        if (!iequals(h.name, "set-cookie")) continue;
+        // Set-Cookie: NAME=VALUE *( ";" attribute ) (RFC 6265 4.1.1)
+        std::string_view pair = h.value.substr(0, h.value.find(';'));
+        const size_t eq = pair.find('=');
+        if (eq == std::string_view::npos) continue;
+        std::string_view n = pair.substr(0, eq);
+        while (!n.empty() && (n.back() == ' ' || n.back() == '\t')) n.remove_suffix(1);
+        if (!iequals(n, name)) continue;
+        std::string_view value = pair.substr(eq + 1);
+        while (!value.empty() && (value[0] == ' ' || value[0] == '\t')) value.remove_prefix(1);
+        while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
+        v.s = value;
+        v.not_found = false;
+        return;
+    }
+}
+
 constexpr uint8_t kNoCache = kVarNoCache;
 
 constexpr VariableDef kVariables[] = {
@@ -776,6 +801,7 @@ constexpr VariableDef kVariables[] = {
     {"upstream_bytes_sent", v_tries, static_cast<uintptr_t>(TryField::Sent), kNoCache},
     {"upstream_response_length", v_tries, static_cast<uintptr_t>(TryField::Length), kNoCache},
     {"upstream_http_", v_upstream_http, 0, kVarPrefix | kNoCache},
+    {"upstream_cookie_", v_upstream_cookie, 0, kVarPrefix | kNoCache},
 };
 
 // ---- the module ------------------------------------------------------------------------------
