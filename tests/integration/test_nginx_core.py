@@ -225,3 +225,12 @@ def test_upstream_cookie(server):
         assert (r.header("X-Foo"), r.header("X-Bar"), r.header("X-None")) == ("[1]", "[2]", "[]")
     finally:
         o.stop()
+
+
+def test_status_line_without_reason_keeps_its_space(server):
+    s = server(site('location / { return 306; }\nlocation /r { return 299 "x"; }'))
+    raw = exchange(s.port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    # status-line = HTTP-version SP status-code SP [ reason-phrase ]
+    assert raw.startswith(b"HTTP/1.1 306 \r\n"), raw
+    raw = exchange(s.port, b"GET /r HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.1 299 \r\n"), raw

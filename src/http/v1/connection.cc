@@ -583,10 +583,10 @@ Flow Connection::send_head(Request& r, const ResponseHead& h) {
     FixedWriter o{b, b + cap};
     o.put("HTTP/1.1 ");
     o.num(static_cast<uint64_t>(h.status));
-    if (!reason.empty()) {
-        o.put(" ");
-        o.put(reason);
-    }
+    // The space stays when there is no reason phrase: status-line =
+    // HTTP-version SP status-code SP [ reason-phrase ] (RFC 9112 4).
+    o.put(" ");
+    o.put(reason);
     o.put("\r\n");
     // A proxied response may carry the origin's own ("proxy_pass_header
     // Server"): it replaces ours, as in nginx.
