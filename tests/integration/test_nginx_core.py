@@ -234,3 +234,26 @@ def test_status_line_without_reason_keeps_its_space(server):
     assert raw.startswith(b"HTTP/1.1 306 \r\n"), raw
     raw = exchange(s.port, b"GET /r HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert raw.startswith(b"HTTP/1.1 299 \r\n"), raw
+
+
+def test_error_page_keeps_the_error_status_over_its_handler(server):
+    s = server(site("""
+        location /e204 { error_page 405 /r204; return 405; }
+        location /e306 { error_page 405 /r306; return 405; }
+        location /e302 { error_page 405 /r302; return 405; }
+        location /e404 { error_page 405 /nothing; return 405; }
+        location /eq { error_page 405 = /r204; return 405; }
+        location /r204 { return 204; }
+        location /r306 { return 306; }
+        location /r302 { return 302 /elsewhere; }"""))
+    # The page's "return 204" sends the error, framed, with no body.
+    raw = exchange(s.port, b"GET /e204 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.1 405 Not Allowed\r\n")
+    assert b"Content-Length: 0\r\n" in raw or raw.endswith(b"\r\n0\r\n\r\n"), raw
+    assert request(s.port, "/e306").status == 405
+    # A redirect replaces the error; another error keeps its own status;
+    # a bare "=" takes the page's.
+    r = request(s.port, "/e302")
+    assert (r.status, r.header("Location")) == (302, f"http://localhost:{s.port}/elsewhere")
+    assert request(s.port, "/e404").status == 404
+    assert request(s.port, "/eq").status == 204
