@@ -257,3 +257,19 @@ def test_error_page_keeps_the_error_status_over_its_handler(server):
     assert (r.status, r.header("Location")) == (302, f"http://localhost:{s.port}/elsewhere")
     assert request(s.port, "/e404").status == 404
     assert request(s.port, "/eq").status == 204
+
+
+def test_break_after_rewrite_sends_the_whole_uri_to_the_origin(server):
+    o = Origin()
+    try:
+        s = server(site(f"""
+            location /brk {{ rewrite ^ /changed; break; proxy_pass http://{o.addr}/base; }}
+            location /flag {{ rewrite ^ /changed break; proxy_pass http://{o.addr}/base; }}
+            location /kept {{ break; proxy_pass http://{o.addr}/base; }}"""))
+        for path in ("/brk/x", "/flag/x", "/kept/x"):
+            assert request(s.port, path).status == 200
+        # The rewritten URI goes whole, as with the "break" flag; without a
+        # rewrite, the location's prefix is replaced by the proxy_pass URI.
+        assert [r.target for r in o.wait_requests(3)] == ["/changed", "/changed", "/base/x"]
+    finally:
+        o.stop()

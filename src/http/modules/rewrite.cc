@@ -678,7 +678,10 @@ Next run(Request& r, const Program& p, const RewriteLocConf& conf) {
         } else if (const auto* op = std::get_if<ReturnOp>(&in)) {
             return run_return(r, *op);
         } else {
-            // "break": the rewritten URI stays in this location.
+            // "break": the rewritten URI stays in this location. As with
+            // the "break" flag, the location no longer matches the URI:
+            // proxy_pass then sends the whole URI [nginx].
+            if (r.uri_changed) r.valid_location = false;
             r.uri_changed = false;
             return Next::Decline;
         }
