@@ -147,7 +147,29 @@ Status open_location(Ctx& cx, const Node& n) {
     return cx.walk(n.children, conf::kLocation);
 }
 
-Status set_listen(Ctx& cx, const Node& n, SrvConf& sc) {
+// "listen addr:from-to" (or "from-to"): a port range, one socket per
+// port [nginx 1.27.3]. Returns false when `spec` has no range; a range
+// that is not "from-to" with 0 < from <= to <= 65535 is an error.
+Result<bool> listen_port_range(std::string_view spec, std::string_view& prefix, uint32_t& from, uint32_t& to) {
+    if (spec.substr(0, 5) == "unix:") return false;
+    const size_t colon = spec.rfind(':');
+    const size_t start = colon == std::string_view::npos ? 0 : colon + 1;
+    if (colon != std::string_view::npos && spec[0] != '[' && spec.find(':') != colon) return false;
+    const std::string_view ports = spec.substr(start);
+    const size_t dash = ports.find('-');
+    if (dash == std::string_view::npos) return false;
+    const std::string_view a = ports.substr(0, dash), b = ports.substr(dash + 1);
+    auto num = [](std::string_view d, uint32_t& v) {
+        auto [p, ec] = std::from_chars(d.data(), d.data() + d.size(), v);
+        return !d.empty() && ec == std::errc() && p == d.data() + d.size();
+    };
+    if (!num(a, from) || !num(b, to) || from == 0 || from > to || to > 65535)
+        return make_error("invalid port range in \"" + std::string(spec) + "\"");
+    prefix = spec.substr(0, start);
+    return true;
+}
+
+Status add_listen(Ctx& cx, const Node& n, SrvConf& sc, std::string_view spec) {
     ListenConf l;
     l.where = n.where();
     conf::AddressRules rules;
@@ -155,7 +177,7 @@ Status set_listen(Ctx& cx, const Node& n, SrvConf& sc) {
     rules.wildcard = true;
     rules.names = false;
     rules.unix_path = true;
-    auto a = conf::parse_address(n.args[0].text, rules);
+    auto a = conf::parse_address(spec, rules);
     if (!a) return cx.invalid(n, a.error());
     l.addr = std::move(*a);
     for (size_t i = 1; i < n.args.size(); ++i) {
@@ -190,6 +212,18 @@ Status set_listen(Ctx& cx, const Node& n, SrvConf& sc) {
         if (o.addr.text() == l.addr.text())
             return cx.error(n, "duplicate listen " + l.addr.text());
     sc.listens.push_back(std::move(l));
+    return {};
+}
+
+Status set_listen(Ctx& cx, const Node& n, SrvConf& sc) {
+    const std::string_view spec = n.args[0].text;
+    std::string_view prefix;
+    uint32_t from = 0, to = 0;
+    auto range = listen_port_range(spec, prefix, from, to);
+    if (!range) return cx.invalid(n, range.error());
+    if (!*range) return add_listen(cx, n, sc, spec);
+    for (uint32_t port = from; port <= to; ++port)
+        if (Status st = add_listen(cx, n, sc, std::string(prefix) + std::to_string(port)); !st) return st;
     return {};
 }
 

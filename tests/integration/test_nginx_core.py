@@ -273,3 +273,37 @@ def test_break_after_rewrite_sends_the_whole_uri_to_the_origin(server):
         assert [r.target for r in o.wait_requests(3)] == ["/changed", "/changed", "/base/x"]
     finally:
         o.stop()
+
+
+def test_listen_port_range(server, cli):
+    ports = []
+    # Three free consecutive ports (the range binds them all).
+    for base in range(20000, 60000, 37):
+        socks = []
+        try:
+            for p in range(base, base + 3):
+                sk = socket.socket()
+                sk.bind(("127.0.0.1", p))
+                socks.append(sk)
+            ports = [base, base + 1, base + 2]
+            break
+        except OSError:
+            continue
+        finally:
+            for sk in socks:
+                sk.close()
+    assert ports
+    s = server(f"server {{ listen 127.0.0.1:{ports[0]}-{ports[1]}; "
+               'location / { return 200 "$server_port"; } }\n'
+               "server { listen 127.0.0.1:PORT; }\n")
+    for p in ports[:2]:
+        assert request(p, "/").body == str(p).encode()
+    try:
+        request(ports[2], "/")
+        raise AssertionError("a port beyond the range answered")
+    except ConnectionRefusedError:
+        pass
+    for spec in ("127.0.0.1:9-8", "127.0.0.1:0-3", "127.0.0.1:1-70000", "1-x"):
+        r = cli.test_conf("events { }\nhttp {\n server { listen " + spec + "; }\n}\n")
+        assert r.returncode == 1
+        assert f'invalid port range in "{spec}"' in r.stderr and "gatehouse.conf:3" in r.stderr, r.stderr
