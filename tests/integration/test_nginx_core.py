@@ -307,3 +307,19 @@ def test_listen_port_range(server, cli):
         r = cli.test_conf("events { }\nhttp {\n server { listen " + spec + "; }\n}\n")
         assert r.returncode == 1
         assert f'invalid port range in "{spec}"' in r.stderr and "gatehouse.conf:3" in r.stderr, r.stderr
+
+
+def test_rewrite_captures_stay_decoded_in_the_uri_escaped_in_args(server):
+    o = Origin()
+    try:
+        s = server(site(f"""
+            location /cap {{ rewrite ^(.*) $1?c=$1; return 200 "uri:$uri args:$args"; }}
+            location /red {{ rewrite ^(.*) $1/x?c=$1 redirect; }}
+            location /px/ {{ rewrite ^(.*) $1 break; proxy_pass http://{o.addr}; }}"""))
+        assert request(s.port, "/cap/%25?a=b").body == b"uri:/cap/% args:c=/cap/%25&a=b"
+        assert request(s.port, "/red/a%20b").header("Location").endswith("/red/a%20b/x?c=/red/a%20b")
+        # The origin gets the URI escaped once.
+        assert request(s.port, "/px/a%25b").status == 200
+        assert o.wait_requests(1)[0].target == "/px/a%25b"
+    finally:
+        o.stop()
