@@ -382,6 +382,7 @@ void merge_srv(const SrvConf& up, SrvConf& c) {
     conf::inherit(c.client_header_timeout, up.client_header_timeout, std::chrono::seconds(60));
     conf::inherit(c.underscores_in_headers, up.underscores_in_headers, false);
     conf::inherit(c.ignore_invalid_headers, up.ignore_invalid_headers, true);
+    conf::inherit(c.max_headers, up.max_headers, 1000);
     conf::inherit(c.merge_slashes, up.merge_slashes, true);
     conf::inherit(c.request_pool_size, up.request_pool_size, 4096);
     conf::inherit(c.connection_pool_size, up.connection_pool_size, 512);
@@ -611,6 +612,7 @@ constexpr conf::Directive kDirectives[] = {
      conf::flag<&SrvConf::underscores_in_headers>()},
     {"ignore_invalid_headers", conf::kHttp | conf::kServer, conf::Take1,
      conf::flag<&SrvConf::ignore_invalid_headers>()},
+    {"max_headers", conf::kHttp | conf::kServer, conf::Take1, conf::number<&SrvConf::max_headers>()},
     {"merge_slashes", conf::kHttp | conf::kServer, conf::Take1, conf::flag<&SrvConf::merge_slashes>()},
     {"internal", conf::kLocation, conf::Take0, conf::custom<set_internal>()},
     {"limit_except", conf::kLocation, conf::Arity{1, 255, true}, conf::custom<open_limit_except>()},

@@ -61,6 +61,7 @@ struct SrvConf {
     std::optional<conf::Duration> client_header_timeout;    // "client_header_timeout"
     std::optional<bool> underscores_in_headers;             // "underscores_in_headers"
     std::optional<bool> ignore_invalid_headers;             // "ignore_invalid_headers"
+    std::optional<uint64_t> max_headers;                    // "max_headers": header lines in a request
     std::optional<bool> merge_slashes;                      // "merge_slashes"
     std::optional<uint64_t> request_pool_size;              // "request_pool_size": a request arena's first block
     std::optional<uint64_t> connection_pool_size;           // "connection_pool_size": accepted, unused

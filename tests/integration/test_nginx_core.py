@@ -323,3 +323,16 @@ def test_rewrite_captures_stay_decoded_in_the_uri_escaped_in_args(server):
         assert o.wait_requests(1)[0].target == "/px/a%25b"
     finally:
         o.stop()
+
+
+def test_max_headers(server):
+    s = server(site('max_headers 5;\nlocation / { return 200 "ok"; }'))
+
+    def with_headers(n):
+        # Host is one of them.
+        return request(s.port, "/", headers=[("X-H", str(i)) for i in range(n - 2)], close=True)
+
+    # request() adds Host and Connection: 5 header lines in all pass.
+    assert with_headers(5).status == 200
+    assert with_headers(6).status == 431
+    assert "client sent too many header lines" in s.error_log()

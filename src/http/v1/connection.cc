@@ -322,6 +322,7 @@ void Connection::read_head() {
         lim.max_start_line = large;
         lim.max_header_line = large;
         lim.max_head = max_head;
+        lim.max_headers = static_cast<size_t>(*s.max_headers);
         // nginx reads these from the default server too, until Host
         // names another.
         lim.ignore_invalid_names = *s.ignore_invalid_headers;
