@@ -314,40 +314,6 @@ const HeaderField* find_in(Request& r, std::string_view name) {
 }
 
 
-// The values of the fields `name` names ($http_NAME style), joined with
-// `sep` when there are several, as nginx does; not found when none.
-template <class Fields>
-void join_fields(Request& r, VarValue& v, const Fields& fields, std::string_view name, std::string_view sep) {
-    const std::string_view* first = nullptr;
-    size_t count = 0, total = 0;
-    for (const auto& h : fields)
-        if (!h.name.empty() && header_matches(h.name, name)) {
-            if (!first) first = &h.value;
-            ++count;
-            total += h.value.size();
-        }
-    if (!first) {
-        v.not_found = true;
-        return;
-    }
-    if (count == 1) {
-        set(v, *first);
-        return;
-    }
-    char* out = static_cast<char*>(r.arena().alloc(total + sep.size() * count, 1));
-    size_t pos = 0;
-    for (const auto& h : fields)
-        if (!h.name.empty() && header_matches(h.name, name)) {
-            if (pos) {
-                memcpy(out + pos, sep.data(), sep.size());
-                pos += sep.size();
-            }
-            memcpy(out + pos, h.value.data(), h.value.size());
-            pos += h.value.size();
-        }
-    set(v, {out, pos});
-}
-
 void v_http(Request& r, VarValue& v, uintptr_t arg) {
     auto name = *reinterpret_cast<const std::string_view*>(arg);
     // Repeated headers join with ", " ("; " for Cookie), as nginx does.

@@ -336,3 +336,22 @@ def test_max_headers(server):
     assert with_headers(5).status == 200
     assert with_headers(6).status == 431
     assert "client sent too many header lines" in s.error_log()
+
+
+def test_upstream_and_trailer_variables_join_repeated_fields(server):
+    def multi(conn, req):
+        conn.sendall(response(200, b"x", [("Set-Cookie", "a=1"), ("Set-Cookie", "b=2"), ("X-Bar", "one"),
+                                          ("X-Bar", "two")], close=True))
+        return False
+
+    o = Origin(multi)
+    try:
+        s = server(site(f"""location / {{ proxy_pass http://{o.addr};
+            add_header X-Up-Cookie "$upstream_http_set_cookie"; add_header X-Up-Bar "$upstream_http_x_bar";
+            add_trailer X-T a; add_trailer X-T b; }}""",
+                        'log_format t "$sent_trailer_x_t";\naccess_log logs/t.log t;'))
+        r = request(s.port, "/")
+        assert (r.header("X-Up-Cookie"), r.header("X-Up-Bar")) == ("a=1, b=2", "one, two")
+        assert s.wait_lines("t.log", 1) == [b"a, b\n"]
+    finally:
+        o.stop()

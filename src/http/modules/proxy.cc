@@ -752,13 +752,13 @@ void v_tries(Request& r, VarValue& v, uintptr_t arg) {
 
 void v_upstream_http(Request& r, VarValue& v, uintptr_t arg) {
     auto name = *reinterpret_cast<const std::string_view*>(arg);
-    if (auto* ex = exchange(r))
-        for (const auto& h : ex->log().headers)
-            if (header_matches(h.name, name)) {
-                v.s = h.value;
-                return;
-            }
-    v.not_found = true;
+    auto* ex = exchange(r);
+    if (!ex) {
+        v.not_found = true;
+        return;
+    }
+    // Several fields of the name join with ", " (Set-Cookie too), as nginx's.
+    join_fields(r, v, ex->log().headers, name, ", ");
 }
 
 // $upstream_cookie_NAME: the value of the cookie NAME (compared ignoring
