@@ -57,11 +57,12 @@ Status make_temp_dir(const std::string& dir, const std::optional<conf::WorkerUse
 
 // A temp file in `dir`, unlinked from the start (O_TMPFILE, or a name
 // removed at once where the file system lacks it): nothing is left behind
-// when the worker dies. With `keep`, a named file that stays after the
-// request ("client_body_in_file_only on", for debugging as in nginx).
+// when the worker dies. With `name`, a named file instead, its path
+// written there, that stays until the caller removes it
+// ("client_body_in_file_only", $request_body_file, as in nginx).
 // The directory is made on first use. The error names the call, the path
 // and errno.
-Result<int> open_temp_file(const std::string& dir, bool keep = false);
+Result<int> open_temp_file(const std::string& dir, std::string* name = nullptr);
 // The directory for a kind of temp file: `path` when configured (a
 // "*_temp_path" directive), else `def` under the prefix.
 std::string temp_dir(Request& r, const std::optional<std::string>& path, std::string_view def);

@@ -147,7 +147,29 @@ Status open_location(Ctx& cx, const Node& n) {
     return cx.walk(n.children, conf::kLocation);
 }
 
-Status set_listen(Ctx& cx, const Node& n, SrvConf& sc) {
+// "listen addr:from-to" (or "from-to"): a port range, one socket per
+// port [nginx 1.27.3]. Returns false when `spec` has no range; a range
+// that is not "from-to" with 0 < from <= to <= 65535 is an error.
+Result<bool> listen_port_range(std::string_view spec, std::string_view& prefix, uint32_t& from, uint32_t& to) {
+    if (spec.substr(0, 5) == "unix:") return false;
+    const size_t colon = spec.rfind(':');
+    const size_t start = colon == std::string_view::npos ? 0 : colon + 1;
+    if (colon != std::string_view::npos && spec[0] != '[' && spec.find(':') != colon) return false;
+    const std::string_view ports = spec.substr(start);
+    const size_t dash = ports.find('-');
+    if (dash == std::string_view::npos) return false;
+    const std::string_view a = ports.substr(0, dash), b = ports.substr(dash + 1);
+    auto num = [](std::string_view d, uint32_t& v) {
+        auto [p, ec] = std::from_chars(d.data(), d.data() + d.size(), v);
+        return !d.empty() && ec == std::errc() && p == d.data() + d.size();
+    };
+    if (!num(a, from) || !num(b, to) || from == 0 || from > to || to > 65535)
+        return make_error("invalid port range in \"" + std::string(spec) + "\"");
+    prefix = spec.substr(0, start);
+    return true;
+}
+
+Status add_listen(Ctx& cx, const Node& n, SrvConf& sc, std::string_view spec) {
     ListenConf l;
     l.where = n.where();
     conf::AddressRules rules;
@@ -155,7 +177,7 @@ Status set_listen(Ctx& cx, const Node& n, SrvConf& sc) {
     rules.wildcard = true;
     rules.names = false;
     rules.unix_path = true;
-    auto a = conf::parse_address(n.args[0].text, rules);
+    auto a = conf::parse_address(spec, rules);
     if (!a) return cx.invalid(n, a.error());
     l.addr = std::move(*a);
     for (size_t i = 1; i < n.args.size(); ++i) {
@@ -190,6 +212,18 @@ Status set_listen(Ctx& cx, const Node& n, SrvConf& sc) {
         if (o.addr.text() == l.addr.text())
             return cx.error(n, "duplicate listen " + l.addr.text());
     sc.listens.push_back(std::move(l));
+    return {};
+}
+
+Status set_listen(Ctx& cx, const Node& n, SrvConf& sc) {
+    const std::string_view spec = n.args[0].text;
+    std::string_view prefix;
+    uint32_t from = 0, to = 0;
+    auto range = listen_port_range(spec, prefix, from, to);
+    if (!range) return cx.invalid(n, range.error());
+    if (!*range) return add_listen(cx, n, sc, spec);
+    for (uint32_t port = from; port <= to; ++port)
+        if (Status st = add_listen(cx, n, sc, std::string(prefix) + std::to_string(port)); !st) return st;
     return {};
 }
 
@@ -234,7 +268,32 @@ Status set_keepalive_timeout(Ctx& cx, const Node& n, LocConf& lc) {
     if (lc.keepalive_timeout) return cx.duplicate(n);
     auto t = conf::parse_duration(n.args[0].text);
     if (!t) return cx.invalid(n, t.error());
-    lc.keepalive_timeout = *t;  // the optional second argument (header) is accepted and ignored
+    lc.keepalive_timeout = *t;
+    // The second value is for "Keep-Alive: timeout=N" (whole seconds); it
+    // inherits apart from the first, as nginx's does.
+    if (n.args.size() == 2) {
+        auto h = conf::parse_duration(n.args[1].text);
+        if (!h) return cx.invalid(n, h.error());
+        lc.keepalive_header = std::chrono::duration_cast<std::chrono::seconds>(*h);
+    }
+    return {};
+}
+
+Status set_keepalive_disable(Ctx& cx, const Node& n, LocConf& lc) {
+    if (lc.keepalive_disable) return cx.duplicate(n);
+    uint8_t bits = 0;
+    for (const auto& a : n.args) {
+        if (a.text == "none") {
+            if (n.args.size() > 1) return cx.error(n, "invalid value \"none\" together with other browsers");
+        } else if (a.text == "msie6") {
+            bits |= kKeepaliveDisableMsie6;
+        } else if (a.text == "safari") {
+            bits |= kKeepaliveDisableSafari;
+        } else {
+            return cx.error(n, "invalid value \"" + a.text + "\"");
+        }
+    }
+    lc.keepalive_disable = bits;
     return {};
 }
 
@@ -323,6 +382,7 @@ void merge_srv(const SrvConf& up, SrvConf& c) {
     conf::inherit(c.client_header_timeout, up.client_header_timeout, std::chrono::seconds(60));
     conf::inherit(c.underscores_in_headers, up.underscores_in_headers, false);
     conf::inherit(c.ignore_invalid_headers, up.ignore_invalid_headers, true);
+    conf::inherit(c.max_headers, up.max_headers, 1000);
     conf::inherit(c.merge_slashes, up.merge_slashes, true);
     conf::inherit(c.request_pool_size, up.request_pool_size, 4096);
     conf::inherit(c.connection_pool_size, up.connection_pool_size, 512);
@@ -353,6 +413,8 @@ void merge_loc(const LocConf& up, LocConf& c) {
     conf::inherit(c.client_body_in_file_only, up.client_body_in_file_only, 0);
     conf::inherit(c.client_body_in_single_buffer, up.client_body_in_single_buffer, false);
     conf::inherit(c.keepalive_time, up.keepalive_time, std::chrono::hours(1));
+    conf::inherit(c.keepalive_header, up.keepalive_header, std::chrono::seconds(0));
+    conf::inherit(c.keepalive_disable, up.keepalive_disable, kKeepaliveDisableMsie6);
     conf::inherit(c.tcp_nopush, up.tcp_nopush, false);
     conf::inherit(c.sendfile_max_chunk, up.sendfile_max_chunk, 2u << 20);
     if (!c.output_buffers_num) {
@@ -550,6 +612,7 @@ constexpr conf::Directive kDirectives[] = {
      conf::flag<&SrvConf::underscores_in_headers>()},
     {"ignore_invalid_headers", conf::kHttp | conf::kServer, conf::Take1,
      conf::flag<&SrvConf::ignore_invalid_headers>()},
+    {"max_headers", conf::kHttp | conf::kServer, conf::Take1, conf::number<&SrvConf::max_headers>()},
     {"merge_slashes", conf::kHttp | conf::kServer, conf::Take1, conf::flag<&SrvConf::merge_slashes>()},
     {"internal", conf::kLocation, conf::Take0, conf::custom<set_internal>()},
     {"limit_except", conf::kLocation, conf::Arity{1, 255, true}, conf::custom<open_limit_except>()},
@@ -583,6 +646,7 @@ constexpr conf::Directive kDirectives[] = {
     {"client_body_in_single_buffer", conf::kHttpSrvLoc, conf::Take1,
      conf::flag<&LocConf::client_body_in_single_buffer>()},
     {"keepalive_time", conf::kHttpSrvLoc, conf::Take1, conf::duration<&LocConf::keepalive_time>()},
+    {"keepalive_disable", conf::kHttpSrvLoc, conf::Take1More, conf::custom<set_keepalive_disable>()},
     {"tcp_nopush", conf::kHttpSrvLoc, conf::Take1, conf::flag<&LocConf::tcp_nopush>()},
     {"sendfile_max_chunk", conf::kHttpSrvLoc, conf::Take1, conf::size<&LocConf::sendfile_max_chunk>()},
     {"output_buffers", conf::kHttpSrvLoc, conf::Take2, conf::custom<set_output_buffers>()},
@@ -627,6 +691,35 @@ void listens(const conf::Roots& g, std::vector<event::ListenSpec>& out) {
 }
 
 }  // namespace
+
+std::string_view primary_server_name(const SrvConf& s) {
+    if (s.server_names.empty()) return {};
+    std::string_view n = s.server_names[0].name;
+    if (n.size() > 1 && n[0] == '.') n.remove_prefix(1);
+    return n;
+}
+
+bool keepalive_disabled(const Request& r, const LocConf& lc) {
+    const uint8_t bits = *lc.keepalive_disable;
+    if (bits == 0) return false;
+    const HeaderField* h = r.headers.find("User-Agent");
+    if (!h) return false;
+    const std::string_view ua = h->value;
+    auto has = [&](std::string_view s) { return ua.find(s) != std::string_view::npos; };
+    // Opera said "MSIE" to get IE's pages.
+    if (has("Opera")) return false;
+    const size_t msie = ua.find("MSIE ");
+    if (msie != std::string_view::npos) {
+        // "MSIE 4." to "MSIE 6.", except 6 with SP2's fixes ("SV1").
+        if (!(bits & kKeepaliveDisableMsie6) || r.in.method != Method::Post) return false;
+        const std::string_view v = ua.substr(msie + 5);
+        if (v.size() < 2 || v[1] != '.' || v[0] < '4' || v[0] > '6') return false;
+        return v[0] != '6' || v.find("SV1") == std::string_view::npos;
+    }
+    // Safari on macOS, but not the Gecko and Chrome that name it too.
+    return (bits & kKeepaliveDisableSafari) && !has("Gecko/") && !has("Chrome/") && has("Safari/") &&
+           has("Mac OS X");
+}
 
 Status set_temp_path(Ctx& cx, const Node& n, std::optional<std::string>& field) {
     if (field) return cx.duplicate(n);

@@ -61,6 +61,7 @@ struct SrvConf {
     std::optional<conf::Duration> client_header_timeout;    // "client_header_timeout"
     std::optional<bool> underscores_in_headers;             // "underscores_in_headers"
     std::optional<bool> ignore_invalid_headers;             // "ignore_invalid_headers"
+    std::optional<uint64_t> max_headers;                    // "max_headers": header lines in a request
     std::optional<bool> merge_slashes;                      // "merge_slashes"
     std::optional<uint64_t> request_pool_size;              // "request_pool_size": a request arena's first block
     std::optional<uint64_t> connection_pool_size;           // "connection_pool_size": accepted, unused
@@ -83,6 +84,9 @@ struct LocConf {
     LocConf* parent = nullptr;             // null for http and server level
     bool is_location = false;              // false for the http and server levels
     PhaseFn content_handler = nullptr;     // answers this location alone (proxy_pass)
+    // Set by such a handler's directive: a prefix location ending in '/'
+    // redirects its name without that '/' there (301) [nginx].
+    bool auto_redirect = false;
     std::string where;
     // "limit_except": the methods it lets through as the location says
     // (kMethod* bits); a request with another method gets the block's
@@ -113,6 +117,8 @@ struct LocConf {
     std::optional<uint8_t> client_body_in_file_only;    // "client_body_in_file_only": 0 off, 1 on, 2 clean
     std::optional<bool> client_body_in_single_buffer;   // "client_body_in_single_buffer"
     std::optional<conf::Duration> keepalive_time;       // "keepalive_time"
+    std::optional<conf::Duration> keepalive_header;     // "keepalive_timeout"'s second: 0 sends none
+    std::optional<uint8_t> keepalive_disable;           // "keepalive_disable": kKeepaliveDisable* bits
     std::optional<bool> tcp_nopush;                     // "tcp_nopush"
     std::optional<uint64_t> sendfile_max_chunk;         // "sendfile_max_chunk" (0: no limit)
     std::optional<uint64_t> output_buffers_num;         // "output_buffers"
@@ -191,6 +197,19 @@ extern const conf::Module http_core_module;
 // default server when none matches. With `r`, a regex's captures become
 // its variables. Used for the Host header and for TLS SNI.
 SrvConf* find_server(const AddrServers& as, std::string_view host, Request* r);
+
+// The server's name ($server_name, the log's "server:", redirects): its
+// first server_name, without the leading '.' of ".example.com" [nginx];
+// empty without one.
+std::string_view primary_server_name(const SrvConf& s);
+
+// "keepalive_disable" bits: POST requests of MSIE 6 and older, any
+// request of Safari on macOS (browsers whose keep-alive was broken).
+inline constexpr uint8_t kKeepaliveDisableMsie6 = 1;
+inline constexpr uint8_t kKeepaliveDisableSafari = 2;
+// Whether the location's keepalive_disable rules out keep-alive for r's
+// browser (its User-Agent), as nginx tells them apart.
+bool keepalive_disabled(const Request& r, const LocConf& lc);
 
 // "limit_except" method names, as bits: GET (which lets HEAD through too),
 // HEAD, POST, PUT, DELETE, MKCOL, COPY, MOVE, OPTIONS, PROPFIND,

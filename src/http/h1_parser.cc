@@ -34,6 +34,7 @@ enum class H1Error : uint8_t {
     HostMissing,
     HostDup,
     HostInvalid,
+    DupField,
 };
 }  // namespace detail
 
@@ -102,6 +103,8 @@ ErrorInfo error_info(Err e) {
         return {400, "client sent duplicate \"Host\" header", "upstream sent invalid header line"};
     case Err::HostInvalid:
         return {400, "client sent invalid \"Host\" header", "upstream sent invalid header line"};
+    case Err::DupField:
+        return {400, "client sent duplicate header line", "upstream sent invalid header line"};
     }
     GH_CHECK(false);
     return {};
@@ -371,18 +374,32 @@ std::optional<Authority> parse_authority(std::string_view s) {
     Authority a;
     size_t i = 0;
     if (!s.empty() && s[0] == '[') {
-        // IP-literal; IPvFuture and zone identifiers are not accepted.
+        // IP-literal (RFC 3986 3.2.2): an IPv6 address, or IPvFuture
+        // ("v" 1*HEXDIG "." 1*( unreserved / sub-delims / ":" )). Zone
+        // identifiers are not accepted (RFC 6874 keeps them out of Host).
         const size_t close = s.find(']');
         if (close == std::string_view::npos || close < 3) return std::nullopt;
-        bool colon = false;
-        for (size_t k = 1; k < close; ++k) {
-            const char c = s[k];
-            if (c == ':')
-                colon = true;
-            else if (!(cls(c) & kHex) && c != '.')
-                return std::nullopt;
+        const std::string_view lit = s.substr(1, close - 1);
+        if (lit[0] == 'v' || lit[0] == 'V') {
+            size_t k = 1;
+            while (k < lit.size() && (cls(lit[k]) & kHex)) ++k;
+            if (k == 1 || k + 1 >= lit.size() || lit[k] != '.') return std::nullopt;
+            // unreserved and sub-delims are the reg-name bytes but '%'.
+            for (++k; k < lit.size(); ++k) {
+                const char c = lit[k];
+                if (c != ':' && (c == '%' || !(cls(c) & kRegChar))) return std::nullopt;
+            }
+        } else {
+            bool colon = false;
+            for (char c : lit) {
+                if (c == ':')
+                    colon = true;
+                else if (!(cls(c) & kHex) && c != '.')
+                    return std::nullopt;
+            }
+            // ".." would let $host climb directories, as for names.
+            if (!colon || lit.find("..") != std::string_view::npos) return std::nullopt;
         }
-        if (!colon) return std::nullopt;
         i = close + 1;
     } else {
         while (i < s.size() && (cls(s[i]) & kRegChar)) {
@@ -443,6 +460,7 @@ void HeadParser<Head>::reset() {
     line_start_ = scan_ = method_scan_ = nfields_ = 0;
     phase_ = Phase::StartLine;
     method_ended_ = host_seen_ = te_chunked_last_ = te_chunked_seen_ = te_other_ = false;
+    unique_seen_ = 0;
 }
 
 template <class Head>
@@ -619,9 +637,30 @@ Err HeadParser<Head>::field_line(std::string_view line) {
     return on_field(name, value);
 }
 
+namespace {
+
+// Request fields that may appear once: two of them are a broken or
+// malicious client, and which one a later hop would use is anyone's guess
+// (nginx refuses the same ones). Host and Content-Length have messages of
+// their own; a second Transfer-Encoding adds to the list (RFC 9110 5.3).
+constexpr std::string_view kUniqueFields[] = {
+    "if-modified-since", "if-unmodified-since", "if-match", "if-none-match",
+    "if-range",          "content-range",       "expect", "authorization",
+};
+
+}  // namespace
+
 template <class Head>
 Err HeadParser<Head>::on_field(std::string_view name, std::string_view value) {
     Framing& f = head_.framing;
+    if constexpr (std::is_same_v<Head, RequestHead>) {
+        for (size_t i = 0; i < std::size(kUniqueFields); ++i)
+            if (name.size() == kUniqueFields[i].size() && iequals(name, kUniqueFields[i])) {
+                if (unique_seen_ & (1u << i)) return Err::DupField;
+                unique_seen_ |= static_cast<uint16_t>(1u << i);
+                break;
+            }
+    }
     switch (name.size()) {
     case 4:
         if constexpr (std::is_same_v<Head, RequestHead>) {

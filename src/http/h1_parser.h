@@ -229,6 +229,7 @@ private:
     bool te_chunked_last_ = false;
     bool te_chunked_seen_ = false;
     bool te_other_ = false;
+    uint16_t unique_seen_ = 0;  // requests: bits of kUniqueFields (h1_parser.cc)
 };
 
 using RequestParser = HeadParser<RequestHead>;
@@ -238,8 +239,9 @@ extern template class HeadParser<StatusHead>;
 
 // An authority (RFC 3986 3.2) as HTTP accepts it: host [":" port] with no
 // userinfo. host is a reg-name, an IPv4 address or a bracketed IPv6
-// address; a reg-name must not start with '.' nor contain "..", since
-// $host may end up in a file path (nginx refuses them too).
+// address or IPvFuture; neither may contain "..", nor a reg-name start
+// with '.', since $host may end up in a file path (nginx refuses them
+// too).
 struct Authority {
     std::string_view host;  // brackets kept for IPv6
     std::string_view port;  // digits, maybe empty

@@ -319,7 +319,13 @@ Flow send_header(Request& r) {
     if (!o.head_started) {
         o.head_started = true;
         o.header_next = 0;
-        if (r.error_page_status && h.status == 200) h.status = r.error_page_status;
+        // An error page goes out with the error's status (or its "=code")
+        // whatever its handler answered, as in nginx ("return 204" there
+        // gives the error and its empty body), but for a redirect, which
+        // replaces the error, and for another error, which has its own.
+        const bool redirect = h.status == 301 || h.status == 302 || h.status == 303 || h.status == 307 ||
+                              h.status == 308;
+        if (r.error_page_status && h.status < 400 && !redirect) h.status = r.error_page_status;
         if (h.status == 0) h.status = 200;
     }
     for (size_t i = o.header_next; i < m.header_filters.size(); ++i) {
@@ -346,7 +352,7 @@ Flow send_header(Request& r) {
         const bool https = s.tls() != nullptr;
         std::string_view host = r.host;
         if (*lc.server_name_in_redirect && !r.srv->server_names.empty() && !r.srv->server_names[0].regex)
-            host = r.srv->server_names[0].name;
+            host = primary_server_name(*r.srv);
         bool v6 = false;
         if (host.empty()) {
             host = s.local_text();

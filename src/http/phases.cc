@@ -9,6 +9,7 @@
 #include "event/worker.h"
 #include "http/core_module.h"
 #include "http/request.h"
+#include "http/static_module.h"
 #include "http/uri.h"
 
 namespace gatehouse::http {
@@ -17,14 +18,19 @@ namespace {
 
 bool is_regex(const LocConf* l) { return l->match == LocMatch::Regex || l->match == LocMatch::RegexCaseless; }
 
-enum class Found { None, Prefix, Final };
+enum class Found { None, Prefix, Final, AutoRedirect };
 
 // nginx's location choice: the longest matching prefix among a level's
 // prefix locations (an exact match ends the search at once; "^~" ends it
 // before regexes), searched again among that location's nested ones; then
 // the regexes, innermost level first, in config order; else the prefix.
+// AutoRedirect: the URI is the name, less its final '/', of a prefix
+// location with auto_redirect ("location /app/ { proxy_pass ...; }" and
+// "/app"), and no location is named exactly the URI: as in nginx, that
+// is decided before the regexes, *best being that location.
 Found find_in(Request& r, const LocConf& level, LocConf** best) {
     LocConf* longest = nullptr;
+    LocConf* redirect = nullptr;
     for (LocConf* l : level.locations) {
         if (is_regex(l)) continue;
         if (l->match == LocMatch::Exact) {
@@ -34,9 +40,16 @@ Found find_in(Request& r, const LocConf& level, LocConf** best) {
             }
             continue;
         }
+        if (l->auto_redirect && l->name.size() == r.uri.size() + 1 && l->name.back() == '/' &&
+            l->name.compare(0, r.uri.size(), r.uri) == 0)
+            redirect = l;
         if (r.uri.size() >= l->name.size() && r.uri.compare(0, l->name.size(), l->name) == 0 &&
             (!longest || l->name.size() > longest->name.size()))
             longest = l;
+    }
+    if (redirect && (!longest || longest->name.size() < r.uri.size())) {
+        *best = redirect;
+        return Found::AutoRedirect;
     }
     Found f = Found::None;
     if (longest) {
@@ -44,9 +57,9 @@ Found find_in(Request& r, const LocConf& level, LocConf** best) {
         f = Found::Prefix;
         LocConf* inner = nullptr;
         Found g = find_in(r, *longest, &inner);
-        if (g == Found::Final) {
+        if (g == Found::Final || g == Found::AutoRedirect) {
             *best = inner;
-            return Found::Final;
+            return g;
         }
         if (g == Found::Prefix) *best = inner;
         if (longest->match == LocMatch::PrefixNoRegex && g == Found::None) return Found::Final;
@@ -58,7 +71,7 @@ Found find_in(Request& r, const LocConf& level, LocConf** best) {
             LocConf* inner = nullptr;
             Found g = find_in(r, *l, &inner);
             if (g != Found::None) *best = inner;
-            return Found::Final;
+            return g == Found::AutoRedirect ? g : Found::Final;
         }
     }
     return f;
@@ -78,7 +91,17 @@ Next find_config(Request& r) {
     r.uri_changed = false;
     LocConf& server_level = *static_cast<LocConf*>(r.srv->loc_confs[http_core_module.index]);
     LocConf* best = nullptr;
-    find_in(r, server_level, &best);
+    if (find_in(r, server_level, &best) == Found::AutoRedirect) {
+        // To the location's name, escaped, with the arguments [nginx].
+        std::pmr::string to(r.mem());
+        append_escaped_path(best->name, to);
+        if (!r.args.empty()) {
+            to.push_back('?');
+            to.append(r.args);
+        }
+        r.out.location = r.arena().dup(to);
+        return respond_status(r, 301);
+    }
     set_location(r, best ? best : &server_level);
     LocConf& lc = *r.loc;
     if (*lc.internal && !r.internal) return respond_status(r, 404);
@@ -219,10 +242,20 @@ void start_request(Request& r) {
                                            "client sent a request-target this server does not serve"));
         return;
     }
+    if (h.method == Method::Trace) {
+        // TRACE would echo the request, cookies and credentials included,
+        // to whatever script asks (cross-site tracing); nginx refuses it
+        // wherever it is sent, and closes the connection after, as for
+        // other requests refused from their head.
+        r.no_error_page = true;
+        r.stream().close_after();
+        continue_request(r, respond_status(r, 405, "client sent TRACE method"));
+        return;
+    }
     PathQuery pq = split_path_query(r.unparsed_uri);
     r.args = pq.query;
     char* out = static_cast<char*>(r.arena().alloc(pq.path.size() + 1, 1));
-    auto clean = clean_path(pq.path, std::span<char>(out, pq.path.size() + 1));
+    auto clean = clean_path(pq.path, std::span<char>(out, pq.path.size() + 1), *r.srv->merge_slashes);
     if (!clean) {
         GH_LOG(Info, "client sent invalid request URI \"%.*s\" (%s)", static_cast<int>(r.unparsed_uri.size()),
                r.unparsed_uri.data(), clean.message().c_str());

@@ -85,7 +85,7 @@ void describe_request(const Request& r, FixedWriter& out) {
     out.put(r.remote_addr);
     // The server's first name, "" when it has none [nginx].
     out.put(", server: ");
-    if (r.srv && !r.srv->server_names.empty()) out.put(r.srv->server_names[0].name);
+    if (r.srv) out.put(primary_server_name(*r.srv));
     if (!r.request_line.empty()) {
         out.put(", request: \"");
         out.put(r.request_line);

@@ -133,10 +133,16 @@ struct VarValue {
 // else in a temp file. Handlers after an internal redirect find it here.
 struct RequestBody {
     explicit RequestBody(std::pmr::memory_resource* m) : bufs(m) {}
+    ~RequestBody();
     Chain bufs;         // once complete: one memory Buf or one file Buf; none for 0 bytes
     uint64_t size = 0;
     int fd = -1;        // the temp file (owned by the request: add_fd)
     bool complete = false;
+    // The temp file's name when it has one ($request_body_file), NUL
+    // terminated, in the request arena; removed with the request unless
+    // kept ("client_body_in_file_only on").
+    std::string_view path;
+    bool remove_path = false;
 
     // The reader's (request_body.cc): what it collects, and whom it tells.
     SlabRef mem;

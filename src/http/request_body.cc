@@ -45,7 +45,8 @@ int open_named(const std::string& dir, std::string* path) {
 
 }  // namespace
 
-Result<int> open_temp_file(const std::string& dir, bool keep) {
+Result<int> open_temp_file(const std::string& dir, std::string* name) {
+    const bool keep = name != nullptr;
     for (int attempt = 0; attempt < 2; ++attempt) {
         int err = 0;
         if (!keep) {
@@ -59,7 +60,10 @@ Result<int> open_temp_file(const std::string& dir, bool keep) {
             std::string path;
             int fd = open_named(dir, &path);
             if (fd >= 0) {
-                if (!keep) ::unlink(path.c_str());
+                if (keep)
+                    *name = std::move(path);
+                else
+                    ::unlink(path.c_str());
                 return fd;
             }
             err = -fd;
@@ -100,6 +104,10 @@ std::string temp_dir(Request& r, const std::optional<std::string>& path, std::st
     return (m ? m->prefix : std::string()) + std::string(def);
 }
 
+RequestBody::~RequestBody() {
+    if (remove_path && !path.empty()) ::unlink(path.data());
+}
+
 // ---- reading a body whole -----------------------------------------------------------------
 
 namespace {
@@ -135,11 +143,22 @@ void body_ready(Request* rp) {
 
 Status to_file(Request& r, RequestBody& b) {
     const auto& lc = r.loc_conf<LocConf>(http_core_module);
-    auto fd = open_temp_file(temp_dir(r, lc.client_body_temp_path, kClientBodyTempDir),
-                             *lc.client_body_in_file_only == 1);
+    // A file gets a name when someone may look for it: "client_body_in_file_only
+    // on" keeps it for debugging, a $request_body_file in the config shows
+    // it; else it has none from the start and nothing can leak.
+    const HttpMainConf* m = http_main(r.main_confs);
+    const bool named = *lc.client_body_in_file_only == 1 || (m && m->vars.find("request_body_file") >= 0);
+    std::string name;
+    auto fd = open_temp_file(temp_dir(r, lc.client_body_temp_path, kClientBodyTempDir), named ? &name : nullptr);
     if (!fd) return fd.error();
     b.fd = *fd;
     r.add_fd(b.fd);
+    if (named) {
+        char* p = static_cast<char*>(r.arena().alloc(name.size() + 1, 1));
+        std::memcpy(p, name.c_str(), name.size() + 1);
+        b.path = {p, name.size()};
+        b.remove_path = *lc.client_body_in_file_only != 1;
+    }
     if (b.mem_len > 0) {
         if (int err = pwrite_all(b.fd, b.mem.get()->data(), b.mem_len, 0))
             return make_error("pwrite() to a client body temporary file failed (" + std::to_string(err) + ": " +
@@ -217,6 +236,10 @@ bool read_whole_body(Request& r, void (*done)(Request& r)) {
     b->done = done;
     r.body_kept = b;
     if (!r.has_body) {
+        // Nothing to read, but the stream has its part: "100 Continue" for
+        // a client that awaits it even before an empty body.
+        read_body(r, [](Request&, Chain&) { return true; });
+        if (r.stream().closed()) return true;
         b->complete = true;
         done(r);
         return true;

@@ -53,7 +53,7 @@ Result<std::string_view> percent_decode(std::string_view in, std::span<char> out
     return std::string_view(out.data(), w);
 }
 
-Result<std::string_view> normalize_path(std::string_view path, std::span<char> out) {
+Result<std::string_view> normalize_path(std::string_view path, std::span<char> out, bool merge) {
     GH_CHECK(out.size() >= path.size());
     if (path.empty() || path[0] != '/')
         return make_error("path does not start with \"/\"");
@@ -69,7 +69,9 @@ Result<std::string_view> normalize_path(std::string_view path, std::span<char> o
         if (j == std::string_view::npos) j = n;
         const std::string_view seg = path.substr(i + 1, j - i - 1);
         const bool last = j == n;
-        if (seg.empty() || seg == ".") {
+        if (seg.empty() && !merge && !last) {
+            o[w++] = '/';  // kept, for ".." to take away
+        } else if (seg.empty() || seg == ".") {
             if (last) o[w++] = '/';
         } else if (seg == "..") {
             if (w == 0) return make_error("path goes above the root");
@@ -87,13 +89,13 @@ Result<std::string_view> normalize_path(std::string_view path, std::span<char> o
     return std::string_view(o, w);
 }
 
-Result<std::string_view> clean_path(std::string_view raw, std::span<char> out) {
+Result<std::string_view> clean_path(std::string_view raw, std::span<char> out, bool merge) {
     if (is_clean(raw)) return raw;
     // Checked on the raw form too: "%2F..." must not become a path.
     if (raw.empty() || raw[0] != '/') return make_error("path does not start with \"/\"");
     auto decoded = percent_decode(raw, out);
     if (!decoded) return decoded;
-    return normalize_path(*decoded, out);
+    return normalize_path(*decoded, out, merge);
 }
 
 size_t escaped_size(std::string_view in, EscapeSet needs) {

@@ -32,12 +32,14 @@ Result<std::string_view> percent_decode(std::string_view in, std::span<char> out
 // merges runs of '/' (RFC 3986 5.2.4, with nginx's merge_slashes). A path
 // ending in a "." or ".." segment keeps a trailing '/'. Errors: a path not
 // starting with '/', and a ".." that would climb above "/" (nginx: 400).
-Result<std::string_view> normalize_path(std::string_view path, std::span<char> out);
+// Without `merge` ("merge_slashes off"), an empty segment is a segment
+// like any other: "/a//../b" is "/a/b".
+Result<std::string_view> normalize_path(std::string_view path, std::span<char> out, bool merge = true);
 
 // percent_decode() then normalize_path(). Returns `raw` itself when it is
 // already decoded and normal (the common case, no copy), else a view of
 // `out`.
-Result<std::string_view> clean_path(std::string_view raw, std::span<char> out);
+Result<std::string_view> clean_path(std::string_view raw, std::span<char> out, bool merge = true);
 
 // Percent-encodes ("%2F", upper-case hex) each byte `needs` selects;
 // escaped_size() is the length escape() writes into out.

@@ -9,6 +9,7 @@
 #include <ctime>
 
 #include "conf/registry.h"
+#include "core/base64.h"
 #include "core/str.h"
 #include "event/loop.h"
 #include "event/worker.h"
@@ -31,7 +32,8 @@ const VariableDef* VarTable::find_def(std::string_view name, std::string_view* s
         if (!(d->flags & kVarPrefix) && d->name == name) return d;
     const VariableDef* best = nullptr;
     for (const VariableDef* d : defs_)
-        if ((d->flags & kVarPrefix) && name.size() > d->name.size() &&
+        // The bare prefix ("$arg_") is a name too, of nothing [nginx].
+        if ((d->flags & kVarPrefix) && name.size() >= d->name.size() &&
             name.compare(0, d->name.size(), d->name) == 0 &&
             (!best || d->name.size() > best->name.size()))
             best = d;
@@ -108,6 +110,12 @@ int VarTable::assignable(std::string_view name) {
     int idx = define_user(name);
     const Var& v = var(idx);
     return v.user || (v.flags & kVarSettable) ? idx : -1;
+}
+
+int VarTable::find(std::string_view name) const {
+    for (size_t i = 0; i < vars_.size(); ++i)
+        if (vars_[i].name == name) return static_cast<int>(i);
+    return -1;
 }
 
 Status VarTable::check() const {
@@ -308,37 +316,8 @@ const HeaderField* find_in(Request& r, std::string_view name) {
 
 void v_http(Request& r, VarValue& v, uintptr_t arg) {
     auto name = *reinterpret_cast<const std::string_view*>(arg);
-    const HeaderField* first = nullptr;
-    size_t count = 0, total = 0;
-    bool cookie = header_matches("cookie", name);
-    for (const HeaderField& h : r.headers)
-        if (header_matches(h.name, name)) {
-            if (!first) first = &h;
-            ++count;
-            total += h.value.size();
-        }
-    if (!first) {
-        v.not_found = true;
-        return;
-    }
-    if (count == 1) {
-        set(v, first->value);
-        return;
-    }
     // Repeated headers join with ", " ("; " for Cookie), as nginx does.
-    std::string_view sep = cookie ? "; " : ", ";
-    char* out = static_cast<char*>(r.arena().alloc(total + sep.size() * count, 1));
-    size_t pos = 0;
-    for (const HeaderField& h : r.headers)
-        if (header_matches(h.name, name)) {
-            if (pos) {
-                memcpy(out + pos, sep.data(), sep.size());
-                pos += sep.size();
-            }
-            memcpy(out + pos, h.value.data(), h.value.size());
-            pos += h.value.size();
-        }
-    set(v, {out, pos});
+    join_fields(r, v, r.headers, name, header_matches("cookie", name) ? "; " : ", ");
 }
 
 void v_sent_http(Request& r, VarValue& v, uintptr_t arg) {
@@ -346,9 +325,7 @@ void v_sent_http(Request& r, VarValue& v, uintptr_t arg) {
     if (header_matches("content_type", name) && !r.out.content_type.empty()) return set(v, r.out.content_type);
     if (header_matches("content_length", name) && r.out.content_length) return set(v, num(r, *r.out.content_length));
     if (header_matches("location", name) && !r.out.location.empty()) return set(v, r.out.location);
-    for (const Header& h : r.out.headers)
-        if (header_matches(h.name, name)) return set(v, h.value);
-    v.not_found = true;
+    join_fields(r, v, r.out.headers, name, ", ");
 }
 
 void v_arg(Request& r, VarValue& v, uintptr_t arg) {
@@ -398,14 +375,10 @@ void v_remote_port(Request& r, VarValue& v, uintptr_t) {
 }
 void v_server_addr(Request& r, VarValue& v, uintptr_t) { set(v, r.arena().dup(r.stream().local_text())); }
 void v_server_port(Request& r, VarValue& v, uintptr_t) { set(v, num(r, r.stream().local_port())); }
-void v_server_name(Request& r, VarValue& v, uintptr_t) {
-    if (r.srv && !r.srv->server_names.empty()) return set(v, r.srv->server_names[0].name);
-    set(v, "");
-}
+void v_server_name(Request& r, VarValue& v, uintptr_t) { set(v, r.srv ? primary_server_name(*r.srv) : ""); }
 void v_host(Request& r, VarValue& v, uintptr_t) {
     if (!r.host.empty()) return set(v, r.host);
-    if (r.srv && !r.srv->server_names.empty()) return set(v, r.srv->server_names[0].name);
-    set(v, "");
+    set(v, r.srv ? primary_server_name(*r.srv) : "");
 }
 void v_request(Request& r, VarValue& v, uintptr_t) { set(v, r.request_line); }
 void v_request_uri(Request& r, VarValue& v, uintptr_t) { set(v, r.unparsed_uri); }
@@ -468,6 +441,17 @@ void v_request_body(Request& r, VarValue& v, uintptr_t) {
         return;
     }
     set(v, b->bufs.empty() ? std::string_view() : b->bufs.begin()->view());
+}
+
+// The name of the temp file holding the request body, when it went to
+// one with a name (body.h: open_temp_file).
+void v_request_body_file(Request& r, VarValue& v, uintptr_t) {
+    const RequestBody* b = r.body_kept;
+    if (!b || b->path.empty()) {
+        v.not_found = true;
+        return;
+    }
+    set(v, b->path);
 }
 
 void v_pipe(Request& r, VarValue& v, uintptr_t) { set(v, r.pipelined ? "p" : "."); }
@@ -551,7 +535,26 @@ void v_content_type(Request& r, VarValue& v, uintptr_t) {
     if (const HeaderField* h = find_in(r, "content-type")) return set(v, h->value);
     v.not_found = true;
 }
-void v_remote_user(Request&, VarValue& v, uintptr_t) { v.not_found = true; }
+// The user name of "Authorization: Basic" credentials, whether or not
+// anything checks them [nginx]; not found without valid ones.
+void v_remote_user(Request& r, VarValue& v, uintptr_t) {
+    v.not_found = true;
+    const HeaderField* h = find_in(r, "authorization");
+    if (!h) return;
+    std::string_view cred = h->value;
+    if (cred.size() < 6 || !iequals(cred.substr(0, 6), "basic ")) return;
+    cred.remove_prefix(6);
+    while (!cred.empty() && cred[0] == ' ') cred.remove_prefix(1);
+    while (!cred.empty() && cred.back() == ' ') cred.remove_suffix(1);
+    char* out = static_cast<char*>(r.arena().alloc(base64_decoded_max(cred.size()) + 1, 1));
+    auto n = decode_base64(cred, out);
+    if (!n) return;
+    std::string_view userpass(out, *n);
+    const size_t colon = userpass.find(':');
+    if (colon == std::string_view::npos) return;
+    v.not_found = false;
+    set(v, userpass.substr(0, colon));
+}
 
 }  // namespace
 
@@ -603,6 +606,7 @@ extern const VariableDef kCoreVariables[] = {
     {"connection_time", v_connection_time, 0, kVarNoCache},
     {"binary_remote_addr", v_binary_remote_addr},
     {"request_body", v_request_body, 0, kVarNoCache},
+    {"request_body_file", v_request_body_file, 0, kVarNoCache},
     {"pipe", v_pipe},
     {"hostname", v_hostname},
     {"pid", v_pid},

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -65,6 +66,8 @@ public:
     // one that warns, as nginx's uninitialized_variable_warn.
     void set_uninitialized_getter(VarGetter g) { uninitialized_ = g; }
     VarGetter uninitialized_getter() const { return uninitialized_; }
+    // The index of `name` when the configuration uses it, else -1.
+    int find(std::string_view name) const;
     // Every used variable is declared or set; else the error names where
     // it was first used.
     Status check() const;
@@ -141,6 +144,38 @@ private:
 // variable names: `var` ("user_agent") matches "User-Agent", case aside,
 // '_' in the name standing for '-' or '_'.
 bool header_matches(std::string_view header, std::string_view var);
+
+// Sets v to the values of the fields `name` names (header_matches), joined
+// with `sep` in r's arena when there are several, as nginx does since
+// 1.23; not found when none. Fields: a range of {name, value} views
+// (request headers, response headers or trailers, an origin's fields).
+template <class Fields>
+void join_fields(Request& r, VarValue& v, const Fields& fields, std::string_view name, std::string_view sep) {
+    std::string_view first;
+    size_t count = 0, total = 0;
+    for (const auto& h : fields)
+        if (!h.name.empty() && header_matches(h.name, name)) {
+            if (count++ == 0) first = h.value;
+            total += h.value.size();
+        }
+    if (count <= 1) {
+        v.s = first;
+        v.not_found = count == 0;
+        return;
+    }
+    char* out = static_cast<char*>(r.arena().alloc(total + sep.size() * count, 1));
+    size_t pos = 0;
+    for (const auto& h : fields)
+        if (!h.name.empty() && header_matches(h.name, name)) {
+            if (pos) {
+                std::memcpy(out + pos, sep.data(), sep.size());
+                pos += sep.size();
+            }
+            std::memcpy(out + pos, h.value.data(), h.value.size());
+            pos += h.value.size();
+        }
+    v.s = std::string_view(out, pos);
+}
 
 // Writes "$name" or "${name}" parsing into name; returns the length consumed
 // (0 if s does not start a valid variable reference).

@@ -316,20 +316,7 @@ Flow trailers_filter(Request& r, Chain& in, Chain& out) {
 
 // $sent_trailer_NAME: a trailer field sent (known once the body ended).
 void v_sent_trailer(Request& r, VarValue& v, uintptr_t arg) {
-    auto name = *reinterpret_cast<const std::string_view*>(arg);
-    for (const Header& h : r.out.trailers) {
-        if (h.name.size() != name.size()) continue;
-        bool same = true;
-        for (size_t i = 0; i < name.size() && same; ++i) {
-            char c = ascii_lower(h.name[i]);
-            same = (c == '-' ? '_' : c) == ascii_lower(name[i]);
-        }
-        if (same) {
-            v.s = h.value;
-            return;
-        }
-    }
-    v.not_found = true;
+    join_fields(r, v, r.out.trailers, *reinterpret_cast<const std::string_view*>(arg), ", ");
 }
 
 constexpr VariableDef kVariables[] = {

@@ -249,6 +249,7 @@ Status set_pass(Ctx& cx, const Node& n, ProxyConf& pc) {
     pc.pass = p;
     pc.pass_loc = lc;
     lc->content_handler = run_proxy;
+    lc->auto_redirect = true;
     return {};
 }
 
@@ -756,13 +757,38 @@ void v_tries(Request& r, VarValue& v, uintptr_t arg) {
 
 void v_upstream_http(Request& r, VarValue& v, uintptr_t arg) {
     auto name = *reinterpret_cast<const std::string_view*>(arg);
-    if (auto* ex = exchange(r))
-        for (const auto& h : ex->log().headers)
-            if (header_matches(h.name, name)) {
-                v.s = h.value;
-                return;
-            }
+    auto* ex = exchange(r);
+    if (!ex) {
+        v.not_found = true;
+        return;
+    }
+    // Several fields of the name join with ", " (Set-Cookie too), as nginx's.
+    join_fields(r, v, ex->log().headers, name, ", ");
+}
+
+// $upstream_cookie_NAME: the value of the cookie NAME (compared ignoring
+// case, as $cookie_NAME) that the origin set with Set-Cookie.
+void v_upstream_cookie(Request& r, VarValue& v, uintptr_t arg) {
+    auto name = *reinterpret_cast<const std::string_view*>(arg);
     v.not_found = true;
+    auto* ex = exchange(r);
+    if (!ex) return;
+    for (const auto& h : ex->log().headers) {
+        if (!iequals(h.name, "set-cookie")) continue;
+        // Set-Cookie: NAME=VALUE *( ";" attribute ) (RFC 6265 4.1.1)
+        std::string_view pair = h.value.substr(0, h.value.find(';'));
+        const size_t eq = pair.find('=');
+        if (eq == std::string_view::npos) continue;
+        std::string_view n = pair.substr(0, eq);
+        while (!n.empty() && (n.back() == ' ' || n.back() == '\t')) n.remove_suffix(1);
+        if (!iequals(n, name)) continue;
+        std::string_view value = pair.substr(eq + 1);
+        while (!value.empty() && (value[0] == ' ' || value[0] == '\t')) value.remove_prefix(1);
+        while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
+        v.s = value;
+        v.not_found = false;
+        return;
+    }
 }
 
 constexpr uint8_t kNoCache = kVarNoCache;
@@ -780,6 +806,7 @@ constexpr VariableDef kVariables[] = {
     {"upstream_bytes_sent", v_tries, static_cast<uintptr_t>(TryField::Sent), kNoCache},
     {"upstream_response_length", v_tries, static_cast<uintptr_t>(TryField::Length), kNoCache},
     {"upstream_http_", v_upstream_http, 0, kVarPrefix | kNoCache},
+    {"upstream_cookie_", v_upstream_cookie, 0, kVarPrefix | kNoCache},
 };
 
 // ---- the module ------------------------------------------------------------------------------

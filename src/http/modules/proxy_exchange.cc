@@ -226,6 +226,12 @@ Next Exchange::go_origin() {
         }
         return Next::Suspend;
     }
+    if (*pc_.pass_request_body && !r_.has_body) {
+        // Nothing to read, but asking lets the stream answer "Expect:
+        // 100-continue" first, as nginx does before an empty body too.
+        read_body(r_, [](Request&, Chain&) { return true; });
+        if (r_.stream().closed()) return Next::Suspend;
+    }
     client_.set_body(body_mode_, nullptr, chunked_up_);
     client_.start();
     return Next::Suspend;

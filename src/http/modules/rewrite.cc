@@ -554,8 +554,12 @@ Step run_rewrite(Request& r, const RewriteOp& op, bool log, Next& result) {
     if (log) notice(r, quoted(op.re.re.pattern()) + " matches " + quoted(r.uri));
     // A rewritten request may enter "internal" locations [nginx].
     r.internal = true;
+    // A capture of a path that came encoded is escaped where it goes into
+    // a URL: a redirect's Location, the arguments. The URI of an internal
+    // rewrite is decoded, as the capture is: escaping it there would turn
+    // "/a%25" into a URI naming "%25" [nginx].
     const bool escape = rewrite::path_was_encoded(r.unparsed_uri);
-    std::string_view uri = eval_segments(r, op.uri, escape);
+    std::string_view uri = eval_segments(r, op.uri, escape && op.redirect);
     if (op.redirect) {
         std::string_view loc =
             rewrite::redirect_location(r.arena(), uri, op.has_args, op.add_args, r.args);
@@ -678,7 +682,10 @@ Next run(Request& r, const Program& p, const RewriteLocConf& conf) {
         } else if (const auto* op = std::get_if<ReturnOp>(&in)) {
             return run_return(r, *op);
         } else {
-            // "break": the rewritten URI stays in this location.
+            // "break": the rewritten URI stays in this location. As with
+            // the "break" flag, the location no longer matches the URI:
+            // proxy_pass then sends the whole URI [nginx].
+            if (r.uri_changed) r.valid_location = false;
             r.uri_changed = false;
             return Next::Decline;
         }

@@ -322,6 +322,7 @@ void Connection::read_head() {
         lim.max_start_line = large;
         lim.max_header_line = large;
         lim.max_head = max_head;
+        lim.max_headers = static_cast<size_t>(*s.max_headers);
         // nginx reads these from the default server too, until Host
         // names another.
         lim.ignore_invalid_names = *s.ignore_invalid_headers;
@@ -567,6 +568,7 @@ Flow Connection::send_head(Request& r, const ResponseHead& h) {
         keepalive_ = false;
     if (keepalive_ && event::worker_loop().now() - started_ > static_cast<event::Msec>(lc.keepalive_time->count()))
         keepalive_ = false;
+    if (keepalive_ && keepalive_disabled(r, lc)) keepalive_ = false;
     // "tcp_nopush": with sendfile, the head and the file's first bytes go
     // in full packets (TCP_CORK) until the response is out [nginx].
     if (*lc.tcp_nopush && r.use_sendfile && !tls_ && !corked_ && c_.peer.ss_family != AF_UNIX) {
@@ -582,10 +584,10 @@ Flow Connection::send_head(Request& r, const ResponseHead& h) {
     FixedWriter o{b, b + cap};
     o.put("HTTP/1.1 ");
     o.num(static_cast<uint64_t>(h.status));
-    if (!reason.empty()) {
-        o.put(" ");
-        o.put(reason);
-    }
+    // The space stays when there is no reason phrase: status-line =
+    // HTTP-version SP status-code SP [ reason-phrase ] (RFC 9112 4).
+    o.put(" ");
+    o.put(reason);
     o.put("\r\n");
     // A proxied response may carry the origin's own ("proxy_pass_header
     // Server"): it replaces ours, as in nginx.
@@ -637,6 +639,12 @@ Flow Connection::send_head(Request& r, const ResponseHead& h) {
         o.put("Connection: upgrade\r\n");
     } else {
         o.put(keepalive_ ? "Connection: keep-alive\r\n" : "Connection: close\r\n");
+        const auto header_timeout = std::chrono::duration_cast<std::chrono::seconds>(*lc.keepalive_header);
+        if (keepalive_ && header_timeout.count() > 0) {
+            o.put("Keep-Alive: timeout=");
+            o.num(static_cast<uint64_t>(header_timeout.count()));
+            o.put("\r\n");
+        }
     }
     if (!h.etag.empty()) {
         o.put("ETag: ");
@@ -802,6 +810,16 @@ bool Connection::read_body(Request& r, BodySink sink) {
     body_started_ = true;
     body_done_ = false;
     body_paused_ = false;
+    if (expect_continue_ && rlen_ == rpos_) {
+        // The client waits for this before it sends the body (RFC 9110
+        // 10.1.1); sent for "Content-Length: 0" too, as nginx does, for a
+        // client that waits whatever the length.
+        static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+        if (!out_) out_ = r.arena().make<event::ChainWriter>(r.mem());
+        out_->push(Buf::memory(kContinue));
+        flush();
+        if (closing_) return true;
+    }
     if (!r.has_body) {
         body_done_ = true;
         Chain c(r.mem());
@@ -813,14 +831,6 @@ bool Connection::read_body(Request& r, BodySink sink) {
     }
     body_left_ = r.content_length.value_or(0);
     body_chunked_ = !r.content_length;
-    if (expect_continue_ && rlen_ == rpos_) {
-        // The client waits for this before it sends the body (RFC 9110 10.1.1).
-        static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
-        if (!out_) out_ = r.arena().make<event::ChainWriter>(r.mem());
-        out_->push(Buf::memory(kContinue));
-        flush();
-        if (closing_) return true;
-    }
     pump_body();
     return true;
 }

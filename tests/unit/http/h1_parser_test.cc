@@ -236,14 +236,17 @@ TEST_CASE("http/h1_parser: Host") {
     // Absolute-form still needs a Host in HTTP/1.1 (RFC 9112 3.2).
     check_status("GET http://a/ HTTP/1.1\r\n\r\n", 400,
                  "client sent HTTP/1.1 request without \"Host\" header");
-    const char* bad[] = {"",       "a/b",   "a\\b",     "a b",    "a..b",    ".a",
-                         "a@b",    "[::1",  "[]",       "[::1]x", "[v1.x]",  "a:12345678",
-                         "a:x",    "%zz",   "a\tb",     "[1.2.3.4]"};
+    const char* bad[] = {"",        "a/b",      "a\\b",        "a b",        "a..b",    ".a",
+                         "a@b",     "[::1",     "[]",          "[::1]x",     "[v1]",    "a:12345678",
+                         "a:x",     "%zz",      "a\tb",        "[1.2.3.4]",  "[v.x]",   "[vg.x]",
+                         "[v1.]",   "[v1.a/b]", "[v1.%41]",    "[a..b::1]",  "[::1]..", "[fe80::1%25eth0]"};
     for (const char* host : bad)
         check_status(std::string("GET / HTTP/1.1\r\nHost: ") + host + "\r\n\r\n", 400,
                      "client sent invalid \"Host\" header");
+    // IPvFuture (RFC 3986 3.2.2) as nginx takes it, every allowed symbol.
     const char* good[] = {"a", "Example.COM.", "1.2.3.4:80", "[::1]", "[::1]:8080",
-                          "a:", "x_y-z~", "%41b"};
+                          "a:", "x_y-z~", "%41b", "[::ffff:1.2.3.4]", "[v1.x]",
+                          "[v0aF.!$&'()*+,;=-._~Az09:]:80"};
     for (const char* host : good) {
         Req f;
         CAPTURE(host);
@@ -272,6 +275,24 @@ TEST_CASE("http/h1_parser: parse_authority and normalize_host") {
     CHECK(normalize_host("a:", buf) == "a");
     CHECK(normalize_host("[::ABC]:443", buf) == "[::abc]");
     CHECK(normalize_host("[::1]", buf) == "[::1]");
+    CHECK(normalize_host("[vA.B:C]:80", buf) == "[va.b:c]");
+}
+
+TEST_CASE("http/h1_parser: fields a request may carry once") {
+    const char* names[] = {"If-Modified-Since", "If-Unmodified-Since", "If-Match", "If-None-Match",
+                           "If-Range",          "Content-Range",       "Expect",   "Authorization"};
+    for (const char* name : names) {
+        CAPTURE(name);
+        check_status(std::string("GET / HTTP/1.1\r\nHost: a\r\n") + name + ": x\r\n" + name + ": x\r\n\r\n",
+                     400, "client sent duplicate header line");
+        Req f;
+        REQUIRE(f.whole(std::string("GET / HTTP/1.1\r\nHost: a\r\n") + name + ": x\r\n\r\n").state ==
+                ParseState::Done);
+    }
+    // Others may repeat; so may these in a response.
+    Req f;
+    CHECK(f.whole("GET / HTTP/1.1\r\nHost: a\r\nVia: a\r\nVia: b\r\nCookie: a\r\nCookie: b\r\n\r\n").state ==
+          ParseState::Done);
 }
 
 TEST_CASE("http/h1_parser: header line syntax") {

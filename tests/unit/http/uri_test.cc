@@ -109,3 +109,20 @@ TEST_CASE("http/uri: normalize_path in place") {
     REQUIRE(u);
     CHECK(*u == "/y");
 }
+
+TEST_CASE("http/uri: without merge_slashes an empty segment stays one") {
+    const std::pair<const char*, const char*> ok[] = {
+        {"/foo//../bar", "/foo/bar"}, {"/foo///../bar", "/foo//bar"}, {"//a//b//", "//a//b//"},
+        {"//", "//"},                 {"/a/./b", "/a/b"},             {"//..", "/"},
+        {"/a%2F%2Fb", "/a//b"},       {"/a//b/..", "/a//"},
+    };
+    for (const auto& [in, want] : ok) {
+        CAPTURE(in);
+        std::string out(std::string_view(in).size(), '\0');
+        auto r = clean_path(in, out, false);
+        REQUIRE(r);
+        CHECK(*r == want);
+    }
+    std::string out(8, '\0');
+    CHECK(clean_path("/..//", out, false).message() == "path goes above the root");
+}

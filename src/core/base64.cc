@@ -1,0 +1,48 @@
+#include "core/base64.h"
+
+#include <array>
+#include <cstdint>
+
+namespace gatehouse {
+
+namespace {
+
+constexpr int8_t kInvalid = -1;
+
+constexpr std::array<int8_t, 256> kValue = [] {
+    std::array<int8_t, 256> t{};
+    t.fill(kInvalid);
+    constexpr std::string_view alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for (size_t i = 0; i < alphabet.size(); ++i) t[static_cast<unsigned char>(alphabet[i])] = static_cast<int8_t>(i);
+    return t;
+}();
+
+}  // namespace
+
+std::optional<size_t> decode_base64(std::string_view in, char* out) {
+    // Up to two '=' end the input, and only where they complete a quantum.
+    size_t n = in.size();
+    size_t pad = 0;
+    while (n > 0 && in[n - 1] == '=' && pad < 2) {
+        --n;
+        ++pad;
+    }
+    if (pad > 0 && in.size() % 4 != 0) return std::nullopt;
+    if (n % 4 == 1) return std::nullopt;  // 6 bits cannot make a byte
+    size_t w = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < n; ++i) {
+        const int8_t v = kValue[static_cast<unsigned char>(in[i])];
+        if (v == kInvalid) return std::nullopt;
+        acc = (acc << 6) | static_cast<uint32_t>(v);
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[w++] = static_cast<char>((acc >> bits) & 0xff);
+        }
+    }
+    return w;
+}
+
+}  // namespace gatehouse
