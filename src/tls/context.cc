@@ -134,7 +134,10 @@ struct ContextCallbacks {
             if (memcmp(name, k.name, 16) != 0) continue;
             if (!mac(k) || EVP_DecryptInit_ex(cctx, cipher(k), nullptr, k.aes_key, iv) != 1) return -1;
             // Made with an older key: accept it and issue a fresh ticket.
-            return i == 0 ? 1 : 2;
+            // TLS 1.3 clients get a fresh one after every resumption, as
+            // from nginx: they are to use a ticket once (RFC 8446 C.4),
+            // and without a new one the next connection starts afresh.
+            return i == 0 && SSL_version(ssl) != TLS1_3_VERSION ? 1 : 2;
         }
         return 0;  // unknown key: a full handshake
     }

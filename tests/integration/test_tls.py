@@ -729,6 +729,21 @@ def test_tickets_off(gatehouse, pki):
     assert not again.tls["reused"]
 
 
+def test_tls13_resumption_hands_out_a_new_ticket(gatehouse, pki):
+    # A TLS 1.3 ticket is meant to be used once (RFC 8446 C.4): each
+    # resumption gives the client a fresh one, as nginx does, so that it
+    # can resume again without reusing a ticket.
+    port = free_port()
+    start(gatehouse, conf(two_servers(pki, port, http_extra="ssl_session_cache off;")), port)
+    ctx = client_ctx(pki, version="1.3")
+    first, again = resume_twice(port, ctx)
+    assert again.tls["reused"] and again.var(6) == "r"
+    # OpenSSL names a client session after its ticket's hash.
+    assert again.tls["session"].id != first.tls["session"].id
+    third = get(port, ctx, session=again.tls["session"])
+    assert third.tls["reused"] and third.var(6) == "r"
+
+
 # ---- client certificates -----------------------------------------------------------------
 
 def mtls(pki, port, mode):
