@@ -910,6 +910,25 @@ def test_listen_ssl_without_certificate(cli, pki):
     assert f"gatehouse.conf:{line_of(text, 'listen')}" in r.stderr
 
 
+def test_the_same_certificate_given_twice_is_loaded_once(gatehouse, pki):
+    port = free_port()
+    twice = f"ssl_certificate {pki.b_crt}; ssl_certificate_key {pki.b_key};"
+    start(gatehouse, conf(two_servers(pki, port, extra_b=twice)), port)
+    r = get(port, client_ctx(pki), sni="b.test")
+    assert r.status == 200 and r.var(0) == "b"
+    assert subject(r.tls["cert"])["commonName"] == "b.test"
+
+
+def test_a_second_certificate_of_one_key_type_is_refused(cli, pki):
+    port = free_port()
+    other = f"ssl_certificate {pki.client_crt}; ssl_certificate_key {pki.client_key};"
+    text = conf(two_servers(pki, port, extra_b=other))
+    r = cli.test_conf(text)
+    assert r.returncode != 0
+    assert f'certificate "{pki.client_crt}" has the key type of an earlier certificate' in r.stderr
+    assert f"gatehouse.conf:{line_of(text, pki.client_key)}" in r.stderr
+
+
 def test_encrypted_key_needs_its_password(cli, pki):
     port = free_port()
     base = two_servers(pki, port).replace(f"ssl_certificate_key {pki.b_key}", f"ssl_certificate_key {pki.b_enc_key}")
