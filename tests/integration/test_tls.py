@@ -929,6 +929,45 @@ def test_a_second_certificate_of_one_key_type_is_refused(cli, pki):
     assert f"gatehouse.conf:{line_of(text, pki.client_key)}" in r.stderr
 
 
+def test_a_server_without_certificate_answers_with_the_default_servers(gatehouse, pki):
+    port = free_port()
+    c = f"""
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        server_name c.test;
+        location / {{ return 200 "c|{VARS}"; }}
+    }}
+"""
+    start(gatehouse, conf(two_servers(pki, port) + c), port)
+    r = get(port, client_ctx(pki), sni="c.test")
+    assert r.status == 200 and r.var(0) == "c" and r.var(5) == "c.test"
+    assert subject(r.tls["cert"])["commonName"] == "a.test"
+
+
+def test_a_default_server_refusing_handshakes_needs_certificates_in_the_others(cli, pki):
+    port = free_port()
+    text = conf(f"""
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_reject_handshake on;
+    }}
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        server_name c.test;
+    }}
+""")
+    r = cli.test_conf(text)
+    assert r.returncode != 0
+    assert 'no "ssl_certificate" is defined for the "listen ... ssl" directive in' in r.stderr
+    # c.test's own "listen" is named.
+    listens = [i for i, line in enumerate(text.splitlines(), 1) if "listen" in line]
+    assert f"gatehouse.conf:{listens[1]}" in r.stderr
+    # With one of its own, c.test is served.
+    ok = cli.test_conf(text.replace("server_name c.test;", f"server_name c.test; ssl_certificate {pki.b_crt}; "
+                                                           f"ssl_certificate_key {pki.b_key};"))
+    assert ok.returncode == 0, ok.stderr
+
+
 def test_encrypted_key_needs_its_password(cli, pki):
     port = free_port()
     base = two_servers(pki, port).replace(f"ssl_certificate_key {pki.b_key}", f"ssl_certificate_key {pki.b_enc_key}")

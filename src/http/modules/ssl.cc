@@ -342,43 +342,53 @@ Status postconfiguration(Ctx& cx) {
             if (l.ssl) return &l;
         return nullptr;
     };
-    // Every server a TLS port reaches, once each.
-    std::vector<SrvConf*> servers;
-    for (const ListenPort& p : m->ports) {
-        if (!p.bind.ssl) continue;
-        for (const AddrServers& as : p.addrs) {
-            auto add = [&](SrvConf* s) {
-                if (s && std::find(servers.begin(), servers.end(), s) == servers.end()) servers.push_back(s);
-            };
-            add(as.default_server);
-            for (const auto& [name, s] : as.exact) add(s);
-            for (const auto& [name, s] : as.wild_head) add(s);
-            for (const auto& [name, s] : as.wild_tail) add(s);
-            for (const auto& [re, s] : as.regex) add(s);
-        }
-    }
-    for (SrvConf* s : servers) {
-        SslSrvConf& c = ssl_conf(*s);
-        if (c.certificates.empty() && c.keys.empty() && *c.reject_handshake) {
-            // Refuses every handshake it would answer: a context without a
-            // certificate to start them with, for a default server.
-            if (auto st = build_context(cx, c); !st) return st;
-            continue;
-        }
-        if (c.certificates.empty() && c.keys.empty()) {
-            if (const ListenConf* l = own_ssl_listen(*s))
-                return make_error("no \"ssl_certificate\" is defined for the \"listen ... ssl\" directive in " +
-                                  l->where);
-            continue;  // reached by SNI or Host only: the default server's certificate
-        }
-        if (auto st = build_context(cx, c); !st) return st;
-    }
+    // The servers an address of a TLS port reaches, once each.
+    auto servers_of = [](const AddrServers& as) {
+        std::vector<SrvConf*> v;
+        auto add = [&](SrvConf* s) {
+            if (s && std::find(v.begin(), v.end(), s) == v.end()) v.push_back(s);
+        };
+        add(as.default_server);
+        for (const auto& [name, s] : as.exact) add(s);
+        for (const auto& [name, s] : as.wild_head) add(s);
+        for (const auto& [name, s] : as.wild_tail) add(s);
+        for (const auto& [re, s] : as.regex) add(s);
+        return v;
+    };
+    // A context for each server with a certificate or refusing handshakes.
+    // One without either, reached by SNI or Host, keeps its address's
+    // default server's context: certificates, verification of clients
+    // (its own "ssl_verify_client" is checked per request) [nginx].
+    std::vector<SrvConf*> built;
     for (const ListenPort& p : m->ports) {
         if (!p.bind.ssl) continue;
         for (const AddrServers& as : p.addrs)
-            if (!ssl_conf(*as.default_server).ctx)
-                return make_error("no \"ssl_certificate\" is defined for the default server of " + as.addr.text() +
-                                  ", which listens with \"ssl\", in " + as.default_server->where);
+            for (SrvConf* s : servers_of(as)) {
+                SslSrvConf& c = ssl_conf(*s);
+                if (std::find(built.begin(), built.end(), s) != built.end()) continue;
+                built.push_back(s);
+                if (c.certificates.empty() && c.keys.empty() && !*c.reject_handshake) continue;
+                if (auto st = build_context(cx, c); !st) return st;
+            }
+    }
+    // A handshake starts with the default server's context, so it needs a
+    // certificate, or to refuse handshakes; then every server it would hand
+    // a handshake to by SNI needs one of its own, or to refuse too.
+    auto missing = [&](const SrvConf& s, const AddrServers& as) {
+        if (const ListenConf* l = own_ssl_listen(s))
+            return make_error("no \"ssl_certificate\" is defined for the \"listen ... ssl\" directive in " + l->where);
+        return make_error("no \"ssl_certificate\" is defined for the server of " + as.addr.text() +
+                          ", which listens with \"ssl\", in " + s.where);
+    };
+    for (const ListenPort& p : m->ports) {
+        if (!p.bind.ssl) continue;
+        for (const AddrServers& as : p.addrs) {
+            const SslSrvConf& d = ssl_conf(*as.default_server);
+            if (!d.ctx) return missing(*as.default_server, as);
+            if (!d.certificates.empty()) continue;
+            for (SrvConf* s : servers_of(as))
+                if (!ssl_conf(*s).ctx) return missing(*s, as);
+        }
     }
     return {};
 }
