@@ -10,6 +10,7 @@ the certificate served, the protocol, the session reuse, the status and
 the body (which prints the $ssl_* variables).
 """
 
+import hashlib
 import os
 import re
 import shutil
@@ -19,6 +20,7 @@ import ssl
 import subprocess
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -788,6 +790,38 @@ def test_client_certificate_optional_no_ca(gatehouse, pki):
     assert r.status == 200
     assert r.var(8).startswith("FAILED:self")
     assert r.var(9) == "CN=mallory"
+
+
+CERT_VARS = ("$ssl_client_s_dn_legacy|$ssl_client_i_dn_legacy|$ssl_client_serial|$ssl_client_fingerprint|"
+             "$ssl_client_v_start|$ssl_client_v_end|$ssl_client_v_remain|$ssl_client_escaped_cert|$ssl_curve")
+
+
+def test_client_certificate_variables(gatehouse, pki):
+    port = free_port()
+    extra = (f"ssl_verify_client optional; ssl_client_certificate {pki.ca_crt}; ssl_ecdh_curve prime256v1;"
+             f'location /v {{ return 200 "{CERT_VARS}"; }}')
+    start(gatehouse, conf(two_servers(pki, port, extra_a=extra)), port)
+    before = int(time.time())
+    r = get(port, client_ctx(pki, cert=(pki.client_crt, pki.client_key)), path="/v")
+    after = int(time.time())
+    assert r.status == 200
+    pem = Path(pki.client_crt).read_text()
+    info = ssl._ssl._test_decode_cert(pki.client_crt)
+    legacy_s, legacy_i, serial, fingerprint, start_, end, remain, escaped, curve = r.fields
+    assert legacy_s == "/CN=client1/O=Gatehouse Tests"
+    assert legacy_i == "/CN=Gatehouse Test CA"
+    assert serial == "1004" == info["serialNumber"]
+    assert fingerprint == hashlib.sha1(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
+    # As OpenSSL prints times ("Jan  5 10:00:00 2027 GMT"), as Python does.
+    assert (start_, end) == (info["notBefore"], info["notAfter"])
+    # Whole days left, in whole seconds.
+    assert int(remain) in {(ssl.cert_time_to_seconds(end) - t) // 86400 for t in (before, after)}
+    # $ssl_client_raw_cert, percent-encoded but for RFC 3986's unreserved.
+    assert escaped == urllib.parse.quote(pem.strip(), safe="")
+    assert curve == "prime256v1"
+    # Without a client certificate they are empty; the curve is known.
+    r = get(port, client_ctx(pki), path="/v")
+    assert r.fields == [""] * 8 + ["prime256v1"]
 
 
 def test_revoked_client_certificate(gatehouse, pki):
