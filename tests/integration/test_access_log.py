@@ -169,6 +169,26 @@ def test_escape_json(server):
     assert json.loads(line) == {"uri": "/index.html?k=%22v", "data": data, "missing": "", "status": 200}
 
 
+def test_escape_json_control_bytes_in_upper_case(server):
+    # nginx writes other control bytes as \u00HH with upper-case digits.
+    s = server(
+        """
+        log_format j escape=json '{"c":"$ctl"}';
+        server {
+            listen 127.0.0.1:PORT;
+            root html;
+            set $ctl "<\x01\x1f>";
+            access_log logs/j.log j;
+        }
+        """,
+        FILES,
+    )
+    s.get("/index.html")
+    (line,) = s.wait_lines("j.log", 1)
+    assert line == b'{"c":"<\\u0001\\u001F>"}\n'
+    assert json.loads(line) == {"c": "<\x01\x1f>"}
+
+
 def test_escape_none(server):
     s = server(
         """
@@ -183,7 +203,8 @@ def test_escape_none(server):
     )
     s.get("/index.html", [("X-Data", 'q"\\\xe9')])
     (line,) = s.wait_lines("raw.log", 1)
-    assert line == b'q"\\\xe9|-\n'
+    # A variable without a value is empty, as with escape=json (nginx).
+    assert line == b'q"\\\xe9|\n'
 
 
 # ---- access_log ---------------------------------------------------------------

@@ -459,7 +459,9 @@ void write_entry(Request& r, const AccessLog& al) {
     // sizing the line and writing it.
     auto* vals = static_cast<std::string_view*>(
         r.arena().alloc(sizeof(std::string_view) * (f.nvars ? f.nvars : 1), alignof(std::string_view)));
-    const std::string_view missing = f.escape == LogEscape::Json ? std::string_view() : "-";
+    // nginx writes "-" for a variable without a value only in the default
+    // escaping; json and none write nothing.
+    const std::string_view missing = f.escape == LogEscape::Default ? "-" : std::string_view();
     size_t len = 1;  // "\n"
     size_t k = 0;
     for (const LogOp& op : f.ops) {
