@@ -2,6 +2,7 @@
 buffering, conditions, the default log and reopening (USR1)."""
 
 import datetime
+import gzip
 import json
 import os
 import re
@@ -385,6 +386,37 @@ def test_reopen_on_usr1(server):
     assert s.read_log("rot.log.1").startswith(b"/index.html\n")
 
 
+# ---- gzip ------------------------------------------------------------------------
+
+
+def test_gzip_writes_each_buffer_as_a_gzip_member(server):
+    s = server(
+        """
+        log_format uri '$uri';
+        server {
+            listen 127.0.0.1:PORT;
+            root html;
+            access_log logs/small.log.gz uri gzip=9 buffer=32;
+            access_log logs/big.log.gz uri gzip;
+        }
+        """,
+        FILES,
+    )
+    # The third line does not fit in 32 bytes: the first two go out,
+    # compressed. "gzip" alone buffers 64k: nothing before the end.
+    for _ in range(3):
+        s.get("/index.html")
+    assert poll(lambda: s.read_log("small.log.gz"))
+    first = s.read_log("small.log.gz")
+    assert first[:2] == b"\x1f\x8b"
+    assert gzip.decompress(first) == b"/index.html\n" * 2
+    assert s.read_log("big.log.gz") == b""
+    s.stop()
+    # Members one after another read back as one text, as zcat reads them.
+    assert gzip.decompress(s.read_log("small.log.gz")) == b"/index.html\n" * 3
+    assert gzip.decompress(s.read_log("big.log.gz")) == b"/index.html\n" * 3
+
+
 # ---- configuration errors --------------------------------------------------------
 
 
@@ -412,6 +444,9 @@ def test_config_errors(tmp_path):
         ("access_log /nonexistent-dir/x.log;", 'open() "/nonexistent-dir/x.log" failed (2: '),
         ("open_log_file_cache max=0;", 'invalid "open_log_file_cache" parameter "max=0"'),
         ("open_log_file_cache inactive=10s;", '"open_log_file_cache" must have "max" parameter'),
+        ("access_log logs/x.log combined gzip=10;", 'invalid compression level "10"'),
+        ("access_log logs/x.log combined gzip=1; access_log logs/x.log combined gzip=2;",
+         'access_log "logs/x.log" already defined with conflicting parameters'),
     ]
     for i, (http, message) in enumerate(cases):
         err = config_error(tmp_path / str(i), http)

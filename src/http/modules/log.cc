@@ -6,11 +6,12 @@
 // has no value, nothing with escape=json) and the line is written with one
 // write(2), or appended to the file's "buffer=", which goes out when the
 // next line does not fit, when "flush=" time has passed since its first
-// line, on reopen (USR1) and when the generation or the worker ends. A
-// "syslog:" destination gets each line as one datagram (core/syslog.h),
-// unbuffered as in nginx.
+// line, on reopen (USR1) and when the generation or the worker ends; with
+// "gzip" each buffer goes out as one gzip member. A "syslog:" destination
+// gets each line as one datagram (core/syslog.h), unbuffered as in nginx.
 #include <fcntl.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <cerrno>
 #include <cstring>
@@ -117,9 +118,12 @@ public:
     const std::string& path() const { return path_; }
     size_t buffer_size() const { return size_; }
     Duration flush_time() const { return flush_; }
-    void set_buffer(size_t size, Duration flush) {
+    int gzip_level() const { return gzip_; }
+    // `gzip`: 0, or the compression level (1-9) of what goes out.
+    void set_buffer(size_t size, Duration flush, int gzip) {
         size_ = size;
         flush_ = flush;
+        gzip_ = gzip;
     }
 
     // Room for n bytes at the end of the buffer, after writing out what
@@ -139,6 +143,7 @@ public:
 
 private:
     void write_out(const char* p, size_t n);
+    void write_raw(const char* p, size_t n);
     void on_flush_timer() { flush(); }
 
     static inline LogFile* head_ = nullptr;  // every live LogFile of this process
@@ -147,6 +152,7 @@ private:
     int fd_;
     size_t size_ = 0;                // "buffer="; 0: unbuffered
     Duration flush_{0};              // "flush="; 0: only when full
+    int gzip_ = 0;                   // "gzip=": the level; 0: plain text
     std::unique_ptr<char[]> buf_;    // made on first use, by the process that writes
     size_t used_ = 0;
     event::Timer timer_;             // armed while the buffer holds lines and flush_ > 0
@@ -193,7 +199,49 @@ void LogFile::flush() {
     used_ = 0;
 }
 
+// p[0, n) as one gzip member, as "gzip -c" would write it, in `out`.
+// Members written one after another read back as one text: gunzip and
+// zcat take a file of them (RFC 1952 2.2).
+bool gzip_member(const char* p, size_t n, int level, std::unique_ptr<unsigned char[]>& out, size_t* out_len) {
+    // A window larger than the input buys nothing; smaller ones take less
+    // of the memory zlib allocates for each member.
+    int wbits = MAX_WBITS, memlevel = 8;
+    while (wbits > 9 && n + 262 < (size_t{1} << (wbits - 1))) {
+        --wbits;
+        if (memlevel > 1) --memlevel;
+    }
+    z_stream z{};
+    // +16: a gzip header and trailer around the deflate data.
+    if (int rc = deflateInit2(&z, level, Z_DEFLATED, wbits + 16, memlevel, Z_DEFAULT_STRATEGY); rc != Z_OK) {
+        GH_LOG(Alert, "deflateInit2() failed: %d", rc);
+        return false;
+    }
+    size_t bound = deflateBound(&z, static_cast<uLong>(n));
+    out = std::make_unique<unsigned char[]>(bound);
+    z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(p));
+    z.avail_in = static_cast<uInt>(n);
+    z.next_out = out.get();
+    z.avail_out = static_cast<uInt>(bound);
+    int rc = deflate(&z, Z_FINISH);
+    *out_len = bound - z.avail_out;
+    deflateEnd(&z);
+    if (rc != Z_STREAM_END) {
+        GH_LOG(Alert, "deflate(Z_FINISH) failed: %d", rc);
+        return false;
+    }
+    return true;
+}
+
 void LogFile::write_out(const char* p, size_t n) {
+    if (gzip_ == 0) return write_raw(p, n);
+    std::unique_ptr<unsigned char[]> z;
+    size_t zn = 0;
+    // A failure is logged; the lines are lost rather than written plain
+    // into a compressed file.
+    if (gzip_member(p, n, gzip_, z, &zn)) write_raw(reinterpret_cast<const char*>(z.get()), zn);
+}
+
+void LogFile::write_raw(const char* p, size_t n) {
     ssize_t w = ::write(fd_, p, n);
     if (w == static_cast<ssize_t>(n)) return;
     int err = errno;
@@ -331,6 +379,7 @@ Status set_access_log(Ctx& cx, const Node& n, LogLocConf& lc) {
     al.format = *format;
     uint64_t buffer = 0;
     std::optional<Duration> flush;
+    int gzip = 0;
     for (size_t i = 2; i < n.args.size(); ++i) {
         std::string_view a = n.args[i].text;
         if (a.substr(0, 7) == "buffer=") {
@@ -347,11 +396,20 @@ Status set_access_log(Ctx& cx, const Node& n, LogLocConf& lc) {
             if (!cv) return cv.error();
             al.cond = std::move(*cv);
         } else if (a == "gzip" || a.substr(0, 5) == "gzip=") {
-            return cx.error(n, "compressed access logs are not supported");
+            gzip = Z_BEST_SPEED;
+            if (a.size() > 4) {
+                auto v = conf::parse_number(a.substr(5));
+                if (!v || *v < 1 || *v > 9)
+                    return cx.error(n, "invalid compression level \"" + std::string(a.substr(5)) + "\"");
+                gzip = static_cast<int>(*v);
+            }
         } else {
             return cx.error(n, "invalid parameter \"" + std::string(a) + "\"");
         }
     }
+    // Compressing line by line would hardly compress: "gzip" buffers, 64k
+    // unless "buffer=" says otherwise [nginx].
+    if (gzip && buffer == 0) buffer = 64 * 1024;
     if (flush && buffer == 0) return cx.error(n, "no buffer is defined for access_log \"" + path + "\"");
     if (syslog) {
         if (buffer) return cx.error(n, "logs to syslog cannot be buffered");
@@ -367,9 +425,10 @@ Status set_access_log(Ctx& cx, const Node& n, LogLocConf& lc) {
     if (buffer) {
         // One buffer per file: every access_log of the path writes through
         // it, so lines stay in order.
-        if (f.buffer_size() && (f.buffer_size() != buffer || f.flush_time() != flush.value_or(Duration{0})))
+        if (f.buffer_size() && (f.buffer_size() != buffer || f.flush_time() != flush.value_or(Duration{0}) ||
+                                f.gzip_level() != gzip))
             return cx.error(n, "access_log \"" + path + "\" already defined with conflicting parameters");
-        f.set_buffer(buffer, flush.value_or(Duration{0}));
+        f.set_buffer(buffer, flush.value_or(Duration{0}), gzip);
     }
     al.file = &f;
     lc.logs.push_back(std::move(al));
