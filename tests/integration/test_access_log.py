@@ -417,6 +417,86 @@ def test_gzip_writes_each_buffer_as_a_gzip_member(server):
     assert gzip.decompress(s.read_log("big.log.gz")) == b"/index.html\n" * 3
 
 
+# ---- paths with variables --------------------------------------------------------
+
+
+def writable_logs(s):
+    """The workers (nobody, when the tests run as root) open paths with
+    variables themselves, so they need to be able to create files."""
+    s.log_path("").chmod(0o777)
+
+
+def test_path_with_variables(server):
+    s = server(
+        """
+        log_format uri '$uri';
+        server {
+            listen 127.0.0.1:PORT;
+            root html;
+            access_log logs/by_$arg_n.log uri;
+            location /gone/ { root nonexistent; }
+        }
+        """,
+        FILES,
+    )
+    writable_logs(s)
+    s.get("/index.html?n=a")
+    s.get("/a/b.txt?n=b")
+    s.get("/index.html?n=a")
+    assert s.wait_lines("by_a.log", 2) == [b"/index.html\n"] * 2
+    assert s.wait_lines("by_b.log", 1) == [b"/a/b.txt\n"]
+    # A ".." segment put in by the request is not written to.
+    s.get("/index.html?n=/../../escaped")
+    assert poll(lambda: "has a \"..\" segment" in s.error_log())
+    assert not (s.prefix / "escaped.log").exists()
+    # Nothing is logged while the root directory does not exist.
+    s.get("/gone/x?n=c")
+    assert poll(lambda: "nonexistent\" existence failed" in s.error_log())
+    assert not s.log_path("by_c.log").exists()
+
+
+def test_open_log_file_cache_keeps_the_descriptor_until_usr1(server):
+    s = server(
+        """
+        log_format uri '$uri';
+        server {
+            listen 127.0.0.1:PORT;
+            root html;
+            location /cached/ {
+                open_log_file_cache max=10 valid=1h;
+                access_log logs/c_$arg_n.log uri;
+            }
+            location / {
+                access_log logs/u_$arg_n.log uri;
+            }
+        }
+        """,
+        {**FILES, "cached/x": "x"},
+    )
+    writable_logs(s)
+    s.get("/cached/x?n=a")
+    s.get("/index.html?n=a")
+    s.wait_lines("c_a.log", 1)
+    s.wait_lines("u_a.log", 1)
+    for name in ("c_a.log", "u_a.log"):
+        os.rename(s.log_path(name), s.log_path(name + ".1"))
+    # The kept descriptor still writes to the renamed file; without the
+    # cache the name is opened again, and made anew.
+    s.get("/cached/x?n=a")
+    s.get("/index.html?n=a")
+    assert s.wait_lines("c_a.log.1", 2) == [b"/cached/x\n"] * 2
+    assert s.wait_lines("u_a.log", 1) == [b"/index.html\n"]
+    assert not s.log_path("c_a.log").exists()
+    # USR1 lets kept descriptors go.
+    os.kill(s.master_pid(), signal.SIGUSR1)
+
+    def reopened():
+        s.get("/cached/x?n=a")
+        return s.log_path("c_a.log").exists()
+
+    assert poll(reopened, timeout=5, step=0.1)
+
+
 # ---- configuration errors --------------------------------------------------------
 
 
@@ -445,6 +525,8 @@ def test_config_errors(tmp_path):
         ("open_log_file_cache max=0;", 'invalid "open_log_file_cache" parameter "max=0"'),
         ("open_log_file_cache inactive=10s;", '"open_log_file_cache" must have "max" parameter'),
         ("access_log logs/x.log combined gzip=10;", 'invalid compression level "10"'),
+        ("access_log logs/$host.log combined buffer=4k;", "buffered logs cannot have variables in name"),
+        ("access_log logs/$host.log combined gzip;", "buffered logs cannot have variables in name"),
         ("access_log logs/x.log combined gzip=1; access_log logs/x.log combined gzip=2;",
          'access_log "logs/x.log" already defined with conflicting parameters'),
     ]
