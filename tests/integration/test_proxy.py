@@ -1120,6 +1120,22 @@ def test_plain_request_without_upgrade_to_ws_location(server, origin):
     assert o.requests[0].header("Upgrade") is None
 
 
+def test_101_the_client_did_not_ask_for_is_a_502(server, origin):
+    # Switching protocols under a client that asked for none would leave
+    # it reading a protocol it does not speak: the origin is at fault.
+    # (nginx passes the 101 head on, without a body.)
+    def handler(conn, req):
+        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: foo\r\nConnection: Upgrade\r\n\r\n"
+                     b"handshaked\r\n")
+        return False
+
+    o = origin(handler)
+    s = start(server, WS_CONF.format(addr=o.addr, timeout="5s"))
+    r = request(s.port, "/")
+    assert r.status == 502
+    assert error_lines(s, r'upstream sent unexpected "101 Switching Protocols"')
+
+
 # ---- variables and next upstream ------------------------------------------------------------------------
 
 
