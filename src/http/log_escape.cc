@@ -20,7 +20,7 @@ constexpr CostTable default_costs() {
 
 constexpr CostTable json_costs() {
     CostTable t{};
-    for (int c = 0; c < 0x20; ++c) t[c] = 5;  // "\u00hh"
+    for (int c = 0; c < 0x20; ++c) t[c] = 5;  // "\u00HH"
     for (int c : {'\b', '\f', '\n', '\r', '\t', '"', '\\'}) t[c] = 1;
     return t;
 }
@@ -28,7 +28,7 @@ constexpr CostTable json_costs() {
 constexpr CostTable kDefaultCost = default_costs();
 constexpr CostTable kJsonCost = json_costs();
 
-// A short JSON escape for c, or 0 when c takes the \u00hh form.
+// A short JSON escape for c, or 0 when c takes the \u00HH form.
 char json_short(unsigned char c) {
     switch (c) {
         case '\b': return 'b';
@@ -60,8 +60,8 @@ size_t escaped_size(LogEscape e, std::string_view s) {
 }
 
 char* escape_to(LogEscape e, std::string_view s, char* out) {
+    // Upper case in both forms, as nginx writes them.
     static constexpr char kUpper[] = "0123456789ABCDEF";
-    static constexpr char kLower[] = "0123456789abcdef";
     if (e == LogEscape::None) {
         if (!s.empty()) std::memcpy(out, s.data(), s.size());
         return out + s.size();
@@ -84,8 +84,8 @@ char* escape_to(LogEscape e, std::string_view s, char* out) {
             *out++ = 'u';
             *out++ = '0';
             *out++ = '0';
-            *out++ = kLower[c >> 4];
-            *out++ = kLower[c & 0xf];
+            *out++ = kUpper[c >> 4];
+            *out++ = kUpper[c & 0xf];
         }
     }
     return out;

@@ -6,7 +6,7 @@
 //            printable ASCII whatever a client sends;
 //   Json     the value is the inside of a JSON string: '"' and '\' get a
 //            backslash, \b \f \n \r \t their short forms, other control
-//            bytes "\u00hh"; bytes from 0x7f up pass unchanged;
+//            bytes "\u00HH"; bytes from 0x7f up pass unchanged;
 //   None     bytes are copied as they are.
 //
 // Only variable values are escaped; the literal text of a format is the

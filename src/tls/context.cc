@@ -134,7 +134,10 @@ struct ContextCallbacks {
             if (memcmp(name, k.name, 16) != 0) continue;
             if (!mac(k) || EVP_DecryptInit_ex(cctx, cipher(k), nullptr, k.aes_key, iv) != 1) return -1;
             // Made with an older key: accept it and issue a fresh ticket.
-            return i == 0 ? 1 : 2;
+            // TLS 1.3 clients get a fresh one after every resumption, as
+            // from nginx: they are to use a ticket once (RFC 8446 C.4),
+            // and without a new one the next connection starts afresh.
+            return i == 0 && SSL_version(ssl) != TLS1_3_VERSION ? 1 : 2;
         }
         return 0;  // unknown key: a full handshake
     }
@@ -276,12 +279,22 @@ Status Context::add_certificate(const std::string& cert, const std::string& key,
     if (X509_check_private_key(x, pkey) != 1)
         return ssl_error("certificate \"" + cert + "\" and key \"" + key + "\" do not match");
     // OpenSSL keeps one certificate per key type; a second would quietly
-    // replace the first.
+    // replace the first. The same certificate again changes nothing (nginx
+    // accepts it): it is loaded once.
     int type = EVP_PKEY_get_base_id(pkey);
-    for (size_t i = 0; i + 1 < certs_.size(); ++i)
-        if (EVP_PKEY_get_base_id(X509_get0_pubkey(certs_[i])) == type)
-            return make_error("certificate \"" + cert + "\" has the key type of an earlier certificate; "
-                              "only one per type (RSA, ECDSA...) is used");
+    for (size_t i = 0; i + 1 < certs_.size(); ++i) {
+        if (EVP_PKEY_get_base_id(X509_get0_pubkey(certs_[i])) != type) continue;
+        if (X509_cmp(certs_[i], x) == 0) {
+            *key_fault = false;
+            X509_free(certs_.back());
+            sk_X509_pop_free(chains_.back(), X509_free);
+            certs_.pop_back();
+            chains_.pop_back();
+            return {};
+        }
+        return make_error("certificate \"" + cert + "\" has the key type of an earlier certificate; "
+                          "only one per type (RSA, ECDSA...) is used");
+    }
     *key_fault = false;
     if (SSL_CTX_use_certificate(ctx_, x) != 1)
         return ssl_error("SSL_CTX_use_certificate(\"" + cert + "\") failed");

@@ -48,7 +48,8 @@ public:
     // maybe in the same file). An encrypted key is tried with each of
     // `passwords` in turn; without any it fails rather than prompting.
     // One certificate per key type: an RSA and an ECDSA one are both
-    // served, each to the clients that can use it.
+    // served, each to the clients that can use it; the same certificate
+    // given again is loaded once, another of the same type is an error.
     // `key_fault`, on error: the key file is to blame, not the certificate.
     Status add_certificate(const std::string& cert, const std::string& key,
                            std::span<const std::string> passwords, bool* key_fault = nullptr);

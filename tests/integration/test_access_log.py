@@ -2,6 +2,7 @@
 buffering, conditions, the default log and reopening (USR1)."""
 
 import datetime
+import gzip
 import json
 import os
 import re
@@ -169,6 +170,26 @@ def test_escape_json(server):
     assert json.loads(line) == {"uri": "/index.html?k=%22v", "data": data, "missing": "", "status": 200}
 
 
+def test_escape_json_control_bytes_in_upper_case(server):
+    # nginx writes other control bytes as \u00HH with upper-case digits.
+    s = server(
+        """
+        log_format j escape=json '{"c":"$ctl"}';
+        server {
+            listen 127.0.0.1:PORT;
+            root html;
+            set $ctl "<\x01\x1f>";
+            access_log logs/j.log j;
+        }
+        """,
+        FILES,
+    )
+    s.get("/index.html")
+    (line,) = s.wait_lines("j.log", 1)
+    assert line == b'{"c":"<\\u0001\\u001F>"}\n'
+    assert json.loads(line) == {"c": "<\x01\x1f>"}
+
+
 def test_escape_none(server):
     s = server(
         """
@@ -183,7 +204,8 @@ def test_escape_none(server):
     )
     s.get("/index.html", [("X-Data", 'q"\\\xe9')])
     (line,) = s.wait_lines("raw.log", 1)
-    assert line == b'q"\\\xe9|-\n'
+    # A variable without a value is empty, as with escape=json (nginx).
+    assert line == b'q"\\\xe9|\n'
 
 
 # ---- access_log ---------------------------------------------------------------
@@ -364,6 +386,117 @@ def test_reopen_on_usr1(server):
     assert s.read_log("rot.log.1").startswith(b"/index.html\n")
 
 
+# ---- gzip ------------------------------------------------------------------------
+
+
+def test_gzip_writes_each_buffer_as_a_gzip_member(server):
+    s = server(
+        """
+        log_format uri '$uri';
+        server {
+            listen 127.0.0.1:PORT;
+            root html;
+            access_log logs/small.log.gz uri gzip=9 buffer=32;
+            access_log logs/big.log.gz uri gzip;
+        }
+        """,
+        FILES,
+    )
+    # The third line does not fit in 32 bytes: the first two go out,
+    # compressed. "gzip" alone buffers 64k: nothing before the end.
+    for _ in range(3):
+        s.get("/index.html")
+    assert poll(lambda: s.read_log("small.log.gz"))
+    first = s.read_log("small.log.gz")
+    assert first[:2] == b"\x1f\x8b"
+    assert gzip.decompress(first) == b"/index.html\n" * 2
+    assert s.read_log("big.log.gz") == b""
+    s.stop()
+    # Members one after another read back as one text, as zcat reads them.
+    assert gzip.decompress(s.read_log("small.log.gz")) == b"/index.html\n" * 3
+    assert gzip.decompress(s.read_log("big.log.gz")) == b"/index.html\n" * 3
+
+
+# ---- paths with variables --------------------------------------------------------
+
+
+def writable_logs(s):
+    """The workers (nobody, when the tests run as root) open paths with
+    variables themselves, so they need to be able to create files."""
+    s.log_path("").chmod(0o777)
+
+
+def test_path_with_variables(server):
+    s = server(
+        """
+        log_format uri '$uri';
+        server {
+            listen 127.0.0.1:PORT;
+            root html;
+            access_log logs/by_$arg_n.log uri;
+            location /gone/ { root nonexistent; }
+        }
+        """,
+        FILES,
+    )
+    writable_logs(s)
+    s.get("/index.html?n=a")
+    s.get("/a/b.txt?n=b")
+    s.get("/index.html?n=a")
+    assert s.wait_lines("by_a.log", 2) == [b"/index.html\n"] * 2
+    assert s.wait_lines("by_b.log", 1) == [b"/a/b.txt\n"]
+    # A ".." segment put in by the request is not written to.
+    s.get("/index.html?n=/../../escaped")
+    assert poll(lambda: "has a \"..\" segment" in s.error_log())
+    assert not (s.prefix / "escaped.log").exists()
+    # Nothing is logged while the root directory does not exist.
+    s.get("/gone/x?n=c")
+    assert poll(lambda: "nonexistent\" existence failed" in s.error_log())
+    assert not s.log_path("by_c.log").exists()
+
+
+def test_open_log_file_cache_keeps_the_descriptor_until_usr1(server):
+    s = server(
+        """
+        log_format uri '$uri';
+        server {
+            listen 127.0.0.1:PORT;
+            root html;
+            location /cached/ {
+                open_log_file_cache max=10 valid=1h;
+                access_log logs/c_$arg_n.log uri;
+            }
+            location / {
+                access_log logs/u_$arg_n.log uri;
+            }
+        }
+        """,
+        {**FILES, "cached/x": "x"},
+    )
+    writable_logs(s)
+    s.get("/cached/x?n=a")
+    s.get("/index.html?n=a")
+    s.wait_lines("c_a.log", 1)
+    s.wait_lines("u_a.log", 1)
+    for name in ("c_a.log", "u_a.log"):
+        os.rename(s.log_path(name), s.log_path(name + ".1"))
+    # The kept descriptor still writes to the renamed file; without the
+    # cache the name is opened again, and made anew.
+    s.get("/cached/x?n=a")
+    s.get("/index.html?n=a")
+    assert s.wait_lines("c_a.log.1", 2) == [b"/cached/x\n"] * 2
+    assert s.wait_lines("u_a.log", 1) == [b"/index.html\n"]
+    assert not s.log_path("c_a.log").exists()
+    # USR1 lets kept descriptors go.
+    os.kill(s.master_pid(), signal.SIGUSR1)
+
+    def reopened():
+        s.get("/cached/x?n=a")
+        return s.log_path("c_a.log").exists()
+
+    assert poll(reopened, timeout=5, step=0.1)
+
+
 # ---- configuration errors --------------------------------------------------------
 
 
@@ -391,6 +524,11 @@ def test_config_errors(tmp_path):
         ("access_log /nonexistent-dir/x.log;", 'open() "/nonexistent-dir/x.log" failed (2: '),
         ("open_log_file_cache max=0;", 'invalid "open_log_file_cache" parameter "max=0"'),
         ("open_log_file_cache inactive=10s;", '"open_log_file_cache" must have "max" parameter'),
+        ("access_log logs/x.log combined gzip=10;", 'invalid compression level "10"'),
+        ("access_log logs/$host.log combined buffer=4k;", "buffered logs cannot have variables in name"),
+        ("access_log logs/$host.log combined gzip;", "buffered logs cannot have variables in name"),
+        ("access_log logs/x.log combined gzip=1; access_log logs/x.log combined gzip=2;",
+         'access_log "logs/x.log" already defined with conflicting parameters'),
     ]
     for i, (http, message) in enumerate(cases):
         err = config_error(tmp_path / str(i), http)

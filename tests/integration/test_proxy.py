@@ -1072,6 +1072,31 @@ def test_websocket_echo(server, origin):
     assert q.header("Upgrade") == "websocket" and q.header("Connection") == "upgrade"
 
 
+def test_websocket_bytes_are_logged_as_sent_body(server, origin):
+    # What goes to the client after the 101 counts in $bytes_sent and
+    # $body_bytes_sent, as in nginx.
+    o = origin(ws_origin_handler)
+    conf = WS_CONF.format(addr=o.addr, timeout="5s").replace(
+        "location / {", "access_log logs/ws.log ws;\n        location / {")
+    s = start(server, "log_format ws '$bytes_sent $body_bytes_sent';" + conf)
+    c, reader, status, headers = ws_connect(s.port)
+    with c:
+        assert status.startswith(b"HTTP/1.1 101"), status
+        assert ws_read(reader) == (1, b"welcome")
+        c.sendall(ws_frame(b"x" * 1000))
+        assert ws_read(reader) == (1, b"x" * 1000)
+        c.sendall(ws_frame(b"\x03\xe8", opcode=8))
+        assert ws_read(reader) == (8, b"\x03\xe8")
+        c.settimeout(5)
+        assert c.recv(1) == b""
+    body = sum(len(ws_frame(m, opcode=op, mask=False))
+               for op, m in ((1, b"welcome"), (1, b"x" * 1000), (8, b"\x03\xe8")))
+    (line,) = s.wait_lines("ws.log", 1)
+    sent, body_sent = map(int, line.split())
+    assert body_sent == body
+    assert sent > body_sent
+
+
 def test_websocket_idle_timeout(server, origin):
     o = origin(ws_origin_handler)
     s = start(server, WS_CONF.format(addr=o.addr, timeout="700ms"))
@@ -1093,6 +1118,22 @@ def test_plain_request_without_upgrade_to_ws_location(server, origin):
     assert r.status == 200
     assert o.requests[0].header("Connection") == "close"
     assert o.requests[0].header("Upgrade") is None
+
+
+def test_101_the_client_did_not_ask_for_is_a_502(server, origin):
+    # Switching protocols under a client that asked for none would leave
+    # it reading a protocol it does not speak: the origin is at fault.
+    # (nginx passes the 101 head on, without a body.)
+    def handler(conn, req):
+        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: foo\r\nConnection: Upgrade\r\n\r\n"
+                     b"handshaked\r\n")
+        return False
+
+    o = origin(handler)
+    s = start(server, WS_CONF.format(addr=o.addr, timeout="5s"))
+    r = request(s.port, "/")
+    assert r.status == 502
+    assert error_lines(s, r'upstream sent unexpected "101 Switching Protocols"')
 
 
 # ---- variables and next upstream ------------------------------------------------------------------------

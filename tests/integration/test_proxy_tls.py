@@ -238,6 +238,16 @@ def test_default_sni_is_the_proxy_host_without_port(server, tls_origin, pki):
     assert o.conns[0].sni == "origin"
 
 
+def test_a_port_in_proxy_ssl_name_is_left_out(server, tls_origin, pki):
+    # $http_host may carry a port; as in nginx, it is not part of the name.
+    o = tls_origin()
+    s = proxied(server, f"proxy_ssl_server_name on; proxy_ssl_name $http_host; "
+                        f"proxy_pass https://127.0.0.1:{o.port};", pki)
+    assert request(s.port, "/x", host="origin.test:8443").status == 200
+    assert poll(lambda: len(o.conns) == 1)
+    assert o.conns[0].sni == "origin.test"
+
+
 def test_verify_with_the_right_ca_and_name(server, tls_origin, pki):
     o = tls_origin()
     s = proxied(server, f"""

@@ -6,11 +6,15 @@
 // has no value, nothing with escape=json) and the line is written with one
 // write(2), or appended to the file's "buffer=", which goes out when the
 // next line does not fit, when "flush=" time has passed since its first
-// line, on reopen (USR1) and when the generation or the worker ends. A
-// "syslog:" destination gets each line as one datagram (core/syslog.h),
-// unbuffered as in nginx.
+// line, on reopen (USR1) and when the generation or the worker ends; with
+// "gzip" each buffer goes out as one gzip member. A "syslog:" destination
+// gets each line as one datagram (core/syslog.h), unbuffered as in nginx.
+// A path with variables is opened for each line, unbuffered, unless
+// "open_log_file_cache" keeps its descriptor (core/log_file_cache.h).
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <cerrno>
 #include <cstring>
@@ -26,6 +30,7 @@
 #include "conf/registry.h"
 #include "conf/syslog.h"
 #include "core/log.h"
+#include "core/log_file_cache.h"
 #include "core/syslog.h"
 #include "event/loop.h"
 #include "event/timer.h"
@@ -33,6 +38,7 @@
 #include "http/core_module.h"
 #include "http/log_escape.h"
 #include "http/request.h"
+#include "http/static_module.h"
 #include "http/variables.h"
 
 namespace gatehouse::http {
@@ -117,9 +123,12 @@ public:
     const std::string& path() const { return path_; }
     size_t buffer_size() const { return size_; }
     Duration flush_time() const { return flush_; }
-    void set_buffer(size_t size, Duration flush) {
+    int gzip_level() const { return gzip_; }
+    // `gzip`: 0, or the compression level (1-9) of what goes out.
+    void set_buffer(size_t size, Duration flush, int gzip) {
         size_ = size;
         flush_ = flush;
+        gzip_ = gzip;
     }
 
     // Room for n bytes at the end of the buffer, after writing out what
@@ -139,6 +148,7 @@ public:
 
 private:
     void write_out(const char* p, size_t n);
+    void write_raw(const char* p, size_t n);
     void on_flush_timer() { flush(); }
 
     static inline LogFile* head_ = nullptr;  // every live LogFile of this process
@@ -147,6 +157,7 @@ private:
     int fd_;
     size_t size_ = 0;                // "buffer="; 0: unbuffered
     Duration flush_{0};              // "flush="; 0: only when full
+    int gzip_ = 0;                   // "gzip=": the level; 0: plain text
     std::unique_ptr<char[]> buf_;    // made on first use, by the process that writes
     size_t used_ = 0;
     event::Timer timer_;             // armed while the buffer holds lines and flush_ > 0
@@ -193,7 +204,49 @@ void LogFile::flush() {
     used_ = 0;
 }
 
+// p[0, n) as one gzip member, as "gzip -c" would write it, in `out`.
+// Members written one after another read back as one text: gunzip and
+// zcat take a file of them (RFC 1952 2.2).
+bool gzip_member(const char* p, size_t n, int level, std::unique_ptr<unsigned char[]>& out, size_t* out_len) {
+    // A window larger than the input buys nothing; smaller ones take less
+    // of the memory zlib allocates for each member.
+    int wbits = MAX_WBITS, memlevel = 8;
+    while (wbits > 9 && n + 262 < (size_t{1} << (wbits - 1))) {
+        --wbits;
+        if (memlevel > 1) --memlevel;
+    }
+    z_stream z{};
+    // +16: a gzip header and trailer around the deflate data.
+    if (int rc = deflateInit2(&z, level, Z_DEFLATED, wbits + 16, memlevel, Z_DEFAULT_STRATEGY); rc != Z_OK) {
+        GH_LOG(Alert, "deflateInit2() failed: %d", rc);
+        return false;
+    }
+    size_t bound = deflateBound(&z, static_cast<uLong>(n));
+    out = std::make_unique<unsigned char[]>(bound);
+    z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(p));
+    z.avail_in = static_cast<uInt>(n);
+    z.next_out = out.get();
+    z.avail_out = static_cast<uInt>(bound);
+    int rc = deflate(&z, Z_FINISH);
+    *out_len = bound - z.avail_out;
+    deflateEnd(&z);
+    if (rc != Z_STREAM_END) {
+        GH_LOG(Alert, "deflate(Z_FINISH) failed: %d", rc);
+        return false;
+    }
+    return true;
+}
+
 void LogFile::write_out(const char* p, size_t n) {
+    if (gzip_ == 0) return write_raw(p, n);
+    std::unique_ptr<unsigned char[]> z;
+    size_t zn = 0;
+    // A failure is logged; the lines are lost rather than written plain
+    // into a compressed file.
+    if (gzip_member(p, n, gzip_, z, &zn)) write_raw(reinterpret_cast<const char*>(z.get()), zn);
+}
+
+void LogFile::write_raw(const char* p, size_t n) {
     ssize_t w = ::write(fd_, p, n);
     if (w == static_cast<ssize_t>(n)) return;
     int err = errno;
@@ -227,9 +280,20 @@ void LogFile::reopen(std::optional<uid_t> owner) {
 struct AccessLog {
     LogFile* file = nullptr;            // owner: the generation's LogMainConf; null for syslog
     log::SyslogPeer* syslog = nullptr;  // "syslog:..."; owner: the generation's LogMainConf
+    std::optional<ComplexValue> path;   // a path with variables (then file and syslog are null)
     const LogFormat* format = nullptr;  // owner: the generation's LogMainConf
     std::optional<ComplexValue> cond;   // "if=": no line when "" or "0"
+    // Paths with variables: the last failed write() logged (once a minute,
+    // as for files); each process has its own copy.
+    mutable time_t error_time = 0;
 };
+
+// Every "open_log_file_cache" of every live generation in this process,
+// emptied on reopen (USR1) so that rotated files are let go.
+std::vector<log::LogFileCache*>& live_caches() {
+    static std::vector<log::LogFileCache*> v;
+    return v;
+}
 
 // http main level.
 struct LogMainConf {
@@ -239,6 +303,15 @@ struct LogMainConf {
     std::vector<std::unique_ptr<LogFile>> files;  // each path once
     // One per "access_log syslog:..." (nginx's peers are not shared either).
     std::vector<std::unique_ptr<log::SyslogPeer>> syslog_peers;
+    // One per "open_log_file_cache" other than "off".
+    std::vector<std::unique_ptr<log::LogFileCache>> caches;
+
+    LogMainConf() = default;
+    LogMainConf(const LogMainConf&) = delete;
+    LogMainConf& operator=(const LogMainConf&) = delete;
+    ~LogMainConf() {
+        for (const auto& c : caches) std::erase(live_caches(), c.get());
+    }
 };
 
 // Location level (also in "if" and "limit_except" blocks).
@@ -251,16 +324,22 @@ struct LogLocConf {
     // one, found at log time so that the order in which levels are merged
     // does not matter.
     const LogLocConf* parent = nullptr;
-    bool cache_set = false;       // "open_log_file_cache", accepted and unused
+    bool cache_set = false;       // "open_log_file_cache" written on this level
+    log::LogFileCache* cache = nullptr;  // its cache; null for "off"; owner: LogMainConf
 };
 
-void merge_loc(const LogLocConf& up, LogLocConf& c) {
-    if (!c.set) c.parent = &up;
-}
+void merge_loc(const LogLocConf& up, LogLocConf& c) { c.parent = &up; }
 
 const LogLocConf& effective(const LogLocConf* c) {
     while (!c->set && c->parent) c = c->parent;
     return *c;
+}
+
+// The "open_log_file_cache" for paths with variables logged at c: its
+// own or its nearest ancestor's; null: none (or "off").
+log::LogFileCache* effective_cache(const LogLocConf* c) {
+    while (!c->cache_set && c->parent) c = c->parent;
+    return c->cache;
 }
 
 LogMainConf& main_conf(Ctx& cx) { return *cx.conf<LogMainConf>(log_module, Level::Main); }
@@ -322,15 +401,20 @@ Status set_access_log(Ctx& cx, const Node& n, LogLocConf& lc) {
         auto t = conf::parse_syslog(path);
         if (!t) return cx.error(n, t.message());
         syslog = std::move(*t);
-    } else if (path.find('$') != std::string::npos) {
-        return cx.error(n, "variables in the \"access_log\" path are not supported");
     }
     auto format = find_format(cx, n, n.args.size() > 1 ? std::string_view(n.args[1].text) : kCombinedName);
     if (!format) return format.error();
     AccessLog al;
     al.format = *format;
+    if (!syslog && path.find('$') != std::string::npos) {
+        // Relative to the prefix, as a path without variables.
+        auto cv = ComplexValue::compile(cx, n, cx.full_path(path));
+        if (!cv) return cv.error();
+        if (!cv->literal()) al.path = std::move(*cv);
+    }
     uint64_t buffer = 0;
     std::optional<Duration> flush;
+    int gzip = 0;
     for (size_t i = 2; i < n.args.size(); ++i) {
         std::string_view a = n.args[i].text;
         if (a.substr(0, 7) == "buffer=") {
@@ -347,12 +431,26 @@ Status set_access_log(Ctx& cx, const Node& n, LogLocConf& lc) {
             if (!cv) return cv.error();
             al.cond = std::move(*cv);
         } else if (a == "gzip" || a.substr(0, 5) == "gzip=") {
-            return cx.error(n, "compressed access logs are not supported");
+            gzip = Z_BEST_SPEED;
+            if (a.size() > 4) {
+                auto v = conf::parse_number(a.substr(5));
+                if (!v || *v < 1 || *v > 9)
+                    return cx.error(n, "invalid compression level \"" + std::string(a.substr(5)) + "\"");
+                gzip = static_cast<int>(*v);
+            }
         } else {
             return cx.error(n, "invalid parameter \"" + std::string(a) + "\"");
         }
     }
+    // Compressing line by line would hardly compress: "gzip" buffers, 64k
+    // unless "buffer=" says otherwise [nginx].
+    if (gzip && buffer == 0) buffer = 64 * 1024;
     if (flush && buffer == 0) return cx.error(n, "no buffer is defined for access_log \"" + path + "\"");
+    if (al.path) {
+        if (buffer) return cx.error(n, "buffered logs cannot have variables in name");
+        lc.logs.push_back(std::move(al));
+        return {};
+    }
     if (syslog) {
         if (buffer) return cx.error(n, "logs to syslog cannot be buffered");
         auto& peers = main_conf(cx).syslog_peers;
@@ -367,9 +465,10 @@ Status set_access_log(Ctx& cx, const Node& n, LogLocConf& lc) {
     if (buffer) {
         // One buffer per file: every access_log of the path writes through
         // it, so lines stay in order.
-        if (f.buffer_size() && (f.buffer_size() != buffer || f.flush_time() != flush.value_or(Duration{0})))
+        if (f.buffer_size() && (f.buffer_size() != buffer || f.flush_time() != flush.value_or(Duration{0}) ||
+                                f.gzip_level() != gzip))
             return cx.error(n, "access_log \"" + path + "\" already defined with conflicting parameters");
-        f.set_buffer(buffer, flush.value_or(Duration{0}));
+        f.set_buffer(buffer, flush.value_or(Duration{0}), gzip);
     }
     al.file = &f;
     lc.logs.push_back(std::move(al));
@@ -377,8 +476,7 @@ Status set_access_log(Ctx& cx, const Node& n, LogLocConf& lc) {
 }
 
 // open_log_file_cache max=N [inactive=time] [min_uses=N] [valid=time] | off;
-// It caches descriptors of paths with variables, which are not supported:
-// checked as nginx does, then ignored.
+// Descriptors of access log paths with variables, per worker.
 Status set_open_log_file_cache(Ctx& cx, const Node& n, LogLocConf& lc) {
     if (lc.cache_set) return cx.duplicate(n);
     lc.cache_set = true;
@@ -386,23 +484,33 @@ Status set_open_log_file_cache(Ctx& cx, const Node& n, LogLocConf& lc) {
         if (n.args.size() > 1) return cx.error(n, "invalid parameter \"" + n.args[1].text + "\"");
         return {};
     }
+    log::LogFileCache::Limits lim;
     bool max = false;
+    auto ms = [](Duration d) { return static_cast<uint64_t>(std::chrono::milliseconds(d).count()); };
     for (const auto& arg : n.args) {
         std::string_view a = arg.text;
         bool ok = false;
         if (a.substr(0, 4) == "max=") {
             auto v = conf::parse_number(a.substr(4));
             ok = max = v && *v > 0;
+            if (ok) lim.max = *v;
         } else if (a.substr(0, 9) == "min_uses=") {
-            ok = conf::parse_number(a.substr(9)).ok();
+            auto v = conf::parse_number(a.substr(9));
+            if ((ok = v.ok())) lim.min_uses = *v;
         } else if (a.substr(0, 9) == "inactive=") {
-            ok = conf::parse_duration(a.substr(9)).ok();
+            auto v = conf::parse_duration(a.substr(9));
+            if ((ok = v.ok())) lim.inactive_ms = ms(*v);
         } else if (a.substr(0, 6) == "valid=") {
-            ok = conf::parse_duration(a.substr(6)).ok();
+            auto v = conf::parse_duration(a.substr(6));
+            if ((ok = v.ok())) lim.valid_ms = ms(*v);
         }
         if (!ok) return cx.error(n, "invalid \"open_log_file_cache\" parameter \"" + arg.text + "\"");
     }
     if (!max) return cx.error(n, "\"open_log_file_cache\" must have \"max\" parameter");
+    auto& caches = main_conf(cx).caches;
+    caches.push_back(std::make_unique<log::LogFileCache>(lim));
+    live_caches().push_back(caches.back().get());
+    lc.cache = caches.back().get();
     return {};
 }
 
@@ -453,13 +561,65 @@ Status postconfiguration(Ctx& cx) {
 
 // ---- the Log phase ------------------------------------------------------------
 
-void write_entry(Request& r, const AccessLog& al) {
+// Is `p`, a path with variables as the request made it, one to write to?
+// Not with a NUL (it would end the name early) or a ".." segment (a value
+// from the request could climb out of the directory meant).
+bool safe_log_path(std::string_view p) {
+    if (p.find('\0') != std::string_view::npos) return false;
+    for (size_t i = 0; (i = p.find("..", i)) != std::string_view::npos; i += 2) {
+        bool starts = i == 0 || p[i - 1] == '/';
+        bool ends = i + 2 == p.size() || p[i + 2] == '/';
+        if (starts && ends) return false;
+    }
+    return true;
+}
+
+// One line to a path with variables. As nginx: nothing is logged while the
+// request's root directory does not exist (so that a site removed with
+// its logs' directory does not have them created anew).
+void write_to_path(Request& r, const AccessLog& al, const LogLocConf& at, std::string_view line) {
+    size_t root_len = 0;
+    std::string_view mapped = map_uri_to_path(r, r.uri, &root_len);
+    if (mapped.empty()) return;
+    std::string root(mapped.substr(0, root_len));
+    struct stat st;
+    int rc = ::stat(root.c_str(), &st);
+    if (rc != 0 || !S_ISDIR(st.st_mode)) {
+        GH_LOG_ERRNO(Error, rc != 0 ? errno : ENOTDIR, "testing \"%s\" existence failed", root.c_str());
+        return;
+    }
+    std::string path(al.path->eval(r));
+    if (!safe_log_path(path)) {
+        GH_LOG(Error, "access log path \"%s\" has a \"..\" segment or a NUL byte, not written to", path.c_str());
+        return;
+    }
+    bool close_after = true;
+    log::LogFileCache* cache = effective_cache(&at);
+    int fd = cache ? cache->open(path, event::worker_loop().now(), &close_after) : log::open_log_file(path);
+    if (fd < 0) {
+        GH_LOG_ERRNO(Crit, errno, "open() \"%s\" failed", path.c_str());
+        return;
+    }
+    ssize_t w = ::write(fd, line.data(), line.size());
+    int err = errno;
+    if (close_after) ::close(fd);
+    if (w == static_cast<ssize_t>(line.size())) return;
+    time_t now = ::time(nullptr);
+    if (now - al.error_time < 60) return;
+    al.error_time = now;
+    if (w < 0) GH_LOG_ERRNO(Alert, err, "write() to \"%s\" failed", path.c_str());
+    else GH_LOG(Alert, "write() to \"%s\" was incomplete: %zd of %zu", path.c_str(), w, line.size());
+}
+
+void write_entry(Request& r, const AccessLog& al, const LogLocConf& at) {
     const LogFormat& f = *al.format;
     // Each value once: a NoCache variable ($msec) must not change between
     // sizing the line and writing it.
     auto* vals = static_cast<std::string_view*>(
         r.arena().alloc(sizeof(std::string_view) * (f.nvars ? f.nvars : 1), alignof(std::string_view)));
-    const std::string_view missing = f.escape == LogEscape::Json ? std::string_view() : "-";
+    // nginx writes "-" for a variable without a value only in the default
+    // escaping; json and none write nothing.
+    const std::string_view missing = f.escape == LogEscape::Default ? "-" : std::string_view();
     size_t len = 1;  // "\n"
     size_t k = 0;
     for (const LogOp& op : f.ops) {
@@ -495,6 +655,11 @@ void write_entry(Request& r, const AccessLog& al) {
             GH_LOG(Alert, "%s", peer.failure().c_str());
         return;
     }
+    if (al.path) {
+        char* line = static_cast<char*>(r.arena().alloc(len, 1));
+        print(line);
+        return write_to_path(r, al, at, {line, len});
+    }
     char* in_buffer = al.file->reserve(len);
     char* line = in_buffer ? in_buffer : static_cast<char*>(r.arena().alloc(len, 1));
     print(line);
@@ -508,14 +673,15 @@ Next log_request(Request& r) {
     conf::ConfArray locs = r.loc_confs;
     if (!locs && r.srv_confs) locs = static_cast<SrvConf*>(r.srv_confs[http_core_module.index])->loc_confs;
     if (!locs) return Next::Decline;
-    const LogLocConf& lc = effective(static_cast<const LogLocConf*>(locs[log_module.index]));
+    const auto* here = static_cast<const LogLocConf*>(locs[log_module.index]);
+    const LogLocConf& lc = effective(here);
     if (lc.off) return Next::Decline;
     for (const AccessLog& al : lc.logs) {
         if (al.cond) {
             std::string_view v = al.cond->eval(r);
             if (v.empty() || v == "0") continue;
         }
-        write_entry(r, al);
+        write_entry(r, al, *here);
     }
     // Decline: the Log phase runs every module's handler.
     return Next::Decline;
@@ -543,6 +709,7 @@ void reopen_access_logs(const std::optional<conf::WorkerUser>& workers) {
     std::optional<uid_t> owner;
     if (workers) owner = workers->uid;
     for (LogFile* f = LogFile::first(); f; f = f->next()) f->reopen(owner);
+    for (log::LogFileCache* c : live_caches()) c->clear();
 }
 
 // A worker that exits writes what every "buffer=" holds (nginx flushes on

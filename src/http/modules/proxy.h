@@ -71,8 +71,8 @@ struct Url {
 // with variables, whose TLS settings are not built).
 Result<Url> parse_url(std::string_view url, bool allow_https = true);
 
-// The name TLS to an origin uses by default (SNI, certificate check):
-// $proxy_host without its port, "[::1]:8443" giving "::1".
+// The name TLS to an origin uses (SNI, certificate check): $proxy_host
+// or "proxy_ssl_name" without its port, "[::1]:8443" giving "::1".
 std::string_view ssl_host(std::string_view proxy_host);
 
 // What the request line to the origin carries, by nginx's rules:

@@ -310,7 +310,8 @@ void Exchange::prepare(upstream::Client& c) {
     c.out.idempotent = is_idempotent(method_);
     c.out.may_keep = !request_.close;
     c.out.upgrade = request_.upgrade;
-    if (pass_.tls) c.out.tls_name = pass_.tls->name ? pass_.tls->name->eval(r_) : ssl_host(host_header_);
+    // A port in "proxy_ssl_name" is not part of the name, as in nginx.
+    if (pass_.tls) c.out.tls_name = ssl_host(pass_.tls->name ? pass_.tls->name->eval(r_) : host_header_);
 }
 
 bool Exchange::start_body(upstream::Client&) { return http::read_body(r_, streamed_sink); }

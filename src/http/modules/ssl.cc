@@ -11,6 +11,7 @@
 // server's, as nginx's (they are chosen before SNI is looked at).
 #include "http/ssl_module.h"
 
+#include <openssl/evp.h>
 #include <openssl/objects.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
@@ -31,6 +32,7 @@
 #include "http/core_module.h"
 #include "http/phases.h"
 #include "http/request.h"
+#include "http/uri.h"
 #include "http/variables.h"
 #include "tls/context.h"
 #include "tls/params.h"
@@ -342,43 +344,53 @@ Status postconfiguration(Ctx& cx) {
             if (l.ssl) return &l;
         return nullptr;
     };
-    // Every server a TLS port reaches, once each.
-    std::vector<SrvConf*> servers;
-    for (const ListenPort& p : m->ports) {
-        if (!p.bind.ssl) continue;
-        for (const AddrServers& as : p.addrs) {
-            auto add = [&](SrvConf* s) {
-                if (s && std::find(servers.begin(), servers.end(), s) == servers.end()) servers.push_back(s);
-            };
-            add(as.default_server);
-            for (const auto& [name, s] : as.exact) add(s);
-            for (const auto& [name, s] : as.wild_head) add(s);
-            for (const auto& [name, s] : as.wild_tail) add(s);
-            for (const auto& [re, s] : as.regex) add(s);
-        }
-    }
-    for (SrvConf* s : servers) {
-        SslSrvConf& c = ssl_conf(*s);
-        if (c.certificates.empty() && c.keys.empty() && *c.reject_handshake) {
-            // Refuses every handshake it would answer: a context without a
-            // certificate to start them with, for a default server.
-            if (auto st = build_context(cx, c); !st) return st;
-            continue;
-        }
-        if (c.certificates.empty() && c.keys.empty()) {
-            if (const ListenConf* l = own_ssl_listen(*s))
-                return make_error("no \"ssl_certificate\" is defined for the \"listen ... ssl\" directive in " +
-                                  l->where);
-            continue;  // reached by SNI or Host only: the default server's certificate
-        }
-        if (auto st = build_context(cx, c); !st) return st;
-    }
+    // The servers an address of a TLS port reaches, once each.
+    auto servers_of = [](const AddrServers& as) {
+        std::vector<SrvConf*> v;
+        auto add = [&](SrvConf* s) {
+            if (s && std::find(v.begin(), v.end(), s) == v.end()) v.push_back(s);
+        };
+        add(as.default_server);
+        for (const auto& [name, s] : as.exact) add(s);
+        for (const auto& [name, s] : as.wild_head) add(s);
+        for (const auto& [name, s] : as.wild_tail) add(s);
+        for (const auto& [re, s] : as.regex) add(s);
+        return v;
+    };
+    // A context for each server with a certificate or refusing handshakes.
+    // One without either, reached by SNI or Host, keeps its address's
+    // default server's context: certificates, verification of clients
+    // (its own "ssl_verify_client" is checked per request) [nginx].
+    std::vector<SrvConf*> built;
     for (const ListenPort& p : m->ports) {
         if (!p.bind.ssl) continue;
         for (const AddrServers& as : p.addrs)
-            if (!ssl_conf(*as.default_server).ctx)
-                return make_error("no \"ssl_certificate\" is defined for the default server of " + as.addr.text() +
-                                  ", which listens with \"ssl\", in " + as.default_server->where);
+            for (SrvConf* s : servers_of(as)) {
+                SslSrvConf& c = ssl_conf(*s);
+                if (std::find(built.begin(), built.end(), s) != built.end()) continue;
+                built.push_back(s);
+                if (c.certificates.empty() && c.keys.empty() && !*c.reject_handshake) continue;
+                if (auto st = build_context(cx, c); !st) return st;
+            }
+    }
+    // A handshake starts with the default server's context, so it needs a
+    // certificate, or to refuse handshakes; then every server it would hand
+    // a handshake to by SNI needs one of its own, or to refuse too.
+    auto missing = [&](const SrvConf& s, const AddrServers& as) {
+        if (const ListenConf* l = own_ssl_listen(s))
+            return make_error("no \"ssl_certificate\" is defined for the \"listen ... ssl\" directive in " + l->where);
+        return make_error("no \"ssl_certificate\" is defined for the server of " + as.addr.text() +
+                          ", which listens with \"ssl\", in " + s.where);
+    };
+    for (const ListenPort& p : m->ports) {
+        if (!p.bind.ssl) continue;
+        for (const AddrServers& as : p.addrs) {
+            const SslSrvConf& d = ssl_conf(*as.default_server);
+            if (!d.ctx) return missing(*as.default_server, as);
+            if (!d.certificates.empty()) continue;
+            for (SrvConf* s : servers_of(as))
+                if (!ssl_conf(*s).ctx) return missing(*s, as);
+        }
     }
     return {};
 }
@@ -441,6 +453,93 @@ void v_client_i_dn(Request& r, VarValue& v, uintptr_t) {
     v.not_found = true;
 }
 
+// The certificate variables below are empty (not "not found") without a
+// client certificate, as nginx's; only plain connections have no value.
+X509* peer_cert(Request& r, VarValue& v) {
+    tls::Session* s = session(r);
+    if (!s) {
+        v.not_found = true;
+        return nullptr;
+    }
+    X509* cert = SSL_get0_peer_certificate(s->ssl());
+    if (!cert) v.s = {};
+    return cert;
+}
+
+// What a memory BIO holds, copied to the request arena; frees the BIO.
+std::string_view bio_text(Request& r, BIO* bio) {
+    char* data = nullptr;
+    long n = BIO_get_mem_data(bio, &data);
+    std::string_view s = r.arena().dup(std::string_view(data, n > 0 ? static_cast<size_t>(n) : 0));
+    BIO_free(bio);
+    return s;
+}
+
+BIO* mem_bio() {
+    BIO* bio = BIO_new(BIO_s_mem());
+    GH_CHECK(bio != nullptr);
+    return bio;
+}
+
+// $ssl_client_s_dn_legacy, $ssl_client_i_dn_legacy: OpenSSL's one-line
+// form ("/C=US/CN=client1"), which nginx used before RFC 2253.
+void v_client_dn_legacy(Request& r, VarValue& v, uintptr_t issuer) {
+    X509* cert = peer_cert(r, v);
+    if (!cert) return;
+    char* line = X509_NAME_oneline(issuer ? X509_get_issuer_name(cert) : X509_get_subject_name(cert), nullptr, 0);
+    if (!line) return;
+    v.s = r.arena().dup(line);
+    OPENSSL_free(line);
+}
+
+// The serial number in hexadecimal, upper case, as OpenSSL prints it.
+void v_client_serial(Request& r, VarValue& v, uintptr_t) {
+    X509* cert = peer_cert(r, v);
+    if (!cert) return;
+    BIO* bio = mem_bio();
+    i2a_ASN1_INTEGER(bio, X509_get0_serialNumber(cert));
+    v.s = bio_text(r, bio);
+}
+
+// The SHA-1 of the DER certificate, in lower-case hexadecimal.
+void v_client_fingerprint(Request& r, VarValue& v, uintptr_t) {
+    X509* cert = peer_cert(r, v);
+    if (!cert) return;
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned len = 0;
+    if (X509_digest(cert, EVP_sha1(), md, &len) != 1) return;
+    char* out = static_cast<char*>(r.arena().alloc(2 * len, 1));
+    static constexpr char kHex[] = "0123456789abcdef";
+    for (unsigned i = 0; i < len; ++i) {
+        out[2 * i] = kHex[md[i] >> 4];
+        out[2 * i + 1] = kHex[md[i] & 15];
+    }
+    v.s = {out, 2 * static_cast<size_t>(len)};
+}
+
+// $ssl_client_v_start, $ssl_client_v_end: as OpenSSL prints times,
+// "Jan  5 10:00:00 2026 GMT" [nginx].
+void v_client_validity(Request& r, VarValue& v, uintptr_t end) {
+    X509* cert = peer_cert(r, v);
+    if (!cert) return;
+    BIO* bio = mem_bio();
+    ASN1_TIME_print(bio, end ? X509_get0_notAfter(cert) : X509_get0_notBefore(cert));
+    v.s = bio_text(r, bio);
+}
+
+// Whole days until the certificate expires; 0 once it has.
+void v_client_v_remain(Request& r, VarValue& v, uintptr_t) {
+    X509* cert = peer_cert(r, v);
+    if (!cert) return;
+    int days = 0, secs = 0;
+    // From now (null) to the end: negative once expired.
+    if (ASN1_TIME_diff(&days, &secs, nullptr, X509_get0_notAfter(cert)) != 1) return;
+    if (days < 0 || secs < 0) days = 0;
+    char b[16];
+    int n = snprintf(b, sizeof b, "%d", days);
+    v.s = r.arena().dup(std::string_view(b, static_cast<size_t>(n)));
+}
+
 // The client certificate in PEM; `tabbed`: every line but the first
 // starts with a tab, so that it can go in a header field (nginx's
 // deprecated $ssl_client_cert).
@@ -471,6 +570,19 @@ void client_cert(Request& r, VarValue& v, bool tabbed) {
 void v_client_cert(Request& r, VarValue& v, uintptr_t) { client_cert(r, v, true); }
 void v_client_raw_cert(Request& r, VarValue& v, uintptr_t) { client_cert(r, v, false); }
 
+// The client certificate in PEM, percent-encoded: every byte but
+// RFC 3986's unreserved ones, so that it fits in a header or a query.
+bool not_unreserved(unsigned char c) {
+    return !((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
+             c == '_' || c == '~');
+}
+void v_client_escaped_cert(Request& r, VarValue& v, uintptr_t) {
+    client_cert(r, v, false);
+    if (v.s.empty()) return;
+    char* out = static_cast<char*>(r.arena().alloc(escaped_size(v.s, not_unreserved), 1));
+    v.s = {out, escape(v.s, out, not_unreserved)};
+}
+
 // The ciphers the client offered, by name, ':' between them.
 void v_ciphers(Request& r, VarValue& v, uintptr_t) {
     tls::Session* s = session(r);
@@ -484,6 +596,31 @@ void v_ciphers(Request& r, VarValue& v, uintptr_t) {
         if (!out.empty()) out += ':';
         out += SSL_CIPHER_get_name(sk_SSL_CIPHER_value(list, i));
     }
+    v.s = r.arena().dup(out);
+}
+
+// A group (curve) by name, or 0x%04x for one OpenSSL does not know [nginx].
+void append_group(std::pmr::string& out, int id) {
+    const char* name = (id & TLSEXT_nid_unknown) ? nullptr : OBJ_nid2sn(id);
+    if (name) {
+        out += name;
+        return;
+    }
+    char b[16];
+    snprintf(b, sizeof b, "0x%04x", id & 0xffff);
+    out += b;
+}
+
+// The group the key exchange used.
+void v_curve(Request& r, VarValue& v, uintptr_t) {
+    tls::Session* s = session(r);
+    if (!s) {
+        v.not_found = true;
+        return;
+    }
+    int id = SSL_get_negotiated_group(s->ssl());
+    std::pmr::string out(r.mem());
+    if (id != 0) append_group(out, id);
     v.s = r.arena().dup(out);
 }
 
@@ -501,14 +638,7 @@ void v_curves(Request& r, VarValue& v, uintptr_t) {
     std::pmr::string out(r.mem());
     for (int id : ids) {
         if (!out.empty()) out += ':';
-        const char* name = (id & TLSEXT_nid_unknown) ? nullptr : OBJ_nid2sn(id);
-        if (name) {
-            out += name;
-        } else {
-            char b[16];
-            snprintf(b, sizeof b, "0x%04x", id & 0xffff);
-            out += b;
-        }
+        append_group(out, id);
     }
     v.s = r.arena().dup(out);
 }
@@ -556,9 +686,18 @@ constexpr VariableDef kVariables[] = {
     {"ssl_client_verify", v_client_verify},
     {"ssl_client_s_dn", v_client_s_dn},
     {"ssl_client_i_dn", v_client_i_dn},
+    {"ssl_client_s_dn_legacy", v_client_dn_legacy, 0},
+    {"ssl_client_i_dn_legacy", v_client_dn_legacy, 1},
+    {"ssl_client_serial", v_client_serial},
+    {"ssl_client_fingerprint", v_client_fingerprint},
+    {"ssl_client_v_start", v_client_validity, 0},
+    {"ssl_client_v_end", v_client_validity, 1},
+    {"ssl_client_v_remain", v_client_v_remain},
     {"ssl_client_cert", v_client_cert},
     {"ssl_client_raw_cert", v_client_raw_cert},
+    {"ssl_client_escaped_cert", v_client_escaped_cert},
     {"ssl_ciphers", v_ciphers},
+    {"ssl_curve", v_curve},
     {"ssl_curves", v_curves},
 };
 

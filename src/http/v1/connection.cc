@@ -800,6 +800,15 @@ event::Duplex& Connection::open_tunnel(event::Callback on_ready, std::string_vie
     return *this;
 }
 
+event::IoResult Connection::send(std::span<const char> buf) {
+    event::IoResult io = c_.send(buf);
+    if (io.kind == event::IoResult::Ok && req_) {
+        req_->counters.bytes_sent += io.bytes;
+        req_->counters.body_bytes_sent += io.bytes;
+    }
+    return io;
+}
+
 void Connection::shutdown_send() { ::shutdown(c_.fd(), SHUT_WR); }
 
 // ---- the request body for handlers ---------------------------------------------

@@ -82,7 +82,9 @@ public:
 
     // ---- Duplex (after 101) ----
     event::IoResult recv(std::span<char> buf) override { return c_.recv(buf); }
-    event::IoResult send(std::span<const char> buf) override { return c_.send(buf); }
+    // Counts what it passes on to the client as sent body ($bytes_sent,
+    // $body_bytes_sent), as nginx does.
+    event::IoResult send(std::span<const char> buf) override;
     void shutdown_send() override;
     void close() override { abort(); }
 

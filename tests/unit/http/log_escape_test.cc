@@ -66,7 +66,7 @@ TEST_CASE("http/log_escape: json escapes as a JSON string body") {
     CHECK(esc(LogEscape::Json, "a\\b") == "a\\\\b");
     CHECK(esc(LogEscape::Json, "\b\f\n\r\t") == "\\b\\f\\n\\r\\t");
     CHECK(esc(LogEscape::Json, "\x01") == "\\u0001");
-    CHECK(esc(LogEscape::Json, "\x1f") == "\\u001f");
+    CHECK(esc(LogEscape::Json, "\x1f") == "\\u001F");
     CHECK(esc(LogEscape::Json, "\0"sv) == "\\u0000");
     // DEL and bytes >= 0x80 (UTF-8) are valid inside a JSON string.
     CHECK(esc(LogEscape::Json, "\x7f") == "\x7f");
