@@ -95,8 +95,8 @@ size_t ring_find(std::span<const RingPoint> ring, uint32_t h) {
 Peer* Balancers::hashed(PeerPicker& pk, size_t begin, size_t end, Filter f) {
     UpstreamConf& u = group(pk);
     // ip_hash without an IP client (a Unix socket, or the caller did not
-    // say): round robin, as nginx.
-    if (!has_hash(pk) && u.method == Method::IpHash) return round_robin(pk, begin, end, f);
+    // say), "hash" with an empty key: round robin, as nginx.
+    if (!has_hash(pk)) return round_robin(pk, begin, end, f);
     const uint32_t h = hash(pk);
     if (u.method == Method::Hash && u.consistent && !u.ring.empty()) {
         const size_t n = u.ring.size();

@@ -139,8 +139,9 @@ PeerPicker::PeerPicker(UpstreamConf& u, event::Msec now)
 
 void PeerPicker::set_key(std::string_view key) {
     if (u_.method != Method::Hash) return;
-    hash_ = hash_bytes(key);
-    have_hash_ = true;
+    // An empty key hashes nothing: round robin [nginx].
+    have_hash_ = !key.empty();
+    hash_ = have_hash_ ? hash_bytes(key) : 0;
 }
 
 void PeerPicker::set_client(const sockaddr* sa) {

@@ -272,8 +272,8 @@ public:
 
     // ---- what the caller (the proxy) tells before the first next() -----
     // "hash": the key's value for this request (the group's hash_key
-    // evaluated). Without it the key is empty: every request maps to the
-    // same peer. Copied.
+    // evaluated). Without it, or when it is empty, the group is balanced
+    // round robin, as nginx. Copied.
     void set_key(std::string_view key);
     // ip_hash: the client's address. Without it (or for a Unix-socket
     // client) ip_hash falls back to round robin, as nginx. Copied.

@@ -71,6 +71,16 @@ TEST_CASE("upstream/hash: ip_hash without a client address is round robin") {
     CHECK(test::spread(g, 4) == std::vector<int>{2, 2});
 }
 
+TEST_CASE("upstream/hash: an empty key is round robin, consistent or not") {
+    for (const char* method : {"hash $arg_a;\n", "hash $arg_a consistent;\n"}) {
+        CAPTURE(method);
+        Group g({"", "", ""}, method);
+        std::vector<int> count(3, 0);
+        for (int i = 0; i < 6; ++i) ++count[static_cast<size_t>(pick_key(g, "") - 'a')];
+        CHECK(count == std::vector<int>{2, 2, 2});
+    }
+}
+
 TEST_CASE("upstream/hash: a key sticks, shares follow the weights") {
     Group g({"weight=2", "", ""}, "hash $request_uri;\n");
     CHECK(g.u().hash_key == "$request_uri");
