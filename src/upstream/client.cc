@@ -141,9 +141,10 @@ void Client::connect() {
     peer_ = picker_->next(event::worker_loop().now());
     if (!peer_) {
         // Every server is down, failed or busy (max_conns). After failed
-        // tries the last failure's status stands.
+        // tries the last failure's status stands. $upstream_addr names
+        // the group for this attempt, after the tried peers [nginx].
         error_log(log::Level::Error, 0, "no live upstreams", "connecting to upstream");
-        if (picker_->tried() == 0) log_.tries.push_back(TryRecord{u_.name, 502, event::worker_loop().now()});
+        log_.tries.push_back(TryRecord{u_.name, 502, event::worker_loop().now()});
         if (err_status_ == 0) err_status_ = 502;
         stage_ = Stage::Done;
         schedule(&Client::report_error);

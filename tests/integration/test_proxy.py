@@ -1162,6 +1162,31 @@ def test_next_upstream_to_second_origin(server, origin):
         assert lines[2] == ["/b/p", bad.addr, "503"]
 
 
+def test_no_live_upstream_after_a_try_is_named(server, origin):
+    # One server fails without being marked so (max_fails=0), the other
+    # is marked failed by the first request: the second request tries the
+    # first, then finds no server left, an attempt listed under the
+    # group's name, as in nginx.
+    o = origin(lambda conn, req: False)  # closes without answering
+    dead = f"127.0.0.1:{closed_port()}"
+    s = start(server, f"""
+        log_format up '$upstream_addr|$upstream_status|$status';
+        access_log logs/up.log up;
+        upstream backend {{
+            server {o.addr} max_fails=0;
+            server {dead} max_fails=1 fail_timeout=60s;
+        }}
+        server {{ listen 127.0.0.1:PORT;
+            location / {{ proxy_pass http://backend; add_header X-Up $upstream_addr always; }}
+        }}
+    """)
+    r = request(s.port, "/first")
+    assert r.status == 502 and sorted(r.header("X-Up").split(", ")) == sorted([o.addr, dead])
+    r = request(s.port, "/second")
+    assert (r.status, r.header("X-Up")) == (502, f"{o.addr}, backend")
+    assert s.wait_lines("up.log", 2)[1].decode().strip() == f"{o.addr}, backend|502, 502|502"
+
+
 def test_next_upstream_off_and_tries(server, origin):
     good = origin()
     dead = closed_port()
