@@ -163,7 +163,7 @@ void Client::connect_peer() {
     head_read_ = false;
     reused_ = false;
     if (u_.keepalive > 0 && !cached_retried_ && !fixed_) {
-        up_ = take_idle(u_, *peer_, conf_.tls);
+        up_ = take_idle(u_, *peer_, conf_.tls, &up_opened_);
         reused_ = up_ != nullptr;
         if (up_ && conf_.tls) {
             // Kept with our tag, so with its TLS session as transport
@@ -180,6 +180,7 @@ void Client::connect_peer() {
             return;
         }
         up_ = *c;
+        up_opened_ = event::worker_loop().now();
     }
     up_->data = this;
     up_->io.on_read = event::Callback::to<&Client::on_up_read>(this);
@@ -468,7 +469,7 @@ void Client::release_upstream(bool reusable) {
     // The TLS session stays c's transport and goes with it: the pool
     // disposes of it if it closes c, take_idle() gives it back otherwise.
     if (up_tls_) static_cast<void>(up_tls_.release());
-    keep_idle(u_, *peer_, *c, c->requests, conf_.tls);
+    keep_idle(u_, *peer_, *c, c->requests, conf_.tls, up_opened_);
 }
 
 bool Client::may_retry(Failure f, int status) const {

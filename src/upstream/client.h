@@ -388,6 +388,7 @@ private:
     Peer* peer_ = nullptr;
     event::Connection* up_ = nullptr;
     bool reused_ = false;         // from the keepalive pool
+    event::Msec up_opened_ = 0;   // when up_ was made, for keepalive_time
     // https: the TLS session of up_, which is up_->transport. It goes to
     // the keepalive pool with the connection (release_upstream) and comes
     // back with it.

@@ -962,6 +962,32 @@ def test_keepalive_reuses_connections(server, origin):
     assert o.requests[0].header("Host") == "backend"
 
 
+def test_keepalive_time_bounds_a_connections_life(server, origin):
+    # A kept connection serves requests until it is keepalive_time old;
+    # the request that finds it older still runs on it, then it is closed.
+    o = origin(keepalive_handler)
+    s = start(server, f"""
+        upstream backend {{ server {o.addr}; keepalive 4; keepalive_time 1s; }}
+        server {{ listen 127.0.0.1:PORT; location / {{ proxy_pass http://backend; }} }}
+    """)
+    assert request(s.port, "/a").status == 200
+    assert request(s.port, "/b").status == 200
+    assert o.connections == 1
+    time.sleep(1.2)  # the connection's age is what is tested
+    r = request(s.port, "/c")
+    assert (r.status, r.body) == (200, b"GET /c")
+    assert o.connections == 1
+    assert request(s.port, "/d").status == 200
+    assert o.connections == 2
+    # Given twice in one block: refused, as the other keepalive settings.
+    bad = server("""
+        upstream backend { server 127.0.0.1:1; keepalive 4; keepalive_time 1s; keepalive_time 2s; }
+        server { listen 127.0.0.1:PORT; location / { proxy_pass http://backend; } }
+    """, start=False)
+    code, err = bad.test_config()
+    assert code != 0 and '"keepalive_time" directive is duplicate' in err and "gatehouse.conf:" in err, err
+
+
 def test_no_keepalive_without_pool(server, origin):
     o = origin(keepalive_handler)
     s = start(server, f"server {{ listen 127.0.0.1:PORT; location / {{ proxy_pass http://{o.addr}; }} }}")
