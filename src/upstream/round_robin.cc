@@ -146,7 +146,8 @@ void PeerPicker::set_key(std::string_view key) {
 
 void PeerPicker::set_client(const sockaddr* sa) {
     if (u_.method != Method::IpHash || !sa) return;
-    have_hash_ = ip_hash_of(sa, &hash_);
+    client_len_ = static_cast<uint8_t>(ip_hash_key(sa, client_));
+    have_hash_ = client_len_ > 0;
 }
 
 void PeerPicker::header_received(Peer* p, event::Msec now) {

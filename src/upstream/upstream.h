@@ -291,7 +291,9 @@ private:
     size_t tried_count_ = 0;
     bool backup_ = false;  // primaries all unusable: only backups from now on
     bool have_hash_ = false;
-    uint32_t hash_ = 0;          // of the key or the client address
+    uint32_t hash_ = 0;          // "hash": of the key
+    uint8_t client_[16] = {};    // ip_hash: the address bytes it hashes
+    uint8_t client_len_ = 0;
     event::Msec picked_at_ = 0;  // when next() gave the current peer
     bool sampled_ = false;       // header_received() took this try's sample
 

@@ -201,6 +201,36 @@ def test_ip_hash_sticks_to_a_client(server, origin):
     assert len(set(seen.values())) >= 2
 
 
+def nginx_ip_hash(ip, weights):
+    """The server nginx's ip_hash gives a client when all are usable: its
+    arithmetic over the first three octets, mapped onto the weights."""
+    h = 89
+    for octet in ip.split(".")[:3]:
+        h = (h * 113 + int(octet)) % 6271
+    w = h % sum(weights)
+    for i, weight in enumerate(weights):
+        if w < weight:
+            return i
+        w -= weight
+    raise AssertionError("not reached")
+
+
+@pytest.mark.parametrize("weights", [[1, 1], [1, 1, 1], [2, 1, 3]])
+def test_ip_hash_picks_the_server_nginx_picks(server, origin, weights):
+    # A client moved from nginx keeps its server (and so its session).
+    os_ = [origin() for _ in weights]
+    lines = [f"{o.addr} weight={w}" for o, w in zip(os_, weights)]
+    s = start(server, site(upstream_block("u", lines, "ip_hash;")))
+    for net in range(1, 31):
+        src = f"127.0.{net}.2"
+        c = Client(s.port, source=src)
+        before = counts(os_)
+        assert c.get("/n")[0] == 200
+        c.close()
+        moved = [a - b for a, b in zip(counts(os_), before)]
+        assert moved.index(1) == nginx_ip_hash(src, weights), src
+
+
 def test_hash_sticks_to_a_key(server, origin):
     os_ = [origin() for _ in range(3)]
     s = start(server, site(upstream_block("u", [o.addr for o in os_], "hash $request_uri consistent;")))
