@@ -588,6 +588,30 @@ MIB = 1 << 20
 PATTERN = bytes(range(256)) * 4096  # 1 MiB
 
 
+def test_intercepted_401_keeps_its_challenges(server, origin):
+    # The error page replaces the origin's 401, but not the
+    # WWW-Authenticate fields the client needs to log in (all of them).
+    def handler(conn, req):
+        conn.sendall(response(401, b"origin", [("WWW-Authenticate", 'Basic realm="a"'),
+                                               ("WWW-Authenticate", "Bearer"), ("X-Origin", "1")]))
+        return False
+    o = origin(handler)
+    s = start(server, f"""
+        server {{ listen 127.0.0.1:PORT;
+            location / {{
+                proxy_pass http://{o.addr};
+                proxy_intercept_errors on;
+                error_page 401 /denied;
+            }}
+            location = /denied {{ return 200 "denied"; }}
+        }}
+    """)
+    r = request(s.port, "/private")
+    assert (r.status, r.body) == (401, b"denied")
+    assert r.all("WWW-Authenticate") == ['Basic realm="a"', "Bearer"]
+    assert r.header("X-Origin") is None
+
+
 def worker_pid(s):
     master = s.master_pid()
 

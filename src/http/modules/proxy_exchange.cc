@@ -275,7 +275,11 @@ upstream::Hooks::Head Exchange::on_head(upstream::Client& c, const StatusHead& h
             if (ep.status == status) {
                 // The origin's answer is dropped for the error_page [nginx
                 // proxy_intercept_errors]; $upstream_http_* still tell what
-                // it was.
+                // it was. A 401's challenges stay: without them the client
+                // could not authenticate (every WWW-Authenticate field).
+                if (status == 401)
+                    for (const upstream::TryLog::Field& f : log_.headers)
+                        if (iequals(f.name, "WWW-Authenticate")) r_.out.headers.push_back({f.name, f.value});
                 err_status_ = status;
                 event::worker_loop().post(kick_);
                 return Head::Stop;
