@@ -248,6 +248,26 @@ def test_host_name_needs_a_resolver_at_run_time(server):
     assert error_lines(s, r'no resolver defined to resolve "no-such-host.invalid"')
 
 
+def test_variable_host_of_another_proxy_pass(server, origin):
+    # A host name at run time needs no resolver when another proxy_pass
+    # names the same host and port: its addresses from load are used.
+    o = origin()
+    s = start(server, f"""
+        server {{ listen 127.0.0.1:PORT;
+            location /fixed/ {{ proxy_pass http://localhost:{o.port}; }}
+            location /var/ {{ proxy_pass http://$arg_to; }}
+        }}
+    """)
+    r = request(s.port, f"/var/a?to=localhost:{o.port}")
+    assert (r.status, r.body) == (200, f"GET /var/a?to=localhost:{o.port}\n".encode())
+    r = request(s.port, f"/var/b?to=LOCALHOST:{o.port}")
+    assert r.status == 200
+    # Another port of that host is not known: no resolver.
+    r = request(s.port, f"/var/c?to=localhost:{closed_port()}")
+    assert r.status == 502
+    assert error_lines(s, r"no resolver defined to resolve \"localhost:")
+
+
 def test_unix_socket_origin(server, origin, tmp_path):
     path = tmp_path / "o.sock"
     o = origin(unix_path=path)

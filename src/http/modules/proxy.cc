@@ -576,8 +576,13 @@ upstream::UpstreamConf* runtime_upstream(Request& r, const proxy::Url& url) {
                                                                  : nullptr;
     if (umc) {
         std::string_view host = url.target.substr(0, url.target.rfind(':'));
-        for (upstream::UpstreamConf* u : static_cast<upstream::UpstreamMainConf*>(umc)->upstreams)
+        for (upstream::UpstreamConf* u : static_cast<upstream::UpstreamMainConf*>(umc)->upstreams) {
             if (!u->implicit && (u->name == url.target || u->name == host)) return u;
+            // The group another proxy_pass made for the same host and
+            // port (http: variables cannot say https): its addresses were
+            // resolved at load [nginx].
+            if (u->implicit && !u->pending && u->default_port == 80 && iequals(u->name, url.target)) return u;
+        }
     }
     conf::AddressRules rules;
     rules.names = false;
