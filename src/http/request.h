@@ -197,6 +197,11 @@ public:
     std::string_view remote_addr;
     uint16_t remote_port = 0;
     const sockaddr* remote_sockaddr = nullptr;
+    // The handler waits on something else (an origin): a client that
+    // closes its connection meanwhile ends the request at once (499)
+    // instead of when the response is written [nginx
+    // ngx_http_upstream_check_broken_connection].
+    bool abort_on_client_close = false;
 
     // ---- routing -----------------------------------------------------------
     SrvConf* srv = nullptr;

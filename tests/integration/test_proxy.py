@@ -1194,6 +1194,35 @@ def test_upstream_variables_in_log(server, origin):
     assert lines[1] == "-|-|-|-|-|-|-|-|-|200"
 
 
+def test_client_gone_while_origin_works_is_499_at_once(server, origin):
+    # The client leaves before the origin answers: gatehouse does not wait
+    # for the answer to find out; it closes the origin's connection and
+    # logs 499, with no header time for the try [nginx].
+    origin_saw_close = threading.Event()
+
+    def handler(conn, req):
+        try:
+            if conn.recv(1) == b"":
+                origin_saw_close.set()
+        except OSError:
+            pass
+        return False
+    o = origin(handler)
+    s = start(server, f"""
+        log_format up '$status|$upstream_addr|$upstream_header_time|$upstream_response_time';
+        access_log logs/up.log up;
+        server {{ listen 127.0.0.1:PORT; location / {{ proxy_pass http://{o.addr}; }} }}
+    """)
+    c = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+    c.sendall(request_bytes("/slow"))
+    o.wait_requests(1)
+    c.close()
+    assert origin_saw_close.wait(5)
+    f = s.wait_lines("up.log", 1)[0].decode().strip().split("|")
+    assert f[:3] == ["499", o.addr, "-"] and re.fullmatch(r"\d+\.\d{3}", f[3]), f
+    assert error_lines(s, r"client prematurely closed connection")
+
+
 def test_next_upstream_to_second_origin(server, origin):
     bad = origin(lambda conn, req: conn.sendall(response(503, b"busy")) or False)
     good = origin()

@@ -653,6 +653,13 @@ Next if_content(Request& r) {
     return run_proxy(r);
 }
 
+// The Log phase, before access_log: an exchange cut short by the client
+// ends its try first.
+Next end_exchange(Request& r) {
+    if (auto* ex = r.ctx<proxy::Exchange>(proxy_module)) ex->finish();
+    return Next::Decline;
+}
+
 // ---- variables ---------------------------------------------------------------------------
 
 proxy::Exchange* exchange(Request& r) { return r.ctx<proxy::Exchange>(proxy_module); }
@@ -834,6 +841,7 @@ constexpr conf::Directive kDirectives[] = {
 
 constexpr PhaseHandler kPhases[] = {
     {Phase::Content, if_content},
+    {Phase::Log, end_exchange},
 };
 
 constexpr ModuleHooks kHooks{.phases = kPhases, .variables = kVariables};

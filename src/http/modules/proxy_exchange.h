@@ -36,6 +36,11 @@ public:
     // buffered, then connects; returns Next::Suspend.
     Next start();
 
+    // The request is over (its log line is next): a try still open (the
+    // client went away) ends now, its origin connection closed, so that
+    // $upstream_response_time tells how long it ran.
+    void finish() { client_.cancel(); }
+
     upstream::TryLog& log() { return log_; }
     std::string_view proxy_host() const { return host_header_; }
     std::string_view proxy_port() const { return port_; }
