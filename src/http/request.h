@@ -237,6 +237,11 @@ public:
     // False after "rewrite ... break": the URI no longer maps onto the
     // location's prefix, so proxy_pass sends it whole [nginx valid_location].
     bool valid_location = true;
+    // The handler that answers the location alone (LocConf::
+    // content_handler): the chosen location's, replaced by that of a
+    // limit_except or "if" block that has one of its own, kept when the
+    // block has none [nginx r->content_handler].
+    PhaseFn content_handler = nullptr;
     event::Event resume_ev;        // post_resume(): run_phases() from the loop
 
     // ---- regex captures of the last match ($1..$9, named) ---------------

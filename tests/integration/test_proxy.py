@@ -1321,6 +1321,50 @@ def test_if_block_in_proxied_location_still_proxies(server, origin):
     assert r.status == 200 and r.body == b"GET /q\n"
 
 
+def test_if_and_limit_except_blocks_choose_the_origin(server, origin):
+    a, b = origin(), origin()
+    s = start(server, f"""
+        server {{ listen 127.0.0.1:PORT;
+            location /lmt/ {{
+                proxy_pass http://{a.addr}/a/;
+                limit_except GET {{ proxy_pass http://{b.addr}; }}
+            }}
+            location /lmt-inherit/ {{
+                proxy_pass http://{a.addr}/a/;
+                limit_except GET {{ access_log logs/lmt.log; }}
+                location /lmt-inherit/inner {{ limit_except GET {{ }} }}
+            }}
+            location /own {{
+                if ($arg_p) {{ proxy_pass http://{b.addr}; }}
+            }}
+            location /two-ifs {{
+                set $t 1;
+                if ($t) {{ proxy_pass http://{a.addr}; }}
+                if ($t) {{ add_header X-If yes; }}
+            }}
+        }}
+    """)
+    # A limit_except block with its own proxy_pass sends the methods it
+    # does not allow there; the others go to the location's origin.
+    r = request(s.port, "/lmt/x")
+    assert (r.status, r.body) == (200, b"GET /a/x\n")
+    r = request(s.port, "/lmt/x", method="POST", body=b"p")
+    assert (r.status, r.body) == (200, b"POST /lmt/x\n")
+    # Without one, it proxies as its location does, with its own settings;
+    # a nested location does not inherit the proxying.
+    r = request(s.port, "/lmt-inherit/y", method="POST", body=b"p")
+    assert (r.status, r.body) == (200, b"POST /a/y\n")
+    assert b"POST /lmt-inherit/y" in s.wait_lines("lmt.log", 1)[0]
+    assert request(s.port, "/lmt-inherit/inner", method="POST", body=b"p").status != 200
+    # An "if" block's proxy_pass in a location that does not proxy.
+    r = request(s.port, "/own?p=1")
+    assert (r.status, r.body) == (200, b"GET /own?p=1\n")
+    assert request(s.port, "/own").status == 404
+    # A later "if" block without proxy_pass leaves nothing to proxy to.
+    assert request(s.port, "/two-ifs").status == 500
+    assert error_lines(s, r"no upstream configuration")
+
+
 # ---- named locations inherit from their server --------------------------------------------
 
 

@@ -209,7 +209,8 @@ Status set_pass(Ctx& cx, const Node& n, ProxyConf& pc) {
     auto* p = cx.arena().make<Pass>();
     p->url = text;
     bool regexish = lc->match == LocMatch::Regex || lc->match == LocMatch::RegexCaseless ||
-                    lc->match == LocMatch::Named || cx.context() == conf::kIf;
+                    lc->match == LocMatch::Named || cx.context() == conf::kIf ||
+                    cx.context() == conf::kLimitExcept;
     if (has_variables(text)) {
         // Resolved per request: an upstream block by name, or an address
         // (no resolver: host names are looked up at config load only).
@@ -480,8 +481,9 @@ Status set_ignore_headers(Ctx& cx, const Node& n, ProxyConf& pc) {
 
 void merge(const ProxyConf& up, ProxyConf& c) {
     using namespace std::chrono_literals;
-    // Kept for "if" blocks (see if_content); run_proxy runs only where
-    // proxy_pass set the location's content handler.
+    // Inherited by "if" and limit_except blocks, which proxy with the
+    // handler of their location (Request::content_handler); a nested
+    // location inherits it too, but has no handler of its own to run it.
     if (!c.pass) {
         c.pass = up.pass;
         c.pass_loc = up.pass_loc;
@@ -610,7 +612,13 @@ upstream::UpstreamConf* runtime_upstream(Request& r, const proxy::Url& url) {
 
 Next run_proxy(Request& r) {
     const auto& pc = r.loc_conf<ProxyConf>(proxy_module);
-    if (!pc.pass) return Next::Decline;
+    if (!pc.pass) {
+        // An "if" block with proxy_pass matched, then a later one of a
+        // location without it: the handler stays, the block has nothing
+        // to proxy to [nginx answers 500 too].
+        log_error(r, "no upstream configuration");
+        return respond_status(r, 500);
+    }
     const Pass& pass = *pc.pass;
     upstream::TryLog& log = upstream_log(r);
     proxy::Url url;
@@ -636,21 +644,6 @@ Next run_proxy(Request& r) {
     auto* ex = r.arena().make<proxy::Exchange>(r, pc, pass, *u, log, url);
     r.set_ctx(proxy_module, ex);
     return ex->start();
-}
-
-// An "if" block of a proxied location proxies too, as in nginx, when it
-// has no content handler of its own: its conf inherited proxy_pass, but
-// the engine looks only at the block's LocConf::content_handler. A nested
-// location also inherits the field and must not proxy: an "if" block is
-// told apart by carrying its location's name and kind.
-Next if_content(Request& r) {
-    if (!r.loc || !r.loc_confs || r.loc->content_handler) return Next::Decline;
-    const auto& pc = r.loc_conf<ProxyConf>(proxy_module);
-    const LocConf* owner = pc.pass_loc;
-    if (!pc.pass || !owner || owner == r.loc || !r.loc->is_location) return Next::Decline;
-    if (r.loc->match != owner->match || r.loc->name != owner->name || !r.loc->locations.empty())
-        return Next::Decline;
-    return run_proxy(r);
 }
 
 // The Log phase, before access_log: an exchange cut short by the client
@@ -794,7 +787,7 @@ constexpr VariableDef kVariables[] = {
 constexpr uint32_t kLoc = conf::kHttpSrvLoc;
 
 constexpr conf::Directive kDirectives[] = {
-    {"proxy_pass", conf::kLocation | conf::kIf, conf::Take1, conf::custom<set_pass>()},
+    {"proxy_pass", conf::kLocation | conf::kIf | conf::kLimitExcept, conf::Take1, conf::custom<set_pass>()},
     {"proxy_http_version", kLoc, conf::Take1, conf::custom<set_http_version>()},
     {"proxy_set_header", kLoc, conf::Take2, conf::custom<set_header>()},
     {"proxy_pass_request_headers", kLoc, conf::Take1, conf::flag<&ProxyConf::pass_request_headers>()},
@@ -840,7 +833,6 @@ constexpr conf::Directive kDirectives[] = {
 };
 
 constexpr PhaseHandler kPhases[] = {
-    {Phase::Content, if_content},
     {Phase::Log, end_exchange},
 };
 
