@@ -120,6 +120,11 @@ bool Client::send_body(Chain& piece) {
         if (chunked_up_) sendq_.push(Buf::memory(http::kLastChunk));
         body_done_ = true;
     }
+    if (corking_) {
+        // Behind the head, written by on_connected(): one piece only.
+        if (!body_done_) body_paused_ = true;
+        return false;
+    }
     if (!write_queue()) return false;
     if (!sendq_.empty()) {
         body_paused_ = true;
@@ -248,11 +253,16 @@ void Client::on_connected() {
     parser_.reset();
     ++up_->requests;
     queue_request();
-    if (!write_queue()) return;
     if (body_mode_ == BodyMode::Streamed && !body_started_) {
-        // The caller may hand pieces (and send_body may fail) at once.
+        // What the client sent with its head (read already) goes in the
+        // same write as ours: one piece is queued behind the head, then
+        // the reader pauses until it is out [nginx sends the preread body
+        // with the head].
         body_started_ = true;
-        if (!hooks_.start_body(*this)) {
+        corking_ = true;
+        const bool ok = hooks_.start_body(*this);
+        corking_ = false;
+        if (!ok) {
             error_log(log::Level::Error, 0, "client request body was already read and cannot be sent again",
                       action());
             close_upstream();
@@ -260,9 +270,19 @@ void Client::on_connected() {
             err_status_ = 500;
             stage_ = Stage::Done;
             schedule(&Client::report_error);
+            return;
         }
+        if (!write_queue()) return;
+        if (!sendq_.empty()) return;  // on_up_write goes on, resuming the reader
+        if (body_paused_) {
+            body_paused_ = false;
+            hooks_.resume_body(*this);  // may call send_body() at once
+            return;
+        }
+        if (body_done_ && !request_done_) request_sent_fully();
         return;
     }
+    if (!write_queue()) return;
     if (sendq_.empty() && (body_mode_ != BodyMode::Streamed || body_done_) && !request_done_) request_sent_fully();
 }
 

@@ -377,6 +377,7 @@ private:
     bool body_started_ = false;   // Streamed: pieces are coming
     bool body_done_ = false;      // every body byte is in the send queue
     bool body_paused_ = false;    // Streamed: the caller waits for the origin
+    bool corking_ = false;        // Streamed: send_body() queues behind the head, no write
     bool request_sent_ = false;   // a byte of this try went out
     bool request_done_ = false;   // all of it went out
     event::ChainWriter sendq_;

@@ -408,6 +408,41 @@ def test_request_body_forwarded_exactly(server, origin):
     assert q.body == b"" and q.header("Content-Length") is None
 
 
+def test_unbuffered_preread_body_goes_with_the_head(server):
+    # proxy_request_buffering off: the body bytes that came with the
+    # client's head are written together with the request head, so the
+    # origin's first read has both [nginx]; the rest follows as it comes.
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(1)
+    lsock.settimeout(10)
+    port = lsock.getsockname()[1]
+    s = start(server, f"""
+        server {{ listen 127.0.0.1:PORT;
+            proxy_request_buffering off;
+            location / {{ proxy_pass http://127.0.0.1:{port}; }}
+        }}
+    """)
+    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+        c.sendall(request_bytes("/up", "POST", [("Content-Length", "10")]) + b"01234")
+        conn, _ = lsock.accept()
+        with conn:
+            conn.settimeout(10)
+            first = b""
+            while b"\r\n\r\n" not in first:
+                first += conn.recv(65536)
+            assert first.endswith(b"\r\n\r\n01234"), first
+            c.sendall(b"56789")
+            rest = b""
+            while len(rest) < 5:
+                rest += conn.recv(65536)
+            assert rest == b"56789"
+            conn.sendall(response(200, b"done", close=True))
+        r = read_reply(c)
+        assert (r.status, r.body) == (200, b"done")
+    lsock.close()
+
+
 def test_never_more_than_the_client_sent(server, origin):
     """A pipelined request after a body is a request, not body bytes."""
     o = origin()
