@@ -141,6 +141,11 @@ struct RequestBody {
     // The reader's (request_body.cc): what it collects, and whom it tells.
     SlabRef mem;
     size_t mem_len = 0;
+    // A streamed read (read_body) keeps a copy while the body fits
+    // client_body_buffer_size: complete once it all passed, for
+    // $request_body and a handler after an internal redirect.
+    BodySink streamed_to = nullptr;  // the streaming reader's sink
+    bool too_big = false;            // no copy: the body is gone once passed
     bool failed = false;            // a temp file write failed: 500
     void (*done)(Request& r) = nullptr;
     event::Event ev;                // done (or the 500) from the loop

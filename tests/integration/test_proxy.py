@@ -443,6 +443,45 @@ def test_unbuffered_preread_body_goes_with_the_head(server):
     lsock.close()
 
 
+def test_unbuffered_body_is_kept_when_small(server, origin):
+    # proxy_request_buffering off streams the body to the origin; one that
+    # fits client_body_buffer_size is still $request_body afterwards, and
+    # an error_page's handler gets it [nginx].
+    def handler(conn, req):
+        if req.target.startswith("/missing"):
+            conn.sendall(response(404, b"no"))
+        else:
+            conn.sendall(response(200, b"got " + req.body))
+        return False
+    o = origin(handler)
+    s = start(server, f"""
+        server {{ listen 127.0.0.1:PORT;
+            proxy_request_buffering off;
+            client_body_buffer_size 1k;
+            location / {{
+                add_header X-Body "$request_body";
+                proxy_pass http://{o.addr};
+            }}
+            location /missing {{
+                proxy_pass http://{o.addr};
+                proxy_intercept_errors on;
+                error_page 404 /echo;
+            }}
+            location = /echo {{ return 200 "echo $request_body"; }}
+        }}
+    """)
+    r = request(s.port, "/small", method="POST", body=b"0123456789")
+    assert (r.status, r.body, r.header("X-Body")) == (200, b"got 0123456789", "0123456789")
+    r = request(s.port, "/chunked", method="POST", body=b"abcdefghij" * 10, chunked=True)
+    assert (r.status, r.header("X-Body")) == (200, "abcdefghij" * 10)
+    # Larger than the buffer: streamed and gone.
+    big = b"x" * 2048
+    r = request(s.port, "/big", method="POST", body=big)
+    assert (r.status, r.body) == (200, b"got " + big) and r.header("X-Body") in (None, "")
+    r = request(s.port, "/missing", method="POST", body=b"payload")
+    assert (r.status, r.body) == (404, b"echo payload")
+
+
 def test_never_more_than_the_client_sent(server, origin):
     """A pipelined request after a body is a request, not body bytes."""
     o = origin()
