@@ -215,6 +215,11 @@ def test_uri_rules(server, origin):
                 rewrite ^/rw/(.*)$ /new/$1 break;
                 proxy_pass http://{o.addr}/ignored/;
             }}
+            location /rwb/ {{
+                rewrite ^/rwb/(.*)$ /newb/$1;
+                break;
+                proxy_pass http://{o.addr}/ignored/;
+            }}
             location /old/ {{ rewrite ^/old/(.*)$ /one/$1 last; }}
             location /v/ {{ proxy_pass http://{o.addr}/fixed$is_args$args; }}
             location /vv/ {{ proxy_pass http://$arg_to; }}
@@ -228,6 +233,9 @@ def test_uri_rules(server, origin):
     # "rewrite ... break": the changed URI goes whole, the URI part ignored.
     assert request(s.port, "/rw/z?q=1").status == 200
     expected.append("/new/z?q=1")
+    # So too a rewrite followed by the "break" directive.
+    assert request(s.port, "/rwb/z").status == 200
+    expected.append("/newb/z")
     # "rewrite ... last" into a location with a URI part: replaced there.
     assert request(s.port, "/old/k").status == 200
     expected.append("/two/k")

@@ -681,8 +681,13 @@ Next run(Request& r, const Program& p, const RewriteLocConf& conf) {
         } else if (const auto* op = std::get_if<ReturnOp>(&in)) {
             return run_return(r, *op);
         } else {
-            // "break": the rewritten URI stays in this location.
-            r.uri_changed = false;
+            // "break": the rewritten URI stays in this location, which
+            // therefore no longer matches it: proxy_pass sends the URI
+            // whole instead of replacing the location's prefix [nginx].
+            if (r.uri_changed) {
+                r.uri_changed = false;
+                r.valid_location = false;
+            }
             return Next::Decline;
         }
     }
