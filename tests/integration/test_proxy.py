@@ -490,6 +490,37 @@ def test_unbuffered_body_is_kept_when_small(server, origin):
     assert (r.status, r.body) == (404, b"echo payload")
 
 
+def test_proxy_set_body_replaces_the_body(server, origin):
+    o = origin()
+    s = start(server, f"""
+        proxy_set_header X-Blah blah;
+        server {{ listen 127.0.0.1:PORT;
+            location /set/ {{ proxy_pass http://{o.addr}; proxy_set_body "name=$arg_n"; }}
+            location /wrap/ {{ proxy_pass http://{o.addr}; proxy_set_body "[$request_body]"; }}
+            location /empty/ {{ proxy_pass http://{o.addr}; proxy_set_body ""; }}
+        }}
+    """)
+    # The client's body (chunked here) is replaced, with a length.
+    assert request(s.port, "/set/a?n=x", method="POST", body=b"ignored" * 3, chunked=True).status == 200
+    assert request(s.port, "/set/b?n=yz").status == 200
+    # Evaluated after the client's body was read.
+    assert request(s.port, "/wrap/c", method="PUT", body=b"orig").status == 200
+    assert request(s.port, "/empty/d", method="POST", body=b"gone").status == 200
+    got = o.wait_requests(4)
+    assert [(q.method, q.body, q.header("Content-Length"), q.header("Transfer-Encoding")) for q in got] == [
+        ("POST", b"name=x", "6", None), ("GET", b"name=yz", "7", None), ("PUT", b"[orig]", "6", None),
+        ("POST", b"", "0", None)]
+    # proxy_set_header of the http block still applies.
+    assert all(q.header("X-Blah") == "blah" for q in got)
+    s2 = server("""
+        server { listen 127.0.0.1:PORT;
+            location / { proxy_pass http://127.0.0.1:1; proxy_set_body a; proxy_set_body b; }
+        }
+    """, start=False)
+    code, err = s2.test_config()
+    assert code != 0 and '"proxy_set_body" directive is duplicate' in err, err
+
+
 def test_never_more_than_the_client_sent(server, origin):
     """A pipelined request after a body is a request, not body bytes."""
     o = origin()

@@ -353,6 +353,14 @@ Status set_method(Ctx& cx, const Node& n, ProxyConf& pc) {
     return {};
 }
 
+Status set_set_body(Ctx& cx, const Node& n, ProxyConf& pc) {
+    if (pc.set_body) return cx.duplicate(n);
+    auto cv = ComplexValue::compile(cx, n, n.args[0].text);
+    if (!cv) return cv.error();
+    pc.set_body = cx.arena().make<ComplexValue>(std::move(*cv));
+    return {};
+}
+
 Status add_name(Ctx& cx, const Node& n, std::vector<std::string>*& list) {
     if (!list) list = cx.arena().make<std::vector<std::string>>();
     list->push_back(n.args[0].text);
@@ -493,6 +501,7 @@ void merge(const ProxyConf& up, ProxyConf& c) {
     conf::inherit(c.pass_request_headers, up.pass_request_headers, true);
     conf::inherit(c.pass_request_body, up.pass_request_body, true);
     if (!c.method) c.method = up.method;
+    if (!c.set_body) c.set_body = up.set_body;
     if (!c.hide_headers) c.hide_headers = up.hide_headers;
     if (!c.pass_headers) c.pass_headers = up.pass_headers;
     if (!c.redirect_off) {
@@ -793,6 +802,7 @@ constexpr conf::Directive kDirectives[] = {
     {"proxy_pass_request_headers", kLoc, conf::Take1, conf::flag<&ProxyConf::pass_request_headers>()},
     {"proxy_pass_request_body", kLoc, conf::Take1, conf::flag<&ProxyConf::pass_request_body>()},
     {"proxy_method", kLoc, conf::Take1, conf::custom<set_method>()},
+    {"proxy_set_body", kLoc, conf::Take1, conf::custom<set_set_body>()},
     {"proxy_hide_header", kLoc, conf::Take1, conf::custom<set_hide_header>()},
     {"proxy_pass_header", kLoc, conf::Take1, conf::custom<set_pass_header>()},
     {"proxy_redirect", kLoc, conf::Take12, conf::custom<set_redirect>()},

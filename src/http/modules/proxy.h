@@ -194,6 +194,7 @@ struct ProxyConf {
     std::optional<bool> pass_request_headers;              // "proxy_pass_request_headers"
     std::optional<bool> pass_request_body;                 // "proxy_pass_request_body"
     const ComplexValue* method = nullptr;                  // "proxy_method"
+    const ComplexValue* set_body = nullptr;                // "proxy_set_body"
     std::vector<std::string>* hide_headers = nullptr;  // "proxy_hide_header"
     std::vector<std::string>* pass_headers = nullptr;  // "proxy_pass_header"
     // "proxy_redirect": null and !redirect_off means "default".

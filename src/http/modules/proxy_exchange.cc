@@ -177,6 +177,9 @@ Next Exchange::start() {
             chunked_up_ = chunked;
         }
     }
+    // proxy_set_body: its value is the body, evaluated once the client's
+    // body is read (it may name $request_body) [nginx].
+    if (pc_.set_body) body_mode_ = upstream::BodyMode::Buffered;
     // ip_hash hashes the client address; "hash key" the key's value.
     client_.picker().set_client(r_.remote_sockaddr);
     if (u_.hash_value) client_.picker().set_key(static_cast<const ComplexValue*>(u_.hash_value)->eval(r_));
@@ -198,7 +201,13 @@ Next Exchange::start() {
 void Exchange::body_read(Request& r) {
     auto* ex = r.ctx<Exchange>(proxy_module);
     if (!ex) return;
-    ex->client_.set_body(upstream::BodyMode::Buffered, &r.body_kept->bufs);
+    if (ex->pc_.set_body) {
+        auto* own = r.arena().make<Chain>(r.mem());
+        std::string_view v = ex->pc_.set_body->eval(r);
+        if (!v.empty()) own->push(Buf::memory(v));
+        ex->own_body_ = own;
+    }
+    ex->client_.set_body(upstream::BodyMode::Buffered, ex->own_body_ ? ex->own_body_ : &r.body_kept->bufs);
     ex->client_.start();
 }
 
@@ -249,7 +258,9 @@ void Exchange::prepare(upstream::Client& c) {
                 // origins want a length on every POST.
                 if (*pc_.pass_request_body && r_.content_length && !r_.has_body) in.body_length = 0;
                 break;
-            case upstream::BodyMode::Buffered: in.body_length = r_.body_kept->size; break;
+            case upstream::BodyMode::Buffered:
+                in.body_length = own_body_ ? own_body_->bytes() : r_.body_kept->size;
+                break;
             case upstream::BodyMode::Streamed:
                 if (chunked_up_) in.body_chunked = true;
                 else in.body_length = r_.content_length;

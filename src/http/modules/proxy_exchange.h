@@ -84,6 +84,7 @@ private:
     std::string_view method_;
     upstream::BodyMode body_mode_ = upstream::BodyMode::None;
     bool chunked_up_ = false;  // Streamed with unknown length
+    const Chain* own_body_ = nullptr;  // proxy_set_body's (request arena)
     OriginRequest request_;    // built on the first try, sent on every one
 };
 
