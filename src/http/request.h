@@ -63,6 +63,11 @@ struct ResponseHead {
     // send_header() when it is a path and absolute_redirect is on.
     std::string_view sent_location;
     bool accept_ranges = false;
+    // The origin's Server and Date fields (in `headers`, if it sent them)
+    // stand instead of ours, even when it sent none ("proxy_pass_header
+    // Server", "proxy_pass_header Date") [nginx].
+    bool origin_server = false;
+    bool origin_date = false;
     // Trailer fields will follow the body ("add_trailer"): a front-end
     // frames the body so that it can send them (HTTP/1.1: chunked), and
     // sends `trailers` as they are when the body ends (a filter fills

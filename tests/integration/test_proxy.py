@@ -612,6 +612,33 @@ def test_origin_headers_filtered(server, origin):
     assert r.all("Server") == ["Origin/9.9"] and r.header("X-Pad") == "p"
 
 
+def test_passed_server_and_date_absent_at_the_origin(server, origin):
+    # proxy_pass_header Server / Date: the origin's fields stand instead
+    # of ours, and so does their absence [nginx].
+    o = origin(lambda conn, req: conn.sendall(b"HTTP/1.0 200 OK\r\n\r\nbare") or False)
+    s = start(server, f"""
+        server {{ listen 127.0.0.1:PORT;
+            location / {{ proxy_pass http://{o.addr}; }}
+            location /pass/ {{
+                proxy_pass http://{o.addr};
+                proxy_pass_header Date;
+                proxy_pass_header Server;
+                location /pass/nested/ {{ proxy_pass http://{o.addr}; }}
+            }}
+            location /lost/ {{ proxy_pass http://127.0.0.1:{closed_port()}; proxy_pass_header Server; }}
+        }}
+    """)
+    r = request(s.port, "/plain")
+    assert (r.status, r.body) == (200, b"bare")
+    assert r.header("Server").startswith("gatehouse") and r.header("Date")
+    for path in ("/pass/x", "/pass/nested/y"):
+        r = request(s.port, path)
+        assert (r.status, r.body, r.header("Server"), r.header("Date")) == (200, b"bare", None, None), path
+    # An answer of our own (no origin response) has ours.
+    r = request(s.port, "/lost/z")
+    assert r.status == 502 and r.header("Server").startswith("gatehouse")
+
+
 def test_status_line_reason_passes(server, origin):
     def handler(conn, req):
         conn.sendall(b"HTTP/1.1 299 Custom Thing\r\nContent-Length: 0\r\n\r\n")

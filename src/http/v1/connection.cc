@@ -611,18 +611,18 @@ Flow Connection::send_head(Request& r, const ResponseHead& h) {
     }
     o.put("\r\n");
     // A proxied response may carry the origin's own ("proxy_pass_header
-    // Server"): it replaces ours, as in nginx.
+    // Server"): it replaces ours, as in nginx, and so does its absence.
     auto has = [&](std::string_view name) {
         for (const Header& x : h.headers)
             if (iequals(x.name, name)) return true;
         return false;
     };
-    if (!has("Server")) {
+    if (!h.origin_server && !has("Server")) {
         o.put("Server: ");
         o.put(server_token(r));
         o.put("\r\n");
     }
-    if (!has("Date")) {
+    if (!h.origin_date && !has("Date")) {
         o.put("Date: ");
         o.put(http_date_now());
         o.put("\r\n");
