@@ -1363,6 +1363,39 @@ def test_client_gone_while_origin_works_is_499_at_once(server, origin):
     assert error_lines(s, r"client prematurely closed connection")
 
 
+def test_ignore_client_abort_lets_the_origin_finish(server, origin):
+    answered = threading.Event()
+
+    def handler(conn, req):
+        # Answers once the client has gone (a half-close, as some clients
+        # do after their request).
+        poll(lambda: half_closed.is_set(), 5)
+        try:
+            conn.sendall(response(200, b"late"))
+            answered.set()
+        except OSError:
+            pass
+        return False
+    half_closed = threading.Event()
+    o = origin(handler)
+    s = start(server, f"""
+        log_format up '$status|$upstream_status';
+        access_log logs/up.log up;
+        server {{ listen 127.0.0.1:PORT;
+            location / {{ proxy_pass http://{o.addr}; proxy_ignore_client_abort on; }}
+        }}
+    """)
+    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+        c.sendall(request_bytes("/half"))
+        o.wait_requests(1)
+        c.shutdown(socket.SHUT_WR)
+        half_closed.set()
+        r = read_reply(c)
+        assert (r.status, r.body) == (200, b"late")
+    assert answered.is_set()
+    assert s.wait_lines("up.log", 1)[0].decode().strip() == "200|200"
+
+
 def test_next_upstream_to_second_origin(server, origin):
     bad = origin(lambda conn, req: conn.sendall(response(503, b"busy")) or False)
     good = origin()

@@ -509,6 +509,7 @@ void merge(const ProxyConf& up, ProxyConf& c) {
         c.redirects = up.redirects;
     }
     conf::inherit(c.intercept_errors, up.intercept_errors, false);
+    conf::inherit(c.ignore_client_abort, up.ignore_client_abort, false);
     conf::inherit(c.buffering, up.buffering, true);
     conf::inherit(c.request_buffering, up.request_buffering, true);
     conf::inherit(c.buffer_size, up.buffer_size, 4096);
@@ -807,6 +808,7 @@ constexpr conf::Directive kDirectives[] = {
     {"proxy_pass_header", kLoc, conf::Take1, conf::custom<set_pass_header>()},
     {"proxy_redirect", kLoc, conf::Take12, conf::custom<set_redirect>()},
     {"proxy_intercept_errors", kLoc, conf::Take1, conf::flag<&ProxyConf::intercept_errors>()},
+    {"proxy_ignore_client_abort", kLoc, conf::Take1, conf::flag<&ProxyConf::ignore_client_abort>()},
     {"proxy_buffering", kLoc, conf::Take1, conf::flag<&ProxyConf::buffering>()},
     {"proxy_request_buffering", kLoc, conf::Take1, conf::flag<&ProxyConf::request_buffering>()},
     {"proxy_buffer_size", kLoc, conf::Take1, conf::custom<set_buffer_size>()},

@@ -201,6 +201,7 @@ struct ProxyConf {
     std::vector<const proxy::Redirect*>* redirects = nullptr;
     std::optional<bool> redirect_off;                      // "proxy_redirect off" (or a list)
     std::optional<bool> intercept_errors;                  // "proxy_intercept_errors"
+    std::optional<bool> ignore_client_abort;               // "proxy_ignore_client_abort"
     std::optional<bool> buffering;                         // "proxy_buffering"
     std::optional<bool> request_buffering;                 // "proxy_request_buffering"
     std::optional<uint64_t> buffer_size;                   // "proxy_buffer_size"

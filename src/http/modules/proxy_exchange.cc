@@ -164,8 +164,9 @@ Next Exchange::start() {
     // Lines about the request name the origin from now on, as nginx's.
     r_.upstream = &client_;
     // A client that leaves while the origin works ends the exchange at
-    // once (499), not when the response is written to it.
-    r_.abort_on_client_close = true;
+    // once (499), not when the response is written to it, unless told
+    // to let the origin finish.
+    r_.abort_on_client_close = !*pc_.ignore_client_abort;
     const bool chunked = r_.has_body && !r_.content_length;
     if (*pc_.pass_request_body && r_.has_body) {
         // HTTP/1.0 has no chunked framing: a body of unknown length is read
