@@ -7,8 +7,10 @@
 //   - streamed: read_body() hands the bytes over in pieces, as fast as the
 //     consumer takes them (see BodySink in stream.h): at most one
 //     client_body_buffer_size of input is held in memory, whatever the
-//     framing (a million one-byte chunks included). The body is gone once
-//     handed over.
+//     framing (a million one-byte chunks included). A copy is kept while
+//     the body fits client_body_buffer_size, and once it all passed it is
+//     r.body_kept as if read whole ($request_body, an error_page's
+//     handler); a larger body is gone once handed over.
 //   - whole: read_whole_body() keeps it, in memory up to
 //     client_body_buffer_size, else in a temp file under
 //     client_body_temp_path, as r.body_kept; a handler after an internal

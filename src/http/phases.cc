@@ -80,6 +80,7 @@ Found find_in(Request& r, const LocConf& level, LocConf** best) {
 void set_location(Request& r, LocConf* l) {
     r.loc = l;
     r.loc_confs = l->loc_confs;
+    r.content_handler = l->content_handler;
 }
 
 void clear_module_contexts(Request& r) {
@@ -107,7 +108,10 @@ Next find_config(Request& r) {
     if (*lc.internal && !r.internal) return respond_status(r, 404);
     // A method "limit_except" does not let through gets the block's
     // settings (its access rules, its logs) [nginx].
-    if (lc.limit_except_confs && !(method_bit(r.method) & lc.limit_except)) r.loc_confs = lc.limit_except_confs;
+    if (lc.limit_except_confs && !(method_bit(r.method) & lc.limit_except)) {
+        r.loc_confs = lc.limit_except_confs;
+        if (PhaseFn h = r.loc_conf<LocConf>(http_core_module).content_handler) r.content_handler = h;
+    }
     if (r.content_length && *r.content_length > *lc.client_max_body_size && *lc.client_max_body_size != 0) {
         GH_LOG(Error, "client intended to send too large body: %llu bytes",
                static_cast<unsigned long long>(*r.content_length));
@@ -136,7 +140,7 @@ Next no_content(Request& r);
 // A location with a handler of its own ("proxy_pass" and the like) is
 // answered by it alone, as nginx's per-location content handler.
 Next location_content(Request& r) {
-    PhaseFn h = r.loc ? r.loc->content_handler : nullptr;
+    PhaseFn h = r.loc ? r.content_handler : nullptr;
     if (!h) return Next::Decline;
     Next n = h(r);
     if (n == Next::Decline || n == Next::Proceed) return no_content(r);
@@ -345,6 +349,7 @@ Next internal_redirect(Request& r, std::string_view uri, std::string_view args) 
     r.internal = true;
     r.loc_confs = r.srv->loc_confs;
     r.loc = nullptr;
+    r.content_handler = nullptr;
     clear_module_contexts(r);
     r.phase_index = http_main(r.main_confs)->server_rewrite_step;
     return Next::Redirect;

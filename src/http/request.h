@@ -63,6 +63,11 @@ struct ResponseHead {
     // send_header() when it is a path and absolute_redirect is on.
     std::string_view sent_location;
     bool accept_ranges = false;
+    // The origin's Server and Date fields (in `headers`, if it sent them)
+    // stand instead of ours, even when it sent none ("proxy_pass_header
+    // Server", "proxy_pass_header Date") [nginx].
+    bool origin_server = false;
+    bool origin_date = false;
     // Trailer fields will follow the body ("add_trailer"): a front-end
     // frames the body so that it can send them (HTTP/1.1: chunked), and
     // sends `trailers` as they are when the body ends (a filter fills
@@ -147,6 +152,11 @@ struct RequestBody {
     // The reader's (request_body.cc): what it collects, and whom it tells.
     SlabRef mem;
     size_t mem_len = 0;
+    // A streamed read (read_body) keeps a copy while the body fits
+    // client_body_buffer_size: complete once it all passed, for
+    // $request_body and a handler after an internal redirect.
+    BodySink streamed_to = nullptr;  // the streaming reader's sink
+    bool too_big = false;            // no copy: the body is gone once passed
     bool failed = false;            // a temp file write failed: 500
     void (*done)(Request& r) = nullptr;
     event::Event ev;                // done (or the 500) from the loop
@@ -203,6 +213,11 @@ public:
     std::string_view remote_addr;
     uint16_t remote_port = 0;
     const sockaddr* remote_sockaddr = nullptr;
+    // The handler waits on something else (an origin): a client that
+    // closes its connection meanwhile ends the request at once (499)
+    // instead of when the response is written [nginx
+    // ngx_http_upstream_check_broken_connection].
+    bool abort_on_client_close = false;
 
     // ---- routing -----------------------------------------------------------
     SrvConf* srv = nullptr;
@@ -238,6 +253,11 @@ public:
     // False after "rewrite ... break": the URI no longer maps onto the
     // location's prefix, so proxy_pass sends it whole [nginx valid_location].
     bool valid_location = true;
+    // The handler that answers the location alone (LocConf::
+    // content_handler): the chosen location's, replaced by that of a
+    // limit_except or "if" block that has one of its own, kept when the
+    // block has none [nginx r->content_handler].
+    PhaseFn content_handler = nullptr;
     event::Event resume_ev;        // post_resume(): run_phases() from the loop
 
     // ---- regex captures of the last match ($1..$9, named) ---------------

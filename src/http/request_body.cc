@@ -18,7 +18,63 @@
 
 namespace gatehouse::http {
 
-bool read_body(Request& r, BodySink sink) { return r.stream().read_body(r, sink); }
+namespace {
+
+// A streamed body passes through here to its reader; a copy is kept while
+// it fits client_body_buffer_size (nginx has the body in its buffer then).
+bool copying_sink(Request& r, Chain& piece) {
+    RequestBody& b = *r.body_kept;
+    if (!b.too_big) {
+        const auto& lc = r.loc_conf<LocConf>(http_core_module);
+        const uint64_t limit = *lc.client_body_buffer_size;
+        for (const Buf& x : piece) {
+            if (x.empty()) continue;
+            std::string_view d = x.view();
+            if (b.mem_len + d.size() > limit) {
+                b.too_big = true;
+                b.mem = SlabRef();
+                b.mem_len = 0;
+                break;
+            }
+            if (!b.mem) {
+                size_t cap = r.content_length ? static_cast<size_t>(*r.content_length) : static_cast<size_t>(limit);
+                b.mem = SlabRef::adopt(Slab::make(std::max<size_t>(cap, 1)));
+            }
+            std::memcpy(b.mem.get()->data() + b.mem_len, d.data(), d.size());
+            b.mem_len += d.size();
+        }
+    }
+    b.size += piece.bytes();
+    if (piece.last() && !b.too_big) {
+        b.complete = true;
+        if (b.mem_len > 0) {
+            Buf m;
+            m.pos = b.mem.get()->data();
+            m.last = m.pos + b.mem_len;
+            m.slab = b.mem;
+            b.bufs.push(std::move(m));
+        }
+    }
+    return b.streamed_to(r, piece);
+}
+
+}  // namespace
+
+bool read_body(Request& r, BodySink sink) {
+    // Read whole already: the stream says no (or hands an empty body over).
+    if (r.body_kept) return r.stream().read_body(r, sink);
+    auto* b = r.arena().make<RequestBody>(r.mem());
+    b->streamed_to = sink;
+    const auto& lc = r.loc_conf<LocConf>(http_core_module);
+    b->too_big = r.content_length && *r.content_length > *lc.client_body_buffer_size;
+    r.body_kept = b;
+    if (!r.stream().read_body(r, copying_sink)) {
+        r.body_kept = nullptr;
+        return false;
+    }
+    return true;
+}
+
 void resume_body(Request& r) { r.stream().resume_body(); }
 
 // ---- temp files ---------------------------------------------------------------------------
@@ -225,6 +281,8 @@ bool whole_sink(Request& r, Chain& piece) {
 }  // namespace
 
 bool read_whole_body(Request& r, void (*done)(Request& r)) {
+    // Streamed away, or still streaming: it cannot be had whole.
+    if (r.body_kept && r.body_kept->streamed_to && !r.body_kept->complete) return false;
     if (r.body_kept) {
         r.body_kept->done = done;
         if (r.body_kept->complete) done(r);

@@ -69,6 +69,7 @@ struct Balancers {
     static event::Msec now(const PeerPicker& pk) { return pk.now_; }
     static bool has_hash(const PeerPicker& pk) { return pk.have_hash_; }
     static uint32_t hash(const PeerPicker& pk) { return pk.hash_; }
+    static std::span<const uint8_t> client_key(const PeerPicker& pk) { return {pk.client_, pk.client_len_}; }
     static UpstreamConf& group(PeerPicker& pk) { return pk.u_; }
 };
 
@@ -78,9 +79,16 @@ struct Balancers {
 // for keys and ring points.
 uint32_t hash_bytes(std::string_view s);
 // ip_hash's key: the first three octets of an IPv4 address (an IPv4-mapped
-// IPv6 address counts as IPv4), the whole of an IPv6 one. False for other
-// families (Unix sockets).
-bool ip_hash_of(const sockaddr* sa, uint32_t* out);
+// IPv6 address counts as IPv4), the whole of an IPv6 one, copied to out;
+// returns how many (3 or 16), 0 for other families (Unix sockets).
+size_t ip_hash_key(const sockaddr* sa, uint8_t out[16]);
+// ip_hash's hash is nginx's arithmetic, so that clients land on the same
+// servers as behind nginx (a migration keeps sessions where they are):
+// from kIpHashStart, each round folds the key's bytes in, h = (h * 113 +
+// byte) % 6271; a first round chooses, another one follows each unusable
+// choice.
+constexpr uint32_t kIpHashStart = 89;
+uint32_t ip_hash_round(uint32_t h, std::span<const uint8_t> key);
 // The consistent hash ring: 160 points per weight unit for each primary
 // peer, placed by hashing its address and the point's number, so that a
 // peer's points do not depend on the other peers.

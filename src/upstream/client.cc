@@ -120,6 +120,11 @@ bool Client::send_body(Chain& piece) {
         if (chunked_up_) sendq_.push(Buf::memory(http::kLastChunk));
         body_done_ = true;
     }
+    if (corking_) {
+        // Behind the head, written by on_connected(): one piece only.
+        if (!body_done_) body_paused_ = true;
+        return false;
+    }
     if (!write_queue()) return false;
     if (!sendq_.empty()) {
         body_paused_ = true;
@@ -141,9 +146,10 @@ void Client::connect() {
     peer_ = picker_->next(event::worker_loop().now());
     if (!peer_) {
         // Every server is down, failed or busy (max_conns). After failed
-        // tries the last failure's status stands.
+        // tries the last failure's status stands. $upstream_addr names
+        // the group for this attempt, after the tried peers [nginx].
         error_log(log::Level::Error, 0, "no live upstreams", "connecting to upstream");
-        if (picker_->tried() == 0) log_.tries.push_back(TryRecord{u_.name, 502, event::worker_loop().now()});
+        log_.tries.push_back(TryRecord{u_.name, 502, event::worker_loop().now()});
         if (err_status_ == 0) err_status_ = 502;
         stage_ = Stage::Done;
         schedule(&Client::report_error);
@@ -162,7 +168,7 @@ void Client::connect_peer() {
     head_read_ = false;
     reused_ = false;
     if (u_.keepalive > 0 && !cached_retried_ && !fixed_) {
-        up_ = take_idle(u_, *peer_, conf_.tls);
+        up_ = take_idle(u_, *peer_, conf_.tls, &up_opened_);
         reused_ = up_ != nullptr;
         if (up_ && conf_.tls) {
             // Kept with our tag, so with its TLS session as transport
@@ -179,6 +185,7 @@ void Client::connect_peer() {
             return;
         }
         up_ = *c;
+        up_opened_ = event::worker_loop().now();
     }
     up_->data = this;
     up_->io.on_read = event::Callback::to<&Client::on_up_read>(this);
@@ -246,11 +253,16 @@ void Client::on_connected() {
     parser_.reset();
     ++up_->requests;
     queue_request();
-    if (!write_queue()) return;
     if (body_mode_ == BodyMode::Streamed && !body_started_) {
-        // The caller may hand pieces (and send_body may fail) at once.
+        // What the client sent with its head (read already) goes in the
+        // same write as ours: one piece is queued behind the head, then
+        // the reader pauses until it is out [nginx sends the preread body
+        // with the head].
         body_started_ = true;
-        if (!hooks_.start_body(*this)) {
+        corking_ = true;
+        const bool ok = hooks_.start_body(*this);
+        corking_ = false;
+        if (!ok) {
             error_log(log::Level::Error, 0, "client request body was already read and cannot be sent again",
                       action());
             close_upstream();
@@ -258,9 +270,19 @@ void Client::on_connected() {
             err_status_ = 500;
             stage_ = Stage::Done;
             schedule(&Client::report_error);
+            return;
         }
+        if (!write_queue()) return;
+        if (!sendq_.empty()) return;  // on_up_write goes on, resuming the reader
+        if (body_paused_) {
+            body_paused_ = false;
+            hooks_.resume_body(*this);  // may call send_body() at once
+            return;
+        }
+        if (body_done_ && !request_done_) request_sent_fully();
         return;
     }
+    if (!write_queue()) return;
     if (sendq_.empty() && (body_mode_ != BodyMode::Streamed || body_done_) && !request_done_) request_sent_fully();
 }
 
@@ -467,7 +489,7 @@ void Client::release_upstream(bool reusable) {
     // The TLS session stays c's transport and goes with it: the pool
     // disposes of it if it closes c, take_idle() gives it back otherwise.
     if (up_tls_) static_cast<void>(up_tls_.release());
-    keep_idle(u_, *peer_, *c, c->requests, conf_.tls);
+    keep_idle(u_, *peer_, *c, c->requests, conf_.tls, up_opened_);
 }
 
 bool Client::may_retry(Failure f, int status) const {

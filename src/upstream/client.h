@@ -377,6 +377,7 @@ private:
     bool body_started_ = false;   // Streamed: pieces are coming
     bool body_done_ = false;      // every body byte is in the send queue
     bool body_paused_ = false;    // Streamed: the caller waits for the origin
+    bool corking_ = false;        // Streamed: send_body() queues behind the head, no write
     bool request_sent_ = false;   // a byte of this try went out
     bool request_done_ = false;   // all of it went out
     event::ChainWriter sendq_;
@@ -388,6 +389,7 @@ private:
     Peer* peer_ = nullptr;
     event::Connection* up_ = nullptr;
     bool reused_ = false;         // from the keepalive pool
+    event::Msec up_opened_ = 0;   // when up_ was made, for keepalive_time
     // https: the TLS session of up_, which is up_->transport. It goes to
     // the keepalive pool with the connection (release_upstream) and comes
     // back with it.

@@ -7,6 +7,8 @@
 // usable or not, so that a peer going down moves only its own keys; an
 // unusable choice is hashed again, up to 20 times, then round robin takes
 // over [nginx ngx_http_upstream_hash_module.c, ip_hash's 20 tries].
+// ip_hash hashes with nginx's own arithmetic (see ip_hash_round), so that
+// each client goes to the server it would go to behind nginx.
 //
 // "consistent" places 160 points per weight unit of each primary on a ring
 // of 32-bit hashes (ketama); a key goes to the owner of the first point at
@@ -16,6 +18,7 @@
 #include <netinet/in.h>
 
 #include <algorithm>
+#include <cstring>
 #include <string>
 
 #include "upstream/balancer.h"
@@ -47,24 +50,28 @@ uint32_t hash_bytes(std::string_view s) {
     return mix(h);
 }
 
-bool ip_hash_of(const sockaddr* sa, uint32_t* out) {
+size_t ip_hash_key(const sockaddr* sa, uint8_t out[16]) {
     if (sa->sa_family == AF_INET) {
         const auto* in = reinterpret_cast<const sockaddr_in*>(sa);
-        const auto* b = reinterpret_cast<const char*>(&in->sin_addr);
-        *out = hash_bytes(std::string_view(b, 3));
-        return true;
+        std::memcpy(out, &in->sin_addr, 3);
+        return 3;
     }
     if (sa->sa_family == AF_INET6) {
         const auto* in6 = reinterpret_cast<const sockaddr_in6*>(sa);
-        const auto* b = reinterpret_cast<const char*>(&in6->sin6_addr);
+        const auto* b = reinterpret_cast<const uint8_t*>(&in6->sin6_addr);
         if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
-            *out = hash_bytes(std::string_view(b + 12, 3));
-            return true;
+            std::memcpy(out, b + 12, 3);
+            return 3;
         }
-        *out = hash_bytes(std::string_view(b, 16));
-        return true;
+        std::memcpy(out, b, 16);
+        return 16;
     }
-    return false;
+    return 0;
+}
+
+uint32_t ip_hash_round(uint32_t h, std::span<const uint8_t> key) {
+    for (uint8_t b : key) h = (h * 113 + b) % 6271;
+    return h;
 }
 
 void build_ring(UpstreamConf& u) {
@@ -95,8 +102,8 @@ size_t ring_find(std::span<const RingPoint> ring, uint32_t h) {
 Peer* Balancers::hashed(PeerPicker& pk, size_t begin, size_t end, Filter f) {
     UpstreamConf& u = group(pk);
     // ip_hash without an IP client (a Unix socket, or the caller did not
-    // say): round robin, as nginx.
-    if (!has_hash(pk) && u.method == Method::IpHash) return round_robin(pk, begin, end, f);
+    // say), "hash" with an empty key: round robin, as nginx.
+    if (!has_hash(pk)) return round_robin(pk, begin, end, f);
     const uint32_t h = hash(pk);
     if (u.method == Method::Hash && u.consistent && !u.ring.empty()) {
         const size_t n = u.ring.size();
@@ -116,7 +123,9 @@ Peer* Balancers::hashed(PeerPicker& pk, size_t begin, size_t end, Filter f) {
     uint64_t total = 0;
     for (size_t i = begin; i < end; ++i) total += u.peers[i].server->weight;
     if (total == 0) return nullptr;
-    uint32_t x = h;
+    const bool ip = u.method == Method::IpHash;
+    const std::span<const uint8_t> key = client_key(pk);
+    uint32_t x = ip ? ip_hash_round(kIpHashStart, key) : h;
     for (int t = 0; t < kHashTries; ++t) {
         uint64_t w = x % total;
         size_t i = begin;
@@ -126,7 +135,7 @@ Peer* Balancers::hashed(PeerPicker& pk, size_t begin, size_t end, Filter f) {
         }
         if (eligible(pk, i, f)) return &u.peers[i];
         // Hash again: the same key always tries the same sequence.
-        x = mix((static_cast<uint64_t>(x) << 32) | static_cast<uint64_t>(t + 1));
+        x = ip ? ip_hash_round(x, key) : mix((static_cast<uint64_t>(x) << 32) | static_cast<uint64_t>(t + 1));
     }
     return round_robin(pk, begin, end, f);
 }

@@ -35,6 +35,7 @@ struct IdleEntry {
     sockaddr_storage sa{};           // the peer's address, to match take_idle
     socklen_t sa_len = 0;
     const void* tag = nullptr;       // keep_idle's: what else must match
+    event::Msec opened = 0;          // keep_idle's: when c was made
 };
 
 struct IdlePool {
@@ -131,17 +132,19 @@ void on_idle_read(IdleEntry* e) {
 
 }  // namespace
 
-event::Connection* take_idle(UpstreamConf& u, const Peer& p, const void* tag) {
+event::Connection* take_idle(UpstreamConf& u, const Peer& p, const void* tag, event::Msec* opened) {
     if (!u.idle) return nullptr;
     IdlePool& pool = *u.idle;
     for (IdleEntry* e = pool.idle.next; e != &pool.idle; e = e->next) {
         if (!same_address(*e, p) || e->tag != tag) continue;
+        if (opened) *opened = e->opened;
         return &release(*e);
     }
     return nullptr;
 }
 
-void keep_idle(UpstreamConf& u, const Peer& p, event::Connection& c, uint64_t requests, const void* tag) {
+void keep_idle(UpstreamConf& u, const Peer& p, event::Connection& c, uint64_t requests, const void* tag,
+               event::Msec opened) {
     if (!c.is_open()) return;
     event::Loop& loop = event::worker_loop();
     loop.cancel(c.read_timer);
@@ -152,7 +155,9 @@ void keep_idle(UpstreamConf& u, const Peer& p, event::Connection& c, uint64_t re
     c.read_timer.cb = {};
     c.write_timer.cb = {};
     c.requests = requests > UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(requests);
-    if (u.keepalive == 0 || requests >= u.keepalive_requests || c.io.error() ||
+    const bool too_old = opened != 0 && loop.now() >= opened &&
+                         loop.now() - opened >= static_cast<event::Msec>(u.keepalive_time.count());
+    if (u.keepalive == 0 || requests >= u.keepalive_requests || too_old || c.io.error() ||
         c.io.peer_closed() || g_retired) {
         close_conn(c);
         return;
@@ -173,6 +178,7 @@ void keep_idle(UpstreamConf& u, const Peer& p, event::Connection& c, uint64_t re
     std::memcpy(&e.sa, &p.sa, p.sa_len);
     e.sa_len = p.sa_len;
     e.tag = tag;
+    e.opened = opened;
     e.prev = &pool.idle;
     e.next = pool.idle.next;
     pool.idle.next->prev = &e;

@@ -139,13 +139,15 @@ PeerPicker::PeerPicker(UpstreamConf& u, event::Msec now)
 
 void PeerPicker::set_key(std::string_view key) {
     if (u_.method != Method::Hash) return;
-    hash_ = hash_bytes(key);
-    have_hash_ = true;
+    // An empty key hashes nothing: round robin [nginx].
+    have_hash_ = !key.empty();
+    hash_ = have_hash_ ? hash_bytes(key) : 0;
 }
 
 void PeerPicker::set_client(const sockaddr* sa) {
     if (u_.method != Method::IpHash || !sa) return;
-    have_hash_ = ip_hash_of(sa, &hash_);
+    client_len_ = static_cast<uint8_t>(ip_hash_key(sa, client_));
+    have_hash_ = client_len_ > 0;
 }
 
 void PeerPicker::header_received(Peer* p, event::Msec now) {

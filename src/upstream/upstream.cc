@@ -34,6 +34,7 @@ using conf::Node;
 constexpr uint8_t kSetKeepalive = 1;
 constexpr uint8_t kSetKeepaliveTimeout = 2;
 constexpr uint8_t kSetKeepaliveRequests = 4;
+constexpr uint8_t kSetKeepaliveTime = 64;
 constexpr uint8_t kSetMethod = 8;
 constexpr uint8_t kSetZone = 16;
 constexpr uint8_t kSetHealth = 32;
@@ -322,6 +323,15 @@ Status set_keepalive_requests(Ctx& cx, const Node& n, UpstreamMainConf& m) {
     return {};
 }
 
+Status set_keepalive_time(Ctx& cx, const Node& n, UpstreamMainConf& m) {
+    UpstreamConf& u = current(m);
+    if (auto s = set_once(cx, n, u, kSetKeepaliveTime); !s) return s;
+    auto v = conf::parse_duration(n.args[0].text);
+    if (!v) return cx.invalid(n, v.error());
+    u.keepalive_time = *v;
+    return {};
+}
+
 // The balancing method directives. A second one replaces the first with a
 // warning, as nginx does.
 Status set_method(Ctx&, const Node& n, UpstreamConf& u, Method m) {
@@ -454,6 +464,7 @@ Status postconfiguration(Ctx& cx) {
             u->keepalive = block->keepalive;
             u->keepalive_timeout = block->keepalive_timeout;
             u->keepalive_requests = block->keepalive_requests;
+            u->keepalive_time = block->keepalive_time;
             u->method = block->method;
             u->hash_key = block->hash_key;
             u->hash_node = block->hash_node;
@@ -488,6 +499,7 @@ constexpr conf::Directive kDirectives[] = {
     {"keepalive", conf::kUpstream, conf::Take1, conf::custom<set_keepalive>()},
     {"keepalive_timeout", conf::kUpstream, conf::Take1, conf::custom<set_keepalive_timeout>()},
     {"keepalive_requests", conf::kUpstream, conf::Take1, conf::custom<set_keepalive_requests>()},
+    {"keepalive_time", conf::kUpstream, conf::Take1, conf::custom<set_keepalive_time>()},
     {"least_conn", conf::kUpstream, conf::Take0, conf::custom<set_least_conn>()},
     {"ip_hash", conf::kUpstream, conf::Take0, conf::custom<set_ip_hash>()},
     {"hash", conf::kUpstream, conf::Take12, conf::custom<set_hash>()},

@@ -134,6 +134,7 @@ struct UpstreamConf {
     uint32_t keepalive = 0;
     conf::Duration keepalive_timeout{std::chrono::seconds(60)};  // "keepalive_timeout"
     uint64_t keepalive_requests = 1000;                           // "keepalive_requests"
+    conf::Duration keepalive_time{std::chrono::hours(1)};        // "keepalive_time"
 
     // The balancing method and its parameters.
     Method method = Method::RoundRobin;
@@ -172,8 +173,9 @@ struct UpstreamConf {
     // A name without a port not yet matched to a block nor resolved: done
     // by upstream_module's postconfiguration.
     bool pending = false;
-    // Which of "keepalive", "keepalive_timeout", "keepalive_requests" the
-    // block set (bits private to upstream.cc), for "is duplicate".
+    // Which of "keepalive", "keepalive_timeout", "keepalive_requests",
+    // "keepalive_time" the block set (bits private to upstream.cc), for
+    // "is duplicate".
     uint8_t directives_set = 0;
 
     // ---- run time --------------------------------------------------------
@@ -272,8 +274,8 @@ public:
 
     // ---- what the caller (the proxy) tells before the first next() -----
     // "hash": the key's value for this request (the group's hash_key
-    // evaluated). Without it the key is empty: every request maps to the
-    // same peer. Copied.
+    // evaluated). Without it, or when it is empty, the group is balanced
+    // round robin, as nginx. Copied.
     void set_key(std::string_view key);
     // ip_hash: the client's address. Without it (or for a Unix-socket
     // client) ip_hash falls back to round robin, as nginx. Copied.
@@ -289,7 +291,9 @@ private:
     size_t tried_count_ = 0;
     bool backup_ = false;  // primaries all unusable: only backups from now on
     bool have_hash_ = false;
-    uint32_t hash_ = 0;          // of the key or the client address
+    uint32_t hash_ = 0;          // "hash": of the key
+    uint8_t client_[16] = {};    // ip_hash: the address bytes it hashes
+    uint8_t client_len_ = 0;
     event::Msec picked_at_ = 0;  // when next() gave the current peer
     bool sampled_ = false;       // header_received() took this try's sample
 
@@ -314,13 +318,18 @@ int connect_result(event::Connection& c);
 // closed and dropped from the pool.
 // A connection to p's address, ready for a request, or null. The caller
 // owns it again (its handlers must be set anew).
-event::Connection* take_idle(UpstreamConf& u, const Peer& p, const void* tag = nullptr);
+// `*opened`, when given, gets the time keep_idle() was told it was made.
+event::Connection* take_idle(UpstreamConf& u, const Peer& p, const void* tag = nullptr,
+                             event::Msec* opened = nullptr);
 // Gives c (which completed a response that allows reuse, with
 // `requests` served on it) back to the pool; closes it instead when the
-// pool is full (the oldest idle one is closed to make room) or
-// keepalive_requests is reached.
+// pool is full (the oldest idle one is closed to make room),
+// keepalive_requests is reached, or it was made (`opened`, the loop's
+// clock; 0: not known, no limit) keepalive_time ago or more: a
+// connection lives that long at most, however busy, and its last request
+// is not cut.
 void keep_idle(UpstreamConf& u, const Peer& p, event::Connection& c, uint64_t requests,
-               const void* tag = nullptr);
+               const void* tag = nullptr, event::Msec opened = 0);
 //
 // Details for the caller:
 //  - keep_idle() takes c over whatever happens (kept or closed): the

@@ -3,12 +3,13 @@ upstream blocks with each method in front of real Python origins
 (origins.py), counting at each origin where the requests went.
 
 Covers: the shares of round robin, least_conn and random; ip_hash and
-hash stickiness; failover when an origin dies under load (no client
-error for GET) and its return after fail_timeout; active health checks
-taking a failing origin out before any client request reaches it and
-bringing it back; least_time moving load off a slow origin; all servers
-down (a fast 502); backups taking over. Every loop is bounded in count
-and time; the origins are stopped at teardown.
+hash stickiness, an empty hash key (round robin); failover when an
+origin dies under load (no client error for GET) and its return after
+fail_timeout; active health checks taking a failing origin out before
+any client request reaches it and bringing it back; least_time moving
+load off a slow origin; all servers down (a fast 502); backups taking
+over. Every loop is bounded in count and time; the origins are stopped
+at teardown.
 """
 
 import pathlib
@@ -200,6 +201,36 @@ def test_ip_hash_sticks_to_a_client(server, origin):
     assert len(set(seen.values())) >= 2
 
 
+def nginx_ip_hash(ip, weights):
+    """The server nginx's ip_hash gives a client when all are usable: its
+    arithmetic over the first three octets, mapped onto the weights."""
+    h = 89
+    for octet in ip.split(".")[:3]:
+        h = (h * 113 + int(octet)) % 6271
+    w = h % sum(weights)
+    for i, weight in enumerate(weights):
+        if w < weight:
+            return i
+        w -= weight
+    raise AssertionError("not reached")
+
+
+@pytest.mark.parametrize("weights", [[1, 1], [1, 1, 1], [2, 1, 3]])
+def test_ip_hash_picks_the_server_nginx_picks(server, origin, weights):
+    # A client moved from nginx keeps its server (and so its session).
+    os_ = [origin() for _ in weights]
+    lines = [f"{o.addr} weight={w}" for o, w in zip(os_, weights)]
+    s = start(server, site(upstream_block("u", lines, "ip_hash;")))
+    for net in range(1, 31):
+        src = f"127.0.{net}.2"
+        c = Client(s.port, source=src)
+        before = counts(os_)
+        assert c.get("/n")[0] == 200
+        c.close()
+        moved = [a - b for a, b in zip(counts(os_), before)]
+        assert moved.index(1) == nginx_ip_hash(src, weights), src
+
+
 def test_hash_sticks_to_a_key(server, origin):
     os_ = [origin() for _ in range(3)]
     s = start(server, site(upstream_block("u", [o.addr for o in os_], "hash $request_uri consistent;")))
@@ -215,6 +246,23 @@ def test_hash_sticks_to_a_key(server, origin):
             assert where.setdefault(path, i) == i, path
     c.close()
     assert len(set(where.values())) == 3
+
+
+@pytest.mark.parametrize("consistent", ["", " consistent"])
+def test_hash_with_an_empty_key_is_round_robin(server, origin, consistent):
+    # Requests without the key's argument spread evenly, as in nginx,
+    # instead of all going to the server of the empty string.
+    os_ = [origin() for _ in range(3)]
+    s = start(server, site(upstream_block("u", [o.addr for o in os_], f"hash $arg_k{consistent};")))
+    c = Client(s.port)
+    for i in range(6):
+        assert c.get(f"/nokey/{i}")[0] == 200
+    assert counts(os_, "/nokey/") == [2, 2, 2]
+    # With a key, requests stick again.
+    for i in range(6):
+        assert c.get(f"/key/{i}?k=one")[0] == 200
+    c.close()
+    assert sorted(counts(os_, "/key/")) == [0, 0, 6]
 
 
 # ---- failover ------------------------------------------------------------------------------------

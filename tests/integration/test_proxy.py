@@ -215,6 +215,11 @@ def test_uri_rules(server, origin):
                 rewrite ^/rw/(.*)$ /new/$1 break;
                 proxy_pass http://{o.addr}/ignored/;
             }}
+            location /rwb/ {{
+                rewrite ^/rwb/(.*)$ /newb/$1;
+                break;
+                proxy_pass http://{o.addr}/ignored/;
+            }}
             location /old/ {{ rewrite ^/old/(.*)$ /one/$1 last; }}
             location /v/ {{ proxy_pass http://{o.addr}/fixed$is_args$args; }}
             location /vv/ {{ proxy_pass http://$arg_to; }}
@@ -228,6 +233,9 @@ def test_uri_rules(server, origin):
     # "rewrite ... break": the changed URI goes whole, the URI part ignored.
     assert request(s.port, "/rw/z?q=1").status == 200
     expected.append("/new/z?q=1")
+    # So too a rewrite followed by the "break" directive.
+    assert request(s.port, "/rwb/z").status == 200
+    expected.append("/newb/z")
     # "rewrite ... last" into a location with a URI part: replaced there.
     assert request(s.port, "/old/k").status == 200
     expected.append("/two/k")
@@ -246,6 +254,26 @@ def test_host_name_needs_a_resolver_at_run_time(server):
     """)
     assert request(s.port, "/?to=no-such-host.invalid").status == 502
     assert error_lines(s, r'no resolver defined to resolve "no-such-host.invalid"')
+
+
+def test_variable_host_of_another_proxy_pass(server, origin):
+    # A host name at run time needs no resolver when another proxy_pass
+    # names the same host and port: its addresses from load are used.
+    o = origin()
+    s = start(server, f"""
+        server {{ listen 127.0.0.1:PORT;
+            location /fixed/ {{ proxy_pass http://localhost:{o.port}; }}
+            location /var/ {{ proxy_pass http://$arg_to; }}
+        }}
+    """)
+    r = request(s.port, f"/var/a?to=localhost:{o.port}")
+    assert (r.status, r.body) == (200, f"GET /var/a?to=localhost:{o.port}\n".encode())
+    r = request(s.port, f"/var/b?to=LOCALHOST:{o.port}")
+    assert r.status == 200
+    # Another port of that host is not known: no resolver.
+    r = request(s.port, f"/var/c?to=localhost:{closed_port()}")
+    assert r.status == 502
+    assert error_lines(s, r"no resolver defined to resolve \"localhost:")
 
 
 def test_unix_socket_origin(server, origin, tmp_path):
@@ -388,6 +416,111 @@ def test_request_body_forwarded_exactly(server, origin):
     assert q.body == b"" and q.header("Content-Length") is None
 
 
+def test_unbuffered_preread_body_goes_with_the_head(server):
+    # proxy_request_buffering off: the body bytes that came with the
+    # client's head are written together with the request head, so the
+    # origin's first read has both [nginx]; the rest follows as it comes.
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(1)
+    lsock.settimeout(10)
+    port = lsock.getsockname()[1]
+    s = start(server, f"""
+        server {{ listen 127.0.0.1:PORT;
+            proxy_request_buffering off;
+            location / {{ proxy_pass http://127.0.0.1:{port}; }}
+        }}
+    """)
+    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+        c.sendall(request_bytes("/up", "POST", [("Content-Length", "10")]) + b"01234")
+        conn, _ = lsock.accept()
+        with conn:
+            conn.settimeout(10)
+            first = b""
+            while b"\r\n\r\n" not in first:
+                first += conn.recv(65536)
+            assert first.endswith(b"\r\n\r\n01234"), first
+            c.sendall(b"56789")
+            rest = b""
+            while len(rest) < 5:
+                rest += conn.recv(65536)
+            assert rest == b"56789"
+            conn.sendall(response(200, b"done", close=True))
+        r = read_reply(c)
+        assert (r.status, r.body) == (200, b"done")
+    lsock.close()
+
+
+def test_unbuffered_body_is_kept_when_small(server, origin):
+    # proxy_request_buffering off streams the body to the origin; one that
+    # fits client_body_buffer_size is still $request_body afterwards, and
+    # an error_page's handler gets it [nginx].
+    def handler(conn, req):
+        if req.target.startswith("/missing"):
+            conn.sendall(response(404, b"no"))
+        else:
+            conn.sendall(response(200, b"got " + req.body))
+        return False
+    o = origin(handler)
+    s = start(server, f"""
+        server {{ listen 127.0.0.1:PORT;
+            proxy_request_buffering off;
+            client_body_buffer_size 1k;
+            location / {{
+                add_header X-Body "$request_body";
+                proxy_pass http://{o.addr};
+            }}
+            location /missing {{
+                proxy_pass http://{o.addr};
+                proxy_intercept_errors on;
+                error_page 404 /echo;
+            }}
+            location = /echo {{ return 200 "echo $request_body"; }}
+        }}
+    """)
+    r = request(s.port, "/small", method="POST", body=b"0123456789")
+    assert (r.status, r.body, r.header("X-Body")) == (200, b"got 0123456789", "0123456789")
+    r = request(s.port, "/chunked", method="POST", body=b"abcdefghij" * 10, chunked=True)
+    assert (r.status, r.header("X-Body")) == (200, "abcdefghij" * 10)
+    # Larger than the buffer: streamed and gone.
+    big = b"x" * 2048
+    r = request(s.port, "/big", method="POST", body=big)
+    assert (r.status, r.body) == (200, b"got " + big) and r.header("X-Body") in (None, "")
+    r = request(s.port, "/missing", method="POST", body=b"payload")
+    assert (r.status, r.body) == (404, b"echo payload")
+
+
+def test_proxy_set_body_replaces_the_body(server, origin):
+    o = origin()
+    s = start(server, f"""
+        proxy_set_header X-Blah blah;
+        server {{ listen 127.0.0.1:PORT;
+            location /set/ {{ proxy_pass http://{o.addr}; proxy_set_body "name=$arg_n"; }}
+            location /wrap/ {{ proxy_pass http://{o.addr}; proxy_set_body "[$request_body]"; }}
+            location /empty/ {{ proxy_pass http://{o.addr}; proxy_set_body ""; }}
+        }}
+    """)
+    # The client's body (chunked here) is replaced, with a length.
+    assert request(s.port, "/set/a?n=x", method="POST", body=b"ignored" * 3, chunked=True).status == 200
+    assert request(s.port, "/set/b?n=yz").status == 200
+    # Evaluated after the client's body was read.
+    assert request(s.port, "/wrap/c", method="PUT", body=b"orig").status == 200
+    assert request(s.port, "/empty/d", method="POST", body=b"gone").status == 200
+    got = o.wait_requests(4)
+    assert [(q.method, q.body, q.header("Content-Length"), q.header("Transfer-Encoding")) for q in got] == [
+        ("POST", b"name=x", "6", None), ("GET", b"name=yz", "7", None), ("PUT", b"[orig]", "6", None),
+        ("POST", b"", "0", None)]
+    # proxy_set_header of the http block still applies.
+    assert all(q.header("X-Blah") == "blah" for q in got)
+    s2 = server("""
+        server { listen 127.0.0.1:PORT;
+            location / { proxy_pass http://127.0.0.1:1; proxy_set_body a; proxy_set_body b; }
+        }
+    """, start=False)
+    code, err = s2.test_config()
+    assert code != 0 and '"proxy_set_body" directive is duplicate' in err, err
+
+
 def test_never_more_than_the_client_sent(server, origin):
     """A pipelined request after a body is a request, not body bytes."""
     o = origin()
@@ -477,6 +610,33 @@ def test_origin_headers_filtered(server, origin):
     assert request(s.port, "/off/").all("Server") == ["gatehouse"]
     r = request(s.port, "/pass/")
     assert r.all("Server") == ["Origin/9.9"] and r.header("X-Pad") == "p"
+
+
+def test_passed_server_and_date_absent_at_the_origin(server, origin):
+    # proxy_pass_header Server / Date: the origin's fields stand instead
+    # of ours, and so does their absence [nginx].
+    o = origin(lambda conn, req: conn.sendall(b"HTTP/1.0 200 OK\r\n\r\nbare") or False)
+    s = start(server, f"""
+        server {{ listen 127.0.0.1:PORT;
+            location / {{ proxy_pass http://{o.addr}; }}
+            location /pass/ {{
+                proxy_pass http://{o.addr};
+                proxy_pass_header Date;
+                proxy_pass_header Server;
+                location /pass/nested/ {{ proxy_pass http://{o.addr}; }}
+            }}
+            location /lost/ {{ proxy_pass http://127.0.0.1:{closed_port()}; proxy_pass_header Server; }}
+        }}
+    """)
+    r = request(s.port, "/plain")
+    assert (r.status, r.body) == (200, b"bare")
+    assert r.header("Server").startswith("gatehouse") and r.header("Date")
+    for path in ("/pass/x", "/pass/nested/y"):
+        r = request(s.port, path)
+        assert (r.status, r.body, r.header("Server"), r.header("Date")) == (200, b"bare", None, None), path
+    # An answer of our own (no origin response) has ours.
+    r = request(s.port, "/lost/z")
+    assert r.status == 502 and r.header("Server").startswith("gatehouse")
 
 
 def test_status_line_reason_passes(server, origin):
@@ -586,6 +746,30 @@ def test_intercept_errors(server, origin, tmp_path):
 
 MIB = 1 << 20
 PATTERN = bytes(range(256)) * 4096  # 1 MiB
+
+
+def test_intercepted_401_keeps_its_challenges(server, origin):
+    # The error page replaces the origin's 401, but not the
+    # WWW-Authenticate fields the client needs to log in (all of them).
+    def handler(conn, req):
+        conn.sendall(response(401, b"origin", [("WWW-Authenticate", 'Basic realm="a"'),
+                                               ("WWW-Authenticate", "Bearer"), ("X-Origin", "1")]))
+        return False
+    o = origin(handler)
+    s = start(server, f"""
+        server {{ listen 127.0.0.1:PORT;
+            location / {{
+                proxy_pass http://{o.addr};
+                proxy_intercept_errors on;
+                error_page 401 /denied;
+            }}
+            location = /denied {{ return 200 "denied"; }}
+        }}
+    """)
+    r = request(s.port, "/private")
+    assert (r.status, r.body) == (401, b"denied")
+    assert r.all("WWW-Authenticate") == ['Basic realm="a"', "Bearer"]
+    assert r.header("X-Origin") is None
 
 
 def worker_pid(s):
@@ -962,6 +1146,32 @@ def test_keepalive_reuses_connections(server, origin):
     assert o.requests[0].header("Host") == "backend"
 
 
+def test_keepalive_time_bounds_a_connections_life(server, origin):
+    # A kept connection serves requests until it is keepalive_time old;
+    # the request that finds it older still runs on it, then it is closed.
+    o = origin(keepalive_handler)
+    s = start(server, f"""
+        upstream backend {{ server {o.addr}; keepalive 4; keepalive_time 1s; }}
+        server {{ listen 127.0.0.1:PORT; location / {{ proxy_pass http://backend; }} }}
+    """)
+    assert request(s.port, "/a").status == 200
+    assert request(s.port, "/b").status == 200
+    assert o.connections == 1
+    time.sleep(1.2)  # the connection's age is what is tested
+    r = request(s.port, "/c")
+    assert (r.status, r.body) == (200, b"GET /c")
+    assert o.connections == 1
+    assert request(s.port, "/d").status == 200
+    assert o.connections == 2
+    # Given twice in one block: refused, as the other keepalive settings.
+    bad = server("""
+        upstream backend { server 127.0.0.1:1; keepalive 4; keepalive_time 1s; keepalive_time 2s; }
+        server { listen 127.0.0.1:PORT; location / { proxy_pass http://backend; } }
+    """, start=False)
+    code, err = bad.test_config()
+    assert code != 0 and '"keepalive_time" directive is duplicate' in err and "gatehouse.conf:" in err, err
+
+
 def test_no_keepalive_without_pool(server, origin):
     o = origin(keepalive_handler)
     s = start(server, f"server {{ listen 127.0.0.1:PORT; location / {{ proxy_pass http://{o.addr}; }} }}")
@@ -1165,6 +1375,68 @@ def test_upstream_variables_in_log(server, origin):
     assert lines[1] == "-|-|-|-|-|-|-|-|-|200"
 
 
+def test_client_gone_while_origin_works_is_499_at_once(server, origin):
+    # The client leaves before the origin answers: gatehouse does not wait
+    # for the answer to find out; it closes the origin's connection and
+    # logs 499, with no header time for the try [nginx].
+    origin_saw_close = threading.Event()
+
+    def handler(conn, req):
+        try:
+            if conn.recv(1) == b"":
+                origin_saw_close.set()
+        except OSError:
+            pass
+        return False
+    o = origin(handler)
+    s = start(server, f"""
+        log_format up '$status|$upstream_addr|$upstream_header_time|$upstream_response_time';
+        access_log logs/up.log up;
+        server {{ listen 127.0.0.1:PORT; location / {{ proxy_pass http://{o.addr}; }} }}
+    """)
+    c = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+    c.sendall(request_bytes("/slow"))
+    o.wait_requests(1)
+    c.close()
+    assert origin_saw_close.wait(5)
+    f = s.wait_lines("up.log", 1)[0].decode().strip().split("|")
+    assert f[:3] == ["499", o.addr, "-"] and re.fullmatch(r"\d+\.\d{3}", f[3]), f
+    assert error_lines(s, r"client prematurely closed connection")
+
+
+def test_ignore_client_abort_lets_the_origin_finish(server, origin):
+    answered = threading.Event()
+
+    def handler(conn, req):
+        # Answers once the client has gone (a half-close, as some clients
+        # do after their request).
+        poll(lambda: half_closed.is_set(), 5)
+        try:
+            conn.sendall(response(200, b"late"))
+            answered.set()
+        except OSError:
+            pass
+        return False
+    half_closed = threading.Event()
+    o = origin(handler)
+    s = start(server, f"""
+        log_format up '$status|$upstream_status';
+        access_log logs/up.log up;
+        server {{ listen 127.0.0.1:PORT;
+            location / {{ proxy_pass http://{o.addr}; proxy_ignore_client_abort on; }}
+        }}
+    """)
+    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+        c.sendall(request_bytes("/half"))
+        o.wait_requests(1)
+        c.shutdown(socket.SHUT_WR)
+        half_closed.set()
+        r = read_reply(c)
+        assert (r.status, r.body) == (200, b"late")
+    assert answered.is_set()
+    assert s.wait_lines("up.log", 1)[0].decode().strip() == "200|200"
+
+
 def test_next_upstream_to_second_origin(server, origin):
     bad = origin(lambda conn, req: conn.sendall(response(503, b"busy")) or False)
     good = origin()
@@ -1203,6 +1475,31 @@ def test_next_upstream_to_second_origin(server, origin):
         assert lines[2] == ["/b/p", bad.addr, "503"]
 
 
+def test_no_live_upstream_after_a_try_is_named(server, origin):
+    # One server fails without being marked so (max_fails=0), the other
+    # is marked failed by the first request: the second request tries the
+    # first, then finds no server left, an attempt listed under the
+    # group's name, as in nginx.
+    o = origin(lambda conn, req: False)  # closes without answering
+    dead = f"127.0.0.1:{closed_port()}"
+    s = start(server, f"""
+        log_format up '$upstream_addr|$upstream_status|$status';
+        access_log logs/up.log up;
+        upstream backend {{
+            server {o.addr} max_fails=0;
+            server {dead} max_fails=1 fail_timeout=60s;
+        }}
+        server {{ listen 127.0.0.1:PORT;
+            location / {{ proxy_pass http://backend; add_header X-Up $upstream_addr always; }}
+        }}
+    """)
+    r = request(s.port, "/first")
+    assert r.status == 502 and sorted(r.header("X-Up").split(", ")) == sorted([o.addr, dead])
+    r = request(s.port, "/second")
+    assert (r.status, r.header("X-Up")) == (502, f"{o.addr}, backend")
+    assert s.wait_lines("up.log", 2)[1].decode().strip() == f"{o.addr}, backend|502, 502|502"
+
+
 def test_next_upstream_off_and_tries(server, origin):
     good = origin()
     dead = closed_port()
@@ -1236,6 +1533,50 @@ def test_if_block_in_proxied_location_still_proxies(server, origin):
     assert r.status == 200 and r.body == b"GET /p?x=1\n" and r.header("X-If") == "yes"
     r = request(s.port, "/q")
     assert r.status == 200 and r.body == b"GET /q\n"
+
+
+def test_if_and_limit_except_blocks_choose_the_origin(server, origin):
+    a, b = origin(), origin()
+    s = start(server, f"""
+        server {{ listen 127.0.0.1:PORT;
+            location /lmt/ {{
+                proxy_pass http://{a.addr}/a/;
+                limit_except GET {{ proxy_pass http://{b.addr}; }}
+            }}
+            location /lmt-inherit/ {{
+                proxy_pass http://{a.addr}/a/;
+                limit_except GET {{ access_log logs/lmt.log; }}
+                location /lmt-inherit/inner {{ limit_except GET {{ }} }}
+            }}
+            location /own {{
+                if ($arg_p) {{ proxy_pass http://{b.addr}; }}
+            }}
+            location /two-ifs {{
+                set $t 1;
+                if ($t) {{ proxy_pass http://{a.addr}; }}
+                if ($t) {{ add_header X-If yes; }}
+            }}
+        }}
+    """)
+    # A limit_except block with its own proxy_pass sends the methods it
+    # does not allow there; the others go to the location's origin.
+    r = request(s.port, "/lmt/x")
+    assert (r.status, r.body) == (200, b"GET /a/x\n")
+    r = request(s.port, "/lmt/x", method="POST", body=b"p")
+    assert (r.status, r.body) == (200, b"POST /lmt/x\n")
+    # Without one, it proxies as its location does, with its own settings;
+    # a nested location does not inherit the proxying.
+    r = request(s.port, "/lmt-inherit/y", method="POST", body=b"p")
+    assert (r.status, r.body) == (200, b"POST /a/y\n")
+    assert b"POST /lmt-inherit/y" in s.wait_lines("lmt.log", 1)[0]
+    assert request(s.port, "/lmt-inherit/inner", method="POST", body=b"p").status != 200
+    # An "if" block's proxy_pass in a location that does not proxy.
+    r = request(s.port, "/own?p=1")
+    assert (r.status, r.body) == (200, b"GET /own?p=1\n")
+    assert request(s.port, "/own").status == 404
+    # A later "if" block without proxy_pass leaves nothing to proxy to.
+    assert request(s.port, "/two-ifs").status == 500
+    assert error_lines(s, r"no upstream configuration")
 
 
 # ---- named locations inherit from their server --------------------------------------------

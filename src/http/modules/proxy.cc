@@ -209,7 +209,8 @@ Status set_pass(Ctx& cx, const Node& n, ProxyConf& pc) {
     auto* p = cx.arena().make<Pass>();
     p->url = text;
     bool regexish = lc->match == LocMatch::Regex || lc->match == LocMatch::RegexCaseless ||
-                    lc->match == LocMatch::Named || cx.context() == conf::kIf;
+                    lc->match == LocMatch::Named || cx.context() == conf::kIf ||
+                    cx.context() == conf::kLimitExcept;
     if (has_variables(text)) {
         // Resolved per request: an upstream block by name, or an address
         // (no resolver: host names are looked up at config load only).
@@ -353,6 +354,14 @@ Status set_method(Ctx& cx, const Node& n, ProxyConf& pc) {
     return {};
 }
 
+Status set_set_body(Ctx& cx, const Node& n, ProxyConf& pc) {
+    if (pc.set_body) return cx.duplicate(n);
+    auto cv = ComplexValue::compile(cx, n, n.args[0].text);
+    if (!cv) return cv.error();
+    pc.set_body = cx.arena().make<ComplexValue>(std::move(*cv));
+    return {};
+}
+
 Status add_name(Ctx& cx, const Node& n, std::vector<std::string>*& list) {
     if (!list) list = cx.arena().make<std::vector<std::string>>();
     list->push_back(n.args[0].text);
@@ -486,8 +495,9 @@ Status set_ignore_headers(Ctx& cx, const Node& n, ProxyConf& pc) {
 
 void merge(const ProxyConf& up, ProxyConf& c) {
     using namespace std::chrono_literals;
-    // Kept for "if" blocks (see if_content); run_proxy runs only where
-    // proxy_pass set the location's content handler.
+    // Inherited by "if" and limit_except blocks, which proxy with the
+    // handler of their location (Request::content_handler); a nested
+    // location inherits it too, but has no handler of its own to run it.
     if (!c.pass) {
         c.pass = up.pass;
         c.pass_loc = up.pass_loc;
@@ -497,6 +507,7 @@ void merge(const ProxyConf& up, ProxyConf& c) {
     conf::inherit(c.pass_request_headers, up.pass_request_headers, true);
     conf::inherit(c.pass_request_body, up.pass_request_body, true);
     if (!c.method) c.method = up.method;
+    if (!c.set_body) c.set_body = up.set_body;
     if (!c.hide_headers) c.hide_headers = up.hide_headers;
     if (!c.pass_headers) c.pass_headers = up.pass_headers;
     if (!c.redirect_off) {
@@ -504,6 +515,7 @@ void merge(const ProxyConf& up, ProxyConf& c) {
         c.redirects = up.redirects;
     }
     conf::inherit(c.intercept_errors, up.intercept_errors, false);
+    conf::inherit(c.ignore_client_abort, up.ignore_client_abort, false);
     conf::inherit(c.buffering, up.buffering, true);
     conf::inherit(c.request_buffering, up.request_buffering, true);
     conf::inherit(c.buffer_size, up.buffer_size, 4096);
@@ -582,8 +594,13 @@ upstream::UpstreamConf* runtime_upstream(Request& r, const proxy::Url& url) {
                                                                  : nullptr;
     if (umc) {
         std::string_view host = url.target.substr(0, url.target.rfind(':'));
-        for (upstream::UpstreamConf* u : static_cast<upstream::UpstreamMainConf*>(umc)->upstreams)
+        for (upstream::UpstreamConf* u : static_cast<upstream::UpstreamMainConf*>(umc)->upstreams) {
             if (!u->implicit && (u->name == url.target || u->name == host)) return u;
+            // The group another proxy_pass made for the same host and
+            // port (http: variables cannot say https): its addresses were
+            // resolved at load [nginx].
+            if (u->implicit && !u->pending && u->default_port == 80 && iequals(u->name, url.target)) return u;
+        }
     }
     conf::AddressRules rules;
     rules.names = false;
@@ -611,7 +628,13 @@ upstream::UpstreamConf* runtime_upstream(Request& r, const proxy::Url& url) {
 
 Next run_proxy(Request& r) {
     const auto& pc = r.loc_conf<ProxyConf>(proxy_module);
-    if (!pc.pass) return Next::Decline;
+    if (!pc.pass) {
+        // An "if" block with proxy_pass matched, then a later one of a
+        // location without it: the handler stays, the block has nothing
+        // to proxy to [nginx answers 500 too].
+        log_error(r, "no upstream configuration");
+        return respond_status(r, 500);
+    }
     const Pass& pass = *pc.pass;
     upstream::TryLog& log = upstream_log(r);
     proxy::Url url;
@@ -639,19 +662,11 @@ Next run_proxy(Request& r) {
     return ex->start();
 }
 
-// An "if" block of a proxied location proxies too, as in nginx, when it
-// has no content handler of its own: its conf inherited proxy_pass, but
-// the engine looks only at the block's LocConf::content_handler. A nested
-// location also inherits the field and must not proxy: an "if" block is
-// told apart by carrying its location's name and kind.
-Next if_content(Request& r) {
-    if (!r.loc || !r.loc_confs || r.loc->content_handler) return Next::Decline;
-    const auto& pc = r.loc_conf<ProxyConf>(proxy_module);
-    const LocConf* owner = pc.pass_loc;
-    if (!pc.pass || !owner || owner == r.loc || !r.loc->is_location) return Next::Decline;
-    if (r.loc->match != owner->match || r.loc->name != owner->name || !r.loc->locations.empty())
-        return Next::Decline;
-    return run_proxy(r);
+// The Log phase, before access_log: an exchange cut short by the client
+// ends its try first.
+Next end_exchange(Request& r) {
+    if (auto* ex = r.ctx<proxy::Exchange>(proxy_module)) ex->finish();
+    return Next::Decline;
 }
 
 // ---- variables ---------------------------------------------------------------------------
@@ -814,16 +829,18 @@ constexpr VariableDef kVariables[] = {
 constexpr uint32_t kLoc = conf::kHttpSrvLoc;
 
 constexpr conf::Directive kDirectives[] = {
-    {"proxy_pass", conf::kLocation | conf::kIf, conf::Take1, conf::custom<set_pass>()},
+    {"proxy_pass", conf::kLocation | conf::kIf | conf::kLimitExcept, conf::Take1, conf::custom<set_pass>()},
     {"proxy_http_version", kLoc, conf::Take1, conf::custom<set_http_version>()},
     {"proxy_set_header", kLoc, conf::Take2, conf::custom<set_header>()},
     {"proxy_pass_request_headers", kLoc, conf::Take1, conf::flag<&ProxyConf::pass_request_headers>()},
     {"proxy_pass_request_body", kLoc, conf::Take1, conf::flag<&ProxyConf::pass_request_body>()},
     {"proxy_method", kLoc, conf::Take1, conf::custom<set_method>()},
+    {"proxy_set_body", kLoc, conf::Take1, conf::custom<set_set_body>()},
     {"proxy_hide_header", kLoc, conf::Take1, conf::custom<set_hide_header>()},
     {"proxy_pass_header", kLoc, conf::Take1, conf::custom<set_pass_header>()},
     {"proxy_redirect", kLoc, conf::Take12, conf::custom<set_redirect>()},
     {"proxy_intercept_errors", kLoc, conf::Take1, conf::flag<&ProxyConf::intercept_errors>()},
+    {"proxy_ignore_client_abort", kLoc, conf::Take1, conf::flag<&ProxyConf::ignore_client_abort>()},
     {"proxy_buffering", kLoc, conf::Take1, conf::flag<&ProxyConf::buffering>()},
     {"proxy_request_buffering", kLoc, conf::Take1, conf::flag<&ProxyConf::request_buffering>()},
     {"proxy_buffer_size", kLoc, conf::Take1, conf::custom<set_buffer_size>()},
@@ -860,7 +877,7 @@ constexpr conf::Directive kDirectives[] = {
 };
 
 constexpr PhaseHandler kPhases[] = {
-    {Phase::Content, if_content},
+    {Phase::Log, end_exchange},
 };
 
 constexpr ModuleHooks kHooks{.phases = kPhases, .variables = kVariables};

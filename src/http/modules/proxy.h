@@ -200,12 +200,14 @@ struct ProxyConf {
     std::optional<bool> pass_request_headers;              // "proxy_pass_request_headers"
     std::optional<bool> pass_request_body;                 // "proxy_pass_request_body"
     const ComplexValue* method = nullptr;                  // "proxy_method"
+    const ComplexValue* set_body = nullptr;                // "proxy_set_body"
     std::vector<std::string>* hide_headers = nullptr;  // "proxy_hide_header"
     std::vector<std::string>* pass_headers = nullptr;  // "proxy_pass_header"
     // "proxy_redirect": null and !redirect_off means "default".
     std::vector<const proxy::Redirect*>* redirects = nullptr;
     std::optional<bool> redirect_off;                      // "proxy_redirect off" (or a list)
     std::optional<bool> intercept_errors;                  // "proxy_intercept_errors"
+    std::optional<bool> ignore_client_abort;               // "proxy_ignore_client_abort"
     std::optional<bool> buffering;                         // "proxy_buffering"
     std::optional<bool> request_buffering;                 // "proxy_request_buffering"
     std::optional<uint64_t> buffer_size;                   // "proxy_buffer_size"

@@ -202,6 +202,10 @@ void Exchange::respond_cached() {
 Next Exchange::go_origin() {
     // Lines about the request name the origin from now on, as nginx's.
     r_.upstream = &client_;
+    // A client that leaves while the origin works ends the exchange at
+    // once (499), not when the response is written to it, unless told
+    // to let the origin finish.
+    r_.abort_on_client_close = !*pc_.ignore_client_abort;
     const bool chunked = r_.has_body && !r_.content_length;
     if (*pc_.pass_request_body && r_.has_body) {
         // HTTP/1.0 has no chunked framing: a body of unknown length is read
@@ -213,6 +217,9 @@ Next Exchange::go_origin() {
             chunked_up_ = chunked;
         }
     }
+    // proxy_set_body: its value is the body, evaluated once the client's
+    // body is read (it may name $request_body) [nginx].
+    if (pc_.set_body) body_mode_ = upstream::BodyMode::Buffered;
     // ip_hash hashes the client address; "hash key" the key's value.
     client_.picker().set_client(r_.remote_sockaddr);
     if (u_.hash_value) client_.picker().set_key(static_cast<const ComplexValue*>(u_.hash_value)->eval(r_));
@@ -240,7 +247,13 @@ Next Exchange::go_origin() {
 void Exchange::body_read(Request& r) {
     auto* ex = r.ctx<Exchange>(proxy_module);
     if (!ex) return;
-    ex->client_.set_body(upstream::BodyMode::Buffered, &r.body_kept->bufs);
+    if (ex->pc_.set_body) {
+        auto* own = r.arena().make<Chain>(r.mem());
+        std::string_view v = ex->pc_.set_body->eval(r);
+        if (!v.empty()) own->push(Buf::memory(v));
+        ex->own_body_ = own;
+    }
+    ex->client_.set_body(upstream::BodyMode::Buffered, ex->own_body_ ? ex->own_body_ : &r.body_kept->bufs);
     ex->client_.start();
 }
 
@@ -291,7 +304,9 @@ void Exchange::prepare(upstream::Client& c) {
                 // origins want a length on every POST.
                 if (*pc_.pass_request_body && r_.content_length && !r_.has_body) in.body_length = 0;
                 break;
-            case upstream::BodyMode::Buffered: in.body_length = r_.body_kept->size; break;
+            case upstream::BodyMode::Buffered:
+                in.body_length = own_body_ ? own_body_->bytes() : r_.body_kept->size;
+                break;
             case upstream::BodyMode::Streamed:
                 if (chunked_up_) in.body_chunked = true;
                 else in.body_length = r_.content_length;
@@ -334,8 +349,12 @@ upstream::Hooks::Head Exchange::on_head(upstream::Client& c, const StatusHead& h
             if (ep.status == status) {
                 // The origin's answer is dropped for the error_page [nginx
                 // proxy_intercept_errors]; $upstream_http_* still tell what
-                // it was.
+                // it was. A 401's challenges stay: without them the client
+                // could not authenticate (every WWW-Authenticate field).
                 if (cache_) cache_->on_intercept({status, h.reason, log_.headers});
+                if (status == 401)
+                    for (const upstream::TryLog::Field& f : log_.headers)
+                        if (iequals(f.name, "WWW-Authenticate")) r_.out.headers.push_back({f.name, f.value});
                 err_status_ = status;
                 event::worker_loop().post(kick_);
                 return Head::Stop;

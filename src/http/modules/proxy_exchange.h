@@ -40,6 +40,11 @@ public:
     // buffered, then connects; returns Next::Suspend.
     Next start();
 
+    // The request is over (its log line is next): a try still open (the
+    // client went away) ends now, its origin connection closed, so that
+    // $upstream_response_time tells how long it ran.
+    void finish() { client_.cancel(); }
+
     upstream::TryLog& log() { return log_; }
     std::string_view proxy_host() const { return host_header_; }
     std::string_view proxy_port() const { return port_; }
@@ -90,6 +95,7 @@ private:
     std::string_view method_;
     upstream::BodyMode body_mode_ = upstream::BodyMode::None;
     bool chunked_up_ = false;  // Streamed with unknown length
+    const Chain* own_body_ = nullptr;  // proxy_set_body's (request arena)
     OriginRequest request_;    // built on the first try, sent on every one
 };
 

@@ -119,6 +119,8 @@ void copy_response_head(Request& r, const ProxyConf& pc, const Pass& pass, int s
     }
     if (!framing.chunked && framing.content_length && status != 204 && status != 304)
         out.content_length = *framing.content_length;
+    out.origin_server = listed(pc.pass_headers, "Server");
+    out.origin_date = listed(pc.pass_headers, "Date");
 }
 
 }  // namespace gatehouse::http::proxy

@@ -672,6 +672,9 @@ Next run(Request& r, const Program& p, const RewriteLocConf& conf) {
             if (op->confs) {
                 r.loc_confs = op->confs;
                 r.loc = static_cast<LocConf*>(op->confs[http_core_module.index]);
+                // A block without a handler of its own keeps the one in
+                // force (the location's, an earlier block's) [nginx].
+                if (r.loc->content_handler) r.content_handler = r.loc->content_handler;
             }
             ++pc;
         } else if (const auto* op = std::get_if<SetOp>(&in)) {

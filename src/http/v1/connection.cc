@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -279,6 +280,23 @@ void Connection::abort() {
     close_connection();
 }
 
+// Whether the client closed its side (EOF) or reset the connection,
+// without taking what it may have sent after the request (pipelining).
+bool Connection::client_closed() {
+    char b;
+    for (;;) {
+        ssize_t n = ::recv(c_.fd(), &b, 1, MSG_PEEK);
+        if (n == 0) return true;
+        if (n > 0) return false;
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            c_.io.clear_readable();
+            return false;
+        }
+        return true;
+    }
+}
+
 // ---- reading the head --------------------------------------------------
 
 void Connection::on_read() {
@@ -294,8 +312,13 @@ void Connection::on_read() {
         case State::Processing:
             // A body being read goes on; otherwise input waits in the
             // kernel buffer (pipelining) and a closed peer is found when
-            // writing.
+            // writing, unless the handler waits for an origin: then a
+            // client that went away ends the request now.
             if (body_started_ && !body_done_ && !body_paused_) pump_body();
+            else if (req_ && req_->abort_on_client_close && client_closed()) {
+                GH_LOG(Info, "client prematurely closed connection");
+                abort();
+            }
             break;
         case State::Tunnel:
         case State::Closed:
@@ -590,18 +613,18 @@ Flow Connection::send_head(Request& r, const ResponseHead& h) {
     o.put(reason);
     o.put("\r\n");
     // A proxied response may carry the origin's own ("proxy_pass_header
-    // Server"): it replaces ours, as in nginx.
+    // Server"): it replaces ours, as in nginx, and so does its absence.
     auto has = [&](std::string_view name) {
         for (const Header& x : h.headers)
             if (iequals(x.name, name)) return true;
         return false;
     };
-    if (!has("Server")) {
+    if (!h.origin_server && !has("Server")) {
         o.put("Server: ");
         o.put(server_token(r));
         o.put("\r\n");
     }
-    if (!has("Date")) {
+    if (!h.origin_date && !has("Date")) {
         o.put("Date: ");
         o.put(http_date_now());
         o.put("\r\n");

@@ -107,6 +107,7 @@ private:
     void close_connection();
     bool discard_body();
     void pump_body();
+    bool client_closed();
     void body_failed(int status, const char* why);
     void on_drained();
     void finish_request();

@@ -66,9 +66,35 @@ TEST_CASE("upstream/hash: ip_hash keeps a client (its /24) on one server") {
     test::check_shares(count, {1, 1, 1}, 0.04);
 }
 
+TEST_CASE("upstream/hash: ip_hash maps clients as nginx does") {
+    // nginx's arithmetic on the first three octets: 127.0.1.x .. 127.0.30.x
+    // split evenly over two and three servers behind nginx, and so here.
+    CHECK(upstream::ip_hash_round(upstream::kIpHashStart, std::vector<uint8_t>{127, 0, 1}) ==
+          ((89 * 113 + 127) % 6271 * 113 % 6271 * 113 + 1) % 6271);
+    for (size_t n : {2, 3}) {
+        Group g(std::vector<std::string>(n, ""), "ip_hash;\n");
+        std::vector<int> count(n, 0);
+        for (int i = 1; i <= 30; ++i) {
+            std::string ip = "127.0." + std::to_string(i) + ".2";
+            ++count[static_cast<size_t>(pick_client(g, ip.c_str()) - 'a')];
+        }
+        CHECK(count == std::vector<int>(n, static_cast<int>(30 / n)));
+    }
+}
+
 TEST_CASE("upstream/hash: ip_hash without a client address is round robin") {
     Group g({"", ""}, "ip_hash;\n");
     CHECK(test::spread(g, 4) == std::vector<int>{2, 2});
+}
+
+TEST_CASE("upstream/hash: an empty key is round robin, consistent or not") {
+    for (const char* method : {"hash $arg_a;\n", "hash $arg_a consistent;\n"}) {
+        CAPTURE(method);
+        Group g({"", "", ""}, method);
+        std::vector<int> count(3, 0);
+        for (int i = 0; i < 6; ++i) ++count[static_cast<size_t>(pick_key(g, "") - 'a')];
+        CHECK(count == std::vector<int>{2, 2, 2});
+    }
 }
 
 TEST_CASE("upstream/hash: a key sticks, shares follow the weights") {

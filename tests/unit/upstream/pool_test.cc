@@ -124,6 +124,27 @@ TEST_CASE("upstream/pool: what is closed instead of kept") {
         upstream::keep_idle(u, a, c, 1);
         CHECK_FALSE(c.is_open());
     }
+    SUBCASE("keepalive_time reached: a connection lives that long at most") {
+        UpstreamConf& u = w.group(4);
+        u.keepalive_time = 2s;
+        event::Connection& c = w.connected(other);
+        w.clock.advance(1);
+        w.turn();
+        const event::Msec opened = w.loop->now();
+        REQUIRE(opened != 0);
+        w.clock.advance(1'999);
+        w.turn();
+        upstream::keep_idle(u, a, c, 1, nullptr, opened);
+        CHECK(c.is_open());
+        event::Msec told = 0;
+        REQUIRE(upstream::take_idle(u, a, nullptr, &told) == &c);
+        CHECK(told == opened);
+        w.clock.advance(1);
+        w.turn();
+        upstream::keep_idle(u, a, c, 2, nullptr, opened);
+        CHECK_FALSE(c.is_open());
+        CHECK(upstream::take_idle(u, a) == nullptr);
+    }
     SUBCASE("a connection the caller closed is ignored") {
         UpstreamConf& u = w.group(4);
         event::Connection& c = w.connected(other);
