@@ -676,3 +676,48 @@ def test_a_purge_and_a_new_response_replace_the_memory_copy(cache_server, origin
     r = poll(lambda: (lambda x: x if x.header("X-Cache") == "EXPIRED" else None)(s.get("/p")), timeout=5)
     assert r.body == b"/p #3\n"
     assert s.get("/p").body == b"/p #3\n"
+
+
+# ---- background update -----------------------------------------------------------------------
+
+
+def test_background_update_serves_stale_at_once_and_refreshes_apart(cache_server, origin):
+    gate = threading.Event()
+    gate.set()
+
+    def body_of(req, n):
+        # The refresh waits until the test has seen the stale answers.
+        assert gate.wait(10)
+        return f"v{n}".encode()
+
+    o = origin(counting(body_of=body_of, headers_of=lambda req: [("Cache-Control", "max-age=1")]))
+    s = cache_server(conf(o, loc_extra="proxy_cache_use_stale updating; proxy_cache_background_update on;"))
+    assert s.get("/bg").body == b"v1"
+    time.sleep(1.1)
+    gate.clear()
+    # Stale at once, not after the origin: the update is apart.
+    r = s.get("/bg")
+    assert (r.status, r.header("X-Cache"), r.body) == (200, "STALE", b"v1")
+    assert poll(lambda: hits(o, "/bg") == 2 or None, timeout=5)
+    r = s.get("/bg")
+    assert (r.header("X-Cache"), r.body) == ("UPDATING", b"v1")
+    gate.set()
+    r = poll(lambda: (lambda x: x if x.body == b"v2" else None)(s.get("/bg")), timeout=5)
+    assert r.header("X-Cache") == "HIT"
+    assert hits(o, "/bg") == 2
+
+
+def test_background_update_with_stale_while_revalidate_and_a_failing_origin(cache_server, origin):
+    state = {"failing": False}
+    o = origin(counting(headers_of=lambda req: [("Cache-Control", "max-age=1, stale-while-revalidate=60")],
+                        status_of=lambda req: 500 if state["failing"] else 200))
+    s = cache_server(conf(o, loc_extra="proxy_cache_background_update on;"))
+    assert s.get("/swr").body == b"/swr #1\n"
+    time.sleep(1.1)
+    state["failing"] = True
+    r = s.get("/swr")
+    assert (r.header("X-Cache"), r.body) == ("STALE", b"/swr #1\n")
+    # The failed update stored nothing and gave the claim back: the next
+    # request starts another one.
+    assert poll(lambda: hits(o, "/swr") == 2 or None, timeout=5)
+    assert poll(lambda: (s.get("/swr").header("X-Cache") == "STALE" and hits(o, "/swr") >= 3) or None, timeout=5)

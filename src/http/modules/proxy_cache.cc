@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <memory>
 #include <string>
 
 #include "cache/entry.h"
@@ -213,7 +214,8 @@ void allow_ranges(Request& r) {
 // The request's values of the fields a Vary value names, as one hash: the
 // variant a response with that Vary was stored for (names are compared
 // without case; a field the request lacks counts as empty).
-cache::Hash variant_of(const Request& r, std::string_view vary) {
+template <typename Fields>
+cache::Hash variant_of(const Fields& fields, std::string_view vary) {
     std::string text;
     size_t i = 0;
     while (i < vary.size()) {
@@ -225,7 +227,7 @@ cache::Hash variant_of(const Request& r, std::string_view vary) {
         for (char c : name) text += static_cast<char>(ascii_lower(c));
         text += ':';
         bool first = true;
-        for (const HeaderField& f : r.headers)
+        for (const HeaderField& f : fields)
             if (iequals(f.name, name)) {
                 if (!first) text += ',';
                 text += f.value;
@@ -235,6 +237,8 @@ cache::Hash variant_of(const Request& r, std::string_view vary) {
     }
     return cache::hash_key(text);
 }
+
+cache::Hash variant_of(const Request& r, std::string_view vary) { return variant_of(r.headers, vary); }
 
 }  // namespace
 
@@ -674,6 +678,170 @@ Front::~Front() {
     if (fill_claimed_ || update_claimed_) cp_.index->release(hash_);
 }
 
+// ---- a background update ---------------------------------------------------------------------
+
+// proxy_cache_background_update: a request for a fresh response, made
+// apart from the client request that was answered with the stale entry
+// [nginx's background subrequest]. It has an arena of its own with copies
+// of what it needs (the request head, the request's fields for Vary), an
+// upstream::Client to the same group with the same settings, and a Fill;
+// it holds the entry's update claim until the new file is in place or
+// the origin failed, then deletes itself (from a posted event, never
+// under the Client's frames). Worker exit deletes those still running.
+class Refresh final : public upstream::Hooks {
+public:
+    Refresh(CachePath& cp, const CacheLocConf& cl, uint8_t ignore, const cache::Hash& hash, std::string_view key,
+            const Request& r, upstream::UpstreamConf& u, const upstream::ClientConf& cc, const RefreshRequest& rr)
+        : cp_(cp),
+          cl_(cl),
+          ignore_(ignore),
+          hash_(hash),
+          log_(arena_.resource()),
+          fields_(arena_.resource()),
+          cc_(cc),
+          client_(u, cc_, *this, log_, arena_.resource()) {
+        key_ = arena_.dup(key);
+        head_ = arena_.dup(rr.head);
+        uri_ = arena_.dup(rr.uri);
+        tls_name_ = arena_.dup(rr.tls_name);
+        may_keep_ = rr.may_keep;
+        for (const HeaderField& f : r.headers) fields_.push_back({arena_.dup(f.name), arena_.dup(f.value)});
+        done_ev_.cb = event::Callback::to<&Refresh::destroy>(this);
+        log_ctx_.describe = describe;
+        log_ctx_.self = this;
+        client_.picker().set_client(r.remote_sockaddr);
+        if (!rr.hash_key.empty()) client_.picker().set_key(arena_.dup(rr.hash_key));
+    }
+    Refresh(const Refresh&) = delete;
+    Refresh& operator=(const Refresh&) = delete;
+    ~Refresh() {
+        fill_.drop();
+        if (!stored_) cp_.index->release(hash_);
+    }
+
+    // The worker's running updates own them.
+    static std::vector<std::unique_ptr<Refresh>>& running() {
+        static std::vector<std::unique_ptr<Refresh>> all;
+        return all;
+    }
+
+    void start() { client_.start(); }
+
+    // ---- upstream::Hooks ----
+    void prepare(upstream::Client& c) override {
+        c.out.head = head_;
+        c.out.uri = uri_;
+        c.out.idempotent = true;
+        c.out.may_keep = may_keep_;
+        if (!tls_name_.empty()) c.out.tls_name = tls_name_;
+    }
+    bool start_body(upstream::Client&) override { return true; }
+    void resume_body(upstream::Client&) override {}
+    Head on_head(upstream::Client&, const StatusHead& h) override {
+        const time_t now = wall_now();
+        OriginHead oh{h.status, h.reason, log_.headers};
+        std::pmr::vector<CacheField> fields(arena_.resource());
+        for (const auto& x : oh.fields) fields.push_back({x.name, x.value});
+        CacheInput in;
+        in.status = h.status;
+        in.headers = fields;
+        in.now = now;
+        in.ignore = ignore_;
+        if (cl_.valid) in.valid = *cl_.valid;
+        in.can_revalidate = *cl_.revalidate;
+        CacheVerdict v = cache_verdict(in);
+        std::string_view vary;
+        if (!(ignore_ & kIgnoreVary)) vary = find_field(oh.fields, "Vary");
+        const cache::Hash variant = vary.empty() ? cache::Hash{} : variant_of(fields_, vary);
+        if (!v.store || h.status == 206 || !fill_.begin(cp_, hash_, key_, now, oh, v, vary, variant)) {
+            finish();
+            return Head::Stop;
+        }
+        fill_.expected = h.framing.content_length;
+        return Head::Body;
+    }
+    bool on_body(upstream::Client&, Chain& data) override {
+        const Fill::Step st = fill_.body(data);
+        const bool last = data.last();
+        data.clear();
+        if (st == Fill::Step::Stored) stored_ = true;
+        if (st != Fill::Step::Going || last) {
+            finish();
+            return false;
+        }
+        return true;
+    }
+    size_t downstream_pending() override { return 0; }
+    bool gone() override { return done_; }
+    void on_error(upstream::Client&, int) override { finish(); }
+    void on_truncated(upstream::Client&) override { finish(); }
+    event::Duplex& open_tunnel(upstream::Client&, event::Callback, std::string_view*) override {
+        GH_CHECK(false && "a background update never asks for an upgrade");
+        __builtin_unreachable();
+    }
+    void on_tunnel_end(upstream::Client&) override {}
+    const log::Context* log_context() override { return &log_ctx_; }
+    Result<int> temp_file() override { return make_error("a background update keeps no temp file"); }
+
+private:
+    void finish() {
+        if (done_) return;
+        done_ = true;
+        fill_.drop();
+        event::worker_loop().post(done_ev_);
+    }
+    static void destroy(Refresh* self) {
+        auto& all = running();
+        for (auto it = all.begin(); it != all.end(); ++it)
+            if (it->get() == self) {
+                all.erase(it);
+                return;
+            }
+    }
+    static void describe(const void* self, FixedWriter& out) {
+        const auto* r = static_cast<const Refresh*>(self);
+        out.put(", background update of \"");
+        out.put(r->key_);
+        out.put("\"");
+    }
+
+    Arena arena_{4096};
+    CachePath& cp_;
+    const CacheLocConf& cl_;
+    uint8_t ignore_;
+    cache::Hash hash_;
+    std::string_view key_, head_, uri_, tls_name_;
+    bool may_keep_ = false;
+    upstream::TryLog log_;
+    std::pmr::vector<HeaderField> fields_;
+    upstream::ClientConf cc_;
+    upstream::Client client_;
+    Fill fill_;
+    event::Event done_ev_;
+    log::Context log_ctx_;
+    bool done_ = false;
+    bool stored_ = false;
+};
+
+void Front::start_refresh(upstream::UpstreamConf& u, const upstream::ClientConf& cc, const RefreshRequest& rr) {
+    refresh_ = false;
+    upstream::ClientConf c = cc;
+    // Nobody reads it but the fill: unbuffered, no temp file.
+    c.buffering = false;
+    c.max_temp_file_size = 0;
+    auto& all = Refresh::running();
+    all.push_back(std::make_unique<Refresh>(cp_, cl_, cache_ignore_bits(*pc_), hash_, key_, r_, u, c, rr));
+    // The claim is the update's now: the request's end must not release it.
+    update_claimed_ = false;
+    all.back()->start();
+}
+
+void delete_refreshes() {
+    // Moved out first: a destructor must not find the vector changing.
+    auto all = std::move(Refresh::running());
+    all.clear();
+}
+
 // ---- begin -------------------------------------------------------------------------------
 
 namespace {
@@ -764,6 +932,13 @@ Next Front::begin(Request& r, const ProxyConf& pc, const proxy::Pass& pass, std:
             const bool may_serve_updating = (*cl.use_stale & kStaleUpdating) || swr;
             const time_t until = f->now_ + std::max<time_t>(static_cast<time_t>(cl.lock_age->count() / 1000), 1);
             f->update_claimed_ = cp->index->claim_update(f->hash_, f->now_, until);
+            if (f->update_claimed_ && *cl.background_update && may_serve_updating &&
+                Impl::serve(*f, CacheStatus::Stale)) {
+                // This request gets the stale entry too; the update runs
+                // apart (see Refresh).
+                f->refresh_ = true;
+                return Next::Respond;
+            }
             if (!f->update_claimed_ && may_serve_updating && Impl::serve(*f, CacheStatus::Updating))
                 return Next::Respond;
             f->status_ = CacheStatus::Expired;
@@ -1465,6 +1640,7 @@ extern const conf::Module proxy_cache_module{
     .http = &kHooks,
     .processes = processes,
     .init_master = init_master,
+    .exit_worker = proxy_cache::delete_refreshes,
 };
 
 }  // namespace gatehouse::http

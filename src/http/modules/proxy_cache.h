@@ -202,6 +202,16 @@ private:
     bool mem_fill_ = false;
 };
 
+// What a background update sends to the origin (built by the Exchange
+// from the request, copied by the update).
+struct RefreshRequest {
+    std::string_view head;
+    std::string_view uri;
+    bool may_keep = false;
+    std::string_view tls_name;
+    std::string_view hash_key;  // "hash" balancing's key
+};
+
 // The cache's part of one proxied request. Made by begin() in the
 // request arena; the Exchange keeps a pointer and calls it as described
 // at the top. Every method is called from the Exchange's own callbacks.
@@ -249,6 +259,12 @@ public:
     void end();
 
     CacheStatus status() const { return status_; }
+    // The stale entry answered and a background update is due
+    // (proxy_cache_background_update): the Exchange hands over what the
+    // origin is to be sent, and start_refresh() runs it apart from the
+    // request, which ends as usual.
+    bool wants_refresh() const { return refresh_; }
+    void start_refresh(upstream::UpstreamConf& u, const upstream::ClientConf& cc, const RefreshRequest& rr);
 
     // Made by begin() only (public for the arena's make).
     Front(Request& r, CachePath& cp, const CacheLocConf& cl) : r_(r), cp_(cp), cl_(cl) {}
@@ -285,6 +301,7 @@ private:
     std::string_view entry_etag_;
     std::string_view entry_vary_;
     bool secondary_ = false;      // key_ and hash_ are a variant's (Vary)
+    bool refresh_ = false;        // a background update is due
     uint64_t body_start_ = 0;
     Fill fill_;                   // the response on its way into the cache
     const ProxyConf* pc_ = nullptr;

@@ -174,8 +174,23 @@ Next Exchange::start() {
         return respond_status(r_, 500);
     }
     if (Next n = proxy_cache::Front::begin(r_, pc_, pass_, host_header_, cache_resume, &cache_);
-        n != Next::Decline && n != Next::Proceed)
+        n != Next::Decline && n != Next::Proceed) {
+        if (n == Next::Respond && cache_ && cache_->wants_refresh() && !r_.has_body) {
+            // The stale entry answers; the origin is asked for a fresh one
+            // apart from this request (proxy_cache_background_update).
+            method_ = cache_->method(method_);
+            build_request();
+            proxy_cache::RefreshRequest rr;
+            rr.head = request_.head;
+            rr.uri = request_.uri;
+            rr.may_keep = !request_.close;
+            rr.tls_name = tls_name();
+            rr.hash_key = u_.hash_value ? static_cast<const ComplexValue*>(u_.hash_value)->eval(r_)
+                                        : std::string_view();
+            cache_->start_refresh(u_, cc_, rr);
+        }
         return n;
+    }
     if (cache_) method_ = cache_->method(method_);
     return go_origin();
 }
@@ -281,7 +296,7 @@ void Exchange::respond_error() {
 
 // ---- upstream::Hooks ----------------------------------------------------------------------------
 
-void Exchange::prepare(upstream::Client& c) {
+void Exchange::build_request() {
     if (request_.head.empty()) {
         UriParts up;
         up.pass_uri = pass_uri_;
@@ -319,14 +334,22 @@ void Exchange::prepare(upstream::Client& c) {
         }
         request_ = build_request_head(r_, pc_, in);
     }
+}
+
+std::string_view Exchange::tls_name() {
+    // A port in "proxy_ssl_name" is not part of the name, as in nginx.
+    return pass_.tls ? ssl_host(pass_.tls->name ? pass_.tls->name->eval(r_) : host_header_) : std::string_view();
+}
+
+void Exchange::prepare(upstream::Client& c) {
+    build_request();
     c.out.head = request_.head;
     c.out.uri = request_.uri;
     c.out.head_method = method_ == "HEAD";
     c.out.idempotent = is_idempotent(method_);
     c.out.may_keep = !request_.close;
     c.out.upgrade = request_.upgrade;
-    // A port in "proxy_ssl_name" is not part of the name, as in nginx.
-    if (pass_.tls) c.out.tls_name = ssl_host(pass_.tls->name ? pass_.tls->name->eval(r_) : host_header_);
+    if (pass_.tls) c.out.tls_name = tls_name();
 }
 
 bool Exchange::start_body(upstream::Client&) { return http::read_body(r_, streamed_sink); }

@@ -70,6 +70,8 @@ private:
     static void drained_cb(Request& r);
     static void cache_resume(Request& r, Next n);
     Next go_origin();      // the body (when buffered), then the Client
+    void build_request();  // request_, once
+    std::string_view tls_name();
     void respond_error();  // from kick_: err_status_ or its error_page
     void respond_cached(); // from served_: the cache's answer
 
