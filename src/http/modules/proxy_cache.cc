@@ -211,6 +211,23 @@ void allow_ranges(Request& r) {
     r.out.accept_ranges = true;
 }
 
+// The policy's verdict (cache_policy.h) on the origin's fields for a
+// response of `status`, by the location's settings.
+CacheVerdict verdict_for(int status, std::span<const upstream::TryLog::Field> origin, time_t now, uint8_t ignore,
+                         const CacheLocConf& cl, bool can_revalidate, std::pmr::memory_resource* mem) {
+    std::pmr::vector<CacheField> fields(mem);
+    fields.reserve(origin.size());
+    for (const auto& x : origin) fields.push_back({x.name, x.value});
+    CacheInput in;
+    in.status = status;
+    in.headers = fields;
+    in.now = now;
+    in.ignore = ignore;
+    if (cl.valid) in.valid = *cl.valid;
+    in.can_revalidate = can_revalidate;
+    return cache_verdict(in);
+}
+
 // The request's values of the fields a Vary value names, as one hash: the
 // variant a response with that Vary was stored for (names are compared
 // without case; a field the request lacks counts as empty).
@@ -740,16 +757,7 @@ public:
     Head on_head(upstream::Client&, const StatusHead& h) override {
         const time_t now = wall_now();
         OriginHead oh{h.status, h.reason, log_.headers};
-        std::pmr::vector<CacheField> fields(arena_.resource());
-        for (const auto& x : oh.fields) fields.push_back({x.name, x.value});
-        CacheInput in;
-        in.status = h.status;
-        in.headers = fields;
-        in.now = now;
-        in.ignore = ignore_;
-        if (cl_.valid) in.valid = *cl_.valid;
-        in.can_revalidate = *cl_.revalidate;
-        CacheVerdict v = cache_verdict(in);
+        CacheVerdict v = verdict_for(h.status, oh.fields, now, ignore_, cl_, *cl_.revalidate, arena_.resource());
         std::string_view vary;
         if (!(ignore_ & kIgnoreVary)) vary = find_field(oh.fields, "Vary");
         const cache::Hash variant = vary.empty() ? cache::Hash{} : variant_of(fields_, vary);
@@ -987,17 +995,7 @@ Front::Verdict Front::on_head(const OriginHead& h) {
     if (revalidating_ && h.status == 304 && have_entry_) {
         // Still valid: the 304's freshness fields renew the entry's
         // (RFC 9111 4.3.4); the stored head and body are served.
-        std::pmr::vector<CacheField> fields(r_.mem());
-        for (const auto& x : h.fields) fields.push_back({x.name, x.value});
-        const auto& cl = cl_;
-        CacheInput in;
-        in.status = meta_.status;
-        in.headers = fields;
-        in.now = now_;
-        in.ignore = cache_ignore_bits(*pc_);
-        if (cl.valid) in.valid = *cl.valid;
-        in.can_revalidate = true;
-        CacheVerdict v = cache_verdict(in);
+        CacheVerdict v = verdict_for(meta_.status, h.fields, now_, cache_ignore_bits(*pc_), cl_, true, r_.mem());
         if (v.store) {
             meta_.valid_until = v.valid_until;
             meta_.stored_at = now_;
@@ -1013,16 +1011,7 @@ Front::Verdict Front::on_head(const OriginHead& h) {
     if (have_entry_ && status_listed(*cl_.use_stale, h.status) && Impl::serve(*this, CacheStatus::Stale))
         return Verdict::Stale;
     if (!store_allowed_ || h.status == 304) return Verdict::Pass;
-    std::pmr::vector<CacheField> fields(r_.mem());
-    for (const auto& x : h.fields) fields.push_back({x.name, x.value});
-    CacheInput in;
-    in.status = h.status;
-    in.headers = fields;
-    in.now = now_;
-    in.ignore = cache_ignore_bits(*pc_);
-    if (cl_.valid) in.valid = *cl_.valid;
-    in.can_revalidate = *cl_.revalidate;
-    CacheVerdict v = cache_verdict(in);
+    CacheVerdict v = verdict_for(h.status, h.fields, now_, cache_ignore_bits(*pc_), cl_, *cl_.revalidate, r_.mem());
     if (v.store) start_fill(h, v);
     return Verdict::Pass;
 }
@@ -1053,15 +1042,7 @@ void Front::refresh_meta() {
 void Front::on_intercept(const OriginHead& h) {
     now_ = wall_now();
     if (!store_allowed_) return;
-    std::pmr::vector<CacheField> fields(r_.mem());
-    for (const auto& x : h.fields) fields.push_back({x.name, x.value});
-    CacheInput in;
-    in.status = h.status;
-    in.headers = fields;
-    in.now = now_;
-    in.ignore = cache_ignore_bits(*pc_);
-    if (cl_.valid) in.valid = *cl_.valid;
-    CacheVerdict v = cache_verdict(in);
+    CacheVerdict v = verdict_for(h.status, h.fields, now_, cache_ignore_bits(*pc_), cl_, false, r_.mem());
     if (!v.store || v.revalidate_always) return;
     std::vector<cache::Hash> ev;
     cp_.index->stored_error(hash_, static_cast<uint16_t>(h.status), v.valid_until, now_, cp_.inactive, ev);
@@ -1262,11 +1243,13 @@ Status set_cache(Ctx& cx, const Node& n, CacheLocConf& cl) {
     return {};
 }
 
-Status set_key(Ctx& cx, const Node& n, CacheLocConf& cl) {
-    if (cl.key) return cx.duplicate(n);
+// proxy_cache_key, proxy_cache_purge: one value with variables.
+template <const ComplexValue* CacheLocConf::*Member>
+Status set_value(Ctx& cx, const Node& n, CacheLocConf& cl) {
+    if (cl.*Member) return cx.duplicate(n);
     auto cv = ComplexValue::compile(cx, n, n.args[0].text);
     if (!cv) return cv.error();
-    cl.key = cx.arena().make<ComplexValue>(std::move(*cv));
+    cl.*Member = cx.arena().make<ComplexValue>(std::move(*cv));
     return {};
 }
 
@@ -1316,14 +1299,6 @@ Status add_values(Ctx& cx, const Node& n, std::vector<ComplexValue>*& list) {
 }
 Status set_bypass(Ctx& cx, const Node& n, CacheLocConf& cl) { return add_values(cx, n, cl.bypass); }
 Status set_no_cache(Ctx& cx, const Node& n, CacheLocConf& cl) { return add_values(cx, n, cl.no_cache); }
-
-Status set_purge(Ctx& cx, const Node& n, CacheLocConf& cl) {
-    if (cl.purge) return cx.duplicate(n);
-    auto cv = ComplexValue::compile(cx, n, n.args[0].text);
-    if (!cv) return cv.error();
-    cl.purge = cx.arena().make<ComplexValue>(std::move(*cv));
-    return {};
-}
 
 Status set_use_stale(Ctx& cx, const Node& n, CacheLocConf& cl) {
     if (cl.use_stale) return cx.duplicate(n);
@@ -1610,7 +1585,7 @@ constexpr uint32_t kLoc = conf::kHttpSrvLoc;
 constexpr conf::Directive kDirectives[] = {
     {"proxy_cache_path", conf::kHttp, conf::Arity{2, 255, false}, conf::custom<set_cache_path>()},
     {"proxy_cache", kLoc, conf::Take1, conf::custom<set_cache>()},
-    {"proxy_cache_key", kLoc, conf::Take1, conf::custom<set_key>()},
+    {"proxy_cache_key", kLoc, conf::Take1, conf::custom<set_value<&CacheLocConf::key>>()},
     {"proxy_cache_valid", kLoc, conf::Take1More, conf::custom<set_valid>()},
     {"proxy_cache_methods", kLoc, conf::Take1More, conf::custom<set_methods>()},
     {"proxy_cache_min_uses", kLoc, conf::Take1, conf::number<&CacheLocConf::min_uses>()},
@@ -1624,7 +1599,7 @@ constexpr conf::Directive kDirectives[] = {
     {"proxy_cache_revalidate", kLoc, conf::Take1, conf::flag<&CacheLocConf::revalidate>()},
     {"proxy_cache_convert_head", kLoc, conf::Take1, conf::flag<&CacheLocConf::convert_head>()},
     {"proxy_cache_max_range_offset", kLoc, conf::Take1, conf::size<&CacheLocConf::max_range_offset>()},
-    {"proxy_cache_purge", kLoc, conf::Take1, conf::custom<set_purge>()},
+    {"proxy_cache_purge", kLoc, conf::Take1, conf::custom<set_value<&CacheLocConf::purge>>()},
 };
 
 constexpr ModuleHooks kHooks{.variables = kVariables};
