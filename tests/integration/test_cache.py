@@ -721,3 +721,29 @@ def test_background_update_with_stale_while_revalidate_and_a_failing_origin(cach
     # request starts another one.
     assert poll(lambda: hits(o, "/swr") == 2 or None, timeout=5)
     assert poll(lambda: (s.get("/swr").header("X-Cache") == "STALE" and hits(o, "/swr") >= 3) or None, timeout=5)
+
+
+def test_a_new_vary_replaces_the_first_entry_and_its_variants_survive_a_restart(cache_server, origin):
+    # The origin varies on what ?vary= names; the key is the path alone.
+    o = origin(counting(body_of=lambda req, n: f"{req.header('X') or '-'} #{n}".encode(),
+                        headers_of=lambda req: [("Cache-Control", "max-age=600"),
+                                                ("Vary", req.target.split("vary=")[1].split("&")[0])]))
+    s = cache_server(conf(o, loc_extra="proxy_cache_key $uri;"))
+    assert s.get("/cold?vary=Z", headers=[("Z", "1")]).header("X-Cache") == "MISS"
+    assert s.get("/cold?vary=X", headers=[("X", "1")]).header("X-Cache") == "MISS"
+    assert s.get("/cold?vary=X", headers=[("X", "1")]).header("X-Cache") == "HIT"
+    assert s.get("/cold?vary=X&n=2", headers=[("X", "2")]).header("X-Cache") == "MISS"
+    assert s.get("/cold?vary=X&n=2", headers=[("X", "2")]).header("X-Cache") == "HIT"
+    s.stop()
+    s.start()
+    for x in ("1", "2"):
+        r = s.get("/cold?vary=X", headers=[("X", x)])
+        assert r.header("X-Cache") == "HIT" and r.body.startswith(x.encode())
+
+
+def test_a_range_is_cut_from_a_response_that_is_not_stored(cache_server, origin):
+    o = origin(counting(body_of=lambda req, n: b"0123456789"))
+    s = cache_server(conf(o, loc_extra="proxy_cache_min_uses 5;"))
+    r = s.get("/below", headers=[("Range", "bytes=4-")])
+    assert (r.status, r.body) == (206, b"456789")
+    assert o.requests[0].header("Range") is None

@@ -573,6 +573,9 @@ struct Front::Impl {
         if (v == e.meta.variant) return Variant::Same;
         if (f.secondary_) return Variant::Other;
         f.secondary_ = true;
+        f.primary_key_ = f.key_;
+        f.primary_hash_ = f.hash_;
+        f.primary_vary_ = e.vary;
         const auto x = cache::hex(v);
         f.key_ = f.r_.arena().dup(std::string(f.key_) + "\n" + std::string(x.data(), x.size()));
         f.hash_ = cache::hash_key(f.key_);
@@ -1051,8 +1054,9 @@ void Front::on_intercept(const OriginHead& h) {
 }
 
 void Front::after_head() {
-    // A response the cache keeps may be cut into ranges, as a stored one.
-    if (fill_.active() && r_.out.status == 200 && r_.out.content_length) allow_ranges(r_);
+    // The client's Range did not go to the origin (drops()): a whole
+    // response is cut here, stored or not (below min_uses, bypassed).
+    if (r_.out.status == 200 && r_.out.content_length) allow_ranges(r_);
     // With a length the fill is complete with its last byte: the client's
     // answer (a range) may be over before the origin's end is seen.
     fill_.expected = r_.out.content_length;
@@ -1066,6 +1070,17 @@ void Front::start_fill(const OriginHead& h, const CacheVerdict& v) {
     std::string_view vary;
     if (!(cache_ignore_bits(*pc_) & kIgnoreVary)) vary = find_field(h.fields, "Vary");
     const cache::Hash variant = vary.empty() ? cache::Hash{} : variant_of(r_, vary);
+    if (secondary_ && vary != primary_vary_) {
+        // The origin varies on other fields now (or not at all): the
+        // response replaces the key's first entry, whose Vary the next
+        // lookups use; variants found by the old one are left to expire
+        // [nginx replaces the main entry so].
+        if (fill_claimed_ || update_claimed_) cp_.index->release(hash_);
+        fill_claimed_ = update_claimed_ = false;
+        key_ = primary_key_;
+        hash_ = primary_hash_;
+        secondary_ = false;
+    }
     fill_.begin(cp_, hash_, key_, now_, h, v, vary, variant);
 }
 

@@ -301,6 +301,9 @@ private:
     std::string_view entry_etag_;
     std::string_view entry_vary_;
     bool secondary_ = false;      // key_ and hash_ are a variant's (Vary)
+    std::string_view primary_key_;  // then: the key's own, and its entry's Vary
+    cache::Hash primary_hash_{};
+    std::string_view primary_vary_;
     bool refresh_ = false;        // a background update is due
     uint64_t body_start_ = 0;
     Fill fill_;                   // the response on its way into the cache
