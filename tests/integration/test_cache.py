@@ -208,13 +208,16 @@ def test_revalidation_with_a_304_refreshes_the_entry(cache_server, origin):
     assert s.get("/r").header("X-Cache") == "HIT" and len(o.requests) == n
 
 
-def test_the_clients_conditionals_and_range_never_reach_the_origin_and_apply_to_the_answer(cache_server, origin):
+def test_the_clients_conditionals_never_reach_the_origin_and_apply_to_the_answer(cache_server, origin):
     o = origin(counting(body_of=lambda req, n: b"0123456789",
                         headers_of=lambda req: [("Cache-Control", "max-age=60"), ("ETag", '"t"')]))
     s = cache_server(conf(o))
+    # A miss with conditionals: they stay with the client's answer.
+    r = s.get("/c", headers=[("If-None-Match", '"x"'), ("If-Modified-Since", "Mon, 01 Jan 2024 00:00:00 GMT")])
+    assert r.status == 200 and r.body == b"0123456789"
+    assert o.requests[0].header("If-None-Match") is None and o.requests[0].header("If-Modified-Since") is None
     r = s.get("/c", headers=[("Range", "bytes=2-4"), ("If-None-Match", '"x"')])
-    assert r.status == 206 and r.body == b"234"
-    assert o.requests[0].header("Range") is None and o.requests[0].header("If-None-Match") is None
+    assert (r.status, r.header("X-Cache"), r.body) == (206, "HIT", b"234")
     r = s.get("/c", headers=[("Range", "bytes=5-")])
     assert (r.status, r.header("X-Cache"), r.body) == (206, "HIT", b"56789")
     assert s.get("/c", headers=[("If-None-Match", '"t"')]).status == 304
@@ -747,3 +750,28 @@ def test_a_range_is_cut_from_a_response_that_is_not_stored(cache_server, origin)
     r = s.get("/below", headers=[("Range", "bytes=4-")])
     assert (r.status, r.body) == (206, b"456789")
     assert o.requests[0].header("Range") is None
+
+
+def test_an_uncached_range_goes_to_the_origin_and_the_entry_is_filled_apart(cache_server, origin):
+    body = bytes(range(256)) * 4000  # 1 MB
+
+    def handler(conn, req):
+        rng = req.header("Range")
+        if rng:
+            start = int(rng.split("=")[1].split("-")[0])
+            part = body[start:start + 10]
+            conn.sendall(response(206, part, [("Cache-Control", "max-age=60"),
+                                              ("Content-Range", f"bytes {start}-{start + 9}/{len(body)}")]))
+        else:
+            conn.sendall(response(200, body, [("Cache-Control", "max-age=60")]))
+        return True
+
+    o = origin(handler)
+    s = cache_server(conf(o, loc_extra="proxy_cache_lock on;"))
+    r = s.get("/big", headers=[("Range", "bytes=500000-500009")])
+    assert (r.status, r.header("X-Cache"), r.body) == (206, "MISS", body[500000:500010])
+    assert poll(lambda: len(entry_files(s)) == 1 or None, timeout=10)
+    r = s.get("/big", headers=[("Range", "bytes=100-109")])
+    assert (r.status, r.header("X-Cache"), r.body) == (206, "HIT", body[100:110])
+    assert s.get("/big").body == body
+    assert sorted(q.header("Range") or "-" for q in o.requests) == ["-", "bytes=500000-500009"]

@@ -836,6 +836,7 @@ private:
 
 void Front::start_refresh(upstream::UpstreamConf& u, const upstream::ClientConf& cc, const RefreshRequest& rr) {
     refresh_ = false;
+    refreshing_ = true;
     upstream::ClientConf c = cc;
     // Nobody reads it but the fill: unbuffered, no temp file.
     c.buffering = false;
@@ -843,7 +844,7 @@ void Front::start_refresh(upstream::UpstreamConf& u, const upstream::ClientConf&
     auto& all = Refresh::running();
     all.push_back(std::make_unique<Refresh>(cp_, cl_, cache_ignore_bits(*pc_), hash_, key_, r_, u, c, rr));
     // The claim is the update's now: the request's end must not release it.
-    update_claimed_ = false;
+    update_claimed_ = fill_claimed_ = false;
     all.back()->start();
 }
 
@@ -964,8 +965,19 @@ Next Front::begin(Request& r, const ProxyConf& pc, const proxy::Pass& pass, std:
         f->store_allowed_ = false;
         return Next::Proceed;
     }
-    if (!*cl.lock) return Next::Proceed;
     const time_t age = std::max<time_t>(static_cast<time_t>(cl.lock_age->count() / 1000), 1);
+    if (f->store_allowed_ && r.method == "GET" && request_field(r, "Range").size() > 0 &&
+        cp->index->claim_fill(f->hash_, f->now_, f->now_ + age)) {
+        // A range of an entry the cache does not have: the client's
+        // request goes to the origin as it is (its range), and the whole
+        // response is fetched apart to fill the entry (a background
+        // update's machinery), which other requests may wait for.
+        f->fill_claimed_ = true;
+        f->refresh_ = true;
+        f->store_allowed_ = false;
+        return Next::Proceed;
+    }
+    if (!*cl.lock) return Next::Proceed;
     f->fill_claimed_ = cp->index->claim_fill(f->hash_, f->now_, f->now_ + age);
     if (f->fill_claimed_) return Next::Proceed;
     f->wait_until_ = event::worker_loop().now() + static_cast<int64_t>(cl.lock_timeout->count());
@@ -974,16 +986,6 @@ Next Front::begin(Request& r, const ProxyConf& pc, const proxy::Pass& pass, std:
 }
 
 std::string_view Front::method(std::string_view m) const { return convert_head_ ? std::string_view("GET") : m; }
-
-bool Front::drops(std::string_view name) const {
-    // The cache wants the whole current response, whatever the client
-    // asked [nginx's proxy cache headers]; the client's conditionals and
-    // Range apply to what the cache then answers.
-    if (status_ == CacheStatus::Bypass && !store_allowed_) return false;
-    return iequals(name, "If-Modified-Since") || iequals(name, "If-Unmodified-Since") ||
-           iequals(name, "If-None-Match") || iequals(name, "If-Match") || iequals(name, "Range") ||
-           iequals(name, "If-Range");
-}
 
 std::string_view Front::if_none_match() const { return revalidating_ ? entry_etag_ : std::string_view(); }
 

@@ -228,9 +228,10 @@ public:
 
     // The method to send (GET for a HEAD, when converted).
     std::string_view method(std::string_view m) const;
-    // Request fields: whether the client's `name` goes to the origin (not
-    // its conditionals nor Range), and the validators to add.
-    bool drops(std::string_view name) const;
+    // Request fields: whether the client's conditionals and Range go to
+    // the origin (only when a background fill fetches the whole response
+    // for the cache), and the validators to add.
+    bool keeps_conditionals() const { return refreshing_ && status_ == CacheStatus::Miss; }
     std::string_view if_none_match() const;
     std::string_view if_modified_since() const;
 
@@ -305,6 +306,7 @@ private:
     cache::Hash primary_hash_{};
     std::string_view primary_vary_;
     bool refresh_ = false;        // a background update is due
+    bool refreshing_ = false;     // and it was started
     uint64_t body_start_ = 0;
     Fill fill_;                   // the response on its way into the cache
     const ProxyConf* pc_ = nullptr;

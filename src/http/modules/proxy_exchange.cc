@@ -179,20 +179,29 @@ Next Exchange::start() {
             // The stale entry answers; the origin is asked for a fresh one
             // apart from this request (proxy_cache_background_update).
             method_ = cache_->method(method_);
-            build_request();
-            proxy_cache::RefreshRequest rr;
-            rr.head = request_.head;
-            rr.uri = request_.uri;
-            rr.may_keep = !request_.close;
-            rr.tls_name = tls_name();
-            rr.hash_key = u_.hash_value ? static_cast<const ComplexValue*>(u_.hash_value)->eval(r_)
-                                        : std::string_view();
-            cache_->start_refresh(u_, cc_, rr);
+            start_refresh();
         }
         return n;
     }
     if (cache_) method_ = cache_->method(method_);
+    if (cache_ && cache_->wants_refresh() && !r_.has_body) {
+        // A range the cache does not have: the entry is filled apart,
+        // this request goes on with its own head (built again below).
+        start_refresh();
+        request_ = {};
+    }
     return go_origin();
+}
+
+void Exchange::start_refresh() {
+    build_request();
+    proxy_cache::RefreshRequest rr;
+    rr.head = request_.head;
+    rr.uri = request_.uri;
+    rr.may_keep = !request_.close;
+    rr.tls_name = tls_name();
+    rr.hash_key = u_.hash_value ? static_cast<const ComplexValue*>(u_.hash_value)->eval(r_) : std::string_view();
+    cache_->start_refresh(u_, cc_, rr);
 }
 
 // proxy_cache_lock: the request that waited for another's fill goes on.
@@ -327,7 +336,7 @@ void Exchange::build_request() {
                 else in.body_length = r_.content_length;
                 break;
         }
-        if (cache_) {
+        if (cache_ && !cache_->keeps_conditionals()) {
             in.drop_conditionals = true;
             in.if_none_match = cache_->if_none_match();
             in.if_modified_since = cache_->if_modified_since();

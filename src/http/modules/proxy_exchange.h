@@ -71,6 +71,7 @@ private:
     static void cache_resume(Request& r, Next n);
     Next go_origin();      // the body (when buffered), then the Client
     void build_request();  // request_, once
+    void start_refresh();  // the cache's background fill, with request_
     std::string_view tls_name();
     void respond_error();  // from kick_: err_status_ or its error_page
     void respond_cached(); // from served_: the cache's answer
