@@ -401,8 +401,17 @@ def test_reload_keeps_the_cache_warm(cache_server, origin):
     s = cache_server(conf(o))
     for i in range(10):
         s.get(f"/w{i}")
+    def helpers():
+        out = subprocess.run(["pgrep", "-f", "gatehouse: cache manager", "-P", str(s.master_pid())],
+                             capture_output=True, text=True).stdout.split()
+        return out
+
+    before = helpers()
+    assert len(before) == 1
     s.proc.send_signal(signal.SIGHUP)
     assert poll(lambda: "reconfiguring" in s.error_log() or None, timeout=5)
+    # The old generation's manager is retired, the new one runs.
+    assert poll(lambda: (lambda h: h if len(h) == 1 and h != before else None)(helpers()), timeout=10)
     for _ in range(3):
         for i in range(10):
             r = s.get(f"/w{i}")
