@@ -784,3 +784,38 @@ def test_an_uncached_range_goes_to_the_origin_and_the_entry_is_filled_apart(cach
     assert (r.status, r.header("X-Cache"), r.body) == (206, "HIT", body[100:110])
     assert s.get("/big").body == body
     assert sorted(q.header("Range") or "-" for q in o.requests) == ["-", "bytes=500000-500009"]
+
+
+def test_a_waiter_takes_over_the_fill_when_the_filling_client_goes_away(cache_server, origin):
+    first = threading.Event()
+
+    def handler(conn, req):
+        if not first.is_set():
+            first.set()
+            conn.sendall(response(200, b"", [("Cache-Control", "max-age=60"), ("Content-Length", "100000")],
+                                  length=False))
+            conn.sendall(b"a" * 1000)
+            time.sleep(3)
+            return False
+        conn.sendall(response(200, b"b" * 100000, [("Cache-Control", "max-age=60")]))
+        return True
+
+    o = origin(handler)
+    s = cache_server(conf(o, loc_extra="proxy_cache_lock on; proxy_cache_lock_timeout 20s;"))
+    a = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+    a.sendall(b"GET /w HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert a.recv(100)
+    waiter = []
+    t = threading.Thread(target=lambda: waiter.append(s.get("/w")))
+    t.start()
+    # The waiter is (most likely) waiting on the lock by now: nothing
+    # outside shows it, and the outcome the user sees is the same if it
+    # came after the filling client went away.
+    time.sleep(0.3)
+    assert len(o.requests) == 1
+    a.close()
+    t.join(10)
+    r = waiter[0]
+    assert (r.status, r.body) == (200, b"b" * 100000)
+    assert s.get("/w").header("X-Cache") == "HIT"
+    assert len(o.requests) == 2
