@@ -353,25 +353,28 @@ NodeInfo Index::peek(const Hash& h) {
     return info(r, find(*pool_, r, h));
 }
 
+namespace {
+
+// A claim on a node: `field` is its deadline. No node (evicted since the
+// lookup): nobody can hold it.
+bool claim(shm::Pool& p, Index::Root& r, const Hash& h, time_t now, time_t until, int64_t Node::*field) {
+    Node* n = find(p, r, h);
+    if (!n) return true;
+    if (n->*field > now) return false;
+    n->*field = until;
+    return true;
+}
+
+}  // namespace
+
 bool Index::claim_fill(const Hash& h, time_t now, time_t until) {
     shm::Guard g(pool_->mutex());
-    Root& r = locked(g);
-    Node* n = find(*pool_, r, h);
-    // No node (evicted since the lookup): nobody can be filling it.
-    if (!n) return true;
-    if (n->fill_until > now) return false;
-    n->fill_until = until;
-    return true;
+    return claim(*pool_, locked(g), h, now, until, &Node::fill_until);
 }
 
 bool Index::claim_update(const Hash& h, time_t now, time_t until) {
     shm::Guard g(pool_->mutex());
-    Root& r = locked(g);
-    Node* n = find(*pool_, r, h);
-    if (!n) return true;
-    if (n->update_until > now) return false;
-    n->update_until = until;
-    return true;
+    return claim(*pool_, locked(g), h, now, until, &Node::update_until);
 }
 
 void Index::stored(const Hash& h, const Stored& s, time_t now, time_t inactive, std::vector<Hash>& evicted) {

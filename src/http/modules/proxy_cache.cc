@@ -211,6 +211,28 @@ void allow_ranges(Request& r) {
     r.out.accept_ranges = true;
 }
 
+// What the index keeps of an entry file's meta data.
+cache::Stored stored_of(const cache::EntryMeta& m, uint64_t fs_size) {
+    cache::Stored s;
+    s.valid_until = m.valid_until;
+    s.stale_while_revalidate = m.stale_while_revalidate;
+    s.stale_if_error = m.stale_if_error;
+    s.status = static_cast<uint16_t>(m.status);
+    s.revalidate_always = m.flags & cache::kRevalidateAlways;
+    s.fs_size = fs_size;
+    return s;
+}
+
+// An entry's freshness from the policy's verdict at `now`.
+void set_freshness(cache::EntryMeta& m, const CacheVerdict& v, time_t now) {
+    m.valid_until = v.valid_until;
+    m.stored_at = now;
+    m.age = v.age;
+    m.stale_while_revalidate = v.stale_while_revalidate;
+    m.stale_if_error = v.stale_if_error;
+    m.flags = v.revalidate_always ? uint32_t{cache::kRevalidateAlways} : 0;
+}
+
 // The policy's verdict (cache_policy.h) on the origin's fields for a
 // response of `status`, by the location's settings.
 CacheVerdict verdict_for(int status, std::span<const upstream::TryLog::Field> origin, time_t now, uint8_t ignore,
@@ -275,12 +297,7 @@ bool Fill::begin(CachePath& cp, const cache::Hash& hash, std::string_view key, t
     tmp_path_ = cp.path + "/" + std::string(x.data(), x.size()) + "." + std::to_string(::getpid()) + "." +
                 std::to_string(++counter) + ".tmp";
     cache::EntryMeta m;
-    m.valid_until = v.valid_until;
-    m.stored_at = now;
-    m.age = v.age;
-    m.stale_while_revalidate = v.stale_while_revalidate;
-    m.stale_if_error = v.stale_if_error;
-    m.flags = v.revalidate_always ? uint32_t{cache::kRevalidateAlways} : 0;
+    set_freshness(m, v, now);
     m.status = static_cast<int16_t>(h.status);
     std::string_view lm = find_field(h.fields, "Last-Modified");
     m.last_modified = lm.empty() ? -1 : parse_http_date(lm);
@@ -531,13 +548,7 @@ struct Front::Impl {
         }
         take(f, *e, size);
         // A node the loader has not reached yet (or reset) learns of it.
-        cache::Stored s;
-        s.valid_until = e->meta.valid_until;
-        s.stale_while_revalidate = e->meta.stale_while_revalidate;
-        s.stale_if_error = e->meta.stale_if_error;
-        s.status = static_cast<uint16_t>(e->meta.status);
-        s.revalidate_always = e->meta.flags & cache::kRevalidateAlways;
-        s.fs_size = size;
+        const cache::Stored s = stored_of(e->meta, size);
         std::vector<cache::Hash> ev;
         f.cp_.index->loaded(f.hash_, s, f.now_, f.cp_.inactive, ev);
         remove_files(f.cp_, ev);
@@ -1002,12 +1013,7 @@ Front::Verdict Front::on_head(const OriginHead& h) {
         // (RFC 9111 4.3.4); the stored head and body are served.
         CacheVerdict v = verdict_for(meta_.status, h.fields, now_, cache_ignore_bits(*pc_), cl_, true, r_.mem());
         if (v.store) {
-            meta_.valid_until = v.valid_until;
-            meta_.stored_at = now_;
-            meta_.age = v.age;
-            meta_.stale_while_revalidate = v.stale_while_revalidate;
-            meta_.stale_if_error = v.stale_if_error;
-            meta_.flags = v.revalidate_always ? uint32_t{cache::kRevalidateAlways} : 0;
+            set_freshness(meta_, v, now_);
             refresh_meta();
         }
         if (Impl::serve(*this, CacheStatus::Revalidated)) return Verdict::FromCache;
@@ -1031,13 +1037,7 @@ void Front::refresh_meta() {
     if (::pwrite(fd, h.data(), cache::kHeaderSize, 0) != static_cast<ssize_t>(cache::kHeaderSize))
         log_for_request(r_, log::Level::Crit, errno, "pwrite() \"" + path + "\" failed");
     ::close(fd);
-    cache::Stored s;
-    s.valid_until = meta_.valid_until;
-    s.stale_while_revalidate = meta_.stale_while_revalidate;
-    s.stale_if_error = meta_.stale_if_error;
-    s.status = static_cast<uint16_t>(meta_.status);
-    s.revalidate_always = meta_.flags & cache::kRevalidateAlways;
-    s.fs_size = file_size_;
+    const cache::Stored s = stored_of(meta_, file_size_);
     std::vector<cache::Hash> ev;
     cp_.index->stored(hash_, s, now_, cp_.inactive, ev);
     fill_claimed_ = update_claimed_ = false;
@@ -1512,13 +1512,7 @@ void load_file(CachePath& cp, const std::string& path, std::string_view name, ti
         ::unlink(path.c_str());
         return;
     }
-    cache::Stored s;
-    s.valid_until = e->meta.valid_until;
-    s.stale_while_revalidate = e->meta.stale_while_revalidate;
-    s.stale_if_error = e->meta.stale_if_error;
-    s.status = static_cast<uint16_t>(e->meta.status);
-    s.revalidate_always = e->meta.flags & cache::kRevalidateAlways;
-    s.fs_size = static_cast<uint64_t>(st.st_size);
+    const cache::Stored s = stored_of(e->meta, static_cast<uint64_t>(st.st_size));
     std::vector<cache::Hash> ev;
     cp.index->loaded(h, s, now, cp.inactive, ev);
     remove_files(cp, ev);
