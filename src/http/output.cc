@@ -24,6 +24,7 @@ namespace {
 // A value bound for the head, with CR, LF and NUL percent-encoded
 // (head_text.h); logged when that changed it.
 std::string_view field_text(Request& r, std::string_view name, std::string_view v) {
+    if (v.empty()) return v;  // most of the head's optional parts
     bool changed = false;
     std::string_view out = encode_breaking<breaks_field>(v, r.arena(), &changed);
     if (changed)
