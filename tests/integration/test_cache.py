@@ -855,3 +855,19 @@ def test_a_waiter_takes_over_the_fill_when_the_filling_client_goes_away(cache_se
     assert (r.status, r.body) == (200, b"b" * 100000)
     assert s.get("/w").header("X-Cache") == "HIT"
     assert len(o.requests) == 2
+
+
+def test_a_purge_removes_every_variant_of_the_key(cache_server, origin):
+    o = origin(counting(body_of=lambda req, n: f"{req.header('Accept-Language')} #{n}".encode(),
+                        headers_of=lambda req: [("Cache-Control", "max-age=60"), ("Vary", "Accept-Language")]))
+    s = cache_server(conf(o, extra="map $request_method $purge { PURGE 1; default 0; }",
+                          loc_extra="proxy_cache_purge $purge;"))
+    for lang in ("en", "fr"):
+        s.get("/pv", headers=[("Accept-Language", lang)])
+        assert s.get("/pv", headers=[("Accept-Language", lang)]).header("X-Cache") == "HIT"
+    assert len(entry_files(s)) == 2
+    assert s.get("/pv", method="PURGE").status == 204
+    assert entry_files(s) == []
+    for lang in ("fr", "en"):
+        r = s.get("/pv", headers=[("Accept-Language", lang)])
+        assert r.header("X-Cache") == "MISS" and r.body.startswith(lang.encode())

@@ -655,8 +655,20 @@ struct Front::Impl {
             found = purge_prefix(f.cp_, f.key_.substr(0, f.key_.size() - 1));
         } else {
             std::string path = cache::entry_path(f.cp_.path, f.cp_.levels, f.hash_);
+            // An entry with Vary has variants at other keys (the key, a
+            // newline, their variant): they go too, else a variant
+            // would outlive the purge. Only then is the directory walked.
+            bool vary = false;
+            if (int fd = open_read(path); fd >= 0) {
+                struct stat st;
+                std::string buf;
+                if (::fstat(fd, &st) == 0)
+                    if (auto e = read_header(fd, static_cast<uint64_t>(st.st_size), buf)) vary = !e->vary.empty();
+                ::close(fd);
+            }
             found = ::unlink(path.c_str()) == 0;
             f.cp_.index->forget(f.hash_);
+            if (vary) found |= purge_prefix(f.cp_, std::string(f.key_) + "\n");
         }
         return respond_status(f.r_, found ? 204 : 404);
     }
