@@ -871,3 +871,16 @@ def test_a_purge_removes_every_variant_of_the_key(cache_server, origin):
     for lang in ("fr", "en"):
         r = s.get("/pv", headers=[("Accept-Language", lang)])
         assert r.header("X-Cache") == "MISS" and r.body.startswith(lang.encode())
+
+
+def test_head_on_a_hit_sends_no_body_and_the_connection_goes_on(cache_server, origin):
+    o = origin(counting())
+    s = cache_server(conf(o, path_params="keys_zone=one:1m memory=1m"))
+    s.get("/hd")
+    raw = s.raw(b"HEAD /hd HTTP/1.1\r\nHost: x\r\n\r\nGET /hd HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    head1, rest = raw.split(b"\r\n\r\n", 1)
+    assert b"X-Cache: HIT" in head1 and b"Content-Length: 7" in head1
+    # The next bytes are the second response, not the first one's body.
+    assert rest.startswith(b"HTTP/1.1 200 OK")
+    assert rest.endswith(b"\r\n\r\n/hd #1\n")
+    assert hits(o, "/hd") == 1
