@@ -27,6 +27,14 @@ constexpr bool istarts_with(std::string_view s, std::string_view prefix) {
     return s.size() >= prefix.size() && iequals(s.substr(0, prefix.size()), prefix);
 }
 
+// Without the optional whitespace (spaces and tabs, RFC 9110 5.6.3) at
+// either end: a list element or a field value.
+constexpr std::string_view trim_ows(std::string_view s) {
+    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+    return s;
+}
+
 // Appends text and numbers to memory sized beforehand (a response head in
 // a request arena): what would not fit is cut, never written past `end`;
 // callers size the memory for the worst case.

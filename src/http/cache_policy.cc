@@ -10,14 +10,6 @@ namespace gatehouse::http {
 
 namespace {
 
-bool is_ows(char c) { return c == ' ' || c == '\t'; }
-
-std::string_view trim(std::string_view s) {
-    while (!s.empty() && is_ows(s.front())) s.remove_prefix(1);
-    while (!s.empty() && is_ows(s.back())) s.remove_suffix(1);
-    return s;
-}
-
 // Calls fn(name, value) for each directive of a Cache-Control value:
 // comma-separated, "name" or "name=value" or name="value".
 template <typename Fn>
@@ -26,13 +18,13 @@ void for_each_directive(std::string_view v, Fn fn) {
         size_t comma = v.find(',');
         std::string_view item = v.substr(0, comma);
         v = comma == std::string_view::npos ? std::string_view() : v.substr(comma + 1);
-        item = trim(item);
+        item = trim_ows(item);
         if (item.empty()) continue;
         size_t eq = item.find('=');
-        std::string_view name = trim(item.substr(0, eq));
+        std::string_view name = trim_ows(item.substr(0, eq));
         std::string_view value;
         if (eq != std::string_view::npos) {
-            value = trim(item.substr(eq + 1));
+            value = trim_ows(item.substr(eq + 1));
             if (value.size() >= 2 && value.front() == '"' && value.back() == '"')
                 value = value.substr(1, value.size() - 2);
         }
@@ -115,7 +107,7 @@ CacheVerdict cache_verdict(const CacheInput& in) {
         if (iequals(f.name, "X-Accel-Expires")) {
             // The first one decides; another is ignored [nginx].
             if ((in.ignore & kIgnoreXAccelExpires) || x_accel || x_accel_off) continue;
-            std::string_view s = trim(f.value);
+            std::string_view s = trim_ows(f.value);
             bool at = !s.empty() && s[0] == '@';
             int64_t n = parse_delta_seconds(at ? s.substr(1) : s);
             if (n < 0) continue;  // not a number: as if absent
@@ -131,7 +123,7 @@ CacheVerdict cache_verdict(const CacheInput& in) {
             if ((in.ignore & kIgnoreExpires) || expires_seen) continue;
             expires_seen = true;
             // An invalid date means "already expired" (RFC 9111 5.3).
-            time_t t = parse_http_date(trim(f.value));
+            time_t t = parse_http_date(trim_ows(f.value));
             expires = t < 0 ? 0 : t;
         } else if (iequals(f.name, "Set-Cookie")) {
             if (!(in.ignore & kIgnoreSetCookie)) return refuse("Set-Cookie");
@@ -143,7 +135,7 @@ CacheVerdict cache_verdict(const CacheInput& in) {
         } else if (iequals(f.name, "ETag") || iequals(f.name, "Last-Modified")) {
             validator = true;
         } else if (iequals(f.name, "Age")) {
-            int64_t a = parse_delta_seconds(trim(f.value));
+            int64_t a = parse_delta_seconds(trim_ows(f.value));
             if (a > 0) v.age = clamp32(a);
         }
     }

@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <ctime>
 
+#include "core/str.h"
+
 namespace gatehouse::http {
 
 namespace {
@@ -86,12 +88,6 @@ time_t make_time(int y, int mo, int d, int h, int mi, int s) {
     return static_cast<time_t>(days_from_epoch(y, mo, d) * 86400 + h * 3600 + mi * 60 + s);
 }
 
-std::string_view trim(std::string_view s) {
-    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-    return s;
-}
-
 bool is_weak(std::string_view tag) { return tag.size() >= 2 && tag[0] == 'W' && tag[1] == '/'; }
 
 }  // namespace
@@ -108,7 +104,7 @@ std::string_view format_http_date(time_t t, char* out) {
 }
 
 time_t parse_http_date(std::string_view s) {
-    s = trim(s);
+    s = trim_ows(s);
     DateScanner sc(s);
     int y = 0, mo = 0, d = 0, h = 0, mi = 0, sec = 0;
     sc.skip_alpha();  // the day name: not checked against the date
@@ -174,7 +170,7 @@ PreconditionResult evaluate_preconditions(const Preconditions& p, time_t last_mo
                                           IfModifiedSince ims_mode) {
     // RFC 9110 13.2.2, steps 1 to 4.
     if (p.if_match) {
-        std::string_view v = trim(*p.if_match);
+        std::string_view v = trim_ows(*p.if_match);
         if (v != "*" && !etag_list_matches(v, etag, TagMatch::Strong)) return PreconditionResult::Failed;
     } else if (p.if_unmodified_since && last_modified != -1) {
         time_t t = parse_http_date(*p.if_unmodified_since);
@@ -182,7 +178,7 @@ PreconditionResult evaluate_preconditions(const Preconditions& p, time_t last_mo
     }
 
     if (p.if_none_match) {
-        std::string_view v = trim(*p.if_none_match);
+        std::string_view v = trim_ows(*p.if_none_match);
         if (v == "*" || etag_list_matches(v, etag, TagMatch::Weak))
             return safe_method ? PreconditionResult::NotModified : PreconditionResult::Failed;
         return PreconditionResult::Proceed;

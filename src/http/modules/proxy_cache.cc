@@ -79,21 +79,17 @@ void remove_files(CachePath& cp, const std::vector<cache::Hash>& hs) {
     }
 }
 
-bool is_stored_hop(std::string_view name) {
-    // The framing is redone from the body's length when served; the
-    // hop-by-hop fields were the origin connection's.
-    return proxy::is_hop_by_hop_response(name);
-}
-
 // The head an entry keeps: the status line and the origin's fields, in
-// order, CRLF-separated.
+// order, CRLF-separated, without the hop-by-hop ones (they were the
+// origin connection's; the framing is redone from the body's length when
+// served).
 std::string stored_head(const OriginHead& h) {
     std::string out = "HTTP/1.1 " + std::to_string(h.status);
     out += ' ';
     out += h.reason.empty() ? reason_phrase(h.status) : h.reason;
     out += "\r\n";
     for (const auto& f : h.fields) {
-        if (is_stored_hop(f.name)) continue;
+        if (proxy::is_hop_by_hop_response(f.name)) continue;
         out += f.name;
         out += ": ";
         out += f.value;
@@ -192,12 +188,6 @@ bool purge_prefix(CachePath& cp, std::string_view prefix) {
     return any;
 }
 
-std::string_view trim(std::string_view s) {
-    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-    return s;
-}
-
 std::string_view request_field(const Request& r, std::string_view name) {
     for (const HeaderField& f : r.headers)
         if (iequals(f.name, name)) return f.value;
@@ -260,7 +250,7 @@ cache::Hash variant_of(const Fields& fields, std::string_view vary) {
     while (i < vary.size()) {
         size_t comma = vary.find(',', i);
         if (comma == std::string_view::npos) comma = vary.size();
-        std::string_view name = trim(vary.substr(i, comma - i));
+        std::string_view name = trim_ows(vary.substr(i, comma - i));
         i = comma + 1;
         if (name.empty()) continue;
         for (char c : name) text += static_cast<char>(ascii_lower(c));
@@ -895,12 +885,15 @@ CachePath* path_for(Request& r, const CacheLocConf& cl, bool* unknown) {
 }
 
 std::string_view default_key(Request& r, std::string_view proxy_host) {
-    // $scheme$proxy_host$request_uri
-    std::pmr::string k(r.mem());
-    k += r.stream().tls() ? "https" : "http";
-    k += proxy_host;
-    k += r.unparsed_uri;
-    return r.arena().dup(k);
+    // $scheme$proxy_host$request_uri, written once into the arena.
+    const std::string_view scheme = r.stream().tls() ? "https" : "http";
+    const size_t n = scheme.size() + proxy_host.size() + r.unparsed_uri.size();
+    char* const out = static_cast<char*>(r.arena().alloc(n, 1));
+    FixedWriter w{out, out + n};
+    w.put(scheme);
+    w.put(proxy_host);
+    w.put(r.unparsed_uri);
+    return {out, n};
 }
 
 }  // namespace
@@ -925,7 +918,7 @@ Next Front::begin(Request& r, const ProxyConf& pc, const proxy::Pass& pass, std:
         // first: proxied as asked, without the cache.
         std::string_view range = request_field(r, "Range");
         if (range.size() > 6 && range.substr(0, 6) == "bytes=") {
-            auto off = conf::parse_number(trim(range.substr(6, range.find('-') - 6)));
+            auto off = conf::parse_number(trim_ows(range.substr(6, range.find('-') - 6)));
             if (off && *off > *cl.max_range_offset) return Next::Decline;
         }
     }
@@ -1110,15 +1103,6 @@ bool Front::on_error(int status, bool timeout) {
 }
 
 void Front::on_truncated() { fill_.drop(); }
-
-void Front::end() {
-    fill_.drop();
-    event::worker_loop().cancel(wait_timer_);
-    if (fill_claimed_ || update_claimed_) {
-        cp_.index->release(hash_);
-        fill_claimed_ = update_claimed_ = false;
-    }
-}
 
 }  // namespace proxy_cache
 }  // namespace gatehouse::http

@@ -255,9 +255,6 @@ public:
     bool on_error(int status, bool timeout);
     // The response was cut short: nothing is stored.
     void on_truncated();
-    // The request goes (its end, or an abort): a fill in progress is
-    // dropped, claims are released.
-    void end();
 
     CacheStatus status() const { return status_; }
     // The stale entry answered and a background update is due
@@ -269,6 +266,8 @@ public:
 
     // Made by begin() only (public for the arena's make).
     Front(Request& r, CachePath& cp, const CacheLocConf& cl) : r_(r), cp_(cp), cl_(cl) {}
+    // With the request (its end, or an abort): a fill in progress is
+    // dropped, claims still held are released.
     ~Front();
     Front(const Front&) = delete;
     Front& operator=(const Front&) = delete;
