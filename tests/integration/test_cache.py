@@ -541,7 +541,7 @@ def test_a_worker_killed_during_a_fill_leaves_no_partial_entry(cache_server, ori
     sock.close()
     assert entry_files(s) == []
     r = s.get("/slow")
-    assert r.status == 200 and r.body == b"b" * 100000 and r.header("X-Cache") in ("MISS", "EXPIRED")
+    assert r.status == 200 and r.body == b"b" * 100000 and r.header("X-Cache") == "MISS"
     r = s.get("/slow")
     assert r.header("X-Cache") == "HIT" and r.body == b"b" * 100000
 
@@ -608,8 +608,8 @@ def test_proxy_cache_at_server_level_is_inherited_and_the_zone_may_come_later(ca
     s.get("/in")
     r = s.get("/in")
     assert r.header("X-Cache") == "HIT"
-    # One "Accept-Ranges", the origin's or ours.
-    assert len(r.all("Accept-Ranges")) <= 1
+    # One "Accept-Ranges" (ours: the origin sent none).
+    assert len(r.all("Accept-Ranges")) == 1
     s.get("/off")
     assert s.get("/off").header("X-Cache") is None and hits(o, "/off") == 2
 
