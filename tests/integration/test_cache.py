@@ -884,3 +884,11 @@ def test_head_on_a_hit_sends_no_body_and_the_connection_goes_on(cache_server, or
     assert rest.startswith(b"HTTP/1.1 200 OK")
     assert rest.endswith(b"\r\n\r\n/hd #1\n")
     assert hits(o, "/hd") == 1
+
+
+def test_the_origins_accept_ranges_is_not_doubled(cache_server, origin):
+    o = origin(counting(headers_of=lambda req: [("Cache-Control", "max-age=60"), ("Accept-Ranges", "bytes")]))
+    s = cache_server(conf(o))
+    for want in ("MISS", "HIT"):
+        r = s.get("/ar")
+        assert r.header("X-Cache") == want and r.all("Accept-Ranges") == ["bytes"]
