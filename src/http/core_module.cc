@@ -264,6 +264,25 @@ Status set_large_buffers(Ctx& cx, const Node& n, SrvConf& sc) {
     return {};
 }
 
+Status set_server_tokens(Ctx& cx, const Node& n, LocConf& lc) {
+    if (lc.server_tokens) return cx.duplicate(n);
+    std::string_view v = n.args[0].text;
+    if (v == "off") lc.server_tokens = 0;
+    else if (v == "on") lc.server_tokens = 1;
+    else if (v == "build") lc.server_tokens = 2;
+    else return cx.error(n, "invalid value \"" + std::string(v) + "\" in \"server_tokens\" directive, it must be \"on\", \"off\" or \"build\"");
+    return {};
+}
+
+Status set_satisfy(Ctx& cx, const Node& n, LocConf& lc) {
+    if (lc.satisfy_any) return cx.duplicate(n);
+    std::string_view v = n.args[0].text;
+    if (v == "all") lc.satisfy_any = false;
+    else if (v == "any") lc.satisfy_any = true;
+    else return cx.error(n, "invalid value \"" + std::string(v) + "\" in \"satisfy\" directive, it must be \"all\" or \"any\"");
+    return {};
+}
+
 Status set_keepalive_timeout(Ctx& cx, const Node& n, LocConf& lc) {
     if (lc.keepalive_timeout) return cx.duplicate(n);
     auto t = conf::parse_duration(n.args[0].text);
@@ -400,7 +419,8 @@ void merge_loc(const LocConf& up, LocConf& c) {
     conf::inherit(c.lingering_close, up.lingering_close, 1);
     conf::inherit(c.lingering_time, up.lingering_time, 30s);
     conf::inherit(c.lingering_timeout, up.lingering_timeout, 5s);
-    conf::inherit(c.server_tokens, up.server_tokens, true);
+    conf::inherit(c.server_tokens, up.server_tokens, 1);
+    conf::inherit(c.satisfy_any, up.satisfy_any, false);
     conf::inherit(c.tcp_nodelay, up.tcp_nodelay, true);
     conf::inherit(c.chunked_transfer_encoding, up.chunked_transfer_encoding, true);
     conf::inherit(c.absolute_redirect, up.absolute_redirect, true);
@@ -627,7 +647,8 @@ constexpr conf::Directive kDirectives[] = {
     {"lingering_close", conf::kHttpSrvLoc, conf::Take1, conf::custom<set_lingering_close>()},
     {"lingering_time", conf::kHttpSrvLoc, conf::Take1, conf::duration<&LocConf::lingering_time>()},
     {"lingering_timeout", conf::kHttpSrvLoc, conf::Take1, conf::duration<&LocConf::lingering_timeout>()},
-    {"server_tokens", conf::kHttpSrvLoc, conf::Take1, conf::flag<&LocConf::server_tokens>()},
+    {"server_tokens", conf::kHttpSrvLoc, conf::Take1, conf::custom<set_server_tokens>()},
+    {"satisfy", conf::kHttpSrvLoc, conf::Take1, conf::custom<set_satisfy>()},
     {"tcp_nodelay", conf::kHttpSrvLoc, conf::Take1, conf::flag<&LocConf::tcp_nodelay>()},
     {"chunked_transfer_encoding", conf::kHttpSrvLoc, conf::Take1,
      conf::flag<&LocConf::chunked_transfer_encoding>()},

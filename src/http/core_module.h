@@ -104,7 +104,8 @@ struct LocConf {
     std::optional<uint8_t> lingering_close;             // "lingering_close": 0 off, 1 on, 2 always
     std::optional<conf::Duration> lingering_time;       // "lingering_time"
     std::optional<conf::Duration> lingering_timeout;    // "lingering_timeout"
-    std::optional<bool> server_tokens;                  // "server_tokens"
+    std::optional<uint8_t> server_tokens;               // "server_tokens": 0 off, 1 on, 2 build
+    std::optional<bool> satisfy_any;                    // "satisfy": all (false) or any
     std::optional<bool> tcp_nodelay;                    // "tcp_nodelay"
     std::optional<bool> chunked_transfer_encoding;      // "chunked_transfer_encoding"
     std::optional<bool> absolute_redirect;              // "absolute_redirect"

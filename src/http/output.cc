@@ -208,7 +208,12 @@ std::string_view reason_phrase(int status) {
 }
 
 std::string_view server_token(const Request& r) {
-    return *r.loc_conf<LocConf>(http_core_module).server_tokens ? "gatehouse/" GH_VERSION : "gatehouse";
+    // "build" adds the name given to configure --build, as nginx's does.
+    switch (*r.loc_conf<LocConf>(http_core_module).server_tokens) {
+        case 0: return "gatehouse";
+        case 2: return GH_BUILD[0] ? "gatehouse/" GH_VERSION " (" GH_BUILD ")" : "gatehouse/" GH_VERSION;
+        default: return "gatehouse/" GH_VERSION;
+    }
 }
 
 std::string_view http_date_now() {

@@ -61,7 +61,7 @@ std::string_view reason_phrase(int status);
 // nginx's 495-497 are sent as 400 with a page of their own.
 inline bool is_tls_400(int status) { return status >= 495 && status <= 497; }
 // The Server field's value: "gatehouse" or, with server_tokens on,
-// "gatehouse/VERSION".
+// "gatehouse/VERSION" (build: and " (NAME)" of configure --build=NAME).
 std::string_view server_token(const Request& r);
 // The Date field's value now, cached for the second.
 std::string_view http_date_now();

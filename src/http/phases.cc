@@ -137,6 +137,16 @@ Next post_rewrite(Request& r) {
 
 Next no_content(Request& r);
 
+// After the Access phase: under "satisfy any", every check that ran
+// denied (none granted, or the phase would have been left by Proceed
+// with access_code cleared).
+Next post_access(Request& r) {
+    if (r.access_code == 0) return Next::Decline;
+    int status = r.access_code;
+    r.access_code = 0;
+    return respond_status(r, status);
+}
+
 // A location with a handler of its own ("proxy_pass" and the like) is
 // answered by it alone, as nginx's per-location content handler.
 Next location_content(Request& r) {
@@ -219,6 +229,7 @@ void build_phase_engine(HttpMainConf& m) {
     add_step(post_rewrite);
     add_phase(Phase::Preaccess);
     add_phase(Phase::Access);
+    add_step(post_access);
     add_phase(Phase::Precontent);
     add_step(location_content);
     add_phase(Phase::Content);
@@ -303,6 +314,19 @@ void run_phases(Request& r) {
             case Next::Respond: finalize_response(r); return;
         }
     }
+}
+
+Next access_granted(Request& r) {
+    if (!*r.loc_conf<LocConf>(http_core_module).satisfy_any) return Next::Decline;
+    r.access_code = 0;
+    return Next::Proceed;
+}
+
+Next access_denied(Request& r, int status) {
+    if (!*r.loc_conf<LocConf>(http_core_module).satisfy_any || (status != 401 && status != 403))
+        return respond_status(r, status);
+    if (r.access_code != 401) r.access_code = static_cast<uint16_t>(status);
+    return Next::Decline;
 }
 
 void post_resume(Request& r) { event::worker_loop().post(r.resume_ev); }

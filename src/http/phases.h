@@ -52,6 +52,19 @@ Next named_redirect(Request& r, std::string_view name);
 // response, Redirect continues the phases from the loop, Suspend waits.
 void continue_request(Request& r, Next n);
 
+// Access-phase handlers (allow/deny, auth_basic, auth_request) give
+// their verdict through these two, so that "satisfy" is decided in one
+// place [nginx ngx_http_core_access_phase]. A handler with nothing to
+// check (no rules here) returns Next::Decline itself.
+//  - satisfy all: granted goes on to the next check (Decline); denied
+//    answers `status` at once (401 or 403, or 500 for a failed check).
+//  - satisfy any: granted ends the phase (Proceed); a denial (401/403) is
+//    remembered and the next check runs; when none grants, the request
+//    gets the remembered status (401 wins over 403, so that a client
+//    that could authenticate is asked to). A 500 answers at once.
+Next access_granted(Request& r);
+Next access_denied(Request& r, int status);
+
 // The Log phase: every module's handler, once the response is complete or
 // the request was cut short. The stream calls it before it lets the
 // request go.

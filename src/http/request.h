@@ -250,6 +250,9 @@ public:
     uint16_t phase_index = 0;      // into the generation's flat handler array
     uint8_t uri_changes = 11;      // nginx: 10 internal redirects, then 500
     bool uri_changed = false;      // a rewrite changed uri: find the location again
+    // "satisfy any": the status of the access checks that denied so far
+    // (0: none did); see access_denied().
+    uint16_t access_code = 0;
     // False after "rewrite ... break": the URI no longer maps onto the
     // location's prefix, so proxy_pass sends it whole [nginx valid_location].
     bool valid_location = true;

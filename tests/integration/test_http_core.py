@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from gh_server import Response, poll, server  # noqa: F401  (fixture)
+from gh_server import Response, Server, poll, server  # noqa: F401  (fixture)
 
 
 def exchange(port, data, timeout=10.0):
@@ -479,6 +479,19 @@ def test_server_tokens_off_hides_the_version(server):
     s = server(BASIC.replace("server {", "server_tokens off;\n    server {"))
     r = s.get("/a")
     assert r.header("Server") == "gatehouse"
+
+
+def test_server_tokens_build_and_bad_value(server, tmp_path):
+    # Without configure --build the build's name is absent: as "on".
+    s = server(BASIC.replace("server {", "server_tokens build;\n    server {"))
+    r = s.get("/a")
+    assert r.header("Server").startswith("gatehouse/")
+    assert "(" not in r.header("Server")
+    bad = Server(tmp_path / "bad", "server { listen 127.0.0.1:PORT; }\nserver_tokens maybe;\n")
+    rc, err = bad.test_config()
+    assert rc != 0
+    assert 'invalid value "maybe" in "server_tokens" directive, it must be "on", "off" or "build"' in err
+    assert "gatehouse.conf:" in err
 
 
 def test_send_timeout_closes_a_client_that_stops_reading(server):
