@@ -287,6 +287,11 @@ public:
     int error_page_status = 0;
     bool no_error_page = false; // answering a malformed request: no error_page
     bool use_sendfile = false;  // file buffers go out with sendfile() ("sendfile on")
+    // Bytes per second the body may go out at, 0 for no limit; set: chosen
+    // by "set $limit_rate" or the origin's X-Accel-Limit-Rate, so the
+    // limit_rate directive no longer decides (limit_rate.cc).
+    uint64_t limit_rate = 0;
+    bool limit_rate_set = false;
     std::string_view err_reason;  // why a 4xx/5xx was produced, for the info log
     OutputState output;
 

@@ -52,6 +52,7 @@ int VarTable::index(std::string_view name, const conf::Node& where) {
         v.get = d->get;
         v.arg = d->arg;
         v.flags = d->flags;
+        v.set = d->set;
         if (d->flags & kVarPrefix) {
             suffix_text_.push_back(std::make_unique<std::string>(suffix));
             suffixes_.push_back(std::make_unique<std::string_view>(*suffix_text_.back()));
@@ -76,6 +77,7 @@ int VarTable::define_user(std::string_view name) {
         v.get = d->get;
         v.arg = d->arg;
         v.flags = d->flags;
+        v.set = d->set;
     } else {
         v.user = true;
     }
@@ -94,6 +96,7 @@ int VarTable::define(std::string_view name, VarGetter get, uintptr_t arg, uint8_
             v.get = get;
             v.arg = arg;
             v.flags = flags;
+            v.set = nullptr;
             v.suffix = nullptr;
             return static_cast<int>(i);
         }
@@ -122,6 +125,12 @@ Status VarTable::check() const {
     for (const Var& v : vars_)
         if (!v.get && !v.user) return make_error("unknown \"" + v.name + "\" variable in " + v.first_use);
     return {};
+}
+
+void set_var(Request& r, int index, std::string_view value) {
+    r.vars[index] = VarValue{value, true, false};
+    const VarTable::Var& def = http_main(r.main_confs)->vars.var(index);
+    if (def.set) def.set(r, value, def.arg);
 }
 
 const VarValue& get_var(Request& r, int index) {
@@ -384,6 +393,7 @@ void v_request(Request& r, VarValue& v, uintptr_t) { set(v, r.request_line); }
 void v_request_uri(Request& r, VarValue& v, uintptr_t) { set(v, r.unparsed_uri); }
 void v_uri(Request& r, VarValue& v, uintptr_t) { set(v, r.uri); }
 void v_args(Request& r, VarValue& v, uintptr_t) { set(v, r.args); }
+void set_args(Request& r, std::string_view v, uintptr_t) { r.args = v; }
 void v_is_args(Request& r, VarValue& v, uintptr_t) { set(v, r.args.empty() ? "" : "?"); }
 void v_scheme(Request& r, VarValue& v, uintptr_t) { set(v, r.stream().tls() ? "https" : "http"); }
 void v_https(Request& r, VarValue& v, uintptr_t) { set(v, r.stream().tls() ? "on" : ""); }
@@ -585,7 +595,7 @@ extern const VariableDef kCoreVariables[] = {
     {"request_uri", v_request_uri},
     {"uri", v_uri, 0, kVarNoCache},
     {"document_uri", v_uri, 0, kVarNoCache},
-    {"args", v_args, 0, kVarNoCache | kVarSettable},
+    {"args", v_args, 0, kVarNoCache | kVarSettable, set_args},
     {"query_string", v_args, 0, kVarNoCache},
     {"is_args", v_is_args, 0, kVarNoCache},
     {"scheme", v_scheme},

@@ -29,6 +29,10 @@ namespace gatehouse::http {
 // Fills v for request r. `arg` is the VariableDef's data, or, for prefix
 // variables, a pointer to a std::string_view holding the rest of the name.
 using VarGetter = void (*)(Request& r, VarValue& v, uintptr_t arg);
+// Called by "set" for a settable variable that is more than a stored
+// value ($args changes the request's arguments, $limit_rate its rate);
+// `v` lives in r's arena or the generation.
+using VarSetter = void (*)(Request& r, std::string_view v, uintptr_t arg);
 
 enum VarFlags : uint8_t {
     kVarPrefix = 1,   // name is a prefix ("http_")
@@ -41,6 +45,7 @@ struct VariableDef {
     VarGetter get = nullptr;
     uintptr_t arg = 0;
     uint8_t flags = 0;
+    VarSetter set = nullptr;  // with kVarSettable: what "set" does besides storing
 };
 
 // The variables of one configuration generation. Kept in HttpMainConf.
@@ -78,6 +83,7 @@ public:
         VarGetter get = nullptr;
         uintptr_t arg = 0;
         uint8_t flags = 0;
+        VarSetter set = nullptr;
         bool user = false;          // defined by "set"
         std::string first_use;      // file:line
         std::string_view* suffix = nullptr;  // for prefix variables
@@ -112,6 +118,9 @@ struct CaptureRegex {
 
 // The value of variable `index` for r; computed on first use.
 const VarValue& get_var(Request& r, int index);
+// "set": stores v as the variable's value and runs its setter, if any.
+// `index` came from VarTable::assignable(); v lives as long as r.
+void set_var(Request& r, int index, std::string_view v);
 
 // A string compiled from config text. Literal parts are views into the
 // ComplexValue's own copy; it belongs to the generation.

@@ -181,6 +181,7 @@ enum IgnoreHeaders : uint8_t {
     kIgnoreCacheControl = 1 << 3,
     kIgnoreSetCookie = 1 << 4,
     kIgnoreVary = 1 << 5,
+    kIgnoreXAccelLimitRate = 1 << 6,
 };
 
 }  // namespace proxy

@@ -2,6 +2,7 @@
 // client's (copy_response_head), with proxy_redirect (rewrite_redirect).
 // The origin's bytes themselves are the upstream::Client's business.
 #include <algorithm>
+#include <charconv>
 #include <cstring>
 #include <string>
 
@@ -91,6 +92,19 @@ void copy_response_head(Request& r, const ProxyConf& pc, const Pass& pass, int s
         if (iequals(x.name, "X-Accel-Buffering") && !(*pc.ignore_headers & kIgnoreXAccelBuffering)) {
             if (iequals(x.value, "no")) *accel_buffering = false;
             else if (iequals(x.value, "yes")) *accel_buffering = true;
+        }
+        if (iequals(x.name, "X-Accel-Limit-Rate") && !(*pc.ignore_headers & kIgnoreXAccelLimitRate)) {
+            // Bytes per second for this response, or "off" [nginx]; it
+            // outranks limit_rate (limit_rate.cc).
+            uint64_t rate = 0;
+            if (!iequals(x.value, "off")) {
+                auto [end, ec] = std::from_chars(x.value.data(), x.value.data() + x.value.size(), rate);
+                if (ec != std::errc() || end != x.value.data() + x.value.size()) rate = UINT64_MAX;
+            }
+            if (rate != UINT64_MAX) {
+                r.limit_rate = rate;
+                r.limit_rate_set = true;
+            }
         }
         if (status == 101 && iequals(x.name, "Upgrade")) {
             out.headers.push_back({x.name, x.value});

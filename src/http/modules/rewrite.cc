@@ -299,7 +299,6 @@ struct IfOp {
 struct SetOp {
     int var = -1;
     ComplexValue value;
-    bool args = false;  // "set $args": the request's args change too
 };
 
 using Instr = std::variant<RewriteOp, ReturnOp, BreakOp, IfOp, SetOp>;
@@ -422,7 +421,6 @@ Status set_set(Ctx& cx, const Node& n, RewriteLocConf& c) {
     SetOp op;
     op.var = http_conf(cx).vars.assignable(name);
     if (op.var < 0) return cx.error(n, "the duplicate \"" + std::string(name) + "\" variable");
-    op.args = name == "args";
     auto cv = ComplexValue::compile(cx, n, n.args[1].text);
     if (!cv) return cv.error();
     op.value = std::move(*cv);
@@ -678,9 +676,7 @@ Next run(Request& r, const Program& p, const RewriteLocConf& conf) {
             }
             ++pc;
         } else if (const auto* op = std::get_if<SetOp>(&in)) {
-            std::string_view v = op->value.eval(r);
-            r.vars[op->var] = VarValue{v, true, false};
-            if (op->args) r.args = v;
+            set_var(r, op->var, op->value.eval(r));
             ++pc;
         } else if (const auto* op = std::get_if<ReturnOp>(&in)) {
             return run_return(r, *op);
