@@ -218,6 +218,11 @@ public:
     // instead of when the response is written [nginx
     // ngx_http_upstream_check_broken_connection].
     bool abort_on_client_close = false;
+    // The request works for others too (a cache fill that requests
+    // collapsed on wait for): a client that goes away does not end it.
+    // The stream then goes on without the client, dropping the output,
+    // until the response ends (stream.h, "Orphans").
+    bool outlive_client = false;
 
     // ---- routing -----------------------------------------------------------
     SrvConf* srv = nullptr;

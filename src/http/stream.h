@@ -28,6 +28,13 @@
 //    no handler read is discarded by the stream after the response, or
 //    the connection is closed. Errors (413, 400, 408) are answered by the
 //    stream through the response path; the sink is not called again.
+//  - Orphans. When the client goes away (a failed write, a close seen
+//    while an origin works) and the request has outlive_client set, with
+//    its body all read, the stream does not end it: it stops talking to
+//    the client, accepts and drops the output (output_pending() is 0,
+//    a producer that waited for room is told it drained) and finishes the
+//    request, Log phase included, when the last Buf arrives or abort() is
+//    called. closed() stays false meanwhile.
 //  - Tunnels. After a 101 response has left (output_pending() == 0),
 //    open_tunnel() turns the stream into a byte pipe (an event::Duplex)
 //    until the Duplex is closed, which ends the request.

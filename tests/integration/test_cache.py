@@ -822,19 +822,19 @@ def test_an_uncached_range_goes_to_the_origin_and_the_entry_is_filled_apart(cach
     assert sorted(q.header("Range") or "-" for q in o.requests) == ["-", "bytes=500000-500009"]
 
 
-def test_a_waiter_takes_over_the_fill_when_the_filling_client_goes_away(cache_server, origin):
-    first = threading.Event()
+def test_a_client_that_goes_away_does_not_end_the_fill_others_wait_for(cache_server, origin):
+    # nginx reads a cacheable response to its end after the client's
+    # error; the request waiting on the lock gets it without a second
+    # origin request.
+    gone = threading.Event()
 
     def handler(conn, req):
-        if not first.is_set():
-            first.set()
-            conn.sendall(response(200, b"", [("Cache-Control", "max-age=60"), ("Content-Length", "100000")],
-                                  length=False))
-            conn.sendall(b"a" * 1000)
-            time.sleep(3)
-            return False
-        conn.sendall(response(200, b"b" * 100000, [("Cache-Control", "max-age=60")]))
-        return True
+        conn.sendall(response(200, b"", [("Cache-Control", "max-age=60"), ("Content-Length", "100000")],
+                              length=False))
+        conn.sendall(b"a" * 1000)
+        gone.wait(10)
+        conn.sendall(b"a" * 99000)
+        return False
 
     o = origin(handler)
     s = cache_server(conf(o, loc_extra="proxy_cache_lock on; proxy_cache_lock_timeout 20s;"))
@@ -848,12 +848,46 @@ def test_a_waiter_takes_over_the_fill_when_the_filling_client_goes_away(cache_se
     # outside shows it, and the outcome the user sees is the same if it
     # came after the filling client went away.
     time.sleep(0.3)
-    assert len(o.requests) == 1
     a.close()
+    assert poll(lambda: "client closed connection; the response goes on for the cache" in s.error_log())
+    gone.set()
     t.join(10)
     r = waiter[0]
-    assert (r.status, r.body) == (200, b"b" * 100000)
-    assert s.get("/w").header("X-Cache") == "HIT"
+    assert (r.status, r.body) == (200, b"a" * 100000)
+    h = s.get("/w")
+    assert (h.header("X-Cache"), h.body) == ("HIT", b"a" * 100000)
+    assert len(o.requests) == 1
+
+
+def test_an_orphaned_fill_cut_by_the_origin_stores_nothing_and_logs_its_request(cache_server, origin):
+    gone = threading.Event()
+    first = threading.Event()
+
+    def handler(conn, req):
+        if first.is_set():
+            conn.sendall(response(200, b"c" * 5000, [("Cache-Control", "max-age=60")]))
+            return True
+        first.set()
+        conn.sendall(response(200, b"", [("Cache-Control", "max-age=60"), ("Content-Length", "5000")],
+                              length=False))
+        conn.sendall(b"x" * 1000)
+        gone.wait(10)
+        return False  # cut at 1000 of 5000 bytes
+
+    o = origin(handler)
+    s = cache_server(conf(o, extra="log_format st '$uri $status $upstream_cache_status';"
+                                   "access_log logs/st.log st;"))
+    a = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+    a.sendall(b"GET /cut HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert a.recv(100)
+    a.close()
+    assert poll(lambda: "client closed connection; the response goes on for the cache" in s.error_log())
+    gone.set()
+    assert poll(lambda: "upstream prematurely closed connection" in s.error_log())
+    s.wait_lines("st.log", 1)
+    assert s.read_log("st.log").decode().split("\n")[0] == "/cut 200 MISS"
+    r = s.get("/cut")
+    assert (r.status, r.body, r.header("X-Cache")) == (200, b"c" * 5000, "MISS")
     assert len(o.requests) == 2
 
 

@@ -1071,6 +1071,7 @@ void Front::after_head() {
 
 void Front::on_body(const Chain& data) {
     if (fill_.body(data) == Fill::Step::Stored) fill_claimed_ = update_claimed_ = false;
+    r_.outlive_client = fill_.active();
 }
 
 void Front::start_fill(const OriginHead& h, const CacheVerdict& v) {
@@ -1089,10 +1090,15 @@ void Front::start_fill(const OriginHead& h, const CacheVerdict& v) {
         secondary_ = false;
     }
     fill_.begin(cp_, hash_, key_, now_, h, v, vary, variant);
+    // A client that leaves now does not end the fill: others may wait
+    // for it, and the origin's work is not wasted [nginx reads a
+    // cacheable response to its end after the client's write error].
+    r_.outlive_client = fill_.active();
 }
 
 bool Front::on_error(int status, bool timeout) {
     fill_.drop();
+    r_.outlive_client = false;
     if (!have_entry_) return false;
     const uint16_t us = *cl_.use_stale;
     const bool listed = timeout ? (us & kStaleTimeout) : (us & (kStaleError | kStaleInvalidHeader));
@@ -1102,7 +1108,10 @@ bool Front::on_error(int status, bool timeout) {
     return Impl::serve(*this, CacheStatus::Stale);
 }
 
-void Front::on_truncated() { fill_.drop(); }
+void Front::on_truncated() {
+    fill_.drop();
+    r_.outlive_client = false;
+}
 
 }  // namespace proxy_cache
 }  // namespace gatehouse::http

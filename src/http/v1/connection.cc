@@ -259,8 +259,27 @@ uint16_t Connection::local_port() {
     return local_port_;
 }
 
+bool Connection::orphan() {
+    if (state_ != State::Processing || !req_ || !req_->outlive_client || req_->done) return false;
+    // A body still on its way cannot be left unread on a live request.
+    if (req_->has_body && !body_done_) return false;
+    GH_LOG(Info, "client closed connection; the response goes on for the cache");
+    state_ = State::Orphan;
+    event::worker_loop().cancel(c_.read_timer);
+    event::worker_loop().cancel(c_.write_timer);
+    event::worker_loop().unpost(flush_ev_);
+    // Nothing more goes to or comes from the client; the slot and the
+    // buffers the request's views point into stay until it ends.
+    ::shutdown(c_.fd(), SHUT_RDWR);
+    if (out_) out_->clear();
+    // A producer or a filter that waited for room goes on.
+    event::worker_loop().post(drain_ev_);
+    return true;
+}
+
 void Connection::close_connection() {
     if (state_ == State::Closed) return;
+    if (orphan()) return;
     state_ = State::Closed;
     closing_ = true;
     event::worker_loop().unpost(drain_ev_);
@@ -320,6 +339,7 @@ void Connection::on_read() {
                 abort();
             }
             break;
+        case State::Orphan:
         case State::Tunnel:
         case State::Closed:
             break;
@@ -567,6 +587,7 @@ void Connection::start_request(size_t head_len) {
 // ---- output ----------------------------------------------------------------
 
 Flow Connection::send_head(Request& r, const ResponseHead& h) {
+    if (state_ == State::Orphan) return Flow::Pass;
     if (state_ != State::Processing) return Flow::Fail;
     auto& lc = r.loc_conf<LocConf>(http_core_module);
     const bool no_body = h.status == 304 || h.status == 204 || h.status < 200;
@@ -689,6 +710,11 @@ Flow Connection::send_head(Request& r, const ResponseHead& h) {
 }
 
 Flow Connection::send_body(Request& r, Chain& in) {
+    if (state_ == State::Orphan) {
+        if (in.last()) event::worker_loop().post(finish_ev_);
+        in.clear();
+        return Flow::Pass;
+    }
     if (state_ != State::Processing) return Flow::Fail;
     if (!out_) out_ = r.arena().make<event::ChainWriter>(r.mem());
     const bool last = in.last();
@@ -805,10 +831,11 @@ void Connection::on_write() {
 
 void Connection::on_drained() {
     log::Scope scope(&log_ctx_);
-    if (state_ == State::Processing && req_ && output_pending() == 0) output_drained(*req_);
+    if ((state_ == State::Processing || state_ == State::Orphan) && req_ && output_pending() == 0)
+        output_drained(*req_);
 }
 
-size_t Connection::output_pending() const { return out_ ? out_->pending() : 0; }
+size_t Connection::output_pending() const { return out_ && state_ != State::Orphan ? out_->pending() : 0; }
 
 event::Duplex& Connection::open_tunnel(event::Callback on_ready, std::string_view* leftover) {
     state_ = State::Tunnel;
@@ -1110,6 +1137,15 @@ bool Connection::discard_body() {
 
 void Connection::finish_request() {
     log::Scope scope(&log_ctx_);
+    if (req_ && state_ == State::Orphan) {
+        // The orphan's response is complete: its log line, then the end.
+        req_->done = true;
+        run_log_phase(*req_);
+        req_.reset();
+        state_ = State::Processing;
+        close_connection();
+        return;
+    }
     if (!req_ || state_ != State::Processing) return;
     Request& r = *req_;
     r.done = true;

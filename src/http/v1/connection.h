@@ -89,7 +89,9 @@ public:
     void close() override { abort(); }
 
 private:
-    enum class State : uint8_t { Head, Processing, Keepalive, Lingering, Tunnel, Closed };
+    // Orphan: the client went away while the request goes on for others
+    // (stream.h, "Orphans"); the socket is shut and the output dropped.
+    enum class State : uint8_t { Head, Processing, Orphan, Keepalive, Lingering, Tunnel, Closed };
 
     void on_read();
     void on_write();
@@ -105,6 +107,8 @@ private:
     void lingering_close();
     void lingering_read();
     void close_connection();
+    // The client went away from a request with outlive_client: Orphan.
+    bool orphan();
     bool discard_body();
     void pump_body();
     bool client_closed();
