@@ -67,6 +67,13 @@ struct Bio {
 
 // OpenSSL's callbacks, with access to the Context.
 struct ContextCallbacks {
+    // Once the client's hello (SNI included) is known, before a cipher is
+    // chosen. After an SNI switch, `arg` is the new context's.
+    static int certificate(SSL* ssl, void* arg) {
+        const auto* ctx = static_cast<const Context*>(arg);
+        return ctx->certificate_fn_ && ctx->certificate_fn_(ssl, ctx->certificate_arg_) ? 1 : 0;
+    }
+
     static int server_name(SSL* ssl, int* alert, void* arg) {
         const auto* ctx = static_cast<const Context*>(arg);
         if (!ctx->server_name_) return SSL_TLSEXT_ERR_NOACK;
@@ -234,25 +241,38 @@ Context::~Context() {
     for (auto* ch : chains_) sk_X509_pop_free(ch, X509_free);
 }
 
-Status Context::add_certificate(const std::string& cert, const std::string& key,
-                                std::span<const std::string> passwords, bool* key_fault) {
+namespace {
+
+// A certificate, its chain and its key, read and checked; freed with the
+// struct unless taken.
+struct Pair {
+    X509* x = nullptr;
+    STACK_OF(X509)* chain = nullptr;
+    EVP_PKEY* pkey = nullptr;
+    Pair() = default;
+    Pair(const Pair&) = delete;
+    Pair& operator=(const Pair&) = delete;
+    ~Pair() {
+        X509_free(x);
+        if (chain) sk_X509_pop_free(chain, X509_free);
+        EVP_PKEY_free(pkey);
+    }
+};
+
+Status load_pair(const std::string& cert, const std::string& key, std::span<const std::string> passwords,
+                 bool* key_fault, Pair& p) {
     ERR_clear_error();
-    bool ignored;
-    if (!key_fault) key_fault = &ignored;
     *key_fault = false;
     Bio cb(cert);
     if (!cb.b) return ssl_error("cannot load certificate \"" + cert + "\": BIO_new_file() failed");
-    X509* x = PEM_read_bio_X509_AUX(cb.b, nullptr, nullptr, nullptr);
-    if (!x) return ssl_error("cannot load certificate \"" + cert + "\": PEM_read_bio_X509_AUX() failed");
-    STACK_OF(X509)* chain = sk_X509_new_null();
-    GH_CHECK(chain != nullptr);
-    // Keep both until the end; a failure frees them here.
-    certs_.push_back(x);
-    chains_.push_back(chain);
+    p.x = PEM_read_bio_X509_AUX(cb.b, nullptr, nullptr, nullptr);
+    if (!p.x) return ssl_error("cannot load certificate \"" + cert + "\": PEM_read_bio_X509_AUX() failed");
+    p.chain = sk_X509_new_null();
+    GH_CHECK(p.chain != nullptr);
     for (;;) {
         X509* c = PEM_read_bio_X509(cb.b, nullptr, nullptr, nullptr);
         if (!c) break;
-        sk_X509_push(chain, c);
+        sk_X509_push(p.chain, c);
     }
     unsigned long last = ERR_peek_last_error();
     if (ERR_GET_LIB(last) == ERR_LIB_PEM && ERR_GET_REASON(last) == PEM_R_NO_START_LINE) {
@@ -262,46 +282,66 @@ Status Context::add_certificate(const std::string& cert, const std::string& key,
     }
 
     *key_fault = true;
-    EVP_PKEY* pkey = nullptr;
     size_t tries = passwords.empty() ? 1 : passwords.size();
-    for (size_t i = 0; i < tries && !pkey; ++i) {
+    for (size_t i = 0; i < tries && !p.pkey; ++i) {
         Bio kb(key);
         if (!kb.b) return ssl_error("cannot load certificate key \"" + key + "\": BIO_new_file() failed");
         const std::string* pw = passwords.empty() ? nullptr : &passwords[i];
-        pkey = PEM_read_bio_PrivateKey(kb.b, nullptr, password_cb, const_cast<std::string*>(pw));
-        if (!pkey && i + 1 < tries) ERR_clear_error();
+        p.pkey = PEM_read_bio_PrivateKey(kb.b, nullptr, password_cb, const_cast<std::string*>(pw));
+        if (!p.pkey && i + 1 < tries) ERR_clear_error();
     }
-    if (!pkey) return ssl_error("cannot load certificate key \"" + key + "\": PEM_read_bio_PrivateKey() failed");
-    struct KeyGuard {
-        EVP_PKEY* k;
-        ~KeyGuard() { EVP_PKEY_free(k); }
-    } guard{pkey};
-    if (X509_check_private_key(x, pkey) != 1)
+    if (!p.pkey) return ssl_error("cannot load certificate key \"" + key + "\": PEM_read_bio_PrivateKey() failed");
+    if (X509_check_private_key(p.x, p.pkey) != 1)
         return ssl_error("certificate \"" + cert + "\" and key \"" + key + "\" do not match");
+    *key_fault = false;
+    return {};
+}
+
+}  // namespace
+
+Status Context::add_certificate(const std::string& cert, const std::string& key,
+                                std::span<const std::string> passwords, bool* key_fault) {
+    bool ignored;
+    if (!key_fault) key_fault = &ignored;
+    Pair p;
+    if (auto s = load_pair(cert, key, passwords, key_fault, p); !s) return s;
     // OpenSSL keeps one certificate per key type; a second would quietly
     // replace the first. The same certificate again changes nothing (nginx
     // accepts it): it is loaded once.
-    int type = EVP_PKEY_get_base_id(pkey);
-    for (size_t i = 0; i + 1 < certs_.size(); ++i) {
-        if (EVP_PKEY_get_base_id(X509_get0_pubkey(certs_[i])) != type) continue;
-        if (X509_cmp(certs_[i], x) == 0) {
-            *key_fault = false;
-            X509_free(certs_.back());
-            sk_X509_pop_free(chains_.back(), X509_free);
-            certs_.pop_back();
-            chains_.pop_back();
-            return {};
-        }
+    int type = EVP_PKEY_get_base_id(p.pkey);
+    for (X509* had : certs_) {
+        if (EVP_PKEY_get_base_id(X509_get0_pubkey(had)) != type) continue;
+        if (X509_cmp(had, p.x) == 0) return {};
+        *key_fault = true;
         return make_error("certificate \"" + cert + "\" has the key type of an earlier certificate; "
                           "only one per type (RSA, ECDSA...) is used");
     }
-    *key_fault = false;
-    if (SSL_CTX_use_certificate(ctx_, x) != 1)
+    if (SSL_CTX_use_certificate(ctx_, p.x) != 1)
         return ssl_error("SSL_CTX_use_certificate(\"" + cert + "\") failed");
-    if (SSL_CTX_set1_chain(ctx_, chain) != 1) return ssl_error("SSL_CTX_set1_chain(\"" + cert + "\") failed");
-    if (SSL_CTX_use_PrivateKey(ctx_, pkey) != 1)
+    if (SSL_CTX_set1_chain(ctx_, p.chain) != 1) return ssl_error("SSL_CTX_set1_chain(\"" + cert + "\") failed");
+    if (SSL_CTX_use_PrivateKey(ctx_, p.pkey) != 1)
         return ssl_error("SSL_CTX_use_PrivateKey(\"" + key + "\") failed");
+    // Kept for OCSP stapling and the checks above.
+    certs_.push_back(std::exchange(p.x, nullptr));
+    chains_.push_back(std::exchange(p.chain, nullptr));
     return {};
+}
+
+Status Context::use_certificate(SSL* ssl, const std::string& cert, const std::string& key,
+                                std::span<const std::string> passwords) {
+    bool key_fault = false;
+    Pair p;
+    if (auto s = load_pair(cert, key, passwords, &key_fault, p); !s) return s;
+    if (SSL_use_certificate(ssl, p.x) != 1) return ssl_error("SSL_use_certificate(\"" + cert + "\") failed");
+    if (SSL_set1_chain(ssl, p.chain) != 1) return ssl_error("SSL_set1_chain(\"" + cert + "\") failed");
+    if (SSL_use_PrivateKey(ssl, p.pkey) != 1) return ssl_error("SSL_use_PrivateKey(\"" + key + "\") failed");
+    return {};
+}
+
+void Context::on_certificate(CertificateFn fn, void* arg) {
+    certificate_fn_ = fn;
+    certificate_arg_ = arg;
+    SSL_CTX_set_cert_cb(ctx_, ContextCallbacks::certificate, this);
 }
 
 Status Context::set_protocols(uint8_t p) {

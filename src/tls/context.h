@@ -55,6 +55,17 @@ public:
                            std::span<const std::string> passwords, bool* key_fault = nullptr);
     size_t certificates() const { return certs_.size(); }
 
+    // Certificates chosen per handshake ("ssl_certificate $name"): `fn`
+    // runs in the handshake, once the client's hello and its SNI are
+    // known, and loads them into `ssl` with use_certificate(); false
+    // fails the handshake. `arg` must outlive the context.
+    using CertificateFn = bool (*)(SSL* ssl, void* arg);
+    void on_certificate(CertificateFn fn, void* arg);
+    // Loads a certificate with its chain and its key, as add_certificate()
+    // reads them, into one connection (blocking file reads, as nginx's).
+    static Status use_certificate(SSL* ssl, const std::string& cert, const std::string& key,
+                                  std::span<const std::string> passwords);
+
     Status set_protocols(uint8_t protocols);  // params.h bits
     Status set_ciphers(const std::string& list, bool prefer_server);
     Status set_ecdh_curve(const std::string& curves);  // "auto": OpenSSL's list
@@ -133,6 +144,8 @@ private:
     SSL_CTX* ctx_ = nullptr;
     Side side_ = Side::Server;
     VerifyClient verify_ = VerifyClient::Off;
+    CertificateFn certificate_fn_ = nullptr;
+    void* certificate_arg_ = nullptr;
     std::vector<X509*> certs_;            // owned references, leaf certificates
     std::vector<STACK_OF(X509)*> chains_; // owned, one per certificate (maybe empty)
     std::vector<std::pair<X509*, std::string>> staples_;  // certificate, DER response

@@ -253,6 +253,44 @@ def test_sni_chooses_the_certificate_and_host_the_server(gatehouse, pki):
     assert subject(get(port, ctx, sni="B.Test.").tls["cert"])["commonName"] == "b.test"
 
 
+def test_certificate_names_with_variables_are_evaluated_at_each_handshake(gatehouse, pki):
+    # nginx 1.15.9: the files are found per handshake from the values of
+    # the variables then (here the SNI name through a map), relative to
+    # the configuration's directory; an encrypted key is tried with
+    # ssl_password_file's passwords. The worker reads them: they must be
+    # readable by its user.
+    port = free_port()
+    d = gatehouse.prefix.conf_dir
+    for f in ("a_rsa.crt", "a_rsa.key", "b.crt", "b_enc.key"):
+        shutil.copy(pki.d / f, d / f)
+        os.chmod(d / f, 0o644)
+    g = start(gatehouse, conf(f"""
+        map $ssl_server_name $leaf {{ a.test a_rsa; b.test b; default missing; }}
+        map $ssl_server_name $key {{ b.test b_enc; default $leaf; }}
+        server {{
+            listen 127.0.0.1:{port} ssl;
+            server_name _;
+            ssl_certificate $leaf.crt;
+            ssl_certificate_key $key.key;
+            ssl_password_file {pki.passwords};
+            location / {{ return 200 "$ssl_server_name"; }}
+        }}
+    """), port)
+    ctx = client_ctx(pki)
+    a = get(port, ctx, sni="a.test")
+    b = get(port, ctx, sni="b.test")
+    assert subject(a.tls["cert"])["commonName"] == "a.test"
+    assert subject(b.tls["cert"])["commonName"] == "b.test"
+    assert (a.status, a.body, b.body) == (200, b"a.test", b"b.test")
+    # No file for the name: the handshake fails and the log says why.
+    with pytest.raises(ssl.SSLError):
+        get(port, ctx, sni="c.test")
+    log = g.prefix.path / "logs" / "error.log"
+    line = wait_for(lambda: next((ln for ln in log.read_text().splitlines() if "missing.crt" in ln), None),
+                    what="the missing certificate logged")
+    assert f'cannot load certificate "{d}/missing.crt"' in line and "while SSL handshaking" in line, line
+
+
 def test_no_sni_or_unknown_name_gets_the_default_server(gatehouse, pki):
     port = free_port()
     start(gatehouse, conf(two_servers(pki, port, extra_b="")), port)

@@ -52,6 +52,11 @@ using conf::Node;
 struct Located {
     std::string value;
     std::string where;
+    // ssl_certificate and ssl_certificate_key with variables: the value
+    // (owner: the generation arena), evaluated at each handshake, and the
+    // directory a relative result is taken from.
+    const ComplexValue* dynamic = nullptr;
+    std::string dir;
 };
 
 struct SslSrvConf {
@@ -84,6 +89,11 @@ struct SslSrvConf {
     std::optional<bool> reject_handshake;             // "ssl_reject_handshake"
 
     tls::Context* ctx = nullptr;  // owner: the generation's arena; null without a certificate
+    // With variables in a certificate's or key's name: what a handshake
+    // evaluates them as a request to (the server these settings are of,
+    // and its http block). Owner: the generation.
+    SrvConf* owner = nullptr;
+    conf::ConfArray main_confs = nullptr;
 };
 
 SslSrvConf& ssl_conf(const SrvConf& s) { return *static_cast<SslSrvConf*>(s.srv_confs[ssl_module.index]); }
@@ -134,15 +144,22 @@ std::string conf_path(const Ctx& cx, std::string_view p) {
 
 // ---- directives ------------------------------------------------------------
 
-Status set_certificate(Ctx& cx, const Node& n, SslSrvConf& c) {
-    c.certificates.push_back({conf_path(cx, n.args[0].text), n.where()});
+// A name with variables is kept to be evaluated at each handshake
+// [nginx 1.15.9]; one without is a file loaded now.
+Status add_file(Ctx& cx, const Node& n, std::vector<Located>& to) {
+    std::string_view text = n.args[0].text;
+    if (text.find('$') == std::string_view::npos) {
+        to.push_back({conf_path(cx, text), n.where()});
+        return {};
+    }
+    auto cv = ComplexValue::compile(cx, n, text);
+    if (!cv) return cv.error();
+    to.push_back({std::string(text), n.where(), cx.arena().make<ComplexValue>(std::move(*cv)), cx.conf_dir()});
     return {};
 }
 
-Status set_certificate_key(Ctx& cx, const Node& n, SslSrvConf& c) {
-    c.keys.push_back({conf_path(cx, n.args[0].text), n.where()});
-    return {};
-}
+Status set_certificate(Ctx& cx, const Node& n, SslSrvConf& c) { return add_file(cx, n, c.certificates); }
+Status set_certificate_key(Ctx& cx, const Node& n, SslSrvConf& c) { return add_file(cx, n, c.keys); }
 
 template <std::optional<Located> SslSrvConf::*Member, bool Path>
 Status set_located(Ctx& cx, const Node& n, SslSrvConf& c) {
@@ -260,6 +277,33 @@ tls::Context::NameChoice select_by_name(SSL* ssl, std::string_view name) {
     return {c.ctx, false};
 }
 
+// The handshake's certificates when their names have variables: the
+// values are those of a request to the server the settings belong to,
+// made for the occasion (its variables see the connection: address,
+// $ssl_server_name), as nginx evaluates them.
+bool load_dynamic(SSL* ssl, void* arg) {
+    auto& c = *static_cast<SslSrvConf*>(arg);
+    tls::Session* s = tls::session_of(ssl);
+    if (!s || !s->user) return false;
+    auto* stream = static_cast<Stream*>(s->user);
+    Request r(*stream, c.main_confs, c.owner);
+    auto name = [&](const Located& l) {
+        if (!l.dynamic) return l.value;
+        std::string_view v = l.dynamic->eval(r);
+        return !v.empty() && v[0] == '/' ? std::string(v) : l.dir + std::string(v);
+    };
+    std::span<const std::string> pw;
+    if (c.passwords) pw = *c.passwords;
+    for (size_t i = 0; i < c.certificates.size(); ++i) {
+        std::string cert = name(c.certificates[i]), key = name(c.keys[i]);
+        if (auto st = tls::Context::use_certificate(ssl, cert, key, pw); !st) {
+            GH_LOG(Error, "%s while SSL handshaking", st.message().c_str());
+            return false;
+        }
+    }
+    return true;
+}
+
 Status build_context(Ctx& cx, SslSrvConf& c) {
     static const std::string_view kHttp11[] = {"http/1.1"};
     auto* ctx = cx.arena().make<tls::Context>();
@@ -272,7 +316,14 @@ Status build_context(Ctx& cx, SslSrvConf& c) {
                           "\" in " + c.keys[c.certificates.size()].where);
     std::span<const std::string> pw;
     if (c.passwords) pw = *c.passwords;
-    for (size_t i = 0; i < c.certificates.size(); ++i) {
+    bool dynamic = false;
+    for (size_t i = 0; i < c.certificates.size(); ++i)
+        if (c.certificates[i].dynamic || c.keys[i].dynamic) dynamic = true;
+    if (dynamic) {
+        // Every pair is loaded at each handshake then, as in nginx.
+        ctx->on_certificate(load_dynamic, &c);
+    }
+    for (size_t i = 0; i < c.certificates.size() && !dynamic; ++i) {
         bool key_fault = false;
         if (auto s = ctx->add_certificate(c.certificates[i].value, c.keys[i].value, pw, &key_fault); !s)
             return at(s.error(), key_fault ? c.keys[i].where : c.certificates[i].where);
@@ -321,7 +372,10 @@ Status build_context(Ctx& cx, SslSrvConf& c) {
         if (auto s = ctx->add_trusted(c.trusted_certificate->value); !s) return at(s.error(), c.trusted_certificate->where);
     if (c.crl)
         if (auto s = ctx->add_crl(c.crl->value); !s) return at(s.error(), c.crl->where);
-    if (*c.stapling) {
+    if (*c.stapling && dynamic) {
+        GH_LOG(Warn, "\"ssl_stapling\" ignored, not supported for certificates with variables in %s",
+               c.stapling_where.c_str());
+    } else if (*c.stapling) {
         if (!c.stapling_file) {
             // Fetching responses from the OCSP responder is not built: only
             // files made by "openssl ocsp" are stapled.
@@ -370,6 +424,8 @@ Status postconfiguration(Ctx& cx) {
                 if (std::find(built.begin(), built.end(), s) != built.end()) continue;
                 built.push_back(s);
                 if (c.certificates.empty() && c.keys.empty() && !*c.reject_handshake) continue;
+                c.owner = s;
+                c.main_confs = p.main_confs;
                 if (auto st = build_context(cx, c); !st) return st;
             }
     }
