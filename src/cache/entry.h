@@ -44,7 +44,10 @@ enum EntryFlags : uint32_t {
 };
 
 struct EntryMeta {
-    time_t valid_until = 0;      // fresh until
+    // Fresh through this second, inclusive: whole seconds make the age
+    // uncertain by one, and nginx gives the benefit to the entry
+    // ("max-age=1" is still a hit in the next second).
+    time_t valid_until = 0;
     time_t stored_at = 0;        // when the response arrived (or was revalidated)
     uint32_t age = 0;            // the origin's Age then
     uint32_t stale_while_revalidate = 0;

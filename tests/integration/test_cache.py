@@ -101,6 +101,13 @@ def conf(o, extra="", loc_extra="", path_params="levels=1:2 keys_zone=one:1m"):
     """
 
 
+def until_stale(stored, max_age=1):
+    """Sleeps until an entry stored at wall-clock second `stored` (or
+    before) with this max-age is stale: it is fresh through second
+    stored + max_age, as in nginx."""
+    time.sleep(max(0.0, stored + max_age + 1 - time.time()))
+
+
 def children(master_pid, title):
     """Pids of the master's children whose title contains `title` (from
     /proc: procps may not be installed)."""
@@ -402,7 +409,7 @@ def test_updating_serves_stale_while_one_request_refreshes(cache_server, origin)
     assert s.get("/u").body == b"v1"
     assert poll(lambda: s.get("/u").header("X-Cache") == "EXPIRED" or None, timeout=5)
     # Now v2 is stored with max-age=1; let it expire, then refresh slowly.
-    time.sleep(1.1)
+    until_stale(int(time.time()))
     slow["on"] = True
     refresher = []
     t = threading.Thread(target=lambda: refresher.append(s.get("/u")))
@@ -741,7 +748,7 @@ def test_background_update_serves_stale_at_once_and_refreshes_apart(cache_server
     o = origin(counting(body_of=body_of, headers_of=lambda req: [("Cache-Control", "max-age=1")]))
     s = cache_server(conf(o, loc_extra="proxy_cache_use_stale updating; proxy_cache_background_update on;"))
     assert s.get("/bg").body == b"v1"
-    time.sleep(1.1)
+    until_stale(int(time.time()))
     gate.clear()
     # Stale at once, not after the origin: the update is apart.
     r = s.get("/bg")
@@ -761,7 +768,7 @@ def test_background_update_with_stale_while_revalidate_and_a_failing_origin(cach
                         status_of=lambda req: 500 if state["failing"] else 200))
     s = cache_server(conf(o, loc_extra="proxy_cache_background_update on;"))
     assert s.get("/swr").body == b"/swr #1\n"
-    time.sleep(1.1)
+    until_stale(int(time.time()))
     state["failing"] = True
     r = s.get("/swr")
     assert (r.header("X-Cache"), r.body) == ("STALE", b"/swr #1\n")

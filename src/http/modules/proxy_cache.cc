@@ -682,7 +682,7 @@ struct Front::Impl {
         f.now_ = wall_now();
         cache::NodeInfo n = f.cp_.index->peek(f.hash_);
         if (n.exists && open_entry(f, n)) {
-            if (f.now_ < f.meta_.valid_until && !(f.meta_.flags & cache::kRevalidateAlways) && serve(f, CacheStatus::Hit)) {
+            if (f.now_ <= f.meta_.valid_until && !(f.meta_.flags & cache::kRevalidateAlways) && serve(f, CacheStatus::Hit)) {
                 f.resume_(r, Next::Respond);
                 return;
             }
@@ -944,19 +944,20 @@ Next Front::begin(Request& r, const ProxyConf& pc, const proxy::Pass& pass, std:
     std::vector<cache::Hash> evicted;
     cache::NodeInfo n = cp->index->lookup(f->hash_, f->now_, cp->inactive, evicted);
     remove_files(*cp, evicted);
-    if (n.error && f->now_ < n.valid_until) {
+    if (n.error && f->now_ <= n.valid_until) {
         // A cached intercepted error: its error_page again.
         f->status_ = CacheStatus::Hit;
         return respond_status(r, n.error);
     }
     if ((n.exists || n.cold || !n.known) && Impl::open_entry(*f, n)) {
-        const bool fresh = f->now_ < f->meta_.valid_until && !(f->meta_.flags & cache::kRevalidateAlways);
+        const bool fresh = f->now_ <= f->meta_.valid_until && !(f->meta_.flags & cache::kRevalidateAlways);
         if (fresh && Impl::serve(*f, CacheStatus::Hit)) return Next::Respond;
         if (f->have_entry_) {
             // Stale. While another request refreshes it, serve it as it
             // is when allowed: "updating", or the origin's
             // stale-while-revalidate.
-            const bool swr = f->now_ < f->meta_.valid_until + static_cast<time_t>(f->meta_.stale_while_revalidate);
+            const bool swr = f->meta_.stale_while_revalidate > 0 &&
+                             f->now_ <= f->meta_.valid_until + static_cast<time_t>(f->meta_.stale_while_revalidate);
             const bool may_serve_updating = (*cl.use_stale & kStaleUpdating) || swr;
             const time_t until = f->now_ + std::max<time_t>(static_cast<time_t>(cl.lock_age->count() / 1000), 1);
             f->update_claimed_ = cp->index->claim_update(f->hash_, f->now_, until);
@@ -1103,7 +1104,7 @@ bool Front::on_error(int status, bool timeout) {
     const uint16_t us = *cl_.use_stale;
     const bool listed = timeout ? (us & kStaleTimeout) : (us & (kStaleError | kStaleInvalidHeader));
     // stale-if-error: the origin allows it for that long past freshness.
-    const bool sie = now_ < meta_.valid_until + static_cast<time_t>(meta_.stale_if_error);
+    const bool sie = meta_.stale_if_error > 0 && now_ <= meta_.valid_until + static_cast<time_t>(meta_.stale_if_error);
     if (!listed && !sie && !status_listed(us, status)) return false;
     return Impl::serve(*this, CacheStatus::Stale);
 }
