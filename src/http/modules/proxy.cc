@@ -480,11 +480,10 @@ Status set_ignore_headers(Ctx& cx, const Node& n, ProxyConf& pc) {
         for (std::string_view k : kKnown)
             if (iequals(a.text, k)) known = true;
         if (!known) return cx.error(n, "invalid value \"" + a.text + "\"");
-        // X-Accel-Redirect and -Charset are not acted on: ignoring them
-        // changes nothing.
+        // X-Accel-Charset is not acted on: ignoring it changes nothing.
         static constexpr std::pair<std::string_view, uint8_t> kBits[] = {
             {"X-Accel-Buffering", proxy::kIgnoreXAccelBuffering}, {"X-Accel-Expires", proxy::kIgnoreXAccelExpires},
-            {"X-Accel-Limit-Rate", proxy::kIgnoreXAccelLimitRate},
+            {"X-Accel-Limit-Rate", proxy::kIgnoreXAccelLimitRate}, {"X-Accel-Redirect", proxy::kIgnoreXAccelRedirect},
             {"Expires", proxy::kIgnoreExpires},       {"Cache-Control", proxy::kIgnoreCacheControl},
             {"Set-Cookie", proxy::kIgnoreSetCookie},  {"Vary", proxy::kIgnoreVary}};
         for (const auto& [name, bit] : kBits)

@@ -182,6 +182,7 @@ enum IgnoreHeaders : uint8_t {
     kIgnoreSetCookie = 1 << 4,
     kIgnoreVary = 1 << 5,
     kIgnoreXAccelLimitRate = 1 << 6,
+    kIgnoreXAccelRedirect = 1 << 7,
 };
 
 }  // namespace proxy
@@ -294,6 +295,10 @@ struct OriginRequest {
 };
 OriginRequest build_request_head(Request& r, const ProxyConf& pc, const HeadInputs& in);
 
+// The origin's X-Accel-Limit-Rate (bytes per second, or "off"), unless
+// proxy_ignore_headers names it: the response's rate, outranking
+// limit_rate (limit_rate.cc) [nginx]. A value that is neither is ignored.
+void apply_accel_limit_rate(Request& r, const ProxyConf& pc, std::string_view value);
 // The client's response head (r.out) from the origin's: the status and
 // reason, then each field in order except the hop-by-hop ones (and those
 // the origin's Connection lists), the framing, and those hidden (Date,

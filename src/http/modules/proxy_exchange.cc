@@ -17,6 +17,7 @@
 #include "http/output.h"
 #include "http/phases.h"
 #include "http/static_module.h"
+#include "http/uri.h"
 
 namespace gatehouse::http::proxy {
 
@@ -162,7 +163,8 @@ Exchange::Exchange(Request& r, const ProxyConf& pc, const Pass& pass, upstream::
       cc_(client_conf(pc, pass)),
       client_(u, cc_, *this, log, r.mem()),
       kick_(event::Callback::to<&Exchange::respond_error>(this)),
-      served_(event::Callback::to<&Exchange::respond_cached>(this)) {}
+      served_(event::Callback::to<&Exchange::respond_cached>(this)),
+      redirect_(event::Callback::to<&Exchange::accel_redirect>(this)) {}
 
 Next Exchange::start() {
     method_ = pc_.method ? pc_.method->eval(r_) : r_.method;
@@ -303,6 +305,50 @@ void Exchange::respond_error() {
     continue_request(r_, n);
 }
 
+namespace {
+
+// A URI the origin redirects to may not climb out of where it points:
+// after decoding, no "." or ".." segment [nginx ngx_http_parse_unsafe_uri].
+bool safe_accel_uri(std::string_view decoded) {
+    size_t i = 0;
+    while (i <= decoded.size()) {
+        size_t j = decoded.find('/', i);
+        if (j == std::string_view::npos) j = decoded.size();
+        std::string_view seg = decoded.substr(i, j - i);
+        if (seg == "." || seg == "..") return false;
+        i = j + 1;
+    }
+    return true;
+}
+
+}  // namespace
+
+void Exchange::accel_redirect() {
+    log::Scope scope(&r_.log_ctx);
+    on_output_drained(r_, nullptr);
+    // The redirected request is a GET (a HEAD stays one) [nginx].
+    if (r_.in.method != Method::Head) {
+        r_.in.method = Method::Get;
+        r_.method = "GET";
+    }
+    Next n;
+    if (accel_to_[0] == '@') {
+        n = named_redirect(r_, accel_to_);
+    } else {
+        PathQuery pq = split_path_query(accel_to_);
+        std::span<char> buf(static_cast<char*>(r_.arena().alloc(pq.path.size() + 1, 1)), pq.path.size() + 1);
+        auto decoded = percent_decode(pq.path, buf);
+        if (!decoded || !safe_accel_uri(*decoded)) {
+            GH_LOG(Error, "unsafe URI \"%.*s\" was detected", static_cast<int>(accel_to_.size()), accel_to_.data());
+            n = respond_status(r_, 404);
+        } else {
+            n = internal_redirect(r_, *decoded, pq.query);
+        }
+    }
+    r_.set_ctx(proxy_module, this);
+    continue_request(r_, n);
+}
+
 // ---- upstream::Hooks ----------------------------------------------------------------------------
 
 void Exchange::build_request() {
@@ -392,6 +438,28 @@ upstream::Hooks::Head Exchange::on_head(upstream::Client& c, const StatusHead& h
                 return Head::Stop;
             }
     }
+    if (status != 101 && !(*pc_.ignore_headers & kIgnoreXAccelRedirect))
+        for (const upstream::TryLog::Field& f : log_.headers)
+            if (iequals(f.name, "X-Accel-Redirect") && !f.value.empty()) {
+                // The origin names what the client gets: an internal
+                // redirect, this answer dropped but for the fields nginx
+                // keeps; $upstream_http_* still tell what it was.
+                if (cache_) cache_->on_truncated();
+                for (const upstream::TryLog::Field& k : log_.headers) {
+                    if (iequals(k.name, "X-Accel-Limit-Rate")) {
+                        apply_accel_limit_rate(r_, pc_, k.value);
+                    } else if (iequals(k.name, "Content-Type")) {
+                        r_.out.content_type = k.value;
+                    } else if (iequals(k.name, "Set-Cookie") || iequals(k.name, "Content-Disposition") ||
+                               iequals(k.name, "Cache-Control") || iequals(k.name, "Expires") ||
+                               iequals(k.name, "Accept-Ranges")) {
+                        r_.out.headers.push_back({k.name, k.value});
+                    }
+                }
+                accel_to_ = f.value;
+                event::worker_loop().post(redirect_);
+                return Head::Stop;
+            }
     std::optional<bool> accel;
     copy_response_head(r_, pc_, pass_, status, h.reason, log_.headers, h.framing, &accel);
     if (cache_) cache_->after_head();

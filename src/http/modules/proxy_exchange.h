@@ -75,6 +75,7 @@ private:
     std::string_view tls_name();
     void respond_error();  // from kick_: err_status_ or its error_page
     void respond_cached(); // from served_: the cache's answer
+    void accel_redirect(); // from redirect_: the origin's X-Accel-Redirect
 
     Request& r_;
     const ProxyConf& pc_;
@@ -90,6 +91,8 @@ private:
     upstream::Client client_;
     event::Event kick_;
     event::Event served_;
+    event::Event redirect_;
+    std::string_view accel_to_;  // X-Accel-Redirect's value (the try's log)
     int err_status_ = 0;
     // proxy_cache: the cache's part, when the location caches this
     // request (owner: the request arena).

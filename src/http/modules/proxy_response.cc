@@ -66,6 +66,17 @@ std::string_view rewrite_redirect(Request& r, const ProxyConf& pc, const Pass& p
     return value;
 }
 
+void apply_accel_limit_rate(Request& r, const ProxyConf& pc, std::string_view value) {
+    if (*pc.ignore_headers & kIgnoreXAccelLimitRate) return;
+    uint64_t rate = 0;
+    if (!iequals(value, "off")) {
+        auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), rate);
+        if (ec != std::errc() || end != value.data() + value.size()) return;  // not a number: ignored
+    }
+    r.limit_rate = rate;
+    r.limit_rate_set = true;
+}
+
 void copy_response_head(Request& r, const ProxyConf& pc, const Pass& pass, int status, std::string_view reason,
                         std::span<const upstream::TryLog::Field> fields, const Framing& framing,
                         std::optional<bool>* accel_buffering) {
@@ -93,19 +104,7 @@ void copy_response_head(Request& r, const ProxyConf& pc, const Pass& pass, int s
             if (iequals(x.value, "no")) *accel_buffering = false;
             else if (iequals(x.value, "yes")) *accel_buffering = true;
         }
-        if (iequals(x.name, "X-Accel-Limit-Rate") && !(*pc.ignore_headers & kIgnoreXAccelLimitRate)) {
-            // Bytes per second for this response, or "off" [nginx]; it
-            // outranks limit_rate (limit_rate.cc).
-            uint64_t rate = 0;
-            if (!iequals(x.value, "off")) {
-                auto [end, ec] = std::from_chars(x.value.data(), x.value.data() + x.value.size(), rate);
-                if (ec != std::errc() || end != x.value.data() + x.value.size()) rate = UINT64_MAX;
-            }
-            if (rate != UINT64_MAX) {
-                r.limit_rate = rate;
-                r.limit_rate_set = true;
-            }
-        }
+        if (iequals(x.name, "X-Accel-Limit-Rate")) apply_accel_limit_rate(r, pc, x.value);
         if (status == 101 && iequals(x.name, "Upgrade")) {
             out.headers.push_back({x.name, x.value});
             continue;

@@ -598,8 +598,9 @@ Next run_return(Request& r, const ReturnOp& op) {
         return respond_status(r, op.code);
     }
     r.out.status = op.code;
-    // As nginx: the type of the URI's extension, else "default_type".
-    r.out.content_type = content_type_for(r, r.exten);
+    // As nginx: the type of the URI's extension, else "default_type";
+    // unless one was chosen already (an X-Accel-Redirect kept it).
+    if (r.out.content_type.empty()) r.out.content_type = content_type_for(r, r.exten);
     r.out.content_length = text.size();
     Buf b = Buf::memory(text);
     b.last_buf = true;

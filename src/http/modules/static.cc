@@ -250,7 +250,9 @@ Next serve_file(Request& r) {
         char buf[kEtagMax];
         r.out.etag = r.arena().dup(format_etag(st.st_mtime, st.st_size, buf));
     }
-    r.out.content_type = content_type_for(r, r.exten);
+    // A type already chosen (kept from an origin's X-Accel-Redirect
+    // answer) stays, as in nginx.
+    if (r.out.content_type.empty()) r.out.content_type = content_type_for(r, r.exten);
     r.out.accept_ranges = true;  // the range filter may cut this body
 
     Buf b = st.st_size > 0 ? Buf::file(fd, 0, st.st_size) : Buf();
