@@ -209,6 +209,28 @@ def test_listener_without_proxy_protocol(server):
     assert r.status == 400
 
 
+def test_ipv6_listener_and_realip(server):
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    s = start(server, """
+    server {
+        listen [::1]:PORT proxy_protocol reuseport;
+        listen 127.0.0.1:PORT reuseport;  # for the fixture's readiness check
+        set_real_ip_from ::1;
+        real_ip_header proxy_protocol;
+        location / {
+            add_header X-PP "$proxy_protocol_addr!$proxy_protocol_port";
+            add_header X-IP "$remote_addr!$remote_port!$realip_remote_addr";
+            return 200 "ok\\n";
+        }
+    }
+    """)
+    r = Response(exchange(s, b"PROXY TCP4 192.0.2.1 192.0.2.2 123 5678\r\n" + GET, socket.AF_INET6, "::1"))
+    assert r.status == 200
+    assert r.header("X-PP") == "192.0.2.1!123"
+    assert r.header("X-IP") == "192.0.2.1!123!::1"
+
+
 @pytest.fixture(scope="module")
 def cert(tmp_path_factory):
     openssl = shutil.which("openssl")
