@@ -9,6 +9,7 @@
 // - feeding the bytes growing piece by piece (each call from a fresh
 //   copy, as the connection peeks) gives the same result and header;
 // - every TLV name a variable can use is looked up safely.
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <string>

@@ -132,8 +132,9 @@ def test_header_split_across_writes(server):
     header = v2(0x21, 0x11, INET4 + tlv(0x01, b"h2"))
     with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
         c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        # Part of the signature: the server waits for the rest instead of
-        # calling it broken (a broken one would be closed at once).
+        # Part of the signature, alone on the wire for a moment (nothing on
+        # the server's side can be polled for): it waits for the rest
+        # instead of calling it broken, which would close at once.
         c.sendall(header[:5])
         c.settimeout(0.5)
         with pytest.raises(socket.timeout):
