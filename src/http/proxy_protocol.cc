@@ -259,14 +259,6 @@ std::optional<std::string_view> find_tlv(std::string_view tlvs, uint8_t type) {
     return found;
 }
 
-bool known_tlv_name(std::string_view name) {
-    for (const TlvName& t : kTlvNames)
-        if (t.name == name) return true;
-    if (name == "ssl_verify") return true;
-    if (name.substr(0, 4) == "ssl_") return hex_type(name.substr(4)).has_value();
-    return hex_type(name).has_value();
-}
-
 std::optional<std::string_view> lookup_tlv(std::string_view tlvs, std::string_view name, char* buf) {
     auto ssl_sub = [&](uint8_t type) -> std::optional<std::string_view> {
         auto ssl = find_tlv(tlvs, kTlvSsl);

@@ -103,7 +103,4 @@ std::optional<std::string_view> find_tlv(std::string_view tlvs, uint8_t type);
 // such TLV or NAME is none of these.
 std::optional<std::string_view> lookup_tlv(std::string_view tlvs, std::string_view name, char* buf);
 
-// Whether NAME is one lookup_tlv() knows (for the configuration check).
-bool known_tlv_name(std::string_view name);
-
 }  // namespace gatehouse::http
