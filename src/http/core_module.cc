@@ -186,6 +186,7 @@ Status add_listen(Ctx& cx, const Node& n, SrvConf& sc, std::string_view spec) {
         else if (p == "reuseport") l.reuseport = true;
         else if (p == "deferred") l.deferred = true;
         else if (p == "ssl") l.ssl = true;
+        else if (p == "proxy_protocol") l.proxy_protocol = true;
         else if (p == "bind") continue;
         else if (p.substr(0, 8) == "backlog=") {
             std::string_view v = p.substr(8);
@@ -559,6 +560,7 @@ Status build_ports(HttpMainConf& m) {
                 as = &port->addrs.back();
                 as->addr = l.addr;
             }
+            if (l.proxy_protocol) as->proxy_protocol = true;
             if (l.default_server) {
                 if (as->default_server && as->default_server != s)
                     return make_error("a duplicate default server for " + l.addr.text() + " in " + l.where);

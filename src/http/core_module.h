@@ -31,6 +31,7 @@ struct ListenConf {
     bool reuseport = false;
     bool deferred = false;
     bool ssl = false;
+    bool proxy_protocol = false;  // "proxy_protocol": a PROXY header comes first
     int backlog = 511;  // "backlog=", nginx's default on Linux
     std::optional<bool> ipv6only;
     std::optional<bool> so_keepalive;
@@ -135,6 +136,9 @@ struct LocConf {
 struct AddrServers {
     conf::Address addr;
     SrvConf* default_server = nullptr;
+    // Connections to this address begin with a PROXY protocol header: a
+    // "listen" of the address said "proxy_protocol" (per address, as nginx).
+    bool proxy_protocol = false;
     std::unordered_map<std::string, SrvConf*, StringHash, std::equal_to<>> exact;
     std::vector<std::pair<std::string, SrvConf*>> wild_head;  // "*.x": ".x" suffix
     std::vector<std::pair<std::string, SrvConf*>> wild_tail;  // "x.*": "x." prefix

@@ -58,6 +58,7 @@ class Session;
 namespace gatehouse::http {
 
 struct AddrServers;
+struct ProxyHeader;
 
 // Called with the next piece of the request body: memory Bufs that keep
 // their slabs alive, so a consumer may hold them by keeping the Bufs. The
@@ -85,6 +86,10 @@ public:
     virtual event::Msec connection_start() const = 0;  // the loop's clock
     // The servers of the local address the connection came to.
     virtual const AddrServers& servers() = 0;
+    // The PROXY protocol header the connection began with ("listen ...
+    // proxy_protocol"), read before anything else; null when the address
+    // does not take one. Owner: the connection, for its whole life.
+    virtual const ProxyHeader* proxy_protocol() const = 0;
 
     // ---- the response ------------------------------------------------------------
     // The head after the header filters, once; Location is already

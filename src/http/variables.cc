@@ -14,6 +14,7 @@
 #include "event/loop.h"
 #include "event/worker.h"
 #include "http/core_module.h"
+#include "http/proxy_protocol.h"
 #include "http/request.h"
 
 namespace gatehouse::http {
@@ -382,6 +383,36 @@ void v_remote_port(Request& r, VarValue& v, uintptr_t) {
     if (r.remote_port == 0) return set(v, "");
     set(v, num(r, r.remote_port));
 }
+// $proxy_protocol_addr and the rest: what the PROXY header said; not
+// found without one, or when it carried no address (LOCAL, UNKNOWN).
+enum PpField : uintptr_t { kPpAddr, kPpPort, kPpServerAddr, kPpServerPort };
+void v_proxy_protocol(Request& r, VarValue& v, uintptr_t field) {
+    const ProxyHeader* pp = r.stream().proxy_protocol();
+    if (!pp || !pp->has_addresses) {
+        v.not_found = true;
+        return;
+    }
+    switch (field) {
+        case kPpAddr: return set(v, pp->src_text);
+        case kPpPort: return set(v, num(r, pp->src_port));
+        case kPpServerAddr: return set(v, pp->dst_text);
+        default: return set(v, num(r, pp->dst_port));
+    }
+}
+// $proxy_protocol_tlv_NAME (proxy_protocol.h names them).
+void v_proxy_protocol_tlv(Request& r, VarValue& v, uintptr_t arg) {
+    auto name = *reinterpret_cast<const std::string_view*>(arg);
+    const ProxyHeader* pp = r.stream().proxy_protocol();
+    char buf[16];
+    std::optional<std::string_view> val;
+    if (pp) val = lookup_tlv(pp->tlvs, name, buf);
+    if (!val) {
+        v.not_found = true;
+        return;
+    }
+    // ssl_verify is written into buf: copied; the rest live in the connection.
+    set(v, name == "ssl_verify" ? r.arena().dup(*val) : *val);
+}
 void v_server_addr(Request& r, VarValue& v, uintptr_t) { set(v, r.arena().dup(r.stream().local_text())); }
 void v_server_port(Request& r, VarValue& v, uintptr_t) { set(v, num(r, r.stream().local_port())); }
 void v_server_name(Request& r, VarValue& v, uintptr_t) { set(v, r.srv ? primary_server_name(*r.srv) : ""); }
@@ -588,6 +619,11 @@ extern const VariableDef kCoreVariables[] = {
     {"remote_addr", v_remote_addr},
     {"remote_port", v_remote_port},
     {"server_addr", v_server_addr},
+    {"proxy_protocol_addr", v_proxy_protocol, kPpAddr},
+    {"proxy_protocol_port", v_proxy_protocol, kPpPort},
+    {"proxy_protocol_server_addr", v_proxy_protocol, kPpServerAddr},
+    {"proxy_protocol_server_port", v_proxy_protocol, kPpServerPort},
+    {"proxy_protocol_tlv_", v_proxy_protocol_tlv, 0, kVarPrefix},
     {"server_port", v_server_port},
     {"server_name", v_server_name},
     {"host", v_host},

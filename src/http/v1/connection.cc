@@ -19,6 +19,7 @@
 #include "event/loop.h"
 #include "event/worker.h"
 #include "http/conditional.h"
+#include "http/log_escape.h"
 #include "http/output.h"
 #include "http/phases.h"
 #include "http/ssl_module.h"
@@ -176,6 +177,7 @@ Connection::Connection(event::Connection& c, const ListenPort& port)
     // the Host header is known [nginx].
     if (port_.addrs.size() == 1) addr_ = &port_.addrs[0];
     default_srv_ = servers().default_server;
+    pp_wait_ = servers().proxy_protocol;
     if (port_.bind.ssl) {
         // The handshake comes first, with the default server's certificate
         // until SNI names another server (ssl_module).
@@ -347,6 +349,10 @@ void Connection::on_read() {
 }
 
 void Connection::read_head() {
+    if (pp_wait_) {
+        read_proxy_protocol();
+        return;
+    }
     if (tls_ && !tls_->established()) {
         tls_handshake();
         return;
@@ -430,6 +436,86 @@ void Connection::read_head() {
         close_connection();
         return;
     }
+}
+
+void Connection::read_proxy_protocol() {
+    if (!pp_parser_) {
+        const size_t cap = std::max<size_t>(kProxyV1MaxLine, *default_srv_->client_header_buffer_size);
+        pp_parser_ = std::make_unique<ProxyParser>(cap);
+        pp_peek_.resize(cap);
+    }
+    // Peeked, not read: the header's end is known only once parsed, and
+    // whatever follows it belongs to TLS (which reads the socket itself)
+    // or to the request. The parser is given every byte so far each time;
+    // new bytes raise a new edge, so waiting costs no spinning.
+    ssize_t n;
+    do {
+        n = ::recv(c_.fd(), pp_peek_.data(), pp_peek_.size(), MSG_PEEK);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        c_.io.clear_readable();
+        return;
+    }
+    if (n < 0) {
+        if (errno != ECONNRESET) GH_LOG_ERRNO(Info, errno, "recv() failed while reading PROXY protocol");
+        close_connection();
+        return;
+    }
+    if (n == 0) {
+        GH_LOG(Info, "client closed connection while reading PROXY protocol");
+        close_connection();
+        return;
+    }
+    const std::string_view peeked(pp_peek_.data(), static_cast<size_t>(n));
+    ProxyParseResult pr = pp_parser_->parse(peeked);
+    if (pr.state == ProxyParseState::NeedMore) {
+        c_.io.clear_readable();
+        return;
+    }
+    if (pr.state == ProxyParseState::Error) {
+        if (pr.show_bytes) {
+            // As nginx prints them, but one line of printable ASCII.
+            char esc[4 * kProxyV1MaxLine];
+            const char* end = escape_to(LogEscape::Default, peeked.substr(0, kProxyV1MaxLine), esc);
+            GH_LOG(Error, "%s: \"%.*s\" while reading PROXY protocol", pr.reason, static_cast<int>(end - esc), esc);
+        } else if (pr.value >= 0) {
+            GH_LOG(Error, "%s: %d while reading PROXY protocol", pr.reason, pr.value);
+        } else {
+            GH_LOG(Error, "%s while reading PROXY protocol", pr.reason);
+        }
+        drop_peeked();
+        close_connection();
+        return;
+    }
+    pp_ = std::make_unique<ProxyHeader>(pp_parser_->header());
+    pp_tlvs_.assign(pp_->tlvs);
+    pp_->tlvs = pp_tlvs_;
+    // Take the header's bytes, and only them, off the socket.
+    size_t left = pr.consumed;
+    while (left > 0) {
+        ssize_t got = ::recv(c_.fd(), pp_peek_.data(), left, 0);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) {
+            close_connection();
+            return;
+        }
+        left -= static_cast<size_t>(got);
+    }
+    pp_wait_ = false;
+    pp_parser_.reset();
+    pp_peek_ = std::string();
+    read_head();
+}
+
+void Connection::drop_peeked() {
+    // What was only peeked at is still unread: closing over it would
+    // reset the connection. Read it, as nginx has when it closes, so the
+    // client sees an orderly close.
+    if (pp_peek_.empty()) return;
+    ssize_t n;
+    do {
+        n = ::recv(c_.fd(), pp_peek_.data(), pp_peek_.size(), MSG_DONTWAIT);
+    } while (n < 0 && errno == EINTR);
 }
 
 void Connection::tls_handshake() {
@@ -769,7 +855,10 @@ void Connection::write_failed(const event::ChainWriter::Result& w) {
     } else if (std::string_view(w.call) == "pread()") {
         GH_LOG_ERRNO(Crit, w.err, "pread() failed while sending response to client");
     } else if (w.err == EPIPE || w.err == ECONNRESET) {
-        GH_LOG(Info, "client %s closed connection while sending response", peer_text_);
+        // The request's client: the address realip put there, as nginx's
+        // connection address is while the request lasts.
+        std::string_view who = req_ ? req_->remote_addr : std::string_view(peer_text_);
+        GH_LOG(Info, "client %.*s closed connection while sending response", static_cast<int>(who.size()), who.data());
     } else {
         GH_LOG_ERRNO(Info, w.err, "%s failed while sending response to client", w.call);
     }
@@ -1066,6 +1155,12 @@ void Connection::on_read_timeout() {
         return;
     }
     if (state_ == State::Keepalive || state_ == State::Lingering) {
+        close_connection();
+        return;
+    }
+    if (state_ == State::Head && pp_wait_) {
+        GH_LOG(Info, "client timed out (110: Connection timed out) while reading PROXY protocol");
+        drop_peeked();
         close_connection();
         return;
     }

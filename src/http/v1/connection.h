@@ -27,6 +27,7 @@
 #include "http/chunked.h"
 #include "http/core_module.h"
 #include "http/h1_parser.h"
+#include "http/proxy_protocol.h"
 #include "http/request.h"
 #include "http/stream.h"
 
@@ -69,6 +70,7 @@ public:
     uint32_t connection_requests() const override { return c_.requests; }
     event::Msec connection_start() const override { return started_; }
     const AddrServers& servers() override;
+    const ProxyHeader* proxy_protocol() const override { return pp_.get(); }
     Flow send_head(Request& r, const ResponseHead& h) override;
     Flow send_body(Request& r, Chain& in) override;
     void flush() override;
@@ -120,6 +122,12 @@ private:
     // TLS ports: tells TLS from plain HTTP, then drives the handshake;
     // read_head() once it is done.
     void tls_handshake();
+    // "listen ... proxy_protocol": reads the PROXY header, before TLS and
+    // before the request, peeking so that exactly the header's bytes are
+    // taken from the socket; read_head() once it is done.
+    void read_proxy_protocol();
+    // Before closing on a bad or late PROXY header: reads what was peeked.
+    void drop_peeked();
     // Retiring: close an idle connection unless its next request is
     // already in the socket (then read it).
     void retire_idle();
@@ -135,6 +143,15 @@ private:
     std::unique_ptr<tls::Session> tls_;  // TLS ports only
     bool tls_sniffed_ = false;           // the first byte said TLS
     bool plain_on_tls_ = false;          // the first byte said plain HTTP: answer 497
+    // The PROXY protocol: the header is still to be read; its parser and
+    // the bytes it peeks at meanwhile (client_header_buffer_size, at least
+    // the 107 bytes of a v1 line); the header once read, for the life of
+    // the connection, its TLVs copied into pp_tlvs_.
+    bool pp_wait_ = false;
+    std::unique_ptr<ProxyParser> pp_parser_;
+    std::string pp_peek_;
+    std::unique_ptr<ProxyHeader> pp_;
+    std::string pp_tlvs_;
     const AddrServers* addr_ = nullptr;
     SrvConf* default_srv_ = nullptr;
     State state_ = State::Head;

@@ -129,6 +129,8 @@ public:
     size_t window = SIZE_MAX;
     http::Request* req = nullptr;
     std::string request_body;  // what read_body() hands over, in one piece
+    // The PROXY protocol header the "connection" began with (owner: the test).
+    const http::ProxyHeader* proxy = nullptr;
 
     std::string field(std::string_view name) const {
         for (const auto& [n, v] : fields)
@@ -165,6 +167,7 @@ public:
     uint32_t connection_requests() const override { return 1; }
     event::Msec connection_start() const override { return 1000; }
     const http::AddrServers& servers() override { return site_.servers(); }
+    const http::ProxyHeader* proxy_protocol() const override { return proxy; }
 
     http::Flow send_head(http::Request&, const http::ResponseHead& h) override {
         REQUIRE_FALSE(head_sent);
