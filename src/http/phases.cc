@@ -318,6 +318,8 @@ void run_phases(Request& r) {
 
 Next access_granted(Request& r) {
     if (!*r.loc_conf<LocConf>(http_core_module).satisfy_any) return Next::Decline;
+    // An earlier check's 401 left its challenge: the response is no 401.
+    if (r.access_code) r.out.remove("WWW-Authenticate");
     r.access_code = 0;
     return Next::Proceed;
 }

@@ -1,11 +1,16 @@
-"""Access control: allow/deny (IPv4, IPv6, mapped IPv4, unix:),
-limit_except, and the error log lines nginx writes for each refusal.
+"""Access control: allow/deny (IPv4, IPv6, mapped IPv4, unix:), satisfy
+all|any, auth_basic with every htpasswd format, limit_except, error_page
+on 401/403, and the error log lines nginx writes for each refusal.
 
 Servers run two workers on reuseport sockets, so that requests reach both
 and any per-worker state would show."""
 
+import base64
+import hashlib
 import os
 import socket
+import subprocess
+import warnings
 
 import pytest
 
@@ -18,6 +23,44 @@ for _name in ("v4", "v6", "net", "order", "open", "own", "inherit", "le", "lea",
               "all-deny", "any-only-deny", "inner", "realm", "var", "nofile", "dir",
               "log", "err"):
     PAGES[f"{_name}/index.html"] = f"{_name.upper()}\n"
+
+
+def basic(user, password):
+    return ("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
+
+
+def htpasswd_lines():
+    """user -> (stored field, password) for every format, hashes made here."""
+    def openssl(*args):
+        return subprocess.run(["openssl", "passwd", *args], capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    salt = b"s4lt"
+    users = {
+        "plain": ("{PLAIN}pw-plain", "pw-plain"),
+        "sha": ("{SHA}" + base64.b64encode(hashlib.sha1(b"pw-sha").digest()).decode(), "pw-sha"),
+        "ssha": ("{SSHA}" + base64.b64encode(hashlib.sha1(b"pw-ssha" + salt).digest() + salt).decode(),
+                 "pw-ssha"),
+        "apr1": (openssl("-apr1", "-salt", "abcdefgh", "pw-apr1"), "pw-apr1"),
+        "md5": (openssl("-1", "-salt", "saltsalt", "pw-md5"), "pw-md5"),
+        "sha256": (openssl("-5", "-salt", "saltsalt", "pw-sha256"), "pw-sha256"),
+        "sha512": (openssl("-6", "-salt", "saltsalt", "pw-sha512"), "pw-sha512"),
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            import crypt  # Debian 12's python3.11 still has it
+        except ImportError:
+            crypt = None
+    if crypt is not None:
+        users["des"] = (crypt.crypt("pw-des", "ab"), "pw-des")
+        # bcrypt at cost 4: its slowness is by design, not worth waiting for.
+        users["bcrypt"] = (crypt.crypt("pw-bcrypt", "$2b$04$abcdefghijklmnopqrstuu"), "pw-bcrypt")
+        users["bcrypt2y"] = (crypt.crypt("pw-bcrypt", "$2y$04$abcdefghijklmnopqrstuu"), "pw-bcrypt")
+    return users
+
+
+USERS = htpasswd_lines()
 
 
 class AccessServer(Server):
@@ -206,3 +249,181 @@ def test_bad_rules_and_low_address_bits(tmp_path):
     rc, err = bad.test_config()
     assert rc == 1
     assert f'"deny" directive is not allowed here in {bad.conf}:8' in err
+
+
+# ---- auth_basic ------------------------------------------------------------------
+
+
+def htpasswd_text():
+    return "# users of every format\n" + "".join(f"{u}:{h}\n" for u, (h, _) in USERS.items())
+
+
+def test_every_password_format(access_server):
+    s = access_server(f"""
+        server {{
+            {listen_both()}
+            auth_basic "closed site";
+            auth_basic_user_file htpasswd;
+        }}
+    """, htpasswd_text())
+    assert {"plain", "sha", "ssha", "apr1", "md5", "sha256", "sha512"} <= set(USERS)
+    for user, (_, password) in USERS.items():
+        for family in (socket.AF_INET, socket.AF_INET6):
+            r = s.send("/", [basic(user, password)], family=family)
+            assert (r.status, r.body) == (200, b"INDEX\n"), user
+        r = s.send("/", [basic(user, password + "x")])
+        assert r.status == 401, user
+        assert r.header("WWW-Authenticate") == 'Basic realm="closed site"'
+        assert f'user "{user}": password mismatch, client: 127.0.0.1' in s.error_log()
+
+
+def test_refusals_statuses_and_log_lines(access_server):
+    s = access_server(f"""
+        server {{
+            {listen_both()}
+            auth_basic "closed site";
+            auth_basic_user_file htpasswd;
+            location /inner/ {{ auth_basic off; }}
+            location /realm/ {{ auth_basic "say \\"hi\\" to $host"; }}
+            location /var/ {{ auth_basic_user_file $arg_f; }}
+            location /nofile/ {{ auth_basic_user_file htpasswd-missing; }}
+            location /dir/ {{ auth_basic_user_file /; }}
+        }}
+    """, "u:{PLAIN}p\nlast:{PLAIN}no-newline")
+    r = s.send("/")
+    assert r.status == 401
+    assert r.header("WWW-Authenticate") == 'Basic realm="closed site"'
+    assert b"401 Authorization Required" in r.body
+    assert "[info]" in s.error_log()
+    assert 'no user/password was provided for basic authentication, client: 127.0.0.1' in s.error_log()
+    assert s.send("/", [basic("u", "p")]).status == 200
+    assert s.send("/", [basic("last", "no-newline")]).status == 200
+    assert s.send("/", [("Authorization", "Bearer abc")]).status == 401
+    assert s.send("/", [("Authorization", "Basic " + base64.b64encode(b":p").decode())]).status == 401
+
+    r = s.send("/", [basic("nobody", "p")])
+    assert r.status == 401
+    assert f'user "nobody" was not found in "{s.htpasswd}", client: 127.0.0.1' in s.error_log()
+
+    assert s.send("/inner/").status == 200
+    r = s.send("/realm/")
+    assert r.header("WWW-Authenticate") == 'Basic realm="say \\"hi\\" to localhost"'
+
+    assert s.send("/var/?f=htpasswd", [basic("u", "p")]).status == 200
+    r = s.send("/var/?f=nx", [basic("u", "p")])
+    assert r.status == 403
+    assert (f'[error]' in s.error_log() and
+            f'open() "{s.prefix}/conf/nx" failed (2: No such file or directory)' in s.error_log())
+
+    r = s.send("/nofile/", [basic("u", "p")])
+    assert r.status == 403
+    assert f'open() "{s.prefix}/conf/htpasswd-missing" failed (2: No such file or directory)' in s.error_log()
+    r = s.send("/dir/", [basic("u", "p")])
+    assert r.status == 500
+    assert '[crit]' in s.error_log() and 'pread() "/" failed (21: Is a directory)' in s.error_log()
+
+
+def test_the_file_is_read_per_request(access_server):
+    s = access_server(f"""
+        server {{
+            {listen_both()}
+            auth_basic "x";
+            auth_basic_user_file htpasswd;
+        }}
+    """, "u:{PLAIN}old\n")
+    assert six(s, "/", headers=[basic("u", "old")]) == {200}
+    s.htpasswd.write_text("u:{PLAIN}new\n")
+    assert six(s, "/", headers=[basic("u", "old")]) == {401}
+    assert six(s, "/", headers=[basic("u", "new")]) == {200}
+
+
+def test_remote_user_with_and_without_auth_basic(access_server):
+    s = access_server(f"""
+        log_format u "$remote_user $status";
+        server {{
+            {listen_both()}
+            access_log logs/u.log u;
+            location /log/ {{ auth_basic "x"; auth_basic_user_file htpasswd; }}
+        }}
+    """, "u:{PLAIN}p\n")
+    s.send("/log/", [basic("u", "p")])
+    s.send("/log/", [basic("u", "bad")])
+    s.send("/", [basic("who", "ever")])
+    s.send("/")
+    assert s.wait_lines("u.log", 4) == [b"u 200\n", b"u 401\n", b"who 200\n", b"- 200\n"]
+
+
+# ---- satisfy ------------------------------------------------------------------------
+
+
+def test_satisfy_all_and_any_with_every_verdict(access_server):
+    auth = 'auth_basic "r"; auth_basic_user_file htpasswd;'
+    s = access_server(f"""
+        server {{
+            {listen_both()}
+            location /all-allow/ {{ allow 127.0.0.1; deny all; {auth} }}
+            location /all-deny/ {{ deny 127.0.0.1; {auth} }}
+            location /any-allow/ {{ satisfy any; allow 127.0.0.1; deny all; {auth} }}
+            location /any-deny/ {{ satisfy any; deny 127.0.0.1; {auth} }}
+            location /any-only-deny/ {{ satisfy any; deny all; }}
+        }}
+    """, "u:{PLAIN}p\n")
+    good, bad = [basic("u", "p")], [basic("u", "x")]
+    # satisfy all: both checks must grant.
+    assert six(s, "/all-allow/") == {401}
+    assert six(s, "/all-allow/", headers=bad) == {401}
+    assert six(s, "/all-allow/", headers=good) == {200}
+    assert six(s, "/all-deny/") == {403}
+    assert six(s, "/all-deny/", headers=good) == {403}
+    # satisfy any: one grant is enough; refused, 401 wins over 403.
+    r = s.send("/any-allow/")
+    assert (r.status, r.header("WWW-Authenticate")) == (200, None)
+    assert six(s, "/any-allow/", headers=bad) == {200}
+    r = s.send("/any-deny/")
+    assert (r.status, r.header("WWW-Authenticate")) == (401, 'Basic realm="r"')
+    assert six(s, "/any-deny/", headers=bad) == {401}
+    assert six(s, "/any-deny/", headers=good) == {200}
+    assert six(s, "/any-only-deny/") == {403}
+    # A deny is logged only when it decides (satisfy all).
+    log = s.error_log()
+    assert 'access forbidden by rule, client: 127.0.0.1, server: , request: "GET /all-deny/' in log
+    assert 'access forbidden by rule, client: 127.0.0.1, server: , request: "GET /any-deny/' not in log
+    # ::1 meets no rule of its family: auth_basic decides alone.
+    assert six(s, "/all-deny/", family=socket.AF_INET6) == {401}
+    assert six(s, "/any-allow/", family=socket.AF_INET6, headers=good) == {200}
+    assert six(s, "/any-allow/", family=socket.AF_INET6) == {401}
+
+
+def test_limit_except_with_auth_basic(access_server):
+    s = access_server(f"""
+        server {{
+            {listen_both()}
+            location /lea/ {{
+                limit_except GET {{ auth_basic "writers"; auth_basic_user_file htpasswd; }}
+            }}
+        }}
+    """, "u:{PLAIN}p\n")
+    assert six(s, "/lea/") == {200}
+    r = s.send("/lea/", method="POST")
+    assert (r.status, r.header("WWW-Authenticate")) == (401, 'Basic realm="writers"')
+    # Authenticated, the POST reaches the static module, which refuses it.
+    assert s.send("/lea/", [basic("u", "p")], method="POST").status == 405
+
+
+def test_error_page_for_403_and_401(access_server):
+    s = access_server(f"""
+        server {{
+            {listen_both()}
+            error_page 403 /forbidden.html;
+            error_page 401 /auth.html;
+            location = /forbidden.html {{ }}
+            location = /auth.html {{ }}
+            location /da/ {{ deny all; }}
+            location /err/ {{ auth_basic "r"; auth_basic_user_file htpasswd; }}
+        }}
+    """, "u:{PLAIN}p\n")
+    r = s.send("/da/")
+    assert (r.status, r.body) == (403, b"MY403\n")
+    r = s.send("/err/")
+    assert (r.status, r.body, r.header("WWW-Authenticate")) == (401, b"MY401\n", 'Basic realm="r"')
+    assert s.send("/err/", [basic("u", "p")]).body == b"ERR\n"
