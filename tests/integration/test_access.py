@@ -427,3 +427,42 @@ def test_error_page_for_403_and_401(access_server):
     r = s.send("/err/")
     assert (r.status, r.body, r.header("WWW-Authenticate")) == (401, b"MY401\n", 'Basic realm="r"')
     assert s.send("/err/", [basic("u", "p")]).body == b"ERR\n"
+
+
+# ---- auth_delay ------------------------------------------------------------------
+
+
+def test_auth_delay_holds_the_401_not_the_worker(access_server):
+    s = access_server(f"""
+        server {{
+            {listen_both()}
+            auth_delay 4s;
+            auth_basic "r";
+            auth_basic_user_file htpasswd;
+            location /da/ {{ auth_basic off; deny all; }}
+        }}
+    """, "u:{PLAIN}p\n", workers=1)
+    gone = socket.create_connection(("127.0.0.1", s.port))
+    gone.sendall(s.request_bytes("/", [basic("u", "bad")]))
+    waiting = socket.create_connection(("127.0.0.1", s.port))
+    with waiting:
+        waiting.sendall(s.request_bytes("/", [basic("u", "bad")]))
+        # A client that leaves during its delay takes its timer with it.
+        gone.close()
+        # The worker answers others while the 401 waits: a grant and a
+        # 403 are not delayed.
+        assert s.send("/", [basic("u", "p")]).status == 200
+        assert s.send("/da/").status == 403
+        waiting.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            waiting.recv(1)
+        waiting.setblocking(True)
+        waiting.settimeout(10)
+        chunks = []
+        while True:
+            b = waiting.recv(65536)
+            if not b:
+                break
+            chunks.append(b)
+    r = Response(b"".join(chunks))
+    assert (r.status, r.header("WWW-Authenticate")) == (401, 'Basic realm="r"')
