@@ -353,8 +353,12 @@ Next access_granted(Request& r) {
 }
 
 Next access_denied(Request& r, int status) {
-    if (!*r.loc_conf<LocConf>(http_core_module).satisfy_any || (status != 401 && status != 403))
+    if (!*r.loc_conf<LocConf>(http_core_module).satisfy_any || (status != 401 && status != 403)) {
+        // Decided now: nothing is remembered for the Access phase of the
+        // location an error_page may send the request to.
+        r.access_code = 0;
         return refuse_access(r, status);
+    }
     if (r.access_code != 401) r.access_code = static_cast<uint16_t>(status);
     return Next::Decline;
 }

@@ -17,7 +17,7 @@ import pytest
 from gh_server import Response, Server, require_binary
 
 PAGES = {"index.html": "INDEX\n", "p/index.html": "P\n", "forbidden.html": "MY403\n",
-         "auth.html": "MY401\n"}
+         "auth.html": "MY401\n", "e500.html": "E500\n"}
 for _name in ("v4", "v6", "net", "order", "open", "own", "inherit", "le", "lea", "m4", "m6",
               "ua", "ud", "da", "dd", "mapped", "any-allow", "any-deny", "all-allow",
               "all-deny", "any-only-deny", "inner", "realm", "var", "nofile", "dir",
@@ -427,6 +427,26 @@ def test_error_page_for_403_and_401(access_server):
     r = s.send("/err/")
     assert (r.status, r.body, r.header("WWW-Authenticate")) == (401, b"MY401\n", 'Basic realm="r"')
     assert s.send("/err/", [basic("u", "p")]).body == b"ERR\n"
+
+
+def test_a_failed_check_under_satisfy_any_answers_at_once(access_server):
+    s = access_server(f"""
+        server {{
+            {listen_both()}
+            error_page 500 /e500.html;
+            location = /e500.html {{ }}
+            location /dir/ {{
+                satisfy any;
+                deny all;
+                auth_basic "r";
+                auth_basic_user_file /;
+            }}
+        }}
+    """, "u:{PLAIN}p\n")
+    # The deny is remembered, then the unreadable file is a 500 at once;
+    # its error page is served without the remembered 403.
+    r = s.send("/dir/", [basic("u", "p")])
+    assert (r.status, r.body) == (500, b"E500\n")
 
 
 # ---- auth_delay ------------------------------------------------------------------
