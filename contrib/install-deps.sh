@@ -5,6 +5,7 @@
 # "make run". binutils: objcopy, for the stripped binary of make install.
 set -u
 PKGS="g++ make binutils pkg-config libssl-dev libpcre2-dev zlib1g-dev libjemalloc-dev
+      libcrypt-dev
       doctest-dev python3 python3-pytest curl openssl man-db groff-base"
 missing=""
 for p in $PKGS; do

@@ -422,6 +422,7 @@ void merge_loc(const LocConf& up, LocConf& c) {
     conf::inherit(c.lingering_timeout, up.lingering_timeout, 5s);
     conf::inherit(c.server_tokens, up.server_tokens, 1);
     conf::inherit(c.satisfy_any, up.satisfy_any, false);
+    conf::inherit(c.auth_delay, up.auth_delay, conf::Duration(0));
     conf::inherit(c.tcp_nodelay, up.tcp_nodelay, true);
     conf::inherit(c.chunked_transfer_encoding, up.chunked_transfer_encoding, true);
     conf::inherit(c.absolute_redirect, up.absolute_redirect, true);
@@ -651,6 +652,7 @@ constexpr conf::Directive kDirectives[] = {
     {"lingering_timeout", conf::kHttpSrvLoc, conf::Take1, conf::duration<&LocConf::lingering_timeout>()},
     {"server_tokens", conf::kHttpSrvLoc, conf::Take1, conf::custom<set_server_tokens>()},
     {"satisfy", conf::kHttpSrvLoc, conf::Take1, conf::custom<set_satisfy>()},
+    {"auth_delay", conf::kHttpSrvLoc, conf::Take1, conf::duration<&LocConf::auth_delay>()},
     {"tcp_nodelay", conf::kHttpSrvLoc, conf::Take1, conf::flag<&LocConf::tcp_nodelay>()},
     {"chunked_transfer_encoding", conf::kHttpSrvLoc, conf::Take1,
      conf::flag<&LocConf::chunked_transfer_encoding>()},

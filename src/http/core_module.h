@@ -107,6 +107,7 @@ struct LocConf {
     std::optional<conf::Duration> lingering_timeout;    // "lingering_timeout"
     std::optional<uint8_t> server_tokens;               // "server_tokens": 0 off, 1 on, 2 build
     std::optional<bool> satisfy_any;                    // "satisfy": all (false) or any
+    std::optional<conf::Duration> auth_delay;           // "auth_delay": 0 none
     std::optional<bool> tcp_nodelay;                    // "tcp_nodelay"
     std::optional<bool> chunked_transfer_encoding;      // "chunked_transfer_encoding"
     std::optional<bool> absolute_redirect;              // "absolute_redirect"

@@ -229,7 +229,8 @@ std::string_view http_date_now() {
 }
 
 std::string_view status_page(Request& r, int status) {
-    std::string_view reason = reason_phrase(status);
+    // nginx's 401 page names what is wanted, not the status line's phrase.
+    std::string_view reason = status == 401 ? "Authorization Required" : reason_phrase(status);
     std::string_view tokens = server_token(r);
     // 495-497 are 400s whose page says which TLS trouble it was [nginx].
     const bool tls_400 = is_tls_400(status);
@@ -294,7 +295,11 @@ void finalize_response(Request& r) {
         if (is_tls_400(st)) r.out.status = st = 400;
         r.out.content_type = "text/html";
         r.out.content_length = page.size();
-        r.out.headers.clear();
+        // A 401 keeps its challenges (auth_basic's, an origin's): without
+        // them the client cannot authenticate (RFC 9110 15.5.2).
+        std::erase_if(r.out.headers, [st](const Header& h) {
+            return st != 401 || !iequals(h.name, "WWW-Authenticate");
+        });
         Buf b = Buf::memory(page);
         b.last_buf = true;
         r.body.push(std::move(b));

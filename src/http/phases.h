@@ -62,6 +62,8 @@ void continue_request(Request& r, Next n);
 //    remembered and the next check runs; when none grants, the request
 //    gets the remembered status (401 wins over 403, so that a client
 //    that could authenticate is asked to). A 500 answers at once.
+// A final 401 waits "auth_delay" first (the request is suspended on a
+// timer; Suspend is returned then).
 Next access_granted(Request& r);
 Next access_denied(Request& r, int status);
 

@@ -9,10 +9,10 @@
 #include <ctime>
 
 #include "conf/registry.h"
-#include "core/base64.h"
 #include "core/str.h"
 #include "event/loop.h"
 #include "event/worker.h"
+#include "http/basic_credentials.h"
 #include "http/core_module.h"
 #include "http/proxy_protocol.h"
 #include "http/request.h"
@@ -577,24 +577,17 @@ void v_content_type(Request& r, VarValue& v, uintptr_t) {
     v.not_found = true;
 }
 // The user name of "Authorization: Basic" credentials, whether or not
-// anything checks them [nginx]; not found without valid ones.
+// anything checks them [nginx]; not found without valid ones (an empty
+// user name is none, as for auth_basic).
 void v_remote_user(Request& r, VarValue& v, uintptr_t) {
     v.not_found = true;
     const HeaderField* h = find_in(r, "authorization");
     if (!h) return;
-    std::string_view cred = h->value;
-    if (cred.size() < 6 || !iequals(cred.substr(0, 6), "basic ")) return;
-    cred.remove_prefix(6);
-    while (!cred.empty() && cred[0] == ' ') cred.remove_prefix(1);
-    while (!cred.empty() && cred.back() == ' ') cred.remove_suffix(1);
-    char* out = static_cast<char*>(r.arena().alloc(base64_decoded_max(cred.size()) + 1, 1));
-    auto n = decode_base64(cred, out);
-    if (!n) return;
-    std::string_view userpass(out, *n);
-    const size_t colon = userpass.find(':');
-    if (colon == std::string_view::npos) return;
+    char* buf = static_cast<char*>(r.arena().alloc(basic_credentials_buffer(h->value) + 1, 1));
+    auto cred = parse_basic_credentials(h->value, buf);
+    if (!cred) return;
     v.not_found = false;
-    set(v, userpass.substr(0, colon));
+    set(v, cred->user);
 }
 
 }  // namespace
