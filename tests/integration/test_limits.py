@@ -1,0 +1,368 @@
+"""limit_req: what a client sees, and the log lines.
+
+Masters run two workers on a "reuseport" listener, so that connections
+land on either worker and a limit kept per worker would show: each test
+that counts asserts that both workers answered. Rates are per minute
+where a test counts passes, so that no request leaks out of a bucket
+while the test runs; the requests of one test take far less than the
+second a 1r/m bucket needs to leak a thousandth.
+"""
+
+import re
+import signal
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from gh_server import Response, poll, server  # noqa: F401  (server: the fixture)
+
+
+def two_workers(s):
+    s.conf.write_text(s.conf.read_text().replace("worker_processes 1;", "worker_processes 2;"))
+    return s
+
+
+def start(server, http, files=None):
+    s = two_workers(server(http, files or {"index.html": "hello\n"}, start=False))
+    code, err = s.test_config()
+    if 'unknown directive "limit_req_zone"' in err:
+        pytest.skip("limit modules not built")
+    assert code == 0, err
+    s.start()
+    wait_workers(s)
+    return s
+
+
+def children(pid):
+    pids = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            pids += [int(p) for p in (task / "children").read_text().split()]
+    except OSError:
+        pass
+    return sorted(pids)
+
+
+def sleeping(pid):
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2:][:1] == "S"
+
+
+def wait_workers(s, n=2):
+    """The workers once each waits in its loop (so both take connections)."""
+    def ready():
+        c = children(s.master_pid())
+        return c if len(c) == n and all(sleeping(p) for p in c) else None
+
+    pids = poll(ready, timeout=20)
+    assert pids, s.error_log()
+    return pids
+
+
+def get_many(s, path, n, host="localhost"):
+    """n requests, one after the other, one connection each."""
+    return [s.get(path, host=host) for _ in range(n)]
+
+
+def get_together(s, path, n):
+    """n requests at once, one connection each: the listener's wakeups
+    then spread them over the workers (one by one, a single idle worker
+    would take them all)."""
+    out = [None] * n
+
+    def one(i):
+        out[i] = s.get(path)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    return out
+
+
+def log_lines(s, name, n):
+    return [line.decode().rstrip("\n") for line in s.wait_lines(name, n)]
+
+
+# ---- limit_req ---------------------------------------------------------------------------
+
+
+def test_burst_nodelay_counts_once_for_all_workers(server):
+    s = start(server, """
+    limit_req_zone $binary_remote_addr zone=one:1m rate=1r/m;
+    server {
+        listen 127.0.0.1:PORT reuseport;
+        add_header X-Pid $pid always;
+        location / { limit_req zone=one burst=3 nodelay; }
+    }""")
+    # Rounds of simultaneous requests until both workers have answered
+    # some: per-worker buckets would let 4 through each.
+    rs = []
+    for _ in range(10):
+        rs += get_together(s, "/", 10)
+        if len({r.header("X-Pid") for r in rs}) == 2:
+            break
+    assert len({r.header("X-Pid") for r in rs}) == 2
+    assert sorted(r.status for r in rs) == [200] * 4 + [503] * (len(rs) - 4)
+
+
+def test_without_burst_only_one_per_period_and_status_code(server):
+    s = start(server, """
+    limit_req_zone $binary_remote_addr zone=one:1m rate=1r/m;
+    server {
+        listen 127.0.0.1:PORT reuseport;
+        limit_req_status 429;
+        location / { limit_req zone=one; }
+    }""")
+    assert [r.status for r in get_many(s, "/", 3)] == [200, 429, 429]
+
+
+def test_refused_requests_are_not_counted(server):
+    # Two limits: a request refused by one is counted by neither.
+    s = start(server, """
+    limit_req_zone $arg_a zone=a:1m rate=1r/m;
+    limit_req_zone $arg_b zone=b:1m rate=1r/m;
+    log_format l "$args $status $limit_req_status";
+    server {
+        listen 127.0.0.1:PORT reuseport;
+        access_log logs/l.log l;
+        location / { limit_req zone=a nodelay; limit_req zone=b nodelay; }
+    }""")
+    statuses = [s.get(p).status for p in ("/?a=1", "/?a=1&b=1", "/?b=1", "/?b=1", "/?a=2&b=2", "/")]
+    assert statuses == [200, 503, 200, 503, 200, 200]
+    assert log_lines(s, "l.log", 6) == [
+        "a=1 200 PASSED", "a=1&b=1 503 REJECTED", "b=1 200 PASSED", "b=1 503 REJECTED",
+        "a=2&b=2 200 PASSED", " 200 -"]
+
+
+def test_empty_key_is_not_limited(server):
+    s = start(server, """
+    limit_req_zone $http_x_client zone=one:1m rate=1r/m;
+    log_format l "$status $limit_req_status";
+    server {
+        listen 127.0.0.1:PORT reuseport;
+        access_log logs/l.log l;
+        location / { limit_req zone=one; }
+    }""")
+    assert [r.status for r in get_many(s, "/", 4)] == [200] * 4
+    assert log_lines(s, "l.log", 4) == ["200 -"] * 4
+    assert s.get("/", headers=[("X-Client", "x")]).status == 200
+    assert s.get("/", headers=[("X-Client", "x")]).status == 503
+
+
+def test_dry_run_logs_and_lets_through(server):
+    s = start(server, """
+    limit_req_zone $binary_remote_addr zone=one:1m rate=1r/m;
+    log_format l "$uri $status $limit_req_status";
+    server {
+        listen 127.0.0.1:PORT reuseport;
+        access_log logs/l.log l;
+        limit_req_dry_run on;
+        location /d { limit_req zone=one burst=1; }
+        location /r { limit_req zone=one; }
+    }""", {"d": "d\n", "r": "r\n"})
+    assert [s.get(p).status for p in ("/d", "/d", "/r")] == [200, 200, 200]
+    assert log_lines(s, "l.log", 3) == ["/d 200 PASSED", "/d 200 DELAYED_DRY_RUN", "/r 200 REJECTED_DRY_RUN"]
+    err = s.error_log()
+    # Delays are logged one level below refusals (error: warn).
+    assert re.search(r'\[warn\] .*delaying request, dry run, excess: \d\.\d{3}, by zone "one", client: 127\.0\.0\.1',
+                     err), err
+    assert re.search(r'\[error\] .*limiting requests, dry run, excess: \d\.\d{3} by zone "one", client: 127\.0\.0\.1',
+                     err), err
+
+
+def test_log_level_and_delay_ends_when_the_client_leaves(server):
+    # 1r/m with burst: the second request waits a minute on a timer; the
+    # client leaves meanwhile and the request ends (499), worker unharmed.
+    s = start(server, """
+    limit_req_zone $binary_remote_addr zone=one:1m rate=1r/m;
+    log_format l "$uri $status $limit_req_status";
+    server {
+        listen 127.0.0.1:PORT reuseport;
+        access_log logs/l.log l;
+        limit_req_log_level notice;
+        location / { limit_req zone=one burst=1; }
+        location /free { return 200 "free\\n"; }
+    }""")
+    assert s.get("/").status == 200
+    c = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+    c.sendall(s.request_bytes("/"))
+    assert poll(lambda: "delaying request" in s.error_log(), timeout=10), s.error_log()
+    # 1r/m leaks a thousandth every 60 ms: the excess is about 1.
+    # Others are served while it waits.
+    assert s.get("/free").body == b"free\n"
+    c.close()
+    lines = log_lines(s, "l.log", 3)
+    # ("return" answers in the rewrite phase, before any limit.)
+    assert lines == ["/index.html 200 PASSED", "/free 200 -", "/ 499 DELAYED"]
+    # A third is refused (the delayed one was counted), at notice.
+    assert s.get("/").status == 503
+    assert re.search(r'\[notice\] .*limiting requests, excess: [12]\.\d{3} by zone "one"', s.error_log())
+    assert re.search(r'\[info\] .*delaying request, excess: [01]\.\d{3}, by zone "one"', s.error_log())
+
+
+def test_delayed_requests_are_answered_in_turn(server):
+    # 20r/s, burst 30: 20 simultaneous requests each wait their turn (up
+    # to a second) on timers, without holding the worker.
+    s = start(server, """
+    limit_req_zone $server_name zone=one:1m rate=20r/s;
+    log_format l "$status $limit_req_status";
+    server {
+        listen 127.0.0.1:PORT reuseport;
+        server_name x;
+        access_log logs/l.log l;
+        location / { limit_req zone=one burst=30; }
+    }""")
+    results = [None] * 20
+
+    def one(i):
+        results[i] = s.get("/")
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert [r.status for r in results] == [200] * 20
+    # Which ones wait depends on when each arrives (a request finding the
+    # bucket drained passes): every one is either, and some waited.
+    lines = log_lines(s, "l.log", 20)
+    assert set(lines) <= {"200 PASSED", "200 DELAYED"}
+    assert "200 DELAYED" in lines
+
+
+def test_delay_threshold_lets_the_first_ones_through(server):
+    s = start(server, """
+    limit_req_zone $binary_remote_addr zone=one:1m rate=1r/m;
+    log_format l "$status $limit_req_status";
+    server {
+        listen 127.0.0.1:PORT reuseport;
+        access_log logs/l.log l;
+        location / { limit_req zone=one burst=5 delay=2; }
+    }""")
+    assert [r.status for r in get_many(s, "/", 3)] == [200] * 3
+    assert log_lines(s, "l.log", 3) == ["200 PASSED"] * 3
+    c = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+    c.sendall(s.request_bytes("/"))
+    assert poll(lambda: re.search(r"delaying request, excess: [23]\.\d{3}, by zone", s.error_log()), timeout=10), \
+        s.error_log()
+    c.close()
+
+
+def test_limited_once_across_an_internal_redirect(server):
+    # "/" goes to /index.html internally, in the same location: a second
+    # check would refuse it (1r/m, no burst).
+    s = start(server, """
+    limit_req_zone $binary_remote_addr zone=one:1m rate=1r/m;
+    log_format l "$uri $status $limit_req_status";
+    server {
+        listen 127.0.0.1:PORT reuseport;
+        access_log logs/l.log l;
+        location / { limit_req zone=one; }
+    }""")
+    r = s.get("/")
+    assert (r.status, r.body) == (200, b"hello\n")
+    assert log_lines(s, "l.log", 1) == ["/index.html 200 PASSED"]
+
+
+def test_ipv6_client_key(server):
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        with socket.socket(socket.AF_INET6) as t:
+            t.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no ::1")
+    s = start(server, """
+    limit_req_zone $binary_remote_addr zone=one:1m rate=1r/m;
+    log_format l "$remote_addr $status $limit_req_status";
+    server {
+        listen 127.0.0.1:PORT reuseport;
+        listen [::1]:PORT reuseport;
+        access_log logs/l.log l;
+        location / { limit_req zone=one; }
+    }""")
+
+    def get6():
+        with socket.create_connection(("::1", s.port), timeout=5) as c:
+            c.sendall(s.request_bytes("/"))
+            data = b""
+            while chunk := c.recv(65536):
+                data += chunk
+        return Response(data).status
+
+    assert [get6(), get6(), s.get("/").status, s.get("/").status] == [200, 503, 200, 503]
+    assert log_lines(s, "l.log", 4) == [
+        "::1 200 PASSED", "::1 503 REJECTED", "127.0.0.1 200 PASSED", "127.0.0.1 503 REJECTED"]
+
+
+def test_reload_keeps_the_zone_and_a_resize_empties_it(server):
+    http = """
+    limit_req_zone $binary_remote_addr zone=one:SIZE rate=1r/m;
+    server {
+        listen 127.0.0.1:PORT reuseport;
+        location / { limit_req zone=one; }
+    }"""
+    s = start(server, http.replace("SIZE", "1m"))
+    first = wait_workers(s)
+    assert s.get("/").status == 200
+    assert s.get("/").status == 503
+
+    def reload(text):
+        before = children(s.master_pid())
+        s.conf.write_text(s.conf.read_text().replace("zone=one:1m", text))
+        s.proc.send_signal(signal.SIGHUP)
+        assert poll(lambda: (lambda c: c if len(c) == 2 and not set(c) & set(before) else None)(
+            children(s.master_pid())), timeout=20), s.error_log()
+
+    reload("zone=one:1m")
+    assert children(s.master_pid()) != first
+    assert s.get("/").status == 503
+    reload("zone=one:2m")
+    assert s.get("/").status == 200
+    assert s.get("/").status == 503
+
+
+def test_reload_with_another_key_is_refused(server):
+    s = start(server, """
+    limit_req_zone $binary_remote_addr zone=one:1m rate=1r/m;
+    server {
+        listen 127.0.0.1:PORT reuseport;
+        location / { limit_req zone=one; }
+    }""")
+    wait_workers(s)
+    s.conf.write_text(s.conf.read_text().replace("$binary_remote_addr", "$remote_addr"))
+    s.proc.send_signal(signal.SIGHUP)
+    assert poll(lambda: 'limit_req "one" uses the "$remote_addr" key while previously it used the '
+                        '"$binary_remote_addr" key' in s.error_log(), timeout=10), s.error_log()
+    # The old configuration serves on, its zone intact.
+    assert s.get("/").status == 200
+    assert s.get("/").status == 503
+
+
+@pytest.mark.parametrize("directive,message", [
+    ("limit_req_zone $uri zone=one:1m rate=1r/s sync;",
+     '"sync" parameter of "limit_req_zone" is not supported'),
+    ("limit_req_zone $uri zone=one:1k rate=1r/s;", 'zone "zone=one:1k" is too small'),
+    ("limit_req_zone $uri zone=one rate=1r/s;", 'invalid zone size "zone=one"'),
+    ("limit_req_zone $uri zone=one:1m rate=0r/s;", 'invalid rate "rate=0r/s"'),
+    ("limit_req_zone $uri rate=1r/s rate=2r/s;", '"limit_req_zone" must have "zone" parameter'),
+    ("limit_req zone=nope;", 'unknown limit_req_zone "nope"'),
+    ("limit_req_zone $uri zone=one:1m rate=1r/s; limit_req zone=one burst=0;", 'invalid burst value "burst=0"'),
+    ("limit_req_zone $uri zone=one:1m rate=1r/s; limit_req zone=one delay=x;", 'invalid delay value "delay=x"'),
+    ("limit_req_status 200;", '"limit_req_status" directive value must be between 400 and 599'),
+    ("limit_req_log_level debug;", 'invalid value "debug" in "limit_req_log_level" directive'),
+])
+def test_configuration_errors(server, directive, message):
+    s = two_workers(server("%s\nserver { listen 127.0.0.1:PORT; }" % directive, start=False))
+    code, err = s.test_config()
+    if 'unknown directive "limit_' in err:
+        pytest.skip("limit modules not built")
+    assert code == 1
+    assert "[emerg] " + message + " in " in err, err
