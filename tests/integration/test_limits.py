@@ -1,4 +1,4 @@
-"""limit_req: what a client sees, and the log lines.
+"""limit_req and limit_conn: what a client sees, and the log lines.
 
 Masters run two workers on a "reuseport" listener, so that connections
 land on either worker and a limit kept per worker would show: each test
@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from gh_server import Response, poll, server  # noqa: F401  (server: the fixture)
+from origins import Origin, response
 
 
 def two_workers(s):
@@ -27,7 +28,7 @@ def two_workers(s):
 def start(server, http, files=None):
     s = two_workers(server(http, files or {"index.html": "hello\n"}, start=False))
     code, err = s.test_config()
-    if 'unknown directive "limit_req_zone"' in err:
+    if 'unknown directive "limit_req_zone"' in err or 'unknown directive "limit_conn_zone"' in err:
         pytest.skip("limit modules not built")
     assert code == 0, err
     s.start()
@@ -358,6 +359,10 @@ def test_reload_with_another_key_is_refused(server):
     ("limit_req_zone $uri zone=one:1m rate=1r/s; limit_req zone=one delay=x;", 'invalid delay value "delay=x"'),
     ("limit_req_status 200;", '"limit_req_status" directive value must be between 400 and 599'),
     ("limit_req_log_level debug;", 'invalid value "debug" in "limit_req_log_level" directive'),
+    ("limit_conn_zone $uri zone=c:1m; limit_conn c 0;", 'invalid number of connections "0"'),
+    ("limit_conn c 1;", 'unknown limit_conn_zone "c"'),
+    ("limit_conn_zone $uri zone=c:1m; limit_req_zone $uri zone=c:1m rate=1r/s;",
+     'shared memory zone "c" is already used by another module'),
 ])
 def test_configuration_errors(server, directive, message):
     s = two_workers(server("%s\nserver { listen 127.0.0.1:PORT; }" % directive, start=False))
@@ -366,3 +371,151 @@ def test_configuration_errors(server, directive, message):
         pytest.skip("limit modules not built")
     assert code == 1
     assert "[emerg] " + message + " in " in err, err
+
+
+# ---- limit_conn -------------------------------------------------------------------------
+
+
+class Gate:
+    """An origin that holds every response until release()."""
+
+    def __init__(self):
+        self.open = threading.Event()
+        self.origin = Origin(self.handle)
+
+    def handle(self, conn, req):
+        self.open.wait(20)
+        conn.sendall(response(200, b"held\n", close=True))
+        return False
+
+    def release(self):
+        self.open.set()
+
+
+@pytest.fixture
+def gate():
+    made = []
+
+    def make():
+        g = Gate()
+        made.append(g)
+        return g
+
+    yield make
+    for g in made:
+        g.release()
+        g.origin.stop()
+
+
+def send(port, path):
+    c = socket.create_connection(("127.0.0.1", port), timeout=10)
+    c.sendall(("GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n" % path).encode())
+    return c
+
+
+def read_all(c):
+    data = b""
+    while chunk := c.recv(65536):
+        data += chunk
+    c.close()
+    return Response(data)
+
+
+def test_limit_conn_exactly_n_across_workers(server, gate):
+    g = gate()
+    s = start(server, f"""
+    limit_conn_zone $binary_remote_addr zone=addr:1m;
+    log_format l "$status $limit_conn_status $pid";
+    server {{
+        listen 127.0.0.1:PORT reuseport;
+        access_log logs/l.log l;
+        location / {{ limit_conn addr 3; proxy_pass http://{g.origin.addr}; }}
+    }}""")
+    held = [send(s.port, f"/h{i}") for i in range(3)]
+    g.origin.wait_requests(3)
+    # More, at once, until both workers have refused some: each finds the
+    # count at 3 whichever worker holds the three.
+    refused = []
+    for _ in range(10):
+        refused += [r.status for r in get_together(s, "/r", 8)]
+        lines = log_lines(s, "l.log", len(refused))
+        if len({line.split()[2] for line in lines}) == 2:
+            break
+    assert refused == [503] * len(refused)
+    g.release()
+    assert [read_all(c).status for c in held] == [200] * 3
+    lines = log_lines(s, "l.log", len(refused) + 3)
+    assert sorted(line.split()[1] for line in lines) == ["PASSED"] * 3 + ["REJECTED"] * len(refused)
+    assert len({line.split()[2] for line in lines}) == 2
+    # Every count goes back (as each request is freed, after its log line).
+    assert poll(lambda: read_all(send(s.port, "/again")).status == 200, timeout=10)
+
+
+def test_limit_conn_counts_come_back_from_aborted_requests(server, gate):
+    g = gate()
+    s = start(server, f"""
+    limit_conn_zone $binary_remote_addr zone=addr:1m;
+    log_format l "$uri $status $limit_conn_status";
+    server {{
+        listen 127.0.0.1:PORT reuseport;
+        access_log logs/l.log l;
+        location / {{ limit_conn addr 1; proxy_pass http://{g.origin.addr}; }}
+        location /q {{ limit_conn addr 1; }}
+    }}""", {"q": "q\n"})
+    for i in range(5):
+        c = send(s.port, f"/a{i}")
+        g.origin.wait_requests(i + 1)
+        c.close()
+        # The worker sees the client go and ends the request (499); its
+        # count goes back as the request is freed, right after its log
+        # line: /q answers 200 once it has.
+        log_lines(s, "l.log", i + 1)
+        assert poll(lambda: s.get("/q").status == 200, timeout=10)
+    lines = log_lines(s, "l.log", 5 + 5)
+    assert [line for line in lines if line.startswith("/a")] == [f"/a{i} 499 PASSED" for i in range(5)]
+    # Exactly one at a time still: nothing leaked, nothing went negative.
+    c = send(s.port, "/b")
+    g.origin.wait_requests(6)
+    assert s.get("/q").status == 503
+    g.release()
+    assert read_all(c).status == 200
+
+
+def test_limit_conn_status_log_level_and_dry_run(server, gate):
+    g = gate()
+    s = start(server, f"""
+    limit_conn_zone $binary_remote_addr zone=addr:1m;
+    log_format l "$uri $status $limit_conn_status";
+    server {{
+        listen 127.0.0.1:PORT reuseport;
+        access_log logs/l.log l;
+        limit_conn_log_level warn;
+        location /p {{ limit_conn addr 1; proxy_pass http://{g.origin.addr}; }}
+        location /s {{ limit_conn addr 1; limit_conn_status 429; }}
+        location /d {{ limit_conn addr 1; limit_conn_dry_run on; }}
+        location /n {{ }}
+    }}""", {"s": "s\n", "d": "d\n", "n": "n\n"})
+    held = send(s.port, "/p")
+    g.origin.wait_requests(1)
+    assert [s.get(p).status for p in ("/s", "/d", "/n")] == [429, 200, 200]
+    g.release()
+    assert read_all(held).status == 200
+    assert log_lines(s, "l.log", 4) == ["/s 429 REJECTED", "/d 200 REJECTED_DRY_RUN", "/n 200 -", "/p 200 PASSED"]
+    err = s.error_log()
+    assert re.search(r'\[warn\] .*limiting connections by zone "addr", client: 127\.0\.0\.1', err), err
+    assert re.search(r'\[warn\] .*limiting connections, dry run, by zone "addr"', err), err
+
+
+def test_limit_req_and_limit_conn_together(server):
+    # A request refused by limit_req never takes a limit_conn count.
+    s = start(server, """
+    limit_req_zone $binary_remote_addr zone=r:1m rate=1r/m;
+    limit_conn_zone $binary_remote_addr zone=c:1m;
+    log_format l "$status $limit_req_status $limit_conn_status";
+    server {
+        listen 127.0.0.1:PORT reuseport;
+        access_log logs/l.log l;
+        location / { limit_req zone=r; limit_conn c 1; }
+    }""")
+    assert [r.status for r in get_many(s, "/", 2)] == [200, 503]
+    assert log_lines(s, "l.log", 2) == ["200 PASSED PASSED", "503 REJECTED -"]
