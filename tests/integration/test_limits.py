@@ -462,6 +462,9 @@ def test_limit_conn_counts_come_back_from_aborted_requests(server, gate):
         location / {{ limit_conn addr 1; proxy_pass http://{g.origin.addr}; }}
         location /q {{ limit_conn addr 1; }}
     }}""", {"q": "q\n"})
+    def aborted():
+        return [line for line in s.read_log("l.log").decode().splitlines() if line.startswith("/a")]
+
     for i in range(5):
         c = send(s.port, f"/a{i}")
         g.origin.wait_requests(i + 1)
@@ -469,10 +472,8 @@ def test_limit_conn_counts_come_back_from_aborted_requests(server, gate):
         # The worker sees the client go and ends the request (499); its
         # count goes back as the request is freed, right after its log
         # line: /q answers 200 once it has.
-        log_lines(s, "l.log", i + 1)
+        assert poll(lambda: aborted() == [f"/a{j} 499 PASSED" for j in range(i + 1)], timeout=10), aborted()
         assert poll(lambda: s.get("/q").status == 200, timeout=10)
-    lines = log_lines(s, "l.log", 5 + 5)
-    assert [line for line in lines if line.startswith("/a")] == [f"/a{i} 499 PASSED" for i in range(5)]
     # Exactly one at a time still: nothing leaked, nothing went negative.
     c = send(s.port, "/b")
     g.origin.wait_requests(6)
