@@ -256,6 +256,32 @@ def test_delay_threshold_lets_the_first_ones_through(server):
     c.close()
 
 
+def test_a_full_zone_forgets_the_least_recently_used_keys(server):
+    # 32k holds a few hundred records: 2000 keys push the first ones out
+    # (they pass again), the last ones are still limited.
+    s = start(server, """
+    limit_req_zone $arg_k zone=small:32k rate=1r/m;
+    server {
+        listen 127.0.0.1:PORT reuseport;
+        location / { limit_req zone=small; }
+    }""")
+    for start_at in range(0, 2000, 500):
+        # 500 a connection (keepalive_requests allows 1000).
+        with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+            f = c.makefile("rb")
+            for i in range(start_at, start_at + 500):
+                c.sendall(f"GET /?k={i:0>40} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                status = int(f.readline().split()[1])
+                assert status == 200, i
+                length = 0
+                while (line := f.readline()) not in (b"\r\n", b""):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                f.read(length)
+    assert s.get(f"/?k={1999:0>40}").status == 503
+    assert s.get(f"/?k={0:0>40}").status == 200
+
+
 def test_limited_once_across_an_internal_redirect(server):
     # "/" goes to /index.html internally, in the same location: a second
     # check would refuse it (1r/m, no burst).
@@ -480,6 +506,33 @@ def test_limit_conn_counts_come_back_from_aborted_requests(server, gate):
     assert s.get("/q").status == 503
     g.release()
     assert read_all(c).status == 200
+
+
+def test_limit_conn_zone_full_refuses_and_says_so(server, gate):
+    # Long keys take a 512-byte page each: a 32k zone holds a few dozen
+    # counts at once; the requests beyond get 503 and an alert.
+    g = gate()
+    s = start(server, f"""
+    limit_conn_zone $arg_k zone=small:32k;
+    server {{
+        listen 127.0.0.1:PORT reuseport;
+        location / {{ limit_conn small 1; proxy_pass http://{g.origin.addr}; }}
+    }}""")
+    key = "x" * 250
+    socks = [send(s.port, f"/?k={key}{i:03}") for i in range(100)]
+    # Each is either at the origin or refused (and logged) at once.
+    def refused():
+        return s.error_log().count('could not allocate node in limit_conn zone "small"')
+
+    assert poll(lambda: len(g.origin.requests) + refused() == 100, timeout=20), (len(g.origin.requests), refused())
+    at_origin = len(g.origin.requests)
+    g.release()
+    statuses = sorted(read_all(c).status for c in socks)
+    assert statuses.count(503) == 100 - at_origin
+    assert 20 <= at_origin < 100
+    assert re.search(r'\[alert\] .*could not allocate node in limit_conn zone "small"', s.error_log())
+    # Every count went back: the zone has room again.
+    assert poll(lambda: read_all(send(s.port, f"/?k={key}new")).status == 200, timeout=10)
 
 
 def test_limit_conn_status_log_level_and_dry_run(server, gate):
