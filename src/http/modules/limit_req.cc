@@ -137,9 +137,18 @@ Verdict check(ReqZone& z, const ReqLimit& l, std::string_view key, uint64_t now,
     return Verdict::Held;
 }
 
+// Whether a held record is still the zone's: a process dying with the
+// lock between check() and account() resets the zone (LimitTable::Lock),
+// and the record is gone with everything else.
+bool still_there(ReqZone& z, Node* n) { return z.table.find(n->hash, n->key()) == n && n->count > 0; }
+
 // Commits a held record and lets it go; its delay.
 uint64_t account(ReqZone& z, const ReqLimit& l, Node* n, uint64_t now, int64_t* excess) {
     LimitTable::Lock lock(z.table);
+    if (!still_there(z, n)) {
+        *excess = 0;
+        return 0;
+    }
     limiter::Bucket b{n->excess, n->last};
     const int64_t e = limiter::excess_after(b, now, z.rate);
     limiter::commit(b, e, now);
@@ -152,7 +161,7 @@ uint64_t account(ReqZone& z, const ReqLimit& l, Node* n, uint64_t now, int64_t* 
 
 void release(ReqZone& z, Node* n) {
     LimitTable::Lock lock(z.table);
-    --n->count;
+    if (still_there(z, n)) --n->count;
 }
 
 std::string excess_text(int64_t e) {

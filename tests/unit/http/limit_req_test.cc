@@ -13,6 +13,8 @@
 #include <vector>
 
 #include "core/shm.h"
+#include "core/shm_slab.h"
+#include "forked.h"
 #include "http/limit_table.h"
 
 namespace lim = gatehouse::http::limiter;
@@ -175,6 +177,27 @@ TEST_CASE("http/limit_table: a full zone says so; freeing makes room") {
     CHECK(t->insert(LimitTable::hash_key("new"), "new") != nullptr);
     CHECK(t->find(LimitTable::hash_key(keys[1]), keys[1]) != nullptr);
     CHECK(t->find(LimitTable::hash_key(keys[0]), keys[0]) == nullptr);
+}
+
+TEST_CASE("http/limit_table: a process killed holding the lock leaves an empty, usable table") {
+    ZoneRegistry reg;
+    ZoneSet gen(reg);
+    auto ref = gen.add("crash", 64 * 1024, &kTag);
+    REQUIRE(ref);
+    auto t = LimitTable::open(*ref, "limit_req", "$binary_remote_addr");
+    REQUIRE(t);
+    {
+        LimitTable::Lock lock(*t);
+        REQUIRE(t->insert(LimitTable::hash_key("a"), "a"));
+    }
+    // A worker dies inside its critical section, the table maybe half
+    // updated: the next holder starts it afresh.
+    auto* pool = static_cast<gatehouse::shm::Pool*>(ref->zone->addr());
+    gatehouse::test::killed_after([&] { (void)pool->mutex().lock(); });
+    LimitTable::Lock lock(*t);
+    CHECK(t->size() == 0);
+    CHECK(t->find(LimitTable::hash_key("a"), "a") == nullptr);
+    CHECK(t->insert(LimitTable::hash_key("b"), "b") != nullptr);
 }
 
 TEST_CASE("http/limit_table: too small a zone is refused") {
