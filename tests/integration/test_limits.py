@@ -142,6 +142,20 @@ def test_refused_requests_are_not_counted(server):
         "a=2&b=2 200 PASSED", " 200 -"]
 
 
+def test_a_level_with_its_own_limits_inherits_none(server):
+    s = start(server, """
+    limit_req_zone $arg_a zone=a:1m rate=1r/m;
+    limit_req_zone $arg_b zone=b:1m rate=1r/m;
+    server {
+        listen 127.0.0.1:PORT reuseport;
+        limit_req zone=a;
+        location / { }
+        location /own { limit_req zone=b; }
+    }""", {"index.html": "hello\n", "own": "own\n"})
+    paths = ("/own?a=1", "/own?a=1", "/own?b=1", "/own?b=1", "/?a=2", "/?a=2", "/?b=2", "/?b=2")
+    assert [s.get(p).status for p in paths] == [200, 200, 200, 503, 200, 503, 200, 200]
+
+
 def test_empty_key_is_not_limited(server):
     s = start(server, """
     limit_req_zone $http_x_client zone=one:1m rate=1r/m;
