@@ -258,6 +258,12 @@ public:
     // "satisfy any": the status of the access checks that denied so far
     // (0: none did); see access_denied().
     uint16_t access_code = 0;
+    // What limit_req and limit_conn decided ($limit_req_status,
+    // $limit_conn_status; 0: no limit applied). Here rather than in the
+    // modules' contexts, which an internal redirect clears: a request is
+    // limited once, wherever it goes afterwards [nginx r->main].
+    uint8_t limit_req_status = 0;
+    uint8_t limit_conn_status = 0;
     // False after "rewrite ... break": the URI no longer maps onto the
     // location's prefix, so proxy_pass sends it whole [nginx valid_location].
     bool valid_location = true;
