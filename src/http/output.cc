@@ -294,7 +294,11 @@ void finalize_response(Request& r) {
         if (is_tls_400(st)) r.out.status = st = 400;
         r.out.content_type = "text/html";
         r.out.content_length = page.size();
-        r.out.headers.clear();
+        // The handler's fields go with its body, but a 401's challenges:
+        // without them the client could not authenticate (auth_request
+        // passes its subrequest's WWW-Authenticate fields) [nginx keeps
+        // headers_out.www_authenticate on its special responses].
+        std::erase_if(r.out.headers, [](const Header& h) { return !iequals(h.name, "WWW-Authenticate"); });
         Buf b = Buf::memory(page);
         b.last_buf = true;
         r.body.push(std::move(b));

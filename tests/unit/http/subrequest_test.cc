@@ -37,6 +37,11 @@ server {
         add_header X-Body "[$request_body]" always;
         return 204;
     }
+    location = /guarded {
+        internal;
+        auth_request /deny;
+        return 204;
+    }
     location = /deny { set $mine "deny"; return 403; }
     location = /page { return 200 "a body nobody reads"; }
     location = /cut { return 444; }
@@ -91,6 +96,18 @@ TEST_CASE("http/subrequest: the child answers from its location and wakes the pa
     }));
     site.settle();
     CHECK(got == "abc");
+}
+
+TEST_CASE("http/subrequest: the Access phase is skipped, internal locations answer") {
+    Site site(kConf);
+    Exchange x(site, "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    park(x);
+    http::Subrequest* s = http::Subrequest::start(x.r(), "/guarded");
+    REQUIRE(s);
+    site.settle();
+    CHECK(s->done());
+    // auth_request in the child's location did not run: 204, not 403.
+    CHECK(s->status() == 204);
 }
 
 TEST_CASE("http/subrequest: the body is dropped; an abort fails the child") {
