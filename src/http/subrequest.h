@@ -10,8 +10,8 @@
 // not access-logged (nginx's "log_subrequest off"). It sees the parent's
 // server, request line, $request_uri, header fields, client address and
 // the values of the user variables ("set") the parent had when it began;
-// its method is GET (nginx's subrequests are GETs; $request_method
-// reads the child's). It has no request body: a handler that reads one
+// its method is GET (nginx's subrequests are GETs), while
+// $request_method says the client's request's, as nginx's does. It has no request body: a handler that reads one
 // gets an empty body, and the parent's body stays unread for the
 // parent's own handler.
 //
