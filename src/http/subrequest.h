@@ -11,9 +11,11 @@
 // server, request line, $request_uri, header fields, client address and
 // the values of the user variables ("set") the parent had when it began;
 // its method is GET (nginx's subrequests are GETs), while
-// $request_method says the client's request's, as nginx's does. It has no request body: a handler that reads one
-// gets an empty body, and the parent's body stays unread for the
-// parent's own handler.
+// $request_method says the client's request's, as nginx's does. It has
+// no request body: a handler that reads one gets an empty body, and the
+// parent's body stays unread for the parent's own handler. The child's
+// header fields are a view of the parent's (copied on the child's first
+// change): the parent leaves its own fields alone while a child runs.
 //
 // Its Stream is the Subrequest below, a third implementation of
 // http::Stream beside the HTTP/1 connection and the unit tests' stream:
