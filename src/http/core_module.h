@@ -190,6 +190,7 @@ struct HttpMainConf {
     uint16_t server_rewrite_step = 0;  // internal redirects restart here
     uint16_t find_config_step = 0;
     uint16_t rewrite_step = 0;         // named locations start here
+    uint16_t post_access_step = 0;     // subrequests skip the Access phase to here
     std::vector<PhaseFn> handlers;     // the Log phase, run after the response
     uint16_t phase_start[kPhases + 1] = {};
     std::vector<HeaderFilter> header_filters;  // module order

@@ -165,6 +165,15 @@ Next refuse_access(Request& r, int status) {
     return Next::Suspend;
 }
 
+// Before the Access phase: a subrequest was let in with its parent, and
+// its checks (allow/deny, auth) are not run again [nginx
+// ngx_http_core_access_phase].
+Next enter_access(Request& r) {
+    if (!r.parent) return Next::Decline;
+    r.phase_index = http_main(r.main_confs)->post_access_step;
+    return Next::Redirect;
+}
+
 // After the Access phase: under "satisfy any", every check that ran
 // denied (none granted, or the phase would have been left by Proceed
 // with access_code cleared).
@@ -256,7 +265,9 @@ void build_phase_engine(HttpMainConf& m) {
     add_phase(Phase::Rewrite);
     add_step(post_rewrite);
     add_phase(Phase::Preaccess);
+    add_step(enter_access);
     add_phase(Phase::Access);
+    m.post_access_step = static_cast<uint16_t>(m.steps.size());
     add_step(post_access);
     add_phase(Phase::Precontent);
     add_step(location_content);

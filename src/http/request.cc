@@ -91,6 +91,11 @@ void describe_request(const Request& r, FixedWriter& out) {
         out.put(r.request_line);
         out.put("\"");
     }
+    if (r.parent) {
+        out.put(", subrequest: \"");
+        out.put(r.uri);
+        out.put("\"");
+    }
     if (r.upstream) r.upstream->describe_peer(out);
     if (!r.in.host.empty()) {
         out.put(", host: \"");

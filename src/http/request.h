@@ -206,6 +206,11 @@ public:
     bool head_only = false;         // HEAD (or a status without body): no body goes out
     bool internal = false;          // reached by an internal redirect
     bool pipelined = false;         // sent before the previous response ended ($pipe)
+    // The request this one is a subrequest of (subrequest.h), which
+    // outlives it; null for a client's request. The engine skips the
+    // Access phase of a subrequest; a module that must act once per
+    // client request (a limit) tests it.
+    Request* parent = nullptr;
 
     // ---- the client --------------------------------------------------------
     // From the stream; a module may replace them (the address behind a
@@ -330,7 +335,8 @@ private:
 
 // Appends nginx's context of a line about r: ", client: <address>,
 // server: <name>, request: \"<request line>\"", then, when there are,
-// ", upstream: \"<url>\"", ", host: \"<Host>\"", ", referrer: \"<Referer>\"".
+// ", upstream: \"<url>\"", ", host: \"<Host>\"", ", referrer: \"<Referer>\"";
+// a subrequest adds ", subrequest: \"<its uri>\"" after the request line.
 void describe_request(const Request& r, FixedWriter& out);
 
 }  // namespace gatehouse::http

@@ -428,7 +428,13 @@ void set_args(Request& r, std::string_view v, uintptr_t) { r.args = v; }
 void v_is_args(Request& r, VarValue& v, uintptr_t) { set(v, r.args.empty() ? "" : "?"); }
 void v_scheme(Request& r, VarValue& v, uintptr_t) { set(v, r.stream().tls() ? "https" : "http"); }
 void v_https(Request& r, VarValue& v, uintptr_t) { set(v, r.stream().tls() ? "on" : ""); }
-void v_method(Request& r, VarValue& v, uintptr_t) { set(v, r.method); }
+// The client's method, in a subrequest too (a GET of its own): an auth
+// service is told what the client asked with it [nginx r->main].
+void v_method(Request& r, VarValue& v, uintptr_t) {
+    const Request* m = &r;
+    while (m->parent) m = m->parent;
+    set(v, m->method);
+}
 void v_protocol(Request& r, VarValue& v, uintptr_t) {
     // HTTP/1.2..1.9 are served as 1.1 (RFC 9110 2.5); 20 is HTTP/2.
     set(v, r.http_version == 10 ? "HTTP/1.0" : r.http_version == 20 ? "HTTP/2.0" : "HTTP/1.1");

@@ -114,7 +114,8 @@ Take take(ConnZone& z, uint32_t limit, std::string_view key, LimitTable::Node** 
 }
 
 Next run_limit_conn(Request& r) {
-    if (r.limit_conn_status) return Next::Decline;
+    // A subrequest (auth_request) runs inside its parent, already counted.
+    if (r.limit_conn_status || r.parent) return Next::Decline;
     const LimitConnConf& c = r.loc_conf<LimitConnConf>(limit_conn_module);
     if (c.limits.empty()) return Next::Decline;
 

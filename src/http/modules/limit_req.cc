@@ -184,7 +184,9 @@ struct Delay {
 };
 
 Next run_limit_req(Request& r) {
-    if (r.limit_req_status) return Next::Decline;
+    // Once per client request: not again after an internal redirect, and
+    // not for its subrequests (auth_request), which it already paid for.
+    if (r.limit_req_status || r.parent) return Next::Decline;
     const LimitReqConf& c = r.loc_conf<LimitReqConf>(limit_req_module);
     if (c.limits.empty()) return Next::Decline;
 
