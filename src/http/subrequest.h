@@ -106,6 +106,7 @@ public:
     uint32_t connection_requests() const override { return parent_stream_.connection_requests(); }
     event::Msec connection_start() const override { return parent_stream_.connection_start(); }
     const AddrServers& servers() override { return parent_stream_.servers(); }
+    const ProxyHeader* proxy_protocol() const override { return parent_stream_.proxy_protocol(); }
 
     // ---- http::Stream: the child's response, kept or dropped --------------------
     Flow send_head(Request& r, const ResponseHead& h) override;
