@@ -207,7 +207,7 @@ def test_401_passes_every_www_authenticate(site, auth):
     r = site.get("/private/b")
     assert r.status == 401
     assert r.all("WWW-Authenticate") == ['Bearer realm="test"', 'Basic realm="test"']
-    assert b"<title>401 Unauthorized</title>" in r.body
+    assert b"<title>401 Authorization Required</title>" in r.body
     assert site.origin.requests == []
     assert site.wait_lines("auth.log", 1) == [b"/private/b 401 user= auth=401\n"]
 
