@@ -206,7 +206,7 @@ void emit(Level l, int err, const char* fmt, ...) {
         cx->describe(cx->self, w);
         len = static_cast<size_t>(w.p - buf);
     }
-    current().write(l, std::string_view(buf, len), cx ? cx->connection : 0);
+    effective().write(l, std::string_view(buf, len), cx ? cx->connection : 0);
 }
 
 }  // namespace log

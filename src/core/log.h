@@ -102,6 +102,10 @@ struct Context {
     // owner's, who keeps it valid while the Context is in scope.
     void (*describe)(const void* self, FixedWriter& out) = nullptr;
     const void* self = nullptr;
+    // Where the lines go instead of current(): a request's "error_log" of
+    // its http, server or location level (owner: the generation); null:
+    // the process's.
+    const ErrorLog* error_log = nullptr;
 };
 
 namespace detail {
@@ -136,6 +140,12 @@ int open_log_file(const std::string& path, std::optional<uid_t> owner = std::nul
 // is current until set_error_log() is called.
 ErrorLog& current();
 void set_error_log(ErrorLog* l);
+// The log lines go to now: the one of the Context in scope, if it has one,
+// else current().
+inline const ErrorLog& effective() {
+    const Context* c = detail::g_context;
+    return c && c->error_log ? *c->error_log : current();
+}
 
 // Used by the log macros; formats printf-style, appends the context in
 // scope and writes.
@@ -147,13 +157,13 @@ void emit(Level l, int err, const char* fmt, ...) __attribute__((format(printf, 
 // formatting. GH_LOG_ERRNO appends " (errno: strerror)" as nginx does.
 #define GH_LOG(lvl, ...)                                                     \
     do {                                                                     \
-        if (::gatehouse::log::current().enabled(::gatehouse::log::Level::lvl)) \
+        if (::gatehouse::log::effective().enabled(::gatehouse::log::Level::lvl)) \
             ::gatehouse::log::emit(::gatehouse::log::Level::lvl, 0, __VA_ARGS__); \
     } while (0)
 
 #define GH_LOG_ERRNO(lvl, err, ...)                                          \
     do {                                                                     \
-        if (::gatehouse::log::current().enabled(::gatehouse::log::Level::lvl)) \
+        if (::gatehouse::log::effective().enabled(::gatehouse::log::Level::lvl)) \
             ::gatehouse::log::emit(::gatehouse::log::Level::lvl, (err), __VA_ARGS__); \
     } while (0)
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <charconv>
 
+#include "conf/syslog.h"
 #include "core/log.h"
 #include "event/listen_spec.h"
 #include "http/body.h"
@@ -265,6 +266,59 @@ Status set_large_buffers(Ctx& cx, const Node& n, SrvConf& sc) {
     return {};
 }
 
+// An "error_log" of the http block, a server or a location: a log of its
+// own, each directive a sink (the same file twice writes each line twice,
+// as nginx). The files are opened now, by the master, and reopened on
+// USR1 with every such log of the process (HttpErrorLog's list).
+struct HttpErrorLog {
+    log::ErrorLog log;
+    HttpErrorLog* prev = nullptr;
+    HttpErrorLog* next = nullptr;
+    static inline HttpErrorLog* first = nullptr;
+    HttpErrorLog() {
+        next = first;
+        if (first) first->prev = this;
+        first = this;
+    }
+    HttpErrorLog(const HttpErrorLog&) = delete;
+    HttpErrorLog& operator=(const HttpErrorLog&) = delete;
+    ~HttpErrorLog() {
+        if (prev) prev->next = next;
+        else first = next;
+        if (next) next->prev = prev;
+    }
+};
+
+Status set_error_log(Ctx& cx, const Node& n, LocConf& lc) {
+    const std::string& p = n.args[0].text;
+    if (p.empty()) return cx.error(n, "empty path in \"error_log\" directive");
+    if (p.compare(0, 7, "memory:") == 0) return cx.error(n, "the memory buffer error log is not supported");
+    log::Level level = log::Level::Error;
+    if (n.args.size() == 2) {
+        auto l = log::parse_level(n.args[1].text);
+        if (!l) return cx.invalid(n, l.error());
+        level = *l;
+    }
+    // The level's own log: made by its first directive (merging has not
+    // run yet, so a log here is this level's).
+    if (!lc.error_log) lc.error_log = &cx.arena().make<HttpErrorLog>()->log;
+    if (conf::is_syslog(p)) {
+        auto t = conf::parse_syslog(p);
+        if (!t) return cx.error(n, t.message());
+        lc.error_log->add_syslog(std::move(*t), level);
+    } else {
+        lc.error_log->add(p == "stderr" ? p : cx.full_path(p), level);
+    }
+    if (auto s = lc.error_log->open(); !s) return cx.error(n, s.message());
+    return {};
+}
+
+void reopen_error_logs(const std::optional<conf::WorkerUser>& workers) {
+    std::optional<uid_t> owner;
+    if (workers) owner = workers->uid;
+    for (HttpErrorLog* l = HttpErrorLog::first; l; l = l->next) l->log.reopen(owner);
+}
+
 Status set_server_tokens(Ctx& cx, const Node& n, LocConf& lc) {
     if (lc.server_tokens) return cx.duplicate(n);
     std::string_view v = n.args[0].text;
@@ -422,6 +476,7 @@ void merge_loc(const LocConf& up, LocConf& c) {
     conf::inherit(c.lingering_timeout, up.lingering_timeout, 5s);
     conf::inherit(c.server_tokens, up.server_tokens, 1);
     conf::inherit(c.satisfy_any, up.satisfy_any, false);
+    if (!c.error_log) c.error_log = up.error_log;
     conf::inherit(c.auth_delay, up.auth_delay, conf::Duration(0));
     conf::inherit(c.tcp_nodelay, up.tcp_nodelay, true);
     conf::inherit(c.chunked_transfer_encoding, up.chunked_transfer_encoding, true);
@@ -652,6 +707,7 @@ constexpr conf::Directive kDirectives[] = {
     {"lingering_timeout", conf::kHttpSrvLoc, conf::Take1, conf::duration<&LocConf::lingering_timeout>()},
     {"server_tokens", conf::kHttpSrvLoc, conf::Take1, conf::custom<set_server_tokens>()},
     {"satisfy", conf::kHttpSrvLoc, conf::Take1, conf::custom<set_satisfy>()},
+    {"error_log", conf::kHttpSrvLoc, conf::Take12, conf::custom<set_error_log>()},
     {"auth_delay", conf::kHttpSrvLoc, conf::Take1, conf::duration<&LocConf::auth_delay>()},
     {"tcp_nodelay", conf::kHttpSrvLoc, conf::Take1, conf::flag<&LocConf::tcp_nodelay>()},
     {"chunked_transfer_encoding", conf::kHttpSrvLoc, conf::Take1,
@@ -788,6 +844,7 @@ extern const conf::Module http_core_module{
     .listens = listens,
     .init_master = init_master,
     .quit_worker = v1::retire_connections,
+    .reopen_logs = reopen_error_logs,
 };
 
 }  // namespace gatehouse::http

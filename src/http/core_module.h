@@ -23,6 +23,10 @@
 #include "http/fwd.h"
 #include "http/variables.h"
 
+namespace gatehouse::log {
+class ErrorLog;
+}
+
 namespace gatehouse::http {
 
 struct ListenConf {
@@ -95,6 +99,10 @@ struct LocConf {
     uint32_t limit_except = 0;
     conf::ConfArray limit_except_confs = nullptr;
 
+    // "error_log" of this level, or inherited: the lines about a request
+    // handled here go there instead of the main one (owner: the
+    // generation arena; null: the main "error_log").
+    log::ErrorLog* error_log = nullptr;
     std::optional<bool> internal;                       // "internal"
     std::optional<uint64_t> client_max_body_size;       // "client_max_body_size"
     std::optional<uint64_t> client_body_buffer_size;    // "client_body_buffer_size"

@@ -81,6 +81,8 @@ void set_location(Request& r, LocConf* l) {
     r.loc = l;
     r.loc_confs = l->loc_confs;
     r.content_handler = l->content_handler;
+    // Its "error_log", when the location (or a level above) has one.
+    r.log_ctx.error_log = l->error_log;
 }
 
 void clear_module_contexts(Request& r) {
@@ -288,6 +290,7 @@ void start_request(Request& r) {
     r.srv = found;
     r.srv_confs = found->srv_confs;
     r.loc_confs = found->loc_confs;
+    r.log_ctx.error_log = static_cast<LocConf*>(found->loc_confs[http_core_module.index])->error_log;
 
     if (h.form == TargetForm::Asterisk || h.form == TargetForm::Authority) {
         // OPTIONS * and CONNECT are not served by this server.

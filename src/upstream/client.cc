@@ -436,7 +436,7 @@ std::string_view Client::action() const {
 void Client::error_log(log::Level l, int err, std::string_view what, std::string_view act) {
     last_error_ = what;
     if (err) last_error_ += " (" + std::to_string(err) + ": " + strerror(err) + ")";
-    if (!log::current().enabled(l)) return;
+    if (!log::effective().enabled(l)) return;
     log::emit(l, 0, "%s while %.*s", last_error_.c_str(), static_cast<int>(act.size()), act.data());
 }
 

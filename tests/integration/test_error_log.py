@@ -3,7 +3,9 @@ connection's "*N" (the number $connection shows) and the context after
 the message (", client: ..., server: ..., request: ..., upstream: ...,
 host: ...")."""
 
+import os
 import re
+import signal
 import socket
 import time
 
@@ -150,3 +152,80 @@ def test_the_memory_buffer_is_refused_not_taken_for_a_file(server):
     assert rc == 1
     assert f"gatehouse: [emerg] the memory buffer error log is not supported in {s.conf}:1" in err, err
     assert not [p for p in s.prefix.rglob("*") if "memory" in p.name]
+
+
+# ---- error_log in http, server and location ------------------------------------------
+
+
+def test_error_log_per_location_server_and_http(server):
+    # A request's lines go to the error_log of where it is handled (the
+    # location's, else its server's, else the http block's), each directive
+    # a sink of its own, filtered by its level; the rest to the main log.
+    s = server("""
+        error_log logs/http.log info;
+        server {
+            listen 127.0.0.1:PORT;
+            root html;
+            location /loc/ {
+                error_log logs/loc.log;
+                error_log logs/loc.log warn;
+                error_log logs/loc_crit.log crit;
+            }
+            location /inherits/ { }
+        }
+        server {
+            listen 127.0.0.1:PORT2;
+            root html;
+            error_log logs/srv.log;
+        }
+    """.replace("PORT2", str(closed_port())))
+    for path in ("/loc/missing", "/inherits/missing"):
+        with socket.create_connection(("127.0.0.1", s.port), timeout=5) as c:
+            c.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            while c.recv(4096):
+                pass
+
+    def lines(name, needle):
+        p = s.prefix / "logs" / name
+        return [ln for ln in p.read_text().splitlines() if needle in ln] if p.exists() else []
+
+    assert poll(lambda: len(lines("loc.log", "/loc/missing")) == 2)
+    assert lines("loc_crit.log", "/loc/missing") == []
+    assert len(lines("http.log", "/inherits/missing")) == 1
+    assert lines("http.log", "/loc/missing") == []
+    assert "/missing" not in s.error_log()
+    assert lines("srv.log", "missing") == []
+
+
+def test_error_log_of_a_location_is_reopened_on_usr1(server):
+    s = server("""
+        server {
+            listen 127.0.0.1:PORT;
+            root html;
+            location / { error_log logs/loc.log; }
+        }
+    """)
+    log = s.prefix / "logs" / "loc.log"
+
+    def miss(path):
+        with socket.create_connection(("127.0.0.1", s.port), timeout=5) as c:
+            c.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            while c.recv(4096):
+                pass
+
+    miss("/first")
+    assert poll(lambda: "/first" in log.read_text())
+    rotated = s.prefix / "logs" / "loc.log.1"
+    log.rename(rotated)
+    os.kill(s.master_pid(), signal.SIGUSR1)
+    assert poll(lambda: log.exists())
+    miss("/second")
+    assert poll(lambda: "/second" in log.read_text())
+    assert "/second" not in rotated.read_text()
+
+
+def test_error_log_errors(server, tmp_path):
+    from gh_server import Server
+    bad = Server(tmp_path / "b", "server { listen 127.0.0.1:PORT; location / { error_log logs/x.log loud; } }\n")
+    rc, err = bad.test_config()
+    assert rc != 0 and '"error_log" directive' in err and "gatehouse.conf:" in err, err

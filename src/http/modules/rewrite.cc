@@ -729,7 +729,7 @@ void uninitialized(Request& r, VarValue& v, uintptr_t index) {
     v = VarValue{{}, true, false};
     if (r.loc_confs && !*r.loc_conf<RewriteLocConf>(rewrite_module).uninitialized_variable_warn)
         return;
-    if (!log::current().enabled(log::Level::Warn)) return;
+    if (!log::effective().enabled(log::Level::Warn)) return;
     const HttpMainConf* m = http_main(r.main_confs);
     log_for_request(r, log::Level::Warn, 0,
                     "using uninitialized \"" + m->vars.var(static_cast<int>(index)).name + "\" variable");

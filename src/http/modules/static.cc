@@ -137,7 +137,7 @@ bool log_not_found(Request& r) {
 }  // namespace
 
 void log_for_request(Request& r, log::Level l, int err, std::string_view msg) {
-    if (!log::current().enabled(l)) return;
+    if (!log::effective().enabled(l)) return;
     log::Scope scope(&r.log_ctx);
     log::emit(l, err, "%.*s", static_cast<int>(msg.size()), msg.data());
 }

@@ -207,6 +207,13 @@ Connection::Connection(event::Connection& c, const ListenPort& port)
     event::worker_connections().set_reusable(c_, true);
 }
 
+const log::Context* Connection::in_scope() {
+    // A request's lines go to the error_log of where it is handled, as
+    // its own context's do (phases.cc sets it with the location).
+    log_ctx_.error_log = req_ ? req_->log_ctx.error_log : nullptr;
+    return &log_ctx_;
+}
+
 // nginx's context of a line about the connection: its request's while it
 // serves one, else the client and the listening address.
 void Connection::describe_for_log(const void* self, FixedWriter& out) {
@@ -321,7 +328,7 @@ bool Connection::client_closed() {
 // ---- reading the head --------------------------------------------------
 
 void Connection::on_read() {
-    log::Scope scope(&log_ctx_);
+    log::Scope scope(in_scope());
     switch (state_) {
         case State::Head:
         case State::Keepalive:
@@ -866,7 +873,7 @@ void Connection::write_failed(const event::ChainWriter::Result& w) {
 }
 
 void Connection::flush() {
-    log::Scope scope(&log_ctx_);  // also flush_ev_'s callback
+    log::Scope scope(in_scope());  // also flush_ev_'s callback
     if (state_ != State::Processing || !req_ || !out_) return;
     Request& r = *req_;
     const auto& lc = r.loc_conf<LocConf>(http_core_module);
@@ -908,7 +915,7 @@ void Connection::uncork() {
 }
 
 void Connection::on_write() {
-    log::Scope scope(&log_ctx_);
+    log::Scope scope(in_scope());
     if (tls_ && !tls_->established()) {
         if (state_ == State::Head) tls_handshake();
         return;
@@ -919,7 +926,7 @@ void Connection::on_write() {
 }
 
 void Connection::on_drained() {
-    log::Scope scope(&log_ctx_);
+    log::Scope scope(in_scope());
     if ((state_ == State::Processing || state_ == State::Orphan) && req_ && output_pending() == 0)
         output_drained(*req_);
 }
@@ -1134,7 +1141,7 @@ void Connection::pump_body() {
 }
 
 void Connection::on_write_timeout() {
-    log::Scope scope(&log_ctx_);
+    log::Scope scope(in_scope());
     GH_LOG(Info, "client timed out (110: Connection timed out) while sending response to client");
     if (req_) {
         if (req_->out.status == 0) req_->out.status = 408;
@@ -1149,7 +1156,7 @@ void Connection::on_write_timeout() {
 }
 
 void Connection::on_read_timeout() {
-    log::Scope scope(&log_ctx_);
+    log::Scope scope(in_scope());
     if (g_retiring && (state_ == State::Keepalive || (state_ == State::Head && rlen_ == rpos_))) {
         retire_idle();
         return;
@@ -1231,7 +1238,7 @@ bool Connection::discard_body() {
 }
 
 void Connection::finish_request() {
-    log::Scope scope(&log_ctx_);
+    log::Scope scope(in_scope());
     if (req_ && state_ == State::Orphan) {
         // The orphan's response is complete: its log line, then the end.
         req_->done = true;

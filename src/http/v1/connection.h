@@ -135,6 +135,9 @@ private:
     bool input_waiting();
     // The tail of this connection's error log lines (log::Context).
     static void describe_for_log(const void* self, FixedWriter& out);
+    // log_ctx_, its error_log the current request's: for log::Scope at
+    // each entry from the loop.
+    const log::Context* in_scope();
 
     friend void retire_connections();
 
