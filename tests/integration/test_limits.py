@@ -388,8 +388,6 @@ def test_reload_with_another_key_is_refused(server):
 
 
 @pytest.mark.parametrize("directive,message", [
-    ("limit_req_zone $uri zone=one:1m rate=1r/s sync;",
-     '"sync" parameter of "limit_req_zone" is not supported'),
     ("limit_req_zone $uri zone=one:1k rate=1r/s;", 'zone "zone=one:1k" is too small'),
     ("limit_req_zone $uri zone=one rate=1r/s;", 'invalid zone size "zone=one"'),
     ("limit_req_zone $uri zone=one:1m rate=0r/s;", 'invalid rate "rate=0r/s"'),
@@ -411,6 +409,18 @@ def test_configuration_errors(server, directive, message):
         pytest.skip("limit modules not built")
     assert code == 1
     assert "[emerg] " + message + " in " in err, err
+
+
+def test_sync_is_accepted_with_a_warning(server):
+    # NGINX Plus's "sync" shares a zone between nodes; there is no such
+    # synchronization yet, and the operator is told the limit is per node.
+    s = two_workers(server("limit_req_zone $uri zone=one:1m rate=1r/s sync;\n"
+                           "server { listen 127.0.0.1:PORT; location / { limit_req zone=one; return 204; } }",
+                           start=False))
+    code, err = s.test_config()
+    assert code == 0, err
+    assert ('[warn] "sync" of limit_req_zone: zones are not synchronized between nodes, '
+            'the limit applies per node in ') in err, err
 
 
 # ---- limit_conn -------------------------------------------------------------------------

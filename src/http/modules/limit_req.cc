@@ -312,9 +312,11 @@ Status set_zone(Ctx& cx, const Conf& n, LimitReqMain& m) {
             if (!r) return cx.error(n, r.error().message);
             rate = *r;
         } else if (a == "sync") {
-            // Synchronising zones between instances comes with a later
-            // issue (Redis); refusing it beats silently not sharing.
-            return cx.error(n, "\"sync\" parameter of \"limit_req_zone\" is not supported");
+            // NGINX Plus shares such a zone with the other nodes of a
+            // cluster. Without a synchronization configured the zone is
+            // this node's alone, which is said rather than left silent.
+            GH_LOG(Warn, "\"sync\" of limit_req_zone: zones are not synchronized between nodes, "
+                         "the limit applies per node in %s", n.where().c_str());
         } else {
             return cx.error(n, "invalid parameter \"" + a + "\"");
         }
