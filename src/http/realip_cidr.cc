@@ -5,6 +5,8 @@
 #include <charconv>
 #include <cstring>
 
+#include "core/cidr.h"
+
 namespace gatehouse::http {
 
 namespace {
@@ -51,76 +53,33 @@ bool port_of(std::string_view s, uint16_t* port) {
 Result<Cidr> parse_cidr(std::string_view s, std::string* warning) {
     Cidr c;
     if (s == "unix:") {
-        c.family = AF_UNIX;
+        c.unix_peers = true;
         return c;
     }
-    std::string_view addr = s, bits_text;
-    size_t slash = s.find('/');
-    if (slash != std::string_view::npos) {
-        addr = s.substr(0, slash);
-        bits_text = s.substr(slash + 1);
-    }
-    size_t len;
-    if (pton(AF_INET, addr, c.addr)) {
-        c.family = AF_INET;
-        len = 4;
-    } else if (pton(AF_INET6, addr, c.addr)) {
-        c.family = AF_INET6;
-        len = 16;
-    } else {
-        return make_error("invalid parameter \"" + std::string(s) + "\"");
-    }
-    uint32_t bits = static_cast<uint32_t>(len * 8);
-    if (slash != std::string_view::npos) {
-        auto [p, ec] = std::from_chars(bits_text.data(), bits_text.data() + bits_text.size(), bits);
-        if (bits_text.empty() || ec != std::errc() || p != bits_text.data() + bits_text.size() || bits > len * 8)
-            return make_error("invalid parameter \"" + std::string(s) + "\"");
-    }
-    bool low_bits = false;
-    for (size_t i = 0; i < len; ++i) {
-        uint32_t b = bits >= 8 ? 8 : bits;
-        bits -= b;
-        c.mask[i] = static_cast<uint8_t>(b == 0 ? 0 : 0xff << (8 - b));
-        if (c.addr[i] & ~c.mask[i]) low_bits = true;
-        c.addr[i] &= c.mask[i];
-    }
-    if (low_bits && warning) *warning = "low address bits of " + std::string(s) + " are meaningless";
+    auto p = gatehouse::parse_cidr(s);
+    if (!p) return p.error();
+    if (p->host_bits && warning) *warning = "low address bits of " + std::string(s) + " are meaningless";
+    c.block = p->cidr;
     return c;
 }
 
 Cidr cidr_of(const sockaddr* sa) {
     Cidr c;
-    c.family = sa->sa_family;
-    if (sa->sa_family == AF_INET) {
-        memcpy(c.addr, &reinterpret_cast<const sockaddr_in*>(sa)->sin_addr, 4);
-        memset(c.mask, 0xff, 4);
-    } else if (sa->sa_family == AF_INET6) {
-        memcpy(c.addr, &reinterpret_cast<const sockaddr_in6*>(sa)->sin6_addr, 16);
-        memset(c.mask, 0xff, 16);
+    if (auto ip = ip_of(sa)) {
+        c.block.addr = *ip;
+        c.block.prefix = ip->family == AF_INET ? 32 : 128;
+        memset(c.block.mask, 0xff, ip->family == AF_INET ? 4 : 16);
     }
     return c;
 }
 
 bool cidr_match(const Cidr& c, const sockaddr* sa) {
-    const uint8_t* a = nullptr;
-    int family = sa->sa_family;
-    if (family == AF_INET) {
-        a = reinterpret_cast<const uint8_t*>(&reinterpret_cast<const sockaddr_in*>(sa)->sin_addr);
-    } else if (family == AF_INET6) {
-        const in6_addr& a6 = reinterpret_cast<const sockaddr_in6*>(sa)->sin6_addr;
-        a = a6.s6_addr;
-        // A dual-stack socket reports IPv4 clients as ::ffff:a.b.c.d.
-        if (c.family == AF_INET && IN6_IS_ADDR_V4MAPPED(&a6)) {
-            family = AF_INET;
-            a += 12;
-        }
-    }
-    if (family != c.family) return false;
-    if (family == AF_UNIX) return true;
-    const size_t len = family == AF_INET ? 4 : 16;
-    for (size_t i = 0; i < len; ++i)
-        if ((a[i] & c.mask[i]) != c.addr[i]) return false;
-    return true;
+    if (sa->sa_family == AF_UNIX) return c.unix_peers;
+    if (c.unix_peers) return false;
+    auto ip = ip_of(sa);
+    if (!ip) return false;
+    // A dual-stack socket reports IPv4 clients as ::ffff:a.b.c.d.
+    return c.block.contains(*ip) || (ip->v4_mapped() && c.block.contains(ip->unmapped()));
 }
 
 bool parse_addr_port(std::string_view s, sockaddr_storage* sa) {

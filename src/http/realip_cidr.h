@@ -2,8 +2,9 @@
 // "set_real_ip_from" values and the addresses a trusted proxy reports.
 //
 // Pure functions, no I/O (a hostname in set_real_ip_from is resolved by
-// the module, at configuration time). The allow/deny module has a matcher
-// of its own; the two are meant to become one behind this interface.
+// the module, at configuration time). The blocks and their matching are
+// core/cidr.h's, shared with allow/deny; this adds "unix:" and the
+// dual-stack rule set_real_ip_from needs.
 #pragma once
 
 #include <netinet/in.h>
@@ -13,6 +14,7 @@
 #include <string>
 #include <string_view>
 
+#include "core/cidr.h"
 #include "core/result.h"
 
 namespace gatehouse::http {
@@ -20,9 +22,8 @@ namespace gatehouse::http {
 // "192.0.2.0/24", "2001:db8::/32", "192.0.2.1" (one address), or "unix:"
 // (every UNIX-domain peer).
 struct Cidr {
-    int family = AF_UNSPEC;  // AF_INET, AF_INET6 or AF_UNIX
-    uint8_t addr[16] = {};   // network order, masked
-    uint8_t mask[16] = {};
+    bool unix_peers = false;  // "unix:"
+    ::gatehouse::Cidr block;  // otherwise
 };
 
 // Parses "addr[/bits]" or "unix:". An address with bits set below the
