@@ -34,6 +34,25 @@ Result<int> parse_status(conf::Ctx& cx, const conf::Node& n);
 // "limit_req_log_level warn": info, notice, warn or error.
 Result<log::Level> parse_log_level(conf::Ctx& cx, const conf::Node& n);
 
+// The setters of "limit_*_status" and "limit_*_log_level", once per level,
+// for a module's location struct C.
+template <typename C, std::optional<int> C::*Member>
+Status set_status(conf::Ctx& cx, const conf::Node& n, C& c) {
+    if (c.*Member) return cx.duplicate(n);
+    auto s = parse_status(cx, n);
+    if (!s) return s.error();
+    c.*Member = *s;
+    return {};
+}
+template <typename C, std::optional<log::Level> C::*Member>
+Status set_log_level(conf::Ctx& cx, const conf::Node& n, C& c) {
+    if (c.*Member) return cx.duplicate(n);
+    auto l = parse_log_level(cx, n);
+    if (!l) return l.error();
+    c.*Member = *l;
+    return {};
+}
+
 // The level a delay is logged at: one below the rejection's, info at the
 // lowest [nginx].
 inline log::Level lower(log::Level l) {

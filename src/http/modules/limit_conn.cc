@@ -210,27 +210,13 @@ Status set_limit(Ctx& cx, const Conf& n, LimitConnConf& c) {
     return {};
 }
 
-Status set_status(Ctx& cx, const Conf& n, LimitConnConf& c) {
-    if (c.status) return cx.duplicate(n);
-    auto s = limit_conf::parse_status(cx, n);
-    if (!s) return s.error();
-    c.status = *s;
-    return {};
-}
-
-Status set_log_level(Ctx& cx, const Conf& n, LimitConnConf& c) {
-    if (c.log_level) return cx.duplicate(n);
-    auto l = limit_conf::parse_log_level(cx, n);
-    if (!l) return l.error();
-    c.log_level = *l;
-    return {};
-}
-
 constexpr conf::Directive kDirectives[] = {
     {"limit_conn_zone", conf::kHttp, conf::Take2, conf::custom<set_zone>()},
     {"limit_conn", conf::kHttpSrvLoc, conf::Take2, conf::custom<set_limit>()},
-    {"limit_conn_status", conf::kHttpSrvLoc, conf::Take1, conf::custom<set_status>()},
-    {"limit_conn_log_level", conf::kHttpSrvLoc, conf::Take1, conf::custom<set_log_level>()},
+    {"limit_conn_status", conf::kHttpSrvLoc, conf::Take1,
+     conf::custom<limit_conf::set_status<LimitConnConf, &LimitConnConf::status>>()},
+    {"limit_conn_log_level", conf::kHttpSrvLoc, conf::Take1,
+     conf::custom<limit_conf::set_log_level<LimitConnConf, &LimitConnConf::log_level>>()},
     {"limit_conn_dry_run", conf::kHttpSrvLoc, conf::Take1, conf::flag<&LimitConnConf::dry_run>()},
 };
 

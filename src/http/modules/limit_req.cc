@@ -371,27 +371,13 @@ Status set_limit(Ctx& cx, const Conf& n, LimitReqConf& c) {
     return {};
 }
 
-Status set_status(Ctx& cx, const Conf& n, LimitReqConf& c) {
-    if (c.status) return cx.duplicate(n);
-    auto s = limit_conf::parse_status(cx, n);
-    if (!s) return s.error();
-    c.status = *s;
-    return {};
-}
-
-Status set_log_level(Ctx& cx, const Conf& n, LimitReqConf& c) {
-    if (c.log_level) return cx.duplicate(n);
-    auto l = limit_conf::parse_log_level(cx, n);
-    if (!l) return l.error();
-    c.log_level = *l;
-    return {};
-}
-
 constexpr conf::Directive kDirectives[] = {
     {"limit_req_zone", conf::kHttp, conf::Arity{3, 4, false}, conf::custom<set_zone>()},
     {"limit_req", conf::kHttpSrvLoc, conf::Take13, conf::custom<set_limit>()},
-    {"limit_req_status", conf::kHttpSrvLoc, conf::Take1, conf::custom<set_status>()},
-    {"limit_req_log_level", conf::kHttpSrvLoc, conf::Take1, conf::custom<set_log_level>()},
+    {"limit_req_status", conf::kHttpSrvLoc, conf::Take1,
+     conf::custom<limit_conf::set_status<LimitReqConf, &LimitReqConf::status>>()},
+    {"limit_req_log_level", conf::kHttpSrvLoc, conf::Take1,
+     conf::custom<limit_conf::set_log_level<LimitReqConf, &LimitReqConf::log_level>>()},
     {"limit_req_dry_run", conf::kHttpSrvLoc, conf::Take1, conf::flag<&LimitReqConf::dry_run>()},
 };
 
