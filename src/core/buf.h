@@ -109,6 +109,16 @@ struct Buf {
     }
     bool empty() const { return size() == 0; }
     std::string_view view() const { return {pos, static_cast<size_t>(last - pos)}; }
+    // The window narrowed, memory or file alike (n <= size()): without
+    // its first n bytes; to its first n bytes.
+    void consume(size_t n) {
+        if (in_file()) file_pos += static_cast<off_t>(n);
+        else pos += n;
+    }
+    void truncate(size_t n) {
+        if (in_file()) file_last = file_pos + static_cast<off_t>(n);
+        else last = pos + n;
+    }
 };
 
 // A list of Bufs, usually allocated in a request arena.

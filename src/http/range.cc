@@ -131,13 +131,8 @@ void RangeSlicer::run(Chain& in, Chain& out) {
         }
         uint64_t skip = range_.start > from ? range_.start - from : 0;
         uint64_t cut = to > range_.end ? to - range_.end : 0;
-        if (b.in_file()) {
-            b.file_pos += static_cast<off_t>(skip);
-            b.file_last -= static_cast<off_t>(cut);
-        } else {
-            b.pos += skip;
-            b.last -= cut;
-        }
+        b.consume(skip);
+        b.truncate(b.size() - cut);
         // The range ends here, or the body does (shorter than announced).
         if (to >= range_.end) b.last_buf = true;
         done_ = b.last_buf;

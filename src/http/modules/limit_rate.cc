@@ -105,13 +105,8 @@ uint64_t move_bytes(Chain& in, Chain& out, uint64_t budget) {
         Buf part = b;
         part.last_buf = false;
         part.flush = false;
-        if (b.in_file()) {
-            part.file_last = part.file_pos + static_cast<off_t>(take);
-            b.file_pos += static_cast<off_t>(take);
-        } else {
-            part.last = part.pos + take;
-            b.pos += take;
-        }
+        part.truncate(take);
+        b.consume(take);
         out.push(std::move(part));
         moved += take;
         break;
