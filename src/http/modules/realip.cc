@@ -103,12 +103,14 @@ void set_client(Request& r, const sockaddr_storage& sa) {
 }
 
 Next run_realip(Request& r) {
+    if (!r.loc_confs) return Next::Decline;
+    // Not configured here: the common case, decided before anything else.
+    const RealipConf& c = r.loc_conf<RealipConf>(realip_module);
+    if (c.from.empty() || !r.remote_sockaddr) return Next::Decline;
     // Replaced already (at PostRead, or before an internal redirect): the
     // address is no longer the connection's.
     if (r.remote_sockaddr != r.stream().peer_sockaddr()) return Next::Decline;
-    if (!r.loc_confs) return Next::Decline;
-    const RealipConf& c = r.loc_conf<RealipConf>(realip_module);
-    if (c.from.empty() || !r.remote_sockaddr || !trusted(c, r.remote_sockaddr)) return Next::Decline;
+    if (!trusted(c, r.remote_sockaddr)) return Next::Decline;
 
     sockaddr_storage sa;
     switch (*c.source) {
