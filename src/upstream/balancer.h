@@ -133,6 +133,7 @@ struct ZoneGroup {
     uint32_t npeers = 0;
     uint32_t lock = 0;               // index of the group's lock in the zone
     std::atomic<int32_t> prober{0};  // pid of the worker running the checks
+    std::atomic<uint32_t> tier{0};   // the tier of the last pick (PeerPicker::note_tier)
     PeerState* peers() { return reinterpret_cast<PeerState*>(this + 1); }
 };
 

@@ -200,16 +200,44 @@ Peer* PeerPicker::next() {
     // With health checks, peers not judged yet come second (and never
     // with "mandatory", where usable() refuses them on both passes).
     const int passes = u_.health && !u_.health->mandatory ? 2 : 1;
-    if (!backup_) {
+    for (;;) {
+        const auto [begin, end] = u_.tier(tier_);
         for (int pass = 0; pass < passes; ++pass)
-            if (Peer* p = choose(0, u_.backup_start, pass == 1)) return take(p);
-        if (u_.backup_start == u_.peers.size() || !backups_allowed(u_.method)) return nullptr;
-        // No usable primary: this request goes on with the backups only.
-        backup_ = true;
+            if (Peer* p = choose(begin, end, pass == 1)) {
+                note_tier();
+                return take(p);
+            }
+        if (tier_ + 1 >= u_.tiers() || !backups_allowed(u_.method)) return nullptr;
+        // No usable peer in this tier: this request goes on with the next
+        // one only.
+        ++tier_;
     }
-    for (int pass = 0; pass < passes; ++pass)
-        if (Peer* p = choose(u_.backup_start, u_.peers.size(), pass == 1)) return take(p);
-    return nullptr;
+}
+
+// A group's requests moving to another tier is what an operator watching
+// a failover wants to see, once per move: the group remembers the tier of
+// its last pick (in the zone, for every worker at once; else per worker).
+// Called under the group's lock.
+void PeerPicker::note_tier() {
+    const auto now = static_cast<uint32_t>(tier_);
+    uint32_t was;
+    if (u_.zone_group) {
+        was = u_.zone_group->tier.exchange(now, kRelaxed);
+    } else {
+        was = u_.local_tier;
+        u_.local_tier = now;
+    }
+    if (was == now || was >= u_.tiers()) return;
+    auto name = [&](size_t t) {
+        const uint8_t b = u_.peers[u_.tier(t).first].server->backup;
+        return b == 0 ? std::string("primary") : "backup=" + std::to_string(b);
+    };
+    if (now > was)
+        GH_LOG(Warn, "upstream \"%s\" switched from its %s servers to its %s servers: no server of a lower tier is usable",
+               u_.name.c_str(), name(was).c_str(), name(now).c_str());
+    else
+        GH_LOG(Notice, "upstream \"%s\" switched back from its %s servers to its %s servers",
+               u_.name.c_str(), name(was).c_str(), name(now).c_str());
 }
 
 void PeerPicker::done(Peer* p, bool failed, event::Msec now) {

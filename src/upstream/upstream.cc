@@ -135,21 +135,26 @@ Result<std::vector<Peer>> resolve_as(std::string_view address, uint16_t default_
 }
 
 // Orders `flat` (the peers of each server in server order, as the server
-// lines made them) primaries first, then backups, and points each at its
-// Server. Weights start at the server's [nginx: effective = weight].
+// lines made them) primaries first, then backups by tier, and points each
+// at its Server. Weights start at the server's [nginx: effective = weight].
 void place_peers(UpstreamConf& u, std::vector<Peer> flat) {
     std::vector<size_t> first(u.servers.size());
+    std::vector<uint8_t> tiers{0};
     for (size_t i = 0, at = 0; i < u.servers.size(); ++i) {
         first[i] = at;
         at += u.servers[i].naddrs;
+        tiers.push_back(u.servers[i].backup);
     }
+    std::sort(tiers.begin(), tiers.end());
+    tiers.erase(std::unique(tiers.begin(), tiers.end()), tiers.end());
     u.peers.clear();
     u.peers.reserve(flat.size());
-    for (bool backup : {false, true}) {
-        if (backup) u.backup_start = u.peers.size();
+    u.tier_start.clear();
+    for (uint8_t tier : tiers) {
+        u.tier_start.push_back(u.peers.size());
         for (size_t i = 0; i < u.servers.size(); ++i) {
             const Server& s = u.servers[i];
-            if (s.backup != backup) continue;
+            if (s.backup != tier) continue;
             for (size_t j = 0; j < s.naddrs; ++j) {
                 Peer p = std::move(flat[first[i] + j]);
                 p.server = &s;
@@ -160,6 +165,7 @@ void place_peers(UpstreamConf& u, std::vector<Peer> flat) {
             }
         }
     }
+    u.backup_start = u.tier_start.size() > 1 ? u.tier_start[1] : u.peers.size();
 }
 
 // An implicit group's one server, from its resolved addresses.
@@ -272,9 +278,12 @@ Status set_server(Ctx& cx, const Node& n, UpstreamMainConf& m) {
             auto v = conf::parse_duration(p.substr(11));
             if (!v) return invalid();
             s.slow_start = *v;
-        } else if (p == "backup") {
+        } else if (p == "backup" || p.substr(0, 7) == "backup=") {
             if (!takes_backup(u.method)) return invalid();
-            s.backup = true;
+            // "backup=N": the tier of fallback, beyond nginx's one.
+            auto v = p == "backup" ? Result<uint64_t>(1) : number(7, 255);
+            if (!v || *v == 0) return invalid();
+            s.backup = static_cast<uint8_t>(*v);
         } else if (p == "down") {
             s.down = true;
         } else {

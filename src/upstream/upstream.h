@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "conf/module.h"
@@ -53,7 +54,10 @@ struct Server {
     uint32_t max_fails = 1;  // max_fails=
     conf::Duration fail_timeout{std::chrono::seconds(10)};  // fail_timeout=
     uint32_t max_conns = 0;  // max_conns= (0: no limit)
-    bool backup = false;     // backup
+    // 0: a primary. "backup" is 1, "backup=N" N: the fallback tier it
+    // is in. Tiers are used in increasing order, each only when no server
+    // of the ones before it is usable; nginx's one "backup" tier is 1.
+    uint8_t backup = 0;
     bool down = false;       // down
     conf::Duration slow_start{0};  // slow_start= (0: none)
     std::string where;       // file:line
@@ -125,8 +129,13 @@ struct RingPoint {
 struct UpstreamConf {
     std::string name;              // "backend", or "127.0.0.1:8080" when implicit
     std::vector<Server> servers;
-    std::vector<Peer> peers;       // primaries first, then backups
+    std::vector<Peer> peers;       // primaries first, then backups by tier
     size_t backup_start = 0;       // peers[backup_start..] are backups
+    // Where each tier's peers begin in `peers`: [0] is 0 (the primaries),
+    // [1] is backup_start, then one entry per further "backup=N" value, in
+    // increasing N (absent values take no entry). Empty: one tier, every
+    // peer (groups made by hand, like proxy_pass's run-time ones).
+    std::vector<size_t> tier_start;
     bool implicit = false;         // made by proxy_pass, not an upstream block
     std::string host;              // for $proxy_host: "backend", "127.0.0.1:8080"
     std::string where;
@@ -182,6 +191,16 @@ struct UpstreamConf {
     // The worker's keepalive pool of this group, made by the first
     // keep_idle(). Owner: pool.cc (close_idle() frees it and resets this).
     IdlePool* idle = nullptr;
+    // Without a zone: the tier this worker's last pick came from, so that
+    // a switch between tiers is logged once (with a zone, the zone's).
+    uint32_t local_tier = 0;
+
+    size_t tiers() const { return tier_start.empty() ? 1 : tier_start.size(); }
+    // peers[first, second) are tier k's.
+    std::pair<size_t, size_t> tier(size_t k) const {
+        if (tier_start.empty()) return {0, peers.size()};
+        return {tier_start[k], k + 1 < tier_start.size() ? tier_start[k + 1] : peers.size()};
+    }
 
     // Primary peers only, one of them: nginx ignores max_fails and
     // fail_timeout then (the peer is never considered unavailable).
@@ -250,7 +269,8 @@ Result<std::vector<Peer>> resolve(std::string_view address, uint16_t default_por
 // max_fails times within fail_timeout and peers the health checks found
 // failing; peers in slow_start are offered in proportion to how far
 // their ramp is. Backups (round robin, least_conn, least_time) only when
-// no primary is usable. The hashing methods fall back to round robin
+// no primary is usable, and the servers of "backup=N" only when none of
+// the tiers below N is. The hashing methods fall back to round robin
 // when 20 tries found nothing usable, as nginx. Each try excludes the
 // peers already tried.
 class PeerPicker {
@@ -289,7 +309,9 @@ private:
     event::Msec now_;
     std::vector<bool> tried_;
     size_t tried_count_ = 0;
-    bool backup_ = false;  // primaries all unusable: only backups from now on
+    // The tier this request picks from: it moves on when no peer of the
+    // current one is usable, and never back.
+    size_t tier_ = 0;
     bool have_hash_ = false;
     uint32_t hash_ = 0;          // "hash": of the key
     uint8_t client_[16] = {};    // ip_hash: the address bytes it hashes
@@ -300,6 +322,7 @@ private:
     bool ramp_refused_ = false;  // a peer was refused by slow_start's draw
 
     Peer* choose(size_t begin, size_t end, bool unchecked);
+    void note_tier();
     Peer* take(Peer* p);
     friend struct Balancers;  // the methods' files (balancer.h)
 };

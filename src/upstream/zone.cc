@@ -176,7 +176,7 @@ uint64_t group_signature(const UpstreamConf& u) {
         h = fnv_value(h, static_cast<int64_t>(s.fail_timeout.count()));
         h = fnv_value(h, s.max_conns);
         h = fnv_value(h, static_cast<int64_t>(s.slow_start.count()));
-        h = fnv_value(h, static_cast<uint8_t>(s.backup | s.down << 1));
+        h = fnv_value(h, static_cast<uint16_t>(s.backup | s.down << 8));
     }
     return h;
 }

@@ -155,6 +155,54 @@ TEST_CASE("upstream/round_robin: backups only when no primary is usable") {
     }
 }
 
+TEST_CASE("upstream/round_robin: backup=N tiers, in order, then back") {
+    CapturedLog log;
+    SUBCASE("\"backup\" is tier 1; the order of the lines does not matter") {
+        Group g({"backup=2", "", "backup", "backup=2"});
+        REQUIRE(g.u().tiers() == 3);
+        // Peers are placed by tier: b, then c, then a and d.
+        CHECK(g.u().tier(0) == std::pair<size_t, size_t>{0, 1});
+        CHECK(g.u().tier(1) == std::pair<size_t, size_t>{1, 2});
+        CHECK(g.u().tier(2) == std::pair<size_t, size_t>{2, 4});
+        CHECK(g.u().backup_start == 1);
+        CHECK(sequence(g, 3) == "bbb");
+    }
+    SUBCASE("a request falls through every tier, never back") {
+        Group g({"max_fails=0", "backup=1 max_fails=0", "backup=2 max_fails=0", "backup=2 max_fails=0"});
+        PeerPicker pk(g.u(), kT0);
+        std::string tried;
+        for (Peer* p = pk.next(); p; p = pk.next()) {
+            tried += g.letter(p);
+            pk.done(p, true, kT0);
+        }
+        CHECK(tried == "abcd");
+    }
+    SUBCASE("tier 1 down: tier 2 takes the requests, then tier 1 when it is back") {
+        Group g({"fail_timeout=10s", "backup=1 fail_timeout=10s", "backup=2"});
+        CHECK(fail_once(g, kT0) == 'a');
+        CHECK(sequence(g, 2, kT0 + 1) == "bb");
+        CHECK(fail_once(g, kT0 + 2) == 'b');
+        CHECK(sequence(g, 2, kT0 + 3) == "cc");
+        const std::string text = log.text();
+        CHECK(text.find("upstream \"u\" switched from its primary servers to its backup=1 servers: "
+                        "no server of a lower tier is usable") != std::string::npos);
+        CHECK(text.find("upstream \"u\" switched from its backup=1 servers to its backup=2 servers") !=
+              std::string::npos);
+        // a's fail_timeout is over first: back to the primary tier at once.
+        CHECK(sequence(g, 2, kT0 + 10001) == "aa");
+        CHECK(log.text().find("upstream \"u\" switched back from its backup=2 servers to its primary servers") !=
+              std::string::npos);
+    }
+    SUBCASE("a plain \"backup\" group logs its switch too") {
+        Group g({"down", "backup"});
+        CHECK(sequence(g, 2) == "bb");
+        const std::string text = log.text();
+        const auto at = text.find("switched from its primary servers to its backup=1 servers");
+        CHECK(at != std::string::npos);
+        CHECK(text.find("switched", at + 1) == std::string::npos);  // once, not per request
+    }
+}
+
 TEST_CASE("upstream/round_robin: max_fails within fail_timeout") {
     CapturedLog log;
     // b never fails here (max_fails=0 keeps it out of the accounting), so
