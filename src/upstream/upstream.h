@@ -263,8 +263,8 @@ Result<std::vector<Peer>> resolve(std::string_view address, uint16_t default_por
 //   hash          the key, weighted; "consistent": a ketama ring of 160
 //                 points per weight unit
 //   random        weighted; "two": the better of two by connections
-//   least_time    the lowest peak-EWMA response time x (connections + 1)
-//                 per weight; ties by round robin
+//   least_time    drawn by weight / cost^3, the cost being the peak-EWMA
+//                 response time x (connections + 1); ties by round robin
 // Every method skips down peers, peers over max_conns, peers that failed
 // max_fails times within fail_timeout and peers the health checks found
 // failing; peers in slow_start are offered in proportion to how far

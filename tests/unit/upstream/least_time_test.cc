@@ -90,10 +90,50 @@ TEST_CASE("upstream/least_time: header takes the time to the response head when 
     CHECK(p->st().ewma_us.load() == 20000);
 }
 
-TEST_CASE("upstream/least_time: ties go round robin; a weight divides the score") {
+TEST_CASE("upstream/least_time: ties go weighted round robin") {
     Group g({"", ""}, "least_time header;\n");
-    // Instant answers: every score is the floor, a tie.
+    // Instant answers: every cost is the floor, a tie.
     CHECK(test::spread(g, 4) == std::vector<int>{2, 2});
     Group w({"weight=2", ""}, "least_time header;\n");
-    CHECK(test::spread(w, 4) == std::vector<int>{4, 0});
+    CHECK(test::spread(w, 6) == std::vector<int>{4, 2});
+}
+
+// A pool across two regions, seen from the first: a answers in 5 ms,
+// then its latency grows steadily to 200 ms while b (the far region)
+// stays at 90 ms. One request at a time, time moving with the answers.
+// a's share must fall gradually, as its latency crosses b's, and never
+// bounce back up while a only gets slower.
+TEST_CASE("upstream/least_time: a region that slows down is drained gradually, not flapped") {
+    upstream::seed_random(7);
+    Group g({"", ""}, "least_time last_byte;\n");
+    event::Msec now = kT0;
+    constexpr int kRequests = 6000, kWindow = 500;
+    std::vector<double> share;
+    int in_window = 0, to_a = 0;
+    for (int i = 0; i < kRequests; ++i) {
+        const double a_ms = 5.0 + 195.0 * i / kRequests;
+        PeerPicker pk(g.u(), now);
+        Peer* p = pk.next();
+        REQUIRE(p);
+        const bool is_a = g.letter(p) == 'a';
+        to_a += is_a;
+        now += static_cast<event::Msec>(is_a ? a_ms : 90.0);
+        pk.done(p, false, now);
+        if (++in_window == kWindow) {
+            share.push_back(static_cast<double>(to_a) / kWindow);
+            in_window = to_a = 0;
+        }
+    }
+    std::string shown;
+    for (double s : share) shown += std::to_string(static_cast<int>(s * 100)) + "% ";
+    MESSAGE("a's share per " << kWindow << " requests as it slows from 5 to 200 ms (b: 90 ms): " << shown);
+    CHECK(share.front() > 0.9);
+    CHECK(share.back() < 0.15);
+    int between = 0;
+    for (double s : share) between += s > 0.2 && s < 0.8;
+    CHECK(between >= 2);  // a middle ground, not a switch
+    for (size_t k = 1; k < share.size(); ++k) {
+        CAPTURE(k);
+        CHECK(share[k] <= share[k - 1] + 0.08);  // no rebound beyond the noise
+    }
 }
