@@ -265,6 +265,65 @@ def test_hash_with_an_empty_key_is_round_robin(server, origin, consistent):
     assert sorted(counts(os_, "/key/")) == [0, 0, 6]
 
 
+# ---- pools chosen per request -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["", "least_conn;", "random;", "least_time header;", "hash $arg_k;",
+                                    "hash $arg_k consistent;", "ip_hash;"])
+def test_pool_named_by_a_variable_keeps_its_method(server, origin, method):
+    # "proxy_pass http://$pool" where a map names one of two upstream
+    # blocks sharing a zone, served by two workers: each request reaches
+    # only its pool, and the pool's method holds across the workers.
+    eu = [origin(), origin()]
+    us = [origin(), origin()]
+    weights = [2, 1] if method in ("", "least_conn;") else [1, 1]
+    blocks = "".join(
+        upstream_block(name, [f"{o.addr} weight={w}" for o, w in zip(os_, weights)], method + " zone pools 64k;")
+        for name, os_ in (("eu_pool", eu), ("us_pool", us)))
+    s = server(site(blocks + "map $http_x_region $pool { default us_pool; eu eu_pool; }\n",
+                    "location / { proxy_pass http://$pool; }"), start=False)
+    s.conf.write_text(s.conf.read_text().replace("worker_processes 1;", "worker_processes 2;")
+                      .replace("listen 127.0.0.1:PORT;", "listen 127.0.0.1:PORT reuseport;"))
+    s.start()
+
+    def get(path, region, source=None):
+        with socket.create_connection(("127.0.0.1", s.port), timeout=10,
+                                      source_address=(source, 0) if source else None) as c:
+            c.sendall(f"GET {path} HTTP/1.1\r\nHost: lb.test\r\nX-Region: {region}\r\n"
+                      "Connection: close\r\n\r\n".encode())
+            data = b""
+            while chunk := c.recv(65536):
+                data += chunk
+        return int(data.split(b" ", 2)[1])
+
+    n = 120
+    for i in range(n):
+        # New connections: the two workers take turns at random.
+        assert get(f"/r{i}?k=key{i % 7}", "eu", source=f"127.0.{i % 5}.1") == 200
+    assert get("/us", "us") == 200
+    assert counts(us, "/r") == [0, 0]  # nothing of eu's went to us
+    assert sum(counts(us, "/us")) == 1
+    got = counts(eu, "/r")
+    assert sum(got) == n
+    if method in ("", "least_conn;"):
+        # One smooth sequence for both workers: exactly the weights.
+        assert got == [80, 40], got
+    elif method in ("random;", "least_time header;"):
+        assert min(got) >= n // 6, got
+    else:
+        # The same key (or client /24) always reaches the same origin.
+        keyed = "k" if method.startswith("hash") else "src"
+        where = {}
+        for o_i, o in enumerate(eu):
+            for r in o.requests:
+                if not r.target.startswith("/r"):
+                    continue
+                i = int(r.target[2:].split("?")[0])
+                key = f"key{i % 7}" if keyed == "k" else f"127.0.{i % 5}.1"
+                assert where.setdefault(key, o_i) == o_i, (key, method)
+        assert len(where) == (7 if keyed == "k" else 5)
+
+
 # ---- failover ------------------------------------------------------------------------------------
 
 
