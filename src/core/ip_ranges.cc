@@ -140,7 +140,12 @@ size_t IpTable::memory() const {
 
 size_t CidrTableBuilder::hash_of(uint64_t k) { return mix(k); }
 size_t CidrTableBuilder::hash_of(const V6Key& k) {
-    return mix(static_cast<uint64_t>(k.addr >> 64) ^ mix(static_cast<uint64_t>(k.addr) ^ k.prefix));
+    return mix(k.hi ^ mix(k.lo ^ k.prefix));
+}
+
+CidrTableBuilder::V6Key CidrTableBuilder::V6Key::of(const Cidr& c) {
+    const Uint128 a = v6_number(c.addr.bytes);
+    return V6Key{static_cast<uint64_t>(a >> 64), static_cast<uint64_t>(a), c.prefix};
 }
 
 template <typename K>
@@ -195,14 +200,14 @@ bool CidrTableBuilder::FlatMap<K>::erase(const K& k) {
 
 std::optional<uint32_t> CidrTableBuilder::add(const Cidr& c, uint32_t value) {
     auto [slot, added] = c.addr.family == AF_INET6
-                             ? v6_.try_emplace(V6Key{v6_number(c.addr.bytes), c.prefix}, value)
+                             ? v6_.try_emplace(V6Key::of(c), value)
                              : v4_.try_emplace(uint64_t{v4_number(c.addr.bytes)} << 8 | c.prefix, value);
     if (added) return std::nullopt;
     return std::exchange(*slot, value);
 }
 
 bool CidrTableBuilder::remove(const Cidr& c) {
-    if (c.addr.family == AF_INET6) return v6_.erase(V6Key{v6_number(c.addr.bytes), c.prefix});
+    if (c.addr.family == AF_INET6) return v6_.erase(V6Key::of(c));
     return v4_.erase(uint64_t{v4_number(c.addr.bytes)} << 8 | c.prefix);
 }
 
@@ -229,7 +234,7 @@ IpTable CidrTableBuilder::build(uint32_t none) {
         blocks.reserve(v6_.size());
         v6_.for_each([&](const V6Key& key, uint32_t value) {
             const Uint128 host = key.prefix == 0 ? kV6Max : (Uint128(1) << (128 - key.prefix)) - 1;
-            blocks.push_back({key.addr, key.addr | host, value});
+            blocks.push_back({key.addr(), key.addr() | host, value});
         });
         v6_ = {};
         t.v6_start_.clear();

@@ -81,10 +81,14 @@ public:
     IpTable build(uint32_t none);
 
 private:
+    // Two halves rather than a Uint128, whose 16-byte alignment would pad
+    // a slot to 48 bytes: a million IPv6 blocks take 64 MB of slots, not 96.
     struct V6Key {
-        Uint128 addr;
+        uint64_t hi, lo;
         uint8_t prefix;
         bool operator==(const V6Key&) const = default;
+        static V6Key of(const Cidr& c);
+        Uint128 addr() const { return Uint128(hi) << 64 | lo; }
     };
     static size_t hash_of(uint64_t k);
     static size_t hash_of(const V6Key& k);
