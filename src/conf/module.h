@@ -102,6 +102,11 @@ struct Directive {
     uint32_t contexts = 0;
     Arity args;
     Setter set;
+    // A block whose "include" lines the handler reads itself: the parser
+    // leaves them in the block unexpanded (ParseOptions::keeps_includes).
+    // For blocks of data that may be huge, as nginx's "geo" reads its own
+    // includes: a million lines are not worth a million tree nodes.
+    bool reads_includes = false;
 };
 
 enum class Level : uint8_t { Core, Events, Main, Srv, Loc };

@@ -35,7 +35,7 @@ public:
 
     Status parse_source(SourceFile* f, std::vector<Node>& out, int depth) {
         Lexer lx(f->content);
-        return parse_block(lx, f, out, depth, 0, /*inside=*/false, 0);
+        return parse_block(lx, f, out, depth, 0, /*inside=*/false, 0, {});
     }
 
 private:
@@ -44,9 +44,10 @@ private:
     }
 
     // `depth` counts nested includes, `blocks` the "{" enclosing this
-    // block, across included files too.
+    // block, across included files too; `owner` names the directive that
+    // opened the block (empty at the top).
     Status parse_block(Lexer& lx, SourceFile* f, std::vector<Node>& out, int depth, int blocks,
-                       bool inside, uint32_t open_line) {
+                       bool inside, uint32_t open_line, std::string_view owner) {
         for (;;) {
             Token t = lx.next();
             switch (t.kind) {
@@ -86,7 +87,8 @@ private:
                                           std::to_string(opts_.max_block_depth) + " levels" +
                                           at(f, a.line));
                     n.block = true;
-                    if (auto s = parse_block(lx, f, n.children, depth, blocks + 1, true, a.line);
+                    if (auto s = parse_block(lx, f, n.children, depth, blocks + 1, true, a.line,
+                                             n.name);
                         !s)
                         return s;
                     break;
@@ -101,14 +103,20 @@ private:
                 if (n.block)
                     return make_error("directive \"include\" is not terminated by \";\"" +
                                       at(f, n.line));
-                if (auto s = include(n, out, depth, blocks); !s) return s;
+                // The block's handler reads it (a block of data, "geo").
+                if (blocks > 0 && opts_.keeps_includes && opts_.keeps_includes(owner)) {
+                    out.push_back(std::move(n));
+                    continue;
+                }
+                if (auto s = include(n, out, depth, blocks, owner); !s) return s;
                 continue;
             }
             out.push_back(std::move(n));
         }
     }
 
-    Status include(const Node& n, std::vector<Node>& out, int depth, int blocks) {
+    Status include(const Node& n, std::vector<Node>& out, int depth, int blocks,
+                   std::string_view owner) {
         if (n.args.size() != 1)
             return make_error("invalid number of arguments in \"include\" directive in " +
                               n.where());
@@ -145,7 +153,8 @@ private:
             SourceFile* fp = f.get();
             tree_.files.push_back(std::move(f));
             Lexer lx(fp->content);
-            if (auto s = parse_block(lx, fp, out, depth + 1, blocks, false, 0); !s) return s;
+            if (auto s = parse_block(lx, fp, out, depth + 1, blocks, false, 0, owner); !s)
+                return s;
         }
         return {};
     }

@@ -52,6 +52,11 @@ struct ParseOptions {
     // walk and the tree's destructor all recurse once per level.
     int max_block_depth = 64;
     size_t max_file_size = 64u << 20;
+    // Given the name of the directive that opened a block: true when an
+    // "include" directly inside it stays a node of the block, for its
+    // handler to read (conf::block_reads_includes). Null: every include
+    // is expanded.
+    bool (*keeps_includes)(std::string_view block) = nullptr;
 };
 
 // Parses a file and the files it includes. Errors read as

@@ -95,6 +95,13 @@ const Directive* find_directive(std::string_view name, uint32_t context, const M
     return nullptr;
 }
 
+bool block_reads_includes(std::string_view name) {
+    auto [b, e] = table().equal_range(name);
+    for (auto it = b; it != e; ++it)
+        if (it->second.directive->args.block && it->second.directive->reads_includes) return true;
+    return false;
+}
+
 std::string Ctx::full_path(std::string_view p) const {
     if (!p.empty() && p[0] == '/') return std::string(p);
     return prefix_ + std::string(p);

@@ -94,6 +94,11 @@ private:
 const Directive* find_directive(std::string_view name, uint32_t context,
                                 const Module** owner = nullptr);
 
+// Whether a block directive called `name` reads its own "include" lines
+// (Directive::reads_includes); what the parser is given as
+// ParseOptions::keeps_includes.
+bool block_reads_includes(std::string_view name);
+
 // The known directive closest to `name` by edit distance, or empty when
 // none is close enough to suggest.
 std::string_view suggest_directive(std::string_view name);

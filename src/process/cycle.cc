@@ -15,6 +15,7 @@ Result<std::unique_ptr<Cycle>> load_cycle(const LoadOptions& o) {
 
     conf::ParseOptions po;
     po.conf_dir = c->conf_dir;
+    po.keeps_includes = conf::block_reads_includes;
     if (!o.globals.empty()) {
         if (auto s = conf::parse_text("command line", o.globals, po, c->globals); !s)
             return s.error();

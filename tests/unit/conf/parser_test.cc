@@ -465,3 +465,30 @@ TEST_CASE("conf/parser: read_file") {
     REQUIRE(lr.ok());
     CHECK(lr->size() == large.size());
 }
+
+TEST_CASE("conf/parser: a block that reads its own includes keeps them as nodes") {
+    TempDir d;
+    d.write("data.conf", "10.0.0.0/8 a;\n");
+    d.write("servers.conf", "server;\n");
+    ParseOptions o;
+    o.conf_dir = d.path();
+    o.keeps_includes = [](std::string_view block) { return block == "geo"; };
+    Tree t;
+    REQUIRE(parse_text("t.conf",
+                       "include servers.conf;\n"
+                       "http {\n  include servers.conf;\n  geo $g {\n    include data.conf;\n"
+                       "    default x;\n  }\n}\n",
+                       o, t)
+                .ok());
+    REQUIRE(t.nodes.size() == 2);
+    CHECK(t.nodes[0].name == "server");  // outside any block: expanded
+    const Node& http = t.nodes[1];
+    REQUIRE(http.children.size() == 2);
+    CHECK(http.children[0].name == "server");  // another block's: expanded
+    const Node& geo = http.children[1];
+    REQUIRE(geo.children.size() == 2);
+    CHECK(geo.children[0].name == "include");  // left to the geo handler
+    CHECK(args(geo.children[0]) == std::vector<std::string>{"data.conf"});
+    CHECK(geo.children[0].line == 5);
+    CHECK(geo.children[1].name == "default");
+}

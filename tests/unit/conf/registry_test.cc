@@ -753,3 +753,11 @@ TEST_CASE("conf/robustness: random bytes and random mutations never crash") {
         survive(m, d.path());
     }
 }
+
+TEST_CASE("conf/registry: the blocks that read their own includes") {
+    gatehouse::init_modules();
+    CHECK(conf::block_reads_includes("geo"));
+    CHECK_FALSE(conf::block_reads_includes("http"));
+    CHECK_FALSE(conf::block_reads_includes("map"));
+    CHECK_FALSE(conf::block_reads_includes("include"));
+}
