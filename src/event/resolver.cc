@@ -35,8 +35,10 @@ namespace {
 using namespace std::chrono_literals;
 
 // How long one server has to answer before the question goes to the next
-// one (UDP), or a TCP exchange is given up.
-constexpr Msec kResend = 1000;
+// one (UDP), or a TCP exchange is given up. Shorter than nginx's 5s, so
+// that a dead server among several costs little; long enough not to
+// pile resends on a slow one.
+constexpr Msec kResend = 2000;
 // "No such name" and "no address" answers without a SOA record and
 // without valid=: cached this long, so that a burst of requests for a bad
 // name does not become a burst of queries.
@@ -82,7 +84,6 @@ struct Question {
     bool active = false;       // asked and not yet answered
     bool answered = false;
     std::string qname;         // the name asked now: the entry's, or a CNAME's target
-    int cnames = 0;            // CNAMEs followed across answers
     uint16_t id = 0;
     std::vector<uint8_t> query;
     size_t server = 0;         // the server asked last
@@ -93,7 +94,10 @@ struct Question {
     // The answer.
     uint8_t rcode = 0;
     std::vector<std::array<uint8_t, 16>> addrs;
-    uint32_t ttl = UINT32_MAX;  // min over the chain
+    uint32_t ttl = UINT32_MAX;  // min over the records used
+    // NOERROR without addresses, the CNAME chain leaving the answer at
+    // this name (see ResolverCore::finish).
+    std::string cname;
     bool has_negative_ttl = false;
     uint32_t negative_ttl = 0;
 };
@@ -108,6 +112,8 @@ struct ResolverEntry {
     ResolveQuery* head = nullptr;  // waiters, in arrival order
     ResolveQuery* tail = nullptr;
     Question q[2];                 // [0] A, [1] AAAA
+    int cnames = 0;                // CNAMEs followed to other names
+    uint32_t chain_ttl = UINT32_MAX;  // min TTL of those CNAMEs
     std::list<ResolverEntry*>::iterator lru;
 };
 
@@ -138,6 +144,7 @@ struct ResolverCore {
     ResolverEntry* find_or_make(const std::string& name);
     void evict();
     void start(ResolverEntry& e);
+    void ask_both(ResolverEntry& e, const std::string& name, size_t server);
     void ask(Question& q);
     void send(Question& q);
     void on_resend(Question& q);
@@ -263,24 +270,32 @@ void ResolverCore::start(ResolverEntry& e) {
     e.pending = true;
     e.error = ResolveError::None;
     e.addrs.clear();
+    e.cnames = 0;
+    e.chain_ttl = UINT32_MAX;
     ++pending;
     // Both questions go to the same server; the next name to the next
     // server ("queried in a round-robin fashion" [nginx docs]).
-    const size_t server = next_server++ % spec.servers.size();
+    ask_both(e, e.name, next_server++ % spec.servers.size());
+}
+
+void ResolverCore::ask_both(ResolverEntry& e, const std::string& name, size_t server) {
     for (int i = 0; i < 2; ++i) {
         Question& q = e.q[i];
         bool wanted = i == 0 ? spec.ipv4 : spec.ipv6;
         q.answered = !wanted;
         q.active = false;
-        q.qname = e.name;
-        q.cnames = 0;
+        q.qname = name;
         q.rcode = 0;
         q.addrs.clear();
+        q.cname.clear();
         q.ttl = UINT32_MAX;
         q.has_negative_ttl = false;
         q.server = server;
-        if (wanted) ask(q);
     }
+    // Both set up before either is sent: an answer cannot come in
+    // between, but ask() may log, and the state should read whole.
+    for (int i = 0; i < 2; ++i)
+        if (!e.q[i].answered) ask(e.q[i]);
 }
 
 // A new question (the entry's name, or a CNAME's target) with a new ID,
@@ -426,18 +441,9 @@ void ResolverCore::take(Question& q, const uint8_t* msg, size_t len, size_t serv
     loop.cancel(q.resend);
     if (!over_tcp) end_tcp(q);
     q.rcode = a->rcode;
-    if (a->rcode == dns::kNoError && a->addrs.empty() && !a->cname.empty() &&
-        q.cnames + 1 < dns::kMaxCnameChain) {
-        // The answer names an alias whose addresses it does not hold:
-        // ask for them [nginx does the same].
-        q.ttl = std::min(q.ttl, a->ttl);
-        ++q.cnames;
-        q.qname = a->cname;
-        ask(q);
-        return;
-    }
     q.addrs = std::move(a->addrs);
-    if (!q.addrs.empty()) q.ttl = std::min(q.ttl, a->ttl);
+    q.cname = std::move(a->cname);
+    if (!q.addrs.empty() || !q.cname.empty()) q.ttl = std::min(q.ttl, a->ttl);
     q.has_negative_ttl = a->has_negative_ttl;
     q.negative_ttl = a->negative_ttl;
     q.active = false;
@@ -559,10 +565,46 @@ void ResolverCore::end_tcp(Question& q) {
 // ---- answers ----------------------------------------------------------------------
 
 void ResolverCore::finish(ResolverEntry& e) {
+    // How the two answers combine, as nginx combines them
+    // (http_resolver_aaaa.t): a server failure in either fails the name;
+    // addresses in either are the answer, a CNAME in the other then
+    // ignored; with none, a CNAME leaving the last answer (AAAA when
+    // asked) makes the name an alias, whose A and AAAA are asked next.
+    ResolveError failed = ResolveError::None;
+    bool any = false;
+    for (Question& q : e.q) {
+        if (failed == ResolveError::None && q.rcode != dns::kNoError && q.rcode != dns::kNxDomain)
+            failed = q.rcode <= dns::kRefused ? static_cast<ResolveError>(q.rcode) : ResolveError::Unknown;
+        any = any || !q.addrs.empty();
+    }
+    Question& last = spec.ipv6 ? e.q[1] : e.q[0];
+    if (failed == ResolveError::None && !any && !last.cname.empty() && e.cnames + 1 < dns::kMaxCnameChain) {
+        ++e.cnames;
+        e.chain_ttl = std::min(e.chain_ttl, last.ttl);
+        std::string target = last.cname;
+        // An alias of a name this worker knows: its answer serves.
+        auto it = cache.find(target);
+        if (it != cache.end()) {
+            const ResolverEntry& t = *it->second;
+            const Msec now = loop.now();
+            if (!t.pending && t.error == ResolveError::None && now < t.expires) {
+                e.pending = false;
+                --pending;
+                e.error = ResolveError::None;
+                e.addrs = t.addrs;
+                const Msec chain = spec.valid ? static_cast<Msec>(spec.valid->count()) : Msec{e.chain_ttl} * 1000;
+                e.expires = now + std::min(chain, t.expires - now);
+                notify(e);
+                return;
+            }
+        }
+        ask_both(e, target, last.server);
+        return;
+    }
     e.pending = false;
     --pending;
     Msec now = loop.now();
-    uint32_t ttl = UINT32_MAX;
+    uint32_t ttl = e.chain_ttl;
     for (Question& q : e.q) {
         for (const auto& a : q.addrs) {
             ResolvedAddr r;
@@ -583,19 +625,15 @@ void ResolverCore::finish(ResolverEntry& e) {
         }
         if (!q.addrs.empty()) ttl = std::min(ttl, q.ttl);
     }
+    if (failed != ResolveError::None) e.addrs.clear();
     Msec life;
     if (!e.addrs.empty()) {
         e.error = ResolveError::None;
         life = spec.valid ? static_cast<Msec>(spec.valid->count()) : Msec{ttl} * 1000;
     } else {
-        // The first error counts (A before AAAA); no data for either is
-        // "Host not found" [nginx].
-        e.error = ResolveError::NxDomain;
-        for (Question& q : e.q)
-            if (q.rcode != dns::kNoError) {
-                e.error = q.rcode <= dns::kRefused ? static_cast<ResolveError>(q.rcode) : ResolveError::Unknown;
-                break;
-            }
+        // A failure (A before AAAA), else no data for either: "Host not
+        // found" [nginx].
+        e.error = failed != ResolveError::None ? failed : ResolveError::NxDomain;
         bool neg = false;
         uint32_t neg_ttl = UINT32_MAX;
         for (Question& q : e.q) {

@@ -243,7 +243,10 @@ TEST_CASE("event/resolver: an unanswered question is sent again to the next serv
     REQUIRE(f.resolver->resolve(q, "r.test", 10s) == Resolve::Pending);
     auto first = f.dns.next();
     REQUIRE_FALSE(first.msg.empty());  // the first server: silent
-    f.clock.advance(1000);
+    f.clock.advance(1999);
+    f.loop->run_once(0);
+    CHECK(second.next(50).msg.empty());
+    f.clock.advance(1);
     f.loop->run_once(0);
     auto retry = second.next();
     REQUIRE_FALSE(retry.msg.empty());
@@ -409,4 +412,62 @@ TEST_CASE("event/resolver: ResolverSpec::same_as compares servers and parameters
     s2.valid.reset();
     s2.ipv6 = false;
     CHECK_FALSE(s1.same_as(s2));
+}
+
+TEST_CASE("event/resolver: answers combine as nginx's: a failure fails, an alias is asked for both types") {
+    SUBCASE("addresses in A, SERVFAIL in AAAA: the name fails, uncached") {
+        Fixture f(true);
+        ResolveQuery q;
+        Counter c;
+        arm(q, c);
+        REQUIRE(f.resolver->resolve(q, "n-e.test", 5s) == Resolve::Pending);
+        for (int i = 0; i < 2; ++i) {
+            auto got = f.dns.next();
+            REQUIRE_FALSE(got.msg.empty());
+            if (got.qtype() == dns::kTypeA)
+                f.dns.reply(got, answer(got, 0, {{10, 0, 0, 1}}, 60));
+            else
+                f.dns.reply(got, answer(got, dns::kServFail, {}, 0));
+        }
+        f.wait(q);
+        CHECK(q.error == ResolveError::ServFail);
+        CHECK(q.addrs.empty());
+        ResolveQuery again;
+        CHECK(f.resolver->resolve(again, "n-e.test", 5s) == Resolve::Pending);
+    }
+    SUBCASE("no addresses, AAAA names an alias: its A and AAAA are asked") {
+        Fixture f(true);
+        ResolveQuery q;
+        Counter c;
+        arm(q, c);
+        REQUIRE(f.resolver->resolve(q, "z-c.test", 5s) == Resolve::Pending);
+        for (int i = 0; i < 2; ++i) {
+            auto got = f.dns.next();
+            REQUIRE_FALSE(got.msg.empty());
+            auto a = answer(got, 0, {}, 0);
+            if (got.qtype() == dns::kTypeAaaa) {
+                // One CNAME record: z-c.test -> alias.test, TTL 30.
+                a[7] = 1;
+                std::vector<uint8_t> rr = {0xc0, 12, 0, 5, 0, 1, 0, 0, 0, 30, 0, 12,
+                                           5, 'a', 'l', 'i', 'a', 's', 4, 't', 'e', 's', 't', 0};
+                a.insert(a.end(), rr.begin(), rr.end());
+            }
+            f.dns.reply(got, a);
+        }
+        for (int i = 0; i < 5; ++i) f.loop->run_once(10);
+        CHECK(q.pending());
+        for (int i = 0; i < 2; ++i) {
+            auto got = f.dns.next();
+            REQUIRE_FALSE(got.msg.empty());
+            CHECK(got.msg[13] == 'a');  // "alias.test" asked
+            if (got.qtype() == dns::kTypeA)
+                f.dns.reply(got, answer(got, 0, {{10, 7, 7, 7}}, 60));
+            else
+                f.dns.reply(got, answer(got, 0, {}, 0));
+        }
+        f.wait(q);
+        REQUIRE(q.addrs.size() == 1);
+        CHECK(text(q.addrs[0]) == "10.7.7.7");
+        CHECK(q.valid_until == f.loop->now() + 30000);  // the CNAME's TTL bounds it
+    }
 }
