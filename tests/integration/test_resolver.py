@@ -289,6 +289,10 @@ def test_address_change_moves_traffic_with_no_failed_request(server, dnsmasq, or
         for t in threads:
             t.join(timeout=30)
         assert seen_six
+        switched = next(i for i, r in enumerate(results) if r[1] == b"six")
+        print(f"\nswitch: {len(results)} requests, first to ::1 at #{switched}, "
+              f"{sum(1 for r in results if r[1] == b'four')} to 127.0.0.1, "
+              f"{sum(1 for r in results if r[1] == b'six')} to ::1")
         failed = [r for r in results if r[0] != 200]
         assert failed == []
         assert results[-1][1] == b"six"
@@ -331,6 +335,34 @@ def test_dead_resolver_times_out_with_502(server):
         r = get(s, "/", "silent.test")
         assert r.status == 502
         assert poll(lambda: "silent.test could not be resolved (110: Operation timed out)" in s.error_log())
+
+
+def test_client_leaving_while_its_name_resolves_is_499_and_cancels(server):
+    # The name server never answers; the client gives up first. Its query
+    # is cancelled with the request (logged 499 at once, not after
+    # resolver_timeout), and the worker serves the next request as usual.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as hole:
+        hole.bind(("127.0.0.1", 0))
+        port = hole.getsockname()[1]
+        s = start(server, f"""
+            log_format st '$status $request_uri';
+            server {{
+                listen 127.0.0.1:PORT;
+                access_log logs/st.log st;
+                resolver 127.0.0.1:{port};
+                resolver_timeout 30s;
+                location / {{ proxy_pass http://$http_x_origin:8080; }}
+                location = /ok {{ return 200 "ok"; }}
+            }}""")
+        with socket.create_connection(("127.0.0.1", s.port), timeout=5) as c:
+            c.sendall(s.request_bytes("/gone", headers=[("X-Origin", "slow.test")]))
+            hole.settimeout(5)
+            hole.recvfrom(512)  # the query went out: the request waits on it
+        assert s.wait_lines("st.log", 1, timeout=10) == [b"499 /gone\n"]
+        r = s.get("/ok")
+        assert r.status == 200
+        assert r.body == b"ok"
+        assert "[alert]" not in s.error_log()
 
 
 def test_ipv6_answer_connects_to_v6_origin(server, dnsmasq):
