@@ -3,10 +3,12 @@
 # when they are missing. As root it runs apt-get; otherwise it only names
 # what is missing. Used by ./dev (before make exists), "make check" and
 # "make run". binutils: objcopy, for the stripped binary of make install.
+# dnsmasq-base: the DNS server test_resolver.py runs on loopback.
 set -u
 PKGS="g++ make binutils pkg-config libssl-dev libpcre2-dev zlib1g-dev libjemalloc-dev
       libcrypt-dev
-      doctest-dev python3 python3-pytest curl openssl man-db groff-base"
+      doctest-dev python3 python3-pytest curl openssl man-db groff-base
+      dnsmasq-base"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

@@ -136,6 +136,7 @@ struct ResolvedAddr {
 
 class Resolver;
 struct ResolverEntry;  // resolver.cc: a cached or pending name
+struct ResolverCore;   // resolver.cc: the cache and the transport
 
 // One caller's lookup, embedded in the caller (a request's arena, an
 // upstream server's per-worker state). Not copyable or movable while
@@ -173,6 +174,7 @@ public:
 
 private:
     friend class Resolver;
+    friend struct ResolverCore;         // resolver.cc
     Resolver* resolver_ = nullptr;      // non-null exactly while pending
     ResolverEntry* entry_ = nullptr;    // the cache entry it waits on
     ResolveQuery* prev_ = nullptr;      // the entry's list of waiters

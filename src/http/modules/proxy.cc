@@ -3,6 +3,9 @@
 // is in proxy_exchange.cc and proxy_response.cc.
 #include "http/modules/proxy.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <algorithm>
 #include <cstring>
 #include <initializer_list>
@@ -11,6 +14,7 @@
 #include "core/log.h"
 #include "core/str.h"
 #include "event/loop.h"
+#include "event/resolver.h"
 #include "event/worker.h"
 #include "http/body.h"
 #include "http/core_module.h"
@@ -586,10 +590,107 @@ upstream::TryLog& upstream_log(Request& r) {
 
 void log_error(Request& r, std::string_view msg) { log_for_request(r, log::Level::Error, 0, msg); }
 
-// proxy_pass with variables: an upstream block by that name, else an
-// address made into a group of one for this request. Host names would
-// need a resolver, which the worker does not have (it never blocks).
-upstream::UpstreamConf* runtime_upstream(Request& r, const proxy::Url& url) {
+// The lookup of proxy_pass's host name at request time, in the request
+// arena, kept in the resolver module's slot of the request (the proxy is
+// its one user). The request waits suspended; if it dies first (the
+// client left: abort_on_client_close), the arena destroys the query,
+// which cancels it.
+struct HostLookup {
+    explicit HostLookup(Request& r) : r(r) { q.done = event::Callback::to<&HostLookup::on_done>(this); }
+    void on_done() {
+        log::Scope s(&r.log_ctx);
+        r.abort_on_client_close = false;
+        finished = true;
+        post_resume(r);
+    }
+    Request& r;
+    std::string host;  // the name asked, as the URL gave it
+    event::ResolveQuery q;
+    bool finished = false;
+};
+
+std::string peer_text(const sockaddr_storage& sa) {
+    char buf[INET6_ADDRSTRLEN] = {};
+    if (sa.ss_family == AF_INET) {
+        const auto* in = reinterpret_cast<const sockaddr_in*>(&sa);
+        inet_ntop(AF_INET, &in->sin_addr, buf, sizeof buf);
+        return std::string(buf) + ":" + std::to_string(ntohs(in->sin_port));
+    }
+    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&sa);
+    inet_ntop(AF_INET6, &in6->sin6_addr, buf, sizeof buf);
+    return "[" + std::string(buf) + "]:" + std::to_string(ntohs(in6->sin6_port));
+}
+
+// The group of a resolved name for this request: one server, a peer per
+// address, tried in turn under proxy_next_upstream as nginx's implicit
+// group is. The list starts one further on each lookup in the worker, as
+// nginx's resolver rotates it, so that the addresses share the load.
+upstream::UpstreamConf* resolved_group(Request& r, const proxy::Url& url, const conf::Address& a,
+                                       const std::vector<event::ResolvedAddr>& addrs) {
+    static size_t rotate = 0;
+    auto* u = r.arena().make<upstream::UpstreamConf>();
+    u->name = std::string(url.target);
+    u->host = std::string(url.host_header);
+    u->implicit = true;
+    upstream::Server s;
+    s.name = u->name;
+    s.naddrs = addrs.size();
+    u->servers.push_back(std::move(s));
+    const size_t first = rotate++ % addrs.size();
+    for (size_t i = 0; i < addrs.size(); ++i) {
+        const event::ResolvedAddr& ra = addrs[(first + i) % addrs.size()];
+        upstream::Peer p;
+        p.server = &u->servers[0];
+        std::memcpy(&p.sa, &ra.sa, ra.len);
+        p.sa_len = ra.len;
+        if (p.sa.ss_family == AF_INET)
+            reinterpret_cast<sockaddr_in*>(&p.sa)->sin_port = htons(a.port);
+        else
+            reinterpret_cast<sockaddr_in6*>(&p.sa)->sin6_port = htons(a.port);
+        p.text = peer_text(p.sa);
+        u->peers.push_back(std::move(p));
+    }
+    u->backup_start = u->peers.size();
+    return u;
+}
+
+// A host name through the location's resolver: the group once the answer
+// is in, else null with `next` set (Suspend while waiting, or the 502).
+upstream::UpstreamConf* resolve_host(Request& r, const proxy::Url& url, const conf::Address& a,
+                                     const event::ResolverConf& rc, Next& next) {
+    auto* lk = r.ctx<HostLookup>(event::resolver_module);
+    if (lk && lk->host == a.host && lk->q.pending()) {
+        next = Next::Suspend;  // resumed before the answer: wait on
+        return nullptr;
+    }
+    if (!lk || lk->host != a.host || !lk->finished) {
+        if (!lk) {
+            lk = r.arena().make<HostLookup>(r);
+            r.set_ctx(event::resolver_module, lk);
+        }
+        lk->host = a.host;
+        lk->finished = false;
+        event::Resolver& res = event::worker_resolver(*rc.resolver);
+        if (res.resolve(lk->q, a.host, rc.timeout()) == event::Resolve::Pending) {
+            r.abort_on_client_close = true;
+            next = Next::Suspend;
+            return nullptr;
+        }
+        lk->finished = true;
+    }
+    if (lk->q.error != event::ResolveError::None) {
+        log_error(r, a.host + " could not be resolved (" + std::to_string(static_cast<int>(lk->q.error)) + ": " +
+                         std::string(event::resolve_strerror(lk->q.error)) + ")");
+        next = respond_status(r, 502);
+        return nullptr;
+    }
+    return resolved_group(r, url, a, lk->q.addrs);
+}
+
+// proxy_pass with variables: an upstream block by that name, an address
+// made into a group of one for this request, or a host name resolved now
+// through the location's "resolver". Null with `next` set otherwise.
+upstream::UpstreamConf* runtime_upstream(Request& r, const proxy::Url& url, Next& next) {
     void* umc = upstream::upstream_module.index < modules.size() ? r.main_confs[upstream::upstream_module.index]
                                                                  : nullptr;
     if (umc) {
@@ -603,10 +704,14 @@ upstream::UpstreamConf* runtime_upstream(Request& r, const proxy::Url& url) {
         }
     }
     conf::AddressRules rules;
-    rules.names = false;
     auto a = conf::parse_address(url.target, rules);
+    if (a && a->kind == conf::Address::Kind::Name) {
+        const auto& rc = r.loc_conf<event::ResolverConf>(event::resolver_module);
+        if (rc.resolver) return resolve_host(r, url, *a, rc, next);
+    }
     if (!a || a->kind == conf::Address::Kind::Name) {
         log_error(r, "no resolver defined to resolve \"" + std::string(url.target) + "\"");
+        next = respond_status(r, 502);
         return nullptr;
     }
     auto* u = r.arena().make<upstream::UpstreamConf>();
@@ -654,8 +759,9 @@ Next run_proxy(Request& r) {
             return respond_status(r, 500);
         }
         url = *parsed;
-        u = runtime_upstream(r, url);
-        if (!u) return respond_status(r, 502);
+        Next next = Next::Decline;
+        u = runtime_upstream(r, url, next);
+        if (!u) return next;
     }
     auto* ex = r.arena().make<proxy::Exchange>(r, pc, pass, *u, log, url);
     r.set_ctx(proxy_module, ex);
