@@ -97,7 +97,7 @@ size_t first_peer(const UpstreamConf& u, const Server& s) {
 void sync_peers(UpstreamConf& u) {
     if (!u.zone_group) return;
     const uint64_t g = u.zone_group->generation.load(kRelaxed);
-    if (g == u.seen_generation) return;
+    if (g == u.seen_generation || u.zone_group->nslots == 0) return;
     for (Peer& p : u.peers) {
         if (!p.slot || state_of(*p.slot) == SlotState::Free) continue;
         if (same(p.sa, p.sa_len, p.slot->sa, p.slot->sa_len)) continue;
@@ -105,6 +105,11 @@ void sync_peers(UpstreamConf& u) {
         p.sa_len = p.slot->sa_len;
         p.text = address_text(reinterpret_cast<const sockaddr*>(&p.sa));
     }
+    size_t primaries = 0, backups = 0;
+    for (size_t i = 0; i < u.peers.size(); ++i)
+        if (present(u.peers[i])) ++(i < u.backup_start ? primaries : backups);
+    u.live_primaries = primaries;
+    u.live_backups = backups;
     // Every worker builds the same ring from the same slots.
     if (u.method == Method::Hash && u.consistent) build_ring(u);
     u.seen_generation = g;

@@ -229,9 +229,20 @@ struct UpstreamConf {
     // the slots' addresses and the hash ring follow; ~0: not synced yet.
     uint64_t seen_generation = ~uint64_t{0};
 
+    // Groups with slots (dynamic servers): the primaries and backups with
+    // an address, as this worker last synced them (sync_peers); ~0: a
+    // group without slots, whose peers are all there.
+    size_t live_primaries = ~size_t{0};
+    size_t live_backups = 0;
+
     // Primary peers only, one of them: nginx ignores max_fails and
-    // fail_timeout then (the peer is never considered unavailable).
-    bool single() const { return backup_start == 1 && peers.size() == 1; }
+    // fail_timeout then (the peer is never considered unavailable). For
+    // a group with slots, one with an address [nginx counts the peers a
+    // resolved name has now].
+    bool single() const {
+        if (live_primaries != ~size_t{0}) return live_primaries == 1 && live_backups == 0;
+        return backup_start == 1 && peers.size() == 1;
+    }
 };
 
 struct UpstreamMainConf {

@@ -337,3 +337,24 @@ TEST_CASE("upstream/dynamic: errors") {
         CHECK(s.message() == r.message);
     }
 }
+
+TEST_CASE("upstream/dynamic: a name with one address is a group of one, max_fails does not apply") {
+    shm::ZoneRegistry reg;
+    Dyn d(reg, " server example.test:8080 resolve max_fails=1 fail_timeout=60s;\n");
+    UpstreamConf& u = *d.u;
+    REQUIRE(upstream::replace_addresses(u, d.server(0), addrs({"127.0.0.2"}), kT0).ok());
+    auto fail_one = [&](event::Msec now) {
+        PeerPicker pk(u, now);
+        Peer* p = pk.next();
+        REQUIRE(p != nullptr);
+        pk.done(p, true, now);
+        return p->text;
+    };
+    CHECK(fail_one(kT0) == "127.0.0.2:8080");
+    // Still offered, as nginx does for a group of one [upstream_resolve_reload.t].
+    CHECK(picks(u, 2, kT0 + 1) == std::map<std::string, int>{{"127.0.0.2:8080", 2}});
+    // Two addresses: a failure takes one out.
+    REQUIRE(upstream::replace_addresses(u, d.server(0), addrs({"127.0.0.2", "127.0.0.3"}), kT0 + 2).ok());
+    CHECK(fail_one(kT0 + 3) == "127.0.0.2:8080");
+    CHECK(picks(u, 2, kT0 + 4) == std::map<std::string, int>{{"127.0.0.3:8080", 2}});
+}
