@@ -224,3 +224,20 @@ def test_reload_starts_with_the_resolved_addresses(server, dnsmasq, origins):  #
     rs = [s.get("/") for _ in range(10)]
     assert [(r.status, r.body) for r in rs] == [(200, b"127.0.0.2")] * 10
     assert o3.count == 0
+
+
+def test_health_checks_follow_the_new_addresses(server, dnsmasq, origins):  # noqa: F811
+    port = free_port()
+    o2, o3 = origins(["127.0.0.2", "127.0.0.3"], port)
+    d = dnsmasq({"app.test": ["127.0.0.2"]})
+    s = start(server, site(d.port, port, extra="health_check interval=100ms uri=/hc;"))
+    passed = 'upstream server "127.0.0.{}:%d" of upstream "u" passed its first health check' % port
+    assert poll(lambda: passed.format(2) in s.error_log(), 10)
+    d.reload({"app.test": ["127.0.0.3"]})
+    assert poll(lambda: passed.format(3) in s.error_log(), 15)
+    # The checks went to the new address, and stopped going to the old one.
+    n2 = o2.count
+    assert poll(lambda: o3.count >= 3, 10)
+    assert o2.count <= n2 + 1
+    r = s.get("/")
+    assert (r.status, r.body) == (200, b"127.0.0.3")
