@@ -231,6 +231,10 @@ inline bool present(const Peer& p) {
 // group's lock (GroupLock); cheap when nothing changed. No-op without a
 // zone.
 void sync_peers(UpstreamConf& u);
+// Closes this worker's idle pooled connections to p's address (a slot
+// that lost it: removed origins keep no connection until
+// keepalive_timeout). No-op before the worker pooled any.
+void close_idle_to(UpstreamConf& u, const Peer& p);
 // The index in u.peers of server s's first peer.
 size_t first_peer(const UpstreamConf& u, const Server& s);
 // "10.0.0.1:80", "[::1]:80".

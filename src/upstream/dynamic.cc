@@ -99,8 +99,12 @@ void sync_peers(UpstreamConf& u) {
     const uint64_t g = u.zone_group->generation.load(kRelaxed);
     if (g == u.seen_generation || u.zone_group->nslots == 0) return;
     for (Peer& p : u.peers) {
-        if (!p.slot || state_of(*p.slot) == SlotState::Free) continue;
-        if (same(p.sa, p.sa_len, p.slot->sa, p.slot->sa_len)) continue;
+        if (!p.slot) continue;
+        const bool live = present(p);
+        const bool moved = state_of(*p.slot) != SlotState::Free && !same(p.sa, p.sa_len, p.slot->sa, p.slot->sa_len);
+        if (p.live && (!live || moved)) close_idle_to(u, p);
+        p.live = live;
+        if (!moved) continue;
         p.sa = p.slot->sa;
         p.sa_len = p.slot->sa_len;
         p.text = address_text(reinterpret_cast<const sockaddr*>(&p.sa));

@@ -142,6 +142,9 @@ struct Peer {
     // changed only for a slot that was free, so never under a try that
     // still uses the peer. Empty while the slot is free.
     PeerSlot* slot = nullptr;
+    // A slot: whether this worker last saw it with an address in use
+    // (sync_peers), to close the pooled connections of one that went.
+    bool live = false;
 };
 
 // The balancing method of a group: the block's "least_conn", "ip_hash",
