@@ -14,6 +14,7 @@
 
 #include "balance_fixture.h"
 #include "core/shm.h"
+#include "event/resolver.h"
 #include "upstream/balancer.h"
 
 using namespace gatehouse;
@@ -321,6 +322,12 @@ TEST_CASE("upstream/dynamic: errors") {
     const Row rows[] = {
         {"upstream u {\n server example.test resolve;\n}",
          "resolving names at run time requires upstream \"u\" in t.conf:1 to be in shared memory"},
+        {"upstream u {\n zone z 64k;\n server example.test resolve;\n}",
+         "no resolver defined to resolve names at run time in upstream \"u\" in t.conf:1"},
+        {"upstream u {\n zone z 64k;\n server example.test resolve;\n resolver 127.0.0.1;\n resolver 127.0.0.2;\n}",
+         "\"resolver\" directive is duplicate in t.conf:5"},
+        {"upstream u {\n zone z 64k;\n server example.test resolve;\n resolver_timeout soon;\n}",
+         "invalid time \"soon\" in \"resolver_timeout\" directive in t.conf:4"},
         {"upstream u {\n zone z 64k;\n server example.test max=2;\n}", "invalid parameter \"max=2\" in t.conf:3"},
         {"upstream u {\n zone z 64k;\n server example.test resolve max=0;\n}",
          "invalid parameter \"max=0\" in t.conf:3"},
@@ -357,4 +364,27 @@ TEST_CASE("upstream/dynamic: a name with one address is a group of one, max_fail
     REQUIRE(upstream::replace_addresses(u, d.server(0), addrs({"127.0.0.2", "127.0.0.3"}), kT0 + 2).ok());
     CHECK(fail_one(kT0 + 3) == "127.0.0.2:8080");
     CHECK(picks(u, 2, kT0 + 4) == std::map<std::string, int>{{"127.0.0.3:8080", 2}});
+}
+
+TEST_CASE("upstream/dynamic: the block's resolver, else the http block's, each setting on its own") {
+    shm::ZoneRegistry reg;
+    shm::ZoneSet gen(reg);
+    test::HttpConf c(&gen);
+    REQUIRE(c.add("t.conf", "resolver 127.0.0.9 valid=5s;\nresolver_timeout 7s;\n"
+                            "upstream a {\n zone z 64k;\n server a.test resolve;\n}\n"
+                            "upstream b {\n zone z;\n server b.test resolve;\n resolver 127.0.0.8;\n}\n"
+                            "upstream c {\n zone z;\n server c.test resolve;\n resolver_timeout 2s;\n}\n")
+                .ok());
+    auto f = c.finish();
+    REQUIRE_MESSAGE(f.ok(), (f.ok() ? "" : f.message()));
+    auto* a = c.find("a");
+    auto* b = c.find("b");
+    auto* cc = c.find("c");
+    REQUIRE(a->resolver != nullptr);
+    CHECK(a->resolver->servers[0].text == "127.0.0.9:53");
+    CHECK(a->resolver_timeout == std::chrono::seconds(7));
+    CHECK(b->resolver->servers[0].text == "127.0.0.8:53");
+    CHECK(b->resolver_timeout == std::chrono::seconds(7));
+    CHECK(cc->resolver == a->resolver);
+    CHECK(cc->resolver_timeout == std::chrono::seconds(2));
 }
