@@ -11,8 +11,9 @@
 // One Resolver per distinct "resolver" line per worker (worker_resolver()):
 // locations repeating the same line share it, and so do upstreams. Its
 // cache is the worker's, shared by every request and upstream using it:
-// answers are kept for their TTL (or valid=), errors too (a negative
-// answer's TTL from its SOA record, or valid=), timeouts are not.
+// answers are kept for their TTL (or valid=); "no such name" and "no
+// address" for their SOA record's TTL, valid= or 10s; server failures
+// and timeouts are not kept (the next lookup asks again).
 // Concurrent lookups of one name are one DNS transaction. Bounded by
 // kMaxPendingNames transactions and kMaxCacheEntries names.
 //

@@ -471,3 +471,27 @@ TEST_CASE("event/resolver: answers combine as nginx's: a failure fails, an alias
         CHECK(q.valid_until == f.loop->now() + 30000);  // the CNAME's TTL bounds it
     }
 }
+
+TEST_CASE("event/resolver: names in flight are bounded; the next lookup fails at once") {
+    Fixture f;
+    std::vector<std::unique_ptr<ResolveQuery>> qs;
+    for (size_t i = 0; i < event::kMaxPendingNames; ++i) {
+        qs.push_back(std::make_unique<ResolveQuery>());
+        REQUIRE(f.resolver->resolve(*qs.back(), "n" + std::to_string(i) + ".test", 5s) == Resolve::Pending);
+    }
+    CHECK(f.resolver->pending_names() == event::kMaxPendingNames);
+    ResolveQuery extra;
+    CHECK(f.resolver->resolve(extra, "one-more.test", 5s) == Resolve::Done);
+    CHECK(extra.error == ResolveError::Busy);
+    CHECK(event::resolve_strerror(extra.error) == "Resource temporarily unavailable");
+    // A name already in flight still joins its transaction.
+    ResolveQuery joined;
+    CHECK(f.resolver->resolve(joined, "n7.test", 5s) == Resolve::Pending);
+    // Once every waiter is gone, the transactions end at their resend.
+    qs.clear();
+    joined.cancel();
+    f.clock.advance(2000);
+    f.loop->run_once(0);
+    CHECK(f.resolver->pending_names() == 0);
+    CHECK(f.resolver->cache_size() == 0);
+}
