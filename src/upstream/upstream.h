@@ -8,14 +8,18 @@
 // state of a peer (PeerState) is in the group's shared-memory zone when
 // the block says "zone", so that every worker sees the same counters and
 // they survive a reload that leaves the group unchanged; without a zone
-// each worker keeps its own copy in the Peer, as nginx does. Pooled
+// each worker keeps its own copy in the Peer, as nginx does. A dynamic
+// server's peers are slots: a fixed number of Peers whose addresses the
+// zone holds and changes at run time (dynamic.cc). Pooled
 // connections belong to the worker's ConnectionTable; the pool only lists
 // them.
 //
 // Files: upstream.cc (directives), round_robin.cc (PeerPicker, smooth
 // weighted round robin, availability, passive health), least_conn.cc,
 // hash.cc (ip_hash, hash, hash consistent), random.cc, least_time.cc,
-// zone.cc, health.cc (active checks), pool.cc, connect.cc. balancer.h has
+// zone.cc, health.cc (active checks), pool.cc, connect.cc, dynamic.cc
+// (run-time peer sets: servers whose addresses change without a reload,
+// in zone slots), resolve.cc ("server NAME resolve"). balancer.h has
 // what those files share, for them and the unit tests.
 #pragma once
 
