@@ -123,10 +123,51 @@ double ewma_at(int64_t old_us, event::Msec old_at, event::Msec now);
 
 // ---- the group lock and the zone (zone.cc) -----------------------------------------------------
 
+// What a peer's slot holds (dynamic servers, dynamic.cc).
+enum class SlotState : uint32_t {
+    Fixed = 0,     // not a slot: the configuration's address, always there
+    Free = 1,      // no address
+    Active = 2,    // an address the methods offer
+    Draining = 3,  // removed: offered no more, its tries in flight finish
+};
+
+// A run-time address, one per peer in the zone record (Fixed for the
+// configuration's peers). The address changes under the group's lock
+// only, and only while the slot is free (see replace_addresses), so a
+// worker reading it under the lock sees it whole.
+struct PeerSlot {
+    std::atomic<uint32_t> state{0};  // SlotState
+    uint32_t sa_len = 0;
+    sockaddr_storage sa{};
+};
+
+// The run-time resolution of one server ("resolve"), one per server in
+// the zone record; unused for the others.
+struct ServerDns {
+    // event::Msec: when the answer expires (its TTL, or valid=) and the
+    // name is to be asked again; 0: at once.
+    std::atomic<uint64_t> expires{0};
+    // A worker asked and is waiting for the answer until then: the others
+    // do not ask too. Past it (that worker exited, say), anyone may.
+    std::atomic<uint64_t> asking_until{0};
+    // Hash of the group and server names ("u/example.net"): how a changed
+    // group's new record finds the addresses an older record resolved
+    // (a reload starts with them rather than empty). 0: not resolved.
+    uint64_t name_hash = 0;
+    uint32_t first_slot = 0;  // the server's slots: index in slots()
+    uint32_t nslots = 0;
+};
+
 // A group's record in its zone, a block of the zone's shm::Pool: what
 // tells a reloaded group it is the same, and the peers' states, which
 // follow the record. The lock is not in the record but one of the zone
 // root's (see zone.cc), named by index.
+//
+//   ZoneGroup | PeerState x npeers | PeerSlot x nslots | ServerDns x ndns
+//
+// nslots: the peers of dynamic servers, in peer order; ndns: the
+// "resolve" servers, in server order (Server::dns_index). A group
+// without either takes no more room than before they existed.
 struct ZoneGroup {
     uint64_t signature = 0;          // group_signature() and the record's name
     uint64_t next = 0;               // the next record (Pool::ref), 0: the last
@@ -134,8 +175,16 @@ struct ZoneGroup {
     uint32_t lock = 0;               // index of the group's lock in the zone
     std::atomic<int32_t> prober{0};  // pid of the worker running the checks
     std::atomic<uint32_t> tier{0};   // the tier of the last pick (PeerPicker::note_tier)
+    uint32_t nslots = 0;
+    uint32_t ndns = 0;
+    // Moves (under the lock) whenever a slot changes: workers compare it
+    // with UpstreamConf::seen_generation to refresh their copies.
+    std::atomic<uint64_t> generation{0};
     PeerState* peers() { return reinterpret_cast<PeerState*>(this + 1); }
+    PeerSlot* slots() { return reinterpret_cast<PeerSlot*>(peers() + npeers); }
+    ServerDns* dns() { return reinterpret_cast<ServerDns*>(slots() + nslots); }
 };
+static_assert(sizeof(PeerState) % alignof(PeerSlot) == 0 && sizeof(PeerSlot) % alignof(ServerDns) == 0);
 
 // Holds the group's lock (a shm::Mutex in the zone) for its lifetime;
 // no-op without a zone. One group lock at a time: groups may share a
@@ -153,8 +202,9 @@ private:
     shm::Mutex* lock_ = nullptr;
 };
 
-// The pool bytes a group of n peers takes (its record).
-size_t zone_group_bytes(size_t npeers);
+// The pool bytes a group's record takes: npeers peers, nslots of them
+// slots, ndns "resolve" servers.
+size_t zone_group_bytes(size_t npeers, size_t nslots, size_t ndns);
 // Finds u's record in z (a zone reused from the previous generation, the
 // group unchanged: its state goes on) or allocates a new one, and points
 // every peer's `shared` at its state. `gen` is the generation's arena: it
@@ -169,6 +219,41 @@ Status attach_zone(UpstreamConf& u, shm::Zone& z, Arena& gen);
 // The signature attach_zone() compares: the peers' addresses and every
 // server parameter.
 uint64_t group_signature(const UpstreamConf& u);
+
+// ---- run-time peer sets (dynamic.cc) ----------------------------------------------------
+
+// Whether p has an address the methods may offer: a fixed peer, or a
+// slot in use and not draining.
+inline bool present(const Peer& p) {
+    return !p.slot || static_cast<SlotState>(p.slot->state.load(std::memory_order_relaxed)) == SlotState::Active;
+}
+// Brings this worker's copies of the slots' addresses (Peer::sa, text)
+// and the consistent hash ring up to the zone's generation. Under the
+// group's lock (GroupLock); cheap when nothing changed. No-op without a
+// zone.
+void sync_peers(UpstreamConf& u);
+// Closes this worker's idle pooled connections to p's address (a slot
+// that lost it: removed origins keep no connection until
+// keepalive_timeout). No-op before the worker pooled any.
+void close_idle_to(UpstreamConf& u, const Peer& p);
+// The index in u.peers of server s's first peer.
+size_t first_peer(const UpstreamConf& u, const Server& s);
+// "10.0.0.1:80", "[::1]:80".
+std::string address_text(const sockaddr* sa);
+
+// ---- "resolve" (resolve.cc) ---------------------------------------------------------------
+
+// Starts this worker's part in resolving the "resolve" servers of every
+// group (a timer; the lookups go through event::worker_resolver). `m`
+// may be null. Worker time, every worker.
+void start_resolving(UpstreamMainConf* m);
+// Stops it: cancels the timer and the lookups in flight (graceful
+// shutdown, worker exit).
+void stop_resolving();
+// A pick found u's answers maybe expired: looks at them now (fires the
+// timer) rather than at the next tick. No-op outside a resolving worker
+// (unit tests, the master). Cheap: called under the group's lock.
+void resolve_if_due(const UpstreamConf& u, event::Msec now);
 
 // ---- active health checks (health.cc) ----------------------------------------------------------
 

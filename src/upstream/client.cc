@@ -164,7 +164,15 @@ void Client::connect() {
 // the retry of a pooled one that failed), else a new one.
 void Client::connect_peer() {
     hooks_.prepare(*this);
-    log_.tries.push_back(TryRecord{peer_->text, 0, event::worker_loop().now()});
+    // $upstream_addr is read after the try, when a slot of a dynamic
+    // server (its Peer's text) may hold another address: keep a copy.
+    std::string_view addr = peer_->text;
+    if (peer_->slot) {
+        auto* mem = static_cast<char*>(log_.mem->allocate(addr.size(), 1));
+        std::memcpy(mem, addr.data(), addr.size());
+        addr = std::string_view(mem, addr.size());
+    }
+    log_.tries.push_back(TryRecord{addr, 0, event::worker_loop().now()});
     head_read_ = false;
     reused_ = false;
     if (u_.keepalive > 0 && !cached_retried_ && !fixed_) {

@@ -78,6 +78,9 @@ void build_ring(UpstreamConf& u) {
     u.ring.clear();
     for (size_t i = 0; i < u.backup_start; ++i) {
         const Peer& p = u.peers[i];
+        // Slots without an address (or draining) have no points: the
+        // ring is rebuilt when they change (sync_peers).
+        if (!present(p)) continue;
         const uint32_t n = kRingPointsPerWeight * p.server->weight;
         std::string name = p.text + "-";
         const size_t base = name.size();
@@ -120,8 +123,11 @@ Peer* Balancers::hashed(PeerPicker& pk, size_t begin, size_t end, Filter f) {
         }
         return nullptr;
     }
+    // The weights of the peers with an address: slots without one (or
+    // draining) own no part of the hash space.
+    auto weight = [&](size_t i) -> uint64_t { return present(u.peers[i]) ? u.peers[i].server->weight : 0; };
     uint64_t total = 0;
-    for (size_t i = begin; i < end; ++i) total += u.peers[i].server->weight;
+    for (size_t i = begin; i < end; ++i) total += weight(i);
     if (total == 0) return nullptr;
     const bool ip = u.method == Method::IpHash;
     const std::span<const uint8_t> key = client_key(pk);
@@ -129,8 +135,8 @@ Peer* Balancers::hashed(PeerPicker& pk, size_t begin, size_t end, Filter f) {
     for (int t = 0; t < kHashTries; ++t) {
         uint64_t w = x % total;
         size_t i = begin;
-        while (w >= u.peers[i].server->weight) {
-            w -= u.peers[i].server->weight;
+        while (w >= weight(i)) {
+            w -= weight(i);
             ++i;
         }
         if (eligible(pk, i, f)) return &u.peers[i];

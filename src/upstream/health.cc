@@ -43,16 +43,7 @@ std::string quoted(std::string_view s) { return "\"" + std::string(s) + "\""; }
 class Probe final : public Hooks {
 public:
     Probe(UpstreamConf& u, size_t index) : u_(u), index_(index) {
-        const Peer& p = u.peers[index];
-        target_.server = p.server;
-        target_.sa = p.sa;
-        target_.sa_len = p.sa_len;
-        target_.text = p.text;
-        const uint16_t port = u.health->port;
-        if (port && p.sa.ss_family == AF_INET)
-            reinterpret_cast<sockaddr_in*>(&target_.sa)->sin_port = htons(port);
-        else if (port && p.sa.ss_family == AF_INET6)
-            reinterpret_cast<sockaddr_in6*>(&target_.sa)->sin6_port = htons(port);
+        aim();
         request_ = "GET " + u.health->uri + " HTTP/1.0\r\nHost: " + u.host +
                    "\r\nUser-Agent: gatehouse health check\r\nConnection: close\r\n\r\n";
         conf_.connect_timeout = u.health->timeout;
@@ -127,7 +118,37 @@ private:
         Client client;
     };
 
+    // The peer's address now, with port= applied. A slot of a dynamic
+    // server changes address at run time: read it anew before each check.
+    void aim() {
+        const Peer& p = u_.peers[index_];
+        target_.server = p.server;
+        target_.sa = p.sa;
+        target_.sa_len = p.sa_len;
+        target_.text = p.text;
+        const uint16_t port = u_.health->port;
+        if (port && p.sa.ss_family == AF_INET)
+            reinterpret_cast<sockaddr_in*>(&target_.sa)->sin_port = htons(port);
+        else if (port && p.sa.ss_family == AF_INET6)
+            reinterpret_cast<sockaddr_in6*>(&target_.sa)->sin6_port = htons(port);
+    }
+
     void start() {
+        if (u_.peers[index_].slot) {
+            bool there = false;
+            {
+                GroupLock lock(u_);
+                sync_peers(u_);
+                there = present(u_.peers[index_]);
+            }
+            // A slot without an address (or draining) has nothing to check.
+            if (!there) {
+                schedule(u_.health->interval);
+                return;
+            }
+            aim();
+            checked_text_ = u_.peers[index_].text;
+        }
         started_ = event::worker_loop().now();
         body_.clear();
         status_ = 0;
@@ -176,7 +197,10 @@ private:
         // The verdict's lines name the peer themselves: not the check's tail.
         log::Scope no_context(nullptr);
         const event::Msec now = event::worker_loop().now();
-        record_check(u_, u_.peers[index_], passed, why, now);
+        // The verdict is about the address checked: a slot that took
+        // another one meanwhile starts its own checks.
+        const Peer& p = u_.peers[index_];
+        if (!p.slot || (present(p) && p.text == checked_text_)) record_check(u_, u_.peers[index_], passed, why, now);
         // Start to start: a slow answer does not stretch the interval.
         const int64_t next = static_cast<int64_t>(started_) + u_.health->interval.count() - static_cast<int64_t>(now);
         schedule(std::chrono::milliseconds(next > 0 ? next : 0));
@@ -185,6 +209,7 @@ private:
     UpstreamConf& u_;
     size_t index_;
     Peer target_;  // the peer's address, with port= applied
+    std::string checked_text_;  // a slot's address when its check started
     std::string request_;
     ClientConf conf_;
     event::Timer timer_;     // the next check

@@ -23,6 +23,7 @@
 #include "event/connection.h"
 #include "event/loop.h"
 #include "event/worker.h"
+#include "upstream/balancer.h"
 
 namespace gatehouse::upstream {
 
@@ -158,7 +159,9 @@ void keep_idle(UpstreamConf& u, const Peer& p, event::Connection& c, uint64_t re
     const bool too_old = opened != 0 && loop.now() >= opened &&
                          loop.now() - opened >= static_cast<event::Msec>(u.keepalive_time.count());
     if (u.keepalive == 0 || requests >= u.keepalive_requests || too_old || c.io.error() ||
-        c.io.peer_closed() || g_retired) {
+        c.io.peer_closed() || g_retired || !present(p)) {
+        // !present: a slot whose address was removed (draining): its last
+        // requests finish, its connections go with them.
         close_conn(c);
         return;
     }
@@ -204,6 +207,15 @@ void close_idle() {
     pools().clear();
     // A fresh start (a worker's exit, a test's end): pooling allowed again.
     g_retired = false;
+}
+
+void close_idle_to(UpstreamConf& u, const Peer& p) {
+    if (!u.idle) return;
+    for (IdleEntry* e = u.idle->idle.next; e != &u.idle->idle;) {
+        IdleEntry* next = e->next;
+        if (same_address(*e, p)) drop(*e);
+        e = next;
+    }
 }
 
 void retire_idle() {

@@ -71,6 +71,8 @@ PeerState& PeerState::operator=(const PeerState& o) {
 bool usable(const UpstreamConf& u, const Peer& p, event::Msec now, bool unchecked) {
     const Server& s = *p.server;
     if (s.down) return false;
+    // A free slot has no address; a draining one takes no new try.
+    if (!present(p)) return false;
     const PeerState& st = p.st();
     if (u.health) {
         auto h = static_cast<Health>(st.health.load(kRelaxed));
@@ -197,6 +199,9 @@ Peer* PeerPicker::choose(size_t begin, size_t end, bool unchecked) {
 Peer* PeerPicker::next() {
     if (u_.peers.empty()) return nullptr;
     GroupLock lock(u_);
+    // Another worker may have changed a dynamic server's addresses.
+    sync_peers(u_);
+    resolve_if_due(u_, now_);
     // With health checks, peers not judged yet come second (and never
     // with "mandatory", where usable() refuses them on both passes).
     const int passes = u_.health && !u_.health->mandatory ? 2 : 1;

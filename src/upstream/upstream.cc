@@ -21,6 +21,7 @@
 #include "core/log.h"
 #include "core/shm.h"
 #include "core/str.h"
+#include "event/resolver.h"
 #include "upstream/balancer.h"
 
 namespace gatehouse::upstream {
@@ -68,17 +69,7 @@ Error in_upstream(const Error& e, std::string_view shown) {
     return make_error(m + " in upstream " + quoted(shown));
 }
 
-std::string sockaddr_text(const sockaddr* sa) {
-    char buf[INET6_ADDRSTRLEN] = {};
-    if (sa->sa_family == AF_INET) {
-        const auto* in = reinterpret_cast<const sockaddr_in*>(sa);
-        inet_ntop(AF_INET, &in->sin_addr, buf, sizeof buf);
-        return std::string(buf) + ":" + std::to_string(ntohs(in->sin_port));
-    }
-    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(sa);
-    inet_ntop(AF_INET6, &in6->sin6_addr, buf, sizeof buf);
-    return "[" + std::string(buf) + "]:" + std::to_string(ntohs(in6->sin6_port));
-}
+std::string sockaddr_text(const sockaddr* sa) { return address_text(sa); }
 
 Peer peer_of(const conf::Address& a) {
     Peer p;
@@ -239,6 +230,11 @@ Status open_upstream(Ctx& cx, const Node& n, UpstreamMainConf& m) {
             if (s.backup)
                 return make_error("invalid parameter \"backup\" with \"" + std::string(method_name(u->method)) +
                                   "\" in " + s.where);
+    // Run-time addresses live in the zone [nginx: the same message, at
+    // the same point: once the block is read].
+    if (u->resolves && u->zone_name.empty())
+        return make_error("resolving names at run time requires upstream " + quoted(name) + " in " + u->where +
+                          " to be in shared memory");
     if (u->health && u->zone_name.empty())
         return make_error("\"health_check\" requires \"zone\" in upstream " + quoted(name) + " in " +
                           u->health->where);
@@ -254,6 +250,8 @@ Status set_server(Ctx& cx, const Node& n, UpstreamMainConf& m) {
     Server s;
     s.name = n.args[0].text;
     s.where = n.where();
+    uint32_t slots = 0;  // "max=": the slots of a "resolve" server
+    size_t max_at = 0;
     for (size_t i = 1; i < n.args.size(); ++i) {
         std::string_view p = n.args[i].text;
         auto invalid = [&] { return cx.error(n, "invalid parameter " + quoted(p)); };
@@ -286,9 +284,38 @@ Status set_server(Ctx& cx, const Node& n, UpstreamMainConf& m) {
             s.backup = static_cast<uint8_t>(*v);
         } else if (p == "down") {
             s.down = true;
+        } else if (p == "resolve") {
+            s.resolve = true;
+        } else if (p.substr(0, 4) == "max=") {
+            auto v = number(4, kMaxResolveSlots);
+            if (!v || *v == 0) return invalid();
+            slots = static_cast<uint32_t>(*v);
+            max_at = i;
         } else {
             return invalid();
         }
+    }
+    if (slots && !s.resolve) return cx.error(n, "invalid parameter " + quoted(n.args[max_at].text));
+    if (s.resolve) {
+        conf::AddressRules rules;
+        rules.default_port = 80;
+        auto a = conf::parse_address(s.name, rules);
+        if (!a) return cx.error(n, in_upstream(a.error(), s.name).message);
+        // An address literal or a socket has nothing to follow: a fixed
+        // server, as without "resolve".
+        if (a->kind == conf::Address::Kind::Name) {
+            // Resolved by the workers, from the start: the master does not
+            // ask the system's resolver (the name may not resolve yet).
+            s.dynamic = true;
+            s.host = a->host;
+            s.port = a->port;
+            s.naddrs = slots ? slots : kDefaultResolveSlots;
+            u.resolves = true;
+            for (size_t k = 0; k < s.naddrs; ++k) u.peers.emplace_back();
+            u.servers.push_back(std::move(s));
+            return {};
+        }
+        s.resolve = false;
     }
     // nginx resolves a server's name when it reads the line.
     auto addrs = resolve_as(s.name, 80, s.name);
@@ -427,6 +454,18 @@ Status set_health_check(Ctx& cx, const Node& n, UpstreamMainConf& m) {
     return {};
 }
 
+// "resolver" and "resolver_timeout" inside an upstream block [NGINX Plus,
+// nginx 1.27.3]: read by resolver_module's own setters (one parser, one
+// set of messages) into a location-level array of the block's, which
+// postconfiguration then reads instead of the http block's.
+Status set_block_resolver(Ctx& cx, const Node& n, UpstreamMainConf& m) {
+    UpstreamConf& u = current(m);
+    if (!u.resolver_level) u.resolver_level = cx.create_level(Level::Loc);
+    Ctx::LevelScope scope(cx, Level::Loc, u.resolver_level);
+    const std::vector<Node> one{n};
+    return cx.walk(one, conf::kLocation);
+}
+
 Status set_match(Ctx& cx, const Node& n) {
     UpstreamMainConf& m = main_conf(cx);
     for (const Match* o : m.matches)
@@ -446,9 +485,30 @@ Status finish_group(Ctx& cx, UpstreamMainConf& m, UpstreamConf& u) {
         if (!u.health->match)
             return make_error("match " + quoted(u.health->match_name) + " not found in " + u.health->where);
     }
-    if (u.method == Method::Hash && u.consistent) build_ring(u);
+    if (u.resolves) {
+        // The block's own resolver, else the http block's; each of the
+        // two settings on its own, as nginx merges them.
+        const auto* own = u.resolver_level ? static_cast<const event::ResolverConf*>(
+                                                 u.resolver_level[event::resolver_module.index])
+                                           : nullptr;
+        const event::ResolverConf* http = event::http_resolver_conf(cx);
+        u.resolver = own && own->resolver ? own->resolver : http ? http->resolver : nullptr;
+        if (!u.resolver)
+            return make_error("no resolver defined to resolve names at run time in upstream " + quoted(u.name) +
+                              " in " + u.where);
+        u.resolver_timeout = own && own->resolver_timeout ? *own->resolver_timeout
+                             : http                       ? http->timeout()
+                                                          : event::ResolverConf::kDefaultTimeout;
+    }
     if (u.zone) {
         if (auto s = attach_zone(u, *u.zone, cx.arena()); !s) return make_error(s.message() + " in " + u.where);
+    }
+    // After the zone: slots that a previous generation filled have their
+    // points too.
+    if (u.method == Method::Hash && u.consistent) {
+        GroupLock lock(u);
+        sync_peers(u);
+        build_ring(u);
     }
     return {};
 }
@@ -483,6 +543,8 @@ Status postconfiguration(Ctx& cx) {
             u->zone_name = block->zone_name;
             u->zone = block->zone;
             u->health = block->health;
+            u->resolves = block->resolves;
+            u->resolver_level = block->resolver_level;
             u->implicit = false;
             std::vector<Peer> flat;
             for (const Server& s : block->servers)
@@ -517,6 +579,8 @@ constexpr conf::Directive kDirectives[] = {
     {"zone", conf::kUpstream, conf::Take12, conf::custom<set_zone>()},
     {"health_check", conf::kUpstream, conf::Arity{0, 255, false}, conf::custom<set_health_check>()},
     {"match", conf::kHttp, conf::Block1, conf::custom<set_match>()},
+    {"resolver", conf::kUpstream, conf::Take1More, conf::custom<set_block_resolver>()},
+    {"resolver_timeout", conf::kUpstream, conf::Take1, conf::custom<set_block_resolver>()},
 };
 
 }  // namespace
@@ -585,10 +649,14 @@ Result<UpstreamConf*> find_or_add(Ctx& cx, const Node& n, std::string_view targe
 namespace {
 
 // Worker 0 alone runs the active health checks (health.cc): one prober
-// for all workers, the verdicts shared through the zones.
+// for all workers, the verdicts shared through the zones. Every worker
+// takes part in resolving "resolve" servers (resolve.cc).
 Status init_worker(const conf::Roots& g, int slot) {
     conf::ConfArray main = g[static_cast<int>(conf::Level::Main)];
-    start_health_checks(main ? static_cast<UpstreamMainConf*>(main[upstream_module.index]) : nullptr, slot);
+    auto* m = main ? static_cast<UpstreamMainConf*>(main[upstream_module.index]) : nullptr;
+    start_health_checks(m, slot);
+    // Every worker: whichever sees an answer expire first asks (resolve.cc).
+    start_resolving(m);
     return {};
 }
 
@@ -598,9 +666,11 @@ Status init_worker(const conf::Roots& g, int slot) {
 void quit_worker() {
     retire_idle();
     stop_health_checks();
+    stop_resolving();
 }
 
 void exit_worker() {
+    stop_resolving();
     stop_health_checks();
     close_idle();
 }

@@ -8,14 +8,18 @@
 // state of a peer (PeerState) is in the group's shared-memory zone when
 // the block says "zone", so that every worker sees the same counters and
 // they survive a reload that leaves the group unchanged; without a zone
-// each worker keeps its own copy in the Peer, as nginx does. Pooled
+// each worker keeps its own copy in the Peer, as nginx does. A dynamic
+// server's peers are slots: a fixed number of Peers whose addresses the
+// zone holds and changes at run time (dynamic.cc). Pooled
 // connections belong to the worker's ConnectionTable; the pool only lists
 // them.
 //
 // Files: upstream.cc (directives), round_robin.cc (PeerPicker, smooth
 // weighted round robin, availability, passive health), least_conn.cc,
 // hash.cc (ip_hash, hash, hash consistent), random.cc, least_time.cc,
-// zone.cc, health.cc (active checks), pool.cc, connect.cc. balancer.h has
+// zone.cc, health.cc (active checks), pool.cc, connect.cc, dynamic.cc
+// (run-time peer sets: servers whose addresses change without a reload,
+// in zone slots), resolve.cc ("server NAME resolve"). balancer.h has
 // what those files share, for them and the unit tests.
 #pragma once
 
@@ -40,12 +44,17 @@ class Mutex;
 class Zone;
 }
 
+namespace gatehouse::event {
+struct ResolverSpec;
+}
+
 namespace gatehouse::upstream {
 
 struct IdlePool;     // pool.cc
 struct ZoneGroup;    // zone.cc: a group's record in its zone
 struct HealthCheck;  // health.cc
 struct Match;        // health.cc: a "match" block
+struct PeerSlot;     // dynamic.cc: a run-time address in the zone
 
 // One "server" line. A host name resolves to one Peer per address.
 struct Server {
@@ -64,9 +73,29 @@ struct Server {
     // How many Peers it made: the addresses its name resolved to (1 for an
     // IP literal or a Unix socket). They sit together in
     // UpstreamConf::peers, in the order getaddrinfo() gave them, IPv4
-    // first.
+    // first. For a server with run-time addresses (`dynamic`), the number
+    // of slots it has: its Peers are slots whose address the zone holds
+    // (PeerSlot) and changes at run time (replace_addresses).
     size_t naddrs = 0;
+    // "resolve": the name is resolved at run time by the group's resolver
+    // (resolve.cc), again whenever its TTL (or the resolver's valid=)
+    // expires; `host` and `port` are what is resolved. Not at config time:
+    // the group may start empty (502 until the name resolves, as nginx).
+    bool resolve = false;
+    std::string host;
+    uint16_t port = 0;
+    // The server's addresses live in zone slots (resolve, or issue 17's
+    // API), not in the configuration: see PeerSlot.
+    bool dynamic = false;
+    // Its resolution state's index in the zone record (ZoneGroup::dns),
+    // set by attach_zone for "resolve" servers.
+    uint32_t dns_index = 0;
 };
+
+// "resolve" servers get this many slots (the most addresses their name
+// may have at once) unless "max=N" says otherwise.
+constexpr uint32_t kDefaultResolveSlots = 16;
+constexpr uint32_t kMaxResolveSlots = 1024;
 
 // Health as the active checks see it (health_check). Without checks a
 // peer stays Unchecked, which counts as healthy.
@@ -114,6 +143,16 @@ struct Peer {
     PeerState* shared = nullptr;
     PeerState& st() { return shared ? *shared : local; }
     const PeerState& st() const { return shared ? *shared : local; }
+    // A slot of a dynamic server (owner: the zone, like `shared`; null for
+    // a peer the configuration fixed). The slot's address is the truth;
+    // sa, sa_len and text are this worker's copy, refreshed under the
+    // group's lock when the group's generation moves (sync_peers), and
+    // changed only for a slot that was free, so never under a try that
+    // still uses the peer. Empty while the slot is free.
+    PeerSlot* slot = nullptr;
+    // A slot: whether this worker last saw it with an address in use
+    // (sync_peers), to close the pooled connections of one that went.
+    bool live = false;
 };
 
 // The balancing method of a group: the block's "least_conn", "ip_hash",
@@ -173,6 +212,13 @@ struct UpstreamConf {
     // "health_check": the active checks (owner: the generation arena).
     HealthCheck* health = nullptr;
 
+    // Servers with "resolve": the resolver they use, the block's
+    // "resolver" (and "resolver_timeout"), else the http block's (owner:
+    // the generation arena). Null when the group has no resolve server.
+    const event::ResolverSpec* resolver = nullptr;
+    conf::Duration resolver_timeout{std::chrono::seconds(30)};
+    bool resolves = false;  // a server has "resolve"
+
     // ---- config-time bookkeeping (nothing reads these at run time) ----
     // Implicit groups: the port the target gave ("host:8080"), 0 when it
     // gave none ("backend": maybe an upstream block defined later) or is a
@@ -186,6 +232,10 @@ struct UpstreamConf {
     // "keepalive_time" the block set (bits private to upstream.cc), for
     // "is duplicate".
     uint8_t directives_set = 0;
+    // The block's own "resolver" and "resolver_timeout", read by
+    // resolver_module into a location-level array of this block's (made
+    // by the first of them; null: neither).
+    conf::ConfArray resolver_level = nullptr;
 
     // ---- run time --------------------------------------------------------
     // The worker's keepalive pool of this group, made by the first
@@ -202,9 +252,24 @@ struct UpstreamConf {
         return {tier_start[k], k + 1 < tier_start.size() ? tier_start[k + 1] : peers.size()};
     }
 
+    // The zone generation (ZoneGroup::generation) this worker's copies of
+    // the slots' addresses and the hash ring follow; ~0: not synced yet.
+    uint64_t seen_generation = ~uint64_t{0};
+
+    // Groups with slots (dynamic servers): the primaries and backups with
+    // an address, as this worker last synced them (sync_peers); ~0: a
+    // group without slots, whose peers are all there.
+    size_t live_primaries = ~size_t{0};
+    size_t live_backups = 0;
+
     // Primary peers only, one of them: nginx ignores max_fails and
-    // fail_timeout then (the peer is never considered unavailable).
-    bool single() const { return backup_start == 1 && peers.size() == 1; }
+    // fail_timeout then (the peer is never considered unavailable). For
+    // a group with slots, one with an address [nginx counts the peers a
+    // resolved name has now].
+    bool single() const {
+        if (live_primaries != ~size_t{0}) return live_primaries == 1 && live_backups == 0;
+        return backup_start == 1 && peers.size() == 1;
+    }
 };
 
 struct UpstreamMainConf {
@@ -253,6 +318,40 @@ Result<UpstreamConf*> find_or_add(conf::Ctx& cx, const conf::Node& n, std::strin
 // never in a worker. Errors read "host not found in upstream \"x\"" with
 // x as `address` (the caller adds " in file:line").
 Result<std::vector<Peer>> resolve(std::string_view address, uint16_t default_port);
+
+// ---- run-time peer sets (dynamic.cc) ----------------------------------------------
+
+// What replace_addresses() did, as addresses ("10.0.0.1:80"), for the log.
+struct AddressChange {
+    std::vector<std::string> added;    // took a slot, with a fresh state
+    std::vector<std::string> removed;  // draining: no new tries
+    // Addresses left out: the server has no free slot for them (its
+    // "max=" is too small), or they were given twice.
+    std::vector<std::string> dropped;
+    bool changed() const { return !added.empty() || !removed.empty(); }
+};
+
+// The addresses of server `s` (a dynamic server of u, which has a zone)
+// become `addrs` (each Peer's sa and sa_len only: the port included), for
+// every worker at once:
+//  - a slot whose address is in `addrs` stays, its state (fails, conns,
+//    health, EWMA...) untouched; one that was draining is back in use;
+//  - the other used slots drain: no method offers them any more, tries in
+//    flight finish and count as before; the slot is reused once no
+//    connection uses it any more (conns 0, in every worker);
+//  - an address not in a slot takes a free one with a fresh state (its
+//    weight, slow_start from `now` when the server has one, unchecked by
+//    the health checks).
+// Bumps the group's generation, so that each worker refreshes its copies
+// (sync_peers) at its next pick. Takes the group's lock: don't hold it.
+// Errors: u has no zone, s is not a dynamic server of u.
+// Any worker (or the master at config time) may call it; this is also the
+// seam for an API that adds and removes servers (issue 17).
+Result<AddressChange> replace_addresses(UpstreamConf& u, const Server& s, const std::vector<Peer>& addrs,
+                                        event::Msec now);
+// The addresses server `s` has now (its used slots, draining ones too
+// when `draining`), as text. Takes the group's lock.
+std::vector<std::string> server_addresses(UpstreamConf& u, const Server& s, bool draining = false);
 
 // ---- run time (worker) ----------------------------------------------------------
 

@@ -35,6 +35,8 @@
 // states and locks in UpstreamConf and Peer are process-local, made by
 // the master and valid in the workers because zones are mapped before the
 // fork, at one address in every process.
+#include <netinet/in.h>
+
 #include <cstring>
 #include <new>
 #include <string>
@@ -144,6 +146,48 @@ std::string too_small(const shm::Zone& z, const UpstreamConf& u, size_t pages) {
            std::to_string(shm::Pool::region_for(pages)) + " bytes needed)";
 }
 
+// The index in the record's slots() of peer i (a dynamic server's).
+size_t slot_index(const UpstreamConf& u, size_t i) {
+    size_t k = 0;
+    for (size_t j = 0; j < i; ++j) k += u.peers[j].server->dynamic;
+    return k;
+}
+
+uint64_t dns_name_hash(const UpstreamConf& u, const Server& s) {
+    const std::string key = u.name + "/" + s.host;
+    uint64_t h = fnv(0xcbf29ce484222325ULL, key.data(), key.size());
+    return h ? h : 1;
+}
+
+// A changed group's new record starts with the addresses an older record
+// (the previous generation's, still in the zone) had resolved for the same
+// name, with this server's port, and their expiry: a reload neither
+// empties the group until the name resolves again nor asks it at once
+// [nginx: upstream_resolve_reload.t, "preresolve"]. Their state starts
+// anew, as the group's others.
+void preresolve(shm::Pool& pool, ZoneRoot& root, ZoneGroup& g, const Server& s, ServerDns& d) {
+    for (uint64_t r = root.groups; r; r = pool.at<ZoneGroup>(r)->next) {
+        ZoneGroup& old = *pool.at<ZoneGroup>(r);
+        for (uint32_t k = 0; k < old.ndns; ++k) {
+            ServerDns& od = old.dns()[k];
+            if (od.name_hash != d.name_hash || od.nslots == 0) continue;
+            uint32_t at = d.first_slot;
+            for (uint32_t j = 0; j < od.nslots && at < d.first_slot + d.nslots; ++j) {
+                PeerSlot& from = old.slots()[od.first_slot + j];
+                if (static_cast<SlotState>(from.state.load(std::memory_order_relaxed)) != SlotState::Active) continue;
+                PeerSlot& to = g.slots()[at++];
+                to.sa = from.sa;
+                to.sa_len = from.sa_len;
+                if (to.sa.ss_family == AF_INET) reinterpret_cast<sockaddr_in*>(&to.sa)->sin_port = htons(s.port);
+                else if (to.sa.ss_family == AF_INET6) reinterpret_cast<sockaddr_in6*>(&to.sa)->sin6_port = htons(s.port);
+                to.state.store(static_cast<uint32_t>(SlotState::Active), std::memory_order_relaxed);
+            }
+            d.expires.store(od.expires.load(std::memory_order_relaxed), std::memory_order_relaxed);
+            return;
+        }
+    }
+}
+
 }  // namespace
 
 GroupLock::GroupLock(UpstreamConf& u) {
@@ -163,14 +207,20 @@ GroupLock::~GroupLock() {
     if (lock_) lock_->unlock();
 }
 
-size_t zone_group_bytes(size_t npeers) { return sizeof(ZoneGroup) + npeers * sizeof(PeerState); }
+size_t zone_group_bytes(size_t npeers, size_t nslots, size_t ndns) {
+    return sizeof(ZoneGroup) + npeers * sizeof(PeerState) + nslots * sizeof(PeerSlot) + ndns * sizeof(ServerDns);
+}
 
 uint64_t group_signature(const UpstreamConf& u) {
     uint64_t h = 0xcbf29ce484222325ULL;
     h = fnv_value(h, u.peers.size());
     for (const Peer& p : u.peers) {
         const Server& s = *p.server;
-        h = fnv(h, p.text.data(), p.text.size() + 1);
+        // A dynamic server's slots are the same whatever they hold: its
+        // name says what they resolve (and its port, the addresses').
+        const std::string& text = s.dynamic ? s.name : p.text;
+        h = fnv(h, text.data(), text.size() + 1);
+        h = fnv_value(h, static_cast<uint8_t>(s.resolve | s.dynamic << 1));
         h = fnv_value(h, s.weight);
         h = fnv_value(h, s.max_fails);
         h = fnv_value(h, static_cast<int64_t>(s.fail_timeout.count()));
@@ -182,7 +232,11 @@ uint64_t group_signature(const UpstreamConf& u) {
 }
 
 Status attach_zone(UpstreamConf& u, shm::Zone& z, Arena& gen) {
-    const size_t need = zone_group_bytes(u.peers.size());
+    size_t nslots = 0, ndns = 0;
+    for (const Peer& p : u.peers) nslots += p.server->dynamic;
+    for (Server& s : u.servers)
+        if (s.resolve) s.dns_index = static_cast<uint32_t>(ndns++);
+    const size_t need = zone_group_bytes(u.peers.size(), nslots, ndns);
     const size_t root_pages = shm::Pool::pages_for(sizeof(ZoneRoot));
     // Enough for the root and this record, in whole pages (a small block
     // may share its page, so this errs on the safe side by one page).
@@ -206,7 +260,7 @@ Status attach_zone(UpstreamConf& u, shm::Zone& z, Arena& gen) {
     ZoneGroup* g = nullptr;
     for (uint64_t r = root->groups; r && !g;) {
         auto* rec = pool->at<ZoneGroup>(r);
-        if (rec->signature == sig && rec->npeers == u.peers.size()) g = rec;
+        if (rec->signature == sig && rec->npeers == u.peers.size() && rec->nslots == nslots && rec->ndns == ndns) g = rec;
         r = rec->next;
     }
     if (!g) {
@@ -227,22 +281,42 @@ Status attach_zone(UpstreamConf& u, shm::Zone& z, Arena& gen) {
             // This generation's own groups do not fit together.
             size_t pages = root_pages + shm::Pool::pages_for(need);
             for (uint64_t r = root->groups; r; r = pool->at<ZoneGroup>(r)->next)
-                pages += shm::Pool::pages_for(zone_group_bytes(pool->at<ZoneGroup>(r)->npeers));
+                {
+                const ZoneGroup* o = pool->at<ZoneGroup>(r);
+                pages += shm::Pool::pages_for(zone_group_bytes(o->npeers, o->nslots, o->ndns));
+            }
             return make_error(too_small(z, u, pages));
         }
         g = ::new (b) ZoneGroup();
         g->signature = sig;
         g->npeers = static_cast<uint32_t>(u.peers.size());
+        g->nslots = static_cast<uint32_t>(nslots);
+        g->ndns = static_cast<uint32_t>(ndns);
         g->lock = root->next_lock++ % kGroupLocks;
         for (size_t i = 0; i < u.peers.size(); ++i) {
             auto* st = ::new (g->peers() + i) PeerState();
             st->effective_weight.store(u.peers[i].server->weight, std::memory_order_relaxed);
         }
+        for (size_t i = 0; i < nslots; ++i) {
+            auto* slot = ::new (g->slots() + i) PeerSlot();
+            slot->state.store(static_cast<uint32_t>(SlotState::Free), std::memory_order_relaxed);
+        }
+        for (const Server& s : u.servers) {
+            if (!s.resolve) continue;
+            auto* d = ::new (g->dns() + s.dns_index) ServerDns();
+            d->name_hash = dns_name_hash(u, s);
+            d->first_slot = static_cast<uint32_t>(slot_index(u, first_peer(u, s)));
+            d->nslots = static_cast<uint32_t>(s.naddrs);
+            preresolve(*pool, *root, *g, s, *d);
+        }
         g->next = root->groups;
         root->groups = pool->ref(g);
     }
     gen.make<RecordHold>(&z, pool->ref(g), &gen);
-    for (size_t i = 0; i < u.peers.size(); ++i) u.peers[i].shared = g->peers() + i;
+    for (size_t i = 0, k = 0; i < u.peers.size(); ++i) {
+        u.peers[i].shared = g->peers() + i;
+        u.peers[i].slot = u.peers[i].server->dynamic ? g->slots() + k++ : nullptr;
+    }
     u.zone = &z;
     u.zone_group = g;
     u.zone_lock = &root->locks[g->lock];

@@ -79,8 +79,8 @@ def test_an_included_upstream(cli, prefix, need_upstream):
 
 ERRORS = {
     "unknown parameter": (
-        "    upstream b {\n        server 127.0.0.1:8081 resolve;\n    }\n",
-        'invalid parameter "resolve" in {conf}:4'),
+        "    upstream b {\n        server 127.0.0.1:8081 service=_http._tcp;\n    }\n",
+        'invalid parameter "service=_http._tcp" in {conf}:4'),
     "bad slow_start": (
         "    upstream b {\n        server 127.0.0.1:8081 slow_start=gradually;\n    }\n",
         'invalid parameter "slow_start=gradually" in {conf}:4'),

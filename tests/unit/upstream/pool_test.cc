@@ -10,6 +10,7 @@
 #include <span>
 #include <string>
 
+#include "upstream/balancer.h"
 #include "upstream/upstream.h"
 #include "worker_fixture.h"
 
@@ -308,4 +309,36 @@ TEST_CASE("upstream/pool: the tag must match, and the transport stays or is disp
     w.turn();
     CHECK(t.disposed == 1);
     CHECK_FALSE(c.is_open());
+}
+
+TEST_CASE("upstream/pool: connections to an address a slot lost are not kept") {
+    Worker w;
+    UpstreamConf& u = w.group(4);
+    Peer a = peer("127.0.0.1:8001"), b = peer("127.0.0.1:8002");
+    int oa, ob, od;
+    event::Connection& ca = w.connected(oa);
+    event::Connection& cb = w.connected(ob);
+    upstream::keep_idle(u, a, ca, 1);
+    upstream::keep_idle(u, b, cb, 1);
+    // The slot of a went (sync_peers saw it): its idle connection closes,
+    // b's stays.
+    upstream::close_idle_to(u, a);
+    CHECK(closed_by_us(oa));
+    CHECK_FALSE(closed_by_us(ob));
+    CHECK(upstream::take_idle(u, a) == nullptr);
+    CHECK(upstream::take_idle(u, b) == &cb);
+    w.table->close(cb);
+    // A draining slot's last request ends: its connection is closed, not kept.
+    upstream::PeerSlot slot;
+    slot.state = static_cast<uint32_t>(upstream::SlotState::Draining);
+    Peer d = peer("127.0.0.1:8003");
+    d.slot = &slot;
+    event::Connection& cd = w.connected(od);
+    upstream::keep_idle(u, d, cd, 1);
+    CHECK(closed_by_us(od));
+    slot.state = static_cast<uint32_t>(upstream::SlotState::Active);
+    CHECK(upstream::take_idle(u, d) == nullptr);
+    ::close(oa);
+    ::close(ob);
+    ::close(od);
 }
