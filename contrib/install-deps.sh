@@ -3,9 +3,12 @@
 # when they are missing. As root it runs apt-get; otherwise it only names
 # what is missing. Used by ./dev (before make exists), "make check" and
 # "make run". binutils: objcopy, for the stripped binary of make install.
+# libmaxminddb-dev: the geoip2 module; mmdb-bin (mmdblookup) and
+# libmaxmind-db-writer-perl: its tests write and cross-check .mmdb files.
 set -u
 PKGS="g++ make binutils pkg-config libssl-dev libpcre2-dev zlib1g-dev libjemalloc-dev
       libcrypt-dev
+      libmaxminddb-dev mmdb-bin libmaxmind-db-writer-perl
       doctest-dev python3 python3-pytest curl openssl man-db groff-base"
 missing=""
 for p in $PKGS; do
