@@ -28,6 +28,17 @@ Result<std::shared_ptr<MmdbFile>> MmdbFile::open(const std::string& path) {
     return f;
 }
 
+namespace {
+uint64_t g_lookups = 0;  // per process: workers are single-threaded
+}  // namespace
+
+uint64_t mmdb_lookup_count() { return g_lookups; }
+
+MMDB_lookup_result_s MmdbFile::lookup(const sockaddr* sa, int* mmdb_error) const {
+    ++g_lookups;
+    return MMDB_lookup_sockaddr(&db_, sa, mmdb_error);
+}
+
 MmdbFile::~MmdbFile() {
     if (open_) MMDB_close(&db_);
 }

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <maxminddb.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
@@ -43,11 +44,20 @@ public:
 
     const MMDB_s& db() const { return db_; }
     uint64_t build_epoch() const { return db_.metadata.build_epoch; }
+    // The record of `sa` (AF_INET or AF_INET6): MMDB_lookup_sockaddr,
+    // counted in mmdb_lookup_count(). `*mmdb_error` is libmaxminddb's
+    // status (an IPv6 address in an IPv4 database is an error).
+    MMDB_lookup_result_s lookup(const sockaddr* sa, int* mmdb_error) const;
 
 private:
     MMDB_s db_{};
     bool open_ = false;
 };
+
+// The lookups (tree walks) this process made: how the tests show that a
+// request walks a database's tree once, whatever the number of its
+// variables it reads.
+uint64_t mmdb_lookup_count();
 
 // What tells one version of a file from another: replacing a file by
 // rename() changes the inode, rewriting it in place the size or mtime.

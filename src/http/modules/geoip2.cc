@@ -155,7 +155,7 @@ const MMDB_lookup_result_s* lookup(Request& r, const GeoVar& g) {
         l.file = src.current();
     }
     int err = MMDB_SUCCESS;
-    MMDB_lookup_result_s res = MMDB_lookup_sockaddr(&l.file->db(), sa, &err);
+    MMDB_lookup_result_s res = l.file->lookup(sa, &err);
     std::memcpy(&l.addr, sa, sa->sa_family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6));
     // An IPv6 address in an IPv4-only database is an error here, simply
     // an address the database does not hold.
