@@ -14,6 +14,7 @@ import re
 import signal
 import socket
 import subprocess
+import time
 
 import pytest
 
@@ -342,9 +343,11 @@ def test_auto_reload_swaps_a_changed_file_in_every_worker(server, dbs):
         listen 127.0.0.1:PORT reuseport;
         set_real_ip_from 127.0.0.1;
         real_ip_header X-Forwarded-For;
-        location / {{ return 200 "$pid $c_iso\\n"; }}
+        location / {{ return 200 "$pid $c_iso $changed\\n"; }}
     }}
     """)
+
+    last_change = {}
 
     def answers():
         """(pid, value) of a batch of connections opened together: the
@@ -359,7 +362,8 @@ def test_auto_reload_swaps_a_changed_file_in_every_worker(server, dbs):
             while chunk := c.recv(4096):
                 raw += chunk
             c.close()
-            pid, iso = Response(raw).body.decode().split()
+            pid, iso, changed = Response(raw).body.decode().split()
+            last_change[pid] = int(changed)
             out.append((pid, iso))
         return out
 
@@ -373,12 +377,16 @@ def test_auto_reload_swaps_a_changed_file_in_every_worker(server, dbs):
         return poll(step, timeout=20)
 
     assert every_worker_says("DC")
+    loaded = dict(last_change)
+    before_write = int(time.time())
     changed = json.loads(json.dumps(COUNTRY))
     changed["records"][1][1]["country"]["iso_code"] = "NW"
     write_db(dbs["dir"], "country.mmdb", changed)
     assert mmdblookup(dbs["country"], "192.0.2.1", "country iso_code") == "NW"
     assert every_worker_says("NW")
     assert poll(lambda: s.error_log().count(f'geoip2 database "{dbs["country"]}" reloaded') == 2)
+    # metadata last_change: the load's time, then each worker's swap.
+    assert all(loaded[pid] <= before_write <= last_change[pid] for pid in loaded)
 
     # A broken file: the database in use stays, the error is logged.
     broken = dbs["dir"] / "broken.tmp"
