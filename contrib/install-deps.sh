@@ -4,9 +4,12 @@
 # what is missing. Used by ./dev (before make exists), "make check" and
 # "make run". binutils: objcopy, for the stripped binary of make install.
 # dnsmasq-base: the DNS server test_resolver.py runs on loopback.
+# libmaxminddb-dev: the geoip2 module; mmdb-bin (mmdblookup) and
+# libmaxmind-db-writer-perl: its tests write and cross-check .mmdb files.
 set -u
 PKGS="g++ make binutils pkg-config libssl-dev libpcre2-dev zlib1g-dev libjemalloc-dev
       libcrypt-dev
+      libmaxminddb-dev mmdb-bin libmaxmind-db-writer-perl
       doctest-dev python3 python3-pytest curl openssl man-db groff-base
       dnsmasq-base"
 missing=""

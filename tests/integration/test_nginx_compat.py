@@ -85,8 +85,10 @@ def test_nginx_directive_values_are_checked(cli, line, message):
     ("modules/ngx_http_proxy_module.so",
      '"load_module": the "proxy" module is built into gatehouse: remove the directive'),
     ("/usr/lib/nginx/modules/ngx_http_geoip2_module.so",
-     '"load_module": the "geoip2" module is not available in gatehouse (gatehouse loads no modules, '
-     '"/usr/lib/nginx/modules/ngx_http_geoip2_module.so")'),
+     '"load_module": the "geoip2" module is built into gatehouse: remove the directive'),
+    ("/usr/lib/nginx/modules/ngx_http_perl_module.so",
+     '"load_module": the "perl" module is not available in gatehouse (gatehouse loads no modules, '
+     '"/usr/lib/nginx/modules/ngx_http_perl_module.so")'),
     ("modules/ngx_stream_module.so", '"load_module": the stream modules of nginx are not available in gatehouse'),
 ])
 def test_load_module_says_what_it_is(cli, module, message):
