@@ -5,8 +5,8 @@
 # "make run". binutils: objcopy, for the stripped binary of make install.
 set -u
 PKGS="g++ make binutils pkg-config libssl-dev libpcre2-dev zlib1g-dev libjemalloc-dev
-      libcrypt-dev
-      doctest-dev python3 python3-pytest curl openssl man-db groff-base"
+      libcrypt-dev libbrotli-dev libzstd-dev
+      doctest-dev python3 python3-pytest python3-brotli python3-zstandard curl openssl man-db groff-base"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
