@@ -8,9 +8,9 @@
 # libmaxmind-db-writer-perl: its tests write and cross-check .mmdb files.
 set -u
 PKGS="g++ make binutils pkg-config libssl-dev libpcre2-dev zlib1g-dev libjemalloc-dev
-      libcrypt-dev
+      libcrypt-dev libbrotli-dev libzstd-dev
       libmaxminddb-dev mmdb-bin libmaxmind-db-writer-perl
-      doctest-dev python3 python3-pytest curl openssl man-db groff-base
+      doctest-dev python3 python3-pytest python3-brotli python3-zstandard curl openssl man-db groff-base
       dnsmasq-base"
 missing=""
 for p in $PKGS; do
