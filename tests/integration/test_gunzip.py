@@ -107,6 +107,20 @@ def test_refused_gzip_is_inflated(server, origin, ae):
     assert dechunk(r.body) == (TEXT, True)
 
 
+def test_http10_and_via_are_inflated(server, origin):
+    """nginx's defaults (gzip_http_version 1.1, gzip_proxied off): such a
+    client gets the identity body even if it asks for gzip."""
+    s = server(conf(origin(gz_handler(GZ))))
+    raw = s.raw(b"GET /t HTTP/1.0\r\nHost: localhost\r\nAccept-Encoding: gzip\r\n\r\n")
+    r = Response(raw)
+    assert r.status == 200
+    assert r.header("Content-Encoding") is None
+    assert r.body == TEXT  # close-delimited for HTTP/1.0
+    r = s.get("/t", [("Accept-Encoding", "gzip"), ("Via", "1.1 cache.example")])
+    assert r.header("Content-Encoding") is None
+    assert dechunk(r.body) == (TEXT, True)
+
+
 def test_off_passes_gzip_through(server, origin):
     o = origin(gz_handler(GZ))
     s = server(conf(o))

@@ -256,3 +256,21 @@ def test_bad_value_is_emerg(server):
     assert rc == 1
     assert 'invalid value "maybe"' in err
     assert "gatehouse.conf:" in err
+
+
+def test_http10_and_via_get_the_original(gh):
+    """nginx's defaults: gzip_http_version 1.1, gzip_proxied off (a
+    request through a proxy gets no compressed variant)."""
+    raw = gh.raw(b"GET /gzonly.txt HTTP/1.0\r\nHost: localhost\r\nAccept-Encoding: gzip\r\n\r\n")
+    r = Response(raw)
+    assert r.status == 200
+    assert r.header("Content-Encoding") is None
+    assert r.body == TEXT
+    r = get(gh, "/page.html", "gzip, br, zstd", extra=[("Via", "1.1 cache.example")])
+    assert r.header("Content-Encoding") is None
+    assert r.body == TEXT
+    # "always" does not ask.
+    raw = gh.raw(b"GET /always/gzonly.txt HTTP/1.0\r\nHost: localhost\r\n\r\n")
+    r = Response(raw)
+    assert r.header("Content-Encoding") == "gzip"
+    assert r.body == FILES["gzonly.txt.gz"]

@@ -4,14 +4,13 @@
 // compresses, "gzip_static always").
 //
 // Header filter: with gunzip on, a gzip-encoded response (any status but
-// 206, whose body is a slice no inflater can start in) for a client whose
-// Accept-Encoding does not accept gzip (http/accept_encoding.h; a
-// subrequest never does) loses Content-Encoding, Content-Length and
+// 206, whose body is a slice no inflater can start in) for a client that
+// may not get gzip (http/gzip_request.h: its Accept-Encoding, HTTP/1.0,
+// Via, subrequests) loses Content-Encoding, Content-Length and
 // Accept-Ranges, and a strong ETag becomes weak (the bytes differ, the
 // representation does not) [nginx]. HEAD gets that head and no inflater.
-// nginx also asks gzip_http_version, gzip_proxied and gzip_disable, and
-// adds Vary with gzip_vary; those belong to the compressing filter's
-// module (another branch) and are wired at the merge.
+// nginx also adds Vary with gzip_vary, a directive of the compressing
+// filter's module (branch gzip): wired at the merge.
 //
 // Body filter: zlib's inflate (gzip wrapper; several members one after
 // the other are one body, RFC 1952 2.2), output in slabs of
@@ -36,7 +35,7 @@
 
 #include "conf/values.h"
 #include "core/str.h"
-#include "http/accept_encoding.h"
+#include "http/gzip_request.h"
 #include "http/output.h"
 #include "http/request.h"
 #include "http/static_module.h"
@@ -87,14 +86,6 @@ struct Gunzip {
     bool seen_input = false;
 };
 
-bool client_accepts_gzip(const Request& r) {
-    if (r.parent) return false;
-    AcceptEncoding ae;
-    for (const HeaderField& f : r.headers)
-        if (iequals(f.name, "Accept-Encoding")) parse_accept_encoding(f.value, ae);
-    return ae.accepts(Coding::Gzip);
-}
-
 // nginx's weak ETag: W/ added to a strong one; one that is not a
 // quoted string cannot be made weak and goes.
 void weaken_etag(Request& r, ResponseHead& h) {
@@ -113,7 +104,7 @@ Flow header_filter(Request& r, ResponseHead& h) {
     if (!*c.enable || h.status == 206) return Flow::Pass;
     const Header* ce = h.find("Content-Encoding");
     if (!ce || !iequals(ce->value, "gzip")) return Flow::Pass;
-    if (client_accepts_gzip(r)) return Flow::Pass;
+    if (request_codings(r).accepts(Coding::Gzip)) return Flow::Pass;
 
     h.remove("Content-Encoding");
     h.content_length.reset();

@@ -25,11 +25,11 @@
 // Conditional requests and ranges are the filters' (not_modified_filter,
 // range_filter), as for any static file.
 //
-// Not done here, as nginx's module does: gzip_http_version, gzip_proxied
-// and gzip_disable (nginx's ngx_http_gzip_ok tests them too), and
-// "Vary: Accept-Encoding" with gzip_vary; those directives belong to the
-// compressing filter module (another branch): see the report of branch
-// gzstatic. Here a client accepts a coding by Accept-Encoding alone.
+// A request accepts a coding only if it passes nginx's other checks
+// (http/gzip_request.h: not HTTP/1.0, no Via, at their defaults until the
+// gzip filter's directives are merged). Not done here yet: "Vary:
+// Accept-Encoding" with gzip_vary (nginx's r->gzip_vary), which needs
+// that directive of the compressing filter's module (branch gzip).
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -37,9 +37,9 @@
 #include <cerrno>
 #include <string>
 
-#include "core/str.h"
 #include "http/accept_encoding.h"
 #include "http/core_module.h"
+#include "http/gzip_request.h"
 #include "http/phases.h"
 #include "http/request.h"
 #include "http/static_module.h"
@@ -83,16 +83,6 @@ std::string_view suffix(Coding c) {
 }
 
 std::string quoted(std::string_view s) { return "\"" + std::string(s) + "\""; }
-
-// What the client accepts, from every Accept-Encoding line. A subrequest
-// accepts nothing: its output is part of another response [nginx].
-AcceptEncoding client_codings(const Request& r) {
-    AcceptEncoding ae;
-    if (r.parent) return ae;
-    for (const HeaderField& f : r.headers)
-        if (iequals(f.name, "Accept-Encoding")) parse_accept_encoding(f.value, ae);
-    return ae;
-}
 
 // The order in which to look for files: the acceptable codings that are
 // on or always, best first, then those set "always" that the client does
@@ -177,7 +167,7 @@ Next serve_precompressed(Request& r) {
         return Next::Decline;
 
     std::array<Coding, kCodingCount> order{};
-    size_t n = candidates(c, client_codings(r), order);
+    size_t n = candidates(c, request_codings(r), order);
     if (n == 0) return Next::Decline;
     std::string_view base = map_uri_to_path(r, r.uri);
     if (base.empty()) return Next::Decline;  // the static module answers
