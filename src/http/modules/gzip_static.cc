@@ -137,25 +137,8 @@ Open try_send(Request& r, std::string_view path, Coding coding, Next& next) {
         next = respond_status(r, 404);
         return Open::Failed;
     }
-    r.add_fd(fd);
-
-    const auto& sc = r.loc_conf<StaticConf>(static_module);
-    r.out.status = 200;
-    r.out.content_length = static_cast<uint64_t>(st.st_size);
-    r.out.last_modified = st.st_mtime;
-    if (sc.etag.value_or(true)) {
-        char buf[kEtagMax];
-        r.out.etag = r.arena().dup(format_etag(st.st_mtime, st.st_size, buf));
-    }
-    if (r.out.content_type.empty()) r.out.content_type = content_type_for(r, r.exten);
+    next = respond_with_file(r, fd, st);
     r.out.headers.push_back({"Content-Encoding", coding_name(coding)});
-    r.out.accept_ranges = true;
-
-    Buf b = st.st_size > 0 ? Buf::file(fd, 0, st.st_size) : Buf();
-    b.last_buf = true;
-    r.use_sendfile = sendfile_enabled(r);
-    r.body.push(std::move(b));
-    next = Next::Respond;
     return Open::Sent;
 }
 
