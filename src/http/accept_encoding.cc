@@ -1,27 +1,11 @@
 // Accept-Encoding parsing and the coding choice; the rules are in the header.
 #include "http/accept_encoding.h"
 
+#include "core/str.h"
+
 namespace gatehouse::http {
 
 namespace {
-
-bool is_ows(char c) { return c == ' ' || c == '\t'; }
-
-char lower(char c) { return (c >= 'A' && c <= 'Z') ? char(c - 'A' + 'a') : c; }
-
-bool iequals(std::string_view a, std::string_view b) {
-    if (a.size() != b.size()) return false;
-    for (size_t i = 0; i < a.size(); i++) {
-        if (lower(a[i]) != lower(b[i])) return false;
-    }
-    return true;
-}
-
-std::string_view trim(std::string_view s) {
-    while (!s.empty() && is_ows(s.front())) s.remove_prefix(1);
-    while (!s.empty() && is_ows(s.back())) s.remove_suffix(1);
-    return s;
-}
 
 // qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] ), RFC 9110
 // 12.4.2; thousandths, or -1 when malformed.
@@ -42,11 +26,11 @@ int parse_qvalue(std::string_view s) {
 // The weight of one list element after its coding name: "" (q=1) or
 // OWS ";" OWS "q=" qvalue; -1 when malformed.
 int parse_weight(std::string_view rest) {
-    rest = trim(rest);
+    rest = trim_ows(rest);
     if (rest.empty()) return 1000;
     if (rest[0] != ';') return -1;
-    rest = trim(rest.substr(1));
-    if (rest.size() < 2 || lower(rest[0]) != 'q' || rest[1] != '=') return -1;
+    rest = trim_ows(rest.substr(1));
+    if (rest.size() < 2 || ascii_lower(rest[0]) != 'q' || rest[1] != '=') return -1;
     return parse_qvalue(rest.substr(2));
 }
 
@@ -94,7 +78,7 @@ void parse_accept_encoding(std::string_view field, AcceptEncoding& into) {
         std::string_view element = field.substr(0, comma);
         field = comma == std::string_view::npos ? std::string_view{} : field.substr(comma + 1);
 
-        element = trim(element);
+        element = trim_ows(element);
         if (element.empty()) continue;  // "gzip,,br" and ", gzip" (RFC 9110 5.6.1)
         size_t n = 0;
         while (n < element.size() && is_tchar(element[n])) n++;

@@ -13,6 +13,7 @@
 // tail meet (the "location /i { alias /data/; }" + "/i../x" trap).
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <cstddef>
@@ -120,6 +121,13 @@ std::string_view content_type_for(Request& r, std::string_view exten);
 // "sendfile on" in r's location: the writer may use sendfile() for file
 // buffers; otherwise it reads them.
 bool sendfile_enabled(Request& r);
+
+// Makes the open regular file `fd` (fstat'ed into `st`) r's 200 answer:
+// Content-Length, Last-Modified, ETag (unless "etag off"), Content-Type
+// by r.exten unless one is set already, ranges allowed, the whole file as
+// the body (sendfile as configured). r owns fd from then on (add_fd).
+// Returns Respond. Used by the static and gzip_static modules.
+Next respond_with_file(Request& r, int fd, const struct stat& st);
 
 // Logs `msg` about r in nginx's form: the message, " (errno: text)" when
 // err is not 0, then r's context (describe_request: ", client: ...,

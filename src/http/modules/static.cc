@@ -177,6 +177,28 @@ bool sendfile_enabled(Request& r) {
     return c && c->sendfile.value_or(false);
 }
 
+Next respond_with_file(Request& r, int fd, const struct stat& st) {
+    r.add_fd(fd);
+    const StaticConf& c = r.loc_conf<StaticConf>(static_module);
+    r.out.status = 200;
+    r.out.content_length = static_cast<uint64_t>(st.st_size);
+    r.out.last_modified = st.st_mtime;
+    if (c.etag.value_or(true)) {
+        char buf[kEtagMax];
+        r.out.etag = r.arena().dup(format_etag(st.st_mtime, st.st_size, buf));
+    }
+    // A type already chosen (kept from an origin's X-Accel-Redirect
+    // answer) stays, as in nginx.
+    if (r.out.content_type.empty()) r.out.content_type = content_type_for(r, r.exten);
+    r.out.accept_ranges = true;  // the range filter may cut this body
+
+    Buf b = st.st_size > 0 ? Buf::file(fd, 0, st.st_size) : Buf();
+    b.last_buf = true;
+    r.use_sendfile = sendfile_enabled(r);
+    r.body.push(std::move(b));
+    return Next::Respond;
+}
+
 namespace {
 
 std::string quoted(std::string_view s) { return "\"" + std::string(s) + "\""; }
@@ -240,26 +262,7 @@ Next serve_file(Request& r) {
         return respond_status(r, 404);
     }
     if (m == Method::Post) return respond_status(r, 405);
-    r.add_fd(fd);
-
-    const StaticConf& c = r.loc_conf<StaticConf>(static_module);
-    r.out.status = 200;
-    r.out.content_length = static_cast<uint64_t>(st.st_size);
-    r.out.last_modified = st.st_mtime;
-    if (c.etag.value_or(true)) {
-        char buf[kEtagMax];
-        r.out.etag = r.arena().dup(format_etag(st.st_mtime, st.st_size, buf));
-    }
-    // A type already chosen (kept from an origin's X-Accel-Redirect
-    // answer) stays, as in nginx.
-    if (r.out.content_type.empty()) r.out.content_type = content_type_for(r, r.exten);
-    r.out.accept_ranges = true;  // the range filter may cut this body
-
-    Buf b = st.st_size > 0 ? Buf::file(fd, 0, st.st_size) : Buf();
-    b.last_buf = true;
-    r.use_sendfile = sendfile_enabled(r);
-    r.body.push(std::move(b));
-    return Next::Respond;
+    return respond_with_file(r, fd, st);
 }
 
 // ---- Precontent: try_files ---------------------------------------------
