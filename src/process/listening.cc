@@ -172,6 +172,19 @@ Result<std::vector<Listening>> open_listening(const std::vector<event::ListenSpe
     return out;
 }
 
+void remove_unix_socket_files(const std::vector<Listening>& ls) {
+    for (const Listening& l : ls) {
+        if (l.addr.ss_family != AF_UNIX) continue;
+        const auto& un = reinterpret_cast<const sockaddr_un&>(l.addr);
+        // Abstract sockets (leading NUL) have no file.
+        if (un.sun_path[0] == '\0') continue;
+        std::string path(un.sun_path, strnlen(un.sun_path, sizeof un.sun_path));
+        struct stat st;
+        if (::stat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode) && ::unlink(path.c_str()) != 0)
+            GH_LOG(Alert, "unlink() \"%s\" failed (%d: %s)", path.c_str(), errno, strerror(errno));
+    }
+}
+
 void close_listening(std::vector<Listening>& ls) {
     for (auto& l : ls)
         if (l.fd >= 0) ::close(l.fd);

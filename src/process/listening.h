@@ -29,6 +29,11 @@ struct Listening {
 Result<std::vector<Listening>> open_listening(const std::vector<event::ListenSpec>& specs,
                                              std::vector<Listening>* reuse);
 void close_listening(std::vector<Listening>& ls);
+// Deletes the files of the UNIX-domain sockets in ls (still sockets: a
+// file put there since is left alone), as nginx does when the master
+// exits or a reload drops such a listener; not when a new binary took the
+// sockets over (it serves them).
+void remove_unix_socket_files(const std::vector<Listening>& ls);
 
 // The environment variable that hands listening sockets to a new binary
 // (nginx's NGINX): their numbers, each followed by ';'.

@@ -303,6 +303,7 @@ bool reconfigure(Master& m, const Options& o) {
     }
     // Sockets the new config no longer has are closed once the old workers
     // (which hold their own copies) are told to go.
+    remove_unix_socket_files(old);
     close_listening(old);
     Cycle* prev = m.cycle.get();
     m.old_cycles.push_back(std::move(m.cycle));
@@ -444,6 +445,7 @@ int run(const Options& o, std::unique_ptr<Cycle> cycle) {
         // Single process, for debugging: the worker loop runs here.
         GH_LOG(Notice, "gatehouse/" GH_VERSION " started in single-process mode");
         int rc = worker_main(*m.cycle, m.listening, 0, false);
+        remove_unix_socket_files(m.listening);
         if (!pid_path.empty()) ::unlink(pid_path.c_str());
         return rc;
     }
@@ -474,6 +476,8 @@ int run(const Options& o, std::unique_ptr<Cycle> cycle) {
             stopping = true;
             GH_LOG(Notice, g_terminate ? "exiting (fast shutdown)" : "gracefully shutting down");
             signal_workers(m, g_terminate ? SIGTERM : SIGQUIT);
+            // A new binary serves the sockets now: their files stay.
+            if (m.new_binary <= 0) remove_unix_socket_files(m.listening);
             close_listening(m.listening);
         }
         if (g_terminate && stopping) {

@@ -4,6 +4,8 @@ real master and a worker on a loopback port (gh_server.Server) and speaks
 raw HTTP on sockets, so that what goes over the wire is exactly what a
 client would send."""
 import http.client
+import os
+import signal
 import socket
 import time
 
@@ -522,3 +524,20 @@ def test_send_timeout_closes_a_client_that_stops_reading(server):
         except ConnectionResetError:
             pass
     assert got < (32 << 20)  # the response was cut short, not completed
+
+
+def test_unix_socket_file_removed_at_exit_and_when_a_reload_drops_it(server):
+    # As nginx: the master deletes the socket files of its UNIX-domain
+    # listeners when it exits, and when a reload no longer listens there.
+    s = server("server { listen 127.0.0.1:PORT; listen unix:SOCKS/a.sock; listen unix:SOCKS/b.sock; "
+               "location / { return 200 ok; } }", start=False)
+    s.conf.write_text(s.conf.read_text().replace("SOCKS", str(s.prefix / "logs")))
+    s.start()
+    a, b = s.prefix / "logs" / "a.sock", s.prefix / "logs" / "b.sock"
+    assert a.is_socket() and b.is_socket()
+    s.conf.write_text(s.conf.read_text().replace(f" listen unix:{b};", ""))
+    os.kill(s.master_pid(), signal.SIGHUP)
+    assert poll(lambda: not b.exists(), timeout=10), s.error_log()
+    assert a.is_socket()
+    s.stop()
+    assert not a.exists()
