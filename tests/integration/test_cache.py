@@ -300,6 +300,20 @@ def test_vary_keeps_one_variant_per_value(cache_server, origin):
     assert hits(o, "/v") == 3
 
 
+def test_vary_values_match_whatever_their_whitespace(cache_server, origin):
+    # "foo, bar", "foo,bar" and "foo,, ,bar , " are one variant; the order
+    # of the elements, and where they split, still count.
+    o = origin(counting(headers_of=lambda req: [("Cache-Control", "max-age=60"), ("Vary", "X-List")]))
+    s = cache_server(conf(o))
+    assert s.get("/w", headers=[("X-List", "foo, bar")]).header("X-Cache") == "MISS"
+    assert s.get("/w", headers=[("X-List", "foo,bar")]).header("X-Cache") == "HIT"
+    assert s.get("/w", headers=[("X-List", "foo,, ,bar , ")]).header("X-Cache") == "HIT"
+    assert s.get("/w", headers=[("X-List", "foo"), ("X-List", "bar")]).header("X-Cache") == "HIT"
+    assert s.get("/w", headers=[("X-List", "foobar")]).header("X-Cache") == "MISS"
+    assert s.get("/w", headers=[("X-List", "bar, foo")]).header("X-Cache") == "MISS"
+    assert hits(o, "/w") == 3
+
+
 def test_bypass_and_no_cache(cache_server, origin):
     o = origin(counting())
     s = cache_server(conf(o, loc_extra="proxy_cache_bypass $http_x_bypass; proxy_no_cache $http_x_nostore;"))

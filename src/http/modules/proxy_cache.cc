@@ -242,7 +242,11 @@ CacheVerdict verdict_for(int status, std::span<const upstream::TryLog::Field> or
 
 // The request's values of the fields a Vary value names, as one hash: the
 // variant a response with that Vary was stored for (names are compared
-// without case; a field the request lacks counts as empty).
+// without case; a field the request lacks counts as empty). Values are
+// taken as comma-separated lists with whitespace around the elements and
+// empty elements dropped, so "foo, bar", "foo,bar" and "foo,, ,bar , "
+// are one variant, as RFC 9111 (4.1) allows and nginx does; the order of
+// the elements still counts.
 template <typename Fields>
 cache::Hash variant_of(const Fields& fields, std::string_view vary) {
     std::string text;
@@ -256,12 +260,20 @@ cache::Hash variant_of(const Fields& fields, std::string_view vary) {
         for (char c : name) text += static_cast<char>(ascii_lower(c));
         text += ':';
         bool first = true;
-        for (const HeaderField& f : fields)
-            if (iequals(f.name, name)) {
+        for (const HeaderField& f : fields) {
+            if (!iequals(f.name, name)) continue;
+            std::string_view v = f.value;
+            for (size_t j = 0; j <= v.size();) {
+                size_t end = v.find(',', j);
+                if (end == std::string_view::npos) end = v.size();
+                std::string_view element = trim_ows(v.substr(j, end - j));
+                j = end + 1;
+                if (element.empty()) continue;
                 if (!first) text += ',';
-                text += f.value;
+                text += element;
                 first = false;
             }
+        }
         text += '\n';
     }
     return cache::hash_key(text);
