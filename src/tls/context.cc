@@ -596,11 +596,14 @@ void Context::on_server_name(ServerNameFn fn) {
     SSL_CTX_set_tlsext_servername_arg(ctx_, this);
 }
 
-Status Context::finish() {
+Status Context::finish(std::span<const std::string> dynamic_certificates) {
     // The session id context: a session resumes only under the same
     // client verification (a session made without a client certificate
-    // must not pass where one is required). It is the hash of the
-    // verification settings and of the CAs clients may be asked for.
+    // must not pass where one is required) and the same certificates (a
+    // session made with one server's identity must not resume where
+    // another is presented) [nginx]. It is the hash of the verification
+    // settings, of the CAs clients may be asked for and of the
+    // certificates (their names as configured when chosen per handshake).
     EVP_MD_CTX* md = EVP_MD_CTX_new();
     GH_CHECK(md != nullptr);
     EVP_DigestInit_ex(md, EVP_sha256(), nullptr);
@@ -616,6 +619,14 @@ Status Context::finish() {
             if (len > 0) EVP_DigestUpdate(md, der, static_cast<size_t>(len));
             OPENSSL_free(der);
         }
+    for (int more = SSL_CTX_set_current_cert(ctx_, SSL_CERT_SET_FIRST); more;
+         more = SSL_CTX_set_current_cert(ctx_, SSL_CERT_SET_NEXT)) {
+        X509* cert = SSL_CTX_get0_certificate(ctx_);
+        unsigned char digest[EVP_MAX_MD_SIZE];
+        unsigned dlen = 0;
+        if (cert && X509_digest(cert, EVP_sha256(), digest, &dlen) == 1) EVP_DigestUpdate(md, digest, dlen);
+    }
+    for (const std::string& name : dynamic_certificates) EVP_DigestUpdate(md, name.data(), name.size() + 1);
     unsigned char sid[EVP_MAX_MD_SIZE];
     unsigned len = 0;
     EVP_DigestFinal_ex(md, sid, &len);

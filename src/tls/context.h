@@ -128,9 +128,12 @@ public:
     using ServerNameFn = NameChoice (*)(SSL* ssl, std::string_view name);
     void on_server_name(ServerNameFn fn);
 
-    // Derives the session id context from the verification settings; call
-    // once everything else is set.
-    Status finish();
+    // Derives the session id context from the verification settings and
+    // the certificates; call once everything else is set. For
+    // certificates chosen per handshake (on_certificate), pass their
+    // configured names (with the variables, as written) instead: two
+    // servers resume each other's sessions only with the same ones.
+    Status finish(std::span<const std::string> dynamic_certificates = {});
 
     // Switches `ssl`, in the middle of its handshake, to this context:
     // certificates, client verification and options. Protocol versions

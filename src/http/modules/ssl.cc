@@ -387,7 +387,13 @@ Status build_context(Ctx& cx, SslSrvConf& c) {
     ctx->set_alpn(*tls::alpn_wire(kHttp11));
     ctx->on_server_name(select_by_name);
     if (auto s = ctx->conf_commands(c.conf_commands); !s) return at(s.error(), c.conf_commands_where);
-    return ctx->finish();
+    std::vector<std::string> names;
+    if (dynamic)
+        for (size_t i = 0; i < c.certificates.size(); ++i) {
+            names.push_back(c.certificates[i].value);
+            names.push_back(c.keys[i].value);
+        }
+    return ctx->finish(names);
 }
 
 Status postconfiguration(Ctx& cx) {
