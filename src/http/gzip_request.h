@@ -1,16 +1,14 @@
 // Whether a request may get a content-coded response, and which codings
 // its client accepts: what gzip_static and gunzip ask [nginx
-// ngx_http_gzip_ok, with its directives at their defaults].
+// ngx_http_gzip_ok].
 //
 // nginx tests, before Accept-Encoding: the request is not a subrequest,
-// its HTTP version is at least "gzip_http_version" (default 1.1), and it
-// has no Via field unless "gzip_proxied" allows it (default off: a proxy
-// in front might cache one variant for every client), and no
-// "gzip_disable" match (default none). Those three directives belong to
-// the compressing filter's module (branch gzip); until it is merged the
-// defaults apply here.
-// TODO(gzstatic): at the merge, read gzip_http_version, gzip_proxied and
-// gzip_disable of r's location from the gzip filter module instead.
+// its HTTP version is at least "gzip_http_version" (default 1.1), it has
+// no Via field unless "gzip_proxied" allows it (default off: a proxy in
+// front might cache one variant for every client), and "gzip_disable"
+// does not match. Those directives belong to the compressing filter's
+// module; the checks are its gzip_request_ok (http/gzip_conf.h), the one
+// implementation the gzip filter uses too.
 #pragma once
 
 #include "http/accept_encoding.h"
@@ -18,11 +16,13 @@
 
 namespace gatehouse::http {
 
-// The request passes nginx's checks other than Accept-Encoding.
-bool coding_allowed(const Request& r);
+// The request passes nginx's checks other than Accept-Encoding, for r's
+// location; `h` is the response head gzip_proxied reads (r.out in a
+// content handler, as nginx reads r->headers_out).
+bool coding_allowed(const Request& r, const ResponseHead& h);
 
-// Every Accept-Encoding field of r, in order, when coding_allowed(r);
+// Every Accept-Encoding field of r, in order, when coding_allowed(r, h);
 // otherwise nothing is accepted (an empty AcceptEncoding).
-AcceptEncoding request_codings(const Request& r);
+AcceptEncoding request_codings(const Request& r, const ResponseHead& h);
 
 }  // namespace gatehouse::http

@@ -333,3 +333,65 @@ def test_bad_buffers_are_emerg(server, value, message):
     rc, err = s.test_config()
     assert rc == 1
     assert message in err
+
+
+def test_gzip_vary_on_a_gzip_body(server, origin):
+    """nginx's r->gzip_vary: gunzip marks any gzip body it sees, inflated or
+    passed; once, even when the gzip filter is on too or the origin sent one."""
+    s = server(conf(origin(gz_handler(GZ)), "gzip_vary on; gzip on;"))
+    r = s.get("/t")
+    assert r.header("Content-Encoding") is None
+    assert r.all("Vary") == ["Accept-Encoding"]
+    assert dechunk(r.body) == (TEXT, True)
+    r = s.get("/t", [("Accept-Encoding", "gzip")])
+    assert r.header("Content-Encoding") == "gzip"
+    assert r.all("Vary") == ["Accept-Encoding"]
+    assert r.body == GZ
+
+
+def test_gzip_vary_not_doubled_with_the_origins(server, origin):
+    s = server(conf(origin(gz_handler(GZ, [("Vary", "Accept-Encoding")])), "gzip_vary on;"))
+    r = s.get("/t")
+    assert r.all("Vary") == ["Accept-Encoding"]
+    assert dechunk(r.body) == (TEXT, True)
+
+
+def test_no_vary_without_gzip_vary_or_gzip_body(server, origin):
+    s = server(conf(origin(gz_handler(GZ))))
+    assert s.get("/t").all("Vary") == []
+
+    def plain(conn, req):
+        conn.sendall(response(200, TEXT, [], close=True))
+        return False
+    s2 = server(conf(origin(plain), "gzip_vary on;"))
+    assert s2.get("/t").all("Vary") == []
+
+
+def test_gzip_http_version_10_passes_gzip(server, origin):
+    s = server(conf(origin(gz_handler(GZ)), "gzip_http_version 1.0;"))
+    raw = s.raw(b"GET /t HTTP/1.0\r\nHost: localhost\r\nAccept-Encoding: gzip\r\n\r\n")
+    r = Response(raw)
+    assert r.header("Content-Encoding") == "gzip"
+    assert r.body == GZ
+
+
+@pytest.mark.parametrize("proxied, inflated", [("any", False), ("off", True)])
+def test_gzip_proxied_with_via(server, origin, proxied, inflated):
+    s = server(conf(origin(gz_handler(GZ)), f"gzip_proxied {proxied};"))
+    r = s.get("/t", [("Accept-Encoding", "gzip"), ("Via", "1.1 cache.example")])
+    if inflated:
+        assert r.header("Content-Encoding") is None
+        assert dechunk(r.body) == (TEXT, True)
+    else:
+        assert r.header("Content-Encoding") == "gzip"
+        assert r.body == GZ
+
+
+def test_gzip_disable_inflates(server, origin):
+    s = server(conf(origin(gz_handler(GZ)), 'gzip_disable "^curl/";'))
+    r = s.get("/t", [("Accept-Encoding", "gzip"), ("User-Agent", "curl/8.0")])
+    assert r.header("Content-Encoding") is None
+    assert dechunk(r.body) == (TEXT, True)
+    r = s.get("/t", [("Accept-Encoding", "gzip"), ("User-Agent", "Mozilla/5.0")])
+    assert r.header("Content-Encoding") == "gzip"
+    assert r.body == GZ

@@ -62,6 +62,33 @@ server {
         gzip_static always;
         brotli_static on;
     }
+    location /vary/ {
+        alias html/;
+        gzip_static on;
+        gzip_vary on;
+    }
+    location /varygz/ {
+        alias html/;
+        gzip_static on;
+        gzip_vary on;
+        gzip on;
+        gzip_types text/plain;
+    }
+    location /v10/ {
+        alias html/;
+        gzip_static on;
+        gzip_http_version 1.0;
+    }
+    location /proxied/ {
+        alias html/;
+        gzip_static on;
+        gzip_proxied any;
+    }
+    location /disable/ {
+        alias html/;
+        gzip_static on;
+        gzip_disable "^curl/" msie6;
+    }
     location /noetag/ {
         alias html/;
         gzip_static on;
@@ -272,5 +299,64 @@ def test_http10_and_via_get_the_original(gh):
     # "always" does not ask.
     raw = gh.raw(b"GET /always/gzonly.txt HTTP/1.0\r\nHost: localhost\r\n\r\n")
     r = Response(raw)
+    assert r.header("Content-Encoding") == "gzip"
+    assert r.body == FILES["gzonly.txt.gz"]
+
+
+def test_gzip_vary_when_the_gz_exists(gh):
+    """nginx: gzip_vary marks the answer once a .gz exists, whether the
+    client got it or the original."""
+    r = get(gh, "/vary/gzonly.txt", "gzip")
+    assert r.header("Content-Encoding") == "gzip"
+    assert r.all("Vary") == ["Accept-Encoding"]
+    r = get(gh, "/vary/gzonly.txt")
+    assert r.header("Content-Encoding") is None
+    assert r.body == TEXT
+    assert r.all("Vary") == ["Accept-Encoding"]
+    r = get(gh, "/vary/plain.txt", "gzip")
+    assert r.body == OTHER
+    assert r.all("Vary") == []
+    # gzip_vary off (the default): none.
+    assert get(gh, "/gzonly.txt", "gzip").all("Vary") == []
+
+
+def test_gzip_vary_once_with_the_gzip_filter(gh):
+    r = get(gh, "/varygz/gzonly.txt", "gzip")
+    assert r.header("Content-Encoding") == "gzip"
+    assert r.body == FILES["gzonly.txt.gz"]
+    assert r.all("Vary") == ["Accept-Encoding"]
+    r = get(gh, "/varygz/gzonly.txt")
+    assert r.header("Content-Encoding") is None
+    assert r.body == TEXT
+    assert r.all("Vary") == ["Accept-Encoding"]
+
+
+def test_gzip_http_version_10(gh):
+    raw = gh.raw(b"GET /v10/gzonly.txt HTTP/1.0\r\nHost: localhost\r\nAccept-Encoding: gzip\r\n\r\n")
+    r = Response(raw)
+    assert r.header("Content-Encoding") == "gzip"
+    assert r.body == FILES["gzonly.txt.gz"]
+
+
+def test_gzip_proxied_any_and_off_with_via(gh):
+    via = [("Via", "1.1 cache.example")]
+    r = get(gh, "/proxied/gzonly.txt", "gzip", extra=via)
+    assert r.header("Content-Encoding") == "gzip"
+    assert r.body == FILES["gzonly.txt.gz"]
+    r = get(gh, "/off/gzonly.txt", "gzip", extra=via)  # gzip_static off
+    assert r.header("Content-Encoding") is None
+    r = get(gh, "/gzonly.txt", "gzip", extra=via)  # gzip_proxied off
+    assert r.header("Content-Encoding") is None
+    assert r.body == TEXT
+
+
+def test_gzip_disable(gh):
+    r = get(gh, "/disable/gzonly.txt", "gzip", extra=[("User-Agent", "curl/8.0")])
+    assert r.header("Content-Encoding") is None
+    assert r.body == TEXT
+    r = get(gh, "/disable/gzonly.txt", "gzip",
+            extra=[("User-Agent", "Mozilla/4.0 (compatible; MSIE 6.0; Windows NT 5.0)")])
+    assert r.header("Content-Encoding") is None
+    r = get(gh, "/disable/gzonly.txt", "gzip", extra=[("User-Agent", "Mozilla/5.0")])
     assert r.header("Content-Encoding") == "gzip"
     assert r.body == FILES["gzonly.txt.gz"]

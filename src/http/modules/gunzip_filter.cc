@@ -6,11 +6,13 @@
 // Header filter: with gunzip on, a gzip-encoded response (any status but
 // 206, whose body is a slice no inflater can start in) for a client that
 // may not get gzip (http/gzip_request.h: its Accept-Encoding, HTTP/1.0,
-// Via, subrequests) loses Content-Encoding, Content-Length and
-// Accept-Ranges, and a strong ETag becomes weak (the bytes differ, the
-// representation does not) [nginx]. HEAD gets that head and no inflater.
-// nginx also adds Vary with gzip_vary, a directive of the compressing
-// filter's module (branch gzip): wired at the merge.
+// Via, subrequests, gzip_http_version, gzip_proxied, gzip_disable) loses
+// Content-Encoding, Content-Length and Accept-Ranges, and a strong ETag
+// becomes weak (the bytes differ, the representation does not) [nginx].
+// HEAD gets that head and no inflater. Any gzip response gunzip sees,
+// inflated or not, gets "Vary: Accept-Encoding" with gzip_vary (once,
+// http/gzip_conf.h): what the client gets depends on its Accept-Encoding
+// [nginx sets r->gzip_vary].
 //
 // Body filter: zlib's inflate (gzip wrapper; several members one after
 // the other are one body, RFC 1952 2.2), output in slabs of
@@ -35,6 +37,7 @@
 
 #include "conf/values.h"
 #include "core/str.h"
+#include "http/gzip_conf.h"
 #include "http/gzip_request.h"
 #include "http/output.h"
 #include "http/request.h"
@@ -104,7 +107,8 @@ Flow header_filter(Request& r, ResponseHead& h) {
     if (!*c.enable || h.status == 206) return Flow::Pass;
     const Header* ce = h.find("Content-Encoding");
     if (!ce || !iequals(ce->value, "gzip")) return Flow::Pass;
-    if (request_codings(r).accepts(Coding::Gzip)) return Flow::Pass;
+    add_gzip_vary(r, h);
+    if (request_codings(r, h).accepts(Coding::Gzip)) return Flow::Pass;
 
     h.remove("Content-Encoding");
     h.content_length.reset();

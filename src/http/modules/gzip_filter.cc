@@ -58,6 +58,7 @@
 #include "http/accept_encoding.h"
 #include "http/compressor.h"
 #include "http/conditional.h"
+#include "http/gzip_conf.h"
 #include "http/output.h"
 #include "http/request.h"
 #include "http/variables.h"
@@ -400,11 +401,9 @@ Flow header_filter(Request& r, ResponseHead& h) {
         eligible.add(c);
     }
     if (eligible.empty()) return Flow::Pass;
-    if (*g.vary) add_vary(h);
+    add_gzip_vary(r, h);
 
-    if (r.http_version < *g.http_version) return Flow::Pass;
-    if (!proxied_ok(r, h, *g.proxied)) return Flow::Pass;
-    if (disabled_for(r, g)) return Flow::Pass;
+    if (!gzip_request_ok(r, h)) return Flow::Pass;
     AcceptEncoding ae;
     bool any_field = false;
     for (const HeaderField& f : r.headers)
@@ -648,6 +647,26 @@ constexpr conf::Directive kDirectives[] = {
 constexpr ModuleHooks kHooks{.header_filter = header_filter, .body_filter = body_filter, .variables = kVariables};
 
 }  // namespace
+
+bool gzip_request_ok(const Request& r, const ResponseHead& h) {
+    if (r.parent) return false;  // a subrequest's output is part of another response
+    if (!r.loc_confs) {
+        // The defaults: gzip_http_version 1.1, gzip_proxied off, no gzip_disable.
+        return r.http_version >= 11 && !r.headers.find("Via");
+    }
+    const auto& g = r.loc_conf<GzipConf>(gzip_filter_module);
+    if (r.http_version < *g.http_version) return false;
+    if (disabled_for(r, g)) return false;
+    return proxied_ok(r, h, *g.proxied);
+}
+
+bool gzip_vary_on(const Request& r) {
+    return r.loc_confs && *r.loc_conf<GzipConf>(gzip_filter_module).vary;
+}
+
+void add_gzip_vary(const Request& r, ResponseHead& h) {
+    if (gzip_vary_on(r)) add_vary(h);
+}
 
 extern const conf::Module gzip_filter_module{
     .name = "gzip_filter",

@@ -26,19 +26,24 @@
 // range_filter), as for any static file.
 //
 // A request accepts a coding only if it passes nginx's other checks
-// (http/gzip_request.h: not HTTP/1.0, no Via, at their defaults until the
-// gzip filter's directives are merged). Not done here yet: "Vary:
-// Accept-Encoding" with gzip_vary (nginx's r->gzip_vary), which needs
-// that directive of the compressing filter's module (branch gzip).
+// (http/gzip_request.h: gzip_http_version, gzip_proxied for a request with
+// Via, gzip_disable); "always" skips them, as nginx's. With gzip_vary on,
+// the answer gets "Vary: Accept-Encoding" when a compressed file of a
+// coding that is on exists, sent or not: a client that did not accept it
+// gets the original, which still varies by Accept-Encoding [nginx sets
+// r->gzip_vary once the .gz opens]. Only then are the codings the client
+// does not accept looked for.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <string>
 
 #include "http/accept_encoding.h"
 #include "http/core_module.h"
+#include "http/gzip_conf.h"
 #include "http/gzip_request.h"
 #include "http/phases.h"
 #include "http/request.h"
@@ -150,19 +155,38 @@ Next serve_precompressed(Request& r) {
         return Next::Decline;
 
     std::array<Coding, kCodingCount> order{};
-    size_t n = candidates(c, request_codings(r), order);
-    if (n == 0) return Next::Decline;
+    size_t n = candidates(c, request_codings(r, r.out), order);
+    const bool vary = gzip_vary_on(r);
+    if (n == 0 && !vary) return Next::Decline;
     std::string_view base = map_uri_to_path(r, r.uri);
     if (base.empty()) return Next::Decline;  // the static module answers
-
-    for (size_t i = 0; i < n; ++i) {
-        std::string_view sfx = suffix(order[i]);
+    auto path_of = [&](Coding k) -> std::string_view {
+        std::string_view sfx = suffix(k);
         char* p = static_cast<char*>(r.arena().alloc(base.size() + sfx.size() + 1, 1));
         base.copy(p, base.size());
         sfx.copy(p + base.size(), sfx.size());
         p[base.size() + sfx.size()] = '\0';
+        return {p, base.size() + sfx.size()};
+    };
+
+    for (size_t i = 0; i < n; ++i) {
         Next next = Next::Decline;
-        if (try_send(r, {p, base.size() + sfx.size()}, order[i], next) != Open::Missing) return next;
+        switch (try_send(r, path_of(order[i]), order[i], next)) {
+            case Open::Sent: add_gzip_vary(r, r.out); return next;
+            case Open::Failed: return next;
+            case Open::Missing: break;
+        }
+    }
+    if (!vary) return Next::Decline;
+    // The original goes out; it varies if a compressed file is there.
+    for (Coding k : kDefaultCodingOrder) {
+        if (c.mode(k) == StaticMode::Off || std::find(order.begin(), order.begin() + n, k) != order.begin() + n)
+            continue;
+        struct stat st;
+        if (::stat(path_of(k).data(), &st) == 0 && S_ISREG(st.st_mode)) {
+            add_gzip_vary(r, r.out);
+            break;
+        }
     }
     return Next::Decline;
 }
