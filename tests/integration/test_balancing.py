@@ -308,8 +308,12 @@ def test_pool_named_by_a_variable_keeps_its_method(server, origin, method):
     if method in ("", "least_conn;"):
         # One smooth sequence for both workers: exactly the weights.
         assert got == [80, 40], got
-    elif method in ("random;", "least_time header;"):
+    elif method == "random;":
         assert min(got) >= n // 6, got
+    elif method == "least_time header;":
+        # Where its draw goes depends on the origins' measured latencies;
+        # what matters here is that every request stayed in its pool.
+        pass
     else:
         # The same key (or client /24) always reaches the same origin.
         keyed = "k" if method.startswith("hash") else "src"
