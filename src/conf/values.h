@@ -46,6 +46,11 @@ struct Address {
     std::string text() const;
 };
 
+// The text of an IPv4 or IPv6 socket address with its port, as
+// Address::text() writes it: "127.0.0.1:80", "[::1]:8080"; "?" for other
+// families. For logs and $upstream_addr.
+std::string sockaddr_text(const sockaddr* sa);
+
 struct AddressRules {
     uint16_t default_port = 80;
     bool port_only = false;  // "8080" alone means *:8080 ("listen")

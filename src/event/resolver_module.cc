@@ -21,18 +21,6 @@ using conf::Node;
 
 std::string quoted(std::string_view s) { return "\"" + std::string(s) + "\""; }
 
-std::string server_text(const sockaddr* sa) {
-    char buf[INET6_ADDRSTRLEN] = {};
-    if (sa->sa_family == AF_INET) {
-        const auto* in = reinterpret_cast<const sockaddr_in*>(sa);
-        inet_ntop(AF_INET, &in->sin_addr, buf, sizeof buf);
-        return std::string(buf) + ":" + std::to_string(ntohs(in->sin_port));
-    }
-    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(sa);
-    inet_ntop(AF_INET6, &in6->sin6_addr, buf, sizeof buf);
-    return "[" + std::string(buf) + "]:" + std::to_string(ntohs(in6->sin6_port));
-}
-
 // One name server argument: an address, or a name looked up now (config
 // time, in the master: the one place a blocking lookup is allowed), each
 // of its addresses a server [nginx].
@@ -46,7 +34,7 @@ Status add_server(Ctx& cx, const Node& n, std::string_view arg, ResolverSpec& sp
         ResolverSpec::Server s;
         std::memcpy(&s.sa, &a->sa, a->sa_len);
         s.len = a->sa_len;
-        s.text = server_text(reinterpret_cast<const sockaddr*>(&s.sa));
+        s.text = conf::sockaddr_text(reinterpret_cast<const sockaddr*>(&s.sa));
         spec.servers.push_back(std::move(s));
         return {};
     }
@@ -63,7 +51,7 @@ Status add_server(Ctx& cx, const Node& n, std::string_view arg, ResolverSpec& sp
         ResolverSpec::Server s;
         std::memcpy(&s.sa, r->ai_addr, r->ai_addrlen);
         s.len = r->ai_addrlen;
-        s.text = server_text(r->ai_addr);
+        s.text = conf::sockaddr_text(r->ai_addr);
         spec.servers.push_back(std::move(s));
     }
     freeaddrinfo(res);

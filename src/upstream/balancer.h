@@ -238,8 +238,6 @@ void sync_peers(UpstreamConf& u);
 void close_idle_to(UpstreamConf& u, const Peer& p);
 // The index in u.peers of server s's first peer.
 size_t first_peer(const UpstreamConf& u, const Server& s);
-// "10.0.0.1:80", "[::1]:80".
-std::string address_text(const sockaddr* sa);
 
 // ---- "resolve" (resolve.cc) ---------------------------------------------------------------
 

@@ -73,21 +73,6 @@ void reset_state(PeerState& st, const Server& s, event::Msec now) {
 
 }  // namespace
 
-std::string address_text(const sockaddr* sa) {
-    char buf[INET6_ADDRSTRLEN] = {};
-    if (sa->sa_family == AF_INET) {
-        const auto* in = reinterpret_cast<const sockaddr_in*>(sa);
-        inet_ntop(AF_INET, &in->sin_addr, buf, sizeof buf);
-        return std::string(buf) + ":" + std::to_string(ntohs(in->sin_port));
-    }
-    if (sa->sa_family == AF_INET6) {
-        const auto* in6 = reinterpret_cast<const sockaddr_in6*>(sa);
-        inet_ntop(AF_INET6, &in6->sin6_addr, buf, sizeof buf);
-        return "[" + std::string(buf) + "]:" + std::to_string(ntohs(in6->sin6_port));
-    }
-    return "?";
-}
-
 size_t first_peer(const UpstreamConf& u, const Server& s) {
     for (size_t i = 0; i < u.peers.size(); ++i)
         if (u.peers[i].server == &s) return i;
@@ -107,7 +92,7 @@ void sync_peers(UpstreamConf& u) {
         if (!moved) continue;
         p.sa = p.slot->sa;
         p.sa_len = p.slot->sa_len;
-        p.text = address_text(reinterpret_cast<const sockaddr*>(&p.sa));
+        p.text = conf::sockaddr_text(reinterpret_cast<const sockaddr*>(&p.sa));
     }
     size_t primaries = 0, backups = 0;
     for (size_t i = 0; i < u.peers.size(); ++i)
@@ -153,7 +138,7 @@ Result<AddressChange> replace_addresses(UpstreamConf& u, const Server& s, const 
             if (placed[k] || !same(want[k].first, want[k].second, slot.sa, slot.sa_len)) continue;
             placed[k] = keep = true;
         }
-        const std::string text = address_text(reinterpret_cast<const sockaddr*>(&slot.sa));
+        const std::string text = conf::sockaddr_text(reinterpret_cast<const sockaddr*>(&slot.sa));
         if (keep) {
             if (st == SlotState::Draining) {
                 set_state(slot, SlotState::Active);
@@ -175,7 +160,7 @@ Result<AddressChange> replace_addresses(UpstreamConf& u, const Server& s, const 
         for (size_t i = begin; i < end && at == end; ++i)
             if (state_of(*u.peers[i].slot) == SlotState::Draining && u.peers[i].st().conns.load(kRelaxed) == 0)
                 at = i;
-        const std::string text = address_text(reinterpret_cast<const sockaddr*>(&want[k].first));
+        const std::string text = conf::sockaddr_text(reinterpret_cast<const sockaddr*>(&want[k].first));
         if (at == end) {
             out.dropped.push_back(text);
             continue;

@@ -69,15 +69,13 @@ Error in_upstream(const Error& e, std::string_view shown) {
     return make_error(m + " in upstream " + quoted(shown));
 }
 
-std::string sockaddr_text(const sockaddr* sa) { return address_text(sa); }
-
 Peer peer_of(const conf::Address& a) {
     Peer p;
     std::memcpy(&p.sa, &a.sa, a.sa_len);
     p.sa_len = a.sa_len;
     p.text = a.kind == conf::Address::Kind::Unix
                  ? a.text()
-                 : sockaddr_text(reinterpret_cast<const sockaddr*>(&p.sa));
+                 : conf::sockaddr_text(reinterpret_cast<const sockaddr*>(&p.sa));
     return p;
 }
 
@@ -116,7 +114,7 @@ Result<std::vector<Peer>> resolve_as(std::string_view address, uint16_t default_
             Peer p;
             std::memcpy(&p.sa, r->ai_addr, r->ai_addrlen);
             p.sa_len = r->ai_addrlen;
-            p.text = sockaddr_text(r->ai_addr);
+            p.text = conf::sockaddr_text(r->ai_addr);
             out.push_back(std::move(p));
         }
     }

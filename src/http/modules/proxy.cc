@@ -609,18 +609,6 @@ struct HostLookup {
     bool finished = false;
 };
 
-std::string peer_text(const sockaddr_storage& sa) {
-    char buf[INET6_ADDRSTRLEN] = {};
-    if (sa.ss_family == AF_INET) {
-        const auto* in = reinterpret_cast<const sockaddr_in*>(&sa);
-        inet_ntop(AF_INET, &in->sin_addr, buf, sizeof buf);
-        return std::string(buf) + ":" + std::to_string(ntohs(in->sin_port));
-    }
-    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&sa);
-    inet_ntop(AF_INET6, &in6->sin6_addr, buf, sizeof buf);
-    return "[" + std::string(buf) + "]:" + std::to_string(ntohs(in6->sin6_port));
-}
-
 // The group of a resolved name for this request: one server, a peer per
 // address, tried in turn under proxy_next_upstream as nginx's implicit
 // group is. The list starts one further on each lookup in the worker, as
@@ -647,7 +635,7 @@ upstream::UpstreamConf* resolved_group(Request& r, const proxy::Url& url, const 
             reinterpret_cast<sockaddr_in*>(&p.sa)->sin_port = htons(a.port);
         else
             reinterpret_cast<sockaddr_in6*>(&p.sa)->sin6_port = htons(a.port);
-        p.text = peer_text(p.sa);
+        p.text = conf::sockaddr_text(reinterpret_cast<const sockaddr*>(&p.sa));
         u->peers.push_back(std::move(p));
     }
     u->backup_start = u->peers.size();
