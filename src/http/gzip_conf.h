@@ -9,6 +9,7 @@
 // one (answered before a location was found) gets the defaults.
 #pragma once
 
+#include "http/accept_encoding.h"
 #include "http/fwd.h"
 
 namespace gatehouse::http {
@@ -21,6 +22,10 @@ namespace gatehouse::http {
 // before any response exists (a content handler's), as nginx reads
 // r->headers_out in both places.
 bool gzip_request_ok(const Request& r, const ResponseHead& h);
+
+// "compression_order" in r's location: which coding wins a tie of
+// Accept-Encoding's q-values (the compressing filter and gzip_static).
+const CodingOrder& coding_order(const Request& r);
 
 // "gzip_vary on" in r's location.
 bool gzip_vary_on(const Request& r);

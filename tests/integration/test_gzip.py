@@ -228,6 +228,30 @@ def test_preference(server, ae, expect):
     assert decode(r) == TEXT.encode()
 
 
+@pytest.mark.parametrize("order, ae, expect", [
+    ("gzip br zstd", "gzip, br, zstd", "gzip"),
+    ("gzip br zstd", "*", "gzip"),
+    ("br", "gzip, br, zstd", "br"),  # the unnamed follow: zstd, gzip
+    ("br", "gzip, zstd", "zstd"),
+    ("gzip", "gzip;q=0.5, br", "br"),  # q-values first, the order breaks ties only
+])
+def test_compression_order(server, order, ae, expect):
+    s = start(server, server_block(ALL_ON + f" compression_order {order};"), FILES)
+    r = s.get("/index.html", [("Accept-Encoding", ae)])
+    assert r.status == 200
+    assert r.header("Content-Encoding") == expect
+    assert decode(r) == TEXT.encode()
+
+
+def test_compression_order_per_location(server):
+    s = start(server, server_block(ALL_ON + " compression_order gzip;"
+                                   " location /z/ { alias html/; compression_order zstd gzip; }"
+                                   " location / { }"), FILES)
+    h = [("Accept-Encoding", "gzip, br, zstd")]
+    assert s.get("/index.html", h).header("Content-Encoding") == "gzip"
+    assert s.get("/z/index.html", h).header("Content-Encoding") == "zstd"
+
+
 def test_only_enabled_codings_and_levels(server):
     s = start(server, server_block("brotli on; brotli_comp_level 5; zstd on; zstd_comp_level 6;"
                                    " zstd_types text/plain; zstd_min_length 100;"), FILES)
@@ -501,6 +525,11 @@ def test_cache_keeps_variants(server, origin, tmp_path, origin_vary):
     ("gzip_buffers 0 4k;", 'invalid value "0 4k"'),
     ("brotli_window 3k;", 'invalid value "3k"'),
     ('gzip_disable "(";', "pcre2_compile() failed"),
+    ("compression_order gzip deflate;", 'invalid value "deflate"'),
+    ("compression_order gzip x-gzip;", 'invalid value "x-gzip"'),
+    ("compression_order br gzip br;", 'duplicate value "br"'),
+    ("compression_order gzip; compression_order br;", '"compression_order" directive is duplicate'),
+    ("compression_order a b c d;", 'invalid number of arguments in "compression_order" directive'),
 ])
 def test_config_errors(server, line, message):
     s = server(server_block(line), start=False)

@@ -184,6 +184,21 @@ def test_choice_by_preference(gh, ae, coding):
     assert decode(coding, r.body) == TEXT
 
 
+def test_compression_order_breaks_ties(server):
+    http = HTTP.replace("zstd_static on;\n    }", "zstd_static on;\n        compression_order gzip br;\n    }", 1)
+    assert http != HTTP
+    s = server(http, FILES, start=False)
+    shutil.copy(ROOT / "conf" / "mime.types", s.prefix / "conf" / "mime.types")
+    s.start()
+    r = get(s, "/page.html", "zstd, br, gzip")
+    assert r.header("Content-Encoding") == "gzip"
+    assert r.body == FILES["page.html.gz"]
+    os.unlink(s.prefix / "html" / "page.html.gz")
+    r = get(s, "/page.html", "zstd, br, gzip")
+    assert r.header("Content-Encoding") == "br"
+    assert r.body == FILES["page.html.br"]
+
+
 def test_preferred_file_missing_falls_to_the_next(gh):
     os.unlink(gh.prefix / "html" / "page.html.zst")
     r = get(gh, "/page.html", "zstd, gzip;q=0.5, br;q=0.4")

@@ -4,7 +4,8 @@
 //
 // One module with three codec backends (http/compressor.h) rather than
 // three filters: the coding is chosen once per response among those that
-// are on (Accept-Encoding's q-values, ties zstd, br, gzip: choose_coding
+// are on (Accept-Encoding's q-values, ties by compression_order, zstd, br,
+// gzip by default: choose_coding
 // in http/accept_encoding.h), one Vary is added, and the buffering,
 // back-pressure and flushing below are written once for all three.
 //
@@ -131,6 +132,7 @@ struct GzipConf {
     bool disable_set = false;
     std::optional<int> http_version;       // "gzip_http_version": 10, 11
     std::optional<uint64_t> brotli_window; // "brotli_window": bytes, a power of 2
+    std::optional<CodingOrder> order;      // "compression_order": Accept-Encoding ties
 };
 
 void merge(const GzipConf& up, GzipConf& c) {
@@ -146,6 +148,7 @@ void merge(const GzipConf& up, GzipConf& c) {
     }
     conf::inherit(c.http_version, up.http_version, 11);
     conf::inherit(c.brotli_window, up.brotli_window, uint64_t{512 * 1024});
+    conf::inherit(c.order, up.order, kDefaultCodingOrder);
 }
 
 // ---- setters ------------------------------------------------------------------
@@ -250,6 +253,27 @@ Status set_disable(Ctx& cx, const Node& n, GzipConf& g) {
     }
     g.disable = list;
     g.disable_set = true;
+    return {};
+}
+
+// "compression_order zstd br gzip": the codings named first win ties of
+// Accept-Encoding's q-values; those not named follow in the default order
+// (zstd, br, gzip), so "compression_order gzip" puts gzip first only.
+Status set_order(Ctx& cx, const Node& n, GzipConf& g) {
+    if (g.order) return cx.duplicate(n);
+    CodingOrder order{};
+    CodingSet seen;
+    size_t k = 0;
+    for (const auto& a : n.args) {
+        auto c = coding_from_name(a.text);
+        if (!c || a.text != coding_name(*c)) return cx.error(n, "invalid value \"" + a.text + "\"");
+        if (seen.has(*c)) return cx.error(n, "duplicate value \"" + a.text + "\"");
+        seen.add(*c);
+        order[k++] = *c;
+    }
+    for (Coding c : kDefaultCodingOrder)
+        if (!seen.has(c)) order[k++] = c;
+    g.order = order;
     return {};
 }
 
@@ -412,7 +436,7 @@ Flow header_filter(Request& r, ResponseHead& h) {
             any_field = true;
         }
     if (!any_field) return Flow::Pass;
-    std::optional<Coding> chosen = choose_coding(ae, eligible);
+    std::optional<Coding> chosen = choose_coding(ae, eligible, *g.order);
     if (!chosen) return Flow::Pass;
 
     const CodingConf& cc = coding_conf(g, *chosen);
@@ -642,6 +666,7 @@ constexpr conf::Directive kDirectives[] = {
     {"zstd_min_length", conf::kHttpSrvLoc, conf::Take1, conf::custom<set_min_length<&GzipConf::zstd>>()},
     {"zstd_comp_level", conf::kHttpSrvLoc, conf::Take1, conf::custom<set_level<&GzipConf::zstd, 1, 22>>()},
     {"zstd_buffers", conf::kHttpSrvLoc, conf::Take2, conf::custom<set_buffers<&GzipConf::zstd>>()},
+    {"compression_order", conf::kHttpSrvLoc, conf::Take13, conf::custom<set_order>()},
 };
 
 constexpr ModuleHooks kHooks{.header_filter = header_filter, .body_filter = body_filter, .variables = kVariables};
@@ -662,6 +687,11 @@ bool gzip_request_ok(const Request& r, const ResponseHead& h) {
 
 bool gzip_vary_on(const Request& r) {
     return r.loc_confs && *r.loc_conf<GzipConf>(gzip_filter_module).vary;
+}
+
+const CodingOrder& coding_order(const Request& r) {
+    if (!r.loc_confs) return kDefaultCodingOrder;
+    return *r.loc_conf<GzipConf>(gzip_filter_module).order;
 }
 
 void add_gzip_vary(const Request& r, ResponseHead& h) {

@@ -92,20 +92,21 @@ std::string quoted(std::string_view s) { return "\"" + std::string(s) + "\""; }
 // The order in which to look for files: the acceptable codings that are
 // on or always, best first, then those set "always" that the client does
 // not accept. At most kCodingCount entries; returns how many.
-size_t candidates(const GzipStaticConf& c, const AcceptEncoding& ae, std::array<Coding, kCodingCount>& out) {
+size_t candidates(const GzipStaticConf& c, const AcceptEncoding& ae, const CodingOrder& order,
+                  std::array<Coding, kCodingCount>& out) {
     size_t n = 0;
     CodingSet left;
-    for (Coding k : kDefaultCodingOrder)
+    for (Coding k : order)
         if (c.mode(k) != StaticMode::Off) left.add(k);
     // choose_coding() ranks one at a time: take the best, remove it, again.
-    while (auto best = choose_coding(ae, left)) {
+    while (auto best = choose_coding(ae, left, order)) {
         out[n++] = *best;
         CodingSet rest;
-        for (Coding k : kDefaultCodingOrder)
+        for (Coding k : order)
             if (left.has(k) && k != *best) rest.add(k);
         left = rest;
     }
-    for (Coding k : kDefaultCodingOrder)
+    for (Coding k : order)
         if (left.has(k) && c.mode(k) == StaticMode::Always) out[n++] = k;
     return n;
 }
@@ -155,7 +156,7 @@ Next serve_precompressed(Request& r) {
         return Next::Decline;
 
     std::array<Coding, kCodingCount> order{};
-    size_t n = candidates(c, request_codings(r, r.out), order);
+    size_t n = candidates(c, request_codings(r, r.out), coding_order(r), order);
     const bool vary = gzip_vary_on(r);
     if (n == 0 && !vary) return Next::Decline;
     std::string_view base = map_uri_to_path(r, r.uri);
