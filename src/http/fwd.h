@@ -84,6 +84,11 @@ struct ModuleHooks {
     HeaderFilter header_filter = nullptr;
     BodyFilter body_filter = nullptr;
     std::span<const VariableDef> variables;
+    // The module's request context (Request::ctx) is kept across internal
+    // and named redirects, which clear every other module's: for what is
+    // decided once per request whatever location ends up serving it (a
+    // trace's identities).
+    bool ctx_survives_redirects = false;
 };
 
 }  // namespace gatehouse::http

@@ -86,7 +86,8 @@ void set_location(Request& r, LocConf* l) {
 }
 
 void clear_module_contexts(Request& r) {
-    for (size_t i = 0; i < modules.size(); ++i) r.set_ctx(*modules[i], nullptr);
+    for (size_t i = 0; i < modules.size(); ++i)
+        if (!modules[i]->http || !modules[i]->http->ctx_survives_redirects) r.set_ctx(*modules[i], nullptr);
 }
 
 Next find_config(Request& r) {

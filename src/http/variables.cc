@@ -1,7 +1,6 @@
 #include "http/variables.h"
 
 #include <netinet/in.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -9,6 +8,7 @@
 #include <ctime>
 
 #include "conf/registry.h"
+#include "core/random.h"
 #include "core/str.h"
 #include "event/loop.h"
 #include "event/worker.h"
@@ -541,24 +541,10 @@ void v_msec(Request& r, VarValue& v, uintptr_t) {
     set(v, r.arena().dup({b, static_cast<size_t>(n)}));
 }
 void v_request_id(Request& r, VarValue& v, uintptr_t) {
-    // 16 random bytes in hex, from a generator seeded once per worker.
-    static uint64_t s0 = 0, s1 = 0;
-    if (s0 == 0 && s1 == 0) {
-        uint64_t seed[2] = {0, 0};
-        if (getrandom(seed, sizeof seed, 0) != sizeof seed) seed[0] = static_cast<uint64_t>(getpid()) ^ 0x9e3779b97f4a7c15ull;
-        s0 = seed[0] | 1;
-        s1 = seed[1] ^ 0xbf58476d1ce4e5b9ull;
-    }
-    auto next = [&] {
-        uint64_t a = s0, b = s1;
-        s0 = b;
-        a ^= a << 23;
-        s1 = a ^ b ^ (a >> 17) ^ (b >> 26);
-        return s1 + b;
-    };
+    // 16 random bytes in hex.
     char b[33];
-    snprintf(b, sizeof b, "%016llx%016llx", static_cast<unsigned long long>(next()),
-             static_cast<unsigned long long>(next()));
+    snprintf(b, sizeof b, "%016llx%016llx", static_cast<unsigned long long>(random64()),
+             static_cast<unsigned long long>(random64()));
     set(v, r.arena().dup({b, 32}));
 }
 void v_connection(Request& r, VarValue& v, uintptr_t) { set(v, num(r, r.stream().connection_number())); }
