@@ -18,6 +18,9 @@ struct ListenSpec {
     bool deferred = false;  // TCP_DEFER_ACCEPT
     std::optional<bool> ipv6only;
     std::optional<bool> so_keepalive;
+    // SO_RCVBUF / SO_SNDBUF, set on the listening socket (accepted
+    // sockets inherit them), again on a reload that keeps the socket.
+    std::optional<int> rcvbuf, sndbuf;
     // Called in the worker for each accepted connection (see Listener);
     // data is the module's (owner: the generation, which outlives the
     // worker's listeners).

@@ -202,6 +202,13 @@ Status add_listen(Ctx& cx, const Node& n, SrvConf& sc, std::string_view spec) {
             auto f = conf::parse_flag(p.substr(9));
             if (!f) return cx.invalid(n, f.error());
             l.ipv6only = *f;
+        } else if (p.substr(0, 7) == "rcvbuf=" || p.substr(0, 7) == "sndbuf=") {
+            auto v = conf::parse_size(p.substr(7));
+            if (!v || *v == 0 || *v > (1u << 30)) {
+                return cx.error(n, std::string("invalid ") + (p[0] == 'r' ? "rcvbuf" : "sndbuf") + " \"" +
+                                       std::string(p.substr(7)) + "\"");
+            }
+            (p[0] == 'r' ? l.rcvbuf : l.sndbuf) = static_cast<int>(*v);
         } else if (p.substr(0, 13) == "so_keepalive=") {
             auto f = conf::parse_flag(p.substr(13));
             if (!f) return cx.invalid(n, f.error());
@@ -765,6 +772,8 @@ void listens(const conf::Roots& g, std::vector<event::ListenSpec>& out) {
         s.deferred = l.deferred;
         s.ipv6only = l.ipv6only;
         s.so_keepalive = l.so_keepalive;
+        s.rcvbuf = l.rcvbuf;
+        s.sndbuf = l.sndbuf;
         s.accept = v1::on_accept;
         s.data = &p;
         out.push_back(std::move(s));

@@ -39,6 +39,7 @@ struct ListenConf {
     int backlog = 511;  // "backlog=", nginx's default on Linux
     std::optional<bool> ipv6only;
     std::optional<bool> so_keepalive;
+    std::optional<int> rcvbuf, sndbuf;  // "rcvbuf=", "sndbuf=": SO_RCVBUF, SO_SNDBUF
     std::string where;  // file:line, for messages
 };
 

@@ -107,6 +107,24 @@ std::vector<Listening> inherit_listening(std::string_view env) {
     return out;
 }
 
+namespace {
+
+// "rcvbuf=" and "sndbuf=": a failure is logged and the socket kept, as
+// nginx does (the kernel bounds the sizes by net.core.[rw]mem_max).
+void set_buffers(int fd, const event::ListenSpec& l, const std::string& text) {
+    auto set = [&](int opt, const std::optional<int>& v, const char* name) {
+        if (!v) return;
+        int size = *v;
+        if (setsockopt(fd, SOL_SOCKET, opt, &size, sizeof size) != 0)
+            GH_LOG(Alert, "setsockopt(%s, %d) %s failed, ignored (%d: %s)", name, size, text.c_str(), errno,
+                   std::strerror(errno));
+    };
+    set(SO_RCVBUF, l.rcvbuf, "SO_RCVBUF");
+    set(SO_SNDBUF, l.sndbuf, "SO_SNDBUF");
+}
+
+}  // namespace
+
 Result<std::vector<Listening>> open_listening(const std::vector<event::ListenSpec>& specs,
                                              std::vector<Listening>* reuse) {
     std::vector<Listening> out;
@@ -124,6 +142,7 @@ Result<std::vector<Listening>> open_listening(const std::vector<event::ListenSpe
                     break;
                 }
             if (li.fd >= 0) {
+                set_buffers(li.fd, l, li.text);
                 out.push_back(std::move(li));
                 continue;
             }
@@ -141,6 +160,7 @@ Result<std::vector<Listening>> open_listening(const std::vector<event::ListenSpe
             int v6only = l.ipv6only.value_or(true) ? 1 : 0;
             setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only);
         }
+        set_buffers(fd, l, li.text);
         if (l.so_keepalive) {
             int ka = *l.so_keepalive ? 1 : 0;
             setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &ka, sizeof ka);

@@ -7,7 +7,9 @@ the real binary and checks what a client or the log sees."""
 import base64
 import socket
 
-from gh_server import server  # noqa: F401  (the fixture)
+import pytest
+
+from gh_server import poll, server  # noqa: F401  (the fixture)
 from origins import Origin, response
 from test_http_core import exchange
 from test_proxy import read_reply, request
@@ -355,3 +357,58 @@ def test_upstream_and_trailer_variables_join_repeated_fields(server):
         assert s.wait_lines("t.log", 1) == [b"a, b\n"]
     finally:
         o.stop()
+
+
+def _send_queue(local_port, remote_port):
+    """tx_queue of the server's side of a loopback connection (/proc/net/tcp)."""
+    for line in open("/proc/net/tcp").read().splitlines()[1:]:
+        f = line.split()
+        if int(f[1].split(":")[1], 16) == local_port and int(f[2].split(":")[1], 16) == remote_port:
+            return int(f[4].split(":")[0], 16)
+    return None
+
+
+def test_listen_sndbuf_bounds_what_the_kernel_holds(server):
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        other = free.getsockname()[1]
+    s = server(f"server {{ listen 127.0.0.1:PORT sndbuf=16k rcvbuf=8k; root html; }}\n"
+               f"server {{ listen 127.0.0.1:{other}; root html; }}\n",
+               files={"big.bin": b"x" * (8 << 20)})
+
+    def stalled_queue(port):
+        c = socket.socket()
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        c.connect(("127.0.0.1", port))
+        c.sendall(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        me = c.getsockname()[1]
+        last = [None]
+
+        def steady():
+            q = _send_queue(port, me)
+            done = q is not None and q > 0 and q == last[0]
+            last[0] = q
+            return q if done else None
+        # The queue stops growing once the client's window and the
+        # server's buffer are full; two equal readings in a row.
+        q = poll(steady, 10, step=0.2)
+        c.close()
+        return q
+
+    bounded = stalled_queue(s.port)
+    default = stalled_queue(other)
+    assert bounded is not None and default is not None
+    # The kernel doubles SO_SNDBUF for its bookkeeping: 32 KiB plus at
+    # most one segment beyond; the default grows far larger.
+    assert bounded <= 64 * 1024, bounded
+    assert default > 4 * bounded, (default, bounded)
+
+
+@pytest.mark.parametrize("param, message", [
+    ("sndbuf=0", 'invalid sndbuf "0"'),
+    ("rcvbuf=big", 'invalid rcvbuf "big"'),
+])
+def test_listen_buffer_errors(server, param, message):
+    s = server(f"server {{ listen 127.0.0.1:PORT {param}; }}", start=False)
+    code, err = s.test_config()
+    assert code != 0 and message in err and "gatehouse.conf:" in err, err
