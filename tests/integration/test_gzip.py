@@ -157,6 +157,26 @@ def test_proxied_cache_control_and_expires(server):
     assert s.get("/fut/index.html", h).header("Content-Encoding") is None
 
 
+@pytest.mark.parametrize("fields, expect", [
+    ([("Expires", "Thu, 01 Jan 1970 00:00:00 GMT")], "gzip"),  # before now
+    ([("Expires", "0")], None),  # unparsable: nginx declines
+    ([("Date", "Mon, 01 Jan 2001 00:00:10 GMT"), ("Expires", "Mon, 01 Jan 2001 00:00:09 GMT")], "gzip"),
+    ([("Date", "Mon, 01 Jan 2001 00:00:10 GMT"), ("Expires", "Mon, 01 Jan 2001 00:00:10 GMT")], None),
+    ([("Date", "yesterday"), ("Expires", "Mon, 01 Jan 2001 00:00:10 GMT")], None),
+])
+def test_proxied_expired_against_the_origins_date(server, origin, fields, expect):
+    # The origin's Date, passed on, is what Expires is compared with
+    # (else the current time), as nginx's gzip_proxied expired.
+    o = origin(lambda conn, req: conn.sendall(response(200, TEXT.encode(), fields + [
+        ("Content-Type", "text/html")])))
+    s = start(server, server_block(f"""gzip on; gzip_proxied expired;
+        location / {{ proxy_pass http://{o.addr}; proxy_pass_header Date; }}"""))
+    r = s.get("/", [("Accept-Encoding", "gzip"), ("Via", "1.1 cdn")])
+    assert r.status == 200
+    assert r.header("Content-Encoding") == expect
+    assert decode(r) == TEXT.encode()
+
+
 def test_vary(server):
     s = start(server, server_block("gzip on; gzip_vary on;"), FILES)
     r = s.get("/index.html", [("Accept-Encoding", "gzip")])

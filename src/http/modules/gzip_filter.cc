@@ -360,11 +360,15 @@ bool proxied_ok(const Request& r, const ResponseHead& h, uint32_t p) {
     if (p & kProxiedAny) return true;
     if ((p & kProxiedAuth) && r.headers.find("Authorization")) return true;
     if (const Header* e = field(h, "Expires")) {
-        // Expired: an Expires not later than Date, or unparsable [nginx].
+        // Expired: an Expires earlier than the response's Date (the
+        // origin's, when passed on; else now). Either unparsable: no
+        // compression [nginx].
         if (!(p & kProxiedExpired)) return false;
-        time_t exp = parse_http_date(e->value);
-        time_t now = static_cast<time_t>(event::worker_loop().wall().sec);
-        return exp == -1 || exp <= now;
+        const time_t exp = parse_http_date(e->value);
+        if (exp == -1) return false;
+        time_t date = static_cast<time_t>(event::worker_loop().wall().sec);
+        if (const Header* d = field(h, "Date")) date = parse_http_date(d->value);
+        return date != -1 && exp < date;
     }
     if (field(h, "Cache-Control")) {
         if ((p & kProxiedNoCache) && field_has(h, "Cache-Control", "no-cache")) return true;
