@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <chrono>
 
+#include <unistd.h>
+
 #include "conf/registry.h"
 #include "core/log.h"
 #include "event/redis.h"
@@ -55,6 +57,42 @@ end
 return out
 )lua";
 
+// KEYS: the keys' hashes; ARGV[1]: this node's field; ARGV[2]: its
+// heartbeat's lifetime (ms); ARGV[3]: the heartbeat keys' prefix (the
+// field follows); ARGV[3 + i]: the requests this node holds for
+// KEYS[i]. Answers, per key, the other live nodes' sum. The heartbeat
+// keys are named in ARGV, not KEYS, which a Redis Cluster would refuse;
+// a redis block is one standalone endpoint (event/redis.h), and the
+// hash tag keeps them in the keys' slot anyway.
+constexpr std::string_view kConnScript = R"lua(
+local id = ARGV[1]
+local hb = ARGV[3]
+redis.call('SET', hb .. id, '1', 'PX', tonumber(ARGV[2]))
+local out = {}
+for i, k in ipairs(KEYS) do
+  local c = tonumber(ARGV[3 + i])
+  if c > 0 then redis.call('HSET', k, id, c) else redis.call('HDEL', k, id) end
+  local all = redis.call('HGETALL', k)
+  local others = 0
+  for j = 1, #all, 2 do
+    local f = all[j]
+    if f ~= id then
+      if redis.call('EXISTS', hb .. f) == 1 then others = others + tonumber(all[j + 1])
+      else redis.call('HDEL', k, f) end
+    end
+  end
+  if #all > 0 then redis.call('PEXPIRE', k, 86400000) end
+  out[i] = others
+end
+return out
+)lua";
+
+std::string node_id() {
+    char host[256] = {};
+    if (gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
+    return std::string(host) + ":" + std::to_string(getppid());
+}
+
 std::vector<std::unique_ptr<ZoneSync>>& syncs() {
     static std::vector<std::unique_ptr<ZoneSync>> s;
     return s;
@@ -85,6 +123,7 @@ Status resolve_sync(conf::Ctx& cx, SyncConf& c, std::string_view where) {
 ZoneSync::ZoneSync(LimitTable& table, const SyncConf& c, std::string zone, int64_t rate)
     : table_(table), conf_(c), zone_(std::move(zone)), rate_(rate), rate_text_(std::to_string(rate)),
       client_(event::worker_redis(*c.redis)) {
+    if (rate_ == 0) node_ = node_id();
     timer_.cb = event::Callback::to<&ZoneSync::tick>(this);
     event::worker_loop().arm(timer_, c.redis->sync_interval);
 }
@@ -98,10 +137,10 @@ void ZoneSync::set_down(bool down, const char* why) {
     down_ = down;
     table_.set_sync_down(down);
     if (down)
-        GH_LOG(Warn, "limit_req zone \"%s\": redis \"%s\" %s, limiting %s until it is back", zone_.c_str(),
+        GH_LOG(Warn, "%s zone \"%s\": redis \"%s\" %s, limiting %s until it is back", what(), zone_.c_str(),
                conf_.redis->name.c_str(), why, conf_.fail_closed ? "every request (fail=closed)" : "per node");
     else
-        GH_LOG(Notice, "limit_req zone \"%s\": synchronizing with redis \"%s\" again", zone_.c_str(),
+        GH_LOG(Notice, "%s zone \"%s\": synchronizing with redis \"%s\" again", what(), zone_.c_str(),
                conf_.redis->name.c_str());
 }
 
@@ -136,13 +175,23 @@ void ZoneSync::collect(bool send) {
             }
             n->dirty = 0;
             keys_.emplace_back(n->key());
+            if (rate_ == 0) {
+                counts_.push_back(std::to_string(n->count));
+                continue;
+            }
             counts_.push_back(std::to_string(n->unsynced));
             counts_.push_back(std::to_string(n->unsynced ? now - std::min(now, n->first) : 0));
             n->unsynced = 0;
         }
         if (!capped) since_ = seq;
+        if (rate_ == 0 && !send) drop_idle();
     }
-    if (!send || keys_.empty()) return;
+    if (!send) return;
+    if (rate_ == 0) {
+        send_conn();
+        return;
+    }
+    if (keys_.empty()) return;
     const std::string prefix = "gatehouse:lr:{" + zone_ + "}:";
     names_.reserve(keys_.size());
     for (const std::string& k : keys_) names_.push_back(prefix + k);
@@ -162,13 +211,55 @@ void ZoneSync::collect(bool send) {
     }
 }
 
+// A limit_conn batch: sent every interval, keys or not (the heartbeat).
+void ZoneSync::send_conn() {
+    const std::string prefix = "gatehouse:lc:{" + zone_ + "}:";
+    names_.reserve(keys_.size());
+    for (const std::string& k : keys_) names_.push_back(prefix + k);
+    const std::string nkeys = std::to_string(keys_.size());
+    // A few intervals, so that one late batch does not make the others
+    // forget this node's connections; at least 2 s.
+    const std::string ttl =
+        std::to_string(std::max<int64_t>(2000, 5 * static_cast<int64_t>(conf_.redis->sync_interval.count())));
+    const std::string hb = prefix + "node:";
+    std::vector<std::string_view> argv;
+    argv.reserve(6 + 2 * keys_.size());
+    argv.push_back("EVAL");
+    argv.push_back(kConnScript);
+    argv.push_back(nkeys);
+    for (const std::string& n : names_) argv.push_back(n);
+    argv.push_back(node_);
+    argv.push_back(ttl);
+    argv.push_back(hb);
+    for (const std::string& c : counts_) argv.push_back(c);
+    if (client_.command(argv, on_reply, this)) {
+        in_flight_ = true;
+        sent_at_ = event::worker_loop().now();
+        ++sent_;
+    }
+}
+
+// limit_conn: the batch's records whose count fell to 0 go, now that
+// Redis was told (or could not be): limit_conn.cc's Hold leaves them to
+// the sync, and the zone has no other eviction. Under the zone's lock.
+void ZoneSync::drop_idle() {
+    for (const std::string& k : keys_)
+        if (LimitTable::Node* n = table_.find(LimitTable::hash_key(k), k); n && n->count == 0 && !n->dirty)
+            table_.erase(n);
+}
+
 void ZoneSync::on_reply(void* data, redisReply* r) {
     auto* z = static_cast<ZoneSync*>(data);
     z->in_flight_ = false;
+    const bool ok = r && r->type == REDIS_REPLY_ARRAY && r->elements == z->keys_.size();
+    if (!ok && z->rate_ == 0) {
+        LimitTable::Lock lock(z->table_);
+        z->drop_idle();
+    }
     if (!r) return;  // lost (timeout, connection): the client logged it
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != z->keys_.size()) {
+    if (!ok) {
         if (!z->error_logged_)
-            GH_LOG(Error, "limit_req zone \"%s\": redis \"%s\" answered the sync with %s%.*s", z->zone_.c_str(),
+            GH_LOG(Error, "%s zone \"%s\": redis \"%s\" answered the sync with %s%.*s", z->what(), z->zone_.c_str(),
                    z->conf_.redis->name.c_str(), r->type == REDIS_REPLY_ERROR ? "" : "an unexpected reply ",
                    r->type == REDIS_REPLY_ERROR ? static_cast<int>(r->len) : 0, r->str ? r->str : "");
         z->error_logged_ = true;
@@ -186,6 +277,11 @@ void ZoneSync::on_reply(void* data, redisReply* r) {
         const std::string& key = z->keys_[i];
         LimitTable::Node* n = z->table_.find(LimitTable::hash_key(key), key);
         if (!n) continue;  // evicted meanwhile
+        if (z->rate_ == 0) {
+            n->remote = static_cast<uint32_t>(std::clamp<long long>(e->integer, 0, UINT32_MAX));
+            if (n->count == 0 && !n->dirty) z->table_.erase(n);
+            continue;
+        }
         // The fleet's excess, plus what this node accepted since the
         // batch left (not in Redis yet).
         n->excess = e->integer + static_cast<int64_t>(n->unsynced) * 1000;
@@ -193,7 +289,7 @@ void ZoneSync::on_reply(void* data, redisReply* r) {
     }
 }
 
-void start_req_sync(LimitTable& table, const SyncConf& c, std::string zone, int64_t rate, int slot) {
+void start_sync(LimitTable& table, const SyncConf& c, std::string zone, int64_t rate, int slot) {
     if (slot != 0 || !c.redis) return;
     syncs().push_back(std::make_unique<ZoneSync>(table, c, std::move(zone), rate));
 }

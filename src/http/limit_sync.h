@@ -45,6 +45,21 @@
 // than sent in one lump when Redis returns (which would shut the key out
 // for as long as the outage lasted). Both are logged once per outage.
 //
+// limit_conn_zone ... sync=NAME works alike with absolute counts: each
+// batch sets, in "gatehouse:lc:{ZONE}:KEY" hashes, this node's field
+// (hostname:master pid) to the requests the node holds for the key, and
+// answers the sum of the other nodes' fields, which becomes the record's
+// `remote`; a request is refused when its node's count plus `remote`
+// reaches the limit. Every batch, even an empty one, refreshes the
+// node's heartbeat key "gatehouse:lc:{ZONE}:node:ID" (a few intervals,
+// at least 2 s): the fields of a node whose heartbeat expired (stopped,
+// crashed, cut off) are not counted and are deleted. Records whose count
+// fell to 0 stay until their 0 has been sent, then go. The error bound
+// is the same: another node's new requests are unseen for up to one
+// interval plus a round trip, so the fleet may hold up to
+// (N - 1) x (the requests started per interval) beyond the limit
+// meanwhile; and a refusal may be based on counts one interval old.
+//
 // Redis keys: "gatehouse:lr:{ZONE}:KEY" hashes (fields "e", excess in
 // thousandths of a request, and "t", Redis' TIME in ms), expiring once
 // they leaked to nothing plus a minute. The zone in braces is a Redis
@@ -98,6 +113,8 @@ public:
     // worker's redis clients are gone (they answer what is in flight
     // with null replies), which exit_worker's order gives: redis_module
     // comes before the limit modules in the module list.
+    // rate > 0: a limit_req zone (thousandths of a request per second);
+    // 0: a limit_conn zone.
     ZoneSync(LimitTable& table, const SyncConf& c, std::string zone, int64_t rate);
     ~ZoneSync();
     // Sends no more batches (a retiring worker: the new worker 0 syncs).
@@ -111,6 +128,9 @@ public:
 private:
     void tick();
     void collect(bool send);
+    void send_conn();
+    void drop_idle();
+    const char* what() const { return rate_ ? "limit_req" : "limit_conn"; }
     static void on_reply(void* data, redisReply* r);
     void set_down(bool down, const char* why);
 
@@ -131,10 +151,12 @@ private:
     std::vector<std::string> keys_;
     std::vector<std::string> names_;
     std::vector<std::string> counts_;
+    std::string node_;  // limit_conn: this node's field, hostname:master pid
 };
 
-// Worker 0's sync of a limit_req zone; the others sync nothing.
-void start_req_sync(LimitTable& table, const SyncConf& c, std::string zone, int64_t rate, int slot);
+// Worker 0's sync of a limit_req zone (rate > 0) or a limit_conn zone
+// (rate 0); the others sync nothing.
+void start_sync(LimitTable& table, const SyncConf& c, std::string zone, int64_t rate, int slot);
 // Pauses every ZoneSync of this worker (quit_worker).
 void pause_all_syncs();
 // Destroys them (exit_worker, after redis_module's).

@@ -57,6 +57,9 @@ public:
         uint64_t first = 0;
         uint32_t unsynced = 0;
         uint32_t dirty = 0;
+        // limit_conn's "sync=": the other nodes' count of this key, as
+        // Redis last answered.
+        uint32_t remote = 0;
         uint32_t count = 0;
         uint16_t key_len = 0;
         std::string_view key() const { return {reinterpret_cast<const char*>(this + 1), key_len}; }

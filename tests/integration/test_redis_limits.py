@@ -1,4 +1,5 @@
-"""limit_req_zone sync=: one rate for a fleet of nodes, through Redis.
+"""limit_req_zone and limit_conn_zone sync=: one limit for a fleet of
+nodes, through Redis.
 
 A real redis-server runs on a free loopback port (started by the test,
 stopped by its pid); three gatehouse masters, two workers each, share it
@@ -6,7 +7,8 @@ through "redis r { }" and proxy what their limit lets through to one
 origin, which counts it. A flood spread over the three nodes at ten times
 the rate gives the origin the fleet's rate (not three times it); with
 Redis killed the nodes keep serving under their own limits and nothing
-fails for Redis' sake; with Redis back the fleet rate holds again.
+fails for Redis' sake; with Redis back the fleet rate holds again. limit_conn counts the
+requests every node holds.
 """
 
 import http.client
@@ -19,7 +21,7 @@ import time
 import pytest
 
 from gh_server import Server, free_port, poll, require_binary
-from origins import Origin
+from origins import Origin, response
 
 REDIS = shutil.which("redis-server")
 RATE = 40  # r/s, the fleet's
@@ -270,6 +272,8 @@ def test_config_errors(tmp_path):
         ("redis r { server 127.0.0.1:1; }\n"
          "limit_req_zone $binary_remote_addr zone=one:1m rate=1r/s sync=r fail=maybe;",
          'invalid parameter "fail=maybe"'),
+        ("limit_conn_zone $binary_remote_addr zone=c:1m sync=nope;", 'unknown redis "nope"'),
+        ("limit_conn_zone $binary_remote_addr zone=c:1m bogus;", 'invalid parameter "bogus"'),
     ]
     for i, (http_block, message) in enumerate(cases):
         s = Server(tmp_path / f"c{i}", "server { listen 127.0.0.1:PORT; }\n" + http_block)
@@ -277,3 +281,68 @@ def test_config_errors(tmp_path):
         assert rc == 1, err
         assert message in err, err
         assert "gatehouse.conf:" in err, err
+
+
+def held_origin():
+    """An origin that answers only once release is set."""
+    release = threading.Event()
+
+    def handler(conn, req):
+        release.wait(timeout=20)
+        conn.sendall(response(200, b"done\n", close=True))
+        return False
+
+    o = Origin(handler)
+    o.release = release
+    return o
+
+
+def fields(r, key):
+    """The node fields of a limit_conn key's hash in Redis (HKEYS)."""
+    reply = r.command("HKEYS", key)
+    return [line for line in reply.split(b"\r\n")[1:] if line and not line.startswith((b"$", b"*"))]
+
+
+def test_limit_conn_counts_the_fleet(redis, fleet):
+    r = redis()
+    origin = held_origin()
+    socks = []
+    try:
+        nodes = fleet(f"""
+        redis r {{ server 127.0.0.1:{r.port}; timeout 1s; sync_interval 20ms; }}
+        limit_conn_zone $http_x_user zone=conn:1m sync=r;
+        server {{
+            listen 127.0.0.1:PORT reuseport;
+            location / {{ limit_conn conn 4; proxy_pass http://{origin.addr}; }}
+        }}
+        """, n=2)
+        key = "gatehouse:lc:{conn}:alice"
+
+        def hold(node):
+            s = socket.create_connection(("127.0.0.1", node.port), timeout=10)
+            s.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\nX-User: alice\r\n\r\n")
+            socks.append(s)
+
+        for _ in range(3):
+            hold(nodes[0])
+        origin.wait_requests(3)
+        assert poll(lambda: len(fields(r, key)) == 1)
+        # Node 1 sees its own count only until its first batch answers:
+        # the fourth request passes, the fifth finds the fleet at 4.
+        hold(nodes[1])
+        origin.wait_requests(4)
+        assert poll(lambda: len(fields(r, key)) == 2)
+        resp = nodes[1].get("/more", headers=[("X-User", "alice")])
+        assert resp.status == 503
+        assert 'limiting connections by zone "conn"' in nodes[1].error_log()
+        origin.release.set()
+        for s in socks:
+            assert s.recv(65536).startswith(b"HTTP/1.1 200")
+        # Released everywhere: the fields go, and alice passes again.
+        assert poll(lambda: fields(r, key) == [])
+        assert poll(lambda: nodes[1].get("/again", headers=[("X-User", "alice")]).status == 200)
+    finally:
+        origin.release.set()
+        for s in socks:
+            s.close()
+        origin.stop()

@@ -444,7 +444,7 @@ Status init_worker(const conf::Roots& g, int slot) {
     auto* m = main ? static_cast<LimitReqMain*>(main[limit_req_module.index]) : nullptr;
     if (!m) return {};
     for (ReqZone* z : m->zones)
-        if (z->sync.synced()) start_req_sync(z->table, z->sync, z->name, z->rate, slot);
+        if (z->sync.synced()) start_sync(z->table, z->sync, z->name, z->rate, slot);
     return {};
 }
 
