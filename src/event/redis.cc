@@ -84,8 +84,6 @@ void RedisClient::connect() {
 }
 
 bool RedisClient::send(std::span<const std::string_view> argv, ReplyFn fn, void* data) {
-    constexpr size_t kMaxArgs = 1u << 16;
-    if (argv.size() > kMaxArgs) return false;
     std::vector<const char*> p(argv.size());
     std::vector<size_t> len(argv.size());
     for (size_t i = 0; i < argv.size(); ++i) {

@@ -74,7 +74,7 @@ struct RedisSpec {
     conf::Duration timeout{50};           // "timeout": a reply
     conf::Duration connect_timeout{1000}; // "connect_timeout"
     conf::Duration sync_interval{20};     // "sync_interval": see limit_sync.h
-    uint32_t sync_batch = 1000;           // "sync_batch": keys per round trip
+    uint32_t sync_batch = 1000;           // "sync_batch": keys per round trip, <= 10000
 };
 
 // The module's main-level struct: the blocks of the generation.

@@ -101,7 +101,7 @@ Status open_redis(Ctx& cx, const Node& n) {
         } else if (d.name == "sync_interval") {
             st = set_duration(cx, d, s->sync_interval);
         } else if (d.name == "sync_batch") {
-            auto v = d.args.size() == 1 ? conf::parse_number(d.args[0].text, 100000) : Result<uint64_t>(make_error(""));
+            auto v = d.args.size() == 1 ? conf::parse_number(d.args[0].text, 10000) : Result<uint64_t>(make_error(""));
             if (!v || *v == 0) st = cx.error(d, "invalid value in \"sync_batch\" directive");
             else s->sync_batch = static_cast<uint32_t>(*v);
         } else {
