@@ -26,6 +26,11 @@ from origins import Origin, response
 REDIS = shutil.which("redis-server")
 RATE = 40  # r/s, the fleet's
 FLOOD = 10 * RATE
+# A burst keeps the bucket from emptying between two accepted requests
+# under the flood: without one, the time from the bucket's emptying to
+# the next arrival is lost each time (a few percent, as in nginx), and
+# the test would measure the arrivals' jitter rather than the sync.
+BURST = 5
 
 
 class Redis:
@@ -113,7 +118,7 @@ def limited_http(redis_port, origin, extra=""):
     server {{
         listen 127.0.0.1:PORT reuseport;
         location / {{
-            limit_req zone=one nodelay;
+            limit_req zone=one burst={BURST} nodelay;
             limit_req_status 429;
             proxy_pass http://{origin.addr};
         }}
@@ -189,7 +194,7 @@ def test_fleet_rate_holds_across_three_nodes(redis, fleet, tmp_path):
         assert total(results, 200) == seen
         # Every node took part: the fleet's share is not one node's.
         assert all(x.get(200, 0) > 0 for x in results), results
-        expected = RATE * took + 1
+        expected = RATE * took + BURST + 1
         assert abs(seen - expected) <= 0.1 * expected, (seen, expected, results)
         # The fleet bucket is Redis' hash for the client's key.
         keys = r.command("KEYS", "gatehouse:lr:{one}:*")
@@ -220,9 +225,9 @@ def test_redis_lost_and_back(redis, fleet, tmp_path):
             log = n.error_log()
             assert 'limit_req zone "one": redis "r" is unreachable, limiting per node until it is back' in log, log
         # Under local limits each node lets its own rate through: the
-        # three minutes after the kill gave more than the fleet rate.
-        outage = took - (killed[0] - (time.monotonic() - took))
-        assert total(results, 200) > RATE * took * 1.3, (results, outage)
+        # three seconds after the kill gave about three times the fleet
+        # rate, so the flood's total is well above the fleet's.
+        assert total(results, 200) > RATE * took * 1.3, results
 
         # Redis back on its port: every node resumes syncing, and the
         # fleet rate holds again.
@@ -232,8 +237,10 @@ def test_redis_lost_and_back(redis, fleet, tmp_path):
         results, took = flood(nodes, 3.0)
         seen = len(origin.requests) - before
         assert set().union(*[set(x) for x in results]) == {200, 429}, results
-        expected = RATE * took
-        assert abs(seen - expected) <= 0.1 * expected + 1, (seen, expected, results)
+        # Redis lost its buckets with the restart: each key starts with
+        # its burst again.
+        expected = RATE * took + BURST + 1
+        assert abs(seen - expected) <= 0.1 * expected, (seen, expected, results)
     finally:
         origin.stop()
 
@@ -248,7 +255,6 @@ def test_fail_closed_refuses_while_redis_is_away(redis, fleet, tmp_path):
         r.kill()
         # Once the worker syncing the zone saw the loss, the zone refuses.
         assert poll(lambda: "is unreachable, limiting every request (fail=closed)" in node.error_log(), 10)
-        time.sleep(0)  # the flag is in the shared zone: every worker sees it at once
         resp = node.get("/b")
         assert resp.status == 429
         assert 'limiting requests, redis unreachable (fail=closed) by zone "one"' in node.error_log()
