@@ -12,7 +12,9 @@ requests every node holds.
 """
 
 import http.client
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -351,4 +353,27 @@ def test_limit_conn_counts_the_fleet(redis, fleet):
         origin.release.set()
         for s in socks:
             s.close()
+        origin.stop()
+
+
+def test_sync_goes_on_after_a_reload(redis, fleet):
+    r = redis()
+    origin = Origin()
+    try:
+        http_block = limited_http(r.port, origin).replace("$binary_remote_addr", "$arg_k")
+        node = fleet(http_block, n=1)[0]
+
+        def in_redis(k):
+            return r.command("EXISTS", f"gatehouse:lr:{{one}}:{k}") == b":1\r\n"
+
+        assert node.get("/?k=before").status == 200
+        assert poll(lambda: in_redis("before"))
+        # The new generation's worker 0 takes the sync over; the zone,
+        # kept, still has what the old one counted.
+        os.kill(node.master_pid(), signal.SIGHUP)
+        assert poll(lambda: node.error_log().count("start worker process") >= 4, timeout=10)
+        assert poll(lambda: node.get("/?k=after").status == 200 and in_redis("after"), timeout=10)
+        assert "[alert]" not in node.error_log()
+        assert "[emerg]" not in node.error_log()
+    finally:
         origin.stop()
