@@ -131,8 +131,10 @@ Take take(ConnZone& z, uint32_t limit, std::string_view key, LimitTable::Node** 
     }
     const bool synced = z.sync.synced();
     if (synced) mark(z.table, n);
-    // With sync=, the other nodes' count too, as Redis last said.
-    if (n->count + (synced ? n->remote : 0) >= limit) return Take::Full;
+    // With sync=, the other nodes' count too, as Redis last said; not
+    // while Redis is away (fail=open: the node's own limit).
+    const uint32_t remote = synced && !z.table.sync_down() ? n->remote : 0;
+    if (n->count + remote >= limit) return Take::Full;
     ++n->count;
     *out = n;
     return Take::Taken;

@@ -179,6 +179,12 @@ uint64_t account(ReqZone& z, const ReqLimit& l, Node* n, uint64_t now, int64_t* 
     n->excess = b.excess;
     n->last = b.last;
     count_accepted(n, now);
+    // The sync may have taken the record since check() marked it: mark
+    // it again, or this count would wait for the key's next check.
+    if (z.sync.synced()) {
+        z.table.touch(n);
+        mark(z, n);
+    }
     --n->count;
     *excess = e;
     return limiter::delay_ms(e, l.delay, z.rate);
