@@ -292,16 +292,19 @@ def test_config_errors(tmp_path):
 
 
 def held_origin():
-    """An origin that answers only once release is set."""
+    """An origin that answers /slow only once release is set, the rest
+    at once; slow() is how many /slow it holds or held."""
     release = threading.Event()
 
     def handler(conn, req):
-        release.wait(timeout=20)
+        if req.target.startswith("/slow"):
+            release.wait(timeout=20)
         conn.sendall(response(200, b"done\n", close=True))
         return False
 
     o = Origin(handler)
     o.release = release
+    o.slow = lambda: sum(1 for q in list(o.requests) if q.target.startswith("/slow"))
     return o
 
 
@@ -376,4 +379,46 @@ def test_sync_goes_on_after_a_reload(redis, fleet):
         assert "[alert]" not in node.error_log()
         assert "[emerg]" not in node.error_log()
     finally:
+        origin.stop()
+
+
+def test_limit_conn_without_redis_limits_per_node(redis, fleet):
+    r = redis()
+    origin = held_origin()
+    socks = []
+    try:
+        nodes = fleet(f"""
+        redis r {{ server 127.0.0.1:{r.port}; timeout 1s; sync_interval 20ms; }}
+        limit_conn_zone $http_x_user zone=conn:1m sync=r;
+        server {{
+            listen 127.0.0.1:PORT reuseport;
+            location / {{ limit_conn conn 2; proxy_pass http://{origin.addr}; }}
+        }}
+        """, n=2)
+        key = "gatehouse:lc:{conn}:bob"
+
+        def hold(node):
+            s = socket.create_connection(("127.0.0.1", node.port), timeout=10)
+            s.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\nX-User: bob\r\n\r\n")
+            socks.append(s)
+
+        hold(nodes[0])
+        hold(nodes[0])
+        assert poll(lambda: origin.slow() == 2)
+        assert poll(lambda: len(fields(r, key)) == 1)
+        # Node 1 learns the fleet is full once its first batch for bob
+        # answered (the refused request marks the key).
+        assert poll(lambda: nodes[1].get("/x", headers=[("X-User", "bob")]).status == 503)
+        # Redis gone: node 1 limits on its own, where bob holds nothing.
+        r.kill()
+        assert poll(lambda: 'limit_conn zone "conn": redis "r" is unreachable' in nodes[1].error_log(), 10)
+        hold(nodes[1])
+        assert poll(lambda: origin.slow() == 3)
+        origin.release.set()
+        for s in socks:
+            assert s.recv(65536).startswith(b"HTTP/1.1 200")
+    finally:
+        origin.release.set()
+        for s in socks:
+            s.close()
         origin.stop()
