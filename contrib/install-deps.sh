@@ -4,6 +4,8 @@
 # what is missing. Used by ./dev (before make exists), "make check" and
 # "make run". binutils: objcopy, for the stripped binary of make install.
 # dnsmasq-base: the DNS server test_resolver.py runs on loopback.
+# libhiredis-dev: the "redis" client (limit zones' sync=); redis-server:
+# the Redis test_redis_limits.py runs on loopback.
 # libmaxminddb-dev: the geoip2 module; mmdb-bin (mmdblookup) and
 # libmaxmind-db-writer-perl: its tests write and cross-check .mmdb files.
 set -u
@@ -11,7 +13,7 @@ PKGS="g++ make binutils pkg-config libssl-dev libpcre2-dev zlib1g-dev libjemallo
       libcrypt-dev libbrotli-dev libzstd-dev
       libmaxminddb-dev mmdb-bin libmaxmind-db-writer-perl
       doctest-dev python3 python3-pytest python3-brotli python3-zstandard curl openssl man-db groff-base
-      dnsmasq-base"
+      dnsmasq-base libhiredis-dev redis-server"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

@@ -13,7 +13,7 @@ namespace gatehouse::http {
 // The pool's root. Refs throughout (core/shm_slab.h, "Address
 // independence").
 struct LimitTable::Head {
-    static constexpr uint64_t kMagic = 0x67682d6c696d7401ULL;  // "gh-limt", version 1
+    static constexpr uint64_t kMagic = 0x67682d6c696d7402ULL;  // "gh-limt", version 2
     uint64_t magic = kMagic;
     uint64_t buckets = 0;  // uint64_t[nbuckets]
     uint64_t nbuckets = 0;  // a power of two
@@ -21,6 +21,8 @@ struct LimitTable::Head {
     uint64_t nodes = 0;
     uint64_t key = 0;  // the declared key's text
     uint64_t key_len = 0;
+    uint64_t seq = 0;        // LimitTable::next_seq()
+    uint32_t sync_down = 0;  // atomic access only
 };
 
 namespace {
@@ -158,6 +160,18 @@ void LimitTable::touch(Node* n) {
 }
 
 LimitTable::Node* LimitTable::oldest() { return pool_->at<Node>(head()->oldest); }
+
+LimitTable::Node* LimitTable::newest() { return pool_->at<Node>(head()->newest); }
+
+LimitTable::Node* LimitTable::older(Node* n) { return pool_->at<Node>(n->older); }
+
+uint64_t LimitTable::next_seq() { return ++head()->seq; }
+
+uint64_t LimitTable::seq() const { return head()->seq; }
+
+bool LimitTable::sync_down() const { return __atomic_load_n(&head()->sync_down, __ATOMIC_RELAXED) != 0; }
+
+void LimitTable::set_sync_down(bool down) { __atomic_store_n(&head()->sync_down, down ? 1u : 0u, __ATOMIC_RELAXED); }
 
 size_t LimitTable::size() const { return head()->nodes; }
 

@@ -48,6 +48,18 @@ public:
         uint64_t hash = 0;
         int64_t excess = 0;
         uint64_t last = 0;
+        // "sync=" (http/limit_sync.h): the table's check sequence number
+        // when the record was last checked (next_seq()), the requests
+        // limit_req accepted since the last batch to Redis, and whether
+        // it was checked since that batch; `first` is when the first of
+        // those accepted requests came (ms, the loop's clock).
+        uint64_t seen = 0;
+        uint64_t first = 0;
+        uint32_t unsynced = 0;
+        uint32_t dirty = 0;
+        // limit_conn's "sync=": the other nodes' count of this key, as
+        // Redis last answered.
+        uint32_t remote = 0;
         uint32_t count = 0;
         uint16_t key_len = 0;
         std::string_view key() const { return {reinterpret_cast<const char*>(this + 1), key_len}; }
@@ -92,6 +104,24 @@ public:
     // The least recently used record, or null.
     Node* oldest();
     size_t size() const;
+
+    // The newest record (the most recently used), or null; and the one
+    // just older than n, or null. For the sync's walk over the records
+    // checked since its last batch (they are the newest).
+    Node* newest();
+    Node* older(Node* n);
+    // A check's sequence number, increasing: records checked after a
+    // walk read seq() carry a larger one, whichever process checked
+    // them (a clock read at the start of another worker's iteration
+    // would not order them).
+    uint64_t next_seq();
+    uint64_t seq() const;
+
+    // Any time, without the lock: whether the zone's sync to Redis is
+    // down (http/limit_sync.h), as its owner worker last said. Every
+    // worker of the node reads it ("fail=closed").
+    bool sync_down() const;
+    void set_sync_down(bool down);
 
     // Any time.
     static uint64_t hash_key(std::string_view key);

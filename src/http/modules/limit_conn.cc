@@ -18,6 +18,10 @@
 //
 // A request is limited once: after an internal redirect the handler
 // finds Request::limit_conn_status set and declines.
+//
+// "limit_conn_zone ... sync=NAME" (http/limit_sync.h) adds the other
+// nodes' count of the key (Node::remote, from Redis) to the node's own;
+// such a zone's records stay at count 0 until the sync sent the 0.
 #include <ctime>
 #include <string>
 #include <vector>
@@ -26,6 +30,7 @@
 #include "core/shm.h"
 #include "http/core_module.h"
 #include "http/limit_conf.h"
+#include "http/limit_sync.h"
 #include "http/limit_table.h"
 #include "http/phases.h"
 #include "http/request.h"
@@ -43,6 +48,8 @@ struct ConnZone {
     std::string name;
     ComplexValue key;
     LimitTable table;
+    SyncConf sync;      // sync=, fail=
+    std::string where;  // file:line, for an unknown sync= block
 };
 
 struct LimitConnMain {
@@ -78,8 +85,16 @@ constexpr size_t kMaxKey = 255;
 // destructor (the request's end) or by give_back() (a later limit of the
 // same request refused it). `node` lives in the zone, mapped at one
 // address in every process, while its count is held.
+// A record checked or changed: a synced zone's next batch sends it
+// (http/limit_sync.h); it becomes the newest, where the sync looks.
+void mark(LimitTable& t, LimitTable::Node* n) {
+    t.touch(n);
+    n->seen = t.next_seq();
+    n->dirty = 1;
+}
+
 struct Hold {
-    Hold(LimitTable& t, LimitTable::Node* n) : table(&t), node(n) {}
+    Hold(LimitTable& t, LimitTable::Node* n, bool synced) : table(&t), node(n), synced(synced) {}
     Hold(const Hold&) = delete;
     Hold& operator=(const Hold&) = delete;
     ~Hold() { give_back(); }
@@ -88,26 +103,38 @@ struct Hold {
         LimitTable::Lock lock(*table);
         // A zone reset (a process died holding the lock) dropped every
         // record: nothing to give back then.
-        if (table->find(node->hash, node->key()) == node && node->count > 0 && --node->count == 0)
-            table->erase(node);
+        if (table->find(node->hash, node->key()) == node && node->count > 0) {
+            --node->count;
+            // A synced zone's record stays at 0 until the sync told
+            // Redis (the sync erases it then).
+            if (synced) mark(*table, node);
+            else if (node->count == 0) table->erase(node);
+        }
         node = nullptr;
     }
     LimitTable* table;
     LimitTable::Node* node;
+    bool synced;
 };
 
-enum class Take : uint8_t { Taken, Full, NoRoom };
+enum class Take : uint8_t { Taken, Full, NoRoom, Unsynced };
 
 Take take(ConnZone& z, uint32_t limit, std::string_view key, LimitTable::Node** out) {
+    // fail=closed: no fleet count, no request.
+    if (z.sync.fail_closed && z.table.sync_down()) return Take::Unsynced;
     const uint64_t hash = LimitTable::hash_key(key);
     LimitTable::Lock lock(z.table);
     LimitTable::Node* n = z.table.find(hash, key);
     if (!n) {
         n = z.table.insert(hash, key);
         if (!n) return Take::NoRoom;
-    } else if (n->count >= limit) {
-        return Take::Full;
     }
+    const bool synced = z.sync.synced();
+    if (synced) mark(z.table, n);
+    // With sync=, the other nodes' count too, as Redis last said; not
+    // while Redis is away (fail=open: the node's own limit).
+    const uint32_t remote = synced && !z.table.sync_down() ? n->remote : 0;
+    if (n->count + remote >= limit) return Take::Full;
     ++n->count;
     *out = n;
     return Take::Taken;
@@ -136,13 +163,17 @@ Next run_limit_conn(Request& r) {
         LimitTable::Node* n = nullptr;
         const Take t = take(*l.zone, l.conn, key, &n);
         if (t == Take::Taken) {
-            holds[i] = r.arena().make<Hold>(l.zone->table, n);
+            holds[i] = r.arena().make<Hold>(l.zone->table, n, l.zone->sync.synced());
             continue;
         }
         if (t == Take::Full)
             log_for_request(r, *c.log_level, 0,
                             std::string("limiting connections") + (*c.dry_run ? ", dry run," : "") + " by zone \"" +
                                 l.zone->name + "\"");
+        else if (t == Take::Unsynced)
+            log_for_request(r, *c.log_level, 0,
+                            std::string("limiting connections") + (*c.dry_run ? ", dry run," : "") +
+                                " redis unreachable (fail=closed) by zone \"" + l.zone->name + "\"");
         else
             log_for_request(r, log::Level::Alert, 0, "could not allocate node in limit_conn zone \"" + l.zone->name + "\"");
         // What this request took from the other limits goes back now.
@@ -182,12 +213,20 @@ Status set_zone(Ctx& cx, const Conf& n, LimitConnMain& m) {
     for (const ConnZone* z : m.zones)
         if (z->name == zone->name)
             return cx.error(n, "limit_conn_zone \"" + zone->name + "\" is already bound to key \"" + z->key.text() + "\"");
+    SyncConf sync;
+    for (size_t i = 2; i < n.args.size(); ++i) {
+        auto sy = parse_sync_arg(n.args[i].text, sync);
+        if (!sy) return cx.error(n, sy.error().message);
+        if (!*sy) return cx.error(n, "invalid parameter \"" + n.args[i].text + "\"");
+    }
     auto table = limit_conf::open_zone(cx, n, *zone, &limit_conn_module, "limit_conn_zone", key->text());
     if (!table) return table.error();
     ConnZone* z = cx.arena().make<ConnZone>();
     z->name = zone->name;
     z->key = std::move(*key);
     z->table = std::move(*table);
+    z->sync = std::move(sync);
+    z->where = n.where();
     m.zones.push_back(z);
     return {};
 }
@@ -211,7 +250,7 @@ Status set_limit(Ctx& cx, const Conf& n, LimitConnConf& c) {
 }
 
 constexpr conf::Directive kDirectives[] = {
-    {"limit_conn_zone", conf::kHttp, conf::Take2, conf::custom<set_zone>()},
+    {"limit_conn_zone", conf::kHttp, conf::Arity{2, 4, false}, conf::custom<set_zone>()},
     {"limit_conn", conf::kHttpSrvLoc, conf::Take2, conf::custom<set_limit>()},
     {"limit_conn_status", conf::kHttpSrvLoc, conf::Take1,
      conf::custom<limit_conf::set_status<LimitConnConf, &LimitConnConf::status>>()},
@@ -219,6 +258,24 @@ constexpr conf::Directive kDirectives[] = {
      conf::custom<limit_conf::set_log_level<LimitConnConf, &LimitConnConf::log_level>>()},
     {"limit_conn_dry_run", conf::kHttpSrvLoc, conf::Take1, conf::flag<&LimitConnConf::dry_run>()},
 };
+
+// sync=NAME names a "redis" block anywhere at the http level.
+Status postconfiguration(Ctx& cx) {
+    auto* m = cx.conf<LimitConnMain>(limit_conn_module, conf::Level::Main);
+    if (!m) return {};
+    for (ConnZone* z : m->zones)
+        if (auto s = resolve_sync(cx, z->sync, z->where); !s) return s;
+    return {};
+}
+
+Status init_worker(const conf::Roots& g, int slot) {
+    conf::ConfArray main = g[static_cast<int>(conf::Level::Main)];
+    auto* m = main ? static_cast<LimitConnMain*>(main[limit_conn_module.index]) : nullptr;
+    if (!m) return {};
+    for (ConnZone* z : m->zones)
+        if (z->sync.synced()) start_sync(z->table, z->sync, z->name, 0, slot);
+    return {};
+}
 
 constexpr PhaseHandler kPhases[] = {{Phase::Preaccess, run_limit_conn}};
 
@@ -235,7 +292,11 @@ extern const conf::Module limit_conn_module{
     .directives = kDirectives,
     .main = conf::level<LimitConnMain>(),
     .loc = conf::level<LimitConnConf, merge>(),
+    .postconfiguration = postconfiguration,
     .http = &kHooks,
+    .init_worker = init_worker,
+    .quit_worker = pause_all_syncs,
+    .exit_worker = stop_all_syncs,
 };
 
 }  // namespace gatehouse::http

@@ -30,6 +30,7 @@
 #include "event/worker.h"
 #include "http/core_module.h"
 #include "http/limit_conf.h"
+#include "http/limit_sync.h"
 #include "http/limit_table.h"
 #include "http/limiter.h"
 #include "http/phases.h"
@@ -51,6 +52,8 @@ struct ReqZone {
     ComplexValue key;
     int64_t rate = 0;  // thousandths of a request per second
     LimitTable table;
+    SyncConf sync;      // sync=, fail=
+    std::string where;  // file:line, for an unknown sync= block
 };
 
 struct LimitReqMain {
@@ -94,7 +97,22 @@ void expire(ReqZone& z, uint64_t now, bool force) {
     }
 }
 
-enum class Verdict : uint8_t { Skipped, Held, Accepted, Busy, NoRoom };
+enum class Verdict : uint8_t { Skipped, Held, Accepted, Busy, NoRoom, Unsynced };
+
+// A record checked: the zone's sync (http/limit_sync.h) sends it in its
+// next batch, with the requests accepted since (Node::unsynced, counted
+// at commit).
+void mark(ReqZone& z, Node* n) {
+    n->seen = z.table.next_seq();
+    n->dirty = 1;
+}
+
+// An accepted request, for the sync's next batch: its count and the time
+// of the first since the last batch (Redis leaks from then, not from the
+// batch's time, see limit_sync.cc).
+void count_accepted(Node* n, uint64_t now) {
+    if (n->unsynced++ == 0) n->first = now;
+}
 
 // One limit's check, under its zone's lock. The last limit of a location
 // commits at once (`account`); the others only hold their record until
@@ -108,6 +126,7 @@ Verdict check(ReqZone& z, const ReqLimit& l, std::string_view key, uint64_t now,
     Node* n = z.table.find(hash, key);
     if (n) {
         z.table.touch(n);
+        if (z.sync.synced()) mark(z, n);
         const int64_t e = limiter::excess_after({n->excess, n->last}, now, z.rate);
         *excess = e;
         if (limiter::over_burst(e, l.burst)) return Verdict::Busy;
@@ -116,6 +135,7 @@ Verdict check(ReqZone& z, const ReqLimit& l, std::string_view key, uint64_t now,
             limiter::commit(b, e, now);
             n->excess = b.excess;
             n->last = b.last;
+            count_accepted(n, now);
             return Verdict::Accepted;
         }
         ++n->count;
@@ -131,7 +151,11 @@ Verdict check(ReqZone& z, const ReqLimit& l, std::string_view key, uint64_t now,
     }
     n->excess = 0;
     n->last = now;
-    if (account) return Verdict::Accepted;
+    if (z.sync.synced()) mark(z, n);
+    if (account) {
+        count_accepted(n, now);
+        return Verdict::Accepted;
+    }
     n->count = 1;
     *held = n;
     return Verdict::Held;
@@ -154,6 +178,13 @@ uint64_t account(ReqZone& z, const ReqLimit& l, Node* n, uint64_t now, int64_t* 
     limiter::commit(b, e, now);
     n->excess = b.excess;
     n->last = b.last;
+    count_accepted(n, now);
+    // The sync may have taken the record since check() marked it: mark
+    // it again, or this count would wait for the key's next check.
+    if (z.sync.synced()) {
+        z.table.touch(n);
+        mark(z, n);
+    }
     --n->count;
     *excess = e;
     return limiter::delay_ms(e, l.delay, z.rate);
@@ -208,8 +239,25 @@ Next run_limit_req(Request& r) {
             continue;
         }
         last = i;
+        if (l.zone->sync.fail_closed && l.zone->table.sync_down()) {
+            v = Verdict::Unsynced;  // fail=closed: no fleet count, no request
+            break;
+        }
         v = check(*l.zone, l, key, now, i + 1 == nlimits, &held[i], &excess);
         if (v == Verdict::Busy || v == Verdict::NoRoom) break;
+    }
+    if (v == Verdict::Unsynced) {
+        for (size_t j = 0; j < i; ++j)
+            if (held[j]) release(*c.limits[j].zone, held[j]);
+        log_for_request(r, *c.log_level, 0,
+                        std::string("limiting requests") + (*c.dry_run ? ", dry run" : "") +
+                            ", redis unreachable (fail=closed) by zone \"" + c.limits[i].zone->name + "\"");
+        if (*c.dry_run) {
+            r.limit_req_status = kRejectedDryRun;
+            return Next::Decline;
+        }
+        r.limit_req_status = kRejected;
+        return respond_status(r, *c.status);
     }
     if (v == Verdict::Skipped) return Next::Decline;
 
@@ -301,6 +349,7 @@ Status set_zone(Ctx& cx, const Conf& n, LimitReqMain& m) {
     if (!key) return key.error();
     std::optional<limit_conf::ZoneArg> zone;
     int64_t rate = 1000;
+    SyncConf sync;
     for (size_t i = 1; i < n.args.size(); ++i) {
         const std::string& a = n.args[i].text;
         if (starts(a, "zone=")) {
@@ -311,6 +360,10 @@ Status set_zone(Ctx& cx, const Conf& n, LimitReqMain& m) {
             auto r = parse_rate(a);
             if (!r) return cx.error(n, r.error().message);
             rate = *r;
+        } else if (auto sy = parse_sync_arg(a, sync); !sy) {
+            return cx.error(n, sy.error().message);
+        } else if (*sy) {
+            continue;
         } else if (a == "sync") {
             // NGINX Plus shares such a zone with the other nodes of a
             // cluster. Without a synchronization configured the zone is
@@ -332,6 +385,8 @@ Status set_zone(Ctx& cx, const Conf& n, LimitReqMain& m) {
     z->key = std::move(*key);
     z->rate = rate;
     z->table = std::move(*table);
+    z->sync = std::move(sync);
+    z->where = n.where();
     m.zones.push_back(z);
     return {};
 }
@@ -372,7 +427,7 @@ Status set_limit(Ctx& cx, const Conf& n, LimitReqConf& c) {
 }
 
 constexpr conf::Directive kDirectives[] = {
-    {"limit_req_zone", conf::kHttp, conf::Arity{3, 4, false}, conf::custom<set_zone>()},
+    {"limit_req_zone", conf::kHttp, conf::Arity{3, 6, false}, conf::custom<set_zone>()},
     {"limit_req", conf::kHttpSrvLoc, conf::Take13, conf::custom<set_limit>()},
     {"limit_req_status", conf::kHttpSrvLoc, conf::Take1,
      conf::custom<limit_conf::set_status<LimitReqConf, &LimitReqConf::status>>()},
@@ -380,6 +435,24 @@ constexpr conf::Directive kDirectives[] = {
      conf::custom<limit_conf::set_log_level<LimitReqConf, &LimitReqConf::log_level>>()},
     {"limit_req_dry_run", conf::kHttpSrvLoc, conf::Take1, conf::flag<&LimitReqConf::dry_run>()},
 };
+
+// sync=NAME names a "redis" block anywhere at the http level.
+Status postconfiguration(Ctx& cx) {
+    auto* m = cx.conf<LimitReqMain>(limit_req_module, conf::Level::Main);
+    if (!m) return {};
+    for (ReqZone* z : m->zones)
+        if (auto s = resolve_sync(cx, z->sync, z->where); !s) return s;
+    return {};
+}
+
+Status init_worker(const conf::Roots& g, int slot) {
+    conf::ConfArray main = g[static_cast<int>(conf::Level::Main)];
+    auto* m = main ? static_cast<LimitReqMain*>(main[limit_req_module.index]) : nullptr;
+    if (!m) return {};
+    for (ReqZone* z : m->zones)
+        if (z->sync.synced()) start_sync(z->table, z->sync, z->name, z->rate, slot);
+    return {};
+}
 
 constexpr PhaseHandler kPhases[] = {{Phase::Preaccess, run_limit_req}};
 
@@ -396,7 +469,11 @@ extern const conf::Module limit_req_module{
     .directives = kDirectives,
     .main = conf::level<LimitReqMain>(),
     .loc = conf::level<LimitReqConf, merge>(),
+    .postconfiguration = postconfiguration,
     .http = &kHooks,
+    .init_worker = init_worker,
+    .quit_worker = pause_all_syncs,
+    .exit_worker = stop_all_syncs,
 };
 
 }  // namespace gatehouse::http

@@ -1605,8 +1605,29 @@ void v_cache_status(Request& r, VarValue& v, uintptr_t) {
     v.s = s;
 }
 
+// $cache_key: the key this request is (or would be) cached under, so
+// that a tier of nodes can shard its cache by it: "upstream peers { hash
+// $cache_key consistent; }" on a node that routes without caching, with
+// the same proxy_cache_key as the owners'. Once the cache looked the
+// request up, its key; before, or in a location without proxy_cache,
+// the location's proxy_cache_key when set. The default key names the
+// proxy_pass host, known only at the lookup: not found then.
+void v_cache_key(Request& r, VarValue& v, uintptr_t) {
+    if (auto* f = r.ctx<Front>(proxy_cache_module)) {
+        v.s = f->key();
+        return;
+    }
+    const auto& cl = r.loc_conf<CacheLocConf>(proxy_cache_module);
+    if (!cl.key) {
+        v.not_found = true;
+        return;
+    }
+    v.s = cl.key->eval(r);
+}
+
 constexpr VariableDef kVariables[] = {
     {"upstream_cache_status", v_cache_status, 0, kVarNoCache},
+    {"cache_key", v_cache_key, 0, kVarNoCache},
 };
 
 constexpr uint32_t kLoc = conf::kHttpSrvLoc;

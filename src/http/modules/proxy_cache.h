@@ -257,6 +257,8 @@ public:
     void on_truncated();
 
     CacheStatus status() const { return status_; }
+    // The request's cache key (proxy_cache_key, evaluated once).
+    std::string_view key() const { return key_; }
     // The stale entry answered and a background update is due
     // (proxy_cache_background_update): the Exchange hands over what the
     // origin is to be sent, and start_refresh() runs it apart from the
