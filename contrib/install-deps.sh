@@ -6,12 +6,14 @@
 # dnsmasq-base: the DNS server test_resolver.py runs on loopback.
 # libmaxminddb-dev: the geoip2 module; mmdb-bin (mmdblookup) and
 # libmaxmind-db-writer-perl: its tests write and cross-check .mmdb files.
+# prometheus: promtool, which test_metrics.py runs on the metrics page.
 set -u
 PKGS="g++ make binutils pkg-config libssl-dev libpcre2-dev zlib1g-dev libjemalloc-dev
       libcrypt-dev libbrotli-dev libzstd-dev
       libmaxminddb-dev mmdb-bin libmaxmind-db-writer-perl
       doctest-dev python3 python3-pytest python3-brotli python3-zstandard curl openssl man-db groff-base
-      dnsmasq-base"
+      dnsmasq-base
+      prometheus"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
