@@ -391,3 +391,45 @@ def test_compression_bytes(two_workers):
     assert value(page, "gatehouse_compression_in_bytes_total", coding="gzip") == 3000
     assert value(page, "gatehouse_compression_out_bytes_total", coding="gzip") == len(body)
     assert value(page, "gatehouse_compression_in_bytes_total", coding="br") == 0
+
+
+def test_health_checks(two_workers, origin):
+    def handler(state):
+        def handle(conn, req):
+            code = state["health"] if req.target == "/health" else 200
+            conn.sendall(response(code, b"ok\n"))
+            return True
+        return handle
+
+    good, bad = origin(handler({"health": 200})), origin(handler({"health": 500}))
+    s = two_workers(f"""
+        upstream u {{
+            zone lb 64k;
+            server {good.addr};
+            server {bad.addr};
+            health_check interval=300ms uri=/health;
+        }}
+        server {{
+            listen 127.0.0.1:PORT;
+            location / {{ proxy_pass http://u; }}
+            location = /metrics {{ metrics; }}
+        }}
+    """)
+
+    def checked():
+        page = parse(metrics(s))
+        v = lambda peer, result: value(page, "gatehouse_upstream_peer_health_checks_total",  # noqa: E731
+                                       upstream="u", peer=peer, result=result)
+        return page if v(good.addr, "passed") >= 2 and v(bad.addr, "failed") >= 2 else None
+
+    page = poll(checked, timeout=10)
+    assert page, "no health checks counted"
+
+    def v(name, peer, **kw):
+        return value(page, name, upstream="u", peer=peer, **kw)
+
+    assert v("gatehouse_upstream_peer_health_checks_total", good.addr, result="failed") == 0
+    assert v("gatehouse_upstream_peer_health_checks_total", bad.addr, result="passed") == 0
+    assert v("gatehouse_upstream_peer_state", good.addr, state="up") == 1
+    assert v("gatehouse_upstream_peer_state", bad.addr, state="unhealthy") == 1
+    assert v("gatehouse_upstream_peer_state", bad.addr, state="up") == 0
