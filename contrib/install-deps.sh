@@ -8,12 +8,14 @@
 # the Redis test_redis_limits.py runs on loopback.
 # libmaxminddb-dev: the geoip2 module; mmdb-bin (mmdblookup) and
 # libmaxmind-db-writer-perl: its tests write and cross-check .mmdb files.
+# prometheus: promtool, which test_metrics.py runs on the metrics page.
 set -u
 PKGS="g++ make binutils pkg-config libssl-dev libpcre2-dev zlib1g-dev libjemalloc-dev
       libcrypt-dev libbrotli-dev libzstd-dev
       libmaxminddb-dev mmdb-bin libmaxmind-db-writer-perl
       doctest-dev python3 python3-pytest python3-brotli python3-zstandard curl openssl man-db groff-base
-      dnsmasq-base libhiredis-dev redis-server"
+      dnsmasq-base libhiredis-dev redis-server
+      prometheus"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

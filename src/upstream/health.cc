@@ -395,6 +395,10 @@ void record_check(UpstreamConf& u, Peer& p, bool passed, std::string_view why, e
     PeerState& st = p.st();
     const HealthCheck& hc = *u.health;
     const auto h = static_cast<Health>(st.health.load(kRelaxed));
+    if (p.totals) {
+        p.totals->checks.fetch_add(1, kRelaxed);
+        if (!passed) p.totals->check_fails.fetch_add(1, kRelaxed);
+    }
     if (passed) {
         st.hc_fails.store(0, kRelaxed);
         const uint32_t n = st.hc_passes.fetch_add(1, kRelaxed) + 1;

@@ -68,6 +68,22 @@ PeerState& PeerState::operator=(const PeerState& o) {
     return *this;
 }
 
+PeerStatus peer_status(const UpstreamConf& u, const Peer& p, event::Msec now) {
+    if (p.slot) {
+        const auto s = static_cast<SlotState>(p.slot->state.load(kRelaxed));
+        if (s == SlotState::Free) return PeerStatus::Vacant;
+        if (s == SlotState::Draining) return PeerStatus::Draining;
+    }
+    if (p.server->down) return PeerStatus::Down;
+    if (u.health) {
+        const auto h = static_cast<Health>(p.st().health.load(kRelaxed));
+        if (h == Health::Down) return PeerStatus::Unhealthy;
+        if (h == Health::Unchecked) return PeerStatus::Checking;
+    }
+    if (!u.single() && failed_recently(p, now)) return PeerStatus::Unavailable;
+    return PeerStatus::Up;
+}
+
 bool usable(const UpstreamConf& u, const Peer& p, event::Msec now, bool unchecked) {
     const Server& s = *p.server;
     if (s.down) return false;
@@ -255,6 +271,7 @@ void PeerPicker::done(Peer* p, bool failed, event::Msec now) {
     }
     if (u_.method == Method::LeastTime && !failed && !sampled_) Balancers::sample(*this, *p, now);
     sampled_ = false;
+    if (failed && p->totals) p->totals->fails.fetch_add(1, kRelaxed);
     if (u_.single()) return;
     const Server& s = *p->server;
     if (!failed) {
@@ -274,6 +291,9 @@ void PeerPicker::done(Peer* p, bool failed, event::Msec now) {
     const uint32_t fails = st.fails.fetch_add(1, kRelaxed) + 1;
     st.accessed.store(now, kRelaxed);
     st.checked.store(now, kRelaxed);
+    // The failure that makes it unavailable, once per period.
+    if (p->totals && p->server->max_fails && fails == p->server->max_fails)
+        p->totals->unavailable.fetch_add(1, kRelaxed);
     int64_t ew = st.effective_weight.load(kRelaxed);
     if (s.max_fails) {
         ew -= s.weight / s.max_fails;

@@ -101,6 +101,37 @@ constexpr uint32_t kMaxResolveSlots = 1024;
 // peer stays Unchecked, which counts as healthy.
 enum class Health : uint32_t { Unchecked = 0, Up = 1, Down = 2 };
 
+// Totals kept for the metrics page (http/modules/metrics.cc): only ever
+// added to, lock-free, by whichever worker ends a try or runs a check.
+// They live in the metrics' own shared zone (http/stats.h), not in the
+// group's, so that counting costs the group's zone no room; see
+// Peer::totals.
+struct PeerCounters {
+    // Upper bounds (ms) of the response-time histogram (time from the try's
+    // start to the response head, or to its failure); one more bucket for
+    // the rest.
+    static constexpr uint32_t kTimeBucketsMs[] = {5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000};
+    static constexpr uint32_t kTimeBuckets = sizeof kTimeBucketsMs / sizeof kTimeBucketsMs[0] + 1;
+    std::atomic<uint64_t> responses[5] = {};  // 1xx..5xx, 502/504 for failed tries
+    std::atomic<uint64_t> fails{0};           // tries counted against max_fails
+    std::atomic<uint64_t> unavailable{0};     // times max_fails made it unavailable
+    std::atomic<uint64_t> checks{0};          // active health checks run
+    std::atomic<uint64_t> check_fails{0};     // of which failed
+    std::atomic<uint64_t> time_ms{0};         // the histogram's sum
+    std::atomic<uint64_t> time_buckets[kTimeBuckets] = {};  // not cumulative
+
+    // A try on the peer ended with `status` (0: none) after `ms`.
+    void count_try(int status, int64_t ms) {
+        constexpr auto r = std::memory_order_relaxed;
+        if (status >= 100 && status < 600) responses[status / 100 - 1].fetch_add(1, r);
+        const uint64_t t = ms < 0 ? 0 : static_cast<uint64_t>(ms);
+        time_ms.fetch_add(t, r);
+        uint32_t b = 0;
+        while (b + 1 < kTimeBuckets && t > kTimeBucketsMs[b]) ++b;
+        time_buckets[b].fetch_add(1, r);
+    }
+};
+
 // The run-time state of one peer. Every field is a lock-free (so
 // address-free) atomic: in a zone, all workers read and write it. The
 // fields the smooth weighted round robin reads together change under the
@@ -136,6 +167,11 @@ struct Peer {
     sockaddr_storage sa{};
     socklen_t sa_len = 0;
     std::string text;        // "127.0.0.1:8080", "[::1]:80", "unix:/p": $upstream_addr
+    // Where the metrics count this peer's tries and checks: set at config
+    // time by the metrics module for the peers of groups with a zone (a
+    // record in its shared zone, mapped for the generation's life); null:
+    // not counted.
+    PeerCounters* totals = nullptr;
     // Run-time state: st() is the zone's copy when the group has a zone
     // (`shared`, owner: the zone, mapped for the generation's life), else
     // `local`, this worker's own.
@@ -318,6 +354,16 @@ Result<UpstreamConf*> find_or_add(conf::Ctx& cx, const conf::Node& n, std::strin
 // never in a worker. Errors read "host not found in upstream \"x\"" with
 // x as `address` (the caller adds " in file:line").
 Result<std::vector<Peer>> resolve(std::string_view address, uint16_t default_port);
+
+// ---- for the metrics page (read only) ----------------------------------------------
+
+// What a peer is now, as an operator names it. Down: its server says
+// "down"; Draining: a run-time address removed, its tries in flight
+// finishing; Unhealthy: the active checks failed it; Checking: checks
+// are configured and none has passed yet; Unavailable: max_fails within
+// fail_timeout; Vacant: a slot without an address (nothing to show).
+enum class PeerStatus : uint8_t { Up, Down, Unhealthy, Draining, Checking, Unavailable, Vacant };
+PeerStatus peer_status(const UpstreamConf& u, const Peer& p, event::Msec now);
 
 // ---- run-time peer sets (dynamic.cc) ----------------------------------------------
 

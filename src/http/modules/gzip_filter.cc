@@ -56,6 +56,7 @@
 #include "core/regex.h"
 #include "core/str.h"
 #include "event/worker.h"
+#include "http/stats.h"
 #include "http/accept_encoding.h"
 #include "http/compressor.h"
 #include "http/conditional.h"
@@ -564,6 +565,7 @@ Flow body_filter(Request& r, Chain& in, Chain& out) {
             st->pending_input = false;
             if (last) {
                 st->finished = true;
+                stats::compressed(static_cast<uint8_t>(st->coding), st->in_bytes, st->out_bytes);
                 in.clear();
                 return Flow::Pass;
             }

@@ -168,6 +168,7 @@ Connection::Connection(event::Connection& c, const ListenPort& port)
       log_ctx_{c.number, describe_for_log, this} {
     log::Scope scope(&log_ctx_);
     started_ = event::worker_loop().now();
+    gauge_.accepted();
     c_.data = this;
     next_ = g_conns;
     if (g_conns) g_conns->prev_ = this;
@@ -291,6 +292,7 @@ void Connection::close_connection() {
     if (orphan()) return;
     state_ = State::Closed;
     closing_ = true;
+    gauge_.closed();
     event::worker_loop().unpost(drain_ev_);
     event::worker_loop().unpost(finish_ev_);
     event::worker_loop().unpost(flush_ev_);
@@ -389,6 +391,8 @@ void Connection::read_head() {
     for (;;) {
         // Parse what is buffered first: pipelined requests need no read.
         if (rlen_ > rpos_) {
+            // A head is arriving [nginx counts the request from its first byte].
+            gauge_.to(stats::ConnGauge::State::Reading);
             std::string_view data(rbuf_.get()->data() + rpos_, rlen_ - rpos_);
             ParseResult pr = parser->parse(data);
             if (pr.state == ParseState::Done) {
@@ -554,11 +558,13 @@ void Connection::tls_handshake() {
     }
     switch (tls_->handshake(c_)) {
         case tls::Session::Step::Done:
+            stats::tls_handshake(true, tls_->reused());
             read_head();
             return;
         case tls::Session::Step::Again:
             return;
         case tls::Session::Step::Fail:
+            stats::tls_handshake(false, false);
             GH_LOG(Info, "%s while SSL handshaking", tls_->error().c_str());
             close_connection();
             return;
@@ -592,6 +598,7 @@ Request& Connection::new_request() {
     event::worker_connections().set_reusable(c_, false);
     event::worker_loop().cancel(c_.read_timer);
     state_ = State::Processing;
+    gauge_.to(stats::ConnGauge::State::Writing);
     keepalive_ = false;
     expect_continue_ = false;
     chunked_out_ = false;
@@ -1295,6 +1302,7 @@ void Connection::finish_request() {
     body_slab_ = SlabRef();
     body_pos_ = body_len_ = 0;
     req_.reset();
+    gauge_.to(stats::ConnGauge::State::Waiting);
     if (!keep) {
         if (linger) {
             lingering_close();

@@ -29,6 +29,7 @@
 #include "http/h1_parser.h"
 #include "http/proxy_protocol.h"
 #include "http/request.h"
+#include "http/stats.h"
 #include "http/stream.h"
 
 namespace gatehouse::tls {
@@ -230,6 +231,10 @@ private:
     char local_text_[64] = {};
     uint16_t local_port_ = 0;
     bool local_known_ = false;
+
+    // What stub_status counts this connection as (waiting, reading a
+    // head, writing a response): moved with state_, taken out on close.
+    stats::ConnGauge gauge_;
 
     Connection* prev_ = nullptr;  // the worker's list of connections
     Connection* next_ = nullptr;

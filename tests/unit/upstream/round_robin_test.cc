@@ -351,3 +351,52 @@ TEST_CASE("upstream/round_robin: next(now) judges availability at the retry's ti
     early.done(p, true, kT0 + 5000);  // b now failed too
     CHECK(early.next(kT0 + 11000) == &g.u().peers[0]);
 }
+
+TEST_CASE("upstream/round_robin: the totals and status the metrics page shows") {
+    using upstream::PeerStatus;
+    CapturedLog log;
+    Group g({"max_fails=2 fail_timeout=10s", "max_fails=0", "down"});
+    auto& a = g.u().peers[0];
+    upstream::PeerCounters totals;  // where the metrics module points it
+    a.totals = &totals;
+    CHECK(upstream::peer_status(g.u(), a, kT0) == PeerStatus::Up);
+    CHECK(upstream::peer_status(g.u(), g.u().peers[2], kT0) == PeerStatus::Down);
+    CHECK(fail_once(g, kT0) == 'a');
+    CHECK(totals.fails == 1);
+    CHECK(totals.unavailable == 0);
+    CHECK(upstream::peer_status(g.u(), a, kT0) == PeerStatus::Up);
+    CHECK(sequence(g, 1, kT0 + 1) == "b");
+    CHECK(fail_once(g, kT0 + 2) == 'a');
+    // The second failure made it unavailable: counted once, whatever
+    // failures follow while it is.
+    CHECK(totals.fails == 2);
+    CHECK(totals.unavailable == 1);
+    CHECK(upstream::peer_status(g.u(), a, kT0 + 3) == PeerStatus::Unavailable);
+    CHECK(upstream::peer_status(g.u(), a, kT0 + 2 + 10001) == PeerStatus::Up);
+    // The totals stay when a success resets the balancer's own count.
+    bool probed = false;
+    for (int i = 0; i < 4 && !probed; ++i) {
+        PeerPicker pk(g.u(), kT0 + 2 + 10001);
+        Peer* p = pk.next();
+        probed = p == &a;
+        pk.done(p, false, kT0 + 2 + 10002);
+    }
+    REQUIRE(probed);
+    CHECK(a.st().fails == 0);
+    CHECK(totals.fails == 2);
+}
+
+TEST_CASE("upstream/round_robin: a try's status class and time go to the histogram") {
+    upstream::PeerCounters c;
+    c.count_try(200, 3);       // bucket 0 (<= 5 ms)
+    c.count_try(502, 5);       // bucket 0, bounds are inclusive
+    c.count_try(404, 6);       // bucket 1
+    c.count_try(0, 20000);     // no response: time only, the +Inf bucket
+    CHECK(c.responses[1] == 1);
+    CHECK(c.responses[3] == 1);
+    CHECK(c.responses[4] == 1);
+    CHECK(c.time_buckets[0] == 2);
+    CHECK(c.time_buckets[1] == 1);
+    CHECK(c.time_buckets[upstream::PeerCounters::kTimeBuckets - 1] == 1);
+    CHECK(c.time_ms == 20014);
+}
