@@ -17,8 +17,9 @@
 //
 // Removing a server never cuts its requests: an added server's slot
 // drains (no new request; reused once its connections, every worker's,
-// are done), a configured server is marked removed (back at the next
-// reload, as the configuration says).
+// are done), a configured server is marked removed. A reload that keeps
+// the group's record keeps all of it; a changed group starts from its
+// configuration (and state file) again.
 #include <fcntl.h>
 #include <unistd.h>
 

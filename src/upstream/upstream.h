@@ -155,8 +155,9 @@ struct PeerParams {
 inline constexpr uint32_t kPeerDown = 1;     // "down": takes no request
 // "drain": takes no new request; its requests in flight finish [NGINX Plus].
 inline constexpr uint32_t kPeerDrain = 2;
-// A server of the configuration the API deleted: no request, not listed,
-// back after a reload (the configuration says it is there).
+// A server of the configuration the API deleted: no request, not listed;
+// back when a reload changes the group (a new record starts from the
+// configuration).
 inline constexpr uint32_t kPeerRemoved = 4;
 
 // One address to connect to.

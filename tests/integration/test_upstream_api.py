@@ -466,9 +466,7 @@ def test_state_file_across_restart_and_reload(server, origins, tmp_path):  # noq
     assert call(s, "GET", path) == (200, want)
 
     # A reload keeps them (and the file says the same).
-    os.kill(s.master_pid(), signal.SIGHUP)
-    assert poll(lambda: s.error_log().count("start worker process") >= 4, timeout=10)
-    assert poll(lambda: s.error_log().count("exited with code") >= 2, timeout=10)
+    reload(s, 1)
     assert call(s, "GET", path) == (200, want)
     assert [s.get("/").body for _ in range(4)] == [b"127.0.0.2"] * 4
     assert state.read_text() == "\n".join(lines) + "\n"
@@ -495,3 +493,27 @@ def test_state_file_config_errors(server, tmp_path):  # noqa: F811
     code, err_text = s2.test_config()
     assert code == 1
     assert '"server" directives are not allowed with "state" in upstream "b"' in err_text
+
+
+def reload(s, generation):
+    """HUP, then wait for the new workers (2 per generation) and the old
+    ones' exit."""
+    os.kill(s.master_pid(), signal.SIGHUP)
+    assert poll(lambda: s.error_log().count("start worker process") >= 2 * (generation + 1), timeout=10)
+    assert poll(lambda: s.error_log().count("exited with code") >= 2 * generation, timeout=10)
+
+
+def test_reload_keeps_the_changes_of_an_unchanged_group(server, origins):  # noqa: F811
+    port = free_port()
+    origins(["127.0.0.2", "127.0.0.3"], port)
+    s = start(server, site(port, f"server 127.0.0.2:{port};"))
+    path = "/api/9/http/upstreams/b/servers"
+    assert call(s, "POST", path, {"server": f"127.0.0.3:{port}"})[0] == 201
+    assert call(s, "PATCH", path + "/0", {"weight": 4})[0] == 200
+    want = [conf_server(0, f"127.0.0.2:{port}", weight=4), conf_server(1, f"127.0.0.3:{port}")]
+    reload(s, 1)
+    assert call(s, "GET", path) == (200, want)
+    # The group's configuration changed: it starts from it again.
+    s.conf.write_text(s.conf.read_text().replace(f"server 127.0.0.2:{port};", f"server 127.0.0.2:{port} max_fails=2;"))
+    reload(s, 2)
+    assert call(s, "GET", path) == (200, [conf_server(0, f"127.0.0.2:{port}", max_fails=2)])

@@ -176,7 +176,7 @@ TEST_CASE("upstream/runtime_servers: add, change, remove, as every pick sees the
     CHECK(upstream::zombies(u) == 0);
     REQUIRE_FALSE(upstream::add_server(u, add("127.0.0.1:8004"), kT0, s));
     CHECK(s.id == 3);
-    // A configured server can be removed too (back at a reload).
+    // A configured server can be removed too (back once a reload changes the group).
     REQUIRE_FALSE(upstream::remove_server(u, 1));
     CHECK(servers(u) == std::vector<std::string>{"0 127.0.0.1:8001", "3 127.0.0.1:8004"});
     CHECK(upstream::remove_server(u, 1).status == 404);
