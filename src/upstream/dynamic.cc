@@ -98,6 +98,16 @@ void sync_peers(UpstreamConf& u) {
     size_t primaries = 0, backups = 0;
     for (size_t i = 0; i < u.peers.size(); ++i)
         if (present(u.peers[i])) ++(i < u.backup_start ? primaries : backups);
+    // Computed with live_end cleared: tier() gives the whole tiers then.
+    u.live_end.clear();
+    std::vector<size_t> ends(u.tiers());
+    for (size_t k = 0; k < ends.size(); ++k) {
+        const auto [begin, end] = u.tier(k);
+        ends[k] = begin;
+        for (size_t i = begin; i < end; ++i)
+            if (present(u.peers[i])) ends[k] = i + 1;
+    }
+    u.live_end = std::move(ends);
     u.live_primaries = primaries;
     u.live_backups = backups;
     // Every worker builds the same ring from the same slots.

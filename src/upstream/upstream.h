@@ -25,6 +25,7 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -314,11 +315,19 @@ struct UpstreamConf {
     uint32_t local_tier = 0;
 
     size_t tiers() const { return tier_start.empty() ? 1 : tier_start.size(); }
-    // peers[first, second) are tier k's.
+    // peers[first, second) are tier k's, as far as its last peer with an
+    // address (live_end).
     std::pair<size_t, size_t> tier(size_t k) const {
-        if (tier_start.empty()) return {0, peers.size()};
-        return {tier_start[k], k + 1 < tier_start.size() ? tier_start[k + 1] : peers.size()};
+        const size_t begin = tier_start.empty() ? 0 : tier_start[k];
+        size_t end = k + 1 < tier_start.size() ? tier_start[k + 1] : peers.size();
+        if (k < live_end.size()) end = std::max(begin, std::min(end, live_end[k]));
+        return {begin, end};
     }
+    // Groups with a zone: one past each tier's last present() peer, as
+    // this worker last synced them (sync_peers), so that a pick does not
+    // walk the free slots at a tier's end (runtime_servers.cc fills the
+    // lowest first). Empty: every tier to its end.
+    std::vector<size_t> live_end;
 
     // The zone generation (ZoneGroup::generation) this worker's copies of
     // the slots' addresses and the hash ring follow; ~0: not synced yet.

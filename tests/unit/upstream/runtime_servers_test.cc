@@ -129,6 +129,9 @@ TEST_CASE("upstream/runtime_servers: add, change, remove, as every pick sees the
     CHECK(s.server == "127.0.0.1:8003");
     CHECK(s.weight == 2);
     CHECK(picks(u, 4) == std::map<std::string, int>{{"127.0.0.1:8001", 2}, {"127.0.0.1:8003", 2}});
+    // A pick walks a tier as far as its last server, not its free slots.
+    CHECK(u.tier(0) == std::pair<size_t, size_t>{0, 2});
+    CHECK(u.tier(1) == std::pair<size_t, size_t>{9, 10});
     // The same address twice: 409.
     ApiError e = upstream::add_server(u, add("127.0.0.1:8003"), kT0, s);
     CHECK(e.status == 409);
