@@ -13,7 +13,8 @@ the next request; add, drain and remove under load from keepalive
 clients with no failed request (a drained server gets no new request and
 finishes its own); the state file across a restart and a reload;
 write=off (405); bad JSON, unknown fields and bad values (400 and NGINX
-Plus's error object); a change that fails leaves the group as it was.
+Plus's error object); a change that fails leaves the group as it was;
+a reload keeps the changes of an unchanged group; allow/deny guard it.
 """
 
 import http.client
@@ -517,3 +518,32 @@ def test_reload_keeps_the_changes_of_an_unchanged_group(server, origins):  # noq
     s.conf.write_text(s.conf.read_text().replace(f"server 127.0.0.2:{port};", f"server 127.0.0.2:{port} max_fails=2;"))
     reload(s, 2)
     assert call(s, "GET", path) == (200, [conf_server(0, f"127.0.0.2:{port}", max_fails=2)])
+
+
+
+def test_allow_and_deny_guard_the_api(server, origins):  # noqa: F811
+    port = free_port()
+    origins(["127.0.0.2"], port)
+    s = start(server, f"""
+    upstream b {{
+        zone b 64k;
+        server 127.0.0.2:{port};
+    }}
+    server {{
+        listen 127.0.0.1:PORT;
+        location /api/ {{
+            api write=on;
+            allow 127.0.0.1;
+            deny all;
+        }}
+        location /locked/ {{
+            api write=on;
+            deny all;
+        }}
+    }}""", workers=1)
+    r = s.get("/locked/9/http/upstreams/b/servers")
+    assert r.status == 403
+    r = s.raw(s.request_bytes("/locked/9/http/upstreams/b/servers/0", [("Content-Length", "14")], "PATCH")
+              + b'{"down": true}')
+    assert Response(r).status == 403
+    assert call(s, "GET", "/api/9/http/upstreams/b/servers") == (200, [conf_server(0, f"127.0.0.2:{port}")])
