@@ -142,7 +142,11 @@ upstream::UpstreamConf* find_group(Request& r, std::string_view name) {
 upstream::ApiError read_change(const json::Value& v, bool post, uint32_t id, upstream::ServerChange& c) {
     auto bad = [](std::string code, std::string text) { return upstream::ApiError{400, std::move(code), std::move(text)}; };
     if (v.type != json::Type::Object) return bad("UpstreamConfFormatError", "invalid JSON object");
-    for (const auto& [k, f] : v.members) {
+    for (const auto& member : v.members) {
+        // Named references, not a structured binding: the lambdas below
+        // capture them (clang before 16 cannot capture bindings; make fuzz).
+        const std::string& k = member.first;
+        const json::Value& f = member.second;
         if (f.type == json::Type::Object || f.type == json::Type::Array)
             return bad("UpstreamConfFormatError", "nested object or list");
         auto uint_field = [&](uint64_t lo, uint64_t hi, std::optional<uint32_t>& out, const char* code) {
