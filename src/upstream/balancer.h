@@ -164,6 +164,7 @@ struct ServerDns {
 // root's (see zone.cc), named by index.
 //
 //   ZoneGroup | PeerState x npeers | PeerSlot x nslots | ServerDns x ndns
+//             | PeerParams x npeers
 //
 // nslots: the peers of dynamic servers, in peer order; ndns: the
 // "resolve" servers, in server order (Server::dns_index). A group
@@ -180,11 +181,18 @@ struct ZoneGroup {
     // Moves (under the lock) whenever a slot changes: workers compare it
     // with UpstreamConf::seen_generation to refresh their copies.
     std::atomic<uint64_t> generation{0};
+    // The id the next server the API adds gets (PeerParams::id).
+    std::atomic<uint32_t> next_id{0};
+    // Set once a new record took the servers of the group's state file
+    // (runtime_servers.cc): a record a reload reuses has them already.
+    std::atomic<uint32_t> state_loaded{0};
     PeerState* peers() { return reinterpret_cast<PeerState*>(this + 1); }
     PeerSlot* slots() { return reinterpret_cast<PeerSlot*>(peers() + npeers); }
     ServerDns* dns() { return reinterpret_cast<ServerDns*>(slots() + nslots); }
+    PeerParams* params() { return reinterpret_cast<PeerParams*>(dns() + ndns); }
 };
-static_assert(sizeof(PeerState) % alignof(PeerSlot) == 0 && sizeof(PeerSlot) % alignof(ServerDns) == 0);
+static_assert(sizeof(PeerState) % alignof(PeerSlot) == 0 && sizeof(PeerSlot) % alignof(ServerDns) == 0 &&
+              sizeof(ServerDns) % alignof(PeerParams) == 0);
 
 // Holds the group's lock (a shm::Mutex in the zone) for its lifetime;
 // no-op without a zone. One group lock at a time: groups may share a
@@ -203,7 +211,7 @@ private:
 };
 
 // The pool bytes a group's record takes: npeers peers, nslots of them
-// slots, ndns "resolve" servers.
+// slots, ndns "resolve" servers (and every peer's PeerParams).
 size_t zone_group_bytes(size_t npeers, size_t nslots, size_t ndns);
 // Finds u's record in z (a zone reused from the previous generation, the
 // group unchanged: its state goes on) or allocates a new one, and points
@@ -222,9 +230,10 @@ uint64_t group_signature(const UpstreamConf& u);
 
 // ---- run-time peer sets (dynamic.cc) ----------------------------------------------------
 
-// Whether p has an address the methods may offer: a fixed peer, or a
-// slot in use and not draining.
+// Whether p has an address the methods may offer: a fixed peer the API
+// did not delete, or a slot in use and not draining.
 inline bool present(const Peer& p) {
+    if (p.params && (p.params->flags.load(std::memory_order_relaxed) & kPeerRemoved)) return false;
     return !p.slot || static_cast<SlotState>(p.slot->state.load(std::memory_order_relaxed)) == SlotState::Active;
 }
 // Brings this worker's copies of the slots' addresses (Peer::sa, text)

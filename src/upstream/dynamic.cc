@@ -65,10 +65,11 @@ void normalize(const sockaddr_storage& in, socklen_t len, sockaddr_storage& out,
 
 // A fresh state for an address that takes a slot [as a new server: its
 // weight, no failures, not checked yet].
-void reset_state(PeerState& st, const Server& s, event::Msec now) {
+void reset_state(Peer& p, event::Msec now) {
+    PeerState& st = p.st();
     st = PeerState();
-    st.effective_weight.store(s.weight, kRelaxed);
-    if (s.slow_start.count() > 0) st.slow_start_from.store(now ? now : 1, kRelaxed);
+    st.effective_weight.store(peer_weight(p), kRelaxed);
+    if (peer_slow_start(p) > 0) st.slow_start_from.store(now ? now : 1, kRelaxed);
 }
 
 }  // namespace
@@ -82,7 +83,7 @@ size_t first_peer(const UpstreamConf& u, const Server& s) {
 void sync_peers(UpstreamConf& u) {
     if (!u.zone_group) return;
     const uint64_t g = u.zone_group->generation.load(kRelaxed);
-    if (g == u.seen_generation || u.zone_group->nslots == 0) return;
+    if (g == u.seen_generation) return;
     for (Peer& p : u.peers) {
         if (!p.slot) continue;
         const bool live = present(p);
@@ -97,6 +98,16 @@ void sync_peers(UpstreamConf& u) {
     size_t primaries = 0, backups = 0;
     for (size_t i = 0; i < u.peers.size(); ++i)
         if (present(u.peers[i])) ++(i < u.backup_start ? primaries : backups);
+    // Computed with live_end cleared: tier() gives the whole tiers then.
+    u.live_end.clear();
+    std::vector<size_t> ends(u.tiers());
+    for (size_t k = 0; k < ends.size(); ++k) {
+        const auto [begin, end] = u.tier(k);
+        ends[k] = begin;
+        for (size_t i = begin; i < end; ++i)
+            if (present(u.peers[i])) ends[k] = i + 1;
+    }
+    u.live_end = std::move(ends);
     u.live_primaries = primaries;
     u.live_backups = backups;
     // Every worker builds the same ring from the same slots.
@@ -168,7 +179,7 @@ Result<AddressChange> replace_addresses(UpstreamConf& u, const Server& s, const 
         PeerSlot& slot = *u.peers[at].slot;
         slot.sa = want[k].first;
         slot.sa_len = want[k].second;
-        reset_state(u.peers[at].st(), s, now);
+        reset_state(u.peers[at], now);
         set_state(slot, SlotState::Active);
         out.added.push_back(text);
     }

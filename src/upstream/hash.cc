@@ -81,7 +81,7 @@ void build_ring(UpstreamConf& u) {
         // Slots without an address (or draining) have no points: the
         // ring is rebuilt when they change (sync_peers).
         if (!present(p)) continue;
-        const uint32_t n = kRingPointsPerWeight * p.server->weight;
+        const uint32_t n = kRingPointsPerWeight * peer_weight(p);
         std::string name = p.text + "-";
         const size_t base = name.size();
         for (uint32_t k = 0; k < n; ++k) {
@@ -125,7 +125,7 @@ Peer* Balancers::hashed(PeerPicker& pk, size_t begin, size_t end, Filter f) {
     }
     // The weights of the peers with an address: slots without one (or
     // draining) own no part of the hash space.
-    auto weight = [&](size_t i) -> uint64_t { return present(u.peers[i]) ? u.peers[i].server->weight : 0; };
+    auto weight = [&](size_t i) -> uint64_t { return present(u.peers[i]) ? peer_weight(u.peers[i]) : 0; };
     uint64_t total = 0;
     for (size_t i = begin; i < end; ++i) total += weight(i);
     if (total == 0) return nullptr;

@@ -409,11 +409,11 @@ void record_check(UpstreamConf& u, Peer& p, bool passed, std::string_view why, e
         } else if (h == Health::Down && n >= hc.passes) {
             // Passive failures from before do not count against it now.
             st.fails.store(0, kRelaxed);
-            if (p.server->slow_start.count() > 0) st.slow_start_from.store(now ? now : 1, kRelaxed);
+            if (peer_slow_start(p) > 0) st.slow_start_from.store(now ? now : 1, kRelaxed);
             st.health.store(static_cast<uint32_t>(Health::Up), kRelaxed);
             GH_LOG(Warn, "upstream server \"%s\" of upstream \"%s\" is healthy again: %u health check%s passed%s",
                    p.text.c_str(), u.name.c_str(), n, n == 1 ? "" : "s",
-                   p.server->slow_start.count() > 0 ? ", slow start begins" : "");
+                   peer_slow_start(p) > 0 ? ", slow start begins" : "");
         }
         return;
     }

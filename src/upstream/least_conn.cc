@@ -21,7 +21,7 @@ Peer* Balancers::least_conn(PeerPicker& pk, size_t begin, size_t end, Filter f) 
         ok[i] = true;
         const Peer& p = u.peers[i];
         const uint64_t c = p.st().conns.load(std::memory_order_relaxed);
-        const uint64_t w = p.server->weight;
+        const uint64_t w = peer_weight(p);
         if (first == end || c * best_w < best_c * w) {
             best_c = c;
             best_w = w;
@@ -37,7 +37,7 @@ Peer* Balancers::least_conn(PeerPicker& pk, size_t begin, size_t end, Filter f) 
         if (!ok[i]) continue;
         const Peer& p = u.peers[i];
         const uint64_t c = p.st().conns.load(std::memory_order_relaxed);
-        if (c * best_w != best_c * p.server->weight) ok[i] = false;
+        if (c * best_w != best_c * peer_weight(p)) ok[i] = false;
     }
     return round_robin(pk, begin, end, f, &ok);
 }

@@ -80,7 +80,7 @@ Peer* Balancers::least_time(PeerPicker& pk, size_t begin, size_t end, Filter f) 
         const double cost = (avg + 1000.0) * (conns + 1.0);
         if (first_cost < 0) first_cost = cost;
         else if (cost != first_cost) all_equal = false;
-        share[i] = p.server->weight / (cost * cost * cost);
+        share[i] = peer_weight(p) / (cost * cost * cost);
         total += share[i];
     }
     if (n == 0) return nullptr;

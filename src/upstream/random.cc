@@ -64,8 +64,8 @@ Peer* Balancers::random(PeerPicker& pk, size_t begin, size_t end, Filter f) {
     uint64_t total = 0;
     for (size_t i = begin; i < end; ++i) {
         if (!eligible(pk, i, f)) continue;
-        w.emplace_back(i, u.peers[i].server->weight);
-        total += u.peers[i].server->weight;
+        w.emplace_back(i, peer_weight(u.peers[i]));
+        total += peer_weight(u.peers[i]);
     }
     if (w.empty()) return nullptr;
     const size_t a = draw(w, total, w.size());

@@ -36,10 +36,10 @@ int64_t since(event::Msec now, uint64_t then) {
 // Failed max_fails times, the last time within fail_timeout: skipped
 // until fail_timeout has passed since it was last checked.
 bool failed_recently(const Peer& p, event::Msec now) {
-    const Server& s = *p.server;
+    const uint32_t max_fails = peer_max_fails(p);
     const PeerState& st = p.st();
-    return s.max_fails && st.fails.load(kRelaxed) >= s.max_fails &&
-           since(now, st.checked.load(kRelaxed)) <= s.fail_timeout.count();
+    return max_fails && st.fails.load(kRelaxed) >= max_fails &&
+           since(now, st.checked.load(kRelaxed)) <= peer_fail_timeout(p);
 }
 
 // Round robin, ip_hash's fallback and the ties of least_conn and
@@ -85,8 +85,8 @@ PeerStatus peer_status(const UpstreamConf& u, const Peer& p, event::Msec now) {
 }
 
 bool usable(const UpstreamConf& u, const Peer& p, event::Msec now, bool unchecked) {
-    const Server& s = *p.server;
-    if (s.down) return false;
+    // "down", and "drain": no new request (those in flight finish).
+    if (peer_flags(p) & (kPeerDown | kPeerDrain)) return false;
     // A free slot has no address; a draining one takes no new try.
     if (!present(p)) return false;
     const PeerState& st = p.st();
@@ -98,7 +98,8 @@ bool usable(const UpstreamConf& u, const Peer& p, event::Msec now, bool unchecke
     // A group of one is never considered unavailable: max_fails does not
     // apply [nginx].
     if (!u.single() && failed_recently(p, now)) return false;
-    if (s.max_conns && st.conns.load(kRelaxed) >= s.max_conns) return false;
+    const uint32_t max_conns = peer_max_conns(p);
+    if (max_conns && st.conns.load(kRelaxed) >= max_conns) return false;
     return true;
 }
 
@@ -106,7 +107,7 @@ bool ramp_admits(const UpstreamConf& u, const Peer& p, event::Msec now) {
     const PeerState& st = p.st();
     const uint64_t from = st.slow_start_from.load(kRelaxed);
     if (from == 0) return true;
-    const int64_t span = p.server->slow_start.count();
+    const int64_t span = peer_slow_start(p);
     const int64_t in = since(now, from);
     if (span <= 0 || in >= span || u.single()) {
         const_cast<PeerState&>(st).slow_start_from.store(0, kRelaxed);
@@ -141,7 +142,7 @@ Peer* Balancers::round_robin(PeerPicker& pk, size_t begin, size_t end, Filter f,
         const int64_t cw = st.current_weight.load(kRelaxed) + ew;
         st.current_weight.store(cw, kRelaxed);
         total += ew;
-        if (ew < static_cast<int64_t>(p.server->weight)) st.effective_weight.store(ew + 1, kRelaxed);
+        if (ew < static_cast<int64_t>(peer_weight(p))) st.effective_weight.store(ew + 1, kRelaxed);
         if (!best || cw > best_cw) {
             best = &p;
             best_cw = cw;
@@ -183,7 +184,7 @@ Peer* PeerPicker::take(Peer* p) {
     // Picked after its fail_timeout: this request probes it. Moving
     // `checked` keeps other requests off it until the probe ends or
     // fail_timeout passes again; success then clears its failures (done).
-    if (since(now_, st.checked.load(kRelaxed)) > p->server->fail_timeout.count())
+    if (since(now_, st.checked.load(kRelaxed)) > peer_fail_timeout(*p))
         st.checked.store(now_, kRelaxed);
     picked_at_ = now_;
     sampled_ = false;
@@ -273,16 +274,17 @@ void PeerPicker::done(Peer* p, bool failed, event::Msec now) {
     sampled_ = false;
     if (failed && p->totals) p->totals->fails.fetch_add(1, kRelaxed);
     if (u_.single()) return;
-    const Server& s = *p->server;
+    const uint32_t max_fails = peer_max_fails(*p);
+    const int64_t slow_start = peer_slow_start(*p);
     if (!failed) {
         // A success after a probe (checked moved past the last failure)
         // makes the peer fully available again.
         if (st.accessed.load(kRelaxed) < st.checked.load(kRelaxed)) {
             const uint32_t had = st.fails.exchange(0, kRelaxed);
-            if (s.max_fails && had >= s.max_fails) {
-                if (s.slow_start.count() > 0) st.slow_start_from.store(now ? now : 1, kRelaxed);
+            if (max_fails && had >= max_fails) {
+                if (slow_start > 0) st.slow_start_from.store(now ? now : 1, kRelaxed);
                 GH_LOG(Warn, "upstream server \"%s\" of upstream \"%s\" is available again: a request succeeded after fail_timeout%s",
-                       p->text.c_str(), u_.name.c_str(), s.slow_start.count() > 0 ? ", slow start begins" : "");
+                       p->text.c_str(), u_.name.c_str(), slow_start > 0 ? ", slow start begins" : "");
             }
         }
         return;
@@ -295,14 +297,14 @@ void PeerPicker::done(Peer* p, bool failed, event::Msec now) {
     if (p->totals && p->server->max_fails && fails == p->server->max_fails)
         p->totals->unavailable.fetch_add(1, kRelaxed);
     int64_t ew = st.effective_weight.load(kRelaxed);
-    if (s.max_fails) {
-        ew -= s.weight / s.max_fails;
-        if (fails >= s.max_fails)
+    if (max_fails) {
+        ew -= peer_weight(*p) / max_fails;
+        if (fails >= max_fails)
             GH_LOG(Warn,
                    "upstream server temporarily disabled while connecting to upstream, "
                    "upstream: \"%s\", reason: %u failure%s within fail_timeout %lldms",
                    p->text.c_str(), fails, fails == 1 ? "" : "s",
-                   static_cast<long long>(s.fail_timeout.count()));
+                   static_cast<long long>(peer_fail_timeout(*p)));
     }
     st.effective_weight.store(ew < 0 ? 0 : ew, kRelaxed);
 }

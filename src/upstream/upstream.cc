@@ -13,7 +13,9 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <fcntl.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
@@ -217,10 +219,22 @@ Status open_upstream(Ctx& cx, const Node& n, UpstreamMainConf& m) {
         ~Reset() { m.current = nullptr; }
     } reset{m};
     if (auto s = cx.walk(n.children, conf::kUpstream); !s) return s;
-    // nginx checks this when the block ends, used or not.
-    if (u->servers.empty()) return cx.error(n, "no servers are inside upstream");
-    if (std::all_of(u->servers.begin(), u->servers.end(), [](const Server& s) { return s.backup; }))
-        return cx.error(n, "no servers in upstream " + quoted(name));
+    if (!u->state_path.empty()) {
+        // The state file holds the servers [NGINX Plus].
+        if (!u->servers.empty())
+            return make_error("\"server\" directives are not allowed with \"state\" in upstream " + quoted(name) +
+                              " in " + u->servers[0].where);
+        if (u->zone_name.empty())
+            return make_error("\"state\" requires \"zone\" in upstream " + quoted(name) + " in " + u->state_where);
+        for (const auto& st : u->state_servers)
+            if (st.params.backup && !takes_backup(u->method))
+                return make_error("invalid parameter \"backup\" in " + st.params.where);
+    } else {
+        // nginx checks this when the block ends, used or not.
+        if (u->servers.empty()) return cx.error(n, "no servers are inside upstream");
+        if (std::all_of(u->servers.begin(), u->servers.end(), [](const Server& s) { return s.backup; }))
+            return cx.error(n, "no servers in upstream " + quoted(name));
+    }
     // A method named after the "backup" servers (nginx reports it at the
     // server line when the method comes first, see set_server).
     if (!takes_backup(u->method))
@@ -243,6 +257,46 @@ Status open_upstream(Ctx& cx, const Node& n, UpstreamMainConf& m) {
     return {};
 }
 
+// One parameter of a server line (or of a state file's): false when it
+// is not one of these or its value is invalid. `backup_ok`: the method
+// takes backups.
+enum class Param : uint8_t { Taken, Invalid, Other };
+Param server_param(std::string_view p, Server& s, bool backup_ok) {
+    auto number = [&](size_t skip, uint64_t max) { return conf::parse_number(p.substr(skip), max); };
+    if (p.substr(0, 7) == "weight=") {
+        auto v = number(7, 1000000);
+        if (!v || *v == 0) return Param::Invalid;
+        s.weight = static_cast<uint32_t>(*v);
+    } else if (p.substr(0, 10) == "max_fails=") {
+        auto v = number(10, UINT32_MAX);
+        if (!v) return Param::Invalid;
+        s.max_fails = static_cast<uint32_t>(*v);
+    } else if (p.substr(0, 10) == "max_conns=") {
+        auto v = number(10, UINT32_MAX);
+        if (!v) return Param::Invalid;
+        s.max_conns = static_cast<uint32_t>(*v);
+    } else if (p.substr(0, 13) == "fail_timeout=") {
+        auto v = conf::parse_duration(p.substr(13));
+        if (!v) return Param::Invalid;
+        s.fail_timeout = *v;
+    } else if (p.substr(0, 11) == "slow_start=") {
+        auto v = conf::parse_duration(p.substr(11));
+        if (!v) return Param::Invalid;
+        s.slow_start = *v;
+    } else if (p == "backup" || p.substr(0, 7) == "backup=") {
+        if (!backup_ok) return Param::Invalid;
+        // "backup=N": the tier of fallback, beyond nginx's one.
+        auto v = p == "backup" ? Result<uint64_t>(1) : number(7, 255);
+        if (!v || *v == 0) return Param::Invalid;
+        s.backup = static_cast<uint8_t>(*v);
+    } else if (p == "down") {
+        s.down = true;
+    } else {
+        return Param::Other;
+    }
+    return Param::Taken;
+}
+
 Status set_server(Ctx& cx, const Node& n, UpstreamMainConf& m) {
     UpstreamConf& u = current(m);
     Server s;
@@ -254,34 +308,11 @@ Status set_server(Ctx& cx, const Node& n, UpstreamMainConf& m) {
         std::string_view p = n.args[i].text;
         auto invalid = [&] { return cx.error(n, "invalid parameter " + quoted(p)); };
         auto number = [&](size_t skip, uint64_t max) { return conf::parse_number(p.substr(skip), max); };
-        if (p.substr(0, 7) == "weight=") {
-            auto v = number(7, 1000000);
-            if (!v || *v == 0) return invalid();
-            s.weight = static_cast<uint32_t>(*v);
-        } else if (p.substr(0, 10) == "max_fails=") {
-            auto v = number(10, UINT32_MAX);
-            if (!v) return invalid();
-            s.max_fails = static_cast<uint32_t>(*v);
-        } else if (p.substr(0, 10) == "max_conns=") {
-            auto v = number(10, UINT32_MAX);
-            if (!v) return invalid();
-            s.max_conns = static_cast<uint32_t>(*v);
-        } else if (p.substr(0, 13) == "fail_timeout=") {
-            auto v = conf::parse_duration(p.substr(13));
-            if (!v) return invalid();
-            s.fail_timeout = *v;
-        } else if (p.substr(0, 11) == "slow_start=") {
-            auto v = conf::parse_duration(p.substr(11));
-            if (!v) return invalid();
-            s.slow_start = *v;
-        } else if (p == "backup" || p.substr(0, 7) == "backup=") {
-            if (!takes_backup(u.method)) return invalid();
-            // "backup=N": the tier of fallback, beyond nginx's one.
-            auto v = p == "backup" ? Result<uint64_t>(1) : number(7, 255);
-            if (!v || *v == 0) return invalid();
-            s.backup = static_cast<uint8_t>(*v);
-        } else if (p == "down") {
-            s.down = true;
+        const Param got = server_param(p, s, takes_backup(u.method));
+        if (got == Param::Taken) {
+            continue;
+        } else if (got == Param::Invalid) {
+            return invalid();
         } else if (p == "resolve") {
             s.resolve = true;
         } else if (p.substr(0, 4) == "max=") {
@@ -321,6 +352,100 @@ Status set_server(Ctx& cx, const Node& n, UpstreamMainConf& m) {
     s.naddrs = addrs->size();
     u.servers.push_back(std::move(s));
     for (Peer& p : *addrs) u.peers.push_back(std::move(p));
+    return {};
+}
+
+// A state file's text: "server ADDRESS [parameters];" lines (what
+// runtime_servers.cc writes), comments after '#'. The addresses are
+// resolved now, as a server line's; `shown` names the file in errors.
+Status parse_state(UpstreamConf& u, std::string_view text, const std::string& shown) {
+    size_t line = 1;
+    std::vector<std::string> words;
+    size_t words_line = 1;
+    auto flush = [&]() -> Status {
+        const std::string where = shown + ":" + std::to_string(words_line);
+        if (words.size() < 2 || words[0] != "server")
+            return make_error("invalid line in state file " + where + " (\"server ADDRESS ...;\" expected)");
+        auto addrs = resolve_as(words[1], 80, words[1]);
+        if (!addrs) return make_error(addrs.message() + " in " + where);
+        UpstreamConf::StateServer st;
+        st.params.name = words[1];
+        st.params.where = where;
+        for (size_t i = 2; i < words.size(); ++i) {
+            if (words[i] == "drain") {
+                st.params.drain = true;
+                continue;
+            }
+            if (server_param(words[i], st.params, takes_backup(u.method)) != Param::Taken)
+                return make_error("invalid parameter " + quoted(words[i]) + " in " + where);
+        }
+        // One "backup" tier for the API's servers (backup=N is the
+        // configuration's).
+        if (st.params.backup > 1) return make_error("invalid parameter \"backup=\" in " + where);
+        for (Peer& p : *addrs) {
+            st.sa = p.sa;
+            st.sa_len = p.sa_len;
+            u.state_servers.push_back(st);
+        }
+        words.clear();
+        return {};
+    };
+    std::string word;
+    bool comment = false;
+    for (char c : text) {
+        if (comment) {
+            if (c == '\n') comment = false, ++line;
+            continue;
+        }
+        if (c == '#') {
+            comment = true;
+            continue;
+        }
+        if (c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == ';') {
+            if (!word.empty()) {
+                if (words.empty()) words_line = line;
+                words.push_back(std::move(word));
+                word.clear();
+            }
+            if (c == '\n') ++line;
+            if (c == ';')
+                if (auto s = flush(); !s) return s;
+            continue;
+        }
+        word += c;
+    }
+    if (!word.empty() || !words.empty())
+        return make_error("unexpected end of state file " + shown + ":" + std::to_string(line) + " (\";\" expected)");
+    return {};
+}
+
+// "state file" [NGINX Plus]: the group's servers are kept in that file
+// (written at each change the upstream API makes) and read from it now;
+// the block has no server lines of its own. A missing file is an empty
+// group, made by the master for the workers (init_master).
+Status set_state(Ctx& cx, const Node& n, UpstreamMainConf& m) {
+    UpstreamConf& u = current(m);
+    if (!u.state_path.empty()) return cx.duplicate(n);
+    u.state_path = cx.full_path(n.args[0].text);
+    u.state_where = n.where();
+    const int fd = ::open(u.state_path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT) return {};
+        return cx.error(n, "open() " + quoted(u.state_path) + " failed (" + std::to_string(errno) + ": " +
+                               std::strerror(errno) + ")");
+    }
+    std::string text;
+    char buf[4096];
+    for (;;) {
+        const ssize_t r = ::read(fd, buf, sizeof buf);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        text.append(buf, static_cast<size_t>(r));
+        // A state file holds at most the group's slots' lines.
+        if (text.size() > 1024 * 1024) break;
+    }
+    ::close(fd);
+    if (auto s = parse_state(u, text, u.state_path); !s) return cx.error(n, s.message());
     return {};
 }
 
@@ -474,6 +599,33 @@ Status set_match(Ctx& cx, const Node& n) {
     return {};
 }
 
+// The slots the upstream API adds servers to (runtime_servers.cc): one
+// `api` server per tier, primaries and (for a method with backups)
+// backups, of as many slots as the zone's size allows, kApiSlotsMax at
+// most. Placed after the configured peers of their tier.
+void add_api_slots(UpstreamConf& u) {
+    const size_t n = std::min(kApiSlotsMax, u.zone->size() / kZoneBytesPerApiSlot);
+    if (n == 0) return;
+    // Each server's peers, before u.servers may move.
+    std::vector<std::vector<Peer>> per(u.servers.size());
+    for (Peer& p : u.peers) per[static_cast<size_t>(p.server - u.servers.data())].push_back(std::move(p));
+    for (int backup = 0; backup <= (takes_backup(u.method) ? 1 : 0); ++backup) {
+        Server s;
+        s.name = backup ? "(api backup)" : "(api)";
+        s.where = u.where;
+        s.dynamic = true;
+        s.api = true;
+        s.backup = static_cast<uint8_t>(backup);
+        s.naddrs = n;
+        u.servers.push_back(std::move(s));
+        per.emplace_back(n);
+    }
+    std::vector<Peer> flat;
+    for (auto& v : per)
+        for (Peer& p : v) flat.push_back(std::move(p));
+    place_peers(u, std::move(flat));
+}
+
 // What a group needs once its peers are final: the match block of its
 // checks, the ring of "hash ... consistent", its place in the zone.
 Status finish_group(Ctx& cx, UpstreamMainConf& m, UpstreamConf& u) {
@@ -499,7 +651,12 @@ Status finish_group(Ctx& cx, UpstreamMainConf& m, UpstreamConf& u) {
                                                           : event::ResolverConf::kDefaultTimeout;
     }
     if (u.zone) {
+        add_api_slots(u);
+        if (u.state_servers.size() > u.peers.size())
+            return make_error("state file " + quoted(u.state_path) + " has more servers than upstream " +
+                              quoted(u.name) + " has room for in " + u.state_where);
         if (auto s = attach_zone(u, *u.zone, cx.arena()); !s) return make_error(s.message() + " in " + u.where);
+        if (auto s = load_state(u); !s) return make_error(s.message() + " in " + u.state_where);
     }
     // After the zone: slots that a previous generation filled have their
     // points too.
@@ -579,6 +736,7 @@ constexpr conf::Directive kDirectives[] = {
     {"match", conf::kHttp, conf::Block1, conf::custom<set_match>()},
     {"resolver", conf::kUpstream, conf::Take1More, conf::custom<set_block_resolver>()},
     {"resolver_timeout", conf::kUpstream, conf::Take1, conf::custom<set_block_resolver>()},
+    {"state", conf::kUpstream, conf::Take1, conf::custom<set_state>()},
 };
 
 }  // namespace
@@ -667,6 +825,29 @@ void quit_worker() {
     stop_resolving();
 }
 
+// The state files are made by the master and given to the workers, who
+// rewrite them at each API change but cannot make files where root keeps
+// them.
+Status init_master(const conf::Roots& g, const std::optional<conf::WorkerUser>& workers) {
+    conf::ConfArray main = g[static_cast<int>(conf::Level::Main)];
+    auto* m = main ? static_cast<UpstreamMainConf*>(main[upstream_module.index]) : nullptr;
+    if (!m) return {};
+    for (const UpstreamConf* u : m->upstreams) {
+        if (u->state_path.empty()) continue;
+        const int fd = ::open(u->state_path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        if (fd < 0)
+            return make_error("open() " + quoted(u->state_path) + " failed (" + std::to_string(errno) + ": " +
+                              std::strerror(errno) + ")");
+        const bool ok = !workers || ::fchown(fd, workers->uid, workers->gid) == 0;
+        const int e = errno;
+        ::close(fd);
+        if (!ok)
+            return make_error("fchown() " + quoted(u->state_path) + " failed (" + std::to_string(e) + ": " +
+                              std::strerror(e) + ")");
+    }
+    return {};
+}
+
 void exit_worker() {
     stop_resolving();
     stop_health_checks();
@@ -680,6 +861,7 @@ extern const conf::Module upstream_module{
     .directives = kDirectives,
     .main = conf::level<UpstreamMainConf>(),
     .postconfiguration = postconfiguration,
+    .init_master = init_master,
     .init_worker = init_worker,
     .quit_worker = quit_worker,
     .exit_worker = exit_worker,

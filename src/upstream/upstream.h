@@ -25,10 +25,12 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -68,6 +70,7 @@ struct Server {
     // of the ones before it is usable; nginx's one "backup" tier is 1.
     uint8_t backup = 0;
     bool down = false;       // down
+    bool drain = false;      // drain: a state file's only (runtime_servers.cc)
     conf::Duration slow_start{0};  // slow_start= (0: none)
     std::string where;       // file:line
     // How many Peers it made: the addresses its name resolved to (1 for an
@@ -90,6 +93,10 @@ struct Server {
     // Its resolution state's index in the zone record (ZoneGroup::dns),
     // set by attach_zone for "resolve" servers.
     uint32_t dns_index = 0;
+    // Not a server line: the slots the upstream API adds servers to
+    // (runtime_servers.cc), one such server per tier they may go to
+    // (primaries, and backups where the method has them). `dynamic` too.
+    bool api = false;
 };
 
 // "resolve" servers get this many slots (the most addresses their name
@@ -161,6 +168,30 @@ struct PeerState {
     PeerState& operator=(const PeerState& o);
 };
 
+// The parameters a peer is balanced by. In a group with a zone they are
+// the zone's (PeerParams), which the upstream API changes at run time
+// for every worker at once; they start as the server line says. Without
+// a zone, the Server's. Read them through the peer_*() accessors below.
+struct PeerParams {
+    std::atomic<uint32_t> weight{1};
+    std::atomic<uint32_t> max_fails{1};
+    std::atomic<uint32_t> max_conns{0};
+    std::atomic<uint32_t> flags{0};  // kPeerDown | kPeerDrain | kPeerRemoved
+    std::atomic<int64_t> fail_timeout_ms{10000};
+    std::atomic<int64_t> slow_start_ms{0};
+    // The API's server id: unique in the group for the record's life
+    // (ZoneGroup::next_id gives the next one).
+    std::atomic<uint32_t> id{0};
+    uint32_t pad = 0;
+};
+inline constexpr uint32_t kPeerDown = 1;     // "down": takes no request
+// "drain": takes no new request; its requests in flight finish [NGINX Plus].
+inline constexpr uint32_t kPeerDrain = 2;
+// A server of the configuration the API deleted: no request, not listed;
+// back when a reload changes the group (a new record starts from the
+// configuration).
+inline constexpr uint32_t kPeerRemoved = 4;
+
 // One address to connect to.
 struct Peer {
     const Server* server = nullptr;
@@ -189,7 +220,30 @@ struct Peer {
     // A slot: whether this worker last saw it with an address in use
     // (sync_peers), to close the pooled connections of one that went.
     bool live = false;
+    // The zone's parameters (owner: the zone, like `shared`), null
+    // without a zone: the Server's count then.
+    PeerParams* params = nullptr;
 };
+
+// What a pick reads: the zone's values when the peer has them.
+inline uint32_t peer_weight(const Peer& p) {
+    return p.params ? p.params->weight.load(std::memory_order_relaxed) : p.server->weight;
+}
+inline uint32_t peer_max_fails(const Peer& p) {
+    return p.params ? p.params->max_fails.load(std::memory_order_relaxed) : p.server->max_fails;
+}
+inline uint32_t peer_max_conns(const Peer& p) {
+    return p.params ? p.params->max_conns.load(std::memory_order_relaxed) : p.server->max_conns;
+}
+inline int64_t peer_fail_timeout(const Peer& p) {  // milliseconds
+    return p.params ? p.params->fail_timeout_ms.load(std::memory_order_relaxed) : p.server->fail_timeout.count();
+}
+inline int64_t peer_slow_start(const Peer& p) {  // milliseconds
+    return p.params ? p.params->slow_start_ms.load(std::memory_order_relaxed) : p.server->slow_start.count();
+}
+inline uint32_t peer_flags(const Peer& p) {
+    return p.params ? p.params->flags.load(std::memory_order_relaxed) : (p.server->down ? kPeerDown : 0);
+}
 
 // The balancing method of a group: the block's "least_conn", "ip_hash",
 // "hash", "random" or "least_time" directive; round robin by default.
@@ -248,6 +302,21 @@ struct UpstreamConf {
     // "health_check": the active checks (owner: the generation arena).
     HealthCheck* health = nullptr;
 
+    // "state file": the servers, written there at each change the API
+    // makes and read back when the configuration is loaded (the block
+    // has no server lines then). Empty: none.
+    std::string state_path;
+    std::string state_where;  // file:line of the directive
+    // The servers the state file held at load, for a record that starts
+    // anew (a reused one has them already): runtime_servers.cc. `name`
+    // is the address, `naddrs` unused.
+    struct StateServer {
+        Server params;
+        sockaddr_storage sa{};
+        socklen_t sa_len = 0;
+    };
+    std::vector<StateServer> state_servers;
+
     // Servers with "resolve": the resolver they use, the block's
     // "resolver" (and "resolver_timeout"), else the http block's (owner:
     // the generation arena). Null when the group has no resolve server.
@@ -282,11 +351,19 @@ struct UpstreamConf {
     uint32_t local_tier = 0;
 
     size_t tiers() const { return tier_start.empty() ? 1 : tier_start.size(); }
-    // peers[first, second) are tier k's.
+    // peers[first, second) are tier k's, as far as its last peer with an
+    // address (live_end).
     std::pair<size_t, size_t> tier(size_t k) const {
-        if (tier_start.empty()) return {0, peers.size()};
-        return {tier_start[k], k + 1 < tier_start.size() ? tier_start[k + 1] : peers.size()};
+        const size_t begin = tier_start.empty() ? 0 : tier_start[k];
+        size_t end = k + 1 < tier_start.size() ? tier_start[k + 1] : peers.size();
+        if (k < live_end.size()) end = std::max(begin, std::min(end, live_end[k]));
+        return {begin, end};
     }
+    // Groups with a zone: one past each tier's last present() peer, as
+    // this worker last synced them (sync_peers), so that a pick does not
+    // walk the free slots at a tier's end (runtime_servers.cc fills the
+    // lowest first). Empty: every tier to its end.
+    std::vector<size_t> live_end;
 
     // The zone generation (ZoneGroup::generation) this worker's copies of
     // the slots' addresses and the hash ring follow; ~0: not synced yet.
@@ -398,6 +475,72 @@ Result<AddressChange> replace_addresses(UpstreamConf& u, const Server& s, const 
 // The addresses server `s` has now (its used slots, draining ones too
 // when `draining`), as text. Takes the group's lock.
 std::vector<std::string> server_addresses(UpstreamConf& u, const Server& s, bool draining = false);
+
+// ---- run-time servers: the upstream API (runtime_servers.cc) -----------------------
+//
+// A group with a zone has, besides its server lines, slots the API adds
+// servers to: kApiSlotsMax at most for primaries (and as many for backups
+// when the method has backups), one per kZoneBytesPerApiSlot of the
+// zone's size (64k: 8, 512k and more: 64). Every change is made under the
+// group's lock in the zone, whole (checked first, then written to the
+// state file when the group has one, then applied), and every worker
+// sees it at its next pick (the zone's generation, sync_peers).
+constexpr size_t kApiSlotsMax = 64;
+constexpr size_t kZoneBytesPerApiSlot = 8192;
+
+// One server (one peer) as the API shows it.
+struct ServerInfo {
+    uint32_t id = 0;
+    std::string server;  // its address: "127.0.0.1:8081"
+    std::string name;    // as the server line wrote it; the address for added ones
+    uint32_t weight = 1;
+    uint32_t max_conns = 0;
+    uint32_t max_fails = 1;
+    int64_t fail_timeout_ms = 10000;
+    int64_t slow_start_ms = 0;
+    bool backup = false;
+    bool down = false;
+    bool drain = false;
+    // Run time, read only: "up", "down", "draining", "unavail" (max_fails
+    // reached), "unhealthy" or "checking" (health_check).
+    const char* state = "up";
+    uint32_t active = 0;    // connections in use, every worker's
+    uint64_t requests = 0;  // tries sent to it
+    uint32_t fails = 0;     // failures within fail_timeout
+};
+
+// A POST's server, or what a PATCH changes (the fields it gives).
+struct ServerChange {
+    std::optional<std::string> server;
+    std::optional<uint32_t> weight, max_conns, max_fails;
+    std::optional<int64_t> fail_timeout_ms, slow_start_ms;
+    std::optional<bool> backup, down, drain;
+};
+
+// Why a change was refused: the HTTP status, NGINX Plus's error code and
+// the text for the client. status 0: done.
+struct ApiError {
+    int status = 0;
+    std::string code;
+    std::string text;
+    explicit operator bool() const { return status != 0; }
+};
+
+// Every server of u in id order. Takes the group's lock.
+std::vector<ServerInfo> list_servers(UpstreamConf& u, event::Msec now);
+// The removed servers whose requests in flight still run.
+size_t zombies(UpstreamConf& u);
+// Adds a server (c.server set) to u, which has a zone. `out`: the server.
+ApiError add_server(UpstreamConf& u, const ServerChange& c, event::Msec now, ServerInfo& out);
+// Changes server `id` as c says. `out`: the server afterwards.
+ApiError change_server(UpstreamConf& u, uint32_t id, const ServerChange& c, event::Msec now, ServerInfo& out);
+// Removes server `id`: no new request; its requests in flight finish.
+ApiError remove_server(UpstreamConf& u, uint32_t id);
+// "10s", "500ms": a duration as the API and the state file write it.
+std::string duration_text(int64_t ms);
+// Config time, after attach_zone: a new record takes the servers the
+// state file held (UpstreamConf::state_servers); a reused one has them.
+Status load_state(UpstreamConf& u);
 
 // ---- run time (worker) ----------------------------------------------------------
 

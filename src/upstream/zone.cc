@@ -56,7 +56,7 @@ static_assert(std::atomic<int64_t>::is_always_lock_free && std::atomic<uint64_t>
                   std::atomic<uint32_t>::is_always_lock_free && std::atomic<int32_t>::is_always_lock_free,
               "zone counters must be lock-free to be shared between processes");
 
-constexpr uint64_t kMagic = 0x6768757073747a32ULL;  // "ghupstz2": the root's layout version
+constexpr uint64_t kMagic = 0x6768757073747a33ULL;  // "ghupstz3": the root's and records' layout version
 constexpr uint32_t kGroupLocks = 4;
 
 struct ZoneRoot {
@@ -208,7 +208,8 @@ GroupLock::~GroupLock() {
 }
 
 size_t zone_group_bytes(size_t npeers, size_t nslots, size_t ndns) {
-    return sizeof(ZoneGroup) + npeers * sizeof(PeerState) + nslots * sizeof(PeerSlot) + ndns * sizeof(ServerDns);
+    return sizeof(ZoneGroup) + npeers * sizeof(PeerState) + nslots * sizeof(PeerSlot) + ndns * sizeof(ServerDns) +
+           npeers * sizeof(PeerParams);
 }
 
 uint64_t group_signature(const UpstreamConf& u) {
@@ -220,7 +221,7 @@ uint64_t group_signature(const UpstreamConf& u) {
         // name says what they resolve (and its port, the addresses').
         const std::string& text = s.dynamic ? s.name : p.text;
         h = fnv(h, text.data(), text.size() + 1);
-        h = fnv_value(h, static_cast<uint8_t>(s.resolve | s.dynamic << 1));
+        h = fnv_value(h, static_cast<uint8_t>(s.resolve | s.dynamic << 1 | s.api << 2));
         h = fnv_value(h, s.weight);
         h = fnv_value(h, s.max_fails);
         h = fnv_value(h, static_cast<int64_t>(s.fail_timeout.count()));
@@ -297,6 +298,23 @@ Status attach_zone(UpstreamConf& u, shm::Zone& z, Arena& gen) {
             auto* st = ::new (g->peers() + i) PeerState();
             st->effective_weight.store(u.peers[i].server->weight, std::memory_order_relaxed);
         }
+        // The parameters start as the server lines say; the API's slots
+        // get theirs when a server takes them. Ids go in server order.
+        uint32_t id = 0;
+        for (const Server& s : u.servers) {
+            const size_t first = first_peer(u, s);
+            for (size_t i = first; i < first + s.naddrs && i < u.peers.size(); ++i) {
+                auto* pp = ::new (g->params() + i) PeerParams();
+                pp->weight.store(s.weight, std::memory_order_relaxed);
+                pp->max_fails.store(s.max_fails, std::memory_order_relaxed);
+                pp->max_conns.store(s.max_conns, std::memory_order_relaxed);
+                pp->fail_timeout_ms.store(s.fail_timeout.count(), std::memory_order_relaxed);
+                pp->slow_start_ms.store(s.slow_start.count(), std::memory_order_relaxed);
+                pp->flags.store(s.down ? kPeerDown : 0, std::memory_order_relaxed);
+                if (!s.api) pp->id.store(id++, std::memory_order_relaxed);
+            }
+        }
+        g->next_id.store(id, std::memory_order_relaxed);
         for (size_t i = 0; i < nslots; ++i) {
             auto* slot = ::new (g->slots() + i) PeerSlot();
             slot->state.store(static_cast<uint32_t>(SlotState::Free), std::memory_order_relaxed);
@@ -315,6 +333,7 @@ Status attach_zone(UpstreamConf& u, shm::Zone& z, Arena& gen) {
     gen.make<RecordHold>(&z, pool->ref(g), &gen);
     for (size_t i = 0, k = 0; i < u.peers.size(); ++i) {
         u.peers[i].shared = g->peers() + i;
+        u.peers[i].params = g->params() + i;
         u.peers[i].slot = u.peers[i].server->dynamic ? g->slots() + k++ : nullptr;
     }
     u.zone = &z;

@@ -17,7 +17,11 @@ namespace gatehouse::test {
 // `prepare` may set the key or client on the picker.
 template <typename Prepare>
 std::vector<int> spread(Group& g, int n, event::Msec now, Prepare prepare) {
-    std::vector<int> count(g.u().servers.size(), 0);
+    // The configured servers: a group with a zone also has the upstream
+    // API's (runtime_servers.cc), after them, empty.
+    size_t configured = 0;
+    for (const upstream::Server& s : g.u().servers) configured += !s.api;
+    std::vector<int> count(configured, 0);
     for (int i = 0; i < n; ++i) {
         upstream::PeerPicker pk(g.u(), now);
         prepare(pk, i);
