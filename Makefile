@@ -127,7 +127,9 @@ demo-cert:
 FUZZ_CXX ?= clang++
 FUZZ_FLAGS := -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-exceptions \
 	-Isrc -I. -DPCRE2_CODE_UNIT_WIDTH=8 -include src/core/banned.h
-# Everything but main(): objs/modules.cc names process::core_module.
+# Everything but main(): objs/modules.cc names process::core_module. The
+# libraries are the build's (objs/Makefile.conf) but jemalloc, which would
+# take malloc from ASan.
 FUZZ_LIB_SRC := $(LIB_SRC)
 fuzz: objs/Makefile.conf
 	@mkdir -p objs/fuzz
@@ -135,7 +137,7 @@ fuzz: objs/Makefile.conf
 	    n=$$(basename $$f .cc); \
 	    echo "building objs/fuzz/$$n"; \
 	    $(FUZZ_CXX) $(FUZZ_FLAGS) -o objs/fuzz/$$n $$f $(FUZZ_LIB_SRC) objs/modules.cc \
-	        $$(pkg-config --cflags --libs openssl libpcre2-8 zlib) || exit 1; \
+	        $(filter -I% -D%,$(CXXFLAGS)) $(filter-out -ljemalloc,$(LIBS)) || exit 1; \
 	done
 
 # The installation, in the paths of ./configure (objs/Makefile.conf, all

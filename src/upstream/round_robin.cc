@@ -294,7 +294,7 @@ void PeerPicker::done(Peer* p, bool failed, event::Msec now) {
     st.accessed.store(now, kRelaxed);
     st.checked.store(now, kRelaxed);
     // The failure that makes it unavailable, once per period.
-    if (p->totals && p->server->max_fails && fails == p->server->max_fails)
+    if (p->totals && max_fails && fails == max_fails)
         p->totals->unavailable.fetch_add(1, kRelaxed);
     int64_t ew = st.effective_weight.load(kRelaxed);
     if (max_fails) {

@@ -439,10 +439,10 @@ void render_upstreams(Page& p, const upstream::UpstreamMainConf* um) {
         p.sample("gatehouse_upstream_peer_health_checks_total", {{"upstream", u}, {"peer", a}, {"result", "failed"}},
                  failed);
     }
-    p.family("gatehouse_upstream_peer_weight", "gauge", "The peer's configured weight.");
+    p.family("gatehouse_upstream_peer_weight", "gauge", "The peer's weight (as configured or as the API set it).");
     for (const Row& r : rows) {
         auto [u, a] = labels(r);
-        p.sample("gatehouse_upstream_peer_weight", {{"upstream", u}, {"peer", a}}, r.p->server->weight);
+        p.sample("gatehouse_upstream_peer_weight", {{"upstream", u}, {"peer", a}}, upstream::peer_weight(*r.p));
     }
     p.family("gatehouse_upstream_peer_response_time_seconds", "histogram",
              "Time from the start of a try to the response head (or the failure).");
