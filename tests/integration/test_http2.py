@@ -74,6 +74,19 @@ class H2Client:
         self.events = []
         self.closed = False
         self.auto_ack = True
+        # python-h2 takes no frame after a GOAWAY; RFC 9113 6.8 has the
+        # streams up to its last stream id answered after it. Its
+        # connection state machine is told so: after a GOAWAY, everything
+        # but a new request goes on.
+        sm = self.conn.state_machine
+        orig = sm.process_input
+        closed = h2.connection.ConnectionState.CLOSED
+
+        def process_input(input_):
+            if sm.state == closed and input_ != h2.connection.ConnectionInputs.SEND_HEADERS:
+                return []
+            return orig(input_)
+        sm.process_input = process_input
 
     def flush(self):
         data = self.conn.data_to_send()
@@ -543,3 +556,110 @@ def test_a_zero_window_held_forever_is_cut_by_send_timeout(server):
     finally:
         c.close()
     assert "client timed out (110: Connection timed out) while sending response to client" in s.error_log()
+
+
+# ---- reload and shutdown ------------------------------------------------------------------
+
+class RetryingLoad:
+    """Requests on one HTTP/2 connection after another, `depth` streams in
+    flight, as RFC 9113 6.8 lets a client do: after a GOAWAY, the streams
+    above its last stream id were not processed and go again on a new
+    connection; those at or below it must be answered. Anything else (a
+    reset stream, a connection closed under a stream the server took, a
+    status other than 200) is a lost request."""
+
+    def __init__(self, port, depth=10):
+        self.port = port
+        self.depth = depth
+        self.ok = 0
+        self.retried = 0
+        self.connections = 0
+        self.lost = []
+        self.stop = False
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        while not self.stop:
+            try:
+                self.one_connection()
+            except OSError as e:
+                self.lost.append(f"connect: {e!r}")
+                return
+
+    def one_connection(self):
+        c = H2Client(self.port)
+        self.connections += 1
+        inflight = {}
+        last_ok = None
+        try:
+            while True:
+                while last_ok is None and not self.stop and len(inflight) < self.depth:
+                    inflight[c.request("/")] = True
+                if self.stop and not inflight:
+                    return
+                if not c.read():
+                    break
+                for e in c.events:
+                    if isinstance(e, h2.events.StreamEnded) and e.stream_id in inflight:
+                        del inflight[e.stream_id]
+                        self.ok += 1
+                    elif isinstance(e, h2.events.ResponseReceived):
+                        if dict(e.headers)[":status"] != "200":
+                            self.lost.append(f"status {dict(e.headers)[':status']}")
+                    elif isinstance(e, h2.events.StreamReset) and e.stream_id in inflight:
+                        del inflight[e.stream_id]
+                        if e.error_code == h2.errors.ErrorCodes.REFUSED_STREAM:
+                            self.retried += 1
+                        else:
+                            self.lost.append(f"reset {e.error_code}")
+                    elif isinstance(e, h2.events.ConnectionTerminated):
+                        last_ok = e.last_stream_id
+                c.events.clear()
+                if last_ok is not None:
+                    # Not taken: sent again on the next connection.
+                    for sid in [s for s in inflight if s > last_ok]:
+                        del inflight[sid]
+                        self.retried += 1
+                    if not inflight:
+                        return
+        finally:
+            c.close()
+        # Closed: what the server took and did not answer is lost.
+        for sid in inflight:
+            if last_ok is None or sid <= last_ok:
+                self.lost.append(f"stream {sid} closed unanswered")
+            else:
+                self.retried += 1
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop = True
+        self.thread.join(timeout=30)
+
+
+def test_no_request_lost_across_reloads(server):
+    s = server("""
+    server {
+        listen 127.0.0.1:PORT reuseport;
+        http2 on;
+        location / { return 200 "ok\\n"; }
+    }
+    """.replace("server {", "server {", 1))
+    s.conf.write_text(s.conf.read_text().replace("worker_processes 1;", "worker_processes 2;"))
+    s.start()
+    with RetryingLoad(s.port) as load:
+        assert poll(lambda: load.ok > 200, timeout=10)
+        for i in range(5):
+            conns = load.connections
+            os.kill(s.master_pid(), signal.SIGHUP)
+            # The retiring worker's GOAWAY moves the client to a new
+            # connection (a new worker), where requests go on.
+            assert poll(lambda: load.connections > conns, timeout=20), f"no GOAWAY after reload {i}"
+            seen = load.ok
+            assert poll(lambda: load.ok > seen + 100, timeout=20), f"no progress after reload {i}"
+    print(f"\n[h2 reloads] ok={load.ok} retried={load.retried} connections={load.connections}")
+    assert load.lost == []
+    assert load.connections == 6
