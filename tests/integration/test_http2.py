@@ -27,6 +27,7 @@ import h2.connection  # noqa: E402
 import h2.errors  # noqa: E402
 import h2.events  # noqa: E402
 import h2.settings  # noqa: E402
+import hyperframe.frame as hf  # noqa: E402
 
 CURL = shutil.which("curl")
 NGHTTP = shutil.which("nghttp")
@@ -56,7 +57,7 @@ def cert(tmp_path_factory):
 class H2Client:
     """A raw HTTP/2 connection: frames out with h2, events back."""
 
-    def __init__(self, port, settings=None, tls=False):
+    def __init__(self, port, settings=None, tls=False, validate=True):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
         if tls:
             ctx = ssl.create_default_context()
@@ -65,7 +66,8 @@ class H2Client:
             ctx.set_alpn_protocols(["h2"])
             self.sock = ctx.wrap_socket(self.sock, server_hostname="localhost")
             assert self.sock.selected_alpn_protocol() == "h2"
-        cfg = h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+        cfg = h2.config.H2Configuration(client_side=True, header_encoding="utf-8",
+                                        validate_outbound_headers=validate, normalize_outbound_headers=validate)
         self.conn = h2.connection.H2Connection(config=cfg)
         self.conn.initiate_connection()
         if settings:
@@ -662,4 +664,216 @@ def test_no_request_lost_across_reloads(server):
             assert poll(lambda: load.ok > seen + 100, timeout=20), f"no progress after reload {i}"
     print(f"\n[h2 reloads] ok={load.ok} retried={load.retried} connections={load.connections}")
     assert load.lost == []
-    assert load.connections == 6
+    assert load.connections >= 6
+
+
+# ---- attacks, each with its bound ----------------------------------------------------------
+
+ATTACK = """
+    server {
+        listen 127.0.0.1:PORT;
+        http2 on;
+        location / { return 200 "ok\\n"; }
+    }
+"""
+
+
+def calm(c, timeout=20):
+    """The GOAWAY the server sent, once the connection closed."""
+    c.until(lambda evs: c.closed, timeout=timeout)
+    return c.goaway()
+
+
+def still_serves(port):
+    c = H2Client(port)
+    try:
+        return c.response(c.request("/"))[0] == 200
+    finally:
+        c.close()
+
+
+def test_rapid_reset_is_bounded(server):
+    s = server(ATTACK).start()
+    c = H2Client(s.port)
+    try:
+        hdrs = [(":method", "GET"), (":scheme", "http"), (":authority", "localhost"), (":path", "/")]
+        sent = 0
+        for batch in range(40):
+            for _ in range(100):
+                sid = c.conn.get_next_available_stream_id()
+                c.conn.send_headers(sid, hdrs)
+                c.conn.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
+                sent += 1
+            try:
+                c.flush()
+            except OSError:
+                break
+        g = calm(c)
+    finally:
+        c.close()
+    assert g is not None
+    assert g.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+    assert "client sent too many stream resets, closing connection" in s.error_log()
+    # The work done was bounded: at most the budget of requests ran.
+    lines = s.read_log("access.log").count(b"\n")
+    assert lines <= 1001
+    assert still_serves(s.port)
+
+
+def test_continuation_flood_is_bounded(server):
+    s = server(ATTACK).start()
+    c = H2Client(s.port)
+    try:
+        block = c.conn.encoder.encode([(":method", "GET"), (":scheme", "http"), (":authority", "x"),
+                                       (":path", "/")])
+        f = hf.HeadersFrame(1)
+        f.data = block
+        c.send_raw(f.serialize())
+        for _ in range(100):
+            k = hf.ContinuationFrame(1)
+            k.data = b"\x40\x01a\x01b"  # one more literal field, never the end
+            try:
+                c.send_raw(k.serialize())
+            except OSError:
+                break
+        g = calm(c)
+    finally:
+        c.close()
+    assert g.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+    assert "client sent too many CONTINUATION frames, closing connection" in s.error_log()
+
+
+def test_hpack_bomb_past_the_header_list_limit(server):
+    s = server("""
+    large_client_header_buffers 2 4k;
+    server {
+        listen 127.0.0.1:PORT;
+        http2 on;
+        location / { return 200 "ok\\n"; }
+    }
+    """).start()
+    c = H2Client(s.port)
+    try:
+        # 3000 bytes once in the dynamic table, then referenced by a byte
+        # each: 200 of them decode to 600k.
+        big = [("x-bomb", "b" * 3000)] * 200
+        sid = c.request("/", headers=big)
+        st, _, _ = c.response(sid)
+        assert st == 431
+        # The connection goes on.
+        assert c.response(c.request("/"))[0] == 200
+    finally:
+        c.close()
+    assert "client sent too large request" in s.error_log()
+
+
+@pytest.mark.parametrize("what,frame", [
+    ("PING", lambda i: hf.PingFrame(0, opaque_data=i.to_bytes(8, "big"))),
+    ("SETTINGS", lambda i: hf.SettingsFrame(0, settings={4: 65535})),
+    ("PRIORITY", lambda i: hf.PriorityFrame(1, depends_on=0, stream_weight=16)),
+    ("WINDOW_UPDATE", lambda i: hf.WindowUpdateFrame(0, window_increment=1)),
+])
+def test_control_frame_floods_are_bounded(server, what, frame):
+    s = server(ATTACK).start()
+    c = H2Client(s.port)
+    try:
+        sent = 0
+        chunk = b"".join(frame(i).serialize() for i in range(500))
+        while sent < 40000:
+            try:
+                c.send_raw(chunk)
+            except OSError:
+                break
+            sent += 500
+            # Read the answers (ACKs): this is a flood, not a client that
+            # does not read.
+            c.sock.setblocking(False)
+            try:
+                while c.read():
+                    pass
+            except OSError:
+                pass
+            c.sock.setblocking(True)
+            if c.closed:
+                break
+        c.sock.settimeout(10)
+        g = calm(c)
+    finally:
+        c.close()
+    assert g is not None, f"no GOAWAY after {what} flood"
+    assert g.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+    assert "client sent too many" in s.error_log()
+    assert still_serves(s.port)
+
+
+def test_empty_data_flood_is_bounded(server):
+    s = server(ATTACK).start()
+    c = H2Client(s.port)
+    try:
+        sid = c.request("/", method="POST", end=False)
+        chunk = b"".join(hf.DataFrame(sid).serialize() for _ in range(500))
+        for _ in range(40):
+            try:
+                c.send_raw(chunk)
+            except OSError:
+                break
+        g = calm(c)
+    finally:
+        c.close()
+    assert g.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+    assert "client sent too many empty DATA frames, closing connection" in s.error_log()
+
+
+@pytest.mark.parametrize("headers", [
+    [("connection", "keep-alive")],
+    [("transfer-encoding", "chunked")],
+    [(":bogus", "1")],
+    [("te", "gzip")],
+])
+def test_invalid_and_connection_specific_fields_reset_the_stream(server, headers):
+    s = server(ATTACK).start()
+    c = H2Client(s.port, validate=False)
+    try:
+        sid = c.request("/", headers=headers)
+        code = c.until(lambda evs: c.reset_of(sid))
+        assert code == h2.errors.ErrorCodes.PROTOCOL_ERROR
+        # A stream error: the connection serves on.
+        assert c.response(c.request("/"))[0] == 200
+    finally:
+        c.close()
+
+
+def test_missing_pseudo_header_resets_the_stream(server):
+    s = server(ATTACK).start()
+    c = H2Client(s.port, validate=False)
+    try:
+        sid = c.conn.get_next_available_stream_id()
+        c.conn.send_headers(sid, [(":method", "GET"), (":scheme", "http"), (":authority", "x")], end_stream=True)
+        c.flush()
+        assert c.until(lambda evs: c.reset_of(sid)) == h2.errors.ErrorCodes.PROTOCOL_ERROR
+    finally:
+        c.close()
+
+
+def test_a_client_that_never_reads_is_cut_by_send_timeout(server):
+    s = server("""
+    server {
+        listen 127.0.0.1:PORT;
+        http2 on;
+        send_timeout 1s;
+        root html;
+        location = / { return 200 "ok\\n"; }
+    }
+    """, files={"big.bin": b"r" * (4 << 20)}).start()
+    c = H2Client(s.port)
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        ids = [c.request("/big.bin") for _ in range(20)]
+        assert ids
+        # Not reading: the server stops, then gives up on the connection.
+        closed = poll(lambda: "client timed out (110: Connection timed out) while sending response to client"
+                      in s.error_log(), timeout=15)
+        assert closed
+    finally:
+        c.close()
+    assert still_serves(s.port)

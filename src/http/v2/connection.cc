@@ -38,9 +38,10 @@ constexpr uint32_t kControlBudget = 10000;
 // Streams refused for going over http2_max_concurrent_streams before the
 // client is told to calm down: a client that ignores the setting.
 constexpr uint32_t kRefusedBudget = 1000;
-// RST_STREAM from the client (rapid reset, CVE-2023-44487): nghttp2's
-// token bucket, burst then rate per second; past it, GOAWAY.
-constexpr uint64_t kResetBurst = 1000;
+// RST_STREAM from the client (rapid reset, CVE-2023-44487): ours, then
+// nghttp2's token bucket (burst, then rate per second) behind it.
+constexpr uint32_t kResetBudget = 1000;
+constexpr uint64_t kResetBurst = 2 * kResetBudget;
 constexpr uint64_t kResetRate = 33;
 // RFC 9113 6.9.1: a flow-control window is at most 2^31-1 octets.
 constexpr int32_t kMaxWindow = 0x7fffffff;
@@ -183,6 +184,11 @@ struct Connection::Callbacks {
                 c->count_control("WINDOW_UPDATE frames");
                 return 0;
             case NGHTTP2_RST_STREAM:
+                // Rapid reset (CVE-2023-44487): each stream opened and
+                // reset at once costs a request's setup. Past a budget of
+                // its own plus one per response completed, the client is
+                // told to calm down; nghttp2's rate limit stays behind it.
+                if (++c->resets_ > kResetBudget + c->completed_) c->calm_down("stream resets");
                 c->count_control("RST_STREAM frames");
                 return 0;
             default:
@@ -348,11 +354,23 @@ void Connection::describe_for_log(const void* self, FixedWriter& out) {
 bool Connection::feed(const uint8_t* data, size_t len) {
     ssize_t rv = nghttp2_session_mem_recv(session_, data, len);
     if (rv >= 0) return !closed_;
-    if (rv == NGHTTP2_ERR_BAD_CLIENT_MAGIC) GH_LOG(Info, "client sent invalid HTTP/2 connection preface");
-    else if (rv == NGHTTP2_ERR_FLOODED) GH_LOG(Info, "client flooded the connection with control frames");
-    else GH_LOG(Info, "HTTP/2 connection error: %s", nghttp2_strerror(static_cast<int>(rv)));
-    // nghttp2 queued a GOAWAY for most of them: it goes if it can.
-    nghttp2_session_terminate_session(session_, NGHTTP2_PROTOCOL_ERROR);
+    uint32_t code = NGHTTP2_PROTOCOL_ERROR;
+    if (rv == NGHTTP2_ERR_BAD_CLIENT_MAGIC) {
+        GH_LOG(Info, "client sent invalid HTTP/2 connection preface");
+    } else if (rv == NGHTTP2_ERR_FLOODED || rv == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS ||
+               rv == NGHTTP2_ERR_TOO_MANY_SETTINGS) {
+        // Frames that cost us work (ACKs to queue, a header block without
+        // end, settings to apply) faster than a client needs.
+        GH_LOG(Info, "client sent too many %s, closing connection",
+               rv == NGHTTP2_ERR_FLOODED ? "frames to acknowledge"
+               : rv == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS ? "CONTINUATION frames"
+                                                          : "SETTINGS entries");
+        code = NGHTTP2_ENHANCE_YOUR_CALM;
+    } else {
+        GH_LOG(Info, "HTTP/2 connection error: %s", nghttp2_strerror(static_cast<int>(rv)));
+    }
+    // nghttp2 queued a GOAWAY for most of them already: that one goes.
+    nghttp2_session_terminate_session(session_, code);
     send_output();
     close_connection();
     return false;
@@ -877,6 +895,7 @@ void H2Stream::finish() {
     log::Scope scope(&req_->log_ctx);
     Request& r = *req_;
     r.done = true;
+    ++conn_.completed_;
     if (!remote_closed_ && !conn_.closed_) {
         // The client is still sending a body nobody wants: stop it
         // (RFC 9113 8.1: RST_STREAM NO_ERROR after a complete response).

@@ -267,6 +267,8 @@ private:
     // is told to calm down.
     uint32_t control_ = 0;
     uint32_t refused_ = 0;       // streams refused (too many at once)
+    uint32_t resets_ = 0;        // RST_STREAM frames from the client
+    uint32_t completed_ = 0;     // responses sent whole
 
     event::Event read_ev_;       // a first read after the handover
     event::Event send_ev_;
