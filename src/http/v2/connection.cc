@@ -352,6 +352,34 @@ void Connection::describe_for_log(const void* self, FixedWriter& out) {
 }
 
 bool Connection::feed(const uint8_t* data, size_t len) {
+    if (first_frame_) {
+        // RFC 9113 3.4: the preface is followed by a SETTINGS frame, and
+        // nghttp2 ends a session whose first frame is another. nginx
+        // takes such clients (its own test suite's is one), and so do we:
+        // an empty SETTINGS frame, which changes nothing, stands for the
+        // missing one. The preface and the next frame header are kept
+        // here until they are all in.
+        constexpr size_t kNeed = kPreface.size() + 9;
+        head_.append(reinterpret_cast<const char*>(data), len);
+        if (head_.size() < kNeed) return true;
+        first_frame_ = false;
+        std::string bytes = std::move(head_);
+        head_ = std::string();
+        const auto* b = reinterpret_cast<const uint8_t*>(bytes.data());
+        const uint8_t type = b[kPreface.size() + 3], flags = b[kPreface.size() + 4];
+        if (std::string_view(bytes).substr(0, kPreface.size()) == kPreface &&
+            (type != NGHTTP2_SETTINGS || (flags & NGHTTP2_FLAG_ACK))) {
+            static constexpr uint8_t kEmptySettings[9] = {0, 0, 0, NGHTTP2_SETTINGS, 0, 0, 0, 0, 0};
+            if (!feed_session(b, kPreface.size())) return false;
+            if (!feed_session(kEmptySettings, sizeof kEmptySettings)) return false;
+            return feed_session(b + kPreface.size(), bytes.size() - kPreface.size());
+        }
+        return feed_session(b, bytes.size());
+    }
+    return feed_session(data, len);
+}
+
+bool Connection::feed_session(const uint8_t* data, size_t len) {
     ssize_t rv = nghttp2_session_mem_recv(session_, data, len);
     if (rv >= 0) return !closed_;
     uint32_t code = NGHTTP2_PROTOCOL_ERROR;

@@ -213,6 +213,7 @@ private:
     void on_retire_timer();
     // Feeds nghttp2 what arrived; false when the connection must end.
     bool feed(const uint8_t* data, size_t len);
+    bool feed_session(const uint8_t* data, size_t len);
     // Writes what nghttp2 has to send, as long as the socket takes it.
     void send_output();
     void schedule_send();
@@ -246,6 +247,9 @@ private:
     std::unique_ptr<ProxyHeader> pp_;
     std::string pp_tlvs_;
     std::string preread_;
+    // Until the frame after the preface is known (feed()): what came.
+    bool first_frame_ = true;
+    std::string head_;
     event::Msec started_;
     nghttp2_session* session_ = nullptr;
     bool closed_ = false;    // no more HTTP/2: closing, or lingering
