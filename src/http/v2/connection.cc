@@ -161,6 +161,8 @@ struct Connection::Callbacks {
             case NGHTTP2_HEADERS: {
                 H2Stream* h = stream(s, f->hd.stream_id);
                 if (!h) return 0;
+                // $request_length: the header block as sent [nginx].
+                if (h->req_) h->req_->counters.request_length += f->hd.length;
                 if (f->headers.cat == NGHTTP2_HCAT_REQUEST) h->on_headers_done(end);
                 else if (end) h->on_end_of_input();  // trailers end the body
                 return 0;
@@ -689,7 +691,6 @@ const ProxyHeader* H2Stream::proxy_protocol() const { return conn_.pp_.get(); }
 
 void H2Stream::on_header(std::string_view name, std::string_view value) {
     head_->add(name, value);
-    req_->counters.request_length += name.size() + value.size() + 4;
 }
 
 void H2Stream::on_headers_done(bool end_stream) {
@@ -714,10 +715,13 @@ void H2Stream::start() {
     if (c.c_.requests >= *dl.keepalive_requests) c.goaway_after_ = true;
     r.http_version = 20;
     if (head_->too_large()) {
-        GH_LOG(Info, "client sent too large request");
+        // max_headers: 400, as for HTTP/1 [nginx]; the size: 431.
+        const bool many = head_->too_many();
+        const char* why = many ? "client sent too many header lines" : "client sent too large request";
+        GH_LOG(Info, "%s", why);
         r.method = head_->method();
         r.request_line = r.arena().dup(std::string(head_->method()) + " " + std::string(head_->path()) + " HTTP/2.0");
-        reject_request(r, 431, "client sent too large request");
+        reject_request(r, many ? 400 : 431, why);
         return;
     }
     std::string_view reason;

@@ -19,7 +19,9 @@ bool RequestHeadBuilder::add(std::string_view name, std::string_view value) {
     // RFC 9113 6.5.2: the size of a header list counts 32 octets of
     // overhead per field, so empty fields are not free either.
     bytes_ += name.size() + value.size() + 32;
-    if (bytes_ > max_bytes_ || fields_.size() + cookies_.size() >= max_fields_) {
+    const bool pseudo = !name.empty() && name[0] == ':';
+    if (!pseudo && fields_.size() + cookies_.size() >= max_fields_) too_many_ = true;
+    if (bytes_ > max_bytes_ || too_many_) {
         too_large_ = true;
         return false;
     }

@@ -28,7 +28,9 @@ public:
 
     // One field, as decoded. False once the list is past a limit.
     bool add(std::string_view name, std::string_view value);
+    // Past max_bytes or max_fields; too_many(): past max_fields.
     bool too_large() const { return too_large_; }
+    bool too_many() const { return too_many_; }
 
     // Once the last field is in: fills `h` (method, target, host, fields)
     // and `request_line` ("GET /x HTTP/2.0"). The views point into the
@@ -51,6 +53,7 @@ private:
     size_t max_fields_;
     size_t bytes_ = 0;
     bool too_large_ = false;
+    bool too_many_ = false;
     std::string_view method_, scheme_, authority_, path_, protocol_;
     std::pmr::vector<HeaderField> fields_;
     // Each "cookie" field separately (RFC 9113 8.2.3 lets clients split

@@ -128,14 +128,17 @@ TEST_CASE("http/v2/request_head: the header list is bounded in bytes and fields"
         CHECK(b.add("a", std::string(30, 'x')));  // 1 + 30 + 32 = 63
         CHECK_FALSE(b.add("b", ""));              // 63 + 33 = 96 > 90
         CHECK(b.too_large());
+        CHECK_FALSE(b.too_many());
     }
     SUBCASE("fields") {
         RequestHeadBuilder b(&mem, 1 << 20, 3);
         CHECK(b.add("a", "1"));
         CHECK(b.add("b", "1"));
         CHECK(b.add("c", "1"));
+        CHECK(b.add(":path", "/"));  // pseudo-headers do not count
         CHECK_FALSE(b.add("d", "1"));
         CHECK(b.too_large());
+        CHECK(b.too_many());
         CHECK_FALSE(b.add("e", "1"));
     }
 }
