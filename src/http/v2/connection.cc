@@ -420,7 +420,10 @@ void Connection::on_read() {
         // Input stops while output waits for the socket: a client that
         // does not read cannot make us queue answers (PING ACKs, SETTINGS
         // ACKs) without end.
-        if (out_pos_ < out_.size()) break;
+        if (out_pos_ < out_.size()) {
+            input_held_ = true;
+            break;
+        }
         event::IoResult io = c_.recv({reinterpret_cast<char*>(buf.data()), buf.size()});
         if (io.kind == event::IoResult::Ok) {
             if (!feed(buf.data(), io.bytes)) return;
@@ -442,10 +445,7 @@ void Connection::on_write() {
     if (closed_) return;
     // OpenSSL had to write before it could read on (a TLS 1.3 key update).
     if (tls_ && tls_->read_wants_write()) on_read();
-    bool blocked = out_pos_ < out_.size();
     send_output();
-    // Input waited for the output to go (on_read).
-    if (blocked && !closed_ && out_pos_ >= out_.size() && c_.io.readable()) on_read();
 }
 
 void Connection::schedule_send() {
@@ -493,6 +493,11 @@ void Connection::send_output() {
     event::worker_loop().cancel(c_.write_timer);
     sending_ = false;
     if (closed_) return;
+    if (input_held_) {
+        // Input waited for this output to go (on_read): it goes on.
+        input_held_ = false;
+        event::worker_loop().post(read_ev_);
+    }
     check_done();
     // Idle: the batch buffer goes back, as HTTP/1 gives its buffers back.
     if (!closed_ && live_ == 0 && out_.capacity() > 4096) std::string().swap(out_);

@@ -255,6 +255,7 @@ private:
     bool closed_ = false;    // no more HTTP/2: closing, or lingering
     bool released_ = false;  // the slot is closed
     bool sending_ = false;
+    bool input_held_ = false;  // reading stopped until the output goes
     bool retiring_ = false;
     bool goaway_sent_ = false;
     bool goaway_after_ = false;  // keepalive_requests reached: GOAWAY when the streams are done
