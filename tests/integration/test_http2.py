@@ -877,3 +877,22 @@ def test_a_client_that_never_reads_is_cut_by_send_timeout(server):
     finally:
         c.close()
     assert still_serves(s.port)
+
+
+def test_trailers_end_the_stream(server):
+    s = server("""
+    server {
+        listen 127.0.0.1:PORT;
+        http2 on;
+        location / { add_trailer X-Trailer "t-$status"; return 200 "body\\n"; }
+    }
+    """).start()
+    c = H2Client(s.port)
+    try:
+        sid = c.request("/", headers=[("te", "trailers")])
+        st, _, body = c.response(sid)
+        assert (st, body) == (200, b"body\n")
+        trailers = [dict(e.headers) for e in c.events if isinstance(e, h2.events.TrailersReceived)]
+        assert trailers == [{"x-trailer": "t-200"}]
+    finally:
+        c.close()
