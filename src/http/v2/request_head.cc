@@ -78,6 +78,12 @@ bool RequestHeadBuilder::finish(RequestHead& h, std::string_view& request_line, 
     } else if (host) {
         h.host = host->value;
     }
+    // The same rules as for HTTP/1's Host: no userinfo, no "..", no
+    // leading '.', a port of digits (h1_parser.h) [nginx: 400].
+    if ((host || !authority_.empty()) && (h.host.empty() || !parse_authority(h.host))) {
+        reason = "client sent invalid host header";
+        return false;
+    }
     if (!cookies_.empty()) {
         // One field, as HTTP/1.1 carries it (RFC 9113 8.2.3).
         size_t len = 0;

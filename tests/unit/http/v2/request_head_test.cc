@@ -142,3 +142,25 @@ TEST_CASE("http/v2/request_head: the header list is bounded in bytes and fields"
         CHECK_FALSE(b.add("e", "1"));
     }
 }
+
+TEST_CASE("http/v2/request_head: :authority and Host are checked as HTTP/1's Host") {
+    for (std::string_view bad : {""sv, "."sv, "a/b"sv, "a..b"sv, "u@h"sv, "h:x"sv}) {
+        CAPTURE(bad);
+        std::pmr::monotonic_buffer_resource mem;
+        RequestHeadBuilder b(&mem, 4096, 100);
+        b.add(":method", "GET");
+        b.add(":scheme", "http");
+        b.add(":path", "/");
+        b.add("host", bad);
+        Built r = build(b);
+        CHECK_FALSE(r.ok);
+        CHECK(r.reason == "client sent invalid host header");
+    }
+    std::pmr::monotonic_buffer_resource mem;
+    RequestHeadBuilder b(&mem, 4096, 100);
+    b.add(":method", "GET");
+    b.add(":scheme", "http");
+    b.add(":authority", "[::1]:8080");
+    b.add(":path", "/");
+    CHECK(build(b).ok);
+}
