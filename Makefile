@@ -135,7 +135,7 @@ fuzz: objs/Makefile.conf
 	    n=$$(basename $$f .cc); \
 	    echo "building objs/fuzz/$$n"; \
 	    $(FUZZ_CXX) $(FUZZ_FLAGS) -o objs/fuzz/$$n $$f $(FUZZ_LIB_SRC) objs/modules.cc \
-	        $$(pkg-config --cflags --libs openssl libpcre2-8 zlib) || exit 1; \
+	        $$(pkg-config --cflags --libs openssl libpcre2-8 zlib libnghttp2) || exit 1; \
 	done
 
 # The installation, in the paths of ./configure (objs/Makefile.conf, all
