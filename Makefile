@@ -32,12 +32,12 @@ MAKEFLAGS += --no-builtin-rules
 NPROC := $(shell nproc 2>/dev/null || echo 2)
 PYTHON ?= /usr/bin/python3
 
-SRC := $(sort $(wildcard src/*/*.cc src/http/modules/*.cc src/http/v1/*.cc))
+SRC := $(sort $(wildcard src/*/*.cc src/http/modules/*.cc src/http/v1/*.cc src/http/v2/*.cc))
 MAIN_SRC := src/process/main.cc
 LIB_SRC := $(filter-out $(MAIN_SRC),$(SRC))
 LIB_OBJ := $(patsubst %.cc,objs/%.o,$(LIB_SRC)) objs/modules.o
 MAIN_OBJ := objs/src/process/main.o
-TEST_SRC := $(sort $(wildcard tests/unit/*.cc tests/unit/*/*.cc))
+TEST_SRC := $(sort $(wildcard tests/unit/*.cc tests/unit/*/*.cc tests/unit/*/*/*.cc))
 TEST_OBJ := $(patsubst %.cc,objs/%.o,$(TEST_SRC))
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/*_fuzz.cc))
 

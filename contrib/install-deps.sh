@@ -9,13 +9,15 @@
 # libmaxminddb-dev: the geoip2 module; mmdb-bin (mmdblookup) and
 # libmaxmind-db-writer-perl: its tests write and cross-check .mmdb files.
 # prometheus: promtool, which test_metrics.py runs on the metrics page.
+# libnghttp2-dev: HTTP/2 (src/http/v2); python3-h2 and nghttp2-client
+# (nghttp, h2load): test_http2.py speaks raw frames and counts with them.
 set -u
 PKGS="g++ make binutils pkg-config libssl-dev libpcre2-dev zlib1g-dev libjemalloc-dev
       libcrypt-dev libbrotli-dev libzstd-dev
       libmaxminddb-dev mmdb-bin libmaxmind-db-writer-perl
       doctest-dev python3 python3-pytest python3-brotli python3-zstandard curl openssl man-db groff-base
       dnsmasq-base libhiredis-dev redis-server
-      prometheus"
+      prometheus libnghttp2-dev python3-h2 nghttp2-client"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

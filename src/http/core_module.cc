@@ -9,6 +9,7 @@
 #include "http/body.h"
 #include "http/phases.h"
 #include "http/v1/connection.h"
+#include "http/v2/connection.h"
 
 namespace gatehouse::http {
 
@@ -188,7 +189,12 @@ Status add_listen(Ctx& cx, const Node& n, SrvConf& sc, std::string_view spec) {
         else if (p == "deferred") l.deferred = true;
         else if (p == "ssl") l.ssl = true;
         else if (p == "proxy_protocol") l.proxy_protocol = true;
-        else if (p == "bind") continue;
+        else if (p == "http2") {
+            // nginx 1.25 still takes it, with this warning.
+            GH_LOG(Warn, "the \"listen ... http2\" directive is deprecated, use the \"http2\" directive instead in %s",
+                   n.where().c_str());
+            l.http2 = true;
+        } else if (p == "bind") continue;
         else if (p.substr(0, 8) == "backlog=") {
             std::string_view v = p.substr(8);
             if (v == "-1") {
@@ -467,6 +473,7 @@ void merge_srv(const SrvConf& up, SrvConf& c) {
     conf::inherit(c.merge_slashes, up.merge_slashes, true);
     conf::inherit(c.request_pool_size, up.request_pool_size, 4096);
     conf::inherit(c.connection_pool_size, up.connection_pool_size, 512);
+    conf::inherit(c.http2, up.http2, false);
 }
 
 void merge_loc(const LocConf& up, LocConf& c) {
@@ -624,6 +631,7 @@ Status build_ports(HttpMainConf& m) {
                 as->addr = l.addr;
             }
             if (l.proxy_protocol) as->proxy_protocol = true;
+            if (l.http2) as->http2 = true;
             if (l.default_server) {
                 if (as->default_server && as->default_server != s)
                     return make_error("a duplicate default server for " + l.addr.text() + " in " + l.where);
@@ -699,6 +707,7 @@ constexpr conf::Directive kDirectives[] = {
      conf::flag<&SrvConf::ignore_invalid_headers>()},
     {"max_headers", conf::kHttp | conf::kServer, conf::Take1, conf::number<&SrvConf::max_headers>()},
     {"merge_slashes", conf::kHttp | conf::kServer, conf::Take1, conf::flag<&SrvConf::merge_slashes>()},
+    {"http2", conf::kHttp | conf::kServer, conf::Take1, conf::flag<&SrvConf::http2>()},
     {"internal", conf::kLocation, conf::Take0, conf::custom<set_internal>()},
     {"limit_except", conf::kLocation, conf::Arity{1, 255, true}, conf::custom<open_limit_except>()},
     {"client_max_body_size", conf::kHttpSrvLoc, conf::Take1, conf::size<&LocConf::client_max_body_size>()},
@@ -757,6 +766,13 @@ constexpr conf::Directive kDirectives[] = {
 extern const ModuleHooks kCoreHooks{
     .variables = std::span<const VariableDef>(kCoreVariables, kCoreVariablesCount),
 };
+
+// Graceful shutdown: both front-ends retire their connections (see
+// v1/connection.cc and v2/connection.cc).
+void retire_connections() {
+    v1::retire_connections();
+    v2::retire_connections();
+}
 
 // A socket per ListenPort; every connection accepted on it starts as
 // HTTP/1 (TLS first on an "ssl" port).
@@ -852,7 +868,7 @@ extern const conf::Module http_core_module{
     .http = &kCoreHooks,
     .listens = listens,
     .init_master = init_master,
-    .quit_worker = v1::retire_connections,
+    .quit_worker = retire_connections,
     .reopen_logs = reopen_error_logs,
 };
 

@@ -36,6 +36,7 @@ struct ListenConf {
     bool deferred = false;
     bool ssl = false;
     bool proxy_protocol = false;  // "proxy_protocol": a PROXY header comes first
+    bool http2 = false;           // "http2": HTTP/2 on this address (nginx 1.22 syntax)
     int backlog = 511;  // "backlog=", nginx's default on Linux
     std::optional<bool> ipv6only;
     std::optional<bool> so_keepalive;
@@ -71,6 +72,9 @@ struct SrvConf {
     std::optional<bool> merge_slashes;                      // "merge_slashes"
     std::optional<uint64_t> request_pool_size;              // "request_pool_size": a request arena's first block
     std::optional<uint64_t> connection_pool_size;           // "connection_pool_size": accepted, unused
+    // "http2": HTTP/2 for this server (ALPN "h2" on TLS, h2c with prior
+    // knowledge on plain addresses where it is the default server).
+    std::optional<bool> http2;
 };
 
 struct ErrorPage {
@@ -149,6 +153,9 @@ struct AddrServers {
     // Connections to this address begin with a PROXY protocol header: a
     // "listen" of the address said "proxy_protocol" (per address, as nginx).
     bool proxy_protocol = false;
+    // A "listen" of the address said "http2": HTTP/2 for every server on
+    // it, whatever their "http2" says (per address, as nginx).
+    bool http2 = false;
     std::unordered_map<std::string, SrvConf*, StringHash, std::equal_to<>> exact;
     std::vector<std::pair<std::string, SrvConf*>> wild_head;  // "*.x": ".x" suffix
     std::vector<std::pair<std::string, SrvConf*>> wild_tail;  // "x.*": "x." prefix
@@ -218,6 +225,11 @@ SrvConf* find_server(const AddrServers& as, std::string_view host, Request* r);
 // first server_name, without the leading '.' of ".example.com" [nginx];
 // empty without one.
 std::string_view primary_server_name(const SrvConf& s);
+
+// Whether connections to `as` may speak HTTP/2 with the servers of the
+// address: "listen ... http2" there, or "http2 on" in `srv` (the default
+// server, or the one SNI chose) [nginx].
+inline bool http2_enabled(const AddrServers& as, const SrvConf& srv) { return as.http2 || srv.http2.value_or(false); }
 
 // "keepalive_disable" bits: POST requests of MSIE 6 and older, any
 // request of Safari on macOS (browsers whose keep-alive was broken).

@@ -191,6 +191,12 @@ void ConnGauge::to(State s) {
     state_ = s;
 }
 
+void ConnGauge::request_started() {
+    if (state_ == State::Closed) return;
+    if (state_ != State::Writing) return to(State::Writing);
+    add(mine().requests);
+}
+
 void ConnGauge::closed() {
     if (state_ == State::Closed) return;
     ConnCounters& c = mine();

@@ -195,6 +195,16 @@ public:
     void to(State s);
     void closed();
     State state() const { return state_; }
+    // Takes over `from`'s connection, counting nothing (HTTP/1 hands a
+    // connection to HTTP/2: still one connection, accepted once).
+    void adopt(ConnGauge& from) {
+        closed();
+        state_ = from.state_;
+        from.state_ = State::Closed;
+    }
+    // One more request on a connection that serves several at once
+    // (HTTP/2 streams): Writing from Waiting, else counted as is.
+    void request_started();
 
 private:
     State state_ = State::Closed;

@@ -304,8 +304,11 @@ bool load_dynamic(SSL* ssl, void* arg) {
     return true;
 }
 
-Status build_context(Ctx& cx, SslSrvConf& c) {
+// `h2`: the server speaks HTTP/2 on the address (http2_enabled): ALPN
+// offers "h2" first, then "http/1.1" [nginx].
+Status build_context(Ctx& cx, SslSrvConf& c, bool h2) {
     static const std::string_view kHttp11[] = {"http/1.1"};
+    static const std::string_view kH2Http11[] = {"h2", "http/1.1"};
     auto* ctx = cx.arena().make<tls::Context>();
     c.ctx = ctx;
     if (c.keys.size() < c.certificates.size())
@@ -384,7 +387,8 @@ Status build_context(Ctx& cx, SslSrvConf& c) {
             return at(s.error(), c.stapling_file->where);
         }
     }
-    ctx->set_alpn(*tls::alpn_wire(kHttp11));
+    if (h2) ctx->set_alpn(*tls::alpn_wire(kH2Http11));
+    else ctx->set_alpn(*tls::alpn_wire(kHttp11));
     ctx->on_server_name(select_by_name);
     if (auto s = ctx->conf_commands(c.conf_commands); !s) return at(s.error(), c.conf_commands_where);
     std::vector<std::string> names;
@@ -432,7 +436,7 @@ Status postconfiguration(Ctx& cx) {
                 if (c.certificates.empty() && c.keys.empty() && !*c.reject_handshake) continue;
                 c.owner = s;
                 c.main_confs = p.main_confs;
-                if (auto st = build_context(cx, c); !st) return st;
+                if (auto st = build_context(cx, c, http2_enabled(as, *s)); !st) return st;
             }
     }
     // A handshake starts with the default server's context, so it needs a

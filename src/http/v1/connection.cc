@@ -23,6 +23,7 @@
 #include "http/output.h"
 #include "http/phases.h"
 #include "http/ssl_module.h"
+#include "http/v2/connection.h"
 #include "tls/session.h"
 
 namespace gatehouse::http::v1 {
@@ -179,6 +180,7 @@ Connection::Connection(event::Connection& c, const ListenPort& port)
     if (port_.addrs.size() == 1) addr_ = &port_.addrs[0];
     default_srv_ = servers().default_server;
     pp_wait_ = servers().proxy_protocol;
+    h2c_maybe_ = !port_.bind.ssl && http2_enabled(servers(), *default_srv_);
     if (port_.bind.ssl) {
         // The handshake comes first, with the default server's certificate
         // until SNI names another server (ssl_module).
@@ -389,8 +391,18 @@ void Connection::read_head() {
     }
     RequestParser* parser = &head_->parser;
     for (;;) {
+        if (h2c_maybe_ && rlen_ > rpos_) {
+            std::string_view first(rbuf_.get()->data() + rpos_, rlen_ - rpos_);
+            v2::Preface p = v2::match_preface(first);
+            if (p == v2::Preface::Full) {
+                hand_over_h2(first);
+                return;
+            }
+            // An HTTP/1 request on an HTTP/2 address is still served [nginx].
+            if (p == v2::Preface::No) h2c_maybe_ = false;
+        }
         // Parse what is buffered first: pipelined requests need no read.
-        if (rlen_ > rpos_) {
+        if (rlen_ > rpos_ && !h2c_maybe_) {
             // A head is arriving [nginx counts the request from its first byte].
             gauge_.to(stats::ConnGauge::State::Reading);
             std::string_view data(rbuf_.get()->data() + rpos_, rlen_ - rpos_);
@@ -559,6 +571,11 @@ void Connection::tls_handshake() {
     switch (tls_->handshake(c_)) {
         case tls::Session::Step::Done:
             stats::tls_handshake(true, tls_->reused());
+            // ALPN offered "h2" only where the server speaks it (ssl_module).
+            if (tls_->alpn() == "h2") {
+                hand_over_h2({});
+                return;
+            }
             read_head();
             return;
         case tls::Session::Step::Again:
@@ -569,6 +586,29 @@ void Connection::tls_handshake() {
             close_connection();
             return;
     }
+}
+
+void Connection::hand_over_h2(std::string_view preread) {
+    event::worker_loop().cancel(c_.read_timer);
+    event::worker_loop().cancel(c_.write_timer);
+    v2::Handover h;
+    h.c = &c_;
+    h.port = &port_;
+    h.addr = &servers();
+    h.tls = std::move(tls_);
+    h.pp = std::move(pp_);
+    h.pp_tlvs = std::move(pp_tlvs_);
+    h.preread = preread;  // copied by the new owner
+    h.started = started_;
+    h.gauge = &gauge_;
+    v2::take_over(std::move(h));
+    // The slot, its fd and its registration are the new owner's now.
+    state_ = State::Closed;
+    closing_ = true;
+    event::worker_loop().unpost(drain_ev_);
+    event::worker_loop().unpost(finish_ev_);
+    event::worker_loop().unpost(flush_ev_);
+    event::worker_loop().defer({[](void* p) { std::unique_ptr<Connection>(static_cast<Connection*>(p)); }, this});
 }
 
 void Connection::reject(int status, std::string_view reason, const char* where) {

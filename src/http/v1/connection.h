@@ -134,6 +134,10 @@ private:
     void retire_idle();
     // Bytes from the client wait in the socket (MSG_PEEK).
     bool input_waiting();
+    // The connection speaks HTTP/2 (ALPN "h2", or the preface on a plain
+    // address with HTTP/2): the slot, the TLS session, the PROXY header
+    // and `preread` go to an http::v2::Connection, and this one is freed.
+    void hand_over_h2(std::string_view preread);
     // The tail of this connection's error log lines (log::Context).
     static void describe_for_log(const void* self, FixedWriter& out);
     // log_ctx_, its error_log the current request's: for log::Scope at
@@ -147,6 +151,10 @@ private:
     std::unique_ptr<tls::Session> tls_;  // TLS ports only
     bool tls_sniffed_ = false;           // the first byte said TLS
     bool plain_on_tls_ = false;          // the first byte said plain HTTP: answer 497
+    // A plain address with HTTP/2 ("listen ... http2", "http2 on"), no
+    // request read yet: the first bytes may be the HTTP/2 preface (h2c
+    // with prior knowledge, RFC 9113 3.3).
+    bool h2c_maybe_ = false;
     // The PROXY protocol: the header is still to be read; its parser and
     // the bytes it peeks at meanwhile (client_header_buffer_size, at least
     // the 107 bytes of a v1 line); the header once read, for the life of

@@ -1,0 +1,90 @@
+#include "http/v2/module.h"
+
+#include "conf/registry.h"
+#include "conf/values.h"
+#include "http/request.h"
+#include "http/variables.h"
+
+namespace gatehouse::http {
+
+namespace v2 {
+namespace {
+
+using conf::Ctx;
+using conf::Node;
+
+// RFC 9113 6.9.1: a flow-control window is at most 2^31-1 octets.
+constexpr uint64_t kMaxWindow = (1u << 31) - 1;
+
+void merge_srv(const H2SrvConf& up, H2SrvConf& c) {
+    conf::inherit(c.max_concurrent_streams, up.max_concurrent_streams, 128);
+    conf::inherit(c.body_preread_size, up.body_preread_size, 64 * 1024);
+}
+
+void merge_loc(const H2LocConf& up, H2LocConf& c) { conf::inherit(c.chunk_size, up.chunk_size, 8 * 1024); }
+
+Status set_recv_buffer(Ctx& cx, const Node& n, H2MainConf& c) {
+    if (c.recv_buffer_size) return cx.duplicate(n);
+    auto v = conf::parse_size(n.args[0].text);
+    if (!v) return cx.invalid(n, v.error());
+    // Room for a frame header and then some; nginx refuses the same.
+    if (*v <= 2 * 16) return cx.error(n, "value is too small");
+    c.recv_buffer_size = *v;
+    return {};
+}
+
+Status set_preread(Ctx& cx, const Node& n, H2SrvConf& c) {
+    if (c.body_preread_size) return cx.duplicate(n);
+    auto v = conf::parse_size(n.args[0].text);
+    if (!v) return cx.invalid(n, v.error());
+    if (*v > kMaxWindow) return cx.error(n, "the maximum body preread buffer size is " + std::to_string(kMaxWindow));
+    c.body_preread_size = *v;
+    return {};
+}
+
+Status set_chunk(Ctx& cx, const Node& n, H2LocConf& c) {
+    if (c.chunk_size) return cx.duplicate(n);
+    auto v = conf::parse_size(n.args[0].text);
+    if (!v) return cx.invalid(n, v.error());
+    if (*v == 0) return cx.error(n, "the http2 chunk size cannot be zero");
+    // A DATA frame carries at most 2^24-1 octets (RFC 9113 4.2); nghttp2
+    // sends at most what the peer's SETTINGS_MAX_FRAME_SIZE allows anyway.
+    c.chunk_size = std::min<uint64_t>(*v, (1u << 24) - 1);
+    return {};
+}
+
+// $http2: "h2" over TLS, "h2c" over plain TCP, empty for HTTP/1.x.
+void v_http2(Request& r, VarValue& v, uintptr_t) {
+    v.s = r.http_version != 20 ? std::string_view() : r.stream().tls() ? "h2" : "h2c";
+    v.valid = true;
+}
+
+constexpr VariableDef kVariables[] = {
+    {"http2", v_http2},
+};
+
+const ModuleHooks kHooks{
+    .variables = std::span<const VariableDef>(kVariables),
+};
+
+constexpr conf::Directive kDirectives[] = {
+    {"http2_recv_buffer_size", conf::kHttp, conf::Take1, conf::custom<set_recv_buffer>()},
+    {"http2_max_concurrent_streams", conf::kHttp | conf::kServer, conf::Take1,
+     conf::number<&H2SrvConf::max_concurrent_streams>()},
+    {"http2_body_preread_size", conf::kHttp | conf::kServer, conf::Take1, conf::custom<set_preread>()},
+    {"http2_chunk_size", conf::kHttpSrvLoc, conf::Take1, conf::custom<set_chunk>()},
+};
+
+}  // namespace
+}  // namespace v2
+
+extern const conf::Module http_v2_module{
+    .name = "http_v2",
+    .directives = v2::kDirectives,
+    .main = conf::level<v2::H2MainConf>(),
+    .srv = conf::level<v2::H2SrvConf, v2::merge_srv>(),
+    .loc = conf::level<v2::H2LocConf, v2::merge_loc>(),
+    .http = &v2::kHooks,
+};
+
+}  // namespace gatehouse::http

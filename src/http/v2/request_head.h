@@ -1,0 +1,65 @@
+// The request head of an HTTP/2 stream: the header fields nghttp2 decoded
+// (HPACK) and checked (RFC 9113 8.2 and 8.3: lower-case names, no
+// connection-specific fields, pseudo-header fields first, once, the
+// required ones present) turned into what the protocol-neutral request
+// path reads: a method, a target, a Host field, cookies in one field.
+//
+// Bounded: the fields are copied into the request arena, their total size
+// (RFC 9113 6.5.2's accounting: name, value and 32 octets each) up to
+// `max_bytes` and their number up to `max_fields`; past either the head
+// is refused (too_large()) and further fields are not kept, so a header
+// list made large by HPACK references costs no memory (an "HPACK bomb").
+#pragma once
+
+#include <cstddef>
+#include <memory_resource>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "http/h1_parser.h"
+
+namespace gatehouse::http::v2 {
+
+class RequestHeadBuilder {
+public:
+    // mem: the request arena, which outlives the head.
+    RequestHeadBuilder(std::pmr::memory_resource* mem, size_t max_bytes, size_t max_fields);
+
+    // One field, as decoded. False once the list is past a limit.
+    bool add(std::string_view name, std::string_view value);
+    // Past max_bytes or max_fields; too_many(): past max_fields.
+    bool too_large() const { return too_large_; }
+    bool too_many() const { return too_many_; }
+
+    // Once the last field is in: fills `h` (method, target, host, fields)
+    // and `request_line` ("GET /x HTTP/2.0"). The views point into the
+    // arena. False, with `reason` set, when the head is not a request this
+    // server can take (no :path where one is needed, a path that is not
+    // origin-form); the caller answers 400.
+    bool finish(RequestHead& h, std::string_view& request_line, std::string_view& reason);
+
+    std::string_view method() const { return method_; }
+    std::string_view scheme() const { return scheme_; }
+    std::string_view authority() const { return authority_; }
+    std::string_view path() const { return path_; }
+    std::string_view protocol() const { return protocol_; }  // RFC 8441 ":protocol"
+
+private:
+    std::string_view copy(std::string_view s);
+
+    std::pmr::memory_resource* mem_;
+    size_t max_bytes_;
+    size_t max_fields_;
+    size_t bytes_ = 0;
+    bool too_large_ = false;
+    bool too_many_ = false;
+    std::string_view method_, scheme_, authority_, path_, protocol_;
+    std::pmr::vector<HeaderField> fields_;
+    // Each "cookie" field separately (RFC 9113 8.2.3 lets clients split
+    // them); joined with "; " by finish().
+    std::pmr::vector<std::string_view> cookies_;
+    size_t cookie_pos_ = 0;  // where the joined field goes among fields_
+};
+
+}  // namespace gatehouse::http::v2

@@ -1,0 +1,898 @@
+"""HTTP/2 from clients (src/http/v2): listening (h2c with prior knowledge,
+ALPN "h2" on TLS), requests and responses over streams on the
+protocol-neutral request path, the http2_* settings, graceful retirement
+and the bounds on the known HTTP/2 attacks.
+
+Clients: curl (--http2-prior-knowledge, --http2), nghttp, h2load, and raw
+frames written with Python's h2 library (python3-h2) where the test needs
+to say exactly what goes on the wire (floods, resets, windows)."""
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+
+import pytest
+
+from gh_server import Server, poll, server  # noqa: F401  (fixture)
+from origins import Origin, response
+
+h2 = pytest.importorskip("h2")
+import h2.config  # noqa: E402
+import h2.connection  # noqa: E402
+import h2.errors  # noqa: E402
+import h2.events  # noqa: E402
+import h2.settings  # noqa: E402
+import hyperframe.frame as hf  # noqa: E402
+
+CURL = shutil.which("curl")
+NGHTTP = shutil.which("nghttp")
+H2LOAD = shutil.which("h2load")
+OPENSSL = shutil.which("openssl")
+
+
+def curl(*args):
+    r = subprocess.run([CURL, "-sS", *args], capture_output=True, timeout=30)
+    return r
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory):
+    if OPENSSL is None:
+        pytest.skip("the openssl command is not installed")
+    d = tmp_path_factory.mktemp("h2pki")
+    os.chmod(d, 0o755)
+    subprocess.run([OPENSSL, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(d / "k.pem"),
+                    "-out", str(d / "c.pem"), "-days", "2", "-subj", "/CN=localhost"],
+                   check=True, capture_output=True)
+    for f in ("k.pem", "c.pem"):
+        os.chmod(d / f, 0o644)
+    return d
+
+
+class H2Client:
+    """A raw HTTP/2 connection: frames out with h2, events back."""
+
+    def __init__(self, port, settings=None, tls=False, validate=True):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        if tls:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            ctx.set_alpn_protocols(["h2"])
+            self.sock = ctx.wrap_socket(self.sock, server_hostname="localhost")
+            assert self.sock.selected_alpn_protocol() == "h2"
+        cfg = h2.config.H2Configuration(client_side=True, header_encoding="utf-8",
+                                        validate_outbound_headers=validate, normalize_outbound_headers=validate)
+        self.conn = h2.connection.H2Connection(config=cfg)
+        self.conn.initiate_connection()
+        if settings:
+            self.conn.update_settings(settings)
+        self.flush()
+        self.events = []
+        self.closed = False
+        self.auto_ack = True
+        # python-h2 takes no frame after a GOAWAY; RFC 9113 6.8 has the
+        # streams up to its last stream id answered after it. Its
+        # connection state machine is told so: after a GOAWAY, everything
+        # but a new request goes on.
+        sm = self.conn.state_machine
+        orig = sm.process_input
+        closed = h2.connection.ConnectionState.CLOSED
+
+        def process_input(input_):
+            if sm.state == closed and input_ != h2.connection.ConnectionInputs.SEND_HEADERS:
+                return []
+            return orig(input_)
+        sm.process_input = process_input
+
+    def flush(self):
+        data = self.conn.data_to_send()
+        if data:
+            self.sock.sendall(data)
+
+    def send_raw(self, data):
+        self.sock.sendall(data)
+
+    def read(self):
+        """Reads what arrives once; False at EOF."""
+        try:
+            data = self.sock.recv(65536)
+        except (ConnectionResetError, ssl.SSLError):
+            data = b""
+        if not data:
+            self.closed = True
+            return False
+        try:
+            evs = self.conn.receive_data(data)
+        except h2.exceptions.ProtocolError:
+            evs = []
+        for e in evs:
+            # The client reads what comes: its windows open again.
+            if isinstance(e, h2.events.DataReceived) and self.auto_ack:
+                self.conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+        self.events.extend(evs)
+        self.flush()
+        return True
+
+    def until(self, pred, timeout=10.0):
+        """Reads until pred(events) is true (returns it) or EOF/timeout."""
+        self.sock.settimeout(timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            v = pred(self.events)
+            if v:
+                return v
+            if self.closed or time.monotonic() > deadline:
+                return pred(self.events)
+            try:
+                if not self.read():
+                    return pred(self.events)
+            except socket.timeout:
+                return pred(self.events)
+
+    def request(self, path, method="GET", headers=(), body=None, end=True):
+        sid = self.conn.get_next_available_stream_id()
+        hdrs = [(":method", method), (":scheme", "http"), (":authority", "localhost"), (":path", path)]
+        hdrs += list(headers)
+        self.conn.send_headers(sid, hdrs, end_stream=end and body is None)
+        if body is not None:
+            self.conn.send_data(sid, body, end_stream=end)
+        self.flush()
+        return sid
+
+    def response(self, sid, timeout=10.0):
+        """(status, headers dict, body) of stream sid once it ended."""
+        def done(evs):
+            return any(isinstance(e, (h2.events.StreamEnded, h2.events.StreamReset)) and e.stream_id == sid
+                       for e in evs)
+        assert self.until(done, timeout), f"stream {sid} did not end: {self.events}"
+        status, headers, body = None, {}, b""
+        for e in self.events:
+            if isinstance(e, h2.events.ResponseReceived) and e.stream_id == sid:
+                headers = dict(e.headers)
+                status = int(headers[":status"])
+            elif isinstance(e, h2.events.DataReceived) and e.stream_id == sid:
+                body += e.data
+        return status, headers, body
+
+    def send_body(self, sid, body, end=True):
+        """Sends body as the stream's window allows, reading meanwhile."""
+        sent = 0
+        while sent < len(body):
+            room = min(self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size, len(body) - sent)
+            if room == 0:
+                assert self.read(), "closed while sending a body"
+                continue
+            self.conn.send_data(sid, body[sent:sent + room], end_stream=end and sent + room == len(body))
+            self.flush()
+            sent += room
+
+    def reset_of(self, sid):
+        for e in self.events:
+            if isinstance(e, h2.events.StreamReset) and e.stream_id == sid:
+                return e.error_code
+        return None
+
+    def goaway(self):
+        for e in self.events:
+            if isinstance(e, h2.events.ConnectionTerminated):
+                return e
+        return None
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def access_lines(s, n):
+    return [line.decode() for line in s.wait_lines("access.log", n)]
+
+
+PLAIN = """
+    log_format p '$request $status $body_bytes_sent $server_protocol h2=$http2 c=$connection';
+    access_log logs/access.log p;
+    server {
+        listen 127.0.0.1:PORT;
+        http2 on;
+        root html;
+        location /v { return 200 "proto=$server_protocol http2=$http2 host=$host scheme=$scheme\\n"; }
+        location /cookie { return 200 "$http_cookie\\n"; }
+        location /gone { return 301 /v; }
+        location /err { error_page 404 =200 /v; return 404; }
+        location /r { rewrite ^ /v last; }
+    }
+"""
+
+
+# ---- listening ---------------------------------------------------------------------
+
+@pytest.mark.skipif(CURL is None, reason="curl is not installed")
+def test_h2c_with_prior_knowledge_and_http1_on_the_same_address(server):
+    s = server(PLAIN).start()
+    r = curl("--http2-prior-knowledge", f"http://127.0.0.1:{s.port}/v", "-w", "%{http_version}")
+    assert r.stdout == b"proto=HTTP/2.0 http2=h2c host=127.0.0.1 scheme=http\n2"
+    # An HTTP/1.1 request on the address still works [nginx].
+    r = curl(f"http://127.0.0.1:{s.port}/v", "-w", "%{http_version}")
+    assert r.stdout == b"proto=HTTP/1.1 http2= host=127.0.0.1 scheme=http\n1.1"
+    lines = access_lines(s, 2)
+    assert lines[0].startswith("GET /v HTTP/2.0 200 52 HTTP/2.0 h2=h2c c=")
+    assert lines[1].startswith("GET /v HTTP/1.1 200 49 HTTP/1.1 h2= c=")
+
+
+@pytest.mark.skipif(CURL is None, reason="curl is not installed")
+def test_no_h2c_where_http2_is_off(server):
+    s = server(PLAIN.replace("http2 on;", "")).start()
+    # The preface is not a request HTTP/1.1 understands.
+    raw = s.raw(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.1 ")
+    r = curl("--http2", f"http://127.0.0.1:{s.port}/v", "-w", "%{http_version}")
+    assert r.stdout.endswith(b"\n1.1")
+
+
+@pytest.mark.skipif(CURL is None, reason="curl is not installed")
+def test_alpn_h2_then_http11_on_tls(server, cert):
+    conf = f"""
+    log_format p '$request $status $server_protocol h2=$http2 $ssl_alpn_protocol';
+    access_log logs/access.log p;
+    server {{
+        listen 127.0.0.1:PORT ssl;
+        http2 on;
+        ssl_certificate {cert}/c.pem;
+        ssl_certificate_key {cert}/k.pem;
+        location / {{ return 200 "$server_protocol $http2 $https\\n"; }}
+    }}
+    """
+    s = server(conf).start()
+    r = curl("-k", "--http2", f"https://127.0.0.1:{s.port}/", "-w", "%{http_version}")
+    assert r.stdout == b"HTTP/2.0 h2 on\n2"
+    r = curl("-k", "--http1.1", f"https://127.0.0.1:{s.port}/", "-w", "%{http_version}")
+    assert r.stdout == b"HTTP/1.1  on\n1.1"
+    lines = access_lines(s, 2)
+    assert lines == ["GET / HTTP/2.0 200 HTTP/2.0 h2=h2 h2\n", "GET / HTTP/1.1 200 HTTP/1.1 h2= http/1.1\n"]
+
+
+@pytest.mark.skipif(CURL is None, reason="curl is not installed")
+def test_listen_http2_the_nginx_1_22_way(tmp_path, cert):
+    conf = f"""
+    server {{
+        listen 127.0.0.1:PORT ssl http2;
+        ssl_certificate {cert}/c.pem;
+        ssl_certificate_key {cert}/k.pem;
+        location / {{ return 200 "$http2\\n"; }}
+    }}
+    """
+    s = Server(tmp_path, conf)
+    code, err = s.test_config()
+    assert code == 0
+    assert 'the "listen ... http2" directive is deprecated, use the "http2" directive instead in ' in err
+    s.start()
+    try:
+        r = curl("-k", "--http2", f"https://127.0.0.1:{s.port}/")
+        assert r.stdout == b"h2\n"
+    finally:
+        s.stop()
+
+
+@pytest.mark.parametrize("directive,message", [
+    ("http2 maybe;", 'invalid value "maybe", it must be "on" or "off" in "http2" directive'),
+    ("http2_chunk_size 0;", "the http2 chunk size cannot be zero"),
+    ("http2_body_preread_size 3g;", "the maximum body preread buffer size is 2147483647"),
+    ("http2_recv_buffer_size 16;", "value is too small"),
+])
+def test_config_errors(tmp_path, directive, message):
+    s = Server(tmp_path, f"""
+    {directive}
+    server {{ listen 127.0.0.1:PORT; }}
+    """)
+    code, err = s.test_config()
+    assert code != 0
+    assert message in err
+    assert "[emerg]" in err
+
+
+# ---- requests and responses ---------------------------------------------------------
+
+def test_return_redirect_error_page_rewrite_cookies(server):
+    s = server(PLAIN).start()
+    c = H2Client(s.port)
+    try:
+        a = c.request("/v")
+        b = c.request("/gone")
+        e = c.request("/err")
+        w = c.request("/r")
+        k = c.request("/cookie", headers=[("cookie", "a=1"), ("cookie", "b=2")])
+        st, h, body = c.response(a)
+        assert (st, body) == (200, b"proto=HTTP/2.0 http2=h2c host=localhost scheme=http\n")
+        assert h["content-type"] == "text/plain"
+        assert h["content-length"] == str(len(body))
+        assert "connection" not in h
+        st, h, _ = c.response(b)
+        assert st == 301
+        assert h["location"] == f"http://localhost:{s.port}/v"
+        st, _, body = c.response(e)
+        assert (st, body) == (200, b"proto=HTTP/2.0 http2=h2c host=localhost scheme=http\n")
+        st, _, body = c.response(w)
+        assert (st, body) == (200, b"proto=HTTP/2.0 http2=h2c host=localhost scheme=http\n")
+        st, _, body = c.response(k)
+        assert (st, body) == (200, b"a=1; b=2\n")
+    finally:
+        c.close()
+    lines = access_lines(s, 5)
+    # One line per stream, all on the same connection.
+    conns = {line.rsplit("c=", 1)[1] for line in lines}
+    assert len(conns) == 1
+    assert sorted(line.split(" ")[1] for line in lines) == ["/cookie", "/err", "/gone", "/r", "/v"]
+
+
+def test_static_file_larger_than_every_window(server):
+    big = os.urandom(3 * 1024 * 1024 + 7)
+    s = server(PLAIN, files={"big.bin": big}).start()
+    c = H2Client(s.port)
+    try:
+        sid = c.request("/big.bin")
+        st, h, body = c.response(sid, timeout=30)
+    finally:
+        c.close()
+    assert st == 200
+    assert h["content-length"] == str(len(big))
+    assert hashlib.sha256(body).digest() == hashlib.sha256(big).digest()
+    line = access_lines(s, 1)[0]
+    assert line.startswith(f"GET /big.bin HTTP/2.0 200 {len(big)} HTTP/2.0 h2=h2c")
+
+
+def test_head_and_304_end_with_headers(server):
+    s = server(PLAIN, files={"f.txt": "0123456789"}).start()
+    c = H2Client(s.port)
+    try:
+        a = c.request("/f.txt", method="HEAD")
+        st, h, body = c.response(a)
+        assert (st, h["content-length"], body) == (200, "10", b"")
+        etag = h["etag"]
+        b = c.request("/f.txt", headers=[("if-none-match", etag)])
+        st, h, body = c.response(b)
+        assert (st, body) == (304, b"")
+    finally:
+        c.close()
+
+
+@pytest.mark.skipif(NGHTTP is None, reason="nghttp is not installed")
+def test_many_streams_on_one_connection_with_nghttp(server):
+    files = {f"f{i}.txt": f"file {i}\n" * (i + 1) for i in range(20)}
+    s = server(PLAIN, files=files).start()
+    urls = [f"http://127.0.0.1:{s.port}/f{i}.txt" for i in range(20)]
+    r = subprocess.run([NGHTTP, "-n", "-s", *urls], capture_output=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    lines = access_lines(s, 20)
+    assert all(" 200 " in line for line in lines)
+    assert len({line.rsplit("c=", 1)[1] for line in lines}) == 1
+
+
+def test_request_body_proxied_to_an_http11_origin(server):
+    origin = Origin()
+    try:
+        s = server(f"""
+        server {{
+            listen 127.0.0.1:PORT;
+            http2 on;
+            client_max_body_size 10m;
+            location / {{ proxy_pass http://{origin.addr}; }}
+        }}
+        """).start()
+        body = os.urandom(1024 * 1024 + 3)
+        c = H2Client(s.port)
+        try:
+            # More than the stream's window (64k): it opens as the proxy
+            # takes the bytes.
+            sid = c.request("/up", method="POST", headers=[("content-length", str(len(body)))], end=False)
+            c.send_body(sid, body)
+            st, _, got = c.response(sid)
+            assert (st, got) == (200, b"POST /up\n")
+            # Without a length: the proxy sends it chunked.
+            sid = c.request("/up2", method="POST", end=False)
+            c.send_body(sid, b"x" * 100000)
+            st, _, got = c.response(sid)
+            assert (st, got) == (200, b"POST /up2\n")
+        finally:
+            c.close()
+        reqs = origin.wait_requests(2)
+        assert reqs[0].body == body
+        assert reqs[0].header("Content-Length") == str(len(body))
+        assert reqs[1].body == b"x" * 100000
+    finally:
+        origin.stop()
+
+
+def test_body_preread_size_is_the_initial_window_and_unread_bodies_are_bounded(server):
+    s = server("""
+    http2_body_preread_size 8k;
+    server {
+        listen 127.0.0.1:PORT;
+        http2 on;
+        location / { return 200 "no reader\\n"; }
+    }
+    """).start()
+    c = H2Client(s.port)
+    try:
+        def settings(evs):
+            for e in evs:
+                if isinstance(e, h2.events.RemoteSettingsChanged):
+                    return e.changed_settings
+        ch = c.until(settings)
+        assert ch[h2.settings.SettingCodes.INITIAL_WINDOW_SIZE].new_value == 8192
+        assert ch[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS].new_value == 128
+        sid = c.request("/", method="POST", end=False)
+        c.conn.send_data(sid, b"a" * 8192)
+        c.flush()
+        st, _, body = c.response(sid)
+        assert (st, body) == (200, b"no reader\n")
+        # The body nobody reads is cut off (RST_STREAM NO_ERROR), and its
+        # window never opened beyond what was preread.
+        assert c.until(lambda evs: c.reset_of(sid) is not None) is True or c.reset_of(sid) == 0
+        assert c.conn.local_flow_control_window(sid) == 0 if sid in c.conn.streams else True
+    finally:
+        c.close()
+
+
+def test_client_max_body_size(server):
+    origin = Origin()
+    try:
+        s = server(f"""
+        server {{
+            listen 127.0.0.1:PORT;
+            http2 on;
+            client_max_body_size 1k;
+            location / {{ proxy_pass http://{origin.addr}; }}
+        }}
+        """).start()
+        c = H2Client(s.port)
+        try:
+            sid = c.request("/", method="POST", headers=[("content-length", "2000")], end=False)
+            st, _, _ = c.response(sid)
+            assert st == 413
+            # No length said: found out as the bytes come.
+            sid = c.request("/", method="POST", body=b"y" * 2000)
+            st, _, _ = c.response(sid)
+            assert st == 413
+        finally:
+            c.close()
+        assert "client intended to send too large body: 2000 bytes" in s.error_log()
+        assert origin.requests == []
+    finally:
+        origin.stop()
+
+
+# ---- settings -------------------------------------------------------------------------
+
+def test_keepalive_requests_ends_the_connection_with_goaway(server):
+    s = server("""
+    keepalive_requests 2;
+    server {
+        listen 127.0.0.1:PORT;
+        http2 on;
+        location / { return 200 "ok\\n"; }
+    }
+    """).start()
+    c = H2Client(s.port)
+    try:
+        a = c.request("/")
+        b = c.request("/")
+        assert c.response(a)[0] == 200
+        assert c.response(b)[0] == 200
+        g = c.until(lambda evs: c.goaway())
+        assert g.error_code == h2.errors.ErrorCodes.NO_ERROR
+        assert g.last_stream_id == 3
+        assert c.until(lambda evs: c.closed)
+    finally:
+        c.close()
+
+
+def test_idle_connection_closes_after_keepalive_timeout(server):
+    s = server("""
+    keepalive_timeout 1s;
+    server {
+        listen 127.0.0.1:PORT;
+        http2 on;
+        location / { return 200 "ok\\n"; }
+    }
+    """).start()
+    c = H2Client(s.port)
+    try:
+        assert c.response(c.request("/"))[0] == 200
+        g = c.until(lambda evs: c.goaway(), timeout=10)
+        assert g.error_code == h2.errors.ErrorCodes.NO_ERROR
+        assert c.until(lambda evs: c.closed, timeout=10)
+    finally:
+        c.close()
+
+
+def test_concurrent_streams_past_the_limit_are_refused(server):
+    # An origin that takes connections and never answers: the streams stay.
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(16)
+    try:
+        s = server(f"""
+        http2_max_concurrent_streams 2;
+        server {{
+            listen 127.0.0.1:PORT;
+            http2 on;
+            location / {{ proxy_pass http://127.0.0.1:{lsock.getsockname()[1]}; proxy_read_timeout 30s; }}
+        }}
+        """).start()
+        c = H2Client(s.port)
+        try:
+            # Sent before our SETTINGS are known to the client library.
+            c.conn.local_settings  # noqa: B018
+            c.conn.remote_settings.max_concurrent_streams = 100
+            ids = [c.request(f"/{i}") for i in range(3)]
+            code = c.until(lambda evs: c.reset_of(ids[2]))
+            assert code == h2.errors.ErrorCodes.REFUSED_STREAM
+            assert c.reset_of(ids[0]) is None and c.reset_of(ids[1]) is None
+        finally:
+            c.close()
+    finally:
+        lsock.close()
+
+
+def test_a_zero_window_held_forever_is_cut_by_send_timeout(server):
+    s = server("""
+    server {
+        listen 127.0.0.1:PORT;
+        http2 on;
+        send_timeout 1s;
+        root html;
+    }
+    """, files={"big.bin": b"z" * 200000}).start()
+    c = H2Client(s.port, settings={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+    try:
+        sid = c.request("/big.bin")
+        code = c.until(lambda evs: c.reset_of(sid), timeout=15)
+        assert code == h2.errors.ErrorCodes.INTERNAL_ERROR
+    finally:
+        c.close()
+    assert "client timed out (110: Connection timed out) while sending response to client" in s.error_log()
+
+
+# ---- reload and shutdown ------------------------------------------------------------------
+
+class RetryingLoad:
+    """Requests on one HTTP/2 connection after another, `depth` streams in
+    flight, as RFC 9113 6.8 lets a client do: after a GOAWAY, the streams
+    above its last stream id were not processed and go again on a new
+    connection; those at or below it must be answered. Anything else (a
+    reset stream, a connection closed under a stream the server took, a
+    status other than 200) is a lost request."""
+
+    def __init__(self, port, depth=10):
+        self.port = port
+        self.depth = depth
+        self.ok = 0
+        self.retried = 0
+        self.connections = 0
+        self.lost = []
+        self.stop = False
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        while not self.stop:
+            try:
+                self.one_connection()
+            except OSError as e:
+                self.lost.append(f"connect: {e!r}")
+                return
+
+    def one_connection(self):
+        c = H2Client(self.port)
+        self.connections += 1
+        inflight = {}
+        last_ok = None
+        try:
+            while True:
+                while last_ok is None and not self.stop and len(inflight) < self.depth:
+                    inflight[c.request("/")] = True
+                if self.stop and not inflight:
+                    return
+                if not c.read():
+                    break
+                for e in c.events:
+                    if isinstance(e, h2.events.StreamEnded) and e.stream_id in inflight:
+                        del inflight[e.stream_id]
+                        self.ok += 1
+                    elif isinstance(e, h2.events.ResponseReceived):
+                        if dict(e.headers)[":status"] != "200":
+                            self.lost.append(f"status {dict(e.headers)[':status']}")
+                    elif isinstance(e, h2.events.StreamReset) and e.stream_id in inflight:
+                        del inflight[e.stream_id]
+                        if e.error_code == h2.errors.ErrorCodes.REFUSED_STREAM:
+                            self.retried += 1
+                        else:
+                            self.lost.append(f"reset {e.error_code}")
+                    elif isinstance(e, h2.events.ConnectionTerminated):
+                        last_ok = e.last_stream_id
+                c.events.clear()
+                if last_ok is not None:
+                    # Not taken: sent again on the next connection.
+                    for sid in [s for s in inflight if s > last_ok]:
+                        del inflight[sid]
+                        self.retried += 1
+                    if not inflight:
+                        return
+        finally:
+            c.close()
+        # Closed: what the server took and did not answer is lost.
+        for sid in inflight:
+            if last_ok is None or sid <= last_ok:
+                self.lost.append(f"stream {sid} closed unanswered")
+            else:
+                self.retried += 1
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop = True
+        self.thread.join(timeout=30)
+
+
+def test_no_request_lost_across_reloads(server):
+    s = server("""
+    server {
+        listen 127.0.0.1:PORT reuseport;
+        http2 on;
+        location / { return 200 "ok\\n"; }
+    }
+    """.replace("server {", "server {", 1))
+    s.conf.write_text(s.conf.read_text().replace("worker_processes 1;", "worker_processes 2;"))
+    s.start()
+    with RetryingLoad(s.port) as load:
+        assert poll(lambda: load.ok > 200, timeout=10)
+        for i in range(5):
+            conns = load.connections
+            os.kill(s.master_pid(), signal.SIGHUP)
+            # The retiring worker's GOAWAY moves the client to a new
+            # connection (a new worker), where requests go on.
+            assert poll(lambda: load.connections > conns, timeout=20), f"no GOAWAY after reload {i}"
+            seen = load.ok
+            assert poll(lambda: load.ok > seen + 100, timeout=20), f"no progress after reload {i}"
+    print(f"\n[h2 reloads] ok={load.ok} retried={load.retried} connections={load.connections}")
+    assert load.lost == []
+    assert load.connections >= 6
+
+
+# ---- attacks, each with its bound ----------------------------------------------------------
+
+ATTACK = """
+    server {
+        listen 127.0.0.1:PORT;
+        http2 on;
+        location / { return 200 "ok\\n"; }
+    }
+"""
+
+
+def calm(c, timeout=20):
+    """The GOAWAY the server sent, once the connection closed."""
+    c.until(lambda evs: c.closed, timeout=timeout)
+    return c.goaway()
+
+
+def still_serves(port):
+    c = H2Client(port)
+    try:
+        return c.response(c.request("/"))[0] == 200
+    finally:
+        c.close()
+
+
+def test_rapid_reset_is_bounded(server):
+    s = server(ATTACK).start()
+    c = H2Client(s.port)
+    try:
+        hdrs = [(":method", "GET"), (":scheme", "http"), (":authority", "localhost"), (":path", "/")]
+        sent = 0
+        for batch in range(40):
+            for _ in range(100):
+                sid = c.conn.get_next_available_stream_id()
+                c.conn.send_headers(sid, hdrs)
+                c.conn.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
+                sent += 1
+            try:
+                c.flush()
+            except OSError:
+                break
+        g = calm(c)
+    finally:
+        c.close()
+    assert g is not None
+    assert g.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+    assert "client sent too many stream resets, closing connection" in s.error_log()
+    # The work done was bounded: at most the budget of requests ran.
+    lines = s.read_log("access.log").count(b"\n")
+    assert lines <= 1001
+    assert still_serves(s.port)
+
+
+def test_continuation_flood_is_bounded(server):
+    s = server(ATTACK).start()
+    c = H2Client(s.port)
+    try:
+        block = c.conn.encoder.encode([(":method", "GET"), (":scheme", "http"), (":authority", "x"),
+                                       (":path", "/")])
+        f = hf.HeadersFrame(1)
+        f.data = block
+        c.send_raw(f.serialize())
+        for _ in range(100):
+            k = hf.ContinuationFrame(1)
+            k.data = b"\x40\x01a\x01b"  # one more literal field, never the end
+            try:
+                c.send_raw(k.serialize())
+            except OSError:
+                break
+        g = calm(c)
+    finally:
+        c.close()
+    assert g.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+    assert "client sent too many CONTINUATION frames, closing connection" in s.error_log()
+
+
+def test_hpack_bomb_past_the_header_list_limit(server):
+    s = server("""
+    large_client_header_buffers 2 4k;
+    server {
+        listen 127.0.0.1:PORT;
+        http2 on;
+        location / { return 200 "ok\\n"; }
+    }
+    """).start()
+    c = H2Client(s.port)
+    try:
+        # 3000 bytes once in the dynamic table, then referenced by a byte
+        # each: 200 of them decode to 600k.
+        big = [("x-bomb", "b" * 3000)] * 200
+        sid = c.request("/", headers=big)
+        st, _, _ = c.response(sid)
+        assert st == 431
+        # The connection goes on.
+        assert c.response(c.request("/"))[0] == 200
+    finally:
+        c.close()
+    assert "client sent too large request" in s.error_log()
+
+
+@pytest.mark.parametrize("what,frame", [
+    ("PING", lambda i: hf.PingFrame(0, opaque_data=i.to_bytes(8, "big"))),
+    ("SETTINGS", lambda i: hf.SettingsFrame(0, settings={4: 65535})),
+    ("PRIORITY", lambda i: hf.PriorityFrame(1, depends_on=0, stream_weight=16)),
+    ("WINDOW_UPDATE", lambda i: hf.WindowUpdateFrame(0, window_increment=1)),
+])
+def test_control_frame_floods_are_bounded(server, what, frame):
+    s = server(ATTACK).start()
+    c = H2Client(s.port)
+    try:
+        sent = 0
+        chunk = b"".join(frame(i).serialize() for i in range(500))
+        while sent < 40000:
+            try:
+                c.send_raw(chunk)
+            except OSError:
+                break
+            sent += 500
+            # Read the answers (ACKs): this is a flood, not a client that
+            # does not read.
+            c.sock.setblocking(False)
+            try:
+                while c.read():
+                    pass
+            except OSError:
+                pass
+            c.sock.setblocking(True)
+            if c.closed:
+                break
+        c.sock.settimeout(10)
+        g = calm(c)
+    finally:
+        c.close()
+    assert g is not None, f"no GOAWAY after {what} flood"
+    assert g.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+    assert "client sent too many" in s.error_log()
+    assert still_serves(s.port)
+
+
+def test_empty_data_flood_is_bounded(server):
+    s = server(ATTACK).start()
+    c = H2Client(s.port)
+    try:
+        sid = c.request("/", method="POST", end=False)
+        chunk = b"".join(hf.DataFrame(sid).serialize() for _ in range(500))
+        for _ in range(40):
+            try:
+                c.send_raw(chunk)
+            except OSError:
+                break
+        g = calm(c)
+    finally:
+        c.close()
+    assert g.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+    assert "client sent too many empty DATA frames, closing connection" in s.error_log()
+
+
+@pytest.mark.parametrize("headers", [
+    [("connection", "keep-alive")],
+    [("transfer-encoding", "chunked")],
+    [(":bogus", "1")],
+    [("te", "gzip")],
+])
+def test_invalid_and_connection_specific_fields_reset_the_stream(server, headers):
+    s = server(ATTACK).start()
+    c = H2Client(s.port, validate=False)
+    try:
+        sid = c.request("/", headers=headers)
+        code = c.until(lambda evs: c.reset_of(sid))
+        assert code == h2.errors.ErrorCodes.PROTOCOL_ERROR
+        # A stream error: the connection serves on.
+        assert c.response(c.request("/"))[0] == 200
+    finally:
+        c.close()
+
+
+def test_missing_pseudo_header_resets_the_stream(server):
+    s = server(ATTACK).start()
+    c = H2Client(s.port, validate=False)
+    try:
+        sid = c.conn.get_next_available_stream_id()
+        c.conn.send_headers(sid, [(":method", "GET"), (":scheme", "http"), (":authority", "x")], end_stream=True)
+        c.flush()
+        assert c.until(lambda evs: c.reset_of(sid)) == h2.errors.ErrorCodes.PROTOCOL_ERROR
+    finally:
+        c.close()
+
+
+def test_a_client_that_never_reads_is_cut_by_send_timeout(server):
+    s = server("""
+    server {
+        listen 127.0.0.1:PORT;
+        http2 on;
+        send_timeout 1s;
+        root html;
+        location = / { return 200 "ok\\n"; }
+    }
+    """, files={"big.bin": b"r" * (4 << 20)}).start()
+    c = H2Client(s.port)
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        ids = [c.request("/big.bin") for _ in range(20)]
+        assert ids
+        # Not reading: the server stops, then gives up on the connection.
+        closed = poll(lambda: "client timed out (110: Connection timed out) while sending response to client"
+                      in s.error_log(), timeout=15)
+        assert closed
+    finally:
+        c.close()
+    assert still_serves(s.port)
+
+
+def test_trailers_end_the_stream(server):
+    s = server("""
+    server {
+        listen 127.0.0.1:PORT;
+        http2 on;
+        location / { add_trailer X-Trailer "t-$status"; return 200 "body\\n"; }
+    }
+    """).start()
+    c = H2Client(s.port)
+    try:
+        sid = c.request("/", headers=[("te", "trailers")])
+        st, _, body = c.response(sid)
+        assert (st, body) == (200, b"body\n")
+        trailers = [dict(e.headers) for e in c.events if isinstance(e, h2.events.TrailersReceived)]
+        assert trailers == [{"x-trailer": "t-200"}]
+    finally:
+        c.close()

@@ -1,0 +1,166 @@
+#include "http/v2/request_head.h"
+
+#include <doctest/doctest.h>
+
+#include <memory_resource>
+#include <string>
+
+using namespace gatehouse::http;
+using namespace gatehouse::http::v2;
+using namespace std::literals;
+
+namespace {
+
+struct Built {
+    bool ok = false;
+    RequestHead head;
+    std::string_view line;
+    std::string_view reason;
+};
+
+Built build(RequestHeadBuilder& b) {
+    Built out;
+    out.ok = b.finish(out.head, out.line, out.reason);
+    return out;
+}
+
+std::string field(const RequestHead& h, std::string_view name) {
+    const HeaderField* f = h.find(name);
+    return f ? std::string(f->value) : "<none>";
+}
+
+}  // namespace
+
+TEST_CASE("http/v2/request_head: pseudo-headers make the request line and target") {
+    std::pmr::monotonic_buffer_resource mem;
+    RequestHeadBuilder b(&mem, 4096, 100);
+    CHECK(b.add(":method", "GET"));
+    CHECK(b.add(":scheme", "https"));
+    CHECK(b.add(":authority", "Example.com:8443"));
+    CHECK(b.add(":path", "/a/b?x=1"));
+    CHECK(b.add("user-agent", "t"));
+    Built r = build(b);
+    REQUIRE(r.ok);
+    CHECK(r.line == "GET /a/b?x=1 HTTP/2.0");
+    CHECK(r.head.method == Method::Get);
+    CHECK(r.head.target == "/a/b?x=1");
+    CHECK(r.head.form == TargetForm::Origin);
+    // :authority stands for Host, and a Host field is added for modules.
+    CHECK(r.head.host == "Example.com:8443");
+    CHECK(field(r.head, "host") == "Example.com:8443");
+    CHECK(r.head.headers.size() == 2);
+    CHECK(r.head.headers[0].name == "host");
+    CHECK(r.head.headers[1].name == "user-agent");
+}
+
+TEST_CASE("http/v2/request_head: a Host field without :authority is the host") {
+    std::pmr::monotonic_buffer_resource mem;
+    RequestHeadBuilder b(&mem, 4096, 100);
+    b.add(":method", "POST");
+    b.add(":scheme", "http");
+    b.add(":path", "/");
+    b.add("host", "h.test");
+    b.add("content-length", "42");
+    Built r = build(b);
+    REQUIRE(r.ok);
+    CHECK(r.head.host == "h.test");
+    CHECK(r.head.headers.size() == 2);
+    REQUIRE(r.head.framing.content_length.has_value());
+    CHECK(*r.head.framing.content_length == 42);
+}
+
+TEST_CASE("http/v2/request_head: cookies are joined into one field in place") {
+    std::pmr::monotonic_buffer_resource mem;
+    RequestHeadBuilder b(&mem, 4096, 100);
+    b.add(":method", "GET");
+    b.add(":scheme", "http");
+    b.add(":authority", "a");
+    b.add(":path", "/");
+    b.add("accept", "*/*");
+    b.add("cookie", "a=1");
+    b.add("x-y", "z");
+    b.add("cookie", "b=2");
+    Built r = build(b);
+    REQUIRE(r.ok);
+    REQUIRE(r.head.headers.size() == 4);
+    CHECK(r.head.headers[0].name == "host");
+    CHECK(r.head.headers[1].name == "accept");
+    CHECK(r.head.headers[2].name == "cookie");
+    CHECK(r.head.headers[2].value == "a=1; b=2");
+    CHECK(r.head.headers[3].name == "x-y");
+}
+
+TEST_CASE("http/v2/request_head: targets this server does not take") {
+    std::pmr::monotonic_buffer_resource mem;
+    SUBCASE("a path that is not origin-form") {
+        RequestHeadBuilder b(&mem, 4096, 100);
+        b.add(":method", "GET");
+        b.add(":scheme", "http");
+        b.add(":path", "x");
+        Built r = build(b);
+        CHECK_FALSE(r.ok);
+        CHECK(r.reason == "client sent invalid :path header");
+    }
+    SUBCASE("CONNECT is authority-form") {
+        RequestHeadBuilder b(&mem, 4096, 100);
+        b.add(":method", "CONNECT");
+        b.add(":authority", "h:443");
+        Built r = build(b);
+        REQUIRE(r.ok);
+        CHECK(r.head.form == TargetForm::Authority);
+        CHECK(r.line == "CONNECT h:443 HTTP/2.0");
+    }
+    SUBCASE("OPTIONS *") {
+        RequestHeadBuilder b(&mem, 4096, 100);
+        b.add(":method", "OPTIONS");
+        b.add(":scheme", "http");
+        b.add(":path", "*");
+        Built r = build(b);
+        REQUIRE(r.ok);
+        CHECK(r.head.form == TargetForm::Asterisk);
+    }
+}
+
+TEST_CASE("http/v2/request_head: the header list is bounded in bytes and fields") {
+    std::pmr::monotonic_buffer_resource mem;
+    SUBCASE("bytes, 32 of overhead per field (RFC 9113 6.5.2)") {
+        RequestHeadBuilder b(&mem, 90, 100);
+        CHECK(b.add("a", std::string(30, 'x')));  // 1 + 30 + 32 = 63
+        CHECK_FALSE(b.add("b", ""));              // 63 + 33 = 96 > 90
+        CHECK(b.too_large());
+        CHECK_FALSE(b.too_many());
+    }
+    SUBCASE("fields") {
+        RequestHeadBuilder b(&mem, 1 << 20, 3);
+        CHECK(b.add("a", "1"));
+        CHECK(b.add("b", "1"));
+        CHECK(b.add("c", "1"));
+        CHECK(b.add(":path", "/"));  // pseudo-headers do not count
+        CHECK_FALSE(b.add("d", "1"));
+        CHECK(b.too_large());
+        CHECK(b.too_many());
+        CHECK_FALSE(b.add("e", "1"));
+    }
+}
+
+TEST_CASE("http/v2/request_head: :authority and Host are checked as HTTP/1's Host") {
+    for (std::string_view bad : {""sv, "."sv, "a/b"sv, "a..b"sv, "u@h"sv, "h:x"sv}) {
+        CAPTURE(bad);
+        std::pmr::monotonic_buffer_resource mem;
+        RequestHeadBuilder b(&mem, 4096, 100);
+        b.add(":method", "GET");
+        b.add(":scheme", "http");
+        b.add(":path", "/");
+        b.add("host", bad);
+        Built r = build(b);
+        CHECK_FALSE(r.ok);
+        CHECK(r.reason == "client sent invalid host header");
+    }
+    std::pmr::monotonic_buffer_resource mem;
+    RequestHeadBuilder b(&mem, 4096, 100);
+    b.add(":method", "GET");
+    b.add(":scheme", "http");
+    b.add(":authority", "[::1]:8080");
+    b.add(":path", "/");
+    CHECK(build(b).ok);
+}
