@@ -279,7 +279,20 @@ void ZoneSync::on_reply(void* data, redisReply* r) {
         if (!n) continue;  // evicted meanwhile
         if (z->rate_ == 0) {
             n->remote = static_cast<uint32_t>(std::clamp<long long>(e->integer, 0, UINT32_MAX));
-            if (n->count == 0 && !n->dirty) z->table_.erase(n);
+            if (n->count == 0 && !n->dirty) {
+                // Idle here: the record goes once the fleet holds nothing
+                // either. While others hold some it stays, and goes in the
+                // next batch to refresh that count, else a request that
+                // came and went would forget it and the next one would
+                // pass whatever the fleet holds.
+                if (n->remote == 0) {
+                    z->table_.erase(n);
+                } else {
+                    z->table_.touch(n);
+                    n->seen = z->table_.next_seq();
+                    n->dirty = 1;
+                }
+            }
             continue;
         }
         // The fleet's excess, plus what this node accepted since the

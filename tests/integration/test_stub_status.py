@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 
 import pytest
 
@@ -160,3 +161,32 @@ def test_config_errors(tmp_path, conf, message):
     code, err = s.test_config()
     assert code == 1
     assert message in err
+
+
+def test_http2_streams_count_as_requests(tmp_path):
+    # One h2c connection, five requests on it (curl, prior knowledge):
+    # one connection accepted and handled, five requests, and once it is
+    # gone only the status request's connection is active.
+    require_binary()
+    s = Server(tmp_path, """
+    server {
+        listen 127.0.0.1:PORT http2;
+        root html;
+        location = /stub { stub_status; }
+    }""", {"a.html": "a"})
+    s.start()
+    try:
+        before = status(s)
+        url = f"http://127.0.0.1:{s.port}/a.html"
+        out = subprocess.run(["curl", "-s", "--http2-prior-knowledge", "-o", "/dev/null",
+                              "-w", "%{http_version}\\n"] + [url] * 5,
+                             capture_output=True, timeout=30, check=True).stdout.split()
+        assert out == [b"2"] * 5
+        after = poll(lambda: (lambda t: t if t["active"] == 1 else None)(status(s)))
+        assert after is not None
+        assert after["accepts"] - before["accepts"] == 2  # curl's, and this status request's
+        assert after["handled"] == after["accepts"]
+        assert after["requests"] - before["requests"] == 6  # five streams and the status page
+        assert (after["reading"], after["writing"], after["waiting"]) == (0, 1, 0)
+    finally:
+        s.stop()
