@@ -820,8 +820,13 @@ def test_empty_data_flood_is_bounded(server):
         g = calm(c)
     finally:
         c.close()
-    assert g.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
-    assert "client sent too many empty DATA frames, closing connection" in s.error_log()
+    assert poll(lambda: "client sent too many empty DATA frames, closing connection" in s.error_log())
+    # The server closes with the flood still unread: the kernel may then
+    # reset the connection before the client reads the GOAWAY (seen on a
+    # loaded machine). When it does arrive, it says why.
+    if g is not None:
+        assert g.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+    assert still_serves(s.port)
 
 
 @pytest.mark.parametrize("headers", [

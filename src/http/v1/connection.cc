@@ -14,6 +14,7 @@
 #include <cstring>
 #include <memory_resource>
 
+#include "core/addr_text.h"
 #include "core/log.h"
 #include "core/str.h"
 #include "event/loop.h"
@@ -32,23 +33,6 @@ namespace {
 
 Connection* g_conns = nullptr;  // every live Connection of the worker
 bool g_retiring = false;        // retire_connections() was called
-
-void addr_text(const sockaddr* sa, char* out, size_t len, uint16_t* port) {
-    out[0] = '\0';
-    *port = 0;
-    if (!sa) return;
-    if (sa->sa_family == AF_INET) {
-        auto* in = reinterpret_cast<const sockaddr_in*>(sa);
-        inet_ntop(AF_INET, &in->sin_addr, out, static_cast<socklen_t>(len));
-        *port = ntohs(in->sin_port);
-    } else if (sa->sa_family == AF_INET6) {
-        auto* in6 = reinterpret_cast<const sockaddr_in6*>(sa);
-        inet_ntop(AF_INET6, &in6->sin6_addr, out, static_cast<socklen_t>(len));
-        *port = ntohs(in6->sin6_port);
-    } else if (sa->sa_family == AF_UNIX) {
-        snprintf(out, len, "unix:");
-    }
-}
 
 bool sockaddr_matches(const sockaddr* sa, const conf::Address& a) {
     if (!sa) return false;

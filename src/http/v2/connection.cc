@@ -11,6 +11,7 @@
 #include <memory_resource>
 #include <vector>
 
+#include "core/addr_text.h"
 #include "core/str.h"
 #include "event/loop.h"
 #include "event/worker.h"
@@ -45,23 +46,6 @@ constexpr uint64_t kResetBurst = 2 * kResetBudget;
 constexpr uint64_t kResetRate = 33;
 // RFC 9113 6.9.1: a flow-control window is at most 2^31-1 octets.
 constexpr int32_t kMaxWindow = 0x7fffffff;
-
-void addr_text(const sockaddr* sa, char* out, size_t len, uint16_t* port) {
-    out[0] = '\0';
-    *port = 0;
-    if (!sa) return;
-    if (sa->sa_family == AF_INET) {
-        auto* in = reinterpret_cast<const sockaddr_in*>(sa);
-        inet_ntop(AF_INET, &in->sin_addr, out, static_cast<socklen_t>(len));
-        *port = ntohs(in->sin_port);
-    } else if (sa->sa_family == AF_INET6) {
-        auto* in6 = reinterpret_cast<const sockaddr_in6*>(sa);
-        inet_ntop(AF_INET6, &in6->sin6_addr, out, static_cast<socklen_t>(len));
-        *port = ntohs(in6->sin6_port);
-    } else if (sa->sa_family == AF_UNIX) {
-        snprintf(out, len, "unix:");
-    }
-}
 
 const LocConf& srv_loc(const SrvConf& s) { return *static_cast<const LocConf*>(s.loc_confs[http_core_module.index]); }
 const H2SrvConf& h2_srv(const SrvConf& s) { return *static_cast<const H2SrvConf*>(s.srv_confs[http_v2_module.index]); }
