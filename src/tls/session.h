@@ -35,8 +35,8 @@ public:
     // A session on `fd`, starting with `ctx`. A server context makes a
     // server-side session (the default server's context; SNI may switch
     // it); a client one (Context::Side::Client) a client-side session to
-    // an origin. `peer` names the other end in log lines and must outlive
-    // the session.
+    // an origin. `peer` names the other end in log lines (copied: the
+    // HTTP/1 front-end keeps its text only while a request runs).
     Session(const Context& ctx, int fd, std::string_view peer);
     Session(const Session&) = delete;
     Session& operator=(const Session&) = delete;
@@ -108,7 +108,7 @@ private:
 
     SSL* ssl_ = nullptr;
     const Context& initial_;
-    std::string_view peer_;
+    std::string peer_;
     std::string error_;
     bool established_ = false;
     bool client_ = false;           // connects to an origin

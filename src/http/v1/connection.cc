@@ -75,7 +75,7 @@ void on_accept(void* port, event::Connection& c) {
 //    listening socket, which the retiring worker no longer polls, hands
 //    the new connection to a new worker;
 //  - gives a response whose head is not sent yet "Connection: close" too
-//    (keepalive_ is read when the head is written); a response whose head
+//    (a_->keepalive is read when the head is written); a response whose head
 //    already said keep-alive completes, then the connection is idle;
 //  - keeps an idle connection (keep-alive, or accepted with no byte read
 //    yet) open for kRetireGrace, or less if its own keepalive or header
@@ -109,7 +109,7 @@ void retire_connections() {
         if (h->state_ == State::Keepalive || (h->state_ == State::Head && h->rlen_ == h->rpos_)) {
             if (!t.armed() || t.deadline() > grace_end) event::worker_loop().arm_at(t, grace_end);
         } else if (h->state_ == State::Processing && h->req_ && !h->req_->header_sent) {
-            h->keepalive_ = false;
+            h->a_->keepalive = false;
         }
     }
 }
@@ -146,19 +146,15 @@ void Connection::retire_idle() {
 
 Connection::Connection(event::Connection& c, const ListenPort& port)
     : c_(c),
-      port_(port),
-      drain_ev_(event::Callback::to<&Connection::on_drained>(this)),
-      finish_ev_(event::Callback::to<&Connection::finish_request>(this)),
-      flush_ev_(event::Callback::to<&Connection::flush>(this)),
-      log_ctx_{c.number, describe_for_log, this} {
-    log::Scope scope(&log_ctx_);
+      port_(port) {
+    const log::Context lctx = log_context();
+    log::Scope scope(&lctx);
     started_ = event::worker_loop().now();
     gauge_.accepted();
     c_.data = this;
     next_ = g_conns;
     if (g_conns) g_conns->prev_ = this;
     g_conns = this;
-    addr_text(reinterpret_cast<const sockaddr*>(&c_.peer), peer_text_, sizeof peer_text_, &peer_port_);
     // The default server of the address sets the limits that apply before
     // the Host header is known [nginx].
     if (port_.addrs.size() == 1) addr_ = &port_.addrs[0];
@@ -170,7 +166,10 @@ Connection::Connection(event::Connection& c, const ListenPort& port)
         // until SNI names another server (ssl_module).
         const tls::Context* ctx = ssl_context(*default_srv_);
         GH_CHECK(ctx != nullptr);  // ssl_module refuses a TLS address without one
-        tls_ = std::make_unique<tls::Session>(*ctx, c_.fd(), peer_text_);
+        char peer[INET6_ADDRSTRLEN];
+        uint16_t port;
+        addr_text(reinterpret_cast<const sockaddr*>(&c_.peer), peer, sizeof peer, &port);
+        tls_ = std::make_unique<tls::Session>(*ctx, c_.fd(), peer);
         tls_->user = static_cast<Stream*>(this);  // for SNI (ssl_module)
         c_.transport = tls_.get();
     }
@@ -194,11 +193,45 @@ Connection::Connection(event::Connection& c, const ListenPort& port)
     event::worker_connections().set_reusable(c_, true);
 }
 
-const log::Context* Connection::in_scope() {
+log::Context Connection::log_context() const {
     // A request's lines go to the error_log of where it is handled, as
     // its own context's do (phases.cc sets it with the location).
-    log_ctx_.error_log = req_ ? req_->log_ctx.error_log : nullptr;
-    return &log_ctx_;
+    return {c_.number, describe_for_log, this, req_ ? req_->log_ctx.error_log : nullptr};
+}
+
+Connection::Active& Connection::active() {
+    if (a_) return *a_;
+    const SrvConf& s = *default_srv_;
+    const size_t large = *s.large_header_buffer_size;
+    Limits lim;
+    lim.max_start_line = large;
+    lim.max_header_line = large;
+    lim.max_head = large * *s.large_header_buffers_num;
+    lim.max_headers = static_cast<size_t>(*s.max_headers);
+    // nginx reads these from the default server too, until Host names
+    // another.
+    lim.ignore_invalid_names = *s.ignore_invalid_headers;
+    lim.underscores = *s.underscores_in_headers;
+    a_ = std::make_unique<Active>(lim);
+    a_->drain_ev.cb = event::Callback::to<&Connection::on_drained>(this);
+    a_->finish_ev.cb = event::Callback::to<&Connection::finish_request>(this);
+    a_->flush_ev.cb = event::Callback::to<&Connection::flush>(this);
+    uint16_t port;
+    addr_text(reinterpret_cast<const sockaddr*>(&c_.peer), a_->peer_text, sizeof a_->peer_text, &port);
+    return *a_;
+}
+
+std::string_view Connection::peer_text() const {
+    // Asked by a request, which runs on an active connection, or by one
+    // made for a handshake (certificates named by variables): that one
+    // makes the connection active a little early.
+    return const_cast<Connection*>(this)->active().peer_text;
+}
+
+uint16_t Connection::peer_port() const {
+    if (c_.peer.ss_family == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in*>(&c_.peer)->sin_port);
+    if (c_.peer.ss_family == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6*>(&c_.peer)->sin6_port);
+    return 0;
 }
 
 // nginx's context of a line about the connection: its request's while it
@@ -209,8 +242,11 @@ void Connection::describe_for_log(const void* self, FixedWriter& out) {
         describe_request(*h->req_, out);
         return;
     }
+    char peer[INET6_ADDRSTRLEN];
+    uint16_t port;
+    addr_text(reinterpret_cast<const sockaddr*>(&h->c_.peer), peer, sizeof peer, &port);
     out.put(", client: ");
-    out.put(h->peer_text_);
+    out.put(peer);
     out.put(", server: ");
     const conf::Address& a = h->port_.bind.addr;
     if (a.kind == conf::Address::Kind::Inet && a.host == "*") {
@@ -243,33 +279,34 @@ const AddrServers& Connection::servers() {
 }
 
 std::string_view Connection::local_text() {
-    if (!local_known_) {
-        addr_text(c_.local_address(), local_text_, sizeof local_text_, &local_port_);
-        local_known_ = true;
+    active();  // asked by a request: made already
+    if (!a_->local_known) {
+        addr_text(c_.local_address(), a_->local_text, sizeof a_->local_text, &a_->local_port);
+        a_->local_known = true;
     }
-    return local_text_;
+    return a_->local_text;
 }
 
 uint16_t Connection::local_port() {
     local_text();
-    return local_port_;
+    return a_->local_port;
 }
 
 bool Connection::orphan() {
     if (state_ != State::Processing || !req_ || !req_->outlive_client || req_->done) return false;
     // A body still on its way cannot be left unread on a live request.
-    if (req_->has_body && !body_done_) return false;
+    if (req_->has_body && !a_->body_done) return false;
     GH_LOG(Info, "client closed connection; the response goes on for the cache");
     state_ = State::Orphan;
     event::worker_loop().cancel(c_.read_timer);
     event::worker_loop().cancel(c_.write_timer);
-    event::worker_loop().unpost(flush_ev_);
+    event::worker_loop().unpost(a_->flush_ev);
     // Nothing more goes to or comes from the client; the slot and the
     // buffers the request's views point into stay until it ends.
     ::shutdown(c_.fd(), SHUT_RDWR);
-    if (out_) out_->clear();
+    if (a_->out) a_->out->clear();
     // A producer or a filter that waited for room goes on.
-    event::worker_loop().post(drain_ev_);
+    event::worker_loop().post(a_->drain_ev);
     return true;
 }
 
@@ -279,9 +316,11 @@ void Connection::close_connection() {
     state_ = State::Closed;
     closing_ = true;
     gauge_.closed();
-    event::worker_loop().unpost(drain_ev_);
-    event::worker_loop().unpost(finish_ev_);
-    event::worker_loop().unpost(flush_ev_);
+    if (a_) {
+        event::worker_loop().unpost(a_->drain_ev);
+        event::worker_loop().unpost(a_->finish_ev);
+        event::worker_loop().unpost(a_->flush_ev);
+    }
     // A request cut short still gets its log line.
     if (req_) run_log_phase(*req_);
     if (tls_) tls_->shutdown();  // close_notify, when the handshake was done
@@ -316,7 +355,8 @@ bool Connection::client_closed() {
 // ---- reading the head --------------------------------------------------
 
 void Connection::on_read() {
-    log::Scope scope(in_scope());
+    const log::Context lctx = log_context();
+    log::Scope scope(&lctx);
     switch (state_) {
         case State::Head:
         case State::Keepalive:
@@ -330,7 +370,7 @@ void Connection::on_read() {
             // kernel buffer (pipelining) and a closed peer is found when
             // writing, unless the handler waits for an origin: then a
             // client that went away ends the request now.
-            if (body_started_ && !body_done_ && !body_paused_) pump_body();
+            if (a_->body_started && !a_->body_done && !a_->body_paused) pump_body();
             else if (req_ && req_->abort_on_client_close && client_closed()) {
                 GH_LOG(Info, "client prematurely closed connection");
                 abort();
@@ -361,19 +401,7 @@ void Connection::read_head() {
         rcap_ = small;
         rpos_ = rlen_ = 0;
     }
-    if (!head_) {
-        Limits lim;
-        lim.max_start_line = large;
-        lim.max_header_line = large;
-        lim.max_head = max_head;
-        lim.max_headers = static_cast<size_t>(*s.max_headers);
-        // nginx reads these from the default server too, until Host
-        // names another.
-        lim.ignore_invalid_names = *s.ignore_invalid_headers;
-        lim.underscores = *s.underscores_in_headers;
-        head_ = std::make_unique<HeadState>(lim);
-    }
-    RequestParser* parser = &head_->parser;
+    RequestParser* parser = &active().parser;
     for (;;) {
         if (h2c_maybe_ && rlen_ > rpos_) {
             std::string_view first(rbuf_.get()->data() + rpos_, rlen_ - rpos_);
@@ -435,7 +463,7 @@ void Connection::read_head() {
         if (io.kind == event::IoResult::Again) return;
         if (io.kind == event::IoResult::Eof) {
             if (rlen_ > rpos_)
-                GH_LOG(Info, "client %s closed connection while reading client request headers", peer_text_);
+                GH_LOG(Info, "client %s closed connection while reading client request headers", a_->peer_text);
             close_connection();
             return;
         }
@@ -446,10 +474,12 @@ void Connection::read_head() {
 }
 
 void Connection::read_proxy_protocol() {
-    if (!pp_parser_) {
+    if (!pp_) pp_ = std::make_unique<Proxy>();
+    Proxy& pp = *pp_;
+    if (!pp.parser) {
         const size_t cap = std::max<size_t>(kProxyV1MaxLine, *default_srv_->client_header_buffer_size);
-        pp_parser_ = std::make_unique<ProxyParser>(cap);
-        pp_peek_.resize(cap);
+        pp.parser = std::make_unique<ProxyParser>(cap);
+        pp.peek.resize(cap);
     }
     // Peeked, not read: the header's end is known only once parsed, and
     // whatever follows it belongs to TLS (which reads the socket itself)
@@ -457,7 +487,7 @@ void Connection::read_proxy_protocol() {
     // new bytes raise a new edge, so waiting costs no spinning.
     ssize_t n;
     do {
-        n = ::recv(c_.fd(), pp_peek_.data(), pp_peek_.size(), MSG_PEEK);
+        n = ::recv(c_.fd(), pp.peek.data(), pp.peek.size(), MSG_PEEK);
     } while (n < 0 && errno == EINTR);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
         c_.io.clear_readable();
@@ -473,8 +503,8 @@ void Connection::read_proxy_protocol() {
         close_connection();
         return;
     }
-    const std::string_view peeked(pp_peek_.data(), static_cast<size_t>(n));
-    ProxyParseResult pr = pp_parser_->parse(peeked);
+    const std::string_view peeked(pp.peek.data(), static_cast<size_t>(n));
+    ProxyParseResult pr = pp.parser->parse(peeked);
     if (pr.state == ProxyParseState::NeedMore) {
         c_.io.clear_readable();
         return;
@@ -494,13 +524,13 @@ void Connection::read_proxy_protocol() {
         close_connection();
         return;
     }
-    pp_ = std::make_unique<ProxyHeader>(pp_parser_->header());
-    pp_tlvs_.assign(pp_->tlvs);
-    pp_->tlvs = pp_tlvs_;
+    pp.header = std::make_unique<ProxyHeader>(pp.parser->header());
+    pp.tlvs.assign(pp.header->tlvs);
+    pp.header->tlvs = pp.tlvs;
     // Take the header's bytes, and only them, off the socket.
     size_t left = pr.consumed;
     while (left > 0) {
-        ssize_t got = ::recv(c_.fd(), pp_peek_.data(), left, 0);
+        ssize_t got = ::recv(c_.fd(), pp.peek.data(), left, 0);
         if (got < 0 && errno == EINTR) continue;
         if (got <= 0) {
             close_connection();
@@ -509,8 +539,8 @@ void Connection::read_proxy_protocol() {
         left -= static_cast<size_t>(got);
     }
     pp_wait_ = false;
-    pp_parser_.reset();
-    pp_peek_ = std::string();
+    pp.parser.reset();
+    pp.peek = std::string();
     read_head();
 }
 
@@ -518,10 +548,11 @@ void Connection::drop_peeked() {
     // What was only peeked at is still unread: closing over it would
     // reset the connection. Read it, as nginx has when it closes, so the
     // client sees an orderly close.
-    if (pp_peek_.empty()) return;
+    if (!pp_ || pp_->peek.empty()) return;
+    Proxy& pp = *pp_;
     ssize_t n;
     do {
-        n = ::recv(c_.fd(), pp_peek_.data(), pp_peek_.size(), MSG_DONTWAIT);
+        n = ::recv(c_.fd(), pp.peek.data(), pp.peek.size(), MSG_DONTWAIT);
     } while (n < 0 && errno == EINTR);
 }
 
@@ -580,8 +611,10 @@ void Connection::hand_over_h2(std::string_view preread) {
     h.port = &port_;
     h.addr = &servers();
     h.tls = std::move(tls_);
-    h.pp = std::move(pp_);
-    h.pp_tlvs = std::move(pp_tlvs_);
+    if (pp_) {
+        h.pp = std::move(pp_->header);
+        h.pp_tlvs = std::move(pp_->tlvs);
+    }
     h.preread = preread;  // copied by the new owner
     h.started = started_;
     h.gauge = &gauge_;
@@ -589,9 +622,7 @@ void Connection::hand_over_h2(std::string_view preread) {
     // The slot, its fd and its registration are the new owner's now.
     state_ = State::Closed;
     closing_ = true;
-    event::worker_loop().unpost(drain_ev_);
-    event::worker_loop().unpost(finish_ev_);
-    event::worker_loop().unpost(flush_ev_);
+    a_.reset();  // unposts its events
     event::worker_loop().defer({[](void* p) { std::unique_ptr<Connection>(static_cast<Connection*>(p)); }, this});
 }
 
@@ -610,7 +641,7 @@ void Connection::reject(int status, std::string_view reason, const char* where) 
     }
     // Logged with the request made: the line names its server and request.
     if (where) GH_LOG(Info, "%.*s%s", static_cast<int>(reason.size()), reason.data(), where);
-    linger_next_ = true;
+    a_->linger_next = true;
     reject_request(r, status, reason);
 }
 
@@ -623,21 +654,22 @@ Request& Connection::new_request() {
     event::worker_loop().cancel(c_.read_timer);
     state_ = State::Processing;
     gauge_.to(stats::ConnGauge::State::Writing);
-    keepalive_ = false;
-    expect_continue_ = false;
-    chunked_out_ = false;
-    trailers_ = false;
-    head_only_ = false;
-    out_ = nullptr;
-    out_last_ = false;
-    body_left_ = 0;
-    body_chunked_ = false;
+    active();
+    a_->keepalive = false;
+    a_->expect_continue = false;
+    a_->chunked_out = false;
+    a_->trailers = false;
+    a_->head_only = false;
+    a_->out = nullptr;
+    a_->out_last = false;
+    a_->body_left = 0;
+    a_->body_chunked = false;
     req_ = std::make_unique<Request>(*this, port_.main_confs, servers().default_server);
     return *req_;
 }
 
 void Connection::start_request(size_t head_len) {
-    const RequestHead& h = head_->parser.head();
+    const RequestHead& h = a_->parser.head();
     if (h.framing.chunked && rlen_ > rpos_ + head_len) {
         // A chunked body whose framing is already broken in what arrived
         // with the head is the request's error: 400 and close, whatever
@@ -661,7 +693,7 @@ void Connection::start_request(size_t head_len) {
     r.in = h;
     r.headers.reset(h.headers);
     r.counters.request_length = head_len;
-    r.pipelined = std::exchange(pipelined_, false);
+    r.pipelined = std::exchange(a_->pipelined, false);
     ++c_.requests;
 
     std::string_view head(rbuf_.get()->data() + rpos_, head_len);
@@ -670,12 +702,12 @@ void Connection::start_request(size_t head_len) {
     // HTTP/1.2..1.9 are served as 1.1 (RFC 9110 2.5).
     r.http_version = h.version_minor == 0 ? 10 : 11;
     r.head_only = h.method == Method::Head;
-    expect_continue_ = h.expect_100_continue;
+    a_->expect_continue = h.expect_100_continue;
     r.content_length = h.framing.content_length;
     r.has_body = h.framing.chunked || r.content_length.value_or(0) > 0;
     if (r.has_body) {
-        body_left_ = r.content_length.value_or(0);
-        body_chunked_ = h.framing.chunked;
+        a_->body_left = r.content_length.value_or(0);
+        a_->body_chunked = h.framing.chunked;
     }
     // The request line as sent, for $request and the log.
     size_t eol = head.find('\n');
@@ -704,7 +736,7 @@ void Connection::start_request(size_t head_len) {
 
     // Keepalive as the client asked; a retiring worker closes after this
     // response. The location's limits apply when the head is written.
-    keepalive_ = h.keep_alive() && !g_retiring;
+    a_->keepalive = h.keep_alive() && !g_retiring;
     http::start_request(r);
 }
 
@@ -715,33 +747,33 @@ Flow Connection::send_head(Request& r, const ResponseHead& h) {
     if (state_ != State::Processing) return Flow::Fail;
     auto& lc = r.loc_conf<LocConf>(http_core_module);
     const bool no_body = h.status == 304 || h.status == 204 || h.status < 200;
-    head_only_ = r.head_only;
-    chunked_out_ = false;
+    a_->head_only = r.head_only;
+    a_->chunked_out = false;
     // Trailers to come need chunked framing, even for a known length
     // [nginx]; HTTP/1.0 gets neither.
     bool length = h.content_length.has_value();
     if (h.expect_trailers && r.http_version >= 11 && !no_body && !r.head_only && *lc.chunked_transfer_encoding)
         length = false;
-    trailers_ = !length && h.expect_trailers && r.http_version >= 11;
+    a_->trailers = !length && h.expect_trailers && r.http_version >= 11;
     if (!length && !no_body && !r.head_only) {
         if (r.http_version >= 11 && *lc.chunked_transfer_encoding)
-            chunked_out_ = true;
+            a_->chunked_out = true;
         else
-            keepalive_ = false;  // the end of the body is the end of the connection
+            a_->keepalive = false;  // the end of the body is the end of the connection
     }
-    if (!h.content_length && !no_body && r.head_only && r.http_version < 11) keepalive_ = false;
+    if (!h.content_length && !no_body && r.head_only && r.http_version < 11) a_->keepalive = false;
     // The limits of the location that answers [nginx
     // ngx_http_update_location_config]; a retiring worker closes.
-    if (keepalive_ && (c_.requests >= *lc.keepalive_requests || lc.keepalive_timeout->count() == 0 || g_retiring))
-        keepalive_ = false;
-    if (keepalive_ && event::worker_loop().now() - started_ > static_cast<event::Msec>(lc.keepalive_time->count()))
-        keepalive_ = false;
-    if (keepalive_ && keepalive_disabled(r, lc)) keepalive_ = false;
+    if (a_->keepalive && (c_.requests >= *lc.keepalive_requests || lc.keepalive_timeout->count() == 0 || g_retiring))
+        a_->keepalive = false;
+    if (a_->keepalive && event::worker_loop().now() - started_ > static_cast<event::Msec>(lc.keepalive_time->count()))
+        a_->keepalive = false;
+    if (a_->keepalive && keepalive_disabled(r, lc)) a_->keepalive = false;
     // "tcp_nopush": with sendfile, the head and the file's first bytes go
     // in full packets (TCP_CORK) until the response is out [nginx].
-    if (*lc.tcp_nopush && r.use_sendfile && !tls_ && !corked_ && c_.peer.ss_family != AF_UNIX) {
+    if (*lc.tcp_nopush && r.use_sendfile && !tls_ && !a_->corked && c_.peer.ss_family != AF_UNIX) {
         int one = 1;
-        if (::setsockopt(c_.fd(), IPPROTO_TCP, TCP_CORK, &one, sizeof one) == 0) corked_ = true;
+        if (::setsockopt(c_.fd(), IPPROTO_TCP, TCP_CORK, &one, sizeof one) == 0) a_->corked = true;
     }
 
     std::string_view reason = h.reason.empty() ? reason_phrase(h.status) : h.reason;
@@ -794,7 +826,7 @@ Flow Connection::send_head(Request& r, const ResponseHead& h) {
         o.put(format_http_date(h.last_modified, d));
         o.put("\r\n");
     }
-    if (chunked_out_) o.put("Transfer-Encoding: chunked\r\n");
+    if (a_->chunked_out) o.put("Transfer-Encoding: chunked\r\n");
     if (!location.empty()) {
         o.put("Location: ");
         o.put(location);
@@ -803,12 +835,12 @@ Flow Connection::send_head(Request& r, const ResponseHead& h) {
     // 101: the connection becomes what the Upgrade field says (RFC 9110
     // 15.2.2); the proxy passes that field. It serves no other request.
     if (h.status == 101) {
-        keepalive_ = false;
+        a_->keepalive = false;
         o.put("Connection: upgrade\r\n");
     } else {
-        o.put(keepalive_ ? "Connection: keep-alive\r\n" : "Connection: close\r\n");
+        o.put(a_->keepalive ? "Connection: keep-alive\r\n" : "Connection: close\r\n");
         const auto header_timeout = std::chrono::duration_cast<std::chrono::seconds>(*lc.keepalive_header);
-        if (keepalive_ && header_timeout.count() > 0) {
+        if (a_->keepalive && header_timeout.count() > 0) {
             o.put("Keep-Alive: timeout=");
             o.num(static_cast<uint64_t>(header_timeout.count()));
             o.put("\r\n");
@@ -828,22 +860,22 @@ Flow Connection::send_head(Request& r, const ResponseHead& h) {
         o.put("\r\n");
     }
     o.put("\r\n");
-    if (!out_) out_ = r.arena().make<event::ChainWriter>(r.mem());
-    out_->push(Buf::memory({b, static_cast<size_t>(o.p - b)}));
+    if (!a_->out) a_->out = r.arena().make<event::ChainWriter>(r.mem());
+    a_->out->push(Buf::memory({b, static_cast<size_t>(o.p - b)}));
     return Flow::Pass;
 }
 
 Flow Connection::send_body(Request& r, Chain& in) {
     if (state_ == State::Orphan) {
-        if (in.last()) event::worker_loop().post(finish_ev_);
+        if (in.last()) event::worker_loop().post(a_->finish_ev);
         in.clear();
         return Flow::Pass;
     }
     if (state_ != State::Processing) return Flow::Fail;
-    if (!out_) out_ = r.arena().make<event::ChainWriter>(r.mem());
+    if (!a_->out) a_->out = r.arena().make<event::ChainWriter>(r.mem());
     const bool last = in.last();
     const uint64_t bytes = in.bytes();
-    if (chunked_out_ && !head_only_) {
+    if (a_->chunked_out && !a_->head_only) {
         if (bytes > 0) {
             // In a slab of its own, freed once sent: the request arena,
             // freed only with the request, must not grow with the length
@@ -853,12 +885,12 @@ Flow Connection::send_body(Request& r, Chain& in) {
             size_t n = write_chunk_header(bytes, std::span<char, kMaxChunkHeader>(hdr, kMaxChunkHeader));
             Buf hb = Buf::memory({hdr, n});
             hb.slab = std::move(slab);
-            out_->push(std::move(hb));
-            out_->push(in);
-            out_->push(Buf::memory(kChunkEnd));
+            a_->out->push(std::move(hb));
+            a_->out->push(in);
+            a_->out->push(Buf::memory(kChunkEnd));
         }
         if (last) {
-            if (trailers_ && !r.out.trailers.empty()) {
+            if (a_->trailers && !r.out.trailers.empty()) {
                 // The last chunk with the trailer fields (RFC 9112 7.1.2).
                 size_t cap = 8;
                 for (const Header& t : r.out.trailers) cap += t.name.size() + t.value.size() + 4;
@@ -872,16 +904,16 @@ Flow Connection::send_body(Request& r, Chain& in) {
                     w.put("\r\n");
                 }
                 w.put("\r\n");
-                out_->push(Buf::memory({b, static_cast<size_t>(w.p - b)}));
+                a_->out->push(Buf::memory({b, static_cast<size_t>(w.p - b)}));
             } else {
-                out_->push(Buf::memory(kLastChunk));
+                a_->out->push(Buf::memory(kLastChunk));
             }
         }
     } else {
-        out_->push(in);
+        a_->out->push(in);
     }
     in.clear();
-    if (last) out_last_ = true;
+    if (last) a_->out_last = true;
     flush();
     return closing_ ? Flow::Fail : Flow::Pass;
 }
@@ -895,7 +927,7 @@ void Connection::write_failed(const event::ChainWriter::Result& w) {
     } else if (w.err == EPIPE || w.err == ECONNRESET) {
         // The request's client: the address realip put there, as nginx's
         // connection address is while the request lasts.
-        std::string_view who = req_ ? req_->remote_addr : std::string_view(peer_text_);
+        std::string_view who = req_ ? req_->remote_addr : std::string_view(a_->peer_text);
         GH_LOG(Info, "client %.*s closed connection while sending response", static_cast<int>(who.size()), who.data());
     } else {
         GH_LOG_ERRNO(Info, w.err, "%s failed while sending response to client", w.call);
@@ -904,14 +936,15 @@ void Connection::write_failed(const event::ChainWriter::Result& w) {
 }
 
 void Connection::flush() {
-    log::Scope scope(in_scope());  // also flush_ev_'s callback
-    if (state_ != State::Processing || !req_ || !out_) return;
+    const log::Context lctx = log_context();
+    log::Scope scope(&lctx);  // also a_->flush_ev's callback
+    if (state_ != State::Processing || !req_ || !a_->out) return;
     Request& r = *req_;
     const auto& lc = r.loc_conf<LocConf>(http_core_module);
     event::ChainWriter::Limits limits;
     limits.sendfile_max_chunk = *lc.sendfile_max_chunk;
     limits.file_piece = static_cast<size_t>(*lc.output_buffers_size);
-    event::ChainWriter::Result w = out_->write(c_, r.use_sendfile, limits);
+    event::ChainWriter::Result w = a_->out->write(c_, r.use_sendfile, limits);
     r.counters.bytes_sent += w.bytes;
     if (w.kind == event::ChainWriter::Result::Error) {
         write_failed(w);
@@ -919,7 +952,7 @@ void Connection::flush() {
     }
     if (w.kind == event::ChainWriter::Result::Yield) {
         event::worker_loop().arm(c_.write_timer, *lc.send_timeout);
-        event::worker_loop().post(flush_ev_);
+        event::worker_loop().post(a_->flush_ev);
         return;
     }
     if (w.kind == event::ChainWriter::Result::Again) {
@@ -927,48 +960,52 @@ void Connection::flush() {
         return;
     }
     event::worker_loop().cancel(c_.write_timer);
-    if (out_last_) {
+    if (a_->out_last) {
         uncork();
-        event::worker_loop().post(finish_ev_);
+        event::worker_loop().post(a_->finish_ev);
         return;
     }
     // Everything written: whoever waits for room (a held filter, a
     // producer) goes on from the loop.
-    if (r.output.drain_fn || r.output.held) event::worker_loop().post(drain_ev_);
+    if (r.output.drain_fn || r.output.held) event::worker_loop().post(a_->drain_ev);
 }
 
 // The response is out: what TCP_CORK held goes now.
 void Connection::uncork() {
-    if (!corked_) return;
+    if (!a_->corked) return;
     int zero = 0;
     ::setsockopt(c_.fd(), IPPROTO_TCP, TCP_CORK, &zero, sizeof zero);
-    corked_ = false;
+    a_->corked = false;
 }
 
 void Connection::on_write() {
-    log::Scope scope(in_scope());
+    const log::Context lctx = log_context();
+    log::Scope scope(&lctx);
     if (tls_ && !tls_->established()) {
         if (state_ == State::Head) tls_handshake();
         return;
     }
     // OpenSSL had to write before it could read on (a TLS 1.3 key update).
     if (tls_ && tls_->read_wants_write()) on_read();
-    if (state_ == State::Processing && out_ && !out_->empty()) flush();
+    if (state_ == State::Processing && a_->out && !a_->out->empty()) flush();
 }
 
 void Connection::on_drained() {
-    log::Scope scope(in_scope());
+    const log::Context lctx = log_context();
+    log::Scope scope(&lctx);
     if ((state_ == State::Processing || state_ == State::Orphan) && req_ && output_pending() == 0)
         output_drained(*req_);
 }
 
-size_t Connection::output_pending() const { return out_ && state_ != State::Orphan ? out_->pending() : 0; }
+size_t Connection::output_pending() const {
+    return a_ && a_->out && state_ != State::Orphan ? a_->out->pending() : 0;
+}
 
 event::Duplex& Connection::open_tunnel(event::Callback on_ready, std::string_view* leftover) {
     state_ = State::Tunnel;
     event::worker_loop().cancel(c_.read_timer);
     event::worker_loop().cancel(c_.write_timer);
-    tunnel_ready_ = on_ready;
+    a_->tunnel_ready = on_ready;
     c_.io.on_read = on_ready;
     c_.io.on_write = on_ready;
     if (leftover)
@@ -991,46 +1028,46 @@ void Connection::shutdown_send() { ::shutdown(c_.fd(), SHUT_WR); }
 // ---- the request body for handlers ---------------------------------------------
 
 bool Connection::read_body(Request& r, BodySink sink) {
-    if (body_started_) return false;  // an earlier reader took it
-    sink_ = sink;
-    body_started_ = true;
-    body_done_ = false;
-    body_paused_ = false;
-    if (expect_continue_ && rlen_ == rpos_) {
+    if (a_->body_started) return false;  // an earlier reader took it
+    a_->sink = sink;
+    a_->body_started = true;
+    a_->body_done = false;
+    a_->body_paused = false;
+    if (a_->expect_continue && rlen_ == rpos_) {
         // The client waits for this before it sends the body (RFC 9110
         // 10.1.1); sent for "Content-Length: 0" too, as nginx does, for a
         // client that waits whatever the length.
         static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
-        if (!out_) out_ = r.arena().make<event::ChainWriter>(r.mem());
-        out_->push(Buf::memory(kContinue));
+        if (!a_->out) a_->out = r.arena().make<event::ChainWriter>(r.mem());
+        a_->out->push(Buf::memory(kContinue));
         flush();
         if (closing_) return true;
     }
     if (!r.has_body) {
-        body_done_ = true;
+        a_->body_done = true;
         Chain c(r.mem());
         Buf end;
         end.last_buf = true;
         c.push(std::move(end));
-        sink_(r, c);
+        a_->sink(r, c);
         return true;
     }
-    body_left_ = r.content_length.value_or(0);
-    body_chunked_ = !r.content_length;
+    a_->body_left = r.content_length.value_or(0);
+    a_->body_chunked = !r.content_length;
     pump_body();
     return true;
 }
 
 void Connection::resume_body() {
-    if (!body_started_ || body_done_ || !body_paused_) return;
-    body_paused_ = false;
+    if (!a_ || !a_->body_started || a_->body_done || !a_->body_paused) return;
+    a_->body_paused = false;
     pump_body();
 }
 
 void Connection::body_failed(int status, const char* why) {
     Request& r = *req_;
-    body_done_ = true;
-    keepalive_ = false;
+    a_->body_done = true;
+    a_->keepalive = false;
     GH_LOG(Info, "%s", why);
     event::worker_loop().cancel(c_.read_timer);
     if (r.header_sent) {
@@ -1048,14 +1085,14 @@ void Connection::body_failed(int status, const char* why) {
 // and memory stays that of the buffers (a million one-byte chunks cost
 // what one megabyte of body does).
 void Connection::pump_body() {
-    if (in_pump_ || !req_) return;
-    in_pump_ = true;
+    if (a_->in_pump || !req_) return;
+    a_->in_pump = true;
     Request& r = *req_;
     auto& lc = r.loc_conf<LocConf>(http_core_module);
     const uint64_t max_body = *lc.client_max_body_size;
     const size_t cap = std::max<size_t>(*lc.client_body_buffer_size, 1024);
     for (;;) {
-        if (state_ != State::Processing || body_done_ || body_paused_) break;
+        if (state_ != State::Processing || a_->body_done || a_->body_paused) break;
         // Input already here: the rest of the head buffer first, then the
         // current body slab.
         char* data = nullptr;
@@ -1067,11 +1104,11 @@ void Connection::pump_body() {
             avail = rlen_ - rpos_;
             owner = &rbuf_;
             pos = &rpos_;
-        } else if (body_slab_ && body_len_ > body_pos_) {
-            data = body_slab_.get()->data() + body_pos_;
-            avail = body_len_ - body_pos_;
-            owner = &body_slab_;
-            pos = &body_pos_;
+        } else if (a_->body_slab && a_->body_len > a_->body_pos) {
+            data = a_->body_slab.get()->data() + a_->body_pos;
+            avail = a_->body_len - a_->body_pos;
+            owner = &a_->body_slab;
+            pos = &a_->body_pos;
         }
         if (avail > 0) {
             // The piece lives on this frame: the sink moves out the Bufs
@@ -1081,15 +1118,15 @@ void Connection::pump_body() {
             Chain piece(&mem);
             bool last = false;
             size_t body_bytes = 0;
-            if (body_chunked_) {
-                if (!chunked_) {
+            if (a_->body_chunked) {
+                if (!a_->chunked) {
                     ChunkedLimits lim;
                     if (max_body) lim.max_body = max_body;
-                    chunked_ = std::make_unique<ChunkedDecoder>(lim);
+                    a_->chunked = std::make_unique<ChunkedDecoder>(lim);
                 }
                 size_t used = 0;
                 for (;;) {
-                    ChunkResult cr = chunked_->decode({data + used, avail - used});
+                    ChunkResult cr = a_->chunked->decode({data + used, avail - used});
                     if (!cr.data.empty()) {
                         // Never forward: the write offset trails the read
                         // offset by the framing dropped so far.
@@ -1098,7 +1135,7 @@ void Connection::pump_body() {
                     }
                     used += cr.consumed;
                     if (cr.state == ChunkState::Error) {
-                        in_pump_ = false;
+                        a_->in_pump = false;
                         body_failed(cr.status ? cr.status : 400, cr.status == 413
                                                                      ? "client intended to send too large chunked body"
                                                                      : "client sent invalid chunked body");
@@ -1112,17 +1149,17 @@ void Connection::pump_body() {
                 }
                 *pos += used;
                 r.counters.request_length += used;
-                if (last && owner == &body_slab_ && body_len_ > body_pos_) {
+                if (last && owner == &a_->body_slab && a_->body_len > a_->body_pos) {
                     // Bytes after the body: the next pipelined request.
-                    stash_.assign(body_slab_.get()->data() + body_pos_, body_len_ - body_pos_);
-                    body_pos_ = body_len_;
+                    a_->stash.assign(a_->body_slab.get()->data() + a_->body_pos, a_->body_len - a_->body_pos);
+                    a_->body_pos = a_->body_len;
                 }
             } else {
-                body_bytes = static_cast<size_t>(std::min<uint64_t>(body_left_, avail));
+                body_bytes = static_cast<size_t>(std::min<uint64_t>(a_->body_left, avail));
                 *pos += body_bytes;
-                body_left_ -= body_bytes;
+                a_->body_left -= body_bytes;
                 r.counters.request_length += body_bytes;
-                last = body_left_ == 0;
+                last = a_->body_left == 0;
             }
             if (body_bytes > 0) {
                 Buf b = Buf::memory({data, body_bytes});
@@ -1130,31 +1167,31 @@ void Connection::pump_body() {
                 piece.push(std::move(b));
             }
             if (last) {
-                body_done_ = true;
-                chunked_.reset();
+                a_->body_done = true;
+                a_->chunked.reset();
                 if (piece.empty()) piece.push(Buf());
                 piece.back().last_buf = true;
                 event::worker_loop().cancel(c_.read_timer);
             }
             if (!piece.empty()) {
-                bool more = sink_(r, piece);
-                if (!more && !body_done_) body_paused_ = true;
+                bool more = a_->sink(r, piece);
+                if (!more && !a_->body_done) a_->body_paused = true;
             }
             continue;
         }
         // Nothing buffered: read. A slab the consumer still holds is left
         // to it; reading goes on into a fresh one.
-        if (!body_slab_ || body_slab_.get()->refs() > 1 || body_slab_.get()->capacity() < cap) {
-            body_slab_ = SlabRef::adopt(Slab::make(cap));
+        if (!a_->body_slab || a_->body_slab.get()->refs() > 1 || a_->body_slab.get()->capacity() < cap) {
+            a_->body_slab = SlabRef::adopt(Slab::make(cap));
         }
         size_t want = cap;
         // Never read past a Content-Length body: what follows is the next
         // request and stays in the socket for the head parser.
-        if (!body_chunked_) want = static_cast<size_t>(std::min<uint64_t>(want, body_left_));
-        body_pos_ = body_len_ = 0;
-        event::IoResult io = c_.recv({body_slab_.get()->data(), want});
+        if (!a_->body_chunked) want = static_cast<size_t>(std::min<uint64_t>(want, a_->body_left));
+        a_->body_pos = a_->body_len = 0;
+        event::IoResult io = c_.recv({a_->body_slab.get()->data(), want});
         if (io.kind == event::IoResult::Ok) {
-            body_len_ = io.bytes;
+            a_->body_len = io.bytes;
             event::worker_loop().arm(c_.read_timer, *lc.client_body_timeout);
             continue;
         }
@@ -1162,17 +1199,18 @@ void Connection::pump_body() {
             event::worker_loop().arm(c_.read_timer, *lc.client_body_timeout);
             break;
         }
-        in_pump_ = false;
+        a_->in_pump = false;
         body_failed(400, io.kind == event::IoResult::Eof
                              ? "client prematurely closed connection while reading client request body"
                              : "recv() failed while reading client request body");
         return;
     }
-    in_pump_ = false;
+    a_->in_pump = false;
 }
 
 void Connection::on_write_timeout() {
-    log::Scope scope(in_scope());
+    const log::Context lctx = log_context();
+    log::Scope scope(&lctx);
     GH_LOG(Info, "client timed out (110: Connection timed out) while sending response to client");
     if (req_) {
         if (req_->out.status == 0) req_->out.status = 408;
@@ -1187,7 +1225,8 @@ void Connection::on_write_timeout() {
 }
 
 void Connection::on_read_timeout() {
-    log::Scope scope(in_scope());
+    const log::Context lctx = log_context();
+    log::Scope scope(&lctx);
     if (g_retiring && (state_ == State::Keepalive || (state_ == State::Head && rlen_ == rpos_))) {
         retire_idle();
         return;
@@ -1218,7 +1257,7 @@ void Connection::on_read_timeout() {
         close_connection();
         return;
     }
-    if (state_ == State::Processing && req_ && body_started_ && !body_done_) {
+    if (state_ == State::Processing && req_ && a_->body_started && !a_->body_done) {
         body_failed(408, "client timed out (110: Connection timed out) while reading client request body");
         return;
     }
@@ -1231,31 +1270,31 @@ bool Connection::discard_body() {
     Request& r = *req_;
     auto drop_buffered = [&]() -> int {
         std::string_view data(rbuf_.get()->data() + rpos_, rlen_ - rpos_);
-        if (body_chunked_) {
-            if (!chunked_) chunked_ = std::make_unique<ChunkedDecoder>();
-            ChunkResult cr = chunked_->decode(data);
+        if (a_->body_chunked) {
+            if (!a_->chunked) a_->chunked = std::make_unique<ChunkedDecoder>();
+            ChunkResult cr = a_->chunked->decode(data);
             while (cr.state == ChunkState::More && cr.consumed > 0 && cr.consumed < data.size()) {
                 rpos_ += cr.consumed;
                 r.counters.request_length += cr.consumed;
                 data.remove_prefix(cr.consumed);
-                cr = chunked_->decode(data);
+                cr = a_->chunked->decode(data);
             }
             rpos_ += cr.consumed;
             r.counters.request_length += cr.consumed;
             if (cr.state == ChunkState::Error) return -1;
             return cr.state == ChunkState::Done ? 1 : 0;
         }
-        size_t take = static_cast<size_t>(std::min<uint64_t>(body_left_, data.size()));
+        size_t take = static_cast<size_t>(std::min<uint64_t>(a_->body_left, data.size()));
         rpos_ += take;
-        body_left_ -= take;
+        a_->body_left -= take;
         r.counters.request_length += take;
-        return body_left_ == 0 ? 1 : 0;
+        return a_->body_left == 0 ? 1 : 0;
     };
     for (;;) {
         int st = drop_buffered();
         if (st < 0) return false;
         if (st > 0) {
-            chunked_.reset();
+            a_->chunked.reset();
             return true;
         }
         rpos_ = rlen_ = 0;
@@ -1269,7 +1308,8 @@ bool Connection::discard_body() {
 }
 
 void Connection::finish_request() {
-    log::Scope scope(in_scope());
+    const log::Context lctx = log_context();
+    log::Scope scope(&lctx);
     if (req_ && state_ == State::Orphan) {
         // The orphan's response is complete: its log line, then the end.
         req_->done = true;
@@ -1283,48 +1323,48 @@ void Connection::finish_request() {
     Request& r = *req_;
     r.done = true;
     run_log_phase(r);
-    bool keep = keepalive_ && !closing_;
+    bool keep = a_->keepalive && !closing_;
     bool linger = false;
-    if (body_started_ && !body_done_) {
+    if (a_->body_started && !a_->body_done) {
         // A handler answered before the body was all read (an origin's
         // early error): the rest is not worth reading.
         keep = false;
         linger = true;
-    } else if (!body_started_ && r.has_body && expect_continue_ && rlen_ == rpos_) {
+    } else if (!a_->body_started && r.has_body && a_->expect_continue && rlen_ == rpos_) {
         // The client still waits for "100 Continue": it has sent no body,
         // and closing spares it sending one (RFC 9110 10.1.1).
         keep = false;
-    } else if (!body_started_ && r.has_body) {
+    } else if (!a_->body_started && r.has_body) {
         // Drop what is already here; a large unread rest means closing.
         if (!discard_body()) {
             keep = false;
             linger = true;
         }
     }
-    if (!keep && linger_next_) {
+    if (!keep && a_->linger_next) {
         // A rejected request may be followed by input we never read:
         // closing now could reset the connection before the client reads
         // the error page.
         linger = true;
-    } else if (!keep && g_retiring && (rlen_ > rpos_ || !stash_.empty() || input_waiting())) {
+    } else if (!keep && g_retiring && (rlen_ > rpos_ || !a_->stash.empty() || input_waiting())) {
         // Retiring: the client pipelined its next request before reading
         // our "Connection: close"; closing over it would reset the
         // connection and could destroy this response. Linger instead.
         linger = true;
     }
-    linger_next_ = false;
+    a_->linger_next = false;
     // The timeouts of the location that served the request apply to what
     // follows it, as in nginx.
     const LocConf& done_lc = r.loc_conf<LocConf>(http_core_module);
-    keepalive_timeout_ = *done_lc.keepalive_timeout;
-    lingering_ = {*done_lc.lingering_close, *done_lc.lingering_time, *done_lc.lingering_timeout};
-    out_ = nullptr;
-    out_last_ = false;
-    event::worker_loop().unpost(drain_ev_);
-    sink_ = nullptr;
-    body_started_ = body_done_ = body_paused_ = false;
-    body_slab_ = SlabRef();
-    body_pos_ = body_len_ = 0;
+    a_->keepalive_timeout = *done_lc.keepalive_timeout;
+    a_->lingering = {*done_lc.lingering_close, *done_lc.lingering_time, *done_lc.lingering_timeout};
+    a_->out = nullptr;
+    a_->out_last = false;
+    event::worker_loop().unpost(a_->drain_ev);
+    a_->sink = nullptr;
+    a_->body_started = a_->body_done = a_->body_paused = false;
+    a_->body_slab = SlabRef();
+    a_->body_pos = a_->body_len = 0;
     req_.reset();
     gauge_.to(stats::ConnGauge::State::Waiting);
     if (!keep) {
@@ -1339,48 +1379,50 @@ void Connection::finish_request() {
 }
 
 void Connection::keepalive_or_close() {
-    head_->parser.reset();
-    if (!stash_.empty()) {
+    a_->parser.reset();
+    if (!a_->stash.empty()) {
         // The next request arrived behind a chunked body: it becomes the
         // start of the head buffer.
         rpos_ = rlen_ = 0;
-        size_t need = std::max<size_t>(stash_.size(), *default_srv_->client_header_buffer_size);
+        size_t need = std::max<size_t>(a_->stash.size(), *default_srv_->client_header_buffer_size);
         if (!rbuf_ || rcap_ < need) {
             rbuf_ = SlabRef::adopt(Slab::make(need));
             rcap_ = need;
         }
-        memcpy(rbuf_.get()->data(), stash_.data(), stash_.size());
-        rlen_ = stash_.size();
-        stash_.clear();
+        memcpy(rbuf_.get()->data(), a_->stash.data(), a_->stash.size());
+        rlen_ = a_->stash.size();
+        a_->stash.clear();
     }
     if (rlen_ > rpos_) {
         // A pipelined request is already here.
-        pipelined_ = true;
+        a_->pipelined = true;
         state_ = State::Head;
         event::worker_loop().arm(c_.read_timer, *default_srv_->client_header_timeout);
         read_head();
         return;
     }
     rpos_ = rlen_ = 0;
-    // Idle: give the buffers back, as nginx does; an idle connection costs
-    // its slot and this object only.
+    const conf::Duration timeout = a_->keepalive_timeout;
+    // Idle: give the buffers and the active state back, as nginx does
+    // (and more): an idle connection costs its slot and this object's
+    // core only. We may be inside a_->finish_ev's callback: nothing of
+    // a_ is touched after this.
     rbuf_ = SlabRef();
     rcap_ = 0;
-    head_.reset();
+    a_.reset();
     state_ = State::Keepalive;
     // Idle longest, reclaimed first when the worker is full [nginx].
     event::worker_connections().set_reusable(c_, true);
     // A retiring worker waits for one more request for kRetireGrace only.
-    idle_until_ = event::worker_loop().now() + static_cast<event::Msec>(keepalive_timeout_.count());
-    event::worker_loop().arm(c_.read_timer, g_retiring ? std::min(keepalive_timeout_, kRetireGrace)
-                                                       : keepalive_timeout_);
+    idle_until_ = event::worker_loop().now() + static_cast<event::Msec>(timeout.count());
+    event::worker_loop().arm(c_.read_timer, g_retiring ? std::min(timeout, kRetireGrace) : timeout);
     if (c_.io.readable()) read_head();
 }
 
 void Connection::lingering_close() {
     // Stop sending, keep reading for a while: closing with unread input
     // would send a reset that can destroy the response in flight.
-    if (lingering_.mode == 0) {
+    if (a_->lingering.mode == 0) {
         close_connection();
         return;
     }
@@ -1391,8 +1433,8 @@ void Connection::lingering_close() {
     }
     state_ = State::Lingering;
     event::worker_connections().set_reusable(c_, true);
-    linger_until_ = event::worker_loop().now() + static_cast<event::Msec>(lingering_.time.count());
-    event::worker_loop().arm(c_.read_timer, lingering_.timeout);
+    a_->linger_until = event::worker_loop().now() + static_cast<event::Msec>(a_->lingering.time.count());
+    event::worker_loop().arm(c_.read_timer, a_->lingering.timeout);
     lingering_read();
 }
 
@@ -1406,12 +1448,12 @@ void Connection::lingering_read() {
         return;
     }
     event::Msec now = event::worker_loop().now();
-    if (now >= linger_until_) {
+    if (now >= a_->linger_until) {
         close_connection();
         return;
     }
-    event::Msec left = linger_until_ - now;
-    event::Msec t = std::min<event::Msec>(left, static_cast<event::Msec>(lingering_.timeout.count()));
+    event::Msec left = a_->linger_until - now;
+    event::Msec t = std::min<event::Msec>(left, static_cast<event::Msec>(a_->lingering.timeout.count()));
     event::worker_loop().arm(c_.read_timer, std::chrono::milliseconds(t));
 }
 

@@ -14,6 +14,7 @@
 // order.
 #pragma once
 
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <chrono>
@@ -61,8 +62,10 @@ public:
 
     // ---- Stream ----
     const sockaddr* peer_sockaddr() const override { return reinterpret_cast<const sockaddr*>(&c_.peer); }
-    std::string_view peer_text() const override { return peer_text_; }
-    uint16_t peer_port() const override { return peer_port_; }
+    // Valid while the connection is active (the Request's remote_addr
+    // views it); asking makes it active.
+    std::string_view peer_text() const override;
+    uint16_t peer_port() const override;
     std::string_view local_text() override;
     uint16_t local_port() override;
     tls::Session* tls() const override { return tls_.get(); }
@@ -71,12 +74,14 @@ public:
     uint32_t connection_requests() const override { return c_.requests; }
     event::Msec connection_start() const override { return started_; }
     const AddrServers& servers() override;
-    const ProxyHeader* proxy_protocol() const override { return pp_.get(); }
+    const ProxyHeader* proxy_protocol() const override { return pp_ ? pp_->header.get() : nullptr; }
     Flow send_head(Request& r, const ResponseHead& h) override;
     Flow send_body(Request& r, Chain& in) override;
     void flush() override;
     size_t output_pending() const override;
-    void close_after() override { keepalive_ = false; }
+    void close_after() override {
+        if (a_) a_->keepalive = false;
+    }
     void abort() override;
     bool closed() const override { return closing_; }
     bool read_body(Request& r, BodySink sink) override;
@@ -140,114 +145,129 @@ private:
     void hand_over_h2(std::string_view preread);
     // The tail of this connection's error log lines (log::Context).
     static void describe_for_log(const void* self, FixedWriter& out);
-    // log_ctx_, its error_log the current request's: for log::Scope at
-    // each entry from the loop.
-    const log::Context* in_scope();
+    // The context of its error log lines, its error_log the current
+    // request's: for a log::Scope at each entry from the loop (built on
+    // the stack: an idle connection keeps no copy).
+    log::Context log_context() const;
 
     friend void retire_connections();
+
+    // What the connection holds only while it works: from the first byte
+    // of a request head until it is idle again (keep-alive), or until it
+    // closes (a lingering close, a tunnel, an orphan). An idle connection
+    // holds none of it, nor a read buffer nor a request: only the members
+    // below this struct and its slot (issue 19: an idle keep-alive
+    // connection costs what nginx's does, or less). Made by active() on
+    // the first byte of a head (or an error page without one), freed by
+    // keepalive_or_close() when nothing else is buffered.
+    struct Active {
+        explicit Active(const Limits& l) : parser(l, std::span<HeaderField>(fields)) {}
+        // The head being parsed and, while its request runs, what its
+        // header views point into.
+        HeaderField fields[32];  // the usual head's; more move to the parser's table
+        RequestParser parser;
+
+        // ---- the current request and its response ----
+        bool keepalive = false;       // the connection may serve another request
+        bool expect_continue = false; // the client waits for "100 Continue"
+        bool chunked_out = false;     // the response body is framed as chunked
+        bool trailers = false;        // the last chunk carries trailer fields
+        bool head_only = false;       // no body bytes go out (HEAD, 204, 304)
+        bool out_last = false;        // the last buf of the body is queued
+        bool corked = false;          // TCP_CORK is on ("tcp_nopush")
+        bool linger_next = false;     // close the current request's connection lingering
+        bool pipelined = false;       // the next head was in the buffer already ($pipe)
+        // What goes to the client, written in order (in the request arena).
+        event::ChainWriter* out = nullptr;
+
+        // ---- the request body ----
+        uint64_t body_left = 0;       // Content-Length bytes not yet read
+        bool body_chunked = false;
+        bool body_started = false;    // a reader took it (read_body)
+        bool body_done = false;
+        bool body_paused = false;
+        bool in_pump = false;
+        std::unique_ptr<ChunkedDecoder> chunked;
+        // Reading the body for a handler: pieces go to sink; bytes read
+        // into body slabs of client_body_buffer_size.
+        BodySink sink = nullptr;
+        SlabRef body_slab;
+        size_t body_pos = 0, body_len = 0;  // unconsumed [pos, len) of body_slab
+        std::string stash;                  // bytes after a chunked body: the next request
+
+        event::Event drain_ev;
+        // The response is out: finish the request from a posted event,
+        // never under the frames of the filters and handlers that sent it.
+        event::Event finish_ev;
+        // A write that stopped at sendfile_max_chunk goes on from the loop.
+        event::Event flush_ev;
+        event::Callback tunnel_ready;
+
+        // From the location of the last request: what applies after it.
+        conf::Duration keepalive_timeout{std::chrono::seconds(75)};
+        struct Lingering {
+            uint8_t mode = 1;
+            conf::Duration time{std::chrono::seconds(30)};
+            conf::Duration timeout{std::chrono::seconds(5)};
+        } lingering;
+        event::Msec linger_until = 0;
+
+        // The addresses as text, for the request's variables and logs.
+        char peer_text[INET6_ADDRSTRLEN] = {};
+        char local_text[INET6_ADDRSTRLEN] = {};
+        uint16_t local_port = 0;
+        bool local_known = false;
+    };
+    // a_, made now if the connection was idle.
+    Active& active();
+
+    // The PROXY protocol header of "listen ... proxy_protocol": while it
+    // is read, its parser and the bytes it peeks at (client_header_buffer_size,
+    // at least the 107 bytes of a v1 line); once read, the header for the
+    // life of the connection, its TLVs copied into `tlvs`.
+    struct Proxy {
+        std::unique_ptr<ProxyParser> parser;
+        std::string peek;
+        std::unique_ptr<ProxyHeader> header;
+        std::string tlvs;
+    };
 
     event::Connection& c_;
     const ListenPort& port_;
     std::unique_ptr<tls::Session> tls_;  // TLS ports only
+    std::unique_ptr<Proxy> pp_;          // PROXY protocol ports only
+    const AddrServers* addr_ = nullptr;
+    SrvConf* default_srv_ = nullptr;
+    // Read buffer: [0, rlen_) holds bytes read; [rpos_, rlen_) is not yet
+    // consumed (the next pipelined request). None while idle.
+    SlabRef rbuf_;
+    size_t rpos_ = 0;
+    size_t rlen_ = 0;
+    size_t rcap_ = 0;
+    State state_ = State::Head;
+    bool closing_ = false;
     bool tls_sniffed_ = false;           // the first byte said TLS
     bool plain_on_tls_ = false;          // the first byte said plain HTTP: answer 497
     // A plain address with HTTP/2 ("listen ... http2", "http2 on"), no
     // request read yet: the first bytes may be the HTTP/2 preface (h2c
     // with prior knowledge, RFC 9113 3.3).
     bool h2c_maybe_ = false;
-    // The PROXY protocol: the header is still to be read; its parser and
-    // the bytes it peeks at meanwhile (client_header_buffer_size, at least
-    // the 107 bytes of a v1 line); the header once read, for the life of
-    // the connection, its TLVs copied into pp_tlvs_.
-    bool pp_wait_ = false;
-    std::unique_ptr<ProxyParser> pp_parser_;
-    std::string pp_peek_;
-    std::unique_ptr<ProxyHeader> pp_;
-    std::string pp_tlvs_;
-    const AddrServers* addr_ = nullptr;
-    SrvConf* default_srv_ = nullptr;
-    State state_ = State::Head;
-    bool closing_ = false;
-
-    // Read buffer: [0, rlen_) holds bytes read; [rpos_, rlen_) is not yet
-    // consumed (the next pipelined request).
-    SlabRef rbuf_;
-    size_t rpos_ = 0;
-    size_t rlen_ = 0;
-    size_t rcap_ = 0;
-    // Parser state and header views, from the first byte of a request to
-    // the end of its response; freed while the connection idles.
-    struct HeadState {
-        explicit HeadState(const Limits& l) : parser(l, std::span<HeaderField>(fields)) {}
-        HeaderField fields[32];  // the usual head's; more move to the parser's table
-        RequestParser parser;
-    };
-    std::unique_ptr<HeadState> head_;
-
-    // ---- the current request and its response ----
-    std::unique_ptr<Request> req_;
-    bool keepalive_ = false;       // the connection may serve another request
-    bool expect_continue_ = false; // the client waits for "100 Continue"
-    bool chunked_out_ = false;     // the response body is framed as chunked
-    bool trailers_ = false;        // the last chunk carries trailer fields
-    bool head_only_ = false;       // no body bytes go out (HEAD, 204, 304)
-    // What goes to the client, written in order (in the request arena).
-    event::ChainWriter* out_ = nullptr;
-    bool out_last_ = false;        // the last buf of the body is queued
-
-    // ---- the request body ----
-    uint64_t body_left_ = 0;       // Content-Length bytes not yet read
-    bool body_chunked_ = false;
-    std::unique_ptr<ChunkedDecoder> chunked_;
-    // Reading the body for a handler: pieces go to sink_; bytes read into
-    // body slabs of client_body_buffer_size.
-    BodySink sink_ = nullptr;
-    bool body_started_ = false;    // a reader took it (read_body)
-    bool body_done_ = false;
-    bool body_paused_ = false;
-    bool in_pump_ = false;
-    SlabRef body_slab_;
-    size_t body_pos_ = 0, body_len_ = 0;  // unconsumed [pos, len) of body_slab_
-    std::string stash_;                   // bytes after a chunked body: the next request
-
-    event::Event drain_ev_;
-    // The response is out: finish the request from a posted event, never
-    // under the frames of the filters and handlers that sent it.
-    event::Event finish_ev_;
-    // A write that stopped at sendfile_max_chunk goes on from the loop.
-    event::Event flush_ev_;
-    event::Msec started_ = 0;      // accepted: "keepalive_time" counts from here
-    bool corked_ = false;          // TCP_CORK is on ("tcp_nopush")
-    event::Callback tunnel_ready_;
-    event::Msec linger_until_ = 0;
-    bool linger_next_ = false;  // close the current request's connection lingering
-    bool pipelined_ = false;    // the next head was in the buffer already ($pipe)
-    // From the location of the last request: what applies after it.
-    conf::Duration keepalive_timeout_{std::chrono::seconds(75)};
-    // While idle (keepalive, or accepted with no byte yet): when its
-    // keepalive or header timeout would close it. Bounds the retirement
-    // grace, which retire_idle() extends while the client still reads.
-    event::Msec idle_until_ = 0;
-    struct Lingering {
-        uint8_t mode = 1;
-        conf::Duration time{std::chrono::seconds(30)};
-        conf::Duration timeout{std::chrono::seconds(5)};
-    } lingering_;
-
-    char peer_text_[64] = {};
-    uint16_t peer_port_ = 0;
-    char local_text_[64] = {};
-    uint16_t local_port_ = 0;
-    bool local_known_ = false;
-
+    bool pp_wait_ = false;  // the PROXY header is still to be read
     // What stub_status counts this connection as (waiting, reading a
     // head, writing a response): moved with state_, taken out on close.
     stats::ConnGauge gauge_;
 
+    std::unique_ptr<Active> a_;
+    std::unique_ptr<Request> req_;  // declared after a_: goes first
+
+    event::Msec started_ = 0;  // accepted: "keepalive_time" counts from here
+    // While idle (keepalive, or accepted with no byte yet): when its
+    // keepalive or header timeout would close it. Bounds the retirement
+    // grace, which retire_idle() extends while the client still reads.
+    event::Msec idle_until_ = 0;
+
     Connection* prev_ = nullptr;  // the worker's list of connections
     Connection* next_ = nullptr;
-    // In scope in every callback: lines carry "*N" and the context.
-    log::Context log_ctx_;
 };
 
 }  // namespace gatehouse::http::v1
