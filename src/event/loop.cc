@@ -194,11 +194,21 @@ int Loop::wait_timeout(Msec max_wait) const {
 
 Wake Loop::run_once(Msec max_wait) {
     int timeout = wait_timeout(max_wait);
+    // Idle work pending: wait at most its delay; a wait that ends empty
+    // then means the delay passed with nothing to do.
+    const bool idle_wait = idle_cb_ && idle_due_ && (timeout < 0 || timeout > idle_delay_);
+    if (idle_wait) timeout = idle_delay_;
     int cap = static_cast<int>(events_.size());
     int n = has_wait_mask_ ? epoll_pwait(epfd_, events_.data(), cap, timeout, &wait_mask_)
                            : epoll_wait(epfd_, events_.data(), cap, timeout);
     int err = errno;
     time_.update();
+    if (n > 0) {
+        idle_due_ = true;
+    } else if (n == 0 && idle_wait) {
+        idle_due_ = false;
+        idle_cb_();
+    }
 
     Wake wake = Wake::Events;
     if (n < 0) {
@@ -211,7 +221,7 @@ Wake Loop::run_once(Msec max_wait) {
         n = 0;
     }
     dispatch(n);
-    timers_.run_expired(now());
+    if (timers_.run_expired(now()) > 0) idle_due_ = true;
     run_posted();
     run_deferred();
     return wake;

@@ -232,6 +232,18 @@ public:
     // frees their memory. Not from a deferred callback.
     void run_deferred();
 
+    // --- idle work -------------------------------------------------------
+    // `cb` runs when the loop has waited `delay` with nothing to do (no
+    // readiness, no timer, no posted work) after some activity since it
+    // last ran: the worker gives its freed memory back after a burst
+    // (core/heap.h). Under steady load it never runs, and it never runs
+    // twice without activity in between, so an idle worker does not wake
+    // for it. An empty cb turns it off.
+    void set_idle(Callback cb, std::chrono::milliseconds delay) {
+        idle_cb_ = cb;
+        idle_delay_ = static_cast<int>(delay.count());
+    }
+
     // --- running ---------------------------------------------------------
     // One iteration (see the top of this file). max_wait caps the wait in
     // milliseconds of real time (tests pass 0 to poll).
@@ -263,6 +275,9 @@ private:
     CachedTime time_;
     int epfd_;
     volatile std::sig_atomic_t stop_ = 0;
+    Callback idle_cb_;
+    int idle_delay_ = 0;
+    bool idle_due_ = true;  // activity since idle_cb_ last ran
     bool has_wait_mask_ = false;
     sigset_t wait_mask_;
     uint32_t registered_ = 0;  // Watchers currently registered

@@ -11,6 +11,7 @@
 #include <memory>
 #include <string>
 
+#include "core/heap.h"
 #include "core/log.h"
 #include "event/connection.h"
 #include "event/events_module.h"
@@ -196,6 +197,8 @@ int worker_main(const Cycle& cycle, const std::vector<Listening>& ls, int slot, 
     st.close_listening = forked;
     st.cycle = &cycle;
     st.shutdown_timer.cb = {[](void* p) { static_cast<WorkerState*>(p)->loop->stop(); }, &st};
+    // After a burst, give back what it freed (core/heap.h).
+    (*loop)->set_idle({[](void*) { release_free_heap(); }, nullptr}, kHeapReleaseIdle);
     (*loop)->run(event::Callback::to<&after_iteration>(&st));
 
     listeners.clear();

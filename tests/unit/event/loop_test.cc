@@ -540,3 +540,39 @@ TEST_CASE("event/loop: run() iterates until stop(), calling after_each") {
     CHECK(iterations == 1);  // b, posted by a, runs in the same iteration
     CHECK(tr.log == std::vector<std::string>{"a", "b"});
 }
+
+TEST_CASE("event/loop: idle work runs once after activity and a quiet delay, not under load") {
+    FakeClock clock(1000);
+    auto loop = make_loop(clock);
+    int idle = 0;
+    loop->set_idle(Callback::to<&bump>(&idle), 1ms);
+    // Due at start: the wait is capped by the delay, then it runs once.
+    loop->run_once();
+    CHECK(idle == 1);
+    // Readiness is activity: no idle run in that iteration, one after
+    // the next quiet delay.
+    Pair p;
+    Trace tr;
+    Io io(tr, "r");
+    io.w.set_fd(p.fd[0]);
+    REQUIRE(loop->add(io.w, Interest::Read).ok());
+    put(p.fd[1], "x");
+    loop->run_once();
+    CHECK(io.reads == 1);
+    CHECK(idle == 1);
+    loop->run_once();
+    CHECK(idle == 2);
+    // With no activity since, the wait is not capped: a timer is what
+    // ends it, and firing is activity again.
+    Trace fired;
+    Step s(fired, "t");
+    loop->arm(s.timer, 5ms);
+    CHECK(loop->wait_timeout() == 5);
+    clock.advance(5);
+    loop->run_once(0);
+    CHECK(fired.log == std::vector<std::string>{"t"});
+    CHECK(idle == 2);
+    loop->run_once();
+    CHECK(idle == 3);
+    loop->remove(io.w);
+}
