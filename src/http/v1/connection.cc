@@ -460,7 +460,17 @@ void Connection::read_head() {
             rlen_ += io.bytes;
             continue;
         }
-        if (io.kind == event::IoResult::Again) return;
+        if (io.kind == event::IoResult::Again) {
+            // Still idle: the readiness was left over from the last
+            // request (TLS reports a socket readable until a read finds
+            // no record). Hold nothing while waiting.
+            if (state_ == State::Keepalive && rlen_ == 0) {
+                rbuf_ = SlabRef();
+                rcap_ = 0;
+                a_.reset();
+            }
+            return;
+        }
         if (io.kind == event::IoResult::Eof) {
             if (rlen_ > rpos_)
                 GH_LOG(Info, "client %s closed connection while reading client request headers", a_->peer_text);
