@@ -34,21 +34,26 @@ struct FakeServer {
     uint16_t port = 0;
 
     FakeServer() {
-        udp = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-        REQUIRE(udp >= 0);
-        sockaddr_in sin{};
-        sin.sin_family = AF_INET;
-        sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        REQUIRE(::bind(udp, reinterpret_cast<sockaddr*>(&sin), sizeof sin) == 0);
-        socklen_t len = sizeof sin;
-        REQUIRE(::getsockname(udp, reinterpret_cast<sockaddr*>(&sin), &len) == 0);
-        port = ntohs(sin.sin_port);
-        tcp = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        int one = 1;
-        ::setsockopt(tcp, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (::bind(tcp, reinterpret_cast<sockaddr*>(&sin), sizeof sin) != 0 || ::listen(tcp, 4) != 0) {
-            ::close(tcp);
-            tcp = -1;
+        // TCP on the UDP port the kernel chose; another process may hold
+        // that TCP port already, so a few ports are tried.
+        for (int attempt = 0; attempt < 20 && tcp < 0; ++attempt) {
+            if (udp >= 0) ::close(udp);
+            udp = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+            REQUIRE(udp >= 0);
+            sockaddr_in sin{};
+            sin.sin_family = AF_INET;
+            sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+            REQUIRE(::bind(udp, reinterpret_cast<sockaddr*>(&sin), sizeof sin) == 0);
+            socklen_t len = sizeof sin;
+            REQUIRE(::getsockname(udp, reinterpret_cast<sockaddr*>(&sin), &len) == 0);
+            port = ntohs(sin.sin_port);
+            tcp = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+            int one = 1;
+            ::setsockopt(tcp, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+            if (::bind(tcp, reinterpret_cast<sockaddr*>(&sin), sizeof sin) != 0 || ::listen(tcp, 4) != 0) {
+                ::close(tcp);
+                tcp = -1;
+            }
         }
     }
     ~FakeServer() {
