@@ -53,18 +53,11 @@ Status set_server(std::string_view url, log::SyslogTarget& t) {
         t.addr_len = a->sa_len;
         return {};
     }
-    // Configuration time, in the master: the one place a blocking lookup
-    // is allowed (STYLE.md, section 5). The first address is used [nginx].
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_DGRAM;
-    addrinfo* res = nullptr;
-    std::string port = std::to_string(a->port);
-    if (getaddrinfo(a->host.c_str(), port.c_str(), &hints, &res) != 0 || !res)
-        return make_error("host not found in syslog server " + quoted(url));
-    std::memcpy(&t.addr, res->ai_addr, std::min<size_t>(res->ai_addrlen, sizeof t.addr));
-    t.addr_len = static_cast<socklen_t>(std::min<size_t>(res->ai_addrlen, sizeof t.addr));
-    freeaddrinfo(res);
+    // The first address is used [nginx].
+    const auto found = lookup_host(a->host, a->port, SOCK_DGRAM);
+    if (found.empty()) return make_error("host not found in syslog server " + quoted(url));
+    std::memcpy(&t.addr, &found[0].sa, std::min<size_t>(found[0].len, sizeof t.addr));
+    t.addr_len = static_cast<socklen_t>(std::min<size_t>(found[0].len, sizeof t.addr));
     return {};
 }
 

@@ -1,6 +1,7 @@
 #include "conf/values.h"
 
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <sys/un.h>
 
@@ -246,6 +247,26 @@ Result<Address> parse_address(std::string_view s, const AddressRules& rules) {
     else if (a.kind == Address::Kind::Inet6)
         reinterpret_cast<sockaddr_in6*>(&a.sa)->sin6_port = htons(a.port);
     return a;
+}
+
+std::vector<HostAddress> lookup_host(const std::string& host, uint16_t port, int socktype, bool addrconfig) {
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = socktype;
+    if (addrconfig) hints.ai_flags = AI_ADDRCONFIG;
+    addrinfo* res = nullptr;
+    std::vector<HostAddress> out;
+    const std::string service = std::to_string(port);
+    if (getaddrinfo(host.c_str(), service.c_str(), &hints, &res) != 0) return out;
+    for (addrinfo* r = res; r; r = r->ai_next) {
+        if ((r->ai_family != AF_INET && r->ai_family != AF_INET6) || r->ai_addrlen > sizeof(sockaddr_storage))
+            continue;
+        HostAddress& h = out.emplace_back();
+        std::memcpy(&h.sa, r->ai_addr, r->ai_addrlen);
+        h.len = r->ai_addrlen;
+    }
+    freeaddrinfo(res);
+    return out;
 }
 
 }  // namespace gatehouse::conf

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "core/result.h"
 
@@ -61,5 +62,18 @@ struct AddressRules {
 
 // "host:port", "host", "*:port", "port", "[::1]:port", "[::]", "unix:/path".
 Result<Address> parse_address(std::string_view s, const AddressRules& rules);
+
+// The IPv4 and IPv6 addresses of a host name, with `port`, in the order
+// getaddrinfo() gives them; empty when the name is not found. Blocking:
+// configuration time only, in the master, the one place a lookup may
+// block (STYLE.md, section 5). `socktype` is SOCK_STREAM or SOCK_DGRAM;
+// `addrconfig` asks only for families this host has an address of
+// (AI_ADDRCONFIG).
+struct HostAddress {
+    sockaddr_storage sa{};
+    socklen_t len = 0;
+};
+std::vector<HostAddress> lookup_host(const std::string& host, uint16_t port, int socktype,
+                                     bool addrconfig = false);
 
 }  // namespace gatehouse::conf

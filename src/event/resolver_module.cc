@@ -38,23 +38,15 @@ Status add_server(Ctx& cx, const Node& n, std::string_view arg, ResolverSpec& sp
         spec.servers.push_back(std::move(s));
         return {};
     }
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_DGRAM;
-    addrinfo* res = nullptr;
-    std::string port = std::to_string(a->port);
-    if (getaddrinfo(a->host.c_str(), port.c_str(), &hints, &res) != 0 || !res)
-        return cx.error(n, "host not found in resolver " + quoted(arg));
-    for (addrinfo* r = res; r; r = r->ai_next) {
-        if (r->ai_addrlen > sizeof(sockaddr_storage)) continue;
-        if (r->ai_family != AF_INET && r->ai_family != AF_INET6) continue;
+    const auto found = conf::lookup_host(a->host, a->port, SOCK_DGRAM);
+    if (found.empty()) return cx.error(n, "host not found in resolver " + quoted(arg));
+    for (const conf::HostAddress& h : found) {
         ResolverSpec::Server s;
-        std::memcpy(&s.sa, r->ai_addr, r->ai_addrlen);
-        s.len = r->ai_addrlen;
-        s.text = conf::sockaddr_text(r->ai_addr);
+        std::memcpy(&s.sa, &h.sa, h.len);
+        s.len = h.len;
+        s.text = conf::sockaddr_text(reinterpret_cast<const sockaddr*>(&h.sa));
         spec.servers.push_back(std::move(s));
     }
-    freeaddrinfo(res);
     return {};
 }
 

@@ -99,28 +99,18 @@ Result<std::vector<Peer>> resolve_as(std::string_view address, uint16_t default_
         out.push_back(peer_of(*a));
         return out;
     }
-    // Config time, in the master: a blocking lookup is allowed here and
-    // nowhere else (STYLE.md, section 5).
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_ADDRCONFIG;
-    addrinfo* res = nullptr;
-    std::string port = std::to_string(a->port);
-    if (getaddrinfo(a->host.c_str(), port.c_str(), &hints, &res) != 0 || !res)
-        return make_error("host not found in upstream " + quoted(shown));
+    const auto found = conf::lookup_host(a->host, a->port, SOCK_STREAM, true);
     // IPv4 first, then IPv6, each in the resolver's order [nginx].
     for (int family : {AF_INET, AF_INET6}) {
-        for (addrinfo* r = res; r; r = r->ai_next) {
-            if (r->ai_family != family || r->ai_addrlen > sizeof(sockaddr_storage)) continue;
+        for (const conf::HostAddress& h : found) {
+            if (h.sa.ss_family != family) continue;
             Peer p;
-            std::memcpy(&p.sa, r->ai_addr, r->ai_addrlen);
-            p.sa_len = r->ai_addrlen;
-            p.text = conf::sockaddr_text(r->ai_addr);
+            std::memcpy(&p.sa, &h.sa, h.len);
+            p.sa_len = h.len;
+            p.text = conf::sockaddr_text(reinterpret_cast<const sockaddr*>(&h.sa));
             out.push_back(std::move(p));
         }
     }
-    freeaddrinfo(res);
     if (out.empty()) return make_error("host not found in upstream " + quoted(shown));
     return out;
 }

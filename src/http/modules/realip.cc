@@ -167,15 +167,10 @@ Status set_from(Ctx& cx, const Node& n, RealipConf& c) {
     }
     // A host name: its addresses now, as nginx resolves it (configuration
     // time, in the master; never in a worker).
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    addrinfo* res = nullptr;
-    if (v.find('/') != std::string::npos || getaddrinfo(v.c_str(), nullptr, &hints, &res) != 0 || !res)
-        return cx.error(n, "host not found in set_real_ip_from \"" + v + "\"");
-    for (addrinfo* a = res; a; a = a->ai_next)
-        if (a->ai_family == AF_INET || a->ai_family == AF_INET6) c.from.push_back(cidr_of(a->ai_addr));
-    freeaddrinfo(res);
+    const auto found = v.find('/') == std::string::npos ? conf::lookup_host(v, 0, SOCK_STREAM)
+                                                         : std::vector<conf::HostAddress>{};
+    if (found.empty()) return cx.error(n, "host not found in set_real_ip_from \"" + v + "\"");
+    for (const conf::HostAddress& h : found) c.from.push_back(cidr_of(reinterpret_cast<const sockaddr*>(&h.sa)));
     return {};
 }
 
