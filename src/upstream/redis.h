@@ -56,7 +56,7 @@
 struct redisAsyncContext;
 struct redisReply;
 
-namespace gatehouse::event {
+namespace gatehouse::upstream {
 
 // One "redis" block. Owner: the generation arena; immutable once read.
 struct RedisSpec {
@@ -88,8 +88,8 @@ extern const conf::Module redis_module;
 // the http level, read before or after the caller), or null.
 const RedisSpec* find_redis(const conf::Ctx& cx, std::string_view name);
 
-inline constexpr Msec kRedisBackoffMin = 100;
-inline constexpr Msec kRedisBackoffMax = 2000;
+inline constexpr event::Msec kRedisBackoffMin = 100;
+inline constexpr event::Msec kRedisBackoffMax = 2000;
 
 class RedisClient {
 public:
@@ -100,7 +100,7 @@ public:
     using ReplyFn = void (*)(void* data, redisReply* reply);
 
     // Connects at the first start(). `spec` and `loop` outlive it.
-    RedisClient(Loop& loop, const RedisSpec& spec);
+    RedisClient(event::Loop& loop, const RedisSpec& spec);
     // Closes the connection; waiting commands get their null reply now.
     ~RedisClient();
     RedisClient(const RedisClient&) = delete;
@@ -128,7 +128,7 @@ private:
     struct Pending {
         ReplyFn fn;
         void* data;
-        Msec deadline;
+        event::Msec deadline;
     };
 
     void connect();
@@ -150,19 +150,19 @@ private:
     static void ev_cleanup(void* p);
     static void ev_noop(void*) {}
 
-    Loop& loop_;
+    event::Loop& loop_;
     const RedisSpec& spec_;
     redisAsyncContext* ac_ = nullptr;  // owned (hiredis frees it); null when closed
     State state_ = State::Idle;
     bool connected_ = false;  // TCP connected (hiredis' first write event)
     bool lost_logged_ = false;
-    Msec backoff_ = kRedisBackoffMin;
-    Msec connect_deadline_ = 0;
+    event::Msec backoff_ = kRedisBackoffMin;
+    event::Msec connect_deadline_ = 0;
     std::deque<Pending> pending_;  // in sending order: replies come in order
-    Watcher watcher_;
-    Event flush_;
-    Timer deadline_;  // connect_timeout, then the oldest reply's timeout
-    Timer retry_;
+    event::Watcher watcher_;
+    event::Event flush_;
+    event::Timer deadline_;  // connect_timeout, then the oldest reply's timeout
+    event::Timer retry_;
 };
 
 // The worker's client for `spec`, made and started at first use;
@@ -170,4 +170,4 @@ private:
 // thread only, after event::worker_loop() is set.
 RedisClient& worker_redis(const RedisSpec& spec);
 
-}  // namespace gatehouse::event
+}  // namespace gatehouse::upstream

@@ -1,4 +1,4 @@
-#include "event/redis.h"
+#include "upstream/redis.h"
 
 #include <arpa/inet.h>
 #include <doctest/doctest.h>
@@ -16,8 +16,8 @@
 #include "event/loop.h"
 
 using namespace gatehouse;
-using event::RedisClient;
-using event::RedisSpec;
+using upstream::RedisClient;
+using upstream::RedisSpec;
 
 namespace {
 
@@ -131,7 +131,7 @@ struct Got {
 
 }  // namespace
 
-TEST_CASE("event/redis: connects on start, pipelines commands, answers from the loop") {
+TEST_CASE("upstream/redis: connects on start, pipelines commands, answers from the loop") {
     Fixture f;
     CHECK_FALSE(f.client->ready());
     std::string_view ping[] = {"PING"};
@@ -158,7 +158,7 @@ TEST_CASE("event/redis: connects on start, pipelines commands, answers from the 
     CHECK(f.client->in_flight() == 0);
 }
 
-TEST_CASE("event/redis: AUTH with a user before anything else; refused AUTH is not ready") {
+TEST_CASE("upstream/redis: AUTH with a user before anything else; refused AUTH is not ready") {
     Fixture f("secret", "gh");
     f.client->start();
     REQUIRE(f.spin([&] { return f.redis.accept_one(); }));
@@ -168,7 +168,7 @@ TEST_CASE("event/redis: AUTH with a user before anything else; refused AUTH is n
     // The connection goes and a retry waits for the backoff.
     REQUIRE(f.spin([&] { return f.client->down(); }));
     CHECK_FALSE(f.client->ready());
-    f.clock.advance(event::kRedisBackoffMin);
+    f.clock.advance(upstream::kRedisBackoffMin);
     REQUIRE(f.spin([&] { return f.redis.accept_one(); }));
     CHECK(f.read_until("secret\r\n") == "*3\r\n$4\r\nAUTH\r\n$2\r\ngh\r\n$6\r\nsecret\r\n");
     f.redis.reply("+OK\r\n");
@@ -176,7 +176,7 @@ TEST_CASE("event/redis: AUTH with a user before anything else; refused AUTH is n
     CHECK_FALSE(f.client->down());
 }
 
-TEST_CASE("event/redis: a reply past the timeout fails the command and reconnects") {
+TEST_CASE("upstream/redis: a reply past the timeout fails the command and reconnects") {
     Fixture f;
     f.spec.timeout = std::chrono::milliseconds(50);
     f.client->start();
@@ -196,12 +196,12 @@ TEST_CASE("event/redis: a reply past the timeout fails the command and reconnect
     CHECK_FALSE(f.client->ready());
     CHECK_FALSE(f.client->command(ping, Got::fn, &a));
     // Back after the backoff, on a new connection.
-    f.clock.advance(event::kRedisBackoffMin);
+    f.clock.advance(upstream::kRedisBackoffMin);
     REQUIRE(f.spin([&] { return f.redis.accept_one(); }));
     REQUIRE(f.spin([&] { return f.client->ready(); }));
 }
 
-TEST_CASE("event/redis: a lost connection fails what is in flight; destroying fails the rest") {
+TEST_CASE("upstream/redis: a lost connection fails what is in flight; destroying fails the rest") {
     Fixture f;
     f.client->start();
     REQUIRE(f.spin([&] { return f.redis.accept_one(); }));
@@ -215,7 +215,7 @@ TEST_CASE("event/redis: a lost connection fails what is in flight; destroying fa
     CHECK(a.null);
     CHECK(f.client->down());
 
-    f.clock.advance(event::kRedisBackoffMin);
+    f.clock.advance(upstream::kRedisBackoffMin);
     REQUIRE(f.spin([&] { return f.redis.accept_one(); }));
     REQUIRE(f.spin([&] { return f.client->ready(); }));
     Got b;

@@ -5,7 +5,7 @@
 // __redisAsyncFree) is what the hooks below rely on: every queued reply
 // callback runs with a null reply, then ev.cleanup (we unregister the fd),
 // then onDisconnect, then the fd is closed and the context freed.
-#include "event/redis.h"
+#include "upstream/redis.h"
 
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
@@ -15,7 +15,11 @@
 
 #include "core/log.h"
 
-namespace gatehouse::event {
+namespace gatehouse::upstream {
+
+using event::Callback;
+using event::Loop;
+using event::Msec;
 
 RedisClient::RedisClient(Loop& loop, const RedisSpec& spec) : loop_(loop), spec_(spec) {
     deadline_.cb = Callback::to<&RedisClient::on_timer>(this);
@@ -64,7 +68,7 @@ void RedisClient::connect() {
     redisAsyncSetConnectCallback(ac_, on_connect);
     redisAsyncSetDisconnectCallback(ac_, on_disconnect);
     watcher_.set_fd(ac_->c.fd);
-    if (auto s = loop_.add(watcher_, Interest::ReadWrite); !s) {
+    if (auto s = loop_.add(watcher_, event::Interest::ReadWrite); !s) {
         GH_LOG(Error, "redis \"%s\": %s", spec_.name.c_str(), s.message().c_str());
         drop("epoll_ctl() failed");
         return;
@@ -231,4 +235,4 @@ void RedisClient::on_retry() {
     if (state_ == State::Backoff) connect();
 }
 
-}  // namespace gatehouse::event
+}  // namespace gatehouse::upstream

@@ -9,10 +9,10 @@
 
 #include "conf/registry.h"
 #include "core/assert.h"
-#include "event/redis.h"
 #include "event/worker.h"
+#include "upstream/redis.h"
 
-namespace gatehouse::event {
+namespace gatehouse::upstream {
 
 namespace {
 
@@ -140,7 +140,7 @@ RedisClient& worker_redis(const RedisSpec& spec) {
     auto& reg = registry();
     for (auto& c : reg)
         if (&c->spec() == &spec) return *c;
-    reg.push_back(std::make_unique<RedisClient>(worker_loop(), spec));
+    reg.push_back(std::make_unique<RedisClient>(event::worker_loop(), spec));
     reg.back()->start();
     return *reg.back();
 }
@@ -152,4 +152,4 @@ extern const conf::Module redis_module{
     .exit_worker = exit_worker,
 };
 
-}  // namespace gatehouse::event
+}  // namespace gatehouse::upstream
