@@ -1,40 +1,63 @@
 // The Redis client on the worker's loop. See redis.h for the contract.
 //
-// hiredis owns the socket, the output buffer and the reply parser; we own
-// readiness and time. Its order of teardown (hiredis 0.14, async.c:
-// __redisAsyncFree) is what the hooks below rely on: every queued reply
-// callback runs with a null reply, then ev.cleanup (we unregister the fd),
-// then onDisconnect, then the fd is closed and the context freed.
+// hiredis is a formatter and a parser here; the socket, its bytes, TLS
+// and time are ours. Order of teardown (drop): the socket and TLS session
+// go first, then the waiting commands get their null replies, so a reply
+// callback that sends again finds the client not ready instead of a half
+// closed connection.
 #include "upstream/redis.h"
 
-#include <hiredis/async.h>
+#include <arpa/inet.h>
 #include <hiredis/hiredis.h>
-#include <sys/ioctl.h>
+#include <hiredis/read.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/ssl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstddef>
+#include <cstring>
 
 #include "core/log.h"
+#include "tls/session.h"
 
 namespace gatehouse::upstream {
 
 using event::Callback;
+using event::IoResult;
 using event::Loop;
 using event::Msec;
+
+namespace {
+
+std::string errno_text(const char* call, int err) {
+    return std::string(call) + " failed (" + std::to_string(err) + ": " + std::strerror(err) + ")";
+}
+
+// One read's worth; replies bigger than this are fed in pieces.
+constexpr size_t kReadChunk = 16384;
+
+}  // namespace
 
 RedisClient::RedisClient(Loop& loop, const RedisSpec& spec) : loop_(loop), spec_(spec) {
     deadline_.cb = Callback::to<&RedisClient::on_timer>(this);
     retry_.cb = Callback::to<&RedisClient::on_retry>(this);
     flush_.cb = Callback::to<&RedisClient::on_flush>(this);
-    watcher_.on_read = Callback::to<&RedisClient::on_read>(this);
-    watcher_.on_write = Callback::to<&RedisClient::on_write>(this);
+    conn_.io.on_read = Callback::to<&RedisClient::on_read>(this);
+    conn_.io.on_write = Callback::to<&RedisClient::on_write>(this);
 }
 
 RedisClient::~RedisClient() {
     state_ = State::Closing;
     loop_.cancel(retry_);
+    drop("");  // null replies to the waiting; logs nothing while closing
     loop_.cancel(deadline_);
-    if (ac_) redisAsyncFree(ac_);  // null replies to the waiting, then ev_cleanup
     loop_.unpost(flush_);
+    if (session_) SSL_SESSION_free(session_);
 }
 
 void RedisClient::start() {
@@ -42,42 +65,64 @@ void RedisClient::start() {
 }
 
 void RedisClient::connect() {
-    ac_ = spec_.unix_socket ? redisAsyncConnectUnix(spec_.host.c_str())
-                            : redisAsyncConnect(spec_.host.c_str(), spec_.port);
-    GH_CHECK(ac_ != nullptr);  // hiredis returns null only out of memory
-    if (ac_->err) {
-        // socket() or connect() failed at once (no route, no such path).
-        if (!lost_logged_)
-            GH_LOG(Warn, "connect() to redis \"%s\" at %s failed (%s), retrying", spec_.name.c_str(),
-                   spec_.text.c_str(), ac_->errstr);
-        lost_logged_ = true;
-        redisAsyncFree(ac_);  // no hooks set yet: nothing calls back
-        ac_ = nullptr;
-        state_ = State::Backoff;
-        loop_.arm(retry_, std::chrono::milliseconds(backoff_));
-        backoff_ = std::min(backoff_ * 2, kRedisBackoffMax);
+    sockaddr_storage sa{};
+    socklen_t sa_len = 0;
+    if (spec_.unix_socket) {
+        auto* sun = reinterpret_cast<sockaddr_un*>(&sa);
+        sun->sun_family = AF_UNIX;
+        if (spec_.host.size() >= sizeof sun->sun_path) {
+            drop("unix socket path too long");
+            return;
+        }
+        std::memcpy(sun->sun_path, spec_.host.data(), spec_.host.size());
+        sa_len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + spec_.host.size() + 1);
+    } else {
+        auto* sin = reinterpret_cast<sockaddr_in*>(&sa);
+        auto* sin6 = reinterpret_cast<sockaddr_in6*>(&sa);
+        if (inet_pton(AF_INET, spec_.host.c_str(), &sin->sin_addr) == 1) {
+            sin->sin_family = AF_INET;
+            sin->sin_port = htons(spec_.port);
+            sa_len = sizeof(sockaddr_in);
+        } else if (inet_pton(AF_INET6, spec_.host.c_str(), &sin6->sin6_addr) == 1) {
+            sin6->sin6_family = AF_INET6;
+            sin6->sin6_port = htons(spec_.port);
+            sa_len = sizeof(sockaddr_in6);
+        } else {
+            // The configuration resolved it; only a hand-made spec gets here.
+            drop("invalid address \"" + spec_.host + "\"");
+            return;
+        }
+    }
+    int fd = ::socket(sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        drop(errno_text("socket()", errno));
         return;
     }
-    ac_->data = this;
-    ac_->ev.data = this;
-    ac_->ev.addRead = ev_noop;  // the Watcher always reads
-    ac_->ev.delRead = ev_noop;
-    ac_->ev.addWrite = ev_add_write;
-    ac_->ev.delWrite = ev_del_write;
-    ac_->ev.cleanup = ev_cleanup;
-    redisAsyncSetConnectCallback(ac_, on_connect);
-    redisAsyncSetDisconnectCallback(ac_, on_disconnect);
-    watcher_.set_fd(ac_->c.fd);
-    if (auto s = loop_.add(watcher_, event::Interest::ReadWrite); !s) {
-        GH_LOG(Error, "redis \"%s\": %s", spec_.name.c_str(), s.message().c_str());
-        drop("epoll_ctl() failed");
-        return;
+    if (sa.ss_family != AF_UNIX) {
+        // Batches are small and wait for nothing else (as nginx's upstream
+        // connections, no Nagle).
+        int on = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
     }
+    conn_.io.set_fd(fd);
     state_ = State::Connecting;
-    connected_ = false;
     connect_deadline_ = loop_.now() + static_cast<Msec>(spec_.connect_timeout.count());
+    // EINTR, like EINPROGRESS, leaves the connect going on: writability
+    // tells when it is done. A unix socket may connect at once; the first
+    // writable event finds it connected all the same.
+    if (::connect(fd, reinterpret_cast<const sockaddr*>(&sa), sa_len) < 0 && errno != EINPROGRESS &&
+        errno != EINTR) {
+        drop(errno_text("connect()", errno));
+        return;
+    }
+    if (auto s = loop_.add(conn_.io, event::Interest::ReadWrite); !s) {
+        drop(s.message());
+        return;
+    }
+    reader_ = redisReaderCreate();
+    GH_CHECK(reader_ != nullptr);  // null only out of memory
     if (!spec_.password.empty()) {
-        // Queued now, written with the connection's first write: the
+        // Queued now, written once the connection (and TLS) is up: its
         // reply decides readiness (on_auth).
         const std::string_view with_user[] = {"AUTH", spec_.user, spec_.password};
         const std::string_view without[] = {"AUTH", spec_.password};
@@ -87,132 +132,274 @@ void RedisClient::connect() {
     arm_deadline();
 }
 
-bool RedisClient::send(std::span<const std::string_view> argv, ReplyFn fn, void* data) {
+void RedisClient::connected() {
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(conn_.fd(), SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+    if (err != 0) {
+        drop(errno_text("connect()", err));
+        return;
+    }
+    if (!spec_.tls) {
+        established();
+        return;
+    }
+    const RedisTls& t = *spec_.tls;
+    tls_ = std::make_unique<tls::Session>(*t.ctx, conn_.fd(), spec_.text);
+    // No SNI for an IP literal (RFC 6066 3), as for origins.
+    in6_addr ip;
+    const bool literal =
+        inet_pton(AF_INET, t.name.c_str(), &ip) == 1 || inet_pton(AF_INET6, t.name.c_str(), &ip) == 1;
+    if (t.server_name && !literal && !t.name.empty()) tls_->set_server_name(t.name);
+    if (t.verify && !t.name.empty()) tls_->set_verify_name(t.name);
+    if (t.session_reuse) {
+        tls_->save_session = &session_;
+        tls_->resume(session_);
+    }
+    conn_.transport = tls_.get();
+    state_ = State::Handshaking;
+    switch (tls_->handshake(conn_)) {
+        case tls::Session::Step::Done: established(); return;
+        case tls::Session::Step::Again: return;
+        case tls::Session::Step::Fail: break;
+    }
+    // A session Redis no longer takes must not fail the next try too.
+    if (session_) {
+        SSL_SESSION_free(session_);
+        session_ = nullptr;
+    }
+    drop(tls_->error(), true);
+}
+
+void RedisClient::established() {
+    // The reply deadlines counted from connect_deadline_ stay: AUTH is
+    // part of connecting.
+    if (!spec_.password.empty()) {
+        state_ = State::Auth;
+    } else if (spec_.tls) {
+        // TLS 1.3 ends the client's handshake before the server checked
+        // its certificate: a refusal (--tls-auth-clients yes, none or a
+        // wrong one sent) comes as an alert on the first read. A PING
+        // answered proves the session before callers rely on it, as an
+        // AUTH answered does.
+        state_ = State::Auth;
+        const std::string_view ping[] = {"PING"};
+        send(ping, on_auth, this);
+    } else {
+        become_ready();
+    }
+    arm_deadline();
+    flush();
+}
+
+void RedisClient::become_ready() {
+    state_ = State::Ready;
+    backoff_ = kRedisBackoffMin;
+    if (lost_logged_)
+        GH_LOG(Notice, "redis \"%s\" at %s is reachable again", spec_.name.c_str(), spec_.text.c_str());
+    lost_logged_ = false;
+}
+
+void RedisClient::append(std::span<const std::string_view> argv) {
     std::vector<const char*> p(argv.size());
     std::vector<size_t> len(argv.size());
     for (size_t i = 0; i < argv.size(); ++i) {
         p[i] = argv[i].data();
         len[i] = argv[i].size();
     }
-    if (redisAsyncCommandArgv(ac_, on_reply, this, static_cast<int>(argv.size()), p.data(), len.data()) != REDIS_OK)
-        return false;
-    const Msec base = connected_ ? loop_.now() : connect_deadline_;
+    char* cmd = nullptr;
+    const int n = redisFormatCommandArgv(&cmd, static_cast<int>(argv.size()), p.data(), len.data());
+    GH_CHECK(n >= 0 && cmd != nullptr);  // fails only out of memory
+    out_.append(cmd, static_cast<size_t>(n));
+    redisFreeCommand(cmd);
+}
+
+bool RedisClient::send(std::span<const std::string_view> argv, ReplyFn fn, void* data) {
+    append(argv);
+    const bool up = state_ == State::Ready || state_ == State::Auth;
+    const Msec base = up ? loop_.now() : connect_deadline_;
     pending_.push_back({fn, data, base + static_cast<Msec>(spec_.timeout.count())});
     arm_deadline();
+    // Written at the end of this iteration, with whatever else is sent by
+    // then: one write (one TLS record) per batch of commands.
+    if (up) loop_.post(flush_);
     return true;
 }
 
 bool RedisClient::command(std::span<const std::string_view> argv, ReplyFn fn, void* data) {
-    if (state_ != State::Ready || !ac_) return false;
+    if (state_ != State::Ready) return false;
     return send(argv, fn, data);
-}
-
-void RedisClient::on_reply(redisAsyncContext* ac, void* r, void* priv) {
-    (void)ac;
-    auto* c = static_cast<RedisClient*>(priv);
-    GH_CHECK(!c->pending_.empty());  // one Pending per command hiredis holds
-    Pending p = c->pending_.front();
-    c->pending_.pop_front();
-    c->arm_deadline();
-    p.fn(p.data, static_cast<redisReply*>(r));
 }
 
 void RedisClient::on_auth(void* data, redisReply* reply) {
     auto* c = static_cast<RedisClient*>(data);
-    if (!reply) return;  // the connection is going: ev_cleanup retries
+    if (!reply) return;  // the connection is going: drop() retries
     if (reply->type == REDIS_REPLY_ERROR) {
-        GH_LOG(Error, "redis \"%s\" at %s refused AUTH: %.*s", c->spec_.name.c_str(), c->spec_.text.c_str(),
+        const char* what = c->spec_.password.empty() ? "PING" : "AUTH";
+        GH_LOG(Error, "redis \"%s\" at %s refused %s: %.*s", c->spec_.name.c_str(), c->spec_.text.c_str(), what,
                static_cast<int>(reply->len), reply->str);
         c->lost_logged_ = true;  // said once: the retries would repeat it
-        c->drop("AUTH refused");
+        c->drop(std::string(what) + " refused");
         return;
     }
-    c->state_ = State::Ready;
-    c->backoff_ = kRedisBackoffMin;
-    if (c->lost_logged_)
-        GH_LOG(Notice, "redis \"%s\" at %s is reachable again", c->spec_.name.c_str(), c->spec_.text.c_str());
-    c->lost_logged_ = false;
+    c->become_ready();
 }
 
-void RedisClient::on_connect(const redisAsyncContext* ac, int status) {
-    auto* c = static_cast<RedisClient*>(ac->data);
-    if (status != REDIS_OK) return;  // hiredis frees the context: ev_cleanup logs, retries
-    c->connected_ = true;
-    if (c->spec_.password.empty()) {
-        c->state_ = State::Ready;
-        c->backoff_ = kRedisBackoffMin;
-            if (c->lost_logged_)
-            GH_LOG(Notice, "redis \"%s\" at %s is reachable again", c->spec_.name.c_str(), c->spec_.text.c_str());
-        c->lost_logged_ = false;
+void RedisClient::flush() {
+    while (out_sent_ < out_.size()) {
+        IoResult r = conn_.send({out_.data() + out_sent_, out_.size() - out_sent_});
+        if (r.kind == IoResult::Again) return;  // on_write goes on
+        if (r.kind != IoResult::Ok) {
+            lost(io_error("SSL_write()", "send()", r.err));
+            return;
+        }
+        out_sent_ += r.bytes;
     }
-    c->arm_deadline();
-    // What was queued before the connection (AUTH) goes out now.
-    if (c->ac_ && (c->ac_->c.flags & REDIS_CONNECTED)) c->loop_.post(c->flush_);
+    out_.clear();
+    out_sent_ = 0;
 }
-
-void RedisClient::on_disconnect(const redisAsyncContext*, int) {
-    // ev_cleanup, which ran just before, said what happened.
-}
-
-void RedisClient::drop(const char* why) {
-    if (!ac_) return;
-    if (!lost_logged_ && state_ != State::Closing)
-        GH_LOG(Warn, "redis \"%s\" at %s: %s, falling back until it is reachable again", spec_.name.c_str(),
-               spec_.text.c_str(), why);
-    lost_logged_ = true;
-    redisAsyncFree(ac_);  // from inside a reply callback hiredis frees after it
-}
-
-void RedisClient::ev_cleanup(void* p) {
-    auto* c = static_cast<RedisClient*>(p);
-    if (c->ac_ && c->ac_->err && !c->lost_logged_ && c->state_ != State::Closing)
-        GH_LOG(Warn, "redis \"%s\" at %s: %s, falling back until it is reachable again", c->spec_.name.c_str(),
-               c->spec_.text.c_str(), c->ac_->errstr);
-    if (c->state_ != State::Closing) c->lost_logged_ = true;
-    c->loop_.remove(c->watcher_);
-    c->loop_.unpost(c->flush_);
-    c->loop_.cancel(c->deadline_);
-    c->ac_ = nullptr;
-    c->connected_ = false;
-    if (c->state_ == State::Closing) return;  // the destructor
-    c->state_ = State::Backoff;
-    c->loop_.arm(c->retry_, std::chrono::milliseconds(c->backoff_));
-    c->backoff_ = std::min(c->backoff_ * 2, kRedisBackoffMax);
-}
-
-void RedisClient::ev_add_write(void* p) {
-    auto* c = static_cast<RedisClient*>(p);
-    // Edge-triggered: a socket that stayed writable gives no new event,
-    // so the flush is posted. Before the connection is up its first
-    // writable event does it (hiredis takes that as "connected").
-    if (c->connected_) c->loop_.post(c->flush_);
-}
-
-void RedisClient::ev_del_write(void*) {}
 
 void RedisClient::on_flush() {
-    if (ac_ && connected_) redisAsyncHandleWrite(ac_);
-}
-
-void RedisClient::on_read() {
-    // hiredis reads one buffer per call; with an edge-triggered fd the
-    // rest would wait for the next edge, so read while bytes are queued.
-    while (ac_) {
-        redisAsyncContext* ac = ac_;
-        redisAsyncHandleRead(ac);
-        if (ac_ != ac) return;  // freed (EOF, error, a callback dropped it)
-        int n = 0;
-        if (ioctl(ac->c.fd, FIONREAD, &n) != 0 || n <= 0) return;
-    }
+    if (state_ == State::Ready || state_ == State::Auth) flush();
 }
 
 void RedisClient::on_write() {
-    if (ac_) redisAsyncHandleWrite(ac_);
+    switch (state_) {
+        case State::Connecting: connected(); return;
+        case State::Handshaking: on_read(); return;
+        case State::Auth:
+        case State::Ready:
+            // A read that had to write first (a TLS 1.3 key update).
+            if (tls_ && tls_->read_wants_write()) on_read();
+            if (state_ == State::Auth || state_ == State::Ready) flush();
+            return;
+        default: return;
+    }
+}
+
+void RedisClient::on_read() {
+    if (state_ == State::Connecting) {
+        // An error or a refusal may come as readability first.
+        connected();
+        return;
+    }
+    if (state_ == State::Handshaking) {
+        switch (tls_->handshake(conn_)) {
+            case tls::Session::Step::Done: established(); return;
+            case tls::Session::Step::Again: return;
+            case tls::Session::Step::Fail: break;
+        }
+        if (session_) {
+            SSL_SESSION_free(session_);
+            session_ = nullptr;
+        }
+        drop(tls_->error(), true);
+        return;
+    }
+    if (state_ != State::Auth && state_ != State::Ready) return;
+    const uint64_t gen = generation_;
+    char buf[kReadChunk];
+    for (;;) {
+        IoResult r = conn_.recv(buf);
+        if (r.kind == IoResult::Again) return;
+        if (r.kind == IoResult::Eof) {
+            lost("connection closed by redis");
+            return;
+        }
+        if (r.kind == IoResult::Error) {
+            lost(io_error("SSL_read()", "recv()", r.err));
+            return;
+        }
+        if (redisReaderFeed(reader_, buf, r.bytes) != REDIS_OK) {
+            drop(std::string("invalid reply (") + reader_->errstr + ")");
+            return;
+        }
+        for (;;) {
+            void* reply = nullptr;
+            if (redisReaderGetReply(reader_, &reply) != REDIS_OK) {
+                drop(std::string("invalid reply (") + reader_->errstr + ")");
+                return;
+            }
+            if (!reply) break;
+            if (pending_.empty()) {
+                // Redis speaks only when asked: a reply nobody asked for
+                // means the stream is out of step.
+                freeReplyObject(reply);
+                drop("unexpected reply");
+                return;
+            }
+            Pending p = pending_.front();
+            pending_.pop_front();
+            p.fn(p.data, static_cast<redisReply*>(reply));
+            freeReplyObject(reply);
+            if (generation_ != gen) return;  // the callback dropped the connection
+            arm_deadline();
+        }
+    }
+}
+
+std::string RedisClient::io_error(const char* tls_call, const char* call, int err) const {
+    // An SSL error (an alert) says more than its EPROTO.
+    if (tls_ && err == EPROTO && !tls_->error().empty()) return tls_->error();
+    return errno_text(tls_ ? tls_call : call, err);
+}
+
+void RedisClient::lost(const std::string& why) {
+    if (state_ == State::Auth && tls_) {
+        // TLS 1.3: Redis checks the client certificate after our
+        // handshake ended; refused, it sends an alert and closes, and
+        // what we see first (the alert, a reset on our PING or AUTH, an
+        // EOF) depends on timing. Whichever it is, it is about the
+        // configuration, so logged as such.
+        drop(why + " after the SSL handshake, before the first reply (a client certificate refused?)", true);
+        return;
+    }
+    drop(why);
+}
+
+void RedisClient::close_socket() {
+    ++generation_;
+    if (tls_) {
+        tls_->shutdown();  // close_notify, unless the session failed
+        conn_.transport = nullptr;
+        tls_.reset();
+    }
+    if (conn_.fd() >= 0) loop_.close(conn_.io);
+    if (reader_) {
+        redisReaderFree(reader_);
+        reader_ = nullptr;
+    }
+    out_.clear();
+    out_sent_ = 0;
+    loop_.unpost(flush_);
+    loop_.cancel(deadline_);
+}
+
+void RedisClient::drop(const std::string& why, bool config_fault) {
+    const bool closing = state_ == State::Closing;
+    if (!closing && !lost_logged_) {
+        if (config_fault)
+            GH_LOG(Error, "redis \"%s\" at %s: %s, falling back until it is reachable again", spec_.name.c_str(),
+                   spec_.text.c_str(), why.c_str());
+        else
+            GH_LOG(Warn, "redis \"%s\" at %s: %s, falling back until it is reachable again", spec_.name.c_str(),
+                   spec_.text.c_str(), why.c_str());
+    }
+    close_socket();
+    if (!closing) {
+        lost_logged_ = true;
+        state_ = State::Backoff;
+        loop_.arm(retry_, std::chrono::milliseconds(backoff_));
+        backoff_ = std::min(backoff_ * 2, kRedisBackoffMax);
+    }
+    std::deque<Pending> waiting;
+    waiting.swap(pending_);
+    for (const Pending& p : waiting) p.fn(p.data, nullptr);
 }
 
 void RedisClient::arm_deadline() {
     Msec next = Loop::kForever;
-    if (ac_ && !connected_) next = connect_deadline_;
+    if (state_ == State::Connecting || state_ == State::Handshaking) next = connect_deadline_;
     if (!pending_.empty()) next = std::min(next, pending_.front().deadline);
     if (next == Loop::kForever) loop_.cancel(deadline_);
     else loop_.arm_at(deadline_, next);
@@ -220,8 +407,12 @@ void RedisClient::arm_deadline() {
 
 void RedisClient::on_timer() {
     const Msec now = loop_.now();
-    if (ac_ && !connected_ && now >= connect_deadline_) {
+    if (state_ == State::Connecting && now >= connect_deadline_) {
         drop("connect() timed out");
+        return;
+    }
+    if (state_ == State::Handshaking && now >= connect_deadline_) {
+        drop("SSL handshake timed out");
         return;
     }
     if (!pending_.empty() && now >= pending_.front().deadline) {

@@ -224,3 +224,64 @@ TEST_CASE("upstream/redis: a lost connection fails what is in flight; destroying
     CHECK(b.calls == 1);
     CHECK(b.null);
 }
+
+TEST_CASE("upstream/redis: replies split anywhere, or many in one read, come out whole and in order") {
+    Fixture f;
+    f.client->start();
+    REQUIRE(f.spin([&] { return f.redis.accept_one(); }));
+    REQUIRE(f.spin([&] { return f.client->ready(); }));
+    Got a, b, c;
+    std::string_view get[] = {"GET", "k"};
+    REQUIRE(f.client->command(get, Got::fn, &a));
+    REQUIRE(f.client->command(get, Got::fn, &b));
+    REQUIRE(f.client->command(get, Got::fn, &c));
+    f.read_until("k\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*2");
+    f.redis.reply("$5\r\nhel");
+    f.loop->run_once(5);
+    CHECK(a.calls == 0);  // half a reply is no reply
+    f.redis.reply("lo\r\n:1\r\n$");
+    REQUIRE(f.spin([&] { return b.calls == 1; }));
+    CHECK(a.text == "hello");
+    CHECK(b.text == "1");
+    CHECK(c.calls == 0);
+    f.redis.reply("-1\r\n");
+    REQUIRE(f.spin([&] { return c.calls == 1; }));
+    CHECK_FALSE(c.null);  // a null bulk string is a reply (REDIS_REPLY_NIL)
+    CHECK(f.client->in_flight() == 0);
+    CHECK(f.client->ready());
+}
+
+TEST_CASE("upstream/redis: a reply that is not RESP, or not asked for, drops the connection") {
+    Fixture f;
+    f.client->start();
+    REQUIRE(f.spin([&] { return f.redis.accept_one(); }));
+    REQUIRE(f.spin([&] { return f.client->ready(); }));
+    Got a;
+    std::string_view ping[] = {"PING"};
+    REQUIRE(f.client->command(ping, Got::fn, &a));
+    f.read_until("PING\r\n");
+    f.redis.reply("?what\r\n");
+    REQUIRE(f.spin([&] { return a.calls == 1; }));
+    CHECK(a.null);
+    CHECK(f.client->down());
+
+    f.clock.advance(upstream::kRedisBackoffMin);
+    REQUIRE(f.spin([&] { return f.redis.accept_one(); }));
+    REQUIRE(f.spin([&] { return f.client->ready(); }));
+    f.redis.reply("+PONG\r\n");  // nobody asked
+    REQUIRE(f.spin([&] { return !f.client->ready(); }));
+    CHECK(f.client->down());
+}
+
+TEST_CASE("upstream/redis: commands of one iteration leave in one write") {
+    Fixture f;
+    f.client->start();
+    REQUIRE(f.spin([&] { return f.redis.accept_one(); }));
+    REQUIRE(f.spin([&] { return f.client->ready(); }));
+    Got a, b;
+    std::string_view ping[] = {"PING"};
+    REQUIRE(f.client->command(ping, Got::fn, &a));
+    REQUIRE(f.client->command(ping, Got::fn, &b));
+    CHECK(f.redis.read_some().empty());  // nothing before the loop runs
+    CHECK(f.read_until("PING\r\n*1\r\n$4\r\nPING\r\n") == "*1\r\n$4\r\nPING\r\n*1\r\n$4\r\nPING\r\n");
+}
