@@ -163,12 +163,21 @@ void RedisClient::connected() {
         case tls::Session::Step::Again: return;
         case tls::Session::Step::Fail: break;
     }
+    handshake_failed();
+}
+
+void RedisClient::handshake_failed() {
     // A session Redis no longer takes must not fail the next try too.
     if (session_) {
         SSL_SESSION_free(session_);
         session_ = nullptr;
     }
-    drop(tls_->error(), true);
+    // OpenSSL's reasons ("(SSL: ...)": a certificate not trusted, a wrong
+    // name, an alert) are the configuration's to fix: error. An EOF or
+    // a reset in the handshake is a network's or a restarting Redis':
+    // warn, as any loss.
+    const std::string& why = tls_->error();
+    drop(why, why.find("(SSL: ") != std::string::npos);
 }
 
 void RedisClient::established() {
@@ -250,7 +259,7 @@ void RedisClient::flush() {
         IoResult r = conn_.send({out_.data() + out_sent_, out_.size() - out_sent_});
         if (r.kind == IoResult::Again) return;  // on_write goes on
         if (r.kind != IoResult::Ok) {
-            lost(io_error("SSL_write()", "send()", r.err));
+            lost(io_error("SSL_write()", "send()", r.err), tls_ && r.err == EPROTO);
             return;
         }
         out_sent_ += r.bytes;
@@ -289,11 +298,7 @@ void RedisClient::on_read() {
             case tls::Session::Step::Again: return;
             case tls::Session::Step::Fail: break;
         }
-        if (session_) {
-            SSL_SESSION_free(session_);
-            session_ = nullptr;
-        }
-        drop(tls_->error(), true);
+        handshake_failed();
         return;
     }
     if (state_ != State::Auth && state_ != State::Ready) return;
@@ -303,11 +308,11 @@ void RedisClient::on_read() {
         IoResult r = conn_.recv(buf);
         if (r.kind == IoResult::Again) return;
         if (r.kind == IoResult::Eof) {
-            lost("connection closed by redis");
+            lost("connection closed by redis", false);
             return;
         }
         if (r.kind == IoResult::Error) {
-            lost(io_error("SSL_read()", "recv()", r.err));
+            lost(io_error("SSL_read()", "recv()", r.err), tls_ && r.err == EPROTO);
             return;
         }
         if (redisReaderFeed(reader_, buf, r.bytes) != REDIS_OK) {
@@ -344,17 +349,18 @@ std::string RedisClient::io_error(const char* tls_call, const char* call, int er
     return errno_text(tls_ ? tls_call : call, err);
 }
 
-void RedisClient::lost(const std::string& why) {
+void RedisClient::lost(const std::string& why, bool ssl_error) {
     if (state_ == State::Auth && tls_) {
         // TLS 1.3: Redis checks the client certificate after our
         // handshake ended; refused, it sends an alert and closes, and
         // what we see first (the alert, a reset on our PING or AUTH, an
-        // EOF) depends on timing. Whichever it is, it is about the
-        // configuration, so logged as such.
-        drop(why + " after the SSL handshake, before the first reply (a client certificate refused?)", true);
+        // EOF) depends on timing, so each says what it may be. An alert
+        // is about the configuration (error); a reset may also be a
+        // Redis restarting (warn).
+        drop(why + " after the SSL handshake, before the first reply (a client certificate refused?)", ssl_error);
         return;
     }
-    drop(why);
+    drop(why, ssl_error);
 }
 
 void RedisClient::close_socket() {

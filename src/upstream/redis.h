@@ -176,6 +176,7 @@ private:
     void connect();
     void connected();    // TCP is up: the handshake, or what follows it
     void established();  // TLS done (or none): AUTH, or ready
+    void handshake_failed();
     void become_ready();
     // Closes the connection, gives every waiting command its null reply
     // and, unless closing, schedules a retry. The loss is logged once
@@ -183,8 +184,9 @@ private:
     // refused AUTH or TLS handshake).
     void drop(const std::string& why, bool config_fault = false);
     // The connection failed or ended while reading or writing: drop()
-    // with what is known of why.
-    void lost(const std::string& why);
+    // with what is known of why; `ssl_error`: an SSL error (an alert),
+    // which is logged as a configuration fault.
+    void lost(const std::string& why, bool ssl_error);
     std::string io_error(const char* tls_call, const char* call, int err) const;
     void close_socket();
     void append(std::span<const std::string_view> argv);
