@@ -33,9 +33,11 @@
 // the connection; every command still waiting gets a null reply, and the
 // client reconnects after a backoff (kBackoffMin, doubling to
 // kBackoffMax, reset by a successful AUTH or connect). Each loss is
-// logged once at warn, each recovery at notice; a refused AUTH or TLS
-// handshake (wrong CA, name, client certificate) at error, since only
-// the configuration or Redis' can fix it.
+// logged once at warn, each recovery at notice; a refused AUTH, or TLS
+// refused for one of OpenSSL's reasons (a CA, a name, an alert such as
+// a client certificate refused) at error, since only the configuration
+// or Redis' can fix it. An EOF or reset is a loss like any other, even
+// in a handshake: a restarting Redis gives them too.
 //
 // TLS ("ssl on" and the ssl_* lines, see gatehouse.conf(5)): the client
 // context is built when the configuration is read (errors are [emerg]);
