@@ -181,6 +181,11 @@ void RedisClient::handshake_failed() {
 }
 
 void RedisClient::established() {
+    // What a reconnection cost: a full handshake, or one round trip less.
+    if (tls_)
+        GH_LOG(Info, "redis \"%s\" at %s: %.*s, SSL session %s", spec_.name.c_str(), spec_.text.c_str(),
+               static_cast<int>(tls_->protocol().size()), tls_->protocol().data(),
+               tls_->reused() ? "reused" : "new");
     // The reply deadlines counted from connect_deadline_ stay: AUTH is
     // part of connecting.
     if (!spec_.password.empty()) {

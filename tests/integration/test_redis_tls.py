@@ -157,6 +157,11 @@ def in_redis(r):
     return reply is not None and reply.startswith(b"*1\r\n")
 
 
+def trouble(log):
+    """The client's warn and error lines (a loss, a refusal)."""
+    return [x for x in log.splitlines() if 'redis "r" at' in x and ("[warn]" in x or "[error]" in x)]
+
+
 def test_fleet_rate_over_tls(tls_redis, fleet, pki):
     r = tls_redis()
     origin = Origin()
@@ -172,7 +177,7 @@ def test_fleet_rate_over_tls(tls_redis, fleet, pki):
         assert abs(seen - expected) <= 0.1 * expected, (seen, expected, results)
         assert in_redis(r)
         for n in nodes:
-            assert 'redis "r" at' not in n.error_log()
+            assert trouble(n.error_log()) == []
             assert "is unreachable" not in n.error_log()
     finally:
         origin.stop()
@@ -188,7 +193,7 @@ def test_wrong_ca_fails_the_handshake_and_limits_locally(tls_redis, fleet, pki):
         assert node.get("/a").status == 200
         assert poll(lambda: "is unreachable, limiting per node" in node.error_log(), 10)
         log = node.error_log()
-        line = [x for x in log.splitlines() if f'redis "r" at 127.0.0.1:{r.port}:' in x]
+        line = trouble(log)
         assert len(line) == 1, log  # once, however many retries
         assert "[error]" in line[0], line
         assert ": SSL_do_handshake() failed (SSL: error:0A000086:SSL routines::certificate verify failed" in line[0]
@@ -221,7 +226,7 @@ def test_verified_by_name_with_sni(tls_redis, fleet, pki):
         node = fleet(tls_http(r, origin, pki, verified(pki) + " ssl_name redis.test; ssl_server_name on;"),
                      n=1)[0]
         assert poll(lambda: node.get("/a").status == 200 and in_redis(r), 10), node.error_log()
-        assert 'redis "r" at' not in node.error_log()
+        assert trouble(node.error_log()) == []
     finally:
         origin.stop()
 
@@ -233,13 +238,13 @@ def test_client_certificate_required(tls_redis, fleet, pki, tmp_path):
     try:
         with_c = fleet(tls_http(r, origin, pki, verified(pki) + " " + with_cert(pki)), n=1)[0]
         assert poll(lambda: with_c.get("/a").status == 200 and in_redis(r), 10), with_c.error_log()
-        assert 'redis "r" at' not in with_c.error_log()
+        assert trouble(with_c.error_log()) == []
 
         http_block = tls_http(r, origin, pki, verified(pki)).replace("$binary_remote_addr", "$arg_k")
         without = Server(tmp_path / "without", http_block).start()
         assert without.get("/?k=x").status == 200
         assert poll(lambda: "is unreachable, limiting per node" in without.error_log(), 10)
-        line = [x for x in without.error_log().splitlines() if f'redis "r" at 127.0.0.1:{r.port}:' in x]
+        line = trouble(without.error_log())
         assert len(line) == 1, without.error_log()
         # TLS 1.3: Redis refuses the certificate after the client's
         # handshake; whether the alert (logged at error) or a reset (at
@@ -272,7 +277,38 @@ def test_reconnects_over_tls_after_a_restart(tls_redis, fleet, pki):
         assert poll(lambda: synced(nodes), timeout=10), [n.error_log() for n in nodes]
         for i, n in enumerate(nodes):
             assert poll(lambda: n.get(f"/?k=after{i}").status == 200 and key(f"after{i}"), 10)
-            assert "[error]" not in "".join(l for l in n.error_log().splitlines(True) if 'redis "r"' in l)
+            assert [x for x in trouble(n.error_log()) if "[error]" in x] == []
+    finally:
+        origin.stop()
+
+
+def test_session_reused_after_a_reconnection(tls_redis, fleet, pki):
+    r = tls_redis()
+    origin = Origin()
+    try:
+        node = fleet(tls_http(r, origin, pki, verified(pki)), n=1)[0]
+        line = f'redis "r" at 127.0.0.1:{r.port}: TLSv1.3, SSL session'
+        assert poll(lambda: f"{line} new" in node.error_log(), 10), node.error_log()
+        # Redis closes the connection (as on its timeout): the worker
+        # reconnects after the backoff and offers the session it got.
+        assert poll(lambda: node.get("/a").status == 200 and in_redis(r), 10)
+        assert r.command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes").startswith(b":")
+        assert poll(lambda: f"{line} reused" in node.error_log(), 10), node.error_log()
+        assert poll(lambda: node.get("/b").status == 200 and synced([node]), 10)
+    finally:
+        origin.stop()
+
+
+def test_session_not_reused_when_off(tls_redis, fleet, pki):
+    r = tls_redis()
+    origin = Origin()
+    try:
+        node = fleet(tls_http(r, origin, pki, verified(pki) + " ssl_session_reuse off;"), n=1)[0]
+        line = f'redis "r" at 127.0.0.1:{r.port}: TLSv1.3, SSL session'
+        assert poll(lambda: f"{line} new" in node.error_log(), 10), node.error_log()
+        assert r.command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes").startswith(b":")
+        assert poll(lambda: node.error_log().count(f"{line} new") == 2, 10), node.error_log()
+        assert f"{line} reused" not in node.error_log()
     finally:
         origin.stop()
 
