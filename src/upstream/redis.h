@@ -20,8 +20,11 @@
 // command, a redisReader turns the bytes read into redisReply objects.
 // Commands are appended to one output buffer and written by a posted
 // Event, so the commands of one loop iteration leave in one write (and,
-// with TLS, one record); the bytes of a write that must be retried stay
-// in place, as OpenSSL requires. Like the DNS client (event/resolver.h)
+// with TLS, in as few records as their size allows); the bytes of a
+// write that must be retried stay in place, as OpenSSL requires. Over
+// TLS without a password, a PING stands in for AUTH: the client is
+// ready once it is answered (TLS 1.3 refuses a client certificate only
+// after the client's handshake). Like the DNS client (event/resolver.h)
 // it is made on first use per worker and per block, lives until the
 // worker exits, and never blocks: the address is a literal resolved at
 // configuration time. The socket is not a slot of the worker's
@@ -144,7 +147,8 @@ public:
 
     // Starts connecting if idle (not while a backoff runs). Idempotent.
     void start();
-    // Connected and authenticated: command() will send.
+    // Connected, and AUTH (or, over TLS, the first PING) answered:
+    // command() will send.
     bool ready() const { return state_ == State::Ready; }
     // A connection failed or was lost and none is ready since; false
     // while the first one is being made (callers tell "not yet" from
