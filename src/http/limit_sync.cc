@@ -9,9 +9,9 @@
 
 #include "conf/registry.h"
 #include "core/log.h"
-#include "event/redis.h"
 #include "event/worker.h"
 #include "http/limit_table.h"
+#include "upstream/redis.h"
 
 namespace gatehouse::http {
 
@@ -62,7 +62,7 @@ return out
 // field follows); ARGV[3 + i]: the requests this node holds for
 // KEYS[i]. Answers, per key, the other live nodes' sum. The heartbeat
 // keys are named in ARGV, not KEYS, which a Redis Cluster would refuse;
-// a redis block is one standalone endpoint (event/redis.h), and the
+// a redis block is one standalone endpoint (upstream/redis.h), and the
 // hash tag keeps them in the keys' slot anyway.
 constexpr std::string_view kConnScript = R"lua(
 local id = ARGV[1]
@@ -115,14 +115,14 @@ Result<bool> parse_sync_arg(std::string_view arg, SyncConf& c) {
 
 Status resolve_sync(conf::Ctx& cx, SyncConf& c, std::string_view where) {
     if (!c.synced()) return {};
-    c.redis = event::find_redis(cx, c.redis_name);
+    c.redis = upstream::find_redis(cx, c.redis_name);
     if (!c.redis) return make_error("unknown redis \"" + c.redis_name + "\" in " + std::string(where));
     return {};
 }
 
 ZoneSync::ZoneSync(LimitTable& table, const SyncConf& c, std::string zone, int64_t rate)
     : table_(table), conf_(c), zone_(std::move(zone)), rate_(rate), rate_text_(std::to_string(rate)),
-      client_(event::worker_redis(*c.redis)) {
+      client_(upstream::worker_redis(*c.redis)) {
     if (rate_ == 0) node_ = node_id();
     timer_.cb = event::Callback::to<&ZoneSync::tick>(this);
     event::worker_loop().arm(timer_, c.redis->sync_interval);

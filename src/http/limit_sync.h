@@ -1,6 +1,6 @@
 // "limit_req_zone ... sync=NAME [fail=open|closed]": a rate limit summed
 // over the nodes of a fleet through Redis ("redis NAME { }",
-// event/redis.h).
+// upstream/redis.h).
 //
 // The request path never waits on Redis. Each node decides at memory
 // speed from its own shared zone, as without sync=; what sync= adds is
@@ -38,7 +38,7 @@
 // A batch lost to a timeout is not counted again (at most one batch of
 // requests per node goes uncounted).
 //
-// Redis unreachable (not ready, event/redis.h): the zone is marked down
+// Redis unreachable (not ready, upstream/redis.h): the zone is marked down
 // (LimitTable::set_sync_down), each node limits on its own ("fail=open",
 // the default: up to N times the rate) or refuses the zone's requests
 // ("fail=closed"), and the counts taken meanwhile are dropped rather
@@ -78,10 +78,10 @@
 
 struct redisReply;
 
-namespace gatehouse::event {
+namespace gatehouse::upstream {
 struct RedisSpec;
 class RedisClient;
-}  // namespace gatehouse::event
+}  // namespace gatehouse::upstream
 
 namespace gatehouse::http {
 
@@ -91,7 +91,7 @@ class LimitTable;
 // conf (generation arena).
 struct SyncConf {
     std::string redis_name;                   // sync=NAME; empty: not synced
-    const event::RedisSpec* redis = nullptr;  // found at postconfiguration
+    const upstream::RedisSpec* redis = nullptr;  // found at postconfiguration
     bool fail_closed = false;                 // fail=closed
     bool synced() const { return !redis_name.empty(); }
 };
@@ -139,7 +139,7 @@ private:
     std::string zone_;
     int64_t rate_;  // thousandths of a request per second
     std::string rate_text_;
-    event::RedisClient& client_;
+    upstream::RedisClient& client_;
     event::Timer timer_;
     uint64_t since_ = 0;  // the table's seq() at the last complete walk
     bool in_flight_ = false;

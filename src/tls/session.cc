@@ -122,8 +122,9 @@ event::IoResult Session::failed(const char* call, int rc, int err) {
         if (rc == 0 || e == 0) return {event::IoResult::Error, 0, ECONNRESET};
         return {event::IoResult::Error, 0, e};
     }
-    GH_LOG(Info, "%s failed%s, %s: %.*s", call, ssl_errors().c_str(), client_ ? "upstream" : "client",
-           static_cast<int>(peer_.size()), peer_.data());
+    error_ = std::string(call) + " failed" + ssl_errors();
+    GH_LOG(Info, "%s, %s: %.*s", error_.c_str(), client_ ? "upstream" : "client", static_cast<int>(peer_.size()),
+           peer_.data());
     return {event::IoResult::Error, 0, EPROTO};
 }
 

@@ -49,7 +49,10 @@ public:
     };
     Step handshake(event::Connection& c);
     bool established() const { return established_; }
-    // Why the handshake failed: "SSL_do_handshake() failed (SSL: ...)".
+    // Why the handshake failed: "SSL_do_handshake() failed (SSL: ...)";
+    // or, after it, why a read or write failed with an SSL error (one the
+    // socket's errno does not tell, such as an alert): "SSL_read() failed
+    // (SSL: ...)".
     const std::string& error() const { return error_; }
 
     // Client side, before the handshake: the name sent as SNI, the name

@@ -1,4 +1,4 @@
-#include "event/redis.h"
+#include "upstream/redis.h"
 
 #include <arpa/inet.h>
 #include <doctest/doctest.h>
@@ -16,8 +16,8 @@
 #include "event/loop.h"
 
 using namespace gatehouse;
-using event::RedisClient;
-using event::RedisSpec;
+using upstream::RedisClient;
+using upstream::RedisSpec;
 
 namespace {
 
@@ -131,7 +131,7 @@ struct Got {
 
 }  // namespace
 
-TEST_CASE("event/redis: connects on start, pipelines commands, answers from the loop") {
+TEST_CASE("upstream/redis: connects on start, pipelines commands, answers from the loop") {
     Fixture f;
     CHECK_FALSE(f.client->ready());
     std::string_view ping[] = {"PING"};
@@ -158,7 +158,7 @@ TEST_CASE("event/redis: connects on start, pipelines commands, answers from the 
     CHECK(f.client->in_flight() == 0);
 }
 
-TEST_CASE("event/redis: AUTH with a user before anything else; refused AUTH is not ready") {
+TEST_CASE("upstream/redis: AUTH with a user before anything else; refused AUTH is not ready") {
     Fixture f("secret", "gh");
     f.client->start();
     REQUIRE(f.spin([&] { return f.redis.accept_one(); }));
@@ -168,7 +168,7 @@ TEST_CASE("event/redis: AUTH with a user before anything else; refused AUTH is n
     // The connection goes and a retry waits for the backoff.
     REQUIRE(f.spin([&] { return f.client->down(); }));
     CHECK_FALSE(f.client->ready());
-    f.clock.advance(event::kRedisBackoffMin);
+    f.clock.advance(upstream::kRedisBackoffMin);
     REQUIRE(f.spin([&] { return f.redis.accept_one(); }));
     CHECK(f.read_until("secret\r\n") == "*3\r\n$4\r\nAUTH\r\n$2\r\ngh\r\n$6\r\nsecret\r\n");
     f.redis.reply("+OK\r\n");
@@ -176,7 +176,7 @@ TEST_CASE("event/redis: AUTH with a user before anything else; refused AUTH is n
     CHECK_FALSE(f.client->down());
 }
 
-TEST_CASE("event/redis: a reply past the timeout fails the command and reconnects") {
+TEST_CASE("upstream/redis: a reply past the timeout fails the command and reconnects") {
     Fixture f;
     f.spec.timeout = std::chrono::milliseconds(50);
     f.client->start();
@@ -196,12 +196,12 @@ TEST_CASE("event/redis: a reply past the timeout fails the command and reconnect
     CHECK_FALSE(f.client->ready());
     CHECK_FALSE(f.client->command(ping, Got::fn, &a));
     // Back after the backoff, on a new connection.
-    f.clock.advance(event::kRedisBackoffMin);
+    f.clock.advance(upstream::kRedisBackoffMin);
     REQUIRE(f.spin([&] { return f.redis.accept_one(); }));
     REQUIRE(f.spin([&] { return f.client->ready(); }));
 }
 
-TEST_CASE("event/redis: a lost connection fails what is in flight; destroying fails the rest") {
+TEST_CASE("upstream/redis: a lost connection fails what is in flight; destroying fails the rest") {
     Fixture f;
     f.client->start();
     REQUIRE(f.spin([&] { return f.redis.accept_one(); }));
@@ -215,7 +215,7 @@ TEST_CASE("event/redis: a lost connection fails what is in flight; destroying fa
     CHECK(a.null);
     CHECK(f.client->down());
 
-    f.clock.advance(event::kRedisBackoffMin);
+    f.clock.advance(upstream::kRedisBackoffMin);
     REQUIRE(f.spin([&] { return f.redis.accept_one(); }));
     REQUIRE(f.spin([&] { return f.client->ready(); }));
     Got b;
@@ -223,4 +223,65 @@ TEST_CASE("event/redis: a lost connection fails what is in flight; destroying fa
     f.client.reset();
     CHECK(b.calls == 1);
     CHECK(b.null);
+}
+
+TEST_CASE("upstream/redis: replies split anywhere, or many in one read, come out whole and in order") {
+    Fixture f;
+    f.client->start();
+    REQUIRE(f.spin([&] { return f.redis.accept_one(); }));
+    REQUIRE(f.spin([&] { return f.client->ready(); }));
+    Got a, b, c;
+    std::string_view get[] = {"GET", "k"};
+    REQUIRE(f.client->command(get, Got::fn, &a));
+    REQUIRE(f.client->command(get, Got::fn, &b));
+    REQUIRE(f.client->command(get, Got::fn, &c));
+    f.read_until("k\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*2");
+    f.redis.reply("$5\r\nhel");
+    f.loop->run_once(5);
+    CHECK(a.calls == 0);  // half a reply is no reply
+    f.redis.reply("lo\r\n:1\r\n$");
+    REQUIRE(f.spin([&] { return b.calls == 1; }));
+    CHECK(a.text == "hello");
+    CHECK(b.text == "1");
+    CHECK(c.calls == 0);
+    f.redis.reply("-1\r\n");
+    REQUIRE(f.spin([&] { return c.calls == 1; }));
+    CHECK_FALSE(c.null);  // a null bulk string is a reply (REDIS_REPLY_NIL)
+    CHECK(f.client->in_flight() == 0);
+    CHECK(f.client->ready());
+}
+
+TEST_CASE("upstream/redis: a reply that is not RESP, or not asked for, drops the connection") {
+    Fixture f;
+    f.client->start();
+    REQUIRE(f.spin([&] { return f.redis.accept_one(); }));
+    REQUIRE(f.spin([&] { return f.client->ready(); }));
+    Got a;
+    std::string_view ping[] = {"PING"};
+    REQUIRE(f.client->command(ping, Got::fn, &a));
+    f.read_until("PING\r\n");
+    f.redis.reply("?what\r\n");
+    REQUIRE(f.spin([&] { return a.calls == 1; }));
+    CHECK(a.null);
+    CHECK(f.client->down());
+
+    f.clock.advance(upstream::kRedisBackoffMin);
+    REQUIRE(f.spin([&] { return f.redis.accept_one(); }));
+    REQUIRE(f.spin([&] { return f.client->ready(); }));
+    f.redis.reply("+PONG\r\n");  // nobody asked
+    REQUIRE(f.spin([&] { return !f.client->ready(); }));
+    CHECK(f.client->down());
+}
+
+TEST_CASE("upstream/redis: commands of one iteration leave in one write") {
+    Fixture f;
+    f.client->start();
+    REQUIRE(f.spin([&] { return f.redis.accept_one(); }));
+    REQUIRE(f.spin([&] { return f.client->ready(); }));
+    Got a, b;
+    std::string_view ping[] = {"PING"};
+    REQUIRE(f.client->command(ping, Got::fn, &a));
+    REQUIRE(f.client->command(ping, Got::fn, &b));
+    CHECK(f.redis.read_some().empty());  // nothing before the loop runs
+    CHECK(f.read_until("PING\r\n*1\r\n$4\r\nPING\r\n") == "*1\r\n$4\r\nPING\r\n*1\r\n$4\r\nPING\r\n");
 }
