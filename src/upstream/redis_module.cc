@@ -67,18 +67,13 @@ Status set_server(Ctx& cx, const Node& n, RedisSpec& s, std::string& written_hos
         s.text = conf::sockaddr_text(reinterpret_cast<const sockaddr*>(&a->sa));
         return {};
     }
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    addrinfo* res = nullptr;
-    std::string port = std::to_string(a->port);
-    if (getaddrinfo(a->host.c_str(), port.c_str(), &hints, &res) != 0 || !res)
-        return cx.error(n, "host not found in redis server " + quoted(addr));
+    const auto found = conf::lookup_host(a->host, a->port, SOCK_STREAM);
+    if (found.empty()) return cx.error(n, "host not found in redis server " + quoted(addr));
+    const auto* sa = reinterpret_cast<const sockaddr*>(&found[0].sa);
     char host[NI_MAXHOST];
-    const int rc = getnameinfo(res->ai_addr, res->ai_addrlen, host, sizeof host, nullptr, 0, NI_NUMERICHOST);
-    s.text = conf::sockaddr_text(res->ai_addr);
-    freeaddrinfo(res);
-    if (rc != 0) return cx.error(n, "host not found in redis server " + quoted(addr));
+    if (getnameinfo(sa, found[0].len, host, sizeof host, nullptr, 0, NI_NUMERICHOST) != 0)
+        return cx.error(n, "host not found in redis server " + quoted(addr));
+    s.text = conf::sockaddr_text(sa);
     s.host = host;
     s.port = a->port;
     return {};
