@@ -106,14 +106,22 @@ public:
     bool closed() const override { return closed_; }
     bool read_body(Request& r, BodySink sink) override;
     void resume_body() override;
-    // No 101 goes out on HTTP/2 (send_head refuses it), so this is never
-    // called; the Duplex fails every call.
+    // Only a WebSocket stream (an extended CONNECT, RFC 8441) has a
+    // tunnel: its 101 went out as ":status 200" and the stream is the pipe
+    // (the Duplex below) until either side ends it. Any other stream has
+    // no 101 (send_head refuses it), and the Duplex fails every call.
     event::Duplex& open_tunnel(event::Callback on_ready, std::string_view* leftover) override;
 
-    // ---- Duplex (unused, see open_tunnel) ----
-    event::IoResult recv(std::span<char>) override { return {event::IoResult::Error, 0, EPIPE}; }
-    event::IoResult send(std::span<const char>) override { return {event::IoResult::Error, 0, EPIPE}; }
-    void shutdown_send() override {}
+    // ---- Duplex: the tunnel's client side, as DATA frames ----
+    // recv: the client's DATA, as it came; its window opens by what was
+    // taken (back-pressure: a slow origin slows the client). send: queued
+    // for DATA frames up to http2_chunk_size, then Again until the client's
+    // window let the queue go (a slow client slows the origin). on_ready
+    // is called, from a posted event, when either may have changed.
+    event::IoResult recv(std::span<char> buf) override;
+    event::IoResult send(std::span<const char> buf) override;
+    // END_STREAM once the queue is out.
+    void shutdown_send() override;
     void close() override { abort(); }
 
 private:
@@ -136,6 +144,7 @@ private:
     void finish();
     void on_send_timeout();
     void on_body_timeout();
+    void on_tunnel_event();
 
     void body_failed(int status, const char* why);
     // Bytes of the body the consumer took: the windows open by as much.
@@ -156,6 +165,12 @@ private:
     bool logged_ = false;
     bool remote_closed_ = false; // nghttp2 closed the stream
     bool orphan_ = false;        // the client went, the request goes on (stream.h)
+    // RFC 8441: an extended CONNECT for a WebSocket. Its DATA frames are
+    // the tunnel's, not a request body.
+    bool ws_ = false;
+    bool ws_open_ = false;       // its 101 went out as a 200: the stream stays open
+    bool tunnel_ = false;        // open_tunnel() was called
+    bool tunnel_over_ = false;   // ...and the tunnel ended (abort())
 
     // ---- the response ----
     bool head_sent_ = false;
@@ -188,6 +203,10 @@ private:
     event::Event body_ev_;
     event::Event drain_ev_;
     event::Event finish_ev_;
+    event::Event tunnel_ev_;     // calls tunnel_ready_
+    event::Callback tunnel_ready_;
+    SlabRef out_slab_;           // where send() copies the tunnel's bytes, then the next one
+    size_t out_used_ = 0;
     event::Timer send_timer_;    // send_timeout while the body waits for the client's window
     event::Timer body_timer_;    // client_body_timeout while the reader waits
 
