@@ -1187,3 +1187,47 @@ def test_websocket_over_h2_refusals(server):
     finally:
         origin.stop()
 
+
+# ---- client_header_timeout for a header block that never ends --------------------------------
+
+@pytest.mark.parametrize("trickle", [0, 40])
+def test_a_header_block_that_never_ends_is_cut_by_client_header_timeout(server, trickle):
+    s = server("""
+    server {
+        listen 127.0.0.1:PORT;
+        http2 on;
+        client_header_timeout 1s;
+        keepalive_timeout 60s;
+        error_log logs/error.log info;
+        location / { return 200 "x"; }
+    }
+    """).start()
+    c = H2Client(s.port)
+    try:
+        # Our SETTINGS acknowledged first: no frame of the client's may
+        # come between the header block's frames.
+        c.until(lambda evs: any(isinstance(e, h2.events.RemoteSettingsChanged) for e in evs))
+        block = c.conn.encoder.encode([(":method", "GET"), (":scheme", "http"), (":authority", "x"),
+                                       (":path", "/")])
+        f = hf.HeadersFrame(1)  # no END_HEADERS
+        f.data = block
+        c.send_raw(f.serialize())
+        # CONTINUATIONs trickled, never the last: they do not extend the
+        # time the head has (the GOAWAY comes while they still trickle).
+        sent = 0
+        while sent < trickle and not c.goaway():
+            k = hf.ContinuationFrame(1)
+            k.data = b"\x40\x01a\x01b"
+            c.send_raw(k.serialize())
+            sent += 1
+            c.until(lambda evs: any(isinstance(e, h2.events.ConnectionTerminated) for e in evs), timeout=0.25)
+        assert c.until(lambda evs: any(isinstance(e, h2.events.ConnectionTerminated) for e in evs), timeout=10)
+        g = c.goaway()
+        assert g.error_code == h2.errors.ErrorCodes.NO_ERROR
+        assert c.until(lambda evs: c.closed, timeout=10)
+    finally:
+        c.close()
+    if trickle:
+        assert sent < trickle
+    assert "client timed out (110: Connection timed out) while reading client request headers" in s.error_log()
+

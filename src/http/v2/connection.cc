@@ -120,6 +120,22 @@ struct Connection::Callbacks {
         return static_cast<H2Stream*>(nghttp2_session_get_stream_user_data(s, id));
     }
 
+    static int begin_frame(nghttp2_session*, const nghttp2_frame_hd* hd, void* p) {
+        Connection* c = self(p);
+        // A header block that never ends (HEADERS without END_HEADERS, then
+        // nothing, or CONTINUATIONs trickled) holds a stream, so no
+        // keepalive_timeout runs: client_header_timeout bounds it, from
+        // its first frame, whatever trickles after [nginx: header timeout].
+        if (hd->type == NGHTTP2_HEADERS) {
+            if (!c->header_timer_.armed())
+                event::worker_loop().arm(c->header_timer_, *c->srv_->client_header_timeout);
+        } else if (hd->type != NGHTTP2_CONTINUATION) {
+            // Any other frame: the block before it has ended.
+            event::worker_loop().cancel(c->header_timer_);
+        }
+        return 0;
+    }
+
     static int begin_headers(nghttp2_session* s, const nghttp2_frame* f, void* p) {
         Connection* c = self(p);
         if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
@@ -163,6 +179,7 @@ struct Connection::Callbacks {
         const bool end = f->hd.flags & NGHTTP2_FLAG_END_STREAM;
         switch (f->hd.type) {
             case NGHTTP2_HEADERS: {
+                event::worker_loop().cancel(c->header_timer_);
                 H2Stream* h = stream(s, f->hd.stream_id);
                 if (!h) return 0;
                 // $request_length: the header block as sent [nginx].
@@ -264,6 +281,7 @@ Connection::Connection(Handover& h)
       read_ev_(event::Callback::to<&Connection::on_read>(this)),
       send_ev_(event::Callback::to<&Connection::send_output>(this)),
       retire_timer_(event::Callback::to<&Connection::on_retire_timer>(this)),
+      header_timer_(event::Callback::to<&Connection::on_header_timeout>(this)),
       log_ctx_{h.c->number, describe_for_log, this} {
     log::Scope scope(&log_ctx_);
     if (pp_) pp_->tlvs = pp_tlvs_;  // the string moved: its views follow
@@ -308,6 +326,7 @@ Connection::~Connection() {
 bool Connection::init_session() {
     nghttp2_session_callbacks* cb = nullptr;
     if (nghttp2_session_callbacks_new(&cb) != 0) return false;
+    nghttp2_session_callbacks_set_on_begin_frame_callback(cb, Callbacks::begin_frame);
     nghttp2_session_callbacks_set_on_begin_headers_callback(cb, Callbacks::begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(cb, Callbacks::header);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cb, Callbacks::frame_recv);
@@ -535,6 +554,7 @@ void Connection::linger_close() {
     event::worker_loop().unpost(read_ev_);
     event::worker_loop().unpost(send_ev_);
     event::worker_loop().cancel(retire_timer_);
+    event::worker_loop().cancel(header_timer_);
     event::worker_loop().cancel(c_.write_timer);
     if (tls_) tls_->shutdown();
     if (::shutdown(c_.fd(), SHUT_WR) != 0) {
@@ -598,6 +618,17 @@ void Connection::on_retire_timer() {
     send_output();
 }
 
+void Connection::on_header_timeout() {
+    log::Scope scope(&log_ctx_);
+    if (closed_) return;
+    GH_LOG(Info, "client timed out (110: Connection timed out) while reading client request headers");
+    // As nginx: GOAWAY, and the connection ends with it; the stream whose
+    // head never came is not answered.
+    nghttp2_session_terminate_session(session_, NGHTTP2_NO_ERROR);
+    send_output();
+    close_connection();
+}
+
 void Connection::goaway(uint32_t error_code) {
     if (closed_ || goaway_sent_) return;
     nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(session_), error_code,
@@ -654,6 +685,7 @@ void Connection::close_connection() {
     event::worker_loop().unpost(read_ev_);
     event::worker_loop().unpost(send_ev_);
     event::worker_loop().cancel(retire_timer_);
+    event::worker_loop().cancel(header_timer_);
     if (tls_) tls_->shutdown();
     release();
 }

@@ -232,6 +232,7 @@ private:
     void on_read_timeout();
     void on_write_timeout();
     void on_retire_timer();
+    void on_header_timeout();
     // Feeds nghttp2 what arrived; false when the connection must end.
     bool feed(const uint8_t* data, size_t len);
     bool feed_session(const uint8_t* data, size_t len);
@@ -300,6 +301,10 @@ private:
     event::Event read_ev_;       // a first read after the handover
     event::Event send_ev_;
     event::Timer retire_timer_;
+    // client_header_timeout for a header block under way: from its HEADERS
+    // frame to its end (END_HEADERS on it or a CONTINUATION). nghttp2
+    // takes no other frame meanwhile (RFC 9113 6.10), so one per connection.
+    event::Timer header_timer_;
     char peer_text_[64] = {};
     uint16_t peer_port_ = 0;
     char local_text_[64] = {};
