@@ -1231,3 +1231,64 @@ def test_a_header_block_that_never_ends_is_cut_by_client_header_timeout(server, 
         assert sent < trickle
     assert "client timed out (110: Connection timed out) while reading client request headers" in s.error_log()
 
+
+# ---- an orphaned cache fill outlives its connection ---------------------------------------------
+
+def test_a_fill_others_wait_for_outlives_the_h2_connection_that_asked(server, tmp_path):
+    # As over HTTP/1 (test_cache.py): the client whose request fills the
+    # cache closes its whole connection; the fill goes on, and the request
+    # waiting on the lock gets the response without a second origin request.
+    gone = threading.Event()
+
+    def handler(conn, req):
+        conn.sendall(response(200, b"", [("Cache-Control", "max-age=60"), ("Content-Length", "100000")],
+                              length=False))
+        conn.sendall(b"a" * 1000)
+        gone.wait(10)
+        conn.sendall(b"a" * 99000)
+        return False
+
+    origin = Origin(handler)
+    try:
+        s = server(f"""
+        log_format c '$request $status $upstream_cache_status';
+        access_log logs/access.log c;
+        proxy_cache_path {{CACHE}} levels=1:2 keys_zone=one:1m;
+        server {{
+            listen 127.0.0.1:PORT;
+            http2 on;
+            error_log logs/error.log info;
+            location / {{
+                proxy_pass http://{origin.addr};
+                proxy_cache one;
+                proxy_cache_lock on;
+                proxy_cache_lock_timeout 20s;
+                add_header X-Cache $upstream_cache_status always;
+            }}
+        }}
+        """.replace("{CACHE}", str(tmp_path / "cache_h2")))
+        a = H2Client(s.port)
+        sid = a.request("/w")
+        assert a.until(lambda evs: any(isinstance(e, h2.events.DataReceived) and e.stream_id == sid for e in evs))
+        waiter = []
+        b = H2Client(s.port)
+        try:
+            t = threading.Thread(target=lambda: waiter.append(b.response(b.request("/w"), timeout=20)))
+            t.start()
+            # The waiter is (most likely) on the lock by now; the outcome is
+            # the same if it came after the filling client went.
+            time.sleep(0.3)
+            a.close()
+            assert poll(lambda: "client closed stream; the response goes on for the cache" in s.error_log())
+            gone.set()
+            t.join(20)
+            st, _, body = waiter[0]
+            assert (st, body) == (200, b"a" * 100000)
+            st, h, body = b.response(b.request("/w"))
+            assert (st, h["x-cache"], body) == (200, "HIT", b"a" * 100000)
+        finally:
+            b.close()
+        assert len(origin.requests) == 1
+        assert sorted(lines(s, 3)) == ["GET /w HTTP/2.0 200 HIT", "GET /w HTTP/2.0 200 HIT", "GET /w HTTP/2.0 200 MISS"]
+    finally:
+        origin.stop()

@@ -290,6 +290,8 @@ Connection::Connection(Handover& h)
     next_ = g_conns;
     if (g_conns) g_conns->prev_ = this;
     g_conns = this;
+    std::memcpy(&peer_, &c_.peer, std::min(sizeof peer_, sizeof c_.peer));
+    number_ = c_.number;
     addr_text(reinterpret_cast<const sockaddr*>(&c_.peer), peer_text_, sizeof peer_text_, &peer_port_);
     // The server SNI chose, if any: its limits, as nginx's conf_ctx.
     if (tls_ && tls_->sni_choice) srv_ = const_cast<SrvConf*>(static_cast<const SrvConf*>(tls_->sni_choice));
@@ -583,6 +585,10 @@ void Connection::release() {
     if (released_) return;
     released_ = true;
     event::worker_connections().close(c_);
+    if (!streams_) free_later();
+}
+
+void Connection::free_later() {
     event::worker_loop().defer({[](void* p) { std::unique_ptr<Connection>(static_cast<Connection*>(p)); }, this});
 }
 
@@ -655,7 +661,10 @@ void Connection::forget(H2Stream* s) {
     s->prev_ = s->next_ = nullptr;
     --live_;
     if (live_ == 0) gauge_.to(stats::ConnGauge::State::Waiting);
-    if (closed_) return;
+    if (closed_) {
+        if (released_ && !streams_) free_later();  // the last orphan went
+        return;
+    }
     if (goaway_after_ && live_ == 0) goaway(NGHTTP2_NO_ERROR);
     check_done();
     if (closed_) return;
@@ -673,13 +682,22 @@ void Connection::close_connection() {
     if (closed_) return;
     closed_ = true;
     // Every stream goes first, each with its log line, while the
-    // connection they point at is still whole; nghttp2 is not called.
-    while (H2Stream* s = streams_) {
-        if (!s->closed_ && !s->orphan_ && s->started_ && !s->req_->done && !s->req_->header_sent &&
-            s->req_->out.status == 0 && s->req_->loc_confs)
+    // connection they point at is still whole; nghttp2 is not called. A
+    // stream whose response fills the cache goes on without its client
+    // (an orphan, stream.h), as over HTTP/1; this object stays for it.
+    if (!local_known_ && streams_) {
+        addr_text(c_.local_address(), local_text_, sizeof local_text_, &local_port_);
+        local_known_ = true;
+    }
+    H2Stream* next = nullptr;
+    for (H2Stream* s = streams_; s; s = next) {
+        next = s->next_;
+        s->remote_closed_ = true;
+        if (s->orphan_ || (!s->closed_ && s->orphan())) continue;
+        if (!s->closed_ && s->started_ && !s->req_->done && !s->req_->header_sent && s->req_->out.status == 0 &&
+            s->req_->loc_confs)
             s->req_->out.status = 499;
         s->closed_ = true;
-        s->remote_closed_ = true;
         s->terminate();
     }
     event::worker_loop().unpost(read_ev_);
@@ -716,7 +734,7 @@ H2Stream::~H2Stream() {
     req_.reset();
 }
 
-const sockaddr* H2Stream::peer_sockaddr() const { return reinterpret_cast<const sockaddr*>(&conn_.c_.peer); }
+const sockaddr* H2Stream::peer_sockaddr() const { return reinterpret_cast<const sockaddr*>(&conn_.peer_); }
 std::string_view H2Stream::peer_text() const { return conn_.peer_text_; }
 uint16_t H2Stream::peer_port() const { return conn_.peer_port_; }
 std::string_view H2Stream::local_text() {
@@ -731,8 +749,8 @@ uint16_t H2Stream::local_port() {
     return conn_.local_port_;
 }
 tls::Session* H2Stream::tls() const { return conn_.tls_.get(); }
-uint64_t H2Stream::connection_number() const { return conn_.c_.number; }
-uint32_t H2Stream::connection_requests() const { return conn_.c_.requests; }
+uint64_t H2Stream::connection_number() const { return conn_.number_; }
+uint32_t H2Stream::connection_requests() const { return conn_.requests_; }
 event::Msec H2Stream::connection_start() const { return conn_.started_; }
 const AddrServers& H2Stream::servers() { return conn_.addr_; }
 const ProxyHeader* H2Stream::proxy_protocol() const { return conn_.pp_.get(); }
@@ -754,13 +772,14 @@ void H2Stream::start() {
     Request& r = *req_;
     Connection& c = conn_;
     ++c.c_.requests;
+    ++c.requests_;
     c.control_ = 0;  // a request: the control frames before it were its own
     // keepalive_requests of the default server: after that many streams,
     // GOAWAY, and the connection ends with its last stream [nginx].
     // The GOAWAY goes once the streams taken are answered: some clients
     // (python-h2) take no response after one.
     const LocConf& dl = srv_loc(*c.srv_);
-    if (c.c_.requests >= *dl.keepalive_requests) c.goaway_after_ = true;
+    if (c.requests_ >= *dl.keepalive_requests) c.goaway_after_ = true;
     r.http_version = 20;
     if (head_->too_large()) {
         // max_headers: 400, as for HTTP/1 [nginx]; the size: 431.
@@ -903,7 +922,11 @@ Flow H2Stream::send_head(Request& r, const ResponseHead& h) {
 
 Flow H2Stream::send_body(Request&, Chain& in) {
     if (orphan_) {
+        // Dropped, and so "written": a producer pacing itself on the
+        // drain goes on (the connection that would have said so may be
+        // gone).
         if (in.last()) event::worker_loop().post(finish_ev_);
+        else event::worker_loop().post(drain_ev_);
         in.clear();
         return Flow::Pass;
     }

@@ -15,9 +15,11 @@
 // ALPN chose "h2" or a plain connection began with the HTTP/2 preface; the
 // Connection then owns the event::Connection slot (closing it), the TLS
 // session, the nghttp2 session and its H2Streams, and frees itself through
-// Loop::defer when it closes. Each H2Stream owns its Request; it is freed
-// through Loop::defer once its response is out (or it was reset), after
-// its Log phase ran.
+// Loop::defer when it closes and no stream is left: a stream orphaned by
+// the connection's close (an origin's response filling the cache, see
+// stream.h) keeps the object, though not the slot, until it finishes.
+// Each H2Stream owns its Request; it is freed through Loop::defer once its
+// response is out (or it was reset), after its Log phase ran.
 #pragma once
 
 #include <nghttp2/nghttp2.h>
@@ -246,8 +248,10 @@ private:
     void check_done();
     void linger_close();
     void linger_read();
-    // Closes the slot; the object goes at the end of the iteration.
+    // Closes the slot; the object goes at the end of the iteration, or
+    // after its last orphaned stream.
     void release();
+    void free_later();
     // A stream is done: unlinked, and the connection may go idle.
     void forget(H2Stream* s);
     void update_idle();
@@ -288,6 +292,7 @@ private:
     H2Stream* streams_ = nullptr;
     stats::ConnGauge gauge_;  // stub_status: Writing while a stream is served, else Waiting
     uint32_t live_ = 0;          // streams with a request (ours, not nghttp2's count)
+    uint32_t requests_ = 0;      // $connection_requests
     uint32_t max_streams_ = 128;
     // Flood accounting: frames that ask for no work of ours (PING,
     // SETTINGS, PRIORITY, WINDOW_UPDATE, RST_STREAM, empty DATA) since
@@ -305,6 +310,10 @@ private:
     // frame to its end (END_HEADERS on it or a CONTINUATION). nghttp2
     // takes no other frame meanwhile (RFC 9113 6.10), so one per connection.
     event::Timer header_timer_;
+    // What the streams read of the slot, kept here: an orphan outlives the
+    // slot, which another connection may take meanwhile.
+    sockaddr_storage peer_{};
+    uint64_t number_ = 0;
     char peer_text_[64] = {};
     uint16_t peer_port_ = 0;
     char local_text_[64] = {};
