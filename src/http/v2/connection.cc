@@ -346,6 +346,11 @@ bool Connection::init_session() {
     // Closed streams are not kept for the priority tree: a client opening
     // and closing streams costs no memory that stays.
     nghttp2_option_set_no_closed_streams(opt, 1);
+    // Response fields are not indexed (HPACK literals without indexing,
+    // as nginx sends them): a connection keeps no copy of the last
+    // responses' fields in its encoder table (up to 4k each, held while
+    // it idles), for a few bytes more per response.
+    nghttp2_option_set_max_deflate_dynamic_table_size(opt, 0);
     const H2SrvConf& h2 = h2_srv(*srv_);
     max_streams_ = static_cast<uint32_t>(std::min<uint64_t>(*h2.max_concurrent_streams, 0x7fffffff));
     int rv = nghttp2_session_server_new2(&session_, cb, this, opt);
@@ -529,8 +534,9 @@ void Connection::send_output() {
         event::worker_loop().post(read_ev_);
     }
     check_done();
-    // Idle: the batch buffer goes back, as HTTP/1 gives its buffers back.
-    if (!closed_ && live_ == 0 && out_.capacity() > 4096) std::string().swap(out_);
+    // Idle: the batch buffer goes back, whatever its size, as HTTP/1
+    // gives its buffers back (an idle connection holds nothing of ours).
+    if (!closed_ && live_ == 0 && !out_.empty()) std::string().swap(out_);
 }
 
 void Connection::check_done() {
