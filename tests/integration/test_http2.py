@@ -513,6 +513,49 @@ def test_idle_connection_closes_after_keepalive_timeout(server):
         c.close()
 
 
+
+def test_keepalive_timeout_0_serves_one_stream_then_goaway(server):
+    s = server("""
+    keepalive_timeout 0;
+    server {
+        listen 127.0.0.1:PORT;
+        http2 on;
+        location / { return 200 "ok\\n"; }
+    }
+    """).start()
+    c = H2Client(s.port)
+    try:
+        # The first stream is served (the connection waited for it with
+        # client_header_timeout), then GOAWAY names it as the last.
+        sid = c.request("/")
+        assert c.response(sid)[:3:2] == (200, b"ok\n")
+        g = c.until(lambda evs: c.goaway(), timeout=10)
+        assert (g.error_code, g.last_stream_id) == (h2.errors.ErrorCodes.NO_ERROR, sid)
+    finally:
+        c.close()
+
+
+def test_keepalive_time_ends_the_connection_after_the_stream_that_passes_it(server):
+    s = server("""
+    keepalive_time 1s;
+    server {
+        listen 127.0.0.1:PORT;
+        http2 on;
+        location / { return 200 "$connection_requests\\n"; }
+    }
+    """).start()
+    c = H2Client(s.port)
+    try:
+        assert c.response(c.request("/"))[:3:2] == (200, b"1\n")
+        assert c.goaway() is None
+        time.sleep(1.1)  # past keepalive_time: no event says so
+        sid = c.request("/")
+        assert c.response(sid)[:3:2] == (200, b"2\n")
+        g = c.until(lambda evs: c.goaway(), timeout=10)
+        assert (g.error_code, g.last_stream_id) == (h2.errors.ErrorCodes.NO_ERROR, sid)
+    finally:
+        c.close()
+
 def test_concurrent_streams_past_the_limit_are_refused(server):
     # An origin that takes connections and never answers: the streams stay.
     lsock = socket.socket()

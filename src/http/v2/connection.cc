@@ -605,9 +605,14 @@ void Connection::update_idle() {
         return;
     }
     // keepalive_timeout of the default server: an idle connection with no
-    // stream open closes then (GOAWAY first) [nginx].
+    // stream open closes then (GOAWAY first) [nginx]. With 0 it closes
+    // after its first stream (start()); until that one comes it has
+    // client_header_timeout, as an HTTP/1 connection has.
     const LocConf& lc = srv_loc(*srv_);
-    event::worker_loop().arm(c_.read_timer, *lc.keepalive_timeout);
+    if (lc.keepalive_timeout->count() == 0 && requests_ == 0)
+        event::worker_loop().arm(c_.read_timer, *srv_->client_header_timeout);
+    else
+        event::worker_loop().arm(c_.read_timer, *lc.keepalive_timeout);
 }
 
 void Connection::on_read_timeout() {
@@ -786,6 +791,11 @@ void H2Stream::start() {
     // (python-h2) take no response after one.
     const LocConf& dl = srv_loc(*c.srv_);
     if (c.requests_ >= *dl.keepalive_requests) c.goaway_after_ = true;
+    // keepalive_time: no stream after this one once the connection is that
+    // old; keepalive_timeout 0: no stream after this one at all [nginx].
+    if (event::worker_loop().now() - c.started_ > static_cast<event::Msec>(dl.keepalive_time->count()) ||
+        dl.keepalive_timeout->count() == 0)
+        c.goaway_after_ = true;
     r.http_version = 20;
     if (head_->too_large()) {
         // max_headers: 400, as for HTTP/1 [nginx]; the size: 431.
