@@ -1231,6 +1231,35 @@ def test_websocket_over_h2_refusals(server):
         origin.stop()
 
 
+
+def test_websocket_over_h2_outlives_a_reload_until_worker_shutdown_timeout(server):
+    origin = WsOrigin()
+    try:
+        s = server(WS_CONF.format(origin=origin.addr).replace("proxy_read_timeout 1s;", "proxy_read_timeout 60s;"),
+                   start=False)
+        s.conf.write_text(s.conf.read_text().replace("worker_processes 1;",
+                                                     "worker_processes 1;\nworker_shutdown_timeout 3s;"))
+        s.start()
+        c = ws_client(s.port)
+        try:
+            sid = ws_open(c, "/ws/echo")
+            assert ws_head(c, sid)[":status"] == "200"
+            os.kill(s.master_pid(), signal.SIGHUP)
+            # The retiring worker's GOAWAY names the tunnel's stream as
+            # taken: it goes on...
+            assert c.until(lambda evs: any(isinstance(e, h2.events.ConnectionTerminated) and
+                                           e.last_stream_id == sid for e in evs), timeout=15)
+            c.conn.send_data(sid, b"after the reload")
+            c.flush()
+            assert c.until(lambda evs: ws_data(c, sid) == b"after the reload")
+            # ...until worker_shutdown_timeout ends the worker, and it.
+            assert c.until(lambda evs: c.closed, timeout=20)
+        finally:
+            c.close()
+        assert origin.wait_ends(1) == ["eof"]
+    finally:
+        origin.stop()
+
 # ---- client_header_timeout for a header block that never ends --------------------------------
 
 @pytest.mark.parametrize("trickle", [0, 40])

@@ -47,6 +47,8 @@ constexpr uint64_t kResetBurst = 2 * kResetBudget;
 constexpr uint64_t kResetRate = 33;
 // RFC 9113 6.9.1: a flow-control window is at most 2^31-1 octets.
 constexpr int32_t kMaxWindow = 0x7fffffff;
+// RFC 9113 5.1.1: stream ids are 31 bits; the shutdown notice names the largest.
+constexpr int32_t kMaxStreamId = 0x7fffffff;
 
 const LocConf& srv_loc(const SrvConf& s) { return *static_cast<const LocConf*>(s.loc_confs[http_core_module.index]); }
 const H2SrvConf& h2_srv(const SrvConf& s) { return *static_cast<const H2SrvConf*>(s.srv_confs[http_v2_module.index]); }
@@ -238,7 +240,9 @@ struct Connection::Callbacks {
     static int frame_send(nghttp2_session* s, const nghttp2_frame* f, void* p) {
         if ((f->hd.type == NGHTTP2_DATA || f->hd.type == NGHTTP2_HEADERS) && (f->hd.flags & NGHTTP2_FLAG_END_STREAM))
             if (H2Stream* h = stream(s, f->hd.stream_id)) h->on_end_stream_sent();
-        if (f->hd.type == NGHTTP2_GOAWAY) self(p)->goaway_sent_ = true;
+        // The shutdown notice (RFC 9113 6.8: the largest stream id) is not
+        // the GOAWAY that names our last stream: that one is still to go.
+        if (f->hd.type == NGHTTP2_GOAWAY && f->goaway.last_stream_id != kMaxStreamId) self(p)->goaway_sent_ = true;
         return 0;
     }
 
