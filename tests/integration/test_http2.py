@@ -6,6 +6,7 @@ and the bounds on the known HTTP/2 attacks.
 Clients: curl (--http2-prior-knowledge, --http2), nghttp, h2load, and raw
 frames written with Python's h2 library (python3-h2) where the test needs
 to say exactly what goes on the wire (floods, resets, windows)."""
+import base64
 import hashlib
 import os
 import shutil
@@ -512,6 +513,49 @@ def test_idle_connection_closes_after_keepalive_timeout(server):
         c.close()
 
 
+
+def test_keepalive_timeout_0_serves_one_stream_then_goaway(server):
+    s = server("""
+    keepalive_timeout 0;
+    server {
+        listen 127.0.0.1:PORT;
+        http2 on;
+        location / { return 200 "ok\\n"; }
+    }
+    """).start()
+    c = H2Client(s.port)
+    try:
+        # The first stream is served (the connection waited for it with
+        # client_header_timeout), then GOAWAY names it as the last.
+        sid = c.request("/")
+        assert c.response(sid)[:3:2] == (200, b"ok\n")
+        g = c.until(lambda evs: c.goaway(), timeout=10)
+        assert (g.error_code, g.last_stream_id) == (h2.errors.ErrorCodes.NO_ERROR, sid)
+    finally:
+        c.close()
+
+
+def test_keepalive_time_ends_the_connection_after_the_stream_that_passes_it(server):
+    s = server("""
+    keepalive_time 1s;
+    server {
+        listen 127.0.0.1:PORT;
+        http2 on;
+        location / { return 200 "$connection_requests\\n"; }
+    }
+    """).start()
+    c = H2Client(s.port)
+    try:
+        assert c.response(c.request("/"))[:3:2] == (200, b"1\n")
+        assert c.goaway() is None
+        time.sleep(1.1)  # past keepalive_time: no event says so
+        sid = c.request("/")
+        assert c.response(sid)[:3:2] == (200, b"2\n")
+        g = c.until(lambda evs: c.goaway(), timeout=10)
+        assert (g.error_code, g.last_stream_id) == (h2.errors.ErrorCodes.NO_ERROR, sid)
+    finally:
+        c.close()
+
 def test_concurrent_streams_past_the_limit_are_refused(server):
     # An origin that takes connections and never answers: the streams stay.
     lsock = socket.socket()
@@ -901,3 +945,422 @@ def test_trailers_end_the_stream(server):
         assert trailers == [{"x-trailer": "t-200"}]
     finally:
         c.close()
+
+
+# ---- WebSocket over HTTP/2 (RFC 8441) -------------------------------------------------------
+
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+class WsOrigin(Origin):
+    """An HTTP/1.1 WebSocket origin: /ws/echo answers 101 and echoes every
+    byte until the proxy closes its half (then closes its own), /ws/bye
+    answers 101, says "bye" and closes, /ws/refuse answers 403. What each
+    tunnel saw ends up in self.ends: "eof" (the proxy closed its half) or
+    "reset"."""
+
+    def __init__(self):
+        self.ends = []
+        super().__init__(handler=self.handle, timeout=15)
+
+    def handle(self, conn, req):
+        path = req.target.partition("?")[0]
+        if path == "/ws/refuse":
+            conn.sendall(response(403, b"no websockets here\n", [("Content-Type", "text/plain")], reason="Forbidden"))
+            return False
+        key = req.header("Sec-WebSocket-Key") or ""
+        accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
+        head = ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Accept: {accept}\r\n")
+        if req.header("Sec-WebSocket-Protocol"):
+            head += "Sec-WebSocket-Protocol: chat\r\n"
+        conn.sendall((head + "\r\n").encode())
+        if path == "/ws/bye":
+            conn.sendall(b"bye")
+            conn.shutdown(socket.SHUT_WR)
+        try:
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    self.ends.append("eof")
+                    break
+                if path == "/ws/echo":
+                    conn.sendall(data)
+        except (ConnectionResetError, socket.timeout):
+            self.ends.append("reset")
+        return False
+
+    def wait_ends(self, n, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while len(self.ends) < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return list(self.ends)
+
+
+WS_CONF = """
+    log_format p '$request $status $http2';
+    access_log logs/access.log p;
+    server {{
+        listen 127.0.0.1:PORT;
+        http2 on;
+        http2_body_preread_size 4k;
+        location /ws/ {{
+            proxy_pass http://{origin};
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection "upgrade";
+            proxy_read_timeout 1s;
+        }}
+        location /static/ {{ return 200 "not a tunnel\\n"; }}
+    }}
+"""
+
+
+def lines(s, n):
+    return [line.rstrip("\n") for line in access_lines(s, n)]
+
+
+def ws_client(port, window=None):
+    """A raw client that waited for the server's SETTINGS (RFC 8441 3:
+    no extended CONNECT before SETTINGS_ENABLE_CONNECT_PROTOCOL)."""
+    settings = {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window} if window else None
+    c = H2Client(port, settings=settings)
+    c.until(lambda evs: any(isinstance(e, h2.events.RemoteSettingsChanged) for e in evs))
+    return c
+
+
+def ws_open(c, path, protocol="websocket", extra=()):
+    sid = c.conn.get_next_available_stream_id()
+    c.conn.send_headers(sid, [(":method", "CONNECT"), (":protocol", protocol), (":scheme", "http"),
+                              (":authority", "localhost"), (":path", path),
+                              ("sec-websocket-version", "13"), *extra])
+    c.flush()
+    return sid
+
+
+def ws_head(c, sid):
+    def got(evs):
+        for e in evs:
+            if isinstance(e, h2.events.ResponseReceived) and e.stream_id == sid:
+                return dict(e.headers)
+        return None
+    h = c.until(got)
+    assert h is not None, c.events
+    return h
+
+
+def ws_data(c, sid):
+    return b"".join(e.data for e in c.events if isinstance(e, h2.events.DataReceived) and e.stream_id == sid)
+
+
+def ws_ended(c, sid):
+    return any(isinstance(e, h2.events.StreamEnded) and e.stream_id == sid for e in c.events)
+
+
+def test_websocket_over_h2_is_proxied_to_an_http11_origin(server):
+    origin = WsOrigin()
+    try:
+        s = server(WS_CONF.format(origin=origin.addr)).start()
+        c = ws_client(s.port)
+        try:
+            assert c.conn.remote_settings[h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL] == 1
+            sid = ws_open(c, "/ws/echo?room=1", extra=[("sec-websocket-protocol", "chat")])
+            h = ws_head(c, sid)
+            # RFC 8441 5: the origin's 101 is a 200 that leaves the stream open.
+            assert h[":status"] == "200"
+            assert h["sec-websocket-protocol"] == "chat"
+            assert "content-length" not in h and "sec-websocket-accept" not in h
+            c.conn.send_data(sid, b"hello over h2")
+            c.flush()
+            assert c.until(lambda evs: ws_data(c, sid) == b"hello over h2")
+            # The client closes its half: the origin sees EOF, closes its
+            # own, and the stream ends both ways.
+            c.conn.end_stream(sid)
+            c.flush()
+            assert c.until(lambda evs: ws_ended(c, sid))
+            assert c.reset_of(sid) is None
+            # The connection serves on.
+            st, _, body = c.response(c.request("/static/x"))
+            assert (st, body) == (200, b"not a tunnel\n")
+        finally:
+            c.close()
+        assert origin.wait_ends(1) == ["eof"]
+        req = origin.requests[0]
+        # What an HTTP/1.1 client opening a WebSocket sends (RFC 6455 4.1).
+        assert (req.method, req.target, req.version) == ("GET", "/ws/echo?room=1", "HTTP/1.1")
+        assert req.header("Upgrade") == "websocket"
+        assert req.header("Connection") == "upgrade"
+        assert req.header("Host") == origin.addr  # $proxy_host, as for HTTP/1.1
+        assert req.header("Sec-WebSocket-Version") == "13"
+        assert req.header("Sec-WebSocket-Protocol") == "chat"
+        assert len(base64.b64decode(req.header("Sec-WebSocket-Key"), validate=True)) == 16
+        assert req.header("Content-Length") is None and req.header("Transfer-Encoding") is None
+        assert lines(s, 2) == ["GET /ws/echo?room=1 HTTP/2.0 200 h2c", "GET /static/x HTTP/2.0 200 h2c"]
+    finally:
+        origin.stop()
+
+
+def test_websocket_over_h2_a_fresh_key_for_each_tunnel(server):
+    origin = WsOrigin()
+    try:
+        s = server(WS_CONF.format(origin=origin.addr)).start()
+        c = ws_client(s.port)
+        try:
+            a = ws_open(c, "/ws/echo", extra=[("sec-websocket-key", "c2VudCBieSB0aGUgY2xpZW50")])
+            b = ws_open(c, "/ws/echo")
+            assert ws_head(c, a)[":status"] == "200" and ws_head(c, b)[":status"] == "200"
+            for sid in (a, b):
+                c.conn.end_stream(sid)
+            c.flush()
+            assert c.until(lambda evs: ws_ended(c, a) and ws_ended(c, b))
+        finally:
+            c.close()
+        keys = [r.header("Sec-WebSocket-Key") for r in origin.wait_requests(2)]
+        assert keys[0] != keys[1]
+        assert "c2VudCBieSB0aGUgY2xpZW50" not in keys
+    finally:
+        origin.stop()
+
+
+def test_websocket_over_h2_large_messages_under_small_windows(server):
+    origin = WsOrigin()
+    try:
+        s = server(WS_CONF.format(origin=origin.addr)).start()
+        # 4k windows both ways (http2_body_preread_size, the client's
+        # SETTINGS): a megabyte each way goes as the windows open.
+        c = ws_client(s.port, window=4096)
+        try:
+            sid = ws_open(c, "/ws/echo")
+            assert ws_head(c, sid)[":status"] == "200"
+            msg = os.urandom(1024 * 1024)
+            c.send_body(sid, msg, end=False)
+            assert c.until(lambda evs: len(ws_data(c, sid)) >= len(msg), timeout=30)
+            assert ws_data(c, sid) == msg
+            c.conn.end_stream(sid)
+            c.flush()
+            assert c.until(lambda evs: ws_ended(c, sid))
+        finally:
+            c.close()
+    finally:
+        origin.stop()
+
+
+def test_websocket_over_h2_the_origin_closes_first(server):
+    origin = WsOrigin()
+    try:
+        s = server(WS_CONF.format(origin=origin.addr)).start()
+        c = ws_client(s.port)
+        try:
+            sid = ws_open(c, "/ws/bye")
+            assert ws_head(c, sid)[":status"] == "200"
+            # The origin's close is our END_STREAM; the client's half stays
+            # open until it closes it.
+            assert c.until(lambda evs: ws_ended(c, sid))
+            assert ws_data(c, sid) == b"bye"
+            c.conn.end_stream(sid)
+            c.flush()
+            assert origin.wait_ends(1) == ["eof"]
+            assert c.reset_of(sid) is None
+        finally:
+            c.close()
+        assert lines(s, 1) == ["GET /ws/bye HTTP/2.0 200 h2c"]
+    finally:
+        origin.stop()
+
+
+def test_websocket_over_h2_a_reset_from_the_client_closes_the_origin(server):
+    origin = WsOrigin()
+    try:
+        s = server(WS_CONF.format(origin=origin.addr)).start()
+        c = ws_client(s.port)
+        try:
+            sid = ws_open(c, "/ws/echo")
+            assert ws_head(c, sid)[":status"] == "200"
+            c.conn.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
+            c.flush()
+            assert origin.wait_ends(1) == ["eof"]
+        finally:
+            c.close()
+        assert lines(s, 1) == ["GET /ws/echo HTTP/2.0 200 h2c"]
+    finally:
+        origin.stop()
+
+
+def test_websocket_over_h2_an_idle_tunnel_is_cut_by_proxy_read_timeout(server):
+    origin = WsOrigin()
+    try:
+        s = server(WS_CONF.format(origin=origin.addr)).start()
+        c = ws_client(s.port)
+        try:
+            sid = ws_open(c, "/ws/echo")
+            assert ws_head(c, sid)[":status"] == "200"
+            # Nothing either way for proxy_read_timeout (1s): the tunnel is
+            # broken off, and the client told so with RST_STREAM(CANCEL).
+            assert c.until(lambda evs: c.reset_of(sid) is not None, timeout=10)
+            assert c.reset_of(sid) == h2.errors.ErrorCodes.CANCEL
+        finally:
+            c.close()
+        assert origin.wait_ends(1) == ["eof"]
+    finally:
+        origin.stop()
+
+
+def test_websocket_over_h2_refusals(server):
+    origin = WsOrigin()
+    try:
+        s = server(WS_CONF.format(origin=origin.addr)).start()
+        c = ws_client(s.port)
+        try:
+            # The origin's own answer goes as it is, and the stream ends.
+            st, h, body = c.response(ws_open(c, "/ws/refuse"))
+            assert (st, body) == (403, b"no websockets here\n")
+            # A protocol this server does not tunnel: 501.
+            st, _, _ = c.response(ws_open(c, "/ws/echo", protocol="connect-udp"))
+            assert st == 501
+            # A location that answers without tunnelling: 501, not its 200
+            # (the client would take that for an open WebSocket).
+            st, h, body = c.response(ws_open(c, "/static/x"))
+            assert (st, body) == (501, b"")
+        finally:
+            c.close()
+        assert [r.target for r in origin.wait_requests(1)] == ["/ws/refuse"]
+        assert lines(s, 3) == ["GET /ws/refuse HTTP/2.0 403 h2c",
+                               "CONNECT /ws/echo HTTP/2.0 501 h2c",
+                               "GET /static/x HTTP/2.0 501 h2c"]
+    finally:
+        origin.stop()
+
+
+
+def test_websocket_over_h2_outlives_a_reload_until_worker_shutdown_timeout(server):
+    origin = WsOrigin()
+    try:
+        s = server(WS_CONF.format(origin=origin.addr).replace("proxy_read_timeout 1s;", "proxy_read_timeout 60s;"),
+                   start=False)
+        s.conf.write_text(s.conf.read_text().replace("worker_processes 1;",
+                                                     "worker_processes 1;\nworker_shutdown_timeout 3s;"))
+        s.start()
+        c = ws_client(s.port)
+        try:
+            sid = ws_open(c, "/ws/echo")
+            assert ws_head(c, sid)[":status"] == "200"
+            os.kill(s.master_pid(), signal.SIGHUP)
+            # The retiring worker's GOAWAY names the tunnel's stream as
+            # taken: it goes on...
+            assert c.until(lambda evs: any(isinstance(e, h2.events.ConnectionTerminated) and
+                                           e.last_stream_id == sid for e in evs), timeout=15)
+            c.conn.send_data(sid, b"after the reload")
+            c.flush()
+            assert c.until(lambda evs: ws_data(c, sid) == b"after the reload")
+            # ...until worker_shutdown_timeout ends the worker, and it.
+            assert c.until(lambda evs: c.closed, timeout=20)
+        finally:
+            c.close()
+        assert origin.wait_ends(1) == ["eof"]
+    finally:
+        origin.stop()
+
+# ---- client_header_timeout for a header block that never ends --------------------------------
+
+@pytest.mark.parametrize("trickle", [0, 40])
+def test_a_header_block_that_never_ends_is_cut_by_client_header_timeout(server, trickle):
+    s = server("""
+    server {
+        listen 127.0.0.1:PORT;
+        http2 on;
+        client_header_timeout 1s;
+        keepalive_timeout 60s;
+        error_log logs/error.log info;
+        location / { return 200 "x"; }
+    }
+    """).start()
+    c = H2Client(s.port)
+    try:
+        # Our SETTINGS acknowledged first: no frame of the client's may
+        # come between the header block's frames.
+        c.until(lambda evs: any(isinstance(e, h2.events.RemoteSettingsChanged) for e in evs))
+        block = c.conn.encoder.encode([(":method", "GET"), (":scheme", "http"), (":authority", "x"),
+                                       (":path", "/")])
+        f = hf.HeadersFrame(1)  # no END_HEADERS
+        f.data = block
+        c.send_raw(f.serialize())
+        # CONTINUATIONs trickled, never the last: they do not extend the
+        # time the head has (the GOAWAY comes while they still trickle).
+        sent = 0
+        while sent < trickle and not c.goaway():
+            k = hf.ContinuationFrame(1)
+            k.data = b"\x40\x01a\x01b"
+            c.send_raw(k.serialize())
+            sent += 1
+            c.until(lambda evs: any(isinstance(e, h2.events.ConnectionTerminated) for e in evs), timeout=0.25)
+        assert c.until(lambda evs: any(isinstance(e, h2.events.ConnectionTerminated) for e in evs), timeout=10)
+        g = c.goaway()
+        assert g.error_code == h2.errors.ErrorCodes.NO_ERROR
+        assert c.until(lambda evs: c.closed, timeout=10)
+    finally:
+        c.close()
+    if trickle:
+        assert sent < trickle
+    assert "client timed out (110: Connection timed out) while reading client request headers" in s.error_log()
+
+
+# ---- an orphaned cache fill outlives its connection ---------------------------------------------
+
+def test_a_fill_others_wait_for_outlives_the_h2_connection_that_asked(server, tmp_path):
+    # As over HTTP/1 (test_cache.py): the client whose request fills the
+    # cache closes its whole connection; the fill goes on, and the request
+    # waiting on the lock gets the response without a second origin request.
+    gone = threading.Event()
+
+    def handler(conn, req):
+        conn.sendall(response(200, b"", [("Cache-Control", "max-age=60"), ("Content-Length", "100000")],
+                              length=False))
+        conn.sendall(b"a" * 1000)
+        gone.wait(10)
+        conn.sendall(b"a" * 99000)
+        return False
+
+    origin = Origin(handler)
+    try:
+        s = server(f"""
+        log_format c '$request $status $upstream_cache_status';
+        access_log logs/access.log c;
+        proxy_cache_path {{CACHE}} levels=1:2 keys_zone=one:1m;
+        server {{
+            listen 127.0.0.1:PORT;
+            http2 on;
+            error_log logs/error.log info;
+            location / {{
+                proxy_pass http://{origin.addr};
+                proxy_cache one;
+                proxy_cache_lock on;
+                proxy_cache_lock_timeout 20s;
+                add_header X-Cache $upstream_cache_status always;
+            }}
+        }}
+        """.replace("{CACHE}", str(tmp_path / "cache_h2")))
+        a = H2Client(s.port)
+        sid = a.request("/w")
+        assert a.until(lambda evs: any(isinstance(e, h2.events.DataReceived) and e.stream_id == sid for e in evs))
+        waiter = []
+        b = H2Client(s.port)
+        try:
+            t = threading.Thread(target=lambda: waiter.append(b.response(b.request("/w"), timeout=20)))
+            t.start()
+            # The waiter is (most likely) on the lock by now; the outcome is
+            # the same if it came after the filling client went.
+            time.sleep(0.3)
+            a.close()
+            assert poll(lambda: "client closed stream; the response goes on for the cache" in s.error_log())
+            gone.set()
+            t.join(20)
+            st, _, body = waiter[0]
+            assert (st, body) == (200, b"a" * 100000)
+            st, h, body = b.response(b.request("/w"))
+            assert (st, h["x-cache"], body) == (200, "HIT", b"a" * 100000)
+        finally:
+            b.close()
+        assert len(origin.requests) == 1
+        assert sorted(lines(s, 3)) == ["GET /w HTTP/2.0 200 HIT", "GET /w HTTP/2.0 200 HIT", "GET /w HTTP/2.0 200 MISS"]
+    finally:
+        origin.stop()

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/addr_text.h"
+#include "core/random.h"
 #include "core/str.h"
 #include "event/loop.h"
 #include "event/worker.h"
@@ -46,6 +47,8 @@ constexpr uint64_t kResetBurst = 2 * kResetBudget;
 constexpr uint64_t kResetRate = 33;
 // RFC 9113 6.9.1: a flow-control window is at most 2^31-1 octets.
 constexpr int32_t kMaxWindow = 0x7fffffff;
+// RFC 9113 5.1.1: stream ids are 31 bits; the shutdown notice names the largest.
+constexpr int32_t kMaxStreamId = 0x7fffffff;
 
 const LocConf& srv_loc(const SrvConf& s) { return *static_cast<const LocConf*>(s.loc_confs[http_core_module.index]); }
 const H2SrvConf& h2_srv(const SrvConf& s) { return *static_cast<const H2SrvConf*>(s.srv_confs[http_v2_module.index]); }
@@ -56,6 +59,25 @@ std::vector<uint8_t>& recv_buffer(size_t size) {
     static std::vector<uint8_t> buf;
     if (buf.size() < size) buf.resize(size);
     return buf;
+}
+
+// A fresh Sec-WebSocket-Key (RFC 6455 4.1: 16 random bytes, base64) for
+// the origin of an HTTP/2 WebSocket, whose client sends none (RFC 8441 5).
+// A nonce against caches and confused intermediaries, not a secret.
+void websocket_key(char (&out)[24]) {
+    static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    uint8_t raw[18] = {};
+    const uint64_t a = random64(), b = random64();
+    std::memcpy(raw, &a, 8);
+    std::memcpy(raw + 8, &b, 8);
+    for (size_t i = 0, o = 0; i < 18; i += 3, o += 4) {
+        const uint32_t v = uint32_t{raw[i]} << 16 | uint32_t{raw[i + 1]} << 8 | raw[i + 2];
+        out[o] = kAlphabet[v >> 18 & 63];
+        out[o + 1] = kAlphabet[v >> 12 & 63];
+        out[o + 2] = kAlphabet[v >> 6 & 63];
+        out[o + 3] = kAlphabet[v & 63];
+    }
+    out[22] = out[23] = '=';  // 16 bytes: two of padding
 }
 
 // Fields HTTP/2 has no place for (RFC 9113 8.2.2).
@@ -98,6 +120,22 @@ struct Connection::Callbacks {
     static Connection* self(void* p) { return static_cast<Connection*>(p); }
     static H2Stream* stream(nghttp2_session* s, int32_t id) {
         return static_cast<H2Stream*>(nghttp2_session_get_stream_user_data(s, id));
+    }
+
+    static int begin_frame(nghttp2_session*, const nghttp2_frame_hd* hd, void* p) {
+        Connection* c = self(p);
+        // A header block that never ends (HEADERS without END_HEADERS, then
+        // nothing, or CONTINUATIONs trickled) holds a stream, so no
+        // keepalive_timeout runs: client_header_timeout bounds it, from
+        // its first frame, whatever trickles after [nginx: header timeout].
+        if (hd->type == NGHTTP2_HEADERS) {
+            if (!c->header_timer_.armed())
+                event::worker_loop().arm(c->header_timer_, *c->srv_->client_header_timeout);
+        } else if (hd->type != NGHTTP2_CONTINUATION) {
+            // Any other frame: the block before it has ended.
+            event::worker_loop().cancel(c->header_timer_);
+        }
+        return 0;
     }
 
     static int begin_headers(nghttp2_session* s, const nghttp2_frame* f, void* p) {
@@ -143,6 +181,7 @@ struct Connection::Callbacks {
         const bool end = f->hd.flags & NGHTTP2_FLAG_END_STREAM;
         switch (f->hd.type) {
             case NGHTTP2_HEADERS: {
+                event::worker_loop().cancel(c->header_timer_);
                 H2Stream* h = stream(s, f->hd.stream_id);
                 if (!h) return 0;
                 // $request_length: the header block as sent [nginx].
@@ -201,7 +240,9 @@ struct Connection::Callbacks {
     static int frame_send(nghttp2_session* s, const nghttp2_frame* f, void* p) {
         if ((f->hd.type == NGHTTP2_DATA || f->hd.type == NGHTTP2_HEADERS) && (f->hd.flags & NGHTTP2_FLAG_END_STREAM))
             if (H2Stream* h = stream(s, f->hd.stream_id)) h->on_end_stream_sent();
-        if (f->hd.type == NGHTTP2_GOAWAY) self(p)->goaway_sent_ = true;
+        // The shutdown notice (RFC 9113 6.8: the largest stream id) is not
+        // the GOAWAY that names our last stream: that one is still to go.
+        if (f->hd.type == NGHTTP2_GOAWAY && f->goaway.last_stream_id != kMaxStreamId) self(p)->goaway_sent_ = true;
         return 0;
     }
 
@@ -244,6 +285,7 @@ Connection::Connection(Handover& h)
       read_ev_(event::Callback::to<&Connection::on_read>(this)),
       send_ev_(event::Callback::to<&Connection::send_output>(this)),
       retire_timer_(event::Callback::to<&Connection::on_retire_timer>(this)),
+      header_timer_(event::Callback::to<&Connection::on_header_timeout>(this)),
       log_ctx_{h.c->number, describe_for_log, this} {
     log::Scope scope(&log_ctx_);
     if (pp_) pp_->tlvs = pp_tlvs_;  // the string moved: its views follow
@@ -252,6 +294,8 @@ Connection::Connection(Handover& h)
     next_ = g_conns;
     if (g_conns) g_conns->prev_ = this;
     g_conns = this;
+    std::memcpy(&peer_, &c_.peer, std::min(sizeof peer_, sizeof c_.peer));
+    number_ = c_.number;
     addr_text(reinterpret_cast<const sockaddr*>(&c_.peer), peer_text_, sizeof peer_text_, &peer_port_);
     // The server SNI chose, if any: its limits, as nginx's conf_ctx.
     if (tls_ && tls_->sni_choice) srv_ = const_cast<SrvConf*>(static_cast<const SrvConf*>(tls_->sni_choice));
@@ -288,6 +332,7 @@ Connection::~Connection() {
 bool Connection::init_session() {
     nghttp2_session_callbacks* cb = nullptr;
     if (nghttp2_session_callbacks_new(&cb) != 0) return false;
+    nghttp2_session_callbacks_set_on_begin_frame_callback(cb, Callbacks::begin_frame);
     nghttp2_session_callbacks_set_on_begin_headers_callback(cb, Callbacks::begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(cb, Callbacks::header);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cb, Callbacks::frame_recv);
@@ -305,6 +350,11 @@ bool Connection::init_session() {
     // Closed streams are not kept for the priority tree: a client opening
     // and closing streams costs no memory that stays.
     nghttp2_option_set_no_closed_streams(opt, 1);
+    // Response fields are not indexed (HPACK literals without indexing,
+    // as nginx sends them): a connection keeps no copy of the last
+    // responses' fields in its encoder table (up to 4k each, held while
+    // it idles), for a few bytes more per response.
+    nghttp2_option_set_max_deflate_dynamic_table_size(opt, 0);
     const H2SrvConf& h2 = h2_srv(*srv_);
     max_streams_ = static_cast<uint32_t>(std::min<uint64_t>(*h2.max_concurrent_streams, 0x7fffffff));
     int rv = nghttp2_session_server_new2(&session_, cb, this, opt);
@@ -317,6 +367,9 @@ bool Connection::init_session() {
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE,
          static_cast<uint32_t>(std::min<uint64_t>(*h2.body_preread_size, kMaxWindow))},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, static_cast<uint32_t>(std::min<uint64_t>(list, UINT32_MAX))},
+        // RFC 8441 3: WebSockets over streams (extended CONNECT); nghttp2
+        // checks the :protocol pseudo-header once the client acknowledged.
+        {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1},
     };
     if (nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, iv, std::size(iv)) != 0) return false;
     // The connection's window is as large as can be: each stream's bounds
@@ -485,8 +538,9 @@ void Connection::send_output() {
         event::worker_loop().post(read_ev_);
     }
     check_done();
-    // Idle: the batch buffer goes back, as HTTP/1 gives its buffers back.
-    if (!closed_ && live_ == 0 && out_.capacity() > 4096) std::string().swap(out_);
+    // Idle: the batch buffer goes back, whatever its size, as HTTP/1
+    // gives its buffers back (an idle connection holds nothing of ours).
+    if (!closed_ && live_ == 0 && !out_.empty()) std::string().swap(out_);
 }
 
 void Connection::check_done() {
@@ -512,6 +566,7 @@ void Connection::linger_close() {
     event::worker_loop().unpost(read_ev_);
     event::worker_loop().unpost(send_ev_);
     event::worker_loop().cancel(retire_timer_);
+    event::worker_loop().cancel(header_timer_);
     event::worker_loop().cancel(c_.write_timer);
     if (tls_) tls_->shutdown();
     if (::shutdown(c_.fd(), SHUT_WR) != 0) {
@@ -540,6 +595,10 @@ void Connection::release() {
     if (released_) return;
     released_ = true;
     event::worker_connections().close(c_);
+    if (!streams_) free_later();
+}
+
+void Connection::free_later() {
     event::worker_loop().defer({[](void* p) { std::unique_ptr<Connection>(static_cast<Connection*>(p)); }, this});
 }
 
@@ -550,9 +609,14 @@ void Connection::update_idle() {
         return;
     }
     // keepalive_timeout of the default server: an idle connection with no
-    // stream open closes then (GOAWAY first) [nginx].
+    // stream open closes then (GOAWAY first) [nginx]. With 0 it closes
+    // after its first stream (start()); until that one comes it has
+    // client_header_timeout, as an HTTP/1 connection has.
     const LocConf& lc = srv_loc(*srv_);
-    event::worker_loop().arm(c_.read_timer, *lc.keepalive_timeout);
+    if (lc.keepalive_timeout->count() == 0 && requests_ == 0)
+        event::worker_loop().arm(c_.read_timer, *srv_->client_header_timeout);
+    else
+        event::worker_loop().arm(c_.read_timer, *lc.keepalive_timeout);
 }
 
 void Connection::on_read_timeout() {
@@ -573,6 +637,17 @@ void Connection::on_retire_timer() {
     if (closed_) return;
     goaway(NGHTTP2_NO_ERROR);
     send_output();
+}
+
+void Connection::on_header_timeout() {
+    log::Scope scope(&log_ctx_);
+    if (closed_) return;
+    GH_LOG(Info, "client timed out (110: Connection timed out) while reading client request headers");
+    // As nginx: GOAWAY, and the connection ends with it; the stream whose
+    // head never came is not answered.
+    nghttp2_session_terminate_session(session_, NGHTTP2_NO_ERROR);
+    send_output();
+    close_connection();
 }
 
 void Connection::goaway(uint32_t error_code) {
@@ -601,7 +676,10 @@ void Connection::forget(H2Stream* s) {
     s->prev_ = s->next_ = nullptr;
     --live_;
     if (live_ == 0) gauge_.to(stats::ConnGauge::State::Waiting);
-    if (closed_) return;
+    if (closed_) {
+        if (released_ && !streams_) free_later();  // the last orphan went
+        return;
+    }
     if (goaway_after_ && live_ == 0) goaway(NGHTTP2_NO_ERROR);
     check_done();
     if (closed_) return;
@@ -619,18 +697,28 @@ void Connection::close_connection() {
     if (closed_) return;
     closed_ = true;
     // Every stream goes first, each with its log line, while the
-    // connection they point at is still whole; nghttp2 is not called.
-    while (H2Stream* s = streams_) {
-        if (!s->closed_ && !s->orphan_ && s->started_ && !s->req_->done && !s->req_->header_sent &&
-            s->req_->out.status == 0 && s->req_->loc_confs)
+    // connection they point at is still whole; nghttp2 is not called. A
+    // stream whose response fills the cache goes on without its client
+    // (an orphan, stream.h), as over HTTP/1; this object stays for it.
+    if (!local_known_ && streams_) {
+        addr_text(c_.local_address(), local_text_, sizeof local_text_, &local_port_);
+        local_known_ = true;
+    }
+    H2Stream* next = nullptr;
+    for (H2Stream* s = streams_; s; s = next) {
+        next = s->next_;
+        s->remote_closed_ = true;
+        if (s->orphan_ || (!s->closed_ && s->orphan())) continue;
+        if (!s->closed_ && s->started_ && !s->req_->done && !s->req_->header_sent && s->req_->out.status == 0 &&
+            s->req_->loc_confs)
             s->req_->out.status = 499;
         s->closed_ = true;
-        s->remote_closed_ = true;
         s->terminate();
     }
     event::worker_loop().unpost(read_ev_);
     event::worker_loop().unpost(send_ev_);
     event::worker_loop().cancel(retire_timer_);
+    event::worker_loop().cancel(header_timer_);
     if (tls_) tls_->shutdown();
     release();
 }
@@ -644,6 +732,7 @@ H2Stream::H2Stream(Connection& conn, int32_t id)
       body_ev_(event::Callback::to<&H2Stream::pump_body>(this)),
       drain_ev_(event::Callback::to<&H2Stream::on_drained>(this)),
       finish_ev_(event::Callback::to<&H2Stream::finish>(this)),
+      tunnel_ev_(event::Callback::to<&H2Stream::on_tunnel_event>(this)),
       send_timer_(event::Callback::to<&H2Stream::on_send_timeout>(this)),
       body_timer_(event::Callback::to<&H2Stream::on_body_timeout>(this)) {
     req_ = std::make_unique<Request>(*this, conn_.port_.main_confs, conn_.srv_);
@@ -660,7 +749,7 @@ H2Stream::~H2Stream() {
     req_.reset();
 }
 
-const sockaddr* H2Stream::peer_sockaddr() const { return reinterpret_cast<const sockaddr*>(&conn_.c_.peer); }
+const sockaddr* H2Stream::peer_sockaddr() const { return reinterpret_cast<const sockaddr*>(&conn_.peer_); }
 std::string_view H2Stream::peer_text() const { return conn_.peer_text_; }
 uint16_t H2Stream::peer_port() const { return conn_.peer_port_; }
 std::string_view H2Stream::local_text() {
@@ -675,8 +764,8 @@ uint16_t H2Stream::local_port() {
     return conn_.local_port_;
 }
 tls::Session* H2Stream::tls() const { return conn_.tls_.get(); }
-uint64_t H2Stream::connection_number() const { return conn_.c_.number; }
-uint32_t H2Stream::connection_requests() const { return conn_.c_.requests; }
+uint64_t H2Stream::connection_number() const { return conn_.number_; }
+uint32_t H2Stream::connection_requests() const { return conn_.requests_; }
 event::Msec H2Stream::connection_start() const { return conn_.started_; }
 const AddrServers& H2Stream::servers() { return conn_.addr_; }
 const ProxyHeader* H2Stream::proxy_protocol() const { return conn_.pp_.get(); }
@@ -698,13 +787,19 @@ void H2Stream::start() {
     Request& r = *req_;
     Connection& c = conn_;
     ++c.c_.requests;
+    ++c.requests_;
     c.control_ = 0;  // a request: the control frames before it were its own
     // keepalive_requests of the default server: after that many streams,
     // GOAWAY, and the connection ends with its last stream [nginx].
     // The GOAWAY goes once the streams taken are answered: some clients
     // (python-h2) take no response after one.
     const LocConf& dl = srv_loc(*c.srv_);
-    if (c.c_.requests >= *dl.keepalive_requests) c.goaway_after_ = true;
+    if (c.requests_ >= *dl.keepalive_requests) c.goaway_after_ = true;
+    // keepalive_time: no stream after this one once the connection is that
+    // old; keepalive_timeout 0: no stream after this one at all [nginx].
+    if (event::worker_loop().now() - c.started_ > static_cast<event::Msec>(dl.keepalive_time->count()) ||
+        dl.keepalive_timeout->count() == 0)
+        c.goaway_after_ = true;
     r.http_version = 20;
     if (head_->too_large()) {
         // max_headers: 400, as for HTTP/1 [nginx]; the size: 431.
@@ -716,8 +811,21 @@ void H2Stream::start() {
         reject_request(r, many ? 400 : 431, why);
         return;
     }
+    if (head_->extended_connect() && !head_->websocket()) {
+        // RFC 8441 4: a protocol this server does not tunnel. The request
+        // is well formed; what it asks for is not implemented here, as
+        // nginx says of a Transfer-Encoding it does not know.
+        GH_LOG(Info, "client sent unsupported :protocol header");
+        r.method = head_->method();
+        r.request_line = r.arena().dup(std::string(head_->method()) + " " + std::string(head_->path()) + " HTTP/2.0");
+        reject_request(r, 501, "client sent unsupported :protocol header");
+        return;
+    }
+    ws_ = head_->websocket();
+    char key[24];
+    if (ws_) websocket_key(key);
     std::string_view reason;
-    if (!head_->finish(r.in, r.request_line, reason)) {
+    if (!head_->finish(r.in, r.request_line, reason, ws_ ? std::string_view(key, sizeof key) : std::string_view())) {
         GH_LOG(Info, "%.*s", static_cast<int>(reason.size()), reason.data());
         r.method = head_->method();
         reject_request(r, 400, reason);
@@ -730,7 +838,8 @@ void H2Stream::start() {
     r.content_length = r.in.framing.content_length;
     // A body comes unless HEADERS ended the stream; its length is known
     // when content-length says so (nghttp2 holds DATA to it).
-    r.has_body = !no_body_in_ && r.content_length.value_or(1) > 0;
+    // A WebSocket's DATA frames are the tunnel's, read once it is open.
+    r.has_body = !ws_ && !no_body_in_ && r.content_length.value_or(1) > 0;
     conn_.gauge_.request_started();
     http::start_request(r);
 }
@@ -740,11 +849,41 @@ void H2Stream::start() {
 Flow H2Stream::send_head(Request& r, const ResponseHead& h) {
     if (orphan_) return Flow::Pass;
     if (closed_ || conn_.closed_) return Flow::Fail;
-    // No 1xx but the final answer, and no 101: HTTP/2 has no upgrade
-    // (RFC 9113 8.6).
-    if (h.status < 200) return Flow::Fail;
-    no_body_ = r.head_only || h.status == 204 || h.status == 304;
-    trailers_ = h.expect_trailers && !no_body_;
+    // RFC 8441 5: a WebSocket stream's 101 is a 200 that leaves the stream
+    // open for the tunnel. A 2xx without 101 means the location did not
+    // tunnel (no proxy with the upgrade fields, a static file): the client
+    // would take it for an open WebSocket, so it is answered 501 instead,
+    // without its body. Other answers (an origin's 403) go as they are.
+    const bool tunnel = ws_ && h.status == 101;
+    const bool refused = ws_ && h.status >= 200 && h.status < 300;
+    // Otherwise no 1xx but the final answer, and no 101: HTTP/2 has no
+    // upgrade (RFC 9113 8.6).
+    if (h.status < 200 && !tunnel) return Flow::Fail;
+    if (refused) {
+        GH_LOG(Info, "WebSocket over HTTP/2 not tunnelled: the location answered %d", h.status);
+        r.out.status = 501;
+        no_body_ = true;
+        std::pmr::vector<nghttp2_nv> nv(r.mem());
+        auto add = [&](std::string_view name, std::string_view value) {
+            nv.push_back({reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
+                          reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), name.size(), value.size(),
+                          NGHTTP2_NV_FLAG_NONE});
+        };
+        add(":status", "501");
+        add("server", server_token(r));
+        add("date", http_date_now());
+        if (nghttp2_submit_response(conn_.session_, id_, nv.data(), nv.size(), nullptr) != 0) return Flow::Fail;
+        head_sent_ = true;
+        conn_.schedule_send();
+        return Flow::Pass;
+    }
+    if (tunnel) {
+        r.out.status = 200;  // what the client got ($status)
+        ws_open_ = true;
+    }
+    // A 101 is head only for the response path; the tunnel's bytes follow.
+    no_body_ = !tunnel && (r.head_only || h.status == 204 || h.status == 304);
+    trailers_ = h.expect_trailers && !no_body_ && !tunnel;
     std::pmr::vector<nghttp2_nv> nv(r.mem());
     nv.reserve(12 + h.headers.size());
     auto add = [&](std::string_view name, std::string_view value) {
@@ -752,7 +891,7 @@ Flow H2Stream::send_head(Request& r, const ResponseHead& h) {
                       reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), name.size(), value.size(),
                       NGHTTP2_NV_FLAG_NONE});
     };
-    const int code = h.status % 1000;
+    const int code = tunnel ? 200 : h.status % 1000;
     char status[3] = {static_cast<char>('0' + code / 100), static_cast<char>('0' + code / 10 % 10),
                       static_cast<char>('0' + code % 10)};
     add(":status", {status, 3});
@@ -771,7 +910,7 @@ Flow H2Stream::send_head(Request& r, const ResponseHead& h) {
             add("content-type", r.arena().dup(v));
         }
     }
-    if (h.content_length) add("content-length", r.arena().dup(std::to_string(*h.content_length)));
+    if (h.content_length && !tunnel) add("content-length", r.arena().dup(std::to_string(*h.content_length)));
     if (h.last_modified >= 0) {
         char d[kHttpDateMax];
         add("last-modified", r.arena().dup(format_http_date(h.last_modified, d)));
@@ -781,6 +920,8 @@ Flow H2Stream::send_head(Request& r, const ResponseHead& h) {
     if (h.accept_ranges) add("accept-ranges", "bytes");
     for (const Header& x : h.headers) {
         if (x.name.empty() || connection_specific(x.name)) continue;
+        // The origin's answer to our key, not to anything the client sent.
+        if (tunnel && iequals(x.name, "Sec-WebSocket-Accept")) continue;
         // HTTP/2 field names are lower case (RFC 9113 8.2.1).
         char* low = static_cast<char*>(r.arena().alloc(x.name.size(), 1));
         for (size_t i = 0; i < x.name.size(); ++i) low[i] = ascii_lower(x.name[i]);
@@ -801,11 +942,21 @@ Flow H2Stream::send_head(Request& r, const ResponseHead& h) {
 
 Flow H2Stream::send_body(Request&, Chain& in) {
     if (orphan_) {
+        // Dropped, and so "written": a producer pacing itself on the
+        // drain goes on (the connection that would have said so may be
+        // gone).
         if (in.last()) event::worker_loop().post(finish_ev_);
+        else event::worker_loop().post(drain_ev_);
         in.clear();
         return Flow::Pass;
     }
     if (closed_ || conn_.closed_) return Flow::Fail;
+    if (ws_open_) {
+        // The "body" of the 101 (none, and its end): the tunnel's bytes go
+        // through send(), and only its end ends the stream.
+        in.clear();
+        return Flow::Pass;
+    }
     const bool last = in.last();
     if (!no_body_) {
         for (Buf& b : in) {
@@ -870,6 +1021,7 @@ ssize_t H2Stream::read_data(uint8_t* buf, size_t length, uint32_t* flags) {
     }
     r.counters.bytes_sent += n;  // body_bytes_sent: counted by the response path
     if (n > 0) conn_.control_ = 0;  // the client takes a response: its frames are its own
+    if (n > 0 && tunnel_) event::worker_loop().post(tunnel_ev_);  // room for send()
     if (out_q_.empty()) {
         event::worker_loop().cancel(send_timer_);
         if (had) event::worker_loop().post(drain_ev_);
@@ -900,7 +1052,7 @@ ssize_t H2Stream::read_data(uint8_t* buf, size_t length, uint32_t* flags) {
 
 void H2Stream::on_drained() {
     log::Scope scope(&req_->log_ctx);
-    if (!terminated_ && out_bytes_ == 0) output_drained(*req_);
+    if (!terminated_ && !tunnel_ && out_bytes_ == 0) output_drained(*req_);
 }
 
 void H2Stream::on_end_stream_sent() {
@@ -912,6 +1064,8 @@ void H2Stream::on_end_stream_sent() {
 // (with HEADERS for a response without body, else with the last DATA or
 // the trailers).
 void H2Stream::maybe_finish() {
+    // A tunnel's END_STREAM is one half closed: the other may go on.
+    if (tunnel_ && !tunnel_over_) return;
     if (out_last_ && end_sent_ && !terminated_) event::worker_loop().post(finish_ev_);
 }
 
@@ -938,6 +1092,7 @@ void H2Stream::terminate() {
     loop.unpost(body_ev_);
     loop.unpost(drain_ev_);
     loop.unpost(finish_ev_);
+    loop.unpost(tunnel_ev_);
     loop.cancel(send_timer_);
     loop.cancel(body_timer_);
     if (started_ && !logged_) {
@@ -968,7 +1123,13 @@ bool H2Stream::orphan() {
 void H2Stream::on_reset(uint32_t error_code) {
     remote_closed_ = true;
     if (terminated_) return;
-    if (end_sent_ && out_last_) return;  // complete: finish() is posted
+    if (tunnel_ && !tunnel_over_) {
+        // Both halves closed with END_STREAM: the tunnel sees the client's
+        // end (recv() says Eof) and ends, then the stream finishes.
+        if (error_code == NGHTTP2_NO_ERROR && in_end_ && end_sent_) return;
+    } else if (end_sent_ && out_last_) {
+        return;  // complete: finish() is posted
+    }
     if (orphan_ || orphan()) return;
     if (started_) {
         log::Scope scope(&req_->log_ctx);
@@ -986,11 +1147,24 @@ void H2Stream::abort() {
         terminate();
         return;
     }
+    uint32_t code = NGHTTP2_INTERNAL_ERROR;
+    if (tunnel_ && !tunnel_over_) {
+        // The tunnel ended (the upstream client's on_tunnel_end).
+        tunnel_over_ = true;
+        if (out_last_ && in_end_ && !closed_) {
+            // Each side closed its half: a complete stream, finished once
+            // our END_STREAM is out.
+            maybe_finish();
+            return;
+        }
+        // An origin gone, a timeout: the client learns the tunnel broke.
+        code = NGHTTP2_CANCEL;
+    }
     if (req_->loc_confs && !req_->header_sent && req_->out.status == 0) req_->out.status = 499;
     closed_ = true;
     if (!remote_closed_ && !conn_.closed_) {
         // The client must not take a cut body for a whole one.
-        nghttp2_submit_rst_stream(conn_.session_, NGHTTP2_FLAG_NONE, id_, NGHTTP2_INTERNAL_ERROR);
+        nghttp2_submit_rst_stream(conn_.session_, NGHTTP2_FLAG_NONE, id_, code);
         conn_.schedule_send();
     }
     terminate();
@@ -1003,16 +1177,93 @@ void H2Stream::on_send_timeout() {
     abort();
 }
 
-event::Duplex& H2Stream::open_tunnel(event::Callback, std::string_view* leftover) {
+event::Duplex& H2Stream::open_tunnel(event::Callback on_ready, std::string_view* leftover) {
+    // What the client sent before the tunnel opened waits in in_q_: recv()
+    // hands it over first.
     if (leftover) *leftover = {};
+    if (ws_ && head_sent_ && !closed_) {
+        tunnel_ = true;
+        tunnel_ready_ = on_ready;
+    }
     return *this;
+}
+
+void H2Stream::on_tunnel_event() {
+    if (tunnel_ && !tunnel_over_ && !terminated_) tunnel_ready_();
+}
+
+event::IoResult H2Stream::recv(std::span<char> buf) {
+    if (!tunnel_ || closed_ || conn_.closed_) return {event::IoResult::Error, 0, EPIPE};
+    size_t n = 0;
+    while (n < buf.size() && !in_q_.empty()) {
+        Buf& b = in_q_.front();
+        const size_t take = std::min(buf.size() - n, b.size());
+        std::memcpy(buf.data() + n, b.pos, take);
+        b.consume(take);
+        n += take;
+        if (b.empty()) in_q_.pop_front();
+    }
+    if (n > 0) {
+        // Taken by the origin's side: the client may send as much again.
+        consume(n);
+        return {event::IoResult::Ok, n, 0};
+    }
+    if (in_end_) return {event::IoResult::Eof, 0, 0};
+    return {event::IoResult::Again, 0, 0};
+}
+
+event::IoResult H2Stream::send(std::span<const char> buf) {
+    if (!tunnel_ || closed_ || conn_.closed_ || out_last_) return {event::IoResult::Error, 0, EPIPE};
+    // Bounded: a client that does not read (its window shut) stops the
+    // origin's side here, and send_timeout ends the wait.
+    const size_t cap = static_cast<size_t>(*req_->loc_conf<H2LocConf>(http_v2_module).chunk_size);
+    if (out_bytes_ >= cap) return {event::IoResult::Again, 0, 0};
+    size_t n = 0;
+    while (n < buf.size()) {
+        constexpr size_t kSlab = 16384;
+        if (!out_slab_ || out_used_ == out_slab_.get()->capacity()) {
+            out_slab_ = SlabRef::adopt(Slab::make(kSlab));
+            out_used_ = 0;
+        }
+        const size_t take = std::min(buf.size() - n, out_slab_.get()->capacity() - out_used_);
+        char* dst = out_slab_.get()->data() + out_used_;
+        std::memcpy(dst, buf.data() + n, take);
+        if (!out_q_.empty() && out_q_.back().slab.get() == out_slab_.get() && out_q_.back().last == dst) {
+            out_q_.back().last += take;
+        } else {
+            Buf b = Buf::memory({dst, take});
+            b.slab = out_slab_;
+            out_q_.push_back(std::move(b));
+        }
+        out_used_ += take;
+        n += take;
+    }
+    out_bytes_ += n;
+    if (deferred_) {
+        deferred_ = false;
+        nghttp2_session_resume_data(conn_.session_, id_);
+    }
+    if (!send_timer_.armed())
+        event::worker_loop().arm(send_timer_, *req_->loc_conf<LocConf>(http_core_module).send_timeout);
+    conn_.schedule_send();
+    return {event::IoResult::Ok, n, 0};
+}
+
+void H2Stream::shutdown_send() {
+    if (!tunnel_ || out_last_ || closed_ || conn_.closed_) return;
+    out_last_ = true;
+    if (deferred_) {
+        deferred_ = false;
+        nghttp2_session_resume_data(conn_.session_, id_);
+    }
+    conn_.schedule_send();
 }
 
 // ---- the request body --------------------------------------------------------------
 
 void H2Stream::on_data(const uint8_t* data, size_t len) {
     unconsumed_ += len;
-    if (terminated_ || body_done_) return;  // dropped; forget() gives the window back
+    if (terminated_ || (body_done_ && !ws_)) return;  // dropped; forget() gives the window back
     in_total_ += len;
     req_->counters.request_length += len;
     // Copied out of nghttp2's buffer into slabs the reader can keep; at
@@ -1038,12 +1289,14 @@ void H2Stream::on_data(const uint8_t* data, size_t len) {
         data += take;
         len -= take;
     }
-    if (sink_ && !body_paused_) event::worker_loop().post(body_ev_);
+    if (tunnel_) event::worker_loop().post(tunnel_ev_);
+    else if (sink_ && !body_paused_ && !ws_) event::worker_loop().post(body_ev_);
 }
 
 void H2Stream::on_end_of_input() {
     in_end_ = true;
-    if (sink_ && !body_paused_) event::worker_loop().post(body_ev_);
+    if (tunnel_) event::worker_loop().post(tunnel_ev_);
+    else if (sink_ && !body_paused_ && !ws_) event::worker_loop().post(body_ev_);
 }
 
 void H2Stream::consume(size_t n) {

@@ -15,9 +15,11 @@
 // ALPN chose "h2" or a plain connection began with the HTTP/2 preface; the
 // Connection then owns the event::Connection slot (closing it), the TLS
 // session, the nghttp2 session and its H2Streams, and frees itself through
-// Loop::defer when it closes. Each H2Stream owns its Request; it is freed
-// through Loop::defer once its response is out (or it was reset), after
-// its Log phase ran.
+// Loop::defer when it closes and no stream is left: a stream orphaned by
+// the connection's close (an origin's response filling the cache, see
+// stream.h) keeps the object, though not the slot, until it finishes.
+// Each H2Stream owns its Request; it is freed through Loop::defer once its
+// response is out (or it was reset), after its Log phase ran.
 #pragma once
 
 #include <nghttp2/nghttp2.h>
@@ -106,14 +108,22 @@ public:
     bool closed() const override { return closed_; }
     bool read_body(Request& r, BodySink sink) override;
     void resume_body() override;
-    // No 101 goes out on HTTP/2 (send_head refuses it), so this is never
-    // called; the Duplex fails every call.
+    // Only a WebSocket stream (an extended CONNECT, RFC 8441) has a
+    // tunnel: its 101 went out as ":status 200" and the stream is the pipe
+    // (the Duplex below) until either side ends it. Any other stream has
+    // no 101 (send_head refuses it), and the Duplex fails every call.
     event::Duplex& open_tunnel(event::Callback on_ready, std::string_view* leftover) override;
 
-    // ---- Duplex (unused, see open_tunnel) ----
-    event::IoResult recv(std::span<char>) override { return {event::IoResult::Error, 0, EPIPE}; }
-    event::IoResult send(std::span<const char>) override { return {event::IoResult::Error, 0, EPIPE}; }
-    void shutdown_send() override {}
+    // ---- Duplex: the tunnel's client side, as DATA frames ----
+    // recv: the client's DATA, as it came; its window opens by what was
+    // taken (back-pressure: a slow origin slows the client). send: queued
+    // for DATA frames up to http2_chunk_size, then Again until the client's
+    // window let the queue go (a slow client slows the origin). on_ready
+    // is called, from a posted event, when either may have changed.
+    event::IoResult recv(std::span<char> buf) override;
+    event::IoResult send(std::span<const char> buf) override;
+    // END_STREAM once the queue is out.
+    void shutdown_send() override;
     void close() override { abort(); }
 
 private:
@@ -136,6 +146,7 @@ private:
     void finish();
     void on_send_timeout();
     void on_body_timeout();
+    void on_tunnel_event();
 
     void body_failed(int status, const char* why);
     // Bytes of the body the consumer took: the windows open by as much.
@@ -156,6 +167,12 @@ private:
     bool logged_ = false;
     bool remote_closed_ = false; // nghttp2 closed the stream
     bool orphan_ = false;        // the client went, the request goes on (stream.h)
+    // RFC 8441: an extended CONNECT for a WebSocket. Its DATA frames are
+    // the tunnel's, not a request body.
+    bool ws_ = false;
+    bool ws_open_ = false;       // its 101 went out as a 200: the stream stays open
+    bool tunnel_ = false;        // open_tunnel() was called
+    bool tunnel_over_ = false;   // ...and the tunnel ended (abort())
 
     // ---- the response ----
     bool head_sent_ = false;
@@ -188,6 +205,10 @@ private:
     event::Event body_ev_;
     event::Event drain_ev_;
     event::Event finish_ev_;
+    event::Event tunnel_ev_;     // calls tunnel_ready_
+    event::Callback tunnel_ready_;
+    SlabRef out_slab_;           // where send() copies the tunnel's bytes, then the next one
+    size_t out_used_ = 0;
     event::Timer send_timer_;    // send_timeout while the body waits for the client's window
     event::Timer body_timer_;    // client_body_timeout while the reader waits
 
@@ -213,6 +234,7 @@ private:
     void on_read_timeout();
     void on_write_timeout();
     void on_retire_timer();
+    void on_header_timeout();
     // Feeds nghttp2 what arrived; false when the connection must end.
     bool feed(const uint8_t* data, size_t len);
     bool feed_session(const uint8_t* data, size_t len);
@@ -226,8 +248,10 @@ private:
     void check_done();
     void linger_close();
     void linger_read();
-    // Closes the slot; the object goes at the end of the iteration.
+    // Closes the slot; the object goes at the end of the iteration, or
+    // after its last orphaned stream.
     void release();
+    void free_later();
     // A stream is done: unlinked, and the connection may go idle.
     void forget(H2Stream* s);
     void update_idle();
@@ -268,6 +292,7 @@ private:
     H2Stream* streams_ = nullptr;
     stats::ConnGauge gauge_;  // stub_status: Writing while a stream is served, else Waiting
     uint32_t live_ = 0;          // streams with a request (ours, not nghttp2's count)
+    uint32_t requests_ = 0;      // $connection_requests
     uint32_t max_streams_ = 128;
     // Flood accounting: frames that ask for no work of ours (PING,
     // SETTINGS, PRIORITY, WINDOW_UPDATE, RST_STREAM, empty DATA) since
@@ -281,6 +306,14 @@ private:
     event::Event read_ev_;       // a first read after the handover
     event::Event send_ev_;
     event::Timer retire_timer_;
+    // client_header_timeout for a header block under way: from its HEADERS
+    // frame to its end (END_HEADERS on it or a CONTINUATION). nghttp2
+    // takes no other frame meanwhile (RFC 9113 6.10), so one per connection.
+    event::Timer header_timer_;
+    // What the streams read of the slot, kept here: an orphan outlives the
+    // slot, which another connection may take meanwhile.
+    sockaddr_storage peer_{};
+    uint64_t number_ = 0;
     char peer_text_[64] = {};
     uint16_t peer_port_ = 0;
     char local_text_[64] = {};

@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "core/str.h"
+
 namespace gatehouse::http::v2 {
 
 RequestHeadBuilder::RequestHeadBuilder(std::pmr::memory_resource* mem, size_t max_bytes, size_t max_fields)
@@ -43,7 +45,24 @@ bool RequestHeadBuilder::add(std::string_view name, std::string_view value) {
     return true;
 }
 
-bool RequestHeadBuilder::finish(RequestHead& h, std::string_view& request_line, std::string_view& reason) {
+bool RequestHeadBuilder::websocket() const {
+    // An Upgrade token, compared as HTTP/1.1 compares them (RFC 9110 7.8).
+    return extended_connect() && iequals(protocol_, "websocket");
+}
+
+bool RequestHeadBuilder::finish(RequestHead& h, std::string_view& request_line, std::string_view& reason,
+                                std::string_view ws_key) {
+    if (extended_connect()) {
+        if (!websocket()) {
+            reason = "client sent unsupported :protocol header";
+            return false;
+        }
+        method_ = "GET";
+        std::erase_if(fields_, [](const HeaderField& f) { return f.name == "sec-websocket-key"; });
+        fields_.push_back({"upgrade", "websocket"});
+        fields_.push_back({"connection", "upgrade"});
+        fields_.push_back({"sec-websocket-key", copy(ws_key)});
+    }
     h.method_name = method_;
     h.method = parse_method(method_);
     h.version_major = 2;

@@ -36,8 +36,23 @@ public:
     // and `request_line` ("GET /x HTTP/2.0"). The views point into the
     // arena. False, with `reason` set, when the head is not a request this
     // server can take (no :path where one is needed, a path that is not
-    // origin-form); the caller answers 400.
-    bool finish(RequestHead& h, std::string_view& request_line, std::string_view& reason);
+    // origin-form, an extended CONNECT for another protocol than
+    // websocket()); the caller answers 400.
+    //
+    // An extended CONNECT for a WebSocket (RFC 8441 4) becomes the request
+    // an HTTP/1.1 client opening one sends (RFC 6455 4.1), so that the rest
+    // of the server, the proxy's upgrade path included, sees nothing else:
+    // "GET :path" with "Upgrade: websocket", "Connection: upgrade" and
+    // "Sec-WebSocket-Key: `ws_key`" (the HTTP/2 client sends no key, RFC
+    // 8441 5; one it sent anyway is dropped); Sec-WebSocket-Version,
+    // -Protocol and -Extensions stay as they came.
+    bool finish(RequestHead& h, std::string_view& request_line, std::string_view& reason,
+                std::string_view ws_key = {});
+
+    // RFC 8441 4: CONNECT with a :protocol.
+    bool extended_connect() const { return method_ == "CONNECT" && !protocol_.empty(); }
+    // ...whose protocol is the only one this server tunnels.
+    bool websocket() const;
 
     std::string_view method() const { return method_; }
     std::string_view scheme() const { return scheme_; }

@@ -164,3 +164,64 @@ TEST_CASE("http/v2/request_head: :authority and Host are checked as HTTP/1's Hos
     b.add(":path", "/");
     CHECK(build(b).ok);
 }
+
+TEST_CASE("http/v2/request_head: an extended CONNECT for a WebSocket is the HTTP/1.1 upgrade") {
+    std::pmr::monotonic_buffer_resource mem;
+    RequestHeadBuilder b(&mem, 4096, 100);
+    b.add(":method", "CONNECT");
+    b.add(":protocol", "websocket");
+    b.add(":scheme", "https");
+    b.add(":authority", "example.com");
+    b.add(":path", "/chat?room=1");
+    b.add("sec-websocket-version", "13");
+    b.add("sec-websocket-protocol", "chat");
+    b.add("sec-websocket-key", "c2VudCBieSB0aGUgY2xpZW50");  // RFC 8441 5: not sent; dropped
+    CHECK(b.extended_connect());
+    CHECK(b.websocket());
+    Built r;
+    r.ok = b.finish(r.head, r.line, r.reason, "dGhlIHNhbXBsZSBub25jZQ==");
+    REQUIRE(r.ok);
+    CHECK(r.head.method == Method::Get);
+    CHECK(r.head.method_name == "GET");
+    CHECK(r.head.form == TargetForm::Origin);
+    CHECK(r.head.target == "/chat?room=1");
+    CHECK(r.line == "GET /chat?room=1 HTTP/2.0");
+    CHECK(field(r.head, "upgrade") == "websocket");
+    CHECK(field(r.head, "connection") == "upgrade");
+    CHECK(field(r.head, "sec-websocket-key") == "dGhlIHNhbXBsZSBub25jZQ==");
+    CHECK(field(r.head, "sec-websocket-version") == "13");
+    CHECK(field(r.head, "sec-websocket-protocol") == "chat");
+    size_t keys = 0;
+    for (const HeaderField& f : r.head.headers) keys += f.name == "sec-websocket-key";
+    CHECK(keys == 1);
+}
+
+TEST_CASE("http/v2/request_head: an extended CONNECT for another protocol is refused") {
+    std::pmr::monotonic_buffer_resource mem;
+    RequestHeadBuilder b(&mem, 4096, 100);
+    b.add(":method", "CONNECT");
+    b.add(":protocol", "connect-udp");
+    b.add(":scheme", "https");
+    b.add(":authority", "example.com");
+    b.add(":path", "/.well-known/masque/udp/192.0.2.6/443/");
+    CHECK(b.extended_connect());
+    CHECK_FALSE(b.websocket());
+    Built r = build(b);
+    CHECK_FALSE(r.ok);
+    CHECK(r.reason == "client sent unsupported :protocol header");
+}
+
+TEST_CASE("http/v2/request_head: the WebSocket protocol token is case-insensitive; plain CONNECT is not extended") {
+    std::pmr::monotonic_buffer_resource mem;
+    RequestHeadBuilder b(&mem, 4096, 100);
+    b.add(":method", "CONNECT");
+    b.add(":protocol", "WebSocket");
+    CHECK(b.websocket());
+    RequestHeadBuilder plain(&mem, 4096, 100);
+    plain.add(":method", "CONNECT");
+    plain.add(":authority", "example.com:443");
+    CHECK_FALSE(plain.extended_connect());
+    Built r = build(plain);
+    REQUIRE(r.ok);
+    CHECK(r.head.form == TargetForm::Authority);
+}
