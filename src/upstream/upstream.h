@@ -292,6 +292,9 @@ struct UpstreamConf {
     // "zone name [size]": the shared-memory zone of the peers' state.
     std::string zone_name;
     size_t zone_size = 0;           // 0: declared with a size elsewhere
+    // "api_servers_max" in the block: the slots the API adds servers to,
+    // per tier (unset: the http block's, else the zone's size's).
+    std::optional<uint32_t> api_servers;
     shm::Zone* zone = nullptr;        // owner: the registry, for the generation's life
     // In the zone (zone.cc), mapped for the generation's life: pointers
     // made by the master, valid in every worker because zones are mapped
@@ -392,6 +395,7 @@ struct UpstreamMainConf {
     // The block whose directives are being read: set by the "upstream"
     // handler for the walk of its children, null elsewhere.
     UpstreamConf* current = nullptr;
+    std::optional<uint32_t> api_servers;  // "api_servers_max" at http level
 };
 
 extern const conf::Module upstream_module;
@@ -479,14 +483,17 @@ std::vector<std::string> server_addresses(UpstreamConf& u, const Server& s, bool
 // ---- run-time servers: the upstream API (runtime_servers.cc) -----------------------
 //
 // A group with a zone has, besides its server lines, slots the API adds
-// servers to: kApiSlotsMax at most for primaries (and as many for backups
-// when the method has backups), one per kZoneBytesPerApiSlot of the
-// zone's size (64k: 8, 512k and more: 64). Every change is made under the
+// servers to: as many as "api_servers_max" says (in the block, else in
+// http) for primaries, and as many for backups when the method has
+// backups; without it, one per kZoneBytesPerApiSlot of the zone's size,
+// kApiSlotsMax at most (64k: 8, 512k and more: 64). A zone too small for
+// the slots asked is a configuration error. Every change is made under the
 // group's lock in the zone, whole (checked first, then written to the
 // state file when the group has one, then applied), and every worker
 // sees it at its next pick (the zone's generation, sync_peers).
 constexpr size_t kApiSlotsMax = 64;
 constexpr size_t kZoneBytesPerApiSlot = 8192;
+constexpr uint32_t kMostApiSlots = 4096;  // "api_servers_max" takes 0..this
 
 // One server (one peer) as the API shows it.
 struct ServerInfo {

@@ -547,3 +547,38 @@ def test_allow_and_deny_guard_the_api(server, origins):  # noqa: F811
               + b'{"down": true}')
     assert Response(r).status == 403
     assert call(s, "GET", "/api/9/http/upstreams/b/servers") == (200, [conf_server(0, f"127.0.0.2:{port}")])
+
+
+def test_api_servers_max_is_the_room_for_added_servers(server, origins):  # noqa: F811
+    """api_servers_max N: the API adds N servers to a group, and refuses the
+    next as it refused the 9th in a 64k zone before; in a block it wins
+    over http's; a zone too small for the slots asked is refused."""
+    port = free_port()
+    origins(["127.0.0.2"], port)
+    http = "api_servers_max 2;\n" + site(port, f"server 127.0.0.2:{port};")
+    s = start(server, http, workers=1)
+    path = "/api/9/http/upstreams/b/servers"
+    for i in (3, 4):
+        assert call(s, "POST", path, {"server": f"127.0.0.{i}:{port}"})[0] == 201
+    status, body = call(s, "POST", path, {"server": f"127.0.0.5:{port}"})
+    assert (status, without_id(body)) == (400, err(400, "UpstreamOutOfMemory", 'upstream "b" memory exhausted'))
+    # Without the directive, 64k gives 8.
+    s8 = start(server, site(port, f"server 127.0.0.2:{port};"), workers=1)
+    for i in range(8):
+        assert call(s8, "POST", path, {"server": f"127.0.1.{i}:{port}"})[0] == 201
+    assert call(s8, "POST", path, {"server": f"127.0.1.8:{port}"})[0] == 400
+    # The block's own wins; 0 is no room at all.
+    s0 = start(server, "api_servers_max 5;\n" + site(port, f"server 127.0.0.2:{port};", extra="api_servers_max 0;"),
+               workers=1)
+    status, body = call(s0, "POST", path, {"server": f"127.0.0.3:{port}"})
+    assert (status, body["error"]["code"]) == (400, "UpstreamOutOfMemory")
+    # More slots than 64k holds: the zone is too small, said at the block.
+    big = server(site(port, f"server 127.0.0.2:{port};", extra="api_servers_max 4096;"), start=False)
+    code, text = big.test_config()
+    assert code == 1
+    assert '[emerg] zone "b" is too small' in text, text
+    for conf, message in [("api_servers_max 4097;", "value must be between 0 and 4096"),
+                          ("api_servers_max -1;", 'invalid number "-1" in "api_servers_max" directive')]:
+        bad = server(conf + site(port, f"server 127.0.0.2:{port};"), start=False)
+        code, text = bad.test_config()
+        assert (code, message in text) == (1, True), text

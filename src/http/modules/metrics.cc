@@ -33,7 +33,9 @@ namespace {
 enum class ZoneLevel : uint8_t { Server, Location };
 
 // A status zone as this generation declares it: the index of its
-// counters in the shared area, with its name and level for the page.
+// counters in the shared area (given in postconfiguration, once the
+// table's size, "status_zones_max", is known), with its name and level
+// for the page.
 struct ZoneDecl {
     std::string name;
     ZoneLevel level = ZoneLevel::Server;
@@ -42,6 +44,9 @@ struct ZoneDecl {
 
 struct MetricsMain {
     std::vector<ZoneDecl> zones;  // declared order, each (level, name) once
+    // zones[i]'s first "status_zone" (owner: the generation's tree), for
+    // an error in postconfiguration.
+    std::vector<const conf::Node*> zone_nodes;
     // Variables read at the log phase for the outcome counters; -1 when
     // no "metrics" location exists (nothing would show them).
     int cache_status = -1;
@@ -74,15 +79,25 @@ Result<uint32_t> declare_zone(conf::Ctx& cx, const conf::Node& n, ZoneLevel leve
     MetricsMain& m = main_conf(cx);
     for (uint32_t i = 0; i < m.zones.size(); ++i)
         if (m.zones[i].level == level && m.zones[i].name == name) return i;
-    auto area = stats::declare(cx);
-    if (!area) return cx.error(n, area.error().message);
-    stats::Area& a = *area ? **area : stats::current();
-    // Server and location zones of one name are counted apart.
-    std::string key = (level == ZoneLevel::Server ? "s:" : "l:") + name;
-    auto idx = stats::zone_index(a, key);
-    if (!idx) return cx.error(n, idx.error().message);
-    m.zones.push_back({name, level, *idx});
+    m.zones.push_back({name, level, 0});
+    m.zone_nodes.push_back(&n);
     return static_cast<uint32_t>(m.zones.size() - 1);
+}
+
+// Each zone's counters in the shared area, by name: the same ones as
+// the previous generation's for a name it had.
+Status index_zones(conf::Ctx& cx, MetricsMain& m) {
+    stats::Area* area = stats::declared(cx);
+    stats::Area& a = area ? *area : stats::current();
+    for (size_t i = 0; i < m.zones.size(); ++i) {
+        ZoneDecl& z = m.zones[i];
+        // Server and location zones of one name are counted apart.
+        std::string key = (z.level == ZoneLevel::Server ? "s:" : "l:") + z.name;
+        auto idx = stats::zone_index(a, key);
+        if (!idx) return cx.error(*m.zone_nodes[i], idx.error().message);
+        z.index = *idx;
+    }
+    return {};
 }
 
 Status set_srv_zone(conf::Ctx& cx, const conf::Node& n, MetricsSrvConf& c) {
@@ -488,19 +503,18 @@ Next run_metrics(Request& r) {
 Status count_peers(conf::Ctx& cx) {
     auto* um = cx.conf<upstream::UpstreamMainConf>(upstream::upstream_module, conf::Level::Main);
     if (!um) return {};
-    auto area = stats::declare(cx);
-    if (!area) return area.error();
-    if (!*area) return {};  // no shared memory (unit tests): nothing shows them
+    stats::Area* area = stats::declared(cx);
+    if (!area) return {};  // no shared memory (unit tests): nothing shows them
     bool warned = false;
     for (upstream::UpstreamConf* u : um->upstreams) {
         if (!u->zone) continue;
         for (size_t i = 0; i < u->peers.size(); ++i) {
             upstream::Peer& p = u->peers[i];
             std::string key = u->name + ' ' + (p.slot ? "#" + std::to_string(i) : p.text);
-            p.totals = stats::peer_counters(**area, key);
+            p.totals = stats::peer_counters(*area, key);
             if (!p.totals && !warned) {
-                GH_LOG(Warn, "more than %u upstream peers since the last restart: "
-                       "the metrics count no more of them", stats::kMaxPeers);
+                GH_LOG(Warn, "more than %u upstream peers since the last restart (\"status_peers_max\"): "
+                       "the metrics count no more of them", area->max_peers);
                 warned = true;
             }
         }
@@ -511,7 +525,9 @@ Status count_peers(conf::Ctx& cx) {
 Status postconfiguration(conf::Ctx& cx) {
     if (auto s = count_peers(cx); !s) return s;
     auto* m = cx.conf<MetricsMain>(metrics_module, conf::Level::Main);
-    if (!m || !m->first_metrics) return {};
+    if (!m) return {};
+    if (auto s = index_zones(cx, *m); !s) return s;
+    if (!m->first_metrics) return {};
     // The outcome counters read these variables; the modules declaring
     // them are built in, so the names always resolve.
     VarTable& vars = http_main(cx.level(conf::Level::Main))->vars;
