@@ -229,6 +229,7 @@ ZoneTotals zone_totals(const Area& a, uint32_t zone) {
     ZoneTotals t;
     for (uint32_t s = 0; s < kSlots; ++s) {
         const ZoneCounters& z = a.zone(s, zone);
+        t.processing += load(z.processing);
         t.requests += load(z.requests);
         for (int i = 0; i < 5; ++i) t.responses[i] += load(z.responses[i]);
         t.bytes_in += load(z.bytes_in);

@@ -101,6 +101,9 @@ struct alignas(64) ConnCounters {
 };
 
 struct alignas(64) ZoneCounters {
+    // Server zones: requests between their first phase and their log
+    // line (a worker's share may be negative; the sum is not).
+    Gauge processing{0};
     Counter requests{0};
     Counter responses[5] = {};  // 1xx..5xx
     Counter bytes_in{0};        // request heads and bodies
@@ -166,6 +169,7 @@ struct ConnTotals {
     uint64_t compressed_out[kCodings] = {};
 };
 struct ZoneTotals {
+    int64_t processing = 0;
     uint64_t requests = 0;
     uint64_t responses[5] = {};
     uint64_t bytes_in = 0, bytes_out = 0, duration_ms = 0;

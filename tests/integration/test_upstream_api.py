@@ -173,18 +173,38 @@ def test_get_shapes(server, origins):  # noqa: F811
     s = start(server, site(port, f"server 127.0.0.2:{port} weight=2 max_conns=10; "
                                  f"server 127.0.0.3:{port} backup;"))
     assert call(s, "GET", "/api/") == (200, [1, 2, 3, 4, 5, 6, 7, 8, 9])
-    assert call(s, "GET", "/api/9") == (200, ["http"])
-    assert call(s, "GET", "/api/9/http/") == (200, ["upstreams"])
+    assert call(s, "GET", "/api/9") == (200, ["nginx", "connections", "http", "ssl"])
+    assert call(s, "GET", "/api/9/http/") == (200, ["requests", "server_zones", "location_zones", "upstreams"])
     r = s.get("/")
     assert (r.status, r.body) == (200, b"127.0.0.2")
+
+    def counts(n, sent=0, received=0):
+        return {"requests": n, "responses": {"1xx": 0, "2xx": n, "3xx": 0, "4xx": 0, "5xx": 0, "total": n},
+                "sent": sent, "received": received, "fails": 0, "unavail": 0,
+                "health_checks": {"checks": 0, "fails": 0, "unhealthy": 0}}
+
+    # The one try: the request as sent to the origin, the response as
+    # the origin wrote it (http.server: its Server and Date fields).
     peer2 = {"id": 0, "server": f"127.0.0.2:{port}", "name": f"127.0.0.2:{port}", "backup": False,
-             "weight": 2, "state": "up", "active": 0, "max_conns": 10, "requests": 1, "fails": 0}
+             "weight": 2, "state": "up", "active": 0, "max_conns": 10}
     peer3 = {"id": 1, "server": f"127.0.0.3:{port}", "name": f"127.0.0.3:{port}", "backup": True,
-             "weight": 1, "state": "up", "active": 0, "requests": 0, "fails": 0}
-    group = {"peers": [peer2, peer3], "keepalive": 0, "zombies": 0, "zone": "b"}
+             "weight": 1, "state": "up", "active": 0, **counts(0)}
+
+    def shown(group):
+        """The group with peer 0's averages and byte counts checked and
+        taken out (their values depend on timing and the origin)."""
+        p = group["peers"][0]
+        assert p.pop("header_time") <= p.pop("response_time")
+        assert p.pop("sent") > 0 and p.pop("received") > 0
+        return group
+
+    want = {"peers": [{**peer2, **{k: v for k, v in counts(1).items() if k not in ("sent", "received")}},
+                      peer3], "keepalive": 0, "zombies": 0, "zone": "b"}
     # Only groups with a zone: "s" is static.
-    assert call(s, "GET", "/api/9/http/upstreams") == (200, {"b": group})
-    assert call(s, "GET", "/api/9/http/upstreams/b") == (200, group)
+    status, groups = call(s, "GET", "/api/9/http/upstreams")
+    assert (status, list(groups), shown(groups["b"])) == (200, ["b"], want)
+    status, group = call(s, "GET", "/api/9/http/upstreams/b")
+    assert (status, shown(group)) == (200, want)
     assert call(s, "GET", "/api/9/http/upstreams/b/servers/") == (
         200, [conf_server(0, f"127.0.0.2:{port}", weight=2, max_conns=10),
               conf_server(1, f"127.0.0.3:{port}", backup=True)])
@@ -201,7 +221,7 @@ def test_get_shapes(server, origins):  # noqa: F811
         ("/api/9/http/upstreams/nope", err(404, "UpstreamNotFound", "upstream not found")),
         ("/api/10/http/upstreams", err(404, "UnknownVersion", "unknown version")),
         ("/api/9/stream/upstreams", err(404, "PathNotFound", "path not found")),
-        ("/api/9/nginx", err(404, "PathNotFound", "path not found")),
+        ("/api/9/nginx/version", err(404, "PathNotFound", "path not found")),
         ("/api/9/http/upstreams/b/peers", err(404, "PathNotFound", "path not found")),
     ]
     for path, want in cases:

@@ -18,6 +18,7 @@
 #include "event/worker.h"
 #include "http/accept_encoding.h"
 #include "http/core_module.h"
+#include "http/modules/metrics.h"
 #include "http/phases.h"
 #include "http/request.h"
 #include "http/stats.h"
@@ -30,17 +31,11 @@ extern const conf::Module metrics_module;
 
 namespace {
 
-enum class ZoneLevel : uint8_t { Server, Location };
-
 // A status zone as this generation declares it: the index of its
 // counters in the shared area (given in postconfiguration, once the
 // table's size, "status_zones_max", is known), with its name and level
 // for the page.
-struct ZoneDecl {
-    std::string name;
-    ZoneLevel level = ZoneLevel::Server;
-    uint32_t index = 0;
-};
+using ZoneDecl = StatusZone;
 
 struct MetricsMain {
     std::vector<ZoneDecl> zones;  // declared order, each (level, name) once
@@ -164,11 +159,34 @@ void count_zone(uint32_t index, Request& r, uint64_t ms) {
     add(z.buckets[b], 1);
 }
 
+// Marks a request counted in its server zone's "processing" (the ctx's
+// value is never read: set means counted).
+constinit char kProcessing = 0;
+
+// A request of a server with a zone is being processed from its first
+// phase until its log phase (the API's "processing"). PostRead runs once
+// per main request (internal redirects start later), and the mark (kept
+// across redirects, see kHooks) keeps a request finished before its
+// phases ran from being taken out.
+Next start_metrics(Request& r) {
+    if (r.parent || r.ctx<char>(metrics_module)) return Next::Decline;
+    const MetricsSrvConf& s = r.srv_conf<MetricsSrvConf>(metrics_module);
+    if (!s.zone) return Next::Decline;
+    const MetricsMain& m = r.main_conf<MetricsMain>(metrics_module);
+    stats::mine(m.zones[*s.zone].index).processing.fetch_add(1, std::memory_order_relaxed);
+    r.set_ctx(metrics_module, &kProcessing);
+    return Next::Decline;
+}
+
 Next log_metrics(Request& r) {
     if (r.parent) return Next::Decline;
     const MetricsMain& m = r.main_conf<MetricsMain>(metrics_module);
     const MetricsSrvConf& s = r.srv_conf<MetricsSrvConf>(metrics_module);
     const MetricsLocConf& l = r.loc_conf<MetricsLocConf>(metrics_module);
+    if (r.ctx<char>(metrics_module) && s.zone) {
+        stats::mine(m.zones[*s.zone].index).processing.fetch_sub(1, std::memory_order_relaxed);
+        r.set_ctx(metrics_module, nullptr);
+    }
     if (s.zone || l.zone) {
         const event::Msec now = event::worker_loop().now();
         const uint64_t ms = now > r.counters.start_msec ? now - r.counters.start_msec : 0;
@@ -542,11 +560,18 @@ constexpr conf::Directive kDirectives[] = {
     {"status_zone", conf::kServer | conf::kLocation, conf::Take1, conf::custom<set_status_zone>()},
 };
 
-constexpr PhaseHandler kPhases[] = {{Phase::Content, run_metrics}, {Phase::Log, log_metrics}};
+constexpr PhaseHandler kPhases[] = {
+    {Phase::PostRead, start_metrics}, {Phase::Content, run_metrics}, {Phase::Log, log_metrics}};
 
-constexpr ModuleHooks kHooks{.phases = kPhases};
+// The "processing" mark must outlive internal redirects (index files,
+// error pages), which clear the other modules' contexts.
+constexpr ModuleHooks kHooks{.phases = kPhases, .ctx_survives_redirects = true};
 
 }  // namespace
+
+std::span<const StatusZone> status_zones(const Request& r) {
+    return r.main_conf<MetricsMain>(metrics_module).zones;
+}
 
 extern const conf::Module metrics_module{
     .name = "metrics",
