@@ -2,12 +2,15 @@
 // stub_status shows), the status zones' traffic, TLS handshakes and the
 // outcomes of the cache and the limits (what "metrics" exports).
 //
-// Where they live. One zone of a fixed name and size (kZoneName), which
-// every configuration generation with an http block declares: the
-// registry hands the same mapping to the next generation (core/shm.h), so
-// a reload keeps the counts, and since old and new workers add to that
-// one zone, nothing is counted twice. A binary upgrade (exec) starts from
-// zero, as nginx's does.
+// Where they live. One zone, which every configuration generation with
+// an http block declares, named after its limits ("gatehouse:stats/128/
+// 1024": status_zones_max and status_peers_max, which size the tables):
+// the registry hands the same mapping to the next generation when the
+// limits are unchanged (core/shm.h), so a reload keeps the counts, and
+// since old and new workers add to that one zone, nothing is counted
+// twice. New limits make a new zone, starting from zero (as a resized
+// zone does in nginx); the old workers keep theirs until they exit. A
+// binary upgrade (exec) starts from zero, as nginx's does.
 //
 // Lock-free. Each worker adds to its own slot (its worker number modulo
 // kSlots) with relaxed atomic adds, so the request path never waits nor
@@ -37,16 +40,25 @@
 
 namespace gatehouse::http::stats {
 
-inline constexpr std::string_view kZoneName = "gatehouse:stats";
+inline constexpr std::string_view kZonePrefix = "gatehouse:stats";
 inline constexpr uint32_t kSlots = 16;
-// Status zones ("status_zone"): names in the order first declared, kept
-// across reloads; a configuration declaring more is refused.
-inline constexpr uint32_t kMaxZones = 128;
+// The sizes of the two tables of names ("status_zones_max",
+// "status_peers_max"): the defaults, and the most the directives take.
+//   Status zones ("status_zone"): names in the order first declared,
+//   kept across reloads; a configuration declaring more is refused.
+//   Upstream peers counted (those of groups with a zone), by "group
+//   address" (or "group #index" for a run-time slot), kept across
+//   reloads like the zones' names; peers beyond are not counted.
+// A zone costs kSlots ZoneCounters (3 KiB), a peer about 300 bytes.
+struct Limits {
+    static constexpr uint32_t kDefaultZones = 128;
+    static constexpr uint32_t kMostZones = 16384;
+    static constexpr uint32_t kDefaultPeers = 1024;
+    static constexpr uint32_t kMostPeers = 65536;
+    uint32_t zones = kDefaultZones;
+    uint32_t peers = kDefaultPeers;
+};
 inline constexpr size_t kMaxZoneName = 63;
-// Upstream peers counted (those of groups with a zone), by "group
-// address" (or "group #index" for a run-time slot), kept across reloads
-// like the zones' names; peers beyond are not counted.
-inline constexpr uint32_t kMaxPeers = 1024;
 inline constexpr size_t kMaxPeerKey = 127;
 // The request-duration histogram's upper bounds, in milliseconds (the
 // Prometheus client defaults); one more bucket counts the rest (+Inf).
@@ -89,6 +101,9 @@ struct alignas(64) ConnCounters {
 };
 
 struct alignas(64) ZoneCounters {
+    // Server zones: requests between their first phase and their log
+    // line (a worker's share may be negative; the sum is not).
+    Gauge processing{0};
     Counter requests{0};
     Counter responses[5] = {};  // 1xx..5xx
     Counter bytes_in{0};        // request heads and bodies
@@ -108,19 +123,36 @@ struct Name {
 using ZoneName = Name<kMaxZoneName>;
 using PeerName = Name<kMaxPeerKey>;
 
-// The zone's layout. Constructed once in a fresh zone (attach()).
+// The zone's layout: this header, then the tables sized by its limits
+// (names of the zones, each slot's zone counters, names of the peers,
+// the peers' counters), found by the accessors. Constructed once in a
+// fresh zone (attach()); the limits never change in a zone.
 struct Area {
     uint64_t magic = 0;
+    uint32_t max_zones = 0;
+    uint32_t max_peers = 0;
     std::atomic<uint32_t> zones{0};  // names in use
-    ZoneName names[kMaxZones];
-    ConnCounters conn[kSlots];
-    ZoneCounters zone[kSlots][kMaxZones];
     std::atomic<uint32_t> peers{0};  // names in use
-    PeerName peer_names[kMaxPeers];
+    ConnCounters conn[kSlots];
+
+    ZoneName& name(uint32_t i) { return names_()[i]; }
+    const ZoneName& name(uint32_t i) const { return const_cast<Area*>(this)->names_()[i]; }
+    ZoneCounters& zone(uint32_t slot, uint32_t i) { return zones_()[slot * max_zones + i]; }
+    const ZoneCounters& zone(uint32_t slot, uint32_t i) const { return const_cast<Area*>(this)->zone(slot, i); }
+    PeerName& peer_name(uint32_t i) { return peer_names_()[i]; }
     // Shared by every worker (no slots): a peer's tries are few next to
     // a zone's requests, and the upstream zone's state is shared as well.
-    upstream::PeerCounters peer[kMaxPeers];
+    upstream::PeerCounters& peer(uint32_t i) { return peers_()[i]; }
+
+private:
+    ZoneName* names_();
+    ZoneCounters* zones_();
+    PeerName* peer_names_();
+    upstream::PeerCounters* peers_();
 };
+
+// The bytes an area of these limits takes.
+size_t area_bytes(Limits l);
 
 // Sums over the slots, read without locks: each value is exact, the set
 // of them a near-instant snapshot.
@@ -137,6 +169,7 @@ struct ConnTotals {
     uint64_t compressed_out[kCodings] = {};
 };
 struct ZoneTotals {
+    int64_t processing = 0;
     uint64_t requests = 0;
     uint64_t responses[5] = {};
     uint64_t bytes_in = 0, bytes_out = 0, duration_ms = 0;
@@ -146,24 +179,28 @@ struct ZoneTotals {
 // ---- config time (master) ------------------------------------------------
 
 // Declares the zone in the generation being loaded (idempotent within
-// it) and lays it out when fresh. Null when cx has no zones (unit tests):
-// counting then goes to this process's own area, see current(). Errors
-// are ZoneSet::add's.
-Result<Area*> declare(conf::Ctx& cx);
-// Lays out `mem` (sizeof(Area) bytes, zeroed when fresh) or finds the
+// it for the same limits) and lays it out when fresh. Null when cx has
+// no zones (unit tests): counting then goes to this process's own area,
+// see current(). Errors are ZoneSet::add's.
+Result<Area*> declare(conf::Ctx& cx, Limits l);
+// The area declare() gave the generation being loaded (stub_status_module
+// declares it first, in its postconfiguration); null when cx has no
+// zones, or declare() was not called.
+Area* declared(conf::Ctx& cx);
+// Lays out `mem` (area_bytes(l) bytes, zeroed when fresh) or finds the
 // layout already there.
-Area* attach(void* mem);
+Area* attach(void* mem, Limits l);
 // The index of status zone `name`, given it when new. Error: "too many
-// status zones" beyond kMaxZones.
+// status zones" beyond a.max_zones.
 Result<uint32_t> zone_index(Area& a, std::string_view name);
-// The counters of peer `key`, made when new; null when kMaxPeers are
+// The counters of peer `key`, made when new; null when a.max_peers are
 // taken or the key is longer than kMaxPeerKey.
 upstream::PeerCounters* peer_counters(Area& a, std::string_view key);
 
 // ---- worker ------------------------------------------------------------------
 
 // Counting goes to area `a`, slot `worker % kSlots` (init_worker); until
-// then, and with a null area, to a process-local area.
+// then, and with a null area, to a process-local area of default limits.
 void use(Area* a, int worker);
 Area& current();
 ConnCounters& mine();

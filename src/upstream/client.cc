@@ -462,7 +462,8 @@ void Client::end_try(bool failed) {
     if (!log_.tries.empty() && cur_try().response_ms < 0) cur_try().response_ms = elapsed();
     if (try_open_ && peer_ && peer_->totals && !log_.tries.empty()) {
         const TryRecord& t = cur_try();
-        peer_->totals->count_try(t.status, t.header_ms >= 0 ? t.header_ms : t.response_ms);
+        peer_->totals->count_try(t.status, t.header_ms >= 0 ? t.header_ms : t.response_ms, t.response_ms, t.sent,
+                                 t.bytes);
     }
     if (try_open_) {
         picker_->done(peer_, failed, event::worker_loop().now());

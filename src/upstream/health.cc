@@ -422,6 +422,7 @@ void record_check(UpstreamConf& u, Peer& p, bool passed, std::string_view why, e
     if (h == Health::Unchecked || (h == Health::Up && n >= hc.fails)) {
         st.health.store(static_cast<uint32_t>(Health::Down), kRelaxed);
         st.slow_start_from.store(0, kRelaxed);
+        if (p.totals) p.totals->unhealthy.fetch_add(1, kRelaxed);
         GH_LOG(Warn, "upstream server \"%s\" of upstream \"%s\" is unhealthy: health check of \"%s\" failed: %.*s",
                p.text.c_str(), u.name.c_str(), hc.uri.c_str(), static_cast<int>(why.size()), why.data());
     }

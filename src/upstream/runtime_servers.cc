@@ -67,6 +67,8 @@ ServerInfo info_of(const UpstreamConf& u, size_t i, event::Msec now) {
     s.active = st.conns.load(kRelaxed);
     s.requests = st.picks.load(kRelaxed);
     s.fails = st.fails.load(kRelaxed);
+    s.totals = p.totals;
+    s.last_check_passed = st.hc_passes.load(kRelaxed) > 0;
     const auto health = static_cast<Health>(st.health.load(kRelaxed));
     const bool failed = s.max_fails && s.fails >= s.max_fails &&
                         static_cast<int64_t>(now) - static_cast<int64_t>(st.checked.load(kRelaxed)) <= s.fail_timeout_ms;

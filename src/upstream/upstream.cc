@@ -558,6 +558,18 @@ Status set_zone(Ctx& cx, const Node& n, UpstreamMainConf& m) {
     return {};
 }
 
+// "api_servers_max N": in http for every group with a zone, in an
+// upstream block for that group (see add_api_slots).
+Status set_api_servers(Ctx& cx, const Node& n, UpstreamMainConf& m) {
+    std::optional<uint32_t>& out = m.current ? m.current->api_servers : m.api_servers;
+    if (out) return cx.duplicate(n);
+    auto v = conf::parse_number(n.args[0].text);
+    if (!v) return cx.invalid(n, v.error());
+    if (*v > kMostApiSlots) return cx.error(n, "value must be between 0 and " + std::to_string(kMostApiSlots));
+    out = static_cast<uint32_t>(*v);
+    return {};
+}
+
 Status set_health_check(Ctx& cx, const Node& n, UpstreamMainConf& m) {
     UpstreamConf& u = current(m);
     if (auto s = set_once(cx, n, u, kSetHealth); !s) return s;
@@ -593,8 +605,10 @@ Status set_match(Ctx& cx, const Node& n) {
 // `api` server per tier, primaries and (for a method with backups)
 // backups, of as many slots as the zone's size allows, kApiSlotsMax at
 // most. Placed after the configured peers of their tier.
-void add_api_slots(UpstreamConf& u) {
-    const size_t n = std::min(kApiSlotsMax, u.zone->size() / kZoneBytesPerApiSlot);
+void add_api_slots(const UpstreamMainConf& m, UpstreamConf& u) {
+    const size_t n = u.api_servers ? *u.api_servers
+                     : m.api_servers ? *m.api_servers
+                                     : std::min(kApiSlotsMax, u.zone->size() / kZoneBytesPerApiSlot);
     if (n == 0) return;
     // Each server's peers, before u.servers may move.
     std::vector<std::vector<Peer>> per(u.servers.size());
@@ -641,7 +655,7 @@ Status finish_group(Ctx& cx, UpstreamMainConf& m, UpstreamConf& u) {
                                                           : event::ResolverConf::kDefaultTimeout;
     }
     if (u.zone) {
-        add_api_slots(u);
+        add_api_slots(m, u);
         if (u.state_servers.size() > u.peers.size())
             return make_error("state file " + quoted(u.state_path) + " has more servers than upstream " +
                               quoted(u.name) + " has room for in " + u.state_where);
@@ -687,6 +701,7 @@ Status postconfiguration(Ctx& cx) {
             u->least_time_header = block->least_time_header;
             u->zone_name = block->zone_name;
             u->zone = block->zone;
+            u->api_servers = block->api_servers;
             u->health = block->health;
             u->resolves = block->resolves;
             u->resolver_level = block->resolver_level;
@@ -727,6 +742,7 @@ constexpr conf::Directive kDirectives[] = {
     {"resolver", conf::kUpstream, conf::Take1More, conf::custom<set_block_resolver>()},
     {"resolver_timeout", conf::kUpstream, conf::Take1, conf::custom<set_block_resolver>()},
     {"state", conf::kUpstream, conf::Take1, conf::custom<set_state>()},
+    {"api_servers_max", conf::kHttp | conf::kUpstream, conf::Take1, conf::custom<set_api_servers>()},
 };
 
 }  // namespace

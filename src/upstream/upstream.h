@@ -124,15 +124,24 @@ struct PeerCounters {
     std::atomic<uint64_t> unavailable{0};     // times max_fails made it unavailable
     std::atomic<uint64_t> checks{0};          // active health checks run
     std::atomic<uint64_t> check_fails{0};     // of which failed
+    std::atomic<uint64_t> unhealthy{0};       // times the checks made it unhealthy
     std::atomic<uint64_t> time_ms{0};         // the histogram's sum
     std::atomic<uint64_t> time_buckets[kTimeBuckets] = {};  // not cumulative
+    std::atomic<uint64_t> response_ms{0};     // tries' whole durations, summed
+    std::atomic<uint64_t> sent{0};            // bytes written to the peer
+    std::atomic<uint64_t> received{0};        // bytes read from it
 
-    // A try on the peer ended with `status` (0: none) after `ms`.
-    void count_try(int status, int64_t ms) {
+    // A try on the peer ended with `status` (0: none): `ms` to the
+    // response head (or to the failure), `whole_ms` to its end, with
+    // `out` bytes written to the peer and `in` read from it.
+    void count_try(int status, int64_t ms, int64_t whole_ms, uint64_t out, uint64_t in) {
         constexpr auto r = std::memory_order_relaxed;
         if (status >= 100 && status < 600) responses[status / 100 - 1].fetch_add(1, r);
         const uint64_t t = ms < 0 ? 0 : static_cast<uint64_t>(ms);
         time_ms.fetch_add(t, r);
+        response_ms.fetch_add(whole_ms < 0 ? t : static_cast<uint64_t>(whole_ms), r);
+        sent.fetch_add(out, r);
+        received.fetch_add(in, r);
         uint32_t b = 0;
         while (b + 1 < kTimeBuckets && t > kTimeBucketsMs[b]) ++b;
         time_buckets[b].fetch_add(1, r);
@@ -292,6 +301,9 @@ struct UpstreamConf {
     // "zone name [size]": the shared-memory zone of the peers' state.
     std::string zone_name;
     size_t zone_size = 0;           // 0: declared with a size elsewhere
+    // "api_servers_max" in the block: the slots the API adds servers to,
+    // per tier (unset: the http block's, else the zone's size's).
+    std::optional<uint32_t> api_servers;
     shm::Zone* zone = nullptr;        // owner: the registry, for the generation's life
     // In the zone (zone.cc), mapped for the generation's life: pointers
     // made by the master, valid in every worker because zones are mapped
@@ -392,6 +404,7 @@ struct UpstreamMainConf {
     // The block whose directives are being read: set by the "upstream"
     // handler for the walk of its children, null elsewhere.
     UpstreamConf* current = nullptr;
+    std::optional<uint32_t> api_servers;  // "api_servers_max" at http level
 };
 
 extern const conf::Module upstream_module;
@@ -479,14 +492,17 @@ std::vector<std::string> server_addresses(UpstreamConf& u, const Server& s, bool
 // ---- run-time servers: the upstream API (runtime_servers.cc) -----------------------
 //
 // A group with a zone has, besides its server lines, slots the API adds
-// servers to: kApiSlotsMax at most for primaries (and as many for backups
-// when the method has backups), one per kZoneBytesPerApiSlot of the
-// zone's size (64k: 8, 512k and more: 64). Every change is made under the
+// servers to: as many as "api_servers_max" says (in the block, else in
+// http) for primaries, and as many for backups when the method has
+// backups; without it, one per kZoneBytesPerApiSlot of the zone's size,
+// kApiSlotsMax at most (64k: 8, 512k and more: 64). A zone too small for
+// the slots asked is a configuration error. Every change is made under the
 // group's lock in the zone, whole (checked first, then written to the
 // state file when the group has one, then applied), and every worker
 // sees it at its next pick (the zone's generation, sync_peers).
 constexpr size_t kApiSlotsMax = 64;
 constexpr size_t kZoneBytesPerApiSlot = 8192;
+constexpr uint32_t kMostApiSlots = 4096;  // "api_servers_max" takes 0..this
 
 // One server (one peer) as the API shows it.
 struct ServerInfo {
@@ -507,6 +523,10 @@ struct ServerInfo {
     uint32_t active = 0;    // connections in use, every worker's
     uint64_t requests = 0;  // tries sent to it
     uint32_t fails = 0;     // failures within fail_timeout
+    // Its counters (null when status_peers_max left it uncounted): in
+    // the shared stats zone, valid for the generation's life.
+    const PeerCounters* totals = nullptr;
+    bool last_check_passed = false;  // health_check: the last one passed
 };
 
 // A POST's server, or what a PATCH changes (the fields it gives).

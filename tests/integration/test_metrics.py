@@ -286,6 +286,12 @@ def test_head_and_post(two_workers):
     ("status_zone x;", '"status_zone" directive is not allowed here'),
     ("server { listen 127.0.0.1:PORT; status_zone a; status_zone b; }", '"status_zone" directive is duplicate'),
     ("server { listen 127.0.0.1:PORT; status_zone " + "z" * 64 + "; }", "is too long"),
+    ("status_zones_max 0;", "value must be between 1 and 16384"),
+    ("status_zones_max 16385;", "value must be between 1 and 16384"),
+    ("status_zones_max 2; status_zones_max 2;", '"status_zones_max" directive is duplicate'),
+    ("status_peers_max 65537;", "value must be between 1 and 65536"),
+    ("status_peers_max x;", 'invalid number "x" in "status_peers_max" directive'),
+    ("server { listen 127.0.0.1:PORT; status_zones_max 2; }", '"status_zones_max" directive is not allowed here'),
 ])
 def test_config_errors(tmp_path, conf, message):
     require_binary()
@@ -433,3 +439,78 @@ def test_health_checks(two_workers, origin):
     assert v("gatehouse_upstream_peer_state", good.addr, state="up") == 1
     assert v("gatehouse_upstream_peer_state", bad.addr, state="unhealthy") == 1
     assert v("gatehouse_upstream_peer_state", bad.addr, state="up") == 0
+
+
+def line_of(s, text):
+    """The config file's line holding `text`, as "path:line"."""
+    lines = s.conf.read_text().splitlines()
+    return f"{s.conf}:{next(i + 1 for i, ln in enumerate(lines) if text in ln)}"
+
+
+def test_status_zones_max_is_the_limit(tmp_path):
+    """status_zones_max N: N zones work, the zone after them is refused
+    at its own line, as the 129th was with the default."""
+    require_binary()
+    zones = "\n".join(f"location /z{i}/ {{ status_zone z{i}; }}" for i in range(3))
+    conf = f"""
+        status_zones_max 3;
+        server {{ listen 127.0.0.1:PORT; {zones}
+        location /z3/ {{ status_zone z3; }} }}
+    """
+    s = Server(tmp_path / "four", conf)
+    code, err = s.test_config()
+    assert code == 1
+    assert ('[emerg] too many status zones (at most 3 since the last restart, see "status_zones_max") in '
+            + line_of(s, "status_zone z3;")) in err
+    # Without the fourth, the three are counted.
+    s3 = Server(tmp_path / "three", conf.replace("location /z3/ { status_zone z3; }", "location = /metrics { metrics; }"))
+    code, err = s3.test_config()
+    assert code == 0, err
+    s3.start()
+    try:
+        for i in range(3):
+            assert s3.get(f"/z{i}/").status == 404
+        page = parse(metrics(s3))
+        for i in range(3):
+            assert value(page, "gatehouse_zone_requests_total", zone=f"z{i}", level="location") == 1
+    finally:
+        s3.stop()
+    # The default is 128: the 129th is refused.
+    many = "\n".join(f"location /z{i}/ {{ status_zone z{i}; }}" for i in range(129))
+    s129 = Server(tmp_path / "many", f"server {{ listen 127.0.0.1:PORT; {many} }}")
+    code, err = s129.test_config()
+    assert code == 1
+    assert "too many status zones (at most 128 since the last restart" in err
+    assert line_of(s129, "status_zone z128;") in err
+
+
+def test_status_peers_max_is_the_limit(two_workers, origin):
+    """status_peers_max N: the peers after the N-th are proxied to but not
+    counted, and the log says so once, as with the default 1024."""
+    a, b, c = origin(), origin(), origin()
+    s = two_workers(f"""
+        status_peers_max 2;
+        upstream back {{
+            zone backends 64k;
+            server {a.addr};
+            server {b.addr};
+            server {c.addr};
+        }}
+        server {{
+            listen 127.0.0.1:PORT reuseport;
+            location / {{ proxy_pass http://back; }}
+            location = /metrics {{ metrics; }}
+        }}
+    """)
+    for i in range(6):
+        assert s.get(f"/r{i}").status == 200
+    assert (len(a.requests), len(b.requests), len(c.requests)) == (2, 2, 2)
+    page = parse(metrics(s))
+    got = [value(page, "gatehouse_upstream_peer_responses_total", upstream="back", peer=o.addr, code="2xx")
+           for o in (a, b, c)]
+    assert got == [2, 2, 0]
+    # Said while the configuration loads, before the error log is open:
+    # on stderr.
+    said = s.err_path.read_text() + s.error_log()
+    assert said.count('[warn] more than 2 upstream peers since the last restart ("status_peers_max"): '
+                      "the metrics count no more of them") == 1, said

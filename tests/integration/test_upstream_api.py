@@ -173,18 +173,38 @@ def test_get_shapes(server, origins):  # noqa: F811
     s = start(server, site(port, f"server 127.0.0.2:{port} weight=2 max_conns=10; "
                                  f"server 127.0.0.3:{port} backup;"))
     assert call(s, "GET", "/api/") == (200, [1, 2, 3, 4, 5, 6, 7, 8, 9])
-    assert call(s, "GET", "/api/9") == (200, ["http"])
-    assert call(s, "GET", "/api/9/http/") == (200, ["upstreams"])
+    assert call(s, "GET", "/api/9") == (200, ["nginx", "connections", "http", "ssl"])
+    assert call(s, "GET", "/api/9/http/") == (200, ["requests", "server_zones", "location_zones", "upstreams"])
     r = s.get("/")
     assert (r.status, r.body) == (200, b"127.0.0.2")
+
+    def counts(n, sent=0, received=0):
+        return {"requests": n, "responses": {"1xx": 0, "2xx": n, "3xx": 0, "4xx": 0, "5xx": 0, "total": n},
+                "sent": sent, "received": received, "fails": 0, "unavail": 0,
+                "health_checks": {"checks": 0, "fails": 0, "unhealthy": 0}}
+
+    # The one try: the request as sent to the origin, the response as
+    # the origin wrote it (http.server: its Server and Date fields).
     peer2 = {"id": 0, "server": f"127.0.0.2:{port}", "name": f"127.0.0.2:{port}", "backup": False,
-             "weight": 2, "state": "up", "active": 0, "max_conns": 10, "requests": 1, "fails": 0}
+             "weight": 2, "state": "up", "active": 0, "max_conns": 10}
     peer3 = {"id": 1, "server": f"127.0.0.3:{port}", "name": f"127.0.0.3:{port}", "backup": True,
-             "weight": 1, "state": "up", "active": 0, "requests": 0, "fails": 0}
-    group = {"peers": [peer2, peer3], "keepalive": 0, "zombies": 0, "zone": "b"}
+             "weight": 1, "state": "up", "active": 0, **counts(0)}
+
+    def shown(group):
+        """The group with peer 0's averages and byte counts checked and
+        taken out (their values depend on timing and the origin)."""
+        p = group["peers"][0]
+        assert p.pop("header_time") <= p.pop("response_time")
+        assert p.pop("sent") > 0 and p.pop("received") > 0
+        return group
+
+    want = {"peers": [{**peer2, **{k: v for k, v in counts(1).items() if k not in ("sent", "received")}},
+                      peer3], "keepalive": 0, "zombies": 0, "zone": "b"}
     # Only groups with a zone: "s" is static.
-    assert call(s, "GET", "/api/9/http/upstreams") == (200, {"b": group})
-    assert call(s, "GET", "/api/9/http/upstreams/b") == (200, group)
+    status, groups = call(s, "GET", "/api/9/http/upstreams")
+    assert (status, list(groups), shown(groups["b"])) == (200, ["b"], want)
+    status, group = call(s, "GET", "/api/9/http/upstreams/b")
+    assert (status, shown(group)) == (200, want)
     assert call(s, "GET", "/api/9/http/upstreams/b/servers/") == (
         200, [conf_server(0, f"127.0.0.2:{port}", weight=2, max_conns=10),
               conf_server(1, f"127.0.0.3:{port}", backup=True)])
@@ -201,7 +221,7 @@ def test_get_shapes(server, origins):  # noqa: F811
         ("/api/9/http/upstreams/nope", err(404, "UpstreamNotFound", "upstream not found")),
         ("/api/10/http/upstreams", err(404, "UnknownVersion", "unknown version")),
         ("/api/9/stream/upstreams", err(404, "PathNotFound", "path not found")),
-        ("/api/9/nginx", err(404, "PathNotFound", "path not found")),
+        ("/api/9/nginx/version", err(404, "PathNotFound", "path not found")),
         ("/api/9/http/upstreams/b/peers", err(404, "PathNotFound", "path not found")),
     ]
     for path, want in cases:
@@ -547,3 +567,38 @@ def test_allow_and_deny_guard_the_api(server, origins):  # noqa: F811
               + b'{"down": true}')
     assert Response(r).status == 403
     assert call(s, "GET", "/api/9/http/upstreams/b/servers") == (200, [conf_server(0, f"127.0.0.2:{port}")])
+
+
+def test_api_servers_max_is_the_room_for_added_servers(server, origins):  # noqa: F811
+    """api_servers_max N: the API adds N servers to a group, and refuses the
+    next as it refused the 9th in a 64k zone before; in a block it wins
+    over http's; a zone too small for the slots asked is refused."""
+    port = free_port()
+    origins(["127.0.0.2"], port)
+    http = "api_servers_max 2;\n" + site(port, f"server 127.0.0.2:{port};")
+    s = start(server, http, workers=1)
+    path = "/api/9/http/upstreams/b/servers"
+    for i in (3, 4):
+        assert call(s, "POST", path, {"server": f"127.0.0.{i}:{port}"})[0] == 201
+    status, body = call(s, "POST", path, {"server": f"127.0.0.5:{port}"})
+    assert (status, without_id(body)) == (400, err(400, "UpstreamOutOfMemory", 'upstream "b" memory exhausted'))
+    # Without the directive, 64k gives 8.
+    s8 = start(server, site(port, f"server 127.0.0.2:{port};"), workers=1)
+    for i in range(8):
+        assert call(s8, "POST", path, {"server": f"127.0.1.{i}:{port}"})[0] == 201
+    assert call(s8, "POST", path, {"server": f"127.0.1.8:{port}"})[0] == 400
+    # The block's own wins; 0 is no room at all.
+    s0 = start(server, "api_servers_max 5;\n" + site(port, f"server 127.0.0.2:{port};", extra="api_servers_max 0;"),
+               workers=1)
+    status, body = call(s0, "POST", path, {"server": f"127.0.0.3:{port}"})
+    assert (status, body["error"]["code"]) == (400, "UpstreamOutOfMemory")
+    # More slots than 64k holds: the zone is too small, said at the block.
+    big = server(site(port, f"server 127.0.0.2:{port};", extra="api_servers_max 4096;"), start=False)
+    code, text = big.test_config()
+    assert code == 1
+    assert '[emerg] zone "b" is too small' in text, text
+    for conf, message in [("api_servers_max 4097;", "value must be between 0 and 4096"),
+                          ("api_servers_max -1;", 'invalid number "-1" in "api_servers_max" directive')]:
+        bad = server(conf + site(port, f"server 127.0.0.2:{port};"), start=False)
+        code, text = bad.test_config()
+        assert (code, message in text) == (1, True), text

@@ -1,6 +1,19 @@
-// api_module: "api [write=on|off]" in a location serves the upstream part
-// of the NGINX Plus REST API, in its shape, so that the tools written for
-// it work here:
+// api_module: "api [write=on|off]" in a location serves the NGINX Plus
+// REST API (version 9), in its shape, so that the tools written for it
+// work here. Its status part reads the counters the stub_status and
+// metrics pages read (http/stats.h, the upstream zones), never a set of
+// its own:
+//
+//   GET    /api/                                    the versions
+//   GET    /api/9/                                  the endpoints below
+//   GET    /api/9/nginx                             version, pids, reloads
+//   GET    /api/9/connections                       accepted, dropped, active, idle
+//   GET    /api/9/ssl                               client TLS handshakes
+//   GET    /api/9/http/requests                     total, current
+//   GET    /api/9/http/server_zones[/NAME]          per status_zone of a server
+//   GET    /api/9/http/location_zones[/NAME]        per status_zone of a location
+//
+// and its upstream part changes the servers of groups with a zone:
 //
 //   GET    /api/9/http/upstreams                    every group with a zone
 //   GET    /api/9/http/upstreams/NAME               one group: its peers
@@ -19,23 +32,37 @@
 // Plus's error object:
 //   {"error":{"status":400,"text":"unknown parameter \"x\"","code":
 //    "UpstreamConfFormatError"},"request_id":"...","href":"..."}
+// "?fields=a,b" keeps those fields of the object asked for, or of each
+// entry of a collection (each zone, each group).
 // Differences: a body that is not JSON gets 400 (NGINX Plus: 415) with
-// the parser's reason; "fields" is ignored; a server is an address (no
-// host names: the worker would have to resolve them).
+// the parser's reason; a server is an address (no host names: the worker
+// would have to resolve them); no per-code "codes" in "responses"; peers
+// have no "downtime", "downstart" nor "selected" (not tracked); caches
+// are counted by status for the whole server, not per cache zone, so
+// /http/caches is not served.
+#include <unistd.h>
+
+#include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <string>
 #include <vector>
 
 #include "core/json.h"
 #include "core/str.h"
+#include "event/clock.h"
 #include "event/loop.h"
 #include "event/worker.h"
 #include "http/body.h"
 #include "http/core_module.h"
+#include "http/modules/metrics.h"
 #include "http/phases.h"
 #include "http/request.h"
 #include "http/static_module.h"
+#include "http/stats.h"
+#include "http/stream.h"
 #include "http/variables.h"
+#include "objs/gh_config.h"
 #include "upstream/upstream.h"
 
 namespace gatehouse::http {
@@ -49,6 +76,13 @@ using conf::Node;
 
 constexpr std::string_view kHref = "https://nginx.org/en/docs/http/ngx_http_api_module.html";
 constexpr int kLatestVersion = 9;
+
+// The generation's place in the master's life: /nginx's "generation"
+// (reloads since the start) and "load_timestamp" (init_master).
+struct ApiMain {
+    uint64_t generation = 0;
+    event::WallTime loaded;
+};
 
 struct ApiConf {
     bool write = false;         // "write=on"
@@ -96,6 +130,129 @@ Next fail(Request& r, int status, std::string_view code, std::string_view text) 
 
 Next fail(Request& r, const upstream::ApiError& e) { return fail(r, e.status, e.code, e.text); }
 
+// "?fields=a,b": the fields to keep; all when absent or empty.
+class Fields {
+public:
+    explicit Fields(std::string_view args) {
+        while (!args.empty()) {
+            size_t amp = args.find('&');
+            std::string_view a = args.substr(0, amp);
+            if (a.starts_with("fields=")) list_ = a.substr(7);
+            if (amp == std::string_view::npos) break;
+            args.remove_prefix(amp + 1);
+        }
+    }
+    bool want(std::string_view name) const {
+        if (list_.empty()) return true;
+        std::string_view l = list_;
+        while (!l.empty()) {
+            size_t comma = l.find(',');
+            if (l.substr(0, comma) == name) return true;
+            if (comma == std::string_view::npos) break;
+            l.remove_prefix(comma + 1);
+        }
+        return false;
+    }
+
+private:
+    std::string_view list_;  // owner: the request
+};
+
+// "2022-06-28T11:15:44.467Z": ISO 8601, UTC, milliseconds.
+std::string iso8601(event::WallTime t) {
+    const time_t sec = static_cast<time_t>(t.sec);
+    struct tm tm{};
+    gmtime_r(&sec, &tm);
+    char b[96];  // what the compiler allows for any int; 24 used
+    std::snprintf(b, sizeof b, "%04d-%02d-%02dT%02d:%02d:%02d.%03uZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                  tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<unsigned>(t.msec));
+    return b;
+}
+
+constexpr std::string_view kClasses[] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
+
+// {"1xx":..,"5xx":..,"total":..} of counts by class.
+template <typename Load>
+void write_responses(json::Writer& w, Load load) {
+    w.begin_object();
+    uint64_t total = 0;
+    for (int c = 0; c < 5; ++c) {
+        const uint64_t n = load(c);
+        total += n;
+        w.key(kClasses[c]).unsigned_number(n);
+    }
+    w.key("total").unsigned_number(total).end_object();
+}
+
+void write_nginx(json::Writer& w, Request& r, const Fields& f) {
+    const auto& m = r.main_conf<ApiMain>(api_module);
+    w.begin_object();
+    if (f.want("version")) w.key("version").string(GH_VERSION);
+    if (f.want("build")) w.key("build").string(GH_BUILD[0] ? GH_BUILD : "gatehouse");
+    if (f.want("address")) w.key("address").string(r.stream().local_text());
+    if (f.want("generation")) w.key("generation").unsigned_number(m.generation);
+    if (f.want("load_timestamp")) w.key("load_timestamp").string(iso8601(m.loaded));
+    if (f.want("timestamp")) w.key("timestamp").string(iso8601(event::worker_loop().wall()));
+    if (f.want("pid")) w.key("pid").number(::getpid());
+    if (f.want("ppid")) w.key("ppid").number(::getppid());
+    w.end_object();
+}
+
+void write_connections(json::Writer& w, const stats::ConnTotals& t, const Fields& f) {
+    w.begin_object();
+    // Every connection accepted is handled here (none is dropped for
+    // want of worker_connections: the accept waits), as stub_status says.
+    if (f.want("accepted")) w.key("accepted").unsigned_number(t.accepted);
+    if (f.want("dropped")) w.key("dropped").unsigned_number(t.accepted - t.handled);
+    if (f.want("active")) w.key("active").number(t.reading + t.writing);
+    if (f.want("idle")) w.key("idle").number(t.waiting());
+    w.end_object();
+}
+
+void write_ssl(json::Writer& w, const stats::ConnTotals& t, const Fields& f) {
+    w.begin_object();
+    if (f.want("handshakes")) w.key("handshakes").unsigned_number(t.tls_handshakes);
+    if (f.want("handshakes_failed")) w.key("handshakes_failed").unsigned_number(t.tls_failed);
+    if (f.want("session_reuses")) w.key("session_reuses").unsigned_number(t.tls_reused);
+    w.end_object();
+}
+
+// A server zone has "processing" (requests started and not yet logged);
+// a location zone does not (NGINX Plus's shapes).
+void write_zone(json::Writer& w, const stats::ZoneTotals& t, bool server, const Fields& f) {
+    w.begin_object();
+    if (server && f.want("processing")) w.key("processing").number(t.processing);
+    if (f.want("requests")) w.key("requests").unsigned_number(t.requests);
+    uint64_t answered = 0;
+    for (uint64_t n : t.responses) answered += n;
+    if (f.want("responses")) {
+        w.key("responses");
+        write_responses(w, [&](int c) { return t.responses[c]; });
+    }
+    // Requests logged without a status a client could see (a connection
+    // closed before any response).
+    if (f.want("discarded")) w.key("discarded").unsigned_number(t.requests - answered);
+    if (f.want("received")) w.key("received").unsigned_number(t.bytes_in);
+    if (f.want("sent")) w.key("sent").unsigned_number(t.bytes_out);
+    w.end_object();
+}
+
+// The zones of one level, by name; `one`: only that one (false when
+// it is not there).
+bool write_zones(json::Writer& w, Request& r, ZoneLevel level, std::string_view one, const Fields& f) {
+    const stats::Area& a = stats::current();
+    if (one.empty()) w.begin_object();
+    bool found = false;
+    for (const StatusZone& z : status_zones(r)) {
+        if (z.level != level || (!one.empty() && z.name != one)) continue;
+        found = true;
+        if (one.empty()) w.key(z.name);
+        write_zone(w, stats::zone_totals(a, z.index), level == ZoneLevel::Server, f);
+    }
+    if (one.empty()) w.end_object();
+    return found || one.empty();
+}
+
 void write_server(json::Writer& w, const upstream::ServerInfo& s) {
     w.begin_object();
     w.key("id").number(s.id).key("server").string(s.server);
@@ -107,22 +264,48 @@ void write_server(json::Writer& w, const upstream::ServerInfo& s) {
     w.end_object();
 }
 
-void write_peer(json::Writer& w, const upstream::ServerInfo& s) {
+// A peer, from its shared state and its counters (PeerCounters: zeros
+// when status_peers_max left it uncounted).
+void write_peer(json::Writer& w, const upstream::UpstreamConf& u, const upstream::ServerInfo& s) {
+    static const upstream::PeerCounters kNone;
+    const upstream::PeerCounters& t = s.totals ? *s.totals : kNone;
+    auto load = [](const std::atomic<uint64_t>& c) { return c.load(std::memory_order_relaxed); };
     w.begin_object();
     w.key("id").number(s.id).key("server").string(s.server).key("name").string(s.name);
     w.key("backup").boolean(s.backup).key("weight").number(s.weight).key("state").string(s.state);
     w.key("active").number(s.active);
     if (s.max_conns) w.key("max_conns").number(s.max_conns);
-    w.key("requests").unsigned_number(s.requests).key("fails").number(s.fails);
+    w.key("requests").unsigned_number(s.requests);
+    w.key("responses");
+    write_responses(w, [&](int c) { return load(t.responses[c]); });
+    w.key("sent").unsigned_number(load(t.sent)).key("received").unsigned_number(load(t.received));
+    w.key("fails").unsigned_number(load(t.fails)).key("unavail").unsigned_number(load(t.unavailable));
+    w.key("health_checks").begin_object();
+    w.key("checks").unsigned_number(load(t.checks)).key("fails").unsigned_number(load(t.check_fails));
+    w.key("unhealthy").unsigned_number(load(t.unhealthy));
+    if (u.health && load(t.checks) > 0) w.key("last_passed").boolean(s.last_check_passed);
+    w.end_object();
+    // Averages over the tries counted, in milliseconds, once there are any.
+    uint64_t tries = 0;
+    for (const auto& b : t.time_buckets) tries += load(b);
+    if (tries > 0) {
+        w.key("header_time").unsigned_number(load(t.time_ms) / tries);
+        w.key("response_time").unsigned_number(load(t.response_ms) / tries);
+    }
     w.end_object();
 }
 
-void write_group(json::Writer& w, upstream::UpstreamConf& u, event::Msec now) {
-    w.begin_object().key("peers").begin_array();
-    for (const auto& s : upstream::list_servers(u, now)) write_peer(w, s);
-    w.end_array();
-    w.key("keepalive").number(0).key("zombies").unsigned_number(upstream::zombies(u));
-    w.key("zone").string(u.zone_name).end_object();
+void write_group(json::Writer& w, upstream::UpstreamConf& u, event::Msec now, const Fields& f) {
+    w.begin_object();
+    if (f.want("peers")) {
+        w.key("peers").begin_array();
+        for (const auto& s : upstream::list_servers(u, now)) write_peer(w, u, s);
+        w.end_array();
+    }
+    if (f.want("keepalive")) w.key("keepalive").number(0);
+    if (f.want("zombies")) w.key("zombies").unsigned_number(upstream::zombies(u));
+    if (f.want("zone")) w.key("zone").string(u.zone_name);
+    w.end_object();
 }
 
 upstream::UpstreamMainConf* upstreams(Request& r) {
@@ -275,14 +458,50 @@ Next run_api(Request& r) {
         w.end_array();
         return send(r, 200, w.out());
     }
-    int version = 0;
     if (seg[0].size() != 1 || seg[0][0] < '1' || seg[0][0] > '0' + kLatestVersion)
         return fail(r, 404, "UnknownVersion", "unknown version");
-    version = seg[0][0] - '0';
-    (void)version;  // every version answers the same for upstreams
-    if (seg.size() == 1 || (seg.size() == 2 && seg[1] == "http")) {
+    // Every version answers the same: what they differ in (the error
+    // object's path and method, added endpoints) is not served here.
+    const Fields f(r.args);
+    auto list = [&](std::initializer_list<std::string_view> names) {
         if (!read) return method();
-        w.begin_array().string(seg.size() == 1 ? "http" : "upstreams").end_array();
+        w.begin_array();
+        for (std::string_view n : names) w.string(n);
+        w.end_array();
+        return send(r, 200, w.out());
+    };
+    auto object = [&](auto&& fill) {
+        if (!read) return method();
+        fill();
+        return send(r, 200, w.out());
+    };
+    if (seg.size() == 1) return list({"nginx", "connections", "http", "ssl"});
+    if (seg.size() == 2 && seg[1] == "nginx") return object([&] { write_nginx(w, r, f); });
+    if (seg.size() == 2 && seg[1] == "connections")
+        return object([&] { write_connections(w, stats::conn_totals(stats::current()), f); });
+    if (seg.size() == 2 && seg[1] == "ssl")
+        return object([&] { write_ssl(w, stats::conn_totals(stats::current()), f); });
+    if (seg.size() == 2 && seg[1] == "http")
+        return list({"requests", "server_zones", "location_zones", "upstreams"});
+    if (seg.size() == 3 && seg[1] == "http" && seg[2] == "requests")
+        return object([&] {
+            const stats::ConnTotals t = stats::conn_totals(stats::current());
+            w.begin_object();
+            if (f.want("total")) w.key("total").unsigned_number(t.requests);
+            // Connections reading or serving a request: HTTP/1's one at
+            // a time; an HTTP/2 connection counts once however many
+            // streams it serves.
+            if (f.want("current")) w.key("current").number(t.reading + t.writing);
+            w.end_object();
+        });
+    if ((seg.size() == 3 || seg.size() == 4) && seg[1] == "http" &&
+        (seg[2] == "server_zones" || seg[2] == "location_zones")) {
+        if (!read) return method();
+        const bool server = seg[2] == "server_zones";
+        const std::string_view one = seg.size() == 4 ? seg[3] : std::string_view();
+        if (!write_zones(w, r, server ? ZoneLevel::Server : ZoneLevel::Location, one, f))
+            return server ? fail(r, 404, "ServerZoneNotFound", "server zone not found")
+                          : fail(r, 404, "LocationZoneNotFound", "location zone not found");
         return send(r, 200, w.out());
     }
     if (seg.size() < 3 || seg[1] != "http" || seg[2] != "upstreams" || seg.size() > 6 || (seg.size() >= 5 && seg[4] != "servers"))
@@ -298,7 +517,7 @@ Next run_api(Request& r) {
                 // https has two groups; the first speaks for it.
                 if (find_group(r, u->name) != u) continue;
                 w.key(u->name);
-                write_group(w, *u, now);
+                write_group(w, *u, now, f);
             }
         w.end_object();
         return send(r, 200, w.out());
@@ -308,7 +527,7 @@ Next run_api(Request& r) {
     if (!u->zone_group) return fail(r, 400, "UpstreamStatic", "upstream is static");
     if (seg.size() == 4) {
         if (!read) return method();
-        write_group(w, *u, now);
+        write_group(w, *u, now, f);
         return send(r, 200, w.out());
     }
     if (seg.size() == 5) {
@@ -373,6 +592,19 @@ Status set_api(Ctx& cx, const Node& n, ApiConf& c) {
     return {};
 }
 
+// Once per generation about to serve, in the master: the forked
+// workers see the numbers in their copy.
+Status init_master(const conf::Roots& g, const std::optional<conf::WorkerUser>&) {
+    static uint64_t loads = 0;  // the master's, for its life
+    conf::ConfArray main = g[static_cast<int>(conf::Level::Main)];
+    if (!main) return {};
+    auto* m = static_cast<ApiMain*>(main[api_module.index]);
+    if (!m) return {};
+    m->generation = loads++;
+    m->loaded = event::system_clock().wall();
+    return {};
+}
+
 constexpr conf::Directive kDirectives[] = {
     {"api", conf::kLocation, conf::Arity{0, 1, false}, conf::custom<set_api>()},
 };
@@ -382,7 +614,9 @@ constexpr conf::Directive kDirectives[] = {
 extern const conf::Module api_module{
     .name = "api",
     .directives = kDirectives,
+    .main = conf::level<ApiMain>(),
     .loc = conf::level<ApiConf>(),
+    .init_master = init_master,
 };
 
 }  // namespace gatehouse::http

@@ -18,6 +18,7 @@
 #include "event/worker.h"
 #include "http/accept_encoding.h"
 #include "http/core_module.h"
+#include "http/modules/metrics.h"
 #include "http/phases.h"
 #include "http/request.h"
 #include "http/stats.h"
@@ -30,18 +31,17 @@ extern const conf::Module metrics_module;
 
 namespace {
 
-enum class ZoneLevel : uint8_t { Server, Location };
-
 // A status zone as this generation declares it: the index of its
-// counters in the shared area, with its name and level for the page.
-struct ZoneDecl {
-    std::string name;
-    ZoneLevel level = ZoneLevel::Server;
-    uint32_t index = 0;
-};
+// counters in the shared area (given in postconfiguration, once the
+// table's size, "status_zones_max", is known), with its name and level
+// for the page.
+using ZoneDecl = StatusZone;
 
 struct MetricsMain {
     std::vector<ZoneDecl> zones;  // declared order, each (level, name) once
+    // zones[i]'s first "status_zone" (owner: the generation's tree), for
+    // an error in postconfiguration.
+    std::vector<const conf::Node*> zone_nodes;
     // Variables read at the log phase for the outcome counters; -1 when
     // no "metrics" location exists (nothing would show them).
     int cache_status = -1;
@@ -74,15 +74,25 @@ Result<uint32_t> declare_zone(conf::Ctx& cx, const conf::Node& n, ZoneLevel leve
     MetricsMain& m = main_conf(cx);
     for (uint32_t i = 0; i < m.zones.size(); ++i)
         if (m.zones[i].level == level && m.zones[i].name == name) return i;
-    auto area = stats::declare(cx);
-    if (!area) return cx.error(n, area.error().message);
-    stats::Area& a = *area ? **area : stats::current();
-    // Server and location zones of one name are counted apart.
-    std::string key = (level == ZoneLevel::Server ? "s:" : "l:") + name;
-    auto idx = stats::zone_index(a, key);
-    if (!idx) return cx.error(n, idx.error().message);
-    m.zones.push_back({name, level, *idx});
+    m.zones.push_back({name, level, 0});
+    m.zone_nodes.push_back(&n);
     return static_cast<uint32_t>(m.zones.size() - 1);
+}
+
+// Each zone's counters in the shared area, by name: the same ones as
+// the previous generation's for a name it had.
+Status index_zones(conf::Ctx& cx, MetricsMain& m) {
+    stats::Area* area = stats::declared(cx);
+    stats::Area& a = area ? *area : stats::current();
+    for (size_t i = 0; i < m.zones.size(); ++i) {
+        ZoneDecl& z = m.zones[i];
+        // Server and location zones of one name are counted apart.
+        std::string key = (z.level == ZoneLevel::Server ? "s:" : "l:") + z.name;
+        auto idx = stats::zone_index(a, key);
+        if (!idx) return cx.error(*m.zone_nodes[i], idx.error().message);
+        z.index = *idx;
+    }
+    return {};
 }
 
 Status set_srv_zone(conf::Ctx& cx, const conf::Node& n, MetricsSrvConf& c) {
@@ -149,11 +159,34 @@ void count_zone(uint32_t index, Request& r, uint64_t ms) {
     add(z.buckets[b], 1);
 }
 
+// Marks a request counted in its server zone's "processing" (the ctx's
+// value is never read: set means counted).
+constinit char kProcessing = 0;
+
+// A request of a server with a zone is being processed from its first
+// phase until its log phase (the API's "processing"). PostRead runs once
+// per main request (internal redirects start later), and the mark (kept
+// across redirects, see kHooks) keeps a request finished before its
+// phases ran from being taken out.
+Next start_metrics(Request& r) {
+    if (r.parent || r.ctx<char>(metrics_module)) return Next::Decline;
+    const MetricsSrvConf& s = r.srv_conf<MetricsSrvConf>(metrics_module);
+    if (!s.zone) return Next::Decline;
+    const MetricsMain& m = r.main_conf<MetricsMain>(metrics_module);
+    stats::mine(m.zones[*s.zone].index).processing.fetch_add(1, std::memory_order_relaxed);
+    r.set_ctx(metrics_module, &kProcessing);
+    return Next::Decline;
+}
+
 Next log_metrics(Request& r) {
     if (r.parent) return Next::Decline;
     const MetricsMain& m = r.main_conf<MetricsMain>(metrics_module);
     const MetricsSrvConf& s = r.srv_conf<MetricsSrvConf>(metrics_module);
     const MetricsLocConf& l = r.loc_conf<MetricsLocConf>(metrics_module);
+    if (r.ctx<char>(metrics_module) && s.zone) {
+        stats::mine(m.zones[*s.zone].index).processing.fetch_sub(1, std::memory_order_relaxed);
+        r.set_ctx(metrics_module, nullptr);
+    }
     if (s.zone || l.zone) {
         const event::Msec now = event::worker_loop().now();
         const uint64_t ms = now > r.counters.start_msec ? now - r.counters.start_msec : 0;
@@ -488,19 +521,18 @@ Next run_metrics(Request& r) {
 Status count_peers(conf::Ctx& cx) {
     auto* um = cx.conf<upstream::UpstreamMainConf>(upstream::upstream_module, conf::Level::Main);
     if (!um) return {};
-    auto area = stats::declare(cx);
-    if (!area) return area.error();
-    if (!*area) return {};  // no shared memory (unit tests): nothing shows them
+    stats::Area* area = stats::declared(cx);
+    if (!area) return {};  // no shared memory (unit tests): nothing shows them
     bool warned = false;
     for (upstream::UpstreamConf* u : um->upstreams) {
         if (!u->zone) continue;
         for (size_t i = 0; i < u->peers.size(); ++i) {
             upstream::Peer& p = u->peers[i];
             std::string key = u->name + ' ' + (p.slot ? "#" + std::to_string(i) : p.text);
-            p.totals = stats::peer_counters(**area, key);
+            p.totals = stats::peer_counters(*area, key);
             if (!p.totals && !warned) {
-                GH_LOG(Warn, "more than %u upstream peers since the last restart: "
-                       "the metrics count no more of them", stats::kMaxPeers);
+                GH_LOG(Warn, "more than %u upstream peers since the last restart (\"status_peers_max\"): "
+                       "the metrics count no more of them", area->max_peers);
                 warned = true;
             }
         }
@@ -511,7 +543,9 @@ Status count_peers(conf::Ctx& cx) {
 Status postconfiguration(conf::Ctx& cx) {
     if (auto s = count_peers(cx); !s) return s;
     auto* m = cx.conf<MetricsMain>(metrics_module, conf::Level::Main);
-    if (!m || !m->first_metrics) return {};
+    if (!m) return {};
+    if (auto s = index_zones(cx, *m); !s) return s;
+    if (!m->first_metrics) return {};
     // The outcome counters read these variables; the modules declaring
     // them are built in, so the names always resolve.
     VarTable& vars = http_main(cx.level(conf::Level::Main))->vars;
@@ -526,11 +560,18 @@ constexpr conf::Directive kDirectives[] = {
     {"status_zone", conf::kServer | conf::kLocation, conf::Take1, conf::custom<set_status_zone>()},
 };
 
-constexpr PhaseHandler kPhases[] = {{Phase::Content, run_metrics}, {Phase::Log, log_metrics}};
+constexpr PhaseHandler kPhases[] = {
+    {Phase::PostRead, start_metrics}, {Phase::Content, run_metrics}, {Phase::Log, log_metrics}};
 
-constexpr ModuleHooks kHooks{.phases = kPhases};
+// The "processing" mark must outlive internal redirects (index files,
+// error pages), which clear the other modules' contexts.
+constexpr ModuleHooks kHooks{.phases = kPhases, .ctx_survives_redirects = true};
 
 }  // namespace
+
+std::span<const StatusZone> status_zones(const Request& r) {
+    return r.main_conf<MetricsMain>(metrics_module).zones;
+}
 
 extern const conf::Module metrics_module{
     .name = "metrics",

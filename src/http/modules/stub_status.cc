@@ -3,9 +3,11 @@
 // worker from the shared counters (http/stats.h).
 //
 // This module also owns the counters' zone: every generation with an http
-// block declares it (postconfiguration), whether or not it shows the
-// page, so that counting never stops across reloads; each worker picks
-// its slot in init_worker.
+// block declares it (postconfiguration, before metrics_module's, which
+// finds it there), whether or not it shows the page, so that counting
+// never stops across reloads; each worker picks its slot in init_worker.
+// The zone's tables are sized by "status_zones_max" and
+// "status_peers_max" (http level), read here for that reason.
 #include <charconv>
 #include <string>
 
@@ -24,7 +26,27 @@ namespace {
 
 struct StubStatusMain {
     stats::Area* area = nullptr;  // owner: the registry, for the generation's life
+    std::optional<uint32_t> zones_max;  // "status_zones_max"
+    std::optional<uint32_t> peers_max;  // "status_peers_max"
 };
+
+// A table size, bounded: nginx's words for a number out of bounds.
+Status set_limit(conf::Ctx& cx, const conf::Node& n, std::optional<uint32_t>& out, uint32_t most) {
+    if (out) return cx.duplicate(n);
+    auto v = conf::parse_number(n.args[0].text);
+    if (!v) return cx.invalid(n, v.error());
+    if (*v < 1 || *v > most) return cx.error(n, "value must be between 1 and " + std::to_string(most));
+    out = static_cast<uint32_t>(*v);
+    return {};
+}
+
+Status set_zones_max(conf::Ctx& cx, const conf::Node& n, StubStatusMain& m) {
+    return set_limit(cx, n, m.zones_max, stats::Limits::kMostZones);
+}
+
+Status set_peers_max(conf::Ctx& cx, const conf::Node& n, StubStatusMain& m) {
+    return set_limit(cx, n, m.peers_max, stats::Limits::kMostPeers);
+}
 
 struct StubStatusConf {
     std::optional<bool> enabled;  // "stub_status"
@@ -99,7 +121,10 @@ void v_connections(Request& r, VarValue& v, uintptr_t arg) {
 Status postconfiguration(conf::Ctx& cx) {
     auto* m = cx.conf<StubStatusMain>(stub_status_module, conf::Level::Main);
     if (!m) return {};  // no http block
-    auto a = stats::declare(cx);
+    stats::Limits l;
+    if (m->zones_max) l.zones = *m->zones_max;
+    if (m->peers_max) l.peers = *m->peers_max;
+    auto a = stats::declare(cx, l);
     if (!a) return make_error(a.error().message);
     m->area = *a;
     return {};
@@ -115,6 +140,8 @@ Status init_worker(const conf::Roots& g, int slot) {
 constexpr conf::Directive kDirectives[] = {
     {"stub_status", conf::kServer | conf::kLocation, conf::Arity{0, 1, false},
      conf::custom<set_stub_status>()},
+    {"status_zones_max", conf::kHttp, conf::Take1, conf::custom<set_zones_max>()},
+    {"status_peers_max", conf::kHttp, conf::Take1, conf::custom<set_peers_max>()},
 };
 
 constexpr PhaseHandler kPhases[] = {{Phase::Content, run_stub_status}};

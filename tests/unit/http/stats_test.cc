@@ -13,12 +13,14 @@ using State = stats::ConnGauge::State;
 
 namespace {
 
-// A zeroed mapping the size of the area, as a fresh zone is.
+// A zeroed mapping the size of an area of limits `l`, as a fresh zone is.
 struct Mapping {
-    Mapping() : p(::mmap(nullptr, sizeof(stats::Area), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)) {
+    explicit Mapping(stats::Limits l = {})
+        : n(stats::area_bytes(l)), p(::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)) {
         REQUIRE(p != MAP_FAILED);
     }
-    ~Mapping() { ::munmap(p, sizeof(stats::Area)); }
+    ~Mapping() { ::munmap(p, n); }
+    size_t n;
     void* p;
 };
 
@@ -26,12 +28,12 @@ struct Mapping {
 
 TEST_CASE("http/stats: a reused zone keeps its counts and names") {
     Mapping m;
-    stats::Area* a = stats::attach(m.p);
+    stats::Area* a = stats::attach(m.p, {});
     CHECK(stats::zone_index(*a, "s:site").value() == 0);
     CHECK(stats::zone_index(*a, "l:api").value() == 1);
     a->conn[3].accepted.fetch_add(5);
     // The next generation attaches to the same memory.
-    stats::Area* b = stats::attach(m.p);
+    stats::Area* b = stats::attach(m.p, {});
     CHECK(b == a);
     CHECK(stats::conn_totals(*b).accepted == 5);
     CHECK(stats::zone_index(*b, "l:api").value() == 1);
@@ -40,12 +42,12 @@ TEST_CASE("http/stats: a reused zone keeps its counts and names") {
 
 TEST_CASE("http/stats: status zone names are bounded") {
     Mapping m;
-    stats::Area* a = stats::attach(m.p);
+    stats::Area* a = stats::attach(m.p, {});
     CHECK(stats::zone_index(*a, std::string(stats::kMaxZoneName, 'x')));
     auto tooLong = stats::zone_index(*a, std::string(stats::kMaxZoneName + 1, 'x'));
     REQUIRE_FALSE(tooLong);
     CHECK(tooLong.error().message.find("is too long") != std::string::npos);
-    for (uint32_t i = 1; i < stats::kMaxZones; ++i) CHECK(stats::zone_index(*a, "z" + std::to_string(i)));
+    for (uint32_t i = 1; i < stats::Limits::kDefaultZones; ++i) CHECK(stats::zone_index(*a, "z" + std::to_string(i)));
     auto full = stats::zone_index(*a, "one more");
     REQUIRE_FALSE(full);
     CHECK(full.error().message.find("too many status zones") != std::string::npos);
@@ -53,7 +55,7 @@ TEST_CASE("http/stats: status zone names are bounded") {
 
 TEST_CASE("http/stats: connection states move the gauges") {
     Mapping m;
-    stats::Area* a = stats::attach(m.p);
+    stats::Area* a = stats::attach(m.p, {});
     stats::use(a, 0);
     {
         stats::ConnGauge g;
@@ -81,7 +83,7 @@ TEST_CASE("http/stats: connection states move the gauges") {
 
 TEST_CASE("http/stats: the slots of every worker are summed") {
     Mapping m;
-    stats::Area* a = stats::attach(m.p);
+    stats::Area* a = stats::attach(m.p, {});
     const uint32_t z = stats::zone_index(*a, "s:site").value();
     for (int worker = 0; worker < 20; ++worker) {  // more workers than slots share them
         stats::use(a, worker);
@@ -107,4 +109,35 @@ TEST_CASE("http/stats: the slots of every worker are summed") {
     uint64_t in_buckets = 0;
     for (uint64_t b : zt.buckets) in_buckets += b;
     CHECK(in_buckets == 20);
+}
+
+TEST_CASE("http/stats: the tables are as large as the limits say") {
+    const stats::Limits l{.zones = 3, .peers = 2};
+    CHECK(stats::area_bytes(l) < stats::area_bytes({}));
+    Mapping m(l);
+    stats::Area* a = stats::attach(m.p, l);
+    CHECK((a->max_zones == 3 && a->max_peers == 2));
+    for (int i = 0; i < 3; ++i) CHECK(stats::zone_index(*a, "z" + std::to_string(i)).value() == i);
+    auto full = stats::zone_index(*a, "z3");
+    REQUIRE_FALSE(full);
+    CHECK(full.error().message == "too many status zones (at most 3 since the last restart, see \"status_zones_max\")");
+    // Known names are still found.
+    CHECK(stats::zone_index(*a, "z1").value() == 1);
+    gatehouse::upstream::PeerCounters* p0 = stats::peer_counters(*a, "u 127.0.0.1:1");
+    gatehouse::upstream::PeerCounters* p1 = stats::peer_counters(*a, "u 127.0.0.1:2");
+    CHECK((p0 && p1 && p0 != p1));
+    CHECK(stats::peer_counters(*a, "u 127.0.0.1:3") == nullptr);
+    CHECK(stats::peer_counters(*a, "u 127.0.0.1:1") == p0);
+    // Each table's last entry is inside the mapping, and apart from the next.
+    auto* end = static_cast<char*>(m.p) + m.n;
+    CHECK(reinterpret_cast<char*>(p1 + 1) <= end);
+    CHECK(reinterpret_cast<char*>(&a->zone(stats::kSlots - 1, 2) + 1) <= reinterpret_cast<char*>(&a->peer_name(0)));
+    // Every slot's counters of a zone are summed.
+    stats::use(a, 5);
+    stats::mine(2).requests.fetch_add(2);
+    stats::use(a, 6);
+    stats::mine(2).requests.fetch_add(1);
+    stats::use(nullptr, 0);
+    CHECK(stats::zone_totals(*a, 2).requests == 3);
+    CHECK(stats::zone_totals(*a, 1).requests == 0);
 }

@@ -388,10 +388,10 @@ TEST_CASE("upstream/round_robin: the totals and status the metrics page shows") 
 
 TEST_CASE("upstream/round_robin: a try's status class and time go to the histogram") {
     upstream::PeerCounters c;
-    c.count_try(200, 3);       // bucket 0 (<= 5 ms)
-    c.count_try(502, 5);       // bucket 0, bounds are inclusive
-    c.count_try(404, 6);       // bucket 1
-    c.count_try(0, 20000);     // no response: time only, the +Inf bucket
+    c.count_try(200, 3, 4, 100, 1000);       // bucket 0 (<= 5 ms)
+    c.count_try(502, 5, -1, 100, 0);       // bucket 0, bounds are inclusive
+    c.count_try(404, 6, 9, 50, 200);       // bucket 1
+    c.count_try(0, 20000, 20000, 0, 0);     // no response: time only, the +Inf bucket
     CHECK(c.responses[1] == 1);
     CHECK(c.responses[3] == 1);
     CHECK(c.responses[4] == 1);
@@ -399,4 +399,8 @@ TEST_CASE("upstream/round_robin: a try's status class and time go to the histogr
     CHECK(c.time_buckets[1] == 1);
     CHECK(c.time_buckets[upstream::PeerCounters::kTimeBuckets - 1] == 1);
     CHECK(c.time_ms == 20014);
+    // Whole tries (the head's time when the try has none), and bytes.
+    CHECK(c.response_ms == 4 + 5 + 9 + 20000);
+    CHECK(c.sent == 250);
+    CHECK(c.received == 1200);
 }
