@@ -9,6 +9,7 @@ apart by the X-Pid header ($pid) the test's config adds."""
 
 import os
 import socket
+import time
 
 import pytest
 
@@ -59,12 +60,14 @@ class TwoWorkers(Server):
                 s.close()
         return out
 
-    def spread(self, path="/", per_burst=8, bursts=50):
+    def spread(self, path="/", per_burst=8, seconds=20):
         """Bursts of requests to `path` (200 with X-Pid) until both workers
-        answered; the number of requests sent."""
+        answered, for at most `seconds` (a worker of a loaded machine may
+        be slow to take its first connection); the number sent."""
         pids = set()
         sent = 0
-        for _ in range(bursts):
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
             for r in self.burst(path, per_burst):
                 assert r.status == 200, r.raw
                 pids.add(r.header("X-Pid"))
