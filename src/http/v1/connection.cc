@@ -367,11 +367,15 @@ void Connection::on_read() {
             break;
         case State::Processing:
             // A body being read goes on; otherwise input waits in the
-            // kernel buffer (pipelining) and a closed peer is found when
-            // writing, unless the handler waits for an origin: then a
-            // client that went away ends the request now.
+            // kernel buffer (pipelining), and a client that went away
+            // ends the request now if the handler waits for an origin,
+            // or if a response of ours is still being written (a slow or
+            // rate-limited one), as nginx's test_reading does; else it is
+            // found when writing.
             if (a_->body_started && !a_->body_done && !a_->body_paused) pump_body();
-            else if (req_ && req_->abort_on_client_close && client_closed()) {
+            else if (req_ &&
+                     (req_->abort_on_client_close || (!req_->upstream && req_->header_sent && http::output_pending(*req_) > 0)) &&
+                     client_closed()) {
                 GH_LOG(Info, "client prematurely closed connection");
                 abort();
             }
