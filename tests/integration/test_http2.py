@@ -237,6 +237,36 @@ def test_no_h2c_where_http2_is_off(server):
     assert r.stdout.endswith(b"\n1.1")
 
 
+def test_a_host_whose_server_has_http2_off_gets_421(server):
+    # The connection was made for a server speaking HTTP/2; a request on it
+    # for a server with "http2 off" is sent elsewhere with 421, so that the
+    # client asks again on a connection of its own [nginx 1.25].
+    s = server(PLAIN + """
+        server {
+            listen 127.0.0.1:PORT;
+            server_name off.test;
+            http2 off;
+            location / { return 200 "off\\n"; }
+        }
+    """).start()
+    c = H2Client(s.port)
+    try:
+        sid = c.request("/v")
+        status, _, body = c.response(sid)
+        assert (status, body) == (200, b"proto=HTTP/2.0 http2=h2c host=localhost scheme=http\n")
+        sid = c.conn.get_next_available_stream_id()
+        c.conn.send_headers(sid, [(":method", "GET"), (":scheme", "http"), (":authority", "off.test"),
+                                  (":path", "/")], end_stream=True)
+        c.flush()
+        status, _, _ = c.response(sid)
+        assert status == 421
+    finally:
+        c.close()
+    assert 'client attempted to request the server name "off.test" with HTTP/2 disabled' in s.error_log()
+    # Over HTTP/1.1 the same server answers.
+    assert s.get("/", host="off.test").body == b"off\n"
+
+
 @pytest.mark.skipif(CURL is None, reason="curl is not installed")
 def test_alpn_h2_then_http11_on_tls(server, cert):
     conf = f"""

@@ -2,7 +2,11 @@
 
 #include "conf/registry.h"
 #include "conf/values.h"
+#include "core/log.h"
+#include "http/core_module.h"
+#include "http/phases.h"
 #include "http/request.h"
+#include "http/stream.h"
 #include "http/variables.h"
 
 namespace gatehouse::http {
@@ -63,7 +67,20 @@ constexpr VariableDef kVariables[] = {
     {"http2", v_http2},
 };
 
+// A request over HTTP/2 whose Host names a server with HTTP/2 off (a
+// connection made for another name, reused): 421, so that the client
+// asks again on a connection of its own [nginx 1.25 ngx_http_set_virtual_server].
+Next post_read(Request& r) {
+    if (r.http_version != 20 || !r.srv || http2_enabled(r.stream().servers(), *r.srv)) return Next::Decline;
+    GH_LOG(Info, "client attempted to request the server name \"%.*s\" with HTTP/2 disabled",
+           static_cast<int>(r.host.size()), r.host.data());
+    return respond_status(r, 421);
+}
+
+constexpr PhaseHandler kPhases[] = {{Phase::PostRead, post_read}};
+
 const ModuleHooks kHooks{
+    .phases = kPhases,
     .variables = std::span<const VariableDef>(kVariables),
 };
 
