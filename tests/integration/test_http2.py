@@ -232,7 +232,7 @@ def test_no_h2c_where_http2_is_off(server):
     s = server(PLAIN.replace("http2 on;", "")).start()
     # The preface is not a request HTTP/1.1 understands.
     raw = s.raw(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-    assert raw.startswith(b"HTTP/1.1 ")
+    assert raw.startswith(b"HTTP/1.1 400 Bad Request\r\n")
     r = curl("--http2", f"http://127.0.0.1:{s.port}/v", "-w", "%{http_version}")
     assert r.stdout.endswith(b"\n1.1")
 

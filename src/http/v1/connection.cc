@@ -428,6 +428,14 @@ void Connection::read_head() {
                 return;
             }
             if (pr.state == ParseState::Error) {
+                // The HTTP/2 preface where HTTP/2 is not looked for (a TLS
+                // port, an address without it) is a bad request, as nginx
+                // answers it, rather than a version to refuse: the client
+                // must not take it for an HTTP/1 server's word on HTTP/2.
+                if (pr.status == 505 && data.starts_with("PRI * HTTP/2.0\r\n")) {
+                    reject(400, "client sent HTTP/2 preface where HTTP/2 is not enabled");
+                    return;
+                }
                 reject(pr.status, pr.reason);
                 return;
             }
