@@ -36,38 +36,43 @@ BURST = 5
 
 
 class Redis:
-    """redis-server on 127.0.0.1:port, no persistence, stopped by pid."""
+    """redis-server on 127.0.0.1:port, no persistence, stopped by pid.
+    test_redis_tls.py's TlsRedis changes how it listens and is reached."""
 
     def __init__(self, tmp_path, port=None):
         self.dir = tmp_path
         self.port = port or free_port()
         self.proc = None
 
+    def listen_args(self):
+        return ["--port", str(self.port)]
+
+    def connect(self):
+        return socket.create_connection(("127.0.0.1", self.port), timeout=2)
+
     def start(self):
         self.proc = subprocess.Popen(
-            [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            [REDIS, *self.listen_args(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", str(self.dir), "--daemonize", "no", "--loglevel", "warning"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         assert poll(self.ping, timeout=10), "redis-server did not start"
         return self
 
     def ping(self):
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(64) == b"+PONG\r\n"
-        except OSError:
-            return False
+        return self.command("PING") == b"+PONG\r\n"
 
     def command(self, *args):
-        """One command in RESP; the raw reply."""
+        """One command in RESP; the raw reply, or None if unreachable."""
         out = f"*{len(args)}\r\n".encode()
         for a in args:
             a = a if isinstance(a, bytes) else str(a).encode()
             out += b"$%d\r\n%s\r\n" % (len(a), a)
-        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
-            s.sendall(out)
-            return s.recv(65536)
+        try:
+            with self.connect() as s:
+                s.sendall(out)
+                return s.recv(65536)
+        except OSError:
+            return None
 
     def kill(self):
         if self.proc and self.proc.poll() is None:

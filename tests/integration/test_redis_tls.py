@@ -10,16 +10,15 @@ is stopped by its pid.
 
 import re
 import shutil
-import socket
 import ssl
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from gh_server import Server, free_port, poll, require_binary
+from gh_server import Server, poll, require_binary
 from origins import Origin
-from test_redis_limits import BURST, RATE, fleet, flood, synced, total  # noqa: F401  (fleet: the fixture)
+from test_redis_limits import BURST, RATE, Redis, fleet, flood, synced, total  # noqa: F401  (fleet: the fixture)
 
 REDIS = shutil.which("redis-server")
 OPENSSL = shutil.which("openssl")
@@ -58,52 +57,27 @@ def pki(tmp_path_factory):
     return Path(d)
 
 
-class TlsRedis:
+class TlsRedis(Redis):
     """redis-server speaking TLS only on 127.0.0.1:port, stopped by pid."""
 
     def __init__(self, tmp_path, pki, port=None, auth_clients="no"):
-        self.dir = tmp_path
+        super().__init__(tmp_path, port)
         self.pki = pki
-        self.port = port or free_port()
         self.auth_clients = auth_clients
-        self.proc = None
         # The test's own client: trusts the CA, shows the client
         # certificate (which --tls-auth-clients no ignores).
         self.ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
         self.ctx.check_hostname = False
         self.ctx.load_cert_chain(str(pki / "client.crt"), str(pki / "client.key"))
 
-    def start(self):
+    def listen_args(self):
         p = self.pki
-        self.proc = subprocess.Popen(
-            [REDIS, "--port", "0", "--tls-port", str(self.port), "--bind", "127.0.0.1",
-             "--tls-cert-file", str(p / "redis.crt"), "--tls-key-file", str(p / "redis.key"),
-             "--tls-ca-cert-file", str(p / "ca.crt"), "--tls-auth-clients", self.auth_clients,
-             "--save", "", "--appendonly", "no", "--dir", str(self.dir), "--daemonize", "no",
-             "--loglevel", "warning"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        assert poll(lambda: self.command("PING") == b"+PONG\r\n", timeout=10), "redis-server did not start"
-        return self
+        return ["--port", "0", "--tls-port", str(self.port),
+                "--tls-cert-file", str(p / "redis.crt"), "--tls-key-file", str(p / "redis.key"),
+                "--tls-ca-cert-file", str(p / "ca.crt"), "--tls-auth-clients", self.auth_clients]
 
-    def command(self, *args):
-        """One command in RESP over TLS; the raw reply, or None."""
-        out = f"*{len(args)}\r\n".encode()
-        for a in args:
-            a = a if isinstance(a, bytes) else str(a).encode()
-            out += b"$%d\r\n%s\r\n" % (len(a), a)
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as raw:
-                with self.ctx.wrap_socket(raw) as s:
-                    s.sendall(out)
-                    return s.recv(65536)
-        except OSError:
-            return None
-
-    def kill(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
+    def connect(self):
+        return self.ctx.wrap_socket(super().connect())
 
 
 @pytest.fixture
