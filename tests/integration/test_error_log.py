@@ -218,10 +218,35 @@ def test_error_log_of_a_location_is_reopened_on_usr1(server):
     rotated = s.prefix / "logs" / "loc.log.1"
     log.rename(rotated)
     os.kill(s.master_pid(), signal.SIGUSR1)
-    assert poll(lambda: log.exists())
+    # The master makes the new file, then tells the workers: until each
+    # worker has reopened, its fd still names the rotated file.
+    assert poll(lambda: log.exists() and not any(holds(pid, rotated) for pid in workers(s.master_pid())))
     miss("/second")
     assert poll(lambda: "/second" in log.read_text())
     assert "/second" not in rotated.read_text()
+
+
+def workers(master):
+    pids = []
+    for task in os.listdir(f"/proc/{master}/task"):
+        with open(f"/proc/{master}/task/{task}/children") as f:
+            pids += [int(p) for p in f.read().split()]
+    return pids
+
+
+def holds(pid, path):
+    """Whether process pid has `path` open (from /proc)."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == str(path):
+                return True
+        except OSError:
+            pass
+    return False
 
 
 def test_error_log_errors(server, tmp_path):
