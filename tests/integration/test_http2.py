@@ -1093,178 +1093,161 @@ def ws_ended(c, sid):
     return any(isinstance(e, h2.events.StreamEnded) and e.stream_id == sid for e in c.events)
 
 
-def test_websocket_over_h2_is_proxied_to_an_http11_origin(server):
+@pytest.fixture
+def ws_server(server):
+    """A WsOrigin and a server proxying to it (WS_CONF): (origin, server);
+    the origin is stopped after the test."""
     origin = WsOrigin()
     try:
-        s = server(WS_CONF.format(origin=origin.addr)).start()
-        c = ws_client(s.port)
-        try:
-            assert c.conn.remote_settings[h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL] == 1
-            sid = ws_open(c, "/ws/echo?room=1", extra=[("sec-websocket-protocol", "chat")])
-            h = ws_head(c, sid)
-            # RFC 8441 5: the origin's 101 is a 200 that leaves the stream open.
-            assert h[":status"] == "200"
-            assert h["sec-websocket-protocol"] == "chat"
-            assert "content-length" not in h and "sec-websocket-accept" not in h
-            c.conn.send_data(sid, b"hello over h2")
-            c.flush()
-            assert c.until(lambda evs: ws_data(c, sid) == b"hello over h2")
-            # The client closes its half: the origin sees EOF, closes its
-            # own, and the stream ends both ways.
+        yield origin, server(WS_CONF.format(origin=origin.addr)).start()
+    finally:
+        origin.stop()
+
+
+def test_websocket_over_h2_is_proxied_to_an_http11_origin(ws_server):
+    origin, s = ws_server
+    c = ws_client(s.port)
+    try:
+        assert c.conn.remote_settings[h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL] == 1
+        sid = ws_open(c, "/ws/echo?room=1", extra=[("sec-websocket-protocol", "chat")])
+        h = ws_head(c, sid)
+        # RFC 8441 5: the origin's 101 is a 200 that leaves the stream open.
+        assert h[":status"] == "200"
+        assert h["sec-websocket-protocol"] == "chat"
+        assert "content-length" not in h and "sec-websocket-accept" not in h
+        c.conn.send_data(sid, b"hello over h2")
+        c.flush()
+        assert c.until(lambda evs: ws_data(c, sid) == b"hello over h2")
+        # The client closes its half: the origin sees EOF, closes its
+        # own, and the stream ends both ways.
+        c.conn.end_stream(sid)
+        c.flush()
+        assert c.until(lambda evs: ws_ended(c, sid))
+        assert c.reset_of(sid) is None
+        # The connection serves on.
+        st, _, body = c.response(c.request("/static/x"))
+        assert (st, body) == (200, b"not a tunnel\n")
+    finally:
+        c.close()
+    assert origin.wait_ends(1) == ["eof"]
+    req = origin.requests[0]
+    # What an HTTP/1.1 client opening a WebSocket sends (RFC 6455 4.1).
+    assert (req.method, req.target, req.version) == ("GET", "/ws/echo?room=1", "HTTP/1.1")
+    assert req.header("Upgrade") == "websocket"
+    assert req.header("Connection") == "upgrade"
+    assert req.header("Host") == origin.addr  # $proxy_host, as for HTTP/1.1
+    assert req.header("Sec-WebSocket-Version") == "13"
+    assert req.header("Sec-WebSocket-Protocol") == "chat"
+    assert len(base64.b64decode(req.header("Sec-WebSocket-Key"), validate=True)) == 16
+    assert req.header("Content-Length") is None and req.header("Transfer-Encoding") is None
+    assert lines(s, 2) == ["GET /ws/echo?room=1 HTTP/2.0 200 h2c", "GET /static/x HTTP/2.0 200 h2c"]
+
+
+def test_websocket_over_h2_a_fresh_key_for_each_tunnel(ws_server):
+    origin, s = ws_server
+    c = ws_client(s.port)
+    try:
+        a = ws_open(c, "/ws/echo", extra=[("sec-websocket-key", "c2VudCBieSB0aGUgY2xpZW50")])
+        b = ws_open(c, "/ws/echo")
+        assert ws_head(c, a)[":status"] == "200" and ws_head(c, b)[":status"] == "200"
+        for sid in (a, b):
             c.conn.end_stream(sid)
-            c.flush()
-            assert c.until(lambda evs: ws_ended(c, sid))
-            assert c.reset_of(sid) is None
-            # The connection serves on.
-            st, _, body = c.response(c.request("/static/x"))
-            assert (st, body) == (200, b"not a tunnel\n")
-        finally:
-            c.close()
+        c.flush()
+        assert c.until(lambda evs: ws_ended(c, a) and ws_ended(c, b))
+    finally:
+        c.close()
+    keys = [r.header("Sec-WebSocket-Key") for r in origin.wait_requests(2)]
+    assert keys[0] != keys[1]
+    assert "c2VudCBieSB0aGUgY2xpZW50" not in keys
+
+
+def test_websocket_over_h2_large_messages_under_small_windows(ws_server):
+    origin, s = ws_server
+    # 4k windows both ways (http2_body_preread_size, the client's
+    # SETTINGS): a megabyte each way goes as the windows open.
+    c = ws_client(s.port, window=4096)
+    try:
+        sid = ws_open(c, "/ws/echo")
+        assert ws_head(c, sid)[":status"] == "200"
+        msg = os.urandom(1024 * 1024)
+        c.send_body(sid, msg, end=False)
+        assert c.until(lambda evs: len(ws_data(c, sid)) >= len(msg), timeout=30)
+        assert ws_data(c, sid) == msg
+        c.conn.end_stream(sid)
+        c.flush()
+        assert c.until(lambda evs: ws_ended(c, sid))
+    finally:
+        c.close()
+
+
+def test_websocket_over_h2_the_origin_closes_first(ws_server):
+    origin, s = ws_server
+    c = ws_client(s.port)
+    try:
+        sid = ws_open(c, "/ws/bye")
+        assert ws_head(c, sid)[":status"] == "200"
+        # The origin's close is our END_STREAM; the client's half stays
+        # open until it closes it.
+        assert c.until(lambda evs: ws_ended(c, sid))
+        assert ws_data(c, sid) == b"bye"
+        c.conn.end_stream(sid)
+        c.flush()
         assert origin.wait_ends(1) == ["eof"]
-        req = origin.requests[0]
-        # What an HTTP/1.1 client opening a WebSocket sends (RFC 6455 4.1).
-        assert (req.method, req.target, req.version) == ("GET", "/ws/echo?room=1", "HTTP/1.1")
-        assert req.header("Upgrade") == "websocket"
-        assert req.header("Connection") == "upgrade"
-        assert req.header("Host") == origin.addr  # $proxy_host, as for HTTP/1.1
-        assert req.header("Sec-WebSocket-Version") == "13"
-        assert req.header("Sec-WebSocket-Protocol") == "chat"
-        assert len(base64.b64decode(req.header("Sec-WebSocket-Key"), validate=True)) == 16
-        assert req.header("Content-Length") is None and req.header("Transfer-Encoding") is None
-        assert lines(s, 2) == ["GET /ws/echo?room=1 HTTP/2.0 200 h2c", "GET /static/x HTTP/2.0 200 h2c"]
+        assert c.reset_of(sid) is None
     finally:
-        origin.stop()
+        c.close()
+    assert lines(s, 1) == ["GET /ws/bye HTTP/2.0 200 h2c"]
 
 
-def test_websocket_over_h2_a_fresh_key_for_each_tunnel(server):
-    origin = WsOrigin()
+def test_websocket_over_h2_a_reset_from_the_client_closes_the_origin(ws_server):
+    origin, s = ws_server
+    c = ws_client(s.port)
     try:
-        s = server(WS_CONF.format(origin=origin.addr)).start()
-        c = ws_client(s.port)
-        try:
-            a = ws_open(c, "/ws/echo", extra=[("sec-websocket-key", "c2VudCBieSB0aGUgY2xpZW50")])
-            b = ws_open(c, "/ws/echo")
-            assert ws_head(c, a)[":status"] == "200" and ws_head(c, b)[":status"] == "200"
-            for sid in (a, b):
-                c.conn.end_stream(sid)
-            c.flush()
-            assert c.until(lambda evs: ws_ended(c, a) and ws_ended(c, b))
-        finally:
-            c.close()
-        keys = [r.header("Sec-WebSocket-Key") for r in origin.wait_requests(2)]
-        assert keys[0] != keys[1]
-        assert "c2VudCBieSB0aGUgY2xpZW50" not in keys
-    finally:
-        origin.stop()
-
-
-def test_websocket_over_h2_large_messages_under_small_windows(server):
-    origin = WsOrigin()
-    try:
-        s = server(WS_CONF.format(origin=origin.addr)).start()
-        # 4k windows both ways (http2_body_preread_size, the client's
-        # SETTINGS): a megabyte each way goes as the windows open.
-        c = ws_client(s.port, window=4096)
-        try:
-            sid = ws_open(c, "/ws/echo")
-            assert ws_head(c, sid)[":status"] == "200"
-            msg = os.urandom(1024 * 1024)
-            c.send_body(sid, msg, end=False)
-            assert c.until(lambda evs: len(ws_data(c, sid)) >= len(msg), timeout=30)
-            assert ws_data(c, sid) == msg
-            c.conn.end_stream(sid)
-            c.flush()
-            assert c.until(lambda evs: ws_ended(c, sid))
-        finally:
-            c.close()
-    finally:
-        origin.stop()
-
-
-def test_websocket_over_h2_the_origin_closes_first(server):
-    origin = WsOrigin()
-    try:
-        s = server(WS_CONF.format(origin=origin.addr)).start()
-        c = ws_client(s.port)
-        try:
-            sid = ws_open(c, "/ws/bye")
-            assert ws_head(c, sid)[":status"] == "200"
-            # The origin's close is our END_STREAM; the client's half stays
-            # open until it closes it.
-            assert c.until(lambda evs: ws_ended(c, sid))
-            assert ws_data(c, sid) == b"bye"
-            c.conn.end_stream(sid)
-            c.flush()
-            assert origin.wait_ends(1) == ["eof"]
-            assert c.reset_of(sid) is None
-        finally:
-            c.close()
-        assert lines(s, 1) == ["GET /ws/bye HTTP/2.0 200 h2c"]
-    finally:
-        origin.stop()
-
-
-def test_websocket_over_h2_a_reset_from_the_client_closes_the_origin(server):
-    origin = WsOrigin()
-    try:
-        s = server(WS_CONF.format(origin=origin.addr)).start()
-        c = ws_client(s.port)
-        try:
-            sid = ws_open(c, "/ws/echo")
-            assert ws_head(c, sid)[":status"] == "200"
-            c.conn.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
-            c.flush()
-            assert origin.wait_ends(1) == ["eof"]
-        finally:
-            c.close()
-        assert lines(s, 1) == ["GET /ws/echo HTTP/2.0 200 h2c"]
-    finally:
-        origin.stop()
-
-
-def test_websocket_over_h2_an_idle_tunnel_is_cut_by_proxy_read_timeout(server):
-    origin = WsOrigin()
-    try:
-        s = server(WS_CONF.format(origin=origin.addr)).start()
-        c = ws_client(s.port)
-        try:
-            sid = ws_open(c, "/ws/echo")
-            assert ws_head(c, sid)[":status"] == "200"
-            # Nothing either way for proxy_read_timeout (1s): the tunnel is
-            # broken off, and the client told so with RST_STREAM(CANCEL).
-            assert c.until(lambda evs: c.reset_of(sid) is not None, timeout=10)
-            assert c.reset_of(sid) == h2.errors.ErrorCodes.CANCEL
-        finally:
-            c.close()
+        sid = ws_open(c, "/ws/echo")
+        assert ws_head(c, sid)[":status"] == "200"
+        c.conn.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
+        c.flush()
         assert origin.wait_ends(1) == ["eof"]
     finally:
-        origin.stop()
+        c.close()
+    assert lines(s, 1) == ["GET /ws/echo HTTP/2.0 200 h2c"]
 
 
-def test_websocket_over_h2_refusals(server):
-    origin = WsOrigin()
+def test_websocket_over_h2_an_idle_tunnel_is_cut_by_proxy_read_timeout(ws_server):
+    origin, s = ws_server
+    c = ws_client(s.port)
     try:
-        s = server(WS_CONF.format(origin=origin.addr)).start()
-        c = ws_client(s.port)
-        try:
-            # The origin's own answer goes as it is, and the stream ends.
-            st, h, body = c.response(ws_open(c, "/ws/refuse"))
-            assert (st, body) == (403, b"no websockets here\n")
-            # A protocol this server does not tunnel: 501.
-            st, _, _ = c.response(ws_open(c, "/ws/echo", protocol="connect-udp"))
-            assert st == 501
-            # A location that answers without tunnelling: 501, not its 200
-            # (the client would take that for an open WebSocket).
-            st, h, body = c.response(ws_open(c, "/static/x"))
-            assert (st, body) == (501, b"")
-        finally:
-            c.close()
-        assert [r.target for r in origin.wait_requests(1)] == ["/ws/refuse"]
-        assert lines(s, 3) == ["GET /ws/refuse HTTP/2.0 403 h2c",
-                               "CONNECT /ws/echo HTTP/2.0 501 h2c",
-                               "GET /static/x HTTP/2.0 501 h2c"]
+        sid = ws_open(c, "/ws/echo")
+        assert ws_head(c, sid)[":status"] == "200"
+        # Nothing either way for proxy_read_timeout (1s): the tunnel is
+        # broken off, and the client told so with RST_STREAM(CANCEL).
+        assert c.until(lambda evs: c.reset_of(sid) is not None, timeout=10)
+        assert c.reset_of(sid) == h2.errors.ErrorCodes.CANCEL
     finally:
-        origin.stop()
+        c.close()
+    assert origin.wait_ends(1) == ["eof"]
+
+
+def test_websocket_over_h2_refusals(ws_server):
+    origin, s = ws_server
+    c = ws_client(s.port)
+    try:
+        # The origin's own answer goes as it is, and the stream ends.
+        st, h, body = c.response(ws_open(c, "/ws/refuse"))
+        assert (st, body) == (403, b"no websockets here\n")
+        # A protocol this server does not tunnel: 501.
+        st, _, _ = c.response(ws_open(c, "/ws/echo", protocol="connect-udp"))
+        assert st == 501
+        # A location that answers without tunnelling: 501, not its 200
+        # (the client would take that for an open WebSocket).
+        st, h, body = c.response(ws_open(c, "/static/x"))
+        assert (st, body) == (501, b"")
+    finally:
+        c.close()
+    assert [r.target for r in origin.wait_requests(1)] == ["/ws/refuse"]
+    assert lines(s, 3) == ["GET /ws/refuse HTTP/2.0 403 h2c",
+                           "CONNECT /ws/echo HTTP/2.0 501 h2c",
+                           "GET /static/x HTTP/2.0 501 h2c"]
 
 
 
