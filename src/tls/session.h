@@ -4,8 +4,9 @@
 // Readiness (edge-triggered): a read or write that OpenSSL could not
 // finish for want of socket input clears the readable flag, for want of
 // output room the writable one; the owner calls again on the next event.
-// A short SSL_read does not clear readable: OpenSSL may still hold
-// decrypted bytes, which no epoll edge would announce. A write that could
+// A short SSL_read clears readable only when the socket read came back
+// short and OpenSSL holds no bytes (decrypted or read ahead) that no
+// epoll edge would announce. A write that could
 // not finish (SSL_ERROR_WANT_WRITE) is retried with the same bytes, as
 // OpenSSL requires: the caller keeps offering its unsent data from the
 // same first byte, which event::ChainWriter does by construction.
@@ -29,6 +30,13 @@ using SSL_SESSION = struct ssl_session_st;
 namespace gatehouse::tls {
 
 class Context;
+
+// The socket under a Session's BIO (session.cc): its fd, and whether
+// the last read() on it came back short, the socket drained.
+struct BioSocket {
+    int fd;
+    bool drained = false;
+};
 
 class Session final : public event::Transport {
 public:
@@ -117,6 +125,7 @@ private:
     bool client_ = false;           // connects to an origin
     bool broken_ = false;           // a fatal error: no shutdown
     bool read_wants_write_ = false;
+    BioSocket socket_;              // what the BIO under ssl_ reads and writes
     size_t pending_write_ = 0;      // bytes of an SSL_write to retry as is
 };
 

@@ -373,6 +373,61 @@ def test_keepalive_and_pipelining_over_tls(gatehouse, pki):
     assert r.raw.split(b"\r\n\r\n")[-1].startswith(b"b|https|on|")
 
 
+def test_requests_in_separate_records_read_together_are_all_answered(gatehouse, pki):
+    # Each request in its own TLS record, sent back to back: one read()
+    # (read-ahead) may take them all, and the later records then wait in
+    # OpenSSL's buffer with the socket drained.
+    port = free_port()
+    start(gatehouse, conf(two_servers(pki, port)), port)
+    with socket.create_connection(("127.0.0.1", port), timeout=DEFAULT_TIMEOUT) as raw:
+        with client_ctx(pki).wrap_socket(raw, server_hostname="a.test") as s:
+            for i in range(1, 5):
+                close = "Connection: close\r\n" if i == 4 else ""
+                s.sendall(f"GET /{i} HTTP/1.1\r\nHost: a.test\r\n{close}\r\n".encode())
+            data = b""
+            while b := s.recv(65536):
+                data += b
+    assert data.count(b"HTTP/1.1 200 OK\r\n") == 4
+
+
+def worker_reads(pid):
+    """read() calls the process has made (/proc/PID/io syscr)."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("syscr:"):
+            return int(line.split()[1])
+    raise AssertionError("no syscr in /proc/PID/io")
+
+
+def test_a_keepalive_request_over_tls_costs_one_read(gatehouse, pki):
+    # Read-ahead takes a whole record in one read(), and a read that
+    # comes back short tells the socket is drained, so no second read
+    # is made only to hear EAGAIN: one read() per request, where OpenSSL
+    # alone would make two (the record's header, then its body) and
+    # nginx two (the record, then EAGAIN).
+    port = free_port()
+    start(gatehouse, conf(two_servers(pki, port)), port)
+    n = 100
+    with socket.create_connection(("127.0.0.1", port), timeout=DEFAULT_TIMEOUT) as raw:
+        with client_ctx(pki).wrap_socket(raw, server_hostname="a.test") as s:
+            f = s.makefile("rb")
+
+            def one():
+                s.sendall(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+                assert f.readline() == b"HTTP/1.1 200 OK\r\n"
+                length = 0
+                while (line := f.readline()) != b"\r\n":
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                return Reply(b"HTTP/1.1 200 OK\r\n\r\n" + f.read(length), None)
+
+            pid = int(one().var(-1))
+            before = worker_reads(pid)
+            for _ in range(n):
+                one()
+            reads = worker_reads(pid) - before
+    assert n <= reads <= n + 5, reads
+
+
 def test_large_file_over_tls_with_sendfile_on(gatehouse, prefix, pki):
     # sendfile cannot encrypt: the file goes through memory, in pieces, to
     # a client reading slowly enough that writes are retried.
