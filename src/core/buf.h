@@ -121,6 +121,105 @@ struct Buf {
     }
 };
 
+// The storage under Chain and event::ChainWriter: a vector of Bufs with
+// room for kInline of them in place, then memory from a resource (a
+// request arena). Most chains on the request path carry one or two Bufs
+// (a head, a body piece, the end), and each fresh std::pmr::vector paid
+// an arena allocation and its growth code on its first push: six per
+// proxied request, 800 instructions of its 23,000 (callgrind).
+class BufVec {
+public:
+    static constexpr size_t kInline = 2;
+
+    explicit BufVec(std::pmr::memory_resource* r) : mem_(r) {}
+    BufVec(const BufVec&) = delete;
+    BufVec& operator=(const BufVec&) = delete;
+    ~BufVec() {
+        clear();
+        release();
+    }
+
+    std::pmr::memory_resource* resource() const { return mem_; }
+    size_t size() const { return n_; }
+    bool empty() const { return n_ == 0; }
+    Buf* begin() { return p_; }
+    Buf* end() { return p_ + n_; }
+    const Buf* begin() const { return p_; }
+    const Buf* end() const { return p_ + n_; }
+    Buf& operator[](size_t i) { return p_[i]; }
+    const Buf& operator[](size_t i) const { return p_[i]; }
+    Buf& front() { return p_[0]; }
+    Buf& back() { return p_[n_ - 1]; }
+    const Buf& back() const { return p_[n_ - 1]; }
+
+    void reserve(size_t n) {
+        if (n > cap_) grow(n);
+    }
+    void push_back(Buf&& b) {
+        if (n_ == cap_) grow(cap_ * 2);
+        ::new (p_ + n_) Buf(std::move(b));
+        ++n_;
+    }
+    // Before `at` (begin() <= at <= end()).
+    void insert(Buf* at, Buf&& b) {
+        size_t i = static_cast<size_t>(at - p_);
+        push_back(std::move(b));
+        for (size_t k = n_ - 1; k > i; --k) std::swap(p_[k], p_[k - 1]);
+    }
+    // Removes the first n.
+    void erase_front(size_t n) {
+        for (size_t k = n; k < n_; ++k) p_[k - n] = std::move(p_[k]);
+        shrink_to(n_ - n);
+    }
+    void clear() { shrink_to(0); }
+    // Exchanges contents with o (same resource): the buffers themselves
+    // when both are out of place, else the Bufs one by one.
+    void swap(BufVec& o) {
+        GH_ASSERT(mem_ == o.mem_);
+        if (p_ != inline_ptr() && o.p_ != o.inline_ptr()) {
+            std::swap(p_, o.p_);
+            std::swap(n_, o.n_);
+            std::swap(cap_, o.cap_);
+            return;
+        }
+        BufVec* a = this;
+        BufVec* b = &o;
+        if (a->n_ < b->n_) std::swap(a, b);  // a: the longer
+        size_t common = b->n_;
+        for (size_t k = 0; k < common; ++k) std::swap(a->p_[k], b->p_[k]);
+        for (size_t k = common; k < a->n_; ++k) b->push_back(std::move(a->p_[k]));
+        a->shrink_to(common);
+    }
+
+private:
+    Buf* inline_ptr() { return reinterpret_cast<Buf*>(inline_); }
+    void shrink_to(size_t n) {
+        while (n_ > n) p_[--n_].~Buf();
+    }
+    void grow(size_t want) {
+        size_t cap = want < 4 ? 4 : want;
+        Buf* q = static_cast<Buf*>(mem_->allocate(cap * sizeof(Buf), alignof(Buf)));
+        for (size_t k = 0; k < n_; ++k) {
+            ::new (q + k) Buf(std::move(p_[k]));
+            p_[k].~Buf();
+        }
+        release();
+        p_ = q;
+        cap_ = cap;
+    }
+    void release() {
+        if (p_ != inline_ptr()) mem_->deallocate(p_, cap_ * sizeof(Buf), alignof(Buf));
+        p_ = inline_ptr();
+        cap_ = kInline;
+    }
+
+    std::pmr::memory_resource* mem_;
+    Buf* p_ = inline_ptr();
+    size_t n_ = 0;
+    size_t cap_ = kInline;
+    alignas(Buf) unsigned char inline_[kInline * sizeof(Buf)];
+};
+
 // A list of Bufs, usually allocated in a request arena.
 class Chain {
 public:
@@ -128,11 +227,11 @@ public:
     void push(Buf b) { bufs_.push_back(std::move(b)); }
     void reserve(size_t n) { bufs_.reserve(n); }
     // Moves other's Bufs to the end of this chain; other is left empty.
-    // Into an empty chain of the same arena it is a swap of the vectors:
-    // a filter passing its input through costs no copy and no allocation,
-    // and the storage goes back and forth between the stages.
+    // Into an empty chain of the same arena it is a swap: a filter
+    // passing its input through costs no allocation, and the storage
+    // goes back and forth between the stages.
     void append(Chain& other) {
-        if (bufs_.empty() && bufs_.get_allocator() == other.bufs_.get_allocator()) {
+        if (bufs_.empty() && bufs_.resource() == other.bufs_.resource()) {
             bufs_.swap(other.bufs_);
             return;
         }
@@ -144,11 +243,11 @@ public:
     Buf& operator[](size_t i) { return bufs_[i]; }
     Buf& front() { return bufs_.front(); }
     Buf& back() { return bufs_.back(); }
-    auto begin() { return bufs_.begin(); }
-    auto end() { return bufs_.end(); }
-    auto begin() const { return bufs_.begin(); }
-    auto end() const { return bufs_.end(); }
-    void erase_front(size_t n) { bufs_.erase(bufs_.begin(), bufs_.begin() + static_cast<ptrdiff_t>(n)); }
+    Buf* begin() { return bufs_.begin(); }
+    Buf* end() { return bufs_.end(); }
+    const Buf* begin() const { return bufs_.begin(); }
+    const Buf* end() const { return bufs_.end(); }
+    void erase_front(size_t n) { bufs_.erase_front(n); }
     void clear() { bufs_.clear(); }
     // The body ends in this chain.
     bool last() const { return !bufs_.empty() && bufs_.back().last_buf; }
@@ -171,7 +270,7 @@ public:
     }
 
 private:
-    std::pmr::vector<Buf> bufs_;
+    BufVec bufs_;
 };
 
 }  // namespace gatehouse

@@ -41,7 +41,7 @@ void ChainWriter::drop_written() {
         return;
     }
     if (head_ >= 16 && head_ * 2 >= q_.size()) {
-        q_.erase(q_.begin(), q_.begin() + static_cast<ptrdiff_t>(head_));
+        q_.erase_front(head_);
         head_ = 0;
     }
 }
@@ -73,7 +73,7 @@ ChainWriter::Result ChainWriter::write(Connection& c, bool use_sendfile, const L
             if (b.file_pos == b.file_last)
                 q_[head_] = std::move(m);
             else
-                q_.insert(q_.begin() + static_cast<ptrdiff_t>(head_), std::move(m));
+                q_.insert(q_.begin() + head_, std::move(m));
             continue;
         }
         if (b.in_file()) {

@@ -7,9 +7,9 @@
 // until written: a TLS write that must be retried (SSL_write after
 // WANT_WRITE) is given the very same bytes again.
 //
-// Memory: the queue is a vector in the owner's memory resource (a request
-// arena); written Bufs are dropped as the queue advances, so a long
-// stream holds only what is not yet written.
+// Memory: the queue is a BufVec (two Bufs in place, then the owner's
+// memory resource, a request arena); written Bufs are dropped as the
+// queue advances, so a long stream holds only what is not yet written.
 #pragma once
 
 #include <cstdint>
@@ -62,7 +62,7 @@ public:
 private:
     void drop_written();
 
-    std::pmr::vector<Buf> q_;
+    BufVec q_;
     size_t head_ = 0;  // first unwritten Buf
 };
 

@@ -86,17 +86,24 @@ void Client::read_head() {
 }
 
 // The head buffer takes body bytes next: the fields are kept as copies,
-// for the caller and for $upstream_http_*.
+// for the caller and for $upstream_http_*. The fields lie in the raw
+// head, so one copy of it serves them all (a field's view moves with
+// it); one the parser made elsewhere is copied alone.
 void Client::record_fields(const http::StatusHead& h) {
     log_.headers.clear();
     log_.headers.reserve(h.headers.size());
-    auto dup = [&](std::string_view s) -> std::string_view {
+    const char* base = raw_head_.data();
+    const size_t len = raw_head_.size();
+    char* copy = len ? static_cast<char*>(mem_->allocate(len, 1)) : nullptr;
+    if (len) std::memcpy(copy, base, len);
+    auto keep = [&](std::string_view s) -> std::string_view {
         if (s.empty()) return {};
+        if (s.data() >= base && s.data() + s.size() <= base + len) return {copy + (s.data() - base), s.size()};
         char* p = static_cast<char*>(mem_->allocate(s.size(), 1));
         std::memcpy(p, s.data(), s.size());
         return {p, s.size()};
     };
-    for (const http::HeaderField& f : h.headers) log_.headers.push_back({dup(f.name), dup(f.value)});
+    for (const http::HeaderField& f : h.headers) log_.headers.push_back({keep(f.name), keep(f.value)});
 }
 
 void Client::process_head(size_t consumed) {
