@@ -673,8 +673,10 @@ Status postconfiguration(Ctx& cx) {
     for (const Module* mod : modules) {
         if (!mod->http) continue;
         if (mod->http->header_filter) m->header_filters.push_back(mod->http->header_filter);
-        if (mod->http->body_filter) m->body_filters.push_back(mod->http->body_filter);
+        if (mod->http->body_filter) m->body_filters.push_back({mod->http->body_filter, mod->http->body_filter_engaged});
     }
+    // OutputState::held has a bit per engaged filter.
+    GH_CHECK(m->body_filters.size() <= 64);
     return {};
 }
 

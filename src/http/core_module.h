@@ -210,7 +210,11 @@ struct HttpMainConf {
     std::vector<PhaseFn> handlers;     // the Log phase, run after the response
     uint16_t phase_start[kPhases + 1] = {};
     std::vector<HeaderFilter> header_filters;  // module order
-    std::vector<BodyFilter> body_filters;
+    struct BodyFilterEntry {
+        BodyFilter fn;
+        bool (*engaged)(const Request& r) = nullptr;  // ModuleHooks::body_filter_engaged
+    };
+    std::vector<BodyFilterEntry> body_filters;
 };
 
 extern const conf::Module http_core_module;

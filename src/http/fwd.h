@@ -83,6 +83,11 @@ struct ModuleHooks {
     std::span<const PhaseHandler> phases;
     HeaderFilter header_filter = nullptr;
     BodyFilter body_filter = nullptr;
+    // Whether body_filter has work in this response, asked once when the
+    // head has gone out (every header filter has run): a filter that
+    // would only pass its input on is left out of this response's chain,
+    // which then costs nothing. Null: always has.
+    bool (*body_filter_engaged)(const Request& r) = nullptr;
     std::span<const VariableDef> variables;
     // The module's request context (Request::ctx) is kept across internal
     // and named redirects, which clear every other module's: for what is

@@ -124,6 +124,23 @@ void ensure_pending(Request& r) {
     r.output.pending = a;
 }
 
+// The body filters this response runs: those with work in it, asked
+// once the head has gone out, when every header filter has decided (a
+// gzip that compresses, a range that slices). A filter left out costs
+// nothing, not even the move of the chain through it: pending[i] is the
+// input of the i-th engaged filter, and pending[0] keeps whatever a
+// producer queued before the choice.
+void choose_body_filters(Request& r, const HttpMainConf& m) {
+    OutputState& o = r.output;
+    const size_t n = m.body_filters.size();
+    o.engaged = static_cast<uint8_t*>(r.arena().alloc(n ? n : 1, 1));
+    size_t k = 0;
+    for (size_t i = 0; i < n; ++i)
+        if (!m.body_filters[i].engaged || m.body_filters[i].engaged(r)) o.engaged[k++] = static_cast<uint8_t>(i);
+    o.nengaged = static_cast<uint8_t>(k);
+    o.chosen = true;
+}
+
 // Runs the body filters over what waits for them, then hands what came
 // out to the stream. Re-entrant calls (a filter's work ends in the
 // stream, whose write drains and calls back) are folded into one more
@@ -136,7 +153,8 @@ Flow run_body_filters(Request& r) {
         return Flow::Pass;
     }
     const HttpMainConf& m = *http_main(r.main_confs);
-    const size_t n = m.body_filters.size();
+    if (!o.chosen) choose_body_filters(r, m);
+    const size_t n = o.nengaged;
     o.running = true;
     Flow result = Flow::Pass;
     do {
@@ -145,7 +163,7 @@ Flow run_body_filters(Request& r) {
             Chain& in = o.pending[i];
             const uint64_t bit = uint64_t{1} << i;
             if (in.empty() && !(o.held & bit)) continue;
-            Flow fl = m.body_filters[i](r, in, o.pending[i + 1]);
+            Flow fl = m.body_filters[o.engaged[i]].fn(r, in, o.pending[i + 1]);
             if (fl == Flow::Fail) {
                 result = Flow::Fail;
                 break;

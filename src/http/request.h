@@ -164,8 +164,11 @@ struct RequestBody {
 
 // The state of the response path (output.cc) for one request.
 struct OutputState {
-    Chain* pending = nullptr;      // [body filters + 1]: input waiting for filter i; [n] for the stream
-    uint64_t held = 0;             // bit i: body filter i returned Hold
+    Chain* pending = nullptr;      // [body filters + 1]: input waiting for engaged filter i; [nengaged] for the stream
+    uint8_t* engaged = nullptr;    // [nengaged]: the body filters this response runs, in order
+    uint8_t nengaged = 0;
+    bool chosen = false;           // `engaged` is set (once the head went out)
+    uint64_t held = 0;             // bit i: engaged filter i returned Hold
     uint8_t header_next = 0;       // a held header filter, run again first
     bool head_started = false;     // send_header ran (maybe held)
     bool running = false;          // the body filters are on the stack

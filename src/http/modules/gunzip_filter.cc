@@ -267,7 +267,9 @@ constexpr conf::Directive kDirectives[] = {
     {"gunzip_buffers", conf::kHttpSrvLoc, conf::Take2, conf::custom<set_buffers>()},
 };
 
-constexpr ModuleHooks kHooks{.header_filter = header_filter, .body_filter = body_filter};
+bool engaged(const Request& r) { return r.ctx<Gunzip>(gunzip_filter_module) != nullptr; }
+
+constexpr ModuleHooks kHooks{.header_filter = header_filter, .body_filter = body_filter, .body_filter_engaged = engaged};
 
 }  // namespace
 

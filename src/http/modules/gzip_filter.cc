@@ -675,7 +675,10 @@ constexpr conf::Directive kDirectives[] = {
     {"compression_order", conf::kHttpSrvLoc, conf::Take13, conf::custom<set_order>()},
 };
 
-constexpr ModuleHooks kHooks{.header_filter = header_filter, .body_filter = body_filter, .variables = kVariables};
+bool engaged(const Request& r) { return r.ctx<Compression>(gzip_filter_module) != nullptr; }
+
+constexpr ModuleHooks kHooks{
+    .header_filter = header_filter, .body_filter = body_filter, .body_filter_engaged = engaged, .variables = kVariables};
 
 }  // namespace
 

@@ -323,7 +323,13 @@ constexpr VariableDef kVariables[] = {
     {"sent_trailer_", v_sent_trailer, 0, kVarPrefix | kVarNoCache},
 };
 
-constexpr ModuleHooks kHooks{.header_filter = headers_filter, .body_filter = trailers_filter, .variables = kVariables};
+// Trailers are decided with the head (expect_trailers).
+bool trailers_engaged(const Request& r) { return r.out.expect_trailers; }
+
+constexpr ModuleHooks kHooks{.header_filter = headers_filter,
+                             .body_filter = trailers_filter,
+                             .body_filter_engaged = trailers_engaged,
+                             .variables = kVariables};
 
 constexpr conf::Directive kDirectives[] = {
     {"add_header", conf::kHttpSrvLoc | conf::kIf, conf::Take23, conf::custom<set_add_header>()},

@@ -188,8 +188,11 @@ constexpr VariableDef kVariables[] = {
     {"limit_rate", v_limit_rate, 0, kVarNoCache | kVarSettable, set_limit_rate},
 };
 
+// The rate is taken with the head: a response without one is not paced.
+bool engaged(const Request& r) { return r.ctx<Pace>(limit_rate_filter_module) != nullptr; }
+
 constexpr ModuleHooks kHooks{
-    .header_filter = header_filter, .body_filter = body_filter, .variables = kVariables};
+    .header_filter = header_filter, .body_filter = body_filter, .body_filter_engaged = engaged, .variables = kVariables};
 
 }  // namespace
 

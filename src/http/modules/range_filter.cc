@@ -95,7 +95,9 @@ Flow body_filter(Request& r, Chain& in, Chain& out) {
     return Flow::Pass;
 }
 
-constexpr ModuleHooks kHooks{.header_filter = header_filter, .body_filter = body_filter};
+bool engaged(const Request& r) { return r.ctx<RangeState>(range_filter_module) != nullptr; }
+
+constexpr ModuleHooks kHooks{.header_filter = header_filter, .body_filter = body_filter, .body_filter_engaged = engaged};
 
 }  // namespace
 

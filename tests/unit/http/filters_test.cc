@@ -112,7 +112,7 @@ http::Flow later(http::Request& r, http::ResponseHead& h) {
 
 TEST_CASE("http/filters: a body filter that holds is resumed when the stream drains") {
     Site s(R"(server { listen 127.0.0.1:8080; location / { return 200 "0123456789abcdefghij"; } })");
-    s.main().body_filters.push_back(throttle);
+    s.main().body_filters.push_back({throttle});
     throttle_calls = 0;
     Exchange x(s, "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
     x.run();
@@ -126,7 +126,7 @@ TEST_CASE("http/filters: a body filter that holds is resumed when the stream dra
 
 TEST_CASE("http/filters: a producing filter sees back-pressure and keeps memory bounded") {
     Site s(R"(server { listen 127.0.0.1:8080; location / { return 200 "abcdefghijklmnop"; } })");
-    s.main().body_filters.push_back(generator);
+    s.main().body_filters.push_back({generator});
     generated = to_generate = 0;
     generator_saw_last = false;
     Exchange x(s, "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
