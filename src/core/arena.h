@@ -12,9 +12,34 @@
 
 namespace gatehouse {
 
+// The first block of a request's arena, kept by the thread for the next
+// request instead of going back to the allocator: a request whose
+// allocations fit in it (a proxied one with its upstream's state, a
+// static file) costs no malloc and no free for its arena. Before, a
+// proxied request took two aligned allocations and frees, about 650 of
+// its 21,000 instructions (callgrind).
+//
+// At most kMaxCached free blocks are kept (a burst of concurrent
+// requests frees the rest); release_arena_blocks() gives them all back,
+// which the worker does when idle with the rest of its free heap.
+// Under AddressSanitizer every block is a fresh allocation, so that a
+// use after a request ended is still caught.
+namespace arena_block {
+inline constexpr size_t kSize = 16384;
+inline constexpr size_t kMaxCached = 32;
+void* take();
+void give(void* p);
+}  // namespace arena_block
+void release_arena_blocks();
+
 class Arena {
 public:
     explicit Arena(size_t initial = 4096) : res_(initial) {}
+    // A request's arena, whose first block holds at least `first` bytes:
+    // a cached block when it is enough, the rest (rarely) from the
+    // allocator.
+    struct RequestBlock {};
+    Arena(RequestBlock, size_t first) : block_(first), res_(block_.p, block_.size, std::pmr::new_delete_resource()) {}
     Arena(const Arena&) = delete;
     Arena& operator=(const Arena&) = delete;
     ~Arena() {
@@ -55,6 +80,19 @@ private:
         void* obj;
         Cleanup* next;
     };
+    // Goes back to the cache after res_ (declared before it, so destroyed
+    // after it) and after the cleanups, which may use its memory.
+    struct Block {
+        void* p = nullptr;
+        size_t size = 0;
+        bool cached = false;
+        Block() = default;
+        explicit Block(size_t first);
+        Block(const Block&) = delete;
+        Block& operator=(const Block&) = delete;
+        ~Block();
+    };
+    Block block_;
     std::pmr::monotonic_buffer_resource res_;
     Cleanup* cleanups_ = nullptr;
 };

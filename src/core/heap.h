@@ -18,7 +18,8 @@ namespace gatehouse {
 // How long a worker waits with nothing to do before it releases.
 inline constexpr std::chrono::milliseconds kHeapReleaseIdle{200};
 
-// Returns the allocator's unused pages to the kernel: jemalloc's thread
+// Returns the allocator's unused pages to the kernel (and the cached
+// blocks of request arenas, core/arena.h, first): jemalloc's thread
 // cache is flushed and every arena purged; glibc's heap is trimmed. Not
 // under AddressSanitizer, whose allocator keeps freed memory on purpose.
 // Costs a few madvise() calls per MB released.

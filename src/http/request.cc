@@ -111,8 +111,9 @@ void describe_request(const Request& r, FixedWriter& out) {
 
 Request::Request(Stream& s, const conf::ConfArray main, SrvConf* server)
     : stream_(s),
-      // "request_pool_size" of the server the request starts on [nginx].
-      arena_(static_cast<size_t>(server->request_pool_size.value_or(4096))),
+      // "request_pool_size" of the server the request starts on [nginx]:
+      // its default fits in the cached first block (core/arena.h).
+      arena_(Arena::RequestBlock{}, static_cast<size_t>(server->request_pool_size.value_or(4096))),
       headers(arena_.resource()),
       srv(server),
       main_confs(main),

@@ -180,7 +180,7 @@ struct OutputState {
 class Request {
     // First: every arena-backed member below is built from it.
     Stream& stream_;
-    Arena arena_{4096};
+    Arena arena_;
 
 public:
     // A request on `srv` (the default server of the address until the
