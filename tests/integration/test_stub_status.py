@@ -103,6 +103,12 @@ def test_connection_states(server2):
         c.sendall(b"Host: localhost\r\n\r\n")
         st = poll(lambda: (lambda t: t if t["writing"] == 2 else None)(status(s)))
         assert (st["active"], st["reading"], st["writing"], st["waiting"]) == (2, 0, 2, 0)
+        # The response has started (its head is here) before the client
+        # goes: a close before that is found by the first write instead.
+        got = b""
+        while b"\r\n\r\n" not in got:
+            got += c.recv(4096)
+        assert got.startswith(b"HTTP/1.1 200 OK\r\n")
     # The client went away: its close is read while the response is still
     # trickling out, and ends it there [nginx ngx_http_test_reading], not
     # at a later write.
