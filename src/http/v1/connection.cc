@@ -177,10 +177,6 @@ Connection::Connection(event::Connection& c, const ListenPort& port)
     c_.io.on_write = event::Callback::to<&Connection::on_write>(this);
     c_.read_timer.cb = event::Callback::to<&Connection::on_read_timeout>(this);
     c_.write_timer.cb = event::Callback::to<&Connection::on_write_timeout>(this);
-    if (c_.peer.ss_family != AF_UNIX) {
-        int one = 1;
-        setsockopt(c_.fd(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    }
     if (auto s = event::worker_loop().add(c_.io, event::Interest::ReadWrite); !s) {
         GH_LOG(Alert, "%s", s.message().c_str());
         close_connection();
@@ -191,6 +187,24 @@ Connection::Connection(event::Connection& c, const ListenPort& port)
     // Until a request starts, a full worker may take the slot back.
     c_.reclaim = event::Callback::to<&Connection::close_connection>(this);
     event::worker_connections().set_reusable(c_, true);
+}
+
+// TCP_NODELAY when Nagle's algorithm could first hold something back,
+// as nginx does ("tcp_nodelay"): before the second write of responses on
+// the connection (a keep-alive connection's next response, a response
+// written in pieces), on a TLS connection once its handshake is done, for
+// a tunnel and for HTTP/2. The first write never waits for Nagle, with
+// nothing unacknowledged before it, so a connection that answers once and
+// closes (Connection: close) saves the setsockopt() call.
+void Connection::nodelay(const LocConf& lc) {
+    nodelay_done_ = true;
+    if (!*lc.tcp_nodelay || c_.peer.ss_family == AF_UNIX) return;
+    int one = 1;
+    setsockopt(c_.fd(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+const LocConf& Connection::server_loc_conf() const {
+    return *static_cast<const LocConf*>(default_srv_->loc_confs[http_core_module.index]);
 }
 
 log::Context Connection::log_context() const {
@@ -608,6 +622,7 @@ void Connection::tls_handshake() {
     switch (tls_->handshake(c_)) {
         case tls::Session::Step::Done:
             stats::tls_handshake(true, tls_->reused());
+            if (!nodelay_done_) nodelay(server_loc_conf());
             // ALPN offered "h2" only where the server speaks it (ssl_module).
             if (tls_->alpn() == "h2") {
                 hand_over_h2({});
@@ -626,6 +641,7 @@ void Connection::tls_handshake() {
 }
 
 void Connection::hand_over_h2(std::string_view preread) {
+    if (!nodelay_done_) nodelay(server_loc_conf());
     event::worker_loop().cancel(c_.read_timer);
     event::worker_loop().cancel(c_.write_timer);
     v2::Handover h;
@@ -966,7 +982,9 @@ void Connection::flush() {
     event::ChainWriter::Limits limits;
     limits.sendfile_max_chunk = *lc.sendfile_max_chunk;
     limits.file_piece = static_cast<size_t>(*lc.output_buffers_size);
+    if (!nodelay_done_ && wrote_ && !a_->out->empty()) nodelay(lc);
     event::ChainWriter::Result w = a_->out->write(c_, r.use_sendfile, limits);
+    if (w.bytes) wrote_ = true;
     r.counters.bytes_sent += w.bytes;
     if (w.kind == event::ChainWriter::Result::Error) {
         write_failed(w);
@@ -1025,6 +1043,7 @@ size_t Connection::output_pending() const {
 
 event::Duplex& Connection::open_tunnel(event::Callback on_ready, std::string_view* leftover) {
     state_ = State::Tunnel;
+    if (!nodelay_done_) nodelay(req_ ? req_->loc_conf<LocConf>(http_core_module) : server_loc_conf());
     event::worker_loop().cancel(c_.read_timer);
     event::worker_loop().cancel(c_.write_timer);
     a_->tunnel_ready = on_ready;

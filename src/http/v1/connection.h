@@ -149,6 +149,8 @@ private:
     // request's: for a log::Scope at each entry from the loop (built on
     // the stack: an idle connection keeps no copy).
     log::Context log_context() const;
+    void nodelay(const LocConf& lc);
+    const LocConf& server_loc_conf() const;
 
     friend void retire_connections();
 
@@ -245,14 +247,16 @@ private:
     size_t rlen_ = 0;
     size_t rcap_ = 0;
     State state_ = State::Head;
-    bool closing_ = false;
-    bool tls_sniffed_ = false;           // the first byte said TLS
-    bool plain_on_tls_ = false;          // the first byte said plain HTTP: answer 497
+    bool closing_ : 1 = false;
+    bool tls_sniffed_ : 1 = false;           // the first byte said TLS
+    bool plain_on_tls_ : 1 = false;          // the first byte said plain HTTP: answer 497
     // A plain address with HTTP/2 ("listen ... http2", "http2 on"), no
     // request read yet: the first bytes may be the HTTP/2 preface (h2c
     // with prior knowledge, RFC 9113 3.3).
-    bool h2c_maybe_ = false;
-    bool pp_wait_ = false;  // the PROXY header is still to be read
+    bool h2c_maybe_ : 1 = false;
+    bool pp_wait_ : 1 = false;  // the PROXY header is still to be read
+    bool wrote_ : 1 = false;         // a response write was made (see nodelay())
+    bool nodelay_done_ : 1 = false;  // TCP_NODELAY was decided
     // What stub_status counts this connection as (waiting, reading a
     // head, writing a response): moved with state_, taken out on close.
     stats::ConnGauge gauge_;
