@@ -909,6 +909,32 @@ def test_empty_data_flood_is_bounded(server):
     assert still_serves(s.port)
 
 
+def test_empty_data_flood_on_a_closed_stream_is_bounded(server):
+    s = server(ATTACK).start()
+    c = H2Client(s.port)
+    try:
+        # The stream is answered and closed on both sides: nghttp2 drops
+        # the frames that still come for it without telling us, yet they
+        # count as those to an open stream do.
+        sid = c.request("/")
+        assert c.response(sid)[0] == 200
+        chunk = b"".join(hf.DataFrame(sid).serialize() for _ in range(500))
+        for _ in range(40):
+            try:
+                c.send_raw(chunk)
+            except OSError:
+                break
+        g = calm(c)
+    finally:
+        c.close()
+    assert poll(lambda: "client sent too many empty DATA frames, closing connection" in s.error_log())
+    # As above: the kernel may reset the connection before the client
+    # reads the GOAWAY; when it arrives, it says why.
+    if g is not None:
+        assert g.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+    assert still_serves(s.port)
+
+
 @pytest.mark.parametrize("headers", [
     [("connection", "keep-alive")],
     [("transfer-encoding", "chunked")],

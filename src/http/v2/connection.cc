@@ -191,7 +191,8 @@ struct Connection::Callbacks {
                 return 0;
             }
             case NGHTTP2_DATA: {
-                if (f->hd.length == 0 && !end) c->count_control("empty DATA frames");
+                // Empty DATA frames are counted by feed(), which sees those
+                // to closed streams too.
                 H2Stream* h = stream(s, f->hd.stream_id);
                 if (h && end) h->on_end_of_input();
                 return 0;
@@ -393,6 +394,14 @@ void Connection::describe_for_log(const void* self, FixedWriter& out) {
 }
 
 bool Connection::feed(const uint8_t* data, size_t len) {
+    // An empty DATA frame asks for no work: a flood of them is bounded as
+    // the other control frames are, whether its stream is open or not
+    // (nghttp2 drops those to a closed stream without a callback) [nginx].
+    scan_.feed(data, len, [this](const FrameHeader& h) {
+        if (h.type == NGHTTP2_DATA && h.length == 0 && !(h.flags & NGHTTP2_FLAG_END_STREAM))
+            count_control("empty DATA frames");
+    });
+    if (closed_) return false;
     if (first_frame_) {
         // RFC 9113 3.4: the preface is followed by a SETTINGS frame, and
         // nghttp2 ends a session whose first frame is another. nginx

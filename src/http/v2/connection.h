@@ -39,6 +39,7 @@
 #include "http/request.h"
 #include "http/stats.h"
 #include "http/stream.h"
+#include "http/v2/frame_scan.h"
 
 namespace gatehouse::tls {
 class Session;
@@ -275,6 +276,9 @@ private:
     std::string preread_;
     // Until the frame after the preface is known (feed()): what came.
     bool first_frame_ = true;
+    // Every frame header the client sends, seen before nghttp2 (which
+    // skips some unseen): the empty-DATA flood bound counts them here.
+    FrameScan scan_{kPreface.size()};
     std::string head_;
     event::Msec started_;
     nghttp2_session* session_ = nullptr;
