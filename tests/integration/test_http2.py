@@ -393,6 +393,44 @@ def test_head_and_304_end_with_headers(server):
         c.close()
 
 
+def test_response_header_block_larger_than_a_frame_goes_in_continuations(server):
+    s = server("""
+    server {
+        listen 127.0.0.1:PORT;
+        http2 on;
+        large_client_header_buffers 2 64k;
+        location / {
+            add_header X-Long $arg_h;
+            add_header X-Long $arg_h;
+            add_header X-Long $arg_h;
+            return 200 "body\\n";
+        }
+        location /none {
+            add_header X-Long $arg_h;
+            add_header X-Long $arg_h;
+            add_header X-Long $arg_h;
+            return 204;
+        }
+    }
+    """).start()
+    c = H2Client(s.port)
+    c.conn.decoder.max_header_list_size = 2**20  # python-h2's own bound: 64 KiB
+    try:
+        # 96 KiB of fields: past nghttp2's default cap on a header block
+        # (64 KiB) and six times the client's SETTINGS_MAX_FRAME_SIZE
+        # (16384, python-h2's default, which fails the connection on any
+        # frame larger): HEADERS, then CONTINUATION frames.
+        v = "x" * 2**15
+        for path, status, body in ((f"/?h={v}", 200, b"body\n"), (f"/none?h={v}", 204, b"")):
+            sid = c.request(path)
+            st, _, got = c.response(sid)
+            assert (st, got) == (status, body)
+            heads = [e.headers for e in c.events if isinstance(e, h2.events.ResponseReceived) and e.stream_id == sid]
+            assert [value for name, value in heads[0] if name == "x-long"] == [v, v, v]
+    finally:
+        c.close()
+
+
 @pytest.mark.skipif(NGHTTP is None, reason="nghttp is not installed")
 def test_many_streams_on_one_connection_with_nghttp(server):
     files = {f"f{i}.txt": f"file {i}\n" * (i + 1) for i in range(20)}

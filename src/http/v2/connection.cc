@@ -49,6 +49,13 @@ constexpr uint64_t kResetRate = 33;
 constexpr int32_t kMaxWindow = 0x7fffffff;
 // RFC 9113 5.1.1: stream ids are 31 bits; the shutdown notice names the largest.
 constexpr int32_t kMaxStreamId = 0x7fffffff;
+// A response's header block, HPACK-encoded, sent as HEADERS and as many
+// CONTINUATION frames as the client's SETTINGS_MAX_FRAME_SIZE needs. The
+// fields were bounded where they were made (proxy_buffer_size for an
+// origin's, the config and large_client_header_buffers for add_header's);
+// this only keeps nghttp2's own cap (64 KiB by default, less than what
+// nginx sends) out of their way. A larger block resets its stream.
+constexpr size_t kMaxResponseHeadBlock = 1 << 20;
 
 const LocConf& srv_loc(const SrvConf& s) { return *static_cast<const LocConf*>(s.loc_confs[http_core_module.index]); }
 const H2SrvConf& h2_srv(const SrvConf& s) { return *static_cast<const H2SrvConf*>(s.srv_confs[http_v2_module.index]); }
@@ -247,10 +254,18 @@ struct Connection::Callbacks {
         return 0;
     }
 
-    static int frame_not_send(nghttp2_session* s, const nghttp2_frame* f, int, void*) {
-        // A response that cannot go (the stream was reset meanwhile).
+    static int frame_not_send(nghttp2_session* s, const nghttp2_frame* f, int lib_error, void*) {
+        // A response that cannot go (the stream was reset meanwhile, or
+        // its header block is past kMaxResponseHeadBlock).
         if (f->hd.type == NGHTTP2_HEADERS)
-            if (H2Stream* h = stream(s, f->hd.stream_id)) h->abort();
+            if (H2Stream* h = stream(s, f->hd.stream_id)) {
+                if (lib_error == NGHTTP2_ERR_FRAME_SIZE_ERROR) {
+                    log::Scope scope(&h->req_->log_ctx);
+                    GH_LOG(Error, "response header is too large to send over HTTP/2 (%zu bytes at most)",
+                           kMaxResponseHeadBlock);
+                }
+                h->abort();
+            }
         return 0;
     }
 
@@ -356,6 +371,7 @@ bool Connection::init_session() {
     // responses' fields in its encoder table (up to 4k each, held while
     // it idles), for a few bytes more per response.
     nghttp2_option_set_max_deflate_dynamic_table_size(opt, 0);
+    nghttp2_option_set_max_send_header_block_length(opt, kMaxResponseHeadBlock);
     const H2SrvConf& h2 = h2_srv(*srv_);
     max_streams_ = static_cast<uint32_t>(std::min<uint64_t>(*h2.max_concurrent_streams, 0x7fffffff));
     int rv = nghttp2_session_server_new2(&session_, cb, this, opt);
