@@ -509,6 +509,33 @@ def test_body_preread_size_is_the_initial_window_and_unread_bodies_are_bounded(s
         c.close()
 
 
+def test_a_body_before_our_settings_are_acknowledged_is_refused_if_preread_is_small(server):
+    s = server("""
+    server {
+        listen 127.0.0.1:PORT;
+        http2 on;
+        http2_body_preread_size 10;
+        location / { return 200 "ok\\n"; }
+    }
+    """).start()
+    c = H2Client(s.port)
+    try:
+        # Sent before the client read (so acknowledged) our SETTINGS: its
+        # window is still the default 65535, more than the 10 bytes a
+        # stream may preread here. Retried once the client knows.
+        early = c.request("/", method="POST", body=b"TEST")
+        no_body = c.request("/")
+        assert c.until(lambda evs: c.reset_of(early) is not None) is True
+        assert c.reset_of(early) == h2.errors.ErrorCodes.REFUSED_STREAM
+        assert c.response(no_body)[0] == 200
+        st, _, body = c.response(c.request("/", method="POST", body=b"TEST"))
+        assert (st, body) == (200, b"ok\n")
+    finally:
+        c.close()
+    # With the default preread (64k, more than the default window), a
+    # body sent at once is taken: test_request_body_proxied_to_an_http11_origin.
+
+
 def test_client_max_body_size(server):
     origin = Origin()
     try:

@@ -47,6 +47,8 @@ constexpr uint64_t kResetBurst = 2 * kResetBudget;
 constexpr uint64_t kResetRate = 33;
 // RFC 9113 6.9.1: a flow-control window is at most 2^31-1 octets.
 constexpr int32_t kMaxWindow = 0x7fffffff;
+// RFC 9113 6.5.2: SETTINGS_INITIAL_WINDOW_SIZE until the client has ours.
+constexpr uint64_t kDefaultWindow = 65535;
 // RFC 9113 5.1.1: stream ids are 31 bits; the shutdown notice names the largest.
 constexpr int32_t kMaxStreamId = 0x7fffffff;
 // A response's header block, HPACK-encoded, sent as HEADERS and as many
@@ -163,6 +165,15 @@ struct Connection::Callbacks {
             if (++c->refused_ > kRefusedBudget) c->calm_down("too many refused streams");
             return 0;
         }
+        if (!c->settings_acked_ && !(f->hd.flags & NGHTTP2_FLAG_END_STREAM) && c->body_preread_ < kDefaultWindow) {
+            // A body may follow, and until the client acknowledged our
+            // SETTINGS its window is the default one (RFC 9113 6.5.3),
+            // more than http2_body_preread_size lets a stream buffer:
+            // refused, so that it may retry once it knows [nginx].
+            nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_REFUSED_STREAM);
+            if (++c->refused_ > kRefusedBudget) c->calm_down("too many refused streams");
+            return 0;
+        }
         auto st = std::make_unique<H2Stream>(*c, f->hd.stream_id);
         H2Stream* h = st.release();  // owned by the connection's list until terminate()
         h->next_ = c->streams_;
@@ -208,7 +219,8 @@ struct Connection::Callbacks {
                 if (!(f->hd.flags & NGHTTP2_FLAG_ACK)) c->count_control("PING frames");
                 return 0;
             case NGHTTP2_SETTINGS:
-                if (!(f->hd.flags & NGHTTP2_FLAG_ACK)) c->count_control("SETTINGS frames");
+                if (f->hd.flags & NGHTTP2_FLAG_ACK) c->settings_acked_ = true;
+                else c->count_control("SETTINGS frames");
                 return 0;
             case NGHTTP2_PRIORITY:
                 c->count_control("PRIORITY frames");
@@ -374,6 +386,7 @@ bool Connection::init_session() {
     nghttp2_option_set_max_send_header_block_length(opt, kMaxResponseHeadBlock);
     const H2SrvConf& h2 = h2_srv(*srv_);
     max_streams_ = static_cast<uint32_t>(std::min<uint64_t>(*h2.max_concurrent_streams, 0x7fffffff));
+    body_preread_ = *h2.body_preread_size;
     int rv = nghttp2_session_server_new2(&session_, cb, this, opt);
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cb);

@@ -298,6 +298,9 @@ private:
     uint32_t live_ = 0;          // streams with a request (ours, not nghttp2's count)
     uint32_t requests_ = 0;      // $connection_requests
     uint32_t max_streams_ = 128;
+    uint64_t body_preread_ = 0;  // http2_body_preread_size: our initial stream window
+    // The client acknowledged our SETTINGS: our initial window applies.
+    bool settings_acked_ = false;
     // Flood accounting: frames that ask for no work of ours (PING,
     // SETTINGS, PRIORITY, WINDOW_UPDATE, RST_STREAM, empty DATA) since
     // the last request or response byte; past kControlBudget the client
