@@ -478,6 +478,38 @@ def test_request_body_proxied_to_an_http11_origin(server):
         origin.stop()
 
 
+def test_an_empty_body_still_gets_its_file_with_client_body_in_file_only(server):
+    origin = Origin()
+    try:
+        s = server(f"""
+        server {{
+            listen 127.0.0.1:PORT;
+            http2 on;
+            location / {{
+                client_body_in_file_only on;
+                add_header X-Body-File $request_body_file;
+                proxy_pass http://{origin.addr};
+            }}
+        }}
+        """).start()
+        c = H2Client(s.port)
+        try:
+            # HEADERS without END_STREAM, then one empty DATA frame that
+            # ends the stream: a body of no bytes, which nginx keeps in an
+            # (empty) file as any other with client_body_in_file_only on.
+            sid = c.request("/up", method="POST", body=b"")
+            st, h, got = c.response(sid)
+            assert (st, got) == (200, b"POST /up\n")
+            path = h["x-body-file"]
+            assert path.startswith(str(s.prefix))
+            assert os.path.getsize(path) == 0
+        finally:
+            c.close()
+        assert origin.wait_requests(1)[0].body == b""
+    finally:
+        origin.stop()
+
+
 def test_body_preread_size_is_the_initial_window_and_unread_bodies_are_bounded(server):
     s = server("""
     http2_body_preread_size 8k;
