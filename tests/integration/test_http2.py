@@ -1051,6 +1051,38 @@ def test_invalid_and_connection_specific_fields_reset_the_stream(server, headers
         c.close()
 
 
+@pytest.mark.parametrize("headers,status,echo", [
+    # What an HTTP/1 hop could not carry as it is: 400, as nginx answers.
+    ([("x-foo", "x-bar\r\nreferer: see-this")], 400, None),
+    ([("x:foo", "1")], 400, None),
+    ([("x foo", "1")], 400, None),
+    ([("foo\x02", "1")], 400, None),
+    ([("host", "other.example")], 400, None),
+    # nghttp2 would drop these; nginx keeps the value, ignores the name.
+    ([("x-foo", "a\x01b")], 200, "a\x01b|"),
+    ([("x.foo", "1"), ("x-foo", "2")], 200, "2|"),
+    ([("x_foo", "1")], 200, "|"),
+])
+def test_fields_nghttp2_would_drop_are_judged_as_nginx_does(server, headers, status, echo):
+    s = server("""
+    server {
+        listen 127.0.0.1:PORT;
+        http2 on;
+        location / { return 200 "$http_x_foo|"; }
+    }
+    """).start()
+    c = H2Client(s.port, validate=False)
+    try:
+        st, _, body = c.response(c.request("/", headers=headers))
+        assert st == status
+        if echo is not None:
+            assert body == echo.encode()
+        # A stream answered, not reset: the connection serves on.
+        assert c.response(c.request("/"))[0] == 200
+    finally:
+        c.close()
+
+
 def test_missing_pseudo_header_resets_the_stream(server):
     s = server(ATTACK).start()
     c = H2Client(s.port, validate=False)

@@ -194,6 +194,18 @@ struct Connection::Callbacks {
         return 0;
     }
 
+    // A regular field nghttp2 would drop (its name or value is not what
+    // RFC 9113 8.2.1 allows): judged by nginx's rules instead (request_head.h).
+    static int invalid_header(nghttp2_session* s, const nghttp2_frame* f, const uint8_t* name, size_t namelen,
+                              const uint8_t* value, size_t valuelen, uint8_t, void*) {
+        if (f->hd.type != NGHTTP2_HEADERS) return 0;
+        H2Stream* h = stream(s, f->hd.stream_id);
+        if (!h || h->started_ || h->start_ev_.posted()) return 0;  // trailers: not kept
+        h->head_->add_unchecked({reinterpret_cast<const char*>(name), namelen},
+                                {reinterpret_cast<const char*>(value), valuelen});
+        return 0;
+    }
+
     static int frame_recv(nghttp2_session* s, const nghttp2_frame* f, void* p) {
         Connection* c = self(p);
         const bool end = f->hd.flags & NGHTTP2_FLAG_END_STREAM;
@@ -287,6 +299,10 @@ struct Connection::Callbacks {
     }
 
     static int error(nghttp2_session*, int, const char* msg, size_t len, void* p) {
+        // A field nghttp2 would ignore goes to invalid_header(), which
+        // judges it (and logs what makes a request bad).
+        constexpr std::string_view kIgnoring = "Ignoring received invalid HTTP header field";
+        if (std::string_view(msg, len).starts_with(kIgnoring)) return 0;
         log::Scope scope(&self(p)->log_ctx_);
         GH_LOG(Info, "client sent invalid HTTP/2: %.*s", static_cast<int>(len), msg);
         return 0;
@@ -363,6 +379,7 @@ bool Connection::init_session() {
     nghttp2_session_callbacks_set_on_begin_frame_callback(cb, Callbacks::begin_frame);
     nghttp2_session_callbacks_set_on_begin_headers_callback(cb, Callbacks::begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(cb, Callbacks::header);
+    nghttp2_session_callbacks_set_on_invalid_header_callback(cb, Callbacks::invalid_header);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cb, Callbacks::frame_recv);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, Callbacks::data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(cb, Callbacks::stream_close);
@@ -779,6 +796,7 @@ H2Stream::H2Stream(Connection& conn, int32_t id)
     // HTTP/1 head [nginx].
     const size_t max_bytes = static_cast<size_t>(*s.large_header_buffer_size * *s.large_header_buffers_num);
     head_ = req_->arena().make<RequestHeadBuilder>(req_->mem(), max_bytes, static_cast<size_t>(*s.max_headers));
+    head_->set_name_rules(*s.underscores_in_headers, *s.ignore_invalid_headers);
 }
 
 H2Stream::~H2Stream() {
@@ -847,6 +865,15 @@ void H2Stream::start() {
         r.method = head_->method();
         r.request_line = r.arena().dup(std::string(head_->method()) + " " + std::string(head_->path()) + " HTTP/2.0");
         reject_request(r, many ? 400 : 431, why);
+        return;
+    }
+    if (!head_->bad().empty()) {
+        // A field an HTTP/1 hop could not carry as it is [nginx: 400].
+        std::string_view why = head_->bad();
+        GH_LOG(Info, "%.*s", static_cast<int>(why.size()), why.data());
+        r.method = head_->method();
+        r.request_line = r.arena().dup(std::string(head_->method()) + " " + std::string(head_->path()) + " HTTP/2.0");
+        reject_request(r, 400, why);
         return;
     }
     if (head_->extended_connect() && !head_->websocket()) {
