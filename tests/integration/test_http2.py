@@ -942,6 +942,28 @@ def test_hpack_bomb_past_the_header_list_limit(server):
     assert "client sent too large request" in s.error_log()
 
 
+def test_a_field_longer_than_a_header_buffer_is_431(server):
+    s = server("""
+    large_client_header_buffers 4 512;
+    server {
+        listen 127.0.0.1:PORT;
+        http2 on;
+        location / { return 200 "ok\\n"; }
+    }
+    """).start()
+    c = H2Client(s.port)
+    try:
+        # The list (2k) would take them; one field may not pass a buffer,
+        # as an HTTP/1 header line may not [nginx].
+        for name, value, status in (("x-v", "v" * 512, 200), ("x-v", "v" * 513, 431), ("n" * 513, "v", 431)):
+            st, _, _ = c.response(c.request("/", headers=[(name, value)]))
+            assert (len(name), len(value), st) == (len(name), len(value), status)
+        assert c.response(c.request("/"))[0] == 200
+    finally:
+        c.close()
+    assert "client sent too large request" in s.error_log()
+
+
 @pytest.mark.parametrize("what,frame", [
     ("PING", lambda i: hf.PingFrame(0, opaque_data=i.to_bytes(8, "big"))),
     ("SETTINGS", lambda i: hf.SettingsFrame(0, settings={4: 65535})),

@@ -797,6 +797,8 @@ H2Stream::H2Stream(Connection& conn, int32_t id)
     const size_t max_bytes = static_cast<size_t>(*s.large_header_buffer_size * *s.large_header_buffers_num);
     head_ = req_->arena().make<RequestHeadBuilder>(req_->mem(), max_bytes, static_cast<size_t>(*s.max_headers));
     head_->set_name_rules(*s.underscores_in_headers, *s.ignore_invalid_headers);
+    // A field longer than one buffer, as an HTTP/1 header line [nginx].
+    head_->set_max_field(static_cast<size_t>(*s.large_header_buffer_size));
 }
 
 H2Stream::~H2Stream() {

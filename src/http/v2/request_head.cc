@@ -23,7 +23,7 @@ bool RequestHeadBuilder::count(std::string_view name, std::string_view value) {
     bytes_ += name.size() + value.size() + 32;
     const bool pseudo = !name.empty() && name[0] == ':';
     if (!pseudo && fields_.size() + cookies_.size() >= max_fields_) too_many_ = true;
-    if (bytes_ > max_bytes_ || too_many_) {
+    if (bytes_ > max_bytes_ || too_many_ || name.size() > max_field_ || value.size() > max_field_) {
         too_large_ = true;
         return false;
     }

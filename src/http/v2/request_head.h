@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <memory_resource>
 #include <span>
 #include <string_view>
@@ -32,6 +33,11 @@ public:
         underscores_ = underscores;
         ignore_invalid_ = ignore_invalid;
     }
+
+    // A field's name or value longer than this (a header buffer of
+    // large_client_header_buffers, which bounds an HTTP/1 header line)
+    // makes the head too large; unbounded by default.
+    void set_max_field(size_t n) { max_field_ = n; }
 
     // One field, as decoded and checked by nghttp2. A name with '_' is
     // left out unless underscores_in_headers (or ignore_invalid_headers
@@ -87,6 +93,7 @@ private:
     std::pmr::memory_resource* mem_;
     size_t max_bytes_;
     size_t max_fields_;
+    size_t max_field_ = SIZE_MAX;
     size_t bytes_ = 0;
     bool too_large_ = false;
     bool too_many_ = false;

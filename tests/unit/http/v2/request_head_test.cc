@@ -5,6 +5,7 @@
 #include <memory_resource>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -166,6 +167,21 @@ TEST_CASE("http/v2/request_head: :authority and Host are checked as HTTP/1's Hos
     b.add(":authority", "[::1]:8080");
     b.add(":path", "/");
     CHECK(build(b).ok);
+}
+
+TEST_CASE("http/v2/request_head: a field is bounded by one header buffer") {
+    for (auto [name, value, ok] : {std::tuple{"x-a"sv, std::string(16, 'v'), true},
+                                   std::tuple{"x-a"sv, std::string(17, 'v'), false},
+                                   std::tuple{"x-aaaaaaaaaaaaaaa"sv, std::string(1, 'v'), false}}) {
+        CAPTURE(name);
+        std::pmr::monotonic_buffer_resource mem;
+        RequestHeadBuilder b(&mem, 4096, 100);
+        b.set_max_field(16);
+        b.add(":method", "GET");
+        CHECK(b.add(name, value) == ok);
+        CHECK(b.too_large() == !ok);
+        CHECK_FALSE(b.too_many());
+    }
 }
 
 TEST_CASE("http/v2/request_head: a Host that differs from :authority is refused") {
