@@ -216,7 +216,7 @@ PLAIN = """
 
 @pytest.mark.skipif(CURL is None, reason="curl is not installed")
 def test_h2c_with_prior_knowledge_and_http1_on_the_same_address(server):
-    s = server(PLAIN).start()
+    s = server(PLAIN)
     r = curl("--http2-prior-knowledge", f"http://127.0.0.1:{s.port}/v", "-w", "%{http_version}")
     assert r.stdout == b"proto=HTTP/2.0 http2=h2c host=127.0.0.1 scheme=http\n2"
     # An HTTP/1.1 request on the address still works [nginx].
@@ -229,7 +229,7 @@ def test_h2c_with_prior_knowledge_and_http1_on_the_same_address(server):
 
 @pytest.mark.skipif(CURL is None, reason="curl is not installed")
 def test_no_h2c_where_http2_is_off(server):
-    s = server(PLAIN.replace("http2 on;", "")).start()
+    s = server(PLAIN.replace("http2 on;", ""))
     # The preface is not a request HTTP/1.1 understands.
     raw = s.raw(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
     assert raw.startswith(b"HTTP/1.1 400 Bad Request\r\n")
@@ -248,7 +248,7 @@ def test_a_host_whose_server_has_http2_off_gets_421(server):
             http2 off;
             location / { return 200 "off\\n"; }
         }
-    """).start()
+    """)
     c = H2Client(s.port)
     try:
         sid = c.request("/v")
@@ -280,7 +280,7 @@ def test_alpn_h2_then_http11_on_tls(server, cert):
         location / {{ return 200 "$server_protocol $http2 $https\\n"; }}
     }}
     """
-    s = server(conf).start()
+    s = server(conf)
     r = curl("-k", "--http2", f"https://127.0.0.1:{s.port}/", "-w", "%{http_version}")
     assert r.stdout == b"HTTP/2.0 h2 on\n2"
     r = curl("-k", "--http1.1", f"https://127.0.0.1:{s.port}/", "-w", "%{http_version}")
@@ -331,7 +331,7 @@ def test_config_errors(tmp_path, directive, message):
 # ---- requests and responses ---------------------------------------------------------
 
 def test_return_redirect_error_page_rewrite_cookies(server):
-    s = server(PLAIN).start()
+    s = server(PLAIN)
     c = H2Client(s.port)
     try:
         a = c.request("/v")
@@ -364,7 +364,7 @@ def test_return_redirect_error_page_rewrite_cookies(server):
 
 def test_static_file_larger_than_every_window(server):
     big = os.urandom(3 * 1024 * 1024 + 7)
-    s = server(PLAIN, files={"big.bin": big}).start()
+    s = server(PLAIN, files={"big.bin": big})
     c = H2Client(s.port)
     try:
         sid = c.request("/big.bin")
@@ -379,7 +379,7 @@ def test_static_file_larger_than_every_window(server):
 
 
 def test_head_and_304_end_with_headers(server):
-    s = server(PLAIN, files={"f.txt": "0123456789"}).start()
+    s = server(PLAIN, files={"f.txt": "0123456789"})
     c = H2Client(s.port)
     try:
         a = c.request("/f.txt", method="HEAD")
@@ -412,7 +412,7 @@ def test_response_header_block_larger_than_a_frame_goes_in_continuations(server)
             return 204;
         }
     }
-    """).start()
+    """)
     c = H2Client(s.port)
     c.conn.decoder.max_header_list_size = 2**20  # python-h2's own bound: 64 KiB
     try:
@@ -434,7 +434,7 @@ def test_response_header_block_larger_than_a_frame_goes_in_continuations(server)
 @pytest.mark.skipif(NGHTTP is None, reason="nghttp is not installed")
 def test_many_streams_on_one_connection_with_nghttp(server):
     files = {f"f{i}.txt": f"file {i}\n" * (i + 1) for i in range(20)}
-    s = server(PLAIN, files=files).start()
+    s = server(PLAIN, files=files)
     urls = [f"http://127.0.0.1:{s.port}/f{i}.txt" for i in range(20)]
     r = subprocess.run([NGHTTP, "-n", "-s", *urls], capture_output=True, timeout=30)
     assert r.returncode == 0, r.stderr
@@ -453,7 +453,7 @@ def test_request_body_proxied_to_an_http11_origin(server):
             client_max_body_size 10m;
             location / {{ proxy_pass http://{origin.addr}; }}
         }}
-        """).start()
+        """)
         body = os.urandom(1024 * 1024 + 3)
         c = H2Client(s.port)
         try:
@@ -491,7 +491,7 @@ def test_an_empty_body_still_gets_its_file_with_client_body_in_file_only(server)
                 proxy_pass http://{origin.addr};
             }}
         }}
-        """).start()
+        """)
         c = H2Client(s.port)
         try:
             # HEADERS without END_STREAM, then one empty DATA frame that
@@ -518,7 +518,7 @@ def test_body_preread_size_is_the_initial_window_and_unread_bodies_are_bounded(s
         http2 on;
         location / { return 200 "no reader\\n"; }
     }
-    """).start()
+    """)
     c = H2Client(s.port)
     try:
         def settings(evs):
@@ -549,7 +549,7 @@ def test_a_body_before_our_settings_are_acknowledged_is_refused_if_preread_is_sm
         http2_body_preread_size 10;
         location / { return 200 "ok\\n"; }
     }
-    """).start()
+    """)
     c = H2Client(s.port)
     try:
         # Sent before the client read (so acknowledged) our SETTINGS: its
@@ -578,7 +578,7 @@ def test_client_max_body_size(server):
             client_max_body_size 1k;
             location / {{ proxy_pass http://{origin.addr}; }}
         }}
-        """).start()
+        """)
         c = H2Client(s.port)
         try:
             sid = c.request("/", method="POST", headers=[("content-length", "2000")], end=False)
@@ -606,7 +606,7 @@ def test_keepalive_requests_ends_the_connection_with_goaway(server):
         http2 on;
         location / { return 200 "ok\\n"; }
     }
-    """).start()
+    """)
     c = H2Client(s.port)
     try:
         a = c.request("/")
@@ -629,7 +629,7 @@ def test_idle_connection_closes_after_keepalive_timeout(server):
         http2 on;
         location / { return 200 "ok\\n"; }
     }
-    """).start()
+    """)
     c = H2Client(s.port)
     try:
         assert c.response(c.request("/"))[0] == 200
@@ -649,7 +649,7 @@ def test_keepalive_timeout_0_serves_one_stream_then_goaway(server):
         http2 on;
         location / { return 200 "ok\\n"; }
     }
-    """).start()
+    """)
     c = H2Client(s.port)
     try:
         # The first stream is served (the connection waited for it with
@@ -670,7 +670,7 @@ def test_keepalive_time_ends_the_connection_after_the_stream_that_passes_it(serv
         http2 on;
         location / { return 200 "$connection_requests\\n"; }
     }
-    """).start()
+    """)
     c = H2Client(s.port)
     try:
         assert c.response(c.request("/"))[:3:2] == (200, b"1\n")
@@ -696,7 +696,7 @@ def test_concurrent_streams_past_the_limit_are_refused(server):
             http2 on;
             location / {{ proxy_pass http://127.0.0.1:{lsock.getsockname()[1]}; proxy_read_timeout 30s; }}
         }}
-        """).start()
+        """)
         c = H2Client(s.port)
         try:
             # Sent before our SETTINGS are known to the client library.
@@ -720,7 +720,7 @@ def test_a_zero_window_held_forever_is_cut_by_send_timeout(server):
         send_timeout 1s;
         root html;
     }
-    """, files={"big.bin": b"z" * 200000}).start()
+    """, files={"big.bin": b"z" * 200000})
     c = H2Client(s.port, settings={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
     try:
         sid = c.request("/big.bin")
@@ -820,7 +820,7 @@ def test_no_request_lost_across_reloads(server):
         http2 on;
         location / { return 200 "ok\\n"; }
     }
-    """.replace("server {", "server {", 1))
+    """, start=False)
     s.conf.write_text(s.conf.read_text().replace("worker_processes 1;", "worker_processes 2;"))
     s.start()
     with RetryingLoad(s.port) as load:
@@ -868,7 +868,7 @@ def still_serves(port):
 
 
 def test_rapid_reset_is_bounded(server):
-    s = server(ATTACK).start()
+    s = server(ATTACK)
     c = H2Client(s.port)
     try:
         hdrs = [(":method", "GET"), (":scheme", "http"), (":authority", "localhost"), (":path", "/")]
@@ -896,7 +896,7 @@ def test_rapid_reset_is_bounded(server):
 
 
 def test_continuation_flood_is_bounded(server):
-    s = server(ATTACK).start()
+    s = server(ATTACK)
     c = H2Client(s.port)
     try:
         block = c.conn.encoder.encode([(":method", "GET"), (":scheme", "http"), (":authority", "x"),
@@ -926,7 +926,7 @@ def test_hpack_bomb_past_the_header_list_limit(server):
         http2 on;
         location / { return 200 "ok\\n"; }
     }
-    """).start()
+    """)
     c = H2Client(s.port)
     try:
         # 3000 bytes once in the dynamic table, then referenced by a byte
@@ -950,7 +950,7 @@ def test_a_field_longer_than_a_header_buffer_is_431(server):
         http2 on;
         location / { return 200 "ok\\n"; }
     }
-    """).start()
+    """)
     c = H2Client(s.port)
     try:
         # The list (2k) would take them; one field may not pass a buffer,
@@ -971,7 +971,7 @@ def test_a_field_longer_than_a_header_buffer_is_431(server):
     ("WINDOW_UPDATE", lambda i: hf.WindowUpdateFrame(0, window_increment=1)),
 ])
 def test_control_frame_floods_are_bounded(server, what, frame):
-    s = server(ATTACK).start()
+    s = server(ATTACK)
     c = H2Client(s.port)
     try:
         sent = 0
@@ -1004,7 +1004,7 @@ def test_control_frame_floods_are_bounded(server, what, frame):
 
 
 def test_empty_data_flood_is_bounded(server):
-    s = server(ATTACK).start()
+    s = server(ATTACK)
     c = H2Client(s.port)
     try:
         # On a stream that stays open: an answer before the flood would
@@ -1029,7 +1029,7 @@ def test_empty_data_flood_is_bounded(server):
 
 
 def test_empty_data_flood_on_a_closed_stream_is_bounded(server):
-    s = server(ATTACK).start()
+    s = server(ATTACK)
     c = H2Client(s.port)
     try:
         # The stream is answered and closed on both sides: nghttp2 drops
@@ -1061,7 +1061,7 @@ def test_empty_data_flood_on_a_closed_stream_is_bounded(server):
     [("te", "gzip")],
 ])
 def test_invalid_and_connection_specific_fields_reset_the_stream(server, headers):
-    s = server(ATTACK).start()
+    s = server(ATTACK)
     c = H2Client(s.port, validate=False)
     try:
         sid = c.request("/", headers=headers)
@@ -1092,7 +1092,7 @@ def test_fields_nghttp2_would_drop_are_judged_as_nginx_does(server, headers, sta
         http2 on;
         location / { return 200 "$http_x_foo|"; }
     }
-    """).start()
+    """)
     c = H2Client(s.port, validate=False)
     try:
         st, _, body = c.response(c.request("/", headers=headers))
@@ -1106,7 +1106,7 @@ def test_fields_nghttp2_would_drop_are_judged_as_nginx_does(server, headers, sta
 
 
 def test_missing_pseudo_header_resets_the_stream(server):
-    s = server(ATTACK).start()
+    s = server(ATTACK)
     c = H2Client(s.port, validate=False)
     try:
         sid = c.conn.get_next_available_stream_id()
@@ -1126,7 +1126,7 @@ def test_a_client_that_never_reads_is_cut_by_send_timeout(server):
         root html;
         location = / { return 200 "ok\\n"; }
     }
-    """, files={"big.bin": b"r" * (4 << 20)}).start()
+    """, files={"big.bin": b"r" * (4 << 20)})
     c = H2Client(s.port)
     c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     try:
@@ -1148,7 +1148,7 @@ def test_trailers_end_the_stream(server):
         http2 on;
         location / { add_trailer X-Trailer "t-$status"; return 200 "body\\n"; }
     }
-    """).start()
+    """)
     c = H2Client(s.port)
     try:
         sid = c.request("/", headers=[("te", "trailers")])
@@ -1276,7 +1276,7 @@ def ws_server(server):
     the origin is stopped after the test."""
     origin = WsOrigin()
     try:
-        yield origin, server(WS_CONF.format(origin=origin.addr)).start()
+        yield origin, server(WS_CONF.format(origin=origin.addr))
     finally:
         origin.stop()
 
@@ -1469,7 +1469,7 @@ def test_a_header_block_that_never_ends_is_cut_by_client_header_timeout(server, 
         error_log logs/error.log info;
         location / { return 200 "x"; }
     }
-    """).start()
+    """)
     c = H2Client(s.port)
     try:
         # Our SETTINGS acknowledged first: no frame of the client's may
