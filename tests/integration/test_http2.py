@@ -117,7 +117,13 @@ class H2Client:
             if isinstance(e, h2.events.DataReceived) and self.auto_ack:
                 self.conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
         self.events.extend(evs)
-        self.flush()
+        try:
+            self.flush()
+        except OSError:
+            # The server closed after what it sent (GOAWAY, then close on
+            # a connection error): our answers to it (a SETTINGS ACK, a
+            # WINDOW_UPDATE) meet a reset. What arrived is kept.
+            self.closed = True
         return True
 
     def until(self, pred, timeout=10.0):
