@@ -496,7 +496,7 @@ bool Connection::feed_session(const uint8_t* data, size_t len) {
     // nghttp2 queued a GOAWAY for most of them already: that one goes.
     nghttp2_session_terminate_session(session_, code);
     send_output();
-    close_connection();
+    close_connection(true);
     return false;
 }
 
@@ -606,7 +606,7 @@ void Connection::check_done() {
     // this again; one still working can no longer answer.
     for (H2Stream* s = streams_; s; s = s->next_)
         if (!(s->end_sent_ && s->out_last_)) {
-            close_connection();
+            close_connection(true);
             return;
         }
     if (live_ == 0) linger_close();
@@ -748,7 +748,7 @@ void Connection::forget(H2Stream* s) {
     schedule_send();
 }
 
-void Connection::close_connection() {
+void Connection::close_connection(bool linger) {
     if (closed_) return;
     closed_ = true;
     // Every stream goes first, each with its log line, while the
@@ -774,6 +774,14 @@ void Connection::close_connection() {
     event::worker_loop().unpost(send_ev_);
     event::worker_loop().cancel(retire_timer_);
     event::worker_loop().cancel(header_timer_);
+    if (linger && out_pos_ >= out_.size()) {
+        // Our GOAWAY is out whole. The client may still be sending (a
+        // flood, the rest of a body): closing over unread bytes resets
+        // the connection, and a reset can destroy the GOAWAY before the
+        // client reads why [nginx: lingering close for HTTP/2 too].
+        linger_close();
+        return;
+    }
     if (tls_) tls_->shutdown();
     release();
 }

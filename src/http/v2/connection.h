@@ -242,8 +242,10 @@ private:
     // Writes what nghttp2 has to send, as long as the socket takes it.
     void send_output();
     void schedule_send();
-    // Ends every stream (a log line each) and the connection at once.
-    void close_connection();
+    // Ends every stream (a log line each) and the connection at once;
+    // with `linger`, once our last frame (a GOAWAY) is out, the socket is
+    // shut for writing and read for lingering_timeout instead (linger_close).
+    void close_connection(bool linger = false);
     // When nghttp2 is done (GOAWAY sent or the session over) and no
     // stream is left: linger_close().
     void check_done();
