@@ -262,8 +262,20 @@ bool whole_sink(Request& r, Chain& piece) {
         b.size += d.size();
     }
     if (piece.last()) {
+        if (file_only && b.fd < 0) {
+            // A body that came empty (an HTTP/2 stream whose only DATA
+            // frame was empty, a chunked body of one last chunk) is still
+            // a body: its file exists, empty, as nginx makes it.
+            Status s = to_file(r, b);
+            if (!s) {
+                GH_LOG(Crit, "%s", s.message().c_str());
+                b.failed = true;
+                event::worker_loop().post(b.ev);
+                return false;
+            }
+        }
         b.complete = true;
-        if (b.fd >= 0) {
+        if (b.fd >= 0 && b.size > 0) {
             b.bufs.push(Buf::file(b.fd, 0, static_cast<off_t>(b.size)));
         } else if (b.mem_len > 0) {
             Buf m;

@@ -117,7 +117,13 @@ class H2Client:
             if isinstance(e, h2.events.DataReceived) and self.auto_ack:
                 self.conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
         self.events.extend(evs)
-        self.flush()
+        try:
+            self.flush()
+        except OSError:
+            # The server closed after what it sent (GOAWAY, then close on
+            # a connection error): our answers to it (a SETTINGS ACK, a
+            # WINDOW_UPDATE) meet a reset. What arrived is kept.
+            self.closed = True
         return True
 
     def until(self, pred, timeout=10.0):
@@ -216,7 +222,7 @@ PLAIN = """
 
 @pytest.mark.skipif(CURL is None, reason="curl is not installed")
 def test_h2c_with_prior_knowledge_and_http1_on_the_same_address(server):
-    s = server(PLAIN).start()
+    s = server(PLAIN)
     r = curl("--http2-prior-knowledge", f"http://127.0.0.1:{s.port}/v", "-w", "%{http_version}")
     assert r.stdout == b"proto=HTTP/2.0 http2=h2c host=127.0.0.1 scheme=http\n2"
     # An HTTP/1.1 request on the address still works [nginx].
@@ -229,7 +235,7 @@ def test_h2c_with_prior_knowledge_and_http1_on_the_same_address(server):
 
 @pytest.mark.skipif(CURL is None, reason="curl is not installed")
 def test_no_h2c_where_http2_is_off(server):
-    s = server(PLAIN.replace("http2 on;", "")).start()
+    s = server(PLAIN.replace("http2 on;", ""))
     # The preface is not a request HTTP/1.1 understands.
     raw = s.raw(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
     assert raw.startswith(b"HTTP/1.1 400 Bad Request\r\n")
@@ -248,7 +254,7 @@ def test_a_host_whose_server_has_http2_off_gets_421(server):
             http2 off;
             location / { return 200 "off\\n"; }
         }
-    """).start()
+    """)
     c = H2Client(s.port)
     try:
         sid = c.request("/v")
@@ -280,7 +286,7 @@ def test_alpn_h2_then_http11_on_tls(server, cert):
         location / {{ return 200 "$server_protocol $http2 $https\\n"; }}
     }}
     """
-    s = server(conf).start()
+    s = server(conf)
     r = curl("-k", "--http2", f"https://127.0.0.1:{s.port}/", "-w", "%{http_version}")
     assert r.stdout == b"HTTP/2.0 h2 on\n2"
     r = curl("-k", "--http1.1", f"https://127.0.0.1:{s.port}/", "-w", "%{http_version}")
@@ -331,7 +337,7 @@ def test_config_errors(tmp_path, directive, message):
 # ---- requests and responses ---------------------------------------------------------
 
 def test_return_redirect_error_page_rewrite_cookies(server):
-    s = server(PLAIN).start()
+    s = server(PLAIN)
     c = H2Client(s.port)
     try:
         a = c.request("/v")
@@ -364,7 +370,7 @@ def test_return_redirect_error_page_rewrite_cookies(server):
 
 def test_static_file_larger_than_every_window(server):
     big = os.urandom(3 * 1024 * 1024 + 7)
-    s = server(PLAIN, files={"big.bin": big}).start()
+    s = server(PLAIN, files={"big.bin": big})
     c = H2Client(s.port)
     try:
         sid = c.request("/big.bin")
@@ -379,7 +385,7 @@ def test_static_file_larger_than_every_window(server):
 
 
 def test_head_and_304_end_with_headers(server):
-    s = server(PLAIN, files={"f.txt": "0123456789"}).start()
+    s = server(PLAIN, files={"f.txt": "0123456789"})
     c = H2Client(s.port)
     try:
         a = c.request("/f.txt", method="HEAD")
@@ -393,10 +399,48 @@ def test_head_and_304_end_with_headers(server):
         c.close()
 
 
+def test_response_header_block_larger_than_a_frame_goes_in_continuations(server):
+    s = server("""
+    server {
+        listen 127.0.0.1:PORT;
+        http2 on;
+        large_client_header_buffers 2 64k;
+        location / {
+            add_header X-Long $arg_h;
+            add_header X-Long $arg_h;
+            add_header X-Long $arg_h;
+            return 200 "body\\n";
+        }
+        location /none {
+            add_header X-Long $arg_h;
+            add_header X-Long $arg_h;
+            add_header X-Long $arg_h;
+            return 204;
+        }
+    }
+    """)
+    c = H2Client(s.port)
+    c.conn.decoder.max_header_list_size = 2**20  # python-h2's own bound: 64 KiB
+    try:
+        # 96 KiB of fields: past nghttp2's default cap on a header block
+        # (64 KiB) and six times the client's SETTINGS_MAX_FRAME_SIZE
+        # (16384, python-h2's default, which fails the connection on any
+        # frame larger): HEADERS, then CONTINUATION frames.
+        v = "x" * 2**15
+        for path, status, body in ((f"/?h={v}", 200, b"body\n"), (f"/none?h={v}", 204, b"")):
+            sid = c.request(path)
+            st, _, got = c.response(sid)
+            assert (st, got) == (status, body)
+            heads = [e.headers for e in c.events if isinstance(e, h2.events.ResponseReceived) and e.stream_id == sid]
+            assert [value for name, value in heads[0] if name == "x-long"] == [v, v, v]
+    finally:
+        c.close()
+
+
 @pytest.mark.skipif(NGHTTP is None, reason="nghttp is not installed")
 def test_many_streams_on_one_connection_with_nghttp(server):
     files = {f"f{i}.txt": f"file {i}\n" * (i + 1) for i in range(20)}
-    s = server(PLAIN, files=files).start()
+    s = server(PLAIN, files=files)
     urls = [f"http://127.0.0.1:{s.port}/f{i}.txt" for i in range(20)]
     r = subprocess.run([NGHTTP, "-n", "-s", *urls], capture_output=True, timeout=30)
     assert r.returncode == 0, r.stderr
@@ -415,7 +459,7 @@ def test_request_body_proxied_to_an_http11_origin(server):
             client_max_body_size 10m;
             location / {{ proxy_pass http://{origin.addr}; }}
         }}
-        """).start()
+        """)
         body = os.urandom(1024 * 1024 + 3)
         c = H2Client(s.port)
         try:
@@ -440,6 +484,38 @@ def test_request_body_proxied_to_an_http11_origin(server):
         origin.stop()
 
 
+def test_an_empty_body_still_gets_its_file_with_client_body_in_file_only(server):
+    origin = Origin()
+    try:
+        s = server(f"""
+        server {{
+            listen 127.0.0.1:PORT;
+            http2 on;
+            location / {{
+                client_body_in_file_only on;
+                add_header X-Body-File $request_body_file;
+                proxy_pass http://{origin.addr};
+            }}
+        }}
+        """)
+        c = H2Client(s.port)
+        try:
+            # HEADERS without END_STREAM, then one empty DATA frame that
+            # ends the stream: a body of no bytes, which nginx keeps in an
+            # (empty) file as any other with client_body_in_file_only on.
+            sid = c.request("/up", method="POST", body=b"")
+            st, h, got = c.response(sid)
+            assert (st, got) == (200, b"POST /up\n")
+            path = h["x-body-file"]
+            assert path.startswith(str(s.prefix))
+            assert os.path.getsize(path) == 0
+        finally:
+            c.close()
+        assert origin.wait_requests(1)[0].body == b""
+    finally:
+        origin.stop()
+
+
 def test_body_preread_size_is_the_initial_window_and_unread_bodies_are_bounded(server):
     s = server("""
     http2_body_preread_size 8k;
@@ -448,7 +524,7 @@ def test_body_preread_size_is_the_initial_window_and_unread_bodies_are_bounded(s
         http2 on;
         location / { return 200 "no reader\\n"; }
     }
-    """).start()
+    """)
     c = H2Client(s.port)
     try:
         def settings(evs):
@@ -471,6 +547,33 @@ def test_body_preread_size_is_the_initial_window_and_unread_bodies_are_bounded(s
         c.close()
 
 
+def test_a_body_before_our_settings_are_acknowledged_is_refused_if_preread_is_small(server):
+    s = server("""
+    server {
+        listen 127.0.0.1:PORT;
+        http2 on;
+        http2_body_preread_size 10;
+        location / { return 200 "ok\\n"; }
+    }
+    """)
+    c = H2Client(s.port)
+    try:
+        # Sent before the client read (so acknowledged) our SETTINGS: its
+        # window is still the default 65535, more than the 10 bytes a
+        # stream may preread here. Retried once the client knows.
+        early = c.request("/", method="POST", body=b"TEST")
+        no_body = c.request("/")
+        assert c.until(lambda evs: c.reset_of(early) is not None) is True
+        assert c.reset_of(early) == h2.errors.ErrorCodes.REFUSED_STREAM
+        assert c.response(no_body)[0] == 200
+        st, _, body = c.response(c.request("/", method="POST", body=b"TEST"))
+        assert (st, body) == (200, b"ok\n")
+    finally:
+        c.close()
+    # With the default preread (64k, more than the default window), a
+    # body sent at once is taken: test_request_body_proxied_to_an_http11_origin.
+
+
 def test_client_max_body_size(server):
     origin = Origin()
     try:
@@ -481,7 +584,7 @@ def test_client_max_body_size(server):
             client_max_body_size 1k;
             location / {{ proxy_pass http://{origin.addr}; }}
         }}
-        """).start()
+        """)
         c = H2Client(s.port)
         try:
             sid = c.request("/", method="POST", headers=[("content-length", "2000")], end=False)
@@ -509,7 +612,7 @@ def test_keepalive_requests_ends_the_connection_with_goaway(server):
         http2 on;
         location / { return 200 "ok\\n"; }
     }
-    """).start()
+    """)
     c = H2Client(s.port)
     try:
         a = c.request("/")
@@ -532,7 +635,7 @@ def test_idle_connection_closes_after_keepalive_timeout(server):
         http2 on;
         location / { return 200 "ok\\n"; }
     }
-    """).start()
+    """)
     c = H2Client(s.port)
     try:
         assert c.response(c.request("/"))[0] == 200
@@ -552,7 +655,7 @@ def test_keepalive_timeout_0_serves_one_stream_then_goaway(server):
         http2 on;
         location / { return 200 "ok\\n"; }
     }
-    """).start()
+    """)
     c = H2Client(s.port)
     try:
         # The first stream is served (the connection waited for it with
@@ -573,7 +676,7 @@ def test_keepalive_time_ends_the_connection_after_the_stream_that_passes_it(serv
         http2 on;
         location / { return 200 "$connection_requests\\n"; }
     }
-    """).start()
+    """)
     c = H2Client(s.port)
     try:
         assert c.response(c.request("/"))[:3:2] == (200, b"1\n")
@@ -599,7 +702,7 @@ def test_concurrent_streams_past_the_limit_are_refused(server):
             http2 on;
             location / {{ proxy_pass http://127.0.0.1:{lsock.getsockname()[1]}; proxy_read_timeout 30s; }}
         }}
-        """).start()
+        """)
         c = H2Client(s.port)
         try:
             # Sent before our SETTINGS are known to the client library.
@@ -623,7 +726,7 @@ def test_a_zero_window_held_forever_is_cut_by_send_timeout(server):
         send_timeout 1s;
         root html;
     }
-    """, files={"big.bin": b"z" * 200000}).start()
+    """, files={"big.bin": b"z" * 200000})
     c = H2Client(s.port, settings={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
     try:
         sid = c.request("/big.bin")
@@ -723,7 +826,7 @@ def test_no_request_lost_across_reloads(server):
         http2 on;
         location / { return 200 "ok\\n"; }
     }
-    """.replace("server {", "server {", 1))
+    """, start=False)
     s.conf.write_text(s.conf.read_text().replace("worker_processes 1;", "worker_processes 2;"))
     s.start()
     with RetryingLoad(s.port) as load:
@@ -771,7 +874,7 @@ def still_serves(port):
 
 
 def test_rapid_reset_is_bounded(server):
-    s = server(ATTACK).start()
+    s = server(ATTACK)
     c = H2Client(s.port)
     try:
         hdrs = [(":method", "GET"), (":scheme", "http"), (":authority", "localhost"), (":path", "/")]
@@ -799,7 +902,7 @@ def test_rapid_reset_is_bounded(server):
 
 
 def test_continuation_flood_is_bounded(server):
-    s = server(ATTACK).start()
+    s = server(ATTACK)
     c = H2Client(s.port)
     try:
         block = c.conn.encoder.encode([(":method", "GET"), (":scheme", "http"), (":authority", "x"),
@@ -829,7 +932,7 @@ def test_hpack_bomb_past_the_header_list_limit(server):
         http2 on;
         location / { return 200 "ok\\n"; }
     }
-    """).start()
+    """)
     c = H2Client(s.port)
     try:
         # 3000 bytes once in the dynamic table, then referenced by a byte
@@ -845,6 +948,28 @@ def test_hpack_bomb_past_the_header_list_limit(server):
     assert "client sent too large request" in s.error_log()
 
 
+def test_a_field_longer_than_a_header_buffer_is_431(server):
+    s = server("""
+    large_client_header_buffers 4 512;
+    server {
+        listen 127.0.0.1:PORT;
+        http2 on;
+        location / { return 200 "ok\\n"; }
+    }
+    """)
+    c = H2Client(s.port)
+    try:
+        # The list (2k) would take them; one field may not pass a buffer,
+        # as an HTTP/1 header line may not [nginx].
+        for name, value, status in (("x-v", "v" * 512, 200), ("x-v", "v" * 513, 431), ("n" * 513, "v", 431)):
+            st, _, _ = c.response(c.request("/", headers=[(name, value)]))
+            assert (len(name), len(value), st) == (len(name), len(value), status)
+        assert c.response(c.request("/"))[0] == 200
+    finally:
+        c.close()
+    assert "client sent too large request" in s.error_log()
+
+
 @pytest.mark.parametrize("what,frame", [
     ("PING", lambda i: hf.PingFrame(0, opaque_data=i.to_bytes(8, "big"))),
     ("SETTINGS", lambda i: hf.SettingsFrame(0, settings={4: 65535})),
@@ -852,7 +977,7 @@ def test_hpack_bomb_past_the_header_list_limit(server):
     ("WINDOW_UPDATE", lambda i: hf.WindowUpdateFrame(0, window_increment=1)),
 ])
 def test_control_frame_floods_are_bounded(server, what, frame):
-    s = server(ATTACK).start()
+    s = server(ATTACK)
     c = H2Client(s.port)
     try:
         sent = 0
@@ -885,7 +1010,7 @@ def test_control_frame_floods_are_bounded(server, what, frame):
 
 
 def test_empty_data_flood_is_bounded(server):
-    s = server(ATTACK).start()
+    s = server(ATTACK)
     c = H2Client(s.port)
     try:
         # On a stream that stays open: an answer before the flood would
@@ -909,6 +1034,32 @@ def test_empty_data_flood_is_bounded(server):
     assert still_serves(s.port)
 
 
+def test_empty_data_flood_on_a_closed_stream_is_bounded(server):
+    s = server(ATTACK)
+    c = H2Client(s.port)
+    try:
+        # The stream is answered and closed on both sides: nghttp2 drops
+        # the frames that still come for it without telling us, yet they
+        # count as those to an open stream do.
+        sid = c.request("/")
+        assert c.response(sid)[0] == 200
+        chunk = b"".join(hf.DataFrame(sid).serialize() for _ in range(500))
+        for _ in range(40):
+            try:
+                c.send_raw(chunk)
+            except OSError:
+                break
+        g = calm(c)
+    finally:
+        c.close()
+    assert poll(lambda: "client sent too many empty DATA frames, closing connection" in s.error_log())
+    # The connection lingers after its GOAWAY (the flood is read and
+    # dropped), so the client reads why.
+    assert g is not None
+    assert g.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+    assert still_serves(s.port)
+
+
 @pytest.mark.parametrize("headers", [
     [("connection", "keep-alive")],
     [("transfer-encoding", "chunked")],
@@ -916,7 +1067,7 @@ def test_empty_data_flood_is_bounded(server):
     [("te", "gzip")],
 ])
 def test_invalid_and_connection_specific_fields_reset_the_stream(server, headers):
-    s = server(ATTACK).start()
+    s = server(ATTACK)
     c = H2Client(s.port, validate=False)
     try:
         sid = c.request("/", headers=headers)
@@ -928,8 +1079,40 @@ def test_invalid_and_connection_specific_fields_reset_the_stream(server, headers
         c.close()
 
 
+@pytest.mark.parametrize("headers,status,echo", [
+    # What an HTTP/1 hop could not carry as it is: 400, as nginx answers.
+    ([("x-foo", "x-bar\r\nreferer: see-this")], 400, None),
+    ([("x:foo", "1")], 400, None),
+    ([("x foo", "1")], 400, None),
+    ([("foo\x02", "1")], 400, None),
+    ([("host", "other.example")], 400, None),
+    # nghttp2 would drop these; nginx keeps the value, ignores the name.
+    ([("x-foo", "a\x01b")], 200, "a\x01b|"),
+    ([("x.foo", "1"), ("x-foo", "2")], 200, "2|"),
+    ([("x_foo", "1")], 200, "|"),
+])
+def test_fields_nghttp2_would_drop_are_judged_as_nginx_does(server, headers, status, echo):
+    s = server("""
+    server {
+        listen 127.0.0.1:PORT;
+        http2 on;
+        location / { return 200 "$http_x_foo|"; }
+    }
+    """)
+    c = H2Client(s.port, validate=False)
+    try:
+        st, _, body = c.response(c.request("/", headers=headers))
+        assert st == status
+        if echo is not None:
+            assert body == echo.encode()
+        # A stream answered, not reset: the connection serves on.
+        assert c.response(c.request("/"))[0] == 200
+    finally:
+        c.close()
+
+
 def test_missing_pseudo_header_resets_the_stream(server):
-    s = server(ATTACK).start()
+    s = server(ATTACK)
     c = H2Client(s.port, validate=False)
     try:
         sid = c.conn.get_next_available_stream_id()
@@ -949,7 +1132,7 @@ def test_a_client_that_never_reads_is_cut_by_send_timeout(server):
         root html;
         location = / { return 200 "ok\\n"; }
     }
-    """, files={"big.bin": b"r" * (4 << 20)}).start()
+    """, files={"big.bin": b"r" * (4 << 20)})
     c = H2Client(s.port)
     c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     try:
@@ -971,7 +1154,7 @@ def test_trailers_end_the_stream(server):
         http2 on;
         location / { add_trailer X-Trailer "t-$status"; return 200 "body\\n"; }
     }
-    """).start()
+    """)
     c = H2Client(s.port)
     try:
         sid = c.request("/", headers=[("te", "trailers")])
@@ -1099,7 +1282,7 @@ def ws_server(server):
     the origin is stopped after the test."""
     origin = WsOrigin()
     try:
-        yield origin, server(WS_CONF.format(origin=origin.addr)).start()
+        yield origin, server(WS_CONF.format(origin=origin.addr))
     finally:
         origin.stop()
 
@@ -1292,7 +1475,7 @@ def test_a_header_block_that_never_ends_is_cut_by_client_header_timeout(server, 
         error_log logs/error.log info;
         location / { return 200 "x"; }
     }
-    """).start()
+    """)
     c = H2Client(s.port)
     try:
         # Our SETTINGS acknowledged first: no frame of the client's may

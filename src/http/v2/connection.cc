@@ -47,8 +47,17 @@ constexpr uint64_t kResetBurst = 2 * kResetBudget;
 constexpr uint64_t kResetRate = 33;
 // RFC 9113 6.9.1: a flow-control window is at most 2^31-1 octets.
 constexpr int32_t kMaxWindow = 0x7fffffff;
+// RFC 9113 6.5.2: SETTINGS_INITIAL_WINDOW_SIZE until the client has ours.
+constexpr uint64_t kDefaultWindow = 65535;
 // RFC 9113 5.1.1: stream ids are 31 bits; the shutdown notice names the largest.
 constexpr int32_t kMaxStreamId = 0x7fffffff;
+// A response's header block, HPACK-encoded, sent as HEADERS and as many
+// CONTINUATION frames as the client's SETTINGS_MAX_FRAME_SIZE needs. The
+// fields were bounded where they were made (proxy_buffer_size for an
+// origin's, the config and large_client_header_buffers for add_header's);
+// this only keeps nghttp2's own cap (64 KiB by default, less than what
+// nginx sends) out of their way. A larger block resets its stream.
+constexpr size_t kMaxResponseHeadBlock = 1 << 20;
 
 const LocConf& srv_loc(const SrvConf& s) { return *static_cast<const LocConf*>(s.loc_confs[http_core_module.index]); }
 const H2SrvConf& h2_srv(const SrvConf& s) { return *static_cast<const H2SrvConf*>(s.srv_confs[http_v2_module.index]); }
@@ -156,6 +165,15 @@ struct Connection::Callbacks {
             if (++c->refused_ > kRefusedBudget) c->calm_down("too many refused streams");
             return 0;
         }
+        if (!c->settings_acked_ && !(f->hd.flags & NGHTTP2_FLAG_END_STREAM) && c->body_preread_ < kDefaultWindow) {
+            // A body may follow, and until the client acknowledged our
+            // SETTINGS its window is the default one (RFC 9113 6.5.3),
+            // more than http2_body_preread_size lets a stream buffer:
+            // refused, so that it may retry once it knows [nginx].
+            nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_REFUSED_STREAM);
+            if (++c->refused_ > kRefusedBudget) c->calm_down("too many refused streams");
+            return 0;
+        }
         auto st = std::make_unique<H2Stream>(*c, f->hd.stream_id);
         H2Stream* h = st.release();  // owned by the connection's list until terminate()
         h->next_ = c->streams_;
@@ -176,6 +194,18 @@ struct Connection::Callbacks {
         return 0;
     }
 
+    // A regular field nghttp2 would drop (its name or value is not what
+    // RFC 9113 8.2.1 allows): judged by nginx's rules instead (request_head.h).
+    static int invalid_header(nghttp2_session* s, const nghttp2_frame* f, const uint8_t* name, size_t namelen,
+                              const uint8_t* value, size_t valuelen, uint8_t, void*) {
+        if (f->hd.type != NGHTTP2_HEADERS) return 0;
+        H2Stream* h = stream(s, f->hd.stream_id);
+        if (!h || h->started_ || h->start_ev_.posted()) return 0;  // trailers: not kept
+        h->head_->add_unchecked({reinterpret_cast<const char*>(name), namelen},
+                                {reinterpret_cast<const char*>(value), valuelen});
+        return 0;
+    }
+
     static int frame_recv(nghttp2_session* s, const nghttp2_frame* f, void* p) {
         Connection* c = self(p);
         const bool end = f->hd.flags & NGHTTP2_FLAG_END_STREAM;
@@ -191,7 +221,8 @@ struct Connection::Callbacks {
                 return 0;
             }
             case NGHTTP2_DATA: {
-                if (f->hd.length == 0 && !end) c->count_control("empty DATA frames");
+                // Empty DATA frames are counted by feed(), which sees those
+                // to closed streams too.
                 H2Stream* h = stream(s, f->hd.stream_id);
                 if (h && end) h->on_end_of_input();
                 return 0;
@@ -200,7 +231,8 @@ struct Connection::Callbacks {
                 if (!(f->hd.flags & NGHTTP2_FLAG_ACK)) c->count_control("PING frames");
                 return 0;
             case NGHTTP2_SETTINGS:
-                if (!(f->hd.flags & NGHTTP2_FLAG_ACK)) c->count_control("SETTINGS frames");
+                if (f->hd.flags & NGHTTP2_FLAG_ACK) c->settings_acked_ = true;
+                else c->count_control("SETTINGS frames");
                 return 0;
             case NGHTTP2_PRIORITY:
                 c->count_control("PRIORITY frames");
@@ -246,10 +278,18 @@ struct Connection::Callbacks {
         return 0;
     }
 
-    static int frame_not_send(nghttp2_session* s, const nghttp2_frame* f, int, void*) {
-        // A response that cannot go (the stream was reset meanwhile).
+    static int frame_not_send(nghttp2_session* s, const nghttp2_frame* f, int lib_error, void*) {
+        // A response that cannot go (the stream was reset meanwhile, or
+        // its header block is past kMaxResponseHeadBlock).
         if (f->hd.type == NGHTTP2_HEADERS)
-            if (H2Stream* h = stream(s, f->hd.stream_id)) h->abort();
+            if (H2Stream* h = stream(s, f->hd.stream_id)) {
+                if (lib_error == NGHTTP2_ERR_FRAME_SIZE_ERROR) {
+                    log::Scope scope(&h->req_->log_ctx);
+                    GH_LOG(Error, "response header is too large to send over HTTP/2 (%zu bytes at most)",
+                           kMaxResponseHeadBlock);
+                }
+                h->abort();
+            }
         return 0;
     }
 
@@ -259,6 +299,10 @@ struct Connection::Callbacks {
     }
 
     static int error(nghttp2_session*, int, const char* msg, size_t len, void* p) {
+        // A field nghttp2 would ignore goes to invalid_header(), which
+        // judges it (and logs what makes a request bad).
+        constexpr std::string_view kIgnoring = "Ignoring received invalid HTTP header field";
+        if (std::string_view(msg, len).starts_with(kIgnoring)) return 0;
         log::Scope scope(&self(p)->log_ctx_);
         GH_LOG(Info, "client sent invalid HTTP/2: %.*s", static_cast<int>(len), msg);
         return 0;
@@ -335,6 +379,7 @@ bool Connection::init_session() {
     nghttp2_session_callbacks_set_on_begin_frame_callback(cb, Callbacks::begin_frame);
     nghttp2_session_callbacks_set_on_begin_headers_callback(cb, Callbacks::begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(cb, Callbacks::header);
+    nghttp2_session_callbacks_set_on_invalid_header_callback(cb, Callbacks::invalid_header);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cb, Callbacks::frame_recv);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, Callbacks::data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(cb, Callbacks::stream_close);
@@ -355,8 +400,10 @@ bool Connection::init_session() {
     // responses' fields in its encoder table (up to 4k each, held while
     // it idles), for a few bytes more per response.
     nghttp2_option_set_max_deflate_dynamic_table_size(opt, 0);
+    nghttp2_option_set_max_send_header_block_length(opt, kMaxResponseHeadBlock);
     const H2SrvConf& h2 = h2_srv(*srv_);
     max_streams_ = static_cast<uint32_t>(std::min<uint64_t>(*h2.max_concurrent_streams, 0x7fffffff));
+    body_preread_ = *h2.body_preread_size;
     int rv = nghttp2_session_server_new2(&session_, cb, this, opt);
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cb);
@@ -393,6 +440,14 @@ void Connection::describe_for_log(const void* self, FixedWriter& out) {
 }
 
 bool Connection::feed(const uint8_t* data, size_t len) {
+    // An empty DATA frame asks for no work: a flood of them is bounded as
+    // the other control frames are, whether its stream is open or not
+    // (nghttp2 drops those to a closed stream without a callback) [nginx].
+    scan_.feed(data, len, [this](const FrameHeader& h) {
+        if (h.type == NGHTTP2_DATA && h.length == 0 && !(h.flags & NGHTTP2_FLAG_END_STREAM))
+            count_control("empty DATA frames");
+    });
+    if (closed_) return false;
     if (first_frame_) {
         // RFC 9113 3.4: the preface is followed by a SETTINGS frame, and
         // nghttp2 ends a session whose first frame is another. nginx
@@ -441,7 +496,7 @@ bool Connection::feed_session(const uint8_t* data, size_t len) {
     // nghttp2 queued a GOAWAY for most of them already: that one goes.
     nghttp2_session_terminate_session(session_, code);
     send_output();
-    close_connection();
+    close_connection(true);
     return false;
 }
 
@@ -551,7 +606,7 @@ void Connection::check_done() {
     // this again; one still working can no longer answer.
     for (H2Stream* s = streams_; s; s = s->next_)
         if (!(s->end_sent_ && s->out_last_)) {
-            close_connection();
+            close_connection(true);
             return;
         }
     if (live_ == 0) linger_close();
@@ -693,7 +748,7 @@ void Connection::forget(H2Stream* s) {
     schedule_send();
 }
 
-void Connection::close_connection() {
+void Connection::close_connection(bool linger) {
     if (closed_) return;
     closed_ = true;
     // Every stream goes first, each with its log line, while the
@@ -719,6 +774,14 @@ void Connection::close_connection() {
     event::worker_loop().unpost(send_ev_);
     event::worker_loop().cancel(retire_timer_);
     event::worker_loop().cancel(header_timer_);
+    if (linger && out_pos_ >= out_.size()) {
+        // Our GOAWAY is out whole. The client may still be sending (a
+        // flood, the rest of a body): closing over unread bytes resets
+        // the connection, and a reset can destroy the GOAWAY before the
+        // client reads why [nginx: lingering close for HTTP/2 too].
+        linger_close();
+        return;
+    }
     if (tls_) tls_->shutdown();
     release();
 }
@@ -741,6 +804,9 @@ H2Stream::H2Stream(Connection& conn, int32_t id)
     // HTTP/1 head [nginx].
     const size_t max_bytes = static_cast<size_t>(*s.large_header_buffer_size * *s.large_header_buffers_num);
     head_ = req_->arena().make<RequestHeadBuilder>(req_->mem(), max_bytes, static_cast<size_t>(*s.max_headers));
+    head_->set_name_rules(*s.underscores_in_headers, *s.ignore_invalid_headers);
+    // A field longer than one buffer, as an HTTP/1 header line [nginx].
+    head_->set_max_field(static_cast<size_t>(*s.large_header_buffer_size));
 }
 
 H2Stream::~H2Stream() {
@@ -809,6 +875,15 @@ void H2Stream::start() {
         r.method = head_->method();
         r.request_line = r.arena().dup(std::string(head_->method()) + " " + std::string(head_->path()) + " HTTP/2.0");
         reject_request(r, many ? 400 : 431, why);
+        return;
+    }
+    if (!head_->bad().empty()) {
+        // A field an HTTP/1 hop could not carry as it is [nginx: 400].
+        std::string_view why = head_->bad();
+        GH_LOG(Info, "%.*s", static_cast<int>(why.size()), why.data());
+        r.method = head_->method();
+        r.request_line = r.arena().dup(std::string(head_->method()) + " " + std::string(head_->path()) + " HTTP/2.0");
+        reject_request(r, 400, why);
         return;
     }
     if (head_->extended_connect() && !head_->websocket()) {

@@ -39,6 +39,7 @@
 #include "http/request.h"
 #include "http/stats.h"
 #include "http/stream.h"
+#include "http/v2/frame_scan.h"
 
 namespace gatehouse::tls {
 class Session;
@@ -241,8 +242,10 @@ private:
     // Writes what nghttp2 has to send, as long as the socket takes it.
     void send_output();
     void schedule_send();
-    // Ends every stream (a log line each) and the connection at once.
-    void close_connection();
+    // Ends every stream (a log line each) and the connection at once;
+    // with `linger`, once our last frame (a GOAWAY) is out, the socket is
+    // shut for writing and read for lingering_timeout instead (linger_close).
+    void close_connection(bool linger = false);
     // When nghttp2 is done (GOAWAY sent or the session over) and no
     // stream is left: linger_close().
     void check_done();
@@ -275,6 +278,9 @@ private:
     std::string preread_;
     // Until the frame after the preface is known (feed()): what came.
     bool first_frame_ = true;
+    // Every frame header the client sends, seen before nghttp2 (which
+    // skips some unseen): the empty-DATA flood bound counts them here.
+    FrameScan scan_{kPreface.size()};
     std::string head_;
     event::Msec started_;
     nghttp2_session* session_ = nullptr;
@@ -294,6 +300,9 @@ private:
     uint32_t live_ = 0;          // streams with a request (ours, not nghttp2's count)
     uint32_t requests_ = 0;      // $connection_requests
     uint32_t max_streams_ = 128;
+    uint64_t body_preread_ = 0;  // http2_body_preread_size: our initial stream window
+    // The client acknowledged our SETTINGS: our initial window applies.
+    bool settings_acked_ = false;
     // Flood accounting: frames that ask for no work of ours (PING,
     // SETTINGS, PRIORITY, WINDOW_UPDATE, RST_STREAM, empty DATA) since
     // the last request or response byte; past kControlBudget the client

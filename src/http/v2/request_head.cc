@@ -16,17 +16,22 @@ std::string_view RequestHeadBuilder::copy(std::string_view s) {
     return {p, s.size()};
 }
 
-bool RequestHeadBuilder::add(std::string_view name, std::string_view value) {
+bool RequestHeadBuilder::count(std::string_view name, std::string_view value) {
     if (too_large_) return false;
     // RFC 9113 6.5.2: the size of a header list counts 32 octets of
     // overhead per field, so empty fields are not free either.
     bytes_ += name.size() + value.size() + 32;
     const bool pseudo = !name.empty() && name[0] == ':';
     if (!pseudo && fields_.size() + cookies_.size() >= max_fields_) too_many_ = true;
-    if (bytes_ > max_bytes_ || too_many_) {
+    if (bytes_ > max_bytes_ || too_many_ || name.size() > max_field_ || value.size() > max_field_) {
         too_large_ = true;
         return false;
     }
+    return true;
+}
+
+bool RequestHeadBuilder::add(std::string_view name, std::string_view value) {
+    if (!count(name, value)) return false;
     if (!name.empty() && name[0] == ':') {
         // nghttp2 has checked that each appears once, before the others.
         if (name == ":method") method_ = copy(value);
@@ -36,6 +41,36 @@ bool RequestHeadBuilder::add(std::string_view name, std::string_view value) {
         else if (name == ":protocol") protocol_ = copy(value);
         return true;
     }
+    // A token with '_' is a valid name for nghttp2, not for nginx unless
+    // underscores_in_headers says so (the HTTP/1 parser's rule too).
+    if (!underscores_ && ignore_invalid_ && name.find('_') != std::string_view::npos) return true;
+    return keep(name, value);
+}
+
+bool RequestHeadBuilder::add_unchecked(std::string_view name, std::string_view value) {
+    if (!count(name, value)) return false;
+    bool plain = !name.empty();
+    for (unsigned char c : name) {
+        if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || (c == '_' && underscores_)) continue;
+        // What an HTTP/1 field line could not carry either (RFC 9113
+        // 8.2.1 asks to treat it as malformed) [nginx: 400].
+        if (c <= 0x20 || c == 0x7f || c == ':' || (c >= 'A' && c <= 'Z')) {
+            if (bad_.empty()) bad_ = "client sent invalid header name";
+            return true;
+        }
+        plain = false;
+    }
+    // RFC 9113 8.2.1: NUL, CR and LF split a field when it is passed on
+    // in HTTP/1 (an intermediary encapsulation attack, RFC 9113 10.3).
+    if (value.find_first_of(std::string_view("\0\r\n", 3)) != std::string_view::npos) {
+        if (bad_.empty()) bad_ = "client sent header with invalid value";
+        return true;
+    }
+    if (!plain && ignore_invalid_) return true;
+    return keep(name, value);
+}
+
+bool RequestHeadBuilder::keep(std::string_view name, std::string_view value) {
     if (name == "cookie") {
         if (cookies_.empty()) cookie_pos_ = fields_.size();
         cookies_.push_back(copy(value));
@@ -96,6 +131,12 @@ bool RequestHeadBuilder::finish(RequestHead& h, std::string_view& request_line, 
         }
     } else if (host) {
         h.host = host->value;
+    }
+    // RFC 9113 8.3.1: a Host field must not differ from :authority; which
+    // of the two a later hop would use is anyone's guess [nginx: 400].
+    if (host && !authority_.empty() && !iequals(host->value, authority_)) {
+        reason = "client sent \":authority\" and \"Host\" headers with different values";
+        return false;
     }
     // The same rules as for HTTP/1's Host: no userinfo, no "..", no
     // leading '.', a port of digits (h1_parser.h) [nginx: 400].

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <memory_resource>
 #include <span>
 #include <string_view>
@@ -26,8 +27,32 @@ public:
     // mem: the request arena, which outlives the head.
     RequestHeadBuilder(std::pmr::memory_resource* mem, size_t max_bytes, size_t max_fields);
 
-    // One field, as decoded. False once the list is past a limit.
+    // nginx's rules for field names (underscores_in_headers,
+    // ignore_invalid_headers; both off/on by default, as nginx's).
+    void set_name_rules(bool underscores, bool ignore_invalid) {
+        underscores_ = underscores;
+        ignore_invalid_ = ignore_invalid;
+    }
+
+    // A field's name or value longer than this (a header buffer of
+    // large_client_header_buffers, which bounds an HTTP/1 header line)
+    // makes the head too large; unbounded by default.
+    void set_max_field(size_t n) { max_field_ = n; }
+
+    // One field, as decoded and checked by nghttp2. A name with '_' is
+    // left out unless underscores_in_headers (or ignore_invalid_headers
+    // off) keeps it [nginx]. False once the list is past a limit.
     bool add(std::string_view name, std::string_view value);
+    // A regular field nghttp2 found invalid and would drop (a name that
+    // is not a lower-case token, a value with control characters or
+    // whitespace at either end); pseudo-header fields never come here.
+    // Judged as nginx does: a name with a control, a space or ':', or a
+    // value with NUL, CR or LF, makes the request bad (400, bad()); other
+    // odd names are left out (ignore_invalid_headers) or kept; other
+    // values are kept as they came.
+    bool add_unchecked(std::string_view name, std::string_view value);
+    // Why the head must be answered 400, or empty.
+    std::string_view bad() const { return bad_; }
     // Past max_bytes or max_fields; too_many(): past max_fields.
     bool too_large() const { return too_large_; }
     bool too_many() const { return too_many_; }
@@ -62,13 +87,19 @@ public:
 
 private:
     std::string_view copy(std::string_view s);
+    bool count(std::string_view name, std::string_view value);
+    bool keep(std::string_view name, std::string_view value);
 
     std::pmr::memory_resource* mem_;
     size_t max_bytes_;
     size_t max_fields_;
+    size_t max_field_ = SIZE_MAX;
     size_t bytes_ = 0;
     bool too_large_ = false;
     bool too_many_ = false;
+    bool underscores_ = false;
+    bool ignore_invalid_ = true;
+    std::string_view bad_;  // a static string
     std::string_view method_, scheme_, authority_, path_, protocol_;
     std::pmr::vector<HeaderField> fields_;
     // Each "cookie" field separately (RFC 9113 8.2.3 lets clients split

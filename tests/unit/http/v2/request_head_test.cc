@@ -3,7 +3,11 @@
 #include <doctest/doctest.h>
 
 #include <memory_resource>
+#include <memory>
 #include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
 
 using namespace gatehouse::http;
 using namespace gatehouse::http::v2;
@@ -163,6 +167,96 @@ TEST_CASE("http/v2/request_head: :authority and Host are checked as HTTP/1's Hos
     b.add(":authority", "[::1]:8080");
     b.add(":path", "/");
     CHECK(build(b).ok);
+}
+
+TEST_CASE("http/v2/request_head: a field is bounded by one header buffer") {
+    for (auto [name, value, ok] : {std::tuple{"x-a"sv, std::string(16, 'v'), true},
+                                   std::tuple{"x-a"sv, std::string(17, 'v'), false},
+                                   std::tuple{"x-aaaaaaaaaaaaaaa"sv, std::string(1, 'v'), false}}) {
+        CAPTURE(name);
+        std::pmr::monotonic_buffer_resource mem;
+        RequestHeadBuilder b(&mem, 4096, 100);
+        b.set_max_field(16);
+        b.add(":method", "GET");
+        CHECK(b.add(name, value) == ok);
+        CHECK(b.too_large() == !ok);
+        CHECK_FALSE(b.too_many());
+    }
+}
+
+TEST_CASE("http/v2/request_head: a Host that differs from :authority is refused") {
+    for (auto [host, ok] : {std::pair{"Example.com"sv, true}, std::pair{"other.com"sv, false},
+                            std::pair{"example.com:80"sv, false}}) {
+        CAPTURE(host);
+        std::pmr::monotonic_buffer_resource mem;
+        RequestHeadBuilder b(&mem, 4096, 100);
+        b.add(":method", "GET");
+        b.add(":scheme", "http");
+        b.add(":authority", "example.com");
+        b.add(":path", "/");
+        b.add("host", host);
+        Built r = build(b);
+        CHECK(r.ok == ok);
+        if (!ok) CHECK(r.reason == "client sent \":authority\" and \"Host\" headers with different values");
+    }
+}
+
+TEST_CASE("http/v2/request_head: fields nghttp2 would drop are judged by nginx's rules") {
+    struct Head {
+        std::pmr::monotonic_buffer_resource mem;
+        RequestHeadBuilder b{&mem, 4096, 100};
+    };
+    std::vector<std::unique_ptr<Head>> heads;
+    auto head = [&heads](bool underscores, bool ignore_invalid) {
+        RequestHeadBuilder* b = &heads.emplace_back(std::make_unique<Head>())->b;
+        b->set_name_rules(underscores, ignore_invalid);
+        b->add(":method", "GET");
+        b->add(":scheme", "http");
+        b->add(":authority", "h");
+        b->add(":path", "/");
+        return b;
+    };
+    SUBCASE("a name with a control, a space, ':' or upper case: 400") {
+        for (std::string_view name : {"x:foo"sv, "x foo"sv, "foo\x02"sv, "X-Foo"sv, "foo\x7f"sv}) {
+            CAPTURE(name);
+            RequestHeadBuilder* b = head(false, true);
+            CHECK(b->add_unchecked(name, "v"));
+            CHECK(b->bad() == "client sent invalid header name");
+        }
+    }
+    SUBCASE("a value with NUL, CR or LF: 400") {
+        for (std::string_view value : {"a\r\nreferer: x"sv, "a\nb"sv, std::string_view("a\0b", 3)}) {
+            RequestHeadBuilder* b = head(false, true);
+            b->add_unchecked("x-foo", value);
+            CHECK(b->bad() == "client sent header with invalid value");
+        }
+    }
+    SUBCASE("other control characters and edge whitespace in a value are kept") {
+        RequestHeadBuilder* b = head(false, true);
+        b->add_unchecked("x-foo", "a\x01b\x7f ");
+        Built r = build(*b);
+        REQUIRE(r.ok);
+        CHECK(b->bad().empty());
+        CHECK(field(r.head, "x-foo") == "a\x01b\x7f ");
+    }
+    SUBCASE("odd names and underscores follow ignore_invalid_headers and underscores_in_headers") {
+        RequestHeadBuilder* b = head(false, true);
+        b->add_unchecked("x.foo", "1");
+        b->add("x_bar", "2");
+        Built r = build(*b);
+        CHECK(field(r.head, "x.foo") == "<none>");
+        CHECK(field(r.head, "x_bar") == "<none>");
+        b = head(true, true);
+        b->add("x_bar", "2");
+        CHECK(field(build(*b).head, "x_bar") == "2");
+        b = head(false, false);
+        b->add_unchecked("x.foo", "1");
+        b->add("x_bar", "2");
+        r = build(*b);
+        CHECK(field(r.head, "x.foo") == "1");
+        CHECK(field(r.head, "x_bar") == "2");
+        CHECK(b->bad().empty());
+    }
 }
 
 TEST_CASE("http/v2/request_head: an extended CONNECT for a WebSocket is the HTTP/1.1 upgrade") {
