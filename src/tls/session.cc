@@ -92,9 +92,8 @@ long bio_ctrl(BIO* b, int cmd, long, void*) {
 }
 
 const BIO_METHOD* socket_bio_method() {
-    // Made once per process, before the workers fork (the first session
-    // is made in a worker, but a static is per process either way), and
-    // never freed: OpenSSL keeps a pointer in each BIO.
+    // Made on first use, once per process, and never freed: each BIO
+    // keeps a pointer to it.
     static BIO_METHOD* m = [] {
         BIO_METHOD* bm = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "gatehouse socket");
         GH_CHECK(bm != nullptr);
