@@ -422,8 +422,12 @@ void flush_output(Request& r) {
 
 size_t output_pending(const Request& r) {
     size_t n = r.stream().output_pending();
-    if (r.output.pending)
-        for (size_t i = 0; i <= nfilters(r); ++i) n += r.output.pending[i].bytes();
+    // Before the choice only pending[0] can hold anything; after it, the
+    // chains past the engaged filters stay empty.
+    if (const OutputState& o = r.output; o.pending) {
+        const size_t last = o.chosen ? o.nengaged : 0;
+        for (size_t i = 0; i <= last; ++i) n += o.pending[i].bytes();
+    }
     return n;
 }
 
