@@ -844,6 +844,42 @@ def test_no_request_lost_across_reloads(server):
     assert load.connections >= 6
 
 
+def test_a_reload_sends_an_idle_connection_one_goaway_and_a_busy_one_two(server):
+    s = server("""
+    server {
+        listen 127.0.0.1:PORT;
+        http2 on;
+        location / { return 200 "ok\\n"; }
+        # The body is read whole before the origin is asked: one that has
+        # not ended keeps its stream open.
+        location /buffered { proxy_pass http://127.0.0.1:9; }
+    }
+    """)
+    idle, busy = H2Client(s.port), H2Client(s.port)
+    # Nagle would hold the open stream's HEADERS in the client's kernel
+    # (behind an unacknowledged WINDOW_UPDATE) past the reload.
+    busy.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        sid = idle.request("/")
+        assert idle.response(sid)[0] == 200
+        assert busy.response(busy.request("/"))[0] == 200
+        open_sid = busy.request("/buffered", method="POST", end=False)
+        os.kill(s.master_pid(), signal.SIGHUP)
+        # Idle: the GOAWAY names the last stream taken at once, and the
+        # connection ends [nginx].
+        g = idle.until(lambda evs: idle.goaway(), timeout=10)
+        assert (g.error_code, g.last_stream_id) == (h2.errors.ErrorCodes.NO_ERROR, sid)
+        assert idle.until(lambda evs: idle.closed, timeout=10)
+        # Busy: first the notice with the largest id, so that requests on
+        # their way are taken; after the grace, the last stream id.
+        goaways = lambda: [e for e in busy.events if isinstance(e, h2.events.ConnectionTerminated)]
+        assert busy.until(lambda evs: len(goaways()) == 2, timeout=10)
+        assert [g.last_stream_id for g in goaways()] == [2**31 - 1, open_sid]
+    finally:
+        idle.close()
+        busy.close()
+
+
 # ---- attacks, each with its bound ----------------------------------------------------------
 
 ATTACK = """

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -114,6 +115,16 @@ void retire_connections() {
     for (Connection* c = g_conns; c; c = c->next_) {
         if (c->closed_) continue;
         c->retiring_ = true;
+        char b;
+        if (c->live_ == 0 && ::recv(c->c_.fd(), &b, 1, MSG_PEEK | MSG_DONTWAIT) != 1) {
+            // Idle, nothing on its way that we could see: the one GOAWAY,
+            // with the last stream id we took, at once [nginx]. A request
+            // the client sends meanwhile is above that id, so it knows the
+            // request was not taken and sends it again elsewhere (RFC 9113
+            // 6.8), which HTTP/1 cannot tell a client.
+            c->goaway(NGHTTP2_NO_ERROR);
+            continue;
+        }
         // RFC 9113 6.8: a GOAWAY with the largest stream id first, so that
         // requests already on their way are still taken; the real one
         // after a grace, with the last stream id we took.
