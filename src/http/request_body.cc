@@ -54,9 +54,16 @@ bool copying_sink(Request& r, Chain& piece) {
             m.slab = b.mem;
             b.bufs.push(std::move(m));
         }
+        // A reader that wanted it whole after the streaming one left
+        // (read_whole_body) is told from the loop.
+        if (b.done) event::worker_loop().post(b.ev);
     }
     return b.streamed_to(r, piece);
 }
+
+// The streaming reader left (an internal redirect): the rest of the body
+// is still read, for the copy, and not handed on.
+bool drop_sink(Request&, Chain&) { return true; }
 
 }  // namespace
 
@@ -293,8 +300,24 @@ bool whole_sink(Request& r, Chain& piece) {
 }  // namespace
 
 bool read_whole_body(Request& r, void (*done)(Request& r)) {
-    // Streamed away, or still streaming: it cannot be had whole.
-    if (r.body_kept && r.body_kept->streamed_to && !r.body_kept->complete) return false;
+    if (r.body_kept && r.body_kept->streamed_to && !r.body_kept->complete) {
+        // Still streaming to a reader that is gone: an error_page (or
+        // X-Accel-Redirect) after a proxy_pass with
+        // "proxy_request_buffering off" answered before the body ended.
+        // The rest is read and dropped [nginx discards it], so the client
+        // is not held, and the reader is not called any more.
+        RequestBody& b = *r.body_kept;
+        b.streamed_to = drop_sink;
+        resume_body(r);
+        // Past client_body_buffer_size nothing was kept of what went: the
+        // body cannot be had whole.
+        if (b.too_big) return false;
+        // Else the copy holds all that went; it is whole when the last
+        // piece comes (copying_sink tells `done`).
+        b.ev.cb = event::Callback::to<&body_ready>(&r);
+        b.done = done;
+        return true;
+    }
     if (r.body_kept) {
         r.body_kept->done = done;
         if (r.body_kept->complete) done(r);

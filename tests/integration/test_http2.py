@@ -484,6 +484,54 @@ def test_request_body_proxied_to_an_http11_origin(server):
         origin.stop()
 
 
+def test_error_page_to_a_proxy_before_the_unbuffered_body_ended(server):
+    # As over HTTP/1 (test_proxy.py): the first origin answers 502 on half
+    # the body; error_page proxies again, the rest of the stream's body is
+    # still read, and the second origin gets all of it.
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(1)
+    lsock.settimeout(10)
+    port = lsock.getsockname()[1]
+    origin = Origin(lambda conn, req: conn.sendall(response(200, b"got " + req.body)) or False)
+    try:
+        s = server(f"""
+        server {{
+            listen 127.0.0.1:PORT;
+            http2 on;
+            location / {{
+                proxy_request_buffering off;
+                proxy_pass http://127.0.0.1:{port};
+                proxy_intercept_errors on;
+                error_page 502 = /pass;
+            }}
+            location /pass {{ proxy_pass http://{origin.addr}; }}
+        }}
+        """)
+        c = H2Client(s.port)
+        try:
+            sid = c.request("/", method="POST", body=b"SEE-", end=False)
+            conn, _ = lsock.accept()
+            with conn:
+                conn.settimeout(10)
+                got = b""
+                while b"SEE-" not in got:  # chunked: no length was given
+                    got += conn.recv(65536)
+                conn.sendall(response(502, b"bad"))
+                while conn.recv(65536):  # the 502 was taken
+                    pass
+            c.conn.send_data(sid, b"THIS", end_stream=True)
+            c.flush()
+            st, _, body = c.response(sid)
+            assert (st, body) == (200, b"got SEE-THIS")
+        finally:
+            c.close()
+        assert origin.wait_requests(1)[0].header("Transfer-Encoding") is None
+    finally:
+        origin.stop()
+        lsock.close()
+
+
 def test_an_empty_body_still_gets_its_file_with_client_body_in_file_only(server):
     origin = Origin()
     try:

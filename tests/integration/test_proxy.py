@@ -490,6 +490,59 @@ def test_unbuffered_body_is_kept_when_small(server, origin):
     assert (r.status, r.body) == (404, b"echo payload")
 
 
+@pytest.mark.parametrize("second", ["buffered", "unbuffered", "too-big"])
+def test_error_page_to_a_proxy_before_the_unbuffered_body_ended(server, origin, second):
+    # proxy_request_buffering off: the first origin answers 502 on the
+    # body's first half, and error_page 502 proxies the request again. The
+    # rest of the body is still read [nginx discards it]; kept whole (it
+    # fits client_body_buffer_size) it goes to the second origin whatever
+    # that location's buffering. Past the buffer, what went is gone: 500.
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(1)
+    lsock.settimeout(10)
+    port = lsock.getsockname()[1]
+    o = origin(lambda conn, req: conn.sendall(response(200, b"got " + req.body)) or False)
+    s = start(server, f"""
+        server {{ listen 127.0.0.1:PORT;
+            client_body_buffer_size {"4" if second == "too-big" else "1k"};
+            location / {{
+                proxy_request_buffering off;
+                proxy_pass http://127.0.0.1:{port};
+                proxy_intercept_errors on;
+                error_page 502 = /pass;
+            }}
+            location /pass {{
+                proxy_request_buffering {"off" if second == "unbuffered" else "on"};
+                proxy_pass http://{o.addr};
+            }}
+        }}
+    """)
+    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+        c.sendall(request_bytes("/up", "POST", [("Content-Length", "8")]) + b"SEE-")
+        conn, _ = lsock.accept()
+        with conn:
+            conn.settimeout(10)
+            got = b""
+            while not got.endswith(b"SEE-"):
+                got += conn.recv(65536)
+            conn.sendall(response(502, b"bad"))
+            # Its end of the connection: the 502 was taken and the error_page
+            # runs, before the rest of the body comes.
+            while conn.recv(65536):
+                pass
+        c.sendall(b"THIS")
+        r = read_reply(c)
+    if second == "too-big":
+        assert r.status == 500
+        assert "client request body was already read and cannot be sent again" in s.error_log()
+        assert o.requests == []
+    else:
+        assert (r.status, r.body) == (200, b"got SEE-THIS")
+        assert o.wait_requests(1)[0].header("Content-Length") == "8"
+    lsock.close()
+
+
 def test_proxy_set_body_replaces_the_body(server, origin):
     o = origin()
     s = start(server, f"""

@@ -235,8 +235,11 @@ Next Exchange::go_origin() {
     const bool chunked = r_.has_body && !r_.content_length;
     if (*pc_.pass_request_body && r_.has_body) {
         // HTTP/1.0 has no chunked framing: a body of unknown length is read
-        // whole first, to send its length [nginx].
-        if (*pc_.request_buffering || (chunked && *pc_.http_version == 10)) {
+        // whole first, to send its length [nginx]. A body an earlier
+        // handler streamed (an error_page after "proxy_request_buffering
+        // off") can only be had whole, from its copy.
+        const bool taken = r_.body_kept && r_.body_kept->streamed_to;
+        if (*pc_.request_buffering || (chunked && *pc_.http_version == 10) || taken) {
             body_mode_ = upstream::BodyMode::Buffered;
         } else {
             body_mode_ = upstream::BodyMode::Streamed;
