@@ -384,6 +384,105 @@ def test_static_file_larger_than_every_window(server):
     assert line.startswith(f"GET /big.bin HTTP/2.0 200 {len(big)} HTTP/2.0 h2=h2c")
 
 
+@pytest.mark.parametrize("max_frame, chunk, want", [(None, "64k", 16384), (32768, "64k", 32768),
+                                                     (32768, "8k", 8192)])
+def test_data_frames_are_as_large_as_the_client_allows_up_to_http2_chunk_size(server, max_frame, chunk, want):
+    s = server(PLAIN.replace("http2 on;", f"http2 on; http2_chunk_size {chunk};"),
+               files={"big.bin": b"a" * 200000})
+    c = H2Client(s.port, settings={h2.settings.SettingCodes.MAX_FRAME_SIZE: max_frame} if max_frame else None)
+    try:
+        # Windows wide open: only the frame size bounds a DATA frame.
+        c.until(lambda evs: any(isinstance(e, h2.events.SettingsAcknowledged) for e in evs))
+        c.conn.increment_flow_control_window(2**20)
+        sid = c.request("/big.bin")
+        c.conn.increment_flow_control_window(2**20, sid)
+        c.flush()
+        c.until(lambda evs: any(isinstance(e, h2.events.StreamEnded) for e in evs), timeout=10)
+        sizes = [e.flow_controlled_length for e in c.events if isinstance(e, h2.events.DataReceived)]
+    finally:
+        c.close()
+    assert sum(sizes) == 200000
+    assert max(sizes) == want and sizes[0] == want
+
+
+def test_a_client_without_settings_gets_no_ack_and_push_promise_is_a_connection_error(server):
+    s = server(PLAIN)
+    # The preface, then no SETTINGS of the client's: nothing to acknowledge
+    # (a SETTINGS frame stands in for it, unseen) [nginx].
+    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as sock:
+        sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        raw = RawFrames(Sock(sock))
+        assert raw.read_until(lambda: any(isinstance(f, hf.WindowUpdateFrame) for f in raw.frames), 10)
+        sock.sendall(hf.SettingsFrame(0, flags=["ACK"]).serialize())
+        ping = hf.PingFrame(0)
+        ping.opaque_data = b"SEE-THIS"
+        sock.sendall(ping.serialize())
+        assert raw.read_until(lambda: any(isinstance(f, hf.PingFrame) for f in raw.frames), 10)
+        assert [f.flags for f in raw.frames if isinstance(f, hf.SettingsFrame)] == [set()]
+        # A client cannot push (RFC 9113 8.4): GOAWAY PROTOCOL_ERROR on the
+        # frame header, its payload never sent.
+        sock.sendall(b"\x00\x00\x04\x05\x00\x00\x00\x00\x01")
+        assert raw.read_until(lambda: raw.goaway(), 10)
+        assert raw.goaway().error_code == h2.errors.ErrorCodes.PROTOCOL_ERROR
+    assert "client sent PUSH_PROMISE frame" in s.error_log()
+
+
+def test_header_and_body_timeouts_reset_the_stream_and_the_connection_goes_on(server):
+    s = server("""
+    server {
+        listen 127.0.0.1:PORT;
+        http2 on;
+        client_header_timeout 1s;
+        client_body_timeout 1s;
+        error_log logs/error.log info;
+        location / { return 200 "x"; }
+        location /buffered { proxy_pass http://127.0.0.1:9; }
+    }
+    """)
+    c = H2Client(s.port)
+    try:
+        c.until(lambda evs: any(isinstance(e, h2.events.SettingsAcknowledged) for e in evs))
+        raw = RawFrames(c)
+        # Half of a HEADERS frame, the rest after client_header_timeout:
+        # the stream is reset with PROTOCOL_ERROR [nginx]...
+        block = c.conn.encoder.encode([(":method", "GET"), (":scheme", "http"), (":authority", "x"),
+                                       (":path", "/")])
+        f = hf.HeadersFrame(1, flags=["END_HEADERS", "END_STREAM"])
+        f.data = block
+        frame = f.serialize()
+        c.send_raw(frame[:12])
+        assert raw.read_until(lambda: any(isinstance(f, hf.RstStreamFrame) for f in raw.frames), 10)
+        # ...and the connection goes on: the rest of the frame is taken,
+        # then a PING is answered and a new stream served.
+        c.send_raw(frame[12:])
+        ping = hf.PingFrame(0)
+        ping.opaque_data = b"SEE-THIS"
+        c.send_raw(ping.serialize())
+        f3 = hf.HeadersFrame(3, flags=["END_HEADERS", "END_STREAM"])
+        f3.data = c.conn.encoder.encode([(":method", "GET"), (":scheme", "http"), (":authority", "x"),
+                                         (":path", "/")])
+        c.send_raw(f3.serialize())
+        assert raw.read_until(lambda: any(isinstance(f, hf.DataFrame) and f.stream_id == 3 for f in raw.frames), 10)
+        assert any(isinstance(f, hf.PingFrame) and "ACK" in f.flags for f in raw.frames)
+        # A body that stops coming: 408, and the stream reset with
+        # PROTOCOL_ERROR [nginx].
+        f5 = hf.HeadersFrame(5, flags=["END_HEADERS"])
+        f5.data = c.conn.encoder.encode([(":method", "POST"), (":scheme", "http"), (":authority", "x"),
+                                         (":path", "/buffered")])
+        c.send_raw(f5.serialize())
+        d = hf.DataFrame(5)
+        d.data = b"TEST"
+        c.send_raw(d.serialize())
+        assert raw.read_until(lambda: any(isinstance(f, hf.RstStreamFrame) and f.stream_id == 5
+                                          for f in raw.frames), 10)
+    finally:
+        c.close()
+    assert [(f.stream_id, f.error_code) for f in raw.frames if isinstance(f, hf.RstStreamFrame)] == [(1, 1), (5, 1)]
+    assert raw.goaway() is None
+    assert "while reading client request headers" in s.error_log()
+    assert "while reading client request body" in s.error_log()
+
+
 def test_head_and_304_end_with_headers(server):
     s = server(PLAIN, files={"f.txt": "0123456789"})
     c = H2Client(s.port)
@@ -1543,7 +1642,7 @@ def test_a_header_block_that_never_ends_is_cut_by_client_header_timeout(server, 
         listen 127.0.0.1:PORT;
         http2 on;
         client_header_timeout 1s;
-        keepalive_timeout 60s;
+        keepalive_timeout 4s;
         error_log logs/error.log info;
         location / { return 200 "x"; }
     }
@@ -1558,24 +1657,72 @@ def test_a_header_block_that_never_ends_is_cut_by_client_header_timeout(server, 
         f = hf.HeadersFrame(1)  # no END_HEADERS
         f.data = block
         c.send_raw(f.serialize())
-        # CONTINUATIONs trickled, never the last: they do not extend the
-        # time the head has (the GOAWAY comes while they still trickle).
+        # The stream is reset when client_header_timeout ends [nginx]; the
+        # connection, idle then, ends at keepalive_timeout, which
+        # CONTINUATIONs trickled (never the last) do not extend.
+        raw = RawFrames(c)
         sent = 0
-        while sent < trickle and not c.goaway():
+        while sent < trickle and not raw.goaway():
             k = hf.ContinuationFrame(1)
             k.data = b"\x40\x01a\x01b"
             c.send_raw(k.serialize())
             sent += 1
-            c.until(lambda evs: any(isinstance(e, h2.events.ConnectionTerminated) for e in evs), timeout=0.25)
-        assert c.until(lambda evs: any(isinstance(e, h2.events.ConnectionTerminated) for e in evs), timeout=10)
-        g = c.goaway()
-        assert g.error_code == h2.errors.ErrorCodes.NO_ERROR
-        assert c.until(lambda evs: c.closed, timeout=10)
+            raw.read(0.25)
+        assert raw.read_until(lambda: raw.goaway(), 10)
+        assert [(f.stream_id, f.error_code) for f in raw.frames if isinstance(f, hf.RstStreamFrame)] == [(1, 1)]
+        # Trickled: past nghttp2's 8 CONTINUATIONs per block the client is
+        # told to calm down; else keepalive_timeout ends the idle connection.
+        assert raw.goaway().error_code == (11 if trickle else 0), s.error_log()
     finally:
         c.close()
     if trickle:
         assert sent < trickle
     assert "client timed out (110: Connection timed out) while reading client request headers" in s.error_log()
+
+
+class Sock:
+    """A bare socket where RawFrames wants an H2Client."""
+
+    def __init__(self, sock):
+        self.sock = sock
+
+
+class RawFrames:
+    """Frames from the server, parsed without python-h2's state machine
+    (which refuses frames for a stream it did not open itself)."""
+
+    def __init__(self, c):
+        self.c = c
+        self.buf = b""
+        self.frames = []
+
+    def read(self, timeout):
+        self.c.sock.settimeout(timeout)
+        try:
+            data = self.c.sock.recv(65536)
+        except (socket.timeout, ConnectionResetError):
+            return True
+        if not data:
+            return False
+        self.buf += data
+        while len(self.buf) >= 9:
+            f, n = hf.Frame.parse_frame_header(memoryview(self.buf[:9]))
+            if len(self.buf) < 9 + n:
+                break
+            f.parse_body(memoryview(self.buf[9:9 + n]))
+            self.frames.append(f)
+            self.buf = self.buf[9 + n:]
+        return True
+
+    def read_until(self, pred, timeout):
+        deadline = time.monotonic() + timeout
+        while not pred() and time.monotonic() < deadline:
+            if not self.read(0.25):
+                break
+        return pred()
+
+    def goaway(self):
+        return next((f for f in self.frames if isinstance(f, hf.GoAwayFrame)), None)
 
 
 # ---- an orphaned cache fill outlives its connection ---------------------------------------------

@@ -151,6 +151,7 @@ struct Connection::Callbacks {
         if (hd->type == NGHTTP2_HEADERS) {
             if (!c->header_timer_.armed())
                 event::worker_loop().arm(c->header_timer_, *c->srv_->client_header_timeout);
+            c->header_sid_ = hd->stream_id;
         } else if (hd->type != NGHTTP2_CONTINUATION) {
             // Any other frame: the block before it has ended.
             event::worker_loop().cancel(c->header_timer_);
@@ -280,6 +281,18 @@ struct Connection::Callbacks {
         return 0;
     }
 
+    // A DATA frame may be as large as the client allows
+    // (SETTINGS_MAX_FRAME_SIZE) and the windows let go, up to
+    // http2_chunk_size [nginx]; nghttp2 alone stops at 16384.
+    static ssize_t read_length(nghttp2_session* s, uint8_t, int32_t id, int32_t conn_window, int32_t stream_window,
+                               uint32_t max_frame, void*) {
+        int64_t n = std::min<int64_t>({conn_window, stream_window, max_frame});
+        H2Stream* h = stream(s, id);
+        if (h && h->req_ && h->req_->loc_confs)
+            n = std::min<int64_t>(n, static_cast<int64_t>(*h->req_->loc_conf<H2LocConf>(http_v2_module).chunk_size));
+        return static_cast<ssize_t>(std::max<int64_t>(n, 1));
+    }
+
     static int frame_send(nghttp2_session* s, const nghttp2_frame* f, void* p) {
         if ((f->hd.type == NGHTTP2_DATA || f->hd.type == NGHTTP2_HEADERS) && (f->hd.flags & NGHTTP2_FLAG_END_STREAM))
             if (H2Stream* h = stream(s, f->hd.stream_id)) h->on_end_stream_sent();
@@ -393,6 +406,7 @@ bool Connection::init_session() {
     nghttp2_session_callbacks_set_on_invalid_header_callback(cb, Callbacks::invalid_header);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cb, Callbacks::frame_recv);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, Callbacks::data_chunk);
+    nghttp2_session_callbacks_set_data_source_read_length_callback(cb, Callbacks::read_length);
     nghttp2_session_callbacks_set_on_stream_close_callback(cb, Callbacks::stream_close);
     nghttp2_session_callbacks_set_on_frame_send_callback(cb, Callbacks::frame_send);
     nghttp2_session_callbacks_set_on_frame_not_send_callback(cb, Callbacks::frame_not_send);
@@ -457,6 +471,14 @@ bool Connection::feed(const uint8_t* data, size_t len) {
     scan_.feed(data, len, [this](const FrameHeader& h) {
         if (h.type == NGHTTP2_DATA && h.length == 0 && !(h.flags & NGHTTP2_FLAG_END_STREAM))
             count_control("empty DATA frames");
+        // A client cannot push (RFC 9113 8.4): a connection error from
+        // the frame header, without waiting for a payload that may never
+        // come [nginx].
+        if (h.type == NGHTTP2_PUSH_PROMISE && !closed_) {
+            GH_LOG(Info, "client sent PUSH_PROMISE frame");
+            nghttp2_session_terminate_session(session_, NGHTTP2_PROTOCOL_ERROR);
+            schedule_send();
+        }
     });
     if (closed_) return false;
     if (first_frame_) {
@@ -477,6 +499,7 @@ bool Connection::feed(const uint8_t* data, size_t len) {
         if (std::string_view(bytes).substr(0, kPreface.size()) == kPreface &&
             (type != NGHTTP2_SETTINGS || (flags & NGHTTP2_FLAG_ACK))) {
             static constexpr uint8_t kEmptySettings[9] = {0, 0, 0, NGHTTP2_SETTINGS, 0, 0, 0, 0, 0};
+            drop_settings_ack_ = true;
             if (!feed_session(b, kPreface.size())) return false;
             if (!feed_session(kEmptySettings, sizeof kEmptySettings)) return false;
             return feed_session(b + kPreface.size(), bytes.size() - kPreface.size());
@@ -591,6 +614,13 @@ void Connection::send_output() {
                 return;
             }
             if (n == 0) break;
+            // nghttp2 hands over one frame at a time: the first SETTINGS
+            // ACK answers the SETTINGS feed() made up, which the client
+            // did not send and must not see acknowledged [nginx].
+            if (drop_settings_ack_ && n == 9 && data[3] == NGHTTP2_SETTINGS && (data[4] & NGHTTP2_FLAG_ACK)) {
+                drop_settings_ack_ = false;
+                continue;
+            }
             out_.append(reinterpret_cast<const char*>(data), static_cast<size_t>(n));
         }
         if (out_.empty()) break;
@@ -709,8 +739,19 @@ void Connection::on_header_timeout() {
     log::Scope scope(&log_ctx_);
     if (closed_) return;
     GH_LOG(Info, "client timed out (110: Connection timed out) while reading client request headers");
-    // As nginx: GOAWAY, and the connection ends with it; the stream whose
-    // head never came is not answered.
+    if (header_sid_ > 0 && nghttp2_session_get_stream_user_data(session_, header_sid_)) {
+        // The stream whose head did not come in time is reset with
+        // PROTOCOL_ERROR, and the connection goes on [nginx]: the rest of
+        // the block, if it comes, is decoded (HPACK's table needs it) and
+        // dropped. A block that never ends then holds no stream: the
+        // connection is idle, and keepalive_timeout, which what trickles
+        // in does not extend, ends it.
+        nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, header_sid_, NGHTTP2_PROTOCOL_ERROR);
+        send_output();
+        return;
+    }
+    // No stream to reset (the block's stream was refused, or its frame
+    // header is not all in): GOAWAY, and the connection ends with it.
     nghttp2_session_terminate_session(session_, NGHTTP2_NO_ERROR);
     send_output();
     close_connection();
@@ -1163,8 +1204,11 @@ void H2Stream::finish() {
     ++conn_.completed_;
     if (!remote_closed_ && !conn_.closed_) {
         // The client is still sending a body nobody wants: stop it
-        // (RFC 9113 8.1: RST_STREAM NO_ERROR after a complete response).
-        nghttp2_submit_rst_stream(conn_.session_, NGHTTP2_FLAG_NONE, id_, NGHTTP2_NO_ERROR);
+        // (RFC 9113 8.1: RST_STREAM NO_ERROR after a complete response);
+        // one that took longer than client_body_timeout hears of it
+        // (PROTOCOL_ERROR after the 408) [nginx].
+        nghttp2_submit_rst_stream(conn_.session_, NGHTTP2_FLAG_NONE, id_,
+                                  timed_out_ ? NGHTTP2_PROTOCOL_ERROR : NGHTTP2_NO_ERROR);
     }
     terminate();
 }
@@ -1233,7 +1277,7 @@ void H2Stream::abort() {
         terminate();
         return;
     }
-    uint32_t code = NGHTTP2_INTERNAL_ERROR;
+    uint32_t code = timed_out_ ? NGHTTP2_PROTOCOL_ERROR : NGHTTP2_INTERNAL_ERROR;
     if (tunnel_ && !tunnel_over_) {
         // The tunnel ended (the upstream client's on_tunnel_end).
         tunnel_over_ = true;
@@ -1470,6 +1514,7 @@ void H2Stream::pump_body() {
 void H2Stream::on_body_timeout() {
     log::Scope scope(&req_->log_ctx);
     if (body_done_ || closed_) return;
+    timed_out_ = true;
     body_failed(408, "client timed out (110: Connection timed out) while reading client request body");
 }
 

@@ -168,6 +168,7 @@ private:
     bool logged_ = false;
     bool remote_closed_ = false; // nghttp2 closed the stream
     bool orphan_ = false;        // the client went, the request goes on (stream.h)
+    bool timed_out_ = false;     // client_body_timeout: reset with PROTOCOL_ERROR [nginx]
     // RFC 8441: an extended CONNECT for a WebSocket. Its DATA frames are
     // the tunnel's, not a request body.
     bool ws_ = false;
@@ -319,6 +320,10 @@ private:
     // frame to its end (END_HEADERS on it or a CONTINUATION). nghttp2
     // takes no other frame meanwhile (RFC 9113 6.10), so one per connection.
     event::Timer header_timer_;
+    int32_t header_sid_ = 0;  // the stream of that block
+    // An empty SETTINGS frame stood for the client's missing one (feed()):
+    // its ACK is not sent, the client having asked for none.
+    bool drop_settings_ack_ = false;
     // What the streams read of the slot, kept here: an orphan outlives the
     // slot, which another connection may take meanwhile.
     sockaddr_storage peer_{};
