@@ -483,6 +483,63 @@ def test_header_and_body_timeouts_reset_the_stream_and_the_connection_goes_on(se
     assert "while reading client request body" in s.error_log()
 
 
+@pytest.mark.parametrize("second", ["same", "backward"])
+def test_headers_on_a_used_stream_id_is_a_connection_error(server, second):
+    # RFC 9113 5.1.1: ids go up; a HEADERS frame on a closed stream, or
+    # on one below the highest that was skipped, ends the connection with
+    # PROTOCOL_ERROR, naming the last stream taken [nginx].
+    s = server(PLAIN, files={"f.txt": "x"})
+    c = H2Client(s.port)
+    try:
+        first = 3 if second == "backward" else 1
+        c.until(lambda evs: any(isinstance(e, h2.events.SettingsAcknowledged) for e in evs))
+        raw = RawFrames(c)
+
+        def headers(sid):
+            f = hf.HeadersFrame(sid, flags=["END_HEADERS", "END_STREAM"])
+            f.data = c.conn.encoder.encode([(":method", "GET"), (":scheme", "http"), (":authority", "x"),
+                                            (":path", "/f.txt")])
+            c.send_raw(f.serialize())
+
+        headers(first)
+        assert raw.read_until(lambda: any(isinstance(f, hf.DataFrame) and "END_STREAM" in f.flags
+                                          for f in raw.frames), 10)
+        headers(1)
+        assert raw.read_until(lambda: raw.goaway(), 10)
+        g = raw.goaway()
+        assert (g.error_code, g.last_stream_id) == (h2.errors.ErrorCodes.PROTOCOL_ERROR, first)
+    finally:
+        c.close()
+    assert "client sent HEADERS frame with incorrect identifier 1" in s.error_log()
+
+
+def test_trailers_after_an_early_response_are_not_an_error(server):
+    # The response (and our RST_STREAM NO_ERROR) went before the client
+    # had sent its body: its DATA and trailers on the stream, already on
+    # their way, are dropped, and the connection goes on.
+    s = server(PLAIN)
+    c = H2Client(s.port)
+    try:
+        sid = c.request("/v", method="POST", end=False)
+        assert c.until(lambda evs: c.reset_of(sid) is not None)
+        d = hf.DataFrame(sid)
+        d.data = b"body"
+        c.send_raw(d.serialize())
+        t = hf.HeadersFrame(sid, flags=["END_HEADERS", "END_STREAM"])
+        t.data = c.conn.encoder.encode([("x-trailer", "1")])
+        c.send_raw(t.serialize())
+        f = hf.HeadersFrame(sid + 2, flags=["END_HEADERS", "END_STREAM"])
+        f.data = c.conn.encoder.encode([(":method", "GET"), (":scheme", "http"), (":authority", "x"),
+                                        (":path", "/v")])
+        c.send_raw(f.serialize())
+        raw = RawFrames(c)
+        assert raw.read_until(lambda: any(isinstance(f, hf.DataFrame) and f.stream_id == sid + 2
+                                          for f in raw.frames), 10)
+        assert raw.goaway() is None
+    finally:
+        c.close()
+
+
 def test_head_and_304_end_with_headers(server):
     s = server(PLAIN, files={"f.txt": "0123456789"})
     c = H2Client(s.port)

@@ -142,16 +142,30 @@ struct Connection::Callbacks {
         return static_cast<H2Stream*>(nghttp2_session_get_stream_user_data(s, id));
     }
 
-    static int begin_frame(nghttp2_session*, const nghttp2_frame_hd* hd, void* p) {
+    static int begin_frame(nghttp2_session* s, const nghttp2_frame_hd* hd, void* p) {
         Connection* c = self(p);
         // A header block that never ends (HEADERS without END_HEADERS, then
         // nothing, or CONTINUATIONs trickled) holds a stream, so no
         // keepalive_timeout runs: client_header_timeout bounds it, from
         // its first frame, whatever trickles after [nginx: header timeout].
         if (hd->type == NGHTTP2_HEADERS) {
+            const int32_t id = hd->stream_id;
+            if ((id & 1) && id <= c->max_sid_ && !nghttp2_session_get_stream_user_data(s, id) &&
+                !c->was_ended_early(id) && !c->closed_) {
+                // A stream that was closed (a second HEADERS, or one after
+                // its END_STREAM), or skipped: nghttp2 would drop it
+                // unseen; nginx, as RFC 9113 5.1.1 says, ends the
+                // connection.
+                GH_LOG(Info, "client sent HEADERS frame with incorrect identifier %d, the last was %d", id,
+                       c->max_sid_);
+                nghttp2_session_terminate_session(s, NGHTTP2_PROTOCOL_ERROR);
+                c->schedule_send();
+                return 0;
+            }
+            if (id > c->max_sid_) c->max_sid_ = id;
             if (!c->header_timer_.armed())
                 event::worker_loop().arm(c->header_timer_, *c->srv_->client_header_timeout);
-            c->header_sid_ = hd->stream_id;
+            c->header_sid_ = id;
         } else if (hd->type != NGHTTP2_CONTINUATION) {
             // Any other frame: the block before it has ended.
             event::worker_loop().cancel(c->header_timer_);
@@ -166,6 +180,7 @@ struct Connection::Callbacks {
             // Past keepalive_requests: the GOAWAY will say this one was
             // not taken, so the client sends it again elsewhere.
             nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_REFUSED_STREAM);
+            if (!(f->hd.flags & NGHTTP2_FLAG_END_STREAM)) c->ended_early(f->hd.stream_id);
             return 0;
         }
         if (c->live_ >= c->max_streams_) {
@@ -174,6 +189,7 @@ struct Connection::Callbacks {
             // retry it (RFC 9113 8.7) [nginx].
             GH_LOG(Info, "concurrent streams exceeded %u", c->max_streams_);
             nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_REFUSED_STREAM);
+            if (!(f->hd.flags & NGHTTP2_FLAG_END_STREAM)) c->ended_early(f->hd.stream_id);
             if (++c->refused_ > kRefusedBudget) c->calm_down("too many refused streams");
             return 0;
         }
@@ -183,6 +199,7 @@ struct Connection::Callbacks {
             // more than http2_body_preread_size lets a stream buffer:
             // refused, so that it may retry once it knows [nginx].
             nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_REFUSED_STREAM);
+            c->ended_early(f->hd.stream_id);
             if (++c->refused_ > kRefusedBudget) c->calm_down("too many refused streams");
             return 0;
         }
@@ -791,6 +808,7 @@ void Connection::forget(H2Stream* s) {
     check_done();
     if (closed_) return;
     if (!s->remote_closed_) nghttp2_session_set_stream_user_data(session_, s->id_, nullptr);
+    if (!s->in_end_) ended_early(s->id_);  // its trailers may still come
     // What the stream held of the connection's window is given back.
     if (s->unconsumed_ > 0) {
         nghttp2_session_consume_connection(session_, static_cast<size_t>(s->unconsumed_));

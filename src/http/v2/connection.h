@@ -321,6 +321,23 @@ private:
     // takes no other frame meanwhile (RFC 9113 6.10), so one per connection.
     event::Timer header_timer_;
     int32_t header_sid_ = 0;  // the stream of that block
+    // Stream ids are used in order (RFC 9113 5.1.1): a HEADERS frame on a
+    // stream below the highest is a connection error, unless it is the
+    // client's trailers on a stream we ended while it was still sending
+    // (the last kEndedEarly of those are kept; nghttp2 drops their frames).
+    int32_t max_sid_ = 0;
+    static constexpr size_t kEndedEarly = 32;
+    int32_t ended_early_[kEndedEarly] = {};
+    size_t ended_early_next_ = 0;
+    void ended_early(int32_t id) {
+        ended_early_[ended_early_next_] = id;
+        ended_early_next_ = (ended_early_next_ + 1) % kEndedEarly;
+    }
+    bool was_ended_early(int32_t id) const {
+        for (int32_t x : ended_early_)
+            if (x == id) return true;
+        return false;
+    }
     // An empty SETTINGS frame stood for the client's missing one (feed()):
     // its ACK is not sent, the client having asked for none.
     bool drop_settings_ack_ = false;
