@@ -5,6 +5,7 @@
 
 #include <fcntl.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <openssl/opensslv.h>
 #include <pcre2.h>
 #include <sys/types.h>
@@ -116,6 +117,16 @@ int main(int argc, char** argv) {
     // As nginx's: with -t or -T too, the test follows the version.
     if ((o.version || o.help) && !o.test) return 0;
     process::resolve_paths(o);
+    // OpenSSL reads its configuration file and loads its default provider
+    // on first use. A configuration without TLS first uses it in a worker
+    // (the cache key's MD5 on the first request that looks up the cache),
+    // where each new worker would pay it, after every reload, under the
+    // first request: done here once, the workers inherit it.
+    OPENSSL_init_crypto(OPENSSL_INIT_LOAD_CONFIG, nullptr);
+    // Likewise the first fetch of MD5 (the provider's algorithm tables);
+    // what is fetched stays in the library's cache. Without MD5 (a
+    // FIPS-only OpenSSL) this does nothing; the cache then says so.
+    EVP_MD_free(EVP_MD_fetch(nullptr, "MD5", nullptr));
 
     // Until a configuration is loaded, messages go to stderr and, with -e,
     // to that file as well.
