@@ -201,8 +201,14 @@ void Client::start_body(size_t consumed) {
         Buf f;
         f.flush = true;
         out_.push(std::move(f));
+        push_out();
+    } else if (origin_done_) {
+        push_out();
     }
-    push_out();
+    // Else the body bytes that came with the head wait for what the reads
+    // below bring at once: read_body() hands it all over together when the
+    // socket is drained, so the client gets one write, not two (a 64 KiB
+    // answer: head and body in one sendmsg) [nginx: postpone_output].
     if (consumer_gone() || truncated_ || stopped_) return;
     if (origin_done_) {
         body_complete();
@@ -300,6 +306,14 @@ void Client::read_body() {
             paused_ = true;
             event::worker_loop().cancel(up_->read_timer);
             return;
+        }
+        if (spill && !out_.empty()) {
+            // The buffers are all taken: what they hold goes to the
+            // consumer before anything goes to the file (which follows it
+            // in order, and waits for the consumer to drain).
+            push_out();
+            if (consumer_gone() || stopped_) return;
+            continue;
         }
         event::IoResult io = up_->recv({p, n});
         if (io.kind == event::IoResult::Again) {
