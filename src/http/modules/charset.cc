@@ -370,7 +370,10 @@ Flow body_filter(Request& r, Chain& in, Chain& out) {
         out.append(in);
         return Flow::Pass;
     }
-    size_t budget = output_busy(r) ? 0 : kBudget;
+    // None while the stream is busy, nor while what this filter already
+    // gave is still queued ahead of it: the engine may call again before
+    // the stream got anything (a head and a body in one turn).
+    size_t budget = output_busy(r) || out.bytes() >= kOutputBusy ? 0 : kBudget;
     size_t pending = 0;  // input bytes still to recode: sizes the slabs
     for (const Buf& b : in) pending += b.size();
     size_t used = 0;  // Bufs of `in` done with
