@@ -343,3 +343,21 @@ def gatehouse(gatehouse_bin, prefix):
 def version_text(gatehouse_bin):
     """The -V output (stderr), for skipping tests of modules not built."""
     return run_binary(gatehouse_bin, ["-V"]).stderr
+
+
+@pytest.fixture
+def origin():
+    """origin(handler=ok_handler, **kw) starts an Origin (origins.py);
+    every one made is stopped at teardown."""
+    from origins import Origin, ok_handler
+
+    made = []
+
+    def make(handler=ok_handler, **kw):
+        o = Origin(handler, **kw)
+        made.append(o)
+        return o
+
+    yield make
+    for o in made:
+        o.stop()

@@ -206,3 +206,15 @@ def server(tmp_path):
     yield make
     for s in started:
         s.stop()
+
+
+def dechunk(body):
+    """The data of a chunked body (bytes, as received)."""
+    out = b""
+    while True:
+        size_line, _, body = body.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            return out
+        out += body[:size]
+        body = body[size + 2:]

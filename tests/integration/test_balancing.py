@@ -21,23 +21,9 @@ import time
 import pytest
 
 from gh_server import poll, server  # noqa: F401  (server: the fixture)
-from origins import Origin, Reader, closed_port, ok_handler, response
+from origins import Reader, closed_port, ok_handler, response
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def origin():
-    made = []
-
-    def make(handler=ok_handler, **kw):
-        o = Origin(handler, **kw)
-        made.append(o)
-        return o
-
-    yield make
-    for o in made:
-        o.stop()
 
 
 def start(server, http):

@@ -18,24 +18,10 @@ import time
 import pytest
 
 from gh_server import Response, Server, poll, require_binary
-from origins import Origin, response
+from origins import response
 
 
 # ---- fixtures ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def origin():
-    made = []
-
-    def make(handler, **kw):
-        o = Origin(handler, **kw)
-        made.append(o)
-        return o
-
-    yield make
-    for o in made:
-        o.stop()
 
 
 @pytest.fixture

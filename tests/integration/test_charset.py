@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from gh_server import server  # noqa: F401  (server: the fixture)
-from origins import Origin, response
+from gh_server import dechunk, server  # noqa: F401  (server: the fixture)
+from origins import response
 
 # A few letters of koi8-r, windows-1251 and UTF-8.
 KOI_UTF = """
@@ -52,20 +52,6 @@ FILES = {
 }
 
 
-@pytest.fixture
-def origin():
-    made = []
-
-    def make(handler, **kw):
-        o = Origin(handler, **kw)
-        made.append(o)
-        return o
-
-    yield make
-    for o in made:
-        o.stop()
-
-
 def start(server, http, files=None):
     s = server(http, files, start=False)
     code, err = s.test_config()
@@ -73,17 +59,6 @@ def start(server, http, files=None):
         pytest.skip("charset_filter module not built")
     assert code == 0, err
     return s.start()
-
-
-def dechunk(body):
-    out = b""
-    while True:
-        size_line, _, body = body.partition(b"\r\n")
-        size = int(size_line.split(b";")[0], 16)
-        if size == 0:
-            return out
-        out += body[:size]
-        body = body[size + 2:]
 
 
 def body_of(r):

@@ -16,25 +16,11 @@ import pytest
 
 from gh_server import poll, server  # noqa: F401  (server: the fixture)
 from gh_server import Response
-from origins import Origin, Reader, response
+from origins import Reader, response
 from test_proxy import sanitized
 
 TEXT = b"".join(b"X%03dXXXXXX" % i for i in range(100)) * 20  # 20000 bytes
 GZ = gzip.compress(TEXT)
-
-
-@pytest.fixture
-def origin():
-    made = []
-
-    def make(handler):
-        o = Origin(handler)
-        made.append(o)
-        return o
-
-    yield make
-    for o in made:
-        o.stop()
 
 
 def gz_handler(body, headers=(), status=200):

@@ -15,27 +15,13 @@ import zlib
 
 import pytest
 
-from gh_server import poll, server  # noqa: F401  (server: the fixture)
-from origins import Origin, Reader, response
+from gh_server import dechunk, poll, server  # noqa: F401  (server: the fixture)
+from origins import Reader, response
 
 brotli = pytest.importorskip("brotli")
 zstandard = pytest.importorskip("zstandard")
 
 TEXT = "".join(f"line {i} of a text that compresses well\n" for i in range(3000))
-
-
-@pytest.fixture
-def origin():
-    made = []
-
-    def make(handler, **kw):
-        o = Origin(handler, **kw)
-        made.append(o)
-        return o
-
-    yield make
-    for o in made:
-        o.stop()
 
 
 def start(server, http, files=None):
@@ -45,17 +31,6 @@ def start(server, http, files=None):
         pytest.skip("gzip_filter module not built")
     assert code == 0, err
     return s.start()
-
-
-def dechunk(body):
-    out = b""
-    while True:
-        size_line, _, body = body.partition(b"\r\n")
-        size = int(size_line.split(b";")[0], 16)
-        if size == 0:
-            return out
-        out += body[:size]
-        body = body[size + 2:]
 
 
 def payload(r):

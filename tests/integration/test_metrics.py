@@ -18,7 +18,7 @@ import subprocess
 import pytest
 
 from gh_server import Server, free_port, poll, require_binary
-from origins import Origin, closed_port, ok_handler, response
+from origins import closed_port, response
 from two_workers import two_workers  # noqa: F401  (the fixture)
 
 SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
@@ -77,20 +77,6 @@ def log_lines(s, n):
     scrape of the page so far."""
     n += getattr(s, "scrapes", 0)
     return [line.decode().split() for line in s.wait_lines("access.log", n)]
-
-
-@pytest.fixture
-def origin():
-    made = []
-
-    def make(handler=ok_handler):
-        o = Origin(handler)
-        made.append(o)
-        return o
-
-    yield make
-    for o in made:
-        o.stop()
 
 
 ZONES = """

@@ -122,20 +122,6 @@ def dnsmasq(tmp_path):
         d.stop()
 
 
-@pytest.fixture
-def origin():
-    made = []
-
-    def make(handler=ok_handler, **kw):
-        o = Origin(handler, **kw)
-        made.append(o)
-        return o
-
-    yield make
-    for o in made:
-        o.stop()
-
-
 class Origin6:
     """An HTTP origin on [::1]:port answering 200 `body`."""
 
