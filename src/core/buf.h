@@ -95,6 +95,14 @@ struct Buf {
         b.last = s.data() + s.size();
         return b;
     }
+    // The first `len` bytes of `s`, which the Buf keeps alive.
+    static Buf in_slab(SlabRef s, size_t len) {
+        Buf b;
+        b.pos = s.get()->data();
+        b.last = b.pos + len;
+        b.slab = std::move(s);
+        return b;
+    }
     static Buf file(int fd, off_t from, off_t to) {
         Buf b;
         b.fd = fd;

@@ -65,10 +65,7 @@ ChainWriter::Result ChainWriter::write(Connection& c, bool use_sendfile, const L
                 res.call = "pread()";
                 break;
             }
-            Buf m;
-            m.pos = slab.get()->data();
-            m.last = m.pos + n;
-            m.slab = std::move(slab);
+            Buf m = Buf::in_slab(std::move(slab), static_cast<size_t>(n));
             b.file_pos += n;
             if (b.file_pos == b.file_last)
                 q_[head_] = std::move(m);

@@ -2,6 +2,8 @@
 
 #include <cstdint>
 
+#include "conf/parser.h"
+#include "conf/registry.h"
 #include "core/str.h"
 
 namespace gatehouse::http {
@@ -46,6 +48,43 @@ std::string_view builtin_mime_type(std::string_view ext) {
     if (iequals(ext, "gif")) return "image/gif";
     if (iequals(ext, "jpg")) return "image/jpeg";
     return {};
+}
+
+bool MimeTypeList::lists(std::string_view type, std::span<const std::string_view> defaults) const {
+    if (type.empty()) return false;
+    if (iequals(type, "text/html")) return true;
+    if (!types) {
+        for (std::string_view t : defaults)
+            if (iequals(t, type)) return true;
+        return false;
+    }
+    for (const std::string& t : *types)
+        if (t == "*" || iequals(t, type)) return true;
+    return false;
+}
+
+Status set_mime_type_list(conf::Ctx& cx, const conf::Node& n, MimeTypeList& l) {
+    if (l.set) return cx.duplicate(n);
+    auto* list = cx.arena().make<std::vector<std::string>>();
+    for (const auto& a : n.args) {
+        std::string t = a.text;
+        for (char& ch : t) ch = ascii_lower(ch);
+        if (t == "*") {
+            list->assign(1, t);
+            break;
+        }
+        list->push_back(std::move(t));
+    }
+    l.types = list;
+    l.set = true;
+    return {};
+}
+
+std::string_view mime_of(std::string_view ct) {
+    size_t semi = ct.find(';');
+    if (semi != std::string_view::npos) ct = ct.substr(0, semi);
+    while (!ct.empty() && (ct.back() == ' ' || ct.back() == '\t')) ct.remove_suffix(1);
+    return ct;
 }
 
 }  // namespace gatehouse::http

@@ -8,9 +8,14 @@
 
 #include <cstddef>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
+
+#include "conf/fwd.h"
+#include "core/result.h"
 
 namespace gatehouse::http {
 
@@ -38,6 +43,28 @@ private:
     };
     std::unordered_map<std::string, std::string, CaseHash, CaseEq> map_;
 };
+
+// The list of a "*_types" directive (gzip_types, charset_types) [nginx
+// ngx_http_types_slot]: MIME types in lower case, "*" for any; text/html
+// always counts. A level that does not set it has its parent's.
+struct MimeTypeList {
+    const std::vector<std::string>* types = nullptr;  // null: the defaults; owner: the generation
+    bool set = false;
+
+    void inherit(const MimeTypeList& up) {
+        if (!set) *this = up;
+    }
+    // Whether `type` (as mime_of() gives it) is listed; `defaults` stand
+    // for a list no level set.
+    bool lists(std::string_view type, std::span<const std::string_view> defaults = {}) const;
+};
+
+// The directive's setter: "[emerg] ... is duplicate" when set at this level.
+Status set_mime_type_list(conf::Ctx& cx, const conf::Node& n, MimeTypeList& l);
+
+// A Content-Type value's type, parameters and white space dropped:
+// "text/html; charset=utf-8" -> "text/html".
+std::string_view mime_of(std::string_view content_type);
 
 // nginx's built-in map, used where no "types" block applies:
 // html -> text/html, gif -> image/gif, jpg -> image/jpeg. Empty otherwise.

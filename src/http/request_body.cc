@@ -47,13 +47,7 @@ bool copying_sink(Request& r, Chain& piece) {
     b.size += piece.bytes();
     if (piece.last() && !b.too_big) {
         b.complete = true;
-        if (b.mem_len > 0) {
-            Buf m;
-            m.pos = b.mem.get()->data();
-            m.last = m.pos + b.mem_len;
-            m.slab = b.mem;
-            b.bufs.push(std::move(m));
-        }
+        if (b.mem_len > 0) b.bufs.push(Buf::in_slab(b.mem, b.mem_len));
         // A reader that wanted it whole after the streaming one left
         // (read_whole_body) is told from the loop.
         if (b.done) event::worker_loop().post(b.ev);
@@ -285,11 +279,7 @@ bool whole_sink(Request& r, Chain& piece) {
         if (b.fd >= 0 && b.size > 0) {
             b.bufs.push(Buf::file(b.fd, 0, static_cast<off_t>(b.size)));
         } else if (b.mem_len > 0) {
-            Buf m;
-            m.pos = b.mem.get()->data();
-            m.last = m.pos + b.mem_len;
-            m.slab = b.mem;
-            b.bufs.push(std::move(m));
+            b.bufs.push(Buf::in_slab(b.mem, b.mem_len));
         }
         event::worker_loop().post(b.ev);
         return false;

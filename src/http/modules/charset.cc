@@ -43,6 +43,7 @@
 #include "core/log.h"
 #include "core/str.h"
 #include "http/charset_recode.h"
+#include "http/mime.h"
 #include "http/output.h"
 #include "http/request.h"
 #include "http/static_module.h"
@@ -102,10 +103,7 @@ struct CharsetLocConf {
     std::optional<CharsetValue> charset;         // "charset"
     std::optional<CharsetValue> source;          // "source_charset"
     std::optional<bool> override_charset;        // "override_charset"
-    // "charset_types": lower case, "*" any; text/html always counts.
-    // Null: nginx's defaults. Owner: the generation.
-    const std::vector<std::string>* types = nullptr;
-    bool types_set = false;
+    MimeTypeList types;  // "charset_types"; unset: kDefaultTypes
     CharsetMainConf* main = nullptr;  // owner: the generation; for merge
 };
 
@@ -117,10 +115,7 @@ void merge(const CharsetLocConf& up, CharsetLocConf& c) {
     if (!c.charset) c.charset = up.charset;
     if (!c.source) c.source = up.source;
     conf::inherit(c.override_charset, up.override_charset, false);
-    if (!c.types_set) {
-        c.types = up.types;
-        c.types_set = up.types_set;
-    }
+    c.types.inherit(up.types);
     if (!c.main) c.main = up.main;
     // nginx checks at start that a location recoding between two named
     // charsets has a map for them; with variables only requests can tell.
@@ -168,22 +163,7 @@ Status set_source(Ctx& cx, const Node& n, CharsetLocConf& c) {
 }
 
 // charset_types mime-type ...;
-Status set_types(Ctx& cx, const Node& n, CharsetLocConf& c) {
-    if (c.types_set) return cx.duplicate(n);
-    auto* list = cx.arena().make<std::vector<std::string>>();
-    for (const auto& a : n.args) {
-        std::string t = a.text;
-        for (char& ch : t) ch = ascii_lower(ch);
-        if (t == "*") {
-            list->assign(1, t);
-            break;
-        }
-        list->push_back(std::move(t));
-    }
-    c.types = list;
-    c.types_set = true;
-    return {};
-}
+Status set_types(Ctx& cx, const Node& n, CharsetLocConf& c) { return set_mime_type_list(cx, n, c.types); }
 
 // charset_map a b { XX YY; ... }
 Status open_map(Ctx& cx, const Node& n) {
@@ -232,14 +212,6 @@ struct CharsetState {
     SlabRef in;   // a piece of a file Buf
 };
 
-// "text/html; charset=utf-8" -> "text/html".
-std::string_view mime_of(std::string_view ct) {
-    size_t semi = ct.find(';');
-    if (semi != std::string_view::npos) ct = ct.substr(0, semi);
-    while (!ct.empty() && (ct.back() == ' ' || ct.back() == '\t')) ct.remove_suffix(1);
-    return ct;
-}
-
 // The charset a Content-Type value names ("...; charset=koi8-r", quotes
 // taken off) and where the value stops without it [nginx: the rest of the
 // value after "charset=" is the name].
@@ -262,19 +234,6 @@ TypeCharset charset_of(std::string_view ct) {
     return {{}, ct.size()};
 }
 
-bool type_listed(const CharsetLocConf& c, std::string_view type) {
-    if (type.empty()) return false;
-    if (iequals(type, "text/html")) return true;
-    if (!c.types) {
-        for (std::string_view t : kDefaultTypes)
-            if (iequals(t, type)) return true;
-        return false;
-    }
-    for (const std::string& t : *c.types)
-        if (t == "*" || iequals(t, type)) return true;
-    return false;
-}
-
 // The response says `dst`: Content-Type loses the charset it had.
 void say_charset(Request& r, ResponseHead& h, const TypeCharset& tc, std::string_view dst) {
     h.content_type = h.content_type.substr(0, tc.type_len);
@@ -294,7 +253,7 @@ Flow header_filter(Request& r, ResponseHead& h) {
     }
     if (!tc.charset.empty()) {
         if (!*c.override_charset) return Flow::Pass;
-    } else if (!type_listed(c, mime_of(h.content_type))) {
+    } else if (!c.types.lists(mime_of(h.content_type), kDefaultTypes)) {
         return Flow::Pass;
     }
     std::string_view dst = c.charset->eval(r);
@@ -326,10 +285,7 @@ Flow header_filter(Request& r, ResponseHead& h) {
 // The slab filled so far goes to `out`.
 void emit(CharsetState& st, Chain& out, bool flush) {
     if (!st.out || st.out_fill == 0) return;
-    Buf b;
-    b.pos = st.out.get()->data();
-    b.last = b.pos + st.out_fill;
-    b.slab = std::move(st.out);
+    Buf b = Buf::in_slab(std::move(st.out), st.out_fill);
     b.flush = flush;
     out.push(std::move(b));
     st.out = SlabRef();

@@ -132,10 +132,7 @@ Flow header_filter(Request& r, ResponseHead& h) {
 // The slab filled so far goes to `out` (flagged flush when asked).
 void emit(Gunzip& g, Chain& out, bool flush) {
     if (!g.out || g.out_fill == 0) return;
-    Buf b;
-    b.pos = g.out.get()->data();
-    b.last = b.pos + g.out_fill;
-    b.slab = std::move(g.out);
+    Buf b = Buf::in_slab(std::move(g.out), g.out_fill);
     b.flush = flush;
     out.push(std::move(b));
     g.out = SlabRef();

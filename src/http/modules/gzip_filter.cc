@@ -61,6 +61,7 @@
 #include "http/compressor.h"
 #include "http/conditional.h"
 #include "http/gzip_conf.h"
+#include "http/mime.h"
 #include "http/output.h"
 #include "http/request.h"
 #include "http/variables.h"
@@ -88,10 +89,7 @@ struct Bufs {
 // One coding's directives ("gzip", "gzip_types", ...).
 struct CodingConf {
     std::optional<bool> on;
-    // Lower-case MIME types; "*" any. Owner: the generation. Null: only
-    // text/html (the default and always included).
-    const std::vector<std::string>* types = nullptr;
-    bool types_set = false;
+    MimeTypeList types;  // unset: text/html only
     std::optional<uint64_t> min_length;
     std::optional<uint64_t> level;
     std::optional<Bufs> buffers;
@@ -99,10 +97,7 @@ struct CodingConf {
 
 void merge_coding(const CodingConf& up, CodingConf& c, uint64_t level) {
     conf::inherit(c.on, up.on, false);
-    if (!c.types_set) {
-        c.types = up.types;
-        c.types_set = up.types_set;
-    }
+    c.types.inherit(up.types);
     conf::inherit(c.min_length, up.min_length, uint64_t{20});
     conf::inherit(c.level, up.level, level);
     // nginx's default on a 4 KiB-page machine: 32 4k.
@@ -166,22 +161,7 @@ Status set_on(Ctx& cx, const Node& n, GzipConf& g) {
 
 template <CodingConf GzipConf::*C>
 Status set_types(Ctx& cx, const Node& n, GzipConf& g) {
-    CodingConf& c = g.*C;
-    if (c.types_set) return cx.duplicate(n);
-    auto* list = cx.arena().make<std::vector<std::string>>();
-    for (const auto& a : n.args) {
-        std::string t = a.text;
-        for (char& ch : t) ch = ascii_lower(ch);
-        if (t == "*") {
-            list->clear();
-            list->push_back(t);
-            break;
-        }
-        list->push_back(std::move(t));
-    }
-    c.types = list;
-    c.types_set = true;
-    return {};
+    return set_mime_type_list(cx, n, (g.*C).types);
 }
 
 template <CodingConf GzipConf::*C>
@@ -307,23 +287,6 @@ const CodingConf& coding_conf(const GzipConf& g, Coding c) {
     }
 }
 
-// "text/html; charset=utf-8" -> "text/html".
-std::string_view mime_of(std::string_view ct) {
-    size_t semi = ct.find(';');
-    if (semi != std::string_view::npos) ct = ct.substr(0, semi);
-    while (!ct.empty() && (ct.back() == ' ' || ct.back() == '\t')) ct.remove_suffix(1);
-    return ct;
-}
-
-bool type_listed(const CodingConf& c, std::string_view type) {
-    if (type.empty()) return false;
-    if (iequals(type, "text/html")) return true;
-    if (!c.types) return false;
-    for (const std::string& t : *c.types)
-        if (t == "*" || iequals(t, type)) return true;
-    return false;
-}
-
 // nginx's MSIE 4-6 without SV1 (6.0 SP2 has a working gzip).
 bool is_msie6(std::string_view ua) {
     size_t at = ua.find("MSIE ");
@@ -425,7 +388,7 @@ Flow header_filter(Request& r, ResponseHead& h) {
     CodingSet eligible;
     for (Coding c : {Coding::Zstd, Coding::Br, Coding::Gzip}) {
         const CodingConf& cc = coding_conf(g, c);
-        if (!*cc.on || !type_listed(cc, type)) continue;
+        if (!*cc.on || !cc.types.lists(type)) continue;
         if (h.content_length && *h.content_length < *cc.min_length) continue;
         eligible.add(c);
     }
@@ -491,9 +454,7 @@ void emit(Compression& st, Chain& out, bool flush, bool last) {
     if (st.out_fill == 0 && !flush && !last) return;
     Buf b;
     if (st.out_fill) {
-        b.pos = st.out_slab.get()->data();
-        b.last = b.pos + st.out_fill;
-        b.slab = std::move(st.out_slab);
+        b = Buf::in_slab(std::move(st.out_slab), st.out_fill);
         st.out_bytes += st.out_fill;
     }
     b.flush = flush;

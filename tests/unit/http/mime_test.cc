@@ -73,3 +73,29 @@ TEST_CASE("http/mime: conf/mime.types parses, each extension once") {
     CHECK(m.find("pdf") == "application/pdf");
     CHECK(m.find("txt") == "text/plain");
 }
+
+TEST_CASE("http/mime: a *_types list and the type of a Content-Type") {
+    using gatehouse::http::mime_of;
+    using gatehouse::http::MimeTypeList;
+    CHECK(mime_of("text/html; charset=utf-8") == "text/html");
+    CHECK(mime_of("text/plain \t;q") == "text/plain");
+    CHECK(mime_of("image/png") == "image/png");
+
+    constexpr std::string_view kDefaults[] = {"text/plain"};
+    MimeTypeList unset;
+    CHECK(unset.lists("TEXT/HTML"));  // always
+    CHECK_FALSE(unset.lists("text/plain"));
+    CHECK(unset.lists("text/plain", kDefaults));
+    CHECK_FALSE(unset.lists(""));
+
+    const std::vector<std::string> css{"text/css"};
+    MimeTypeList set{&css, true};
+    CHECK(set.lists("Text/CSS", kDefaults));
+    CHECK_FALSE(set.lists("text/plain", kDefaults));  // the list replaces the defaults
+    MimeTypeList child;
+    child.inherit(set);
+    CHECK(child.lists("text/css"));
+    const std::vector<std::string> any{"*"};
+    MimeTypeList star{&any, true};
+    CHECK(star.lists("application/x-anything"));
+}
