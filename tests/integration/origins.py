@@ -259,3 +259,30 @@ def closed_port():
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+def listener(backlog=1, timeout=10.0):
+    """A bare listening socket on 127.0.0.1 and its port, for a test that
+    plays the origin by hand (the caller closes it)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(backlog)
+    sock.settimeout(timeout)
+    return sock, sock.getsockname()[1]
+
+
+def answer_mid_request(lsock, seen, reply):
+    """Accepts one connection, reads until `seen` came, sends `reply`, then
+    reads until the proxy closes its end (it took the reply)."""
+    conn, _ = lsock.accept()
+    with conn:
+        conn.settimeout(10)
+        got = b""
+        while seen not in got:
+            data = conn.recv(65536)
+            if not data:
+                raise AssertionError(f"closed before {seen!r}; got {got!r}")
+            got += data
+        conn.sendall(reply)
+        while conn.recv(65536):
+            pass

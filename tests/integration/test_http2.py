@@ -20,7 +20,7 @@ import time
 import pytest
 
 from gh_server import Server, poll, server  # noqa: F401  (fixture)
-from origins import Origin, response
+from origins import Origin, answer_mid_request, listener, response
 
 h2 = pytest.importorskip("h2")
 import h2.config  # noqa: E402
@@ -151,6 +151,15 @@ class H2Client:
             self.conn.send_data(sid, body, end_stream=end)
         self.flush()
         return sid
+
+    def raw_headers(self, sid, path="/", method="GET", fields=None, end=True):
+        """The bytes of a HEADERS frame (END_HEADERS; END_STREAM with
+        `end`) built outside python-h2's stream states, encoded with its
+        HPACK encoder: `fields`, else a request for `path`."""
+        f = hf.HeadersFrame(sid, flags=["END_HEADERS", "END_STREAM"] if end else ["END_HEADERS"])
+        f.data = self.conn.encoder.encode(fields or [(":method", method), (":scheme", "http"),
+                                                     (":authority", "x"), (":path", path)])
+        return f.serialize()
 
     def response(self, sid, timeout=10.0):
         """(status, headers dict, body) of stream sid once it ended."""
@@ -411,7 +420,7 @@ def test_a_client_without_settings_gets_no_ack_and_push_promise_is_a_connection_
     # (a SETTINGS frame stands in for it, unseen) [nginx].
     with socket.create_connection(("127.0.0.1", s.port), timeout=10) as sock:
         sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-        raw = RawFrames(Sock(sock))
+        raw = RawFrames(sock)
         assert raw.read_until(lambda: any(isinstance(f, hf.WindowUpdateFrame) for f in raw.frames), 10)
         sock.sendall(hf.SettingsFrame(0, flags=["ACK"]).serialize())
         ping = hf.PingFrame(0)
@@ -442,14 +451,10 @@ def test_header_and_body_timeouts_reset_the_stream_and_the_connection_goes_on(se
     c = H2Client(s.port)
     try:
         c.until(lambda evs: any(isinstance(e, h2.events.SettingsAcknowledged) for e in evs))
-        raw = RawFrames(c)
+        raw = RawFrames(c.sock)
         # Half of a HEADERS frame, the rest after client_header_timeout:
         # the stream is reset with PROTOCOL_ERROR [nginx]...
-        block = c.conn.encoder.encode([(":method", "GET"), (":scheme", "http"), (":authority", "x"),
-                                       (":path", "/")])
-        f = hf.HeadersFrame(1, flags=["END_HEADERS", "END_STREAM"])
-        f.data = block
-        frame = f.serialize()
+        frame = c.raw_headers(1)
         c.send_raw(frame[:12])
         assert raw.read_until(lambda: any(isinstance(f, hf.RstStreamFrame) for f in raw.frames), 10)
         # ...and the connection goes on: the rest of the frame is taken,
@@ -458,18 +463,12 @@ def test_header_and_body_timeouts_reset_the_stream_and_the_connection_goes_on(se
         ping = hf.PingFrame(0)
         ping.opaque_data = b"SEE-THIS"
         c.send_raw(ping.serialize())
-        f3 = hf.HeadersFrame(3, flags=["END_HEADERS", "END_STREAM"])
-        f3.data = c.conn.encoder.encode([(":method", "GET"), (":scheme", "http"), (":authority", "x"),
-                                         (":path", "/")])
-        c.send_raw(f3.serialize())
+        c.send_raw(c.raw_headers(3))
         assert raw.read_until(lambda: any(isinstance(f, hf.DataFrame) and f.stream_id == 3 for f in raw.frames), 10)
         assert any(isinstance(f, hf.PingFrame) and "ACK" in f.flags for f in raw.frames)
         # A body that stops coming: 408, and the stream reset with
         # PROTOCOL_ERROR [nginx].
-        f5 = hf.HeadersFrame(5, flags=["END_HEADERS"])
-        f5.data = c.conn.encoder.encode([(":method", "POST"), (":scheme", "http"), (":authority", "x"),
-                                         (":path", "/buffered")])
-        c.send_raw(f5.serialize())
+        c.send_raw(c.raw_headers(5, "/buffered", method="POST", end=False))
         d = hf.DataFrame(5)
         d.data = b"TEST"
         c.send_raw(d.serialize())
@@ -493,18 +492,11 @@ def test_headers_on_a_used_stream_id_is_a_connection_error(server, second):
     try:
         first = 3 if second == "backward" else 1
         c.until(lambda evs: any(isinstance(e, h2.events.SettingsAcknowledged) for e in evs))
-        raw = RawFrames(c)
-
-        def headers(sid):
-            f = hf.HeadersFrame(sid, flags=["END_HEADERS", "END_STREAM"])
-            f.data = c.conn.encoder.encode([(":method", "GET"), (":scheme", "http"), (":authority", "x"),
-                                            (":path", "/f.txt")])
-            c.send_raw(f.serialize())
-
-        headers(first)
+        raw = RawFrames(c.sock)
+        c.send_raw(c.raw_headers(first, "/f.txt"))
         assert raw.read_until(lambda: any(isinstance(f, hf.DataFrame) and "END_STREAM" in f.flags
                                           for f in raw.frames), 10)
-        headers(1)
+        c.send_raw(c.raw_headers(1, "/f.txt"))
         assert raw.read_until(lambda: raw.goaway(), 10)
         g = raw.goaway()
         assert (g.error_code, g.last_stream_id) == (h2.errors.ErrorCodes.PROTOCOL_ERROR, first)
@@ -525,14 +517,9 @@ def test_trailers_after_an_early_response_are_not_an_error(server):
         d = hf.DataFrame(sid)
         d.data = b"body"
         c.send_raw(d.serialize())
-        t = hf.HeadersFrame(sid, flags=["END_HEADERS", "END_STREAM"])
-        t.data = c.conn.encoder.encode([("x-trailer", "1")])
-        c.send_raw(t.serialize())
-        f = hf.HeadersFrame(sid + 2, flags=["END_HEADERS", "END_STREAM"])
-        f.data = c.conn.encoder.encode([(":method", "GET"), (":scheme", "http"), (":authority", "x"),
-                                        (":path", "/v")])
-        c.send_raw(f.serialize())
-        raw = RawFrames(c)
+        c.send_raw(c.raw_headers(sid, fields=[("x-trailer", "1")]))
+        c.send_raw(c.raw_headers(sid + 2, "/v"))
+        raw = RawFrames(c.sock)
         assert raw.read_until(lambda: any(isinstance(f, hf.DataFrame) and f.stream_id == sid + 2
                                           for f in raw.frames), 10)
         assert raw.goaway() is None
@@ -644,11 +631,7 @@ def test_error_page_to_a_proxy_before_the_unbuffered_body_ended(server):
     # As over HTTP/1 (test_proxy.py): the first origin answers 502 on half
     # the body; error_page proxies again, the rest of the stream's body is
     # still read, and the second origin gets all of it.
-    lsock = socket.socket()
-    lsock.bind(("127.0.0.1", 0))
-    lsock.listen(1)
-    lsock.settimeout(10)
-    port = lsock.getsockname()[1]
+    lsock, port = listener()
     origin = Origin(lambda conn, req: conn.sendall(response(200, b"got " + req.body)) or False)
     try:
         s = server(f"""
@@ -667,15 +650,7 @@ def test_error_page_to_a_proxy_before_the_unbuffered_body_ended(server):
         c = H2Client(s.port)
         try:
             sid = c.request("/", method="POST", body=b"SEE-", end=False)
-            conn, _ = lsock.accept()
-            with conn:
-                conn.settimeout(10)
-                got = b""
-                while b"SEE-" not in got:  # chunked: no length was given
-                    got += conn.recv(65536)
-                conn.sendall(response(502, b"bad"))
-                while conn.recv(65536):  # the 502 was taken
-                    pass
+            answer_mid_request(lsock, b"SEE-", response(502, b"bad"))  # sent chunked: no length
             c.conn.send_data(sid, b"THIS", end_stream=True)
             c.flush()
             st, _, body = c.response(sid)
@@ -1717,7 +1692,7 @@ def test_a_header_block_that_never_ends_is_cut_by_client_header_timeout(server, 
         # The stream is reset when client_header_timeout ends [nginx]; the
         # connection, idle then, ends at keepalive_timeout, which
         # CONTINUATIONs trickled (never the last) do not extend.
-        raw = RawFrames(c)
+        raw = RawFrames(c.sock)
         sent = 0
         while sent < trickle and not raw.goaway():
             k = hf.ContinuationFrame(1)
@@ -1737,26 +1712,19 @@ def test_a_header_block_that_never_ends_is_cut_by_client_header_timeout(server, 
     assert "client timed out (110: Connection timed out) while reading client request headers" in s.error_log()
 
 
-class Sock:
-    """A bare socket where RawFrames wants an H2Client."""
-
-    def __init__(self, sock):
-        self.sock = sock
-
-
 class RawFrames:
     """Frames from the server, parsed without python-h2's state machine
     (which refuses frames for a stream it did not open itself)."""
 
-    def __init__(self, c):
-        self.c = c
+    def __init__(self, sock):
+        self.sock = sock
         self.buf = b""
         self.frames = []
 
     def read(self, timeout):
-        self.c.sock.settimeout(timeout)
+        self.sock.settimeout(timeout)
         try:
-            data = self.c.sock.recv(65536)
+            data = self.sock.recv(65536)
         except (socket.timeout, ConnectionResetError):
             return True
         if not data:

@@ -19,7 +19,7 @@ import time
 import pytest
 
 from gh_server import poll, server  # noqa: F401  (server: the fixture)
-from origins import Reader, closed_port, response
+from origins import Reader, answer_mid_request, closed_port, listener, response
 from process_helpers import ws_frame, ws_read
 
 
@@ -406,11 +406,7 @@ def test_unbuffered_preread_body_goes_with_the_head(server):
     # proxy_request_buffering off: the body bytes that came with the
     # client's head are written together with the request head, so the
     # origin's first read has both [nginx]; the rest follows as it comes.
-    lsock = socket.socket()
-    lsock.bind(("127.0.0.1", 0))
-    lsock.listen(1)
-    lsock.settimeout(10)
-    port = lsock.getsockname()[1]
+    lsock, port = listener()
     s = start(server, f"""
         server {{ listen 127.0.0.1:PORT;
             proxy_request_buffering off;
@@ -483,11 +479,7 @@ def test_error_page_to_a_proxy_before_the_unbuffered_body_ended(server, origin, 
     # rest of the body is still read [nginx discards it]; kept whole (it
     # fits client_body_buffer_size) it goes to the second origin whatever
     # that location's buffering. Past the buffer, what went is gone: 500.
-    lsock = socket.socket()
-    lsock.bind(("127.0.0.1", 0))
-    lsock.listen(1)
-    lsock.settimeout(10)
-    port = lsock.getsockname()[1]
+    lsock, port = listener()
     o = origin(lambda conn, req: conn.sendall(response(200, b"got " + req.body)) or False)
     s = start(server, f"""
         server {{ listen 127.0.0.1:PORT;
@@ -506,17 +498,9 @@ def test_error_page_to_a_proxy_before_the_unbuffered_body_ended(server, origin, 
     """)
     with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
         c.sendall(request_bytes("/up", "POST", [("Content-Length", "8")]) + b"SEE-")
-        conn, _ = lsock.accept()
-        with conn:
-            conn.settimeout(10)
-            got = b""
-            while not got.endswith(b"SEE-"):
-                got += conn.recv(65536)
-            conn.sendall(response(502, b"bad"))
-            # Its end of the connection: the 502 was taken and the error_page
-            # runs, before the rest of the body comes.
-            while conn.recv(65536):
-                pass
+        # Once the proxy closed that connection, the 502 was taken and the
+        # error_page runs, before the rest of the body comes.
+        answer_mid_request(lsock, b"SEE-", response(502, b"bad"))
         c.sendall(b"THIS")
         r = read_reply(c)
     if second == "too-big":

@@ -24,14 +24,6 @@ server {
     location /k/ { alias html/; charset koi8-r; }
 })";
 
-void read_slowly(Site& s, Exchange& x, size_t step) {
-    size_t rounds = 0;
-    while (!x.stream.ended && !x.stream.aborted && rounds++ < 1000000) {
-        x.stream.drain(step);
-        s.settle();
-    }
-}
-
 }  // namespace
 
 TEST_CASE("http/charset_filter: a large file is recoded, paced by the client") {
@@ -51,7 +43,7 @@ TEST_CASE("http/charset_filter: a large file is recoded, paced by the client") {
     // output_pending() counts the held file Buf too, but those bytes are
     // still in the file.
     CHECK(x.stream.max_pending <= gatehouse::http::kOutputBusy + 16 * 8 * 1024);
-    read_slowly(s, x, 256 * 1024);
+    x.read_slowly(256 * 1024);
     CHECK(x.stream.max_pending <= gatehouse::http::kOutputBusy + 16 * 8 * 1024);
     REQUIRE(x.stream.ended);
     std::string want;

@@ -44,16 +44,6 @@ std::string pattern(size_t n) {
     return s;
 }
 
-// Runs x with a client that takes `step` bytes per drain until the body
-// ends (bounded rounds).
-void read_slowly(Site& s, Exchange& x, size_t step) {
-    size_t rounds = 0;
-    while (!x.stream.ended && !x.stream.aborted && rounds++ < 1000000) {
-        x.stream.drain(step);
-        s.settle();
-    }
-}
-
 }  // namespace
 
 TEST_CASE("http/gunzip_filter: a file is inflated for a client without gzip") {
@@ -63,7 +53,7 @@ TEST_CASE("http/gunzip_filter: a file is inflated for a client without gzip") {
     Exchange x(s, "GET /t.txt HTTP/1.1\r\nHost: localhost\r\n\r\n");
     x.stream.window = 4096;
     x.run();
-    read_slowly(s, x, 4096);
+    x.read_slowly(4096);
     REQUIRE(x.stream.ended);
     CHECK(x.stream.status == 200);
     CHECK_FALSE(x.stream.has_field("Content-Encoding"));
@@ -96,7 +86,7 @@ TEST_CASE("http/gunzip_filter: a bomb is paced by the client, output never piles
     CHECK_FALSE(x.stream.ended);
     size_t stalled = gatehouse::http::output_pending(x.r());
     CHECK(stalled <= gatehouse::http::kOutputBusy + 2 * 1024 + gz.size());
-    read_slowly(s, x, 256 * 1024);
+    x.read_slowly(256 * 1024);
     REQUIRE(x.stream.ended);
     CHECK(x.body().size() == size);
     CHECK(x.body().find_first_not_of('\0') == std::string::npos);
@@ -109,7 +99,7 @@ TEST_CASE("http/gunzip_filter: a truncated file cuts the response") {
     s.dir.write("html/t.txt.gz", gz.substr(0, gz.size() / 2));
     Exchange x(s, "GET /t.txt HTTP/1.1\r\nHost: localhost\r\n\r\n");
     x.run();
-    read_slowly(s, x, SIZE_MAX);
+    x.read_slowly(SIZE_MAX);
     CHECK(x.stream.aborted);
     CHECK_FALSE(x.stream.ended);
 }

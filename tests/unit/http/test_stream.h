@@ -288,6 +288,14 @@ public:
         site_.settle();
         return *this;
     }
+    // A client that takes `step` bytes per drain, until the body ends
+    // (bounded rounds).
+    void read_slowly(size_t step) {
+        for (size_t rounds = 0; !stream.ended && !stream.aborted && rounds < 1000000; ++rounds) {
+            stream.drain(step);
+            site_.settle();
+        }
+    }
     int status() const { return stream.status; }
     const std::string& body() const { return stream.body; }
     http::Request& r() { return *req; }
