@@ -14,13 +14,18 @@ namespace gatehouse {
 
 constexpr char ascii_lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + ('a' - 'A')) : c; }
 
-constexpr bool iequals(std::string_view a, std::string_view b) {
-    if (a.size() != b.size()) return false;
-    // Most compared names differ in length or at once; equal bytes need
-    // no folding.
-    for (size_t i = 0; i < a.size(); ++i)
+constexpr bool iequals_bytes(const char* a, const char* b, size_t n) {
+    // Equal bytes need no folding.
+    for (size_t i = 0; i < n; ++i)
         if (a[i] != b[i] && ascii_lower(a[i]) != ascii_lower(b[i])) return false;
     return true;
+}
+
+// Most compared names differ in length: a field name goes down a list of
+// a dozen names per response, so the length test is kept inline and the
+// byte loop runs only for names of the same length.
+[[gnu::always_inline]] constexpr bool iequals(std::string_view a, std::string_view b) {
+    return a.size() == b.size() && iequals_bytes(a.data(), b.data(), a.size());
 }
 
 constexpr bool istarts_with(std::string_view s, std::string_view prefix) {

@@ -2,6 +2,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 
 #include "core/str.h"
@@ -92,15 +93,62 @@ bool is_weak(std::string_view tag) { return tag.size() >= 2 && tag[0] == 'W' && 
 
 }  // namespace
 
+// 9999-12-31 23:59:59: the last time with a four-digit year.
+constexpr time_t kMaxHttpDate = 253402300799;
+
 std::string_view format_http_date(time_t t, char* out) {
-    static constexpr const char* kDays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-    static constexpr const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                              "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-    struct tm tm;
-    if (!gmtime_r(&t, &tm)) return {};
-    int n = snprintf(out, kHttpDateMax, "%s, %02d %s %04d %02d:%02d:%02d GMT", kDays[tm.tm_wday], tm.tm_mday,
-                     kMonths[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
-    return {out, n > 0 ? static_cast<size_t>(n) : 0};
+    static constexpr char kDays[] = "ThuFriSatSunMonTueWed";  // 1970-01-01 was a Thursday
+    static constexpr char kMonths[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+    // Every response carries one or two of these dates, so this is a hot
+    // path: gmtime_r() plus snprintf() cost ~1,800 instructions, the
+    // arithmetic below ~60. Times outside years 1970-9999 keep the libc
+    // route, whose output (a five-digit year, say) this would not match.
+    if (t < 0 || t > kMaxHttpDate) {
+        struct tm tm;
+        if (!gmtime_r(&t, &tm)) return {};
+        static constexpr const char* kDayNames[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+        int n = snprintf(out, kHttpDateMax, "%s, %02d %.3s %04d %02d:%02d:%02d GMT", kDayNames[tm.tm_wday],
+                         tm.tm_mday, kMonths + 3 * tm.tm_mon, tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
+                         tm.tm_sec);
+        return {out, n > 0 ? static_cast<size_t>(n) : 0};
+    }
+    const int64_t days = t / 86400;
+    const int secs = static_cast<int>(t % 86400);
+    // The inverse of days_from_epoch(): years counted from March.
+    const int64_t z = days + 719468;
+    const int64_t era = z / 146097;
+    const int64_t doe = z - era * 146097;
+    const int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    const int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    const int64_t mp = (5 * doy + 2) / 153;
+    const int d = static_cast<int>(doy - (153 * mp + 2) / 5 + 1);
+    const int m = static_cast<int>(mp < 10 ? mp + 3 : mp - 9);
+    const int y = static_cast<int>(yoe + era * 400 + (m <= 2));
+    char* p = out;
+    auto two = [&p](int v) {
+        *p++ = static_cast<char>('0' + v / 10);
+        *p++ = static_cast<char>('0' + v % 10);
+    };
+    std::memcpy(p, kDays + 3 * (days % 7), 3);
+    p += 3;
+    *p++ = ',';
+    *p++ = ' ';
+    two(d);
+    *p++ = ' ';
+    std::memcpy(p, kMonths + 3 * (m - 1), 3);
+    p += 3;
+    *p++ = ' ';
+    two(y / 100);
+    two(y % 100);
+    *p++ = ' ';
+    two(secs / 3600);
+    *p++ = ':';
+    two(secs / 60 % 60);
+    *p++ = ':';
+    two(secs % 60);
+    std::memcpy(p, " GMT", 4);
+    p += 4;
+    return {out, static_cast<size_t>(p - out)};
 }
 
 time_t parse_http_date(std::string_view s) {

@@ -92,6 +92,8 @@ void copy_response_head(Request& r, const ProxyConf& pc, const Pass& pass, int s
             several = !conn_value.empty();
             conn_value = f.value;
         }
+    // "keep-alive", the usual value, names only a field dropped anyway.
+    if (!several && iequals(conn_value, "keep-alive")) conn_value = {};
     auto named_by_connection = [&](std::string_view name) {
         if (conn_value.empty()) return false;
         if (!several) return connection_lists(conn_value, name);
@@ -123,9 +125,9 @@ void copy_response_head(Request& r, const ProxyConf& pc, const Pass& pass, int s
                 {x.name, at == std::string_view::npos ? x.value : rewrite_redirect(r, pc, pass, x.value, at)});
         } else if (iequals(x.name, "ETag")) {
             out.etag = x.value;
-        } else if (iequals(x.name, "Last-Modified") && parse_http_date(x.value) >= 0) {
+        } else if (time_t lm; iequals(x.name, "Last-Modified") && (lm = parse_http_date(x.value)) >= 0) {
             // As a field the writer formats: not_modified_filter compares it.
-            out.last_modified = parse_http_date(x.value);
+            out.last_modified = lm;
         } else {
             out.headers.push_back({x.name, x.value});
         }

@@ -4,6 +4,10 @@
 
 #include <doctest/doctest.h>
 
+#include <ctime>
+#include <string>
+#include <vector>
+
 using namespace gatehouse::http;
 
 TEST_CASE("http/conditional: the three date forms read the same instant") {
@@ -147,4 +151,31 @@ TEST_CASE("http/conditional: a failed If-Match wins over If-None-Match") {
     p.if_match = "\"other\"";
     p.if_none_match = "\"5f-10\"";
     CHECK(eval(p) == PreconditionResult::Failed);
+}
+
+TEST_CASE("http/conditional: format_http_date writes what gmtime_r and strftime would") {
+    auto libc = [](time_t t) {
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        char b[64];
+        size_t n = strftime(b, sizeof b, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        return std::string(b, n);
+    };
+    std::vector<time_t> times = {0, 59, 86399, 86400, 784111777, 951782399, 951782400, 951868800,
+                                 4107542399, 4107542400, 253402300799};
+    uint64_t x = 88172645463325252ULL;  // xorshift: a fixed spread over the whole range
+    for (int i = 0; i < 100000; ++i) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        times.push_back(static_cast<time_t>(x % 253402300800ULL));
+    }
+    char out[kHttpDateMax];
+    for (time_t t : times) {
+        REQUIRE(format_http_date(t, out) == libc(t));
+        REQUIRE(parse_http_date(format_http_date(t, out)) == t);
+    }
+    // Outside four-digit years: libc's route, as before.
+    CHECK(format_http_date(253402300800, out) == "Sat, 01 Jan 10000 00:00:00 GMT");
+    CHECK(format_http_date(-1, out) == "Wed, 31 Dec 1969 23:59:59 GMT");
 }
