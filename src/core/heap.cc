@@ -1,6 +1,7 @@
 #include "core/heap.h"
 
 #include "core/arena.h"
+#include "core/buf.h"
 #include "objs/gh_config.h"
 
 #if GH_HAVE_JEMALLOC
@@ -12,7 +13,9 @@
 namespace gatehouse {
 
 void release_free_heap() {
-    release_arena_blocks();  // first: they go back to the allocator, then to the kernel
+    // First: these go back to the allocator, then to the kernel.
+    release_arena_blocks();
+    release_slabs();
 #if GH_HAVE_JEMALLOC
     static_assert(MALLCTL_ARENAS_ALL == 4096, "the name below spells MALLCTL_ARENAS_ALL");
     // The thread cache first: what it holds is not free to the arenas.

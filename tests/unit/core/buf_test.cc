@@ -5,6 +5,9 @@
 #include <memory_resource>
 #include <string>
 #include <string_view>
+#include <vector>
+
+#include "objs/gh_config.h"
 
 using gatehouse::Buf;
 using gatehouse::BufVec;
@@ -108,4 +111,60 @@ TEST_CASE("Chain: append into an empty chain keeps the Bufs and the end") {
     out.append(more);  // not empty: moved one by one
     CHECK(out.size() == 3);
     CHECK(more.empty());
+}
+
+TEST_CASE("Slab: freed slabs of a page or more are kept, up to the bound, and released") {
+    namespace sc = gatehouse::slab_cache;
+    gatehouse::release_slabs();
+    REQUIRE(sc::kept_bytes() == 0);
+
+    Slab* a = Slab::make(16384);
+    a->data()[0] = 'x';
+    a->unref();
+#if GH_ASAN
+    // Freed at once, so that AddressSanitizer sees a use after free.
+    CHECK(sc::kept_bytes() == 0);
+#else
+    CHECK(sc::kept_bytes() == 16384);
+    // The same size takes it back; another size does not.
+    Slab* other = Slab::make(8192);
+    CHECK(sc::kept_bytes() == 16384);
+    Slab* b = Slab::make(16384);
+    CHECK(b == a);
+    CHECK(b->capacity() == 16384);
+    CHECK(b->refs() == 1);
+    CHECK(sc::kept_bytes() == 0);
+    b->unref();
+    other->unref();
+    CHECK(sc::kept_bytes() == 16384 + 8192);
+
+    // Small slabs stay with the allocator.
+    Slab::make(1024)->unref();
+    CHECK(sc::kept_bytes() == 16384 + 8192);
+
+    // Never more than kMaxBytes, whatever is freed.
+    std::vector<Slab*> many;
+    for (size_t i = 0; i < 2 * sc::kMaxBytes / 16384; ++i) many.push_back(Slab::make(16384));
+    for (Slab* s : many) s->unref();
+    CHECK(sc::kept_bytes() <= sc::kMaxBytes);
+    CHECK(sc::kept_bytes() > sc::kMaxBytes - 16384);
+
+    // At most kSizes sizes; a size with nothing kept gives its place up.
+    gatehouse::release_slabs();
+    std::vector<Slab*> sizes;
+    for (size_t i = 0; i <= sc::kSizes; ++i) sizes.push_back(Slab::make(4096 * (i + 1)));
+    for (Slab* s : sizes) s->unref();
+    size_t want = 0;
+    for (size_t i = 0; i < sc::kSizes; ++i) want += 4096 * (i + 1);
+    CHECK(sc::kept_bytes() == want);
+    Slab::make(4096)->unref();  // its place is taken back at once
+    CHECK(sc::kept_bytes() == want);
+    Slab* first = Slab::make(4096);  // empties the 4096 list ...
+    Slab::make(4096 * (sc::kSizes + 1))->unref();  // ... whose place the new size takes
+    CHECK(sc::kept_bytes() == want - 4096 + 4096 * (sc::kSizes + 1));
+    first->unref();  // no place left for 4096: freed
+    CHECK(sc::kept_bytes() == want - 4096 + 4096 * (sc::kSizes + 1));
+#endif
+    gatehouse::release_slabs();
+    CHECK(sc::kept_bytes() == 0);
 }
