@@ -122,8 +122,11 @@ Request::Request(Stream& s, const conf::ConfArray main, SrvConf* server)
       resume_ev(event::Callback::to<&resume_phases>(this)),
       out(arena_.resource()),
       body(arena_.resource()) {
-    ctx_ = static_cast<void**>(arena_.alloc(sizeof(void*) * modules.size(), alignof(void*)));
-    for (size_t i = 0; i < modules.size(); ++i) ctx_[i] = nullptr;
+    // The count read once: stores through ctx_ could alias the module
+    // list's size, which made the loop reread it for each of ~70 slots.
+    const size_t nmod = modules.size();
+    ctx_ = static_cast<void**>(arena_.alloc(sizeof(void*) * nmod, alignof(void*)));
+    std::fill_n(ctx_, nmod, nullptr);
     if (HttpMainConf* m = http_main(main)) {
         size_t n = m->vars.size();
         vars = static_cast<VarValue*>(arena_.alloc(sizeof(VarValue) * (n ? n : 1), alignof(VarValue)));
