@@ -795,11 +795,21 @@ def test_kill_worker_under_load(served):
     s = served()
     with LoadClient(s.port, keepalive=6, fresh=2) as load:
         load.wait_progress(50)
-        victim, survivor = s.g.wait_workers(WORKERS)
+        # Started and idle before the load (Served); under it, both asleep
+        # at once (wait_workers) can take long to see, with ASan above 30 s.
+        victim, survivor = s.g.children()
         os.kill(victim, signal.SIGKILL)
         s.log.wait_count(1, f"worker process {victim} exited on signal 9", "the alert", level="alert")
         replaced_at = time.monotonic()
-        workers = s.g.wait_workers(WORKERS)
+
+        # The survivor is busy with the load: the new worker in its loop
+        # once is what says it started.
+        def replaced():
+            kids = s.g.children()
+            new = [k for k in kids if k != survivor]
+            return (len(kids) == WORKERS and victim not in kids and survivor in kids
+                    and process_state(new[0]) == "S" and kids)
+        workers = wait_for(replaced, what="the killed worker's replacement in its loop")
         load.wait_progress(100)
         stats = load.stop()
     assert victim not in workers and survivor in workers
