@@ -18,11 +18,11 @@ namespace gatehouse {
 // How long a worker waits with nothing to do before it releases.
 inline constexpr std::chrono::milliseconds kHeapReleaseIdle{200};
 
-// Returns the allocator's unused pages to the kernel (and the cached
-// blocks of request arenas, core/arena.h, and the cached slabs,
-// core/buf.h, first): jemalloc's thread
-// cache is flushed and every arena purged; glibc's heap is trimmed. Not
-// under AddressSanitizer, whose allocator keeps freed memory on purpose.
+// Returns the allocator's unused pages to the kernel (and, first, the
+// cached blocks of request arenas, core/arena.h, and the cached slabs,
+// core/buf.h): jemalloc's thread cache is flushed and every arena
+// purged; glibc's heap is trimmed. Not under AddressSanitizer, whose
+// allocator keeps freed memory on purpose.
 // Costs a few madvise() calls per MB released.
 void release_free_heap();
 
