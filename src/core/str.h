@@ -9,12 +9,52 @@
 #include <cstdint>
 #include <cstring>
 #include <string_view>
+#include <type_traits>
 
 namespace gatehouse {
 
 constexpr char ascii_lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + ('a' - 'A')) : c; }
 
+// Eight bytes at once: 'A'-'Z' get 0x20, every other byte stays, so two
+// words fold equal exactly when their bytes are equal under ascii_lower().
+// The high bit of each byte's low seven bits plus 0x3f says ">= 'A'", plus
+// 0x25 says "> 'Z'" (no carry crosses a byte); bytes >= 0x80 are left out.
+inline uint64_t fold_word(uint64_t w) {
+    constexpr uint64_t kHigh = 0x8080808080808080ull;
+    const uint64_t low7 = w & ~kHigh;
+    const uint64_t upper = (low7 + 0x3f3f3f3f3f3f3f3full) & ~(low7 + 0x2525252525252525ull) & ~w & kHigh;
+    return w | (upper >> 2);
+}
+
+inline uint64_t load_word(const char* p) {
+    uint64_t w;
+    std::memcpy(&w, p, 8);
+    return w;
+}
+
+inline uint64_t load_half(const char* p) {
+    uint32_t w;
+    std::memcpy(&w, p, 4);
+    return w;
+}
+
 constexpr bool iequals_bytes(const char* a, const char* b, size_t n) {
+    // Field names are compared by the dozen per message, most of 4 to 19
+    // bytes: words, the last one overlapping, cost a third of the byte
+    // loop's instructions (callgrind) for names of that size.
+    if (!std::is_constant_evaluated() && n >= 4) {
+        if (n < 8) {
+            const uint64_t x = load_half(a) | load_half(a + n - 4) << 32;
+            const uint64_t y = load_half(b) | load_half(b + n - 4) << 32;
+            return x == y || fold_word(x) == fold_word(y);
+        }
+        for (size_t i = 0; i + 8 < n; i += 8) {
+            const uint64_t x = load_word(a + i), y = load_word(b + i);
+            if (x != y && fold_word(x) != fold_word(y)) return false;
+        }
+        const uint64_t x = load_word(a + n - 8), y = load_word(b + n - 8);
+        return x == y || fold_word(x) == fold_word(y);
+    }
     // Equal bytes need no folding.
     for (size_t i = 0; i < n; ++i)
         if (a[i] != b[i] && ascii_lower(a[i]) != ascii_lower(b[i])) return false;

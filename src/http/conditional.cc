@@ -152,8 +152,60 @@ std::string_view format_http_date(time_t t, char* out) {
     return {out, static_cast<size_t>(p - out)};
 }
 
+namespace {
+
+// The month of three letters at p, 1-12, or 0.
+int month_at(const char* p) {
+    const uint32_t m = static_cast<uint32_t>(static_cast<unsigned char>(p[0])) << 16 |
+                       static_cast<uint32_t>(static_cast<unsigned char>(p[1])) << 8 |
+                       static_cast<unsigned char>(p[2]);
+    constexpr auto k = [](const char (&w)[4]) {
+        return static_cast<uint32_t>(w[0]) << 16 | static_cast<uint32_t>(w[1]) << 8 | static_cast<uint32_t>(w[2]);
+    };
+    switch (m) {
+    case k("Jan"): return 1;
+    case k("Feb"): return 2;
+    case k("Mar"): return 3;
+    case k("Apr"): return 4;
+    case k("May"): return 5;
+    case k("Jun"): return 6;
+    case k("Jul"): return 7;
+    case k("Aug"): return 8;
+    case k("Sep"): return 9;
+    case k("Oct"): return 10;
+    case k("Nov"): return 11;
+    case k("Dec"): return 12;
+    default: return 0;
+    }
+}
+
+// Two digits at p, or -1.
+int two_digits(const char* p) {
+    return is_digit(p[0]) && is_digit(p[1]) ? (p[0] - '0') * 10 + (p[1] - '0') : -1;
+}
+
+// "Sun, 06 Nov 1994 08:49:37 GMT" at fixed offsets, or -2 when s is not
+// laid out so (the general scanner then decides). Every origin's
+// Last-Modified and nearly every If-Modified-Since is this form, and the
+// scanner below costs ~980 instructions a date (callgrind) to this ~100.
+// Whatever it accepts, the scanner reads the same way.
+time_t parse_imf_fixdate(std::string_view s) {
+    if (s.size() < 29) return -2;
+    const char* p = s.data();
+    if (!is_alpha(p[0]) || !is_alpha(p[1]) || !is_alpha(p[2]) || p[3] != ',' || p[4] != ' ' || p[7] != ' ' ||
+        p[11] != ' ' || p[16] != ' ' || p[19] != ':' || p[22] != ':' || std::memcmp(p + 25, " GMT", 4) != 0)
+        return -2;
+    const int d = two_digits(p + 5), mo = month_at(p + 8), y1 = two_digits(p + 12), y2 = two_digits(p + 14),
+              h = two_digits(p + 17), mi = two_digits(p + 20), sec = two_digits(p + 23);
+    if (d < 0 || mo == 0 || y1 < 0 || y2 < 0 || h < 0 || mi < 0 || sec < 0) return -2;
+    return make_time(y1 * 100 + y2, mo, d, h, mi, sec);
+}
+
+}  // namespace
+
 time_t parse_http_date(std::string_view s) {
     s = trim_ows(s);
+    if (time_t t = parse_imf_fixdate(s); t != -2) return t;
     DateScanner sc(s);
     int y = 0, mo = 0, d = 0, h = 0, mi = 0, sec = 0;
     sc.skip_alpha();  // the day name: not checked against the date

@@ -4,6 +4,7 @@
 
 #include <doctest/doctest.h>
 
+#include <cstdint>
 #include <ctime>
 #include <string>
 #include <vector>
@@ -41,6 +42,33 @@ TEST_CASE("http/conditional: invalid dates are -1") {
     CHECK(parse_http_date("Sun, 06 Nov 1994 08:60:00 GMT") == -1);
     CHECK(parse_http_date("Wed, 31 Dec 1969 23:59:59 GMT") == -1);   // before the epoch
     CHECK(parse_http_date("1994-11-06T08:49:37Z") == -1);
+}
+
+// IMF-fixdate has a fast path at fixed offsets; a day name of four
+// letters takes the general scanner instead, which must agree with it on
+// every date and on every one-byte change of one.
+TEST_CASE("http/conditional: the IMF-fixdate fast path reads as the scanner does") {
+    uint64_t x = 88172645463325252ull;
+    auto next = [&x] {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        return x;
+    };
+    const std::string alphabet = "09 :,GMTNovnov/-\t\xff";
+    for (int k = 0; k < 2000; ++k) {
+        const time_t t = static_cast<time_t>(next() % 253402300800ull);
+        char buf[kHttpDateMax];
+        const std::string d(format_http_date(t, buf));
+        REQUIRE(parse_http_date(d) == t);
+        REQUIRE(parse_http_date("X" + d) == t);
+        for (size_t i = 3; i < d.size(); ++i) {
+            std::string m = d;
+            m[i] = alphabet[next() % alphabet.size()];
+            CAPTURE(m);
+            CHECK(parse_http_date(m) == parse_http_date("X" + m));
+        }
+    }
 }
 
 TEST_CASE("http/conditional: entity-tag lists") {
