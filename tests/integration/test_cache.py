@@ -701,6 +701,46 @@ def test_the_memory_tier_serves_small_objects_without_the_disk(cache_server, ori
     assert hits(o, "/small") == 1 and hits(o, "/large") == 2
 
 
+def test_a_hit_from_memory_sends_the_stored_head_as_a_hit_from_disk_does(cache_server, origin):
+    # The memory tier keeps its copies' heads parsed (an index after the
+    # bytes): the fields, their order, empty values, the reason phrase and
+    # the dates must come out as from the file.
+    fields = [("Cache-Control", "max-age=60"), ("Last-Modified", "Mon, 02 Mar 2015 17:20:58 GMT"),
+              ("ETag", '"v1"'), ("X-Two", "first"), ("X-Empty", ""), ("X-Two", "second  value"),
+              ("Link", "</a>; rel=preload")]
+
+    def handler(conn, req):
+        conn.sendall(response(200, b"body " + req.target.encode(), fields, reason="Fine Thanks"))
+        return True
+
+    def head_of(r):
+        return (r.raw.split(b"\r\n", 1)[0],
+                [(n, v) for n, v in r.headers if n not in ("Date", "Age", "X-Cache")], r.body)
+
+    o = origin(handler)
+    disk = cache_server(conf(o, path_params="keys_zone=one:1m"))
+    disk.get("/h")
+    from_disk = disk.get("/h")
+    assert from_disk.header("X-Cache") == "HIT"
+    mem = cache_server(conf(o, path_params="keys_zone=one:1m memory=1m"))
+    mem.get("/h")
+    [f.unlink() for f in entry_files(mem)]
+    for _ in range(4):  # every worker, each from memory
+        r = mem.get("/h")
+        assert r.header("X-Cache") == "HIT"
+        assert head_of(r) == head_of(from_disk)
+    assert head_of(from_disk)[0] == b"HTTP/1.1 200 Fine Thanks"
+    # Last-Modified and ETag have places of their own in our heads.
+    mine = ("Last-Modified", "ETag")
+    assert [f for f in head_of(from_disk)[1] if f in fields and f[0] not in mine] == \
+        [f for f in fields if f[0] not in mine]
+    assert from_disk.header("Last-Modified") == "Mon, 02 Mar 2015 17:20:58 GMT"
+    assert from_disk.header("ETag") == '"v1"'
+    # A conditional request is answered from the index's fields too.
+    r = mem.get("/h", headers=[("If-None-Match", '"v1"')])
+    assert r.status == 304 and r.header("ETag") == '"v1"'
+
+
 def test_the_memory_tier_is_kept_across_a_reload_and_refilled_from_disk_after_a_restart(cache_server, origin):
     o = origin(counting())
     s = cache_server(conf(o, path_params="keys_zone=one:1m memory=1m"))

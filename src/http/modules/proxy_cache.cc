@@ -281,6 +281,93 @@ cache::Hash variant_of(const Fields& fields, std::string_view vary) {
 
 cache::Hash variant_of(const Request& r, std::string_view vary) { return variant_of(r.headers, vary); }
 
+// Parses an entry's stored head: its status, reason and fields (views
+// into `head`) to `out`; false when it is not a whole, valid head.
+template <class Out>
+bool parse_stored_head(std::string_view head, Out&& out) {
+    HeaderField small[32];
+    Limits lim;
+    lim.max_start_line = lim.max_header_line = lim.max_head = cache::kMaxHead;
+    ResponseParser p(lim, small);
+    if (p.parse(head).state != ParseState::Done) return false;
+    const StatusHead& h = p.head();
+    out(h.status, h.reason, h.headers);
+    return true;
+}
+
+// ---- the memory tier's copies ----
+//
+// A copy in the memory tier is the entry's file, then its stored head
+// already parsed, so that a hit from memory does not parse it again
+// (~2,900 of the ~21,000 instructions of a 1 KiB hit, callgrind):
+//
+//   the file's bytes
+//   per field: name offset, name length, value offset, value length
+//   status, reason offset, reason length, field count, "GHPH"
+//
+// each number a little-endian u32, offsets from the head's first byte.
+// The tier is this server's own shared memory, not a file anyone could
+// have written, but what is read back is still checked against the head.
+constexpr char kIndexMagic[4] = {'G', 'H', 'P', 'H'};
+constexpr size_t kIndexFooter = 20;
+
+void put_u32(std::string& out, size_t v) {
+    const auto x = static_cast<uint32_t>(v);
+    out.append(reinterpret_cast<const char*>(&x), 4);
+}
+
+uint32_t get_u32(const char* p) {
+    uint32_t x;
+    std::memcpy(&x, p, 4);
+    return x;
+}
+
+// The tier's copy of the entry file `file`, or empty when its head does
+// not parse (such an entry is not served anyway).
+std::string memory_copy(std::string_view file) {
+    Result<cache::Entry> e = cache::parse_header(std::span<const char>(file.data(), file.size()), file.size());
+    if (!e) return {};
+    const char* head = e->head.data();
+    std::string out;
+    const bool ok = parse_stored_head(e->head, [&](int status, std::string_view reason,
+                                                   std::span<const HeaderField> fields) {
+        out.reserve(file.size() + fields.size() * 16 + kIndexFooter);
+        out.append(file);
+        for (const HeaderField& x : fields) {
+            put_u32(out, static_cast<size_t>(x.name.data() - head));
+            put_u32(out, x.name.size());
+            put_u32(out, static_cast<size_t>(x.value.data() - head));
+            put_u32(out, x.value.size());
+        }
+        put_u32(out, static_cast<size_t>(status));
+        put_u32(out, reason.empty() ? 0 : static_cast<size_t>(reason.data() - head));
+        put_u32(out, reason.size());
+        put_u32(out, fields.size());
+        out.append(kIndexMagic, 4);
+    });
+    if (!ok) return {};
+    return out;
+}
+
+// Splits a copy from the tier into the file's bytes and the index; false
+// when it is not one memory_copy() made.
+bool split_memory_copy(std::string_view copy, std::string_view& file, std::string_view& index) {
+    if (copy.size() < kIndexFooter ||
+        std::memcmp(copy.data() + copy.size() - 4, kIndexMagic, 4) != 0)
+        return false;
+    const uint64_t count = get_u32(copy.data() + copy.size() - 8);
+    const uint64_t len = count * 16 + kIndexFooter;
+    if (len > copy.size()) return false;
+    file = copy.substr(0, copy.size() - len);
+    index = copy.substr(copy.size() - len);
+    return true;
+}
+
+void put_memory(CachePath& cp, const cache::Hash& h, std::string_view file) {
+    std::string copy = memory_copy(file);
+    if (!copy.empty()) cp.index->put_memory(h, copy);
+}
+
 }  // namespace
 
 // ---- a fill --------------------------------------------------------------------------------
@@ -444,7 +531,7 @@ bool Fill::finish() {
     if (mem_fill_) {
         // The same bytes as the file, its body length included.
         cache::encode_u64(written_, mem_copy_.data() + cache::kBodyLenOffset);
-        cp_->index->put_memory(hash_, mem_copy_);
+        put_memory(*cp_, hash_, mem_copy_);
     }
     mem_fill_ = false;
     std::string().swap(mem_copy_);
@@ -480,8 +567,8 @@ struct Front::Impl {
     // sends the lookup to that variant's own entry.
     static bool open_entry(Front& f, const cache::NodeInfo& n) {
         if (n.in_memory) {
-            std::string_view bytes = f.cp_.index->copy_memory(f.hash_, f.r_.arena());
-            if (!bytes.empty()) {
+            std::string_view bytes, index;
+            if (split_memory_copy(f.cp_.index->copy_memory(f.hash_, f.r_.arena()), bytes, index)) {
                 std::span<const char> got(bytes.data(), bytes.size());
                 Result<cache::Entry> e = cache::parse_header(got, bytes.size());
                 if (e && e->key == f.key_) {
@@ -492,6 +579,7 @@ struct Front::Impl {
                     }
                     f.mem_ = bytes;
                     take(f, *e, bytes.size());
+                    f.head_index_ = index;
                     return true;
                 }
             }
@@ -557,7 +645,7 @@ struct Front::Impl {
         if (whole && static_cast<uint64_t>(got_n) == size) {
             ::close(fd);
             f.mem_ = {buf, static_cast<size_t>(size)};
-            if (promote) f.cp_.index->put_memory(f.hash_, f.mem_);
+            if (promote) put_memory(f.cp_, f.hash_, f.mem_);
             return true;
         }
         f.fd_ = fd;
@@ -566,6 +654,7 @@ struct Front::Impl {
     }
 
     static void take(Front& f, const cache::Entry& e, uint64_t size) {
+        f.head_index_ = {};
         f.file_size_ = size;
         f.have_entry_ = true;
         f.meta_ = e.meta;
@@ -604,33 +693,58 @@ struct Front::Impl {
 
     // r.out and r.body from the entry, with `s` as $upstream_cache_status.
     // False when the stored head does not parse (the entry is removed).
+    // The stored head's status, reason and fields: from the memory
+    // tier's index when the entry came from there, else parsed.
+    static bool read_head(Front& f, int& status, std::string_view& reason,
+                          std::pmr::vector<upstream::TryLog::Field>& fields) {
+        const std::string_view head = f.entry_head_;
+        if (!f.head_index_.empty()) {
+            const char* x = f.head_index_.data();
+            const size_t count = (f.head_index_.size() - kIndexFooter) / 16;
+            const char* foot = x + count * 16;
+            auto view = [&](const char* at, std::string_view& out) {
+                const uint64_t off = get_u32(at), len = get_u32(at + 4);
+                if (off + len > head.size()) return false;
+                out = head.substr(off, len);
+                return true;
+            };
+            status = static_cast<int>(get_u32(foot));
+            bool ok = status >= 100 && status <= 999 && view(foot + 4, reason);
+            fields.resize(count);
+            for (size_t i = 0; ok && i < count; ++i)
+                ok = view(x + i * 16, fields[i].name) && view(x + i * 16 + 8, fields[i].value);
+            if (ok) return true;
+            fields.clear();
+        }
+        return parse_stored_head(head, [&](int st, std::string_view re, std::span<const HeaderField> hs) {
+            status = st;
+            reason = re;
+            fields.reserve(hs.size());
+            for (const HeaderField& h : hs) fields.push_back({h.name, h.value});
+        });
+    }
+
     static bool serve(Front& f, CacheStatus s) {
         Request& r = f.r_;
-        HeaderField small[32];
-        Limits lim;
-        lim.max_start_line = lim.max_header_line = lim.max_head = cache::kMaxHead;
-        ResponseParser p(lim, small);
-        ParseResult pr = p.parse(f.entry_head_);
-        if (pr.state != ParseState::Done) {
+        int status = 0;
+        std::string_view reason;
+        auto* fields = r.arena().make<std::pmr::vector<upstream::TryLog::Field>>(r.mem());
+        if (!read_head(f, status, reason, *fields)) {
             log_for_request(r, log::Level::Crit, 0, "cache file of key \"" + std::string(f.key_) +
                                                         "\" has an invalid head: removed");
             drop_entry(f);
             return false;
         }
-        const StatusHead& h = p.head();
-        auto* fields = r.arena().make<std::pmr::vector<upstream::TryLog::Field>>(r.mem());
-        fields->reserve(h.headers.size());
-        for (const HeaderField& x : h.headers) fields->push_back({x.name, x.value});
         Framing fr;
         fr.content_length = f.meta_.body_len;
         std::optional<bool> accel;
-        proxy::copy_response_head(r, *f.pc_, *f.pass_, h.status, h.reason, *fields, fr, &accel);
+        proxy::copy_response_head(r, *f.pc_, *f.pass_, status, reason, *fields, fr, &accel);
         r.out.content_length = f.meta_.body_len;
         // Age: the time in the cache, and the origin's own (RFC 9111 4.2.3).
         const int64_t age = std::max<int64_t>(0, f.now_ - f.meta_.stored_at) + f.meta_.age;
         r.out.remove("Age");
         r.out.headers.push_back({"Age", r.arena().dup(std::to_string(age))});
-        if (h.status == 200) allow_ranges(r);
+        if (status == 200) allow_ranges(r);
         Buf b;
         if (f.meta_.body_len > 0 && !f.mem_.empty()) {
             // From memory (the request's copy of the tier's, or of the file).
