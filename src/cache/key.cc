@@ -1,10 +1,8 @@
 #include "cache/key.h"
 
-#include <openssl/evp.h>
-
 #include <cstring>
 
-#include "core/assert.h"
+#include "core/md5.h"
 
 namespace gatehouse::cache {
 
@@ -15,18 +13,8 @@ uint64_t Hash::head() const {
 }
 
 Hash hash_key(std::string_view key) {
-    // The default provider's MD5, fetched once, and one context reused:
-    // EVP_Digest() fetches the algorithm from the provider on every call,
-    // which costs more than hashing a key. A failure means no MD5 at all
-    // (a FIPS-only OpenSSL), which no configuration can fix. One per
-    // process (each worker has one thread).
-    static EVP_MD* md = EVP_MD_fetch(nullptr, "MD5", nullptr);
-    static EVP_MD_CTX* ctx = EVP_MD_CTX_new();
     Hash h;
-    unsigned int len = 0;
-    GH_CHECK(md && ctx && EVP_DigestInit_ex2(ctx, md, nullptr) == 1 &&
-             EVP_DigestUpdate(ctx, key.data(), key.size()) == 1 &&
-             EVP_DigestFinal_ex(ctx, h.bytes.data(), &len) == 1 && len == 16);
+    h.bytes = md5(key);
     return h;
 }
 

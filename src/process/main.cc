@@ -119,13 +119,13 @@ int main(int argc, char** argv) {
     process::resolve_paths(o);
     // OpenSSL reads its configuration file and loads its default provider
     // on first use. A configuration without TLS first uses it in a worker
-    // (the cache key's MD5 on the first request that looks up the cache),
+    // (an auth_basic password's hash on the first request that checks one),
     // where each new worker would pay it, after every reload, under the
     // first request: done here once, the workers inherit it.
     OPENSSL_init_crypto(OPENSSL_INIT_LOAD_CONFIG, nullptr);
     // Likewise the first fetch of MD5 (the provider's algorithm tables);
     // what is fetched stays in the library's cache. Without MD5 (a
-    // FIPS-only OpenSSL) this does nothing; the cache then says so.
+    // FIPS-only OpenSSL) this does nothing.
     EVP_MD_free(EVP_MD_fetch(nullptr, "MD5", nullptr));
 
     // Until a configuration is loaded, messages go to stderr and, with -e,
