@@ -126,7 +126,7 @@ demo-cert:
 
 FUZZ_CXX ?= clang++
 FUZZ_FLAGS := -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-exceptions \
-	-Isrc -I. -DPCRE2_CODE_UNIT_WIDTH=8 -include src/core/banned.h
+	-Isrc -I. -DPCRE2_CODE_UNIT_WIDTH=8 -include src/core/banned.h -DGH_ASAN=1 -DGH_HAVE_JEMALLOC=0
 # Everything but main(): objs/modules.cc names process::core_module. The
 # libraries are the build's (objs/Makefile.conf) but jemalloc, which would
 # take malloc from ASan.

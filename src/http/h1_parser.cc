@@ -169,17 +169,51 @@ inline uint64_t any_equal(uint64_t w, uint8_t c) {
 // when `want` is kValueChar.
 template <uint8_t want, uint8_t lo, uint8_t extra>
 size_t span_of(const char* p, size_t n) {
+    auto clean = [](const char* at) {
+        uint64_t w;
+        std::memcpy(&w, at, 8);
+        return (any_below(w, lo) | any_equal(w, 0x7f) | any_equal(w, extra)) == 0;
+    };
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        if (clean(p + i)) continue;
+        for (size_t k = i; k < i + 8; ++k)
+            if (!(cls(p[k]) & want)) return k;
+    }
+    // The tail, as the last eight bytes (some seen already) when there
+    // are eight: nearly every value ends with one.
+    if (i < n && n >= 8 && clean(p + n - 8)) return n;
+    for (; i < n; ++i)
+        if (!(cls(p[i]) & want)) return i;
+    return n;
+}
+
+// The high bit of each byte of w that is not a letter, a digit or '-'
+// (kPlainName), exactly: each test below stays inside its byte. For the
+// seven low bits v, v + (0x80 - lo) reaches the high bit when v >= lo,
+// v + (0x7f - hi) when v > hi; a byte with its own high bit set is not
+// plain either.
+inline uint64_t not_plain(uint64_t w) {
+    const uint64_t low7 = w & ~kHighs;
+    auto in = [low7](uint8_t lo, uint8_t hi) {
+        return (low7 + kOnes * static_cast<uint8_t>(0x80 - lo)) & ~(low7 + kOnes * static_cast<uint8_t>(0x7f - hi));
+    };
+    const uint64_t dash = low7 ^ (kOnes * '-');
+    const uint64_t is_dash = ~((dash + ~kHighs) | dash);  // high bit: the byte is '-' (low7 == 0x2d)
+    const uint64_t plain = (in('0', '9') | in('A', 'Z') | in('a', 'z') | is_dash) & ~w & kHighs;
+    return ~plain & kHighs;
+}
+
+// The length of the prefix of [p, p+n) made of kPlainName bytes.
+inline size_t plain_span(const char* p, size_t n) {
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
         uint64_t w;
         std::memcpy(&w, p + i, 8);
-        if ((any_below(w, lo) | any_equal(w, 0x7f) | any_equal(w, extra)) == 0) continue;
-        for (size_t k = i; k < i + 8; ++k)
-            if (!(cls(p[k]) & want)) return k;
+        if (const uint64_t m = not_plain(w)) return i + static_cast<size_t>(__builtin_ctzll(m)) / 8;
     }
-    for (; i < n; ++i)
-        if (!(cls(p[i]) & want)) return i;
-    return n;
+    while (i < n && (cls(p[i]) & kPlainName)) ++i;
+    return i;
 }
 inline size_t value_span(const char* p, size_t n) { return span_of<kValueChar, 0x20, 0x7f>(p, n); }
 inline size_t target_span(const char* p, size_t n) { return span_of<kTargetChar, 0x21, '#'>(p, n); }
@@ -563,7 +597,11 @@ ParseResult HeadParser<Head>::parse(std::string_view in) {
         size_t end = lf;
         const bool crlf = end > line_start_ && p[end - 1] == '\r';
         if (crlf) --end;
-        Err e = prefix_error(p, end - line_start_, lf + 1);
+        // A field line within both limits has no prefix error: the call
+        // is skipped for nearly every line.
+        Err e = phase_ == Phase::Fields && end - line_start_ <= limits_.max_header_line && lf < limits_.max_head
+                    ? Err::None
+                    : prefix_error(p, end - line_start_, lf + 1);
         if (e == Err::None && !crlf && limits_.reject_bare_lf)
             e = phase_ == Phase::Fields ? Err::HeaderLine : Err::RequestLine;
         if (e != Err::None) return fail(e);
@@ -606,8 +644,7 @@ Err HeadParser<Head>::field_line(std::string_view line) {
     if (is_ows(s[0])) return Err::ObsFold;
     // Plain names (letters, digits, '-') are nearly all names: one table
     // lookup a byte for them; anything else takes the slower loop.
-    size_t i = 0;
-    while (i < n && (cls(s[i]) & kPlainName)) ++i;
+    size_t i = plain_span(s, n);
     bool plain = true;  // see Limits::ignore_invalid_names
     for (; i < n && s[i] != ':'; ++i) {
         const unsigned char c = static_cast<unsigned char>(s[i]);

@@ -327,6 +327,56 @@ TEST_CASE("http/h1_parser: header line syntax") {
     CHECK(f.p.head().find("z")->value.empty());
 }
 
+// Field names and values are scanned a word at a time: random lines with
+// a bad byte anywhere (all 256 values, at every offset of the words and
+// of their tails) must be judged as the byte-at-a-time definition
+// judges them: a name of tchar (RFC 9110 5.6.2), a value of HTAB, SP,
+// VCHAR and obs-text (RFC 9110 5.5).
+TEST_CASE("http/h1_parser: field lines judged as the byte definition judges them") {
+    auto tchar = [](unsigned char c) {
+        return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+               (c != 0 && std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) != std::string_view::npos);
+    };
+    auto vchar = [](unsigned char c) { return c == '\t' || (c >= 0x20 && c != 0x7f); };
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    auto next = [&x] {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        return x;
+    };
+    const std::string_view plain = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-";
+    for (int k = 0; k < 20000; ++k) {
+        std::string name, value;
+        const size_t nl = 1 + next() % 24, vl = next() % 40;
+        for (size_t i = 0; i < nl; ++i) name += plain[next() % plain.size()];
+        for (size_t i = 0; i < vl; ++i) value += static_cast<char>(0x21 + next() % 0x5e);
+        // One or two bytes of any value, in the name or the value.
+        for (int b = static_cast<int>(next() % 3); b > 0; --b) {
+            const auto c = static_cast<char>(next() % 256);
+            if (c == '\n' || c == ':') continue;
+            std::string& into = (next() % 2 || value.empty()) ? name : value;
+            into[next() % into.size()] = c;
+        }
+        bool ok = true;
+        for (char c : name) ok = ok && tchar(static_cast<unsigned char>(c));
+        for (char c : value) ok = ok && vchar(static_cast<unsigned char>(c));
+        const std::string head = "HTTP/1.1 200 OK\r\n" + name + ":" + value + "\r\n\r\n";
+        Resp f;
+        CAPTURE(head);
+        const ParseResult r = f.whole(head);
+        REQUIRE((r.state == ParseState::Done) == ok);
+        if (ok) {
+            size_t b = 0, e = value.size();
+            while (b < e && (value[b] == ' ' || value[b] == '\t')) ++b;
+            while (e > b && (value[e - 1] == ' ' || value[e - 1] == '\t')) --e;
+            REQUIRE(f.p.head().headers.size() == 1);
+            CHECK(f.p.head().headers[0].name == name);
+            CHECK(f.p.head().headers[0].value == value.substr(b, e - b));
+        }
+    }
+}
+
 TEST_CASE("http/h1_parser: names that are not plain, as ignore_invalid_headers wants") {
     Limits ignore;
     ignore.ignore_invalid_names = true;
