@@ -13,7 +13,7 @@ namespace gatehouse::cache {
 
 namespace {
 
-constexpr uint64_t kMagic = 0x6768636163686931ULL;  // "ghcachi1": the root's layout version
+constexpr uint64_t kMagic = 0x6768636163686932ULL;  // "ghcachi2": the root's layout version
 
 // One entry. Refs (shm::Pool::ref), not pointers, link them.
 struct Node {
@@ -36,6 +36,7 @@ struct Node {
     uint16_t error = 0;  // an intercepted error status is cached (no file)
     uint8_t exists = 0;
     uint8_t revalidate_always = 0;
+    uint32_t file_gen = 0;  // which file the node describes (NodeInfo::file_gen)
 };
 static_assert(sizeof(Node) <= 128, "a node fits the pool's 128-byte class");
 
@@ -56,6 +57,7 @@ struct Index::Root {
     uint32_t mem_gen = 1;
     uint64_t mem_objects = 0;
     uint64_t mem_bytes = 0;
+    uint32_t file_gen = 0;  // the last Node::file_gen given
 };
 
 size_t Index::capacity(size_t zone_size) {
@@ -181,6 +183,7 @@ NodeInfo info(const Node* n) {
     i.update_until = n->update_until;
     i.fs_size = n->fs_size;
     i.error = n->error;
+    i.file_gen = n->file_gen;
     return i;
 }
 
@@ -193,6 +196,7 @@ NodeInfo info(const Index::Root& r, const Node* n) {
 
 void set_stored(Index::Root& r, Node* n, const Stored& s, shm::Pool* mem) {
     free_mem(mem, r, n);  // the copy of the file this one replaces
+    n->file_gen = ++r.file_gen;
     if (n->exists) r.size -= n->fs_size;
     else ++r.entries;
     n->exists = 1;
@@ -409,6 +413,7 @@ void Index::stored_error(const Hash& h, uint16_t status, time_t valid_until, tim
         n->exists = 0;
         n->fs_size = 0;
     }
+    n->file_gen = ++r.file_gen;
     n->error = status;
     n->status = status;
     n->valid_until = valid_until;
@@ -422,6 +427,7 @@ bool Index::forget(const Hash& h) {
     Node* n = find(*pool_, r, h);
     if (!n) return false;
     n->error = 0;
+    n->file_gen = ++r.file_gen;
     free_mem(mem_, r, n);
     const bool had = n->exists;
     if (n->exists) {

@@ -68,6 +68,10 @@ struct NodeInfo {
     // An error status the proxy intercepted (error_page) is cached:
     // answered with that status until valid_until, without a file.
     uint16_t error = 0;
+    // Changes whenever the node's file may have: stored, loaded, forgotten
+    // (never the same for two files of one key in a zone's life), so that
+    // a worker may keep a file open while this stays the same.
+    uint32_t file_gen = 0;
 };
 
 // What a completed (or revalidated) file says, for its node.

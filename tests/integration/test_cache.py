@@ -676,6 +676,52 @@ def test_several_proxy_ignore_headers_add_up(cache_server, origin):
     assert s.get("/two").header("X-Cache") == "HIT"
 
 
+# ---- files kept open ------------------------------------------------------------------------
+
+
+def open_entry_files(s):
+    """The cache entry files the workers hold open."""
+    out = []
+    for pid in children(s.master_pid(), "worker process"):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith(str(s.cache_dir)):
+                out.append(link)
+    return out
+
+
+def test_a_small_entry_file_is_kept_open_between_hits_and_never_outlives_its_entry(cache_server, origin):
+    o = origin(counting(headers_of=lambda req: [("Cache-Control", "max-age=60")]))
+    s = cache_server(conf(o, extra="map $request_method $purge { PURGE 1; default 0; }",
+                          loc_extra="proxy_cache_purge $purge;"))
+    assert s.get("/k").header("X-Cache") == "MISS"
+    for _ in range(4):  # both workers
+        r = s.get("/k")
+        assert (r.header("X-Cache"), r.body) == ("HIT", b"/k #1\n")
+    [path] = [str(f) for f in entry_files(s)]
+    assert path in open_entry_files(s)
+    # A purge, then a new response: the next hits read the new file at
+    # once, in every worker, though the old one was open.
+    assert s.get("/k", method="PURGE").status == 204
+    assert s.get("/k").body == b"/k #2\n"
+    for _ in range(4):
+        r = s.get("/k")
+        assert (r.header("X-Cache"), r.body) == ("HIT", b"/k #2\n")
+    # A file removed behind the cache's back is served from the kept
+    # descriptor for the rest of the second at most, then it is a miss.
+    [f.unlink() for f in entry_files(s)]
+    r = poll(lambda: (lambda x: x if x.header("X-Cache") == "MISS" else None)(s.get("/k")), timeout=5)
+    assert r.body == b"/k #3\n"
+    # A bounded table: a hundred entries leave at most 64 files open a worker.
+    for i in range(100):
+        s.get(f"/many/{i}")
+        s.get(f"/many/{i}")
+    assert 0 < len(open_entry_files(s)) <= 2 * 64
+
+
 # ---- the memory tier -------------------------------------------------------------------------
 
 
