@@ -9,6 +9,7 @@
 // Content-Encoding, Accept-Ranges); 412 drops all of it and has an empty
 // body. The body filter then swallows the body, passing on only its end.
 // Any 200 is eligible, proxied ones included, as in nginx.
+#include "core/str.h"
 #include "http/conditional.h"
 #include "http/h1_parser.h"
 #include "http/request.h"
@@ -23,18 +24,40 @@ namespace {
 // Set on a request whose body this filter drops.
 struct DropBody {};
 
-std::optional<std::string_view> field(const Request& r, std::string_view name) {
-    if (const HeaderField* f = r.headers.find(name)) return f->value;
-    return std::nullopt;
+// The four conditional fields, first of each, in one pass over the
+// request's fields: this runs for every 200, and nearly no request has
+// any of them (four find() calls cost ~260 instructions, callgrind).
+Preconditions preconditions_of(const Request& r) {
+    Preconditions p;
+    auto take = [](std::optional<std::string_view>& to, const HeaderField& f) {
+        if (!to) to = f.value;
+    };
+    for (const HeaderField& f : r.headers) {
+        // Every name below starts with "If-".
+        if (f.name.size() < 8 || (f.name[0] | 0x20) != 'i') continue;
+        switch (f.name.size()) {
+        case 8:
+            if (iequals(f.name, "If-Match")) take(p.if_match, f);
+            break;
+        case 13:
+            if (iequals(f.name, "If-None-Match")) take(p.if_none_match, f);
+            break;
+        case 17:
+            if (iequals(f.name, "If-Modified-Since")) take(p.if_modified_since, f);
+            break;
+        case 19:
+            if (iequals(f.name, "If-Unmodified-Since")) take(p.if_unmodified_since, f);
+            break;
+        default:
+            break;
+        }
+    }
+    return p;
 }
 
 Flow header_filter(Request& r, ResponseHead& h) {
     if (h.status != 200 || !r.loc_confs) return Flow::Pass;
-    Preconditions p;
-    p.if_match = field(r, "If-Match");
-    p.if_unmodified_since = field(r, "If-Unmodified-Since");
-    p.if_none_match = field(r, "If-None-Match");
-    p.if_modified_since = field(r, "If-Modified-Since");
+    const Preconditions p = preconditions_of(r);
     if (!p.if_match && !p.if_unmodified_since && !p.if_none_match && !p.if_modified_since) return Flow::Pass;
 
     const auto& sc = r.loc_conf<StaticConf>(static_module);
