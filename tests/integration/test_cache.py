@@ -710,6 +710,18 @@ def test_a_small_entry_file_is_kept_open_between_hits_and_never_outlives_its_ent
     for _ in range(4):
         r = s.get("/k")
         assert (r.header("X-Cache"), r.body) == ("HIT", b"/k #2\n")
+    # The kept head's index is used only for the same bytes: a head
+    # changed in place behind the cache's back (here, one field made two)
+    # is read as it now is, in both workers.
+    [f] = entry_files(s)
+    data = f.read_bytes()
+    assert data.count(b"max-age=60") == 1
+    with open(f, "r+b") as w:
+        w.seek(data.index(b"max-age=60"))
+        w.write(b"a\r\nX-In: b")
+    for _ in range(4):
+        r = s.get("/k")
+        assert (r.header("Cache-Control"), r.header("X-In")) == ("a", "b")
     # A file removed behind the cache's back is served from the kept
     # descriptor for the rest of the second at most, then it is a miss.
     [f.unlink() for f in entry_files(s)]
