@@ -91,6 +91,19 @@ struct FixedWriter {
         if (n) std::memcpy(p, s.data(), n);
         p += n;
     }
+    // A string literal: its length is a constant here, so the copy is a
+    // few moves instead of a call to memcpy (a response head is two dozen
+    // of these).
+    template <size_t N>
+    void lit(const char (&s)[N]) {
+        constexpr size_t n = N - 1;
+        if (static_cast<size_t>(end - p) >= n) {
+            std::memcpy(p, s, n);
+            p += n;
+        } else {
+            put(std::string_view(s, n));
+        }
+    }
     void num(uint64_t v) {
         char b[24];
         auto [e, ec] = std::to_chars(b, b + sizeof b, v);

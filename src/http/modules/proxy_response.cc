@@ -101,6 +101,9 @@ void copy_response_head(Request& r, const ProxyConf& pc, const Pass& pass, int s
             if (iequals(f.name, "Connection") && connection_lists(f.value, name)) return true;
         return false;
     };
+    // Room for every field at once: growing one by one reallocated the
+    // arena vector three or four times a response (~400 instructions).
+    out.headers.reserve(out.headers.size() + fields.size());
     for (const auto& x : fields) {
         if (iequals(x.name, "X-Accel-Buffering") && !(*pc.ignore_headers & kIgnoreXAccelBuffering)) {
             if (iequals(x.value, "no")) *accel_buffering = false;

@@ -820,13 +820,13 @@ Flow Connection::send_head(Request& r, const ResponseHead& h) {
     for (const Header& x : h.headers) cap += x.name.size() + x.value.size() + 4;
     char* b = static_cast<char*>(r.arena().alloc(cap, 1));
     FixedWriter o{b, b + cap};
-    o.put("HTTP/1.1 ");
+    o.lit("HTTP/1.1 ");
     o.num(static_cast<uint64_t>(h.status));
     // The space stays when there is no reason phrase: status-line =
     // HTTP-version SP status-code SP [ reason-phrase ] (RFC 9112 4).
-    o.put(" ");
+    o.lit(" ");
     o.put(reason);
-    o.put("\r\n");
+    o.lit("\r\n");
     // A proxied response may carry the origin's own ("proxy_pass_header
     // Server"): it replaces ours, as in nginx, and so does its absence.
     auto has = [&](std::string_view name) {
@@ -835,69 +835,70 @@ Flow Connection::send_head(Request& r, const ResponseHead& h) {
         return false;
     };
     if (!h.origin_server && !has("Server")) {
-        o.put("Server: ");
+        o.lit("Server: ");
         o.put(server_token(r));
-        o.put("\r\n");
+        o.lit("\r\n");
     }
     if (!h.origin_date && !has("Date")) {
-        o.put("Date: ");
+        o.lit("Date: ");
         o.put(http_date_now());
-        o.put("\r\n");
+        o.lit("\r\n");
     }
     if (!h.content_type.empty()) {
-        o.put("Content-Type: ");
+        o.lit("Content-Type: ");
         o.put(h.content_type);
         if (!h.charset.empty()) {
-            o.put("; charset=");
+            o.lit("; charset=");
             o.put(h.charset);
         }
-        o.put("\r\n");
+        o.lit("\r\n");
     }
     if (h.content_length && length) {
-        o.put("Content-Length: ");
+        o.lit("Content-Length: ");
         o.num(*h.content_length);
-        o.put("\r\n");
+        o.lit("\r\n");
     }
     if (h.last_modified >= 0) {
         char d[kHttpDateMax];
-        o.put("Last-Modified: ");
+        o.lit("Last-Modified: ");
         o.put(format_http_date(h.last_modified, d));
-        o.put("\r\n");
+        o.lit("\r\n");
     }
-    if (a_->chunked_out) o.put("Transfer-Encoding: chunked\r\n");
+    if (a_->chunked_out) o.lit("Transfer-Encoding: chunked\r\n");
     if (!location.empty()) {
-        o.put("Location: ");
+        o.lit("Location: ");
         o.put(location);
-        o.put("\r\n");
+        o.lit("\r\n");
     }
     // 101: the connection becomes what the Upgrade field says (RFC 9110
     // 15.2.2); the proxy passes that field. It serves no other request.
     if (h.status == 101) {
         a_->keepalive = false;
-        o.put("Connection: upgrade\r\n");
+        o.lit("Connection: upgrade\r\n");
     } else {
-        o.put(a_->keepalive ? "Connection: keep-alive\r\n" : "Connection: close\r\n");
+        if (a_->keepalive) o.lit("Connection: keep-alive\r\n");
+        else o.lit("Connection: close\r\n");
         const auto header_timeout = std::chrono::duration_cast<std::chrono::seconds>(*lc.keepalive_header);
         if (a_->keepalive && header_timeout.count() > 0) {
-            o.put("Keep-Alive: timeout=");
+            o.lit("Keep-Alive: timeout=");
             o.num(static_cast<uint64_t>(header_timeout.count()));
-            o.put("\r\n");
+            o.lit("\r\n");
         }
     }
     if (!h.etag.empty()) {
-        o.put("ETag: ");
+        o.lit("ETag: ");
         o.put(h.etag);
-        o.put("\r\n");
+        o.lit("\r\n");
     }
-    if (h.accept_ranges) o.put("Accept-Ranges: bytes\r\n");
+    if (h.accept_ranges) o.lit("Accept-Ranges: bytes\r\n");
     for (const Header& x : h.headers) {
         if (x.name.empty()) continue;
         o.put(x.name);
-        o.put(": ");
+        o.lit(": ");
         o.put(x.value);
-        o.put("\r\n");
+        o.lit("\r\n");
     }
-    o.put("\r\n");
+    o.lit("\r\n");
     if (!a_->out) a_->out = r.arena().make<event::ChainWriter>(r.mem());
     a_->out->push(Buf::memory({b, static_cast<size_t>(o.p - b)}));
     return Flow::Pass;

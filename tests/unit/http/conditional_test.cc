@@ -203,6 +203,12 @@ TEST_CASE("http/conditional: format_http_date writes what gmtime_r and strftime 
         REQUIRE(format_http_date(t, out) == libc(t));
         REQUIRE(parse_http_date(format_http_date(t, out)) == t);
     }
+    // The last date is kept for the next call: repeated and alternating
+    // times still come out right, into whichever buffer is given.
+    for (time_t t : {784111777, 784111777, 0, 784111777, 0, 0}) {
+        char other[kHttpDateMax];
+        REQUIRE(format_http_date(t, other) == libc(t));
+    }
     // Outside four-digit years: libc's route, as before.
     CHECK(format_http_date(253402300800, out) == "Sat, 01 Jan 10000 00:00:00 GMT");
     CHECK(format_http_date(-1, out) == "Wed, 31 Dec 1969 23:59:59 GMT");
