@@ -97,29 +97,6 @@ bool is_weak(std::string_view tag) { return tag.size() >= 2 && tag[0] == 'W' && 
 constexpr time_t kMaxHttpDate = 253402300799;
 
 namespace {
-std::string_view format_http_date_uncached(time_t t, char* out);
-}  // namespace
-
-std::string_view format_http_date(time_t t, char* out) {
-    // The last date formatted, again: responses from one origin or cache
-    // entry carry the same Last-Modified time after time.
-    thread_local time_t last_t = -1;
-    thread_local char last[kHttpDateMax];
-    thread_local size_t last_len = 0;
-    if (t == last_t && t >= 0) {
-        std::memcpy(out, last, last_len);
-        return {out, last_len};
-    }
-    const std::string_view s = format_http_date_uncached(t, out);
-    if (!s.empty() && s.size() <= sizeof last) {
-        std::memcpy(last, s.data(), s.size());
-        last_len = s.size();
-        last_t = t;
-    }
-    return s;
-}
-
-namespace {
 
 std::string_view format_http_date_uncached(time_t t, char* out) {
     static constexpr char kDays[] = "ThuFriSatSunMonTueWed";  // 1970-01-01 was a Thursday
@@ -178,6 +155,25 @@ std::string_view format_http_date_uncached(time_t t, char* out) {
 }
 
 }  // namespace
+
+std::string_view format_http_date(time_t t, char* out) {
+    // The last date formatted, again: responses from one origin or cache
+    // entry carry the same Last-Modified time after time.
+    thread_local time_t last_t = -1;
+    thread_local char last[kHttpDateMax];
+    thread_local size_t last_len = 0;
+    if (t == last_t && t >= 0) {
+        std::memcpy(out, last, last_len);
+        return {out, last_len};
+    }
+    const std::string_view s = format_http_date_uncached(t, out);
+    if (!s.empty() && s.size() <= sizeof last) {
+        std::memcpy(last, s.data(), s.size());
+        last_len = s.size();
+        last_t = t;
+    }
+    return s;
+}
 
 namespace {
 

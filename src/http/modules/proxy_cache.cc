@@ -804,10 +804,9 @@ struct Front::Impl {
         return (n.exists || n.cold || !n.known) && open_entry(f, n);
     }
 
-    // r.out and r.body from the entry, with `s` as $upstream_cache_status.
-    // False when the stored head does not parse (the entry is removed).
-    // The stored head's status, reason and fields: from the memory
-    // tier's index when the entry came from there, else parsed.
+    // The stored head's status, reason and fields: from the index that
+    // came with the entry (its memory tier copy, or its kept file), else
+    // parsed.
     static bool read_head(Front& f, int& status, std::string_view& reason,
                           std::pmr::vector<upstream::TryLog::Field>& fields) {
         const std::string_view head = f.entry_head_;
@@ -837,6 +836,8 @@ struct Front::Impl {
         });
     }
 
+    // r.out and r.body from the entry, with `s` as $upstream_cache_status.
+    // False when the stored head does not parse (the entry is removed).
     static bool serve(Front& f, CacheStatus s) {
         Request& r = f.r_;
         int status = 0;

@@ -300,7 +300,7 @@ private:
     bool have_entry_ = false;
     cache::EntryMeta meta_;
     std::string_view entry_head_;  // the origin's head, in the arena
-    std::string_view head_index_;  // from the memory tier: that head parsed (see memory_copy)
+    std::string_view head_index_;  // that head parsed, from the memory tier or a kept file (see memory_copy)
     std::string_view entry_etag_;
     std::string_view entry_vary_;
     bool secondary_ = false;      // key_ and hash_ are a variant's (Vary)
