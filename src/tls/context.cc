@@ -164,6 +164,22 @@ struct ContextCallbacks {
         return SSL_TLSEXT_ERR_NOACK;
     }
 
+    // A TLS 1.3 session handed out as a stateless ticket: the ticket
+    // carries the whole session, sealed with the ticket key, and a client
+    // resumes by sending it back; its id is never looked up. OpenSSL still
+    // reports such sessions to the new-session callback. Storing them would
+    // cost a DER encoding and the zone's lock per handshake and ~0.5 KB of
+    // zone each, and would evict the TLS 1.2 and stateful sessions that are
+    // looked up. nginx does not store them either. The ticket is stateful
+    // (its id is looked up) with tickets off, and with early data accepted
+    // under OpenSSL's anti-replay check.
+    static bool stateless_ticket(SSL* ssl) {
+        if (SSL_version(ssl) != TLS1_3_VERSION) return false;
+        uint64_t o = SSL_get_options(ssl);
+        if (o & SSL_OP_NO_TICKET) return false;
+        return SSL_get_max_early_data(ssl) == 0 || (o & SSL_OP_NO_ANTI_REPLAY) != 0;
+    }
+
     // The shared cache of the context the session started with.
     static SharedSessionCache* cache_of(SSL* ssl) {
         Session* s = session_of(ssl);
@@ -172,7 +188,7 @@ struct ContextCallbacks {
 
     static int new_session(SSL* ssl, SSL_SESSION* sess) {
         SharedSessionCache* cache = cache_of(ssl);
-        if (!cache) return 0;
+        if (!cache || stateless_ticket(ssl)) return 0;
         int len = i2d_SSL_SESSION(sess, nullptr);
         if (len <= 0 || static_cast<size_t>(len) > SharedSessionCache::kMaxSession) return 0;
         uint8_t buf[SharedSessionCache::kMaxSession];

@@ -742,6 +742,26 @@ def test_builtin_session_cache_is_per_worker(gatehouse, pki):
     assert not r.tls["reused"] and r.var(6) == "."
 
 
+def test_stateless_tls13_sessions_stay_out_of_the_shared_cache(gatehouse, pki):
+    # With tickets on, a TLS 1.3 session travels in its ticket and is never
+    # looked up by id, so it is not stored (as nginx). Seen through a small
+    # zone: a TLS 1.2 session without a ticket (looked up by id) must
+    # survive many more TLS 1.3 handshakes than the zone could hold.
+    port = free_port()
+    http = two_servers(pki, port, http_extra="ssl_session_cache shared:SSL:32k;")
+    start(gatehouse, conf(http), port)
+    old = client_ctx(pki, version="1.2")
+    old.options |= ssl.OP_NO_TICKET
+    first = get(port, old)
+    new = client_ctx(pki, version="1.3")
+    for _ in range(300):  # a 32k zone holds well under 100 such sessions
+        r = get(port, new)
+    # The TLS 1.3 ones still resume, from their tickets.
+    assert get(port, new, session=r.tls["session"]).tls["reused"]
+    again = get(port, old, session=first.tls["session"])
+    assert again.tls["reused"] and again.var(6) == "r"
+
+
 @pytest.mark.parametrize("version", ["1.2", "1.3"])
 def test_tickets_with_a_key_file_survive_a_restart(gatehouse, pki, version):
     port = free_port()
