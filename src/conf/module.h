@@ -186,6 +186,11 @@ struct Module {
     // close what only waits (idle connections, pools, probes). The worker
     // exits when no connection is left or at worker_shutdown_timeout.
     void (*quit_worker)() = nullptr;
+    // Worker, when its loop has had nothing to do for a moment after some
+    // activity (event::Loop::set_idle), before it gives its free heap
+    // back: close or free what only the next burst would reuse (kept
+    // descriptors, per-worker caches). Never under steady load.
+    void (*idle_worker)() = nullptr;
     // Worker, after its loop stopped and its client connections were
     // closed, before the connection table goes: release what is left
     // (pooled connections, timers) and flush buffers.

@@ -86,6 +86,11 @@ void quit_worker() {
         if (m->quit_worker) m->quit_worker();
 }
 
+void idle_worker() {
+    for (const conf::Module* m : modules)
+        if (m->idle_worker) m->idle_worker();
+}
+
 void exit_worker() {
     for (const conf::Module* m : modules)
         if (m->exit_worker) m->exit_worker();

@@ -70,13 +70,14 @@ Status open_logs(Cycle& c);
 
 // The modules' lifecycle hooks (conf::Module), run in module order:
 // init_master for a generation about to serve (the first error stops),
-// and, in a worker, init_worker, quit_worker and exit_worker.
+// and, in a worker, init_worker, quit_worker, idle_worker and exit_worker.
 Status init_master(const Cycle& c);
 // USR1 in this process: the error logs of `c`, then the modules' logs.
 // The master (`master`) gives the files it makes to the workers' user.
 void reopen_logs(Cycle& c, bool master);
 Status init_worker(const Cycle& c, int slot);
 void quit_worker();
+void idle_worker();
 void exit_worker();
 
 }  // namespace gatehouse::process

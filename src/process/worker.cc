@@ -197,8 +197,14 @@ int worker_main(const Cycle& cycle, const std::vector<Listening>& ls, int slot, 
     st.close_listening = forked;
     st.cycle = &cycle;
     st.shutdown_timer.cb = {[](void* p) { static_cast<WorkerState*>(p)->loop->stop(); }, &st};
-    // After a burst, give back what it freed (core/heap.h).
-    (*loop)->set_idle({[](void*) { release_free_heap(); }, nullptr}, kHeapReleaseIdle);
+    // After a burst, the modules let go of what only the next one would
+    // reuse, then the worker gives back what was freed (core/heap.h).
+    (*loop)->set_idle({[](void*) {
+                           idle_worker();
+                           release_free_heap();
+                       },
+                       nullptr},
+                      kHeapReleaseIdle);
     (*loop)->run(event::Callback::to<&after_iteration>(&st));
 
     listeners.clear();

@@ -693,6 +693,12 @@ def open_entry_files(s):
     return out
 
 
+def kept_after_a_hit(s, target, path):
+    """Whether a hit on `target` leaves its file `path` open. Checked
+    right after the hit: a worker closes its kept files when it goes idle."""
+    return s.get(target).header("X-Cache") == "HIT" and path in open_entry_files(s)
+
+
 def test_a_small_entry_file_is_kept_open_between_hits_and_never_outlives_its_entry(cache_server, origin):
     o = origin(counting(headers_of=lambda req: [("Cache-Control", "max-age=60")]))
     s = cache_server(conf(o, extra="map $request_method $purge { PURGE 1; default 0; }",
@@ -702,7 +708,9 @@ def test_a_small_entry_file_is_kept_open_between_hits_and_never_outlives_its_ent
         r = s.get("/k")
         assert (r.header("X-Cache"), r.body) == ("HIT", b"/k #1\n")
     [path] = [str(f) for f in entry_files(s)]
-    assert path in open_entry_files(s)
+    assert poll(lambda: kept_after_a_hit(s, "/k", path))
+    # Idle workers close what they keep: the file pins no disk space.
+    assert poll(lambda: not open_entry_files(s)), open_entry_files(s)
     # A purge, then a new response: the next hits read the new file at
     # once, in every worker, though the old one was open.
     assert s.get("/k", method="PURGE").status == 204
@@ -731,7 +739,27 @@ def test_a_small_entry_file_is_kept_open_between_hits_and_never_outlives_its_ent
     for i in range(100):
         s.get(f"/many/{i}")
         s.get(f"/many/{i}")
-    assert 0 < len(open_entry_files(s)) <= 2 * 64
+    assert len(open_entry_files(s)) <= 2 * 64
+
+
+def test_a_busy_worker_closes_kept_files_past_their_second(cache_server, origin):
+    # A worker that never goes idle still closes a kept file once its
+    # second has passed (the first cache lookup of each second does), so
+    # a file outlives its entry by about a second at most.
+    o = origin(counting(headers_of=lambda req: [("Cache-Control", "max-age=60")]))
+    s = cache_server(conf(o), start=False)
+    s.conf.write_text(s.conf.read_text().replace("worker_processes 2;", "worker_processes 1;"))
+    s.start()
+    s.get("/k")
+    [k] = [str(f) for f in entry_files(s)]
+    s.get("/busy")
+    assert poll(lambda: kept_after_a_hit(s, "/k", k))
+    # Hits on another entry, back to back, keep the worker busy (idle, it
+    # would close every kept file at once).
+    deadline = time.monotonic() + 5
+    while k in open_entry_files(s):
+        assert time.monotonic() < deadline, "the kept file of /k stayed open"
+        assert s.get("/busy").header("X-Cache") == "HIT"
 
 
 # ---- the memory tier -------------------------------------------------------------------------

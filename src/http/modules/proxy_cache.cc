@@ -386,7 +386,12 @@ void put_memory(CachePath& cp, const cache::Hash& h, std::string_view file) {
 //     cache's back (rm) is served at most until then, as nginx's
 //     open_file_cache_valid bounds its own.
 // At most kOpenFiles descriptors; the table is the worker's, so it goes
-// with the worker on reload or exit.
+// with the worker on reload or exit. A kept file pins its inode even once
+// its entry is evicted or purged, so slots past their second are closed:
+// all of them on the first lookup or keep of each new second (one pass of
+// 64 slots a second under load), and all slots when the worker goes idle
+// (Module::idle_worker). An evicted entry's disk space is thus back within
+// about a second, as without the table.
 //
 // A slot also keeps its file's stored head and that head's index (as the
 // memory tier's copies have it), so that a hit does not parse the head
@@ -410,18 +415,28 @@ struct OpenFile {
 
 OpenFile g_open_files[kOpenFiles];
 
-OpenFile& open_slot(const cache::Hash& h) { return g_open_files[h.head() % kOpenFiles]; }
+time_t g_open_files_swept = 0;  // the second of the last pass
 
 void close_slot(OpenFile& o) {
     if (o.fd >= 0) ::close(o.fd);
     o = OpenFile{};
 }
 
+// The slot for `h`, once the slots of earlier seconds are closed.
+OpenFile& open_slot(const cache::Hash& h, time_t now) {
+    if (now != g_open_files_swept) {
+        g_open_files_swept = now;
+        for (OpenFile& o : g_open_files)
+            if (o.fd >= 0 && o.opened != now) close_slot(o);
+    }
+    return g_open_files[h.head() % kOpenFiles];
+}
+
 // The descriptor kept for this entry's current file, or -1.
 int kept_file(const CachePath& cp, const cache::Hash& h, const cache::NodeInfo& n, time_t now, uint64_t& size) {
-    OpenFile& o = open_slot(h);
+    OpenFile& o = open_slot(h, now);
     if (o.fd < 0 || o.cp != &cp || o.hash != h) return -1;
-    if (!n.exists || o.file_gen != n.file_gen || o.opened != now) {
+    if (!n.exists || o.file_gen != n.file_gen) {
         close_slot(o);
         return -1;
     }
@@ -434,7 +449,7 @@ int kept_file(const CachePath& cp, const cache::Hash& h, const cache::NodeInfo& 
 // there is none.
 std::string_view keep_file(const CachePath& cp, const cache::Hash& h, const cache::NodeInfo& n, time_t now,
                            int fd, uint64_t size, std::string_view head) {
-    OpenFile& o = open_slot(h);
+    OpenFile& o = open_slot(h, now);
     if (o.fd != fd) {
         close_slot(o);
         o = OpenFile{&cp, h, n.file_gen, now, size, fd, {}, {}};
@@ -446,8 +461,12 @@ std::string_view keep_file(const CachePath& cp, const cache::Hash& h, const cach
 }
 
 void forget_kept_file(const cache::Hash& h, int fd) {
-    OpenFile& o = open_slot(h);
+    OpenFile& o = g_open_files[h.head() % kOpenFiles];
     if (o.fd == fd) close_slot(o);
+}
+
+void close_kept_files() {
+    for (OpenFile& o : g_open_files) close_slot(o);
 }
 
 }  // namespace
@@ -1893,6 +1912,7 @@ extern const conf::Module proxy_cache_module{
     .http = &kHooks,
     .processes = processes,
     .init_master = init_master,
+    .idle_worker = close_kept_files,
     .exit_worker = proxy_cache::delete_refreshes,
 };
 
