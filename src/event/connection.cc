@@ -1,6 +1,7 @@
 #include "event/connection.h"
 
 #include <poll.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -35,6 +36,30 @@ IoResult Connection::recv(std::span<char> buf) {
             // A short read drained the socket: new data brings a new edge.
             // After EPOLLRDHUP no edge will come, so keep reading to EOF.
             if (static_cast<size_t>(n) < buf.size() && !io.peer_closed()) io.clear_readable();
+            return {IoResult::Ok, static_cast<size_t>(n), 0};
+        }
+        if (n == 0) {
+            io.clear_readable();
+            return {IoResult::Eof, 0, 0};
+        }
+        int err = errno;
+        if (err == EINTR) continue;
+        io.clear_readable();
+        if (err == EAGAIN) return {IoResult::Again, 0, 0};
+        return {IoResult::Error, 0, err};
+    }
+}
+
+IoResult Connection::readv(std::span<const iovec> iov) {
+    GH_ASSERT(!iov.empty());
+    if (transport || iov.size() == 1)
+        return recv({static_cast<char*>(iov[0].iov_base), iov[0].iov_len});
+    size_t want = 0;
+    for (const iovec& v : iov) want += v.iov_len;
+    for (;;) {
+        ssize_t n = ::readv(fd(), iov.data(), static_cast<int>(std::min<size_t>(iov.size(), IOV_MAX)));
+        if (n > 0) {
+            if (static_cast<size_t>(n) < want && !io.peer_closed()) io.clear_readable();
             return {IoResult::Ok, static_cast<size_t>(n), 0};
         }
         if (n == 0) {

@@ -111,6 +111,9 @@ public:
     // retried. Writes use MSG_NOSIGNAL: a closed peer is an Error (EPIPE),
     // not a SIGPIPE. buf must not be empty. With a transport, its own.
     IoResult recv(std::span<char> buf);
+    // recv() into several buffers in order (readv()), each non-empty;
+    // with a transport, into the first only.
+    IoResult readv(std::span<const iovec> iov);
     IoResult send(std::span<const char> buf);
     IoResult writev(std::span<const iovec> iov);
 

@@ -339,9 +339,18 @@ private:
     bool retry_on_status(int status);
     void start_body(size_t consumed);
     void read_body();  // also a step: after a turn of reads
+    void ack_now();
     void take(const char* data, size_t n, SlabRef& slab);
     void emit(const char* data, size_t n, SlabRef& slab);
     bool next_region(char** p, size_t* n, SlabRef** slab, bool* spill);
+    // Pool space a read may fill after next_region()'s (see read_body()).
+    struct Region {
+        char* p;
+        size_t n;
+        size_t slab;  // in pool_
+    };
+    static constexpr size_t kGather = 16;
+    size_t more_regions(Region* out, size_t max, size_t have);
     bool spill_allowed(size_t n) const;
     Status spill(const char* data, size_t n);
     void push_out();

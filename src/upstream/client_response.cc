@@ -1,6 +1,8 @@
 // The response side of the upstream client: the head (strictly parsed,
 // interim responses skipped), the body with bounded memory (see client.h),
 // and the tunnel after "101 Switching Protocols".
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -256,6 +258,40 @@ bool Client::next_region(char** p, size_t* n, SlabRef** slab, bool* spill) {
     return spill_allowed(1) ? use_spill() : false;
 }
 
+// Free pool space for the same read, after the region next_region() gave
+// (pool_cur_; `have` bytes): free slabs already allocated, then new slabs
+// for what the origin still announces (Content-Length), or one new slab
+// when the length is unknown (as nginx allocates its buffers), within the
+// pool's bound. One readv() then takes what a single 16k read would have
+// left in the socket: fewer reads, and the origin's kernel sees its data
+// taken (and the window open) at once. Reading a 64 KiB body 16k at a
+// time left the origin's last segment waiting for a delayed ACK (40 ms)
+// in about 1 % of responses here (wrk -c64, 64 KiB).
+size_t Client::more_regions(Region* out, size_t max, size_t have) {
+    size_t k = 0;
+    const uint64_t want = framing_ == Framing::Length ? remaining_ : UINT64_MAX;
+    auto taken = [&](size_t i) {
+        if (i == pool_cur_) return true;
+        for (size_t j = 0; j < k; ++j)
+            if (out[j].slab == i) return true;
+        return false;
+    };
+    for (size_t i = 0; i < pool_.size() && k < max && have < want; ++i) {
+        if (taken(i) || pool_[i].s.get()->refs() != 1) continue;
+        pool_[i].fill = 0;
+        out[k++] = {pool_[i].s.get()->data(), pool_[i].s.get()->capacity(), i};
+        have += out[k - 1].n;
+    }
+    bool one_new = want == UINT64_MAX;
+    while (k < max && have < want && pool_.size() < pool_max_) {
+        pool_.push_back({SlabRef::adopt(Slab::make(conf_.buffers_size)), 0});
+        out[k++] = {pool_.back().s.get()->data(), pool_.back().s.get()->capacity(), pool_.size() - 1};
+        have += out[k - 1].n;
+        if (one_new) break;
+    }
+    return k;
+}
+
 bool Client::spill_allowed(size_t n) const { return temp_ok_ && file_end_ + n <= conf_.max_temp_file_size; }
 
 Status Client::spill(const char* data, size_t n) {
@@ -315,8 +351,16 @@ void Client::read_body() {
             if (consumer_gone() || stopped_) return;
             continue;
         }
-        event::IoResult io = up_->recv({p, n});
+        // A read into pool space may go on into more of it (more_regions()).
+        Region regions[1 + kGather];
+        regions[0] = {p, n, pool_cur_};
+        size_t nr = 1;
+        if (!spill && !origin_done_) nr += more_regions(regions + 1, kGather, n);
+        iovec iov[1 + kGather];
+        for (size_t i = 0; i < nr; ++i) iov[i] = {regions[i].p, regions[i].n};
+        event::IoResult io = up_->readv({iov, nr});
         if (io.kind == event::IoResult::Again) {
+            ack_now();
             push_out();
             if (consumer_gone() || stopped_) return;
             if (hooks_.downstream_pending() == 0) queue_file_piece();
@@ -340,8 +384,24 @@ void Client::read_body() {
         }
         cur_try().bytes += io.bytes;
         spilling_ = spill;
-        if (!spill) pool_[pool_cur_].fill += io.bytes;
-        take(p, io.bytes, *slab);
+        if (spill) {
+            take(p, io.bytes, *slab);
+            if (truncated_) return;
+            continue;
+        }
+        // The regions in order, each taken with its slab; the read ends
+        // in the last one with bytes, where the next one goes on. (A
+        // Content-Length body ends in the last region: more_regions()
+        // stops at the length.)
+        size_t left = io.bytes;
+        for (size_t i = 0; i < nr && left > 0 && !truncated_; ++i) {
+            const Region& g = regions[i];
+            size_t got = std::min(left, g.n);
+            left -= got;
+            pool_cur_ = g.slab;
+            pool_[g.slab].fill += got;
+            take(g.p, got, pool_[g.slab].s);
+        }
         if (truncated_) return;
     }
     push_out();
@@ -350,6 +410,23 @@ void Client::read_body() {
     // Let other connections run; the socket may still hold data (its
     // readiness flag is still set), so come back without waiting for epoll.
     schedule(&Client::read_body);
+}
+
+// The body is not all here and the socket is drained: acknowledge what
+// came at once rather than after the delayed-ACK timer (40 ms). An origin
+// that sent part of a response in a segment shorter than the MSS may hold
+// the rest back until that segment is acknowledged (Nagle, in Minshall's
+// form: nginx with sendfile and tcp_nopush leaves the last page of a file
+// so), and a receiver that has just sent the request is in the kernel's
+// "pingpong" mode, which delays ACKs. Measured here (wrk -c64, 64 KiB
+// through a keep-alive upstream served so): p99 from 16-34 ms in most
+// runs to about 2 ms. One setsockopt() per wait in a body; none for a
+// response read whole.
+void Client::ack_now() {
+    const sa_family_t f = up_->peer.ss_family;
+    if (f != AF_INET && f != AF_INET6) return;
+    int one = 1;
+    ::setsockopt(up_->fd(), IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one);
 }
 
 // Body bytes as they came from the origin: the framing taken off.

@@ -1169,6 +1169,41 @@ def test_keepalive_reuses_connections(server, origin):
     assert o.requests[0].header("Host") == "backend"
 
 
+def test_a_body_sent_in_two_pieces_with_nagle_comes_whole(server, origin):
+    # An origin as nginx with sendfile and tcp_nopush behaves: Nagle on,
+    # the head and most of the body in one segment shorter than the MSS,
+    # the rest held until that segment is acknowledged. The proxy reads
+    # the first piece across several buffers (readv) and acknowledges it
+    # while it waits for the rest (TCP_QUICKACK: a connection that has just
+    # sent a request delays its ACKs otherwise, ~40 ms each time). Here the
+    # origin waits for the acknowledgement itself, so every request shows
+    # the piece acknowledged and the whole body delivered, over one kept
+    # connection.
+    body = bytes(range(256)) * 256  # 64 KiB
+    head = response(200, b"", [("Content-Length", str(len(body)))], length=False)
+
+    def handler(conn, req):
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
+        first = head + body[:-4096]
+        conn.sendall(first)
+        # tcpi_unacked (struct tcp_info): 0 once the piece is acknowledged.
+        acked = poll(lambda: struct.unpack_from("I", conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104), 24)[0]
+                     == 0, timeout=10)
+        conn.sendall(body[-4096:])
+        return bool(acked)
+
+    o = origin(handler)
+    s = start(server, f"""
+        upstream backend {{ server {o.addr}; keepalive 4; }}
+        server {{ listen 127.0.0.1:PORT; location / {{ proxy_pass http://backend;
+                  proxy_http_version 1.1; proxy_set_header Connection ""; }} }}
+    """)
+    for i in range(5):
+        r = request(s.port, f"/{i}")
+        assert (r.status, r.body) == (200, body)
+    assert o.connections == 1
+
+
 def test_keepalive_time_bounds_a_connections_life(server, origin):
     # A kept connection serves requests until it is keepalive_time old;
     # the request that finds it older still runs on it, then it is closed.

@@ -264,6 +264,46 @@ TEST_CASE("event/connection: recv and send keep the readiness flags right") {
     t.close(*c);
 }
 
+TEST_CASE("event/connection: readv fills its buffers in order and keeps the readiness flags right") {
+    FakeClock clock;
+    auto loop = make_loop(clock);
+    Fds fds;
+    ConnectionTable t(*loop, 1);
+    Connection* c = t.open(fds.take());
+    int peer = fds.peers.back();
+    REQUIRE(loop->add(c->io, Interest::ReadWrite).ok());
+    loop->run_once(1000);
+
+    REQUIRE(::write(peer, "0123456789", 10) == 10);
+    loop->run_once(1000);
+    char a[4], b[4], d[4];
+    iovec iov[3] = {{a, 4}, {b, 4}, {d, 4}};
+    IoResult r = c->readv(iov);
+    CHECK(r.kind == IoResult::Ok);
+    CHECK(r.bytes == 10);
+    CHECK(std::string(a, 4) + std::string(b, 4) + std::string(d, 2) == "0123456789");
+    CHECK_FALSE(c->io.readable());  // 10 of 12: short, drained
+    CHECK(c->readv(iov).kind == IoResult::Again);
+
+    // Every buffer filled is not short: readable stays.
+    REQUIRE(::write(peer, "abcdefghijklmn", 14) == 14);
+    loop->run_once(1000);
+    r = c->readv(iov);
+    CHECK(r.bytes == 12);
+    CHECK(c->io.readable());
+    // One buffer: recv() itself.
+    r = c->readv(std::span<const iovec>(iov, 1));
+    CHECK(r.bytes == 2);
+    CHECK(std::string(a, 2) == "mn");
+
+    ::close(peer);
+    fds.peers.pop_back();
+    loop->run_once(1000);
+    CHECK(c->readv(iov).kind == IoResult::Eof);
+    CHECK_FALSE(c->io.readable());
+    t.close(*c);
+}
+
 TEST_CASE("event/connection: a write that does not fit clears writable") {
     FakeClock clock;
     auto loop = make_loop(clock);
