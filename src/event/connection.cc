@@ -27,15 +27,17 @@ const sockaddr* Connection::local_address() {
     return reinterpret_cast<const sockaddr*>(&local_);
 }
 
-IoResult Connection::recv(std::span<char> buf) {
-    GH_ASSERT(!buf.empty());
-    if (transport) return transport->recv(*this, buf);
+namespace {
+
+// The loop of recv() and readv(): `call` reads at most `want` bytes.
+template <typename Call>
+IoResult received(Watcher& io, size_t want, Call call) {
     for (;;) {
-        ssize_t n = ::recv(fd(), buf.data(), buf.size(), 0);
+        ssize_t n = call();
         if (n > 0) {
             // A short read drained the socket: new data brings a new edge.
             // After EPOLLRDHUP no edge will come, so keep reading to EOF.
-            if (static_cast<size_t>(n) < buf.size() && !io.peer_closed()) io.clear_readable();
+            if (static_cast<size_t>(n) < want && !io.peer_closed()) io.clear_readable();
             return {IoResult::Ok, static_cast<size_t>(n), 0};
         }
         if (n == 0) {
@@ -50,28 +52,21 @@ IoResult Connection::recv(std::span<char> buf) {
     }
 }
 
+}  // namespace
+
+IoResult Connection::recv(std::span<char> buf) {
+    GH_ASSERT(!buf.empty());
+    if (transport) return transport->recv(*this, buf);
+    return received(io, buf.size(), [&] { return ::recv(fd(), buf.data(), buf.size(), 0); });
+}
+
 IoResult Connection::readv(std::span<const iovec> iov) {
     GH_ASSERT(!iov.empty());
-    if (transport || iov.size() == 1)
-        return recv({static_cast<char*>(iov[0].iov_base), iov[0].iov_len});
+    if (transport || iov.size() == 1) return recv({static_cast<char*>(iov[0].iov_base), iov[0].iov_len});
+    iov = iov.first(std::min<size_t>(iov.size(), IOV_MAX));
     size_t want = 0;
     for (const iovec& v : iov) want += v.iov_len;
-    for (;;) {
-        ssize_t n = ::readv(fd(), iov.data(), static_cast<int>(std::min<size_t>(iov.size(), IOV_MAX)));
-        if (n > 0) {
-            if (static_cast<size_t>(n) < want && !io.peer_closed()) io.clear_readable();
-            return {IoResult::Ok, static_cast<size_t>(n), 0};
-        }
-        if (n == 0) {
-            io.clear_readable();
-            return {IoResult::Eof, 0, 0};
-        }
-        int err = errno;
-        if (err == EINTR) continue;
-        io.clear_readable();
-        if (err == EAGAIN) return {IoResult::Again, 0, 0};
-        return {IoResult::Error, 0, err};
-    }
+    return received(io, want, [&] { return ::readv(fd(), iov.data(), static_cast<int>(iov.size())); });
 }
 
 namespace {

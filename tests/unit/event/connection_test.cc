@@ -45,6 +45,23 @@ struct Fds {
     std::vector<int> peers;
 };
 
+// One connection of a one-slot table, registered for both directions
+// and past its first wait; `peer` is the other end.
+struct OneConnection {
+    OneConnection() : loop(make_loop(clock)), t(*loop, 1) {
+        c = t.open(fds.take());
+        peer = fds.peers.back();
+        REQUIRE(loop->add(c->io, Interest::ReadWrite).ok());
+        loop->run_once(1000);
+    }
+    FakeClock clock;
+    std::unique_ptr<Loop> loop;
+    Fds fds;
+    ConnectionTable t;
+    Connection* c = nullptr;
+    int peer = -1;
+};
+
 // Sends the error log to a file for the test's lifetime, to check lines.
 struct CapturedLog {
     CapturedLog() {
@@ -205,14 +222,8 @@ TEST_CASE("event/connection: close cancels the connection's timers") {
 }
 
 TEST_CASE("event/connection: recv and send keep the readiness flags right") {
-    FakeClock clock;
-    auto loop = make_loop(clock);
-    Fds fds;
-    ConnectionTable t(*loop, 1);
-    Connection* c = t.open(fds.take());
-    int peer = fds.peers.back();
-    REQUIRE(loop->add(c->io, Interest::ReadWrite).ok());
-    loop->run_once(1000);
+    OneConnection one;
+    auto& [clock, loop, fds, t, c, peer] = one;
     CHECK(c->io.writable());
     CHECK_FALSE(c->io.readable());
 
@@ -265,15 +276,8 @@ TEST_CASE("event/connection: recv and send keep the readiness flags right") {
 }
 
 TEST_CASE("event/connection: readv fills its buffers in order and keeps the readiness flags right") {
-    FakeClock clock;
-    auto loop = make_loop(clock);
-    Fds fds;
-    ConnectionTable t(*loop, 1);
-    Connection* c = t.open(fds.take());
-    int peer = fds.peers.back();
-    REQUIRE(loop->add(c->io, Interest::ReadWrite).ok());
-    loop->run_once(1000);
-
+    OneConnection one;
+    auto& [clock, loop, fds, t, c, peer] = one;
     REQUIRE(::write(peer, "0123456789", 10) == 10);
     loop->run_once(1000);
     char a[4], b[4], d[4];
