@@ -349,11 +349,12 @@ void Client::read_body() {
             if (consumer_gone() || stopped_) return;
             continue;
         }
-        // A read into pool space may go on into more of it (more_regions()).
+        // A read into pool space may go on into more of it (more_regions());
+        // not through a transport (TLS), which reads into one buffer.
         Region regions[1 + kGather];
         regions[0] = {p, n, pool_cur_};
         size_t nr = 1;
-        if (!spill && !origin_done_) nr += more_regions(regions + 1, kGather, n);
+        if (!spill && !origin_done_ && !up_->transport) nr += more_regions(regions + 1, kGather, n);
         iovec iov[1 + kGather];
         for (size_t i = 0; i < nr; ++i) iov[i] = {regions[i].p, regions[i].n};
         event::IoResult io = up_->readv({iov, nr});
