@@ -515,9 +515,11 @@ def test_max_size_keeps_the_cache_under_its_size(cache_server, origin):
         total = sum(p.stat().st_size for p in entry_files(s))
         return total if total <= 100 * 1024 else None
 
-    assert poll(small, timeout=10)
+    assert poll(small, timeout=10), [(p.name, p.stat().st_size) for p in entry_files(s)]
     # The most recent ones stay.
-    assert s.get("/big19").header("X-Cache") == "HIT"
+    r = s.get("/big19")
+    assert r.header("X-Cache") == "HIT", (r.status, r.header("X-Cache"), [p.name for p in entry_files(s)],
+                                          s.error_log()[-2000:])
 
 
 def test_a_worker_killed_during_a_fill_leaves_no_partial_entry(cache_server, origin):
