@@ -268,24 +268,17 @@ bool Client::next_region(char** p, size_t* n, SlabRef** slab, bool* spill) {
 size_t Client::more_regions(Region* out, size_t max, size_t have) {
     size_t k = 0;
     const uint64_t want = framing_ == Framing::Length ? remaining_ : UINT64_MAX;
-    auto taken = [&](size_t i) {
-        if (i == pool_cur_) return true;
-        for (size_t j = 0; j < k; ++j)
-            if (out[j].slab == i) return true;
-        return false;
-    };
     for (size_t i = 0; i < pool_.size() && k < max && have < want; ++i) {
-        if (taken(i) || pool_[i].s.get()->refs() != 1) continue;
+        if (i == pool_cur_ || pool_[i].s.get()->refs() != 1) continue;
         pool_[i].fill = 0;
         out[k++] = {pool_[i].s.get()->data(), pool_[i].s.get()->capacity(), i};
         have += out[k - 1].n;
     }
-    bool one_new = want == UINT64_MAX;
     while (k < max && have < want && pool_.size() < pool_max_) {
         pool_.push_back({SlabRef::adopt(Slab::make(conf_.buffers_size)), 0});
         out[k++] = {pool_.back().s.get()->data(), pool_.back().s.get()->capacity(), pool_.size() - 1};
         have += out[k - 1].n;
-        if (one_new) break;
+        if (want == UINT64_MAX) break;  // the length unknown: one
     }
     return k;
 }
