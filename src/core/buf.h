@@ -115,6 +115,11 @@ struct Buf {
     off_t file_last = 0;
     bool last_buf = false;  // the end of the body
     bool flush = false;
+    // A pipe piece (event/pipe.h): the next file_last - file_pos bytes
+    // waiting in the pipe whose read end is `fd`. It counts as a file
+    // range for everything but reading: only the writer takes it, with
+    // splice() or read(), never at an offset.
+    bool pipe = false;
 
     static Buf memory(std::string_view s) {
         Buf b;
@@ -135,6 +140,12 @@ struct Buf {
         b.fd = fd;
         b.file_pos = from;
         b.file_last = to;
+        return b;
+    }
+    // The bytes of the next `n` that a pipe holds (see `pipe`).
+    static Buf pipe_piece(int fd, size_t n) {
+        Buf b = file(fd, 0, static_cast<off_t>(n));
+        b.pipe = true;
         return b;
     }
     bool in_file() const { return fd >= 0; }

@@ -9,6 +9,7 @@
 #include <iterator>
 
 #include "event/connection.h"
+#include "event/pipe.h"
 
 namespace gatehouse::event {
 
@@ -52,19 +53,46 @@ ChainWriter::Result ChainWriter::write(Connection& c, bool use_sendfile, const L
     uint64_t sent_by_sendfile = 0;
     while (head_ < q_.size()) {
         Buf& b = q_[head_];
+        if (b.pipe && c.transport == nullptr) {
+            // A pipe piece: socket to socket without a copy, whatever
+            // "sendfile" says (it is about files). Only what is queued
+            // behind it may hold its tail back (MSG_MORE): bytes yet to
+            // come from the origin could be long in coming.
+            const bool more = head_ + 1 < q_.size();
+            IoResult io = c.splice_out(b.fd, b.size(), more);
+            if (io.kind == IoResult::Again) {
+                res.kind = Result::Again;
+                break;
+            }
+            if (io.kind == IoResult::Error) {
+                res.kind = Result::Error;
+                res.err = io.err;
+                res.call = "splice()";
+                break;
+            }
+            res.bytes += io.bytes;
+            pipes::sent(b.fd, io.bytes);
+            b.file_pos += static_cast<off_t>(io.bytes);
+            if (b.file_pos == b.file_last) ++head_;
+            continue;
+        }
         if (b.in_file() && !direct) {
             // Through memory: a piece in front of the rest of the range
             // (with "sendfile off" or over TLS; "output_buffers" sizes it).
             size_t want = std::min<size_t>(b.size(), std::max<size_t>(limits.file_piece, 1));
+            // A pipe piece through TLS: read from the pipe, which holds at
+            // least `want` bytes, so a read never waits.
             SlabRef slab = SlabRef::adopt(Slab::make(want));
-            ssize_t n = ::pread(b.fd, slab.get()->data(), want, b.file_pos);
+            ssize_t n = b.pipe ? ::read(b.fd, slab.get()->data(), want)
+                               : ::pread(b.fd, slab.get()->data(), want, b.file_pos);
             if (n < 0 && errno == EINTR) continue;
             if (n <= 0) {
                 res.kind = Result::Error;
                 res.err = n < 0 ? errno : 0;
-                res.call = "pread()";
+                res.call = b.pipe ? "read()" : "pread()";
                 break;
             }
+            if (b.pipe) pipes::sent(b.fd, static_cast<size_t>(n));
             Buf m = Buf::in_slab(std::move(slab), static_cast<size_t>(n));
             b.file_pos += n;
             if (b.file_pos == b.file_last)
@@ -106,14 +134,16 @@ ChainWriter::Result ChainWriter::write(Connection& c, bool use_sendfile, const L
         }
         iovec iov[64];
         size_t cnt = 0;
-        for (size_t i = head_; i < q_.size() && cnt < std::size(iov); ++i) {
+        size_t i = head_;
+        for (; i < q_.size() && cnt < std::size(iov); ++i) {
             Buf& m = q_[i];
             if (m.in_file()) break;
             iov[cnt].iov_base = const_cast<char*>(m.pos);
             iov[cnt].iov_len = m.size();
             ++cnt;
         }
-        IoResult io = c.writev({iov, cnt});
+        // A head before a pipe piece: they leave in one segment.
+        IoResult io = c.writev({iov, cnt}, i < q_.size() && q_[i].pipe);
         if (io.kind == IoResult::Again) {
             res.kind = Result::Again;
             break;

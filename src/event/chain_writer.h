@@ -1,6 +1,7 @@
 // Writes a queue of Bufs to a Connection, in order: memory with writev(),
 // file ranges with sendfile() when allowed (a plain socket and "sendfile
-// on"), else read into memory first. One writer serves both directions of
+// on"), else read into memory first; pipe pieces (event/pipe.h) with
+// splice() on a plain socket, else read into memory first. One writer serves both directions of
 // the proxy: responses to clients and requests (with bodies) to origins.
 //
 // A file range read into memory is queued in its place as a memory Buf
@@ -46,7 +47,7 @@ public:
         Kind kind = Done;
         uint64_t bytes = 0;        // written to the connection by this call
         int err = 0;               // errno; 0 with Error: a file was shorter than its range
-        const char* call = "";     // "writev()", "sendfile()", "pread()"
+        const char* call = "";     // "writev()", "sendfile()", "pread()", "splice()", "read()"
     };
     // How files go out ("sendfile_max_chunk", "output_buffers").
     struct Limits {

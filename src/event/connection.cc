@@ -1,5 +1,6 @@
 #include "event/connection.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -99,7 +100,7 @@ IoResult Connection::send(std::span<const char> buf) {
     return sent(io, n, buf.size(), n < 0 ? errno : 0);
 }
 
-IoResult Connection::writev(std::span<const iovec> iov) {
+IoResult Connection::writev(std::span<const iovec> iov, bool more) {
     GH_ASSERT(!iov.empty());
     if (transport) return transport->writev(*this, iov);
     // The kernel takes at most IOV_MAX; the rest is the caller's next call,
@@ -112,9 +113,35 @@ IoResult Connection::writev(std::span<const iovec> iov) {
     msg.msg_iovlen = count;
     ssize_t n;
     do {
-        n = ::sendmsg(fd(), &msg, MSG_NOSIGNAL);
+        n = ::sendmsg(fd(), &msg, MSG_NOSIGNAL | (more ? MSG_MORE : 0));
     } while (n < 0 && errno == EINTR);
     return sent(io, n, want, n < 0 ? errno : 0);
+}
+
+IoResult Connection::splice_in(int wfd, size_t n) {
+    GH_ASSERT(n > 0 && !transport);
+    for (;;) {
+        ssize_t k = ::splice(fd(), nullptr, wfd, nullptr, n, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (k > 0) return {IoResult::Ok, static_cast<size_t>(k), 0};
+        if (k == 0) {
+            io.clear_readable();
+            return {IoResult::Eof, 0, 0};
+        }
+        int err = errno;
+        if (err == EINTR) continue;
+        io.clear_readable();
+        if (err == EAGAIN) return {IoResult::Again, 0, 0};
+        return {IoResult::Error, 0, err};
+    }
+}
+
+IoResult Connection::splice_out(int rfd, size_t n, bool more) {
+    GH_ASSERT(n > 0 && !transport);
+    ssize_t k;
+    do {
+        k = ::splice(rfd, nullptr, fd(), nullptr, n, SPLICE_F_MOVE | SPLICE_F_NONBLOCK | (more ? SPLICE_F_MORE : 0));
+    } while (k < 0 && errno == EINTR);
+    return sent(io, k, n, k < 0 ? errno : 0);
 }
 
 // --- ConnectionTable --------------------------------------------------------

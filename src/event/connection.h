@@ -115,7 +115,19 @@ public:
     // with a transport, into the first only.
     IoResult readv(std::span<const iovec> iov);
     IoResult send(std::span<const char> buf);
-    IoResult writev(std::span<const iovec> iov);
+    // `more`: more bytes follow at once (MSG_MORE), so a short piece
+    // waits for them rather than leaving in a segment of its own.
+    IoResult writev(std::span<const iovec> iov, bool more = false);
+    // splice() between the socket and a pipe (event/pipe.h), never
+    // through a transport (the caller checks there is none).
+    //  - splice_in: at most `n` bytes from the socket into the pipe `wfd`,
+    //    which the caller knows to be empty. Only EAGAIN clears the
+    //    readable flag: a short splice may mean the pipe's slots ran out,
+    //    not that the socket is drained.
+    //  - splice_out: at most `n` bytes from the pipe `rfd`, which holds at
+    //    least that many, to the socket; `more` as for writev().
+    IoResult splice_in(int wfd, size_t n);
+    IoResult splice_out(int rfd, size_t n, bool more);
 
 private:
     friend class ConnectionTable;

@@ -420,6 +420,13 @@ void flush_output(Request& r) {
     if (!r.stream().closed()) r.stream().flush();
 }
 
+bool output_takes_pipes(Request& r) {
+    if (!r.header_sent || r.head_only || r.stream().closed() || !r.stream().takes_pipes()) return false;
+    OutputState& o = r.output;
+    if (!o.chosen) choose_body_filters(r, *http_main(r.main_confs));
+    return o.nengaged == 0;
+}
+
 size_t output_pending(const Request& r) {
     size_t n = r.stream().output_pending();
     // Before the choice only pending[0] can hold anything; after it, the

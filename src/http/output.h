@@ -35,6 +35,12 @@ Flow send_header(Request& r);
 Flow send_body(Request& r, Chain& c);
 // Writes what the stream holds now (a head whose body is still coming).
 void flush_output(Request& r);
+// Whether body chains may carry pipe pieces (core/buf.h, event/pipe.h)
+// from here on: the head went out, no body filter has work in this
+// response (so none would read the bytes), it has a body, and the stream
+// sends such pieces as they are. A producer asks once, after
+// send_header() passed.
+bool output_takes_pipes(Request& r);
 
 // Bytes of the response not yet written: waiting for a filter, or in the
 // stream's queue.

@@ -98,6 +98,10 @@ public:
     // Body bytes after the body filters, moved out of `in`; in.last() ends
     // the response. Fail: the stream is gone.
     virtual Flow send_body(Request& r, Chain& in) = 0;
+    // Whether send_body() may be given pipe pieces (core/buf.h) for the
+    // current response and send them without reading them into memory
+    // (a plain socket). Others never get any.
+    virtual bool takes_pipes() const { return false; }
     // Writes what is queued now rather than with the next body bytes (a
     // head whose body is still on its way).
     virtual void flush() = 0;

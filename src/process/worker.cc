@@ -16,6 +16,7 @@
 #include "event/connection.h"
 #include "event/events_module.h"
 #include "event/loop.h"
+#include "event/pipe.h"
 #include "event/worker.h"
 #include "process/proctitle.h"
 
@@ -198,9 +199,11 @@ int worker_main(const Cycle& cycle, const std::vector<Listening>& ls, int slot, 
     st.cycle = &cycle;
     st.shutdown_timer.cb = {[](void* p) { static_cast<WorkerState*>(p)->loop->stop(); }, &st};
     // After a burst, the modules let go of what only the next one would
-    // reuse, then the worker gives back what was freed (core/heap.h).
+    // reuse (the event layer its kept pipes), then the worker gives back
+    // what was freed (core/heap.h).
     (*loop)->set_idle({[](void*) {
                            idle_worker();
+                           event::pipes::release_kept();
                            release_free_heap();
                        },
                        nullptr},

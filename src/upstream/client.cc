@@ -47,6 +47,9 @@ Client::~Client() {
     close_upstream();
     if (try_open_ && picker_) picker_->done(peer_, false, event::worker_loop().now());
     if (tmp_fd_ >= 0) ::close(tmp_fd_);
+    // Here, not when the body ends: the consumer's writer may still be
+    // taking from it.
+    event::pipes::give(pipe_);
 }
 
 void Client::set_body(BodyMode m, const Chain* buffered, bool chunked) {

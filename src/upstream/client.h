@@ -78,6 +78,7 @@
 #include "event/connection.h"
 #include "event/duplex.h"
 #include "event/loop.h"
+#include "event/pipe.h"
 #include "http/chunked.h"
 #include "http/h1_parser.h"
 #include "upstream/upstream.h"
@@ -214,6 +215,15 @@ public:
     virtual bool on_body(Client& c, Chain& data) = 0;
     // Bytes the consumer holds and has not passed on yet.
     virtual size_t downstream_pending() = 0;
+    // Asked once, after on_head() said Body and only when a body is still
+    // to come that splice() could move (a length or the origin's close
+    // frames it, a plain origin connection): whether the consumer takes
+    // pipe pieces (core/buf.h), so that the body need not pass through
+    // user space. The consumer must then hand them on unread.
+    virtual bool body_to_pipe(Client& c) {
+        (void)c;
+        return false;
+    }
     // The consumer went away: the Client stops at once.
     virtual bool gone() = 0;
     // No usable response: the status to answer (502, 504, or the status of
@@ -339,6 +349,9 @@ private:
     bool retry_on_status(int status);
     void start_body(size_t consumed);
     void read_body();  // also a step: after a turn of reads
+    enum class Read : uint8_t { More, Wait, Stop };
+    Read splice_body();
+    Read read_ended(const event::IoResult& io, const char* call);
     void ack_now();
     void take(const char* data, size_t n, SlabRef& slab);
     void emit(const char* data, size_t n, SlabRef& slab);
@@ -441,6 +454,9 @@ private:
     bool truncated_ = false;
     bool last_sent_ = false;
     bool stopped_ = false;      // on_body said no more
+    // Splicing (Hooks::body_to_pipe): the pipe the body goes through while
+    // it is empty; reads go to memory, as without it, while it is not.
+    event::Pipe* pipe_ = nullptr;
 
     static constexpr uint64_t kFilePiece = 1 << 20;
 

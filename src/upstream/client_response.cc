@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <utility>
 
 #include "event/worker.h"
 #include "upstream/client.h"
@@ -198,6 +199,13 @@ void Client::start_body(size_t consumed) {
     SlabRef& first = pool_[0].s;
     if (head_len_ > consumed) take(first.get()->data() + consumed, head_len_ - consumed, first);
     if (framing_ == Framing::None) origin_done_ = true;
+    // Splicing, when the consumer takes pipe pieces: only for a body that
+    // did not all come with the head (a small answer never costs a pipe),
+    // framed so that its bytes go as they are (no chunks to decode), from
+    // a plain socket.
+    if (!origin_done_ && (framing_ == Framing::Length || framing_ == Framing::Close) && !up_->transport &&
+        hooks_.body_to_pipe(*this))
+        pipe_ = event::pipes::take();
     if (out_.empty()) {
         // The head goes out now, not with the first body bytes.
         Buf f;
@@ -317,6 +325,15 @@ void Client::read_body() {
             body_complete();  // out_ goes with the last buffer
             return;
         }
+        // Through the pipe while it is empty (what waits in the file goes
+        // first); else into memory, so that a slow client still frees the
+        // origin as soon as without a pipe (proxy_buffering).
+        if (pipe_ && pipe_->unsent == 0 && file_end_ == file_queued_) {
+            Read next = splice_body();
+            if (next == Read::More) continue;
+            if (next == Read::Stop) return;
+            // Wait: splicing could not start; memory takes over.
+        }
         char* p = nullptr;
         size_t n = 0;
         SlabRef* slab = nullptr;
@@ -351,27 +368,8 @@ void Client::read_body() {
         iovec iov[1 + kGather];
         for (size_t i = 0; i < nr; ++i) iov[i] = {regions[i].p, regions[i].n};
         event::IoResult io = up_->readv({iov, nr});
-        if (io.kind == event::IoResult::Again) {
-            ack_now();
-            push_out();
-            if (consumer_gone() || stopped_) return;
-            if (hooks_.downstream_pending() == 0) queue_file_piece();
-            if (!up_) return;
-            event::worker_loop().arm(up_->read_timer, conf_.read_timeout);
-            return;
-        }
-        if (io.kind == event::IoResult::Eof) {
-            if (framing_ == Framing::Close) {
-                origin_done_ = true;
-                reusable_ = false;
-                body_complete();
-                return;
-            }
-            body_truncated(0, "upstream prematurely closed connection");
-            return;
-        }
-        if (io.kind == event::IoResult::Error) {
-            body_truncated(io.err, "recv() failed");
+        if (io.kind != event::IoResult::Ok) {
+            read_ended(io, "recv() failed");
             return;
         }
         cur_try().bytes += io.bytes;
@@ -402,6 +400,66 @@ void Client::read_body() {
     // Let other connections run; the socket may still hold data (its
     // readiness flag is still set), so come back without waiting for epoll.
     schedule(&Client::read_body);
+}
+
+// A read that brought nothing: wait for the socket, or the body's end.
+Client::Read Client::read_ended(const event::IoResult& io, const char* call) {
+    if (io.kind == event::IoResult::Again) {
+        ack_now();
+        push_out();
+        if (consumer_gone() || stopped_) return Read::Stop;
+        if (hooks_.downstream_pending() == 0) queue_file_piece();
+        if (!up_) return Read::Stop;
+        event::worker_loop().arm(up_->read_timer, conf_.read_timeout);
+        return Read::Stop;
+    }
+    if (io.kind == event::IoResult::Eof) {
+        if (framing_ == Framing::Close) {
+            origin_done_ = true;
+            reusable_ = false;
+            body_complete();
+            return Read::Stop;
+        }
+        body_truncated(0, "upstream prematurely closed connection");
+        return Read::Stop;
+    }
+    body_truncated(io.err, call);
+    return Read::Stop;
+}
+
+// One splice() from the origin into the empty pipe, handed on at once as
+// a pipe piece behind whatever out_ holds, so that the pipe empties
+// while the next one waits: More. The body's last piece stays in out_
+// for the last buffer (body_complete()). Wait: splice() is refused (a
+// socket that cannot splice): the pipe is dropped and memory goes on.
+Client::Read Client::splice_body() {
+    // A pipe takes 16 pages by default; asking for more than it can hold
+    // only makes the kernel stop at a full pipe.
+    constexpr size_t kPipePiece = 64 * 1024;
+    const size_t want = framing_ == Framing::Length ? std::min<uint64_t>(remaining_, kPipePiece) : kPipePiece;
+    event::IoResult io = up_->splice_in(pipe_->wfd, want);
+    if (io.kind == event::IoResult::Error && (io.err == EINVAL || io.err == ENOSYS || io.err == EOPNOTSUPP)) {
+        event::pipes::give(std::exchange(pipe_, nullptr));
+        return Read::Wait;
+    }
+    if (io.kind != event::IoResult::Ok) {
+        read_ended(io, "splice() failed");
+        return Read::Stop;
+    }
+    cur_try().bytes += io.bytes;
+    cur_try().body += io.bytes;
+    pipe_->unsent += io.bytes;
+    out_.push(Buf::pipe_piece(pipe_->rfd, io.bytes));
+    if (framing_ == Framing::Length) {
+        remaining_ -= io.bytes;
+        if (remaining_ == 0) {
+            origin_done_ = true;
+            return Read::More;
+        }
+    }
+    push_out();
+    if (consumer_gone() || stopped_) return Read::Stop;
+    return Read::More;
 }
 
 // The body is not all here and the socket is drained: acknowledge what

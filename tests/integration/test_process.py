@@ -530,7 +530,15 @@ def test_fifty_reloads_under_load(served):
     settled = time.monotonic() - stopped
     group = group_members(s.pid)
     fds_after = fd_count(s.pid)
-    worker_fds_after = [fd_targets(w) for w in workers]
+    # A worker keeps emptied pipes for the next spliced body (proxy_splice)
+    # and closes them once idle (200 ms): compare it idle.
+    pipes_before = worker_fds_before[1].count("pipe:")
+
+    def idle_fds():
+        now = [fd_targets(w) for w in workers]
+        return now if all(others.count("pipe:") <= pipes_before for _, others in now) else None
+
+    worker_fds_after = wait_for(idle_fds, what="the workers' kept pipes closed once idle")
     wait_for(lambda: s.origin_open() <= WORKERS * POOLED["B"], what="the old workers' upstream connections closed")
     report("after the reloads", origin_open=s.origin_open(),
            old_workers_gone_after=f"{settled:.2f}s", master_fds=f"{fds_before}->{fds_after}",

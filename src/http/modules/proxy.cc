@@ -522,6 +522,7 @@ void merge(const ProxyConf& up, ProxyConf& c) {
     conf::inherit(c.ignore_client_abort, up.ignore_client_abort, false);
     conf::inherit(c.buffering, up.buffering, true);
     conf::inherit(c.request_buffering, up.request_buffering, true);
+    conf::inherit(c.splice, up.splice, true);
     conf::inherit(c.buffer_size, up.buffer_size, 4096);
     if (!c.buffers_num) {
         c.buffers_num = up.buffers_num ? *up.buffers_num : 8;
@@ -937,6 +938,7 @@ constexpr conf::Directive kDirectives[] = {
     {"proxy_ignore_client_abort", kLoc, conf::Take1, conf::flag<&ProxyConf::ignore_client_abort>()},
     {"proxy_buffering", kLoc, conf::Take1, conf::flag<&ProxyConf::buffering>()},
     {"proxy_request_buffering", kLoc, conf::Take1, conf::flag<&ProxyConf::request_buffering>()},
+    {"proxy_splice", kLoc, conf::Take1, conf::flag<&ProxyConf::splice>()},
     {"proxy_buffer_size", kLoc, conf::Take1, conf::custom<set_buffer_size>()},
     {"proxy_buffers", kLoc, conf::Take2, conf::custom<set_buffers>()},
     {"proxy_busy_buffers_size", kLoc, conf::Take1, conf::custom<set_busy_size>()},

@@ -212,6 +212,7 @@ struct ProxyConf {
     std::optional<bool> ignore_client_abort;               // "proxy_ignore_client_abort"
     std::optional<bool> buffering;                         // "proxy_buffering"
     std::optional<bool> request_buffering;                 // "proxy_request_buffering"
+    std::optional<bool> splice;                            // "proxy_splice"
     std::optional<uint64_t> buffer_size;                   // "proxy_buffer_size"
     std::optional<uint64_t> buffers_num;                   // "proxy_buffers"
     std::optional<uint64_t> buffers_size;

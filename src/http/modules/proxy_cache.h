@@ -250,6 +250,8 @@ public:
     void after_head();
     // Body bytes on their way to the client (before send_body moves them).
     void on_body(const Chain& data);
+    // The body goes into the cache too: it must pass through memory.
+    bool filling() const { return fill_.active(); }
     // The exchange failed with `status` (502, 504): true when a stale
     // entry answered (r.out, r.body set).
     bool on_error(int status, bool timeout);

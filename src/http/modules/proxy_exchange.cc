@@ -492,6 +492,14 @@ bool Exchange::on_body(upstream::Client&, Chain& data) {
 
 size_t Exchange::downstream_pending() { return output_pending(r_); }
 
+// "proxy_splice": the body may go from socket to socket through a pipe
+// when nothing on the way reads it: no body filter has work in this
+// response (gzip, ranges, a charset, limit_rate...), the cache does not
+// store it, and the client's connection sends pipe pieces as they are.
+bool Exchange::body_to_pipe(upstream::Client&) {
+    return *pc_.splice && !(cache_ && cache_->filling()) && output_takes_pipes(r_);
+}
+
 bool Exchange::gone() { return r_.stream().closed(); }
 
 void Exchange::on_error(upstream::Client&, int status) {

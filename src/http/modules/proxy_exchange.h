@@ -56,6 +56,7 @@ public:
     Head on_head(upstream::Client& c, const StatusHead& h) override;
     bool on_body(upstream::Client& c, Chain& data) override;
     size_t downstream_pending() override;
+    bool body_to_pipe(upstream::Client& c) override;
     bool gone() override;
     void on_error(upstream::Client& c, int status) override;
     void on_truncated(upstream::Client& c) override;

@@ -77,6 +77,7 @@ public:
     const ProxyHeader* proxy_protocol() const override { return pp_ ? pp_->header.get() : nullptr; }
     Flow send_head(Request& r, const ResponseHead& h) override;
     Flow send_body(Request& r, Chain& in) override;
+    bool takes_pipes() const override { return !tls_ && state_ == State::Processing; }
     void flush() override;
     size_t output_pending() const override;
     void close_after() override {
