@@ -1147,6 +1147,124 @@ def test_origin_dies_mid_body_truncates(server, origin, how, framing):
     assert error_lines(s, r"while reading upstream")
 
 
+# ---- splice (proxy_splice) -------------------------------------------------------------------------
+
+
+def pipe_fds(pid):
+    """How many pipe ends the process has open (two a pipe)."""
+    n = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            n += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("pipe:")
+        except OSError:
+            pass
+    return n
+
+
+@pytest.mark.parametrize("mode", ["splice", "splice-off", "limit-rate"])
+def test_a_spliced_body_waits_in_a_pipe_for_a_slow_client(server, origin, mode):
+    # A slow client: the body went into a pipe and out to the client's
+    # socket until that was full; what the pipe still holds waits there,
+    # and the rest of the body goes to the buffers and the temp file, so
+    # the origin is done as without splicing (proxy_buffering). Without
+    # splicing, or with a filter on the body (a rate limit), no pipe is
+    # ever made. Either way the client gets every byte, and the access
+    # log counts them.
+    size = 16 * MIB
+    h = big_handler(size)
+    o = origin(h, timeout=60)
+    extra = {"splice": "", "splice-off": "proxy_splice off;", "limit-rate": "limit_rate 1g;"}[mode]
+    s = start(server, f"""
+        log_format sent '$status $body_bytes_sent';
+        access_log logs/sent.log sent;
+        server {{ listen 127.0.0.1:PORT; send_timeout 60s;
+            location / {{ proxy_pass http://{o.addr}; {extra} }}
+        }}
+    """)
+    pid = worker_pid(s)
+    pipes_before = pipe_fds(pid)
+    check = Checker()
+    with socket.create_connection(("127.0.0.1", s.port), timeout=60) as c:
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        c.sendall(request_bytes("/big", close=False))
+        first = c.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200")
+        assert h.sent.wait(30), "the origin was not read to its end while the client waited"
+        held = pipe_fds(pid) - pipes_before
+        assert held == (2 if mode == "splice" else 0), mode  # one pipe, both ends
+        r = read_reply_from(c, first, check)
+        assert r.complete and check.n == size and not check.bad
+        # The connection goes on, and so does splicing.
+        c.sendall(request_bytes("/again?n=3000000", close=False))
+        check = Checker()
+        r = read_reply(c, sink=check)
+        assert r.status == 200 and r.complete and check.n == 3000000 and not check.bad
+    assert [line.decode().strip() for line in s.wait_lines("sent.log", 2)] == [f"200 {size}", "200 3000000"]
+    assert not re.search(r"\[(error|crit|alert|emerg)\]", s.error_log()), s.error_log()[-2000:]
+
+
+def test_a_close_delimited_body_is_spliced_and_sent_chunked(server, origin):
+    # No length: the body ends when the origin closes; an HTTP/1.1 client
+    # gets it chunked, the chunks framing the pipe's pieces.
+    def handler(conn, req):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+        for i in range(8):
+            conn.sendall(PATTERN[i * 100000:(i + 1) * 100000])
+        return False
+    o = origin(handler)
+    s = start(server, f"server {{ listen 127.0.0.1:PORT; location / {{ proxy_pass http://{o.addr}; }} }}")
+    r = request(s.port, "/")
+    assert r.status == 200 and r.complete
+    assert r.header("Transfer-Encoding") == "chunked"
+    assert r.body == PATTERN[:800000]
+
+
+def test_bytes_past_a_spliced_length_are_not_forwarded(server, origin):
+    # The origin sends more than its Content-Length: the client gets the
+    # length and no more, and the connection, left with bytes nobody
+    # asked for, is not used again.
+    body = PATTERN[:300000]
+
+    def handler(conn, req):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
+        conn.sendall(body[:100000])
+        time.sleep(0.05)
+        conn.sendall(body[100000:] + b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nextra")
+        return True
+    o = origin(handler)
+    s = start(server, f"""
+        upstream backend {{ server {o.addr}; keepalive 4; }}
+        server {{ listen 127.0.0.1:PORT; location / {{ proxy_pass http://backend;
+                  proxy_http_version 1.1; proxy_set_header Connection ""; }} }}
+    """)
+    for i in range(2):
+        with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+            c.sendall(request_bytes(f"/{i}", close=False))
+            r = read_reply(c)
+            assert r.status == 200 and r.complete and r.body == body
+            # Nothing follows the body on the client's connection.
+            c.settimeout(0.3)
+            with pytest.raises(socket.timeout):
+                c.recv(1)
+    assert o.connections == 2
+
+
+def test_a_client_gone_mid_splice_leaves_nothing_for_the_next(server, origin):
+    # The client goes away with bytes still in the pipe: that pipe is
+    # closed, not kept, and the next response's bytes are its own.
+    o = origin(big_handler(8 * MIB), timeout=30)
+    s = start(server, f"server {{ listen 127.0.0.1:PORT; location / {{ proxy_pass http://{o.addr}; }} }}")
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            c.sendall(request_bytes("/big"))
+            assert c.recv(65536).startswith(b"HTTP/1.1 200")
+        r, check = download(s.port, "/next?n=2000000")
+        assert r.status == 200 and r.complete and check.n == 2000000 and not check.bad
+    # A client gone is worth an info line, nothing worse.
+    assert not re.search(r"\[(error|crit|alert|emerg)\]", s.error_log()), s.error_log()[-2000:]
+
+
 # ---- keepalive --------------------------------------------------------------------------------------
 
 
