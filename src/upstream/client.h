@@ -349,9 +349,9 @@ private:
     bool retry_on_status(int status);
     void start_body(size_t consumed);
     void read_body();  // also a step: after a turn of reads
-    enum class Read : uint8_t { More, Wait, Stop };
+    enum class Read : uint8_t { More, Memory, Stop };
     Read splice_body();
-    Read read_ended(const event::IoResult& io, const char* call);
+    void read_ended(const event::IoResult& io, const char* call);
     void ack_now();
     void take(const char* data, size_t n, SlabRef& slab);
     void emit(const char* data, size_t n, SlabRef& slab);

@@ -332,7 +332,7 @@ void Client::read_body() {
             Read next = splice_body();
             if (next == Read::More) continue;
             if (next == Read::Stop) return;
-            // Wait: splicing could not start; memory takes over.
+            // Memory: this socket cannot splice; the buffers take over.
         }
         char* p = nullptr;
         size_t n = 0;
@@ -403,35 +403,34 @@ void Client::read_body() {
 }
 
 // A read that brought nothing: wait for the socket, or the body's end.
-Client::Read Client::read_ended(const event::IoResult& io, const char* call) {
+void Client::read_ended(const event::IoResult& io, const char* call) {
     if (io.kind == event::IoResult::Again) {
         ack_now();
         push_out();
-        if (consumer_gone() || stopped_) return Read::Stop;
+        if (consumer_gone() || stopped_) return;
         if (hooks_.downstream_pending() == 0) queue_file_piece();
-        if (!up_) return Read::Stop;
+        if (!up_) return;
         event::worker_loop().arm(up_->read_timer, conf_.read_timeout);
-        return Read::Stop;
+        return;
     }
     if (io.kind == event::IoResult::Eof) {
         if (framing_ == Framing::Close) {
             origin_done_ = true;
             reusable_ = false;
             body_complete();
-            return Read::Stop;
+            return;
         }
         body_truncated(0, "upstream prematurely closed connection");
-        return Read::Stop;
+        return;
     }
     body_truncated(io.err, call);
-    return Read::Stop;
 }
 
 // One splice() from the origin into the empty pipe, handed on at once as
 // a pipe piece behind whatever out_ holds, so that the pipe empties
 // while the next one waits: More. The body's last piece stays in out_
-// for the last buffer (body_complete()). Wait: splice() is refused (a
-// socket that cannot splice): the pipe is dropped and memory goes on.
+// for the last buffer (body_complete()). Memory: splice() is refused (a
+// socket that cannot splice): the pipe is dropped and the buffers go on.
 Client::Read Client::splice_body() {
     // A pipe takes 16 pages by default; asking for more than it can hold
     // only makes the kernel stop at a full pipe.
@@ -440,7 +439,7 @@ Client::Read Client::splice_body() {
     event::IoResult io = up_->splice_in(pipe_->wfd, want);
     if (io.kind == event::IoResult::Error && (io.err == EINVAL || io.err == ENOSYS || io.err == EOPNOTSUPP)) {
         event::pipes::give(std::exchange(pipe_, nullptr));
-        return Read::Wait;
+        return Read::Memory;
     }
     if (io.kind != event::IoResult::Ok) {
         read_ended(io, "splice() failed");
