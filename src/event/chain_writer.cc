@@ -34,6 +34,25 @@ void ChainWriter::clear() {
     head_ = 0;
 }
 
+namespace {
+
+// A socket write that could not go on: what the caller is told.
+bool stopped(const IoResult& io, const char* call, ChainWriter::Result& res) {
+    if (io.kind == IoResult::Again) {
+        res.kind = ChainWriter::Result::Again;
+        return true;
+    }
+    if (io.kind == IoResult::Error) {
+        res.kind = ChainWriter::Result::Error;
+        res.err = io.err;
+        res.call = call;
+        return true;
+    }
+    return false;
+}
+
+}  // namespace
+
 // Written Bufs release their slabs now, and the vector does not grow with
 // the length of a stream that never quite drains.
 void ChainWriter::drop_written() {
@@ -60,16 +79,7 @@ ChainWriter::Result ChainWriter::write(Connection& c, bool use_sendfile, const L
             // come from the origin could be long in coming.
             const bool more = head_ + 1 < q_.size();
             IoResult io = c.splice_out(b.fd, b.size(), more);
-            if (io.kind == IoResult::Again) {
-                res.kind = Result::Again;
-                break;
-            }
-            if (io.kind == IoResult::Error) {
-                res.kind = Result::Error;
-                res.err = io.err;
-                res.call = "splice()";
-                break;
-            }
+            if (stopped(io, "splice()", res)) break;
             res.bytes += io.bytes;
             pipes::sent(b.fd, io.bytes);
             b.file_pos += static_cast<off_t>(io.bytes);
@@ -144,16 +154,7 @@ ChainWriter::Result ChainWriter::write(Connection& c, bool use_sendfile, const L
         }
         // A head before a pipe piece: they leave in one segment.
         IoResult io = c.writev({iov, cnt}, i < q_.size() && q_[i].pipe);
-        if (io.kind == IoResult::Again) {
-            res.kind = Result::Again;
-            break;
-        }
-        if (io.kind == IoResult::Error) {
-            res.kind = Result::Error;
-            res.err = io.err;
-            res.call = "writev()";
-            break;
-        }
+        if (stopped(io, "writev()", res)) break;
         res.bytes += io.bytes;
         size_t sent = io.bytes;
         while (sent > 0) {

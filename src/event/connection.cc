@@ -30,15 +30,16 @@ const sockaddr* Connection::local_address() {
 
 namespace {
 
-// The loop of recv() and readv(): `call` reads at most `want` bytes.
+// The loop of recv(), readv() and splice_in(): `call` reads at most
+// `want` bytes; `short_drains`: a short read means the socket is empty.
 template <typename Call>
-IoResult received(Watcher& io, size_t want, Call call) {
+IoResult received(Watcher& io, size_t want, Call call, bool short_drains = true) {
     for (;;) {
         ssize_t n = call();
         if (n > 0) {
             // A short read drained the socket: new data brings a new edge.
             // After EPOLLRDHUP no edge will come, so keep reading to EOF.
-            if (static_cast<size_t>(n) < want && !io.peer_closed()) io.clear_readable();
+            if (short_drains && static_cast<size_t>(n) < want && !io.peer_closed()) io.clear_readable();
             return {IoResult::Ok, static_cast<size_t>(n), 0};
         }
         if (n == 0) {
@@ -120,19 +121,8 @@ IoResult Connection::writev(std::span<const iovec> iov, bool more) {
 
 IoResult Connection::splice_in(int wfd, size_t n) {
     GH_ASSERT(n > 0 && !transport);
-    for (;;) {
-        ssize_t k = ::splice(fd(), nullptr, wfd, nullptr, n, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-        if (k > 0) return {IoResult::Ok, static_cast<size_t>(k), 0};
-        if (k == 0) {
-            io.clear_readable();
-            return {IoResult::Eof, 0, 0};
-        }
-        int err = errno;
-        if (err == EINTR) continue;
-        io.clear_readable();
-        if (err == EAGAIN) return {IoResult::Again, 0, 0};
-        return {IoResult::Error, 0, err};
-    }
+    return received(
+        io, n, [&] { return ::splice(fd(), nullptr, wfd, nullptr, n, SPLICE_F_MOVE | SPLICE_F_NONBLOCK); }, false);
 }
 
 IoResult Connection::splice_out(int rfd, size_t n, bool more) {

@@ -1232,11 +1232,7 @@ def test_bytes_past_a_spliced_length_are_not_forwarded(server, origin):
         conn.sendall(body[100000:] + b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nextra")
         return True
     o = origin(handler)
-    s = start(server, f"""
-        upstream backend {{ server {o.addr}; keepalive 4; }}
-        server {{ listen 127.0.0.1:PORT; location / {{ proxy_pass http://backend;
-                  proxy_http_version 1.1; proxy_set_header Connection ""; }} }}
-    """)
+    s = start_keepalive_proxy(server, o)
     for i in range(2):
         with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
             c.sendall(request_bytes(f"/{i}", close=False))
@@ -1271,6 +1267,15 @@ def test_a_client_gone_mid_splice_leaves_nothing_for_the_next(server, origin):
 def keepalive_handler(conn, req):
     conn.sendall(response(200, f"{req.method} {req.target}".encode()))
     return True
+
+
+def start_keepalive_proxy(server, o):
+    """A proxy to origin `o` through a keep-alive pool, HTTP/1.1 both ways."""
+    return start(server, f"""
+        upstream backend {{ server {o.addr}; keepalive 4; }}
+        server {{ listen 127.0.0.1:PORT; location / {{ proxy_pass http://backend;
+                  proxy_http_version 1.1; proxy_set_header Connection ""; }} }}
+    """)
 
 
 def test_keepalive_reuses_connections(server, origin):
@@ -1311,11 +1316,7 @@ def test_a_body_sent_in_two_pieces_with_nagle_comes_whole(server, origin):
         return bool(acked)
 
     o = origin(handler)
-    s = start(server, f"""
-        upstream backend {{ server {o.addr}; keepalive 4; }}
-        server {{ listen 127.0.0.1:PORT; location / {{ proxy_pass http://backend;
-                  proxy_http_version 1.1; proxy_set_header Connection ""; }} }}
-    """)
+    s = start_keepalive_proxy(server, o)
     for i in range(5):
         r = request(s.port, f"/{i}")
         assert (r.status, r.body) == (200, body)
