@@ -42,6 +42,7 @@ constexpr conf::Directive kDirectives[] = {
     {"multi_accept", conf::kEvents, conf::Take1, conf::flag<&EventsConf::multi_accept>()},
     {"accept_mutex", conf::kEvents, conf::Take1, conf::flag<&EventsConf::accept_mutex>()},
     {"use", conf::kEvents, conf::Take1, conf::custom<set_use>()},
+    {"worker_pipes", conf::kEvents, conf::Take1, conf::number<&EventsConf::worker_pipes>()},
 };
 
 }  // namespace

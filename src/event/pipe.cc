@@ -21,6 +21,7 @@ struct Table {
     std::vector<std::unique_ptr<Pipe>> by_rfd;
     std::vector<int> kept;
     size_t in_use = 0;
+    size_t limit = kDefaultLimit;
     int last_errno = 0;  // pipe2()'s last failure, logged once
 };
 
@@ -38,9 +39,11 @@ void close_pipe(Table& t, int rfd) {
 
 }  // namespace
 
+void set_limit(size_t n) { table().limit = n; }
+
 Pipe* take() {
     Table& t = table();
-    if (t.in_use >= kMaxInUse) return nullptr;
+    if (t.in_use >= t.limit) return nullptr;
     int rfd;
     if (!t.kept.empty()) {
         rfd = t.kept.back();

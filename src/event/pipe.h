@@ -18,10 +18,11 @@
 // that still holds bytes when given back belonged to a response cut
 // short: it is closed, which drops them.
 //
-// Bounds: at most kMaxInUse pipes taken at once (two fds and up to the
-// pipe's capacity, 64 KiB by default, of kernel memory each), and at most
-// kMaxKept empty ones kept for the next response. Beyond that, take()
-// says no and the caller reads into memory as it would without pipes.
+// Bounds: at most set_limit()'s pipes taken at once ("worker_pipes",
+// 256 by default; two fds and up to the pipe's capacity, 64 KiB by
+// default, of kernel memory each), and at most kMaxKept empty ones kept
+// for the next response. Beyond that, take() says no and the caller reads
+// into memory as it would without pipes.
 #pragma once
 
 #include <cstddef>
@@ -37,8 +38,11 @@ struct Pipe {
 
 namespace pipes {
 
-inline constexpr size_t kMaxInUse = 256;
+inline constexpr size_t kDefaultLimit = 256;
 inline constexpr size_t kMaxKept = 32;
+
+// Pipes that may be taken at once; 0: none (no splicing).
+void set_limit(size_t n);
 
 // A pipe that holds nothing (nonblocking, close-on-exec), or null: the
 // limit was reached or pipe2() failed (logged once per failure kind).

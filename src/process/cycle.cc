@@ -42,6 +42,7 @@ Result<std::unique_ptr<Cycle>> load_cycle(const LoadOptions& o) {
     if (auto s = finish_core_conf(cc, c->prefix, o.error_log, ::geteuid() == 0); !s) return s.error();
     auto* ev = c->conf<event::EventsConf>(event::events_module, conf::Level::Events);
     if (!ev->worker_connections) ev->worker_connections = event::kDefaultWorkerConnections;
+    if (!ev->worker_pipes) ev->worker_pipes = event::kDefaultWorkerPipes;
     for (const auto& spec : cc.error_logs) {
         if (spec.syslog)
             c->error_log.add_syslog(*spec.syslog, spec.level);

@@ -161,6 +161,7 @@ int worker_main(const Cycle& cycle, const std::vector<Listening>& ls, int slot, 
     }
     auto* ev = cycle.conf<event::EventsConf>(event::events_module, conf::Level::Events);
     event::ConnectionTable table(**loop, static_cast<uint32_t>(*ev->worker_connections));
+    event::pipes::set_limit(static_cast<size_t>(*ev->worker_pipes));
     event::set_worker(loop->get(), &table);
     if (auto s = init_worker(cycle, slot); !s) {
         GH_LOG(Emerg, "%s", s.message().c_str());

@@ -1161,26 +1161,31 @@ def pipe_fds(pid):
     return n
 
 
-@pytest.mark.parametrize("mode", ["splice", "splice-off", "limit-rate"])
+@pytest.mark.parametrize("mode", ["splice", "splice-off", "limit-rate", "worker-pipes-0"])
 def test_a_spliced_body_waits_in_a_pipe_for_a_slow_client(server, origin, mode):
     # A slow client: the body went into a pipe and out to the client's
     # socket until that was full; what the pipe still holds waits there,
     # and the rest of the body goes to the buffers and the temp file, so
     # the origin is done as without splicing (proxy_buffering). Without
-    # splicing, or with a filter on the body (a rate limit), no pipe is
-    # ever made. Either way the client gets every byte, and the access
-    # log counts them.
+    # splicing (proxy_splice off, worker_pipes 0), or with a filter on the
+    # body (a rate limit), no pipe is ever made. Either way the client gets
+    # every byte, and the access log counts them.
     size = 16 * MIB
     h = big_handler(size)
     o = origin(h, timeout=60)
-    extra = {"splice": "", "splice-off": "proxy_splice off;", "limit-rate": "limit_rate 1g;"}[mode]
-    s = start(server, f"""
+    extra = {"splice": "", "splice-off": "proxy_splice off;", "limit-rate": "limit_rate 1g;",
+             "worker-pipes-0": ""}[mode]
+    s = server(f"""
         log_format sent '$status $body_bytes_sent';
         access_log logs/sent.log sent;
         server {{ listen 127.0.0.1:PORT; send_timeout 60s;
             location / {{ proxy_pass http://{o.addr}; {extra} }}
         }}
-    """)
+    """, start=False)
+    if mode == "worker-pipes-0":
+        s.conf.write_text(s.conf.read_text().replace("worker_connections 128;", "worker_connections 128; worker_pipes 0;"))
+    need_proxy(s)
+    s.start()
     pid = worker_pid(s)
     pipes_before = pipe_fds(pid)
     check = Checker()

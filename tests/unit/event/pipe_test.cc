@@ -82,10 +82,13 @@ TEST_CASE("event/pipe: empty pipes are kept for the next taker, the others close
     CHECK_FALSE(is_open(crfd));
 }
 
-TEST_CASE("event/pipe: at most kMaxInUse pipes are taken at once") {
+TEST_CASE("event/pipe: at most the limit's pipes are taken at once") {
     pipes::release_kept();
+    pipes::set_limit(0);
+    CHECK(pipes::take() == nullptr);
+    pipes::set_limit(pipes::kDefaultLimit);
     std::vector<Pipe*> taken;
-    for (size_t i = 0; i < pipes::kMaxInUse; ++i) {
+    for (size_t i = 0; i < pipes::kDefaultLimit; ++i) {
         Pipe* p = pipes::take();
         REQUIRE(p);
         taken.push_back(p);
