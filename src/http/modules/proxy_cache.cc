@@ -373,100 +373,77 @@ void put_memory(CachePath& cp, const cache::Hash& h, std::string_view file) {
     if (!copy.empty()) cp.index->put_memory(h, copy);
 }
 
-// ---- files kept open ----
+// ---- small entries kept in the worker ----
 //
-// A hit from the disk opened, fstat()ed and closed its file each time:
-// ~2.3 us of the kernel's a hit on the project's VM, against 0.36 us for
-// the pread() itself (a loop of each on a cache file). So each worker
-// keeps the files of small entries (read whole, kWholeRead) open in a
-// small table, one slot per hash, for reuse while
+// A hit from the disk costs three syscalls (recv, pread, send) where a
+// hit from the memory tier costs two; a pread() of a small cache file is
+// ~0.4 us of kernel on the project's VM, an open + fstat + close around
+// it ~2.3 us more. So each worker keeps the bytes of the small entries
+// it read whole (kWholeRead) in a small table, one slot per hash, with
+// their stored head already indexed (memory_copy(): the memory tier's
+// format), and serves the next hits from there while
 //   - the index still describes the same file (NodeInfo::file_gen: a new
 //     file, a purge or an eviction changes it, in any worker), and
-//   - the second it was opened has not passed: a file removed behind the
-//     cache's back (rm) is served at most until then, as nginx's
-//     open_file_cache_valid bounds its own.
-// At most kOpenFiles descriptors; the table is the worker's, so it goes
-// with the worker on reload or exit. A kept file pins its inode even once
-// its entry is evicted or purged, so slots past their second are closed:
-// all of them on the first lookup or keep of each new second (one pass of
-// 64 slots a second under load), and all slots when the worker goes idle
-// (Module::idle_worker). An evicted entry's disk space is thus back within
-// about a second, as without the table.
-//
-// A slot also keeps its file's stored head and that head's index (as the
-// memory tier's copies have it), so that a hit does not parse the head
-// again (~3,000 of the ~20,000 instructions of a 1 KiB hit): the index is
-// used only when the head read this time is byte for byte the one it was
-// made from, whatever happened to the file meanwhile. Heads of at most
-// kIndexedHead bytes.
-constexpr size_t kOpenFiles = 64;
-constexpr size_t kIndexedHead = 2048;
+//   - the second the file was read in has not passed: a file removed or
+//     changed behind the cache's back is served as it was at most until
+//     then, as nginx's open_file_cache_valid bounds what it keeps.
+// At most kKeptEntries copies of at most kWholeRead bytes (~1 MiB) a
+// worker; the table is the worker's, so it goes with the worker on reload
+// or exit. Copies of earlier seconds are freed on the first lookup or keep
+// of each new second (one pass of 64 slots a second under load), and all
+// of them when the worker goes idle (Module::idle_worker). No descriptor
+// is held, so an evicted entry's disk space is back at once.
+// Where the memory tier takes an object (memory_max_object) the tier
+// serves it instead, and only the tier keeps it.
+constexpr size_t kKeptEntries = 64;
 
-struct OpenFile {
+struct KeptEntry {
     const CachePath* cp = nullptr;
     cache::Hash hash{};
     uint32_t file_gen = 0;
-    time_t opened = 0;
-    uint64_t size = 0;
-    int fd = -1;
-    std::string head;   // the stored head the index is of
-    std::string index;  // empty: none
+    time_t read_at = 0;
+    std::string copy;  // memory_copy() of the file; empty: none
 };
 
-OpenFile g_open_files[kOpenFiles];
+KeptEntry g_kept[kKeptEntries];
 
-time_t g_open_files_swept = 0;  // the second of the last pass
+time_t g_kept_swept = 0;  // the second of the last pass
 
-void close_slot(OpenFile& o) {
-    if (o.fd >= 0) ::close(o.fd);
-    o = OpenFile{};
-}
-
-// The slot for `h`, once the slots of earlier seconds are closed.
-OpenFile& open_slot(const cache::Hash& h, time_t now) {
-    if (now != g_open_files_swept) {
-        g_open_files_swept = now;
-        for (OpenFile& o : g_open_files)
-            if (o.fd >= 0 && o.opened != now) close_slot(o);
+// The slot for `h`, once the copies of earlier seconds are freed.
+KeptEntry& kept_slot(const cache::Hash& h, time_t now) {
+    if (now != g_kept_swept) {
+        g_kept_swept = now;
+        for (KeptEntry& k : g_kept)
+            if (!k.copy.empty() && k.read_at != now) k = KeptEntry{};
     }
-    return g_open_files[h.head() % kOpenFiles];
+    return g_kept[h.head() % kKeptEntries];
 }
 
-// The descriptor kept for this entry's current file, or -1.
-int kept_file(const CachePath& cp, const cache::Hash& h, const cache::NodeInfo& n, time_t now, uint64_t& size) {
-    OpenFile& o = open_slot(h, now);
-    if (o.fd < 0 || o.cp != &cp || o.hash != h) return -1;
-    if (!n.exists || o.file_gen != n.file_gen) {
-        close_slot(o);
-        return -1;
+// The copy kept of this entry's current file, or empty.
+std::string_view kept_copy(const CachePath& cp, const cache::Hash& h, const cache::NodeInfo& n, time_t now) {
+    KeptEntry& k = kept_slot(h, now);
+    if (k.copy.empty() || k.cp != &cp || k.hash != h) return {};
+    if (!n.exists || k.file_gen != n.file_gen) {
+        k = KeptEntry{};
+        return {};
     }
-    size = o.size;
-    return o.fd;
+    return k.copy;
 }
 
-// Keeps `fd` for the entry (unless it is the kept one already), with the
-// index of its stored head `head` made here; the index to use, empty when
-// there is none.
-std::string_view keep_file(const CachePath& cp, const cache::Hash& h, const cache::NodeInfo& n, time_t now,
-                           int fd, uint64_t size, std::string_view head) {
-    OpenFile& o = open_slot(h, now);
-    if (o.fd != fd) {
-        close_slot(o);
-        o = OpenFile{&cp, h, n.file_gen, now, size, fd, {}, {}};
-        if (head.size() <= kIndexedHead && append_head_index(o.index, head)) o.head = head;
-        else o.index.clear();
-    }
-    if (o.index.empty() || o.head != head) return {};
-    return o.index;
+// Keeps the bytes `file` of the entry whose node is `n`, read this second.
+void keep_copy(const CachePath& cp, const cache::Hash& h, const cache::NodeInfo& n, time_t now,
+               std::string_view file) {
+    KeptEntry& k = kept_slot(h, now);
+    k = KeptEntry{&cp, h, n.file_gen, now, memory_copy(file)};
 }
 
-void forget_kept_file(const cache::Hash& h, int fd) {
-    OpenFile& o = g_open_files[h.head() % kOpenFiles];
-    if (o.fd == fd) close_slot(o);
+void forget_kept_copy(const cache::Hash& h) {
+    KeptEntry& k = g_kept[h.head() % kKeptEntries];
+    if (k.hash == h) k = KeptEntry{};
 }
 
-void close_kept_files() {
-    for (OpenFile& o : g_open_files) close_slot(o);
+void free_kept_copies() {
+    for (KeptEntry& k : g_kept) k = KeptEntry{};
 }
 
 }  // namespace
@@ -658,33 +635,30 @@ bool Fill::make_level_dirs() {
 // ---- the steps ---------------------------------------------------------------------------
 
 struct Front::Impl {
-    // Opens and checks the entry's file; on success the entry is the
-    // Front's (fd_, meta_...). A file that is not a valid entry of this
-    // key is removed and forgotten.
-    // The entry of the node `n` describes: its copy in the memory tier, or
-    // its file. On success the entry is the Front's (meta_, the head...,
-    // and mem_ or fd_ for the body). A file that is not a valid entry of
-    // this key is removed and forgotten; another variant of the key (Vary)
-    // sends the lookup to that variant's own entry.
+    // The entry of the node `n` describes: its copy in the memory tier, a
+    // copy this worker kept of its file, or its file. On success the entry
+    // is the Front's (meta_, the head..., and mem_ or fd_ for the body). A
+    // file that is not a valid entry of this key is removed and forgotten;
+    // another variant of the key (Vary) sends the lookup to that variant's
+    // own entry.
     static bool open_entry(Front& f, const cache::NodeInfo& n) {
         if (n.in_memory) {
-            std::string_view bytes, index;
-            if (split_memory_copy(f.cp_.index->copy_memory(f.hash_, f.r_.arena()), bytes, index)) {
-                std::span<const char> got(bytes.data(), bytes.size());
-                Result<cache::Entry> e = cache::parse_header(got, bytes.size());
-                if (e && e->key == f.key_) {
-                    switch (check_variant(f, *e)) {
-                        case Variant::Same: break;
-                        case Variant::Moved: return open_moved(f);
-                        case Variant::Other: return false;
-                    }
-                    f.mem_ = bytes;
-                    take(f, *e, bytes.size());
-                    f.head_index_ = index;
-                    return true;
-                }
+            switch (from_copy(f, f.cp_.index->copy_memory(f.hash_, f.r_.arena()))) {
+                case Copy::Taken: return true;
+                case Copy::Moved: return open_moved(f);
+                case Copy::Other: return false;
+                case Copy::Unusable: break;  // gone meanwhile, or not this key: the file decides
             }
-            // Gone meanwhile, or not this key: the file decides.
+        }
+        if (const std::string_view kept = kept_copy(f.cp_, f.hash_, n, f.now_); !kept.empty()) {
+            // Copied: the slot may be taken by another entry while this
+            // response is still being sent.
+            switch (from_copy(f, f.r_.arena().dup(kept))) {
+                case Copy::Taken: return true;
+                case Copy::Moved: return open_moved(f);
+                case Copy::Other: return false;
+                case Copy::Unusable: forget_kept_copy(f.hash_); break;  // the file decides
+            }
         }
         // The path only when the file is opened, logged or removed.
         std::string path;
@@ -692,30 +666,18 @@ struct Front::Impl {
             if (path.empty()) path = cache::entry_path(f.cp_.path, f.cp_.levels, f.hash_);
             return path;
         };
-        uint64_t size = 0;
-        int fd = kept_file(f.cp_, f.hash_, n, f.now_, size);
-        const bool was_kept = fd >= 0;
-        // Every way out below closes the file it opened, or forgets the
-        // kept one (a kept file that turns out bad is not kept).
-        auto done_with = [&](int d) {
-            if (was_kept) forget_kept_file(f.hash_, d);
-            else ::close(d);
-        };
-        if (!was_kept) {
-            fd = open_read(path_of());
-            if (fd < 0) {
-                if (errno != ENOENT)
-                    log_for_request(f.r_, log::Level::Crit, errno, "open() \"" + path + "\" failed");
-                f.cp_.index->forget(f.hash_);
-                return false;
-            }
-            struct stat st;
-            if (::fstat(fd, &st) != 0) {
-                ::close(fd);
-                return false;
-            }
-            size = static_cast<uint64_t>(st.st_size);
+        const int fd = open_read(path_of());
+        if (fd < 0) {
+            if (errno != ENOENT) log_for_request(f.r_, log::Level::Crit, errno, "open() \"" + path + "\" failed");
+            f.cp_.index->forget(f.hash_);
+            return false;
         }
+        struct stat st;
+        if (::fstat(fd, &st) != 0) {
+            ::close(fd);
+            return false;
+        }
+        const auto size = static_cast<uint64_t>(st.st_size);
         // A small file is read whole at once and its body served from
         // memory: one read instead of two, and the head and body leave in
         // one write. One the memory tier may keep is read whole too, and
@@ -744,41 +706,29 @@ struct Front::Impl {
                 log_for_request(f.r_, log::Level::Crit, 0, e.error().message + " \"" + path_of() + "\"");
                 ::unlink(path_of().c_str());
             }
-            done_with(fd);
+            ::close(fd);
             f.cp_.index->forget(f.hash_);
             return false;
         }
         switch (check_variant(f, *e)) {
             case Variant::Same: break;
-            case Variant::Moved: done_with(fd); return open_moved(f);
-            case Variant::Other: done_with(fd); return false;
+            case Variant::Moved: ::close(fd); return open_moved(f);
+            case Variant::Other: ::close(fd); return false;
         }
         take(f, *e, size);
         // A node the loader has not reached yet (or reset) learns of it.
-        if (!was_kept) {
-            const cache::Stored s = stored_of(e->meta, size);
-            std::vector<cache::Hash> ev;
-            f.cp_.index->loaded(f.hash_, s, f.now_, f.cp_.inactive, ev);
-            remove_files(f.cp_, ev);
-        }
+        const cache::Stored s = stored_of(e->meta, size);
+        std::vector<cache::Hash> ev;
+        f.cp_.index->loaded(f.hash_, s, f.now_, f.cp_.inactive, ev);
+        remove_files(f.cp_, ev);
         if (whole && static_cast<uint64_t>(got_n) == size) {
+            ::close(fd);
             f.mem_ = {buf, static_cast<size_t>(size)};
             if (promote) put_memory(f.cp_, f.hash_, f.mem_);
-            // Kept for the next hits when the index knew this file (its
-            // file_gen then names it); else closed.
-            if (was_kept || (n.exists && !promote)) {
-                const std::string_view index = keep_file(f.cp_, f.hash_, n, f.now_, fd, size, e->head);
-                if (!index.empty()) f.head_index_ = f.r_.arena().dup(index);
-            } else {
-                ::close(fd);
-            }
+            // Kept for the next hits of this second when the index knew
+            // this file (its file_gen then names it).
+            else if (n.exists) keep_copy(f.cp_, f.hash_, n, f.now_, f.mem_);
             return true;
-        }
-        if (was_kept) {
-            // Not whole after all (cut short meanwhile): not kept.
-            forget_kept_file(f.hash_, fd);
-            f.cp_.index->forget(f.hash_);
-            return false;
         }
         f.fd_ = fd;
         f.r_.add_fd(fd);  // closed with the request, whatever happens
@@ -794,6 +744,26 @@ struct Front::Impl {
         f.entry_etag_ = e.etag;
         f.entry_vary_ = e.vary;
         f.body_start_ = e.body_start;
+    }
+
+    enum class Copy : uint8_t { Taken, Moved, Other, Unusable };
+    // Takes the entry from `copy` (memory_copy()'s format, in the
+    // request's arena), as open_entry() does a file: Moved and Other as
+    // check_variant() says; Unusable when it is no copy of this key's entry.
+    static Copy from_copy(Front& f, std::string_view copy) {
+        std::string_view bytes, index;
+        if (!split_memory_copy(copy, bytes, index)) return Copy::Unusable;
+        Result<cache::Entry> e = cache::parse_header(std::span<const char>(bytes.data(), bytes.size()), bytes.size());
+        if (!e || e->key != f.key_) return Copy::Unusable;
+        switch (check_variant(f, *e)) {
+            case Variant::Same: break;
+            case Variant::Moved: return Copy::Moved;
+            case Variant::Other: return Copy::Other;
+        }
+        f.mem_ = bytes;
+        take(f, *e, bytes.size());
+        f.head_index_ = index;
+        return Copy::Taken;
     }
 
     enum class Variant : uint8_t { Same, Moved, Other };
@@ -1912,7 +1882,7 @@ extern const conf::Module proxy_cache_module{
     .http = &kHooks,
     .processes = processes,
     .init_master = init_master,
-    .idle_worker = close_kept_files,
+    .idle_worker = free_kept_copies,
     .exit_worker = proxy_cache::delete_refreshes,
 };
 
