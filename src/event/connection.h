@@ -25,20 +25,6 @@
 
 namespace gatehouse::event {
 
-// What a socket read or write did.
-struct IoResult {
-    enum Kind : uint8_t {
-        Ok,     // `bytes` > 0 moved
-        Again,  // would block: the readiness flag is cleared, the handler
-                // runs again when epoll says so
-        Eof,    // recv only: the peer closed its side
-        Error,  // `err` is errno; the connection is unusable
-    };
-    Kind kind = Ok;
-    size_t bytes = 0;
-    int err = 0;
-};
-
 // A layer between a Connection and its socket, such as TLS: while one is
 // set (Connection::transport), recv(), send() and writev() go through it
 // and it keeps the readiness flags right itself, with the same contract
@@ -127,7 +113,7 @@ public:
     //  - splice_out: at most `n` bytes from the pipe `rfd`, which holds at
     //    least that many, to the socket; `more` as for writev().
     IoResult splice_in(int wfd, size_t n);
-    IoResult splice_out(int rfd, size_t n, bool more);
+    IoResult splice_out(int rfd, size_t n, bool more = false);
 
 private:
     friend class ConnectionTable;

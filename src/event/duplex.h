@@ -5,6 +5,7 @@
 // to pump bytes to and from an origin connection.
 #pragma once
 
+#include <cerrno>
 #include <span>
 
 #include "event/fwd.h"
@@ -19,6 +20,21 @@ public:
     virtual void shutdown_send() = 0;
     // Ends the tunnel, and whatever the owner ends with it (a request).
     virtual void close() = 0;
+    // splice() (event/pipe.h) to and from this side, when it is a plain
+    // socket: can_splice() says whether it is; splice_in() and
+    // splice_out() then behave as event::Connection's, and are called only
+    // then.
+    virtual bool can_splice() const { return false; }
+    virtual IoResult splice_in(int wfd, size_t n) {
+        (void)wfd;
+        (void)n;
+        return {IoResult::Error, 0, EOPNOTSUPP};
+    }
+    virtual IoResult splice_out(int rfd, size_t n) {
+        (void)rfd;
+        (void)n;
+        return {IoResult::Error, 0, EOPNOTSUPP};
+    }
 
 protected:
     ~Duplex() = default;

@@ -1,7 +1,8 @@
 // Declarations of the event layer, for headers that only pass pointers,
-// plus the two vocabulary types every handler slot uses: Msec and Callback.
+// plus its vocabulary types: Msec, IoResult and Callback.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <type_traits>
 
@@ -24,7 +25,20 @@ class Connection;
 class Transport;
 class ConnectionTable;
 class Listener;
-struct IoResult;
+
+// What a socket read or write did (event::Connection, Transport, Duplex).
+struct IoResult {
+    enum Kind : uint8_t {
+        Ok,     // `bytes` > 0 moved
+        Again,  // would block: the readiness flag is cleared, the handler
+                // runs again when epoll says so
+        Eof,    // recv only: the peer closed its side
+        Error,  // `err` is errno; the connection is unusable
+    };
+    Kind kind = Ok;
+    size_t bytes = 0;
+    int err = 0;
+};
 
 // A plain function pointer and its argument: what the loop calls back for
 // I/O readiness, timers, posted events and deferred destruction. Two words,

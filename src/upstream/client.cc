@@ -50,6 +50,8 @@ Client::~Client() {
     // Here, not when the body ends: the consumer's writer may still be
     // taking from it.
     event::pipes::give(pipe_);
+    event::pipes::give(u2c_.kernel);
+    event::pipes::give(c2u_.kernel);
 }
 
 void Client::set_body(BodyMode m, const Chain* buffered, bool chunked) {

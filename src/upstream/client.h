@@ -234,6 +234,12 @@ public:
     virtual void on_truncated(Client& c) = 0;
     // The tunnel: the other side, and its end.
     virtual event::Duplex& open_tunnel(Client& c, event::Callback on_ready, std::string_view* leftover) = 0;
+    // Asked once, when the tunnel opens between two plain sockets: whether
+    // its bytes may go through pipes with splice().
+    virtual bool tunnel_to_pipes(Client& c) {
+        (void)c;
+        return false;
+    }
     virtual void on_tunnel_end(Client& c) = 0;
     // What the Client's log lines are about (core/log.h): put in scope in
     // each of its callbacks, so that they, and whatever the hooks log from
@@ -460,13 +466,17 @@ private:
 
     static constexpr uint64_t kFilePiece = 1 << 20;
 
-    // The tunnel after 101: a buffer each way.
+    // The tunnel after 101: a buffer each way, and with splicing
+    // (Hooks::tunnel_to_pipes) a kernel pipe each way, taken once the
+    // buffer is empty: the bytes that came with the head go first.
     struct Pipe {
         SlabRef buf;
         size_t pos = 0;
         size_t len = 0;
         bool eof = false;   // the source said EOF
         bool shut = false;  // the destination got its half close
+        bool splice = false;
+        event::Pipe* kernel = nullptr;
     };
     Pipe c2u_;
     Pipe u2c_;

@@ -664,6 +664,7 @@ void Client::begin_tunnel() {
     if (!leftover.empty()) std::memcpy(c2u_.buf.get()->data(), leftover.data(), leftover.size());
     c2u_.pos = 0;
     c2u_.len = leftover.size();
+    c2u_.splice = u2c_.splice = !up_->transport && client_->can_splice() && hooks_.tunnel_to_pipes(*this);
     event::worker_loop().arm(up_->read_timer, conf_.read_timeout);
     pump();
 }
@@ -677,9 +678,13 @@ void Client::tunnel_ready(void* p) {
 // Moves bytes both ways until both sides would block. An EOF is passed
 // on as a half close once its direction is flushed; the tunnel ends when
 // both directions are closed, on an error, or after read_timeout without
-// traffic.
+// traffic. With splicing, a direction whose buffer is empty moves its
+// bytes through a kernel pipe instead, filled only when empty (as
+// splice_body() does); without a pipe to take, through the buffer.
 void Client::pump() {
     if (stage_ != Stage::Tunnel || !up_ || !client_) return;
+    // A pipe takes 16 pages by default (see splice_body()).
+    constexpr size_t kPipePiece = 64 * 1024;
     bool moved = false;
     auto run = [&](Pipe& pipe, auto& src, auto& dst, bool from_origin) -> bool {
         for (int turn = 0; turn < kReadsPerTurn; ++turn) {
@@ -692,6 +697,14 @@ void Client::pump() {
                 continue;
             }
             pipe.pos = pipe.len = 0;
+            if (pipe.kernel && pipe.kernel->unsent > 0) {
+                event::IoResult io = dst.splice_out(pipe.kernel->rfd, pipe.kernel->unsent);
+                if (io.kind == event::IoResult::Again) return true;
+                if (io.kind != event::IoResult::Ok) return false;
+                pipe.kernel->unsent -= io.bytes;
+                moved = true;
+                continue;
+            }
             if (pipe.eof) {
                 if (!pipe.shut) {
                     shut(dst);
@@ -699,15 +712,26 @@ void Client::pump() {
                 }
                 return true;
             }
-            event::IoResult io = src.recv({pipe.buf.get()->data(), pipe.buf.get()->capacity()});
+            if (pipe.splice && !pipe.kernel && !(pipe.kernel = event::pipes::take())) pipe.splice = false;
+            event::IoResult io = pipe.kernel ? src.splice_in(pipe.kernel->wfd, kPipePiece)
+                                             : src.recv({pipe.buf.get()->data(), pipe.buf.get()->capacity()});
             if (io.kind == event::IoResult::Again) return true;
             if (io.kind == event::IoResult::Eof) {
                 pipe.eof = true;
                 continue;
             }
+            if (io.kind == event::IoResult::Error && pipe.kernel &&
+                (io.err == EINVAL || io.err == ENOSYS || io.err == EOPNOTSUPP)) {
+                // A socket splice() does not take: this way goes through
+                // the buffer.
+                event::pipes::give(std::exchange(pipe.kernel, nullptr));
+                pipe.splice = false;
+                continue;
+            }
             if (io.kind != event::IoResult::Ok) return false;
             if (from_origin) cur_try().bytes += io.bytes;
-            pipe.len = io.bytes;
+            if (pipe.kernel) pipe.kernel->unsent += io.bytes;
+            else pipe.len = io.bytes;
             moved = true;
         }
         // More to move: come back after the other connections had a turn.
@@ -727,6 +751,9 @@ void Client::pump() {
 
 void Client::end_tunnel() {
     stage_ = Stage::Done;
+    // What a pipe still holds is dropped with it (give() closes it).
+    event::pipes::give(std::exchange(u2c_.kernel, nullptr));
+    event::pipes::give(std::exchange(c2u_.kernel, nullptr));
     if (!log_.tries.empty()) cur_try().response_ms = elapsed();
     end_try(false);
     close_upstream();

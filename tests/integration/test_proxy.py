@@ -1266,6 +1266,75 @@ def test_a_client_gone_mid_splice_leaves_nothing_for_the_next(server, origin):
     assert not re.search(r"\[(error|crit|alert|emerg)\]", s.error_log()), s.error_log()[-2000:]
 
 
+@pytest.mark.parametrize("mode", ["splice", "splice-off"])
+def test_a_tunnel_moves_bulk_both_ways_through_pipes(server, origin, mode):
+    # After a 101, bytes go both ways through a kernel pipe each way
+    # (proxy_splice), taken once the bytes that came with the heads are
+    # passed on; half closes pass through; the worker lets go of the pipes
+    # when the tunnel ends. Every byte arrives in order either way, and
+    # what went to the client counts as sent body.
+    size = 8 * MIB
+    up = PATTERN * 8
+    down = bytes(reversed(PATTERN)) * 8
+    got_up = {}
+
+    def handler(conn, req):
+        assert req.header("Upgrade") == "bulk"
+        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: bulk\r\nConnection: Upgrade\r\n\r\n"
+                     b"origin-first")
+
+        def read_all():
+            data = bytearray()
+            while chunk := conn.recv(1 << 16):
+                data += chunk
+            got_up["data"] = bytes(data)
+        t = threading.Thread(target=read_all)
+        t.start()
+        for i in range(0, size, 1 << 18):
+            conn.sendall(down[i:i + (1 << 18)])
+        conn.shutdown(socket.SHUT_WR)
+        t.join(60)
+        return False
+    o = origin(handler, timeout=60)
+    off = "proxy_splice off;" if mode == "splice-off" else ""
+    s = start(server, f"""
+        log_format sent '$status $body_bytes_sent';
+        access_log logs/sent.log sent;
+        server {{ listen 127.0.0.1:PORT;
+            location / {{ proxy_pass http://{o.addr}; proxy_http_version 1.1;
+                proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection upgrade; {off} }}
+        }}
+    """)
+    pid = worker_pid(s)
+    pipes_before = pipe_fds(pid)
+    with socket.create_connection(("127.0.0.1", s.port), timeout=60) as c:
+        # The client's first bytes come with its request, before the 101.
+        c.sendall(b"GET /t HTTP/1.1\r\nHost: x\r\nUpgrade: bulk\r\nConnection: Upgrade\r\n\r\nclient-first")
+        reader = Reader(c)
+        assert reader.line().startswith(b"HTTP/1.1 101")
+        while reader.line():
+            pass
+        sender = threading.Thread(target=lambda: (c.sendall(up), c.shutdown(socket.SHUT_WR)))
+        sender.start()
+        received = bytearray(reader.buf)
+        held = None
+        while chunk := c.recv(1 << 16):
+            received += chunk
+            if held is None and len(received) > size // 2:
+                held = pipe_fds(pid) - pipes_before
+        sender.join(60)
+    assert held == (4 if mode == "splice" else 0), mode  # two pipes, both ends each
+    assert bytes(received) == b"origin-first" + down
+    assert poll(lambda: "data" in got_up, timeout=30)
+    assert got_up["data"] == b"client-first" + up
+    [line] = s.wait_lines("sent.log", 1)
+    assert line.decode().split() == ["101", str(len(b"origin-first") + size)]
+    # The tunnel is over: its pipes go back to the table, and from there
+    # (idle worker) are closed.
+    assert poll(lambda: pipe_fds(pid) == pipes_before), pipe_fds(pid)
+    assert not re.search(r"\[(error|crit|alert|emerg)\]", s.error_log()), s.error_log()[-2000:]
+
+
 # ---- keepalive --------------------------------------------------------------------------------------
 
 

@@ -500,6 +500,10 @@ bool Exchange::body_to_pipe(upstream::Client&) {
     return *pc_.splice && !(cache_ && cache_->filling()) && output_takes_pipes(r_);
 }
 
+// A tunnel's bytes are not the response's body: no filter or cache sees
+// them, so proxy_splice alone decides.
+bool Exchange::tunnel_to_pipes(upstream::Client&) { return *pc_.splice; }
+
 bool Exchange::gone() { return r_.stream().closed(); }
 
 void Exchange::on_error(upstream::Client&, int status) {

@@ -61,6 +61,7 @@ public:
     void on_error(upstream::Client& c, int status) override;
     void on_truncated(upstream::Client& c) override;
     event::Duplex& open_tunnel(upstream::Client& c, event::Callback on_ready, std::string_view* leftover) override;
+    bool tunnel_to_pipes(upstream::Client& c) override;
     void on_tunnel_end(upstream::Client& c) override;
     const log::Context* log_context() override { return &r_.log_ctx; }
     Result<int> temp_file() override;

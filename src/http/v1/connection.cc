@@ -1056,8 +1056,11 @@ event::Duplex& Connection::open_tunnel(event::Callback on_ready, std::string_vie
     return *this;
 }
 
-event::IoResult Connection::send(std::span<const char> buf) {
-    event::IoResult io = c_.send(buf);
+event::IoResult Connection::send(std::span<const char> buf) { return count_sent(c_.send(buf)); }
+
+event::IoResult Connection::splice_out(int rfd, size_t n) { return count_sent(c_.splice_out(rfd, n, false)); }
+
+event::IoResult Connection::count_sent(event::IoResult io) {
     if (io.kind == event::IoResult::Ok && req_) {
         req_->counters.bytes_sent += io.bytes;
         req_->counters.body_bytes_sent += io.bytes;

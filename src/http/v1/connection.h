@@ -96,6 +96,9 @@ public:
     event::IoResult send(std::span<const char> buf) override;
     void shutdown_send() override;
     void close() override { abort(); }
+    bool can_splice() const override { return !c_.transport; }
+    event::IoResult splice_in(int wfd, size_t n) override { return c_.splice_in(wfd, n); }
+    event::IoResult splice_out(int rfd, size_t n) override;
 
 private:
     // Orphan: the client went away while the request goes on for others
@@ -104,6 +107,8 @@ private:
 
     void on_read();
     void on_write();
+    // What went out to the client in the tunnel counts as sent body.
+    event::IoResult count_sent(event::IoResult io);
     void on_read_timeout();
     void on_write_timeout();
     void read_head();
