@@ -315,6 +315,16 @@ public:
     OutputState output;
 
     RequestCounters counters;
+    // What the stream's head said of the connection and the framing, set
+    // when it is sent: $sent_http_connection ("upgrade" for a 101, else
+    // "keep-alive" or "close"), $sent_http_keep_alive ("timeout=N") and
+    // $sent_http_transfer_encoding, which nginx computes likewise rather
+    // than from r.out.headers. An HTTP/2 stream leaves them as they are.
+    struct SentFraming {
+        bool keepalive = false;
+        bool chunked = false;
+        uint32_t keepalive_timeout = 0;  // seconds the Keep-Alive field said; 0: none
+    } sent_framing;
 
     // ---- the error log -------------------------------------------------------
     // What lines about this request carry (core/log.h): its connection's

@@ -335,6 +335,17 @@ void v_sent_http(Request& r, VarValue& v, uintptr_t arg) {
     if (header_matches("content_type", name) && !r.out.content_type.empty()) return set(v, r.out.content_type);
     if (header_matches("content_length", name) && r.out.content_length) return set(v, num(r, *r.out.content_length));
     if (header_matches("location", name) && !r.out.location.empty()) return set(v, r.out.location);
+    // The fields the stream writes itself, as nginx computes them.
+    if (header_matches("connection", name))
+        return set(v, r.out.status == 101 ? "upgrade" : r.sent_framing.keepalive ? "keep-alive" : "close");
+    if (header_matches("keep_alive", name)) {
+        if (!r.sent_framing.keepalive || !r.sent_framing.keepalive_timeout) return void(v.not_found = true);
+        return set(v, r.arena().dup("timeout=" + std::string(num(r, r.sent_framing.keepalive_timeout))));
+    }
+    if (header_matches("transfer_encoding", name)) {
+        if (!r.sent_framing.chunked) return void(v.not_found = true);
+        return set(v, "chunked");
+    }
     join_fields(r, v, r.out.headers, name, ", ");
 }
 

@@ -178,6 +178,29 @@ def test_sent_http_joins_repeated_fields(server):
         o.stop()
 
 
+def test_sent_http_connection_keep_alive_and_transfer_encoding_say_what_the_head_said(server):
+    # The fields the server writes itself, as nginx computes them: the
+    # connection's fate, the Keep-Alive timeout, the chunked framing.
+    def no_length(conn, req):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nstreamed")
+        return False
+
+    o = Origin(no_length)
+    try:
+        s = server(site(f'location / {{ return 200 "x"; }} location /p {{ proxy_pass http://{o.addr}; }}',
+                        "keepalive_timeout 60s 9s;\n"
+                        'log_format f "$sent_http_connection|$sent_http_keep_alive|$sent_http_transfer_encoding";\n'
+                        "access_log logs/f.log f;"))
+        data = exchange(s.port, b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"
+                                b"GET /p HTTP/1.1\r\nHost: localhost\r\n\r\n"
+                                b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        assert data.count(b"Keep-Alive: timeout=9") == 2 and b"Transfer-Encoding: chunked" in data
+        assert s.wait_lines("f.log", 3) == [b"keep-alive|timeout=9|-\n", b"keep-alive|timeout=9|chunked\n",
+                                            b"close|-|-\n"]
+    finally:
+        o.stop()
+
+
 def test_remote_user_from_basic_credentials(server):
     s = server(site('location / { return 200 "[$remote_user]"; }'))
     def user(value):

@@ -1539,7 +1539,7 @@ def test_websocket_bytes_are_logged_as_sent_body(server, origin):
     o = origin(ws_origin_handler)
     conf = WS_CONF.format(addr=o.addr, timeout="5s").replace(
         "location / {", "access_log logs/ws.log ws;\n        location / {")
-    s = start(server, "log_format ws '$bytes_sent $body_bytes_sent';" + conf)
+    s = start(server, "log_format ws '$bytes_sent $body_bytes_sent $sent_http_connection';" + conf)
     c, reader, status, headers = ws_connect(s.port)
     with c:
         assert status.startswith(b"HTTP/1.1 101"), status
@@ -1553,9 +1553,10 @@ def test_websocket_bytes_are_logged_as_sent_body(server, origin):
     body = sum(len(ws_frame(m, opcode=op, mask=False))
                for op, m in ((1, b"welcome"), (1, b"x" * 1000), (8, b"\x03\xe8")))
     (line,) = s.wait_lines("ws.log", 1)
-    sent, body_sent = map(int, line.split())
-    assert body_sent == body
-    assert sent > body_sent
+    sent, body_sent, connection = line.split()
+    assert int(body_sent) == body
+    assert int(sent) > int(body_sent)
+    assert connection == b"upgrade"
 
 
 def test_websocket_idle_timeout(server, origin):

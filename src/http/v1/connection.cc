@@ -872,14 +872,17 @@ Flow Connection::send_head(Request& r, const ResponseHead& h) {
     }
     // 101: the connection becomes what the Upgrade field says (RFC 9110
     // 15.2.2); the proxy passes that field. It serves no other request.
+    r.sent_framing.chunked = a_->chunked_out;
     if (h.status == 101) {
         a_->keepalive = false;
         o.lit("Connection: upgrade\r\n");
     } else {
         if (a_->keepalive) o.lit("Connection: keep-alive\r\n");
         else o.lit("Connection: close\r\n");
+        r.sent_framing.keepalive = a_->keepalive;
         const auto header_timeout = std::chrono::duration_cast<std::chrono::seconds>(*lc.keepalive_header);
         if (a_->keepalive && header_timeout.count() > 0) {
+            r.sent_framing.keepalive_timeout = static_cast<uint32_t>(header_timeout.count());
             o.lit("Keep-Alive: timeout=");
             o.num(static_cast<uint64_t>(header_timeout.count()));
             o.lit("\r\n");
