@@ -1335,6 +1335,59 @@ def test_a_tunnel_moves_bulk_both_ways_through_pipes(server, origin, mode):
     assert not re.search(r"\[(error|crit|alert|emerg)\]", s.error_log()), s.error_log()[-2000:]
 
 
+def test_a_client_gone_mid_tunnel_leaves_nothing_for_the_next_tunnel(server, origin):
+    # The client goes away while its pipe holds the origin's bytes: the
+    # pipe is closed with them, not kept, and the next tunnel's bytes are
+    # its own.
+    def handler(conn, req):
+        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: bulk\r\nConnection: Upgrade\r\n\r\n")
+        if req.target == "/flood":
+            try:
+                while True:
+                    conn.sendall(PATTERN)
+            except OSError:
+                return False
+        data = bytearray()
+        while len(data) < 3 * MIB and (chunk := conn.recv(1 << 16)):
+            data += chunk
+        conn.sendall(bytes(reversed(data)))
+        return False
+    o = origin(handler, timeout=30)
+    s = start(server, f"""
+        server {{ listen 127.0.0.1:PORT;
+            location / {{ proxy_pass http://{o.addr}; proxy_http_version 1.1;
+                proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection upgrade; }}
+        }}
+    """)
+    pid = worker_pid(s)
+    pipes_before = pipe_fds(pid)
+    upgrade = b"GET %s HTTP/1.1\r\nHost: x\r\nUpgrade: bulk\r\nConnection: Upgrade\r\n\r\n"
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            c.sendall(upgrade % b"/flood")
+            got = b""
+            while len(got) < 4 * MIB:
+                got += c.recv(1 << 16)
+            # Gone with the pipe full behind a full socket.
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+            c.sendall(upgrade % b"/echo")
+            reader = Reader(c)
+            assert reader.line().startswith(b"HTTP/1.1 101")
+            while reader.line():
+                pass
+            up = PATTERN * 3
+            c.sendall(up)
+            back = bytearray(reader.buf)
+            while len(back) < len(up) and (chunk := c.recv(1 << 16)):
+                back += chunk
+            assert bytes(back) == bytes(reversed(up))
+    assert poll(lambda: pipe_fds(pid) == pipes_before), pipe_fds(pid)
+    # A client gone is worth an info line, nothing worse.
+    assert not re.search(r"\[(error|crit|alert|emerg)\]", s.error_log()), s.error_log()[-2000:]
+
+
 # ---- keepalive --------------------------------------------------------------------------------------
 
 
