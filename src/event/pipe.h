@@ -25,8 +25,11 @@
 // into memory as it would without pipes.
 #pragma once
 
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
+
+#include "event/fwd.h"
 
 namespace gatehouse::event {
 
@@ -40,6 +43,16 @@ namespace pipes {
 
 inline constexpr size_t kDefaultLimit = 256;
 inline constexpr size_t kMaxKept = 32;
+// What a filler asks one splice() to move into an empty pipe: a pipe
+// takes 16 pages by default, and asking for more than it can hold only
+// makes the kernel stop at a full pipe.
+inline constexpr size_t kPiece = 64 * 1024;
+
+// Whether a failed splice() means this socket cannot splice at all (not
+// an I/O error): the caller gives the pipe back and reads into memory.
+inline bool refused(const IoResult& io) {
+    return io.kind == IoResult::Error && (io.err == EINVAL || io.err == ENOSYS || io.err == EOPNOTSUPP);
+}
 
 // Pipes that may be taken at once; 0: none (no splicing).
 void set_limit(size_t n);

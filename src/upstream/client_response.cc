@@ -432,12 +432,10 @@ void Client::read_ended(const event::IoResult& io, const char* call) {
 // for the last buffer (body_complete()). Memory: splice() is refused (a
 // socket that cannot splice): the pipe is dropped and the buffers go on.
 Client::Read Client::splice_body() {
-    // A pipe takes 16 pages by default; asking for more than it can hold
-    // only makes the kernel stop at a full pipe.
-    constexpr size_t kPipePiece = 64 * 1024;
-    const size_t want = framing_ == Framing::Length ? std::min<uint64_t>(remaining_, kPipePiece) : kPipePiece;
+    const size_t want =
+        framing_ == Framing::Length ? std::min<uint64_t>(remaining_, event::pipes::kPiece) : event::pipes::kPiece;
     event::IoResult io = up_->splice_in(pipe_->wfd, want);
-    if (io.kind == event::IoResult::Error && (io.err == EINVAL || io.err == ENOSYS || io.err == EOPNOTSUPP)) {
+    if (event::pipes::refused(io)) {
         event::pipes::give(std::exchange(pipe_, nullptr));
         return Read::Memory;
     }
@@ -683,8 +681,6 @@ void Client::tunnel_ready(void* p) {
 // splice_body() does); without a pipe to take, through the buffer.
 void Client::pump() {
     if (stage_ != Stage::Tunnel || !up_ || !client_) return;
-    // A pipe takes 16 pages by default (see splice_body()).
-    constexpr size_t kPipePiece = 64 * 1024;
     bool moved = false;
     auto run = [&](Pipe& pipe, auto& src, auto& dst, bool from_origin) -> bool {
         for (int turn = 0; turn < kReadsPerTurn; ++turn) {
@@ -713,15 +709,14 @@ void Client::pump() {
                 return true;
             }
             if (pipe.splice && !pipe.kernel && !(pipe.kernel = event::pipes::take())) pipe.splice = false;
-            event::IoResult io = pipe.kernel ? src.splice_in(pipe.kernel->wfd, kPipePiece)
+            event::IoResult io = pipe.kernel ? src.splice_in(pipe.kernel->wfd, event::pipes::kPiece)
                                              : src.recv({pipe.buf.get()->data(), pipe.buf.get()->capacity()});
             if (io.kind == event::IoResult::Again) return true;
             if (io.kind == event::IoResult::Eof) {
                 pipe.eof = true;
                 continue;
             }
-            if (io.kind == event::IoResult::Error && pipe.kernel &&
-                (io.err == EINVAL || io.err == ENOSYS || io.err == EOPNOTSUPP)) {
+            if (pipe.kernel && event::pipes::refused(io)) {
                 // A socket splice() does not take: this way goes through
                 // the buffer.
                 event::pipes::give(std::exchange(pipe.kernel, nullptr));
