@@ -161,7 +161,6 @@ Exchange::Exchange(Request& r, const ProxyConf& pc, const Pass& pass, upstream::
       pass_uri_(url.uri),
       has_uri_(url.has_uri),
       cc_(client_conf(pc, pass)),
-      client_(u, cc_, *this, log, r.mem()),
       kick_(event::Callback::to<&Exchange::respond_error>(this)),
       served_(event::Callback::to<&Exchange::respond_cached>(this)),
       redirect_(event::Callback::to<&Exchange::accel_redirect>(this)) {}
@@ -226,8 +225,9 @@ void Exchange::respond_cached() {
 }
 
 Next Exchange::go_origin() {
+    if (!client_) client_.emplace(u_, cc_, *this, log_, r_.mem());
     // Lines about the request name the origin from now on, as nginx's.
-    r_.upstream = &client_;
+    r_.upstream = &*client_;
     // A client that leaves while the origin works ends the exchange at
     // once (499), not when the response is written to it, unless told
     // to let the origin finish.
@@ -250,8 +250,8 @@ Next Exchange::go_origin() {
     // body is read (it may name $request_body) [nginx].
     if (pc_.set_body) body_mode_ = upstream::BodyMode::Buffered;
     // ip_hash hashes the client address; "hash key" the key's value.
-    client_.picker().set_client(r_.remote_sockaddr);
-    if (u_.hash_value) client_.picker().set_key(static_cast<const ComplexValue*>(u_.hash_value)->eval(r_));
+    client_->picker().set_client(r_.remote_sockaddr);
+    if (u_.hash_value) client_->picker().set_key(static_cast<const ComplexValue*>(u_.hash_value)->eval(r_));
     if (body_mode_ == upstream::BodyMode::Buffered) {
         // Kept for the request: a retry or an error_page that proxies
         // elsewhere sends it again.
@@ -268,8 +268,8 @@ Next Exchange::go_origin() {
         read_body(r_, [](Request&, Chain&) { return true; });
         if (r_.stream().closed()) return Next::Suspend;
     }
-    client_.set_body(body_mode_, nullptr, chunked_up_);
-    client_.start();
+    client_->set_body(body_mode_, nullptr, chunked_up_);
+    client_->start();
     return Next::Suspend;
 }
 
@@ -282,18 +282,18 @@ void Exchange::body_read(Request& r) {
         if (!v.empty()) own->push(Buf::memory(v));
         ex->own_body_ = own;
     }
-    ex->client_.set_body(upstream::BodyMode::Buffered, ex->own_body_ ? ex->own_body_ : &r.body_kept->bufs);
-    ex->client_.start();
+    ex->client_->set_body(upstream::BodyMode::Buffered, ex->own_body_ ? ex->own_body_ : &r.body_kept->bufs);
+    ex->client_->start();
 }
 
 bool Exchange::streamed_sink(Request& r, Chain& piece) {
     auto* ex = r.ctx<Exchange>(proxy_module);
-    return ex && ex->client_.send_body(piece);
+    return ex && ex->client_ && ex->client_->send_body(piece);
 }
 
 void Exchange::drained_cb(Request& r) {
     // From the stream's posted event: the client may go on at once.
-    if (auto* ex = r.ctx<Exchange>(proxy_module)) ex->client_.downstream_drained();
+    if (auto* ex = r.ctx<Exchange>(proxy_module); ex && ex->client_) ex->client_->downstream_drained();
 }
 
 // From kick_, or at once from on_error (a Client step): the status, or
