@@ -144,14 +144,52 @@ bool is_hop_by_hop_request(std::string_view n) {
            iequals(n, "Expect") || istarts_with(n, "Proxy-");
 }
 
+namespace {
+// A name's length and its first letter lowercased: names of one length
+// that start alike are rare, so a field is compared with one name at
+// most, and most names (Cache-Control, Expires) with none.
+constexpr uint32_t length_and_initial(size_t len, char first) {
+    return static_cast<uint32_t>(len) << 8 | static_cast<unsigned char>(first | 0x20);
+}
+}  // namespace
+
+ResponseField classify_response_field(std::string_view n) {
+    using F = ResponseField;
+    if (n.empty() || n.size() > 0xffffff) return F::Other;
+    auto is = [n](std::string_view name) { return iequals_bytes(n.data(), name.data(), name.size()); };
+    switch (length_and_initial(n.size(), n[0])) {
+    case length_and_initial(2, 't'): return is("TE") ? F::HopByHop : F::Other;
+    case length_and_initial(4, 'd'): return is("Date") ? F::Hidden : F::Other;
+    case length_and_initial(4, 'e'): return is("ETag") ? F::ETag : F::Other;
+    case length_and_initial(5, 'x'): return is("X-Pad") ? F::Hidden : F::Other;
+    case length_and_initial(6, 's'): return is("Server") ? F::Hidden : F::Other;
+    case length_and_initial(7, 'u'): return is("Upgrade") ? F::Upgrade : F::Other;
+    case length_and_initial(7, 't'): return is("Trailer") ? F::HopByHop : F::Other;
+    case length_and_initial(7, 'r'): return is("Refresh") ? F::Refresh : F::Other;
+    case length_and_initial(8, 'l'): return is("Location") ? F::Location : F::Other;
+    case length_and_initial(10, 'c'): return is("Connection") ? F::Connection : F::Other;
+    case length_and_initial(10, 'k'): return is("Keep-Alive") ? F::HopByHop : F::Other;
+    case length_and_initial(12, 'c'): return is("Content-Type") ? F::ContentType : F::Other;
+    case length_and_initial(13, 'l'): return is("Last-Modified") ? F::LastModified : F::Other;
+    case length_and_initial(14, 'c'): return is("Content-Length") ? F::HopByHop : F::Other;
+    case length_and_initial(16, 'p'): return is("Proxy-Connection") ? F::HopByHop : F::Other;
+    case length_and_initial(17, 't'): return is("Transfer-Encoding") ? F::HopByHop : F::Other;
+    default: break;
+    }
+    if (n.size() < 8 || (n[0] | 0x20) != 'x' || !istarts_with(n, "X-Accel-")) return F::Other;
+    if (n.size() == 17 && is("X-Accel-Buffering")) return F::AccelBuffering;
+    if (n.size() == 18 && is("X-Accel-Limit-Rate")) return F::AccelLimitRate;
+    return F::Hidden;
+}
+
 bool is_hop_by_hop_response(std::string_view n) {
-    return iequals(n, "Connection") || iequals(n, "Keep-Alive") || iequals(n, "TE") || iequals(n, "Trailer") ||
-           iequals(n, "Upgrade") || iequals(n, "Content-Length") || iequals(n, "Transfer-Encoding") ||
-           iequals(n, "Proxy-Connection");
+    const ResponseField f = classify_response_field(n);
+    return f == ResponseField::Connection || f == ResponseField::Upgrade || f == ResponseField::HopByHop;
 }
 
 bool is_hidden_by_default(std::string_view n) {
-    return iequals(n, "Date") || iequals(n, "Server") || iequals(n, "X-Pad") || istarts_with(n, "X-Accel-");
+    const ResponseField f = classify_response_field(n);
+    return f == ResponseField::Hidden || f == ResponseField::AccelBuffering || f == ResponseField::AccelLimitRate;
 }
 
 bool connection_lists(std::string_view v, std::string_view name) {

@@ -108,6 +108,24 @@ size_t escape_uri(std::string_view in, char* out);
 // redoes (Content-Length, Transfer-Encoding) and Expect, which the proxy
 // answers itself.
 bool is_hop_by_hop_request(std::string_view name);
+// What a response field's name means to the proxy, found with one
+// switch on its length: copy_response_head asked a dozen questions of
+// every field name, ~40 % of copying a cached head (callgrind).
+enum class ResponseField : uint8_t {
+    Other,
+    Connection,      // hop-by-hop, and names more of them
+    Upgrade,         // hop-by-hop but after 101
+    HopByHop,        // Keep-Alive, TE, Trailer, Proxy-Connection, framing
+    Hidden,          // Date, Server, X-Pad, X-Accel-* not below
+    AccelBuffering,  // X-Accel-Buffering (hidden too)
+    AccelLimitRate,  // X-Accel-Limit-Rate (hidden too)
+    ContentType,
+    Location,
+    Refresh,
+    ETag,
+    LastModified,
+};
+ResponseField classify_response_field(std::string_view name);
 // Response fields never passed to the client: hop-by-hop ones and the
 // framing the writer redoes.
 bool is_hop_by_hop_response(std::string_view name);

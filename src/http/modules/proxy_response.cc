@@ -105,34 +105,48 @@ void copy_response_head(Request& r, const ProxyConf& pc, const Pass& pass, int s
     // arena vector three or four times a response (~400 instructions).
     out.headers.reserve(out.headers.size() + fields.size());
     for (const auto& x : fields) {
-        if (iequals(x.name, "X-Accel-Buffering") && !(*pc.ignore_headers & kIgnoreXAccelBuffering)) {
+        using F = ResponseField;
+        const F kind = classify_response_field(x.name);
+        if (kind == F::AccelBuffering && !(*pc.ignore_headers & kIgnoreXAccelBuffering)) {
             if (iequals(x.value, "no")) *accel_buffering = false;
             else if (iequals(x.value, "yes")) *accel_buffering = true;
         }
-        if (iequals(x.name, "X-Accel-Limit-Rate")) apply_accel_limit_rate(r, pc, x.value);
-        if (status == 101 && iequals(x.name, "Upgrade")) {
+        if (kind == F::AccelLimitRate) apply_accel_limit_rate(r, pc, x.value);
+        if (status == 101 && kind == F::Upgrade) {
             out.headers.push_back({x.name, x.value});
             continue;
         }
-        if (is_hop_by_hop_response(x.name) || named_by_connection(x.name)) continue;
-        bool hidden = (is_hidden_by_default(x.name) || listed(pc.hide_headers, x.name)) &&
-                      !listed(pc.pass_headers, x.name);
+        if (kind == F::Connection || kind == F::Upgrade || kind == F::HopByHop || named_by_connection(x.name))
+            continue;
+        const bool by_default = kind == F::Hidden || kind == F::AccelBuffering || kind == F::AccelLimitRate;
+        bool hidden = (by_default || listed(pc.hide_headers, x.name)) && !listed(pc.pass_headers, x.name);
         if (hidden) continue;
-        if (iequals(x.name, "Content-Type")) {
+        switch (kind) {
+        case F::ContentType:
             out.content_type = x.value;
-        } else if (iequals(x.name, "Location")) {
+            break;
+        case F::Location:
             out.location = rewrite_redirect(r, pc, pass, x.value, 0);
-        } else if (iequals(x.name, "Refresh")) {
+            break;
+        case F::Refresh: {
             size_t at = refresh_url_offset(x.value);
             out.headers.push_back(
                 {x.name, at == std::string_view::npos ? x.value : rewrite_redirect(r, pc, pass, x.value, at)});
-        } else if (iequals(x.name, "ETag")) {
+            break;
+        }
+        case F::ETag:
             out.etag = x.value;
-        } else if (time_t lm; iequals(x.name, "Last-Modified") && (lm = parse_http_date(x.value)) >= 0) {
+            break;
+        case F::LastModified:
             // As a field the writer formats: not_modified_filter compares it.
-            out.last_modified = lm;
-        } else {
+            if (time_t lm = parse_http_date(x.value); lm >= 0) {
+                out.last_modified = lm;
+                break;
+            }
+            [[fallthrough]];
+        default:
             out.headers.push_back({x.name, x.value});
+            break;
         }
     }
     if (!framing.chunked && framing.content_length && status != 204 && status != 304)

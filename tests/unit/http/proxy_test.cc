@@ -160,6 +160,42 @@ TEST_CASE("proxy: field classes") {
     CHECK_FALSE(is_hidden_by_default("Location"));
 }
 
+TEST_CASE("proxy: classify_response_field, every name and its near misses") {
+    using F = ResponseField;
+    const std::pair<const char*, F> known[] = {
+        {"te", F::HopByHop},
+        {"DATE", F::Hidden},
+        {"etag", F::ETag},
+        {"x-pad", F::Hidden},
+        {"Server", F::Hidden},
+        {"upgrade", F::Upgrade},
+        {"Trailer", F::HopByHop},
+        {"REFRESH", F::Refresh},
+        {"location", F::Location},
+        {"connection", F::Connection},
+        {"Keep-Alive", F::HopByHop},
+        {"content-type", F::ContentType},
+        {"Last-Modified", F::LastModified},
+        {"Content-Length", F::HopByHop},
+        {"proxy-connection", F::HopByHop},
+        {"Transfer-Encoding", F::HopByHop},
+        {"x-accel-buffering", F::AccelBuffering},
+        {"X-Accel-Limit-Rate", F::AccelLimitRate},
+        {"X-Accel-", F::Hidden},
+        {"X-Accel-Expires", F::Hidden},
+        {"x-accel-redirect", F::Hidden},
+        {"X-Accel-Charset", F::Hidden},
+        {"X-Accel-Limit-Ratf", F::Hidden},  // X-Accel-* all the same
+    };
+    for (const auto& [name, kind] : known) CHECK_MESSAGE(classify_response_field(name) == kind, std::string(name));
+    // The same lengths, one byte off; and the empty name.
+    for (auto n : {"", "TF", "Data", "ETags", "X-Pat", "Serve", "Upgrades", "Traile", "Locatio", "Connectiom",
+                   "Keep-Alivf", "Content-Typ", "Last-Modifie", "Content-Lengtx", "Proxy-Connectio",
+                   "Transfer-Encodinh", "Y-Accel-Buffering", "Y-Accel-Limit-Rate", "X-Accel", "X-Accelerate",
+                   "Set-Cookie", "Cache-Control"})
+        CHECK_MESSAGE(classify_response_field(n) == F::Other, std::string(n));
+}
+
 TEST_CASE("proxy: connection_lists") {
     CHECK(connection_lists("close", "close"));
     CHECK(connection_lists("Keep-Alive, X-Foo", "x-foo"));
