@@ -376,9 +376,11 @@ bool Index::claim_fill(const Hash& h, time_t now, time_t until) {
     return claim(*pool_, locked(g), h, now, until, &Node::fill_until);
 }
 
-bool Index::claim_update(const Hash& h, time_t now, time_t until) {
+Index::Claim Index::claim_update(const Hash& h, time_t now, time_t until, uint32_t file_gen) {
     shm::Guard g(pool_->mutex());
-    return claim(*pool_, locked(g), h, now, until, &Node::update_until);
+    Root& r = locked(g);
+    if (const Node* n = find(*pool_, r, h); n && n->file_gen != file_gen) return Claim::Changed;
+    return claim(*pool_, r, h, now, until, &Node::update_until) ? Claim::Taken : Claim::Held;
 }
 
 void Index::stored(const Hash& h, const Stored& s, time_t now, time_t inactive, std::vector<Hash>& evicted) {

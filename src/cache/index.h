@@ -116,7 +116,12 @@ public:
     // another request holds it (and `until` of theirs has not passed).
     bool claim_fill(const Hash& h, time_t now, time_t until);
     // Updating a stale entry: one request refreshes it, until `until`.
-    bool claim_update(const Hash& h, time_t now, time_t until);
+    // Changed, and nothing claimed, when the node no longer describes
+    // the file `file_gen` the caller found stale: an update stored a new
+    // one meanwhile (and gave its claim back), which the caller should
+    // look at before it refreshes again.
+    enum class Claim : uint8_t { Taken, Held, Changed };
+    Claim claim_update(const Hash& h, time_t now, time_t until, uint32_t file_gen);
     // The file is complete (or was revalidated): the node says so; the
     // fill and update claims end. `evicted` as for lookup().
     void stored(const Hash& h, const Stored& s, time_t now, time_t inactive, std::vector<Hash>& evicted);

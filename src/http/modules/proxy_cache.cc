@@ -642,6 +642,7 @@ struct Front::Impl {
     // another variant of the key (Vary) sends the lookup to that variant's
     // own entry.
     static bool open_entry(Front& f, const cache::NodeInfo& n) {
+        f.file_gen_ = n.file_gen;
         if (n.in_memory) {
             switch (from_copy(f, f.cp_.index->copy_memory(f.hash_, f.r_.arena()))) {
                 case Copy::Taken: return true;
@@ -1171,40 +1172,52 @@ Next Front::begin(Request& r, const ProxyConf& pc, const proxy::Pass& pass, std:
         return Next::Proceed;
     }
     std::vector<cache::Hash> evicted;
-    cache::NodeInfo n = cp->index->lookup(f->hash_, f->now_, cp->inactive, evicted);
-    remove_files(*cp, evicted);
-    if (n.error && f->now_ <= n.valid_until) {
-        // A cached intercepted error: its error_page again.
-        f->status_ = CacheStatus::Hit;
-        return respond_status(r, n.error);
-    }
-    if ((n.exists || n.cold || !n.known) && Impl::open_entry(*f, n)) {
+    cache::NodeInfo n;
+    for (int look = 0;; ++look) {
+        n = cp->index->lookup(f->hash_, f->now_, cp->inactive, evicted);
+        remove_files(*cp, evicted);
+        evicted.clear();
+        if (n.error && f->now_ <= n.valid_until) {
+            // A cached intercepted error: its error_page again.
+            f->status_ = CacheStatus::Hit;
+            return respond_status(r, n.error);
+        }
+        if (!((n.exists || n.cold || !n.known) && Impl::open_entry(*f, n))) break;
         const bool fresh = f->now_ <= f->meta_.valid_until && !(f->meta_.flags & cache::kRevalidateAlways);
         if (fresh && Impl::serve(*f, CacheStatus::Hit)) return Next::Respond;
-        if (f->have_entry_) {
-            // Stale. While another request refreshes it, serve it as it
-            // is when allowed: "updating", or the origin's
-            // stale-while-revalidate.
-            const bool swr = f->meta_.stale_while_revalidate > 0 &&
-                             f->now_ <= f->meta_.valid_until + static_cast<time_t>(f->meta_.stale_while_revalidate);
-            const bool may_serve_updating = (*cl.use_stale & kStaleUpdating) || swr;
-            const time_t until = f->now_ + std::max<time_t>(static_cast<time_t>(cl.lock_age->count() / 1000), 1);
-            f->update_claimed_ = cp->index->claim_update(f->hash_, f->now_, until);
-            if (f->update_claimed_ && *cl.background_update && may_serve_updating &&
-                Impl::serve(*f, CacheStatus::Stale)) {
-                // This request gets the stale entry too; the update runs
-                // apart (see Refresh).
-                f->refresh_ = true;
-                return Next::Respond;
-            }
-            if (!f->update_claimed_ && may_serve_updating && Impl::serve(*f, CacheStatus::Updating))
-                return Next::Respond;
-            f->status_ = CacheStatus::Expired;
-            // Conditional requests only for a stored 200 [nginx].
-            if (*cl.revalidate && f->meta_.status == 200 && (!f->entry_etag_.empty() || f->meta_.last_modified >= 0))
-                f->revalidating_ = true;
-            return Next::Proceed;
+        if (!f->have_entry_) break;
+        // Stale. While another request refreshes it, serve it as it is
+        // when allowed: "updating", or the origin's
+        // stale-while-revalidate.
+        const bool swr = f->meta_.stale_while_revalidate > 0 &&
+                         f->now_ <= f->meta_.valid_until + static_cast<time_t>(f->meta_.stale_while_revalidate);
+        const bool may_serve_updating = (*cl.use_stale & kStaleUpdating) || swr;
+        const time_t until = f->now_ + std::max<time_t>(static_cast<time_t>(cl.lock_age->count() / 1000), 1);
+        const auto claim = cp->index->claim_update(f->hash_, f->now_, until, f->file_gen_);
+        if (claim == cache::Index::Claim::Changed && look == 0 && !f->secondary_) {
+            // An update stored a new file since this one was read: that
+            // one is looked at, not refreshed again (once; a variant's
+            // lookup is not started over).
+            f->have_entry_ = false;
+            f->mem_ = {};
+            f->fd_ = -1;  // closed with the request (add_fd)
+            continue;
         }
+        f->update_claimed_ = claim == cache::Index::Claim::Taken;
+        if (f->update_claimed_ && *cl.background_update && may_serve_updating &&
+            Impl::serve(*f, CacheStatus::Stale)) {
+            // This request gets the stale entry too; the update runs
+            // apart (see Refresh).
+            f->refresh_ = true;
+            return Next::Respond;
+        }
+        if (!f->update_claimed_ && may_serve_updating && Impl::serve(*f, CacheStatus::Updating))
+            return Next::Respond;
+        f->status_ = CacheStatus::Expired;
+        // Conditional requests only for a stored 200 [nginx].
+        if (*cl.revalidate && f->meta_.status == 200 && (!f->entry_etag_.empty() || f->meta_.last_modified >= 0))
+            f->revalidating_ = true;
+        return Next::Proceed;
     }
     f->status_ = CacheStatus::Miss;
     if (n.uses < *cl.min_uses) {

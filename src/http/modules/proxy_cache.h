@@ -300,6 +300,7 @@ private:
     std::string_view mem_;        // or the whole entry in memory (request arena)
     uint64_t file_size_ = 0;
     bool have_entry_ = false;
+    uint32_t file_gen_ = 0;       // the index's file_gen when the entry was found
     cache::EntryMeta meta_;
     std::string_view entry_head_;  // the origin's head, in the arena
     std::string_view head_index_;  // that head parsed, from the memory tier or a kept file (see memory_copy)

@@ -98,9 +98,31 @@ TEST_CASE("cache/index: one request fills, the others wait, until the claim ends
     ix.stored(key(1), stored(10), kNow + 6, kInactive, f.evicted);
     CHECK(ix.peek(key(1)).fill_until == 0);
     // Updating is its own claim.
-    CHECK(ix.claim_update(key(1), kNow + 100, kNow + 105));
-    CHECK_FALSE(ix.claim_update(key(1), kNow + 101, kNow + 106));
+    const uint32_t gen = ix.peek(key(1)).file_gen;
+    CHECK(ix.claim_update(key(1), kNow + 100, kNow + 105, gen) == Index::Claim::Taken);
+    CHECK(ix.claim_update(key(1), kNow + 101, kNow + 106, gen) == Index::Claim::Held);
     CHECK(ix.claim_fill(key(1), kNow + 101, kNow + 102));
+}
+
+TEST_CASE("cache/index: an update is not claimed for a file another update has replaced") {
+    Fixture f;
+    Index ix = f.index();
+    ix.lookup(key(1), kNow, kInactive, f.evicted);
+    ix.stored(key(1), stored(10), kNow, kInactive, f.evicted);
+    const uint32_t first = ix.lookup(key(1), kNow + 100, kInactive, f.evicted).file_gen;
+    CHECK(ix.claim_update(key(1), kNow + 100, kNow + 105, first) == Index::Claim::Taken);
+    // Another request read the same stale file, then the update stored
+    // its new one and gave the claim back.
+    ix.stored(key(1), stored(11), kNow + 101, kInactive, f.evicted);
+    CHECK(ix.claim_update(key(1), kNow + 101, kNow + 106, first) == Index::Claim::Changed);
+    CHECK(ix.peek(key(1)).update_until == 0);
+    const uint32_t second = ix.peek(key(1)).file_gen;
+    CHECK(second != first);
+    CHECK(ix.claim_update(key(1), kNow + 101, kNow + 106, second) == Index::Claim::Taken);
+    // A file forgotten meanwhile (purged) is a change too.
+    ix.release(key(1));
+    CHECK(ix.forget(key(1)));
+    CHECK(ix.claim_update(key(1), kNow + 102, kNow + 107, second) == Index::Claim::Changed);
 }
 
 TEST_CASE("cache/index: the manager evicts the inactive, then the least recently used over max_size") {
