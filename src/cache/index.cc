@@ -317,20 +317,28 @@ bool Index::put_memory(const Hash& h, std::string_view bytes) {
     return true;
 }
 
+namespace {
+
+// The memory tier's copy of n's file, into `a`; the index is locked.
+std::string_view copy_of(shm::Pool* mem, Index::Root& r, const Node* n, Arena& a) {
+    if (!mem || !n || !has_mem(r, n)) return {};
+    MemGuard mg(*mem, r);
+    if (!has_mem(r, n)) return {};
+    char* out = static_cast<char*>(a.alloc(n->mem_len, 16));
+    std::memcpy(out, mem->at(n->mem_ref), n->mem_len);
+    return {out, n->mem_len};
+}
+
+}  // namespace
+
 std::string_view Index::copy_memory(const Hash& h, Arena& a) {
     if (!mem_) return {};
     shm::Guard g(pool_->mutex());
     Root& r = locked(g);
-    Node* n = find(*pool_, r, h);
-    if (!n || !has_mem(r, n)) return {};
-    MemGuard mg(*mem_, r);
-    if (!has_mem(r, n)) return {};
-    char* out = static_cast<char*>(a.alloc(n->mem_len, 16));
-    std::memcpy(out, mem_->at(n->mem_ref), n->mem_len);
-    return {out, n->mem_len};
+    return copy_of(mem_, r, find(*pool_, r, h), a);
 }
 
-NodeInfo Index::lookup(const Hash& h, time_t now, time_t inactive, std::vector<Hash>& evicted) {
+NodeInfo Index::lookup(const Hash& h, time_t now, time_t inactive, std::vector<Hash>& evicted, Arena* copy_to) {
     shm::Guard g(pool_->mutex());
     Root& r = locked(g);
     shm::Pool& p = *pool_;
@@ -348,7 +356,9 @@ NodeInfo Index::lookup(const Hash& h, time_t now, time_t inactive, std::vector<H
     }
     if (n->uses < UINT32_MAX) ++n->uses;
     n->expire = now + inactive;
-    return info(r, n);
+    NodeInfo i = info(r, n);
+    if (copy_to && i.in_memory) i.memory_copy = copy_of(mem_, r, n, *copy_to);
+    return i;
 }
 
 NodeInfo Index::peek(const Hash& h) {

@@ -72,6 +72,9 @@ struct NodeInfo {
     // (never the same for two files of one key in a zone's life), so that
     // a worker may keep a file open while this stays the same.
     uint32_t file_gen = 0;
+    // lookup() with copy_to: the memory tier's copy (copy_memory()'s
+    // format), empty when it has none.
+    std::string_view memory_copy;
 };
 
 // What a completed (or revalidated) file says, for its node.
@@ -108,7 +111,10 @@ public:
     // end, pushes its inactivity deadline to now + inactive. Makes the
     // node when there is none (so that min_uses counts), evicting as
     // said at the top; `evicted` receives the hashes whose files must go.
-    NodeInfo lookup(const Hash& h, time_t now, time_t inactive, std::vector<Hash>& evicted);
+    // With `copy_to`, a copy the memory tier has is made there under the
+    // same lock (NodeInfo::memory_copy): a hit takes the index's lock once.
+    NodeInfo lookup(const Hash& h, time_t now, time_t inactive, std::vector<Hash>& evicted,
+                    Arena* copy_to = nullptr);
     // The node as it is, changing nothing.
     NodeInfo peek(const Hash& h);
 

@@ -644,7 +644,9 @@ struct Front::Impl {
     static bool open_entry(Front& f, const cache::NodeInfo& n) {
         f.file_gen_ = n.file_gen;
         if (n.in_memory) {
-            switch (from_copy(f, f.cp_.index->copy_memory(f.hash_, f.r_.arena()))) {
+            const std::string_view copy =
+                !n.memory_copy.empty() ? n.memory_copy : f.cp_.index->copy_memory(f.hash_, f.r_.arena());
+            switch (from_copy(f, copy)) {
                 case Copy::Taken: return true;
                 case Copy::Moved: return open_moved(f);
                 case Copy::Other: return false;
@@ -789,7 +791,7 @@ struct Front::Impl {
 
     static bool open_moved(Front& f) {
         std::vector<cache::Hash> ev;
-        cache::NodeInfo n = f.cp_.index->lookup(f.hash_, f.now_, f.cp_.inactive, ev);
+        cache::NodeInfo n = f.cp_.index->lookup(f.hash_, f.now_, f.cp_.inactive, ev, &f.r_.arena());
         remove_files(f.cp_, ev);
         return (n.exists || n.cold || !n.known) && open_entry(f, n);
     }
@@ -1174,7 +1176,7 @@ Next Front::begin(Request& r, const ProxyConf& pc, const proxy::Pass& pass, std:
     std::vector<cache::Hash> evicted;
     cache::NodeInfo n;
     for (int look = 0;; ++look) {
-        n = cp->index->lookup(f->hash_, f->now_, cp->inactive, evicted);
+        n = cp->index->lookup(f->hash_, f->now_, cp->inactive, evicted, &r.arena());
         remove_files(*cp, evicted);
         evicted.clear();
         if (n.error && f->now_ <= n.valid_until) {

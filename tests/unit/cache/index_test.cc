@@ -234,10 +234,16 @@ TEST_CASE("cache/index: the memory tier keeps copies of stored entries and drops
     CHECK(ix.peek(key(1)).in_memory);
     CHECK(ix.copy_memory(key(1), a) == std::string(3000, 'x'));
     CHECK(ix.stats().memory_objects == 1);
+    // A lookup given an arena copies it at once; without one it does not.
+    const NodeInfo with = ix.lookup(key(1), kNow, kInactive, f.evicted, &a);
+    CHECK(with.in_memory);
+    CHECK(with.memory_copy == std::string(3000, 'x'));
+    CHECK(ix.lookup(key(1), kNow, kInactive, f.evicted).memory_copy.empty());
     // A new file replaces the copy; so does forgetting it.
     ix.stored(key(1), stored(100), kNow, kInactive, f.evicted);
     CHECK_FALSE(ix.peek(key(1)).in_memory);
     CHECK(ix.copy_memory(key(1), a).empty());
+    CHECK(ix.lookup(key(1), kNow, kInactive, f.evicted, &a).memory_copy.empty());
     CHECK(ix.put_memory(key(1), "again"));
     ix.forget(key(1));
     CHECK(ix.copy_memory(key(1), a).empty());
