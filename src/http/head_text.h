@@ -43,20 +43,38 @@ inline bool is_token(std::string_view s) {
 // none (the usual case, no copy). `changed`, if given, tells which.
 // Whether s may hold a control byte (below 0x20, or DEL): a word at a
 // time, for the usual value that has none. False positives are fine.
-inline bool may_have_controls(std::string_view s) {
+// The last bytes are one more word overlapping the one before (or two
+// overlapping halves, for a value shorter than a word), not a byte loop:
+// a response head has a dozen values, most not a multiple of 8 long.
+inline bool word_may_have_controls(uint64_t w) {
     constexpr uint64_t kOnes = 0x0101010101010101ull, kHighs = 0x8080808080808080ull;
-    size_t i = 0;
-    for (; i + 8 <= s.size(); i += 8) {
-        uint64_t w;
-        std::memcpy(&w, s.data() + i, 8);
-        const uint64_t del = w ^ (kOnes * 0x7f);
-        if (((w - kOnes * 0x20) & ~w & kHighs) | ((del - kOnes) & ~del & kHighs)) return true;
+    const uint64_t del = w ^ (kOnes * 0x7f);
+    return ((w - kOnes * 0x20) & ~w & kHighs) | ((del - kOnes) & ~del & kHighs);
+}
+
+inline bool may_have_controls(std::string_view s) {
+    const char* p = s.data();
+    const size_t n = s.size();
+    if (n < 8) {
+        if (n < 4) {
+            for (size_t i = 0; i < n; ++i) {
+                const auto c = static_cast<unsigned char>(p[i]);
+                if (c < 0x20 || c == 0x7f) return true;
+            }
+            return false;
+        }
+        uint32_t lo, hi;
+        std::memcpy(&lo, p, 4);
+        std::memcpy(&hi, p + n - 4, 4);
+        return word_may_have_controls(lo | static_cast<uint64_t>(hi) << 32);
     }
-    for (; i < s.size(); ++i) {
-        const auto c = static_cast<unsigned char>(s[i]);
-        if (c < 0x20 || c == 0x7f) return true;
+    uint64_t w;
+    for (size_t i = 0; i + 8 < n; i += 8) {
+        std::memcpy(&w, p + i, 8);
+        if (word_may_have_controls(w)) return true;
     }
-    return false;
+    std::memcpy(&w, p + n - 8, 8);
+    return word_may_have_controls(w);
 }
 
 template <bool (*bad)(unsigned char)>

@@ -23,20 +23,29 @@ TEST_CASE("http/head_text: clean values are returned as they are, without a copy
 
 TEST_CASE("http/head_text: CR, LF and NUL are percent-encoded wherever they are") {
     Arena a;
-    // Every position of a long value, so that the word-at-a-time scan
-    // sees the byte in every lane and in the tail.
+    // Every position of values of every length up to three words, so
+    // that the word-at-a-time scan sees the byte in every lane, in the
+    // overlapping last word and in the two halves of a short value.
     for (char bad : {'\r', '\n', '\0'}) {
-        for (size_t at = 0; at < 21; ++at) {
-            std::string v(21, 'v');
-            v[at] = bad;
-            bool changed = false;
-            std::string_view out = encode_breaking<breaks_field>(v, a, &changed);
-            CAPTURE(at);
-            CHECK(changed);
-            std::string want = v.substr(0, at) + (bad == '\r' ? "%0D" : bad == '\n' ? "%0A" : "%00") +
-                               v.substr(at + 1);
-            CHECK(out == want);
+        for (size_t len = 1; len <= 24; ++len) {
+            for (size_t at = 0; at < len; ++at) {
+                std::string v(len, 'v');
+                v[at] = bad;
+                bool changed = false;
+                std::string_view out = encode_breaking<breaks_field>(v, a, &changed);
+                CAPTURE(len);
+                CAPTURE(at);
+                CHECK(changed);
+                std::string want = v.substr(0, at) + (bad == '\r' ? "%0D" : bad == '\n' ? "%0A" : "%00") +
+                                   v.substr(at + 1);
+                CHECK(out == want);
+            }
         }
+    }
+    for (size_t len = 1; len <= 24; ++len) {
+        const std::string v(len, '~');
+        CAPTURE(len);
+        CHECK(encode_breaking<breaks_field>(v, a).data() == v.data());
     }
     // Other controls stay in a value (a field value may not hold them, but
     // they do not break the line; the parsers refuse them on input).
