@@ -35,7 +35,16 @@ namespace gatehouse::http {
 // Starts streaming r's body to `sink` (see Stream::read_body). False when
 // an earlier reader took the body in pieces already: it cannot be read
 // again.
-bool read_body(Request& r, BodySink sink);
+//
+// With `takes_pipes`, the sink may be handed pipe pieces (core/buf.h,
+// event/pipe.h): bytes spliced from the client's socket into a kernel
+// pipe, never copied into user space. The stream decides: HTTP/1 on a
+// plain socket, a Content-Length body larger than client_body_buffer_size
+// (of which no copy is kept anyway), a pipe to be had. The sink must put
+// them in a ChainWriter, which empties the pipe, and the stream fills the
+// pipe again only once it is empty. A body spliced is gone once handed
+// over, as any body past client_body_buffer_size.
+bool read_body(Request& r, BodySink sink, bool takes_pipes = false);
 void resume_body(Request& r);
 
 // Reads r's body whole (or finds it already read) and calls done(r) once

@@ -157,6 +157,9 @@ struct RequestBody {
     // $request_body and a handler after an internal redirect.
     BodySink streamed_to = nullptr;  // the streaming reader's sink
     bool too_big = false;            // no copy: the body is gone once passed
+    // The streaming reader may be handed pipe pieces (body.h read_body);
+    // only while too_big, and no longer once the reader has left.
+    bool sink_takes_pipes = false;
     bool failed = false;            // a temp file write failed: 500
     void (*done)(Request& r) = nullptr;
     event::Event ev;                // done (or the 500) from the loop

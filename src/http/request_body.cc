@@ -29,6 +29,7 @@ bool copying_sink(Request& r, Chain& piece) {
         const uint64_t limit = *lc.client_body_buffer_size;
         for (const Buf& x : piece) {
             if (x.empty()) continue;
+            GH_CHECK(!x.pipe);  // pipes only for a body too big to keep
             std::string_view d = x.view();
             if (b.mem_len + d.size() > limit) {
                 b.too_big = true;
@@ -61,13 +62,14 @@ bool drop_sink(Request&, Chain&) { return true; }
 
 }  // namespace
 
-bool read_body(Request& r, BodySink sink) {
+bool read_body(Request& r, BodySink sink, bool takes_pipes) {
     // Read whole already: the stream says no (or hands an empty body over).
     if (r.body_kept) return r.stream().read_body(r, sink);
     auto* b = r.arena().make<RequestBody>(r.mem());
     b->streamed_to = sink;
     const auto& lc = r.loc_conf<LocConf>(http_core_module);
     b->too_big = r.content_length && *r.content_length > *lc.client_body_buffer_size;
+    b->sink_takes_pipes = takes_pipes && b->too_big;
     r.body_kept = b;
     if (!r.stream().read_body(r, copying_sink)) {
         r.body_kept = nullptr;
@@ -298,6 +300,7 @@ bool read_whole_body(Request& r, void (*done)(Request& r)) {
         // is not held, and the reader is not called any more.
         RequestBody& b = *r.body_kept;
         b.streamed_to = drop_sink;
+        b.sink_takes_pipes = false;  // read into memory and dropped
         resume_body(r);
         // Past client_body_buffer_size nothing was kept of what went: the
         // body cannot be had whole.

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from gh_server import poll, server  # noqa: F401  (server: the fixture)
+from gh_server import dechunk, poll, server  # noqa: F401  (server: the fixture)
 from origins import Reader, answer_mid_request, closed_port, listener, response
 from process_helpers import ws_frame, ws_read
 
@@ -1386,6 +1386,173 @@ def test_a_client_gone_mid_tunnel_leaves_nothing_for_the_next_tunnel(server, ori
     assert poll(lambda: pipe_fds(pid) == pipes_before), pipe_fds(pid)
     # A client gone is worth an info line, nothing worse.
     assert not re.search(r"\[(error|crit|alert|emerg)\]", s.error_log()), s.error_log()[-2000:]
+
+
+def slow_upload_origin(lsock, size, seen):
+    """Takes one request from lsock: its head, then 1 MiB of its body,
+    then waits for seen["go"] before it reads the rest; records the
+    head and the body in seen and answers 200 with the body's length."""
+    def run():
+        conn, _ = lsock.accept()
+        with conn:
+            conn.settimeout(60)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, body = data.split(b"\r\n\r\n", 1)
+            seen["head"] = head.decode("latin-1")
+            body = bytearray(body)
+            while len(body) < MIB:
+                body += conn.recv(65536)
+            seen["started"] = True
+            assert seen["go"].wait(60)
+            if "transfer-encoding: chunked" in seen["head"].lower():
+                while not body.endswith(b"0\r\n\r\n") and (chunk := conn.recv(1 << 16)):
+                    body += chunk
+                body = dechunk(bytes(body))
+            else:
+                while len(body) < size and (chunk := conn.recv(1 << 16)):
+                    body += chunk
+            seen["body"] = bytes(body)
+            conn.sendall(response(200, str(len(body)).encode(), close=True))
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+@pytest.mark.parametrize("mode", ["splice", "splice-off", "chunked", "small-buffer-off"])
+def test_an_unbuffered_upload_is_spliced_to_the_origin(server, mode):
+    # proxy_request_buffering off, a body framed by its length and larger
+    # than client_body_buffer_size: it goes from the client's socket to
+    # the origin's through one kernel pipe, held while the origin does not
+    # read. Not with proxy_splice off, not for a chunked body (re-chunked
+    # with its bytes), not for one the buffer keeps a copy of. Every byte
+    # arrives in order either way, $request_length counts them, and the
+    # pipe goes back when the request is over.
+    size = 8 * MIB
+    body = PATTERN * 8
+    lsock, port = listener()
+    seen = {"go": threading.Event()}
+    origin_thread = slow_upload_origin(lsock, size, seen)
+    off = "proxy_splice off;" if mode == "splice-off" else ""
+    buffer = "client_body_buffer_size 16m;" if mode == "small-buffer-off" else "client_body_buffer_size 16k;"
+    s = start(server, f"""
+        log_format len '$status $request_length';
+        access_log logs/len.log len;
+        server {{ listen 127.0.0.1:PORT; client_max_body_size 64m; {buffer}
+            location / {{ proxy_pass http://127.0.0.1:{port}; proxy_request_buffering off; {off} }}
+        }}
+    """)
+    pid = worker_pid(s)
+    pipes_before = pipe_fds(pid)
+    with socket.create_connection(("127.0.0.1", s.port), timeout=60) as c:
+        head = request_bytes("/up", "POST", chunked=(mode == "chunked"),
+                             headers=[] if mode == "chunked" else [("Content-Length", str(size))])
+        if mode == "chunked":
+            stream = b"".join(b"%x\r\n" % len(body[i:i + MIB]) + body[i:i + MIB] + b"\r\n"
+                              for i in range(0, size, MIB)) + b"0\r\n\r\n"
+        else:
+            stream = body
+        sender = threading.Thread(target=lambda: c.sendall(head + stream), daemon=True)
+        sender.start()
+        assert poll(lambda: seen.get("started"), timeout=30)
+        # The origin reads no more: the worker's pipe (when it splices)
+        # holds what the client sent meanwhile.
+        assert poll(lambda: pipe_fds(pid) - pipes_before == (2 if mode == "splice" else 0) or None, timeout=10), \
+            (mode, pipe_fds(pid) - pipes_before)
+        held = pipe_fds(pid) - pipes_before
+        seen["go"].set()
+        sender.join(60)
+        r = read_reply(c)
+    origin_thread.join(60)
+    lsock.close()
+    assert held == (2 if mode == "splice" else 0), mode
+    assert (r.status, r.body) == (200, str(size).encode())
+    assert seen["body"] == body
+    if mode == "chunked":
+        assert "transfer-encoding: chunked" in seen["head"].lower()
+    else:
+        assert f"content-length: {size}" in seen["head"].lower()
+    [line] = s.wait_lines("len.log", 1)
+    status, length = line.decode().split()
+    assert status == "200" and int(length) == len(head) + len(stream)
+    assert poll(lambda: pipe_fds(pid) == pipes_before), pipe_fds(pid)
+    assert not re.search(r"\[(error|crit|alert|emerg)\]", s.error_log()), s.error_log()[-2000:]
+
+
+@pytest.mark.parametrize("mode", ["splice", "splice-off"])
+def test_an_origin_slow_to_read_an_upload_is_not_the_clients_timeout(server, mode):
+    # client_body_timeout is the client's: while the origin does not read
+    # (the body waits in a pipe, or in memory), it does not run. The body
+    # is larger than what the sockets on the way can hold.
+    size = 24 * MIB
+    lsock, port = listener()
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+    seen = {"go": threading.Event()}
+    t = slow_upload_origin(lsock, size, seen)
+    off = "proxy_splice off;" if mode == "splice-off" else ""
+    s = start(server, f"""
+        server {{ listen 127.0.0.1:PORT; client_max_body_size 64m; client_body_buffer_size 16k;
+            client_body_timeout 300ms;
+            location / {{ proxy_pass http://127.0.0.1:{port}; proxy_request_buffering off; {off} }}
+        }}
+    """)
+    body = PATTERN * 24
+    result = {}
+    sender = threading.Thread(target=lambda: result.update(r=request(s.port, "/slow", method="POST", body=body)))
+    sender.start()
+    assert poll(lambda: seen.get("started"), timeout=30)
+    time.sleep(1.0)  # what is tested is a timeout that does not fire
+    seen["go"].set()
+    sender.join(60)
+    t.join(30)
+    lsock.close()
+    assert (result["r"].status, result["r"].body) == (200, str(size).encode())
+    assert seen["body"] == body
+    assert "client timed out" not in s.error_log()
+
+
+def test_a_client_gone_mid_upload_leaves_nothing_in_the_pipe_for_the_next(server):
+    # The client goes away while the pipe holds its body and the origin
+    # does not read: the pipe is closed with the bytes, not kept, and the
+    # next upload's bytes are its own.
+    size = 8 * MIB
+    lsock, port = listener(backlog=4)
+    s = start(server, f"""
+        server {{ listen 127.0.0.1:PORT; client_max_body_size 64m; client_body_buffer_size 16k;
+            location / {{ proxy_pass http://127.0.0.1:{port}; proxy_request_buffering off; }}
+        }}
+    """)
+    pid = worker_pid(s)
+    pipes_before = pipe_fds(pid)
+    # The first origin connection reads nothing of the body.
+    with socket.create_connection(("127.0.0.1", s.port), timeout=30) as c:
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        c.sendall(request_bytes("/gone", "POST", headers=[("Content-Length", str(size))]))
+        c.settimeout(0.2)
+        stalled, _ = lsock.accept()
+        try:
+            for i in range(0, size, 1 << 16):
+                c.sendall(PATTERN[:1 << 16])
+        except (socket.timeout, BlockingIOError):
+            pass
+        assert poll(lambda: pipe_fds(pid) - pipes_before == 2 or None, timeout=10)
+    # The client is gone; the origin gives up too, which ends the
+    # request. The next upload follows at once, before an idle worker
+    # would close its kept pipes: a pipe kept with the old bytes would
+    # put them before its body.
+    seen = {"go": threading.Event()}
+    seen["go"].set()
+    t = slow_upload_origin(lsock, 2 * MIB, seen)
+    stalled.close()
+    body = bytes(reversed(PATTERN)) * 2
+    r = request(s.port, "/next", method="POST", body=body)
+    t.join(30)
+    lsock.close()
+    assert (r.status, r.body) == (200, str(2 * MIB).encode())
+    assert seen["body"] == body
+    assert poll(lambda: pipe_fds(pid) == pipes_before or None, timeout=10), pipe_fds(pid)
+    assert not re.search(r"\[(crit|alert|emerg)\]", s.error_log()), s.error_log()[-2000:]
 
 
 # ---- keepalive --------------------------------------------------------------------------------------

@@ -410,7 +410,13 @@ void Exchange::prepare(upstream::Client& c) {
     if (pass_.tls) c.out.tls_name = tls_name();
 }
 
-bool Exchange::start_body(upstream::Client&) { return http::read_body(r_, streamed_sink); }
+// A body the client framed by its length is handed over as pipe pieces
+// when the stream can splice it (body.h): re-chunking would need its
+// bytes, and a pipe piece goes to the origin through the Client's
+// ChainWriter like any other.
+bool Exchange::start_body(upstream::Client&) {
+    return http::read_body(r_, streamed_sink, *pc_.splice && !chunked_up_);
+}
 
 void Exchange::resume_body(upstream::Client&) { http::resume_body(r_); }
 

@@ -1140,7 +1140,14 @@ void Connection::pump_body() {
     const uint64_t max_body = *lc.client_max_body_size;
     const size_t cap = std::max<size_t>(*lc.client_body_buffer_size, 1024);
     for (;;) {
-        if (state_ != State::Processing || a_->body_done || a_->body_paused) break;
+        if (state_ != State::Processing || a_->body_done) break;
+        if (a_->body_paused) {
+            // The reader is busy (its origin does not read): nothing is
+            // asked of the client meanwhile, so client_body_timeout does
+            // not run; it starts again with the next read.
+            event::worker_loop().cancel(c_.read_timer);
+            break;
+        }
         // Input already here: the rest of the head buffer first, then the
         // current body slab.
         char* data = nullptr;
@@ -1227,8 +1234,19 @@ void Connection::pump_body() {
             }
             continue;
         }
-        // Nothing buffered: read. A slab the consumer still holds is left
-        // to it; reading goes on into a fresh one.
+        // Nothing buffered: splice into the reader's pipe when it takes
+        // pipe pieces, else read.
+        const char* failed = nullptr;
+        const Spliced sp = splice_body(r, lc, &failed);
+        if (sp == Spliced::Piece) continue;
+        if (sp == Spliced::Wait) break;
+        if (sp == Spliced::Failed) {
+            a_->in_pump = false;
+            body_failed(400, failed);
+            return;
+        }
+        // A slab the consumer still holds is left to it; reading goes on
+        // into a fresh one.
         if (!a_->body_slab || a_->body_slab.get()->refs() > 1 || a_->body_slab.get()->capacity() < cap) {
             a_->body_slab = SlabRef::adopt(Slab::make(cap));
         }
@@ -1254,6 +1272,61 @@ void Connection::pump_body() {
         return;
     }
     a_->in_pump = false;
+}
+
+// One splice() of a Content-Length body from the socket into the pipe,
+// handed to the reader as a pipe piece (body.h), when the reader takes
+// them and the pipe is empty (event/pipe.h: a filler adds only to an
+// empty pipe). Memory: the caller reads into memory instead (no pipe to
+// be had, a socket that cannot splice, a reader that left). Wait: for
+// the socket, or for the reader to take the last piece (it paused the
+// body and resumes it). Failed: `why` says how.
+Connection::Spliced Connection::splice_body(Request& r, const LocConf& lc, const char** why) {
+    const bool wanted = r.body_kept && r.body_kept->sink_takes_pipes && !a_->body_chunked && a_->body_left > 0 &&
+                        !tls_ && !c_.transport && !a_->body_pipe_refused;
+    if (!wanted) {
+        // The reader left (an internal redirect): the bytes in the pipe
+        // were its, the rest is read into memory and dropped.
+        if (a_->body_pipe) event::pipes::give(std::exchange(a_->body_pipe, nullptr));
+        return Spliced::Memory;
+    }
+    if (!a_->body_pipe && !(a_->body_pipe = event::pipes::take())) return Spliced::Memory;
+    if (a_->body_pipe->unsent > 0) {
+        a_->body_paused = true;
+        return Spliced::Wait;
+    }
+    const size_t want = static_cast<size_t>(std::min<uint64_t>(a_->body_left, event::pipes::kPiece));
+    event::IoResult io = c_.splice_in(a_->body_pipe->wfd, want);
+    if (event::pipes::refused(io)) {
+        a_->body_pipe_refused = true;
+        event::pipes::give(std::exchange(a_->body_pipe, nullptr));
+        return Spliced::Memory;
+    }
+    if (io.kind == event::IoResult::Again) {
+        event::worker_loop().arm(c_.read_timer, *lc.client_body_timeout);
+        return Spliced::Wait;
+    }
+    if (io.kind != event::IoResult::Ok) {
+        *why = io.kind == event::IoResult::Eof ? "client prematurely closed connection while reading client request body"
+                                                : "splice() failed while reading client request body";
+        return Spliced::Failed;
+    }
+    a_->body_pipe->unsent += io.bytes;
+    a_->body_left -= io.bytes;
+    r.counters.request_length += io.bytes;
+    alignas(std::max_align_t) char scratch[128];
+    std::pmr::monotonic_buffer_resource mem(scratch, sizeof scratch);
+    Chain piece(&mem);
+    piece.push(Buf::pipe_piece(a_->body_pipe->rfd, io.bytes));
+    if (a_->body_left == 0) {
+        a_->body_done = true;
+        piece.back().last_buf = true;
+        event::worker_loop().cancel(c_.read_timer);
+    } else {
+        event::worker_loop().arm(c_.read_timer, *lc.client_body_timeout);
+    }
+    if (!a_->sink(r, piece) && !a_->body_done) a_->body_paused = true;
+    return Spliced::Piece;
 }
 
 void Connection::on_write_timeout() {
@@ -1414,6 +1487,9 @@ void Connection::finish_request() {
     a_->body_slab = SlabRef();
     a_->body_pos = a_->body_len = 0;
     req_.reset();
+    // The request's reader, which took from the pipe, is gone with it.
+    event::pipes::give(std::exchange(a_->body_pipe, nullptr));
+    a_->body_pipe_refused = false;
     gauge_.to(stats::ConnGauge::State::Waiting);
     if (!keep) {
         if (linger) {

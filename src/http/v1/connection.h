@@ -25,6 +25,7 @@
 #include "core/buf.h"
 #include "event/chain_writer.h"
 #include "event/connection.h"
+#include "event/pipe.h"
 #include "http/chunked.h"
 #include "http/core_module.h"
 #include "http/h1_parser.h"
@@ -125,6 +126,8 @@ private:
     bool orphan();
     bool discard_body();
     void pump_body();
+    enum class Spliced : uint8_t { Piece, Memory, Wait, Failed };
+    Spliced splice_body(Request& r, const LocConf& lc, const char** why);
     bool client_closed();
     void body_failed(int status, const char* why);
     void on_drained();
@@ -170,6 +173,10 @@ private:
     // keepalive_or_close() when nothing else is buffered.
     struct Active {
         explicit Active(const Limits& l) : parser(l, std::span<HeaderField>(fields)) {}
+        // After the request and its reader: nothing takes from the pipe now.
+        ~Active() { event::pipes::give(body_pipe); }
+        Active(const Active&) = delete;
+        Active& operator=(const Active&) = delete;
         // The head being parsed and, while its request runs, what its
         // header views point into.
         HeaderField fields[32];  // the usual head's; more move to the parser's table
@@ -202,6 +209,11 @@ private:
         SlabRef body_slab;
         size_t body_pos = 0, body_len = 0;  // unconsumed [pos, len) of body_slab
         std::string stash;                  // bytes after a chunked body: the next request
+        // A body spliced to a reader that takes pipe pieces (body.h): the
+        // pipe, given back when the request is over (its reader, which
+        // empties it, gone), closed if it still holds bytes.
+        event::Pipe* body_pipe = nullptr;
+        bool body_pipe_refused = false;     // the socket cannot splice(): memory
 
         event::Event drain_ev;
         // The response is out: finish the request from a posted event,
