@@ -1512,6 +1512,58 @@ def test_an_origin_slow_to_read_an_upload_is_not_the_clients_timeout(server, mod
     assert "client timed out" not in s.error_log()
 
 
+@pytest.mark.parametrize("mode", ["splice", "splice-off"])
+def test_an_error_page_mid_upload_answers_and_lets_go_of_the_pipe(server, mode):
+    # The origin answers 404 at once, before the spliced body has all
+    # gone; its error_page answers instead (the proxy's reader left, the
+    # rest of the body is not spliced for it), and the pipe goes back
+    # when the request is over.
+    size = 8 * MIB
+    lsock, port = listener()
+
+    def early():
+        conn, _ = lsock.accept()
+        with conn:
+            conn.settimeout(30)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            conn.sendall(response(404, b"no", close=True))
+            try:
+                while conn.recv(1 << 16):
+                    pass
+            except OSError:
+                pass
+    t = threading.Thread(target=early, daemon=True)
+    t.start()
+    off = "proxy_splice off;" if mode == "splice-off" else ""
+    s = start(server, f"""
+        server {{ listen 127.0.0.1:PORT; client_max_body_size 64m; client_body_buffer_size 16k;
+            location / {{ proxy_pass http://127.0.0.1:{port}; proxy_request_buffering off; {off}
+                proxy_intercept_errors on; error_page 404 = /page; }}
+            location = /page {{ return 200 "page"; }}
+        }}
+    """)
+    pid = worker_pid(s)
+    pipes_before = pipe_fds(pid)
+    with socket.create_connection(("127.0.0.1", s.port), timeout=30) as c:
+        def send():
+            try:
+                c.sendall(request_bytes("/up", "POST", headers=[("Content-Length", str(size))]) + PATTERN * 8)
+            except OSError:
+                pass  # the server may close before it has all: nothing more is read
+        sender = threading.Thread(target=send)
+        sender.start()
+        r = read_reply(c)
+        assert (r.status, r.body) == (200, b"page")
+        c.shutdown(socket.SHUT_RD)
+        sender.join(60)
+    t.join(30)
+    lsock.close()
+    assert poll(lambda: pipe_fds(pid) == pipes_before or None, timeout=10), pipe_fds(pid)
+    assert not re.search(r"\[(crit|alert|emerg)\]", s.error_log()), s.error_log()[-2000:]
+
+
 def test_a_client_gone_mid_upload_leaves_nothing_in_the_pipe_for_the_next(server):
     # The client goes away while the pipe holds its body and the origin
     # does not read: the pipe is closed with the bytes, not kept, and the

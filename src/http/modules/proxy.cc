@@ -138,12 +138,6 @@ std::string_view origin_uri(Arena& a, const UriParts& p) {
     return {out, static_cast<size_t>(w - out)};
 }
 
-bool is_hop_by_hop_request(std::string_view n) {
-    return iequals(n, "Connection") || iequals(n, "Keep-Alive") || iequals(n, "TE") || iequals(n, "Trailer") ||
-           iequals(n, "Upgrade") || iequals(n, "Content-Length") || iequals(n, "Transfer-Encoding") ||
-           iequals(n, "Expect") || istarts_with(n, "Proxy-");
-}
-
 namespace {
 // A name's length and its first letter lowercased: names of one length
 // that start alike are rare, so a field is compared with one name at
@@ -152,6 +146,22 @@ constexpr uint32_t length_and_initial(size_t len, char first) {
     return static_cast<uint32_t>(len) << 8 | static_cast<unsigned char>(first | 0x20);
 }
 }  // namespace
+
+bool is_hop_by_hop_request(std::string_view n) {
+    if (n.empty() || n.size() > 0xffffff) return false;
+    auto is = [n](std::string_view name) { return iequals_bytes(n.data(), name.data(), name.size()); };
+    switch (length_and_initial(n.size(), n[0])) {
+    case length_and_initial(2, 't'): return is("TE");
+    case length_and_initial(6, 'e'): return is("Expect");
+    case length_and_initial(7, 't'): return is("Trailer");
+    case length_and_initial(7, 'u'): return is("Upgrade");
+    case length_and_initial(10, 'c'): return is("Connection");
+    case length_and_initial(10, 'k'): return is("Keep-Alive");
+    case length_and_initial(14, 'c'): return is("Content-Length");
+    case length_and_initial(17, 't'): return is("Transfer-Encoding");
+    default: return n.size() >= 6 && (n[0] | 0x20) == 'p' && istarts_with(n, "Proxy-");
+    }
+}
 
 ResponseField classify_response_field(std::string_view n) {
     using F = ResponseField;

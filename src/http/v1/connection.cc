@@ -1284,12 +1284,10 @@ void Connection::pump_body() {
 Connection::Spliced Connection::splice_body(Request& r, const LocConf& lc, const char** why) {
     const bool wanted = r.body_kept && r.body_kept->sink_takes_pipes && !a_->body_chunked && a_->body_left > 0 &&
                         !tls_ && !c_.transport && !a_->body_pipe_refused;
-    if (!wanted) {
-        // The reader left (an internal redirect): the bytes in the pipe
-        // were its, the rest is read into memory and dropped.
-        if (a_->body_pipe) event::pipes::give(std::exchange(a_->body_pipe, nullptr));
-        return Spliced::Memory;
-    }
+    // A reader that left (an internal redirect) gets the rest from
+    // memory, dropped. Its pipe stays taken until the request ends: the
+    // writer that took its pieces may still name it.
+    if (!wanted) return Spliced::Memory;
     if (!a_->body_pipe && !(a_->body_pipe = event::pipes::take())) return Spliced::Memory;
     if (a_->body_pipe->unsent > 0) {
         a_->body_paused = true;

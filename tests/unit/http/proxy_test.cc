@@ -151,6 +151,13 @@ TEST_CASE("proxy: field classes") {
                    "Expect", "Proxy-Connection", "Proxy-Authorization"})
         CHECK(is_hop_by_hop_request(n));
     for (auto n : {"Host", "User-Agent", "Cookie", "Trailers", "Proxy"}) CHECK_FALSE(is_hop_by_hop_request(n));
+    // Every name above with its case changed, and one byte off.
+    for (auto n : {"te", "EXPECT", "trailer", "UPGRADE", "connection", "KEEP-ALIVE", "content-length",
+                   "TRANSFER-ENCODING", "proxy-", "PROXY-AUTHENTICATE"})
+        CHECK_MESSAGE(is_hop_by_hop_request(n), std::string(n));
+    for (auto n : {"", "TF", "Expecf", "Traile", "Upgradx", "Connectiom", "Keep-Alivf", "Content-Lengtx",
+                   "Transfer-Encodinh", "Proxy_", "Prox-y", "Accept", "Content-Type"})
+        CHECK_MESSAGE(!is_hop_by_hop_request(n), std::string(n));
     for (auto n : {"Connection", "Keep-Alive", "Transfer-Encoding", "Content-Length", "Upgrade", "Proxy-Connection"})
         CHECK(is_hop_by_hop_response(n));
     CHECK_FALSE(is_hop_by_hop_response("Proxy-Authenticate"));
