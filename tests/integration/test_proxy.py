@@ -1388,18 +1388,25 @@ def test_a_client_gone_mid_tunnel_leaves_nothing_for_the_next_tunnel(server, ori
     assert not re.search(r"\[(error|crit|alert|emerg)\]", s.error_log()), s.error_log()[-2000:]
 
 
+def accept_head(lsock, timeout):
+    """The next connection on lsock, and what it sent up to the end of
+    its request head: (conn, head, bytes after the head)."""
+    conn, _ = lsock.accept()
+    conn.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += conn.recv(65536)
+    head, rest = data.split(b"\r\n\r\n", 1)
+    return conn, head, rest
+
+
 def slow_upload_origin(lsock, size, seen):
     """Takes one request from lsock: its head, then 1 MiB of its body,
     then waits for seen["go"] before it reads the rest; records the
     head and the body in seen and answers 200 with the body's length."""
     def run():
-        conn, _ = lsock.accept()
+        conn, head, body = accept_head(lsock, 60)
         with conn:
-            conn.settimeout(60)
-            data = b""
-            while b"\r\n\r\n" not in data:
-                data += conn.recv(65536)
-            head, body = data.split(b"\r\n\r\n", 1)
             seen["head"] = head.decode("latin-1")
             body = bytearray(body)
             while len(body) < MIB:
@@ -1522,12 +1529,8 @@ def test_an_error_page_mid_upload_answers_and_lets_go_of_the_pipe(server, mode):
     lsock, port = listener()
 
     def early():
-        conn, _ = lsock.accept()
+        conn, _, _ = accept_head(lsock, 30)
         with conn:
-            conn.settimeout(30)
-            data = b""
-            while b"\r\n\r\n" not in data:
-                data += conn.recv(65536)
             conn.sendall(response(404, b"no", close=True))
             try:
                 while conn.recv(1 << 16):
