@@ -145,50 +145,55 @@ namespace {
 constexpr uint32_t length_and_initial(size_t len, char first) {
     return static_cast<uint32_t>(len) << 8 | static_cast<unsigned char>(first | 0x20);
 }
+
+// n's key for those switches; 0, which no case has, for an empty name or
+// one too long to have a key.
+uint32_t key_of(std::string_view n) {
+    return n.empty() || n.size() > 0xffffff ? 0 : length_and_initial(n.size(), n[0]);
+}
+
+// n, whose key matched name's (so of its length), is name in any case.
+bool is(std::string_view n, std::string_view name) { return iequals_bytes(n.data(), name.data(), name.size()); }
 }  // namespace
 
 bool is_hop_by_hop_request(std::string_view n) {
-    if (n.empty() || n.size() > 0xffffff) return false;
-    auto is = [n](std::string_view name) { return iequals_bytes(n.data(), name.data(), name.size()); };
-    switch (length_and_initial(n.size(), n[0])) {
-    case length_and_initial(2, 't'): return is("TE");
-    case length_and_initial(6, 'e'): return is("Expect");
-    case length_and_initial(7, 't'): return is("Trailer");
-    case length_and_initial(7, 'u'): return is("Upgrade");
-    case length_and_initial(10, 'c'): return is("Connection");
-    case length_and_initial(10, 'k'): return is("Keep-Alive");
-    case length_and_initial(14, 'c'): return is("Content-Length");
-    case length_and_initial(17, 't'): return is("Transfer-Encoding");
+    switch (key_of(n)) {
+    case length_and_initial(2, 't'): return is(n, "TE");
+    case length_and_initial(6, 'e'): return is(n, "Expect");
+    case length_and_initial(7, 't'): return is(n, "Trailer");
+    case length_and_initial(7, 'u'): return is(n, "Upgrade");
+    case length_and_initial(10, 'c'): return is(n, "Connection");
+    case length_and_initial(10, 'k'): return is(n, "Keep-Alive");
+    case length_and_initial(14, 'c'): return is(n, "Content-Length");
+    case length_and_initial(17, 't'): return is(n, "Transfer-Encoding");
     default: return n.size() >= 6 && (n[0] | 0x20) == 'p' && istarts_with(n, "Proxy-");
     }
 }
 
 ResponseField classify_response_field(std::string_view n) {
     using F = ResponseField;
-    if (n.empty() || n.size() > 0xffffff) return F::Other;
-    auto is = [n](std::string_view name) { return iequals_bytes(n.data(), name.data(), name.size()); };
-    switch (length_and_initial(n.size(), n[0])) {
-    case length_and_initial(2, 't'): return is("TE") ? F::HopByHop : F::Other;
-    case length_and_initial(4, 'd'): return is("Date") ? F::Hidden : F::Other;
-    case length_and_initial(4, 'e'): return is("ETag") ? F::ETag : F::Other;
-    case length_and_initial(5, 'x'): return is("X-Pad") ? F::Hidden : F::Other;
-    case length_and_initial(6, 's'): return is("Server") ? F::Hidden : F::Other;
-    case length_and_initial(7, 'u'): return is("Upgrade") ? F::Upgrade : F::Other;
-    case length_and_initial(7, 't'): return is("Trailer") ? F::HopByHop : F::Other;
-    case length_and_initial(7, 'r'): return is("Refresh") ? F::Refresh : F::Other;
-    case length_and_initial(8, 'l'): return is("Location") ? F::Location : F::Other;
-    case length_and_initial(10, 'c'): return is("Connection") ? F::Connection : F::Other;
-    case length_and_initial(10, 'k'): return is("Keep-Alive") ? F::HopByHop : F::Other;
-    case length_and_initial(12, 'c'): return is("Content-Type") ? F::ContentType : F::Other;
-    case length_and_initial(13, 'l'): return is("Last-Modified") ? F::LastModified : F::Other;
-    case length_and_initial(14, 'c'): return is("Content-Length") ? F::HopByHop : F::Other;
-    case length_and_initial(16, 'p'): return is("Proxy-Connection") ? F::HopByHop : F::Other;
-    case length_and_initial(17, 't'): return is("Transfer-Encoding") ? F::HopByHop : F::Other;
+    switch (key_of(n)) {
+    case length_and_initial(2, 't'): return is(n, "TE") ? F::HopByHop : F::Other;
+    case length_and_initial(4, 'd'): return is(n, "Date") ? F::Hidden : F::Other;
+    case length_and_initial(4, 'e'): return is(n, "ETag") ? F::ETag : F::Other;
+    case length_and_initial(5, 'x'): return is(n, "X-Pad") ? F::Hidden : F::Other;
+    case length_and_initial(6, 's'): return is(n, "Server") ? F::Hidden : F::Other;
+    case length_and_initial(7, 'u'): return is(n, "Upgrade") ? F::Upgrade : F::Other;
+    case length_and_initial(7, 't'): return is(n, "Trailer") ? F::HopByHop : F::Other;
+    case length_and_initial(7, 'r'): return is(n, "Refresh") ? F::Refresh : F::Other;
+    case length_and_initial(8, 'l'): return is(n, "Location") ? F::Location : F::Other;
+    case length_and_initial(10, 'c'): return is(n, "Connection") ? F::Connection : F::Other;
+    case length_and_initial(10, 'k'): return is(n, "Keep-Alive") ? F::HopByHop : F::Other;
+    case length_and_initial(12, 'c'): return is(n, "Content-Type") ? F::ContentType : F::Other;
+    case length_and_initial(13, 'l'): return is(n, "Last-Modified") ? F::LastModified : F::Other;
+    case length_and_initial(14, 'c'): return is(n, "Content-Length") ? F::HopByHop : F::Other;
+    case length_and_initial(16, 'p'): return is(n, "Proxy-Connection") ? F::HopByHop : F::Other;
+    case length_and_initial(17, 't'): return is(n, "Transfer-Encoding") ? F::HopByHop : F::Other;
     default: break;
     }
     if (n.size() < 8 || (n[0] | 0x20) != 'x' || !istarts_with(n, "X-Accel-")) return F::Other;
-    if (n.size() == 17 && is("X-Accel-Buffering")) return F::AccelBuffering;
-    if (n.size() == 18 && is("X-Accel-Limit-Rate")) return F::AccelLimitRate;
+    if (n.size() == 17 && is(n, "X-Accel-Buffering")) return F::AccelBuffering;
+    if (n.size() == 18 && is(n, "X-Accel-Limit-Rate")) return F::AccelLimitRate;
     return F::Hidden;
 }
 

@@ -410,13 +410,11 @@ void Exchange::prepare(upstream::Client& c) {
     if (pass_.tls) c.out.tls_name = tls_name();
 }
 
-// A body the client framed by its length is handed over as pipe pieces
-// when the stream can splice it (body.h): re-chunking would need its
-// bytes, and a pipe piece goes to the origin through the Client's
-// ChainWriter like any other.
-bool Exchange::start_body(upstream::Client&) {
-    return http::read_body(r_, streamed_sink, *pc_.splice && !chunked_up_);
-}
+// The body is handed over as pipe pieces when the stream can splice it
+// (body.h: not a chunked one, which is re-chunked from its bytes); a
+// pipe piece goes to the origin through the Client's ChainWriter like
+// any other.
+bool Exchange::start_body(upstream::Client&) { return http::read_body(r_, streamed_sink, *pc_.splice); }
 
 void Exchange::resume_body(upstream::Client&) { http::resume_body(r_); }
 

@@ -1238,7 +1238,9 @@ void Connection::pump_body() {
         // pipe pieces, else read.
         const char* failed = nullptr;
         const Spliced sp = splice_body(r, lc, &failed);
-        if (sp == Spliced::Piece) continue;
+        // A piece went, or the reader still holds the last one (paused:
+        // the loop's top stops, as for memory pieces).
+        if (sp == Spliced::Piece || a_->body_paused) continue;
         if (sp == Spliced::Wait) break;
         if (sp == Spliced::Failed) {
             a_->in_pump = false;
@@ -1279,8 +1281,8 @@ void Connection::pump_body() {
 // them and the pipe is empty (event/pipe.h: a filler adds only to an
 // empty pipe). Memory: the caller reads into memory instead (no pipe to
 // be had, a socket that cannot splice, a reader that left). Wait: for
-// the socket, or for the reader to take the last piece (it paused the
-// body and resumes it). Failed: `why` says how.
+// the socket, or (the body paused) for the reader to take the last
+// piece; it resumes the body then. Failed: `why` says how.
 Connection::Spliced Connection::splice_body(Request& r, const LocConf& lc, const char** why) {
     const bool wanted = r.body_kept && r.body_kept->sink_takes_pipes && !a_->body_chunked && a_->body_left > 0 &&
                         !tls_ && !c_.transport && !a_->body_pipe_refused;
