@@ -7,6 +7,7 @@ about what reaches an origin, a real origin (origins.py) that records the
 bytes it received.
 """
 
+import select
 import socket
 
 from gh_server import poll, server  # noqa: F401  (server: the fixture)
@@ -219,6 +220,69 @@ def test_broken_chunked_body_is_400_and_closes(server):
         assert raw.count(b"HTTP/1.1 200 OK") == 2
     finally:
         o.stop()
+
+
+# ---- a body still arriving after the response ------------------------------------------------
+
+
+def test_a_body_still_arriving_is_dropped_and_the_connection_kept(server):
+    # A location that never reads the body answers at once, while the
+    # client is still sending it. The response said keep-alive and the
+    # connection is kept: the rest of the body is read and dropped as it
+    # comes [nginx], and the next request on it is answered, not taken
+    # from the body's bytes.
+    s = server(site('location / { return 200 "ok"; }'))
+    cases = {
+        "length": (b"Content-Length: 300000\r\n", [b"a" * 1000, b"b" * 200000, b"c" * 99000]),
+        "chunked": (b"Transfer-Encoding: chunked\r\n",
+                    [b"3e8\r\n" + b"a" * 1000 + b"\r\n", b"30d40\r\n" + b"b" * 200000, b"\r\n0\r\n\r\n"]),
+    }
+    for name, (framing, pieces) in cases.items():
+        with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+            c.sendall(b"POST /x HTTP/1.1\r\nHost: x\r\n" + framing + b"\r\n" + pieces[0])
+            r = read_reply(c)
+            assert (r.status, r.body, r.header("Connection")) == (200, b"ok", "keep-alive"), name
+            for p in pieces[1:]:
+                c.sendall(p)
+            c.sendall(b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+            r = read_reply(c)
+            assert (r.status, r.body) == (200, b"ok"), name
+            # One more, to show the connection is an ordinary one again.
+            c.sendall(b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert read_reply(c).status == 200, name
+            assert c.recv(1) == b"", name
+
+
+def test_a_dropped_body_that_stalls_or_trickles_ends_the_connection(server):
+    # Dropping a body is bounded as a lingering close is: lingering_timeout
+    # for each wait, lingering_time in all.
+    s = server(site('lingering_timeout 300ms; lingering_time 1s; location / { return 200 "ok"; }'))
+    head = b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n0123456789"
+    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+        c.sendall(head)
+        assert read_reply(c).status == 200
+        # Nothing more comes: the connection closes (a hang fails here).
+        assert c.recv(1) == b""
+    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+        c.sendall(head)
+        assert read_reply(c).status == 200
+        # A byte each 100 ms never lets lingering_timeout expire, but
+        # lingering_time ends it: long before the body's end.
+        sent = 0
+        while sent < 200:
+            readable, _, _ = select.select([c], [], [], 0.1)
+            if readable:
+                break
+            try:
+                c.sendall(b"x")
+            except OSError:
+                break
+            sent += 1
+        assert sent < 200
+        try:
+            assert c.recv(1) == b""
+        except ConnectionResetError:
+            pass  # closed while our last bytes were on their way: also an end
 
 
 # ---- worker_connections full of idle clients -------------------------------------------------

@@ -379,6 +379,9 @@ void Connection::on_read() {
         case State::Lingering:
             lingering_read();
             break;
+        case State::Discarding:
+            discard_read();
+            break;
         case State::Processing:
             // A body being read goes on; otherwise input waits in the
             // kernel buffer (pipelining), and a client that went away
@@ -1352,7 +1355,7 @@ void Connection::on_read_timeout() {
         retire_idle();
         return;
     }
-    if (state_ == State::Keepalive || state_ == State::Lingering) {
+    if (state_ == State::Keepalive || state_ == State::Lingering || state_ == State::Discarding) {
         close_connection();
         return;
     }
@@ -1385,10 +1388,10 @@ void Connection::on_read_timeout() {
 }
 
 // Reads and drops the rest of a request body that nobody consumed, from
-// the buffer and then the socket. True when it is all gone; false when
-// more must be read (the caller waits) or the connection failed.
-bool Connection::discard_body() {
-    Request& r = *req_;
+// the buffer and then the socket: Done when it is all gone (what follows
+// it in the buffer is the next request), Again when more must come first,
+// Failed on a broken chunked body, an error or EOF.
+Connection::Discard Connection::discard_body(uint64_t& length) {
     auto drop_buffered = [&]() -> int {
         std::string_view data(rbuf_.get()->data() + rpos_, rlen_ - rpos_);
         if (a_->body_chunked) {
@@ -1396,27 +1399,27 @@ bool Connection::discard_body() {
             ChunkResult cr = a_->chunked->decode(data);
             while (cr.state == ChunkState::More && cr.consumed > 0 && cr.consumed < data.size()) {
                 rpos_ += cr.consumed;
-                r.counters.request_length += cr.consumed;
+                length += cr.consumed;
                 data.remove_prefix(cr.consumed);
                 cr = a_->chunked->decode(data);
             }
             rpos_ += cr.consumed;
-            r.counters.request_length += cr.consumed;
+            length += cr.consumed;
             if (cr.state == ChunkState::Error) return -1;
             return cr.state == ChunkState::Done ? 1 : 0;
         }
         size_t take = static_cast<size_t>(std::min<uint64_t>(a_->body_left, data.size()));
         rpos_ += take;
         a_->body_left -= take;
-        r.counters.request_length += take;
+        length += take;
         return a_->body_left == 0 ? 1 : 0;
     };
     for (;;) {
         int st = drop_buffered();
-        if (st < 0) return false;
+        if (st < 0) return Discard::Failed;
         if (st > 0) {
             a_->chunked.reset();
-            return true;
+            return Discard::Done;
         }
         rpos_ = rlen_ = 0;
         event::IoResult io = c_.recv({rbuf_.get()->data(), rcap_});
@@ -1424,8 +1427,43 @@ bool Connection::discard_body() {
             rlen_ = io.bytes;
             continue;
         }
-        return false;
+        return io.kind == event::IoResult::Again ? Discard::Again : Discard::Failed;
     }
+}
+
+// The response said keep-alive and is out, but the client is still
+// sending a body nobody read: read and drop it as it comes, then keep the
+// connection [nginx ngx_http_discarded_request_body_handler]. Bounded as
+// a lingering close is: lingering_timeout for each wait, lingering_time
+// in all; past either the connection closes.
+void Connection::start_discarding() {
+    state_ = State::Discarding;
+    // Closing it loses nothing the client waits for: a full worker may.
+    event::worker_connections().set_reusable(c_, true);
+    a_->linger_until = event::worker_loop().now() + static_cast<event::Msec>(a_->lingering.time.count());
+    discard_read();
+}
+
+void Connection::discard_read() {
+    uint64_t dropped = 0;
+    switch (discard_body(dropped)) {
+        case Discard::Done:
+            keepalive_or_close();
+            return;
+        case Discard::Failed:
+            close_connection();
+            return;
+        case Discard::Again:
+            break;
+    }
+    const event::Msec now = event::worker_loop().now();
+    if (now >= a_->linger_until) {
+        close_connection();
+        return;
+    }
+    const event::Msec left = a_->linger_until - now;
+    const event::Msec t = std::min<event::Msec>(left, static_cast<event::Msec>(a_->lingering.timeout.count()));
+    event::worker_loop().arm(c_.read_timer, std::chrono::milliseconds(t));
 }
 
 void Connection::finish_request() {
@@ -1446,6 +1484,7 @@ void Connection::finish_request() {
     run_log_phase(r);
     bool keep = a_->keepalive && !closing_;
     bool linger = false;
+    bool discarding = false;
     if (a_->body_started && !a_->body_done) {
         // A handler answered before the body was all read (an origin's
         // early error): the rest is not worth reading.
@@ -1456,10 +1495,19 @@ void Connection::finish_request() {
         // and closing spares it sending one (RFC 9110 10.1.1).
         keep = false;
     } else if (!a_->body_started && r.has_body) {
-        // Drop what is already here; a large unread rest means closing.
-        if (!discard_body()) {
-            keep = false;
-            linger = true;
+        // Drop what is already here; a rest still to come is dropped as
+        // it arrives, after the response (start_discarding).
+        switch (discard_body(r.counters.request_length)) {
+            case Discard::Done:
+                break;
+            case Discard::Again:
+                discarding = keep;
+                linger = !keep;
+                break;
+            case Discard::Failed:
+                keep = false;
+                linger = true;
+                break;
         }
     }
     if (!keep && a_->linger_next) {
@@ -1497,6 +1545,10 @@ void Connection::finish_request() {
         } else {
             close_connection();
         }
+        return;
+    }
+    if (discarding) {
+        start_discarding();
         return;
     }
     keepalive_or_close();

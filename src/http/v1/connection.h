@@ -104,7 +104,9 @@ public:
 private:
     // Orphan: the client went away while the request goes on for others
     // (stream.h, "Orphans"); the socket is shut and the output dropped.
-    enum class State : uint8_t { Head, Processing, Orphan, Keepalive, Lingering, Tunnel, Closed };
+    // Discarding: the response is out and said keep-alive, the rest of a
+    // body nobody read is still arriving; read and dropped, then Keepalive.
+    enum class State : uint8_t { Head, Processing, Orphan, Discarding, Keepalive, Lingering, Tunnel, Closed };
 
     void on_read();
     void on_write();
@@ -124,7 +126,12 @@ private:
     void close_connection();
     // The client went away from a request with outlive_client: Orphan.
     bool orphan();
-    bool discard_body();
+    enum class Discard : uint8_t { Done, Again, Failed };
+    // Drops the unread rest of a body from the buffer and the socket;
+    // what it drops counts into `length` ($request_length).
+    Discard discard_body(uint64_t& length);
+    void start_discarding();
+    void discard_read();
     void pump_body();
     enum class Spliced : uint8_t { Piece, Memory, Wait, Failed };
     Spliced splice_body(Request& r, const LocConf& lc, const char** why);
