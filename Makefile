@@ -29,6 +29,18 @@ else
 endif
 
 MAKEFLAGS += --no-builtin-rules
+
+# Profile-guided optimisation (./configure --with-pgo). The same sources
+# are first built instrumented under objs/pgo/, contrib/pgo/train runs that
+# binary through the bench's kinds of load, and its counters (one .gcda
+# per object) are copied next to the final objects, which GCC reads with
+# -fprofile-use. Code the training never ran is optimised as without a
+# profile (-fprofile-partial-training).
+ifeq ($(WITH_PGO),yes)
+PGO_PROFILE := objs/pgo/profile
+PGO_GEN := -fprofile-generate -fprofile-update=single
+PGO_USE := -fprofile-use -fprofile-partial-training -Wno-missing-profile
+endif
 NPROC := $(shell nproc 2>/dev/null || echo 2)
 PYTHON ?= /usr/bin/python3
 
@@ -55,8 +67,35 @@ objs/%.o: %.cc objs/Makefile.conf
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -MMD -MP -c -o $@ $<
 
-objs/modules.o: objs/modules.cc objs/Makefile.conf
-	$(CXX) $(CXXFLAGS) -MMD -MP -c -o $@ $<
+# The server's own objects: with --with-pgo, compiled with the profile the
+# training left (objs/pgo/profile, below), so they are built again after
+# every training.
+$(filter-out objs/modules.o,$(LIB_OBJ)) $(MAIN_OBJ): objs/%.o: %.cc objs/Makefile.conf $(PGO_PROFILE)
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) $(PGO_USE) -MMD -MP -c -o $@ $<
+
+objs/modules.o: objs/modules.cc objs/Makefile.conf $(PGO_PROFILE)
+	$(CXX) $(CXXFLAGS) $(PGO_USE) -MMD -MP -c -o $@ $<
+
+ifeq ($(WITH_PGO),yes)
+# The instrumented build is this Makefile run in objs/pgo, a tree whose
+# src/ and configuration are links back here: its objects then have the
+# same relative paths (objs/src/...) as the final ones, as GCC needs to
+# match the counters of functions with internal linkage to their code.
+# Any source change builds it again (incrementally) and trains again.
+PGO_HDR := $(wildcard src/*/*.h src/http/*/*.h)
+objs/pgo/profile: $(SRC) $(PGO_HDR) objs/modules.cc objs/Makefile.conf objs/gh_config.h contrib/pgo/train
+	@mkdir -p objs/pgo/objs
+	@ln -sfn ../../src objs/pgo/src
+	@for f in Makefile.conf gh_config.h modules.cc; do ln -sfn ../../$$f objs/pgo/objs/$$f; done
+	$(MAKE) -C objs/pgo -f $(CURDIR)/Makefile WITH_PGO=no \
+	    CXXFLAGS="$(CXXFLAGS) $(PGO_GEN)" LDFLAGS="$(LDFLAGS) $(PGO_GEN)" objs/gatehouse
+	@# Counters add up over runs: the old ones go first.
+	find objs/pgo/objs -name '*.gcda' -delete
+	$(PYTHON) contrib/pgo/train objs/pgo/objs/gatehouse
+	cd objs/pgo && for f in $$(find objs -name '*.gcda'); do mkdir -p ../../$$(dirname $$f) && cp $$f ../../$$f || exit 1; done
+	touch $@
+endif
 
 objs/unit_tests: $(LIB_OBJ) $(TEST_OBJ)
 	$(CXX) $(LDFLAGS) -o $@ $^ $(LIBS)
@@ -189,4 +228,4 @@ install: objs/gatehouse.stripped
 clean:
 	rm -rf objs
 
--include $(shell find objs -name '*.d' 2>/dev/null)
+-include $(shell find objs -path objs/pgo -prune -o -name '*.d' -print 2>/dev/null)
