@@ -1456,14 +1456,7 @@ void Connection::discard_read() {
         case Discard::Again:
             break;
     }
-    const event::Msec now = event::worker_loop().now();
-    if (now >= a_->linger_until) {
-        close_connection();
-        return;
-    }
-    const event::Msec left = a_->linger_until - now;
-    const event::Msec t = std::min<event::Msec>(left, static_cast<event::Msec>(a_->lingering.timeout.count()));
-    event::worker_loop().arm(c_.read_timer, std::chrono::milliseconds(t));
+    wait_lingering();
 }
 
 void Connection::finish_request() {
@@ -1623,13 +1616,17 @@ void Connection::lingering_read() {
         close_connection();
         return;
     }
-    event::Msec now = event::worker_loop().now();
+    wait_lingering();
+}
+
+void Connection::wait_lingering() {
+    const event::Msec now = event::worker_loop().now();
     if (now >= a_->linger_until) {
         close_connection();
         return;
     }
-    event::Msec left = a_->linger_until - now;
-    event::Msec t = std::min<event::Msec>(left, static_cast<event::Msec>(a_->lingering.timeout.count()));
+    const event::Msec left = a_->linger_until - now;
+    const event::Msec t = std::min<event::Msec>(left, static_cast<event::Msec>(a_->lingering.timeout.count()));
     event::worker_loop().arm(c_.read_timer, std::chrono::milliseconds(t));
 }
 

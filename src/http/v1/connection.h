@@ -123,6 +123,9 @@ private:
     void keepalive_or_close();
     void lingering_close();
     void lingering_read();
+    // Lingering or discarding: the next wait for input, lingering_timeout
+    // at most and never past linger_until (lingering_time), or the close.
+    void wait_lingering();
     void close_connection();
     // The client went away from a request with outlive_client: Orphan.
     bool orphan();
