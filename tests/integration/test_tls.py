@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from conftest import DEFAULT_TIMEOUT, free_port, process_state, wait_for
+from test_proxy import read_reply
 
 OPENSSL = shutil.which("openssl")
 pytestmark = pytest.mark.skipif(OPENSSL is None, reason="the openssl command is not installed")
@@ -1214,3 +1215,21 @@ def test_client_certificate_and_offer_variables(gatehouse, pki):
     # Without a client certificate the certificate variables are empty.
     r = get(port, client_ctx(pki), path="/v")
     assert r.text.startswith("[]|[]|")
+
+
+def test_a_body_still_arriving_over_tls_is_dropped_and_the_connection_kept(gatehouse, pki):
+    # As over plain HTTP (test_hardening.py): the location answers without
+    # the body, the client sends the rest after the response, and the
+    # connection serves its next request; the rest goes through TLS
+    # records the server must decrypt to drop.
+    port = free_port()
+    start(gatehouse, conf(two_servers(pki, port)), port)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    with client_ctx(pki).wrap_socket(raw, server_hostname="a.test") as c:
+        c.sendall(b"POST /x HTTP/1.1\r\nHost: a.test\r\nContent-Length: 300000\r\n\r\n" + b"a" * 1000)
+        r = read_reply(c)
+        assert (r.status, r.header("Connection")) == (200, "keep-alive")
+        c.sendall(b"b" * 200000)
+        c.sendall(b"c" * 99000 + b"GET /next HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        r = read_reply(c)
+        assert r.status == 200 and r.body.startswith(b"a|")
