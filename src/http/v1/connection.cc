@@ -1390,8 +1390,9 @@ void Connection::on_read_timeout() {
 // Reads and drops the rest of a request body that nobody consumed, from
 // the buffer and then the socket: Done when it is all gone (what follows
 // it in the buffer is the next request), Again when more must come first,
-// Failed on a broken chunked body, an error or EOF.
-Connection::Discard Connection::discard_body(uint64_t& length) {
+// Failed on a broken chunked body, an error or EOF. It runs after the
+// request's log line and metrics: nothing counts these bytes.
+Connection::Discard Connection::discard_body() {
     auto drop_buffered = [&]() -> int {
         std::string_view data(rbuf_.get()->data() + rpos_, rlen_ - rpos_);
         if (a_->body_chunked) {
@@ -1399,19 +1400,16 @@ Connection::Discard Connection::discard_body(uint64_t& length) {
             ChunkResult cr = a_->chunked->decode(data);
             while (cr.state == ChunkState::More && cr.consumed > 0 && cr.consumed < data.size()) {
                 rpos_ += cr.consumed;
-                length += cr.consumed;
                 data.remove_prefix(cr.consumed);
                 cr = a_->chunked->decode(data);
             }
             rpos_ += cr.consumed;
-            length += cr.consumed;
             if (cr.state == ChunkState::Error) return -1;
             return cr.state == ChunkState::Done ? 1 : 0;
         }
         size_t take = static_cast<size_t>(std::min<uint64_t>(a_->body_left, data.size()));
         rpos_ += take;
         a_->body_left -= take;
-        length += take;
         return a_->body_left == 0 ? 1 : 0;
     };
     for (;;) {
@@ -1445,8 +1443,7 @@ void Connection::start_discarding() {
 }
 
 void Connection::discard_read() {
-    uint64_t dropped = 0;
-    switch (discard_body(dropped)) {
+    switch (discard_body()) {
         case Discard::Done:
             keepalive_or_close();
             return;
@@ -1490,7 +1487,7 @@ void Connection::finish_request() {
     } else if (!a_->body_started && r.has_body) {
         // Drop what is already here; a rest still to come is dropped as
         // it arrives, after the response (start_discarding).
-        switch (discard_body(r.counters.request_length)) {
+        switch (discard_body()) {
             case Discard::Done:
                 break;
             case Discard::Again:

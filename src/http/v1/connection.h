@@ -130,9 +130,8 @@ private:
     // The client went away from a request with outlive_client: Orphan.
     bool orphan();
     enum class Discard : uint8_t { Done, Again, Failed };
-    // Drops the unread rest of a body from the buffer and the socket;
-    // what it drops counts into `length` ($request_length).
-    Discard discard_body(uint64_t& length);
+    // Drops the unread rest of a body from the buffer and the socket.
+    Discard discard_body();
     void start_discarding();
     void discard_read();
     void pump_body();
