@@ -49,6 +49,7 @@ Result<std::unique_ptr<Loop>> Loop::create(const Clock& clock, LoopOptions opts)
 Loop::Loop(Private, const Clock& clock, int epfd, LoopOptions opts)
     : time_(clock), epfd_(epfd), events_(opts.max_events), gens_(opts.max_events) {
     posted_.prev = posted_.next = &posted_;
+    batched_.prev = batched_.next = &batched_;
     sigemptyset(&wait_mask_);
 }
 
@@ -57,6 +58,7 @@ Loop::~Loop() {
     // unpost events: run them while the queues exist.
     run_deferred();
     while (has_posted()) static_cast<Event*>(posted_.next)->unlink();
+    while (has_batched()) static_cast<Event*>(batched_.next)->unlink();
     GH_ASSERT(registered_ == 0);
     ::close(epfd_);
 }
@@ -126,39 +128,54 @@ void Loop::arm(Timer& t, std::chrono::milliseconds delay) {
     timers_.arm_at(t, now() + d);
 }
 
-void Loop::post(Event& e) {
+void Loop::append(detail::Link& queue, Event& e) {
     if (e.posted()) return;
-    e.prev = posted_.prev;
-    e.next = &posted_;
-    posted_.prev->next = &e;
-    posted_.prev = &e;
+    e.prev = queue.prev;
+    e.next = &queue;
+    queue.prev->next = &e;
+    queue.prev = &e;
 }
+
+void Loop::post(Event& e) { append(posted_, e); }
+
+void Loop::post_after_batch(Event& e) { append(batched_, e); }
 
 namespace {
 constexpr int kPostedRounds = 4;
 }  // namespace
 
-void Loop::run_posted() {
+void Loop::run_posted(bool with_batched) {
     // A few rounds: what a posted event posts runs in the same iteration
     // up to kPostedRounds deep (a request finishing after a handler's
     // posted step, say), which saves an epoll_wait per proxied request;
-    // deeper chains wait for the next iteration, so an event that re-posts
-    // itself cannot spin here.
-    for (int round = 0; round < kPostedRounds && has_posted(); ++round) {
-        // Detach the queue onto a local sentinel; unlink() needs no head,
+    // deeper chains wait for the next chance, so an event that re-posts
+    // itself cannot spin here. In step 5 a round takes the events posted
+    // after the batch too, behind the others: a job that yields to the
+    // other connections runs at most kPostedRounds times an iteration.
+    for (int round = 0; round < kPostedRounds; ++round) {
+        // Detach the queues onto a local sentinel; unlink() needs no head,
         // so unpost still works on the detached ones.
         detail::Link batch;
-        batch.next = posted_.next;
-        batch.prev = posted_.prev;
-        batch.next->prev = &batch;
-        batch.prev->next = &batch;
-        posted_.prev = posted_.next = &posted_;
+        batch.next = batch.prev = &batch;
+        take(batch, posted_);
+        if (with_batched) take(batch, batched_);
+        if (batch.next == &batch) return;
         while (batch.next != &batch) {
             Event* e = static_cast<Event*>(batch.next);
             e->unlink();
             e->cb();
         }
     }
+}
+
+// Moves the events of `from` to the end of `to`; `from` is left empty.
+void Loop::take(detail::Link& to, detail::Link& from) {
+    if (from.next == &from) return;
+    from.next->prev = to.prev;
+    to.prev->next = from.next;
+    from.prev->next = &to;
+    to.prev = from.prev;
+    from.next = from.prev = &from;
 }
 
 void Loop::run_deferred() {
@@ -182,7 +199,7 @@ void Loop::set_wait_sigmask(const sigset_t* mask) {
 }
 
 int Loop::wait_timeout(Msec max_wait) const {
-    if (stop_ || has_posted() || !deferred_.empty()) return 0;
+    if (stop_ || has_posted() || has_batched() || !deferred_.empty()) return 0;
     Msec wait = max_wait;
     if (auto next = timers_.next_deadline()) {
         Msec t = *next > now() ? *next - now() : 0;
@@ -222,7 +239,7 @@ Wake Loop::run_once(Msec max_wait) {
     }
     dispatch(n);
     if (timers_.run_expired(now()) > 0) idle_due_ = true;
-    run_posted();
+    run_posted(true);
     run_deferred();
     return wake;
 }
@@ -267,6 +284,7 @@ void Loop::dispatch(int n) {
             w->writable_ = true;
             if (w->on_write) w->on_write();
         }
+        if (has_posted()) run_posted(false);
     }
 }
 

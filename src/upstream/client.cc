@@ -71,6 +71,11 @@ void Client::schedule(void (Client::*step)()) {
     event::worker_loop().post(kick_);
 }
 
+void Client::yield_to(void (Client::*step)()) {
+    step_ = step;
+    event::worker_loop().post_after_batch(kick_);
+}
+
 void Client::on_kick() {
     log::Scope scope(hooks_.log_context());
     auto step = std::exchange(step_, nullptr);

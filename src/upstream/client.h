@@ -321,7 +321,12 @@ private:
     enum class Failure : uint8_t { Error, Timeout, InvalidHeader, Status };
 
     // ---- client.cc ---------------------------------------------------------------
+    // The next step from the loop (event::Loop::post): once the caller
+    // has returned.
     void schedule(void (Client::*step)());
+    // The same after the other connections of this batch had their turn
+    // (event::Loop::post_after_batch): for a job that goes on in chunks.
+    void yield_to(void (Client::*step)());
     void on_kick();
     bool consumer_gone();
     int64_t elapsed() const;

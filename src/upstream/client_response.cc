@@ -399,7 +399,7 @@ void Client::read_body() {
     if (hooks_.downstream_pending() == 0) queue_file_piece();
     // Let other connections run; the socket may still hold data (its
     // readiness flag is still set), so come back without waiting for epoll.
-    schedule(&Client::read_body);
+    yield_to(&Client::read_body);
 }
 
 // A read that brought nothing: wait for the socket, or the body's end.
@@ -730,7 +730,7 @@ void Client::pump() {
             moved = true;
         }
         // More to move: come back after the other connections had a turn.
-        schedule(&Client::pump);
+        yield_to(&Client::pump);
         return true;
     };
     if (!run(u2c_, *up_, *client_, true) || !run(c2u_, *client_, *up_, false)) {

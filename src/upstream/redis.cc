@@ -236,7 +236,7 @@ bool RedisClient::send(std::span<const std::string_view> argv, ReplyFn fn, void*
     arm_deadline();
     // Written at the end of this iteration, with whatever else is sent by
     // then: one write (one TLS record) per batch of commands.
-    if (up) loop_.post(flush_);
+    if (up) loop_.post_after_batch(flush_);
     return true;
 }
 

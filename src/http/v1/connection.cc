@@ -999,7 +999,7 @@ void Connection::flush() {
     }
     if (w.kind == event::ChainWriter::Result::Yield) {
         event::worker_loop().arm(c_.write_timer, *lc.send_timeout);
-        event::worker_loop().post(a_->flush_ev);
+        event::worker_loop().post_after_batch(a_->flush_ev);
         return;
     }
     if (w.kind == event::ChainWriter::Result::Again) {

@@ -594,7 +594,7 @@ void Connection::on_write() {
 }
 
 void Connection::schedule_send() {
-    if (!closed_) event::worker_loop().post(send_ev_);
+    if (!closed_) event::worker_loop().post_after_batch(send_ev_);
 }
 
 void Connection::send_output() {
