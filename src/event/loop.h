@@ -50,12 +50,12 @@ struct Link {
 }  // namespace detail
 
 // A deferred call, embedded in its owner: post() queues it to run once
-// the handler that posts it has returned. Used to resume work without
-// recursion (a request finishing a subrequest, data left in a TLS buffer),
-// or to let other connections run between chunks of a long job.
-// post_after_batch() queues it behind the whole batch of ready Watchers
-// instead: for a writer that gathers what many handlers produce into one
-// write.
+// the handler that posts it has returned, to resume work without
+// recursion (a request finishing a subrequest, data left in a TLS
+// buffer). post_after_batch() queues it behind the whole batch of ready
+// Watchers instead: for a writer that gathers what many handlers produce
+// into one write, or a long job letting the other connections run
+// between its chunks.
 class Event : private detail::Link {
 public:
     Event() = default;
@@ -233,7 +233,7 @@ public:
     // held until the end of a batch of hundreds of ready connections, every
     // request of the batch is alive at once, and the allocator hands the
     // pages back to the kernel and faults them in again batch after batch
-    // (local return at 512 connections: 0.7 page faults and 5.3 us of CPU
+    // (local return at 512 connections: 0.7 page faults and 5-7 us of CPU
     // per request more).
     void post(Event& e);
     // Queues e to run in step 5, behind the events posted then: for a
