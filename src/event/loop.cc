@@ -198,10 +198,10 @@ void Loop::set_wait_sigmask(const sigset_t* mask) {
     if (mask) wait_mask_ = *mask;
 }
 
-int Loop::wait_timeout(Msec max_wait) const {
+int Loop::wait_timeout(Msec max_wait) {
     if (stop_ || has_posted() || has_batched() || !deferred_.empty()) return 0;
     Msec wait = max_wait;
-    if (auto next = timers_.next_deadline()) {
+    if (auto next = timers_.wake_by()) {
         Msec t = *next > now() ? *next - now() : 0;
         if (t < wait) wait = t;
     }

@@ -216,7 +216,6 @@ public:
     void arm(Timer& t, std::chrono::milliseconds delay);
     void arm_at(Timer& t, Msec deadline) { timers_.arm_at(t, deadline); }
     void cancel(Timer& t) { timers_.cancel(t); }
-    const TimerQueue& timers() const { return timers_; }
 
     // --- posted events ---------------------------------------------------
     // Queues e to run as soon as the current handler returns: after the
@@ -292,7 +291,7 @@ public:
     // The epoll_wait() timeout the next iteration will use: -1 (forever),
     // 0 (work is pending) or the ms to the nearest timer, capped by
     // max_wait.
-    int wait_timeout(Msec max_wait = kForever) const;
+    int wait_timeout(Msec max_wait = kForever);
 
 private:
     void dispatch(int n);

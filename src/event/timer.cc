@@ -5,13 +5,15 @@
 namespace gatehouse::event {
 
 Timer::~Timer() {
-    if (queue_) queue_->cancel(*this);
+    // A cancelled timer may still have its entry in the heap.
+    if (queue_) queue_->erase(*this);
 }
 
 TimerQueue::~TimerQueue() {
     for (Timer* t : heap_) {
         t->queue_ = nullptr;
         t->index_ = Timer::kNoIndex;
+        t->armed_ = false;
     }
 }
 
@@ -57,32 +59,78 @@ void TimerQueue::remove_at(size_t i) {
     }
     t->queue_ = nullptr;
     t->index_ = Timer::kNoIndex;
+    if (t->armed_) {
+        t->armed_ = false;
+        --armed_count_;
+    }
+}
+
+void TimerQueue::erase(Timer& t) {
+    GH_ASSERT(t.queue_ == this && heap_[t.index_] == &t);
+    remove_at(t.index_);
 }
 
 void TimerQueue::arm_at(Timer& t, Msec deadline) {
-    GH_CHECK(t.queue_ == nullptr || t.queue_ == this);
     GH_CHECK(t.cb);
+    if (t.queue_ != nullptr && t.queue_ != this) {
+        // A cancelled timer's entry may linger in the queue it left.
+        GH_CHECK(!t.armed_);
+        t.queue_->erase(t);
+    }
     t.deadline_ = deadline;
     t.seq_ = seq_++;
+    if (!t.armed_) {
+        t.armed_ = true;
+        ++armed_count_;
+    }
     if (t.queue_ == this) {
-        if (!sift_up(t.index_)) sift_down(t.index_);
+        // The new (deadline, seq) is after the entry's key: leave the
+        // entry, settle_top() moves it if it ever reaches the top.
+        if (deadline >= t.key_) return;
+        t.key_ = deadline;
+        t.key_seq_ = t.seq_;
+        sift_up(t.index_);
         return;
     }
     GH_CHECK(heap_.size() < Timer::kNoIndex);
     t.queue_ = this;
+    t.key_ = deadline;
+    t.key_seq_ = t.seq_;
     heap_.push_back(&t);
     sift_up(heap_.size() - 1);
 }
 
 void TimerQueue::cancel(Timer& t) {
-    if (t.queue_ != this) return;
-    GH_ASSERT(heap_[t.index_] == &t);
-    remove_at(t.index_);
+    if (t.queue_ != this || !t.armed_) return;
+    // The entry stays; settle_top() or the Timer's destructor drops it.
+    t.armed_ = false;
+    --armed_count_;
 }
 
-std::optional<Msec> TimerQueue::next_deadline() const {
+bool TimerQueue::settle_top() {
+    Timer* t = heap_[0];
+    if (!t->armed_) {
+        remove_at(0);
+        return true;
+    }
+    if (t->key_ == t->deadline_ && t->key_seq_ == t->seq_) return false;
+    t->key_ = t->deadline_;
+    t->key_seq_ = t->seq_;
+    sift_down(0);
+    return true;
+}
+
+std::optional<Msec> TimerQueue::next_deadline() {
+    while (!heap_.empty() && settle_top()) {
+    }
     if (heap_.empty()) return std::nullopt;
     return heap_[0]->deadline_;
+}
+
+std::optional<Msec> TimerQueue::wake_by() {
+    while (!heap_.empty() && !heap_[0]->armed_) remove_at(0);
+    if (heap_.empty()) return std::nullopt;
+    return heap_[0]->key_;
 }
 
 size_t TimerQueue::run_expired(Msec now) {
@@ -95,6 +143,11 @@ size_t TimerQueue::run_expired(Msec now) {
     size_t ran = 0;
     while (!heap_.empty()) {
         Timer* t = heap_[0];
+        // Entries are settled only when their key comes due, so a
+        // connection re-armed on every request is moved about once per
+        // timeout, not once per request.
+        if (t->key_ > now) break;
+        if (settle_top()) continue;
         if (t->deadline_ > now || t->seq_ >= limit) break;
         remove_at(0);
         ++ran;
