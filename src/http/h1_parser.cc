@@ -432,19 +432,23 @@ std::optional<Authority> parse_authority(std::string_view s) {
         }
         i = close + 1;
     } else {
+        // RFC 9110 4.2.1: an empty host is invalid. A leading dot or ".."
+        // would let $host climb directories in a root or alias path: the
+        // dot before the first byte counts as a dot.
+        bool dot = true;
         while (i < s.size() && (cls(s[i]) & kRegChar)) {
             if (s[i] == '%') {
                 if (i + 2 >= s.size() || !(cls(s[i + 1]) & kHex) || !(cls(s[i + 2]) & kHex))
                     return std::nullopt;
                 i += 3;
+                dot = false;
             } else {
+                if (s[i] == '.' && dot) return std::nullopt;
+                dot = s[i] == '.';
                 ++i;
             }
         }
-        // RFC 9110 4.2.1: an empty host is invalid. A leading dot or ".."
-        // would let $host climb directories in a root or alias path.
-        if (i == 0 || s[0] == '.') return std::nullopt;
-        if (s.substr(0, i).find("..") != std::string_view::npos) return std::nullopt;
+        if (i == 0) return std::nullopt;
     }
     a.host = s.substr(0, i);
     if (i == s.size()) return a;
@@ -460,12 +464,21 @@ std::optional<Authority> parse_authority(std::string_view s) {
 
 std::string_view normalize_host(std::string_view host, std::span<char> out) {
     GH_CHECK(out.size() >= host.size());
-    // In a validated authority a ':' after the last ']' starts the port.
-    const size_t bracket = host.rfind(']');
-    const size_t colon = host.find(':', bracket == std::string_view::npos ? 0 : bracket);
-    size_t n = colon == std::string_view::npos ? host.size() : colon;
-    if (n > 1 && host[n - 1] == '.') --n;
-    for (size_t i = 0; i < n; ++i) out[i] = ascii_lower(host[i]);
+    // One pass, as this runs for every request. In a validated authority
+    // the port starts at the first ':' after an IP literal's ']'.
+    const size_t size = host.size();
+    size_t n = 0;
+    if (size > 0 && host[0] == '[') {
+        while (n < size && host[n] != ']') {
+            out[n] = ascii_lower(host[n]);
+            ++n;
+        }
+    }
+    while (n < size && host[n] != ':') {
+        out[n] = ascii_lower(host[n]);
+        ++n;
+    }
+    if (n > 1 && out[n - 1] == '.') --n;
     return {out.data(), n};
 }
 

@@ -4,8 +4,8 @@
 //
 // Use (one parser per connection, reset between messages):
 //
-//     HeaderField fields[32];
-//     RequestParser p(limits, fields);
+//     FieldStore<32> fields;
+//     RequestParser p(limits, fields.span());
 //     for (;;) {                                  // called from the read loop
 //         ParseResult r = p.parse(buffered);      // all bytes read so far
 //         if (r.state == ParseState::NeedMore) break;   // read more, call again
@@ -58,6 +58,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <new>
 #include <optional>
 #include <span>
 #include <string_view>
@@ -87,6 +88,16 @@ enum class Scheme : uint8_t { None, Http, Https };
 struct HeaderField {
     std::string_view name;   // a token, case as received
     std::string_view value;  // without leading and trailing whitespace
+};
+
+// Room for N fields, left uninitialized: the parser writes a field before
+// anything reads it, and zeroing a HeaderField[32] (1 KiB) cost every
+// request its stores. The array of bytes provides the storage and creates
+// the HeaderField objects (an implicit-lifetime type) as they are written.
+template <size_t N>
+struct FieldStore {
+    std::span<HeaderField> span() { return {std::launder(reinterpret_cast<HeaderField*>(raw)), N}; }
+    alignas(HeaderField) std::byte raw[N * sizeof(HeaderField)];
 };
 
 struct Limits {

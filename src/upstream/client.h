@@ -433,7 +433,7 @@ private:
 
     // The response.
     // The usual head's fields; more move to the parser's own table.
-    http::HeaderField fields_[32];
+    http::FieldStore<32> fields_;
     std::optional<http::ResponseParser> parser_;
     SlabRef head_buf_;
     size_t head_len_ = 0;    // bytes in head_buf_

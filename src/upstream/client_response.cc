@@ -37,7 +37,7 @@ void Client::read_head() {
         lim.max_start_line = cap;
         lim.max_header_line = cap;
         lim.max_head = cap;
-        parser_.emplace(lim, std::span<http::HeaderField>(fields_));
+        parser_.emplace(lim, fields_.span());
     }
     char* data = head_buf_.get()->data();
     for (;;) {

@@ -285,10 +285,10 @@ cache::Hash variant_of(const Request& r, std::string_view vary) { return variant
 // into `head`) to `out`; false when it is not a whole, valid head.
 template <class Out>
 bool parse_stored_head(std::string_view head, Out&& out) {
-    HeaderField small[32];
+    FieldStore<32> small;
     Limits lim;
     lim.max_start_line = lim.max_header_line = lim.max_head = cache::kMaxHead;
-    ResponseParser p(lim, small);
+    ResponseParser p(lim, small.span());
     if (p.parse(head).state != ParseState::Done) return false;
     const StatusHead& h = p.head();
     out(h.status, h.reason, h.headers);

@@ -181,14 +181,14 @@ private:
     // the first byte of a head (or an error page without one), freed by
     // keepalive_or_close() when nothing else is buffered.
     struct Active {
-        explicit Active(const Limits& l) : parser(l, std::span<HeaderField>(fields)) {}
+        explicit Active(const Limits& l) : parser(l, fields.span()) {}
         // After the request and its reader: nothing takes from the pipe now.
         ~Active() { event::pipes::give(body_pipe); }
         Active(const Active&) = delete;
         Active& operator=(const Active&) = delete;
         // The head being parsed and, while its request runs, what its
         // header views point into.
-        HeaderField fields[32];  // the usual head's; more move to the parser's table
+        FieldStore<32> fields;  // the usual head's; more move to the parser's table
         RequestParser parser;
 
         // ---- the current request and its response ----

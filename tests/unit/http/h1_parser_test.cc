@@ -239,14 +239,15 @@ TEST_CASE("http/h1_parser: Host") {
     const char* bad[] = {"",        "a/b",      "a\\b",        "a b",        "a..b",    ".a",
                          "a@b",     "[::1",     "[]",          "[::1]x",     "[v1]",    "a:12345678",
                          "a:x",     "%zz",      "a\tb",        "[1.2.3.4]",  "[v.x]",   "[vg.x]",
-                         "[v1.]",   "[v1.a/b]", "[v1.%41]",    "[a..b::1]",  "[::1]..", "[fe80::1%25eth0]"};
+                         "[v1.]",   "[v1.a/b]", "[v1.%41]",    "[a..b::1]",  "[::1]..", "[fe80::1%25eth0]",
+                         "a..",     "%41..b",   "..",          "a...b:80"};
     for (const char* host : bad)
         check_status(std::string("GET / HTTP/1.1\r\nHost: ") + host + "\r\n\r\n", 400,
                      "client sent invalid \"Host\" header");
     // IPvFuture (RFC 3986 3.2.2) as nginx takes it, every allowed symbol.
     const char* good[] = {"a", "Example.COM.", "1.2.3.4:80", "[::1]", "[::1]:8080",
                           "a:", "x_y-z~", "%41b", "[::ffff:1.2.3.4]", "[v1.x]",
-                          "[v0aF.!$&'()*+,;=-._~Az09:]:80"};
+                          "[v0aF.!$&'()*+,;=-._~Az09:]:80", "a.b.c.", "a.%2E"};
     for (const char* host : good) {
         Req f;
         CAPTURE(host);
