@@ -6,7 +6,8 @@
 #include "objs/gh_config.h"
 
 namespace gatehouse {
-[[noreturn]] void check_failed(const char* expr, const char* file, int line);
+// Cold, as log::emit() is: the failing branch leaves the caller's body.
+[[noreturn, gnu::cold]] void check_failed(const char* expr, const char* file, int line);
 }
 
 #define GH_CHECK(e) \

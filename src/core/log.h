@@ -148,8 +148,10 @@ inline const ErrorLog& effective() {
 }
 
 // Used by the log macros; formats printf-style, appends the context in
-// scope and writes.
-void emit(Level l, int err, const char* fmt, ...) __attribute__((format(printf, 3, 4)));
+// scope and writes. Cold: GCC then moves the code that calls it out of the
+// hot functions' bodies (to .text.unlikely), so the path a request runs
+// spans fewer instruction-cache lines.
+[[gnu::cold]] void emit(Level l, int err, const char* fmt, ...) __attribute__((format(printf, 3, 4)));
 
 }  // namespace gatehouse::log
 
