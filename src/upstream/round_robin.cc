@@ -118,7 +118,7 @@ bool ramp_admits(const UpstreamConf& u, const Peer& p, event::Msec now) {
 }
 
 bool Balancers::eligible(PeerPicker& pk, size_t i, Filter f) {
-    if (pk.tried_[i]) return false;
+    if (pk.tried_.test(i)) return false;
     const Peer& p = pk.u_.peers[i];
     if (!usable(pk.u_, p, pk.now_, f.unchecked)) return false;
     if (f.ramp && !ramp_admits(pk.u_, p, pk.now_)) {
@@ -154,7 +154,7 @@ Peer* Balancers::round_robin(PeerPicker& pk, size_t begin, size_t end, Filter f,
 }
 
 PeerPicker::PeerPicker(UpstreamConf& u, event::Msec now)
-    : u_(u), now_(now), tried_(u.peers.size(), false) {}
+    : u_(u), now_(now), tried_(u.peers.size()) {}
 
 void PeerPicker::set_key(std::string_view key) {
     if (u_.method != Method::Hash) return;
@@ -176,7 +176,7 @@ void PeerPicker::header_received(Peer* p, event::Msec now) {
 }
 
 Peer* PeerPicker::take(Peer* p) {
-    tried_[static_cast<size_t>(p - u_.peers.data())] = true;
+    tried_.set(static_cast<size_t>(p - u_.peers.data()));
     ++tried_count_;
     PeerState& st = p->st();
     st.conns.fetch_add(1, kRelaxed);

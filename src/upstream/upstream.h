@@ -564,6 +564,26 @@ Status load_state(UpstreamConf& u);
 
 // ---- run time (worker) ----------------------------------------------------------
 
+// The peers one request has tried, a bit each. Up to 64 peers the bits
+// live inline, so a request to a usual pool allocates nothing here (a
+// std::vector<bool> cost a heap allocation per proxied request); larger
+// pools take an array.
+class TriedPeers {
+public:
+    explicit TriedPeers(size_t n) {
+        if (n > kInline) heap_ = std::make_unique<uint64_t[]>((n + kInline - 1) / kInline);
+    }
+    bool test(size_t i) const { return (words()[i / kInline] >> (i % kInline)) & 1U; }
+    void set(size_t i) { words()[i / kInline] |= uint64_t{1} << (i % kInline); }
+
+private:
+    static constexpr size_t kInline = 64;
+    uint64_t* words() { return heap_ ? heap_.get() : &inline_; }
+    const uint64_t* words() const { return heap_ ? heap_.get() : &inline_; }
+    uint64_t inline_ = 0;
+    std::unique_ptr<uint64_t[]> heap_;  // value-initialized: all clear
+};
+
 // Peer choice for one request, by the group's method:
 //   round robin   nginx's smooth weighted round robin (the same sequence)
 //   least_conn    fewest connections per weight; ties by round robin
@@ -615,7 +635,7 @@ public:
 private:
     UpstreamConf& u_;
     event::Msec now_;
-    std::vector<bool> tried_;
+    TriedPeers tried_;
     size_t tried_count_ = 0;
     // The tier this request picks from: it moves on when no peer of the
     // current one is usable, and never back.

@@ -3,6 +3,7 @@
 // max_fails/fail_timeout, with time passed in by hand.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -101,6 +102,26 @@ TEST_CASE("upstream/round_robin: each try of a request excludes the peers tried"
     CHECK(tried == "abc");
     CHECK(pk.tried() == 3);
     CHECK(pk.next() == nullptr);
+}
+
+TEST_CASE("upstream/round_robin: one request tries every peer once, in pools of any size") {
+    // The tried set lives inline up to 64 peers and in an array past it:
+    // both sides of that edge, and a pool several words long.
+    for (size_t n : {1U, 63U, 64U, 65U, 130U}) {
+        CAPTURE(n);
+        Group g{std::vector<std::string>(n)};
+        PeerPicker pk(g.u(), kT0);
+        std::vector<int> seen(n);
+        for (size_t i = 0; i < n; ++i) {
+            Peer* p = pk.next();
+            REQUIRE(p != nullptr);
+            ++seen[static_cast<size_t>(p - g.u().peers.data())];
+            pk.done(p, false, kT0);
+        }
+        CHECK(pk.tried() == n);
+        CHECK(pk.next() == nullptr);
+        CHECK(std::count(seen.begin(), seen.end(), 1) == static_cast<long>(n));
+    }
 }
 
 TEST_CASE("upstream/round_robin: down servers are never picked") {
