@@ -105,25 +105,6 @@ std::string_view refresh_page(Request& r, std::string_view target) {
     return r.arena().dup(page);
 }
 
-// The chains between the filters, made on the first body chain: they
-// live (with the Bufs they hold) as long as the request.
-void ensure_pending(Request& r) {
-    if (r.output.pending) return;
-    const size_t n = nfilters(r) + 1;
-    auto* a = static_cast<Chain*>(r.arena().alloc(sizeof(Chain) * n, alignof(Chain)));
-    for (size_t i = 0; i < n; ++i) ::new (&a[i]) Chain(r.mem());
-    // Destroyed with the arena: their Bufs release their slabs.
-    struct Release {
-        Chain* a;
-        size_t n;
-        ~Release() {
-            for (size_t i = 0; i < n; ++i) a[i].~Chain();
-        }
-    };
-    r.arena().make<Release>(Release{a, n});
-    r.output.pending = a;
-}
-
 // The body filters this response runs: those with work in it, asked
 // once the head has gone out, when every header filter has decided (a
 // gzip that compresses, a range that slices). A filter left out costs
@@ -139,6 +120,31 @@ void choose_body_filters(Request& r, const HttpMainConf& m) {
         if (!m.body_filters[i].engaged || m.body_filters[i].engaged(r)) o.engaged[k++] = static_cast<uint8_t>(i);
     o.nengaged = static_cast<uint8_t>(k);
     o.chosen = true;
+}
+
+// The chains between the filters, made on the first body chain: they
+// live (with the Bufs they hold) as long as the request. Once the head
+// is out the filters can be chosen, and only the engaged ones need an
+// input chain, besides the stream's: a response no filter works on
+// makes one chain, not one per filter. Before the head every filter
+// might engage.
+void ensure_pending(Request& r) {
+    OutputState& o = r.output;
+    if (o.pending) return;
+    if (r.header_sent && !o.chosen) choose_body_filters(r, *http_main(r.main_confs));
+    const size_t n = (o.chosen ? o.nengaged : nfilters(r)) + 1;
+    auto* a = static_cast<Chain*>(r.arena().alloc(sizeof(Chain) * n, alignof(Chain)));
+    for (size_t i = 0; i < n; ++i) ::new (&a[i]) Chain(r.mem());
+    // Destroyed with the arena: their Bufs release their slabs.
+    struct Release {
+        Chain* a;
+        size_t n;
+        ~Release() {
+            for (size_t i = 0; i < n; ++i) a[i].~Chain();
+        }
+    };
+    r.arena().make<Release>(Release{a, n});
+    o.pending = a;
 }
 
 // Runs the body filters over what waits for them, then hands what came
