@@ -82,7 +82,7 @@ void describe_thunk(const void* r, FixedWriter& out) { describe_request(*static_
 
 void describe_request(const Request& r, FixedWriter& out) {
     out.put(", client: ");
-    out.put(r.remote_addr);
+    out.put(r.remote_addr());
     // The server's first name, "" when it has none [nginx].
     out.put(", server: ");
     if (r.srv) out.put(primary_server_name(*r.srv));
@@ -133,7 +133,6 @@ Request::Request(Stream& s, const conf::ConfArray main, SrvConf* server)
         for (size_t i = 0; i < n; ++i) new (&vars[i]) VarValue();
     }
     log_ctx = {s.connection_number(), describe_thunk, this};
-    remote_addr = s.peer_text();
     remote_port = s.peer_port();
     remote_sockaddr = s.peer_sockaddr();
     event::Loop& loop = event::worker_loop();

@@ -184,6 +184,7 @@ class Request {
     // First: every arena-backed member below is built from it.
     Stream& stream_;
     Arena arena_;
+    mutable std::string_view remote_addr_;  // remote_addr(); null until read or set
 
 public:
     // A request on `srv` (the default server of the address until the
@@ -220,8 +221,14 @@ public:
 
     // ---- the client --------------------------------------------------------
     // From the stream; a module may replace them (the address behind a
-    // trusted proxy). Views into the stream or the arena.
-    std::string_view remote_addr;
+    // trusted proxy). Views into the stream or the arena. The address's
+    // text is asked of the stream when first read: a request that logs
+    // nothing and reads no address never formats it.
+    std::string_view remote_addr() const {
+        if (!remote_addr_.data()) remote_addr_ = stream().peer_text();
+        return remote_addr_;
+    }
+    void set_remote_addr(std::string_view text) { remote_addr_ = text; }
     uint16_t remote_port = 0;
     const sockaddr* remote_sockaddr = nullptr;
     // The handler waits on something else (an origin): a client that

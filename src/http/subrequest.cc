@@ -66,7 +66,7 @@ Subrequest::Subrequest(Request& parent, std::string_view uri)
     c.http_version = parent.http_version;
     c.host = parent.host;
     c.internal = true;  // "internal" locations answer subrequests
-    c.remote_addr = parent.remote_addr;
+    c.set_remote_addr(parent.remote_addr());
     c.remote_port = parent.remote_port;
     c.remote_sockaddr = parent.remote_sockaddr;
     size_t q = uri.find('?');

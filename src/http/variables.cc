@@ -389,7 +389,7 @@ void v_cookie(Request& r, VarValue& v, uintptr_t arg) {
     v.not_found = true;
 }
 
-void v_remote_addr(Request& r, VarValue& v, uintptr_t) { set(v, r.remote_addr); }
+void v_remote_addr(Request& r, VarValue& v, uintptr_t) { set(v, r.remote_addr()); }
 void v_remote_port(Request& r, VarValue& v, uintptr_t) {
     if (r.remote_port == 0) return set(v, "");
     set(v, num(r, r.remote_port));

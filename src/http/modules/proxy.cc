@@ -852,7 +852,7 @@ bool is_xff(std::string_view name) {
 }
 
 void v_add_xff(Request& r, VarValue& v, uintptr_t) {
-    std::string_view addr = r.remote_addr;
+    std::string_view addr = r.remote_addr();
     size_t total = 0, count = 0;
     for (const HeaderField& h : r.headers)
         if (is_xff(h.name)) {

@@ -97,7 +97,7 @@ void set_client(Request& r, const sockaddr_storage& sa) {
         inet_ntop(AF_INET6, &in6.sin6_addr, text, sizeof text);
         port = ntohs(in6.sin6_port);
     }
-    r.remote_addr = r.arena().dup(text);
+    r.set_remote_addr(r.arena().dup(text));
     r.remote_port = port;
     r.remote_sockaddr = reinterpret_cast<const sockaddr*>(copy);
 }

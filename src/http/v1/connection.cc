@@ -230,8 +230,6 @@ Connection::Active& Connection::active() {
     a_->drain_ev.cb = event::Callback::to<&Connection::on_drained>(this);
     a_->finish_ev.cb = event::Callback::to<&Connection::finish_request>(this);
     a_->flush_ev.cb = event::Callback::to<&Connection::flush>(this);
-    uint16_t port;
-    addr_text(reinterpret_cast<const sockaddr*>(&c_.peer), a_->peer_text, sizeof a_->peer_text, &port);
     return *a_;
 }
 
@@ -239,7 +237,13 @@ std::string_view Connection::peer_text() const {
     // Asked by a request, which runs on an active connection, or by one
     // made for a handshake (certificates named by variables): that one
     // makes the connection active a little early.
-    return const_cast<Connection*>(this)->active().peer_text;
+    Active& a = const_cast<Connection*>(this)->active();
+    if (!a.peer_known) {
+        uint16_t port;
+        addr_text(reinterpret_cast<const sockaddr*>(&c_.peer), a.peer_text, sizeof a.peer_text, &port);
+        a.peer_known = true;
+    }
+    return a.peer_text;
 }
 
 uint16_t Connection::peer_port() const {
@@ -502,7 +506,7 @@ void Connection::read_head() {
         }
         if (io.kind == event::IoResult::Eof) {
             if (rlen_ > rpos_)
-                GH_LOG(Info, "client %s closed connection while reading client request headers", a_->peer_text);
+                GH_LOG(Info, "client %s closed connection while reading client request headers", peer_text().data());
             close_connection();
             return;
         }
@@ -972,7 +976,7 @@ void Connection::write_failed(const event::ChainWriter::Result& w) {
     } else if (w.err == EPIPE || w.err == ECONNRESET) {
         // The request's client: the address realip put there, as nginx's
         // connection address is while the request lasts.
-        std::string_view who = req_ ? req_->remote_addr : std::string_view(a_->peer_text);
+        std::string_view who = req_ ? req_->remote_addr() : peer_text();
         GH_LOG(Info, "client %.*s closed connection while sending response", static_cast<int>(who.size()), who.data());
     } else {
         GH_LOG_ERRNO(Info, w.err, "%s failed while sending response to client", w.call);

@@ -241,10 +241,13 @@ private:
         } lingering;
         event::Msec linger_until = 0;
 
-        // The addresses as text, for the request's variables and logs.
+        // The addresses as text, for the request's variables and logs:
+        // made when first asked (a request that logs nothing and reads
+        // no address variable never formats them).
         char peer_text[INET6_ADDRSTRLEN] = {};
         char local_text[INET6_ADDRSTRLEN] = {};
         uint16_t local_port = 0;
+        bool peer_known = false;
         bool local_known = false;
     };
     // a_, made now if the connection was idle.

@@ -161,7 +161,7 @@ TEST_CASE("http/request path: the client address is the request's to replace") {
     Site s("server { listen 127.0.0.1:8080; location / { return 200 \"$remote_addr:$remote_port\"; } }");
     Exchange x(s, "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
     // What a module running before the content phase (realip) would do.
-    x.r().remote_addr = "203.0.113.9";
+    x.r().set_remote_addr("203.0.113.9");
     x.r().remote_port = 4000;
     x.run();
     CHECK(x.body() == "203.0.113.9:4000");
