@@ -658,6 +658,10 @@ Status build_ports(HttpMainConf& m) {
             auto longer = [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); };
             std::stable_sort(as.wild_head.begin(), as.wild_head.end(), longer);
             std::stable_sort(as.wild_tail.begin(), as.wild_tail.end(), longer);
+            auto to_default = [&](const auto& name) { return name.second == as.default_server; };
+            as.one_server = as.regex.empty() && std::all_of(as.exact.begin(), as.exact.end(), to_default) &&
+                            std::all_of(as.wild_head.begin(), as.wild_head.end(), to_default) &&
+                            std::all_of(as.wild_tail.begin(), as.wild_tail.end(), to_default);
         }
     }
     return {};

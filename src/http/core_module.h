@@ -160,6 +160,9 @@ struct AddrServers {
     std::vector<std::pair<std::string, SrvConf*>> wild_head;  // "*.x": ".x" suffix
     std::vector<std::pair<std::string, SrvConf*>> wild_tail;  // "x.*": "x." prefix
     std::vector<std::pair<const CaptureRegex*, SrvConf*>> regex;
+    // Every name leads to default_server and none is a regex (whose
+    // captures a lookup would set): find_server() need not look.
+    bool one_server = false;
 };
 
 // A socket to bind: one per port when a wildcard address covers it, else

@@ -457,6 +457,7 @@ void run_log_phase(Request& r) {
 // ---- server selection ------------------------------------------------------
 
 SrvConf* find_server(const AddrServers& as, std::string_view host, Request* r) {
+    if (as.one_server) return as.default_server;
     if (host.empty()) {
         auto it = as.exact.find(std::string_view());
         return it != as.exact.end() ? it->second : as.default_server;

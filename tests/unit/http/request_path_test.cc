@@ -142,6 +142,32 @@ TEST_CASE("http/request path: the Host header chooses the server") {
     CHECK(on("other.test") == "a other.test");
 }
 
+TEST_CASE("http/request path: an address with one server skips the lookup, unless a name is a regex") {
+    {
+        Site s(R"(server { listen 127.0.0.1:8080; server_name a.test *.a.test www.*; return 200 "$host $server_name"; })");
+        CHECK(s.servers().one_server);
+        Exchange x(s, "GET / HTTP/1.1\r\nHost: Other.Test\r\n\r\n");
+        x.run();
+        CHECK(x.body() == "other.test a.test");
+    }
+    {
+        // The regex's captures are variables: the name is matched even
+        // though the server would be the same.
+        Site s(R"(server { listen 127.0.0.1:8080; server_name ~^(?<sub>.+)\.c\.test$; return 200 "c $sub"; })");
+        CHECK_FALSE(s.servers().one_server);
+        Exchange x(s, "GET / HTTP/1.1\r\nHost: deep.c.test\r\n\r\n");
+        x.run();
+        CHECK(x.body() == "c deep");
+    }
+    {
+        Site s(R"(
+            server { listen 127.0.0.1:8080; return 200 "first"; }
+            server { listen 127.0.0.1:8080; server_name b.test; return 200 "b"; }
+        )");
+        CHECK_FALSE(s.servers().one_server);
+    }
+}
+
 TEST_CASE("http/request path: variables from the request and the stream") {
     Site s(R"(
         server { listen 127.0.0.1:8080;
