@@ -228,7 +228,21 @@ time_t parse_imf_fixdate(std::string_view s) {
 
 time_t parse_http_date(std::string_view s) {
     s = trim_ows(s);
-    if (time_t t = parse_imf_fixdate(s); t != -2) return t;
+    // The last IMF-fixdate read, again: an origin's responses, or a cache
+    // entry's hits, carry the same Last-Modified time after time, and a
+    // compare of 29 bytes costs a tenth of the parse (callgrind: ~265
+    // instructions per proxied response with the field).
+    constexpr size_t kFix = 29;
+    thread_local char last[kFix];
+    thread_local time_t last_t = -2;
+    if (s.size() == kFix && last_t != -2 && std::memcmp(s.data(), last, kFix) == 0) return last_t;
+    if (time_t t = parse_imf_fixdate(s); t != -2) {
+        if (s.size() == kFix) {
+            std::memcpy(last, s.data(), kFix);
+            last_t = t;
+        }
+        return t;
+    }
     DateScanner sc(s);
     int y = 0, mo = 0, d = 0, h = 0, mi = 0, sec = 0;
     sc.skip_alpha();  // the day name: not checked against the date

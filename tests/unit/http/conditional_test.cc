@@ -29,6 +29,23 @@ TEST_CASE("http/conditional: dates at the edges") {
     CHECK(parse_http_date("  Sun, 06 Nov 1994 08:49:37 GMT ") == 784111777);
 }
 
+TEST_CASE("http/conditional: a date read again gives the same answer as the first time") {
+    // The last IMF-fixdate is remembered: the same text again, other text
+    // between, and a one-byte change must all read as without it.
+    const char* a = "Sun, 06 Nov 1994 08:49:37 GMT";
+    const char* b = "Thu, 01 Jan 1970 00:00:00 GMT";
+    for (int i = 0; i < 3; ++i) {
+        CHECK(parse_http_date(a) == 784111777);
+        CHECK(parse_http_date(a) == 784111777);
+        CHECK(parse_http_date(b) == 0);
+    }
+    CHECK(parse_http_date("Sun, 06 Nov 1994 08:49:38 GMT") == 784111778);
+    CHECK(parse_http_date("Sun, 31 Nov 1994 08:49:37 GMT") == -1);
+    CHECK(parse_http_date("Sun, 31 Nov 1994 08:49:37 GMT") == -1);
+    CHECK(parse_http_date("Sun, 06 Nov 1994 08:49:37 GMX") == -1);
+    CHECK(parse_http_date(a) == 784111777);
+}
+
 TEST_CASE("http/conditional: invalid dates are -1") {
     CHECK(parse_http_date("") == -1);
     CHECK(parse_http_date("yesterday") == -1);
