@@ -104,6 +104,11 @@ struct LocConf {
     uint32_t limit_except = 0;
     conf::ConfArray limit_except_confs = nullptr;
 
+    // The steps (HttpMainConf::steps, the first 64) a request whose
+    // location-level structs are these passes over: their handlers have
+    // nothing to do here (PhaseHandler::wanted). Set by
+    // build_phase_engine; 0, every step runs, where it was not asked.
+    uint64_t skip_steps = 0;
     // "error_log" of this level, or inherited: the lines about a request
     // handled here go there instead of the main one (owner: the
     // generation arena; null: the main "error_log").

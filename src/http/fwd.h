@@ -41,6 +41,8 @@
 #include <span>
 #include <string_view>
 
+#include "conf/fwd.h"
+
 namespace gatehouse {
 class Chain;
 }
@@ -75,6 +77,15 @@ using BodyFilter = Flow (*)(Request& r, Chain& in, Chain& out);
 struct PhaseHandler {
     Phase phase;
     PhaseFn fn;
+    // Whether fn can have anything to do for a request while `loc` holds
+    // its location-level structs (of server `srv`, in the generation of
+    // `main`). Where it says no, the engine passes the step over, which
+    // must be exactly what fn would have done: Decline, with no effect.
+    // Asked once per server, location and limit_except block when the
+    // http block has been read and merged (build_phase_engine), so it may
+    // read only what directives and merges set. Arrays it is not asked
+    // about ("if" blocks) run every step. Null: always.
+    bool (*wanted)(conf::ConfArray main, conf::ConfArray srv, conf::ConfArray loc) = nullptr;
 };
 
 struct VariableDef;

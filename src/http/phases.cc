@@ -2,6 +2,7 @@
 // choice, the handler steps, redirects and the Log phase.
 #include "http/phases.h"
 
+#include <bit>
 #include <cstring>
 #include <span>
 
@@ -15,6 +16,8 @@
 namespace gatehouse::http {
 
 namespace {
+
+LocConf& core_loc(conf::ConfArray a) { return *static_cast<LocConf*>(a[http_core_module.index]); }
 
 bool is_regex(const LocConf* l) { return l->match == LocMatch::Regex || l->match == LocMatch::RegexCaseless; }
 
@@ -238,26 +241,34 @@ Next apply_error_page(Request& r, const ErrorPage& ep) {
 
 void build_phase_engine(HttpMainConf& m) {
     m.handlers.clear();
+    std::vector<const PhaseHandler*> declared;  // parallel to m.handlers
     for (int p = 0; p < kPhases; ++p) {
         m.phase_start[p] = static_cast<uint16_t>(m.handlers.size());
         for (const Module* mod : modules)
             if (mod->http)
                 for (const PhaseHandler& h : mod->http->phases)
-                    if (static_cast<int>(h.phase) == p) m.handlers.push_back(h.fn);
+                    if (static_cast<int>(h.phase) == p) {
+                        m.handlers.push_back(h.fn);
+                        declared.push_back(&h);
+                    }
     }
     m.phase_start[kPhases] = static_cast<uint16_t>(m.handlers.size());
 
     // Steps: each phase's handlers, then where Proceed goes. The engine's
-    // own steps sit between phases.
+    // own steps sit between phases, and always run.
     m.steps.clear();
+    std::vector<decltype(PhaseHandler::wanted)> wanted;  // parallel to m.steps
     auto add_phase = [&](Phase p) {
         size_t from = m.steps.size();
-        for (uint16_t i = m.phase_start[static_cast<int>(p)]; i < m.phase_start[static_cast<int>(p) + 1]; ++i)
+        for (uint16_t i = m.phase_start[static_cast<int>(p)]; i < m.phase_start[static_cast<int>(p) + 1]; ++i) {
             m.steps.push_back({m.handlers[i], 0});
+            wanted.push_back(declared[i]->wanted);
+        }
         for (size_t i = from; i < m.steps.size(); ++i) m.steps[i].next = static_cast<uint16_t>(m.steps.size());
     };
     auto add_step = [&](PhaseFn fn) {
         m.steps.push_back({fn, static_cast<uint16_t>(m.steps.size() + 1)});
+        wanted.push_back(nullptr);
     };
     add_phase(Phase::PostRead);
     m.server_rewrite_step = static_cast<uint16_t>(m.steps.size());
@@ -276,6 +287,25 @@ void build_phase_engine(HttpMainConf& m) {
     add_step(location_content);
     add_phase(Phase::Content);
     add_step(no_content);
+
+    // Which steps each location passes over. A proxied request used to
+    // make 19 calls, 13 of them only to hear "not configured here"; with
+    // nothing configured it now makes 6.
+    auto skips_of = [&](const SrvConf& s, conf::ConfArray loc) {
+        uint64_t skip = 0;
+        for (size_t i = 0; i < wanted.size() && i < 64; ++i)
+            if (wanted[i] && !wanted[i](m.main_confs, s.srv_confs, loc)) skip |= uint64_t{1} << i;
+        return skip;
+    };
+    auto visit = [&](auto& self, const SrvConf& s, LocConf& l) -> void {
+        l.skip_steps = skips_of(s, l.loc_confs);
+        if (l.limit_except_confs) core_loc(l.limit_except_confs).skip_steps = skips_of(s, l.limit_except_confs);
+        for (LocConf* inner : l.locations) self(self, s, *inner);
+    };
+    for (SrvConf* s : m.servers) {
+        visit(visit, *s, core_loc(s->loc_confs));
+        for (LocConf* named : s->named) visit(visit, *s, *named);
+    }
 }
 
 // ---- starting a request ---------------------------------------------------------
@@ -342,6 +372,11 @@ void reject_request(Request& r, int status, std::string_view reason) {
 void run_phases(Request& r) {
     HttpMainConf& m = *http_main(r.main_confs);
     while (!r.stream().closed()) {
+        // Steps with nothing to do in this location are passed over as if
+        // they had declined. The structs are read again each time round:
+        // a step may have chosen others (find_config, an "if" block).
+        if (r.phase_index < 64 && r.loc_confs)
+            r.phase_index += static_cast<uint16_t>(std::countr_one(core_loc(r.loc_confs).skip_steps >> r.phase_index));
         if (r.phase_index >= m.steps.size()) {
             // no_content always responds; reaching here is a bug.
             respond_status(r, 500);

@@ -114,7 +114,11 @@ constexpr conf::Directive kDirectives[] = {
     {"deny", kContexts, conf::Take1, conf::custom<set_rule>()},
 };
 
-constexpr PhaseHandler kPhases[] = {{Phase::Access, run_access}};
+bool access_wanted(conf::ConfArray, conf::ConfArray, conf::ConfArray loc) {
+    return !static_cast<const AccessConf*>(loc[access_module.index])->rules.empty();
+}
+
+constexpr PhaseHandler kPhases[] = {{Phase::Access, run_access, access_wanted}};
 
 constexpr ModuleHooks kHooks{.phases = kPhases};
 

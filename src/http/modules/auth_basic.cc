@@ -182,7 +182,12 @@ constexpr conf::Directive kDirectives[] = {
     {"auth_basic_user_file", kContexts, conf::Take1, conf::custom<set_user_file>()},
 };
 
-constexpr PhaseHandler kPhases[] = {{Phase::Access, run_auth_basic}};
+bool auth_basic_wanted(conf::ConfArray, conf::ConfArray, conf::ConfArray loc) {
+    const auto& c = *static_cast<const AuthBasicConf*>(loc[auth_basic_module.index]);
+    return c.realm && c.user_file;
+}
+
+constexpr PhaseHandler kPhases[] = {{Phase::Access, run_auth_basic, auth_basic_wanted}};
 
 constexpr ModuleHooks kHooks{.phases = kPhases};
 

@@ -148,7 +148,12 @@ constexpr conf::Directive kDirectives[] = {
     {"auth_request_set", conf::kHttpSrvLoc, conf::Take2, conf::custom<set_auth_request_set>()},
 };
 
-constexpr PhaseHandler kPhases[] = {{Phase::Access, run_auth_request}};
+bool auth_request_wanted(conf::ConfArray, conf::ConfArray, conf::ConfArray loc) {
+    const auto& c = *static_cast<const AuthRequestConf*>(loc[auth_request_module.index]);
+    return c.uri && !c.uri->empty();
+}
+
+constexpr PhaseHandler kPhases[] = {{Phase::Access, run_auth_request, auth_request_wanted}};
 
 constexpr ModuleHooks kHooks{.phases = kPhases};
 

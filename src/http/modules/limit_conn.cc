@@ -277,7 +277,11 @@ Status init_worker(const conf::Roots& g, int slot) {
     return {};
 }
 
-constexpr PhaseHandler kPhases[] = {{Phase::Preaccess, run_limit_conn}};
+bool limit_conn_wanted(conf::ConfArray, conf::ConfArray, conf::ConfArray loc) {
+    return !static_cast<const LimitConnConf*>(loc[limit_conn_module.index])->limits.empty();
+}
+
+constexpr PhaseHandler kPhases[] = {{Phase::Preaccess, run_limit_conn, limit_conn_wanted}};
 
 constexpr VariableDef kVariables[] = {
     {"limit_conn_status", v_limit_conn_status, 0, kVarNoCache},

@@ -454,7 +454,11 @@ Status init_worker(const conf::Roots& g, int slot) {
     return {};
 }
 
-constexpr PhaseHandler kPhases[] = {{Phase::Preaccess, run_limit_req}};
+bool limit_req_wanted(conf::ConfArray, conf::ConfArray, conf::ConfArray loc) {
+    return !static_cast<const LimitReqConf*>(loc[limit_req_module.index])->limits.empty();
+}
+
+constexpr PhaseHandler kPhases[] = {{Phase::Preaccess, run_limit_req, limit_req_wanted}};
 
 constexpr VariableDef kVariables[] = {
     {"limit_req_status", v_limit_req_status, 0, kVarNoCache},

@@ -560,8 +560,12 @@ constexpr conf::Directive kDirectives[] = {
     {"status_zone", conf::kServer | conf::kLocation, conf::Take1, conf::custom<set_status_zone>()},
 };
 
+bool start_metrics_wanted(conf::ConfArray, conf::ConfArray srv, conf::ConfArray) {
+    return static_cast<const MetricsSrvConf*>(srv[metrics_module.index])->zone.has_value();
+}
+
 constexpr PhaseHandler kPhases[] = {
-    {Phase::PostRead, start_metrics}, {Phase::Content, run_metrics}, {Phase::Log, log_metrics}};
+    {Phase::PostRead, start_metrics, start_metrics_wanted}, {Phase::Content, run_metrics}, {Phase::Log, log_metrics}};
 
 // The "processing" mark must outlive internal redirects (index files,
 // error pages), which clear the other modules' contexts.

@@ -193,7 +193,12 @@ constexpr conf::Directive kDirectives[] = {
     {"real_ip_recursive", conf::kHttpSrvLoc, conf::Take1, conf::flag<&RealipConf::recursive>()},
 };
 
-constexpr PhaseHandler kPhases[] = {{Phase::PostRead, run_realip}, {Phase::Preaccess, run_realip}};
+bool realip_wanted(conf::ConfArray, conf::ConfArray, conf::ConfArray loc) {
+    return !static_cast<const RealipConf*>(loc[realip_module.index])->from.empty();
+}
+
+constexpr PhaseHandler kPhases[] = {{Phase::PostRead, run_realip, realip_wanted},
+                                    {Phase::Preaccess, run_realip, realip_wanted}};
 
 constexpr VariableDef kVariables[] = {
     {"realip_remote_addr", v_realip_remote_addr},

@@ -769,9 +769,18 @@ constexpr conf::Directive kDirectives[] = {
      conf::flag<&RewriteLocConf::uninitialized_variable_warn>()},
 };
 
+bool server_rewrite_wanted(conf::ConfArray, conf::ConfArray srv, conf::ConfArray) {
+    ConfArray loc = static_cast<const SrvConf*>(srv[http_core_module.index])->loc_confs;
+    return static_cast<const RewriteLocConf*>(loc[rewrite_module.index])->prog != nullptr;
+}
+
+bool location_rewrite_wanted(conf::ConfArray, conf::ConfArray, conf::ConfArray loc) {
+    return static_cast<const RewriteLocConf*>(loc[rewrite_module.index])->prog != nullptr;
+}
+
 constexpr PhaseHandler kPhases[] = {
-    {Phase::ServerRewrite, server_rewrite},
-    {Phase::Rewrite, location_rewrite},
+    {Phase::ServerRewrite, server_rewrite, server_rewrite_wanted},
+    {Phase::Rewrite, location_rewrite, location_rewrite_wanted},
 };
 
 constexpr ModuleHooks kHooks{.phases = kPhases};

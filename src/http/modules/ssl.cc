@@ -826,7 +826,13 @@ Next post_read(Request& r) {
     return Next::Decline;
 }
 
-constexpr PhaseHandler kPhases[] = {{Phase::PostRead, post_read}};
+// Only a connection to a TLS port has anything to check.
+bool post_read_wanted(conf::ConfArray main, conf::ConfArray, conf::ConfArray) {
+    const HttpMainConf* m = http_main(main);
+    return std::any_of(m->ports.begin(), m->ports.end(), [](const ListenPort& p) { return p.bind.ssl; });
+}
+
+constexpr PhaseHandler kPhases[] = {{Phase::PostRead, post_read, post_read_wanted}};
 constexpr ModuleHooks kHooks{.phases = kPhases, .variables = kVariables};
 
 }  // namespace

@@ -499,8 +499,12 @@ constexpr conf::Directive kDirectives[] = {
     {"try_files", conf::kServer | conf::kLocation, conf::Take2More, conf::custom<set_try_files>()},
 };
 
+bool try_files_wanted(conf::ConfArray, conf::ConfArray, conf::ConfArray loc) {
+    return static_cast<const StaticConf*>(loc[static_module.index])->try_files != nullptr;
+}
+
 constexpr PhaseHandler kPhases[] = {
-    {Phase::Precontent, run_try_files},
+    {Phase::Precontent, run_try_files, try_files_wanted},
     {Phase::Content, serve_file},
 };
 

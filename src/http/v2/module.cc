@@ -1,5 +1,7 @@
 #include "http/v2/module.h"
 
+#include <algorithm>
+
 #include "conf/registry.h"
 #include "conf/values.h"
 #include "core/log.h"
@@ -77,7 +79,18 @@ Next post_read(Request& r) {
     return respond_status(r, 421);
 }
 
-constexpr PhaseHandler kPhases[] = {{Phase::PostRead, post_read}};
+// An HTTP/2 request can name a server without "http2" only where some
+// address or server of the generation speaks it.
+bool post_read_wanted(conf::ConfArray main, conf::ConfArray srv, conf::ConfArray) {
+    if (static_cast<const SrvConf*>(srv[http_core_module.index])->http2.value_or(false)) return false;
+    const HttpMainConf* m = http_main(main);
+    for (const ListenPort& p : m->ports)
+        for (const AddrServers& as : p.addrs)
+            if (as.http2) return true;
+    return std::any_of(m->servers.begin(), m->servers.end(), [](const SrvConf* s) { return s->http2.value_or(false); });
+}
+
+constexpr PhaseHandler kPhases[] = {{Phase::PostRead, post_read, post_read_wanted}};
 
 const ModuleHooks kHooks{
     .phases = kPhases,

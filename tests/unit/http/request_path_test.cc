@@ -4,8 +4,11 @@
 // address a module may replace, and mutable request headers.
 #include <doctest/doctest.h>
 
+#include <bit>
 #include <string>
+#include <string_view>
 
+#include "http/core_module.h"
 #include "http/variables.h"
 #include "test_stream.h"
 
@@ -251,4 +254,76 @@ TEST_CASE("http/request path: return 444 aborts the stream without a response") 
     CHECK(x.stream.aborted);
     CHECK_FALSE(x.stream.head_sent);
     CHECK(x.r().out.status == 444);
+}
+
+namespace {
+
+http::LocConf& core_loc(gatehouse::conf::ConfArray a) {
+    return *static_cast<http::LocConf*>(a[http::http_core_module.index]);
+}
+
+http::LocConf& location(http::LocConf& level, std::string_view name) {
+    for (http::LocConf* l : level.locations)
+        if (l->name == name) return *l;
+    FAIL("no location " << name);
+    throw;
+}
+
+std::string ask(Site& s, std::string method, std::string target) {
+    Exchange x(s, method + " " + target + " HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    x.run();
+    REQUIRE(x.stream.ended);
+    return std::to_string(x.status());
+}
+
+}  // namespace
+
+TEST_CASE("http/request path: a step with nothing to do in a location is passed over, and runs where it has") {
+    Site s(R"(
+        server { listen 127.0.0.1:8080;
+            location /open/ { }
+            location /closed/ {
+                deny all;
+                location /closed/inner/ { }
+            }
+            location /le/ { limit_except GET { deny all; } }
+            location /redir/ { error_page 404 = @named; }
+            location @named { deny all; }
+            location /if/ { if ($arg_x) { set $y 1; } }
+        })");
+    http::SrvConf& srv = *s.main().servers.at(0);
+    http::LocConf& server_level = core_loc(srv.loc_confs);
+    http::LocConf& open = location(server_level, "/open/");
+    http::LocConf& closed = location(server_level, "/closed/");
+    // Nothing configured: the access checks, limits, rewrites and the
+    // like are skipped; "deny" keeps the access step and only it.
+    CHECK(open.skip_steps != 0);
+    CHECK(std::popcount(open.skip_steps & ~closed.skip_steps) == 1);
+    CHECK((closed.skip_steps & ~open.skip_steps) == 0);
+    CHECK(location(closed, "/closed/inner/").skip_steps == closed.skip_steps);
+    CHECK(core_loc(location(server_level, "/le/").limit_except_confs).skip_steps == closed.skip_steps);
+    CHECK(srv.named.at(0)->skip_steps == closed.skip_steps);
+
+    CHECK(ask(s, "GET", "/open/x") == "404");
+    CHECK(ask(s, "GET", "/closed/x") == "403");
+    CHECK(ask(s, "GET", "/closed/inner/x") == "403");
+    CHECK(ask(s, "GET", "/le/x") == "404");
+    CHECK(ask(s, "POST", "/le/x") == "403");
+    CHECK(ask(s, "GET", "/redir/x") == "403");
+    CHECK(ask(s, "GET", "/if/x?x=1") == "404");
+}
+
+TEST_CASE("http/request path: server-level settings keep their steps before the location is chosen") {
+    Site s(R"(
+        server { listen 127.0.0.1:8080;
+            deny all;
+            if ($arg_teapot) { return 418; }
+            location / { }
+        })");
+    http::SrvConf& srv = *s.main().servers.at(0);
+    // The server's own rewrite program runs at its level (a skipped
+    // ServerRewrite step would never answer 418).
+    CHECK(ask(s, "GET", "/x?teapot=1") == "418");
+    CHECK(ask(s, "GET", "/x") == "403");
+    CHECK(core_loc(srv.loc_confs).skip_steps != 0);
 }
