@@ -14,6 +14,8 @@ Loop& worker_loop() {
     return *g_loop;
 }
 
+bool has_worker_loop() { return g_loop != nullptr; }
+
 ConnectionTable& worker_connections() {
     GH_ASSERT(g_table != nullptr);
     return *g_table;

@@ -12,6 +12,9 @@
 namespace gatehouse::event {
 
 Loop& worker_loop();
+// Whether a worker's loop is set (not in the master, nor in a unit test
+// that installed none).
+bool has_worker_loop();
 ConnectionTable& worker_connections();
 void set_worker(Loop* loop, ConnectionTable* table);
 

@@ -84,6 +84,10 @@ public:
     // peer's; nothing after a failure.
     void shutdown();
 
+    // Whether OpenSSL's record buffers stay with this session between
+    // reads and writes (see "Record buffers" in session.cc), for tests.
+    bool keeps_buffers() const { return kept_; }
+
     // What the owner keeps with the session (the HTTP front-end: its
     // http::Stream): reached from OpenSSL callbacks through session_of().
     void* user = nullptr;
@@ -115,7 +119,20 @@ public:
     long verify_result() const;
 
 private:
+    friend struct BufferKeeper;
     event::IoResult failed(const char* call, int rc, int err);
+    // A read or write is under way: the session keeps its buffers while
+    // it is busy (when there is room for it); one more sweep otherwise.
+    void busy() {
+        if (kept_)
+            active_ = true;
+        else
+            keep_buffers();
+    }
+    void keep_buffers();
+    // The sweep found no I/O since the last one: the buffers go back, and
+    // OpenSSL releases them again after each use until busy() keeps them.
+    void give_back_buffers();
 
     SSL* ssl_ = nullptr;
     const Context& initial_;
@@ -127,6 +144,10 @@ private:
     bool read_wants_write_ = false;
     BioSocket socket_;              // what the BIO under ssl_ reads and writes
     size_t pending_write_ = 0;      // bytes of an SSL_write to retry as is
+    bool kept_ = false;             // in the keeper's list, buffers kept
+    bool active_ = false;           // kept_: read or wrote since the last sweep
+    Session* kept_prev_ = nullptr;  // the keeper's list
+    Session* kept_next_ = nullptr;
 };
 
 // The Session an SSL belongs to (its app data).

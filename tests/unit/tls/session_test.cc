@@ -18,6 +18,7 @@
 
 #include "event/clock.h"
 #include "event/loop.h"
+#include "event/worker.h"
 #include "temp_dir.h"
 #include "tls/context.h"
 
@@ -212,6 +213,105 @@ TEST_CASE("tls/session: reads, readiness and close_notify") {
     SSL_shutdown(f.client);
     r = s.recv(f.conn, buf);
     CHECK(r.kind == event::IoResult::Eof);
+}
+
+TEST_CASE("tls/session: a busy session keeps its record buffers, an idle one gives them back") {
+    if (OpenSSL_version_num() < 0x300000e0L) return;  // not kept before 3.0.14 (session.cc)
+    Fixture f;
+    // The keeper sweeps on the worker's loop, here one on a clock the test moves.
+    event::FakeClock clock;
+    auto wl = event::Loop::create(clock);
+    REQUIRE(wl.ok());
+    event::set_worker(wl.value().get(), nullptr);
+    struct Unset {
+        ~Unset() { event::set_worker(nullptr, nullptr); }
+    } unset;
+    auto sweep = [&] {
+        clock.advance(250);
+        wl.value()->run_once(0);
+    };
+    auto released = [](const Session& s) { return (SSL_get_mode(s.ssl()) & SSL_MODE_RELEASE_BUFFERS) != 0; };
+    auto read_all = [&](Session& s, size_t want) {
+        std::string got;
+        char buf[512];
+        for (int i = 0; i < 1000 && got.size() < want; ++i) {
+            f.loop->run_once(0);
+            auto r = s.recv(f.conn, buf);
+            if (r.kind == event::IoResult::Ok) got.append(buf, r.bytes);
+        }
+        return got;
+    };
+
+    Session s(f.ctx, f.pair.server, "test");
+    f.handshake(s);
+    CHECK_FALSE(s.keeps_buffers());  // the handshake alone does not count
+    REQUIRE(SSL_write(f.client, "one", 3) == 3);
+    CHECK(read_all(s, 3) == "one");
+    CHECK(s.keeps_buffers());
+    CHECK_FALSE(released(s));
+
+    // Busy within each period: kept.
+    for (int i = 0; i < 3; ++i) {
+        REQUIRE(SSL_write(f.client, "more", 4) == 4);
+        CHECK(read_all(s, 4) == "more");
+        sweep();
+        CHECK(s.keeps_buffers());
+    }
+    // A whole period without I/O: given back, and released after each
+    // use again.
+    sweep();
+    CHECK_FALSE(s.keeps_buffers());
+    CHECK(released(s));
+
+    // I/O goes on after that, and keeps them again.
+    REQUIRE(SSL_write(f.client, "two", 3) == 3);
+    CHECK(read_all(s, 3) == "two");
+    CHECK(s.keeps_buffers());
+
+    // A record read in part stays: its decrypted rest is in the buffer,
+    // and the sweeps wait until it has been read.
+    std::string big(3000, 'x');
+    for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>('a' + i % 26);
+    REQUIRE(SSL_write(f.client, big.data(), static_cast<int>(big.size())) == static_cast<int>(big.size()));
+    std::string first;
+    for (int i = 0; i < 1000 && first.empty(); ++i) {
+        f.loop->run_once(0);
+        char part[100];
+        auto r = s.recv(f.conn, part);
+        if (r.kind == event::IoResult::Ok) first.assign(part, r.bytes);
+    }
+    REQUIRE(first.size() == 100);
+    sweep();
+    sweep();
+    CHECK(s.keeps_buffers());
+    CHECK(SSL_pending(s.ssl()) == 2900);
+    std::string rest = read_all(s, big.size() - 100);
+    CHECK(first + rest == big);
+
+    // A record written in part stays too: OpenSSL must send the rest
+    // from its buffer.
+    std::string large(100000, 'L');
+    for (size_t i = 0; i < large.size(); i += 7) large[i] = static_cast<char>('0' + i % 10);
+    size_t sent = 0;
+    bool stopped = false;
+    std::string out;
+    for (int i = 0; i < 10000 && sent < large.size(); ++i) {
+        iovec v{large.data() + sent, large.size() - sent};
+        auto r = s.writev(f.conn, std::span<const iovec>(&v, 1));
+        REQUIRE(r.kind != event::IoResult::Error);
+        sent += r.bytes;
+        if (r.kind == event::IoResult::Again && !stopped) {
+            // The socket is full with a record half out.
+            stopped = true;
+            sweep();
+            sweep();
+            CHECK(s.keeps_buffers());
+        }
+        f.client_read(out);
+    }
+    for (int i = 0; i < 10 && out.size() < large.size(); ++i) f.client_read(out);
+    CHECK(stopped);
+    CHECK(out == large);
 }
 
 TEST_CASE("tls/context: certificate and key errors") {
