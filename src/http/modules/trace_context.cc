@@ -51,6 +51,13 @@ struct TraceConf {
     std::optional<Mode> mode;  // "trace_context"
 };
 
+struct TraceMain {
+    // Some level says inject or propagate: a request redirected from
+    // there to a location that does not still needs its client's fields
+    // put back (run_trace), wherever it ends up.
+    bool rewrites = false;
+};
+
 void merge(const TraceConf& up, TraceConf& c) { conf::inherit(c.mode, up.mode, Mode::Ignore); }
 
 Result<Mode> parse_mode(std::string_view s) {
@@ -59,6 +66,16 @@ Result<Mode> parse_mode(std::string_view s) {
     if (s == "inject") return Mode::Inject;
     if (s == "propagate") return Mode::Propagate;
     return make_error("invalid value \"" + std::string(s) + "\"");
+}
+
+Status set_mode(conf::Ctx& cx, const conf::Node& n, TraceConf& c) {
+    if (c.mode) return conf::set_duplicate(cx, n);
+    auto m = parse_mode(n.args[0].text);
+    if (!m) return conf::set_failed(cx, n, m.error());
+    c.mode = *m;
+    if (*m == Mode::Inject || *m == Mode::Propagate)
+        cx.conf<TraceMain>(trace_context_module, conf::Level::Main)->rewrites = true;
+    return {};
 }
 
 // One per request, made on first need; kept across internal redirects.
@@ -177,10 +194,15 @@ constexpr VariableDef kVariables[] = {
 };
 
 constexpr conf::Directive kDirectives[] = {
-    {"trace_context", conf::kHttpSrvLoc, conf::Take1, conf::typed<&TraceConf::mode, parse_mode>()},
+    {"trace_context", conf::kHttpSrvLoc, conf::Take1, conf::custom<set_mode>()},
 };
 
-constexpr PhaseHandler kPhases[] = {{Phase::Rewrite, run_trace}};
+// Nothing to do in a generation where no level rewrites the fields.
+bool trace_wanted(conf::ConfArray main, conf::ConfArray, conf::ConfArray) {
+    return static_cast<const TraceMain*>(main[trace_context_module.index])->rewrites;
+}
+
+constexpr PhaseHandler kPhases[] = {{Phase::Rewrite, run_trace, trace_wanted}};
 
 constexpr ModuleHooks kHooks{.phases = kPhases, .variables = kVariables, .ctx_survives_redirects = true};
 
@@ -189,6 +211,7 @@ constexpr ModuleHooks kHooks{.phases = kPhases, .variables = kVariables, .ctx_su
 extern const conf::Module trace_context_module{
     .name = "trace_context",
     .directives = kDirectives,
+    .main = conf::level<TraceMain>(),
     .loc = conf::level<TraceConf, merge>(),
     .http = &kHooks,
 };

@@ -327,3 +327,18 @@ TEST_CASE("http/request path: server-level settings keep their steps before the 
     CHECK(ask(s, "GET", "/x") == "403");
     CHECK(core_loc(srv.loc_confs).skip_steps != 0);
 }
+
+TEST_CASE("http/request path: the trace step runs everywhere once some level rewrites the trace fields") {
+    // A redirect from a location that rewrote traceparent to one that
+    // ignores it must put the client's fields back: the step is kept in
+    // every location of such a generation, skipped in every other.
+    Site without(R"(server { listen 127.0.0.1:8080; location /a/ { } location /b/ { trace_context extract; } })");
+    Site with(R"(server { listen 127.0.0.1:8080; location /a/ { } location /b/ { trace_context propagate; } })");
+    auto skips = [](Site& s, std::string_view name) {
+        return location(core_loc(s.main().servers.at(0)->loc_confs), name).skip_steps;
+    };
+    CHECK(skips(without, "/a/") == skips(without, "/b/"));
+    CHECK(skips(with, "/a/") == skips(with, "/b/"));
+    CHECK((skips(with, "/a/") & ~skips(without, "/a/")) == 0);
+    CHECK(std::popcount(skips(without, "/a/") & ~skips(with, "/a/")) == 1);
+}
