@@ -198,9 +198,19 @@ private:
         log::Scope no_context(nullptr);
         const event::Msec now = event::worker_loop().now();
         // The verdict is about the address checked: a slot that took
-        // another one meanwhile starts its own checks.
-        const Peer& p = u_.peers[index_];
-        if (!p.slot || (present(p) && p.text == checked_text_)) record_check(u_, u_.peers[index_], passed, why, now);
+        // another one meanwhile starts its own checks. Another worker may
+        // have given the slot its new address (and a fresh state) while
+        // this check was under way: this worker's copy of the address is
+        // brought up to date first, and the verdict recorded under the
+        // lock, so that no change comes between the test and the record.
+        Peer& p = u_.peers[index_];
+        if (!p.slot) {
+            record_check(u_, p, passed, why, now);
+        } else {
+            GroupLock lock(u_);
+            sync_peers(u_);
+            if (present(p) && p.text == checked_text_) record_check(u_, p, passed, why, now);
+        }
         // Start to start: a slow answer does not stretch the interval.
         const int64_t next = static_cast<int64_t>(started_) + u_.health->interval.count() - static_cast<int64_t>(now);
         schedule(std::chrono::milliseconds(next > 0 ? next : 0));

@@ -33,6 +33,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self):  # noqa: N802 (the library's name)
+        if self.path == "/slow":
+            time.sleep(self.server.slow)
         body = self.server.ip.encode()
         with self.server.lock:
             self.server.count += 1
@@ -56,6 +58,7 @@ class HostOrigin:
     def __init__(self, ip, port):
         self.srv = _Server((ip, port), _Handler)
         self.srv.ip = ip
+        self.srv.slow = 0.0  # how long /slow takes
         self.srv.count = 0
         self.srv.lock = threading.Lock()
         self.thread = threading.Thread(target=self.srv.serve_forever, kwargs={"poll_interval": 0.05},
@@ -241,3 +244,24 @@ def test_health_checks_follow_the_new_addresses(server, dnsmasq, origins):  # no
     assert o2.count <= n2 + 1
     r = s.get("/")
     assert (r.status, r.body) == (200, b"127.0.0.3")
+
+
+def test_a_check_in_flight_when_the_address_changes_does_not_judge_the_new_one(server, dnsmasq, origins):  # noqa: F811
+    # The old address answers its checks slowly, so one is under way when
+    # the slot changes address; the worker that resolves may be another
+    # than the one that checks. Its verdict is about the old address: the
+    # new one must still get its own first check.
+    port = free_port()
+    o2, o3 = origins(["127.0.0.2", "127.0.0.3"], port)
+    o2.srv.slow = 0.4
+    d = dnsmasq({"app.test": ["127.0.0.2"]})
+    s = start(server, site(d.port, port, extra="health_check interval=100ms uri=/slow;"))
+    passed = 'upstream server "127.0.0.{}:%d" of upstream "u" passed its first health check' % port
+    assert poll(lambda: passed.format(2) in s.error_log(), 10)
+    for _ in range(3):
+        n = s.error_log().count(passed.format(3))
+        d.reload({"app.test": ["127.0.0.3"]})
+        assert poll(lambda: s.error_log().count(passed.format(3)) > n, 15)
+        n = s.error_log().count(passed.format(2))
+        d.reload({"app.test": ["127.0.0.2"]})
+        assert poll(lambda: s.error_log().count(passed.format(2)) > n, 15)
