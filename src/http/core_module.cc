@@ -40,8 +40,6 @@ void merge_locations(LocConf& parent) {
     }
 }
 
-LocConf& core_loc(ConfArray a) { return *static_cast<LocConf*>(a[http_core_module.index]); }
-
 Status open_http(Ctx& cx, const Node& n) {
     if (cx.level(Level::Main)) return cx.duplicate(n);
     ConfArray main = cx.create_level(Level::Main);

@@ -258,6 +258,11 @@ uint32_t method_bit(std::string_view method);
 
 // The http main conf of a generation, or null without an http block.
 HttpMainConf* http_main(const conf::ConfArray main_confs);
+// http_core_module's struct of a location-level array (a server's, a
+// location's, a limit_except or "if" block's).
+inline LocConf& core_loc(const conf::ConfArray loc_confs) {
+    return *static_cast<LocConf*>(loc_confs[http_core_module.index]);
+}
 
 // A "*_temp_path path [level1 [level2 [level3]]]" directive, stored as an
 // absolute path without a trailing slash. The levels are accepted for

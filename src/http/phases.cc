@@ -17,8 +17,6 @@ namespace gatehouse::http {
 
 namespace {
 
-LocConf& core_loc(conf::ConfArray a) { return *static_cast<LocConf*>(a[http_core_module.index]); }
-
 bool is_regex(const LocConf* l) { return l->match == LocMatch::Regex || l->match == LocMatch::RegexCaseless; }
 
 enum class Found { None, Prefix, Final, AutoRedirect };
@@ -96,7 +94,7 @@ void clear_module_contexts(Request& r) {
 Next find_config(Request& r) {
     // A server-level rewrite already changed the URI the search uses.
     r.uri_changed = false;
-    LocConf& server_level = *static_cast<LocConf*>(r.srv->loc_confs[http_core_module.index]);
+    LocConf& server_level = core_loc(r.srv->loc_confs);
     LocConf* best = nullptr;
     if (find_in(r, server_level, &best) == Found::AutoRedirect) {
         // To the location's name, escaped, with the arguments [nginx].
@@ -321,7 +319,7 @@ void start_request(Request& r) {
     r.srv = found;
     r.srv_confs = found->srv_confs;
     r.loc_confs = found->loc_confs;
-    r.log_ctx.error_log = static_cast<LocConf*>(found->loc_confs[http_core_module.index])->error_log;
+    r.log_ctx.error_log = core_loc(found->loc_confs).error_log;
 
     if (h.form == TargetForm::Asterisk || h.form == TargetForm::Authority) {
         // OPTIONS * and CONNECT are not served by this server.

@@ -258,10 +258,6 @@ TEST_CASE("http/request path: return 444 aborts the stream without a response") 
 
 namespace {
 
-http::LocConf& core_loc(gatehouse::conf::ConfArray a) {
-    return *static_cast<http::LocConf*>(a[http::http_core_module.index]);
-}
-
 http::LocConf& location(http::LocConf& level, std::string_view name) {
     for (http::LocConf* l : level.locations)
         if (l->name == name) return *l;
@@ -292,7 +288,7 @@ TEST_CASE("http/request path: a step with nothing to do in a location is passed 
             location /if/ { if ($arg_x) { set $y 1; } }
         })");
     http::SrvConf& srv = *s.main().servers.at(0);
-    http::LocConf& server_level = core_loc(srv.loc_confs);
+    http::LocConf& server_level = http::core_loc(srv.loc_confs);
     http::LocConf& open = location(server_level, "/open/");
     http::LocConf& closed = location(server_level, "/closed/");
     // Nothing configured: the access checks, limits, rewrites and the
@@ -301,7 +297,7 @@ TEST_CASE("http/request path: a step with nothing to do in a location is passed 
     CHECK(std::popcount(open.skip_steps & ~closed.skip_steps) == 1);
     CHECK((closed.skip_steps & ~open.skip_steps) == 0);
     CHECK(location(closed, "/closed/inner/").skip_steps == closed.skip_steps);
-    CHECK(core_loc(location(server_level, "/le/").limit_except_confs).skip_steps == closed.skip_steps);
+    CHECK(http::core_loc(location(server_level, "/le/").limit_except_confs).skip_steps == closed.skip_steps);
     CHECK(srv.named.at(0)->skip_steps == closed.skip_steps);
 
     CHECK(ask(s, "GET", "/open/x") == "404");
@@ -325,7 +321,7 @@ TEST_CASE("http/request path: server-level settings keep their steps before the 
     // ServerRewrite step would never answer 418).
     CHECK(ask(s, "GET", "/x?teapot=1") == "418");
     CHECK(ask(s, "GET", "/x") == "403");
-    CHECK(core_loc(srv.loc_confs).skip_steps != 0);
+    CHECK(http::core_loc(srv.loc_confs).skip_steps != 0);
 }
 
 TEST_CASE("http/request path: the trace step runs everywhere once some level rewrites the trace fields") {
@@ -335,7 +331,7 @@ TEST_CASE("http/request path: the trace step runs everywhere once some level rew
     Site without(R"(server { listen 127.0.0.1:8080; location /a/ { } location /b/ { trace_context extract; } })");
     Site with(R"(server { listen 127.0.0.1:8080; location /a/ { } location /b/ { trace_context propagate; } })");
     auto skips = [](Site& s, std::string_view name) {
-        return location(core_loc(s.main().servers.at(0)->loc_confs), name).skip_steps;
+        return location(http::core_loc(s.main().servers.at(0)->loc_confs), name).skip_steps;
     };
     CHECK(skips(without, "/a/") == skips(without, "/b/"));
     CHECK(skips(with, "/a/") == skips(with, "/b/"));
