@@ -68,6 +68,10 @@ struct ResponseHead {
     // Server", "proxy_pass_header Date") [nginx].
     bool origin_server = false;
     bool origin_date = false;
+    // The origin answered the request's preconditions itself (a proxied
+    // response that no cache stores): the not_modified filter leaves it
+    // as it is [nginx disable_not_modified].
+    bool origin_preconditions = false;
     // Trailer fields will follow the body ("add_trailer"): a front-end
     // frames the body so that it can send them (HTTP/1.1: chunked), and
     // sends `trailers` as they are when the body ends (a filter fills

@@ -635,6 +635,55 @@ def test_origin_headers_filtered(server, origin):
     assert r.all("Server") == ["Origin/9.9"] and r.header("X-Pad") == "p"
 
 
+def test_the_origins_upgrade_offer_reaches_an_http1_client(server, origin):
+    # RFC 9110 7.8: a 426 (or any response) may name the protocols the
+    # origin offers; it is passed on though its Connection names it, as
+    # nginx does. HTTP/2 has no Upgrade: test_http2 checks it goes.
+    def handler(conn, req):
+        status, reason = (426, "Upgrade Required") if req.target == "/426" else (200, "OK")
+        conn.sendall(response(status, b"", [("Connection", "Upgrade"), ("Upgrade", "websocket")],
+                              reason=reason))
+        return False
+    o = origin(handler)
+    s = start(server, f"server {{ listen 127.0.0.1:PORT; location / {{ proxy_pass http://{o.addr}; }} }}")
+    for path, status in (("/200", 200), ("/426", 426)):
+        r = request(s.port, path)
+        assert (r.status, r.all("Upgrade"), r.header("Connection")) == (status, ["websocket"], "close")
+
+
+def test_an_uncached_origin_answers_the_conditionals_itself(server, origin):
+    # The client's If-* fields go to the origin, and its answer goes back
+    # as it is: no 304 or 412 made here from its validators [nginx]. A
+    # response the cache stores is checked here, as a hit is.
+    lm = "Tue, 02 Jan 2001 00:00:00 GMT"
+    def handler(conn, req):
+        if req.header("If-None-Match") == '"mine"':
+            conn.sendall(response(304, b"", [("ETag", '"mine"')], reason="Not Modified", length=False))
+        else:
+            conn.sendall(response(200, b"body", [("ETag", '"e1"'), ("Last-Modified", lm),
+                                                 ("Cache-Control", "max-age=60")]))
+        return False
+    o = origin(handler)
+    s = start(server, f"""
+        proxy_cache_path cache keys_zone=c:1m;
+        server {{ listen 127.0.0.1:PORT;
+            location / {{ proxy_pass http://{o.addr}; }}
+            location /cached/ {{ proxy_pass http://{o.addr}; proxy_cache c; }}
+        }}
+    """)
+    for conditional in (("If-None-Match", '"e1"'), ("If-Modified-Since", lm),
+                        ("If-Match", '"other"'), ("If-Unmodified-Since", "Mon, 01 Jan 2001 00:00:00 GMT")):
+        r = request(s.port, "/t", headers=[conditional])
+        assert (r.status, r.body) == (200, b"body"), conditional
+        assert o.requests[-1].header(conditional[0]) == conditional[1]
+    r = request(s.port, "/t", headers=[("If-None-Match", '"mine"')])
+    assert (r.status, r.header("ETag"), r.body) == (304, '"mine"', b"")
+    # A miss that fills the cache, then a hit.
+    assert request(s.port, "/cached/t", headers=[("If-None-Match", '"e1"')]).status == 304
+    assert request(s.port, "/cached/t", headers=[("If-Modified-Since", lm)]).status == 304
+    assert len(o.requests) == 6
+
+
 def test_passed_server_and_date_absent_at_the_origin(server, origin):
     # proxy_pass_header Server / Date: the origin's fields stand instead
     # of ours, and so does their absence [nginx].

@@ -8,7 +8,8 @@
 // representation's metadata (Content-Type, Content-Length,
 // Content-Encoding, Accept-Ranges); 412 drops all of it and has an empty
 // body. The body filter then swallows the body, passing on only its end.
-// Any 200 is eligible, proxied ones included, as in nginx.
+// Any 200 is eligible but a proxied one that no cache stores: the origin
+// had the request's preconditions and answered them [nginx].
 #include "core/str.h"
 #include "http/conditional.h"
 #include "http/h1_parser.h"
@@ -56,7 +57,7 @@ Preconditions preconditions_of(const Request& r) {
 }
 
 Flow header_filter(Request& r, ResponseHead& h) {
-    if (h.status != 200 || !r.loc_confs) return Flow::Pass;
+    if (h.status != 200 || h.origin_preconditions || !r.loc_confs) return Flow::Pass;
     const Preconditions p = preconditions_of(r);
     if (!p.if_match && !p.if_unmodified_since && !p.if_none_match && !p.if_modified_since) return Flow::Pass;
 

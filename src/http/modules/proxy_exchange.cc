@@ -469,6 +469,10 @@ upstream::Hooks::Head Exchange::on_head(upstream::Client& c, const StatusHead& h
             }
     std::optional<bool> accel;
     copy_response_head(r_, pc_, pass_, status, h.reason, log_.headers, h.framing, &accel);
+    // The client's If-* fields went to the origin, which answered them; a
+    // response on its way into the cache is checked here as a hit would
+    // be [nginx: not_modified runs only when the upstream is cacheable].
+    r_.out.origin_preconditions = !(cache_ && cache_->filling());
     if (cache_) cache_->after_head();
     if (accel) c.set_buffering(*accel);
     on_output_drained(r_, drained_cb);
