@@ -80,7 +80,8 @@ struct Balancers {
 uint32_t hash_bytes(std::string_view s);
 // ip_hash's key: the first three octets of an IPv4 address (an IPv4-mapped
 // IPv6 address counts as IPv4), the whole of an IPv6 one, copied to out;
-// returns how many (3 or 16), 0 for other families (Unix sockets).
+// returns how many (3 or 16); other families (Unix sockets) all get three
+// zero octets [nginx].
 size_t ip_hash_key(const sockaddr* sa, uint8_t out[16]);
 // ip_hash's hash is nginx's arithmetic, so that clients land on the same
 // servers as behind nginx (a migration keeps sessions where they are):

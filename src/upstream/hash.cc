@@ -66,7 +66,10 @@ size_t ip_hash_key(const sockaddr* sa, uint8_t out[16]) {
         std::memcpy(out, b, 16);
         return 16;
     }
-    return 0;
+    // A Unix socket's clients share one pseudo-address of three zero
+    // octets, so they keep to one server, as behind nginx.
+    std::memset(out, 0, 3);
+    return 3;
 }
 
 uint32_t ip_hash_round(uint32_t h, std::span<const uint8_t> key) {

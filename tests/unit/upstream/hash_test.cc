@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <doctest/doctest.h>
 #include <netinet/in.h>
+#include <sys/un.h>
 
 #include <map>
 #include <string>
@@ -79,6 +80,22 @@ TEST_CASE("upstream/hash: ip_hash maps clients as nginx does") {
             ++count[static_cast<size_t>(pick_client(g, ip.c_str()) - 'a')];
         }
         CHECK(count == std::vector<int>(n, static_cast<int>(30 / n)));
+    }
+}
+
+TEST_CASE("upstream/hash: ip_hash sends every Unix socket client to one server, as 0.0.0.x") {
+    for (size_t n : {2, 3, 5}) {
+        Group g(std::vector<std::string>(n, ""), "ip_hash;\n");
+        const char zero = pick_client(g, "0.0.0.9");
+        for (int i = 0; i < 10; ++i) {
+            PeerPicker pk(g.u(), kT0);
+            sockaddr_un un{};
+            un.sun_family = AF_UNIX;
+            pk.set_client(reinterpret_cast<const sockaddr*>(&un));
+            Peer* p = pk.next();
+            pk.done(p, false, kT0);
+            CHECK(g.letter(p) == zero);
+        }
     }
 }
 
