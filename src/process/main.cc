@@ -161,7 +161,15 @@ int main(int argc, char** argv) {
             fprintf(stderr, "gatehouse: configuration file %s test is successful\n", o.conf_file.c_str());
         }
         if (o.dump) {
-            for (const auto& f : (*cycle)->tree.files) {
+            const auto& files = (*cycle)->tree.files;
+            for (size_t i = 0; i < files.size(); ++i) {
+                const auto& f = files[i];
+                // A file included more than once, unchanged, is shown once
+                // [nginx compares the name and the content].
+                bool seen = false;
+                for (size_t j = 0; j < i && !seen; ++j)
+                    seen = files[j]->path == f->path && files[j]->content == f->content;
+                if (seen) continue;
                 out(stdout, "# configuration file " + f->path + ":\n");
                 out(stdout, f->content);
                 if (!f->content.empty() && f->content.back() != '\n') out(stdout, "\n");

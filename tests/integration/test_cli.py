@@ -411,6 +411,21 @@ def test_T_dumps_every_file_with_includes_expanded(cli, prefix):
                         f"# configuration file {b}:\n{site_b}\n\n")
 
 
+def test_T_shows_a_file_included_twice_once(cli, prefix):
+    main = ("worker_processes 1;\ninclude twice.conf;\ninclude twice.conf;\nevents {\n}\n"
+            "http {\n    map $args $x {\n        include m.conf;\n        include m.conf;\n    }\n}\n")
+    conf = prefix.write_conf(main)
+    twice = prefix.write_conf("include inner.conf;\n", "twice.conf")
+    inner = prefix.write_conf("# inner\n", "inner.conf")
+    m = prefix.write_conf("# m\n", "m.conf")
+    r = cli.run("-T")
+    assert r.returncode == 0, r
+    assert r.stdout == (f"# configuration file {conf}:\n{main}\n"
+                        f"# configuration file {twice}:\ninclude inner.conf;\n\n"
+                        f"# configuration file {inner}:\n# inner\n\n"
+                        f"# configuration file {m}:\n# m\n\n")
+
+
 def test_T_quiet(cli, prefix):
     conf = prefix.write_conf(MINIMAL)
     r = cli.run("-T", "-q")
