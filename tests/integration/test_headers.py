@@ -106,6 +106,8 @@ def test_add_header_replaces_etag_and_last_modified(server):
                 add_header Cache-Control private;
                 add_header Cache-Control no-transform;
             }
+            location /e/ { add_header Last-Modified "Monday, 01-Jan-24 00:00:00 GMT"; }
+            location /dir/ { add_header Last-Modified ""; }
         }
         """,
         FILES,
@@ -115,6 +117,17 @@ def test_add_header_replaces_etag_and_last_modified(server):
     assert r.all("Last-Modified") == ["Mon, 01 Jan 2024 00:00:00 GMT"]
     # Cache-Control may be given several times.
     assert r.all("Cache-Control") == ["private", "no-transform"]
+    # If-Range compares with the operator's time [nginx].
+    r = s.get("/a/b.txt", [("Range", "bytes=1-"), ("If-Range", "Mon, 01 Jan 2024 00:00:00 GMT")])
+    assert (r.status, r.body) == (206, b"bc")
+    r = s.get("/a/b.txt", [("Range", "bytes=1-"), ("If-Range", "Tue, 02 Jan 2024 00:00:00 GMT")])
+    assert (r.status, r.body) == (200, b"abc")
+    # Text in another form goes as written, and no time is the file's any
+    # more: If-Range cannot match. An empty value removes the field.
+    r = s.get("/e/f.txt", [("Range", "bytes=0-0"), ("If-Range", "Monday, 01-Jan-24 00:00:00 GMT")])
+    assert (r.status, r.all("Last-Modified")) == (200, ["Monday, 01-Jan-24 00:00:00 GMT"])
+    r = s.get("/dir/x.txt")
+    assert r.status == 200 and r.header("Last-Modified") is None
 
 
 # ---- expires ---------------------------------------------------------------------
@@ -230,6 +243,7 @@ def test_expires_with_variable(server):
             listen 127.0.0.1:PORT;
             root html;
             expires $arg_e;
+            location /m/ { alias html/a/; expires modified $arg_e; }
         }
         """,
         FILES,
@@ -240,6 +254,16 @@ def test_expires_with_variable(server):
     assert r.header("Expires") == "Thu, 01 Jan 1970 00:00:01 GMT"
     r = s.get("/a/b.txt?e=off")
     assert r.header("Expires") is None and r.header("Cache-Control") is None
+    # A value that is none: the response goes without Expires, and the log
+    # says why [nginx is silent].
+    r = s.get("/a/b.txt?e=soon")
+    assert (r.status, r.body, r.header("Expires")) == (200, b"abc", None)
+    assert 'invalid value "soon" in "expires" value' in s.error_log()
+    # After "modified", epoch, max and off are not times.
+    for v in ("epoch", "max", "off", "2h"):
+        r = s.get(f"/m/b.txt?e={v}")
+        assert r.status == 200
+        assert (r.header("Expires") is None) == (v != "2h"), v
 
 
 # ---- configuration errors --------------------------------------------------------
@@ -249,6 +273,7 @@ def test_config_errors(tmp_path):
     require_binary()
     cases = [
         ("expires modified @1h;", 'daily time cannot be used with "modified" parameter'),
+        ("expires modified epoch;", 'invalid value "epoch"'),
         ("expires @25h;", "daily time value must be less than 24 hours"),
         ("expires 1x;", 'invalid value "1x"'),
         ("expires 500ms;", 'invalid value "500ms"'),

@@ -80,12 +80,15 @@ void merge(const HeadersLocConf& up, HeadersLocConf& c) {
 }
 
 // The value of "expires", or of the variable it names [nginx's rules]:
-// "epoch", "max", "off"; "@15h30m" (not with "modified", below 24h);
-// "[+|-]time" in seconds, with nginx's time units except "ms".
+// "epoch", "max", "off" (not after "modified", where they are not times);
+// "@15h30m" (not with "modified", below 24h); "[+|-]time" in seconds,
+// with nginx's time units except "ms".
 Result<Expires> parse_expires(std::string_view v, bool modified) {
-    if (v == "epoch") return Expires{ExpiresType::Epoch, 0};
-    if (v == "max") return Expires{ExpiresType::Max, 0};
-    if (v == "off") return Expires{ExpiresType::Off, 0};
+    if (!modified) {
+        if (v == "epoch") return Expires{ExpiresType::Epoch, 0};
+        if (v == "max") return Expires{ExpiresType::Max, 0};
+        if (v == "off") return Expires{ExpiresType::Off, 0};
+    }
     Expires e{modified ? ExpiresType::Modified : ExpiresType::Access, 0};
     std::string_view t = v;
     bool minus = false;
@@ -261,10 +264,18 @@ void add_header(ResponseHead& h, std::string_view name, std::string_view value) 
         return;
     }
     if (iequals(name, "Last-Modified")) {
-        // The operator's text is sent as written: the writer's own
-        // Last-Modified (from a time) gives way.
-        h.last_modified = -1;
+        // The response's time becomes the operator's, which If-Range and
+        // the conditionals then compare with [nginx]. A date in the form
+        // sent is kept as a time; any other text is sent as written, and
+        // the response has no time of its own.
         h.remove("Last-Modified");
+        h.last_modified = -1;
+        const time_t t = value.empty() ? -1 : parse_http_date(value);
+        char d[kHttpDateMax];
+        if (t >= 0 && format_http_date(t, d) == value) {
+            h.last_modified = t;
+            return;
+        }
     }
     if (!value.empty()) h.headers.push_back(Header{name, value});
 }
@@ -286,12 +297,14 @@ Flow headers_filter(Request& r, ResponseHead& h) {
         Expires e = c.expires->fixed;
         if (c.expires->value) {
             std::string_view v = c.expires->value->eval(r);
+            // A value that is not one leaves the response without
+            // Expires, as nginx does; the log says why.
             auto p = parse_expires(v, c.expires->modified);
-            if (!p) {
+            if (p) e = *p;
+            else {
                 GH_LOG(Error, "%s in \"expires\" value", p.message().c_str());
-                return Flow::Fail;
+                e.type = ExpiresType::Off;
             }
-            e = *p;
         }
         if (e.type != ExpiresType::Off) apply_expires(r, h, e);
     }
