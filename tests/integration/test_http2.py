@@ -627,29 +627,6 @@ def test_request_body_proxied_to_an_http11_origin(server):
         origin.stop()
 
 
-def test_an_origins_upgrade_field_is_not_sent_over_http2(server):
-    # HTTP/1 clients get it (test_proxy); HTTP/2 has no Upgrade (RFC 9113
-    # 8.2.2), and a client would take the response as malformed.
-    def handler(conn, req):
-        conn.sendall(response(426, b"", [("Connection", "Upgrade"), ("Upgrade", "websocket")],
-                              reason="Upgrade Required"))
-        return False
-    origin = Origin(handler)
-    try:
-        s = server(f"""
-        server {{ listen 127.0.0.1:PORT; http2 on; location / {{ proxy_pass http://{origin.addr}; }} }}
-        """)
-        c = H2Client(s.port)
-        try:
-            st, headers, body = c.response(c.request("/"))
-        finally:
-            c.close()
-        assert (st, body) == (426, b"")
-        assert "upgrade" not in headers and "connection" not in headers
-    finally:
-        origin.stop()
-
-
 def test_error_page_to_a_proxy_before_the_unbuffered_body_ended(server):
     # As over HTTP/1 (test_proxy.py): the first origin answers 502 on half
     # the body; error_page proxies again, the rest of the stream's body is

@@ -114,7 +114,7 @@ bool is_hop_by_hop_request(std::string_view name);
 enum class ResponseField : uint8_t {
     Other,
     Connection,      // hop-by-hop, and names more of them
-    Upgrade,         // passed on (an offer, or a 101's), HTTP/1 only
+    Upgrade,         // hop-by-hop but after 101
     HopByHop,        // Keep-Alive, TE, Trailer, Proxy-Connection, framing
     Hidden,          // Date, Server, X-Pad, X-Accel-* not below
     AccelBuffering,  // X-Accel-Buffering (hidden too)

@@ -112,14 +112,11 @@ void copy_response_head(Request& r, const ProxyConf& pc, const Pass& pass, int s
             else if (iequals(x.value, "yes")) *accel_buffering = true;
         }
         if (kind == F::AccelLimitRate) apply_accel_limit_rate(r, pc, x.value);
-        if (kind == F::Upgrade) {
-            // The origin's offer goes to the client whatever the status
-            // (a 426's, RFC 9110 7.8), even when its Connection names it
-            // [nginx]; HTTP/2 drops it as connection-specific.
+        if (status == 101 && kind == F::Upgrade) {
             out.headers.push_back({x.name, x.value});
             continue;
         }
-        if (kind == F::Connection || kind == F::HopByHop || named_by_connection(x.name))
+        if (kind == F::Connection || kind == F::Upgrade || kind == F::HopByHop || named_by_connection(x.name))
             continue;
         const bool by_default = kind == F::Hidden || kind == F::AccelBuffering || kind == F::AccelLimitRate;
         bool hidden = (by_default || listed(pc.hide_headers, x.name)) && !listed(pc.pass_headers, x.name);
