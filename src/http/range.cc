@@ -1,5 +1,6 @@
 #include "http/range.h"
 
+#include <algorithm>
 #include <cstdio>
 
 #include "core/str.h"
@@ -43,7 +44,8 @@ RangeRequest verdict(RangeVerdict v) {
 
 }  // namespace
 
-RangeRequest parse_range(std::string_view field, uint64_t length, uint64_t max_ranges) {
+RangeRequest parse_range(std::string_view field, uint64_t length, uint64_t max_ranges,
+                         std::pmr::vector<ByteRange>* all) {
     constexpr std::string_view kUnit = "bytes=";
     if (field.size() <= kUnit.size() || !istarts_with(field, kUnit))
         return verdict(RangeVerdict::Ignore);
@@ -86,6 +88,7 @@ RangeRequest parse_range(std::string_view field, uint64_t length, uint64_t max_r
         if (start < end) {
             if (++out.count > max_ranges) return verdict(RangeVerdict::Ignore);
             if (out.count == 1) out.first = {start, end};
+            if (all) all->push_back({start, end});
             total += end - start;
         } else if (start == 0) {
             // Only an empty representation gets here: nothing to cut.
@@ -137,6 +140,68 @@ void RangeSlicer::run(Chain& in, Chain& out) {
         if (to >= range_.end) b.last_buf = true;
         done_ = b.last_buf;
         out.push(std::move(b));
+    }
+    in.clear();
+}
+
+}  // namespace gatehouse::http
+
+namespace gatehouse::http {
+
+void order_ranges(std::pmr::vector<ByteRange>& ranges) {
+    std::sort(ranges.begin(), ranges.end(), [](const ByteRange& a, const ByteRange& b) { return a.start < b.start; });
+    size_t n = 0;
+    for (const ByteRange& r : ranges) {
+        if (n > 0 && r.start < ranges[n - 1].end) {
+            ranges[n - 1].end = std::max(ranges[n - 1].end, r.end);
+            continue;
+        }
+        ranges[n++] = r;
+    }
+    ranges.resize(n);
+}
+
+void MultipartSlicer::run(Chain& in, Chain& out) {
+    for (Buf& b : in) {
+        if (done_) break;
+        const uint64_t from = offset_;
+        const uint64_t to = offset_ + b.size();
+        offset_ = to;
+        while (part_ < ranges_.size()) {
+            const ByteRange r = ranges_[part_];
+            if (to <= r.start) break;  // this buffer ends before the part begins
+            if (!head_out_) {
+                out.push(Buf::memory(heads_[part_]));
+                head_out_ = true;
+            }
+            const uint64_t lo = std::max(r.start, from);
+            const uint64_t hi = std::min(r.end, to);
+            if (hi > lo) {
+                Buf piece = b;
+                piece.last_buf = false;
+                piece.flush = false;
+                piece.consume(lo - from);
+                piece.truncate(hi - lo);
+                out.push(std::move(piece));
+            }
+            if (to < r.end) break;  // the part goes on in the next buffer
+            ++part_;
+            head_out_ = false;
+        }
+        if (part_ == ranges_.size()) {
+            Buf end = Buf::memory(tail_);
+            end.last_buf = true;
+            out.push(std::move(end));
+            done_ = true;
+        } else if (b.last_buf) {
+            // The body is shorter than announced: it ends here.
+            Buf end;
+            end.last_buf = true;
+            out.push(std::move(end));
+            done_ = true;
+        } else if (b.flush && !out.empty()) {
+            out.back().flush = true;
+        }
     }
     in.clear();
 }

@@ -1,5 +1,6 @@
 // Byte ranges (RFC 9110 14): reading the "Range" field, writing
-// "Content-Range", and cutting a body down to one range.
+// "Content-Range", and cutting a body down to one range or to the parts
+// of a multipart/byteranges answer.
 //
 // The parser follows nginx's rules rather than the RFC's leniency where
 // they differ, so that clients see what nginx would answer:
@@ -15,8 +16,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory_resource>
 #include <span>
 #include <string_view>
+#include <vector>
 
 #include "core/buf.h"
 
@@ -42,7 +45,15 @@ struct RangeRequest {
 };
 
 // `field` is the Range field's value; `length` the representation's size.
-RangeRequest parse_range(std::string_view field, uint64_t length, uint64_t max_ranges = UINT64_MAX);
+// `all`, when given, receives every satisfiable range in the order sent.
+RangeRequest parse_range(std::string_view field, uint64_t length, uint64_t max_ranges = UINT64_MAX,
+                         std::pmr::vector<ByteRange>* all = nullptr);
+
+// Sorts `ranges` by their start and merges those that overlap, as RFC 9110
+// 15.3.7.2 allows ("a client cannot rely on receiving ... the same order
+// that it requested"): the parts of a multipart answer can then be cut
+// from the body as it streams, in one pass.
+void order_ranges(std::pmr::vector<ByteRange>& ranges);
 
 // Room for the longest Content-Range value.
 inline constexpr size_t kContentRangeMax = 72;
@@ -66,6 +77,30 @@ public:
 private:
     ByteRange range_;
     uint64_t offset_ = 0;  // of the next input byte in the whole body
+    bool done_ = false;
+};
+
+// Cuts a body to several ranges, ascending and disjoint (order_ranges),
+// for multipart/byteranges (RFC 9110 14.6): each part's bytes after its
+// head (`heads[i]`: the delimiter and the part's fields), then `tail`, the
+// closing delimiter, marked last_buf. Buffers are trimmed without copying;
+// one input buffer may feed several parts. A body that ends before the
+// last part does is ended there with an empty last_buf, as RangeSlicer's.
+class MultipartSlicer {
+public:
+    MultipartSlicer(std::span<const ByteRange> ranges, std::span<const std::string_view> heads,
+                    std::string_view tail)
+        : ranges_(ranges), heads_(heads), tail_(tail) {}
+    void run(Chain& in, Chain& out);
+    bool done() const { return done_; }
+
+private:
+    std::span<const ByteRange> ranges_;
+    std::span<const std::string_view> heads_;
+    std::string_view tail_;
+    size_t part_ = 0;       // the part being cut
+    bool head_out_ = false; // its head went out
+    uint64_t offset_ = 0;   // of the next input byte in the whole body
     bool done_ = false;
 };
 

@@ -75,6 +75,10 @@ server {
     location @fallback {
         return 200 "named fallback\n";
     }
+    location /two/ {
+        alias HTML/;
+        max_ranges 2;
+    }
     location /plain/ {
         alias HTML/;
         etag off;
@@ -350,11 +354,55 @@ def test_unsatisfiable_range_is_416(gh):
     assert BIG[:10] not in body
 
 
-def test_multiple_ranges_send_everything(gh):
-    status, h, body = fetch(gh, "/big.bin", {"Range": "bytes=0-1,5-6"})
-    assert status == 200
-    assert body == BIG
+def multipart_parts(h, body):
+    """[(part fields, part bytes)] of a multipart/byteranges body, checked
+    against RFC 2046's framing and the response's Content-Length."""
+    ctype = h["content-type"]
+    assert ctype.startswith("multipart/byteranges; boundary="), ctype
+    boundary = ctype.split("=", 1)[1].encode()
+    assert int(h["content-length"]) == len(body)
+    assert body.endswith(b"\r\n--" + boundary + b"--\r\n")
+    chunks = body[:-len(boundary) - 8].split(b"\r\n--" + boundary + b"\r\n")
+    assert chunks[0] == b""
+    parts = []
+    for c in chunks[1:]:
+        head, _, data = c.partition(b"\r\n\r\n")
+        fields = dict(line.split(": ", 1) for line in head.decode().split("\r\n"))
+        parts.append((fields, data))
+    return parts
+
+
+def test_multiple_ranges_are_a_multipart_answer(gh):
+    n = len(BIG)
+    status, h, body = fetch(gh, "/big.bin", {"Range": f"bytes=0-1, -3, {n}-, 5-6"})
+    assert status == 206
     assert "content-range" not in h
+    # In ascending order (RFC 9110 15.3.7.2 allows it): cut as the file streams.
+    parts = multipart_parts(h, body)
+    assert [(f["Content-Range"], d) for f, d in parts] == [
+        (f"bytes 0-1/{n}", BIG[0:2]), (f"bytes 5-6/{n}", BIG[5:7]), (f"bytes {n - 3}-{n - 1}/{n}", BIG[-3:])]
+    assert all(f["Content-Type"] == "application/octet-stream" for f, _ in parts)
+    # Overlapping ranges merge into one part; merged into one range, a plain 206.
+    status, h, body = fetch(gh, "/big.bin", {"Range": "bytes=10-19,0-4,15-29"})
+    parts = multipart_parts(h, body)
+    assert [(f["Content-Range"], d) for f, d in parts] == [
+        (f"bytes 0-4/{n}", BIG[0:5]), (f"bytes 10-29/{n}", BIG[10:30])]
+    status, h, body = fetch(gh, "/big.bin", {"Range": "bytes=10-19,5-14"})
+    assert (status, h["content-range"], body) == (206, f"bytes 5-19/{n}", BIG[5:20])
+    # HEAD: the same head, no body.
+    raw = gh.raw(Server.request_bytes("/big.bin", [("Range", "bytes=0-1,5-6")], method="HEAD"))
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 206") and b"multipart/byteranges; boundary=" in head and rest == b""
+    # More bytes than the file, overlaps included: the whole file instead.
+    status, h, body = fetch(gh, "/big.bin", {"Range": f"bytes=0-{n - 1},0-0"})
+    assert (status, body) == (200, BIG)
+
+
+def test_max_ranges_caps_the_parts(gh):
+    status, h, body = fetch(gh, "/two/big.bin", {"Range": "bytes=0-1,5-6"})
+    assert status == 206 and len(multipart_parts(h, body)) == 2
+    status, h, body = fetch(gh, "/two/big.bin", {"Range": "bytes=0-1,5-6,9-9"})
+    assert (status, body) == (200, BIG)
 
 
 def test_if_range(gh):

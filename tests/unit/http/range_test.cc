@@ -4,7 +4,9 @@
 
 #include <doctest/doctest.h>
 
+#include <memory_resource>
 #include <string>
+#include <vector>
 
 using gatehouse::Buf;
 using gatehouse::Chain;
@@ -177,4 +179,76 @@ TEST_CASE("http/range: a body shorter than the range still ends") {
     REQUIRE(out2.size() == 1);
     CHECK(out2[0].empty());
     CHECK(out2.last());
+}
+
+TEST_CASE("http/range: every satisfiable range, in the order asked; then ordered and merged") {
+    std::pmr::vector<ByteRange> all;
+    auto r = parse_range("bytes=0-9, -10, 1000-, 10-19", 100, UINT64_MAX, &all);
+    CHECK(r.verdict == RangeVerdict::Satisfiable);
+    CHECK(r.count == 3);
+    CHECK(all == std::pmr::vector<ByteRange>{{0, 10}, {90, 100}, {10, 20}});
+    gatehouse::http::order_ranges(all);
+    // Adjacent ranges stay apart: only overlaps merge.
+    CHECK(all == std::pmr::vector<ByteRange>{{0, 10}, {10, 20}, {90, 100}});
+
+    std::pmr::vector<ByteRange> o{{40, 50}, {5, 10}, {45, 60}, {0, 6}, {58, 59}};
+    gatehouse::http::order_ranges(o);
+    CHECK(o == std::pmr::vector<ByteRange>{{0, 10}, {40, 60}});
+}
+
+TEST_CASE("http/range: multipart parts are cut from buffers of any shape") {
+    const std::vector<ByteRange> ranges{{1, 3}, {5, 6}, {8, 12}};
+    const std::vector<std::string_view> heads{"<a>", "<b>", "<c>"};
+    // One byte a buffer, a buffer a call, and the whole body at once.
+    for (size_t piece : {size_t{1}, size_t{3}, size_t{16}}) {
+        CAPTURE(piece);
+        gatehouse::http::MultipartSlicer s(ranges, heads, "<end>");
+        const std::string body = "0123456789abcdef";
+        std::string got;
+        bool ended = false;
+        for (size_t at = 0; at < body.size(); at += piece) {
+            Chain in, out;
+            const bool last = at + piece >= body.size();
+            in.push(mem(std::string_view(body).substr(at, piece), last));
+            s.run(in, out);
+            CHECK(in.empty());
+            got += text_of(out);
+            if (out.last()) {
+                CHECK_FALSE(ended);
+                ended = true;
+            }
+        }
+        CHECK(got == "<a>12<b>5<c>89ab<end>");
+        CHECK(ended);
+        CHECK(s.done());
+    }
+}
+
+TEST_CASE("http/range: multipart parts of one file buffer point into it") {
+    const std::vector<ByteRange> ranges{{0, 10}, {90, 100}};
+    const std::vector<std::string_view> heads{"H1", "H2"};
+    gatehouse::http::MultipartSlicer s(ranges, heads, "T");
+    Chain in, out;
+    Buf b = Buf::file(7, 0, 100);
+    b.last_buf = true;
+    in.push(std::move(b));
+    s.run(in, out);
+    REQUIRE(out.size() == 5);
+    CHECK(out[0].view() == "H1");
+    CHECK((out[1].fd == 7 && out[1].file_pos == 0 && out[1].file_last == 10 && !out[1].last_buf));
+    CHECK(out[2].view() == "H2");
+    CHECK((out[3].fd == 7 && out[3].file_pos == 90 && out[3].file_last == 100 && !out[3].last_buf));
+    CHECK((out[4].view() == "T" && out[4].last_buf));
+}
+
+TEST_CASE("http/range: a body shorter than the last part ends the multipart body") {
+    const std::vector<ByteRange> ranges{{0, 2}, {50, 60}};
+    const std::vector<std::string_view> heads{"H1", "H2"};
+    gatehouse::http::MultipartSlicer s(ranges, heads, "T");
+    Chain in, out;
+    in.push(mem("0123", true));
+    s.run(in, out);
+    CHECK(text_of(out) == "H101");
+    CHECK(out.last());
+    CHECK(s.done());
 }
