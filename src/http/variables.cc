@@ -13,6 +13,7 @@
 #include "event/loop.h"
 #include "event/worker.h"
 #include "http/basic_credentials.h"
+#include "http/conditional.h"
 #include "http/core_module.h"
 #include "http/proxy_protocol.h"
 #include "http/request.h"
@@ -335,6 +336,13 @@ void v_sent_http(Request& r, VarValue& v, uintptr_t arg) {
     if (header_matches("content_type", name) && !r.out.content_type.empty()) return set(v, r.out.content_type);
     if (header_matches("content_length", name) && r.out.content_length) return set(v, num(r, *r.out.content_length));
     if (header_matches("location", name) && !r.out.location.empty()) return set(v, r.out.location);
+    // Fields kept apart from the list, written by the stream.
+    if (header_matches("etag", name) && !r.out.etag.empty()) return set(v, r.out.etag);
+    if (header_matches("accept_ranges", name) && r.out.accept_ranges) return set(v, "bytes");
+    if (header_matches("last_modified", name) && r.out.last_modified >= 0) {
+        char d[kHttpDateMax];
+        return set(v, r.arena().dup(format_http_date(r.out.last_modified, d)));
+    }
     // The fields the stream writes itself, as nginx computes them.
     if (header_matches("connection", name))
         return set(v, r.out.status == 101 ? "upgrade" : r.sent_framing.keepalive ? "keep-alive" : "close");

@@ -201,6 +201,20 @@ def test_sent_http_connection_keep_alive_and_transfer_encoding_say_what_the_head
         o.stop()
 
 
+def test_sent_http_etag_last_modified_and_accept_ranges_say_what_the_head_said(server):
+    # Fields the head writes from the response's validators and flags, as
+    # a log or add_trailer reads them [nginx]. The log escapes '"'.
+    s = server(site('location / { root html; }',
+                    'log_format v "$sent_http_etag|$sent_http_last_modified|$sent_http_accept_ranges";\n'
+                    "access_log logs/v.log v;"), {"f.txt": "file"})
+    r = request(s.port, "/f.txt")
+    assert r.status == 200
+    line = f"{r.header('ETag')}|{r.header('Last-Modified')}|bytes\n".replace('"', "\\x22").encode()
+    assert s.wait_lines("v.log", 1) == [line]
+    assert request(s.port, "/missing").status == 404
+    assert s.wait_lines("v.log", 2)[1] == b"-|-|-\n"
+
+
 def test_remote_user_from_basic_credentials(server):
     s = server(site('location / { return 200 "[$remote_user]"; }'))
     def user(value):
