@@ -55,7 +55,7 @@ struct DocRoot {
 };
 
 struct TryFiles {
-    std::vector<ComplexValue> files;  // ending in "/": must be a directory
+    std::vector<ComplexValue> files;  // written ending in "/": must be a directory
     ComplexValue fallback;            // a URI (maybe with "?args") or "@name"
     int code = 0;                     // "=404": answer this instead
 };

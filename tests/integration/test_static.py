@@ -26,6 +26,7 @@ FILES = {
     "data.unknownext": "?",
     "empty.txt": "",
     "sub/index.html": "sub index\n",
+    "t404/sub/index.html": "t404 sub index\n",
     "noindex/file.txt": "in noindex\n",
     "custom/start.htm": "custom index\n",
     "other/a.txt": "aliased a\n",
@@ -279,6 +280,16 @@ def test_try_files_named_location(gh):
 
 def test_try_files_code(gh):
     assert fetch(gh, "/t404/nothing")[0] == 404
+
+
+def test_try_files_directory_entry_redirects_to_its_slash(gh):
+    # "$uri/" matching a directory continues with the directory's URI
+    # without the slash [nginx]: "/t404/sub" gets the 301 to "/t404/sub/",
+    # which then serves its index.
+    status, h, _ = fetch(gh, "/t404/sub")
+    assert (status, h["location"]) == (301, f"http://127.0.0.1:{gh.port}/t404/sub/")
+    status, _, body = fetch(gh, "/t404/sub/")
+    assert (status, body) == (200, b"t404 sub index\n")
 
 
 # ---- conditional requests ---------------------------------------------------------

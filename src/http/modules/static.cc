@@ -292,7 +292,9 @@ Next run_try_files(Request& r) {
 
     for (const ComplexValue& f : tf.files) {
         std::string_view name = f.eval(r);
-        bool want_dir = !name.empty() && name.back() == '/';
+        // As written, not as evaluated [nginx]: "$uri" for "/dir/" wants a
+        // file, and "$uri/" a directory.
+        const bool want_dir = !f.text().empty() && f.text().back() == '/';
         // A name under the location prefix loses it for "alias", as the URI
         // would; other names are taken below the alias as they are.
         std::string_view tail = name;
@@ -301,7 +303,13 @@ Next run_try_files(Request& r) {
         auto path = join_in_arena(r, eval_base(r, root), tail);
         if (!path || probe(r, *path, want_dir) != Probe::Found) continue;
 
-        // Found: the request goes on in this location with this URI.
+        // Found: the request goes on in this location with this URI; a
+        // directory's without its last slash [nginx], so that a request
+        // for "/dir" (try_files $uri $uri/) gets the 301 to "/dir/".
+        if (want_dir && name.size() > 1 && name.back() == '/') {
+            name.remove_suffix(1);
+            if (tail.size() > 1 && tail.back() == '/') tail.remove_suffix(1);
+        }
         if (kind == RootKind::Alias) {
             std::pmr::string uri(r.mem());
             uri.append(prefix);
