@@ -251,17 +251,19 @@ def test_request_body_file(server, tmp_path):
 
 def test_upstream_cookie(server):
     def cookies(conn, req):
-        conn.sendall(response(204, b"", [("Set-Cookie", "foo=1; Path=/"), ("Set-Cookie", "Bar = 2 ;HttpOnly")],
-                              close=True))
+        conn.sendall(response(204, b"", [("Set-Cookie", "foo=1; Path=/"), ("Set-Cookie", "Bar = 2 ;HttpOnly"),
+                                         ("Set-Cookie", "tab\t=\t3")], close=True))
         return False
 
     o = Origin(cookies)
     try:
         s = server(site(f"""location / {{ proxy_pass http://{o.addr};
             add_header X-Foo "[$upstream_cookie_foo]"; add_header X-Bar "[$upstream_cookie_bar]";
-            add_header X-None "[$upstream_cookie_none]"; }}"""))
+            add_header X-None "[$upstream_cookie_none]"; add_header X-Tab "[$upstream_cookie_tab]"; }}"""))
         r = request(s.port, "/")
         assert (r.header("X-Foo"), r.header("X-Bar"), r.header("X-None")) == ("[1]", "[2]", "[]")
+        # Spaces around "=" go, tabs do not: "tab\t" is not "tab" [nginx].
+        assert r.header("X-Tab") == "[]"
     finally:
         o.stop()
 

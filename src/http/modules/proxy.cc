@@ -942,12 +942,14 @@ void v_upstream_cookie(Request& r, VarValue& v, uintptr_t arg) {
         std::string_view pair = h.value.substr(0, h.value.find(';'));
         const size_t eq = pair.find('=');
         if (eq == std::string_view::npos) continue;
+        // Spaces around the name and the value go; a tab is part of them,
+        // as in $cookie_NAME and nginx (RFC 6265 5.2 would take tabs too).
         std::string_view n = pair.substr(0, eq);
-        while (!n.empty() && (n.back() == ' ' || n.back() == '\t')) n.remove_suffix(1);
+        while (!n.empty() && n.back() == ' ') n.remove_suffix(1);
         if (!iequals(n, name)) continue;
         std::string_view value = pair.substr(eq + 1);
-        while (!value.empty() && (value[0] == ' ' || value[0] == '\t')) value.remove_prefix(1);
-        while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
+        while (!value.empty() && value[0] == ' ') value.remove_prefix(1);
+        while (!value.empty() && value.back() == ' ') value.remove_suffix(1);
         v.s = value;
         v.not_found = false;
         return;
