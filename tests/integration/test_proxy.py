@@ -262,6 +262,18 @@ def test_variable_host_of_another_proxy_pass(server, origin):
     assert error_lines(s, r"no resolver defined to resolve \"localhost:")
 
 
+def test_a_variable_may_complete_the_scheme(server, origin):
+    # "http:/$uri": the URI's slash completes "http://", naming the
+    # upstream block [nginx's test of max_conns routes so].
+    o = origin()
+    s = start(server, f"""
+        upstream pool_a {{ server {o.addr}; }}
+        server {{ listen 127.0.0.1:PORT; location /pool_a {{ proxy_pass http:/$uri; }} }}
+    """)
+    r = request(s.port, "/pool_a")
+    assert (r.status, r.body) == (200, b"GET /pool_a\n")
+
+
 def test_unix_socket_origin(server, origin, tmp_path):
     path = tmp_path / "o.sock"
     o = origin(unix_path=path)
@@ -281,6 +293,8 @@ def test_unix_socket_origin(server, origin, tmp_path):
     ("location ~ ^/x { proxy_pass http://127.0.0.1:1/uri; }",
      '"proxy_pass" cannot have URI part in location given by regular expression'),
     ("location / { proxy_pass ftp://127.0.0.1; }", 'invalid URL prefix in "ftp://127.0.0.1"'),
+    ("location / { proxy_pass ftp:/$uri; }", 'invalid URL prefix in "ftp:/$uri"'),
+    ("location / { proxy_pass http:x$uri; }", 'invalid URL prefix in "http:x$uri"'),
     ("location / { proxy_pass https://$host; }", "https protocol requires SSL support"),
     ("location / { proxy_ssl_verify on; proxy_pass https://127.0.0.1; }",
      "no proxy_ssl_trusted_certificate for proxy_ssl_verify"),

@@ -271,10 +271,13 @@ Status set_pass(Ctx& cx, const Node& n, ProxyConf& pc) {
     if (has_variables(text)) {
         // Resolved per request: an upstream block by name, or an address
         // (no resolver: host names are looked up at config load only).
-        // Only the scheme can be checked now, when it is written out.
+        // Only the scheme can be checked now, as far as it is written out:
+        // "http:/$uri" may become "http://name/..." [nginx checks it per
+        // request only].
         if (istarts_with(text, "https://"))
             return cx.error(n, "https protocol requires SSL support");
-        if (text[0] != '$' && !istarts_with(text, "http://"))
+        const std::string_view literal = std::string_view(text).substr(0, text.find('$'));
+        if (!istarts_with(literal, "http://") && !istarts_with("http://", literal))
             return cx.error(n, "invalid URL prefix in \"" + text + "\"");
         auto cv = ComplexValue::compile(cx, n, text);
         if (!cv) return cv.error();
