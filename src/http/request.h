@@ -72,6 +72,9 @@ struct ResponseHead {
     // response that no cache stores): the not_modified filter leaves it
     // as it is [nginx disable_not_modified].
     bool origin_preconditions = false;
+    // An origin's X-Accel-Charset: the charset the body is recoded to,
+    // whatever the location's "charset" says [nginx].
+    std::string_view override_charset;
     // Trailer fields will follow the body ("add_trailer"): a front-end
     // frames the body so that it can send them (HTTP/1.1: chunked), and
     // sends `trailers` as they are when the body ends (a filter fills

@@ -184,6 +184,33 @@ def test_proxied_charset_kept_or_overridden(server, origin):
     assert s.get("/src/koi").header("Content-Type") == "text/html; charset=koi8-r"
 
 
+def test_x_accel_charset_names_the_charset_the_body_goes_in(server, origin):
+    # The origin's X-Accel-Charset outranks the location: the body is
+    # recoded to it, "charset" or not, and the field is not passed on
+    # [nginx]. proxy_ignore_headers X-Accel-Charset turns that off.
+    def handler(conn, req):
+        conn.sendall(response(200, KOI, [("Content-Type", "text/html; charset=koi8-r"),
+                                         ("X-Accel-Charset", "windows-1251")], close=True))
+        return False
+
+    o = origin(handler)
+    s = start(server, KOI_WIN + f"""
+        server {{
+            listen 127.0.0.1:PORT;
+            location /a/ {{ proxy_pass http://{o.addr}/; }}
+            location /b/ {{ charset koi8-r; proxy_pass http://{o.addr}/; }}
+            location /i/ {{ proxy_pass http://{o.addr}/; proxy_ignore_headers X-Accel-Charset; }}
+        }}
+        """)
+    for path in ("/a/x", "/b/x"):
+        r = s.get(path)
+        assert r.header("Content-Type") == "text/html; charset=windows-1251", path
+        assert r.header("X-Accel-Charset") is None
+        assert body_of(r) == b"\xe0\xe1\xfe"
+    r = s.get("/i/x")
+    assert (r.header("Content-Type"), body_of(r)) == ("text/html; charset=koi8-r", KOI)
+
+
 def test_utf8_to_8bit_split_sequences_and_references(server, origin):
     # Every byte in its own write, a pause between: UTF-8 sequences
     # arrive split across reads, and the recoded body is the same.

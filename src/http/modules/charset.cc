@@ -243,21 +243,27 @@ void say_charset(Request& r, ResponseHead& h, const TypeCharset& tc, std::string
 Flow header_filter(Request& r, ResponseHead& h) {
     if (r.parent || !r.loc_confs || h.content_type.empty()) return Flow::Pass;
     const auto& c = r.loc_conf<CharsetLocConf>(charset_filter_module);
-    if (!c.charset || c.charset->off) return Flow::Pass;
-
     TypeCharset tc;
     if (!h.charset.empty()) {
         tc = {h.charset, h.content_type.size()};  // a handler's own
     } else {
         tc = charset_of(h.content_type);
     }
-    if (!tc.charset.empty()) {
-        if (!*c.override_charset) return Flow::Pass;
-    } else if (!c.types.lists(mime_of(h.content_type), kDefaultTypes)) {
-        return Flow::Pass;
+    std::string_view dst;
+    if (!h.override_charset.empty()) {
+        // An origin's X-Accel-Charset names the charset wherever the
+        // response goes, "charset" and charset_types or not [nginx].
+        dst = h.override_charset;
+    } else {
+        if (!c.charset || c.charset->off) return Flow::Pass;
+        if (!tc.charset.empty()) {
+            if (!*c.override_charset) return Flow::Pass;
+        } else if (!c.types.lists(mime_of(h.content_type), kDefaultTypes)) {
+            return Flow::Pass;
+        }
+        dst = c.charset->eval(r);
+        if (dst.empty()) return Flow::Pass;  // a variable without a value
     }
-    std::string_view dst = c.charset->eval(r);
-    if (dst.empty()) return Flow::Pass;  // a variable without a value
 
     std::string_view src = tc.charset;
     if (src.empty() && c.source) src = c.source->eval(r);

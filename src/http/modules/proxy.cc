@@ -194,6 +194,7 @@ ResponseField classify_response_field(std::string_view n) {
     if (n.size() < 8 || (n[0] | 0x20) != 'x' || !istarts_with(n, "X-Accel-")) return F::Other;
     if (n.size() == 17 && is(n, "X-Accel-Buffering")) return F::AccelBuffering;
     if (n.size() == 18 && is(n, "X-Accel-Limit-Rate")) return F::AccelLimitRate;
+    if (n.size() == 15 && is(n, "X-Accel-Charset")) return F::AccelCharset;
     return F::Hidden;
 }
 
@@ -204,7 +205,8 @@ bool is_hop_by_hop_response(std::string_view n) {
 
 bool is_hidden_by_default(std::string_view n) {
     const ResponseField f = classify_response_field(n);
-    return f == ResponseField::Hidden || f == ResponseField::AccelBuffering || f == ResponseField::AccelLimitRate;
+    return f == ResponseField::Hidden || f == ResponseField::AccelBuffering || f == ResponseField::AccelLimitRate ||
+           f == ResponseField::AccelCharset;
 }
 
 bool connection_lists(std::string_view v, std::string_view name) {
@@ -534,18 +536,18 @@ Status set_ignore_headers(Ctx& cx, const Node& n, ProxyConf& pc) {
     static constexpr std::string_view kKnown[] = {"X-Accel-Redirect", "X-Accel-Expires", "X-Accel-Limit-Rate",
                                                   "X-Accel-Buffering", "X-Accel-Charset", "Expires",
                                                   "Cache-Control", "Set-Cookie", "Vary"};
-    uint8_t mask = 0;
+    uint16_t mask = 0;
     for (const conf::Arg& a : n.args) {
         bool known = false;
         for (std::string_view k : kKnown)
             if (iequals(a.text, k)) known = true;
         if (!known) return cx.error(n, "invalid value \"" + a.text + "\"");
-        // X-Accel-Charset is not acted on: ignoring it changes nothing.
-        static constexpr std::pair<std::string_view, uint8_t> kBits[] = {
+        static constexpr std::pair<std::string_view, uint16_t> kBits[] = {
             {"X-Accel-Buffering", proxy::kIgnoreXAccelBuffering}, {"X-Accel-Expires", proxy::kIgnoreXAccelExpires},
             {"X-Accel-Limit-Rate", proxy::kIgnoreXAccelLimitRate}, {"X-Accel-Redirect", proxy::kIgnoreXAccelRedirect},
             {"Expires", proxy::kIgnoreExpires},       {"Cache-Control", proxy::kIgnoreCacheControl},
-            {"Set-Cookie", proxy::kIgnoreSetCookie},  {"Vary", proxy::kIgnoreVary}};
+            {"Set-Cookie", proxy::kIgnoreSetCookie},  {"Vary", proxy::kIgnoreVary},
+            {"X-Accel-Charset", proxy::kIgnoreXAccelCharset}};
         for (const auto& [name, bit] : kBits)
             if (iequals(a.text, name)) mask |= bit;
     }

@@ -119,6 +119,7 @@ enum class ResponseField : uint8_t {
     Hidden,          // Date, Server, X-Pad, X-Accel-* not below
     AccelBuffering,  // X-Accel-Buffering (hidden too)
     AccelLimitRate,  // X-Accel-Limit-Rate (hidden too)
+    AccelCharset,    // X-Accel-Charset (hidden too)
     ContentType,
     Location,
     Refresh,
@@ -191,7 +192,7 @@ struct Redirect {
 };
 
 // "proxy_ignore_headers" fields this proxy acts on.
-enum IgnoreHeaders : uint8_t {
+enum IgnoreHeaders : uint16_t {
     kIgnoreXAccelBuffering = 1 << 0,
     // The cache's (proxy_cache.cc hands them to cache_policy.h).
     kIgnoreXAccelExpires = 1 << 1,
@@ -201,6 +202,7 @@ enum IgnoreHeaders : uint8_t {
     kIgnoreVary = 1 << 5,
     kIgnoreXAccelLimitRate = 1 << 6,
     kIgnoreXAccelRedirect = 1 << 7,
+    kIgnoreXAccelCharset = 1 << 8,
 };
 
 }  // namespace proxy
@@ -244,7 +246,7 @@ struct ProxyConf {
     std::optional<uint16_t> next_upstream;                 // "proxy_next_upstream": upstream::NextUpstream bits
     std::optional<uint64_t> next_upstream_tries;           // "proxy_next_upstream_tries"
     std::optional<conf::Duration> next_upstream_timeout;   // "proxy_next_upstream_timeout"
-    std::optional<uint8_t> ignore_headers;                 // "proxy_ignore_headers"
+    std::optional<uint16_t> ignore_headers;                // "proxy_ignore_headers"
     std::optional<bool> socket_keepalive;                  // "proxy_socket_keepalive"
 
     // TLS to origins, for "proxy_pass https://".

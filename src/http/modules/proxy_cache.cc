@@ -119,7 +119,7 @@ bool status_listed(uint16_t use_stale, int status) {
 }
 
 uint8_t cache_ignore_bits(const ProxyConf& pc) {
-    const uint8_t p = pc.ignore_headers.value_or(0);
+    const uint16_t p = pc.ignore_headers.value_or(0);
     uint8_t out = 0;
     if (p & proxy::kIgnoreXAccelExpires) out |= kIgnoreXAccelExpires;
     if (p & proxy::kIgnoreExpires) out |= kIgnoreExpires;

@@ -112,13 +112,15 @@ void copy_response_head(Request& r, const ProxyConf& pc, const Pass& pass, int s
             else if (iequals(x.value, "yes")) *accel_buffering = true;
         }
         if (kind == F::AccelLimitRate) apply_accel_limit_rate(r, pc, x.value);
+        if (kind == F::AccelCharset && !(*pc.ignore_headers & kIgnoreXAccelCharset)) out.override_charset = x.value;
         if (status == 101 && kind == F::Upgrade) {
             out.headers.push_back({x.name, x.value});
             continue;
         }
         if (kind == F::Connection || kind == F::Upgrade || kind == F::HopByHop || named_by_connection(x.name))
             continue;
-        const bool by_default = kind == F::Hidden || kind == F::AccelBuffering || kind == F::AccelLimitRate;
+        const bool by_default = kind == F::Hidden || kind == F::AccelBuffering || kind == F::AccelLimitRate ||
+                                kind == F::AccelCharset;
         bool hidden = (by_default || listed(pc.hide_headers, x.name)) && !listed(pc.pass_headers, x.name);
         if (hidden) continue;
         switch (kind) {
