@@ -191,7 +191,8 @@ TEST_CASE("proxy: classify_response_field, every name and its near misses") {
         {"X-Accel-", F::Hidden},
         {"X-Accel-Expires", F::Hidden},
         {"x-accel-redirect", F::Hidden},
-        {"X-Accel-Charset", F::Hidden},
+        {"X-Accel-Charset", F::AccelCharset},
+        {"x-accel-charsex", F::Hidden},
         {"X-Accel-Limit-Ratf", F::Hidden},  // X-Accel-* all the same
     };
     for (const auto& [name, kind] : known) CHECK_MESSAGE(classify_response_field(name) == kind, std::string(name));
