@@ -73,7 +73,13 @@ Status write_pid(const std::string& path) {
     return {};
 }
 
-Status daemonize() {
+// Standard input and output become /dev/null. Standard error becomes the
+// first error_log file, where what a library writes there is kept [nginx
+// ngx_log_redirect_stderr], unless the log itself goes to stderr; a log
+// without a file or stderr (syslog only) gets /dev/null there too. Either
+// way the daemon holds nothing of the terminal or pipe it was started
+// from, so "gatehouse | tail" ends when the starting process does.
+Status daemonize(const log::ErrorLog& el) {
     pid_t p = ::fork();
     if (p < 0) return make_error(std::string("fork() failed (") + strerror(errno) + ")");
     if (p > 0) ::_exit(0);
@@ -83,7 +89,16 @@ Status daemonize() {
     if (fd < 0) return make_error(std::string("open(\"/dev/null\") failed (") + strerror(errno) + ")");
     ::dup2(fd, 0);
     ::dup2(fd, 1);
-    if (fd > 1) ::close(fd);
+    int err_to = fd;
+    for (const log::Sink& s : el.sinks()) {
+        if (s.fd == 2) {
+            err_to = -1;
+            break;
+        }
+        if (s.fd > 2 && err_to == fd) err_to = s.fd;
+    }
+    if (err_to >= 0) ::dup2(err_to, 2);
+    if (fd > 2) ::close(fd);
     return {};
 }
 
@@ -422,7 +437,7 @@ int run(const Options& o, std::unique_ptr<Cycle> cycle) {
     // The new binary of an upgrade stays the old master's child (nginx too):
     // the old master watches it to roll back.
     if (*cc.daemon && !upgraded) {
-        if (auto s = daemonize(); !s) {
+        if (auto s = daemonize(cycle->error_log); !s) {
             GH_LOG(Emerg, "%s", s.message().c_str());
             return 1;
         }

@@ -400,7 +400,9 @@ Status Context::set_dhparam(const std::string& path) {
     if (!b.b) return ssl_error("BIO_new_file(\"" + path + "\") failed");
     EVP_PKEY* dh = PEM_read_bio_Parameters(b.b, nullptr);
     if (!dh) return ssl_error("PEM_read_bio_Parameters(\"" + path + "\") failed");
-    if (EVP_PKEY_get_base_id(dh) != EVP_PKEY_DH) {
+    // X9.42 parameters ("openssl dhparam -dsaparam") are DH ones with q
+    // [nginx takes them too].
+    if (EVP_PKEY_get_base_id(dh) != EVP_PKEY_DH && EVP_PKEY_get_base_id(dh) != EVP_PKEY_DHX) {
         EVP_PKEY_free(dh);
         return make_error("\"" + path + "\" holds no DH parameters");
     }

@@ -5,12 +5,14 @@ config errors with their file:line, and the error logs of a running master.
 import os
 import re
 import signal
+import socket
 import ssl
+import subprocess
 import zlib
 
 import pytest
 
-from conftest import wait_for
+from conftest import free_port, wait_for
 
 MINIMAL = "events { }\n"
 
@@ -450,6 +452,38 @@ def test_g_adds_directives(cli, prefix):
     r = cli.run("-t", "-g", "worker_processes 2; error_log logs/g.log info;")
     assert (r.returncode, r.stderr) == (0, ok_lines(conf))
     assert (prefix / "logs/g.log").exists()
+
+
+def test_a_daemon_lets_go_of_the_terminal_and_keeps_stderr_in_the_error_log(gatehouse_bin, prefix):
+    # Started with pipes for its output, as "gatehouse | tail" does: the
+    # run ends once the starting process exits (the daemon holds neither
+    # pipe), stdin and stdout are /dev/null and stderr is the error log,
+    # where what a library writes there is kept [nginx].
+    port = free_port()
+    prefix.write_conf(f"""daemon on;
+pid logs/d.pid;
+error_log logs/error.log info;
+events {{ }}
+http {{ server {{ listen 127.0.0.1:{port}; return 200 "up\\n"; }} }}
+""")
+    r = subprocess.run([str(gatehouse_bin), "-p", str(prefix.path) + "/"], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=20)
+    assert (r.returncode, r.stdout, r.stderr) == (0, b"", b"")
+    def pid_of():
+        try:
+            return int((prefix / "logs/d.pid").read_text())
+        except (OSError, ValueError):
+            return None
+    pid = wait_for(pid_of, what="the daemon's pid file")
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+            c.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            assert c.recv(4096).endswith(b"\r\n\r\nup\n")
+        fds = {n: os.readlink(f"/proc/{pid}/fd/{n}") for n in ("0", "1", "2")}
+        assert fds == {"0": "/dev/null", "1": "/dev/null", "2": str(prefix / "logs/error.log")}
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: not os.path.exists(f"/proc/{pid}"))
 
 
 def test_g_duplicate_with_the_file(cli, prefix):

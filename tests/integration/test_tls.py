@@ -97,6 +97,8 @@ def pki(tmp_path_factory):
     o("ca", "-gencrl", "-config", "ca.cnf", "-keyfile", "ca.key", "-cert", "ca.crt", "-out", "ca.crl")
     # DH parameters of a named group: instant, unlike "openssl dhparam".
     o("genpkey", "-genparam", "-algorithm", "DH", "-pkeyopt", "dh_param:ffdhe2048", "-out", "dh.pem")
+    # X9.42 ones, as "openssl dhparam -dsaparam" writes (an RFC 5114 group: instant too).
+    o("genpkey", "-genparam", "-algorithm", "DHX", "-pkeyopt", "dh_rfc5114:2", "-out", "dhx.pem")
     (d / "ticket80.key").write_bytes(os.urandom(80))
     (d / "ticket48.key").write_bytes(os.urandom(48))
     (d / "ticket_short.key").write_bytes(os.urandom(20))
@@ -481,10 +483,12 @@ def test_redirects_say_https(gatehouse, pki):
     assert r.headers["location"] == f"https://a.test:{port}/elsewhere"
 
 
-def test_dhparam_enables_dhe(gatehouse, pki):
+@pytest.mark.parametrize("params", ["dh_pem", "dhx_pem"])
+def test_dhparam_enables_dhe(gatehouse, pki, params):
+    # PKCS#3 and X9.42 ("BEGIN X9.42 DH PARAMETERS") files alike [nginx].
     port = free_port()
     dhe = "DHE-RSA-AES128-GCM-SHA256"
-    start(gatehouse, conf(two_servers(pki, port, http_extra=f"ssl_dhparam {pki.dh_pem};")), port)
+    start(gatehouse, conf(two_servers(pki, port, http_extra=f"ssl_dhparam {getattr(pki, params)};")), port)
     assert get(port, client_ctx(pki, version="1.2", ciphers=dhe)).tls["cipher"] == dhe
 
 
