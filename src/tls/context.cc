@@ -10,6 +10,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include <algorithm>
 #include <cstring>
 #include <ctime>
 
@@ -386,6 +387,11 @@ Status Context::set_ciphers(const std::string& list, bool prefer_server) {
     return {};
 }
 
+void Context::set_record_size(uint64_t size) {
+    record_size_ = static_cast<long>(std::clamp<uint64_t>(size, 512, SSL3_RT_MAX_PLAIN_LENGTH));
+    GH_CHECK(SSL_CTX_set_max_send_fragment(ctx_, record_size_) == 1);
+}
+
 Status Context::set_ecdh_curve(const std::string& curves) {
     if (curves == "auto") return {};
     ERR_clear_error();
@@ -666,6 +672,9 @@ void Context::adopt(SSL* ssl) const {
     SSL_set_verify_depth(ssl, SSL_CTX_get_verify_depth(ctx_));
     SSL_clear_options(ssl, SSL_get_options(ssl) & ~SSL_CTX_get_options(ctx_));
     SSL_set_options(ssl, SSL_CTX_get_options(ctx_));
+    // The SSL took its record size from the first context [nginx takes
+    // the chosen server's ssl_buffer_size too].
+    SSL_set_max_send_fragment(ssl, record_size_);
 }
 
 }  // namespace gatehouse::tls

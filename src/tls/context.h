@@ -69,6 +69,10 @@ public:
     Status set_protocols(uint8_t protocols);  // params.h bits
     Status set_ciphers(const std::string& list, bool prefer_server);
     Status set_ecdh_curve(const std::string& curves);  // "auto": OpenSSL's list
+    // Records sent carry at most `size` bytes of data (512 to 16384, the
+    // value clamped): smaller ones let a client decrypt the first bytes
+    // sooner ("ssl_buffer_size") [nginx bounds its send buffer instead].
+    void set_record_size(uint64_t size);
     Status set_dhparam(const std::string& path);
     // "ssl_conf_command" pairs; applied last, so they override the rest.
     Status conf_commands(std::span<const std::pair<std::string, std::string>> cmds);
@@ -136,7 +140,7 @@ public:
     Status finish(std::span<const std::string> dynamic_certificates = {});
 
     // Switches `ssl`, in the middle of its handshake, to this context:
-    // certificates, client verification and options. Protocol versions
+    // certificates, client verification, options and record size. Protocol versions
     // and ciphers stay the first context's (they are chosen by then), as
     // in nginx.
     void adopt(SSL* ssl) const;
@@ -145,6 +149,7 @@ private:
     friend struct ContextCallbacks;
 
     SSL_CTX* ctx_ = nullptr;
+    long record_size_ = 16384;  // set_record_size(): the data in one record at most
     Side side_ = Side::Server;
     VerifyClient verify_ = VerifyClient::Off;
     CertificateFn certificate_fn_ = nullptr;

@@ -483,6 +483,63 @@ def test_redirects_say_https(gatehouse, pki):
     assert r.headers["location"] == f"https://a.test:{port}/elsewhere"
 
 
+def application_record_sizes(port, ctx, path, sni="a.test"):
+    """The lengths of the TLS records carrying the response to `path`,
+    read off the wire (outer headers) under a MemoryBIO TLS client."""
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(inc, out, server_hostname=sni)
+    wire = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=DEFAULT_TIMEOUT) as raw:
+        def pump():
+            nonlocal wire
+            if out.pending:
+                raw.sendall(out.read())
+            data = raw.recv(65536)
+            wire += data
+            inc.write(data) if data else inc.write_eof()
+            return data
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                pump()
+        raw.sendall(out.read())
+        start = len(wire)
+        tls.write(f"GET {path} HTTP/1.0\r\nHost: {sni}\r\n\r\n".encode())
+        raw.sendall(out.read())
+        while pump():
+            pass
+    sizes, i, rest = [], 0, wire[start:]
+    while i + 5 <= len(rest):
+        n = int.from_bytes(rest[i + 3:i + 5], "big")
+        if rest[i] == 23:  # application_data
+            sizes.append(n)
+        i += 5 + n
+    return sizes
+
+
+def test_ssl_buffer_size_bounds_the_records(gatehouse, pki):
+    # 1k: records of at most 1024 bytes of data (TLS 1.3 adds a type byte
+    # and a 16-byte tag); the default 16k fills records to TLS's maximum.
+    port = free_port()
+    big = "x" * 6000
+    text = two_servers(pki, port, extra_a="location = /big { return 200 " + big + "; }",
+                       extra_b="").replace("server_name a.test;", "server_name a.test; ssl_buffer_size 1k;", 1)
+    start(gatehouse, conf(text), port)
+    sizes = application_record_sizes(port, client_ctx(pki, version="1.3"), "/big")
+    assert sum(sizes) > 6000 and max(sizes) <= 1024 + 17, sizes
+    # The server SNI chose says, not the port's default server.
+    port2 = free_port()
+    text = two_servers(pki, port2, extra_a="location = /big { return 200 " + big + "; }",
+                       extra_b="ssl_buffer_size 512; location = /big { return 200 " + big + "; }")
+    start(gatehouse, conf(text), port2)
+    sizes = application_record_sizes(port2, client_ctx(pki, version="1.3"), "/big")
+    assert max(sizes) > 6000, sizes
+    sizes = application_record_sizes(port2, client_ctx(pki, version="1.3"), "/big", sni="b.test")
+    assert sum(sizes) > 6000 and max(sizes) <= 512 + 17, sizes
+
+
 @pytest.mark.parametrize("params", ["dh_pem", "dhx_pem"])
 def test_dhparam_enables_dhe(gatehouse, pki, params):
     # PKCS#3 and X9.42 ("BEGIN X9.42 DH PARAMETERS") files alike [nginx].

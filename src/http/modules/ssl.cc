@@ -69,6 +69,7 @@ struct SslSrvConf {
     std::string conf_commands_where;                  // the first one's, empty: none here
     std::optional<bool> prefer_server_ciphers;        // "ssl_prefer_server_ciphers"
     std::optional<Located> ecdh_curve;                // "ssl_ecdh_curve"
+    std::optional<uint64_t> buffer_size;              // "ssl_buffer_size"
     std::optional<Located> dhparam;                   // "ssl_dhparam"
     std::optional<tls::SessionCache> session_cache;   // "ssl_session_cache"
     std::string session_cache_where;
@@ -112,6 +113,7 @@ void merge(const SslSrvConf& up, SslSrvConf& c) {
     }
     conf::inherit(c.prefer_server_ciphers, up.prefer_server_ciphers, false);
     if (!c.ecdh_curve) c.ecdh_curve = up.ecdh_curve ? *up.ecdh_curve : Located{"auto", {}};
+    conf::inherit(c.buffer_size, up.buffer_size, 16384);
     if (!c.dhparam) c.dhparam = up.dhparam;
     if (!c.session_cache) {
         c.session_cache = up.session_cache ? *up.session_cache : tls::SessionCache{};
@@ -334,6 +336,7 @@ Status build_context(Ctx& cx, SslSrvConf& c, bool h2) {
     if (auto s = ctx->set_protocols(*c.protocols); !s) return s;
     if (auto s = ctx->set_ciphers(c.ciphers->value, *c.prefer_server_ciphers); !s) return at(s.error(), c.ciphers->where);
     if (auto s = ctx->set_ecdh_curve(c.ecdh_curve->value); !s) return at(s.error(), c.ecdh_curve->where);
+    ctx->set_record_size(*c.buffer_size);
     if (c.dhparam)
         if (auto s = ctx->set_dhparam(c.dhparam->value); !s) return at(s.error(), c.dhparam->where);
 
@@ -722,6 +725,7 @@ constexpr conf::Directive kDirectives[] = {
      conf::flag<&SslSrvConf::prefer_server_ciphers>()},
     {"ssl_ecdh_curve", conf::kHttp | conf::kServer, conf::Take1,
      conf::custom<set_located<&SslSrvConf::ecdh_curve, false>>()},
+    {"ssl_buffer_size", conf::kHttp | conf::kServer, conf::Take1, conf::size<&SslSrvConf::buffer_size>()},
     {"ssl_dhparam", conf::kHttp | conf::kServer, conf::Take1,
      conf::custom<set_located<&SslSrvConf::dhparam, true>>()},
     {"ssl_session_cache", conf::kHttp | conf::kServer, conf::Take12, conf::custom<set_session_cache>()},
