@@ -62,6 +62,32 @@ Status set_error_log(Ctx& cx, const Node& n, CoreConf& c) {
 // "load_module modules/ngx_http_NAME_module.so": gatehouse has no
 // loadable modules. The error says whether NAME is built in (the line can
 // go) or missing, rather than calling the directive unknown.
+// env NAME[=value]
+Status set_env(Ctx& cx, const Node& n, CoreConf& c) {
+    const std::string& a = n.args[0].text;
+    const size_t eq = a.find('=');
+    const std::string name = a.substr(0, eq);
+    if (name.empty()) return cx.error(n, "invalid value \"" + a + "\" in \"env\" directive");
+    if (eq != std::string::npos) c.env.emplace_back(name, a.substr(eq + 1));
+    return {};
+}
+
+// thread_pool name threads=number [max_queue=number]: nginx's pools for
+// aio; gatehouse has none to make. Checked as nginx does, then dropped.
+Status set_thread_pool(Ctx& cx, const Node& n) {
+    bool threads = false;
+    for (size_t i = 1; i < n.args.size(); ++i) {
+        const std::string& a = n.args[i].text;
+        const bool t = a.starts_with("threads="), q = a.starts_with("max_queue=");
+        if (!t && !q) return cx.error(n, "invalid parameter \"" + a + "\"");
+        auto v = conf::parse_number(std::string_view(a).substr(a.find('=') + 1));
+        if (!v || (t && *v == 0)) return cx.error(n, "invalid " + a.substr(0, a.find('=')) + " value \"" + a + "\"");
+        threads = threads || t;
+    }
+    if (!threads) return cx.error(n, "\"" + n.args[0].text + "\" must have \"threads\" parameter");
+    return {};
+}
+
 Status set_load_module(Ctx& cx, const Node& n) {
     std::string_view path = n.args[0].text;
     std::string_view base = path.substr(path.rfind('/') == std::string_view::npos ? 0 : path.rfind('/') + 1);
@@ -166,6 +192,9 @@ constexpr conf::Directive kDirectives[] = {
      conf::duration<&CoreConf::worker_shutdown_timeout>()},
     {"worker_priority", conf::kMain, conf::Take1, conf::custom<set_priority>()},
     {"worker_cpu_affinity", conf::kMain, conf::Take1More, conf::custom<set_cpu_affinity>()},
+    {"env", conf::kMain, conf::Take1, conf::custom<set_env>()},
+    {"pcre_jit", conf::kMain, conf::Take1, conf::flag<&CoreConf::pcre_jit>()},
+    {"thread_pool", conf::kMain, conf::Take23, conf::custom<set_thread_pool>()},
 };
 
 }  // namespace

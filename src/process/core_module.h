@@ -53,6 +53,11 @@ struct CoreConf {
     std::optional<conf::Duration> worker_shutdown_timeout;  // "worker_shutdown_timeout"
     std::optional<int> worker_priority;           // "worker_priority"
     std::optional<CpuAffinity> worker_cpu_affinity;  // "worker_cpu_affinity"
+    // "env NAME=value": set in each worker's environment. "env NAME" alone
+    // changes nothing: the environment is not cleared otherwise (nginx
+    // keeps only TZ and the names listed).
+    std::vector<std::pair<std::string, std::string>> env;
+    std::optional<bool> pcre_jit;                 // "pcre_jit": accepted, always JIT
 };
 
 extern const conf::Module core_module;

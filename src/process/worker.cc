@@ -140,6 +140,9 @@ int worker_main(const Cycle& cycle, const std::vector<Listening>& ls, int slot, 
     signal(SIGCHLD, SIG_DFL);
 
     const CoreConf& cc = cycle.core();
+    for (const auto& [name, value] : cc.env) ::setenv(name.c_str(), value.c_str(), 1);
+    // The master read TZ already; localtime_r() would not look again.
+    if (!cc.env.empty()) ::tzset();
     if (cc.worker_rlimit_nofile) {
         rlimit rl{static_cast<rlim_t>(*cc.worker_rlimit_nofile), static_cast<rlim_t>(*cc.worker_rlimit_nofile)};
         if (setrlimit(RLIMIT_NOFILE, &rl) != 0)

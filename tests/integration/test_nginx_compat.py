@@ -58,12 +58,52 @@ ACCEPTED = """
     if_modified_since exact;
     etag on;
     max_ranges 1;
+    aio threads;
+    aio_write off;
+    directio 4m;
+    directio_alignment 512;
+    open_file_cache max=1000 inactive=20s;
+    open_file_cache_valid 30s;
+    open_file_cache_min_uses 2;
+    open_file_cache_errors on;
+    ssl_buffer_size 4k;
+"""
+MAIN_ACCEPTED = """
+pcre_jit on;
+thread_pool default threads=32 max_queue=65536;
+env TZ;
+env GH_COMPAT=1;
 """
 
 
 def test_nginx_directives_are_accepted(cli):
-    r = cli.test_conf("events { }\nhttp {\n" + ACCEPTED + "\n server { listen 127.0.0.1:1; } }\n")
+    r = cli.test_conf(MAIN_ACCEPTED + "events { }\nhttp {\n" + ACCEPTED + "\n server { listen 127.0.0.1:1; } }\n")
     assert r.returncode == 0, r.stderr
+    assert "[warn]" not in r.stderr
+
+
+@pytest.mark.parametrize("line, message", [
+    ("thread_pool default;", 'invalid number of arguments in "thread_pool" directive'),
+    ("thread_pool default max_queue=10 x=1;", 'invalid parameter "x=1"'),
+    ("thread_pool default max_queue=10;", '"default" must have "threads" parameter'),
+    ("thread_pool default threads=0;", 'invalid threads value "threads=0"'),
+    ("env =x;", 'invalid value "=x" in "env" directive'),
+    ("pcre_jit maybe;", '"pcre_jit" directive'),
+])
+def test_nginx_main_directive_values_are_checked(cli, line, message):
+    r = cli.test_conf(line + "\nevents { }\n")
+    assert r.returncode == 1
+    assert message in r.stderr, r.stderr
+    assert "gatehouse.conf:1" in r.stderr
+
+
+def test_env_sets_a_variable_in_the_workers(server):
+    # TZ, the variable nginx users set so: $time_local follows it. A bare
+    # name changes nothing.
+    s = server(site('location / { return 200 "$time_local"; }'), start=False)
+    s.conf.write_text("env TZ=GHT+5;\nenv HOME;\n" + s.conf.read_text())
+    s.start()
+    assert request(s.port, "/").body.endswith(b" -0500")
 
 
 @pytest.mark.parametrize("line, message", [
@@ -73,6 +113,13 @@ def test_nginx_directives_are_accepted(cli):
     ("output_buffers 0 32k;", 'invalid value "0" in "output_buffers" directive'),
     ("client_body_in_file_only maybe;", 'invalid value "maybe", it must be "on", "clean" or "off"'),
     ("keepalive_time soon;", '"keepalive_time" directive'),
+    ("aio sometimes;", 'invalid value "sometimes"'),
+    ("directio big;", 'invalid value "big"'),
+    ("open_file_cache max=x;", 'invalid value "max=x"'),
+    ("open_file_cache inactive=20s;", '"open_file_cache" must have the "max" parameter'),
+    ("open_file_cache off max=10;", 'invalid value "max=10"'),
+    ("open_file_cache_valid soon;", 'invalid value "soon"'),
+    ("ssl_buffer_size big;", '"ssl_buffer_size" directive'),
 ])
 def test_nginx_directive_values_are_checked(cli, line, message):
     r = cli.test_conf("events { }\nhttp {\n " + line + "\n}\n")

@@ -486,6 +486,44 @@ void merge(const StaticConf& up, StaticConf& c) {
     conf::inherit(c.types_hash_bucket_size, up.types_hash_bucket_size, 64);
 }
 
+// nginx's file I/O tunings: aio, directio and the open_file_cache
+// family. Files here are sent with sendfile() or read in
+// output_buffers-sized pieces, and opened per request, so none of them would
+// change what a client gets: each is checked as nginx checks it, so that
+// a configuration written for nginx loads, and then has no effect.
+Status check_io_hint(Ctx& cx, const Node& n) {
+    const std::string& d = n.name;
+    const std::string& a = n.args[0].text;
+    auto bad = [&](const std::string& v) { return cx.error(n, "invalid value \"" + v + "\""); };
+    if (d == "aio") {
+        if (a != "on" && a != "off" && a != "threads" && !a.starts_with("threads=")) return bad(a);
+    } else if (d == "aio_write" || d == "open_file_cache_errors") {
+        if (!conf::parse_flag(a)) return bad(a);
+    } else if (d == "directio") {
+        if (a != "off" && !conf::parse_size(a)) return bad(a);
+    } else if (d == "directio_alignment") {
+        if (!conf::parse_size(a)) return bad(a);
+    } else if (d == "open_file_cache") {
+        if (a == "off") return n.args.size() == 1 ? Status{} : bad(n.args[1].text);
+        for (const conf::Arg& x : n.args) {
+            const std::string& t = x.text;
+            if (t.starts_with("max=")) {
+                if (!conf::parse_number(std::string_view(t).substr(4))) return bad(t);
+            } else if (t.starts_with("inactive=")) {
+                if (!conf::parse_duration(std::string_view(t).substr(9))) return bad(t);
+            } else {
+                return bad(t);
+            }
+        }
+        if (!a.starts_with("max=")) return cx.error(n, "\"open_file_cache\" must have the \"max\" parameter");
+    } else if (d == "open_file_cache_valid") {
+        if (!conf::parse_duration(a)) return bad(a);
+    } else if (d == "open_file_cache_min_uses") {
+        if (!conf::parse_number(a)) return bad(a);
+    }
+    return {};
+}
+
 Status postconfiguration(Ctx& cx) {
     auto* mc = cx.conf<StaticMainConf>(static_module, conf::Level::Main);
     if (mc) mc->default_root = cx.full_path("html");
@@ -505,6 +543,14 @@ constexpr conf::Directive kDirectives[] = {
     {"types_hash_bucket_size", conf::kHttpSrvLoc, conf::Take1,
      conf::size<&StaticConf::types_hash_bucket_size>()},
     {"try_files", conf::kServer | conf::kLocation, conf::Take2More, conf::custom<set_try_files>()},
+    {"aio", conf::kHttpSrvLoc, conf::Take1, conf::custom<check_io_hint>()},
+    {"aio_write", conf::kHttpSrvLoc, conf::Take1, conf::custom<check_io_hint>()},
+    {"directio", conf::kHttpSrvLoc, conf::Take1, conf::custom<check_io_hint>()},
+    {"directio_alignment", conf::kHttpSrvLoc, conf::Take1, conf::custom<check_io_hint>()},
+    {"open_file_cache", conf::kHttpSrvLoc, conf::Take12, conf::custom<check_io_hint>()},
+    {"open_file_cache_valid", conf::kHttpSrvLoc, conf::Take1, conf::custom<check_io_hint>()},
+    {"open_file_cache_min_uses", conf::kHttpSrvLoc, conf::Take1, conf::custom<check_io_hint>()},
+    {"open_file_cache_errors", conf::kHttpSrvLoc, conf::Take1, conf::custom<check_io_hint>()},
 };
 
 bool try_files_wanted(conf::ConfArray, conf::ConfArray, conf::ConfArray loc) {

@@ -8,8 +8,11 @@
 #include <doctest/doctest.h>
 
 #include <cstdint>
+#include <map>
 #include <random>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "event/events_module.h"
 #include "process/core_module.h"
@@ -158,6 +161,23 @@ TEST_CASE("conf/registry: the walk restores the context") {
 }
 
 // ---- error messages ------------------------------------------------------------
+
+TEST_CASE("conf/registry: no two modules take one directive in the same context") {
+    // The walk gives a name to the first module that takes it there: a
+    // second one would be dead code that looks alive ("server" is both
+    // http's and upstream's, in different blocks).
+    std::map<std::string_view, std::vector<std::pair<std::string_view, uint32_t>>> seen;
+    for (const gatehouse::conf::Module* m : gatehouse::modules)
+        for (const gatehouse::conf::Directive& d : m->directives) {
+            for (const auto& [other, contexts] : seen[d.name]) {
+                CAPTURE(d.name);
+                CAPTURE(other);
+                CHECK((contexts & d.contexts) == 0);
+            }
+            seen[d.name].emplace_back(m->name, d.contexts);
+        }
+    CHECK(seen.size() > 250);  // every module is in the list
+}
 
 TEST_CASE("conf/registry: error: unknown directive") {
     CHECK(error_of("daemon off;\nfrobnicate 1;") == "unknown directive \"frobnicate\" in t.conf:2");
