@@ -243,6 +243,10 @@ void say_charset(Request& r, ResponseHead& h, const TypeCharset& tc, std::string
 Flow header_filter(Request& r, ResponseHead& h) {
     if (r.parent || !r.loc_confs || h.content_type.empty()) return Flow::Pass;
     const auto& c = r.loc_conf<CharsetLocConf>(charset_filter_module);
+    // An origin's X-Accel-Charset names the charset wherever the response
+    // goes, "charset" and charset_types or not [nginx].
+    const bool accel = !h.override_charset.empty();
+    if (!accel && (!c.charset || c.charset->off)) return Flow::Pass;
     TypeCharset tc;
     if (!h.charset.empty()) {
         tc = {h.charset, h.content_type.size()};  // a handler's own
@@ -250,12 +254,9 @@ Flow header_filter(Request& r, ResponseHead& h) {
         tc = charset_of(h.content_type);
     }
     std::string_view dst;
-    if (!h.override_charset.empty()) {
-        // An origin's X-Accel-Charset names the charset wherever the
-        // response goes, "charset" and charset_types or not [nginx].
+    if (accel) {
         dst = h.override_charset;
     } else {
-        if (!c.charset || c.charset->off) return Flow::Pass;
         if (!tc.charset.empty()) {
             if (!*c.override_charset) return Flow::Pass;
         } else if (!c.types.lists(mime_of(h.content_type), kDefaultTypes)) {
