@@ -144,10 +144,6 @@ void RangeSlicer::run(Chain& in, Chain& out) {
     in.clear();
 }
 
-}  // namespace gatehouse::http
-
-namespace gatehouse::http {
-
 void order_ranges(std::pmr::vector<ByteRange>& ranges) {
     std::sort(ranges.begin(), ranges.end(), [](const ByteRange& a, const ByteRange& b) { return a.start < b.start; });
     size_t n = 0;
