@@ -59,9 +59,6 @@ Status set_error_log(Ctx& cx, const Node& n, CoreConf& c) {
     return {};
 }
 
-// "load_module modules/ngx_http_NAME_module.so": gatehouse has no
-// loadable modules. The error says whether NAME is built in (the line can
-// go) or missing, rather than calling the directive unknown.
 // env NAME[=value]
 Status set_env(Ctx& cx, const Node& n, CoreConf& c) {
     const std::string& a = n.args[0].text;
@@ -88,6 +85,9 @@ Status set_thread_pool(Ctx& cx, const Node& n) {
     return {};
 }
 
+// "load_module modules/ngx_http_NAME_module.so": gatehouse has no
+// loadable modules. The error says whether NAME is built in (the line can
+// go) or missing, rather than calling the directive unknown.
 Status set_load_module(Ctx& cx, const Node& n) {
     std::string_view path = n.args[0].text;
     std::string_view base = path.substr(path.rfind('/') == std::string_view::npos ? 0 : path.rfind('/') + 1);
