@@ -294,6 +294,9 @@ def test_unix_socket_origin(server, origin, tmp_path):
      '"proxy_pass" cannot have URI part in location given by regular expression'),
     ("location / { proxy_pass ftp://127.0.0.1; }", 'invalid URL prefix in "ftp://127.0.0.1"'),
     ("location / { proxy_pass ftp:/$uri; }", 'invalid URL prefix in "ftp:/$uri"'),
+    ("location / { proxy_cookie_path on; }", 'invalid parameter "on"'),
+    ("location / { proxy_cookie_domain off; proxy_cookie_domain off; }", '"proxy_cookie_domain" directive is duplicate'),
+    ("location / { proxy_cookie_path ~( /; }", "pcre2_compile() failed"),
     ("location / { proxy_pass http:x$uri; }", 'invalid URL prefix in "http:x$uri"'),
     ("location / { proxy_pass https://$host; }", "https protocol requires SSL support"),
     ("location / { proxy_ssl_verify on; proxy_pass https://127.0.0.1; }",
@@ -699,6 +702,39 @@ def test_an_uncached_origin_answers_the_conditionals_itself(server, origin):
     assert request(s.port, "/cached/t", headers=[("If-None-Match", '"e1"')]).status == 304
     assert request(s.port, "/cached/t", headers=[("If-Modified-Since", lm)]).status == 304
     assert len(o.requests) == 6
+
+
+def test_proxy_cookie_domain_and_path_rewrite_set_cookie(server, origin):
+    # The Domain and Path attributes of each Set-Cookie, by the first rule
+    # that matches [nginx]; the cookie's own "name=value" is never one.
+    cookies = ["path=/app/x; Path=/app/x; Domain=.Backend.Internal; HttpOnly",
+               "b=2; domain=api.backend.internal; PATH=/App/y",
+               "c=3; Path=/other/; Domain=elsewhere.org"]
+    def handler(conn, req):
+        conn.sendall(response(200, b"", [("Set-Cookie", c) for c in cookies]))
+        return False
+    o = origin(handler)
+    s = start(server, f"""
+        server {{ listen 127.0.0.1:PORT;
+            location / {{
+                proxy_pass http://{o.addr};
+                proxy_cookie_domain backend.internal $host;
+                proxy_cookie_domain ~^(.+)\\.backend\\.internal$ $1.example.com;
+                proxy_cookie_path /app/ /;
+                proxy_cookie_path ~*^/app/(.*)$ /ci/$1;
+                location /off/ {{ proxy_pass http://{o.addr}; proxy_cookie_domain off; }}
+            }}
+        }}
+    """)
+    r = request(s.port, "/", host="site.test")
+    assert r.all("Set-Cookie") == ["path=/app/x; Path=/x; Domain=.site.test; HttpOnly",
+                                   "b=2; domain=api.example.com; PATH=/ci/y",
+                                   "c=3; Path=/other/; Domain=elsewhere.org"]
+    # "off" stops the domain rules there; the path rules are inherited.
+    r = request(s.port, "/off/", host="site.test")
+    assert r.all("Set-Cookie") == ["path=/app/x; Path=/x; Domain=.Backend.Internal; HttpOnly",
+                                   "b=2; domain=api.backend.internal; PATH=/ci/y",
+                                   "c=3; Path=/other/; Domain=elsewhere.org"]
 
 
 def test_passed_server_and_date_absent_at_the_origin(server, origin):

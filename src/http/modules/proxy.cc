@@ -473,6 +473,43 @@ Status set_redirect(Ctx& cx, const Node& n, ProxyConf& pc) {
     return {};
 }
 
+// proxy_cookie_domain off | domain replacement
+// proxy_cookie_path off | path replacement
+template <bool Domain>
+Status set_cookie_rule(Ctx& cx, const Node& n, ProxyConf& pc) {
+    auto& rules = Domain ? pc.cookie_domains : pc.cookie_paths;
+    bool& set = Domain ? pc.cookie_domains_set : pc.cookie_paths_set;
+    const std::string& a0 = n.args[0].text;
+    if (n.args.size() == 1) {
+        if (a0 != "off") return cx.error(n, "invalid parameter \"" + a0 + "\"");
+        if (set) return cx.duplicate(n);
+        set = true;
+        rules = nullptr;
+        return {};
+    }
+    // nginx: rules after "off" on the same level are ignored.
+    if (set && !rules) return {};
+    set = true;
+    if (!rules) rules = cx.arena().make<std::vector<const proxy::CookieRule*>>();
+    auto* rule = cx.arena().make<proxy::CookieRule>();
+    if (a0.size() > 1 && a0[0] == '~') {
+        // Domains compare without case; paths with it, unless "~*".
+        const bool star = a0.size() > 2 && a0[1] == '*';
+        auto re = CaptureRegex::compile(cx, n, std::string_view(a0).substr(star ? 2 : 1), Domain || star);
+        if (!re) return re.error();
+        rule->regex = std::make_unique<CaptureRegex>(std::move(*re));
+    } else {
+        auto cv = ComplexValue::compile(cx, n, a0);
+        if (!cv) return cv.error();
+        rule->from = std::move(*cv);
+    }
+    auto rep = ComplexValue::compile(cx, n, n.args[1].text);
+    if (!rep) return rep.error();
+    rule->replacement = std::move(*rep);
+    rules->push_back(rule);
+    return {};
+}
+
 Status set_buffers(Ctx& cx, const Node& n, ProxyConf& pc) {
     if (pc.buffers_num) return cx.duplicate(n);
     auto num = conf::parse_number(n.args[0].text, 1u << 16);
@@ -572,6 +609,8 @@ void merge(const ProxyConf& up, ProxyConf& c) {
     if (!c.set_body) c.set_body = up.set_body;
     if (!c.hide_headers) c.hide_headers = up.hide_headers;
     if (!c.pass_headers) c.pass_headers = up.pass_headers;
+    if (!c.cookie_domains_set) c.cookie_domains = up.cookie_domains;
+    if (!c.cookie_paths_set) c.cookie_paths = up.cookie_paths;
     if (!c.redirect_off) {
         c.redirect_off = up.redirect_off;
         c.redirects = up.redirects;
@@ -994,6 +1033,8 @@ constexpr conf::Directive kDirectives[] = {
     {"proxy_hide_header", kLoc, conf::Take1, conf::custom<set_hide_header>()},
     {"proxy_pass_header", kLoc, conf::Take1, conf::custom<set_pass_header>()},
     {"proxy_redirect", kLoc, conf::Take12, conf::custom<set_redirect>()},
+    {"proxy_cookie_domain", kLoc, conf::Take12, conf::custom<set_cookie_rule<true>>()},
+    {"proxy_cookie_path", kLoc, conf::Take12, conf::custom<set_cookie_rule<false>>()},
     {"proxy_intercept_errors", kLoc, conf::Take1, conf::flag<&ProxyConf::intercept_errors>()},
     {"proxy_ignore_client_abort", kLoc, conf::Take1, conf::flag<&ProxyConf::ignore_client_abort>()},
     {"proxy_buffering", kLoc, conf::Take1, conf::flag<&ProxyConf::buffering>()},

@@ -191,6 +191,15 @@ struct Redirect {
     ComplexValue replacement;
 };
 
+// "proxy_cookie_domain domain replacement", "proxy_cookie_path path
+// replacement": a literal (variables allowed) or a regex ("~", "~*")
+// and what replaces the match.
+struct CookieRule {
+    ComplexValue from;                     // literal
+    std::unique_ptr<CaptureRegex> regex;   // or this
+    ComplexValue replacement;
+};
+
 // "proxy_ignore_headers" fields this proxy acts on.
 enum IgnoreHeaders : uint16_t {
     kIgnoreXAccelBuffering = 1 << 0,
@@ -228,6 +237,11 @@ struct ProxyConf {
     // "proxy_redirect": null and !redirect_off means "default".
     std::vector<const proxy::Redirect*>* redirects = nullptr;
     std::optional<bool> redirect_off;                      // "proxy_redirect off" (or a list)
+    // "proxy_cookie_domain", "proxy_cookie_path": null is none ("off", or
+    // nothing said at any level). A level with any inherits none.
+    std::vector<const proxy::CookieRule*>* cookie_domains = nullptr;
+    std::vector<const proxy::CookieRule*>* cookie_paths = nullptr;
+    bool cookie_domains_set = false, cookie_paths_set = false;
     std::optional<bool> intercept_errors;                  // "proxy_intercept_errors"
     std::optional<bool> ignore_client_abort;               // "proxy_ignore_client_abort"
     std::optional<bool> buffering;                         // "proxy_buffering"
@@ -338,6 +352,11 @@ void copy_response_head(Request& r, const ProxyConf& pc, const Pass& pass, int s
 // (Refresh: after "url="); the value itself when nothing applies.
 std::string_view rewrite_redirect(Request& r, const ProxyConf& pc, const Pass& pass, std::string_view value,
                                   size_t from);
+
+// "proxy_cookie_domain" and "proxy_cookie_path" applied to a Set-Cookie
+// value's Domain and Path attributes (names without case, the first rule
+// that matches each); the value itself when nothing applies.
+std::string_view rewrite_cookie(Request& r, const ProxyConf& pc, std::string_view value);
 
 // Builds the client TLS context of every https proxy_pass in
 // `m.https_passes` from its location's merged proxy_ssl_* settings,

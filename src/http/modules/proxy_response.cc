@@ -66,6 +66,89 @@ std::string_view rewrite_redirect(Request& r, const ProxyConf& pc, const Pass& p
     return value;
 }
 
+namespace {
+
+// A Domain value without its leading dot, which the comparison and the
+// replacement leave out and the result keeps [nginx]: from ".x.com",
+// "x.com" is matched and the "." stays in front of what replaces it.
+std::optional<std::string_view> rewrite_domain(Request& r, const std::vector<const CookieRule*>& rules,
+                                               std::string_view v) {
+    for (const CookieRule* rule : rules) {
+        if (rule->regex) {
+            if (rule->regex->exec(r, r.arena().dup(v))) return rule->replacement.eval(r);
+            continue;
+        }
+        std::string_view from = rule->from.eval(r);
+        if (!from.empty() && from[0] == '.') from.remove_prefix(1);
+        if (iequals(from, v)) {
+            std::string_view to = rule->replacement.eval(r);
+            if (!to.empty() && to[0] == '.') to.remove_prefix(1);
+            return to;
+        }
+    }
+    return std::nullopt;
+}
+
+// A Path value: a literal replaces a prefix (with case), a regex the whole.
+std::optional<std::string_view> rewrite_path(Request& r, const std::vector<const CookieRule*>& rules,
+                                             std::string_view v) {
+    for (const CookieRule* rule : rules) {
+        if (rule->regex) {
+            if (rule->regex->exec(r, r.arena().dup(v))) return rule->replacement.eval(r);
+            continue;
+        }
+        std::string_view from = rule->from.eval(r);
+        if (v.starts_with(from)) {
+            std::string_view to = rule->replacement.eval(r);
+            std::pmr::string out(to, r.mem());
+            out += v.substr(from.size());
+            return r.arena().dup(out);
+        }
+    }
+    return std::nullopt;
+}
+
+}  // namespace
+
+std::string_view rewrite_cookie(Request& r, const ProxyConf& pc, std::string_view value) {
+    std::pmr::string out(r.mem());
+    size_t done = 0;  // value[0, done) is in out
+    // The attributes follow the first ";" (the cookie's own name=value).
+    size_t pos = value.find(';');
+    while (pos != std::string_view::npos) {
+        size_t start = pos + 1;
+        while (start < value.size() && (value[start] == ' ' || value[start] == '\t')) ++start;
+        size_t end = value.find(';', start);
+        std::string_view attr = value.substr(start, end == std::string_view::npos ? std::string_view::npos : end - start);
+        const size_t eq = attr.find('=');
+        if (eq != std::string_view::npos) {
+            std::string_view name = attr.substr(0, eq);
+            while (!name.empty() && (name.back() == ' ' || name.back() == '\t')) name.remove_suffix(1);
+            size_t vstart = start + eq + 1;
+            while (vstart < start + attr.size() && value[vstart] == ' ') ++vstart;
+            size_t vend = start + attr.size();
+            while (vend > vstart && (value[vend - 1] == ' ' || value[vend - 1] == '\t')) --vend;
+            std::string_view v = value.substr(vstart, vend - vstart);
+            std::optional<std::string_view> to;
+            if (pc.cookie_domains && iequals(name, "domain")) {
+                if (!v.empty() && v[0] == '.') ++vstart;
+                to = rewrite_domain(r, *pc.cookie_domains, value.substr(vstart, vend - vstart));
+            } else if (pc.cookie_paths && iequals(name, "path")) {
+                to = rewrite_path(r, *pc.cookie_paths, v);
+            }
+            if (to) {
+                out.append(value.substr(done, vstart - done));
+                out.append(*to);
+                done = vend;
+            }
+        }
+        pos = end;
+    }
+    if (done == 0) return value;
+    out.append(value.substr(done));
+    return r.arena().dup(out);
+}
+
 void apply_accel_limit_rate(Request& r, const ProxyConf& pc, std::string_view value) {
     if (*pc.ignore_headers & kIgnoreXAccelLimitRate) return;
     uint64_t rate = 0;
@@ -147,6 +230,11 @@ void copy_response_head(Request& r, const ProxyConf& pc, const Pass& pass, int s
             }
             [[fallthrough]];
         default:
+            // Set-Cookie, only where cookie rules exist (most places have none).
+            if ((pc.cookie_domains || pc.cookie_paths) && iequals(x.name, "Set-Cookie")) {
+                out.headers.push_back({x.name, rewrite_cookie(r, pc, x.value)});
+                break;
+            }
             out.headers.push_back({x.name, x.value});
             break;
         }
