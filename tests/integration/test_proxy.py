@@ -737,6 +737,30 @@ def test_proxy_cookie_domain_and_path_rewrite_set_cookie(server, origin):
                                    "c=3; Path=/other/; Domain=elsewhere.org"]
 
 
+def test_proxy_force_ranges_cuts_an_origins_whole_answer(server, origin):
+    # An origin that ignores Range (and says "Accept-Ranges: none"): with
+    # proxy_force_ranges the proxy cuts its 200 [nginx]; without, the 200
+    # goes as it is.
+    def handler(conn, req):
+        conn.sendall(response(200, b"0123456789", [("Accept-Ranges", "none"), ("ETag", '"e"')]))
+        return False
+    o = origin(handler)
+    s = start(server, f"""
+        server {{ listen 127.0.0.1:PORT;
+            location / {{ proxy_pass http://{o.addr}; }}
+            location /f/ {{ proxy_pass http://{o.addr}; proxy_force_ranges on; }}
+        }}
+    """)
+    r = request(s.port, "/f/x", headers=[("Range", "bytes=2-4")])
+    assert (r.status, r.header("Content-Range"), r.body) == (206, "bytes 2-4/10", b"234")
+    r = request(s.port, "/f/x", headers=[("Range", "bytes=2-4"), ("If-Range", '"other"')])
+    assert (r.status, r.body) == (200, b"0123456789")
+    r = request(s.port, "/f/x")
+    assert r.all("Accept-Ranges") == ["bytes"]
+    r = request(s.port, "/x", headers=[("Range", "bytes=2-4")])
+    assert (r.status, r.body, r.all("Accept-Ranges")) == (200, b"0123456789", ["none"])
+
+
 def test_passed_server_and_date_absent_at_the_origin(server, origin):
     # proxy_pass_header Server / Date: the origin's fields stand instead
     # of ours, and so does their absence [nginx].

@@ -616,6 +616,7 @@ void merge(const ProxyConf& up, ProxyConf& c) {
         c.redirects = up.redirects;
     }
     conf::inherit(c.intercept_errors, up.intercept_errors, false);
+    conf::inherit(c.force_ranges, up.force_ranges, false);
     conf::inherit(c.ignore_client_abort, up.ignore_client_abort, false);
     conf::inherit(c.buffering, up.buffering, true);
     conf::inherit(c.request_buffering, up.request_buffering, true);
@@ -1036,6 +1037,7 @@ constexpr conf::Directive kDirectives[] = {
     {"proxy_cookie_domain", kLoc, conf::Take12, conf::custom<set_cookie_rule<true>>()},
     {"proxy_cookie_path", kLoc, conf::Take12, conf::custom<set_cookie_rule<false>>()},
     {"proxy_intercept_errors", kLoc, conf::Take1, conf::flag<&ProxyConf::intercept_errors>()},
+    {"proxy_force_ranges", kLoc, conf::Take1, conf::flag<&ProxyConf::force_ranges>()},
     {"proxy_ignore_client_abort", kLoc, conf::Take1, conf::flag<&ProxyConf::ignore_client_abort>()},
     {"proxy_buffering", kLoc, conf::Take1, conf::flag<&ProxyConf::buffering>()},
     {"proxy_request_buffering", kLoc, conf::Take1, conf::flag<&ProxyConf::request_buffering>()},

@@ -243,6 +243,7 @@ struct ProxyConf {
     std::vector<const proxy::CookieRule*>* cookie_paths = nullptr;
     bool cookie_domains_set = false, cookie_paths_set = false;
     std::optional<bool> intercept_errors;                  // "proxy_intercept_errors"
+    std::optional<bool> force_ranges;                      // "proxy_force_ranges"
     std::optional<bool> ignore_client_abort;               // "proxy_ignore_client_abort"
     std::optional<bool> buffering;                         // "proxy_buffering"
     std::optional<bool> request_buffering;                 // "proxy_request_buffering"

@@ -473,6 +473,12 @@ upstream::Hooks::Head Exchange::on_head(upstream::Client& c, const StatusHead& h
     // response on its way into the cache is checked here as a hit would
     // be [nginx: not_modified runs only when the upstream is cacheable].
     r_.out.origin_preconditions = !(cache_ && cache_->filling());
+    // "proxy_force_ranges": byte ranges of a response whose origin did
+    // not offer them [nginx]; the head says Accept-Ranges once.
+    if (*pc_.force_ranges && status == 200 && r_.out.content_length) {
+        r_.out.remove("Accept-Ranges");
+        r_.out.accept_ranges = true;
+    }
     if (cache_) cache_->after_head();
     if (accel) c.set_buffering(*accel);
     on_output_drained(r_, drained_cb);
