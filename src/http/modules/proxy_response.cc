@@ -68,44 +68,46 @@ std::string_view rewrite_redirect(Request& r, const ProxyConf& pc, const Pass& p
 
 namespace {
 
-// A Domain value without its leading dot, which the comparison and the
-// replacement leave out and the result keeps [nginx]: from ".x.com",
-// "x.com" is matched and the "." stays in front of what replaces it.
-std::optional<std::string_view> rewrite_domain(Request& r, const std::vector<const CookieRule*>& rules,
-                                               std::string_view v) {
+// The replacement by the first rule that matches v: a regex matches the
+// whole value; a literal rule answers through `literal`.
+template <typename Literal>
+std::optional<std::string_view> first_rule(Request& r, const std::vector<const CookieRule*>& rules,
+                                           std::string_view v, Literal literal) {
     for (const CookieRule* rule : rules) {
-        if (rule->regex) {
-            if (rule->regex->exec(r, r.arena().dup(v))) return rule->replacement.eval(r);
-            continue;
-        }
-        std::string_view from = rule->from.eval(r);
-        if (!from.empty() && from[0] == '.') from.remove_prefix(1);
-        if (iequals(from, v)) {
-            std::string_view to = rule->replacement.eval(r);
-            if (!to.empty() && to[0] == '.') to.remove_prefix(1);
-            return to;
+        if (!rule->regex) {
+            if (auto to = literal(*rule)) return to;
+        } else if (rule->regex->exec(r, r.arena().dup(v))) {
+            return rule->replacement.eval(r);
         }
     }
     return std::nullopt;
 }
 
+// A Domain value without its leading dot, which the comparison and the
+// replacement leave out and the result keeps [nginx]: from ".x.com",
+// "x.com" is matched and the "." stays in front of what replaces it.
+std::optional<std::string_view> rewrite_domain(Request& r, const std::vector<const CookieRule*>& rules,
+                                               std::string_view v) {
+    return first_rule(r, rules, v, [&](const CookieRule& rule) -> std::optional<std::string_view> {
+        std::string_view from = rule.from.eval(r);
+        if (!from.empty() && from[0] == '.') from.remove_prefix(1);
+        if (!iequals(from, v)) return std::nullopt;
+        std::string_view to = rule.replacement.eval(r);
+        if (!to.empty() && to[0] == '.') to.remove_prefix(1);
+        return to;
+    });
+}
+
 // A Path value: a literal replaces a prefix (with case), a regex the whole.
 std::optional<std::string_view> rewrite_path(Request& r, const std::vector<const CookieRule*>& rules,
                                              std::string_view v) {
-    for (const CookieRule* rule : rules) {
-        if (rule->regex) {
-            if (rule->regex->exec(r, r.arena().dup(v))) return rule->replacement.eval(r);
-            continue;
-        }
-        std::string_view from = rule->from.eval(r);
-        if (v.starts_with(from)) {
-            std::string_view to = rule->replacement.eval(r);
-            std::pmr::string out(to, r.mem());
-            out += v.substr(from.size());
-            return r.arena().dup(out);
-        }
-    }
-    return std::nullopt;
+    return first_rule(r, rules, v, [&](const CookieRule& rule) -> std::optional<std::string_view> {
+        std::string_view from = rule.from.eval(r);
+        if (!v.starts_with(from)) return std::nullopt;
+        std::pmr::string out(rule.replacement.eval(r), r.mem());
+        out += v.substr(from.size());
+        return r.arena().dup(out);
+    });
 }
 
 }  // namespace
