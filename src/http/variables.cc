@@ -135,6 +135,19 @@ void set_var(Request& r, int index, std::string_view value) {
     if (def.set) def.set(r, value, def.arg);
 }
 
+std::optional<std::string_view> request_arg(std::string_view args, std::string_view name) {
+    while (!args.empty()) {
+        const size_t amp = args.find('&');
+        const std::string_view kv = args.substr(0, amp);
+        const size_t eq = kv.find('=');
+        // As nginx: the name must be followed by "=" ("?a&b=1" has no $arg_a).
+        if (eq != std::string_view::npos && iequals(kv.substr(0, eq), name)) return kv.substr(eq + 1);
+        if (amp == std::string_view::npos) break;
+        args.remove_prefix(amp + 1);
+    }
+    return std::nullopt;
+}
+
 const VarValue& get_var(Request& r, int index) {
     static const VarValue kNotFound{{}, true, true};
     HttpMainConf* m = http_main(r.main_confs);
@@ -358,21 +371,8 @@ void v_sent_http(Request& r, VarValue& v, uintptr_t arg) {
 }
 
 void v_arg(Request& r, VarValue& v, uintptr_t arg) {
-    auto name = *reinterpret_cast<const std::string_view*>(arg);
-    std::string_view a = r.args;
-    while (!a.empty()) {
-        size_t amp = a.find('&');
-        std::string_view kv = a.substr(0, amp);
-        size_t eq = kv.find('=');
-        // As nginx: the name must be followed by "=" ("?a&b=1" has no $arg_a).
-        if (eq != std::string_view::npos && iequals(kv.substr(0, eq), name)) {
-            set(v, kv.substr(eq + 1));
-            return;
-        }
-        if (amp == std::string_view::npos) break;
-        a.remove_prefix(amp + 1);
-    }
-    v.not_found = true;
+    if (auto a = request_arg(r.args, *reinterpret_cast<const std::string_view*>(arg))) set(v, *a);
+    else v.not_found = true;
 }
 
 void v_cookie(Request& r, VarValue& v, uintptr_t arg) {

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -115,6 +116,10 @@ struct CaptureRegex {
     // each named group's variable is set. s must live as long as r.
     bool exec(Request& r, std::string_view s) const;
 };
+
+// The value of argument `name` (without case) in a query string, as
+// $arg_NAME reads it; nullopt when no "name=" is there.
+std::optional<std::string_view> request_arg(std::string_view args, std::string_view name);
 
 // The value of variable `index` for r; computed on first use.
 const VarValue& get_var(Request& r, int index);

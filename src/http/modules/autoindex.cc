@@ -26,10 +26,12 @@
 #include "core/str.h"
 #include "http/conditional.h"
 #include "http/core_module.h"
+#include "http/log_escape.h"
 #include "http/output.h"
 #include "http/phases.h"
 #include "http/request.h"
 #include "http/static_module.h"
+#include "http/variables.h"
 
 namespace gatehouse::http {
 
@@ -85,19 +87,11 @@ void append_html(std::string& out, std::string_view s) {
     }
 }
 
+// The inside of a JSON string, as log_format's escape=json writes it.
 void append_json(std::string& out, std::string_view s) {
-    for (unsigned char c : s) {
-        if (c == '"' || c == '\\') {
-            out += '\\';
-            out += static_cast<char>(c);
-        } else if (c < 0x20) {
-            char b[8];
-            snprintf(b, sizeof b, "\\u%04x", c);
-            out += b;
-        } else {
-            out += static_cast<char>(c);
-        }
-    }
+    const size_t at = out.size();
+    out.resize(at + escaped_size(LogEscape::Json, s));
+    escape_to(LogEscape::Json, s, out.data() + at);
 }
 
 // Characters of s: bytes, or UTF-8 sequences when utf8.
@@ -249,18 +243,7 @@ std::string json_page(const std::vector<Entry>& es) {
 // The JSONP callback: $arg_callback, letters, digits, "_" and "." only,
 // 50 at most [nginx]; empty: plain JSON. False: the request is refused.
 bool callback_of(const Request& r, std::string_view& cb) {
-    cb = {};
-    std::string_view a = r.args;
-    while (!a.empty()) {
-        const size_t amp = a.find('&');
-        const std::string_view kv = a.substr(0, amp);
-        if (kv.starts_with("callback=")) {
-            cb = kv.substr(9);
-            break;
-        }
-        if (amp == std::string_view::npos) break;
-        a.remove_prefix(amp + 1);
-    }
+    cb = request_arg(r.args, "callback").value_or(std::string_view());
     if (cb.size() > 50) return false;
     for (char ch : cb)
         if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' ||

@@ -433,6 +433,29 @@ Status add_name(Ctx& cx, const Node& n, std::vector<std::string>*& list) {
 Status set_hide_header(Ctx& cx, const Node& n, ProxyConf& pc) { return add_name(cx, n, pc.hide_headers); }
 Status set_pass_header(Ctx& cx, const Node& n, ProxyConf& pc) { return add_name(cx, n, pc.pass_headers); }
 
+// The two arguments of a proxy_redirect or proxy_cookie_* rule: a
+// literal with variables, or "~regex" ("~*": without case; `caseless`:
+// always), then the replacement.
+Status compile_rule(Ctx& cx, const Node& n, bool caseless, proxy::Redirect& rd) {
+    const std::string& a0 = n.args[0].text;
+    if (a0.size() > 1 && a0[0] == '~') {
+        const bool star = a0.size() > 2 && a0[1] == '*';
+        auto re = CaptureRegex::compile(cx, n, std::string_view(a0).substr(star ? 2 : 1), caseless || star);
+        if (!re) return re.error();
+        rd.kind = proxy::Redirect::Kind::Regex;
+        rd.regex = std::make_unique<CaptureRegex>(std::move(*re));
+    } else {
+        auto cv = ComplexValue::compile(cx, n, a0);
+        if (!cv) return cv.error();
+        rd.kind = proxy::Redirect::Kind::Literal;
+        rd.redirect = std::move(*cv);
+    }
+    auto rep = ComplexValue::compile(cx, n, n.args[1].text);
+    if (!rep) return rep.error();
+    rd.replacement = std::move(*rep);
+    return {};
+}
+
 Status set_redirect(Ctx& cx, const Node& n, ProxyConf& pc) {
     const std::string& a0 = n.args[0].text;
     if (n.args.size() == 1) {
@@ -452,22 +475,8 @@ Status set_redirect(Ctx& cx, const Node& n, ProxyConf& pc) {
         if (pc.pass && pc.pass->url_value)
             return cx.error(n, "\"proxy_redirect default\" cannot be used with \"proxy_pass\" directive with variables");
         rd->kind = proxy::Redirect::Kind::Default;
-    } else {
-        if (a0.size() > 1 && a0[0] == '~') {
-            bool caseless = a0.size() > 2 && a0[1] == '*';
-            std::string_view pattern = std::string_view(a0).substr(caseless ? 2 : 1);
-            auto re = CaptureRegex::compile(cx, n, pattern, caseless);
-            if (!re) return re.error();
-            rd->kind = proxy::Redirect::Kind::Regex;
-            rd->regex = std::make_unique<CaptureRegex>(std::move(*re));
-        } else {
-            auto cv = ComplexValue::compile(cx, n, a0);
-            if (!cv) return cv.error();
-            rd->redirect = std::move(*cv);
-        }
-        auto rep = ComplexValue::compile(cx, n, n.args[1].text);
-        if (!rep) return rep.error();
-        rd->replacement = std::move(*rep);
+    } else if (auto s = compile_rule(cx, n, false, *rd); !s) {
+        return s;
     }
     pc.redirects->push_back(rd);
     return {};
@@ -490,22 +499,10 @@ Status set_cookie_rule(Ctx& cx, const Node& n, ProxyConf& pc) {
     // nginx: rules after "off" on the same level are ignored.
     if (set && !rules) return {};
     set = true;
-    if (!rules) rules = cx.arena().make<std::vector<const proxy::CookieRule*>>();
-    auto* rule = cx.arena().make<proxy::CookieRule>();
-    if (a0.size() > 1 && a0[0] == '~') {
-        // Domains compare without case; paths with it, unless "~*".
-        const bool star = a0.size() > 2 && a0[1] == '*';
-        auto re = CaptureRegex::compile(cx, n, std::string_view(a0).substr(star ? 2 : 1), Domain || star);
-        if (!re) return re.error();
-        rule->regex = std::make_unique<CaptureRegex>(std::move(*re));
-    } else {
-        auto cv = ComplexValue::compile(cx, n, a0);
-        if (!cv) return cv.error();
-        rule->from = std::move(*cv);
-    }
-    auto rep = ComplexValue::compile(cx, n, n.args[1].text);
-    if (!rep) return rep.error();
-    rule->replacement = std::move(*rep);
+    if (!rules) rules = cx.arena().make<std::vector<const proxy::Redirect*>>();
+    auto* rule = cx.arena().make<proxy::Redirect>();
+    // Domains compare without case; paths with it, unless "~*".
+    if (auto s = compile_rule(cx, n, Domain, *rule); !s) return s;
     rules->push_back(rule);
     return {};
 }

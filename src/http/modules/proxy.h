@@ -191,15 +191,6 @@ struct Redirect {
     ComplexValue replacement;
 };
 
-// "proxy_cookie_domain domain replacement", "proxy_cookie_path path
-// replacement": a literal (variables allowed) or a regex ("~", "~*")
-// and what replaces the match.
-struct CookieRule {
-    ComplexValue from;                     // literal
-    std::unique_ptr<CaptureRegex> regex;   // or this
-    ComplexValue replacement;
-};
-
 // "proxy_ignore_headers" fields this proxy acts on.
 enum IgnoreHeaders : uint16_t {
     kIgnoreXAccelBuffering = 1 << 0,
@@ -239,8 +230,9 @@ struct ProxyConf {
     std::optional<bool> redirect_off;                      // "proxy_redirect off" (or a list)
     // "proxy_cookie_domain", "proxy_cookie_path": null is none ("off", or
     // nothing said at any level). A level with any inherits none.
-    std::vector<const proxy::CookieRule*>* cookie_domains = nullptr;
-    std::vector<const proxy::CookieRule*>* cookie_paths = nullptr;
+    // Literal and Regex rules (proxy::Redirect's form).
+    std::vector<const proxy::Redirect*>* cookie_domains = nullptr;
+    std::vector<const proxy::Redirect*>* cookie_paths = nullptr;
     bool cookie_domains_set = false, cookie_paths_set = false;
     std::optional<bool> intercept_errors;                  // "proxy_intercept_errors"
     std::optional<bool> force_ranges;                      // "proxy_force_ranges"

@@ -71,9 +71,9 @@ namespace {
 // The replacement by the first rule that matches v: a regex matches the
 // whole value; a literal rule answers through `literal`.
 template <typename Literal>
-std::optional<std::string_view> first_rule(Request& r, const std::vector<const CookieRule*>& rules,
+std::optional<std::string_view> first_rule(Request& r, const std::vector<const Redirect*>& rules,
                                            std::string_view v, Literal literal) {
-    for (const CookieRule* rule : rules) {
+    for (const Redirect* rule : rules) {
         if (!rule->regex) {
             if (auto to = literal(*rule)) return to;
         } else if (rule->regex->exec(r, r.arena().dup(v))) {
@@ -86,10 +86,10 @@ std::optional<std::string_view> first_rule(Request& r, const std::vector<const C
 // A Domain value without its leading dot, which the comparison and the
 // replacement leave out and the result keeps [nginx]: from ".x.com",
 // "x.com" is matched and the "." stays in front of what replaces it.
-std::optional<std::string_view> rewrite_domain(Request& r, const std::vector<const CookieRule*>& rules,
+std::optional<std::string_view> rewrite_domain(Request& r, const std::vector<const Redirect*>& rules,
                                                std::string_view v) {
-    return first_rule(r, rules, v, [&](const CookieRule& rule) -> std::optional<std::string_view> {
-        std::string_view from = rule.from.eval(r);
+    return first_rule(r, rules, v, [&](const Redirect& rule) -> std::optional<std::string_view> {
+        std::string_view from = rule.redirect.eval(r);
         if (!from.empty() && from[0] == '.') from.remove_prefix(1);
         if (!iequals(from, v)) return std::nullopt;
         std::string_view to = rule.replacement.eval(r);
@@ -99,10 +99,10 @@ std::optional<std::string_view> rewrite_domain(Request& r, const std::vector<con
 }
 
 // A Path value: a literal replaces a prefix (with case), a regex the whole.
-std::optional<std::string_view> rewrite_path(Request& r, const std::vector<const CookieRule*>& rules,
+std::optional<std::string_view> rewrite_path(Request& r, const std::vector<const Redirect*>& rules,
                                              std::string_view v) {
-    return first_rule(r, rules, v, [&](const CookieRule& rule) -> std::optional<std::string_view> {
-        std::string_view from = rule.from.eval(r);
+    return first_rule(r, rules, v, [&](const Redirect& rule) -> std::optional<std::string_view> {
+        std::string_view from = rule.redirect.eval(r);
         if (!v.starts_with(from)) return std::nullopt;
         std::pmr::string out(rule.replacement.eval(r), r.mem());
         out += v.substr(from.size());

@@ -32,45 +32,38 @@ extern const conf::Module referer_module;
 namespace {
 
 struct RefererName {
-    enum class Kind : uint8_t { Exact, Subdomain, DomainAndSub, Tail };
-    std::string host;  // lower case: "x.org"; Subdomain, DomainAndSub: ".x.org"; Tail: "www.x."
-    Kind kind = Kind::Exact;
+    std::string host;  // lower case, written as a server_name is: "x.org", "*.x.org", ".x.org", "www.x.*"
     std::string uri;   // "/path" or empty: any
 };
 
-struct RefererConf {
-    bool set = false;  // a valid_referers at this level
+// What valid_referers says at one level; a level without one takes its
+// parent's whole.
+struct Rules {
     bool none = false;
     bool blocked = false;
     bool server_names = false;
     std::vector<RefererName> names;
     std::vector<std::shared_ptr<const Regex>> regexes;
+};
+
+struct RefererConf {
+    bool set = false;  // a valid_referers at this level
+    Rules rules;
     std::optional<uint64_t> hash_max_size;     // "referer_hash_max_size": accepted, checked
     std::optional<uint64_t> hash_bucket_size;  // "referer_hash_bucket_size": accepted, checked
 };
 
-bool host_matches(const RefererName& n, std::string_view host) {
-    switch (n.kind) {
-        case RefererName::Kind::Exact: return host == n.host;
-        case RefererName::Kind::Subdomain: return host.size() > n.host.size() && host.ends_with(n.host);
-        case RefererName::Kind::DomainAndSub:
-            return host.ends_with(n.host) || host == std::string_view(n.host).substr(1);
-        case RefererName::Kind::Tail: return host.size() > n.host.size() && host.starts_with(n.host);
-    }
-    return false;
+// `name` (lower case) as server_name and valid_referers write one: exact,
+// "*.x" (a subdomain), ".x" (the domain and its subdomains), "x.*" (any
+// ending).
+bool name_matches(std::string_view name, std::string_view host) {
+    if (name.starts_with("*.")) return host.size() > name.size() - 1 && host.ends_with(name.substr(1));
+    if (name.starts_with(".")) return host.ends_with(name) || host == name.substr(1);
+    if (name.ends_with(".*")) return host.size() > name.size() - 1 && host.starts_with(name.substr(0, name.size() - 1));
+    return host == name;
 }
 
-// A server_name, as the server's lookup reads it.
-bool server_name_matches(const ServerName& sn, std::string_view host) {
-    if (sn.regex) return sn.regex->re.match(host);
-    const std::string& s = sn.name;
-    if (s.starts_with("*.")) return host.size() > s.size() - 1 && host.ends_with(std::string_view(s).substr(1));
-    if (s.starts_with(".")) return host.ends_with(s) || host == std::string_view(s).substr(1);
-    if (s.ends_with(".*")) return host.size() > s.size() - 1 && host.starts_with(std::string_view(s).substr(0, s.size() - 1));
-    return host == s;
-}
-
-bool valid(Request& r, const RefererConf& c) {
+bool valid(Request& r, const Rules& c) {
     const HeaderField* f = r.headers.find("Referer");
     if (!f) return c.none;
     std::string_view ref = f->value;
@@ -95,10 +88,10 @@ bool valid(Request& r, const RefererConf& c) {
     size_t slash = ref.find('/', i);
     const std::string_view path = slash == std::string_view::npos ? std::string_view() : ref.substr(slash);
     for (const RefererName& nm : c.names)
-        if (host_matches(nm, host)) return nm.uri.empty() || path.starts_with(nm.uri);
+        if (name_matches(nm.host, host)) return nm.uri.empty() || path.starts_with(nm.uri);
     if (c.server_names && r.srv)
         for (const ServerName& sn : r.srv->server_names)
-            if (server_name_matches(sn, host)) return true;
+            if (sn.regex ? sn.regex->re.match(host) : name_matches(sn.name, host)) return true;
     for (const auto& re : c.regexes)
         if (re->match(ref)) return true;
     return false;
@@ -112,15 +105,16 @@ const RefererConf* conf_of(Request& r) {
 
 void v_invalid_referer(Request& r, VarValue& v, uintptr_t) {
     const RefererConf* c = conf_of(r);
-    v.s = c && c->set && !valid(r, *c) ? std::string_view("1") : std::string_view();
+    v.s = c && c->set && !valid(r, c->rules) ? std::string_view("1") : std::string_view();
 }
 
 using conf::Ctx;
 using conf::Node;
 
 // valid_referers none | blocked | server_names | name[/path] | ~regex ...
-Status set_valid_referers(Ctx& cx, const Node& n, RefererConf& c) {
-    c.set = true;
+Status set_valid_referers(Ctx& cx, const Node& n, RefererConf& rc) {
+    rc.set = true;
+    Rules& c = rc.rules;
     for (const conf::Arg& a : n.args) {
         const std::string& v = a.text;
         if (v.empty()) return cx.error(n, "invalid referer \"\"");
@@ -139,18 +133,14 @@ Status set_valid_referers(Ctx& cx, const Node& n, RefererConf& c) {
             const size_t slash = v.find('/');
             std::string host = v.substr(0, slash);
             if (slash != std::string::npos) nm.uri = v.substr(slash);
-            for (char& ch : host) ch = static_cast<char>(ascii_lower(static_cast<unsigned char>(ch)));
-            if (host.starts_with("*.") && host.size() > 2) {
-                nm.kind = RefererName::Kind::Subdomain;
-                host.erase(0, 1);
-            } else if (host.starts_with(".") && host.size() > 1) {
-                nm.kind = RefererName::Kind::DomainAndSub;
-            } else if (host.ends_with(".*") && host.size() > 2) {
-                nm.kind = RefererName::Kind::Tail;
-                host.pop_back();
-            }
-            // One wildcard, at one end [nginx's hash refuses the rest].
-            if (host.find('*') != std::string::npos || host.empty() || host == ".")
+            for (char& ch : host) ch = ascii_lower(ch);
+            // One wildcard, at one end, and something beside it [nginx's
+            // hash refuses the rest].
+            std::string_view bare = host;
+            if (bare.starts_with("*.")) bare.remove_prefix(2);
+            else if (bare.starts_with(".")) bare.remove_prefix(1);
+            else if (bare.ends_with(".*")) bare.remove_suffix(2);
+            if (bare.empty() || bare.find('*') != std::string_view::npos)
                 return cx.error(n, "invalid referer \"" + v + "\"");
             nm.host = std::move(host);
             c.names.push_back(std::move(nm));
@@ -162,11 +152,7 @@ Status set_valid_referers(Ctx& cx, const Node& n, RefererConf& c) {
 void merge(const RefererConf& up, RefererConf& c) {
     if (!c.set) {
         c.set = up.set;
-        c.none = up.none;
-        c.blocked = up.blocked;
-        c.server_names = up.server_names;
-        c.names = up.names;
-        c.regexes = up.regexes;
+        c.rules = up.rules;
     }
     conf::inherit(c.hash_max_size, up.hash_max_size, 2048);
     conf::inherit(c.hash_bucket_size, up.hash_bucket_size, 64);
