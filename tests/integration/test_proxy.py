@@ -297,6 +297,8 @@ def test_unix_socket_origin(server, origin, tmp_path):
     ("location / { proxy_cookie_path on; }", 'invalid parameter "on"'),
     ("location / { proxy_cookie_domain off; proxy_cookie_domain off; }", '"proxy_cookie_domain" directive is duplicate'),
     ("location / { proxy_cookie_path ~( /; }", "pcre2_compile() failed"),
+    ("location / { proxy_cookie_flags a secure samesite=always; }", 'invalid parameter "samesite=always"'),
+    ("location / { proxy_cookie_flags off; proxy_cookie_flags off; }", '"proxy_cookie_flags" directive is duplicate'),
     ("location / { proxy_pass http:x$uri; }", 'invalid URL prefix in "http:x$uri"'),
     ("location / { proxy_pass https://$host; }", "https protocol requires SSL support"),
     ("location / { proxy_ssl_verify on; proxy_pass https://127.0.0.1; }",
@@ -735,6 +737,41 @@ def test_proxy_cookie_domain_and_path_rewrite_set_cookie(server, origin):
     assert r.all("Set-Cookie") == ["path=/app/x; Path=/x; Domain=.Backend.Internal; HttpOnly",
                                    "b=2; domain=api.backend.internal; PATH=/ci/y",
                                    "c=3; Path=/other/; Domain=elsewhere.org"]
+
+
+def test_proxy_cookie_flags_set_and_remove_attributes(server, origin):
+    # The first rule naming a cookie (without case; "~": a caseless regex)
+    # removes the Secure, HttpOnly and SameSite attributes it names and
+    # appends those it sets [nginx]; other cookies are sent as they came.
+    cookies = ["sid=1; Path=/;samesite=lax", "Pref=2; secure; HttpOnly; Max-Age=60",
+               "trackerX=3", "other=4;secure"]
+    def handler(conn, req):
+        conn.sendall(response(200, b"", [("Set-Cookie", c) for c in cookies]))
+        return False
+    o = origin(handler)
+    s = start(server, f"""
+        server {{ listen 127.0.0.1:PORT;
+            location / {{
+                proxy_pass http://{o.addr};
+                proxy_cookie_flags sid secure httponly samesite=strict;
+                proxy_cookie_flags pref nosecure nohttponly nosamesite;
+                proxy_cookie_flags ~^tracker samesite=none secure;
+                proxy_cookie_flags ~^tracker httponly;
+                location /off/ {{ proxy_pass http://{o.addr}; proxy_cookie_flags off; }}
+                location /var/ {{ proxy_pass http://{o.addr}; proxy_cookie_flags $arg_c $arg_f; }}
+            }}
+        }}
+    """)
+    assert request(s.port, "/").all("Set-Cookie") == [
+        "sid=1; Path=/; Secure; HttpOnly; SameSite=Strict",
+        "Pref=2; Max-Age=60",
+        "trackerX=3; Secure; SameSite=None",
+        "other=4;secure"]
+    assert request(s.port, "/off/").all("Set-Cookie") == cookies
+    # Flags with variables are read per response; a value that is no flag
+    # (here: none given) changes nothing.
+    assert request(s.port, "/var/?c=other&f=nosecure").all("Set-Cookie")[3] == "other=4"
+    assert request(s.port, "/var/?c=other").all("Set-Cookie") == cookies
 
 
 def test_proxy_force_ranges_cuts_an_origins_whole_answer(server, origin):

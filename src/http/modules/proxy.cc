@@ -507,6 +507,41 @@ Status set_cookie_rule(Ctx& cx, const Node& n, ProxyConf& pc) {
     return {};
 }
 
+// proxy_cookie_flags off | cookie [flag ...]
+Status set_cookie_flags(Ctx& cx, const Node& n, ProxyConf& pc) {
+    const std::string& a0 = n.args[0].text;
+    if (n.args.size() == 1 && a0 == "off") {
+        if (pc.cookie_flags_set) return cx.duplicate(n);
+        pc.cookie_flags_set = true;
+        pc.cookie_flags = nullptr;
+        return {};
+    }
+    if (pc.cookie_flags_set && !pc.cookie_flags) return {};  // after "off", as the other rules
+    pc.cookie_flags_set = true;
+    auto* rule = cx.arena().make<proxy::CookieFlags>();
+    if (a0.size() > 1 && a0[0] == '~') {
+        auto re = CaptureRegex::compile(cx, n, std::string_view(a0).substr(1), true);
+        if (!re) return re.error();
+        rule->regex = std::make_unique<CaptureRegex>(std::move(*re));
+    } else {
+        auto cv = ComplexValue::compile(cx, n, a0);
+        if (!cv) return cv.error();
+        rule->name = std::move(*cv);
+    }
+    for (size_t i = 1; i < n.args.size(); ++i) {
+        auto cv = ComplexValue::compile(cx, n, n.args[i].text);
+        if (!cv) return cv.error();
+        if (!cv->literal()) {
+            rule->dynamic.push_back(std::move(*cv));
+        } else if (!proxy::parse_cookie_flag(n.args[i].text, rule->fixed)) {
+            return cx.error(n, "invalid parameter \"" + n.args[i].text + "\"");
+        }
+    }
+    if (!pc.cookie_flags) pc.cookie_flags = cx.arena().make<std::vector<const proxy::CookieFlags*>>();
+    pc.cookie_flags->push_back(rule);
+    return {};
+}
+
 Status set_buffers(Ctx& cx, const Node& n, ProxyConf& pc) {
     if (pc.buffers_num) return cx.duplicate(n);
     auto num = conf::parse_number(n.args[0].text, 1u << 16);
@@ -608,6 +643,7 @@ void merge(const ProxyConf& up, ProxyConf& c) {
     if (!c.pass_headers) c.pass_headers = up.pass_headers;
     if (!c.cookie_domains_set) c.cookie_domains = up.cookie_domains;
     if (!c.cookie_paths_set) c.cookie_paths = up.cookie_paths;
+    if (!c.cookie_flags_set) c.cookie_flags = up.cookie_flags;
     if (!c.redirect_off) {
         c.redirect_off = up.redirect_off;
         c.redirects = up.redirects;
@@ -1033,6 +1069,7 @@ constexpr conf::Directive kDirectives[] = {
     {"proxy_redirect", kLoc, conf::Take12, conf::custom<set_redirect>()},
     {"proxy_cookie_domain", kLoc, conf::Take12, conf::custom<set_cookie_rule<true>>()},
     {"proxy_cookie_path", kLoc, conf::Take12, conf::custom<set_cookie_rule<false>>()},
+    {"proxy_cookie_flags", kLoc, conf::Take1More, conf::custom<set_cookie_flags>()},
     {"proxy_intercept_errors", kLoc, conf::Take1, conf::flag<&ProxyConf::intercept_errors>()},
     {"proxy_force_ranges", kLoc, conf::Take1, conf::flag<&ProxyConf::force_ranges>()},
     {"proxy_ignore_client_abort", kLoc, conf::Take1, conf::flag<&ProxyConf::ignore_client_abort>()},

@@ -191,6 +191,31 @@ struct Redirect {
     ComplexValue replacement;
 };
 
+// What a "proxy_cookie_flags" rule does to a cookie's Secure, HttpOnly
+// and SameSite attributes: a bit in `set` adds the attribute (SameSite
+// with `samesite`'s value), a bit in `clear` removes it. Later flags of a
+// rule override earlier ones.
+struct CookieFlagSet {
+    enum : uint8_t { kSecure = 1, kHttpOnly = 2, kSameSite = 4 };
+    enum class SameSite : uint8_t { Strict, Lax, None };
+    uint8_t set = 0, clear = 0;
+    SameSite samesite = SameSite::Strict;
+};
+
+// Applies one flag ("secure", "nohttponly", "samesite=lax"...), compared
+// without case; false if it is none of nginx's eight.
+bool parse_cookie_flag(std::string_view flag, CookieFlagSet& out);
+
+// One "proxy_cookie_flags" rule: the cookie it names (a literal with
+// variables, compared without case, or "~regex", caseless) and its flags:
+// those without variables parsed at load, the others per response.
+struct CookieFlags {
+    ComplexValue name;
+    std::unique_ptr<CaptureRegex> regex;
+    CookieFlagSet fixed;
+    std::vector<ComplexValue> dynamic;
+};
+
 // "proxy_ignore_headers" fields this proxy acts on.
 enum IgnoreHeaders : uint16_t {
     kIgnoreXAccelBuffering = 1 << 0,
@@ -234,6 +259,10 @@ struct ProxyConf {
     std::vector<const proxy::Redirect*>* cookie_domains = nullptr;
     std::vector<const proxy::Redirect*>* cookie_paths = nullptr;
     bool cookie_domains_set = false, cookie_paths_set = false;
+    // "proxy_cookie_flags": the same inheritance; the first rule naming a
+    // cookie applies.
+    std::vector<const proxy::CookieFlags*>* cookie_flags = nullptr;
+    bool cookie_flags_set = false;
     std::optional<bool> intercept_errors;                  // "proxy_intercept_errors"
     std::optional<bool> force_ranges;                      // "proxy_force_ranges"
     std::optional<bool> ignore_client_abort;               // "proxy_ignore_client_abort"
@@ -348,7 +377,8 @@ std::string_view rewrite_redirect(Request& r, const ProxyConf& pc, const Pass& p
 
 // "proxy_cookie_domain" and "proxy_cookie_path" applied to a Set-Cookie
 // value's Domain and Path attributes (names without case, the first rule
-// that matches each); the value itself when nothing applies.
+// that matches each), then "proxy_cookie_flags"; the value itself when
+// nothing applies.
 std::string_view rewrite_cookie(Request& r, const ProxyConf& pc, std::string_view value);
 
 // Builds the client TLS context of every https proxy_pass in

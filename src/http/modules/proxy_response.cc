@@ -110,9 +110,66 @@ std::optional<std::string_view> rewrite_path(Request& r, const std::vector<const
     });
 }
 
-}  // namespace
+// The cookie's name: what precedes its "=" (or its ";"), trimmed.
+std::string_view cookie_name(std::string_view value) {
+    std::string_view name = value.substr(0, std::min(value.find('='), value.find(';')));
+    while (!name.empty() && (name.front() == ' ' || name.front() == '\t')) name.remove_prefix(1);
+    while (!name.empty() && (name.back() == ' ' || name.back() == '\t')) name.remove_suffix(1);
+    return name;
+}
 
-std::string_view rewrite_cookie(Request& r, const ProxyConf& pc, std::string_view value) {
+// What the first proxy_cookie_flags rule naming this cookie does; nothing
+// when none names it.
+CookieFlagSet cookie_flags_for(Request& r, const std::vector<const CookieFlags*>& rules, std::string_view value) {
+    std::string_view name = cookie_name(value);
+    for (const CookieFlags* rule : rules) {
+        if (rule->regex ? !rule->regex->exec(r, r.arena().dup(name)) : !iequals(rule->name.eval(r), name))
+            continue;
+        CookieFlagSet f = rule->fixed;
+        // A variable's value that is no flag (empty, say) is skipped.
+        for (const ComplexValue& cv : rule->dynamic) parse_cookie_flag(cv.eval(r), f);
+        return f;
+    }
+    return {};
+}
+
+// The cookie again with the attributes `f` names removed and those it
+// sets appended: "; Secure; HttpOnly; SameSite=X", the other attributes
+// kept in order, each after "; ".
+std::string_view apply_cookie_flags(Request& r, const CookieFlagSet& f, std::string_view value) {
+    const uint8_t touched = f.set | f.clear;
+    std::pmr::string out(r.mem());
+    size_t pos = value.find(';');
+    std::string_view head = value.substr(0, pos);
+    while (!head.empty() && (head.back() == ' ' || head.back() == '\t')) head.remove_suffix(1);
+    out.append(head);
+    while (pos != std::string_view::npos) {
+        size_t start = pos + 1;
+        pos = value.find(';', start);
+        std::string_view attr = value.substr(start, pos == std::string_view::npos ? pos : pos - start);
+        while (!attr.empty() && (attr.front() == ' ' || attr.front() == '\t')) attr.remove_prefix(1);
+        while (!attr.empty() && (attr.back() == ' ' || attr.back() == '\t')) attr.remove_suffix(1);
+        if (attr.empty()) continue;
+        std::string_view name = attr.substr(0, attr.find('='));
+        while (!name.empty() && (name.back() == ' ' || name.back() == '\t')) name.remove_suffix(1);
+        if (((touched & CookieFlagSet::kSecure) && iequals(name, "secure")) ||
+            ((touched & CookieFlagSet::kHttpOnly) && iequals(name, "httponly")) ||
+            ((touched & CookieFlagSet::kSameSite) && iequals(name, "samesite")))
+            continue;
+        out.append("; ");
+        out.append(attr);
+    }
+    if (f.set & CookieFlagSet::kSecure) out.append("; Secure");
+    if (f.set & CookieFlagSet::kHttpOnly) out.append("; HttpOnly");
+    if (f.set & CookieFlagSet::kSameSite) {
+        static constexpr std::string_view kSameSite[] = {"; SameSite=Strict", "; SameSite=Lax", "; SameSite=None"};
+        out.append(kSameSite[static_cast<size_t>(f.samesite)]);
+    }
+    return r.arena().dup(out);
+}
+
+// Domain and Path rules on the attributes' values, in place.
+std::string_view rewrite_cookie_attrs(Request& r, const ProxyConf& pc, std::string_view value) {
     std::pmr::string out(r.mem());
     size_t done = 0;  // value[0, done) is in out
     // The attributes follow the first ";" (the cookie's own name=value).
@@ -149,6 +206,32 @@ std::string_view rewrite_cookie(Request& r, const ProxyConf& pc, std::string_vie
     if (done == 0) return value;
     out.append(value.substr(done));
     return r.arena().dup(out);
+}
+
+}  // namespace
+
+bool parse_cookie_flag(std::string_view flag, CookieFlagSet& f) {
+    using F = CookieFlagSet;
+    auto add = [&](uint8_t bit) { f.set |= bit; f.clear &= ~bit; };
+    auto remove = [&](uint8_t bit) { f.clear |= bit; f.set &= ~bit; };
+    if (iequals(flag, "secure")) add(F::kSecure);
+    else if (iequals(flag, "httponly")) add(F::kHttpOnly);
+    else if (iequals(flag, "nosecure")) remove(F::kSecure);
+    else if (iequals(flag, "nohttponly")) remove(F::kHttpOnly);
+    else if (iequals(flag, "nosamesite")) remove(F::kSameSite);
+    else if (iequals(flag, "samesite=strict")) { add(F::kSameSite); f.samesite = F::SameSite::Strict; }
+    else if (iequals(flag, "samesite=lax")) { add(F::kSameSite); f.samesite = F::SameSite::Lax; }
+    else if (iequals(flag, "samesite=none")) { add(F::kSameSite); f.samesite = F::SameSite::None; }
+    else return false;
+    return true;
+}
+
+std::string_view rewrite_cookie(Request& r, const ProxyConf& pc, std::string_view value) {
+    if (pc.cookie_domains || pc.cookie_paths) value = rewrite_cookie_attrs(r, pc, value);
+    if (!pc.cookie_flags) return value;
+    const CookieFlagSet f = cookie_flags_for(r, *pc.cookie_flags, value);
+    if ((f.set | f.clear) == 0) return value;
+    return apply_cookie_flags(r, f, value);
 }
 
 void apply_accel_limit_rate(Request& r, const ProxyConf& pc, std::string_view value) {
@@ -233,7 +316,7 @@ void copy_response_head(Request& r, const ProxyConf& pc, const Pass& pass, int s
             [[fallthrough]];
         default:
             // Set-Cookie, only where cookie rules exist (most places have none).
-            if ((pc.cookie_domains || pc.cookie_paths) && iequals(x.name, "Set-Cookie")) {
+            if ((pc.cookie_domains || pc.cookie_paths || pc.cookie_flags) && iequals(x.name, "Set-Cookie")) {
                 out.headers.push_back({x.name, rewrite_cookie(r, pc, x.value)});
                 break;
             }

@@ -228,3 +228,24 @@ TEST_CASE("proxy: idempotent methods (RFC 9110 9.2.2)") {
     for (auto m : {"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"}) CHECK(is_idempotent(m));
     for (auto m : {"POST", "PATCH", "LOCK", "get", "PROPFIND"}) CHECK_FALSE(is_idempotent(m));
 }
+
+TEST_CASE("proxy: parse_cookie_flag, nginx's eight flags; the last one of a kind wins") {
+    CookieFlagSet f;
+    CHECK(parse_cookie_flag("Secure", f));
+    CHECK(parse_cookie_flag("samesite=LAX", f));
+    CHECK(f.set == (CookieFlagSet::kSecure | CookieFlagSet::kSameSite));
+    CHECK(f.samesite == CookieFlagSet::SameSite::Lax);
+    CHECK(parse_cookie_flag("nosecure", f));
+    CHECK(f.set == CookieFlagSet::kSameSite);
+    CHECK(f.clear == CookieFlagSet::kSecure);
+    CHECK(parse_cookie_flag("samesite=none", f));
+    CHECK(f.samesite == CookieFlagSet::SameSite::None);
+    CHECK(parse_cookie_flag("nohttponly", f));
+    CHECK(parse_cookie_flag("httponly", f));
+    CHECK(f.set == (CookieFlagSet::kHttpOnly | CookieFlagSet::kSameSite));
+    CHECK(f.clear == CookieFlagSet::kSecure);
+    const CookieFlagSet before = f;
+    for (std::string_view bad : {"", "samesite", "samesite=", "samesite=always", "secure ", "no"})
+        CHECK_FALSE(parse_cookie_flag(bad, f));
+    CHECK((f.set == before.set && f.clear == before.clear));
+}
