@@ -8,6 +8,7 @@
 #include <ctime>
 
 #include "conf/registry.h"
+#include "conf/values.h"
 #include "core/random.h"
 #include "core/str.h"
 #include "event/loop.h"
@@ -199,6 +200,22 @@ size_t parse_var_ref(std::string_view s, std::string_view* name) {
     if (i == 1) return 0;
     *name = s.substr(1, i - 1);
     return i;
+}
+
+Result<const ComplexValue*> compile_size(conf::Ctx& cx, const conf::Node& n, std::string_view text) {
+    auto cv = ComplexValue::compile(cx, n, text);
+    if (!cv) return cv.error();
+    if (cv->literal()) {
+        auto size = conf::parse_size(cv->text());
+        if (!size) return cx.invalid(n, size.error());
+    }
+    return cx.arena().make<ComplexValue>(std::move(*cv));
+}
+
+uint64_t eval_size(Request& r, const ComplexValue* cv) {
+    if (!cv) return 0;
+    auto v = conf::parse_size(cv->eval(r));
+    return v ? *v : 0;
 }
 
 Result<ComplexValue> ComplexValue::compile(conf::Ctx& cx, const conf::Node& n, std::string_view text) {

@@ -154,6 +154,12 @@ private:
     bool captures_ = false;
 };
 
+// A size that may hold variables ("limit_rate $rate"): a literal is
+// checked as a size now, a value with variables when it is used, where an
+// invalid one counts as 0 (eval_size). In the generation's arena.
+Result<const ComplexValue*> compile_size(conf::Ctx& cx, const conf::Node& n, std::string_view text);
+uint64_t eval_size(Request& r, const ComplexValue* cv);  // 0 for null
+
 // Whether a header called `header` is the one a "$http_NAME"-style
 // variable names: `var` ("user_agent") matches "User-Agent", case aside,
 // '_' in the name standing for '-' or '_'.

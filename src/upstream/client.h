@@ -166,6 +166,9 @@ struct ClientConf {
     bool buffering = true;         // default; Hooks::on_head may change it
     uint64_t max_temp_file_size = 1024 * 1024 * 1024;  // 0: never to a file
     uint64_t temp_file_write_size = 8192;
+    // Body bytes read from the origin per second, while buffering; 0: no
+    // limit ("proxy_limit_rate").
+    uint64_t limit_rate = 0;
     bool socket_keepalive = false;  // SO_KEEPALIVE on new connections
     uint16_t next_upstream = kNextError | kNextTimeout;
     uint64_t next_upstream_tries = 0;  // 0: as many as there are peers
@@ -360,6 +363,8 @@ private:
     bool retry_on_status(int status);
     void start_body(size_t consumed);
     void read_body();  // also a step: after a turn of reads
+    size_t rate_allowance();  // proxy_limit_rate: bytes the next read may take; 0: wait (armed)
+    void on_rate_timer();
     enum class Read : uint8_t { More, Memory, Stop };
     Read splice_body();
     void read_ended(const event::IoResult& io, const char* call);
@@ -465,6 +470,12 @@ private:
     bool truncated_ = false;
     bool last_sent_ = false;
     bool stopped_ = false;      // on_body said no more
+    // proxy_limit_rate: body bytes read since start_body(), against an
+    // allowance of one second's worth plus the rate times the time since.
+    uint64_t rate_read_ = 0;
+    event::Msec rate_start_ = 0;
+    bool rate_limited_ = false;
+    event::Timer rate_timer_;
     // Splicing (Hooks::body_to_pipe): the pipe the body goes through while
     // it is empty; reads go to memory, as without it, while it is not.
     event::Pipe* pipe_ = nullptr;

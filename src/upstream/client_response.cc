@@ -199,12 +199,20 @@ void Client::start_body(size_t consumed) {
     SlabRef& first = pool_[0].s;
     if (head_len_ > consumed) take(first.get()->data() + consumed, head_len_ - consumed, first);
     if (framing_ == Framing::None) origin_done_ = true;
+    // nginx paces only a buffered body; the bytes that came with the head
+    // count.
+    rate_limited_ = buffering_ && conf_.limit_rate > 0 && !origin_done_;
+    if (rate_limited_) {
+        rate_start_ = event::worker_loop().now();
+        rate_read_ = head_len_ - consumed;
+        rate_timer_.cb = event::Callback::to<&Client::on_rate_timer>(this);
+    }
     // Splicing, when the consumer takes pipe pieces: only for a body that
     // did not all come with the head (a small answer never costs a pipe),
     // framed so that its bytes go as they are (no chunks to decode), from
     // a plain socket.
     if (!origin_done_ && (framing_ == Framing::Length || framing_ == Framing::Close) && !up_->transport &&
-        hooks_.body_to_pipe(*this))
+        !rate_limited_ && hooks_.body_to_pipe(*this))
         pipe_ = event::pipes::take();
     if (out_.empty()) {
         // The head goes out now, not with the first body bytes.
@@ -314,6 +322,29 @@ Status Client::spill(const char* data, size_t n) {
     return {};
 }
 
+// What the allowance lets the next read take: one second's worth up front,
+// then `limit_rate` a second [nginx: the pipe's limit]. When it is spent,
+// what was read goes to the consumer and a timer resumes reading once a
+// buffer's worth (or a second's, if less) is allowed again, so that a low
+// rate does not turn into a read per millisecond; the read timeout does
+// not run meanwhile.
+size_t Client::rate_allowance() {
+    const uint64_t rate = conf_.limit_rate;
+    const uint64_t ms = event::worker_loop().now() - rate_start_;
+    const uint64_t allowed = rate + (rate / 1000) * ms + (rate % 1000) * ms / 1000;
+    if (allowed > rate_read_) return static_cast<size_t>(std::min<uint64_t>(allowed - rate_read_, SIZE_MAX));
+    const uint64_t want = rate_read_ - allowed + std::min<uint64_t>(rate, conf_.buffers_size);
+    event::worker_loop().cancel(up_->read_timer);
+    event::worker_loop().arm(rate_timer_, std::chrono::milliseconds(want * 1000 / rate + 1));
+    return 0;
+}
+
+void Client::on_rate_timer() {
+    log::Scope scope(hooks_.log_context());
+    if (consumer_gone() || !up_ || stage_ != Stage::Body) return;
+    if (!paused_) read_body();
+}
+
 // Reads as long as the origin has data and a buffer is free, collecting
 // what it takes in out_: the consumer gets it in one on_body() (one
 // writev) when the socket is drained, the buffers are all used, or the
@@ -333,6 +364,15 @@ void Client::read_body() {
             if (next == Read::More) continue;
             if (next == Read::Stop) return;
             // Memory: this socket cannot splice; the buffers take over.
+        }
+        size_t allow = SIZE_MAX;
+        if (rate_limited_) {
+            if (rate_timer_.armed()) return;
+            allow = rate_allowance();
+            if (allow == 0) {
+                push_out();
+                return;
+            }
         }
         char* p = nullptr;
         size_t n = 0;
@@ -362,9 +402,10 @@ void Client::read_body() {
         // A read into pool space may go on into more of it (more_regions());
         // not through a transport (TLS), which reads into one buffer.
         Region regions[1 + kGather];
+        n = std::min(n, allow);
         regions[0] = {p, n, pool_cur_};
         size_t nr = 1;
-        if (!spill && !origin_done_ && !up_->transport) nr += more_regions(regions + 1, kGather, n);
+        if (!spill && !origin_done_ && !up_->transport && !rate_limited_) nr += more_regions(regions + 1, kGather, n);
         iovec iov[1 + kGather];
         for (size_t i = 0; i < nr; ++i) iov[i] = {regions[i].p, regions[i].n};
         event::IoResult io = up_->readv({iov, nr});
@@ -373,6 +414,7 @@ void Client::read_body() {
             return;
         }
         cur_try().bytes += io.bytes;
+        rate_read_ += io.bytes;
         spilling_ = spill;
         if (spill) {
             take(p, io.bytes, *slab);

@@ -156,3 +156,52 @@ def test_invalid_value_is_a_config_error(tmp_path):
     rc, err = bad.test_config()
     assert rc != 0
     assert 'in "limit_rate" directive in ' in err and '"fast"' in err, err
+
+
+def test_proxy_limit_rate_paces_reading_from_the_origin(server):
+    # proxy_limit_rate holds the reads from the origin (nginx: only while
+    # buffering), so neither the client nor $upstream_response_time can
+    # see the body sooner than the allowance lets it in.
+    def handler(conn, req):
+        conn.sendall(response(200, DATA, close=True))
+        return False
+
+    o = Origin(handler)
+    try:
+        s = server(f"""
+            log_format up '$uri $upstream_response_time';
+            server {{
+                listen 127.0.0.1:PORT;
+                access_log logs/up.log up;
+                location / {{ proxy_pass http://{o.addr}; proxy_limit_rate 16k; }}
+                location /var/ {{ proxy_pass http://{o.addr}; proxy_limit_rate $arg_r; }}
+                location /unbuffered/ {{
+                    proxy_pass http://{o.addr};
+                    proxy_limit_rate 1;
+                    proxy_buffering off;
+                }}
+            }}
+        """)
+        r, took = fetch(s, "/a")
+        assert r.status == 200 and r.body == DATA
+        bound = least_seconds(len(DATA), 16384)
+        assert took >= bound * 0.95
+        r, took = fetch(s, "/var/b?r=20k")
+        assert r.body == DATA
+        assert took >= least_seconds(len(DATA), 20480) * 0.95
+        # At one byte a second this would not end within the timeout.
+        r, _ = fetch(s, "/unbuffered/c", timeout=10)
+        assert r.body == DATA
+        s.wait_lines("up.log", 3)
+        lines = [line.split() for line in s.read_log("up.log").decode().splitlines()]
+        assert [uri for uri, _ in lines] == ["/a", "/var/b", "/unbuffered/c"]
+        assert float(lines[0][1]) >= bound * 0.95
+    finally:
+        o.stop()
+
+
+def test_proxy_limit_rate_invalid_value_is_a_config_error(tmp_path):
+    bad = Server(tmp_path, "server { listen 127.0.0.1:PORT; location / { proxy_limit_rate 1q; } }\n")
+    rc, err = bad.test_config()
+    assert rc != 0
+    assert 'in "proxy_limit_rate" directive in ' in err and '"1q"' in err, err

@@ -51,22 +51,10 @@ void merge(const LimitRateConf& up, LimitRateConf& c) {
 template <const ComplexValue* LimitRateConf::*Member>
 Status set_value(Ctx& cx, const Node& n, LimitRateConf& c) {
     if (c.*Member) return cx.duplicate(n);
-    auto cv = ComplexValue::compile(cx, n, n.args[0].text);
+    auto cv = compile_size(cx, n, n.args[0].text);
     if (!cv) return cv.error();
-    // A literal is checked now, as a size; a value with variables when it
-    // is used (an invalid one then means no limit).
-    if (cv->literal()) {
-        auto size = conf::parse_size(cv->text());
-        if (!size) return cx.invalid(n, size.error());
-    }
-    c.*Member = cx.arena().make<ComplexValue>(std::move(*cv));
+    c.*Member = *cv;
     return {};
-}
-
-uint64_t eval_size(Request& r, const ComplexValue* cv) {
-    if (!cv) return 0;
-    auto v = conf::parse_size(cv->eval(r));
-    return v ? *v : 0;
 }
 
 // The request's pacing, in its arena; the timer is cancelled by its

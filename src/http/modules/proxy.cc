@@ -507,6 +507,15 @@ Status set_cookie_rule(Ctx& cx, const Node& n, ProxyConf& pc) {
     return {};
 }
 
+Status set_limit_rate(Ctx& cx, const Node& n, ProxyConf& pc) {
+    if (pc.limit_rate_set) return cx.duplicate(n);
+    auto cv = compile_size(cx, n, n.args[0].text);
+    if (!cv) return cv.error();
+    pc.limit_rate = *cv;
+    pc.limit_rate_set = true;
+    return {};
+}
+
 // proxy_cookie_flags off | cookie [flag ...]
 Status set_cookie_flags(Ctx& cx, const Node& n, ProxyConf& pc) {
     const std::string& a0 = n.args[0].text;
@@ -644,6 +653,7 @@ void merge(const ProxyConf& up, ProxyConf& c) {
     if (!c.cookie_domains_set) c.cookie_domains = up.cookie_domains;
     if (!c.cookie_paths_set) c.cookie_paths = up.cookie_paths;
     if (!c.cookie_flags_set) c.cookie_flags = up.cookie_flags;
+    if (!c.limit_rate_set) c.limit_rate = up.limit_rate;
     if (!c.redirect_off) {
         c.redirect_off = up.redirect_off;
         c.redirects = up.redirects;
@@ -1080,6 +1090,7 @@ constexpr conf::Directive kDirectives[] = {
     {"proxy_buffers", kLoc, conf::Take2, conf::custom<set_buffers>()},
     {"proxy_busy_buffers_size", kLoc, conf::Take1, conf::custom<set_busy_size>()},
     {"proxy_max_temp_file_size", kLoc, conf::Take1, conf::size<&ProxyConf::max_temp_file_size>()},
+    {"proxy_limit_rate", kLoc, conf::Take1, conf::custom<set_limit_rate>()},
     {"proxy_temp_file_write_size", kLoc, conf::Take1, conf::custom<set_write_size>()},
     {"proxy_temp_path", kLoc, conf::Arity{1, 4, false}, conf::custom<set_proxy_temp>()},
     {"proxy_connect_timeout", kLoc, conf::Take1, conf::duration<&ProxyConf::connect_timeout>()},

@@ -274,6 +274,8 @@ struct ProxyConf {
     std::optional<uint64_t> buffers_size;
     std::optional<uint64_t> busy_buffers_size;             // "proxy_busy_buffers_size"
     std::optional<uint64_t> max_temp_file_size;            // "proxy_max_temp_file_size"
+    const ComplexValue* limit_rate = nullptr;              // "proxy_limit_rate"; null: 0
+    bool limit_rate_set = false;
     std::optional<uint64_t> temp_file_write_size;          // "proxy_temp_file_write_size"
     std::optional<std::string> temp_path;                  // "proxy_temp_path", absolute
     std::optional<conf::Duration> connect_timeout;         // "proxy_connect_timeout"

@@ -166,6 +166,7 @@ Exchange::Exchange(Request& r, const ProxyConf& pc, const Pass& pass, upstream::
       redirect_(event::Callback::to<&Exchange::accel_redirect>(this)) {}
 
 Next Exchange::start() {
+    cc_.limit_rate = eval_size(r_, pc_.limit_rate);
     method_ = pc_.method ? pc_.method->eval(r_) : r_.method;
     if (!is_token(method_)) {
         // "proxy_method $arg_m" must not write a request line of the
