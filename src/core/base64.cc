@@ -9,17 +9,20 @@ namespace {
 
 constexpr int8_t kInvalid = -1;
 
-constexpr std::array<int8_t, 256> kValue = [] {
-    std::array<int8_t, 256> t{};
+using Table = std::array<int8_t, 256>;
+
+// The value of each character of a 64-character alphabet.
+constexpr Table table_of(std::string_view alphabet) {
+    Table t{};
     t.fill(kInvalid);
-    constexpr std::string_view alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     for (size_t i = 0; i < alphabet.size(); ++i) t[static_cast<unsigned char>(alphabet[i])] = static_cast<int8_t>(i);
     return t;
-}();
+}
 
-}  // namespace
+constexpr Table kValue = table_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/");
+constexpr Table kUrlValue = table_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_");
 
-std::optional<size_t> decode_base64(std::string_view in, char* out) {
+std::optional<size_t> decode(std::string_view in, char* out, const Table& value) {
     // Up to two '=' end the input, and only where they complete a quantum.
     size_t n = in.size();
     size_t pad = 0;
@@ -33,7 +36,7 @@ std::optional<size_t> decode_base64(std::string_view in, char* out) {
     uint32_t acc = 0;
     int bits = 0;
     for (size_t i = 0; i < n; ++i) {
-        const int8_t v = kValue[static_cast<unsigned char>(in[i])];
+        const int8_t v = value[static_cast<unsigned char>(in[i])];
         if (v == kInvalid) return std::nullopt;
         acc = (acc << 6) | static_cast<uint32_t>(v);
         bits += 6;
@@ -44,5 +47,11 @@ std::optional<size_t> decode_base64(std::string_view in, char* out) {
     }
     return w;
 }
+
+}  // namespace
+
+std::optional<size_t> decode_base64(std::string_view in, char* out) { return decode(in, out, kValue); }
+
+std::optional<size_t> decode_base64url(std::string_view in, char* out) { return decode(in, out, kUrlValue); }
 
 }  // namespace gatehouse

@@ -6,12 +6,13 @@
 
 using gatehouse::base64_decoded_max;
 using gatehouse::decode_base64;
+using gatehouse::decode_base64url;
 
 namespace {
 
-std::optional<std::string> decode(std::string_view in) {
+std::optional<std::string> decode(std::string_view in, bool url = false) {
     std::string out(base64_decoded_max(in.size()), '\0');
-    auto n = decode_base64(in, out.data());
+    auto n = url ? decode_base64url(in, out.data()) : decode_base64(in, out.data());
     if (!n) return std::nullopt;
     out.resize(*n);
     return out;
@@ -36,5 +37,16 @@ TEST_CASE("core/base64: malformed input is refused") {
     for (const char* in : bad) {
         CAPTURE(in);
         CHECK_FALSE(decode(in));
+    }
+}
+
+TEST_CASE("core/base64: the URL alphabet takes '-' and '_' for '+' and '/'") {
+    CHECK(decode("-_-_", true) == std::optional<std::string>("\xfb\xff\xbf"));
+    CHECK(decode("Zm9vYg==", true) == std::optional<std::string>("foob"));
+    CHECK(decode("Zm9vYg", true) == std::optional<std::string>("foob"));
+    const char* bad[] = {"+/+/", "Zm9vY", "Zg=", "Zm9v!", "Zg==Zg=="};
+    for (const char* in : bad) {
+        CAPTURE(in);
+        CHECK_FALSE(decode(in, true));
     }
 }
