@@ -1,5 +1,5 @@
-"""empty_gif: a location answering a 1x1 transparent GIF, with HEAD,
-conditional requests and ranges as for a file."""
+"""empty_gif: a location answering a 1x1 transparent GIF, with HEAD and
+conditional requests as for a file."""
 
 import pytest
 
@@ -117,12 +117,11 @@ def test_conditional(s):
     assert r.status == 412
 
 
-def test_range(s):
+def test_range_gets_the_whole_image(s):
+    # As from nginx: 43 bytes are not worth cutting.
     whole = request(s.port, "/pixel.gif").body
     r = request(s.port, "/pixel.gif", headers=[("Range", "bytes=0-5")])
-    assert r.status == 206 and r.body == whole[:6] == b"GIF89a"
-    assert r.header("Content-Range") == "bytes 0-5/43"
-    assert request(s.port, "/pixel.gif", headers=[("Range", "bytes=100-")]).status == 416
+    assert (r.status, r.body, r.header("Content-Range"), r.header("Accept-Ranges")) == (200, whole, None, None)
 
 
 def test_any_uri_of_the_location_and_not_nested_ones(s):

@@ -13,14 +13,14 @@
 //     link after it and the secret; $secure_link is that link, else empty.
 // A location with its own secure_link_secret is in secret mode; one with
 // secure_link or secure_link_md5 of its own or inherited in the other;
-// else it inherits its parent's secret. MD5 comes from OpenSSL (EVP); the
+// else it inherits its parent's secret. MD5 is core/md5.h's; the
 // comparison takes the same time wherever the hashes differ.
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 
 #include <string>
 
 #include "core/log.h"
+#include "core/md5.h"
 #include "event/worker.h"
 #include "http/core_module.h"
 #include "http/request.h"
@@ -52,16 +52,11 @@ const SecureLinkConf* conf_of(Request& r) {
     return locs ? static_cast<const SecureLinkConf*>(locs[secure_link_module.index]) : nullptr;
 }
 
-// MD5 of the concatenation of `parts`; false if OpenSSL has none to give
-// (checked at startup: see md5_available).
-bool md5_of(std::initializer_list<std::string_view> parts, LinkMd5& out) {
-    EVP_MD_CTX* c = EVP_MD_CTX_new();
-    bool ok = c && EVP_DigestInit_ex(c, EVP_md5(), nullptr) == 1;
-    for (std::string_view p : parts) ok = ok && EVP_DigestUpdate(c, p.data(), p.size()) == 1;
-    ok = ok && EVP_DigestFinal_ex(c, out.data(), nullptr) == 1;
-    EVP_MD_CTX_free(c);
-    if (!ok) GH_LOG(Alert, "secure_link: MD5 failed in OpenSSL");
-    return ok;
+// MD5 of the concatenation of `parts`.
+LinkMd5 md5_of(Request& r, std::initializer_list<std::string_view> parts) {
+    std::pmr::string all(r.mem());
+    for (std::string_view p : parts) all.append(p);
+    return md5(all);
 }
 
 bool same(const LinkMd5& a, const LinkMd5& b) { return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0; }
@@ -74,8 +69,7 @@ void not_found(VarValue& v) {
 // Secret mode: the link, or not found.
 void secret_link(Request& r, VarValue& v, const std::string& secret) {
     auto link = split_secret_link(r.unparsed_uri);
-    LinkMd5 want;
-    if (!link || !md5_of({link->link, secret}, want) || !same(link->md5, want)) return not_found(v);
+    if (!link || !same(link->md5, md5_of(r, {link->link, secret}))) return not_found(v);
     v.s = link->link;
 }
 
@@ -94,8 +88,7 @@ void v_secure_link(Request& r, VarValue& v, uintptr_t) {
     }
     auto given = decode_link_md5(parts.hash);
     if (!given) return not_found(v);
-    LinkMd5 want;
-    if (!md5_of({c->md5->eval(r)}, want) || !same(*given, want)) return not_found(v);
+    if (!same(*given, md5(c->md5->eval(r)))) return not_found(v);
     const bool expired = expires != 0 && expires < event::worker_loop().wall().sec;
     v.s = expired ? std::string_view("0") : std::string_view("1");
 }
@@ -125,14 +118,6 @@ bool mentions(std::string_view text, std::initializer_list<std::string_view> nam
     return false;
 }
 
-// A FIPS-only OpenSSL has no MD5: said at startup, not on every request.
-Status need_md5(Ctx& cx, const Node& n) {
-    EVP_MD* md = EVP_MD_fetch(nullptr, "MD5", nullptr);
-    if (!md) return cx.error(n, "\"" + n.name + "\" needs MD5, which this OpenSSL does not provide");
-    EVP_MD_free(md);
-    return {};
-}
-
 Status set_expression(Ctx& cx, const Node& n, const ComplexValue*& out,
                       std::initializer_list<std::string_view> forbidden) {
     if (out) return cx.duplicate(n);
@@ -140,7 +125,6 @@ Status set_expression(Ctx& cx, const Node& n, const ComplexValue*& out,
     // Each would compute itself again while being computed.
     if (mentions(text, forbidden))
         return cx.error(n, "the $secure_link variables cannot be used in the \"" + n.name + "\" directive");
-    if (auto s = need_md5(cx, n); !s) return s;
     auto cv = ComplexValue::compile(cx, n, text);
     if (!cv) return cv.error();
     out = cx.arena().make<ComplexValue>(std::move(*cv));
@@ -157,7 +141,6 @@ Status set_secure_link_md5(Ctx& cx, const Node& n, SecureLinkConf& c) {
 
 Status set_secret(Ctx& cx, const Node& n, SecureLinkConf& c) {
     if (c.secret) return cx.duplicate(n);
-    if (auto s = need_md5(cx, n); !s) return s;
     c.secret = n.args[0].text;
     return {};
 }
