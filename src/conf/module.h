@@ -177,6 +177,10 @@ struct Module {
     // logged at emerg; the generation is refused as if its configuration
     // were invalid.
     Status (*init_master)(const Roots& g, const std::optional<WorkerUser>& workers) = nullptr;
+    // Worker, before it gives up root's user: the Linux capabilities it
+    // keeps (bits 1 << CAP_X of <linux/capability.h>), e.g. CAP_NET_RAW
+    // for "proxy_bind ... transparent" [nginx 1.13.8].
+    uint64_t (*worker_capabilities)(const Roots& g) = nullptr;
     // Worker (worker number `slot`, 0-based), once event::worker_loop()
     // and worker_connections() are set and before it accepts. An error
     // ends the worker (logged at emerg).

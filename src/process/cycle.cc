@@ -82,6 +82,13 @@ Status init_worker(const Cycle& c, int slot) {
     return {};
 }
 
+uint64_t worker_capabilities(const Cycle& c) {
+    uint64_t caps = 0;
+    for (const conf::Module* m : modules)
+        if (m->worker_capabilities) caps |= m->worker_capabilities(c.roots);
+    return caps;
+}
+
 void quit_worker() {
     for (const conf::Module* m : modules)
         if (m->quit_worker) m->quit_worker();

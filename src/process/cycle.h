@@ -76,6 +76,7 @@ Status init_master(const Cycle& c);
 // The master (`master`) gives the files it makes to the workers' user.
 void reopen_logs(Cycle& c, bool master);
 Status init_worker(const Cycle& c, int slot);
+uint64_t worker_capabilities(const Cycle& c);
 void quit_worker();
 void idle_worker();
 void exit_worker();

@@ -1,8 +1,11 @@
 #include "process/worker.h"
 
 #include <grp.h>
+#include <linux/capability.h>
 #include <sched.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -116,7 +119,7 @@ void set_cpu_affinity(const CoreConf& cc, int slot) {
 // (CoreConf::worker_user). The single process of "master_process off" is
 // the master itself: as nginx's, it keeps its user unless "user" says
 // otherwise.
-Status drop_privileges(const CoreConf& cc, bool forked) {
+Status drop_privileges(const CoreConf& cc, bool forked, uint64_t keep_caps) {
     if (!cc.worker_user || (!forked && !cc.user)) return {};
     const conf::WorkerUser& u = *cc.worker_user;
     auto failed = [](std::string call) {
@@ -126,7 +129,18 @@ Status drop_privileges(const CoreConf& cc, bool forked) {
     if (::setgid(u.gid) != 0) return failed("setgid(" + std::to_string(u.gid) + ")");
     if (::initgroups(cc.worker_user_name.c_str(), u.gid) != 0)
         return failed("initgroups(" + cc.worker_user_name + ", " + std::to_string(u.gid) + ")");
+    // Capabilities the modules want survive the change of user: kept
+    // across setuid(), then made the only ones, effective.
+    if (keep_caps && u.uid != 0 && ::prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0) return failed("prctl(PR_SET_KEEPCAPS)");
     if (::setuid(u.uid) != 0) return failed("setuid(" + std::to_string(u.uid) + ")");
+    if (keep_caps && u.uid != 0) {
+        __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
+        __user_cap_data_struct data[2] = {};
+        for (int i = 0; i < 2; ++i) {
+            data[i].effective = data[i].permitted = static_cast<uint32_t>(keep_caps >> (32 * i));
+        }
+        if (::syscall(SYS_capset, &hdr, data) != 0) return failed("capset()");
+    }
     return {};
 }
 
@@ -152,7 +166,7 @@ int worker_main(const Cycle& cycle, const std::vector<Listening>& ls, int slot, 
     if (cc.worker_priority && setpriority(PRIO_PROCESS, 0, *cc.worker_priority) != 0)
         GH_LOG_ERRNO(Alert, errno, "setpriority(%d) failed", *cc.worker_priority);
     set_cpu_affinity(cc, slot);
-    if (auto s = drop_privileges(cc, forked); !s) {
+    if (auto s = drop_privileges(cc, forked, worker_capabilities(cycle)); !s) {
         GH_LOG(Emerg, "%s", s.message().c_str());
         return 2;
     }

@@ -18,6 +18,6 @@ int worker_main(const Cycle& cycle, const std::vector<Listening>& ls, int slot, 
 // A forked process of a master running as root becomes the workers' user
 // and group (CoreConf::worker_user); `forked` false (single-process mode)
 // keeps the master's unless "user" was given. The error names the call.
-Status drop_privileges(const CoreConf& cc, bool forked);
+Status drop_privileges(const CoreConf& cc, bool forked, uint64_t keep_caps = 0);
 
 }  // namespace gatehouse::process

@@ -196,7 +196,18 @@ void Client::connect_peer() {
         }
     }
     if (!up_) {
-        auto c = open_connection(*peer_);
+        bool local_failed = false;
+        auto c = open_connection(*peer_, conf_.local, &local_failed);
+        if (!c && local_failed) {
+            // Our own address is wrong, not the peer: 500, and no other
+            // peer is tried [nginx].
+            error_log(log::Level::Crit, 0, c.message(), action());
+            cur_try().status = 500;
+            err_status_ = 500;
+            stage_ = Stage::Done;
+            schedule(&Client::report_error);
+            return;
+        }
         if (!c) {
             stage_ = Stage::Connecting;
             fail(Failure::Error, 502, 0, c.message());

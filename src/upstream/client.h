@@ -174,6 +174,7 @@ struct ClientConf {
     uint64_t next_upstream_tries = 0;  // 0: as many as there are peers
     std::chrono::milliseconds next_upstream_timeout{0};  // 0: no limit
     const TlsSettings* tls = nullptr;  // https; null: plain
+    const LocalAddr* local = nullptr;  // "proxy_bind"; null: the kernel's choice
 };
 
 // What one try sends, set by Hooks::prepare().

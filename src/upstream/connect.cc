@@ -25,9 +25,33 @@ Error failed(const char* call, const char* prep, const Peer& p, int err) {
                       std::to_string(err) + ": " + std::strerror(err) + ")");
 }
 
+// Binds fd to `local`. Without a port, the kernel picks one at connect()
+// (IP_BIND_ADDRESS_NO_PORT), so that many connections from one address
+// to different origins do not each hold a port of their own from bind()
+// on [nginx does the same].
+Status bind_local(int fd, const LocalAddr& local) {
+    const bool v6 = local.sa.ss_family == AF_INET6;
+    int on = 1;
+    if (local.transparent &&
+        setsockopt(fd, v6 ? IPPROTO_IPV6 : IPPROTO_IP, v6 ? IPV6_TRANSPARENT : IP_TRANSPARENT, &on, sizeof on) < 0) {
+        int err = errno;
+        return make_error(std::string(v6 ? "setsockopt(IPV6_TRANSPARENT)" : "setsockopt(IP_TRANSPARENT)") +
+                          " failed (" + std::to_string(err) + ": " + std::strerror(err) + ")");
+    }
+    const uint16_t port = v6 ? reinterpret_cast<const sockaddr_in6&>(local.sa).sin6_port
+                             : reinterpret_cast<const sockaddr_in&>(local.sa).sin_port;
+    if (port == 0) (void)setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &on, sizeof on);
+    if (::bind(fd, reinterpret_cast<const sockaddr*>(&local.sa), local.sa_len) < 0) {
+        int err = errno;
+        return make_error("bind(" + std::string(local.text) + ") failed (" + std::to_string(err) + ": " +
+                          std::strerror(err) + ")");
+    }
+    return {};
+}
+
 }  // namespace
 
-Result<event::Connection*> open_connection(const Peer& p) {
+Result<event::Connection*> open_connection(const Peer& p, const LocalAddr* local, bool* local_failed) {
     const int family = p.sa.ss_family;
     int fd = ::socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return failed("socket()", "for", p, errno);
@@ -37,6 +61,13 @@ Result<event::Connection*> open_connection(const Peer& p) {
         int on = 1;
         if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on) < 0)
             GH_LOG_ERRNO(Alert, errno, "setsockopt(TCP_NODELAY) for %s failed", p.text.c_str());
+        if (local) {
+            if (auto s = bind_local(fd, *local); !s) {
+                ::close(fd);
+                if (local_failed) *local_failed = true;
+                return s.error();
+            }
+        }
     }
     event::ConnectionTable& table = event::worker_connections();
     event::Connection* c = table.open(fd);

@@ -655,12 +655,24 @@ private:
     friend struct Balancers;  // the methods' files (balancer.h)
 };
 
-// Starts a non-blocking connect() to p. The Connection comes from the
-// worker's table (it counts against worker_connections), is registered
-// with the loop for read and write, and is writable once connected; the
-// caller checks SO_ERROR then (see connect_result). The error names
-// socket()/connect(), the peer and errno.
-Result<event::Connection*> open_connection(const Peer& p);
+// The local address an outgoing connection starts from ("proxy_bind").
+struct LocalAddr {
+    sockaddr_storage sa{};
+    socklen_t sa_len = 0;
+    bool transparent = false;  // IP_TRANSPARENT: may be another host's address
+    std::string_view text;     // as written, for errors; lives as long as the LocalAddr
+};
+
+// Starts a non-blocking connect() to p, from `local` when given (not for
+// a Unix-socket peer). The Connection comes from the worker's table (it
+// counts against worker_connections), is registered with the loop for
+// read and write, and is writable once connected; the caller checks
+// SO_ERROR then (see connect_result). The error names the call, the
+// address and errno; *local_failed says it was the local address's
+// (bind(), IP_TRANSPARENT), which nginx answers 500 without trying
+// another peer.
+Result<event::Connection*> open_connection(const Peer& p, const LocalAddr* local = nullptr,
+                                           bool* local_failed = nullptr);
 // 0 when the connect succeeded, else the errno (ECONNREFUSED...).
 int connect_result(event::Connection& c);
 

@@ -172,3 +172,45 @@ def test_reopen_gives_new_logs_to_the_workers(gatehouse, prefix, gatehouse_bin):
     # A worker that could not reopen would say so in the file it still has.
     after = prefix.read("logs/error.log.1").split("reopening logs", 1)[1] + prefix.read("logs/error.log")
     assert "failed" not in after, after
+
+
+def capabilities(pid):
+    """(effective, permitted) capability sets of pid, as numbers."""
+    status = open(f"/proc/{pid}/status").read()
+    return (int(re.search(r"^CapEff:\s*(\w+)", status, re.M).group(1), 16),
+            int(re.search(r"^CapPrm:\s*(\w+)", status, re.M).group(1), 16))
+
+
+def test_transparent_proxy_bind_keeps_cap_net_raw_alone(gatehouse, prefix, gatehouse_bin):
+    """IP_TRANSPARENT needs CAP_NET_RAW: with "proxy_bind ...
+    transparent" the workers keep that one capability, and only it, after
+    becoming the workers' user [nginx]; without it they keep none."""
+    user, _ = default_user(gatehouse_bin)
+    cap_net_raw = 1 << 13
+
+    def handler(conn, req):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (
+            len(conn.getpeername()[0]), conn.getpeername()[0].encode()))
+        return False
+    origin = Origin(handler)
+    try:
+        port = free_port()
+        http = f"""
+            server {{
+                listen 127.0.0.1:{port};
+                location / {{ proxy_bind 127.0.0.2 transparent; proxy_pass http://{origin.addr}; }}
+            }}
+        """
+        g = gatehouse.start(conf(free_port(), http=http), ports=[port], workers=2)
+        workers = g.children()
+        assert workers
+        for w in workers:
+            assert ids(w)[0][0] == pwd.getpwnam(user).pw_uid
+            assert capabilities(w) == (cap_net_raw, cap_net_raw), w
+        assert get(port) == (200, b"127.0.0.2")
+        g.stop()
+        plain = free_port()
+        g = gatehouse.start(conf(plain), ports=[plain], workers=2)
+        assert [capabilities(w) for w in g.children()] == [(0, 0), (0, 0)]
+    finally:
+        origin.stop()

@@ -299,6 +299,9 @@ def test_unix_socket_origin(server, origin, tmp_path):
     ("location / { proxy_cookie_path ~( /; }", "pcre2_compile() failed"),
     ("location / { proxy_cookie_flags a secure samesite=always; }", 'invalid parameter "samesite=always"'),
     ("location / { proxy_cookie_flags off; proxy_cookie_flags off; }", '"proxy_cookie_flags" directive is duplicate'),
+    ("location / { proxy_bind 127.0.0.1 opaque; }", 'invalid parameter "opaque"'),
+    ("location / { proxy_bind localhost; }", 'invalid address "localhost"'),
+    ("location / { proxy_bind unix:/tmp/x; }", 'invalid address "unix:/tmp/x"'),
     ("location / { proxy_pass http:x$uri; }", 'invalid URL prefix in "http:x$uri"'),
     ("location / { proxy_pass https://$host; }", "https protocol requires SSL support"),
     ("location / { proxy_ssl_verify on; proxy_pass https://127.0.0.1; }",
@@ -772,6 +775,50 @@ def test_proxy_cookie_flags_set_and_remove_attributes(server, origin):
     # (here: none given) changes nothing.
     assert request(s.port, "/var/?c=other&f=nosecure").all("Set-Cookie")[3] == "other=4"
     assert request(s.port, "/var/?c=other").all("Set-Cookie") == cookies
+
+
+def test_proxy_bind_chooses_the_local_address(server, origin):
+    # The origin answers with the address and port the connection came
+    # from. A literal is parsed at load, a value with variables per
+    # request (empty: the kernel's choice; invalid: logged, the same).
+    def handler(conn, req):
+        host, port = conn.getpeername()[:2]
+        conn.sendall(response(200, f"{host} {port}".encode()))
+        return False
+    o = origin(handler)
+    s = start(server, f"""
+        server {{ listen 127.0.0.1:PORT;
+            proxy_bind 127.0.0.2;
+            location / {{ proxy_pass http://{o.addr}; }}
+            location /own/ {{ proxy_bind 127.0.0.3; proxy_pass http://{o.addr}; }}
+            location /off/ {{ proxy_bind off; proxy_pass http://{o.addr}; }}
+            location /var/ {{ proxy_bind $arg_b; proxy_pass http://{o.addr}; }}
+            location /port/ {{ proxy_bind 127.0.0.4:$arg_p; proxy_pass http://{o.addr}; }}
+            location /foreign/ {{ proxy_bind 192.0.2.1; proxy_pass http://{o.addr}; }}
+        }}
+    """)
+    def seen(path):
+        r = request(s.port, path)
+        assert r.status == 200, (path, r.status)
+        host, port = r.body.decode().split()
+        return host, int(port)
+    assert seen("/")[0] == "127.0.0.2"
+    assert seen("/own/")[0] == "127.0.0.3"
+    assert seen("/off/")[0] == "127.0.0.1"
+    assert seen("/var/?b=127.0.0.5")[0] == "127.0.0.5"
+    assert seen("/var/")[0] == "127.0.0.1"
+    assert seen("/var/?b=no.such.address")[0] == "127.0.0.1"
+    assert 'invalid local address "no.such.address"' in s.error_log()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.4", 0))
+        free = probe.getsockname()[1]
+    assert seen(f"/port/?p={free}") == ("127.0.0.4", free)
+    # An address this host does not have: bind() fails, which is ours to
+    # fix, not the origin's: 500, logged at crit [nginx].
+    before = len(o.requests)
+    assert request(s.port, "/foreign/").status == 500
+    assert len(o.requests) == before
+    assert re.search(r"\[crit\].*bind\(192\.0\.2\.1\) failed \(99: ", s.error_log())
 
 
 def test_proxy_force_ranges_cuts_an_origins_whole_answer(server, origin):

@@ -4,6 +4,7 @@
 #include "http/modules/proxy.h"
 
 #include <arpa/inet.h>
+#include <linux/capability.h>
 #include <netinet/in.h>
 
 #include <algorithm>
@@ -236,6 +237,18 @@ size_t refresh_url_offset(std::string_view v) {
 
 bool is_idempotent(std::string_view m) {
     return m == "GET" || m == "HEAD" || m == "OPTIONS" || m == "TRACE" || m == "PUT" || m == "DELETE";
+}
+
+bool parse_local_addr(std::string_view s, upstream::LocalAddr& out) {
+    conf::AddressRules rules;
+    rules.default_port = 0;
+    rules.unix_path = false;
+    rules.names = false;
+    auto a = conf::parse_address(s, rules);
+    if (!a || (a->kind != conf::Address::Kind::Inet && a->kind != conf::Address::Kind::Inet6)) return false;
+    out.sa = a->sa;
+    out.sa_len = a->sa_len;
+    return true;
 }
 
 }  // namespace proxy
@@ -507,6 +520,31 @@ Status set_cookie_rule(Ctx& cx, const Node& n, ProxyConf& pc) {
     return {};
 }
 
+// proxy_bind address [transparent] | off
+Status set_bind(Ctx& cx, const Node& n, ProxyConf& pc) {
+    if (pc.bind_set) return cx.duplicate(n);
+    pc.bind_set = true;
+    const std::string& a0 = n.args[0].text;
+    if (n.args.size() == 1 && a0 == "off") return {};
+    if (n.args.size() == 2) {
+        if (n.args[1].text != "transparent") return cx.error(n, "invalid parameter \"" + n.args[1].text + "\"");
+        pc.bind_transparent = true;
+        cx.conf<ProxyMainConf>(proxy_module, conf::Level::Main)->transparent = true;
+    }
+    auto cv = ComplexValue::compile(cx, n, a0);
+    if (!cv) return cv.error();
+    if (!cv->literal()) {
+        pc.bind = cx.arena().make<ComplexValue>(std::move(*cv));
+        return {};
+    }
+    auto* la = cx.arena().make<upstream::LocalAddr>();
+    if (!proxy::parse_local_addr(a0, *la)) return cx.error(n, "invalid address \"" + a0 + "\"");
+    la->text = cx.arena().dup(a0);
+    la->transparent = pc.bind_transparent;
+    pc.bind_addr = la;
+    return {};
+}
+
 Status set_limit_rate(Ctx& cx, const Node& n, ProxyConf& pc) {
     if (pc.limit_rate_set) return cx.duplicate(n);
     auto cv = compile_size(cx, n, n.args[0].text);
@@ -654,6 +692,11 @@ void merge(const ProxyConf& up, ProxyConf& c) {
     if (!c.cookie_paths_set) c.cookie_paths = up.cookie_paths;
     if (!c.cookie_flags_set) c.cookie_flags = up.cookie_flags;
     if (!c.limit_rate_set) c.limit_rate = up.limit_rate;
+    if (!c.bind_set) {
+        c.bind_addr = up.bind_addr;
+        c.bind = up.bind;
+        c.bind_transparent = up.bind_transparent;
+    }
     if (!c.redirect_off) {
         c.redirect_off = up.redirect_off;
         c.redirects = up.redirects;
@@ -1091,6 +1134,7 @@ constexpr conf::Directive kDirectives[] = {
     {"proxy_busy_buffers_size", kLoc, conf::Take1, conf::custom<set_busy_size>()},
     {"proxy_max_temp_file_size", kLoc, conf::Take1, conf::size<&ProxyConf::max_temp_file_size>()},
     {"proxy_limit_rate", kLoc, conf::Take1, conf::custom<set_limit_rate>()},
+    {"proxy_bind", kLoc, conf::Take12, conf::custom<set_bind>()},
     {"proxy_temp_file_write_size", kLoc, conf::Take1, conf::custom<set_write_size>()},
     {"proxy_temp_path", kLoc, conf::Arity{1, 4, false}, conf::custom<set_proxy_temp>()},
     {"proxy_connect_timeout", kLoc, conf::Take1, conf::duration<&ProxyConf::connect_timeout>()},
@@ -1126,6 +1170,15 @@ constexpr PhaseHandler kPhases[] = {
 
 constexpr ModuleHooks kHooks{.phases = kPhases, .variables = kVariables};
 
+// "proxy_bind ... transparent" sets IP_TRANSPARENT, which needs CAP_NET_RAW
+// (or CAP_NET_ADMIN) in workers that run as another user than root.
+uint64_t worker_capabilities(const conf::Roots& g) {
+    conf::ConfArray main = g[static_cast<int>(conf::Level::Main)];
+    if (!main) return 0;
+    const auto* m = static_cast<const ProxyMainConf*>(main[proxy_module.index]);
+    return m && m->transparent ? uint64_t{1} << CAP_NET_RAW : 0;
+}
+
 }  // namespace
 
 extern const conf::Module proxy_module{
@@ -1135,6 +1188,7 @@ extern const conf::Module proxy_module{
     .loc = conf::level<ProxyConf, merge>(),
     .postconfiguration = postconfiguration,
     .http = &kHooks,
+    .worker_capabilities = worker_capabilities,
 };
 
 }  // namespace gatehouse::http

@@ -275,6 +275,13 @@ struct ProxyConf {
     std::optional<uint64_t> busy_buffers_size;             // "proxy_busy_buffers_size"
     std::optional<uint64_t> max_temp_file_size;            // "proxy_max_temp_file_size"
     const ComplexValue* limit_rate = nullptr;              // "proxy_limit_rate"; null: 0
+    // "proxy_bind": an address without variables parsed at load
+    // (bind_addr), one with them per request (bind); neither: "off" or
+    // nothing said.
+    const upstream::LocalAddr* bind_addr = nullptr;
+    const ComplexValue* bind = nullptr;
+    bool bind_transparent = false;
+    bool bind_set = false;
     bool limit_rate_set = false;
     std::optional<uint64_t> temp_file_write_size;          // "proxy_temp_file_write_size"
     std::optional<std::string> temp_path;                  // "proxy_temp_path", absolute
@@ -314,6 +321,7 @@ struct ProxyMainConf {
     // the contexts it made (owner: the generation arena).
     std::vector<std::pair<const ProxyConf*, proxy::Pass*>> https_passes;
     std::vector<proxy::UpstreamTls*> tls;
+    bool transparent = false;  // a "proxy_bind ... transparent": workers keep CAP_NET_RAW
 };
 
 namespace proxy {
@@ -376,6 +384,10 @@ void copy_response_head(Request& r, const ProxyConf& pc, const Pass& pass, int s
 // (Refresh: after "url="); the value itself when nothing applies.
 std::string_view rewrite_redirect(Request& r, const ProxyConf& pc, const Pass& pass, std::string_view value,
                                   size_t from);
+
+// A "proxy_bind" address: an IPv4 or IPv6 literal, with a port or not;
+// false for anything else (names included, as nginx).
+bool parse_local_addr(std::string_view s, upstream::LocalAddr& out);
 
 // "proxy_cookie_domain" and "proxy_cookie_path" applied to a Set-Cookie
 // value's Domain and Path attributes (names without case, the first rule

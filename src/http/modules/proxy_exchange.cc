@@ -167,6 +167,22 @@ Exchange::Exchange(Request& r, const ProxyConf& pc, const Pass& pass, upstream::
 
 Next Exchange::start() {
     cc_.limit_rate = eval_size(r_, pc_.limit_rate);
+    cc_.local = pc_.bind_addr;
+    if (pc_.bind) {
+        // An empty value binds nothing; an invalid one is logged and binds
+        // nothing either [nginx].
+        std::string_view v = pc_.bind->eval(r_);
+        auto* la = r_.arena().make<upstream::LocalAddr>();
+        if (v.empty()) {
+        } else if (parse_local_addr(v, *la)) {
+            la->text = v;
+            la->transparent = pc_.bind_transparent;
+            cc_.local = la;
+        } else {
+            GH_LOG(Error, "invalid local address \"%.*s\"", static_cast<int>(std::min<size_t>(v.size(), 64)),
+                   v.data());
+        }
+    }
     method_ = pc_.method ? pc_.method->eval(r_) : r_.method;
     if (!is_token(method_)) {
         // "proxy_method $arg_m" must not write a request line of the
