@@ -240,6 +240,17 @@ std::string_view server_token(const Request& r) {
     }
 }
 
+void weaken_etag(Request& r, ResponseHead& h) {
+    if (h.etag.empty() || h.etag.starts_with("W/")) return;
+    if (h.etag.front() != '"') {
+        h.etag = {};
+        return;
+    }
+    std::pmr::string w("W/", r.mem());
+    w += h.etag;
+    h.etag = r.arena().dup(w);
+}
+
 std::string_view http_date_now() {
     static time_t last = -1;
     static char buf[kHttpDateMax];

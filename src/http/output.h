@@ -71,5 +71,9 @@ inline bool is_tls_400(int status) { return status >= 495 && status <= 497; }
 std::string_view server_token(const Request& r);
 // The Date field's value now, cached for the second.
 std::string_view http_date_now();
+// A filter that changes the body's bytes keeps the ETag only as a weak
+// one (RFC 9110 8.8.3.3; nginx's ngx_http_weak_etag): "W/" goes before a
+// strong tag, and a value that is not a quoted tag goes.
+void weaken_etag(Request& r, ResponseHead& h);
 
 }  // namespace gatehouse::http

@@ -89,18 +89,6 @@ struct Gunzip {
     bool seen_input = false;
 };
 
-// nginx's weak ETag: W/ added to a strong one; one that is not a
-// quoted string cannot be made weak and goes.
-void weaken_etag(Request& r, ResponseHead& h) {
-    if (h.etag.empty() || h.etag.starts_with("W/")) return;
-    if (h.etag.front() != '"') {
-        h.etag = {};
-        return;
-    }
-    std::string w = "W/" + std::string(h.etag);
-    h.etag = r.arena().dup(w);
-}
-
 Flow header_filter(Request& r, ResponseHead& h) {
     if (!r.loc_confs) return Flow::Pass;
     const auto& c = r.loc_conf<GunzipConf>(gunzip_filter_module);

@@ -434,17 +434,8 @@ Flow header_filter(Request& r, ResponseHead& h) {
     // stream are not served.
     h.accept_ranges = false;
     h.remove("Accept-Ranges");
-    // RFC 9110 8.8.3.3: another representation, so not byte-identical:
-    // a strong tag becomes weak; something that is not a tag goes.
-    if (!h.etag.empty() && h.etag.substr(0, 2) != "W/") {
-        if (h.etag.front() == '"') {
-            std::pmr::string w("W/", r.mem());
-            w += h.etag;
-            h.etag = r.arena().dup(w);
-        } else {
-            h.etag = {};
-        }
-    }
+    // Another representation, so not byte-identical.
+    weaken_etag(r, h);
     r.set_ctx(gzip_filter_module, st);
     return Flow::Pass;
 }
