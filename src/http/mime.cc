@@ -63,6 +63,13 @@ bool MimeTypeList::lists(std::string_view type, std::span<const std::string_view
     return false;
 }
 
+bool MimeTypeList::any() const {
+    if (!types) return false;
+    for (const std::string& t : *types)
+        if (t == "*") return true;
+    return false;
+}
+
 Status set_mime_type_list(conf::Ctx& cx, const conf::Node& n, MimeTypeList& l) {
     if (l.set) return cx.duplicate(n);
     auto* list = cx.arena().make<std::vector<std::string>>();

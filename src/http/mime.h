@@ -57,6 +57,9 @@ struct MimeTypeList {
     // Whether `type` (as mime_of() gives it) is listed; `defaults` stand
     // for a list no level set.
     bool lists(std::string_view type, std::span<const std::string_view> defaults = {}) const;
+    // Whether the list has "*", which takes even a response without a
+    // Content-Type [nginx ngx_http_test_content_type].
+    bool any() const;
 };
 
 // The directive's setter: "[emerg] ... is duplicate" when set at this level.

@@ -98,4 +98,7 @@ TEST_CASE("http/mime: a *_types list and the type of a Content-Type") {
     const std::vector<std::string> any{"*"};
     MimeTypeList star{&any, true};
     CHECK(star.lists("application/x-anything"));
+    CHECK(star.any());
+    CHECK_FALSE(set.any());
+    CHECK_FALSE(unset.any());
 }

@@ -253,3 +253,21 @@ TEST_CASE("http/sub_match: random bodies in random chunks match the reference") 
         CHECK(run(pats, once, chunks) == reference(pats, once, body));
     }
 }
+
+TEST_CASE("http/sub_match: a million one-byte chunks") {
+    std::vector<std::string_view> pats{"<needle>", "<ne"};
+    SubMatcher m(pats, false);
+    std::string body;
+    while (body.size() < 1000000) body += "..<needle>.<nee.<NE";
+    body.resize(1000000);
+    Collect c;
+    size_t most = 0;
+    for (size_t i = 0; i < body.size(); ++i) {
+        c.chunk = std::string_view(body).substr(i, 1);
+        m.feed(c.chunk, i + 1 == body.size(), c);
+        most = std::max(most, m.held());
+    }
+    CHECK(most == 7);  // "<needle": the longest string less one byte
+    CHECK(m.held() == 0);
+    CHECK(c.s == reference(pats, false, body));
+}
