@@ -104,12 +104,22 @@ def test_variables_in_both_strings(server):
                 sub_filter "[$arg_from]" "<$arg_to:$request_method>";
                 return 200 "a [x] b [X] c [y]";
             }
+            location /long {
+                sub_filter $arg_s "<q>";
+                sub_filter y "<y>";
+                return 200 "$arg_s and y";
+            }
         }
         """)
     assert body_of(s.get("/?from=x&to=T")) == b"a <T:GET> b <T:GET> c [y]"
     assert body_of(s.get("/?from=y&to=")) == b"a [x] b [X] c <:GET>"
-    # An empty search string ("[]" here is not empty) finds nothing new.
+    # "[]" (no from) is not in the body.
     assert body_of(s.get("/?to=Z")) == b"a [x] b [X] c [y]"
+    # Made longer than 1024 bytes by its variable: not looked for, said
+    # in the error log; the other strings still are.
+    long = "q" * 1100
+    assert body_of(s.get(f"/long?s={long}")) == long.encode() + b" and <y>"
+    assert 'the search string of "sub_filter" "$arg_s" is 1100 bytes long, more than 1024' in s.error_log()
 
 
 def test_head_fields_and_last_modified(server):
