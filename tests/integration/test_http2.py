@@ -326,6 +326,44 @@ def test_listen_http2_the_nginx_1_22_way(tmp_path, cert):
         s.stop()
 
 
+@pytest.mark.skipif(CURL is None, reason="curl is not installed")
+def test_obsolete_http2_directives_load_with_nginxs_warnings(tmp_path, cert):
+    # An nginx 1.18 configuration: the directives 1.19.7 and 1.25.1 made
+    # obsolete are taken with nginx's warnings and change nothing.
+    conf = f"""
+    http2_recv_timeout 30s;
+    http2_max_field_size 8k;
+    server {{
+        listen 127.0.0.1:PORT ssl;
+        http2 on;
+        http2_idle_timeout 5m;
+        http2_max_requests 1000;
+        http2_max_header_size 32k;
+        http2_max_concurrent_pushes 10;
+        ssl_certificate {cert}/c.pem;
+        ssl_certificate_key {cert}/k.pem;
+        location / {{ http2_push /style.css; http2_push_preload on; return 200 "$http2\n"; }}
+    }}
+    """
+    s = Server(tmp_path, conf)
+    code, err = s.test_config()
+    assert code == 0, err
+    for name, instead in [("http2_recv_timeout", "client_header_timeout"),
+                          ("http2_max_field_size", "large_client_header_buffers"),
+                          ("http2_idle_timeout", "keepalive_timeout"),
+                          ("http2_max_requests", "keepalive_requests"),
+                          ("http2_max_header_size", "large_client_header_buffers")]:
+        assert f'[warn] the "{name}" directive is obsolete, use the "{instead}" directive instead in ' in err
+    for name in ("http2_max_concurrent_pushes", "http2_push", "http2_push_preload"):
+        assert f'[warn] the "{name}" directive is obsolete, ignored in ' in err
+    s.start()
+    try:
+        r = curl("-k", "--http2", f"https://127.0.0.1:{s.port}/")
+        assert r.stdout == b"h2\n"
+    finally:
+        s.stop()
+
+
 @pytest.mark.parametrize("directive,message", [
     ("http2 maybe;", 'invalid value "maybe", it must be "on" or "off" in "http2" directive'),
     ("http2_chunk_size 0;", "the http2 chunk size cannot be zero"),

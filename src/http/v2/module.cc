@@ -97,7 +97,36 @@ const ModuleHooks kHooks{
     .variables = std::span<const VariableDef>(kVariables),
 };
 
+// Directives nginx 1.19.7 and 1.25.1 made obsolete: still taken, with
+// nginx's warning, and without effect (their values are not looked at,
+// as nginx does not), so that an older configuration loads. `Instead`:
+// the directive that does the job now, or "" for server push, which is
+// gone.
+template <const char* Instead>
+Status obsolete(conf::Ctx&, const conf::Node& n) {
+    if (Instead[0] != '\0')
+        GH_LOG(Warn, "the \"%s\" directive is obsolete, use the \"%s\" directive instead in %s", n.name.c_str(),
+               Instead, n.where().c_str());
+    else
+        GH_LOG(Warn, "the \"%s\" directive is obsolete, ignored in %s", n.name.c_str(), n.where().c_str());
+    return {};
+}
+
+constexpr char kHeaderTimeout[] = "client_header_timeout";
+constexpr char kKeepaliveTimeout[] = "keepalive_timeout";
+constexpr char kKeepaliveRequests[] = "keepalive_requests";
+constexpr char kLargeBuffers[] = "large_client_header_buffers";
+constexpr char kPush[] = "";
+
 constexpr conf::Directive kDirectives[] = {
+    {"http2_recv_timeout", conf::kHttp | conf::kServer, conf::Take1, conf::custom<obsolete<kHeaderTimeout>>()},
+    {"http2_idle_timeout", conf::kHttp | conf::kServer, conf::Take1, conf::custom<obsolete<kKeepaliveTimeout>>()},
+    {"http2_max_requests", conf::kHttp | conf::kServer, conf::Take1, conf::custom<obsolete<kKeepaliveRequests>>()},
+    {"http2_max_field_size", conf::kHttp | conf::kServer, conf::Take1, conf::custom<obsolete<kLargeBuffers>>()},
+    {"http2_max_header_size", conf::kHttp | conf::kServer, conf::Take1, conf::custom<obsolete<kLargeBuffers>>()},
+    {"http2_push", conf::kHttpSrvLoc, conf::Take1, conf::custom<obsolete<kPush>>()},
+    {"http2_push_preload", conf::kHttpSrvLoc, conf::Take1, conf::custom<obsolete<kPush>>()},
+    {"http2_max_concurrent_pushes", conf::kHttp | conf::kServer, conf::Take1, conf::custom<obsolete<kPush>>()},
     {"http2_recv_buffer_size", conf::kHttp, conf::Take1, conf::custom<set_recv_buffer>()},
     {"http2_max_concurrent_streams", conf::kHttp | conf::kServer, conf::Take1,
      conf::number<&H2SrvConf::max_concurrent_streams>()},
