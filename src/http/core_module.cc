@@ -340,6 +340,25 @@ Status set_server_tokens(Ctx& cx, const Node& n, LocConf& lc) {
     return {};
 }
 
+// disable_symlinks off | on | if_not_owner [from=part]
+Status set_disable_symlinks(Ctx& cx, const Node& n, LocConf& lc) {
+    if (lc.disable_symlinks) return cx.duplicate(n);
+    const std::string& v = n.args[0].text;
+    if (v == "off") lc.disable_symlinks = Symlinks::Follow;
+    else if (v == "on") lc.disable_symlinks = Symlinks::Refuse;
+    else if (v == "if_not_owner") lc.disable_symlinks = Symlinks::RefuseIfNotOwner;
+    else return cx.error(n, "invalid value \"" + v + "\"");
+    if (n.args.size() == 1) return {};
+    const std::string& p = n.args[1].text;
+    if (p.substr(0, 5) != "from=") return cx.error(n, "invalid parameter \"" + p + "\"");
+    if (lc.disable_symlinks == Symlinks::Follow)
+        return cx.error(n, "\"from=\" cannot be used with \"off\" parameter");
+    auto cv = ComplexValue::compile(cx, n, std::string_view(p).substr(5));
+    if (!cv) return cv.error();
+    lc.symlinks_from = cx.arena().make<ComplexValue>(std::move(*cv));
+    return {};
+}
+
 Status set_satisfy(Ctx& cx, const Node& n, LocConf& lc) {
     if (lc.satisfy_any) return cx.duplicate(n);
     std::string_view v = n.args[0].text;
@@ -496,6 +515,10 @@ void merge_loc(const LocConf& up, LocConf& c) {
     conf::inherit(c.port_in_redirect, up.port_in_redirect, true);
     conf::inherit(c.server_name_in_redirect, up.server_name_in_redirect, false);
     conf::inherit(c.log_not_found, up.log_not_found, true);
+    if (!c.disable_symlinks) {
+        c.disable_symlinks = up.disable_symlinks.value_or(Symlinks::Follow);
+        c.symlinks_from = up.symlinks_from;
+    }
     conf::inherit(c.reset_timedout_connection, up.reset_timedout_connection, false);
     conf::inherit(c.recursive_error_pages, up.recursive_error_pages, false);
     conf::inherit(c.client_body_temp_path, up.client_body_temp_path);
@@ -737,6 +760,7 @@ constexpr conf::Directive kDirectives[] = {
     {"server_name_in_redirect", conf::kHttpSrvLoc, conf::Take1,
      conf::flag<&LocConf::server_name_in_redirect>()},
     {"log_not_found", conf::kHttpSrvLoc, conf::Take1, conf::flag<&LocConf::log_not_found>()},
+    {"disable_symlinks", conf::kHttpSrvLoc, conf::Take12, conf::custom<set_disable_symlinks>()},
     {"reset_timedout_connection", conf::kHttpSrvLoc, conf::Take1,
      conf::flag<&LocConf::reset_timedout_connection>()},
     {"recursive_error_pages", conf::kHttpSrvLoc, conf::Take1,

@@ -20,6 +20,7 @@
 #include "conf/registry.h"
 #include "core/hash.h"
 #include "core/regex.h"
+#include "http/file_access.h"
 #include "http/fwd.h"
 #include "http/variables.h"
 
@@ -132,6 +133,8 @@ struct LocConf {
     std::optional<bool> port_in_redirect;               // "port_in_redirect"
     std::optional<bool> server_name_in_redirect;        // "server_name_in_redirect"
     std::optional<bool> log_not_found;                  // "log_not_found"
+    std::optional<Symlinks> disable_symlinks;           // "disable_symlinks"
+    const ComplexValue* symlinks_from = nullptr;        // its "from=" (owner: the generation)
     std::optional<bool> reset_timedout_connection;      // "reset_timedout_connection"
     std::optional<bool> recursive_error_pages;          // "recursive_error_pages"
     std::optional<std::string> client_body_temp_path;   // "client_body_temp_path", absolute

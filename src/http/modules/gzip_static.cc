@@ -41,6 +41,7 @@
 #include <cerrno>
 #include <string>
 
+#include "http/file_access.h"
 #include "http/accept_encoding.h"
 #include "http/core_module.h"
 #include "http/gzip_conf.h"
@@ -117,11 +118,11 @@ enum class Open : uint8_t { Sent, Missing, Failed };
 // with it. Missing: declined (no such file, or a directory); Failed:
 // r.out.status is the error to answer.
 Open try_send(Request& r, std::string_view path, Coding coding, Next& next) {
-    int fd = ::open(path.data(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    int fd = open_file(path.data(), O_RDONLY | O_NONBLOCK, symlink_check(r));
     if (fd < 0) {
         int err = errno;
         if (err == ENOENT || err == ENOTDIR || err == ENAMETOOLONG) return Open::Missing;
-        bool denied = err == EACCES;
+        bool denied = err == EACCES || err == ELOOP || err == EMLINK;
         log_for_request(r, denied ? log::Level::Error : log::Level::Crit, err, "open() " + quoted(path) + " failed");
         next = respond_status(r, denied ? 403 : 500);
         return Open::Failed;
@@ -184,7 +185,7 @@ Next serve_precompressed(Request& r) {
         if (c.mode(k) == StaticMode::Off || std::find(order.begin(), order.begin() + n, k) != order.begin() + n)
             continue;
         struct stat st;
-        if (::stat(path_of(k).data(), &st) == 0 && S_ISREG(st.st_mode)) {
+        if (stat_file(path_of(k).data(), &st, symlink_check(r)) == 0 && S_ISREG(st.st_mode)) {
             add_gzip_vary(r, r.out);
             break;
         }

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "http/file_access.h"
 #include "http/core_module.h"
 #include "http/phases.h"
 #include "http/request.h"
@@ -45,7 +46,7 @@ std::string_view concat(Request& r, std::string_view a, std::string_view b) {
 }
 
 Next index_error(Request& r, std::string_view path, int err) {
-    if (err == EACCES) {
+    if (err == EACCES || err == ELOOP || err == EMLINK) {
         log_for_request(r, log::Level::Error, err, quoted(path) + " is forbidden");
         return respond_status(r, 403);
     }
@@ -58,9 +59,9 @@ Next index_error(Request& r, std::string_view path, int err) {
 // else is the response.
 Next test_dir(Request& r, std::string_view dir, std::string_view index_path) {
     struct stat st;
-    if (::stat(dir.data(), &st) != 0) {
+    if (stat_file(dir.data(), &st, symlink_check(r)) != 0) {
         int err = errno;
-        if (err == ENOENT || err == ENOTDIR || err == ENAMETOOLONG || err == EACCES)
+        if (err == ENOENT || err == ENOTDIR || err == ENAMETOOLONG || err == EACCES || err == ELOOP || err == EMLINK)
             return index_error(r, index_path, err);
         log_for_request(r, log::Level::Crit, err, "stat() " + quoted(dir) + " failed");
         return respond_status(r, 500);
@@ -93,9 +94,11 @@ Next run_index(Request& r) {
 
         std::string_view path = concat(r, dir, name);
         struct stat st;
-        if (::stat(path.data(), &st) == 0) return internal_redirect(r, concat(r, r.uri, name), r.args);
+        if (stat_file(path.data(), &st, symlink_check(r)) == 0)
+            return internal_redirect(r, concat(r, r.uri, name), r.args);
         int err = errno;
-        if (err == ENOTDIR || err == ENAMETOOLONG || err == EACCES) return index_error(r, path, err);
+        if (err == ENOTDIR || err == ENAMETOOLONG || err == EACCES || err == ELOOP || err == EMLINK)
+            return index_error(r, path, err);
         if (!dir_tested) {
             if (Next n = test_dir(r, dir, path); n != Next::Proceed) return n;
             dir_tested = true;

@@ -15,6 +15,7 @@
 // the configuration is read. When the condition holds, the request is
 // switched to that array (r.loc_confs), so every later phase sees the
 // block's configuration [nginx: if_code->loc_conf].
+#include "http/file_access.h"
 #include "http/modules/rewrite.h"
 
 #include <sys/stat.h>
@@ -614,7 +615,7 @@ bool test_file(Request& r, const Condition& c) {
     if (!path.empty()) std::memcpy(z, path.data(), path.size());
     z[path.size()] = '\0';
     struct stat st;
-    bool found = ::stat(z, &st) == 0;
+    bool found = stat_file(z, &st, symlink_check(r)) == 0;
     int err = found ? 0 : errno;
     // A missing file is an answer; anything else is worth a line.
     if (err != 0 && err != ENOENT && err != ENOTDIR && err != ENAMETOOLONG)

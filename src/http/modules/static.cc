@@ -18,6 +18,7 @@
 #include <cstring>
 
 #include "core/log.h"
+#include "http/file_access.h"
 #include "http/core_module.h"
 #include "http/mime.h"
 #include "http/phases.h"
@@ -231,7 +232,7 @@ Next serve_file(Request& r) {
     }
     if (path.empty()) return respond_status(r, 404, "the URI does not map to a file under the root");
 
-    int fd = ::open(path.data(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    int fd = open_file(path.data(), O_RDONLY | O_NONBLOCK, symlink_check(r));
     if (fd < 0) {
         int err = errno;
         int status = 500;
@@ -240,7 +241,8 @@ Next serve_file(Request& r) {
             status = 404;
             level = log::Level::Error;
             if (!log_not_found(r)) return respond_status(r, 404);
-        } else if (err == EACCES) {
+        } else if (err == EACCES || err == ELOOP || err == EMLINK) {
+            // ELOOP: a link disable_symlinks refuses, or a loop of links.
             status = 403;
             level = log::Level::Error;
         }
@@ -271,7 +273,7 @@ enum class Probe : uint8_t { Found, Missing };
 
 Probe probe(Request& r, std::string_view path, bool want_dir) {
     struct stat st;
-    if (::stat(path.data(), &st) != 0) {
+    if (stat_file(path.data(), &st, symlink_check(r)) != 0) {
         int err = errno;
         if (err != ENOENT && err != ENOTDIR && err != ENAMETOOLONG)
             log_for_request(r, log::Level::Crit, err, "stat() " + quoted(path) + " failed");
