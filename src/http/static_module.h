@@ -70,6 +70,7 @@ struct StaticConf {
     std::optional<bool> etag;                  // "etag"
     std::optional<IfModifiedSince> if_modified_since;  // "if_modified_since"
     std::optional<uint64_t> max_ranges;        // "max_ranges"; unset: no limit
+    std::optional<uint64_t> read_ahead;        // "read_ahead": > 0 asks for sequential read-ahead
     std::optional<uint64_t> types_hash_max_size;       // "types_hash_max_size": accepted, unused
     std::optional<uint64_t> types_hash_bucket_size;    // "types_hash_bucket_size": accepted, unused
     // "try_files": not inherited (nginx): a server-level try_files applies

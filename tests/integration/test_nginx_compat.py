@@ -66,6 +66,9 @@ ACCEPTED = """
     open_file_cache_valid 30s;
     open_file_cache_min_uses 2;
     open_file_cache_errors on;
+    open_file_cache_events on;
+    send_lowat 12000;
+    read_ahead 512k;
     ssl_buffer_size 4k;
 """
 MAIN_ACCEPTED = """
@@ -119,6 +122,8 @@ def test_env_sets_a_variable_in_the_workers(server):
     ("open_file_cache inactive=20s;", '"open_file_cache" must have the "max" parameter'),
     ("open_file_cache off max=10;", 'invalid value "max=10"'),
     ("open_file_cache_valid soon;", 'invalid value "soon"'),
+    ("send_lowat lots;", 'invalid value "lots"'),
+    ("read_ahead far;", '"read_ahead" directive'),
     ("ssl_buffer_size big;", '"ssl_buffer_size" directive'),
 ])
 def test_nginx_directive_values_are_checked(cli, line, message):

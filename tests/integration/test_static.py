@@ -468,3 +468,15 @@ server { listen 127.0.0.1:PORT; }
         assert fetch(s, "/page.html")[1]["content-type"] == "text/x-last"
     finally:
         s.stop()
+
+
+def test_read_ahead_serves_files_as_before(tmp_path):
+    # posix_fadvise() changes how the kernel reads, not what is sent.
+    require_binary()
+    s = Server(tmp_path, "server { listen 127.0.0.1:PORT; root html; read_ahead 512k; }\n", FILES)
+    s.start()
+    try:
+        status, _, body = fetch(s, "/big.bin")
+        assert (status, body) == (200, BIG)
+    finally:
+        s.stop()

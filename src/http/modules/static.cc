@@ -181,6 +181,9 @@ bool sendfile_enabled(Request& r) {
 Next respond_with_file(Request& r, int fd, const struct stat& st) {
     r.add_fd(fd);
     const StaticConf& c = r.loc_conf<StaticConf>(static_module);
+    // Linux takes no size: the kernel's read-ahead window for a
+    // sequential reader [nginx does the same].
+    if (c.read_ahead.value_or(0) > 0) (void)::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     r.out.status = 200;
     r.out.content_length = static_cast<uint64_t>(st.st_size);
     r.out.last_modified = st.st_mtime;
@@ -484,6 +487,7 @@ void merge(const StaticConf& up, StaticConf& c) {
     conf::inherit(c.etag, up.etag, true);
     conf::inherit(c.if_modified_since, up.if_modified_since, IfModifiedSince::Exact);
     conf::inherit(c.max_ranges, up.max_ranges);
+    conf::inherit(c.read_ahead, up.read_ahead, uint64_t{0});
     conf::inherit(c.types_hash_max_size, up.types_hash_max_size, 1024);
     conf::inherit(c.types_hash_bucket_size, up.types_hash_bucket_size, 64);
 }
@@ -492,18 +496,20 @@ void merge(const StaticConf& up, StaticConf& c) {
 // family. Files here are sent with sendfile() or read in
 // output_buffers-sized pieces, and opened per request, so none of them would
 // change what a client gets: each is checked as nginx checks it, so that
-// a configuration written for nginx loads, and then has no effect.
+// a configuration written for nginx loads, and then has no effect. So is
+// send_lowat, which nginx ignores on Linux too (SO_SNDLOWAT cannot be set
+// there).
 Status check_io_hint(Ctx& cx, const Node& n) {
     const std::string& d = n.name;
     const std::string& a = n.args[0].text;
     auto bad = [&](const std::string& v) { return cx.error(n, "invalid value \"" + v + "\""); };
     if (d == "aio") {
         if (a != "on" && a != "off" && a != "threads" && !a.starts_with("threads=")) return bad(a);
-    } else if (d == "aio_write" || d == "open_file_cache_errors") {
+    } else if (d == "aio_write" || d == "open_file_cache_errors" || d == "open_file_cache_events") {
         if (!conf::parse_flag(a)) return bad(a);
     } else if (d == "directio") {
         if (a != "off" && !conf::parse_size(a)) return bad(a);
-    } else if (d == "directio_alignment") {
+    } else if (d == "directio_alignment" || d == "send_lowat") {
         if (!conf::parse_size(a)) return bad(a);
     } else if (d == "open_file_cache") {
         if (a == "off") return n.args.size() == 1 ? Status{} : bad(n.args[1].text);
@@ -553,6 +559,9 @@ constexpr conf::Directive kDirectives[] = {
     {"open_file_cache_valid", conf::kHttpSrvLoc, conf::Take1, conf::custom<check_io_hint>()},
     {"open_file_cache_min_uses", conf::kHttpSrvLoc, conf::Take1, conf::custom<check_io_hint>()},
     {"open_file_cache_errors", conf::kHttpSrvLoc, conf::Take1, conf::custom<check_io_hint>()},
+    {"open_file_cache_events", conf::kHttpSrvLoc, conf::Take1, conf::custom<check_io_hint>()},
+    {"send_lowat", conf::kHttpSrvLoc, conf::Take1, conf::custom<check_io_hint>()},
+    {"read_ahead", conf::kHttpSrvLoc, conf::Take1, conf::size<&StaticConf::read_ahead>()},
 };
 
 bool try_files_wanted(conf::ConfArray, conf::ConfArray, conf::ConfArray loc) {
