@@ -19,7 +19,8 @@ constexpr Table table_of(std::string_view alphabet) {
     return t;
 }
 
-constexpr Table kValue = table_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/");
+constexpr std::string_view kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+constexpr Table kValue = table_of(kAlphabet);
 constexpr Table kUrlValue = table_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_");
 
 std::optional<size_t> decode(std::string_view in, char* out, const Table& value) {
@@ -49,6 +50,28 @@ std::optional<size_t> decode(std::string_view in, char* out, const Table& value)
 }
 
 }  // namespace
+
+size_t encode_base64(std::string_view in, char* out) {
+    size_t w = 0;
+    size_t i = 0;
+    auto byte = [&](size_t k) { return static_cast<uint32_t>(static_cast<unsigned char>(in[k])); };
+    for (; i + 3 <= in.size(); i += 3) {
+        const uint32_t v = byte(i) << 16 | byte(i + 1) << 8 | byte(i + 2);
+        out[w++] = kAlphabet[v >> 18 & 63];
+        out[w++] = kAlphabet[v >> 12 & 63];
+        out[w++] = kAlphabet[v >> 6 & 63];
+        out[w++] = kAlphabet[v & 63];
+    }
+    // One or two bytes left: two or three characters, then padding.
+    if (const size_t left = in.size() - i; left > 0) {
+        const uint32_t v = byte(i) << 16 | (left == 2 ? byte(i + 1) << 8 : 0);
+        out[w++] = kAlphabet[v >> 18 & 63];
+        out[w++] = kAlphabet[v >> 12 & 63];
+        out[w++] = left == 2 ? kAlphabet[v >> 6 & 63] : '=';
+        out[w++] = '=';
+    }
+    return w;
+}
 
 std::optional<size_t> decode_base64(std::string_view in, char* out) { return decode(in, out, kValue); }
 

@@ -7,6 +7,7 @@
 using gatehouse::base64_decoded_max;
 using gatehouse::decode_base64;
 using gatehouse::decode_base64url;
+using gatehouse::encode_base64;
 
 namespace {
 
@@ -48,5 +49,20 @@ TEST_CASE("core/base64: the URL alphabet takes '-' and '_' for '+' and '/'") {
     for (const char* in : bad) {
         CAPTURE(in);
         CHECK_FALSE(decode(in, true));
+    }
+}
+
+TEST_CASE("core/base64: encoding gives the RFC 4648 test vectors, padded") {
+    const std::pair<std::string_view, const char*> rows[] = {
+        {"", ""},         {"f", "Zg=="},         {"fo", "Zm8="},
+        {"foo", "Zm9v"},  {"foob", "Zm9vYg=="},  {"fooba", "Zm9vYmE="},
+        {"foobar", "Zm9vYmFy"}, {std::string_view("\xfb\xff\xbf\x00", 4), "+/+/AA=="},
+    };
+    for (const auto& [in, want] : rows) {
+        CAPTURE(want);
+        std::string out(gatehouse::base64_encoded_size(in.size()), '\0');
+        CHECK(encode_base64(in, out.data()) == out.size());
+        CHECK(out == want);
+        CHECK(decode(out) == std::optional<std::string>(in));
     }
 }
