@@ -782,6 +782,11 @@ void Connection::start_request(size_t head_len) {
     // Keepalive as the client asked; a retiring worker closes after this
     // response. The location's limits apply when the head is written.
     a_->keepalive = h.keep_alive() && !g_retiring;
+    // The request's own context: the callback's copy was taken before
+    // there was a request, and the location's "error_log", which
+    // start_request() finds, must take this first pass's lines too (the
+    // request is freed from a posted event, never under this scope).
+    log::Scope scope(&r.log_ctx);
     http::start_request(r);
 }
 
