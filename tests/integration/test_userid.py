@@ -12,6 +12,7 @@ import time
 import pytest
 
 from gh_server import server  # noqa: F401  (server: the fixture)
+from two_workers import two_workers  # noqa: F401  (the fixture)
 
 CONF = """
 log_format uid '$uri got=$uid_got set=$uid_set';
@@ -219,6 +220,33 @@ def test_service_in_uid_set(s):
     value = parts(cookie_of(r))[1]
     assert r.body.decode() == f"visitor={hex_words(uid_bytes(value))}"
     assert uid_bytes(value)[:4] == b"\x00\x00\xff\xfe"
+
+
+def test_workers_make_different_identifiers(two_workers):
+    # Each worker's pid is in its identifiers (the low half of the third
+    # number), so two workers never make the same one even in the same
+    # second with the same sequence number.
+    s = two_workers("""
+server {
+    listen 127.0.0.1:PORT;
+    userid on;
+    location / { add_header X-Pid $pid; return 200 "$uid_set"; }
+}
+""")
+    seen = {}
+    deadline = time.monotonic() + 20
+    while len({pid for pid, _ in seen.values()}) < 2 and time.monotonic() < deadline:
+        for r in s.burst("/", 8):
+            assert r.status == 200
+            value = parts(cookie_of(r))[1]
+            assert value not in seen
+            seen[value] = (int(r.header("X-Pid")), r.body)
+    pids = {pid for pid, _ in seen.values()}
+    assert len(pids) == 2, f"{len(seen)} requests, all answered by one worker"
+    for value, (pid, body) in seen.items():
+        raw = uid_bytes(value)
+        assert body.decode() == f"uid={hex_words(raw)}"
+        assert struct.unpack(">4I", raw)[2] & 0xFFFF == pid & 0xFFFF
 
 
 @pytest.mark.parametrize("directive, message", [
