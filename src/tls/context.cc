@@ -1,5 +1,6 @@
 #include "tls/context.h"
 
+#include <fcntl.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -9,8 +10,11 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <ctime>
 
@@ -224,6 +228,17 @@ struct ContextCallbacks {
         return 1;
     }
 
+    static void key_log(const SSL* ssl, const char* line) {
+        const auto* ctx = static_cast<const Context*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)));
+        if (!ctx || ctx->key_log_fd_ < 0) return;
+        char nl = '\n';
+        iovec iov[2] = {{const_cast<char*>(line), std::strlen(line)}, {&nl, 1}};
+        // O_APPEND: the line and its newline land together, after
+        // whatever another worker wrote. A failed write loses a line of a
+        // debugging aid, nothing else.
+        (void)::writev(ctx->key_log_fd_, iov, 2);
+    }
+
     static void remove_session(SSL_CTX* c, SSL_SESSION* sess) {
         const auto* ctx = static_cast<const Context*>(SSL_CTX_get_app_data(c));
         if (!ctx || !ctx->shared_) return;
@@ -253,7 +268,20 @@ Context::Context(Side side) : side_(side) {
     SSL_CTX_set_read_ahead(ctx_, 1);
 }
 
+Status Context::set_key_log(const std::string& path) {
+    int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        int e = errno;
+        return make_error("open() \"" + path + "\" failed (" + std::to_string(e) + ": " + std::strerror(e) + ")");
+    }
+    if (key_log_fd_ >= 0) ::close(key_log_fd_);
+    key_log_fd_ = fd;
+    SSL_CTX_set_keylog_callback(ctx_, ContextCallbacks::key_log);
+    return {};
+}
+
 Context::~Context() {
+    if (key_log_fd_ >= 0) ::close(key_log_fd_);
     // The shared cache's zone may go before the generation's arena: no
     // callback may reach it while OpenSSL empties the internal cache.
     SSL_CTX_sess_set_remove_cb(ctx_, nullptr);

@@ -74,6 +74,11 @@ public:
     // sooner ("ssl_buffer_size") [nginx bounds its send buffer instead].
     void set_record_size(uint64_t size);
     Status set_dhparam(const std::string& path);
+    // "ssl_key_log": every connection's secrets appended to `path` in the
+    // SSLKEYLOGFILE format (Wireshark's), one write per line so that the
+    // workers' lines never interleave. Opened now, by the master (root,
+    // maybe), mode 0600; open for the context's life.
+    Status set_key_log(const std::string& path);
     // "ssl_conf_command" pairs; applied last, so they override the rest.
     Status conf_commands(std::span<const std::pair<std::string, std::string>> cmds);
 
@@ -163,6 +168,7 @@ private:
     std::string alpn_;
     ServerNameFn server_name_ = nullptr;
     SharedSessionCache* shared_ = nullptr;
+    int key_log_fd_ = -1;
 };
 
 // OpenSSL's error queue as " (SSL: error:...)", emptied; "" when empty.

@@ -458,3 +458,16 @@ def test_conf_command_to_origins(server, tls_origin, pki):
     assert request(s.port, "/c").status == 200
     assert poll(lambda: o.conns)
     assert o.conns[0].cipher == "TLS_CHACHA20_POLY1305_SHA256"
+
+
+def test_key_log_to_origins_matches_the_origins_own(server, tls_origin, pki, tmp_path):
+    # The origin (Python's ssl, keylog_filename) and the proxy log the same
+    # secrets for the connection between them.
+    o = tls_origin()
+    origin_log = tmp_path / "origin-keys.log"
+    o.ctx.keylog_filename = str(origin_log)
+    ours = tmp_path / "proxy-keys.log"
+    s = proxied(server, f"proxy_pass https://127.0.0.1:{o.port}; proxy_ssl_key_log {ours};", pki)
+    assert request(s.port, "/k").status == 200
+    theirs = [line for line in origin_log.read_text().splitlines() if line and not line.startswith("#")]
+    assert theirs and sorted(ours.read_text().splitlines()) == sorted(theirs)

@@ -1294,3 +1294,32 @@ def test_a_body_still_arriving_over_tls_is_dropped_and_the_connection_kept(gateh
         c.sendall(b"c" * 99000 + b"GET /next HTTP/1.1\r\nHost: a.test\r\n\r\n")
         r = read_reply(c)
         assert r.status == 200 and r.body.startswith(b"a|")
+
+
+@pytest.mark.parametrize("version", ["1.2", "1.3"])
+def test_key_log_has_the_secrets_the_client_has(gatehouse, pki, tmp_path, version):
+    # The client (Python's ssl, keylog_filename) and the server write the
+    # same SSLKEYLOGFILE lines for one connection: what Wireshark needs.
+    # Inherited from http, per server, in the workers' shared file.
+    port = free_port()
+    server_log = tmp_path / "keys.log"
+    start(gatehouse, conf(two_servers(pki, port, http_extra=f"ssl_key_log {server_log};"), workers=2), port, workers=2)
+    ctx = client_ctx(pki, version=version)
+    client_log = tmp_path / f"client-{version}.log"
+    ctx.keylog_filename = str(client_log)
+    assert get(port, ctx).status == 200
+    assert get(port, ctx, sni="b.test").status == 200
+    theirs = [line for line in client_log.read_text().splitlines() if line and not line.startswith("#")]
+    ours = server_log.read_text().splitlines()
+    label = "CLIENT_RANDOM" if version == "1.2" else "CLIENT_HANDSHAKE_TRAFFIC_SECRET"
+    assert sum(line.startswith(label) for line in theirs) == 2
+    assert sorted(ours) == sorted(theirs)
+    assert (server_log.stat().st_mode & 0o777) == 0o600
+
+
+def test_key_log_that_cannot_be_opened_is_refused(cli, pki, tmp_path):
+    port = free_port()
+    r = cli.test_conf(conf(two_servers(pki, port, extra_b=f"ssl_key_log {tmp_path}/no/such/dir/k.log;")))
+    assert r.returncode != 0
+    assert f'open() "{tmp_path}/no/such/dir/k.log" failed (2: No such file or directory)' in r.stderr
+    assert "gatehouse.conf:" in r.stderr

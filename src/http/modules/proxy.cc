@@ -365,6 +365,7 @@ Status set_ssl_certificate_key(Ctx& cx, const Node& n, ProxyConf& pc) {
     return set_ssl_path(cx, n, pc.ssl_certificate_key);
 }
 Status set_ssl_crl(Ctx& cx, const Node& n, ProxyConf& pc) { return set_ssl_path(cx, n, pc.ssl_crl); }
+Status set_ssl_key_log(Ctx& cx, const Node& n, ProxyConf& pc) { return set_ssl_path(cx, n, pc.ssl_key_log); }
 
 Status set_ssl_password_file(Ctx& cx, const Node& n, ProxyConf& pc) {
     if (pc.ssl_passwords) return cx.duplicate(n);
@@ -740,6 +741,7 @@ void merge(const ProxyConf& up, ProxyConf& c) {
     conf::inherit(c.ssl_session_reuse, up.ssl_session_reuse, true);
     conf::inherit(c.ssl_passwords, up.ssl_passwords);
     conf::inherit(c.ssl_crl, up.ssl_crl);
+    conf::inherit(c.ssl_key_log, up.ssl_key_log);
     conf::inherit(c.ssl_conf_commands, up.ssl_conf_commands);
     conf::inherit(c.headers_hash_max_size, up.headers_hash_max_size, 512);
     conf::inherit(c.headers_hash_bucket_size, up.headers_hash_bucket_size, 64);
@@ -1157,6 +1159,7 @@ constexpr conf::Directive kDirectives[] = {
     {"proxy_ssl_session_reuse", kLoc, conf::Take1, conf::flag<&ProxyConf::ssl_session_reuse>()},
     {"proxy_ssl_password_file", kLoc, conf::Take1, conf::custom<set_ssl_password_file>()},
     {"proxy_ssl_crl", kLoc, conf::Take1, conf::custom<set_ssl_crl>()},
+    {"proxy_ssl_key_log", kLoc, conf::Take1, conf::custom<set_ssl_key_log>()},
     {"proxy_ssl_conf_command", kLoc, conf::Take2, conf::custom<set_ssl_conf_command>()},
     {"proxy_headers_hash_max_size", kLoc, conf::Take1,
      conf::custom<set_hash_size<&ProxyConf::headers_hash_max_size>>()},

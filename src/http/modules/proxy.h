@@ -307,6 +307,7 @@ struct ProxyConf {
     std::optional<bool> ssl_session_reuse;                 // "proxy_ssl_session_reuse"
     std::optional<std::vector<std::string>> ssl_passwords; // "proxy_ssl_password_file"
     std::optional<std::string> ssl_crl;                    // "proxy_ssl_crl", absolute
+    std::optional<std::string> ssl_key_log;                // "proxy_ssl_key_log", absolute
     // "proxy_ssl_conf_command": the list of the level that has one, whole.
     std::optional<std::vector<std::pair<std::string, std::string>>> ssl_conf_commands;
     std::optional<uint64_t> headers_hash_max_size;         // "proxy_headers_hash_max_size": accepted, unused

@@ -43,6 +43,7 @@ std::string settings_key(const ProxyConf& pc) {
     add(*pc.ssl_ciphers);
     add(*pc.ssl_session_reuse ? "1" : "0");
     add(pc.ssl_crl ? *pc.ssl_crl : "");
+    add(pc.ssl_key_log ? *pc.ssl_key_log : "");
     if (pc.ssl_passwords)
         for (const std::string& p : *pc.ssl_passwords) add(p);
     add("|");
@@ -86,6 +87,8 @@ Result<UpstreamTls*> make_tls(conf::Ctx& cx, const conf::Node& n, const ProxyCon
     }
     // OpenSSL takes an int; no chain is longer than 100.
     ctx->verify_peer(*pc.ssl_verify, static_cast<int>(std::min<uint64_t>(*pc.ssl_verify_depth, 100)));
+    if (pc.ssl_key_log)
+        if (auto s = ctx->set_key_log(*pc.ssl_key_log); !s) return cx.error(n, s.message());
     if (pc.ssl_conf_commands)
         if (auto s = ctx->conf_commands(*pc.ssl_conf_commands); !s) return cx.error(n, s.message());
     if (*pc.ssl_session_reuse) ctx->keep_client_sessions();

@@ -88,6 +88,7 @@ struct SslSrvConf {
     std::optional<bool> stapling_verify;              // "ssl_stapling_verify"
     std::string stapling_where;
     std::optional<bool> reject_handshake;             // "ssl_reject_handshake"
+    std::optional<Located> key_log;                   // "ssl_key_log"
 
     tls::Context* ctx = nullptr;  // owner: the generation's arena; null without a certificate
     // With variables in a certificate's or key's name: what a handshake
@@ -115,6 +116,7 @@ void merge(const SslSrvConf& up, SslSrvConf& c) {
     if (!c.ecdh_curve) c.ecdh_curve = up.ecdh_curve ? *up.ecdh_curve : Located{"auto", {}};
     conf::inherit(c.buffer_size, up.buffer_size, 16384);
     if (!c.dhparam) c.dhparam = up.dhparam;
+    if (!c.key_log) c.key_log = up.key_log;
     if (!c.session_cache) {
         c.session_cache = up.session_cache ? *up.session_cache : tls::SessionCache{};
         c.session_cache_where = up.session_cache_where;
@@ -339,6 +341,8 @@ Status build_context(Ctx& cx, SslSrvConf& c, bool h2) {
     ctx->set_record_size(*c.buffer_size);
     if (c.dhparam)
         if (auto s = ctx->set_dhparam(c.dhparam->value); !s) return at(s.error(), c.dhparam->where);
+    if (c.key_log)
+        if (auto s = ctx->set_key_log(c.key_log->value); !s) return at(s.error(), c.key_log->where);
 
     const tls::SessionCache& sc = *c.session_cache;
     tls::SharedSessionCache* shared = nullptr;
@@ -728,6 +732,8 @@ constexpr conf::Directive kDirectives[] = {
     {"ssl_buffer_size", conf::kHttp | conf::kServer, conf::Take1, conf::size<&SslSrvConf::buffer_size>()},
     {"ssl_dhparam", conf::kHttp | conf::kServer, conf::Take1,
      conf::custom<set_located<&SslSrvConf::dhparam, true>>()},
+    {"ssl_key_log", conf::kHttp | conf::kServer, conf::Take1,
+     conf::custom<set_located<&SslSrvConf::key_log, true>>()},
     {"ssl_session_cache", conf::kHttp | conf::kServer, conf::Take12, conf::custom<set_session_cache>()},
     {"ssl_session_timeout", conf::kHttp | conf::kServer, conf::Take1,
      conf::duration<&SslSrvConf::session_timeout>()},
