@@ -1323,3 +1323,20 @@ def test_key_log_that_cannot_be_opened_is_refused(cli, pki, tmp_path):
     assert r.returncode != 0
     assert f'open() "{tmp_path}/no/such/dir/k.log" failed (2: No such file or directory)' in r.stderr
     assert "gatehouse.conf:" in r.stderr
+
+
+def test_ssl_early_data_loads_with_nginxs_warning_and_no_early_data(gatehouse, cli, pki):
+    # nginx's own warning where its TLS library has no 0-RTT: the
+    # configuration loads, and no request is taken before the handshake
+    # ends, so $ssl_early_data stays empty.
+    port = free_port()
+    text = conf(two_servers(pki, port, http_extra='ssl_early_data on;',
+                            extra_b='location /e { return 200 "[$ssl_early_data]"; }'))
+    r = cli.test_conf(text)
+    assert r.returncode == 0, r.stderr
+    assert '[warn] "ssl_early_data" is not supported, ignored in ' in r.stderr
+    start(gatehouse, text, port)
+    for version in ("1.2", "1.3"):
+        assert get(port, client_ctx(pki, version=version), sni="b.test", path="/e").body == b"[]"
+    bad = cli.test_conf(conf(two_servers(pki, port, http_extra="ssl_early_data maybe;")))
+    assert bad.returncode != 0 and '"ssl_early_data" directive' in bad.stderr

@@ -172,6 +172,18 @@ Status set_located(Ctx& cx, const Node& n, SslSrvConf& c) {
     return {};
 }
 
+// ssl_early_data on | off: checked, and "on" warned about as nginx warns
+// where its TLS library has no early data. Accepting 0-RTT data means
+// answering requests before the handshake ends (replayable ones: RFC 8446
+// 8); gatehouse reads none, and a client that sent some sends its
+// request again after the handshake (RFC 8446 4.2.10).
+Status set_early_data(Ctx& cx, const Node& n, SslSrvConf&) {
+    auto on = conf::parse_flag(n.args[0].text);
+    if (!on) return cx.invalid(n, on.error());
+    if (*on) GH_LOG(Warn, "\"ssl_early_data\" is not supported, ignored in %s", n.where().c_str());
+    return {};
+}
+
 Status set_password_file(Ctx& cx, const Node& n, SslSrvConf& c) {
     if (c.passwords) return cx.duplicate(n);
     std::string path = conf_path(cx, n.args[0].text);
@@ -684,6 +696,12 @@ void append_group(std::pmr::string& out, int id) {
     out += b;
 }
 
+// TLS 1.3 early data is never accepted (see ssl_early_data): a request
+// never arrives before the handshake's end.
+void v_early_data(Request& r, VarValue& v, uintptr_t) {
+    if (!session(r)) v.not_found = true;
+}
+
 // The group the key exchange used.
 void v_curve(Request& r, VarValue& v, uintptr_t) {
     tls::Session* s = session(r);
@@ -721,6 +739,7 @@ constexpr conf::Directive kDirectives[] = {
     {"ssl_certificate_key", conf::kHttp | conf::kServer, conf::Take1, conf::custom<set_certificate_key>()},
     {"ssl_password_file", conf::kHttp | conf::kServer, conf::Take1, conf::custom<set_password_file>()},
     {"ssl_reject_handshake", conf::kHttp | conf::kServer, conf::Take1, conf::flag<&SslSrvConf::reject_handshake>()},
+    {"ssl_early_data", conf::kHttp | conf::kServer, conf::Take1, conf::custom<set_early_data>()},
     {"ssl_protocols", conf::kHttp | conf::kServer, conf::Take1More, conf::custom<set_protocols>()},
     {"ssl_ciphers", conf::kHttp | conf::kServer, conf::Take1,
      conf::custom<set_located<&SslSrvConf::ciphers, false>>()},
@@ -774,6 +793,7 @@ constexpr VariableDef kVariables[] = {
     {"ssl_client_escaped_cert", v_client_escaped_cert},
     {"ssl_ciphers", v_ciphers},
     {"ssl_curve", v_curve},
+    {"ssl_early_data", v_early_data},
     {"ssl_curves", v_curves},
 };
 
