@@ -103,6 +103,16 @@ ChunkResult ChunkedDecoder::decode(std::string_view in) {
         return r;
     }
     const size_t n = in.size();
+    // The trailer bytes of this call: [tfrom, tend).
+    size_t tfrom = std::string_view::npos, tend = 0;
+    auto trailer_byte = [&](size_t i) {
+        if (tfrom == std::string_view::npos) tfrom = i;
+        tend = i + 1;
+    };
+    auto with_trailer = [&](ChunkResult& res) -> ChunkResult& {
+        if (tfrom != std::string_view::npos) res.trailer = in.substr(tfrom, tend - tfrom);
+        return res;
+    };
     for (size_t i = 0; i < n; ++i) {
         const char c = in[i];
         switch (state_) {
@@ -191,6 +201,7 @@ ChunkResult ChunkedDecoder::decode(std::string_view in) {
             if (!is_tchar(c)) return fail(c == '\n' ? Err::BadLineEnd : Err::BadTrailer, i);
             state_ = St::TrailerName;
             if (++trailers_ > limits_.max_trailers) return fail(Err::TrailersTooLarge, i);
+            trailer_byte(i);
             break;
         case St::TrailerName:
             if (c == ':')
@@ -198,6 +209,7 @@ ChunkResult ChunkedDecoder::decode(std::string_view in) {
             else if (!is_tchar(c))
                 return fail(Err::BadTrailer, i);
             if (++trailers_ > limits_.max_trailers) return fail(Err::TrailersTooLarge, i);
+            trailer_byte(i);
             break;
         case St::TrailerValue:
             if (c == '\r')
@@ -207,25 +219,27 @@ ChunkResult ChunkedDecoder::decode(std::string_view in) {
             else if (!is_value_char(c))
                 return fail(Err::BadTrailer, i);
             if (++trailers_ > limits_.max_trailers) return fail(Err::TrailersTooLarge, i);
+            trailer_byte(i);
             break;
         case St::TrailerLf:
             if (c != '\n') return fail(Err::BadLineEnd, i);
             state_ = St::TrailerStart;
             if (++trailers_ > limits_.max_trailers) return fail(Err::TrailersTooLarge, i);
+            trailer_byte(i);
             break;
         case St::FinalLf:
             if (c != '\n') return fail(Err::BadLineEnd, i);
             state_ = St::Done;
             r.state = ChunkState::Done;
             r.consumed = i + 1;
-            return r;
+            return with_trailer(r);
         case St::Done:
         case St::Error:
             GH_CHECK(false);
         }
     }
     r.consumed = n;
-    return r;
+    return with_trailer(r);
 }
 
 size_t write_chunk_header(uint64_t size, std::span<char, kMaxChunkHeader> out) {

@@ -22,8 +22,9 @@
 // framing are what lets two hops see different bodies ("chunk extension"
 // and "bare LF" request smuggling); there is no option for them here, unlike
 // in the head parser. Extensions are checked for characters and skipped;
-// trailer fields are checked for syntax and discarded (RFC 9112 7.1.2
-// lets a recipient drop them).
+// trailer fields are checked for syntax and handed out as raw bytes
+// (ChunkResult::trailer) for a caller that passes them on; the others drop
+// them (RFC 9112 7.1.2 lets a recipient).
 #pragma once
 
 #include <cstddef>
@@ -61,6 +62,10 @@ struct ChunkResult {
     // the offending byte.
     size_t consumed = 0;
     std::string_view data;  // body bytes, a view into the input; maybe empty
+    // Bytes of the trailer section decoded in this call, a view into the
+    // input: whole "name: value\r\n" lines once the section is done, at
+    // most ChunkedLimits::max_trailers in all; the final CRLF is not in.
+    std::string_view trailer;
     uint16_t status = 0;    // Error: 400 or 413 (client), 502 (upstream)
     std::string_view reason;  // Error: static, e.g. "client sent invalid chunk size"
 };

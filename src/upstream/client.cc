@@ -35,6 +35,7 @@ Client::Client(UpstreamConf& u, const ClientConf& conf, Hooks& hooks, TryLog& lo
       mem_(mem),
       kick_(event::Callback::to<&Client::on_kick>(this)),
       sendq_(mem),
+      trailers_(mem),
       pool_(mem),
       out_(mem) {
     first_start_ = event::worker_loop().now();

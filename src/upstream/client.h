@@ -301,6 +301,10 @@ public:
     std::string_view raw_head() const { return raw_head_; }
     // The temp file that took part of the body, -1 when none.
     int temp_fd() const { return tmp_fd_; }
+    // A chunked response's trailer section as received ("name: value\r\n"
+    // lines, checked for syntax, at most 8 KiB), complete when the body's
+    // last piece is handed over; empty when there was none.
+    std::string_view trailers() const { return trailers_; }
     // Why the last try failed ("connect() failed (111: Connection
     // refused)"), for a caller's own messages; empty when none did.
     std::string_view last_error() const { return last_error_; }
@@ -450,6 +454,7 @@ private:
     Framing framing_ = Framing::None;
     uint64_t remaining_ = 0;
     std::optional<http::ChunkedDecoder> dec_;
+    std::pmr::string trailers_;
     bool reusable_ = false;        // the response allows another request
     bool buffering_ = true;
     bool temp_ok_ = false;

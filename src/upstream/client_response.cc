@@ -537,6 +537,7 @@ void Client::take(const char* data, size_t n, SlabRef& slab) {
             while (n > 0 && !origin_done_) {
                 http::ChunkResult cr = dec_->decode({data, n});
                 if (!cr.data.empty()) emit(cr.data.data(), cr.data.size(), slab);
+                if (!cr.trailer.empty()) trailers_.append(cr.trailer);
                 if (cr.state == http::ChunkState::Error) {
                     body_truncated(0, "upstream sent invalid chunked response");
                     return;

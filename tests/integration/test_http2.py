@@ -1407,6 +1407,37 @@ def test_trailers_end_the_stream(server):
         c.close()
 
 
+def test_proxied_trailers_end_the_stream(server):
+    # proxy_pass_trailers: an HTTP/1.1 origin's trailer section becomes the
+    # stream's trailing HEADERS, with END_STREAM.
+    body = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: grpc-status\r\n\r\n"
+            b"4\r\nbody\r\n0\r\ngrpc-status: 0\r\nx-detail: ok\r\n\r\n")
+
+    def handler(conn, req):
+        conn.sendall(body)
+        return False
+    o = Origin(handler)
+    try:
+        s = server(f"""
+        server {{
+            listen 127.0.0.1:PORT;
+            http2 on;
+            location / {{ proxy_pass http://{o.addr}; proxy_pass_trailers on; }}
+        }}
+        """)
+        c = H2Client(s.port)
+        try:
+            sid = c.request("/", headers=[("te", "trailers")])
+            st, _, got = c.response(sid)
+            assert (st, got) == (200, b"body")
+            trailers = [dict(e.headers) for e in c.events if isinstance(e, h2.events.TrailersReceived)]
+            assert trailers == [{"grpc-status": "0", "x-detail": "ok"}]
+        finally:
+            c.close()
+    finally:
+        o.stop()
+
+
 # ---- WebSocket over HTTP/2 (RFC 8441) -------------------------------------------------------
 
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"

@@ -821,6 +821,47 @@ def test_proxy_bind_chooses_the_local_address(server, origin):
     assert re.search(r"\[crit\].*bind\(192\.0\.2\.1\) failed \(99: ", s.error_log())
 
 
+TRAILING = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum, X-Count\r\n"
+            b"Connection: close\r\n\r\n4\r\nbody\r\n0\r\nX-Sum:  abc \r\nX-Count: 2\r\n"
+            b"Content-Length: 9\r\n\r\n")
+
+
+def test_proxy_pass_trailers_passes_an_origins_trailer_fields(server, origin):
+    # Off (nginx's default), the origin's trailer section and its Trailer
+    # field are dropped; on, they reach an HTTP/1.1 client after the last
+    # chunk, framing fields left out, and join add_trailer's.
+    def handler(conn, req):
+        conn.sendall(TRAILING)
+        return False
+    o = origin(handler)
+    s = start(server, f"""
+        server {{ listen 127.0.0.1:PORT;
+            location / {{ proxy_pass http://{o.addr}; }}
+            location /on/ {{ proxy_pass http://{o.addr}; proxy_pass_trailers on; }}
+            location /both/ {{ proxy_pass http://{o.addr}; proxy_pass_trailers on; add_trailer X-Ours 1; }}
+            location /unbuffered/ {{ proxy_pass http://{o.addr}; proxy_pass_trailers on; proxy_buffering off; }}
+        }}
+    """)
+    def raw(path, version="1.1"):
+        with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+            c.sendall(f"GET {path} HTTP/{version}\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            while chunk := c.recv(65536):
+                data += chunk
+        return data.partition(b"\r\n\r\n")
+    head, _, body = raw("/")
+    assert b"Trailer:" not in head and body == b"4\r\nbody\r\n0\r\n\r\n"
+    for path in ("/on/", "/unbuffered/"):
+        head, _, body = raw(path)
+        assert b"\r\nTrailer: X-Sum, X-Count\r\n" in head + b"\r\n", path
+        assert body == b"4\r\nbody\r\n0\r\nX-Sum: abc\r\nX-Count: 2\r\n\r\n", path
+    head, _, body = raw("/both/")
+    assert body == b"4\r\nbody\r\n0\r\nX-Sum: abc\r\nX-Count: 2\r\nX-Ours: 1\r\n\r\n"
+    # HTTP/1.0: no trailers, the body alone.
+    head, _, body = raw("/on/", "1.0")
+    assert body == b"body"
+
+
 def test_proxy_force_ranges_cuts_an_origins_whole_answer(server, origin):
     # An origin that ignores Range (and says "Accept-Ranges: none"): with
     # proxy_force_ranges the proxy cuts its 200 [nginx]; without, the 200

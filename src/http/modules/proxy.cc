@@ -693,6 +693,7 @@ void merge(const ProxyConf& up, ProxyConf& c) {
     if (!c.cookie_paths_set) c.cookie_paths = up.cookie_paths;
     if (!c.cookie_flags_set) c.cookie_flags = up.cookie_flags;
     if (!c.limit_rate_set) c.limit_rate = up.limit_rate;
+    conf::inherit(c.pass_trailers, up.pass_trailers, false);
     if (!c.bind_set) {
         c.bind_addr = up.bind_addr;
         c.bind = up.bind;
@@ -1136,6 +1137,7 @@ constexpr conf::Directive kDirectives[] = {
     {"proxy_busy_buffers_size", kLoc, conf::Take1, conf::custom<set_busy_size>()},
     {"proxy_max_temp_file_size", kLoc, conf::Take1, conf::size<&ProxyConf::max_temp_file_size>()},
     {"proxy_limit_rate", kLoc, conf::Take1, conf::custom<set_limit_rate>()},
+    {"proxy_pass_trailers", kLoc, conf::Take1, conf::flag<&ProxyConf::pass_trailers>()},
     {"proxy_bind", kLoc, conf::Take12, conf::custom<set_bind>()},
     {"proxy_temp_file_write_size", kLoc, conf::Take1, conf::custom<set_write_size>()},
     {"proxy_temp_path", kLoc, conf::Arity{1, 4, false}, conf::custom<set_proxy_temp>()},

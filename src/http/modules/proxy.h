@@ -265,6 +265,7 @@ struct ProxyConf {
     bool cookie_flags_set = false;
     std::optional<bool> intercept_errors;                  // "proxy_intercept_errors"
     std::optional<bool> force_ranges;                      // "proxy_force_ranges"
+    std::optional<bool> pass_trailers;                     // "proxy_pass_trailers"
     std::optional<bool> ignore_client_abort;               // "proxy_ignore_client_abort"
     std::optional<bool> buffering;                         // "proxy_buffering"
     std::optional<bool> request_buffering;                 // "proxy_request_buffering"

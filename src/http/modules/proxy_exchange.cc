@@ -42,6 +42,24 @@ upstream::ClientConf client_conf(const ProxyConf& pc, const Pass& pass) {
     return c;
 }
 
+// The origin's trailer section ("name: value\r\n" lines the chunked
+// decoder checked) as the response's trailers, copied into r's arena;
+// fields about framing or the connection are not the client's.
+void take_trailers(Request& r, std::string_view raw) {
+    while (!raw.empty()) {
+        size_t eol = raw.find("\r\n");
+        std::string_view line = raw.substr(0, eol);
+        raw.remove_prefix(eol == std::string_view::npos ? raw.size() : eol + 2);
+        size_t colon = line.find(':');
+        if (colon == std::string_view::npos || colon == 0) continue;
+        std::string_view name = line.substr(0, colon), value = line.substr(colon + 1);
+        while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
+        while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
+        if (is_hop_by_hop_request(name)) continue;
+        r.out.trailers.push_back({r.arena().dup(name), r.arena().dup(value)});
+    }
+}
+
 // What a cached location keeps from the origin [nginx's cache headers].
 bool is_conditional(std::string_view name) {
     return iequals(name, "If-Modified-Since") || iequals(name, "If-Unmodified-Since") ||
@@ -496,6 +514,14 @@ upstream::Hooks::Head Exchange::on_head(upstream::Client& c, const StatusHead& h
         r_.out.remove("Accept-Ranges");
         r_.out.accept_ranges = true;
     }
+    // "proxy_pass_trailers": a chunked answer may end with trailer fields,
+    // which go to the client with its own framing (chunked, or HTTP/2
+    // HEADERS) after the body, announced by the origin's Trailer field.
+    if (*pc_.pass_trailers && h.framing.chunked && status >= 200 && status != 204 && status != 304) {
+        r_.out.expect_trailers = true;
+        for (const upstream::TryLog::Field& f : log_.headers)
+            if (iequals(f.name, "Trailer")) r_.out.headers.push_back({f.name, f.value});
+    }
     if (cache_) cache_->after_head();
     if (accel) c.set_buffering(*accel);
     on_output_drained(r_, drained_cb);
@@ -512,7 +538,9 @@ upstream::Hooks::Head Exchange::on_head(upstream::Client& c, const StatusHead& h
     return Head::Body;
 }
 
-bool Exchange::on_body(upstream::Client&, Chain& data) {
+bool Exchange::on_body(upstream::Client& c, Chain& data) {
+    if (r_.out.expect_trailers && *pc_.pass_trailers && data.last() && !c.trailers().empty())
+        take_trailers(r_, c.trailers());
     if (cache_) cache_->on_body(data);
     if (send_body(r_, data) == Flow::Fail) {
         r_.stream().abort();

@@ -13,6 +13,7 @@ namespace {
 struct Outcome {
     ChunkState state = ChunkState::More;
     std::string body;
+    std::string trailer;  // the trailer bytes handed out, joined
     size_t consumed = 0;  // Error: offset of the offending byte
     uint16_t status = 0;
     std::string_view reason;
@@ -33,7 +34,11 @@ Outcome run(std::string_view in, ChunkedLimits l = {}, Peer peer = Peer::Client,
             if (!r.data.empty() && (r.data.data() < cur.data() ||
                                     r.data.data() + r.data.size() > cur.data() + cur.size()))
                 o.views_inside = false;
+            if (!r.trailer.empty() && (r.trailer.data() < cur.data() ||
+                                       r.trailer.data() + r.trailer.size() > cur.data() + cur.size()))
+                o.views_inside = false;
             o.body += r.data;
+            o.trailer += r.trailer;
             o.consumed += r.consumed;
             if (r.state != ChunkState::More) {
                 o.state = r.state;
@@ -80,12 +85,14 @@ TEST_CASE("http/chunked: extensions are skipped") {
     CHECK(o.body == "helloabcde");
 }
 
-TEST_CASE("http/chunked: trailers are checked and dropped") {
+TEST_CASE("http/chunked: trailers are checked and handed out whole, without the final CRLF") {
     const std::string s = "1\r\nx\r\n0\r\nX-Sum: abc\r\nY:\r\n\r\nNEXT";
     Outcome o = run(s);
     CHECK(o.state == ChunkState::Done);
     CHECK(o.body == "x");
+    CHECK(o.trailer == "X-Sum: abc\r\nY:\r\n");
     CHECK(o.consumed == s.size() - 4);
+    CHECK(run("0\r\n\r\n").trailer.empty());
 }
 
 TEST_CASE("http/chunked: any split gives the same result") {
@@ -111,6 +118,9 @@ TEST_CASE("http/chunked: any split gives the same result") {
             const Outcome o = run(s, l, Peer::Client, piece);
             CHECK(o.state == whole.state);
             CHECK(o.body == whole.body);
+            // An error leaves what came before it unusable: only a
+            // finished section is compared.
+            if (whole.state == ChunkState::Done) CHECK(o.trailer == whole.trailer);
             CHECK(o.consumed == whole.consumed);
             CHECK(o.reason == whole.reason);
             CHECK(o.views_inside);
