@@ -383,6 +383,17 @@ Status set_keepalive_timeout(Ctx& cx, const Node& n, LocConf& lc) {
     return {};
 }
 
+// early_hints string ...: several directives at one level add up.
+Status set_early_hints(Ctx& cx, const Node& n, LocConf& lc) {
+    if (!lc.early_hints) lc.early_hints = cx.arena().make<std::vector<ComplexValue>>();
+    for (const conf::Arg& a : n.args) {
+        auto cv = ComplexValue::compile(cx, n, a.text);
+        if (!cv) return cv.error();
+        lc.early_hints->push_back(std::move(*cv));
+    }
+    return {};
+}
+
 Status set_keepalive_disable(Ctx& cx, const Node& n, LocConf& lc) {
     if (lc.keepalive_disable) return cx.duplicate(n);
     uint8_t bits = 0;
@@ -515,6 +526,7 @@ void merge_loc(const LocConf& up, LocConf& c) {
     conf::inherit(c.port_in_redirect, up.port_in_redirect, true);
     conf::inherit(c.server_name_in_redirect, up.server_name_in_redirect, false);
     conf::inherit(c.log_not_found, up.log_not_found, true);
+    if (!c.early_hints) c.early_hints = up.early_hints;
     if (!c.disable_symlinks) {
         c.disable_symlinks = up.disable_symlinks.value_or(Symlinks::Follow);
         c.symlinks_from = up.symlinks_from;
@@ -761,6 +773,7 @@ constexpr conf::Directive kDirectives[] = {
      conf::flag<&LocConf::server_name_in_redirect>()},
     {"log_not_found", conf::kHttpSrvLoc, conf::Take1, conf::flag<&LocConf::log_not_found>()},
     {"disable_symlinks", conf::kHttpSrvLoc, conf::Take12, conf::custom<set_disable_symlinks>()},
+    {"early_hints", conf::kHttpSrvLoc, conf::Take1More, conf::custom<set_early_hints>()},
     {"reset_timedout_connection", conf::kHttpSrvLoc, conf::Take1,
      conf::flag<&LocConf::reset_timedout_connection>()},
     {"recursive_error_pages", conf::kHttpSrvLoc, conf::Take1,
@@ -831,6 +844,17 @@ std::string_view primary_server_name(const SrvConf& s) {
     std::string_view n = s.server_names[0].name;
     if (n.size() > 1 && n[0] == '.') n.remove_prefix(1);
     return n;
+}
+
+bool early_hints_wanted(Request& r) {
+    if (!r.loc_confs) return false;
+    const auto* list = r.loc_conf<LocConf>(http_core_module).early_hints;
+    if (!list) return false;
+    for (const ComplexValue& cv : *list) {
+        std::string_view v = cv.eval(r);
+        if (!v.empty() && v != "0") return true;
+    }
+    return false;
 }
 
 bool keepalive_disabled(const Request& r, const LocConf& lc) {

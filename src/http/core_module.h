@@ -141,6 +141,9 @@ struct LocConf {
     std::optional<uint8_t> client_body_in_file_only;    // "client_body_in_file_only": 0 off, 1 on, 2 clean
     std::optional<bool> client_body_in_single_buffer;   // "client_body_in_single_buffer"
     std::optional<conf::Duration> keepalive_time;       // "keepalive_time"
+    // "early_hints": an origin's 103 goes to the client when one value is
+    // neither empty nor "0"; null: never. Owner: the generation arena.
+    std::vector<ComplexValue>* early_hints = nullptr;
     std::optional<conf::Duration> keepalive_header;     // "keepalive_timeout"'s second: 0 sends none
     std::optional<uint8_t> keepalive_disable;           // "keepalive_disable": kKeepaliveDisable* bits
     std::optional<bool> tcp_nopush;                     // "tcp_nopush"
@@ -253,6 +256,10 @@ inline constexpr uint8_t kKeepaliveDisableSafari = 2;
 // Whether the location's keepalive_disable rules out keep-alive for r's
 // browser (its User-Agent), as nginx tells them apart.
 bool keepalive_disabled(const Request& r, const LocConf& lc);
+
+// Whether r's location lets a 103 through ("early_hints"): one of its
+// values is neither empty nor "0" [nginx 1.29].
+bool early_hints_wanted(Request& r);
 
 // "limit_except" method names, as bits: GET (which lets HEAD through too),
 // HEAD, POST, PUT, DELETE, MKCOL, COPY, MOVE, OPTIONS, PROPFIND,

@@ -51,6 +51,7 @@ namespace gatehouse::http {
 
 class Request;
 class Stream;
+struct Header;
 struct ResponseHead;
 struct SrvConf;
 struct LocConf;

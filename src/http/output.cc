@@ -46,7 +46,8 @@ void make_head_text_safe(Request& r, ResponseHead& h) {
 constexpr std::array<std::string_view, 500> make_reasons() {
     std::array<std::string_view, 500> t{};
     auto set = [&](int code, std::string_view r) { t[static_cast<size_t>(code - 100)] = r; };
-    set(100, "Continue"), set(101, "Switching Protocols"), set(200, "OK"), set(201, "Created");
+    set(100, "Continue"), set(101, "Switching Protocols"), set(103, "Early Hints"), set(200, "OK");
+    set(201, "Created");
     set(202, "Accepted"), set(204, "No Content"), set(206, "Partial Content");
     set(301, "Moved Permanently"), set(302, "Moved Temporarily"), set(303, "See Other");
     set(304, "Not Modified"), set(307, "Temporary Redirect"), set(308, "Permanent Redirect");
@@ -355,6 +356,11 @@ void finalize_response(Request& r) {
     Chain c(r.mem());
     c.append(r.body);
     if (send_body(r, c) == Flow::Fail) s.abort();
+}
+
+Flow send_interim(Request& r, int status, std::span<const Header> fields) {
+    if (r.header_sent || r.parent) return Flow::Pass;
+    return r.stream().send_interim(r, status, fields);
 }
 
 Flow send_header(Request& r) {

@@ -13,6 +13,7 @@
 // the standard page for that status, or the "error_page" configured for it.
 #pragma once
 
+#include <span>
 #include <string_view>
 
 #include "core/buf.h"
@@ -30,6 +31,10 @@ void finalize_response(Request& r);
 // went out; Hold: a filter holds it, body chains wait; Fail: the stream is
 // aborted by the caller.
 Flow send_header(Request& r);
+// An interim response (103 Early Hints) with `fields` as they are, before
+// the head: for the client's request only (not a subrequest's), and not
+// once the head went. No filter sees it.
+Flow send_interim(Request& r, int status, std::span<const Header> fields);
 // Queues c (moved out) for the body filters and runs them. Fail: the
 // response cannot continue; the caller aborts the stream.
 Flow send_body(Request& r, Chain& c);

@@ -92,6 +92,11 @@ public:
     virtual const ProxyHeader* proxy_protocol() const = 0;
 
     // ---- the response ------------------------------------------------------------
+    // An interim response (103 Early Hints) before the head, with these
+    // fields as they are: written at once. Only an HTTP/1.1 or HTTP/2
+    // client can take one (RFC 9110 15.2); a stream that cannot (a
+    // subrequest's) drops it. Fail: the stream is gone.
+    virtual Flow send_interim(Request&, int /*status*/, std::span<const Header> /*fields*/) { return Flow::Pass; }
     // The head after the header filters, once; Location is already
     // absolute when it must be. Fail: the stream is gone.
     virtual Flow send_head(Request& r, const ResponseHead& h) = 0;

@@ -213,6 +213,9 @@ public:
     // The response head as the origin sent it; its views are valid during
     // the call (c.log().headers has copies).
     virtual Head on_head(Client& c, const http::StatusHead& h) = 0;
+    // An interim response other than 100 and 101 (103 Early Hints) came
+    // before the final head; its views are valid during the call only.
+    virtual void on_interim(Client&, const http::StatusHead&) {}
     // Body bytes, framing removed, in order; moved out of `data`. The
     // chain with last_buf set is the last call. False: nothing more is
     // wanted (the try ends, the connection is not reused).

@@ -72,9 +72,14 @@ void Client::read_head() {
             const http::StatusHead& h = parser_->head();
             size_t end = head_start_ + pr.consumed;
             if (h.status >= 100 && h.status < 200 && h.status != 101) {
-                // An interim response ("100 Continue", "103 Early Hints") is
-                // not forwarded; the final one follows. Move what is left to
-                // the front: the buffer bounds the final head alone.
+                // An interim response: "100 Continue" is ours alone, others
+                // ("103 Early Hints") the caller may pass on; the final one
+                // follows. Move what is left to the front: the buffer
+                // bounds the final head alone.
+                if (h.status != 100) {
+                    hooks_.on_interim(*this, h);
+                    if (consumer_gone() || stopped_) return;
+                }
                 std::memmove(data, data + end, head_len_ - end);
                 head_len_ -= end;
                 head_start_ = 0;

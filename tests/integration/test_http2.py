@@ -1438,6 +1438,35 @@ def test_proxied_trailers_end_the_stream(server):
         o.stop()
 
 
+def test_proxied_early_hints_come_before_the_response(server):
+    # An origin's 103, where "early_hints" lets it through, is a HEADERS
+    # frame without END_STREAM ahead of the response's.
+    def handler(conn, req):
+        conn.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n"
+                     b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        return False
+    o = Origin(handler)
+    try:
+        s = server(f"""
+        server {{
+            listen 127.0.0.1:PORT;
+            http2 on;
+            location / {{ proxy_pass http://{o.addr}; early_hints $http2; }}
+        }}
+        """)
+        c = H2Client(s.port)
+        try:
+            sid = c.request("/")
+            st, _, got = c.response(sid)
+            assert (st, got) == (200, b"ok")
+            hints = [dict(e.headers) for e in c.events if isinstance(e, h2.events.InformationalResponseReceived)]
+            assert hints == [{":status": "103", "link": "</s.css>; rel=preload"}]
+        finally:
+            c.close()
+    finally:
+        o.stop()
+
+
 # ---- WebSocket over HTTP/2 (RFC 8441) -------------------------------------------------------
 
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"

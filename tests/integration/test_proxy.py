@@ -862,6 +862,39 @@ def test_proxy_pass_trailers_passes_an_origins_trailer_fields(server, origin):
     assert body == b"body"
 
 
+HINTED = (b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\nConnection: keep-alive\r\n\r\n"
+          b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+
+
+def test_early_hints_pass_an_origins_103_when_asked(server, origin):
+    # "early_hints": the origin's 103 reaches the client ahead of the final
+    # answer when a value is neither empty nor "0" [nginx 1.29]; otherwise,
+    # and for HTTP/1.0 clients, only the final answer does.
+    def handler(conn, req):
+        conn.sendall(HINTED)
+        return False
+    o = origin(handler)
+    s = start(server, f"""
+        server {{ listen 127.0.0.1:PORT;
+            location / {{ proxy_pass http://{o.addr}; early_hints $arg_hints; }}
+            location /never/ {{ proxy_pass http://{o.addr}; }}
+        }}
+    """)
+    def raw(path, version="1.1"):
+        with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+            c.sendall(f"GET {path} HTTP/{version}\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            while chunk := c.recv(65536):
+                data += chunk
+        return data
+    hinted = raw("/?hints=1")
+    assert hinted.startswith(b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\n")
+    assert hinted.endswith(b"\r\n\r\nok")
+    for path in ("/?hints=0", "/", "/never/?hints=1"):
+        assert raw(path).startswith(b"HTTP/1.1 200 OK\r\n"), path
+    assert raw("/?hints=1", "1.0").startswith(b"HTTP/1.1 200 OK\r\n")
+
+
 def test_proxy_force_ranges_cuts_an_origins_whole_answer(server, origin):
     # An origin that ignores Range (and says "Accept-Ranges: none"): with
     # proxy_force_ranges the proxy cuts its 200 [nginx]; without, the 200

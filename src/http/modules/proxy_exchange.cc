@@ -538,6 +538,18 @@ upstream::Hooks::Head Exchange::on_head(upstream::Client& c, const StatusHead& h
     return Head::Body;
 }
 
+// An origin's 103 Early Hints, to the client where "early_hints" says so
+// [nginx 1.29], its fields as they are but for connection ones.
+void Exchange::on_interim(upstream::Client&, const StatusHead& h) {
+    if (h.status != 103 || !early_hints_wanted(r_)) return;
+    std::pmr::vector<Header> fields(r_.mem());
+    fields.reserve(h.headers.size());
+    for (const HeaderField& f : h.headers)
+        if (!is_hop_by_hop_request(f.name)) fields.push_back({f.name, f.value});
+    // The views are the Client's buffer's: each stream copies them now.
+    if (send_interim(r_, 103, fields) == Flow::Fail) r_.stream().abort();
+}
+
 bool Exchange::on_body(upstream::Client& c, Chain& data) {
     if (r_.out.expect_trailers && *pc_.pass_trailers && data.last() && !c.trailers().empty())
         take_trailers(r_, c.trailers());

@@ -57,6 +57,7 @@ public:
     bool start_body(upstream::Client& c) override;
     void resume_body(upstream::Client& c) override;
     Head on_head(upstream::Client& c, const StatusHead& h) override;
+    void on_interim(upstream::Client& c, const StatusHead& h) override;
     bool on_body(upstream::Client& c, Chain& data) override;
     size_t downstream_pending() override;
     bool body_to_pipe(upstream::Client& c) override;

@@ -792,6 +792,35 @@ void Connection::start_request(size_t head_len) {
 
 // ---- output ----------------------------------------------------------------
 
+// "HTTP/1.1 103 Early Hints" and the fields, queued ahead of the head and
+// written now: the point of it is to arrive before the final answer.
+Flow Connection::send_interim(Request& r, int status, std::span<const Header> fields) {
+    if (state_ == State::Orphan) return Flow::Pass;
+    if (state_ != State::Processing) return Flow::Fail;
+    if (r.http_version < 11) return Flow::Pass;  // RFC 9110 15.2
+    std::string_view reason = reason_phrase(status);
+    size_t cap = 32 + reason.size();
+    for (const Header& x : fields) cap += x.name.size() + x.value.size() + 4;
+    char* b = static_cast<char*>(r.arena().alloc(cap, 1));
+    FixedWriter o{b, b + cap};
+    o.lit("HTTP/1.1 ");
+    o.num(static_cast<uint64_t>(status));
+    o.lit(" ");
+    o.put(reason);
+    o.lit("\r\n");
+    for (const Header& x : fields) {
+        o.put(x.name);
+        o.lit(": ");
+        o.put(x.value);
+        o.lit("\r\n");
+    }
+    o.lit("\r\n");
+    if (!a_->out) a_->out = r.arena().make<event::ChainWriter>(r.mem());
+    a_->out->push(Buf::memory({b, static_cast<size_t>(o.p - b)}));
+    flush();
+    return Flow::Pass;
+}
+
 Flow Connection::send_head(Request& r, const ResponseHead& h) {
     if (state_ == State::Orphan) return Flow::Pass;
     if (state_ != State::Processing) return Flow::Fail;

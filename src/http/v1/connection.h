@@ -76,6 +76,7 @@ public:
     event::Msec connection_start() const override { return started_; }
     const AddrServers& servers() override;
     const ProxyHeader* proxy_protocol() const override { return pp_ ? pp_->header.get() : nullptr; }
+    Flow send_interim(Request& r, int status, std::span<const Header> fields) override;
     Flow send_head(Request& r, const ResponseHead& h) override;
     Flow send_body(Request& r, Chain& in) override;
     bool takes_pipes() const override { return !tls_ && state_ == State::Processing; }

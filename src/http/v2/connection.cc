@@ -991,6 +991,34 @@ void H2Stream::start() {
 
 // ---- the response ----------------------------------------------------------------
 
+// A HEADERS frame without END_STREAM before the response's own (RFC 9113
+// 8.1): names in lower case, connection-specific fields left out.
+Flow H2Stream::send_interim(Request& r, int status, std::span<const Header> fields) {
+    if (orphan_ || ws_) return Flow::Pass;
+    if (closed_ || conn_.closed_) return Flow::Fail;
+    if (head_sent_ || status < 100 || status > 199) return Flow::Pass;
+    std::pmr::vector<nghttp2_nv> nv(r.mem());
+    nv.reserve(1 + fields.size());
+    char code[3] = {static_cast<char>('0' + status / 100), static_cast<char>('0' + status / 10 % 10),
+                    static_cast<char>('0' + status % 10)};
+    auto add = [&](std::string_view name, std::string_view value) {
+        nv.push_back({reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
+                      reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), name.size(), value.size(),
+                      NGHTTP2_NV_FLAG_NONE});
+    };
+    add(":status", {code, 3});
+    for (const Header& x : fields) {
+        if (x.name.empty() || connection_specific(x.name)) continue;
+        char* low = static_cast<char*>(r.arena().alloc(x.name.size(), 1));
+        for (size_t i = 0; i < x.name.size(); ++i) low[i] = ascii_lower(x.name[i]);
+        add({low, x.name.size()}, x.value);
+    }
+    if (nghttp2_submit_headers(conn_.session_, NGHTTP2_FLAG_NONE, id_, nullptr, nv.data(), nv.size(), nullptr) != 0)
+        return Flow::Fail;
+    conn_.schedule_send();
+    return Flow::Pass;
+}
+
 Flow H2Stream::send_head(Request& r, const ResponseHead& h) {
     if (orphan_) return Flow::Pass;
     if (closed_ || conn_.closed_) return Flow::Fail;

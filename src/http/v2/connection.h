@@ -100,6 +100,7 @@ public:
     event::Msec connection_start() const override;
     const AddrServers& servers() override;
     const ProxyHeader* proxy_protocol() const override;
+    Flow send_interim(Request& r, int status, std::span<const Header> fields) override;
     Flow send_head(Request& r, const ResponseHead& h) override;
     Flow send_body(Request& r, Chain& in) override;
     void flush() override;
