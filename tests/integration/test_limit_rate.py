@@ -163,7 +163,8 @@ def test_proxy_limit_rate_paces_reading_from_the_origin(server):
     # buffering), so neither the client nor $upstream_response_time can
     # see the body sooner than the allowance lets it in.
     def handler(conn, req):
-        conn.sendall(response(200, DATA, close=True))
+        rate = req.target.partition("r=")[2] or "0"
+        conn.sendall(response(200, DATA, [("X-Rate", rate)], close=True))
         return False
 
     o = Origin(handler)
@@ -175,6 +176,7 @@ def test_proxy_limit_rate_paces_reading_from_the_origin(server):
                 access_log logs/up.log up;
                 location / {{ proxy_pass http://{o.addr}; proxy_limit_rate 16k; }}
                 location /var/ {{ proxy_pass http://{o.addr}; proxy_limit_rate $arg_r; }}
+                location /origin/ {{ proxy_pass http://{o.addr}; proxy_limit_rate $upstream_http_x_rate; }}
                 location /unbuffered/ {{
                     proxy_pass http://{o.addr};
                     proxy_limit_rate 1;
@@ -192,9 +194,13 @@ def test_proxy_limit_rate_paces_reading_from_the_origin(server):
         # At one byte a second this would not end within the timeout.
         r, _ = fetch(s, "/unbuffered/c", timeout=10)
         assert r.body == DATA
-        s.wait_lines("up.log", 3)
+        # The value may use the origin's own fields: read as the body starts.
+        r, took = fetch(s, "/origin/d?r=20480")
+        assert r.body == DATA
+        assert took >= least_seconds(len(DATA), 20480) * 0.95
+        s.wait_lines("up.log", 4)
         lines = [line.split() for line in s.read_log("up.log").decode().splitlines()]
-        assert [uri for uri, _ in lines] == ["/a", "/var/b", "/unbuffered/c"]
+        assert [uri for uri, _ in lines] == ["/a", "/var/b", "/unbuffered/c", "/origin/d"]
         assert float(lines[0][1]) >= bound * 0.95
     finally:
         o.stop()

@@ -184,7 +184,6 @@ Exchange::Exchange(Request& r, const ProxyConf& pc, const Pass& pass, upstream::
       redirect_(event::Callback::to<&Exchange::accel_redirect>(this)) {}
 
 Next Exchange::start() {
-    cc_.limit_rate = eval_size(r_, pc_.limit_rate);
     cc_.local = pc_.bind_addr;
     if (pc_.bind) {
         // An empty value binds nothing; an invalid one is logged and binds
@@ -524,6 +523,9 @@ upstream::Hooks::Head Exchange::on_head(upstream::Client& c, const StatusHead& h
     }
     if (cache_) cache_->after_head();
     if (accel) c.set_buffering(*accel);
+    // Read as the body starts, so that it may use the origin's fields
+    // ("proxy_limit_rate $upstream_http_x_rate") [nginx].
+    cc_.limit_rate = eval_size(r_, pc_.limit_rate);
     on_output_drained(r_, drained_cb);
     if (status == 101) r_.out.content_length.reset();
     if (send_header(r_) == Flow::Fail) {
