@@ -1224,6 +1224,7 @@ Next Front::begin(Request& r, const ProxyConf& pc, const proxy::Pass& pass, std:
     f->status_ = CacheStatus::Miss;
     if (n.uses < *cl.min_uses) {
         f->store_allowed_ = false;
+        f->scarce_ = true;
         return Next::Proceed;
     }
     const time_t age = std::max<time_t>(static_cast<time_t>(cl.lock_age->count() / 1000), 1);

@@ -231,7 +231,11 @@ public:
     // Request fields: whether the client's conditionals and Range go to
     // the origin (only when a background fill fetches the whole response
     // for the cache), and the validators to add.
-    bool keeps_conditionals() const { return refreshing_ && status_ == CacheStatus::Miss; }
+    // The client's If-* and Range fields go to the origin: a range miss
+    // whose entry a background fetch fills, and a miss that will not be
+    // stored because its key is not yet asked for often enough
+    // (proxy_cache_min_uses), as nginx sends its own headers then.
+    bool keeps_conditionals() const { return (refreshing_ || scarce_) && status_ == CacheStatus::Miss; }
     std::string_view if_none_match() const;
     std::string_view if_modified_since() const;
 
@@ -312,6 +316,7 @@ private:
     std::string_view primary_vary_;
     bool refresh_ = false;        // a background update is due
     bool refreshing_ = false;     // and it was started
+    bool scarce_ = false;         // a miss below proxy_cache_min_uses
     uint64_t body_start_ = 0;
     Fill fill_;                   // the response on its way into the cache
     const ProxyConf* pc_ = nullptr;
