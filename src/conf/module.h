@@ -190,6 +190,11 @@ struct Module {
     // close what only waits (idle connections, pools, probes). The worker
     // exits when no connection is left or at worker_shutdown_timeout.
     void (*quit_worker)() = nullptr;
+    // Worker, when worker_shutdown_timeout passed before the graceful
+    // shutdown ended, just before the loop stops: end what still runs as
+    // if its client had gone (each request with its log line, 499 when no
+    // head was sent) [nginx closes every connection then].
+    void (*stop_worker)() = nullptr;
     // Worker, when its loop has had nothing to do for a moment after some
     // activity (event::Loop::set_idle), before it gives its free heap
     // back: close or free what only the next burst would reuse (kept

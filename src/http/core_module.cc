@@ -815,6 +815,12 @@ void retire_connections() {
     v2::retire_connections();
 }
 
+// worker_shutdown_timeout: both front-ends end what still runs.
+void close_connections() {
+    v1::close_connections();
+    v2::close_connections();
+}
+
 // A socket per ListenPort; every connection accepted on it starts as
 // HTTP/1 (TLS first on an "ssl" port).
 void listens(const conf::Roots& g, std::vector<event::ListenSpec>& out) {
@@ -921,6 +927,7 @@ extern const conf::Module http_core_module{
     .listens = listens,
     .init_master = init_master,
     .quit_worker = retire_connections,
+    .stop_worker = close_connections,
     .reopen_logs = reopen_error_logs,
 };
 

@@ -89,6 +89,11 @@ uint64_t worker_capabilities(const Cycle& c) {
     return caps;
 }
 
+void stop_worker() {
+    for (const conf::Module* m : modules)
+        if (m->stop_worker) m->stop_worker();
+}
+
 void quit_worker() {
     for (const conf::Module* m : modules)
         if (m->quit_worker) m->quit_worker();

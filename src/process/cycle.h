@@ -77,6 +77,7 @@ Status init_master(const Cycle& c);
 void reopen_logs(Cycle& c, bool master);
 Status init_worker(const Cycle& c, int slot);
 uint64_t worker_capabilities(const Cycle& c);
+void stop_worker();
 void quit_worker();
 void idle_worker();
 void exit_worker();

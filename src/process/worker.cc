@@ -215,7 +215,12 @@ int worker_main(const Cycle& cycle, const std::vector<Listening>& ls, int slot, 
     st.listening = &ls;
     st.close_listening = forked;
     st.cycle = &cycle;
-    st.shutdown_timer.cb = {[](void* p) { static_cast<WorkerState*>(p)->loop->stop(); }, &st};
+    st.shutdown_timer.cb = {[](void* p) {
+                                GH_LOG(Notice, "shutdown timeout");
+                                stop_worker();
+                                static_cast<WorkerState*>(p)->loop->stop();
+                            },
+                            &st};
     // After a burst, the modules let go of what only the next one would
     // reuse (the event layer its kept pipes), then the worker gives back
     // what was freed (core/heap.h).
@@ -229,11 +234,11 @@ int worker_main(const Cycle& cycle, const std::vector<Listening>& ls, int slot, 
     (*loop)->run(event::Callback::to<&after_iteration>(&st));
 
     listeners.clear();
-    // Whatever is still open is closed now; the objects of the protocol
-    // layers free themselves in the loop's deferred step (and log what
-    // they were doing), run by one more iteration. Then the modules let
-    // go of what is theirs (pooled connections, probes) and flush their
-    // buffers (access_log buffer=), before the table goes.
+    // Whatever is still open is closed now (after worker_shutdown_timeout
+    // the modules ended their requests first, see stop_worker); one more
+    // iteration runs the deferred steps. Then the modules let go of what
+    // is theirs (pooled connections, probes) and flush their buffers
+    // (access_log buffer=), before the table goes.
     for (event::Connection& c : table.slots())
         if (c.is_open() && c.data) table.close(c);
     (*loop)->run_once(0);

@@ -1763,6 +1763,42 @@ def test_websocket_over_h2_outlives_a_reload_until_worker_shutdown_timeout(serve
     finally:
         origin.stop()
 
+def test_requests_running_at_worker_shutdown_timeout_are_logged(server):
+    # A graceful stop that worker_shutdown_timeout cuts short ends the
+    # requests still waiting on their origin as a client's going away
+    # would: a log line each, 499 [nginx logs them too].
+    lsock, port = listener(backlog=8)
+    try:
+        s = server(f"""
+        server {{
+            listen 127.0.0.1:PORT;
+            http2 on;
+            location / {{ proxy_pass http://127.0.0.1:{port}; proxy_read_timeout 30s; }}
+        }}
+        """, start=False)
+        s.conf.write_text(s.conf.read_text().replace("worker_processes 1;",
+                                                     "worker_processes 1;\nworker_shutdown_timeout 200ms;"))
+        s.start()
+        c = H2Client(s.port)
+        h1 = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+        try:
+            c.request("/h2")
+            h1.sendall(b"GET /h1 HTTP/1.1\r\nHost: x\r\n\r\n")
+            held = [lsock.accept()[0] for _ in range(2)]  # both wait on the origin
+            os.kill(s.master_pid(), signal.SIGQUIT)
+            s.proc.wait(timeout=20)
+            for conn in held:
+                conn.close()
+        finally:
+            c.close()
+            h1.close()
+        lines = sorted(s.read_log("access.log").decode().splitlines())
+        assert len(lines) == 2, lines
+        assert '"GET /h1 HTTP/1.1" 499 ' in lines[0] and '"GET /h2 HTTP/2.0" 499 ' in lines[1], lines
+    finally:
+        lsock.close()
+
+
 # ---- client_header_timeout for a header block that never ends --------------------------------
 
 @pytest.mark.parametrize("trickle", [0, 40])

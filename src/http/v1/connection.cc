@@ -114,6 +114,14 @@ void retire_connections() {
     }
 }
 
+void close_connections() {
+    Connection* next = nullptr;
+    for (Connection* h = g_conns; h; h = next) {
+        next = h->next_;
+        h->abort();
+    }
+}
+
 bool Connection::input_waiting() {
     char b;
     return ::recv(c_.fd(), &b, 1, MSG_PEEK | MSG_DONTWAIT) == 1;

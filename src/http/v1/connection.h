@@ -50,6 +50,9 @@ void on_accept(void* port, event::Connection& c);
 // a request (see the design note above retire_connections() in
 // connection.cc). The worker exits when no connection is left.
 void retire_connections();
+// worker_shutdown_timeout: every connection closed as if its client had
+// gone, each request that runs logged (499 before a head).
+void close_connections();
 // How long a retiring worker keeps an idle connection open for one more
 // request (at most its keepalive or header timeout).
 inline constexpr std::chrono::milliseconds kRetireGrace{1000};
@@ -172,6 +175,7 @@ private:
     const LocConf& server_loc_conf() const;
 
     friend void retire_connections();
+    friend void close_connections();
 
     // What the connection holds only while it works: from the first byte
     // of a request head until it is idle again (keep-alive), or until it

@@ -134,6 +134,14 @@ void retire_connections() {
     }
 }
 
+void close_connections() {
+    Connection* next = nullptr;
+    for (Connection* c = g_conns; c; c = next) {
+        next = c->next_;
+        c->close_connection(false);
+    }
+}
+
 // ---- nghttp2's callbacks --------------------------------------------------------
 
 struct Connection::Callbacks {

@@ -77,6 +77,9 @@ void take_over(Handover h);
 // after kRetireGrace, GOAWAY with the last stream it took; the streams in
 // flight finish, then the connection closes.
 void retire_connections();
+// worker_shutdown_timeout: every connection closed, its streams logged
+// (499 before a head).
+void close_connections();
 
 class Connection;
 
@@ -229,6 +232,7 @@ public:
 private:
     friend class H2Stream;
     friend void retire_connections();
+    friend void close_connections();
     struct Callbacks;  // nghttp2's, in connection.cc
 
     bool init_session();
