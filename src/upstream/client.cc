@@ -16,6 +16,7 @@
 #include <string>
 
 #include "event/worker.h"
+#include "tls/context.h"
 #include "tls/session.h"
 
 namespace gatehouse::upstream {
@@ -242,6 +243,21 @@ void Client::start_tls() {
     bool literal = inet_pton(AF_INET, name.c_str(), &ip) == 1 || inet_pton(AF_INET6, name.c_str(), &ip) == 1;
     if (t.server_name && !literal && !name.empty()) up_tls_->set_server_name(name);
     if (t.verify) up_tls_->set_verify_name(name);
+    if (!out.tls_certificate.empty()) {
+        // Read per connection, as nginx does: a file that cannot be used
+        // is ours to fix, not the origin's (500, no other peer).
+        auto st = tls::Context::use_certificate(up_tls_->ssl(), std::string(out.tls_certificate),
+                                                std::string(out.tls_certificate_key), out.tls_passwords);
+        if (!st) {
+            error_log(log::Level::Error, 0, st.message(), action());
+            cur_try().status = 500;
+            err_status_ = 500;
+            close_upstream();
+            stage_ = Stage::Done;
+            schedule(&Client::report_error);
+            return;
+        }
+    }
     if (t.session_reuse) {
         SSL_SESSION*& slot = t.sessions[peer_];
         up_tls_->save_session = &slot;

@@ -67,6 +67,7 @@
 #include <memory_resource>
 #include <optional>
 #include <string>
+#include <span>
 #include <string_view>
 #include <unordered_map>
 
@@ -186,6 +187,11 @@ struct OutRequest {
     bool may_keep = false;       // HTTP/1.1 without "Connection: close": poolable
     bool upgrade = false;        // an Upgrade field went: a 101 is acceptable
     std::string_view tls_name;   // https: the name for SNI and verification
+    // https: a client certificate and key (absolute paths) chosen for this
+    // request ("proxy_ssl_certificate $var"), loaded into the connection's
+    // TLS session; empty: the context's, if any.
+    std::string_view tls_certificate, tls_certificate_key;
+    std::span<const std::string> tls_passwords;
 };
 
 enum class BodyMode : uint8_t { None, Buffered, Streamed };

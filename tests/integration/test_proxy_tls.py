@@ -8,6 +8,7 @@ length and digest of what it received). Every socket has a timeout.
 """
 
 import hashlib
+import os
 import re
 import shutil
 import socket
@@ -344,6 +345,42 @@ def test_client_certificate(server, tls_origin, pki):
     s2 = proxied(server, f"proxy_pass https://127.0.0.1:{o.port};", pki)
     assert request(s2.port, "/c").status == 502
     assert len(o.requests) == 1
+
+
+def test_client_certificate_chosen_per_request(server, tls_origin, pki, tmp_path):
+    # "proxy_ssl_certificate $var" [nginx 1.21]: read for each connection;
+    # an empty value sends none, "" cancels an inherited one, and a file
+    # that cannot be read is the proxy's fault (500), not the origin's.
+    o = tls_origin(client_ca=True)
+    o.ctx.verify_mode = ssl.CERT_OPTIONAL
+    # The workers read the files, as another user when the tests run as
+    # root: a directory they may enter (tmp_path, conftest.py).
+    certs = tmp_path / "certs"
+    certs.mkdir(mode=0o755)
+    for name in ("client.crt", "client.key"):
+        shutil.copy(pki / name, certs / name)
+        os.chmod(certs / name, 0o644)
+    s = proxied(server, f"""
+        proxy_ssl_certificate {certs}/$arg_c.crt;
+        proxy_ssl_certificate_key {certs}/$arg_c.key;
+        proxy_pass https://127.0.0.1:{o.port};
+        location /none/ {{
+            proxy_ssl_certificate "";
+            proxy_ssl_certificate_key "";
+            proxy_pass https://127.0.0.1:{o.port};
+        }}
+        location /empty/ {{
+            proxy_ssl_certificate $arg_c;
+            proxy_ssl_certificate_key $arg_c;
+            proxy_pass https://127.0.0.1:{o.port};
+        }}""", pki)
+    assert request(s.port, "/v?c=client").status == 200, s.error_log()
+    assert request(s.port, "/none/x").status == 200
+    assert request(s.port, "/empty/x").status == 200
+    assert [c.peer_cn for c in o.conns] == ["client1", None, None]
+    assert request(s.port, "/v?c=missing").status == 500
+    assert len(o.requests) == 3
+    assert 'missing.crt' in s.error_log()
 
 
 def test_sessions_are_resumed_on_new_connections(server, tls_origin, pki):

@@ -358,11 +358,25 @@ Status set_ssl_path(Ctx& cx, const Node& n, std::optional<std::string>& field) {
 Status set_ssl_trusted(Ctx& cx, const Node& n, ProxyConf& pc) {
     return set_ssl_path(cx, n, pc.ssl_trusted_certificate);
 }
-Status set_ssl_certificate(Ctx& cx, const Node& n, ProxyConf& pc) {
-    return set_ssl_path(cx, n, pc.ssl_certificate);
-}
-Status set_ssl_certificate_key(Ctx& cx, const Node& n, ProxyConf& pc) {
-    return set_ssl_path(cx, n, pc.ssl_certificate_key);
+// proxy_ssl_certificate, proxy_ssl_certificate_key: a path, "" (none,
+// cancelling an inherited one), or a value with variables [nginx 1.21].
+template <std::optional<std::string> ProxyConf::*Field, const ComplexValue* ProxyConf::*Var>
+Status set_ssl_cert_file(Ctx& cx, const Node& n, ProxyConf& pc) {
+    if (pc.*Field) return cx.duplicate(n);
+    const std::string& v = n.args[0].text;
+    auto cv = ComplexValue::compile(cx, n, v);
+    if (!cv) return cv.error();
+    if (!cv->literal()) {
+        pc.*Var = cx.arena().make<ComplexValue>(std::move(*cv));
+        pc.*Field = std::string();
+        pc.ssl_cert_dir = cx.conf_dir();
+        return {};
+    }
+    if (v.empty()) {
+        pc.*Field = std::string();
+        return {};
+    }
+    return set_ssl_path(cx, n, pc.*Field);
 }
 Status set_ssl_crl(Ctx& cx, const Node& n, ProxyConf& pc) { return set_ssl_path(cx, n, pc.ssl_crl); }
 Status set_ssl_key_log(Ctx& cx, const Node& n, ProxyConf& pc) { return set_ssl_path(cx, n, pc.ssl_key_log); }
@@ -736,6 +750,9 @@ void merge(const ProxyConf& up, ProxyConf& c) {
     if (!c.ssl_certificate && !c.ssl_certificate_key) {
         c.ssl_certificate = up.ssl_certificate;
         c.ssl_certificate_key = up.ssl_certificate_key;
+        c.ssl_certificate_var = up.ssl_certificate_var;
+        c.ssl_certificate_key_var = up.ssl_certificate_key_var;
+        c.ssl_cert_dir = up.ssl_cert_dir;
     }
     conf::inherit(c.ssl_protocols, up.ssl_protocols, tls::kDefaultProtocols);
     conf::inherit(c.ssl_ciphers, up.ssl_ciphers, std::string("DEFAULT"));
@@ -1154,8 +1171,10 @@ constexpr conf::Directive kDirectives[] = {
     {"proxy_ssl_verify", kLoc, conf::Take1, conf::flag<&ProxyConf::ssl_verify>()},
     {"proxy_ssl_verify_depth", kLoc, conf::Take1, conf::number<&ProxyConf::ssl_verify_depth>()},
     {"proxy_ssl_trusted_certificate", kLoc, conf::Take1, conf::custom<set_ssl_trusted>()},
-    {"proxy_ssl_certificate", kLoc, conf::Take1, conf::custom<set_ssl_certificate>()},
-    {"proxy_ssl_certificate_key", kLoc, conf::Take1, conf::custom<set_ssl_certificate_key>()},
+    {"proxy_ssl_certificate", kLoc, conf::Take1,
+     conf::custom<set_ssl_cert_file<&ProxyConf::ssl_certificate, &ProxyConf::ssl_certificate_var>>()},
+    {"proxy_ssl_certificate_key", kLoc, conf::Take1,
+     conf::custom<set_ssl_cert_file<&ProxyConf::ssl_certificate_key, &ProxyConf::ssl_certificate_key_var>>()},
     {"proxy_ssl_protocols", kLoc, conf::Take1More, conf::custom<set_ssl_protocols>()},
     {"proxy_ssl_ciphers", kLoc, conf::Take1, conf::string<&ProxyConf::ssl_ciphers>()},
     {"proxy_ssl_session_reuse", kLoc, conf::Take1, conf::flag<&ProxyConf::ssl_session_reuse>()},

@@ -301,8 +301,15 @@ struct ProxyConf {
     std::optional<bool> ssl_verify;                        // "proxy_ssl_verify"
     std::optional<uint64_t> ssl_verify_depth;              // "proxy_ssl_verify_depth"
     std::optional<std::string> ssl_trusted_certificate;    // "proxy_ssl_trusted_certificate", absolute
-    std::optional<std::string> ssl_certificate;            // "proxy_ssl_certificate", absolute
-    std::optional<std::string> ssl_certificate_key;        // "proxy_ssl_certificate_key", absolute
+    // "proxy_ssl_certificate", "proxy_ssl_certificate_key": absolute
+    // paths; empty: none (""). With variables (the _var), evaluated per
+    // request and made absolute under the configuration's directory
+    // (ssl_cert_dir); the field is then empty.
+    std::optional<std::string> ssl_certificate;
+    std::optional<std::string> ssl_certificate_key;
+    const ComplexValue* ssl_certificate_var = nullptr;
+    const ComplexValue* ssl_certificate_key_var = nullptr;
+    std::string ssl_cert_dir;
     std::optional<uint8_t> ssl_protocols;                  // "proxy_ssl_protocols"
     std::optional<std::string> ssl_ciphers;                // "proxy_ssl_ciphers"
     std::optional<bool> ssl_session_reuse;                 // "proxy_ssl_session_reuse"

@@ -442,6 +442,20 @@ void Exchange::prepare(upstream::Client& c) {
     c.out.may_keep = !request_.close;
     c.out.upgrade = request_.upgrade;
     if (pass_.tls) c.out.tls_name = tls_name();
+    if (pass_.tls && (pc_.ssl_certificate_var || pc_.ssl_certificate_key_var)) {
+        // Chosen per request; an empty value sends none [nginx].
+        auto path = [&](const ComplexValue* var, const std::optional<std::string>& fixed) -> std::string_view {
+            std::string_view v = var ? var->eval(r_) : std::string_view(fixed ? *fixed : std::string());
+            if (v.empty() || v[0] == '/') return v;
+            std::pmr::string full(pc_.ssl_cert_dir, r_.mem());
+            full += v;
+            return r_.arena().dup(full);
+        };
+        c.out.tls_certificate = path(pc_.ssl_certificate_var, pc_.ssl_certificate);
+        c.out.tls_certificate_key = path(pc_.ssl_certificate_key_var, pc_.ssl_certificate_key);
+        if (c.out.tls_certificate_key.empty()) c.out.tls_certificate = {};
+        if (pc_.ssl_passwords) c.out.tls_passwords = *pc_.ssl_passwords;
+    }
 }
 
 // The body is handed over as pipe pieces when the stream can splice it

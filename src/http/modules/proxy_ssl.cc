@@ -39,6 +39,8 @@ std::string settings_key(const ProxyConf& pc) {
     add(pc.ssl_trusted_certificate ? *pc.ssl_trusted_certificate : "");
     add(pc.ssl_certificate ? *pc.ssl_certificate : "");
     add(pc.ssl_certificate_key ? *pc.ssl_certificate_key : "");
+    add(pc.ssl_certificate_var ? pc.ssl_certificate_var->text() : "");
+    add(pc.ssl_certificate_key_var ? pc.ssl_certificate_key_var->text() : "");
     add(std::to_string(*pc.ssl_protocols));
     add(*pc.ssl_ciphers);
     add(*pc.ssl_session_reuse ? "1" : "0");
@@ -61,14 +63,19 @@ Result<UpstreamTls*> make_tls(conf::Ctx& cx, const conf::Node& n, const ProxyCon
     t->key = std::move(key);
     t->settings.server_name = *pc.ssl_server_name;
     t->settings.verify = *pc.ssl_verify;
-    t->settings.session_reuse = *pc.ssl_session_reuse;
+    // A certificate chosen per request: a session made with one must not
+    // be resumed for a request that names another.
+    const bool dynamic = pc.ssl_certificate_var || pc.ssl_certificate_key_var;
+    t->settings.session_reuse = *pc.ssl_session_reuse && !dynamic;
     t->name = pc.ssl_name;
     auto* ctx = cx.arena().make<tls::Context>(tls::Context::Side::Client);
     t->settings.ctx = ctx;
-    if (pc.ssl_certificate && !pc.ssl_certificate_key)
+    if (pc.ssl_certificate && (!pc.ssl_certificate->empty() || pc.ssl_certificate_var) && !pc.ssl_certificate_key)
         return cx.error(n, "no \"proxy_ssl_certificate_key\" is defined for certificate \"" +
-                               *pc.ssl_certificate + "\"");
-    if (pc.ssl_certificate) {
+                               (pc.ssl_certificate_var ? pc.ssl_certificate_var->text() : *pc.ssl_certificate) +
+                               "\"");
+    if (!dynamic && pc.ssl_certificate && !pc.ssl_certificate->empty() && pc.ssl_certificate_key &&
+        !pc.ssl_certificate_key->empty()) {
         std::span<const std::string> passwords;
         if (pc.ssl_passwords) passwords = *pc.ssl_passwords;
         if (auto s = ctx->add_certificate(*pc.ssl_certificate, *pc.ssl_certificate_key, passwords); !s)
