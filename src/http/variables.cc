@@ -516,14 +516,15 @@ void v_binary_remote_addr(Request& r, VarValue& v, uintptr_t) {
 }
 
 // The request body when a handler read it whole into memory; not found
-// when it went to a file or was not read whole [nginx].
+// when it went to a file, was not read whole, or had no bytes (nginx has
+// no buffers then: "-" in a log line) [nginx].
 void v_request_body(Request& r, VarValue& v, uintptr_t) {
     const RequestBody* b = r.body_kept;
-    if (!b || !b->complete || b->fd >= 0) {
+    if (!b || !b->complete || b->fd >= 0 || b->bufs.empty()) {
         v.not_found = true;
         return;
     }
-    set(v, b->bufs.empty() ? std::string_view() : b->bufs.begin()->view());
+    set(v, b->bufs.begin()->view());
 }
 
 // The name of the temp file holding the request body, when it went to

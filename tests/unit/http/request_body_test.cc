@@ -10,7 +10,9 @@
 
 #include "conf/module.h"
 #include "http/body.h"
+#include "http/variables.h"
 #include "temp_dir.h"
+#include "test_stream.h"
 
 using gatehouse::conf::WorkerUser;
 using gatehouse::http::make_temp_dir;
@@ -70,4 +72,29 @@ TEST_CASE("http/body: make_temp_dir gives the directory to the workers' user (as
     REQUIRE(::mkdir(old.c_str(), 0700) == 0);
     REQUIRE(make_temp_dir(old, WorkerUser{65534, 65534}).ok());
     CHECK(stat_of(old).st_uid == 65534u);
+}
+
+TEST_CASE("http/body: $request_body is not found for a body of no bytes, as nginx's") {
+    // The variable is indexed where the configuration uses it.
+    gatehouse::test::Site site(
+        "server { listen 127.0.0.1:8080; location / { add_header X-B $request_body; return 204; } }");
+    const int var = site.main().vars.find("request_body");
+    REQUIRE(var >= 0);
+    auto read = [&](gatehouse::test::Exchange& x) {
+        REQUIRE(gatehouse::http::read_whole_body(x.r(), [](gatehouse::http::Request&) {}));
+        site.settle();
+        REQUIRE(x.r().body_kept->complete);
+        return gatehouse::http::get_var(x.r(), var);
+    };
+    {
+        gatehouse::test::Exchange x(site, "POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n");
+        CHECK(read(x).not_found);
+    }
+    {
+        gatehouse::test::Exchange x(site, "POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\n");
+        x.stream.request_body = "ab";
+        const auto& v = read(x);
+        CHECK_FALSE(v.not_found);
+        CHECK(v.s == "ab");
+    }
 }
