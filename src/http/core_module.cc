@@ -531,6 +531,7 @@ void merge_loc(const LocConf& up, LocConf& c) {
         c.disable_symlinks = up.disable_symlinks.value_or(Symlinks::Follow);
         c.symlinks_from = up.symlinks_from;
     }
+    conf::inherit(c.log_subrequest, up.log_subrequest, false);
     conf::inherit(c.reset_timedout_connection, up.reset_timedout_connection, false);
     conf::inherit(c.recursive_error_pages, up.recursive_error_pages, false);
     conf::inherit(c.client_body_temp_path, up.client_body_temp_path);
@@ -774,6 +775,7 @@ constexpr conf::Directive kDirectives[] = {
     {"log_not_found", conf::kHttpSrvLoc, conf::Take1, conf::flag<&LocConf::log_not_found>()},
     {"disable_symlinks", conf::kHttpSrvLoc, conf::Take12, conf::custom<set_disable_symlinks>()},
     {"early_hints", conf::kHttpSrvLoc, conf::Take1More, conf::custom<set_early_hints>()},
+    {"log_subrequest", conf::kHttpSrvLoc, conf::Take1, conf::flag<&LocConf::log_subrequest>()},
     {"reset_timedout_connection", conf::kHttpSrvLoc, conf::Take1,
      conf::flag<&LocConf::reset_timedout_connection>()},
     {"recursive_error_pages", conf::kHttpSrvLoc, conf::Take1,

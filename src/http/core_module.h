@@ -135,6 +135,7 @@ struct LocConf {
     std::optional<bool> log_not_found;                  // "log_not_found"
     std::optional<Symlinks> disable_symlinks;           // "disable_symlinks"
     const ComplexValue* symlinks_from = nullptr;        // its "from=" (owner: the generation)
+    std::optional<bool> log_subrequest;                 // "log_subrequest"
     std::optional<bool> reset_timedout_connection;      // "reset_timedout_connection"
     std::optional<bool> recursive_error_pages;          // "recursive_error_pages"
     std::optional<std::string> client_body_temp_path;   // "client_body_temp_path", absolute

@@ -225,6 +225,11 @@ public:
     // Access phase of a subrequest; a module that must act once per
     // client request (a limit) tests it.
     Request* parent = nullptr;
+    // Background subrequests of this request still running, and the
+    // front-end's event to post when the last is over (subrequest.h,
+    // hold_for_background; owner: the stream, which outlives the request).
+    uint16_t background = 0;
+    event::Event* background_waiter = nullptr;
 
     // ---- the client --------------------------------------------------------
     // From the stream; a module may replace them (the address behind a

@@ -2,7 +2,10 @@
 // subrequest.h for the contract and the lifetimes).
 #include "http/subrequest.h"
 
+#include <fcntl.h>
+
 #include <cerrno>
+#include <cstring>
 
 #include "core/log.h"
 #include "event/connection.h"
@@ -24,16 +27,37 @@ int depth(const Request& r) {
 
 }  // namespace
 
-Subrequest* Subrequest::start(Request& parent, std::string_view uri) {
+Subrequest* Subrequest::start(Request& parent, std::string_view uri, const SubrequestOptions& o) {
     if (depth(parent) >= kMaxSubrequestDepth) {
         GH_LOG(Error, "subrequests cycle while processing \"%.*s\"", static_cast<int>(uri.size()), uri.data());
         return nullptr;
     }
-    auto* s = parent.arena().make<Subrequest>(parent, uri);
-    // A client that leaves while the child works ends the parent (and the
-    // child with it) at once, as for a request waiting on an origin.
-    s->parent_abort_on_close_ = parent.abort_on_client_close;
-    parent.abort_on_client_close = true;
+    if (o.background && parent.background >= kMaxBackground) {
+        GH_LOG(Error, "%u background subrequests running, \"%.*s\" not started", unsigned{kMaxBackground},
+               static_cast<int>(uri.size()), uri.data());
+        return nullptr;
+    }
+    auto* s = parent.arena().make<Subrequest>(parent, uri, o);
+    if (o.parent_body && parent.has_body) {
+        // Read whole beforehand, by the caller's contract.
+        GH_CHECK(parent.body_kept && parent.body_kept->complete);
+        if (!s->copy_body(*parent.body_kept)) {
+            s->release();
+            return nullptr;
+        }
+    }
+    if (o.background) {
+        s->background_ = true;
+        s->counted_ = true;
+        ++parent.background;
+    } else {
+        // A client that leaves while the child works ends the parent (and
+        // the child with it) at once, as for a request waiting on an
+        // origin. A background child leaves the parent's setting alone:
+        // the parent does not wait for it.
+        s->parent_abort_on_close_ = parent.abort_on_client_close;
+        parent.abort_on_client_close = true;
+    }
     Request& c = *s->child_;
     // nginx starts a subrequest at the server rewrite phase: its server is
     // the parent's, so there is no Host to look up and no PostRead.
@@ -45,22 +69,38 @@ Subrequest* Subrequest::start(Request& parent, std::string_view uri) {
     return s;
 }
 
-Subrequest::Subrequest(Request& parent, std::string_view uri)
+Subrequest::Subrequest(Request& parent, std::string_view uri, const SubrequestOptions& o)
     : parent_(parent),
       parent_stream_(parent.stream()),
-      drain_ev_(event::Callback::to<&Subrequest::on_drain>(this)) {
+      drain_ev_(event::Callback::to<&Subrequest::on_drain>(this)),
+      done_ev_(event::Callback::to<&Subrequest::on_background_done>(this)) {
     child_ = std::make_unique<Request>(*this, parent.main_confs, parent.srv);
     Request& c = *child_;
     c.parent = &parent;
-    // The parent's head, as a GET without a body [nginx ngx_http_subrequest].
+    // The parent's head, as a GET without a body [nginx ngx_http_subrequest]
+    // unless the options say otherwise (copy_body() gives it a body).
     // Views into the parent's buffers and arena: the parent outlives us.
     c.in = parent.in;
-    c.in.method = Method::Get;
-    c.in.method_name = "GET";
     c.in.framing = {};
     c.in.expect_100_continue = false;
-    c.headers.reset(parent.headers.all());
-    c.method = "GET";
+    if (o.parent_method) {
+        c.method = parent.method;
+    } else {
+        c.in.method = Method::Get;
+        c.in.method_name = "GET";
+        c.method = "GET";
+    }
+    if (o.background) {
+        // The parent goes on beside a background child and may change its
+        // own list (which may move it): the child's list is a copy, of
+        // views that stay valid as long as the parent.
+        std::span<const HeaderField> f = parent.headers.all();
+        auto* copy = static_cast<HeaderField*>(c.arena().alloc(sizeof(HeaderField) * f.size(), alignof(HeaderField)));
+        std::uninitialized_copy(f.begin(), f.end(), copy);
+        c.headers.reset({copy, f.size()});
+    } else {
+        c.headers.reset(parent.headers.all());
+    }
     c.request_line = parent.request_line;
     c.unparsed_uri = parent.unparsed_uri;
     c.http_version = parent.http_version;
@@ -72,6 +112,7 @@ Subrequest::Subrequest(Request& parent, std::string_view uri)
     size_t q = uri.find('?');
     c.uri = c.arena().dup(uri.substr(0, q));
     if (q != std::string_view::npos) c.args = c.arena().dup(uri.substr(q + 1));
+    else if (o.parent_args) c.args = parent.args;
     c.set_exten();
     // nginx's subrequests share the parent's variables; here the child
     // gets the values of the user variables the parent has set so far
@@ -82,10 +123,45 @@ Subrequest::Subrequest(Request& parent, std::string_view uri)
             if (m->vars.var(static_cast<int>(i)).user && parent.vars[i].valid) c.vars[i] = parent.vars[i];
 }
 
+bool Subrequest::copy_body(const RequestBody& from) {
+    Request& c = *child_;
+    auto* b = c.arena().make<RequestBody>(c.mem());
+    b->size = from.size;
+    b->complete = true;
+    // The parent's file keeps its name (and removes it): the parent
+    // outlives the child.
+    b->path = from.path;
+    for (const Buf& x : from.bufs) {
+        // Memory: the same slab, by reference.
+        Buf y = x;
+        if (x.in_file()) {
+            // A descriptor of the child's own, closed with it: nothing of
+            // the child depends on when the parent closes its files.
+            // Readers use offsets (pread, sendfile), never the shared
+            // file position.
+            int fd = ::fcntl(x.fd, F_DUPFD_CLOEXEC, 0);
+            if (fd < 0) {
+                int e = errno;
+                GH_LOG(Crit, "dup() of a client body temporary file failed (%d: %s)", e, strerror(e));
+                return false;
+            }
+            c.add_fd(fd);
+            y.fd = fd;
+            b->fd = fd;  // the body is in a file ($request_body: not found)
+        }
+        b->bufs.push(std::move(y));
+    }
+    c.body_kept = b;
+    c.has_body = true;
+    // The length of what was read, also for a body that came chunked.
+    c.content_length = from.size;
+    return true;
+}
+
 Subrequest::~Subrequest() {
     // The parent may be half destroyed (its arena is what destroys us):
-    // nothing below may reach it. done_ makes finish() a no-op for any
-    // abort() the child's teardown calls.
+    // nothing below may reach it, its background count included. done_
+    // makes finish() a no-op for any abort() the child's teardown calls.
     done_ = true;
     closed_ = true;
     child_.reset();
@@ -98,16 +174,34 @@ int Subrequest::status() const {
 
 void Subrequest::release() {
     if (!child_) return;
-    if (!done_) {
+    if (done_) {
+        log_child();
+    } else {
         // Given up before its end: the child is cut short; the parent
         // keeps its own setting again.
-        parent_.abort_on_client_close = parent_abort_on_close_;
+        if (!background_) parent_.abort_on_client_close = parent_abort_on_close_;
         status_ = status();
         done_ = true;
     }
     closed_ = true;
     event::worker_loop().unpost(drain_ev_);
+    event::worker_loop().unpost(done_ev_);
     child_.reset();
+    if (counted_) {
+        counted_ = false;
+        // The last background child of a parent whose response is over:
+        // its stream finishes it now (hold_for_background).
+        if (--parent_.background == 0 && parent_.background_waiter)
+            event::worker_loop().post(*std::exchange(parent_.background_waiter, nullptr));
+    }
+}
+
+void Subrequest::log_child() {
+    if (logged_ || !child_ || !child_->loc_confs) return;
+    logged_ = true;
+    if (!*child_->loc_conf<LocConf>(http_core_module).log_subrequest) return;
+    log::Scope scope(&child_->log_ctx);
+    run_log_phase(*child_);
 }
 
 void Subrequest::finish() {
@@ -115,10 +209,32 @@ void Subrequest::finish() {
     done_ = true;
     status_ = status();
     child_->done = true;  // its phases never run again
+    if (background_) {
+        // Nobody waits: it goes by itself, from the loop (the child's
+        // handler that ended the response is on the stack now).
+        event::worker_loop().post(done_ev_);
+        return;
+    }
     parent_.abort_on_client_close = parent_abort_on_close_;
     // From the loop: the child's handler that ended the response is on the
     // stack now, and the parent may release the child when it resumes.
     if (!parent_.stream().closed()) post_resume(parent_);
+}
+
+void Subrequest::on_background_done(Subrequest* s) {
+    // Lines about the child's end (its origin connection closing) are
+    // the parent's: the child's context goes with it.
+    log::Scope scope(&s->parent_.log_ctx);
+    s->release();
+}
+
+bool hold_for_background(Request& r, event::Event& finish) {
+    if (r.background == 0) return false;
+    r.background_waiter = &finish;
+    // A client that leaves now takes nothing from the children: the
+    // stream keeps the request without it (stream.h, "Orphans").
+    r.outlive_client = true;
+    return true;
 }
 
 Flow Subrequest::send_head(Request&, const ResponseHead& h) {
@@ -154,6 +270,9 @@ void Subrequest::abort() {
 
 bool Subrequest::read_body(Request& r, BodySink sink) {
     if (body_taken_) return false;
+    // A copy of the parent's body (copy_body) is in r.body_kept, complete:
+    // read_whole_body() finds it there; it cannot be streamed again.
+    if (r.has_body) return false;
     body_taken_ = true;
     // No body of its own: one empty last buffer.
     Chain c(r.mem());

@@ -1,49 +1,81 @@
 // Subrequests: a child Request run for a URI on behalf of a client's
 // request (its parent), whose response the parent reads instead of the
-// client [nginx subrequests]. First user: auth_request (the child's
-// status decides access); later ones (mirror, SSI-like includes) reuse it.
+// client [nginx subrequests]. Users: auth_request (the child's status
+// decides access), which waits for its child, and mirror, whose children
+// run in the background.
 //
 // The child runs the phase engine as a request of its own: from the
 // server rewrite phase, the location found for its URI (internal ones
 // included), rewrite, content (return, static files, proxy_pass...); its
 // Access phase is skipped, as nginx skips it for subrequests, and it is
-// not access-logged (nginx's "log_subrequest off"). It sees the parent's
-// server, request line, $request_uri, header fields, client address and
-// the values of the user variables ("set") the parent had when it began;
-// its method is GET (nginx's subrequests are GETs), while
-// $request_method says the client's request's, as nginx's does. It has
-// no request body: a handler that reads one gets an empty body, and the
-// parent's body stays unread for the parent's own handler. The child's
-// header fields are a view of the parent's (copied on the child's first
-// change): the parent leaves its own fields alone while a child runs.
+// access-logged only where "log_subrequest on" says so (nginx's default
+// is off), once its response is over. It sees the parent's server,
+// request line, $request_uri, header fields, client address and the
+// values of the user variables ("set") the parent had when it began; its
+// method is GET (nginx's subrequests are GETs) unless the options ask for
+// the parent's, while $request_method says the client's request's either
+// way, as nginx's does. Without SubrequestOptions::parent_body it has no
+// request body: a handler that reads one gets an empty body, and the
+// parent's body stays unread for the parent's own handler. With it, the
+// child has a copy of the parent's body, read whole beforehand: the same
+// bytes (memory shared by reference, a temp file through a descriptor of
+// its own), which a proxy_pass sends with their Content-Length.
 //
 // Its Stream is the Subrequest below, a third implementation of
 // http::Stream beside the HTTP/1 connection and the unit tests' stream:
 // connection facts (addresses, TLS, the connection number, the servers
 // of the address) are the parent's stream's; the response head stays in
 // the child's ResponseHead for the parent to read (head()); body bytes
-// are dropped as they come; there is nothing to flush and no tunnel.
+// are dropped as they come; there is nothing to flush and no tunnel. A
+// child never writes to the client, and nothing it does (a failure, a
+// timeout) reaches the parent's response.
+//
+// Two modes:
+//  - Waited (auth_request): the parent suspends; when the child's
+//    response has ended or failed, the parent is woken with
+//    post_resume(), from the loop, and its handler runs again and finds
+//    done() true. While it runs, the parent is ended at once (499) when
+//    its client closes the connection (Request::abort_on_client_close),
+//    as for a request waiting on an origin; the previous setting comes
+//    back once the child is done. The parent releases the child.
+//  - Background (mirror): the parent goes on at once and is never woken;
+//    the child releases itself, from the loop, once its response is over.
+//    The parent's end waits for it, as nginx holds the main request
+//    until its background subrequests are done: when the parent's
+//    response is complete its stream asks hold_for_background() before
+//    the Log phase, and finishes the parent (Log phase, destruction, the
+//    connection's next request) only when the last background child is
+//    over. Meanwhile the client may leave: the parent is made to outlive
+//    it (Request::outlive_client, stream.h "Orphans"), so the children
+//    still go on. This keeps one owner for every child (the parent's
+//    arena) and one rule for its life (it never outlives its parent),
+//    and it bounds the work: a child holds its client's connection slot
+//    (worker_connections) or HTTP/2 stream (http2_max_concurrent_streams)
+//    as long as it runs, at most kMaxBackground per request, each bounded
+//    in time by its own handler's timeouts (proxy_connect_timeout,
+//    proxy_read_timeout...). The cost, as in nginx: a keepalive
+//    connection takes its next request only when the children are over,
+//    and the parent's access-log line ($request_time) comes then.
 //
 // Lifetimes:
 //  - The Subrequest is made in the parent's arena by start(); the child
 //    Request and its arena (everything its handlers allocate: an
-//    upstream exchange, an open file) are its own. The child dies either
-//    when the parent calls release(), or with the parent's arena (a
-//    client that closes its connection, any abort of the parent): the
-//    teardown then touches nothing of the parent, and an upstream
+//    upstream exchange, an open file) are its own. The child dies when
+//    the parent calls release() (waited), when it releases itself
+//    (background), or with the parent's arena: a parent aborted (its
+//    client gone before the response was complete, an HTTP/2 stream
+//    reset, a front-end closing every stream) cuts its children short.
+//    That teardown touches nothing of the parent, and an upstream
 //    connection the child holds is closed by the child's own state as it
 //    is for any request destroyed midway.
-//  - Completion: when the child's response has ended (its last body
-//    buffer reached the stream) or failed (abort()), the parent is woken
-//    with post_resume(): its phase handler runs again from the loop,
-//    never under the child's frames, and finds done() true.
+//  - The child's views into the parent (its head and fields, its buffers,
+//    its variables' values, its body's memory) stay valid because the
+//    parent outlives the child; a background child, which runs beside a
+//    parent that goes on changing, has its own copy of the list of header
+//    fields.
 //  - The parent is destroyed at the end of the loop iteration in which it
 //    was aborted (stream.h); a wake-up posted meanwhile is unposted with
 //    it, and a parent whose stream is closed is never resumed.
-//  - While a child runs, the parent is ended at once (499) when its
-//    client closes the connection (Request::abort_on_client_close), as
-//    for a request waiting on an origin; the previous setting comes back
-//    once the child is done.
 //  - release() destroys the child at once: call it from the parent's
 //    resumed handler (the loop's frames), never from the child's hooks.
 #pragma once
@@ -60,16 +92,43 @@ namespace gatehouse::http {
 // nginx's limit of nested subrequests (NGX_HTTP_MAX_SUBREQUESTS is per
 // main request; a chain of children is what can loop here).
 inline constexpr int kMaxSubrequestDepth = 50;
+// Background subrequests one request may have running at once (mirrors
+// times internal redirects: the configuration decides; this bounds it);
+// more are not started, with a line in the error log.
+inline constexpr uint16_t kMaxBackground = 64;
+
+struct SubrequestOptions {
+    // Runs in the background (see the modes above).
+    bool background = false;
+    // The parent's method rather than GET.
+    bool parent_method = false;
+    // The parent's request body, which must be read whole already
+    // (r.body_kept complete, read_whole_body() in body.h); else none.
+    bool parent_body = false;
+    // $args when the URI has no "?": the parent's (nginx's mirror passes
+    // the client's arguments on).
+    bool parent_args = false;
+};
+
+// For a front-end, once r's response is complete and before its Log
+// phase: true while background subrequests of r still run, and then
+// `finish` (the front-end's event, which outlives r) is posted when the
+// last of them is over; the front-end finishes r then. r is made to
+// outlive its client meanwhile (Request::outlive_client).
+bool hold_for_background(Request& r, event::Event& finish);
 
 class Subrequest final : public Stream, private event::Duplex {
 public:
     // Makes a child of `parent` for `uri` ("/auth", "/auth?x=1": what
     // follows "?" is $args) and starts it. Null, with a line in the error
-    // log, when subrequests nest too deep. The result belongs to the
-    // parent's arena; see the lifetimes above.
-    static Subrequest* start(Request& parent, std::string_view uri);
+    // log, when subrequests nest too deep or the parent has kMaxBackground
+    // background ones running. The result belongs to the parent's arena;
+    // see the lifetimes above. A background one may be over (and its
+    // child gone) by the time start() returns: the parent does not look
+    // at it again.
+    static Subrequest* start(Request& parent, std::string_view uri, const SubrequestOptions& o = {});
 
-    Subrequest(Request& parent, std::string_view uri);
+    Subrequest(Request& parent, std::string_view uri, const SubrequestOptions& o);
     Subrequest(const Subrequest&) = delete;
     Subrequest& operator=(const Subrequest&) = delete;
     ~Subrequest();
@@ -129,8 +188,19 @@ private:
     void shutdown_send() override {}
     void close() override { abort(); }
 
-    // The child's response is over: wake the parent (once).
+    // The child's response is over: wake the parent, or for a background
+    // child post its own release (once).
     void finish();
+    // The child's copy of the parent's body (SubrequestOptions::parent_body).
+    // False, with a line in the error log, when a temp file's descriptor
+    // cannot be duplicated.
+    bool copy_body(const RequestBody& from);
+    // The child's access-log line, where "log_subrequest on": once, for a
+    // child whose response is over, before it is destroyed.
+    void log_child();
+    // A background child is over: from the loop, it goes, and the parent's
+    // stream hears when it was the last (hold_for_background).
+    static void on_background_done(Subrequest* s);
     // Drain notices to a producer that paces itself (on_output_drained):
     // nothing is ever pending here, so it hears at once, from the loop.
     static void on_drain(Subrequest* s);
@@ -145,7 +215,11 @@ private:
     bool failed_ = false;
     bool closed_ = false;
     bool body_taken_ = false;
+    bool background_ = false;
+    bool counted_ = false;  // in parent_.background until released
+    bool logged_ = false;
     event::Event drain_ev_;
+    event::Event done_ev_;  // background: on_background_done
 };
 
 }  // namespace gatehouse::http

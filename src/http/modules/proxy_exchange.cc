@@ -271,8 +271,10 @@ Next Exchange::go_origin() {
         // HTTP/1.0 has no chunked framing: a body of unknown length is read
         // whole first, to send its length [nginx]. A body an earlier
         // handler streamed (an error_page after "proxy_request_buffering
-        // off") can only be had whole, from its copy.
-        const bool taken = r_.body_kept && r_.body_kept->streamed_to;
+        // off") can only be had whole, from its copy; one an earlier
+        // handler read whole (mirror, a subrequest's copy of its parent's)
+        // is sent from where it is kept, as nginx does then.
+        const bool taken = r_.body_kept != nullptr;
         if (*pc_.request_buffering || (chunked && *pc_.http_version == 10) || taken) {
             body_mode_ = upstream::BodyMode::Buffered;
         } else {

@@ -24,6 +24,7 @@
 #include "http/output.h"
 #include "http/phases.h"
 #include "http/ssl_module.h"
+#include "http/subrequest.h"
 #include "http/v2/connection.h"
 #include "tls/session.h"
 
@@ -1505,6 +1506,22 @@ void Connection::discard_read() {
 void Connection::finish_request() {
     const log::Context lctx = log_context();
     log::Scope scope(&lctx);
+    // Background subrequests (mirror) of a complete response still run:
+    // the request, and the connection's next one, wait for them; the last
+    // one posts finish_ev again (subrequest.h).
+    if (req_ && (state_ == State::Processing || state_ == State::Orphan) &&
+        hold_for_background(*req_, a_->finish_ev)) {
+        // A connection that closes after this response ends it for the
+        // client now, rather than when the children are done (nginx holds
+        // it): a client reading to the close (HTTP/1.0, "Connection:
+        // close") is not kept waiting. Both calls are done again, as no-ops,
+        // when the connection closes.
+        if (state_ == State::Processing && (!a_->keepalive || closing_)) {
+            if (tls_) tls_->shutdown();
+            ::shutdown(c_.fd(), SHUT_WR);
+        }
+        return;
+    }
     if (req_ && state_ == State::Orphan) {
         // The orphan's response is complete: its log line, then the end.
         req_->done = true;

@@ -20,6 +20,7 @@
 #include "http/conditional.h"
 #include "http/output.h"
 #include "http/phases.h"
+#include "http/subrequest.h"
 #include "http/v1/connection.h"
 #include "http/v2/module.h"
 #include "http/v2/request_head.h"
@@ -1252,6 +1253,10 @@ void H2Stream::maybe_finish() {
 
 void H2Stream::finish() {
     if (terminated_) return;
+    // Background subrequests (mirror) of a complete response still run:
+    // the stream stays (counted as one the connection serves) until the
+    // last one posts finish_ev_ again (subrequest.h).
+    if (hold_for_background(*req_, finish_ev_)) return;
     log::Scope scope(&req_->log_ctx);
     Request& r = *req_;
     r.done = true;

@@ -185,3 +185,163 @@ TEST_CASE("http/subrequest: the parent waits on its client while the child runs;
     ::close(c);
     ::close(lfd);
 }
+
+namespace {
+
+constexpr const char* kBackgroundConf = R"(
+log_format sub "$uri $args $request_method [$request_body] $content_length $status";
+server {
+    listen 127.0.0.1:8080;
+    client_body_buffer_size 16;
+    location / { return 200 "parent"; }
+    location = /copy {
+        internal;
+        log_subrequest on;
+        access_log logs/sub.log sub;
+        add_header X-Body "[$request_body]" always;
+        return 204;
+    }
+    location = /quiet { internal; access_log logs/sub.log sub; return 204; }
+}
+)";
+
+// The bytes of a child's kept body, files read.
+std::string kept_bytes(const http::Request& c) {
+    std::string out;
+    if (!c.body_kept) return out;
+    for (const Buf& b : c.body_kept->bufs) {
+        if (!b.in_file()) {
+            out.append(b.view());
+            continue;
+        }
+        std::string s(b.size(), '\0');
+        REQUIRE(::pread(b.fd, s.data(), s.size(), b.file_pos) == static_cast<ssize_t>(s.size()));
+        out += s;
+    }
+    return out;
+}
+
+void read_parent_body(test::Site& site, Exchange& x) {
+    REQUIRE(http::read_whole_body(x.r(), [](http::Request&) {}));
+    site.settle();
+    REQUIRE(x.r().body_kept);
+    REQUIRE(x.r().body_kept->complete);
+}
+
+}  // namespace
+
+TEST_CASE("http/subrequest: the parent's method, arguments and body, in memory or in a file") {
+    Site site(kBackgroundConf);
+    bool in_file = false;
+    SUBCASE("in memory") {}
+    SUBCASE("in a temp file") { in_file = true; }
+    const std::string body = in_file ? std::string(100, 'f') : std::string("small");
+    Exchange x(site, "PUT /orig?q=1 HTTP/1.1\r\nHost: localhost\r\nContent-Length: " + std::to_string(body.size()) +
+                         "\r\n\r\n");
+    x.stream.request_body = body;
+    park(x);
+    read_parent_body(site, x);
+    CHECK((x.r().body_kept->fd >= 0) == in_file);
+    x.r().args = "q=1";
+    http::SubrequestOptions o;
+    o.parent_method = true;
+    o.parent_body = true;
+    o.parent_args = true;
+    http::Subrequest* s = http::Subrequest::start(x.r(), "/copy", o);
+    REQUIRE(s);
+    CHECK(s->status() == 204);
+    http::Request& c = s->child();
+    CHECK(c.method == "PUT");
+    CHECK(c.args == "q=1");
+    CHECK(c.has_body);
+    CHECK(c.content_length == body.size());
+    CHECK(kept_bytes(c) == body);
+    if (in_file) {
+        // Its own descriptor, for the same file.
+        CHECK(c.body_kept->bufs.begin()->fd != x.r().body_kept->fd);
+    } else {
+        bool seen = false;
+        for (const http::Header& h : s->head().headers) seen |= h.name == "X-Body" && h.value == "[small]";
+        CHECK(seen);
+    }
+    // The parent's body is untouched, for its own handler.
+    CHECK(x.r().body_kept->size == body.size());
+    site.settle();
+    s->release();
+    // "log_subrequest on": the child's line, written when it was released.
+    CHECK(site.dir.read("logs/sub.log") ==
+          (in_file ? "/copy q=1 PUT [-] 100 204\n" : "/copy q=1 PUT [small] 5 204\n"));
+}
+
+TEST_CASE("http/subrequest: without log_subrequest a child is not logged; its URI's arguments win") {
+    Site site(kBackgroundConf);
+    Exchange x(site, "GET /orig?q=1 HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    park(x);
+    x.r().args = "q=1";
+    http::SubrequestOptions o;
+    o.parent_args = true;
+    http::Subrequest* s = http::Subrequest::start(x.r(), "/quiet?own=1", o);
+    REQUIRE(s);
+    CHECK(s->child().args == "own=1");
+    site.settle();
+    s->release();
+    // (The file is opened, empty, with the configuration.)
+    CHECK(site.dir.read("logs/sub.log").empty());
+}
+
+TEST_CASE("http/subrequest: a background child does not wake its parent and goes by itself") {
+    Site site(kBackgroundConf);
+    Exchange x(site, "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    park(x);
+    x.r().abort_on_client_close = false;
+    http::SubrequestOptions o;
+    o.background = true;
+    http::Subrequest* s = http::Subrequest::start(x.r(), "/copy", o);
+    REQUIRE(s);
+    CHECK(x.r().background == 1);
+    // The parent's own setting is left alone: it does not wait.
+    CHECK_FALSE(x.r().abort_on_client_close);
+    int finished = 0;
+    event::Event finish{{[](void* p) { ++*static_cast<int*>(p); }, &finished}};
+    CHECK(http::hold_for_background(x.r(), finish));
+    CHECK(x.r().outlive_client);
+    site.settle();
+    CHECK_FALSE(x.r().resume_ev.posted());
+    CHECK_FALSE(s->has_child());
+    CHECK(x.r().background == 0);
+    // The stream that held the parent hears it once.
+    CHECK(finished == 1);
+    CHECK_FALSE(http::hold_for_background(x.r(), finish));
+    CHECK(site.dir.read("logs/sub.log") == "/copy  GET [-] - 204\n");
+}
+
+TEST_CASE("http/subrequest: background children are bounded per request") {
+    // An origin that never answers keeps them running.
+    int lfd = ::socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(lfd >= 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    REQUIRE(::listen(lfd, 128) == 0);
+    socklen_t len = sizeof a;
+    REQUIRE(::getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+    Site slow("server { listen 127.0.0.1:8080; location = /slow { proxy_pass http://127.0.0.1:" +
+              std::to_string(ntohs(a.sin_port)) + "; proxy_read_timeout 1h; } }");
+    {
+        auto y = std::make_unique<Exchange>(slow, "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        park(*y);
+        http::SubrequestOptions o;
+        o.background = true;
+        for (unsigned i = 0; i < http::kMaxBackground; ++i) REQUIRE(http::Subrequest::start(y->r(), "/slow", o));
+        CHECK(y->r().background == http::kMaxBackground);
+        CHECK(http::Subrequest::start(y->r(), "/slow", o) == nullptr);
+        // A waited one is not counted.
+        CHECK(http::Subrequest::start(y->r(), "/slow") != nullptr);
+        slow.settle();
+        // The parent goes (its client left before its response ended):
+        // every child goes with it, without reaching it.
+        y.reset();
+    }
+    ::close(lfd);
+}
