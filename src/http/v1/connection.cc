@@ -1520,6 +1520,13 @@ void Connection::finish_request() {
             if (tls_) tls_->shutdown();
             ::shutdown(c_.fd(), SHUT_WR);
         }
+        // A body still coming (an origin that answered before it ended)
+        // has no reader any more: it waits in the kernel, without
+        // client_body_timeout, and is dealt with when the request ends.
+        if (a_->body_started && !a_->body_done) {
+            a_->body_paused = true;
+            event::worker_loop().cancel(c_.read_timer);
+        }
         return;
     }
     if (req_ && state_ == State::Orphan) {

@@ -1256,7 +1256,17 @@ void H2Stream::finish() {
     // Background subrequests (mirror) of a complete response still run:
     // the stream stays (counted as one the connection serves) until the
     // last one posts finish_ev_ again (subrequest.h).
-    if (hold_for_background(*req_, finish_ev_)) return;
+    if (hold_for_background(*req_, finish_ev_)) {
+        // A body still coming (an origin that answered before it ended)
+        // has no reader any more: its window stays shut, without
+        // client_body_timeout, and the stream is reset when it ends.
+        if (body_started_ && !body_done_) {
+            body_paused_ = true;
+            event::worker_loop().cancel(body_timer_);
+            event::worker_loop().unpost(body_ev_);
+        }
+        return;
+    }
     log::Scope scope(&req_->log_ctx);
     Request& r = *req_;
     r.done = true;
