@@ -55,7 +55,6 @@ Subrequest* Subrequest::start(Request& parent, std::string_view uri, const Subre
         // the child with it) at once, as for a request waiting on an
         // origin. A background child leaves the parent's setting alone:
         // the parent does not wait for it.
-        s->parent_abort_on_close_ = parent.abort_on_client_close;
         parent.abort_on_client_close = true;
     }
     Request& c = *s->child_;
@@ -72,6 +71,9 @@ Subrequest* Subrequest::start(Request& parent, std::string_view uri, const Subre
 Subrequest::Subrequest(Request& parent, std::string_view uri, const SubrequestOptions& o)
     : parent_(parent),
       parent_stream_(parent.stream()),
+      // What release() gives back, also for a child that start() gives up
+      // before it set anything.
+      parent_abort_on_close_(parent.abort_on_client_close),
       drain_ev_(event::Callback::to<&Subrequest::on_drain>(this)),
       done_ev_(event::Callback::to<&Subrequest::on_background_done>(this)) {
     child_ = std::make_unique<Request>(*this, parent.main_confs, parent.srv);

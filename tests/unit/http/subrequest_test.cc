@@ -8,10 +8,14 @@
 #include "http/subrequest.h"
 
 #include <doctest/doctest.h>
+#include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <netinet/in.h>
+
+#include <vector>
 
 #include "http/body.h"
 #include "test_stream.h"
@@ -344,4 +348,35 @@ TEST_CASE("http/subrequest: background children are bounded per request") {
         y.reset();
     }
     ::close(lfd);
+}
+
+TEST_CASE("http/subrequest: a body that cannot be copied starts no child and leaves the parent as it was") {
+    Site site(kBackgroundConf);
+    Exchange x(site, "POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n");
+    x.stream.request_body = std::string(100, 'f');
+    park(x);
+    read_parent_body(site, x);
+    REQUIRE(x.r().body_kept->fd >= 0);
+    x.r().abort_on_client_close = true;
+    // No descriptor left for the child's copy of the temp file.
+    rlimit old{};
+    REQUIRE(::getrlimit(RLIMIT_NOFILE, &old) == 0);
+    rlimit low = old;
+    low.rlim_cur = 256;
+    REQUIRE(::setrlimit(RLIMIT_NOFILE, &low) == 0);
+    std::vector<int> fill;
+    for (int fd; (fd = ::open("/dev/null", O_RDONLY)) >= 0;) fill.push_back(fd);
+    http::SubrequestOptions o;
+    o.parent_body = true;
+    http::Subrequest* waited = http::Subrequest::start(x.r(), "/copy", o);
+    o.background = true;
+    http::Subrequest* background = http::Subrequest::start(x.r(), "/copy", o);
+    for (int fd : fill) ::close(fd);
+    REQUIRE(::setrlimit(RLIMIT_NOFILE, &old) == 0);
+    CHECK(waited == nullptr);
+    CHECK(background == nullptr);
+    CHECK(x.r().abort_on_client_close);
+    CHECK(x.r().background == 0);
+    site.settle();
+    CHECK(site.dir.read("logs/sub.log").empty());
 }
