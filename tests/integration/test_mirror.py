@@ -387,3 +387,19 @@ def test_http2_client_leaving_while_a_mirror_runs(site, shadow):
     shadow.gate.set()
     assert site.wait_lines("main.log", 1) == [b"/gated/h2 200\n"]
     assert site.get("/z").status == 200
+
+
+@pytest.mark.parametrize("block", [
+    "mirror /a;\n            mirror off;",
+    "mirror off;\n            mirror /a;",
+    "mirror off;\n            mirror off;",
+])
+def test_off_stands_alone_at_its_level(server, block):
+    s = server("server {\n        listen 127.0.0.1:PORT;\n        location / {\n            " + block +
+               "\n        }\n    }", start=False)
+    code, err = s.test_config()
+    if 'unknown directive "mirror"' in err:
+        pytest.skip("mirror module not built")
+    assert code != 0
+    # The second directive's line of the http block (after MAIN_CONF's 7).
+    assert f'[emerg] "mirror" directive is duplicate in {s.conf}:12' in err
