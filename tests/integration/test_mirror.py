@@ -109,6 +109,10 @@ CONF = """
             proxy_request_buffering off;
             proxy_pass http://127.0.0.1:EARLY;
         }
+        location /slowmain/ {
+            mirror /_gated;
+            proxy_pass http://127.0.0.1:HANG;
+        }
         location /local/ {
             mirror /_shadow;
             return 200 "local answer";
@@ -127,6 +131,8 @@ CONF = """
         }
         location = /_gated {
             internal;
+            log_subrequest on;
+            access_log logs/shadow.log shadow;
             proxy_pass http://127.0.0.1:SHADOW/gated$request_uri;
         }
         location = /_hang {
@@ -308,6 +314,20 @@ def test_the_client_leaving_while_a_mirror_runs(site, shadow):
     assert site.wait_lines("shadow.log", 1) == [b"mirror /_shadow /gated/x 204\n"]
     # The worker goes on serving.
     assert site.get("/z").body == b"main got GET /z with 0 bytes"
+
+
+def test_the_client_leaving_before_its_answer_ends_the_mirrors_too(site, shadow):
+    # The main origin never answers; the client gives up while its
+    # mirror is at the shadow origin: the request ends (499), as in
+    # nginx, and its mirror with it.
+    with socket.create_connection(("127.0.0.1", site.port), timeout=5) as s:
+        s.sendall(b"GET /slowmain/x HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        assert shadow.wait(1)[0].target == "/gated/slowmain/x"
+    assert site.wait_lines("main.log", 1) == [b"/slowmain/x 499\n"]
+    shadow.gate.set()
+    assert site.get("/nest/off/z").body == b"main got GET /nest/off/z with 0 bytes"
+    # The mirror was cut short: no line for it.
+    assert site.read_log("shadow.log") == b""
 
 
 def test_keepalive_requests_wait_for_the_mirrors(site, shadow):
