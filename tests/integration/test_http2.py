@@ -1407,14 +1407,11 @@ def test_trailers_end_the_stream(server):
         c.close()
 
 
-def test_proxied_trailers_end_the_stream(server):
-    # proxy_pass_trailers: an HTTP/1.1 origin's trailer section becomes the
-    # stream's trailing HEADERS, with END_STREAM.
-    body = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: grpc-status\r\n\r\n"
-            b"4\r\nbody\r\n0\r\ngrpc-status: 0\r\nx-detail: ok\r\n\r\n")
-
+def h2_through_proxy(server, answer, location_extra):
+    """Proxies one HTTP/2 GET to an origin that sends `answer` (bytes) as
+    it is; returns (status, body, the client's h2 events)."""
     def handler(conn, req):
-        conn.sendall(body)
+        conn.sendall(answer)
         return False
     o = Origin(handler)
     try:
@@ -1422,49 +1419,40 @@ def test_proxied_trailers_end_the_stream(server):
         server {{
             listen 127.0.0.1:PORT;
             http2 on;
-            location / {{ proxy_pass http://{o.addr}; proxy_pass_trailers on; }}
+            location / {{ proxy_pass http://{o.addr}; {location_extra} }}
         }}
         """)
         c = H2Client(s.port)
         try:
             sid = c.request("/", headers=[("te", "trailers")])
             st, _, got = c.response(sid)
-            assert (st, got) == (200, b"body")
-            trailers = [dict(e.headers) for e in c.events if isinstance(e, h2.events.TrailersReceived)]
-            assert trailers == [{"grpc-status": "0", "x-detail": "ok"}]
+            return st, got, list(c.events)
         finally:
             c.close()
     finally:
         o.stop()
+
+
+def test_proxied_trailers_end_the_stream(server):
+    # proxy_pass_trailers: an HTTP/1.1 origin's trailer section becomes the
+    # stream's trailing HEADERS, with END_STREAM.
+    st, body, events = h2_through_proxy(
+        server, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: grpc-status\r\n\r\n"
+                b"4\r\nbody\r\n0\r\ngrpc-status: 0\r\nx-detail: ok\r\n\r\n", "proxy_pass_trailers on;")
+    assert (st, body) == (200, b"body")
+    trailers = [dict(e.headers) for e in events if isinstance(e, h2.events.TrailersReceived)]
+    assert trailers == [{"grpc-status": "0", "x-detail": "ok"}]
 
 
 def test_proxied_early_hints_come_before_the_response(server):
     # An origin's 103, where "early_hints" lets it through, is a HEADERS
     # frame without END_STREAM ahead of the response's.
-    def handler(conn, req):
-        conn.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n"
-                     b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        return False
-    o = Origin(handler)
-    try:
-        s = server(f"""
-        server {{
-            listen 127.0.0.1:PORT;
-            http2 on;
-            location / {{ proxy_pass http://{o.addr}; early_hints $http2; }}
-        }}
-        """)
-        c = H2Client(s.port)
-        try:
-            sid = c.request("/")
-            st, _, got = c.response(sid)
-            assert (st, got) == (200, b"ok")
-            hints = [dict(e.headers) for e in c.events if isinstance(e, h2.events.InformationalResponseReceived)]
-            assert hints == [{":status": "103", "link": "</s.css>; rel=preload"}]
-        finally:
-            c.close()
-    finally:
-        o.stop()
+    st, body, events = h2_through_proxy(
+        server, b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n"
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", "early_hints $http2;")
+    assert (st, body) == (200, b"ok")
+    hints = [dict(e.headers) for e in events if isinstance(e, h2.events.InformationalResponseReceived)]
+    assert hints == [{":status": "103", "link": "</s.css>; rel=preload"}]
 
 
 # ---- WebSocket over HTTP/2 (RFC 8441) -------------------------------------------------------

@@ -821,6 +821,16 @@ def test_proxy_bind_chooses_the_local_address(server, origin):
     assert re.search(r"\[crit\].*bind\(192\.0\.2\.1\) failed \(99: ", s.error_log())
 
 
+def raw_get(port, path, version="1.1"):
+    """A GET with Connection: close; every byte of the answer, as sent."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        c.sendall(f"GET {path} HTTP/{version}\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := c.recv(65536):
+            data += chunk
+    return data
+
+
 TRAILING = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum, X-Count\r\n"
             b"Connection: close\r\n\r\n4\r\nbody\r\n0\r\nX-Sum:  abc \r\nX-Count: 2\r\n"
             b"Content-Length: 9\r\n\r\n")
@@ -843,12 +853,7 @@ def test_proxy_pass_trailers_passes_an_origins_trailer_fields(server, origin):
         }}
     """)
     def raw(path, version="1.1"):
-        with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
-            c.sendall(f"GET {path} HTTP/{version}\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-            data = b""
-            while chunk := c.recv(65536):
-                data += chunk
-        return data.partition(b"\r\n\r\n")
+        return raw_get(s.port, path, version).partition(b"\r\n\r\n")
     head, _, body = raw("/")
     assert b"Trailer:" not in head and body == b"4\r\nbody\r\n0\r\n\r\n"
     for path in ("/on/", "/unbuffered/"):
@@ -881,12 +886,7 @@ def test_early_hints_pass_an_origins_103_when_asked(server, origin):
         }}
     """)
     def raw(path, version="1.1"):
-        with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
-            c.sendall(f"GET {path} HTTP/{version}\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-            data = b""
-            while chunk := c.recv(65536):
-                data += chunk
-        return data
+        return raw_get(s.port, path, version)
     hinted = raw("/?hints=1")
     assert hinted.startswith(b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\n")
     assert hinted.endswith(b"\r\n\r\nok")

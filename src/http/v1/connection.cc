@@ -55,6 +55,30 @@ bool is_wild(const conf::Address& a) {
            (a.kind == conf::Address::Kind::Inet6 && a.host == "::");
 }
 
+// "HTTP/1.1 <status> <reason>\r\n": the space stays when there is no
+// reason phrase (status-line = HTTP-version SP status-code SP
+// [ reason-phrase ], RFC 9112 4).
+void put_status_line(FixedWriter& o, int status, std::string_view reason) {
+    o.lit("HTTP/1.1 ");
+    o.num(static_cast<uint64_t>(status));
+    o.lit(" ");
+    o.put(reason);
+    o.lit("\r\n");
+}
+
+// Each field as "name: value\r\n", then the empty line that ends a head;
+// a field with no name (one a filter removed) is left out.
+void put_fields_and_end(FixedWriter& o, std::span<const Header> fields) {
+    for (const Header& x : fields) {
+        if (x.name.empty()) continue;
+        o.put(x.name);
+        o.lit(": ");
+        o.put(x.value);
+        o.lit("\r\n");
+    }
+    o.lit("\r\n");
+}
+
 }  // namespace
 
 void on_accept(void* port, event::Connection& c) {
@@ -812,18 +836,8 @@ Flow Connection::send_interim(Request& r, int status, std::span<const Header> fi
     for (const Header& x : fields) cap += x.name.size() + x.value.size() + 4;
     char* b = static_cast<char*>(r.arena().alloc(cap, 1));
     FixedWriter o{b, b + cap};
-    o.lit("HTTP/1.1 ");
-    o.num(static_cast<uint64_t>(status));
-    o.lit(" ");
-    o.put(reason);
-    o.lit("\r\n");
-    for (const Header& x : fields) {
-        o.put(x.name);
-        o.lit(": ");
-        o.put(x.value);
-        o.lit("\r\n");
-    }
-    o.lit("\r\n");
+    put_status_line(o, status, reason);
+    put_fields_and_end(o, fields);
     if (!a_->out) a_->out = r.arena().make<event::ChainWriter>(r.mem());
     a_->out->push(Buf::memory({b, static_cast<size_t>(o.p - b)}));
     flush();
@@ -870,13 +884,7 @@ Flow Connection::send_head(Request& r, const ResponseHead& h) {
     for (const Header& x : h.headers) cap += x.name.size() + x.value.size() + 4;
     char* b = static_cast<char*>(r.arena().alloc(cap, 1));
     FixedWriter o{b, b + cap};
-    o.lit("HTTP/1.1 ");
-    o.num(static_cast<uint64_t>(h.status));
-    // The space stays when there is no reason phrase: status-line =
-    // HTTP-version SP status-code SP [ reason-phrase ] (RFC 9112 4).
-    o.lit(" ");
-    o.put(reason);
-    o.lit("\r\n");
+    put_status_line(o, h.status, reason);
     // A proxied response may carry the origin's own ("proxy_pass_header
     // Server"): it replaces ours, as in nginx, and so does its absence.
     auto has = [&](std::string_view name) {
@@ -944,14 +952,7 @@ Flow Connection::send_head(Request& r, const ResponseHead& h) {
         o.lit("\r\n");
     }
     if (h.accept_ranges) o.lit("Accept-Ranges: bytes\r\n");
-    for (const Header& x : h.headers) {
-        if (x.name.empty()) continue;
-        o.put(x.name);
-        o.lit(": ");
-        o.put(x.value);
-        o.lit("\r\n");
-    }
-    o.lit("\r\n");
+    put_fields_and_end(o, h.headers);
     if (!a_->out) a_->out = r.arena().make<event::ChainWriter>(r.mem());
     a_->out->push(Buf::memory({b, static_cast<size_t>(o.p - b)}));
     return Flow::Pass;
