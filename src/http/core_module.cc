@@ -710,6 +710,7 @@ Status postconfiguration(Ctx& cx) {
     add_temp_dir(cx, m->prefix + std::string(kClientBodyTempDir));
     for (const Module* mod : modules) {
         if (!mod->http) continue;
+        if (mod->http->filters_used && !mod->http->filters_used(cx.level(Level::Main))) continue;
         if (mod->http->header_filter) m->header_filters.push_back(mod->http->header_filter);
         if (mod->http->body_filter) m->body_filters.push_back({mod->http->body_filter, mod->http->body_filter_engaged});
     }

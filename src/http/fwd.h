@@ -100,6 +100,11 @@ struct ModuleHooks {
     // would only pass its input on is left out of this response's chain,
     // which then costs nothing. Null: always has.
     bool (*body_filter_engaged)(const Request& r) = nullptr;
+    // Whether any level of the generation configures the filters above
+    // (their directives appear somewhere), asked once when the filter
+    // chains are built: false leaves both out of every response's chain,
+    // where they would only pass. Null: always in.
+    bool (*filters_used)(conf::ConfArray main) = nullptr;
     std::span<const VariableDef> variables;
     // The module's request context (Request::ctx) is kept across internal
     // and named redirects, which clear every other module's: for what is

@@ -74,6 +74,12 @@ struct SubLocConf {
     MimeTypeList types;                  // "sub_filter_types"
 };
 
+// Whether any level has "sub_filter": without, the filters stay out of
+// the chains (ModuleHooks::filters_used).
+struct SubMainConf {
+    bool used = false;
+};
+
 void merge(const SubLocConf& up, SubLocConf& c) {
     if (!c.pairs_set) c.pairs = up.pairs;
     conf::inherit(c.once, up.once, true);
@@ -93,6 +99,7 @@ Status set_sub_filter(Ctx& cx, const Node& n, SubLocConf& c) {
     auto replace = ComplexValue::compile(cx, n, n.args[1].text);
     if (!replace) return replace.error();
     c.pairs_set = true;  // merge inherits nothing now
+    if (auto* m = cx.conf<SubMainConf>(sub_filter_module, conf::Level::Main)) m->used = true;
     c.pairs.push_back({std::move(*search), std::move(*replace)});
     return {};
 }
@@ -310,7 +317,14 @@ Flow body_filter(Request& r, Chain& in, Chain& out) {
 
 bool engaged(const Request& r) { return r.ctx<SubState>(sub_filter_module) != nullptr; }
 
-constexpr ModuleHooks kHooks{.header_filter = header_filter, .body_filter = body_filter, .body_filter_engaged = engaged};
+bool filters_used(conf::ConfArray main) {
+    return main && static_cast<const SubMainConf*>(main[sub_filter_module.index])->used;
+}
+
+constexpr ModuleHooks kHooks{.header_filter = header_filter,
+                             .body_filter = body_filter,
+                             .body_filter_engaged = engaged,
+                             .filters_used = filters_used};
 
 constexpr conf::Directive kDirectives[] = {
     {"sub_filter", conf::kHttpSrvLoc, conf::Take2, conf::custom<set_sub_filter>()},
@@ -324,6 +338,7 @@ constexpr conf::Directive kDirectives[] = {
 extern const conf::Module sub_filter_module{
     .name = "sub_filter",
     .directives = kDirectives,
+    .main = conf::level<SubMainConf>(),
     .loc = conf::level<SubLocConf, merge>(),
     .http = &kHooks,
 };

@@ -86,6 +86,7 @@ void merge(const UseridConf& up, UseridConf& c) {
 // ("set", "map"); -1 when nothing does, and no identifier is ever reset.
 struct UseridMain {
     int reset_index = -1;
+    bool sends = false;  // some level says "userid on" or "v1": the filter is needed
 };
 
 // ---- directives ------------------------------------------------------------------
@@ -98,6 +99,8 @@ Status set_userid(Ctx& cx, const Node& n, UseridConf& c) {
     else if (v == "log") c.mode = Mode::Log;
     else if (v == "off") c.mode = Mode::Off;
     else return cx.error(n, "invalid value \"" + v + "\"");
+    if (*c.mode >= Mode::V1)
+        if (auto* m = cx.conf<UseridMain>(userid_filter_module, conf::Level::Main)) m->sends = true;
     return {};
 }
 
@@ -368,10 +371,16 @@ constexpr VariableDef kVariables[] = {
     {"uid_reset", v_uid_reset, 0, kVarSettable},
 };
 
+bool filters_used(conf::ConfArray main) {
+    return main && static_cast<const UseridMain*>(main[userid_filter_module.index])->sends;
+}
+
 // The client's cookie is read once, whatever location ends up serving
 // the request (an index file, an error page).
-constexpr ModuleHooks kHooks{
-    .header_filter = userid_filter, .variables = kVariables, .ctx_survives_redirects = true};
+constexpr ModuleHooks kHooks{.header_filter = userid_filter,
+                             .filters_used = filters_used,
+                             .variables = kVariables,
+                             .ctx_survives_redirects = true};
 
 }  // namespace
 

@@ -70,3 +70,18 @@ TEST_CASE("http/sub_filter: once every string was found the rest goes as it is")
     REQUIRE(x.stream.ended);
     CHECK(x.body() == "..XYZ..W.." + std::string(100000, 'a') + "b");
 }
+
+TEST_CASE("http/sub_filter: its filters, and userid's, join the chains only where configured") {
+    // ModuleHooks::filters_used: a generation that never says sub_filter
+    // or "userid on" has neither filter to call for every response.
+    Site plain("server { listen 127.0.0.1:8080; location / { return 200 x; } }");
+    Site both(R"(server { listen 127.0.0.1:8080;
+        location / { return 200 x; }
+        location /s/ { sub_filter a b; }
+        location /u/ { userid on; } })");
+    Site log_only("server { listen 127.0.0.1:8080; userid log; location / { return 200 x; } }");
+    CHECK(both.main().header_filters.size() == plain.main().header_filters.size() + 2);
+    CHECK(both.main().body_filters.size() == plain.main().body_filters.size() + 1);
+    // "userid log" reads cookies and sends none: no filter.
+    CHECK(log_only.main().header_filters.size() == plain.main().header_filters.size());
+}
