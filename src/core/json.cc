@@ -7,6 +7,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "core/str.h"
+
 namespace gatehouse::json {
 
 namespace {
@@ -182,12 +184,6 @@ private:
         return true;
     }
 
-    static int hex_value(char c) {
-        if (c >= '0' && c <= '9') return c - '0';
-        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-        return -1;
-    }
     bool hex4(uint32_t& out) {
         out = 0;
         for (int k = 0; k < 4; ++k) {

@@ -72,6 +72,14 @@ constexpr bool istarts_with(std::string_view s, std::string_view prefix) {
     return s.size() >= prefix.size() && iequals(s.substr(0, prefix.size()), prefix);
 }
 
+// The value of a hexadecimal digit, either case; -1 for anything else.
+constexpr int hex_value(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
 // Without the optional whitespace (spaces and tabs, RFC 9110 5.6.3) at
 // either end: a list element or a field value.
 constexpr std::string_view trim_ows(std::string_view s) {

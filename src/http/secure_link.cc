@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "core/base64.h"
+#include "core/str.h"
 
 namespace gatehouse::http {
 
@@ -42,17 +43,6 @@ std::optional<LinkMd5> decode_link_md5(std::string_view s) {
     for (size_t i = 0; i < md5.size(); ++i) md5[i] = static_cast<uint8_t>(buf[i]);
     return md5;
 }
-
-namespace {
-
-int hex_value(char ch) {
-    if (ch >= '0' && ch <= '9') return ch - '0';
-    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
-    return -1;
-}
-
-}  // namespace
 
 std::optional<SecretLink> split_secret_link(std::string_view target) {
     if (target.empty()) return std::nullopt;

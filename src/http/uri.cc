@@ -3,17 +3,11 @@
 #include <cstring>
 
 #include "core/assert.h"
+#include "core/str.h"
 
 namespace gatehouse::http {
 
 namespace {
-
-int hex_value(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
 
 // Nothing to decode, no empty, "." or ".." segment before the last one.
 bool is_clean(std::string_view p) {

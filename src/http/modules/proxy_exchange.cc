@@ -52,9 +52,7 @@ void take_trailers(Request& r, std::string_view raw) {
         raw.remove_prefix(eol == std::string_view::npos ? raw.size() : eol + 2);
         size_t colon = line.find(':');
         if (colon == std::string_view::npos || colon == 0) continue;
-        std::string_view name = line.substr(0, colon), value = line.substr(colon + 1);
-        while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
-        while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
+        std::string_view name = line.substr(0, colon), value = trim_ows(line.substr(colon + 1));
         if (is_hop_by_hop_request(name)) continue;
         r.out.trailers.push_back({r.arena().dup(name), r.arena().dup(value)});
     }

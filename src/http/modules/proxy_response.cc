@@ -112,19 +112,17 @@ std::optional<std::string_view> rewrite_path(Request& r, const std::vector<const
 
 // The cookie's name: what precedes its "=" (or its ";"), trimmed.
 std::string_view cookie_name(std::string_view value) {
-    std::string_view name = value.substr(0, std::min(value.find('='), value.find(';')));
-    while (!name.empty() && (name.front() == ' ' || name.front() == '\t')) name.remove_prefix(1);
-    while (!name.empty() && (name.back() == ' ' || name.back() == '\t')) name.remove_suffix(1);
-    return name;
+    return trim_ows(value.substr(0, std::min(value.find('='), value.find(';'))));
 }
 
 // What the first proxy_cookie_flags rule naming this cookie does; nothing
 // when none names it.
 CookieFlagSet cookie_flags_for(Request& r, const std::vector<const CookieFlags*>& rules, std::string_view value) {
     std::string_view name = cookie_name(value);
+    std::string_view subject;  // the name as a regex reads it, copied once
     for (const CookieFlags* rule : rules) {
-        if (rule->regex ? !rule->regex->exec(r, r.arena().dup(name)) : !iequals(rule->name.eval(r), name))
-            continue;
+        if (rule->regex && subject.data() == nullptr) subject = r.arena().dup(name);
+        if (rule->regex ? !rule->regex->exec(r, subject) : !iequals(rule->name.eval(r), name)) continue;
         CookieFlagSet f = rule->fixed;
         // A variable's value that is no flag (empty, say) is skipped.
         for (const ComplexValue& cv : rule->dynamic) parse_cookie_flag(cv.eval(r), f);
@@ -146,12 +144,9 @@ std::string_view apply_cookie_flags(Request& r, const CookieFlagSet& f, std::str
     while (pos != std::string_view::npos) {
         size_t start = pos + 1;
         pos = value.find(';', start);
-        std::string_view attr = value.substr(start, pos == std::string_view::npos ? pos : pos - start);
-        while (!attr.empty() && (attr.front() == ' ' || attr.front() == '\t')) attr.remove_prefix(1);
-        while (!attr.empty() && (attr.back() == ' ' || attr.back() == '\t')) attr.remove_suffix(1);
+        std::string_view attr = trim_ows(value.substr(start, pos == std::string_view::npos ? pos : pos - start));
         if (attr.empty()) continue;
-        std::string_view name = attr.substr(0, attr.find('='));
-        while (!name.empty() && (name.back() == ' ' || name.back() == '\t')) name.remove_suffix(1);
+        std::string_view name = trim_ows(attr.substr(0, attr.find('=')));
         if (((touched & CookieFlagSet::kSecure) && iequals(name, "secure")) ||
             ((touched & CookieFlagSet::kHttpOnly) && iequals(name, "httponly")) ||
             ((touched & CookieFlagSet::kSameSite) && iequals(name, "samesite")))
