@@ -706,16 +706,18 @@ Status postconfiguration(Ctx& cx) {
     if (!m) return {};
     if (auto s = m->vars.check(); !s) return s;
     if (auto s = build_ports(*m); !s) return s;
-    build_phase_engine(*m);
     add_temp_dir(cx, m->prefix + std::string(kClientBodyTempDir));
     for (const Module* mod : modules) {
         if (!mod->http) continue;
-        if (mod->http->filters_used && !mod->http->filters_used(cx.level(Level::Main))) continue;
-        if (mod->http->header_filter) m->header_filters.push_back(mod->http->header_filter);
-        if (mod->http->body_filter) m->body_filters.push_back({mod->http->body_filter, mod->http->body_filter_engaged});
+        const ModuleHooks& h = *mod->http;
+        if (h.filters_used && !h.filters_used(cx.level(Level::Main))) continue;
+        if (h.header_filter) m->header_filters.push_back({h.header_filter, h.filters_wanted});
+        if (h.body_filter) m->body_filters.push_back({h.body_filter, h.body_filter_engaged, h.filters_wanted});
     }
-    // OutputState::held has a bit per engaged filter.
-    GH_CHECK(m->body_filters.size() <= 64);
+    // OutputState::held has a bit per engaged filter, and the locations'
+    // skip masks one per filter.
+    GH_CHECK(m->body_filters.size() <= 64 && m->header_filters.size() <= 64);
+    build_phase_engine(*m);
     return {};
 }
 

@@ -110,6 +110,11 @@ struct LocConf {
     // nothing to do here (PhaseHandler::wanted). Set by
     // build_phase_engine; 0, every step runs, where it was not asked.
     uint64_t skip_steps = 0;
+    // Likewise the header and body filters (HttpMainConf::header_filters,
+    // body_filters) a response served here passes over: their modules
+    // configure nothing here (ModuleHooks::filters_wanted).
+    uint64_t skip_header_filters = 0;
+    uint64_t skip_body_filters = 0;
     // "error_log" of this level, or inherited: the lines about a request
     // handled here go there instead of the main one (owner: the
     // generation arena; null: the main "error_log").
@@ -224,10 +229,16 @@ struct HttpMainConf {
     uint16_t post_access_step = 0;     // subrequests skip the Access phase to here
     std::vector<PhaseFn> handlers;     // the Log phase, run after the response
     uint16_t phase_start[kPhases + 1] = {};
-    std::vector<HeaderFilter> header_filters;  // module order
+    using FiltersWanted = decltype(ModuleHooks::filters_wanted);
+    struct HeaderFilterEntry {
+        HeaderFilter fn;
+        FiltersWanted wanted = nullptr;  // ModuleHooks::filters_wanted
+    };
+    std::vector<HeaderFilterEntry> header_filters;  // module order
     struct BodyFilterEntry {
         BodyFilter fn;
         bool (*engaged)(const Request& r) = nullptr;  // ModuleHooks::body_filter_engaged
+        FiltersWanted wanted = nullptr;
     };
     std::vector<BodyFilterEntry> body_filters;
 };

@@ -105,6 +105,14 @@ struct ModuleHooks {
     // chains are built: false leaves both out of every response's chain,
     // where they would only pass. Null: always in.
     bool (*filters_used)(conf::ConfArray main) = nullptr;
+    // Whether those filters can have work in a response served where the
+    // location-level structs are `loc` (of server `srv`): false leaves
+    // both out of that location's responses. Asked as PhaseHandler::wanted
+    // is, once per location after the merge ("if" blocks run every
+    // filter), so it may read only what directives and merges set; a
+    // filter whose work can come from elsewhere (an origin's header, a
+    // variable) must say yes. Null: always.
+    bool (*filters_wanted)(conf::ConfArray main, conf::ConfArray srv, conf::ConfArray loc) = nullptr;
     std::span<const VariableDef> variables;
     // The module's request context (Request::ctx) is kept across internal
     // and named redirects, which clear every other module's: for what is

@@ -117,8 +117,12 @@ void choose_body_filters(Request& r, const HttpMainConf& m) {
     const size_t n = m.body_filters.size();
     o.engaged = static_cast<uint8_t*>(r.arena().alloc(n ? n : 1, 1));
     size_t k = 0;
-    for (size_t i = 0; i < n; ++i)
+    // Those the location configures nothing for are not even asked.
+    const uint64_t skip = r.loc_confs ? core_loc(r.loc_confs).skip_body_filters : 0;
+    for (size_t i = 0; i < n; ++i) {
+        if (skip >> i & 1) continue;
         if (!m.body_filters[i].engaged || m.body_filters[i].engaged(r)) o.engaged[k++] = static_cast<uint8_t>(i);
+    }
     o.nengaged = static_cast<uint8_t>(k);
     o.chosen = true;
 }
@@ -380,8 +384,10 @@ Flow send_header(Request& r) {
         if (r.error_page_status && h.status < 400 && !redirect) h.status = r.error_page_status;
         if (h.status == 0) h.status = 200;
     }
+    const uint64_t skip = r.loc_confs ? core_loc(r.loc_confs).skip_header_filters : 0;
     for (size_t i = o.header_next; i < m.header_filters.size(); ++i) {
-        Flow fl = m.header_filters[i](r, h);
+        if (skip >> i & 1) continue;
+        Flow fl = m.header_filters[i].fn(r, h);
         if (fl == Flow::Hold) {
             o.header_next = static_cast<uint8_t>(i);
             return Flow::Hold;

@@ -295,9 +295,22 @@ void build_phase_engine(HttpMainConf& m) {
             if (wanted[i] && !wanted[i](m.main_confs, s.srv_confs, loc)) skip |= uint64_t{1} << i;
         return skip;
     };
+    // And the filters each location passes over (the chains are built).
+    auto filter_skips = [&](const auto& filters, const SrvConf& s, conf::ConfArray loc) {
+        uint64_t skip = 0;
+        for (size_t i = 0; i < filters.size(); ++i)
+            if (filters[i].wanted && !filters[i].wanted(m.main_confs, s.srv_confs, loc)) skip |= uint64_t{1} << i;
+        return skip;
+    };
+    auto set_skips = [&](const SrvConf& s, conf::ConfArray loc) {
+        LocConf& l = core_loc(loc);
+        l.skip_steps = skips_of(s, loc);
+        l.skip_header_filters = filter_skips(m.header_filters, s, loc);
+        l.skip_body_filters = filter_skips(m.body_filters, s, loc);
+    };
     auto visit = [&](auto& self, const SrvConf& s, LocConf& l) -> void {
-        l.skip_steps = skips_of(s, l.loc_confs);
-        if (l.limit_except_confs) core_loc(l.limit_except_confs).skip_steps = skips_of(s, l.limit_except_confs);
+        set_skips(s, l.loc_confs);
+        if (l.limit_except_confs) set_skips(s, l.limit_except_confs);
         for (LocConf* inner : l.locations) self(self, s, *inner);
     };
     for (SrvConf* s : m.servers) {

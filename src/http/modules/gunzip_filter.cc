@@ -254,7 +254,14 @@ constexpr conf::Directive kDirectives[] = {
 
 bool engaged(const Request& r) { return r.ctx<Gunzip>(gunzip_filter_module) != nullptr; }
 
-constexpr ModuleHooks kHooks{.header_filter = header_filter, .body_filter = body_filter, .body_filter_engaged = engaged};
+bool wanted(conf::ConfArray, conf::ConfArray, conf::ConfArray loc) {
+    return *static_cast<const GunzipConf*>(loc[gunzip_filter_module.index])->enable;
+}
+
+constexpr ModuleHooks kHooks{.header_filter = header_filter,
+                             .body_filter = body_filter,
+                             .body_filter_engaged = engaged,
+                             .filters_wanted = wanted};
 
 }  // namespace
 

@@ -629,8 +629,17 @@ constexpr conf::Directive kDirectives[] = {
 
 bool engaged(const Request& r) { return r.ctx<Compression>(gzip_filter_module) != nullptr; }
 
-constexpr ModuleHooks kHooks{
-    .header_filter = header_filter, .body_filter = body_filter, .body_filter_engaged = engaged, .variables = kVariables};
+// No coding on here: nothing to compress, no Vary to add.
+bool wanted(conf::ConfArray, conf::ConfArray, conf::ConfArray loc) {
+    const auto& g = *static_cast<const GzipConf*>(loc[gzip_filter_module.index]);
+    return *g.gzip.on || *g.brotli.on || *g.zstd.on;
+}
+
+constexpr ModuleHooks kHooks{.header_filter = header_filter,
+                             .body_filter = body_filter,
+                             .body_filter_engaged = engaged,
+                             .filters_wanted = wanted,
+                             .variables = kVariables};
 
 }  // namespace
 

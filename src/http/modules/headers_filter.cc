@@ -339,9 +339,15 @@ constexpr VariableDef kVariables[] = {
 // Trailers are decided with the head (expect_trailers).
 bool trailers_engaged(const Request& r) { return r.out.expect_trailers; }
 
+bool wanted(conf::ConfArray, conf::ConfArray, conf::ConfArray loc) {
+    const auto& c = *static_cast<const HeadersLocConf*>(loc[headers_filter_module.index]);
+    return !c.headers.empty() || !c.trailers.empty() || c.expires.has_value();
+}
+
 constexpr ModuleHooks kHooks{.header_filter = headers_filter,
                              .body_filter = trailers_filter,
                              .body_filter_engaged = trailers_engaged,
+                             .filters_wanted = wanted,
                              .variables = kVariables};
 
 constexpr conf::Directive kDirectives[] = {

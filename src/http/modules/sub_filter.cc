@@ -321,10 +321,15 @@ bool filters_used(conf::ConfArray main) {
     return main && static_cast<const SubMainConf*>(main[sub_filter_module.index])->used;
 }
 
+bool wanted(conf::ConfArray, conf::ConfArray, conf::ConfArray loc) {
+    return !static_cast<const SubLocConf*>(loc[sub_filter_module.index])->pairs.empty();
+}
+
 constexpr ModuleHooks kHooks{.header_filter = header_filter,
                              .body_filter = body_filter,
                              .body_filter_engaged = engaged,
-                             .filters_used = filters_used};
+                             .filters_used = filters_used,
+                             .filters_wanted = wanted};
 
 constexpr conf::Directive kDirectives[] = {
     {"sub_filter", conf::kHttpSrvLoc, conf::Take2, conf::custom<set_sub_filter>()},

@@ -147,7 +147,7 @@ TEST_CASE("http/filters: a producing filter sees back-pressure and keeps memory 
 
 TEST_CASE("http/filters: a header filter holds the head until its own work is ready") {
     Site s(R"(server { listen 127.0.0.1:8080; location / { return 200 "body"; } })");
-    s.main().header_filters.push_back(later);
+    s.main().header_filters.push_back({later});
     later_ready = false;
     Exchange x(s, "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
     x.run();

@@ -338,3 +338,46 @@ TEST_CASE("http/request path: the trace step runs everywhere once some level rew
     CHECK((skips(with, "/a/") & ~skips(without, "/a/")) == 0);
     CHECK(std::popcount(skips(without, "/a/") & ~skips(with, "/a/")) == 1);
 }
+
+TEST_CASE("http/request path: a filter with nothing configured in a location is passed over, and runs where it has") {
+    Site s(R"(
+        server { listen 127.0.0.1:8080;
+            location /plain/ { return 200 "text"; }
+            location /hdr/ {
+                add_header X-Added yes;
+                return 200 "text";
+                location /hdr/inner/ { return 200 "text"; }
+            }
+            location /gz/ { gzip on; gzip_min_length 1; default_type text/html; return 200 "text"; }
+            location /if/ { if ($arg_x) { set $y 1; } add_header X-Added yes; return 200 "text"; }
+        })");
+    http::LocConf& server_level = http::core_loc(s.main().servers.at(0)->loc_confs);
+    const uint64_t plain = location(server_level, "/plain/").skip_header_filters;
+    const uint64_t hdr = location(server_level, "/hdr/").skip_header_filters;
+    const uint64_t gz = location(server_level, "/gz/").skip_header_filters;
+    // Nothing configured: at least gzip's, gunzip's and add_header's
+    // filters are passed over; each directive keeps its own filter and
+    // only it, and a nested location inherits what it inherits.
+    CHECK(std::popcount(plain) >= 3);
+    CHECK(std::popcount(plain & ~hdr) == 1);
+    CHECK(std::popcount(plain & ~gz) == 1);
+    CHECK((plain & ~hdr) != (plain & ~gz));
+    CHECK(location(location(server_level, "/hdr/"), "/hdr/inner/").skip_header_filters == hdr);
+    CHECK(location(server_level, "/plain/").skip_body_filters != 0);
+
+    auto head = [&](std::string target) {
+        Exchange x(s, "GET " + target + " HTTP/1.1\r\nHost: localhost\r\nAccept-Encoding: gzip\r\n\r\n");
+        x.run();
+        REQUIRE(x.stream.ended);
+        http::ResponseHead& h = x.r().out;
+        http::Header* added = h.find("X-Added");
+        http::Header* ce = h.find("Content-Encoding");
+        return std::to_string(h.status) + (added ? " added" : "") + (ce ? " " + std::string(ce->value) : "");
+    };
+    CHECK(head("/plain/") == "200");
+    CHECK(head("/hdr/") == "200 added");
+    CHECK(head("/hdr/inner/") == "200 added");
+    CHECK(head("/gz/") == "200 gzip");
+    // The "if" block's own structs were not asked: every filter runs there.
+    CHECK(head("/if/?x=1") == "200 added");
+}
