@@ -511,6 +511,7 @@ void merge_loc(const LocConf& up, LocConf& c) {
     conf::inherit(c.client_body_buffer_size, up.client_body_buffer_size, 16384);
     conf::inherit(c.client_body_timeout, up.client_body_timeout, 60s);
     conf::inherit(c.keepalive_timeout, up.keepalive_timeout, 75s);
+    conf::inherit(c.keepalive_min_timeout, up.keepalive_min_timeout, conf::Duration(0));
     conf::inherit(c.keepalive_requests, up.keepalive_requests, 1000);
     conf::inherit(c.send_timeout, up.send_timeout, 60s);
     conf::inherit(c.lingering_close, up.lingering_close, 1);
@@ -759,6 +760,8 @@ constexpr conf::Directive kDirectives[] = {
     {"client_body_timeout", conf::kHttpSrvLoc, conf::Take1,
      conf::duration<&LocConf::client_body_timeout>()},
     {"keepalive_timeout", conf::kHttpSrvLoc, conf::Take12, conf::custom<set_keepalive_timeout>()},
+    {"keepalive_min_timeout", conf::kHttpSrvLoc, conf::Take1,
+     conf::duration<&LocConf::keepalive_min_timeout>()},
     {"keepalive_requests", conf::kHttpSrvLoc, conf::Take1, conf::number<&LocConf::keepalive_requests>()},
     {"send_timeout", conf::kHttpSrvLoc, conf::Take1, conf::duration<&LocConf::send_timeout>()},
     {"lingering_close", conf::kHttpSrvLoc, conf::Take1, conf::custom<set_lingering_close>()},

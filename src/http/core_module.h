@@ -124,6 +124,7 @@ struct LocConf {
     std::optional<uint64_t> client_body_buffer_size;    // "client_body_buffer_size"
     std::optional<conf::Duration> client_body_timeout;  // "client_body_timeout"
     std::optional<conf::Duration> keepalive_timeout;    // "keepalive_timeout"
+    std::optional<conf::Duration> keepalive_min_timeout;  // "keepalive_min_timeout": 0 none
     std::optional<uint64_t> keepalive_requests;         // "keepalive_requests"
     std::optional<conf::Duration> send_timeout;         // "send_timeout"
     std::optional<uint8_t> lingering_close;             // "lingering_close": 0 off, 1 on, 2 always

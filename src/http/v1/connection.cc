@@ -104,7 +104,9 @@ void on_accept(void* port, event::Connection& c) {
 //    already said keep-alive completes, then the connection is idle;
 //  - keeps an idle connection (keep-alive, or accepted with no byte read
 //    yet) open for kRetireGrace, or less if its own keepalive or header
-//    timeout comes first: a request arriving meanwhile is served as above.
+//    timeout comes first, or more if it is a keep-alive connection idle
+//    for less than its keepalive_min_timeout (until that ends, as nginx):
+//    a request arriving meanwhile is served as above.
 //    At the end of the grace (retire_idle) a request already in the
 //    socket is still read; a client still receiving the last response
 //    (bytes unacknowledged in our send queue) gets the grace again, as it
@@ -131,7 +133,13 @@ void retire_connections() {
     for (Connection* h = g_conns; h; h = h->next_) {
         using State = Connection::State;
         event::Timer& t = h->c_.read_timer;
-        if (h->state_ == State::Keepalive || (h->state_ == State::Head && h->rlen_ == h->rpos_)) {
+        if (h->state_ == State::Keepalive && h->young_ && t.armed()) {
+            // keepalive_min_timeout: kept until its timer, which ends it
+            // (at the keepalive_timeout at the latest), or for the grace if
+            // that is longer.
+            const event::Msec end = std::min(h->idle_until_, std::max(grace_end, t.deadline()));
+            if (t.deadline() != end) event::worker_loop().arm_at(t, end);
+        } else if (h->state_ == State::Keepalive || (h->state_ == State::Head && h->rlen_ == h->rpos_)) {
             if (!t.armed() || t.deadline() > grace_end) event::worker_loop().arm_at(t, grace_end);
         } else if (h->state_ == State::Processing && h->req_ && !h->req_->header_sent) {
             h->a_->keepalive = false;
@@ -522,6 +530,12 @@ void Connection::read_head() {
                 // The first byte of the next request: header timeout from now.
                 state_ = State::Head;
                 event::worker_loop().arm(c_.read_timer, *default_srv_->client_header_timeout);
+                // A head in progress is reusable, as on a new connection:
+                // keepalive_min_timeout keeps idle clients only.
+                if (young_) {
+                    young_ = false;
+                    event::worker_connections().set_reusable(c_, true);
+                }
             }
             rlen_ += io.bytes;
             continue;
@@ -1399,6 +1413,17 @@ void Connection::on_write_timeout() {
 void Connection::on_read_timeout() {
     const log::Context lctx = log_context();
     log::Scope scope(&lctx);
+    if (state_ == State::Keepalive && young_) {
+        // keepalive_min_timeout is over: an ordinary idle connection for
+        // the rest of its keepalive_timeout, if any. A retiring worker
+        // closes it now (retire_idle), its grace being over too.
+        young_ = false;
+        if (!g_retiring && event::worker_loop().now() < idle_until_) {
+            event::worker_connections().set_reusable(c_, true);
+            event::worker_loop().arm_at(c_.read_timer, idle_until_);
+            return;
+        }
+    }
     if (g_retiring && (state_ == State::Keepalive || (state_ == State::Head && rlen_ == rpos_))) {
         retire_idle();
         return;
@@ -1587,6 +1612,7 @@ void Connection::finish_request() {
     // follows it, as in nginx.
     const LocConf& done_lc = r.loc_conf<LocConf>(http_core_module);
     a_->keepalive_timeout = *done_lc.keepalive_timeout;
+    a_->keepalive_min_timeout = *done_lc.keepalive_min_timeout;
     a_->lingering = {*done_lc.lingering_close, *done_lc.lingering_time, *done_lc.lingering_timeout};
     a_->out = nullptr;
     a_->out_last = false;
@@ -1640,6 +1666,7 @@ void Connection::keepalive_or_close() {
     }
     rpos_ = rlen_ = 0;
     const conf::Duration timeout = a_->keepalive_timeout;
+    const conf::Duration min_timeout = a_->keepalive_min_timeout;
     // Idle: give the buffers and the active state back, as nginx does
     // (and more): an idle connection costs its slot and this object's
     // core only. We may be inside a_->finish_ev's callback: nothing of
@@ -1648,11 +1675,27 @@ void Connection::keepalive_or_close() {
     rcap_ = 0;
     a_.reset();
     state_ = State::Keepalive;
-    // Idle longest, reclaimed first when the worker is full [nginx].
-    event::worker_connections().set_reusable(c_, true);
-    // A retiring worker waits for one more request for kRetireGrace only.
     idle_until_ = event::worker_loop().now() + static_cast<event::Msec>(timeout.count());
-    event::worker_loop().arm(c_.read_timer, g_retiring ? std::min(timeout, kRetireGrace) : timeout);
+    conf::Duration wait = timeout;
+    young_ = min_timeout.count() > 0;
+    if (young_) {
+        // keepalive_min_timeout [nginx]: a client sending its next
+        // request soon after this response is not closed under it, neither
+        // by a full worker nor by a retiring one (a non-idempotent request
+        // it could not retry, RFC 9112 9.3.1). Not reusable until the read
+        // timer ends that (on_read_timeout); coming from a lingering
+        // discard, it was.
+        event::worker_connections().set_reusable(c_, false);
+        wait = std::min(min_timeout, timeout);
+    } else {
+        // Idle longest, reclaimed first when the worker is full [nginx].
+        event::worker_connections().set_reusable(c_, true);
+    }
+    // A retiring worker waits for one more request for kRetireGrace, or
+    // to the end of keepalive_min_timeout if later, never past the
+    // keepalive_timeout.
+    if (g_retiring) wait = std::min(timeout, std::max(min_timeout, conf::Duration(kRetireGrace)));
+    event::worker_loop().arm(c_.read_timer, wait);
     if (c_.io.readable()) read_head();
 }
 

@@ -239,6 +239,7 @@ private:
 
         // From the location of the last request: what applies after it.
         conf::Duration keepalive_timeout{std::chrono::seconds(75)};
+        conf::Duration keepalive_min_timeout{0};
         struct Lingering {
             uint8_t mode = 1;
             conf::Duration time{std::chrono::seconds(30)};
@@ -292,6 +293,11 @@ private:
     bool pp_wait_ : 1 = false;  // the PROXY header is still to be read
     bool wrote_ : 1 = false;         // a response write was made (see nodelay())
     bool nodelay_done_ : 1 = false;  // TCP_NODELAY was decided
+    // Keepalive only: idle for less than keepalive_min_timeout, the read
+    // timer set for its end. Until then the connection is neither given
+    // to a full worker's new clients (not reusable) nor closed by a
+    // retiring worker (see keepalive_or_close()).
+    bool young_ : 1 = false;
     // What stub_status counts this connection as (waiting, reading a
     // head, writing a response): moved with state_, taken out on close.
     stats::ConnGauge gauge_;
