@@ -58,13 +58,20 @@ Subrequest* Subrequest::start(Request& parent, std::string_view uri, const Subre
         parent.abort_on_client_close = true;
     }
     Request& c = *s->child_;
-    // nginx starts a subrequest at the server rewrite phase: its server is
-    // the parent's, so there is no Host to look up and no PostRead.
-    c.phase_index = http_main(c.main_confs)->server_rewrite_step;
-    {
-        log::Scope scope(&c.log_ctx);
-        run_phases(c);
+    log::Scope scope(&c.log_ctx);
+    if (uri.starts_with('@')) {
+        // Past the location search, at the named location's rewrite
+        // phase; one that does not exist answers 500, logged there.
+        if (named_redirect(c, uri) == Next::Respond) {
+            finalize_response(c);
+            return s;
+        }
+    } else {
+        // nginx starts a subrequest at the server rewrite phase: its server
+        // is the parent's, so there is no Host to look up and no PostRead.
+        c.phase_index = http_main(c.main_confs)->server_rewrite_step;
     }
+    run_phases(c);
     return s;
 }
 
@@ -111,11 +118,26 @@ Subrequest::Subrequest(Request& parent, std::string_view uri, const SubrequestOp
     c.set_remote_addr(parent.remote_addr());
     c.remote_port = parent.remote_port;
     c.remote_sockaddr = parent.remote_sockaddr;
-    size_t q = uri.find('?');
-    c.uri = c.arena().dup(uri.substr(0, q));
-    if (q != std::string_view::npos) c.args = c.arena().dup(uri.substr(q + 1));
-    else if (o.parent_args) c.args = parent.args;
+    if (uri.starts_with('@')) {
+        // start() enters the named location: the request's own URI goes
+        // there with it.
+        c.uri = parent.uri;
+        c.args = parent.args;
+    } else {
+        size_t q = uri.find('?');
+        c.uri = c.arena().dup(uri.substr(0, q));
+        if (q != std::string_view::npos) c.args = c.arena().dup(uri.substr(q + 1));
+        else if (o.parent_args) c.args = parent.args;
+    }
     c.set_exten();
+    if (o.parent_response) {
+        c.out.status = parent.out.status;
+        c.counters = parent.counters;
+        // Nothing of the child's own response is counted (output.cc
+        // counts body bytes unless head_only), and no filter works on a
+        // body that goes nowhere.
+        c.head_only = true;
+    }
     // nginx's subrequests share the parent's variables; here the child
     // gets the values of the user variables the parent has set so far
     // (views into the parent's arena, which outlives the child). Computed

@@ -108,6 +108,14 @@ struct SubrequestOptions {
     // $args when the URI has no "?": the parent's (nginx's mirror passes
     // the client's arguments on).
     bool parent_args = false;
+    // The child begins where the parent's response ended: its $status,
+    // $body_bytes_sent, $bytes_sent, $request_length and the start of its
+    // $request_time are the parent's, and nothing it answers counts in
+    // them (its response is header-only, as nginx makes its post_action
+    // request: that request is the client's, redirected once its
+    // response is over, so its variables describe that response). For a
+    // child started after the parent's response is complete.
+    bool parent_response = false;
 };
 
 // For a front-end, once r's response is complete and before its Log
@@ -120,7 +128,9 @@ bool hold_for_background(Request& r, event::Event& finish);
 class Subrequest final : public Stream, private event::Duplex {
 public:
     // Makes a child of `parent` for `uri` ("/auth", "/auth?x=1": what
-    // follows "?" is $args) and starts it. Null, with a line in the error
+    // follows "?" is $args; "@name": that named location of the parent's
+    // server, where the child keeps the parent's $uri and $args, as an
+    // nginx request does in a named location) and starts it. Null, with a line in the error
     // log, when subrequests nest too deep or the parent has kMaxBackground
     // background ones running. The result belongs to the parent's arena;
     // see the lifetimes above. A background one may be over (and its

@@ -49,6 +49,17 @@ server {
     location = /deny { set $mine "deny"; return 403; }
     location = /page { return 200 "a body nobody reads"; }
     location = /cut { return 444; }
+    location @named {
+        add_header X-Uri $uri always;
+        add_header X-Args $args always;
+        return 204;
+    }
+    location = /facts {
+        internal;
+        set $seen "$status $body_bytes_sent $bytes_sent";
+        add_header X-Seen $seen always;
+        return 200 "a body of its own";
+    }
 }
 )";
 
@@ -102,6 +113,61 @@ TEST_CASE("http/subrequest: the child answers from its location and wakes the pa
     }));
     site.settle();
     CHECK(got == "abc");
+}
+
+namespace {
+
+std::string field_of(const http::Subrequest& s, std::string_view n) {
+    for (const http::Header& f : s.head().headers)
+        if (iequals(f.name, n)) return std::string(f.value);
+    return "(none)";
+}
+
+}  // namespace
+
+TEST_CASE("http/subrequest: a named location keeps the parent's URI and arguments; a missing one is a 500") {
+    Site site(kConf);
+    Exchange x(site, "GET /orig?q=1 HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    park(x);
+    x.r().uri = "/orig";
+    x.r().args = "q=1";
+    http::Subrequest* s = http::Subrequest::start(x.r(), "@named");
+    REQUIRE(s);
+    CHECK(s->done());
+    CHECK(s->status() == 204);
+    CHECK(field_of(*s, "X-Uri") == "/orig");
+    CHECK(field_of(*s, "X-Args") == "q=1");
+    site.settle();
+    s->release();
+
+    http::Subrequest* missing = http::Subrequest::start(x.r(), "@missing");
+    REQUIRE(missing);
+    CHECK(missing->done());
+    CHECK(missing->status() == 500);
+    site.settle();
+    missing->release();
+}
+
+TEST_CASE("http/subrequest: with parent_response the child sees the parent's response and counts none of its own") {
+    Site site(kConf);
+    Exchange x(site, "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    park(x);
+    x.r().out.status = 404;
+    x.r().counters.body_bytes_sent = 1234;
+    x.r().counters.bytes_sent = 1400;
+    http::SubrequestOptions o;
+    o.parent_response = true;
+    http::Subrequest* s = http::Subrequest::start(x.r(), "/facts", o);
+    REQUIRE(s);
+    CHECK(s->done());
+    // Its own answer goes out as usual (and is dropped)...
+    CHECK(s->status() == 200);
+    // ...but it began with the parent's facts, and its body was not
+    // counted.
+    CHECK(field_of(*s, "X-Seen") == "404 1234 1400");
+    CHECK(s->child().counters.body_bytes_sent == 1234);
+    site.settle();
+    s->release();
 }
 
 TEST_CASE("http/subrequest: the Access phase is skipped, internal locations answer") {
