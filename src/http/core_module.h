@@ -242,6 +242,8 @@ struct HttpMainConf {
         FiltersWanted wanted = nullptr;
     };
     std::vector<BodyFilterEntry> body_filters;
+    // ModuleHooks::after_response, module order.
+    std::vector<void (*)(Request& r)> after_response;
 };
 
 extern const conf::Module http_core_module;

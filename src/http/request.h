@@ -322,6 +322,10 @@ public:
     Chain body;                 // what a content handler wants sent
     bool header_sent = false;   // the head went to the stream
     bool done = false;          // the response is complete; the Log phase ran or runs now
+    // The response went out whole (for a client that left, it was made
+    // whole and dropped): set when the stream first asks
+    // hold_for_background(), which runs the after_response hooks then.
+    bool response_complete = false;
     // "error_page 404 =200 /x", "error_page 404 /x": the status the
     // response of the redirected request goes out with when it is 200
     // (the error's own, or the "=code"); 0 when no error page is running.

@@ -253,6 +253,14 @@ void Subrequest::on_background_done(Subrequest* s) {
 }
 
 bool hold_for_background(Request& r, event::Event& finish) {
+    if (!r.response_complete) {
+        // The first call: the response is complete (the front-end's
+        // contract), so what follows it starts now, and may add children
+        // to wait for.
+        r.response_complete = true;
+        if (HttpMainConf* m = http_main(r.main_confs); m && r.loc_confs)
+            for (auto* hook : m->after_response) hook(r);
+    }
     if (r.background == 0) return false;
     r.background_waiter = &finish;
     // A client that leaves now takes nothing from the children: the

@@ -122,7 +122,10 @@ struct SubrequestOptions {
 // phase: true while background subrequests of r still run, and then
 // `finish` (the front-end's event, which outlives r) is posted when the
 // last of them is over; the front-end finishes r then. r is made to
-// outlive its client meanwhile (Request::outlive_client).
+// outlive its client meanwhile (Request::outlive_client). The first call
+// for r marks it complete (Request::response_complete) and runs the
+// modules' after_response hooks (fwd.h), which may start more children
+// before the count is read.
 bool hold_for_background(Request& r, event::Event& finish);
 
 class Subrequest final : public Stream, private event::Duplex {
