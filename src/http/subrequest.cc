@@ -258,6 +258,7 @@ bool hold_for_background(Request& r, event::Event& finish) {
         // contract), so what follows it starts now, and may add children
         // to wait for.
         r.response_complete = true;
+        log::Scope scope(&r.log_ctx);
         if (HttpMainConf* m = http_main(r.main_confs); m && r.loc_confs)
             for (auto* hook : m->after_response) hook(r);
     }

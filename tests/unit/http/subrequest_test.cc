@@ -385,6 +385,35 @@ TEST_CASE("http/subrequest: a background child does not wake its parent and goes
     CHECK(site.dir.read("logs/sub.log") == "/copy  GET [-] - 204\n");
 }
 
+TEST_CASE("http/subrequest: the first hold runs the after_response hooks, once") {
+    Site site(R"(
+log_format sub "$uri $request_method $status";
+server {
+    listen 127.0.0.1:8080;
+    post_action /after;
+    location = /after { internal; log_subrequest on; access_log logs/sub.log sub; return 204; }
+}
+)");
+    Exchange x(site, "DELETE /x HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    park(x);
+    x.r().uri = "/x";
+    x.r().out.status = 404;
+    CHECK_FALSE(x.r().response_complete);
+    int finished = 0;
+    event::Event finish{{[](void* p) { ++*static_cast<int*>(p); }, &finished}};
+    // post_action's hook started a background child: the request waits.
+    CHECK(http::hold_for_background(x.r(), finish));
+    CHECK(x.r().response_complete);
+    CHECK(x.r().background == 1);
+    site.settle();
+    CHECK(finished == 1);
+    // Asked again when the child is over: nothing starts again.
+    CHECK_FALSE(http::hold_for_background(x.r(), finish));
+    CHECK(x.r().background == 0);
+    // The client's method; its own status once it answered.
+    CHECK(site.dir.read("logs/sub.log") == "/after DELETE 204\n");
+}
+
 TEST_CASE("http/subrequest: background children are bounded per request") {
     // An origin that never answers keeps them running.
     int lfd = ::socket(AF_INET, SOCK_STREAM, 0);
