@@ -115,12 +115,12 @@ struct ModuleHooks {
     bool (*filters_wanted)(conf::ConfArray main, conf::ConfArray srv, conf::ConfArray loc) = nullptr;
     std::span<const VariableDef> variables;
     // Called once for a client's request (never a subrequest) whose
-    // response is complete (its last byte written, or dropped for a client
-    // that left: stream.h "Orphans"), before its Log phase: the place for
-    // work that follows the response (post_action). Background
-    // subrequests started here hold the request's end like any other
-    // (hold_for_background, subrequest.h). Not called for a response cut
-    // short (an abort, "return 444").
+    // response is complete, its last byte written, before its Log phase:
+    // the place for work that follows the response (post_action).
+    // Background subrequests started here hold the request's end like
+    // any other (hold_for_background, subrequest.h). Not called for a
+    // response cut short (an abort, "return 444") nor for one made whole
+    // after its client left (stream.h "Orphans").
     void (*after_response)(Request& r) = nullptr;
     // The module's request context (Request::ctx) is kept across internal
     // and named redirects, which clear every other module's: for what is

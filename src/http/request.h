@@ -322,9 +322,9 @@ public:
     Chain body;                 // what a content handler wants sent
     bool header_sent = false;   // the head went to the stream
     bool done = false;          // the response is complete; the Log phase ran or runs now
-    // The response went out whole (for a client that left, it was made
-    // whole and dropped): set when the stream first asks
-    // hold_for_background(), which runs the after_response hooks then.
+    // The response went out whole: set when the stream first asks
+    // hold_for_background() for a delivered response, which runs the
+    // after_response hooks then. Never for an orphan's (stream.h).
     bool response_complete = false;
     // "error_page 404 =200 /x", "error_page 404 /x": the status the
     // response of the redirected request goes out with when it is 200

@@ -20,10 +20,11 @@
 //    byte is out it finishes the request, again from a posted event: the
 //    Log phase runs (http::run_log_phase) and the Request is destroyed.
 //    Before that it asks http::hold_for_background() (subrequest.h),
-//    which first starts what follows a complete response (post_action):
-//    while background subrequests of the request run, it waits for the
-//    event it passed there, and takes no next request meanwhile. A
-//    response cut short (abort()) never asks.
+//    saying whether the client got the response (not an orphan's), which
+//    first starts what follows a delivered one (post_action): while
+//    background subrequests of the request run, it waits for the event
+//    it passed there, and takes no next request meanwhile. A response
+//    cut short (abort()) never asks.
 //  - Failure. abort() ends the response abnormally (HTTP/1: the connection
 //    closes, so the client cannot take a cut body for a whole one). The
 //    Request, and everything in its arena, is destroyed at the end of the

@@ -252,11 +252,12 @@ void Subrequest::on_background_done(Subrequest* s) {
     s->release();
 }
 
-bool hold_for_background(Request& r, event::Event& finish) {
-    if (!r.response_complete) {
-        // The first call: the response is complete (the front-end's
-        // contract), so what follows it starts now, and may add children
-        // to wait for.
+bool hold_for_background(Request& r, event::Event& finish, bool delivered) {
+    if (delivered && !r.response_complete) {
+        // The first call: the client has the whole response, so what
+        // follows it starts now, and may add children to wait for. An
+        // orphan's response went nowhere: nothing follows it (a
+        // post_action would report a download nobody got).
         r.response_complete = true;
         log::Scope scope(&r.log_ctx);
         if (HttpMainConf* m = http_main(r.main_confs); m && r.loc_confs)

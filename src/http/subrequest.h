@@ -122,11 +122,13 @@ struct SubrequestOptions {
 // phase: true while background subrequests of r still run, and then
 // `finish` (the front-end's event, which outlives r) is posted when the
 // last of them is over; the front-end finishes r then. r is made to
-// outlive its client meanwhile (Request::outlive_client). The first call
-// for r marks it complete (Request::response_complete) and runs the
-// modules' after_response hooks (fwd.h), which may start more children
-// before the count is read.
-bool hold_for_background(Request& r, event::Event& finish);
+// outlive its client meanwhile (Request::outlive_client). `delivered`:
+// the client got the whole response; false for an orphan's (stream.h),
+// made whole and dropped. The first call for a delivered response marks
+// it complete (Request::response_complete) and runs the modules'
+// after_response hooks (fwd.h), which may start more children before the
+// count is read.
+bool hold_for_background(Request& r, event::Event& finish, bool delivered);
 
 class Subrequest final : public Stream, private event::Duplex {
 public:

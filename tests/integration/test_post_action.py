@@ -16,7 +16,7 @@ import threading
 
 import pytest
 
-from gh_server import Response, server  # noqa: F401  (server: the fixture)
+from gh_server import Response, poll, server  # noqa: F401  (server: the fixture)
 from origins import Origin, response
 
 CURL = shutil.which("curl")
@@ -50,6 +50,28 @@ class Tracker:
         self.origin.stop()
 
 
+class Slow:
+    """A cacheable response of 100000 bytes whose first 1000 come at once
+    and the rest once `gate` is set."""
+
+    def __init__(self):
+        self.gate = threading.Event()
+        self.origin = Origin(self.handle)
+        self.port = self.origin.port
+
+    def handle(self, conn, req):
+        conn.sendall(response(200, b"", [("Cache-Control", "max-age=60"), ("Content-Length", "100000")],
+                              length=False))
+        conn.sendall(b"a" * 1000)
+        self.gate.wait(20)
+        conn.sendall(b"a" * 99000)
+        return False
+
+    def stop(self):
+        self.gate.set()
+        self.origin.stop()
+
+
 def main_handler(conn, req):
     conn.sendall(response(200, b"main got %d bytes" % len(req.body)))
     return True
@@ -59,6 +81,7 @@ CONF = """
     log_format main '$request_uri $status $body_bytes_sent';
     log_format action 'action $uri $status';
     access_log logs/main.log main;
+    proxy_cache_path cache keys_zone=pa:1m;
 
     server {
         listen 127.0.0.1:PORT http2;
@@ -89,6 +112,11 @@ CONF = """
         }
         location /missing/ {
             post_action @nowhere;
+        }
+        location /cached/ {
+            post_action @sent;
+            proxy_cache pa;
+            proxy_pass http://127.0.0.1:SLOW;
         }
 
         location @sent {
@@ -144,9 +172,17 @@ def tracker():
 
 
 @pytest.fixture
-def site(server, tracker):
+def slow():
+    s = Slow()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def site(server, tracker, slow):
     main = Origin(main_handler)
-    http = CONF.replace("TRACKER", str(tracker.port)).replace("MAIN", str(main.port))
+    http = (CONF.replace("TRACKER", str(tracker.port)).replace("MAIN", str(main.port))
+            .replace("SLOW", str(slow.port)))
     s = server(http, files=FILES)
     yield s
     main.stop()
@@ -270,6 +306,22 @@ def test_a_request_refused_from_its_head_is_not_followed(site, tracker):
     site.wait_lines("main.log", 3)
     assert [t.target for t in tracker.requests] == ["/notify?for=/a.txt"]
     assert 'subrequest: "/_notify"' not in site.error_log()
+
+
+def test_a_client_gone_before_the_end_is_not_followed(site, tracker, slow):
+    # The client leaves midway; the response goes on without it to fill
+    # the cache, and ends whole, but nobody got it: no post action.
+    with socket.create_connection(("127.0.0.1", site.port), timeout=5) as s:
+        s.sendall(b"GET /cached/x HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        assert s.recv(100)
+    assert poll(lambda: "the response goes on for the cache" in site.error_log())
+    slow.gate.set()
+    site.wait_lines("main.log", 1)
+    # From the cache now, whole: followed.
+    r = site.get("/cached/x")
+    assert (r.status, len(r.body)) == (200, 100000)
+    site.wait_lines("main.log", 2)
+    assert [t.target.split("&")[0] for t in tracker.requests] == ["/sent?uri=/cached/x"]
 
 
 def test_log_subrequest_logs_the_post_action(site, tracker):

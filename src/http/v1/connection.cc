@@ -1536,7 +1536,7 @@ void Connection::finish_request() {
     // the request, and the connection's next one, wait for them; the last
     // one posts finish_ev again (subrequest.h).
     if (req_ && (state_ == State::Processing || state_ == State::Orphan) &&
-        hold_for_background(*req_, a_->finish_ev)) {
+        hold_for_background(*req_, a_->finish_ev, state_ == State::Processing)) {
         // A connection that closes after this response ends it for the
         // client now, rather than when the children are done (nginx holds
         // it): a client reading to the close (HTTP/1.0, "Connection:

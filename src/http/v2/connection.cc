@@ -1256,7 +1256,7 @@ void H2Stream::finish() {
     // Background subrequests (mirror) of a complete response still run:
     // the stream stays (counted as one the connection serves) until the
     // last one posts finish_ev_ again (subrequest.h).
-    if (hold_for_background(*req_, finish_ev_)) {
+    if (hold_for_background(*req_, finish_ev_, !orphan_)) {
         // A body still coming (an origin that answered before it ended)
         // has no reader any more: its window stays shut, without
         // client_body_timeout, and the stream is reset when it ends.

@@ -373,7 +373,7 @@ TEST_CASE("http/subrequest: a background child does not wake its parent and goes
     CHECK_FALSE(x.r().abort_on_client_close);
     int finished = 0;
     event::Event finish{{[](void* p) { ++*static_cast<int*>(p); }, &finished}};
-    CHECK(http::hold_for_background(x.r(), finish));
+    CHECK(http::hold_for_background(x.r(), finish, true));
     CHECK(x.r().outlive_client);
     site.settle();
     CHECK_FALSE(x.r().resume_ev.posted());
@@ -381,7 +381,7 @@ TEST_CASE("http/subrequest: a background child does not wake its parent and goes
     CHECK(x.r().background == 0);
     // The stream that held the parent hears it once.
     CHECK(finished == 1);
-    CHECK_FALSE(http::hold_for_background(x.r(), finish));
+    CHECK_FALSE(http::hold_for_background(x.r(), finish, true));
     CHECK(site.dir.read("logs/sub.log") == "/copy  GET [-] - 204\n");
 }
 
@@ -402,16 +402,25 @@ server {
     int finished = 0;
     event::Event finish{{[](void* p) { ++*static_cast<int*>(p); }, &finished}};
     // post_action's hook started a background child: the request waits.
-    CHECK(http::hold_for_background(x.r(), finish));
+    CHECK(http::hold_for_background(x.r(), finish, true));
     CHECK(x.r().response_complete);
     CHECK(x.r().background == 1);
     site.settle();
     CHECK(finished == 1);
     // Asked again when the child is over: nothing starts again.
-    CHECK_FALSE(http::hold_for_background(x.r(), finish));
+    CHECK_FALSE(http::hold_for_background(x.r(), finish, true));
     CHECK(x.r().background == 0);
     // The client's method; its own status once it answered.
     CHECK(site.dir.read("logs/sub.log") == "/after DELETE 204\n");
+
+    // An orphan's response, made whole after its client left: nothing
+    // follows it.
+    Exchange y(site, "GET /y HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    park(y);
+    y.r().uri = "/y";
+    CHECK_FALSE(http::hold_for_background(y.r(), finish, false));
+    CHECK_FALSE(y.r().response_complete);
+    CHECK(y.r().background == 0);
 }
 
 TEST_CASE("http/subrequest: background children are bounded per request") {
