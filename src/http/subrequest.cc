@@ -133,6 +133,7 @@ Subrequest::Subrequest(Request& parent, std::string_view uri, const SubrequestOp
     if (o.parent_response) {
         c.out.status = parent.out.status;
         c.counters = parent.counters;
+        c.response_complete = parent.response_complete;  // $request_completion
         // Nothing of the child's own response is counted (output.cc
         // counts body bytes unless head_only), and no filter works on a
         // body that goes nowhere.

@@ -109,11 +109,12 @@ struct SubrequestOptions {
     // the client's arguments on).
     bool parent_args = false;
     // The child begins where the parent's response ended: its $status,
-    // $body_bytes_sent, $bytes_sent, $request_length and the start of its
-    // $request_time are the parent's, and nothing it answers counts in
-    // them (its response is header-only, as nginx makes its post_action
-    // request: that request is the client's, redirected once its
-    // response is over, so its variables describe that response). For a
+    // $body_bytes_sent, $bytes_sent, $request_length, $request_completion
+    // and the start of its $request_time are the parent's, and nothing it
+    // answers counts in them (its response is header-only, as nginx makes
+    // its post_action request: that request is the client's, redirected
+    // once its response is over, so its variables describe that
+    // response). For a
     // child started after the parent's response is complete.
     bool parent_response = false;
 };

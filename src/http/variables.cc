@@ -488,6 +488,11 @@ void v_body_bytes_sent(Request& r, VarValue& v, uintptr_t) {
 }
 void v_bytes_sent(Request& r, VarValue& v, uintptr_t) { set(v, num(r, r.counters.bytes_sent)); }
 void v_request_length(Request& r, VarValue& v, uintptr_t) { set(v, num(r, r.counters.request_length)); }
+// "OK" once the response went out whole, else empty: in a log line,
+// whether the client got all of it; in a post_action, whether the
+// client's response was (always, as a post_action follows only those)
+// [nginx].
+void v_request_completion(Request& r, VarValue& v, uintptr_t) { set(v, r.response_complete ? "OK" : ""); }
 // "1.234": seconds with milliseconds since `from`.
 void since(Request& r, VarValue& v, event::Msec from) {
     event::Msec now = event::worker_loop().now();
@@ -664,6 +669,7 @@ extern const VariableDef kCoreVariables[] = {
     {"body_bytes_sent", v_body_bytes_sent, 0, kVarNoCache},
     {"bytes_sent", v_bytes_sent, 0, kVarNoCache},
     {"request_length", v_request_length, 0, kVarNoCache},
+    {"request_completion", v_request_completion, 0, kVarNoCache},
     {"request_time", v_request_time, 0, kVarNoCache},
     {"time_local", v_time_local, 0, kVarNoCache},
     {"time_iso8601", v_time_iso8601, 0, kVarNoCache},

@@ -80,6 +80,7 @@ def main_handler(conn, req):
 CONF = """
     log_format main '$request_uri $status $body_bytes_sent';
     log_format action 'action $uri $status';
+    log_format done 'done [$request_completion] $status';
     access_log logs/main.log main;
     proxy_cache_path cache keys_zone=pa:1m;
 
@@ -116,11 +117,12 @@ CONF = """
         location /cached/ {
             post_action @sent;
             proxy_cache pa;
+            access_log logs/done.log done;
             proxy_pass http://127.0.0.1:SLOW;
         }
 
         location @sent {
-            proxy_pass http://127.0.0.1:TRACKER/sent?uri=$uri&args=$args&status=$status&bytes=$body_bytes_sent;
+            proxy_pass http://127.0.0.1:TRACKER/sent?uri=$uri&args=$args&status=$status&bytes=$body_bytes_sent&done=$request_completion;
         }
         location = /_sent {
             internal;
@@ -197,7 +199,7 @@ def test_after_the_response_the_named_location_is_told(site, tracker):
     t = tracker.wait(1)[0]
     # A named location keeps the request's $uri and $args; $status and
     # $body_bytes_sent say what the client got.
-    assert t.target == "/sent?uri=/files/a.txt&args=x=1&status=200&bytes=%d" % len(FILE)
+    assert t.target == "/sent?uri=/files/a.txt&args=x=1&status=200&bytes=%d&done=OK" % len(FILE)
     assert t.method == "GET"
     assert t.header("X-Token") == "t1"
     assert site.wait_lines("main.log", 1) == [b"/files/a.txt?x=1 200 %d\n" % len(FILE)]
@@ -316,11 +318,11 @@ def test_a_client_gone_before_the_end_is_not_followed(site, tracker, slow):
         assert s.recv(100)
     assert poll(lambda: "the response goes on for the cache" in site.error_log())
     slow.gate.set()
-    site.wait_lines("main.log", 1)
+    assert site.wait_lines("done.log", 1) == [b"done [] 200\n"]
     # From the cache now, whole: followed.
     r = site.get("/cached/x")
     assert (r.status, len(r.body)) == (200, 100000)
-    site.wait_lines("main.log", 2)
+    assert site.wait_lines("done.log", 2)[1] == b"done [OK] 200\n"
     assert [t.target.split("&")[0] for t in tracker.requests] == ["/sent?uri=/cached/x"]
 
 
