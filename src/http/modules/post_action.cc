@@ -15,10 +15,11 @@
 // (subrequest.h) started by the after_response hook (fwd.h): it has the
 // client's method, header fields and body (when it was read whole and
 // kept), and begins with the response's facts (SubrequestOptions::
-// parent_response), so that $status, $body_bytes_sent, $bytes_sent and
-// $request_time there describe what the client got, as in nginx. A URI
-// gets its own $args (none without "?", as nginx's internal redirect
-// leaves none); a named location keeps the request's $uri and $args.
+// parent_response), so that $status, $body_bytes_sent, $bytes_sent,
+// $request_completion and $request_time there describe what the client
+// got, as in nginx. A URI gets its own $args (none without "?", as
+// nginx's internal redirect leaves none); a named location keeps the
+// request's $uri and $args.
 //
 // What that costs and when it ends are mirror's: the request's end (its
 // access-log line, the connection's next request) waits for it, a
