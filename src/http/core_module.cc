@@ -711,8 +711,8 @@ Status postconfiguration(Ctx& cx) {
     for (const Module* mod : modules) {
         if (!mod->http) continue;
         const ModuleHooks& h = *mod->http;
-        if (h.after_response) m->after_response.push_back(h.after_response);
         if (h.filters_used && !h.filters_used(cx.level(Level::Main))) continue;
+        if (h.after_response) m->after_response.push_back(h.after_response);
         if (h.header_filter) m->header_filters.push_back({h.header_filter, h.filters_wanted});
         if (h.body_filter) m->body_filters.push_back({h.body_filter, h.body_filter_engaged, h.filters_wanted});
     }

@@ -100,10 +100,10 @@ struct ModuleHooks {
     // would only pass its input on is left out of this response's chain,
     // which then costs nothing. Null: always has.
     bool (*body_filter_engaged)(const Request& r) = nullptr;
-    // Whether any level of the generation configures the filters above
-    // (their directives appear somewhere), asked once when the filter
-    // chains are built: false leaves both out of every response's chain,
-    // where they would only pass. Null: always in.
+    // Whether any level of the generation configures the filters above,
+    // or after_response below (their directives appear somewhere), asked
+    // once when the chains are built: false leaves them out of every
+    // response, where they would only pass. Null: always in.
     bool (*filters_used)(conf::ConfArray main) = nullptr;
     // Whether those filters can have work in a response served where the
     // location-level structs are `loc` (of server `srv`): false leaves

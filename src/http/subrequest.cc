@@ -260,9 +260,10 @@ bool hold_for_background(Request& r, event::Event& finish, bool delivered) {
         // orphan's response went nowhere: nothing follows it (a
         // post_action would report a download nobody got).
         r.response_complete = true;
-        log::Scope scope(&r.log_ctx);
-        if (HttpMainConf* m = http_main(r.main_confs); m && r.loc_confs)
+        if (HttpMainConf* m = http_main(r.main_confs); m && r.loc_confs && !m->after_response.empty()) {
+            log::Scope scope(&r.log_ctx);
             for (auto* hook : m->after_response) hook(r);
+        }
     }
     if (r.background == 0) return false;
     r.background_waiter = &finish;

@@ -48,6 +48,12 @@ extern const conf::Module post_action_module;
 
 namespace {
 
+// Whether any level has "post_action": without, the hook stays out of
+// every response (ModuleHooks::filters_used).
+struct PostActionMainConf {
+    bool used = false;
+};
+
 struct PostActionConf {
     // "post_action": "/uri", "/uri?args" or "@name"; empty for "off";
     // unset at a level without one, which takes the enclosing level's.
@@ -82,6 +88,7 @@ using conf::Node;
 
 Status set_post_action(Ctx& cx, const Node& n, PostActionConf& c) {
     if (c.target) return conf::set_duplicate(cx, n);
+    if (auto* m = cx.conf<PostActionMainConf>(post_action_module, conf::Level::Main)) m->used = true;
     const std::string& v = n.args[0].text;
     if (v == "off") {
         // Not in nginx, where there is no way back to none at an inner
@@ -101,13 +108,18 @@ constexpr conf::Directive kDirectives[] = {
     {"post_action", conf::kHttpSrvLoc | conf::kIf, conf::Take1, conf::custom<set_post_action>()},
 };
 
-constexpr ModuleHooks kHooks{.after_response = run_post_action};
+bool used(conf::ConfArray main) {
+    return main && static_cast<const PostActionMainConf*>(main[post_action_module.index])->used;
+}
+
+constexpr ModuleHooks kHooks{.filters_used = used, .after_response = run_post_action};
 
 }  // namespace
 
 extern const conf::Module post_action_module{
     .name = "post_action",
     .directives = kDirectives,
+    .main = conf::level<PostActionMainConf>(),
     .loc = conf::level<PostActionConf, merge>(),
     .http = &kHooks,
 };

@@ -484,3 +484,14 @@ TEST_CASE("http/subrequest: a body that cannot be copied starts no child and lea
     site.settle();
     CHECK(site.dir.read("logs/sub.log").empty());
 }
+
+TEST_CASE("http/subrequest: post_action's hook is called only in a generation that configures it") {
+    // ModuleHooks::filters_used, for after_response: every other
+    // generation's complete responses run no hook at all.
+    Site plain("server { listen 127.0.0.1:8080; location / { return 200 x; } }");
+    Site with(R"(server { listen 127.0.0.1:8080;
+        location / { return 200 x; }
+        location /p/ { post_action /done; } })");
+    CHECK(plain.main().after_response.empty());
+    CHECK(with.main().after_response.size() == 1);
+}
