@@ -252,6 +252,37 @@ class Origin:
             t.join(timeout=5)
 
 
+class GatedRecorder:
+    """An origin that records each request and answers `reply` (bytes) at
+    once, or, for a target containing `gated`, once `gate` is set: what a
+    background request (a mirror, a post action) brings, and a way to keep
+    one running."""
+
+    def __init__(self, reply, gated):
+        self.gate = threading.Event()
+        self.reply = reply
+        self.gated = gated
+        self.origin = Origin(self.handle)
+        self.port = self.origin.port
+
+    def handle(self, conn, req):
+        if self.gated in req.target:
+            self.gate.wait(20)
+        conn.sendall(self.reply)
+        return True
+
+    @property
+    def requests(self):
+        return self.origin.requests
+
+    def wait(self, n):
+        return self.origin.wait_requests(n)
+
+    def stop(self):
+        self.gate.set()
+        self.origin.stop()
+
+
 def closed_port():
     """A loopback port nothing listens on (connect: refused)."""
     s = socket.socket()

@@ -16,7 +16,7 @@ import threading
 import pytest
 
 from gh_server import Response, poll, server  # noqa: F401  (server: the fixture)
-from origins import Origin, answer_mid_request, closed_port, listener, response
+from origins import GatedRecorder, Origin, answer_mid_request, closed_port, listener, response
 
 CURL = shutil.which("curl")
 
@@ -27,31 +27,10 @@ def main_handler(conn, req):
     return True
 
 
-class Shadow:
+def Shadow():
     """The shadow origin: records each request; answers 204 at once, or
     once `gate` is set for targets under /gated/."""
-
-    def __init__(self):
-        self.gate = threading.Event()
-        self.origin = Origin(self.handle)
-        self.port = self.origin.port
-
-    def handle(self, conn, req):
-        if "/gated/" in req.target:
-            self.gate.wait(20)
-        conn.sendall(response(204))
-        return True
-
-    @property
-    def requests(self):
-        return self.origin.requests
-
-    def wait(self, n):
-        return self.origin.wait_requests(n)
-
-    def stop(self):
-        self.gate.set()
-        self.origin.stop()
+    return GatedRecorder(response(204), "/gated/")
 
 
 CONF = """

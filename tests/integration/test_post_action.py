@@ -17,37 +17,16 @@ import threading
 import pytest
 
 from gh_server import Response, poll, server  # noqa: F401  (server: the fixture)
-from origins import Origin, response
+from origins import GatedRecorder, Origin, response
 
 CURL = shutil.which("curl")
 FILE = b"the file's bytes\n"
 
 
-class Tracker:
+def Tracker():
     """Records each request; answers 200 "TRACKER" at once, or once `gate`
     is set for targets under /gated."""
-
-    def __init__(self):
-        self.gate = threading.Event()
-        self.origin = Origin(self.handle)
-        self.port = self.origin.port
-
-    def handle(self, conn, req):
-        if req.target.startswith("/gated"):
-            self.gate.wait(20)
-        conn.sendall(response(200, b"TRACKER", [("Content-Type", "text/plain")]))
-        return True
-
-    @property
-    def requests(self):
-        return self.origin.requests
-
-    def wait(self, n):
-        return self.origin.wait_requests(n)
-
-    def stop(self):
-        self.gate.set()
-        self.origin.stop()
+    return GatedRecorder(response(200, b"TRACKER", [("Content-Type", "text/plain")]), "/gated")
 
 
 class Slow:
