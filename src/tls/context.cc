@@ -157,16 +157,18 @@ struct ContextCallbacks {
     static int status(SSL* ssl, void* arg) {
         const auto* ctx = static_cast<const Context*>(arg);
         X509* cert = SSL_get_certificate(ssl);
-        for (const auto& [x, der] : ctx->staples_) {
-            if (x != cert) continue;
-            // OpenSSL frees what it is given.
-            auto* p = static_cast<unsigned char*>(OPENSSL_malloc(der.size()));
-            if (!p) return SSL_TLSEXT_ERR_NOACK;
-            memcpy(p, der.data(), der.size());
-            SSL_set_tlsext_status_ocsp_resp(ssl, p, static_cast<long>(der.size()));
-            return SSL_TLSEXT_ERR_OK;
-        }
-        return SSL_TLSEXT_ERR_NOACK;
+        std::string_view der;
+        for (const auto& [x, d] : ctx->staples_)
+            if (x == cert) der = d;
+        for (const auto& [x, src] : ctx->sources_)
+            if (x == cert) der = src->staple();
+        if (der.empty()) return SSL_TLSEXT_ERR_NOACK;
+        // OpenSSL frees what it is given.
+        auto* p = static_cast<unsigned char*>(OPENSSL_malloc(der.size()));
+        if (!p) return SSL_TLSEXT_ERR_NOACK;
+        memcpy(p, der.data(), der.size());
+        SSL_set_tlsext_status_ocsp_resp(ssl, p, static_cast<long>(der.size()));
+        return SSL_TLSEXT_ERR_OK;
     }
 
     // A TLS 1.3 session handed out as a stateless ticket: the ticket
@@ -577,21 +579,8 @@ Status Context::set_stapling(const std::string& file, bool verify) {
     std::string why;
     for (size_t i = 0; i < certs_.size(); ++i) {
         X509* cert = certs_[i];
-        // The issuer: in the certificate's chain, else among the trusted.
-        X509* issuer = nullptr;
-        for (int j = 0; j < sk_X509_num(chains_[i]) && !issuer; ++j) {
-            X509* c = sk_X509_value(chains_[i], j);
-            if (X509_check_issued(c, cert) == X509_V_OK) issuer = c;
-        }
-        X509* owned = nullptr;
-        if (!issuer) {
-            X509_STORE_CTX* sc = X509_STORE_CTX_new();
-            GH_CHECK(sc != nullptr);
-            if (X509_STORE_CTX_init(sc, store, cert, nullptr) == 1 && X509_STORE_CTX_get1_issuer(&owned, sc, cert) == 1)
-                issuer = owned;
-            X509_STORE_CTX_free(sc);
-            ERR_clear_error();
-        }
+        X509* owned = get1_issuer(i);
+        X509* issuer = owned;
         if (!issuer) {
             // Without its issuer nothing ties the response to this
             // certificate: staple it unchecked, as nginx does with a file.
@@ -639,6 +628,33 @@ Status Context::set_stapling(const std::string& file, bool verify) {
     SSL_CTX_set_tlsext_status_cb(ctx_, ContextCallbacks::status);
     SSL_CTX_set_tlsext_status_arg(ctx_, this);
     return {};
+}
+
+X509* Context::get1_issuer(size_t i) const {
+    X509* cert = certs_[i];
+    for (int j = 0; j < sk_X509_num(chains_[i]); ++j) {
+        X509* c = sk_X509_value(chains_[i], j);
+        if (X509_check_issued(c, cert) == X509_V_OK) {
+            X509_up_ref(c);
+            return c;
+        }
+    }
+    X509* owned = nullptr;
+    X509_STORE_CTX* sc = X509_STORE_CTX_new();
+    GH_CHECK(sc != nullptr);
+    if (X509_STORE_CTX_init(sc, store(), cert, nullptr) != 1 || X509_STORE_CTX_get1_issuer(&owned, sc, cert) != 1)
+        owned = nullptr;
+    X509_STORE_CTX_free(sc);
+    ERR_clear_error();
+    return owned;
+}
+
+X509_STORE* Context::store() const { return SSL_CTX_get_cert_store(ctx_); }
+
+void Context::set_staple_source(size_t i, StapleSource* src) {
+    sources_.emplace_back(certs_[i], src);
+    SSL_CTX_set_tlsext_status_cb(ctx_, ContextCallbacks::status);
+    SSL_CTX_set_tlsext_status_arg(ctx_, this);
 }
 
 void Context::set_alpn(std::string wire) {

@@ -7,7 +7,7 @@
 // worker inherits it through fork(); it is freed with its generation. The
 // setters run in the master only; the callbacks OpenSSL makes during a
 // handshake (SNI, ALPN, tickets, OCSP status) run in a worker and only
-// read it. Setters return errors that name the file and the failed call
+// read it (a StapleSource they ask is the worker's own, see below). Setters return errors that name the file and the failed call
 // with OpenSSL's reasons; the caller adds the directive's file:line.
 #pragma once
 
@@ -28,6 +28,20 @@
 namespace gatehouse::tls {
 
 class SharedSessionCache;
+
+// A certificate's OCSP response obtained at run time ("ssl_stapling"
+// without a file, http/ocsp_stapler.h). Owner: the generation, like the
+// Context; its state is each worker's own (after fork()).
+class StapleSource {
+public:
+    // The DER response to staple in this handshake, or empty for none.
+    // Called from the status callback, inside a handshake on the worker's
+    // loop: must not block; may start a refresh for later handshakes.
+    virtual std::string_view staple() = 0;
+
+protected:
+    ~StapleSource() = default;
+};
 
 class Context {
 public:
@@ -119,6 +133,17 @@ public:
     // say "good" for one of the certificates; otherwise an error.
     // Call after add_certificate and set_verify.
     Status set_stapling(const std::string& file, bool verify);
+    // OCSP stapling from a responder: certificate `i` (in add_certificate
+    // order) staples what `src` gives. Call after add_certificate; `src`
+    // must outlive the context.
+    void set_staple_source(size_t i, StapleSource* src);
+    // Certificate `i`, its chain (maybe empty) and its issuer: in its
+    // chain, else among the trusted CAs (a new reference, X509_free() it;
+    // null when unknown). The store holds the trusted CAs.
+    X509* certificate(size_t i) const { return certs_[i]; }
+    STACK_OF(X509) * chain(size_t i) const { return chains_[i]; }
+    X509* get1_issuer(size_t i) const;
+    X509_STORE* store() const;
 
     // ALPN: the protocols this server speaks, in wire format (alpn_wire),
     // in order of preference. A client offering none of them is refused
@@ -162,6 +187,7 @@ private:
     std::vector<X509*> certs_;            // owned references, leaf certificates
     std::vector<STACK_OF(X509)*> chains_; // owned, one per certificate (maybe empty)
     std::vector<std::pair<X509*, std::string>> staples_;  // certificate, DER response
+    std::vector<std::pair<X509*, StapleSource*>> sources_;  // certificate, its fetcher
     std::vector<TicketKey> ticket_keys_;
     TicketRing* ticket_ring_ = nullptr;  // in a zone; replaces ticket_keys_
     time_t ticket_period_ = 0;           // seconds between rotations
