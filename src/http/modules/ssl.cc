@@ -29,12 +29,15 @@
 #include "conf/registry.h"
 #include "core/log.h"
 #include "core/shm.h"
+#include "event/resolver.h"
 #include "http/core_module.h"
+#include "http/ocsp_stapler.h"
 #include "http/phases.h"
 #include "http/request.h"
 #include "http/uri.h"
 #include "http/variables.h"
 #include "tls/context.h"
+#include "tls/ocsp.h"
 #include "tls/params.h"
 #include "tls/session.h"
 #include "tls/session_cache.h"
@@ -86,6 +89,7 @@ struct SslSrvConf {
     std::optional<bool> stapling;                     // "ssl_stapling"
     std::optional<Located> stapling_file;             // "ssl_stapling_file"
     std::optional<bool> stapling_verify;              // "ssl_stapling_verify"
+    std::optional<Located> stapling_responder;        // "ssl_stapling_responder", checked
     std::string stapling_where;
     std::optional<bool> reject_handshake;             // "ssl_reject_handshake"
     std::optional<Located> key_log;                   // "ssl_key_log"
@@ -135,6 +139,7 @@ void merge(const SslSrvConf& up, SslSrvConf& c) {
     if (!c.stapling) c.stapling_where = up.stapling_where;
     conf::inherit(c.stapling, up.stapling, false);
     if (!c.stapling_file) c.stapling_file = up.stapling_file;
+    if (!c.stapling_responder) c.stapling_responder = up.stapling_responder;
     conf::inherit(c.stapling_verify, up.stapling_verify, false);
     conf::inherit(c.reject_handshake, up.reject_handshake, false);
 }
@@ -252,6 +257,18 @@ Status set_stapling(Ctx& cx, const Node& n, SslSrvConf& c) {
     return {};
 }
 
+// ssl_stapling_responder http://host[:port][/path]: checked now, as the
+// AIA's URLs cannot be [nginx checks it only when a certificate uses it,
+// and then ignores stapling with a warning].
+Status set_stapling_responder(Ctx& cx, const Node& n, SslSrvConf& c) {
+    if (c.stapling_responder) return cx.duplicate(n);
+    std::string_view url = n.args[0].text;
+    if (auto u = tls::parse_responder_url(url); !u)
+        return cx.error(n, u.message() + " in OCSP responder \"" + std::string(url) + "\"");
+    c.stapling_responder = Located{std::string(url), n.where()};
+    return {};
+}
+
 // ---- contexts ----------------------------------------------------------------
 
 Error at(const Error& e, const std::string& where) {
@@ -320,6 +337,51 @@ bool load_dynamic(SSL* ssl, void* arg) {
     return true;
 }
 
+// ssl_stapling without a file: a stapler per certificate that has an
+// issuer and a responder (ssl_stapling_responder, else the first OCSP URL
+// of its AIA); without either, a warning and none for it [nginx].
+Status fetch_staples(Ctx& cx, SslSrvConf& c, const std::vector<std::string>& names) {
+    tls::Context& ctx = *c.ctx;
+    const auto* rc = static_cast<const event::ResolverConf*>(c.owner->loc_confs[event::resolver_module.index]);
+    for (size_t i = 0; i < ctx.certificates(); ++i) {
+        const char* name = names[i].c_str();
+        X509* issuer = ctx.get1_issuer(i);
+        if (!issuer) {
+            GH_LOG(Warn, "\"ssl_stapling\" ignored, issuer certificate not found for certificate \"%s\"", name);
+            continue;
+        }
+        http::StaplerConf sc;
+        sc.url_text = c.stapling_responder ? c.stapling_responder->value : tls::aia_responder(ctx.certificate(i));
+        if (sc.url_text.empty()) {
+            GH_LOG(Warn, "\"ssl_stapling\" ignored, no OCSP responder URL in the certificate \"%s\"", name);
+            X509_free(issuer);
+            continue;
+        }
+        auto u = tls::parse_responder_url(sc.url_text);
+        if (!u) {
+            // Only the AIA's can be wrong here: the directive's was checked.
+            GH_LOG(Warn, "\"ssl_stapling\" ignored, %s in OCSP responder \"%s\" in the certificate \"%s\"",
+                   u.message().c_str(), sc.url_text.c_str(), name);
+            X509_free(issuer);
+            continue;
+        }
+        sc.url = std::move(*u);
+        sc.certificate = names[i];
+        sc.verify = *c.stapling_verify;
+        if (rc) {
+            sc.resolver = rc->resolver;
+            sc.resolver_timeout = rc->timeout();
+        }
+        auto st = http::OcspStapler::make(cx.arena(), ctx, i, issuer, std::move(sc));
+        if (!st) {
+            GH_LOG(Warn, "\"ssl_stapling\" ignored, %s for certificate \"%s\"", st.message().c_str(), name);
+            continue;
+        }
+        ctx.set_staple_source(i, *st);
+    }
+    return {};
+}
+
 // `h2`: the server speaks HTTP/2 on the address (http2_enabled): ALPN
 // offers "h2" first, then "http/1.1" [nginx].
 Status build_context(Ctx& cx, SslSrvConf& c, bool h2) {
@@ -342,10 +404,12 @@ Status build_context(Ctx& cx, SslSrvConf& c, bool h2) {
         // Every pair is loaded at each handshake then, as in nginx.
         ctx->on_certificate(load_dynamic, &c);
     }
+    std::vector<std::string> cert_names;  // of the context's certificates, in its order
     for (size_t i = 0; i < c.certificates.size() && !dynamic; ++i) {
         bool key_fault = false;
         if (auto s = ctx->add_certificate(c.certificates[i].value, c.keys[i].value, pw, &key_fault); !s)
             return at(s.error(), key_fault ? c.keys[i].where : c.certificates[i].where);
+        if (ctx->certificates() > cert_names.size()) cert_names.push_back(c.certificates[i].value);
     }
     if (auto s = ctx->set_protocols(*c.protocols); !s) return s;
     if (auto s = ctx->set_ciphers(c.ciphers->value, *c.prefer_server_ciphers); !s) return at(s.error(), c.ciphers->where);
@@ -399,9 +463,7 @@ Status build_context(Ctx& cx, SslSrvConf& c, bool h2) {
                c.stapling_where.c_str());
     } else if (*c.stapling) {
         if (!c.stapling_file) {
-            // Fetching responses from the OCSP responder is not built: only
-            // files made by "openssl ocsp" are stapled.
-            GH_LOG(Warn, "\"ssl_stapling\" ignored, no \"ssl_stapling_file\" in %s", c.stapling_where.c_str());
+            if (auto s = fetch_staples(cx, c, cert_names); !s) return s;
         } else if (auto s = ctx->set_stapling(c.stapling_file->value, *c.stapling_verify); !s) {
             return at(s.error(), c.stapling_file->where);
         }
@@ -769,6 +831,7 @@ constexpr conf::Directive kDirectives[] = {
     {"ssl_stapling_file", conf::kHttp | conf::kServer, conf::Take1,
      conf::custom<set_located<&SslSrvConf::stapling_file, true>>()},
     {"ssl_stapling_verify", conf::kHttp | conf::kServer, conf::Take1, conf::flag<&SslSrvConf::stapling_verify>()},
+    {"ssl_stapling_responder", conf::kHttp | conf::kServer, conf::Take1, conf::custom<set_stapling_responder>()},
 };
 
 constexpr VariableDef kVariables[] = {
@@ -875,6 +938,8 @@ extern const conf::Module ssl_module{
     .srv = conf::level<SslSrvConf, merge>(),
     .postconfiguration = postconfiguration,
     .http = &kHooks,
+    .quit_worker = OcspStapler::quit_worker,
+    .exit_worker = OcspStapler::quit_worker,
 };
 
 }  // namespace gatehouse::http
