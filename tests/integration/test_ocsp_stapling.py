@@ -13,13 +13,16 @@ without a staple, later ones get it.
 import re
 import shutil
 import signal
+import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from conftest import free_port, wait_for
+from test_resolver import dnsmasq  # noqa: F401  (the fixture)
 
 OPENSSL = shutil.which("openssl")
 pytestmark = pytest.mark.skipif(OPENSSL is None, reason="the openssl command is not installed")
@@ -306,3 +309,96 @@ def test_bad_responder_urls_are_refused(cli, pki, url, why):
     line = next(i for i, s in enumerate(text.splitlines(), 1) if "ssl_stapling_responder" in s)
     assert re.search(rf"\[emerg\] .*{re.escape(why)}.* in OCSP responder \"{re.escape(url)}\" in "
                      rf".*gatehouse\.conf:{line}", r.stderr), r.stderr
+
+
+# ---- the exchange ---------------------------------------------------------------------------------
+
+class RawResponder:
+    """A TCP server on loopback that reads a request head and then does
+    what `behave(conn)` does; it records when each connection ended."""
+
+    def __init__(self, behave):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.behave = behave
+        self.accepted = 0
+        self.closed_by_peer = threading.Event()
+        threading.Thread(target=self.run, daemon=True).start()
+
+    def run(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+
+    def serve(self, conn):
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                data += chunk
+            self.behave(conn)
+
+    def close(self):
+        self.sock.close()
+
+
+def test_a_responder_name_through_the_resolver(gatehouse, prefix, pki, dnsmasq):
+    dns = dnsmasq({"ocsp.test": ["127.0.0.1"]})
+    port = free_port()
+    extra = f"ssl_stapling_responder http://ocsp.test:{pki.responder_port}/;"
+    start(gatehouse, conf(server(pki, port, "good", extra), f"resolver 127.0.0.1:{dns.port};"), port)
+    out = wait_stapled(prefix, port)
+    assert out and "Cert Status: good" in out
+    assert dns.queries() >= 1
+
+
+def test_a_too_big_reply_is_refused(gatehouse, prefix, pki):
+    def big(conn):
+        conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/ocsp-response\r\n\r\n" + b"x" * 40000)
+
+    r = RawResponder(big)
+    try:
+        port = free_port()
+        start(gatehouse, conf(server(pki, port, "good", f"ssl_stapling_responder http://127.0.0.1:{r.port};")), port)
+        assert stapled(port) is None
+        wait_log(prefix, r"\[error\] .*OCSP responder sent too big response while requesting certificate status",
+                 "the too big reply")
+        assert stapled(port) is None
+    finally:
+        r.close()
+
+
+def test_a_fetch_under_way_does_not_hold_a_retiring_worker(gatehouse, prefix, pki):
+    """A responder that never answers: the fetch would wait 60 s, but a
+    reload's graceful shutdown of the old worker ends it at once."""
+    def hang(conn):
+        try:
+            conn.settimeout(60)
+            if not conn.recv(1):
+                r.closed_by_peer.set()
+        except OSError:
+            pass
+
+    r = RawResponder(hang)
+    try:
+        port = free_port()
+        g = start(gatehouse, conf(server(pki, port, "good", f"ssl_stapling_responder http://127.0.0.1:{r.port};")),
+                  port)
+        old = set(g.children())
+        assert stapled(port) is None
+        wait_for(lambda: r.accepted >= 1, what="the fetch's connection")
+        t0 = time.monotonic()
+        g.signal(signal.SIGHUP)
+        assert r.closed_by_peer.wait(20), "the old worker kept its fetch"
+        wait_for(lambda: not (old & set(g.children())), timeout=20, what="the old worker's exit")
+        assert time.monotonic() - t0 < 20
+    finally:
+        r.close()
