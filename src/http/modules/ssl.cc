@@ -340,7 +340,7 @@ bool load_dynamic(SSL* ssl, void* arg) {
 // ssl_stapling without a file: a stapler per certificate that has an
 // issuer and a responder (ssl_stapling_responder, else the first OCSP URL
 // of its AIA); without either, a warning and none for it [nginx].
-Status fetch_staples(Ctx& cx, SslSrvConf& c, const std::vector<std::string>& names) {
+void fetch_staples(Ctx& cx, SslSrvConf& c, const std::vector<std::string>& names) {
     tls::Context& ctx = *c.ctx;
     const auto* rc = static_cast<const event::ResolverConf*>(c.owner->loc_confs[event::resolver_module.index]);
     for (size_t i = 0; i < ctx.certificates(); ++i) {
@@ -350,7 +350,7 @@ Status fetch_staples(Ctx& cx, SslSrvConf& c, const std::vector<std::string>& nam
             GH_LOG(Warn, "\"ssl_stapling\" ignored, issuer certificate not found for certificate \"%s\"", name);
             continue;
         }
-        http::StaplerConf sc;
+        StaplerConf sc;
         sc.url_text = c.stapling_responder ? c.stapling_responder->value : tls::aia_responder(ctx.certificate(i));
         if (sc.url_text.empty()) {
             GH_LOG(Warn, "\"ssl_stapling\" ignored, no OCSP responder URL in the certificate \"%s\"", name);
@@ -372,14 +372,13 @@ Status fetch_staples(Ctx& cx, SslSrvConf& c, const std::vector<std::string>& nam
             sc.resolver = rc->resolver;
             sc.resolver_timeout = rc->timeout();
         }
-        auto st = http::OcspStapler::make(cx.arena(), ctx, i, issuer, std::move(sc));
+        auto st = OcspStapler::make(cx.arena(), ctx, i, issuer, std::move(sc));
         if (!st) {
             GH_LOG(Warn, "\"ssl_stapling\" ignored, %s for certificate \"%s\"", st.message().c_str(), name);
             continue;
         }
         ctx.set_staple_source(i, *st);
     }
-    return {};
 }
 
 // `h2`: the server speaks HTTP/2 on the address (http2_enabled): ALPN
@@ -463,7 +462,7 @@ Status build_context(Ctx& cx, SslSrvConf& c, bool h2) {
                c.stapling_where.c_str());
     } else if (*c.stapling) {
         if (!c.stapling_file) {
-            if (auto s = fetch_staples(cx, c, cert_names); !s) return s;
+            fetch_staples(cx, c, cert_names);
         } else if (auto s = ctx->set_stapling(c.stapling_file->value, *c.stapling_verify); !s) {
             return at(s.error(), c.stapling_file->where);
         }
