@@ -11,9 +11,9 @@
 // A fetch, on the worker's loop, never blocking it: the responder's name
 // through the server's "resolver" (an address literal needs none), a
 // connection from the worker's table (it counts against
-// worker_connections) to each address in turn, one HTTP/1.0 GET (POST for
-// a request too long for a URL, RFC 6960 A.1) and its reply, read into at
-// most kMaxReply bytes, the whole try bounded by kTimeout. The response is
+// worker_connections) to each address in turn, one HTTP/1.0 GET (RFC 6960
+// A.1) and its reply, read into at most kMaxReply bytes, the whole try
+// bounded by kTimeout. The response is
 // checked (tls/ocsp.h) before it replaces the one stapled. When to ask
 // again: 5 minutes before nextUpdate, at most an hour on, at least 5
 // minutes on; after a failure (logged at error, with the responder, the
@@ -92,7 +92,7 @@ private:
     size_t index_;
     X509* issuer_;  // owned reference
     StaplerConf conf_;
-    std::string head_;  // the request's head (and body, for POST)
+    std::string head_;  // the request: a GET's head
 
     // The worker's state.
     std::string der_;                // the response stapled; empty: none
