@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <ctime>
 
 #include "core/arena.h"
 #include "event/connection.h"
@@ -23,6 +22,10 @@ std::vector<OcspStapler*>& running() {
     return v;
 }
 bool g_quitting = false;
+
+// Wall time, as OCSP's thisUpdate and nextUpdate: the loop's (a test's
+// clock may be fake).
+int64_t now_sec() { return static_cast<int64_t>(event::worker_loop().wall().sec); }
 
 }  // namespace
 
@@ -54,7 +57,10 @@ OcspStapler::OcspStapler(const tls::Context& ctx, size_t i, X509* issuer, Staple
 }
 
 OcspStapler::~OcspStapler() {
-    // A worker ended its fetches in quit_worker(); the master never starts one.
+    // A worker ends its fetches in quit_worker(), before its generation
+    // goes, and the master starts none: only a test's stapler may go with
+    // one under way (its loop and table still there).
+    if (loading_) done(true);
     X509_free(issuer_);
 }
 
@@ -72,12 +78,14 @@ void OcspStapler::describe(const void* self, FixedWriter& out) {
 }
 
 std::string_view OcspStapler::staple() {
-    const int64_t now = time(nullptr);
+    // No loop: not a worker (nothing fetched, nothing to staple).
+    if (!event::has_worker_loop()) return {};
+    const int64_t now = now_sec();
     std::string_view out;
     if (!der_.empty() && valid_ >= now) out = der_;
     // A fetch is due: start it once this handshake step is over, so that
     // the handshake does not wait on a socket or the resolver.
-    if (!loading_ && refresh_ <= now && !g_quitting && event::has_worker_loop()) {
+    if (!loading_ && refresh_ <= now && !g_quitting) {
         loading_ = true;
         running().push_back(this);
         event::worker_loop().post(start_);
@@ -253,7 +261,7 @@ void OcspStapler::process(std::string_view body) {
     }
     der_ = std::string(body);
     valid_ = *valid;
-    refresh_ = tls::ocsp_refresh_after_success(time(nullptr), valid_);
+    refresh_ = tls::ocsp_refresh_after_success(now_sec(), valid_);
     done(true);
 }
 
@@ -262,7 +270,7 @@ void OcspStapler::done(bool ok) {
     query_.cancel();
     if (event::has_worker_loop()) event::worker_loop().unpost(start_);
     // A failure: the response held (if any) stays stapled while valid.
-    if (!ok) refresh_ = time(nullptr) + tls::kOcspRetryAfterError;
+    if (!ok && event::has_worker_loop()) refresh_ = now_sec() + tls::kOcspRetryAfterError;
     loading_ = false;
     phase_ = Phase::Idle;
     std::erase(running(), this);

@@ -69,8 +69,9 @@ public:
 
     std::string_view staple() override;
 
-    // Worker: a graceful shutdown (no new fetch; those running end) and
-    // the exit (the same, before the loop and the table go).
+    // Worker: a graceful shutdown and the exit, before the loop and the
+    // table go: the fetches under way end, and none starts for the rest
+    // of the process.
     static void quit_worker();
 
 private:
