@@ -3,13 +3,14 @@
 
 A module-wide PKI made with the openssl command: a CA and leaf
 certificates whose Authority Information Access names an OCSP responder
-on loopback, one of them revoked. Real responders are "openssl ocsp
--port" processes (one signing with the CA, one with a key nobody
-trusts), stopped by pid at the end. Clients are "openssl s_client
+on loopback, one of them revoked. Responders answer with what "openssl
+ocsp" makes of each request (one signing with the CA, one with a key
+nobody trusts). Clients are "openssl s_client
 -status": the first handshake of a worker starts the fetch and goes
 without a staple, later ones get it.
 """
 
+import base64
 import re
 import shutil
 import signal
@@ -17,6 +18,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -46,27 +48,52 @@ class Pki:
         return str(self.d / (f"{stem}.{ext}" if stem else name))
 
 
-def start_responder(d, port, signer, key):
-    # OpenSSL 3.0's "-port" takes a number only (all addresses); later
-    # versions take "127.0.0.1:port" too. Readiness is read from its log,
-    # not probed: a connection closed without a request wedges it.
-    log = d / f"responder{port}.log"
-    with open(log, "wb") as out:
-        p = subprocess.Popen([OPENSSL, "ocsp", "-index", "index.txt", "-port", str(port),
-                              "-rsigner", signer, "-rkey", key, "-CA", "ca.crt", "-ndays", "1"],
-                             cwd=d, stdout=out, stderr=subprocess.STDOUT)
-    wait_for(lambda: b"waiting for OCSP client connections" in log.read_bytes(),
-             what=f"the OCSP responder on port {port}")
-    return p
+class Responder:
+    """An OCSP responder on 127.0.0.1:`port`: each GET's request (base64
+    in the path, RFC 6960 A.1) goes to "openssl ocsp -reqin ... -respout"
+    run as a responder of the CA's index, signing with `signer`, and its
+    DER answer goes back. ("openssl ocsp -port" would serve it itself, but
+    OpenSSL 3.0's listens on every address.)"""
 
+    def __init__(self, d, port, signer, key):
+        self.d, self.signer, self.key = d, signer, key
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(8)
+        self.lock = threading.Lock()
+        threading.Thread(target=self.run, daemon=True).start()
 
-def stop(p):
-    p.send_signal(signal.SIGTERM)
-    try:
-        p.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
+    def run(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+
+    def serve(self, conn):
+        with conn:
+            conn.settimeout(10)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                head += chunk
+            target = head.split(b" ", 2)[1].decode()
+            der = base64.b64decode(urllib.parse.unquote(target.rsplit("/", 1)[1]))
+            with self.lock:  # one openssl at a time on the same files
+                req, resp = self.d / f"req{self.signer}.der", self.d / f"resp{self.signer}.der"
+                req.write_bytes(der)
+                openssl("ocsp", "-index", "index.txt", "-rsigner", self.signer, "-rkey", self.key, "-CA", "ca.crt",
+                        "-ndays", "1", "-reqin", req.name, "-respout", resp.name, cwd=self.d)
+                body = resp.read_bytes()
+            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/ocsp-response\r\n"
+                         b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+    def close(self):
+        self.sock.close()
 
 
 @pytest.fixture(scope="module")
@@ -102,12 +129,12 @@ def pki(tmp_path_factory):
         "R\t301231000000Z\t240101000000Z\t2002\tunknown\t/CN=revoked.test\n"
         "V\t301231000000Z\t\t2003\tunknown\t/CN=elsewhere.test\n")
     p = Pki(d, port, dead)
-    good = start_responder(d, port, "ca.crt", "ca.key")
+    good = Responder(d, port, "ca.crt", "ca.key")
     p.mallory_port = free_port()
-    bad = start_responder(d, p.mallory_port, "mallory.crt", "mallory.key")
+    bad = Responder(d, p.mallory_port, "mallory.crt", "mallory.key")
     yield p
-    stop(good)
-    stop(bad)
+    good.close()
+    bad.close()
 
 
 def conf(server, http_extra=""):
