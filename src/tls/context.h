@@ -7,8 +7,9 @@
 // worker inherits it through fork(); it is freed with its generation. The
 // setters run in the master only; the callbacks OpenSSL makes during a
 // handshake (SNI, ALPN, tickets, OCSP status) run in a worker and only
-// read it (a StapleSource they ask is the worker's own, see below). Setters return errors that name the file and the failed call
-// with OpenSSL's reasons; the caller adds the directive's file:line.
+// read it (a StapleSource they ask is the worker's own, see below).
+// Setters return errors that name the file and the failed call with
+// OpenSSL's reasons; the caller adds the directive's file:line.
 #pragma once
 
 #include <openssl/types.h>

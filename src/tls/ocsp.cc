@@ -47,7 +47,8 @@ Result<ResponderUrl> parse_responder_url(std::string_view url) {
     if (authority.empty()) return make_error("empty host");
     if (authority.find('@') != std::string_view::npos) return make_error("invalid host");
     for (char c : u.path)
-        if (static_cast<unsigned char>(c) <= ' ' || c == 0x7f) return make_error("invalid URL: a control character or space");
+        if (static_cast<unsigned char>(c) <= ' ' || c == 0x7f)
+            return make_error("invalid URL: a control character or space");
     conf::AddressRules rules;
     rules.default_port = 80;
     rules.unix_path = false;
