@@ -18,6 +18,7 @@
 
 #include "core/log.h"
 #include "upstream/balancer.h"
+#include "upstream/sticky.h"
 #include "upstream/upstream.h"
 
 namespace gatehouse::upstream {
@@ -175,6 +176,43 @@ void PeerPicker::header_received(Peer* p, event::Msec now) {
     sampled_ = true;
 }
 
+void PeerPicker::set_sticky(std::string_view id) {
+    // Not an id (another server's cookie, a stale format, junk): as if
+    // none came. Only the length is checked here: the peers' ids decide.
+    if (!u_.sticky || id.size() != sizeof sticky_) return;
+    std::memcpy(sticky_, id.data(), sizeof sticky_);
+    have_sticky_ = true;
+}
+
+// The cookie's server when it may take this request, else null. Under the
+// group's lock, after sync_peers (a slot's address, and so its id, is
+// this worker's current copy). The ids are computed here rather than
+// kept: a dynamic server's slots change address at run time, and a group
+// is a handful of peers (an MD5 of a short string each).
+Peer* PeerPicker::sticky_choice() {
+    const std::string_view want(sticky_, sizeof sticky_);
+    for (size_t t = 0; t < u_.tiers(); ++t) {
+        const auto [begin, end] = u_.tier(t);
+        bool lower_usable = false;
+        for (size_t i = begin; i < end; ++i) {
+            Peer& p = u_.peers[i];
+            if (!present(p) || view(sticky_id(p)) != want) continue;
+            // "unchecked": a peer the health checks have not judged yet
+            // keeps its sessions, except with "mandatory" (usable()).
+            if (!usable(u_, p, now_, true)) return nullptr;
+            if (t > 0 && !backups_allowed(u_.method)) return nullptr;
+            tier_ = t;
+            return &p;
+        }
+        // Not in this tier. A backup holds its sessions only while the
+        // tiers below it have no usable server: once one is back, the
+        // clients return to it (and get a new cookie).
+        for (size_t i = begin; i < end && !lower_usable; ++i) lower_usable = usable(u_, u_.peers[i], now_, true);
+        if (lower_usable) return nullptr;
+    }
+    return nullptr;
+}
+
 Peer* PeerPicker::take(Peer* p) {
     tried_.set(static_cast<size_t>(p - u_.peers.data()));
     ++tried_count_;
@@ -219,6 +257,16 @@ Peer* PeerPicker::next() {
     // Another worker may have changed a dynamic server's addresses.
     sync_peers(u_);
     resolve_if_due(u_, now_);
+    // "sticky": the cookie's server first, on the first try only; a retry
+    // is the method's (the cookie then names whichever server answers).
+    if (have_sticky_) {
+        have_sticky_ = false;
+        if (tried_count_ == 0)
+            if (Peer* p = sticky_choice()) {
+                note_tier();
+                return take(p);
+            }
+    }
     // With health checks, peers not judged yet come second (and never
     // with "mandatory", where usable() refuses them on both passes).
     const int passes = u_.health && !u_.health->mandatory ? 2 : 1;

@@ -25,6 +25,7 @@
 #include "core/str.h"
 #include "event/resolver.h"
 #include "upstream/balancer.h"
+#include "upstream/sticky.h"
 
 namespace gatehouse::upstream {
 
@@ -41,6 +42,7 @@ constexpr uint8_t kSetKeepaliveTime = 64;
 constexpr uint8_t kSetMethod = 8;
 constexpr uint8_t kSetZone = 16;
 constexpr uint8_t kSetHealth = 32;
+constexpr uint8_t kSetSticky = 128;
 
 const char* method_name(Method m) {
     switch (m) {
@@ -601,6 +603,20 @@ Status set_match(Ctx& cx, const Node& n) {
     return {};
 }
 
+// "sticky cookie name [...]" [NGINX Plus]: sticky.h. Applied before the
+// method, whichever it is, so it may come before or after it.
+Status set_sticky(Ctx& cx, const Node& n, UpstreamMainConf& m) {
+    UpstreamConf& u = current(m);
+    if (auto s = set_once(cx, n, u, kSetSticky); !s) return s;
+    std::vector<std::string_view> args;
+    for (const auto& a : n.args) args.push_back(a.text);
+    auto c = parse_sticky(args);
+    if (!c) return cx.error(n, c.message());
+    c->node = &n;
+    u.sticky = cx.arena().make<StickyCookie>(std::move(*c));
+    return {};
+}
+
 // The slots the upstream API adds servers to (runtime_servers.cc): one
 // `api` server per tier, primaries and (for a method with backups)
 // backups, of as many slots as the zone's size allows, kApiSlotsMax at
@@ -699,6 +715,7 @@ Status postconfiguration(Ctx& cx) {
             u->consistent = block->consistent;
             u->random_two = block->random_two;
             u->least_time_header = block->least_time_header;
+            u->sticky = block->sticky;
             u->zone_name = block->zone_name;
             u->zone = block->zone;
             u->api_servers = block->api_servers;
@@ -743,6 +760,7 @@ constexpr conf::Directive kDirectives[] = {
     {"resolver_timeout", conf::kUpstream, conf::Take1, conf::custom<set_block_resolver>()},
     {"state", conf::kUpstream, conf::Take1, conf::custom<set_state>()},
     {"api_servers_max", conf::kHttp | conf::kUpstream, conf::Take1, conf::custom<set_api_servers>()},
+    {"sticky", conf::kUpstream, conf::Take1More, conf::custom<set_sticky>()},
 };
 
 }  // namespace

@@ -57,6 +57,7 @@ struct ZoneGroup;    // zone.cc: a group's record in its zone
 struct HealthCheck;  // health.cc
 struct Match;        // health.cc: a "match" block
 struct PeerSlot;     // dynamic.cc: a run-time address in the zone
+struct StickyCookie; // sticky.h: "sticky cookie"
 
 // One "server" line. A host name resolves to one Peer per address.
 struct Server {
@@ -297,6 +298,10 @@ struct UpstreamConf {
     std::vector<RingPoint> ring;    // consistent: sorted by hash (hash.cc)
     bool random_two = false;        // "random two [least_conn]"
     bool least_time_header = true;  // "least_time header" (false: last_byte)
+    // "sticky cookie ...": session persistence (sticky.h), consulted by
+    // PeerPicker before the method. Owner: the generation arena; null
+    // without it (the usual group: then no request looks for a cookie).
+    StickyCookie* sticky = nullptr;
 
     // "zone name [size]": the shared-memory zone of the peers' state.
     std::string zone_name;
@@ -631,6 +636,16 @@ public:
     // least_time header: the response head of the try on p arrived at
     // `now` (the sample is the time since next() gave p).
     void header_received(Peer* p, event::Msec now);
+    // "sticky cookie": the value of the client's cookie (a server's
+    // sticky_id). The first next() then takes that server if it is
+    // present and usable (not down or draining, not failed max_fails
+    // times, under max_conns, not found failing by the health checks;
+    // slow_start's draw does not apply: the session is already there),
+    // and, for a backup, only when no server of a lower tier is usable.
+    // Otherwise, and for every retry, the method chooses as if no cookie
+    // had come [NGINX Plus]. Ignored for groups without "sticky" and for
+    // values that are not an id. Copied.
+    void set_sticky(std::string_view id);
 
 private:
     UpstreamConf& u_;
@@ -648,8 +663,11 @@ private:
     bool sampled_ = false;       // header_received() took this try's sample
 
     bool ramp_refused_ = false;  // a peer was refused by slow_start's draw
+    bool have_sticky_ = false;   // sticky_ holds the cookie's id
+    char sticky_[32] = {};
 
     Peer* choose(size_t begin, size_t end, bool unchecked);
+    Peer* sticky_choice();
     void note_tier();
     Peer* take(Peer* p);
     friend struct Balancers;  // the methods' files (balancer.h)
