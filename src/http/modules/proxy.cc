@@ -26,6 +26,7 @@
 #include "http/uri.h"
 #include "tls/params.h"
 #include "upstream/upstream.h"
+#include "upstream/sticky.h"
 
 namespace gatehouse::http {
 
@@ -775,6 +776,14 @@ Status postconfiguration(Ctx& cx) {
     // variables; the key is compiled here, once per group.
     if (auto* umc = cx.conf<upstream::UpstreamMainConf>(upstream::upstream_module, Level::Main))
         for (upstream::UpstreamConf* u : umc->upstreams) {
+            // "sticky cookie ... samesite=$variable", likewise.
+            if (upstream::StickyCookie* sc = u->sticky; sc && !sc->samesite_var.empty() && !sc->samesite_value) {
+                auto cv = ComplexValue::compile(cx, *sc->node, sc->samesite_var);
+                if (!cv) return cv.error();
+                sc->samesite_value = cx.arena().make<ComplexValue>(std::move(*cv));
+                if (auto* hm = cx.conf<HttpMainConf>(http_core_module, Level::Main))
+                    if (auto st = hm->vars.check(); !st) return st;
+            }
             if (u->method != upstream::Method::Hash || u->hash_value || !u->hash_node) continue;
             auto cv = ComplexValue::compile(cx, *u->hash_node, u->hash_key);
             if (!cv) return cv.error();

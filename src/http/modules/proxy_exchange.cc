@@ -18,6 +18,8 @@
 #include "http/phases.h"
 #include "http/static_module.h"
 #include "http/uri.h"
+#include "http/userid.h"
+#include "upstream/sticky.h"
 
 namespace gatehouse::http::proxy {
 
@@ -286,6 +288,18 @@ Next Exchange::go_origin() {
     // ip_hash hashes the client address; "hash key" the key's value.
     client_->picker().set_client(r_.remote_sockaddr);
     if (u_.hash_value) client_->picker().set_key(static_cast<const ComplexValue*>(u_.hash_value)->eval(r_));
+    // "sticky cookie": the server the client's cookie names goes first.
+    // Only groups with it look at the Cookie fields (HTTP/2 may split
+    // them: every one is read).
+    if (u_.sticky) {
+        for (const HeaderField& f : r_.headers)
+            if (iequals(f.name, "cookie"))
+                if (auto v = userid::find_cookie(f.value, u_.sticky->name)) {
+                    sticky_in_ = *v;
+                    break;
+                }
+        client_->picker().set_sticky(sticky_in_);
+    }
     if (body_mode_ == upstream::BodyMode::Buffered) {
         // Kept for the request: a retry or an error_page that proxies
         // elsewhere sends it again.
@@ -517,6 +531,7 @@ upstream::Hooks::Head Exchange::on_head(upstream::Client& c, const StatusHead& h
             }
     std::optional<bool> accel;
     copy_response_head(r_, pc_, pass_, status, h.reason, log_.headers, h.framing, &accel);
+    if (u_.sticky) add_sticky_cookie(c);
     // The client's If-* fields went to the origin, which answered them; a
     // response on its way into the cache is checked here as a hit would
     // be [nginx: not_modified runs only when the upstream is cacheable].
@@ -552,6 +567,24 @@ upstream::Hooks::Head Exchange::on_head(upstream::Client& c, const StatusHead& h
         return Head::Tunnel;
     }
     return Head::Body;
+}
+
+// "sticky cookie": the response names the server that answered it (the
+// last try's: a retry after the cookie's server failed moves the session
+// to the one that answered). Sent only when the client's cookie does not
+// name it already, so a bound client's responses carry no extra field
+// [NGINX Plus sets it on a new or changed binding]; an expires= cookie
+// thus counts from the binding, not from the last request.
+void Exchange::add_sticky_cookie(const upstream::Client& c) {
+    const upstream::Peer* p = c.peer();
+    if (!p) return;
+    const upstream::StickyCookie& sc = *u_.sticky;
+    const upstream::StickyId id = upstream::sticky_id(*p);
+    if (sticky_in_ == upstream::view(id)) return;
+    std::string_view samesite = sc.samesite;
+    if (sc.samesite_value) samesite = upstream::sticky_samesite(static_cast<const ComplexValue*>(sc.samesite_value)->eval(r_));
+    const std::string v = upstream::sticky_set_cookie(sc, upstream::view(id), event::worker_loop().wall().sec, samesite);
+    r_.out.headers.push_back({"Set-Cookie", r_.arena().dup(v)});
 }
 
 // An origin's 103 Early Hints, to the client where "early_hints" says so

@@ -57,6 +57,7 @@ public:
     bool start_body(upstream::Client& c) override;
     void resume_body(upstream::Client& c) override;
     Head on_head(upstream::Client& c, const StatusHead& h) override;
+    void add_sticky_cookie(const upstream::Client& c);
     void on_interim(upstream::Client& c, const StatusHead& h) override;
     bool on_body(upstream::Client& c, Chain& data) override;
     size_t downstream_pending() override;
@@ -101,6 +102,9 @@ private:
     event::Event served_;
     event::Event redirect_;
     std::string_view accel_to_;  // X-Accel-Redirect's value (the try's log)
+    // "sticky cookie": the client's cookie's value (the request's
+    // headers), empty when it sent none.
+    std::string_view sticky_in_;
     int err_status_ = 0;
     // proxy_cache: the cache's part, when the location caches this
     // request (owner: the request arena).
