@@ -3,8 +3,8 @@ it: three origins on loopback that answer with their name; the first
 response sets a cookie naming the origin that answered, and requests
 carrying it go back there whatever the method would choose; a cookie
 naming no server, or a server that is down, is rebalanced and replaced;
-the attributes; two workers and a reload give the same ids; config
-errors name file:line.
+the attributes; two workers and a reload give the same ids; servers the
+upstream API adds and "resolve" servers; config errors name file:line.
 """
 
 import hashlib
@@ -16,8 +16,10 @@ import time
 
 import pytest
 
-from gh_server import BIN, poll, server  # noqa: F401  (server: the fixture)
+from gh_server import BIN, free_port, poll, server  # noqa: F401  (server: the fixture)
 from origins import Origin, response
+from test_resolver import dnsmasq  # noqa: F401  (the fixture)
+from test_upstream_resolve import origins  # noqa: F401  (the fixture: origins by IP on one port)
 
 ID = re.compile(r"^srv_id=([0-9a-f]{32})(;.*)?$")
 
@@ -219,3 +221,57 @@ def test_config_errors(server, trio, line, message):
     assert p.returncode != 0
     assert "[emerg]" in p.stderr and message in p.stderr, p.stderr
     assert re.search(r"gatehouse\.conf:\d+", p.stderr), p.stderr
+
+
+def test_server_added_by_the_api(server, trio):
+    """A server the upstream API adds (a zone slot) has its address's id
+    too, in every worker."""
+    import http.client
+    import json
+    http_block = f"""
+    upstream u {{
+        zone u 64k;
+        sticky cookie srv_id;
+        server {trio[0].addr};
+    }}
+    server {{
+        listen 127.0.0.1:PORT;
+        location / {{ proxy_pass http://u; }}
+        location /api/ {{ api write=on; }}
+    }}
+"""
+    s = server(http_block, start=False)
+    code, err = s.test_config()
+    if 'unknown directive "api"' in err:
+        pytest.skip("api module not built")
+    assert code == 0, err
+    s.start()
+    c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
+    c.request("POST", "/api/9/http/upstreams/u/servers", body=json.dumps({"server": trio[2].addr}),
+              headers={"Content-Type": "application/json"})
+    assert c.getresponse().status == 201
+    c.close()
+    for i in range(6):
+        r = s.get(f"/api-added/{i}", headers=[("Cookie", f"srv_id={md5_of(trio[2])}")])
+        assert r.status == 200 and r.body == b"C"
+        assert r.all("Set-Cookie") == []
+    assert {cookie_of(s.get(f"/x/{i}")) for i in range(4)} == {md5_of(trio[0]), md5_of(trio[2])}
+
+
+def test_resolve_servers(server, dnsmasq, origins):  # noqa: F811
+    """"server NAME resolve": each address has its id; one the name no
+    longer has is rebalanced and its cookie replaced."""
+    from test_upstream_resolve import site as resolve_site, start as resolve_start
+    port = free_port()
+    origins(["127.0.0.2", "127.0.0.3"], port)
+    d = dnsmasq({"app.test": ["127.0.0.2", "127.0.0.3"]})
+    s = resolve_start(server, resolve_site(d.port, port, extra="sticky cookie srv_id;"))
+    three = hashlib.md5(f"127.0.0.3:{port}".encode()).hexdigest()
+    assert poll(lambda: {s.get(f"/p/{i}").body for i in range(4)} == {b"127.0.0.2", b"127.0.0.3"}, 10)
+    for i in range(6):
+        r = s.get(f"/s/{i}", headers=[("Cookie", f"srv_id={three}")])
+        assert (r.status, r.body, r.all("Set-Cookie")) == (200, b"127.0.0.3", [])
+    d.reload({"app.test": ["127.0.0.2"]})
+    assert poll(lambda: s.get("/", headers=[("Cookie", f"srv_id={three}")]).body == b"127.0.0.2", 15)
+    r = s.get("/", headers=[("Cookie", f"srv_id={three}")])
+    assert cookie_of(r) == hashlib.md5(f"127.0.0.2:{port}".encode()).hexdigest()
