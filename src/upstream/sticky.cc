@@ -3,7 +3,9 @@
 // (round_robin.cc), the cookie's reading and writing the proxy's.
 #include "upstream/sticky.h"
 
+#include <chrono>
 #include <cstdio>
+#include <utility>
 
 #include "conf/values.h"
 #include "core/md5.h"
@@ -46,16 +48,22 @@ Result<StickyCookie> parse_sticky(std::span<const std::string_view> args) {
     StickyCookie c;
     if (!is_token(args[1])) return make_error("invalid cookie name " + quoted(args[1]));
     c.name = args[1];
-    bool seen_expires = false, seen_domain = false, seen_path = false, seen_samesite = false;
+    // Each key=value parameter once: a second one is more likely a
+    // mistake than an override.
+    enum : unsigned { kExpires = 1, kDomain = 2, kPath = 4, kSameSite = 8 };
+    unsigned seen = 0;
     for (std::string_view a : args.subspan(2)) {
-        auto value_of = [&](std::string_view key, bool& seen) -> std::optional<std::string_view> {
-            if (!a.starts_with(key)) return std::nullopt;
-            seen = true;
-            return a.substr(key.size());
-        };
-        if (a.starts_with("expires=")) {
-            if (seen_expires) return make_error("duplicate parameter " + quoted(a));
-            std::string_view v = *value_of("expires=", seen_expires);
+        std::string_view v;
+        unsigned key = 0;
+        for (auto [prefix, bit] : {std::pair{std::string_view("expires="), kExpires}, {"domain=", kDomain},
+                                   {"path=", kPath}, {"samesite=", kSameSite}})
+            if (a.starts_with(prefix)) {
+                key = bit;
+                v = a.substr(prefix.size());
+            }
+        if (key & seen) return make_error("duplicate parameter " + quoted(a));
+        seen |= key;
+        if (key == kExpires) {
             if (v == "max") {
                 c.expires = kStickyMax;
                 continue;
@@ -63,19 +71,11 @@ Result<StickyCookie> parse_sticky(std::span<const std::string_view> args) {
             auto d = conf::parse_duration(v);
             if (!d || v.empty()) return make_error("invalid expires value " + quoted(v));
             c.expires = std::chrono::duration_cast<std::chrono::seconds>(*d).count();
-        } else if (a.starts_with("domain=")) {
-            if (seen_domain) return make_error("duplicate parameter " + quoted(a));
-            std::string_view v = *value_of("domain=", seen_domain);
-            if (v.empty() || !is_attr_value(v)) return make_error("invalid domain value " + quoted(v));
-            c.domain = v;
-        } else if (a.starts_with("path=")) {
-            if (seen_path) return make_error("duplicate parameter " + quoted(a));
-            std::string_view v = *value_of("path=", seen_path);
-            if (v.empty() || !is_attr_value(v)) return make_error("invalid path value " + quoted(v));
-            c.path = v;
-        } else if (a.starts_with("samesite=")) {
-            if (seen_samesite) return make_error("duplicate parameter " + quoted(a));
-            std::string_view v = *value_of("samesite=", seen_samesite);
+        } else if (key == kDomain || key == kPath) {
+            if (v.empty() || !is_attr_value(v))
+                return make_error((key == kDomain ? "invalid domain value " : "invalid path value ") + quoted(v));
+            (key == kDomain ? c.domain : c.path) = v;
+        } else if (key == kSameSite) {
             if (v.size() > 1 && v[0] == '$') {
                 c.samesite_var = v;
             } else if (iequals(v, "strict") || iequals(v, "lax") || iequals(v, "none")) {
