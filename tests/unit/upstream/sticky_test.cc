@@ -197,6 +197,24 @@ TEST_CASE("upstream/sticky: down, max_conns and backups") {
     busy.done(held, false, kT0);
 }
 
+TEST_CASE("upstream/sticky: a backup keeps its sessions while no primary is usable") {
+    CapturedLog log;  // the tier switches
+    Group g({"down", "down", "backup", "backup"}, "  sticky cookie s;\n");
+    for (int i = 0; i < 4; ++i) {
+        PeerPicker pk(g.u(), kT0);
+        pk.set_sticky(id_of(g.u().peers[3]));
+        Peer* p = pk.next();
+        CHECK(g.letter(p) == 'd');
+        pk.done(p, false, kT0);
+    }
+    // Not with a method without backups ("backup" is refused there), nor
+    // in a tier above the first usable one ("backup=2").
+    Group t({"down", "backup", "backup=2"}, "  sticky cookie s;\n");
+    PeerPicker pk(t.u(), kT0);
+    pk.set_sticky(id_of(t.u().peers[2]));
+    CHECK(t.letter(pk.next()) == 'b');
+}
+
 TEST_CASE("upstream/sticky: a group without it ignores the value") {
     Group g({"", ""});
     CHECK(g.u().sticky == nullptr);
