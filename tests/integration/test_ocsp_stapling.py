@@ -48,20 +48,19 @@ class Pki:
         return str(self.d / (f"{stem}.{ext}" if stem else name))
 
 
-class Responder:
-    """An OCSP responder on 127.0.0.1:`port`: each GET's request (base64
-    in the path, RFC 6960 A.1) goes to "openssl ocsp -reqin ... -respout"
-    run as a responder of the CA's index, signing with `signer`, and its
-    DER answer goes back. ("openssl ocsp -port" would serve it itself, but
-    OpenSSL 3.0's listens on every address.)"""
+class RawResponder:
+    """A TCP server on loopback that reads a request head and then does
+    what `behave(conn, head)` does; it records when each connection ended."""
 
-    def __init__(self, d, port, signer, key):
-        self.d, self.signer, self.key = d, signer, key
+    def __init__(self, behave, port=0):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", port))
         self.sock.listen(8)
-        self.lock = threading.Lock()
+        self.port = self.sock.getsockname()[1]
+        self.behave = behave
+        self.accepted = 0
+        self.closed_by_peer = threading.Event()
         threading.Thread(target=self.run, daemon=True).start()
 
     def run(self):
@@ -70,30 +69,44 @@ class Responder:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
+            self.accepted += 1
             threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
 
     def serve(self, conn):
         with conn:
-            conn.settimeout(10)
-            head = b""
-            while b"\r\n\r\n" not in head:
+            data = b""
+            while b"\r\n\r\n" not in data:
                 chunk = conn.recv(4096)
                 if not chunk:
                     return
-                head += chunk
-            target = head.split(b" ", 2)[1].decode()
-            der = base64.b64decode(urllib.parse.unquote(target.rsplit("/", 1)[1]))
-            with self.lock:  # one openssl at a time on the same files
-                req, resp = self.d / f"req{self.signer}.der", self.d / f"resp{self.signer}.der"
-                req.write_bytes(der)
-                openssl("ocsp", "-index", "index.txt", "-rsigner", self.signer, "-rkey", self.key, "-CA", "ca.crt",
-                        "-ndays", "1", "-reqin", req.name, "-respout", resp.name, cwd=self.d)
-                body = resp.read_bytes()
-            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/ocsp-response\r\n"
-                         b"Content-Length: %d\r\n\r\n" % len(body) + body)
+                data += chunk
+            self.behave(conn, data)
 
     def close(self):
         self.sock.close()
+
+
+def Responder(d, port, signer, key):
+    """An OCSP responder on 127.0.0.1:`port`: each GET's request (base64
+    in the path, RFC 6960 A.1) goes to "openssl ocsp -reqin ... -respout"
+    run as a responder of the CA's index, signing with `signer`, and its
+    DER answer goes back. ("openssl ocsp -port" would serve it itself, but
+    OpenSSL 3.0's listens on every address.)"""
+    lock = threading.Lock()  # one openssl at a time on the same files
+
+    def answer(conn, head):
+        target = head.split(b" ", 2)[1].decode()
+        der = base64.b64decode(urllib.parse.unquote(target.rsplit("/", 1)[1]))
+        with lock:
+            req, resp = d / f"req{signer}.der", d / f"resp{signer}.der"
+            req.write_bytes(der)
+            openssl("ocsp", "-index", "index.txt", "-rsigner", signer, "-rkey", key, "-CA", "ca.crt",
+                    "-ndays", "1", "-reqin", req.name, "-respout", resp.name, cwd=d)
+            body = resp.read_bytes()
+        conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/ocsp-response\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+    return RawResponder(answer, port)
 
 
 @pytest.fixture(scope="module")
@@ -340,43 +353,6 @@ def test_bad_responder_urls_are_refused(cli, pki, url, why):
 
 # ---- the exchange ---------------------------------------------------------------------------------
 
-class RawResponder:
-    """A TCP server on loopback that reads a request head and then does
-    what `behave(conn)` does; it records when each connection ended."""
-
-    def __init__(self, behave):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.port = self.sock.getsockname()[1]
-        self.behave = behave
-        self.accepted = 0
-        self.closed_by_peer = threading.Event()
-        threading.Thread(target=self.run, daemon=True).start()
-
-    def run(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
-
-    def serve(self, conn):
-        with conn:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(4096)
-                if not chunk:
-                    return
-                data += chunk
-            self.behave(conn)
-
-    def close(self):
-        self.sock.close()
-
-
 def test_a_responder_name_through_the_resolver(gatehouse, prefix, pki, dnsmasq):
     dns = dnsmasq({"ocsp.test": ["127.0.0.1"]})
     port = free_port()
@@ -388,7 +364,7 @@ def test_a_responder_name_through_the_resolver(gatehouse, prefix, pki, dnsmasq):
 
 
 def test_a_too_big_reply_is_refused(gatehouse, prefix, pki):
-    def big(conn):
+    def big(conn, head):
         conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/ocsp-response\r\n\r\n" + b"x" * 40000)
 
     r = RawResponder(big)
@@ -406,7 +382,7 @@ def test_a_too_big_reply_is_refused(gatehouse, prefix, pki):
 def test_a_fetch_under_way_does_not_hold_a_retiring_worker(gatehouse, prefix, pki):
     """A responder that never answers: the fetch would wait 60 s, but a
     reload's graceful shutdown of the old worker ends it at once."""
-    def hang(conn):
+    def hang(conn, head):
         try:
             conn.settimeout(60)
             if not conn.recv(1):

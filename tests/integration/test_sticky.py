@@ -18,6 +18,7 @@ import pytest
 
 from gh_server import BIN, free_port, poll, server  # noqa: F401  (server: the fixture)
 from origins import Origin, response
+from test_balancing import start
 from test_resolver import dnsmasq  # noqa: F401  (the fixture)
 from test_upstream_resolve import origins  # noqa: F401  (the fixture: origins by IP on one port)
 
@@ -53,15 +54,6 @@ def conf(origins, sticky="sticky cookie srv_id;", method="", extra_loc=""):
         location / {{ proxy_pass http://u; {extra_loc} }}
     }}
 """
-
-
-def start(server, http):
-    s = server(http, start=False)
-    code, err = s.test_config()
-    if 'unknown directive "proxy_pass"' in err:
-        pytest.skip("proxy module not built")
-    assert code == 0, err
-    return s.start()
 
 
 def cookie_of(r):
