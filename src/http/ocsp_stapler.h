@@ -8,12 +8,8 @@
 // it is valid, and starts a fetch when one is due: the first handshakes
 // go without, as in nginx, and an idle worker asks nothing.
 //
-// A fetch, on the worker's loop, never blocking it: the responder's name
-// through the server's "resolver" (an address literal needs none), a
-// connection from the worker's table (it counts against
-// worker_connections) to each address in turn, one HTTP/1.0 GET (RFC 6960
-// A.1) and its reply, read into at most kMaxReply bytes, the whole try
-// bounded by kTimeout. The response is
+// A fetch is http/ocsp_fetch.h's (shared with "ssl_ocsp"): on the
+// worker's loop, never blocking it, bounded in time and size. The response is
 // checked (tls/ocsp.h) before it replaces the one stapled. When to ask
 // again: 5 minutes before nextUpdate, at most an hour on, at least 5
 // minutes on; after a failure (logged at error, with the responder, the
@@ -34,7 +30,7 @@
 #include "event/loop.h"
 #include "event/resolver.h"
 #include "event/timer.h"
-#include "http/ocsp_reply.h"
+#include "http/ocsp_fetch.h"
 #include "tls/context.h"
 #include "tls/ocsp.h"
 
@@ -53,10 +49,6 @@ struct StaplerConf {
 
 class OcspStapler final : public tls::StapleSource {
 public:
-    // Whole tries (connect, request and reply), and the reply's size.
-    static constexpr std::chrono::milliseconds kTimeout{60000};  // nginx's
-    static constexpr size_t kMaxReply = 16384;                    // nginx's
-
     // Certificate `i` of `ctx` (which outlives this), issued by `issuer`
     // (a reference this takes over). Master, configuration time: the
     // request is built now; an error means no stapling for it.
@@ -75,43 +67,24 @@ public:
     static void quit_worker();
 
 private:
-    enum class Phase : uint8_t { Idle, Resolving, Connecting, Sending, Reading };
-
     void start();
-    void resolved();
-    void connect_next();
-    void on_read();
-    void on_write();
-    void on_timeout();
-    void close_connection();
-    void try_failed();  // this address failed (logged): the next one
+    void fetched();
     void done(bool ok);
-    void process(std::string_view body);
-    static void describe(const void* self, FixedWriter& out);
 
     const tls::Context& ctx_;
     size_t index_;
     X509* issuer_;  // owned reference
     StaplerConf conf_;
-    std::string head_;  // the request: a GET's head
+    OcspTarget target_;  // from conf_
+    std::string head_;   // the request: a GET's head
 
     // The worker's state.
     std::string der_;                // the response stapled; empty: none
     int64_t valid_ = 0;              // until when der_ may be stapled
     int64_t refresh_ = 0;            // not asked again before
     bool loading_ = false;
-    Phase phase_ = Phase::Idle;
     event::Event start_;
-    event::ResolveQuery query_;
-    std::vector<event::ResolvedAddr> addrs_;
-    size_t next_addr_ = 0;
-    std::string peer_;               // the address tried, for the log
-    event::Connection* conn_ = nullptr;  // owner: the worker's table
-    event::Timer timer_;
-    size_t sent_ = 0;
-    std::string in_;
-    std::optional<ResponderReply> reply_;
-    log::Context log_;
+    OcspFetch fetch_;
 };
 
 }  // namespace gatehouse::http
