@@ -112,7 +112,9 @@ std::string ocsp_get_target(std::string_view path, std::string_view der) {
     return out;
 }
 
-Result<int64_t> check_ocsp_response(std::string_view der, X509* cert, X509* issuer, STACK_OF(X509) * chain,
+namespace {
+
+Result<OcspStatus> response_status(std::string_view der, X509* cert, X509* issuer, STACK_OF(X509) * chain,
                                     X509_STORE* store, bool verify) {
     ERR_clear_error();
     const auto* p = reinterpret_cast<const unsigned char*>(der.data());
@@ -150,14 +152,33 @@ Result<int64_t> check_ocsp_response(std::string_view der, X509* cert, X509* issu
     // Five minutes of clock skew, as OpenSSL's ocsp command allows.
     if (OCSP_check_validity(this_upd, next_upd, 300, -1) != 1)
         return make_error("OCSP_check_validity() failed" + ssl_errors());
-    if (status != V_OCSP_CERTSTATUS_GOOD)
-        return make_error(std::string("certificate status \"") + OCSP_cert_status_str(status) +
-                          "\" in the OCSP response");
-    if (!next_upd) return INT64_MAX;
+    OcspStatus out;
+    out.status = status;
+    if (!next_upd) return out;
     auto valid = epoch_of(next_upd);
     if (!valid) return make_error("invalid nextUpdate time in certificate status");
-    return *valid;
+    out.next_update = *valid;
+    return out;
 }
+
+}  // namespace
+
+Result<int64_t> check_ocsp_response(std::string_view der, X509* cert, X509* issuer, STACK_OF(X509) * chain,
+                                    X509_STORE* store, bool verify) {
+    auto st = response_status(der, cert, issuer, chain, store, verify);
+    if (!st) return st.error();
+    if (st->status != V_OCSP_CERTSTATUS_GOOD)
+        return make_error(std::string("certificate status \"") + OCSP_cert_status_str(st->status) +
+                          "\" in the OCSP response");
+    return st->next_update;
+}
+
+Result<OcspStatus> ocsp_cert_status(std::string_view der, X509* cert, X509* issuer, STACK_OF(X509) * chain,
+                                    X509_STORE* store) {
+    return response_status(der, cert, issuer, chain, store, true);
+}
+
+
 
 int64_t ocsp_refresh_after_success(int64_t now, int64_t valid) {
     int64_t before_expiry = valid > INT64_MIN + 300 ? valid - 300 : valid;

@@ -67,6 +67,16 @@ std::string ocsp_get_target(std::string_view path, std::string_view der);
 Result<int64_t> check_ocsp_response(std::string_view der, X509* cert, X509* issuer, STACK_OF(X509) * chain,
                                     X509_STORE* store, bool verify);
 
+// What a responder said about a client certificate ("ssl_ocsp"): the
+// same checks as check_ocsp_response() with `verify`, but any status is
+// an answer. `next_update`: INT64_MAX without one.
+struct OcspStatus {
+    int status = V_OCSP_CERTSTATUS_UNKNOWN;  // V_OCSP_CERTSTATUS_*
+    int64_t next_update = INT64_MAX;
+};
+Result<OcspStatus> ocsp_cert_status(std::string_view der, X509* cert, X509* issuer, STACK_OF(X509) * chain,
+                                    X509_STORE* store);
+
 // When to ask again after a response valid until `valid` was stapled at
 // `now`: 5 minutes before it expires, but at most an hour on and at least
 // 5 minutes on [nginx]. After a failure: 5 minutes on.

@@ -153,3 +153,25 @@ TEST_CASE("tls/ocsp: when to ask again") {
     CHECK(ocsp_refresh_after_success(now, INT64_MAX) == now + 3600);
     CHECK(kOcspRetryAfterError == 300);
 }
+
+TEST_CASE("tls/ocsp: ocsp_cert_status answers any status of a trusted responder") {
+    Pki p;
+    const int64_t now = time(nullptr);
+    auto st = ocsp_cert_status(p.response(p.leaf, V_OCSP_CERTSTATUS_REVOKED), p.leaf, p.ca, p.chain, p.store);
+    REQUIRE(st);
+    CHECK(st->status == V_OCSP_CERTSTATUS_REVOKED);
+    CHECK(st->next_update >= now + 3600 - 5);
+    st = ocsp_cert_status(p.response(p.leaf, V_OCSP_CERTSTATUS_UNKNOWN, 0), p.leaf, p.ca, p.chain, p.store);
+    REQUIRE(st);
+    CHECK(st->status == V_OCSP_CERTSTATUS_UNKNOWN);
+    CHECK(st->next_update == INT64_MAX);
+    st = ocsp_cert_status(p.response(p.leaf, V_OCSP_CERTSTATUS_GOOD), p.leaf, p.ca, p.chain, p.store);
+    REQUIRE(st);
+    CHECK(st->status == V_OCSP_CERTSTATUS_GOOD);
+    // Always verified: a stranger's signature is no answer.
+    CHECK(error_of(ocsp_cert_status(p.response(p.leaf, V_OCSP_CERTSTATUS_GOOD, 3600, p.stranger, p.stranger_key),
+                                    p.leaf, p.ca, p.chain, p.store))
+              .starts_with("OCSP_basic_verify() failed"));
+    CHECK(error_of(ocsp_cert_status(p.response(p.other, V_OCSP_CERTSTATUS_GOOD), p.leaf, p.ca, p.chain, p.store)) ==
+          "certificate status not found in the OCSP response");
+}
