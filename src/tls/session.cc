@@ -221,6 +221,7 @@ Session::Session(const Context& ctx, int fd, std::string_view peer) : initial_(c
 }
 
 Session::~Session() {
+    hold.reset();  // a check under way ends before the SSL it looks at
     if (kept_) g_keeper.remove(*this);
     SSL_free(ssl_);
 }
@@ -441,8 +442,9 @@ long Session::verify_result() const { return SSL_get_verify_result(ssl_); }
 std::string Session::client_verify() const {
     if (!has_client_cert()) return "NONE";
     long rc = verify_result();
-    if (rc == X509_V_OK) return "SUCCESS";
-    return std::string("FAILED:") + X509_verify_cert_error_string(rc);
+    if (rc != X509_V_OK) return std::string("FAILED:") + X509_verify_cert_error_string(rc);
+    if (!verify_failure_.empty()) return "FAILED:" + verify_failure_;
+    return "SUCCESS";
 }
 
 std::string Session::client_subject() const {

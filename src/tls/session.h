@@ -21,6 +21,7 @@
 // <openssl/ssl.h>'s declaration, without the rest of that header.
 using SSL_SESSION = struct ssl_session_st;
 
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -117,6 +118,20 @@ public:
     bool has_client_cert() const;
     // X509_V_OK, or why the client certificate was refused.
     long verify_result() const;
+    // A check after the handshake failed the certificate verification
+    // accepted ("ssl_ocsp": "certificate revoked"): client_verify() says
+    // "FAILED:" and `reason`, and verify_failure() is `reason`.
+    void fail_verify(std::string reason) { verify_failure_ = std::move(reason); }
+    const std::string& verify_failure() const { return verify_failure_; }
+
+    // What the HTTP layer runs between the handshake and the first
+    // request (http/ssl_module.h, ssl_after_handshake()): owned by the
+    // session, so that a connection closed meanwhile ends it too.
+    class Hold {
+    public:
+        virtual ~Hold() = default;
+    };
+    std::unique_ptr<Hold> hold;
 
 private:
     friend struct BufferKeeper;
@@ -138,6 +153,7 @@ private:
     const Context& initial_;
     std::string peer_;
     std::string error_;
+    std::string verify_failure_;  // fail_verify()
     bool established_ = false;
     bool client_ = false;           // connects to an origin
     bool broken_ = false;           // a fatal error: no shutdown

@@ -11,7 +11,9 @@
 // server's, as nginx's (they are chosen before SNI is looked at).
 #include "http/ssl_module.h"
 
+#include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/ocsp.h>
 #include <openssl/objects.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
@@ -30,7 +32,9 @@
 #include "core/log.h"
 #include "core/shm.h"
 #include "event/resolver.h"
+#include "event/worker.h"
 #include "http/core_module.h"
+#include "http/ocsp_fetch.h"
 #include "http/ocsp_stapler.h"
 #include "http/phases.h"
 #include "http/request.h"
@@ -38,6 +42,7 @@
 #include "http/variables.h"
 #include "tls/context.h"
 #include "tls/ocsp.h"
+#include "tls/ocsp_cache.h"
 #include "tls/params.h"
 #include "tls/session.h"
 #include "tls/session_cache.h"
@@ -61,6 +66,9 @@ struct Located {
     const ComplexValue* dynamic = nullptr;
     std::string dir;
 };
+
+// "ssl_ocsp": which of a client's certificates are asked about.
+enum class OcspMode : uint8_t { Off, Leaf, On };
 
 struct SslSrvConf {
     std::vector<Located> certificates;                // "ssl_certificate"
@@ -92,6 +100,11 @@ struct SslSrvConf {
     std::optional<Located> stapling_responder;        // "ssl_stapling_responder", checked
     std::string stapling_where;
     std::optional<bool> reject_handshake;             // "ssl_reject_handshake"
+    std::optional<OcspMode> ocsp;                     // "ssl_ocsp"
+    std::string ocsp_where;
+    std::optional<Located> ocsp_responder;            // "ssl_ocsp_responder", checked
+    std::optional<std::optional<tls::OcspCacheSpec>> ocsp_cache;  // "ssl_ocsp_cache"; inner empty: off
+    std::string ocsp_cache_where;
     std::optional<Located> key_log;                   // "ssl_key_log"
 
     tls::Context* ctx = nullptr;  // owner: the generation's arena; null without a certificate
@@ -100,6 +113,13 @@ struct SslSrvConf {
     // and its http block). Owner: the generation.
     SrvConf* owner = nullptr;
     conf::ConfArray main_confs = nullptr;
+
+    // "ssl_ocsp", once the context is built: the responder named by
+    // "ssl_ocsp_responder" (url.host empty: each certificate's AIA), the
+    // server's resolver, and the cache (in a zone of the generation;
+    // null: none).
+    OcspTarget ocsp_target;
+    tls::OcspCache* ocsp_zone = nullptr;
 };
 
 SslSrvConf& ssl_conf(const SrvConf& s) { return *static_cast<SslSrvConf*>(s.srv_confs[ssl_module.index]); }
@@ -140,6 +160,11 @@ void merge(const SslSrvConf& up, SslSrvConf& c) {
     conf::inherit(c.stapling, up.stapling, false);
     if (!c.stapling_file) c.stapling_file = up.stapling_file;
     if (!c.stapling_responder) c.stapling_responder = up.stapling_responder;
+    if (!c.ocsp) c.ocsp_where = up.ocsp_where;
+    conf::inherit(c.ocsp, up.ocsp, OcspMode::Off);
+    if (!c.ocsp_responder) c.ocsp_responder = up.ocsp_responder;
+    if (!c.ocsp_cache) c.ocsp_cache_where = up.ocsp_cache_where;
+    conf::inherit(c.ocsp_cache, up.ocsp_cache, std::optional<tls::OcspCacheSpec>());
     conf::inherit(c.stapling_verify, up.stapling_verify, false);
     conf::inherit(c.reject_handshake, up.reject_handshake, false);
 }
@@ -270,6 +295,36 @@ Status set_stapling_responder(Ctx& cx, const Node& n, SslSrvConf& c) {
 }
 
 // ---- contexts ----------------------------------------------------------------
+
+Status set_ocsp(Ctx& cx, const Node& n, SslSrvConf& c) {
+    if (c.ocsp) return cx.duplicate(n);
+    std::string_view a = n.args[0].text;
+    if (a == "on") c.ocsp = OcspMode::On;
+    else if (a == "leaf") c.ocsp = OcspMode::Leaf;
+    else if (a == "off") c.ocsp = OcspMode::Off;
+    else return cx.invalid(n, make_error("invalid value \"" + std::string(a) + "\""));
+    c.ocsp_where = n.where();
+    return {};
+}
+
+// Checked now, as "ssl_stapling_responder" (nginx checks it at startup).
+Status set_ocsp_responder(Ctx& cx, const Node& n, SslSrvConf& c) {
+    if (c.ocsp_responder) return cx.duplicate(n);
+    std::string_view url = n.args[0].text;
+    auto u = tls::parse_responder_url(url);
+    if (!u) return cx.error(n, u.message() + " in OCSP responder \"" + std::string(url) + "\"");
+    c.ocsp_responder = Located{std::string(url), n.where()};
+    return {};
+}
+
+Status set_ocsp_cache(Ctx& cx, const Node& n, SslSrvConf& c) {
+    if (c.ocsp_cache) return cx.duplicate(n);
+    auto spec = tls::parse_ocsp_cache(n.args[0].text);
+    if (!spec) return cx.invalid(n, spec.error());
+    c.ocsp_cache = std::move(*spec);
+    c.ocsp_cache_where = n.where();
+    return {};
+}
 
 Error at(const Error& e, const std::string& where) {
     return where.empty() ? e : make_error(e.message + " in " + where);
@@ -457,6 +512,28 @@ Status build_context(Ctx& cx, SslSrvConf& c, bool h2) {
         if (auto s = ctx->add_trusted(c.trusted_certificate->value); !s) return at(s.error(), c.trusted_certificate->where);
     if (c.crl)
         if (auto s = ctx->add_crl(c.crl->value); !s) return at(s.error(), c.crl->where);
+    if (*c.ocsp != OcspMode::Off) {
+        if (v == tls::VerifyClient::OptionalNoCa)
+            return make_error("\"ssl_ocsp\" is incompatible with \"ssl_verify_client optional_no_ca\" in " +
+                              c.ocsp_where);
+        if (c.ocsp_responder) c.ocsp_target.url = *tls::parse_responder_url(c.ocsp_responder->value);
+        const auto* rc = static_cast<const event::ResolverConf*>(c.owner->loc_confs[event::resolver_module.index]);
+        if (rc) {
+            c.ocsp_target.resolver = rc->resolver;
+            c.ocsp_target.resolver_timeout = rc->timeout();
+        }
+    }
+    if (*c.ocsp != OcspMode::Off && *c.ocsp_cache) {
+        const tls::OcspCacheSpec& spec = **c.ocsp_cache;
+        shm::ZoneSet* zones = cx.zones();
+        if (!zones) return make_error("shared memory is not available here in " + c.ocsp_cache_where);
+        // Its own tag: a session cache of the same name is another layout.
+        static const char kOcspZoneTag = 0;
+        auto z = zones->add(spec.name, spec.size, &kOcspZoneTag);
+        if (!z) return at(z.error(), c.ocsp_cache_where);
+        c.ocsp_zone = tls::OcspCache::attach(z->zone->addr(), z->zone->size());
+        if (!c.ocsp_zone) return make_error("OCSP cache \"" + spec.name + "\" is too small in " + c.ocsp_cache_where);
+    }
     if (*c.stapling && dynamic) {
         GH_LOG(Warn, "\"ssl_stapling\" ignored, not supported for certificates with variables in %s",
                c.stapling_where.c_str());
@@ -540,6 +617,144 @@ Status postconfiguration(Ctx& cx) {
     }
     return {};
 }
+
+// ---- ssl_ocsp: client certificates asked about ----------------------------------
+
+// The string after "FAILED:" in $ssl_client_verify for a status [nginx].
+const char* ocsp_failure(int status) {
+    if (status == V_OCSP_CERTSTATUS_REVOKED) return "certificate revoked";
+    if (status == V_OCSP_CERTSTATUS_UNKNOWN) return "certificate status unknown";
+    return "certificate status request failed";
+}
+constexpr const char* kOcspFailed = "certificate status request failed";
+
+int64_t wall_now() { return static_cast<int64_t>(event::worker_loop().wall().sec); }
+
+// The client's verified chain, leaf first, root last (new references):
+// the handshake's; a resumed session has none kept, so it is built again
+// from the store and what the client sent (it was verified when the
+// session was made; the result of doing it again does not matter here).
+STACK_OF(X509)* client_chain(SSL* ssl) {
+    if (STACK_OF(X509)* v = SSL_get0_verified_chain(ssl)) return X509_chain_up_ref(v);
+    X509* leaf = SSL_get0_peer_certificate(ssl);
+    if (!leaf) return nullptr;
+    X509_STORE_CTX* x = X509_STORE_CTX_new();
+    GH_CHECK(x != nullptr);
+    STACK_OF(X509)* out = nullptr;
+    if (X509_STORE_CTX_init(x, SSL_CTX_get_cert_store(SSL_get_SSL_CTX(ssl)), leaf, SSL_get_peer_cert_chain(ssl)) == 1) {
+        (void)X509_verify_cert(x);
+        out = X509_STORE_CTX_get1_chain(x);
+    }
+    X509_STORE_CTX_free(x);
+    ERR_clear_error();
+    return out;
+}
+
+// One client's certificates asked about in turn, from the leaf up,
+// before its connection's first request is read. Owned by the TLS
+// session (tls::Session::hold): a connection closed meanwhile ends the
+// fetch with it. The verdict goes into the session (fail_verify), read
+// by check_request() and $ssl_client_verify.
+class ClientOcspCheck final : public tls::Session::Hold {
+public:
+    ClientOcspCheck(const SslSrvConf& c, tls::Session& s, STACK_OF(X509) * chain, size_t count)
+        : c_(c), s_(s), chain_(chain), count_(count) {}
+    ~ClientOcspCheck() override { sk_X509_pop_free(chain_, X509_free); }
+
+    // Checks what the cache knows; true when that decided (the session
+    // holds the verdict), false when a responder is being asked and
+    // `resume` runs later, from the loop.
+    bool run(event::Callback resume) {
+        resume_ = resume;
+        return next();
+    }
+
+private:
+    X509* cert() const { return sk_X509_value(chain_, static_cast<int>(next_)); }
+    X509* issuer() const { return sk_X509_value(chain_, static_cast<int>(next_ + 1)); }
+
+    bool next() {
+        for (; next_ < count_; ++next_) {
+            key_ = tls::ocsp_cache_key(cert(), issuer());
+            if (!key_) return fail(kOcspFailed, "OCSP_cert_to_id() failed");
+            if (c_.ocsp_zone)
+                if (auto st = c_.ocsp_zone->lookup(*key_, wall_now())) {
+                    if (*st == V_OCSP_CERTSTATUS_GOOD) continue;
+                    return fail(ocsp_failure(*st), nullptr);
+                }
+            // "ssl_ocsp_responder", else the certificate's own (AIA).
+            target_ = c_.ocsp_target;
+            if (target_.url.host.empty()) {
+                std::string aia = tls::aia_responder(cert());
+                if (aia.empty()) return fail(kOcspFailed, "no OCSP responder URL in certificate");
+                auto u = tls::parse_responder_url(aia);
+                if (!u) return fail(kOcspFailed, "invalid OCSP responder URL in certificate");
+                target_.url = std::move(*u);
+            }
+            auto der = tls::ocsp_request(cert(), issuer());
+            if (!der) return fail(kOcspFailed, der.message().c_str());
+            fetch_.start(target_, ocsp_get_head(target_.url, *der), ", client certificate: \"" + subject() + "\"",
+                         event::Callback::to<&ClientOcspCheck::fetched>(this));
+            return false;
+        }
+        return true;
+    }
+
+    std::string subject() const {
+        char buf[256];
+        X509_NAME_oneline(X509_get_subject_name(cert()), buf, sizeof buf);
+        return buf;
+    }
+
+    // The verdict is a failure; `log`: why, at error (null: a cached
+    // status, said before).
+    bool fail(const char* reason, const char* log) {
+        if (log)
+            GH_LOG(Error, "%s while checking client certificate status, certificate: \"%s\"", log,
+                   subject().c_str());
+        s_.fail_verify(reason);
+        return true;
+    }
+
+    // From the loop: the reply is in, or every try failed (logged).
+    void fetched() {
+        bool decided = true;
+        if (!fetch_.ok()) {
+            s_.fail_verify(kOcspFailed);
+        } else {
+            auto st = tls::ocsp_cert_status(fetch_.body(), cert(), issuer(), chain_,
+                                             SSL_CTX_get_cert_store(SSL_get_SSL_CTX(s_.ssl())));
+            if (!st) {
+                fail(kOcspFailed, st.message().c_str());
+            } else {
+                const int64_t now = wall_now();
+                int64_t valid = st->next_update == INT64_MAX ? now + tls::kOcspCacheDefaultValid : st->next_update;
+                if (c_.ocsp_zone) c_.ocsp_zone->store(*key_, st->status, valid, now);
+                if (st->status != V_OCSP_CERTSTATUS_GOOD) {
+                    GH_LOG(Info, "client certificate status \"%s\" from the OCSP responder, certificate: \"%s\"",
+                           OCSP_cert_status_str(st->status), subject().c_str());
+                    s_.fail_verify(ocsp_failure(st->status));
+                } else {
+                    ++next_;
+                    decided = next();
+                }
+            }
+        }
+        // The front-end may close the connection, and this with it: the
+        // last thing done here.
+        if (decided) resume_();
+    }
+
+    const SslSrvConf& c_;  // owner: the generation, which outlives connections
+    tls::Session& s_;      // owns this
+    STACK_OF(X509)* chain_;  // owned references, leaf first
+    size_t count_;           // how many of chain_ to ask about
+    size_t next_ = 0;
+    std::optional<tls::OcspKey> key_;  // cert()'s
+    OcspTarget target_;
+    OcspFetch fetch_;
+    event::Callback resume_;
+};
 
 // ---- variables ------------------------------------------------------------------
 
@@ -831,6 +1046,9 @@ constexpr conf::Directive kDirectives[] = {
      conf::custom<set_located<&SslSrvConf::stapling_file, true>>()},
     {"ssl_stapling_verify", conf::kHttp | conf::kServer, conf::Take1, conf::flag<&SslSrvConf::stapling_verify>()},
     {"ssl_stapling_responder", conf::kHttp | conf::kServer, conf::Take1, conf::custom<set_stapling_responder>()},
+    {"ssl_ocsp", conf::kHttp | conf::kServer, conf::Take1, conf::custom<set_ocsp>()},
+    {"ssl_ocsp_responder", conf::kHttp | conf::kServer, conf::Take1, conf::custom<set_ocsp_responder>()},
+    {"ssl_ocsp_cache", conf::kHttp | conf::kServer, conf::Take1, conf::custom<set_ocsp_cache>()},
 };
 
 constexpr VariableDef kVariables[] = {
@@ -901,6 +1119,13 @@ int check_request(Request& r, bool plain) {
             return 495;
         }
     }
+    // "ssl_ocsp" found the certificate revoked, or could not tell
+    // (ssl_after_handshake); as a failed verification [nginx].
+    if (!s->verify_failure().empty()) {
+        GH_LOG(Info, "client SSL certificate verify error: %s while reading client request headers",
+               s->verify_failure().c_str());
+        return 495;
+    }
     if (v == tls::VerifyClient::On && !s->has_client_cert()) {
         GH_LOG(Info, "client sent no required SSL certificate while reading client request headers");
         return 496;
@@ -930,6 +1155,35 @@ constexpr ModuleHooks kHooks{.phases = kPhases, .variables = kVariables};
 }  // namespace
 
 const tls::Context* ssl_context(const SrvConf& srv) { return ssl_conf(srv).ctx; }
+
+bool ssl_after_handshake(tls::Session& s, event::Callback resume) {
+    if (!s.user) return true;
+    // The settings of the context the handshake ended with: the SNI
+    // server's when it has one, else the address's default server's.
+    const SrvConf* srv = static_cast<Stream*>(s.user)->servers().default_server;
+    if (s.sni_choice && ssl_conf(*static_cast<const SrvConf*>(s.sni_choice)).ctx)
+        srv = static_cast<const SrvConf*>(s.sni_choice);
+    const SslSrvConf& c = ssl_conf(*srv);
+    // The common case costs these two tests.
+    if (!c.ocsp || *c.ocsp == OcspMode::Off) return true;
+    tls::VerifyClient v = c.verify_client.value_or(tls::VerifyClient::Off);
+    if (v != tls::VerifyClient::On && v != tls::VerifyClient::Optional) return true;
+    // Nothing to ask about: no certificate, or one refused already.
+    if (!s.has_client_cert() || s.verify_result() != X509_V_OK) return true;
+    STACK_OF(X509)* chain = client_chain(s.ssl());
+    if (!chain) {
+        s.fail_verify(kOcspFailed);
+        return true;
+    }
+    // Every certificate but the root (a self-signed one alone: none);
+    // "leaf": the client's own only [nginx].
+    int n = sk_X509_num(chain);
+    size_t count = n < 2 ? 0 : *c.ocsp == OcspMode::Leaf ? 1 : static_cast<size_t>(n - 1);
+    auto check = std::make_unique<ClientOcspCheck>(c, s, chain, count);
+    ClientOcspCheck* p = check.get();
+    s.hold = std::move(check);
+    return p->run(resume);
+}
 
 extern const conf::Module ssl_module{
     .name = "ssl",

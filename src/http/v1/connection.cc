@@ -458,6 +458,9 @@ void Connection::read_head() {
         tls_handshake();
         return;
     }
+    // The request waits in the socket until the client certificate's
+    // status is known (tls_checked() reads it then).
+    if (tls_checking_) return;
     SrvConf& s = *default_srv_;
     const size_t small = *s.client_header_buffer_size;
     const size_t large = *s.large_header_buffer_size;
@@ -677,12 +680,14 @@ void Connection::tls_handshake() {
         case tls::Session::Step::Done:
             stats::tls_handshake(true, tls_->reused());
             if (!nodelay_done_) nodelay(server_loc_conf());
-            // ALPN offered "h2" only where the server speaks it (ssl_module).
-            if (tls_->alpn() == "h2") {
-                hand_over_h2({});
+            // Before either protocol sees a request, so that one wait
+            // covers HTTP/1 and HTTP/2 alike; the read timer
+            // (client_header_timeout) bounds it as it bounds the handshake.
+            if (!ssl_after_handshake(*tls_, event::Callback::to<&Connection::tls_checked>(this))) {
+                tls_checking_ = true;
                 return;
             }
-            read_head();
+            tls_ready();
             return;
         case tls::Session::Step::Again:
             return;
@@ -692,6 +697,22 @@ void Connection::tls_handshake() {
             close_connection();
             return;
     }
+}
+
+void Connection::tls_checked() {
+    const log::Context lctx = log_context();
+    log::Scope scope(&lctx);
+    tls_checking_ = false;
+    tls_ready();
+}
+
+void Connection::tls_ready() {
+    // ALPN offered "h2" only where the server speaks it (ssl_module).
+    if (tls_->alpn() == "h2") {
+        hand_over_h2({});
+        return;
+    }
+    read_head();
 }
 
 void Connection::hand_over_h2(std::string_view preread) {

@@ -150,6 +150,11 @@ private:
     // TLS ports: tells TLS from plain HTTP, then drives the handshake;
     // read_head() once it is done.
     void tls_handshake();
+    // The handshake and the checks after it (ssl_after_handshake) are
+    // done: the first request's head, or the HTTP/2 front-end ("h2").
+    void tls_ready();
+    // ssl_after_handshake()'s resume: the checks it waited for are over.
+    void tls_checked();
     // "listen ... proxy_protocol": reads the PROXY header, before TLS and
     // before the request, peeking so that exactly the header's bytes are
     // taken from the socket; read_head() once it is done.
@@ -286,6 +291,7 @@ private:
     bool closing_ : 1 = false;
     bool tls_sniffed_ : 1 = false;           // the first byte said TLS
     bool plain_on_tls_ : 1 = false;          // the first byte said plain HTTP: answer 497
+    bool tls_checking_ : 1 = false;          // ssl_after_handshake() runs: read nothing yet
     // A plain address with HTTP/2 ("listen ... http2", "http2 on"), no
     // request read yet: the first bytes may be the HTTP/2 preface (h2c
     // with prior knowledge, RFC 9113 3.3).
