@@ -114,8 +114,9 @@ std::string ocsp_get_target(std::string_view path, std::string_view der) {
 
 namespace {
 
+// `flags`: OCSP_basic_verify()'s.
 Result<OcspStatus> response_status(std::string_view der, X509* cert, X509* issuer, STACK_OF(X509) * chain,
-                                    X509_STORE* store, bool verify) {
+                                   X509_STORE* store, unsigned long flags) {
     ERR_clear_error();
     const auto* p = reinterpret_cast<const unsigned char*>(der.data());
     OCSP_RESPONSE* resp = d2i_OCSP_RESPONSE(nullptr, &p, static_cast<long>(der.size()));
@@ -137,10 +138,6 @@ Result<OcspStatus> response_status(std::string_view der, X509* cert, X509* issue
                           OCSP_response_status_str(st) + ")");
     g.b = OCSP_response_get1_basic(resp);
     if (!g.b) return make_error("OCSP_response_get1_basic() failed" + ssl_errors());
-    // With verify, a signer found among the certificate's chain is
-    // trusted as is (OCSP_TRUSTOTHER); without, only the signature is
-    // checked, by the certificate the response names [nginx].
-    unsigned long flags = verify ? OCSP_TRUSTOTHER : OCSP_NOVERIFY;
     if (OCSP_basic_verify(g.b, chain, store, flags) != 1)
         return make_error("OCSP_basic_verify() failed" + ssl_errors());
     g.id = OCSP_cert_to_id(nullptr, cert, issuer);
@@ -165,7 +162,10 @@ Result<OcspStatus> response_status(std::string_view der, X509* cert, X509* issue
 
 Result<int64_t> check_ocsp_response(std::string_view der, X509* cert, X509* issuer, STACK_OF(X509) * chain,
                                     X509_STORE* store, bool verify) {
-    auto st = response_status(der, cert, issuer, chain, store, verify);
+    // With verify, a signer found among the certificate's chain is
+    // trusted as is (OCSP_TRUSTOTHER); without, only the signature is
+    // checked, by the certificate the response names [nginx].
+    auto st = response_status(der, cert, issuer, chain, store, verify ? OCSP_TRUSTOTHER : OCSP_NOVERIFY);
     if (!st) return st.error();
     if (st->status != V_OCSP_CERTSTATUS_GOOD)
         return make_error(std::string("certificate status \"") + OCSP_cert_status_str(st->status) +
@@ -175,7 +175,12 @@ Result<int64_t> check_ocsp_response(std::string_view der, X509* cert, X509* issu
 
 Result<OcspStatus> ocsp_cert_status(std::string_view der, X509* cert, X509* issuer, STACK_OF(X509) * chain,
                                     X509_STORE* store) {
-    return response_status(der, cert, issuer, chain, store, true);
+    // No flags: the signer's chain is verified with the store and the
+    // signer must be the issuer or its delegate (RFC 6960 4.2.2.2), even
+    // when found in the client's chain: with OCSP_TRUSTOTHER the root of
+    // an intermediate's chain could answer for the intermediate's
+    // certificates [nginx verifies fully too].
+    return response_status(der, cert, issuer, chain, store, 0);
 }
 
 

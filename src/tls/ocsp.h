@@ -68,8 +68,10 @@ Result<int64_t> check_ocsp_response(std::string_view der, X509* cert, X509* issu
                                     X509_STORE* store, bool verify);
 
 // What a responder said about a client certificate ("ssl_ocsp"): the
-// same checks as check_ocsp_response() with `verify`, but any status is
-// an answer. `next_update`: INT64_MAX without one.
+// same checks as check_ocsp_response(), the signer always verified with
+// the store and required to be the issuer or its delegate (RFC 6960
+// 4.2.2.2; `chain` only helps build its chain), and any status is an
+// answer. `next_update`: INT64_MAX without one.
 struct OcspStatus {
     int status = V_OCSP_CERTSTATUS_UNKNOWN;  // V_OCSP_CERTSTATUS_*
     int64_t next_update = INT64_MAX;
