@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -288,3 +289,31 @@ def test_bad_settings_are_refused(cli, pki, directive, why):
     r = cli.test_conf(conf(pki, server(free_port(), directive)))
     assert r.returncode != 0
     assert why in r.stderr or __import__("re").search(why, r.stderr), r.stderr
+
+
+# ---- waiting --------------------------------------------------------------------------------
+
+def test_a_hanging_responder_holds_only_its_connection(gatehouse, prefix, pki):
+    """The check waits on the loop: other connections are served
+    meanwhile, and client_header_timeout ends the waiting one."""
+    hang = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    hang.bind(("127.0.0.1", 0))
+    hang.listen(8)  # accepted by the kernel, never answered
+    try:
+        waiting, other = free_port(), free_port()
+        text = conf(pki, server(waiting, f"ssl_ocsp leaf; ssl_ocsp_responder http://127.0.0.1:"
+                                         f"{hang.getsockname()[1]}; client_header_timeout 2s;")
+                    + server(other, "ssl_ocsp leaf;")).replace("worker_processes 2;", "worker_processes 1;")
+        gatehouse.start(text, ports=(waiting, other), workers=1)
+        t0 = time.monotonic()
+        slow = subprocess.Popen([CURL, "-sk", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20",
+                                 "--cert", pki.good_chain_crt, "--key", pki.good_key, f"https://127.0.0.1:{waiting}/"],
+                                stdout=subprocess.PIPE, text=True)
+        # One worker: this is answered while the other connection waits.
+        assert get(pki, other)[:2] == (200, "SUCCESS")
+        out, _ = slow.communicate(timeout=30)
+        assert out == "000"  # closed without a response
+        assert 1.5 < time.monotonic() - t0 < 15
+        assert "[crit]" not in error_log(prefix)
+    finally:
+        hang.close()
