@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from conftest import free_port
+from test_ocsp_stapling import RawResponder, openssl
 
 OPENSSL = shutil.which("openssl")
 CURL = shutil.which("curl")
@@ -30,61 +31,31 @@ pytestmark = pytest.mark.skipif(OPENSSL is None or CURL is None, reason="openssl
 INT_SERIAL, GOOD_SERIAL, REVOKED_SERIAL, ELSEWHERE_SERIAL = 0x4001, 0x4101, 0x4102, 0x4103
 
 
-def openssl(*args, cwd):
-    r = subprocess.run([OPENSSL, *args], cwd=cwd, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, f"openssl {' '.join(args)}: {r.stderr}"
-    return r.stdout
-
-
-class Responder:
+def Responder(d, port, index):
     """An OCSP responder on 127.0.0.1:`port` answering from `index` (the
     intermediate's status signed by the root, the others' by the
     intermediate); `asked` lists the serial numbers asked about."""
+    lock = threading.Lock()  # one openssl at a time on the same files
 
-    def __init__(self, d, port, index):
-        self.d, self.index = d, index
-        self.asked = []
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", port))
-        self.sock.listen(8)
-        self.lock = threading.Lock()
-        threading.Thread(target=self.run, daemon=True).start()
+    def answer(conn, head):
+        target = head.split(b" ", 2)[1].decode()
+        der = base64.b64decode(urllib.parse.unquote(target.rsplit("/", 1)[1]))
+        with lock:
+            req, resp = d / f"req-{index}.der", d / f"resp-{index}.der"
+            req.write_bytes(der)
+            text = openssl("ocsp", "-reqin", req.name, "-req_text", cwd=d)
+            serial = int(text.split("Serial Number:")[1].split()[0], 16)
+            r.asked.append(serial)
+            ca = "root" if serial == INT_SERIAL else "int"
+            openssl("ocsp", "-index", index, "-rsigner", f"{ca}.crt", "-rkey", f"{ca}.key",
+                    "-CA", f"{ca}.crt", "-ndays", "1", "-reqin", req.name, "-respout", resp.name, cwd=d)
+            body = resp.read_bytes()
+        conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/ocsp-response\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body) + body)
 
-    def run(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
-
-    def serve(self, conn):
-        with conn:
-            conn.settimeout(10)
-            head = b""
-            while b"\r\n\r\n" not in head:
-                chunk = conn.recv(4096)
-                if not chunk:
-                    return
-                head += chunk
-            target = head.split(b" ", 2)[1].decode()
-            der = base64.b64decode(urllib.parse.unquote(target.rsplit("/", 1)[1]))
-            with self.lock:  # one openssl at a time on the same files
-                req, resp = self.d / f"req-{self.index}.der", self.d / f"resp-{self.index}.der"
-                req.write_bytes(der)
-                text = openssl("ocsp", "-reqin", req.name, "-req_text", cwd=self.d)
-                serial = int(text.split("Serial Number:")[1].split()[0], 16)
-                self.asked.append(serial)
-                ca = "root" if serial == INT_SERIAL else "int"
-                openssl("ocsp", "-index", self.index, "-rsigner", f"{ca}.crt", "-rkey", f"{ca}.key",
-                        "-CA", f"{ca}.crt", "-ndays", "1", "-reqin", req.name, "-respout", resp.name, cwd=self.d)
-                body = resp.read_bytes()
-            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/ocsp-response\r\n"
-                         b"Content-Length: %d\r\n\r\n" % len(body) + body)
-
-    def close(self):
-        self.sock.close()
+    r = RawResponder(answer, port)
+    r.asked = []
+    return r
 
 
 class Pki:
