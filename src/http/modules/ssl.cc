@@ -693,11 +693,18 @@ private:
             }
             auto der = tls::ocsp_request(cert(), issuer());
             if (!der) return fail(kOcspFailed, der.message().c_str());
-            fetch_.start(target_, ocsp_get_head(target_.url, *der), ", client certificate: \"" + subject() + "\"",
+            fetch_.start(target_, ocsp_get_head(target_.url, *der),
+                         ", client: " + client() + ", client certificate: \"" + subject() + "\"",
                          event::Callback::to<&ClientOcspCheck::fetched>(this));
             return false;
         }
         return true;
+    }
+
+    // The client's address, for the log lines: they are written from the
+    // loop, outside the connection's own log context.
+    std::string client() const {
+        return s_.user ? std::string(static_cast<Stream*>(s_.user)->peer_text()) : std::string("-");
     }
 
     std::string subject() const {
@@ -710,8 +717,8 @@ private:
     // status, said before).
     bool fail(const char* reason, const char* log) {
         if (log)
-            GH_LOG(Error, "%s while checking client certificate status, certificate: \"%s\"", log,
-                   subject().c_str());
+            GH_LOG(Error, "%s while checking client certificate status, client: %s, certificate: \"%s\"", log,
+                   client().c_str(), subject().c_str());
         s_.fail_verify(reason);
         return true;
     }
@@ -731,8 +738,9 @@ private:
                 int64_t valid = st->next_update == INT64_MAX ? now + tls::kOcspCacheDefaultValid : st->next_update;
                 if (c_.ocsp_zone) c_.ocsp_zone->store(*key_, st->status, valid, now);
                 if (st->status != V_OCSP_CERTSTATUS_GOOD) {
-                    GH_LOG(Info, "client certificate status \"%s\" from the OCSP responder, certificate: \"%s\"",
-                           OCSP_cert_status_str(st->status), subject().c_str());
+                    GH_LOG(Info,
+                           "client certificate status \"%s\" from the OCSP responder, client: %s, certificate: \"%s\"",
+                           OCSP_cert_status_str(st->status), client().c_str(), subject().c_str());
                     s_.fail_verify(ocsp_failure(st->status));
                 } else {
                     ++next_;
