@@ -86,6 +86,18 @@ class RawResponder:
         self.sock.close()
 
 
+def request_of(head):
+    """The DER request of an OCSP GET's head (base64 in the path's last
+    segment, RFC 6960 A.1)."""
+    target = head.split(b" ", 2)[1].decode()
+    return base64.b64decode(urllib.parse.unquote(target.rsplit("/", 1)[1]))
+
+
+def send_response(conn, der):
+    conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/ocsp-response\r\n"
+                 b"Content-Length: %d\r\n\r\n" % len(der) + der)
+
+
 def Responder(d, port, signer, key):
     """An OCSP responder on 127.0.0.1:`port`: each GET's request (base64
     in the path, RFC 6960 A.1) goes to "openssl ocsp -reqin ... -respout"
@@ -95,16 +107,13 @@ def Responder(d, port, signer, key):
     lock = threading.Lock()  # one openssl at a time on the same files
 
     def answer(conn, head):
-        target = head.split(b" ", 2)[1].decode()
-        der = base64.b64decode(urllib.parse.unquote(target.rsplit("/", 1)[1]))
         with lock:
             req, resp = d / f"req{signer}.der", d / f"resp{signer}.der"
-            req.write_bytes(der)
+            req.write_bytes(request_of(head))
             openssl("ocsp", "-index", "index.txt", "-rsigner", signer, "-rkey", key, "-CA", "ca.crt",
                     "-ndays", "1", "-reqin", req.name, "-respout", resp.name, cwd=d)
             body = resp.read_bytes()
-        conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/ocsp-response\r\n"
-                     b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        send_response(conn, body)
 
     return RawResponder(answer, port)
 

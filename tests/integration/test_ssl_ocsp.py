@@ -10,20 +10,18 @@ Clients are curl, over HTTP/1.1 and HTTP/2, showing $ssl_client_verify
 in a response header.
 """
 
-import base64
 import re
 import shutil
 import socket
 import subprocess
 import threading
 import time
-import urllib.parse
 from pathlib import Path
 
 import pytest
 
 from conftest import free_port
-from test_ocsp_stapling import RawResponder, openssl
+from test_ocsp_stapling import RawResponder, openssl, request_of, send_response
 
 OPENSSL = shutil.which("openssl")
 CURL = shutil.which("curl")
@@ -39,11 +37,9 @@ def Responder(d, port, index):
     lock = threading.Lock()  # one openssl at a time on the same files
 
     def answer(conn, head):
-        target = head.split(b" ", 2)[1].decode()
-        der = base64.b64decode(urllib.parse.unquote(target.rsplit("/", 1)[1]))
         with lock:
             req, resp = d / f"req-{index}.der", d / f"resp-{index}.der"
-            req.write_bytes(der)
+            req.write_bytes(request_of(head))
             text = openssl("ocsp", "-reqin", req.name, "-req_text", cwd=d)
             serial = int(text.split("Serial Number:")[1].split()[0], 16)
             r.asked.append(serial)
@@ -51,8 +47,7 @@ def Responder(d, port, index):
             openssl("ocsp", "-index", index, "-rsigner", f"{ca}.crt", "-rkey", f"{ca}.key",
                     "-CA", f"{ca}.crt", "-ndays", "1", "-reqin", req.name, "-respout", resp.name, cwd=d)
             body = resp.read_bytes()
-        conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/ocsp-response\r\n"
-                     b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        send_response(conn, body)
 
     r = RawResponder(answer, port)
     r.asked = []
