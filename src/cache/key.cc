@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "core/md5.h"
+#include "core/str.h"
 
 namespace gatehouse::cache {
 
@@ -33,12 +34,8 @@ Result<Levels> parse_levels(std::string_view s) {
 }
 
 std::array<char, kHexLen> hex(const Hash& h) {
-    constexpr char kDigits[] = "0123456789abcdef";
     std::array<char, kHexLen> out;
-    for (size_t i = 0; i < 16; ++i) {
-        out[2 * i] = kDigits[h.bytes[i] >> 4];
-        out[2 * i + 1] = kDigits[h.bytes[i] & 15];
-    }
+    hex_lower(h.bytes.data(), h.bytes.size(), out.data());
     return out;
 }
 

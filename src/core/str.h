@@ -80,6 +80,16 @@ constexpr int hex_value(char c) {
     return -1;
 }
 
+// `n` bytes as 2n lower-case hexadecimal digits into `out` (a digest's
+// text: cache keys, sticky ids).
+constexpr void hex_lower(const uint8_t* bytes, size_t n, char* out) {
+    constexpr char kDigits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; ++i) {
+        out[2 * i] = kDigits[bytes[i] >> 4];
+        out[2 * i + 1] = kDigits[bytes[i] & 15];
+    }
+}
+
 // Without the optional whitespace (spaces and tabs, RFC 9110 5.6.3) at
 // either end: a list element or a field value.
 constexpr std::string_view trim_ows(std::string_view s) {

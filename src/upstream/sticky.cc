@@ -95,13 +95,9 @@ Result<StickyCookie> parse_sticky(std::span<const std::string_view> args) {
 }
 
 StickyId sticky_id(std::string_view addr_text) {
-    static constexpr char kHex[] = "0123456789abcdef";
     const auto d = md5(addr_text);
     StickyId id;
-    for (size_t i = 0; i < d.size(); ++i) {
-        id[2 * i] = kHex[d[i] >> 4];
-        id[2 * i + 1] = kHex[d[i] & 15];
-    }
+    hex_lower(d.data(), d.size(), id.data());
     return id;
 }
 
